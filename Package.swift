@@ -1,0 +1,97 @@
+// swift-tools-version: 6.0
+// Switchyard: a distributed Mixture-of-Experts inference runtime.
+//
+// Targets are tiered (see README "Architecture"); a target imports only lower tiers.
+//   tier 4  SwitchyardCLI
+//   tier 3  Coordinator · ExpertWorker            (never import each other)
+//   tier 2  Models · Wire · Transport
+//   tier 1  Kernels · Tokenization
+//   tier 0  Tensors · CZeroMQ · CProtobufC · CBLAS
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Switchyard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "switchyard", targets: ["SwitchyardCLI"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        // tier 0: C libraries, each imported by exactly one Swift target.
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .target(
+            name: "CProtobufC",
+            path: "Sources/CProtobufC",
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+        .target(name: "Tensors", swiftSettings: strictSettings),
+
+        // tier 1
+        .target(name: "Kernels", dependencies: ["Tensors", "CBLAS"], swiftSettings: strictSettings),
+        .target(name: "Tokenization", swiftSettings: strictSettings),
+
+        // tier 2
+        .target(name: "Models", dependencies: ["Tensors", "Kernels"], swiftSettings: strictSettings),
+        .target(name: "Wire", dependencies: ["Tensors", "CProtobufC"], swiftSettings: strictSettings),
+        .target(name: "Transport", dependencies: ["CZeroMQ"], swiftSettings: strictSettings),
+
+        // tier 3
+        .target(
+            name: "Coordinator",
+            dependencies: ["Tensors", "Models", "Tokenization", "Wire", "Transport"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "ExpertWorker",
+            dependencies: ["Tensors", "Models", "Wire", "Transport"],
+            swiftSettings: strictSettings
+        ),
+
+        // tier 4
+        .executableTarget(
+            name: "SwitchyardCLI",
+            dependencies: [
+                "Tensors", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // tests
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strictSettings),
+        .testTarget(
+            name: "TokenizationTests",
+            dependencies: ["Tokenization", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ModelsTests",
+            dependencies: ["Tensors", "Kernels", "Models", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "WireTests",
+            dependencies: ["Tensors", "Wire", "Transport", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "CoordinatorTests",
+            dependencies: ["Tensors", "Models", "Wire", "Coordinator", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["SwitchyardCLI", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)
