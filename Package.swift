@@ -22,7 +22,8 @@ let package = Package(
         .executable(name: "switchyard", targets: ["SwitchyardCLI"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // tier 0: C libraries, each imported by exactly one Swift target.
@@ -47,12 +48,17 @@ let package = Package(
         // tier 3
         .target(
             name: "Coordinator",
-            dependencies: ["Tensors", "Models", "Tokenization", "Wire", "Transport"],
+            dependencies: [
+                "Tensors", "Models", "Tokenization", "Wire", "Transport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .target(
             name: "ExpertWorker",
-            dependencies: ["Tensors", "Models", "Wire", "Transport"],
+            dependencies: [
+                "Tensors", "Models", "Wire", "Transport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
 
@@ -62,6 +68,7 @@ let package = Package(
             dependencies: [
                 "Tensors", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
@@ -89,8 +96,13 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "ExpertWorkerTests",
+            dependencies: ["Tensors", "Models", "Wire", "ExpertWorker", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SwitchyardCLI", "TestSupport"],
+            dependencies: ["SwitchyardCLI", "Tensors", "Wire", "Transport", "TestSupport"],
             swiftSettings: strictSettings
         ),
     ]

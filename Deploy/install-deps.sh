@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the system packages Switchyard builds and runs with (Debian 12). Idempotent.
+#   libzmq3-dev         ZeroMQ, the coordinator <-> worker transport
+#   libprotobuf-c-dev   protobuf-c runtime for the wire protocol headers
+#   protobuf-c-compiler protoc-c, to check the committed generated code (Scripts/generate-protos.sh)
+#   libopenblas-dev     BLAS for the matrix products
+#   iproute2            `ip netns` for the multi-host tests
+set -euo pipefail
+
+packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2)
+
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all system packages present (${packages[*]})"
+    exit 0
+fi
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo_cmd=(sudo); else
+        echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+echo "install-deps: installing ${missing[*]}"
+"${sudo_cmd[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,381 @@
+// The coordinator's side of the cluster: one ROUTER socket that workers and clients connect to.
+//
+// Registration (HELLO → WELCOME + ASSIGN → READY), heartbeats, refusals, and the per-layer
+// dispatch/combine of every step all happen on the thread that created the coordinator: the
+// socket is confined to it (ZeroMQ sockets are not thread-safe). Generation is synchronous: while
+// a step waits for its COMBINEs, other messages (a worker registering, a client's request) are
+// handled or queued, so nothing is lost and nothing blocks the step.
+public import Foundation
+public import Logging
+public import Models
+public import Tensors
+import Transport
+public import Wire
+
+/// How the coordinator listens and whom it waits for.
+public struct CoordinatorOptions: Sendable {
+    /// The worker endpoint to bind, e.g. `tcp://127.0.0.1:5555` (port 0 picks a free port).
+    public var bind: String
+    /// Worker slots to fill before serving (ignored when a placement file names the workers).
+    public var workerCount: Int
+    /// A placement file (`{"workers": [{"name": …, "experts": [[layer, expert], …]}]}`), or nil for an even split.
+    public var placementFile: URL?
+    /// How long a step waits for a worker's COMBINE before the request fails.
+    public var dispatchTimeout: Duration
+
+    public init(bind: String, workerCount: Int, placementFile: URL? = nil, dispatchTimeout: Duration = .seconds(60)) {
+        self.bind = bind
+        self.workerCount = workerCount
+        self.placementFile = placementFile
+        self.dispatchTimeout = dispatchTimeout
+    }
+}
+
+/// Runs the coordinator side of the protocol on the calling thread.
+public final class ClusterCoordinator: ExpertExecutor {
+    /// A registered worker filling one placement slot.
+    struct Slot {
+        var peer: PeerIdentity
+        var name: String
+        var pid: Int
+        var ready: Bool
+    }
+
+    public let endpoint: String
+    public let placement: Placement
+    let configuration: MixtralConfiguration
+    let fingerprint: String
+    let modelPath: String
+    let options: CoordinatorOptions
+    let logger: Logger
+    private let socket: RouterSocket
+    /// True when the placement file fixes the worker names.
+    private let namedSlots: Bool
+    private var slots: [Slot?]
+    private var pendingClientRequests: [(PeerIdentity, WireMessage.GenerateRequest)] = []
+    private var nextRequestID: UInt64 = 0
+    private var currentRequestID = RequestID(0)
+    private var nextStep: UInt64 = 0
+    private var nextWorkerID: UInt32 = 0
+
+    /// Binds the worker socket.
+    /// - Throws: `PlacementError` for a bad placement, `TransportError` when the address cannot be bound.
+    public init(checkpoint: Checkpoint, options: CoordinatorOptions, logger: Logger) throws {
+        let configuration = checkpoint.configuration
+        if let file = options.placementFile {
+            placement = try Placement.load(
+                from: file, layerCount: configuration.layerCount, expertCount: configuration.expertCount)
+            namedSlots = true
+        } else {
+            placement = try Placement.even(
+                layerCount: configuration.layerCount, expertCount: configuration.expertCount,
+                workerNames: (0..<options.workerCount).map { "slot\($0)" })
+            namedSlots = false
+        }
+        self.configuration = configuration
+        self.fingerprint = checkpoint.fingerprint
+        self.modelPath = checkpoint.directory.path
+        self.options = options
+        self.logger = logger
+        slots = Array(repeating: nil, count: placement.workerCount)
+        socket = try RouterSocket(context: ZMQContext(), bind: options.bind)
+        endpoint = socket.boundEndpoint
+    }
+
+    deinit { socket.close() }
+
+    /// Worker slots with a worker that has loaded its experts.
+    public var readyWorkerCount: Int { slots.filter { $0?.ready == true }.count }
+
+    /// True when every slot has a ready worker.
+    public var isReady: Bool { readyWorkerCount == placement.workerCount }
+
+    // MARK: waiting and serving
+
+    /// Handles messages until every worker slot is filled and ready.
+    /// - Parameters:
+    ///   - timeout: give up after this long (nil waits until `shouldStop`)
+    ///   - abandoned: returns a reason when waiting is pointless (a spawned worker exited)
+    public func waitUntilReady(
+        timeout: Duration?, shouldStop: () -> Bool, abandoned: () -> String? = { nil }
+    ) throws(GenerationError) {
+        let clock = ContinuousClock()
+        let deadline = timeout.map { clock.now + $0 }
+        var lastReport = clock.now
+        while !isReady {
+            if shouldStop() { throw .unavailable("stopped while waiting for workers") }
+            if let reason = abandoned() { throw .unavailable(reason) }
+            if let deadline, clock.now >= deadline {
+                throw .unavailable(
+                    "only \(readyWorkerCount) of \(placement.workerCount) workers were ready after \(timeout!); "
+                        + "start workers with: switchyard worker --coordinator \(endpoint) --model \(modelPath)")
+            }
+            if clock.now - lastReport >= .seconds(10) {
+                logger.info("waiting for workers: \(readyWorkerCount) of \(placement.workerCount) ready at \(endpoint)")
+                lastReport = clock.now
+            }
+            pump(timeout: .milliseconds(100))
+        }
+    }
+
+    /// Serves GENERATE_REQUEST messages from clients, one at a time, until `shouldStop`.
+    public func serveClients(engine: GenerationEngine, shouldStop: () -> Bool) {
+        while !shouldStop() {
+            guard !pendingClientRequests.isEmpty else {
+                pump(timeout: .milliseconds(200))
+                continue
+            }
+            let (peer, request) = pendingClientRequests.removeFirst()
+            let reply: WireMessage
+            do throws(GenerationError) {
+                guard isReady else {
+                    throw .unavailable("\(readyWorkerCount) of \(placement.workerCount) workers are ready; the request needs all of them")
+                }
+                let result = try generate(engine: engine, request: Self.generationRequest(request))
+                let json = (try? result.jsonData()).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                reply = .generateResult(.init(clientRequestID: request.clientRequestID, resultJSON: json))
+                logger.info(
+                    "\(request.clientRequestID): \(result.promptTokenIDs.count) prompt + \(result.completionTokenIDs.count) completion tokens")
+            } catch {
+                let code: WireMessage.ErrorReport.Code = if case .invalidRequest = error { .badRequest } else { .internal }
+                reply = .error(.init(code: code, message: error.description))
+                logger.warning("\(request.clientRequestID) failed: \(error)")
+            }
+            send(reply, to: peer)
+        }
+    }
+
+    /// Runs one request through `engine` with this coordinator's workers computing the experts.
+    public func generate(
+        engine: GenerationEngine, request: GenerationRequest, onText: ((String) -> Void)? = nil
+    ) throws(GenerationError) -> GenerationResult {
+        nextRequestID += 1
+        currentRequestID = RequestID(nextRequestID)
+        var executor = self
+        return try engine.generate(request, experts: &executor, onText: onText)
+    }
+
+    /// Tells every worker to leave.
+    public func shutdown(reason: String) {
+        for case let slot? in slots {
+            send(.bye(.init(reason: reason)), to: slot.peer)
+        }
+    }
+
+    static func generationRequest(_ request: WireMessage.GenerateRequest) -> GenerationRequest {
+        let prompt: Prompt = switch request.prompt {
+        case .text(let text): .text(text)
+        case .tokenIDs(let ids): .tokenIDs(ids.map { Int32(truncatingIfNeeded: $0) })
+        }
+        return GenerationRequest(
+            prompt: prompt, maxTokens: request.maxTokens,
+            sampling: SamplingParameters(
+                temperature: request.temperature, topP: request.topP, topK: request.topK, seed: request.seed),
+            ignoreEOS: request.ignoreEOS, logprobs: request.logprobs)
+    }
+
+    // MARK: ExpertExecutor
+
+    public var workerSummaries: [WorkerSummary] {
+        (0..<placement.workerCount).map { index in
+            WorkerSummary(name: slots[index]?.name ?? placement.workerNames[index], experts: placement.experts(ofWorker: index))
+        }
+    }
+
+    public func computeExperts(
+        layer: LayerIndex, hidden: [Float], routing: RoutingDecision
+    ) throws(GenerationError) -> [Float] {
+        nextStep += 1
+        let step = StepIndex(nextStep)
+        let hiddenSize = configuration.hiddenSize
+        let plan = DispatchPlan(routing: routing, layer: layer, placement: placement)
+        var outstanding: [Int: DispatchPlan.WorkerBatch] = [:]
+        for batch in plan.batches {
+            guard let slot = slots[batch.slot], slot.ready else {
+                throw .unavailable("worker slot \(placement.workerNames[batch.slot]) has no ready worker for \(layer)")
+            }
+            let dispatch = WireMessage.Dispatch(
+                requestID: currentRequestID, step: step, layer: layer,
+                rowExpertOffsets: batch.rowExpertOffsets.map { Int($0) },
+                expertIDs: batch.expertIDs.map { ExpertID(Int($0)) }, weights: batch.weights,
+                hiddenStates: HiddenStates(
+                    rowCount: batch.rowCount, hiddenSize: hiddenSize,
+                    values: DispatchPlan.gather(batch, from: hidden, hiddenSize: hiddenSize), dtype: .f32))
+            guard send(.dispatch(dispatch), to: slot.peer) else {
+                throw .expertsFailed("worker \(slot.name) is unreachable (sending \(layer) of \(step) failed)")
+            }
+            outstanding[batch.slot] = batch
+        }
+
+        var partials: [Int: [Float]] = [:]
+        let clock = ContinuousClock()
+        let deadline = clock.now + options.dispatchTimeout
+        while partials.count < outstanding.count {
+            let remaining = deadline - clock.now
+            guard remaining > .zero else {
+                let late = outstanding.keys.filter { partials[$0] == nil }.sorted()
+                    .map { slots[$0]?.name ?? placement.workerNames[$0] }
+                throw .expertsFailed(
+                    "worker \(late.joined(separator: ", ")) did not answer \(layer) of \(step) within \(options.dispatchTimeout)")
+            }
+            guard let (peer, frames) = receive(timeout: remaining) else { continue }
+            let slotIndex = slots.firstIndex { $0?.peer == peer }
+            guard let slotIndex, let batch = outstanding[slotIndex], partials[slotIndex] == nil else {
+                handle(frames: frames, from: peer)
+                continue
+            }
+            let name = slots[slotIndex]!.name
+            let message: WireMessage
+            do { message = try WireCodec.decode(frames) } catch {
+                logger.warning("bad frame from worker \(name) while waiting for \(layer): \(error)")
+                send(.error(error.errorReport(requestID: currentRequestID, layer: layer)), to: peer)
+                continue
+            }
+            switch message {
+            case .combine(let combine) where combine.requestID == currentRequestID && combine.step == step:
+                guard combine.layer == layer, combine.outputs.rowCount == batch.rowCount,
+                    combine.outputs.hiddenSize == hiddenSize
+                else {
+                    throw .expertsFailed(
+                        "worker \(name) answered \(layer) of \(step) with \(combine.outputs.rowCount) rows × "
+                            + "\(combine.outputs.hiddenSize) for \(combine.layer), but \(batch.rowCount) rows × \(hiddenSize) were dispatched")
+                }
+                partials[slotIndex] = combine.outputs.floats()
+            case .error(let report) where report.requestID == currentRequestID:
+                throw .expertsFailed("worker \(name) could not compute \(layer): \(report.message)")
+            case .bye(let bye):
+                slots[slotIndex] = nil
+                throw .expertsFailed("worker \(name) left while computing \(layer) (\(bye.reason))")
+            default:
+                handle(message, from: peer)
+            }
+        }
+
+        var output = [Float](repeating: 0, count: routing.tokenCount * hiddenSize)
+        // Add partial sums in slot order so the result does not depend on arrival order.
+        for slotIndex in outstanding.keys.sorted() {
+            DispatchPlan.scatterAdd(partials[slotIndex]!, of: outstanding[slotIndex]!, into: &output, hiddenSize: hiddenSize)
+        }
+        return output
+    }
+
+    // MARK: message handling
+
+    /// Receives and handles at most one message.
+    private func pump(timeout: Duration) {
+        guard let (peer, frames) = receive(timeout: timeout) else { return }
+        handle(frames: frames, from: peer)
+    }
+
+    private func receive(timeout: Duration) -> (PeerIdentity, [[UInt8]])? {
+        do {
+            return try socket.receive(timeout: timeout)
+        } catch {
+            logger.error("receiving on \(endpoint) failed: \(error)")
+            return nil
+        }
+    }
+
+    @discardableResult
+    private func send(_ message: WireMessage, to peer: PeerIdentity) -> Bool {
+        do {
+            try socket.send(to: peer, frames: WireCodec.encode(message))
+            return true
+        } catch {
+            logger.warning("sending \(message.kind) to \(peerName(peer)) failed: \(error)")
+            return false
+        }
+    }
+
+    private func peerName(_ peer: PeerIdentity) -> String {
+        slots.first { $0?.peer == peer }??.name ?? "peer \(peer)"
+    }
+
+    private func handle(frames: [[UInt8]], from peer: PeerIdentity) {
+        do {
+            handle(try WireCodec.decode(frames), from: peer)
+        } catch {
+            let code: WireMessage.ErrorReport.Code = if case .protocolMismatch = error { .versionMismatch } else { .badFrame }
+            logger.warning("refused a message from \(peerName(peer)): \(error)")
+            var report = error.errorReport()
+            report.code = code
+            send(.error(report), to: peer)
+        }
+    }
+
+    private func handle(_ message: WireMessage, from peer: PeerIdentity) {
+        let slotIndex = slots.firstIndex { $0?.peer == peer }
+        switch message {
+        case .hello(let hello):
+            register(hello, from: peer)
+        case .ready(let ready):
+            guard let slotIndex else {
+                send(.error(.init(code: .notReady, message: "unknown worker: send HELLO first")), to: peer)
+                return
+            }
+            slots[slotIndex]!.ready = true
+            logger.info(
+                "worker \(slots[slotIndex]!.name) ready: \(ready.loadedExpertCount) experts loaded in \(String(format: "%.2f", ready.loadSeconds)) s (\(readyWorkerCount) of \(placement.workerCount) ready)"
+            )
+        case .heartbeat(let beat):
+            if slotIndex == nil {
+                send(.error(.init(code: .notReady, message: "unknown worker: send HELLO first")), to: peer)
+            } else {
+                send(.heartbeat(beat), to: peer)
+            }
+        case .bye(let bye):
+            if let slotIndex {
+                logger.warning("worker \(slots[slotIndex]!.name) left: \(bye.reason)")
+                slots[slotIndex] = nil
+            }
+        case .generateRequest(let request):
+            pendingClientRequests.append((peer, request))
+        case .combine(let combine):
+            logger.debug("ignored a late COMBINE from \(peerName(peer)) for \(combine.requestID) \(combine.step)")
+        case .error(let report):
+            logger.warning("\(peerName(peer)) reported: \(report.message)")
+        case .welcome, .assign, .dispatch, .generateResult:
+            send(.error(.init(code: .badRequest, message: "the coordinator does not accept \(message.kind)")), to: peer)
+        }
+    }
+
+    private func register(_ hello: WireMessage.Hello, from peer: PeerIdentity) {
+        func refuse(_ code: WireMessage.ErrorReport.Code, _ reason: String) {
+            logger.warning("refused worker \(hello.workerName) (pid \(hello.pid)): \(reason)")
+            send(.error(.init(code: code, message: reason)), to: peer)
+        }
+        guard hello.modelFingerprint == fingerprint else {
+            refuse(
+                .modelMismatch,
+                "worker \(hello.workerName) serves another model (fingerprint \(hello.modelFingerprint.prefix(16))), "
+                    + "but the coordinator serves \(modelPath) (fingerprint \(fingerprint.prefix(16))); "
+                    + "start the worker with --model pointing at a copy of the coordinator's checkpoint")
+            return
+        }
+        // A worker that registers again (restarted, or its coordinator restarted) keeps its slot.
+        var slotIndex = slots.firstIndex { $0?.peer == peer || $0?.name == hello.workerName }
+        if slotIndex == nil {
+            if namedSlots {
+                guard let named = placement.workerNames.firstIndex(of: hello.workerName) else {
+                    refuse(
+                        .badRequest,
+                        "no worker named \(hello.workerName) in the placement file; expected one of: \(placement.workerNames.joined(separator: ", "))")
+                    return
+                }
+                slotIndex = named
+            } else {
+                slotIndex = slots.firstIndex { $0 == nil }
+            }
+        }
+        guard let slotIndex else {
+            refuse(.badRequest, "all \(placement.workerCount) worker slots are taken (\(slots.compactMap { $0?.name }.joined(separator: ", ")))")
+            return
+        }
+        slots[slotIndex] = Slot(peer: peer, name: hello.workerName, pid: hello.pid, ready: false)
+        nextWorkerID += 1
+        let experts = placement.experts(ofWorker: slotIndex)
+        send(.welcome(.init(workerID: WorkerID(nextWorkerID), coordinatorName: ProcessInfo.processInfo.hostName)), to: peer)
+        send(.assign(.init(experts: experts)), to: peer)
+        logger.info("worker \(hello.workerName) (pid \(hello.pid)) registered; assigned \(experts.count) experts")
+    }
+}

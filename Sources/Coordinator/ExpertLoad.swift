@@ -1,0 +1,41 @@
+// Expert load: how many tokens the router sent to each expert of each MoE layer.
+public import Models
+public import Tensors
+
+/// The phase of generation a forward step belongs to.
+public enum GenerationPhase: String, Sendable, Codable {
+    /// The prompt's tokens, all at once.
+    case prefill
+    /// One sampled token fed back per step.
+    case decode
+}
+
+/// Tokens routed per (layer, expert), separately for prefill and decode. A token counts once at
+/// each of its top-k experts. Pure value type.
+public struct ExpertLoad: Sendable, Equatable, Codable {
+    /// `prefill[layer][expert]`: prompt tokens routed to the expert.
+    public private(set) var prefill: [[Int]]
+    /// `decode[layer][expert]`: tokens fed through decode steps routed to the expert.
+    public private(set) var decode: [[Int]]
+
+    public init(layerCount: Int, expertCount: Int) {
+        let zeros = Array(repeating: Array(repeating: 0, count: expertCount), count: layerCount)
+        prefill = zeros
+        decode = zeros
+    }
+
+    /// Counts one layer's routing decision.
+    public mutating func record(_ routing: RoutingDecision, layer: LayerIndex, phase: GenerationPhase) {
+        for expert in routing.expertIDs {
+            switch phase {
+            case .prefill: prefill[layer.rawValue][Int(expert)] += 1
+            case .decode: decode[layer.rawValue][Int(expert)] += 1
+            }
+        }
+    }
+
+    /// Per layer and expert, prefill + decode.
+    public var total: [[Int]] {
+        zip(prefill, decode).map { zip($0, $1).map { $0 + $1 } }
+    }
+}

@@ -1,0 +1,262 @@
+// Generation of one request: prefill the prompt, then decode token by token, with the experts of
+// every MoE layer computed by an `ExpertExecutor` (in-process or on remote workers).
+public import Foundation
+public import Models
+public import Tensors
+public import Tokenization
+
+/// Errors of a generation request; the message names what is wrong and what would be valid.
+public enum GenerationError: Error, CustomStringConvertible, Equatable {
+    /// The request itself is invalid (a parameter out of range, a prompt too long).
+    case invalidRequest(String)
+    /// The experts could not be computed (a worker failed, timed out or answered wrongly).
+    case expertsFailed(String)
+    /// The cluster is not able to run requests (workers missing, shutting down).
+    case unavailable(String)
+
+    public var description: String {
+        switch self {
+        case .invalidRequest(let message): "invalid request: \(message)"
+        case .expertsFailed(let message): "expert computation failed: \(message)"
+        case .unavailable(let message): "unavailable: \(message)"
+        }
+    }
+}
+
+/// Computes the combined expert output of one MoE layer of one step.
+public protocol ExpertExecutor {
+    /// - Parameters:
+    ///   - hidden: [tokens, hiddenSize], f32, the post-attention-normed hidden states
+    ///   - routing: the router's top-k experts and renormalised weights per token
+    /// - Returns: [tokens, hiddenSize], f32: per token, the routing-weighted sum of its experts' outputs
+    mutating func computeExperts(
+        layer: LayerIndex, hidden: [Float], routing: RoutingDecision
+    ) throws(GenerationError) -> [Float]
+
+    /// Which worker holds which experts, for reports.
+    var workerSummaries: [WorkerSummary] { get }
+}
+
+/// The experts a worker holds, as reported in results.
+public struct WorkerSummary: Sendable, Equatable, Codable {
+    public let name: String
+    /// `[layer, expert]` pairs.
+    public let experts: [[Int]]
+    public init(name: String, experts: [LayerExpert]) {
+        self.name = name
+        self.experts = experts.map { [$0.layer.rawValue, $0.expert.rawValue] }
+    }
+}
+
+/// The prompt of a request: text for the tokenizer, or token ids as they are.
+public enum Prompt: Sendable, Equatable {
+    case text(String)
+    case tokenIDs([Int32])
+}
+
+/// One generation job.
+public struct GenerationRequest: Sendable, Equatable {
+    public var prompt: Prompt
+    /// The number of tokens to generate, at least 1.
+    public var maxTokens: Int
+    public var sampling: SamplingParameters
+    /// Keep generating after an end-of-sequence token.
+    public var ignoreEOS: Bool
+    /// How many alternatives to report per token; 0 reports no logprobs.
+    public var logprobs: Int
+
+    public init(
+        prompt: Prompt, maxTokens: Int, sampling: SamplingParameters = .init(), ignoreEOS: Bool = false,
+        logprobs: Int = 0
+    ) {
+        self.prompt = prompt
+        self.maxTokens = maxTokens
+        self.sampling = sampling
+        self.ignoreEOS = ignoreEOS
+        self.logprobs = logprobs
+    }
+}
+
+/// Throughput of one request.
+public struct GenerationTiming: Sendable, Equatable, Codable {
+    public var prefillTokensPerSecond: Double
+    public var decodeTokensPerSecond: Double
+    enum CodingKeys: String, CodingKey {
+        case prefillTokensPerSecond = "prefill_tokens_per_s"
+        case decodeTokensPerSecond = "decode_tokens_per_s"
+    }
+}
+
+/// The outcome of one request; its JSON form is what `switchyard generate --json` prints.
+public struct GenerationResult: Sendable, Equatable, Codable {
+    public var promptTokenIDs: [Int32]
+    public var completionTokenIDs: [Int32]
+    public var text: String
+    public var finishReason: String
+    public var logprobs: [TokenLogprob]?
+    public var expertLoad: ExpertLoad
+    public var workers: [WorkerSummary]
+    public var timing: GenerationTiming
+
+    enum CodingKeys: String, CodingKey {
+        case promptTokenIDs = "prompt_token_ids"
+        case completionTokenIDs = "completion_token_ids"
+        case text
+        case finishReason = "finish_reason"
+        case logprobs
+        case expertLoad = "expert_load"
+        case workers
+        case timing
+    }
+
+    /// One JSON object, keys sorted.
+    public func jsonData() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(self)
+    }
+}
+
+/// Runs requests against the dense model, calling an executor for the experts.
+public struct GenerationEngine: Sendable {
+    public let model: MixtralDenseModel
+    public let tokenizer: Tokenizer
+
+    public init(model: MixtralDenseModel, tokenizer: Tokenizer) {
+        self.model = model
+        self.tokenizer = tokenizer
+    }
+
+    /// The prompt's token ids, checked against the vocabulary.
+    public func promptTokenIDs(for prompt: Prompt) throws(GenerationError) -> [Int32] {
+        let ids: [Int32]
+        switch prompt {
+        case .text(let text): ids = tokenizer.encode(text)
+        case .tokenIDs(let given): ids = given
+        }
+        guard !ids.isEmpty else { throw .invalidRequest("the prompt is empty; give at least one token") }
+        let vocabularySize = model.configuration.vocabularySize
+        if let bad = ids.firstIndex(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+            throw .invalidRequest(
+                "prompt token \(bad) is \(ids[bad]), but token ids must be in 0..<\(vocabularySize)")
+        }
+        return ids
+    }
+
+    /// Generates one request to completion.
+    /// - Parameter onText: called with each complete piece of UTF-8 text as it is generated.
+    public func generate(
+        _ request: GenerationRequest, experts: inout some ExpertExecutor, onText: ((String) -> Void)? = nil
+    ) throws(GenerationError) -> GenerationResult {
+        try request.sampling.validate()
+        guard request.maxTokens >= 1 else {
+            throw .invalidRequest("max_tokens is \(request.maxTokens), but must be at least 1")
+        }
+        guard (0...20).contains(request.logprobs) else {
+            throw .invalidRequest("logprobs is \(request.logprobs), but must be between 0 and 20")
+        }
+        let configuration = model.configuration
+        let promptIDs = try promptTokenIDs(for: request.prompt)
+        let contextLength = configuration.maxPositionEmbeddings
+        guard promptIDs.count + request.maxTokens <= contextLength else {
+            throw .invalidRequest(
+                "prompt (\(promptIDs.count) tokens) + max_tokens (\(request.maxTokens)) is "
+                    + "\(promptIDs.count + request.maxTokens), but the model's context is \(contextLength) tokens")
+        }
+        let eosIDs = Set(configuration.eosTokenIDs.map(Int32.init)).union(tokenizer.eosTokenID.map { [$0] } ?? [])
+
+        var load = ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount)
+        var sampler = Sampler(request.sampling)
+        var cache = model.makeCache(capacity: promptIDs.count + request.maxTokens)
+        var decoder = tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
+        var completion: [Int32] = []
+        var logprobs: [TokenLogprob] = []
+        var finishReason = "length"
+        let clock = ContinuousClock()
+
+        func step(_ tokens: [Int32], _ phase: GenerationPhase) throws(GenerationError) -> [Float] {
+            do {
+                return try model.forward(tokens: tokens, cache: &cache, logits: .lastToken) {
+                    layer, hidden, routing in
+                    load.record(routing, layer: layer, phase: phase)
+                    return try experts.computeExperts(layer: layer, hidden: hidden, routing: routing)
+                }
+            } catch let error as GenerationError {
+                throw error
+            } catch {
+                throw .expertsFailed("\(error)")
+            }
+        }
+
+        let prefillStart = clock.now
+        var logits = try step(promptIDs, .prefill)
+        let prefillDuration = clock.now - prefillStart
+        let decodeStart = clock.now
+        while true {
+            let token = sampler.sample(logits)
+            completion.append(token)
+            if request.logprobs > 0 {
+                logprobs.append(TokenLogprob(chosen: token, logits: logits, top: request.logprobs))
+            }
+            if let onText {
+                let piece = decoder.append(token)
+                if !piece.isEmpty { onText(piece) }
+            }
+            if !request.ignoreEOS, eosIDs.contains(token) {
+                finishReason = "stop"
+                break
+            }
+            if completion.count == request.maxTokens { break }
+            logits = try step([token], .decode)
+        }
+        let decodeDuration = clock.now - decodeStart
+        if let onText {
+            let rest = decoder.finish()
+            if !rest.isEmpty { onText(rest) }
+        }
+        return GenerationResult(
+            promptTokenIDs: promptIDs,
+            completionTokenIDs: completion,
+            text: tokenizer.decode(completion, skipSpecialTokens: true),
+            finishReason: finishReason,
+            logprobs: request.logprobs > 0 ? logprobs : nil,
+            expertLoad: load,
+            workers: experts.workerSummaries,
+            timing: GenerationTiming(
+                prefillTokensPerSecond: Double(promptIDs.count) / max(prefillDuration.seconds, 1e-9),
+                decodeTokensPerSecond: Double(completion.count - 1) / max(decodeDuration.seconds, 1e-9)))
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a Double.
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) * 1e-18
+    }
+}
+
+/// Computes experts in-process from an `ExpertStore` holding all of them (`--spawn-workers 0`).
+public struct LocalExperts: ExpertExecutor {
+    public let store: ExpertStore
+
+    public init(store: ExpertStore) { self.store = store }
+
+    public func computeExperts(
+        layer: LayerIndex, hidden: [Float], routing: RoutingDecision
+    ) throws(GenerationError) -> [Float] {
+        let k = routing.expertsPerToken
+        let offsets = (0...routing.tokenCount).map { UInt32($0 * k) }
+        do {
+            return try store.compute(
+                layer: layer, hidden: hidden, rowCount: routing.tokenCount, rowExpertOffsets: offsets,
+                expertIDs: routing.expertIDs.map { UInt32($0) }, weights: routing.weights)
+        } catch {
+            throw .expertsFailed("in-process experts of \(layer): \(error)")
+        }
+    }
+
+    public var workerSummaries: [WorkerSummary] {
+        [WorkerSummary(name: "in-process", experts: store.heldExperts.sorted())]
+    }
+}

@@ -1,0 +1,144 @@
+// Sampling: turning one step's logits into the next token, and the log-probabilities reported
+// with it.
+//
+// Order (as vLLM): temperature, then top-k, then top-p over the renormalised distribution.
+// Temperature 0 is greedy (argmax; ties go to the lowest token id, as torch.argmax).
+import Foundation
+
+/// How to pick each next token.
+public struct SamplingParameters: Sendable, Equatable, Codable {
+    /// 0 is greedy; otherwise logits are divided by it before the softmax.
+    public var temperature: Float
+    /// Keep the smallest set of most likely tokens whose probabilities sum to at least this (0, 1].
+    public var topP: Float
+    /// Keep only the `topK` most likely tokens; 0 keeps all.
+    public var topK: Int
+    /// Same seed, same tokens. Nil draws a seed from the system.
+    public var seed: UInt64?
+
+    public init(temperature: Float = 1, topP: Float = 1, topK: Int = 0, seed: UInt64? = nil) {
+        self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
+        self.seed = seed
+    }
+
+    /// Checks ranges; the message names the parameter and the valid range.
+    public func validate() throws(GenerationError) {
+        guard temperature.isFinite, temperature >= 0 else {
+            throw .invalidRequest("temperature is \(temperature), but must be a finite number >= 0")
+        }
+        guard topP.isFinite, topP > 0, topP <= 1 else {
+            throw .invalidRequest("top_p is \(topP), but must be in (0, 1]")
+        }
+        guard topK >= 0 else { throw .invalidRequest("top_k is \(topK), but must be >= 0 (0 disables it)") }
+    }
+}
+
+/// A deterministic 64-bit generator (SplitMix64): the same seed gives the same stream on every
+/// platform, which `SystemRandomNumberGenerator` does not.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A uniform Double in [0, 1) from the top 53 bits.
+    public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+}
+
+/// Picks tokens from logits according to `SamplingParameters`.
+public struct Sampler: Sendable {
+    public let parameters: SamplingParameters
+    private var generator: SeededGenerator
+
+    public init(_ parameters: SamplingParameters) {
+        self.parameters = parameters
+        var system = SystemRandomNumberGenerator()
+        generator = SeededGenerator(seed: parameters.seed ?? system.next())
+    }
+
+    /// - Parameter logits: [vocabularySize], f32, raw model logits
+    /// - Returns: the chosen token id
+    public mutating func sample(_ logits: [Float]) -> Int32 {
+        if parameters.temperature == 0 { return Int32(Self.argmax(logits)) }
+        // Candidates sorted by logit, descending; ties by token id so the order is deterministic.
+        var candidates = Array(logits.indices)
+        candidates.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+        if parameters.topK > 0, parameters.topK < candidates.count {
+            candidates.removeSubrange(parameters.topK...)
+        }
+        let scale = Double(1 / parameters.temperature)
+        let maxLogit = Double(logits[candidates[0]])
+        var probabilities = candidates.map { exp((Double(logits[$0]) - maxLogit) * scale) }
+        var total = probabilities.reduce(0, +)
+        if parameters.topP < 1 {
+            var cumulative = 0.0
+            var keep = probabilities.count
+            for (index, probability) in probabilities.enumerated() {
+                cumulative += probability / total
+                if cumulative >= Double(parameters.topP) {
+                    keep = index + 1
+                    break
+                }
+            }
+            probabilities.removeSubrange(keep...)
+            candidates.removeSubrange(keep...)
+            total = probabilities.reduce(0, +)
+        }
+        var threshold = generator.nextUnit() * total
+        for (index, probability) in probabilities.enumerated() {
+            threshold -= probability
+            if threshold < 0 { return Int32(candidates[index]) }
+        }
+        return Int32(candidates[candidates.count - 1])
+    }
+
+    /// The index of the largest value; the lowest index wins ties.
+    public static func argmax(_ values: [Float]) -> Int {
+        var best = 0
+        for index in values.indices where values[index] > values[best] { best = index }
+        return best
+    }
+}
+
+/// One token's log-probability and the most likely alternatives at its step.
+public struct TokenLogprob: Sendable, Equatable, Codable {
+    public struct Alternative: Sendable, Equatable, Codable {
+        public let tokenID: Int32
+        public let logprob: Double
+        enum CodingKeys: String, CodingKey {
+            case tokenID = "token_id"
+            case logprob
+        }
+    }
+    public let tokenID: Int32
+    public let logprob: Double
+    public let topLogprobs: [Alternative]
+    enum CodingKeys: String, CodingKey {
+        case tokenID = "token_id"
+        case logprob
+        case topLogprobs = "top_logprobs"
+    }
+
+    /// Log-softmax of the raw logits (temperature does not apply, as in vLLM's default).
+    /// - Parameter logits: [vocabularySize], f32
+    public init(chosen: Int32, logits: [Float], top count: Int) {
+        var maxLogit = -Double.infinity
+        for value in logits { maxLogit = max(maxLogit, Double(value)) }
+        var sum = 0.0
+        for value in logits { sum += exp(Double(value) - maxLogit) }
+        let logNormaliser = maxLogit + log(sum)
+        tokenID = chosen
+        logprob = Double(logits[Int(chosen)]) - logNormaliser
+        var order = Array(logits.indices)
+        order.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+        topLogprobs = order.prefix(count).map {
+            Alternative(tokenID: Int32($0), logprob: Double(logits[$0]) - logNormaliser)
+        }
+    }
+}

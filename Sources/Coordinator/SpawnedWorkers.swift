@@ -1,0 +1,61 @@
+// Worker processes started on this machine by `switchyard generate --spawn-workers N`.
+public import Foundation
+
+/// Child `switchyard worker` processes that live as long as the command that started them.
+public final class SpawnedWorkers {
+    public struct Child {
+        public let name: String
+        public let process: Process
+    }
+
+    public private(set) var children: [Child] = []
+
+    /// Starts `count` workers of `executable` connecting to `coordinator`, named w0, w1, ….
+    /// Their stderr goes to ours, so their log lines and errors are visible.
+    public init(count: Int, executable: URL, coordinator: String, model: URL, extraArguments: [String] = []) throws {
+        for index in 0..<count {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = [
+                "worker", "--coordinator", coordinator, "--model", model.path, "--name", "w\(index)",
+                "--parent-pid", "\(getpid())",
+            ] + extraArguments
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = FileHandle.standardError
+            do {
+                try process.run()
+            } catch {
+                terminate()
+                throw GenerationError.unavailable("could not start worker w\(index) (\(executable.path)): \(error)")
+            }
+            children.append(Child(name: "w\(index)", process: process))
+        }
+    }
+
+    /// A reason to stop waiting when a worker exited before it should have.
+    public var exitedEarly: String? {
+        for child in children where !child.process.isRunning {
+            return "worker \(child.name) (pid \(child.process.processIdentifier)) exited with status "
+                + "\(child.process.terminationStatus) before it was ready; its error is printed above"
+        }
+        return nil
+    }
+
+    /// Waits up to `grace` for the workers to exit (after BYE), then terminates the rest.
+    public func stop(grace: Duration = .seconds(5)) {
+        let deadline = ContinuousClock.now + grace
+        while children.contains(where: { $0.process.isRunning }) && ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        terminate()
+    }
+
+    private func terminate() {
+        for child in children where child.process.isRunning {
+            child.process.terminate()
+        }
+        for child in children { child.process.waitUntilExit() }
+    }
+
+    deinit { terminate() }
+}

@@ -1,0 +1,180 @@
+import ArgumentParser
+import Coordinator
+import Foundation
+import Logging
+import Models
+import Tensors
+import Tokenization
+
+/// `switchyard generate`: run one generation job.
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate text from a prompt, with the experts in-process, on spawned workers, or on a running cluster.",
+        discussion: """
+            --spawn-workers N (default 0) starts a coordinator in this process and N worker processes on \
+            loopback, and stops them at the end; 0 computes the experts in-process. --coordinator ENDPOINT \
+            sends the job to a running `switchyard serve` instead. Without --json the text is printed as it \
+            is generated, then a table of tokens routed per expert; with --json one JSON object is printed.
+            """
+    )
+
+    @Option(help: "The model directory (Hugging Face checkpoint). Not needed with --coordinator.")
+    var model: String?
+
+    @Option(help: "The prompt text (tokenized with the checkpoint's tokenizer).")
+    var prompt: String?
+
+    @Option(name: .customLong("prompt-token-ids"), help: "The prompt as comma-separated token ids, e.g. 1,415,2936.")
+    var promptTokenIDs: String?
+
+    @Option(name: .customLong("max-tokens"), help: "The number of tokens to generate.")
+    var maxTokens: Int = 64
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 1
+
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling: keep the most likely tokens up to this probability mass, (0, 1].")
+    var topP: Float = 1
+
+    @Option(name: .customLong("top-k"), help: "Keep only the K most likely tokens; 0 keeps all.")
+    var topK: Int = 0
+
+    @Option(help: "Random seed: the same seed gives the same tokens.")
+    var seed: UInt64?
+
+    @Flag(name: .customLong("ignore-eos"), help: "Keep generating after the end-of-sequence token.")
+    var ignoreEOS = false
+
+    @Option(help: "Report the log-probabilities of the K most likely tokens at each step (0-20).")
+    var logprobs: Int = 0
+
+    @Option(name: .customLong("spawn-workers"), help: "Worker processes to start on loopback; 0 computes the experts in-process.")
+    var spawnWorkers: Int = 0
+
+    @Option(help: "Send the job to a running coordinator (switchyard serve) at this endpoint instead.")
+    var coordinator: String?
+
+    @Option(help: "A placement file for --spawn-workers (see `switchyard serve --help`).")
+    var placement: String?
+
+    @Flag(help: "Print one JSON object with token ids, text, logprobs, expert load, workers and timing.")
+    var json = false
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
+    var logLevel: Logger.Level = .warning
+
+    func validate() throws {
+        guard (prompt == nil) != (promptTokenIDs == nil) else {
+            throw ValidationError("give exactly one of --prompt and --prompt-token-ids")
+        }
+        if coordinator == nil, model == nil {
+            throw ValidationError("--model is required unless --coordinator is given")
+        }
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens is \(maxTokens), but must be at least 1") }
+        guard spawnWorkers >= 0 else { throw ValidationError("--spawn-workers is \(spawnWorkers), but must be 0 or more") }
+        guard (0...20).contains(logprobs) else { throw ValidationError("--logprobs is \(logprobs), but must be between 0 and 20") }
+        _ = try parsedPrompt()
+        try sampling.validate()
+    }
+
+    var sampling: SamplingParameters {
+        SamplingParameters(temperature: temperature, topP: topP, topK: topK, seed: seed)
+    }
+
+    func parsedPrompt() throws -> Prompt {
+        if let prompt { return .text(prompt) }
+        var ids: [Int32] = []
+        for (index, part) in (promptTokenIDs ?? "").split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+            guard let id = Int32(part.trimmingCharacters(in: .whitespaces)), id >= 0 else {
+                throw ValidationError("--prompt-token-ids: entry \(index) is \"\(part)\", but must be a non-negative integer")
+            }
+            ids.append(id)
+        }
+        return .tokenIDs(ids)
+    }
+
+    func run() throws {
+        let logger = bootstrapLogging(level: logLevel)
+        StopSignal.shared.install()
+        let request = GenerationRequest(
+            prompt: try parsedPrompt(), maxTokens: maxTokens, sampling: sampling, ignoreEOS: ignoreEOS,
+            logprobs: logprobs)
+        do {
+            if let coordinator {
+                let data = try GenerateClient.submit(
+                    request, to: coordinator, timeout: .seconds(3600), shouldStop: { StopSignal.shared.isStopped })
+                if json {
+                    print(String(decoding: data, as: UTF8.self))
+                } else {
+                    let result = try JSONDecoder().decode(GenerationResult.self, from: data)
+                    report(result, streamed: false)
+                }
+                return
+            }
+            try runLocally(request, logger: logger)
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    private func runLocally(_ request: GenerationRequest, logger: Logger) throws {
+        let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model!))
+        let engine = GenerationEngine(
+            model: try MixtralDenseModel(checkpoint: checkpoint),
+            tokenizer: try Tokenizer(directory: checkpoint.directory))
+        let onText: ((String) -> Void)? = json ? nil : { piece in
+            FileHandle.standardOutput.write(Data(piece.utf8))
+        }
+        let result: GenerationResult
+        if spawnWorkers == 0 && placement == nil {
+            let store = try ExpertStore(checkpoint: checkpoint, experts: Self.allExperts(checkpoint.configuration))
+            var local = LocalExperts(store: store)
+            result = try engine.generate(request, experts: &local, onText: onText)
+        } else {
+            let coordinator = try ClusterCoordinator(
+                checkpoint: checkpoint,
+                options: CoordinatorOptions(
+                    bind: "tcp://127.0.0.1:0", workerCount: max(spawnWorkers, 1),
+                    placementFile: placement.map { URL(fileURLWithPath: $0) }),
+                logger: logger)
+            let workers = try SpawnedWorkers(
+                count: coordinator.placement.workerCount, executable: ownExecutable,
+                coordinator: coordinator.endpoint, model: checkpoint.directory,
+                extraArguments: ["--log-level", logLevel.rawValue])
+            defer {
+                coordinator.shutdown(reason: "generation finished")
+                workers.stop()
+            }
+            try coordinator.waitUntilReady(
+                timeout: .seconds(120), shouldStop: { StopSignal.shared.isStopped },
+                abandoned: { workers.exitedEarly })
+            if !json {
+                let names = workers.children.map { "\($0.name) (pid \($0.process.processIdentifier))" }
+                FileHandle.standardError.write(Data(
+                    "\(names.count) worker processes ready at \(coordinator.endpoint): \(names.joined(separator: ", "))\n".utf8))
+            }
+            result = try coordinator.generate(engine: engine, request: request, onText: onText)
+        }
+        if json {
+            print(String(decoding: try result.jsonData(), as: UTF8.self))
+        } else {
+            report(result, streamed: true)
+        }
+    }
+
+    private func report(_ result: GenerationResult, streamed: Bool) {
+        if !streamed { print(result.text, terminator: "") }
+        print("\n")
+        print(
+            "[\(result.promptTokenIDs.count) prompt tokens, \(result.completionTokenIDs.count) generated (\(result.finishReason)); "
+                + String(format: "prefill %.1f tok/s, decode %.1f tok/s]", result.timing.prefillTokensPerSecond, result.timing.decodeTokensPerSecond))
+        print(result.expertLoad.table(workers: result.workers))
+    }
+
+    static func allExperts(_ configuration: MixtralConfiguration) -> [LayerExpert] {
+        (0..<configuration.layerCount).flatMap { layer in
+            (0..<configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
+        }
+    }
+}

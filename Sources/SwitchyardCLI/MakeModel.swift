@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import Models
+import Tokenization
+
+/// `switchyard make-model`: a small random-weight checkpoint for tests and demos.
+struct MakeModel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "make-model",
+        abstract: "Write a small random-weight checkpoint that Hugging Face transformers can also load.",
+        discussion: """
+            Writes config.json, model.safetensors, tokenizer.json and tokenizer_config.json to --out. \
+            The weights are random (deterministic for a --seed); the tokenizer is a SentencePiece-style \
+            BPE with byte fallback trained on a built-in corpus. The model generates gibberish, but \
+            every code path of a real checkpoint runs.
+            """
+    )
+
+    @Option(help: "The architecture to make. Supported: mixtral.")
+    var arch: String = "mixtral"
+
+    @Option(help: "The directory to write (created if missing; existing checkpoint files are replaced).")
+    var out: String
+
+    @Option(help: "Hidden size (hidden_size).")
+    var hidden: Int = 256
+
+    @Option(help: "Number of decoder layers (num_hidden_layers).")
+    var layers: Int = 4
+
+    @Option(help: "Experts per MoE layer (num_local_experts).")
+    var experts: Int = 8
+
+    @Option(name: .customLong("top-k"), help: "Experts per token (num_experts_per_tok).")
+    var topK: Int = 2
+
+    @Option(help: "Vocabulary size (vocab_size); the tokenizer is trained to this size.")
+    var vocab: Int = 1024
+
+    @Option(help: "Expert FFN size (intermediate_size). Default: 2 × hidden.")
+    var intermediate: Int?
+
+    @Option(help: "Attention heads (num_attention_heads).")
+    var heads: Int = 8
+
+    @Option(name: .customLong("kv-heads"), help: "Key/value heads (num_key_value_heads); must divide --heads.")
+    var kvHeads: Int = 2
+
+    @Option(name: .customLong("sliding-window"), help: "Attention sliding window in tokens (default: none).")
+    var slidingWindow: Int?
+
+    @Option(name: .customLong("max-positions"), help: "Context length (max_position_embeddings).")
+    var maxPositions: Int = 4096
+
+    @Option(help: "Weight dtype on disk: f32 or bf16.")
+    var dtype: String = "f32"
+
+    @Option(help: "Random seed; the same seed writes the same checkpoint.")
+    var seed: UInt64 = 0
+
+    func validate() throws {
+        guard arch == "mixtral" else {
+            throw ValidationError("--arch is \"\(arch)\", but the supported architectures are: mixtral")
+        }
+        guard ["f32", "bf16"].contains(dtype) else {
+            throw ValidationError("--dtype is \"\(dtype)\", but must be f32 or bf16")
+        }
+        for (name, value) in [("--hidden", hidden), ("--layers", layers), ("--experts", experts), ("--heads", heads)]
+        where value < 1 {
+            throw ValidationError("\(name) is \(value), but must be at least 1")
+        }
+        guard (1...experts).contains(topK) else {
+            throw ValidationError("--top-k is \(topK), but must be between 1 and --experts (\(experts))")
+        }
+        guard kvHeads >= 1, heads % kvHeads == 0 else {
+            throw ValidationError("--kv-heads is \(kvHeads), but must divide --heads (\(heads))")
+        }
+        guard hidden % heads == 0, (hidden / heads) % 2 == 0 else {
+            throw ValidationError(
+                "--hidden (\(hidden)) must be a multiple of --heads (\(heads)) with an even head size")
+        }
+        guard vocab >= 300 else {
+            throw ValidationError("--vocab is \(vocab), but must be at least 300 (259 byte and special tokens plus merges)")
+        }
+    }
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: out)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let options = MixtralCheckpointOptions(
+            hiddenSize: hidden, layerCount: layers, expertCount: experts, expertsPerToken: topK,
+            vocabularySize: vocab, intermediateSize: intermediate ?? 2 * hidden, attentionHeadCount: heads,
+            keyValueHeadCount: kvHeads, slidingWindow: slidingWindow, maxPositionEmbeddings: maxPositions,
+            dtype: dtype == "bf16" ? .bf16 : .f32, seed: seed)
+        try MixtralCheckpointWriter.write(options, to: directory)
+        let tokenizer = try TokenizerTrainer.sentencePieceBPE(vocabularySize: vocab)
+        try tokenizer.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
+        try tokenizer.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        print(
+            "wrote a random Mixtral checkpoint to \(directory.path): \(layers) layers, \(experts) experts "
+                + "(top-\(topK)), hidden \(hidden), vocab \(vocab), \(dtype)")
+    }
+}

@@ -1,0 +1,20 @@
+// The `switchyard` command: argument parsing and wiring; the logic lives in the library targets.
+import ArgumentParser
+
+@main
+struct Switchyard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchyard",
+        abstract: "A distributed Mixture-of-Experts inference runtime.",
+        discussion: """
+            A coordinator runs the dense part of a Hugging Face MoE checkpoint (embeddings, attention, \
+            router, LM head); expert workers in other processes or on other hosts hold the expert FFNs \
+            and receive routed token rows over ZeroMQ.
+
+            Quick start:
+              switchyard make-model --arch mixtral --out /tmp/tiny
+              switchyard generate --model /tmp/tiny --prompt "Hello" --max-tokens 32 --spawn-workers 2
+            """,
+        subcommands: [MakeModel.self, Worker.self, Serve.self, Generate.self]
+    )
+}

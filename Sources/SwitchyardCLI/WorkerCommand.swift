@@ -1,0 +1,58 @@
+import ArgumentParser
+import ExpertWorker
+import Foundation
+import Logging
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `switchyard worker`: an expert worker process.
+struct Worker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run an expert worker: hold a shard of the expert FFNs and answer the coordinator's dispatches.",
+        discussion: """
+            The worker connects to the coordinator, registers with the model's fingerprint (a worker \
+            whose model differs from the coordinator's is refused), loads the experts it is assigned \
+            from its local copy of the checkpoint, and computes the routed token rows it receives. \
+            Stop it with Ctrl-C or SIGTERM.
+            """
+    )
+
+    @Option(help: "The coordinator's worker endpoint, e.g. tcp://127.0.0.1:5555.")
+    var coordinator: String
+
+    @Option(help: "The model directory (a local copy of the coordinator's checkpoint).")
+    var model: String
+
+    @Option(help: "The name this worker registers with; placement files refer to it. Default: HOST-PID.")
+    var name: String?
+
+    @Option(help: "Compute threads.")
+    var threads: Int = 1
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
+    var logLevel: Logger.Level = .info
+
+    @Option(name: .customLong("parent-pid"), help: .hidden)
+    var parentPID: Int32?
+
+    func validate() throws {
+        guard coordinator.hasPrefix("tcp://") || coordinator.hasPrefix("ipc://") else {
+            throw ValidationError("--coordinator is \"\(coordinator)\", but must be an endpoint like tcp://HOST:PORT")
+        }
+        guard threads >= 1 else { throw ValidationError("--threads is \(threads), but must be at least 1") }
+    }
+
+    func run() throws {
+        let logger = bootstrapLogging(level: logLevel)
+        StopSignal.shared.install()
+        let options = WorkerOptions(
+            coordinator: coordinator, modelDirectory: URL(fileURLWithPath: model),
+            name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads, parentPID: parentPID)
+        do {
+            try WorkerService(options: options, logger: logger).run { StopSignal.shared.isStopped }
+        } catch {
+            fail("\(error)")
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+import Tensors
+
+@testable import Coordinator
+
+@Suite("Placement")
+struct PlacementTests {
+    @Test("an even placement gives every worker a contiguous block of experts in every layer", arguments: [1, 2, 3, 8])
+    func evenSplit(workers: Int) throws {
+        let names = (0..<workers).map { "w\($0)" }
+        let placement = try Placement.even(layerCount: 3, expertCount: 8, workerNames: names)
+        var held = Set<LayerExpert>()
+        for slot in 0..<workers {
+            let experts = placement.experts(ofWorker: slot)
+            #expect(experts.count >= 3 * (8 / workers))
+            #expect(experts.count <= 3 * (8 / workers + 1))
+            for pair in experts { #expect(held.insert(pair).inserted) }
+        }
+        #expect(held.count == 3 * 8)
+    }
+
+    @Test("more workers than experts is refused with the valid maximum")
+    func tooManyWorkers() {
+        #expect(throws: PlacementError.self) {
+            try Placement.even(layerCount: 1, expertCount: 4, workerNames: ["a", "b", "c", "d", "e"])
+        }
+    }
+
+    @Test("a placement file pins listed experts and spreads the rest evenly")
+    func fileWithPins() throws {
+        let file = PlacementFile(workers: [
+            .init(name: "a", experts: [[0, 3], [1, 3]]),
+            .init(name: "b", experts: [[0, 0]]),
+        ])
+        let placement = try Placement.make(file: file, source: "p.json", layerCount: 2, expertCount: 4)
+        #expect(placement.worker(holding: ExpertID(3), in: LayerIndex(0)) == 0)
+        #expect(placement.worker(holding: ExpertID(0), in: LayerIndex(0)) == 1)
+        #expect(placement.worker(holding: ExpertID(1), in: LayerIndex(1)) == 0)
+        #expect(placement.worker(holding: ExpertID(2), in: LayerIndex(1)) == 1)
+    }
+
+    @Test(
+        "a bad placement file names the entry and the valid values",
+        arguments: [
+            (PlacementFile(workers: [.init(name: "a", experts: [[0, 9]])]), "expert 9 does not exist; valid experts are 0...3"),
+            (PlacementFile(workers: [.init(name: "a", experts: [[5, 0]])]), "layer 5 does not exist; valid layers are 0...1"),
+            (PlacementFile(workers: [.init(name: "a", experts: []), .init(name: "a", experts: [])]), "two workers are named \"a\""),
+            (PlacementFile(workers: [.init(name: "a", experts: [[0, 1]]), .init(name: "b", experts: [[0, 1]])]), "already placed on a"),
+            (PlacementFile(workers: [.init(name: "a", experts: [[0]])]), "must be a [layer, expert] pair"),
+        ])
+    func badFile(file: PlacementFile, message: String) {
+        do {
+            _ = try Placement.make(file: file, source: "p.json", layerCount: 2, expertCount: 4)
+            Issue.record("expected an error containing \(message)")
+        } catch {
+            #expect(error.description.contains(message), "\(error.description)")
+        }
+    }
+}

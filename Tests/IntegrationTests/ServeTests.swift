@@ -1,0 +1,149 @@
+import Foundation
+import TestSupport
+import Testing
+import Tensors
+import Transport
+import Wire
+
+/// A coordinator (`switchyard serve`) on an ephemeral port, stopped at the end of the test.
+final class ServedCluster {
+    let serve: SwitchyardProcess
+    let endpoint: String
+    var workers: [SwitchyardProcess] = []
+
+    init(model: URL, workers count: Int) throws {
+        serve = SwitchyardProcess(["serve", "--model", model.path, "--bind", "tcp://127.0.0.1:0", "--workers", "\(count)"])
+        try serve.start()
+        let log = try serve.waitForStderr { $0.contains("coordinator listening on ") }
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("coordinator listening on ") }),
+            let range = line.range(of: #"tcp://127\.0\.0\.1:[0-9]+"#, options: .regularExpression)
+        else { throw TestProcessError(description: "no endpoint in serve's log:\n\(log)") }
+        endpoint = String(line[range])
+    }
+
+    @discardableResult
+    func startWorker(model: URL, name: String) throws -> SwitchyardProcess {
+        let worker = SwitchyardProcess(["worker", "--coordinator", endpoint, "--model", model.path, "--name", name])
+        try worker.start()
+        workers.append(worker)
+        return worker
+    }
+
+    func waitUntilServing() throws {
+        _ = try serve.waitForStderr { $0.contains("workers ready; serving") }
+    }
+
+    deinit {
+        for worker in workers { worker.kill() }
+        serve.kill()
+    }
+}
+
+@Suite("serve: a coordinator with workers started by hand", .serialized)
+struct ServeTests {
+    static func makeModel(seed: Int) throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-serve-model-\(getpid())-\(seed)")
+        if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) {
+            let output = try runSwitchyard([
+                "make-model", "--out", directory.path, "--hidden", "32", "--layers", "2", "--experts", "4",
+                "--top-k", "2", "--vocab", "320", "--heads", "4", "--kv-heads", "2", "--seed", "\(seed)",
+            ])
+            guard output.status == 0 else { throw TestProcessError(description: output.stderr) }
+        }
+        return directory
+    }
+
+    @Test("jobs sent with generate --coordinator give the in-process tokens")
+    func clientEqualsLocal() throws {
+        let model = try Self.makeModel(seed: 11)
+        let cluster = try ServedCluster(model: model, workers: 2)
+        try cluster.startWorker(model: model, name: "alpha")
+        try cluster.startWorker(model: model, name: "beta")
+        try cluster.waitUntilServing()
+        let common = ["--prompt", "served", "--max-tokens", "10", "--temperature", "0", "--ignore-eos", "--logprobs", "3"]
+        let remote = try generateJSON(common + ["--coordinator", cluster.endpoint])
+        let local = try generateJSON(common + ["--model", model.path])
+        #expect(remote.completionTokenIDs == local.completionTokenIDs)
+        #expect(remote.prefillLoad == local.prefillLoad)
+        #expect(Set(remote.workers) == ["alpha", "beta"])
+        // A second job on the same cluster.
+        let again = try generateJSON(common + ["--coordinator", cluster.endpoint])
+        #expect(again.completionTokenIDs == local.completionTokenIDs)
+    }
+
+    @Test("a worker with another model is refused with a message naming the mismatch, and the coordinator keeps serving")
+    func modelMismatch() throws {
+        let model = try Self.makeModel(seed: 11)
+        let other = try Self.makeModel(seed: 12)
+        let cluster = try ServedCluster(model: model, workers: 1)
+        let wrong = try cluster.startWorker(model: other, name: "wrong")
+        let output = try wrong.wait(timeout: .seconds(60))
+        #expect(output.status != 0)
+        #expect(output.stderr.contains("another model"), "\(output.stderr)")
+        #expect(output.stderr.contains("fingerprint"), "\(output.stderr)")
+        #expect(cluster.serve.isRunning)
+        try cluster.startWorker(model: model, name: "right")
+        try cluster.waitUntilServing()
+        let result = try generateJSON(["--prompt", "still serving", "--max-tokens", "4", "--temperature", "0",
+                                       "--coordinator", cluster.endpoint])
+        #expect(result.completionTokenIDs.count >= 1)
+    }
+
+    @Test("bad frames, another protocol version and misshaped messages get ERROR replies while the coordinator keeps serving")
+    func badFrames() throws {
+        let model = try Self.makeModel(seed: 11)
+        let cluster = try ServedCluster(model: model, workers: 1)
+        try cluster.startWorker(model: model, name: "only")
+        try cluster.waitUntilServing()
+
+        let socket = try DealerSocket(context: ZMQContext(), connect: cluster.endpoint, identity: nil)
+        defer { socket.close() }
+        func exchange(_ frames: [[UInt8]]) throws -> WireMessage.ErrorReport? {
+            try socket.send(frames: frames)
+            guard let reply = try socket.receive(timeout: .seconds(20)) else { return nil }
+            guard case .error(let report) = try WireCodec.decode(reply) else { return nil }
+            return report
+        }
+        // Garbage header.
+        let garbage = try exchange([[0x0A, 0xFF, 0xFF, 0xFF, 0x7F, 0x01]])
+        #expect(garbage?.code == .badFrame, "\(String(describing: garbage))")
+        // A COMBINE whose tensor frame is truncated.
+        var combine = WireCodec.encode(.combine(.init(
+            requestID: RequestID(1), step: StepIndex(1), layer: LayerIndex(0),
+            outputs: HiddenStates(rowCount: 2, hiddenSize: 32, values: [Float](repeating: 1, count: 64), dtype: .f32),
+            computeMicroseconds: 1)))
+        combine[1].removeLast(7)
+        let truncated = try exchange(combine)
+        #expect(truncated?.code == .badFrame)
+        #expect(truncated?.message.contains("tensor frame") == true, "\(String(describing: truncated))")
+        // A WELCOME sent to the coordinator (the wrong direction).
+        let wrongWay = try exchange(WireCodec.encode(.welcome(.init(workerID: WorkerID(1), coordinatorName: "x"))))
+        #expect(wrongWay?.code == .badRequest)
+        // A HELLO of another major protocol version.
+        let versionTwo = try exchange(WireCodec.encode(
+            .hello(.init(workerName: "future", modelFingerprint: "00", threads: 1, pid: 1)),
+            version: ProtocolVersion(major: 2, minor: 0)))
+        #expect(versionTwo?.code == .versionMismatch)
+        #expect(versionTwo?.message.contains("2.0") == true, "\(String(describing: versionTwo))")
+
+        let result = try generateJSON(["--prompt", "after bad frames", "--max-tokens", "4", "--temperature", "0",
+                                       "--coordinator", cluster.endpoint])
+        #expect(result.completionTokenIDs.count >= 1)
+        #expect(cluster.serve.isRunning)
+    }
+
+    @Test("a bad job gets a clear error and the next job runs")
+    func badJob() throws {
+        let model = try Self.makeModel(seed: 11)
+        let cluster = try ServedCluster(model: model, workers: 1)
+        try cluster.startWorker(model: model, name: "only")
+        try cluster.waitUntilServing()
+        let bad = try runSwitchyard(["generate", "--prompt-token-ids", "1,99999", "--max-tokens", "3",
+                                     "--coordinator", cluster.endpoint])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("99999"), "\(bad.stderr)")
+        let good = try generateJSON(["--prompt-token-ids", "1,5,9", "--max-tokens", "3", "--temperature", "0",
+                                     "--coordinator", cluster.endpoint])
+        #expect(good.completionTokenIDs.count == 3)
+    }
+}
