@@ -1,0 +1,96 @@
+import CZeroMQ
+
+/// The coordinator's ROUTER socket: receives from and sends to many dealers, addressed by identity.
+///
+/// Not thread-safe and not `Sendable`: owned by one thread. Created with linger 0,
+/// `ZMQ_ROUTER_MANDATORY` (sending to an unknown peer throws `TransportError.peerUnreachable`
+/// instead of dropping silently) and `ZMQ_ROUTER_HANDOVER` (a restarted worker that reconnects
+/// with the same identity takes over its old route).
+public final class RouterSocket {
+    private let socket: ZMQSocket
+
+    /// The endpoint actually bound, with wildcard port and host resolved, e.g. `tcp://127.0.0.1:49731`.
+    public var boundEndpoint: String { socket.endpoint }
+
+    /// Creates a router bound to `endpoint` (`tcp://127.0.0.1:0` picks a free port).
+    /// - Throws: `TransportError.zmq` naming the endpoint when the socket cannot be created or bound.
+    public init(context: ZMQContext, bind endpoint: String, options: SocketOptions = SocketOptions()) throws(TransportError) {
+        socket = try ZMQSocket(context: context, type: ZMQ_ROUTER, options: options, endpoint: endpoint)
+        try socket.setOption(ZMQ_ROUTER_MANDATORY, Int32(1), name: "ZMQ_ROUTER_MANDATORY")
+        try socket.setOption(ZMQ_ROUTER_HANDOVER, Int32(1), name: "ZMQ_ROUTER_HANDOVER")
+        try socket.bind(endpoint)
+    }
+
+    /// Sends `frames` (at least one) as one message to `peer`.
+    /// - Throws: `.peerUnreachable` when `peer` is not connected, `.sendTimedOut`, or `.zmq`.
+    public func send(to peer: PeerIdentity, frames: [[UInt8]]) throws(TransportError) {
+        try socket.send(prefix: peer, frames: frames)
+    }
+
+    /// Receives the next message and its sender, or nil when `timeout` passes first (nil waits forever).
+    /// - Returns: the sender's identity and the message's frames (at least one).
+    public func receive(timeout: Duration?) throws(TransportError) -> (peer: PeerIdentity, frames: [[UInt8]])? {
+        while true {
+            guard var frames = try socket.receive(timeout: timeout) else { return nil }
+            // A router always prepends the identity; a message with nothing after it is ignored.
+            guard frames.count >= 2 else { continue }
+            let peer = PeerIdentity(frames.removeFirst())
+            return (peer, frames)
+        }
+    }
+
+    /// Waits until a message can be received, up to `timeout` (nil waits forever).
+    /// - Returns: true when readable, false when the timeout passed.
+    public func poll(timeout: Duration?) throws(TransportError) -> Bool {
+        try socket.poll(timeout: timeout)
+    }
+}
+
+/// A worker's (or client's) DEALER socket, connected to a router under a chosen identity.
+///
+/// Not thread-safe and not `Sendable`: owned by one thread. libzmq reconnects it automatically
+/// when the connection drops; messages are queued until then (up to the high-water mark).
+public final class DealerSocket {
+    private let socket: ZMQSocket
+
+    /// The identity the router sees for this socket.
+    public let identity: PeerIdentity
+
+    /// The endpoint this socket connects to.
+    public var endpoint: String { socket.endpoint }
+
+    /// Creates a dealer with `identity` (1–255 bytes, not starting with a zero byte) connecting to
+    /// `endpoint`. Connecting is asynchronous: this returns before the router is reached.
+    /// - Throws: `.invalidIdentity`, or `.zmq` naming the endpoint.
+    public init(
+        context: ZMQContext, connect endpoint: String, identity: PeerIdentity, options: SocketOptions = SocketOptions()
+    ) throws(TransportError) {
+        guard (1...255).contains(identity.bytes.count) else {
+            throw .invalidIdentity(identity, reason: "it is \(identity.bytes.count) bytes, but must be 1 to 255")
+        }
+        guard identity.bytes[0] != 0 else {
+            throw .invalidIdentity(identity, reason: "it starts with a zero byte, which libzmq reserves for generated ids")
+        }
+        self.identity = identity
+        socket = try ZMQSocket(context: context, type: ZMQ_DEALER, options: options, endpoint: endpoint)
+        try socket.setOption(ZMQ_ROUTING_ID, bytes: identity.bytes, name: "ZMQ_ROUTING_ID")
+        try socket.connect(endpoint)
+    }
+
+    /// Sends `frames` (at least one) as one message to the router.
+    /// - Throws: `.sendTimedOut` when the queue stays full past the send timeout, or `.zmq`.
+    public func send(frames: [[UInt8]]) throws(TransportError) {
+        try socket.send(prefix: nil, frames: frames)
+    }
+
+    /// Receives the next message's frames, or nil when `timeout` passes first (nil waits forever).
+    public func receive(timeout: Duration?) throws(TransportError) -> [[UInt8]]? {
+        try socket.receive(timeout: timeout)
+    }
+
+    /// Waits until a message can be received, up to `timeout` (nil waits forever).
+    /// - Returns: true when readable, false when the timeout passed.
+    public func poll(timeout: Duration?) throws(TransportError) -> Bool {
+        try socket.poll(timeout: timeout)
+    }
+}

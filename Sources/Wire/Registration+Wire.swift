@@ -1,0 +1,83 @@
+// HELLO, WELCOME, ASSIGN, READY <-> protobuf-c structs.
+import CProtobufC
+import Tensors
+
+extension WireMessage.Hello {
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Switchyard__V1__Hello> {
+        var c = Switchyard__V1__Hello()
+        switchyard__v1__hello__init(&c)
+        c.worker_name = arena.string(workerName)
+        c.model_fingerprint = arena.string(modelFingerprint)
+        c.threads = wireUInt32(threads, "HELLO threads")
+        c.pid = wireUInt32(pid, "HELLO pid")
+        return arena.box(c)
+    }
+
+    init(_ c: Switchyard__V1__Hello) throws(WireError) {
+        self.init(
+            workerName: swiftString(c.worker_name), modelFingerprint: swiftString(c.model_fingerprint),
+            threads: Int(c.threads), pid: Int(c.pid))
+    }
+}
+
+extension WireMessage.Welcome {
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Switchyard__V1__Welcome> {
+        var c = Switchyard__V1__Welcome()
+        switchyard__v1__welcome__init(&c)
+        c.worker_id = workerID.rawValue
+        c.coordinator_name = arena.string(coordinatorName)
+        return arena.box(c)
+    }
+
+    init(_ c: Switchyard__V1__Welcome) {
+        self.init(workerID: WorkerID(c.worker_id), coordinatorName: swiftString(c.coordinator_name))
+    }
+}
+
+extension WireMessage.Assign {
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Switchyard__V1__Assign> {
+        var c = Switchyard__V1__Assign()
+        switchyard__v1__assign__init(&c)
+        let entries: [UnsafeMutablePointer<Switchyard__V1__LayerExpert>?] = experts.map { pair in
+            var entry = Switchyard__V1__LayerExpert()
+            switchyard__v1__layer_expert__init(&entry)
+            entry.layer = wireUInt32(pair.layer.rawValue, "ASSIGN layer")
+            entry.expert = wireUInt32(pair.expert.rawValue, "ASSIGN expert")
+            return arena.box(entry)
+        }
+        c.n_experts = entries.count
+        c.experts = arena.array(entries)
+        return arena.box(c)
+    }
+
+    init(_ c: Switchyard__V1__Assign) throws(WireError) {
+        let entries = UnsafeBufferPointer(start: c.experts, count: c.n_experts)
+        var experts: [LayerExpert] = []
+        experts.reserveCapacity(entries.count)
+        for (index, entry) in entries.enumerated() {
+            guard let entry else {
+                throw .invalidField(.assign, field: "experts[\(index)]", reason: "is missing")
+            }
+            experts.append(
+                LayerExpert(layer: LayerIndex(Int(entry.pointee.layer)), expert: ExpertID(Int(entry.pointee.expert))))
+        }
+        self.init(experts: experts)
+    }
+}
+
+extension WireMessage.Ready {
+    func cMessage(in arena: CArena) -> UnsafeMutablePointer<Switchyard__V1__Ready> {
+        var c = Switchyard__V1__Ready()
+        switchyard__v1__ready__init(&c)
+        c.loaded_expert_count = wireUInt32(loadedExpertCount, "READY loaded_expert_count")
+        c.load_seconds = loadSeconds
+        return arena.box(c)
+    }
+
+    init(_ c: Switchyard__V1__Ready) throws(WireError) {
+        guard c.load_seconds.isFinite, c.load_seconds >= 0 else {
+            throw .invalidField(.ready, field: "load_seconds", reason: "is \(c.load_seconds), but must be finite and ≥ 0")
+        }
+        self.init(loadedExpertCount: Int(c.loaded_expert_count), loadSeconds: c.load_seconds)
+    }
+}
