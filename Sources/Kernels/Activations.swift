@@ -1,0 +1,50 @@
+// Elementwise activations and the row softmax, all f32.
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// SiLU (swish): x · sigmoid(x).
+@inline(__always)
+public func silu(_ x: Float) -> Float {
+    x / (1 + expf(-x))
+}
+
+/// Replaces `gate[i]` by `silu(gate[i]) * up[i]`: the SwiGLU product of an expert FFN.
+/// - Parameters:
+///   - gate: [count], f32, overwritten with the product.
+///   - up: [count], f32.
+public func swiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+    for index in 0..<count { gate[index] = silu(gate[index]) * up[index] }
+}
+
+/// Softmax of one row in place, subtracting the maximum first so `exp` cannot overflow.
+/// Entries equal to `-infinity` (masked) get probability 0.
+/// - Parameter row: [count], f32; at least one entry must be finite.
+public func softmax(_ row: UnsafeMutablePointer<Float>, count: Int) {
+    guard count > 0 else { return }
+    var maximum = -Float.infinity
+    for index in 0..<count where row[index] > maximum { maximum = row[index] }
+    precondition(maximum > -Float.infinity, "softmax: every entry is masked")
+    var sum: Float = 0
+    for index in 0..<count {
+        let e = expf(row[index] - maximum)
+        row[index] = e
+        sum += e
+    }
+    let inverse = 1 / sum
+    for index in 0..<count { row[index] *= inverse }
+}
+
+/// Softmax of each row of a [rows, width] matrix.
+/// - Returns: [rows, width], f32, each row summing to 1.
+public func softmax(_ values: [Float], width: Int) -> [Float] {
+    precondition(width > 0 && values.count % width == 0, "softmax: values are not [rows, \(width)]")
+    var output = values
+    output.withUnsafeMutableBufferPointer { buffer in
+        guard let base = buffer.baseAddress else { return }
+        for row in 0..<(values.count / width) { softmax(base + row * width, count: width) }
+    }
+    return output
+}

@@ -1,0 +1,212 @@
+// Vocabulary: a checkpoint is a model directory: config.json plus model.safetensors or shards
+// listed by model.safetensors.index.json. Tensors stay memory-mapped; they are converted to f32
+// only when a model or expert store loads them.
+public import Foundation
+import Tensors
+
+/// A read-only, memory-mapped model checkpoint whose configuration and tensor shapes have been validated.
+public final class Checkpoint: Sendable {
+    /// The model directory.
+    public let directory: URL
+    /// The architecture config.json names.
+    public let architecture: ModelArchitecture
+    /// The validated hyper-parameters.
+    public let configuration: MixtralConfiguration
+    /// Hex SHA-256 over config.json and every tensor's name, dtype, shape and a sample of its bytes:
+    /// equal for the same files, different for other weights; fast on big checkpoints.
+    public let fingerprint: String
+    /// The safetensors files, in file-name order.
+    private let files: [SafetensorsFile]
+    /// Tensor name → (file index, entry).
+    private let tensors: [String: (file: Int, entry: SafetensorsEntry)]
+
+    /// The name of a single-file checkpoint's weights.
+    public static let singleFileName = "model.safetensors"
+    /// The name of a sharded checkpoint's index.
+    public static let indexFileName = "model.safetensors.index.json"
+
+    /// Reads config.json and the safetensors headers (not the weights) and checks that every tensor
+    /// the configuration implies exists with the right shape and a supported dtype.
+    /// - Throws: `ModelError` naming the file, field or tensor at fault.
+    public init(directory: URL) throws {
+        self.directory = directory
+        let configURL = directory.appendingPathComponent("config.json")
+        let configData: Data
+        do {
+            configData = try Data(contentsOf: configURL)
+        } catch {
+            throw ModelError.unreadableFile(file: "config.json", reason: "missing or unreadable in \(directory.path)")
+        }
+        let (architecture, configuration) = try Self.decodeConfiguration(configData)
+        self.architecture = architecture
+        self.configuration = configuration
+
+        files = try Self.openSafetensors(directory: directory)
+        var tensors: [String: (file: Int, entry: SafetensorsEntry)] = [:]
+        for (index, file) in files.enumerated() {
+            for (name, entry) in file.entries {
+                if let existing = tensors[name] {
+                    throw ModelError.invalidSafetensors(
+                        file: file.displayName, message: "tensor \(name) is also in \(files[existing.file].displayName)")
+                }
+                tensors[name] = (index, entry)
+            }
+        }
+        self.tensors = tensors
+        for (name, shape) in MixtralTensorNames.expectedShapes(configuration) {
+            guard let (fileIndex, entry) = tensors[name] else {
+                throw ModelError.missingTensor(name: name, searched: files.map(\.displayName))
+            }
+            let fileName = files[fileIndex].displayName
+            guard entry.dtype != nil else {
+                throw ModelError.unsupportedTensorDType(file: fileName, name: name, dtype: entry.dtypeName)
+            }
+            guard entry.shape == shape else {
+                throw ModelError.tensorShapeMismatch(file: fileName, name: name, shape: entry.shape, expected: shape)
+            }
+        }
+        fingerprint = Self.computeFingerprint(config: configData, files: files, tensors: tensors)
+    }
+
+    /// The names of every tensor in the checkpoint, sorted.
+    public var tensorNames: [String] { tensors.keys.sorted() }
+
+    /// The header entry of tensor `name`, or nil.
+    public func entry(named name: String) -> SafetensorsEntry? { tensors[name]?.entry }
+
+    /// Tensor `name` converted to f32.
+    /// - Returns: [shape of the tensor, flattened row-major], f32.
+    /// - Throws: `ModelError.missingTensor` or `.unsupportedTensorDType`.
+    public func floats(named name: String) throws(ModelError) -> [Float] {
+        guard let (fileIndex, entry) = tensors[name] else {
+            throw .missingTensor(name: name, searched: files.map(\.displayName))
+        }
+        guard let dtype = entry.dtype else {
+            throw .unsupportedTensorDType(file: files[fileIndex].displayName, name: name, dtype: entry.dtypeName)
+        }
+        let bytes = files[fileIndex].bytes(of: entry)
+        let count = entry.elementCount
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if count > 0, let source = bytes.baseAddress, let destination = buffer.baseAddress {
+                convertToFloat(source, dtype: dtype, count: count, into: destination)
+            }
+            initialized = count
+        }
+    }
+
+    // MARK: Loading
+
+    private static func decodeConfiguration(_ data: Data) throws(ModelError) -> (ModelArchitecture, MixtralConfiguration) {
+        struct ArchitectureFields: Decodable {
+            var model_type: String?
+            var architectures: [String]?
+        }
+        let fields: ArchitectureFields
+        do {
+            fields = try JSONDecoder().decode(ArchitectureFields.self, from: data)
+        } catch {
+            throw .invalidConfiguration(file: "config.json", message: Self.describe(error))
+        }
+        let architecture = try ModelArchitecture.resolve(modelType: fields.model_type, architectures: fields.architectures)
+        let configuration: MixtralConfiguration
+        do {
+            configuration = try JSONDecoder().decode(MixtralConfiguration.self, from: data)
+        } catch {
+            throw .invalidConfiguration(file: "config.json", message: Self.describe(error))
+        }
+        try configuration.validate()
+        return (architecture, configuration)
+    }
+
+    /// One line for a JSON decoding error, naming the field path.
+    private static func describe(_ error: any Error) -> String {
+        func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {
+            let keys = context.codingPath + (key.map { [$0] } ?? [])
+            return keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case DecodingError.keyNotFound(let key, let context):
+            return "field \(path(context, key)) is missing"
+        case DecodingError.typeMismatch(let type, let context):
+            return "field \(path(context)) is not a valid \(type)"
+        case DecodingError.valueNotFound(let type, let context):
+            return "field \(path(context)) is null, expected \(type)"
+        case DecodingError.dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "is not valid JSON" : "field \(path(context)) is invalid"
+        default:
+            return "cannot be decoded: \(error)"
+        }
+    }
+
+    private static func openSafetensors(directory: URL) throws(ModelError) -> [SafetensorsFile] {
+        let indexURL = directory.appendingPathComponent(indexFileName)
+        guard FileManager.default.fileExists(atPath: indexURL.path) else {
+            let single = directory.appendingPathComponent(singleFileName)
+            guard FileManager.default.fileExists(atPath: single.path) else {
+                throw .unreadableFile(
+                    file: singleFileName, reason: "neither it nor \(indexFileName) exists in \(directory.path)")
+            }
+            return [try SafetensorsFile(url: single, displayName: singleFileName)]
+        }
+        guard let data = try? Data(contentsOf: indexURL) else {
+            throw .unreadableFile(file: indexFileName, reason: "cannot be read")
+        }
+        struct Index: Decodable { var weight_map: [String: String] }
+        let index: Index
+        do {
+            index = try JSONDecoder().decode(Index.self, from: data)
+        } catch {
+            throw .invalidConfiguration(file: indexFileName, message: describe(error))
+        }
+        let shardNames = Set(index.weight_map.values).sorted()
+        guard !shardNames.isEmpty else {
+            throw .invalidConfiguration(file: indexFileName, message: "weight_map is empty")
+        }
+        var files: [SafetensorsFile] = []
+        for shard in shardNames {
+            // Shards are plain file names in the model directory; anything else could escape it.
+            guard !shard.isEmpty, !shard.contains("/"), !shard.contains("\\"), shard != ".", shard != ".." else {
+                throw .invalidConfiguration(
+                    file: indexFileName, message: "weight_map names shard \"\(shard)\", expected a file name in the model directory")
+            }
+            files.append(try SafetensorsFile(url: directory.appendingPathComponent(shard), displayName: shard))
+        }
+        for (name, shard) in index.weight_map.sorted(by: { $0.key < $1.key }) {
+            guard let file = files.first(where: { $0.displayName == shard }), file.entries[name] != nil else {
+                throw .invalidSafetensors(file: shard, message: "has no tensor \(name), which \(indexFileName) places there")
+            }
+        }
+        return files
+    }
+
+    // MARK: Fingerprint
+
+    /// Bytes hashed per tensor: all of a small tensor, else `sampleCount` evenly spaced chunks.
+    private static let sampleChunkByteCount = 256
+    private static let sampleCount = 16
+
+    private static func computeFingerprint(
+        config: Data, files: [SafetensorsFile], tensors: [String: (file: Int, entry: SafetensorsEntry)]
+    ) -> String {
+        var hasher = SHA256Hasher()
+        hasher.update("config.json\n")
+        hasher.update(config)
+        // By content, not by file: a sharded and a single-file copy of the same weights agree.
+        for name in tensors.keys.sorted() {
+            guard let (fileIndex, entry) = tensors[name] else { continue }
+            hasher.update("\n\(name) \(entry.dtypeName) \(entry.shape)\n")
+            let bytes = files[fileIndex].bytes(of: entry)
+            let wholeLimit = sampleChunkByteCount * sampleCount
+            if bytes.count <= wholeLimit {
+                hasher.update(bytes)
+            } else {
+                let lastStart = bytes.count - sampleChunkByteCount
+                for sample in 0..<sampleCount {
+                    let start = lastStart * sample / (sampleCount - 1)
+                    hasher.update(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + sampleChunkByteCount)]))
+                }
+            }
+        }
+        return hasher.finalizeHex()
+    }
+}

@@ -1,0 +1,527 @@
+// Mixtral: a decoder-only transformer whose feed-forward blocks are sparse mixtures of SwiGLU experts.
+// Port of transformers/models/mixtral/modeling_mixtral.py (transformers 5.23), f32 compute.
+//
+// Legend: T = tokens in this forward pass, H = hidden size, E = experts per layer, k = experts per
+// token, V = vocabulary size, D = head dimension.
+public import Tensors
+import Kernels
+
+// MARK: - Configuration
+
+/// The Mixtral hyper-parameters, decoded from a Hugging Face `config.json`.
+///
+/// Reads both the transformers-5 layout (`rope_parameters.rope_theta`, `head_dim: null`) and the
+/// older one (top-level `rope_theta`); `eos_token_id` may be an integer, a list or null.
+public struct MixtralConfiguration: Codable, Sendable, Equatable {
+    /// Width of the residual stream (H).
+    public var hiddenSize: Int
+    /// Width of each expert's hidden layer.
+    public var intermediateSize: Int
+    /// Decoder layers.
+    public var layerCount: Int
+    /// Query heads.
+    public var attentionHeadCount: Int
+    /// Key/value heads (grouped-query attention); divides `attentionHeadCount`.
+    public var keyValueHeadCount: Int
+    /// Dimensions per attention head (D); `hiddenSize / attentionHeadCount` unless config.json says otherwise.
+    public var headDimension: Int
+    /// Experts per MoE layer (E).
+    public var expertCount: Int
+    /// Experts chosen per token (k).
+    public var expertsPerToken: Int
+    /// Vocabulary size (V).
+    public var vocabularySize: Int
+    /// ε of every RMS norm.
+    public var rmsNormEpsilon: Double
+    /// RoPE base θ.
+    public var ropeTheta: Double
+    /// When set, a token attends only to the last `slidingWindow` positions (itself included).
+    public var slidingWindow: Int?
+    /// The longest sequence the model was trained for (informational; not enforced).
+    public var maxPositionEmbeddings: Int
+    /// Whether the LM head reuses the token embedding matrix.
+    public var tieWordEmbeddings: Bool
+    /// The beginning-of-sequence token, if any.
+    public var bosTokenID: Int?
+    /// The end-of-sequence tokens (empty when none).
+    public var eosTokenIDs: [Int]
+    /// The expert activation (`hidden_act`); only `silu` is supported.
+    public var hiddenActivation: String
+    /// The RoPE variant (`rope_type`); only `default` is supported.
+    public var ropeType: String
+
+    /// Creates a configuration; `headDimension` defaults to `hiddenSize / attentionHeadCount`.
+    public init(
+        hiddenSize: Int, intermediateSize: Int, layerCount: Int, attentionHeadCount: Int, keyValueHeadCount: Int,
+        headDimension: Int? = nil, expertCount: Int, expertsPerToken: Int, vocabularySize: Int,
+        rmsNormEpsilon: Double = 1e-5, ropeTheta: Double = 1e6, slidingWindow: Int? = nil,
+        maxPositionEmbeddings: Int = 4096, tieWordEmbeddings: Bool = false, bosTokenID: Int? = 1,
+        eosTokenIDs: [Int] = [2], hiddenActivation: String = "silu", ropeType: String = "default"
+    ) {
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.layerCount = layerCount
+        self.attentionHeadCount = attentionHeadCount
+        self.keyValueHeadCount = keyValueHeadCount
+        self.headDimension = headDimension ?? (attentionHeadCount > 0 ? hiddenSize / attentionHeadCount : 0)
+        self.expertCount = expertCount
+        self.expertsPerToken = expertsPerToken
+        self.vocabularySize = vocabularySize
+        self.rmsNormEpsilon = rmsNormEpsilon
+        self.ropeTheta = ropeTheta
+        self.slidingWindow = slidingWindow
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.tieWordEmbeddings = tieWordEmbeddings
+        self.bosTokenID = bosTokenID
+        self.eosTokenIDs = eosTokenIDs
+        self.hiddenActivation = hiddenActivation
+        self.ropeType = ropeType
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case hiddenSize = "hidden_size"
+        case intermediateSize = "intermediate_size"
+        case layerCount = "num_hidden_layers"
+        case attentionHeadCount = "num_attention_heads"
+        case keyValueHeadCount = "num_key_value_heads"
+        case headDimension = "head_dim"
+        case expertCount = "num_local_experts"
+        case expertsPerToken = "num_experts_per_tok"
+        case vocabularySize = "vocab_size"
+        case rmsNormEpsilon = "rms_norm_eps"
+        case ropeTheta = "rope_theta"
+        case ropeParameters = "rope_parameters"
+        case ropeScaling = "rope_scaling"
+        case slidingWindow = "sliding_window"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case tieWordEmbeddings = "tie_word_embeddings"
+        case bosTokenID = "bos_token_id"
+        case eosTokenID = "eos_token_id"
+        case hiddenActivation = "hidden_act"
+    }
+
+    enum RopeParameterKeys: String, CodingKey {
+        case ropeTheta = "rope_theta"
+        case ropeType = "rope_type"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        hiddenSize = try container.decode(Int.self, forKey: .hiddenSize)
+        intermediateSize = try container.decode(Int.self, forKey: .intermediateSize)
+        layerCount = try container.decode(Int.self, forKey: .layerCount)
+        attentionHeadCount = try container.decode(Int.self, forKey: .attentionHeadCount)
+        // HF defaults num_key_value_heads to num_attention_heads when absent.
+        keyValueHeadCount = try container.decodeIfPresent(Int.self, forKey: .keyValueHeadCount) ?? attentionHeadCount
+        let explicitHeadDimension = try container.decodeIfPresent(Int.self, forKey: .headDimension)
+        headDimension = explicitHeadDimension ?? (attentionHeadCount > 0 ? hiddenSize / attentionHeadCount : 0)
+        expertCount = try container.decode(Int.self, forKey: .expertCount)
+        expertsPerToken = try container.decode(Int.self, forKey: .expertsPerToken)
+        vocabularySize = try container.decode(Int.self, forKey: .vocabularySize)
+        rmsNormEpsilon = try container.decodeIfPresent(Double.self, forKey: .rmsNormEpsilon) ?? 1e-5
+        // transformers 5 nests θ in rope_parameters; older files have it at the top level (or in rope_scaling).
+        var theta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        var type: String?
+        for key in [CodingKeys.ropeParameters, .ropeScaling] where try container.contains(key) && !container.decodeNil(forKey: key) {
+            let rope = try container.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: key)
+            theta = try rope.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? theta
+            type = try rope.decodeIfPresent(String.self, forKey: .ropeType) ?? type
+        }
+        ropeTheta = theta ?? 1e6
+        ropeType = type ?? "default"
+        slidingWindow = try container.decodeIfPresent(Int.self, forKey: .slidingWindow)
+        maxPositionEmbeddings = try container.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 4096 * 32
+        tieWordEmbeddings = try container.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
+        bosTokenID = try container.decodeIfPresent(Int.self, forKey: .bosTokenID)
+        if try !container.contains(.eosTokenID) || container.decodeNil(forKey: .eosTokenID) {
+            eosTokenIDs = []
+        } else if let single = try? container.decode(Int.self, forKey: .eosTokenID) {
+            eosTokenIDs = [single]
+        } else {
+            eosTokenIDs = try container.decode([Int].self, forKey: .eosTokenID)
+        }
+        hiddenActivation = try container.decodeIfPresent(String.self, forKey: .hiddenActivation) ?? "silu"
+    }
+
+    /// Encodes in the transformers-5 layout (θ under `rope_parameters`, explicit `head_dim`).
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(hiddenSize, forKey: .hiddenSize)
+        try container.encode(intermediateSize, forKey: .intermediateSize)
+        try container.encode(layerCount, forKey: .layerCount)
+        try container.encode(attentionHeadCount, forKey: .attentionHeadCount)
+        try container.encode(keyValueHeadCount, forKey: .keyValueHeadCount)
+        try container.encode(headDimension, forKey: .headDimension)
+        try container.encode(expertCount, forKey: .expertCount)
+        try container.encode(expertsPerToken, forKey: .expertsPerToken)
+        try container.encode(vocabularySize, forKey: .vocabularySize)
+        try container.encode(rmsNormEpsilon, forKey: .rmsNormEpsilon)
+        var rope = container.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: .ropeParameters)
+        try rope.encode(ropeTheta, forKey: .ropeTheta)
+        try rope.encode(ropeType, forKey: .ropeType)
+        if let slidingWindow {
+            try container.encode(slidingWindow, forKey: .slidingWindow)
+        } else {
+            try container.encodeNil(forKey: .slidingWindow)
+        }
+        try container.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try container.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try container.encodeIfPresent(bosTokenID, forKey: .bosTokenID)
+        if eosTokenIDs.count == 1 {
+            try container.encode(eosTokenIDs[0], forKey: .eosTokenID)
+        } else if !eosTokenIDs.isEmpty {
+            try container.encode(eosTokenIDs, forKey: .eosTokenID)
+        }
+        try container.encode(hiddenActivation, forKey: .hiddenActivation)
+    }
+
+    /// Checks every field's range and the relations between fields.
+    /// - Throws: `ModelError.invalidConfiguration` naming the config.json field and the valid range.
+    public func validate(file: String = "config.json") throws(ModelError) {
+        func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
+        let positive: [(String, Int)] = [
+            ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize), ("num_hidden_layers", layerCount),
+            ("num_attention_heads", attentionHeadCount), ("num_key_value_heads", keyValueHeadCount),
+            ("num_local_experts", expertCount), ("vocab_size", vocabularySize),
+            ("max_position_embeddings", maxPositionEmbeddings),
+        ]
+        for (field, value) in positive where value < 1 {
+            throw fail("\(field) is \(value), but must be at least 1")
+        }
+        guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
+            throw fail(
+                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_local_experts (\(expertCount))")
+        }
+        guard keyValueHeadCount <= attentionHeadCount, attentionHeadCount % keyValueHeadCount == 0 else {
+            throw fail(
+                "num_key_value_heads is \(keyValueHeadCount), but must divide num_attention_heads (\(attentionHeadCount))")
+        }
+        guard headDimension >= 2, headDimension % 2 == 0 else {
+            throw fail("head_dim is \(headDimension), but must be a positive even number (RoPE rotates pairs)")
+        }
+        guard rmsNormEpsilon.isFinite, rmsNormEpsilon > 0 else {
+            throw fail("rms_norm_eps is \(rmsNormEpsilon), but must be a positive number")
+        }
+        guard ropeTheta.isFinite, ropeTheta > 0 else {
+            throw fail("rope_theta is \(ropeTheta), but must be a positive number")
+        }
+        if let slidingWindow, slidingWindow < 1 {
+            throw fail("sliding_window is \(slidingWindow), but must be null or at least 1")
+        }
+        guard hiddenActivation == "silu" else {
+            throw fail("hidden_act is \(hiddenActivation), but only silu is supported")
+        }
+        guard ropeType == "default" else {
+            throw fail("rope_type is \(ropeType), but only default is supported")
+        }
+        if let bosTokenID, bosTokenID < 0 || bosTokenID >= vocabularySize {
+            throw fail("bos_token_id is \(bosTokenID), but must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
+        }
+        for eos in eosTokenIDs where eos < 0 || eos >= vocabularySize {
+            throw fail("eos_token_id \(eos) must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
+        }
+    }
+}
+
+// MARK: - Checkpoint tensor names
+
+/// The checkpoint tensor names and shapes of a Mixtral model (the legacy hub layout that
+/// `save_pretrained` writes); the only place these names are spelled.
+public enum MixtralTensorNames {
+    /// Token embeddings, [V, H].
+    public static let embedding = "model.embed_tokens.weight"
+    /// Final RMS norm weight, [H].
+    public static let finalNorm = "model.norm.weight"
+    /// LM head, [V, H]; absent when embeddings are tied.
+    public static let lmHead = "lm_head.weight"
+
+    static func layer(_ layer: Int) -> String { "model.layers.\(layer)" }
+    /// [H]
+    public static func inputNorm(_ layer: Int) -> String { "\(self.layer(layer)).input_layernorm.weight" }
+    /// [H]
+    public static func postAttentionNorm(_ layer: Int) -> String { "\(self.layer(layer)).post_attention_layernorm.weight" }
+    /// [heads × D, H]
+    public static func query(_ layer: Int) -> String { "\(self.layer(layer)).self_attn.q_proj.weight" }
+    /// [kvHeads × D, H]
+    public static func key(_ layer: Int) -> String { "\(self.layer(layer)).self_attn.k_proj.weight" }
+    /// [kvHeads × D, H]
+    public static func value(_ layer: Int) -> String { "\(self.layer(layer)).self_attn.v_proj.weight" }
+    /// [H, heads × D]
+    public static func output(_ layer: Int) -> String { "\(self.layer(layer)).self_attn.o_proj.weight" }
+    /// The router, [E, H].
+    public static func router(_ layer: Int) -> String { "\(self.layer(layer)).block_sparse_moe.gate.weight" }
+    /// Expert gate projection w1, [I, H].
+    public static func expertGate(_ layer: Int, _ expert: Int) -> String {
+        "\(self.layer(layer)).block_sparse_moe.experts.\(expert).w1.weight"
+    }
+    /// Expert down projection w2, [H, I].
+    public static func expertDown(_ layer: Int, _ expert: Int) -> String {
+        "\(self.layer(layer)).block_sparse_moe.experts.\(expert).w2.weight"
+    }
+    /// Expert up projection w3, [I, H].
+    public static func expertUp(_ layer: Int, _ expert: Int) -> String {
+        "\(self.layer(layer)).block_sparse_moe.experts.\(expert).w3.weight"
+    }
+
+    /// Every tensor a checkpoint with `configuration` must hold, with its shape, in model order.
+    public static func expectedShapes(_ configuration: MixtralConfiguration) -> [(name: String, shape: [Int])] {
+        let c = configuration
+        let hidden = c.hiddenSize
+        let queryWidth = c.attentionHeadCount * c.headDimension
+        let keyValueWidth = c.keyValueHeadCount * c.headDimension
+        var shapes: [(name: String, shape: [Int])] = [(embedding, [c.vocabularySize, hidden])]
+        for layer in 0..<c.layerCount {
+            shapes += [
+                (inputNorm(layer), [hidden]), (postAttentionNorm(layer), [hidden]),
+                (query(layer), [queryWidth, hidden]), (key(layer), [keyValueWidth, hidden]),
+                (value(layer), [keyValueWidth, hidden]), (output(layer), [hidden, queryWidth]),
+                (router(layer), [c.expertCount, hidden]),
+            ]
+            for expert in 0..<c.expertCount {
+                shapes += [
+                    (expertGate(layer, expert), [c.intermediateSize, hidden]),
+                    (expertUp(layer, expert), [c.intermediateSize, hidden]),
+                    (expertDown(layer, expert), [hidden, c.intermediateSize]),
+                ]
+            }
+        }
+        shapes.append((finalNorm, [hidden]))
+        if !c.tieWordEmbeddings { shapes.append((lmHead, [c.vocabularySize, hidden])) }
+        return shapes
+    }
+}
+
+// MARK: - Attention
+
+/// The self-attention of one decoder layer: projections, RoPE, grouped-query attention over the
+/// KV cache with a causal (and optionally sliding-window) mask, output projection.
+struct MixtralAttention: Sendable {
+    /// [heads × D, H], f32
+    let queryWeight: [Float]
+    /// [kvHeads × D, H], f32
+    let keyWeight: [Float]
+    /// [kvHeads × D, H], f32
+    let valueWeight: [Float]
+    /// [H, heads × D], f32
+    let outputWeight: [Float]
+    let shape: AttentionShape
+    let rotary: RotaryEmbedding
+    let hiddenSize: Int
+
+    init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
+        let c = checkpoint.configuration
+        queryWeight = try checkpoint.floats(named: MixtralTensorNames.query(layer))
+        keyWeight = try checkpoint.floats(named: MixtralTensorNames.key(layer))
+        valueWeight = try checkpoint.floats(named: MixtralTensorNames.value(layer))
+        outputWeight = try checkpoint.floats(named: MixtralTensorNames.output(layer))
+        shape = AttentionShape(
+            headCount: c.attentionHeadCount, keyValueHeadCount: c.keyValueHeadCount,
+            headDimension: c.headDimension, slidingWindow: c.slidingWindow)
+        rotary = RotaryEmbedding(headDimension: c.headDimension, theta: c.ropeTheta)
+        hiddenSize = c.hiddenSize
+    }
+
+    /// Attends `normed` (tokens at positions `cache.count ..< cache.count + T`) and writes their keys
+    /// and values into the cache rows of `layer` (the caller advances `cache.count`).
+    /// - Parameter normed: [T, H], f32 (input-normed hidden states).
+    /// - Returns: the attention output after o_proj, [T, H], f32.
+    func callAsFunction(_ normed: [Float], tokenCount: Int, layer: Int, cache: inout KVCache) -> [Float] {
+        let start = cache.count
+        let queryWidth = shape.headCount * shape.headDimension
+        let keyValueWidth = shape.keyValueHeadCount * shape.headDimension
+        var queries = linear(normed, rowCount: tokenCount, weight: queryWeight, outputCount: queryWidth)
+        var keys = linear(normed, rowCount: tokenCount, weight: keyWeight, outputCount: keyValueWidth)
+        let values = linear(normed, rowCount: tokenCount, weight: valueWeight, outputCount: keyValueWidth)
+        queries.withUnsafeMutableBufferPointer { q in
+            rotary.apply(to: q.baseAddress!, rowCount: tokenCount, headCount: shape.headCount, firstPosition: start)
+        }
+        keys.withUnsafeMutableBufferPointer { k in
+            rotary.apply(to: k.baseAddress!, rowCount: tokenCount, headCount: shape.keyValueHeadCount, firstPosition: start)
+        }
+        let range = (start * keyValueWidth)..<((start + tokenCount) * keyValueWidth)
+        cache.keys[layer].replaceSubrange(range, with: keys)
+        cache.values[layer].replaceSubrange(range, with: values)
+        var attended = [Float](repeating: 0, count: tokenCount * queryWidth)
+        queries.withUnsafeBufferPointer { q in
+            cache.keys[layer].withUnsafeBufferPointer { k in
+                cache.values[layer].withUnsafeBufferPointer { v in
+                    attended.withUnsafeMutableBufferPointer { o in
+                        attention(
+                            queries: q.baseAddress!, queryCount: tokenCount, firstQueryPosition: start,
+                            keys: k.baseAddress!, values: v.baseAddress!, keyCount: start + tokenCount,
+                            shape: shape, into: o.baseAddress!)
+                    }
+                }
+            }
+        }
+        return linear(attended, rowCount: tokenCount, weight: outputWeight, outputCount: hiddenSize)
+    }
+}
+
+// MARK: - MoE block: router
+
+/// The router of one MoE layer: a linear scoring of the E experts per token, then top-k.
+struct MixtralRouter: Sendable {
+    /// [E, H], f32
+    let weight: [Float]
+    let expertCount: Int
+    let expertsPerToken: Int
+
+    /// Routes each token of `normed` to its top-k experts.
+    /// - Parameter normed: [T, H], f32 (post-attention-normed hidden states).
+    func route(_ normed: [Float], tokenCount: Int) -> RoutingDecision {
+        var probabilities = linear(normed, rowCount: tokenCount, weight: weight, outputCount: expertCount)
+        var expertIDs: [Int32] = []
+        var weights: [Float] = []
+        expertIDs.reserveCapacity(tokenCount * expertsPerToken)
+        weights.reserveCapacity(tokenCount * expertsPerToken)
+        probabilities.withUnsafeMutableBufferPointer { buffer in
+            for token in 0..<tokenCount {
+                let row = buffer.baseAddress! + token * expertCount
+                // Mixtral takes the softmax over all E experts (in f32) *before* top-k, then renormalises
+                // the k chosen probabilities to sum to 1. Softmax over only the top-k logits gives the
+                // same weights mathematically, but not the same rounding: follow HF's order.
+                softmax(row, count: expertCount)
+                let chosen = topK(row, count: expertCount, k: expertsPerToken)
+                var sum: Float = 0
+                for expert in chosen { sum += row[expert] }
+                for expert in chosen {
+                    expertIDs.append(Int32(expert))
+                    weights.append(row[expert] / sum)
+                }
+            }
+        }
+        return RoutingDecision(
+            tokenCount: tokenCount, expertsPerToken: expertsPerToken, expertIDs: expertIDs, weights: weights)
+    }
+}
+
+// MARK: - Decoder layer
+
+/// One decoder layer's dense part: input norm, attention, post-attention norm, router. The experts
+/// run outside (in an `ExpertStore`, possibly on other machines) through the `experts` callback.
+struct MixtralDecoderLayer: Sendable {
+    /// [H], f32
+    let inputNorm: [Float]
+    /// [H], f32
+    let postAttentionNorm: [Float]
+    let attention: MixtralAttention
+    let router: MixtralRouter
+    let epsilon: Float
+    let index: Int
+
+    init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
+        let c = checkpoint.configuration
+        inputNorm = try checkpoint.floats(named: MixtralTensorNames.inputNorm(layer))
+        postAttentionNorm = try checkpoint.floats(named: MixtralTensorNames.postAttentionNorm(layer))
+        attention = try MixtralAttention(checkpoint: checkpoint, layer: layer)
+        router = MixtralRouter(
+            weight: try checkpoint.floats(named: MixtralTensorNames.router(layer)),
+            expertCount: c.expertCount, expertsPerToken: c.expertsPerToken)
+        epsilon = Float(c.rmsNormEpsilon)
+        index = layer
+    }
+
+    /// Runs the layer on `hidden` in place.
+    /// - Parameter hidden: the residual stream, [T, H], f32.
+    func callAsFunction(
+        _ hidden: inout [Float], tokenCount: Int, cache: inout KVCache,
+        experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
+    ) throws {
+        let attended = attention(rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), tokenCount: tokenCount, layer: index, cache: &cache)
+        for position in hidden.indices { hidden[position] += attended[position] }
+        let normed = rmsNorm(hidden, weight: postAttentionNorm, epsilon: epsilon)
+        let routing = router.route(normed, tokenCount: tokenCount)
+        let combined = try experts(LayerIndex(index), normed, routing)
+        guard combined.count == hidden.count else {
+            throw ModelError.invalidInput(
+                "experts of layer \(index) returned \(combined.count) values, expected [\(tokenCount), \(inputNorm.count)]")
+        }
+        for position in hidden.indices { hidden[position] += combined[position] }
+    }
+}
+
+// MARK: - Model
+
+/// The dense part of a Mixtral model (what the coordinator runs): embeddings, attention with the
+/// KV cache, norms, routers and the LM head. It holds no experts.
+public final class MixtralDenseModel: Sendable {
+    /// The model's hyper-parameters.
+    public let configuration: MixtralConfiguration
+    /// [V, H], f32
+    private let embedding: [Float]
+    private let layers: [MixtralDecoderLayer]
+    /// [H], f32
+    private let finalNorm: [Float]
+    /// [V, H], f32 (the embedding matrix when tied)
+    private let lmHead: [Float]
+
+    /// Loads the dense tensors of `checkpoint` (converted to f32).
+    /// - Throws: `ModelError` when a tensor cannot be read.
+    public init(checkpoint: Checkpoint) throws {
+        configuration = checkpoint.configuration
+        embedding = try checkpoint.floats(named: MixtralTensorNames.embedding)
+        var layers: [MixtralDecoderLayer] = []
+        for layer in 0..<configuration.layerCount {
+            layers.append(try MixtralDecoderLayer(checkpoint: checkpoint, layer: layer))
+        }
+        self.layers = layers
+        finalNorm = try checkpoint.floats(named: MixtralTensorNames.finalNorm)
+        lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.floats(named: MixtralTensorNames.lmHead)
+    }
+
+    /// An empty KV cache for one sequence of up to `capacity` tokens.
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(
+            capacity: capacity, layerCount: configuration.layerCount,
+            rowWidth: configuration.keyValueHeadCount * configuration.headDimension)
+    }
+
+    /// Runs `tokens` at positions `cache.count ..< cache.count + tokens.count` and appends them to the cache.
+    ///
+    /// `experts` is called once per MoE layer, in layer order, with the post-attention-normed hidden
+    /// states [tokens, hiddenSize] f32 and the routing; it returns the combined expert output
+    /// [tokens, hiddenSize] f32 (per token, the sum over its experts of weight × FFN(x)).
+    /// If `experts` throws, the error is rethrown and `cache.count` is unchanged.
+    /// - Throws: `ModelError.invalidInput` for an empty or out-of-vocabulary token, a full cache, a
+    ///   cache made for another model, or an expert output of the wrong size; whatever `experts` throws.
+    /// - Returns: logits, [1 or tokens, vocabularySize], f32
+    public func forward(
+        tokens: [Int32], cache: inout KVCache, logits selection: LogitsSelection,
+        experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
+    ) throws -> [Float] {
+        let c = configuration
+        let tokenCount = tokens.count
+        guard tokenCount > 0 else { throw ModelError.invalidInput("forward: no tokens given") }
+        guard cache.layerCount == c.layerCount, cache.rowWidth == c.keyValueHeadCount * c.headDimension else {
+            throw ModelError.invalidInput("forward: the KV cache was made for another model")
+        }
+        guard cache.count + tokenCount <= cache.capacity else {
+            throw ModelError.invalidInput(
+                "forward: KV cache holds \(cache.count) of \(cache.capacity) tokens; \(tokenCount) more do not fit")
+        }
+        let hiddenSize = c.hiddenSize
+        var hidden = [Float](repeating: 0, count: tokenCount * hiddenSize)
+        for (row, token) in tokens.enumerated() {
+            guard token >= 0 && Int(token) < c.vocabularySize else {
+                throw ModelError.invalidInput(
+                    "forward: token id \(token) at index \(row) is outside the vocabulary (0 ..< \(c.vocabularySize))")
+            }
+            let source = Int(token) * hiddenSize
+            hidden.replaceSubrange(
+                (row * hiddenSize)..<((row + 1) * hiddenSize), with: embedding[source..<(source + hiddenSize)])
+        }
+        for layer in layers {
+            try layer(&hidden, tokenCount: tokenCount, cache: &cache, experts: experts)
+        }
+        cache.count += tokenCount
+        let selected: [Float]
+        switch selection {
+        case .allTokens: selected = hidden
+        case .lastToken: selected = Array(hidden[((tokenCount - 1) * hiddenSize)...])
+        }
+        let normed = rmsNorm(selected, weight: finalNorm, epsilon: Float(c.rmsNormEpsilon))
+        return linear(
+            normed, rowCount: selected.count / hiddenSize, weight: lmHead, outputCount: c.vocabularySize)
+    }
+}

@@ -1,0 +1,119 @@
+// Conversions between the 16-bit storage dtypes and f32, bit-exact with PyTorch's
+// (round to nearest, ties to even; NaN stays NaN).
+
+/// Converts a bf16 bit pattern to f32 (exact: bf16 is the upper half of a binary32).
+@inline(__always)
+public func floatFromBFloat16Bits(_ bits: UInt16) -> Float {
+    Float(bitPattern: UInt32(bits) << 16)
+}
+
+/// Converts an f32 to the nearest bf16 bit pattern (ties to even), as `tensor.to(torch.bfloat16)` does.
+@inline(__always)
+public func bfloat16Bits(from value: Float) -> UInt16 {
+    let bits = value.bitPattern
+    if value.isNaN { return UInt16(truncatingIfNeeded: (bits >> 16) | 0x0040) }
+    // Round to nearest even on the 16 dropped bits.
+    let roundingBias = UInt32(0x7FFF) + ((bits >> 16) & 1)
+    return UInt16(truncatingIfNeeded: (bits &+ roundingBias) >> 16)
+}
+
+/// Converts an f16 bit pattern to f32 (exact).
+@inline(__always)
+public func floatFromFloat16Bits(_ bits: UInt16) -> Float {
+    let sign = UInt32(bits & 0x8000) << 16
+    let exponent = Int((bits >> 10) & 0x1F)
+    let mantissa = UInt32(bits & 0x3FF)
+    if exponent == 0x1F {
+        return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))
+    }
+    if exponent == 0 {
+        // Subnormal or zero: mantissa × 2^-24.
+        let magnitude = Float(mantissa) * Float(sign: .plus, exponent: -24, significand: 1)
+        return sign == 0 ? magnitude : -magnitude
+    }
+    return Float(bitPattern: sign | (UInt32(exponent - 15 + 127) << 23) | (mantissa << 13))
+}
+
+/// Converts an f32 to the nearest f16 bit pattern (ties to even; overflow gives ±infinity).
+@inline(__always)
+public func float16Bits(from value: Float) -> UInt16 {
+    #if arch(x86_64) || arch(arm64)
+        if #available(macOS 11.0, *) {
+            return Float16(value).bitPattern
+        }
+    #endif
+    return softwareFloat16Bits(from: value)
+}
+
+/// Portable f32 → f16 rounding used when the platform has no `Float16`.
+func softwareFloat16Bits(from value: Float) -> UInt16 {
+    let bits = value.bitPattern
+    let sign = UInt16((bits >> 16) & 0x8000)
+    if value.isNaN { return sign | 0x7E00 }
+    let magnitude = abs(value)
+    if magnitude >= 65520 { return sign | 0x7C00 }
+    if magnitude < Float(sign: .plus, exponent: -25, significand: 1) { return sign }
+    if magnitude < Float(sign: .plus, exponent: -14, significand: 1) {
+        let scaled = (magnitude * Float(sign: .plus, exponent: 24, significand: 1)).rounded(.toNearestOrEven)
+        return sign | UInt16(scaled)
+    }
+    let exponent = Int(magnitude.exponent)
+    let significand = magnitude.significand  // in [1, 2)
+    var mantissa = ((significand - 1) * 1024).rounded(.toNearestOrEven)
+    var biased = exponent + 15
+    if mantissa >= 1024 {
+        mantissa = 0
+        biased += 1
+    }
+    if biased >= 31 { return sign | 0x7C00 }
+    return sign | UInt16(biased << 10) | UInt16(mantissa)
+}
+
+/// Converts `count` little-endian elements of `dtype` at `source` to f32 at `destination`.
+/// - Parameters:
+///   - source: raw bytes, `count × dtype.byteCount`, any alignment.
+///   - destination: `count` f32 values.
+public func convertToFloat(
+    _ source: UnsafeRawPointer, dtype: DType, count: Int, into destination: UnsafeMutablePointer<Float>
+) {
+    switch dtype {
+    case .f32:
+        for index in 0..<count {
+            destination[index] = Float(
+                bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
+        }
+    case .bf16:
+        for index in 0..<count {
+            destination[index] = floatFromBFloat16Bits(
+                UInt16(littleEndian: source.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
+        }
+    case .f16:
+        for index in 0..<count {
+            destination[index] = floatFromFloat16Bits(
+                UInt16(littleEndian: source.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
+        }
+    }
+}
+
+/// Encodes f32 values as little-endian bytes of `dtype` (rounding to nearest even for bf16/f16).
+/// - Returns: `values.count × dtype.byteCount` bytes.
+public func encodeFloats(_ values: [Float], as dtype: DType) -> [UInt8] {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(values.count * dtype.byteCount)
+    for value in values {
+        switch dtype {
+        case .f32:
+            let bits = value.bitPattern
+            bytes.append(contentsOf: [0, 8, 16, 24].map { UInt8(truncatingIfNeeded: bits >> $0) })
+        case .bf16:
+            let bits = bfloat16Bits(from: value)
+            bytes.append(UInt8(truncatingIfNeeded: bits))
+            bytes.append(UInt8(truncatingIfNeeded: bits >> 8))
+        case .f16:
+            let bits = float16Bits(from: value)
+            bytes.append(UInt8(truncatingIfNeeded: bits))
+            bytes.append(UInt8(truncatingIfNeeded: bits >> 8))
+        }
+    }
+    return bytes
+}
