@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Builds small reference tokenizers and records Hugging Face encodings for the Swift tests.
+
+Usage:
+    tokenizer_fixtures.py [OUTPUT_DIR] [--switchyard DIR]
+
+OUTPUT_DIR defaults to Tests/Fixtures/tokenizers. Each fixture is a directory holding
+tokenizer.json, tokenizer_config.json (as `save_pretrained` writes them) and cases.json: for every
+test string, the ids that `AutoTokenizer.from_pretrained(dir)(text)` returns with and without
+special tokens, and `decode` with and without `skip_special_tokens`.
+
+`--switchyard DIR` (default OUTPUT_DIR/switchyard-trained, if it exists) names a directory holding
+the tokenizer produced by the Swift `TokenizerTrainer`; only cases.json is (re)written there.
+
+Nothing is downloaded: every tokenizer is trained here on an inline corpus.
+Needs `tokenizers` and `transformers` (5.x).
+"""
+import json
+import os
+import sys
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers.trainers import BpeTrainer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Mixture-of-Experts models route every token to a few experts.",
+    "A router picks the top-k experts; their outputs are combined with routing weights.",
+    "def forward(self, x):\n    return self.experts[idx](x) * weight\n",
+    "for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }",
+    "let tokens = tokenizer.encode(\"Hello, world!\")",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 1234 3.14159 2026-11-23",
+    "Café, naïve, résumé, façade, Zürich, São Paulo, Ærøskøbing.",
+    "Привет, мир! Γειά σου κόσμε. שלום עולם. مرحبا بالعالم.",
+    "日本語のテキスト、中文文本、한국어 텍스트.",
+    "Emoji: 😀 👍🏽 👩‍💻 🇫🇷 ❤️",
+    "    indented line\n\ttabbed line\r\nwindows line\n\nblank above",
+    "She said: 'it's fine', they're sure we'll go, I'd say you've won and I'm done.",
+    "hello hello hello world world the the the of of and and to to in in",
+    "Switchyard distributes experts across workers; the coordinator dispatches and combines.",
+]
+
+CASES = [
+    "",
+    "Hello world",
+    "Hello  world",
+    " leading space",
+    "   three leading spaces",
+    "trailing space ",
+    "trailing spaces   ",
+    "multiple     inner     spaces",
+    "\ttab\tseparated\t",
+    "line one\nline two",
+    "para one\n\npara two",
+    "crlf\r\nline",
+    "\n",
+    " ",
+    "Café",
+    "Cafe\u0301",
+    "naïve résumé",
+    "nai\u0308ve re\u0301sume\u0301",
+    "日本語のテキスト",
+    "中文文本 and English",
+    "한국어",
+    "😀",
+    "👍🏽 thumbs",
+    "👩‍💻 coder",
+    "🇫🇷🇩🇪",
+    "Numbers 1234567890 and 3.14",
+    "def f(x):\n    return x**2  # square\n",
+    "if (a && b) { return c || d; }",
+    "She's here, they're sure, we'll see, I'd go, you've won, I'm done, it'll be.",
+    "SHE'S LOUD",
+    "a<s>b",
+    "<s>",
+    "</s>",
+    "text</s>",
+    "<s> spaced <s>",
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>",
+    "x<|endoftext|>y",
+    "pneumonoultramicroscopicsilicovolcanoconiosis" * 3,
+    "ꙮ𓀀𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "\u00a0non-breaking\u2003em-space",
+    "tokens ▁ with ▁ metaspace",
+    "Ġ and Ċ look like byte-level",
+    "ﬁ ligature ① circled ｆｕｌｌ",
+    "mixed\u200bzero\u200bwidth",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+SPECIAL_EXTRA = ["<|im_start|>", "<|im_end|>"]
+
+
+def train_bpe(vocab_size, pre_tokenizer, normalizer, initial_alphabet=None, special=None):
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    trainer = BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special or [],
+        initial_alphabet=initial_alphabet or [],
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer=trainer)
+    return json.loads(tokenizer.to_str())["model"]
+
+
+def sentencepiece_style_model():
+    """A BPE trained on "▁"-marked words, then laid out like Llama: <unk> <s> </s>, 256 byte tokens, pieces."""
+    trained = train_bpe(
+        vocab_size=260,
+        pre_tokenizer=pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        normalizer=None,
+    )
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for piece, _ in sorted(trained["vocab"].items(), key=lambda item: item[1]):
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    return vocab, merges
+
+
+def byte_level_model():
+    trained = train_bpe(
+        vocab_size=500,
+        pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        normalizer=normalizers.NFC(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    return trained["vocab"], merges
+
+
+def save(tokenizer, directory, config_updates, **fast_kwargs):
+    os.makedirs(directory, exist_ok=True)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **fast_kwargs)
+    fast.save_pretrained(directory)
+    config_path = os.path.join(directory, "tokenizer_config.json")
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    config.update(config_updates)
+    with open(config_path, "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    for extra in ("special_tokens_map.json", "chat_template.jinja"):
+        path = os.path.join(directory, extra)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def llama_tokenizer(normalizer, pre_tokenizer, decoder):
+    vocab, merges = sentencepiece_style_model()
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoder
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<unk>", "<s>", "</s>"] + SPECIAL_EXTRA]
+    )
+    tokenizer.add_tokens([AddedToken("<think>", special=False, normalized=False)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return tokenizer
+
+
+LLAMA_DECODER = decoders.Sequence(
+    [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+)
+LEGACY_NORMALIZER = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+LLAMA_SPECIALS = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def build_fixtures(output):
+    # Metaspace pre-tokenizer (prepend_scheme "first"), loaded as-is (generic backend class).
+    save(
+        llama_tokenizer(None, pre_tokenizers.Metaspace("▁", prepend_scheme="first", split=False), decoders.Metaspace("▁", prepend_scheme="first", split=False)),
+        os.path.join(output, "sp-metaspace"),
+        {"tokenizer_class": "TokenizersBackend"},
+        **LLAMA_SPECIALS,
+    )
+    # The legacy Llama layout (Prepend + Replace normalizer, no pre-tokenizer), loaded as-is, BOS and EOS.
+    save(
+        llama_tokenizer(LEGACY_NORMALIZER, None, LLAMA_DECODER),
+        os.path.join(output, "sp-legacy"),
+        {"tokenizer_class": "TokenizersBackend", "add_bos_token": True, "add_eos_token": True},
+        **LLAMA_SPECIALS,
+    )
+    # The same tokenizer.json as a Mixtral checkpoint ships it: transformers 5 rebuilds the pipeline
+    # from the LlamaTokenizer class (Metaspace, prepend "always" because legacy is true).
+    save(
+        llama_tokenizer(LEGACY_NORMALIZER, None, LLAMA_DECODER),
+        os.path.join(output, "mixtral-llama-class"),
+        {"tokenizer_class": "LlamaTokenizer", "legacy": True, "add_bos_token": True, "add_eos_token": False},
+        **LLAMA_SPECIALS,
+    )
+
+    # Qwen2-style byte-level BPE.
+    vocab, merges = byte_level_model()
+    vocab = dict(vocab)
+    qwen = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=False))
+    qwen.normalizer = normalizers.NFC()
+    qwen.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                ),
+                behavior="isolated",
+                invert=False,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    qwen.decoder = decoders.ByteLevel()
+    qwen.post_processor = processors.ByteLevel(trim_offsets=False)
+    qwen.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]]
+    )
+    qwen.add_tokens([AddedToken("<think>", special=False, normalized=False)])
+    save(
+        qwen,
+        os.path.join(output, "qwen2-bytelevel"),
+        {"tokenizer_class": "Qwen2Tokenizer"},
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+
+    # GPT-2-style: ByteLevel with its own regex and a prefix space, individual digits, no post-processor.
+    gpt2 = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    gpt2.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)]
+    )
+    gpt2.decoder = decoders.ByteLevel()
+    gpt2.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    save(
+        gpt2,
+        os.path.join(output, "gpt2-bytelevel"),
+        {"tokenizer_class": "TokenizersBackend"},
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+    )
+
+
+def record_cases(directory):
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    cases = []
+    for text in CASES:
+        with_special = tokenizer(text)["input_ids"]
+        without_special = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cases.append(
+            {
+                "text": text,
+                "ids": with_special,
+                "ids_without_special_tokens": without_special,
+                "decoded": tokenizer.decode(with_special, skip_special_tokens=False),
+                "decoded_skipping_special_tokens": tokenizer.decode(with_special, skip_special_tokens=True),
+            }
+        )
+    record = {
+        "generated_by": "Scripts/reference/tokenizer_fixtures.py",
+        "transformers_class": type(tokenizer).__name__,
+        "vocabulary_size": len(tokenizer.get_vocab()),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "cases": cases,
+    }
+    with open(os.path.join(directory, "cases.json"), "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1, ensure_ascii=False)
+        handle.write("\n")
+
+
+def main(argv):
+    output = "Tests/Fixtures/tokenizers"
+    switchyard = None
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--switchyard":
+            switchyard = args.pop(0)
+        else:
+            output = arg
+    build_fixtures(output)
+    for name in ["sp-metaspace", "sp-legacy", "mixtral-llama-class", "qwen2-bytelevel", "gpt2-bytelevel"]:
+        record_cases(os.path.join(output, name))
+    switchyard = switchyard or os.path.join(output, "switchyard-trained")
+    if os.path.exists(os.path.join(switchyard, "tokenizer.json")):
+        record_cases(switchyard)
+    else:
+        print(f"note: {switchyard}/tokenizer.json not found; run the Swift tests once to write it", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
