@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Check a Switchyard binary against Hugging Face transformers, the way a new user would.
+
+For every Mixtral checkpoint folder written by transformers (config.json, *.safetensors,
+tokenizer.json, ...) and every prompt, this script
+
+  * runs transformers in float32 (bf16-stored weights are upcast on load), greedy, EOS ignored,
+    for --max-tokens tokens, recording the prompt ids, completion ids, top-5 logprobs per step
+    and the per-layer per-expert routing counts (prefill = prompt tokens; decode = the
+    max_tokens - 1 tokens fed back in decode steps);
+  * runs `SWITCHYARD generate --model DIR --prompt TEXT --max-tokens N --temperature 0
+    --ignore-eos --json --logprobs 5 --spawn-workers W` for each W in --workers (default 0,1,2,3);
+  * compares: prompt_token_ids and completion_token_ids equal; top-5 logprobs (same ids,
+    values within --logprob-tol, default 1e-3; two ids may swap ranks only if transformers
+    itself has them within the tolerance); the chosen token's logprob; expert_load prefill and
+    decode equal;
+  * prints a table and exits 1 on any mismatch (2 on usage/setup errors, 0 when all match).
+
+Examples
+  # fresh random checkpoints (other sizes/seeds than Tests/Fixtures), then check them
+  check_against_transformers.py --switchyard .build/release/switchyard --make-models /tmp/sy-models
+  # any existing Mixtral checkpoint folder(s)
+  check_against_transformers.py --switchyard ./switchyard --model Tests/Fixtures/models/top2 \\
+      --model ~/models/my-mixtral --prompt "Hello there" --max-tokens 12
+  # transformers half only (no binary): print the reference
+  check_against_transformers.py --model Tests/Fixtures/models/top1 --reference-only
+
+Requires torch, transformers, tokenizers, safetensors (see Scripts/reference/requirements.txt;
+Scripts/make-reference-fixtures.sh builds such a venv at .venv-reference). Nothing is
+downloaded: folders are loaded with local_files_only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+DEFAULT_PROMPTS = [
+    "The quick brown fox jumps over the lazy dog",
+    "Once upon a time, in a small village by the sea,",
+    "Naïve café: 🚀 über 東京!",
+]
+TOP_N = 5
+NEAR_TIE = 1e-4  # transformers' own greedy top-1/top-2 gap below this makes a token mismatch ambiguous
+
+# Fresh random models for --make-models: deliberately other sizes/seeds than Tests/Fixtures.
+MADE_MODELS = [
+    dict(name="check_top2_bf16", seed=71001, stored="bfloat16", shard=None,
+         config=dict(hidden_size=48, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
+                     num_attention_heads=4, num_key_value_heads=2, intermediate_size=80, vocab_size=336)),
+    dict(name="check_sliding", seed=72001, stored="float32", shard=None,
+         config=dict(hidden_size=40, num_hidden_layers=3, num_local_experts=5, num_experts_per_tok=2,
+                     num_attention_heads=5, num_key_value_heads=1, intermediate_size=56, vocab_size=300,
+                     sliding_window=4, rope_parameters={"rope_type": "default", "rope_theta": 50000.0})),
+    dict(name="check_top1_sharded", seed=73001, stored="float32", shard="200KB",
+         config=dict(hidden_size=24, num_hidden_layers=3, num_local_experts=3, num_experts_per_tok=1,
+                     num_attention_heads=3, num_key_value_heads=3, intermediate_size=40, vocab_size=288)),
+]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# transformers half
+# --------------------------------------------------------------------------------------------
+
+def load_reference_model(folder: str):
+    import torch
+    from transformers import AutoTokenizer, MixtralForCausalLM
+
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise SystemExit(f"error: {folder} has no config.json (not a transformers checkpoint folder)")
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise SystemExit(f"error: cannot load a tokenizer from {folder}: {e}")
+    model = MixtralForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    model.eval()
+    return tok, model
+
+
+def reference_run(tok, model, prompt: str, n: int) -> dict:
+    """Greedy (EOS ignored) with the KV cache; raw f32 logits; expert load from router logits."""
+    import torch
+
+    cfg = model.config
+    E, K, L = cfg.num_local_experts, cfg.num_experts_per_tok, cfg.num_hidden_layers
+    prompt_ids = tok(prompt)["input_ids"]
+
+    def counts(router_logits, acc):
+        for li, lg in enumerate(router_logits):
+            probs = torch.softmax(lg.reshape(-1, E).float(), dim=-1)
+            idx = torch.topk(probs, K, dim=-1).indices.reshape(-1)
+            for e, c in enumerate(torch.bincount(idx, minlength=E).tolist()):
+                acc[li][e] += c
+
+    prefill = [[0] * E for _ in range(L)]
+    decode = [[0] * E for _ in range(L)]
+    rows, completion = [], []
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True, output_router_logits=True)
+        counts(out.router_logits, prefill)
+        for step in range(n):
+            row = out.logits[0, -1].float()
+            rows.append(row)
+            completion.append(int(row.argmax()))
+            if step == n - 1:
+                break
+            out = model(input_ids=torch.tensor([[completion[-1]]]), past_key_values=out.past_key_values,
+                        use_cache=True, output_router_logits=True)
+            counts(out.router_logits, decode)
+    logprobs, gaps = [], []
+    for row, chosen in zip(rows, completion):
+        lp = torch.log_softmax(row.double(), dim=-1)
+        top2 = torch.topk(row, 2).values
+        gaps.append(float(top2[0] - top2[1]))
+        order = sorted(range(lp.numel()), key=lambda j: (-float(lp[j]), j))[:TOP_N]
+        logprobs.append({
+            "token_id": chosen,
+            "logprob": float(lp[chosen]),
+            "top_logprobs": [{"token_id": j, "logprob": float(lp[j])} for j in order],
+            "_full": lp,  # full distribution, for tie-aware comparison (not serialised)
+        })
+    return {
+        "prompt_token_ids": prompt_ids,
+        "completion_token_ids": completion,
+        "text": tok.decode(completion, skip_special_tokens=True),
+        "logprobs": logprobs,
+        "expert_load": {"prefill": prefill, "decode": decode},
+        "min_gap": min(gaps) if gaps else math.inf,
+    }
+
+
+def public_reference(ref: dict) -> dict:
+    """The reference in Switchyard's JSON shape (drops private fields)."""
+    r = {k: v for k, v in ref.items() if k != "min_gap"}
+    r["logprobs"] = [{k: v for k, v in lp.items() if k != "_full"} for lp in ref["logprobs"]]
+    r["min_top1_top2_logit_gap"] = ref["min_gap"]
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# comparison
+# --------------------------------------------------------------------------------------------
+
+def compare(ref: dict, got: dict, n: int, tol: float) -> dict:
+    """Returns {"prompt": str, "completion": str, "logprobs": str, "expert_load": str, "errors": [..]}."""
+    errors: list[str] = []
+    res = {}
+
+    def first_diff(a, b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return i
+        return min(len(a), len(b))
+
+    gp = got.get("prompt_token_ids")
+    if gp == ref["prompt_token_ids"]:
+        res["prompt"] = f"ok ({len(gp)})"
+    else:
+        res["prompt"] = "MISMATCH"
+        if not isinstance(gp, list):
+            errors.append("prompt_token_ids missing")
+        else:
+            i = first_diff(gp, ref["prompt_token_ids"])
+            errors.append(f"prompt_token_ids differ at {i}: switchyard {gp[i:i + 5]} vs transformers "
+                          f"{ref['prompt_token_ids'][i:i + 5]} (len {len(gp)} vs {len(ref['prompt_token_ids'])})")
+
+    gc = got.get("completion_token_ids")
+    ref_c = ref["completion_token_ids"]
+    if gc == ref_c:
+        res["completion"] = f"ok ({len(gc)})"
+    else:
+        res["completion"] = "MISMATCH"
+        if not isinstance(gc, list):
+            errors.append("completion_token_ids missing")
+        else:
+            i = first_diff(gc, ref_c)
+            note = ""
+            if ref["min_gap"] < NEAR_TIE:
+                note = f" (transformers has a near tie: min top-1/top-2 gap {ref['min_gap']:.2e})"
+            errors.append(f"completion_token_ids differ at step {i}: switchyard {gc[i:i + 5]} vs "
+                          f"transformers {ref_c[i:i + 5]} (len {len(gc)} vs {n}){note}")
+
+    # logprobs: compare only the steps where both sides chose the same prefix of tokens
+    glp = got.get("logprobs")
+    if not isinstance(glp, list) or len(glp) != len(ref["logprobs"]):
+        res["logprobs"] = "MISMATCH"
+        errors.append(f"logprobs: expected {len(ref['logprobs'])} entries, got "
+                      f"{len(glp) if isinstance(glp, list) else 'none'}")
+    else:
+        max_d, bad = 0.0, []
+        valid = first_diff(gc, ref_c) if isinstance(gc, list) else 0
+        for s, (r, g) in enumerate(zip(ref["logprobs"], glp)):
+            if s >= valid:
+                break  # diverged sequences: later steps are not comparable
+            full = r["_full"]
+            try:
+                if int(g["token_id"]) != r["token_id"]:
+                    bad.append(f"step {s}: token_id {g['token_id']} vs {r['token_id']}")
+                d = abs(float(g["logprob"]) - r["logprob"])
+                max_d = max(max_d, d)
+                if not d <= tol:
+                    bad.append(f"step {s}: chosen logprob {g['logprob']:.6f} vs {r['logprob']:.6f}")
+                gt = g["top_logprobs"]
+                if len(gt) != TOP_N:
+                    bad.append(f"step {s}: {len(gt)} top_logprobs, expected {TOP_N}")
+                seen = set()
+                for rank, (re_, ge) in enumerate(zip(r["top_logprobs"], gt)):
+                    gid, gval = int(ge["token_id"]), float(ge["logprob"])
+                    if gid in seen or not 0 <= gid < full.numel():
+                        bad.append(f"step {s} rank {rank}: bad/duplicate token_id {gid}")
+                        continue
+                    seen.add(gid)
+                    ref_val = float(full[gid])
+                    if gid != re_["token_id"] and abs(ref_val - re_["logprob"]) > tol:
+                        bad.append(f"step {s} rank {rank}: id {gid} vs {re_['token_id']} "
+                                   f"(transformers logprobs {ref_val:.6f} vs {re_['logprob']:.6f})")
+                    d = abs(gval - ref_val)
+                    max_d = max(max_d, d)
+                    if not d <= tol:
+                        bad.append(f"step {s} rank {rank}: id {gid} logprob {gval:.6f} vs {ref_val:.6f}")
+                if any(float(a["logprob"]) < float(b["logprob"]) for a, b in zip(gt, gt[1:])):
+                    bad.append(f"step {s}: top_logprobs not in descending order")
+            except (KeyError, TypeError, ValueError) as e:
+                bad.append(f"step {s}: malformed entry ({e!r})")
+        if bad:
+            res["logprobs"] = f"MISMATCH {max_d:.1e}"
+            errors.extend("logprobs " + b for b in bad[:6])
+            if len(bad) > 6:
+                errors.append(f"... {len(bad) - 6} more logprob problems")
+        else:
+            res["logprobs"] = f"ok {max_d:.1e}" + ("" if valid == len(ref_c) else f" ({valid} steps)")
+
+    gl = got.get("expert_load") or {}
+    parts = []
+    for phase in ("prefill", "decode"):
+        if gl.get(phase) == ref["expert_load"][phase]:
+            continue
+        parts.append(phase)
+        errors.append(f"expert_load.{phase}: switchyard {gl.get(phase)} vs transformers "
+                      f"{ref['expert_load'][phase]}")
+    res["expert_load"] = "ok" if not parts else "MISMATCH " + "+".join(parts)
+    res["errors"] = errors
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Switchyard half
+# --------------------------------------------------------------------------------------------
+
+def parse_json_output(stdout: str) -> dict:
+    s = stdout.strip()
+    try:
+        obj = json.loads(s)
+        if isinstance(obj, dict):
+            return obj
+    except json.JSONDecodeError:
+        pass
+    for line in reversed(s.splitlines()):  # tolerate log lines before the JSON object
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    return obj
+            except json.JSONDecodeError:
+                continue
+    raise ValueError("no JSON object on stdout")
+
+
+def run_switchyard(binary: str, folder: str, prompt: str, n: int, workers: int, timeout: float, extra: list[str]):
+    cmd = [binary, "generate", "--model", folder, "--prompt", prompt, "--max-tokens", str(n),
+           "--temperature", "0", "--ignore-eos", "--json", "--logprobs", str(TOP_N),
+           "--spawn-workers", str(workers)] + extra
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f}s: {shlex.join(cmd)}", time.time() - t0
+    except OSError as e:
+        return None, f"cannot run {binary}: {e}", time.time() - t0
+    dt = time.time() - t0
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["(no stderr)"])[-3:]
+        return None, f"exit {p.returncode}: {' | '.join(tail)}  [{shlex.join(cmd)}]", dt
+    try:
+        return parse_json_output(p.stdout), None, dt
+    except ValueError as e:
+        return None, f"{e}; stdout starts {p.stdout[:200]!r}", dt
+
+
+# --------------------------------------------------------------------------------------------
+# --make-models
+# --------------------------------------------------------------------------------------------
+
+def make_models(root: str, prompts: list[str], n: int) -> list[str]:
+    """Build fresh random Mixtral checkpoints with transformers (seeded; near ties avoided)."""
+    import shutil
+    import torch
+    from transformers import MixtralForCausalLM
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import model_fixtures as mf  # the fixture generator: same tokenizer recipe and init tweaks
+
+    os.makedirs(root, exist_ok=True)
+    folders = []
+    for spec in MADE_MODELS:
+        folder = os.path.join(root, spec["name"])
+        for attempt in range(10):
+            seed = spec["seed"] + attempt
+            if os.path.exists(folder):
+                shutil.rmtree(folder)
+            os.makedirs(folder)
+            mf.save_model(mf.make_model(spec, seed), spec, folder)
+            mf.build_tokenizer(spec["config"]["vocab_size"]).save_pretrained(folder)
+            tok, model = load_reference_model(folder)
+            gap = min(reference_run(tok, model, p, n)["min_gap"] for p in prompts)
+            if gap > 1e-3:
+                break
+            log(f"  {spec['name']}: seed {seed} has a near tie ({gap:.2e}); trying the next seed")
+        files = sorted(os.listdir(folder))
+        log(f"made {folder} (seed {seed}, stored {spec['stored']}, min logit gap {gap:.3g}): {' '.join(files)}")
+        folders.append(folder)
+        del model
+    torch.set_num_threads(torch.get_num_threads())
+    return folders
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+def short(s: str, w: int) -> str:
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= w else s[: w - 1] + "…"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--switchyard", metavar="PATH", help="Switchyard binary")
+    ap.add_argument("--model", metavar="DIR", action="append", default=[],
+                    help="Mixtral checkpoint folder written by transformers (repeatable)")
+    ap.add_argument("--make-models", metavar="DIR",
+                    help="first build fresh random checkpoints (bf16-stored, sliding-window, sharded) in DIR and check them too")
+    ap.add_argument("--prompt", action="append", default=[], help="prompt text (repeatable)")
+    ap.add_argument("--prompts-file", metavar="FILE", help="one prompt per line")
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--workers", default="0,1,2,3", help="comma-separated --spawn-workers values (default %(default)s)")
+    ap.add_argument("--logprob-tol", type=float, default=1e-3)
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per Switchyard run")
+    ap.add_argument("--switchyard-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument appended to every Switchyard command (repeatable)")
+    ap.add_argument("--reference-only", action="store_true", help="only run transformers and print the reference")
+    ap.add_argument("--json-report", metavar="FILE", help="write all results (and references) as JSON here")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every mismatch detail")
+    args = ap.parse_args()
+
+    if args.max_tokens < 1:
+        ap.error("--max-tokens must be >= 1")
+    try:
+        workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        ap.error("--workers must be comma-separated integers")
+    if not args.reference_only:
+        if not args.switchyard:
+            ap.error("--switchyard PATH is required (or use --reference-only)")
+        if not (os.path.isfile(args.switchyard) and os.access(args.switchyard, os.X_OK)):
+            ap.error(f"--switchyard {args.switchyard}: not an executable file")
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        with open(args.prompts_file, encoding="utf-8") as f:
+            prompts += [line.rstrip("\n") for line in f if line.strip()]
+    if not prompts:
+        prompts = list(DEFAULT_PROMPTS)
+    if not args.model and not args.make_models:
+        ap.error("give at least one --model DIR or --make-models DIR")
+
+    import torch
+    import transformers
+    torch.set_num_threads(max(1, args.threads))
+    log(f"transformers {transformers.__version__}, torch {torch.__version__}; "
+        f"{len(prompts)} prompt(s), max_tokens {args.max_tokens}, workers {workers}")
+
+    folders = [os.path.abspath(m) for m in args.model]
+    if args.make_models:
+        folders += make_models(os.path.abspath(args.make_models), prompts, args.max_tokens)
+
+    rows, report, n_fail = [], [], 0
+    for folder in folders:
+        tok, model = load_reference_model(folder)
+        cfg = model.config
+        log(f"{folder}: {cfg.num_hidden_layers} layers, {cfg.num_local_experts} experts top-{cfg.num_experts_per_tok}, "
+            f"hidden {cfg.hidden_size}, vocab {cfg.vocab_size}, sliding_window {cfg.sliding_window}")
+        for prompt in prompts:
+            ref = reference_run(tok, model, prompt, args.max_tokens)
+            entry = {"model": folder, "prompt": prompt, "reference": public_reference(ref), "runs": []}
+            report.append(entry)
+            if args.reference_only:
+                rows.append([os.path.basename(folder), short(prompt, 28), "-", f"{len(ref['prompt_token_ids'])}",
+                             " ".join(map(str, ref["completion_token_ids"])), f"gap {ref['min_gap']:.2e}", "", "", ""])
+                continue
+            for w in workers:
+                got, err, dt = run_switchyard(args.switchyard, folder, prompt, args.max_tokens, w,
+                                              args.timeout, args.switchyard_arg)
+                if got is None:
+                    res = {"prompt": "-", "completion": "-", "logprobs": "-", "expert_load": "-",
+                           "errors": [f"run failed: {err}"]}
+                else:
+                    res = compare(ref, got, args.max_tokens, args.logprob_tol)
+                    if w > 0 and isinstance(got.get("workers"), list) and len(got["workers"]) != w:
+                        res["errors"].append(f"note: asked for {w} workers, JSON lists {len(got['workers'])}")
+                        res["errors_are_notes"] = True
+                ok = not [e for e in res["errors"] if not e.startswith("note:")]
+                n_fail += 0 if ok else 1
+                status = "PASS" if ok else "FAIL"
+                rows.append([os.path.basename(folder), short(prompt, 28), str(w), res["prompt"], res["completion"],
+                             res["logprobs"], res["expert_load"], f"{dt:.1f}s", status])
+                entry["runs"].append({"workers": w, "status": status, "seconds": dt, "errors": res["errors"],
+                                      "switchyard": got})
+                for e in res["errors"] if (not ok or args.verbose) else []:
+                    log(f"  [{os.path.basename(folder)} | {short(prompt, 28)} | W={w}] {e}")
+        del model
+
+    head = ["model", "prompt", "W", "prompt ids", "completion", "top-5 logprobs (max |Δ|)", "expert load", "time", "status"]
+    if args.reference_only:
+        head = ["model", "prompt", "W", "prompt ids", "completion (transformers)", "min top1-top2", "", "", ""]
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    print(fmt.format(*head))
+    print(fmt.format(*["-" * w for w in widths]))
+    for r in rows:
+        print(fmt.format(*r))
+    if args.json_report:
+        with open(args.json_report, "w", encoding="utf-8") as f:
+            json.dump(report, f, ensure_ascii=False, indent=1)
+    if args.reference_only:
+        print(f"\nreference only: {len(rows)} case(s)")
+        return 0
+    total = len(rows)
+    print(f"\n{total - n_fail}/{total} runs match transformers" + ("" if n_fail == 0 else f"; {n_fail} MISMATCH(ES)"))
+    return 1 if n_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
