@@ -227,6 +227,30 @@ let badMessages: [BadMessage] = [
         expected: .invalidField(
             .generateRequest, field: "prompt_token_ids",
             reason: "has 1 entries, but must be empty when has_prompt_text is set")),
+    BadMessage(
+        name: "negative READY load time",
+        frames: [rawHeader(major: 1, minor: 0, bodyField: 13, body: [0x11] + withUnsafeBytes(of: (-1.0).bitPattern.littleEndian) { Array($0) })],
+        expected: .invalidField(.ready, field: "load_seconds", reason: "is -1.0, but must be finite and ≥ 0")),
+    BadMessage(
+        name: "NaN temperature",
+        frames: [rawHeader(major: 1, minor: 0, bodyField: 19, body: [0x35] + withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { Array($0) })],
+        expected: .invalidField(.generateRequest, field: "temperature", reason: "is nan, but must be finite and ≥ 0")),
+    BadMessage(
+        name: "top_p above 1",
+        frames: [rawHeader(major: 1, minor: 0, bodyField: 19, body: [0x3D] + withUnsafeBytes(of: Float(1.5).bitPattern.littleEndian) { Array($0) })],
+        expected: .invalidField(.generateRequest, field: "top_p", reason: "is 1.5, but must be between 0 and 1")),
+    BadMessage(
+        name: "COMBINE with a tensor frame of the wrong size",
+        frames: [
+            WireCodec.encode(
+                .combine(
+                    .init(
+                        requestID: RequestID(1), step: StepIndex(1), layer: LayerIndex(1),
+                        outputs: HiddenStates(rowCount: 2, hiddenSize: 3, values: Array(repeating: 0, count: 6), dtype: .bf16),
+                        computeMicroseconds: 5)))[0],
+            [UInt8](repeating: 0, count: 24),
+        ],
+        expected: .tensorFrameSize(.combine, byteCount: 24, rowCount: 2, hiddenSize: 3, dtype: .bf16)),
 ]
 
 @Suite("Wire codec rejects malformed messages")
