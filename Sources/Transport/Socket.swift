@@ -11,6 +11,8 @@ final class ZMQSocket {
     /// Retained so the context outlives the socket (zmq_ctx_term waits for open sockets).
     private let context: ZMQContext
     private let handle: UnsafeMutableRawPointer
+    /// The libzmq socket, for polling it together with other descriptors.
+    var rawHandle: UnsafeMutableRawPointer { handle }
     /// Reused for every received frame, so receiving allocates only the frames' arrays.
     private let message: UnsafeMutablePointer<zmq_msg_t>
     private let sendTimeout: Duration?

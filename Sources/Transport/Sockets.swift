@@ -7,7 +7,7 @@ import CZeroMQ
 /// instead of dropping silently) and `ZMQ_ROUTER_HANDOVER` (a restarted worker that reconnects
 /// with the same identity takes over its old route).
 public final class RouterSocket {
-    private let socket: ZMQSocket
+    let socket: ZMQSocket
 
     /// The endpoint actually bound, with wildcard port and host resolved, e.g. `tcp://127.0.0.1:49731`.
     public var boundEndpoint: String { socket.endpoint }
@@ -51,7 +51,7 @@ public final class RouterSocket {
 /// Not thread-safe and not `Sendable`: owned by one thread. libzmq reconnects it automatically
 /// when the connection drops; messages are queued until then (up to the high-water mark).
 public final class DealerSocket {
-    private let socket: ZMQSocket
+    let socket: ZMQSocket
 
     /// The identity the router sees for this socket.
     public let identity: PeerIdentity

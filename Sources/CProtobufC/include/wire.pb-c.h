@@ -82,7 +82,8 @@ typedef enum {
 } Switchyard__V1__Header__BodyCase;
 
 /*
- * The envelope: frame 0 of every message.
+ * The envelope: frame 0 of every message. Fields 1 and 2 keep their numbers and types in every
+ * major version, so any peer can read the version of any other and refuse it with a clear error.
  */
 struct  Switchyard__V1__Header
 {
