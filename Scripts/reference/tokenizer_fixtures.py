@@ -4,7 +4,7 @@
 Usage:
     tokenizer_fixtures.py [OUTPUT_DIR] [--switchyard DIR]
 
-OUTPUT_DIR defaults to Tests/Fixtures/tokenizers. Each fixture is a directory holding
+OUTPUT_DIR defaults to Tests/Fixtures/tokenizers of the repository holding this script. Each fixture is a directory holding
 tokenizer.json, tokenizer_config.json (as `save_pretrained` writes them) and cases.json: for every
 test string, the ids that `AutoTokenizer.from_pretrained(dir)(text)` returns with and without
 special tokens, and `decode` with and without `skip_special_tokens`.
@@ -275,7 +275,8 @@ def record_cases(directory):
 
 
 def main(argv):
-    output = "Tests/Fixtures/tokenizers"
+    repository = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    output = os.path.join(repository, "Tests", "Fixtures", "tokenizers")
     switchyard = None
     args = list(argv)
     while args:
@@ -289,6 +290,7 @@ def main(argv):
         record_cases(os.path.join(output, name))
     switchyard = switchyard or os.path.join(output, "switchyard-trained")
     if os.path.exists(os.path.join(switchyard, "tokenizer.json")):
+        # Written by the Swift TokenizerTrainer (see TokenizerTrainerTests); only its cases are recorded here.
         record_cases(switchyard)
     else:
         print(f"note: {switchyard}/tokenizer.json not found; run the Swift tests once to write it", file=sys.stderr)

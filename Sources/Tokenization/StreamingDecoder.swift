@@ -1,0 +1,52 @@
+// Incremental decoding for generation: text out as soon as it is final.
+
+/// Turns ids into text one at a time, emitting only text that later ids cannot change.
+///
+/// Holds back incomplete UTF-8 (an emoji split across byte-fallback or byte-level tokens shows up
+/// as a trailing U+FFFD until its last byte arrives) and relies on decoding a window that starts at
+/// an already-emitted token, so the SentencePiece "strip the first space" rule applies only once.
+/// Concatenating every `append` result and `finish()` equals `Tokenizer.decode(allIDs)`.
+public struct StreamingDecoder: Sendable {
+    private let tokenizer: Tokenizer
+    private let skipSpecialTokens: Bool
+    /// Ids from the start of the current window.
+    private var window: [Int32] = []
+    /// How many ids at the start of `window` have been emitted already.
+    private var emittedCount = 0
+    /// The decoding of `window[..<emittedCount]`.
+    private var emittedText = ""
+
+    init(tokenizer: Tokenizer, skipSpecialTokens: Bool) {
+        self.tokenizer = tokenizer
+        self.skipSpecialTokens = skipSpecialTokens
+    }
+
+    /// Adds one id; returns the newly completed text (often empty).
+    public mutating func append(_ id: Int32) -> String {
+        window.append(id)
+        let text = tokenizer.decode(window, skipSpecialTokens: skipSpecialTokens)
+        guard text.unicodeScalars.last != "\u{FFFD}", text.unicodeScalars.count > emittedText.unicodeScalars.count,
+            text.utf8.starts(with: emittedText.utf8)
+        else { return "" }
+        let fresh = String(decoding: text.utf8.dropFirst(emittedText.utf8.count), as: UTF8.self)
+        // Start the next window at the token just emitted: it gives the context (a leading space,
+        // a pending byte) that the next token's text depends on.
+        let keep = window.count - emittedCount
+        window.removeFirst(emittedCount)
+        emittedCount = keep
+        emittedText = tokenizer.decode(window, skipSpecialTokens: skipSpecialTokens)
+        return fresh
+    }
+
+    /// Returns whatever text is still held back (e.g. an incomplete byte sequence, as U+FFFD) and resets.
+    public mutating func finish() -> String {
+        let text = tokenizer.decode(window, skipSpecialTokens: skipSpecialTokens)
+        let rest =
+            text.utf8.starts(with: emittedText.utf8)
+            ? String(decoding: text.utf8.dropFirst(emittedText.utf8.count), as: UTF8.self) : text
+        window = []
+        emittedCount = 0
+        emittedText = ""
+        return rest
+    }
+}

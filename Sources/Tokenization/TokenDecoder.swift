@@ -1,0 +1,126 @@
+// Decoders: turn the token strings of an id sequence back into text.
+
+/// A `tokenizer.json` `decoder`; each step maps a list of token strings to a new list.
+indirect enum TokenDecoder: Sendable {
+    case metaspace(replacement: String, prependScheme: PrependScheme)
+    case byteLevel
+    case byteFallback
+    case fuse
+    case replace(TextPattern, content: String)
+    case strip(content: Unicode.Scalar, start: Int, stop: Int)
+    case sequence([TokenDecoder])
+
+    static let supportedTypes = ["Metaspace", "ByteLevel", "ByteFallback", "Fuse", "Replace", "Strip", "Sequence"]
+
+    init(json: JSONField) throws {
+        let type = try json.typeTag()
+        switch type {
+        case "Metaspace":
+            self = .metaspace(
+                replacement: try PreTokenizer.replacement(json["replacement"]),
+                prependScheme: try PreTokenizer.prependScheme(json))
+        case "ByteLevel": self = .byteLevel
+        case "ByteFallback": self = .byteFallback
+        case "Fuse": self = .fuse
+        case "Replace":
+            self = .replace(try TextPattern(json: json["pattern"]), content: try json["content"].string())
+        case "Strip":
+            let content = try json["content"].string()
+            guard let scalar = content.unicodeScalars.first, content.unicodeScalars.count == 1 else {
+                throw json["content"].error("is \"\(content)\", but must be a single character")
+            }
+            self = .strip(content: scalar, start: try json["start"].int(default: 0), stop: try json["stop"].int(default: 0))
+        case "Sequence":
+            self = .sequence(try json["decoders"].array().map(TokenDecoder.init(json:)))
+        default:
+            throw json["type"].error(
+                "is \"\(type)\", but only \(TokenDecoder.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported")
+        }
+    }
+
+    func decode(_ tokens: [String]) -> [String] {
+        switch self {
+        case .metaspace(let replacement, let prependScheme):
+            // In the first token every replacement character is dropped, not only a leading one.
+            let marker = replacement.unicodeScalars.first
+            return tokens.enumerated().map { index, token in
+                var scalars = String.UnicodeScalarView()
+                for scalar in token.unicodeScalars {
+                    if scalar == marker {
+                        if index == 0 && prependScheme != .never { continue }
+                        scalars.append(" ")
+                    } else {
+                        scalars.append(scalar)
+                    }
+                }
+                return String(scalars)
+            }
+        case .byteLevel:
+            // Per token: if every character is a byte stand-in use those bytes, else the token's own UTF-8.
+            var bytes: [UInt8] = []
+            for token in tokens {
+                var mapped: [UInt8] = []
+                var allMapped = true
+                for scalar in token.unicodeScalars {
+                    guard let byte = ByteLevel.scalarToByte[scalar] else { allMapped = false; break }
+                    mapped.append(byte)
+                }
+                bytes.append(contentsOf: allMapped ? mapped : Array(token.utf8))
+            }
+            return [String(decoding: bytes, as: UTF8.self)]
+        case .byteFallback:
+            var output: [String] = []
+            var pending: [UInt8] = []
+            func flush() {
+                guard !pending.isEmpty else { return }
+                if let text = String(validating: pending, as: UTF8.self) {
+                    output.append(text)
+                } else {
+                    // Invalid UTF-8: one U+FFFD per byte, as Hugging Face does.
+                    output.append(contentsOf: Array(repeating: "\u{FFFD}", count: pending.count))
+                }
+                pending.removeAll()
+            }
+            for token in tokens {
+                if let byte = Self.byteValue(token) {
+                    pending.append(byte)
+                } else {
+                    flush()
+                    output.append(token)
+                }
+            }
+            flush()
+            return output
+        case .fuse:
+            return [tokens.joined()]
+        case .replace(let pattern, let content):
+            return tokens.map { pattern.replacingMatches(in: $0, with: content) }
+        case .strip(let content, let start, let stop):
+            return tokens.map { token in
+                var scalars = Array(token.unicodeScalars)
+                var removedStart = 0
+                while removedStart < start, let first = scalars.first, first == content {
+                    scalars.removeFirst()
+                    removedStart += 1
+                }
+                var removedStop = 0
+                while removedStop < stop, let last = scalars.last, last == content {
+                    scalars.removeLast()
+                    removedStop += 1
+                }
+                var view = String.UnicodeScalarView()
+                view.append(contentsOf: scalars)
+                return String(view)
+            }
+        case .sequence(let decoders):
+            return decoders.reduce(tokens) { $1.decode($0) }
+        }
+    }
+
+    /// The byte a `<0xAB>` token stands for.
+    static func byteValue(_ token: String) -> UInt8? {
+        let utf8 = Array(token.utf8)
+        guard utf8.count == 6, token.hasPrefix("<0x"), utf8[5] == UInt8(ascii: ">") else { return nil }
+        return UInt8(String(decoding: utf8[3..<5], as: UTF8.self), radix: 16)
+    }
+}

@@ -1,0 +1,271 @@
+// Tokenization: Hugging Face tokenizer.json BPE tokenizers, token-exact with `tokenizers` and transformers 5.
+//
+// Vocabulary (Hugging Face's words, used throughout this module):
+// - added token: a string from `added_tokens` (special like `<s>` or not), matched in the text first
+//   and mapped straight to its id; the text between added tokens goes through the pipeline below.
+// - normalizer: rewrites each such piece (NFC, Prepend "▁", Replace " " → "▁", ...).
+// - pre-tokenizer: splits a normalized piece into words (Metaspace, ByteLevel, Split regex, Digits).
+// - model: BPE, which turns one word into ids by applying merges by rank, with byte fallback.
+// - post-processor: adds BOS/EOS around the sequence when special tokens are requested.
+// - decoder: turns token strings back into text (Metaspace, ByteLevel, ByteFallback, Fuse, Strip).
+public import Foundation
+
+/// A byte-pair-encoding tokenizer loaded from `tokenizer.json` (and `tokenizer_config.json`).
+///
+/// Immutable after loading and safe to share across threads; `encode` caches BPE results per word
+/// behind a lock.
+public final class Tokenizer: Sendable {
+    private let normalizer: Normalizer?
+    private let preTokenizer: PreTokenizer?
+    private let model: BPEModel
+    private let postProcessor: PostProcessor?
+    private let decoder: TokenDecoder?
+    private let addedTokensByID: [Int32: AddedToken]
+    private let addedTokenIDs: [ExactString: Int32]
+    private let specialTokenContents: Set<ExactString>
+    private let rawMatcher: AddedTokenMatcher
+    private let normalizedMatcher: AddedTokenMatcher
+
+    /// The number of ids: the largest id over the model vocabulary and the added tokens, plus one.
+    public let vocabularySize: Int
+    /// The beginning-of-sequence token id, from tokenizer_config.json `bos_token` (or the post-processor's leading token).
+    public let bosTokenID: Int32?
+    /// The end-of-sequence token id, from tokenizer_config.json `eos_token`.
+    public let eosTokenID: Int32?
+
+    /// Loads `tokenizer.json` and, if present, `tokenizer_config.json` from a model directory.
+    ///
+    /// - Throws: `TokenizerError` if `tokenizer.json` is missing, unreadable or uses an unsupported component.
+    public convenience init(directory: URL) throws {
+        let tokenizerURL = directory.appendingPathComponent("tokenizer.json")
+        let configURL = directory.appendingPathComponent("tokenizer_config.json")
+        let tokenizerJSON: Data
+        do {
+            tokenizerJSON = try Data(contentsOf: tokenizerURL)
+        } catch {
+            throw TokenizerError(file: tokenizerURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
+        }
+        let configJSON = FileManager.default.fileExists(atPath: configURL.path) ? try? Data(contentsOf: configURL) : nil
+        try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON)
+    }
+
+    /// Builds a tokenizer from the bytes of `tokenizer.json` and, optionally, `tokenizer_config.json`.
+    ///
+    /// Follows transformers 5 `AutoTokenizer.from_pretrained`: the post-processor in tokenizer.json
+    /// decides BOS/EOS (transformers 5 ignores `add_bos_token`/`add_eos_token` when tokenizer.json exists),
+    /// and a `tokenizer_class` of `LlamaTokenizer`/`Qwen2Tokenizer` rebuilds the normalizer, pre-tokenizer
+    /// and decoder the way those classes do.
+    ///
+    /// - Throws: `TokenizerError` naming the file and field that is malformed or unsupported.
+    public init(tokenizerJSON: Data, tokenizerConfigJSON: Data?) throws {
+        let root = JSONField(try JSONValue.parse(tokenizerJSON, file: "tokenizer.json"), file: "tokenizer.json")
+        _ = try root.object()
+        let config = try tokenizerConfigJSON.map {
+            JSONField(try JSONValue.parse($0, file: "tokenizer_config.json"), file: "tokenizer_config.json")
+        }
+        if let config { _ = try config.object() }
+        let pipeline = try Self.pipeline(root: root, config: config)
+
+        normalizer = pipeline.normalizer
+        preTokenizer = pipeline.preTokenizer
+        decoder = pipeline.decoder
+        let model = try BPEModel(json: root["model"], overrideByteFallback: pipeline.byteFallback)
+        self.model = model
+        let postProcessor = try root["post_processor"].isNull ? nil : PostProcessor(json: root["post_processor"])
+        self.postProcessor = postProcessor
+
+        var addedTokens = try root["added_tokens"].isNull ? [] : root["added_tokens"].array().map(AddedToken.init(json:))
+        var largestID = max(model.tokensByID.keys.max() ?? -1, addedTokens.map(\.id).max() ?? -1)
+        // transformers adds the named special tokens of tokenizer_config.json to the added vocabulary
+        // when tokenizer.json does not already list them.
+        let named = try Self.namedSpecialTokens(config: config, tokenizerClass: pipeline.tokenizerClass)
+        for content in named.all where !addedTokens.contains(where: { ExactString($0.content) == ExactString(content) }) {
+            let id: Int32
+            if let existing = model.vocabulary[ExactString(content)] {
+                id = existing
+            } else {
+                largestID += 1
+                id = Int32(clamping: largestID)
+            }
+            addedTokens.append(AddedToken(id: id, content: content, isSpecial: true))
+        }
+        vocabularySize = Int(largestID) + 1
+
+        var byID: [Int32: AddedToken] = [:]
+        var byContent: [ExactString: Int32] = [:]
+        for token in addedTokens {
+            byID[token.id] = token
+            byContent[ExactString(token.content)] = token.id
+        }
+        addedTokensByID = byID
+        addedTokenIDs = byContent
+        specialTokenContents = Set(addedTokens.filter(\.isSpecial).map { ExactString($0.content) })
+        rawMatcher = AddedTokenMatcher(tokens: addedTokens.filter { !$0.isNormalized }.map { ($0.content, $0) })
+        let normalizer = pipeline.normalizer
+        normalizedMatcher = AddedTokenMatcher(
+            tokens: addedTokens.filter(\.isNormalized).map { (normalizer?.normalize($0.content) ?? $0.content, $0) })
+
+        let id = { (content: String?) -> Int32? in
+            guard let content else { return nil }
+            return byContent[ExactString(content)] ?? model.vocabulary[ExactString(content)]
+        }
+        let leadingID = config == nil ? postProcessor?.leadingSpecialIDs.first : nil
+        bosTokenID = id(named.bos) ?? leadingID
+        eosTokenID = id(named.eos)
+    }
+
+    // MARK: Encoding
+
+    /// The token ids of `text`: Hugging Face `tokenizer(text)["input_ids"]`.
+    ///
+    /// - Parameter addSpecialTokens: apply the post-processor (BOS/EOS) as transformers does by default.
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int32] {
+        var ids: [Int32] = []
+        for segment in rawMatcher.split(Array(text.utf8)) {
+            switch segment {
+            case .token(let id):
+                ids.append(id)
+            case .text(let bytes, let startOffset):
+                let raw = String(decoding: bytes, as: UTF8.self)
+                let normalized = normalizer?.normalize(raw) ?? raw
+                for inner in normalizedMatcher.split(Array(normalized.utf8)) {
+                    switch inner {
+                    case .token(let id):
+                        ids.append(id)
+                    case .text(let innerBytes, let innerOffset):
+                        let piece = Piece(
+                            text: String(decoding: innerBytes, as: UTF8.self),
+                            atOrigin: startOffset == 0 && innerOffset == 0)
+                        let words = preTokenizer?.preTokenize([piece]) ?? [piece]
+                        for word in words where !word.text.isEmpty {
+                            ids.append(contentsOf: model.tokenize(word.text))
+                        }
+                    }
+                }
+            }
+        }
+        guard addSpecialTokens, let postProcessor else { return ids }
+        return postProcessor.process(ids)
+    }
+
+    // MARK: Decoding
+
+    /// The text of `ids`: Hugging Face `tokenizer.decode(ids, skip_special_tokens:)`.
+    ///
+    /// Ids outside the vocabulary are skipped; invalid UTF-8 from byte tokens becomes U+FFFD.
+    public func decode(_ ids: [Int32], skipSpecialTokens: Bool = false) -> String {
+        var tokens: [String] = []
+        tokens.reserveCapacity(ids.count)
+        for id in ids {
+            guard let token = token(for: id) else { continue }
+            if skipSpecialTokens, specialTokenContents.contains(ExactString(token)) { continue }
+            tokens.append(token)
+        }
+        guard let decoder else { return tokens.joined(separator: " ") }
+        return decoder.decode(tokens).joined()
+    }
+
+    /// A decoder that turns ids into text one at a time, as they are generated.
+    public func makeStreamingDecoder(skipSpecialTokens: Bool = true) -> StreamingDecoder {
+        StreamingDecoder(tokenizer: self, skipSpecialTokens: skipSpecialTokens)
+    }
+
+    // MARK: Vocabulary
+
+    /// The id of `token` (an added token or a model vocabulary entry), compared scalar-exactly.
+    public func tokenID(for token: String) -> Int32? {
+        addedTokenIDs[ExactString(token)] ?? model.vocabulary[ExactString(token)]
+    }
+
+    /// The token string of `id`, or nil if no token has that id.
+    public func token(for id: Int32) -> String? {
+        addedTokensByID[id]?.content ?? model.tokensByID[id]
+    }
+
+    // MARK: Loading helpers
+
+    private struct Pipeline {
+        var tokenizerClass: String?
+        var normalizer: Normalizer?
+        var preTokenizer: PreTokenizer?
+        var decoder: TokenDecoder?
+        var byteFallback: Bool?
+    }
+
+    private static func pipeline(root: JSONField, config: JSONField?) throws -> Pipeline {
+        let tokenizerClass = try config?["tokenizer_class"].optionalString().map {
+            $0.hasSuffix("Fast") ? String($0.dropLast(4)) : $0
+        }
+        switch tokenizerClass {
+        case "LlamaTokenizer":
+            // transformers 5 LlamaTokenizer keeps only vocab, merges and post-processor from tokenizer.json
+            // and rebuilds the rest: no normalizer, Metaspace without split, prepend "first" unless legacy.
+            let addPrefixSpace = try config?["add_prefix_space"].bool(default: true) ?? true
+            let legacy = try config?["legacy"].bool(default: false) ?? false
+            let scheme: PrependScheme = addPrefixSpace ? (legacy ? .always : .first) : .never
+            var steps: [TokenDecoder] = [
+                .replace(try TextPattern(json: JSONField(.string("▁"), file: "")), content: " "), .byteFallback, .fuse,
+            ]
+            if addPrefixSpace { steps.append(.strip(content: " ", start: 1, stop: 0)) }
+            return Pipeline(
+                tokenizerClass: tokenizerClass, normalizer: nil,
+                preTokenizer: .metaspace(replacement: "▁", prependScheme: scheme, split: false),
+                decoder: .sequence(steps), byteFallback: true)
+        case "Qwen2Tokenizer":
+            // transformers 5 Qwen2Tokenizer rebuilds NFC + Split(its regex) + ByteLevel, without byte fallback.
+            let addPrefixSpace = try config?["add_prefix_space"].bool(default: false) ?? false
+            return Pipeline(
+                tokenizerClass: tokenizerClass, normalizer: .nfc,
+                preTokenizer: .sequence([
+                    .split(try TextPattern(regex: qwen2Pattern), behavior: .isolated, invert: false),
+                    .byteLevel(addPrefixSpace: addPrefixSpace, useRegex: false),
+                ]),
+                decoder: .byteLevel, byteFallback: false)
+        default:
+            return Pipeline(
+                tokenizerClass: tokenizerClass,
+                normalizer: try root["normalizer"].isNull ? nil : Normalizer(json: root["normalizer"]),
+                preTokenizer: try root["pre_tokenizer"].isNull ? nil : PreTokenizer(json: root["pre_tokenizer"]),
+                decoder: try root["decoder"].isNull ? nil : TokenDecoder(json: root["decoder"]),
+                byteFallback: nil)
+        }
+    }
+
+    /// The pre-tokenizer regex of transformers' `Qwen2Tokenizer`.
+    static let qwen2Pattern =
+        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+
+    private struct NamedSpecialTokens {
+        var bos: String?
+        var eos: String?
+        var all: [String]
+    }
+
+    /// bos/eos/unk/pad and extra special tokens named in tokenizer_config.json, with the class defaults.
+    private static func namedSpecialTokens(config: JSONField?, tokenizerClass: String?) throws -> NamedSpecialTokens {
+        guard let config else { return NamedSpecialTokens(all: []) }
+        let defaults: [String: String] =
+            switch tokenizerClass {
+            case "LlamaTokenizer": ["bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"]
+            case "Qwen2Tokenizer": ["eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"]
+            default: [:]
+            }
+        func named(_ key: String) throws -> String? {
+            let field = config[key]
+            if case .object(let members) = config.value, members.keys.contains(key) { return try field.tokenContent() }
+            return defaults[key]
+        }
+        var all: [String] = []
+        for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
+            if let content = try named(key) { all.append(content) }
+        }
+        for key in ["additional_special_tokens", "extra_special_tokens"] where !config[key].isNull {
+            if case .array = config[key].value {
+                for entry in try config[key].array() {
+                    if let content = try entry.tokenContent() { all.append(content) }
+                }
+            }
+        }
+        return NamedSpecialTokens(bos: try named("bos_token"), eos: try named("eos_token"), all: all)
+    }
+}

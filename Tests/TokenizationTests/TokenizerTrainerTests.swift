@@ -1,0 +1,72 @@
+// TokenizerTrainer: deterministic output, exact vocabulary size, lossless round trips, and the committed
+// fixture (which Hugging Face loaded and recorded in cases.json) is what the trainer produces today.
+import Foundation
+import TestSupport
+import Testing
+import Tokenization
+
+@Suite("TokenizerTrainer")
+struct TokenizerTrainerTests {
+    static let fixtureVocabularySize = 512
+
+    static let roundTripTexts = [
+        "Hello, world!", "inner  double spaces and trailing  ", "tabs\tand\nnewlines\r\n", "The router picks experts.",
+        "Café naïve résumé", "Cafe\u{301} decomposed", "日本語のテキスト", "Привет, мир", "👩‍💻 🇫🇷 👍🏽 😀",
+        "def f(x):\n    return x ** 2", "ꙮ𓀀 rare scripts", "",
+    ]
+
+    @Test("the trained vocabulary has exactly the requested size", arguments: [300, 512, 1000])
+    func vocabularySize(size: Int) throws {
+        let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: size)
+        let tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+        #expect(tokenizer.vocabularySize == size)
+        #expect(tokenizer.tokenID(for: "<unk>") == 0)
+        #expect(tokenizer.bosTokenID == 1)
+        #expect(tokenizer.eosTokenID == 2)
+        #expect(tokenizer.tokenID(for: "<0x00>") == 3)
+        #expect(tokenizer.tokenID(for: "<0xFF>") == 258)
+    }
+
+    @Test("training is deterministic")
+    func deterministic() throws {
+        let first = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 400)
+        let second = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 400)
+        #expect(first.tokenizerJSON == second.tokenizerJSON)
+        #expect(first.tokenizerConfigJSON == second.tokenizerConfigJSON)
+    }
+
+    /// Text starting with a space is excluded: Llama-style decoding strips one leading space (as in Hugging Face).
+    @Test("encode then decode gives the text back", arguments: roundTripTexts)
+    func roundTrip(text: String) throws {
+        let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: Self.fixtureVocabularySize)
+        let tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+        let ids = tokenizer.encode(text)
+        #expect(ids.first == 1)
+        let decoded = tokenizer.decode(ids, skipSpecialTokens: true)
+        #expect(decoded.utf8.elementsEqual(text.utf8), "decoded \(decoded.debugDescription)")
+    }
+
+    @Test("a vocabulary too small for the special and byte tokens is rejected with the limit")
+    func tooSmall() {
+        #expect {
+            _ = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 100)
+        } throws: { error in
+            "\(error)".contains("vocabularySize is 100, but must be at least 300")
+        }
+    }
+
+    /// Set SWITCHYARD_WRITE_TOKENIZER_FIXTURE=1 to rewrite Tests/Fixtures/tokenizers/switchyard-trained,
+    /// then run Scripts/reference/tokenizer_fixtures.py to record Hugging Face's encodings of it.
+    @Test("the committed switchyard-trained fixture is what the trainer produces")
+    func committedFixtureIsCurrent() throws {
+        let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: Self.fixtureVocabularySize)
+        let directory = ReferenceFixture.switchyardTrained.directory
+        if ProcessInfo.processInfo.environment["SWITCHYARD_WRITE_TOKENIZER_FIXTURE"] == "1" {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try files.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
+            try files.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        }
+        #expect(try Data(contentsOf: directory.appendingPathComponent("tokenizer.json")) == files.tokenizerJSON)
+        #expect(try Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")) == files.tokenizerConfigJSON)
+    }
+}
