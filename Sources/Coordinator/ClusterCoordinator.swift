@@ -18,14 +18,21 @@ public struct CoordinatorOptions: Sendable {
     public var bind: String
     /// Worker slots to fill before serving (ignored when a placement file names the workers).
     public var workerCount: Int
+    /// Names of the worker slots, in placement order; a worker registering with one of them fills
+    /// that slot. Nil lets workers fill slots in arrival order.
+    public var workerNames: [String]?
     /// A placement file (`{"workers": [{"name": …, "experts": [[layer, expert], …]}]}`), or nil for an even split.
     public var placementFile: URL?
     /// How long a step waits for a worker's COMBINE before the request fails.
     public var dispatchTimeout: Duration
 
-    public init(bind: String, workerCount: Int, placementFile: URL? = nil, dispatchTimeout: Duration = .seconds(60)) {
+    public init(
+        bind: String, workerCount: Int, workerNames: [String]? = nil, placementFile: URL? = nil,
+        dispatchTimeout: Duration = .seconds(60)
+    ) {
         self.bind = bind
         self.workerCount = workerCount
+        self.workerNames = workerNames
         self.placementFile = placementFile
         self.dispatchTimeout = dispatchTimeout
     }
@@ -69,8 +76,8 @@ public final class ClusterCoordinator: ExpertExecutor {
         } else {
             placement = try Placement.even(
                 layerCount: configuration.layerCount, expertCount: configuration.expertCount,
-                workerNames: (0..<options.workerCount).map { "slot\($0)" })
-            namedSlots = false
+                workerNames: options.workerNames ?? (0..<options.workerCount).map { "slot\($0)" })
+            namedSlots = options.workerNames != nil
         }
         self.configuration = configuration
         self.fingerprint = checkpoint.fingerprint
@@ -81,8 +88,6 @@ public final class ClusterCoordinator: ExpertExecutor {
         socket = try RouterSocket(context: ZMQContext(), bind: options.bind)
         endpoint = socket.boundEndpoint
     }
-
-    deinit { socket.close() }
 
     /// Worker slots with a worker that has loaded its experts.
     public var readyWorkerCount: Int { slots.filter { $0?.ready == true }.count }

@@ -10,9 +10,8 @@ public enum GenerateClient {
     public static func submit(
         _ request: GenerationRequest, to endpoint: String, timeout: Duration, shouldStop: () -> Bool
     ) throws -> Data {
-        let socket = try DealerSocket(context: ZMQContext(), connect: endpoint, identity: nil)
-        defer { socket.close() }
         let id = ClientRequestID(UInt64.random(in: 1...UInt64.max))
+        let socket = try DealerSocket(context: ZMQContext(), connect: endpoint, identity: PeerIdentity("client-\(id.rawValue)"))
         let prompt: WireMessage.GenerateRequest.Prompt = switch request.prompt {
         case .text(let text): .text(text)
         case .tokenIDs(let ids): .tokenIDs(ids.map { UInt32(bitPattern: $0) })

@@ -10,14 +10,14 @@ public final class SpawnedWorkers {
 
     public private(set) var children: [Child] = []
 
-    /// Starts `count` workers of `executable` connecting to `coordinator`, named w0, w1, ….
+    /// Starts one worker of `executable` per name, connecting to `coordinator`.
     /// Their stderr goes to ours, so their log lines and errors are visible.
-    public init(count: Int, executable: URL, coordinator: String, model: URL, extraArguments: [String] = []) throws {
-        for index in 0..<count {
+    public init(names: [String], executable: URL, coordinator: String, model: URL, extraArguments: [String] = []) throws {
+        for name in names {
             let process = Process()
             process.executableURL = executable
             process.arguments = [
-                "worker", "--coordinator", coordinator, "--model", model.path, "--name", "w\(index)",
+                "worker", "--coordinator", coordinator, "--model", model.path, "--name", name,
                 "--parent-pid", "\(getpid())",
             ] + extraArguments
             process.standardInput = FileHandle.nullDevice
@@ -26,9 +26,9 @@ public final class SpawnedWorkers {
                 try process.run()
             } catch {
                 terminate()
-                throw GenerationError.unavailable("could not start worker w\(index) (\(executable.path)): \(error)")
+                throw GenerationError.unavailable("could not start worker \(name) (\(executable.path)): \(error)")
             }
-            children.append(Child(name: "w\(index)", process: process))
+            children.append(Child(name: name, process: process))
         }
     }
 

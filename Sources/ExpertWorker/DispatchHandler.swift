@@ -1,6 +1,6 @@
 // The worker's answer to each message from the coordinator, as a pure-ish function of the message
 // and the experts it holds: no sockets here, so it is tested without a network.
-public import Foundation
+import Foundation
 public import Models
 public import Tensors
 public import Wire

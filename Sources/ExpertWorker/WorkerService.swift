@@ -4,10 +4,10 @@
 // The DEALER socket is created, used and closed on the thread that calls `run`, and on no other.
 public import Foundation
 public import Logging
-public import Models
-public import Tensors
+import Models
+import Tensors
 import Transport
-public import Wire
+import Wire
 
 /// How a worker connects and what it serves.
 public struct WorkerOptions: Sendable {
@@ -57,8 +57,9 @@ public struct WorkerService {
         let checkpoint = try Checkpoint(directory: options.modelDirectory)
         var handler = DispatchHandler(configuration: checkpoint.configuration)
         let context = try ZMQContext()
-        let socket = try DealerSocket(context: context, connect: options.coordinator, identity: nil)
-        defer { socket.close() }
+        // A fresh identity per run: a restarted worker is a new peer that registers again.
+        let identity = PeerIdentity("\(options.name)-\(getpid())-\(UInt32.random(in: 1...UInt32.max))")
+        let socket = try DealerSocket(context: context, connect: options.coordinator, identity: identity)
 
         let hello = WireMessage.hello(.init(
             workerName: options.name, modelFingerprint: checkpoint.fingerprint, threads: options.threads,
@@ -92,15 +93,17 @@ public struct WorkerService {
                 )
                 try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: experts.count, loadSeconds: seconds))))
             case .welcomed(let id):
-                logger.info("worker \(options.name): registered as \(id)")
+                logger.info("worker \(options.name): registered with the coordinator (worker id \(id.rawValue))")
             case .refused(let report):
-                if report.code == .notReady, handler.store == nil || report.message.contains("unknown worker") {
-                    // The coordinator restarted and does not know us: register again.
+                if report.code == .notReady {
+                    // The coordinator does not know us (it restarted): register again.
                     logger.warning("worker \(options.name): \(report.message); registering again")
                     try socket.send(frames: WireCodec.encode(hello))
-                    continue
+                } else if report.requestID != nil {
+                    logger.warning("worker \(options.name): the coordinator reported: \(report.message)")
+                } else {
+                    throw WorkerError("worker \(options.name): the coordinator refused it: \(report.message)")
                 }
-                throw WorkerError("worker \(options.name): the coordinator refused it: \(report.message)")
             case .leave(let reason):
                 logger.info("worker \(options.name): coordinator said bye (\(reason)); exiting")
                 return

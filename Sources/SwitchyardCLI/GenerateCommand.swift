@@ -96,14 +96,14 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let logger = bootstrapLogging(level: logLevel)
-        StopSignal.shared.install()
+        StopSignal.install()
         let request = GenerationRequest(
             prompt: try parsedPrompt(), maxTokens: maxTokens, sampling: sampling, ignoreEOS: ignoreEOS,
             logprobs: logprobs)
         do {
             if let coordinator {
                 let data = try GenerateClient.submit(
-                    request, to: coordinator, timeout: .seconds(3600), shouldStop: { StopSignal.shared.isStopped })
+                    request, to: coordinator, timeout: .seconds(3600), shouldStop: { StopSignal.isStopped })
                 if json {
                     print(String(decoding: data, as: UTF8.self))
                 } else {
@@ -136,10 +136,11 @@ struct Generate: ParsableCommand {
                 checkpoint: checkpoint,
                 options: CoordinatorOptions(
                     bind: "tcp://127.0.0.1:0", workerCount: max(spawnWorkers, 1),
+                    workerNames: (0..<max(spawnWorkers, 1)).map { "w\($0)" },
                     placementFile: placement.map { URL(fileURLWithPath: $0) }),
                 logger: logger)
             let workers = try SpawnedWorkers(
-                count: coordinator.placement.workerCount, executable: ownExecutable,
+                names: coordinator.placement.workerNames, executable: ownExecutable,
                 coordinator: coordinator.endpoint, model: checkpoint.directory,
                 extraArguments: ["--log-level", logLevel.rawValue])
             defer {
@@ -147,7 +148,7 @@ struct Generate: ParsableCommand {
                 workers.stop()
             }
             try coordinator.waitUntilReady(
-                timeout: .seconds(120), shouldStop: { StopSignal.shared.isStopped },
+                timeout: .seconds(120), shouldStop: { StopSignal.isStopped },
                 abandoned: { workers.exitedEarly })
             if !json {
                 let names = workers.children.map { "\($0.name) (pid \($0.process.processIdentifier))" }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Models
+import Tensors
 import Tokenization
 
 /// `switchyard make-model`: a small random-weight checkpoint for tests and demos.
@@ -87,11 +88,19 @@ struct MakeModel: ParsableCommand {
     func run() throws {
         let directory = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let options = MixtralCheckpointOptions(
-            hiddenSize: hidden, layerCount: layers, expertCount: experts, expertsPerToken: topK,
-            vocabularySize: vocab, intermediateSize: intermediate ?? 2 * hidden, attentionHeadCount: heads,
-            keyValueHeadCount: kvHeads, slidingWindow: slidingWindow, maxPositionEmbeddings: maxPositions,
-            dtype: dtype == "bf16" ? .bf16 : .f32, seed: seed)
+        var options = MixtralCheckpointOptions()
+        options.hiddenSize = hidden
+        options.layerCount = layers
+        options.expertCount = experts
+        options.expertsPerToken = topK
+        options.vocabularySize = vocab
+        options.intermediateSize = intermediate ?? 2 * hidden
+        options.attentionHeadCount = heads
+        options.keyValueHeadCount = kvHeads
+        options.slidingWindow = slidingWindow
+        options.maxPositionEmbeddings = maxPositions
+        options.dtype = dtype == "bf16" ? .bf16 : .f32
+        options.seed = seed
         try MixtralCheckpointWriter.write(options, to: directory)
         let tokenizer = try TokenizerTrainer.sentencePieceBPE(vocabularySize: vocab)
         try tokenizer.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))

@@ -43,7 +43,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let logger = bootstrapLogging(level: logLevel)
-        StopSignal.shared.install()
+        StopSignal.install()
         do {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(
@@ -58,9 +58,9 @@ struct Serve: ParsableCommand {
             logger.info(
                 "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: switchyard worker --coordinator \(coordinator.endpoint) --model \(checkpoint.directory.path)"
             )
-            try coordinator.waitUntilReady(timeout: nil, shouldStop: { StopSignal.shared.isStopped })
+            try coordinator.waitUntilReady(timeout: nil, shouldStop: { StopSignal.isStopped })
             logger.info("all \(coordinator.placement.workerCount) workers ready; serving jobs at \(coordinator.endpoint)")
-            coordinator.serveClients(engine: engine) { StopSignal.shared.isStopped }
+            coordinator.serveClients(engine: engine) { StopSignal.isStopped }
             coordinator.shutdown(reason: "coordinator stopping")
             logger.info("coordinator stopped")
         } catch {

@@ -1,26 +1,20 @@
 // Process wiring shared by the subcommands: logging set-up, stop signals, the own executable.
-import Dispatch
+public import ArgumentParser
 import Foundation
-import Logging
+public import Logging
 import Synchronization
 
 /// Set when SIGINT or SIGTERM arrives; long-running loops poll it.
-final class StopSignal: Sendable {
-    static let shared = StopSignal()
-    private let stopped = Atomic<Bool>(false)
-    // Dispatch sources must stay alive for the handlers to fire.
-    private let sources: Mutex<[any DispatchSourceSignal]> = Mutex([])
+private let stopRequested = Atomic<Bool>(false)
 
-    var isStopped: Bool { stopped.load(ordering: .relaxed) }
+/// Turns SIGINT and SIGTERM into a flag that long-running loops poll, so they stop cleanly.
+enum StopSignal {
+    static var isStopped: Bool { stopRequested.load(ordering: .relaxed) }
 
-    /// Routes SIGINT and SIGTERM to the flag instead of killing the process.
-    func install() {
+    static func install() {
         for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { [self] in stopped.store(true, ordering: .relaxed) }
-            source.resume()
-            sources.withLock { $0.append(source) }
+            // Storing to an atomic is async-signal-safe.
+            signal(signalNumber) { _ in stopRequested.store(true, ordering: .relaxed) }
         }
     }
 }
@@ -45,6 +39,8 @@ func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("error: \(message)\n".utf8))
     exit(1)
 }
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 extension Logger.Level {
     static let help = "Log level: trace, debug, info, notice, warning, error or critical."

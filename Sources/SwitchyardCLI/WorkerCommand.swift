@@ -3,7 +3,6 @@ import ExpertWorker
 import Foundation
 import Logging
 
-extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// `switchyard worker`: an expert worker process.
 struct Worker: ParsableCommand {
@@ -45,12 +44,12 @@ struct Worker: ParsableCommand {
 
     func run() throws {
         let logger = bootstrapLogging(level: logLevel)
-        StopSignal.shared.install()
+        StopSignal.install()
         let options = WorkerOptions(
             coordinator: coordinator, modelDirectory: URL(fileURLWithPath: model),
             name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads, parentPID: parentPID)
         do {
-            try WorkerService(options: options, logger: logger).run { StopSignal.shared.isStopped }
+            try WorkerService(options: options, logger: logger).run { StopSignal.isStopped }
         } catch {
             fail("\(error)")
         }

@@ -50,7 +50,7 @@ struct SamplingTests {
     func logprobs() {
         let entry = TokenLogprob(chosen: 3, logits: logits, top: 3)
         let total = logits.map { exp(Double($0)) }.reduce(0, +)
-        #expect(abs(entry.logprob - log(exp(1.9) / total)) < 1e-9)
+        #expect(abs(entry.logprob - log(exp(Double(Float(1.9))) / total)) < 1e-9)
         #expect(entry.topLogprobs.map(\.tokenID) == [1, 5, 3])
     }
 

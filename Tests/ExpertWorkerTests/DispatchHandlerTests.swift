@@ -14,12 +14,18 @@ struct DispatchHandlerTests {
             .appendingPathComponent("switchyard-worker-tests-\(getpid())")
         if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) {
             try! FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            try! MixtralCheckpointWriter.write(
-                MixtralCheckpointOptions(
-                    hiddenSize: 16, layerCount: 2, expertCount: 4, expertsPerToken: 2, vocabularySize: 64,
-                    intermediateSize: 24, attentionHeadCount: 2, keyValueHeadCount: 1, slidingWindow: nil,
-                    maxPositionEmbeddings: 64, dtype: .f32, seed: 3),
-                to: directory)
+            var options = MixtralCheckpointOptions()
+            options.hiddenSize = 16
+            options.layerCount = 2
+            options.expertCount = 4
+            options.expertsPerToken = 2
+            options.vocabularySize = 64
+            options.intermediateSize = 24
+            options.attentionHeadCount = 2
+            options.keyValueHeadCount = 1
+            options.maxPositionEmbeddings = 64
+            options.seed = 3
+            try! MixtralCheckpointWriter.write(options, to: directory)
         }
         return try! Checkpoint(directory: directory)
     }()

@@ -96,8 +96,7 @@ struct ServeTests {
         try cluster.startWorker(model: model, name: "only")
         try cluster.waitUntilServing()
 
-        let socket = try DealerSocket(context: ZMQContext(), connect: cluster.endpoint, identity: nil)
-        defer { socket.close() }
+        let socket = try DealerSocket(context: ZMQContext(), connect: cluster.endpoint, identity: PeerIdentity("bad-frame-tester"))
         func exchange(_ frames: [[UInt8]]) throws -> WireMessage.ErrorReport? {
             try socket.send(frames: frames)
             guard let reply = try socket.receive(timeout: .seconds(20)) else { return nil }
@@ -120,9 +119,9 @@ struct ServeTests {
         let wrongWay = try exchange(WireCodec.encode(.welcome(.init(workerID: WorkerID(1), coordinatorName: "x"))))
         #expect(wrongWay?.code == .badRequest)
         // A HELLO of another major protocol version.
-        let versionTwo = try exchange(WireCodec.encode(
-            .hello(.init(workerName: "future", modelFingerprint: "00", threads: 1, pid: 1)),
-            version: ProtocolVersion(major: 2, minor: 0)))
+        // Hand-encoded protobuf: Header{protocol_major: 2, hello: Hello{worker_name: "future"}}.
+        let helloV2: [UInt8] = [0x08, 0x02, 0x52, 0x08, 0x0A, 0x06] + Array("future".utf8)
+        let versionTwo = try exchange([helloV2])
         #expect(versionTwo?.code == .versionMismatch)
         #expect(versionTwo?.message.contains("2.0") == true, "\(String(describing: versionTwo))")
 

@@ -11,6 +11,7 @@ public struct ProcessOutput: Sendable {
 /// Errors from running test processes.
 public struct TestProcessError: Error, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// Runs `switchyard` with arguments, waiting at most `timeout`; kills it if it runs longer.
