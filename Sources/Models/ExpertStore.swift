@@ -82,8 +82,9 @@ public final class ExpertStore: Sendable {
         for row in 0..<rowCount {
             let begin = Int(rowExpertOffsets[row])
             let end = Int(rowExpertOffsets[row + 1])
-            guard begin <= end else {
-                throw ModelError.invalidInput("\(layer): rowExpertOffsets decrease at row \(row) (\(begin) > \(end))")
+            guard begin <= end, end <= expertIDs.count else {
+                throw ModelError.invalidInput(
+                    "\(layer): rowExpertOffsets[\(row) ... \(row + 1)] = \(begin), \(end), but must be non-decreasing and at most \(expertIDs.count)")
             }
             for entry in begin..<end {
                 let expert = Int(expertIDs[entry])

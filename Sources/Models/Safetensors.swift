@@ -126,9 +126,9 @@ final class SafetensorsFile: Sendable {
         }
     }
 
-    /// An integer JSON value (not a fraction, not a Bool).
+    /// An integer JSON value (not a fraction). (`is Bool` is not checked: on Linux every NSNumber
+    /// holding 0 or 1 casts to Bool.)
     private static func exactInt(_ value: Any) -> Int? {
-        if value is Bool { return nil }
         if let integer = value as? Int { return integer }
         if let number = value as? NSNumber {
             let double = number.doubleValue

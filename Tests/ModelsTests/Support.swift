@@ -1,0 +1,118 @@
+// Helpers shared by the Models tests: a deterministic random source, difference reports, and the
+// reference.json fixture format (spec/model-fixtures.md).
+import Foundation
+import Models
+import TestSupport
+
+/// A deterministic generator for test inputs (SplitMix64).
+struct TestRandom {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1), never exactly 0.
+    mutating func nonZeroFloat() -> Float {
+        while true {
+            let value = Float(Double(next() >> 11) / 9_007_199_254_740_992 * 2 - 1)
+            if value != 0 { return value }
+        }
+    }
+
+    mutating func floats(_ count: Int, scale: Float = 1) -> [Float] {
+        (0..<count).map { _ in nonZeroFloat() * scale }
+    }
+}
+
+/// The largest absolute difference between two equally long arrays and where it first exceeds `tolerance`.
+struct Difference: CustomStringConvertible {
+    var maximum: Float = 0
+    var maximumIndex = -1
+    var firstMismatch: (index: Int, actual: Float, expected: Float)?
+
+    init(_ actual: [Float], _ expected: [Float], tolerance: Float) {
+        precondition(actual.count == expected.count, "compared arrays differ in length")
+        for index in actual.indices {
+            let difference = abs(actual[index] - expected[index])
+            if difference > maximum || difference.isNaN {
+                maximum = difference.isNaN ? .infinity : difference
+                maximumIndex = index
+            }
+            if firstMismatch == nil, !(difference <= tolerance) {
+                firstMismatch = (index, actual[index], expected[index])
+            }
+        }
+    }
+
+    var description: String {
+        var text = "max abs diff \(maximum) at index \(maximumIndex)"
+        if let firstMismatch {
+            text += "; first mismatch at index \(firstMismatch.index): \(firstMismatch.actual) vs expected \(firstMismatch.expected)"
+        }
+        return text
+    }
+}
+
+/// reference.json of one model fixture.
+struct ModelReference: Decodable {
+    struct Case: Decodable {
+        struct ExpertLoad: Decodable {
+            var prefill: [[Int]]
+            var decode: [[Int]]
+        }
+        var prompt: String
+        var prompt_token_ids: [Int32]
+        var max_new_tokens: Int
+        var completion_token_ids: [Int32]
+        var step_logits: [[Float]]
+        var expert_load: ExpertLoad
+    }
+    var reference_dtype: String
+    var stored_dtype: String
+    var cases: [Case]
+}
+
+enum Fixtures {
+    /// `Tests/Fixtures/models`.
+    static let modelsDirectory = TestPaths.fixtures.appendingPathComponent("models")
+
+    /// Every fixture directory under `Tests/Fixtures/models` that has a reference.json, sorted.
+    static let modelNames: [String] = {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: modelsDirectory.path)) ?? []
+        return names.filter {
+            FileManager.default.fileExists(atPath: modelsDirectory.appendingPathComponent("\($0)/reference.json").path)
+        }.sorted()
+    }()
+
+    static func directory(_ name: String) -> URL { modelsDirectory.appendingPathComponent(name) }
+
+    static func reference(_ name: String) throws -> ModelReference {
+        let data = try Data(contentsOf: directory(name).appendingPathComponent("reference.json"))
+        return try JSONDecoder().decode(ModelReference.self, from: data)
+    }
+}
+
+/// The index of the largest value (lowest index on ties), as greedy decoding picks.
+func argmax(_ values: ArraySlice<Float>) -> Int {
+    var best = values.startIndex
+    for index in values.indices where values[index] > values[best] { best = index }
+    return best - values.startIndex
+}
+
+/// Runs `body` and returns the `ModelError` it throws, or nil if it throws nothing or another error.
+func modelError(_ body: () throws -> Void) -> ModelError? {
+    do {
+        try body()
+        return nil
+    } catch let error as ModelError {
+        return error
+    } catch {
+        return nil
+    }
+}
