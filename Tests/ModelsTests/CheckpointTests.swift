@@ -87,6 +87,58 @@ struct CheckpointTests {
         #expect(deviation > 0.015 && deviation < 0.025)
     }
 
+    @Test("the written config.json keeps float fields floats, as transformers' strict config validation requires")
+    func writtenConfigFloats() throws {
+        let directory = try writeSmallCheckpoint()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let text = try String(contentsOf: directory.appendingPathComponent("config.json"), encoding: .utf8)
+        for fragment in [
+            #""router_jitter_noise": 0.0"#, #""attention_dropout": 0.0"#, #""rope_theta": 1000000.0"#,
+            #""rms_norm_eps": 1e-05"#, #""model_type": "mixtral""#, #""architectures": ["MixtralForCausalLM"]"#,
+            #""sliding_window": 6"#, #""dtype": "float32""#,
+        ] {
+            #expect(text.contains(fragment), "config.json lacks \(fragment)")
+        }
+    }
+
+    @Test("a checkpoint re-sharded with an index loads with the same fingerprint and logits")
+    func shardedEqualsSingleFile() throws {
+        let directory = try writeSmallCheckpoint()
+        let sharded = try TestPaths.makeTemporaryDirectory("models-test-sharded")
+        defer { for url in [directory, sharded] { try? FileManager.default.removeItem(at: url) } }
+        let single = try Checkpoint(directory: directory)
+        let tensors = try single.tensorNames.map { name in
+            SafetensorsWriter.Tensor(
+                name: name, shape: single.entry(named: name)!.shape, values: try single.floats(named: name),
+                storedAs: .f32)
+        }
+        let halves = [Array(tensors.prefix(tensors.count / 2)), Array(tensors.dropFirst(tensors.count / 2))]
+        var weightMap: [String: String] = [:]
+        for (index, half) in halves.enumerated() {
+            let file = "model-0000\(index + 1)-of-00002.safetensors"
+            try SafetensorsWriter.write(half, to: sharded.appendingPathComponent(file))
+            for tensor in half { weightMap[tensor.name] = file }
+        }
+        try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": weightMap])
+            .write(to: sharded.appendingPathComponent("model.safetensors.index.json"))
+        try FileManager.default.copyItem(
+            at: directory.appendingPathComponent("config.json"), to: sharded.appendingPathComponent("config.json"))
+        let reloaded = try Checkpoint(directory: sharded)
+        #expect(reloaded.fingerprint == single.fingerprint)
+        let tokens: [Int32] = [1, 4, 9, 16, 25]
+        func logits(_ checkpoint: Checkpoint) throws -> [Float] {
+            let model = try MixtralDenseModel(checkpoint: checkpoint)
+            let store = try ExpertStore(
+                checkpoint: checkpoint,
+                experts: (0..<2).flatMap { l in (0..<4).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) } })
+            var cache = model.makeCache(capacity: tokens.count)
+            return try model.forward(tokens: tokens, cache: &cache, logits: .allTokens) {
+                try store.compute(layer: $0, hidden: $1, routing: $2)
+            }
+        }
+        #expect(try logits(reloaded) == logits(single))
+    }
+
     @Test("written bf16 and tied checkpoints load and run", arguments: [(DType.bf16, false), (.f16, true), (.f32, true)])
     func writerOptions(dtype: DType, tie: Bool) throws {
         let directory = try writeSmallCheckpoint(dtype: dtype, tie: tie)
