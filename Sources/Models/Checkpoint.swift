@@ -47,7 +47,8 @@ public final class Checkpoint: Sendable {
             for (name, entry) in file.entries {
                 if let existing = tensors[name] {
                     throw ModelError.invalidSafetensors(
-                        file: file.displayName, message: "tensor \(name) is also in \(files[existing.file].displayName)")
+                        file: file.displayName, message: "tensor \(name) is also in \(files[existing.file].displayName)"
+                    )
                 }
                 tensors[name] = (index, entry)
             }
@@ -96,10 +97,16 @@ public final class Checkpoint: Sendable {
 
     // MARK: Loading
 
-    private static func decodeConfiguration(_ data: Data) throws(ModelError) -> (ModelArchitecture, MixtralConfiguration) {
+    private static func decodeConfiguration(_ data: Data) throws(ModelError) -> (
+        ModelArchitecture, MixtralConfiguration
+    ) {
         struct ArchitectureFields: Decodable {
-            var model_type: String?
+            var modelType: String?
             var architectures: [String]?
+            enum CodingKeys: String, CodingKey {
+                case modelType = "model_type"
+                case architectures
+            }
         }
         let fields: ArchitectureFields
         do {
@@ -107,7 +114,8 @@ public final class Checkpoint: Sendable {
         } catch {
             throw .invalidConfiguration(file: "config.json", message: Self.describe(error))
         }
-        let architecture = try ModelArchitecture.resolve(modelType: fields.model_type, architectures: fields.architectures)
+        let architecture = try ModelArchitecture.resolve(
+            modelType: fields.modelType, architectures: fields.architectures)
         let configuration: MixtralConfiguration
         do {
             configuration = try JSONDecoder().decode(MixtralConfiguration.self, from: data)
@@ -151,14 +159,17 @@ public final class Checkpoint: Sendable {
         guard let data = try? Data(contentsOf: indexURL) else {
             throw .unreadableFile(file: indexFileName, reason: "cannot be read")
         }
-        struct Index: Decodable { var weight_map: [String: String] }
+        struct Index: Decodable {
+            var weightMap: [String: String]
+            enum CodingKeys: String, CodingKey { case weightMap = "weight_map" }
+        }
         let index: Index
         do {
             index = try JSONDecoder().decode(Index.self, from: data)
         } catch {
             throw .invalidConfiguration(file: indexFileName, message: describe(error))
         }
-        let shardNames = Set(index.weight_map.values).sorted()
+        let shardNames = Set(index.weightMap.values).sorted()
         guard !shardNames.isEmpty else {
             throw .invalidConfiguration(file: indexFileName, message: "weight_map is empty")
         }
@@ -167,13 +178,15 @@ public final class Checkpoint: Sendable {
             // Shards are plain file names in the model directory; anything else could escape it.
             guard !shard.isEmpty, !shard.contains("/"), !shard.contains("\\"), shard != ".", shard != ".." else {
                 throw .invalidConfiguration(
-                    file: indexFileName, message: "weight_map names shard \"\(shard)\", expected a file name in the model directory")
+                    file: indexFileName,
+                    message: "weight_map names shard \"\(shard)\", expected a file name in the model directory")
             }
             files.append(try SafetensorsFile(url: directory.appendingPathComponent(shard), displayName: shard))
         }
-        for (name, shard) in index.weight_map.sorted(by: { $0.key < $1.key }) {
+        for (name, shard) in index.weightMap.sorted(by: { $0.key < $1.key }) {
             guard let file = files.first(where: { $0.displayName == shard }), file.entries[name] != nil else {
-                throw .invalidSafetensors(file: shard, message: "has no tensor \(name), which \(indexFileName) places there")
+                throw .invalidSafetensors(
+                    file: shard, message: "has no tensor \(name), which \(indexFileName) places there")
             }
         }
         return files

@@ -1,8 +1,8 @@
+import Kernels
 // Vocabulary: an expert is one SwiGLU feed-forward network of one MoE layer, y = w2(silu(w1 x) ⊙ w3 x).
 // An expert store holds some experts' weights (a worker's shard, or all of them in process) and
 // computes, for a batch of token rows, each row's weighted sum over the experts it is routed to.
 public import Tensors
-import Kernels
 
 /// The weights of a set of (layer, expert) FFNs and their batched computation.
 public final class ExpertStore: Sendable {
@@ -67,7 +67,8 @@ public final class ExpertStore: Sendable {
         }
         guard rowExpertOffsets.count == rowCount + 1 else {
             throw ModelError.invalidInput(
-                "\(layer): rowExpertOffsets has \(rowExpertOffsets.count) entries, expected rowCount + 1 (\(rowCount + 1))")
+                "\(layer): rowExpertOffsets has \(rowExpertOffsets.count) entries, expected rowCount + 1 (\(rowCount + 1))"
+            )
         }
         guard expertIDs.count == weights.count else {
             throw ModelError.invalidInput(
@@ -75,7 +76,8 @@ public final class ExpertStore: Sendable {
         }
         guard rowExpertOffsets.first == 0, Int(rowExpertOffsets[rowCount]) == expertIDs.count else {
             throw ModelError.invalidInput(
-                "\(layer): rowExpertOffsets must start at 0 and end at \(expertIDs.count), got \(rowExpertOffsets.first ?? 0) … \(rowExpertOffsets.last ?? 0)")
+                "\(layer): rowExpertOffsets must start at 0 and end at \(expertIDs.count), got \(rowExpertOffsets.first ?? 0) … \(rowExpertOffsets.last ?? 0)"
+            )
         }
         // Per expert: the rows routed to it and their weights, rows ascending.
         var assignments: [Int: [(row: Int, weight: Float)]] = [:]
@@ -84,7 +86,8 @@ public final class ExpertStore: Sendable {
             let end = Int(rowExpertOffsets[row + 1])
             guard begin <= end, end <= expertIDs.count else {
                 throw ModelError.invalidInput(
-                    "\(layer): rowExpertOffsets[\(row) ... \(row + 1)] = \(begin), \(end), but must be non-decreasing and at most \(expertIDs.count)")
+                    "\(layer): rowExpertOffsets[\(row) ... \(row + 1)] = \(begin), \(end), but must be non-decreasing and at most \(expertIDs.count)"
+                )
             }
             for entry in begin..<end {
                 let expert = Int(expertIDs[entry])

@@ -1,10 +1,10 @@
+import Kernels
 // Mixtral: a decoder-only transformer whose feed-forward blocks are sparse mixtures of SwiGLU experts.
 // Port of transformers/models/mixtral/modeling_mixtral.py (transformers 5.23), f32 compute.
 //
 // Legend: T = tokens in this forward pass, H = hidden size, E = experts per layer, k = experts per
 // token, V = vocabulary size, D = head dimension.
 public import Tensors
-import Kernels
 
 // MARK: - Configuration
 
@@ -122,7 +122,8 @@ public struct MixtralConfiguration: Codable, Sendable, Equatable {
         // transformers 5 nests θ in rope_parameters; older files have it at the top level (or in rope_scaling).
         var theta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta)
         var type: String?
-        for key in [CodingKeys.ropeParameters, .ropeScaling] where try container.contains(key) && !container.decodeNil(forKey: key) {
+        for key in [CodingKeys.ropeParameters, .ropeScaling]
+        where try container.contains(key) && !container.decodeNil(forKey: key) {
             let rope = try container.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: key)
             theta = try rope.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? theta
             type = try rope.decodeIfPresent(String.self, forKey: .ropeType) ?? type
@@ -190,11 +191,13 @@ public struct MixtralConfiguration: Codable, Sendable, Equatable {
         }
         guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
             throw fail(
-                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_local_experts (\(expertCount))")
+                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_local_experts (\(expertCount))"
+            )
         }
         guard keyValueHeadCount <= attentionHeadCount, attentionHeadCount % keyValueHeadCount == 0 else {
             throw fail(
-                "num_key_value_heads is \(keyValueHeadCount), but must divide num_attention_heads (\(attentionHeadCount))")
+                "num_key_value_heads is \(keyValueHeadCount), but must divide num_attention_heads (\(attentionHeadCount))"
+            )
         }
         guard headDimension >= 2, headDimension % 2 == 0 else {
             throw fail("head_dim is \(headDimension), but must be a positive even number (RoPE rotates pairs)")
@@ -215,7 +218,8 @@ public struct MixtralConfiguration: Codable, Sendable, Equatable {
             throw fail("rope_type is \(ropeType), but only default is supported")
         }
         if let bosTokenID, bosTokenID < 0 || bosTokenID >= vocabularySize {
-            throw fail("bos_token_id is \(bosTokenID), but must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
+            throw fail(
+                "bos_token_id is \(bosTokenID), but must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
         }
         for eos in eosTokenIDs where eos < 0 || eos >= vocabularySize {
             throw fail("eos_token_id \(eos) must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
@@ -239,7 +243,9 @@ public enum MixtralTensorNames {
     /// [H]
     public static func inputNorm(_ layer: Int) -> String { "\(self.layer(layer)).input_layernorm.weight" }
     /// [H]
-    public static func postAttentionNorm(_ layer: Int) -> String { "\(self.layer(layer)).post_attention_layernorm.weight" }
+    public static func postAttentionNorm(_ layer: Int) -> String {
+        "\(self.layer(layer)).post_attention_layernorm.weight"
+    }
     /// [heads × D, H]
     public static func query(_ layer: Int) -> String { "\(self.layer(layer)).self_attn.q_proj.weight" }
     /// [kvHeads × D, H]
@@ -336,7 +342,8 @@ struct MixtralAttention: Sendable {
             rotary.apply(to: q.baseAddress!, rowCount: tokenCount, headCount: shape.headCount, firstPosition: start)
         }
         keys.withUnsafeMutableBufferPointer { k in
-            rotary.apply(to: k.baseAddress!, rowCount: tokenCount, headCount: shape.keyValueHeadCount, firstPosition: start)
+            rotary.apply(
+                to: k.baseAddress!, rowCount: tokenCount, headCount: shape.keyValueHeadCount, firstPosition: start)
         }
         let range = (start * keyValueWidth)..<((start + tokenCount) * keyValueWidth)
         cache.keys[layer].replaceSubrange(range, with: keys)
@@ -428,14 +435,16 @@ struct MixtralDecoderLayer: Sendable {
         _ hidden: inout [Float], tokenCount: Int, cache: inout KVCache,
         experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
     ) throws {
-        let attended = attention(rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), tokenCount: tokenCount, layer: index, cache: &cache)
+        let attended = attention(
+            rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), tokenCount: tokenCount, layer: index, cache: &cache)
         for position in hidden.indices { hidden[position] += attended[position] }
         let normed = rmsNorm(hidden, weight: postAttentionNorm, epsilon: epsilon)
         let routing = router.route(normed, tokenCount: tokenCount)
         let combined = try experts(LayerIndex(index), normed, routing)
         guard combined.count == hidden.count else {
             throw ModelError.invalidInput(
-                "experts of layer \(index) returned \(combined.count) values, expected [\(tokenCount), \(inputNorm.count)]")
+                "experts of layer \(index) returned \(combined.count) values, expected [\(tokenCount), \(inputNorm.count)]"
+            )
         }
         for position in hidden.indices { hidden[position] += combined[position] }
     }

@@ -130,7 +130,8 @@ private enum JSONValue {
         case .float(let value): return value.description
         case .bool(let value): return value ? "true" : "false"
         case .string(let value):
-            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                of: "\"", with: "\\\"")
             return "\"\(escaped)\""
         case .null: return "null"
         case .array(let values):

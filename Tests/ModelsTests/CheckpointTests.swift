@@ -3,8 +3,8 @@
 import Foundation
 import Models
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// A small valid checkpoint in a fresh temporary directory.
 private func writeSmallCheckpoint(seed: UInt64 = 7, dtype: DType = .f32, tie: Bool = false) throws -> URL {
@@ -130,7 +130,8 @@ struct CheckpointTests {
             let model = try MixtralDenseModel(checkpoint: checkpoint)
             let store = try ExpertStore(
                 checkpoint: checkpoint,
-                experts: (0..<2).flatMap { l in (0..<4).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) } })
+                experts: (0..<2).flatMap { l in (0..<4).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) }
+                })
             var cache = model.makeCache(capacity: tokens.count)
             return try model.forward(tokens: tokens, cache: &cache, logits: .allTokens) {
                 try store.compute(layer: $0, hidden: $1, routing: $2)
@@ -139,7 +140,8 @@ struct CheckpointTests {
         #expect(try logits(reloaded) == logits(single))
     }
 
-    @Test("written bf16 and tied checkpoints load and run", arguments: [(DType.bf16, false), (.f16, true), (.f32, true)])
+    @Test(
+        "written bf16 and tied checkpoints load and run", arguments: [(DType.bf16, false), (.f16, true), (.f32, true)])
     func writerOptions(dtype: DType, tie: Bool) throws {
         let directory = try writeSmallCheckpoint(dtype: dtype, tie: tie)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -171,9 +173,11 @@ struct CheckpointTests {
         #expect(message.contains("outside the") && message.contains("data section"), "\(message)")
     }
 
-    @Test("a header length beyond the file, a short file and a non-JSON header are rejected", arguments: [
-        "length", "short", "json",
-    ])
+    @Test(
+        "a header length beyond the file, a short file and a non-JSON header are rejected",
+        arguments: [
+            "length", "short", "json",
+        ])
     func badHeader(kind: String) throws {
         let directory = try writeSmallCheckpoint()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -193,13 +197,18 @@ struct CheckpointTests {
         #expect(message.contains(expected), "\(message)")
     }
 
-    @Test("overlapping offsets, wrong byte counts and unknown dtypes in a header are rejected", arguments: [
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, "overlapping"),
-        (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, "needs 12"),
-        (#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#, "unknown dtype"),
-        (#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, "non-negative"),
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, "outside"),
-    ])
+    @Test(
+        "overlapping offsets, wrong byte counts and unknown dtypes in a header are rejected",
+        arguments: [
+            (
+                #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                "overlapping"
+            ),
+            (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, "needs 12"),
+            (#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#, "unknown dtype"),
+            (#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, "non-negative"),
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, "outside"),
+        ])
     func badEntries(header: String, expected: String) throws {
         let directory = try writeSmallCheckpoint()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -223,7 +232,8 @@ struct CheckpointTests {
             tensors[index].shape = [8, 32]
         }
         let error = modelError { _ = try Checkpoint(directory: directory) }
-        #expect(error == .tensorShapeMismatch(file: "model.safetensors", name: name, shape: [8, 32], expected: [16, 16]))
+        #expect(
+            error == .tensorShapeMismatch(file: "model.safetensors", name: name, shape: [8, 32], expected: [16, 16]))
         #expect(error?.description == "model.safetensors: tensor \(name) has shape [8, 32], expected [16, 16]")
     }
 
@@ -237,17 +247,19 @@ struct CheckpointTests {
         #expect(error == .missingTensor(name: name, searched: ["model.safetensors"]))
     }
 
-    @Test("bad config.json values are rejected naming the field and the valid range", arguments: [
-        ("num_experts_per_tok", "9", "num_experts_per_tok is 9, but must be between 1 and num_local_experts (4)"),
-        ("num_experts_per_tok", "0", "num_experts_per_tok is 0, but must be between 1 and num_local_experts (4)"),
-        ("num_key_value_heads", "3", "num_key_value_heads is 3, but must divide num_attention_heads (4)"),
-        ("hidden_size", "-16", "hidden_size is -16, but must be at least 1"),
-        ("rms_norm_eps", "0.0", "rms_norm_eps is 0.0, but must be a positive number"),
-        ("sliding_window", "0", "sliding_window is 0, but must be null or at least 1"),
-        ("hidden_act", "\"gelu\"", "hidden_act is gelu, but only silu is supported"),
-        ("vocab_size", "\"many\"", "field vocab_size is not a valid Int"),
-        ("num_local_experts", "null", "field num_local_experts is null, expected Int"),
-    ])
+    @Test(
+        "bad config.json values are rejected naming the field and the valid range",
+        arguments: [
+            ("num_experts_per_tok", "9", "num_experts_per_tok is 9, but must be between 1 and num_local_experts (4)"),
+            ("num_experts_per_tok", "0", "num_experts_per_tok is 0, but must be between 1 and num_local_experts (4)"),
+            ("num_key_value_heads", "3", "num_key_value_heads is 3, but must divide num_attention_heads (4)"),
+            ("hidden_size", "-16", "hidden_size is -16, but must be at least 1"),
+            ("rms_norm_eps", "0.0", "rms_norm_eps is 0.0, but must be a positive number"),
+            ("sliding_window", "0", "sliding_window is 0, but must be null or at least 1"),
+            ("hidden_act", "\"gelu\"", "hidden_act is gelu, but only silu is supported"),
+            ("vocab_size", "\"many\"", "field vocab_size is not a valid Int"),
+            ("num_local_experts", "null", "field num_local_experts is null, expected Int"),
+        ])
     func badConfigValue(field: String, jsonValue: String, expected: String) throws {
         let directory = try writeSmallCheckpoint()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -263,14 +275,17 @@ struct CheckpointTests {
         let directory = try writeSmallCheckpoint()
         defer { try? FileManager.default.removeItem(at: directory) }
         try editConfig(in: directory) { $0["num_hidden_layers"] = nil }
-        #expect(modelError { _ = try Checkpoint(directory: directory) }?.description
-            == "config.json: field num_hidden_layers is missing")
+        #expect(
+            modelError { _ = try Checkpoint(directory: directory) }?.description
+                == "config.json: field num_hidden_layers is missing")
         try editConfig(in: directory) {
             $0["num_hidden_layers"] = 2
             $0["model_type"] = "llama"
         }
-        #expect(modelError { _ = try Checkpoint(directory: directory) }?.description
-            == "config.json: architecture model_type llama is not supported; supported: mixtral (MixtralForCausalLM)")
+        #expect(
+            modelError { _ = try Checkpoint(directory: directory) }?.description
+                == "config.json: architecture model_type llama is not supported; supported: mixtral (MixtralForCausalLM)"
+        )
         try editConfig(in: directory) { $0["model_type"] = nil }
         #expect(try Checkpoint(directory: directory).architecture == .mixtral)
     }
@@ -301,16 +316,19 @@ struct CheckpointTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let index = directory.appendingPathComponent("model.safetensors.index.json")
         try Data(#"{"weight_map": {"model.norm.weight": "../model.safetensors"}}"#.utf8).write(to: index)
-        guard case .invalidConfiguration(let file, let message) = modelError({ _ = try Checkpoint(directory: directory) }) else {
+        guard
+            case .invalidConfiguration(let file, let message) = modelError({ _ = try Checkpoint(directory: directory) })
+        else {
             Issue.record("expected invalidConfiguration")
             return
         }
         #expect(file == "model.safetensors.index.json" && message.contains("../model.safetensors"))
         try Data(#"{"weight_map": {"no.such.tensor": "model.safetensors"}}"#.utf8).write(to: index)
-        #expect(modelError { _ = try Checkpoint(directory: directory) }
-            == .invalidSafetensors(
-                file: "model.safetensors",
-                message: "has no tensor no.such.tensor, which model.safetensors.index.json places there"))
+        #expect(
+            modelError { _ = try Checkpoint(directory: directory) }
+                == .invalidSafetensors(
+                    file: "model.safetensors",
+                    message: "has no tensor no.such.tensor, which model.safetensors.index.json places there"))
     }
 }
 
@@ -330,19 +348,26 @@ struct ModelContractTests {
             try store.compute(layer: $0, hidden: $1, routing: $2)
         }
         var cache = model.makeCache(capacity: 4)
-        #expect(modelError { _ = try model.forward(tokens: [40], cache: &cache, logits: .lastToken, experts: experts) }
-            == .invalidInput("forward: token id 40 at index 0 is outside the vocabulary (0 ..< 40)"))
-        #expect(modelError { _ = try model.forward(tokens: [], cache: &cache, logits: .lastToken, experts: experts) } != nil)
+        #expect(
+            modelError { _ = try model.forward(tokens: [40], cache: &cache, logits: .lastToken, experts: experts) }
+                == .invalidInput("forward: token id 40 at index 0 is outside the vocabulary (0 ..< 40)"))
+        #expect(
+            modelError { _ = try model.forward(tokens: [], cache: &cache, logits: .lastToken, experts: experts) } != nil
+        )
         _ = try model.forward(tokens: [1, 2, 3], cache: &cache, logits: .lastToken, experts: experts)
         #expect(cache.count == 3)
         #expect(throws: Unavailable.self) {
             _ = try model.forward(tokens: [4], cache: &cache, logits: .lastToken) { _, _, _ in throw Unavailable() }
         }
         #expect(cache.count == 3)
-        #expect(modelError { _ = try model.forward(tokens: [1, 2], cache: &cache, logits: .lastToken, experts: experts) }
-            == .invalidInput("forward: KV cache holds 3 of 4 tokens; 2 more do not fit"))
-        #expect(modelError { _ = try model.forward(tokens: [1], cache: &cache, logits: .lastToken) { _, h, _ in Array(h.dropLast()) } }
-            == .invalidInput("experts of layer 0 returned 15 values, expected [1, 16]"))
+        #expect(
+            modelError { _ = try model.forward(tokens: [1, 2], cache: &cache, logits: .lastToken, experts: experts) }
+                == .invalidInput("forward: KV cache holds 3 of 4 tokens; 2 more do not fit"))
+        #expect(
+            modelError {
+                _ = try model.forward(tokens: [1], cache: &cache, logits: .lastToken) { _, h, _ in Array(h.dropLast()) }
+            }
+                == .invalidInput("experts of layer 0 returned 15 values, expected [1, 16]"))
     }
 
     @Test("routing weights sum to 1 per token and follow the top-k order")
@@ -368,15 +393,17 @@ struct ModelContractTests {
         }
     }
 
-    @Test("the expert store rejects experts it does not hold and malformed CSR batches", arguments: [
-        ("not held", 16, 1, [0, 1] as [UInt32], [3] as [UInt32], [1] as [Float]),
-        ("offsets count", 16, 1, [0] as [UInt32], [0] as [UInt32], [1] as [Float]),
-        ("offsets end", 16, 1, [0, 2] as [UInt32], [0] as [UInt32], [1] as [Float]),
-        ("decreasing", 32, 2, [0, 2, 1] as [UInt32], [0] as [UInt32], [1] as [Float]),
-        ("weights", 16, 1, [0, 1] as [UInt32], [0] as [UInt32], [] as [Float]),
-        ("hidden size", 15, 1, [0, 1] as [UInt32], [0] as [UInt32], [1] as [Float]),
-        ("expert range", 16, 1, [0, 1] as [UInt32], [9] as [UInt32], [1] as [Float]),
-    ] as [(String, Int, Int, [UInt32], [UInt32], [Float])])
+    @Test(
+        "the expert store rejects experts it does not hold and malformed CSR batches",
+        arguments: [
+            ("not held", 16, 1, [0, 1] as [UInt32], [3] as [UInt32], [1] as [Float]),
+            ("offsets count", 16, 1, [0] as [UInt32], [0] as [UInt32], [1] as [Float]),
+            ("offsets end", 16, 1, [0, 2] as [UInt32], [0] as [UInt32], [1] as [Float]),
+            ("decreasing", 32, 2, [0, 2, 1] as [UInt32], [0] as [UInt32], [1] as [Float]),
+            ("weights", 16, 1, [0, 1] as [UInt32], [0] as [UInt32], [] as [Float]),
+            ("hidden size", 15, 1, [0, 1] as [UInt32], [0] as [UInt32], [1] as [Float]),
+            ("expert range", 16, 1, [0, 1] as [UInt32], [9] as [UInt32], [1] as [Float]),
+        ] as [(String, Int, Int, [UInt32], [UInt32], [Float])])
     func expertStoreErrors(
         kind: String, hiddenCount: Int, rowCount: Int, offsets: [UInt32], ids: [UInt32], weights: [Float]
     ) throws {
@@ -399,6 +426,10 @@ struct ModelContractTests {
                 return
             }
         }
-        #expect(modelError { _ = try ExpertStore(checkpoint: checkpoint, experts: [LayerExpert(layer: LayerIndex(2), expert: ExpertID(0))]) } != nil)
+        #expect(
+            modelError {
+                _ = try ExpertStore(
+                    checkpoint: checkpoint, experts: [LayerExpert(layer: LayerIndex(2), expert: ExpertID(0))])
+            } != nil)
     }
 }

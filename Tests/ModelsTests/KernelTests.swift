@@ -9,9 +9,11 @@ private let kernelTolerance: Float = 1e-5
 
 @Suite("Kernels")
 struct KernelTests {
-    @Test("linear equals the naive x·Wᵀ, with and without accumulation", arguments: [
-        (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 48, 130),
-    ])
+    @Test(
+        "linear equals the naive x·Wᵀ, with and without accumulation",
+        arguments: [
+            (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 48, 130),
+        ])
     func linearMatchesReference(shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: 1)
         let x = random.floats(shape.rows * shape.inputs)
@@ -90,13 +92,15 @@ struct KernelTests {
         #expect(difference.firstMismatch == nil, "\(difference)")
     }
 
-    @Test("topK returns the k largest, largest first, ties to the lowest index", arguments: [
-        ([0.1, 0.5, 0.2, 0.5, 0.4] as [Float], 2, [1, 3]),
-        ([0.3, 0.3, 0.3] as [Float], 3, [0, 1, 2]),
-        ([1, 2, 3, 4, 5, 6, 7] as [Float], 3, [6, 5, 4]),
-        ([-1, .nan, -3] as [Float], 2, [0, 2]),
-        ([2, 1] as [Float], 0, [] as [Int]),
-    ])
+    @Test(
+        "topK returns the k largest, largest first, ties to the lowest index",
+        arguments: [
+            ([0.1, 0.5, 0.2, 0.5, 0.4] as [Float], 2, [1, 3]),
+            ([0.3, 0.3, 0.3] as [Float], 3, [0, 1, 2]),
+            ([1, 2, 3, 4, 5, 6, 7] as [Float], 3, [6, 5, 4]),
+            ([-1, .nan, -3] as [Float], 2, [0, 2]),
+            ([2, 1] as [Float], 0, [] as [Int]),
+        ])
     func topKSelectsLargest(values: [Float], k: Int, expected: [Int]) {
         #expect(topK(values, k: k) == expected)
     }
@@ -139,9 +143,11 @@ struct KernelTests {
         #expect(difference.firstMismatch == nil, "\(difference)")
     }
 
-    @Test("attention equals a naive masked softmax(QKᵀ/√D)V with GQA and sliding windows", arguments: [
-        (4, 2, 6, 0, 5, nil), (6, 2, 8, 3, 4, 2), (3, 3, 5, 7, 1, 3), (2, 1, 4, 0, 9, 4), (4, 4, 2, 10, 1, nil),
-    ] as [(Int, Int, Int, Int, Int, Int?)])
+    @Test(
+        "attention equals a naive masked softmax(QKᵀ/√D)V with GQA and sliding windows",
+        arguments: [
+            (4, 2, 6, 0, 5, nil), (6, 2, 8, 3, 4, 2), (3, 3, 5, 7, 1, 3), (2, 1, 4, 0, 9, 4), (4, 4, 2, 10, 1, nil),
+        ] as [(Int, Int, Int, Int, Int, Int?)])
     func attentionMatchesReference(
         parameters: (heads: Int, keyValueHeads: Int, headDimension: Int, cached: Int, queries: Int, window: Int?)
     ) {
@@ -165,7 +171,8 @@ struct KernelTests {
                 for s in 0..<keyCount where s <= position && (p.window == nil || s > position - p.window!) {
                     var dot = 0.0
                     for d in 0..<p.headDimension {
-                        dot += Double(q[(t * p.heads + h) * p.headDimension + d])
+                        dot +=
+                            Double(q[(t * p.heads + h) * p.headDimension + d])
                             * Double(k[(s * p.keyValueHeads + g) * p.headDimension + d])
                     }
                     scores.append(dot / Double(p.headDimension).squareRoot())

@@ -70,11 +70,12 @@ struct MixtralFixtureTests {
         #expect(!Fixtures.modelNames.isEmpty, "no fixture with reference.json in \(Fixtures.modelsDirectory.path)")
     }
 
-    @Test("greedy tokens, step logits (within 1e-4) and expert load equal transformers' float32 reference",
-          arguments: Fixtures.modelNames)
+    @Test(
+        "greedy tokens, step logits (within 1e-4) and expert load equal transformers' float32 reference",
+        arguments: Fixtures.modelNames)
     func matchesReference(name: String) throws {
         let reference = try Fixtures.reference(name)
-        #expect(reference.reference_dtype == "float32")
+        #expect(reference.referenceDType == "float32")
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
         let c = checkpoint.configuration
         let model = try MixtralDenseModel(checkpoint: checkpoint)
@@ -85,18 +86,18 @@ struct MixtralFixtureTests {
         var largest: Float = 0
         for (caseIndex, testCase) in reference.cases.enumerated() {
             let run = try greedyDecode(
-                model: model, prompt: testCase.prompt_token_ids, count: testCase.max_new_tokens,
+                model: model, prompt: testCase.promptTokenIDs, count: testCase.maxNewTokens,
                 experts: { try store.compute(layer: $0, hidden: $1, routing: $2) })
-            #expect(run.tokens == testCase.completion_token_ids, "\(name) case \(caseIndex): greedy tokens differ")
-            for (step, expected) in testCase.step_logits.enumerated() where step < run.stepLogits.count {
+            #expect(run.tokens == testCase.completionTokenIDs, "\(name) case \(caseIndex): greedy tokens differ")
+            for (step, expected) in testCase.stepLogits.enumerated() where step < run.stepLogits.count {
                 // Steps after a token mismatch see other inputs; only the first divergence is informative.
-                guard run.tokens.prefix(step) == testCase.completion_token_ids.prefix(step) else { break }
+                guard run.tokens.prefix(step) == testCase.completionTokenIDs.prefix(step) else { break }
                 let difference = Difference(run.stepLogits[step], expected, tolerance: logitTolerance)
                 largest = max(largest, difference.maximum)
                 #expect(difference.firstMismatch == nil, "\(name) case \(caseIndex) step \(step): \(difference)")
             }
-            #expect(run.prefillLoad == testCase.expert_load.prefill, "\(name) case \(caseIndex): prefill expert load")
-            #expect(run.decodeLoad == testCase.expert_load.decode, "\(name) case \(caseIndex): decode expert load")
+            #expect(run.prefillLoad == testCase.expertLoad.prefill, "\(name) case \(caseIndex): prefill expert load")
+            #expect(run.decodeLoad == testCase.expertLoad.decode, "\(name) case \(caseIndex): decode expert load")
         }
         print("\(name): max abs logit diff vs transformers \(largest)")
     }
@@ -161,10 +162,10 @@ struct MixtralFixtureTests {
         }
         for testCase in reference.cases {
             let one = try greedyDecode(
-                model: model, prompt: testCase.prompt_token_ids, count: testCase.max_new_tokens,
+                model: model, prompt: testCase.promptTokenIDs, count: testCase.maxNewTokens,
                 experts: { try single.compute(layer: $0, hidden: $1, routing: $2) })
             let split = try greedyDecode(
-                model: model, prompt: testCase.prompt_token_ids, count: testCase.max_new_tokens,
+                model: model, prompt: testCase.promptTokenIDs, count: testCase.maxNewTokens,
                 experts: splitExperts)
             #expect(split.tokens == one.tokens)
             #expect(split.prefillLoad == one.prefillLoad && split.decodeLoad == one.decodeLoad)
@@ -177,13 +178,16 @@ struct MixtralFixtureTests {
         if c.expertsPerToken <= 2 {
             #expect(largestCombineDifference == 0, "\(name): combine differs by \(largestCombineDifference)")
         } else {
-            #expect(largestCombineDifference <= splitCombineTolerance, "\(name): combine differs by \(largestCombineDifference)")
+            #expect(
+                largestCombineDifference <= splitCombineTolerance,
+                "\(name): combine differs by \(largestCombineDifference)")
         }
         print("\(name): split stores vs one store, largest combine difference \(largestCombineDifference)")
     }
 
-    @Test("prefilling all at once gives the same last logits as feeding tokens one by one",
-          arguments: Fixtures.modelNames)
+    @Test(
+        "prefilling all at once gives the same last logits as feeding tokens one by one",
+        arguments: Fixtures.modelNames)
     func incrementalEqualsPrefill(name: String) throws {
         let reference = try Fixtures.reference(name)
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
@@ -194,7 +198,7 @@ struct MixtralFixtureTests {
             experts: (0..<c.layerCount).flatMap { layer in
                 (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
             })
-        let prompt = reference.cases[0].prompt_token_ids
+        let prompt = reference.cases[0].promptTokenIDs
         let experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] = {
             try store.compute(layer: $0, hidden: $1, routing: $2)
         }

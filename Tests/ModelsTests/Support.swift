@@ -53,7 +53,8 @@ struct Difference: CustomStringConvertible {
     var description: String {
         var text = "max abs diff \(maximum) at index \(maximumIndex)"
         if let firstMismatch {
-            text += "; first mismatch at index \(firstMismatch.index): \(firstMismatch.actual) vs expected \(firstMismatch.expected)"
+            text +=
+                "; first mismatch at index \(firstMismatch.index): \(firstMismatch.actual) vs expected \(firstMismatch.expected)"
         }
         return text
     }
@@ -63,19 +64,37 @@ struct Difference: CustomStringConvertible {
 struct ModelReference: Decodable {
     struct Case: Decodable {
         struct ExpertLoad: Decodable {
+            /// [layers][experts] prompt tokens routed to each expert.
             var prefill: [[Int]]
+            /// [layers][experts] decode-step tokens routed to each expert.
             var decode: [[Int]]
         }
         var prompt: String
-        var prompt_token_ids: [Int32]
-        var max_new_tokens: Int
-        var completion_token_ids: [Int32]
-        var step_logits: [[Float]]
-        var expert_load: ExpertLoad
+        var promptTokenIDs: [Int32]
+        var maxNewTokens: Int
+        var completionTokenIDs: [Int32]
+        /// [maxNewTokens][vocabularySize] f32 logits that chose each completion token.
+        var stepLogits: [[Float]]
+        var expertLoad: ExpertLoad
+
+        enum CodingKeys: String, CodingKey {
+            case prompt
+            case promptTokenIDs = "prompt_token_ids"
+            case maxNewTokens = "max_new_tokens"
+            case completionTokenIDs = "completion_token_ids"
+            case stepLogits = "step_logits"
+            case expertLoad = "expert_load"
+        }
     }
-    var reference_dtype: String
-    var stored_dtype: String
+    var referenceDType: String
+    var storedDType: String
     var cases: [Case]
+
+    enum CodingKeys: String, CodingKey {
+        case referenceDType = "reference_dtype"
+        case storedDType = "stored_dtype"
+        case cases
+    }
 }
 
 enum Fixtures {
