@@ -2,7 +2,7 @@
 // listed by model.safetensors.index.json. Tensors stay memory-mapped; they are converted to f32
 // only when a model or expert store loads them.
 public import Foundation
-import Tensors
+public import Tensors
 
 /// A read-only, memory-mapped model checkpoint whose configuration and tensor shapes have been validated.
 public final class Checkpoint: Sendable {
@@ -93,6 +93,27 @@ public final class Checkpoint: Sendable {
             }
             initialized = count
         }
+    }
+
+    /// Tensor `name` as f32, borrowed in place from the memory map when it is stored as aligned
+    /// little-endian f32 (no copy), otherwise converted into an owned array.
+    /// - Returns: the tensor with its checkpoint shape, f32.
+    /// - Throws: `ModelError.missingTensor` or `.unsupportedTensorDType`.
+    public func tensor(named name: String) throws(ModelError) -> FloatTensor {
+        guard let (fileIndex, entry) = tensors[name] else {
+            throw .missingTensor(name: name, searched: files.map(\.displayName))
+        }
+        #if _endian(little)
+            let bytes = files[fileIndex].bytes(of: entry)
+            if entry.dtype == .f32, entry.elementCount > 0, let base = bytes.baseAddress,
+                Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0
+            {
+                return FloatTensor(
+                    shape: entry.shape, borrowing: base.assumingMemoryBound(to: Float.self),
+                    owner: files[fileIndex].mapping)
+            }
+        #endif
+        return FloatTensor(shape: entry.shape, values: try floats(named: name))
     }
 
     // MARK: Loading

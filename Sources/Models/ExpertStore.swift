@@ -8,11 +8,11 @@ public import Tensors
 public final class ExpertStore: Sendable {
     private struct Expert: Sendable {
         /// w1, [I, H], f32
-        let gate: [Float]
+        let gate: FloatTensor
         /// w3, [I, H], f32
-        let up: [Float]
+        let up: FloatTensor
         /// w2, [H, I], f32
-        let down: [Float]
+        let down: FloatTensor
     }
 
     /// The hyper-parameters of the model the experts belong to.
@@ -33,9 +33,9 @@ public final class ExpertStore: Sendable {
                     "\(layerExpert) is outside the model (\(c.layerCount) layers, \(c.expertCount) experts per layer)")
             }
             loaded[layerExpert] = Expert(
-                gate: try checkpoint.floats(named: MixtralTensorNames.expertGate(layer, expert)),
-                up: try checkpoint.floats(named: MixtralTensorNames.expertUp(layer, expert)),
-                down: try checkpoint.floats(named: MixtralTensorNames.expertDown(layer, expert)))
+                gate: try checkpoint.tensor(named: MixtralTensorNames.expertGate(layer, expert)),
+                up: try checkpoint.tensor(named: MixtralTensorNames.expertUp(layer, expert)),
+                down: try checkpoint.tensor(named: MixtralTensorNames.expertDown(layer, expert)))
         }
         self.experts = loaded
     }
@@ -135,12 +135,11 @@ public final class ExpertStore: Sendable {
     /// - Parameter input: [rowCount, H], f32.
     /// - Returns: [rowCount, H], f32.
     private func feedForward(_ expert: Expert, _ input: [Float], rowCount: Int) -> [Float] {
-        let intermediate = configuration.intermediateSize
-        var gate = linear(input, rowCount: rowCount, weight: expert.gate, outputCount: intermediate)
-        let up = linear(input, rowCount: rowCount, weight: expert.up, outputCount: intermediate)
+        var gate = linear(input, rowCount: rowCount, weight: expert.gate)
+        let up = linear(input, rowCount: rowCount, weight: expert.up)
         gate.withUnsafeMutableBufferPointer { g in
             up.withUnsafeBufferPointer { u in swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: g.count) }
         }
-        return linear(gate, rowCount: rowCount, weight: expert.down, outputCount: configuration.hiddenSize)
+        return linear(gate, rowCount: rowCount, weight: expert.down)
     }
 }

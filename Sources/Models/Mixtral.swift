@@ -303,23 +303,23 @@ public enum MixtralTensorNames {
 /// KV cache with a causal (and optionally sliding-window) mask, output projection.
 struct MixtralAttention: Sendable {
     /// [heads × D, H], f32
-    let queryWeight: [Float]
+    let queryWeight: FloatTensor
     /// [kvHeads × D, H], f32
-    let keyWeight: [Float]
+    let keyWeight: FloatTensor
     /// [kvHeads × D, H], f32
-    let valueWeight: [Float]
+    let valueWeight: FloatTensor
     /// [H, heads × D], f32
-    let outputWeight: [Float]
+    let outputWeight: FloatTensor
     let shape: AttentionShape
     let rotary: RotaryEmbedding
     let hiddenSize: Int
 
     init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
         let c = checkpoint.configuration
-        queryWeight = try checkpoint.floats(named: MixtralTensorNames.query(layer))
-        keyWeight = try checkpoint.floats(named: MixtralTensorNames.key(layer))
-        valueWeight = try checkpoint.floats(named: MixtralTensorNames.value(layer))
-        outputWeight = try checkpoint.floats(named: MixtralTensorNames.output(layer))
+        queryWeight = try checkpoint.tensor(named: MixtralTensorNames.query(layer))
+        keyWeight = try checkpoint.tensor(named: MixtralTensorNames.key(layer))
+        valueWeight = try checkpoint.tensor(named: MixtralTensorNames.value(layer))
+        outputWeight = try checkpoint.tensor(named: MixtralTensorNames.output(layer))
         shape = AttentionShape(
             headCount: c.attentionHeadCount, keyValueHeadCount: c.keyValueHeadCount,
             headDimension: c.headDimension, slidingWindow: c.slidingWindow)
@@ -335,9 +335,9 @@ struct MixtralAttention: Sendable {
         let start = cache.count
         let queryWidth = shape.headCount * shape.headDimension
         let keyValueWidth = shape.keyValueHeadCount * shape.headDimension
-        var queries = linear(normed, rowCount: tokenCount, weight: queryWeight, outputCount: queryWidth)
-        var keys = linear(normed, rowCount: tokenCount, weight: keyWeight, outputCount: keyValueWidth)
-        let values = linear(normed, rowCount: tokenCount, weight: valueWeight, outputCount: keyValueWidth)
+        var queries = linear(normed, rowCount: tokenCount, weight: queryWeight)
+        var keys = linear(normed, rowCount: tokenCount, weight: keyWeight)
+        let values = linear(normed, rowCount: tokenCount, weight: valueWeight)
         queries.withUnsafeMutableBufferPointer { q in
             rotary.apply(to: q.baseAddress!, rowCount: tokenCount, headCount: shape.headCount, firstPosition: start)
         }
@@ -361,7 +361,7 @@ struct MixtralAttention: Sendable {
                 }
             }
         }
-        return linear(attended, rowCount: tokenCount, weight: outputWeight, outputCount: hiddenSize)
+        return linear(attended, rowCount: tokenCount, weight: outputWeight)
     }
 }
 
@@ -370,14 +370,14 @@ struct MixtralAttention: Sendable {
 /// The router of one MoE layer: a linear scoring of the E experts per token, then top-k.
 struct MixtralRouter: Sendable {
     /// [E, H], f32
-    let weight: [Float]
+    let weight: FloatTensor
     let expertCount: Int
     let expertsPerToken: Int
 
     /// Routes each token of `normed` to its top-k experts.
     /// - Parameter normed: [T, H], f32 (post-attention-normed hidden states).
     func route(_ normed: [Float], tokenCount: Int) -> RoutingDecision {
-        var probabilities = linear(normed, rowCount: tokenCount, weight: weight, outputCount: expertCount)
+        var probabilities = linear(normed, rowCount: tokenCount, weight: weight)
         var expertIDs: [Int32] = []
         var weights: [Float] = []
         expertIDs.reserveCapacity(tokenCount * expertsPerToken)
@@ -409,9 +409,9 @@ struct MixtralRouter: Sendable {
 /// run outside (in an `ExpertStore`, possibly on other machines) through the `experts` callback.
 struct MixtralDecoderLayer: Sendable {
     /// [H], f32
-    let inputNorm: [Float]
+    let inputNorm: FloatTensor
     /// [H], f32
-    let postAttentionNorm: [Float]
+    let postAttentionNorm: FloatTensor
     let attention: MixtralAttention
     let router: MixtralRouter
     let epsilon: Float
@@ -419,11 +419,11 @@ struct MixtralDecoderLayer: Sendable {
 
     init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
         let c = checkpoint.configuration
-        inputNorm = try checkpoint.floats(named: MixtralTensorNames.inputNorm(layer))
-        postAttentionNorm = try checkpoint.floats(named: MixtralTensorNames.postAttentionNorm(layer))
+        inputNorm = try checkpoint.tensor(named: MixtralTensorNames.inputNorm(layer))
+        postAttentionNorm = try checkpoint.tensor(named: MixtralTensorNames.postAttentionNorm(layer))
         attention = try MixtralAttention(checkpoint: checkpoint, layer: layer)
         router = MixtralRouter(
-            weight: try checkpoint.floats(named: MixtralTensorNames.router(layer)),
+            weight: try checkpoint.tensor(named: MixtralTensorNames.router(layer)),
             expertCount: c.expertCount, expertsPerToken: c.expertsPerToken)
         epsilon = Float(c.rmsNormEpsilon)
         index = layer
@@ -458,25 +458,25 @@ public final class MixtralDenseModel: Sendable {
     /// The model's hyper-parameters.
     public let configuration: MixtralConfiguration
     /// [V, H], f32
-    private let embedding: [Float]
+    private let embedding: FloatTensor
     private let layers: [MixtralDecoderLayer]
     /// [H], f32
-    private let finalNorm: [Float]
+    private let finalNorm: FloatTensor
     /// [V, H], f32 (the embedding matrix when tied)
-    private let lmHead: [Float]
+    private let lmHead: FloatTensor
 
     /// Loads the dense tensors of `checkpoint` (converted to f32).
     /// - Throws: `ModelError` when a tensor cannot be read.
     public init(checkpoint: Checkpoint) throws {
         configuration = checkpoint.configuration
-        embedding = try checkpoint.floats(named: MixtralTensorNames.embedding)
+        embedding = try checkpoint.tensor(named: MixtralTensorNames.embedding)
         var layers: [MixtralDecoderLayer] = []
         for layer in 0..<configuration.layerCount {
             layers.append(try MixtralDecoderLayer(checkpoint: checkpoint, layer: layer))
         }
         self.layers = layers
-        finalNorm = try checkpoint.floats(named: MixtralTensorNames.finalNorm)
-        lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.floats(named: MixtralTensorNames.lmHead)
+        finalNorm = try checkpoint.tensor(named: MixtralTensorNames.finalNorm)
+        lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.tensor(named: MixtralTensorNames.lmHead)
     }
 
     /// An empty KV cache for one sequence of up to `capacity` tokens.
@@ -517,8 +517,11 @@ public final class MixtralDenseModel: Sendable {
                     "forward: token id \(token) at index \(row) is outside the vocabulary (0 ..< \(c.vocabularySize))")
             }
             let source = Int(token) * hiddenSize
-            hidden.replaceSubrange(
-                (row * hiddenSize)..<((row + 1) * hiddenSize), with: embedding[source..<(source + hiddenSize)])
+            hidden.withUnsafeMutableBufferPointer { destination in
+                embedding.withUnsafePointer { table in
+                    (destination.baseAddress! + row * hiddenSize).update(from: table + source, count: hiddenSize)
+                }
+            }
         }
         for layer in layers {
             try layer(&hidden, tokenCount: tokenCount, cache: &cache, experts: experts)
@@ -530,7 +533,6 @@ public final class MixtralDenseModel: Sendable {
         case .lastToken: selected = Array(hidden[((tokenCount - 1) * hiddenSize)...])
         }
         let normed = rmsNorm(selected, weight: finalNorm, epsilon: Float(c.rmsNormEpsilon))
-        return linear(
-            normed, rowCount: selected.count / hiddenSize, weight: lmHead, outputCount: c.vocabularySize)
+        return linear(normed, rowCount: selected.count / hiddenSize, weight: lmHead)
     }
 }

@@ -148,6 +148,10 @@ struct CheckpointTests {
         let checkpoint = try Checkpoint(directory: directory)
         #expect(checkpoint.entry(named: MixtralTensorNames.embedding)?.dtype == dtype)
         #expect((checkpoint.entry(named: MixtralTensorNames.lmHead) == nil) == tie)
+        // f32 weights are used in place from the memory map; 16-bit ones are converted.
+        let embedding = try checkpoint.tensor(named: MixtralTensorNames.embedding)
+        #expect(embedding.isBorrowed == (dtype == .f32))
+        #expect(embedding.values == (try checkpoint.floats(named: MixtralTensorNames.embedding)))
         let model = try MixtralDenseModel(checkpoint: checkpoint)
         let store = try ExpertStore(
             checkpoint: checkpoint,
