@@ -18,8 +18,9 @@ public struct AttentionShape: Sendable, Equatable {
 
     /// Creates a shape; `headCount` must be a multiple of `keyValueHeadCount`.
     public init(headCount: Int, keyValueHeadCount: Int, headDimension: Int, slidingWindow: Int?) {
-        precondition(headCount > 0 && keyValueHeadCount > 0 && headCount % keyValueHeadCount == 0,
-                     "attention: query heads must be a positive multiple of key/value heads")
+        precondition(
+            headCount > 0 && keyValueHeadCount > 0 && headCount % keyValueHeadCount == 0,
+            "attention: query heads must be a positive multiple of key/value heads")
         precondition(headDimension > 0, "attention: head dimension must be positive")
         self.headCount = headCount
         self.keyValueHeadCount = keyValueHeadCount
@@ -47,7 +48,8 @@ public func attention(
     keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
     shape: AttentionShape, into output: UnsafeMutablePointer<Float>
 ) {
-    precondition(keyCount == firstQueryPosition + queryCount, "attention: keys must cover every position up to the last query")
+    precondition(
+        keyCount == firstQueryPosition + queryCount, "attention: keys must cover every position up to the last query")
     guard queryCount > 0 else { return }
     let headDimension = shape.headDimension
     let queryStride = shape.headCount * headDimension

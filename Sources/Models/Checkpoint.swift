@@ -2,7 +2,7 @@
 // listed by model.safetensors.index.json. Tensors stay memory-mapped; they are converted to f32
 // only when a model or expert store loads them.
 public import Foundation
-import Tensors
+public import Tensors
 
 /// A read-only, memory-mapped model checkpoint whose configuration and tensor shapes have been validated.
 public final class Checkpoint: Sendable {
@@ -47,7 +47,8 @@ public final class Checkpoint: Sendable {
             for (name, entry) in file.entries {
                 if let existing = tensors[name] {
                     throw ModelError.invalidSafetensors(
-                        file: file.displayName, message: "tensor \(name) is also in \(files[existing.file].displayName)")
+                        file: file.displayName, message: "tensor \(name) is also in \(files[existing.file].displayName)"
+                    )
                 }
                 tensors[name] = (index, entry)
             }
@@ -94,12 +95,39 @@ public final class Checkpoint: Sendable {
         }
     }
 
+    /// Tensor `name` as f32, borrowed in place from the memory map when it is stored as aligned
+    /// little-endian f32 (no copy), otherwise converted into an owned array.
+    /// - Returns: the tensor with its checkpoint shape, f32.
+    /// - Throws: `ModelError.missingTensor` or `.unsupportedTensorDType`.
+    public func tensor(named name: String) throws(ModelError) -> FloatTensor {
+        guard let (fileIndex, entry) = tensors[name] else {
+            throw .missingTensor(name: name, searched: files.map(\.displayName))
+        }
+        #if _endian(little)
+            let bytes = files[fileIndex].bytes(of: entry)
+            if entry.dtype == .f32, entry.elementCount > 0, let base = bytes.baseAddress,
+                Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0
+            {
+                return FloatTensor(
+                    shape: entry.shape, borrowing: base.assumingMemoryBound(to: Float.self),
+                    owner: files[fileIndex].mapping)
+            }
+        #endif
+        return FloatTensor(shape: entry.shape, values: try floats(named: name))
+    }
+
     // MARK: Loading
 
-    private static func decodeConfiguration(_ data: Data) throws(ModelError) -> (ModelArchitecture, MixtralConfiguration) {
+    private static func decodeConfiguration(_ data: Data) throws(ModelError) -> (
+        ModelArchitecture, MixtralConfiguration
+    ) {
         struct ArchitectureFields: Decodable {
-            var model_type: String?
+            var modelType: String?
             var architectures: [String]?
+            enum CodingKeys: String, CodingKey {
+                case modelType = "model_type"
+                case architectures
+            }
         }
         let fields: ArchitectureFields
         do {
@@ -107,7 +135,8 @@ public final class Checkpoint: Sendable {
         } catch {
             throw .invalidConfiguration(file: "config.json", message: Self.describe(error))
         }
-        let architecture = try ModelArchitecture.resolve(modelType: fields.model_type, architectures: fields.architectures)
+        let architecture = try ModelArchitecture.resolve(
+            modelType: fields.modelType, architectures: fields.architectures)
         let configuration: MixtralConfiguration
         do {
             configuration = try JSONDecoder().decode(MixtralConfiguration.self, from: data)
@@ -151,14 +180,17 @@ public final class Checkpoint: Sendable {
         guard let data = try? Data(contentsOf: indexURL) else {
             throw .unreadableFile(file: indexFileName, reason: "cannot be read")
         }
-        struct Index: Decodable { var weight_map: [String: String] }
+        struct Index: Decodable {
+            var weightMap: [String: String]
+            enum CodingKeys: String, CodingKey { case weightMap = "weight_map" }
+        }
         let index: Index
         do {
             index = try JSONDecoder().decode(Index.self, from: data)
         } catch {
             throw .invalidConfiguration(file: indexFileName, message: describe(error))
         }
-        let shardNames = Set(index.weight_map.values).sorted()
+        let shardNames = Set(index.weightMap.values).sorted()
         guard !shardNames.isEmpty else {
             throw .invalidConfiguration(file: indexFileName, message: "weight_map is empty")
         }
@@ -167,13 +199,15 @@ public final class Checkpoint: Sendable {
             // Shards are plain file names in the model directory; anything else could escape it.
             guard !shard.isEmpty, !shard.contains("/"), !shard.contains("\\"), shard != ".", shard != ".." else {
                 throw .invalidConfiguration(
-                    file: indexFileName, message: "weight_map names shard \"\(shard)\", expected a file name in the model directory")
+                    file: indexFileName,
+                    message: "weight_map names shard \"\(shard)\", expected a file name in the model directory")
             }
             files.append(try SafetensorsFile(url: directory.appendingPathComponent(shard), displayName: shard))
         }
-        for (name, shard) in index.weight_map.sorted(by: { $0.key < $1.key }) {
+        for (name, shard) in index.weightMap.sorted(by: { $0.key < $1.key }) {
             guard let file = files.first(where: { $0.displayName == shard }), file.entries[name] != nil else {
-                throw .invalidSafetensors(file: shard, message: "has no tensor \(name), which \(indexFileName) places there")
+                throw .invalidSafetensors(
+                    file: shard, message: "has no tensor \(name), which \(indexFileName) places there")
             }
         }
         return files

@@ -1,18 +1,18 @@
+import Kernels
 // Vocabulary: an expert is one SwiGLU feed-forward network of one MoE layer, y = w2(silu(w1 x) ⊙ w3 x).
 // An expert store holds some experts' weights (a worker's shard, or all of them in process) and
 // computes, for a batch of token rows, each row's weighted sum over the experts it is routed to.
 public import Tensors
-import Kernels
 
 /// The weights of a set of (layer, expert) FFNs and their batched computation.
 public final class ExpertStore: Sendable {
     private struct Expert: Sendable {
         /// w1, [I, H], f32
-        let gate: [Float]
+        let gate: FloatTensor
         /// w3, [I, H], f32
-        let up: [Float]
+        let up: FloatTensor
         /// w2, [H, I], f32
-        let down: [Float]
+        let down: FloatTensor
     }
 
     /// The hyper-parameters of the model the experts belong to.
@@ -33,9 +33,9 @@ public final class ExpertStore: Sendable {
                     "\(layerExpert) is outside the model (\(c.layerCount) layers, \(c.expertCount) experts per layer)")
             }
             loaded[layerExpert] = Expert(
-                gate: try checkpoint.floats(named: MixtralTensorNames.expertGate(layer, expert)),
-                up: try checkpoint.floats(named: MixtralTensorNames.expertUp(layer, expert)),
-                down: try checkpoint.floats(named: MixtralTensorNames.expertDown(layer, expert)))
+                gate: try checkpoint.tensor(named: MixtralTensorNames.expertGate(layer, expert)),
+                up: try checkpoint.tensor(named: MixtralTensorNames.expertUp(layer, expert)),
+                down: try checkpoint.tensor(named: MixtralTensorNames.expertDown(layer, expert)))
         }
         self.experts = loaded
     }
@@ -67,7 +67,8 @@ public final class ExpertStore: Sendable {
         }
         guard rowExpertOffsets.count == rowCount + 1 else {
             throw ModelError.invalidInput(
-                "\(layer): rowExpertOffsets has \(rowExpertOffsets.count) entries, expected rowCount + 1 (\(rowCount + 1))")
+                "\(layer): rowExpertOffsets has \(rowExpertOffsets.count) entries, expected rowCount + 1 (\(rowCount + 1))"
+            )
         }
         guard expertIDs.count == weights.count else {
             throw ModelError.invalidInput(
@@ -75,15 +76,18 @@ public final class ExpertStore: Sendable {
         }
         guard rowExpertOffsets.first == 0, Int(rowExpertOffsets[rowCount]) == expertIDs.count else {
             throw ModelError.invalidInput(
-                "\(layer): rowExpertOffsets must start at 0 and end at \(expertIDs.count), got \(rowExpertOffsets.first ?? 0) … \(rowExpertOffsets.last ?? 0)")
+                "\(layer): rowExpertOffsets must start at 0 and end at \(expertIDs.count), got \(rowExpertOffsets.first ?? 0) … \(rowExpertOffsets.last ?? 0)"
+            )
         }
         // Per expert: the rows routed to it and their weights, rows ascending.
         var assignments: [Int: [(row: Int, weight: Float)]] = [:]
         for row in 0..<rowCount {
             let begin = Int(rowExpertOffsets[row])
             let end = Int(rowExpertOffsets[row + 1])
-            guard begin <= end else {
-                throw ModelError.invalidInput("\(layer): rowExpertOffsets decrease at row \(row) (\(begin) > \(end))")
+            guard begin <= end, end <= expertIDs.count else {
+                throw ModelError.invalidInput(
+                    "\(layer): rowExpertOffsets[\(row) ... \(row + 1)] = \(begin), \(end), but must be non-decreasing and at most \(expertIDs.count)"
+                )
             }
             for entry in begin..<end {
                 let expert = Int(expertIDs[entry])
@@ -131,12 +135,11 @@ public final class ExpertStore: Sendable {
     /// - Parameter input: [rowCount, H], f32.
     /// - Returns: [rowCount, H], f32.
     private func feedForward(_ expert: Expert, _ input: [Float], rowCount: Int) -> [Float] {
-        let intermediate = configuration.intermediateSize
-        var gate = linear(input, rowCount: rowCount, weight: expert.gate, outputCount: intermediate)
-        let up = linear(input, rowCount: rowCount, weight: expert.up, outputCount: intermediate)
+        var gate = linear(input, rowCount: rowCount, weight: expert.gate)
+        let up = linear(input, rowCount: rowCount, weight: expert.up)
         gate.withUnsafeMutableBufferPointer { g in
             up.withUnsafeBufferPointer { u in swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: g.count) }
         }
-        return linear(gate, rowCount: rowCount, weight: expert.down, outputCount: configuration.hiddenSize)
+        return linear(gate, rowCount: rowCount, weight: expert.down)
     }
 }

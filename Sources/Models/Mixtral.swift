@@ -1,10 +1,10 @@
+import Kernels
 // Mixtral: a decoder-only transformer whose feed-forward blocks are sparse mixtures of SwiGLU experts.
 // Port of transformers/models/mixtral/modeling_mixtral.py (transformers 5.23), f32 compute.
 //
 // Legend: T = tokens in this forward pass, H = hidden size, E = experts per layer, k = experts per
 // token, V = vocabulary size, D = head dimension.
 public import Tensors
-import Kernels
 
 // MARK: - Configuration
 
@@ -122,7 +122,8 @@ public struct MixtralConfiguration: Codable, Sendable, Equatable {
         // transformers 5 nests θ in rope_parameters; older files have it at the top level (or in rope_scaling).
         var theta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta)
         var type: String?
-        for key in [CodingKeys.ropeParameters, .ropeScaling] where try container.contains(key) && !container.decodeNil(forKey: key) {
+        for key in [CodingKeys.ropeParameters, .ropeScaling]
+        where try container.contains(key) && !container.decodeNil(forKey: key) {
             let rope = try container.nestedContainer(keyedBy: RopeParameterKeys.self, forKey: key)
             theta = try rope.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? theta
             type = try rope.decodeIfPresent(String.self, forKey: .ropeType) ?? type
@@ -190,11 +191,13 @@ public struct MixtralConfiguration: Codable, Sendable, Equatable {
         }
         guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
             throw fail(
-                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_local_experts (\(expertCount))")
+                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_local_experts (\(expertCount))"
+            )
         }
         guard keyValueHeadCount <= attentionHeadCount, attentionHeadCount % keyValueHeadCount == 0 else {
             throw fail(
-                "num_key_value_heads is \(keyValueHeadCount), but must divide num_attention_heads (\(attentionHeadCount))")
+                "num_key_value_heads is \(keyValueHeadCount), but must divide num_attention_heads (\(attentionHeadCount))"
+            )
         }
         guard headDimension >= 2, headDimension % 2 == 0 else {
             throw fail("head_dim is \(headDimension), but must be a positive even number (RoPE rotates pairs)")
@@ -215,7 +218,8 @@ public struct MixtralConfiguration: Codable, Sendable, Equatable {
             throw fail("rope_type is \(ropeType), but only default is supported")
         }
         if let bosTokenID, bosTokenID < 0 || bosTokenID >= vocabularySize {
-            throw fail("bos_token_id is \(bosTokenID), but must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
+            throw fail(
+                "bos_token_id is \(bosTokenID), but must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
         }
         for eos in eosTokenIDs where eos < 0 || eos >= vocabularySize {
             throw fail("eos_token_id \(eos) must be between 0 and vocab_size - 1 (\(vocabularySize - 1))")
@@ -239,7 +243,9 @@ public enum MixtralTensorNames {
     /// [H]
     public static func inputNorm(_ layer: Int) -> String { "\(self.layer(layer)).input_layernorm.weight" }
     /// [H]
-    public static func postAttentionNorm(_ layer: Int) -> String { "\(self.layer(layer)).post_attention_layernorm.weight" }
+    public static func postAttentionNorm(_ layer: Int) -> String {
+        "\(self.layer(layer)).post_attention_layernorm.weight"
+    }
     /// [heads × D, H]
     public static func query(_ layer: Int) -> String { "\(self.layer(layer)).self_attn.q_proj.weight" }
     /// [kvHeads × D, H]
@@ -297,23 +303,23 @@ public enum MixtralTensorNames {
 /// KV cache with a causal (and optionally sliding-window) mask, output projection.
 struct MixtralAttention: Sendable {
     /// [heads × D, H], f32
-    let queryWeight: [Float]
+    let queryWeight: FloatTensor
     /// [kvHeads × D, H], f32
-    let keyWeight: [Float]
+    let keyWeight: FloatTensor
     /// [kvHeads × D, H], f32
-    let valueWeight: [Float]
+    let valueWeight: FloatTensor
     /// [H, heads × D], f32
-    let outputWeight: [Float]
+    let outputWeight: FloatTensor
     let shape: AttentionShape
     let rotary: RotaryEmbedding
     let hiddenSize: Int
 
     init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
         let c = checkpoint.configuration
-        queryWeight = try checkpoint.floats(named: MixtralTensorNames.query(layer))
-        keyWeight = try checkpoint.floats(named: MixtralTensorNames.key(layer))
-        valueWeight = try checkpoint.floats(named: MixtralTensorNames.value(layer))
-        outputWeight = try checkpoint.floats(named: MixtralTensorNames.output(layer))
+        queryWeight = try checkpoint.tensor(named: MixtralTensorNames.query(layer))
+        keyWeight = try checkpoint.tensor(named: MixtralTensorNames.key(layer))
+        valueWeight = try checkpoint.tensor(named: MixtralTensorNames.value(layer))
+        outputWeight = try checkpoint.tensor(named: MixtralTensorNames.output(layer))
         shape = AttentionShape(
             headCount: c.attentionHeadCount, keyValueHeadCount: c.keyValueHeadCount,
             headDimension: c.headDimension, slidingWindow: c.slidingWindow)
@@ -329,14 +335,15 @@ struct MixtralAttention: Sendable {
         let start = cache.count
         let queryWidth = shape.headCount * shape.headDimension
         let keyValueWidth = shape.keyValueHeadCount * shape.headDimension
-        var queries = linear(normed, rowCount: tokenCount, weight: queryWeight, outputCount: queryWidth)
-        var keys = linear(normed, rowCount: tokenCount, weight: keyWeight, outputCount: keyValueWidth)
-        let values = linear(normed, rowCount: tokenCount, weight: valueWeight, outputCount: keyValueWidth)
+        var queries = linear(normed, rowCount: tokenCount, weight: queryWeight)
+        var keys = linear(normed, rowCount: tokenCount, weight: keyWeight)
+        let values = linear(normed, rowCount: tokenCount, weight: valueWeight)
         queries.withUnsafeMutableBufferPointer { q in
             rotary.apply(to: q.baseAddress!, rowCount: tokenCount, headCount: shape.headCount, firstPosition: start)
         }
         keys.withUnsafeMutableBufferPointer { k in
-            rotary.apply(to: k.baseAddress!, rowCount: tokenCount, headCount: shape.keyValueHeadCount, firstPosition: start)
+            rotary.apply(
+                to: k.baseAddress!, rowCount: tokenCount, headCount: shape.keyValueHeadCount, firstPosition: start)
         }
         let range = (start * keyValueWidth)..<((start + tokenCount) * keyValueWidth)
         cache.keys[layer].replaceSubrange(range, with: keys)
@@ -354,7 +361,7 @@ struct MixtralAttention: Sendable {
                 }
             }
         }
-        return linear(attended, rowCount: tokenCount, weight: outputWeight, outputCount: hiddenSize)
+        return linear(attended, rowCount: tokenCount, weight: outputWeight)
     }
 }
 
@@ -363,14 +370,14 @@ struct MixtralAttention: Sendable {
 /// The router of one MoE layer: a linear scoring of the E experts per token, then top-k.
 struct MixtralRouter: Sendable {
     /// [E, H], f32
-    let weight: [Float]
+    let weight: FloatTensor
     let expertCount: Int
     let expertsPerToken: Int
 
     /// Routes each token of `normed` to its top-k experts.
     /// - Parameter normed: [T, H], f32 (post-attention-normed hidden states).
     func route(_ normed: [Float], tokenCount: Int) -> RoutingDecision {
-        var probabilities = linear(normed, rowCount: tokenCount, weight: weight, outputCount: expertCount)
+        var probabilities = linear(normed, rowCount: tokenCount, weight: weight)
         var expertIDs: [Int32] = []
         var weights: [Float] = []
         expertIDs.reserveCapacity(tokenCount * expertsPerToken)
@@ -402,9 +409,9 @@ struct MixtralRouter: Sendable {
 /// run outside (in an `ExpertStore`, possibly on other machines) through the `experts` callback.
 struct MixtralDecoderLayer: Sendable {
     /// [H], f32
-    let inputNorm: [Float]
+    let inputNorm: FloatTensor
     /// [H], f32
-    let postAttentionNorm: [Float]
+    let postAttentionNorm: FloatTensor
     let attention: MixtralAttention
     let router: MixtralRouter
     let epsilon: Float
@@ -412,11 +419,11 @@ struct MixtralDecoderLayer: Sendable {
 
     init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
         let c = checkpoint.configuration
-        inputNorm = try checkpoint.floats(named: MixtralTensorNames.inputNorm(layer))
-        postAttentionNorm = try checkpoint.floats(named: MixtralTensorNames.postAttentionNorm(layer))
+        inputNorm = try checkpoint.tensor(named: MixtralTensorNames.inputNorm(layer))
+        postAttentionNorm = try checkpoint.tensor(named: MixtralTensorNames.postAttentionNorm(layer))
         attention = try MixtralAttention(checkpoint: checkpoint, layer: layer)
         router = MixtralRouter(
-            weight: try checkpoint.floats(named: MixtralTensorNames.router(layer)),
+            weight: try checkpoint.tensor(named: MixtralTensorNames.router(layer)),
             expertCount: c.expertCount, expertsPerToken: c.expertsPerToken)
         epsilon = Float(c.rmsNormEpsilon)
         index = layer
@@ -428,14 +435,16 @@ struct MixtralDecoderLayer: Sendable {
         _ hidden: inout [Float], tokenCount: Int, cache: inout KVCache,
         experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
     ) throws {
-        let attended = attention(rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), tokenCount: tokenCount, layer: index, cache: &cache)
+        let attended = attention(
+            rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), tokenCount: tokenCount, layer: index, cache: &cache)
         for position in hidden.indices { hidden[position] += attended[position] }
         let normed = rmsNorm(hidden, weight: postAttentionNorm, epsilon: epsilon)
         let routing = router.route(normed, tokenCount: tokenCount)
         let combined = try experts(LayerIndex(index), normed, routing)
         guard combined.count == hidden.count else {
             throw ModelError.invalidInput(
-                "experts of layer \(index) returned \(combined.count) values, expected [\(tokenCount), \(inputNorm.count)]")
+                "experts of layer \(index) returned \(combined.count) values, expected [\(tokenCount), \(inputNorm.count)]"
+            )
         }
         for position in hidden.indices { hidden[position] += combined[position] }
     }
@@ -449,25 +458,25 @@ public final class MixtralDenseModel: Sendable {
     /// The model's hyper-parameters.
     public let configuration: MixtralConfiguration
     /// [V, H], f32
-    private let embedding: [Float]
+    private let embedding: FloatTensor
     private let layers: [MixtralDecoderLayer]
     /// [H], f32
-    private let finalNorm: [Float]
+    private let finalNorm: FloatTensor
     /// [V, H], f32 (the embedding matrix when tied)
-    private let lmHead: [Float]
+    private let lmHead: FloatTensor
 
     /// Loads the dense tensors of `checkpoint` (converted to f32).
     /// - Throws: `ModelError` when a tensor cannot be read.
     public init(checkpoint: Checkpoint) throws {
         configuration = checkpoint.configuration
-        embedding = try checkpoint.floats(named: MixtralTensorNames.embedding)
+        embedding = try checkpoint.tensor(named: MixtralTensorNames.embedding)
         var layers: [MixtralDecoderLayer] = []
         for layer in 0..<configuration.layerCount {
             layers.append(try MixtralDecoderLayer(checkpoint: checkpoint, layer: layer))
         }
         self.layers = layers
-        finalNorm = try checkpoint.floats(named: MixtralTensorNames.finalNorm)
-        lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.floats(named: MixtralTensorNames.lmHead)
+        finalNorm = try checkpoint.tensor(named: MixtralTensorNames.finalNorm)
+        lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.tensor(named: MixtralTensorNames.lmHead)
     }
 
     /// An empty KV cache for one sequence of up to `capacity` tokens.
@@ -508,8 +517,11 @@ public final class MixtralDenseModel: Sendable {
                     "forward: token id \(token) at index \(row) is outside the vocabulary (0 ..< \(c.vocabularySize))")
             }
             let source = Int(token) * hiddenSize
-            hidden.replaceSubrange(
-                (row * hiddenSize)..<((row + 1) * hiddenSize), with: embedding[source..<(source + hiddenSize)])
+            hidden.withUnsafeMutableBufferPointer { destination in
+                embedding.withUnsafePointer { table in
+                    (destination.baseAddress! + row * hiddenSize).update(from: table + source, count: hiddenSize)
+                }
+            }
         }
         for layer in layers {
             try layer(&hidden, tokenCount: tokenCount, cache: &cache, experts: experts)
@@ -521,7 +533,6 @@ public final class MixtralDenseModel: Sendable {
         case .lastToken: selected = Array(hidden[((tokenCount - 1) * hiddenSize)...])
         }
         let normed = rmsNorm(selected, weight: finalNorm, epsilon: Float(c.rmsNormEpsilon))
-        return linear(
-            normed, rowCount: selected.count / hiddenSize, weight: lmHead, outputCount: c.vocabularySize)
+        return linear(normed, rowCount: selected.count / hiddenSize, weight: lmHead)
     }
 }

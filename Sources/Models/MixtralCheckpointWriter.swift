@@ -66,33 +66,81 @@ public enum MixtralCheckpointWriter {
     }
 
     /// config.json with sorted keys: the configuration plus the fields transformers expects.
+    ///
+    /// Rendered by hand rather than with `JSONEncoder`, which prints `0.0` as `0` and `1e6` as
+    /// `1000000`: transformers 5 validates config fields strictly and rejects an int where a float
+    /// is declared (`router_jitter_noise expected float, got int`).
     static func configJSON(_ configuration: MixtralConfiguration, dtype: DType) throws -> Data {
-        struct File: Encodable {
-            let configuration: MixtralConfiguration
-            let dtype: DType
-            enum Keys: String, CodingKey {
-                case architectures, modelType = "model_type", dtype
-                case attentionDropout = "attention_dropout", initializerRange = "initializer_range"
-                case routerJitterNoise = "router_jitter_noise", outputRouterLogits = "output_router_logits"
-                case routerAuxLossCoefficient = "router_aux_loss_coef", useCache = "use_cache"
-            }
-            func encode(to encoder: any Encoder) throws {
-                try configuration.encode(to: encoder)
-                var container = encoder.container(keyedBy: Keys.self)
-                try container.encode(["MixtralForCausalLM"], forKey: .architectures)
-                try container.encode("mixtral", forKey: .modelType)
-                try container.encode(dtype.huggingFaceName, forKey: .dtype)
-                try container.encode(0.0, forKey: .attentionDropout)
-                try container.encode(0.02, forKey: .initializerRange)
-                try container.encode(0.0, forKey: .routerJitterNoise)
-                try container.encode(false, forKey: .outputRouterLogits)
-                try container.encode(0.001, forKey: .routerAuxLossCoefficient)
-                try container.encode(true, forKey: .useCache)
-            }
+        typealias Key = MixtralConfiguration.CodingKeys
+        typealias RopeKey = MixtralConfiguration.RopeParameterKeys
+        let c = configuration
+        var fields: [String: JSONValue] = [
+            Key.hiddenSize.stringValue: .int(c.hiddenSize),
+            Key.intermediateSize.stringValue: .int(c.intermediateSize),
+            Key.layerCount.stringValue: .int(c.layerCount),
+            Key.attentionHeadCount.stringValue: .int(c.attentionHeadCount),
+            Key.keyValueHeadCount.stringValue: .int(c.keyValueHeadCount),
+            Key.headDimension.stringValue: .int(c.headDimension),
+            Key.expertCount.stringValue: .int(c.expertCount),
+            Key.expertsPerToken.stringValue: .int(c.expertsPerToken),
+            Key.vocabularySize.stringValue: .int(c.vocabularySize),
+            Key.rmsNormEpsilon.stringValue: .float(c.rmsNormEpsilon),
+            Key.ropeParameters.stringValue: .object([
+                RopeKey.ropeTheta.stringValue: .float(c.ropeTheta), RopeKey.ropeType.stringValue: .string(c.ropeType),
+            ]),
+            Key.slidingWindow.stringValue: c.slidingWindow.map(JSONValue.int) ?? .null,
+            Key.maxPositionEmbeddings.stringValue: .int(c.maxPositionEmbeddings),
+            Key.tieWordEmbeddings.stringValue: .bool(c.tieWordEmbeddings),
+            Key.bosTokenID.stringValue: c.bosTokenID.map(JSONValue.int) ?? .null,
+            Key.hiddenActivation.stringValue: .string(c.hiddenActivation),
+            "architectures": .array([.string("MixtralForCausalLM")]),
+            "model_type": .string("mixtral"),
+            "dtype": .string(dtype.huggingFaceName),
+            "attention_dropout": .float(0),
+            "initializer_range": .float(0.02),
+            "router_jitter_noise": .float(0),
+            "router_aux_loss_coef": .float(0.001),
+            "output_router_logits": .bool(false),
+            "use_cache": .bool(true),
+        ]
+        switch c.eosTokenIDs.count {
+        case 0: fields[Key.eosTokenID.stringValue] = .null
+        case 1: fields[Key.eosTokenID.stringValue] = .int(c.eosTokenIDs[0])
+        default: fields[Key.eosTokenID.stringValue] = .array(c.eosTokenIDs.map(JSONValue.int))
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return try encoder.encode(File(configuration: configuration, dtype: dtype))
+        return Data((JSONValue.object(fields).rendered(indent: "") + "\n").utf8)
+    }
+}
+
+/// A JSON value that keeps the int/float distinction Python's json module sees.
+private enum JSONValue {
+    case int(Int)
+    case float(Double)
+    case bool(Bool)
+    case string(String)
+    case null
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    /// Pretty-printed JSON with sorted keys (two-space indent, as transformers writes).
+    func rendered(indent: String) -> String {
+        switch self {
+        case .int(let value): return String(value)
+        // Swift's shortest round-trip form always has a "." or an exponent ("0.0", "1e-05", "1000000.0").
+        case .float(let value): return value.description
+        case .bool(let value): return value ? "true" : "false"
+        case .string(let value):
+            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                of: "\"", with: "\\\"")
+            return "\"\(escaped)\""
+        case .null: return "null"
+        case .array(let values):
+            return "[" + values.map { $0.rendered(indent: indent) }.joined(separator: ", ") + "]"
+        case .object(let fields):
+            let inner = indent + "  "
+            let lines = fields.keys.sorted().map { "\(inner)\"\($0)\": \(fields[$0]!.rendered(indent: inner))" }
+            return "{\n" + lines.joined(separator: ",\n") + "\n\(indent)}"
+        }
     }
 }
 

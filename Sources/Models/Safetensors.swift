@@ -76,11 +76,15 @@ final class SafetensorsFile: Sendable {
         var entries: [String: SafetensorsEntry] = [:]
         for (name, value) in header where name != "__metadata__" {
             guard let fields = value as? [String: Any] else { throw invalid("tensor \(name) is not a JSON object") }
-            guard let dtypeName = fields["dtype"] as? String else { throw invalid("tensor \(name) has no string dtype") }
+            guard let dtypeName = fields["dtype"] as? String else {
+                throw invalid("tensor \(name) has no string dtype")
+            }
             guard let elementSize = elementByteCount(dtypeName) else {
                 throw invalid("tensor \(name) has unknown dtype \(dtypeName)")
             }
-            guard let shapeValues = fields["shape"] as? [Any] else { throw invalid("tensor \(name) has no shape array") }
+            guard let shapeValues = fields["shape"] as? [Any] else {
+                throw invalid("tensor \(name) has no shape array")
+            }
             var shape: [Int] = []
             var elementCount = 1
             for dimensionValue in shapeValues {
@@ -96,12 +100,14 @@ final class SafetensorsFile: Sendable {
                 let begin = exactInt(offsets[0]), let end = exactInt(offsets[1])
             else { throw invalid("tensor \(name) has no data_offsets [begin, end]") }
             guard begin >= 0, begin <= end, end <= dataSize else {
-                throw invalid("tensor \(name) has data_offsets [\(begin), \(end)] outside the \(dataSize)-byte data section")
+                throw invalid(
+                    "tensor \(name) has data_offsets [\(begin), \(end)] outside the \(dataSize)-byte data section")
             }
             let (expectedBytes, overflow) = elementCount.multipliedReportingOverflow(by: elementSize)
             guard !overflow, expectedBytes == end - begin else {
                 throw invalid(
-                    "tensor \(name) has \(end - begin) bytes, but shape \(shape) of \(dtypeName) needs \(elementCount * elementSize)")
+                    "tensor \(name) has \(end - begin) bytes, but shape \(shape) of \(dtypeName) needs \(elementCount * elementSize)"
+                )
             }
             entries[name] = SafetensorsEntry(
                 name: name, dtypeName: dtypeName, dtype: DType(safetensorsName: dtypeName), shape: shape,
@@ -110,7 +116,8 @@ final class SafetensorsFile: Sendable {
         let ordered = entries.values.filter { !$0.byteRange.isEmpty }.sorted {
             ($0.byteRange.lowerBound, $0.name) < ($1.byteRange.lowerBound, $1.name)
         }
-        for (previous, next) in zip(ordered, ordered.dropFirst()) where next.byteRange.lowerBound < previous.byteRange.upperBound {
+        for (previous, next) in zip(ordered, ordered.dropFirst())
+        where next.byteRange.lowerBound < previous.byteRange.upperBound {
             throw invalid("tensors \(previous.name) and \(next.name) have overlapping data_offsets")
         }
         return entries
@@ -158,7 +165,8 @@ public enum SafetensorsWriter {
 
         /// Creates a tensor from f32 values stored as `dtype` (rounded to nearest even).
         public init(name: String, shape: [Int], values: [Float], storedAs dtype: DType) {
-            precondition(shape.reduce(1, *) == values.count, "tensor \(name): \(values.count) values for shape \(shape)")
+            precondition(
+                shape.reduce(1, *) == values.count, "tensor \(name): \(values.count) values for shape \(shape)")
             self.init(name: name, dtype: dtype, shape: shape, bytes: encodeFloats(values, as: dtype))
         }
     }

@@ -1,0 +1,223 @@
+// Kernels against plain Swift references on random non-zero inputs, including odd sizes.
+import Foundation
+import Kernels
+import Tensors
+import Testing
+
+/// Tolerance for f32 kernels whose summation order differs from the reference's.
+private let kernelTolerance: Float = 1e-5
+
+@Suite("Kernels")
+struct KernelTests {
+    @Test(
+        "linear equals the naive x·Wᵀ, with and without accumulation",
+        arguments: [
+            (1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 48, 130),
+        ])
+    func linearMatchesReference(shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: 1)
+        let x = random.floats(shape.rows * shape.inputs)
+        let w = random.floats(shape.outputs * shape.inputs)
+        var expected = [Float](repeating: 0, count: shape.rows * shape.outputs)
+        for r in 0..<shape.rows {
+            for o in 0..<shape.outputs {
+                var sum: Float = 0
+                for i in 0..<shape.inputs { sum += x[r * shape.inputs + i] * w[o * shape.inputs + i] }
+                expected[r * shape.outputs + o] = sum
+            }
+        }
+        let actual = linear(x, rowCount: shape.rows, weight: w, outputCount: shape.outputs)
+        let difference = Difference(actual, expected, tolerance: kernelTolerance)
+        #expect(difference.firstMismatch == nil, "\(difference)")
+
+        let base = random.floats(shape.rows * shape.outputs)
+        var accumulated = base
+        x.withUnsafeBufferPointer { xp in
+            w.withUnsafeBufferPointer { wp in
+                accumulated.withUnsafeMutableBufferPointer { yp in
+                    linear(
+                        xp.baseAddress!, rowCount: shape.rows, inputCount: shape.inputs, weight: wp.baseAddress!,
+                        outputCount: shape.outputs, into: yp.baseAddress!, accumulate: true)
+                }
+            }
+        }
+        let accumulatedDifference = Difference(accumulated, zip(base, expected).map(+), tolerance: kernelTolerance)
+        #expect(accumulatedDifference.firstMismatch == nil, "\(accumulatedDifference)")
+    }
+
+    @Test("rmsNorm scales each row by rsqrt(mean(x²) + ε) and the weight", arguments: [1, 7, 64, 129])
+    func rmsNormMatchesReference(width: Int) {
+        var random = TestRandom(seed: 2)
+        let rows = 3
+        let x = random.floats(rows * width)
+        let weight = random.floats(width)
+        let epsilon: Float = 1e-5
+        var expected: [Float] = []
+        for r in 0..<rows {
+            let row = x[(r * width)..<((r + 1) * width)]
+            let mean = row.map { Double($0) * Double($0) }.reduce(0, +) / Double(width)
+            let inverse = 1 / (mean + Double(epsilon)).squareRoot()
+            expected += row.enumerated().map { Float(Double($0.element) * inverse) * weight[$0.offset] }
+        }
+        let difference = Difference(rmsNorm(x, weight: weight, epsilon: epsilon), expected, tolerance: kernelTolerance)
+        #expect(difference.firstMismatch == nil, "\(difference)")
+    }
+
+    @Test("softmax rows sum to 1 and match exp(x)/Σexp(x); masked entries get 0", arguments: [1, 2, 8, 33])
+    func softmaxMatchesReference(width: Int) {
+        var random = TestRandom(seed: 3)
+        var x = random.floats(2 * width, scale: 8)
+        if width > 1 { x[1] = -.infinity }
+        let expected: [Float] = (0..<2).flatMap { r -> [Float] in
+            let row = x[(r * width)..<((r + 1) * width)].map(Double.init)
+            let total = row.map { exp($0) }.reduce(0, +)
+            return row.map { Float(exp($0) / total) }
+        }
+        let actual = softmax(x, width: width)
+        let difference = Difference(actual, expected, tolerance: 1e-6)
+        #expect(difference.firstMismatch == nil, "\(difference)")
+        if width > 1 { #expect(actual[1] == 0) }
+    }
+
+    @Test("silu is x·sigmoid(x) and swiGLU multiplies it by the up projection")
+    func siluMatchesReference() {
+        var random = TestRandom(seed: 4)
+        var gate = random.floats(37, scale: 6)
+        let up = random.floats(37)
+        let expected = zip(gate, up).map { g, u in Float(Double(g) / (1 + exp(-Double(g)))) * u }
+        gate.withUnsafeMutableBufferPointer { g in
+            up.withUnsafeBufferPointer { u in swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: 37) }
+        }
+        let difference = Difference(gate, expected, tolerance: 1e-6)
+        #expect(difference.firstMismatch == nil, "\(difference)")
+    }
+
+    @Test(
+        "topK returns the k largest, largest first, ties to the lowest index",
+        arguments: [
+            ([0.1, 0.5, 0.2, 0.5, 0.4] as [Float], 2, [1, 3]),
+            ([0.3, 0.3, 0.3] as [Float], 3, [0, 1, 2]),
+            ([1, 2, 3, 4, 5, 6, 7] as [Float], 3, [6, 5, 4]),
+            ([-1, .nan, -3] as [Float], 2, [0, 2]),
+            ([2, 1] as [Float], 0, [] as [Int]),
+        ])
+    func topKSelectsLargest(values: [Float], k: Int, expected: [Int]) {
+        #expect(topK(values, k: k) == expected)
+    }
+
+    @Test("topK agrees with a full sort on random rows")
+    func topKMatchesSort() {
+        var random = TestRandom(seed: 5)
+        for _ in 0..<50 {
+            let values = random.floats(11)
+            let sorted = values.indices.sorted { (values[$0], -$0) > (values[$1], -$1) }
+            #expect(topK(values, k: 4) == Array(sorted.prefix(4)))
+        }
+    }
+
+    @Test("RoPE rotates dimension i with i + D/2 by position × θ^(-2i/D)", arguments: [(2, 0), (8, 5), (14, 3)])
+    func ropeMatchesReference(parameters: (headDimension: Int, firstPosition: Int)) {
+        let (headDimension, firstPosition) = parameters
+        var random = TestRandom(seed: 6)
+        let heads = 3
+        let rows = 4
+        let x = random.floats(rows * heads * headDimension)
+        let rope = RotaryEmbedding(headDimension: headDimension, theta: 10_000)
+        let half = headDimension / 2
+        var expected = x
+        for r in 0..<rows {
+            for h in 0..<heads {
+                let base = (r * heads + h) * headDimension
+                for i in 0..<half {
+                    let frequency = 1 / pow(10_000.0, Double(2 * i) / Double(headDimension))
+                    let angle = Double(firstPosition + r) * frequency
+                    let a = Double(x[base + i])
+                    let b = Double(x[base + i + half])
+                    expected[base + i] = Float(a * cos(angle) - b * sin(angle))
+                    expected[base + i + half] = Float(b * cos(angle) + a * sin(angle))
+                }
+            }
+        }
+        let actual = rope.applied(to: x, headCount: heads, firstPosition: firstPosition)
+        let difference = Difference(actual, expected, tolerance: kernelTolerance)
+        #expect(difference.firstMismatch == nil, "\(difference)")
+    }
+
+    @Test(
+        "attention equals a naive masked softmax(QKᵀ/√D)V with GQA and sliding windows",
+        arguments: [
+            (4, 2, 6, 0, 5, nil), (6, 2, 8, 3, 4, 2), (3, 3, 5, 7, 1, 3), (2, 1, 4, 0, 9, 4), (4, 4, 2, 10, 1, nil),
+        ] as [(Int, Int, Int, Int, Int, Int?)])
+    func attentionMatchesReference(
+        parameters: (heads: Int, keyValueHeads: Int, headDimension: Int, cached: Int, queries: Int, window: Int?)
+    ) {
+        let p = parameters
+        var random = TestRandom(seed: 7)
+        let keyCount = p.cached + p.queries
+        let q = random.floats(p.queries * p.heads * p.headDimension)
+        let k = random.floats(keyCount * p.keyValueHeads * p.headDimension)
+        let v = random.floats(keyCount * p.keyValueHeads * p.headDimension)
+        let shape = AttentionShape(
+            headCount: p.heads, keyValueHeadCount: p.keyValueHeads, headDimension: p.headDimension,
+            slidingWindow: p.window)
+        var expected = [Float](repeating: 0, count: q.count)
+        let group = p.heads / p.keyValueHeads
+        for t in 0..<p.queries {
+            let position = p.cached + t
+            for h in 0..<p.heads {
+                let g = h / group
+                var scores: [Double] = []
+                var visible: [Int] = []
+                for s in 0..<keyCount where s <= position && (p.window == nil || s > position - p.window!) {
+                    var dot = 0.0
+                    for d in 0..<p.headDimension {
+                        dot +=
+                            Double(q[(t * p.heads + h) * p.headDimension + d])
+                            * Double(k[(s * p.keyValueHeads + g) * p.headDimension + d])
+                    }
+                    scores.append(dot / Double(p.headDimension).squareRoot())
+                    visible.append(s)
+                }
+                let maximum = scores.max()!
+                let weights = scores.map { exp($0 - maximum) }
+                let total = weights.reduce(0, +)
+                for d in 0..<p.headDimension {
+                    var sum = 0.0
+                    for (j, s) in visible.enumerated() {
+                        sum += weights[j] / total * Double(v[(s * p.keyValueHeads + g) * p.headDimension + d])
+                    }
+                    expected[(t * p.heads + h) * p.headDimension + d] = Float(sum)
+                }
+            }
+        }
+        let actual = attention(queries: q, keys: k, values: v, firstQueryPosition: p.cached, shape: shape)
+        let difference = Difference(actual, expected, tolerance: kernelTolerance)
+        #expect(difference.firstMismatch == nil, "\(difference)")
+    }
+
+    @Test("a key is visible iff q - window < k <= q")
+    func slidingWindowVisibility() {
+        let shape = AttentionShape(headCount: 1, keyValueHeadCount: 1, headDimension: 2, slidingWindow: 3)
+        #expect((0...9).filter { shape.isVisible(query: 6, key: $0) } == [4, 5, 6])
+        let causal = AttentionShape(headCount: 1, keyValueHeadCount: 1, headDimension: 2, slidingWindow: nil)
+        #expect((0...9).filter { causal.isVisible(query: 2, key: $0) } == [0, 1, 2])
+    }
+}
+
+@Suite("DType conversions")
+struct DTypeTests {
+    @Test("bf16 and f16 round-trip representable values and round f32 to nearest even")
+    func conversions() {
+        #expect(DType.f32.byteCount == 4 && DType.bf16.byteCount == 2 && DType.f16.byteCount == 2)
+        for value: Float in [0, 1, -2.5, 0.15625, 384, -0.0009765625] {
+            #expect(floatFromBFloat16Bits(bfloat16Bits(from: value)) == value)
+            #expect(floatFromFloat16Bits(float16Bits(from: value)) == value)
+        }
+        // 1 + 2^-8 is halfway between two bf16 values; ties go to the even one (1.0).
+        #expect(bfloat16Bits(from: 1 + 1.0 / 256) == 0x3F80)
+        #expect(bfloat16Bits(from: 1 + 3.0 / 256) == 0x3F82)
+        #expect(float16Bits(from: 1e6) == 0x7C00)
+        #expect(floatFromFloat16Bits(0x0001) == Float(sign: .plus, exponent: -24, significand: 1))
+        #expect(floatFromBFloat16Bits(bfloat16Bits(from: .nan)).isNaN)
+    }
+}
