@@ -21,6 +21,7 @@ public enum ModelArchitecture: String, Sendable, CaseIterable, CustomStringConve
         }
     }
 
+    /// The model type and class names, e.g. `mixtral (MixtralForCausalLM)`.
     public var description: String { "\(modelTypes[0]) (\(classNames.joined(separator: ", ")))" }
 
     /// Every supported name, for error messages.

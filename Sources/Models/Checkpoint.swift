@@ -54,6 +54,17 @@ public final class Checkpoint: Sendable {
             }
         }
         self.tensors = tensors
+        // Check the tensor count the configuration implies before listing the names: a config.json
+        // claiming 10⁹ layers must fail here, not after building 10⁹ names.
+        let c = configuration
+        let perLayer = c.expertCount.multipliedReportingOverflow(by: 3)
+        let allLayers = c.layerCount.multipliedReportingOverflow(by: perLayer.partialValue + 7)
+        guard !perLayer.overflow, !allLayers.overflow, allLayers.partialValue <= tensors.count else {
+            throw ModelError.invalidConfiguration(
+                file: "config.json",
+                message: "num_hidden_layers (\(c.layerCount)) and num_local_experts (\(c.expertCount)) need "
+                    + "more tensors than the \(tensors.count) in \(files.map(\.displayName).joined(separator: ", "))")
+        }
         for (name, shape) in MixtralTensorNames.expectedShapes(configuration) {
             guard let (fileIndex, entry) = tensors[name] else {
                 throw ModelError.missingTensor(name: name, searched: files.map(\.displayName))
@@ -157,7 +168,7 @@ public final class Checkpoint: Sendable {
         case DecodingError.keyNotFound(let key, let context):
             return "field \(path(context, key)) is missing"
         case DecodingError.typeMismatch(let type, let context):
-            return "field \(path(context)) is not a valid \(type)"
+            return context.codingPath.isEmpty ? "is not a JSON object" : "field \(path(context)) is not a valid \(type)"
         case DecodingError.valueNotFound(let type, let context):
             return "field \(path(context)) is null, expected \(type)"
         case DecodingError.dataCorrupted(let context):

@@ -105,6 +105,7 @@ public struct MixtralConfiguration: Codable, Sendable, Equatable {
         case ropeType = "rope_type"
     }
 
+    /// Decodes config.json (either layout); range checks are left to ``validate(file:)``.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         hiddenSize = try container.decode(Int.self, forKey: .hiddenSize)

@@ -6,24 +6,36 @@ public import Tensors
 
 /// The shape, dtype and seed of a random Mixtral checkpoint.
 public struct MixtralCheckpointOptions: Sendable, Equatable {
+    /// Width of the residual stream (`hidden_size`).
     public var hiddenSize: Int = 64
+    /// Width of each expert's hidden layer (`intermediate_size`).
     public var intermediateSize: Int = 128
+    /// Decoder layers (`num_hidden_layers`).
     public var layerCount: Int = 2
+    /// Query heads (`num_attention_heads`).
     public var attentionHeadCount: Int = 4
+    /// Key/value heads (`num_key_value_heads`); divides `attentionHeadCount`.
     public var keyValueHeadCount: Int = 2
+    /// Experts per MoE layer (`num_local_experts`).
     public var expertCount: Int = 8
+    /// Experts chosen per token (`num_experts_per_tok`).
     public var expertsPerToken: Int = 2
+    /// Vocabulary size (`vocab_size`).
     public var vocabularySize: Int = 256
+    /// Attention window in tokens (`sliding_window`), or nil for full causal attention.
     public var slidingWindow: Int? = nil
+    /// `max_position_embeddings` (informational).
     public var maxPositionEmbeddings: Int = 4096
+    /// RoPE base θ (`rope_parameters.rope_theta`).
     public var ropeTheta: Double = 1e6
+    /// Whether the LM head reuses the embeddings (no `lm_head.weight` is written).
     public var tieWordEmbeddings: Bool = false
     /// The stored dtype of every tensor (f32, bf16 or f16).
     public var dtype: DType = .f32
     /// The PRNG seed; equal seeds give byte-identical files.
     public var seed: UInt64 = 0
     /// The standard deviation of weight matrices (HF's `initializer_range`).
-    public var initializerRange: Float = 0.02
+    public var initializerRange: Double = 0.02
 
     /// Options with the defaults above (a model of a few hundred KB).
     public init() {}
@@ -49,7 +61,8 @@ public enum MixtralCheckpointWriter {
         let configuration = options.configuration
         try configuration.validate(file: "MixtralCheckpointOptions")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try configJSON(configuration, dtype: options.dtype).write(to: directory.appendingPathComponent("config.json"))
+        try configJSON(configuration, dtype: options.dtype, initializerRange: options.initializerRange).write(
+            to: directory.appendingPathComponent("config.json"))
 
         var generator = SplitMix64(seed: options.seed)
         var tensors: [SafetensorsWriter.Tensor] = []
@@ -59,7 +72,7 @@ public enum MixtralCheckpointWriter {
             let values: [Float] =
                 shape.count == 1
                 ? [Float](repeating: 1, count: count)
-                : (0..<count).map { _ in generator.nextNormal() * options.initializerRange }
+                : (0..<count).map { _ in generator.nextNormal() * Float(options.initializerRange) }
             tensors.append(SafetensorsWriter.Tensor(name: name, shape: shape, values: values, storedAs: options.dtype))
         }
         try SafetensorsWriter.write(tensors, to: directory.appendingPathComponent(Checkpoint.singleFileName))
@@ -70,7 +83,9 @@ public enum MixtralCheckpointWriter {
     /// Rendered by hand rather than with `JSONEncoder`, which prints `0.0` as `0` and `1e6` as
     /// `1000000`: transformers 5 validates config fields strictly and rejects an int where a float
     /// is declared (`router_jitter_noise expected float, got int`).
-    static func configJSON(_ configuration: MixtralConfiguration, dtype: DType) throws -> Data {
+    static func configJSON(
+        _ configuration: MixtralConfiguration, dtype: DType, initializerRange: Double
+    ) throws -> Data {
         typealias Key = MixtralConfiguration.CodingKeys
         typealias RopeKey = MixtralConfiguration.RopeParameterKeys
         let c = configuration
@@ -97,7 +112,7 @@ public enum MixtralCheckpointWriter {
             "model_type": .string("mixtral"),
             "dtype": .string(dtype.huggingFaceName),
             "attention_dropout": .float(0),
-            "initializer_range": .float(0.02),
+            "initializer_range": .float(initializerRange),
             "router_jitter_noise": .float(0),
             "router_aux_loss_coef": .float(0.001),
             "output_router_logits": .bool(false),

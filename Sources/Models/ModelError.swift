@@ -24,6 +24,7 @@ public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
     /// An expert was requested from a store that does not hold it.
     case expertNotHeld(LayerExpert)
 
+    /// One line: the file, field or tensor, what is wrong, and what would be valid.
     public var description: String {
         switch self {
         case .unreadableFile(let file, let reason):

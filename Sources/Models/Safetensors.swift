@@ -150,9 +150,13 @@ final class SafetensorsFile: Sendable {
 public enum SafetensorsWriter {
     /// One tensor to write: its name, dtype, shape and little-endian bytes.
     public struct Tensor: Sendable {
+        /// The tensor name.
         public var name: String
+        /// The stored dtype.
         public var dtype: DType
+        /// The shape, outermost dimension first.
         public var shape: [Int]
+        /// The little-endian bytes, `shape.product × dtype.byteCount` of them.
         public var bytes: [UInt8]
 
         /// Creates a tensor; `bytes.count` must be `shape.product × dtype.byteCount`.

@@ -46,5 +46,6 @@ public enum DType: String, Sendable, Hashable, CaseIterable, CustomStringConvert
         }
     }
 
+    /// The short name (`f32`, `bf16`, `f16`).
     public var description: String { rawValue }
 }

@@ -98,22 +98,18 @@ public func convertToFloat(
 /// Encodes f32 values as little-endian bytes of `dtype` (rounding to nearest even for bf16/f16).
 /// - Returns: `values.count × dtype.byteCount` bytes.
 public func encodeFloats(_ values: [Float], as dtype: DType) -> [UInt8] {
-    var bytes: [UInt8] = []
-    bytes.reserveCapacity(values.count * dtype.byteCount)
-    for value in values {
-        switch dtype {
-        case .f32:
-            let bits = value.bitPattern
-            bytes.append(contentsOf: [0, 8, 16, 24].map { UInt8(truncatingIfNeeded: bits >> $0) })
-        case .bf16:
-            let bits = bfloat16Bits(from: value)
-            bytes.append(UInt8(truncatingIfNeeded: bits))
-            bytes.append(UInt8(truncatingIfNeeded: bits >> 8))
-        case .f16:
-            let bits = float16Bits(from: value)
-            bytes.append(UInt8(truncatingIfNeeded: bits))
-            bytes.append(UInt8(truncatingIfNeeded: bits >> 8))
+    [UInt8](unsafeUninitializedCapacity: values.count * dtype.byteCount) { buffer, initialized in
+        for (index, value) in values.enumerated() {
+            switch dtype {
+            case .f32:
+                let bits = value.bitPattern
+                for byte in 0..<4 { buffer[index * 4 + byte] = UInt8(truncatingIfNeeded: bits >> UInt32(8 * byte)) }
+            case .bf16, .f16:
+                let bits = dtype == .bf16 ? bfloat16Bits(from: value) : float16Bits(from: value)
+                buffer[index * 2] = UInt8(truncatingIfNeeded: bits)
+                buffer[index * 2 + 1] = UInt8(truncatingIfNeeded: bits >> 8)
+            }
         }
+        initialized = values.count * dtype.byteCount
     }
-    return bytes
 }

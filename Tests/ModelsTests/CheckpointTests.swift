@@ -263,6 +263,11 @@ struct CheckpointTests {
             ("hidden_act", "\"gelu\"", "hidden_act is gelu, but only silu is supported"),
             ("vocab_size", "\"many\"", "field vocab_size is not a valid Int"),
             ("num_local_experts", "null", "field num_local_experts is null, expected Int"),
+            (
+                "num_hidden_layers", "1000000000",
+                "num_hidden_layers (1000000000) and num_local_experts (4) need more tensors"
+            ),
+            ("rope_parameters", #"{"rope_theta": "big"}"#, "field rope_parameters.rope_theta is not a valid Double"),
         ])
     func badConfigValue(field: String, jsonValue: String, expected: String) throws {
         let directory = try writeSmallCheckpoint()
@@ -292,6 +297,12 @@ struct CheckpointTests {
         )
         try editConfig(in: directory) { $0["model_type"] = nil }
         #expect(try Checkpoint(directory: directory).architecture == .mixtral)
+        try Data("[1, 2]".utf8).write(to: directory.appendingPathComponent("config.json"))
+        #expect(
+            modelError { _ = try Checkpoint(directory: directory) }?.description == "config.json: is not a JSON object")
+        try Data("{".utf8).write(to: directory.appendingPathComponent("config.json"))
+        #expect(
+            modelError { _ = try Checkpoint(directory: directory) }?.description == "config.json: is not valid JSON")
     }
 
     @Test("config.json in the older layout (top-level rope_theta, eos list, no head_dim) decodes")
