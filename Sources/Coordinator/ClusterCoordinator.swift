@@ -10,7 +10,7 @@ public import Logging
 public import Models
 public import Tensors
 import Transport
-public import Wire
+import Wire
 
 /// How the coordinator listens and whom it waits for.
 public struct CoordinatorOptions: Sendable {
