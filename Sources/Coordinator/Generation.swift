@@ -64,16 +64,19 @@ public struct GenerationRequest: Sendable, Equatable {
     public var ignoreEOS: Bool
     /// How many alternatives to report per token; 0 reports no logprobs.
     public var logprobs: Int
+    /// Generation ends when the text contains one of these; the text is cut before it.
+    public var stop: [String]
 
     public init(
         prompt: Prompt, maxTokens: Int, sampling: SamplingParameters = .init(), ignoreEOS: Bool = false,
-        logprobs: Int = 0
+        logprobs: Int = 0, stop: [String] = []
     ) {
         self.prompt = prompt
         self.maxTokens = maxTokens
         self.sampling = sampling
         self.ignoreEOS = ignoreEOS
         self.logprobs = logprobs
+        self.stop = stop
     }
 }
 

@@ -1,0 +1,147 @@
+// The engine as a service to front ends (the HTTP API, the CLI): submit a request, receive its
+// tokens as they are generated, cancel it, read health and metrics.
+public import Tokenization
+
+/// How a request ended.
+public enum FinishReason: String, Sendable, Codable, Equatable {
+    /// An end-of-sequence token or a stop string.
+    case stop
+    /// max_tokens reached.
+    case length
+    /// The client went away or cancelled.
+    case cancelled
+}
+
+/// One generated token, with the text it completes.
+public struct TokenEvent: Sendable, Equatable {
+    public let tokenID: Int32
+    /// The text this token completes: valid UTF-8, possibly empty (a partial character or a
+    /// stop-string prefix held back), never including a matched stop string.
+    public let text: String
+    /// Present when the request asked for logprobs.
+    public let logprob: TokenLogprob?
+
+    public init(tokenID: Int32, text: String, logprob: TokenLogprob?) {
+        self.tokenID = tokenID
+        self.text = text
+        self.logprob = logprob
+    }
+}
+
+/// The end of a request.
+public struct FinishEvent: Sendable, Equatable {
+    public let reason: FinishReason
+    public let promptTokenIDs: [Int32]
+    public let completionTokenIDs: [Int32]
+    /// Text held back at the end (after the last token event), already stop-trimmed.
+    public let trailingText: String
+    /// Tokens of this request routed per expert.
+    public let expertLoad: ExpertLoad
+    /// Seconds from submission to the first step that included the request.
+    public let queueSeconds: Double
+
+    public init(
+        reason: FinishReason, promptTokenIDs: [Int32], completionTokenIDs: [Int32], trailingText: String,
+        expertLoad: ExpertLoad, queueSeconds: Double
+    ) {
+        self.reason = reason
+        self.promptTokenIDs = promptTokenIDs
+        self.completionTokenIDs = completionTokenIDs
+        self.trailingText = trailingText
+        self.expertLoad = expertLoad
+        self.queueSeconds = queueSeconds
+    }
+}
+
+/// What a request's stream yields: tokens, then exactly one finish (or the stream throws a
+/// `GenerationError` if the engine failed the request).
+public enum GenerationEvent: Sendable, Equatable {
+    case token(TokenEvent)
+    case finished(FinishEvent)
+}
+
+/// Why a request was not accepted; front ends map these to HTTP statuses.
+public enum SubmitError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The request is invalid; `field` names the parameter (HTTP 400).
+    case invalid(field: String, message: String)
+    /// The waiting queue is full (HTTP 429).
+    case queueFull(String)
+    /// The engine cannot take requests now: workers missing, KV memory cannot ever hold it,
+    /// shutting down (HTTP 503).
+    case unavailable(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let field, let message): "\(field): \(message)"
+        case .queueFull(let message), .unavailable(let message): message
+        }
+    }
+}
+
+/// Whether the engine can serve.
+public enum HealthStatus: Sendable, Equatable {
+    case ready
+    case notReady(reason: String)
+}
+
+/// A fixed-bucket histogram of seconds.
+public struct Histogram: Sendable, Equatable {
+    /// Upper bounds of the buckets, ascending (the +Inf bucket is implicit).
+    public let upperBounds: [Double]
+    /// Observations per bucket (not cumulative); one more entry than `upperBounds` (+Inf).
+    public private(set) var bucketCounts: [UInt64]
+    public private(set) var sum: Double = 0
+    public private(set) var count: UInt64 = 0
+
+    public init(upperBounds: [Double]) {
+        self.upperBounds = upperBounds
+        bucketCounts = Array(repeating: 0, count: upperBounds.count + 1)
+    }
+
+    public mutating func observe(_ value: Double) {
+        let index = upperBounds.firstIndex { value <= $0 } ?? upperBounds.count
+        bucketCounts[index] += 1
+        sum += value
+        count += 1
+    }
+
+    /// Latency buckets from 1 ms to 60 s.
+    public static let latencyBuckets: [Double] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+    ]
+}
+
+/// A snapshot of the engine's counters for /metrics.
+public struct EngineMetrics: Sendable, Equatable {
+    public var runningRequests = 0
+    public var waitingRequests = 0
+    public var promptTokensTotal: UInt64 = 0
+    public var generationTokensTotal: UInt64 = 0
+    /// Finished requests by reason (`stop`, `length`, `cancelled`, `error`).
+    public var finishedRequests: [String: UInt64] = [:]
+    /// KV cache tokens reserved ÷ capacity, 0...1.
+    public var kvCacheUsage: Double = 0
+    public var requestLatency = Histogram(upperBounds: Histogram.latencyBuckets)
+    public var timeToFirstToken = Histogram(upperBounds: Histogram.latencyBuckets)
+    public var interTokenLatency = Histogram(upperBounds: Histogram.latencyBuckets)
+    public var queueTime = Histogram(upperBounds: Histogram.latencyBuckets)
+    /// Tokens routed per expert since start, `[layer][expert]`.
+    public var expertTokens: [[UInt64]] = []
+
+    public init() {}
+}
+
+/// The engine as front ends see it. Implementations are thread-safe.
+public protocol GenerationService: Sendable {
+    /// The model's name as served (the `model` field of responses).
+    var modelName: String { get }
+    /// Prompt + completion tokens one request may hold.
+    var contextLength: Int { get }
+    /// The checkpoint's tokenizer (chat templates, token counts).
+    var tokenizer: Tokenizer { get }
+    func health() -> HealthStatus
+    /// Accepts a request or refuses it at once. The stream ends after `.finished`; ending the
+    /// iteration early (or `onTermination`) cancels the request and frees its KV memory.
+    func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error>
+    func metrics() -> EngineMetrics
+}
