@@ -88,6 +88,26 @@ CASES = [
     "ﬁ ligature ① circled ｆｕｌｌ",
     "mixed\u200bzero\u200bwidth",
     "The quick brown fox jumps over the lazy dog.",
+    # Added-token options (lstrip/rstrip/single_word/normalized) and the edge pipelines.
+    "[MASK]",
+    "a   [MASK]   b",
+    "<sep>   x<sep>",
+    "hello world",
+    "ahello hello_ hello. HELLO",
+    "Ɐ and ɐ",
+    "1234-5678, ok; yes! end.",
+    "ＦＵＬＬ-width ﬁne",
+    "  <|x|>  spaced  <|x|>",
+]
+
+FIXTURES = [
+    "sp-metaspace",
+    "sp-legacy",
+    "mixtral-llama-class",
+    "qwen2-bytelevel",
+    "gpt2-bytelevel",
+    "edge-split-digits",
+    "edge-metaspace-first",
 ]
 
 SPECIAL_EXTRA = ["<|im_start|>", "<|im_end|>"]
@@ -246,6 +266,57 @@ def build_fixtures(output):
     )
 
 
+def build_edge_fixtures(output):
+    """Less common components, loaded as-is: they pin down Split behaviours, Digits, added-token options."""
+    vocab, merges = sentencepiece_style_model()
+    edge = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    edge.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex("[0-9]{4,}"), "#")]
+    )
+    edge.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("-", behavior="removed"),
+            pre_tokenizers.Split(Regex("[,.;:!?]"), behavior="merged_with_previous"),
+            pre_tokenizers.Digits(individual_digits=False),
+            pre_tokenizers.Metaspace("▁", prepend_scheme="always", split=True),
+        ]
+    )
+    edge.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 2, 0)]
+    )
+    edge.add_special_tokens(
+        [
+            AddedToken("<unk>", special=True, normalized=False),
+            AddedToken("<s>", special=True, normalized=False),
+            AddedToken("</s>", special=True, normalized=False),
+            AddedToken("[MASK]", special=True, normalized=False, lstrip=True),
+            AddedToken("<sep>", special=True, normalized=False, rstrip=True),
+        ]
+    )
+    edge.add_tokens(
+        [AddedToken("hello", special=False, normalized=True, single_word=True), AddedToken("Ɐ", special=False, normalized=True)]
+    )
+    edge.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)]),
+        ]
+    )
+    save(edge, os.path.join(output, "edge-split-digits"), {"tokenizer_class": "TokenizersBackend"}, **LLAMA_SPECIALS)
+
+    first = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=False, byte_fallback=False))
+    first.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Strip(left=True, right=True)])
+    first.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex("[a-z]+"), behavior="contiguous", invert=True),
+            pre_tokenizers.Metaspace("▁", prepend_scheme="first", split=True),
+        ]
+    )
+    first.decoder = decoders.Metaspace("▁", prepend_scheme="first", split=True)
+    first.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["<unk>", "<s>", "</s>", "<|x|>"]])
+    save(first, os.path.join(output, "edge-metaspace-first"), {"tokenizer_class": "TokenizersBackend"}, **LLAMA_SPECIALS)
+
+
 def record_cases(directory):
     tokenizer = AutoTokenizer.from_pretrained(directory)
     cases = []
@@ -286,7 +357,8 @@ def main(argv):
         else:
             output = arg
     build_fixtures(output)
-    for name in ["sp-metaspace", "sp-legacy", "mixtral-llama-class", "qwen2-bytelevel", "gpt2-bytelevel"]:
+    build_edge_fixtures(output)
+    for name in FIXTURES:
         record_cases(os.path.join(output, name))
     switchyard = switchyard or os.path.join(output, "switchyard-trained")
     if os.path.exists(os.path.join(switchyard, "tokenizer.json")):

@@ -34,6 +34,27 @@ indirect enum Normalizer: Sendable {
         }
     }
 
+    /// Whether normalizing `text` removes its first character, which moves the piece's start in the
+    /// original input away from offset 0 (so Metaspace `prepend_scheme: "first"` no longer applies).
+    func dropsFirstCharacter(of text: String) -> Bool {
+        switch self {
+        case .strip(let left, _):
+            return left && (text.unicodeScalars.first?.isWhitespace ?? false)
+        case .replace(let pattern, let content):
+            guard content.isEmpty, let first = pattern.segments(of: text).first else { return false }
+            return first.isMatch && !first.range.isEmpty
+        case .sequence(let normalizers):
+            var current = text
+            for normalizer in normalizers {
+                if normalizer.dropsFirstCharacter(of: current) { return true }
+                current = normalizer.normalize(current)
+            }
+            return false
+        default:
+            return false
+        }
+    }
+
     func normalize(_ text: String) -> String {
         switch self {
         case .nfc: return text.precomposedStringWithCanonicalMapping

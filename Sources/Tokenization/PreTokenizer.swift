@@ -174,7 +174,7 @@ indirect enum PreTokenizer: Sendable {
     }
 
     private static func cut(_ piece: Piece, _ ranges: [Range<String.Index>]) -> [Piece] {
-        ranges.map { Piece(text: String(piece.text[$0]), atOrigin: piece.atOrigin && $0.lowerBound == piece.text.startIndex) }
+        ranges.map { Piece(text: String(piece.text.unicodeScalars[$0]), atOrigin: piece.atOrigin && $0.lowerBound == piece.text.startIndex) }
     }
 
     private static func digitSplit(_ text: String, individual: Bool) -> [Range<String.Index>] {

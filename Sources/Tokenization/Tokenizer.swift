@@ -20,7 +20,8 @@ public final class Tokenizer: Sendable {
     private let model: BPEModel
     private let postProcessor: PostProcessor?
     private let decoder: TokenDecoder?
-    private let addedTokensByID: [Int32: AddedToken]
+    /// What `token(for:)` returns for an added token: its content, normalized if the token is normalized.
+    private let addedTokenTextByID: [Int32: String]
     private let addedTokenIDs: [ExactString: Int32]
     private let specialTokenContents: Set<ExactString>
     private let rawMatcher: AddedTokenMatcher
@@ -91,17 +92,18 @@ public final class Tokenizer: Sendable {
         }
         vocabularySize = Int(largestID) + 1
 
-        var byID: [Int32: AddedToken] = [:]
+        let normalizer = pipeline.normalizer
+        var textByID: [Int32: String] = [:]
         var byContent: [ExactString: Int32] = [:]
         for token in addedTokens {
-            byID[token.id] = token
+            // tokenizers reports a normalized added token by its normalized form ("Ɐ" under Lowercase is "ɐ").
+            textByID[token.id] = token.isNormalized ? (normalizer?.normalize(token.content) ?? token.content) : token.content
             byContent[ExactString(token.content)] = token.id
         }
-        addedTokensByID = byID
+        addedTokenTextByID = textByID
         addedTokenIDs = byContent
         specialTokenContents = Set(addedTokens.filter(\.isSpecial).map { ExactString($0.content) })
         rawMatcher = AddedTokenMatcher(tokens: addedTokens.filter { !$0.isNormalized }.map { ($0.content, $0) })
-        let normalizer = pipeline.normalizer
         normalizedMatcher = AddedTokenMatcher(
             tokens: addedTokens.filter(\.isNormalized).map { (normalizer?.normalize($0.content) ?? $0.content, $0) })
 
@@ -128,6 +130,7 @@ public final class Tokenizer: Sendable {
             case .text(let bytes, let startOffset):
                 let raw = String(decoding: bytes, as: UTF8.self)
                 let normalized = normalizer?.normalize(raw) ?? raw
+                let startsAtOrigin = startOffset == 0 && !(normalizer?.dropsFirstCharacter(of: raw) ?? false)
                 for inner in normalizedMatcher.split(Array(normalized.utf8)) {
                     switch inner {
                     case .token(let id):
@@ -135,7 +138,7 @@ public final class Tokenizer: Sendable {
                     case .text(let innerBytes, let innerOffset):
                         let piece = Piece(
                             text: String(decoding: innerBytes, as: UTF8.self),
-                            atOrigin: startOffset == 0 && innerOffset == 0)
+                            atOrigin: startsAtOrigin && innerOffset == 0)
                         let words = preTokenizer?.preTokenize([piece]) ?? [piece]
                         for word in words where !word.text.isEmpty {
                             ids.append(contentsOf: model.tokenize(word.text))
@@ -179,7 +182,7 @@ public final class Tokenizer: Sendable {
 
     /// The token string of `id`, or nil if no token has that id.
     public func token(for id: Int32) -> String? {
-        addedTokensByID[id]?.content ?? model.tokensByID[id]
+        addedTokenTextByID[id] ?? model.tokensByID[id]
     }
 
     // MARK: Loading helpers

@@ -43,6 +43,8 @@ enum ReferenceFixture: String, CaseIterable, Sendable {
     case mixtralLlamaClass = "mixtral-llama-class"
     case qwen2ByteLevel = "qwen2-bytelevel"
     case gpt2ByteLevel = "gpt2-bytelevel"
+    case edgeSplitDigits = "edge-split-digits"
+    case edgeMetaspaceFirst = "edge-metaspace-first"
     case switchyardTrained = "switchyard-trained"
 
     var directory: URL { TestPaths.fixtures.appendingPathComponent("tokenizers").appendingPathComponent(rawValue) }
