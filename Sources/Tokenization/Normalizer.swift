@@ -34,25 +34,52 @@ indirect enum Normalizer: Sendable {
         }
     }
 
-    /// Whether normalizing `text` removes its first character, which moves the piece's start in the
-    /// original input away from offset 0 (so Metaspace `prepend_scheme: "first"` no longer applies).
-    func dropsFirstCharacter(of text: String) -> Bool {
+    /// Normalizes `text` and tracks how many of its leading scalars come from offset 0 of the original
+    /// input (`originPrefix`), the way `tokenizers` alignments do: Metaspace `prepend_scheme: "first"`
+    /// prepends only to a piece whose first scalar maps to original offset 0. So "ñ" decomposed by NFD
+    /// is two scalars both at offset 0, a stripped leading space leaves none, a prepended "▁" adds one.
+    func normalize(_ text: String, originPrefix: Int) -> (text: String, originPrefix: Int) {
+        let output = normalize(text)
+        guard originPrefix > 0 else { return (output, 0) }
+        let scalars = Array(text.unicodeScalars)
         switch self {
-        case .strip(let left, _):
-            return left && (text.unicodeScalars.first?.isWhitespace ?? false)
+        case .nfc, .nfd, .nfkc, .nfkd:
+            // The origin scalars plus the combining marks that may compose with them.
+            var headEnd = min(originPrefix, scalars.count)
+            while headEnd < scalars.count, scalars[headEnd].properties.canonicalCombiningClass.rawValue != 0 { headEnd += 1 }
+            let head = Self.string(scalars[..<headEnd])
+            let normalizedHead = normalize(head)
+            if normalizedHead.utf8.elementsEqual(head.utf8) { return (output, originPrefix) }
+            return (output, normalizedHead.unicodeScalars.count)
+        case .lowercase:
+            let head = Self.string(scalars.prefix(originPrefix))
+            return (output, normalize(head).unicodeScalars.count)
+        case .prepend(let prefix):
+            return (output, text.isEmpty ? 0 : originPrefix + prefix.unicodeScalars.count)
         case .replace(let pattern, let content):
-            guard content.isEmpty, let first = pattern.segments(of: text).first else { return false }
-            return first.isMatch && !first.range.isEmpty
-        case .sequence(let normalizers):
-            var current = text
-            for normalizer in normalizers {
-                if normalizer.dropsFirstCharacter(of: current) { return true }
-                current = normalizer.normalize(current)
+            var kept = 0
+            var position = 0
+            for segment in pattern.segments(of: text) {
+                let length = text.unicodeScalars[segment.range].count
+                guard position < originPrefix else { break }
+                kept += segment.isMatch ? content.unicodeScalars.count : min(length, originPrefix - position)
+                position += length
             }
-            return false
-        default:
-            return false
+            return (output, kept)
+        case .strip(let left, _):
+            let stripped = left ? scalars.prefix { $0.isWhitespace }.count : 0
+            return (output, max(0, originPrefix - stripped))
+        case .sequence(let normalizers):
+            var current = (text: text, originPrefix: originPrefix)
+            for normalizer in normalizers { current = normalizer.normalize(current.text, originPrefix: current.originPrefix) }
+            return current
         }
+    }
+
+    private static func string(_ scalars: some Sequence<Unicode.Scalar>) -> String {
+        var view = String.UnicodeScalarView()
+        view.append(contentsOf: scalars)
+        return String(view)
     }
 
     func normalize(_ text: String) -> String {

@@ -3,9 +3,12 @@
 /// A piece of text on its way through the pipeline.
 struct Piece: Sendable {
     var text: String
-    /// Whether the piece begins at offset 0 of the original input (Metaspace `prepend_scheme: "first"`
-    /// prepends only to such a piece, so text after an added token gets no "▁").
-    var atOrigin: Bool
+    /// How many leading scalars of `text` map to offset 0 of the original input. Metaspace
+    /// `prepend_scheme: "first"` prepends only when this is positive, so text after an added token
+    /// gets no "▁" (see `Normalizer.normalize(_:originPrefix:)`).
+    var originPrefix: Int
+
+    var atOrigin: Bool { originPrefix > 0 }
 }
 
 /// How `Split` keeps the delimiter (Hugging Face `SplitDelimiterBehavior`).
@@ -154,15 +157,21 @@ indirect enum PreTokenizer: Sendable {
             default:
                 break
             }
-            let marked = Piece(text: text, atOrigin: piece.atOrigin)
+            let prepended = text.unicodeScalars.count - piece.text.unicodeScalars.count
+            let marked = Piece(text: text, originPrefix: piece.atOrigin ? piece.originPrefix + prepended : 0)
             guard split, let pattern = try? TextPattern(json: JSONField(.string(replacement), file: "")) else { return [marked] }
             return Self.cut(marked, SplitBehavior.mergedWithNext.apply(pattern.segments(of: text)))
         case .byteLevel(let addPrefixSpace, let useRegex):
             var text = piece.text
             if addPrefixSpace, !text.startsWith(scalar: " ") { text = " " + text }
-            let spaced = Piece(text: text, atOrigin: piece.atOrigin)
+            let prepended = text.unicodeScalars.count - piece.text.unicodeScalars.count
+            let spaced = Piece(text: text, originPrefix: piece.atOrigin ? piece.originPrefix + prepended : 0)
             let words = useRegex ? Self.cut(spaced, SplitBehavior.isolated.apply(ByteLevel.wordPattern.segments(of: text))) : [spaced]
-            return words.map { Piece(text: ByteLevel.encode($0.text), atOrigin: $0.atOrigin) }
+            return words.map { word in
+                // Every UTF-8 byte becomes one scalar, all aligned to the scalar it came from.
+                let originBytes = word.text.unicodeScalars.prefix(word.originPrefix).reduce(0) { $0 + String($1).utf8.count }
+                return Piece(text: ByteLevel.encode(word.text), originPrefix: originBytes)
+            }
         case .split(let pattern, let behavior, let invert):
             let segments = pattern.segments(of: piece.text).map { (range: $0.range, isMatch: $0.isMatch != invert) }
             return Self.cut(piece, behavior.apply(segments))
@@ -174,7 +183,10 @@ indirect enum PreTokenizer: Sendable {
     }
 
     private static func cut(_ piece: Piece, _ ranges: [Range<String.Index>]) -> [Piece] {
-        ranges.map { Piece(text: String(piece.text.unicodeScalars[$0]), atOrigin: piece.atOrigin && $0.lowerBound == piece.text.startIndex) }
+        ranges.map { range in
+            let offset = piece.text.unicodeScalars.distance(from: piece.text.startIndex, to: range.lowerBound)
+            return Piece(text: String(piece.text.unicodeScalars[range]), originPrefix: max(0, piece.originPrefix - offset))
+        }
     }
 
     private static func digitSplit(_ text: String, individual: Bool) -> [Range<String.Index>] {

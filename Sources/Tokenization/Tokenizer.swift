@@ -129,16 +129,18 @@ public final class Tokenizer: Sendable {
                 ids.append(id)
             case .text(let bytes, let startOffset):
                 let raw = String(decoding: bytes, as: UTF8.self)
-                let normalized = normalizer?.normalize(raw) ?? raw
-                let startsAtOrigin = startOffset == 0 && !(normalizer?.dropsFirstCharacter(of: raw) ?? false)
+                let rawOriginPrefix = startOffset == 0 ? 1 : 0
+                let (normalized, originPrefix) =
+                    normalizer?.normalize(raw, originPrefix: rawOriginPrefix) ?? (raw, rawOriginPrefix)
                 for inner in normalizedMatcher.split(Array(normalized.utf8)) {
                     switch inner {
                     case .token(let id):
                         ids.append(id)
                     case .text(let innerBytes, let innerOffset):
+                        let innerScalarOffset = normalized.utf8.prefix(innerOffset).filter { $0 & 0xC0 != 0x80 }.count
                         let piece = Piece(
                             text: String(decoding: innerBytes, as: UTF8.self),
-                            atOrigin: startsAtOrigin && innerOffset == 0)
+                            originPrefix: max(0, originPrefix - innerScalarOffset))
                         let words = preTokenizer?.preTokenize([piece]) ?? [piece]
                         for word in words where !word.text.isEmpty {
                             ids.append(contentsOf: model.tokenize(word.text))
