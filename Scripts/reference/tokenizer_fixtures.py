@@ -110,6 +110,23 @@ FIXTURES = [
     "edge-metaspace-first",
 ]
 
+
+def random_cases(count, seed=20261123):
+    """Seeded random mixes of the awkward pieces above: whitespace runs, marks, emoji, special tokens."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = list("abcXYZ019 \t\n\r.,;:!?'\"-_()[]{}<>|/\\#") + [
+        "'s", "'LL", "\r\n", "\n\n", "  ", "\u00a0", "\u2003", "\u200b", "é", "e\u0301", "n\u0303", "ß", "İ",
+        "ﬁ", "①", "日本", "한", "😀", "👍🏽", "👩‍💻", "🇫🇷", "\U0001F99C", "ꙮ", "𝔘", "<s>", "</s>", "<unk>",
+        "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "[MASK]", "<sep>", "hello", "Ɐ", "<|x|>", "▁", "Ġ",
+        "1234", "3.14", "the", " world",
+    ]
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(count)]
+
+
+CASES += random_cases(60)
+
 SPECIAL_EXTRA = ["<|im_start|>", "<|im_end|>"]
 
 
@@ -165,6 +182,13 @@ def save(tokenizer, directory, config_updates, **fast_kwargs):
     config.update(config_updates)
     with open(config_path, "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    # Keep the fixtures small: tokenizer.json without indentation (Hugging Face reads it the same).
+    tokenizer_path = os.path.join(directory, "tokenizer.json")
+    with open(tokenizer_path, encoding="utf-8") as handle:
+        tokenizer_json = json.load(handle)
+    with open(tokenizer_path, "w", encoding="utf-8") as handle:
+        json.dump(tokenizer_json, handle, ensure_ascii=False, separators=(",", ":"))
         handle.write("\n")
     for extra in ("special_tokens_map.json", "chat_template.jinja"):
         path = os.path.join(directory, extra)
@@ -250,8 +274,9 @@ def build_fixtures(output):
         pad_token="<|endoftext|>",
     )
 
-    # GPT-2-style: ByteLevel with its own regex and a prefix space, individual digits, no post-processor.
-    gpt2 = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    # GPT-2-style: ByteLevel with its own regex and a prefix space, individual digits, no post-processor,
+    # and Llama-3's ignore_merges (a word that is itself in the vocabulary is one token).
+    gpt2 = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
     gpt2.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)]
     )
@@ -340,9 +365,11 @@ def record_cases(directory):
         "eos_token_id": tokenizer.eos_token_id,
         "cases": cases,
     }
+    # One case per line: small, and a diff shows which cases changed.
+    header = json.dumps({key: value for key, value in record.items() if key != "cases"}, ensure_ascii=False)[:-1]
+    lines = [json.dumps(case, ensure_ascii=False, separators=(",", ":")) for case in cases]
     with open(os.path.join(directory, "cases.json"), "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1, ensure_ascii=False)
-        handle.write("\n")
+        handle.write(header + ', "cases": [\n' + ",\n".join(lines) + "\n]}\n")
 
 
 def main(argv):
