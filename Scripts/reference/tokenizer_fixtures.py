@@ -98,6 +98,13 @@ CASES = [
     "1234-5678, ok; yes! end.",
     "ＦＵＬＬ-width ﬁne",
     "  <|x|>  spaced  <|x|>",
+    # Regressions found by fuzzing against tokenizers: single_word sees the text before an earlier
+    # added token and counts combining marks as word characters; NFD keeps a decomposed first
+    # character at original offset 0 (so Metaspace "first" still prepends after a split).
+    "İhello",
+    "Ɐhello hello",
+    "ñ ",
+    "ñ{",
 ]
 
 FIXTURES = [

@@ -71,7 +71,7 @@ struct AddedTokenMatcher: Sendable {
             var start = position
             var stop = position + match.bytes.count
             if match.token.singleWord {
-                let before = start == 0 || !(Self.lastScalar(text[consumed..<start])?.isWordCharacter ?? false)
+                let before = start == 0 || !(Self.lastScalar(text[..<start])?.isWordCharacter ?? false)
                 let after = stop == text.count || !(Self.firstScalar(text[stop...])?.isWordCharacter ?? false)
                 guard before, after else {
                     position = stop
