@@ -29,6 +29,7 @@ final class BPEModel: Sendable {
 
     private let cache = Mutex<[ExactString: [Int32]]>([:])
     private static let cacheCapacity = 20_000
+    private static let cachedWordLengthLimit = 256
 
     init(json: JSONField, overrideByteFallback: Bool? = nil) throws {
         let type = try json.typeTag()
@@ -104,6 +105,8 @@ final class BPEModel: Sendable {
 
     /// The token ids for one word, cached.
     func tokenize(_ word: String) -> [Int32] {
+        // Long words (a whole paragraph, under Metaspace without split) are not worth keeping.
+        guard word.utf8.count <= Self.cachedWordLengthLimit else { return computeTokens(word) }
         let key = ExactString(word)
         if let cached = cache.withLock({ $0[key] }) { return cached }
         let ids = computeTokens(word)
@@ -145,20 +148,93 @@ final class BPEModel: Sendable {
             }
         }
 
-        // Apply the lowest-ranked merge, leftmost first, until none applies.
-        while symbols.count > 1 {
-            var best: (index: Int, merge: Merge)?
-            for index in 0..<(symbols.count - 1) {
-                if let merge = merges[Pair(left: symbols[index], right: symbols[index + 1])],
-                    best.map({ merge.rank < $0.merge.rank }) ?? true
-                {
-                    best = (index, merge)
-                }
+        return applyMerges(symbols)
+    }
+
+    /// Applies the lowest-ranked merge, leftmost first, until none applies.
+    ///
+    /// A linked list of symbols and a min-heap of candidate merges keyed by (rank, position), as in
+    /// `tokenizers`: O(n log n), which matters because Llama-style tokenizers (Metaspace without
+    /// split) hand the model a whole paragraph as one word. Stale heap entries (a side already merged
+    /// away) are skipped when popped.
+    private func applyMerges(_ initial: [Int32]) -> [Int32] {
+        guard initial.count > 1 else { return initial }
+        var ids = initial
+        var next = Array(1...initial.count)  // initial.count means "none"
+        next[initial.count - 1] = -1
+        var previous = Array(-1..<(initial.count - 1))
+        var alive = [Bool](repeating: true, count: initial.count)
+        var heap = MergeHeap()
+        for position in 0..<(ids.count - 1) {
+            if let merge = merges[Pair(left: ids[position], right: ids[position + 1])] {
+                heap.push(MergeCandidate(rank: merge.rank, position: position, merged: merge.merged))
             }
-            guard let (index, merge) = best else { break }
-            symbols[index] = merge.merged
-            symbols.remove(at: index + 1)
         }
-        return symbols
+        while let candidate = heap.pop() {
+            let left = candidate.position
+            let right = next[left]
+            guard alive[left], right >= 0,
+                let merge = merges[Pair(left: ids[left], right: ids[right])],
+                merge.rank == candidate.rank, merge.merged == candidate.merged
+            else { continue }
+            ids[left] = merge.merged
+            alive[right] = false
+            next[left] = next[right]
+            if next[right] >= 0 { previous[next[right]] = left }
+            if previous[left] >= 0, let before = merges[Pair(left: ids[previous[left]], right: ids[left])] {
+                heap.push(MergeCandidate(rank: before.rank, position: previous[left], merged: before.merged))
+            }
+            if next[left] >= 0, let after = merges[Pair(left: ids[left], right: ids[next[left]])] {
+                heap.push(MergeCandidate(rank: after.rank, position: left, merged: after.merged))
+            }
+        }
+        return ids.indices.filter { alive[$0] }.map { ids[$0] }
+    }
+}
+
+/// A merge that may apply at `position` (the left symbol's index in the initial word).
+struct MergeCandidate: Sendable {
+    let rank: Int32
+    let position: Int
+    let merged: Int32
+
+    /// Lower rank first; on equal rank the leftmost position.
+    func precedes(_ other: MergeCandidate) -> Bool {
+        rank != other.rank ? rank < other.rank : position < other.position
+    }
+}
+
+/// A binary min-heap of merge candidates.
+struct MergeHeap: Sendable {
+    private var items: [MergeCandidate] = []
+
+    mutating func push(_ item: MergeCandidate) {
+        items.append(item)
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard items[child].precedes(items[parent]) else { break }
+            items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> MergeCandidate? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var smallest = parent
+                if left < items.count, items[left].precedes(items[smallest]) { smallest = left }
+                if right < items.count, items[right].precedes(items[smallest]) { smallest = right }
+                if smallest == parent { break }
+                items.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return top
     }
 }

@@ -184,9 +184,22 @@ indirect enum PreTokenizer: Sendable {
 
     private static func cut(_ piece: Piece, _ ranges: [Range<String.Index>]) -> [Piece] {
         ranges.map { range in
-            let offset = piece.text.unicodeScalars.distance(from: piece.text.startIndex, to: range.lowerBound)
-            return Piece(text: String(piece.text.unicodeScalars[range]), originPrefix: max(0, piece.originPrefix - offset))
+            Piece(text: String(piece.text.unicodeScalars[range]), originPrefix: originPrefix(of: piece, at: range.lowerBound))
         }
+    }
+
+    /// The origin prefix left for a sub-piece starting at `index`; walks at most `originPrefix` scalars,
+    /// so cutting a long piece into many words stays linear.
+    private static func originPrefix(of piece: Piece, at index: String.Index) -> Int {
+        let scalars = piece.text.unicodeScalars
+        var position = scalars.startIndex
+        var offset = 0
+        while offset < piece.originPrefix {
+            if position >= index { return piece.originPrefix - offset }
+            position = scalars.index(after: position)
+            offset += 1
+        }
+        return 0
     }
 
     private static func digitSplit(_ text: String, individual: Bool) -> [Range<String.Index>] {
