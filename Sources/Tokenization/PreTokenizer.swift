@@ -159,8 +159,8 @@ indirect enum PreTokenizer: Sendable {
             }
             let prepended = text.unicodeScalars.count - piece.text.unicodeScalars.count
             let marked = Piece(text: text, originPrefix: piece.atOrigin ? piece.originPrefix + prepended : 0)
-            guard split, let pattern = try? TextPattern(json: JSONField(.string(replacement), file: "")) else { return [marked] }
-            return Self.cut(marked, SplitBehavior.mergedWithNext.apply(pattern.segments(of: text)))
+            guard split else { return [marked] }
+            return Self.cut(marked, SplitBehavior.mergedWithNext.apply(TextPattern(literal: replacement).segments(of: text)))
         case .byteLevel(let addPrefixSpace, let useRegex):
             var text = piece.text
             if addPrefixSpace, !text.startsWith(scalar: " ") { text = " " + text }

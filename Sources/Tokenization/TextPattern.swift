@@ -25,6 +25,10 @@ struct TextPattern: Sendable {
         }
     }
 
+    init(literal: String) {
+        kind = .literal(literal)
+    }
+
     init(regex pattern: String) throws {
         kind = .regex(try CompiledRegex(pattern, field: JSONField(.string(pattern), file: "built-in pattern")))
     }

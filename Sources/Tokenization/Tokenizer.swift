@@ -209,7 +209,7 @@ public final class Tokenizer: Sendable {
             let legacy = try config?["legacy"].bool(default: false) ?? false
             let scheme: PrependScheme = addPrefixSpace ? (legacy ? .always : .first) : .never
             var steps: [TokenDecoder] = [
-                .replace(try TextPattern(json: JSONField(.string("▁"), file: "")), content: " "), .byteFallback, .fuse,
+                .replace(TextPattern(literal: "▁"), content: " "), .byteFallback, .fuse,
             ]
             if addPrefixSpace { steps.append(.strip(content: " ", start: 1, stop: 0)) }
             return Pipeline(

@@ -42,3 +42,49 @@ struct HuggingFaceParityTests {
         #expect(tokenizer.eosTokenID == record.eosTokenID)
     }
 }
+
+@Suite("Tokenizer behaviour")
+struct TokenizerBehaviourTests {
+    @Test("concurrent encodes (sharing the BPE cache) give the same ids as serial ones")
+    func concurrentEncode() async throws {
+        let tokenizer = try ReferenceFixture.qwen2ByteLevel.loadTokenizer()
+        let texts = try ReferenceFixture.qwen2ByteLevel.loadRecord().cases.map(\.text)
+        let serial = texts.map { tokenizer.encode($0) }
+        let concurrent = await withTaskGroup(of: (Int, [Int32]).self) { group in
+            for (index, text) in texts.enumerated() { group.addTask { (index, tokenizer.encode(text)) } }
+            var results = [[Int32]](repeating: [], count: texts.count)
+            for await (index, ids) in group { results[index] = ids }
+            return results
+        }
+        #expect(concurrent == serial)
+    }
+
+    @Test("a long paragraph is one BPE word under Metaspace without split, and still encodes quickly and losslessly")
+    func longParagraph() throws {
+        let tokenizer = try ReferenceFixture.switchyardTrained.loadTokenizer()
+        let text = String(repeating: "The router sends every token to two experts; ", count: 400)
+        let clock = ContinuousClock()
+        var ids: [Int32] = []
+        let elapsed = clock.measure { ids = tokenizer.encode(text, addSpecialTokens: false) }
+        #expect(tokenizer.decode(ids) == text)
+        // Quadratic merging takes tens of seconds here; the heap-based merge takes milliseconds.
+        #expect(elapsed < .seconds(10))
+    }
+
+    @Test("token(for:) and tokenID(for:) tell composed and decomposed text apart")
+    func scalarExactLookup() throws {
+        let tokenizer = try ReferenceFixture.sentencePieceMetaspace.loadTokenizer()
+        let composed = try #require(tokenizer.tokenID(for: "é"))
+        #expect(tokenizer.token(for: composed) == "é")
+        #expect(tokenizer.tokenID(for: "e\u{301}") != composed)
+        #expect(tokenizer.tokenID(for: "<s>") == 1)
+        #expect(tokenizer.token(for: 1_000_000) == nil)
+    }
+
+    @Test("ids outside the vocabulary are skipped when decoding")
+    func unknownIDs() throws {
+        let tokenizer = try ReferenceFixture.qwen2ByteLevel.loadTokenizer()
+        let ids = tokenizer.encode("hi")
+        #expect(tokenizer.decode([-1] + ids + [Int32.max]) == "hi")
+    }
+}
