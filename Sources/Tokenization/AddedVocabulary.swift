@@ -88,12 +88,16 @@ struct AddedTokenMatcher: Sendable {
                     stop += String(scalar).utf8.count
                 }
             }
-            if consumed < start { segments.append(.text(Array(text[consumed..<start]), startOffset: baseOffset + consumed)) }
+            if consumed < start {
+                segments.append(.text(Array(text[consumed..<start]), startOffset: baseOffset + consumed))
+            }
             segments.append(.token(match.token.id))
             consumed = stop
             position = stop
         }
-        if consumed < text.count { segments.append(.text(Array(text[consumed...]), startOffset: baseOffset + consumed)) }
+        if consumed < text.count {
+            segments.append(.text(Array(text[consumed...]), startOffset: baseOffset + consumed))
+        }
         return segments
     }
 

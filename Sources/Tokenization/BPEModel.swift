@@ -42,7 +42,9 @@ final class BPEModel: Sendable {
         var tokensByID: [Int32: String] = [:]
         for (token, idField) in try json["vocab"].object() {
             let id = try idField.int()
-            guard id >= 0, id <= Int(Int32.max) else { throw idField.error("is \(id), but token ids must be in 0...\(Int32.max)") }
+            guard id >= 0, id <= Int(Int32.max) else {
+                throw idField.error("is \(id), but token ids must be in 0...\(Int32.max)")
+            }
             vocabulary[ExactString(token)] = Int32(id)
             tokensByID[Int32(id)] = token
         }
@@ -60,7 +62,9 @@ final class BPEModel: Sendable {
             default:
                 throw entry.error("is \(entry.value.typeName), but a merge must be \"a b\" or [\"a\", \"b\"]")
             }
-            guard parts.count == 2 else { throw entry.error("must name exactly two tokens, e.g. \"a b\" or [\"a\", \"b\"]") }
+            guard parts.count == 2 else {
+                throw entry.error("must name exactly two tokens, e.g. \"a b\" or [\"a\", \"b\"]")
+            }
             guard let left = vocabulary[ExactString(parts[0])], let right = vocabulary[ExactString(parts[1])] else {
                 throw entry.error("merges \"\(parts[0])\" and \"\(parts[1])\", but both must be in model.vocab")
             }
@@ -90,7 +94,9 @@ final class BPEModel: Sendable {
         let byteFallback = try overrideByteFallback ?? json["byte_fallback"].bool(default: false)
         self.byteFallback = byteFallback
         ignoreMerges = try json["ignore_merges"].bool(default: false)
-        continuingSubwordPrefix = try json["continuing_subword_prefix"].optionalString().flatMap { $0.isEmpty ? nil : $0 }
+        continuingSubwordPrefix = try json["continuing_subword_prefix"].optionalString().flatMap {
+            $0.isEmpty ? nil : $0
+        }
         endOfWordSuffix = try json["end_of_word_suffix"].optionalString().flatMap { $0.isEmpty ? nil : $0 }
         byteTokenIDs = (0..<256).map { byte in
             byteFallback ? vocabulary[ExactString(Self.byteTokenName(UInt8(byte)))] : nil
@@ -226,7 +232,8 @@ struct MergeHeap: Sendable {
             items[0] = last
             var parent = 0
             while true {
-                let left = 2 * parent + 1, right = left + 1
+                let left = 2 * parent + 1
+                let right = left + 1
                 var smallest = parent
                 if left < items.count, items[left].precedes(items[smallest]) { smallest = left }
                 if right < items.count, items[right].precedes(items[smallest]) { smallest = right }

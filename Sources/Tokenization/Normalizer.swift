@@ -25,12 +25,14 @@ indirect enum Normalizer: Sendable {
         case "Replace":
             self = .replace(try TextPattern(json: json["pattern"]), content: try json["content"].string())
         case "Strip":
-            self = .strip(left: try json["strip_left"].bool(default: true), right: try json["strip_right"].bool(default: true))
+            self = .strip(
+                left: try json["strip_left"].bool(default: true), right: try json["strip_right"].bool(default: true))
         case "Sequence":
             self = .sequence(try json["normalizers"].array().map(Normalizer.init(json:)))
         default:
             throw json["type"].error(
-                "is \"\(type)\", but only \(Normalizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported")
+                "is \"\(type)\", but only \(Normalizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported"
+            )
         }
     }
 
@@ -46,7 +48,9 @@ indirect enum Normalizer: Sendable {
         case .nfc, .nfd, .nfkc, .nfkd:
             // The origin scalars plus the combining marks that may compose with them.
             var headEnd = min(originPrefix, scalars.count)
-            while headEnd < scalars.count, scalars[headEnd].properties.canonicalCombiningClass.rawValue != 0 { headEnd += 1 }
+            while headEnd < scalars.count, scalars[headEnd].properties.canonicalCombiningClass.rawValue != 0 {
+                headEnd += 1
+            }
             let head = Self.string(scalars[..<headEnd])
             let normalizedHead = normalize(head)
             if normalizedHead.utf8.elementsEqual(head.utf8) { return (output, originPrefix) }
@@ -71,7 +75,9 @@ indirect enum Normalizer: Sendable {
             return (output, max(0, originPrefix - stripped))
         case .sequence(let normalizers):
             var current = (text: text, originPrefix: originPrefix)
-            for normalizer in normalizers { current = normalizer.normalize(current.text, originPrefix: current.originPrefix) }
+            for normalizer in normalizers {
+                current = normalizer.normalize(current.text, originPrefix: current.originPrefix)
+            }
             return current
         }
     }
@@ -90,7 +96,9 @@ indirect enum Normalizer: Sendable {
         case .nfkd: return text.decomposedStringWithCompatibilityMapping
         case .lowercase:
             var scalars = String.UnicodeScalarView()
-            for scalar in text.unicodeScalars { scalars.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars) }
+            for scalar in text.unicodeScalars {
+                scalars.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars)
+            }
             return String(scalars)
         case .prepend(let prefix):
             return text.isEmpty ? text : prefix + text

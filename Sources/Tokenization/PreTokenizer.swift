@@ -79,7 +79,9 @@ indirect enum PreTokenizer: Sendable {
     case digits(individual: Bool)
     case sequence([PreTokenizer])
 
-    static let supportedTypes = ["Metaspace", "ByteLevel", "Split", "Digits", "Whitespace", "WhitespaceSplit", "Sequence"]
+    static let supportedTypes = [
+        "Metaspace", "ByteLevel", "Split", "Digits", "Whitespace", "WhitespaceSplit", "Sequence",
+    ]
 
     /// The GPT-2 word regex `ByteLevel` uses when `use_regex` is true.
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
@@ -100,9 +102,12 @@ indirect enum PreTokenizer: Sendable {
             let behaviorName = try json["behavior"].string()
             guard let behavior = SplitBehavior(rawValue: behaviorName) else {
                 throw json["behavior"].error(
-                    "is \"\(behaviorName)\", but must be one of \(SplitBehavior.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
+                    "is \"\(behaviorName)\", but must be one of \(SplitBehavior.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))"
+                )
             }
-            self = .split(try TextPattern(json: json["pattern"]), behavior: behavior, invert: try json["invert"].bool(default: false))
+            self = .split(
+                try TextPattern(json: json["pattern"]), behavior: behavior,
+                invert: try json["invert"].bool(default: false))
         case "Digits":
             self = .digits(individual: try json["individual_digits"].bool(default: false))
         case "Whitespace":
@@ -113,7 +118,8 @@ indirect enum PreTokenizer: Sendable {
             self = .sequence(try json["pretokenizers"].array().map(PreTokenizer.init(json:)))
         default:
             throw json["type"].error(
-                "is \"\(type)\", but only \(PreTokenizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported")
+                "is \"\(type)\", but only \(PreTokenizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported"
+            )
         }
     }
 
@@ -160,16 +166,21 @@ indirect enum PreTokenizer: Sendable {
             let prepended = text.unicodeScalars.count - piece.text.unicodeScalars.count
             let marked = Piece(text: text, originPrefix: piece.atOrigin ? piece.originPrefix + prepended : 0)
             guard split else { return [marked] }
-            return Self.cut(marked, SplitBehavior.mergedWithNext.apply(TextPattern(literal: replacement).segments(of: text)))
+            return Self.cut(
+                marked, SplitBehavior.mergedWithNext.apply(TextPattern(literal: replacement).segments(of: text)))
         case .byteLevel(let addPrefixSpace, let useRegex):
             var text = piece.text
             if addPrefixSpace, !text.startsWith(scalar: " ") { text = " " + text }
             let prepended = text.unicodeScalars.count - piece.text.unicodeScalars.count
             let spaced = Piece(text: text, originPrefix: piece.atOrigin ? piece.originPrefix + prepended : 0)
-            let words = useRegex ? Self.cut(spaced, SplitBehavior.isolated.apply(ByteLevel.wordPattern.segments(of: text))) : [spaced]
+            let words =
+                useRegex
+                ? Self.cut(spaced, SplitBehavior.isolated.apply(ByteLevel.wordPattern.segments(of: text))) : [spaced]
             return words.map { word in
                 // Every UTF-8 byte becomes one scalar, all aligned to the scalar it came from.
-                let originBytes = word.text.unicodeScalars.prefix(word.originPrefix).reduce(0) { $0 + String($1).utf8.count }
+                let originBytes = word.text.unicodeScalars.prefix(word.originPrefix).reduce(0) {
+                    $0 + String($1).utf8.count
+                }
                 return Piece(text: ByteLevel.encode(word.text), originPrefix: originBytes)
             }
         case .split(let pattern, let behavior, let invert):
@@ -184,7 +195,9 @@ indirect enum PreTokenizer: Sendable {
 
     private static func cut(_ piece: Piece, _ ranges: [Range<String.Index>]) -> [Piece] {
         ranges.map { range in
-            Piece(text: String(piece.text.unicodeScalars[range]), originPrefix: originPrefix(of: piece, at: range.lowerBound))
+            Piece(
+                text: String(piece.text.unicodeScalars[range]),
+                originPrefix: originPrefix(of: piece, at: range.lowerBound))
         }
     }
 

@@ -44,7 +44,8 @@ public final class Tokenizer: Sendable {
         do {
             tokenizerJSON = try Data(contentsOf: tokenizerURL)
         } catch {
-            throw TokenizerError(file: tokenizerURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
+            throw TokenizerError(
+                file: tokenizerURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
         }
         let configJSON = FileManager.default.fileExists(atPath: configURL.path) ? try? Data(contentsOf: configURL) : nil
         try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON)
@@ -75,12 +76,14 @@ public final class Tokenizer: Sendable {
         let postProcessor = try root["post_processor"].isNull ? nil : PostProcessor(json: root["post_processor"])
         self.postProcessor = postProcessor
 
-        var addedTokens = try root["added_tokens"].isNull ? [] : root["added_tokens"].array().map(AddedToken.init(json:))
+        var addedTokens =
+            try root["added_tokens"].isNull ? [] : root["added_tokens"].array().map(AddedToken.init(json:))
         var largestID = max(model.tokensByID.keys.max() ?? -1, addedTokens.map(\.id).max() ?? -1)
         // transformers adds the named special tokens of tokenizer_config.json to the added vocabulary
         // when tokenizer.json does not already list them.
         let named = try Self.namedSpecialTokens(config: config, tokenizerClass: pipeline.tokenizerClass)
-        for content in named.all where !addedTokens.contains(where: { ExactString($0.content) == ExactString(content) }) {
+        for content in named.all where !addedTokens.contains(where: { ExactString($0.content) == ExactString(content) })
+        {
             let id: Int32
             if let existing = model.vocabulary[ExactString(content)] {
                 id = existing
@@ -97,7 +100,8 @@ public final class Tokenizer: Sendable {
         var byContent: [ExactString: Int32] = [:]
         for token in addedTokens {
             // tokenizers reports a normalized added token by its normalized form ("Ɐ" under Lowercase is "ɐ").
-            textByID[token.id] = token.isNormalized ? (normalizer?.normalize(token.content) ?? token.content) : token.content
+            textByID[token.id] =
+                token.isNormalized ? (normalizer?.normalize(token.content) ?? token.content) : token.content
             byContent[ExactString(token.content)] = token.id
         }
         addedTokenTextByID = textByID
@@ -252,7 +256,8 @@ public final class Tokenizer: Sendable {
         let defaults: [String: String] =
             switch tokenizerClass {
             case "LlamaTokenizer": ["bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"]
-            case "Qwen2Tokenizer": ["eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"]
+            case "Qwen2Tokenizer":
+                ["eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"]
             default: [:]
             }
         func named(_ key: String) throws -> String? {

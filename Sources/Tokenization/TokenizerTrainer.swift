@@ -17,12 +17,15 @@ public enum TokenizerTrainer {
     /// Deterministic: the same size always gives the same bytes.
     ///
     /// - Throws: `TokenizerError` if `vocabularySize` is below 300 or above what the corpus can supply.
-    public static func sentencePieceBPE(vocabularySize: Int) throws -> (tokenizerJSON: Data, tokenizerConfigJSON: Data) {
+    public static func sentencePieceBPE(vocabularySize: Int) throws -> (tokenizerJSON: Data, tokenizerConfigJSON: Data)
+    {
         let minimum = 300
         guard vocabularySize >= minimum else {
             throw TokenizerError(
                 file: "TokenizerTrainer", field: "vocabularySize",
-                problem: "is \(vocabularySize), but must be at least \(minimum) (3 special tokens, 256 byte tokens and some pieces)")
+                problem:
+                    "is \(vocabularySize), but must be at least \(minimum) (3 special tokens, 256 byte tokens and some pieces)"
+            )
         }
         var tokens = specialTokens + (0...255).map { BPEModel.byteTokenName(UInt8($0)) }
         var ids: [ExactString: Int] = [:]
@@ -55,14 +58,17 @@ public enum TokenizerTrainer {
             for scalar in word.string.unicodeScalars { scalarCounts[scalar, default: 0] += wordCounts[word] ?? 0 }
         }
         let alphabetBudget = (vocabularySize - tokens.count) / 2
-        let alphabet = scalarCounts.sorted { ($0.value, $1.key.value) > ($1.value, $0.key.value) }.prefix(alphabetBudget)
-        for (scalar, _) in alphabet.sorted(by: { $0.key.value < $1.key.value }) where ids[ExactString(String(scalar))] == nil {
+        let alphabet = scalarCounts.sorted { ($0.value, $1.key.value) > ($1.value, $0.key.value) }.prefix(
+            alphabetBudget)
+        for (scalar, _) in alphabet.sorted(by: { $0.key.value < $1.key.value })
+        where ids[ExactString(String(scalar))] == nil {
             ids[ExactString(String(scalar))] = tokens.count
             tokens.append(String(scalar))
         }
 
         // Each word as symbol ids; -1 marks a character left to byte fallback, which never merges.
-        var symbols: [[Int]] = words.map { word in word.string.unicodeScalars.map { ids[ExactString(String($0))] ?? -1 } }
+        var symbols: [[Int]] = words.map { word in word.string.unicodeScalars.map { ids[ExactString(String($0))] ?? -1 }
+        }
         let counts = words.map { wordCounts[$0] ?? 0 }
         var merges: [(Int, Int)] = []
 
@@ -76,12 +82,14 @@ public enum TokenizerTrainer {
             let best = pairCounts.max { lhs, rhs in
                 if lhs.value != rhs.value { return lhs.value < rhs.value }
                 // Ties: prefer the pair whose concatenated text sorts first, then the smaller ids.
-                let left = pairText(lhs.key, tokens), right = pairText(rhs.key, tokens)
+                let left = pairText(lhs.key, tokens)
+                let right = pairText(rhs.key, tokens)
                 if !left.utf8.elementsEqual(right.utf8) { return right.utf8.lexicographicallyPrecedes(left.utf8) }
                 return lhs.key > rhs.key
             }
             guard let best else { break }
-            let left = Int(best.key >> 32), right = Int(best.key & 0xFFFF_FFFF)
+            let left = Int(best.key >> 32)
+            let right = Int(best.key & 0xFFFF_FFFF)
             let mergedText = tokens[left] + tokens[right]
             let merged: Int
             if let existing = ids[ExactString(mergedText)] {

@@ -4,7 +4,9 @@ import Tokenization
 
 @Suite("Parity with Hugging Face transformers on reference tokenizers")
 struct HuggingFaceParityTests {
-    @Test("encode with special tokens equals tokenizer(text)[\"input_ids\"] for every case", arguments: ReferenceFixture.allCases)
+    @Test(
+        "encode with special tokens equals tokenizer(text)[\"input_ids\"] for every case",
+        arguments: ReferenceFixture.allCases)
     func idsWithSpecialTokens(fixture: ReferenceFixture) throws {
         let tokenizer = try fixture.loadTokenizer()
         for reference in try fixture.loadRecord().cases {
@@ -13,11 +15,14 @@ struct HuggingFaceParityTests {
         }
     }
 
-    @Test("encode without special tokens equals tokenizer(text, add_special_tokens=False)", arguments: ReferenceFixture.allCases)
+    @Test(
+        "encode without special tokens equals tokenizer(text, add_special_tokens=False)",
+        arguments: ReferenceFixture.allCases)
     func idsWithoutSpecialTokens(fixture: ReferenceFixture) throws {
         let tokenizer = try fixture.loadTokenizer()
         for reference in try fixture.loadRecord().cases {
-            let mismatch = firstMismatch(tokenizer.encode(reference.text, addSpecialTokens: false), reference.idsWithoutSpecialTokens)
+            let mismatch = firstMismatch(
+                tokenizer.encode(reference.text, addSpecialTokens: false), reference.idsWithoutSpecialTokens)
             #expect(mismatch == nil, "\(fixture.rawValue) \(reference.text.debugDescription): \(mismatch ?? "")")
         }
     }
@@ -26,7 +31,9 @@ struct HuggingFaceParityTests {
     func decode(fixture: ReferenceFixture) throws {
         let tokenizer = try fixture.loadTokenizer()
         for reference in try fixture.loadRecord().cases {
-            #expect(tokenizer.decode(reference.ids) == reference.decoded, "\(fixture.rawValue) \(reference.text.debugDescription)")
+            #expect(
+                tokenizer.decode(reference.ids) == reference.decoded,
+                "\(fixture.rawValue) \(reference.text.debugDescription)")
             #expect(
                 tokenizer.decode(reference.ids, skipSpecialTokens: true) == reference.decodedSkippingSpecialTokens,
                 "\(fixture.rawValue) \(reference.text.debugDescription) skipping special tokens")

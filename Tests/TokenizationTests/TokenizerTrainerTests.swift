@@ -18,7 +18,8 @@ struct TokenizerTrainerTests {
     @Test("the trained vocabulary has exactly the requested size", arguments: [300, 512, 1000])
     func vocabularySize(size: Int) throws {
         let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: size)
-        let tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+        let tokenizer = try Tokenizer(
+            tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
         #expect(tokenizer.vocabularySize == size)
         #expect(tokenizer.tokenID(for: "<unk>") == 0)
         #expect(tokenizer.bosTokenID == 1)
@@ -39,7 +40,8 @@ struct TokenizerTrainerTests {
     @Test("encode then decode gives the text back", arguments: roundTripTexts)
     func roundTrip(text: String) throws {
         let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: Self.fixtureVocabularySize)
-        let tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+        let tokenizer = try Tokenizer(
+            tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
         let ids = tokenizer.encode(text)
         #expect(ids.first == 1)
         let decoded = tokenizer.decode(ids, skipSpecialTokens: true)
@@ -67,6 +69,8 @@ struct TokenizerTrainerTests {
             try files.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"))
         }
         #expect(try Data(contentsOf: directory.appendingPathComponent("tokenizer.json")) == files.tokenizerJSON)
-        #expect(try Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")) == files.tokenizerConfigJSON)
+        #expect(
+            try Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")) == files.tokenizerConfigJSON
+        )
     }
 }
