@@ -51,6 +51,8 @@ final class BPEModel: Sendable {
         self.vocabulary = vocabulary
         self.tokensByID = tokensByID
 
+        // With a continuing-subword prefix ("##"), "a ##b" merges into "ab": the right side loses its prefix.
+        let prefixLength = try json["continuing_subword_prefix"].optionalString()?.utf8.count ?? 0
         var merges: [Pair: Merge] = [:]
         for (rank, entry) in try json["merges"].array().enumerated() {
             let parts: [String]
@@ -68,7 +70,6 @@ final class BPEModel: Sendable {
             guard let left = vocabulary[ExactString(parts[0])], let right = vocabulary[ExactString(parts[1])] else {
                 throw entry.error("merges \"\(parts[0])\" and \"\(parts[1])\", but both must be in model.vocab")
             }
-            let prefixLength = try json["continuing_subword_prefix"].optionalString()?.utf8.count ?? 0
             var rightText = parts[1]
             if prefixLength > 0, rightText.utf8.count >= prefixLength {
                 rightText = String(decoding: rightText.utf8.dropFirst(prefixLength), as: UTF8.self)
