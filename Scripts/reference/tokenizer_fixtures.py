@@ -115,6 +115,8 @@ FIXTURES = [
     "gpt2-bytelevel",
     "edge-split-digits",
     "edge-metaspace-first",
+    "llama3-bytelevel",
+    "llama-class-default",
 ]
 
 
@@ -132,7 +134,7 @@ def random_cases(count, seed=20261123):
     return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(count)]
 
 
-CASES += random_cases(60)
+CASES += random_cases(40)
 
 SPECIAL_EXTRA = ["<|im_start|>", "<|im_end|>"]
 
@@ -349,6 +351,55 @@ def build_edge_fixtures(output):
     save(first, os.path.join(output, "edge-metaspace-first"), {"tokenizer_class": "TokenizersBackend"}, **LLAMA_SPECIALS)
 
 
+def build_llama3_style(output):
+    """Llama-3 layout: Split with \\p{N}{1,3}, ByteLevel, ignore_merges, and a BOS added by a Sequence post-processor."""
+    vocab, merges = byte_level_model()
+    vocab = dict(vocab)
+    llama3 = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    llama3.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                ),
+                behavior="isolated",
+                invert=False,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ]
+    )
+    llama3.decoder = decoders.ByteLevel()
+    llama3.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]]
+    )
+    bos = llama3.token_to_id("<|begin_of_text|>")
+    llama3.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single="<|begin_of_text|> $A",
+                pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                special_tokens=[("<|begin_of_text|>", bos)],
+            ),
+        ]
+    )
+    save(
+        llama3,
+        os.path.join(output, "llama3-bytelevel"),
+        {"tokenizer_class": "PreTrainedTokenizerFast"},
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+    )
+    # A Mistral-style directory: tokenizer_class LlamaTokenizerFast with no "legacy" key, so transformers 5
+    # rebuilds Metaspace with prepend_scheme "first" (its default legacy=False) over a legacy tokenizer.json.
+    save(
+        llama_tokenizer(LEGACY_NORMALIZER, None, LLAMA_DECODER),
+        os.path.join(output, "llama-class-default"),
+        {"tokenizer_class": "LlamaTokenizerFast"},
+        **LLAMA_SPECIALS,
+    )
+
+
 def record_cases(directory):
     tokenizer = AutoTokenizer.from_pretrained(directory)
     cases = []
@@ -392,6 +443,7 @@ def main(argv):
             output = arg
     build_fixtures(output)
     build_edge_fixtures(output)
+    build_llama3_style(output)
     for name in FIXTURES:
         record_cases(os.path.join(output, name))
     switchyard = switchyard or os.path.join(output, "switchyard-trained")

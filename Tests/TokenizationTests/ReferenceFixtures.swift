@@ -45,6 +45,8 @@ enum ReferenceFixture: String, CaseIterable, Sendable {
     case gpt2ByteLevel = "gpt2-bytelevel"
     case edgeSplitDigits = "edge-split-digits"
     case edgeMetaspaceFirst = "edge-metaspace-first"
+    case llama3ByteLevel = "llama3-bytelevel"
+    case llamaClassDefault = "llama-class-default"
     case switchyardTrained = "switchyard-trained"
 
     var directory: URL { TestPaths.fixtures.appendingPathComponent("tokenizers").appendingPathComponent(rawValue) }
