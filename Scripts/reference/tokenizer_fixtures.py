@@ -105,6 +105,8 @@ CASES = [
     "Ɐhello hello",
     "ñ ",
     "ñ{",
+    # Digits splits on Unicode categories Nd/Nl/No only: 幺 has a Unihan numeric value but is a letter.
+    "1幺2 ⅻ ② ΣΑΣ",
 ]
 
 FIXTURES = [

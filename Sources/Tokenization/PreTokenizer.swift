@@ -220,7 +220,12 @@ indirect enum PreTokenizer: Sendable {
         var index = text.unicodeScalars.startIndex
         while index < text.unicodeScalars.endIndex {
             let next = text.unicodeScalars.index(after: index)
-            let isDigit = text.unicodeScalars[index].properties.numericType != nil
+            // Rust's char::is_numeric: categories Nd, Nl, No (not Unihan numeric values such as 幺).
+            let isDigit =
+                switch text.unicodeScalars[index].properties.generalCategory {
+                case .decimalNumber, .letterNumber, .otherNumber: true
+                default: false
+                }
             if !individual, let last = segments.last, last.isMatch == isDigit {
                 segments[segments.count - 1].range = last.range.lowerBound..<next
             } else if individual, !isDigit, let last = segments.last, !last.isMatch {
