@@ -107,6 +107,9 @@ CASES = [
     "ñ{",
     # Digits splits on Unicode categories Nd/Nl/No only: 幺 has a Unihan numeric value but is a letter.
     "1幺2 ⅻ ② ΣΑΣ",
+    # A byte-order mark inside text (Foundation's JSONSerialization drops it; JSONDecoder keeps it) and
+    # whitespace that regex engines may classify differently.
+    "\ufeffbom\ufeff \x85next\u2028line\u2029para\u3000\u1680\u180e\x0b\x0c\x1c end",
 ]
 
 FIXTURES = [
