@@ -47,7 +47,15 @@ public final class Tokenizer: Sendable {
             throw TokenizerError(
                 file: tokenizerURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
         }
-        let configJSON = FileManager.default.fileExists(atPath: configURL.path) ? try? Data(contentsOf: configURL) : nil
+        var configJSON: Data?
+        if FileManager.default.fileExists(atPath: configURL.path) {
+            do {
+                configJSON = try Data(contentsOf: configURL)
+            } catch {
+                throw TokenizerError(
+                    file: configURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
+            }
+        }
         try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON)
     }
 
@@ -61,7 +69,7 @@ public final class Tokenizer: Sendable {
     /// - Throws: `TokenizerError` naming the file and field that is malformed or unsupported.
     public init(tokenizerJSON: Data, tokenizerConfigJSON: Data?) throws {
         let root = JSONField(try JSONValue.parse(tokenizerJSON, file: "tokenizer.json"), file: "tokenizer.json")
-        _ = try root.object()
+        _ = try root.object()  // both files must be JSON objects
         let config = try tokenizerConfigJSON.map {
             JSONField(try JSONValue.parse($0, file: "tokenizer_config.json"), file: "tokenizer_config.json")
         }
@@ -124,9 +132,14 @@ public final class Tokenizer: Sendable {
 
     /// The token ids of `text`: Hugging Face `tokenizer(text)["input_ids"]`.
     ///
+    /// Never fails: a character that is neither in the vocabulary nor covered by byte fallback becomes
+    /// `unk_token`, or is dropped when the model has none (where Hugging Face raises an error).
+    ///
     /// - Parameter addSpecialTokens: apply the post-processor (BOS/EOS) as transformers does by default.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int32] {
         var ids: [Int32] = []
+        // As in `tokenizers`: split on unnormalized added tokens in the raw text, normalize each piece
+        // in between, split that on normalized added tokens, then pre-tokenize and BPE each word.
         for segment in rawMatcher.split(Array(text.utf8)) {
             switch segment {
             case .token(let id):
@@ -141,20 +154,25 @@ public final class Tokenizer: Sendable {
                     case .token(let id):
                         ids.append(id)
                     case .text(let innerBytes, let innerOffset):
-                        let innerScalarOffset = normalized.utf8.prefix(innerOffset).filter { $0 & 0xC0 != 0x80 }.count
+                        let scalarOffset = normalized.utf8.prefix(innerOffset).filter { $0 & 0xC0 != 0x80 }.count
                         let piece = Piece(
                             text: String(decoding: innerBytes, as: UTF8.self),
-                            originPrefix: max(0, originPrefix - innerScalarOffset))
-                        let words = preTokenizer?.preTokenize([piece]) ?? [piece]
-                        for word in words where !word.text.isEmpty {
-                            ids.append(contentsOf: model.tokenize(word.text))
-                        }
+                            originPrefix: max(0, originPrefix - scalarOffset))
+                        appendModelIDs(for: piece, to: &ids)
                     }
                 }
             }
         }
         guard addSpecialTokens, let postProcessor else { return ids }
         return postProcessor.process(ids)
+    }
+
+    /// Pre-tokenizes one normalized piece and appends the BPE ids of each word.
+    private func appendModelIDs(for piece: Piece, to ids: inout [Int32]) {
+        let words = preTokenizer?.preTokenize([piece]) ?? [piece]
+        for word in words where !word.text.isEmpty {
+            ids.append(contentsOf: model.tokenize(word.text))
+        }
     }
 
     // MARK: Decoding
@@ -269,11 +287,23 @@ public final class Tokenizer: Sendable {
         for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
             if let content = try named(key) { all.append(content) }
         }
-        for key in ["additional_special_tokens", "extra_special_tokens"] where !config[key].isNull {
-            if case .array = config[key].value {
-                for entry in try config[key].array() {
+        // A list of tokens, or (transformers 5 `extra_special_tokens`) a map from a name to a token.
+        for key in ["additional_special_tokens", "extra_special_tokens"] {
+            let field = config[key]
+            switch field.value {
+            case .array:
+                for entry in try field.array() {
                     if let content = try entry.tokenContent() { all.append(content) }
                 }
+            case .object:
+                for (_, entry) in try field.object().sorted(by: { $0.key < $1.key }) {
+                    if let content = try entry.tokenContent() { all.append(content) }
+                }
+            case .null:
+                break
+            default:
+                throw field.error(
+                    "is \(field.value.typeName), but must be a list of tokens or a map from names to tokens")
             }
         }
         return NamedSpecialTokens(bos: try named("bos_token"), eos: try named("eos_token"), all: all)
