@@ -11,20 +11,22 @@ public enum TokenizerTrainer {
     ///
     /// Layout: `<unk>`=0, `<s>`=1, `</s>`=2, `<0x00>`…`<0xFF>` = 3…258, then the most frequent corpus
     /// characters, then tokens learned by merging the most frequent adjacent pair (ties broken by the
-    /// pair's UTF-8 bytes), until the vocabulary is full. Metaspace "▁" (prepend "first", no split),
+    /// pair's UTF-8 bytes), until the vocabulary is full; if the corpus runs out of pairs first, the
+    /// rest is `<reserved_0>`, `<reserved_1>`, … (plain entries no merge produces). Metaspace "▁" (prepend "first", no split),
     /// byte fallback, a TemplateProcessing post-processor adding `<s>`, and a tokenizer_config.json in the
     /// LlamaTokenizerFast style (add_bos_token true) that Hugging Face `AutoTokenizer` loads.
     /// Deterministic: the same size always gives the same bytes.
     ///
-    /// - Throws: `TokenizerError` if `vocabularySize` is below 300 or above what the corpus can supply.
+    /// - Throws: `TokenizerError` if `vocabularySize` is not between 300 and 2^20.
     public static func sentencePieceBPE(vocabularySize: Int) throws -> (tokenizerJSON: Data, tokenizerConfigJSON: Data)
     {
         let minimum = 300
-        guard vocabularySize >= minimum else {
+        let maximum = 1 << 20
+        guard vocabularySize >= minimum, vocabularySize <= maximum else {
             throw TokenizerError(
                 file: "TokenizerTrainer", field: "vocabularySize",
                 problem:
-                    "is \(vocabularySize), but must be at least \(minimum) (3 special tokens, 256 byte tokens and some pieces)"
+                    "is \(vocabularySize), but must be between \(minimum) (3 special tokens, 256 byte tokens and some pieces) and \(maximum)"
             )
         }
         var tokens = specialTokens + (0...255).map { BPEModel.byteTokenName(UInt8($0)) }
@@ -113,10 +115,15 @@ public enum TokenizerTrainer {
                 symbols[wordIndex] = word
             }
         }
-        guard tokens.count == vocabularySize else {
-            throw TokenizerError(
-                file: "TokenizerTrainer", field: "vocabularySize",
-                problem: "is \(vocabularySize), but the built-in corpus supports at most \(tokens.count) entries")
+        // The corpus ran out of pairs: fill up with reserved tokens, which no merge produces, so the
+        // vocabulary (and a model's embedding table) has the requested size without changing encodings.
+        var reserved = 0
+        while tokens.count < vocabularySize {
+            let name = "<reserved_\(reserved)>"
+            reserved += 1
+            guard ids[ExactString(name)] == nil else { continue }
+            ids[ExactString(name)] = tokens.count
+            tokens.append(name)
         }
         return (
             Data(tokenizerJSON(tokens: tokens, merges: merges.map { (tokens[$0.0], tokens[$0.1]) }).utf8),

@@ -15,7 +15,9 @@ struct TokenizerTrainerTests {
         "def f(x):\n    return x ** 2", "ꙮ𓀀 rare scripts", "",
     ]
 
-    @Test("the trained vocabulary has exactly the requested size", arguments: [300, 512, 1000])
+    @Test(
+        "the trained vocabulary has exactly the requested size, reserved tokens filling what the corpus cannot",
+        arguments: [300, 512, 1000, 32000])
     func vocabularySize(size: Int) throws {
         let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: size)
         let tokenizer = try Tokenizer(
@@ -48,12 +50,12 @@ struct TokenizerTrainerTests {
         #expect(decoded.utf8.elementsEqual(text.utf8), "decoded \(decoded.debugDescription)")
     }
 
-    @Test("a vocabulary too small for the special and byte tokens is rejected with the limit")
+    @Test("a vocabulary too small for the special and byte tokens is rejected with the limits")
     func tooSmall() {
         #expect {
             _ = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 100)
         } throws: { error in
-            "\(error)".contains("vocabularySize is 100, but must be at least 300")
+            "\(error)".contains("vocabularySize is 100, but must be between 300")
         }
     }
 
