@@ -131,6 +131,17 @@ public struct EngineMetrics: Sendable, Equatable {
     public init() {}
 }
 
+/// One message of a chat conversation.
+public struct ChatMessage: Sendable, Equatable {
+    /// `system`, `user`, `assistant` or `tool`.
+    public let role: String
+    public let content: String
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+}
+
 /// The engine as front ends see it. Implementations are thread-safe.
 public protocol GenerationService: Sendable {
     /// The model's name as served (the `model` field of responses).
@@ -140,6 +151,10 @@ public protocol GenerationService: Sendable {
     /// The checkpoint's tokenizer (chat templates, token counts).
     var tokenizer: Tokenizer { get }
     func health() -> HealthStatus
+    /// Renders a conversation into a prompt with the checkpoint's chat template
+    /// (tokenizer_config.json `chat_template`).
+    /// - Throws: `SubmitError.invalid(field: "messages", …)` when there is no template or it cannot be rendered.
+    func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String
     /// Accepts a request or refuses it at once. The stream ends after `.finished`; ending the
     /// iteration early (or `onTermination`) cancels the request and frees its KV memory.
     func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error>
