@@ -3,10 +3,10 @@
 //
 // Targets are tiered (see README "Architecture"); a target imports only lower tiers.
 //   tier 4  SwitchyardCLI
-//   tier 3  Coordinator · ExpertWorker            (never import each other)
+//   tier 3  Coordinator · ExpertWorker · Server   (never import each other; Server -> Coordinator only)
 //   tier 2  Models · Wire · Transport
 //   tier 1  Kernels · Tokenization
-//   tier 0  Tensors · CZeroMQ · CProtobufC · CBLAS
+//   tier 0  Tensors · CZeroMQ · CProtobufC · CBLAS · CKernels
 import PackageDescription
 
 let strictSettings: [SwiftSetting] = [
@@ -24,6 +24,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     ],
     targets: [
         // tier 0: C libraries, each imported by exactly one Swift target.
@@ -35,9 +36,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("protobuf-c")]
         ),
         .target(name: "Tensors", swiftSettings: strictSettings),
+        // SIMD kernels in C (batch-invariant matrix products), chosen at run time by CPU features.
+        .target(name: "CKernels", path: "Sources/CKernels"),
 
         // tier 1
-        .target(name: "Kernels", dependencies: ["Tensors", "CBLAS"], swiftSettings: strictSettings),
+        .target(name: "Kernels", dependencies: ["Tensors", "CBLAS", "CKernels"], swiftSettings: strictSettings),
         .target(name: "Tokenization", swiftSettings: strictSettings),
 
         // tier 2
@@ -62,11 +65,21 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        .target(
+            name: "Server",
+            dependencies: [
+                "Coordinator", "Tokenization", "Tensors",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // tier 4
         .executableTarget(
             name: "SwitchyardCLI",
             dependencies: [
-                "Tensors", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker",
+                "Tensors", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -98,6 +111,15 @@ let package = Package(
         .testTarget(
             name: "ExpertWorkerTests",
             dependencies: ["Tensors", "Models", "Wire", "ExpertWorker", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "Coordinator", "Tokenization", "Tensors", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
