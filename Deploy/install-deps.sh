@@ -5,9 +5,10 @@
 #   protobuf-c-compiler protoc-c, to check the committed generated code (Scripts/generate-protos.sh)
 #   libopenblas-dev     BLAS for the matrix products
 #   iproute2            `ip netns` for the multi-host tests
+#   curl, python3-venv  the HTTP API tests (curl and the openai client)
 set -euo pipefail
 
-packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2)
+packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 curl python3-venv)
 
 missing=()
 for package in "${packages[@]}"; do

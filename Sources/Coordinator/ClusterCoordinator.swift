@@ -60,6 +60,8 @@ public final class ClusterCoordinator: ExpertExecutor {
     private let namedSlots: Bool
     private var slots: [Slot?]
     private var pendingClientRequests: [(PeerIdentity, WireMessage.GenerateRequest)] = []
+    private var remoteClients: [UInt64: (PeerIdentity, ClientRequestID)] = [:]
+    private var nextRemoteToken: UInt64 = 0
     private var nextRequestID: UInt64 = 0
     private var currentRequestID = RequestID(0)
     private var nextStep: UInt64 = 0
@@ -123,30 +125,41 @@ public final class ClusterCoordinator: ExpertExecutor {
         }
     }
 
-    /// Serves GENERATE_REQUEST messages from clients, one at a time, until `shouldStop`.
-    public func serveClients(engine: GenerationEngine, shouldStop: () -> Bool) {
-        while !shouldStop() {
-            guard !pendingClientRequests.isEmpty else {
-                pump(timeout: .milliseconds(200))
-                continue
-            }
-            let (peer, request) = pendingClientRequests.removeFirst()
-            let reply: WireMessage
-            do throws(GenerationError) {
-                guard isReady else {
-                    throw .unavailable("\(readyWorkerCount) of \(placement.workerCount) workers are ready; the request needs all of them")
-                }
-                let result = try generate(engine: engine, request: Self.generationRequest(request))
-                let json = (try? result.jsonData()).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-                reply = .generateResult(.init(clientRequestID: request.clientRequestID, resultJSON: json))
-                logger.info(
-                    "\(request.clientRequestID): \(result.promptTokenIDs.count) prompt + \(result.completionTokenIDs.count) completion tokens")
-            } catch {
-                let code: WireMessage.ErrorReport.Code = if case .invalidRequest = error { .badRequest } else { .internal }
-                reply = .error(.init(code: code, message: error.description))
-                logger.warning("\(request.clientRequestID) failed: \(error)")
-            }
-            send(reply, to: peer)
+    // MARK: engine loop hooks
+
+    public var readiness: HealthStatus {
+        isReady
+            ? .ready
+            : .notReady(reason: "\(readyWorkerCount) of \(placement.workerCount) workers are ready; start workers with: "
+                + "switchyard worker --coordinator \(endpoint) --model \(modelPath)")
+    }
+
+    public func idle(timeout: Duration) {
+        pump(timeout: timeout)
+        // Drain whatever else is queued without waiting.
+        while let (peer, frames) = receive(timeout: .zero) { handle(frames: frames, from: peer) }
+    }
+
+    public func takeRemoteJobs() -> [RemoteJob] {
+        defer { pendingClientRequests.removeAll() }
+        return pendingClientRequests.map { peer, request in
+            nextRemoteToken += 1
+            remoteClients[nextRemoteToken] = (peer, request.clientRequestID)
+            return RemoteJob(token: nextRemoteToken, request: Self.generationRequest(request))
+        }
+    }
+
+    public func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>) {
+        guard let (peer, clientID) = remoteClients.removeValue(forKey: job.token) else { return }
+        switch outcome {
+        case .success(let result):
+            let json = (try? result.jsonData()).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            send(.generateResult(.init(clientRequestID: clientID, resultJSON: json)), to: peer)
+            logger.info("\(clientID): \(result.promptTokenIDs.count) prompt + \(result.completionTokenIDs.count) completion tokens")
+        case .failure(let error):
+            let code: WireMessage.ErrorReport.Code = if case .invalidRequest = error { .badRequest } else { .internal }
+            send(.error(.init(code: code, message: error.description)), to: peer)
+            logger.warning("\(clientID) failed: \(error)")
         }
     }
 

@@ -26,7 +26,15 @@ public struct ExpertLoad: Sendable, Equatable, Codable {
 
     /// Counts one layer's routing decision.
     public mutating func record(_ routing: RoutingDecision, layer: LayerIndex, phase: GenerationPhase) {
-        for expert in routing.expertIDs {
+        record(routing, tokens: 0..<routing.tokenCount, layer: layer, phase: phase)
+    }
+
+    /// Counts the routing of some of a step's tokens (one sequence's rows in a batched step).
+    public mutating func record(
+        _ routing: RoutingDecision, tokens: Range<Int>, layer: LayerIndex, phase: GenerationPhase
+    ) {
+        let k = routing.expertsPerToken
+        for expert in routing.expertIDs[(tokens.lowerBound * k)..<(tokens.upperBound * k)] {
             switch phase {
             case .prefill: prefill[layer.rawValue][Int(expert)] += 1
             case .decode: decode[layer.rawValue][Int(expert)] += 1

@@ -7,8 +7,9 @@ public import Tokenization
 
 /// Errors of a generation request; the message names what is wrong and what would be valid.
 public enum GenerationError: Error, CustomStringConvertible, Equatable {
-    /// The request itself is invalid (a parameter out of range, a prompt too long).
-    case invalidRequest(String)
+    /// The request itself is invalid (a parameter out of range, a prompt too long); `field`
+    /// names the parameter as the API spells it.
+    case invalidRequest(field: String, String)
     /// The experts could not be computed (a worker failed, timed out or answered wrongly).
     case expertsFailed(String)
     /// The cluster is not able to run requests (workers missing, shutting down).
@@ -16,7 +17,7 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case .invalidRequest(let message): "invalid request: \(message)"
+        case .invalidRequest(_, let message): "invalid request: \(message)"
         case .expertsFailed(let message): "expert computation failed: \(message)"
         case .unavailable(let message): "unavailable: \(message)"
         }
@@ -35,6 +36,37 @@ public protocol ExpertExecutor {
 
     /// Which worker holds which experts, for reports.
     var workerSummaries: [WorkerSummary] { get }
+
+    /// Whether every expert has a ready worker.
+    var readiness: HealthStatus { get }
+
+    /// Called by the engine loop when no step is due: handles background work (worker
+    /// registration, heartbeats) for at most `timeout`.
+    mutating func idle(timeout: Duration)
+
+    /// Jobs that arrived over the worker socket (`generate --coordinator`), to be scheduled.
+    mutating func takeRemoteJobs() -> [RemoteJob]
+
+    /// Sends a remote job's outcome back to its client.
+    mutating func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>)
+}
+
+/// A job submitted over the coordinator's ZeroMQ socket.
+public struct RemoteJob: Sendable {
+    /// Opaque to the scheduler; the executor uses it to find the client again.
+    public let token: UInt64
+    public let request: GenerationRequest
+    public init(token: UInt64, request: GenerationRequest) {
+        self.token = token
+        self.request = request
+    }
+}
+
+extension ExpertExecutor {
+    public var readiness: HealthStatus { .ready }
+    public mutating func idle(timeout: Duration) {}
+    public mutating func takeRemoteJobs() -> [RemoteJob] { [] }
+    public mutating func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>) {}
 }
 
 /// The experts a worker holds, as reported in results.
@@ -137,13 +169,38 @@ public struct GenerationEngine: Sendable {
         case .text(let text): ids = tokenizer.encode(text)
         case .tokenIDs(let given): ids = given
         }
-        guard !ids.isEmpty else { throw .invalidRequest("the prompt is empty; give at least one token") }
+        guard !ids.isEmpty else { throw .invalidRequest(field: "prompt", "the prompt is empty; give at least one token") }
         let vocabularySize = model.configuration.vocabularySize
         if let bad = ids.firstIndex(where: { $0 < 0 || Int($0) >= vocabularySize }) {
             throw .invalidRequest(
-                "prompt token \(bad) is \(ids[bad]), but token ids must be in 0..<\(vocabularySize)")
+                field: "prompt", "prompt token \(bad) is \(ids[bad]), but token ids must be in 0..<\(vocabularySize)")
         }
         return ids
+    }
+
+    /// Checks a request's parameters and its prompt against the model.
+    /// - Returns: the prompt's token ids
+    public func checkedPromptTokenIDs(for request: GenerationRequest) throws(GenerationError) -> [Int32] {
+        try request.sampling.validate()
+        guard request.maxTokens >= 1 else {
+            throw .invalidRequest(field: "max_tokens", "max_tokens is \(request.maxTokens), but must be at least 1")
+        }
+        guard (0...20).contains(request.logprobs) else {
+            throw .invalidRequest(field: "logprobs", "logprobs is \(request.logprobs), but must be between 0 and 20")
+        }
+        let promptIDs = try promptTokenIDs(for: request.prompt)
+        let contextLength = model.configuration.maxPositionEmbeddings
+        guard promptIDs.count + request.maxTokens <= contextLength else {
+            throw .invalidRequest(
+                field: "max_tokens", "prompt (\(promptIDs.count) tokens) + max_tokens (\(request.maxTokens)) is "
+                    + "\(promptIDs.count + request.maxTokens), but the model's context is \(contextLength) tokens")
+        }
+        return promptIDs
+    }
+
+    /// The end-of-sequence token ids: config.json's, and the tokenizer's.
+    public var endOfSequenceTokenIDs: Set<Int32> {
+        Set(model.configuration.eosTokenIDs.map(Int32.init)).union(tokenizer.eosTokenID.map { [$0] } ?? [])
     }
 
     /// Generates one request to completion.
@@ -151,22 +208,9 @@ public struct GenerationEngine: Sendable {
     public func generate(
         _ request: GenerationRequest, experts: inout some ExpertExecutor, onText: ((String) -> Void)? = nil
     ) throws(GenerationError) -> GenerationResult {
-        try request.sampling.validate()
-        guard request.maxTokens >= 1 else {
-            throw .invalidRequest("max_tokens is \(request.maxTokens), but must be at least 1")
-        }
-        guard (0...20).contains(request.logprobs) else {
-            throw .invalidRequest("logprobs is \(request.logprobs), but must be between 0 and 20")
-        }
+        let promptIDs = try checkedPromptTokenIDs(for: request)
         let configuration = model.configuration
-        let promptIDs = try promptTokenIDs(for: request.prompt)
-        let contextLength = configuration.maxPositionEmbeddings
-        guard promptIDs.count + request.maxTokens <= contextLength else {
-            throw .invalidRequest(
-                "prompt (\(promptIDs.count) tokens) + max_tokens (\(request.maxTokens)) is "
-                    + "\(promptIDs.count + request.maxTokens), but the model's context is \(contextLength) tokens")
-        }
-        let eosIDs = Set(configuration.eosTokenIDs.map(Int32.init)).union(tokenizer.eosTokenID.map { [$0] } ?? [])
+        let eosIDs = endOfSequenceTokenIDs
 
         var load = ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount)
         var sampler = Sampler(request.sampling)

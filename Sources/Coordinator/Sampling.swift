@@ -26,12 +26,12 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
     /// Checks ranges; the message names the parameter and the valid range.
     public func validate() throws(GenerationError) {
         guard temperature.isFinite, temperature >= 0 else {
-            throw .invalidRequest("temperature is \(temperature), but must be a finite number >= 0")
+            throw .invalidRequest(field: "temperature", "temperature is \(temperature), but must be a finite number >= 0")
         }
         guard topP.isFinite, topP > 0, topP <= 1 else {
-            throw .invalidRequest("top_p is \(topP), but must be in (0, 1]")
+            throw .invalidRequest(field: "top_p", "top_p is \(topP), but must be in (0, 1]")
         }
-        guard topK >= 0 else { throw .invalidRequest("top_k is \(topK), but must be >= 0 (0 disables it)") }
+        guard topK >= 0 else { throw .invalidRequest(field: "top_k", "top_k is \(topK), but must be >= 0 (0 disables it)") }
     }
 }
 

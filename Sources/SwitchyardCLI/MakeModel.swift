@@ -104,9 +104,27 @@ struct MakeModel: ParsableCommand {
         try MixtralCheckpointWriter.write(options, to: directory)
         let tokenizer = try TokenizerTrainer.sentencePieceBPE(vocabularySize: vocab)
         try tokenizer.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
-        try tokenizer.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        try Self.withChatTemplate(tokenizer.tokenizerConfigJSON)
+            .write(to: directory.appendingPathComponent("tokenizer_config.json"))
         print(
             "wrote a random Mixtral checkpoint to \(directory.path): \(layers) layers, \(experts) experts "
                 + "(top-\(topK)), hidden \(hidden), vocab \(vocab), \(dtype)")
+    }
+
+    /// Mixtral-8x7B-Instruct's chat template, so chat requests work on made models as on the real one.
+    static let mixtralChatTemplate =
+        "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        + "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        + "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        + "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+        + "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+
+    /// tokenizer_config.json with `chat_template` added.
+    static func withChatTemplate(_ configJSON: Data) throws -> Data {
+        guard var object = try JSONSerialization.jsonObject(with: configJSON) as? [String: Any] else {
+            throw ValidationError("the trained tokenizer_config.json is not a JSON object")
+        }
+        object["chat_template"] = mixtralChatTemplate
+        return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 }

@@ -3,68 +3,183 @@ import Coordinator
 import Foundation
 import Logging
 import Models
+import Server
+import Synchronization
+import Tensors
 import Tokenization
 
-/// `switchyard serve`: the coordinator.
-struct Serve: ParsableCommand {
+/// `switchyard serve`: the coordinator with its HTTP API.
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the coordinator: dense layers, router and LM head here, experts on workers.",
+        abstract: "Run the coordinator: dense layers, router and LM head here, experts on workers, an OpenAI-compatible HTTP API.",
         discussion: """
-            Binds one ZeroMQ socket that workers and clients connect to, waits for --workers workers \
-            (or the workers a --placement file names), assigns each its experts, then serves generation \
-            jobs from `switchyard generate --coordinator ENDPOINT`. Stop it with Ctrl-C or SIGTERM; \
-            workers are told to leave.
+            Binds one ZeroMQ socket (--bind) that workers connect to and assigns each worker its experts; \
+            serves generation jobs over HTTP (--http: POST /v1/completions, /v1/chat/completions, \
+            GET /v1/models, /health, /metrics) and from `switchyard generate --coordinator ENDPOINT`. \
+            Requests are batched continuously: every running sequence advances in one step, and each MoE \
+            layer sends one dispatch per worker for the whole batch. /health answers 503 until every \
+            worker is ready. Stop it with Ctrl-C or SIGTERM; workers are told to leave.
             """
     )
 
     @Option(help: "The model directory (Hugging Face checkpoint: config.json, safetensors, tokenizer.json).")
     var model: String
 
-    @Option(help: "The endpoint workers and clients connect to. Port 0 picks a free port.")
+    @Option(help: "The ZeroMQ endpoint workers connect to. Port 0 picks a free port.")
     var bind: String = "tcp://127.0.0.1:5555"
 
-    @Option(help: "Worker processes to wait for; the experts are split evenly among them.")
+    @Option(help: "Worker processes to wait for; the experts are split evenly among them. 0 computes the experts in-process.")
     var workers: Int = 1
 
     @Option(help: "A placement file: {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...]}, ...]}.")
     var placement: String?
 
-    @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before the job fails.")
+    @Option(help: "The HTTP API's address, HOST:PORT. Port 0 picks a free port.")
+    var http: String = "127.0.0.1:8080"
+
+    @Option(name: .customLong("api-key"), help: "Require `Authorization: Bearer KEY` on every /v1 route.")
+    var apiKey: String?
+
+    @Option(name: .customLong("api-key-file"), help: "Read the API key from this file (first line).")
+    var apiKeyFile: String?
+
+    @Option(name: .customLong("served-model-name"), help: "The model name clients see. Default: the model directory's name.")
+    var servedModelName: String?
+
+    @Option(name: .customLong("max-running"), help: "Sequences in the running batch at most.")
+    var maxRunning: Int = 64
+
+    @Option(name: .customLong("max-waiting"), help: "Requests waiting for a place in the batch at most; more get HTTP 429.")
+    var maxWaiting: Int = 256
+
+    @Option(name: .customLong("kv-cache-tokens"), help: "KV cache capacity over all sequences, in tokens; a request reserves prompt + max_tokens.")
+    var kvCacheTokens: Int = 65536
+
+    @Option(name: .customLong("max-step-tokens"), help: "Tokens fed through the model in one step (prefill chunks + one per decoding sequence).")
+    var maxStepTokens: Int = 256
+
+    @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before its requests fail.")
     var dispatchTimeout: Double = 60
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
     func validate() throws {
-        guard workers >= 1 else { throw ValidationError("--workers is \(workers), but must be at least 1") }
+        guard workers >= 0 else { throw ValidationError("--workers is \(workers), but must be 0 or more") }
         guard dispatchTimeout > 0 else { throw ValidationError("--dispatch-timeout must be positive") }
+        _ = try httpAddress()
+        for (name, value) in [("--max-running", maxRunning), ("--max-waiting", maxWaiting),
+                              ("--kv-cache-tokens", kvCacheTokens), ("--max-step-tokens", maxStepTokens)] where value < 1 {
+            throw ValidationError("\(name) is \(value), but must be at least 1")
+        }
+        if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
     }
 
-    func run() throws {
+    func httpAddress() throws -> (host: String, port: Int) {
+        guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]),
+            (0...65535).contains(port), colon != http.startIndex
+        else { throw ValidationError("--http is \"\(http)\", but must be HOST:PORT, e.g. 127.0.0.1:8080") }
+        return (String(http[..<colon]), port)
+    }
+
+    func resolvedAPIKey() throws -> String? {
+        guard let apiKeyFile else { return apiKey }
+        guard let text = try? String(contentsOfFile: apiKeyFile, encoding: .utf8),
+            let key = text.split(whereSeparator: \.isNewline).first.map(String.init), !key.isEmpty
+        else { throw ValidationError("--api-key-file \(apiKeyFile): cannot read a key from its first line") }
+        return key
+    }
+
+    func run() async throws {
         let logger = bootstrapLogging(level: logLevel)
-        StopSignal.install()
         do {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(
                 model: try MixtralDenseModel(checkpoint: checkpoint),
                 tokenizer: try Tokenizer(directory: checkpoint.directory))
-            let coordinator = try ClusterCoordinator(
-                checkpoint: checkpoint,
-                options: CoordinatorOptions(
-                    bind: bind, workerCount: workers, placementFile: placement.map { URL(fileURLWithPath: $0) },
-                    dispatchTimeout: .milliseconds(Int(dispatchTimeout * 1000))),
-                logger: logger)
-            logger.info(
-                "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: switchyard worker --coordinator \(coordinator.endpoint) --model \(checkpoint.directory.path)"
-            )
-            try coordinator.waitUntilReady(timeout: nil, shouldStop: { StopSignal.isStopped })
-            logger.info("all \(coordinator.placement.workerCount) workers ready; serving jobs at \(coordinator.endpoint)")
-            coordinator.serveClients(engine: engine) { StopSignal.isStopped }
-            coordinator.shutdown(reason: "coordinator stopping")
+            let scheduler = Scheduler(
+                engine: engine, modelName: servedModelName ?? checkpoint.directory.lastPathComponent,
+                limits: SchedulerLimits(
+                    maxRunningSequences: maxRunning, maxWaitingRequests: maxWaiting, kvCacheTokens: kvCacheTokens,
+                    maxTokensPerStep: maxStepTokens))
+            let engineThread = try EngineThread.start(
+                scheduler: scheduler, checkpoint: checkpoint, logger: logger,
+                options: workers == 0 && placement == nil
+                    ? nil
+                    : CoordinatorOptions(
+                        bind: bind, workerCount: max(workers, 1), placementFile: placement.map { URL(fileURLWithPath: $0) },
+                        dispatchTimeout: .milliseconds(Int(dispatchTimeout * 1000))))
+            let (host, port) = try httpAddress()
+            let app = makeApplication(
+                service: scheduler,
+                configuration: ServerConfiguration(
+                    host: host, port: port, apiKey: try resolvedAPIKey(), modelName: servedModelName),
+                logger: logger,
+                onServerRunning: { port in logger.info("HTTP API listening on http://\(host):\(port)") })
+            // Runs until SIGINT/SIGTERM, then shuts down gracefully (in-flight responses finish).
+            try await app.runService()
+            scheduler.stop()
+            await engineThread.join()
             logger.info("coordinator stopped")
         } catch {
             fail("\(error)")
+        }
+    }
+}
+
+/// The thread that owns the expert executor (and with it the worker socket) and runs the scheduler.
+final class EngineThread: Sendable {
+    private let done = DispatchSemaphore(value: 0)
+
+    /// Starts the engine; returns once the worker socket is bound (or throws why it could not be).
+    static func start(
+        scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, options: CoordinatorOptions?
+    ) throws -> EngineThread {
+        let engineThread = EngineThread()
+        let started = DispatchSemaphore(value: 0)
+        let startError = Mutex<(any Error)?>(nil)
+        let thread = Thread { [done = engineThread.done] in
+            defer { done.signal() }
+            do {
+                if let options {
+                    var coordinator = try ClusterCoordinator(checkpoint: checkpoint, options: options, logger: logger)
+                    logger.info(
+                        "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: switchyard worker --coordinator \(coordinator.endpoint) --model \(checkpoint.directory.path)"
+                    )
+                    started.signal()
+                    scheduler.run(executor: &coordinator)
+                    coordinator.shutdown(reason: "coordinator stopping")
+                } else {
+                    let configuration = checkpoint.configuration
+                    let experts = (0..<configuration.layerCount).flatMap { layer in
+                        (0..<configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
+                    }
+                    var local = LocalExperts(store: try ExpertStore(checkpoint: checkpoint, experts: experts))
+                    logger.info("computing all experts in-process (--workers 0)")
+                    started.signal()
+                    scheduler.run(executor: &local)
+                }
+            } catch {
+                startError.withLock { $0 = error }
+                started.signal()
+            }
+        }
+        thread.stackSize = 16 << 20
+        thread.name = "switchyard-engine"
+        thread.start()
+        started.wait()
+        if let error = startError.withLock({ $0 }) { throw error }
+        return engineThread
+    }
+
+    /// Waits until the engine loop has returned.
+    func join() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { [done] in
+                done.wait()
+                continuation.resume()
+            }
         }
     }
 }

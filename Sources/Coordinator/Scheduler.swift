@@ -1,0 +1,455 @@
+// The scheduler: continuous batching over one engine thread.
+//
+// Front ends (the HTTP API, on any thread) submit requests through the thread-safe `Scheduler`;
+// one engine thread runs `Scheduler.run`, which owns the expert executor (and so the worker
+// socket), merges every running sequence into one step per iteration (one dispatch per worker per
+// MoE layer for the whole batch), samples, and streams each sequence's tokens to its consumer.
+// New requests join between steps; cancelled ones leave between steps and free their KV memory.
+public import Dispatch
+public import Foundation
+public import Models
+import Synchronization
+public import Tensors
+public import Tokenization
+
+/// Runs generation requests with continuous batching. Thread-safe; `run` must be called on one
+/// dedicated thread.
+public final class Scheduler: GenerationService {
+    public let modelName: String
+    public let tokenizer: Tokenizer
+    public let limits: SchedulerLimits
+    let engine: GenerationEngine
+    private let shared = Mutex(SharedState())
+    private let wake = DispatchSemaphore(value: 0)
+
+    /// State shared between submitting threads and the engine thread.
+    struct SharedState: ~Copyable {
+        var submissions: [Submission] = []
+        var cancelled: Set<SequenceID> = []
+        var nextID: UInt64 = 0
+        var waitingCount = 0
+        var health: HealthStatus = .notReady(reason: "the engine has not started")
+        var metrics = EngineMetrics()
+        var stopping = false
+    }
+
+    /// A request accepted by `submit`, not yet seen by the engine thread.
+    struct Submission: Sendable {
+        let id: SequenceID
+        let request: GenerationRequest
+        let promptIDs: [Int32]
+        let continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+        let submitted: ContinuousClock.Instant
+    }
+
+    public init(engine: GenerationEngine, modelName: String, limits: SchedulerLimits) {
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.modelName = modelName
+        self.limits = limits
+    }
+
+    public var contextLength: Int { engine.model.configuration.maxPositionEmbeddings }
+
+    public func health() -> HealthStatus { shared.withLock { $0.health } }
+
+    public func metrics() -> EngineMetrics { shared.withLock { $0.metrics } }
+
+    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
+        do {
+            return try tokenizer.applyChatTemplate(
+                messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: addGenerationPrompt)
+        } catch {
+            throw .invalid(field: "messages", message: "\(error)")
+        }
+    }
+
+    public func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error> {
+        let promptIDs: [Int32]
+        do {
+            promptIDs = try engine.checkedPromptTokenIDs(for: request)
+        } catch {
+            if case .invalidRequest(let field, let message) = error { throw .invalid(field: field, message: message) }
+            throw .unavailable(error.description)
+        }
+        let needed = promptIDs.count + request.maxTokens
+        guard needed <= limits.kvCacheTokens else {
+            throw .unavailable(
+                "the request needs \(needed) KV cache tokens (prompt \(promptIDs.count) + max_tokens \(request.maxTokens)), "
+                    + "but the server holds \(limits.kvCacheTokens); lower max_tokens or start the server with a larger --kv-cache-tokens")
+        }
+        let (stream, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
+        let id: SequenceID = try shared.withLock { (state: inout SharedState) throws(SubmitError) -> SequenceID in
+            if state.stopping { throw .unavailable("the server is shutting down") }
+            if case .notReady(let reason) = state.health { throw .unavailable(reason) }
+            guard state.waitingCount + state.submissions.count < limits.maxWaitingRequests else {
+                throw .queueFull(
+                    "\(state.waitingCount + state.submissions.count) requests are waiting (the limit is \(limits.maxWaitingRequests)); retry later")
+            }
+            state.nextID += 1
+            let id = SequenceID(state.nextID)
+            state.submissions.append(Submission(
+                id: id, request: request, promptIDs: promptIDs, continuation: continuation, submitted: .now))
+            return id
+        }
+        continuation.onTermination = { [weak self] termination in
+            guard case .cancelled = termination, let self else { return }
+            self.shared.withLock { _ = $0.cancelled.insert(id) }
+            self.wake.signal()
+        }
+        wake.signal()
+        return stream
+    }
+
+    /// Stops accepting requests; `run` returns after failing what is left.
+    public func stop() {
+        shared.withLock { $0.stopping = true }
+        wake.signal()
+    }
+
+    /// Runs the engine loop on the calling thread until `stop()` is called or `shouldStop` returns true.
+    public func run(executor: inout some ExpertExecutor, shouldStop: () -> Bool = { false }) {
+        var loop = EngineLoop(scheduler: self)
+        while !shouldStop() && !shared.withLock({ $0.stopping }) {
+            let health = executor.readiness
+            shared.withLock { $0.health = health }
+            loop.accept(shared.withLock { state in
+                defer {
+                    // Counted as waiting until the planner's own count replaces it below, so
+                    // `submit` never sees fewer waiting requests than there are.
+                    state.waitingCount += state.submissions.count
+                    state.submissions.removeAll()
+                    state.cancelled.removeAll()
+                }
+                return (state.submissions, state.cancelled)
+            })
+            for job in executor.takeRemoteJobs() { loop.acceptRemote(job) }
+            loop.admit()
+            shared.withLock { state in
+                state.waitingCount = loop.planner.waiting.count
+                state.metrics.waitingRequests = loop.planner.waiting.count
+                state.metrics.runningRequests = loop.planner.running.count
+                state.metrics.kvCacheUsage = loop.planner.kvUsage
+            }
+            if health == .ready, loop.step(executor: &executor) { continue }
+            executor.idle(timeout: .zero)
+            _ = wake.wait(timeout: .now() + .milliseconds(5))
+        }
+        loop.failAll(.unavailable("the server is shutting down"), executor: &executor)
+    }
+
+    func update(_ body: (inout EngineMetrics) -> Void) {
+        shared.withLock { body(&$0.metrics) }
+    }
+}
+
+/// Where a sequence's output goes.
+enum SequenceSink {
+    case stream(AsyncThrowingStream<GenerationEvent, any Error>.Continuation)
+    case remote(RemoteJob)
+}
+
+/// One sequence on the engine thread.
+struct SequenceState {
+    let id: SequenceID
+    let request: GenerationRequest
+    let promptIDs: [Int32]
+    let sink: SequenceSink
+    let submitted: ContinuousClock.Instant
+    var cache: KVCache?
+    var sampler: Sampler
+    var decoder: StreamingDecoder
+    var stopMatcher: StopMatcher
+    var completion: [Int32] = []
+    var logprobs: [TokenLogprob] = []
+    var text = ""
+    var load: ExpertLoad
+    /// Prompt tokens already fed through the model.
+    var prefilled = 0
+    var firstScheduled: ContinuousClock.Instant?
+    var firstToken: ContinuousClock.Instant?
+    var lastToken: ContinuousClock.Instant?
+}
+
+/// The engine thread's state: not shared, not locked.
+struct EngineLoop {
+    let scheduler: Scheduler
+    var planner: BatchPlanner
+    var sequences: [SequenceID: SequenceState] = [:]
+    private var nextRemoteID: UInt64 = 1 << 62
+    private var stepIndex: UInt64 = 0
+
+    init(scheduler: Scheduler) {
+        self.scheduler = scheduler
+        planner = BatchPlanner(limits: scheduler.limits)
+    }
+
+    var engine: GenerationEngine { scheduler.engine }
+
+    mutating func accept(_ inbox: ([Scheduler.Submission], Set<SequenceID>)) {
+        for submission in inbox.0 {
+            add(
+                id: submission.id, request: submission.request, promptIDs: submission.promptIDs,
+                sink: .stream(submission.continuation), submitted: submission.submitted)
+        }
+        for id in inbox.1 where sequences[id] != nil {
+            finish(id, reason: .cancelled)
+        }
+    }
+
+    mutating func acceptRemote(_ job: RemoteJob) {
+        nextRemoteID += 1
+        let id = SequenceID(nextRemoteID)
+        do {
+            let promptIDs = try engine.checkedPromptTokenIDs(for: job.request)
+            add(id: id, request: job.request, promptIDs: promptIDs, sink: .remote(job), submitted: .now)
+        } catch {
+            sequences[id] = nil
+            pendingRemoteFailures.append((job, error))
+        }
+    }
+
+    /// Remote jobs refused before scheduling; reported by the next `step`/`failAll`.
+    private var pendingRemoteFailures: [(RemoteJob, GenerationError)] = []
+
+    private mutating func add(
+        id: SequenceID, request: GenerationRequest, promptIDs: [Int32], sink: SequenceSink,
+        submitted: ContinuousClock.Instant
+    ) {
+        let configuration = engine.model.configuration
+        var state = SequenceState(
+            id: id, request: request, promptIDs: promptIDs, sink: sink, submitted: submitted, cache: nil,
+            sampler: Sampler(request.sampling), decoder: engine.tokenizer.makeStreamingDecoder(skipSpecialTokens: true),
+            stopMatcher: StopMatcher(stops: request.stop),
+            load: ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount))
+        do throws(BatchPlanner.Refusal) {
+            try planner.enqueue(id, promptTokens: promptIDs.count, maxTokens: request.maxTokens)
+        } catch {
+            let message: String = switch error {
+            case .queueFull(let waiting): "\(waiting) requests are waiting; retry later"
+            case .tooLarge(let needed, let capacity): "the request needs \(needed) KV cache tokens, but the server holds \(capacity)"
+            }
+            state.cache = nil
+            sequences[id] = state
+            fail(id, .unavailable(message))
+            return
+        }
+        sequences[id] = state
+    }
+
+    /// Admits waiting sequences and gives each its KV cache.
+    mutating func admit() {
+        for id in planner.admit() {
+            guard var state = sequences[id] else { continue }
+            state.cache = engine.model.makeCache(capacity: state.promptIDs.count + state.request.maxTokens)
+            sequences[id] = state
+        }
+    }
+
+    /// Runs one step over the running batch.
+    /// - Returns: false when there was nothing to run.
+    mutating func step(executor: inout some ExpertExecutor) -> Bool {
+        for (job, error) in pendingRemoteFailures { executor.finishRemoteJob(job, with: .failure(error)) }
+        pendingRemoteFailures.removeAll()
+        let plan = planner.planStep()
+        guard !plan.entries.isEmpty else { return false }
+        stepIndex += 1
+        let now = ContinuousClock.now
+        var chunks: [[Int32]] = []
+        var caches: [KVCache] = []
+        var rowRanges: [(Range<Int>, GenerationPhase)] = []
+        var row = 0
+        for entry in plan.entries {
+            var state = sequences[entry.id]!
+            if state.firstScheduled == nil {
+                state.firstScheduled = now
+                let queued = (now - state.submitted).seconds
+                scheduler.update { $0.queueTime.observe(queued) }
+            }
+            let chunk: [Int32]
+            let phase: GenerationPhase
+            if state.prefilled < state.promptIDs.count {
+                chunk = Array(state.promptIDs[state.prefilled..<(state.prefilled + entry.tokenCount)])
+                phase = .prefill
+            } else {
+                chunk = [state.completion.last!]
+                phase = .decode
+            }
+            chunks.append(chunk)
+            caches.append(state.cache!)
+            state.cache = nil  // moved into `caches` for the step, so the KV arrays are not copied
+            sequences[entry.id] = state
+            rowRanges.append((row..<(row + chunk.count), phase))
+            row += chunk.count
+        }
+
+        var loads = plan.entries.map { sequences[$0.id]!.load }
+        let configuration = engine.model.configuration
+        var stepLoad = ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount)
+        let logits: [Float]
+        do {
+            logits = try engine.model.forward(batch: chunks, caches: &caches) { layer, hidden, routing in
+                for (index, (rows, phase)) in rowRanges.enumerated() {
+                    loads[index].record(routing, tokens: rows, layer: layer, phase: phase)
+                }
+                stepLoad.record(routing, layer: layer, phase: .decode)
+                return try executor.computeExperts(layer: layer, hidden: hidden, routing: routing)
+            }
+        } catch {
+            // The model leaves the caches untouched when a step fails: give them back, then fail
+            // the step's sequences with the reason.
+            let reason: GenerationError = (error as? GenerationError) ?? .expertsFailed("\(error)")
+            for (index, entry) in plan.entries.enumerated() { sequences[entry.id]?.cache = caches[index] }
+            for entry in plan.entries { fail(entry.id, reason, executor: &executor) }
+            return true
+        }
+        planner.commit(plan)
+        scheduler.update { metrics in
+            if metrics.expertTokens.isEmpty {
+                metrics.expertTokens = stepLoad.decode.map { $0.map { _ in 0 } }
+            }
+            for (layer, counts) in stepLoad.decode.enumerated() {
+                for (expert, count) in counts.enumerated() { metrics.expertTokens[layer][expert] += UInt64(count) }
+            }
+        }
+        let vocabularySize = engine.model.configuration.vocabularySize
+        for (index, entry) in plan.entries.enumerated() {
+            var state = sequences[entry.id]!
+            state.cache = caches[index]
+            state.load = loads[index]
+            if rowRanges[index].1 == .prefill {
+                state.prefilled += entry.tokenCount
+                scheduler.update { $0.promptTokensTotal += UInt64(entry.tokenCount) }
+            }
+            sequences[entry.id] = state
+            guard state.prefilled == state.promptIDs.count else { continue }  // mid-prefill: no token yet
+            let row = Array(logits[(index * vocabularySize)..<((index + 1) * vocabularySize)])
+            emitToken(entry.id, logits: row, executor: &executor)
+        }
+        return true
+    }
+
+    /// Samples the next token of a sequence, streams it, and finishes the sequence when due.
+    private mutating func emitToken(_ id: SequenceID, logits: [Float], executor: inout some ExpertExecutor) {
+        guard var state = sequences[id] else { return }
+        let token = state.sampler.sample(logits)
+        let now = ContinuousClock.now
+        if let last = state.lastToken {
+            let gap = (now - last).seconds
+            scheduler.update { $0.interTokenLatency.observe(gap) }
+        } else {
+            let ttft = (now - state.submitted).seconds
+            scheduler.update { $0.timeToFirstToken.observe(ttft) }
+            state.firstToken = now
+        }
+        state.lastToken = now
+        state.completion.append(token)
+        scheduler.update { $0.generationTokensTotal += 1 }
+        let logprob = state.request.logprobs > 0
+            ? TokenLogprob(chosen: token, logits: logits, top: state.request.logprobs) : nil
+        if let logprob { state.logprobs.append(logprob) }
+        let isEnd = !state.request.ignoreEOS && engine.endOfSequenceTokenIDs.contains(token)
+        var outcome = state.stopMatcher.append(state.decoder.append(token))
+        var reason: FinishReason?
+        if outcome.stopped {
+            reason = .stop
+        } else if isEnd {
+            reason = .stop
+        } else if state.completion.count == state.request.maxTokens {
+            reason = .length
+        }
+        var trailing = ""
+        if reason != nil && !outcome.stopped {
+            let flushed = state.stopMatcher.append(state.decoder.finish())
+            trailing = flushed.released + (flushed.stopped ? "" : state.stopMatcher.finish())
+            if flushed.stopped { reason = .stop }
+            outcome = StopMatcher.Outcome(released: outcome.released, stopped: flushed.stopped)
+        }
+        state.text += outcome.released + trailing
+        sequences[id] = state
+        if case .stream(let continuation) = state.sink {
+            continuation.yield(.token(TokenEvent(tokenID: token, text: outcome.released, logprob: logprob)))
+        }
+        if let reason { finish(id, reason: reason, trailing: trailing, executor: &executor) }
+    }
+
+    /// Ends a sequence: reports it, frees its KV memory, updates the metrics.
+    private mutating func finish(
+        _ id: SequenceID, reason: FinishReason, trailing: String = "", executor: inout some ExpertExecutor
+    ) {
+        guard let state = sequences.removeValue(forKey: id) else { return }
+        planner.remove(id)
+        let elapsed = (ContinuousClock.now - state.submitted).seconds
+        let queued = ((state.firstScheduled ?? .now) - state.submitted).seconds
+        scheduler.update { metrics in
+            metrics.requestLatency.observe(elapsed)
+            metrics.finishedRequests[reason.rawValue, default: 0] += 1
+        }
+        switch state.sink {
+        case .stream(let continuation):
+            continuation.yield(.finished(FinishEvent(
+                reason: reason, promptTokenIDs: state.promptIDs, completionTokenIDs: state.completion,
+                trailingText: trailing, expertLoad: state.load, queueSeconds: queued)))
+            continuation.finish()
+        case .remote(let job):
+            var outcome = result(of: state, reason: reason)
+            outcome.workers = executor.workerSummaries
+            executor.finishRemoteJob(job, with: .success(outcome))
+        }
+    }
+
+    private mutating func finish(_ id: SequenceID, reason: FinishReason) {
+        var none = NoExecutor()
+        finish(id, reason: reason, executor: &none)
+    }
+
+    /// Fails a sequence with an error and frees its memory.
+    private mutating func fail(_ id: SequenceID, _ error: GenerationError, executor: inout some ExpertExecutor) {
+        guard let state = sequences.removeValue(forKey: id) else { return }
+        planner.remove(id)
+        scheduler.update { $0.finishedRequests["error", default: 0] += 1 }
+        switch state.sink {
+        case .stream(let continuation): continuation.finish(throwing: error)
+        case .remote(let job): executor.finishRemoteJob(job, with: .failure(error))
+        }
+    }
+
+    private mutating func fail(_ id: SequenceID, _ error: GenerationError) {
+        guard let state = sequences[id] else { return }
+        if case .remote(let job) = state.sink {
+            sequences[id] = nil
+            planner.remove(id)
+            pendingRemoteFailures.append((job, error))
+            return
+        }
+        var none = NoExecutor()
+        fail(id, error, executor: &none)
+    }
+
+    mutating func failAll(_ error: GenerationError, executor: inout some ExpertExecutor) {
+        for (job, failure) in pendingRemoteFailures { executor.finishRemoteJob(job, with: .failure(failure)) }
+        pendingRemoteFailures.removeAll()
+        for id in Array(sequences.keys) { fail(id, error, executor: &executor) }
+    }
+
+    private func result(of state: SequenceState, reason: FinishReason) -> GenerationResult {
+        let prefill = ((state.firstToken ?? .now) - (state.firstScheduled ?? state.submitted)).seconds
+        let decode = ((state.lastToken ?? .now) - (state.firstToken ?? .now)).seconds
+        return GenerationResult(
+            promptTokenIDs: state.promptIDs, completionTokenIDs: state.completion, text: state.text,
+            finishReason: reason.rawValue, logprobs: state.request.logprobs > 0 ? state.logprobs : nil,
+            expertLoad: state.load, workers: [],
+            timing: GenerationTiming(
+                prefillTokensPerSecond: Double(state.promptIDs.count) / max(prefill, 1e-9),
+                decodeTokensPerSecond: Double(max(0, state.completion.count - 1)) / max(decode, 1e-9)))
+    }
+}
+
+/// Stands in for the executor where a sequence ends outside a step (cancellation, refusal):
+/// stream sinks need no executor.
+private struct NoExecutor: ExpertExecutor {
+    func computeExperts(layer: LayerIndex, hidden: [Float], routing: RoutingDecision) throws(GenerationError) -> [Float] {
+        throw .unavailable("no executor")
+    }
+    var workerSummaries: [WorkerSummary] { [] }
+}
