@@ -335,6 +335,7 @@ public final class ClusterCoordinator: ExpertExecutor {
             logger.info(
                 "worker \(slots[slotIndex]!.name) ready: \(ready.loadedExpertCount) experts loaded in \(String(format: "%.2f", ready.loadSeconds)) s (\(readyWorkerCount) of \(placement.workerCount) ready)"
             )
+            if isReady { logger.info("all \(placement.workerCount) workers ready; serving") }
         case .heartbeat(let beat):
             if slotIndex == nil {
                 send(.error(.init(code: .notReady, message: "unknown worker: send HELLO first")), to: peer)

@@ -239,15 +239,26 @@ public struct GenerationEngine: Sendable {
         var logits = try step(promptIDs, .prefill)
         let prefillDuration = clock.now - prefillStart
         let decodeStart = clock.now
+        var stopMatcher = StopMatcher(stops: request.stop)
+        var stoppedByString = false
+        var text = ""
+        func release(_ piece: String) {
+            guard !piece.isEmpty else { return }
+            text += piece
+            onText?(piece)
+        }
         while true {
             let token = sampler.sample(logits)
             completion.append(token)
             if request.logprobs > 0 {
                 logprobs.append(TokenLogprob(chosen: token, logits: logits, top: request.logprobs))
             }
-            if let onText {
-                let piece = decoder.append(token)
-                if !piece.isEmpty { onText(piece) }
+            let outcome = stopMatcher.append(decoder.append(token))
+            release(outcome.released)
+            if outcome.stopped {
+                finishReason = "stop"
+                stoppedByString = true
+                break
             }
             if !request.ignoreEOS, eosIDs.contains(token) {
                 finishReason = "stop"
@@ -257,14 +268,15 @@ public struct GenerationEngine: Sendable {
             logits = try step([token], .decode)
         }
         let decodeDuration = clock.now - decodeStart
-        if let onText {
-            let rest = decoder.finish()
-            if !rest.isEmpty { onText(rest) }
+        if !stoppedByString {
+            let flushed = stopMatcher.append(decoder.finish())
+            release(flushed.released)
+            if flushed.stopped { finishReason = "stop" } else { release(stopMatcher.finish()) }
         }
         return GenerationResult(
             promptTokenIDs: promptIDs,
             completionTokenIDs: completion,
-            text: tokenizer.decode(completion, skipSpecialTokens: true),
+            text: text,
             finishReason: finishReason,
             logprobs: request.logprobs > 0 ? logprobs : nil,
             expertLoad: load,

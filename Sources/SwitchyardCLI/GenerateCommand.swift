@@ -3,19 +3,22 @@ import Coordinator
 import Foundation
 import Logging
 import Models
+import Server
 import Tensors
 import Tokenization
 
 /// `switchyard generate`: run one generation job.
-struct Generate: ParsableCommand {
+struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
         abstract: "Generate text from a prompt, with the experts in-process, on spawned workers, or on a running cluster.",
         discussion: """
             --spawn-workers N (default 0) starts a coordinator in this process and N worker processes on \
-            loopback, and stops them at the end; 0 computes the experts in-process. --coordinator ENDPOINT \
-            sends the job to a running `switchyard serve` instead. Without --json the text is printed as it \
-            is generated, then a table of tokens routed per expert; with --json one JSON object is printed.
+            loopback, and stops them at the end; 0 computes the experts in-process. --server URL sends the \
+            job to a running `switchyard serve` over its HTTP API (streaming the text as it comes); \
+            --coordinator ENDPOINT sends it over the coordinator's ZeroMQ socket. Without --json the text is \
+            printed as it is generated, then a table of tokens routed per expert; with --json one JSON object \
+            is printed (with --server: the server's /v1/completions response).
             """
     )
 
@@ -52,8 +55,17 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("spawn-workers"), help: "Worker processes to start on loopback; 0 computes the experts in-process.")
     var spawnWorkers: Int = 0
 
-    @Option(help: "Send the job to a running coordinator (switchyard serve) at this endpoint instead.")
+    @Option(help: "Send the job to a running coordinator's ZeroMQ endpoint (switchyard serve --bind) instead.")
     var coordinator: String?
+
+    @Option(help: "Send the job to a running server's HTTP API, e.g. http://127.0.0.1:8080.")
+    var server: String?
+
+    @Option(name: .customLong("api-key"), help: "The server's API key (with --server).")
+    var apiKey: String?
+
+    @Option(help: "Stop generating at this text (repeatable); the text is cut before it.")
+    var stop: [String] = []
 
     @Option(help: "A placement file for --spawn-workers (see `switchyard serve --help`).")
     var placement: String?
@@ -68,8 +80,11 @@ struct Generate: ParsableCommand {
         guard (prompt == nil) != (promptTokenIDs == nil) else {
             throw ValidationError("give exactly one of --prompt and --prompt-token-ids")
         }
-        if coordinator == nil, model == nil {
-            throw ValidationError("--model is required unless --coordinator is given")
+        if coordinator != nil && server != nil {
+            throw ValidationError("give at most one of --coordinator and --server")
+        }
+        if coordinator == nil, server == nil, model == nil {
+            throw ValidationError("--model is required unless --coordinator or --server is given")
         }
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens is \(maxTokens), but must be at least 1") }
         guard spawnWorkers >= 0 else { throw ValidationError("--spawn-workers is \(spawnWorkers), but must be 0 or more") }
@@ -94,13 +109,17 @@ struct Generate: ParsableCommand {
         return .tokenIDs(ids)
     }
 
-    func run() throws {
+    func run() async throws {
         let logger = bootstrapLogging(level: logLevel)
         StopSignal.install()
         let request = GenerationRequest(
             prompt: try parsedPrompt(), maxTokens: maxTokens, sampling: sampling, ignoreEOS: ignoreEOS,
-            logprobs: logprobs)
+            logprobs: logprobs, stop: stop)
         do {
+            if let server {
+                try await runAgainstServer(server, request)
+                return
+            }
             if let coordinator {
                 let data = try GenerateClient.submit(
                     request, to: coordinator, timeout: .seconds(3600), shouldStop: { StopSignal.isStopped })
@@ -116,6 +135,21 @@ struct Generate: ParsableCommand {
         } catch {
             fail("\(error)")
         }
+    }
+
+    private func runAgainstServer(_ server: String, _ request: GenerationRequest) async throws {
+        let client = try CompletionsClient(server: server, apiKey: apiKey)
+        if json {
+            print(String(decoding: try await client.complete(request), as: UTF8.self))
+            return
+        }
+        let summary = try await client.stream(request) { piece in
+            FileHandle.standardOutput.write(Data(piece.utf8))
+        }
+        print("\n")
+        print(
+            "[\(summary.promptTokens.map(String.init) ?? "?") prompt tokens, "
+                + "\(summary.completionTokens.map(String.init) ?? "?") generated (\(summary.finishReason ?? "?")) by \(server)]")
     }
 
     private func runLocally(_ request: GenerationRequest, logger: Logger) throws {

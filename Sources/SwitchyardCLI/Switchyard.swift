@@ -2,7 +2,7 @@
 import ArgumentParser
 
 @main
-struct Switchyard: ParsableCommand {
+struct Switchyard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard",
         abstract: "A distributed Mixture-of-Experts inference runtime.",

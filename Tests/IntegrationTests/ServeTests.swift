@@ -12,7 +12,9 @@ final class ServedCluster {
     var workers: [SwitchyardProcess] = []
 
     init(model: URL, workers count: Int) throws {
-        serve = SwitchyardProcess(["serve", "--model", model.path, "--bind", "tcp://127.0.0.1:0", "--workers", "\(count)"])
+        serve = SwitchyardProcess([
+            "serve", "--model", model.path, "--bind", "tcp://127.0.0.1:0", "--workers", "\(count)", "--http", "127.0.0.1:0",
+        ])
         try serve.start()
         let log = try serve.waitForStderr { $0.contains("coordinator listening on ") }
         guard let line = log.split(separator: "\n").first(where: { $0.contains("coordinator listening on ") }),
