@@ -1,3 +1,381 @@
-// Placeholder until the batch-invariant kernels land.
+// Batch-invariant f32 kernels: y = x · wᵀ and the attention weighted sum, in three paths
+// (portable scalar, AVX2 + FMA, AVX-512F) chosen once at run time. See sy_kernels.h for the
+// fixed reduction shape that makes every path give the same bits for every batch size.
+//
+// Why the structure is safe: a tile of R rows of x by C rows of w keeps R × C independent
+// 16-lane accumulators. Tiling only decides which loads are shared; each accumulator sees exactly
+// the operations of a lone dot product, so neither m, nor the row's place in x, nor the tile shape
+// (edge tiles are smaller) changes any result. No expression here is left to the compiler to
+// contract into an FMA: every multiply-add is an explicit fmaf / fmadd intrinsic.
 #include "sy_kernels.h"
-int sy_kernels_version(void) { return 0; }
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SY_X86 1
+#else
+#define SY_X86 0
+#endif
+
+enum { SY_LANES = 16 };
+
+/// Rows of x per block: the block's rows (k floats each) should stay in L2 while every tile of
+/// weight rows sweeps over them. Blocking never changes arithmetic, only the loop order.
+static size_t rows_per_block(size_t k) {
+    size_t budget = (384u * 1024u) / (sizeof(float) * (k > 0 ? k : 1));
+    if (budget < 8) budget = 8;
+    return budget & ~(size_t)7;
+}
+
+// MARK: - Scalar path
+
+/// The tree sum of 16 lanes shared by every path: l + 8, then l + 4, l + 2, l + 1.
+static inline float hsum16_scalar(const float a[SY_LANES]) {
+    float t8[8], t4[4];
+    for (int l = 0; l < 8; l++) t8[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) t4[l] = t8[l] + t8[l + 4];
+    float t20 = t4[0] + t4[2];
+    float t21 = t4[1] + t4[3];
+    return t20 + t21;
+}
+
+enum { SCALAR_R = 2, SCALAR_C = 2 };
+
+static inline void tile_scalar(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k,
+                               float *y, size_t ys, int accumulate) {
+    float acc[SCALAR_R][SCALAR_C][SY_LANES];
+    memset(acc, 0, sizeof acc);
+    size_t p = 0;
+    for (; p + SY_LANES <= k; p += SY_LANES) {
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++)
+                for (int l = 0; l < SY_LANES; l++)
+                    acc[r][c][l] = fmaf(x[r * xs + p + l], w[c * ws + p + l], acc[r][c][l]);
+    }
+    // The partial block touches only lanes below k % 16 (the SIMD paths merge-mask the rest).
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+            for (size_t l = 0; p + l < k; l++)
+                acc[r][c][l] = fmaf(x[r * xs + p + l], w[c * ws + p + l], acc[r][c][l]);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_scalar(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+static void matmul_scalar(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
+                          float *y, size_t ys, int accumulate) {
+    size_t block = rows_per_block(k);
+    for (size_t i0 = 0; i0 < m; i0 += block) {
+        size_t i1 = i0 + block < m ? i0 + block : m;
+        for (size_t j = 0; j < n; j += SCALAR_C) {
+            int C = n - j >= SCALAR_C ? SCALAR_C : (int)(n - j);
+            for (size_t i = i0; i < i1; i += SCALAR_R) {
+                int R = i1 - i >= SCALAR_R ? SCALAR_R : (int)(i1 - i);
+                tile_scalar(R, C, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate);
+            }
+        }
+    }
+}
+
+static void weighted_sum_scalar(const float *p, size_t count, const float *v, size_t vs, size_t width,
+                                float *out) {
+    for (size_t d = 0; d < width; d++) out[d] = 0;
+    for (size_t s = 0; s < count; s++)
+        for (size_t d = 0; d < width; d++) out[d] = fmaf(p[s], v[s * vs + d], out[d]);
+}
+
+#if SY_X86
+
+// MARK: - AVX-512 path
+
+#define SY_AVX512 __attribute__((target("avx512f,fma"), always_inline)) static inline
+#define SY_AVX512_FN __attribute__((target("avx512f,fma"))) static
+
+SY_AVX512 float hsum16_avx512(__m512 a) {
+    __m256 lo = _mm512_castps512_ps256(a);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    return _mm_cvtss_f32(s1);
+}
+
+enum { AVX512_R = 4, AVX512_C = 4 };
+
+SY_AVX512 void tile_avx512(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k,
+                           float *y, size_t ys, int accumulate) {
+    __m512 acc[AVX512_R][AVX512_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    size_t p = 0;
+    for (; p + SY_LANES <= k; p += SY_LANES) {
+        __m512 wv[AVX512_C];
+        for (int c = 0; c < C; c++) wv[c] = _mm512_loadu_ps(w + c * ws + p);
+        for (int r = 0; r < R; r++) {
+            __m512 xv = _mm512_loadu_ps(x + r * xs + p);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+        }
+    }
+    if (p < k) {
+        __mmask16 mask = (__mmask16)((1u << (k - p)) - 1u);
+        __m512 wv[AVX512_C];
+        for (int c = 0; c < C; c++) wv[c] = _mm512_maskz_loadu_ps(mask, w + c * ws + p);
+        for (int r = 0; r < R; r++) {
+            __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * xs + p);
+            // mask3: lanes outside the tail keep their accumulator untouched (as in the scalar path).
+            for (int c = 0; c < C; c++) acc[r][c] = _mm512_mask3_fmadd_ps(xv, wv[c], acc[r][c], mask);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+/// All row tiles of one block against C weight rows; R and C are constants after inlining.
+SY_AVX512 void rows_avx512(int C, const float *x, size_t i0, size_t i1, size_t xs, const float *w, size_t ws,
+                           size_t k, float *y, size_t ys, int accumulate) {
+    size_t i = i0;
+    for (; i + AVX512_R <= i1; i += AVX512_R)
+        tile_avx512(AVX512_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
+    switch (i1 - i) {
+    case 3: tile_avx512(3, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 2: tile_avx512(2, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 1: tile_avx512(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
+SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
+                                float *y, size_t ys, int accumulate) {
+    size_t block = rows_per_block(k);
+    for (size_t i0 = 0; i0 < m; i0 += block) {
+        size_t i1 = i0 + block < m ? i0 + block : m;
+        size_t j = 0;
+        for (; j + AVX512_C <= n; j += AVX512_C)
+            rows_avx512(AVX512_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        switch (n - j) {
+        case 3: rows_avx512(3, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 2: rows_avx512(2, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 1: rows_avx512(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        default: break;
+        }
+    }
+}
+
+SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const float *v, size_t vs, size_t width,
+                                      float *out) {
+    // Four vectors (64 columns) per pass: four independent FMA chains hide the FMA latency.
+    for (size_t d0 = 0; d0 < width; d0 += 4 * SY_LANES) {
+        __mmask16 masks[4];
+        for (int q = 0; q < 4; q++) {
+            size_t begin = d0 + (size_t)q * SY_LANES;
+            size_t left = begin < width ? width - begin : 0;
+            masks[q] = left >= SY_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        }
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (size_t s = 0; s < count; s++) {
+            __m512 weight = _mm512_set1_ps(p[s]);
+            const float *row = v + s * vs + d0;
+            for (int q = 0; q < 4; q++)
+                acc[q] = _mm512_fmadd_ps(weight, _mm512_maskz_loadu_ps(masks[q], row + q * SY_LANES), acc[q]);
+        }
+        for (int q = 0; q < 4; q++) _mm512_mask_storeu_ps(out + d0 + q * SY_LANES, masks[q], acc[q]);
+    }
+}
+
+// MARK: - AVX2 path (16 lanes as two 8-lane halves, so the arithmetic matches the other paths)
+
+#define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
+#define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
+
+SY_AVX2 float hsum16_avx2(__m256 lo, __m256 hi) {
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    return _mm_cvtss_f32(s1);
+}
+
+/// The lane mask for the first `count` (0 ... 8) of 8 lanes, for maskload.
+SY_AVX2 __m256i mask8_avx2(size_t count) {
+    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), index);
+}
+
+enum { AVX2_R = 2, AVX2_C = 2 };
+
+SY_AVX2 void tile_avx2(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k, float *y,
+                       size_t ys, int accumulate) {
+    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
+    size_t p = 0;
+    for (; p + SY_LANES <= k; p += SY_LANES) {
+        __m256 wlo[AVX2_C], whi[AVX2_C];
+        for (int c = 0; c < C; c++) {
+            wlo[c] = _mm256_loadu_ps(w + c * ws + p);
+            whi[c] = _mm256_loadu_ps(w + c * ws + p + 8);
+        }
+        for (int r = 0; r < R; r++) {
+            __m256 xlo = _mm256_loadu_ps(x + r * xs + p);
+            __m256 xhi = _mm256_loadu_ps(x + r * xs + p + 8);
+            for (int c = 0; c < C; c++) {
+                lo[r][c] = _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]);
+                hi[r][c] = _mm256_fmadd_ps(xhi, whi[c], hi[r][c]);
+            }
+        }
+    }
+    if (p < k) {
+        size_t left = k - p;
+        __m256i mlo = mask8_avx2(left < 8 ? left : 8);
+        __m256i mhi = mask8_avx2(left > 8 ? left - 8 : 0);
+        for (int r = 0; r < R; r++) {
+            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
+            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
+            for (int c = 0; c < C; c++) {
+                __m256 wlo = _mm256_maskload_ps(w + c * ws + p, mlo);
+                __m256 whi = _mm256_maskload_ps(w + c * ws + p + 8, mhi);
+                // Blend so lanes outside the tail keep their accumulator untouched.
+                lo[r][c] = _mm256_blendv_ps(lo[r][c], _mm256_fmadd_ps(xlo, wlo, lo[r][c]), _mm256_castsi256_ps(mlo));
+                hi[r][c] = _mm256_blendv_ps(hi[r][c], _mm256_fmadd_ps(xhi, whi, hi[r][c]), _mm256_castsi256_ps(mhi));
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx2(lo[r][c], hi[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+SY_AVX2 void rows_avx2(int C, const float *x, size_t i0, size_t i1, size_t xs, const float *w, size_t ws, size_t k,
+                       float *y, size_t ys, int accumulate) {
+    size_t i = i0;
+    for (; i + AVX2_R <= i1; i += AVX2_R) tile_avx2(AVX2_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
+    if (i < i1) tile_avx2(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
+}
+
+SY_AVX2_FN void matmul_avx2(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
+                            float *y, size_t ys, int accumulate) {
+    size_t block = rows_per_block(k);
+    for (size_t i0 = 0; i0 < m; i0 += block) {
+        size_t i1 = i0 + block < m ? i0 + block : m;
+        size_t j = 0;
+        for (; j + AVX2_C <= n; j += AVX2_C) rows_avx2(AVX2_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        if (j < n) rows_avx2(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+    }
+}
+
+SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const float *v, size_t vs, size_t width,
+                                  float *out) {
+    for (size_t d0 = 0; d0 < width; d0 += 32) {
+        __m256i masks[4];
+        for (int q = 0; q < 4; q++) {
+            size_t begin = d0 + (size_t)q * 8;
+            size_t left = begin < width ? width - begin : 0;
+            masks[q] = mask8_avx2(left < 8 ? left : 8);
+        }
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t s = 0; s < count; s++) {
+            __m256 weight = _mm256_set1_ps(p[s]);
+            const float *row = v + s * vs + d0;
+            for (int q = 0; q < 4; q++)
+                acc[q] = _mm256_fmadd_ps(weight, _mm256_maskload_ps(row + q * 8, masks[q]), acc[q]);
+        }
+        for (int q = 0; q < 4; q++) _mm256_maskstore_ps(out + d0 + q * 8, masks[q], acc[q]);
+    }
+}
+
+#endif // SY_X86
+
+// MARK: - Dispatch
+
+int sy_isa_supported(sy_isa isa) {
+    switch (isa) {
+    case SY_ISA_SCALAR: return 1;
+#if SY_X86
+    case SY_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case SY_ISA_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+    default: return 0;
+    }
+}
+
+static sy_isa choose_isa(void) {
+    sy_isa best = sy_isa_supported(SY_ISA_AVX512) ? SY_ISA_AVX512
+                  : sy_isa_supported(SY_ISA_AVX2) ? SY_ISA_AVX2
+                                                  : SY_ISA_SCALAR;
+    const char *forced = getenv("SWITCHYARD_KERNEL");
+    if (forced == NULL || forced[0] == '\0') return best;
+    sy_isa wanted;
+    if (strcmp(forced, "scalar") == 0) wanted = SY_ISA_SCALAR;
+    else if (strcmp(forced, "avx2") == 0) wanted = SY_ISA_AVX2;
+    else if (strcmp(forced, "avx512") == 0) wanted = SY_ISA_AVX512;
+    else {
+        fprintf(stderr, "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2 or avx512; using the best\n",
+                forced);
+        return best;
+    }
+    if (!sy_isa_supported(wanted)) {
+        fprintf(stderr, "switchyard: SWITCHYARD_KERNEL=%s is not supported by this CPU; using the best\n", forced);
+        return best;
+    }
+    return wanted;
+}
+
+/// -1 until chosen; a race only makes two threads compute the same answer.
+static _Atomic int active_isa = -1;
+
+sy_isa sy_active_isa(void) {
+    int isa = atomic_load_explicit(&active_isa, memory_order_relaxed);
+    if (isa < 0) {
+        isa = (int)choose_isa();
+        atomic_store_explicit(&active_isa, isa, memory_order_relaxed);
+    }
+    return (sy_isa)isa;
+}
+
+void sy_matmul_nt_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n,
+                      size_t w_stride, float *y, size_t y_stride, int accumulate) {
+    if (m == 0 || n == 0) return;
+    switch (isa) {
+#if SY_X86
+    case SY_ISA_AVX512: matmul_avx512(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate); return;
+    case SY_ISA_AVX2: matmul_avx2(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate); return;
+#endif
+    default: matmul_scalar(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate); return;
+    }
+}
+
+void sy_matmul_nt(const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n, size_t w_stride,
+                  float *y, size_t y_stride, int accumulate) {
+    sy_matmul_nt_isa(sy_active_isa(), x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+}
+
+void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
+                         float *out) {
+    switch (isa) {
+#if SY_X86
+    case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, v_stride, width, out); return;
+    case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, v_stride, width, out); return;
+#endif
+    default: weighted_sum_scalar(p, count, v, v_stride, width, out); return;
+    }
+}
+
+void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stride, size_t width, float *out) {
+    sy_weighted_sum_isa(sy_active_isa(), p, count, v, v_stride, width, out);
+}

@@ -37,16 +37,22 @@ public struct AttentionShape: Sendable, Equatable {
     }
 }
 
-/// Computes softmax(Q·Kᵀ / √D + mask)·V per head.
+/// Computes softmax(Q·Kᵀ / √D + mask)·V per head, batch-invariantly.
+///
+/// Each query is computed on its own visible keys only, in a fixed order: scores q·k with the
+/// invariant dot product (then × 1/√D, as transformers scales after the product), a softmax per
+/// row, and the value sum over keys in ascending position. So a query's output is bitwise the
+/// same whatever other queries share the call (one token of a decode step, or a prefill chunk).
 /// - Parameters:
 ///   - queries: [T, H, D], f32, already rotated.
 ///   - keys: [S, G, D], f32, already rotated; S = firstQueryPosition + T.
 ///   - values: [S, G, D], f32.
 ///   - output: [T, H, D], f32.
+///   - isa: the kernel path; nil uses ``KernelISA/active``.
 public func attention(
     queries: UnsafePointer<Float>, queryCount: Int, firstQueryPosition: Int,
     keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
-    shape: AttentionShape, into output: UnsafeMutablePointer<Float>
+    shape: AttentionShape, into output: UnsafeMutablePointer<Float>, isa: KernelISA? = nil
 ) {
     precondition(
         keyCount == firstQueryPosition + queryCount, "attention: keys must cover every position up to the last query")
@@ -56,35 +62,33 @@ public func attention(
     let keyStride = shape.keyValueHeadCount * headDimension
     let groupSize = shape.headCount / shape.keyValueHeadCount
     let scale = 1 / Float(headDimension).squareRoot()
-    // Only keys that some query can see are multiplied: with a sliding window, older keys are skipped.
-    let firstVisibleKey = shape.slidingWindow.map { max(0, firstQueryPosition - $0 + 1) } ?? 0
-    let visibleCount = keyCount - firstVisibleKey
-    var scores = [Float](repeating: 0, count: queryCount * visibleCount)
-    scores.withUnsafeMutableBufferPointer { buffer in
-        guard let scores = buffer.baseAddress else { return }
-        for head in 0..<shape.headCount {
-            let keyValueHead = head / groupSize
-            let q = queries + head * headDimension
-            let k = keys + firstVisibleKey * keyStride + keyValueHead * headDimension
-            let v = values + firstVisibleKey * keyStride + keyValueHead * headDimension
-            // scores[t, s] = scale · q[t] · k[s]
-            gemmTransposedB(
-                m: queryCount, n: visibleCount, k: headDimension, alpha: scale,
-                a: q, aStride: queryStride, b: k, bStride: keyStride,
-                beta: 0, c: scores, cStride: visibleCount)
-            for t in 0..<queryCount {
-                let row = scores + t * visibleCount
-                let queryPosition = firstQueryPosition + t
-                for s in 0..<visibleCount where !shape.isVisible(query: queryPosition, key: firstVisibleKey + s) {
-                    row[s] = -.infinity
-                }
+    let longestVisible = min(keyCount, shape.slidingWindow ?? keyCount)
+    // scores[h, s] for the query heads of one key/value head: the group shares each key load.
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: groupSize * longestVisible)
+    defer { scores.deallocate() }
+    for t in 0..<queryCount {
+        let position = firstQueryPosition + t
+        // The keys this query sees: a causal mask, and the sliding window when there is one.
+        let firstKey = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
+        let visibleCount = position + 1 - firstKey
+        for keyValueHead in 0..<shape.keyValueHeadCount {
+            let firstHead = keyValueHead * groupSize
+            let q = queries + t * queryStride + firstHead * headDimension
+            let k = keys + firstKey * keyStride + keyValueHead * headDimension
+            let v = values + firstKey * keyStride + keyValueHead * headDimension
+            // scores[h, s] = q[h] · k[s]
+            invariantProductTransposedB(
+                m: groupSize, n: visibleCount, k: headDimension, a: q, aStride: headDimension,
+                b: k, bStride: keyStride, c: scores, cStride: visibleCount, isa: isa)
+            for h in 0..<groupSize {
+                let row = scores + h * visibleCount
+                for s in 0..<visibleCount { row[s] *= scale }
                 softmax(row, count: visibleCount)
+                // output[t, head] = Σ_s p[s] · v[s], keys in ascending position
+                weightedSum(
+                    weights: row, count: visibleCount, rows: v, rowStride: keyStride, width: headDimension,
+                    into: output + t * queryStride + (firstHead + h) * headDimension, isa: isa)
             }
-            // output[t, head] = Σ_s p[t, s] · v[s]
-            gemm(
-                m: queryCount, n: headDimension, k: visibleCount,
-                a: scores, aStride: visibleCount, b: v, bStride: keyStride,
-                c: output + head * headDimension, cStride: queryStride)
         }
     }
 }
@@ -94,9 +98,11 @@ public func attention(
 ///   - queries: [T, H, D], f32.
 ///   - keys: [S, G, D], f32.
 ///   - values: [S, G, D], f32.
+///   - isa: the kernel path; nil uses ``KernelISA/active``.
 /// - Returns: [T, H, D], f32.
 public func attention(
-    queries: [Float], keys: [Float], values: [Float], firstQueryPosition: Int, shape: AttentionShape
+    queries: [Float], keys: [Float], values: [Float], firstQueryPosition: Int, shape: AttentionShape,
+    isa: KernelISA? = nil
 ) -> [Float] {
     let queryCount = queries.count / (shape.headCount * shape.headDimension)
     let keyCount = keys.count / (shape.keyValueHeadCount * shape.headDimension)
@@ -111,7 +117,7 @@ public func attention(
                     else { return }
                     attention(
                         queries: qBase, queryCount: queryCount, firstQueryPosition: firstQueryPosition,
-                        keys: kBase, values: vBase, keyCount: keyCount, shape: shape, into: oBase)
+                        keys: kBase, values: vBase, keyCount: keyCount, shape: shape, into: oBase, isa: isa)
                 }
             }
         }

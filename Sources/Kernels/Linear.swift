@@ -1,19 +1,106 @@
 // Vocabulary: a linear layer multiplies row-major activations [rows, inputCount] by a weight
 // stored as Hugging Face `nn.Linear` stores it, [outputCount, inputCount] row-major, i.e. y = x·Wᵀ.
-// This file is the only place that calls BLAS for dense products.
+//
+// `linear` is batch-invariant: output row r depends only on input row r and the weight, bit for
+// bit, whatever `rowCount` is (CKernels fixes the reduction order over the input dimension).
+// `linearBLAS` is the OpenBLAS `sgemm` version, kept for comparison; its blocking depends on the
+// row count, so a row's result may change with the batch. This file is the only importer of the
+// C kernels and of BLAS.
 internal import CBLAS
+internal import CKernels
 
-/// Computes `output = input · weightᵀ` (or `output += …` when `accumulate`) with `cblas_sgemm`.
+/// An instruction-set path of the batch-invariant kernels. Every path gives bitwise identical
+/// results (same reduction shape); they differ only in speed.
+public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// Portable C with `fmaf`.
+    case scalar
+    /// AVX2 + FMA, 16 lanes as two 8-lane halves.
+    case avx2
+    /// AVX-512F.
+    case avx512
+
+    /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx512`)
+    /// when set and supported, else the best this CPU supports; chosen once, on first use.
+    public static var active: KernelISA { KernelISA(sy_active_isa()) }
+
+    /// The paths this CPU supports, scalar first.
+    public static var supported: [KernelISA] { allCases.filter(\.isSupported) }
+
+    /// Whether this CPU can run the path.
+    public var isSupported: Bool { sy_isa_supported(cValue) != 0 }
+
+    public var description: String { rawValue }
+
+    var cValue: sy_isa {
+        switch self {
+        case .scalar: SY_ISA_SCALAR
+        case .avx2: SY_ISA_AVX2
+        case .avx512: SY_ISA_AVX512
+        }
+    }
+
+    init(_ value: sy_isa) {
+        switch value {
+        case SY_ISA_AVX512: self = .avx512
+        case SY_ISA_AVX2: self = .avx2
+        default: self = .scalar
+        }
+    }
+}
+
+/// Computes `output = input · weightᵀ` (or `output += …` when `accumulate`), batch-invariantly.
+///
+/// Every `output[r, o]` is bitwise the same whatever `rowCount` is and wherever the row sits.
 /// - Parameters:
 ///   - input: [rowCount, inputCount], f32, row-major.
 ///   - weight: [outputCount, inputCount], f32, row-major (an `nn.Linear` weight).
-///   - output: [rowCount, outputCount], f32, row-major.
+///   - output: [rowCount, outputCount], f32, row-major; must not overlap `input` or `weight`.
+///   - isa: the instruction-set path; nil uses ``KernelISA/active``. Must be supported.
 public func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int,
+    weight: UnsafePointer<Float>, outputCount: Int,
+    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false, isa: KernelISA? = nil
+) {
+    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linear: negative dimension")
+    guard rowCount > 0, outputCount > 0 else { return }
+    if let isa {
+        precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU")
+        sy_matmul_nt_isa(
+            isa.cValue, input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output,
+            outputCount, accumulate ? 1 : 0)
+    } else {
+        sy_matmul_nt(
+            input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
+            accumulate ? 1 : 0)
+    }
+}
+
+/// Computes `input · weightᵀ` into a new array, batch-invariantly.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32.
+///   - weight: [outputCount, inputCount], f32.
+///   - isa: the instruction-set path; nil uses ``KernelISA/active``.
+/// - Returns: [rowCount, outputCount], f32.
+public func linear(
+    _ input: [Float], rowCount: Int, weight: [Float], outputCount: Int, isa: KernelISA? = nil
+) -> [Float] {
+    withArrays(input, rowCount: rowCount, weight: weight, outputCount: outputCount) { x, inputCount, w, y in
+        linear(x, rowCount: rowCount, inputCount: inputCount, weight: w, outputCount: outputCount, into: y, isa: isa)
+    }
+}
+
+/// Computes `output = input · weightᵀ` (or `output += …`) with OpenBLAS `cblas_sgemm`. Not
+/// batch-invariant: for comparisons and benchmarks.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32, row-major.
+///   - weight: [outputCount, inputCount], f32, row-major.
+///   - output: [rowCount, outputCount], f32, row-major.
+public func linearBLAS(
     _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int,
     weight: UnsafePointer<Float>, outputCount: Int,
     into output: UnsafeMutablePointer<Float>, accumulate: Bool = false
 ) {
-    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linear: negative dimension")
+    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linearBLAS: negative dimension")
     guard rowCount > 0, outputCount > 0 else { return }
     guard inputCount > 0 else {
         if !accumulate { output.update(repeating: 0, count: rowCount * outputCount) }
@@ -27,12 +114,22 @@ public func linear(
         accumulate ? 1 : 0, output, blasInt(outputCount))
 }
 
-/// Computes `input · weightᵀ` into a new array.
+/// Array form of ``linearBLAS(_:rowCount:inputCount:weight:outputCount:into:accumulate:)``.
 /// - Parameters:
 ///   - input: [rowCount, inputCount], f32.
 ///   - weight: [outputCount, inputCount], f32.
 /// - Returns: [rowCount, outputCount], f32.
-public func linear(_ input: [Float], rowCount: Int, weight: [Float], outputCount: Int) -> [Float] {
+public func linearBLAS(_ input: [Float], rowCount: Int, weight: [Float], outputCount: Int) -> [Float] {
+    withArrays(input, rowCount: rowCount, weight: weight, outputCount: outputCount) { x, inputCount, w, y in
+        linearBLAS(x, rowCount: rowCount, inputCount: inputCount, weight: w, outputCount: outputCount, into: y)
+    }
+}
+
+/// Checks the shapes of an array-form product and runs `body` on the buffers.
+private func withArrays(
+    _ input: [Float], rowCount: Int, weight: [Float], outputCount: Int,
+    _ body: (UnsafePointer<Float>, Int, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void
+) -> [Float] {
     precondition(rowCount > 0 || input.isEmpty, "linear: rows without input")
     let inputCount = rowCount == 0 ? 0 : input.count / rowCount
     precondition(input.count == rowCount * inputCount, "linear: input is not [rowCount, inputCount]")
@@ -42,45 +139,46 @@ public func linear(_ input: [Float], rowCount: Int, weight: [Float], outputCount
         weight.withUnsafeBufferPointer { w in
             output.withUnsafeMutableBufferPointer { y in
                 guard let xBase = x.baseAddress, let wBase = w.baseAddress, let yBase = y.baseAddress else { return }
-                linear(
-                    xBase, rowCount: rowCount, inputCount: inputCount, weight: wBase, outputCount: outputCount,
-                    into: yBase)
+                body(xBase, inputCount, wBase, yBase)
             }
         }
     }
     return output
 }
 
-/// General strided product `C = alpha · A · Bᵀ (+ beta · C)` for sub-matrices (used by attention).
+/// Strided batch-invariant product `c = a · bᵀ` for sub-matrices (attention scores).
 /// - Parameters:
 ///   - a: [m, k] with row stride `aStride`.
 ///   - b: [n, k] with row stride `bStride`.
-///   - c: [m, n] with row stride `cStride`.
-func gemmTransposedB(
-    m: Int, n: Int, k: Int, alpha: Float,
-    a: UnsafePointer<Float>, aStride: Int,
-    b: UnsafePointer<Float>, bStride: Int,
-    beta: Float, c: UnsafeMutablePointer<Float>, cStride: Int
-) {
-    cblas_sgemm(
-        CblasRowMajor, CblasNoTrans, CblasTrans, blasInt(m), blasInt(n), blasInt(k),
-        alpha, a, blasInt(aStride), b, blasInt(bStride), beta, c, blasInt(cStride))
-}
-
-/// General strided product `C = A · B` for sub-matrices (used by attention).
-/// - Parameters:
-///   - a: [m, k] with row stride `aStride`.
-///   - b: [k, n] with row stride `bStride`.
 ///   - c: [m, n] with row stride `cStride`, overwritten.
-func gemm(
+func invariantProductTransposedB(
     m: Int, n: Int, k: Int,
     a: UnsafePointer<Float>, aStride: Int,
     b: UnsafePointer<Float>, bStride: Int,
-    c: UnsafeMutablePointer<Float>, cStride: Int
+    c: UnsafeMutablePointer<Float>, cStride: Int, isa: KernelISA?
 ) {
-    cblas_sgemm(
-        CblasRowMajor, CblasNoTrans, CblasNoTrans, blasInt(m), blasInt(n), blasInt(k),
-        1, a, blasInt(aStride), b, blasInt(bStride), 0, c, blasInt(cStride))
+    guard m > 0, n > 0 else { return }
+    if let isa {
+        sy_matmul_nt_isa(isa.cValue, a, m, k, aStride, b, n, bStride, c, cStride, 0)
+    } else {
+        sy_matmul_nt(a, m, k, aStride, b, n, bStride, c, cStride, 0)
+    }
+}
+
+/// `output[d] = Σ_s weights[s] · rows[s, d]`, summed over s in ascending order from 0.
+/// - Parameters:
+///   - weights: [count], f32.
+///   - rows: [count, width] with row stride `rowStride`.
+///   - output: [width], f32, overwritten.
+func weightedSum(
+    weights: UnsafePointer<Float>, count: Int, rows: UnsafePointer<Float>, rowStride: Int, width: Int,
+    into output: UnsafeMutablePointer<Float>, isa: KernelISA?
+) {
+    if let isa {
+        sy_weighted_sum_isa(isa.cValue, weights, count, rows, rowStride, width, output)
+    } else {
+        sy_weighted_sum(weights, count, rows, rowStride, width, output)
+    }
 }
 
 @inline(__always)

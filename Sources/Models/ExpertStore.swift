@@ -79,8 +79,9 @@ public final class ExpertStore: Sendable {
                 "\(layer): rowExpertOffsets must start at 0 and end at \(expertIDs.count), got \(rowExpertOffsets.first ?? 0) … \(rowExpertOffsets.last ?? 0)"
             )
         }
-        // Per expert: the rows routed to it and their weights, rows ascending.
-        var assignments: [Int: [(row: Int, weight: Float)]] = [:]
+        // Per expert: the rows routed to it and their weights, rows ascending (a counting sort).
+        let expertCount = configuration.expertCount
+        var entryCounts = [Int](repeating: 0, count: expertCount + 1)
         for row in 0..<rowCount {
             let begin = Int(rowExpertOffsets[row])
             let end = Int(rowExpertOffsets[row + 1])
@@ -91,30 +92,58 @@ public final class ExpertStore: Sendable {
             }
             for entry in begin..<end {
                 let expert = Int(expertIDs[entry])
-                guard expert < configuration.expertCount else {
+                guard expert < expertCount else {
                     throw ModelError.invalidInput(
-                        "\(layer): expert id \(expert) at entry \(entry) is outside 0 ..< \(configuration.expertCount)")
+                        "\(layer): expert id \(expert) at entry \(entry) is outside 0 ..< \(expertCount)")
                 }
-                assignments[expert, default: []].append((row, weights[entry]))
+                entryCounts[expert + 1] += 1
             }
         }
+        for expert in 0..<expertCount {
+            if entryCounts[expert + 1] > 0,
+                experts[LayerExpert(layer: layer, expert: ExpertID(expert))] == nil
+            {
+                throw ModelError.expertNotHeld(LayerExpert(layer: layer, expert: ExpertID(expert)))
+            }
+            entryCounts[expert + 1] += entryCounts[expert]
+        }
+        // expertStarts[e] ..< expertStarts[e + 1] index the (row, weight) pairs of expert e.
+        let expertStarts = entryCounts
+        var fill = entryCounts
+        var assignedRows = [Int](repeating: 0, count: expertIDs.count)
+        var assignedWeights = [Float](repeating: 0, count: expertIDs.count)
+        for row in 0..<rowCount {
+            for entry in Int(rowExpertOffsets[row])..<Int(rowExpertOffsets[row + 1]) {
+                let expert = Int(expertIDs[entry])
+                assignedRows[fill[expert]] = row
+                assignedWeights[fill[expert]] = weights[entry]
+                fill[expert] += 1
+            }
+        }
+        let largestGroup = (0..<expertCount).map { expertStarts[$0 + 1] - expertStarts[$0] }.max() ?? 0
         var output = [Float](repeating: 0, count: rowCount * hiddenSize)
-        for expertIndex in assignments.keys.sorted() {
-            let key = LayerExpert(layer: layer, expert: ExpertID(expertIndex))
-            guard let expert = experts[key] else { throw ModelError.expertNotHeld(key) }
-            let rows = assignments[expertIndex]!
-            var gathered = [Float](repeating: 0, count: rows.count * hiddenSize)
-            for (slot, assignment) in rows.enumerated() {
-                let source = assignment.row * hiddenSize
-                gathered.replaceSubrange(
+        guard largestGroup > 0 else { return output }
+        let intermediateSize = configuration.intermediateSize
+        // Scratch reused by every expert of the call: gathered rows, gate (then SwiGLU), up, down.
+        var scratch = FeedForwardScratch(rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
+        // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
+        for expertIndex in 0..<expertCount where expertStarts[expertIndex + 1] > expertStarts[expertIndex] {
+            let expert = experts[LayerExpert(layer: layer, expert: ExpertID(expertIndex))]!
+            let group = expertStarts[expertIndex]..<expertStarts[expertIndex + 1]
+            for (slot, entry) in group.enumerated() {
+                let source = assignedRows[entry] * hiddenSize
+                scratch.input.replaceSubrange(
                     (slot * hiddenSize)..<((slot + 1) * hiddenSize), with: hidden[source..<(source + hiddenSize)])
             }
-            let result = feedForward(expert, gathered, rowCount: rows.count)
-            for (slot, assignment) in rows.enumerated() {
-                let target = assignment.row * hiddenSize
-                let source = slot * hiddenSize
-                for column in 0..<hiddenSize {
-                    output[target + column] += result[source + column] * assignment.weight
+            scratch.feedForward(expert.gate, expert.up, expert.down, rowCount: group.count)
+            scratch.down.withUnsafeBufferPointer { result in
+                output.withUnsafeMutableBufferPointer { combined in
+                    for (slot, entry) in group.enumerated() {
+                        let target = combined.baseAddress! + assignedRows[entry] * hiddenSize
+                        let source = result.baseAddress! + slot * hiddenSize
+                        let weight = assignedWeights[entry]
+                        for column in 0..<hiddenSize { target[column] += source[column] * weight }
+                    }
                 }
             }
         }
@@ -130,16 +159,54 @@ public final class ExpertStore: Sendable {
             rowExpertOffsets: (0...routing.tokenCount).map { UInt32($0 * routing.expertsPerToken) },
             expertIDs: routing.expertIDs.map { UInt32(clamping: $0) }, weights: routing.weights)
     }
+}
 
-    /// w2(silu(w1 x) ⊙ w3 x) for each row.
-    /// - Parameter input: [rowCount, H], f32.
-    /// - Returns: [rowCount, H], f32.
-    private func feedForward(_ expert: Expert, _ input: [Float], rowCount: Int) -> [Float] {
-        var gate = linear(input, rowCount: rowCount, weight: expert.gate)
-        let up = linear(input, rowCount: rowCount, weight: expert.up)
-        gate.withUnsafeMutableBufferPointer { g in
-            up.withUnsafeBufferPointer { u in swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: g.count) }
+/// Buffers for one expert FFN over up to `rowCapacity` rows, reused across the experts of a call.
+private struct FeedForwardScratch {
+    /// [rowCapacity, H], f32: the gathered rows.
+    var input: [Float]
+    /// [rowCapacity, I], f32: w1 x, then silu(w1 x) ⊙ w3 x.
+    var gate: [Float]
+    /// [rowCapacity, I], f32: w3 x.
+    var up: [Float]
+    /// [rowCapacity, H], f32: the FFN output.
+    var down: [Float]
+    let hiddenSize: Int
+    let intermediateSize: Int
+
+    init(rowCapacity: Int, hiddenSize: Int, intermediateSize: Int) {
+        input = [Float](repeating: 0, count: rowCapacity * hiddenSize)
+        gate = [Float](repeating: 0, count: rowCapacity * intermediateSize)
+        up = gate
+        down = input
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+    }
+
+    /// `down[0 ..< rowCount] = w2(silu(w1 x) ⊙ w3 x)` for the first `rowCount` rows of `input`.
+    /// - Parameters:
+    ///   - gateWeight: w1, [I, H], f32.
+    ///   - upWeight: w3, [I, H], f32.
+    ///   - downWeight: w2, [H, I], f32.
+    mutating func feedForward(_ gateWeight: FloatTensor, _ upWeight: FloatTensor, _ downWeight: FloatTensor, rowCount: Int) {
+        let (h, i) = (hiddenSize, intermediateSize)
+        input.withUnsafeBufferPointer { x in
+            gate.withUnsafeMutableBufferPointer { g in
+                up.withUnsafeMutableBufferPointer { u in
+                    down.withUnsafeMutableBufferPointer { d in
+                        gateWeight.withUnsafePointer { w1 in
+                            linear(x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w1, outputCount: i, into: g.baseAddress!)
+                        }
+                        upWeight.withUnsafePointer { w3 in
+                            linear(x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w3, outputCount: i, into: u.baseAddress!)
+                        }
+                        swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * i)
+                        downWeight.withUnsafePointer { w2 in
+                            linear(g.baseAddress!, rowCount: rowCount, inputCount: i, weight: w2, outputCount: h, into: d.baseAddress!)
+                        }
+                    }
+                }
+            }
         }
-        return linear(gate, rowCount: rowCount, weight: expert.down)
     }
 }

@@ -328,42 +328,63 @@ struct MixtralAttention: Sendable {
         hiddenSize = c.hiddenSize
     }
 
-    /// Attends `normed` (tokens at positions `cache.count ..< cache.count + T`) and writes their keys
-    /// and values into the cache rows of `layer` (the caller advances `cache.count`).
-    /// - Parameter normed: [T, H], f32 (input-normed hidden states).
+    /// Attends each chunk's rows of `normed` (chunk i's tokens at positions `caches[i].count ..< +rowCount`)
+    /// and writes their keys and values into the cache rows of `layer` (the caller advances the counts).
+    ///
+    /// Batch-invariant: the projections are row-wise, RoPE and attention run per chunk against
+    /// its own cache, so a row's output does not depend on the other chunks.
+    /// - Parameter normed: [T, H], f32 (input-normed hidden states of all chunks, chunk 0 first).
     /// - Returns: the attention output after o_proj, [T, H], f32.
-    func callAsFunction(_ normed: [Float], tokenCount: Int, layer: Int, cache: inout KVCache) -> [Float] {
-        let start = cache.count
+    func callAsFunction(
+        _ normed: [Float], chunks: [ChunkSpan], layer: Int, caches: UnsafeMutableBufferPointer<KVCache>
+    ) -> [Float] {
+        let rowCount = normed.count / hiddenSize
         let queryWidth = shape.headCount * shape.headDimension
         let keyValueWidth = shape.keyValueHeadCount * shape.headDimension
-        var queries = linear(normed, rowCount: tokenCount, weight: queryWeight)
-        var keys = linear(normed, rowCount: tokenCount, weight: keyWeight)
-        let values = linear(normed, rowCount: tokenCount, weight: valueWeight)
-        queries.withUnsafeMutableBufferPointer { q in
-            rotary.apply(to: q.baseAddress!, rowCount: tokenCount, headCount: shape.headCount, firstPosition: start)
-        }
-        keys.withUnsafeMutableBufferPointer { k in
-            rotary.apply(
-                to: k.baseAddress!, rowCount: tokenCount, headCount: shape.keyValueHeadCount, firstPosition: start)
-        }
-        let range = (start * keyValueWidth)..<((start + tokenCount) * keyValueWidth)
-        cache.keys[layer].replaceSubrange(range, with: keys)
-        cache.values[layer].replaceSubrange(range, with: values)
-        var attended = [Float](repeating: 0, count: tokenCount * queryWidth)
-        queries.withUnsafeBufferPointer { q in
-            cache.keys[layer].withUnsafeBufferPointer { k in
-                cache.values[layer].withUnsafeBufferPointer { v in
-                    attended.withUnsafeMutableBufferPointer { o in
-                        attention(
-                            queries: q.baseAddress!, queryCount: tokenCount, firstQueryPosition: start,
-                            keys: k.baseAddress!, values: v.baseAddress!, keyCount: start + tokenCount,
-                            shape: shape, into: o.baseAddress!)
+        var queries = linear(normed, rowCount: rowCount, weight: queryWeight)
+        var keys = linear(normed, rowCount: rowCount, weight: keyWeight)
+        let values = linear(normed, rowCount: rowCount, weight: valueWeight)
+        var attended = [Float](repeating: 0, count: rowCount * queryWidth)
+        for (index, chunk) in chunks.enumerated() {
+            let start = caches[index].count
+            queries.withUnsafeMutableBufferPointer { q in
+                rotary.apply(
+                    to: q.baseAddress! + chunk.firstRow * queryWidth, rowCount: chunk.rowCount,
+                    headCount: shape.headCount, firstPosition: start)
+            }
+            keys.withUnsafeMutableBufferPointer { k in
+                rotary.apply(
+                    to: k.baseAddress! + chunk.firstRow * keyValueWidth, rowCount: chunk.rowCount,
+                    headCount: shape.keyValueHeadCount, firstPosition: start)
+            }
+            let source = (chunk.firstRow * keyValueWidth)..<((chunk.firstRow + chunk.rowCount) * keyValueWidth)
+            let target = (start * keyValueWidth)..<((start + chunk.rowCount) * keyValueWidth)
+            caches[index].keys[layer].replaceSubrange(target, with: keys[source])
+            caches[index].values[layer].replaceSubrange(target, with: values[source])
+            queries.withUnsafeBufferPointer { q in
+                caches[index].keys[layer].withUnsafeBufferPointer { k in
+                    caches[index].values[layer].withUnsafeBufferPointer { v in
+                        attended.withUnsafeMutableBufferPointer { o in
+                            attention(
+                                queries: q.baseAddress! + chunk.firstRow * queryWidth, queryCount: chunk.rowCount,
+                                firstQueryPosition: start, keys: k.baseAddress!, values: v.baseAddress!,
+                                keyCount: start + chunk.rowCount, shape: shape,
+                                into: o.baseAddress! + chunk.firstRow * queryWidth)
+                        }
                     }
                 }
             }
         }
-        return linear(attended, rowCount: tokenCount, weight: outputWeight)
+        return linear(attended, rowCount: rowCount, weight: outputWeight)
     }
+}
+
+/// The rows of one sequence's chunk inside a batch's hidden states.
+struct ChunkSpan: Sendable, Equatable {
+    /// The chunk's first row in [T, H].
+    var firstRow: Int
+    /// Tokens in the chunk (at least 1).
+    var rowCount: Int
 }
 
 // MARK: - MoE block: router
@@ -430,14 +451,15 @@ struct MixtralDecoderLayer: Sendable {
         index = layer
     }
 
-    /// Runs the layer on `hidden` in place.
-    /// - Parameter hidden: the residual stream, [T, H], f32.
+    /// Runs the layer on `hidden` in place; one `experts` call covers the rows of every chunk.
+    /// - Parameter hidden: the residual stream, [T, H], f32, chunk 0's rows first.
     func callAsFunction(
-        _ hidden: inout [Float], tokenCount: Int, cache: inout KVCache,
+        _ hidden: inout [Float], chunks: [ChunkSpan], caches: UnsafeMutableBufferPointer<KVCache>,
         experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
     ) throws {
+        let tokenCount = hidden.count / inputNorm.count
         let attended = attention(
-            rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), tokenCount: tokenCount, layer: index, cache: &cache)
+            rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), chunks: chunks, layer: index, caches: caches)
         for position in hidden.indices { hidden[position] += attended[position] }
         let normed = rmsNorm(hidden, weight: postAttentionNorm, epsilon: epsilon)
         let routing = router.route(normed, tokenCount: tokenCount)
@@ -493,6 +515,7 @@ public final class MixtralDenseModel: Sendable {
     /// states [tokens, hiddenSize] f32 and the routing; it returns the combined expert output
     /// [tokens, hiddenSize] f32 (per token, the sum over its experts of weight × FFN(x)).
     /// If `experts` throws, the error is rethrown and `cache.count` is unchanged.
+    /// The same code as ``forward(batch:caches:experts:)``: the result is bitwise that of a batch of one.
     /// - Throws: `ModelError.invalidInput` for an empty or out-of-vocabulary token, a full cache, a
     ///   cache made for another model, or an expert output of the wrong size; whatever `experts` throws.
     /// - Returns: logits, [1 or tokens, vocabularySize], f32
@@ -500,40 +523,116 @@ public final class MixtralDenseModel: Sendable {
         tokens: [Int32], cache: inout KVCache, logits selection: LogitsSelection,
         experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
     ) throws -> [Float] {
-        let c = configuration
-        let tokenCount = tokens.count
-        guard tokenCount > 0 else { throw ModelError.invalidInput("forward: no tokens given") }
-        guard cache.layerCount == c.layerCount, cache.rowWidth == c.keyValueHeadCount * c.headDimension else {
-            throw ModelError.invalidInput("forward: the KV cache was made for another model")
+        // A pointer to the caller's cache, not a copy in an array: a copy would share the cache's
+        // storage and the first write would duplicate every layer's keys and values.
+        let hidden = try withUnsafeMutablePointer(to: &cache) { pointer in
+            try forwardHidden(
+                chunks: [tokens], caches: UnsafeMutableBufferPointer(start: pointer, count: 1), experts: experts)
         }
-        guard cache.count + tokenCount <= cache.capacity else {
-            throw ModelError.invalidInput(
-                "forward: KV cache holds \(cache.count) of \(cache.capacity) tokens; \(tokenCount) more do not fit")
+        let hiddenSize = configuration.hiddenSize
+        switch selection {
+        case .allTokens: return logits(ofRows: hidden, rowCount: tokens.count)
+        case .lastToken:
+            return logits(ofRows: Array(hidden[((tokens.count - 1) * hiddenSize)...]), rowCount: 1)
+        }
+    }
+
+    /// Runs one step for several sequences at once: chunk i's tokens are appended to caches[i] at
+    /// positions `caches[i].count ..< +chunk.count`. One call of `experts` per MoE layer covers all
+    /// rows of all chunks, in chunk order (rows of chunk 0 first).
+    ///
+    /// Batch-invariant: each chunk's logits are bitwise those of running it alone (every kernel is
+    /// row-wise with a fixed reduction order, and attention runs per chunk), provided `experts`
+    /// computes each row independently of the others (``ExpertStore`` does).
+    /// A chunk may be a prefill (many tokens) or a decode step (one token). If anything throws,
+    /// no cache count changes.
+    /// - Parameters:
+    ///   - chunks: [sequences][tokens of this step] token ids; each chunk non-empty.
+    ///   - caches: one cache per chunk, made by ``makeCache(capacity:)``.
+    ///   - experts: as in ``forward(tokens:cache:logits:experts:)``, with [rows of all chunks, hiddenSize].
+    /// - Throws: `ModelError.invalidInput` for no chunks, a count mismatch, an empty chunk, an
+    ///   out-of-vocabulary token, a full or foreign cache, or an expert output of the wrong size;
+    ///   whatever `experts` throws.
+    /// - Returns: logits of each chunk's last token, [chunks.count, vocabularySize], f32
+    public func forward(
+        batch chunks: [[Int32]], caches: inout [KVCache],
+        experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
+    ) throws -> [Float] {
+        guard chunks.count == caches.count else {
+            throw ModelError.invalidInput("forward: \(chunks.count) chunks but \(caches.count) caches; expected one each")
+        }
+        let hidden = try caches.withUnsafeMutableBufferPointer { buffer in
+            try forwardHidden(chunks: chunks, caches: buffer, experts: experts)
+        }
+        let hiddenSize = configuration.hiddenSize
+        var lastRows = [Float](repeating: 0, count: chunks.count * hiddenSize)
+        var end = 0
+        for (index, chunk) in chunks.enumerated() {
+            end += chunk.count
+            let source = (end - 1) * hiddenSize
+            lastRows.replaceSubrange(
+                (index * hiddenSize)..<((index + 1) * hiddenSize), with: hidden[source..<(source + hiddenSize)])
+        }
+        return logits(ofRows: lastRows, rowCount: chunks.count)
+    }
+
+    /// Final norm and LM head.
+    /// - Parameter rows: [rowCount, H], f32.
+    /// - Returns: [rowCount, V], f32.
+    private func logits(ofRows rows: [Float], rowCount: Int) -> [Float] {
+        let normed = rmsNorm(rows, weight: finalNorm, epsilon: Float(configuration.rmsNormEpsilon))
+        return linear(normed, rowCount: rowCount, weight: lmHead)
+    }
+
+    /// Validates the batch, runs every layer over the rows of all chunks, then advances each cache.
+    /// - Returns: the final residual stream, [rows of all chunks, H], f32, chunk 0 first.
+    private func forwardHidden(
+        chunks: [[Int32]], caches: UnsafeMutableBufferPointer<KVCache>,
+        experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
+    ) throws -> [Float] {
+        let c = configuration
+        guard !chunks.isEmpty else { throw ModelError.invalidInput("forward: no chunks given") }
+        var spans: [ChunkSpan] = []
+        spans.reserveCapacity(chunks.count)
+        var rowCount = 0
+        for (index, chunk) in chunks.enumerated() {
+            let name = chunks.count == 1 ? "" : " of chunk \(index)"
+            guard !chunk.isEmpty else {
+                throw ModelError.invalidInput(chunks.count == 1 ? "forward: no tokens given" : "forward: chunk \(index) is empty")
+            }
+            let cache = caches[index]
+            guard cache.layerCount == c.layerCount, cache.rowWidth == c.keyValueHeadCount * c.headDimension else {
+                throw ModelError.invalidInput("forward: the KV cache\(name) was made for another model")
+            }
+            guard cache.count + chunk.count <= cache.capacity else {
+                throw ModelError.invalidInput(
+                    "forward: KV cache\(name) holds \(cache.count) of \(cache.capacity) tokens; \(chunk.count) more do not fit")
+            }
+            for (position, token) in chunk.enumerated() where token < 0 || Int(token) >= c.vocabularySize {
+                throw ModelError.invalidInput(
+                    "forward: token id \(token) at index \(position)\(name) is outside the vocabulary (0 ..< \(c.vocabularySize))")
+            }
+            spans.append(ChunkSpan(firstRow: rowCount, rowCount: chunk.count))
+            rowCount += chunk.count
         }
         let hiddenSize = c.hiddenSize
-        var hidden = [Float](repeating: 0, count: tokenCount * hiddenSize)
-        for (row, token) in tokens.enumerated() {
-            guard token >= 0 && Int(token) < c.vocabularySize else {
-                throw ModelError.invalidInput(
-                    "forward: token id \(token) at index \(row) is outside the vocabulary (0 ..< \(c.vocabularySize))")
-            }
-            let source = Int(token) * hiddenSize
-            hidden.withUnsafeMutableBufferPointer { destination in
-                embedding.withUnsafePointer { table in
-                    (destination.baseAddress! + row * hiddenSize).update(from: table + source, count: hiddenSize)
+        var hidden = [Float](repeating: 0, count: rowCount * hiddenSize)
+        hidden.withUnsafeMutableBufferPointer { destination in
+            embedding.withUnsafePointer { table in
+                var row = 0
+                for chunk in chunks {
+                    for token in chunk {
+                        (destination.baseAddress! + row * hiddenSize).update(
+                            from: table + Int(token) * hiddenSize, count: hiddenSize)
+                        row += 1
+                    }
                 }
             }
         }
         for layer in layers {
-            try layer(&hidden, tokenCount: tokenCount, cache: &cache, experts: experts)
+            try layer(&hidden, chunks: spans, caches: caches, experts: experts)
         }
-        cache.count += tokenCount
-        let selected: [Float]
-        switch selection {
-        case .allTokens: selected = hidden
-        case .lastToken: selected = Array(hidden[((tokenCount - 1) * hiddenSize)...])
-        }
-        let normed = rmsNorm(selected, weight: finalNorm, epsilon: Float(c.rmsNormEpsilon))
-        return linear(normed, rowCount: selected.count / hiddenSize, weight: lmHead)
+        for (index, chunk) in chunks.enumerated() { caches[index].count += chunk.count }
+        return hidden
     }
 }

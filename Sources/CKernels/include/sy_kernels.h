@@ -1,4 +1,64 @@
+// Batch-invariant f32 kernels for Switchyard.
+//
+// Vocabulary: "batch-invariant" means every output element is computed by the same sequence of
+// floating-point operations whatever the number of rows in the call and wherever its row sits,
+// so a sequence's result does not depend on what else is in the batch.
+//
+// The reduction over k of every dot product has one fixed shape, on every instruction set:
+// 16 lanes, lane l accumulates the products of indices l, l + 16, l + 32, ... in ascending order
+// with fused multiply-add (the last partial block only touches lanes below k % 16), then the
+// lanes are added as a tree (l with l + 8, then l + 4, l + 2, l + 1). The scalar, AVX2 and
+// AVX-512 paths therefore give bitwise identical results; they differ only in speed.
 #ifndef SY_KERNELS_H
 #define SY_KERNELS_H
-int sy_kernels_version(void);
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// An instruction-set path of the kernels.
+typedef enum sy_isa {
+    SY_ISA_SCALAR = 0,
+    SY_ISA_AVX2 = 1,
+    SY_ISA_AVX512 = 2,
+} sy_isa;
+
+/// Whether this CPU (and this build) can run `isa`.
+int sy_isa_supported(sy_isa isa);
+
+/// The path the un-suffixed kernels use, chosen once per process: `SWITCHYARD_KERNEL`
+/// (`scalar`, `avx2` or `avx512`) when set and supported, else the best the CPU supports.
+/// An unknown or unsupported value is reported on stderr once and ignored.
+sy_isa sy_active_isa(void);
+
+/// y[i, j] = Σ_p x[i, p] · w[j, p]  (+ y[i, j] when `accumulate` is non-zero), f32.
+///
+/// x: [m, k] with row stride `x_stride` floats; w: [n, k] with row stride `w_stride` (an
+/// nn.Linear weight, [out, in]); y: [m, n] with row stride `y_stride`. y must not overlap x or w.
+/// Each y[i, j] depends only on row i of x and row j of w (see the header comment).
+void sy_matmul_nt(const float *x, size_t m, size_t k, size_t x_stride,
+                  const float *w, size_t n, size_t w_stride,
+                  float *y, size_t y_stride, int accumulate);
+
+/// ``sy_matmul_nt`` on an explicit path; `isa` must be supported (tests and benchmarks).
+void sy_matmul_nt_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride,
+                      const float *w, size_t n, size_t w_stride,
+                      float *y, size_t y_stride, int accumulate);
+
+/// out[d] = Σ_s p[s] · v[s, d] for d < width, summed over s = 0, 1, ..., count - 1 in that order
+/// with one fused multiply-add per term, starting from 0 (the weighted value sum of attention).
+/// v: [count, width] with row stride `v_stride` floats; out: [width], must not overlap p or v.
+void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stride,
+                     size_t width, float *out);
+
+/// ``sy_weighted_sum`` on an explicit path; `isa` must be supported.
+void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride,
+                         size_t width, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+
 #endif
