@@ -33,6 +33,14 @@ public final class Tokenizer: Sendable {
     public let bosTokenID: Int32?
     /// The end-of-sequence token id, from tokenizer_config.json `eos_token`.
     public let eosTokenID: Int32?
+    /// The chat template: `chat_template.jinja` if present, else tokenizer_config.json `chat_template`
+    /// (a string, or the `"default"` entry of a list of `{name, template}`), as transformers 5 loads it.
+    public let chatTemplate: String?
+    /// The named special tokens as strings (`bos_token`, `eos_token`, `unk_token`, `pad_token`, ...), as
+    /// transformers' `special_tokens_map` passes them to chat templates.
+    public let specialTokenStrings: [String: String]
+    /// `chatTemplate` parsed once at load; its error is reported when a conversation is rendered.
+    let parsedChatTemplate: Result<ChatTemplate, ChatTemplateError>?
 
     /// Loads `tokenizer.json` and, if present, `tokenizer_config.json` from a model directory.
     ///
@@ -56,7 +64,18 @@ public final class Tokenizer: Sendable {
                     file: configURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
             }
         }
-        try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON)
+        // transformers 5 saves the template as chat_template.jinja, which takes precedence over the config.
+        let templateURL = directory.appendingPathComponent("chat_template.jinja")
+        var chatTemplateJinja: String?
+        if FileManager.default.fileExists(atPath: templateURL.path) {
+            do {
+                chatTemplateJinja = try String(contentsOf: templateURL, encoding: .utf8)
+            } catch {
+                throw TokenizerError(
+                    file: templateURL.path, field: "", problem: "cannot be read as UTF-8 (\(error.localizedDescription))")
+            }
+        }
+        try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON, chatTemplateJinja: chatTemplateJinja)
     }
 
     /// Builds a tokenizer from the bytes of `tokenizer.json` and, optionally, `tokenizer_config.json`.
@@ -66,8 +85,10 @@ public final class Tokenizer: Sendable {
     /// and a `tokenizer_class` of `LlamaTokenizer`/`Qwen2Tokenizer` rebuilds the normalizer, pre-tokenizer
     /// and decoder the way those classes do.
     ///
+    /// `chatTemplateJinja` is the text of a `chat_template.jinja` file; it overrides the config's `chat_template`.
+    ///
     /// - Throws: `TokenizerError` naming the file and field that is malformed or unsupported.
-    public init(tokenizerJSON: Data, tokenizerConfigJSON: Data?) throws {
+    public init(tokenizerJSON: Data, tokenizerConfigJSON: Data?, chatTemplateJinja: String? = nil) throws {
         let root = JSONField(try JSONValue.parse(tokenizerJSON, file: "tokenizer.json"), file: "tokenizer.json")
         _ = try root.object()  // both files must be JSON objects
         let config = try tokenizerConfigJSON.map {
@@ -126,6 +147,28 @@ public final class Tokenizer: Sendable {
         let leadingID = config == nil ? postProcessor?.leadingSpecialIDs.first : nil
         bosTokenID = id(named.bos) ?? leadingID
         eosTokenID = id(named.eos)
+        specialTokenStrings = named.byName
+        let template = try chatTemplateJinja ?? config.flatMap(Self.configChatTemplate)
+        chatTemplate = template
+        parsedChatTemplate = template.map { source in Result { () throws(ChatTemplateError) in try ChatTemplate(source) } }
+    }
+
+    /// tokenizer_config.json `chat_template`: a string, or a list of `{name, template}` whose "default" is used.
+    private static func configChatTemplate(_ config: JSONField) throws -> String? {
+        let field = config["chat_template"]
+        switch field.value {
+        case .null:
+            return nil
+        case .string(let template):
+            return template
+        case .array:
+            for entry in try field.array() where try entry["name"].string() == "default" {
+                return try entry["template"].string()
+            }
+            return nil
+        default:
+            throw field.error("is \(field.value.typeName), but must be a string or a list of {name, template}")
+        }
     }
 
     // MARK: Encoding
@@ -266,6 +309,7 @@ public final class Tokenizer: Sendable {
         var bos: String?
         var eos: String?
         var all: [String]
+        var byName: [String: String] = [:]
     }
 
     /// bos/eos/unk/pad and extra special tokens named in tokenizer_config.json, with the class defaults.
@@ -306,6 +350,10 @@ public final class Tokenizer: Sendable {
                     "is \(field.value.typeName), but must be a list of tokens or a map from names to tokens")
             }
         }
-        return NamedSpecialTokens(bos: try named("bos_token"), eos: try named("eos_token"), all: all)
+        var byName: [String: String] = [:]
+        for key in ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"] {
+            byName[key] = try named(key)
+        }
+        return NamedSpecialTokens(bos: try named("bos_token"), eos: try named("eos_token"), all: all, byName: byName)
     }
 }

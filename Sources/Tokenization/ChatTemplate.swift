@@ -1,0 +1,95 @@
+// Chat templates: tokenizer_config.json `chat_template` rendered as transformers'
+// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=...)` renders it.
+//
+// Vocabulary:
+// - chat template: a Jinja template shipped with a checkpoint that turns a conversation into a prompt.
+// - message: a dict with `role` (`system`, `user`, `assistant`, `tool`) and `content`.
+// - generation prompt: the text that opens the assistant's turn, added when `add_generation_prompt` is true.
+// - context: the variables the template sees: `messages`, `add_generation_prompt`, `tools` and `documents`
+//   (None), the named special tokens (`bos_token`, `eos_token`, ...), and any extra variables.
+//
+// The interpreter (Jinja/*.swift) implements the subset of Jinja 3 that chat templates use, with
+// transformers' environment: trim_blocks, lstrip_blocks, loop controls, `raise_exception`,
+// `strftime_now`, `namespace`, and a `tojson` that keeps non-ASCII text and key order.
+public import Foundation
+
+/// A parsed chat template, ready to render conversations.
+///
+/// Immutable and safe to share across threads; each `render` call has its own state.
+public struct ChatTemplate: Sendable {
+    /// The template text as given.
+    public let source: String
+    private let nodes: [Node]
+
+    /// Parses `source`.
+    ///
+    /// - Throws: `ChatTemplateError` with kind `.syntax` for invalid Jinja, or `.unsupported` naming the
+    ///   statement, filter or test this interpreter does not implement, with its line and column.
+    public init(_ source: String) throws(ChatTemplateError) {
+        self.source = source
+        nodes = try JinjaParser.parse(source)
+    }
+
+    /// Renders a conversation.
+    ///
+    /// - Parameters:
+    ///   - messages: the conversation, each message a `role` and `content` (other keys are passed through).
+    ///   - addGenerationPrompt: whether to open the assistant's turn at the end.
+    ///   - specialTokens: named special tokens (`bos_token`, `eos_token`, `unk_token`, `pad_token`, ...).
+    ///   - extraContext: further template variables; they override the special tokens, as in transformers.
+    ///   - now: the time `strftime_now` reports.
+    /// - Returns: the prompt text, exactly as transformers renders it.
+    /// - Throws: `ChatTemplateError`: `.raised` with the template's message when it calls
+    ///   `raise_exception`, `.runtime` for a failing expression, `.limit` when rendering exceeds a
+    ///   safety limit (8 MiB of output, nesting, iteration count).
+    public func render(
+        messages: [[String: String]], addGenerationPrompt: Bool, specialTokens: [String: String] = [:],
+        extraContext: [String: String] = [:], now: Date = Date()
+    ) throws(ChatTemplateError) -> String {
+        var context: [String: JinjaValue] = [:]
+        for (name, value) in specialTokens { context[name] = .string(value) }
+        context["messages"] = .list(messages.map(Self.messageValue))
+        context["add_generation_prompt"] = .bool(addGenerationPrompt)
+        // transformers always passes these, as None when the caller gives none.
+        context["tools"] = JinjaValue.none
+        context["documents"] = JinjaValue.none
+        for (name, value) in extraContext { context[name] = .string(value) }
+        let renderer = JinjaRenderer(context: context, limits: JinjaLimits(), now: now)
+        return try renderer.render(nodes)
+    }
+
+    /// A message as a dict: `role` and `content` first, as callers usually build them, then the rest by name.
+    private static func messageValue(_ message: [String: String]) -> JinjaValue {
+        var dictionary = JinjaDictionary()
+        for key in ["role", "content"] { if let value = message[key] { dictionary[key] = .string(value) } }
+        for key in message.keys.sorted() where key != "role" && key != "content" {
+            dictionary[key] = .string(message[key]!)
+        }
+        return .dict(dictionary)
+    }
+}
+
+extension Tokenizer {
+    /// Renders `messages` with the checkpoint's chat template: transformers'
+    /// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt:)`.
+    ///
+    /// The template sees the named special tokens of tokenizer_config.json (`bos_token`, `eos_token`,
+    /// `unk_token`, `pad_token`, ...) and `extraContext`.
+    ///
+    /// - Throws: `ChatTemplateError`: `.missingTemplate` when the checkpoint has no `chat_template`;
+    ///   otherwise as `ChatTemplate.render`.
+    public func applyChatTemplate(
+        _ messages: [[String: String]], addGenerationPrompt: Bool, extraContext: [String: String] = [:]
+    ) throws(ChatTemplateError) -> String {
+        guard let parsedChatTemplate else {
+            throw ChatTemplateError(
+                kind: .missingTemplate,
+                message:
+                    "the checkpoint has no chat_template (neither tokenizer_config.json \"chat_template\" nor chat_template.jinja)"
+            )
+        }
+        return try parsedChatTemplate.get().render(
+            messages: messages, addGenerationPrompt: addGenerationPrompt, specialTokens: specialTokenStrings,
+            extraContext: extraContext)
+    }
+}
