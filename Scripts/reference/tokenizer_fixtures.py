@@ -88,7 +88,58 @@ CASES = [
     "ﬁ ligature ① circled ｆｕｌｌ",
     "mixed\u200bzero\u200bwidth",
     "The quick brown fox jumps over the lazy dog.",
+    # Added-token options (lstrip/rstrip/single_word/normalized) and the edge pipelines.
+    "[MASK]",
+    "a   [MASK]   b",
+    "<sep>   x<sep>",
+    "hello world",
+    "ahello hello_ hello. HELLO",
+    "Ɐ and ɐ",
+    "1234-5678, ok; yes! end.",
+    "ＦＵＬＬ-width ﬁne",
+    "  <|x|>  spaced  <|x|>",
+    # Regressions found by fuzzing against tokenizers: single_word sees the text before an earlier
+    # added token and counts combining marks as word characters; NFD keeps a decomposed first
+    # character at original offset 0 (so Metaspace "first" still prepends after a split).
+    "İhello",
+    "Ɐhello hello",
+    "ñ ",
+    "ñ{",
+    # Digits splits on Unicode categories Nd/Nl/No only: 幺 has a Unihan numeric value but is a letter.
+    "1幺2 ⅻ ② ΣΑΣ",
+    # A byte-order mark inside text (Foundation's JSONSerialization drops it; JSONDecoder keeps it) and
+    # whitespace that regex engines may classify differently.
+    "\ufeffbom\ufeff \x85next\u2028line\u2029para\u3000\u1680\u180e\x0b\x0c\x1c end",
 ]
+
+FIXTURES = [
+    "sp-metaspace",
+    "sp-legacy",
+    "mixtral-llama-class",
+    "qwen2-bytelevel",
+    "gpt2-bytelevel",
+    "edge-split-digits",
+    "edge-metaspace-first",
+    "llama3-bytelevel",
+    "llama-class-default",
+]
+
+
+def random_cases(count, seed=20261123):
+    """Seeded random mixes of the awkward pieces above: whitespace runs, marks, emoji, special tokens."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = list("abcXYZ019 \t\n\r.,;:!?'\"-_()[]{}<>|/\\#") + [
+        "'s", "'LL", "\r\n", "\n\n", "  ", "\u00a0", "\u2003", "\u200b", "é", "e\u0301", "n\u0303", "ß", "İ",
+        "ﬁ", "①", "日本", "한", "😀", "👍🏽", "👩‍💻", "🇫🇷", "\U0001F99C", "ꙮ", "𝔘", "<s>", "</s>", "<unk>",
+        "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "[MASK]", "<sep>", "hello", "Ɐ", "<|x|>", "▁", "Ġ",
+        "1234", "3.14", "the", " world",
+    ]
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(count)]
+
+
+CASES += random_cases(40)
 
 SPECIAL_EXTRA = ["<|im_start|>", "<|im_end|>"]
 
@@ -145,6 +196,13 @@ def save(tokenizer, directory, config_updates, **fast_kwargs):
     config.update(config_updates)
     with open(config_path, "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    # Keep the fixtures small: tokenizer.json without indentation (Hugging Face reads it the same).
+    tokenizer_path = os.path.join(directory, "tokenizer.json")
+    with open(tokenizer_path, encoding="utf-8") as handle:
+        tokenizer_json = json.load(handle)
+    with open(tokenizer_path, "w", encoding="utf-8") as handle:
+        json.dump(tokenizer_json, handle, ensure_ascii=False, separators=(",", ":"))
         handle.write("\n")
     for extra in ("special_tokens_map.json", "chat_template.jinja"):
         path = os.path.join(directory, extra)
@@ -230,8 +288,9 @@ def build_fixtures(output):
         pad_token="<|endoftext|>",
     )
 
-    # GPT-2-style: ByteLevel with its own regex and a prefix space, individual digits, no post-processor.
-    gpt2 = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    # GPT-2-style: ByteLevel with its own regex and a prefix space, individual digits, no post-processor,
+    # and Llama-3's ignore_merges (a word that is itself in the vocabulary is one token).
+    gpt2 = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
     gpt2.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)]
     )
@@ -243,6 +302,106 @@ def build_fixtures(output):
         {"tokenizer_class": "TokenizersBackend"},
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
+    )
+
+
+def build_edge_fixtures(output):
+    """Less common components, loaded as-is: they pin down Split behaviours, Digits, added-token options."""
+    vocab, merges = sentencepiece_style_model()
+    edge = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    edge.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Lowercase(), normalizers.Replace(Regex("[0-9]{4,}"), "#")]
+    )
+    edge.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("-", behavior="removed"),
+            pre_tokenizers.Split(Regex("[,.;:!?]"), behavior="merged_with_previous"),
+            pre_tokenizers.Digits(individual_digits=False),
+            pre_tokenizers.Metaspace("▁", prepend_scheme="always", split=True),
+        ]
+    )
+    edge.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 2, 0)]
+    )
+    edge.add_special_tokens(
+        [
+            AddedToken("<unk>", special=True, normalized=False),
+            AddedToken("<s>", special=True, normalized=False),
+            AddedToken("</s>", special=True, normalized=False),
+            AddedToken("[MASK]", special=True, normalized=False, lstrip=True),
+            AddedToken("<sep>", special=True, normalized=False, rstrip=True),
+        ]
+    )
+    edge.add_tokens(
+        [AddedToken("hello", special=False, normalized=True, single_word=True), AddedToken("Ɐ", special=False, normalized=True)]
+    )
+    edge.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)]),
+        ]
+    )
+    save(edge, os.path.join(output, "edge-split-digits"), {"tokenizer_class": "TokenizersBackend"}, **LLAMA_SPECIALS)
+
+    first = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=False, byte_fallback=False))
+    first.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Strip(left=True, right=True)])
+    first.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex("[a-z]+"), behavior="contiguous", invert=True),
+            pre_tokenizers.Metaspace("▁", prepend_scheme="first", split=True),
+        ]
+    )
+    first.decoder = decoders.Metaspace("▁", prepend_scheme="first", split=True)
+    first.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["<unk>", "<s>", "</s>", "<|x|>"]])
+    save(first, os.path.join(output, "edge-metaspace-first"), {"tokenizer_class": "TokenizersBackend"}, **LLAMA_SPECIALS)
+
+
+def build_llama3_style(output):
+    """Llama-3 layout: Split with \\p{N}{1,3}, ByteLevel, ignore_merges, and a BOS added by a Sequence post-processor."""
+    vocab, merges = byte_level_model()
+    vocab = dict(vocab)
+    llama3 = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    llama3.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                ),
+                behavior="isolated",
+                invert=False,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ]
+    )
+    llama3.decoder = decoders.ByteLevel()
+    llama3.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]]
+    )
+    bos = llama3.token_to_id("<|begin_of_text|>")
+    llama3.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single="<|begin_of_text|> $A",
+                pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                special_tokens=[("<|begin_of_text|>", bos)],
+            ),
+        ]
+    )
+    save(
+        llama3,
+        os.path.join(output, "llama3-bytelevel"),
+        {"tokenizer_class": "PreTrainedTokenizerFast"},
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+    )
+    # A Mistral-style directory: tokenizer_class LlamaTokenizerFast with no "legacy" key, so transformers 5
+    # rebuilds Metaspace with prepend_scheme "first" (its default legacy=False) over a legacy tokenizer.json.
+    save(
+        llama_tokenizer(LEGACY_NORMALIZER, None, LLAMA_DECODER),
+        os.path.join(output, "llama-class-default"),
+        {"tokenizer_class": "LlamaTokenizerFast"},
+        **LLAMA_SPECIALS,
     )
 
 
@@ -269,9 +428,11 @@ def record_cases(directory):
         "eos_token_id": tokenizer.eos_token_id,
         "cases": cases,
     }
+    # One case per line: small, and a diff shows which cases changed.
+    header = json.dumps({key: value for key, value in record.items() if key != "cases"}, ensure_ascii=False)[:-1]
+    lines = [json.dumps(case, ensure_ascii=False, separators=(",", ":")) for case in cases]
     with open(os.path.join(directory, "cases.json"), "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1, ensure_ascii=False)
-        handle.write("\n")
+        handle.write(header + ', "cases": [\n' + ",\n".join(lines) + "\n]}\n")
 
 
 def main(argv):
@@ -286,7 +447,9 @@ def main(argv):
         else:
             output = arg
     build_fixtures(output)
-    for name in ["sp-metaspace", "sp-legacy", "mixtral-llama-class", "qwen2-bytelevel", "gpt2-bytelevel"]:
+    build_edge_fixtures(output)
+    build_llama3_style(output)
+    for name in FIXTURES:
         record_cases(os.path.join(output, name))
     switchyard = switchyard or os.path.join(output, "switchyard-trained")
     if os.path.exists(os.path.join(switchyard, "tokenizer.json")):

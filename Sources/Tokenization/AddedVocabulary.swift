@@ -71,7 +71,7 @@ struct AddedTokenMatcher: Sendable {
             var start = position
             var stop = position + match.bytes.count
             if match.token.singleWord {
-                let before = start == 0 || !(Self.lastScalar(text[consumed..<start])?.isWordCharacter ?? false)
+                let before = start == 0 || !(Self.lastScalar(text[..<start])?.isWordCharacter ?? false)
                 let after = stop == text.count || !(Self.firstScalar(text[stop...])?.isWordCharacter ?? false)
                 guard before, after else {
                     position = stop
@@ -88,12 +88,16 @@ struct AddedTokenMatcher: Sendable {
                     stop += String(scalar).utf8.count
                 }
             }
-            if consumed < start { segments.append(.text(Array(text[consumed..<start]), startOffset: baseOffset + consumed)) }
+            if consumed < start {
+                segments.append(.text(Array(text[consumed..<start]), startOffset: baseOffset + consumed))
+            }
             segments.append(.token(match.token.id))
             consumed = stop
             position = stop
         }
-        if consumed < text.count { segments.append(.text(Array(text[consumed...]), startOffset: baseOffset + consumed)) }
+        if consumed < text.count {
+            segments.append(.text(Array(text[consumed...]), startOffset: baseOffset + consumed))
+        }
         return segments
     }
 

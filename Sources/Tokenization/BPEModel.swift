@@ -29,6 +29,7 @@ final class BPEModel: Sendable {
 
     private let cache = Mutex<[ExactString: [Int32]]>([:])
     private static let cacheCapacity = 20_000
+    private static let cachedWordLengthLimit = 256
 
     init(json: JSONField, overrideByteFallback: Bool? = nil) throws {
         let type = try json.typeTag()
@@ -41,13 +42,17 @@ final class BPEModel: Sendable {
         var tokensByID: [Int32: String] = [:]
         for (token, idField) in try json["vocab"].object() {
             let id = try idField.int()
-            guard id >= 0, id <= Int(Int32.max) else { throw idField.error("is \(id), but token ids must be in 0...\(Int32.max)") }
+            guard id >= 0, id <= Int(Int32.max) else {
+                throw idField.error("is \(id), but token ids must be in 0...\(Int32.max)")
+            }
             vocabulary[ExactString(token)] = Int32(id)
             tokensByID[Int32(id)] = token
         }
         self.vocabulary = vocabulary
         self.tokensByID = tokensByID
 
+        // With a continuing-subword prefix ("##"), "a ##b" merges into "ab": the right side loses its prefix.
+        let prefixLength = try json["continuing_subword_prefix"].optionalString()?.utf8.count ?? 0
         var merges: [Pair: Merge] = [:]
         for (rank, entry) in try json["merges"].array().enumerated() {
             let parts: [String]
@@ -59,11 +64,12 @@ final class BPEModel: Sendable {
             default:
                 throw entry.error("is \(entry.value.typeName), but a merge must be \"a b\" or [\"a\", \"b\"]")
             }
-            guard parts.count == 2 else { throw entry.error("must name exactly two tokens, e.g. \"a b\" or [\"a\", \"b\"]") }
+            guard parts.count == 2 else {
+                throw entry.error("must name exactly two tokens, e.g. \"a b\" or [\"a\", \"b\"]")
+            }
             guard let left = vocabulary[ExactString(parts[0])], let right = vocabulary[ExactString(parts[1])] else {
                 throw entry.error("merges \"\(parts[0])\" and \"\(parts[1])\", but both must be in model.vocab")
             }
-            let prefixLength = try json["continuing_subword_prefix"].optionalString()?.utf8.count ?? 0
             var rightText = parts[1]
             if prefixLength > 0, rightText.utf8.count >= prefixLength {
                 rightText = String(decoding: rightText.utf8.dropFirst(prefixLength), as: UTF8.self)
@@ -89,7 +95,9 @@ final class BPEModel: Sendable {
         let byteFallback = try overrideByteFallback ?? json["byte_fallback"].bool(default: false)
         self.byteFallback = byteFallback
         ignoreMerges = try json["ignore_merges"].bool(default: false)
-        continuingSubwordPrefix = try json["continuing_subword_prefix"].optionalString().flatMap { $0.isEmpty ? nil : $0 }
+        continuingSubwordPrefix = try json["continuing_subword_prefix"].optionalString().flatMap {
+            $0.isEmpty ? nil : $0
+        }
         endOfWordSuffix = try json["end_of_word_suffix"].optionalString().flatMap { $0.isEmpty ? nil : $0 }
         byteTokenIDs = (0..<256).map { byte in
             byteFallback ? vocabulary[ExactString(Self.byteTokenName(UInt8(byte)))] : nil
@@ -104,6 +112,8 @@ final class BPEModel: Sendable {
 
     /// The token ids for one word, cached.
     func tokenize(_ word: String) -> [Int32] {
+        // Long words (a whole paragraph, under Metaspace without split) are not worth keeping.
+        guard word.utf8.count <= Self.cachedWordLengthLimit else { return computeTokens(word) }
         let key = ExactString(word)
         if let cached = cache.withLock({ $0[key] }) { return cached }
         let ids = computeTokens(word)
@@ -145,20 +155,94 @@ final class BPEModel: Sendable {
             }
         }
 
-        // Apply the lowest-ranked merge, leftmost first, until none applies.
-        while symbols.count > 1 {
-            var best: (index: Int, merge: Merge)?
-            for index in 0..<(symbols.count - 1) {
-                if let merge = merges[Pair(left: symbols[index], right: symbols[index + 1])],
-                    best.map({ merge.rank < $0.merge.rank }) ?? true
-                {
-                    best = (index, merge)
-                }
+        return applyMerges(symbols)
+    }
+
+    /// Applies the lowest-ranked merge, leftmost first, until none applies.
+    ///
+    /// A linked list of symbols and a min-heap of candidate merges keyed by (rank, position), as in
+    /// `tokenizers`: O(n log n), which matters because Llama-style tokenizers (Metaspace without
+    /// split) hand the model a whole paragraph as one word. Stale heap entries (a side already merged
+    /// away) are skipped when popped.
+    private func applyMerges(_ initial: [Int32]) -> [Int32] {
+        guard initial.count > 1 else { return initial }
+        var ids = initial
+        var next = Array(1...initial.count)  // initial.count means "none"
+        next[initial.count - 1] = -1
+        var previous = Array(-1..<(initial.count - 1))
+        var alive = [Bool](repeating: true, count: initial.count)
+        var heap = MergeHeap()
+        for position in 0..<(ids.count - 1) {
+            if let merge = merges[Pair(left: ids[position], right: ids[position + 1])] {
+                heap.push(MergeCandidate(rank: merge.rank, position: position, merged: merge.merged))
             }
-            guard let (index, merge) = best else { break }
-            symbols[index] = merge.merged
-            symbols.remove(at: index + 1)
         }
-        return symbols
+        while let candidate = heap.pop() {
+            let left = candidate.position
+            let right = next[left]
+            guard alive[left], right >= 0,
+                let merge = merges[Pair(left: ids[left], right: ids[right])],
+                merge.rank == candidate.rank, merge.merged == candidate.merged
+            else { continue }
+            ids[left] = merge.merged
+            alive[right] = false
+            next[left] = next[right]
+            if next[right] >= 0 { previous[next[right]] = left }
+            if previous[left] >= 0, let before = merges[Pair(left: ids[previous[left]], right: ids[left])] {
+                heap.push(MergeCandidate(rank: before.rank, position: previous[left], merged: before.merged))
+            }
+            if next[left] >= 0, let after = merges[Pair(left: ids[left], right: ids[next[left]])] {
+                heap.push(MergeCandidate(rank: after.rank, position: left, merged: after.merged))
+            }
+        }
+        return ids.indices.filter { alive[$0] }.map { ids[$0] }
+    }
+}
+
+/// A merge that may apply at `position` (the left symbol's index in the initial word).
+struct MergeCandidate: Sendable {
+    let rank: Int32
+    let position: Int
+    let merged: Int32
+
+    /// Lower rank first; on equal rank the leftmost position.
+    func precedes(_ other: MergeCandidate) -> Bool {
+        rank != other.rank ? rank < other.rank : position < other.position
+    }
+}
+
+/// A binary min-heap of merge candidates.
+struct MergeHeap: Sendable {
+    private var items: [MergeCandidate] = []
+
+    mutating func push(_ item: MergeCandidate) {
+        items.append(item)
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard items[child].precedes(items[parent]) else { break }
+            items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> MergeCandidate? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1
+                let right = left + 1
+                var smallest = parent
+                if left < items.count, items[left].precedes(items[smallest]) { smallest = left }
+                if right < items.count, items[right].precedes(items[smallest]) { smallest = right }
+                if smallest == parent { break }
+                items.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return top
     }
 }

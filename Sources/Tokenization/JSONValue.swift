@@ -21,14 +21,16 @@ enum JSONValue: Sendable, Decodable {
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
+        // Most values in tokenizer.json are strings (merges) or numbers (vocab ids): try those first,
+        // because every failed attempt costs a thrown error.
         if container.decodeNil() {
             self = .null
-        } else if let flag = try? container.decode(Bool.self) {
-            self = .bool(flag)
-        } else if let number = try? container.decode(Double.self) {
-            self = .number(number)
         } else if let string = try? container.decode(String.self) {
             self = .string(string)
+        } else if let number = try? container.decode(Double.self) {
+            self = .number(number)
+        } else if let flag = try? container.decode(Bool.self) {
+            self = .bool(flag)
         } else if let elements = try? container.decode([JSONValue].self) {
             self = .array(elements)
         } else {

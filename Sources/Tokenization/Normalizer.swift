@@ -25,13 +25,67 @@ indirect enum Normalizer: Sendable {
         case "Replace":
             self = .replace(try TextPattern(json: json["pattern"]), content: try json["content"].string())
         case "Strip":
-            self = .strip(left: try json["strip_left"].bool(default: true), right: try json["strip_right"].bool(default: true))
+            self = .strip(
+                left: try json["strip_left"].bool(default: true), right: try json["strip_right"].bool(default: true))
         case "Sequence":
             self = .sequence(try json["normalizers"].array().map(Normalizer.init(json:)))
         default:
             throw json["type"].error(
-                "is \"\(type)\", but only \(Normalizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported")
+                "is \"\(type)\", but only \(Normalizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported"
+            )
         }
+    }
+
+    /// Normalizes `text` and tracks how many of its leading scalars come from offset 0 of the original
+    /// input (`originPrefix`), the way `tokenizers` alignments do: Metaspace `prepend_scheme: "first"`
+    /// prepends only to a piece whose first scalar maps to original offset 0. So "ñ" decomposed by NFD
+    /// is two scalars both at offset 0, a stripped leading space leaves none, a prepended "▁" adds one.
+    func normalize(_ text: String, originPrefix: Int) -> (text: String, originPrefix: Int) {
+        let output = normalize(text)
+        guard originPrefix > 0 else { return (output, 0) }
+        let scalars = Array(text.unicodeScalars)
+        switch self {
+        case .nfc, .nfd, .nfkc, .nfkd:
+            // The origin scalars plus the combining marks that may compose with them.
+            var headEnd = min(originPrefix, scalars.count)
+            while headEnd < scalars.count, scalars[headEnd].properties.canonicalCombiningClass.rawValue != 0 {
+                headEnd += 1
+            }
+            let head = Self.string(scalars[..<headEnd])
+            let normalizedHead = normalize(head)
+            if normalizedHead.utf8.elementsEqual(head.utf8) { return (output, originPrefix) }
+            return (output, normalizedHead.unicodeScalars.count)
+        case .lowercase:
+            let head = Self.string(scalars.prefix(originPrefix))
+            return (output, normalize(head).unicodeScalars.count)
+        case .prepend(let prefix):
+            return (output, text.isEmpty ? 0 : originPrefix + prefix.unicodeScalars.count)
+        case .replace(let pattern, let content):
+            var kept = 0
+            var position = 0
+            for segment in pattern.segments(of: text) {
+                let length = text.unicodeScalars[segment.range].count
+                guard position < originPrefix else { break }
+                kept += segment.isMatch ? content.unicodeScalars.count : min(length, originPrefix - position)
+                position += length
+            }
+            return (output, kept)
+        case .strip(let left, _):
+            let stripped = left ? scalars.prefix { $0.isWhitespace }.count : 0
+            return (output, max(0, originPrefix - stripped))
+        case .sequence(let normalizers):
+            var current = (text: text, originPrefix: originPrefix)
+            for normalizer in normalizers {
+                current = normalizer.normalize(current.text, originPrefix: current.originPrefix)
+            }
+            return current
+        }
+    }
+
+    private static func string(_ scalars: some Sequence<Unicode.Scalar>) -> String {
+        var view = String.UnicodeScalarView()
+        view.append(contentsOf: scalars)
+        return String(view)
     }
 
     func normalize(_ text: String) -> String {
@@ -42,7 +96,9 @@ indirect enum Normalizer: Sendable {
         case .nfkd: return text.decomposedStringWithCompatibilityMapping
         case .lowercase:
             var scalars = String.UnicodeScalarView()
-            for scalar in text.unicodeScalars { scalars.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars) }
+            for scalar in text.unicodeScalars {
+                scalars.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars)
+            }
             return String(scalars)
         case .prepend(let prefix):
             return text.isEmpty ? text : prefix + text

@@ -23,13 +23,17 @@ indirect enum PostProcessor: Sendable {
                 } else if let special = members["SpecialToken"] {
                     let name = try special["id"].string()
                     guard let entry = specialTokens[name] else {
-                        throw special["id"].error("is \"\(name)\", but it is not listed in post_processor.special_tokens")
+                        throw special["id"].error(
+                            "is \"\(name)\", but it is not listed in post_processor.special_tokens")
                     }
-                    pieces.append(try entry["ids"].array().map { field in
-                        let id = try field.int()
-                        guard id >= 0, id <= Int(Int32.max) else { throw field.error("is \(id), but must be a token id") }
-                        return Int32(id)
-                    })
+                    pieces.append(
+                        try entry["ids"].array().map { field in
+                            let id = try field.int()
+                            guard id >= 0, id <= Int(Int32.max) else {
+                                throw field.error("is \(id), but must be a token id")
+                            }
+                            return Int32(id)
+                        })
                 } else {
                     throw item.error("must be {\"Sequence\": ...} or {\"SpecialToken\": ...}")
                 }
@@ -49,7 +53,8 @@ indirect enum PostProcessor: Sendable {
             self = .sequence(try json["processors"].array().map(PostProcessor.init(json:)))
         default:
             throw json["type"].error(
-                "is \"\(type)\", but only \(PostProcessor.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported")
+                "is \"\(type)\", but only \(PostProcessor.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported"
+            )
         }
     }
 

@@ -3,9 +3,12 @@
 /// A piece of text on its way through the pipeline.
 struct Piece: Sendable {
     var text: String
-    /// Whether the piece begins at offset 0 of the original input (Metaspace `prepend_scheme: "first"`
-    /// prepends only to such a piece, so text after an added token gets no "▁").
-    var atOrigin: Bool
+    /// How many leading scalars of `text` map to offset 0 of the original input. Metaspace
+    /// `prepend_scheme: "first"` prepends only when this is positive, so text after an added token
+    /// gets no "▁" (see `Normalizer.normalize(_:originPrefix:)`).
+    var originPrefix: Int
+
+    var atOrigin: Bool { originPrefix > 0 }
 }
 
 /// How `Split` keeps the delimiter (Hugging Face `SplitDelimiterBehavior`).
@@ -76,7 +79,9 @@ indirect enum PreTokenizer: Sendable {
     case digits(individual: Bool)
     case sequence([PreTokenizer])
 
-    static let supportedTypes = ["Metaspace", "ByteLevel", "Split", "Digits", "Whitespace", "WhitespaceSplit", "Sequence"]
+    static let supportedTypes = [
+        "Metaspace", "ByteLevel", "Split", "Digits", "Whitespace", "WhitespaceSplit", "Sequence",
+    ]
 
     /// The GPT-2 word regex `ByteLevel` uses when `use_regex` is true.
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
@@ -97,9 +102,12 @@ indirect enum PreTokenizer: Sendable {
             let behaviorName = try json["behavior"].string()
             guard let behavior = SplitBehavior(rawValue: behaviorName) else {
                 throw json["behavior"].error(
-                    "is \"\(behaviorName)\", but must be one of \(SplitBehavior.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
+                    "is \"\(behaviorName)\", but must be one of \(SplitBehavior.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))"
+                )
             }
-            self = .split(try TextPattern(json: json["pattern"]), behavior: behavior, invert: try json["invert"].bool(default: false))
+            self = .split(
+                try TextPattern(json: json["pattern"]), behavior: behavior,
+                invert: try json["invert"].bool(default: false))
         case "Digits":
             self = .digits(individual: try json["individual_digits"].bool(default: false))
         case "Whitespace":
@@ -110,7 +118,8 @@ indirect enum PreTokenizer: Sendable {
             self = .sequence(try json["pretokenizers"].array().map(PreTokenizer.init(json:)))
         default:
             throw json["type"].error(
-                "is \"\(type)\", but only \(PreTokenizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported")
+                "is \"\(type)\", but only \(PreTokenizer.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported"
+            )
         }
     }
 
@@ -154,15 +163,26 @@ indirect enum PreTokenizer: Sendable {
             default:
                 break
             }
-            let marked = Piece(text: text, atOrigin: piece.atOrigin)
-            guard split, let pattern = try? TextPattern(json: JSONField(.string(replacement), file: "")) else { return [marked] }
-            return Self.cut(marked, SplitBehavior.mergedWithNext.apply(pattern.segments(of: text)))
+            let prepended = text.unicodeScalars.count - piece.text.unicodeScalars.count
+            let marked = Piece(text: text, originPrefix: piece.atOrigin ? piece.originPrefix + prepended : 0)
+            guard split else { return [marked] }
+            return Self.cut(
+                marked, SplitBehavior.mergedWithNext.apply(TextPattern(literal: replacement).segments(of: text)))
         case .byteLevel(let addPrefixSpace, let useRegex):
             var text = piece.text
             if addPrefixSpace, !text.startsWith(scalar: " ") { text = " " + text }
-            let spaced = Piece(text: text, atOrigin: piece.atOrigin)
-            let words = useRegex ? Self.cut(spaced, SplitBehavior.isolated.apply(ByteLevel.wordPattern.segments(of: text))) : [spaced]
-            return words.map { Piece(text: ByteLevel.encode($0.text), atOrigin: $0.atOrigin) }
+            let prepended = text.unicodeScalars.count - piece.text.unicodeScalars.count
+            let spaced = Piece(text: text, originPrefix: piece.atOrigin ? piece.originPrefix + prepended : 0)
+            let words =
+                useRegex
+                ? Self.cut(spaced, SplitBehavior.isolated.apply(ByteLevel.wordPattern.segments(of: text))) : [spaced]
+            return words.map { word in
+                // Every UTF-8 byte becomes one scalar, all aligned to the scalar it came from.
+                let originBytes = word.text.unicodeScalars.prefix(word.originPrefix).reduce(0) {
+                    $0 + String($1).utf8.count
+                }
+                return Piece(text: ByteLevel.encode(word.text), originPrefix: originBytes)
+            }
         case .split(let pattern, let behavior, let invert):
             let segments = pattern.segments(of: piece.text).map { (range: $0.range, isMatch: $0.isMatch != invert) }
             return Self.cut(piece, behavior.apply(segments))
@@ -174,7 +194,25 @@ indirect enum PreTokenizer: Sendable {
     }
 
     private static func cut(_ piece: Piece, _ ranges: [Range<String.Index>]) -> [Piece] {
-        ranges.map { Piece(text: String(piece.text[$0]), atOrigin: piece.atOrigin && $0.lowerBound == piece.text.startIndex) }
+        ranges.map { range in
+            Piece(
+                text: String(piece.text.unicodeScalars[range]),
+                originPrefix: originPrefix(of: piece, at: range.lowerBound))
+        }
+    }
+
+    /// The origin prefix left for a sub-piece starting at `index`; walks at most `originPrefix` scalars,
+    /// so cutting a long piece into many words stays linear.
+    private static func originPrefix(of piece: Piece, at index: String.Index) -> Int {
+        let scalars = piece.text.unicodeScalars
+        var position = scalars.startIndex
+        var offset = 0
+        while offset < piece.originPrefix {
+            if position >= index { return piece.originPrefix - offset }
+            position = scalars.index(after: position)
+            offset += 1
+        }
+        return 0
     }
 
     private static func digitSplit(_ text: String, individual: Bool) -> [Range<String.Index>] {
@@ -182,7 +220,12 @@ indirect enum PreTokenizer: Sendable {
         var index = text.unicodeScalars.startIndex
         while index < text.unicodeScalars.endIndex {
             let next = text.unicodeScalars.index(after: index)
-            let isDigit = text.unicodeScalars[index].properties.numericType != nil
+            // Rust's char::is_numeric: categories Nd, Nl, No (not Unihan numeric values such as 幺).
+            let isDigit =
+                switch text.unicodeScalars[index].properties.generalCategory {
+                case .decimalNumber, .letterNumber, .otherNumber: true
+                default: false
+                }
             if !individual, let last = segments.last, last.isMatch == isDigit {
                 segments[segments.count - 1].range = last.range.lowerBound..<next
             } else if individual, !isDigit, let last = segments.last, !last.isMatch {

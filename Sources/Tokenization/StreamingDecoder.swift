@@ -29,12 +29,19 @@ public struct StreamingDecoder: Sendable {
             text.utf8.starts(with: emittedText.utf8)
         else { return "" }
         let fresh = String(decoding: text.utf8.dropFirst(emittedText.utf8.count), as: UTF8.self)
-        // Start the next window at the token just emitted: it gives the context (a leading space,
-        // a pending byte) that the next token's text depends on.
-        let keep = window.count - emittedCount
-        window.removeFirst(emittedCount)
-        emittedCount = keep
-        emittedText = tokenizer.decode(window, skipSpecialTokens: skipSpecialTokens)
+        // Start the next window at the tokens just emitted: they give the context (a leading space,
+        // a pending byte) the next token's text depends on. Keep the longer window while the new
+        // start would decode to whitespace only, because decoders that strip leading spaces
+        // (Strip, Metaspace) must see the same leading text in the prefix and in the whole window.
+        let recent = Array(window[emittedCount...])
+        let recentText = tokenizer.decode(recent, skipSpecialTokens: skipSpecialTokens)
+        if recentText.unicodeScalars.contains(where: { !$0.isWhitespace }) {
+            window = recent
+            emittedText = recentText
+        } else {
+            emittedText = text
+        }
+        emittedCount = window.count
         return fresh
     }
 

@@ -25,11 +25,19 @@ struct TextPattern: Sendable {
         }
     }
 
+    init(literal: String) {
+        kind = .literal(literal)
+    }
+
     init(regex pattern: String) throws {
         kind = .regex(try CompiledRegex(pattern, field: JSONField(.string(pattern), file: "built-in pattern")))
     }
 
     /// Splits `text` into consecutive ranges covering it, each flagged as a match or not.
+    ///
+    /// Ranges fall on Unicode scalar boundaries, not Character boundaries: slice with
+    /// `text.unicodeScalars[range]`, because `String`'s own subscript rounds to Characters
+    /// and would glue a combining accent to the letter before it.
     ///
     /// Empty matches produce empty ranges; callers drop empty pieces, as Hugging Face does.
     func segments(of text: String) -> [(range: Range<String.Index>, isMatch: Bool)] {
@@ -51,7 +59,7 @@ struct TextPattern: Sendable {
         case .regex:
             var output = ""
             for segment in segments(of: text) {
-                output += segment.isMatch ? replacement : String(text[segment.range])
+                output += segment.isMatch ? replacement : String(text.unicodeScalars[segment.range])
             }
             return output
         }
@@ -99,7 +107,24 @@ struct CompiledRegex: Sendable {
     }
 
     func matches(in text: String) -> [Range<String.Index>] {
-        let whole = NSRange(text.startIndex..<text.endIndex, in: text)
-        return expression.matches(in: text, options: [], range: whole).compactMap { Range($0.range, in: text) }
+        let utf16 = text.utf16
+        let whole = NSRange(location: 0, length: utf16.count)
+        // Convert UTF-16 offsets by walking forward from the previous match: `Range(_:in:)` returns nil
+        // for ranges that end inside a Character (a letter before its combining accent), which a
+        // tokenizer regex may well match.
+        var cursor = utf16.startIndex
+        var cursorOffset = 0
+        func index(at offset: Int) -> String.Index {
+            cursor = utf16.index(cursor, offsetBy: offset - cursorOffset)
+            cursorOffset = offset
+            return cursor
+        }
+        var ranges: [Range<String.Index>] = []
+        for match in expression.matches(in: text, options: [], range: whole) where match.range.location != NSNotFound {
+            let lower = index(at: match.range.location)
+            let upper = index(at: match.range.location + match.range.length)
+            ranges.append(lower..<upper)
+        }
+        return ranges
     }
 }

@@ -51,6 +51,13 @@ extension Unicode.Scalar {
     /// Rust's `char::is_whitespace` (the Unicode White_Space property).
     var isWhitespace: Bool { properties.isWhitespace }
 
-    /// A "word" character for `single_word` added tokens: alphanumeric or `_`.
-    var isWordCharacter: Bool { properties.isAlphabetic || properties.numericType != nil || self == "_" }
+    /// A "word" character for `single_word` added tokens: the Unicode `\w` of Rust's regex crate
+    /// (Alphabetic, marks, decimal digits, connector punctuation, join controls), which `tokenizers` uses.
+    var isWordCharacter: Bool {
+        if properties.isAlphabetic || properties.isJoinControl { return true }
+        switch properties.generalCategory {
+        case .nonspacingMark, .spacingMark, .enclosingMark, .decimalNumber, .connectorPunctuation: return true
+        default: return false
+        }
+    }
 }

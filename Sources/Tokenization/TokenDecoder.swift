@@ -29,12 +29,14 @@ indirect enum TokenDecoder: Sendable {
             guard let scalar = content.unicodeScalars.first, content.unicodeScalars.count == 1 else {
                 throw json["content"].error("is \"\(content)\", but must be a single character")
             }
-            self = .strip(content: scalar, start: try json["start"].int(default: 0), stop: try json["stop"].int(default: 0))
+            self = .strip(
+                content: scalar, start: try json["start"].int(default: 0), stop: try json["stop"].int(default: 0))
         case "Sequence":
             self = .sequence(try json["decoders"].array().map(TokenDecoder.init(json:)))
         default:
             throw json["type"].error(
-                "is \"\(type)\", but only \(TokenDecoder.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported")
+                "is \"\(type)\", but only \(TokenDecoder.supportedTypes.map { "\"\($0)\"" }.joined(separator: ", ")) are supported"
+            )
         }
     }
 
@@ -62,7 +64,10 @@ indirect enum TokenDecoder: Sendable {
                 var mapped: [UInt8] = []
                 var allMapped = true
                 for scalar in token.unicodeScalars {
-                    guard let byte = ByteLevel.scalarToByte[scalar] else { allMapped = false; break }
+                    guard let byte = ByteLevel.scalarToByte[scalar] else {
+                        allMapped = false
+                        break
+                    }
                     mapped.append(byte)
                 }
                 bytes.append(contentsOf: allMapped ? mapped : Array(token.utf8))

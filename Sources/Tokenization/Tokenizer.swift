@@ -20,7 +20,8 @@ public final class Tokenizer: Sendable {
     private let model: BPEModel
     private let postProcessor: PostProcessor?
     private let decoder: TokenDecoder?
-    private let addedTokensByID: [Int32: AddedToken]
+    /// What `token(for:)` returns for an added token: its content, normalized if the token is normalized.
+    private let addedTokenTextByID: [Int32: String]
     private let addedTokenIDs: [ExactString: Int32]
     private let specialTokenContents: Set<ExactString>
     private let rawMatcher: AddedTokenMatcher
@@ -43,9 +44,18 @@ public final class Tokenizer: Sendable {
         do {
             tokenizerJSON = try Data(contentsOf: tokenizerURL)
         } catch {
-            throw TokenizerError(file: tokenizerURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
+            throw TokenizerError(
+                file: tokenizerURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
         }
-        let configJSON = FileManager.default.fileExists(atPath: configURL.path) ? try? Data(contentsOf: configURL) : nil
+        var configJSON: Data?
+        if FileManager.default.fileExists(atPath: configURL.path) {
+            do {
+                configJSON = try Data(contentsOf: configURL)
+            } catch {
+                throw TokenizerError(
+                    file: configURL.path, field: "", problem: "cannot be read (\(error.localizedDescription))")
+            }
+        }
         try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON)
     }
 
@@ -59,7 +69,7 @@ public final class Tokenizer: Sendable {
     /// - Throws: `TokenizerError` naming the file and field that is malformed or unsupported.
     public init(tokenizerJSON: Data, tokenizerConfigJSON: Data?) throws {
         let root = JSONField(try JSONValue.parse(tokenizerJSON, file: "tokenizer.json"), file: "tokenizer.json")
-        _ = try root.object()
+        _ = try root.object()  // both files must be JSON objects
         let config = try tokenizerConfigJSON.map {
             JSONField(try JSONValue.parse($0, file: "tokenizer_config.json"), file: "tokenizer_config.json")
         }
@@ -74,12 +84,14 @@ public final class Tokenizer: Sendable {
         let postProcessor = try root["post_processor"].isNull ? nil : PostProcessor(json: root["post_processor"])
         self.postProcessor = postProcessor
 
-        var addedTokens = try root["added_tokens"].isNull ? [] : root["added_tokens"].array().map(AddedToken.init(json:))
+        var addedTokens =
+            try root["added_tokens"].isNull ? [] : root["added_tokens"].array().map(AddedToken.init(json:))
         var largestID = max(model.tokensByID.keys.max() ?? -1, addedTokens.map(\.id).max() ?? -1)
         // transformers adds the named special tokens of tokenizer_config.json to the added vocabulary
         // when tokenizer.json does not already list them.
         let named = try Self.namedSpecialTokens(config: config, tokenizerClass: pipeline.tokenizerClass)
-        for content in named.all where !addedTokens.contains(where: { ExactString($0.content) == ExactString(content) }) {
+        for content in named.all where !addedTokens.contains(where: { ExactString($0.content) == ExactString(content) })
+        {
             let id: Int32
             if let existing = model.vocabulary[ExactString(content)] {
                 id = existing
@@ -91,17 +103,19 @@ public final class Tokenizer: Sendable {
         }
         vocabularySize = Int(largestID) + 1
 
-        var byID: [Int32: AddedToken] = [:]
+        let normalizer = pipeline.normalizer
+        var textByID: [Int32: String] = [:]
         var byContent: [ExactString: Int32] = [:]
         for token in addedTokens {
-            byID[token.id] = token
+            // tokenizers reports a normalized added token by its normalized form ("Ɐ" under Lowercase is "ɐ").
+            textByID[token.id] =
+                token.isNormalized ? (normalizer?.normalize(token.content) ?? token.content) : token.content
             byContent[ExactString(token.content)] = token.id
         }
-        addedTokensByID = byID
+        addedTokenTextByID = textByID
         addedTokenIDs = byContent
         specialTokenContents = Set(addedTokens.filter(\.isSpecial).map { ExactString($0.content) })
         rawMatcher = AddedTokenMatcher(tokens: addedTokens.filter { !$0.isNormalized }.map { ($0.content, $0) })
-        let normalizer = pipeline.normalizer
         normalizedMatcher = AddedTokenMatcher(
             tokens: addedTokens.filter(\.isNormalized).map { (normalizer?.normalize($0.content) ?? $0.content, $0) })
 
@@ -118,34 +132,47 @@ public final class Tokenizer: Sendable {
 
     /// The token ids of `text`: Hugging Face `tokenizer(text)["input_ids"]`.
     ///
+    /// Never fails: a character that is neither in the vocabulary nor covered by byte fallback becomes
+    /// `unk_token`, or is dropped when the model has none (where Hugging Face raises an error).
+    ///
     /// - Parameter addSpecialTokens: apply the post-processor (BOS/EOS) as transformers does by default.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int32] {
         var ids: [Int32] = []
+        // As in `tokenizers`: split on unnormalized added tokens in the raw text, normalize each piece
+        // in between, split that on normalized added tokens, then pre-tokenize and BPE each word.
         for segment in rawMatcher.split(Array(text.utf8)) {
             switch segment {
             case .token(let id):
                 ids.append(id)
             case .text(let bytes, let startOffset):
                 let raw = String(decoding: bytes, as: UTF8.self)
-                let normalized = normalizer?.normalize(raw) ?? raw
+                let rawOriginPrefix = startOffset == 0 ? 1 : 0
+                let (normalized, originPrefix) =
+                    normalizer?.normalize(raw, originPrefix: rawOriginPrefix) ?? (raw, rawOriginPrefix)
                 for inner in normalizedMatcher.split(Array(normalized.utf8)) {
                     switch inner {
                     case .token(let id):
                         ids.append(id)
                     case .text(let innerBytes, let innerOffset):
+                        let scalarOffset = normalized.utf8.prefix(innerOffset).filter { $0 & 0xC0 != 0x80 }.count
                         let piece = Piece(
                             text: String(decoding: innerBytes, as: UTF8.self),
-                            atOrigin: startOffset == 0 && innerOffset == 0)
-                        let words = preTokenizer?.preTokenize([piece]) ?? [piece]
-                        for word in words where !word.text.isEmpty {
-                            ids.append(contentsOf: model.tokenize(word.text))
-                        }
+                            originPrefix: max(0, originPrefix - scalarOffset))
+                        appendModelIDs(for: piece, to: &ids)
                     }
                 }
             }
         }
         guard addSpecialTokens, let postProcessor else { return ids }
         return postProcessor.process(ids)
+    }
+
+    /// Pre-tokenizes one normalized piece and appends the BPE ids of each word.
+    private func appendModelIDs(for piece: Piece, to ids: inout [Int32]) {
+        let words = preTokenizer?.preTokenize([piece]) ?? [piece]
+        for word in words where !word.text.isEmpty {
+            ids.append(contentsOf: model.tokenize(word.text))
+        }
     }
 
     // MARK: Decoding
@@ -179,7 +206,7 @@ public final class Tokenizer: Sendable {
 
     /// The token string of `id`, or nil if no token has that id.
     public func token(for id: Int32) -> String? {
-        addedTokensByID[id]?.content ?? model.tokensByID[id]
+        addedTokenTextByID[id] ?? model.tokensByID[id]
     }
 
     // MARK: Loading helpers
@@ -204,7 +231,7 @@ public final class Tokenizer: Sendable {
             let legacy = try config?["legacy"].bool(default: false) ?? false
             let scheme: PrependScheme = addPrefixSpace ? (legacy ? .always : .first) : .never
             var steps: [TokenDecoder] = [
-                .replace(try TextPattern(json: JSONField(.string("▁"), file: "")), content: " "), .byteFallback, .fuse,
+                .replace(TextPattern(literal: "▁"), content: " "), .byteFallback, .fuse,
             ]
             if addPrefixSpace { steps.append(.strip(content: " ", start: 1, stop: 0)) }
             return Pipeline(
@@ -247,7 +274,8 @@ public final class Tokenizer: Sendable {
         let defaults: [String: String] =
             switch tokenizerClass {
             case "LlamaTokenizer": ["bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"]
-            case "Qwen2Tokenizer": ["eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"]
+            case "Qwen2Tokenizer":
+                ["eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"]
             default: [:]
             }
         func named(_ key: String) throws -> String? {
@@ -259,11 +287,23 @@ public final class Tokenizer: Sendable {
         for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
             if let content = try named(key) { all.append(content) }
         }
-        for key in ["additional_special_tokens", "extra_special_tokens"] where !config[key].isNull {
-            if case .array = config[key].value {
-                for entry in try config[key].array() {
+        // A list of tokens, or (transformers 5 `extra_special_tokens`) a map from a name to a token.
+        for key in ["additional_special_tokens", "extra_special_tokens"] {
+            let field = config[key]
+            switch field.value {
+            case .array:
+                for entry in try field.array() {
                     if let content = try entry.tokenContent() { all.append(content) }
                 }
+            case .object:
+                for (_, entry) in try field.object().sorted(by: { $0.key < $1.key }) {
+                    if let content = try entry.tokenContent() { all.append(content) }
+                }
+            case .null:
+                break
+            default:
+                throw field.error(
+                    "is \(field.value.typeName), but must be a list of tokens or a map from names to tokens")
             }
         }
         return NamedSpecialTokens(bos: try named("bos_token"), eos: try named("eos_token"), all: all)

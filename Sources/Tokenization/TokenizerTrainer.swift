@@ -11,18 +11,23 @@ public enum TokenizerTrainer {
     ///
     /// Layout: `<unk>`=0, `<s>`=1, `</s>`=2, `<0x00>`…`<0xFF>` = 3…258, then the most frequent corpus
     /// characters, then tokens learned by merging the most frequent adjacent pair (ties broken by the
-    /// pair's UTF-8 bytes), until the vocabulary is full. Metaspace "▁" (prepend "first", no split),
+    /// pair's UTF-8 bytes), until the vocabulary is full; if the corpus runs out of pairs first, the
+    /// rest is `<reserved_0>`, `<reserved_1>`, … (plain entries no merge produces). Metaspace "▁" (prepend "first", no split),
     /// byte fallback, a TemplateProcessing post-processor adding `<s>`, and a tokenizer_config.json in the
     /// LlamaTokenizerFast style (add_bos_token true) that Hugging Face `AutoTokenizer` loads.
     /// Deterministic: the same size always gives the same bytes.
     ///
-    /// - Throws: `TokenizerError` if `vocabularySize` is below 300 or above what the corpus can supply.
-    public static func sentencePieceBPE(vocabularySize: Int) throws -> (tokenizerJSON: Data, tokenizerConfigJSON: Data) {
+    /// - Throws: `TokenizerError` if `vocabularySize` is not between 300 and 2^20.
+    public static func sentencePieceBPE(vocabularySize: Int) throws -> (tokenizerJSON: Data, tokenizerConfigJSON: Data)
+    {
         let minimum = 300
-        guard vocabularySize >= minimum else {
+        let maximum = 1 << 20
+        guard vocabularySize >= minimum, vocabularySize <= maximum else {
             throw TokenizerError(
                 file: "TokenizerTrainer", field: "vocabularySize",
-                problem: "is \(vocabularySize), but must be at least \(minimum) (3 special tokens, 256 byte tokens and some pieces)")
+                problem:
+                    "is \(vocabularySize), but must be between \(minimum) (3 special tokens, 256 byte tokens and some pieces) and \(maximum)"
+            )
         }
         var tokens = specialTokens + (0...255).map { BPEModel.byteTokenName(UInt8($0)) }
         var ids: [ExactString: Int] = [:]
@@ -55,14 +60,17 @@ public enum TokenizerTrainer {
             for scalar in word.string.unicodeScalars { scalarCounts[scalar, default: 0] += wordCounts[word] ?? 0 }
         }
         let alphabetBudget = (vocabularySize - tokens.count) / 2
-        let alphabet = scalarCounts.sorted { ($0.value, $1.key.value) > ($1.value, $0.key.value) }.prefix(alphabetBudget)
-        for (scalar, _) in alphabet.sorted(by: { $0.key.value < $1.key.value }) where ids[ExactString(String(scalar))] == nil {
+        let alphabet = scalarCounts.sorted { ($0.value, $1.key.value) > ($1.value, $0.key.value) }.prefix(
+            alphabetBudget)
+        for (scalar, _) in alphabet.sorted(by: { $0.key.value < $1.key.value })
+        where ids[ExactString(String(scalar))] == nil {
             ids[ExactString(String(scalar))] = tokens.count
             tokens.append(String(scalar))
         }
 
         // Each word as symbol ids; -1 marks a character left to byte fallback, which never merges.
-        var symbols: [[Int]] = words.map { word in word.string.unicodeScalars.map { ids[ExactString(String($0))] ?? -1 } }
+        var symbols: [[Int]] = words.map { word in word.string.unicodeScalars.map { ids[ExactString(String($0))] ?? -1 }
+        }
         let counts = words.map { wordCounts[$0] ?? 0 }
         var merges: [(Int, Int)] = []
 
@@ -76,12 +84,14 @@ public enum TokenizerTrainer {
             let best = pairCounts.max { lhs, rhs in
                 if lhs.value != rhs.value { return lhs.value < rhs.value }
                 // Ties: prefer the pair whose concatenated text sorts first, then the smaller ids.
-                let left = pairText(lhs.key, tokens), right = pairText(rhs.key, tokens)
+                let left = pairText(lhs.key, tokens)
+                let right = pairText(rhs.key, tokens)
                 if !left.utf8.elementsEqual(right.utf8) { return right.utf8.lexicographicallyPrecedes(left.utf8) }
                 return lhs.key > rhs.key
             }
             guard let best else { break }
-            let left = Int(best.key >> 32), right = Int(best.key & 0xFFFF_FFFF)
+            let left = Int(best.key >> 32)
+            let right = Int(best.key & 0xFFFF_FFFF)
             let mergedText = tokens[left] + tokens[right]
             let merged: Int
             if let existing = ids[ExactString(mergedText)] {
@@ -105,10 +115,15 @@ public enum TokenizerTrainer {
                 symbols[wordIndex] = word
             }
         }
-        guard tokens.count == vocabularySize else {
-            throw TokenizerError(
-                file: "TokenizerTrainer", field: "vocabularySize",
-                problem: "is \(vocabularySize), but the built-in corpus supports at most \(tokens.count) entries")
+        // The corpus ran out of pairs: fill up with reserved tokens, which no merge produces, so the
+        // vocabulary (and a model's embedding table) has the requested size without changing encodings.
+        var reserved = 0
+        while tokens.count < vocabularySize {
+            let name = "<reserved_\(reserved)>"
+            reserved += 1
+            guard ids[ExactString(name)] == nil else { continue }
+            ids[ExactString(name)] = tokens.count
+            tokens.append(name)
         }
         return (
             Data(tokenizerJSON(tokens: tokens, merges: merges.map { (tokens[$0.0], tokens[$0.1]) }).utf8),

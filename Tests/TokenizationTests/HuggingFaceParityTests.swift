@@ -4,7 +4,9 @@ import Tokenization
 
 @Suite("Parity with Hugging Face transformers on reference tokenizers")
 struct HuggingFaceParityTests {
-    @Test("encode with special tokens equals tokenizer(text)[\"input_ids\"] for every case", arguments: ReferenceFixture.allCases)
+    @Test(
+        "encode with special tokens equals tokenizer(text)[\"input_ids\"] for every case",
+        arguments: ReferenceFixture.allCases)
     func idsWithSpecialTokens(fixture: ReferenceFixture) throws {
         let tokenizer = try fixture.loadTokenizer()
         for reference in try fixture.loadRecord().cases {
@@ -13,11 +15,14 @@ struct HuggingFaceParityTests {
         }
     }
 
-    @Test("encode without special tokens equals tokenizer(text, add_special_tokens=False)", arguments: ReferenceFixture.allCases)
+    @Test(
+        "encode without special tokens equals tokenizer(text, add_special_tokens=False)",
+        arguments: ReferenceFixture.allCases)
     func idsWithoutSpecialTokens(fixture: ReferenceFixture) throws {
         let tokenizer = try fixture.loadTokenizer()
         for reference in try fixture.loadRecord().cases {
-            let mismatch = firstMismatch(tokenizer.encode(reference.text, addSpecialTokens: false), reference.idsWithoutSpecialTokens)
+            let mismatch = firstMismatch(
+                tokenizer.encode(reference.text, addSpecialTokens: false), reference.idsWithoutSpecialTokens)
             #expect(mismatch == nil, "\(fixture.rawValue) \(reference.text.debugDescription): \(mismatch ?? "")")
         }
     }
@@ -26,7 +31,9 @@ struct HuggingFaceParityTests {
     func decode(fixture: ReferenceFixture) throws {
         let tokenizer = try fixture.loadTokenizer()
         for reference in try fixture.loadRecord().cases {
-            #expect(tokenizer.decode(reference.ids) == reference.decoded, "\(fixture.rawValue) \(reference.text.debugDescription)")
+            #expect(
+                tokenizer.decode(reference.ids) == reference.decoded,
+                "\(fixture.rawValue) \(reference.text.debugDescription)")
             #expect(
                 tokenizer.decode(reference.ids, skipSpecialTokens: true) == reference.decodedSkippingSpecialTokens,
                 "\(fixture.rawValue) \(reference.text.debugDescription) skipping special tokens")
@@ -40,5 +47,51 @@ struct HuggingFaceParityTests {
         #expect(tokenizer.vocabularySize == record.vocabularySize)
         #expect(tokenizer.bosTokenID == record.bosTokenID)
         #expect(tokenizer.eosTokenID == record.eosTokenID)
+    }
+}
+
+@Suite("Tokenizer behaviour")
+struct TokenizerBehaviourTests {
+    @Test("concurrent encodes (sharing the BPE cache) give the same ids as serial ones")
+    func concurrentEncode() async throws {
+        let tokenizer = try ReferenceFixture.qwen2ByteLevel.loadTokenizer()
+        let texts = try ReferenceFixture.qwen2ByteLevel.loadRecord().cases.map(\.text)
+        let serial = texts.map { tokenizer.encode($0) }
+        let concurrent = await withTaskGroup(of: (Int, [Int32]).self) { group in
+            for (index, text) in texts.enumerated() { group.addTask { (index, tokenizer.encode(text)) } }
+            var results = [[Int32]](repeating: [], count: texts.count)
+            for await (index, ids) in group { results[index] = ids }
+            return results
+        }
+        #expect(concurrent == serial)
+    }
+
+    @Test("a long paragraph is one BPE word under Metaspace without split, and still encodes quickly and losslessly")
+    func longParagraph() throws {
+        let tokenizer = try ReferenceFixture.switchyardTrained.loadTokenizer()
+        let text = String(repeating: "The router sends every token to two experts; ", count: 400)
+        let clock = ContinuousClock()
+        var ids: [Int32] = []
+        let elapsed = clock.measure { ids = tokenizer.encode(text, addSpecialTokens: false) }
+        #expect(tokenizer.decode(ids) == text)
+        // Quadratic merging takes tens of seconds here; the heap-based merge takes milliseconds.
+        #expect(elapsed < .seconds(10))
+    }
+
+    @Test("token(for:) and tokenID(for:) tell composed and decomposed text apart")
+    func scalarExactLookup() throws {
+        let tokenizer = try ReferenceFixture.sentencePieceMetaspace.loadTokenizer()
+        let composed = try #require(tokenizer.tokenID(for: "é"))
+        #expect(tokenizer.token(for: composed) == "é")
+        #expect(tokenizer.tokenID(for: "e\u{301}") != composed)
+        #expect(tokenizer.tokenID(for: "<s>") == 1)
+        #expect(tokenizer.token(for: 1_000_000) == nil)
+    }
+
+    @Test("ids outside the vocabulary are skipped when decoding")
+    func unknownIDs() throws {
+        let tokenizer = try ReferenceFixture.qwen2ByteLevel.loadTokenizer()
+        let ids = tokenizer.encode("hi")
+        #expect(tokenizer.decode([-1] + ids + [Int32.max]) == "hi")
     }
 }

@@ -1,7 +1,7 @@
 // Loads the Hugging Face reference fixtures written by Scripts/reference/tokenizer_fixtures.py.
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import Tokenization
 
 /// One recorded case: what transformers 5 `AutoTokenizer` produced for `text`.
@@ -43,6 +43,10 @@ enum ReferenceFixture: String, CaseIterable, Sendable {
     case mixtralLlamaClass = "mixtral-llama-class"
     case qwen2ByteLevel = "qwen2-bytelevel"
     case gpt2ByteLevel = "gpt2-bytelevel"
+    case edgeSplitDigits = "edge-split-digits"
+    case edgeMetaspaceFirst = "edge-metaspace-first"
+    case llama3ByteLevel = "llama3-bytelevel"
+    case llamaClassDefault = "llama-class-default"
     case switchyardTrained = "switchyard-trained"
 
     var directory: URL { TestPaths.fixtures.appendingPathComponent("tokenizers").appendingPathComponent(rawValue) }
@@ -58,6 +62,8 @@ enum ReferenceFixture: String, CaseIterable, Sendable {
 /// The first index where two id lists differ, described for a failure message.
 func firstMismatch(_ actual: [Int32], _ expected: [Int32]) -> String? {
     guard actual != expected else { return nil }
-    let index = zip(actual, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(actual.count, expected.count)
+    let index =
+        zip(actual, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        ?? min(actual.count, expected.count)
     return "first mismatch at index \(index): got \(actual), expected \(expected)"
 }

@@ -11,7 +11,9 @@ struct StreamingDecoderTests {
         return chunks
     }
 
-    @Test("concatenated chunks equal decode(allIDs), and no chunk holds a partial character", arguments: ReferenceFixture.allCases)
+    @Test(
+        "concatenated chunks equal decode(allIDs), and no chunk holds a partial character",
+        arguments: ReferenceFixture.allCases)
     func concatenationEqualsDecode(fixture: ReferenceFixture) throws {
         let tokenizer = try fixture.loadTokenizer()
         for reference in try fixture.loadRecord().cases {

@@ -36,20 +36,28 @@ struct TokenizerLoadingErrorTests {
             json: #"{"normalizer": {"type": "BertNormalizer"}, \#(validModel)}"#,
             expected: #"tokenizer.json: normalizer.type is "BertNormalizer", but only "NFC", "NFD", "NFKC""#),
         BadFile(
-            json: #"{"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits"}, {"type": "Punctuation"}]}, \#(validModel)}"#,
+            json:
+                #"{"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits"}, {"type": "Punctuation"}]}, \#(validModel)}"#,
             expected: #"tokenizer.json: pre_tokenizer.pretokenizers[1].type is "Punctuation", but only "Metaspace""#),
         BadFile(
-            json: #"{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Sideways"}, \#(validModel)}"#,
-            expected: #"tokenizer.json: pre_tokenizer.behavior is "Sideways", but must be one of "Removed", "Isolated""#),
+            json:
+                #"{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Sideways"}, \#(validModel)}"#,
+            expected: #"tokenizer.json: pre_tokenizer.behavior is "Sideways", but must be one of "Removed", "Isolated""#
+        ),
         BadFile(
-            json: #"{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}, \#(validModel)}"#,
-            expected: "tokenizer.json: pre_tokenizer.pattern.Regex is not a regular expression this platform can compile"),
+            json:
+                #"{"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}, \#(validModel)}"#,
+            expected:
+                "tokenizer.json: pre_tokenizer.pattern.Regex is not a regular expression this platform can compile"),
         BadFile(
             json: #"{"decoder": {"type": "WordPiece"}, \#(validModel)}"#,
             expected: #"tokenizer.json: decoder.type is "WordPiece", but only "Metaspace""#),
         BadFile(
-            json: #"{"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "special_tokens": {}}, \#(validModel)}"#,
-            expected: #"tokenizer.json: post_processor.single[0].SpecialToken.id is "<s>", but it is not listed in post_processor.special_tokens"#),
+            json:
+                #"{"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "special_tokens": {}}, \#(validModel)}"#,
+            expected:
+                #"tokenizer.json: post_processor.single[0].SpecialToken.id is "<s>", but it is not listed in post_processor.special_tokens"#
+        ),
         BadFile(
             json: #"{"added_tokens": [{"id": -4, "content": "<s>"}], \#(validModel)}"#,
             expected: "tokenizer.json: added_tokens[0].id is -4, but must be a token id"),

@@ -15,10 +15,13 @@ struct TokenizerTrainerTests {
         "def f(x):\n    return x ** 2", "ꙮ𓀀 rare scripts", "",
     ]
 
-    @Test("the trained vocabulary has exactly the requested size", arguments: [300, 512, 1000])
+    @Test(
+        "the trained vocabulary has exactly the requested size, reserved tokens filling what the corpus cannot",
+        arguments: [300, 512, 1000, 32000])
     func vocabularySize(size: Int) throws {
         let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: size)
-        let tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+        let tokenizer = try Tokenizer(
+            tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
         #expect(tokenizer.vocabularySize == size)
         #expect(tokenizer.tokenID(for: "<unk>") == 0)
         #expect(tokenizer.bosTokenID == 1)
@@ -39,19 +42,20 @@ struct TokenizerTrainerTests {
     @Test("encode then decode gives the text back", arguments: roundTripTexts)
     func roundTrip(text: String) throws {
         let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: Self.fixtureVocabularySize)
-        let tokenizer = try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+        let tokenizer = try Tokenizer(
+            tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
         let ids = tokenizer.encode(text)
         #expect(ids.first == 1)
         let decoded = tokenizer.decode(ids, skipSpecialTokens: true)
         #expect(decoded.utf8.elementsEqual(text.utf8), "decoded \(decoded.debugDescription)")
     }
 
-    @Test("a vocabulary too small for the special and byte tokens is rejected with the limit")
+    @Test("a vocabulary too small for the special and byte tokens is rejected with the limits")
     func tooSmall() {
         #expect {
             _ = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 100)
         } throws: { error in
-            "\(error)".contains("vocabularySize is 100, but must be at least 300")
+            "\(error)".contains("vocabularySize is 100, but must be between 300")
         }
     }
 
@@ -67,6 +71,8 @@ struct TokenizerTrainerTests {
             try files.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"))
         }
         #expect(try Data(contentsOf: directory.appendingPathComponent("tokenizer.json")) == files.tokenizerJSON)
-        #expect(try Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")) == files.tokenizerConfigJSON)
+        #expect(
+            try Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")) == files.tokenizerConfigJSON
+        )
     }
 }
