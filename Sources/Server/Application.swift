@@ -1,0 +1,317 @@
+// Server: Switchyard's OpenAI-compatible HTTP API (Hummingbird 2).
+//
+// Vocabulary:
+// - route: a method and path the API answers (`POST /v1/completions`, `GET /health`, …).
+// - generation plan: a checked /v1 body, holding one engine request per choice.
+// - choice: one of the `n` completions of a request, generated as its own engine request.
+// - chunk: one server-sent event of a streamed response (`data: {…}\n\n`), ending in `data: [DONE]`.
+// - envelope: OpenAI's error body `{"error": {"message", "type", "param", "code"}}`.
+//
+// The engine is a `GenerationService`; this module only parses, submits, and formats.
+public import Coordinator
+import Foundation
+public import Hummingbird
+public import Logging
+
+/// Where and how the HTTP API listens.
+public struct ServerConfiguration: Sendable, Equatable {
+    /// The address to bind; 127.0.0.1 keeps the API local.
+    public var host: String
+    /// The TCP port; 0 picks a free one (learn it through `onServerRunning`).
+    public var port: Int
+    /// When set, every /v1 route needs `Authorization: Bearer <apiKey>`; /health and /metrics stay open.
+    public var apiKey: String?
+    /// The model name clients see (`model` in responses, /v1/models); nil uses the service's.
+    public var modelName: String?
+    /// Larger request bodies are refused with 413.
+    public var maxRequestBodyBytes: Int
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 8000, apiKey: String? = nil, modelName: String? = nil,
+        maxRequestBodyBytes: Int = 4 << 20
+    ) {
+        self.host = host
+        self.port = port
+        self.apiKey = apiKey
+        self.modelName = modelName
+        self.maxRequestBodyBytes = maxRequestBodyBytes
+    }
+}
+
+/// Builds the HTTP API over `service`, ready to run as a `Service` (in a `ServiceGroup`, or with
+/// `runService()`). It starts no tasks of its own; each request is handled in the server's tasks.
+///
+/// - Parameters:
+///   - service: the engine requests are submitted to.
+///   - configuration: address, port, API key, model name, body limit.
+///   - logger: the server's logger.
+///   - onServerRunning: called once the socket is bound, with the bound port (useful with port 0).
+/// - Returns: the application; nothing listens until it runs.
+public func makeApplication(
+    service: some GenerationService,
+    configuration: ServerConfiguration,
+    logger: Logger,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    let router = Router(context: BasicRequestContext.self)
+    // First, so it also sees unknown routes and the auth middleware's refusals.
+    router.add(middleware: ErrorEnvelopeMiddleware())
+    let routes = Routes(service: service, configuration: configuration)
+
+    router.get("health") { _, _ in routes.health() }
+    router.get("metrics") { _, _ in routes.metrics() }
+
+    let v1 = router.group("v1")
+    if let apiKey = configuration.apiKey {
+        v1.add(middleware: BearerAuthMiddleware(apiKey: apiKey))
+    }
+    v1.get("models") { _, _ in routes.models() }
+    v1.post("completions") { request, context in
+        try await routes.generate(request, endpoint: .completions, logger: context.logger)
+    }
+    v1.post("chat/completions") { request, context in
+        try await routes.generate(request, endpoint: .chat, logger: context.logger)
+    }
+
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
+        onServerRunning: { channel in
+            await onServerRunning(channel.localAddress?.port ?? configuration.port)
+        },
+        logger: logger)
+}
+
+/// The route handlers, over one service.
+struct Routes<Service: GenerationService>: Sendable {
+    let service: Service
+    let configuration: ServerConfiguration
+
+    var modelName: String { configuration.modelName ?? service.modelName }
+
+    // MARK: Health, metrics, models
+
+    func health() -> Response {
+        switch service.health() {
+        case .ready:
+            return jsonResponse(.ok, HealthJSON(status: "ok", reason: nil))
+        case .notReady(let reason):
+            return jsonResponse(.serviceUnavailable, HealthJSON(status: "unavailable", reason: reason))
+        }
+    }
+
+    func metrics() -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = PrometheusExposition.contentType
+        let text = PrometheusExposition.render(service.metrics())
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    func models() -> Response {
+        jsonResponse(
+            .ok,
+            ModelListJSON(data: [
+                .init(id: modelName, created: Int(Date().timeIntervalSince1970), maxModelLength: service.contextLength)
+            ]))
+    }
+
+    // MARK: Generation
+
+    /// Parses the body, submits one engine request per choice, and answers whole or streamed.
+    func generate(_ request: Request, endpoint: Endpoint, logger: Logger) async throws -> Response {
+        let body = try JSONObject(JSONValue.parse(try await readBody(request)))
+        let plan: GenerationPlan
+        switch endpoint {
+        case .completions:
+            plan = try GenerationPlan.completions(body, tokenizer: service.tokenizer, contextLength: service.contextLength)
+        case .chat:
+            plan = try GenerationPlan.chat(body, tokenizer: service.tokenizer, contextLength: service.contextLength) {
+                messages throws(SubmitError) in
+                try service.applyChatTemplate(messages, addGenerationPrompt: true)
+            }
+        }
+
+        // All choices are accepted before anything is sent, so a refusal is a plain HTTP error.
+        // A refusal after some choices were accepted drops their streams, which cancels them.
+        var streams: [AsyncThrowingStream<GenerationEvent, any Error>] = []
+        for engineRequest in plan.requests {
+            do {
+                streams.append(try service.submit(engineRequest))
+            } catch {
+                throw APIError(error)
+            }
+        }
+
+        let id = (endpoint == .chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let assembler = ResponseAssembler(
+            endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970), model: modelName, plan: plan,
+            strings: TokenStrings(tokenizer: service.tokenizer))
+        if plan.stream {
+            return streamingResponse(streams, assembler: assembler, includeUsage: plan.includeUsage, logger: logger)
+        }
+
+        var whole = assembler
+        do {
+            try await forEachEvent(of: streams) { index, event in
+                _ = whole.record(event, choice: index)
+            }
+        } catch {
+            throw APIError(generationFailure: error)
+        }
+        return jsonResponse(.ok, whole.response)
+    }
+
+    /// Server-sent events: one chunk per piece of text, a finishing chunk per choice, the usage
+    /// chunk if asked, then `[DONE]`. A failed write (the client left) ends the iteration, which
+    /// cancels the engine requests; a failed request sends an error event before `[DONE]`.
+    private func streamingResponse(
+        _ streams: [AsyncThrowingStream<GenerationEvent, any Error>], assembler: ResponseAssembler, includeUsage: Bool,
+        logger: Logger
+    ) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-cache"
+        let body = ResponseBody { writer in
+            var assembler = assembler
+            func send(_ bytes: [UInt8]) async throws(ClientGone) {
+                do {
+                    try await writer.write(ByteBuffer(bytes: bytes))
+                } catch {
+                    throw ClientGone(underlying: error)
+                }
+            }
+            do {
+                for index in 0..<assembler.plan.choiceCount {
+                    if let opening = assembler.opening(choice: index) { try await send(ServerSentEvents.data(opening)) }
+                }
+                do {
+                    try await forEachEvent(of: streams) { index, event in
+                        for chunk in assembler.record(event, choice: index) {
+                            try await send(ServerSentEvents.data(chunk))
+                        }
+                    }
+                    if includeUsage { try await send(ServerSentEvents.data(assembler.usageChunk)) }
+                } catch let error as ClientGone {
+                    throw error
+                } catch {
+                    logger.warning("request \(assembler.id) failed while streaming: \(error)")
+                    try await send(ServerSentEvents.data(APIError(generationFailure: error).envelope))
+                }
+                try await send(ServerSentEvents.done)
+            } catch let gone as ClientGone {
+                logger.info("request \(assembler.id): the client went away; its generation is cancelled")
+                throw gone.underlying
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// The request body, at most `maxRequestBodyBytes`.
+    private func readBody(_ request: Request) async throws(APIError) -> [UInt8] {
+        let limit = configuration.maxRequestBodyBytes
+        let tooLarge = APIError(
+            status: .contentTooLarge, type: "invalid_request_error",
+            message: "the request body is larger than the limit of \(limit) bytes")
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Array(buffer.readableBytesView)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw tooLarge
+        } catch {
+            throw .invalidRequest(param: nil, message: "the request body could not be read: \(error)")
+        }
+    }
+
+    private func jsonResponse(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.jsonBytes())))
+    }
+}
+
+/// Writing to the client failed: it closed the connection.
+private struct ClientGone: Error {
+    let underlying: any Error
+}
+
+/// Framing of server-sent events.
+enum ServerSentEvents {
+    /// `data: <json>\n\n`.
+    static func data(_ value: some Encodable) -> [UInt8] {
+        Array("data: ".utf8) + value.jsonBytes() + Array("\n\n".utf8)
+    }
+    /// The last event of every stream.
+    static let done = Array("data: [DONE]\n\n".utf8)
+}
+
+/// One event of choice `index`, or the end of its stream.
+private enum ChoiceOutcome: Sendable {
+    case event(Int, GenerationEvent)
+    case failed(any Error)
+    case ended
+}
+
+/// Calls `body` with every event of every stream, in arrival order, tagged with the stream's
+/// index. Returns when all streams have ended; rethrows the first stream error or `body` error,
+/// after cancelling the iteration of the other streams (which cancels their requests).
+func forEachEvent(
+    of streams: [AsyncThrowingStream<GenerationEvent, any Error>],
+    _ body: (Int, GenerationEvent) async throws -> Void
+) async throws {
+    if streams.count == 1 {
+        for try await event in streams[0] { try await body(0, event) }
+        try Task.checkCancellation()
+        return
+    }
+    let (merged, continuation) = AsyncStream.makeStream(of: ChoiceOutcome.self)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (index, stream) in streams.enumerated() {
+            group.addTask {
+                do {
+                    for try await event in stream { continuation.yield(.event(index, event)) }
+                    continuation.yield(.ended)
+                } catch {
+                    continuation.yield(.failed(error))
+                }
+            }
+        }
+        var open = streams.count
+        for await outcome in merged {
+            switch outcome {
+            case .event(let index, let event): try await body(index, event)
+            case .failed(let error): throw error
+            case .ended: open -= 1
+            }
+            if open == 0 { break }
+        }
+        continuation.finish()
+        // Iteration stops early only when this task is cancelled.
+        try Task.checkCancellation()
+    }
+}
+
+/// /health's body.
+struct HealthJSON: Encodable {
+    let status: String
+    let reason: String?
+}
+
+/// /v1/models's body.
+struct ModelListJSON: Encodable {
+    struct Model: Encodable {
+        let id: String
+        var object = "model"
+        let created: Int
+        var ownedBy = "switchyard"
+        let maxModelLength: Int
+        enum CodingKeys: String, CodingKey {
+            case id, object, created
+            case ownedBy = "owned_by"
+            case maxModelLength = "max_model_len"
+        }
+    }
+    var object = "list"
+    let data: [Model]
+}

@@ -1,0 +1,298 @@
+// What a /v1/completions or /v1/chat/completions body asks for, parsed and checked: pure (the
+// tokenizer and context length come in as values), so every 400 is testable without a server.
+import Coordinator
+import Tokenization
+
+/// The two generation endpoints; they differ in prompt, logprobs and response shapes.
+enum Endpoint: Sendable {
+    case completions
+    case chat
+}
+
+/// A checked generation request: the `GenerationRequest`s to submit (one per choice) and how to
+/// shape the response.
+struct GenerationPlan: Sendable {
+    var endpoint: Endpoint
+    var prompt: Prompt
+    var promptTokenCount: Int
+    var maxTokens: Int
+    var sampling: SamplingParameters
+    /// Choices to generate, 1...16.
+    var choiceCount: Int
+    var stop: [String]
+    /// Whether to report logprobs at all.
+    var reportsLogprobs: Bool
+    /// Alternatives per token to report (completions `logprobs`, chat `top_logprobs`), 0...20.
+    var topLogprobs: Int
+    var stream: Bool
+    var includeUsage: Bool
+    var ignoreEOS: Bool
+
+    /// The engine requests, one per choice; choice `i` gets seed `seed + i` when a seed was given.
+    var requests: [GenerationRequest] {
+        (0..<choiceCount).map { index in
+            var sampling = sampling
+            sampling.seed = sampling.seed.map { $0 &+ UInt64(index) }
+            return GenerationRequest(
+                prompt: prompt, maxTokens: maxTokens, sampling: sampling, ignoreEOS: ignoreEOS,
+                // The engine reports nothing for 0, so ask for one alternative when only the
+                // chosen token's logprob is wanted and drop it when formatting.
+                logprobs: reportsLogprobs ? max(topLogprobs, 1) : 0, stop: stop)
+        }
+    }
+
+    /// The most alternatives per token a request may ask for.
+    static let maxTopLogprobs = 20
+    /// The most choices one request may ask for.
+    static let maxChoices = 16
+    static let knownRoles = ["system", "user", "assistant", "tool"]
+
+    /// Parses a /v1/completions body.
+    /// - Throws: `APIError` (400) naming the parameter and its valid values.
+    static func completions(
+        _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int
+    ) throws(APIError) -> GenerationPlan {
+        if try body.bool("echo") == true {
+            throw .invalidRequest(param: "echo", message: "echo is not supported; leave it out or set it to false")
+        }
+        let prompt = try parsePrompt(body)
+        let promptTokenCount: Int
+        switch prompt {
+        case .text(let text): promptTokenCount = tokenizer.encode(text).count
+        case .tokenIDs(let ids): promptTokenCount = ids.count
+        }
+        var reportsLogprobs = false
+        var topLogprobs = 0
+        if let logprobs = try body.integer("logprobs") {
+            guard (0...maxTopLogprobs).contains(logprobs) else {
+                throw .outOfRange(param: "logprobs", value: "\(logprobs)", valid: "between 0 and \(maxTopLogprobs)")
+            }
+            reportsLogprobs = true
+            topLogprobs = logprobs
+        }
+        return try common(
+            body, endpoint: .completions, prompt: prompt, promptTokenCount: promptTokenCount,
+            maxTokens: try body.integer("max_tokens"), defaultMaxTokens: 16,
+            reportsLogprobs: reportsLogprobs, topLogprobs: topLogprobs, contextLength: contextLength)
+    }
+
+    /// Parses a /v1/chat/completions body; `render` applies the chat template.
+    /// - Throws: `APIError` (400) naming the parameter and its valid values.
+    static func chat(
+        _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int,
+        render: ([ChatMessage]) throws(SubmitError) -> String
+    ) throws(APIError) -> GenerationPlan {
+        let messages = try parseMessages(body)
+        let text: String
+        do {
+            text = try render(messages)
+        } catch {
+            throw APIError(error)
+        }
+        let promptTokenCount = tokenizer.encode(text).count
+        let reportsLogprobs = try body.bool("logprobs") ?? false
+        var topLogprobs = 0
+        if let top = try body.integer("top_logprobs") {
+            guard (0...maxTopLogprobs).contains(top) else {
+                throw .outOfRange(param: "top_logprobs", value: "\(top)", valid: "between 0 and \(maxTopLogprobs)")
+            }
+            guard reportsLogprobs else {
+                throw .invalidRequest(param: "top_logprobs", message: "top_logprobs needs logprobs: true")
+            }
+            topLogprobs = top
+        }
+        // max_completion_tokens is OpenAI's newer name; it wins when both are given.
+        let maxTokensParam = body["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens"
+        return try common(
+            body, endpoint: .chat, prompt: .text(text), promptTokenCount: promptTokenCount,
+            maxTokens: try body.integer(maxTokensParam), maxTokensParam: maxTokensParam, defaultMaxTokens: nil,
+            reportsLogprobs: reportsLogprobs, topLogprobs: topLogprobs, contextLength: contextLength)
+    }
+
+    /// The parameters both endpoints share.
+    private static func common(
+        _ body: JSONObject, endpoint: Endpoint, prompt: Prompt, promptTokenCount: Int, maxTokens: Int?,
+        maxTokensParam: String = "max_tokens", defaultMaxTokens: Int?, reportsLogprobs: Bool, topLogprobs: Int,
+        contextLength: Int
+    ) throws(APIError) -> GenerationPlan {
+        var sampling = SamplingParameters()
+        if let temperature = try body.double("temperature") {
+            guard temperature.isFinite, temperature >= 0 else {
+                throw .outOfRange(param: "temperature", value: "\(temperature)", valid: "a number >= 0")
+            }
+            sampling.temperature = Float(temperature)
+        }
+        if let topP = try body.double("top_p") {
+            guard topP > 0, topP <= 1 else {
+                throw .outOfRange(param: "top_p", value: "\(topP)", valid: "in (0, 1]")
+            }
+            sampling.topP = Float(topP)
+        }
+        if let topK = try body.integer("top_k") {
+            // vLLM takes -1 for "all tokens" too.
+            guard topK >= -1 else {
+                throw .outOfRange(param: "top_k", value: "\(topK)", valid: ">= 0 (0 or -1 keeps all tokens)")
+            }
+            sampling.topK = max(topK, 0)
+        }
+        if let seed = try body.integer("seed") {
+            sampling.seed = UInt64(bitPattern: Int64(seed))
+        }
+        let choiceCount = try body.integer("n") ?? 1
+        guard (1...maxChoices).contains(choiceCount) else {
+            throw .outOfRange(param: "n", value: "\(choiceCount)", valid: "between 1 and \(maxChoices)")
+        }
+        let stop = try parseStop(body)
+
+        guard promptTokenCount > 0 else {
+            throw .invalidRequest(param: "prompt", message: "the prompt is empty; give at least one token")
+        }
+        guard promptTokenCount < contextLength else {
+            throw .invalidRequest(
+                param: endpoint == .chat ? "messages" : "prompt",
+                message: "the prompt is \(promptTokenCount) tokens, but the model's context is \(contextLength) tokens "
+                    + "and must leave room for at least 1 generated token")
+        }
+        let resolvedMaxTokens: Int
+        if let maxTokens {
+            guard maxTokens >= 1 else {
+                throw .outOfRange(param: maxTokensParam, value: "\(maxTokens)", valid: "at least 1")
+            }
+            guard promptTokenCount + maxTokens <= contextLength else {
+                throw .invalidRequest(
+                    param: maxTokensParam,
+                    message: "the prompt (\(promptTokenCount) tokens) + \(maxTokensParam) (\(maxTokens)) is "
+                        + "\(promptTokenCount + maxTokens) tokens, but the model's context is \(contextLength) tokens; "
+                        + "\(maxTokensParam) can be at most \(contextLength - promptTokenCount)")
+            }
+            resolvedMaxTokens = maxTokens
+        } else {
+            // Unset: as vLLM, up to the context (or OpenAI's legacy 16 for completions).
+            resolvedMaxTokens = min(defaultMaxTokens ?? .max, contextLength - promptTokenCount)
+        }
+
+        let stream = try body.bool("stream") ?? false
+        let includeUsage = try body.object("stream_options")?.bool("include_usage") ?? false
+        return GenerationPlan(
+            endpoint: endpoint, prompt: prompt, promptTokenCount: promptTokenCount, maxTokens: resolvedMaxTokens,
+            sampling: sampling, choiceCount: choiceCount, stop: stop, reportsLogprobs: reportsLogprobs,
+            topLogprobs: topLogprobs, stream: stream, includeUsage: includeUsage,
+            ignoreEOS: try body.bool("ignore_eos") ?? false)
+    }
+
+    /// `prompt`: a string, an array of token ids, or an array holding one string.
+    private static func parsePrompt(_ body: JSONObject) throws(APIError) -> Prompt {
+        guard let value = body["prompt"] else {
+            throw .invalidRequest(param: "prompt", message: "prompt is required: a string or an array of token ids")
+        }
+        let expected = "a string, an array of token ids, or an array of one string"
+        switch value {
+        case .string(let text):
+            guard !text.isEmpty else {
+                throw .invalidRequest(param: "prompt", message: "prompt is empty; give at least one character")
+            }
+            return .text(text)
+        case .array(let items):
+            if items.count == 1, case .string(let text) = items[0] {
+                guard !text.isEmpty else {
+                    throw .invalidRequest(param: "prompt", message: "prompt is empty; give at least one character")
+                }
+                return .text(text)
+            }
+            guard !items.isEmpty else {
+                throw .invalidRequest(param: "prompt", message: "prompt is an empty array; give at least one token id")
+            }
+            var ids: [Int32] = []
+            for (index, item) in items.enumerated() {
+                guard case .number(let number) = item, let id = Int32(exactly: number), id >= 0 else {
+                    if case .string = item {
+                        throw .invalidRequest(
+                            param: "prompt", message: "prompt holds \(items.count) strings, but batched prompts are not "
+                                + "supported; send one prompt per request")
+                    }
+                    throw .invalidRequest(
+                        param: "prompt", message: "prompt[\(index)] is not a token id (an integer >= 0); prompt must be \(expected)")
+                }
+                ids.append(id)
+            }
+            return .tokenIDs(ids)
+        default:
+            throw .wrongType(param: "prompt", expected: expected, got: value)
+        }
+    }
+
+    /// `messages`: a non-empty array of `{role, content}` with a known role; content is a string or
+    /// an array of `{type: "text", text}` parts.
+    private static func parseMessages(_ body: JSONObject) throws(APIError) -> [ChatMessage] {
+        guard let value = body["messages"] else {
+            throw .invalidRequest(param: "messages", message: "messages is required: an array of {role, content}")
+        }
+        guard case .array(let items) = value else {
+            throw .wrongType(param: "messages", expected: "an array of {role, content}", got: value)
+        }
+        guard !items.isEmpty else {
+            throw .invalidRequest(param: "messages", message: "messages is empty; give at least one message")
+        }
+        var messages: [ChatMessage] = []
+        for (index, item) in items.enumerated() {
+            let message = try JSONObject(item, path: "messages[\(index)].")
+            guard let role = try message.string("role") else {
+                throw .invalidRequest(param: message.param("role"), message: "\(message.param("role")) is required")
+            }
+            guard knownRoles.contains(role) else {
+                throw .invalidRequest(
+                    param: message.param("role"),
+                    message: "\(message.param("role")) is '\(role)', but must be one of \(knownRoles.joined(separator: ", "))")
+            }
+            let content: String
+            switch message["content"] {
+            case nil:
+                content = ""
+            case .string(let text)?:
+                content = text
+            case .array(let parts)?:
+                var texts: [String] = []
+                for (partIndex, part) in parts.enumerated() {
+                    let partObject = try JSONObject(part, path: message.param("content[\(partIndex)]") + ".")
+                    guard try partObject.string("type") == "text", let text = try partObject.string("text") else {
+                        throw .invalidRequest(
+                            param: message.param("content[\(partIndex)]"),
+                            message: "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported")
+                    }
+                    texts.append(text)
+                }
+                content = texts.joined()
+            case let other?:
+                throw .wrongType(param: message.param("content"), expected: "a string or an array of text parts", got: other)
+            }
+            messages.append(ChatMessage(role: role, content: content))
+        }
+        return messages
+    }
+
+    /// `stop`: a string or an array of non-empty strings.
+    private static func parseStop(_ body: JSONObject) throws(APIError) -> [String] {
+        let stop: [String]
+        switch body["stop"] {
+        case nil:
+            return []
+        case .string(let text)?:
+            stop = [text]
+        case .array(let items)?:
+            var strings: [String] = []
+            for item in items {
+                guard case .string(let text) = item else {
+                    throw .wrongType(param: "stop", expected: "a string or an array of strings", got: item)
+                }
+                strings.append(text)
+            }
+            stop = strings
+        case let other?:
+            throw .wrongType(param: "stop", expected: "a string or an array of strings", got: other)
+        }
+        guard !stop.contains("") else {
+            throw .invalidRequest(param: "stop", message: "stop strings must not be empty")
+        }
+        return stop
+    }
+}

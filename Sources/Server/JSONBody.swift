@@ -1,0 +1,117 @@
+// Reading request bodies: a small JSON value type, and typed readers that name the field and the
+// expected type when a value is wrong, so every 400 says which parameter to fix.
+import Foundation
+
+/// A parsed JSON value; numbers are kept as `Double` (token ids and counts fit exactly below 2^53).
+enum JSONValue: Sendable, Equatable, Decodable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    /// Parses a request body.
+    /// - Throws: `APIError` (400) when the body is not JSON.
+    static func parse(_ bytes: [UInt8]) throws(APIError) -> JSONValue {
+        do {
+            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        } catch {
+            throw .invalidRequest(param: nil, message: "the request body is not valid JSON")
+        }
+    }
+
+    /// The JSON type's name, for messages.
+    var typeName: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .number: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
+
+/// A JSON object read field by field. Unknown fields are ignored; `null` counts as absent, as
+/// OpenAI's API treats it. `path` prefixes parameter names in errors (`stream_options.`).
+struct JSONObject {
+    let fields: [String: JSONValue]
+    let path: String
+
+    /// - Throws: `APIError` (400) when the value is not an object.
+    init(_ value: JSONValue, path: String = "") throws(APIError) {
+        guard case .object(let fields) = value else {
+            throw .invalidRequest(
+                param: path.isEmpty ? nil : String(path.dropLast()),
+                message: "\(path.isEmpty ? "the request body" : String(path.dropLast())) must be a JSON object, not \(value.typeName)")
+        }
+        self.fields = fields
+        self.path = path
+    }
+
+    /// The full parameter name of a field, for errors.
+    func param(_ name: String) -> String { path + name }
+
+    subscript(name: String) -> JSONValue? {
+        switch fields[name] {
+        case nil, .null?: nil
+        case let value?: value
+        }
+    }
+
+    func bool(_ name: String) throws(APIError) -> Bool? {
+        guard let value = self[name] else { return nil }
+        guard case .bool(let bool) = value else {
+            throw .wrongType(param: param(name), expected: "a boolean", got: value)
+        }
+        return bool
+    }
+
+    func double(_ name: String) throws(APIError) -> Double? {
+        guard let value = self[name] else { return nil }
+        guard case .number(let number) = value else {
+            throw .wrongType(param: param(name), expected: "a number", got: value)
+        }
+        return number
+    }
+
+    func integer(_ name: String) throws(APIError) -> Int? {
+        guard let value = self[name] else { return nil }
+        guard case .number(let number) = value, let integer = Int(exactly: number) else {
+            throw .wrongType(param: param(name), expected: "an integer", got: value)
+        }
+        return integer
+    }
+
+    func string(_ name: String) throws(APIError) -> String? {
+        guard let value = self[name] else { return nil }
+        guard case .string(let string) = value else {
+            throw .wrongType(param: param(name), expected: "a string", got: value)
+        }
+        return string
+    }
+
+    func object(_ name: String) throws(APIError) -> JSONObject? {
+        guard let value = self[name] else { return nil }
+        return try JSONObject(value, path: param(name) + ".")
+    }
+}

@@ -1,0 +1,83 @@
+// /metrics: the engine's counters in the Prometheus text exposition format 0.0.4. Pure: a snapshot
+// in, text out. Every family has HELP and TYPE lines and the `switchyard_` prefix.
+import Coordinator
+import Foundation
+
+/// Renders `EngineMetrics` as Prometheus text.
+enum PrometheusExposition {
+    /// The `content-type` of the exposition.
+    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// The exposition of one snapshot, ending in a newline.
+    static func render(_ metrics: EngineMetrics) -> String {
+        var out = ""
+        histogram(
+            &out, "switchyard_request_latency_seconds",
+            "Seconds from a request's submission to its last token.", metrics.requestLatency)
+        histogram(
+            &out, "switchyard_time_to_first_token_seconds",
+            "Seconds from a request's submission to its first generated token.", metrics.timeToFirstToken)
+        histogram(
+            &out, "switchyard_inter_token_latency_seconds",
+            "Seconds between consecutive generated tokens of a request.", metrics.interTokenLatency)
+        histogram(
+            &out, "switchyard_request_queue_time_seconds",
+            "Seconds a request waited before its first step.", metrics.queueTime)
+
+        header(&out, "switchyard_requests_running", "Requests being generated now.", type: "gauge")
+        out += "switchyard_requests_running \(metrics.runningRequests)\n"
+        header(&out, "switchyard_requests_waiting", "Requests accepted and waiting to start.", type: "gauge")
+        out += "switchyard_requests_waiting \(metrics.waitingRequests)\n"
+        header(&out, "switchyard_kv_cache_usage_ratio", "KV cache tokens reserved divided by capacity (0 to 1).", type: "gauge")
+        out += "switchyard_kv_cache_usage_ratio \(number(metrics.kvCacheUsage))\n"
+
+        header(&out, "switchyard_prompt_tokens_total", "Prompt tokens prefilled.", type: "counter")
+        out += "switchyard_prompt_tokens_total \(metrics.promptTokensTotal)\n"
+        header(&out, "switchyard_generation_tokens_total", "Tokens generated.", type: "counter")
+        out += "switchyard_generation_tokens_total \(metrics.generationTokensTotal)\n"
+
+        header(&out, "switchyard_requests_finished_total", "Requests finished, by reason.", type: "counter")
+        for reason in metrics.finishedRequests.keys.sorted() {
+            out += "switchyard_requests_finished_total{reason=\"\(escape(reason))\"} \(metrics.finishedRequests[reason]!)\n"
+        }
+
+        header(&out, "switchyard_expert_tokens_total", "Tokens routed to each expert of each MoE layer.", type: "counter")
+        for (layer, experts) in metrics.expertTokens.enumerated() {
+            for (expert, count) in experts.enumerated() {
+                out += "switchyard_expert_tokens_total{layer=\"\(layer)\",expert=\"\(expert)\"} \(count)\n"
+            }
+        }
+        return out
+    }
+
+    private static func header(_ out: inout String, _ name: String, _ help: String, type: String) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    /// Buckets are cumulative in the exposition; `EngineMetrics` keeps them per bucket.
+    private static func histogram(_ out: inout String, _ name: String, _ help: String, _ histogram: Histogram) {
+        header(&out, name, help, type: "histogram")
+        var cumulative: UInt64 = 0
+        for (index, bound) in histogram.upperBounds.enumerated() {
+            cumulative += histogram.bucketCounts[index]
+            out += "\(name)_bucket{le=\"\(number(bound))\"} \(cumulative)\n"
+        }
+        cumulative += histogram.bucketCounts[histogram.upperBounds.count]
+        out += "\(name)_bucket{le=\"+Inf\"} \(cumulative)\n"
+        out += "\(name)_sum \(number(histogram.sum))\n"
+        out += "\(name)_count \(histogram.count)\n"
+    }
+
+    /// A sample value as Prometheus writes it (`+Inf`, `-Inf`, `NaN` for the special values).
+    static func number(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+        return "\(value)"
+    }
+
+    /// Label values escape backslash, double quote and newline.
+    private static func escape(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+    }
+}

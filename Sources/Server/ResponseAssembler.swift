@@ -1,0 +1,315 @@
+// Turning a request's generation events into OpenAI responses: whole responses, or stream chunks
+// one event at a time. Pure: events in, JSON values out; the handlers do the I/O.
+import Coordinator
+import Tokenization
+
+// MARK: Response JSON
+
+/// `usage` of a response.
+struct UsageJSON: Encodable, Equatable {
+    let promptTokens: Int
+    let completionTokens: Int
+    var totalTokens: Int { promptTokens + completionTokens }
+
+    enum CodingKeys: String, CodingKey {
+        case promptTokens = "prompt_tokens"
+        case completionTokens = "completion_tokens"
+        case totalTokens = "total_tokens"
+    }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(promptTokens, forKey: .promptTokens)
+        try container.encode(completionTokens, forKey: .completionTokens)
+        try container.encode(totalTokens, forKey: .totalTokens)
+    }
+}
+
+/// Completions logprobs: parallel arrays over the generated tokens.
+struct CompletionLogprobsJSON: Encodable, Equatable {
+    var tokens: [String] = []
+    var tokenLogprobs: [Double] = []
+    var topLogprobs: [[String: Double]] = []
+    var textOffset: [Int] = []
+    enum CodingKeys: String, CodingKey {
+        case tokens
+        case tokenLogprobs = "token_logprobs"
+        case topLogprobs = "top_logprobs"
+        case textOffset = "text_offset"
+    }
+}
+
+/// One alternative in chat logprobs.
+struct ChatTopLogprobJSON: Encodable, Equatable {
+    let token: String
+    let logprob: Double
+    let bytes: [UInt8]
+}
+
+/// One generated token in chat logprobs.
+struct ChatTokenLogprobJSON: Encodable, Equatable {
+    let token: String
+    let logprob: Double
+    let bytes: [UInt8]
+    let topLogprobs: [ChatTopLogprobJSON]
+    enum CodingKeys: String, CodingKey {
+        case token, logprob, bytes
+        case topLogprobs = "top_logprobs"
+    }
+}
+
+/// `logprobs` of a choice, in the endpoint's shape.
+enum LogprobsJSON: Encodable, Equatable {
+    case completion(CompletionLogprobsJSON)
+    case chat([ChatTokenLogprobJSON])
+
+    private enum ChatKeys: String, CodingKey { case content }
+    func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .completion(let logprobs):
+            try logprobs.encode(to: encoder)
+        case .chat(let content):
+            var container = encoder.container(keyedBy: ChatKeys.self)
+            try container.encode(content, forKey: .content)
+        }
+    }
+}
+
+/// `message` (whole chat responses) or `delta` (chat chunks).
+struct MessageJSON: Encodable, Equatable {
+    var role: String?
+    var content: String?
+}
+
+/// One element of `choices`: `text` for completions, `message` or `delta` for chat. `logprobs` and
+/// `finish_reason` are always present, null when empty, as OpenAI sends them.
+struct ChoiceJSON: Encodable, Equatable {
+    let index: Int
+    var text: String?
+    var message: MessageJSON?
+    var delta: MessageJSON?
+    var logprobs: LogprobsJSON?
+    var finishReason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case index, text, message, delta, logprobs
+        case finishReason = "finish_reason"
+    }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(index, forKey: .index)
+        try container.encodeIfPresent(text, forKey: .text)
+        try container.encodeIfPresent(message, forKey: .message)
+        try container.encodeIfPresent(delta, forKey: .delta)
+        try container.encode(logprobs, forKey: .logprobs)
+        try container.encode(finishReason, forKey: .finishReason)
+    }
+}
+
+/// A whole response or one stream chunk.
+struct ResponseJSON: Encodable, Equatable {
+    let id: String
+    let object: String
+    let created: Int
+    let model: String
+    var choices: [ChoiceJSON]
+    var usage: UsageJSON?
+}
+
+// MARK: Token strings
+
+/// The text and bytes clients see for a token id in logprobs.
+struct TokenStrings: Sendable {
+    let tokenizer: Tokenizer
+
+    /// The token's text as decoded on its own (special tokens kept), or its vocabulary string when
+    /// that decodes to nothing; a byte-fallback token (`<0xE2>`) reports its one byte in `bytes`.
+    func describe(_ id: Int32) -> (text: String, bytes: [UInt8]) {
+        let piece = tokenizer.token(for: id) ?? ""
+        if piece.count == 6, piece.hasPrefix("<0x"), piece.hasSuffix(">"),
+            let byte = UInt8(piece.dropFirst(3).prefix(2), radix: 16)
+        {
+            return (tokenizer.decode([id]), [byte])
+        }
+        var text = tokenizer.decode([id])
+        if text.isEmpty { text = piece }
+        return (text, Array(text.utf8))
+    }
+}
+
+/// JSON cannot carry -inf; masked tokens report vLLM's floor instead.
+private func finite(_ logprob: Double) -> Double {
+    logprob.isFinite ? logprob : -9999.0
+}
+
+// MARK: Assembly
+
+/// Builds the response of one request from its choices' events.
+struct ResponseAssembler {
+    let endpoint: Endpoint
+    let id: String
+    let created: Int
+    let model: String
+    let plan: GenerationPlan
+    let strings: TokenStrings
+
+    private var choices: [ChoiceState]
+    private var promptTokens: Int?
+
+    /// What has been generated for one choice so far.
+    private struct ChoiceState {
+        var text = ""
+        /// Unicode scalars in `text`, for completions `text_offset`.
+        var scalarCount = 0
+        var logprobs: LogprobsJSON?
+        var finishReason: String?
+        var completionTokens = 0
+        var sentRole = false
+    }
+
+    init(endpoint: Endpoint, id: String, created: Int, model: String, plan: GenerationPlan, strings: TokenStrings) {
+        self.endpoint = endpoint
+        self.id = id
+        self.created = created
+        self.model = model
+        self.plan = plan
+        self.strings = strings
+        let empty: LogprobsJSON? =
+            plan.reportsLogprobs ? (endpoint == .chat ? .chat([]) : .completion(.init())) : nil
+        choices = Array(repeating: ChoiceState(logprobs: empty), count: plan.choiceCount)
+    }
+
+    /// `text_completion`, `chat.completion` or `chat.completion.chunk`.
+    private func object(streaming: Bool) -> String {
+        switch endpoint {
+        case .completions: "text_completion"
+        case .chat: streaming ? "chat.completion.chunk" : "chat.completion"
+        }
+    }
+
+    private func chunk(_ choices: [ChoiceJSON], usage: UsageJSON? = nil) -> ResponseJSON {
+        ResponseJSON(id: id, object: object(streaming: true), created: created, model: model, choices: choices, usage: usage)
+    }
+
+    /// A stream chunk's choice carrying `text` with `logprobs` and `finishReason`.
+    private func streamChoice(
+        _ index: Int, text: String, role: String?, logprobs: LogprobsJSON?, finishReason: String?
+    ) -> ChoiceJSON {
+        switch endpoint {
+        case .completions:
+            return ChoiceJSON(index: index, text: text, logprobs: logprobs, finishReason: finishReason)
+        case .chat:
+            return ChoiceJSON(
+                index: index, delta: MessageJSON(role: role, content: text.isEmpty && role == nil ? nil : text),
+                logprobs: logprobs, finishReason: finishReason)
+        }
+    }
+
+    /// The logprobs entry of one token, appended to the choice's totals; returns the entry alone.
+    private mutating func recordLogprob(_ logprob: TokenLogprob, text: String, choice index: Int) -> LogprobsJSON {
+        let alternatives = logprob.topLogprobs.prefix(plan.topLogprobs)
+        switch choices[index].logprobs {
+        case .chat(var content)?:
+            let chosen = strings.describe(logprob.tokenID)
+            let entry = ChatTokenLogprobJSON(
+                token: chosen.text, logprob: finite(logprob.logprob), bytes: chosen.bytes,
+                topLogprobs: alternatives.map {
+                    let described = strings.describe($0.tokenID)
+                    return ChatTopLogprobJSON(token: described.text, logprob: finite($0.logprob), bytes: described.bytes)
+                })
+            content.append(entry)
+            choices[index].logprobs = .chat(content)
+            return .chat([entry])
+        default:
+            var top: [String: Double] = [:]
+            for alternative in alternatives {
+                top[strings.describe(alternative.tokenID).text] = finite(alternative.logprob)
+            }
+            let entry = CompletionLogprobsJSON(
+                tokens: [strings.describe(logprob.tokenID).text], tokenLogprobs: [finite(logprob.logprob)],
+                topLogprobs: [top], textOffset: [choices[index].scalarCount])
+            var all: CompletionLogprobsJSON
+            if case .completion(let existing)? = choices[index].logprobs { all = existing } else { all = .init() }
+            all.tokens += entry.tokens
+            all.tokenLogprobs += entry.tokenLogprobs
+            all.topLogprobs += entry.topLogprobs
+            all.textOffset += entry.textOffset
+            choices[index].logprobs = .completion(all)
+            return .completion(entry)
+        }
+    }
+
+    /// The chat chunk that opens a choice (`delta: {role: assistant, content: ""}`); nil for
+    /// completions or once sent.
+    mutating func opening(choice index: Int) -> ResponseJSON? {
+        guard endpoint == .chat, !choices[index].sentRole else { return nil }
+        choices[index].sentRole = true
+        return chunk([streamChoice(index, text: "", role: "assistant", logprobs: nil, finishReason: nil)])
+    }
+
+    /// Records an event of choice `index`; returns the stream chunks it produces (possibly none).
+    mutating func record(_ event: GenerationEvent, choice index: Int) -> [ResponseJSON] {
+        var chunks: [ResponseJSON] = []
+        if let opening = opening(choice: index) { chunks.append(opening) }
+        switch event {
+        case .token(let token):
+            choices[index].completionTokens += 1
+            var logprobs: LogprobsJSON?
+            if plan.reportsLogprobs, let logprob = token.logprob {
+                logprobs = recordLogprob(logprob, text: token.text, choice: index)
+            }
+            choices[index].text += token.text
+            choices[index].scalarCount += token.text.unicodeScalars.count
+            if !token.text.isEmpty || logprobs != nil {
+                chunks.append(chunk([streamChoice(index, text: token.text, role: nil, logprobs: logprobs, finishReason: nil)]))
+            }
+        case .finished(let finish):
+            promptTokens = promptTokens ?? finish.promptTokenIDs.count
+            choices[index].completionTokens = finish.completionTokenIDs.count
+            choices[index].text += finish.trailingText
+            choices[index].scalarCount += finish.trailingText.unicodeScalars.count
+            choices[index].finishReason = Self.finishReason(finish.reason)
+            chunks.append(
+                chunk([
+                    streamChoice(
+                        index, text: finish.trailingText, role: nil, logprobs: nil,
+                        finishReason: choices[index].finishReason)
+                ]))
+        }
+        return chunks
+    }
+
+    /// OpenAI's `finish_reason` for an engine reason.
+    static func finishReason(_ reason: FinishReason) -> String {
+        switch reason {
+        case .stop: "stop"
+        case .length: "length"
+        case .cancelled: "abort"
+        }
+    }
+
+    /// Token counts over all choices; the prompt counts once.
+    var usage: UsageJSON {
+        UsageJSON(
+            promptTokens: promptTokens ?? plan.promptTokenCount,
+            completionTokens: choices.reduce(0) { $0 + $1.completionTokens })
+    }
+
+    /// The chunk with `usage` and no choices that ends a stream when `include_usage` is set.
+    var usageChunk: ResponseJSON { chunk([], usage: usage) }
+
+    /// The whole (non-streamed) response.
+    var response: ResponseJSON {
+        let choiceJSON = choices.enumerated().map { index, state in
+            switch endpoint {
+            case .completions:
+                ChoiceJSON(index: index, text: state.text, logprobs: state.logprobs, finishReason: state.finishReason)
+            case .chat:
+                ChoiceJSON(
+                    index: index, message: MessageJSON(role: "assistant", content: state.text), logprobs: state.logprobs,
+                    finishReason: state.finishReason)
+            }
+        }
+        return ResponseJSON(
+            id: id, object: object(streaming: false), created: created, model: model, choices: choiceJSON, usage: usage)
+    }
+}

@@ -1,0 +1,126 @@
+// A scripted engine for the HTTP tests: deterministic tokens, optionally slow, failing mid-way or
+// refusing requests, and recording what it was asked and whether streams were cancelled.
+import Coordinator
+import Foundation
+import Synchronization
+import Tokenization
+
+/// A `GenerationService` whose output depends only on the request.
+///
+/// Token `i` of a request is `words[(i + seed) % words.count]` (seed 0 when none is given), with
+/// token id `firstTokenID + that index`; a word equal to a stop string ends the request with
+/// `.stop` and is not sent. Otherwise the request ends with `.length` after `maxTokens` tokens.
+final class FakeGenerationService: GenerationService {
+    static let words = [" alpha", " beta", " gamma", " delta"]
+    static let firstTokenID: Int32 = 10
+    /// Shared, built once: training a tokenizer takes a moment.
+    static let sharedTokenizer: Tokenizer = {
+        do {
+            let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 400)
+            return try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+        } catch {
+            preconditionFailure("training the test tokenizer failed: \(error)")
+        }
+    }()
+
+    struct State {
+        var health: HealthStatus = .ready
+        var refusal: SubmitError?
+        var submitted: [GenerationRequest] = []
+        var cancelledStreams = 0
+        var metrics = EngineMetrics()
+    }
+
+    let modelName = "fake-moe"
+    let contextLength: Int
+    let tokenizer: Tokenizer
+    /// Pause before each token.
+    let tokenDelay: Duration
+    /// Throw `GenerationError.expertsFailed` after this many tokens.
+    let failAfterTokens: Int?
+    let state = Mutex(State())
+
+    init(contextLength: Int = 256, tokenDelay: Duration = .zero, failAfterTokens: Int? = nil) {
+        self.contextLength = contextLength
+        self.tokenizer = Self.sharedTokenizer
+        self.tokenDelay = tokenDelay
+        self.failAfterTokens = failAfterTokens
+    }
+
+    var submitted: [GenerationRequest] { state.withLock { $0.submitted } }
+    var cancelledStreams: Int { state.withLock { $0.cancelledStreams } }
+
+    func health() -> HealthStatus { state.withLock { $0.health } }
+    func metrics() -> EngineMetrics { state.withLock { $0.metrics } }
+
+    func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
+        messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + (addGenerationPrompt ? "<|assistant|>" : "")
+    }
+
+    /// The logits the fake pretends to have sampled token `chosen` from: lower ids are likelier.
+    static func logits(favouring chosen: Int32) -> [Float] {
+        (0..<32).map { $0 == Int(chosen) ? 5 : -Float($0) * 0.25 }
+    }
+
+    /// The events of a request, without delays or failures.
+    static func events(for request: GenerationRequest, promptTokenIDs: [Int32]) -> [GenerationEvent] {
+        var events: [GenerationEvent] = []
+        var completion: [Int32] = []
+        var reason = FinishReason.length
+        let offset = Int((request.sampling.seed ?? 0) % UInt64(words.count))
+        for position in 0..<request.maxTokens {
+            let wordIndex = (position + offset) % words.count
+            let word = words[wordIndex]
+            let id = firstTokenID + Int32(wordIndex)
+            if request.stop.contains(where: { word.contains($0) }) {
+                reason = .stop
+                break
+            }
+            completion.append(id)
+            let logprob =
+                request.logprobs > 0 ? TokenLogprob(chosen: id, logits: logits(favouring: id), top: request.logprobs) : nil
+            events.append(.token(TokenEvent(tokenID: id, text: word, logprob: logprob)))
+        }
+        events.append(
+            .finished(
+                FinishEvent(
+                    reason: reason, promptTokenIDs: promptTokenIDs, completionTokenIDs: completion, trailingText: "",
+                    expertLoad: ExpertLoad(layerCount: 1, expertCount: 4), queueSeconds: 0)))
+        return events
+    }
+
+    func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error> {
+        try state.withLock { state throws(SubmitError) in
+            if let refusal = state.refusal { throw refusal }
+            state.submitted.append(request)
+        }
+        let promptIDs: [Int32]
+        switch request.prompt {
+        case .text(let text): promptIDs = tokenizer.encode(text)
+        case .tokenIDs(let ids): promptIDs = ids
+        }
+        let events = Self.events(for: request, promptTokenIDs: promptIDs)
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: GenerationEvent.self)
+        continuation.onTermination = { [self] termination in
+            if case .cancelled = termination { self.state.withLock { $0.cancelledStreams += 1 } }
+        }
+        let delay = tokenDelay
+        let failAfter = failAfterTokens
+        // The fake's producer, standing in for the engine's scheduler; it stops when the stream
+        // is terminated (a yield returns `.terminated`) or cancelled.
+        Task {
+            for (index, event) in events.enumerated() {
+                if delay > .zero {
+                    do { try await Task.sleep(for: delay) } catch { return }
+                }
+                if let failAfter, index == failAfter {
+                    continuation.finish(throwing: GenerationError.expertsFailed("worker w1 timed out on layer 0"))
+                    return
+                }
+                if case .terminated = continuation.yield(event) { return }
+            }
+            continuation.finish()
+        }
+        return stream
+    }
+}
