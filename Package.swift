@@ -86,6 +86,7 @@ let package = Package(
             dependencies: [
                 "Tensors", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

@@ -57,8 +57,8 @@ struct APIError: Error, Sendable, Equatable, HTTPResponseError {
         switch error {
         case let error as SubmitError:
             self.init(error)
-        case GenerationError.invalidRequest(let message):
-            self = .invalidRequest(param: nil, message: message)
+        case GenerationError.invalidRequest(let field, let message):
+            self = .invalidRequest(param: field, message: message)
         case GenerationError.unavailable(let message):
             self.init(status: .serviceUnavailable, type: "service_unavailable", message: message, code: "unavailable")
         default:

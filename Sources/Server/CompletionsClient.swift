@@ -83,7 +83,7 @@ public struct CompletionsClient: Sendable {
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/json")
         if let apiKey { request.headers.add(name: "authorization", value: "Bearer \(apiKey)") }
-        request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
+        request.body = .bytes(ByteBuffer(bytes: [UInt8](try JSONSerialization.data(withJSONObject: body))))
         let response: HTTPClientResponse
         do {
             response = try await HTTPClient.shared.execute(request, timeout: .hours(1))

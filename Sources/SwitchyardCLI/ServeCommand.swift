@@ -1,6 +1,7 @@
 import ArgumentParser
 import Coordinator
 import Foundation
+import Hummingbird
 import Logging
 import Models
 import Server

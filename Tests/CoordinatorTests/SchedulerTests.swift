@@ -112,12 +112,17 @@ struct SchedulerTests {
     func cancellation() async throws {
         let running = try RunningScheduler()
         let long = GenerationRequest(prompt: .text("Cancel me"), maxTokens: 200, sampling: .init(temperature: 0), ignoreEOS: true)
-        let stream = try running.scheduler.submit(long)
-        var seen = 0
-        for try await event in stream {
-            if case .token = event { seen += 1 }
-            if seen == 3 { break }
+        // The stream is only referenced inside `readTokens`, so returning from it drops the
+        // stream: that is what a disconnecting client does.
+        func readTokens(_ stream: AsyncThrowingStream<GenerationEvent, any Error>, count: Int) async throws -> Int {
+            var seen = 0
+            for try await event in stream {
+                if case .token = event { seen += 1 }
+                if seen == count { break }
+            }
+            return seen
         }
+        #expect(try await readTokens(running.scheduler.submit(long), count: 3) == 3)
         let short = GenerationRequest(prompt: .text("Still here"), maxTokens: 4, sampling: .init(temperature: 0), ignoreEOS: true)
         let (tokens, _, _) = try await collect(running.scheduler.submit(short))
         #expect(tokens.count == 4)
@@ -156,7 +161,7 @@ struct SchedulerTests {
         } catch {
             if case .invalid(let field, _) = error { #expect(field == "max_tokens") } else { Issue.record("\(error)") }
         }
-        let long = GenerationRequest(prompt: .text("busy"), maxTokens: 300, sampling: .init(temperature: 0), ignoreEOS: true)
+        let long = GenerationRequest(prompt: .text("busy"), maxTokens: 200, sampling: .init(temperature: 0), ignoreEOS: true)
         let first = try running.scheduler.submit(long)
         let deadline = Date().addingTimeInterval(30)
         while running.scheduler.metrics().runningRequests < 1 && Date() < deadline { try await Task.sleep(for: .milliseconds(2)) }
