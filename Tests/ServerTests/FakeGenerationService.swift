@@ -50,6 +50,10 @@ final class FakeGenerationService: GenerationService {
     var submitted: [GenerationRequest] { state.withLock { $0.submitted } }
     var cancelledStreams: Int { state.withLock { $0.cancelledStreams } }
 
+    func setHealth(_ health: HealthStatus) { state.withLock { $0.health = health } }
+    func setRefusal(_ refusal: SubmitError?) { state.withLock { $0.refusal = refusal } }
+    func setMetrics(_ metrics: EngineMetrics) { state.withLock { $0.metrics = metrics } }
+
     func health() -> HealthStatus { state.withLock { $0.health } }
     func metrics() -> EngineMetrics { state.withLock { $0.metrics } }
 
