@@ -123,7 +123,8 @@ struct Routes<Service: GenerationService>: Sendable {
         let plan: GenerationPlan
         switch endpoint {
         case .completions:
-            plan = try GenerationPlan.completions(body, tokenizer: service.tokenizer, contextLength: service.contextLength)
+            plan = try GenerationPlan.completions(
+                body, tokenizer: service.tokenizer, contextLength: service.contextLength)
         case .chat:
             plan = try GenerationPlan.chat(body, tokenizer: service.tokenizer, contextLength: service.contextLength) {
                 messages throws(SubmitError) in
@@ -142,7 +143,9 @@ struct Routes<Service: GenerationService>: Sendable {
             }
         }
 
-        let id = (endpoint == .chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let id =
+            (endpoint == .chat ? "chatcmpl-" : "cmpl-")
+            + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let assembler = ResponseAssembler(
             endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970), model: modelName, plan: plan,
             strings: TokenStrings(tokenizer: service.tokenizer))

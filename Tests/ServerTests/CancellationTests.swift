@@ -6,13 +6,14 @@ import Hummingbird
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Client disconnects")
 struct CancellationTests {
-    @Test("a streaming client that disconnects mid-stream makes the engine see its request cancelled",
-          .timeLimit(.minutes(1)))
+    @Test(
+        "a streaming client that disconnects mid-stream makes the engine see its request cancelled",
+        .timeLimit(.minutes(1)))
     func disconnectCancels() async throws {
         let service = FakeGenerationService(tokenDelay: .milliseconds(30))
         let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
@@ -65,35 +66,36 @@ enum RawClient {
 
     private static func exchange(port: Int, request: String, until: (String) -> Bool) throws -> String {
         #if canImport(Glibc)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket() failed: errno \(errno)") }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw Failure(description: "socket() failed: errno \(errno)") }
+            defer { close(fd) }
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
-        }
-        guard connected == 0 else { throw Failure(description: "connect to port \(port) failed: errno \(errno)") }
-        let bytes = Array(request.utf8)
-        guard send(fd, bytes, bytes.count, 0) == bytes.count else { throw Failure(description: "send failed") }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while !until(String(decoding: received, as: UTF8.self)) {
-            let count = recv(fd, &buffer, buffer.count, 0)
-            guard count > 0 else {
-                throw Failure(description: "recv ended (\(count)) after: \(String(decoding: received, as: UTF8.self))")
+            guard connected == 0 else { throw Failure(description: "connect to port \(port) failed: errno \(errno)") }
+            let bytes = Array(request.utf8)
+            guard send(fd, bytes, bytes.count, 0) == bytes.count else { throw Failure(description: "send failed") }
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !until(String(decoding: received, as: UTF8.self)) {
+                let count = recv(fd, &buffer, buffer.count, 0)
+                guard count > 0 else {
+                    throw Failure(
+                        description: "recv ended (\(count)) after: \(String(decoding: received, as: UTF8.self))")
+                }
+                received += buffer[0..<count]
             }
-            received += buffer[0..<count]
-        }
-        return String(decoding: received, as: UTF8.self)
+            return String(decoding: received, as: UTF8.self)
         #else
-        throw Failure(description: "raw sockets are only implemented with Glibc")
+            throw Failure(description: "raw sockets are only implemented with Glibc")
         #endif
     }
 }

@@ -82,7 +82,8 @@ final class FakeGenerationService: GenerationService {
             }
             completion.append(id)
             let logprob =
-                request.logprobs > 0 ? TokenLogprob(chosen: id, logits: logits(favouring: id), top: request.logprobs) : nil
+                request.logprobs > 0
+                ? TokenLogprob(chosen: id, logits: logits(favouring: id), top: request.logprobs) : nil
             events.append(.token(TokenEvent(tokenID: id, text: word, logprob: logprob)))
         }
         events.append(

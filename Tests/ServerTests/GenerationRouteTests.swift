@@ -59,7 +59,8 @@ struct GenerationRouteTests {
             let choice = try #require(try choices(response.json()).first)
             // Seed 42 starts at word 42 % 4 = 2 (" gamma"), which is a stop string.
             #expect(choice["finish_reason"] as? String == "stop")
-            let status3 = try await client.post("/v1/completions", #"{"prompt": "x", "max_tokens": 3, "stop": "END"}"#).status
+            let status3 = try await client.post("/v1/completions", #"{"prompt": "x", "max_tokens": 3, "stop": "END"}"#)
+                .status
             #expect(status3 == .ok)
         }
         let first = try #require(service.submitted.first)
@@ -79,7 +80,10 @@ struct GenerationRouteTests {
             let json = try response.json()
             let all = try choices(json)
             #expect(all.map { $0["index"] as? Int } == [0, 1])
-            #expect(all.map { $0["text"] as? String } == [fakeText(maxTokens: 3, offset: 1), fakeText(maxTokens: 3, offset: 2)])
+            #expect(
+                all.map { $0["text"] as? String } == [
+                    fakeText(maxTokens: 3, offset: 1), fakeText(maxTokens: 3, offset: 2),
+                ])
             let usage = try #require(json["usage"] as? [String: Int])
             #expect(usage["completion_tokens"] == 6)
         }
@@ -113,7 +117,8 @@ struct GenerationRouteTests {
         try await makeTestApplication(service).test(.router) { client in
             let response = try await client.post(
                 "/v1/chat/completions",
-                #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logprobs": true, "top_logprobs": 3}"#)
+                #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logprobs": true, "top_logprobs": 3}"#
+            )
             #expect(response.status == .ok)
             let choice = try #require(try choices(response.json()).first)
             let logprobs = try #require(choice["logprobs"] as? [String: Any])
@@ -157,7 +162,8 @@ struct GenerationRouteTests {
     func streamedCompletion() async throws {
         let service = FakeGenerationService()
         try await makeTestApplication(service).test(.router) { client in
-            let response = try await client.post("/v1/completions", #"{"prompt": "x", "max_tokens": 4, "stream": true}"#)
+            let response = try await client.post(
+                "/v1/completions", #"{"prompt": "x", "max_tokens": 4, "stream": true}"#)
             #expect(response.status == .ok)
             #expect(response.headers[.contentType] == "text/event-stream")
             #expect(response.headers[.cacheControl] == "no-cache")
@@ -206,7 +212,9 @@ struct GenerationRouteTests {
                 "/v1/completions", #"{"prompt": "x", "max_tokens": 3, "n": 2, "seed": 0, "stream": true}"#)
             let events = try response.events()
             for index in 0..<2 {
-                let mine = try events.map { try #require(try choices($0).first) }.filter { $0["index"] as? Int == index }
+                let mine = try events.map { try #require(try choices($0).first) }.filter {
+                    $0["index"] as? Int == index
+                }
                 #expect(mine.compactMap { $0["text"] as? String }.joined() == fakeText(maxTokens: 3, offset: index))
                 #expect(mine.last?["finish_reason"] as? String == "length")
             }
@@ -217,7 +225,8 @@ struct GenerationRouteTests {
     func streamFailure() async throws {
         let service = FakeGenerationService(failAfterTokens: 2)
         try await makeTestApplication(service).test(.router) { client in
-            let response = try await client.post("/v1/completions", #"{"prompt": "x", "max_tokens": 5, "stream": true}"#)
+            let response = try await client.post(
+                "/v1/completions", #"{"prompt": "x", "max_tokens": 5, "stream": true}"#)
             #expect(response.status == .ok)
             let events = try response.events()
             let error = try #require(events.last?["error"] as? [String: Any])

@@ -99,7 +99,9 @@ struct OperationsTests {
                 "switchyard_inter_token_latency_seconds", "switchyard_request_queue_time_seconds",
             ]
             for name in histograms { #expect(exposition.types[name] == "histogram", "\(name)") }
-            for name in ["switchyard_requests_running", "switchyard_requests_waiting", "switchyard_kv_cache_usage_ratio"] {
+            for name in [
+                "switchyard_requests_running", "switchyard_requests_waiting", "switchyard_kv_cache_usage_ratio",
+            ] {
                 #expect(exposition.types[name] == "gauge", "\(name)")
             }
             for name in [

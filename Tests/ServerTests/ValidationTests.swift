@@ -26,40 +26,55 @@ struct BadBody: Sendable, CustomTestStringConvertible {
         BadBody(path: completions, body: #"{"prompt": []}"#, param: "prompt", mentions: "empty"),
         BadBody(path: completions, body: #"{"prompt": [1, -2]}"#, param: "prompt", mentions: "prompt[1]"),
         BadBody(path: completions, body: #"{"prompt": ["a", "b"]}"#, param: "prompt", mentions: "batched"),
-        BadBody(path: completions, body: #"{"prompt": "x", "temperature": -1}"#, param: "temperature", mentions: ">= 0"),
-        BadBody(path: completions, body: #"{"prompt": "x", "temperature": "hot"}"#, param: "temperature", mentions: "a number"),
+        BadBody(
+            path: completions, body: #"{"prompt": "x", "temperature": -1}"#, param: "temperature", mentions: ">= 0"),
+        BadBody(
+            path: completions, body: #"{"prompt": "x", "temperature": "hot"}"#, param: "temperature",
+            mentions: "a number"),
         BadBody(path: completions, body: #"{"prompt": "x", "top_p": 0}"#, param: "top_p", mentions: "(0, 1]"),
         BadBody(path: completions, body: #"{"prompt": "x", "top_p": 1.5}"#, param: "top_p", mentions: "(0, 1]"),
         BadBody(path: completions, body: #"{"prompt": "x", "top_k": -5}"#, param: "top_k", mentions: ">= 0"),
         BadBody(path: completions, body: #"{"prompt": "x", "top_k": 1.5}"#, param: "top_k", mentions: "an integer"),
-        BadBody(path: completions, body: #"{"prompt": "x", "max_tokens": 0}"#, param: "max_tokens", mentions: "at least 1"),
-        BadBody(path: completions, body: #"{"prompt": "x", "max_tokens": "10"}"#, param: "max_tokens", mentions: "an integer"),
+        BadBody(
+            path: completions, body: #"{"prompt": "x", "max_tokens": 0}"#, param: "max_tokens", mentions: "at least 1"),
+        BadBody(
+            path: completions, body: #"{"prompt": "x", "max_tokens": "10"}"#, param: "max_tokens",
+            mentions: "an integer"),
         BadBody(path: completions, body: #"{"prompt": "x", "n": 0}"#, param: "n", mentions: "between 1 and 16"),
         BadBody(path: completions, body: #"{"prompt": "x", "n": 17}"#, param: "n", mentions: "between 1 and 16"),
-        BadBody(path: completions, body: #"{"prompt": "x", "logprobs": 21}"#, param: "logprobs", mentions: "between 0 and 20"),
-        BadBody(path: completions, body: #"{"prompt": "x", "logprobs": true}"#, param: "logprobs", mentions: "an integer"),
+        BadBody(
+            path: completions, body: #"{"prompt": "x", "logprobs": 21}"#, param: "logprobs",
+            mentions: "between 0 and 20"),
+        BadBody(
+            path: completions, body: #"{"prompt": "x", "logprobs": true}"#, param: "logprobs", mentions: "an integer"),
         BadBody(path: completions, body: #"{"prompt": "x", "stop": 3}"#, param: "stop", mentions: "array of strings"),
         BadBody(path: completions, body: #"{"prompt": "x", "stop": [""]}"#, param: "stop", mentions: "empty"),
         BadBody(path: completions, body: #"{"prompt": "x", "stream": "yes"}"#, param: "stream", mentions: "a boolean"),
-        BadBody(path: completions, body: #"{"prompt": "x", "stream_options": {"include_usage": 1}}"#,
-                param: "stream_options.include_usage", mentions: "a boolean"),
+        BadBody(
+            path: completions, body: #"{"prompt": "x", "stream_options": {"include_usage": 1}}"#,
+            param: "stream_options.include_usage", mentions: "a boolean"),
         BadBody(path: completions, body: #"{"prompt": "x", "echo": true}"#, param: "echo", mentions: "not supported"),
         BadBody(path: completions, body: #"{"prompt": "x", "seed": 1.5}"#, param: "seed", mentions: "an integer"),
         BadBody(path: completions, body: #"{"prompt": "x", "max_tokens": 1000}"#, param: "max_tokens", mentions: "256"),
         BadBody(path: chat, body: #"{"messages": []}"#, param: "messages", mentions: "empty"),
         BadBody(path: chat, body: #"{"messages": "hi"}"#, param: "messages", mentions: "an array"),
         BadBody(path: chat, body: #"{}"#, param: "messages", mentions: "required"),
-        BadBody(path: chat, body: #"{"messages": [{"role": "wizard", "content": "hi"}]}"#, param: "messages[0].role",
-                mentions: "system, user, assistant, tool"),
-        BadBody(path: chat, body: #"{"messages": [{"content": "hi"}]}"#, param: "messages[0].role", mentions: "required"),
-        BadBody(path: chat, body: #"{"messages": [{"role": "user", "content": 7}]}"#, param: "messages[0].content",
-                mentions: "a string"),
+        BadBody(
+            path: chat, body: #"{"messages": [{"role": "wizard", "content": "hi"}]}"#, param: "messages[0].role",
+            mentions: "system, user, assistant, tool"),
+        BadBody(
+            path: chat, body: #"{"messages": [{"content": "hi"}]}"#, param: "messages[0].role", mentions: "required"),
+        BadBody(
+            path: chat, body: #"{"messages": [{"role": "user", "content": 7}]}"#, param: "messages[0].content",
+            mentions: "a string"),
         BadBody(path: chat, body: "{\(user), \"logprobs\": 2}", param: "logprobs", mentions: "a boolean"),
-        BadBody(path: chat, body: "{\(user), \"logprobs\": true, \"top_logprobs\": 30}", param: "top_logprobs",
-                mentions: "between 0 and 20"),
+        BadBody(
+            path: chat, body: "{\(user), \"logprobs\": true, \"top_logprobs\": 30}", param: "top_logprobs",
+            mentions: "between 0 and 20"),
         BadBody(path: chat, body: "{\(user), \"top_logprobs\": 2}", param: "top_logprobs", mentions: "logprobs: true"),
-        BadBody(path: chat, body: "{\(user), \"max_completion_tokens\": 0}", param: "max_completion_tokens",
-                mentions: "at least 1"),
+        BadBody(
+            path: chat, body: "{\(user), \"max_completion_tokens\": 0}", param: "max_completion_tokens",
+            mentions: "at least 1"),
         BadBody(path: completions, body: #"{"prompt": "x""#, param: nil, mentions: "not valid JSON"),
         BadBody(path: completions, body: #"[1, 2]"#, param: nil, mentions: "JSON object"),
     ]
@@ -67,8 +82,9 @@ struct BadBody: Sendable, CustomTestStringConvertible {
 
 @Suite("Request validation")
 struct ValidationTests {
-    @Test("a bad body is refused with 400 in the error envelope, naming the field and what is valid",
-          arguments: BadBody.all)
+    @Test(
+        "a bad body is refused with 400 in the error envelope, naming the field and what is valid",
+        arguments: BadBody.all)
     func badBody(_ bad: BadBody) async throws {
         let service = FakeGenerationService()
         try await makeTestApplication(service).test(.router) { client in
@@ -125,13 +141,17 @@ struct ValidationTests {
         }
     }
 
-    @Test("engine refusals map to HTTP: invalid 400, queue full 429, unavailable 503",
-          arguments: [
-            (SubmitError.invalid(field: "prompt", message: "token 9999 is out of range"), HTTPResponse.Status.badRequest,
-             "invalid_request_error"),
+    @Test(
+        "engine refusals map to HTTP: invalid 400, queue full 429, unavailable 503",
+        arguments: [
+            (
+                SubmitError.invalid(field: "prompt", message: "token 9999 is out of range"),
+                HTTPResponse.Status.badRequest,
+                "invalid_request_error"
+            ),
             (.queueFull("the queue holds 64 requests"), .tooManyRequests, "rate_limit_exceeded"),
             (.unavailable("worker w2 is down"), .serviceUnavailable, "service_unavailable"),
-          ])
+        ])
     func refusal(_ refusal: SubmitError, status: HTTPResponse.Status, type: String) async throws {
         let service = FakeGenerationService()
         service.setRefusal(refusal)
