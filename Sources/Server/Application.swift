@@ -26,6 +26,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Larger request bodies are refused with 413.
     public var maxRequestBodyBytes: Int
 
+    /// A configuration; the defaults listen on 127.0.0.1:8000 without a key and take bodies up to 4 MiB.
     public init(
         host: String = "127.0.0.1", port: Int = 8000, apiKey: String? = nil, modelName: String? = nil,
         maxRequestBodyBytes: Int = 4 << 20

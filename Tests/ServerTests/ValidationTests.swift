@@ -168,4 +168,19 @@ struct ValidationTests {
             }
         }
     }
+
+    @Test("when a later choice is refused, the choices already accepted are cancelled", .timeLimit(.minutes(1)))
+    func partialRefusalCancels() async throws {
+        let service = FakeGenerationService(tokenDelay: .milliseconds(20))
+        service.setAcceptLimit(2)
+        try await makeTestApplication(service).test(.router) { client in
+            let response = try await client.post("/v1/completions", #"{"prompt": "x", "max_tokens": 50, "n": 3}"#)
+            #expect(response.status == .tooManyRequests)
+        }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while service.cancelledStreams < 2, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(service.cancelledStreams == 2)
+    }
 }
