@@ -75,7 +75,8 @@ struct APIError: Error, Sendable, Equatable, HTTPResponseError {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: envelope.jsonBytes())))
+        return Response(
+            status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: envelope.jsonBytes())))
     }
 }
 
@@ -127,10 +128,12 @@ struct ErrorEnvelopeMiddleware<Context: RequestContext>: RouterMiddleware {
             case .notFound:
                 throw APIError(
                     status: .notFound, type: "invalid_request_error",
-                    message: "no route \(request.method) \(request.uri.path); see /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics",
+                    message:
+                        "no route \(request.method) \(request.uri.path); see /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics",
                     code: "not_found")
             case .contentTooLarge:
-                throw APIError(status: .contentTooLarge, type: "invalid_request_error", message: "the request body is too large")
+                throw APIError(
+                    status: .contentTooLarge, type: "invalid_request_error", message: "the request body is too large")
             default:
                 throw APIError(
                     status: error.status, type: error.status.code >= 500 ? "server_error" : "invalid_request_error",
@@ -156,7 +159,9 @@ struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
                 message: "missing API key: send the header 'Authorization: Bearer <key>'", code: "invalid_api_key")
         }
         let prefix = "Bearer "
-        guard header.hasPrefix(prefix), Self.constantTimeEqual(Array(header.utf8.dropFirst(prefix.utf8.count)), Array(apiKey.utf8)) else {
+        guard header.hasPrefix(prefix),
+            Self.constantTimeEqual(Array(header.utf8.dropFirst(prefix.utf8.count)), Array(apiKey.utf8))
+        else {
             throw APIError(
                 status: .unauthorized, type: "authentication_error", message: "invalid API key",
                 code: "invalid_api_key")

@@ -26,6 +26,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Larger request bodies are refused with 413.
     public var maxRequestBodyBytes: Int
 
+    /// A configuration; the defaults listen on 127.0.0.1:8000 without a key and take bodies up to 4 MiB.
     public init(
         host: String = "127.0.0.1", port: Int = 8000, apiKey: String? = nil, modelName: String? = nil,
         maxRequestBodyBytes: Int = 4 << 20
@@ -123,7 +124,8 @@ struct Routes<Service: GenerationService>: Sendable {
         let plan: GenerationPlan
         switch endpoint {
         case .completions:
-            plan = try GenerationPlan.completions(body, tokenizer: service.tokenizer, contextLength: service.contextLength)
+            plan = try GenerationPlan.completions(
+                body, tokenizer: service.tokenizer, contextLength: service.contextLength)
         case .chat:
             plan = try GenerationPlan.chat(body, tokenizer: service.tokenizer, contextLength: service.contextLength) {
                 messages throws(SubmitError) in
@@ -142,7 +144,9 @@ struct Routes<Service: GenerationService>: Sendable {
             }
         }
 
-        let id = (endpoint == .chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let id =
+            (endpoint == .chat ? "chatcmpl-" : "cmpl-")
+            + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let assembler = ResponseAssembler(
             endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970), model: modelName, plan: plan,
             strings: TokenStrings(tokenizer: service.tokenizer))

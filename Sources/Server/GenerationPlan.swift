@@ -207,11 +207,13 @@ struct GenerationPlan: Sendable {
                 guard case .number(let number) = item, let id = Int32(exactly: number), id >= 0 else {
                     if case .string = item {
                         throw .invalidRequest(
-                            param: "prompt", message: "prompt holds \(items.count) strings, but batched prompts are not "
+                            param: "prompt",
+                            message: "prompt holds \(items.count) strings, but batched prompts are not "
                                 + "supported; send one prompt per request")
                     }
                     throw .invalidRequest(
-                        param: "prompt", message: "prompt[\(index)] is not a token id (an integer >= 0); prompt must be \(expected)")
+                        param: "prompt",
+                        message: "prompt[\(index)] is not a token id (an integer >= 0); prompt must be \(expected)")
                 }
                 ids.append(id)
             }
@@ -242,7 +244,9 @@ struct GenerationPlan: Sendable {
             guard knownRoles.contains(role) else {
                 throw .invalidRequest(
                     param: message.param("role"),
-                    message: "\(message.param("role")) is '\(role)', but must be one of \(knownRoles.joined(separator: ", "))")
+                    message:
+                        "\(message.param("role")) is '\(role)', but must be one of \(knownRoles.joined(separator: ", "))"
+                )
             }
             let content: String
             switch message["content"] {
@@ -263,7 +267,8 @@ struct GenerationPlan: Sendable {
                 }
                 content = texts.joined()
             case let other?:
-                throw .wrongType(param: message.param("content"), expected: "a string or an array of text parts", got: other)
+                throw .wrongType(
+                    param: message.param("content"), expected: "a string or an array of text parts", got: other)
             }
             messages.append(ChatMessage(role: role, content: content))
         }

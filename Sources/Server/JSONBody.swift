@@ -62,7 +62,9 @@ struct JSONObject {
         guard case .object(let fields) = value else {
             throw .invalidRequest(
                 param: path.isEmpty ? nil : String(path.dropLast()),
-                message: "\(path.isEmpty ? "the request body" : String(path.dropLast())) must be a JSON object, not \(value.typeName)")
+                message:
+                    "\(path.isEmpty ? "the request body" : String(path.dropLast())) must be a JSON object, not \(value.typeName)"
+            )
         }
         self.fields = fields
         self.path = path

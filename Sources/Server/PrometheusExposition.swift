@@ -28,7 +28,9 @@ enum PrometheusExposition {
         out += "switchyard_requests_running \(metrics.runningRequests)\n"
         header(&out, "switchyard_requests_waiting", "Requests accepted and waiting to start.", type: "gauge")
         out += "switchyard_requests_waiting \(metrics.waitingRequests)\n"
-        header(&out, "switchyard_kv_cache_usage_ratio", "KV cache tokens reserved divided by capacity (0 to 1).", type: "gauge")
+        header(
+            &out, "switchyard_kv_cache_usage_ratio", "KV cache tokens reserved divided by capacity (0 to 1).",
+            type: "gauge")
         out += "switchyard_kv_cache_usage_ratio \(number(metrics.kvCacheUsage))\n"
 
         header(&out, "switchyard_prompt_tokens_total", "Prompt tokens prefilled.", type: "counter")
@@ -38,10 +40,12 @@ enum PrometheusExposition {
 
         header(&out, "switchyard_requests_finished_total", "Requests finished, by reason.", type: "counter")
         for reason in metrics.finishedRequests.keys.sorted() {
-            out += "switchyard_requests_finished_total{reason=\"\(escape(reason))\"} \(metrics.finishedRequests[reason]!)\n"
+            out +=
+                "switchyard_requests_finished_total{reason=\"\(escape(reason))\"} \(metrics.finishedRequests[reason]!)\n"
         }
 
-        header(&out, "switchyard_expert_tokens_total", "Tokens routed to each expert of each MoE layer.", type: "counter")
+        header(
+            &out, "switchyard_expert_tokens_total", "Tokens routed to each expert of each MoE layer.", type: "counter")
         for (layer, experts) in metrics.expertTokens.enumerated() {
             for (expert, count) in experts.enumerated() {
                 out += "switchyard_expert_tokens_total{layer=\"\(layer)\",expert=\"\(expert)\"} \(count)\n"

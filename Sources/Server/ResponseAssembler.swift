@@ -187,7 +187,8 @@ struct ResponseAssembler {
     }
 
     private func chunk(_ choices: [ChoiceJSON], usage: UsageJSON? = nil) -> ResponseJSON {
-        ResponseJSON(id: id, object: object(streaming: true), created: created, model: model, choices: choices, usage: usage)
+        ResponseJSON(
+            id: id, object: object(streaming: true), created: created, model: model, choices: choices, usage: usage)
     }
 
     /// A stream chunk's choice carrying `text` with `logprobs` and `finishReason`.
@@ -205,7 +206,7 @@ struct ResponseAssembler {
     }
 
     /// The logprobs entry of one token, appended to the choice's totals; returns the entry alone.
-    private mutating func recordLogprob(_ logprob: TokenLogprob, text: String, choice index: Int) -> LogprobsJSON {
+    private mutating func recordLogprob(_ logprob: TokenLogprob, choice index: Int) -> LogprobsJSON {
         let alternatives = logprob.topLogprobs.prefix(plan.topLogprobs)
         switch choices[index].logprobs {
         case .chat(var content)?:
@@ -214,7 +215,8 @@ struct ResponseAssembler {
                 token: chosen.text, logprob: finite(logprob.logprob), bytes: chosen.bytes,
                 topLogprobs: alternatives.map {
                     let described = strings.describe($0.tokenID)
-                    return ChatTopLogprobJSON(token: described.text, logprob: finite($0.logprob), bytes: described.bytes)
+                    return ChatTopLogprobJSON(
+                        token: described.text, logprob: finite($0.logprob), bytes: described.bytes)
                 })
             content.append(entry)
             choices[index].logprobs = .chat(content)
@@ -255,12 +257,13 @@ struct ResponseAssembler {
             choices[index].completionTokens += 1
             var logprobs: LogprobsJSON?
             if plan.reportsLogprobs, let logprob = token.logprob {
-                logprobs = recordLogprob(logprob, text: token.text, choice: index)
+                logprobs = recordLogprob(logprob, choice: index)
             }
             choices[index].text += token.text
             choices[index].scalarCount += token.text.unicodeScalars.count
             if !token.text.isEmpty || logprobs != nil {
-                chunks.append(chunk([streamChoice(index, text: token.text, role: nil, logprobs: logprobs, finishReason: nil)]))
+                chunks.append(
+                    chunk([streamChoice(index, text: token.text, role: nil, logprobs: logprobs, finishReason: nil)]))
             }
         case .finished(let finish):
             promptTokens = promptTokens ?? finish.promptTokenIDs.count
@@ -305,7 +308,8 @@ struct ResponseAssembler {
                 ChoiceJSON(index: index, text: state.text, logprobs: state.logprobs, finishReason: state.finishReason)
             case .chat:
                 ChoiceJSON(
-                    index: index, message: MessageJSON(role: "assistant", content: state.text), logprobs: state.logprobs,
+                    index: index, message: MessageJSON(role: "assistant", content: state.text),
+                    logprobs: state.logprobs,
                     finishReason: state.finishReason)
             }
         }

@@ -26,6 +26,8 @@ final class FakeGenerationService: GenerationService {
     struct State {
         var health: HealthStatus = .ready
         var refusal: SubmitError?
+        /// Refuse with `queueFull` once this many requests were accepted.
+        var acceptLimit: Int?
         var submitted: [GenerationRequest] = []
         var cancelledStreams = 0
         var metrics = EngineMetrics()
@@ -49,6 +51,11 @@ final class FakeGenerationService: GenerationService {
 
     var submitted: [GenerationRequest] { state.withLock { $0.submitted } }
     var cancelledStreams: Int { state.withLock { $0.cancelledStreams } }
+
+    func setHealth(_ health: HealthStatus) { state.withLock { $0.health = health } }
+    func setRefusal(_ refusal: SubmitError?) { state.withLock { $0.refusal = refusal } }
+    func setAcceptLimit(_ limit: Int?) { state.withLock { $0.acceptLimit = limit } }
+    func setMetrics(_ metrics: EngineMetrics) { state.withLock { $0.metrics = metrics } }
 
     func health() -> HealthStatus { state.withLock { $0.health } }
     func metrics() -> EngineMetrics { state.withLock { $0.metrics } }
@@ -78,7 +85,8 @@ final class FakeGenerationService: GenerationService {
             }
             completion.append(id)
             let logprob =
-                request.logprobs > 0 ? TokenLogprob(chosen: id, logits: logits(favouring: id), top: request.logprobs) : nil
+                request.logprobs > 0
+                ? TokenLogprob(chosen: id, logits: logits(favouring: id), top: request.logprobs) : nil
             events.append(.token(TokenEvent(tokenID: id, text: word, logprob: logprob)))
         }
         events.append(
@@ -92,6 +100,9 @@ final class FakeGenerationService: GenerationService {
     func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error> {
         try state.withLock { state throws(SubmitError) in
             if let refusal = state.refusal { throw refusal }
+            if let limit = state.acceptLimit, state.submitted.count >= limit {
+                throw .queueFull("the queue is full after \(limit) requests")
+            }
             state.submitted.append(request)
         }
         let promptIDs: [Int32]
