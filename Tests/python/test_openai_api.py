@@ -182,3 +182,22 @@ def test_metrics_parse_with_prometheus(cluster):
     experts = [s for s in families["switchyard_expert_tokens"].samples if s.name.endswith("_total")]
     assert {"layer", "expert"} <= set(experts[0].labels)
     assert sum(s.value for s in experts) > 0
+
+
+def test_full_queue_is_refused_with_429_and_accepted_jobs_complete(model):
+    from conftest import Cluster
+    small = Cluster(model, extra=("--max-running", "1", "--max-waiting", "1"))
+    try:
+        body = {"prompt": "queue", "max_tokens": 60, "temperature": 0, "ignore_eos": True}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _: post(small.base, "/v1/completions", body), range(8)))
+        statuses = sorted(status for status, _ in answers)
+        assert 429 in statuses, statuses
+        assert 200 in statuses, statuses
+        for status, answer in answers:
+            if status == 200:
+                assert answer["usage"]["completion_tokens"] == 60
+            else:
+                assert status == 429 and answer["error"]["message"], answer
+    finally:
+        small.stop()
