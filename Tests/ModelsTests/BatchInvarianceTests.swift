@@ -89,7 +89,7 @@ struct InvariantKernelTests {
         let w = random.floats(outputs * inputs)
         let scalar = linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: .scalar)
         for isa in KernelISA.supported {
-            #expect(bits(linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa)) == bits(scalar), "\(isa)")
+            expectBitwiseEqual(linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa), scalar, "\(isa)")
         }
         #expect(KernelISA.active.isSupported)
     }
@@ -215,9 +215,12 @@ struct BatchedForwardTests {
         let model = loaded.model
         let vocabulary = model.configuration.vocabularySize
         let decodeSteps = 4
-        let histories = Self.sequences.enumerated().map { loaded.tokens(sequence: $0.offset, count: $0.element.history) }
+        let histories = Self.sequences.enumerated().map {
+            loaded.tokens(sequence: $0.offset, count: $0.element.history)
+        }
         let chunks = Self.sequences.enumerated().map {
-            Array(loaded.tokens(sequence: $0.offset, count: $0.element.history + $0.element.chunk)[$0.element.history...])
+            Array(
+                loaded.tokens(sequence: $0.offset, count: $0.element.history + $0.element.chunk)[$0.element.history...])
         }
         let capacity = 20 + decodeSteps
 
@@ -229,10 +232,13 @@ struct BatchedForwardTests {
                 _ = try model.forward(
                     tokens: histories[index], cache: &cache, logits: .lastToken, experts: loaded.experts)
             }
-            var steps = [try model.forward(tokens: chunks[index], cache: &cache, logits: .lastToken, experts: loaded.experts)]
+            var steps = [
+                try model.forward(tokens: chunks[index], cache: &cache, logits: .lastToken, experts: loaded.experts)
+            ]
             for _ in 0..<decodeSteps {
                 let next = Int32(argmax(steps.last![...]))
-                steps.append(try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: loaded.experts))
+                steps.append(
+                    try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: loaded.experts))
             }
             aloneLogits.append(steps)
         }
@@ -285,7 +291,8 @@ struct BatchedForwardTests {
 
         var stepCache = model.makeCache(capacity: prompt.count)
         for (index, token) in prompt.enumerated() {
-            let logits = try model.forward(tokens: [token], cache: &stepCache, logits: .lastToken, experts: loaded.experts)
+            let logits = try model.forward(
+                tokens: [token], cache: &stepCache, logits: .lastToken, experts: loaded.experts)
             let expected = Array(all[(index * vocabulary)..<((index + 1) * vocabulary)])
             expectBitwiseEqual(logits, expected, "\(name) position \(index)")
         }
@@ -301,7 +308,8 @@ struct BatchedForwardTests {
         let c = model.configuration
         let all = LoadedModel.allExperts(c)
         let shards = try (0..<storeCount).map { shard in
-            try ExpertStore(checkpoint: loaded.checkpoint, experts: all.filter { $0.expert.rawValue % storeCount == shard })
+            try ExpertStore(
+                checkpoint: loaded.checkpoint, experts: all.filter { $0.expert.rawValue % storeCount == shard })
         }
         // Each store gets the rows routed to its experts (CSR); the partial sums are added up.
         func split(layer: LayerIndex, hidden: [Float], routing: RoutingDecision) throws -> [Float] {
@@ -367,7 +375,10 @@ struct BatchedForwardTests {
             modelError { _ = try model.forward(batch: [[1], []], caches: &caches, experts: loaded.experts) }
                 == .invalidInput("forward: chunk 1 is empty"))
         #expect(
-            modelError { _ = try model.forward(batch: [[1], [1, 2, 3, 4, 5, 6, 7, 8, 9]], caches: &caches, experts: loaded.experts) }
+            modelError {
+                _ = try model.forward(
+                    batch: [[1], [1, 2, 3, 4, 5, 6, 7, 8, 9]], caches: &caches, experts: loaded.experts)
+            }
                 == .invalidInput("forward: KV cache of chunk 1 holds 0 of 8 tokens; 9 more do not fit"))
         struct Refused: Error {}
         #expect(throws: Refused.self) {

@@ -120,4 +120,3 @@ default:
     _ = message.withCString { write(2, $0, strlen($0)) }
     exit(2)
 }
-
