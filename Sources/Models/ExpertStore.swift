@@ -48,6 +48,8 @@ public final class ExpertStore: Sendable {
     /// Rows are in CSR form: row r uses `expertIDs[rowExpertOffsets[r] ..< rowExpertOffsets[r + 1]]`
     /// with the matching `weights`. Rows are grouped by expert and each expert runs one batched
     /// matrix product; a row's terms are added in ascending expert order (as transformers does).
+    /// Batch-invariant: the products are row-wise with a fixed reduction order and the terms are
+    /// added in that fixed order, so a row's output is bitwise the same whatever other rows are sent.
     /// - Parameters:
     ///   - hidden: [rowCount, hiddenSize], f32.
     ///   - rowExpertOffsets: [rowCount + 1], starting at 0, non-decreasing, ending at `expertIDs.count`.
