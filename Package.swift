@@ -19,7 +19,11 @@ let package = Package(
     name: "Switchyard",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "switchyard", targets: ["SwitchyardCLI"])
+        .executable(name: "switchyard", targets: ["SwitchyardCLI"]),
+        // Libraries for the Benchmarks package (Benchmarks/Package.swift depends on this one by path).
+        .library(name: "SwitchyardTensors", targets: ["Tensors"]),
+        .library(name: "SwitchyardKernels", targets: ["Kernels"]),
+        .library(name: "SwitchyardModels", targets: ["Models"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

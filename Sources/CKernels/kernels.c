@@ -26,8 +26,12 @@ enum { SY_LANES = 16 };
 
 /// Rows of x per block: the block's rows (k floats each) should stay in L2 while every tile of
 /// weight rows sweeps over them. Blocking never changes arithmetic, only the loop order.
+// Overridable at compile time for tuning experiments (-DSY_BLOCK_BYTES=...).
+#ifndef SY_BLOCK_BYTES
+#define SY_BLOCK_BYTES (384u * 1024u)
+#endif
 static size_t rows_per_block(size_t k) {
-    size_t budget = (384u * 1024u) / (sizeof(float) * (k > 0 ? k : 1));
+    size_t budget = (SY_BLOCK_BYTES) / (sizeof(float) * (k > 0 ? k : 1));
     if (budget < 8) budget = 8;
     return budget & ~(size_t)7;
 }

@@ -48,6 +48,8 @@ public final class ExpertStore: Sendable {
     /// Rows are in CSR form: row r uses `expertIDs[rowExpertOffsets[r] ..< rowExpertOffsets[r + 1]]`
     /// with the matching `weights`. Rows are grouped by expert and each expert runs one batched
     /// matrix product; a row's terms are added in ascending expert order (as transformers does).
+    /// Batch-invariant: the products are row-wise with a fixed reduction order and the terms are
+    /// added in that fixed order, so a row's output is bitwise the same whatever other rows are sent.
     /// - Parameters:
     ///   - hidden: [rowCount, hiddenSize], f32.
     ///   - rowExpertOffsets: [rowCount + 1], starting at 0, non-decreasing, ending at `expertIDs.count`.
@@ -125,7 +127,8 @@ public final class ExpertStore: Sendable {
         guard largestGroup > 0 else { return output }
         let intermediateSize = configuration.intermediateSize
         // Scratch reused by every expert of the call: gathered rows, gate (then SwiGLU), up, down.
-        var scratch = FeedForwardScratch(rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
+        var scratch = FeedForwardScratch(
+            rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
         // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
         for expertIndex in 0..<expertCount where expertStarts[expertIndex + 1] > expertStarts[expertIndex] {
             let expert = experts[LayerExpert(layer: layer, expert: ExpertID(expertIndex))]!
@@ -188,21 +191,29 @@ private struct FeedForwardScratch {
     ///   - gateWeight: w1, [I, H], f32.
     ///   - upWeight: w3, [I, H], f32.
     ///   - downWeight: w2, [H, I], f32.
-    mutating func feedForward(_ gateWeight: FloatTensor, _ upWeight: FloatTensor, _ downWeight: FloatTensor, rowCount: Int) {
+    mutating func feedForward(
+        _ gateWeight: FloatTensor, _ upWeight: FloatTensor, _ downWeight: FloatTensor, rowCount: Int
+    ) {
         let (h, i) = (hiddenSize, intermediateSize)
         input.withUnsafeBufferPointer { x in
             gate.withUnsafeMutableBufferPointer { g in
                 up.withUnsafeMutableBufferPointer { u in
                     down.withUnsafeMutableBufferPointer { d in
                         gateWeight.withUnsafePointer { w1 in
-                            linear(x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w1, outputCount: i, into: g.baseAddress!)
+                            linear(
+                                x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w1, outputCount: i,
+                                into: g.baseAddress!)
                         }
                         upWeight.withUnsafePointer { w3 in
-                            linear(x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w3, outputCount: i, into: u.baseAddress!)
+                            linear(
+                                x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w3, outputCount: i,
+                                into: u.baseAddress!)
                         }
                         swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * i)
                         downWeight.withUnsafePointer { w2 in
-                            linear(g.baseAddress!, rowCount: rowCount, inputCount: i, weight: w2, outputCount: h, into: d.baseAddress!)
+                            linear(
+                                g.baseAddress!, rowCount: rowCount, inputCount: i, weight: w2, outputCount: h,
+                                into: d.baseAddress!)
                         }
                     }
                 }

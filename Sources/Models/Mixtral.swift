@@ -559,7 +559,8 @@ public final class MixtralDenseModel: Sendable {
         experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
     ) throws -> [Float] {
         guard chunks.count == caches.count else {
-            throw ModelError.invalidInput("forward: \(chunks.count) chunks but \(caches.count) caches; expected one each")
+            throw ModelError.invalidInput(
+                "forward: \(chunks.count) chunks but \(caches.count) caches; expected one each")
         }
         let hidden = try caches.withUnsafeMutableBufferPointer { buffer in
             try forwardHidden(chunks: chunks, caches: buffer, experts: experts)
@@ -598,7 +599,8 @@ public final class MixtralDenseModel: Sendable {
         for (index, chunk) in chunks.enumerated() {
             let name = chunks.count == 1 ? "" : " of chunk \(index)"
             guard !chunk.isEmpty else {
-                throw ModelError.invalidInput(chunks.count == 1 ? "forward: no tokens given" : "forward: chunk \(index) is empty")
+                throw ModelError.invalidInput(
+                    chunks.count == 1 ? "forward: no tokens given" : "forward: chunk \(index) is empty")
             }
             let cache = caches[index]
             guard cache.layerCount == c.layerCount, cache.rowWidth == c.keyValueHeadCount * c.headDimension else {
@@ -606,11 +608,13 @@ public final class MixtralDenseModel: Sendable {
             }
             guard cache.count + chunk.count <= cache.capacity else {
                 throw ModelError.invalidInput(
-                    "forward: KV cache\(name) holds \(cache.count) of \(cache.capacity) tokens; \(chunk.count) more do not fit")
+                    "forward: KV cache\(name) holds \(cache.count) of \(cache.capacity) tokens; \(chunk.count) more do not fit"
+                )
             }
             for (position, token) in chunk.enumerated() where token < 0 || Int(token) >= c.vocabularySize {
                 throw ModelError.invalidInput(
-                    "forward: token id \(token) at index \(position)\(name) is outside the vocabulary (0 ..< \(c.vocabularySize))")
+                    "forward: token id \(token) at index \(position)\(name) is outside the vocabulary (0 ..< \(c.vocabularySize))"
+                )
             }
             spans.append(ChunkSpan(firstRow: rowCount, rowCount: chunk.count))
             rowCount += chunk.count

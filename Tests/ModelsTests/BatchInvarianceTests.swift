@@ -13,6 +13,20 @@ private let relativeKernelTolerance: Double = 1e-6
 /// The bit patterns, so that `==` means bitwise equality (not -0 == 0, and NaN == NaN).
 private func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
 
+/// Expects `actual` to equal `expected` bit for bit; on failure reports the largest difference and
+/// the first mismatch rather than both arrays.
+private func expectBitwiseEqual(
+    _ actual: [Float], _ expected: [Float], _ context: @autoclosure () -> String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
+    let equal = actual.count == expected.count && bits(actual) == bits(expected)
+    guard !equal else { return }
+    let detail =
+        actual.count == expected.count
+        ? "\(Difference(actual, expected, tolerance: 0))" : "\(actual.count) vs \(expected.count) values"
+    Issue.record("\(context()): not bitwise equal, \(detail)", sourceLocation: sourceLocation)
+}
+
 /// `x · wᵀ` in double precision, and Σ|x·w| per element (the scale of the rounding error).
 private func referenceProduct(
     _ x: [Float], rows: Int, _ w: [Float], outputs: Int, inputs: Int
@@ -75,7 +89,7 @@ struct InvariantKernelTests {
         let w = random.floats(outputs * inputs)
         let scalar = linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: .scalar)
         for isa in KernelISA.supported {
-            #expect(bits(linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa)) == bits(scalar), "\(isa)")
+            expectBitwiseEqual(linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa), scalar, "\(isa)")
         }
         #expect(KernelISA.active.isSupported)
     }
@@ -95,7 +109,7 @@ struct InvariantKernelTests {
                 x.replaceSubrange((position * inputs)..<((position + 1) * inputs), with: row)
                 let y = linear(x, rowCount: rowCount, weight: w, outputCount: outputs, isa: isa)
                 let found = Array(y[(position * outputs)..<((position + 1) * outputs)])
-                #expect(bits(found) == bits(alone), "\(isa): m = \(rowCount), row at \(position)")
+                expectBitwiseEqual(found, alone, "\(isa): m = \(rowCount), row at \(position)")
             }
         }
     }
@@ -130,7 +144,7 @@ struct InvariantKernelTests {
                 keys: Array(k[..<((position + 1) * keyWidth)]), values: Array(v[..<((position + 1) * keyWidth)]),
                 firstQueryPosition: position, shape: shape, isa: isa)
             let inChunk = Array(chunk[(t * queryWidth)..<((t + 1) * queryWidth)])
-            #expect(bits(inChunk) == bits(alone), "\(isa) query \(t) of \(p.queries)")
+            expectBitwiseEqual(inChunk, alone, "\(isa) query \(t) of \(p.queries)")
             for h in 0..<p.heads {
                 let g = h / group
                 let visible = (0...position).filter { p.window == nil || $0 > position - p.window! }
@@ -201,9 +215,12 @@ struct BatchedForwardTests {
         let model = loaded.model
         let vocabulary = model.configuration.vocabularySize
         let decodeSteps = 4
-        let histories = Self.sequences.enumerated().map { loaded.tokens(sequence: $0.offset, count: $0.element.history) }
+        let histories = Self.sequences.enumerated().map {
+            loaded.tokens(sequence: $0.offset, count: $0.element.history)
+        }
         let chunks = Self.sequences.enumerated().map {
-            Array(loaded.tokens(sequence: $0.offset, count: $0.element.history + $0.element.chunk)[$0.element.history...])
+            Array(
+                loaded.tokens(sequence: $0.offset, count: $0.element.history + $0.element.chunk)[$0.element.history...])
         }
         let capacity = 20 + decodeSteps
 
@@ -215,10 +232,13 @@ struct BatchedForwardTests {
                 _ = try model.forward(
                     tokens: histories[index], cache: &cache, logits: .lastToken, experts: loaded.experts)
             }
-            var steps = [try model.forward(tokens: chunks[index], cache: &cache, logits: .lastToken, experts: loaded.experts)]
+            var steps = [
+                try model.forward(tokens: chunks[index], cache: &cache, logits: .lastToken, experts: loaded.experts)
+            ]
             for _ in 0..<decodeSteps {
                 let next = Int32(argmax(steps.last![...]))
-                steps.append(try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: loaded.experts))
+                steps.append(
+                    try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: loaded.experts))
             }
             aloneLogits.append(steps)
         }
@@ -238,9 +258,7 @@ struct BatchedForwardTests {
             for index in Self.sequences.indices {
                 let row = Array(logits[(index * vocabulary)..<((index + 1) * vocabulary)])
                 let expected = aloneLogits[index][step]
-                #expect(
-                    bits(row) == bits(expected),
-                    "\(name) sequence \(index) step \(step): \(Difference(row, expected, tolerance: 0))")
+                expectBitwiseEqual(row, expected, "\(name) sequence \(index) step \(step)")
                 stepChunks[index] = [Int32(argmax(row[...]))]
             }
         }
@@ -268,14 +286,15 @@ struct BatchedForwardTests {
             chunked = try model.forward(
                 batch: [Array(prompt[cuts[part]..<cuts[part + 1]])], caches: &chunkCaches, experts: loaded.experts)
             let expected = Array(all[((cuts[part + 1] - 1) * vocabulary)..<(cuts[part + 1] * vocabulary)])
-            #expect(bits(chunked) == bits(expected), "\(name) chunk \(part) ends at \(cuts[part + 1])")
+            expectBitwiseEqual(chunked, expected, "\(name) chunk \(part) ends at \(cuts[part + 1])")
         }
 
         var stepCache = model.makeCache(capacity: prompt.count)
         for (index, token) in prompt.enumerated() {
-            let logits = try model.forward(tokens: [token], cache: &stepCache, logits: .lastToken, experts: loaded.experts)
+            let logits = try model.forward(
+                tokens: [token], cache: &stepCache, logits: .lastToken, experts: loaded.experts)
             let expected = Array(all[(index * vocabulary)..<((index + 1) * vocabulary)])
-            #expect(bits(logits) == bits(expected), "\(name) position \(index): \(Difference(logits, expected, tolerance: 0))")
+            expectBitwiseEqual(logits, expected, "\(name) position \(index)")
         }
         #expect(chunkCaches[0].count == prompt.count && stepCache.count == prompt.count)
     }
@@ -289,7 +308,8 @@ struct BatchedForwardTests {
         let c = model.configuration
         let all = LoadedModel.allExperts(c)
         let shards = try (0..<storeCount).map { shard in
-            try ExpertStore(checkpoint: loaded.checkpoint, experts: all.filter { $0.expert.rawValue % storeCount == shard })
+            try ExpertStore(
+                checkpoint: loaded.checkpoint, experts: all.filter { $0.expert.rawValue % storeCount == shard })
         }
         // Each store gets the rows routed to its experts (CSR); the partial sums are added up.
         func split(layer: LayerIndex, hidden: [Float], routing: RoutingDecision) throws -> [Float] {
@@ -355,7 +375,10 @@ struct BatchedForwardTests {
             modelError { _ = try model.forward(batch: [[1], []], caches: &caches, experts: loaded.experts) }
                 == .invalidInput("forward: chunk 1 is empty"))
         #expect(
-            modelError { _ = try model.forward(batch: [[1], [1, 2, 3, 4, 5, 6, 7, 8, 9]], caches: &caches, experts: loaded.experts) }
+            modelError {
+                _ = try model.forward(
+                    batch: [[1], [1, 2, 3, 4, 5, 6, 7, 8, 9]], caches: &caches, experts: loaded.experts)
+            }
                 == .invalidInput("forward: KV cache of chunk 1 holds 0 of 8 tokens; 9 more do not fit"))
         struct Refused: Error {}
         #expect(throws: Refused.self) {

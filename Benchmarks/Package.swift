@@ -1,0 +1,29 @@
+// swift-tools-version: 6.0
+// Switchyard benchmarks: a separate package so that the root package's tests stay free of timing.
+// Run in release: `cd Benchmarks && swift run -c release switchyard-bench kernels`.
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "SwitchyardBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        // `name:` pins the identity, whatever the checkout directory is called.
+        .package(name: "Switchyard", path: "..")
+    ],
+    targets: [
+        .executableTarget(
+            name: "switchyard-bench",
+            dependencies: [
+                .product(name: "SwitchyardKernels", package: "Switchyard"),
+                .product(name: "SwitchyardTensors", package: "Switchyard"),
+            ],
+            swiftSettings: strictSettings
+        )
+    ]
+)
