@@ -23,6 +23,21 @@ struct JinjaBuiltins {
 
     static let dictMethods: Set<String> = ["items", "keys", "values", "get"]
 
+    /// Every method of Python's str, dict and list: `x.name` resolves to the method (as in Python) and
+    /// calling one this interpreter does not implement is an "unsupported method" error.
+    static let pythonStringMethods: Set<String> = stringMethods.union([
+        "casefold", "center", "encode", "expandtabs", "format", "format_map", "index", "isalnum", "isalpha",
+        "isascii", "isdecimal", "isidentifier", "islower", "isnumeric", "isprintable", "istitle", "isupper", "ljust",
+        "maketrans", "partition", "removeprefix", "removesuffix", "rfind", "rindex", "rjust", "rpartition", "rsplit",
+        "splitlines", "swapcase", "translate", "zfill",
+    ])
+    static let pythonDictMethods: Set<String> = dictMethods.union([
+        "clear", "copy", "fromkeys", "pop", "popitem", "setdefault", "update",
+    ])
+    static let pythonListMethods: Set<String> = [
+        "append", "clear", "copy", "count", "extend", "index", "insert", "pop", "remove", "reverse", "sort",
+    ]
+
     private func argument(_ arguments: [JinjaValue], _ keywords: [String: JinjaValue], _ index: Int, _ name: String)
         -> JinjaValue?
     {

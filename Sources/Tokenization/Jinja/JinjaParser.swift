@@ -443,8 +443,9 @@ struct TokenStream {
             if skip(symbol: ".") {
                 switch current.kind {
                 case .name(let name):
+                    let namePosition = current.position
                     advance()
-                    node = .attribute(node, name, position)
+                    node = .attribute(node, name, namePosition)
                 case .integer(let value):
                     advance()
                     node = .index(node, .literal(.integer(value), position), position)
@@ -520,9 +521,10 @@ struct TokenStream {
         while true {
             let position = current.position
             if skip(symbol: "|") {
+                let namePosition = current.position
                 let name = try expectName()
                 guard JinjaBuiltins.filterNames.contains(name) else {
-                    throw ChatTemplateError(.unsupported, "unsupported filter '\(name)'", at: position)
+                    throw ChatTemplateError(.unsupported, "unsupported filter '\(name)'", at: namePosition)
                 }
                 var arguments: [Expression] = []
                 var keywords: [KeywordArgument] = []
@@ -531,9 +533,10 @@ struct TokenStream {
             } else if isName("is") {
                 advance()
                 let negated = skip(name: "not")
+                let namePosition = current.position
                 let name = try expectName()
                 guard JinjaBuiltins.testNames.contains(name) else {
-                    throw ChatTemplateError(.unsupported, "unsupported test '\(name)'", at: position)
+                    throw ChatTemplateError(.unsupported, "unsupported test '\(name)'", at: namePosition)
                 }
                 var arguments: [Expression] = []
                 if isSymbol("(") {

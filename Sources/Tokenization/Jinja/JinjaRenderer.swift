@@ -13,7 +13,7 @@ struct JinjaLimits: Sendable {
     /// Most elements `range()`, `*` repetition or a built list may have.
     var maximumCollectionCount = 1_000_000
     /// Most nodes and expressions evaluated in one render.
-    var maximumSteps = 20_000_000
+    var maximumSteps = 2_000_000
 }
 
 /// What running a statement tells the enclosing loop.
@@ -153,6 +153,7 @@ final class JinjaRenderer {
                 ("nextitem", offset + 1 < count ? items[offset + 1] : .undefined(name: "there is no next item")),
                 ("cycle", .method(receiver: .integer(offset), name: "loop.cycle")),
             ])
+            try step(position)
             scopes[scopes.count - 1]["loop"] = .dict(loop)
             try assign(targets, item, position)
             if case .breakLoop = try execute(body) { break }
@@ -238,7 +239,9 @@ final class JinjaRenderer {
             for argument in arguments { values.append(try evaluate(argument)) }
             var named: [(String, JinjaValue)] = []
             for keyword in keywords { named.append((keyword.name, try evaluate(keyword.value))) }
-            return try call(function, values, named, position)
+            // A failing method call is reported at the method's name.
+            let place = if case .attribute = callee { callee.position } else { position }
+            return try call(function, values, named, place)
         case .filter(let base, let name, let arguments, let keywords, let position):
             let value = try evaluate(base)
             var values: [JinjaValue] = []
@@ -322,10 +325,12 @@ final class JinjaRenderer {
         case .undefined:
             throw undefinedError(value, position)
         case .dict(let dictionary):
-            if JinjaBuiltins.dictMethods.contains(name) { return .method(receiver: value, name: name) }
+            if JinjaBuiltins.pythonDictMethods.contains(name) { return .method(receiver: value, name: name) }
             return dictionary[name] ?? .undefined(name: "'dict object' has no attribute '\(name)'")
         case .string:
-            if JinjaBuiltins.stringMethods.contains(name) { return .method(receiver: value, name: name) }
+            if JinjaBuiltins.pythonStringMethods.contains(name) { return .method(receiver: value, name: name) }
+        case .list:
+            if JinjaBuiltins.pythonListMethods.contains(name) { return .method(receiver: value, name: name) }
         case .namespace(let namespace):
             return namespace.attributes[name] ?? .undefined(name: "'Namespace' object has no attribute '\(name)'")
         default:
