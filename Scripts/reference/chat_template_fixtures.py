@@ -195,6 +195,50 @@ LLAMA31_TOOLS = (
     "{%- if add_generation_prompt %}\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n"
 )
 
+# Not a checkpoint's template: one template touching every construct the interpreter supports, so that
+# its Python semantics (loop variables, slicing, filters, methods, tests, tojson, macros, whitespace
+# control) are checked against real Jinja too.
+JINJA_FEATURES = """{#- a comment -#}
+{%- set ns = namespace(count=0, roles=[]) -%}
+{%- for m in messages -%}
+  {%- set ns.count = ns.count + 1 -%}
+  {%- set ns.roles = ns.roles + [m.role] -%}
+{%- endfor -%}
+count={{ ns.count }} roles={{ ns.roles }} joined={{ ns.roles | join('|') }}
+{% for m in messages if m.role != 'system' %}
+  [{{ loop.index }}/{{ loop.length }} {{ loop.index0 }} {{ loop.revindex }} first={{ loop.first }} last={{ loop.last }}] {{ m['role'] | upper }}: {{ m.content | trim | length }} {{ m.content[:5] }} {{ m.content[::-1] }} {{ m.content[-3:] }} {{ m.content[1:8:2] }}
+  {%- if loop.previtem is defined %} prev={{ loop.previtem.role }}{% endif %} {{ loop.cycle('odd', 'even') }}
+{% else %}
+no messages
+{% endfor %}
+{%- macro tag(name, body='none') -%}<{{ name }}>{{ body }}</{{ name }}>{%- endmacro %}
+{{ tag('a') }} {{ tag('b', body=messages | length) }} {{ tag('c', 'positional') }}
+{% set d = {'b': 1, 'a': [1, 2.5, none, true, 'é"\\n\\t\\\\'], 'c': {'x': 'y'}, 'e': {}} %}
+{{ d | tojson }} {{ d | tojson(indent=2) }} {{ d | tojson(sort_keys=true) }} {{ d.items() | list | length }} {{ (d.items() | list)[1][0] }} {{ d.keys() | list }} {{ d.values() | list | length }} {{ d.get('zz', 'dflt') }} {{ d.get('b') }} {{ d.get('zz') }}
+{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {% for k, v in d | items %}{{ k }}{% endfor %} {% for k in d %}{{ k }}{% endfor %}
+{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 10 - 2 - 3 }} {{ 1.5 + 1 }} {{ 3 * 'ab' }} {{ [1] * 3 }} {{ -2 ** 2 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }}
+{{ 'a' ~ 1 ~ none ~ true }} {{ 'x' if messages else 'y' }} {{ 'abc' in 'xxabcxx' }} {{ 'q' not in ['a','b'] }} {{ 1 < 2 < 3 }} {{ 3 > 2 > 1 }} {{ 1 == 1.0 }} {{ [1, 2] == [1, 2] }} {{ 'a' < 'b' }} {{ not 1 == 2 }}
+{{ '  Hello World  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}|{{ 'a b c'.split(' ', 1) }}|{{ 'Hello'.startswith('He') }}|{{ 'Hello'.endswith(('lo','x')) }}|{{ 'hello wORLD-x'.title() }}|{{ 'HeLLo'.lower() }}|{{ 'x'.upper() }}|{{ '  y'.lstrip() }}|{{ 'y  '.rstrip() }}|{{ 'abcabc'.replace('b', 'B') }}|{{ ', '.join(['p', 'q']) }}|{{ 'abc'.find('c') }}
+{{ 'hello wORLD-x' | title }} {{ 'hELLO' | capitalize }} {{ 'a-b-c' | replace('-', '+') }} {{ [3,1,2] | sort }} {{ [3,1,2] | sort(reverse=true) }} {{ [3,1,2] | first }} {{ [3,1,2] | last }} {{ 'abc' | list }} {{ 42 | string }} {{ undefined_var | default('fallback') }} {{ '' | default('empty', true) }} {{ '' | default('empty') }} {{ none }} [{{ undefined_var }}] {{ [1, 1, 2] | unique | list }} {{ [1, 2] | reverse | list }} {{ 'ab' | reverse }}
+{{ x is defined }} {{ messages is defined }} {{ none is none }} {{ 'a' is string }} {{ 1 is number }} {{ d is mapping }} {{ messages is iterable }} {{ messages is sequence }} {{ 'a' is not string }} {{ 4 is even }} {{ 3 is odd }} {{ 9 is divisibleby(3) }} {{ 9 is divisibleby 4 }} {{ true is boolean }} {{ 1 is integer }} {{ 1.0 is float }} {{ 'a' is lower }} {{ 2 is eq(2) }} {{ none is sameas none }}
+{{ range(3) | list }} {{ range(1, 10, 3) | list }} {{ range(5, 0, -2) | list }} {% for i in range(5) %}{% if i == 1 %}{% continue %}{% endif %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}
+{% set captured %}inside {{ 1 + 1 }}{% endset %}{{ captured | upper }}
+{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | list }} {{ messages | rejectattr('role', 'equalto', 'user') | list | length }} {{ messages | map(attribute='role') | map('upper') | join(',') }} {{ [0, 1, '', 'a'] | select | list }} {{ [1, 2, 3, 4] | reject('even') | list }}
+{{ messages[0].role if messages else 'none' }} {{ messages[-1]['content'] if messages }} {{ messages[99] is defined }} {{ messages[0]['missing'] is undefined }}
+  {%+ if true %}keep indent{% endif +%}
+after
+    {%- if true %} stripped left{% endif %}
+{{ 1e3 }} {{ 0.1 + 0.2 }} {{ 10 / 4 }} {{ -3 | abs }} {{ 3.7 | int }} {{ '12' | int + 1 }} {{ [1,2,3] | sum }} {{ [4,2,9] | max }} {{ [4,2,9] | min }} {{ 2.5 | round }} {{ 3.14159 | round(2) }} {{ 1 | float }} {{ 10 ** -1 }}
+{{ "it's" }} {{ ['a', "b'c", 'd"e'] }} {{ {'k': none, 'l': [true, 1.0]} }} {{ (1, 'two')[1] }} {{ "abc"[1] }} {{ messages | length > 1 }}
+{{ 'line1\\nline2' | indent(2) }} {{ 'x' * 0 }}|{{ [] | join(',') }}|{{ '' | length }}
+{{ add_generation_prompt }} {{ bos_token }} {{ eos_token }} {{ tools is none }} {{ documents }} {{ tools is defined }}
+{% if messages | length == 0 %}{% elif messages[0].role == 'system' %}system first{% else %}no system{% endif %}
+{%- for m in messages %}
+{{- '\\n' if not loop.first }}{{ m.role }}:{{ m.content | tojson }}
+{%- endfor %}
+{{ dict(a=1, b='x') | tojson }} {{ namespace(z=5).z }} {{ 'é' | tojson(ensure_ascii=true) }} {{ [1, [2, {}]] | tojson(separators=(',', ':')) }}
+"""
+
 TEMPLATES = {
     "mixtral-8x7b-instruct": (MIXTRAL_8X7B_INSTRUCT, "<s>", "</s>", {}),
     "mixtral-8x7b-instruct-legacy": (MIXTRAL_8X7B_INSTRUCT_LEGACY, "<s>", "</s>", {}),
@@ -206,6 +250,7 @@ TEMPLATES = {
     "llama3-instruct": (LLAMA3_INSTRUCT, "<|begin_of_text|>", "<|eot_id|>", {}),
     "zephyr": (ZEPHYR, "<s>", "</s>", {}),
     "llama3.1-tools": (LLAMA31_TOOLS, "<|begin_of_text|>", "<|eot_id|>", {"date_string": "26 Jul 2024"}),
+    "jinja-features": (JINJA_FEATURES, "<s>", "</s>", {}),
 }
 
 

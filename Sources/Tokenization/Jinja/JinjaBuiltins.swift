@@ -183,7 +183,8 @@ struct JinjaBuiltins {
             }
             let precision = first?.integerValue ?? 0
             let scale = pow(10, Double(max(0, min(precision, 15))))
-            return .float((number * scale).rounded(.toNearestOrAwayFromZero) / scale)
+            // Python's round() rounds half to even.
+            return .float((number * scale).rounded(.toNearestOrEven) / scale)
         case "sum":
             var total = JinjaValue.integer(0)
             for item in try sequence(value, "sum", position) {

@@ -290,8 +290,11 @@ struct TokenStream {
         return try parseCompare()
     }
 
+    /// Comparisons chain as in Python: `a < b < c` is `a < b and b < c`.
     private mutating func parseCompare() throws(ChatTemplateError) -> Expression {
-        var left = try parseMath1()
+        let first = try parseMath1()
+        var left = first
+        var chain: Expression?
         while true {
             let position = current.position
             let op: String
@@ -307,9 +310,12 @@ struct TokenStream {
                 advance()
                 advance()
             default:
-                return left
+                return chain ?? first
             }
-            left = .binary(op, left, try parseMath1(), position)
+            let right = try parseMath1()
+            let comparison = Expression.binary(op, left, right, position)
+            chain = chain.map { .and($0, comparison, position) } ?? comparison
+            left = right
         }
     }
 
