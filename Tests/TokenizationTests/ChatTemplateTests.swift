@@ -100,7 +100,8 @@ struct ChatTemplateTests {
         #expect(!RecordedConversation.raising.isEmpty)
     }
 
-    @Test("A chat template renders a conversation exactly as transformers' apply_chat_template does",
+    @Test(
+        "A chat template renders a conversation exactly as transformers' apply_chat_template does",
         arguments: RecordedConversation.rendering)
     func rendersLikeTransformers(_ conversation: RecordedConversation) throws {
         let expected = try #require(conversation.recorded.rendered)
@@ -108,7 +109,8 @@ struct ChatTemplateTests {
         #expect(actual == expected, "\(firstDifference(actual, expected))")
     }
 
-    @Test("raise_exception in a template throws a ChatTemplateError carrying the template's message",
+    @Test(
+        "raise_exception in a template throws a ChatTemplateError carrying the template's message",
         arguments: RecordedConversation.raising)
     func raisesTheTemplatesMessage(_ conversation: RecordedConversation) {
         #expect {
@@ -128,16 +130,23 @@ struct ChatTemplateTests {
     }
 
     static let unsupported: [UnsupportedTemplate] = [
-        UnsupportedTemplate(template: "Hello\n  {{ name | wordwrap(10) }}", construct: "filter 'wordwrap'", line: 2, column: 13),
-        UnsupportedTemplate(template: "{% include 'header.jinja' %}", construct: "statement '{% include %}'", line: 1, column: 1),
-        UnsupportedTemplate(template: "a\nb {% if x is prime %}{% endif %}", construct: "test 'prime'", line: 2, column: 14),
         UnsupportedTemplate(
-            template: "{% for m in messages recursive %}{% endfor %}", construct: "'for ... recursive'", line: 1, column: 22),
-        UnsupportedTemplate(template: "{{ '%s!' % 'hi' }}", construct: "printf-style string formatting", line: 1, column: 10),
-        UnsupportedTemplate(template: "\n\n   {{ 'x'.format(1) }}", construct: "method 'str.format()'", line: 3, column: 11),
+            template: "Hello\n  {{ name | wordwrap(10) }}", construct: "filter 'wordwrap'", line: 2, column: 13),
+        UnsupportedTemplate(
+            template: "{% include 'header.jinja' %}", construct: "statement '{% include %}'", line: 1, column: 1),
+        UnsupportedTemplate(
+            template: "a\nb {% if x is prime %}{% endif %}", construct: "test 'prime'", line: 2, column: 14),
+        UnsupportedTemplate(
+            template: "{% for m in messages recursive %}{% endfor %}", construct: "'for ... recursive'", line: 1,
+            column: 22),
+        UnsupportedTemplate(
+            template: "{{ '%s!' % 'hi' }}", construct: "printf-style string formatting", line: 1, column: 10),
+        UnsupportedTemplate(
+            template: "\n\n   {{ 'x'.format(1) }}", construct: "method 'str.format()'", line: 3, column: 11),
     ]
 
-    @Test("A template using an unsupported construct throws an error naming the construct, line and column",
+    @Test(
+        "A template using an unsupported construct throws an error naming the construct, line and column",
         arguments: unsupported)
     func unsupportedConstructs(_ example: UnsupportedTemplate) {
         #expect {
@@ -152,7 +161,9 @@ struct ChatTemplateTests {
 
     @Test("Invalid Jinja throws a syntax error with its position")
     func syntaxErrors() {
-        for (template, line) in [("{% if x %}never closed", nil), ("x\n{{ 1 + }}", 2), ("{{ 'open }}", 1)] as [(String, Int?)] {
+        for (template, line) in [("{% if x %}never closed", nil), ("x\n{{ 1 + }}", 2), ("{{ 'open }}", 1)]
+            as [(String, Int?)]
+        {
             #expect {
                 _ = try ChatTemplate(template)
             } throws: { error in
@@ -161,13 +172,15 @@ struct ChatTemplateTests {
         }
     }
 
-    @Test("Rendering stops with a limit error instead of exhausting memory, stack or time",
+    @Test(
+        "Rendering stops with a limit error instead of exhausting memory, stack or time",
         arguments: [
             "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
             "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
             "{% set ns = namespace(v=[]) %}{% for i in range(1000) %}{% set ns.v = [ns.v] %}{% endfor %}",
             "{{ range(100000000) | length }}",
-            "{% for i in range(2000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}",
+            "{% for i in range(2000) %}{% for j in range(2000) %}"
+                + String(repeating: "{% if false %}{% endif %}", count: 20) + "{% endfor %}{% endfor %}",
             "{{ " + String(repeating: "(", count: 1000) + "1" + String(repeating: ")", count: 1000) + " }}",
             "{{ " + String(repeating: "not ", count: 1000) + "x }}",
             String(repeating: "{% if true %}", count: 1000),
@@ -189,11 +202,15 @@ struct ChatTemplateTests {
         try FileManager.default.copyItem(at: source, to: directory.appendingPathComponent("tokenizer.json"))
         let data = try JSONSerialization.data(withJSONObject: config)
         try data.write(to: directory.appendingPathComponent("tokenizer_config.json"))
-        if let jinja { try jinja.write(to: directory.appendingPathComponent("chat_template.jinja"), atomically: true, encoding: .utf8) }
+        if let jinja {
+            try jinja.write(
+                to: directory.appendingPathComponent("chat_template.jinja"), atomically: true, encoding: .utf8)
+        }
         return directory
     }
 
-    @Test("A tokenizer directory with chat_template in tokenizer_config.json renders through Tokenizer.applyChatTemplate")
+    @Test(
+        "A tokenizer directory with chat_template in tokenizer_config.json renders through Tokenizer.applyChatTemplate")
     func rendersThroughTokenizer() throws {
         let fixture = try ChatTemplateFixture.load("mixtral-8x7b-instruct")
         let directory = try tokenizerDirectory(config: [
@@ -206,11 +223,13 @@ struct ChatTemplateTests {
         #expect(tokenizer.specialTokenStrings["bos_token"] == "<s>")
         for recorded in fixture.cases {
             if let expected = recorded.rendered {
-                let actual = try tokenizer.applyChatTemplate(recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
+                let actual = try tokenizer.applyChatTemplate(
+                    recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
                 #expect(actual == expected)
             } else {
                 #expect(throws: ChatTemplateError.self) {
-                    try tokenizer.applyChatTemplate(recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
+                    try tokenizer.applyChatTemplate(
+                        recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
                 }
             }
         }
@@ -229,7 +248,9 @@ struct ChatTemplateTests {
 
         let file = try tokenizerDirectory(config: ["chat_template": "from config"], jinja: "from file {{ eos_token }}")
         defer { try? FileManager.default.removeItem(at: file) }
-        #expect(try Tokenizer(directory: file).applyChatTemplate([], addGenerationPrompt: false, extraContext: ["eos_token": "E"]) == "from file E")
+        #expect(
+            try Tokenizer(directory: file).applyChatTemplate(
+                [], addGenerationPrompt: false, extraContext: ["eos_token": "E"]) == "from file E")
     }
 
     @Test("A checkpoint without a chat template throws an error saying so")

@@ -44,11 +44,14 @@ struct JinjaBuiltins {
         index < arguments.count ? arguments[index] : keywords[name]
     }
 
-    private func requireString(_ value: JinjaValue, _ what: String, _ position: SourcePosition) throws(ChatTemplateError)
+    private func requireString(_ value: JinjaValue, _ what: String, _ position: SourcePosition)
+        throws(ChatTemplateError)
         -> String
     {
         guard case .string(let text) = value else {
-            if value.isUndefined, case .undefined(let hint) = value { throw ChatTemplateError(.runtime, hint, at: position) }
+            if value.isUndefined, case .undefined(let hint) = value {
+                throw ChatTemplateError(.runtime, hint, at: position)
+            }
             throw ChatTemplateError(.runtime, "\(what) expects a string, got '\(value.typeName)'", at: position)
         }
         return text
@@ -79,7 +82,8 @@ struct JinjaBuiltins {
             return .string(value.text)
         case "trim":
             let chars = argument(arguments, keywords, 0, "chars")
-            return .string(Self.strip(value.text, chars: chars.flatMap { if case .string(let c) = $0 { c } else { nil } }))
+            return .string(
+                Self.strip(value.text, chars: chars.flatMap { if case .string(let c) = $0 { c } else { nil } }))
         case "upper":
             return .string(value.text.uppercased())
         case "lower":
@@ -102,13 +106,16 @@ struct JinjaBuiltins {
             if value.isUndefined || (boolean && !value.isTruthy) { return fallback }
             return value
         case "first":
-            return try sequence(value, "first", position).first ?? .undefined(name: "No first item, sequence was empty.")
+            return try sequence(value, "first", position).first
+                ?? .undefined(name: "No first item, sequence was empty.")
         case "last":
             return try sequence(value, "last", position).last ?? .undefined(name: "No last item, sequence was empty.")
         case "list":
             return .list(try sequence(value, "list", position))
         case "reverse":
-            if case .string(let text) = value { return .string(String(text.unicodeScalars.reversed().map(Character.init))) }
+            if case .string(let text) = value {
+                return .string(String(text.unicodeScalars.reversed().map(Character.init)))
+            }
             return .list(try sequence(value, "reverse", position).reversed())
         case "join":
             let separator = argument(arguments, keywords, 0, "d")?.text ?? ""
@@ -282,12 +289,14 @@ struct JinjaBuiltins {
             }
             var result: [JinjaValue] = []
             for item in items {
-                let subject = try attribute.map { (attribute) throws(ChatTemplateError) in
-                    try renderer.attributeOrItem(item, attribute, position)
-                } ?? item
-                let passed = try testName.map { (testName) throws(ChatTemplateError) in
-                    try test(testName, subject, remaining, position)
-                } ?? subject.isTruthy
+                let subject =
+                    try attribute.map { (attribute) throws(ChatTemplateError) in
+                        try renderer.attributeOrItem(item, attribute, position)
+                    } ?? item
+                let passed =
+                    try testName.map { (testName) throws(ChatTemplateError) in
+                        try test(testName, subject, remaining, position)
+                    } ?? subject.isTruthy
                 if passed == keep { result.append(item) }
             }
             return .list(result)
@@ -337,7 +346,8 @@ struct JinjaBuiltins {
         case "upper": if case .string(let text) = value { return text == text.uppercased() } else { return false }
         case "even", "odd", "divisibleby":
             guard let integer = value.integerValue else {
-                throw ChatTemplateError(.runtime, "test '\(name)' expects an integer, got '\(value.typeName)'", at: position)
+                throw ChatTemplateError(
+                    .runtime, "test '\(name)' expects an integer, got '\(value.typeName)'", at: position)
             }
             if name == "even" { return integer % 2 == 0 }
             if name == "odd" { return integer % 2 != 0 }
@@ -361,9 +371,12 @@ struct JinjaBuiltins {
         case "in":
             switch other {
             case .list(let items): return items.contains { JinjaValue.equal($0, value) }
-            case .dict(let dictionary): if case .string(let key) = value { return dictionary[key] != nil } else { return false }
+            case .dict(let dictionary):
+                if case .string(let key) = value { return dictionary[key] != nil } else { return false }
             case .string(let text):
-                if case .string(let needle) = value { return needle.isEmpty || text.unicodeScalars.containsSubsequence(needle.unicodeScalars) }
+                if case .string(let needle) = value {
+                    return needle.isEmpty || text.unicodeScalars.containsSubsequence(needle.unicodeScalars)
+                }
                 return false
             default: return false
             }
@@ -381,7 +394,9 @@ struct JinjaBuiltins {
         let named = Dictionary(keywords, uniquingKeysWith: { $1 })
         switch receiver {
         case .integer(let index) where name == "loop.cycle":
-            guard !arguments.isEmpty else { throw ChatTemplateError(.runtime, "loop.cycle() needs arguments", at: position) }
+            guard !arguments.isEmpty else {
+                throw ChatTemplateError(.runtime, "loop.cycle() needs arguments", at: position)
+            }
             return arguments[index % arguments.count]
         case .dict(let dictionary):
             switch name {
@@ -409,7 +424,8 @@ struct JinjaBuiltins {
             case "lower": return .string(text.lowercased())
             case "title": return .string(Self.pythonTitle(text))
             case "capitalize": return .string(Self.capitalize(text))
-            case "isdigit": return .bool(!text.isEmpty && text.unicodeScalars.allSatisfy { $0.properties.numericType == .decimal })
+            case "isdigit":
+                return .bool(!text.isEmpty && text.unicodeScalars.allSatisfy { $0.properties.numericType == .decimal })
             case "isspace": return .bool(!text.isEmpty && text.unicodeScalars.allSatisfy(\.properties.isWhitespace))
             case "split":
                 let separator = argument(arguments, named, 0, "sep")
@@ -424,7 +440,8 @@ struct JinjaBuiltins {
                 switch arguments.first {
                 case .string(let prefix)?: candidates = [prefix]
                 case .list(let items)?: candidates = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
-                default: throw ChatTemplateError(.runtime, "\(name)() needs a string or a tuple of strings", at: position)
+                default:
+                    throw ChatTemplateError(.runtime, "\(name)() needs a string or a tuple of strings", at: position)
                 }
                 let scalars = Array(text.unicodeScalars)
                 return .bool(
@@ -439,7 +456,8 @@ struct JinjaBuiltins {
                 guard let old = stringArgument(0), let new = stringArgument(1) else {
                     throw ChatTemplateError(.runtime, "replace() needs two strings", at: position)
                 }
-                return .string(Self.replace(text, old, new, count: arguments.count > 2 ? arguments[2].integerValue : nil))
+                return .string(
+                    Self.replace(text, old, new, count: arguments.count > 2 ? arguments[2].integerValue : nil))
             case "find":
                 guard let needle = stringArgument(0) else {
                     throw ChatTemplateError(.runtime, "find() needs a string", at: position)
@@ -447,7 +465,8 @@ struct JinjaBuiltins {
                 let scalars = Array(text.unicodeScalars)
                 let pattern = Array(needle.unicodeScalars)
                 guard pattern.count <= scalars.count else { return .integer(-1) }
-                for start in 0...(scalars.count - pattern.count) where scalars[start..<start + pattern.count].elementsEqual(pattern) {
+                for start in 0...(scalars.count - pattern.count)
+                where scalars[start..<start + pattern.count].elementsEqual(pattern) {
                     return .integer(start)
                 }
                 return .integer(-1)
@@ -509,7 +528,8 @@ struct JinjaBuiltins {
         var piece = String.UnicodeScalarView()
         var inSeparator = true
         func isSeparator(_ scalar: Unicode.Scalar) -> Bool {
-            scalar == "-" || scalar == "(" || scalar == "{" || scalar == "[" || scalar == "<" || isPythonWhitespace(scalar)
+            scalar == "-" || scalar == "(" || scalar == "{" || scalar == "[" || scalar == "<"
+                || isPythonWhitespace(scalar)
         }
         for scalar in text.unicodeScalars {
             if isSeparator(scalar) {
@@ -631,14 +651,15 @@ struct JinjaBuiltins {
             case "y": result += padded((parts.year ?? 1970) % 100, 2)
             case "m": result += padded(month + 1, 2)
             case "d": result += padded(parts.day ?? 1, 2)
-            case "-": if let next = scalars.next() {
-                switch next {
-                case "d": result += String(parts.day ?? 1)
-                case "m": result += String(month + 1)
-                case "H": result += String(hour)
-                default: result += "%-" + String(next)
+            case "-":
+                if let next = scalars.next() {
+                    switch next {
+                    case "d": result += String(parts.day ?? 1)
+                    case "m": result += String(month + 1)
+                    case "H": result += String(hour)
+                    default: result += "%-" + String(next)
+                    }
                 }
-            }
             case "H": result += padded(hour, 2)
             case "I": result += padded(hour % 12 == 0 ? 12 : hour % 12, 2)
             case "p": result += hour < 12 ? "AM" : "PM"
@@ -690,7 +711,11 @@ struct JSONWriter {
         case .bool(let flag): output += flag ? "true" : "false"
         case .integer(let integer): output += String(integer)
         case .float(let number):
-            if number.isNaN { output += "NaN" } else if number.isInfinite { output += number < 0 ? "-Infinity" : "Infinity" } else {
+            if number.isNaN {
+                output += "NaN"
+            } else if number.isInfinite {
+                output += number < 0 ? "-Infinity" : "Infinity"
+            } else {
                 output += JinjaValue.pythonFloat(number)
             }
         case .string(let text): writeString(text, into: &output)
@@ -713,7 +738,10 @@ struct JSONWriter {
                 return
             }
             output += "{"
-            let pairs = sortKeys ? dictionary.pairs.sorted { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) } : dictionary.pairs
+            let pairs =
+                sortKeys
+                ? dictionary.pairs.sorted { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) }
+                : dictionary.pairs
             for (offset, pair) in pairs.enumerated() {
                 if offset > 0 { output += itemSeparator }
                 newline(level + 1, into: &output)

@@ -57,7 +57,8 @@ struct JinjaParser {
                     return (nodes, BlockEnd(keyword: keyword, tokens: stream, position: position))
                 }
                 guard depth < Self.maximumDepth else {
-                    throw ChatTemplateError(.limit, "blocks are nested more than \(Self.maximumDepth) deep", at: position)
+                    throw ChatTemplateError(
+                        .limit, "blocks are nested more than \(Self.maximumDepth) deep", at: position)
                 }
                 if let node = try parseStatement(keyword, &stream, position) { nodes.append(node) }
             }
@@ -103,7 +104,8 @@ struct JinjaParser {
             var filter: Expression?
             if stream.skip(name: "if") { filter = try stream.parseExpression(allowConditional: false) }
             if case .name("recursive") = stream.current.kind {
-                throw ChatTemplateError(.unsupported, "unsupported construct 'for ... recursive'", at: stream.current.position)
+                throw ChatTemplateError(
+                    .unsupported, "unsupported construct 'for ... recursive'", at: stream.current.position)
             }
             try stream.expectEnd()
             let (body, end) = try parseBody(until: ["else", "endfor"])
@@ -237,7 +239,9 @@ struct TokenStream {
         guard atEnd else { throw unexpected("the end of the tag") }
     }
 
-    private mutating func nested<T>(_ body: (inout TokenStream) throws(ChatTemplateError) -> T) throws(ChatTemplateError) -> T {
+    private mutating func nested<T>(_ body: (inout TokenStream) throws(ChatTemplateError) -> T)
+        throws(ChatTemplateError) -> T
+    {
         depth += 1
         defer { depth -= 1 }
         guard depth < JinjaParser.maximumDepth else {
@@ -493,7 +497,9 @@ struct TokenStream {
             guard let index = parts[0] else { throw ChatTemplateError(.syntax, "empty subscript '[]'", at: position) }
             return .index(base, index, position)
         }
-        guard parts.count <= 3 else { throw ChatTemplateError(.syntax, "a slice has at most three parts", at: position) }
+        guard parts.count <= 3 else {
+            throw ChatTemplateError(.syntax, "a slice has at most three parts", at: position)
+        }
         return .slice(
             base, start: parts[0], stop: parts.count > 1 ? parts[1] : nil, step: parts.count > 2 ? parts[2] : nil,
             position)
@@ -514,7 +520,8 @@ struct TokenStream {
                 keywords.append(KeywordArgument(name: name, value: try parseExpression()))
             } else {
                 if isSymbol("*") || isSymbol("**") {
-                    throw ChatTemplateError(.unsupported, "unsupported construct '*args' in a call", at: current.position)
+                    throw ChatTemplateError(
+                        .unsupported, "unsupported construct '*args' in a call", at: current.position)
                 }
                 arguments.append(try parseExpression())
             }
@@ -548,7 +555,8 @@ struct TokenStream {
                 if isSymbol("(") {
                     let (positional, keywords) = try parseArguments()
                     guard keywords.isEmpty else {
-                        throw ChatTemplateError(.unsupported, "unsupported keyword arguments to test '\(name)'", at: position)
+                        throw ChatTemplateError(
+                            .unsupported, "unsupported keyword arguments to test '\(name)'", at: position)
                     }
                     arguments = positional
                 } else if startsBareTestArgument {

@@ -266,7 +266,8 @@ final class JinjaRenderer {
                 case .bool(let flag): return .integer(flag ? -1 : 0)
                 case .float(let number): return .float(-number)
                 case .undefined: throw undefinedError(value, position)
-                default: throw ChatTemplateError(.runtime, "bad operand type for unary -: '\(value.typeName)'", at: position)
+                default:
+                    throw ChatTemplateError(.runtime, "bad operand type for unary -: '\(value.typeName)'", at: position)
                 }
             default:
                 guard value.number != nil else {
@@ -303,7 +304,8 @@ final class JinjaRenderer {
             }
         }
         if !depth(value, 1) {
-            throw ChatTemplateError(.limit, "lists and dicts are nested more than \(limits.maximumValueDepth) deep", at: position)
+            throw ChatTemplateError(
+                .limit, "lists and dicts are nested more than \(limits.maximumValueDepth) deep", at: position)
         }
     }
 
@@ -464,7 +466,9 @@ final class JinjaRenderer {
                 guard b != 0 else { throw ChatTemplateError(.runtime, "division by zero", at: position) }
                 return .float(Double(a) / Double(b))
             case "//", "%":
-                guard b != 0 else { throw ChatTemplateError(.runtime, "integer division or modulo by zero", at: position) }
+                guard b != 0 else {
+                    throw ChatTemplateError(.runtime, "integer division or modulo by zero", at: position)
+                }
                 guard !(a == Int.min && b == -1) else { throw overflow() }
                 var quotient = a / b
                 var remainder = a % b
@@ -522,7 +526,8 @@ final class JinjaRenderer {
             try checkCount(items.count * max(times, 0), position)
             return .list(Array(repeating: items, count: max(times, 0)).flatMap { $0 })
         case ("%", .string, _):
-            throw ChatTemplateError(.unsupported, "unsupported construct: printf-style string formatting with %", at: position)
+            throw ChatTemplateError(
+                .unsupported, "unsupported construct: printf-style string formatting with %", at: position)
         default:
             throw typeError()
         }
@@ -577,7 +582,10 @@ final class JinjaRenderer {
 
     // MARK: Calls
 
-    func call(_ function: JinjaValue, _ arguments: [JinjaValue], _ keywords: [(String, JinjaValue)], _ position: SourcePosition)
+    func call(
+        _ function: JinjaValue, _ arguments: [JinjaValue], _ keywords: [(String, JinjaValue)],
+        _ position: SourcePosition
+    )
         throws(ChatTemplateError) -> JinjaValue
     {
         switch function {
@@ -603,7 +611,8 @@ final class JinjaRenderer {
         }
         guard arguments.count <= macro.parameters.count else {
             throw ChatTemplateError(
-                .runtime, "macro '\(macro.name)' takes \(macro.parameters.count) arguments, but \(arguments.count) were given",
+                .runtime,
+                "macro '\(macro.name)' takes \(macro.parameters.count) arguments, but \(arguments.count) were given",
                 at: position)
         }
         callDepth += 1
@@ -644,9 +653,12 @@ final class JinjaRenderer {
                 throw ChatTemplateError(.runtime, "range() takes one to three integer arguments", at: position)
             }
             let (start, stop, stride) =
-                integers.count == 1 ? (0, integers[0], 1) : (integers[0], integers[1], integers.count == 3 ? integers[2] : 1)
+                integers.count == 1
+                ? (0, integers[0], 1) : (integers[0], integers[1], integers.count == 3 ? integers[2] : 1)
             guard stride != 0 else { throw ChatTemplateError(.runtime, "range() arg 3 must not be zero", at: position) }
-            let count = stride > 0 ? max(0, (stop - start + stride - 1) / stride) : max(0, (start - stop - stride - 1) / -stride)
+            let count =
+                stride > 0
+                ? max(0, (stop - start + stride - 1) / stride) : max(0, (start - stop - stride - 1) / -stride)
             try checkCount(count, position)
             return .list((0..<count).map { .integer(start + $0 * stride) })
         case "namespace", "dict":
@@ -678,7 +690,8 @@ extension String.UnicodeScalarView {
         let haystack = Array(self)
         let pattern = Array(needle)
         guard pattern.count <= haystack.count else { return false }
-        for start in 0...(haystack.count - pattern.count) where haystack[start..<start + pattern.count].elementsEqual(pattern) {
+        for start in 0...(haystack.count - pattern.count)
+        where haystack[start..<start + pattern.count].elementsEqual(pattern) {
             return true
         }
         return false

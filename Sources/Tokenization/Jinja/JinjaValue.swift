@@ -172,7 +172,8 @@ indirect enum JinjaValue {
         case (.string(let a), .string(let b)): return a.unicodeScalars.elementsEqual(b.unicodeScalars)
         case (.list(let a), .list(let b)): return a.count == b.count && zip(a, b).allSatisfy { equal($0, $1) }
         case (.dict(let a), .dict(let b)):
-            return a.count == b.count && a.pairs.allSatisfy { pair in b[pair.key].map { equal(pair.value, $0) } ?? false }
+            return a.count == b.count
+                && a.pairs.allSatisfy { pair in b[pair.key].map { equal(pair.value, $0) } ?? false }
         case (.namespace(let a), .namespace(let b)): return a === b
         default:
             if let a = left.number, let b = right.number { return a == b }
