@@ -184,12 +184,58 @@ struct ChatTemplateTests {
             "{{ " + String(repeating: "(", count: 1000) + "1" + String(repeating: ")", count: 1000) + " }}",
             "{{ " + String(repeating: "not ", count: 1000) + "x }}",
             String(repeating: "{% if true %}", count: 1000),
+            "{{ range(-9223372036854775807, 9223372036854775807) | length }}",
+            "{{ 'ab' * 9223372036854775807 }}",
+            "{% macro f(n) %}" + String(repeating: "{% if true %}", count: 60) + "{{ f(n) }}"
+                + String(repeating: "{% endif %}", count: 60) + "{% endmacro %}{{ f(0) }}",
         ])
     func limits(_ template: String) {
         #expect {
             _ = try ChatTemplate(template).render(messages: [], addGenerationPrompt: false)
         } throws: { error in
             (error as? ChatTemplateError)?.kind == .limit
+        }
+    }
+
+    @Test("Deep but allowed nesting renders, and integer edge cases fail cleanly instead of trapping")
+    func edgeCases() throws {
+        let deep = "{{ " + String(repeating: "(", count: 50) + "1" + String(repeating: ")", count: 50) + " }}"
+        #expect(try ChatTemplate(deep).render(messages: [], addGenerationPrompt: false) == "1")
+        let nested = String(repeating: "{% if true %}", count: 50) + "x" + String(repeating: "{% endif %}", count: 50)
+        #expect(try ChatTemplate(nested).render(messages: [], addGenerationPrompt: false) == "x")
+        let slices =
+            "{{ 'abc'[::9223372036854775807] }}{{ 'abc'[-9223372036854775807:] }}{{ [1, 2][::-9223372036854775807] }}"
+        #expect(try ChatTemplate(slices).render(messages: [], addGenerationPrompt: false) == "aabc[2]")
+        for template in [
+            "{{ -9223372036854775807 - 2 }}", "{{ 9223372036854775807 + 1 }}", "{{ 3037000500 * 3037000500 }}",
+            "{{ 1 // 0 }}", "{{ 1 % 0 }}", "{{ 2 ** 100 }}", "{{ 99999999999999999999 }}",
+        ] {
+            #expect(throws: ChatTemplateError.self, "\(template)") {
+                try ChatTemplate(template).render(messages: [], addGenerationPrompt: false)
+            }
+        }
+        let minimum = try ChatTemplate("{{ (-9223372036854775807 - 1) is divisibleby(-1) }}")
+        #expect(try minimum.render(messages: [], addGenerationPrompt: false) == "True")
+    }
+
+    @Test("strftime_now formats the given time, and {% generation %} renders its body")
+    func transformersExtensions() throws {
+        let afternoon = Date(timeIntervalSince1970: 1_722_002_400)  // 2024-07-26 14:00 UTC
+        let template = try ChatTemplate("{% generation %}{{ strftime_now('%Y-%m-%d %b') }}{% endgeneration %}")
+        let rendered = try template.render(messages: [], addGenerationPrompt: false, now: afternoon)
+        #expect(rendered.hasPrefix("2024-07-2") && rendered.hasSuffix(" Jul"))
+    }
+
+    @Test("A checkpoint whose template is unsupported still loads; rendering reports the construct")
+    func unsupportedTemplateLoads() throws {
+        let directory = try tokenizerDirectory(config: ["chat_template": "{{ messages | wordcount }}"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let tokenizer = try Tokenizer(directory: directory)
+        #expect {
+            _ = try tokenizer.applyChatTemplate([], addGenerationPrompt: false)
+        } throws: { error in
+            (error as? ChatTemplateError)?.kind == .unsupported
+                && (error as? ChatTemplateError)?.message == "unsupported filter 'wordcount'"
         }
     }
 

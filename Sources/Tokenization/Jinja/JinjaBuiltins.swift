@@ -354,7 +354,7 @@ struct JinjaBuiltins {
             guard let divisor = other.integerValue, divisor != 0 else {
                 throw ChatTemplateError(.runtime, "divisibleby needs a non-zero integer", at: position)
             }
-            return integer % divisor == 0
+            return divisor == -1 || integer % divisor == 0
         case "eq", "equalto": return JinjaValue.equal(value, other)
         case "ne": return !JinjaValue.equal(value, other)
         case "sameas":

@@ -4,7 +4,7 @@
 
 struct JinjaParser {
     /// Deeper nesting than this (blocks or expressions) is refused rather than risking the stack.
-    static let maximumDepth = 128
+    static let maximumDepth = 64
 
     private let segments: [TemplateSegment]
     private var index = 0

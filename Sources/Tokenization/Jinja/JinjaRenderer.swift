@@ -7,7 +7,9 @@ struct JinjaLimits: Sendable {
     /// Largest rendered output, in UTF-8 bytes.
     var maximumOutputBytes = 8 * 1024 * 1024
     /// Deepest macro call chain.
-    var maximumCallDepth = 64
+    var maximumCallDepth = 32
+    /// Deepest nesting of statements and expressions being evaluated, across macro calls.
+    var maximumEvaluationDepth = 400
     /// Deepest nesting of lists and dicts a template may build.
     var maximumValueDepth = 64
     /// Most elements `range()`, `*` repetition or a built list may have.
@@ -29,6 +31,8 @@ final class JinjaRenderer {
     private var buffers: [String] = [""]
     private var steps = 0
     private var callDepth = 0
+    /// Statements and expressions being evaluated, one inside another (recursion through macros included).
+    private var evaluationDepth = 0
     private let limits: JinjaLimits
     private let now: Date
 
@@ -60,6 +64,15 @@ final class JinjaRenderer {
         }
     }
 
+    /// Guards the Swift stack: every nested statement or expression is one level.
+    private func enter(_ position: SourcePosition?) throws(ChatTemplateError) {
+        guard evaluationDepth < limits.maximumEvaluationDepth else {
+            throw ChatTemplateError(
+                .limit, "evaluation is nested more than \(limits.maximumEvaluationDepth) levels deep", at: position)
+        }
+        evaluationDepth += 1
+    }
+
     private func execute(_ nodes: [Node]) throws(ChatTemplateError) -> Flow {
         for node in nodes {
             let flow = try execute(node)
@@ -71,6 +84,8 @@ final class JinjaRenderer {
 
     private func execute(_ node: Node) throws(ChatTemplateError) -> Flow {
         try step(nil)
+        try enter(nil)
+        defer { evaluationDepth -= 1 }
         switch node {
         case .text(let text):
             try emit(text, at: nil)
@@ -193,6 +208,8 @@ final class JinjaRenderer {
 
     func evaluate(_ expression: Expression) throws(ChatTemplateError) -> JinjaValue {
         try step(expression.position)
+        try enter(expression.position)
+        defer { evaluationDepth -= 1 }
         switch expression {
         case .literal(let literal, _):
             return JinjaValue(literal)
@@ -309,6 +326,11 @@ final class JinjaRenderer {
         }
     }
 
+    func checkCount(repeated count: Int, times: Int, _ position: SourcePosition) throws(ChatTemplateError) {
+        let (total, overflowed) = count.multipliedReportingOverflow(by: max(times, 0))
+        try checkCount(overflowed ? Int.max : total, position)
+    }
+
     func checkCount(_ count: Int, _ position: SourcePosition) throws(ChatTemplateError) {
         if count > limits.maximumCollectionCount {
             throw ChatTemplateError(
@@ -387,14 +409,18 @@ final class JinjaRenderer {
                 let end = clamp(stop, count, low: 0, high: count)
                 while index < end {
                     result.append(index)
-                    index += step
+                    let (next, overflowed) = index.addingReportingOverflow(step)
+                    if overflowed { break }
+                    index = next
                 }
             } else {
                 var index = clamp(start, count - 1, low: -1, high: count - 1)
                 let end = clamp(stop, -1, low: -1, high: count - 1)
                 while index > end {
                     result.append(index)
-                    index += step
+                    let (next, overflowed) = index.addingReportingOverflow(step)
+                    if overflowed { break }
+                    index = next
                 }
             }
             return result
@@ -519,11 +545,11 @@ final class JinjaRenderer {
             return .list(a + b)
         case ("*", .string(let text), _), ("*", _, .string(let text)):
             guard let times = (left.integerValue ?? right.integerValue) else { throw typeError() }
-            try checkCount(text.utf8.count * max(times, 0), position)
+            try checkCount(repeated: text.utf8.count, times: times, position)
             return .string(String(repeating: text, count: max(times, 0)))
         case ("*", .list(let items), _), ("*", _, .list(let items)):
             guard let times = (left.integerValue ?? right.integerValue) else { throw typeError() }
-            try checkCount(items.count * max(times, 0), position)
+            try checkCount(repeated: items.count, times: times, position)
             return .list(Array(repeating: items, count: max(times, 0)).flatMap { $0 })
         case ("%", .string, _):
             throw ChatTemplateError(
@@ -656,10 +682,11 @@ final class JinjaRenderer {
                 integers.count == 1
                 ? (0, integers[0], 1) : (integers[0], integers[1], integers.count == 3 ? integers[2] : 1)
             guard stride != 0 else { throw ChatTemplateError(.runtime, "range() arg 3 must not be zero", at: position) }
-            let count =
-                stride > 0
-                ? max(0, (stop - start + stride - 1) / stride) : max(0, (start - stop - stride - 1) / -stride)
-            try checkCount(count, position)
+            // Computed in Double so that huge bounds cannot overflow; anything large fails the count check.
+            let span = stride > 0 ? Double(stop) - Double(start) : Double(start) - Double(stop)
+            let steps = max(0, (span / Double(stride.magnitude)).rounded(.up))
+            try checkCount(steps > Double(Int.max / 2) ? Int.max : Int(steps), position)
+            let count = Int(steps)
             return .list((0..<count).map { .integer(start + $0 * stride) })
         case "namespace", "dict":
             var attributes = JinjaDictionary()
