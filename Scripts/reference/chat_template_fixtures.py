@@ -239,6 +239,30 @@ after
 {{ dict(a=1, b='x') | tojson }} {{ namespace(z=5).z }} {{ 'é' | tojson(ensure_ascii=true) }} {{ [1, [2, {}]] | tojson(separators=(',', ':')) }}
 """
 
+# Whitespace control as transformers configures Jinja (trim_blocks, lstrip_blocks): comments, `+` and `-`
+# modifiers, raw blocks, CRLF newlines and the dropped trailing newline.
+JINJA_WHITESPACE = (
+    "<start>\n"
+    "  {# an indented comment #}\n"
+    "  {%- if true %}\n"
+    "    kept indent {{ messages | length }}\n"
+    "  {% endif %}\n"
+    "  {%+ if true +%}\n"
+    "plus modifiers\n"
+    "  {%- endif -%}\n"
+    "   {{- ' tight ' -}}   \n"
+    "\t{% for m in messages %}\n"
+    "\t\t{{ m.role }}\t{% if loop.last %}last{% endif %}\n"
+    "\t{% endfor %}\n"
+    "{% raw %}{{ not rendered }} {% if %}{% endraw %}\n"
+    "{%- raw -%}  spaced raw  {%- endraw %}\n"
+    "windows\r\nline\r\n"
+    "{%- set x = 1 %}  {% set y = 2 %}\n"
+    "x={{ x }} y={{ y }}\n"
+    "{#- trailing comment -#}\n"
+    "   end\n"
+)
+
 TEMPLATES = {
     "mixtral-8x7b-instruct": (MIXTRAL_8X7B_INSTRUCT, "<s>", "</s>", {}),
     "mixtral-8x7b-instruct-legacy": (MIXTRAL_8X7B_INSTRUCT_LEGACY, "<s>", "</s>", {}),
@@ -251,6 +275,7 @@ TEMPLATES = {
     "zephyr": (ZEPHYR, "<s>", "</s>", {}),
     "llama3.1-tools": (LLAMA31_TOOLS, "<|begin_of_text|>", "<|eot_id|>", {"date_string": "26 Jul 2024"}),
     "jinja-features": (JINJA_FEATURES, "<s>", "</s>", {}),
+    "jinja-whitespace": (JINJA_WHITESPACE, "<s>", "</s>", {}),
 }
 
 
