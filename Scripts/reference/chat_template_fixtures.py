@@ -263,6 +263,82 @@ JINJA_WHITESPACE = (
     "   end\n"
 )
 
+# Qwen3-style (Qwen3-30B-A3B family) template with thinking blocks, as found in public code: reversed
+# iteration with namespace bookkeeping, chained str methods (split/rstrip/lstrip/strip), `is string`,
+# `enable_thinking is defined`. Checked against transformers like the others.
+QWEN3_STYLE = r"""
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is string %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in content %}
+                {%- set reasoning_content = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+                {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\n' + content }}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}
+"""
+
 TEMPLATES = {
     "mixtral-8x7b-instruct": (MIXTRAL_8X7B_INSTRUCT, "<s>", "</s>", {}),
     "mixtral-8x7b-instruct-legacy": (MIXTRAL_8X7B_INSTRUCT_LEGACY, "<s>", "</s>", {}),
@@ -276,6 +352,7 @@ TEMPLATES = {
     "llama3.1-tools": (LLAMA31_TOOLS, "<|begin_of_text|>", "<|eot_id|>", {"date_string": "26 Jul 2024"}),
     "jinja-features": (JINJA_FEATURES, "<s>", "</s>", {}),
     "jinja-whitespace": (JINJA_WHITESPACE, "<s>", "</s>", {}),
+    "qwen3-style": (QWEN3_STYLE, None, "<|im_end|>", {}),
 }
 
 
@@ -303,6 +380,7 @@ CONVERSATIONS = [
     [user("first"), user("second")],
     [assistant("I speak first"), user("ok")],
     [user("hi"), {"role": "tool", "content": "{\"temperature\": 21}"}],
+    [user("q"), assistant("<think>\nreasoning\n</think>\n\nanswer"), user("again"), assistant("<think>x</think>y")],
 ]
 
 
