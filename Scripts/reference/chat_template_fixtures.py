@@ -214,7 +214,7 @@ no messages
 {%- macro tag(name, body='none') -%}<{{ name }}>{{ body }}</{{ name }}>{%- endmacro %}
 {{ tag('a') }} {{ tag('b', body=messages | length) }} {{ tag('c', 'positional') }}
 {% set d = {'b': 1, 'a': [1, 2.5, none, true, 'é"\\n\\t\\\\'], 'c': {'x': 'y'}, 'e': {}} %}
-{{ d | tojson }} {{ d | tojson(indent=2) }} {{ d | tojson(sort_keys=true) }} {{ d.items() | list | length }} {{ (d.items() | list)[1][0] }} {{ d.keys() | list }} {{ d.values() | list | length }} {{ d.get('zz', 'dflt') }} {{ d.get('b') }} {{ d.get('zz') }}
+{{ d | tojson }} {{ d | tojson(indent=2) }} {{ d | tojson(sort_keys=true) }} {{ d.items() | list }} {{ (d.items() | list)[1][0] }} {{ d | items | list | first }} {{ d.keys() | list }} {{ d.values() | list | length }} {{ d.get('zz', 'dflt') }} {{ d.get('b') }} {{ d.get('zz') }}
 {% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {% for k, v in d | items %}{{ k }}{% endfor %} {% for k in d %}{{ k }}{% endfor %}
 {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 10 - 2 - 3 }} {{ 1.5 + 1 }} {{ 3 * 'ab' }} {{ [1] * 3 }} {{ -2 ** 2 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }}
 {{ 'a' ~ 1 ~ none ~ true }} {{ 'x' if messages else 'y' }} {{ 'abc' in 'xxabcxx' }} {{ 'q' not in ['a','b'] }} {{ 1 < 2 < 3 }} {{ 3 > 2 > 1 }} {{ 1 == 1.0 }} {{ [1, 2] == [1, 2] }} {{ 'a' < 'b' }} {{ not 1 == 2 }}
@@ -222,6 +222,7 @@ no messages
 {{ 'hello wORLD-x' | title }} {{ 'hELLO' | capitalize }} {{ 'a-b-c' | replace('-', '+') }} {{ [3,1,2] | sort }} {{ [3,1,2] | sort(reverse=true) }} {{ [3,1,2] | first }} {{ [3,1,2] | last }} {{ 'abc' | list }} {{ 42 | string }} {{ undefined_var | default('fallback') }} {{ '' | default('empty', true) }} {{ '' | default('empty') }} {{ none }} [{{ undefined_var }}] {{ [1, 1, 2] | unique | list }} {{ [1, 2] | reverse | list }} {{ 'ab' | reverse }}
 {{ x is defined }} {{ messages is defined }} {{ none is none }} {{ 'a' is string }} {{ 1 is number }} {{ d is mapping }} {{ messages is iterable }} {{ messages is sequence }} {{ 'a' is not string }} {{ 4 is even }} {{ 3 is odd }} {{ 9 is divisibleby(3) }} {{ 9 is divisibleby 4 }} {{ true is boolean }} {{ 1 is integer }} {{ 1.0 is float }} {{ 'a' is lower }} {{ 2 is eq(2) }} {{ none is sameas none }}
 {{ range(3) | list }} {{ range(1, 10, 3) | list }} {{ range(5, 0, -2) | list }} {% for i in range(5) %}{% if i == 1 %}{% continue %}{% endif %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}
+{% with a = 1, b = 'two' %}{{ a }}{{ b }}{% set c = 3 %}{{ c }}{% endwith %}[{{ c }}]
 {% set captured %}inside {{ 1 + 1 }}{% endset %}{{ captured | upper }}
 {{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | list }} {{ messages | rejectattr('role', 'equalto', 'user') | list | length }} {{ messages | map(attribute='role') | map('upper') | join(',') }} {{ [0, 1, '', 'a'] | select | list }} {{ [1, 2, 3, 4] | reject('even') | list }}
 {{ messages[0].role if messages else 'none' }} {{ messages[-1]['content'] if messages }} {{ messages[99] is defined }} {{ messages[0]['missing'] is undefined }}
@@ -229,7 +230,7 @@ no messages
 after
     {%- if true %} stripped left{% endif %}
 {{ 1e3 }} {{ 0.1 + 0.2 }} {{ 10 / 4 }} {{ -3 | abs }} {{ 3.7 | int }} {{ '12' | int + 1 }} {{ [1,2,3] | sum }} {{ [4,2,9] | max }} {{ [4,2,9] | min }} {{ 2.5 | round }} {{ 3.14159 | round(2) }} {{ 1 | float }} {{ 10 ** -1 }}
-{{ "it's" }} {{ ['a', "b'c", 'd"e'] }} {{ {'k': none, 'l': [true, 1.0]} }} {{ (1, 'two')[1] }} {{ "abc"[1] }} {{ messages | length > 1 }}
+{{ "it's" }} {{ ['a', "b'c", 'd"e'] }} {{ {'k': none, 'l': [true, 1.0]} }} {{ (1, 'two') }} {{ (1,) }} {{ () }} {{ (1, 'two')[1] }} {{ (1, 2) + (3,) }} {{ (3, 4)[::-1] }} {{ 2 in (1, 2) }} {{ (1, 2) == [1, 2] }} {{ (1, 2) | tojson }} {{ "abc"[1] }} {{ messages | length > 1 }}
 {{ 'line1\\nline2' | indent(2) }} {{ 'x' * 0 }}|{{ [] | join(',') }}|{{ '' | length }}
 {{ add_generation_prompt }} {{ bos_token }} {{ eos_token }} {{ tools is none }} {{ documents }} {{ tools is defined }}
 {% if messages | length == 0 %}{% elif messages[0].role == 'system' %}system first{% else %}no system{% endif %}

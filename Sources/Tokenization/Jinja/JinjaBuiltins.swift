@@ -62,7 +62,7 @@ struct JinjaBuiltins {
     {
         switch value {
         case .undefined: return []
-        case .list(let items): return items
+        case .list(let items), .tuple(let items): return items
         case .dict(let dictionary): return dictionary.keys.map { .string($0) }
         case .string(let text): return text.unicodeScalars.map { .string(String($0)) }
         default: throw ChatTemplateError(.runtime, "\(what): '\(value.typeName)' object is not iterable", at: position)
@@ -95,7 +95,7 @@ struct JinjaBuiltins {
         case "length", "count":
             switch value {
             case .string(let text): return .integer(text.unicodeScalars.count)
-            case .list(let items): return .integer(items.count)
+            case .list(let items), .tuple(let items): return .integer(items.count)
             case .dict(let dictionary): return .integer(dictionary.count)
             case .undefined: return .integer(0)
             default: throw ChatTemplateError(.runtime, "object of type '\(value.typeName)' has no len()", at: position)
@@ -135,7 +135,7 @@ struct JinjaBuiltins {
         case "items":
             switch value {
             case .undefined: return .list([])
-            case .dict(let dictionary): return .list(dictionary.pairs.map { .list([.string($0.key), $0.value]) })
+            case .dict(let dictionary): return .list(dictionary.pairs.map { .tuple([.string($0.key), $0.value]) })
             default: throw ChatTemplateError(.runtime, "items expects a mapping, got '\(value.typeName)'", at: position)
             }
         case "tojson":
@@ -143,7 +143,7 @@ struct JinjaBuiltins {
             let ensureASCII = keywords["ensure_ascii"]?.isTruthy ?? false
             let sortKeys = keywords["sort_keys"]?.isTruthy ?? false
             var separators: (String, String)?
-            if let given = keywords["separators"], case .list(let pair) = given, pair.count == 2 {
+            if let pair = keywords["separators"]?.elements, pair.count == 2 {
                 separators = (pair[0].text, pair[1].text)
             }
             var indentText: String?
@@ -329,12 +329,12 @@ struct JinjaBuiltins {
         case "mapping": if case .dict = value { return true } else { return false }
         case "iterable":
             switch value {
-            case .list, .dict, .string, .undefined: return true
+            case .list, .tuple, .dict, .string, .undefined: return true
             default: return false
             }
         case "sequence":
             switch value {
-            case .list, .dict, .string: return true
+            case .list, .tuple, .dict, .string: return true
             default: return false
             }
         case "callable":
@@ -370,7 +370,7 @@ struct JinjaBuiltins {
         case "ge": return try renderer.compare(value, other, ">=", position) >= 0
         case "in":
             switch other {
-            case .list(let items): return items.contains { JinjaValue.equal($0, value) }
+            case .list(let items), .tuple(let items): return items.contains { JinjaValue.equal($0, value) }
             case .dict(let dictionary):
                 if case .string(let key) = value { return dictionary[key] != nil } else { return false }
             case .string(let text):
@@ -400,7 +400,7 @@ struct JinjaBuiltins {
             return arguments[index % arguments.count]
         case .dict(let dictionary):
             switch name {
-            case "items": return .list(dictionary.pairs.map { .list([.string($0.key), $0.value]) })
+            case "items": return .list(dictionary.pairs.map { .tuple([.string($0.key), $0.value]) })
             case "keys": return .list(dictionary.keys.map { .string($0) })
             case "values": return .list(dictionary.pairs.map(\.value))
             case "get":
@@ -439,7 +439,8 @@ struct JinjaBuiltins {
                 var candidates: [String] = []
                 switch arguments.first {
                 case .string(let prefix)?: candidates = [prefix]
-                case .list(let items)?: candidates = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
+                case .list(let items)?, .tuple(let items)?:
+                    candidates = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
                 default:
                     throw ChatTemplateError(.runtime, "\(name)() needs a string or a tuple of strings", at: position)
                 }
@@ -719,7 +720,7 @@ struct JSONWriter {
                 output += JinjaValue.pythonFloat(number)
             }
         case .string(let text): writeString(text, into: &output)
-        case .list(let items):
+        case .list(let items), .tuple(let items):
             guard !items.isEmpty else {
                 output += "[]"
                 return

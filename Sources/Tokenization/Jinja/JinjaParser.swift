@@ -155,6 +155,17 @@ struct JinjaParser {
             let (body, end) = try parseBody(until: ["endmacro"])
             try end?.tokens.expectEnd()
             return .macro(name: name, parameters: parameters, body: body)
+        case "with":
+            var assignments: [(name: String, value: Expression)] = []
+            while !stream.atEnd {
+                if !assignments.isEmpty { try stream.expect(symbol: ",") }
+                let name = try stream.expectName()
+                try stream.expect(symbol: "=")
+                assignments.append((name, try stream.parseExpression()))
+            }
+            let (body, end) = try parseBody(until: ["endwith"])
+            try end?.tokens.expectEnd()
+            return .with(assignments, body: body)
         case "break":
             try stream.expectEnd()
             return .breakLoop(position)

@@ -118,6 +118,12 @@ final class JinjaRenderer {
             scopes[scopes.count - 1][name] = .string(captured)
         case .macro(let name, let parameters, let body):
             scopes[scopes.count - 1][name] = .macro(JinjaMacro(name: name, parameters: parameters, body: body))
+        case .with(let assignments, let body):
+            var frame: [String: JinjaValue] = [:]
+            for assignment in assignments { frame[assignment.name] = try evaluate(assignment.value) }
+            scopes.append(frame)
+            defer { scopes.removeLast() }
+            return try execute(body)
         case .breakLoop:
             return .breakLoop
         case .continueLoop:
@@ -179,7 +185,7 @@ final class JinjaRenderer {
     private func iterate(_ value: JinjaValue, _ position: SourcePosition) throws(ChatTemplateError) -> [JinjaValue] {
         switch value {
         case .undefined: return []
-        case .list(let items): return items
+        case .list(let items), .tuple(let items): return items
         case .dict(let dictionary): return dictionary.keys.map { .string($0) }
         case .string(let text): return text.unicodeScalars.map { .string(String($0)) }
         case .namespace(let namespace): return namespace.attributes.keys.map { .string($0) }
@@ -218,7 +224,8 @@ final class JinjaRenderer {
         case .list(let items, let position), .tuple(let items, let position):
             var values: [JinjaValue] = []
             for item in items { values.append(try evaluate(item)) }
-            let list = JinjaValue.list(values)
+            let list: JinjaValue
+            if case .tuple = expression { list = .tuple(values) } else { list = .list(values) }
             try checkDepth(list, position)
             return list
         case .dict(let pairs, let position):
@@ -315,7 +322,7 @@ final class JinjaRenderer {
         func depth(_ value: JinjaValue, _ level: Int) -> Bool {
             guard level <= limits.maximumValueDepth else { return false }
             switch value {
-            case .list(let items): return items.allSatisfy { depth($0, level + 1) }
+            case .list(let items), .tuple(let items): return items.allSatisfy { depth($0, level + 1) }
             case .dict(let dictionary): return dictionary.pairs.allSatisfy { depth($0.value, level + 1) }
             default: return true
             }
@@ -372,7 +379,7 @@ final class JinjaRenderer {
             throw undefinedError(value, position)
         case (.dict(let dictionary), .string(let key)):
             if let found = dictionary[key] { return found }
-        case (.list(let items), _):
+        case (.list(let items), _), (.tuple(let items), _):
             if let offset = index.integerValue {
                 let resolved = offset < 0 ? offset + items.count : offset
                 if items.indices.contains(resolved) { return items[resolved] }
@@ -428,6 +435,8 @@ final class JinjaRenderer {
         switch value {
         case .list(let items):
             return .list(indices(items.count).map { items[$0] })
+        case .tuple(let items):
+            return .tuple(indices(items.count).map { items[$0] })
         case .string(let text):
             let scalars = Array(text.unicodeScalars)
             return .string(String(String.UnicodeScalarView(indices(scalars.count).map { scalars[$0] })))
@@ -543,6 +552,9 @@ final class JinjaRenderer {
         case ("+", .list(let a), .list(let b)):
             try checkCount(a.count + b.count, position)
             return .list(a + b)
+        case ("+", .tuple(let a), .tuple(let b)):
+            try checkCount(a.count + b.count, position)
+            return .tuple(a + b)
         case ("*", .string(let text), _), ("*", _, .string(let text)):
             guard let times = (left.integerValue ?? right.integerValue) else { throw typeError() }
             try checkCount(repeated: text.utf8.count, times: times, position)
@@ -571,7 +583,7 @@ final class JinjaRenderer {
                     .runtime, "'in <string>' requires string as left operand, not \(element.typeName)", at: position)
             }
             return needle.isEmpty || text.unicodeScalars.containsSubsequence(needle.unicodeScalars)
-        case .list(let items):
+        case .list(let items), .tuple(let items):
             return items.contains { JinjaValue.equal($0, element) }
         case .dict(let dictionary):
             guard case .string(let key) = element else { return false }
@@ -594,7 +606,7 @@ final class JinjaRenderer {
             for (x, y) in zip(a.unicodeScalars, b.unicodeScalars) where x != y { return x.value < y.value ? -1 : 1 }
             let (countA, countB) = (a.unicodeScalars.count, b.unicodeScalars.count)
             return countA < countB ? -1 : countA > countB ? 1 : 0
-        case (.list(let a), .list(let b)):
+        case (.list(let a), .list(let b)), (.tuple(let a), .tuple(let b)):
             for (x, y) in zip(a, b) where !JinjaValue.equal(x, y) { return try compare(x, y, op, position) }
             return a.count < b.count ? -1 : a.count > b.count ? 1 : 0
         default:
