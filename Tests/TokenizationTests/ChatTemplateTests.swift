@@ -239,6 +239,42 @@ struct ChatTemplateTests {
         }
     }
 
+    @Test("Mangled templates (truncated, spliced, with stray characters) fail with an error or render, never trap")
+    func mangledTemplates() throws {
+        let sources = try ChatTemplateFixture.names.map { try ChatTemplateFixture.load($0).template }
+        let conversation: [[String: String]] = [
+            ["role": "user", "content": "hi"], ["role": "assistant", "content": "yo"],
+        ]
+        // A fixed linear congruential sequence, so failures reproduce.
+        var state: UInt64 = 0x5EED
+        func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(max(bound, 1)))
+        }
+        let debris = [
+            "{{", "}}", "{%", "%}", "{#", "-", "(", ")", "[", "]", "'", "\"", "|", ".", ",", "endfor", "if", "\\",
+        ]
+        for round in 0..<400 {
+            var scalars = Array(sources[round % sources.count].unicodeScalars)
+            for _ in 0..<(1 + next(4)) {
+                switch next(3) {
+                case 0: scalars = Array(scalars.prefix(next(scalars.count + 1)))
+                case 1:
+                    let from = next(scalars.count + 1)
+                    scalars.removeSubrange(from..<min(scalars.count, from + next(40)))
+                default:
+                    scalars.insert(contentsOf: debris[next(debris.count)].unicodeScalars, at: next(scalars.count + 1))
+                }
+            }
+            let template = String(String.UnicodeScalarView(scalars))
+            do {
+                _ = try ChatTemplate(template).render(messages: conversation, addGenerationPrompt: round % 2 == 0)
+            } catch {
+                #expect(!error.description.isEmpty)
+            }
+        }
+    }
+
     // MARK: Through Tokenizer
 
     /// A tokenizer directory: the Mixtral fixture's tokenizer.json plus the given config and template file.
