@@ -11,6 +11,24 @@
 // The interpreter (Jinja/*.swift) implements the subset of Jinja 3 that chat templates use, with
 // transformers' environment: trim_blocks, lstrip_blocks, loop controls, `raise_exception`,
 // `strftime_now`, `namespace`, and a `tojson` that keeps non-ASCII text and key order.
+//
+// Supported:
+// - tags: `{{ }}`, `{% %}`, `{# #}`, `-`/`+` whitespace modifiers, `{% raw %}`;
+// - statements: if/elif/else, for (tuple targets, `if` filter, else, loop.index/index0/revindex/
+//   revindex0/first/last/length/previtem/nextitem/cycle), break/continue, set (names, tuples,
+//   `ns.attr`, block set), macro (positional, keyword and default arguments), with, generation;
+// - expressions: literals, lists, tuples, dicts, attribute/subscript/slice (any step), calls,
+//   `+ - * / // % **`, `~`, chained comparisons, `in`/`not in`, `and or not`, `x if c else y`;
+// - filters: abs capitalize count d default first float indent int items join last length list
+//   lower map max min reject rejectattr replace reverse round safe select selectattr sort string
+//   sum title tojson trim unique upper;
+// - tests: boolean callable defined divisibleby eq equalto even false float ge gt in integer
+//   iterable le lower lt mapping ne none number odd sameas sequence string true undefined upper;
+// - methods: str strip/lstrip/rstrip/split/startswith/endswith/upper/lower/title/capitalize/
+//   replace/find/count/join/isdigit/isspace, dict items/keys/values/get;
+// - globals: raise_exception, range, namespace, dict, strftime_now.
+// Anything else (include/extends/import/call/filter blocks, recursive loops, other filters, tests or
+// methods, `%` string formatting, `*args`) fails with an `.unsupported` error naming it and its place.
 public import Foundation
 
 /// A parsed chat template, ready to render conversations.

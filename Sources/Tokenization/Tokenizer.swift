@@ -72,10 +72,12 @@ public final class Tokenizer: Sendable {
                 chatTemplateJinja = try String(contentsOf: templateURL, encoding: .utf8)
             } catch {
                 throw TokenizerError(
-                    file: templateURL.path, field: "", problem: "cannot be read as UTF-8 (\(error.localizedDescription))")
+                    file: templateURL.path, field: "",
+                    problem: "cannot be read as UTF-8 (\(error.localizedDescription))")
             }
         }
-        try self.init(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON, chatTemplateJinja: chatTemplateJinja)
+        try self.init(
+            tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: configJSON, chatTemplateJinja: chatTemplateJinja)
     }
 
     /// Builds a tokenizer from the bytes of `tokenizer.json` and, optionally, `tokenizer_config.json`.
@@ -150,7 +152,9 @@ public final class Tokenizer: Sendable {
         specialTokenStrings = named.byName
         let template = try chatTemplateJinja ?? config.flatMap(Self.configChatTemplate)
         chatTemplate = template
-        parsedChatTemplate = template.map { source in Result { () throws(ChatTemplateError) in try ChatTemplate(source) } }
+        parsedChatTemplate = template.map { source in
+            Result { () throws(ChatTemplateError) in try ChatTemplate(source) }
+        }
     }
 
     /// tokenizer_config.json `chat_template`: a string, or a list of `{name, template}` whose "default" is used.

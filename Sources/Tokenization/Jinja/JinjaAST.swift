@@ -76,6 +76,8 @@ indirect enum Node: Sendable {
     case set(SetTarget, Expression, SourcePosition)
     case setBlock(String, [Node])
     case macro(name: String, parameters: [MacroParameter], body: [Node])
+    /// `{% with a = 1, b = 2 %}...{% endwith %}`: assignments visible only inside the block.
+    case with([(name: String, value: Expression)], body: [Node])
     case breakLoop(SourcePosition)
     case continueLoop(SourcePosition)
 }

@@ -23,17 +23,35 @@ struct JinjaBuiltins {
 
     static let dictMethods: Set<String> = ["items", "keys", "values", "get"]
 
+    /// Every method of Python's str, dict and list: `x.name` resolves to the method (as in Python) and
+    /// calling one this interpreter does not implement is an "unsupported method" error.
+    static let pythonStringMethods: Set<String> = stringMethods.union([
+        "casefold", "center", "encode", "expandtabs", "format", "format_map", "index", "isalnum", "isalpha",
+        "isascii", "isdecimal", "isidentifier", "islower", "isnumeric", "isprintable", "istitle", "isupper", "ljust",
+        "maketrans", "partition", "removeprefix", "removesuffix", "rfind", "rindex", "rjust", "rpartition", "rsplit",
+        "splitlines", "swapcase", "translate", "zfill",
+    ])
+    static let pythonDictMethods: Set<String> = dictMethods.union([
+        "clear", "copy", "fromkeys", "pop", "popitem", "setdefault", "update",
+    ])
+    static let pythonListMethods: Set<String> = [
+        "append", "clear", "copy", "count", "extend", "index", "insert", "pop", "remove", "reverse", "sort",
+    ]
+
     private func argument(_ arguments: [JinjaValue], _ keywords: [String: JinjaValue], _ index: Int, _ name: String)
         -> JinjaValue?
     {
         index < arguments.count ? arguments[index] : keywords[name]
     }
 
-    private func requireString(_ value: JinjaValue, _ what: String, _ position: SourcePosition) throws(ChatTemplateError)
+    private func requireString(_ value: JinjaValue, _ what: String, _ position: SourcePosition)
+        throws(ChatTemplateError)
         -> String
     {
         guard case .string(let text) = value else {
-            if value.isUndefined, case .undefined(let hint) = value { throw ChatTemplateError(.runtime, hint, at: position) }
+            if value.isUndefined, case .undefined(let hint) = value {
+                throw ChatTemplateError(.runtime, hint, at: position)
+            }
             throw ChatTemplateError(.runtime, "\(what) expects a string, got '\(value.typeName)'", at: position)
         }
         return text
@@ -44,7 +62,7 @@ struct JinjaBuiltins {
     {
         switch value {
         case .undefined: return []
-        case .list(let items): return items
+        case .list(let items), .tuple(let items): return items
         case .dict(let dictionary): return dictionary.keys.map { .string($0) }
         case .string(let text): return text.unicodeScalars.map { .string(String($0)) }
         default: throw ChatTemplateError(.runtime, "\(what): '\(value.typeName)' object is not iterable", at: position)
@@ -64,7 +82,8 @@ struct JinjaBuiltins {
             return .string(value.text)
         case "trim":
             let chars = argument(arguments, keywords, 0, "chars")
-            return .string(Self.strip(value.text, chars: chars.flatMap { if case .string(let c) = $0 { c } else { nil } }))
+            return .string(
+                Self.strip(value.text, chars: chars.flatMap { if case .string(let c) = $0 { c } else { nil } }))
         case "upper":
             return .string(value.text.uppercased())
         case "lower":
@@ -76,7 +95,7 @@ struct JinjaBuiltins {
         case "length", "count":
             switch value {
             case .string(let text): return .integer(text.unicodeScalars.count)
-            case .list(let items): return .integer(items.count)
+            case .list(let items), .tuple(let items): return .integer(items.count)
             case .dict(let dictionary): return .integer(dictionary.count)
             case .undefined: return .integer(0)
             default: throw ChatTemplateError(.runtime, "object of type '\(value.typeName)' has no len()", at: position)
@@ -87,13 +106,16 @@ struct JinjaBuiltins {
             if value.isUndefined || (boolean && !value.isTruthy) { return fallback }
             return value
         case "first":
-            return try sequence(value, "first", position).first ?? .undefined(name: "No first item, sequence was empty.")
+            return try sequence(value, "first", position).first
+                ?? .undefined(name: "No first item, sequence was empty.")
         case "last":
             return try sequence(value, "last", position).last ?? .undefined(name: "No last item, sequence was empty.")
         case "list":
             return .list(try sequence(value, "list", position))
         case "reverse":
-            if case .string(let text) = value { return .string(String(text.unicodeScalars.reversed().map(Character.init))) }
+            if case .string(let text) = value {
+                return .string(String(text.unicodeScalars.reversed().map(Character.init)))
+            }
             return .list(try sequence(value, "reverse", position).reversed())
         case "join":
             let separator = argument(arguments, keywords, 0, "d")?.text ?? ""
@@ -113,7 +135,7 @@ struct JinjaBuiltins {
         case "items":
             switch value {
             case .undefined: return .list([])
-            case .dict(let dictionary): return .list(dictionary.pairs.map { .list([.string($0.key), $0.value]) })
+            case .dict(let dictionary): return .list(dictionary.pairs.map { .tuple([.string($0.key), $0.value]) })
             default: throw ChatTemplateError(.runtime, "items expects a mapping, got '\(value.typeName)'", at: position)
             }
         case "tojson":
@@ -121,7 +143,7 @@ struct JinjaBuiltins {
             let ensureASCII = keywords["ensure_ascii"]?.isTruthy ?? false
             let sortKeys = keywords["sort_keys"]?.isTruthy ?? false
             var separators: (String, String)?
-            if let given = keywords["separators"], case .list(let pair) = given, pair.count == 2 {
+            if let pair = keywords["separators"]?.elements, pair.count == 2 {
                 separators = (pair[0].text, pair[1].text)
             }
             var indentText: String?
@@ -168,7 +190,8 @@ struct JinjaBuiltins {
             }
             let precision = first?.integerValue ?? 0
             let scale = pow(10, Double(max(0, min(precision, 15))))
-            return .float((number * scale).rounded(.toNearestOrAwayFromZero) / scale)
+            // Python's round() rounds half to even.
+            return .float((number * scale).rounded(.toNearestOrEven) / scale)
         case "sum":
             var total = JinjaValue.integer(0)
             for item in try sequence(value, "sum", position) {
@@ -266,12 +289,14 @@ struct JinjaBuiltins {
             }
             var result: [JinjaValue] = []
             for item in items {
-                let subject = try attribute.map { (attribute) throws(ChatTemplateError) in
-                    try renderer.attributeOrItem(item, attribute, position)
-                } ?? item
-                let passed = try testName.map { (testName) throws(ChatTemplateError) in
-                    try test(testName, subject, remaining, position)
-                } ?? subject.isTruthy
+                let subject =
+                    try attribute.map { (attribute) throws(ChatTemplateError) in
+                        try renderer.attributeOrItem(item, attribute, position)
+                    } ?? item
+                let passed =
+                    try testName.map { (testName) throws(ChatTemplateError) in
+                        try test(testName, subject, remaining, position)
+                    } ?? subject.isTruthy
                 if passed == keep { result.append(item) }
             }
             return .list(result)
@@ -304,12 +329,12 @@ struct JinjaBuiltins {
         case "mapping": if case .dict = value { return true } else { return false }
         case "iterable":
             switch value {
-            case .list, .dict, .string, .undefined: return true
+            case .list, .tuple, .dict, .string, .undefined: return true
             default: return false
             }
         case "sequence":
             switch value {
-            case .list, .dict, .string: return true
+            case .list, .tuple, .dict, .string: return true
             default: return false
             }
         case "callable":
@@ -321,14 +346,15 @@ struct JinjaBuiltins {
         case "upper": if case .string(let text) = value { return text == text.uppercased() } else { return false }
         case "even", "odd", "divisibleby":
             guard let integer = value.integerValue else {
-                throw ChatTemplateError(.runtime, "test '\(name)' expects an integer, got '\(value.typeName)'", at: position)
+                throw ChatTemplateError(
+                    .runtime, "test '\(name)' expects an integer, got '\(value.typeName)'", at: position)
             }
             if name == "even" { return integer % 2 == 0 }
             if name == "odd" { return integer % 2 != 0 }
             guard let divisor = other.integerValue, divisor != 0 else {
                 throw ChatTemplateError(.runtime, "divisibleby needs a non-zero integer", at: position)
             }
-            return integer % divisor == 0
+            return divisor == -1 || integer % divisor == 0
         case "eq", "equalto": return JinjaValue.equal(value, other)
         case "ne": return !JinjaValue.equal(value, other)
         case "sameas":
@@ -344,10 +370,13 @@ struct JinjaBuiltins {
         case "ge": return try renderer.compare(value, other, ">=", position) >= 0
         case "in":
             switch other {
-            case .list(let items): return items.contains { JinjaValue.equal($0, value) }
-            case .dict(let dictionary): if case .string(let key) = value { return dictionary[key] != nil } else { return false }
+            case .list(let items), .tuple(let items): return items.contains { JinjaValue.equal($0, value) }
+            case .dict(let dictionary):
+                if case .string(let key) = value { return dictionary[key] != nil } else { return false }
             case .string(let text):
-                if case .string(let needle) = value { return needle.isEmpty || text.unicodeScalars.containsSubsequence(needle.unicodeScalars) }
+                if case .string(let needle) = value {
+                    return needle.isEmpty || text.unicodeScalars.containsSubsequence(needle.unicodeScalars)
+                }
                 return false
             default: return false
             }
@@ -365,11 +394,13 @@ struct JinjaBuiltins {
         let named = Dictionary(keywords, uniquingKeysWith: { $1 })
         switch receiver {
         case .integer(let index) where name == "loop.cycle":
-            guard !arguments.isEmpty else { throw ChatTemplateError(.runtime, "loop.cycle() needs arguments", at: position) }
+            guard !arguments.isEmpty else {
+                throw ChatTemplateError(.runtime, "loop.cycle() needs arguments", at: position)
+            }
             return arguments[index % arguments.count]
         case .dict(let dictionary):
             switch name {
-            case "items": return .list(dictionary.pairs.map { .list([.string($0.key), $0.value]) })
+            case "items": return .list(dictionary.pairs.map { .tuple([.string($0.key), $0.value]) })
             case "keys": return .list(dictionary.keys.map { .string($0) })
             case "values": return .list(dictionary.pairs.map(\.value))
             case "get":
@@ -393,7 +424,8 @@ struct JinjaBuiltins {
             case "lower": return .string(text.lowercased())
             case "title": return .string(Self.pythonTitle(text))
             case "capitalize": return .string(Self.capitalize(text))
-            case "isdigit": return .bool(!text.isEmpty && text.unicodeScalars.allSatisfy { $0.properties.numericType == .decimal })
+            case "isdigit":
+                return .bool(!text.isEmpty && text.unicodeScalars.allSatisfy { $0.properties.numericType == .decimal })
             case "isspace": return .bool(!text.isEmpty && text.unicodeScalars.allSatisfy(\.properties.isWhitespace))
             case "split":
                 let separator = argument(arguments, named, 0, "sep")
@@ -407,8 +439,10 @@ struct JinjaBuiltins {
                 var candidates: [String] = []
                 switch arguments.first {
                 case .string(let prefix)?: candidates = [prefix]
-                case .list(let items)?: candidates = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
-                default: throw ChatTemplateError(.runtime, "\(name)() needs a string or a tuple of strings", at: position)
+                case .list(let items)?, .tuple(let items)?:
+                    candidates = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
+                default:
+                    throw ChatTemplateError(.runtime, "\(name)() needs a string or a tuple of strings", at: position)
                 }
                 let scalars = Array(text.unicodeScalars)
                 return .bool(
@@ -423,7 +457,8 @@ struct JinjaBuiltins {
                 guard let old = stringArgument(0), let new = stringArgument(1) else {
                     throw ChatTemplateError(.runtime, "replace() needs two strings", at: position)
                 }
-                return .string(Self.replace(text, old, new, count: arguments.count > 2 ? arguments[2].integerValue : nil))
+                return .string(
+                    Self.replace(text, old, new, count: arguments.count > 2 ? arguments[2].integerValue : nil))
             case "find":
                 guard let needle = stringArgument(0) else {
                     throw ChatTemplateError(.runtime, "find() needs a string", at: position)
@@ -431,7 +466,8 @@ struct JinjaBuiltins {
                 let scalars = Array(text.unicodeScalars)
                 let pattern = Array(needle.unicodeScalars)
                 guard pattern.count <= scalars.count else { return .integer(-1) }
-                for start in 0...(scalars.count - pattern.count) where scalars[start..<start + pattern.count].elementsEqual(pattern) {
+                for start in 0...(scalars.count - pattern.count)
+                where scalars[start..<start + pattern.count].elementsEqual(pattern) {
                     return .integer(start)
                 }
                 return .integer(-1)
@@ -493,7 +529,8 @@ struct JinjaBuiltins {
         var piece = String.UnicodeScalarView()
         var inSeparator = true
         func isSeparator(_ scalar: Unicode.Scalar) -> Bool {
-            scalar == "-" || scalar == "(" || scalar == "{" || scalar == "[" || scalar == "<" || isPythonWhitespace(scalar)
+            scalar == "-" || scalar == "(" || scalar == "{" || scalar == "[" || scalar == "<"
+                || isPythonWhitespace(scalar)
         }
         for scalar in text.unicodeScalars {
             if isSeparator(scalar) {
@@ -615,14 +652,15 @@ struct JinjaBuiltins {
             case "y": result += padded((parts.year ?? 1970) % 100, 2)
             case "m": result += padded(month + 1, 2)
             case "d": result += padded(parts.day ?? 1, 2)
-            case "-": if let next = scalars.next() {
-                switch next {
-                case "d": result += String(parts.day ?? 1)
-                case "m": result += String(month + 1)
-                case "H": result += String(hour)
-                default: result += "%-" + String(next)
+            case "-":
+                if let next = scalars.next() {
+                    switch next {
+                    case "d": result += String(parts.day ?? 1)
+                    case "m": result += String(month + 1)
+                    case "H": result += String(hour)
+                    default: result += "%-" + String(next)
+                    }
                 }
-            }
             case "H": result += padded(hour, 2)
             case "I": result += padded(hour % 12 == 0 ? 12 : hour % 12, 2)
             case "p": result += hour < 12 ? "AM" : "PM"
@@ -674,11 +712,15 @@ struct JSONWriter {
         case .bool(let flag): output += flag ? "true" : "false"
         case .integer(let integer): output += String(integer)
         case .float(let number):
-            if number.isNaN { output += "NaN" } else if number.isInfinite { output += number < 0 ? "-Infinity" : "Infinity" } else {
+            if number.isNaN {
+                output += "NaN"
+            } else if number.isInfinite {
+                output += number < 0 ? "-Infinity" : "Infinity"
+            } else {
                 output += JinjaValue.pythonFloat(number)
             }
         case .string(let text): writeString(text, into: &output)
-        case .list(let items):
+        case .list(let items), .tuple(let items):
             guard !items.isEmpty else {
                 output += "[]"
                 return
@@ -697,7 +739,10 @@ struct JSONWriter {
                 return
             }
             output += "{"
-            let pairs = sortKeys ? dictionary.pairs.sorted { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) } : dictionary.pairs
+            let pairs =
+                sortKeys
+                ? dictionary.pairs.sorted { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) }
+                : dictionary.pairs
             for (offset, pair) in pairs.enumerated() {
                 if offset > 0 { output += itemSeparator }
                 newline(level + 1, into: &output)

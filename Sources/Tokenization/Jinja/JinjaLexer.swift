@@ -83,7 +83,8 @@ struct JinjaLexer {
             case .text(var text, let startOffset):
                 if index + 1 < raw.count, case .tag(let kind, _, let left, _, _) = raw[index + 1] {
                     if left == .minus {
-                        text = String(text.unicodeScalars.reversed().drop(while: isWhitespace).reversed().map(Character.init))
+                        text = String(
+                            text.unicodeScalars.reversed().drop(while: isWhitespace).reversed().map(Character.init))
                     } else if left != .plus, kind != .output {
                         text = lstripBlock(text, startsLine: startOffset == 0)
                     }
@@ -169,7 +170,8 @@ struct JinjaLexer {
                 continue
             }
             let kind: TagKind = opener == "{" ? .output : .statement
-            var (tokens, right, next) = try lexExpression(from: cursor, closer: opener == "{" ? "}}" : "%}", tag: tagPosition)
+            var (tokens, right, next) = try lexExpression(
+                from: cursor, closer: opener == "{" ? "}}" : "%}", tag: tagPosition)
             tokens.append(ExpressionToken(kind: .end, position: position(at: max(next - 2, 0))))
             segments.append(.tag(kind, tokens, left: left, right: right, tagPosition))
             offset = next
@@ -213,7 +215,8 @@ struct JinjaLexer {
                     if matches("%}", at: cursor) {
                         var body = String(String.UnicodeScalarView(scalars[start..<offset]))
                         if left == .minus {
-                            body = String(body.unicodeScalars.reversed().drop(while: isWhitespace).reversed().map(Character.init))
+                            body = String(
+                                body.unicodeScalars.reversed().drop(while: isWhitespace).reversed().map(Character.init))
                         }
                         return (body, position(at: offset), cursor + 2, left, right)
                     }
@@ -243,7 +246,7 @@ struct JinjaLexer {
             }
             if depth == 0 {
                 if matches(closer, at: offset) { return (tokens, .none, offset + 2) }
-                if (scalars[offset] == "-" || scalars[offset] == "+"), matches(closer, at: offset + 1) {
+                if scalars[offset] == "-" || scalars[offset] == "+", matches(closer, at: offset + 1) {
                     return (tokens, scalars[offset] == "-" ? .minus : .plus, offset + 3)
                 }
             }
@@ -311,10 +314,12 @@ struct JinjaLexer {
                 case "x", "u", "U":
                     let width = escaped == "x" ? 2 : escaped == "u" ? 4 : 8
                     guard offset + width <= scalars.count,
-                        let code = UInt32(String(String.UnicodeScalarView(scalars[offset..<offset + width])), radix: 16),
+                        let code = UInt32(
+                            String(String.UnicodeScalarView(scalars[offset..<offset + width])), radix: 16),
                         let decoded = Unicode.Scalar(code)
                     else {
-                        throw ChatTemplateError(.syntax, "invalid \\\(escaped) escape in a string literal", at: position)
+                        throw ChatTemplateError(
+                            .syntax, "invalid \\\(escaped) escape in a string literal", at: position)
                     }
                     value.append(decoded)
                     offset += width

@@ -4,7 +4,7 @@
 
 struct JinjaParser {
     /// Deeper nesting than this (blocks or expressions) is refused rather than risking the stack.
-    static let maximumDepth = 128
+    static let maximumDepth = 64
 
     private let segments: [TemplateSegment]
     private var index = 0
@@ -57,7 +57,8 @@ struct JinjaParser {
                     return (nodes, BlockEnd(keyword: keyword, tokens: stream, position: position))
                 }
                 guard depth < Self.maximumDepth else {
-                    throw ChatTemplateError(.limit, "blocks are nested more than \(Self.maximumDepth) deep", at: position)
+                    throw ChatTemplateError(
+                        .limit, "blocks are nested more than \(Self.maximumDepth) deep", at: position)
                 }
                 if let node = try parseStatement(keyword, &stream, position) { nodes.append(node) }
             }
@@ -103,7 +104,8 @@ struct JinjaParser {
             var filter: Expression?
             if stream.skip(name: "if") { filter = try stream.parseExpression(allowConditional: false) }
             if case .name("recursive") = stream.current.kind {
-                throw ChatTemplateError(.unsupported, "unsupported construct 'for ... recursive'", at: stream.current.position)
+                throw ChatTemplateError(
+                    .unsupported, "unsupported construct 'for ... recursive'", at: stream.current.position)
             }
             try stream.expectEnd()
             let (body, end) = try parseBody(until: ["else", "endfor"])
@@ -153,6 +155,17 @@ struct JinjaParser {
             let (body, end) = try parseBody(until: ["endmacro"])
             try end?.tokens.expectEnd()
             return .macro(name: name, parameters: parameters, body: body)
+        case "with":
+            var assignments: [(name: String, value: Expression)] = []
+            while !stream.atEnd {
+                if !assignments.isEmpty { try stream.expect(symbol: ",") }
+                let name = try stream.expectName()
+                try stream.expect(symbol: "=")
+                assignments.append((name, try stream.parseExpression()))
+            }
+            let (body, end) = try parseBody(until: ["endwith"])
+            try end?.tokens.expectEnd()
+            return .with(assignments, body: body)
         case "break":
             try stream.expectEnd()
             return .breakLoop(position)
@@ -237,7 +250,9 @@ struct TokenStream {
         guard atEnd else { throw unexpected("the end of the tag") }
     }
 
-    private mutating func nested<T>(_ body: (inout TokenStream) throws(ChatTemplateError) -> T) throws(ChatTemplateError) -> T {
+    private mutating func nested<T>(_ body: (inout TokenStream) throws(ChatTemplateError) -> T)
+        throws(ChatTemplateError) -> T
+    {
         depth += 1
         defer { depth -= 1 }
         guard depth < JinjaParser.maximumDepth else {
@@ -290,8 +305,11 @@ struct TokenStream {
         return try parseCompare()
     }
 
+    /// Comparisons chain as in Python: `a < b < c` is `a < b and b < c`.
     private mutating func parseCompare() throws(ChatTemplateError) -> Expression {
-        var left = try parseMath1()
+        let first = try parseMath1()
+        var left = first
+        var chain: Expression?
         while true {
             let position = current.position
             let op: String
@@ -307,9 +325,12 @@ struct TokenStream {
                 advance()
                 advance()
             default:
-                return left
+                return chain ?? first
             }
-            left = .binary(op, left, try parseMath1(), position)
+            let right = try parseMath1()
+            let comparison = Expression.binary(op, left, right, position)
+            chain = chain.map { .and($0, comparison, position) } ?? comparison
+            left = right
         }
     }
 
@@ -443,8 +464,9 @@ struct TokenStream {
             if skip(symbol: ".") {
                 switch current.kind {
                 case .name(let name):
+                    let namePosition = current.position
                     advance()
-                    node = .attribute(node, name, position)
+                    node = .attribute(node, name, namePosition)
                 case .integer(let value):
                     advance()
                     node = .index(node, .literal(.integer(value), position), position)
@@ -486,7 +508,9 @@ struct TokenStream {
             guard let index = parts[0] else { throw ChatTemplateError(.syntax, "empty subscript '[]'", at: position) }
             return .index(base, index, position)
         }
-        guard parts.count <= 3 else { throw ChatTemplateError(.syntax, "a slice has at most three parts", at: position) }
+        guard parts.count <= 3 else {
+            throw ChatTemplateError(.syntax, "a slice has at most three parts", at: position)
+        }
         return .slice(
             base, start: parts[0], stop: parts.count > 1 ? parts[1] : nil, step: parts.count > 2 ? parts[2] : nil,
             position)
@@ -507,7 +531,8 @@ struct TokenStream {
                 keywords.append(KeywordArgument(name: name, value: try parseExpression()))
             } else {
                 if isSymbol("*") || isSymbol("**") {
-                    throw ChatTemplateError(.unsupported, "unsupported construct '*args' in a call", at: current.position)
+                    throw ChatTemplateError(
+                        .unsupported, "unsupported construct '*args' in a call", at: current.position)
                 }
                 arguments.append(try parseExpression())
             }
@@ -520,9 +545,10 @@ struct TokenStream {
         while true {
             let position = current.position
             if skip(symbol: "|") {
+                let namePosition = current.position
                 let name = try expectName()
                 guard JinjaBuiltins.filterNames.contains(name) else {
-                    throw ChatTemplateError(.unsupported, "unsupported filter '\(name)'", at: position)
+                    throw ChatTemplateError(.unsupported, "unsupported filter '\(name)'", at: namePosition)
                 }
                 var arguments: [Expression] = []
                 var keywords: [KeywordArgument] = []
@@ -531,15 +557,17 @@ struct TokenStream {
             } else if isName("is") {
                 advance()
                 let negated = skip(name: "not")
+                let namePosition = current.position
                 let name = try expectName()
                 guard JinjaBuiltins.testNames.contains(name) else {
-                    throw ChatTemplateError(.unsupported, "unsupported test '\(name)'", at: position)
+                    throw ChatTemplateError(.unsupported, "unsupported test '\(name)'", at: namePosition)
                 }
                 var arguments: [Expression] = []
                 if isSymbol("(") {
                     let (positional, keywords) = try parseArguments()
                     guard keywords.isEmpty else {
-                        throw ChatTemplateError(.unsupported, "unsupported keyword arguments to test '\(name)'", at: position)
+                        throw ChatTemplateError(
+                            .unsupported, "unsupported keyword arguments to test '\(name)'", at: position)
                     }
                     arguments = positional
                 } else if startsBareTestArgument {

@@ -7,13 +7,15 @@ struct JinjaLimits: Sendable {
     /// Largest rendered output, in UTF-8 bytes.
     var maximumOutputBytes = 8 * 1024 * 1024
     /// Deepest macro call chain.
-    var maximumCallDepth = 64
+    var maximumCallDepth = 32
+    /// Deepest nesting of statements and expressions being evaluated, across macro calls.
+    var maximumEvaluationDepth = 400
     /// Deepest nesting of lists and dicts a template may build.
     var maximumValueDepth = 64
     /// Most elements `range()`, `*` repetition or a built list may have.
     var maximumCollectionCount = 1_000_000
     /// Most nodes and expressions evaluated in one render.
-    var maximumSteps = 20_000_000
+    var maximumSteps = 2_000_000
 }
 
 /// What running a statement tells the enclosing loop.
@@ -29,6 +31,8 @@ final class JinjaRenderer {
     private var buffers: [String] = [""]
     private var steps = 0
     private var callDepth = 0
+    /// Statements and expressions being evaluated, one inside another (recursion through macros included).
+    private var evaluationDepth = 0
     private let limits: JinjaLimits
     private let now: Date
 
@@ -60,6 +64,15 @@ final class JinjaRenderer {
         }
     }
 
+    /// Guards the Swift stack: every nested statement or expression is one level.
+    private func enter(_ position: SourcePosition?) throws(ChatTemplateError) {
+        guard evaluationDepth < limits.maximumEvaluationDepth else {
+            throw ChatTemplateError(
+                .limit, "evaluation is nested more than \(limits.maximumEvaluationDepth) levels deep", at: position)
+        }
+        evaluationDepth += 1
+    }
+
     private func execute(_ nodes: [Node]) throws(ChatTemplateError) -> Flow {
         for node in nodes {
             let flow = try execute(node)
@@ -71,6 +84,8 @@ final class JinjaRenderer {
 
     private func execute(_ node: Node) throws(ChatTemplateError) -> Flow {
         try step(nil)
+        try enter(nil)
+        defer { evaluationDepth -= 1 }
         switch node {
         case .text(let text):
             try emit(text, at: nil)
@@ -103,6 +118,12 @@ final class JinjaRenderer {
             scopes[scopes.count - 1][name] = .string(captured)
         case .macro(let name, let parameters, let body):
             scopes[scopes.count - 1][name] = .macro(JinjaMacro(name: name, parameters: parameters, body: body))
+        case .with(let assignments, let body):
+            var frame: [String: JinjaValue] = [:]
+            for assignment in assignments { frame[assignment.name] = try evaluate(assignment.value) }
+            scopes.append(frame)
+            defer { scopes.removeLast() }
+            return try execute(body)
         case .breakLoop:
             return .breakLoop
         case .continueLoop:
@@ -153,6 +174,7 @@ final class JinjaRenderer {
                 ("nextitem", offset + 1 < count ? items[offset + 1] : .undefined(name: "there is no next item")),
                 ("cycle", .method(receiver: .integer(offset), name: "loop.cycle")),
             ])
+            try step(position)
             scopes[scopes.count - 1]["loop"] = .dict(loop)
             try assign(targets, item, position)
             if case .breakLoop = try execute(body) { break }
@@ -163,7 +185,7 @@ final class JinjaRenderer {
     private func iterate(_ value: JinjaValue, _ position: SourcePosition) throws(ChatTemplateError) -> [JinjaValue] {
         switch value {
         case .undefined: return []
-        case .list(let items): return items
+        case .list(let items), .tuple(let items): return items
         case .dict(let dictionary): return dictionary.keys.map { .string($0) }
         case .string(let text): return text.unicodeScalars.map { .string(String($0)) }
         case .namespace(let namespace): return namespace.attributes.keys.map { .string($0) }
@@ -192,6 +214,8 @@ final class JinjaRenderer {
 
     func evaluate(_ expression: Expression) throws(ChatTemplateError) -> JinjaValue {
         try step(expression.position)
+        try enter(expression.position)
+        defer { evaluationDepth -= 1 }
         switch expression {
         case .literal(let literal, _):
             return JinjaValue(literal)
@@ -200,7 +224,8 @@ final class JinjaRenderer {
         case .list(let items, let position), .tuple(let items, let position):
             var values: [JinjaValue] = []
             for item in items { values.append(try evaluate(item)) }
-            let list = JinjaValue.list(values)
+            let list: JinjaValue
+            if case .tuple = expression { list = .tuple(values) } else { list = .list(values) }
             try checkDepth(list, position)
             return list
         case .dict(let pairs, let position):
@@ -238,7 +263,9 @@ final class JinjaRenderer {
             for argument in arguments { values.append(try evaluate(argument)) }
             var named: [(String, JinjaValue)] = []
             for keyword in keywords { named.append((keyword.name, try evaluate(keyword.value))) }
-            return try call(function, values, named, position)
+            // A failing method call is reported at the method's name.
+            let place = if case .attribute = callee { callee.position } else { position }
+            return try call(function, values, named, place)
         case .filter(let base, let name, let arguments, let keywords, let position):
             let value = try evaluate(base)
             var values: [JinjaValue] = []
@@ -263,7 +290,8 @@ final class JinjaRenderer {
                 case .bool(let flag): return .integer(flag ? -1 : 0)
                 case .float(let number): return .float(-number)
                 case .undefined: throw undefinedError(value, position)
-                default: throw ChatTemplateError(.runtime, "bad operand type for unary -: '\(value.typeName)'", at: position)
+                default:
+                    throw ChatTemplateError(.runtime, "bad operand type for unary -: '\(value.typeName)'", at: position)
                 }
             default:
                 guard value.number != nil else {
@@ -294,14 +322,20 @@ final class JinjaRenderer {
         func depth(_ value: JinjaValue, _ level: Int) -> Bool {
             guard level <= limits.maximumValueDepth else { return false }
             switch value {
-            case .list(let items): return items.allSatisfy { depth($0, level + 1) }
+            case .list(let items), .tuple(let items): return items.allSatisfy { depth($0, level + 1) }
             case .dict(let dictionary): return dictionary.pairs.allSatisfy { depth($0.value, level + 1) }
             default: return true
             }
         }
         if !depth(value, 1) {
-            throw ChatTemplateError(.limit, "lists and dicts are nested more than \(limits.maximumValueDepth) deep", at: position)
+            throw ChatTemplateError(
+                .limit, "lists and dicts are nested more than \(limits.maximumValueDepth) deep", at: position)
         }
+    }
+
+    func checkCount(repeated count: Int, times: Int, _ position: SourcePosition) throws(ChatTemplateError) {
+        let (total, overflowed) = count.multipliedReportingOverflow(by: max(times, 0))
+        try checkCount(overflowed ? Int.max : total, position)
     }
 
     func checkCount(_ count: Int, _ position: SourcePosition) throws(ChatTemplateError) {
@@ -322,10 +356,12 @@ final class JinjaRenderer {
         case .undefined:
             throw undefinedError(value, position)
         case .dict(let dictionary):
-            if JinjaBuiltins.dictMethods.contains(name) { return .method(receiver: value, name: name) }
+            if JinjaBuiltins.pythonDictMethods.contains(name) { return .method(receiver: value, name: name) }
             return dictionary[name] ?? .undefined(name: "'dict object' has no attribute '\(name)'")
         case .string:
-            if JinjaBuiltins.stringMethods.contains(name) { return .method(receiver: value, name: name) }
+            if JinjaBuiltins.pythonStringMethods.contains(name) { return .method(receiver: value, name: name) }
+        case .list:
+            if JinjaBuiltins.pythonListMethods.contains(name) { return .method(receiver: value, name: name) }
         case .namespace(let namespace):
             return namespace.attributes[name] ?? .undefined(name: "'Namespace' object has no attribute '\(name)'")
         default:
@@ -343,7 +379,7 @@ final class JinjaRenderer {
             throw undefinedError(value, position)
         case (.dict(let dictionary), .string(let key)):
             if let found = dictionary[key] { return found }
-        case (.list(let items), _):
+        case (.list(let items), _), (.tuple(let items), _):
             if let offset = index.integerValue {
                 let resolved = offset < 0 ? offset + items.count : offset
                 if items.indices.contains(resolved) { return items[resolved] }
@@ -380,14 +416,18 @@ final class JinjaRenderer {
                 let end = clamp(stop, count, low: 0, high: count)
                 while index < end {
                     result.append(index)
-                    index += step
+                    let (next, overflowed) = index.addingReportingOverflow(step)
+                    if overflowed { break }
+                    index = next
                 }
             } else {
                 var index = clamp(start, count - 1, low: -1, high: count - 1)
                 let end = clamp(stop, -1, low: -1, high: count - 1)
                 while index > end {
                     result.append(index)
-                    index += step
+                    let (next, overflowed) = index.addingReportingOverflow(step)
+                    if overflowed { break }
+                    index = next
                 }
             }
             return result
@@ -395,6 +435,8 @@ final class JinjaRenderer {
         switch value {
         case .list(let items):
             return .list(indices(items.count).map { items[$0] })
+        case .tuple(let items):
+            return .tuple(indices(items.count).map { items[$0] })
         case .string(let text):
             let scalars = Array(text.unicodeScalars)
             return .string(String(String.UnicodeScalarView(indices(scalars.count).map { scalars[$0] })))
@@ -459,7 +501,9 @@ final class JinjaRenderer {
                 guard b != 0 else { throw ChatTemplateError(.runtime, "division by zero", at: position) }
                 return .float(Double(a) / Double(b))
             case "//", "%":
-                guard b != 0 else { throw ChatTemplateError(.runtime, "integer division or modulo by zero", at: position) }
+                guard b != 0 else {
+                    throw ChatTemplateError(.runtime, "integer division or modulo by zero", at: position)
+                }
                 guard !(a == Int.min && b == -1) else { throw overflow() }
                 var quotient = a / b
                 var remainder = a % b
@@ -508,16 +552,20 @@ final class JinjaRenderer {
         case ("+", .list(let a), .list(let b)):
             try checkCount(a.count + b.count, position)
             return .list(a + b)
+        case ("+", .tuple(let a), .tuple(let b)):
+            try checkCount(a.count + b.count, position)
+            return .tuple(a + b)
         case ("*", .string(let text), _), ("*", _, .string(let text)):
             guard let times = (left.integerValue ?? right.integerValue) else { throw typeError() }
-            try checkCount(text.utf8.count * max(times, 0), position)
+            try checkCount(repeated: text.utf8.count, times: times, position)
             return .string(String(repeating: text, count: max(times, 0)))
         case ("*", .list(let items), _), ("*", _, .list(let items)):
             guard let times = (left.integerValue ?? right.integerValue) else { throw typeError() }
-            try checkCount(items.count * max(times, 0), position)
+            try checkCount(repeated: items.count, times: times, position)
             return .list(Array(repeating: items, count: max(times, 0)).flatMap { $0 })
         case ("%", .string, _):
-            throw ChatTemplateError(.unsupported, "unsupported construct: printf-style string formatting with %", at: position)
+            throw ChatTemplateError(
+                .unsupported, "unsupported construct: printf-style string formatting with %", at: position)
         default:
             throw typeError()
         }
@@ -535,7 +583,7 @@ final class JinjaRenderer {
                     .runtime, "'in <string>' requires string as left operand, not \(element.typeName)", at: position)
             }
             return needle.isEmpty || text.unicodeScalars.containsSubsequence(needle.unicodeScalars)
-        case .list(let items):
+        case .list(let items), .tuple(let items):
             return items.contains { JinjaValue.equal($0, element) }
         case .dict(let dictionary):
             guard case .string(let key) = element else { return false }
@@ -558,7 +606,7 @@ final class JinjaRenderer {
             for (x, y) in zip(a.unicodeScalars, b.unicodeScalars) where x != y { return x.value < y.value ? -1 : 1 }
             let (countA, countB) = (a.unicodeScalars.count, b.unicodeScalars.count)
             return countA < countB ? -1 : countA > countB ? 1 : 0
-        case (.list(let a), .list(let b)):
+        case (.list(let a), .list(let b)), (.tuple(let a), .tuple(let b)):
             for (x, y) in zip(a, b) where !JinjaValue.equal(x, y) { return try compare(x, y, op, position) }
             return a.count < b.count ? -1 : a.count > b.count ? 1 : 0
         default:
@@ -572,7 +620,10 @@ final class JinjaRenderer {
 
     // MARK: Calls
 
-    func call(_ function: JinjaValue, _ arguments: [JinjaValue], _ keywords: [(String, JinjaValue)], _ position: SourcePosition)
+    func call(
+        _ function: JinjaValue, _ arguments: [JinjaValue], _ keywords: [(String, JinjaValue)],
+        _ position: SourcePosition
+    )
         throws(ChatTemplateError) -> JinjaValue
     {
         switch function {
@@ -598,7 +649,8 @@ final class JinjaRenderer {
         }
         guard arguments.count <= macro.parameters.count else {
             throw ChatTemplateError(
-                .runtime, "macro '\(macro.name)' takes \(macro.parameters.count) arguments, but \(arguments.count) were given",
+                .runtime,
+                "macro '\(macro.name)' takes \(macro.parameters.count) arguments, but \(arguments.count) were given",
                 at: position)
         }
         callDepth += 1
@@ -639,10 +691,14 @@ final class JinjaRenderer {
                 throw ChatTemplateError(.runtime, "range() takes one to three integer arguments", at: position)
             }
             let (start, stop, stride) =
-                integers.count == 1 ? (0, integers[0], 1) : (integers[0], integers[1], integers.count == 3 ? integers[2] : 1)
+                integers.count == 1
+                ? (0, integers[0], 1) : (integers[0], integers[1], integers.count == 3 ? integers[2] : 1)
             guard stride != 0 else { throw ChatTemplateError(.runtime, "range() arg 3 must not be zero", at: position) }
-            let count = stride > 0 ? max(0, (stop - start + stride - 1) / stride) : max(0, (start - stop - stride - 1) / -stride)
-            try checkCount(count, position)
+            // Computed in Double so that huge bounds cannot overflow; anything large fails the count check.
+            let span = stride > 0 ? Double(stop) - Double(start) : Double(start) - Double(stop)
+            let steps = max(0, (span / Double(stride.magnitude)).rounded(.up))
+            try checkCount(steps > Double(Int.max / 2) ? Int.max : Int(steps), position)
+            let count = Int(steps)
             return .list((0..<count).map { .integer(start + $0 * stride) })
         case "namespace", "dict":
             var attributes = JinjaDictionary()
@@ -673,7 +729,8 @@ extension String.UnicodeScalarView {
         let haystack = Array(self)
         let pattern = Array(needle)
         guard pattern.count <= haystack.count else { return false }
-        for start in 0...(haystack.count - pattern.count) where haystack[start..<start + pattern.count].elementsEqual(pattern) {
+        for start in 0...(haystack.count - pattern.count)
+        where haystack[start..<start + pattern.count].elementsEqual(pattern) {
             return true
         }
         return false

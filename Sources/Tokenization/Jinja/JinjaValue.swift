@@ -47,8 +47,10 @@ indirect enum JinjaValue {
     case integer(Int)
     case float(Double)
     case string(String)
-    /// A Python list (tuples are lists here too).
+    /// A Python list.
     case list([JinjaValue])
+    /// A Python tuple: `(a, b)` literals and the pairs of `items()`; it prints as `(a, b)`.
+    case tuple([JinjaValue])
     case dict(JinjaDictionary)
     case namespace(JinjaNamespace)
     case macro(JinjaMacro)
@@ -80,7 +82,7 @@ indirect enum JinjaValue {
         case .integer(let value): value != 0
         case .float(let value): value != 0
         case .string(let value): !value.isEmpty
-        case .list(let items): !items.isEmpty
+        case .list(let items), .tuple(let items): !items.isEmpty
         case .dict(let dictionary): dictionary.count > 0
         case .namespace, .macro, .function, .method: true
         }
@@ -96,6 +98,7 @@ indirect enum JinjaValue {
         case .float: "float"
         case .string: "str"
         case .list: "list"
+        case .tuple: "tuple"
         case .dict: "dict"
         case .namespace: "Namespace"
         case .macro: "Macro"
@@ -122,6 +125,8 @@ indirect enum JinjaValue {
         case .float(let value): Self.pythonFloat(value)
         case .string(let value): Self.pythonStringRepresentation(value)
         case .list(let items): "[" + items.map(\.representation).joined(separator: ", ") + "]"
+        case .tuple(let items):
+            "(" + items.map(\.representation).joined(separator: ", ") + (items.count == 1 ? ",)" : ")")
         case .dict(let dictionary):
             "{"
                 + dictionary.pairs.map { Self.pythonStringRepresentation($0.key) + ": " + $0.value.representation }
@@ -170,9 +175,11 @@ indirect enum JinjaValue {
         switch (left, right) {
         case (.undefined, .undefined), (.none, .none): return true
         case (.string(let a), .string(let b)): return a.unicodeScalars.elementsEqual(b.unicodeScalars)
-        case (.list(let a), .list(let b)): return a.count == b.count && zip(a, b).allSatisfy { equal($0, $1) }
+        case (.list(let a), .list(let b)), (.tuple(let a), .tuple(let b)):
+            return a.count == b.count && zip(a, b).allSatisfy { equal($0, $1) }
         case (.dict(let a), .dict(let b)):
-            return a.count == b.count && a.pairs.allSatisfy { pair in b[pair.key].map { equal(pair.value, $0) } ?? false }
+            return a.count == b.count
+                && a.pairs.allSatisfy { pair in b[pair.key].map { equal(pair.value, $0) } ?? false }
         case (.namespace(let a), .namespace(let b)): return a === b
         default:
             if let a = left.number, let b = right.number { return a == b }
@@ -186,6 +193,14 @@ indirect enum JinjaValue {
         case .bool(let value): value ? 1 : 0
         case .integer(let value): Double(value)
         case .float(let value): value
+        default: nil
+        }
+    }
+
+    /// The elements of a list or tuple.
+    var elements: [JinjaValue]? {
+        switch self {
+        case .list(let items), .tuple(let items): items
         default: nil
         }
     }
