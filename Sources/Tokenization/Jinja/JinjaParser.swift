@@ -110,7 +110,7 @@ struct JinjaParser {
             try stream.expectEnd()
             let (body, end) = try parseBody(until: ["else", "endfor"])
             var otherwise: [Node] = []
-            if var end, end.keyword == "else" {
+            if let end, end.keyword == "else" {
                 try end.tokens.expectEnd()
                 let (elseBody, close) = try parseBody(until: ["endfor"])
                 try close?.tokens.expectEnd()
