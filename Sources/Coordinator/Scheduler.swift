@@ -5,11 +5,11 @@
 // socket), merges every running sequence into one step per iteration (one dispatch per worker per
 // MoE layer for the whole batch), samples, and streams each sequence's tokens to its consumer.
 // New requests join between steps; cancelled ones leave between steps and free their KV memory.
-public import Dispatch
-public import Foundation
-public import Models
+import Dispatch
+import Foundation
+import Models
 import Synchronization
-public import Tensors
+import Tensors
 public import Tokenization
 
 /// Runs generation requests with continuous batching. Thread-safe; `run` must be called on one

@@ -1,9 +1,10 @@
-// A client of a running Switchyard HTTP API (`switchyard generate --server URL`).
+// A client of a running Switchyard HTTP API (`switchyard generate --server URL`), on Foundation's
+// URLSession (no TLS stack of our own to build).
 public import Coordinator
 public import Foundation
-import AsyncHTTPClient
-import NIOCore
-import NIOHTTP1
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// Errors talking to a server; the message names the URL and what it answered.
 public struct ClientError: Error, CustomStringConvertible {
@@ -20,7 +21,7 @@ public struct CompletionsClient: Sendable {
     public init(server: String, apiKey: String?) throws(ClientError) {
         var base = server
         while base.hasSuffix("/") { base.removeLast() }
-        guard base.hasPrefix("http://") || base.hasPrefix("https://") else {
+        guard base.hasPrefix("http://") || base.hasPrefix("https://"), URL(string: base + "/v1/completions") != nil else {
             throw ClientError("--server is \"\(server)\", but must be a URL like http://127.0.0.1:8080")
         }
         self.server = base
@@ -39,13 +40,12 @@ public struct CompletionsClient: Sendable {
         var body = Self.body(for: request)
         body["stream"] = true
         body["stream_options"] = ["include_usage": true]
-        let response = try await send(body)
         var summary = Summary()
-        var buffer = ""
-        for try await chunk in response.body {
-            buffer += String(buffer: chunk)
-            while let end = buffer.range(of: "\n\n") {
-                let event = String(buffer[..<end.lowerBound])
+        var buffer = Data()
+        for try await chunk in try await send(body) {
+            buffer.append(chunk)
+            while let end = buffer.firstRange(of: Data("\n\n".utf8)) {
+                let event = String(decoding: buffer[..<end.lowerBound], as: UTF8.self)
                 buffer.removeSubrange(..<end.upperBound)
                 for line in event.split(separator: "\n") where line.hasPrefix("data: ") {
                     let payload = line.dropFirst("data: ".count)
@@ -72,32 +72,61 @@ public struct CompletionsClient: Sendable {
 
     /// POSTs `/v1/completions` and returns the response body (JSON) as the server sent it.
     public func complete(_ request: GenerationRequest) async throws -> Data {
-        let response = try await send(Self.body(for: request))
         var data = Data()
-        for try await chunk in response.body { data.append(contentsOf: chunk.readableBytesView) }
+        for try await chunk in try await send(Self.body(for: request)) { data.append(chunk) }
         return data
     }
 
-    private func send(_ body: [String: Any]) async throws -> HTTPClientResponse {
-        var request = HTTPClientRequest(url: server + "/v1/completions")
-        request.method = .POST
-        request.headers.add(name: "content-type", value: "application/json")
-        if let apiKey { request.headers.add(name: "authorization", value: "Bearer \(apiKey)") }
-        request.body = .bytes(ByteBuffer(bytes: [UInt8](try JSONSerialization.data(withJSONObject: body))))
-        let response: HTTPClientResponse
+    /// Sends the request; returns the body as it arrives once the status is 200, or throws the
+    /// server's error message.
+    private func send(_ body: [String: Any]) async throws -> AsyncThrowingStream<Data, any Error> {
+        var request = URLRequest(url: URL(string: server + "/v1/completions")!)
+        request.httpMethod = "POST"
+        request.timeoutInterval = 3600
+        request.setValue("application/json", forHTTPHeaderField: "content-type")
+        if let apiKey { request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "authorization") }
+        request.httpBody = try JSONSerialization.data(withJSONObject: body)
+
+        let (events, continuation) = AsyncThrowingStream<ResponseEvent, any Error>.makeStream()
+        let delegate = StreamingDelegate(continuation: continuation)
+        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
+        let task = session.dataTask(with: request)
+        continuation.onTermination = { _ in task.cancel() }
+        task.resume()
+
+        var iterator = events.makeAsyncIterator()
+        let status: Int
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .hours(1))
+            guard case .status(let code) = try await iterator.next() else {
+                throw ClientError("\(server) closed the connection without an answer")
+            }
+            status = code
+        } catch let error as ClientError {
+            throw error
         } catch {
-            throw ClientError("cannot reach \(server): \(error); is `switchyard serve` running there?")
+            throw ClientError("cannot reach \(server): \(error.localizedDescription); is `switchyard serve` running there?")
         }
-        guard response.status == .ok else {
-            var text = ""
-            for try await chunk in response.body { text += String(buffer: chunk) }
-            let message = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        let (bodyStream, bodyContinuation) = AsyncThrowingStream<Data, any Error>.makeStream()
+        if status != 200 {
+            var text = Data()
+            while case .data(let chunk)? = try await iterator.next() { text.append(chunk) }
+            session.finishTasksAndInvalidate()
+            let message = (try? JSONSerialization.jsonObject(with: text) as? [String: Any])
                 .flatMap { $0["error"] as? [String: Any] }?["message"] as? String
-            throw ClientError("\(server) answered \(response.status.code): \(message ?? text)")
+            throw ClientError("\(server) answered \(status): \(message ?? String(decoding: text, as: UTF8.self))")
         }
-        return response
+        // Hand the rest of the body on; the session ends with it.
+        let forward = Task {
+            do {
+                while case .data(let chunk)? = try await iterator.next() { bodyContinuation.yield(chunk) }
+                bodyContinuation.finish()
+            } catch {
+                bodyContinuation.finish(throwing: error)
+            }
+            session.finishTasksAndInvalidate()
+        }
+        bodyContinuation.onTermination = { _ in forward.cancel() }
+        return bodyStream
     }
 
     static func body(for request: GenerationRequest) -> [String: Any] {
@@ -116,5 +145,38 @@ public struct CompletionsClient: Sendable {
         if request.logprobs > 0 { body["logprobs"] = request.logprobs }
         if !request.stop.isEmpty { body["stop"] = request.stop }
         return body
+    }
+}
+
+/// What the URLSession delegate reports: the status first, then body chunks.
+enum ResponseEvent: Sendable {
+    case status(Int)
+    case data(Data)
+}
+
+/// Turns URLSession delegate callbacks into an async stream.
+final class StreamingDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+    // @unchecked: the only stored property is the continuation, which is Sendable; URLSession
+    // calls these methods on its own serial delegate queue.
+    private let continuation: AsyncThrowingStream<ResponseEvent, any Error>.Continuation
+
+    init(continuation: AsyncThrowingStream<ResponseEvent, any Error>.Continuation) {
+        self.continuation = continuation
+    }
+
+    func urlSession(
+        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void
+    ) {
+        continuation.yield(.status((response as? HTTPURLResponse)?.statusCode ?? 0))
+        completionHandler(.allow)
+    }
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        continuation.yield(.data(data))
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
+        if let error { continuation.finish(throwing: error) } else { continuation.finish() }
     }
 }

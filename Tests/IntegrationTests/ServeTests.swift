@@ -148,3 +148,32 @@ struct ServeTests {
         #expect(good.completionTokenIDs.count == 3)
     }
 }
+
+@Suite("generate --server: the HTTP API from the CLI", .serialized)
+struct GenerateServerTests {
+    @Test("generate --server streams the same text the in-process run prints, and reports server errors")
+    func serverEqualsLocal() throws {
+        let model = try ServeTests.makeModel(seed: 11)
+        let serve = SwitchyardProcess([
+            "serve", "--model", model.path, "--workers", "0", "--bind", "tcp://127.0.0.1:0", "--http", "127.0.0.1:0",
+        ])
+        try serve.start()
+        defer { serve.kill() }
+        let log = try serve.waitForStderr { $0.contains("HTTP API listening on ") }
+        guard let range = log.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) else {
+            throw TestProcessError(description: "no HTTP address in serve's log:\n\(log)")
+        }
+        let base = String(log[range])
+        let common = ["--prompt", "over http", "--max-tokens", "9", "--temperature", "0", "--ignore-eos"]
+        let local = try runSwitchyard(["generate", "--json", "--model", model.path] + common)
+        let localText = try #require(
+            (try JSONSerialization.jsonObject(with: Data(local.stdout.utf8)) as? [String: Any])?["text"] as? String)
+        let streamed = try runSwitchyard(["generate", "--server", base] + common)
+        #expect(streamed.status == 0, "\(streamed.stderr)")
+        #expect(streamed.stdout.hasPrefix(localText))
+        #expect(streamed.stdout.contains("9 generated (length)"))
+        let refused = try runSwitchyard(["generate", "--server", base, "--prompt", "x", "--max-tokens", "999999"])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("answered 400"), "\(refused.stderr)")
+    }
+}
