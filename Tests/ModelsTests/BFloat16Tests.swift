@@ -5,6 +5,7 @@
 import Foundation
 import Kernels
 import Models
+import Synchronization
 import Tensors
 import TestSupport
 import Testing
@@ -254,6 +255,25 @@ struct KernelThreadTests {
                 }
             }
         }
+    }
+
+    @Test("products issued concurrently from several threads while the workers are busy give the same bits")
+    func concurrentCallers() {
+        var random = TestRandom(seed: 99)
+        let (rows, inputs, outputs) = (4, 512, 1000)
+        let x = random.floats(rows * inputs)
+        let w = randomBFloat16(&random, outputs * inputs).bits
+        let expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+        let callerCount = 6
+        let results = Mutex([[Float]](repeating: [], count: callerCount))
+        withThreadCount(2) {
+            DispatchQueue.concurrentPerform(iterations: callerCount) { caller in
+                var last: [Float] = []
+                for _ in 0..<20 { last = linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+                results.withLock { $0[caller] = last }
+            }
+        }
+        for (caller, result) in results.withLock({ $0 }).enumerated() { expectSameBits(result, expected, "caller \(caller)") }
     }
 
     @Test("a bf16 model's logits are bitwise the same on 1 and 3 threads")
