@@ -2,6 +2,7 @@ import Kernels
 // Vocabulary: an expert is one SwiGLU feed-forward network of one MoE layer, y = w2(silu(w1 x) ⊙ w3 x).
 // An expert store holds some experts' weights (a worker's shard, or all of them in process) and
 // computes, for a batch of token rows, each row's weighted sum over the experts it is routed to.
+import Synchronization
 public import Tensors
 
 /// The weights of a set of (layer, expert) FFNs and their batched computation.
@@ -18,6 +19,10 @@ public final class ExpertStore: Sendable {
     /// The hyper-parameters of the model the experts belong to.
     public let configuration: MixtralConfiguration
     private let experts: [LayerExpert: Expert]
+    /// Buffers of the last finished ``compute(layer:hidden:rowCount:rowExpertOffsets:expertIDs:weights:)``,
+    /// reused by the next one so a steady stream of calls allocates no scratch; a call that finds it
+    /// taken (another thread is computing) makes its own.
+    private let idleScratch = Mutex<FeedForwardScratch?>(nil)
 
     /// Loads `experts` from `checkpoint`: f32 or bf16 as stored, in place from the memory map when
     /// possible (f16 converted to f32).
@@ -127,9 +132,15 @@ public final class ExpertStore: Sendable {
         var output = [Float](repeating: 0, count: rowCount * hiddenSize)
         guard largestGroup > 0 else { return output }
         let intermediateSize = configuration.intermediateSize
-        // Scratch reused by every expert of the call: gathered rows, gate (then SwiGLU), up, down.
-        var scratch = FeedForwardScratch(
-            rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
+        // Scratch reused by every expert of the call (and by later calls): gathered rows, gate
+        // (then SwiGLU), up, down. Only the first rows of a group are read, so stale values are harmless.
+        var scratch =
+            idleScratch.withLock { idle -> FeedForwardScratch? in
+                defer { idle = nil }
+                return idle
+            }
+            ?? FeedForwardScratch(rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
+        scratch.reserve(rowCapacity: largestGroup)
         // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
         for expertIndex in 0..<expertCount where expertStarts[expertIndex + 1] > expertStarts[expertIndex] {
             let expert = experts[LayerExpert(layer: layer, expert: ExpertID(expertIndex))]!
@@ -151,6 +162,7 @@ public final class ExpertStore: Sendable {
                 }
             }
         }
+        idleScratch.withLock { [scratch] idle in idle = scratch }
         return output
     }
 
@@ -177,6 +189,15 @@ private struct FeedForwardScratch {
     var down: [Float]
     let hiddenSize: Int
     let intermediateSize: Int
+
+    /// Grows the buffers to hold at least `rowCapacity` rows (never shrinks them).
+    mutating func reserve(rowCapacity: Int) {
+        guard input.count < rowCapacity * hiddenSize else { return }
+        input = [Float](repeating: 0, count: rowCapacity * hiddenSize)
+        gate = [Float](repeating: 0, count: rowCapacity * intermediateSize)
+        up = gate
+        down = input
+    }
 
     init(rowCapacity: Int, hiddenSize: Int, intermediateSize: Int) {
         input = [Float](repeating: 0, count: rowCapacity * hiddenSize)
