@@ -1,4 +1,4 @@
-// Batch-invariant f32 kernels for Switchyard.
+// Batch-invariant kernels for Switchyard: f32 activations, f32 or bf16 weights, f32 results.
 //
 // Vocabulary: "batch-invariant" means every output element is computed by the same sequence of
 // floating-point operations whatever the number of rows in the call and wherever its row sits,
