@@ -506,6 +506,83 @@ SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const float *v, 
     }
 }
 
+// MARK: - bf16 dot-product path (opt-in; x rounded to bf16, vdpbf16ps)
+
+#define SY_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,fma"), always_inline)) static inline
+#define SY_AVX512BF16_FN __attribute__((target("avx512f,avx512bw,avx512bf16,fma"))) static
+
+enum { SY_DOT_STEP = 32 };
+
+/// Rows [i0, i1) of y against C weight rows; `xb` holds x rounded to bf16, rows of `kp` (k rounded
+/// up to 32, zero-padded) elements. Weight tails are zero-padded the same way, so the padding adds
+/// exact zero products at fixed places whatever m is.
+SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, const uint16_t *w, size_t ws, size_t k,
+                            float *y, size_t ys, int accumulate) {
+    __m512 acc[AVX512_R][AVX512_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    for (size_t p = 0; p < kp; p += SY_DOT_STEP) {
+        __m512bh wv[AVX512_C];
+        if (p + SY_DOT_STEP <= k) {
+            for (int c = 0; c < C; c++) wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(w + c * ws + p));
+        } else {
+            for (int c = 0; c < C; c++) {
+                uint16_t padded[SY_DOT_STEP] = {0};
+                memcpy(padded, w + c * ws + p, (k - p) * sizeof(uint16_t));
+                wv[c] = (__m512bh)_mm512_loadu_si512((const void *)padded);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + r * kp + p));
+            for (int c = 0; c < C; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, wv[c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+SY_AVX512BF16 void rows_dot(int C, const uint16_t *xb, size_t m, size_t kp, const uint16_t *w, size_t ws, size_t k,
+                            float *y, size_t ys, int accumulate) {
+    size_t i = 0;
+    for (; i + AVX512_R <= m; i += AVX512_R) tile_dot(AVX512_R, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate);
+    switch (m - i) {
+    case 3: tile_dot(3, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 2: tile_dot(2, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 1: tile_dot(1, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
+/// `xb` = x rounded to bf16 (nearest even), rows of `kp` elements zero-padded.
+SY_AVX512BF16_FN void round_rows_bf16(const float *x, size_t m, size_t k, size_t xs, uint16_t *xb, size_t kp) {
+    memset(xb, 0, m * kp * sizeof(uint16_t));
+    for (size_t i = 0; i < m; i++)
+        for (size_t p = 0; p < k; p += SY_LANES) {
+            size_t count = k - p < SY_LANES ? k - p : SY_LANES;
+            __mmask16 mask = (__mmask16)(count == SY_LANES ? 0xFFFFu : (1u << count) - 1u);
+            __m256bh rounded = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x + i * xs + p));
+            uint16_t lanes[SY_LANES];
+            _mm256_storeu_si256((__m256i *)(void *)lanes, (__m256i)rounded);
+            memcpy(xb + i * kp + p, lanes, count * sizeof(uint16_t));
+        }
+}
+
+SY_AVX512BF16_FN void matmul_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
+                                 size_t ws, float *y, size_t ys, int accumulate) {
+    size_t j = 0;
+    for (; j + AVX512_C <= n; j += AVX512_C) rows_dot(AVX512_C, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate);
+    switch (n - j) {
+    case 3: rows_dot(3, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate); break;
+    case 2: rows_dot(2, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate); break;
+    case 1: rows_dot(1, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate); break;
+    default: break;
+    }
+}
+
 #endif // SY_X86
 
 // MARK: - Dispatch
@@ -577,6 +654,33 @@ static void matmul_one(int bf16, sy_isa isa, const float *x, size_t m, size_t k,
 #endif
     default: matmul_scalar(x, m, k, xs, wf, n, ws, y, ys, accumulate); return;
     }
+}
+
+int sy_bf16_dot_supported(void) {
+#if SY_X86
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+void sy_matmul_nt_bf16_dot(const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w, size_t n,
+                           size_t w_stride, float *y, size_t y_stride, int accumulate) {
+    if (m == 0 || n == 0) return;
+#if SY_X86
+    if (sy_bf16_dot_supported()) {
+        size_t kp = (k + SY_DOT_STEP - 1) / SY_DOT_STEP * SY_DOT_STEP;
+        uint16_t *xb = malloc((m * kp > 0 ? m * kp : 1) * sizeof(uint16_t));
+        if (xb != NULL) {
+            round_rows_bf16(x, m, k, x_stride, xb, kp);
+            matmul_dot(xb, m, kp, k, w, n, w_stride, y, y_stride, accumulate);
+            free(xb);
+            return;
+        }
+    }
+#endif
+    sy_matmul_nt_bf16(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
 }
 
 // MARK: - Thread pool (splits a product over n only; never over k, so bits never depend on it)

@@ -124,6 +124,59 @@ public func linear(
     }
 }
 
+/// Whether this CPU has the AVX-512 bf16 dot product that
+/// ``linearBFloat16Dot(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:)`` uses.
+public var bfloat16DotIsSupported: Bool { sy_bf16_dot_supported() != 0 }
+
+/// Opt-in, faster and less exact: `output = input · weightᵀ` (or `+=`) with the input rounded to
+/// bf16 (nearest even) and products accumulated in pairs by `vdpbf16ps` (denormals flushed).
+///
+/// Not bitwise equal to the f32 or bf16-weight ``linear``: each product carries the input's
+/// rounding, up to 2⁻⁸ of |x·w| (see the tests' stated tolerance). Still batch-invariant: one fixed
+/// reduction order whatever `rowCount` is. Runs on the calling thread only. Where
+/// ``bfloat16DotIsSupported`` is false it computes the exact bf16-weight ``linear`` instead.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32, row-major.
+///   - weight: [outputCount, inputCount], bf16 bit patterns, row-major.
+///   - output: [rowCount, outputCount], f32, row-major; must not overlap `input` or `weight`.
+public func linearBFloat16Dot(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int,
+    bfloat16Weight weight: UnsafePointer<UInt16>, outputCount: Int,
+    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false
+) {
+    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linearBFloat16Dot: negative dimension")
+    guard rowCount > 0, outputCount > 0 else { return }
+    sy_matmul_nt_bf16_dot(
+        input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
+        accumulate ? 1 : 0)
+}
+
+/// Array form of ``linearBFloat16Dot(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:)``.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32.
+///   - weight: [outputCount, inputCount], bf16 bit patterns.
+/// - Returns: [rowCount, outputCount], f32.
+public func linearBFloat16Dot(_ input: [Float], rowCount: Int, bfloat16Weight weight: [UInt16], outputCount: Int)
+    -> [Float]
+{
+    precondition(rowCount > 0 || input.isEmpty, "linearBFloat16Dot: rows without input")
+    let inputCount = rowCount == 0 ? 0 : input.count / rowCount
+    precondition(input.count == rowCount * inputCount, "linearBFloat16Dot: input is not [rowCount, inputCount]")
+    precondition(weight.count == outputCount * inputCount, "linearBFloat16Dot: weight is not [outputCount, inputCount]")
+    var output = [Float](repeating: 0, count: rowCount * outputCount)
+    input.withUnsafeBufferPointer { x in
+        weight.withUnsafeBufferPointer { w in
+            output.withUnsafeMutableBufferPointer { y in
+                guard let xBase = x.baseAddress, let wBase = w.baseAddress, let yBase = y.baseAddress else { return }
+                linearBFloat16Dot(
+                    xBase, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: wBase,
+                    outputCount: outputCount, into: yBase)
+            }
+        }
+    }
+    return output
+}
+
 /// Computes `input · weightᵀ` into a new array with a bf16 weight, batch-invariantly.
 /// - Parameters:
 ///   - input: [rowCount, inputCount], f32.

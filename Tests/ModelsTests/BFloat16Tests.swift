@@ -288,3 +288,53 @@ struct KernelThreadTests {
         expectSameBits(three, one, "bf16 model, 3 threads vs 1")
     }
 }
+
+/// The opt-in dot-product kernel rounds each input to bf16 (relative error ≤ 2⁻⁹, so ≤ 2⁻⁹ of each
+/// |x·w|); with f32 accumulation on top, |result - exact| ≤ (2⁻⁸) · Σ|x·w| is a safe bound.
+private let relativeDotTolerance: Double = 1.0 / 256
+
+@Suite("bf16 dot-product kernel (opt-in)", .enabled(if: bfloat16DotIsSupported))
+struct BFloat16DotKernelTests {
+    @Test(
+        "the vdpbf16ps product is within 2⁻⁸·Σ|x·w| of a double-precision x·Wᵀ, tails included",
+        arguments: bfloat16Shapes + [(4, 31, 5), (6, 65, 7)])
+    func withinTolerance(shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs))
+        let x = random.floats(shape.rows * shape.inputs)
+        let w = randomBFloat16(&random, shape.outputs * shape.inputs)
+        let y = linearBFloat16Dot(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs)
+        var worst = 0.0
+        for r in 0..<shape.rows {
+            for o in 0..<shape.outputs {
+                var value = 0.0
+                var magnitude = 0.0
+                for i in 0..<shape.inputs {
+                    let product = Double(x[r * shape.inputs + i]) * Double(w.widened[o * shape.inputs + i])
+                    value += product
+                    magnitude += abs(product)
+                }
+                worst = max(worst, abs(Double(y[r * shape.outputs + o]) - value) / (relativeDotTolerance * magnitude))
+            }
+        }
+        #expect(worst <= 1, "\(shape): worst error \(worst) × tolerance \(relativeDotTolerance)·Σ|x·w|")
+    }
+
+    @Test("a row's vdpbf16ps product is bitwise identical for m = 1 … 40 and at any position in the batch")
+    func batchInvariant() {
+        var random = TestRandom(seed: 23)
+        let (inputs, outputs) = (67, 37)
+        let w = randomBFloat16(&random, outputs * inputs).bits
+        let row = random.floats(inputs)
+        let alone = linearBFloat16Dot(row, rowCount: 1, bfloat16Weight: w, outputCount: outputs)
+        for rowCount in 1...40 {
+            for position in Set([0, rowCount / 2, rowCount - 1]) {
+                var x = random.floats(rowCount * inputs)
+                x.replaceSubrange((position * inputs)..<((position + 1) * inputs), with: row)
+                let y = linearBFloat16Dot(x, rowCount: rowCount, bfloat16Weight: w, outputCount: outputs)
+                expectSameBits(
+                    Array(y[(position * outputs)..<((position + 1) * outputs)]), alone,
+                    "m = \(rowCount), row at \(position)")
+            }
+        }
+    }
+}

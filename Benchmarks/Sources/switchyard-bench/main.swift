@@ -9,6 +9,7 @@
 //             k = 1024, n = 2816 on 1 and 2 threads: GB/s of weights streamed at m = 1 (decode)
 //             and GFLOP/s at m = 8, 32. Several weight copies are cycled (≥ 64 MB in all) so the
 //             weights come from memory, not from the last-level cache, as in a real model.
+//             "dot(1t)" is the opt-in vdpbf16ps kernel (input rounded to bf16), one thread.
 import Kernels
 import Tensors
 
@@ -126,7 +127,7 @@ func runBFloat16() {
     let bitsCopies = (0..<copyCount).map { _ in bits }
     print("batch-invariant product, bf16 vs f32 weights, k = \(inputs), n = \(outputs), path \(KernelISA.active),")
     print("\(copyCount) weight copies cycled; m = 1: GB/s of weights streamed; m = 8, 32: GFLOP/s (median of 5)")
-    print(pad("threads", 8) + pad("m", 5) + pad("f32", 10) + pad("bf16", 10) + pad("speedup", 10) + pad("unit", 8))
+    print(pad("threads", 8) + pad("m", 5) + pad("f32", 10) + pad("bf16", 10) + pad("speedup", 10) + pad("dot(1t)", 10) + pad("unit", 8))
     for threads in [1, 2] {
         setThreadCount(threads)
         for rows in [1, 8, 32] {
@@ -134,7 +135,7 @@ func runBFloat16() {
             let input = randomFloats(rows * inputs, seed: 2)
             var output = [Float](repeating: 0, count: rows * outputs)
             var copy = 0
-            let (floatSeconds, bitsSeconds) = input.withUnsafeBufferPointer { x in
+            let (floatSeconds, bitsSeconds, dotSeconds) = input.withUnsafeBufferPointer { x in
                 output.withUnsafeMutableBufferPointer { y in
                     let floatSeconds = secondsPerCall {
                         floatCopies[copy % copyCount].withUnsafeBufferPointer { w in
@@ -152,24 +153,36 @@ func runBFloat16() {
                         }
                         copy += 1
                     }
-                    return (floatSeconds, bitsSeconds)
+                    // The opt-in vdpbf16ps kernel runs on the calling thread only.
+                    let dotSeconds = secondsPerCall {
+                        bitsCopies[copy % copyCount].withUnsafeBufferPointer { w in
+                            linearBFloat16Dot(
+                                x.baseAddress!, rowCount: rows, inputCount: inputs, bfloat16Weight: w.baseAddress!,
+                                outputCount: outputs, into: y.baseAddress!)
+                        }
+                        copy += 1
+                    }
+                    return (floatSeconds, bitsSeconds, dotSeconds)
                 }
             }
             let floatRate: Double
             let bitsRate: Double
+            let dotRate: Double
             let unit: String
             if rows == 1 {
                 floatRate = Double(outputs * inputs * 4) / floatSeconds / 1e9
                 bitsRate = Double(outputs * inputs * 2) / bitsSeconds / 1e9
+                dotRate = Double(outputs * inputs * 2) / dotSeconds / 1e9
                 unit = "GB/s"
             } else {
                 floatRate = shape.flopCount / floatSeconds / 1e9
                 bitsRate = shape.flopCount / bitsSeconds / 1e9
+                dotRate = shape.flopCount / dotSeconds / 1e9
                 unit = "GFLOP/s"
             }
             print(
                 pad("\(threads)", 8) + pad("\(rows)", 5) + pad(format(floatRate), 10) + pad(format(bitsRate), 10)
-                    + pad(format(floatSeconds / bitsSeconds) + "×", 10) + pad(unit, 8))
+                    + pad(format(floatSeconds / bitsSeconds) + "×", 10) + pad(format(dotRate), 10) + pad(unit, 8))
         }
     }
     setThreadCount(1)

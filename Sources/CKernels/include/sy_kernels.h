@@ -64,6 +64,19 @@ void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_
                            const uint16_t *w, size_t n, size_t w_stride,
                            float *y, size_t y_stride, int accumulate);
 
+/// Whether this CPU (and build) has the AVX-512 bf16 dot product (`vdpbf16ps`).
+int sy_bf16_dot_supported(void);
+
+/// An opt-in, faster, less exact variant of ``sy_matmul_nt_bf16``: x is rounded to bf16 (nearest
+/// even) and pairs of products are accumulated by `vdpbf16ps` (denormals flushed). Results differ
+/// from ``sy_matmul_nt_bf16`` (by the rounding of x) but are still batch-invariant: the reduction
+/// over k has one fixed order (32 indices per step in 16 lanes, then the tree of the header
+/// comment) whatever m is. Requires ``sy_bf16_dot_supported``; otherwise it runs
+/// ``sy_matmul_nt_bf16`` on the active path. Shapes and strides as ``sy_matmul_nt_bf16``.
+void sy_matmul_nt_bf16_dot(const float *x, size_t m, size_t k, size_t x_stride,
+                           const uint16_t *w, size_t n, size_t w_stride,
+                           float *y, size_t y_stride, int accumulate);
+
 /// Sets how many threads (the caller included) ``sy_matmul_nt`` and ``sy_matmul_nt_bf16`` (and
 /// their `_isa` forms) split one product over: 1 ... SY_MAX_THREADS, clamped. A product is split
 /// over n only (each thread computes whole output columns), never over k, so the result is
