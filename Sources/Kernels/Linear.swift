@@ -48,6 +48,26 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
+/// Sets how many threads (the caller included) one batch-invariant product (``linear``, f32 or
+/// bf16 weights) is split over; for `--threads N`. Process-wide; 1 until set.
+///
+/// A product is split over its output columns only, never over the reduction, so every result is
+/// bitwise the same for every thread count. Worker threads start on first use and live as long as
+/// the process. Small products, and a product issued while another thread's product holds the
+/// workers, run on the calling thread alone.
+/// - Parameter count: 1 ... ``maximumThreadCount``.
+public func setThreadCount(_ count: Int) {
+    precondition(
+        (1...maximumThreadCount).contains(count), "setThreadCount: \(count) is not in 1 ... \(maximumThreadCount)")
+    sy_set_thread_count(Int32(count))
+}
+
+/// The thread count set by ``setThreadCount(_:)`` (1 until then).
+public var threadCount: Int { Int(sy_thread_count()) }
+
+/// The largest count ``setThreadCount(_:)`` accepts.
+public let maximumThreadCount = Int(SY_MAX_THREADS)
+
 /// Computes `output = input · weightᵀ` (or `output += …` when `accumulate`), batch-invariantly.
 ///
 /// Every `output[r, o]` is bitwise the same whatever `rowCount` is and wherever the row sits.
@@ -73,6 +93,115 @@ public func linear(
             input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
             accumulate ? 1 : 0)
     }
+}
+
+/// Computes `output = input · weightᵀ` (or `output += …`) with a bf16 weight, batch-invariantly.
+///
+/// Each bf16 weight is widened exactly to f32 and the products are reduced as in the f32
+/// ``linear(_:rowCount:inputCount:weight:outputCount:into:accumulate:isa:)``: the result is bitwise
+/// that of the f32 kernel on the same weights upcast, for every `rowCount` and row position.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32, row-major.
+///   - weight: [outputCount, inputCount], bf16 bit patterns, row-major (an `nn.Linear` weight).
+///   - output: [rowCount, outputCount], f32, row-major; must not overlap `input` or `weight`.
+///   - isa: the instruction-set path; nil uses ``KernelISA/active``. Must be supported.
+public func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int,
+    bfloat16Weight weight: UnsafePointer<UInt16>, outputCount: Int,
+    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false, isa: KernelISA? = nil
+) {
+    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linear: negative dimension")
+    guard rowCount > 0, outputCount > 0 else { return }
+    if let isa {
+        precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU")
+        sy_matmul_nt_bf16_isa(
+            isa.cValue, input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output,
+            outputCount, accumulate ? 1 : 0)
+    } else {
+        sy_matmul_nt_bf16(
+            input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
+            accumulate ? 1 : 0)
+    }
+}
+
+/// Whether this CPU has the AVX-512 bf16 dot product that
+/// ``linearBFloat16Dot(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:)`` uses.
+public var bfloat16DotIsSupported: Bool { sy_bf16_dot_supported() != 0 }
+
+/// Opt-in, faster and less exact: `output = input · weightᵀ` (or `+=`) with the input rounded to
+/// bf16 (nearest even) and products accumulated in pairs by `vdpbf16ps` (denormals flushed).
+///
+/// Not bitwise equal to the f32 or bf16-weight ``linear``: each product carries the input's
+/// rounding, up to 2⁻⁸ of |x·w| (see the tests' stated tolerance). Still batch-invariant: one fixed
+/// reduction order whatever `rowCount` is. Runs on the calling thread only. Where
+/// ``bfloat16DotIsSupported`` is false it computes the exact bf16-weight ``linear`` instead.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32, row-major.
+///   - weight: [outputCount, inputCount], bf16 bit patterns, row-major.
+///   - output: [rowCount, outputCount], f32, row-major; must not overlap `input` or `weight`.
+public func linearBFloat16Dot(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int,
+    bfloat16Weight weight: UnsafePointer<UInt16>, outputCount: Int,
+    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false
+) {
+    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linearBFloat16Dot: negative dimension")
+    guard rowCount > 0, outputCount > 0 else { return }
+    sy_matmul_nt_bf16_dot(
+        input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
+        accumulate ? 1 : 0)
+}
+
+/// Array form of ``linearBFloat16Dot(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:)``.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32.
+///   - weight: [outputCount, inputCount], bf16 bit patterns.
+/// - Returns: [rowCount, outputCount], f32.
+public func linearBFloat16Dot(_ input: [Float], rowCount: Int, bfloat16Weight weight: [UInt16], outputCount: Int)
+    -> [Float]
+{
+    precondition(rowCount > 0 || input.isEmpty, "linearBFloat16Dot: rows without input")
+    let inputCount = rowCount == 0 ? 0 : input.count / rowCount
+    precondition(input.count == rowCount * inputCount, "linearBFloat16Dot: input is not [rowCount, inputCount]")
+    precondition(weight.count == outputCount * inputCount, "linearBFloat16Dot: weight is not [outputCount, inputCount]")
+    var output = [Float](repeating: 0, count: rowCount * outputCount)
+    input.withUnsafeBufferPointer { x in
+        weight.withUnsafeBufferPointer { w in
+            output.withUnsafeMutableBufferPointer { y in
+                guard let xBase = x.baseAddress, let wBase = w.baseAddress, let yBase = y.baseAddress else { return }
+                linearBFloat16Dot(
+                    xBase, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: wBase,
+                    outputCount: outputCount, into: yBase)
+            }
+        }
+    }
+    return output
+}
+
+/// Computes `input · weightᵀ` into a new array with a bf16 weight, batch-invariantly.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32.
+///   - weight: [outputCount, inputCount], bf16 bit patterns.
+///   - isa: the instruction-set path; nil uses ``KernelISA/active``.
+/// - Returns: [rowCount, outputCount], f32.
+public func linear(
+    _ input: [Float], rowCount: Int, bfloat16Weight weight: [UInt16], outputCount: Int, isa: KernelISA? = nil
+) -> [Float] {
+    precondition(rowCount > 0 || input.isEmpty, "linear: rows without input")
+    let inputCount = rowCount == 0 ? 0 : input.count / rowCount
+    precondition(input.count == rowCount * inputCount, "linear: input is not [rowCount, inputCount]")
+    precondition(weight.count == outputCount * inputCount, "linear: weight is not [outputCount, inputCount]")
+    var output = [Float](repeating: 0, count: rowCount * outputCount)
+    input.withUnsafeBufferPointer { x in
+        weight.withUnsafeBufferPointer { w in
+            output.withUnsafeMutableBufferPointer { y in
+                guard let xBase = x.baseAddress, let wBase = w.baseAddress, let yBase = y.baseAddress else { return }
+                linear(
+                    xBase, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: wBase,
+                    outputCount: outputCount, into: yBase, isa: isa)
+            }
+        }
+    }
+    return output
 }
 
 /// Computes `input · weightᵀ` into a new array, batch-invariantly.

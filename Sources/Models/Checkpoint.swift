@@ -1,6 +1,7 @@
 // Vocabulary: a checkpoint is a model directory: config.json plus model.safetensors or shards
-// listed by model.safetensors.index.json. Tensors stay memory-mapped; they are converted to f32
-// only when a model or expert store loads them.
+// listed by model.safetensors.index.json. Tensors stay memory-mapped: f32 and bf16 weights are used
+// in place (bf16 widened by the kernels on the fly); f16 is converted to f32 when a model or expert
+// store loads it.
 public import Foundation
 public import Tensors
 
@@ -125,6 +126,29 @@ public final class Checkpoint: Sendable {
             }
         #endif
         return FloatTensor(shape: entry.shape, values: try floats(named: name))
+    }
+
+    /// Tensor `name` as the kernels read it: bf16 kept as stored (borrowed in place from the memory
+    /// map when 2-byte aligned and the host is little-endian, else copied as bit patterns, never
+    /// widened); f32 as ``tensor(named:)`` gives it; f16 converted to f32.
+    /// - Returns: the tensor with its checkpoint shape, f32 or bf16.
+    /// - Throws: `ModelError.missingTensor` or `.unsupportedTensorDType`.
+    public func weight(named name: String) throws(ModelError) -> WeightTensor {
+        guard let (fileIndex, entry) = tensors[name] else {
+            throw .missingTensor(name: name, searched: files.map(\.displayName))
+        }
+        guard entry.dtype == .bf16 else { return WeightTensor(try tensor(named: name)) }
+        let bytes = files[fileIndex].bytes(of: entry)
+        let count = entry.elementCount
+        #if _endian(little)
+            if count > 0, let base = bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<UInt16>.alignment == 0 {
+                return WeightTensor(
+                    shape: entry.shape, borrowingBFloat16: base.assumingMemoryBound(to: UInt16.self),
+                    owner: files[fileIndex].mapping)
+            }
+        #endif
+        let bits = (0..<count).map { UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+        return WeightTensor(shape: entry.shape, bfloat16Bits: bits)
     }
 
     // MARK: Loading

@@ -2,24 +2,30 @@ import Kernels
 // Vocabulary: an expert is one SwiGLU feed-forward network of one MoE layer, y = w2(silu(w1 x) ⊙ w3 x).
 // An expert store holds some experts' weights (a worker's shard, or all of them in process) and
 // computes, for a batch of token rows, each row's weighted sum over the experts it is routed to.
+import Synchronization
 public import Tensors
 
 /// The weights of a set of (layer, expert) FFNs and their batched computation.
 public final class ExpertStore: Sendable {
     private struct Expert: Sendable {
-        /// w1, [I, H], f32
-        let gate: FloatTensor
-        /// w3, [I, H], f32
-        let up: FloatTensor
-        /// w2, [H, I], f32
-        let down: FloatTensor
+        /// w1, [I, H], f32 or bf16
+        let gate: WeightTensor
+        /// w3, [I, H], f32 or bf16
+        let up: WeightTensor
+        /// w2, [H, I], f32 or bf16
+        let down: WeightTensor
     }
 
     /// The hyper-parameters of the model the experts belong to.
     public let configuration: MixtralConfiguration
     private let experts: [LayerExpert: Expert]
+    /// Buffers of the last finished ``compute(layer:hidden:rowCount:rowExpertOffsets:expertIDs:weights:)``,
+    /// reused by the next one so a steady stream of calls allocates no scratch; a call that finds it
+    /// taken (another thread is computing) makes its own.
+    private let idleScratch = Mutex<FeedForwardScratch?>(nil)
 
-    /// Loads `experts` from `checkpoint` (converted to f32).
+    /// Loads `experts` from `checkpoint`: f32 or bf16 as stored, in place from the memory map when
+    /// possible (f16 converted to f32).
     /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
     public init(checkpoint: Checkpoint, experts: [LayerExpert]) throws {
         let c = checkpoint.configuration
@@ -33,9 +39,9 @@ public final class ExpertStore: Sendable {
                     "\(layerExpert) is outside the model (\(c.layerCount) layers, \(c.expertCount) experts per layer)")
             }
             loaded[layerExpert] = Expert(
-                gate: try checkpoint.tensor(named: MixtralTensorNames.expertGate(layer, expert)),
-                up: try checkpoint.tensor(named: MixtralTensorNames.expertUp(layer, expert)),
-                down: try checkpoint.tensor(named: MixtralTensorNames.expertDown(layer, expert)))
+                gate: try checkpoint.weight(named: MixtralTensorNames.expertGate(layer, expert)),
+                up: try checkpoint.weight(named: MixtralTensorNames.expertUp(layer, expert)),
+                down: try checkpoint.weight(named: MixtralTensorNames.expertDown(layer, expert)))
         }
         self.experts = loaded
     }
@@ -126,9 +132,15 @@ public final class ExpertStore: Sendable {
         var output = [Float](repeating: 0, count: rowCount * hiddenSize)
         guard largestGroup > 0 else { return output }
         let intermediateSize = configuration.intermediateSize
-        // Scratch reused by every expert of the call: gathered rows, gate (then SwiGLU), up, down.
-        var scratch = FeedForwardScratch(
-            rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
+        // Scratch reused by every expert of the call (and by later calls): gathered rows, gate
+        // (then SwiGLU), up, down. Only the first rows of a group are read, so stale values are harmless.
+        var scratch =
+            idleScratch.withLock { idle -> FeedForwardScratch? in
+                defer { idle = nil }
+                return idle
+            }
+            ?? FeedForwardScratch(rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
+        scratch.reserve(rowCapacity: largestGroup)
         // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
         for expertIndex in 0..<expertCount where expertStarts[expertIndex + 1] > expertStarts[expertIndex] {
             let expert = experts[LayerExpert(layer: layer, expert: ExpertID(expertIndex))]!
@@ -150,6 +162,7 @@ public final class ExpertStore: Sendable {
                 }
             }
         }
+        idleScratch.withLock { [scratch] idle in idle = scratch }
         return output
     }
 
@@ -177,6 +190,15 @@ private struct FeedForwardScratch {
     let hiddenSize: Int
     let intermediateSize: Int
 
+    /// Grows the buffers to hold at least `rowCapacity` rows (never shrinks them).
+    mutating func reserve(rowCapacity: Int) {
+        guard input.count < rowCapacity * hiddenSize else { return }
+        input = [Float](repeating: 0, count: rowCapacity * hiddenSize)
+        gate = [Float](repeating: 0, count: rowCapacity * intermediateSize)
+        up = gate
+        down = input
+    }
+
     init(rowCapacity: Int, hiddenSize: Int, intermediateSize: Int) {
         input = [Float](repeating: 0, count: rowCapacity * hiddenSize)
         gate = [Float](repeating: 0, count: rowCapacity * intermediateSize)
@@ -188,33 +210,20 @@ private struct FeedForwardScratch {
 
     /// `down[0 ..< rowCount] = w2(silu(w1 x) ⊙ w3 x)` for the first `rowCount` rows of `input`.
     /// - Parameters:
-    ///   - gateWeight: w1, [I, H], f32.
-    ///   - upWeight: w3, [I, H], f32.
-    ///   - downWeight: w2, [H, I], f32.
+    ///   - gateWeight: w1, [I, H], f32 or bf16.
+    ///   - upWeight: w3, [I, H], f32 or bf16.
+    ///   - downWeight: w2, [H, I], f32 or bf16.
     mutating func feedForward(
-        _ gateWeight: FloatTensor, _ upWeight: FloatTensor, _ downWeight: FloatTensor, rowCount: Int
+        _ gateWeight: WeightTensor, _ upWeight: WeightTensor, _ downWeight: WeightTensor, rowCount: Int
     ) {
-        let (h, i) = (hiddenSize, intermediateSize)
         input.withUnsafeBufferPointer { x in
             gate.withUnsafeMutableBufferPointer { g in
                 up.withUnsafeMutableBufferPointer { u in
                     down.withUnsafeMutableBufferPointer { d in
-                        gateWeight.withUnsafePointer { w1 in
-                            linear(
-                                x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w1, outputCount: i,
-                                into: g.baseAddress!)
-                        }
-                        upWeight.withUnsafePointer { w3 in
-                            linear(
-                                x.baseAddress!, rowCount: rowCount, inputCount: h, weight: w3, outputCount: i,
-                                into: u.baseAddress!)
-                        }
-                        swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * i)
-                        downWeight.withUnsafePointer { w2 in
-                            linear(
-                                g.baseAddress!, rowCount: rowCount, inputCount: i, weight: w2, outputCount: h,
-                                into: d.baseAddress!)
-                        }
+                        linear(x.baseAddress!, rowCount: rowCount, weight: gateWeight, into: g.baseAddress!)
+                        linear(x.baseAddress!, rowCount: rowCount, weight: upWeight, into: u.baseAddress!)
+                        swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediateSize)
+                        linear(g.baseAddress!, rowCount: rowCount, weight: downWeight, into: d.baseAddress!)
                     }
                 }
             }

@@ -303,24 +303,24 @@ public enum MixtralTensorNames {
 /// The self-attention of one decoder layer: projections, RoPE, grouped-query attention over the
 /// KV cache with a causal (and optionally sliding-window) mask, output projection.
 struct MixtralAttention: Sendable {
-    /// [heads × D, H], f32
-    let queryWeight: FloatTensor
-    /// [kvHeads × D, H], f32
-    let keyWeight: FloatTensor
-    /// [kvHeads × D, H], f32
-    let valueWeight: FloatTensor
-    /// [H, heads × D], f32
-    let outputWeight: FloatTensor
+    /// [heads × D, H], f32 or bf16
+    let queryWeight: WeightTensor
+    /// [kvHeads × D, H], f32 or bf16
+    let keyWeight: WeightTensor
+    /// [kvHeads × D, H], f32 or bf16
+    let valueWeight: WeightTensor
+    /// [H, heads × D], f32 or bf16
+    let outputWeight: WeightTensor
     let shape: AttentionShape
     let rotary: RotaryEmbedding
     let hiddenSize: Int
 
     init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
         let c = checkpoint.configuration
-        queryWeight = try checkpoint.tensor(named: MixtralTensorNames.query(layer))
-        keyWeight = try checkpoint.tensor(named: MixtralTensorNames.key(layer))
-        valueWeight = try checkpoint.tensor(named: MixtralTensorNames.value(layer))
-        outputWeight = try checkpoint.tensor(named: MixtralTensorNames.output(layer))
+        queryWeight = try checkpoint.weight(named: MixtralTensorNames.query(layer))
+        keyWeight = try checkpoint.weight(named: MixtralTensorNames.key(layer))
+        valueWeight = try checkpoint.weight(named: MixtralTensorNames.value(layer))
+        outputWeight = try checkpoint.weight(named: MixtralTensorNames.output(layer))
         shape = AttentionShape(
             headCount: c.attentionHeadCount, keyValueHeadCount: c.keyValueHeadCount,
             headDimension: c.headDimension, slidingWindow: c.slidingWindow)
@@ -391,8 +391,8 @@ struct ChunkSpan: Sendable, Equatable {
 
 /// The router of one MoE layer: a linear scoring of the E experts per token, then top-k.
 struct MixtralRouter: Sendable {
-    /// [E, H], f32
-    let weight: FloatTensor
+    /// [E, H], f32 or bf16
+    let weight: WeightTensor
     let expertCount: Int
     let expertsPerToken: Int
 
@@ -445,7 +445,7 @@ struct MixtralDecoderLayer: Sendable {
         postAttentionNorm = try checkpoint.tensor(named: MixtralTensorNames.postAttentionNorm(layer))
         attention = try MixtralAttention(checkpoint: checkpoint, layer: layer)
         router = MixtralRouter(
-            weight: try checkpoint.tensor(named: MixtralTensorNames.router(layer)),
+            weight: try checkpoint.weight(named: MixtralTensorNames.router(layer)),
             expertCount: c.expertCount, expertsPerToken: c.expertsPerToken)
         epsilon = Float(c.rmsNormEpsilon)
         index = layer
@@ -480,26 +480,27 @@ struct MixtralDecoderLayer: Sendable {
 public final class MixtralDenseModel: Sendable {
     /// The model's hyper-parameters.
     public let configuration: MixtralConfiguration
-    /// [V, H], f32
-    private let embedding: FloatTensor
+    /// [V, H], f32 or bf16 (as stored; f16 converted)
+    private let embedding: WeightTensor
     private let layers: [MixtralDecoderLayer]
     /// [H], f32
     private let finalNorm: FloatTensor
-    /// [V, H], f32 (the embedding matrix when tied)
-    private let lmHead: FloatTensor
+    /// [V, H], f32 or bf16 (the embedding matrix when tied)
+    private let lmHead: WeightTensor
 
-    /// Loads the dense tensors of `checkpoint` (converted to f32).
+    /// Loads the dense tensors of `checkpoint`: matrices f32 or bf16 as stored (f16 converted to
+    /// f32), used in place from the memory map when possible; norms as f32.
     /// - Throws: `ModelError` when a tensor cannot be read.
     public init(checkpoint: Checkpoint) throws {
         configuration = checkpoint.configuration
-        embedding = try checkpoint.tensor(named: MixtralTensorNames.embedding)
+        embedding = try checkpoint.weight(named: MixtralTensorNames.embedding)
         var layers: [MixtralDecoderLayer] = []
         for layer in 0..<configuration.layerCount {
             layers.append(try MixtralDecoderLayer(checkpoint: checkpoint, layer: layer))
         }
         self.layers = layers
         finalNorm = try checkpoint.tensor(named: MixtralTensorNames.finalNorm)
-        lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.tensor(named: MixtralTensorNames.lmHead)
+        lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.weight(named: MixtralTensorNames.lmHead)
     }
 
     /// An empty KV cache for one sequence of up to `capacity` tokens.
@@ -622,14 +623,11 @@ public final class MixtralDenseModel: Sendable {
         let hiddenSize = c.hiddenSize
         var hidden = [Float](repeating: 0, count: rowCount * hiddenSize)
         hidden.withUnsafeMutableBufferPointer { destination in
-            embedding.withUnsafePointer { table in
-                var row = 0
-                for chunk in chunks {
-                    for token in chunk {
-                        (destination.baseAddress! + row * hiddenSize).update(
-                            from: table + Int(token) * hiddenSize, count: hiddenSize)
-                        row += 1
-                    }
+            var row = 0
+            for chunk in chunks {
+                for token in chunk {
+                    embedding.copyRow(Int(token), into: destination.baseAddress! + row * hiddenSize)
+                    row += 1
                 }
             }
         }

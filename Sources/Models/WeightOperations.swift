@@ -1,14 +1,41 @@
-// The kernels applied to checkpoint weights (`FloatTensor`, owned or memory-mapped), for the
-// architecture files: shapes come from the weight, so call sites state only the activations.
+// The kernels applied to checkpoint weights (`WeightTensor` f32 or bf16, `FloatTensor`; owned or
+// memory-mapped), for the architecture files: shapes come from the weight, so call sites state only
+// the activations.
 import Kernels
 import Tensors
 
-/// `input · weightᵀ` for an `nn.Linear` weight.
+/// `output = input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16 (same bits either
+/// way for the same values: the bf16 kernel widens exactly and reduces in the f32 kernel's order).
 /// - Parameters:
 ///   - input: [rowCount, weight.shape[1]], f32.
-///   - weight: [outputCount, inputCount], f32.
+///   - weight: [outputCount, inputCount], f32 or bf16.
+///   - output: [rowCount, weight.shape[0]], f32, overwritten.
+func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, weight: WeightTensor, into output: UnsafeMutablePointer<Float>
+) {
+    precondition(weight.shape.count == 2, "linear: weight must be a matrix, got shape \(weight.shape)")
+    let outputCount = weight.shape[0]
+    let inputCount = weight.shape[1]
+    guard rowCount > 0, outputCount > 0 else { return }
+    weight.withElements { elements in
+        switch elements {
+        case .f32(let w):
+            linear(
+                input, rowCount: rowCount, inputCount: inputCount, weight: w, outputCount: outputCount, into: output)
+        case .bf16(let w):
+            linear(
+                input, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: w, outputCount: outputCount,
+                into: output)
+        }
+    }
+}
+
+/// `input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16.
+/// - Parameters:
+///   - input: [rowCount, weight.shape[1]], f32.
+///   - weight: [outputCount, inputCount], f32 or bf16.
 /// - Returns: [rowCount, weight.shape[0]], f32.
-func linear(_ input: [Float], rowCount: Int, weight: FloatTensor) -> [Float] {
+func linear(_ input: [Float], rowCount: Int, weight: WeightTensor) -> [Float] {
     precondition(weight.shape.count == 2, "linear: weight must be a matrix, got shape \(weight.shape)")
     let outputCount = weight.shape[0]
     let inputCount = weight.shape[1]
@@ -16,12 +43,8 @@ func linear(_ input: [Float], rowCount: Int, weight: FloatTensor) -> [Float] {
     var output = [Float](repeating: 0, count: rowCount * outputCount)
     guard rowCount > 0, outputCount > 0 else { return output }
     input.withUnsafeBufferPointer { x in
-        weight.withUnsafePointer { w in
-            output.withUnsafeMutableBufferPointer { y in
-                linear(
-                    x.baseAddress!, rowCount: rowCount, inputCount: inputCount, weight: w, outputCount: outputCount,
-                    into: y.baseAddress!)
-            }
+        output.withUnsafeMutableBufferPointer { y in
+            linear(x.baseAddress!, rowCount: rowCount, weight: weight, into: y.baseAddress!)
         }
     }
     return output

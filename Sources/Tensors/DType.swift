@@ -1,5 +1,6 @@
-// Vocabulary: a dtype is the element type of a stored tensor (f32, bf16, f16). Compute is f32;
-// bf16 and f16 are storage formats converted to f32 on load.
+// Vocabulary: a dtype is the element type of a stored tensor (f32, bf16, f16). Compute is f32:
+// bf16 weight matrices stay bf16 in memory and are widened exactly by the kernels; f16 (and bf16
+// vectors such as norm weights) are converted to f32 on load.
 
 /// The element type of a stored tensor.
 public enum DType: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {

@@ -1,4 +1,4 @@
-// Batch-invariant f32 kernels for Switchyard.
+// Batch-invariant kernels for Switchyard: f32 activations, f32 or bf16 weights, f32 results.
 //
 // Vocabulary: "batch-invariant" means every output element is computed by the same sequence of
 // floating-point operations whatever the number of rows in the call and wherever its row sits,
@@ -13,6 +13,7 @@
 #define SY_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,6 +47,48 @@ void sy_matmul_nt(const float *x, size_t m, size_t k, size_t x_stride,
 void sy_matmul_nt_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride,
                       const float *w, size_t n, size_t w_stride,
                       float *y, size_t y_stride, int accumulate);
+
+/// y[i, j] = Σ_p x[i, p] · w[j, p]  (+ y[i, j] when `accumulate` is non-zero), with w in bf16.
+///
+/// Each bf16 weight is widened exactly to f32 (its 16 bits become the upper half of a binary32)
+/// and the products are reduced in the shape of ``sy_matmul_nt``, so the result is bitwise that
+/// of ``sy_matmul_nt`` on the same weights upcast to f32, on every path and for every m.
+/// x: [m, k] f32 with row stride `x_stride` floats; w: [n, k] bf16 bit patterns with row stride
+/// `w_stride` elements (any 2-byte alignment); y: [m, n] f32 with row stride `y_stride`.
+void sy_matmul_nt_bf16(const float *x, size_t m, size_t k, size_t x_stride,
+                       const uint16_t *w, size_t n, size_t w_stride,
+                       float *y, size_t y_stride, int accumulate);
+
+/// ``sy_matmul_nt_bf16`` on an explicit path; `isa` must be supported (tests and benchmarks).
+void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride,
+                           const uint16_t *w, size_t n, size_t w_stride,
+                           float *y, size_t y_stride, int accumulate);
+
+/// Whether this CPU (and build) has the AVX-512 bf16 dot product (`vdpbf16ps`).
+int sy_bf16_dot_supported(void);
+
+/// An opt-in, faster, less exact variant of ``sy_matmul_nt_bf16``: x is rounded to bf16 (nearest
+/// even) and pairs of products are accumulated by `vdpbf16ps` (denormals flushed). Results differ
+/// from ``sy_matmul_nt_bf16`` (by the rounding of x) but are still batch-invariant: the reduction
+/// over k has one fixed order (32 indices per step in 16 lanes, then the tree of the header
+/// comment) whatever m is. Requires ``sy_bf16_dot_supported``; otherwise it runs
+/// ``sy_matmul_nt_bf16`` on the active path. Shapes and strides as ``sy_matmul_nt_bf16``.
+void sy_matmul_nt_bf16_dot(const float *x, size_t m, size_t k, size_t x_stride,
+                           const uint16_t *w, size_t n, size_t w_stride,
+                           float *y, size_t y_stride, int accumulate);
+
+/// Sets how many threads (the caller included) ``sy_matmul_nt`` and ``sy_matmul_nt_bf16`` (and
+/// their `_isa` forms) split one product over: 1 ... SY_MAX_THREADS, clamped. A product is split
+/// over n only (each thread computes whole output columns), never over k, so the result is
+/// bitwise the same for every thread count. Workers are started on demand and kept for the life of
+/// the process; a product issued while another call holds the pool runs on its caller alone.
+void sy_set_thread_count(int count);
+
+/// The thread count set by ``sy_set_thread_count`` (1 until then).
+int sy_thread_count(void);
+
+/// The largest accepted thread count.
+#define SY_MAX_THREADS 64
 
 /// out[d] = Σ_s p[s] · v[s, d] for d < width, summed over s = 0, 1, ..., count - 1 in that order
 /// with one fused multiply-add per term, starting from 0 (the weighted value sum of attention).

@@ -1,0 +1,340 @@
+// bf16 weights used as stored: the bf16 kernel widens each weight exactly and reduces in the f32
+// kernel's fixed order, so it equals a double-precision reference within f32 rounding, equals the
+// f32 kernel on the upcast weights bit for bit, and keeps batch invariance; a bf16 checkpoint runs
+// from its memory map and gives bitwise the logits of the same checkpoint converted to f32.
+import Foundation
+import Kernels
+import Models
+import Synchronization
+import Tensors
+import TestSupport
+import Testing
+
+/// Largest accepted |kernel - double reference| relative to Σ|x·w| (f32 accumulation; the
+/// widened bf16 weights are exact, so the bound is the f32 kernel's).
+private let relativeBFloat16Tolerance: Double = 1e-6
+
+/// `count` random non-zero weights rounded to bf16: the bit patterns and their exact f32 values.
+private func randomBFloat16(_ random: inout TestRandom, _ count: Int) -> (bits: [UInt16], widened: [Float]) {
+    let bits = random.floats(count).map { value -> UInt16 in
+        let rounded = bfloat16Bits(from: value)
+        // Rounding never reaches 0 from [-1, 1) \ {0}, but keep the inputs non-zero by construction.
+        return rounded & 0x7FFF == 0 ? bfloat16Bits(from: 0.5) : rounded
+    }
+    return (bits, bits.map(floatFromBFloat16Bits))
+}
+
+/// Expects bitwise equality; on failure reports the largest difference and the first mismatch.
+private func expectSameBits(
+    _ actual: [Float], _ expected: [Float], _ context: @autoclosure () -> String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
+    guard actual.count != expected.count || actual.map(\.bitPattern) != expected.map(\.bitPattern) else { return }
+    let detail =
+        actual.count == expected.count
+        ? "\(Difference(actual, expected, tolerance: 0))" : "\(actual.count) vs \(expected.count) values"
+    Issue.record("\(context()): not bitwise equal, \(detail)", sourceLocation: sourceLocation)
+}
+
+/// Shapes (rows, inputs, outputs) with k below, at and above one 16-lane block, with tails, and n
+/// not a multiple of any tile width.
+private let bfloat16Shapes: [(Int, Int, Int)] = [
+    (1, 1, 1), (1, 17, 5), (3, 15, 7), (5, 16, 4), (7, 33, 9), (9, 100, 13), (13, 257, 6), (2, 1024, 3),
+]
+
+@Suite("bf16 weight kernel")
+struct BFloat16KernelTests {
+    @Test(
+        "the bf16-weight product equals a double-precision x·Wᵀ on the widened weights on every path, tails included",
+        arguments: KernelISA.supported, bfloat16Shapes)
+    func matchesDoubleReference(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.rows * 7919 + shape.inputs * 31 + shape.outputs))
+        let x = random.floats(shape.rows * shape.inputs)
+        let w = randomBFloat16(&random, shape.outputs * shape.inputs)
+        let y = linear(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, isa: isa)
+        var worst = 0.0
+        for r in 0..<shape.rows {
+            for o in 0..<shape.outputs {
+                var value = 0.0
+                var magnitude = 0.0
+                for i in 0..<shape.inputs {
+                    let product = Double(x[r * shape.inputs + i]) * Double(w.widened[o * shape.inputs + i])
+                    value += product
+                    magnitude += abs(product)
+                }
+                let error = abs(Double(y[r * shape.outputs + o]) - value)
+                worst = max(worst, error / (relativeBFloat16Tolerance * magnitude))
+            }
+        }
+        #expect(worst <= 1, "\(isa) \(shape): worst error \(worst) × tolerance \(relativeBFloat16Tolerance)·Σ|x·w|")
+    }
+
+    @Test(
+        "the bf16-weight product is bitwise the f32 product on the same weights upcast, on every path, accumulate included",
+        arguments: KernelISA.supported, bfloat16Shapes)
+    func equalsFloatKernelOnUpcastWeights(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.rows * 131 + shape.inputs * 17 + shape.outputs))
+        let x = random.floats(shape.rows * shape.inputs)
+        let w = randomBFloat16(&random, shape.outputs * shape.inputs)
+        let expected = linear(x, rowCount: shape.rows, weight: w.widened, outputCount: shape.outputs, isa: .scalar)
+        let actual = linear(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, isa: isa)
+        expectSameBits(actual, expected, "\(isa) \(shape)")
+
+        let base = random.floats(shape.rows * shape.outputs)
+        var accumulatedFloat = base
+        var accumulatedBFloat16 = base
+        x.withUnsafeBufferPointer { xp in
+            w.widened.withUnsafeBufferPointer { wf in
+                accumulatedFloat.withUnsafeMutableBufferPointer { yp in
+                    linear(
+                        xp.baseAddress!, rowCount: shape.rows, inputCount: shape.inputs, weight: wf.baseAddress!,
+                        outputCount: shape.outputs, into: yp.baseAddress!, accumulate: true, isa: isa)
+                }
+            }
+            w.bits.withUnsafeBufferPointer { wb in
+                accumulatedBFloat16.withUnsafeMutableBufferPointer { yp in
+                    linear(
+                        xp.baseAddress!, rowCount: shape.rows, inputCount: shape.inputs, bfloat16Weight: wb.baseAddress!,
+                        outputCount: shape.outputs, into: yp.baseAddress!, accumulate: true, isa: isa)
+                }
+            }
+        }
+        expectSameBits(accumulatedBFloat16, accumulatedFloat, "\(isa) \(shape) accumulate")
+    }
+
+    @Test(
+        "a row's bf16-weight product is bitwise identical for m = 1 … 40 and at any position in the batch",
+        arguments: KernelISA.supported)
+    func batchInvariant(isa: KernelISA) {
+        var random = TestRandom(seed: 21)
+        let (inputs, outputs) = (67, 37)
+        let w = randomBFloat16(&random, outputs * inputs).bits
+        let row = random.floats(inputs)
+        let alone = linear(row, rowCount: 1, bfloat16Weight: w, outputCount: outputs, isa: isa)
+        for rowCount in 1...40 {
+            for position in Set([0, rowCount / 2, rowCount - 1]) {
+                var x = random.floats(rowCount * inputs)
+                x.replaceSubrange((position * inputs)..<((position + 1) * inputs), with: row)
+                let y = linear(x, rowCount: rowCount, bfloat16Weight: w, outputCount: outputs, isa: isa)
+                expectSameBits(
+                    Array(y[(position * outputs)..<((position + 1) * outputs)]), alone,
+                    "\(isa): m = \(rowCount), row at \(position)")
+            }
+        }
+    }
+}
+
+@Suite("bf16 checkpoints")
+struct BFloat16CheckpointTests {
+    /// A small bf16 checkpoint with sizes that leave kernel tails (by default H = 40, I = 56, V = 50).
+    static func writeBFloat16Checkpoint(
+        tie: Bool, hiddenSize: Int = 40, intermediateSize: Int = 56, vocabularySize: Int = 50
+    ) throws -> URL {
+        var options = MixtralCheckpointOptions()
+        options.hiddenSize = hiddenSize
+        options.intermediateSize = intermediateSize
+        options.attentionHeadCount = 4
+        options.keyValueHeadCount = 2
+        options.expertCount = 4
+        options.expertsPerToken = 2
+        options.vocabularySize = vocabularySize
+        options.seed = 5
+        options.dtype = .bf16
+        options.tieWordEmbeddings = tie
+        // Weights of std 0.3 rather than 0.02 so logits vary visibly between tokens.
+        options.initializerRange = 0.3
+        let directory = try TestPaths.makeTemporaryDirectory("bf16-test")
+        try MixtralCheckpointWriter.write(options, to: directory)
+        return directory
+    }
+
+    /// Copies `source` with every tensor converted to f32 (same config.json).
+    private static func writeFloatCopy(of source: URL) throws -> URL {
+        let checkpoint = try Checkpoint(directory: source)
+        let tensors = try checkpoint.tensorNames.map { name in
+            SafetensorsWriter.Tensor(
+                name: name, shape: checkpoint.entry(named: name)!.shape, values: try checkpoint.floats(named: name),
+                storedAs: .f32)
+        }
+        let directory = try TestPaths.makeTemporaryDirectory("bf16-test-f32")
+        try SafetensorsWriter.write(tensors, to: directory.appendingPathComponent(Checkpoint.singleFileName))
+        try FileManager.default.copyItem(
+            at: source.appendingPathComponent("config.json"), to: directory.appendingPathComponent("config.json"))
+        return directory
+    }
+
+    /// Logits of every position of a prompt, then of three greedy decode steps.
+    static func logits(_ checkpoint: Checkpoint) throws -> [Float] {
+        let c = checkpoint.configuration
+        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let store = try ExpertStore(
+            checkpoint: checkpoint,
+            experts: (0..<c.layerCount).flatMap { l in
+                (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) }
+            })
+        let experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] = {
+            try store.compute(layer: $0, hidden: $1, routing: $2)
+        }
+        var cache = model.makeCache(capacity: 16)
+        var all = try model.forward(tokens: [1, 7, 3, 44, 20, 9], cache: &cache, logits: .allTokens, experts: experts)
+        for _ in 0..<3 {
+            let next = Int32(argmax(all[(all.count - c.vocabularySize)...]))
+            all += try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: experts)
+        }
+        return all
+    }
+
+    @Test("a bf16 checkpoint keeps its matrices bf16 and memory-mapped, and its norms f32", arguments: [false, true])
+    func weightsStayBFloat16(tie: Bool) throws {
+        let directory = try Self.writeBFloat16Checkpoint(tie: tie)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let checkpoint = try Checkpoint(directory: directory)
+        for name in [
+            MixtralTensorNames.embedding, MixtralTensorNames.query(0), MixtralTensorNames.expertDown(1, 3),
+            MixtralTensorNames.router(1),
+        ] + (tie ? [] : [MixtralTensorNames.lmHead]) {
+            let weight = try checkpoint.weight(named: name)
+            #expect(weight.dtype == .bf16 && weight.isBorrowed, "\(name)")
+            #expect(weight.values == (try checkpoint.floats(named: name)), "\(name)")
+        }
+        let norm = try checkpoint.tensor(named: MixtralTensorNames.finalNorm)
+        #expect(norm.values == (try checkpoint.floats(named: MixtralTensorNames.finalNorm)))
+    }
+
+    @Test(
+        "a bf16 checkpoint gives bitwise the logits of the same checkpoint converted to f32 (prefill and decode)",
+        arguments: [false, true])
+    func logitsEqualFloatCopy(tie: Bool) throws {
+        let directory = try Self.writeBFloat16Checkpoint(tie: tie)
+        let floatDirectory = try Self.writeFloatCopy(of: directory)
+        defer { for url in [directory, floatDirectory] { try? FileManager.default.removeItem(at: url) } }
+        let bfloat16 = try Checkpoint(directory: directory)
+        let float = try Checkpoint(directory: floatDirectory)
+        #expect(float.entry(named: MixtralTensorNames.embedding)?.dtype == .f32)
+        let expected = try Self.logits(float)
+        let actual = try Self.logits(bfloat16)
+        expectSameBits(actual, expected, "bf16 vs f32 copy, tied = \(tie)")
+        #expect(Set(expected.map(\.bitPattern)).count > 10, "the logits vary")
+    }
+}
+
+/// Runs `body` with the kernels split over `count` threads, then restores the previous count.
+private func withThreadCount<Result>(_ count: Int, _ body: () throws -> Result) rethrows -> Result {
+    let previous = Kernels.threadCount
+    Kernels.setThreadCount(count)
+    defer { Kernels.setThreadCount(previous) }
+    return try body()
+}
+
+@Suite("Kernel threads", .serialized)
+struct KernelThreadTests {
+    @Test(
+        "f32 and bf16 products are bitwise the same on 1, 2 and 3 threads, on every path",
+        arguments: KernelISA.supported, [(1, 1024, 700), (8, 256, 531), (33, 100, 97), (2, 40, 2000)])
+    func threadCountInvariant(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.outputs))
+        let x = random.floats(shape.rows * shape.inputs)
+        let w = randomBFloat16(&random, shape.outputs * shape.inputs)
+        let f32 = withThreadCount(1) {
+            linear(x, rowCount: shape.rows, weight: w.widened, outputCount: shape.outputs, isa: isa)
+        }
+        let bf16 = withThreadCount(1) {
+            linear(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, isa: isa)
+        }
+        expectSameBits(bf16, f32, "\(isa) \(shape) bf16 vs f32, 1 thread")
+        for threads in [2, 3] {
+            withThreadCount(threads) {
+                #expect(Kernels.threadCount == threads)
+                for _ in 0..<3 {
+                    expectSameBits(
+                        linear(x, rowCount: shape.rows, weight: w.widened, outputCount: shape.outputs, isa: isa), f32,
+                        "\(isa) \(shape) f32, \(threads) threads")
+                    expectSameBits(
+                        linear(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, isa: isa),
+                        bf16, "\(isa) \(shape) bf16, \(threads) threads")
+                }
+            }
+        }
+    }
+
+    @Test("products issued concurrently from several threads while the workers are busy give the same bits")
+    func concurrentCallers() {
+        var random = TestRandom(seed: 99)
+        let (rows, inputs, outputs) = (4, 512, 1000)
+        let x = random.floats(rows * inputs)
+        let w = randomBFloat16(&random, outputs * inputs).bits
+        let expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+        let callerCount = 6
+        let results = Mutex([[Float]](repeating: [], count: callerCount))
+        withThreadCount(2) {
+            DispatchQueue.concurrentPerform(iterations: callerCount) { caller in
+                var last: [Float] = []
+                for _ in 0..<20 { last = linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+                results.withLock { $0[caller] = last }
+            }
+        }
+        for (caller, result) in results.withLock({ $0 }).enumerated() { expectSameBits(result, expected, "caller \(caller)") }
+    }
+
+    @Test("a bf16 model's logits are bitwise the same on 1 and 3 threads")
+    func modelThreadCountInvariant() throws {
+        // Large enough that the products are split (the kernels keep small ones on one thread).
+        let directory = try BFloat16CheckpointTests.writeBFloat16Checkpoint(
+            tie: false, hiddenSize: 200, intermediateSize: 424, vocabularySize: 600)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let checkpoint = try Checkpoint(directory: directory)
+        let one = try withThreadCount(1) { try BFloat16CheckpointTests.logits(checkpoint) }
+        let three = try withThreadCount(3) { try BFloat16CheckpointTests.logits(checkpoint) }
+        expectSameBits(three, one, "bf16 model, 3 threads vs 1")
+    }
+}
+
+/// The opt-in dot-product kernel rounds each input to bf16 (relative error ≤ 2⁻⁹, so ≤ 2⁻⁹ of each
+/// |x·w|); with f32 accumulation on top, |result - exact| ≤ (2⁻⁸) · Σ|x·w| is a safe bound.
+private let relativeDotTolerance: Double = 1.0 / 256
+
+@Suite("bf16 dot-product kernel (opt-in)", .enabled(if: bfloat16DotIsSupported))
+struct BFloat16DotKernelTests {
+    @Test(
+        "the vdpbf16ps product is within 2⁻⁸·Σ|x·w| of a double-precision x·Wᵀ, tails included",
+        arguments: bfloat16Shapes + [(4, 31, 5), (6, 65, 7)])
+    func withinTolerance(shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs))
+        let x = random.floats(shape.rows * shape.inputs)
+        let w = randomBFloat16(&random, shape.outputs * shape.inputs)
+        let y = linearBFloat16Dot(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs)
+        var worst = 0.0
+        for r in 0..<shape.rows {
+            for o in 0..<shape.outputs {
+                var value = 0.0
+                var magnitude = 0.0
+                for i in 0..<shape.inputs {
+                    let product = Double(x[r * shape.inputs + i]) * Double(w.widened[o * shape.inputs + i])
+                    value += product
+                    magnitude += abs(product)
+                }
+                worst = max(worst, abs(Double(y[r * shape.outputs + o]) - value) / (relativeDotTolerance * magnitude))
+            }
+        }
+        #expect(worst <= 1, "\(shape): worst error \(worst) × tolerance \(relativeDotTolerance)·Σ|x·w|")
+    }
+
+    @Test("a row's vdpbf16ps product is bitwise identical for m = 1 … 40 and at any position in the batch")
+    func batchInvariant() {
+        var random = TestRandom(seed: 23)
+        let (inputs, outputs) = (67, 37)
+        let w = randomBFloat16(&random, outputs * inputs).bits
+        let row = random.floats(inputs)
+        let alone = linearBFloat16Dot(row, rowCount: 1, bfloat16Weight: w, outputCount: outputs)
+        for rowCount in 1...40 {
+            for position in Set([0, rowCount / 2, rowCount - 1]) {
+                var x = random.floats(rowCount * inputs)
+                x.replaceSubrange((position * inputs)..<((position + 1) * inputs), with: row)
+                let y = linearBFloat16Dot(x, rowCount: rowCount, bfloat16Weight: w, outputCount: outputs)
+                expectSameBits(
+                    Array(y[(position * outputs)..<((position + 1) * outputs)]), alone,
+                    "m = \(rowCount), row at \(position)")
+            }
+        }
+    }
+}
