@@ -83,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchyardCLI",
             dependencies: [
-                "Tensors", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker", "Server",
+                "Tensors", "Kernels", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -73,6 +73,9 @@ struct Generate: AsyncParsableCommand {
     @Flag(help: "Print one JSON object with token ids, text, logprobs, expert load, workers and timing.")
     var json = false
 
+    @Option(help: "Threads for the matrix products in this process (results do not depend on it).")
+    var threads: Int = 1
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .warning
 
@@ -111,6 +114,7 @@ struct Generate: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapLogging(level: logLevel)
+        try applyThreads(threads)
         StopSignal.install()
         let request = GenerationRequest(
             prompt: try parsedPrompt(), maxTokens: maxTokens, sampling: sampling, ignoreEOS: ignoreEOS,
@@ -176,7 +180,7 @@ struct Generate: AsyncParsableCommand {
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,
                 coordinator: coordinator.endpoint, model: checkpoint.directory,
-                extraArguments: ["--log-level", logLevel.rawValue])
+                extraArguments: ["--log-level", logLevel.rawValue, "--threads", "\(threads)"])
             defer {
                 coordinator.shutdown(reason: "generation finished")
                 workers.stop()

@@ -63,6 +63,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before its requests fail.")
     var dispatchTimeout: Double = 60
 
+    @Option(help: "Threads for the matrix products in this process (results do not depend on it).")
+    var threads: Int = 1
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
@@ -94,6 +97,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapLogging(level: logLevel)
+        try applyThreads(threads)
         do {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(

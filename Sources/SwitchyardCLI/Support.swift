@@ -1,6 +1,7 @@
 // Process wiring shared by the subcommands: logging set-up, stop signals, the own executable.
 public import ArgumentParser
 import Foundation
+import Kernels
 public import Logging
 import Synchronization
 
@@ -44,4 +45,12 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 extension Logger.Level {
     static let help = "Log level: trace, debug, info, notice, warning, error or critical."
+}
+
+/// Validates a `--threads` value and applies it to the matrix kernels (outputs do not depend on it).
+func applyThreads(_ threads: Int) throws {
+    guard (1...Kernels.maximumThreadCount).contains(threads) else {
+        throw ValidationError("--threads is \(threads), but must be between 1 and \(Kernels.maximumThreadCount)")
+    }
+    Kernels.setThreadCount(threads)
 }

@@ -26,7 +26,7 @@ struct Worker: ParsableCommand {
     @Option(help: "The name this worker registers with; placement files refer to it. Default: HOST-PID.")
     var name: String?
 
-    @Option(help: "Compute threads.")
+    @Option(help: "Threads for the expert matrix products (results do not depend on it).")
     var threads: Int = 1
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
@@ -39,11 +39,11 @@ struct Worker: ParsableCommand {
         guard coordinator.hasPrefix("tcp://") || coordinator.hasPrefix("ipc://") else {
             throw ValidationError("--coordinator is \"\(coordinator)\", but must be an endpoint like tcp://HOST:PORT")
         }
-        guard threads >= 1 else { throw ValidationError("--threads is \(threads), but must be at least 1") }
     }
 
     func run() throws {
         let logger = bootstrapLogging(level: logLevel)
+        try applyThreads(threads)
         StopSignal.install()
         let options = WorkerOptions(
             coordinator: coordinator, modelDirectory: URL(fileURLWithPath: model),
