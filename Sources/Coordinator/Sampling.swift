@@ -4,6 +4,7 @@
 // Order (as vLLM): temperature, then top-k, then top-p over the renormalised distribution.
 // Temperature 0 is greedy (argmax; ties go to the lowest token id, as torch.argmax).
 import Foundation
+import Tensors
 
 /// How to pick each next token.
 public struct SamplingParameters: Sendable, Equatable, Codable {
@@ -35,31 +36,15 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
     }
 }
 
-/// A deterministic 64-bit generator (SplitMix64): the same seed gives the same stream on every
-/// platform, which `SystemRandomNumberGenerator` does not.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// A uniform Double in [0, 1) from the top 53 bits.
-    public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
-}
-
 /// Picks tokens from logits according to `SamplingParameters`.
 public struct Sampler: Sendable {
     public let parameters: SamplingParameters
-    private var generator: SeededGenerator
+    private var generator: SplitMix64
 
     public init(_ parameters: SamplingParameters) {
         self.parameters = parameters
         var system = SystemRandomNumberGenerator()
-        generator = SeededGenerator(seed: parameters.seed ?? system.next())
+        generator = SplitMix64(seed: parameters.seed ?? system.next())
     }
 
     /// - Parameter logits: [vocabularySize], f32, raw model logits

@@ -64,7 +64,7 @@ public enum MixtralCheckpointWriter {
         try configJSON(configuration, dtype: options.dtype, initializerRange: options.initializerRange).write(
             to: directory.appendingPathComponent("config.json"))
 
-        var generator = SplitMix64(seed: options.seed)
+        var generator = NormalGenerator(seed: options.seed)
         var tensors: [SafetensorsWriter.Tensor] = []
         for (name, shape) in MixtralTensorNames.expectedShapes(configuration) {
             let count = shape.reduce(1, *)
@@ -159,27 +159,19 @@ private enum JSONValue {
     }
 }
 
-/// SplitMix64: a small, fast, well-distributed 64-bit PRNG (Steele, Lea & Flood 2014).
-struct SplitMix64 {
-    private var state: UInt64
+/// Normal samples for random weights, from `SplitMix64` (Box–Muller).
+struct NormalGenerator {
+    private var source: SplitMix64
     private var spareNormal: Float?
 
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    init(seed: UInt64) { source = SplitMix64(seed: seed) }
 
     /// Uniform in (0, 1): 53 random bits, never 0 (so the logarithm below is finite).
     mutating func nextUniform() -> Double {
-        (Double(next() >> 11) + 0.5) / 9_007_199_254_740_992
+        (Double(source.next() >> 11) + 0.5) / 9_007_199_254_740_992
     }
 
-    /// A standard normal sample (Box–Muller; the second value of each pair is kept for the next call).
+    /// A standard normal sample (the second value of each pair is kept for the next call).
     mutating func nextNormal() -> Float {
         if let spare = spareNormal {
             spareNormal = nil

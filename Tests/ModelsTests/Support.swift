@@ -3,19 +3,14 @@
 import Foundation
 import Models
 import TestSupport
+import Tensors
 
 /// A deterministic generator for test inputs (SplitMix64).
 struct TestRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
+    private var source: SplitMix64
+    init(seed: UInt64) { source = SplitMix64(seed: seed) }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { source.next() }
 
     /// Uniform in [-1, 1), never exactly 0.
     mutating func nonZeroFloat() -> Float {
