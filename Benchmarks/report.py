@@ -48,6 +48,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--results", required=True)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--decode-tokens", type=int, default=64)
     args = parser.parse_args()
     r = args.results
     config = json.load(open(os.path.join(args.model, "config.json")))
@@ -93,7 +95,7 @@ def main():
         t = result.get("timing", result)
         return t.get("prefill_tokens_per_s"), t.get("decode_tokens_per_s")
 
-    out("\nBatch 1: prefill 128 tokens, decode 64 tokens (tokens/s, this run)")
+    out(f"\nBatch 1: prefill {args.prompt_tokens} tokens, decode {args.decode_tokens} tokens (tokens/s, this run)")
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
     for name, key, result in [("Switchyard, in-process (generate --spawn-workers 0)", "switchyard-inprocess", sy_in),
                               ("Switchyard, 2 workers over tcp loopback", "switchyard-workers2", sy_w2),
@@ -107,7 +109,8 @@ def main():
             out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}")
 
     serve = {w: load(r, f"serve-workers{w}") for w in (0, 2)}
-    out("\nServe: decode tokens/s with B concurrent /v1/completions (64 tokens each, greedy, ignore_eos)")
+    tokens = next((s["max_tokens"] for s in serve.values() if s), "?")
+    out(f"\nServe: decode tokens/s with B concurrent /v1/completions ({tokens} tokens each, greedy, ignore_eos)")
     out(f"  {'server':<44}{'B=8':>10}{'B=32':>10}   (end-to-end incl. prefill: B=8, B=32)")
     batch_rate = {}
     for w in (0, 2):

@@ -19,6 +19,7 @@
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
 #   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers
 #   THREADS      peer threads (default 2)
+#   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,32
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,7 +31,9 @@ THREADS=${THREADS:-2}
 SKIP=${SKIP:-}
 MODEL="$WORK/model"
 PROMPT_TOKENS=128
-DECODE_TOKENS=64
+DECODE_TOKENS=${DECODE_TOKENS:-64}
+SERVE_TOKENS=${SERVE_TOKENS:-64}
+SERVE_BATCHES=${SERVE_BATCHES:-8,32}
 mkdir -p "$WORK" "$RESULTS"
 rm -f "$RESULTS"/*.json "$RESULTS"/*.skip
 
@@ -107,7 +110,7 @@ if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "S
         if [[ $workers == 2 ]] && skipping workers; then skip serve-workers2 "SKIP=workers"; continue; fi
         log "switchyard serve --workers $workers: decode at batch 8 and 32"
         python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers "$workers" \
-            --batches 8,32 --max-tokens "$DECODE_TOKENS" > "$RESULTS/serve-workers$workers.json" \
+            --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" > "$RESULTS/serve-workers$workers.json" \
             || { skip "serve-workers$workers" "serve_decode.py failed"; rm -f "$RESULTS/serve-workers$workers.json"; }
     done
 fi
@@ -147,4 +150,4 @@ else
     done
 fi
 
-python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL"
+python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"

@@ -79,14 +79,13 @@ def main():
     results = []
     try:
         serve, log = start([args.switchyard, "serve", "--model", args.model, "--bind", "tcp://127.0.0.1:0",
-                            "--workers", str(args.workers), "--http", "127.0.0.1:0", "--log-level", "warning"],
-                           "serve")
-        base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve).group(1)
+                            "--workers", str(args.workers), "--http", "127.0.0.1:0"], "serve")
         if args.workers:
             endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
             for index in range(args.workers):
                 start([args.switchyard, "worker", "--coordinator", endpoint, "--model", args.model,
                        "--name", f"w{index}", "--log-level", "warning"], f"w{index}")
+        base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve).group(1)
         deadline = time.time() + 300
         while True:
             try:
