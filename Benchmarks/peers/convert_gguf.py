@@ -31,19 +31,39 @@ def main():
     sys.path.insert(0, src)
     import convert_hf_to_gguf as convert
 
-    original = convert.TextModel.get_vocab_base_pre
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        # convert_hf_to_gguf.py imports sentencepiece before it looks for tokenizer.model; the
+        # benchmark model has only tokenizer.json, so a stand-in lets it fall through to that.
+        import types
+        if os.path.exists(os.path.join(model_dir, "tokenizer.model")):
+            sys.exit("convert_gguf.py: tokenizer.model needs the sentencepiece package")
+        sys.modules["sentencepiece"] = types.SimpleNamespace(SentencePieceProcessor=None)
 
-    def get_vocab_base_pre(self, tokenizer):
-        try:
-            return original(self, tokenizer)
-        except NotImplementedError as error:
-            pre = guess_pre(model_dir)
-            print(f"convert_gguf.py: convert_hf_to_gguf.py does not know this tokenizer's pre-tokenizer hash "
-                  f"({str(error).splitlines()[0][:120]}); using {pre!r} from tokenizer.json's pre_tokenizer",
-                  file=sys.stderr)
-            return pre
+    try:
+        import conversion.base as base  # newer llama.cpp: the model classes live in conversion/
+    except ImportError:
+        base = convert
+    owners = [c for c in vars(base).values() if isinstance(c, type) and "get_vocab_base_pre" in vars(c)]
 
-    convert.TextModel.get_vocab_base_pre = get_vocab_base_pre
+    def patch(owner):
+        original = owner.get_vocab_base_pre
+
+        def get_vocab_base_pre(self, tokenizer):
+            try:
+                return original(self, tokenizer)
+            except NotImplementedError as error:
+                pre = guess_pre(model_dir)
+                print(f"convert_gguf.py: convert_hf_to_gguf.py does not know this tokenizer's pre-tokenizer hash "
+                      f"({str(error).splitlines()[0][:120]}); using {pre!r} from tokenizer.json's pre_tokenizer",
+                      file=sys.stderr)
+                return pre
+
+        owner.get_vocab_base_pre = get_vocab_base_pre
+
+    for owner in owners:
+        patch(owner)
     sys.argv = ["convert_hf_to_gguf.py", model_dir, *rest]
     convert.main()
 

@@ -11,12 +11,10 @@ mkdir -p "$OUT"
 if [[ ! -f "$SRC/convert_hf_to_gguf.py" ]]; then
     version=$("$VENV/bin/python" -c "import llama_cpp; print(llama_cpp.__version__)")
     rm -rf "$WORK/sdist" && mkdir -p "$WORK/sdist"
-    "$VENV/bin/pip" download -q --no-deps --no-binary :all: "llama-cpp-python==$version" -d "$WORK/sdist" || exit 1
+    "$VENV/bin/pip" download -q --no-deps --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$WORK/sdist" || exit 1
     archive=$(ls "$WORK/sdist"/llama_cpp_python-*.tar.gz | head -1)
     rm -rf "$SRC" && mkdir -p "$SRC"
-    tar -xzf "$archive" -C "$SRC" --strip-components=3 --wildcards '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
-        '*/vendor/llama.cpp/gguf-py/*' '*/vendor/llama.cpp/models/ggml-vocab-*' 2>/dev/null \
-        || tar -xzf "$archive" -C "$SRC" --strip-components=3 --wildcards '*/vendor/llama.cpp/*'
+    tar -xzf "$archive" -C "$SRC" --strip-components=3 --wildcards '*/vendor/llama.cpp/*' || exit 1
 fi
 stamp=$(cat "$MODEL/.made" 2>/dev/null)
 for type in bf16 q8_0; do
