@@ -48,7 +48,8 @@ if [[ ! -x "$SWITCHYARD" ]]; then
     (cd "$ROOT" && swift build -c release --product switchyard) >&2 || { log "build failed"; exit 1; }
 fi
 
-# --- the peer venv (in the background: llama-cpp-python compiles llama.cpp for several minutes) ---
+# --- the peer venv (first time: llama-cpp-python compiles llama.cpp for several minutes; done before
+# any measurement so that the compile does not share the cores with the figures) ---
 setup_peers() {
     if [[ ! -x "$PEER_VENV/bin/python" ]]; then
         python3 -m venv "$PEER_VENV" || return 1
@@ -65,9 +66,9 @@ setup_peers() {
 }
 SETUP_LOG="$WORK/peer-setup.log"
 if skipping hf && skipping llama; then :; else
-    log "setting up the peer venv $PEER_VENV in the background (log: $SETUP_LOG)"
-    setup_peers > "$SETUP_LOG" 2>&1 &
-    SETUP_PID=$!
+    log "setting up the peer venv $PEER_VENV (log: $SETUP_LOG)"
+    setup_peers > "$SETUP_LOG" 2>&1
+    grep -E "failed" "$SETUP_LOG" >&2 || true
 fi
 HF_PYTHON=${HF_PYTHON:-$PEER_VENV/bin/python}
 
@@ -116,12 +117,6 @@ if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "S
 fi
 
 # --- peers --------------------------------------------------------------------------------------
-if [[ -n "${SETUP_PID:-}" ]]; then
-    log "waiting for the peer venv setup"
-    wait "$SETUP_PID"
-    grep -E "failed" "$SETUP_LOG" >&2 || true
-fi
-
 if skipping hf; then skip transformers "SKIP=hf"
 elif ! "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
     skip transformers "torch/transformers not importable by $HF_PYTHON (install failed: see $SETUP_LOG)"
