@@ -1,0 +1,266 @@
+// floors: the machine's floors that Switchyard's figures are divided by (Benchmarks/run.sh compiles
+// and runs this). Prints one JSON object on stdout; a human summary on stderr.
+//
+//   membw    memory read bandwidth, GB/s, 1 and 2 threads: each thread sums its half of a 512 MiB
+//            buffer of floats (AVX-512 via -O2 -march=native, 8 independent accumulators);
+//            median of 7 passes; the sums are printed so the compiler cannot drop the reads.
+//   sgemm    OpenBLAS cblas_sgemm GFLOP/s at the expert shapes y[m,n] = x[m,k] · w[n,k]ᵀ,
+//            k = 1024, n = 2816, m = 1, 8, 128, with 1 and 2 OpenBLAS threads; median of 7 batches
+//            of ≥ 50 ms each.
+//   zmq      ZeroMQ DEALER/ROUTER round trip over tcp://127.0.0.1, two-frame messages
+//            (a 16-byte header frame + a payload frame of 8 KiB, 64 KiB, 1 MiB); the ROUTER echoes in
+//            a forked process; p50 and p99 in µs.
+//
+// Build: cc -O2 -march=native -o floors floors.c -lopenblas -lzmq -lpthread
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *values, int count) {
+    qsort(values, (size_t)count, sizeof(double), compare_doubles);
+    return count % 2 ? values[count / 2] : 0.5 * (values[count / 2 - 1] + values[count / 2]);
+}
+
+static double percentile(double *values, int count, double p) {
+    qsort(values, (size_t)count, sizeof(double), compare_doubles);
+    int index = (int)(p * (count - 1) + 0.5);
+    return values[index];
+}
+
+// ---------------------------------------------------------------------------------------------
+// memory read bandwidth
+
+#define MEMBW_BYTES ((size_t)512 << 20)
+
+struct sum_job {
+    const float *data;
+    size_t count;
+    pthread_barrier_t *start;
+    double seconds;
+    float sum;
+};
+
+__attribute__((noinline)) static float sum_floats(const float *restrict data, size_t count) {
+    float acc[8][16] = {{0}};
+    size_t i = 0;
+    for (; i + 128 <= count; i += 128)
+        for (int a = 0; a < 8; a++)
+            for (int l = 0; l < 16; l++) acc[a][l] += data[i + 16 * a + l];
+    float total = 0;
+    for (int a = 0; a < 8; a++)
+        for (int l = 0; l < 16; l++) total += acc[a][l];
+    for (; i < count; i++) total += data[i];
+    return total;
+}
+
+static void *sum_thread(void *argument) {
+    struct sum_job *job = argument;
+    pthread_barrier_wait(job->start);
+    double start = now();
+    job->sum = sum_floats(job->data, job->count);
+    job->seconds = now() - start;
+    return NULL;
+}
+
+static double membw(const float *data, int threads, float *sink) {
+    double samples[7];
+    for (int pass = 0; pass < 8; pass++) {  // pass 0 is a warm-up
+        pthread_barrier_t barrier;
+        pthread_barrier_init(&barrier, NULL, (unsigned)threads);
+        pthread_t ids[2];
+        struct sum_job jobs[2];
+        size_t per = MEMBW_BYTES / sizeof(float) / (size_t)threads;
+        for (int t = 0; t < threads; t++) {
+            jobs[t] = (struct sum_job){.data = data + per * (size_t)t, .count = per, .start = &barrier};
+            pthread_create(&ids[t], NULL, sum_thread, &jobs[t]);
+        }
+        double slowest = 0;
+        for (int t = 0; t < threads; t++) {
+            pthread_join(ids[t], NULL);
+            if (jobs[t].seconds > slowest) slowest = jobs[t].seconds;
+            *sink += jobs[t].sum;
+        }
+        pthread_barrier_destroy(&barrier);
+        if (pass > 0) samples[pass - 1] = (double)(per * (size_t)threads * sizeof(float)) / slowest / 1e9;
+    }
+    return median(samples, 7);
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenBLAS sgemm
+
+static void fill(float *values, size_t count, unsigned seed) {
+    unsigned state = seed;
+    for (size_t i = 0; i < count; i++) {
+        state = state * 1664525u + 1013904223u;
+        values[i] = (float)(state >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
+    }
+}
+
+static double sgemm_gflops(int m, int k, int n, int threads, float *sink) {
+    openblas_set_num_threads(threads);
+    float *x = malloc(sizeof(float) * (size_t)m * (size_t)k);
+    float *w = malloc(sizeof(float) * (size_t)n * (size_t)k);
+    float *y = malloc(sizeof(float) * (size_t)m * (size_t)n);
+    fill(x, (size_t)m * (size_t)k, 2);
+    fill(w, (size_t)n * (size_t)k, 1);
+    // warm-up
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
+    double samples[7];
+    for (int batch = 0; batch < 7; batch++) {
+        int calls = 0;
+        double start = now(), elapsed;
+        do {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
+            *sink += y[(size_t)calls % ((size_t)m * (size_t)n)];
+            calls++;
+            elapsed = now() - start;
+        } while (elapsed < 0.05);
+        samples[batch] = 2.0 * m * (double)k * n * calls / elapsed / 1e9;
+    }
+    free(x);
+    free(w);
+    free(y);
+    return median(samples, 7);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ZeroMQ DEALER/ROUTER round trip
+
+static void check(int ok, const char *what) {
+    if (!ok) {
+        fprintf(stderr, "floors: %s: %s\n", what, zmq_strerror(zmq_errno()));
+        exit(1);
+    }
+}
+
+// The echo side: ROUTER receives [identity, header, payload] and sends the same frames back.
+static void router_echo(const char *endpoint) {
+    void *context = zmq_ctx_new();
+    void *router = zmq_socket(context, ZMQ_ROUTER);
+    check(zmq_bind(router, endpoint) == 0, "bind");
+    for (;;) {
+        zmq_msg_t parts[3];
+        int count = 0, more = 1;
+        while (more) {
+            zmq_msg_t part;
+            zmq_msg_init(&part);
+            check(zmq_msg_recv(&part, router, 0) >= 0, "router recv");
+            more = zmq_msg_more(&part);
+            if (count < 3) parts[count++] = part; else zmq_msg_close(&part);
+        }
+        if (count == 3 && zmq_msg_size(&parts[2]) == 4 && memcmp(zmq_msg_data(&parts[2]), "quit", 4) == 0) break;
+        for (int i = 0; i < count; i++)
+            check(zmq_msg_send(&parts[i], router, i + 1 < count ? ZMQ_SNDMORE : 0) >= 0, "router send");
+    }
+    zmq_close(router);
+    zmq_ctx_term(context);
+    _exit(0);
+}
+
+static void zmq_round_trips(int port, const size_t *sizes, int size_count, const int *iterations, double *p50,
+                            double *p99) {
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
+    pid_t child = fork();
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        router_echo(endpoint);
+    }
+    void *context = zmq_ctx_new();
+    void *dealer = zmq_socket(context, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+    check(zmq_connect(dealer, endpoint) == 0, "connect");
+    char header[16] = "switchyard-hdr";
+    for (int s = 0; s < size_count; s++) {
+        size_t size = sizes[s];
+        char *payload = malloc(size), *back = malloc(size);
+        memset(payload, 0x5a, size);
+        int total = iterations[s] + 20;  // 20 warm-up round trips
+        double *samples = malloc(sizeof(double) * (size_t)total);
+        for (int i = 0; i < total; i++) {
+            payload[i % size] = (char)i;
+            double start = now();
+            check(zmq_send(dealer, header, sizeof header, ZMQ_SNDMORE) >= 0, "dealer send");
+            check(zmq_send(dealer, payload, size, 0) >= 0, "dealer send");
+            char header_back[16];
+            check(zmq_recv(dealer, header_back, sizeof header_back, 0) >= 0, "dealer recv");
+            int received = zmq_recv(dealer, back, size, 0);
+            check(received >= 0, "dealer recv");
+            samples[i] = (now() - start) * 1e6;
+            if ((size_t)received != size || back[i % size] != (char)i) {
+                fprintf(stderr, "floors: echo mismatch\n");
+                exit(1);
+            }
+        }
+        p50[s] = percentile(samples + 20, iterations[s], 0.5);
+        p99[s] = percentile(samples + 20, iterations[s], 0.99);
+        free(samples);
+        free(payload);
+        free(back);
+    }
+    zmq_send(dealer, header, sizeof header, ZMQ_SNDMORE);
+    zmq_send(dealer, "quit", 4, 0);
+    int status;
+    waitpid(child, &status, 0);
+    zmq_close(dealer);
+    zmq_ctx_term(context);
+}
+
+int main(int argc, char **argv) {
+    int port = argc > 1 ? atoi(argv[1]) : 47311;
+    float sink = 0;
+
+    float *data = aligned_alloc(64, MEMBW_BYTES);
+    fill(data, MEMBW_BYTES / sizeof(float), 3);
+    double bw1 = membw(data, 1, &sink), bw2 = membw(data, 2, &sink);
+    free(data);
+    fprintf(stderr, "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n", bw1, bw2);
+
+    int rows[3] = {1, 8, 128};
+    double gemm[3][2];
+    for (int r = 0; r < 3; r++)
+        for (int t = 0; t < 2; t++) {
+            gemm[r][t] = sgemm_gflops(rows[r], 1024, 2816, t + 1, &sink);
+            fprintf(stderr, "sgemm m=%d k=1024 n=2816, %d thread(s): %.1f GFLOP/s\n", rows[r], t + 1, gemm[r][t]);
+        }
+
+    size_t sizes[3] = {8 << 10, 64 << 10, 1 << 20};
+    int iterations[3] = {2000, 1000, 300};
+    double p50[3], p99[3];
+    zmq_round_trips(port, sizes, 3, iterations, p50, p99);
+    for (int s = 0; s < 3; s++)
+        fprintf(stderr, "zmq DEALER/ROUTER tcp round trip, 2 frames, %zu B: p50 %.0f µs, p99 %.0f µs\n", sizes[s],
+                p50[s], p99[s]);
+
+    printf("{\"membw_gbs_1t\": %.2f, \"membw_gbs_2t\": %.2f, \"sgemm\": [", bw1, bw2);
+    for (int r = 0; r < 3; r++)
+        printf("%s{\"m\": %d, \"k\": 1024, \"n\": 2816, \"gflops_1t\": %.2f, \"gflops_2t\": %.2f}", r ? ", " : "",
+               rows[r], gemm[r][0], gemm[r][1]);
+    printf("], \"zmq\": [");
+    for (int s = 0; s < 3; s++)
+        printf("%s{\"bytes\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f}", s ? ", " : "", sizes[s], p50[s], p99[s]);
+    printf("], \"sink\": %g}\n", (double)sink);
+    return 0;
+}

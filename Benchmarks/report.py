@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Prints the benchmark table of one `Benchmarks/run.sh` run from its results directory (JSON files
+written in that run; `NAME.skip` files hold the reason a part was skipped)."""
+import argparse
+import json
+import os
+
+
+def load(results, name):
+    path = os.path.join(results, name + ".json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def reason(results, name):
+    path = os.path.join(results, name + ".skip")
+    return open(path).read().strip() if os.path.exists(path) else "no result"
+
+
+def active_params(config):
+    h = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads", heads)
+    head_dim = config.get("head_dim") or h // heads
+    ffn = config["intermediate_size"]
+    layers = config["num_hidden_layers"]
+    experts = config["num_local_experts"]
+    top_k = config["num_experts_per_tok"]
+    attention = h * heads * head_dim * 2 + h * kv * head_dim * 2
+    per_layer = attention + experts * h + top_k * 3 * h * ffn + 2 * h
+    return layers * per_layer + config["vocab_size"] * h + h  # + LM head + final norm (embedding: one row)
+
+
+def fmt(value, digits=1):
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--decode-tokens", type=int, default=64)
+    args = parser.parse_args()
+    r = args.results
+    config = json.load(open(os.path.join(args.model, "config.json")))
+    params = active_params(config)
+    active_bytes = params * 2  # bf16 weights
+
+    lines = []
+    out = lines.append
+    out("")
+    out("=" * 100)
+    out(f"Switchyard benchmark — model: Mixtral-shaped, hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, "
+        f"{config['num_local_experts']} experts top-{config['num_experts_per_tok']}, FFN {config['intermediate_size']}, "
+        f"vocab {config['vocab_size']}, bf16")
+    out(f"active parameters per token: {params / 1e6:.1f} M = {active_bytes / 1e6:.0f} MB of bf16 weights read per decoded token")
+    out("=" * 100)
+
+    floors = load(r, "floors")
+    out("\nFloors (this run)")
+    if floors:
+        out(f"  memory read bandwidth            {floors['membw_gbs_1t']:8.1f} GB/s (1 thread)   {floors['membw_gbs_2t']:8.1f} GB/s (2 threads)")
+        for g in floors["sgemm"]:
+            out(f"  OpenBLAS sgemm m={g['m']:<3} k={g['k']} n={g['n']}  {g['gflops_1t']:8.1f} GFLOP/s (1 thread) {g['gflops_2t']:8.1f} GFLOP/s (2 threads)")
+        for z in floors["zmq"]:
+            size = f"{z['bytes'] // 1024} KiB" if z["bytes"] < 1 << 20 else f"{z['bytes'] >> 20} MiB"
+            out(f"  ZeroMQ DEALER/ROUTER tcp RTT {size:>7}  p50 {z['p50_us']:8.0f} µs   p99 {z['p99_us']:8.0f} µs")
+        floor_1t = floors["membw_gbs_1t"] * 1e9 / active_bytes
+        floor_2t = floors["membw_gbs_2t"] * 1e9 / active_bytes
+        out(f"  decode floor (bandwidth ÷ active bf16 bytes)  {floor_1t:8.1f} tok/s (1 thread)  {floor_2t:8.1f} tok/s (2 threads)")
+    else:
+        floor_1t = floor_2t = None
+        out(f"  skipped: {reason(r, 'floors')}")
+
+    rows = []  # (name, prefill, decode, note)
+    sy_in = load(r, "switchyard-inprocess")
+    sy_w2 = load(r, "switchyard-workers2")
+    hf = load(r, "transformers")
+    lb = load(r, "llama-bf16")
+    lq = load(r, "llama-q8_0")
+
+    def timing(result):
+        if result is None:
+            return None, None
+        t = result.get("timing", result)
+        return t.get("prefill_tokens_per_s"), t.get("decode_tokens_per_s")
+
+    out(f"\nBatch 1: prefill {args.prompt_tokens} tokens, decode {args.decode_tokens} tokens (tokens/s, this run)")
+    out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
+    for name, key, result in [("Switchyard, in-process (generate --spawn-workers 0)", "switchyard-inprocess", sy_in),
+                              ("Switchyard, 2 workers over tcp loopback", "switchyard-workers2", sy_w2),
+                              ("transformers CPU bf16, 2 threads", "transformers", hf),
+                              ("llama.cpp bf16, 2 threads", "llama-bf16", lb),
+                              ("llama.cpp q8_0, 2 threads", "llama-q8_0", lq)]:
+        if result is None:
+            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
+        else:
+            p, d = timing(result)
+            out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}")
+
+    serve = {w: load(r, f"serve-workers{w}") for w in (0, 2)}
+    tokens = next((s["max_tokens"] for s in serve.values() if s), "?")
+    out(f"\nServe: decode tokens/s with B concurrent /v1/completions ({tokens} tokens each, greedy, ignore_eos)")
+    out(f"  {'server':<44}{'B=8':>10}{'B=32':>10}   (end-to-end incl. prefill: B=8, B=32)")
+    batch_rate = {}
+    for w in (0, 2):
+        s = serve[w]
+        name = f"switchyard serve --workers {w}"
+        if s is None:
+            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, f'serve-workers{w}')}")
+            continue
+        by = {b["batch"]: b for b in s["batches"]}
+        for b in by:
+            batch_rate[(w, b)] = by[b]["decode_tokens_per_s"]
+        e2e = ", ".join(fmt(by[b]["end_to_end_tokens_per_s"]) if b in by else "—" for b in (8, 32))
+        out(f"  {name:<44}{fmt(by.get(8, {}).get('decode_tokens_per_s')):>10}{fmt(by.get(32, {}).get('decode_tokens_per_s')):>10}   ({e2e})")
+
+    p_in, d_in = timing(sy_in)
+    p_w2, d_w2 = timing(sy_w2)
+    out("\nRatios (same run)")
+    table = []
+    for peer, result in [("transformers bf16", hf), ("llama.cpp bf16", lb), ("llama.cpp q8_0", lq)]:
+        pp, pd = timing(result)
+        table.append((f"Switchyard in-process ÷ {peer}", ratio(p_in, pp), ratio(d_in, pd)))
+        table.append((f"Switchyard 2 workers ÷ {peer}", ratio(p_w2, pp), ratio(d_w2, pd)))
+    table.append(("Switchyard 2 workers ÷ in-process", ratio(p_w2, p_in), ratio(d_w2, d_in)))
+    out(f"  {'':<48}{'prefill':>10}{'decode':>10}")
+    for name, a, b in table:
+        out(f"  {name:<48}{fmt(a, 2):>10}{fmt(b, 2):>10}")
+    out(f"  {'Switchyard in-process decode ÷ floor (1 thread)':<58}{fmt(ratio(d_in, floor_1t), 2):>10}")
+    out(f"  {'Switchyard in-process decode ÷ floor (2 threads)':<58}{fmt(ratio(d_in, floor_2t), 2):>10}")
+    out(f"  {'Switchyard 2 workers decode ÷ floor (2 threads)':<58}{fmt(ratio(d_w2, floor_2t), 2):>10}")
+    for peer, result in [("transformers", hf), ("llama.cpp bf16", lb)]:
+        out(f"  {peer + ' decode ÷ floor (2 threads)':<58}{fmt(ratio(timing(result)[1], floor_2t), 2):>10}")
+    for w, d1 in ((0, d_in), (2, d_w2)):
+        for b in (8, 32):
+            out(f"  {f'serve --workers {w} batch-{b} ÷ batch-1 (generate) decode':<58}{fmt(ratio(batch_rate.get((w, b)), d1), 2):>10}")
+    out(f"  {'serve batch-32: 2 workers ÷ in-process':<58}{fmt(ratio(batch_rate.get((2, 32)), batch_rate.get((0, 32))), 2):>10}")
+    out(f"  {'serve batch-32 (in-process) ÷ llama.cpp bf16 batch-1 decode':<58}{fmt(ratio(batch_rate.get((0, 32)), timing(lb)[1]), 2):>10}")
+    skipped = sorted(f[:-5] for f in os.listdir(r) if f.endswith(".skip"))
+    if skipped:
+        out("\nSkipped: " + "; ".join(f"{s}: {reason(r, s)}" for s in skipped))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

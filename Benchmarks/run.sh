@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The Switchyard benchmark suite: one command, one run, one table.
+#
+#   bash Benchmarks/run.sh
+#
+# In one run it measures (1) the machine's floors (memory read bandwidth, OpenBLAS sgemm at the expert
+# shapes, ZeroMQ DEALER/ROUTER round trip), (2) Switchyard on a Mixtral-shaped bf16 benchmark model
+# (hidden 1024, 12 layers, 8 experts top-2, FFN 2816, vocab 32000): prefill/decode at batch 1
+# in-process and with 2 workers over loopback, and serve decode throughput at batch 8 and 32,
+# (3) the peers a user would pick instead on the same checkpoint: Hugging Face transformers (CPU, bf16,
+# torch threads 2) and llama.cpp through llama-cpp-python (GGUF bf16 and q8_0, 2 threads), then
+# prints the figures and their ratios. Peers that cannot be installed or run are skipped with the
+# reason. Absolute times on a shared host drift; compare the ratios, which come from one run.
+#
+# Environment (all optional):
+#   SWITCHYARD   the release binary (default: .build/release/switchyard, built if missing)
+#   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
+#   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
+#   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
+#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers
+#   THREADS      peer threads (default 2)
+#   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,32
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/Benchmarks"
+WORK=${BENCH_WORK:-$BENCH/.work}
+RESULTS="$WORK/results"
+PEER_VENV=${PEER_VENV:-$BENCH/.venv}
+THREADS=${THREADS:-2}
+SKIP=${SKIP:-}
+MODEL="$WORK/model"
+PROMPT_TOKENS=128
+DECODE_TOKENS=${DECODE_TOKENS:-64}
+SERVE_TOKENS=${SERVE_TOKENS:-64}
+SERVE_BATCHES=${SERVE_BATCHES:-8,32}
+mkdir -p "$WORK" "$RESULTS"
+rm -f "$RESULTS"/*.json "$RESULTS"/*.skip
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+skip() { log "SKIPPED $1: $2"; printf '%s\n' "$2" > "$RESULTS/$1.skip"; }
+skipping() { [[ ",$SKIP," == *",$1,"* ]]; }
+
+# --- the switchyard binary ---------------------------------------------------------------------
+SWITCHYARD=${SWITCHYARD:-$ROOT/.build/release/switchyard}
+if [[ ! -x "$SWITCHYARD" ]]; then
+    log "building $SWITCHYARD (swift build -c release --product switchyard)"
+    (cd "$ROOT" && swift build -c release --product switchyard) >&2 || { log "build failed"; exit 1; }
+fi
+
+# --- the peer venv (first time: llama-cpp-python compiles llama.cpp for several minutes; done before
+# any measurement so that the compile does not share the cores with the figures) ---
+setup_peers() {
+    if [[ ! -x "$PEER_VENV/bin/python" ]]; then
+        python3 -m venv "$PEER_VENV" || return 1
+    fi
+    local pip="$PEER_VENV/bin/pip"
+    "$PEER_VENV/bin/python" -c "import numpy, safetensors, yaml, tqdm" 2>/dev/null \
+        || "$pip" install -q numpy safetensors pyyaml tqdm sentencepiece || echo "numpy etc. failed"
+    if [[ -z "${HF_PYTHON:-}" ]] && ! "$PEER_VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
+        "$pip" install -q torch transformers || echo "torch/transformers install failed"
+    fi
+    if ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+        CMAKE_BUILD_PARALLEL_LEVEL=2 "$pip" install -q llama-cpp-python || echo "llama-cpp-python install failed"
+    fi
+}
+SETUP_LOG="$WORK/peer-setup.log"
+if skipping hf && skipping llama; then :; else
+    log "setting up the peer venv $PEER_VENV (log: $SETUP_LOG)"
+    setup_peers > "$SETUP_LOG" 2>&1
+    grep -E "failed" "$SETUP_LOG" >&2 || true
+fi
+HF_PYTHON=${HF_PYTHON:-$PEER_VENV/bin/python}
+
+# --- the benchmark model ------------------------------------------------------------------------
+MODEL_ARGS=(--arch mixtral --hidden 1024 --layers 12 --experts 8 --top-k 2 --vocab 32000 --intermediate 2816
+            --heads 16 --kv-heads 8 --dtype bf16 --seed 1)
+if [[ ! -f "$MODEL/.made" ]] || [[ "$(cat "$MODEL/.made")" != "${MODEL_ARGS[*]}" ]]; then
+    log "making the benchmark model: switchyard make-model ${MODEL_ARGS[*]}"
+    rm -rf "$MODEL"
+    "$SWITCHYARD" make-model --out "$MODEL" "${MODEL_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
+    printf '%s' "${MODEL_ARGS[*]}" > "$MODEL/.made"
+fi
+# A fixed 128-token prompt of ordinary ids (the same for every engine).
+PROMPT_IDS=$(python3 -c "print(','.join(str(500 + (i * 7919) % 20000) for i in range($PROMPT_TOKENS)))")
+
+# --- floors -------------------------------------------------------------------------------------
+if skipping floors; then skip floors "SKIP=floors"; else
+    log "floors: compiling Benchmarks/floors/floors.c"
+    if cc -O3 -march=native -o "$WORK/floors" "$BENCH/floors/floors.c" -lopenblas -lzmq -lpthread >&2; then
+        log "floors: measuring"
+        "$WORK/floors" > "$RESULTS/floors.json" || skip floors "floors program failed"
+    else
+        skip floors "floors.c did not compile (needs libopenblas-dev, libzmq3-dev)"
+    fi
+fi
+
+# --- Switchyard, batch 1 ------------------------------------------------------------------------
+run_generate() {  # name, spawn-workers
+    log "switchyard generate --spawn-workers $2 (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS)"
+    "$SWITCHYARD" generate --model "$MODEL" --spawn-workers "$2" --json --prompt-token-ids "$PROMPT_IDS" \
+        --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning \
+        > "$RESULTS/$1.json" 2> "$WORK/$1.log" || { skip "$1" "generate failed: $(tail -3 "$WORK/$1.log")"; rm -f "$RESULTS/$1.json"; }
+}
+run_generate switchyard-inprocess 0
+if skipping workers; then skip switchyard-workers2 "SKIP=workers"; else run_generate switchyard-workers2 2; fi
+
+# --- Switchyard serve, batch 8 and 32 -----------------------------------------------------------
+if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "SKIP=serve"; else
+    for workers in 0 2; do
+        if [[ $workers == 2 ]] && skipping workers; then skip serve-workers2 "SKIP=workers"; continue; fi
+        log "switchyard serve --workers $workers: decode at batch 8 and 32"
+        python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers "$workers" \
+            --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" > "$RESULTS/serve-workers$workers.json" \
+            || { skip "serve-workers$workers" "serve_decode.py failed"; rm -f "$RESULTS/serve-workers$workers.json"; }
+    done
+fi
+
+# --- peers --------------------------------------------------------------------------------------
+if skipping hf; then skip transformers "SKIP=hf"
+elif ! "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
+    skip transformers "torch/transformers not importable by $HF_PYTHON (install failed: see $SETUP_LOG)"
+else
+    log "transformers: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, bf16, $THREADS threads"
+    "$HF_PYTHON" "$BENCH/peers/hf_peer.py" --model "$MODEL" --prompt-ids "$PROMPT_IDS" --decode "$DECODE_TOKENS" \
+        --threads "$THREADS" > "$RESULTS/transformers.json" 2> "$WORK/transformers.log" \
+        || { skip transformers "hf_peer.py failed: $(tail -2 "$WORK/transformers.log")"; rm -f "$RESULTS/transformers.json"; }
+fi
+
+if skipping llama; then skip llama-bf16 "SKIP=llama"; skip llama-q8_0 "SKIP=llama"
+elif ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+    skip llama-bf16 "llama-cpp-python did not install (see $SETUP_LOG)"; skip llama-q8_0 "llama-cpp-python did not install"
+else
+    bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$MODEL" "$WORK" 2> "$WORK/gguf.log" >&2
+    for type in bf16 q8_0; do
+        gguf="$WORK/gguf/model-$type.gguf"
+        if [[ ! -f "$gguf" ]]; then
+            skip "llama-$type" "GGUF $type conversion failed: $(grep -E "Error|error" "$WORK/gguf.log" | tail -2)"
+            continue
+        fi
+        log "llama.cpp $type: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, $THREADS threads"
+        "$PEER_VENV/bin/python" "$BENCH/peers/llama_peer.py" --gguf "$gguf" --prompt-ids "$PROMPT_IDS" \
+            --decode "$DECODE_TOKENS" --threads "$THREADS" > "$RESULTS/llama-$type.json" 2> "$WORK/llama-$type.log" \
+            || { skip "llama-$type" "llama_peer.py failed: $(tail -2 "$WORK/llama-$type.log")"; rm -f "$RESULTS/llama-$type.json"; }
+    done
+fi
+
+python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Decode throughput of `switchyard serve` at batch B: B concurrent streaming /v1/completions requests
+(greedy, EOS ignored, every request generates exactly --max-tokens), experts in-process
+(--workers 0) or on N worker processes over loopback.
+
+    python3 Benchmarks/serve_decode.py --switchyard BIN --model DIR --workers 2 --batches 8,32
+
+Prints one JSON object. Each streamed token is timestamped on arrival (logprobs=1 makes every token
+its own chunk); the decode rate of a batch counts the tokens that arrive while all B requests are
+decoding (from the last request's first token to the first request's last token) over that window.
+`end_to_end_tokens_per_s` is completion tokens over the wall time of the whole batch, prefill included.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def wait_for(pattern, path, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = open(path, encoding="utf-8", errors="replace").read()
+        match = re.search(pattern, text)
+        if match:
+            return match
+        if proc.poll() is not None:
+            sys.exit(f"serve exited:\n{text}")
+        time.sleep(0.05)
+    sys.exit(f"timed out waiting for {pattern!r}")
+
+
+def stream_request(base, prompt_ids, max_tokens):
+    body = json.dumps({"prompt": prompt_ids, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+                       "stream": True, "logprobs": 1}).encode()
+    req = urllib.request.Request(base + "/v1/completions", data=body, headers={"content-type": "application/json"})
+    stamps = []
+    with urllib.request.urlopen(req, timeout=1800) as response:
+        for raw in response:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            chunk = json.loads(data)
+            now = time.perf_counter()
+            for choice in chunk.get("choices", []):
+                logprobs = choice.get("logprobs") or {}
+                stamps += [now] * len(logprobs.get("tokens") or [])
+    return stamps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--switchyard", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--batches", default="8,32")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--vocab", type=int, default=32000)
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="switchyard-serve-decode-")
+    procs = []
+
+    def start(argv, name):
+        log = os.path.join(work, name + ".log")
+        proc = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc, log
+
+    results = []
+    try:
+        serve, log = start([args.switchyard, "serve", "--model", args.model, "--bind", "tcp://127.0.0.1:0",
+                            "--workers", str(args.workers), "--http", "127.0.0.1:0"], "serve")
+        if args.workers:
+            endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
+            for index in range(args.workers):
+                start([args.switchyard, "worker", "--coordinator", endpoint, "--model", args.model,
+                       "--name", f"w{index}", "--log-level", "warning"], f"w{index}")
+        base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve).group(1)
+        deadline = time.time() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except Exception:
+                if time.time() > deadline:
+                    sys.exit("the server never became healthy:\n" + open(log).read())
+                time.sleep(0.2)
+        stream_request(base, list(range(100, 108)), 4)  # warm-up
+
+        for batch in [int(x) for x in args.batches.split(",")]:
+            prompts = [[(1000 + 97 * r + 13 * i) % (args.vocab - 1000) + 500 for i in range(args.prompt_tokens)]
+                       for r in range(batch)]
+            start_time = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(max_workers=batch) as pool:
+                streams = list(pool.map(lambda p: stream_request(base, p, args.max_tokens), prompts))
+            wall = time.perf_counter() - start_time
+            tokens = sum(len(s) for s in streams)
+            window_start = max(s[0] for s in streams)
+            window_end = min(s[-1] for s in streams)
+            in_window = sum(1 for s in streams for t in s if window_start < t <= window_end)
+            window = window_end - window_start
+            decode_rate = in_window / window if window > 0 and in_window > 0 else tokens / wall
+            results.append({"batch": batch, "completion_tokens": tokens, "wall_s": wall,
+                            "decode_window_s": window, "decode_window_tokens": in_window,
+                            "decode_tokens_per_s": decode_rate, "end_to_end_tokens_per_s": tokens / wall})
+            print(f"serve --workers {args.workers} batch {batch}: {decode_rate:.1f} decode tok/s "
+                  f"({tokens} tokens in {wall:.1f} s)", file=sys.stderr)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(json.dumps({"workers": args.workers, "max_tokens": args.max_tokens, "prompt_tokens": args.prompt_tokens,
+                      "batches": results}))
+
+
+if __name__ == "__main__":
+    main()
