@@ -18,7 +18,7 @@
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
 #   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers
-#   THREADS      peer threads (default 2)
+#   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,32
 set -uo pipefail
 
@@ -99,7 +99,7 @@ fi
 run_generate() {  # name, spawn-workers
     log "switchyard generate --spawn-workers $2 (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS)"
     "$SWITCHYARD" generate --model "$MODEL" --spawn-workers "$2" --json --prompt-token-ids "$PROMPT_IDS" \
-        --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning \
+        --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning --threads "$THREADS" \
         > "$RESULTS/$1.json" 2> "$WORK/$1.log" || { skip "$1" "generate failed: $(tail -3 "$WORK/$1.log")"; rm -f "$RESULTS/$1.json"; }
 }
 run_generate switchyard-inprocess 0
@@ -111,7 +111,7 @@ if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "S
         if [[ $workers == 2 ]] && skipping workers; then skip serve-workers2 "SKIP=workers"; continue; fi
         log "switchyard serve --workers $workers: decode at batch 8 and 32"
         python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers "$workers" \
-            --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" > "$RESULTS/serve-workers$workers.json" \
+            --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" --threads "$THREADS" > "$RESULTS/serve-workers$workers.json" \
             || { skip "serve-workers$workers" "serve_decode.py failed"; rm -f "$RESULTS/serve-workers$workers.json"; }
     done
 fi
