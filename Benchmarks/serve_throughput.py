@@ -14,25 +14,13 @@ import argparse
 import concurrent.futures
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-
-def wait_for(pattern, path, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        text = open(path, encoding="utf-8", errors="replace").read()
-        match = re.search(pattern, text)
-        if match:
-            return match
-        if proc.poll() is not None:
-            sys.exit(f"{proc.args[1]} exited:\n{text}")
-        time.sleep(0.05)
-    sys.exit(f"timed out waiting for {pattern!r}")
+from serve_decode import wait_for  # one helper for both serve benchmarks
 
 
 def request(base, prompt, max_tokens):
@@ -67,8 +55,8 @@ def main():
     try:
         serve, log = start([args.switchyard, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers", "2",
                             "--http", "127.0.0.1:0"], "serve")
-        endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
-        base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve).group(1)
+        endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve, timeout=120).group(1)
+        base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve, timeout=120).group(1)
         for name in ("w0", "w1"):
             start([args.switchyard, "worker", "--coordinator", endpoint, "--model", model, "--name", name,
                    "--log-level", "warning"], name)
