@@ -1,5 +1,6 @@
 import Foundation
 import Models
+import Synchronization
 import TestSupport
 import Tensors
 import Testing
@@ -7,9 +8,45 @@ import Tokenization
 
 @testable import Coordinator
 
+/// Expert-layer calls the engine may make; tests use it to hold the engine at a known point
+/// instead of racing it. Nil means unlimited.
+final class ExpertPermits: Sendable {
+    private let remaining = Mutex<Int?>(nil)
+
+    func set(_ count: Int?) { remaining.withLock { $0 = count } }
+
+    /// Blocks the engine thread until a permit is available, then takes it.
+    func take() {
+        while true {
+            let taken = remaining.withLock { (count: inout Int?) -> Bool in
+                guard let left = count else { return true }
+                guard left > 0 else { return false }
+                count = left - 1
+                return true
+            }
+            if taken { return }
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+    }
+}
+
+/// In-process experts that wait for a permit before each MoE layer.
+struct PermittedExperts: ExpertExecutor {
+    let local: LocalExperts
+    let permits: ExpertPermits
+
+    func computeExperts(layer: LayerIndex, hidden: [Float], routing: RoutingDecision) throws(GenerationError) -> [Float] {
+        permits.take()
+        return try local.computeExperts(layer: layer, hidden: hidden, routing: routing)
+    }
+
+    var workerSummaries: [WorkerSummary] { local.workerSummaries }
+}
+
 /// A scheduler over a committed fixture model, its experts in-process, run on its own thread.
 final class RunningScheduler: Sendable {
     let scheduler: Scheduler
+    let permits = ExpertPermits()
     private let done = DispatchSemaphore(value: 0)
 
     init(limits: SchedulerLimits = SchedulerLimits()) throws {
@@ -23,9 +60,9 @@ final class RunningScheduler: Sendable {
                 (0..<checkpoint.configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
             })
         scheduler = Scheduler(engine: engine, modelName: "top2", limits: limits)
-        let thread = Thread { [scheduler, done] in
-            var local = LocalExperts(store: store)
-            scheduler.run(executor: &local)
+        let thread = Thread { [scheduler, done, permits] in
+            var experts = PermittedExperts(local: LocalExperts(store: store), permits: permits)
+            scheduler.run(executor: &experts)
             done.signal()
         }
         thread.start()
@@ -35,6 +72,7 @@ final class RunningScheduler: Sendable {
     }
 
     deinit {
+        permits.set(nil)
         scheduler.stop()
         done.wait()
     }
@@ -111,6 +149,9 @@ struct SchedulerTests {
     @Test("a cancelled stream frees its KV memory and other requests finish")
     func cancellation() async throws {
         let running = try RunningScheduler()
+        // The engine may run only the prefill and 5 decode steps (3 MoE layers each) until the
+        // client is gone, so the request cannot finish on its own before it is cancelled.
+        running.permits.set(3 * 6)
         let long = GenerationRequest(prompt: .text("Cancel me"), maxTokens: 200, sampling: .init(temperature: 0), ignoreEOS: true)
         // The stream is only referenced inside `readTokens`, so returning from it drops the
         // stream: that is what a disconnecting client does.
@@ -123,6 +164,7 @@ struct SchedulerTests {
             return seen
         }
         #expect(try await readTokens(running.scheduler.submit(long), count: 3) == 3)
+        running.permits.set(nil)
         let short = GenerationRequest(prompt: .text("Still here"), maxTokens: 4, sampling: .init(temperature: 0), ignoreEOS: true)
         let (tokens, _, _) = try await collect(running.scheduler.submit(short))
         #expect(tokens.count == 4)

@@ -148,7 +148,7 @@ def metrics(cluster):
 def test_disconnecting_stream_frees_its_slot(cluster):
     url = urllib.parse.urlparse(cluster.base)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    body = json.dumps({"prompt": "A very long story", "max_tokens": 400, "temperature": 0, "ignore_eos": True,
+    body = json.dumps({"prompt": "A very long story", "max_tokens": 3000, "temperature": 0, "ignore_eos": True,
                        "stream": True})
     connection.request("POST", "/v1/completions", body=body, headers={"content-type": "application/json"})
     response = connection.getresponse()
