@@ -6,9 +6,11 @@
 #   libopenblas-dev     BLAS for the matrix products
 #   iproute2            `ip netns` for the multi-host tests
 #   curl, python3-venv  the HTTP API tests (curl and the openai client)
+#   chromium-headless-shell  renders `switchyard balance --svg` heatmaps in the browser test
 set -euo pipefail
 
-packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 curl python3-venv)
+packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 curl python3-venv
+          chromium-headless-shell)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -14,6 +14,10 @@ tokenizer.json, ...) and every prompt, this script
     values within --logprob-tol, default 1e-3; two ids may swap ranks only if transformers
     itself has them within the tolerance); the chosen token's logprob; expert_load prefill and
     decode equal;
+  * for each W in --serve-workers (default 2): starts `SWITCHYARD serve` with W worker processes,
+    sends the same prompts to its HTTP API (POST /v1/completions, greedy, EOS ignored), and
+    compares GET /v1/expert_load `tokens_per_expert` and `switchyard balance --json` with the sum of
+    transformers' routing counts (prefill + decode) over the prompts;
   * prints a table and exits 1 on any mismatch (2 on usage/setup errors, 0 when all match).
 
 Examples
@@ -35,10 +39,14 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -321,6 +329,90 @@ def run_switchyard(binary: str, folder: str, prompt: str, n: int, workers: int, 
         return None, f"{e}; stdout starts {p.stdout[:200]!r}", dt
 
 
+def _wait_for_log(pattern: str, proc: subprocess.Popen, log_path: str, timeout: float) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            match = re.search(pattern, f.read())
+        if match:
+            return match.group(1)
+        if proc.poll() is not None:
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                raise RuntimeError(f"{shlex.join(proc.args)} exited with {proc.returncode}: {f.read()[-1500:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {pattern!r} in {log_path}")
+
+
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 300) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def serve_expert_load(binary: str, folder: str, prompts: list[str], n: int, workers: int, timeout: float):
+    """Runs the prompts through `serve` with `workers` worker processes; returns
+    (tokens_per_expert from GET /v1/expert_load, the same from `balance --json`, error or None)."""
+    work = tempfile.mkdtemp(prefix="switchyard-check-serve-")
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], name: str):
+        log_path = os.path.join(work, name + ".log")
+        handle = open(log_path, "w", encoding="utf-8")
+        proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc, log_path
+
+    try:
+        serve, serve_log = start([binary, "serve", "--model", folder, "--bind", "tcp://127.0.0.1:0",
+                                  "--workers", str(workers), "--http", "127.0.0.1:0"], "serve")
+        base = _wait_for_log(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", serve, serve_log, timeout)
+        if workers > 0:
+            endpoint = _wait_for_log(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", serve, serve_log, timeout)
+            for i in range(workers):
+                start([binary, "worker", "--coordinator", endpoint, "--model", folder, "--name", f"w{i}"], f"w{i}")
+        deadline = time.time() + timeout
+        while True:
+            try:
+                status, _ = _http("GET", base + "/health", timeout=5)
+            except OSError:
+                status = 0
+            if status == 200:
+                break
+            if time.time() > deadline:
+                return None, None, f"serve with {workers} workers never became healthy (see {work})"
+            time.sleep(0.1)
+        for prompt in prompts:
+            status, text = _http("POST", base + "/v1/completions",
+                                 {"prompt": prompt, "max_tokens": n, "temperature": 0, "ignore_eos": True}, timeout)
+            if status != 200:
+                return None, None, f"POST /v1/completions answered {status}: {text[:300]}"
+        status, text = _http("GET", base + "/v1/expert_load", timeout=60)
+        if status != 200:
+            return None, None, f"GET /v1/expert_load answered {status}: {text[:300]}"
+        endpoint_counts = json.loads(text).get("tokens_per_expert")
+        p = subprocess.run([binary, "balance", "--server", base, "--json"], capture_output=True, text=True,
+                           timeout=timeout)
+        if p.returncode != 0:
+            return endpoint_counts, None, f"switchyard balance --json failed: {p.stderr.strip()[-300:]}"
+        return endpoint_counts, json.loads(p.stdout).get("tokens_per_expert"), None
+    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+        return None, None, f"{e}"
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 # --------------------------------------------------------------------------------------------
 # --make-models
 # --------------------------------------------------------------------------------------------
@@ -381,6 +473,9 @@ def main() -> int:
     ap.add_argument("--prompts-file", metavar="FILE", help="one prompt per line")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--workers", default="0,1,2,3", help="comma-separated --spawn-workers values (default %(default)s)")
+    ap.add_argument("--serve-workers", default="2",
+                    help="comma-separated worker counts for the `serve` + /v1/expert_load check; empty skips it "
+                         "(default %(default)s)")
     ap.add_argument("--logprob-tol", type=float, default=1e-3)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per Switchyard run")
     ap.add_argument("--switchyard-arg", action="append", default=[], metavar="ARG",
@@ -395,8 +490,9 @@ def main() -> int:
         ap.error("--max-tokens must be >= 1")
     try:
         workers = [int(w) for w in args.workers.split(",") if w.strip()]
+        serve_workers = [int(w) for w in args.serve_workers.split(",") if w.strip()]
     except ValueError:
-        ap.error("--workers must be comma-separated integers")
+        ap.error("--workers and --serve-workers must be comma-separated integers")
     if not args.reference_only:
         if not args.switchyard:
             ap.error("--switchyard PATH is required (or use --reference-only)")
@@ -422,13 +518,19 @@ def main() -> int:
         folders += make_models(os.path.abspath(args.make_models), prompts, args.max_tokens)
 
     rows, report, n_fail = [], [], 0
+    serve_rows = []
     for folder in folders:
         tok, model = load_reference_model(folder)
         cfg = model.config
         log(f"{folder}: {cfg.num_hidden_layers} layers, {cfg.num_local_experts} experts top-{cfg.num_experts_per_tok}, "
             f"hidden {cfg.hidden_size}, vocab {cfg.vocab_size}, sliding_window {cfg.sliding_window}")
+        routed = [[0] * cfg.num_local_experts for _ in range(cfg.num_hidden_layers)]
         for prompt in prompts:
             ref = reference_run(tok, model, prompt, args.max_tokens)
+            for phase in ("prefill", "decode"):
+                for li, counts in enumerate(ref["expert_load"][phase]):
+                    for e, c in enumerate(counts):
+                        routed[li][e] += c
             entry = {"model": folder, "prompt": prompt, "reference": public_reference(ref), "runs": []}
             report.append(entry)
             if args.reference_only:
@@ -455,6 +557,25 @@ def main() -> int:
                                       "switchyard": got})
                 for e in res["errors"] if (not ok or args.verbose) else []:
                     log(f"  [{os.path.basename(folder)} | {short(prompt, 28)} | W={w}] {e}")
+        for w in [] if args.reference_only else serve_workers:
+            t0 = time.time()
+            from_endpoint, from_balance, err = serve_expert_load(args.switchyard, folder, prompts, args.max_tokens, w,
+                                                                 args.timeout)
+            errors = [err] if err else []
+            if not err and from_endpoint != routed:
+                errors.append(f"/v1/expert_load tokens_per_expert {from_endpoint} vs transformers {routed}")
+            if not err and from_balance != routed:
+                errors.append(f"balance --json tokens_per_expert {from_balance} vs transformers {routed}")
+            ok = not errors
+            n_fail += 0 if ok else 1
+            total = sum(map(sum, routed))
+            serve_rows.append([os.path.basename(folder), f"{len(prompts)} prompts", str(w),
+                               f"ok ({total} routed)" if ok else "MISMATCH",
+                               "ok" if ok else "MISMATCH", f"{time.time() - t0:.1f}s", "PASS" if ok else "FAIL"])
+            report.append({"model": folder, "serve_workers": w, "transformers_tokens_per_expert": routed,
+                           "expert_load_endpoint": from_endpoint, "balance_json": from_balance, "errors": errors})
+            for e in errors:
+                log(f"  [{os.path.basename(folder)} | serve W={w}] {e}")
         del model
 
     head = ["model", "prompt", "W", "prompt ids", "completion", "top-5 logprobs (max |Δ|)", "expert load", "time", "status"]
@@ -466,13 +587,22 @@ def main() -> int:
     print(fmt.format(*["-" * w for w in widths]))
     for r in rows:
         print(fmt.format(*r))
+    if serve_rows:
+        head2 = ["model", "workload", "W", "GET /v1/expert_load", "balance --json", "time", "status"]
+        widths2 = [max(len(str(r[i])) for r in serve_rows + [head2]) for i in range(len(head2))]
+        fmt2 = "  ".join("{:<%d}" % w for w in widths2)
+        print("\nserve: tokens_per_expert after all prompts vs transformers' router (prefill + decode)")
+        print(fmt2.format(*head2))
+        print(fmt2.format(*["-" * w for w in widths2]))
+        for r in serve_rows:
+            print(fmt2.format(*r))
     if args.json_report:
         with open(args.json_report, "w", encoding="utf-8") as f:
             json.dump(report, f, ensure_ascii=False, indent=1)
     if args.reference_only:
         print(f"\nreference only: {len(rows)} case(s)")
         return 0
-    total = len(rows)
+    total = len(rows) + len(serve_rows)
     print(f"\n{total - n_fail}/{total} runs match transformers" + ("" if n_fail == 0 else f"; {n_fail} MISMATCH(ES)"))
     return 1 if n_fail else 0
 

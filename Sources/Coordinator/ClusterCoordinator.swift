@@ -66,6 +66,8 @@ public final class ClusterCoordinator: ExpertExecutor {
     private var currentRequestID = RequestID(0)
     private var nextStep: UInt64 = 0
     private var nextWorkerID: UInt32 = 0
+    /// Dispatches measured since the engine loop last took them (`takeDispatchObservations`).
+    private var observations: [WorkerDispatchObservation] = []
 
     /// Binds the worker socket.
     /// - Throws: `PlacementError` for a bad placement, `TransportError` when the address cannot be bound.
@@ -200,6 +202,11 @@ public final class ClusterCoordinator: ExpertExecutor {
         }
     }
 
+    public func takeDispatchObservations() -> [WorkerDispatchObservation] {
+        defer { observations.removeAll(keepingCapacity: true) }
+        return observations
+    }
+
     public func computeExperts(
         layer: LayerIndex, hidden: [Float], routing: RoutingDecision
     ) throws(GenerationError) -> [Float] {
@@ -208,6 +215,9 @@ public final class ClusterCoordinator: ExpertExecutor {
         let hiddenSize = configuration.hiddenSize
         let plan = DispatchPlan(routing: routing, layer: layer, placement: placement)
         var outstanding: [Int: DispatchPlan.WorkerBatch] = [:]
+        let clock = ContinuousClock()
+        /// Per slot: when its DISPATCH was sent and its size in bytes.
+        var sent: [Int: (at: ContinuousClock.Instant, bytes: Int)] = [:]
         for batch in plan.batches {
             guard let slot = slots[batch.slot], slot.ready else {
                 throw .unavailable("worker slot \(placement.workerNames[batch.slot]) has no ready worker for \(layer)")
@@ -219,14 +229,15 @@ public final class ClusterCoordinator: ExpertExecutor {
                 hiddenStates: HiddenStates(
                     rowCount: batch.rowCount, hiddenSize: hiddenSize,
                     values: DispatchPlan.gather(batch, from: hidden, hiddenSize: hiddenSize), dtype: .f32))
-            guard send(.dispatch(dispatch), to: slot.peer) else {
+            let frames = WireCodec.encode(.dispatch(dispatch))
+            guard send(frames, kind: .dispatch, to: slot.peer) else {
                 throw .expertsFailed("worker \(slot.name) is unreachable (sending \(layer) of \(step) failed)")
             }
             outstanding[batch.slot] = batch
+            sent[batch.slot] = (clock.now, frames.reduce(0) { $0 + $1.count })
         }
 
         var partials: [Int: [Float]] = [:]
-        let clock = ContinuousClock()
         let deadline = clock.now + options.dispatchTimeout
         while partials.count < outstanding.count {
             let remaining = deadline - clock.now
@@ -259,6 +270,12 @@ public final class ClusterCoordinator: ExpertExecutor {
                             + "\(combine.outputs.hiddenSize) for \(combine.layer), but \(batch.rowCount) rows × \(hiddenSize) were dispatched")
                 }
                 partials[slotIndex] = combine.outputs.floats()
+                let roundTrip = (clock.now - sent[slotIndex]!.at).components
+                observations.append(WorkerDispatchObservation(
+                    layer: layer, worker: name, rowCount: batch.rowCount, expertRowCount: batch.expertIDs.count,
+                    bytesSent: sent[slotIndex]!.bytes, bytesReceived: frames.reduce(0) { $0 + $1.count },
+                    computeMicroseconds: Int(clamping: combine.computeMicroseconds),
+                    roundTripMicroseconds: Int(roundTrip.seconds) * 1_000_000 + Int(roundTrip.attoseconds / 1_000_000_000_000)))
             case .error(let report) where report.requestID == currentRequestID:
                 throw .expertsFailed("worker \(name) could not compute \(layer): \(report.message)")
             case .bye(let bye):
@@ -296,11 +313,16 @@ public final class ClusterCoordinator: ExpertExecutor {
 
     @discardableResult
     private func send(_ message: WireMessage, to peer: PeerIdentity) -> Bool {
+        send(WireCodec.encode(message), kind: message.kind, to: peer)
+    }
+
+    /// Sends an encoded message.
+    private func send(_ frames: [[UInt8]], kind: MessageKind, to peer: PeerIdentity) -> Bool {
         do {
-            try socket.send(to: peer, frames: WireCodec.encode(message))
+            try socket.send(to: peer, frames: frames)
             return true
         } catch {
-            logger.warning("sending \(message.kind) to \(peerName(peer)) failed: \(error)")
+            logger.warning("sending \(kind) to \(peerName(peer)) failed: \(error)")
             return false
         }
     }

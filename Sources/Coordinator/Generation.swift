@@ -49,6 +49,11 @@ public protocol ExpertExecutor {
 
     /// Sends a remote job's outcome back to its client.
     mutating func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>)
+
+    /// What each worker did for the dispatches since the last call (rows, bytes, compute and
+    /// round-trip time), for the expert-load accounting; empties the list. An executor that
+    /// computes the experts in-process dispatches nothing and returns none.
+    mutating func takeDispatchObservations() -> [WorkerDispatchObservation]
 }
 
 /// A job submitted over the coordinator's ZeroMQ socket.
@@ -67,6 +72,7 @@ extension ExpertExecutor {
     public mutating func idle(timeout: Duration) {}
     public mutating func takeRemoteJobs() -> [RemoteJob] { [] }
     public mutating func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>) {}
+    public mutating func takeDispatchObservations() -> [WorkerDispatchObservation] { [] }
 }
 
 /// The experts a worker holds, as reported in results.

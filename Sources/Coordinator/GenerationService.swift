@@ -127,8 +127,32 @@ public struct EngineMetrics: Sendable, Equatable {
     public var queueTime = Histogram(upperBounds: Histogram.latencyBuckets)
     /// Tokens routed per expert since start, `[layer][expert]`.
     public var expertTokens: [[UInt64]] = []
+    /// `[layer]`: balancedness (mean ÷ max) over the layer's experts since start.
+    public var layerBalancedness: [Double] = []
+    /// `[layer]`: balancedness over the workers' (token, expert) rows since start; empty without workers.
+    public var layerWorkerBalancedness: [Double] = []
+    /// Per worker, in placement order.
+    public var workers: [WorkerMetrics] = []
 
     public init() {}
+}
+
+/// One worker's dispatches since start, for /metrics.
+public struct WorkerMetrics: Sendable, Equatable {
+    public var name: String
+    /// Sums over all layers.
+    public var load: WorkerLayerLoad
+    /// Seconds from sending a DISPATCH to receiving its COMBINE.
+    public var roundTripSeconds: Histogram
+    /// Compute seconds the worker reported per dispatch.
+    public var computeSeconds: Histogram
+
+    public init(name: String, load: WorkerLayerLoad, roundTripSeconds: Histogram, computeSeconds: Histogram) {
+        self.name = name
+        self.load = load
+        self.roundTripSeconds = roundTripSeconds
+        self.computeSeconds = computeSeconds
+    }
 }
 
 /// One message of a chat conversation.
@@ -159,4 +183,14 @@ public protocol GenerationService: Sendable {
     /// iteration early (or `onTermination`) cancels the request and frees its KV memory.
     func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error>
     func metrics() -> EngineMetrics
+    /// The expert-load report: since start, and over a sliding window of `window` (`60s`, `5m`,
+    /// a number of seconds; nil for the default).
+    /// - Throws: `SubmitError.invalid(field: "window", …)` for a window that cannot be parsed or is out of range.
+    func expertLoad(window: String?) throws(SubmitError) -> ExpertLoadReport
+    /// Starts recording per-step routing (discarding an earlier recording); returns its status.
+    func startExpertLoadRecording() -> ExpertLoadRecording
+    /// Stops recording; returns its status. The recording stays readable.
+    func stopExpertLoadRecording() -> ExpertLoadRecording
+    /// The current or last recording, with its steps.
+    func expertLoadRecording() -> ExpertLoadRecording
 }

@@ -19,7 +19,9 @@ public final class Scheduler: GenerationService {
     public let tokenizer: Tokenizer
     public let limits: SchedulerLimits
     let engine: GenerationEngine
-    private let shared = Mutex(SharedState())
+    private let shared: Mutex<SharedState>
+    /// The accounting's time origin.
+    private let started = ContinuousClock.now
     private let wake = DispatchSemaphore(value: 0)
 
     /// State shared between submitting threads and the engine thread.
@@ -31,6 +33,7 @@ public final class Scheduler: GenerationService {
         var health: HealthStatus = .notReady(reason: "the engine has not started")
         var metrics = EngineMetrics()
         var stopping = false
+        var load: ExpertLoadAccounting
     }
 
     /// A request accepted by `submit`, not yet seen by the engine thread.
@@ -47,13 +50,77 @@ public final class Scheduler: GenerationService {
         self.tokenizer = engine.tokenizer
         self.modelName = modelName
         self.limits = limits
+        let configuration = engine.model.configuration
+        shared = Mutex(SharedState(
+            load: ExpertLoadAccounting(layerCount: configuration.layerCount, expertCount: configuration.expertCount)))
     }
 
     public var contextLength: Int { engine.model.configuration.maxPositionEmbeddings }
 
     public func health() -> HealthStatus { shared.withLock { $0.health } }
 
-    public func metrics() -> EngineMetrics { shared.withLock { $0.metrics } }
+    public func metrics() -> EngineMetrics {
+        shared.withLock { state in
+            var metrics = state.metrics
+            let whole = LoadPeriodReport(state.load.whole, workerOrder: state.load.workerNames)
+            metrics.layerBalancedness = whole.balancedness
+            metrics.layerWorkerBalancedness = whole.workerBalancedness
+            metrics.workers = whole.workers.map { worker in
+                WorkerMetrics(
+                    name: worker.name, load: worker.total,
+                    roundTripSeconds: state.load.roundTripHistograms[worker.name]
+                        ?? Histogram(upperBounds: ExpertLoadAccounting.dispatchBuckets),
+                    computeSeconds: state.load.computeHistograms[worker.name]
+                        ?? Histogram(upperBounds: ExpertLoadAccounting.dispatchBuckets))
+            }
+            return metrics
+        }
+    }
+
+    /// The sliding window `GET /v1/expert_load` uses when none is given.
+    public static let defaultLoadWindow = "60s"
+
+    public func expertLoad(window: String?) throws(SubmitError) -> ExpertLoadReport {
+        let now = ContinuousClock.now - started
+        return try shared.withLock { (state: inout SharedState) throws(SubmitError) -> ExpertLoadReport in
+            let seconds: Int
+            do throws(LoadWindowError) {
+                seconds = try state.load.checkedWindowSeconds(window ?? Self.defaultLoadWindow)
+            } catch {
+                throw .invalid(field: "window", message: error.description)
+            }
+            return state.load.report(windowSeconds: seconds, at: now)
+        }
+    }
+
+    public func startExpertLoadRecording() -> ExpertLoadRecording {
+        let now = ContinuousClock.now - started
+        return shared.withLock { state in
+            state.load.startRecording(at: now)
+            return state.load.recordingStatus
+        }
+    }
+
+    public func stopExpertLoadRecording() -> ExpertLoadRecording {
+        let now = ContinuousClock.now - started
+        return shared.withLock { state in
+            state.load.stopRecording(at: now)
+            return state.load.recordingStatus
+        }
+    }
+
+    public func expertLoadRecording() -> ExpertLoadRecording { shared.withLock { $0.load.currentRecording } }
+
+    /// Counts a finished step in the expert-load accounting.
+    func record(_ step: StepLoad) {
+        let now = ContinuousClock.now - started
+        shared.withLock { $0.load.record(step, at: now) }
+    }
+
+    /// Lists the workers in the accounting (with zero load until they compute).
+    func register(workers: [String]) {
+        shared.withLock { $0.load.register(workers: workers) }
+    }
 
     public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
         do {
@@ -110,9 +177,12 @@ public final class Scheduler: GenerationService {
     /// Runs the engine loop on the calling thread until `stop()` is called or `shouldStop` returns true.
     public func run(executor: inout some ExpertExecutor, shouldStop: () -> Bool = { false }) {
         var loop = EngineLoop(scheduler: self)
+        var wasReady = false
         while !shouldStop() && !shared.withLock({ $0.stopping }) {
             let health = executor.readiness
             shared.withLock { $0.health = health }
+            if health == .ready && !wasReady { register(workers: executor.workerSummaries.map(\.name)) }
+            wasReady = health == .ready
             loop.accept(shared.withLock { state in
                 defer {
                     // Counted as waiting until the planner's own count replaces it below, so
@@ -299,11 +369,18 @@ struct EngineLoop {
             // The model leaves the caches untouched when a step fails: give them back, then fail
             // the step's sequences with the reason.
             let reason: GenerationError = (error as? GenerationError) ?? .expertsFailed("\(error)")
+            // A failed step is not counted: its tokens were not committed.
+            _ = executor.takeDispatchObservations()
             for (index, entry) in plan.entries.enumerated() { sequences[entry.id]?.cache = caches[index] }
             for entry in plan.entries { fail(entry.id, reason, executor: &executor) }
             return true
         }
         planner.commit(plan)
+        var prefillTokens = 0
+        for (rows, phase) in rowRanges where phase == .prefill { prefillTokens += rows.count }
+        scheduler.record(StepLoad(
+            tokensPerExpert: stepLoad.decode, prefillTokenCount: prefillTokens, decodeTokenCount: row - prefillTokens,
+            dispatches: executor.takeDispatchObservations()))
         scheduler.update { metrics in
             if metrics.expertTokens.isEmpty {
                 metrics.expertTokens = stepLoad.decode.map { $0.map { _ in 0 } }

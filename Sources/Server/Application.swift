@@ -73,6 +73,10 @@ public func makeApplication(
     v1.post("chat/completions") { request, context in
         try await routes.generate(request, endpoint: .chat, logger: context.logger)
     }
+    v1.get("expert_load") { request, _ in try routes.expertLoad(request) }
+    v1.get("expert_load/record") { _, _ in routes.expertLoadRecording() }
+    v1.post("expert_load/record/start") { _, _ in routes.startExpertLoadRecording() }
+    v1.post("expert_load/record/stop") { _, _ in routes.stopExpertLoadRecording() }
 
     return Application(
         router: router,
@@ -114,6 +118,34 @@ struct Routes<Service: GenerationService>: Sendable {
             ModelListJSON(data: [
                 .init(id: modelName, created: Int(Date().timeIntervalSince1970), maxModelLength: service.contextLength)
             ]))
+    }
+
+    // MARK: Expert load
+
+    /// `GET /v1/expert_load[?window=60s]`: tokens per expert, balancedness and per-worker load,
+    /// since start and over the sliding window.
+    func expertLoad(_ request: Request) throws(APIError) -> Response {
+        let window = request.uri.queryParameters.get("window")
+        do {
+            return jsonResponse(.ok, try service.expertLoad(window: window))
+        } catch {
+            throw APIError(error)
+        }
+    }
+
+    /// `GET /v1/expert_load/record`: the current or last recording, with its steps.
+    func expertLoadRecording() -> Response {
+        jsonResponse(.ok, service.expertLoadRecording())
+    }
+
+    /// `POST /v1/expert_load/record/start`: starts a new recording; answers its status.
+    func startExpertLoadRecording() -> Response {
+        jsonResponse(.ok, service.startExpertLoadRecording())
+    }
+
+    /// `POST /v1/expert_load/record/stop`: stops recording; answers its status.
+    func stopExpertLoadRecording() -> Response {
+        jsonResponse(.ok, service.stopExpertLoadRecording())
     }
 
     // MARK: Generation

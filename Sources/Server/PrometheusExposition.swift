@@ -51,6 +51,42 @@ enum PrometheusExposition {
                 out += "switchyard_expert_tokens_total{layer=\"\(layer)\",expert=\"\(expert)\"} \(count)\n"
             }
         }
+
+        header(
+            &out, "switchyard_layer_balancedness",
+            "Mean over max of the tokens routed to each expert of the layer since start (1 is even, 0 idle).",
+            type: "gauge")
+        for (layer, value) in metrics.layerBalancedness.enumerated() {
+            out += "switchyard_layer_balancedness{layer=\"\(layer)\"} \(number(value))\n"
+        }
+        header(
+            &out, "switchyard_layer_worker_balancedness",
+            "Mean over max of the (token, expert) rows each worker computed for the layer since start.",
+            type: "gauge")
+        for (layer, value) in metrics.layerWorkerBalancedness.enumerated() {
+            out += "switchyard_layer_worker_balancedness{layer=\"\(layer)\"} \(number(value))\n"
+        }
+
+        let workerCounters: [(String, String, (WorkerLayerLoad) -> Int)] = [
+            ("switchyard_worker_rows_total", "Token rows dispatched to the worker.", { $0.rowCount }),
+            ("switchyard_worker_expert_rows_total", "(token, expert) rows the worker computed.", { $0.expertRowCount }),
+            ("switchyard_worker_bytes_sent_total", "Bytes of DISPATCH messages sent to the worker.", { $0.bytesSent }),
+            ("switchyard_worker_bytes_received_total", "Bytes of COMBINE messages received from the worker.", { $0.bytesReceived }),
+        ]
+        for (name, help, value) in workerCounters {
+            header(&out, name, help, type: "counter")
+            for worker in metrics.workers {
+                out += "\(name){worker=\"\(escape(worker.name))\"} \(value(worker.load))\n"
+            }
+        }
+        histogram(
+            &out, "switchyard_worker_dispatch_seconds",
+            "Seconds from sending a DISPATCH to a worker to receiving its COMBINE, per MoE layer of a step.",
+            metrics.workers.map { (["worker": $0.name], $0.roundTripSeconds) })
+        histogram(
+            &out, "switchyard_worker_compute_seconds",
+            "Seconds the worker reported computing one dispatch.",
+            metrics.workers.map { (["worker": $0.name], $0.computeSeconds) })
         return out
     }
 
@@ -60,16 +96,27 @@ enum PrometheusExposition {
 
     /// Buckets are cumulative in the exposition; `EngineMetrics` keeps them per bucket.
     private static func histogram(_ out: inout String, _ name: String, _ help: String, _ histogram: Histogram) {
+        self.histogram(&out, name, help, [([:], histogram)])
+    }
+
+    /// A histogram family with one series per label set.
+    private static func histogram(
+        _ out: inout String, _ name: String, _ help: String, _ series: [([String: String], Histogram)]
+    ) {
         header(&out, name, help, type: "histogram")
-        var cumulative: UInt64 = 0
-        for (index, bound) in histogram.upperBounds.enumerated() {
-            cumulative += histogram.bucketCounts[index]
-            out += "\(name)_bucket{le=\"\(number(bound))\"} \(cumulative)\n"
+        for (labels, histogram) in series {
+            let prefix = labels.keys.sorted().map { "\($0)=\"\(escape(labels[$0]!))\"," }.joined()
+            let plain = prefix.isEmpty ? "" : "{\(prefix.dropLast())}"
+            var cumulative: UInt64 = 0
+            for (index, bound) in histogram.upperBounds.enumerated() {
+                cumulative += histogram.bucketCounts[index]
+                out += "\(name)_bucket{\(prefix)le=\"\(number(bound))\"} \(cumulative)\n"
+            }
+            cumulative += histogram.bucketCounts[histogram.upperBounds.count]
+            out += "\(name)_bucket{\(prefix)le=\"+Inf\"} \(cumulative)\n"
+            out += "\(name)_sum\(plain) \(number(histogram.sum))\n"
+            out += "\(name)_count\(plain) \(histogram.count)\n"
         }
-        cumulative += histogram.bucketCounts[histogram.upperBounds.count]
-        out += "\(name)_bucket{le=\"+Inf\"} \(cumulative)\n"
-        out += "\(name)_sum \(number(histogram.sum))\n"
-        out += "\(name)_count \(histogram.count)\n"
     }
 
     /// A sample value as Prometheus writes it (`+Inf`, `-Inf`, `NaN` for the special values).

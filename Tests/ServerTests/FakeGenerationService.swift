@@ -31,6 +31,9 @@ final class FakeGenerationService: GenerationService {
         var submitted: [GenerationRequest] = []
         var cancelledStreams = 0
         var metrics = EngineMetrics()
+        /// The expert-load accounting the load routes report (2 layers × 4 experts), at `loadTime`.
+        var load = ExpertLoadAccounting(layerCount: 2, expertCount: 4)
+        var loadTime: Duration = .seconds(100)
     }
 
     let modelName = "fake-moe"
@@ -58,6 +61,41 @@ final class FakeGenerationService: GenerationService {
     func setMetrics(_ metrics: EngineMetrics) { state.withLock { $0.metrics = metrics } }
 
     func health() -> HealthStatus { state.withLock { $0.health } }
+
+    /// Feeds the fake's expert-load accounting.
+    func recordLoad(_ step: StepLoad, at time: Duration) {
+        state.withLock {
+            $0.load.record(step, at: time)
+            $0.loadTime = time
+        }
+    }
+
+    func expertLoad(window: String?) throws(SubmitError) -> ExpertLoadReport {
+        try state.withLock { (state: inout State) throws(SubmitError) -> ExpertLoadReport in
+            do throws(LoadWindowError) {
+                let seconds = try state.load.checkedWindowSeconds(window ?? "60s")
+                return state.load.report(windowSeconds: seconds, at: state.loadTime)
+            } catch {
+                throw .invalid(field: "window", message: error.description)
+            }
+        }
+    }
+
+    func startExpertLoadRecording() -> ExpertLoadRecording {
+        state.withLock {
+            $0.load.startRecording(at: $0.loadTime)
+            return $0.load.recordingStatus
+        }
+    }
+
+    func stopExpertLoadRecording() -> ExpertLoadRecording {
+        state.withLock {
+            $0.load.stopRecording(at: $0.loadTime)
+            return $0.load.recordingStatus
+        }
+    }
+
+    func expertLoadRecording() -> ExpertLoadRecording { state.withLock { $0.load.currentRecording } }
     func metrics() -> EngineMetrics { state.withLock { $0.metrics } }
 
     func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
