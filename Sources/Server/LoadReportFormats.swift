@@ -146,7 +146,7 @@ public enum LoadReportFormat {
             cellHeight = layerCount > 48 ? 12 : 22
             workerCellWidth = 96
             left = 78
-            expertsTop = 78
+            expertsTop = 86
             let expertsBottom = expertsTop + layerCount * cellHeight
             workersTop = expertsBottom + 96
             let workersBottom = workerCount == 0 ? expertsBottom : workersTop + layerCount * cellHeight
