@@ -96,6 +96,19 @@ struct ExpertLoadIntegrationTests {
         let computedPairs: Int = expertRows.reduce(0, +)
         #expect(computedPairs == routedPairs)
         #expect(expertRows.allSatisfy { $0 > 0 })
+        // Each DISPATCH carries its rows' hidden states and each COMBINE as many rows back, as f32.
+        let configuration = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("config.json"))) as? [String: Any])
+        let hiddenSize = try #require(configuration["hidden_size"] as? Int)
+        for worker in workers {
+            let total = try #require(worker["total"] as? [String: Any])
+            let rows = try #require(total["rows"] as? Int)
+            let tensorBytes = rows * hiddenSize * 4
+            let sent = try #require(total["bytes_sent"] as? Int)
+            let received = try #require(total["bytes_received"] as? Int)
+            #expect(sent > tensorBytes && received > tensorBytes, "\(worker)")
+            #expect((total["round_trip_us"] as? Int ?? 0) > 0, "\(worker)")
+        }
 
         let balance = try runSwitchyard(["balance", "--server", base, "--json"])
         #expect(balance.status == 0, "\(balance.stderr)")

@@ -112,3 +112,26 @@ def test_balance_table_csv_and_metrics(cluster):
     assert dispatch.type == "histogram"
     counts = {s.labels["worker"]: s.value for s in dispatch.samples if s.name.endswith("_count")}
     assert set(counts) == {"w0", "w1"} and all(v > 0 for v in counts.values()), counts
+
+
+def test_recording_holds_the_routing_of_the_steps_between_start_and_stop(cluster):
+    status, started = post(cluster.base, "/v1/expert_load/record/start", {})
+    assert status == 200 and started["recording"] is True, started
+    status, answer = post(cluster.base, "/v1/completions",
+                          {"prompt": "record this", "max_tokens": 5, "temperature": 0, "ignore_eos": True})
+    assert status == 200, answer
+    status, stopped = post(cluster.base, "/v1/expert_load/record/stop", {})
+    assert status == 200 and stopped["recording"] is False, stopped
+    out = subprocess.run([BIN, "balance", "--server", cluster.base, "--record", "read"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    recording = json.loads(out.stdout)
+    steps = recording["steps"]
+    assert steps and recording["dropped_steps"] == 0
+    prompt_tokens = answer["usage"]["prompt_tokens"]
+    # The prompt, then the 4 sampled tokens fed back (the 5th is not fed).
+    assert sum(s["prefill_tokens"] for s in steps) == prompt_tokens
+    assert sum(s["decode_tokens"] for s in steps) == 4
+    k = 2  # the conftest model routes each token to its top 2 experts
+    for layer_counts in recording["tokens_per_expert"]:
+        assert sum(layer_counts) == k * (prompt_tokens + 4)
