@@ -50,7 +50,7 @@ struct ExpertLoadIntegrationTests {
         return total
     }
 
-    @Test("serve with 2 workers: after the reference prompts, tokens_per_expert equals the transformers counts",
+    @Test("serve with 2 workers: after the reference prompts, sent at once, tokens_per_expert equals the transformers counts",
           arguments: ["top2", "top1"])
     func countsEqualTransformers(fixture: String) throws {
         let model = TestPaths.fixtures.appendingPathComponent("models/\(fixture)")
@@ -70,11 +70,17 @@ struct ExpertLoadIntegrationTests {
         let emptyJSON = try #require(try JSONSerialization.jsonObject(with: empty.body) as? [String: Any])
         #expect((emptyJSON["tokens_per_expert"] as? [[Int]])?.flatMap { $0 }.allSatisfy { $0 == 0 } == true)
 
-        for reference in cases {
-            let output = try runSwitchyard([
+        // All prompts at once, so steps batch several sequences: a request's routing does not
+        // depend on what else is in the batch.
+        let clients = cases.map { reference in
+            SwitchyardProcess([
                 "generate", "--server", base, "--prompt", reference.prompt, "--max-tokens",
                 "\(reference.completionTokenIDs.count)", "--temperature", "0", "--ignore-eos",
             ])
+        }
+        for client in clients { try client.start() }
+        for client in clients {
+            let output = try client.wait(timeout: .seconds(300))
             #expect(output.status == 0, "\(output.stderr)")
         }
 
