@@ -17,7 +17,7 @@ struct Serve: AsyncParsableCommand {
         discussion: """
             Binds one ZeroMQ socket (--bind) that workers connect to and assigns each worker its experts; \
             serves generation jobs over HTTP (--http: POST /v1/completions, /v1/chat/completions, \
-            GET /v1/models, /health, /metrics) and from `switchyard generate --coordinator ENDPOINT`. \
+            GET /v1/models, GET /v1/expert_load, /health, /metrics) and from `switchyard generate --coordinator ENDPOINT`. \
             Requests are batched continuously: every running sequence advances in one step, and each MoE \
             layer sends one dispatch per worker for the whole batch. /health answers 503 until every \
             worker is ready. Stop it with Ctrl-C or SIGTERM; workers are told to leave.
