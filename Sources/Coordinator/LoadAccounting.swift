@@ -68,12 +68,19 @@ public struct StepLoad: Sendable, Equatable {
 
 /// Sums of a worker's dispatches for one layer (or over all layers).
 public struct WorkerLayerLoad: Sendable, Equatable, Codable {
+    /// DISPATCH/COMBINE exchanges (one per MoE layer of a step that routed rows to the worker).
     public var dispatchCount = 0
+    /// Token rows dispatched.
     public var rowCount = 0
+    /// (token, expert) pairs computed: the worker's compute load.
     public var expertRowCount = 0
+    /// Bytes of the DISPATCH messages (header + tensor frames).
     public var bytesSent = 0
+    /// Bytes of the COMBINE messages (header + tensor frames).
     public var bytesReceived = 0
+    /// Compute time the worker reported.
     public var computeMicroseconds = 0
+    /// DISPATCH sent to COMBINE received, as the coordinator measured it.
     public var roundTripMicroseconds = 0
 
     public init() {}
@@ -173,8 +180,11 @@ public struct LoadStatistics: Sendable, Equatable, Codable {
 
 /// Sums over a period (the whole run, or one second of it).
 public struct LoadTotals: Sendable, Equatable {
+    /// Finished steps.
     public var stepCount = 0
+    /// Prompt tokens fed.
     public var prefillTokenCount = 0
+    /// Decode tokens fed (sampled tokens fed back; a request's last token is not fed).
     public var decodeTokenCount = 0
     /// `[layer][expert]`.
     public var tokensPerExpert: [[Int]]
@@ -236,8 +246,11 @@ public struct LoadPeriodReport: Sendable, Equatable, Codable {
         public var workers: LoadStatistics?
     }
 
+    /// Finished steps.
     public var stepCount: Int
+    /// Prompt tokens fed.
     public var prefillTokenCount: Int
+    /// Decode tokens fed.
     public var decodeTokenCount: Int
     /// `[layer][expert]`: tokens routed; a token counts once at each of its top-k experts.
     public var tokensPerExpert: [[Int]]

@@ -378,6 +378,7 @@ struct EngineLoop {
         planner.commit(plan)
         var prefillTokens = 0
         for (rows, phase) in rowRanges where phase == .prefill { prefillTokens += rows.count }
+        // `stepLoad` counts the whole step's routing under `decode`; the phases are split by rows here.
         scheduler.record(StepLoad(
             tokensPerExpert: stepLoad.decode, prefillTokenCount: prefillTokens, decodeTokenCount: row - prefillTokens,
             dispatches: executor.takeDispatchObservations()))
