@@ -67,6 +67,8 @@ public final class ClusterCoordinator: ExpertExecutor {
     private var nextStep: UInt64 = 0
     private var nextWorkerID: UInt32 = 0
     /// Dispatches measured since the engine loop last took them (`takeDispatchObservations`).
+    /// The scheduler takes them after every step; `generate` (one request, no scheduler) does not,
+    /// so the list is bounded to a few steps' worth.
     private var observations: [WorkerDispatchObservation] = []
 
     /// Binds the worker socket.
@@ -172,6 +174,7 @@ public final class ClusterCoordinator: ExpertExecutor {
         nextRequestID += 1
         currentRequestID = RequestID(nextRequestID)
         var executor = self
+        defer { observations.removeAll() }
         return try engine.generate(request, experts: &executor, onText: onText)
     }
 
@@ -271,6 +274,10 @@ public final class ClusterCoordinator: ExpertExecutor {
                 }
                 partials[slotIndex] = combine.outputs.floats()
                 let roundTrip = (clock.now - sent[slotIndex]!.at).components
+                // One step holds at most layers × workers dispatches; more means nobody takes them.
+                if observations.count >= 4 * configuration.layerCount * placement.workerCount {
+                    observations.removeAll(keepingCapacity: true)
+                }
                 observations.append(WorkerDispatchObservation(
                     layer: layer, worker: name, rowCount: batch.rowCount, expertRowCount: batch.expertIDs.count,
                     bytesSent: sent[slotIndex]!.bytes, bytesReceived: frames.reduce(0) { $0 + $1.count },
