@@ -205,6 +205,10 @@ public final class ClusterCoordinator: ExpertExecutor {
         }
     }
 
+    public var dispatchWorkerNames: [String] {
+        (0..<placement.workerCount).map { slots[$0]?.name ?? placement.workerNames[$0] }
+    }
+
     public func takeDispatchObservations() -> [WorkerDispatchObservation] {
         defer { observations.removeAll(keepingCapacity: true) }
         return observations

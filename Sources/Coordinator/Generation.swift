@@ -54,6 +54,10 @@ public protocol ExpertExecutor {
     /// round-trip time), for the expert-load accounting; empties the list. An executor that
     /// computes the experts in-process dispatches nothing and returns none.
     mutating func takeDispatchObservations() -> [WorkerDispatchObservation]
+
+    /// The workers dispatches go to, in placement order, for the accounting (an idle worker is
+    /// reported with zero load); empty when the experts run in-process.
+    var dispatchWorkerNames: [String] { get }
 }
 
 /// A job submitted over the coordinator's ZeroMQ socket.
@@ -73,6 +77,7 @@ extension ExpertExecutor {
     public mutating func takeRemoteJobs() -> [RemoteJob] { [] }
     public mutating func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>) {}
     public mutating func takeDispatchObservations() -> [WorkerDispatchObservation] { [] }
+    public var dispatchWorkerNames: [String] { [] }
 }
 
 /// The experts a worker holds, as reported in results.

@@ -181,7 +181,7 @@ public final class Scheduler: GenerationService {
         while !shouldStop() && !shared.withLock({ $0.stopping }) {
             let health = executor.readiness
             shared.withLock { $0.health = health }
-            if health == .ready && !wasReady { register(workers: executor.workerSummaries.map(\.name)) }
+            if health == .ready && !wasReady { register(workers: executor.dispatchWorkerNames) }
             wasReady = health == .ready
             loop.accept(shared.withLock { state in
                 defer {
