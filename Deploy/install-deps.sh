@@ -6,9 +6,10 @@
 #   libopenblas-dev     BLAS for the matrix products
 #   iproute2            `ip netns` for the multi-host tests
 #   curl, python3-venv  the HTTP API tests (curl and the openai client)
+#   systemd, shellcheck the offline checks of Deploy/ (systemd-analyze verify, shellcheck)
 set -euo pipefail
 
-packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 curl python3-venv)
+packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 curl python3-venv shellcheck systemd)
 
 missing=()
 for package in "${packages[@]}"; do
