@@ -43,6 +43,13 @@ public struct HostSpec: Sendable, Equatable {
     public var model: String
     /// The `switchyard` executable on this host.
     public var switchyard: String
+
+    public init(name: String, transport: Transport, model: String, switchyard: String) {
+        self.name = name
+        self.transport = transport
+        self.model = model
+        self.switchyard = switchyard
+    }
 }
 
 /// The coordinator's place and ports.

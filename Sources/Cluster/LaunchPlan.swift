@@ -10,6 +10,12 @@ public struct LaunchCommand: Sendable, Equatable {
     /// The command as it runs on the host (`switchyard worker ...`).
     public var command: [String]
 
+    public init(label: String, host: HostSpec, command: [String]) {
+        self.label = label
+        self.host = host
+        self.command = command
+    }
+
     /// The line a launched process prints first (on stderr) so the launcher learns its pid on the host.
     public static let pidMarker = "switchyard-launch: pid "
 

@@ -158,6 +158,32 @@ struct LaunchPlanTests {
         ])
     }
 
+    @Test("through ssh, the remote shell gets back the exact arguments and the pid line")
+    func sshRoundTrip() throws {
+        let host = HostSpec(name: "h", transport: .ssh(destination: "h", options: []), model: "/m", switchyard: "sy")
+        // The command prints its arguments and its own pid: the pid the wrapper announced must be it.
+        let command = LaunchCommand(
+            label: "w0", host: host,
+            command: ["sh", "-c", "printf '[%s]' \"$@\"; echo; echo $$", "sh", "a b", "{\"x\":[1,2]}", "it's", "$HOME"])
+        let argv = command.argv
+        let separator = try #require(argv.firstIndex(of: "--"))
+        // What sshd does with the words after `--`: join them with spaces and hand them to a shell.
+        let remoteLine = argv[(separator + 1)...].joined(separator: " ")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", remoteLine]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let announced = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let lines = printed.split(separator: "\n").map(String.init)
+        #expect(lines.first == "[a b][{\"x\":[1,2]}][it's][$HOME]")
+        #expect(LaunchCommand.announcedPID(in: announced.trimmingCharacters(in: .newlines)) == lines.last.flatMap { Int32($0) })
+    }
+
     @Test("the launcher reads the pid a started process announces, and nothing else")
     func announcedPID() {
         #expect(LaunchCommand.announcedPID(in: "switchyard-launch: pid 1234") == 1234)
