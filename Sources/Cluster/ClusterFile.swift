@@ -37,7 +37,9 @@ public enum Transport: Sendable, Equatable {
 
 /// One host of the cluster file.
 public struct HostSpec: Sendable, Equatable {
+    /// The host's name in the cluster file.
     public var name: String
+    /// How the launcher runs commands there.
     public var transport: Transport
     /// The model directory on this host.
     public var model: String
@@ -54,13 +56,17 @@ public struct HostSpec: Sendable, Equatable {
 
 /// The coordinator's place and ports.
 public struct CoordinatorSpec: Sendable, Equatable {
+    /// The host it runs on.
     public var host: HostSpec
     /// The address its sockets bind to (`0.0.0.0` for every interface).
     public var bind: String
     /// The address workers and the health probe use to reach it.
     public var address: String
+    /// The port of the ZeroMQ socket workers connect to.
     public var zmqPort: Int
+    /// The port of the HTTP API.
     public var httpPort: Int
+    /// `serve --threads`.
     public var threads: Int
     /// Further `switchyard serve` flags, passed as given.
     public var options: [String]
@@ -68,8 +74,11 @@ public struct CoordinatorSpec: Sendable, Equatable {
 
 /// One expert worker.
 public struct WorkerSpec: Sendable, Equatable {
+    /// The name it registers with; placements refer to it.
     public var name: String
+    /// The host it runs on.
     public var host: HostSpec
+    /// `worker --threads`.
     public var threads: Int
     /// `[layer, expert]` pairs this worker holds; nil when it takes a share of the unlisted experts.
     public var experts: [[Int]]?
@@ -79,7 +88,9 @@ public struct WorkerSpec: Sendable, Equatable {
 
 /// The shape of the model's MoE layers, to check expert ids against.
 public struct ModelShape: Sendable, Equatable {
+    /// MoE layers (num_hidden_layers).
     public var layerCount: Int
+    /// Experts per layer (num_local_experts).
     public var expertCount: Int
     public init(layerCount: Int, expertCount: Int) {
         self.layerCount = layerCount
@@ -89,7 +100,9 @@ public struct ModelShape: Sendable, Equatable {
 
 /// A validated cluster file.
 public struct ClusterFile: Sendable, Equatable {
+    /// Where the coordinator runs and listens.
     public var coordinator: CoordinatorSpec
+    /// The workers, in file order (the order of the placement's worker slots).
     public var workers: [WorkerSpec]
 
     /// Reads and validates a cluster file. With `model`, expert ids are checked against it too.

@@ -10,6 +10,7 @@ public struct LaunchCommand: Sendable, Equatable {
     /// The command as it runs on the host (`switchyard worker ...`).
     public var command: [String]
 
+    /// A process labelled `label` running `command` on `host`.
     public init(label: String, host: HostSpec, command: [String]) {
         self.label = label
         self.host = host
@@ -40,7 +41,9 @@ public struct LaunchCommand: Sendable, Equatable {
 /// Everything `switchyard launch` runs, in order: the workers, then the coordinator, then the probe
 /// that waits (on the coordinator's host) until `/health` answers 200.
 public struct LaunchPlan: Sendable, Equatable {
+    /// One command per worker, started first.
     public var workers: [LaunchCommand]
+    /// `switchyard serve`, started after the workers.
     public var coordinator: LaunchCommand
     /// Runs `switchyard health --wait` on the coordinator's host.
     public var healthProbe: [String]
@@ -49,6 +52,7 @@ public struct LaunchPlan: Sendable, Equatable {
     /// The endpoint workers connect to.
     public var workerEndpoint: String
 
+    /// The commands for `cluster`; the health probe gives up after `readyTimeoutSeconds`.
     public init(cluster: ClusterFile, readyTimeoutSeconds: Int) {
         let c = cluster.coordinator
         workerEndpoint = "tcp://\(c.address):\(c.zmqPort)"

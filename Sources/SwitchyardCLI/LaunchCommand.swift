@@ -58,8 +58,8 @@ struct Launch: ParsableCommand {
             // machine; otherwise the coordinator checks them when it starts.
             var shape: ModelShape? = nil
             var checkpoint: Checkpoint? = nil
-            let cluster0 = try ClusterFile.load(from: url)
-            let modelDirectory = URL(fileURLWithPath: cluster0.coordinator.host.model)
+            let unchecked = try ClusterFile.load(from: url)
+            let modelDirectory = URL(fileURLWithPath: unchecked.coordinator.host.model)
             if FileManager.default.fileExists(atPath: modelDirectory.appendingPathComponent("config.json").path) {
                 let loaded = try Checkpoint(directory: modelDirectory)
                 checkpoint = loaded

@@ -33,7 +33,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Worker processes to wait for; the experts are split evenly among them. 0 computes the experts in-process.")
     var workers: Int = 1
 
-    @Option(help: "A placement file: {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...]}, ...]}.")
+    @Option(help: "A placement file: {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...], \"exclusive\": false}, ...]}; unlisted experts go evenly to the workers that are not exclusive.")
     var placement: String?
 
     @Option(name: .customLong("placement-json"), help: "The placement as JSON text, in the shape of a placement file (instead of --placement).")
