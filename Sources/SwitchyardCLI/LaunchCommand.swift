@@ -21,16 +21,18 @@ struct Launch: ParsableCommand {
             Every process it starts also stops when the launcher's pipe to it closes, so even a killed \
             launcher leaves no process behind.
 
-            Cluster file (YAML or JSON):
-              model: /srv/models/mixtral            # the model directory on every host
-              switchyard: /usr/local/bin/switchyard # the executable on every host (default: switchyard)
-              hosts:                                # optional; a host not listed is reached as `ssh NAME`
-                gpu1: {ssh: admin@10.0.0.2, ssh_options: [-p, "2222"], model: /data/mixtral}
+            Cluster file (YAML or JSON; see Deploy/launch/cluster.example.yaml):
+              model: /srv/models/mixtral
+              switchyard: /usr/local/bin/switchyard
+              hosts:
+                gpu1: {ssh: admin@10.0.0.2}
                 ns1: {command_prefix: [ip, netns, exec, ns1]}
-              coordinator: {host: head, bind: 10.0.0.1, zmq_port: 5555, http_port: 8080, threads: 2}
+              coordinator: {host: head, bind: 10.0.0.1, zmq_port: 5555, http_port: 8080}
               workers:
-                - {name: w0, host: gpu1, threads: 2, experts: [[0, 0], [0, 1]]}  # holds exactly these
-                - {name: w1, host: ns1}                                          # shares the unlisted ones
+                - {name: w0, host: gpu1, threads: 2, experts: [[0, 0], [0, 1]]}
+                - {name: w1, host: ns1}
+            A host not under hosts: is reached as `ssh NAME`. A worker with experts: holds exactly \
+            those; the others share the experts nobody lists.
             """
     )
 
