@@ -269,6 +269,10 @@ struct Launcher {
             if let exited = processes.first(where: { !$0.isRunning }) {
                 let status = exited.process.terminationStatus
                 note("\(exited.label) exited with status \(status)\(ready ? "" : " before the cluster was ready"); stopping the cluster")
+                if status == 0 && !ready {
+                    // A clean exit this early is what a closed standard input causes (--exit-with-stdin).
+                    note("a started process stops when its standard input closes: does \(exited.label)'s command prefix pass stdin through (docker exec -i)?")
+                }
                 return 1
             }
             if !ready && !healthProbe.isRunning {
