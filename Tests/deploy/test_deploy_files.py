@@ -17,6 +17,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEPLOY = os.path.join(ROOT, "Deploy")
 BIN_DIR = os.path.dirname(sys.executable)
 DOCKER_COMPOSE = os.environ.get("DOCKER_COMPOSE", shutil.which("docker-compose") or "docker-compose")
+if os.sep in DOCKER_COMPOSE:
+    DOCKER_COMPOSE = os.path.abspath(DOCKER_COMPOSE)  # compose runs with cwd set to the file's directory
 SWITCHYARD_BIN = os.environ.get("SWITCHYARD_BIN")
 
 
