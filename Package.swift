@@ -3,7 +3,7 @@
 //
 // Targets are tiered (see README "Architecture"); a target imports only lower tiers.
 //   tier 4  SwitchyardCLI
-//   tier 3  Coordinator · ExpertWorker · Server   (never import each other; Server -> Coordinator only)
+//   tier 3  Coordinator · ExpertWorker · Cluster · Server   (never import each other; Server -> Coordinator only)
 //   tier 2  Models · Wire · Transport
 //   tier 1  Kernels · Tokenization
 //   tier 0  Tensors · CZeroMQ · CProtobufC · CBLAS · CKernels
@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // tier 0: C libraries, each imported by exactly one Swift target.
@@ -68,6 +69,12 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The cluster file and the launcher's plan: which commands start which process on which host.
+        .target(
+            name: "Cluster",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSettings
+        ),
 
         .target(
             name: "Server",
@@ -83,7 +90,8 @@ let package = Package(
         .executableTarget(
             name: "SwitchyardCLI",
             dependencies: [
-                "Tensors", "Kernels", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker", "Server",
+                "Tensors", "Kernels", "Models", "Tokenization", "Wire", "Transport", "Coordinator", "ExpertWorker", "Cluster",
+                "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -116,6 +124,11 @@ let package = Package(
         .testTarget(
             name: "ExpertWorkerTests",
             dependencies: ["Tensors", "Models", "Wire", "ExpertWorker", "TestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["Cluster", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(

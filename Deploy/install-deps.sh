@@ -7,10 +7,11 @@
 #   iproute2            `ip netns` for the multi-host tests
 #   curl, python3-venv  the HTTP API tests (curl and the openai client)
 #   chromium-headless-shell  renders `switchyard balance --svg` heatmaps in the browser test
+#   systemd, shellcheck the offline checks of Deploy/ (systemd-analyze verify, shellcheck)
 set -euo pipefail
 
 packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 curl python3-venv
-          chromium-headless-shell)
+          chromium-headless-shell shellcheck systemd)
 
 missing=()
 for package in "${packages[@]}"; do

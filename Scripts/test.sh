@@ -19,3 +19,20 @@ if [ ! -x "$venv/bin/pytest" ] || ! cmp -s Tests/python/requirements.txt "$venv/
     cp Tests/python/requirements.txt "$venv/requirements.txt"
 fi
 SWITCHYARD_BIN="$(swift build --show-bin-path)/switchyard" "$venv/bin/pytest" -q Tests/python
+
+# Deploy/ through its offline validators. docker-compose v1 gets a venv of its own: it pins
+# jsonschema 3, kubernetes-validate needs 4. PyYAML 5.4.1 (docker-compose needs <6) has no wheel
+# for this Python and does not build with Cython 3, so it is built first, without build isolation.
+deploy_venv="${SWITCHYARD_DEPLOY_VENV:-$root/.venv-deploy}"
+if [ ! -x "$deploy_venv/validators/bin/pytest" ]; then
+    python3 -m venv "$deploy_venv/validators"
+    "$deploy_venv/validators/bin/pip" install --quiet --disable-pip-version-check -r Tests/deploy/requirements.txt
+fi
+if [ ! -x "$deploy_venv/compose/bin/docker-compose" ]; then
+    python3 -m venv "$deploy_venv/compose"
+    "$deploy_venv/compose/bin/pip" install --quiet --disable-pip-version-check Cython==0.29.37 wheel==0.45.1
+    "$deploy_venv/compose/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation PyYAML==5.4.1
+    "$deploy_venv/compose/bin/pip" install --quiet --disable-pip-version-check -r Tests/deploy/requirements-compose.txt
+fi
+DOCKER_COMPOSE="$deploy_venv/compose/bin/docker-compose" SWITCHYARD_BIN="$(swift build --show-bin-path)/switchyard" \
+    "$deploy_venv/validators/bin/pytest" -q Tests/deploy

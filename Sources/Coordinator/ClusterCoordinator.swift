@@ -23,13 +23,16 @@ public struct CoordinatorOptions: Sendable {
     public var workerNames: [String]?
     /// A placement file (`{"workers": [{"name": …, "experts": [[layer, expert], …]}]}`), or nil for an even split.
     public var placementFile: URL?
+    /// The text of a placement file given inline (`serve --placement-json`); used when `placementFile` is nil.
+    public var placementJSON: String?
     /// How long a step waits for a worker's COMBINE before the request fails.
     public var dispatchTimeout: Duration
 
     public init(
         bind: String, workerCount: Int, workerNames: [String]? = nil, placementFile: URL? = nil,
-        dispatchTimeout: Duration = .seconds(60)
+        placementJSON: String? = nil, dispatchTimeout: Duration = .seconds(60)
     ) {
+        self.placementJSON = placementJSON
         self.bind = bind
         self.workerCount = workerCount
         self.workerNames = workerNames
@@ -78,6 +81,11 @@ public final class ClusterCoordinator: ExpertExecutor {
         if let file = options.placementFile {
             placement = try Placement.load(
                 from: file, layerCount: configuration.layerCount, expertCount: configuration.expertCount)
+            namedSlots = true
+        } else if let json = options.placementJSON {
+            placement = try Placement.load(
+                json: Data(json.utf8), source: "--placement-json", layerCount: configuration.layerCount,
+                expertCount: configuration.expertCount)
             namedSlots = true
         } else {
             placement = try Placement.even(

@@ -56,8 +56,9 @@ public struct Placement: Sendable, Equatable {
     }
 
     /// Reads a placement file: `{"workers": [{"name": "w0", "experts": [[layer, expert], ...]}, ...]}`.
-    /// Experts not listed are spread evenly over all workers; an expert listed twice, an id outside
-    /// the model, or two workers with one name is an error naming the entry.
+    /// Experts not listed are spread evenly over the workers not marked `"exclusive": true` (an
+    /// exclusive worker holds exactly its list); an expert left with no worker, an expert listed twice,
+    /// an id outside the model, or two workers with one name is an error naming the entry.
     public static func load(
         from url: URL, layerCount: Int, expertCount: Int
     ) throws -> Placement {
@@ -65,13 +66,20 @@ public struct Placement: Sendable, Equatable {
         do { data = try Data(contentsOf: url) } catch {
             throw PlacementError("\(url.path): cannot read placement file (\(error.localizedDescription))")
         }
+        return try load(json: data, source: url.lastPathComponent, layerCount: layerCount, expertCount: expertCount)
+    }
+
+    /// Reads a placement from the JSON text of a placement file; `source` names it in errors.
+    public static func load(
+        json data: Data, source: String, layerCount: Int, expertCount: Int
+    ) throws(PlacementError) -> Placement {
         let file: PlacementFile
         do { file = try JSONDecoder().decode(PlacementFile.self, from: data) } catch {
             throw PlacementError(
-                "\(url.path): not a placement file; expected {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...]}]} (\(error))"
+                "\(source): not a placement file; expected {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...]}]} (\(error))"
             )
         }
-        return try make(file: file, source: url.lastPathComponent, layerCount: layerCount, expertCount: expertCount)
+        return try make(file: file, source: source, layerCount: layerCount, expertCount: expertCount)
     }
 
     static func make(
@@ -102,12 +110,25 @@ public struct Placement: Sendable, Equatable {
                 owner[layer][expert] = slot
             }
         }
-        // Unlisted experts: spread evenly, in the same blocks an even placement would use.
-        let fallback = evenOwners(expertCount: expertCount, workerCount: names.count)
+        // Unlisted experts: spread evenly over the workers that are not exclusive, in the same blocks
+        // an even placement over those workers would use.
+        let sharing = file.workers.indices.filter { file.workers[$0].exclusive != true }
+        var missing: [String] = []
         for layer in 0..<layerCount {
+            let fallback = sharing.isEmpty ? [] : evenOwners(expertCount: expertCount, workerCount: sharing.count)
             for expert in 0..<expertCount where owner[layer][expert] == -1 {
-                owner[layer][expert] = fallback[expert]
+                if sharing.isEmpty {
+                    missing.append("layer \(layer) expert \(expert)")
+                } else {
+                    owner[layer][expert] = sharing[fallback[expert]]
+                }
             }
+        }
+        if !missing.isEmpty {
+            let shown = missing.prefix(8).joined(separator: ", ") + (missing.count > 8 ? " and \(missing.count - 8) more" : "")
+            throw PlacementError(
+                "\(source): \(shown) \(missing.count == 1 ? "has" : "have") no worker; every worker is exclusive, "
+                    + "so list \(missing.count == 1 ? "it" : "them") under a worker or add a worker that is not exclusive")
         }
         return Placement(workerNames: names, owner: owner)
     }
@@ -140,6 +161,8 @@ struct PlacementFile: Codable, Equatable {
     struct Worker: Codable, Equatable {
         var name: String
         var experts: [[Int]]
+        /// True: the worker holds exactly `experts` and takes none of the unlisted ones.
+        var exclusive: Bool? = nil
     }
     var workers: [Worker]
 }

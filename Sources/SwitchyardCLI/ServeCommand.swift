@@ -33,8 +33,14 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Worker processes to wait for; the experts are split evenly among them. 0 computes the experts in-process.")
     var workers: Int = 1
 
-    @Option(help: "A placement file: {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...]}, ...]}.")
+    @Option(help: "A placement file: {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...], \"exclusive\": false}, ...]}; unlisted experts go evenly to the workers that are not exclusive.")
     var placement: String?
+
+    @Option(name: .customLong("placement-json"), help: "The placement as JSON text, in the shape of a placement file (instead of --placement).")
+    var placementJSON: String?
+
+    @Flag(name: .customLong("exit-with-stdin"), help: "Stop (as on SIGTERM) when standard input closes: how `switchyard launch` stops processes it started on other hosts.")
+    var exitWithStdin = false
 
     @Option(help: "The HTTP API's address, HOST:PORT. Port 0 picks a free port.")
     var http: String = "127.0.0.1:8080"
@@ -78,6 +84,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\(name) is \(value), but must be at least 1")
         }
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
+        if placement != nil && placementJSON != nil { throw ValidationError("give --placement or --placement-json, not both") }
     }
 
     func httpAddress() throws -> (host: String, port: Int) {
@@ -98,6 +105,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let logger = bootstrapLogging(level: logLevel)
         try applyThreads(threads)
+        if exitWithStdin { StdinWatch.start() }
         do {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(
@@ -110,10 +118,11 @@ struct Serve: AsyncParsableCommand {
                     maxTokensPerStep: maxStepTokens))
             let engineThread = try EngineThread.start(
                 scheduler: scheduler, checkpoint: checkpoint, logger: logger,
-                options: workers == 0 && placement == nil
+                options: workers == 0 && placement == nil && placementJSON == nil
                     ? nil
                     : CoordinatorOptions(
                         bind: bind, workerCount: max(workers, 1), placementFile: placement.map { URL(fileURLWithPath: $0) },
+                        placementJSON: placementJSON,
                         dispatchTimeout: .milliseconds(Int(dispatchTimeout * 1000))))
             let (host, port) = try httpAddress()
             let app = makeApplication(

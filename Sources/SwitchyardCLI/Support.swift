@@ -20,6 +20,24 @@ enum StopSignal {
     }
 }
 
+/// Turns the end of standard input into SIGTERM for this process. A launcher keeps a pipe to each
+/// process it starts (through ssh, `ip netns exec`, `docker exec -i`, ...); when the launcher exits,
+/// even by SIGKILL, the pipe closes and the process stops as it would on SIGTERM: no orphans.
+enum StdinWatch {
+    static func start() {
+        let thread = Thread {
+            var buffer = [UInt8](repeating: 0, count: 512)
+            while true {
+                let count = read(STDIN_FILENO, &buffer, buffer.count)
+                if count == 0 || (count < 0 && errno != EINTR) { break }
+            }
+            kill(getpid(), SIGTERM)
+        }
+        thread.name = "switchyard-stdin-watch"
+        thread.start()
+    }
+}
+
 /// Sends log lines to stderr at `level`.
 func bootstrapLogging(level: Logger.Level) -> Logger {
     LoggingSystem.bootstrap { label in

@@ -32,6 +32,9 @@ struct Worker: ParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
+    @Flag(name: .customLong("exit-with-stdin"), help: "Stop (as on SIGTERM) when standard input closes: how `switchyard launch` stops processes it started on other hosts.")
+    var exitWithStdin = false
+
     @Option(name: .customLong("parent-pid"), help: .hidden)
     var parentPID: Int32?
 
@@ -45,6 +48,7 @@ struct Worker: ParsableCommand {
         let logger = bootstrapLogging(level: logLevel)
         try applyThreads(threads)
         StopSignal.install()
+        if exitWithStdin { StdinWatch.start() }
         let options = WorkerOptions(
             coordinator: coordinator, modelDirectory: URL(fileURLWithPath: model),
             name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads, parentPID: parentPID)

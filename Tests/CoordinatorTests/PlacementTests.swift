@@ -40,6 +40,38 @@ struct PlacementTests {
         #expect(placement.worker(holding: ExpertID(2), in: LayerIndex(1)) == 1)
     }
 
+    @Test("an exclusive worker holds exactly its list; the unlisted experts go to the other workers")
+    func exclusiveWorker() throws {
+        let file = PlacementFile(workers: [
+            .init(name: "a", experts: [[0, 3]], exclusive: true),
+            .init(name: "b", experts: []),
+            .init(name: "c", experts: []),
+        ])
+        let placement = try Placement.make(file: file, source: "p.json", layerCount: 2, expertCount: 4)
+        #expect(placement.experts(ofWorker: 0) == [LayerExpert(layer: LayerIndex(0), expert: ExpertID(3))])
+        #expect(placement.experts(ofWorker: 1).count + placement.experts(ofWorker: 2).count == 7)
+        #expect(placement.experts(ofWorker: 1).count >= 3 && placement.experts(ofWorker: 2).count >= 3)
+    }
+
+    @Test("when every worker is exclusive, an expert nobody lists stops the coordinator, named")
+    func expertWithoutWorker() {
+        let file = PlacementFile(workers: [
+            .init(name: "a", experts: [[0, 0], [0, 1], [1, 0], [1, 1]], exclusive: true),
+            .init(name: "b", experts: [[0, 2], [0, 3], [1, 3]], exclusive: true),
+        ])
+        #expect(throws: PlacementError("p.json: layer 1 expert 2 has no worker; every worker is exclusive, so list it under a worker or add a worker that is not exclusive")) {
+            try Placement.make(file: file, source: "p.json", layerCount: 2, expertCount: 4)
+        }
+    }
+
+    @Test("a placement given as JSON text reads like a placement file")
+    func inlineJSON() throws {
+        let json = #"{"workers":[{"name":"a","experts":[[0,0]],"exclusive":true},{"name":"b","experts":[]}]}"#
+        let placement = try Placement.load(json: Data(json.utf8), source: "--placement-json", layerCount: 1, expertCount: 4)
+        #expect(placement.workerNames == ["a", "b"])
+        #expect(placement.experts(ofWorker: 1).map(\.expert.rawValue) == [1, 2, 3])
+    }
+
     @Test(
         "a bad placement file names the entry and the valid values",
         arguments: [

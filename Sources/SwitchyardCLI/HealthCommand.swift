@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import FoundationNetworking
+
+/// `switchyard health`: asks a coordinator's HTTP API whether it is ready.
+struct Health: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "health",
+        abstract: "Ask a coordinator's HTTP API whether it serves: exit 0 when GET /health answers 200.",
+        discussion: """
+            Prints the body of the last answer. With --wait, asks again every 0.2 s until the answer is \
+            200 or the time is up (`switchyard launch` runs this on the coordinator's host).
+            """
+    )
+
+    @Option(help: "The coordinator's HTTP API, e.g. http://127.0.0.1:8080.")
+    var server: String
+
+    @Option(help: "Seconds to keep asking until /health answers 200 (0: ask once).")
+    var wait: Double = 0
+
+    func validate() throws {
+        guard let url = URL(string: server), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+            throw ValidationError("--server is \"\(server)\", but must be a URL like http://127.0.0.1:8080")
+        }
+        guard wait >= 0 else { throw ValidationError("--wait is \(wait), but must be 0 or more") }
+    }
+
+    func run() async throws {
+        let url = URL(string: server.hasSuffix("/") ? server + "health" : server + "/health")!
+        let deadline = Date().addingTimeInterval(wait)
+        let session = URLSession(configuration: .ephemeral)
+        var last = "no answer"
+        while true {
+            var request = URLRequest(url: url)
+            request.timeoutInterval = 5
+            do {
+                let (data, response) = try await session.data(for: request)
+                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                let body = String(decoding: data, as: UTF8.self)
+                if status == 200 {
+                    print(body)
+                    return
+                }
+                last = "HTTP \(status): \(body)"
+            } catch {
+                last = "cannot reach \(url.absoluteString) (\(error.localizedDescription))"
+            }
+            if Date() >= deadline { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        fail("\(url.absoluteString) is not ready: \(last)")
+    }
+}

@@ -1,0 +1,117 @@
+"""`switchyard launch` failure paths on this machine (hosts reached with the empty prefix `[]`).
+
+A worker that cannot start makes the launcher stop the cluster and exit non-zero, naming it; a
+process that ignores the stop is killed on its host by the pid it announced. No namespaces needed.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard"))
+
+
+def our_processes(marker):
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                parts = handle.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if any(marker.encode() in part for part in parts):
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    path = tempfile.mkdtemp(prefix="switchyard-launch-local-")
+    try:
+        yield path
+    finally:
+        for pid in our_processes(path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def model(workdir):
+    path = os.path.join(workdir, "model")
+    subprocess.run([BIN, "make-model", "--arch", "mixtral", "--out", path, "--hidden", "64", "--layers", "2",
+                    "--experts", "4", "--top-k", "2", "--vocab", "300"], check=True, capture_output=True, timeout=300)
+    return path
+
+
+def free_ports(count):
+    import socket
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def launch(workdir, name, text, *extra):
+    path = os.path.join(workdir, f"{name}.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return subprocess.run([BIN, "launch", path, *extra], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_worker_that_fails_stops_the_cluster(workdir, model):
+    zmq, http = free_ports(2)
+    result = launch(workdir, "failing", f"""\
+model: {model}
+switchyard: {BIN}
+hosts:
+  here: {{command_prefix: []}}
+  broken: {{command_prefix: [], model: {workdir}/no-such-model}}
+coordinator: {{host: here, zmq_port: {zmq}, http_port: {http}}}
+workers:
+  - {{name: w0, host: here}}
+  - {{name: w1, host: broken}}
+""")
+    assert result.returncode == 1
+    assert "[w1] error: config.json" in result.stderr, result.stderr
+    assert "w1 exited with status 1 before the cluster was ready; stopping the cluster" in result.stderr
+    assert "cluster stopped" in result.stderr
+    assert our_processes(workdir) == []
+
+
+def test_a_process_that_ignores_the_stop_is_killed_on_its_host(workdir, model):
+    stubborn = os.path.join(workdir, "stubborn.sh")
+    with open(stubborn, "w", encoding="utf-8") as handle:
+        # Ignores SIGTERM and its standard input: only a kill on its host stops it.
+        handle.write("#!/bin/sh\ntrap '' TERM INT HUP\nwhile :; do sleep 1; done\n")
+    os.chmod(stubborn, 0o755)
+    zmq, http = free_ports(2)
+    result = launch(workdir, "stubborn", f"""\
+model: {model}
+switchyard: {BIN}
+hosts:
+  here: {{command_prefix: []}}
+  odd: {{command_prefix: [], switchyard: {stubborn}}}
+coordinator: {{host: here, zmq_port: {zmq}, http_port: {http}}}
+workers:
+  - {{name: w0, host: odd}}
+""", "--ready-timeout", "2", "--stop-timeout", "1")
+    assert result.returncode == 1
+    assert "the coordinator did not become ready" in result.stderr, result.stderr
+    assert "0 of 1 workers are ready" in result.stderr
+    assert "w0 did not stop within 1.0 s; killing pid" in result.stderr
+    assert our_processes(workdir) == []
