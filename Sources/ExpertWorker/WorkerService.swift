@@ -83,9 +83,9 @@ public struct WorkerService {
             switch handler.handle(frames: frames) {
             case .reply(let reply):
                 try socket.send(frames: reply)
-            case .load(let experts):
+            case .load(let experts, let arithmetic):
                 let started = clock.now
-                let store = try ExpertStore(checkpoint: checkpoint, experts: experts)
+                let store = try ExpertStore(checkpoint: checkpoint, experts: experts, arithmetic: arithmetic)
                 handler.store = store
                 let seconds = (clock.now - started).secondsValue
                 logger.info(

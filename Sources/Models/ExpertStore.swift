@@ -24,12 +24,18 @@ public final class ExpertStore: Sendable {
     /// taken (another thread is computing) makes its own.
     private let idleScratch = Mutex<FeedForwardScratch?>(nil)
 
+    /// The arithmetic of the expert products when their weights are bf16.
+    public let arithmetic: BFloat16Arithmetic
+
     /// Loads `experts` from `checkpoint`: f32 or bf16 as stored, in place from the memory map when
     /// possible (f16 converted to f32).
+    /// - Parameter arithmetic: how products with bf16 weights treat activations (f32 weights are
+    ///   always exact).
     /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
-    public init(checkpoint: Checkpoint, experts: [LayerExpert]) throws {
+    public init(checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact) throws {
         let c = checkpoint.configuration
         configuration = c
+        self.arithmetic = arithmetic
         var loaded: [LayerExpert: Expert] = [:]
         for layerExpert in experts where loaded[layerExpert] == nil {
             let layer = layerExpert.layer.rawValue
@@ -150,7 +156,7 @@ public final class ExpertStore: Sendable {
                 scratch.input.replaceSubrange(
                     (slot * hiddenSize)..<((slot + 1) * hiddenSize), with: hidden[source..<(source + hiddenSize)])
             }
-            scratch.feedForward(expert.gate, expert.up, expert.down, rowCount: group.count)
+            scratch.feedForward(expert.gate, expert.up, expert.down, rowCount: group.count, arithmetic: arithmetic)
             scratch.down.withUnsafeBufferPointer { result in
                 output.withUnsafeMutableBufferPointer { combined in
                     for (slot, entry) in group.enumerated() {
@@ -214,16 +220,23 @@ private struct FeedForwardScratch {
     ///   - upWeight: w3, [I, H], f32 or bf16.
     ///   - downWeight: w2, [H, I], f32 or bf16.
     mutating func feedForward(
-        _ gateWeight: WeightTensor, _ upWeight: WeightTensor, _ downWeight: WeightTensor, rowCount: Int
+        _ gateWeight: WeightTensor, _ upWeight: WeightTensor, _ downWeight: WeightTensor, rowCount: Int,
+        arithmetic: BFloat16Arithmetic
     ) {
         input.withUnsafeBufferPointer { x in
             gate.withUnsafeMutableBufferPointer { g in
                 up.withUnsafeMutableBufferPointer { u in
                     down.withUnsafeMutableBufferPointer { d in
-                        linear(x.baseAddress!, rowCount: rowCount, weight: gateWeight, into: g.baseAddress!)
-                        linear(x.baseAddress!, rowCount: rowCount, weight: upWeight, into: u.baseAddress!)
+                        linear(
+                            x.baseAddress!, rowCount: rowCount, weight: gateWeight, into: g.baseAddress!,
+                            arithmetic: arithmetic)
+                        linear(
+                            x.baseAddress!, rowCount: rowCount, weight: upWeight, into: u.baseAddress!,
+                            arithmetic: arithmetic)
                         swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediateSize)
-                        linear(g.baseAddress!, rowCount: rowCount, weight: downWeight, into: d.baseAddress!)
+                        linear(
+                            g.baseAddress!, rowCount: rowCount, weight: downWeight, into: d.baseAddress!,
+                            arithmetic: arithmetic)
                     }
                 }
             }

@@ -47,6 +47,9 @@ extension WireMessage.Assign {
         }
         c.n_experts = entries.count
         c.experts = arena.array(entries)
+        c.bf16_arithmetic =
+            arithmetic == .fast ? SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST
+            : SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT
         return arena.box(c)
     }
 
@@ -61,7 +64,15 @@ extension WireMessage.Assign {
             experts.append(
                 LayerExpert(layer: LayerIndex(Int(entry.pointee.layer)), expert: ExpertID(Int(entry.pointee.expert))))
         }
-        self.init(experts: experts)
+        let arithmetic: BFloat16Arithmetic
+        switch c.bf16_arithmetic {
+        case SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT: arithmetic = .exact
+        case SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST: arithmetic = .fast
+        default:
+            throw .invalidField(
+                .assign, field: "bf16_arithmetic", reason: "is \(c.bf16_arithmetic.rawValue), but must be 0 (exact) or 1 (fast)")
+        }
+        self.init(experts: experts, arithmetic: arithmetic)
     }
 }
 

@@ -99,8 +99,13 @@ extension WireMessage {
     public struct Assign: Sendable, Equatable {
         /// The (layer, expert) pairs to load; layer and expert ids fit in UInt32.
         public var experts: [LayerExpert]
+        /// How the worker multiplies by bf16-stored weights (``BFloat16Arithmetic/exact`` from a 1.0 peer).
+        public var arithmetic: BFloat16Arithmetic
 
-        public init(experts: [LayerExpert]) { self.experts = experts }
+        public init(experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact) {
+            self.experts = experts
+            self.arithmetic = arithmetic
+        }
     }
 
     /// worker → coordinator: the assigned experts are loaded.

@@ -51,6 +51,11 @@ typedef enum _Switchyard__V1__DType {
   SWITCHYARD__V1__DTYPE__BF16 = 1
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SWITCHYARD__V1__DTYPE)
 } Switchyard__V1__DType;
+typedef enum _Switchyard__V1__Bf16Arithmetic {
+  SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT = 0,
+  SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SWITCHYARD__V1__BF16_ARITHMETIC)
+} Switchyard__V1__Bf16Arithmetic;
 typedef enum _Switchyard__V1__ErrorCode {
   SWITCHYARD__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED = 0,
   SWITCHYARD__V1__ERROR_CODE__BAD_FRAME = 1,
@@ -165,10 +170,15 @@ struct  Switchyard__V1__Assign
   ProtobufCMessage base;
   size_t n_experts;
   Switchyard__V1__LayerExpert **experts;
+  /*
+   * How the worker multiplies by bf16-stored expert weights (its products must match the
+   * coordinator's in-process arithmetic). A peer that does not set it means EXACT.
+   */
+  Switchyard__V1__Bf16Arithmetic bf16_arithmetic;
 };
 #define SWITCHYARD__V1__ASSIGN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__assign__descriptor) \
-    , 0,NULL }
+    , 0,NULL, SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT }
 
 
 /*
@@ -615,6 +625,7 @@ typedef void (*Switchyard__V1__GenerateResult_Closure)
 
 extern const ProtobufCEnumDescriptor    switchyard__v1__protocol_version__descriptor;
 extern const ProtobufCEnumDescriptor    switchyard__v1__dtype__descriptor;
+extern const ProtobufCEnumDescriptor    switchyard__v1__bf16_arithmetic__descriptor;
 extern const ProtobufCEnumDescriptor    switchyard__v1__error_code__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__header__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__hello__descriptor;
