@@ -750,6 +750,170 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
 
 #endif // SY_X86
 
+// MARK: - q8 weights: int8 in blocks of 32 with an f32 scale per block, x quantized the same way
+//
+// The q8 reduction shape, shared by every path: per block b of 32 indices, x and w are int8 with
+// scales dx[b], dw[b] (value ≈ scale · q). Lane l (0 ... 7) of block b holds the exact integer sum
+// of the 4 products at 4l ... 4l + 3. Blocks are taken in pairs (an odd last block is paired with an
+// empty one): for the pair (2j, 2j + 1), accumulator lane l < 8 does acc[l] = fma(dx·dw of block 2j,
+// float(sum of block 2j, lane l), acc[l]) and lane 8 + l the same for block 2j + 1 (dx·dw rounded to
+// f32 first). The 16 lanes are then added as the tree of the header. Integer sums are exact, so the
+// scalar, AVX2 and AVX-512 VNNI paths give the same bits.
+
+enum { SY_Q8_BLOCK = 32 };
+
+size_t sy_q8_block_count(size_t k) {
+    size_t blocks = (k + SY_Q8_BLOCK - 1) / SY_Q8_BLOCK;
+    return (blocks + 1) & ~(size_t)1;
+}
+
+/// Quantizes one row of `k` values into `blocks` (even) blocks: q = round-to-even(v · 127 / amax).
+static void quantize_row_q8(const float *v, size_t k, size_t blocks, int8_t *q, float *scale) {
+    for (size_t b = 0; b < blocks; b++) {
+        size_t begin = b * SY_Q8_BLOCK;
+        float amax = 0;
+        for (size_t p = begin; p < begin + SY_Q8_BLOCK && p < k; p++) {
+            float a = fabsf(v[p]);
+            if (a > amax) amax = a;
+        }
+        float inverse = amax > 0 ? 127.0f / amax : 0.0f;
+        scale[b] = amax / 127.0f;
+        for (size_t p = 0; p < SY_Q8_BLOCK; p++) {
+            size_t index = begin + p;
+            float scaled = index < k ? v[index] * inverse : 0.0f;
+            long rounded = lrintf(scaled);
+            q[begin + p] = (int8_t)(rounded > 127 ? 127 : rounded < -127 ? -127 : rounded);
+        }
+    }
+}
+
+void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales) {
+    size_t blocks = sy_q8_block_count(k);
+    for (size_t j = 0; j < n; j++) quantize_row_q8(w + j * w_stride, k, blocks, q + j * blocks * SY_Q8_BLOCK, scales + j * blocks);
+}
+
+static void q8_scalar(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
+                      size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            float acc[SY_LANES] = {0};
+            const int8_t *x = xq + i * row, *w = wq + j * row;
+            for (size_t b = 0; b < blocks; b++) {
+                float d = xd[i * blocks + b] * wd[j * blocks + b];
+                int half = (int)(b & 1) * 8;
+                for (int l = 0; l < 8; l++) {
+                    int32_t sum = 0;
+                    for (int t = 0; t < 4; t++) {
+                        size_t index = b * SY_Q8_BLOCK + (size_t)(4 * l + t);
+                        sum += (int32_t)x[index] * (int32_t)w[index];
+                    }
+                    acc[half + l] = fmaf(d, (float)sum, acc[half + l]);
+                }
+            }
+            float s = hsum16_scalar(acc);
+            y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;
+        }
+}
+
+#if SY_X86
+#define SY_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,fma"), always_inline)) static inline
+#define SY_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static
+
+enum { Q8_R = 4, Q8_C = 4 };
+
+SY_VNNI __m512 pair_scales(const float *d) {
+    return _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(d[0]), _mm512_set1_ps(d[1]));
+}
+
+SY_VNNI void tile_q8_vnni(int R, int C, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd,
+                          size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK;
+    __m512 acc[Q8_R][Q8_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    const __m512i ones = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    for (size_t b = 0; b < blocks; b += 2) {
+        __m512i wv[Q8_C], wsum[Q8_C];
+        __m512 wdv[Q8_C];
+        for (int c = 0; c < C; c++) {
+            wv[c] = _mm512_loadu_si512((const void *)(wq + c * row + b * SY_Q8_BLOCK));
+            // Σ w over each lane's 4 bytes, times 128: what x + 128 adds to the unsigned-signed product.
+            wsum[c] = _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, ones, wv[c]), 7);
+            wdv[c] = pair_scales(wd + c * blocks + b);
+        }
+        for (int r = 0; r < R; r++) {
+            __m512i xu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(xq + r * row + b * SY_Q8_BLOCK)), flip);
+            __m512 xdv = pair_scales(xd + r * blocks + b);
+            for (int c = 0; c < C; c++) {
+                __m512i sum = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, xu, wv[c]), wsum[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(xdv, wdv[c]), _mm512_cvtepi32_ps(sum), acc[r][c]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+SY_VNNI void rows_q8_vnni(int C, const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd,
+                          size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK, i = 0;
+    for (; i + Q8_R <= m; i += Q8_R)
+        tile_q8_vnni(Q8_R, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate);
+    switch (m - i) {
+    case 3: tile_q8_vnni(3, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate); break;
+    case 2: tile_q8_vnni(2, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate); break;
+    case 1: tile_q8_vnni(1, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
+SY_VNNI_FN void q8_vnni(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
+                        size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK, j = 0;
+    for (; j + Q8_C <= n; j += Q8_C)
+        rows_q8_vnni(Q8_C, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate);
+    switch (n - j) {
+    case 3: rows_q8_vnni(3, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); break;
+    case 2: rows_q8_vnni(2, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); break;
+    case 1: rows_q8_vnni(1, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); break;
+    default: break;
+    }
+}
+
+SY_AVX2 __m256i q8_block_sums_avx2(__m256i x, __m256i w) {
+    // |x| · (w with x's sign): pairs of products fit in int16 (|q| ≤ 127), then 4 products per lane.
+    __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+SY_AVX2_FN void q8_avx2(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
+                        size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+            const int8_t *x = xq + i * row, *w = wq + j * row;
+            for (size_t b = 0; b < blocks; b += 2) {
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(x + b * SY_Q8_BLOCK));
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(x + (b + 1) * SY_Q8_BLOCK));
+                __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(w + b * SY_Q8_BLOCK));
+                __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(w + (b + 1) * SY_Q8_BLOCK));
+                float d0 = xd[i * blocks + b] * wd[j * blocks + b];
+                float d1 = xd[i * blocks + b + 1] * wd[j * blocks + b + 1];
+                lo = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(q8_block_sums_avx2(x0, w0)), lo);
+                hi = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(q8_block_sums_avx2(x1, w1)), hi);
+            }
+            float s = hsum16_avx2(lo, hi);
+            y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;
+        }
+}
+#endif
+
 // MARK: - Dispatch
 
 int sy_isa_supported(sy_isa isa) {
@@ -805,16 +969,41 @@ sy_isa sy_active_isa(void) {
 
 /// What a product multiplies: f32 weights, bf16 weights widened exactly, or bf16 weights with x
 /// rounded to bf16 (the fast shape; x is then prepared, see `prepare_fast_*`).
-typedef enum sy_kind { SY_KIND_F32 = 0, SY_KIND_BF16 = 1, SY_KIND_BF16_FAST = 2 } sy_kind;
+typedef enum sy_kind { SY_KIND_F32 = 0, SY_KIND_BF16 = 1, SY_KIND_BF16_FAST = 2, SY_KIND_Q8 = 3 } sy_kind;
 
 /// One product on one thread, on the path `isa`. For SY_KIND_BF16_FAST, `x` is the prepared x (bf16
 /// rows for SY_ISA_AVX512BF16, else split f32 rows) with rows of `kp` elements.
+static int vnni_supported(void) {
+#if SY_X86
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/// For SY_KIND_Q8, `x` is the quantized x, `xscale` its block scales, `w` the int8 weights and
+/// `wscale` theirs; `kp` is the block count (even).
 static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
-                       const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate) {
+                       const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
+                       const float *xscale, const float *wscale) {
     if (m == 0 || n == 0) return;
     const uint16_t *wb = (const uint16_t *)w;
     const float *xf = (const float *)x;
     switch (kind) {
+    case SY_KIND_Q8:
+#if SY_X86
+        if (isa >= SY_ISA_AVX512 && vnni_supported()) {
+            q8_vnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+            return;
+        }
+        if (isa >= SY_ISA_AVX2) {
+            q8_avx2((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+            return;
+        }
+#endif
+        q8_scalar((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+        return;
     case SY_KIND_BF16_FAST:
         switch (isa) {
 #if SY_X86
@@ -864,16 +1053,18 @@ typedef struct sy_job {
     size_t ys;
     int accumulate;
     size_t parts, columns;
+    const float *xscale, *wscale;
 } sy_job;
 
 static void run_part(const sy_job *job, size_t part) {
     size_t j0 = part * job->columns;
     if (part >= job->parts || j0 >= job->n) return;
     size_t j1 = j0 + job->columns < job->n ? j0 + job->columns : job->n;
-    size_t element = job->kind == SY_KIND_F32 ? sizeof(float) : sizeof(uint16_t);
+    size_t element = job->kind == SY_KIND_F32 ? sizeof(float) : job->kind == SY_KIND_Q8 ? 1 : sizeof(uint16_t);
     const void *w = (const char *)job->w + j0 * job->ws * element;
+    const float *wscale = job->wscale != NULL ? job->wscale + j0 * job->kp : NULL;
     matmul_one(job->kind, job->isa, job->x, job->m, job->k, job->xs, job->kp, w, j1 - j0, job->ws, job->y + j0,
-               job->ys, job->accumulate);
+               job->ys, job->accumulate, job->xscale, wscale);
 }
 
 /// Spins of `pause` before a waiting thread sleeps (tens of microseconds).
@@ -960,13 +1151,14 @@ int sy_thread_count(void) { return atomic_load_explicit(&wanted_threads, memory_
 enum { SY_PARALLEL_MIN_WORK = 1 << 15, SY_PARALLEL_COLUMN_STEP = 16 };
 
 static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
-                            const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate) {
+                            const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
+                            const float *xscale, const float *wscale) {
     if (m == 0 || n == 0) return;
     size_t threads = (size_t)sy_thread_count();
     size_t max_parts = (n + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP;
     if (threads > max_parts) threads = max_parts;
     if (threads <= 1 || m * n * (k > 0 ? k : 1) < SY_PARALLEL_MIN_WORK || pthread_mutex_trylock(&pool.owner) != 0) {
-        matmul_one(kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate);
+        matmul_one(kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, xscale, wscale);
         return;
     }
     pthread_mutex_lock(&pool.lock);
@@ -988,7 +1180,7 @@ static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, s
     size_t columns = (n + parts - 1) / parts;
     columns = (columns + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP * SY_PARALLEL_COLUMN_STEP;
     parts = (n + columns - 1) / columns;
-    pool.job = (sy_job){kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, parts, columns};
+    pool.job = (sy_job){kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, parts, columns, xscale, wscale};
     atomic_store_explicit(&pool.remaining, (size_t)pool.started, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
     pthread_mutex_lock(&pool.lock);
@@ -1013,7 +1205,7 @@ static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, s
 
 void sy_matmul_nt_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n,
                       size_t w_stride, float *y, size_t y_stride, int accumulate) {
-    matmul_dispatch(SY_KIND_F32, isa, x, m, k, x_stride, 0, w, n, w_stride, y, y_stride, accumulate);
+    matmul_dispatch(SY_KIND_F32, isa, x, m, k, x_stride, 0, w, n, w_stride, y, y_stride, accumulate, NULL, NULL);
 }
 
 void sy_matmul_nt(const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n, size_t w_stride,
@@ -1023,7 +1215,7 @@ void sy_matmul_nt(const float *x, size_t m, size_t k, size_t x_stride, const flo
 
 void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w,
                            size_t n, size_t w_stride, float *y, size_t y_stride, int accumulate) {
-    matmul_dispatch(SY_KIND_BF16, isa, x, m, k, x_stride, 0, w, n, w_stride, y, y_stride, accumulate);
+    matmul_dispatch(SY_KIND_BF16, isa, x, m, k, x_stride, 0, w, n, w_stride, y, y_stride, accumulate, NULL, NULL);
 }
 
 void sy_matmul_nt_bf16(const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w, size_t n,
@@ -1054,7 +1246,7 @@ int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, s
     if (xp == NULL) return -1;
     if (dot) prepare_fast_bf16(x, m, k, x_stride, (uint16_t *)xp, kp);
     else prepare_fast_f32(x, m, k, x_stride, (float *)xp, kp);
-    matmul_dispatch(SY_KIND_BF16_FAST, isa, xp, m, k, kp, kp, w, n, w_stride, y, y_stride, accumulate);
+    matmul_dispatch(SY_KIND_BF16_FAST, isa, xp, m, k, kp, kp, w, n, w_stride, y, y_stride, accumulate, NULL, NULL);
     return 0;
 }
 
@@ -1064,6 +1256,24 @@ int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride, 
 }
 
 uint16_t sy_round_bf16(float value) { return round_bf16(value); }
+
+int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,
+                        const float *wscales, size_t n, float *y, size_t y_stride, int accumulate) {
+    if (m == 0 || n == 0) return 0;
+    size_t blocks = sy_q8_block_count(k), row = blocks * SY_Q8_BLOCK;
+    char *space = prepared_space(m * row + m * blocks * sizeof(float) + 64);
+    if (space == NULL) return -1;
+    float *xd = (float *)(void *)space;
+    int8_t *xq = (int8_t *)(space + m * blocks * sizeof(float));
+    for (size_t i = 0; i < m; i++) quantize_row_q8(x + i * x_stride, k, blocks, xq + i * row, xd + i * blocks);
+    matmul_dispatch(SY_KIND_Q8, isa, xq, m, k, row, blocks, wq, n, row, y, y_stride, accumulate, xd, wscales);
+    return 0;
+}
+
+int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq, const float *wscales,
+                    size_t n, float *y, size_t y_stride, int accumulate) {
+    return sy_matmul_nt_q8_isa(sy_active_isa(), x, m, k, x_stride, wq, wscales, n, y, y_stride, accumulate);
+}
 
 void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
                          float *out) {

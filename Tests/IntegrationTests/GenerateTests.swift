@@ -33,9 +33,10 @@ struct GenerateOutput {
     }
 }
 
-/// Runs `generate --json` and parses its output; a failure reports the process's stderr.
+/// Runs `generate --json` and parses its output; a failure reports the process's stderr. bf16
+/// weights run with exact arithmetic, as the f32 references from transformers were computed.
 func generateJSON(_ arguments: [String]) throws -> GenerateOutput {
-    let output = try runSwitchyard(["generate", "--json"] + arguments)
+    let output = try runSwitchyard(["generate", "--json", "--bf16-arithmetic", "exact"] + arguments)
     guard output.status == 0 else {
         throw TestProcessError(description: "generate \(arguments) failed (\(output.status)):\n\(output.stderr)")
     }

@@ -88,6 +88,30 @@ int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, s
 /// `value` rounded to bf16 as the fast product rounds x: nearest even, denormals to signed zero.
 uint16_t sy_round_bf16(float value);
 
+/// Blocks of 32 per row of a q8 matrix with k columns: ceil(k / 32) rounded up to even (the
+/// kernels take blocks in pairs; padding blocks are zero with scale 0).
+size_t sy_q8_block_count(size_t k);
+
+/// Quantizes w [n, k] (row stride `w_stride`) to q8: per row and block b of 32 columns, scale =
+/// max|w| / 127 and q = w · 127 / max|w| rounded to nearest even, clamped to ±127 (0 past k).
+/// q: [n, blocks × 32] int8; scales: [n, blocks] f32, blocks = ``sy_q8_block_count``(k).
+void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales);
+
+/// y[i, j] = Σ_b dx[i, b] · dw[j, b] · Σ_{p in block b} qx[i, p] · qw[j, p]  (+ y when `accumulate`):
+/// the product with q8 weights, x quantized the same way per row and block (in a per-thread buffer).
+///
+/// Per block the integer sums are exact (lane l of 8 sums the products at 4l ... 4l + 3); blocks are
+/// taken in pairs, block 2j in lanes 0 ... 7 and 2j + 1 in lanes 8 ... 15, each lane adding
+/// fma(dx · dw, float(sum), acc); then the tree of the header comment. So every path (scalar, AVX2,
+/// AVX-512 VNNI) gives the same bits, for every m. Returns 0, or -1 when the buffer cannot be
+/// allocated (y untouched). wq/wscales as written by ``sy_q8_quantize``.
+int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq, const float *wscales,
+                    size_t n, float *y, size_t y_stride, int accumulate);
+
+/// ``sy_matmul_nt_q8`` on an explicit path (tests and benchmarks).
+int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,
+                        const float *wscales, size_t n, float *y, size_t y_stride, int accumulate);
+
 /// Sets how many threads (the caller included) ``sy_matmul_nt`` and ``sy_matmul_nt_bf16`` (and
 /// their `_isa` forms) split one product over: 1 ... SY_MAX_THREADS, clamped. A product is split
 /// over n only (each thread computes whole output columns), never over k, so the result is
