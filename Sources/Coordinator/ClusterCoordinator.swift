@@ -31,11 +31,13 @@ public struct CoordinatorOptions: Sendable {
     /// The element type of the hidden states in DISPATCH (workers answer COMBINE in the same type).
     /// bf16 halves the bytes; it rounds each worker's inputs and partial sums to bf16.
     public var wireDType: WireDType
+    /// How workers hold the expert weights (sent in ASSIGN).
+    public var quantization: WeightQuantization
 
     public init(
         bind: String, workerCount: Int, workerNames: [String]? = nil, placementFile: URL? = nil,
         dispatchTimeout: Duration = .seconds(60), arithmetic: BFloat16Arithmetic = .exact,
-        wireDType: WireDType = .f32
+        wireDType: WireDType = .f32, quantization: WeightQuantization = .none
     ) {
         self.bind = bind
         self.workerCount = workerCount
@@ -44,6 +46,7 @@ public struct CoordinatorOptions: Sendable {
         self.dispatchTimeout = dispatchTimeout
         self.arithmetic = arithmetic
         self.wireDType = wireDType
+        self.quantization = quantization
     }
 }
 
@@ -404,7 +407,9 @@ public final class ClusterCoordinator: ExpertExecutor {
         nextWorkerID += 1
         let experts = placement.experts(ofWorker: slotIndex)
         send(.welcome(.init(workerID: WorkerID(nextWorkerID), coordinatorName: ProcessInfo.processInfo.hostName)), to: peer)
-        send(.assign(.init(experts: experts, arithmetic: options.arithmetic)), to: peer)
+        send(
+            .assign(.init(experts: experts, arithmetic: options.arithmetic, quantization: options.quantization)),
+            to: peer)
         logger.info("worker \(hello.workerName) (pid \(hello.pid)) registered; assigned \(experts.count) experts")
     }
 }

@@ -282,3 +282,77 @@ private func blasInt(_ value: Int) -> blasint {
     precondition(value <= Int(blasint.max), "BLAS dimension \(value) exceeds \(blasint.max)")
     return blasint(value)
 }
+
+/// Blocks of 32 per row of a q8 matrix with `inputCount` columns (rounded up to even).
+public func q8BlockCount(inputCount: Int) -> Int { sy_q8_block_count(inputCount) }
+
+/// Quantizes an `nn.Linear` weight [outputCount, inputCount] to q8: per row and block of 32 columns,
+/// scale = max|w| / 127 and q = w / scale rounded to nearest even (0 past the last column).
+/// - Returns: `values` [outputCount, q8BlockCount × 32] int8 and `scales` [outputCount, q8BlockCount].
+public func quantizeQ8(_ weight: [Float], outputCount: Int, inputCount: Int) -> (values: [Int8], scales: [Float]) {
+    precondition(weight.count == outputCount * inputCount, "quantizeQ8: weight is not [outputCount, inputCount]")
+    let blocks = q8BlockCount(inputCount: inputCount)
+    var values = [Int8](repeating: 0, count: outputCount * blocks * 32)
+    var scales = [Float](repeating: 0, count: outputCount * blocks)
+    weight.withUnsafeBufferPointer { w in
+        values.withUnsafeMutableBufferPointer { q in
+            scales.withUnsafeMutableBufferPointer { s in
+                guard let wBase = w.baseAddress, let qBase = q.baseAddress, let sBase = s.baseAddress else { return }
+                sy_q8_quantize(wBase, outputCount, inputCount, inputCount, qBase, sBase)
+            }
+        }
+    }
+    return (values, scales)
+}
+
+/// Computes `output = input · weightᵀ` (or `+=`) with a q8 weight (from ``quantizeQ8(_:outputCount:inputCount:)``).
+///
+/// Each input row is quantized like the weight (int8 per block of 32 with its own scale); per block the
+/// integer sums are exact and are scaled and accumulated in one fixed order, so every path gives the
+/// same bits and a row's result does not depend on `rowCount` or its place.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32, row-major.
+///   - values: [outputCount, q8BlockCount × 32] int8; scales: [outputCount, q8BlockCount] f32.
+///   - output: [rowCount, outputCount], f32; must not overlap the others.
+///   - isa: the instruction-set path; nil uses ``KernelISA/active``.
+public func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, q8Values values: UnsafePointer<Int8>,
+    q8Scales scales: UnsafePointer<Float>, outputCount: Int, into output: UnsafeMutablePointer<Float>,
+    accumulate: Bool = false, isa: KernelISA? = nil
+) {
+    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linear: negative dimension")
+    guard rowCount > 0, outputCount > 0 else { return }
+    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
+    let status = sy_matmul_nt_q8_isa(
+        isa?.cValue ?? sy_active_isa(), input, rowCount, inputCount, inputCount, values, scales, outputCount, output,
+        outputCount, accumulate ? 1 : 0)
+    precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) quantized inputs")
+}
+
+/// Array form of the q8 ``linear(_:rowCount:inputCount:q8Values:q8Scales:outputCount:into:accumulate:isa:)``.
+/// - Returns: [rowCount, outputCount], f32.
+public func linear(
+    _ input: [Float], rowCount: Int, q8Values values: [Int8], q8Scales scales: [Float], outputCount: Int,
+    isa: KernelISA? = nil
+) -> [Float] {
+    precondition(rowCount > 0 || input.isEmpty, "linear: rows without input")
+    let inputCount = rowCount == 0 ? 0 : input.count / rowCount
+    let blocks = q8BlockCount(inputCount: inputCount)
+    precondition(values.count == outputCount * blocks * 32 && scales.count == outputCount * blocks, "linear: q8 sizes")
+    var output = [Float](repeating: 0, count: rowCount * outputCount)
+    input.withUnsafeBufferPointer { x in
+        values.withUnsafeBufferPointer { q in
+            scales.withUnsafeBufferPointer { s in
+                output.withUnsafeMutableBufferPointer { y in
+                    guard let xBase = x.baseAddress, let qBase = q.baseAddress, let sBase = s.baseAddress,
+                        let yBase = y.baseAddress
+                    else { return }
+                    linear(
+                        xBase, rowCount: rowCount, inputCount: inputCount, q8Values: qBase, q8Scales: sBase,
+                        outputCount: outputCount, into: yBase, isa: isa)
+                }
+            }
+        }
+    }
+    return output
+}

@@ -170,7 +170,7 @@ struct Generate: AsyncParsableCommand {
         if spawnWorkers == 0 && placement == nil {
             let store = try ExpertStore(
                 checkpoint: checkpoint, experts: Self.allExperts(checkpoint.configuration),
-                arithmetic: numerics.bf16Arithmetic)
+                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
             var local = LocalExperts(store: store)
             result = try engine.generate(request, experts: &local, onText: onText)
         } else {
@@ -180,7 +180,8 @@ struct Generate: AsyncParsableCommand {
                     bind: "tcp://127.0.0.1:0", workerCount: max(spawnWorkers, 1),
                     workerNames: (0..<max(spawnWorkers, 1)).map { "w\($0)" },
                     placementFile: placement.map { URL(fileURLWithPath: $0) },
-                    arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint)),
+                    arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
+                        quantization: numerics.quantize),
                 logger: logger)
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,

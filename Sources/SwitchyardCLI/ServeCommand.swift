@@ -117,8 +117,9 @@ struct Serve: AsyncParsableCommand {
                     : CoordinatorOptions(
                         bind: bind, workerCount: max(workers, 1), placementFile: placement.map { URL(fileURLWithPath: $0) },
                         dispatchTimeout: .milliseconds(Int(dispatchTimeout * 1000)),
-                        arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint)),
-                arithmetic: numerics.bf16Arithmetic)
+                        arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
+                        quantization: numerics.quantize),
+                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
             let (host, port) = try httpAddress()
             let app = makeApplication(
                 service: scheduler,
@@ -144,7 +145,7 @@ final class EngineThread: Sendable {
     /// Starts the engine; returns once the worker socket is bound (or throws why it could not be).
     static func start(
         scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, options: CoordinatorOptions?,
-        arithmetic: BFloat16Arithmetic
+        arithmetic: BFloat16Arithmetic, quantization: WeightQuantization
     ) throws -> EngineThread {
         let engineThread = EngineThread()
         let started = DispatchSemaphore(value: 0)
@@ -166,7 +167,8 @@ final class EngineThread: Sendable {
                         (0..<configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
                     }
                     var local = LocalExperts(
-                        store: try ExpertStore(checkpoint: checkpoint, experts: experts, arithmetic: arithmetic))
+                        store: try ExpertStore(
+                            checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization))
                     logger.info("computing all experts in-process (--workers 0)")
                     started.signal()
                     scheduler.run(executor: &local)

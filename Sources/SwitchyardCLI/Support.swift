@@ -59,6 +59,7 @@ func applyThreads(_ threads: Int) throws {
 }
 
 extension BFloat16Arithmetic: ExpressibleByArgument {}
+extension WeightQuantization: ExpressibleByArgument {}
 extension WireDType: ExpressibleByArgument {
     public init?(argument: String) {
         switch argument {
@@ -84,6 +85,12 @@ struct NumericsOptions: ParsableArguments {
             "Hidden states sent to and from workers: f32 or bf16 (half the bytes; rounds each worker's inputs and partial sums). Default: bf16 when the expert weights are bf16 and --bf16-arithmetic is fast, else f32.",
             valueName: "f32|bf16"))
     var wireDType: WireDType?
+
+    @Option(
+        help: ArgumentHelp(
+            "Expert weights in memory: none (as stored) or q8 (int8 in blocks of 32 with a scale each, quantized at load time: 1.125 bytes per weight; activations quantized the same way). Applies to in-process experts and to every worker.",
+            valueName: "none|q8"))
+    var quantize: WeightQuantization = .none
 
     /// The wire dtype to use for `checkpoint`: the option, or the default described in its help.
     func resolvedWireDType(for checkpoint: Checkpoint) throws -> WireDType {

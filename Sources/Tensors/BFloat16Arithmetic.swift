@@ -13,3 +13,14 @@ public enum BFloat16Arithmetic: String, Sendable, Hashable, CaseIterable, Custom
 
     public var description: String { rawValue }
 }
+
+/// How expert weights are stored in memory after loading.
+public enum WeightQuantization: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// As in the checkpoint (f32 or bf16, memory-mapped where possible).
+    case none
+    /// int8 in blocks of 32 with one f32 scale per block (1.125 bytes per weight), quantized at load
+    /// time; the activations are quantized the same way per row and block for the product.
+    case q8
+
+    public var description: String { rawValue }
+}

@@ -50,6 +50,9 @@ extension WireMessage.Assign {
         c.bf16_arithmetic =
             arithmetic == .fast ? SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST
             : SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT
+        c.quantization =
+            quantization == .q8 ? SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_Q8
+            : SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_NONE
         return arena.box(c)
     }
 
@@ -72,7 +75,15 @@ extension WireMessage.Assign {
             throw .invalidField(
                 .assign, field: "bf16_arithmetic", reason: "is \(c.bf16_arithmetic.rawValue), but must be 0 (exact) or 1 (fast)")
         }
-        self.init(experts: experts, arithmetic: arithmetic)
+        let quantization: WeightQuantization
+        switch c.quantization {
+        case SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_NONE: quantization = .none
+        case SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_Q8: quantization = .q8
+        default:
+            throw .invalidField(
+                .assign, field: "quantization", reason: "is \(c.quantization.rawValue), but must be 0 (none) or 1 (q8)")
+        }
+        self.init(experts: experts, arithmetic: arithmetic, quantization: quantization)
     }
 }
 

@@ -101,10 +101,15 @@ extension WireMessage {
         public var experts: [LayerExpert]
         /// How the worker multiplies by bf16-stored weights (``BFloat16Arithmetic/exact`` from a 1.0 peer).
         public var arithmetic: BFloat16Arithmetic
+        /// How the worker holds the expert weights (``WeightQuantization/none`` from a peer that does not say).
+        public var quantization: WeightQuantization
 
-        public init(experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact) {
+        public init(
+            experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact, quantization: WeightQuantization = .none
+        ) {
             self.experts = experts
             self.arithmetic = arithmetic
+            self.quantization = quantization
         }
     }
 
