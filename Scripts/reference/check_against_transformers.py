@@ -311,7 +311,7 @@ def parse_json_output(stdout: str) -> dict:
 def run_switchyard(binary: str, folder: str, prompt: str, n: int, workers: int, timeout: float, extra: list[str]):
     cmd = [binary, "generate", "--model", folder, "--prompt", prompt, "--max-tokens", str(n),
            "--temperature", "0", "--ignore-eos", "--json", "--logprobs", str(TOP_N),
-           "--spawn-workers", str(workers)] + extra
+           "--spawn-workers", str(workers), "--bf16-arithmetic", "exact"] + extra
     t0 = time.time()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -506,31 +507,209 @@ SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const float *v, 
     }
 }
 
-// MARK: - bf16 dot-product path (opt-in; x rounded to bf16, vdpbf16ps)
+// MARK: - "Fast" bf16 path: x rounded to bf16, products accumulated in pairs (the vdpbf16ps shape)
+//
+// The fast reduction shape, shared by every path of this section: x is rounded to bf16 (nearest even,
+// denormals to zero), k is padded with zeros to a multiple of 32, and for each block of 32 indices
+// p ... p + 31, lane l (0 ... 15) does acc[l] += x[p+2l+1]·w[p+2l+1], then acc[l] += x[p+2l]·w[p+2l],
+// each a single rounding (a product of two bf16 values is exact in f32, so fmaf is that addition).
+// The lanes are then added as the tree of the header. This is what `vdpbf16ps` computes; the scalar,
+// AVX2 and AVX-512F paths compute it with FMA on the weights widened in even and odd halves.
 
+#endif // SY_X86
+
+enum { SY_FAST_STEP = 32 };
+
+/// Round-to-nearest-even of an f32 to bf16, with denormal inputs flushed to a signed zero and NaN
+/// kept a (quiet) NaN: the conversion `vcvtneps2bf16` performs.
+static inline uint16_t round_bf16(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7F800000u) == 0) return (uint16_t)((bits >> 16) & 0x8000u);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x0040u);
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/// Prepared x for the emulating paths: per row, per block of 32, the 16 even-index values then the 16
+/// odd-index values, rounded to bf16 and widened back to f32; zero past k. Rows of `kp` floats.
+static void prepare_fast_f32(const float *x, size_t m, size_t k, size_t xs, float *xp, size_t kp) {
+    for (size_t i = 0; i < m; i++) {
+        float *row = xp + i * kp;
+        for (size_t p = 0; p < kp; p += SY_FAST_STEP)
+            for (size_t l = 0; l < SY_LANES; l++) {
+                size_t even = p + 2 * l, odd = even + 1;
+                row[p + l] = even < k ? widen_bf16(round_bf16(x[i * xs + even])) : 0.0f;
+                row[p + SY_LANES + l] = odd < k ? widen_bf16(round_bf16(x[i * xs + odd])) : 0.0f;
+            }
+    }
+}
+
+/// Prepared x for `vdpbf16ps`: rows of `kp` bf16 values in order, zero past k.
+static void prepare_fast_bf16(const float *x, size_t m, size_t k, size_t xs, uint16_t *xb, size_t kp) {
+    for (size_t i = 0; i < m; i++) {
+        uint16_t *row = xb + i * kp;
+        size_t p = 0;
+        for (; p < k; p++) row[p] = round_bf16(x[i * xs + p]);
+        for (; p < kp; p++) row[p] = 0;
+    }
+}
+
+/// 32 weights of one row at `w`, the last block zero-padded past `k - p` (reads no byte past k).
+static inline const uint16_t *fast_block(const uint16_t *w, size_t p, size_t k, uint16_t padded[SY_FAST_STEP]) {
+    if (p + SY_FAST_STEP <= k) return w + p;
+    memset(padded, 0, SY_FAST_STEP * sizeof(uint16_t));
+    memcpy(padded, w + p, (k - p) * sizeof(uint16_t));
+    return padded;
+}
+
+enum { FAST_SCALAR_R = 2, FAST_SCALAR_C = 2 };
+
+static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n, size_t ws,
+                        float *y, size_t ys, int accumulate) {
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            float acc[SY_LANES] = {0};
+            const float *x = xp + i * kp;
+            for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
+                uint16_t padded[SY_FAST_STEP];
+                const uint16_t *block = fast_block(w + j * ws, p, k, padded);
+                for (int l = 0; l < SY_LANES; l++) {
+                    acc[l] = fmaf(x[p + SY_LANES + l], widen_bf16(block[2 * l + 1]), acc[l]);
+                    acc[l] = fmaf(x[p + l], widen_bf16(block[2 * l]), acc[l]);
+                }
+            }
+            float s = hsum16_scalar(acc);
+            y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;
+        }
+}
+
+#if SY_X86
+
+// AVX-512F: one 64-byte load gives 16 lanes whose low halves are the even weights and high halves the odd.
+SY_AVX512 void tile_fast_avx512(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
+                                float *y, size_t ys, int accumulate) {
+    __m512 acc[AVX512_R][AVX512_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
+        __m512 we[AVX512_C], wo[AVX512_C];
+        for (int c = 0; c < C; c++) {
+            uint16_t padded[SY_FAST_STEP];
+            __m512i v = _mm512_loadu_si512((const void *)fast_block(w + c * ws, p, k, padded));
+            we[c] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            wo[c] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+        }
+        for (int r = 0; r < R; r++) {
+            __m512 xe = _mm512_loadu_ps(xp + r * kp + p);
+            __m512 xo = _mm512_loadu_ps(xp + r * kp + p + SY_LANES);
+            for (int c = 0; c < C; c++) {
+                acc[r][c] = _mm512_fmadd_ps(xo, wo[c], acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(xe, we[c], acc[r][c]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+SY_AVX512 void rows_fast_avx512(int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
+                                size_t ws, float *y, size_t ys, int accumulate) {
+    size_t i = 0;
+    for (; i + AVX512_R <= m; i += AVX512_R)
+        tile_fast_avx512(AVX512_R, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+    switch (m - i) {
+    case 3: tile_fast_avx512(3, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 2: tile_fast_avx512(2, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 1: tile_fast_avx512(1, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
+SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
+                              size_t ws, float *y, size_t ys, int accumulate) {
+    size_t j = 0;
+    for (; j + AVX512_C <= n; j += AVX512_C)
+        rows_fast_avx512(AVX512_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    switch (n - j) {
+    case 3: rows_fast_avx512(3, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 2: rows_fast_avx512(2, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 1: rows_fast_avx512(1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    default: break;
+    }
+}
+
+// AVX2: the 16 lanes as two halves of 8 (weights p ... p + 15 and p + 16 ... p + 31).
+SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
+                            float *y, size_t ys, int accumulate) {
+    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
+        __m256 we_lo[AVX2_C], wo_lo[AVX2_C], we_hi[AVX2_C], wo_hi[AVX2_C];
+        for (int c = 0; c < C; c++) {
+            uint16_t padded[SY_FAST_STEP];
+            const uint16_t *block = fast_block(w + c * ws, p, k, padded);
+            __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)block);
+            __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(block + 16));
+            we_lo[c] = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+            wo_lo[c] = _mm256_castsi256_ps(_mm256_and_si256(a, high));
+            we_hi[c] = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+            wo_hi[c] = _mm256_castsi256_ps(_mm256_and_si256(b, high));
+        }
+        for (int r = 0; r < R; r++) {
+            const float *x = xp + r * kp + p;
+            __m256 xe_lo = _mm256_loadu_ps(x), xe_hi = _mm256_loadu_ps(x + 8);
+            __m256 xo_lo = _mm256_loadu_ps(x + 16), xo_hi = _mm256_loadu_ps(x + 24);
+            for (int c = 0; c < C; c++) {
+                lo[r][c] = _mm256_fmadd_ps(xo_lo, wo_lo[c], lo[r][c]);
+                lo[r][c] = _mm256_fmadd_ps(xe_lo, we_lo[c], lo[r][c]);
+                hi[r][c] = _mm256_fmadd_ps(xo_hi, wo_hi[c], hi[r][c]);
+                hi[r][c] = _mm256_fmadd_ps(xe_hi, we_hi[c], hi[r][c]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx2(lo[r][c], hi[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n, size_t ws,
+                          float *y, size_t ys, int accumulate) {
+    for (size_t j = 0; j < n; j += AVX2_C) {
+        int C = n - j >= AVX2_C ? AVX2_C : (int)(n - j);
+        for (size_t i = 0; i < m; i += AVX2_R) {
+            int R = m - i >= AVX2_R ? AVX2_R : (int)(m - i);
+            if (R == AVX2_R && C == AVX2_C)
+                tile_fast_avx2(AVX2_R, AVX2_C, xp + i * kp, kp, k, w + j * ws, ws, y + i * ys + j, ys, accumulate);
+            else
+                tile_fast_avx2(R, C, xp + i * kp, kp, k, w + j * ws, ws, y + i * ys + j, ys, accumulate);
+        }
+    }
+}
+
+// AVX-512 bf16: `vdpbf16ps` itself.
 #define SY_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,fma"), always_inline)) static inline
 #define SY_AVX512BF16_FN __attribute__((target("avx512f,avx512bw,avx512bf16,fma"))) static
 
-enum { SY_DOT_STEP = 32 };
-
-/// Rows [i0, i1) of y against C weight rows; `xb` holds x rounded to bf16, rows of `kp` (k rounded
-/// up to 32, zero-padded) elements. Weight tails are zero-padded the same way, so the padding adds
-/// exact zero products at fixed places whatever m is.
-SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, const uint16_t *w, size_t ws, size_t k,
+SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t k, const uint16_t *w, size_t ws,
                             float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
-    for (size_t p = 0; p < kp; p += SY_DOT_STEP) {
+    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
         __m512bh wv[AVX512_C];
-        if (p + SY_DOT_STEP <= k) {
-            for (int c = 0; c < C; c++) wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(w + c * ws + p));
-        } else {
-            for (int c = 0; c < C; c++) {
-                uint16_t padded[SY_DOT_STEP] = {0};
-                memcpy(padded, w + c * ws + p, (k - p) * sizeof(uint16_t));
-                wv[c] = (__m512bh)_mm512_loadu_si512((const void *)padded);
-            }
+        for (int c = 0; c < C; c++) {
+            uint16_t padded[SY_FAST_STEP];
+            wv[c] = (__m512bh)_mm512_loadu_si512((const void *)fast_block(w + c * ws, p, k, padded));
         }
         for (int r = 0; r < R; r++) {
             __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + r * kp + p));
@@ -545,45 +724,195 @@ SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, const u
         }
 }
 
-SY_AVX512BF16 void rows_dot(int C, const uint16_t *xb, size_t m, size_t kp, const uint16_t *w, size_t ws, size_t k,
+SY_AVX512BF16 void rows_dot(int C, const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t ws,
                             float *y, size_t ys, int accumulate) {
     size_t i = 0;
-    for (; i + AVX512_R <= m; i += AVX512_R) tile_dot(AVX512_R, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate);
+    for (; i + AVX512_R <= m; i += AVX512_R) tile_dot(AVX512_R, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
     switch (m - i) {
-    case 3: tile_dot(3, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 2: tile_dot(2, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 1: tile_dot(1, C, xb + i * kp, kp, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 3: tile_dot(3, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 2: tile_dot(2, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 1: tile_dot(1, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
     default: break;
     }
 }
 
-/// `xb` = x rounded to bf16 (nearest even), rows of `kp` elements zero-padded.
-SY_AVX512BF16_FN void round_rows_bf16(const float *x, size_t m, size_t k, size_t xs, uint16_t *xb, size_t kp) {
-    memset(xb, 0, m * kp * sizeof(uint16_t));
-    for (size_t i = 0; i < m; i++)
-        for (size_t p = 0; p < k; p += SY_LANES) {
-            size_t count = k - p < SY_LANES ? k - p : SY_LANES;
-            __mmask16 mask = (__mmask16)(count == SY_LANES ? 0xFFFFu : (1u << count) - 1u);
-            __m256bh rounded = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x + i * xs + p));
-            uint16_t lanes[SY_LANES];
-            _mm256_storeu_si256((__m256i *)(void *)lanes, (__m256i)rounded);
-            memcpy(xb + i * kp + p, lanes, count * sizeof(uint16_t));
-        }
-}
-
-SY_AVX512BF16_FN void matmul_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
-                                 size_t ws, float *y, size_t ys, int accumulate) {
+SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
+                               size_t ws, float *y, size_t ys, int accumulate) {
     size_t j = 0;
-    for (; j + AVX512_C <= n; j += AVX512_C) rows_dot(AVX512_C, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate);
+    for (; j + AVX512_C <= n; j += AVX512_C) rows_dot(AVX512_C, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
     switch (n - j) {
-    case 3: rows_dot(3, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate); break;
-    case 2: rows_dot(2, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate); break;
-    case 1: rows_dot(1, xb, m, kp, w + j * ws, ws, k, y + j, ys, accumulate); break;
+    case 3: rows_dot(3, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 2: rows_dot(2, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 1: rows_dot(1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
     default: break;
     }
 }
 
 #endif // SY_X86
+
+// MARK: - q8 weights: int8 in blocks of 32 with an f32 scale per block, x quantized the same way
+//
+// The q8 reduction shape, shared by every path: per block b of 32 indices, x and w are int8 with
+// scales dx[b], dw[b] (value ≈ scale · q). Lane l (0 ... 7) of block b holds the exact integer sum
+// of the 4 products at 4l ... 4l + 3. Blocks are taken in pairs (an odd last block is paired with an
+// empty one): for the pair (2j, 2j + 1), accumulator lane l < 8 does acc[l] = fma(dx·dw of block 2j,
+// float(sum of block 2j, lane l), acc[l]) and lane 8 + l the same for block 2j + 1 (dx·dw rounded to
+// f32 first). The 16 lanes are then added as the tree of the header. Integer sums are exact, so the
+// scalar, AVX2 and AVX-512 VNNI paths give the same bits.
+
+enum { SY_Q8_BLOCK = 32 };
+
+size_t sy_q8_block_count(size_t k) {
+    size_t blocks = (k + SY_Q8_BLOCK - 1) / SY_Q8_BLOCK;
+    return (blocks + 1) & ~(size_t)1;
+}
+
+/// Quantizes one row of `k` values into `blocks` (even) blocks: q = round-to-even(v · 127 / amax).
+static void quantize_row_q8(const float *v, size_t k, size_t blocks, int8_t *q, float *scale) {
+    for (size_t b = 0; b < blocks; b++) {
+        size_t begin = b * SY_Q8_BLOCK;
+        float amax = 0;
+        for (size_t p = begin; p < begin + SY_Q8_BLOCK && p < k; p++) {
+            float a = fabsf(v[p]);
+            if (a > amax) amax = a;
+        }
+        float inverse = amax > 0 ? 127.0f / amax : 0.0f;
+        scale[b] = amax / 127.0f;
+        for (size_t p = 0; p < SY_Q8_BLOCK; p++) {
+            size_t index = begin + p;
+            float scaled = index < k ? v[index] * inverse : 0.0f;
+            long rounded = lrintf(scaled);
+            q[begin + p] = (int8_t)(rounded > 127 ? 127 : rounded < -127 ? -127 : rounded);
+        }
+    }
+}
+
+void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales) {
+    size_t blocks = sy_q8_block_count(k);
+    for (size_t j = 0; j < n; j++) quantize_row_q8(w + j * w_stride, k, blocks, q + j * blocks * SY_Q8_BLOCK, scales + j * blocks);
+}
+
+static void q8_scalar(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
+                      size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            float acc[SY_LANES] = {0};
+            const int8_t *x = xq + i * row, *w = wq + j * row;
+            for (size_t b = 0; b < blocks; b++) {
+                float d = xd[i * blocks + b] * wd[j * blocks + b];
+                int half = (int)(b & 1) * 8;
+                for (int l = 0; l < 8; l++) {
+                    int32_t sum = 0;
+                    for (int t = 0; t < 4; t++) {
+                        size_t index = b * SY_Q8_BLOCK + (size_t)(4 * l + t);
+                        sum += (int32_t)x[index] * (int32_t)w[index];
+                    }
+                    acc[half + l] = fmaf(d, (float)sum, acc[half + l]);
+                }
+            }
+            float s = hsum16_scalar(acc);
+            y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;
+        }
+}
+
+#if SY_X86
+#define SY_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,fma"), always_inline)) static inline
+#define SY_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static
+
+enum { Q8_R = 4, Q8_C = 4 };
+
+SY_VNNI __m512 pair_scales(const float *d) {
+    return _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(d[0]), _mm512_set1_ps(d[1]));
+}
+
+SY_VNNI void tile_q8_vnni(int R, int C, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd,
+                          size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK;
+    __m512 acc[Q8_R][Q8_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    const __m512i ones = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    for (size_t b = 0; b < blocks; b += 2) {
+        __m512i wv[Q8_C], wsum[Q8_C];
+        __m512 wdv[Q8_C];
+        for (int c = 0; c < C; c++) {
+            wv[c] = _mm512_loadu_si512((const void *)(wq + c * row + b * SY_Q8_BLOCK));
+            // Σ w over each lane's 4 bytes, times 128: what x + 128 adds to the unsigned-signed product.
+            wsum[c] = _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, ones, wv[c]), 7);
+            wdv[c] = pair_scales(wd + c * blocks + b);
+        }
+        for (int r = 0; r < R; r++) {
+            __m512i xu = _mm512_xor_si512(_mm512_loadu_si512((const void *)(xq + r * row + b * SY_Q8_BLOCK)), flip);
+            __m512 xdv = pair_scales(xd + r * blocks + b);
+            for (int c = 0; c < C; c++) {
+                __m512i sum = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, xu, wv[c]), wsum[c]);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(xdv, wdv[c]), _mm512_cvtepi32_ps(sum), acc[r][c]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+SY_VNNI void rows_q8_vnni(int C, const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd,
+                          size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK, i = 0;
+    for (; i + Q8_R <= m; i += Q8_R)
+        tile_q8_vnni(Q8_R, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate);
+    switch (m - i) {
+    case 3: tile_q8_vnni(3, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate); break;
+    case 2: tile_q8_vnni(2, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate); break;
+    case 1: tile_q8_vnni(1, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
+SY_VNNI_FN void q8_vnni(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
+                        size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK, j = 0;
+    for (; j + Q8_C <= n; j += Q8_C)
+        rows_q8_vnni(Q8_C, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate);
+    switch (n - j) {
+    case 3: rows_q8_vnni(3, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); break;
+    case 2: rows_q8_vnni(2, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); break;
+    case 1: rows_q8_vnni(1, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); break;
+    default: break;
+    }
+}
+
+SY_AVX2 __m256i q8_block_sums_avx2(__m256i x, __m256i w) {
+    // |x| · (w with x's sign): pairs of products fit in int16 (|q| ≤ 127), then 4 products per lane.
+    __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+SY_AVX2_FN void q8_avx2(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
+                        size_t blocks, float *y, size_t ys, int accumulate) {
+    size_t row = blocks * SY_Q8_BLOCK;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+            const int8_t *x = xq + i * row, *w = wq + j * row;
+            for (size_t b = 0; b < blocks; b += 2) {
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(x + b * SY_Q8_BLOCK));
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(x + (b + 1) * SY_Q8_BLOCK));
+                __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(w + b * SY_Q8_BLOCK));
+                __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(w + (b + 1) * SY_Q8_BLOCK));
+                float d0 = xd[i * blocks + b] * wd[j * blocks + b];
+                float d1 = xd[i * blocks + b + 1] * wd[j * blocks + b + 1];
+                lo = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(q8_block_sums_avx2(x0, w0)), lo);
+                hi = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(q8_block_sums_avx2(x1, w1)), hi);
+            }
+            float s = hsum16_avx2(lo, hi);
+            y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;
+        }
+}
+#endif
 
 // MARK: - Dispatch
 
@@ -593,23 +922,29 @@ int sy_isa_supported(sy_isa isa) {
 #if SY_X86
     case SY_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case SY_ISA_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    case SY_ISA_AVX512BF16:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma");
 #endif
     default: return 0;
     }
 }
 
 static sy_isa choose_isa(void) {
-    sy_isa best = sy_isa_supported(SY_ISA_AVX512) ? SY_ISA_AVX512
-                  : sy_isa_supported(SY_ISA_AVX2) ? SY_ISA_AVX2
-                                                  : SY_ISA_SCALAR;
+    sy_isa best = sy_isa_supported(SY_ISA_AVX512BF16) ? SY_ISA_AVX512BF16
+                  : sy_isa_supported(SY_ISA_AVX512)   ? SY_ISA_AVX512
+                  : sy_isa_supported(SY_ISA_AVX2)     ? SY_ISA_AVX2
+                                                      : SY_ISA_SCALAR;
     const char *forced = getenv("SWITCHYARD_KERNEL");
     if (forced == NULL || forced[0] == '\0') return best;
     sy_isa wanted;
     if (strcmp(forced, "scalar") == 0) wanted = SY_ISA_SCALAR;
     else if (strcmp(forced, "avx2") == 0) wanted = SY_ISA_AVX2;
     else if (strcmp(forced, "avx512") == 0) wanted = SY_ISA_AVX512;
+    else if (strcmp(forced, "avx512bf16") == 0) wanted = SY_ISA_AVX512BF16;
     else {
-        fprintf(stderr, "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2 or avx512; using the best\n",
+        fprintf(stderr,
+                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx512 or avx512bf16; using the best\n",
                 forced);
         return best;
     }
@@ -632,102 +967,143 @@ sy_isa sy_active_isa(void) {
     return (sy_isa)isa;
 }
 
-/// One product on one thread, on the path `isa`: `w` points at f32 or bf16 elements (`bf16`).
-static void matmul_one(int bf16, sy_isa isa, const float *x, size_t m, size_t k, size_t xs, const void *w, size_t n,
-                       size_t ws, float *y, size_t ys, int accumulate) {
-    if (m == 0 || n == 0) return;
-    if (bf16) {
-        const uint16_t *wb = (const uint16_t *)w;
-        switch (isa) {
-#if SY_X86
-        case SY_ISA_AVX512: matmul_bf16_avx512(x, m, k, xs, wb, n, ws, y, ys, accumulate); return;
-        case SY_ISA_AVX2: matmul_bf16_avx2(x, m, k, xs, wb, n, ws, y, ys, accumulate); return;
-#endif
-        default: matmul_bf16_scalar(x, m, k, xs, wb, n, ws, y, ys, accumulate); return;
-        }
-    }
-    const float *wf = (const float *)w;
-    switch (isa) {
-#if SY_X86
-    case SY_ISA_AVX512: matmul_avx512(x, m, k, xs, wf, n, ws, y, ys, accumulate); return;
-    case SY_ISA_AVX2: matmul_avx2(x, m, k, xs, wf, n, ws, y, ys, accumulate); return;
-#endif
-    default: matmul_scalar(x, m, k, xs, wf, n, ws, y, ys, accumulate); return;
-    }
-}
+/// What a product multiplies: f32 weights, bf16 weights widened exactly, or bf16 weights with x
+/// rounded to bf16 (the fast shape; x is then prepared, see `prepare_fast_*`).
+typedef enum sy_kind { SY_KIND_F32 = 0, SY_KIND_BF16 = 1, SY_KIND_BF16_FAST = 2, SY_KIND_Q8 = 3 } sy_kind;
 
-int sy_bf16_dot_supported(void) {
+/// One product on one thread, on the path `isa`. For SY_KIND_BF16_FAST, `x` is the prepared x (bf16
+/// rows for SY_ISA_AVX512BF16, else split f32 rows) with rows of `kp` elements.
+static int vnni_supported(void) {
 #if SY_X86
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512bf16");
+           __builtin_cpu_supports("avx512vnni");
 #else
     return 0;
 #endif
 }
 
-void sy_matmul_nt_bf16_dot(const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w, size_t n,
-                           size_t w_stride, float *y, size_t y_stride, int accumulate) {
+/// For SY_KIND_Q8, `x` is the quantized x, `xscale` its block scales, `w` the int8 weights and
+/// `wscale` theirs; `kp` is the block count (even).
+static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
+                       const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
+                       const float *xscale, const float *wscale) {
     if (m == 0 || n == 0) return;
+    const uint16_t *wb = (const uint16_t *)w;
+    const float *xf = (const float *)x;
+    switch (kind) {
+    case SY_KIND_Q8:
 #if SY_X86
-    if (sy_bf16_dot_supported()) {
-        size_t kp = (k + SY_DOT_STEP - 1) / SY_DOT_STEP * SY_DOT_STEP;
-        uint16_t *xb = malloc((m * kp > 0 ? m * kp : 1) * sizeof(uint16_t));
-        if (xb != NULL) {
-            round_rows_bf16(x, m, k, x_stride, xb, kp);
-            matmul_dot(xb, m, kp, k, w, n, w_stride, y, y_stride, accumulate);
-            free(xb);
+        if (isa >= SY_ISA_AVX512 && vnni_supported()) {
+            q8_vnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
             return;
         }
-    }
+        if (isa >= SY_ISA_AVX2) {
+            q8_avx2((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+            return;
+        }
 #endif
-    sy_matmul_nt_bf16(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+        q8_scalar((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+        return;
+    case SY_KIND_BF16_FAST:
+        switch (isa) {
+#if SY_X86
+        case SY_ISA_AVX512BF16: fast_dot((const uint16_t *)x, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX512: fast_avx512(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2: fast_avx2(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+#endif
+        default: fast_scalar(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+        }
+    case SY_KIND_BF16:
+        switch (isa) {
+#if SY_X86
+        case SY_ISA_AVX512BF16:
+        case SY_ISA_AVX512: matmul_bf16_avx512(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2: matmul_bf16_avx2(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
+#endif
+        default: matmul_bf16_scalar(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
+        }
+    case SY_KIND_F32:
+    default:
+        switch (isa) {
+#if SY_X86
+        case SY_ISA_AVX512BF16:
+        case SY_ISA_AVX512: matmul_avx512(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2: matmul_avx2(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
+#endif
+        default: matmul_scalar(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
+        }
+    }
 }
 
 // MARK: - Thread pool (splits a product over n only; never over k, so bits never depend on it)
+//
+// Workers spin (with `pause`) for a short while after each product before they sleep on a condition
+// variable: products of one decode step come back to back, and waking a sleeping thread costs more
+// than a small product. The caller spins the same way for the workers to finish.
 
 /// A product split into `parts` column ranges of `columns` columns each (the last may be shorter).
 typedef struct sy_job {
-    int bf16;
+    sy_kind kind;
     sy_isa isa;
-    const float *x;
-    size_t m, k, xs;
+    const void *x;
+    size_t m, k, xs, kp;
     const void *w;
     size_t n, ws;
     float *y;
     size_t ys;
     int accumulate;
     size_t parts, columns;
+    const float *xscale, *wscale;
 } sy_job;
 
 static void run_part(const sy_job *job, size_t part) {
     size_t j0 = part * job->columns;
-    if (j0 >= job->n) return;
+    if (part >= job->parts || j0 >= job->n) return;
     size_t j1 = j0 + job->columns < job->n ? j0 + job->columns : job->n;
-    size_t element = job->bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t element = job->kind == SY_KIND_F32 ? sizeof(float) : job->kind == SY_KIND_Q8 ? 1 : sizeof(uint16_t);
     const void *w = (const char *)job->w + j0 * job->ws * element;
-    matmul_one(job->bf16, job->isa, job->x, job->m, job->k, job->xs, w, j1 - j0, job->ws, job->y + j0, job->ys,
-               job->accumulate);
+    const float *wscale = job->wscale != NULL ? job->wscale + j0 * job->kp : NULL;
+    matmul_one(job->kind, job->isa, job->x, job->m, job->k, job->xs, job->kp, w, j1 - j0, job->ws, job->y + j0,
+               job->ys, job->accumulate, job->xscale, wscale);
+}
+
+/// Spins of `pause` before a waiting thread sleeps (tens of microseconds).
+#ifndef SY_SPIN_COUNT
+#define SY_SPIN_COUNT 20000
+#endif
+
+/// One step of a spin: `pause`, and every 64th step gives the core away (`sched_yield`), so that a
+/// spinning thread does not starve the thread it waits for when the cores are oversubscribed.
+static inline void cpu_relax(int spin) {
+    if ((spin & 63) == 63) {
+        sched_yield();
+        return;
+    }
+#if SY_X86
+    _mm_pause();
+#endif
 }
 
 static struct {
     /// Held by the one caller that owns the workers for one product (others run alone).
     pthread_mutex_t owner;
-    /// Guards every field below.
+    /// Guards the condition variables, `sleepers` and `caller_sleeping`.
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_cond_t done;
-    /// Incremented once per dispatched product.
-    unsigned long generation;
-    /// Parts of the current product not yet finished by workers.
-    size_t remaining;
-    /// Worker threads started (worker i runs part i + 1).
+    /// Incremented (release) once per dispatched product, after `job` is written.
+    _Atomic unsigned long generation;
+    /// Workers that have not yet finished the current product (every started worker counts).
+    _Atomic size_t remaining;
+    int sleepers;
+    int caller_sleeping;
+    /// Worker threads started (worker i runs part i; the caller runs part 0).
     int started;
-    /// The generation each worker was started in: a worker created while a product is being
-    /// dispatched must still see that product as new.
+    /// The generation each worker was started in, so that it takes the next product as new.
     unsigned long start_generation[SY_MAX_THREADS];
     sy_job job;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          0, 0, 0, {0}, {0}};
+          0, 0, 0, 0, 0, {0}, {0}};
 
 /// The requested thread count, caller included.
 static _Atomic int wanted_threads = 1;
@@ -736,15 +1112,29 @@ static void *worker_main(void *argument) {
     size_t part = (size_t)(uintptr_t)argument;
     pthread_mutex_lock(&pool.lock);
     unsigned long seen = pool.start_generation[part];
+    pthread_mutex_unlock(&pool.lock);
     for (;;) {
-        while (pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
-        seen = pool.generation;
-        if (part >= pool.job.parts) continue;
+        unsigned long now = atomic_load_explicit(&pool.generation, memory_order_acquire);
+        for (int spin = 0; now == seen && spin < SY_SPIN_COUNT; spin++) {
+            cpu_relax(spin);
+            now = atomic_load_explicit(&pool.generation, memory_order_acquire);
+        }
+        if (now == seen) {
+            pthread_mutex_lock(&pool.lock);
+            pool.sleepers++;
+            while ((now = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen)
+                pthread_cond_wait(&pool.wake, &pool.lock);
+            pool.sleepers--;
+            pthread_mutex_unlock(&pool.lock);
+        }
+        seen = now;
         sy_job job = pool.job;
-        pthread_mutex_unlock(&pool.lock);
         run_part(&job, part);
-        pthread_mutex_lock(&pool.lock);
-        if (--pool.remaining == 0) pthread_cond_signal(&pool.done);
+        if (atomic_fetch_sub_explicit(&pool.remaining, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool.lock);
+            if (pool.caller_sleeping) pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.lock);
+        }
     }
     return NULL;
 }
@@ -758,76 +1148,138 @@ void sy_set_thread_count(int count) {
 int sy_thread_count(void) { return atomic_load_explicit(&wanted_threads, memory_order_relaxed); }
 
 /// Products smaller than this many multiply-adds run on the caller alone (waking workers costs more).
-enum { SY_PARALLEL_MIN_WORK = 1 << 16, SY_PARALLEL_COLUMN_STEP = 16 };
+enum { SY_PARALLEL_MIN_WORK = 1 << 15, SY_PARALLEL_COLUMN_STEP = 16 };
 
-static void matmul_dispatch(int bf16, sy_isa isa, const float *x, size_t m, size_t k, size_t xs, const void *w,
-                            size_t n, size_t ws, float *y, size_t ys, int accumulate) {
+static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
+                            const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
+                            const float *xscale, const float *wscale) {
     if (m == 0 || n == 0) return;
     size_t threads = (size_t)sy_thread_count();
     size_t max_parts = (n + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP;
     if (threads > max_parts) threads = max_parts;
     if (threads <= 1 || m * n * (k > 0 ? k : 1) < SY_PARALLEL_MIN_WORK || pthread_mutex_trylock(&pool.owner) != 0) {
-        matmul_one(bf16, isa, x, m, k, xs, w, n, ws, y, ys, accumulate);
+        matmul_one(kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, xscale, wscale);
         return;
     }
-    // Column ranges in whole steps of 16, so that every part keeps full tiles.
-    size_t columns = (n + threads - 1) / threads;
-    columns = (columns + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP * SY_PARALLEL_COLUMN_STEP;
-    size_t parts = (n + columns - 1) / columns;
     pthread_mutex_lock(&pool.lock);
-    while ((size_t)pool.started + 1 < parts) {
+    while ((size_t)pool.started + 1 < threads) {
         pthread_t thread;
         pthread_attr_t attributes;
         pthread_attr_init(&attributes);
         pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-        pool.start_generation[pool.started + 1] = pool.generation;
+        pool.start_generation[pool.started + 1] =
+            atomic_load_explicit(&pool.generation, memory_order_relaxed);
         int failed = pthread_create(&thread, &attributes, worker_main, (void *)(uintptr_t)(pool.started + 1));
         pthread_attr_destroy(&attributes);
         if (failed) break;
         pool.started++;
     }
-    if ((size_t)pool.started + 1 < parts) parts = (size_t)pool.started + 1;
-    // Recompute the split if fewer workers could be started (the bits do not depend on it).
-    columns = (n + parts - 1) / parts;
+    pthread_mutex_unlock(&pool.lock);
+    size_t parts = (size_t)pool.started + 1 < threads ? (size_t)pool.started + 1 : threads;
+    // Column ranges in whole steps of 16, so that every part keeps full tiles (the bits do not depend on it).
+    size_t columns = (n + parts - 1) / parts;
     columns = (columns + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP * SY_PARALLEL_COLUMN_STEP;
     parts = (n + columns - 1) / columns;
-    pool.job = (sy_job){bf16, isa, x, m, k, xs, w, n, ws, y, ys, accumulate, parts, columns};
-    pool.remaining = parts - 1;
-    pool.generation++;
-    sy_job job = pool.job;
-    if (parts > 1) pthread_cond_broadcast(&pool.wake);
-    pthread_mutex_unlock(&pool.lock);
-    run_part(&job, 0);
+    pool.job = (sy_job){kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, parts, columns, xscale, wscale};
+    atomic_store_explicit(&pool.remaining, (size_t)pool.started, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
     pthread_mutex_lock(&pool.lock);
-    while (pool.remaining > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
+    sy_job job = pool.job;
+    run_part(&job, 0);
+    for (int spin = 0; spin < SY_SPIN_COUNT; spin++) {
+        if (atomic_load_explicit(&pool.remaining, memory_order_acquire) == 0) break;
+        cpu_relax(spin);
+    }
+    if (atomic_load_explicit(&pool.remaining, memory_order_acquire) != 0) {
+        pthread_mutex_lock(&pool.lock);
+        pool.caller_sleeping = 1;
+        while (atomic_load_explicit(&pool.remaining, memory_order_acquire) != 0)
+            pthread_cond_wait(&pool.done, &pool.lock);
+        pool.caller_sleeping = 0;
+        pthread_mutex_unlock(&pool.lock);
+    }
     pthread_mutex_unlock(&pool.owner);
 }
 
 void sy_matmul_nt_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n,
                       size_t w_stride, float *y, size_t y_stride, int accumulate) {
-    matmul_dispatch(0, isa, x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+    matmul_dispatch(SY_KIND_F32, isa, x, m, k, x_stride, 0, w, n, w_stride, y, y_stride, accumulate, NULL, NULL);
 }
 
 void sy_matmul_nt(const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n, size_t w_stride,
                   float *y, size_t y_stride, int accumulate) {
-    matmul_dispatch(0, sy_active_isa(), x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+    sy_matmul_nt_isa(sy_active_isa(), x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
 }
 
 void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w,
                            size_t n, size_t w_stride, float *y, size_t y_stride, int accumulate) {
-    matmul_dispatch(1, isa, x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+    matmul_dispatch(SY_KIND_BF16, isa, x, m, k, x_stride, 0, w, n, w_stride, y, y_stride, accumulate, NULL, NULL);
 }
 
 void sy_matmul_nt_bf16(const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w, size_t n,
                        size_t w_stride, float *y, size_t y_stride, int accumulate) {
-    matmul_dispatch(1, sy_active_isa(), x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+    sy_matmul_nt_bf16_isa(sy_active_isa(), x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+}
+
+/// The calling thread's buffer for prepared x, grown as needed and kept (no allocation per product).
+static _Thread_local void *prepared_buffer = NULL;
+static _Thread_local size_t prepared_capacity = 0;
+
+static void *prepared_space(size_t bytes) {
+    if (bytes > prepared_capacity) {
+        void *grown = realloc(prepared_buffer, bytes);
+        if (grown == NULL) return NULL;
+        prepared_buffer = grown;
+        prepared_capacity = bytes;
+    }
+    return prepared_buffer;
+}
+
+int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w,
+                               size_t n, size_t w_stride, float *y, size_t y_stride, int accumulate) {
+    if (m == 0 || n == 0) return 0;
+    size_t kp = (k + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
+    int dot = isa == SY_ISA_AVX512BF16;
+    void *xp = prepared_space(m * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
+    if (xp == NULL) return -1;
+    if (dot) prepare_fast_bf16(x, m, k, x_stride, (uint16_t *)xp, kp);
+    else prepare_fast_f32(x, m, k, x_stride, (float *)xp, kp);
+    matmul_dispatch(SY_KIND_BF16_FAST, isa, xp, m, k, kp, kp, w, n, w_stride, y, y_stride, accumulate, NULL, NULL);
+    return 0;
+}
+
+int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w, size_t n,
+                           size_t w_stride, float *y, size_t y_stride, int accumulate) {
+    return sy_matmul_nt_bf16_fast_isa(sy_active_isa(), x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate);
+}
+
+uint16_t sy_round_bf16(float value) { return round_bf16(value); }
+
+int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,
+                        const float *wscales, size_t n, float *y, size_t y_stride, int accumulate) {
+    if (m == 0 || n == 0) return 0;
+    size_t blocks = sy_q8_block_count(k), row = blocks * SY_Q8_BLOCK;
+    char *space = prepared_space(m * row + m * blocks * sizeof(float) + 64);
+    if (space == NULL) return -1;
+    float *xd = (float *)(void *)space;
+    int8_t *xq = (int8_t *)(space + m * blocks * sizeof(float));
+    for (size_t i = 0; i < m; i++) quantize_row_q8(x + i * x_stride, k, blocks, xq + i * row, xd + i * blocks);
+    matmul_dispatch(SY_KIND_Q8, isa, xq, m, k, row, blocks, wq, n, row, y, y_stride, accumulate, xd, wscales);
+    return 0;
+}
+
+int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq, const float *wscales,
+                    size_t n, float *y, size_t y_stride, int accumulate) {
+    return sy_matmul_nt_q8_isa(sy_active_isa(), x, m, k, x_stride, wq, wscales, n, y, y_stride, accumulate);
 }
 
 void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
                          float *out) {
     switch (isa) {
 #if SY_X86
+    case SY_ISA_AVX512BF16:
     case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, v_stride, width, out); return;
     case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, v_stride, width, out); return;
 #endif

@@ -966,7 +966,7 @@ const ProtobufCMessageDescriptor switchyard__v1__layer_expert__descriptor =
   (ProtobufCMessageInit) switchyard__v1__layer_expert__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__assign__field_descriptors[1] =
+static const ProtobufCFieldDescriptor switchyard__v1__assign__field_descriptors[3] =
 {
   {
     "experts",
@@ -980,14 +980,40 @@ static const ProtobufCFieldDescriptor switchyard__v1__assign__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bf16_arithmetic",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Assign, bf16_arithmetic),
+    &switchyard__v1__bf16_arithmetic__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "quantization",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Assign, quantization),
+    &switchyard__v1__quantization__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__assign__field_indices_by_name[] = {
+  1,   /* field[1] = bf16_arithmetic */
   0,   /* field[0] = experts */
+  2,   /* field[2] = quantization */
 };
 static const ProtobufCIntRange switchyard__v1__assign__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__assign__descriptor =
 {
@@ -997,7 +1023,7 @@ const ProtobufCMessageDescriptor switchyard__v1__assign__descriptor =
   "Switchyard__V1__Assign",
   "switchyard.v1",
   sizeof(Switchyard__V1__Assign),
-  1,
+  3,
   switchyard__v1__assign__field_descriptors,
   switchyard__v1__assign__field_indices_by_name,
   1,  switchyard__v1__assign__number_ranges,
@@ -1778,6 +1804,62 @@ const ProtobufCEnumDescriptor switchyard__v1__dtype__descriptor =
   switchyard__v1__dtype__enum_values_by_name,
   1,
   switchyard__v1__dtype__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue switchyard__v1__quantization__enum_values_by_number[2] =
+{
+  { "QUANTIZATION_NONE", "SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_NONE", 0 },
+  { "QUANTIZATION_Q8", "SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_Q8", 1 },
+};
+static const ProtobufCIntRange switchyard__v1__quantization__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex switchyard__v1__quantization__enum_values_by_name[2] =
+{
+  { "QUANTIZATION_NONE", 0 },
+  { "QUANTIZATION_Q8", 1 },
+};
+const ProtobufCEnumDescriptor switchyard__v1__quantization__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "switchyard.v1.Quantization",
+  "Quantization",
+  "Switchyard__V1__Quantization",
+  "switchyard.v1",
+  2,
+  switchyard__v1__quantization__enum_values_by_number,
+  2,
+  switchyard__v1__quantization__enum_values_by_name,
+  1,
+  switchyard__v1__quantization__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue switchyard__v1__bf16_arithmetic__enum_values_by_number[2] =
+{
+  { "BF16_ARITHMETIC_EXACT", "SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT", 0 },
+  { "BF16_ARITHMETIC_FAST", "SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST", 1 },
+};
+static const ProtobufCIntRange switchyard__v1__bf16_arithmetic__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex switchyard__v1__bf16_arithmetic__enum_values_by_name[2] =
+{
+  { "BF16_ARITHMETIC_EXACT", 0 },
+  { "BF16_ARITHMETIC_FAST", 1 },
+};
+const ProtobufCEnumDescriptor switchyard__v1__bf16_arithmetic__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "switchyard.v1.Bf16Arithmetic",
+  "Bf16Arithmetic",
+  "Switchyard__V1__Bf16Arithmetic",
+  "switchyard.v1",
+  2,
+  switchyard__v1__bf16_arithmetic__enum_values_by_number,
+  2,
+  switchyard__v1__bf16_arithmetic__enum_values_by_name,
+  1,
+  switchyard__v1__bf16_arithmetic__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue switchyard__v1__error_code__enum_values_by_number[8] =

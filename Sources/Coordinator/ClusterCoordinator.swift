@@ -10,7 +10,7 @@ public import Logging
 public import Models
 public import Tensors
 import Transport
-import Wire
+public import Wire
 
 /// How the coordinator listens and whom it waits for.
 public struct CoordinatorOptions: Sendable {
@@ -27,10 +27,19 @@ public struct CoordinatorOptions: Sendable {
     public var placementJSON: String?
     /// How long a step waits for a worker's COMBINE before the request fails.
     public var dispatchTimeout: Duration
+    /// How workers multiply by bf16-stored expert weights (sent in ASSIGN; it must match the
+    /// coordinator's own model for distributed runs to equal in-process ones).
+    public var arithmetic: BFloat16Arithmetic
+    /// The element type of the hidden states in DISPATCH (workers answer COMBINE in the same type).
+    /// bf16 halves the bytes; it rounds each worker's inputs and partial sums to bf16.
+    public var wireDType: WireDType
+    /// How workers hold the expert weights (sent in ASSIGN).
+    public var quantization: WeightQuantization
 
     public init(
         bind: String, workerCount: Int, workerNames: [String]? = nil, placementFile: URL? = nil,
-        placementJSON: String? = nil, dispatchTimeout: Duration = .seconds(60)
+        placementJSON: String? = nil, dispatchTimeout: Duration = .seconds(60),
+        arithmetic: BFloat16Arithmetic = .exact, wireDType: WireDType = .f32, quantization: WeightQuantization = .none
     ) {
         self.placementJSON = placementJSON
         self.bind = bind
@@ -38,6 +47,9 @@ public struct CoordinatorOptions: Sendable {
         self.workerNames = workerNames
         self.placementFile = placementFile
         self.dispatchTimeout = dispatchTimeout
+        self.arithmetic = arithmetic
+        self.wireDType = wireDType
+        self.quantization = quantization
     }
 }
 
@@ -243,7 +255,8 @@ public final class ClusterCoordinator: ExpertExecutor {
                 expertIDs: batch.expertIDs.map { ExpertID(Int($0)) }, weights: batch.weights,
                 hiddenStates: HiddenStates(
                     rowCount: batch.rowCount, hiddenSize: hiddenSize,
-                    values: DispatchPlan.gather(batch, from: hidden, hiddenSize: hiddenSize), dtype: .f32))
+                    values: DispatchPlan.gather(batch, from: hidden, hiddenSize: hiddenSize),
+                    dtype: options.wireDType))
             let frames = WireCodec.encode(.dispatch(dispatch))
             guard send(frames, kind: .dispatch, to: slot.peer) else {
                 throw .expertsFailed("worker \(slot.name) is unreachable (sending \(layer) of \(step) failed)")
@@ -435,7 +448,9 @@ public final class ClusterCoordinator: ExpertExecutor {
         nextWorkerID += 1
         let experts = placement.experts(ofWorker: slotIndex)
         send(.welcome(.init(workerID: WorkerID(nextWorkerID), coordinatorName: ProcessInfo.processInfo.hostName)), to: peer)
-        send(.assign(.init(experts: experts)), to: peer)
+        send(
+            .assign(.init(experts: experts, arithmetic: options.arithmetic, quantization: options.quantization)),
+            to: peer)
         logger.info("worker \(hello.workerName) (pid \(hello.pid)) registered; assigned \(experts.count) experts")
     }
 }

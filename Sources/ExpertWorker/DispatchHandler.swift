@@ -10,7 +10,7 @@ public enum WorkerAction: Equatable {
     /// Send these frames back to the coordinator.
     case reply([[UInt8]])
     /// Load these experts (an ASSIGN), then report READY.
-    case load([LayerExpert])
+    case load(WireMessage.Assign)
     /// The coordinator accepted the registration.
     case welcomed(WorkerID)
     /// The coordinator refused this worker or reported an error about it; the message says why.
@@ -45,7 +45,7 @@ public struct DispatchHandler: Sendable {
         case .dispatch(let dispatch):
             return .reply(answer(dispatch))
         case .assign(let assign):
-            return .load(assign.experts)
+            return .load(assign)
         case .welcome(let welcome):
             return .welcomed(welcome.workerID)
         case .error(let report):

@@ -83,9 +83,12 @@ public struct WorkerService {
             switch handler.handle(frames: frames) {
             case .reply(let reply):
                 try socket.send(frames: reply)
-            case .load(let experts):
+            case .load(let assign):
+                let experts = assign.experts
                 let started = clock.now
-                let store = try ExpertStore(checkpoint: checkpoint, experts: experts)
+                let store = try ExpertStore(
+                    checkpoint: checkpoint, experts: experts, arithmetic: assign.arithmetic,
+                    quantization: assign.quantization)
                 handler.store = store
                 let seconds = (clock.now - started).secondsValue
                 logger.info(

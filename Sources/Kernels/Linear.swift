@@ -8,6 +8,7 @@
 // C kernels and of BLAS.
 internal import CBLAS
 internal import CKernels
+public import Tensors
 
 /// An instruction-set path of the batch-invariant kernels. Every path gives bitwise identical
 /// results (same reduction shape); they differ only in speed.
@@ -18,8 +19,12 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     case avx2
     /// AVX-512F.
     case avx512
+    /// AVX-512F with the bf16 extension: ``BFloat16Arithmetic/fast`` products use `vdpbf16ps`; the
+    /// other products run the AVX-512F path.
+    case avx512bf16
 
-    /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx512`)
+    /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx512`,
+    /// `avx512bf16`)
     /// when set and supported, else the best this CPU supports; chosen once, on first use.
     public static var active: KernelISA { KernelISA(sy_active_isa()) }
 
@@ -36,12 +41,14 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
         case .scalar: SY_ISA_SCALAR
         case .avx2: SY_ISA_AVX2
         case .avx512: SY_ISA_AVX512
+        case .avx512bf16: SY_ISA_AVX512BF16
         }
     }
 
     init(_ value: sy_isa) {
         switch value {
         case SY_ISA_AVX512: self = .avx512
+        case SY_ISA_AVX512BF16: self = .avx512bf16
         case SY_ISA_AVX2: self = .avx2
         default: self = .scalar
         }
@@ -97,85 +104,44 @@ public func linear(
 
 /// Computes `output = input · weightᵀ` (or `output += …`) with a bf16 weight, batch-invariantly.
 ///
-/// Each bf16 weight is widened exactly to f32 and the products are reduced as in the f32
-/// ``linear(_:rowCount:inputCount:weight:outputCount:into:accumulate:isa:)``: the result is bitwise
-/// that of the f32 kernel on the same weights upcast, for every `rowCount` and row position.
+/// With ``BFloat16Arithmetic/exact`` each bf16 weight is widened exactly to f32 and the products are
+/// reduced as in the f32 ``linear(_:rowCount:inputCount:weight:outputCount:into:accumulate:isa:)``:
+/// the result is bitwise that of the f32 kernel on the same weights upcast. With
+/// ``BFloat16Arithmetic/fast`` the input is rounded to bf16 and products are accumulated in pairs as
+/// `vdpbf16ps` does (every path computes the same bits); each product then carries the input's
+/// rounding, at most 2⁻⁸·|x·w|. Either way a row's result does not depend on `rowCount` or its place.
 /// - Parameters:
 ///   - input: [rowCount, inputCount], f32, row-major.
 ///   - weight: [outputCount, inputCount], bf16 bit patterns, row-major (an `nn.Linear` weight).
 ///   - output: [rowCount, outputCount], f32, row-major; must not overlap `input` or `weight`.
+///   - arithmetic: what happens to the input (see above).
 ///   - isa: the instruction-set path; nil uses ``KernelISA/active``. Must be supported.
 public func linear(
     _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int,
     bfloat16Weight weight: UnsafePointer<UInt16>, outputCount: Int,
-    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false, isa: KernelISA? = nil
+    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false, arithmetic: BFloat16Arithmetic = .exact,
+    isa: KernelISA? = nil
 ) {
     precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linear: negative dimension")
     guard rowCount > 0, outputCount > 0 else { return }
-    if let isa {
-        precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU")
+    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
+    let path = isa?.cValue ?? sy_active_isa()
+    switch arithmetic {
+    case .exact:
         sy_matmul_nt_bf16_isa(
-            isa.cValue, input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output,
-            outputCount, accumulate ? 1 : 0)
-    } else {
-        sy_matmul_nt_bf16(
-            input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
+            path, input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
             accumulate ? 1 : 0)
+    case .fast:
+        let status = sy_matmul_nt_bf16_fast_isa(
+            path, input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
+            accumulate ? 1 : 0)
+        precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) rounded inputs")
     }
 }
 
-/// Whether this CPU has the AVX-512 bf16 dot product that
-/// ``linearBFloat16Dot(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:)`` uses.
-public var bfloat16DotIsSupported: Bool { sy_bf16_dot_supported() != 0 }
-
-/// Opt-in, faster and less exact: `output = input · weightᵀ` (or `+=`) with the input rounded to
-/// bf16 (nearest even) and products accumulated in pairs by `vdpbf16ps` (denormals flushed).
-///
-/// Not bitwise equal to the f32 or bf16-weight ``linear``: each product carries the input's
-/// rounding, up to 2⁻⁸ of |x·w| (see the tests' stated tolerance). Still batch-invariant: one fixed
-/// reduction order whatever `rowCount` is. Runs on the calling thread only. Where
-/// ``bfloat16DotIsSupported`` is false it computes the exact bf16-weight ``linear`` instead.
-/// - Parameters:
-///   - input: [rowCount, inputCount], f32, row-major.
-///   - weight: [outputCount, inputCount], bf16 bit patterns, row-major.
-///   - output: [rowCount, outputCount], f32, row-major; must not overlap `input` or `weight`.
-public func linearBFloat16Dot(
-    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int,
-    bfloat16Weight weight: UnsafePointer<UInt16>, outputCount: Int,
-    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false
-) {
-    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linearBFloat16Dot: negative dimension")
-    guard rowCount > 0, outputCount > 0 else { return }
-    sy_matmul_nt_bf16_dot(
-        input, rowCount, inputCount, inputCount, weight, outputCount, inputCount, output, outputCount,
-        accumulate ? 1 : 0)
-}
-
-/// Array form of ``linearBFloat16Dot(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:)``.
-/// - Parameters:
-///   - input: [rowCount, inputCount], f32.
-///   - weight: [outputCount, inputCount], bf16 bit patterns.
-/// - Returns: [rowCount, outputCount], f32.
-public func linearBFloat16Dot(_ input: [Float], rowCount: Int, bfloat16Weight weight: [UInt16], outputCount: Int)
-    -> [Float]
-{
-    precondition(rowCount > 0 || input.isEmpty, "linearBFloat16Dot: rows without input")
-    let inputCount = rowCount == 0 ? 0 : input.count / rowCount
-    precondition(input.count == rowCount * inputCount, "linearBFloat16Dot: input is not [rowCount, inputCount]")
-    precondition(weight.count == outputCount * inputCount, "linearBFloat16Dot: weight is not [outputCount, inputCount]")
-    var output = [Float](repeating: 0, count: rowCount * outputCount)
-    input.withUnsafeBufferPointer { x in
-        weight.withUnsafeBufferPointer { w in
-            output.withUnsafeMutableBufferPointer { y in
-                guard let xBase = x.baseAddress, let wBase = w.baseAddress, let yBase = y.baseAddress else { return }
-                linearBFloat16Dot(
-                    xBase, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: wBase,
-                    outputCount: outputCount, into: yBase)
-            }
-        }
-    }
-    return output
-}
+/// `value` rounded to bf16 as ``BFloat16Arithmetic/fast`` rounds inputs (nearest even, denormals to
+/// a signed zero, NaN kept NaN), as bits.
+public func roundedToBFloat16(_ value: Float) -> UInt16 { sy_round_bf16(value) }
 
 /// Computes `input · weightᵀ` into a new array with a bf16 weight, batch-invariantly.
 /// - Parameters:
@@ -184,7 +150,8 @@ public func linearBFloat16Dot(_ input: [Float], rowCount: Int, bfloat16Weight we
 ///   - isa: the instruction-set path; nil uses ``KernelISA/active``.
 /// - Returns: [rowCount, outputCount], f32.
 public func linear(
-    _ input: [Float], rowCount: Int, bfloat16Weight weight: [UInt16], outputCount: Int, isa: KernelISA? = nil
+    _ input: [Float], rowCount: Int, bfloat16Weight weight: [UInt16], outputCount: Int,
+    arithmetic: BFloat16Arithmetic = .exact, isa: KernelISA? = nil
 ) -> [Float] {
     precondition(rowCount > 0 || input.isEmpty, "linear: rows without input")
     let inputCount = rowCount == 0 ? 0 : input.count / rowCount
@@ -197,7 +164,7 @@ public func linear(
                 guard let xBase = x.baseAddress, let wBase = w.baseAddress, let yBase = y.baseAddress else { return }
                 linear(
                     xBase, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: wBase,
-                    outputCount: outputCount, into: yBase, isa: isa)
+                    outputCount: outputCount, into: yBase, arithmetic: arithmetic, isa: isa)
             }
         }
     }
@@ -314,4 +281,78 @@ func weightedSum(
 private func blasInt(_ value: Int) -> blasint {
     precondition(value <= Int(blasint.max), "BLAS dimension \(value) exceeds \(blasint.max)")
     return blasint(value)
+}
+
+/// Blocks of 32 per row of a q8 matrix with `inputCount` columns (rounded up to even).
+public func q8BlockCount(inputCount: Int) -> Int { sy_q8_block_count(inputCount) }
+
+/// Quantizes an `nn.Linear` weight [outputCount, inputCount] to q8: per row and block of 32 columns,
+/// scale = max|w| / 127 and q = w / scale rounded to nearest even (0 past the last column).
+/// - Returns: `values` [outputCount, q8BlockCount × 32] int8 and `scales` [outputCount, q8BlockCount].
+public func quantizeQ8(_ weight: [Float], outputCount: Int, inputCount: Int) -> (values: [Int8], scales: [Float]) {
+    precondition(weight.count == outputCount * inputCount, "quantizeQ8: weight is not [outputCount, inputCount]")
+    let blocks = q8BlockCount(inputCount: inputCount)
+    var values = [Int8](repeating: 0, count: outputCount * blocks * 32)
+    var scales = [Float](repeating: 0, count: outputCount * blocks)
+    weight.withUnsafeBufferPointer { w in
+        values.withUnsafeMutableBufferPointer { q in
+            scales.withUnsafeMutableBufferPointer { s in
+                guard let wBase = w.baseAddress, let qBase = q.baseAddress, let sBase = s.baseAddress else { return }
+                sy_q8_quantize(wBase, outputCount, inputCount, inputCount, qBase, sBase)
+            }
+        }
+    }
+    return (values, scales)
+}
+
+/// Computes `output = input · weightᵀ` (or `+=`) with a q8 weight (from ``quantizeQ8(_:outputCount:inputCount:)``).
+///
+/// Each input row is quantized like the weight (int8 per block of 32 with its own scale); per block the
+/// integer sums are exact and are scaled and accumulated in one fixed order, so every path gives the
+/// same bits and a row's result does not depend on `rowCount` or its place.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32, row-major.
+///   - values: [outputCount, q8BlockCount × 32] int8; scales: [outputCount, q8BlockCount] f32.
+///   - output: [rowCount, outputCount], f32; must not overlap the others.
+///   - isa: the instruction-set path; nil uses ``KernelISA/active``.
+public func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, q8Values values: UnsafePointer<Int8>,
+    q8Scales scales: UnsafePointer<Float>, outputCount: Int, into output: UnsafeMutablePointer<Float>,
+    accumulate: Bool = false, isa: KernelISA? = nil
+) {
+    precondition(rowCount >= 0 && inputCount >= 0 && outputCount >= 0, "linear: negative dimension")
+    guard rowCount > 0, outputCount > 0 else { return }
+    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
+    let status = sy_matmul_nt_q8_isa(
+        isa?.cValue ?? sy_active_isa(), input, rowCount, inputCount, inputCount, values, scales, outputCount, output,
+        outputCount, accumulate ? 1 : 0)
+    precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) quantized inputs")
+}
+
+/// Array form of the q8 ``linear(_:rowCount:inputCount:q8Values:q8Scales:outputCount:into:accumulate:isa:)``.
+/// - Returns: [rowCount, outputCount], f32.
+public func linear(
+    _ input: [Float], rowCount: Int, q8Values values: [Int8], q8Scales scales: [Float], outputCount: Int,
+    isa: KernelISA? = nil
+) -> [Float] {
+    precondition(rowCount > 0 || input.isEmpty, "linear: rows without input")
+    let inputCount = rowCount == 0 ? 0 : input.count / rowCount
+    let blocks = q8BlockCount(inputCount: inputCount)
+    precondition(values.count == outputCount * blocks * 32 && scales.count == outputCount * blocks, "linear: q8 sizes")
+    var output = [Float](repeating: 0, count: rowCount * outputCount)
+    input.withUnsafeBufferPointer { x in
+        values.withUnsafeBufferPointer { q in
+            scales.withUnsafeBufferPointer { s in
+                output.withUnsafeMutableBufferPointer { y in
+                    guard let xBase = x.baseAddress, let qBase = q.baseAddress, let sBase = s.baseAddress,
+                        let yBase = y.baseAddress
+                    else { return }
+                    linear(
+                        xBase, rowCount: rowCount, inputCount: inputCount, q8Values: qBase, q8Scales: sBase,
+                        outputCount: outputCount, into: yBase, isa: isa)
+                }
+            }
+        }
+    }
+    return output
 }

@@ -8,12 +8,12 @@ public import Tensors
 /// The weights of a set of (layer, expert) FFNs and their batched computation.
 public final class ExpertStore: Sendable {
     private struct Expert: Sendable {
-        /// w1, [I, H], f32 or bf16
-        let gate: WeightTensor
-        /// w3, [I, H], f32 or bf16
-        let up: WeightTensor
-        /// w2, [H, I], f32 or bf16
-        let down: WeightTensor
+        /// w1, [I, H]
+        let gate: ExpertMatrix
+        /// w3, [I, H]
+        let up: ExpertMatrix
+        /// w2, [H, I]
+        let down: ExpertMatrix
     }
 
     /// The hyper-parameters of the model the experts belong to.
@@ -24,12 +24,33 @@ public final class ExpertStore: Sendable {
     /// taken (another thread is computing) makes its own.
     private let idleScratch = Mutex<FeedForwardScratch?>(nil)
 
+    /// The arithmetic of the expert products when their weights are bf16.
+    public let arithmetic: BFloat16Arithmetic
+    /// How the expert weights are held in memory.
+    public let quantization: WeightQuantization
+
     /// Loads `experts` from `checkpoint`: f32 or bf16 as stored, in place from the memory map when
     /// possible (f16 converted to f32).
+    /// - Parameters:
+    ///   - arithmetic: how products with bf16 weights treat activations (f32 weights are always exact).
+    ///   - quantization: ``WeightQuantization/q8`` quantizes every expert matrix at load time (an
+    ///     owned copy, 1.125 bytes per weight); the stored dtype then no longer matters.
     /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
-    public init(checkpoint: Checkpoint, experts: [LayerExpert]) throws {
+    public init(
+        checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact,
+        quantization: WeightQuantization = .none
+    ) throws {
         let c = checkpoint.configuration
         configuration = c
+        self.arithmetic = arithmetic
+        self.quantization = quantization
+        func matrix(_ name: String) throws -> ExpertMatrix {
+            let weight = try checkpoint.weight(named: name)
+            switch quantization {
+            case .none: return .stored(weight)
+            case .q8: return .q8(QuantizedMatrix(weight))
+            }
+        }
         var loaded: [LayerExpert: Expert] = [:]
         for layerExpert in experts where loaded[layerExpert] == nil {
             let layer = layerExpert.layer.rawValue
@@ -39,9 +60,9 @@ public final class ExpertStore: Sendable {
                     "\(layerExpert) is outside the model (\(c.layerCount) layers, \(c.expertCount) experts per layer)")
             }
             loaded[layerExpert] = Expert(
-                gate: try checkpoint.weight(named: MixtralTensorNames.expertGate(layer, expert)),
-                up: try checkpoint.weight(named: MixtralTensorNames.expertUp(layer, expert)),
-                down: try checkpoint.weight(named: MixtralTensorNames.expertDown(layer, expert)))
+                gate: try matrix(MixtralTensorNames.expertGate(layer, expert)),
+                up: try matrix(MixtralTensorNames.expertUp(layer, expert)),
+                down: try matrix(MixtralTensorNames.expertDown(layer, expert)))
         }
         self.experts = loaded
     }
@@ -150,7 +171,7 @@ public final class ExpertStore: Sendable {
                 scratch.input.replaceSubrange(
                     (slot * hiddenSize)..<((slot + 1) * hiddenSize), with: hidden[source..<(source + hiddenSize)])
             }
-            scratch.feedForward(expert.gate, expert.up, expert.down, rowCount: group.count)
+            scratch.feedForward(expert.gate, expert.up, expert.down, rowCount: group.count, arithmetic: arithmetic)
             scratch.down.withUnsafeBufferPointer { result in
                 output.withUnsafeMutableBufferPointer { combined in
                     for (slot, entry) in group.enumerated() {
@@ -210,22 +231,68 @@ private struct FeedForwardScratch {
 
     /// `down[0 ..< rowCount] = w2(silu(w1 x) ⊙ w3 x)` for the first `rowCount` rows of `input`.
     /// - Parameters:
-    ///   - gateWeight: w1, [I, H], f32 or bf16.
-    ///   - upWeight: w3, [I, H], f32 or bf16.
-    ///   - downWeight: w2, [H, I], f32 or bf16.
+    ///   - gateWeight: w1, [I, H].
+    ///   - upWeight: w3, [I, H].
+    ///   - downWeight: w2, [H, I].
     mutating func feedForward(
-        _ gateWeight: WeightTensor, _ upWeight: WeightTensor, _ downWeight: WeightTensor, rowCount: Int
+        _ gateWeight: ExpertMatrix, _ upWeight: ExpertMatrix, _ downWeight: ExpertMatrix, rowCount: Int,
+        arithmetic: BFloat16Arithmetic
     ) {
         input.withUnsafeBufferPointer { x in
             gate.withUnsafeMutableBufferPointer { g in
                 up.withUnsafeMutableBufferPointer { u in
                     down.withUnsafeMutableBufferPointer { d in
-                        linear(x.baseAddress!, rowCount: rowCount, weight: gateWeight, into: g.baseAddress!)
-                        linear(x.baseAddress!, rowCount: rowCount, weight: upWeight, into: u.baseAddress!)
+                        gateWeight.apply(x.baseAddress!, rowCount: rowCount, into: g.baseAddress!, arithmetic: arithmetic)
+                        upWeight.apply(x.baseAddress!, rowCount: rowCount, into: u.baseAddress!, arithmetic: arithmetic)
                         swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediateSize)
-                        linear(g.baseAddress!, rowCount: rowCount, weight: downWeight, into: d.baseAddress!)
+                        downWeight.apply(g.baseAddress!, rowCount: rowCount, into: d.baseAddress!, arithmetic: arithmetic)
                     }
                 }
+            }
+        }
+    }
+}
+
+/// An expert matrix as held in memory: as stored in the checkpoint, or quantized to q8 at load time.
+enum ExpertMatrix: Sendable {
+    case stored(WeightTensor)
+    case q8(QuantizedMatrix)
+
+    /// `output = input · weightᵀ` for `rowCount` rows.
+    func apply(
+        _ input: UnsafePointer<Float>, rowCount: Int, into output: UnsafeMutablePointer<Float>,
+        arithmetic: BFloat16Arithmetic
+    ) {
+        switch self {
+        case .stored(let weight): linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
+        case .q8(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
+        }
+    }
+}
+
+/// An `nn.Linear` weight [outputCount, inputCount] quantized to int8 in blocks of 32 columns with an
+/// f32 scale per block (see `quantizeQ8` in Kernels).
+struct QuantizedMatrix: Sendable {
+    let outputCount: Int
+    let inputCount: Int
+    /// [outputCount, blocks × 32]
+    let values: [Int8]
+    /// [outputCount, blocks]
+    let scales: [Float]
+
+    init(_ weight: WeightTensor) {
+        precondition(weight.shape.count == 2, "QuantizedMatrix: weight must be a matrix, got shape \(weight.shape)")
+        outputCount = weight.shape[0]
+        inputCount = weight.shape[1]
+        (values, scales) = quantizeQ8(weight.values, outputCount: outputCount, inputCount: inputCount)
+    }
+
+    func apply(_ input: UnsafePointer<Float>, rowCount: Int, into output: UnsafeMutablePointer<Float>) {
+        values.withUnsafeBufferPointer { q in
+            scales.withUnsafeBufferPointer { s in
+                linear(
+                    input, rowCount: rowCount, inputCount: inputCount, q8Values: q.baseAddress!, q8Scales: s.baseAddress!,
+                    outputCount: outputCount, into: output)
             }
         }
     }

@@ -314,9 +314,12 @@ struct MixtralAttention: Sendable {
     let shape: AttentionShape
     let rotary: RotaryEmbedding
     let hiddenSize: Int
+    /// The arithmetic of the projections when their weights are bf16.
+    let arithmetic: BFloat16Arithmetic
 
-    init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
+    init(checkpoint: Checkpoint, layer: Int, arithmetic: BFloat16Arithmetic) throws(ModelError) {
         let c = checkpoint.configuration
+        self.arithmetic = arithmetic
         queryWeight = try checkpoint.weight(named: MixtralTensorNames.query(layer))
         keyWeight = try checkpoint.weight(named: MixtralTensorNames.key(layer))
         valueWeight = try checkpoint.weight(named: MixtralTensorNames.value(layer))
@@ -341,9 +344,9 @@ struct MixtralAttention: Sendable {
         let rowCount = normed.count / hiddenSize
         let queryWidth = shape.headCount * shape.headDimension
         let keyValueWidth = shape.keyValueHeadCount * shape.headDimension
-        var queries = linear(normed, rowCount: rowCount, weight: queryWeight)
-        var keys = linear(normed, rowCount: rowCount, weight: keyWeight)
-        let values = linear(normed, rowCount: rowCount, weight: valueWeight)
+        var queries = linear(normed, rowCount: rowCount, weight: queryWeight, arithmetic: arithmetic)
+        var keys = linear(normed, rowCount: rowCount, weight: keyWeight, arithmetic: arithmetic)
+        let values = linear(normed, rowCount: rowCount, weight: valueWeight, arithmetic: arithmetic)
         var attended = [Float](repeating: 0, count: rowCount * queryWidth)
         for (index, chunk) in chunks.enumerated() {
             let start = caches[index].count
@@ -375,7 +378,7 @@ struct MixtralAttention: Sendable {
                 }
             }
         }
-        return linear(attended, rowCount: rowCount, weight: outputWeight)
+        return linear(attended, rowCount: rowCount, weight: outputWeight, arithmetic: arithmetic)
     }
 }
 
@@ -439,11 +442,11 @@ struct MixtralDecoderLayer: Sendable {
     let epsilon: Float
     let index: Int
 
-    init(checkpoint: Checkpoint, layer: Int) throws(ModelError) {
+    init(checkpoint: Checkpoint, layer: Int, arithmetic: BFloat16Arithmetic) throws(ModelError) {
         let c = checkpoint.configuration
         inputNorm = try checkpoint.tensor(named: MixtralTensorNames.inputNorm(layer))
         postAttentionNorm = try checkpoint.tensor(named: MixtralTensorNames.postAttentionNorm(layer))
-        attention = try MixtralAttention(checkpoint: checkpoint, layer: layer)
+        attention = try MixtralAttention(checkpoint: checkpoint, layer: layer, arithmetic: arithmetic)
         router = MixtralRouter(
             weight: try checkpoint.weight(named: MixtralTensorNames.router(layer)),
             expertCount: c.expertCount, expertsPerToken: c.expertsPerToken)
@@ -487,16 +490,22 @@ public final class MixtralDenseModel: Sendable {
     private let finalNorm: FloatTensor
     /// [V, H], f32 or bf16 (the embedding matrix when tied)
     private let lmHead: WeightTensor
+    /// The arithmetic of the projections and the LM head when their weights are bf16. The router
+    /// is always exact: it is small, and its choices are what the experts' load depends on.
+    public let arithmetic: BFloat16Arithmetic
 
     /// Loads the dense tensors of `checkpoint`: matrices f32 or bf16 as stored (f16 converted to
     /// f32), used in place from the memory map when possible; norms as f32.
+    /// - Parameter arithmetic: how products with bf16 weights treat activations (f32 weights are
+    ///   always exact).
     /// - Throws: `ModelError` when a tensor cannot be read.
-    public init(checkpoint: Checkpoint) throws {
+    public init(checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact) throws {
         configuration = checkpoint.configuration
+        self.arithmetic = arithmetic
         embedding = try checkpoint.weight(named: MixtralTensorNames.embedding)
         var layers: [MixtralDecoderLayer] = []
         for layer in 0..<configuration.layerCount {
-            layers.append(try MixtralDecoderLayer(checkpoint: checkpoint, layer: layer))
+            layers.append(try MixtralDecoderLayer(checkpoint: checkpoint, layer: layer, arithmetic: arithmetic))
         }
         self.layers = layers
         finalNorm = try checkpoint.tensor(named: MixtralTensorNames.finalNorm)
@@ -583,7 +592,7 @@ public final class MixtralDenseModel: Sendable {
     /// - Returns: [rowCount, V], f32.
     private func logits(ofRows rows: [Float], rowCount: Int) -> [Float] {
         let normed = rmsNorm(rows, weight: finalNorm, epsilon: Float(configuration.rmsNormEpsilon))
-        return linear(normed, rowCount: rowCount, weight: lmHead)
+        return linear(normed, rowCount: rowCount, weight: lmHead, arithmetic: arithmetic)
     }
 
     /// Validates the batch, runs every layer over the rows of all chunks, then advances each cache.

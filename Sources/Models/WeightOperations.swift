@@ -4,14 +4,16 @@
 import Kernels
 import Tensors
 
-/// `output = input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16 (same bits either
-/// way for the same values: the bf16 kernel widens exactly and reduces in the f32 kernel's order).
+/// `output = input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16. With
+/// ``BFloat16Arithmetic/exact`` the bits are the same either way for the same values (the bf16 kernel
+/// widens exactly and reduces in the f32 kernel's order); `arithmetic` has no effect on f32 weights.
 /// - Parameters:
 ///   - input: [rowCount, weight.shape[1]], f32.
 ///   - weight: [outputCount, inputCount], f32 or bf16.
 ///   - output: [rowCount, weight.shape[0]], f32, overwritten.
 func linear(
-    _ input: UnsafePointer<Float>, rowCount: Int, weight: WeightTensor, into output: UnsafeMutablePointer<Float>
+    _ input: UnsafePointer<Float>, rowCount: Int, weight: WeightTensor, into output: UnsafeMutablePointer<Float>,
+    arithmetic: BFloat16Arithmetic = .exact
 ) {
     precondition(weight.shape.count == 2, "linear: weight must be a matrix, got shape \(weight.shape)")
     let outputCount = weight.shape[0]
@@ -25,7 +27,7 @@ func linear(
         case .bf16(let w):
             linear(
                 input, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: w, outputCount: outputCount,
-                into: output)
+                into: output, arithmetic: arithmetic)
         }
     }
 }
@@ -35,7 +37,9 @@ func linear(
 ///   - input: [rowCount, weight.shape[1]], f32.
 ///   - weight: [outputCount, inputCount], f32 or bf16.
 /// - Returns: [rowCount, weight.shape[0]], f32.
-func linear(_ input: [Float], rowCount: Int, weight: WeightTensor) -> [Float] {
+func linear(
+    _ input: [Float], rowCount: Int, weight: WeightTensor, arithmetic: BFloat16Arithmetic = .exact
+) -> [Float] {
     precondition(weight.shape.count == 2, "linear: weight must be a matrix, got shape \(weight.shape)")
     let outputCount = weight.shape[0]
     let inputCount = weight.shape[1]
@@ -44,7 +48,7 @@ func linear(_ input: [Float], rowCount: Int, weight: WeightTensor) -> [Float] {
     guard rowCount > 0, outputCount > 0 else { return output }
     input.withUnsafeBufferPointer { x in
         output.withUnsafeMutableBufferPointer { y in
-            linear(x.baseAddress!, rowCount: rowCount, weight: weight, into: y.baseAddress!)
+            linear(x.baseAddress!, rowCount: rowCount, weight: weight, into: y.baseAddress!, arithmetic: arithmetic)
         }
     }
     return output

@@ -76,6 +76,8 @@ struct Generate: AsyncParsableCommand {
     @Option(help: "Threads for the matrix products in this process (results do not depend on it).")
     var threads: Int = 1
 
+    @OptionGroup var numerics: NumericsOptions
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .warning
 
@@ -159,14 +161,16 @@ struct Generate: AsyncParsableCommand {
     private func runLocally(_ request: GenerationRequest, logger: Logger) throws {
         let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model!))
         let engine = GenerationEngine(
-            model: try MixtralDenseModel(checkpoint: checkpoint),
+            model: try MixtralDenseModel(checkpoint: checkpoint, arithmetic: numerics.bf16Arithmetic),
             tokenizer: try Tokenizer(directory: checkpoint.directory))
         let onText: ((String) -> Void)? = json ? nil : { piece in
             FileHandle.standardOutput.write(Data(piece.utf8))
         }
         let result: GenerationResult
         if spawnWorkers == 0 && placement == nil {
-            let store = try ExpertStore(checkpoint: checkpoint, experts: Self.allExperts(checkpoint.configuration))
+            let store = try ExpertStore(
+                checkpoint: checkpoint, experts: Self.allExperts(checkpoint.configuration),
+                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
             var local = LocalExperts(store: store)
             result = try engine.generate(request, experts: &local, onText: onText)
         } else {
@@ -175,7 +179,9 @@ struct Generate: AsyncParsableCommand {
                 options: CoordinatorOptions(
                     bind: "tcp://127.0.0.1:0", workerCount: max(spawnWorkers, 1),
                     workerNames: (0..<max(spawnWorkers, 1)).map { "w\($0)" },
-                    placementFile: placement.map { URL(fileURLWithPath: $0) }),
+                    placementFile: placement.map { URL(fileURLWithPath: $0) },
+                    arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
+                        quantization: numerics.quantize),
                 logger: logger)
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,

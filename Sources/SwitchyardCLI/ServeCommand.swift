@@ -72,6 +72,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Threads for the matrix products in this process (results do not depend on it).")
     var threads: Int = 1
 
+    @OptionGroup var numerics: NumericsOptions
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
@@ -109,7 +111,7 @@ struct Serve: AsyncParsableCommand {
         do {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(
-                model: try MixtralDenseModel(checkpoint: checkpoint),
+                model: try MixtralDenseModel(checkpoint: checkpoint, arithmetic: numerics.bf16Arithmetic),
                 tokenizer: try Tokenizer(directory: checkpoint.directory))
             let scheduler = Scheduler(
                 engine: engine, modelName: servedModelName ?? checkpoint.directory.lastPathComponent,
@@ -123,7 +125,10 @@ struct Serve: AsyncParsableCommand {
                     : CoordinatorOptions(
                         bind: bind, workerCount: max(workers, 1), placementFile: placement.map { URL(fileURLWithPath: $0) },
                         placementJSON: placementJSON,
-                        dispatchTimeout: .milliseconds(Int(dispatchTimeout * 1000))))
+                        dispatchTimeout: .milliseconds(Int(dispatchTimeout * 1000)),
+                        arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
+                        quantization: numerics.quantize),
+                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
             let (host, port) = try httpAddress()
             let app = makeApplication(
                 service: scheduler,
@@ -148,7 +153,8 @@ final class EngineThread: Sendable {
 
     /// Starts the engine; returns once the worker socket is bound (or throws why it could not be).
     static func start(
-        scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, options: CoordinatorOptions?
+        scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, options: CoordinatorOptions?,
+        arithmetic: BFloat16Arithmetic, quantization: WeightQuantization
     ) throws -> EngineThread {
         let engineThread = EngineThread()
         let started = DispatchSemaphore(value: 0)
@@ -169,7 +175,9 @@ final class EngineThread: Sendable {
                     let experts = (0..<configuration.layerCount).flatMap { layer in
                         (0..<configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
                     }
-                    var local = LocalExperts(store: try ExpertStore(checkpoint: checkpoint, experts: experts))
+                    var local = LocalExperts(
+                        store: try ExpertStore(
+                            checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization))
                     logger.info("computing all experts in-process (--workers 0)")
                     started.signal()
                     scheduler.run(executor: &local)

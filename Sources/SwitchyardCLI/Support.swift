@@ -2,6 +2,9 @@
 public import ArgumentParser
 import Foundation
 import Kernels
+import Models
+public import Tensors
+public import Wire
 public import Logging
 import Synchronization
 
@@ -71,4 +74,46 @@ func applyThreads(_ threads: Int) throws {
         throw ValidationError("--threads is \(threads), but must be between 1 and \(Kernels.maximumThreadCount)")
     }
     Kernels.setThreadCount(threads)
+}
+
+extension BFloat16Arithmetic: ExpressibleByArgument {}
+extension WeightQuantization: ExpressibleByArgument {}
+extension WireDType: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "f32": self = .f32
+        case "bf16": self = .bf16
+        default: return nil
+        }
+    }
+}
+
+/// The arithmetic options shared by `generate` and `serve`.
+struct NumericsOptions: ParsableArguments {
+    @Option(
+        name: .customLong("bf16-arithmetic"),
+        help: ArgumentHelp(
+            "Products with bf16 weights: fast (activations rounded to bf16, as transformers computes in bf16; about twice the throughput) or exact (weights widened, all f32: bitwise the f32 checkpoint, as transformers with dtype=float32).",
+            valueName: "fast|exact"))
+    var bf16Arithmetic: BFloat16Arithmetic = .fast
+
+    @Option(
+        name: .customLong("wire-dtype"),
+        help: ArgumentHelp(
+            "Hidden states sent to and from workers: f32 or bf16 (half the bytes; rounds each worker's inputs and partial sums). Default: bf16 when the expert weights are bf16 and --bf16-arithmetic is fast, else f32.",
+            valueName: "f32|bf16"))
+    var wireDType: WireDType?
+
+    @Option(
+        help: ArgumentHelp(
+            "Expert weights in memory: none (as stored) or q8 (int8 in blocks of 32 with a scale each, quantized at load time: 1.125 bytes per weight; activations quantized the same way). Applies to in-process experts and to every worker.",
+            valueName: "none|q8"))
+    var quantize: WeightQuantization = .none
+
+    /// The wire dtype to use for `checkpoint`: the option, or the default described in its help.
+    func resolvedWireDType(for checkpoint: Checkpoint) throws -> WireDType {
+        if let wireDType { return wireDType }
+        let sample = try checkpoint.weight(named: MixtralTensorNames.expertGate(0, 0))
+        return sample.dtype == .bf16 && bf16Arithmetic == .fast ? .bf16 : .f32
+    }
 }

@@ -47,6 +47,12 @@ extension WireMessage.Assign {
         }
         c.n_experts = entries.count
         c.experts = arena.array(entries)
+        c.bf16_arithmetic =
+            arithmetic == .fast ? SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST
+            : SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT
+        c.quantization =
+            quantization == .q8 ? SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_Q8
+            : SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_NONE
         return arena.box(c)
     }
 
@@ -61,7 +67,23 @@ extension WireMessage.Assign {
             experts.append(
                 LayerExpert(layer: LayerIndex(Int(entry.pointee.layer)), expert: ExpertID(Int(entry.pointee.expert))))
         }
-        self.init(experts: experts)
+        let arithmetic: BFloat16Arithmetic
+        switch c.bf16_arithmetic {
+        case SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT: arithmetic = .exact
+        case SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST: arithmetic = .fast
+        default:
+            throw .invalidField(
+                .assign, field: "bf16_arithmetic", reason: "is \(c.bf16_arithmetic.rawValue), but must be 0 (exact) or 1 (fast)")
+        }
+        let quantization: WeightQuantization
+        switch c.quantization {
+        case SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_NONE: quantization = .none
+        case SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_Q8: quantization = .q8
+        default:
+            throw .invalidField(
+                .assign, field: "quantization", reason: "is \(c.quantization.rawValue), but must be 0 (none) or 1 (q8)")
+        }
+        self.init(experts: experts, arithmetic: arithmetic, quantization: quantization)
     }
 }
 

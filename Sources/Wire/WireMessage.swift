@@ -99,8 +99,18 @@ extension WireMessage {
     public struct Assign: Sendable, Equatable {
         /// The (layer, expert) pairs to load; layer and expert ids fit in UInt32.
         public var experts: [LayerExpert]
+        /// How the worker multiplies by bf16-stored weights (``BFloat16Arithmetic/exact`` from a 1.0 peer).
+        public var arithmetic: BFloat16Arithmetic
+        /// How the worker holds the expert weights (``WeightQuantization/none`` from a peer that does not say).
+        public var quantization: WeightQuantization
 
-        public init(experts: [LayerExpert]) { self.experts = experts }
+        public init(
+            experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact, quantization: WeightQuantization = .none
+        ) {
+            self.experts = experts
+            self.arithmetic = arithmetic
+            self.quantization = quantization
+        }
     }
 
     /// worker → coordinator: the assigned experts are loaded.

@@ -33,9 +33,10 @@ struct GenerateOutput {
     }
 }
 
-/// Runs `generate --json` and parses its output; a failure reports the process's stderr.
+/// Runs `generate --json` and parses its output; a failure reports the process's stderr. bf16
+/// weights run with exact arithmetic, as the f32 references from transformers were computed.
 func generateJSON(_ arguments: [String]) throws -> GenerateOutput {
-    let output = try runSwitchyard(["generate", "--json"] + arguments)
+    let output = try runSwitchyard(["generate", "--json", "--bf16-arithmetic", "exact"] + arguments)
     guard output.status == 0 else {
         throw TestProcessError(description: "generate \(arguments) failed (\(output.status)):\n\(output.stderr)")
     }
@@ -87,6 +88,52 @@ struct DistributedGenerateTests {
         #expect(distributed.decodeLoad == local.decodeLoad)
         #expect(distributed.workers.count == workers)
         #expect(local.completionTokenIDs.count == 12)
+    }
+
+    static let bfloat16Model: URL = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "switchyard-it-bf16-model-\(getpid())")
+
+    static func ensureBFloat16Model() throws -> URL {
+        if !FileManager.default.fileExists(atPath: bfloat16Model.appendingPathComponent("config.json").path) {
+            let output = try runSwitchyard([
+                "make-model", "--arch", "mixtral", "--out", bfloat16Model.path, "--hidden", "96", "--layers", "2",
+                "--experts", "4", "--top-k", "2", "--vocab", "300", "--heads", "4", "--kv-heads", "2", "--seed", "8",
+                "--dtype", "bf16",
+            ])
+            guard output.status == 0 else { throw TestProcessError(description: "make-model failed: \(output.stderr)") }
+        }
+        return bfloat16Model
+    }
+
+    @Test(
+        "workers take the coordinator's bf16 arithmetic and q8 quantization from ASSIGN: 2 workers equal in-process",
+        arguments: [["--bf16-arithmetic", "fast"], ["--bf16-arithmetic", "fast", "--quantize", "q8"],
+                    ["--bf16-arithmetic", "exact", "--quantize", "q8"]])
+    func workersFollowNumerics(options: [String]) throws {
+        let model = try Self.ensureBFloat16Model()
+        let common = ["--model", model.path, "--prompt", "Numerics travel with the assignment.", "--max-tokens", "10",
+                      "--temperature", "0", "--ignore-eos", "--logprobs", "3", "--wire-dtype", "f32"] + options
+        let local = try generateJSON(common + ["--spawn-workers", "0"])
+        let distributed = try generateJSON(common + ["--spawn-workers", "2"])
+        #expect(distributed.completionTokenIDs == local.completionTokenIDs)
+        #expect(logprobMismatch(distributed.topLogprobs, local.topLogprobs, tolerance: 1e-6) == nil)
+        // And the options really change the arithmetic (against exact, unquantized).
+        let exact = try generateJSON(
+            ["--model", model.path, "--prompt", "Numerics travel with the assignment.", "--max-tokens", "10",
+             "--temperature", "0", "--ignore-eos", "--logprobs", "3", "--spawn-workers", "0"])
+        #expect(logprobMismatch(local.topLogprobs, exact.topLogprobs, tolerance: 1e-7) != nil)
+    }
+
+    @Test("bf16 on the wire halves the bytes and keeps the first token's logprobs within 0.05 of in-process")
+    func bfloat16Wire() throws {
+        let model = try Self.ensureBFloat16Model()
+        let common = ["--model", model.path, "--prompt", "Half the bytes.", "--max-tokens", "6", "--temperature", "0",
+                      "--ignore-eos", "--logprobs", "3", "--bf16-arithmetic", "fast"]
+        let local = try generateJSON(common + ["--spawn-workers", "0"])
+        let wire = try generateJSON(common + ["--spawn-workers", "2", "--wire-dtype", "bf16"])
+        #expect(wire.completionTokenIDs.count == 6)
+        #expect(wire.promptTokenIDs == local.promptTokenIDs)
+        #expect(logprobMismatch(Array(wire.topLogprobs.prefix(1)), Array(local.topLogprobs.prefix(1)), tolerance: 0.05) == nil)
     }
 
     @Test("sampling with a seed gives the same tokens in-process and with 2 workers")

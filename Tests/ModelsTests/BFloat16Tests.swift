@@ -164,21 +164,27 @@ struct BFloat16CheckpointTests {
     }
 
     /// Logits of every position of a prompt, then of three greedy decode steps.
-    static func logits(_ checkpoint: Checkpoint) throws -> [Float] {
+    /// - Parameter greedyFrom: logits of an earlier run whose greedy tokens to decode (so two runs
+    ///   see the same inputs), or nil to decode this run's own greedy tokens.
+    static func logits(
+        _ checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, greedyFrom reference: [Float]? = nil
+    ) throws -> [Float] {
         let c = checkpoint.configuration
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let model = try MixtralDenseModel(checkpoint: checkpoint, arithmetic: arithmetic)
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<c.layerCount).flatMap { l in
                 (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) }
-            })
+            },
+            arithmetic: arithmetic)
         let experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] = {
             try store.compute(layer: $0, hidden: $1, routing: $2)
         }
         var cache = model.makeCache(capacity: 16)
         var all = try model.forward(tokens: [1, 7, 3, 44, 20, 9], cache: &cache, logits: .allTokens, experts: experts)
         for _ in 0..<3 {
-            let next = Int32(argmax(all[(all.count - c.vocabularySize)...]))
+            let source = reference ?? all
+            let next = Int32(argmax(source[(all.count - c.vocabularySize)..<all.count]))
             all += try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: experts)
         }
         return all
@@ -289,20 +295,89 @@ struct KernelThreadTests {
     }
 }
 
-/// The opt-in dot-product kernel rounds each input to bf16 (relative error ≤ 2⁻⁹, so ≤ 2⁻⁹ of each
-/// |x·w|); with f32 accumulation on top, |result - exact| ≤ (2⁻⁸) · Σ|x·w| is a safe bound.
-private let relativeDotTolerance: Double = 1.0 / 256
+/// The fast arithmetic rounds each input to bf16 (relative error ≤ 2⁻⁹, so ≤ 2⁻⁹ of each |x·w|);
+/// with f32 accumulation on top, |result - exact| ≤ 2⁻⁸ · Σ|x·w| is a safe bound.
+private let relativeFastTolerance: Double = 1.0 / 256
 
-@Suite("bf16 dot-product kernel (opt-in)", .enabled(if: bfloat16DotIsSupported))
-struct BFloat16DotKernelTests {
+/// A plain reference of ``BFloat16Arithmetic/fast``'s rounding: nearest even, denormals to a
+/// signed zero, NaN stays NaN.
+private func referenceRound(_ value: Float) -> UInt16 {
+    let bits = value.bitPattern
+    if bits & 0x7F80_0000 == 0 { return UInt16((bits >> 16) & 0x8000) }
+    if value.isNaN { return UInt16(bits >> 16) | 0x0040 }
+    let lsb = (bits >> 16) & 1
+    return UInt16((UInt64(bits) + 0x7FFF + UInt64(lsb)) >> 16)
+}
+
+/// A plain reference of the fast product for one output: per block of 32, lane l adds the product
+/// at 2l + 1 then the one at 2l (f32, one rounding each), then the lanes' tree sum.
+private func referenceFastDot(_ x: ArraySlice<Float>, _ w: ArraySlice<UInt16>) -> Float {
+    let xs = Array(x).map { floatFromBFloat16Bits(referenceRound($0)) }
+    let ws = Array(w).map(floatFromBFloat16Bits)
+    var lanes = [Float](repeating: 0, count: 16)
+    var p = 0
+    while p < xs.count {
+        for l in 0..<16 {
+            for index in [p + 2 * l + 1, p + 2 * l] where index < xs.count {
+                lanes[l] = (xs[index] * ws[index]) + lanes[l]  // exact product, one rounding
+            }
+        }
+        p += 32
+    }
+    let t8 = (0..<8).map { lanes[$0] + lanes[$0 + 8] }
+    let t4 = (0..<4).map { t8[$0] + t8[$0 + 4] }
+    return (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+@Suite("bf16 fast arithmetic kernel")
+struct BFloat16FastKernelTests {
+    @Test("inputs are rounded to bf16 as the reference rounds them: nearest even, denormals flushed, NaN kept")
+    func rounding() {
+        var random = TestRandom(seed: 41)
+        var values: [Float] = [0, -0, 1, -1, .infinity, -.infinity, .nan, .greatestFiniteMagnitude,
+            .leastNonzeroMagnitude, -.leastNormalMagnitude, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
+            Float(bitPattern: 0x0070_0000), Float(bitPattern: 0x7F7F_FFFF)]
+        values += random.floats(2000).map { $0 * 1e3 }
+        for value in values {
+            let actual = roundedToBFloat16(value)
+            let expected = referenceRound(value)
+            if value.isNaN {
+                #expect(floatFromBFloat16Bits(actual).isNaN, "NaN stays NaN")
+            } else {
+                #expect(actual == expected, "\(value) (bits \(String(value.bitPattern, radix: 16)))")
+            }
+        }
+    }
+
     @Test(
-        "the vdpbf16ps product is within 2⁻⁸·Σ|x·w| of a double-precision x·Wᵀ, tails included",
+        "every path computes the reference's bits: pairs accumulated as vdpbf16ps does, tails included",
+        arguments: KernelISA.supported, bfloat16Shapes + [(4, 31, 5), (6, 65, 7), (3, 32, 9)])
+    func matchesReferenceBits(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs))
+        let x = random.floats(shape.rows * shape.inputs).map { $0 * 4 }
+        let w = randomBFloat16(&random, shape.outputs * shape.inputs)
+        let y = linear(
+            x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, arithmetic: .fast, isa: isa)
+        var expected: [Float] = []
+        for r in 0..<shape.rows {
+            for o in 0..<shape.outputs {
+                expected.append(
+                    referenceFastDot(
+                        x[(r * shape.inputs)..<((r + 1) * shape.inputs)],
+                        w.bits[(o * shape.inputs)..<((o + 1) * shape.inputs)]))
+            }
+        }
+        expectSameBits(y, expected, "\(isa), \(shape)")
+    }
+
+    @Test(
+        "the fast product is within 2⁻⁸·Σ|x·w| of a double-precision x·Wᵀ",
         arguments: bfloat16Shapes + [(4, 31, 5), (6, 65, 7)])
     func withinTolerance(shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs))
         let x = random.floats(shape.rows * shape.inputs)
         let w = randomBFloat16(&random, shape.outputs * shape.inputs)
-        let y = linearBFloat16Dot(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs)
+        let y = linear(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, arithmetic: .fast)
         var worst = 0.0
         for r in 0..<shape.rows {
             for o in 0..<shape.outputs {
@@ -313,28 +388,76 @@ struct BFloat16DotKernelTests {
                     value += product
                     magnitude += abs(product)
                 }
-                worst = max(worst, abs(Double(y[r * shape.outputs + o]) - value) / (relativeDotTolerance * magnitude))
+                worst = max(worst, abs(Double(y[r * shape.outputs + o]) - value) / (relativeFastTolerance * magnitude))
             }
         }
-        #expect(worst <= 1, "\(shape): worst error \(worst) × tolerance \(relativeDotTolerance)·Σ|x·w|")
+        #expect(worst <= 1, "\(shape): worst error \(worst) × tolerance \(relativeFastTolerance)·Σ|x·w|")
     }
 
-    @Test("a row's vdpbf16ps product is bitwise identical for m = 1 … 40 and at any position in the batch")
-    func batchInvariant() {
+    @Test(
+        "a row's fast product is bitwise identical for m = 1 … 40 and at any position in the batch",
+        arguments: KernelISA.supported)
+    func batchInvariant(isa: KernelISA) {
         var random = TestRandom(seed: 23)
         let (inputs, outputs) = (67, 37)
         let w = randomBFloat16(&random, outputs * inputs).bits
         let row = random.floats(inputs)
-        let alone = linearBFloat16Dot(row, rowCount: 1, bfloat16Weight: w, outputCount: outputs)
+        let alone = linear(row, rowCount: 1, bfloat16Weight: w, outputCount: outputs, arithmetic: .fast, isa: isa)
         for rowCount in 1...40 {
             for position in Set([0, rowCount / 2, rowCount - 1]) {
                 var x = random.floats(rowCount * inputs)
                 x.replaceSubrange((position * inputs)..<((position + 1) * inputs), with: row)
-                let y = linearBFloat16Dot(x, rowCount: rowCount, bfloat16Weight: w, outputCount: outputs)
+                let y = linear(x, rowCount: rowCount, bfloat16Weight: w, outputCount: outputs, arithmetic: .fast, isa: isa)
                 expectSameBits(
                     Array(y[(position * outputs)..<((position + 1) * outputs)]), alone,
-                    "m = \(rowCount), row at \(position)")
+                    "\(isa): m = \(rowCount), row at \(position)")
             }
         }
+    }
+}
+
+@Suite("bf16 checkpoints, fast arithmetic")
+struct BFloat16FastCheckpointTests {
+    /// Logits with fast arithmetic stay within this distance of the exact (f32) logits, relative to
+    /// the largest |logit|: the stated tolerance of `--bf16-arithmetic fast`.
+    static let relativeLogitTolerance: Float = 0.04
+
+    @Test("fast arithmetic keeps a bf16 model's logits within 4% (of the largest |logit|) of f32, and its greedy tokens")
+    func logitsWithinToleranceOfExact() throws {
+        let directory = try BFloat16CheckpointTests.writeBFloat16Checkpoint(
+            tie: false, hiddenSize: 128, intermediateSize: 200, vocabularySize: 300)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let checkpoint = try Checkpoint(directory: directory)
+        let exact = try BFloat16CheckpointTests.logits(checkpoint, arithmetic: .exact, greedyFrom: nil)
+        // Decode the exact run's greedy tokens, so both runs see the same inputs.
+        let fast = try BFloat16CheckpointTests.logits(checkpoint, arithmetic: .fast, greedyFrom: exact)
+        #expect(exact.count == fast.count)
+        let scale = exact.map(abs).max() ?? 1
+        let worst = zip(exact, fast).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst <= Self.relativeLogitTolerance * scale, "worst |fast - exact| = \(worst), largest |logit| \(scale)")
+        #expect(worst > 0, "fast arithmetic really rounds (it is not the exact path)")
+        let vocabulary = checkpoint.configuration.vocabularySize
+        let positions = exact.count / vocabulary
+        var sameArgmax = 0
+        for position in 0..<positions {
+            let range = (position * vocabulary)..<((position + 1) * vocabulary)
+            if argmax(exact[range]) == argmax(fast[range]) { sameArgmax += 1 }
+        }
+        #expect(sameArgmax == positions, "greedy choice equal at \(sameArgmax) of \(positions) positions")
+    }
+
+    @Test("fast arithmetic gives the same bits for 1 and 3 threads and on every kernel path's model run")
+    func threadInvariant() throws {
+        let directory = try BFloat16CheckpointTests.writeBFloat16Checkpoint(
+            tie: true, hiddenSize: 200, intermediateSize: 424, vocabularySize: 600)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let checkpoint = try Checkpoint(directory: directory)
+        let one = try withThreadCount(1) {
+            try BFloat16CheckpointTests.logits(checkpoint, arithmetic: .fast, greedyFrom: nil)
+        }
+        let three = try withThreadCount(3) {
+            try BFloat16CheckpointTests.logits(checkpoint, arithmetic: .fast, greedyFrom: nil)
+        }
+        expectSameBits(three, one, "fast bf16 model, 3 threads vs 1")
     }
 }

@@ -8,6 +8,7 @@ let sampleMessages: [WireMessage] = [
     .hello(.init(workerName: "", modelFingerprint: "", threads: 0, pid: 0)),
     .welcome(.init(workerID: WorkerID(3), coordinatorName: "coordinator ünïcode ✓")),
     .assign(.init(experts: [])),
+    .assign(.init(experts: [LayerExpert(layer: LayerIndex(2), expert: ExpertID(1))], arithmetic: .fast, quantization: .q8)),
     .assign(
         .init(experts: [
             LayerExpert(layer: LayerIndex(0), expert: ExpertID(5)),

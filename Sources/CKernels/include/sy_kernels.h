@@ -24,13 +24,15 @@ typedef enum sy_isa {
     SY_ISA_SCALAR = 0,
     SY_ISA_AVX2 = 1,
     SY_ISA_AVX512 = 2,
+    /// AVX-512F with the bf16 extension (`vdpbf16ps`); the f32 and exact bf16 kernels run their AVX-512 path.
+    SY_ISA_AVX512BF16 = 3,
 } sy_isa;
 
 /// Whether this CPU (and this build) can run `isa`.
 int sy_isa_supported(sy_isa isa);
 
 /// The path the un-suffixed kernels use, chosen once per process: `SWITCHYARD_KERNEL`
-/// (`scalar`, `avx2` or `avx512`) when set and supported, else the best the CPU supports.
+/// (`scalar`, `avx2`, `avx512` or `avx512bf16`) when set and supported, else the best the CPU supports.
 /// An unknown or unsupported value is reported on stderr once and ignored.
 sy_isa sy_active_isa(void);
 
@@ -64,18 +66,51 @@ void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_
                            const uint16_t *w, size_t n, size_t w_stride,
                            float *y, size_t y_stride, int accumulate);
 
-/// Whether this CPU (and build) has the AVX-512 bf16 dot product (`vdpbf16ps`).
-int sy_bf16_dot_supported(void);
-
-/// An opt-in, faster, less exact variant of ``sy_matmul_nt_bf16``: x is rounded to bf16 (nearest
-/// even) and pairs of products are accumulated by `vdpbf16ps` (denormals flushed). Results differ
-/// from ``sy_matmul_nt_bf16`` (by the rounding of x) but are still batch-invariant: the reduction
-/// over k has one fixed order (32 indices per step in 16 lanes, then the tree of the header
-/// comment) whatever m is. Requires ``sy_bf16_dot_supported``; otherwise it runs
-/// ``sy_matmul_nt_bf16`` on the active path. Shapes and strides as ``sy_matmul_nt_bf16``.
-void sy_matmul_nt_bf16_dot(const float *x, size_t m, size_t k, size_t x_stride,
+/// The fast bf16-weight product: y[i, j] = Σ_p bf16(x[i, p]) · w[j, p]  (+ y[i, j] when `accumulate`).
+///
+/// x is rounded to bf16 (nearest even; denormals to zero), k is zero-padded to a multiple of 32, and
+/// for each block of 32 indices lane l (of 16) adds the product at index 2l + 1 then the one at 2l,
+/// each with one rounding (products of two bf16 values are exact in f32); the lanes are then added as
+/// the tree of the header comment. That is the arithmetic of `vdpbf16ps`: the AVX-512 bf16 path uses
+/// it, and the scalar, AVX2 and AVX-512F paths compute the same bits with FMA (inputs that make
+/// denormal products or sums aside, which `vdpbf16ps` flushes to zero). Batch-invariant like the
+/// other kernels. The rounded x is kept in a per-thread buffer that grows once and is reused.
+/// Returns 0, or -1 when that buffer cannot be allocated (y is then untouched).
+int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride,
                            const uint16_t *w, size_t n, size_t w_stride,
                            float *y, size_t y_stride, int accumulate);
+
+/// ``sy_matmul_nt_bf16_fast`` on an explicit path; `isa` must be supported (tests and benchmarks).
+int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride,
+                               const uint16_t *w, size_t n, size_t w_stride,
+                               float *y, size_t y_stride, int accumulate);
+
+/// `value` rounded to bf16 as the fast product rounds x: nearest even, denormals to signed zero.
+uint16_t sy_round_bf16(float value);
+
+/// Blocks of 32 per row of a q8 matrix with k columns: ceil(k / 32) rounded up to even (the
+/// kernels take blocks in pairs; padding blocks are zero with scale 0).
+size_t sy_q8_block_count(size_t k);
+
+/// Quantizes w [n, k] (row stride `w_stride`) to q8: per row and block b of 32 columns, scale =
+/// max|w| / 127 and q = w · 127 / max|w| rounded to nearest even, clamped to ±127 (0 past k).
+/// q: [n, blocks × 32] int8; scales: [n, blocks] f32, blocks = ``sy_q8_block_count``(k).
+void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales);
+
+/// y[i, j] = Σ_b dx[i, b] · dw[j, b] · Σ_{p in block b} qx[i, p] · qw[j, p]  (+ y when `accumulate`):
+/// the product with q8 weights, x quantized the same way per row and block (in a per-thread buffer).
+///
+/// Per block the integer sums are exact (lane l of 8 sums the products at 4l ... 4l + 3); blocks are
+/// taken in pairs, block 2j in lanes 0 ... 7 and 2j + 1 in lanes 8 ... 15, each lane adding
+/// fma(dx · dw, float(sum), acc); then the tree of the header comment. So every path (scalar, AVX2,
+/// AVX-512 VNNI) gives the same bits, for every m. Returns 0, or -1 when the buffer cannot be
+/// allocated (y untouched). wq/wscales as written by ``sy_q8_quantize``.
+int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq, const float *wscales,
+                    size_t n, float *y, size_t y_stride, int accumulate);
+
+/// ``sy_matmul_nt_q8`` on an explicit path (tests and benchmarks).
+int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,
+                        const float *wscales, size_t n, float *y, size_t y_stride, int accumulate);
 
 /// Sets how many threads (the caller included) ``sy_matmul_nt`` and ``sy_matmul_nt_bf16`` (and
 /// their `_isa` forms) split one product over: 1 ... SY_MAX_THREADS, clamped. A product is split

@@ -51,6 +51,16 @@ typedef enum _Switchyard__V1__DType {
   SWITCHYARD__V1__DTYPE__BF16 = 1
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SWITCHYARD__V1__DTYPE)
 } Switchyard__V1__DType;
+typedef enum _Switchyard__V1__Quantization {
+  SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_NONE = 0,
+  SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_Q8 = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SWITCHYARD__V1__QUANTIZATION)
+} Switchyard__V1__Quantization;
+typedef enum _Switchyard__V1__Bf16Arithmetic {
+  SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT = 0,
+  SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_FAST = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SWITCHYARD__V1__BF16_ARITHMETIC)
+} Switchyard__V1__Bf16Arithmetic;
 typedef enum _Switchyard__V1__ErrorCode {
   SWITCHYARD__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED = 0,
   SWITCHYARD__V1__ERROR_CODE__BAD_FRAME = 1,
@@ -165,10 +175,19 @@ struct  Switchyard__V1__Assign
   ProtobufCMessage base;
   size_t n_experts;
   Switchyard__V1__LayerExpert **experts;
+  /*
+   * How the worker multiplies by bf16-stored expert weights (its products must match the
+   * coordinator's in-process arithmetic). A peer that does not set it means EXACT.
+   */
+  Switchyard__V1__Bf16Arithmetic bf16_arithmetic;
+  /*
+   * How the worker holds the expert weights (quantized at load time, or as stored).
+   */
+  Switchyard__V1__Quantization quantization;
 };
 #define SWITCHYARD__V1__ASSIGN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__assign__descriptor) \
-    , 0,NULL }
+    , 0,NULL, SWITCHYARD__V1__BF16_ARITHMETIC__BF16_ARITHMETIC_EXACT, SWITCHYARD__V1__QUANTIZATION__QUANTIZATION_NONE }
 
 
 /*
@@ -615,6 +634,8 @@ typedef void (*Switchyard__V1__GenerateResult_Closure)
 
 extern const ProtobufCEnumDescriptor    switchyard__v1__protocol_version__descriptor;
 extern const ProtobufCEnumDescriptor    switchyard__v1__dtype__descriptor;
+extern const ProtobufCEnumDescriptor    switchyard__v1__quantization__descriptor;
+extern const ProtobufCEnumDescriptor    switchyard__v1__bf16_arithmetic__descriptor;
 extern const ProtobufCEnumDescriptor    switchyard__v1__error_code__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__header__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__hello__descriptor;

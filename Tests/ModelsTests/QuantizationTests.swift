@@ -1,0 +1,179 @@
+// q8 expert weights: int8 in blocks of 32 with a scale per block, quantized at load time. The
+// kernel's integer block sums are exact, so every path gives the same bits; the accuracy against
+// f32 is measured here, on the kernel and on a whole model.
+import Foundation
+import Kernels
+import Models
+import Tensors
+import TestSupport
+import Testing
+
+/// Largest accepted |q8 product - double reference| relative to Σ|x·w|: x and w are each rounded
+/// to 1/254 of their block's largest magnitude; on random data the worst seen is about 2.4e-3.
+private let relativeQ8Tolerance: Double = 1.0 / 128
+
+private let q8Shapes: [(Int, Int, Int)] = [
+    (1, 1, 1), (1, 33, 5), (3, 100, 17), (5, 64, 8), (7, 1024, 37), (33, 70, 9), (2, 31, 3), (4, 2816, 6),
+]
+
+/// A plain reference of the q8 product for one output (the arithmetic the header describes).
+private func referenceQ8Dot(
+    x: [Float], row: Int, inputCount: Int, values: [Int8], scales: [Float], output: Int
+) -> Float {
+    let blocks = q8BlockCount(inputCount: inputCount)
+    let quantized = quantizeQ8(Array(x[(row * inputCount)..<((row + 1) * inputCount)]), outputCount: 1, inputCount: inputCount)
+    var lanes = [Float](repeating: 0, count: 16)
+    for block in 0..<blocks {
+        let scale = quantized.scales[block] * scales[output * blocks + block]
+        for lane in 0..<8 {
+            var sum: Int32 = 0
+            for t in 0..<4 {
+                let index = block * 32 + 4 * lane + t
+                sum += Int32(quantized.values[index]) * Int32(values[output * blocks * 32 + index])
+            }
+            let target = (block % 2) * 8 + lane
+            lanes[target] = lanes[target].addingProduct(scale, Float(sum))  // fused, as in the kernel
+        }
+    }
+    let t8 = (0..<8).map { lanes[$0] + lanes[$0 + 8] }
+    let t4 = (0..<4).map { t8[$0] + t8[$0 + 4] }
+    return (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+@Suite("q8 kernel")
+struct Q8KernelTests {
+    @Test("quantization keeps each weight within half a step of its block's scale, and padding is zero")
+    func quantizationError() {
+        var random = TestRandom(seed: 91)
+        let (outputs, inputs) = (5, 77)
+        let w = random.floats(outputs * inputs)
+        let (values, scales) = quantizeQ8(w, outputCount: outputs, inputCount: inputs)
+        let blocks = q8BlockCount(inputCount: inputs)
+        #expect(blocks == 4, "ceil(77 / 32) = 3, rounded up to even")
+        for o in 0..<outputs {
+            for i in 0..<(blocks * 32) {
+                let q = values[o * blocks * 32 + i]
+                let scale = scales[o * blocks + i / 32]
+                if i >= inputs {
+                    #expect(q == 0)
+                    continue
+                }
+                #expect(abs(Float(q) * scale - w[o * inputs + i]) <= scale * 0.5001, "row \(o), column \(i)")
+            }
+        }
+    }
+
+    @Test(
+        "every path computes the reference's bits, and the product is within 2⁻⁷·Σ|x·w| of double precision",
+        arguments: KernelISA.supported, q8Shapes)
+    func matchesReference(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.rows * 131 + shape.inputs * 7 + shape.outputs))
+        let x = random.floats(shape.rows * shape.inputs).map { $0 * 3 }
+        let w = random.floats(shape.outputs * shape.inputs).map { $0 * 0.1 }
+        let (values, scales) = quantizeQ8(w, outputCount: shape.outputs, inputCount: shape.inputs)
+        let y = linear(x, rowCount: shape.rows, q8Values: values, q8Scales: scales, outputCount: shape.outputs, isa: isa)
+        var worst = 0.0
+        for r in 0..<shape.rows {
+            for o in 0..<shape.outputs {
+                let expected = referenceQ8Dot(
+                    x: x, row: r, inputCount: shape.inputs, values: values, scales: scales, output: o)
+                let actual = y[r * shape.outputs + o]
+                #expect(actual.bitPattern == expected.bitPattern, "\(isa) \(shape) [\(r), \(o)]: \(actual) vs \(expected)")
+                var exact = 0.0
+                var magnitude = 0.0
+                for i in 0..<shape.inputs {
+                    let product = Double(x[r * shape.inputs + i]) * Double(w[o * shape.inputs + i])
+                    exact += product
+                    magnitude += abs(product)
+                }
+                worst = max(worst, abs(Double(actual) - exact) / (relativeQ8Tolerance * magnitude))
+            }
+        }
+        #expect(worst <= 1, "\(shape): worst error \(worst) × \(relativeQ8Tolerance)·Σ|x·w|")
+    }
+
+    @Test("a row's q8 product is bitwise identical for m = 1 … 40 and at any position in the batch")
+    func batchInvariant() {
+        var random = TestRandom(seed: 29)
+        let (inputs, outputs) = (97, 41)
+        let (values, scales) = quantizeQ8(random.floats(outputs * inputs), outputCount: outputs, inputCount: inputs)
+        let row = random.floats(inputs)
+        let alone = linear(row, rowCount: 1, q8Values: values, q8Scales: scales, outputCount: outputs)
+        for rowCount in 1...40 {
+            for position in Set([0, rowCount / 2, rowCount - 1]) {
+                var x = random.floats(rowCount * inputs)
+                x.replaceSubrange((position * inputs)..<((position + 1) * inputs), with: row)
+                let y = linear(x, rowCount: rowCount, q8Values: values, q8Scales: scales, outputCount: outputs)
+                #expect(
+                    Array(y[(position * outputs)..<((position + 1) * outputs)]).map(\.bitPattern) == alone.map(\.bitPattern),
+                    "m = \(rowCount), row at \(position)")
+            }
+        }
+    }
+}
+
+@Suite("q8 experts in a model")
+struct Q8ModelTests {
+    /// The stated tolerance of `--quantize q8`: logits within this fraction of the largest |logit|.
+    static let relativeLogitTolerance: Float = 0.06
+
+    /// Logits of a prompt and three decode steps, decoding `reference`'s greedy tokens when given.
+    static func logits(
+        _ checkpoint: Checkpoint, quantization: WeightQuantization, arithmetic: BFloat16Arithmetic,
+        greedyFrom reference: [Float]?
+    ) throws -> [Float] {
+        let c = checkpoint.configuration
+        let model = try MixtralDenseModel(checkpoint: checkpoint, arithmetic: arithmetic)
+        let store = try ExpertStore(
+            checkpoint: checkpoint,
+            experts: (0..<c.layerCount).flatMap { l in
+                (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) }
+            },
+            arithmetic: arithmetic, quantization: quantization)
+        let experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] = {
+            try store.compute(layer: $0, hidden: $1, routing: $2)
+        }
+        var cache = model.makeCache(capacity: 16)
+        var all = try model.forward(tokens: [1, 7, 3, 44, 20, 9], cache: &cache, logits: .allTokens, experts: experts)
+        for _ in 0..<3 {
+            let source = reference ?? all
+            let next = Int32(argmax(source[(all.count - c.vocabularySize)..<all.count]))
+            all += try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: experts)
+        }
+        return all
+    }
+
+    @Test(
+        "q8 experts keep the logits within 6% (of the largest |logit|) of f32 and every greedy choice, f32 and bf16 checkpoints",
+        arguments: [DType.f32, .bf16])
+    func withinToleranceOfFloat(dtype: DType) throws {
+        var options = MixtralCheckpointOptions()
+        options.hiddenSize = 128
+        options.intermediateSize = 200
+        options.attentionHeadCount = 4
+        options.keyValueHeadCount = 2
+        options.expertCount = 4
+        options.expertsPerToken = 2
+        options.vocabularySize = 300
+        options.seed = 12
+        options.dtype = dtype
+        options.initializerRange = 0.3
+        let directory = try TestPaths.makeTemporaryDirectory("q8-test")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try MixtralCheckpointWriter.write(options, to: directory)
+        let checkpoint = try Checkpoint(directory: directory)
+        let exact = try Self.logits(checkpoint, quantization: .none, arithmetic: .exact, greedyFrom: nil)
+        let q8 = try Self.logits(checkpoint, quantization: .q8, arithmetic: .exact, greedyFrom: exact)
+        let scale = exact.map(abs).max() ?? 1
+        let worst = zip(exact, q8).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst > 0, "q8 really quantizes")
+        #expect(worst <= Self.relativeLogitTolerance * scale, "worst |q8 - f32| = \(worst), largest |logit| \(scale)")
+        let vocabulary = checkpoint.configuration.vocabularySize
+        let positions = exact.count / vocabulary
+        let same = (0..<positions).filter { position in
+            let range = (position * vocabulary)..<((position + 1) * vocabulary)
+            return argmax(exact[range]) == argmax(q8[range])
+        }.count
+        #expect(same == positions, "greedy choice equal at \(same) of \(positions) positions")
+    }
+}
