@@ -85,6 +85,7 @@ def main():
     rows = []  # (name, prefill, decode, note)
     sy_in = load(r, "switchyard-inprocess")
     sy_w2 = load(r, "switchyard-workers2")
+    sy_q8 = load(r, "switchyard-inprocess-q8")
     hf = load(r, "transformers")
     lb = load(r, "llama-bf16")
     lq = load(r, "llama-q8_0")
@@ -99,6 +100,7 @@ def main():
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
     for name, key, result in [("Switchyard, in-process (generate --spawn-workers 0)", "switchyard-inprocess", sy_in),
                               ("Switchyard, 2 workers over tcp loopback", "switchyard-workers2", sy_w2),
+                              ("Switchyard, in-process, --quantize q8", "switchyard-inprocess-q8", sy_q8),
                               ("transformers CPU bf16, 2 threads", "transformers", hf),
                               ("llama.cpp bf16, 2 threads", "llama-bf16", lb),
                               ("llama.cpp q8_0, 2 threads", "llama-q8_0", lq)]:
@@ -134,6 +136,8 @@ def main():
         table.append((f"Switchyard in-process ÷ {peer}", ratio(p_in, pp), ratio(d_in, pd)))
         table.append((f"Switchyard 2 workers ÷ {peer}", ratio(p_w2, pp), ratio(d_w2, pd)))
     table.append(("Switchyard 2 workers ÷ in-process", ratio(p_w2, p_in), ratio(d_w2, d_in)))
+    p_q8, d_q8 = timing(sy_q8)
+    table.append(("Switchyard q8 in-process ÷ llama.cpp q8_0", ratio(p_q8, timing(lq)[0]), ratio(d_q8, timing(lq)[1])))
     out(f"  {'':<48}{'prefill':>10}{'decode':>10}")
     for name, a, b in table:
         out(f"  {name:<48}{fmt(a, 2):>10}{fmt(b, 2):>10}")
@@ -145,6 +149,10 @@ def main():
     for w, d1 in ((0, d_in), (2, d_w2)):
         for b in (8, 32):
             out(f"  {f'serve --workers {w} batch-{b} ÷ batch-1 (generate) decode':<58}{fmt(ratio(batch_rate.get((w, b)), d1), 2):>10}")
+    wire = (serve[2] or {}).get("wire")
+    if wire:
+        out(f"  {'bytes on the wire per token ÷ minimum (serve --workers 2)':<58}{fmt(wire['bytes_per_token'] / wire['minimum_bytes_per_token'], 2):>10}"
+            f"   ({wire['bytes_per_token']:.0f} B vs {wire['minimum_bytes_per_token']} B: bf16 hidden state to one worker and back per MoE layer)")
     out(f"  {'serve batch-32: 2 workers ÷ in-process':<58}{fmt(ratio(batch_rate.get((2, 32)), batch_rate.get((0, 32))), 2):>10}")
     out(f"  {'serve batch-32 (in-process) ÷ llama.cpp bf16 batch-1 decode':<58}{fmt(ratio(batch_rate.get((0, 32)), timing(lb)[1]), 2):>10}")
     skipped = sorted(f[:-5] for f in os.listdir(r) if f.endswith(".skip"))

@@ -96,13 +96,16 @@ if skipping floors; then skip floors "SKIP=floors"; else
 fi
 
 # --- Switchyard, batch 1 ------------------------------------------------------------------------
-run_generate() {  # name, spawn-workers
-    log "switchyard generate --spawn-workers $2 (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS)"
-    "$SWITCHYARD" generate --model "$MODEL" --spawn-workers "$2" --json --prompt-token-ids "$PROMPT_IDS" \
-        --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning --threads "$THREADS" \
-        > "$RESULTS/$1.json" 2> "$WORK/$1.log" || { skip "$1" "generate failed: $(tail -3 "$WORK/$1.log")"; rm -f "$RESULTS/$1.json"; }
+run_generate() {  # name, spawn-workers, extra arguments...
+    local name=$1 workers=$2
+    shift 2
+    log "switchyard generate --spawn-workers $workers $* (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS)"
+    "$SWITCHYARD" generate --model "$MODEL" --spawn-workers "$workers" --json --prompt-token-ids "$PROMPT_IDS" \
+        --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning --threads "$THREADS" "$@" \
+        > "$RESULTS/$name.json" 2> "$WORK/$name.log" || { skip "$name" "generate failed: $(tail -3 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
 }
 run_generate switchyard-inprocess 0
+run_generate switchyard-inprocess-q8 0 --quantize q8
 if skipping workers; then skip switchyard-workers2 "SKIP=workers"; else run_generate switchyard-workers2 2; fi
 
 # --- Switchyard serve, batch 8 and 32 -----------------------------------------------------------

@@ -56,6 +56,21 @@ def stream_request(base, prompt_ids, max_tokens):
     return stamps
 
 
+def wire_bytes(base, model):
+    """Bytes of DISPATCH + COMBINE per token routed through the server so far (from /v1/expert_load),
+    and the minimum: each MoE layer sends a token's hidden state (bf16, 2 bytes per value) to one
+    worker and gets one back, with nothing else on the wire."""
+    with urllib.request.urlopen(base + "/v1/expert_load", timeout=30) as response:
+        load = json.load(response)
+    config = json.load(open(os.path.join(model, "config.json")))
+    tokens = load["prefill_tokens"] + load["decode_tokens"]
+    sent = sum(w["total"]["bytes_sent"] for w in load["workers"])
+    received = sum(w["total"]["bytes_received"] for w in load["workers"])
+    minimum = config["num_hidden_layers"] * 2 * config["hidden_size"] * 2
+    return {"tokens": tokens, "bytes_sent": sent, "bytes_received": received,
+            "bytes_per_token": (sent + received) / max(tokens, 1), "minimum_bytes_per_token": minimum}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--switchyard", required=True)
@@ -66,6 +81,7 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--serve-args", default="", help="extra arguments of serve, space-separated")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="switchyard-serve-decode-")
@@ -80,7 +96,8 @@ def main():
     results = []
     try:
         serve, log = start([args.switchyard, "serve", "--model", args.model, "--bind", "tcp://127.0.0.1:0",
-                            "--workers", str(args.workers), "--http", "127.0.0.1:0", "--threads", str(args.threads)], "serve")
+                            "--workers", str(args.workers), "--http", "127.0.0.1:0", "--threads", str(args.threads)]
+                            + args.serve_args.split(), "serve")
         if args.workers:
             endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
             for index in range(args.workers):
@@ -117,6 +134,10 @@ def main():
                             "decode_tokens_per_s": decode_rate, "end_to_end_tokens_per_s": tokens / wall})
             print(f"serve --workers {args.workers} batch {batch}: {decode_rate:.1f} decode tok/s "
                   f"({tokens} tokens in {wall:.1f} s)", file=sys.stderr)
+        if args.workers:
+            wire = wire_bytes(base, args.model)
+            print(f"serve --workers {args.workers}: {wire['bytes_per_token']:.0f} bytes on the wire per token, "
+                  f"minimum {wire['minimum_bytes_per_token']:.0f}", file=sys.stderr)
     finally:
         for proc in procs:
             proc.terminate()
@@ -125,8 +146,11 @@ def main():
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print(json.dumps({"workers": args.workers, "max_tokens": args.max_tokens, "prompt_tokens": args.prompt_tokens,
-                      "batches": results}))
+    output = {"workers": args.workers, "max_tokens": args.max_tokens, "prompt_tokens": args.prompt_tokens,
+              "batches": results}
+    if args.workers:
+        output["wire"] = wire
+    print(json.dumps(output))
 
 
 if __name__ == "__main__":
