@@ -52,11 +52,8 @@ public struct Sampler: Sendable {
     public mutating func sample(_ logits: [Float]) -> Int32 {
         if parameters.temperature == 0 { return Int32(Self.argmax(logits)) }
         // Candidates sorted by logit, descending; ties by token id so the order is deterministic.
-        var candidates = Array(logits.indices)
-        candidates.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
-        if parameters.topK > 0, parameters.topK < candidates.count {
-            candidates.removeSubrange(parameters.topK...)
-        }
+        var candidates =
+            parameters.topK > 0 ? Self.topIndices(logits, count: parameters.topK) : Self.topIndices(logits, count: logits.count)
         let scale = Double(1 / parameters.temperature)
         let maxLogit = Double(logits[candidates[0]])
         var probabilities = candidates.map { exp((Double(logits[$0]) - maxLogit) * scale) }
@@ -81,6 +78,29 @@ public struct Sampler: Sendable {
             if threshold < 0 { return Int32(candidates[index]) }
         }
         return Int32(candidates[candidates.count - 1])
+    }
+
+    /// The indices of the `count` largest values, largest first; among equal values the lower index
+    /// comes first. Small counts are selected in one pass (no sort of the whole vocabulary).
+    public static func topIndices(_ values: [Float], count: Int) -> [Int] {
+        let count = min(max(count, 0), values.count)
+        guard count > 0 else { return [] }
+        if count > 64 {
+            var pairs = values.enumerated().map { (value: $0.element, index: $0.offset) }
+            pairs.sort { $0.value != $1.value ? $0.value > $1.value : $0.index < $1.index }
+            return pairs.prefix(count).map(\.index)
+        }
+        // A sorted buffer of the best `count` so far; a value enters only when it beats the last.
+        var best: [(value: Float, index: Int)] = []
+        best.reserveCapacity(count + 1)
+        for (index, value) in values.enumerated() {
+            if best.count == count, !(value > best[count - 1].value) { continue }
+            var position = best.count
+            while position > 0, value > best[position - 1].value { position -= 1 }
+            best.insert((value, index), at: position)
+            if best.count > count { best.removeLast() }
+        }
+        return best.map(\.index)
     }
 
     /// The index of the largest value; the lowest index wins ties.
@@ -120,9 +140,7 @@ public struct TokenLogprob: Sendable, Equatable, Codable {
         let logNormaliser = maxLogit + log(sum)
         tokenID = chosen
         logprob = Double(logits[Int(chosen)]) - logNormaliser
-        var order = Array(logits.indices)
-        order.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
-        topLogprobs = order.prefix(count).map {
+        topLogprobs = Sampler.topIndices(logits, count: count).map {
             Alternative(tokenID: Int32($0), logprob: Double(logits[$0]) - logNormaliser)
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 import Testing
 
 @testable import Coordinator
@@ -67,5 +68,14 @@ struct SamplingTests {
         } catch {
             #expect(error.description.contains(field))
         }
+    }
+
+    @Test("the top indices equal a full sort by value (descending, lower index first on ties)", arguments: [1, 3, 20, 64, 65, 500])
+    func topIndicesMatchSort(count: Int) {
+        var generator = SplitMix64(seed: UInt64(count))
+        // Few distinct values, so ties are common.
+        let values = (0..<400).map { _ in Float(generator.next() % 37) / 4 }
+        let sorted = values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }
+        #expect(Sampler.topIndices(values, count: count) == Array(sorted.prefix(count)))
     }
 }
