@@ -2,7 +2,7 @@
 // and the experts it holds: no sockets here, so it is tested without a network.
 import Foundation
 public import Models
-public import Tensors
+import Tensors
 public import Wire
 
 /// What the worker should do after handling a message.
