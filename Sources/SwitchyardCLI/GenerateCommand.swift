@@ -73,8 +73,8 @@ struct Generate: AsyncParsableCommand {
     @Flag(help: "Print one JSON object with token ids, text, logprobs, expert load, workers and timing.")
     var json = false
 
-    @Option(help: "Threads for the matrix products in this process (results do not depend on it).")
-    var threads: Int = 1
+    @Option(help: "Threads for the matrix products in this process (results do not depend on it). Default: every core.")
+    var threads: Int?
 
     @OptionGroup var numerics: NumericsOptions
 
@@ -186,7 +186,10 @@ struct Generate: AsyncParsableCommand {
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,
                 coordinator: coordinator.endpoint, model: checkpoint.directory,
-                extraArguments: ["--log-level", logLevel.rawValue, "--threads", "\(threads)"])
+                extraArguments: [
+                    "--log-level", logLevel.rawValue, "--threads",
+                    "\(threads ?? max(1, defaultThreadCount / max(spawnWorkers, 1)))",
+                ])
             defer {
                 coordinator.shutdown(reason: "generation finished")
                 workers.stop()

@@ -69,8 +69,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before its requests fail.")
     var dispatchTimeout: Double = 60
 
-    @Option(help: "Threads for the matrix products in this process (results do not depend on it).")
-    var threads: Int = 1
+    @Option(help: "Threads for the matrix products in this process (results do not depend on it). Default: every core.")
+    var threads: Int?
 
     @OptionGroup var numerics: NumericsOptions
 

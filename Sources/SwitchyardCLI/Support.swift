@@ -69,11 +69,18 @@ extension Logger.Level {
 }
 
 /// Validates a `--threads` value and applies it to the matrix kernels (outputs do not depend on it).
-func applyThreads(_ threads: Int) throws {
+/// The default of `--threads`: every core this process may use (at most the kernels' maximum).
+var defaultThreadCount: Int { min(max(1, ProcessInfo.processInfo.activeProcessorCount), Kernels.maximumThreadCount) }
+
+/// Sets the kernels' thread count from `--threads` (nil: ``defaultThreadCount``); returns the count used.
+@discardableResult
+func applyThreads(_ requested: Int?) throws -> Int {
+    let threads = requested ?? defaultThreadCount
     guard (1...Kernels.maximumThreadCount).contains(threads) else {
         throw ValidationError("--threads is \(threads), but must be between 1 and \(Kernels.maximumThreadCount)")
     }
     Kernels.setThreadCount(threads)
+    return threads
 }
 
 extension BFloat16Arithmetic: ExpressibleByArgument {}

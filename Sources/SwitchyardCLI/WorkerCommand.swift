@@ -26,8 +26,8 @@ struct Worker: ParsableCommand {
     @Option(help: "The name this worker registers with; placement files refer to it. Default: HOST-PID.")
     var name: String?
 
-    @Option(help: "Threads for the expert matrix products (results do not depend on it).")
-    var threads: Int = 1
+    @Option(help: "Threads for the expert matrix products (results do not depend on it). Default: every core.")
+    var threads: Int?
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
@@ -46,7 +46,7 @@ struct Worker: ParsableCommand {
 
     func run() throws {
         let logger = bootstrapLogging(level: logLevel)
-        try applyThreads(threads)
+        let threads = try applyThreads(threads)
         StopSignal.install()
         if exitWithStdin { StdinWatch.start() }
         let options = WorkerOptions(
