@@ -73,6 +73,8 @@ public func makeApplication(
     v1.post("chat/completions") { request, context in
         try await routes.generate(request, endpoint: .chat, logger: context.logger)
     }
+    v1.get("placement") { _, _ in try routes.placement() }
+    v1.post("placement") { request, context in try await routes.applyPlacement(request, logger: context.logger) }
 
     return Application(
         router: router,
@@ -212,7 +214,7 @@ struct Routes<Service: GenerationService>: Sendable {
     }
 
     /// The request body, at most `maxRequestBodyBytes`.
-    private func readBody(_ request: Request) async throws(APIError) -> [UInt8] {
+    func readBody(_ request: Request) async throws(APIError) -> [UInt8] {
         let limit = configuration.maxRequestBodyBytes
         let tooLarge = APIError(
             status: .contentTooLarge, type: "invalid_request_error",
@@ -228,7 +230,7 @@ struct Routes<Service: GenerationService>: Sendable {
         }
     }
 
-    private func jsonResponse(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
+    func jsonResponse(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.jsonBytes())))
