@@ -18,7 +18,7 @@ import pytest
 from conftest import BIN, Cluster, post
 
 PROMPTS = [f"Request {i}: the experts of layer {i % 3} are hot" + " and busy" * (i % 4) for i in range(16)]
-MAX_TOKENS = 40
+MAX_TOKENS = 64
 WORKERS = ("w0", "w1", "w2", "w3")
 
 
@@ -38,9 +38,9 @@ def get_json(base, path):
         return json.loads(response.read().decode())
 
 
-def completion(base, prompt, stream_started=None):
-    """A greedy completion: (text, token strings, token logprobs). With `stream_started`, streams and
-    sets the event once the first token has arrived."""
+def completion(base, prompt, stream_started=None, progress=None):
+    """A greedy completion: (text, token strings, token logprobs). With `stream_started`, streams,
+    sets the event once the first token has arrived and keeps the token count in `progress[0]`."""
     body = {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": True, "logprobs": 1}
     if stream_started is None:
         status, answer = post(base, "/v1/completions", body)
@@ -63,6 +63,7 @@ def completion(base, prompt, stream_started=None):
                 if choice.get("logprobs"):
                     tokens += choice["logprobs"]["tokens"]
                     logprobs += choice["logprobs"]["token_logprobs"]
+            progress[0] = len(tokens)
             if tokens:
                 stream_started.set()
     return text, tokens, logprobs
@@ -75,13 +76,17 @@ def solo_runs(cluster):
 def concurrent_runs(cluster, during=None):
     """The 16 prompts at once; `during()` runs once every request has received its first token."""
     started = [threading.Event() for _ in PROMPTS]
+    progress = [[0] for _ in PROMPTS]
     with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
-        futures = [pool.submit(completion, cluster.base, prompt, event) for prompt, event in zip(PROMPTS, started)]
+        futures = [pool.submit(completion, cluster.base, prompt, event, count)
+                   for prompt, event, count in zip(PROMPTS, started, progress)]
         outcome = None
         if during is not None:
             for event in started:
                 assert event.wait(timeout=300)
             outcome = during()
+            # Tokens each request had received when `during` returned.
+            outcome = (outcome, [count[0] for count in progress])
         return [future.result() for future in futures], outcome
 
 
@@ -96,8 +101,11 @@ def test_tokens_do_not_change_across_a_live_rebalance(skewed_cluster):
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    results, report = concurrent_runs(skewed_cluster, during=rebalance)
+    results, (report, progress) = concurrent_runs(skewed_cluster, during=rebalance)
     assert "applied the new placement" in report, report
+    print("tokens received when the new placement was in effect:", progress)
+    # The premise: requests were running on both sides of the switch.
+    assert min(progress) < MAX_TOKENS, progress
     after = get_json(skewed_cluster.base, "/v1/placement")
     assert after != before
     replicas = {}
