@@ -8,7 +8,6 @@
 //    expert slot and does not already hold that expert (longest-processing-time-first).
 // A replica costs memory and weight traffic, so replicas are added only while they lower the
 // layer's most loaded worker: the plan keeps the fewest replicas that reach the lowest maximum.
-public import Tensors
 
 /// Computes placements that spread measured expert load over workers.
 public enum Rebalancer {
@@ -128,5 +127,62 @@ public enum Rebalancer {
             holders[item.expert].append(chosen)
         }
         return holders.map { $0.sorted() }
+    }
+}
+
+/// Automatic rebalancing (`serve --rebalance-interval`): at each interval, a new placement from the
+/// tokens routed since the previous one, proposed only when it raises the worst layer's worker
+/// balancedness by at least `minimumGain`. Pure: the caller supplies the clock's readings.
+public struct AutoRebalancer: Sendable {
+    /// Time between two decisions.
+    public let interval: Duration
+    /// Experts of one layer a worker may hold; nil: ⌈experts ÷ workers⌉ + 1.
+    public let expertSlotsPerWorker: Int?
+    /// The worst layer's balancedness must rise by at least this much.
+    public let minimumGain: Double
+    private var lastCounts: [[UInt64]] = []
+    private var lastDecision: ContinuousClock.Instant?
+
+    public init(interval: Duration, expertSlotsPerWorker: Int? = nil, minimumGain: Double = 0.05) {
+        self.interval = interval
+        self.expertSlotsPerWorker = expertSlotsPerWorker
+        self.minimumGain = minimumGain
+    }
+
+    /// Decides whether to change `current` given the cumulative counts `[layer][expert]` at `now`.
+    /// - Returns: the placement to stage, or nil (not due, no tokens routed, or no worthwhile gain).
+    public mutating func decide(
+        cumulative counts: [[UInt64]], current: Placement, now: ContinuousClock.Instant
+    ) -> Placement? {
+        guard let last = lastDecision else {
+            lastDecision = now
+            lastCounts = counts
+            return nil
+        }
+        guard now - last >= interval else { return nil }
+        lastDecision = now
+        defer { lastCounts = counts }
+        guard counts.count == current.layerCount, counts.allSatisfy({ $0.count == current.expertCount }) else { return nil }
+        let load: [[Double]] = counts.enumerated().map { layer, row in
+            row.enumerated().map { expert, count in
+                let before = layer < lastCounts.count && expert < lastCounts[layer].count ? lastCounts[layer][expert] : 0
+                return Double(count >= before ? count - before : count)
+            }
+        }
+        guard load.joined().contains(where: { $0 > 0 }) else { return nil }
+        let workers = current.workerCount
+        let budget = expertSlotsPerWorker ?? min(current.expertCount, (current.expertCount + workers - 1) / workers + 1)
+        guard
+            let proposed = try? Rebalancer.placement(
+                load: load, workerNames: current.workerNames, expertSlotsPerWorker: budget),
+            proposed != current
+        else { return nil }
+        func worst(_ placement: Placement) -> Double {
+            (0..<load.count).map {
+                Rebalancer.balancedness(
+                    Rebalancer.workerLoad(load: load[$0], holders: placement.holders[$0], workerCount: workers))
+            }.min() ?? 1
+        }
+        return worst(proposed) >= worst(current) + minimumGain ? proposed : nil
     }
 }

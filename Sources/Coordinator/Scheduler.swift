@@ -145,7 +145,12 @@ public final class Scheduler: GenerationService {
     }
 
     /// Runs the engine loop on the calling thread until `stop()` is called or `shouldStop` returns true.
-    public func run(executor: inout some ExpertExecutor, shouldStop: () -> Bool = { false }) {
+    /// - Parameter rebalancer: when given, the placement is rebalanced automatically from the load
+    ///   routed in each of its intervals.
+    public func run(
+        executor: inout some ExpertExecutor, rebalancer: AutoRebalancer? = nil, shouldStop: () -> Bool = { false }
+    ) {
+        var rebalancer = rebalancer
         var loop = EngineLoop(scheduler: self)
         var placementWaiters: [(PlacementTicket, PlacementRequest)] = []
         while !shouldStop() && !shared.withLock({ $0.stopping }) {
@@ -155,6 +160,13 @@ public final class Scheduler: GenerationService {
                 state.placement = executor.currentPlacement
                 defer { state.placementRequests.removeAll() }
                 return state.placementRequests
+            }
+            if var automatic = rebalancer, let current = executor.currentPlacement {
+                let counts = shared.withLock { $0.metrics.expertTokens }
+                if let proposed = automatic.decide(cumulative: counts, current: current, now: .now) {
+                    _ = try? executor.stagePlacement(proposed)
+                }
+                rebalancer = automatic
             }
             for request in requests {
                 do {

@@ -1,7 +1,7 @@
 // A client of a running coordinator's load and placement routes (`switchyard rebalance`):
 // reads the expert load and the placement, and applies a new placement.
 public import Coordinator
-public import Foundation
+import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif

@@ -63,6 +63,14 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before its requests fail.")
     var dispatchTimeout: Double = 60
 
+    @Option(
+        name: .customLong("rebalance-interval"),
+        help: "Rebalance the placement automatically every this many seconds from the load routed meanwhile (as `switchyard rebalance` does).")
+    var rebalanceInterval: Double?
+
+    @Option(name: .customLong("memory-budget"), help: "With --rebalance-interval: experts of one layer a worker may hold. Default: ⌈experts ÷ workers⌉ + 1.")
+    var memoryBudget: Int?
+
     @Option(help: "Threads for the matrix products in this process (results do not depend on it).")
     var threads: Int = 1
 
@@ -78,6 +86,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\(name) is \(value), but must be at least 1")
         }
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
+        if let rebalanceInterval, !(rebalanceInterval > 0 && rebalanceInterval.isFinite) {
+            throw ValidationError("--rebalance-interval is \(rebalanceInterval), but must be a positive number of seconds")
+        }
+        if let memoryBudget, memoryBudget < 1 { throw ValidationError("--memory-budget is \(memoryBudget), but must be at least 1") }
     }
 
     func httpAddress() throws -> (host: String, port: Int) {
@@ -110,6 +122,9 @@ struct Serve: AsyncParsableCommand {
                     maxTokensPerStep: maxStepTokens))
             let engineThread = try EngineThread.start(
                 scheduler: scheduler, checkpoint: checkpoint, logger: logger,
+                rebalancer: rebalanceInterval.map {
+                    AutoRebalancer(interval: .milliseconds(Int($0 * 1000)), expertSlotsPerWorker: memoryBudget)
+                },
                 options: workers == 0 && placement == nil
                     ? nil
                     : CoordinatorOptions(
@@ -139,7 +154,8 @@ final class EngineThread: Sendable {
 
     /// Starts the engine; returns once the worker socket is bound (or throws why it could not be).
     static func start(
-        scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, options: CoordinatorOptions?
+        scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, rebalancer: AutoRebalancer? = nil,
+        options: CoordinatorOptions?
     ) throws -> EngineThread {
         let engineThread = EngineThread()
         let started = DispatchSemaphore(value: 0)
@@ -153,7 +169,7 @@ final class EngineThread: Sendable {
                         "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: switchyard worker --coordinator \(coordinator.endpoint) --model \(checkpoint.directory.path)"
                     )
                     started.signal()
-                    scheduler.run(executor: &coordinator)
+                    scheduler.run(executor: &coordinator, rebalancer: rebalancer)
                     coordinator.shutdown(reason: "coordinator stopping")
                 } else {
                     let configuration = checkpoint.configuration

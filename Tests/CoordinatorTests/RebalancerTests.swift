@@ -78,4 +78,26 @@ struct RebalancerTests {
             #expect(error.description.contains(message), "\(error.description)")
         }
     }
+
+    @Test("automatic rebalancing decides once per interval, from the tokens routed in that interval")
+    func automatic() throws {
+        let even = try Placement.even(layerCount: 2, expertCount: 8, workerNames: names)
+        var automatic = AutoRebalancer(interval: .seconds(30), expertSlotsPerWorker: 3)
+        let start = ContinuousClock.now
+        // Up to the first interval: a baseline with an even load, then nothing is due.
+        let baseline: [[UInt64]] = [Array(repeating: 1000, count: 8), Array(repeating: 1000, count: 8)]
+        let first = automatic.decide(cumulative: baseline, current: even, now: start)
+        #expect(first == nil)
+        let skewedCounts = zip(baseline, skewed).map { zip($0, $1).map { $0 + UInt64($1) } }
+        let early = automatic.decide(cumulative: skewedCounts, current: even, now: start + .seconds(10))
+        #expect(early == nil)
+        // Due: the interval's load alone is skewed (the cumulative counts are nearly even).
+        let decision = automatic.decide(cumulative: skewedCounts, current: even, now: start + .seconds(31))
+        let proposed = try #require(decision)
+        #expect(proposed == (try Rebalancer.placement(load: skewed, workerNames: names, expertSlotsPerWorker: 3)))
+        // Next interval: an even load gains nothing over the even placement.
+        let evenAgain = skewedCounts.map { $0.map { $0 + 100 } }
+        let next = automatic.decide(cumulative: evenAgain, current: even, now: start + .seconds(62))
+        #expect(next == nil)
+    }
 }
