@@ -13,13 +13,16 @@ rest. For each run it prints, per MoE layer, the worker balancedness (mean ÷ ma
 per worker, from the tokens routed per expert during the run and the placement, a replica taking
 its even share) and the decode step latency (the mean gap between a request's consecutive tokens,
 from the server's switchyard_inter_token_latency_seconds), and checks that every request produced
-the same tokens in both runs.
+the same tokens in both runs. On a shared machine the runs alternate (--rounds: even, rebalanced,
+even, rebalanced, …, switching back and forth live with POST /v1/placement) and the medians are
+compared, so a change in background load hits both placements alike.
 """
 import argparse
 import concurrent.futures
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +54,13 @@ def completion(base, prompt, max_tokens):
     with urllib.request.urlopen(request, timeout=1800) as response:
         choice = json.loads(response.read())["choices"][0]
     return choice["logprobs"]["tokens"], choice["logprobs"]["token_logprobs"]
+
+
+def apply(base, placement_json):
+    request = urllib.request.Request(base + "/v1/placement", data=placement_json.encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        assert response.status == 200
 
 
 def run_workload(base, prompts, max_tokens, layers, experts):
@@ -91,6 +101,7 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--memory-budget", type=int, default=3, help="experts per worker per layer")
     parser.add_argument("--threads", type=int, default=1, help="kernel threads per worker and coordinator")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two placements")
     args = parser.parse_args()
     binary = os.path.abspath(args.switchyard)
 
@@ -120,14 +131,23 @@ def main():
         prompts = [f"Request {i} asks the hot experts about topic {i * 7 % 13}." for i in range(args.batch)]
         completion(base, prompts[0], 4)  # warm-up
 
-        before = run_workload(base, prompts, args.max_tokens, args.layers, args.experts)
+        even_placement = get(base, "/v1/placement")
+        befores, afters = [], []
+        befores.append(run_workload(base, prompts, args.max_tokens, args.layers, args.experts))
         started = time.perf_counter()
         rebalance = subprocess.run([binary, "rebalance", "--server", base, "--memory-budget", str(args.memory_budget)],
                                    capture_output=True, text=True)
         rebalance_seconds = time.perf_counter() - started
         if rebalance.returncode != 0:
             sys.exit(f"rebalance failed: {rebalance.stderr}")
-        after = run_workload(base, prompts, args.max_tokens, args.layers, args.experts)
+        rebalanced_placement = get(base, "/v1/placement")
+        afters.append(run_workload(base, prompts, args.max_tokens, args.layers, args.experts))
+        for _ in range(args.rounds - 1):
+            apply(base, even_placement)
+            befores.append(run_workload(base, prompts, args.max_tokens, args.layers, args.experts))
+            apply(base, rebalanced_placement)
+            afters.append(run_workload(base, prompts, args.max_tokens, args.layers, args.experts))
+        before, after = befores[0], afters[0]
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -148,10 +168,15 @@ def main():
     print()
     print(f"{'':28}{'before':>10}{'after':>10}")
     print(f"{'expert replicas':28}{before['replicas']:>10}{after['replicas']:>10}")
-    print(f"{'decode step latency (ms)':28}{before['step_seconds'] * 1000:>10.1f}{after['step_seconds'] * 1000:>10.1f}")
-    print(f"{'tokens/s (whole run)':28}{before['tokens_per_second']:>10.1f}{after['tokens_per_second']:>10.1f}")
-    same = before["outputs"] == after["outputs"]
-    print(f"every request's tokens and logprobs identical before and after: {'yes' if same else 'NO'}")
+    for index, (b, a) in enumerate(zip(befores, afters)):
+        print(f"{f'decode step latency (ms), run {index + 1}':28}{b['step_seconds'] * 1000:>10.1f}{a['step_seconds'] * 1000:>10.1f}")
+    median_before = statistics.median(b["step_seconds"] for b in befores) * 1000
+    median_after = statistics.median(a["step_seconds"] for a in afters) * 1000
+    print(f"{'decode step latency (ms), median':28}{median_before:>10.1f}{median_after:>10.1f}")
+    print(f"{'tokens/s (whole run), median':28}{statistics.median(b['tokens_per_second'] for b in befores):>10.1f}"
+          f"{statistics.median(a['tokens_per_second'] for a in afters):>10.1f}")
+    same = all(run["outputs"] == befores[0]["outputs"] for run in befores + afters)
+    print(f"every request's tokens and logprobs identical in all {len(befores) + len(afters)} runs: {'yes' if same else 'NO'}")
     if not same:
         sys.exit(1)
 
