@@ -202,7 +202,12 @@ public final class Scheduler: GenerationService {
             _ = wake.wait(timeout: .now() + .milliseconds(5))
         }
         loop.failAll(.unavailable("the server is shutting down"), executor: &executor)
-        for (_, request) in placementWaiters {
+        let unseen = shared.withLock { state in
+            state.stopping = true
+            defer { state.placementRequests.removeAll() }
+            return state.placementRequests
+        }
+        for request in placementWaiters.map(\.1) + unseen {
             request.continuation.resume(returning: .failure(.failed("the server is shutting down")))
         }
     }
