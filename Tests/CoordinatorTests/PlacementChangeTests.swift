@@ -8,7 +8,7 @@ import Tokenization
 
 @testable import Coordinator
 
-/// What the engine did, in order: "step" (a step boundary), "layer N", "applied".
+/// What the engine did, in order: "boundary" (prepareStep), "layer N", "staged", "applied".
 final class EngineLog: Sendable {
     private let entries = Mutex<[String]>([])
     func append(_ entry: String) { entries.withLock { $0.append(entry) } }
@@ -33,7 +33,7 @@ struct PlacedExperts: ExpertExecutor {
     var workerSummaries: [WorkerSummary] { local.workerSummaries }
 
     mutating func prepareStep() {
-        log.append("step")
+        log.append("boundary")
         guard var pending = staged else { return }
         pending.boundariesLeft -= 1
         staged = pending
@@ -51,6 +51,7 @@ struct PlacedExperts: ExpertExecutor {
         let reordered = try newPlacement.reordered(as: placement.workerNames)
         nextTicket += 1
         staged = (reordered, PlacementTicket(nextTicket), 2)
+        log.append("staged")
         return PlacementTicket(nextTicket)
     }
 
@@ -109,13 +110,15 @@ struct PlacementChangeTests {
         let current = try #require(scheduler.placement())
         let replicated = try Placement(
             workerNames: ["b", "a"], holders: current.holders.map { $0.map { _ in [0, 1] } })
-        // Hold the engine inside the first step of the batch, ask for the change, then let it go:
-        // the change is staged after that step and applied two boundaries later, mid-request.
+        // The engine advances one MoE layer per permit: hold it inside the batch's first step, ask
+        // for the change, and let it run a layer at a time until the change is staged, so the
+        // requests are still running when it is applied two boundaries later.
         permits.set(0)
         let soloEntries = log.all.count
         let streams = try prompts.map { try scheduler.submit(request($0)) }
         async let change = scheduler.applyPlacement(json: Array(replicated.jsonData()))
-        while !log.all.suffix(1).contains("step") || scheduler.metrics().runningRequests == 0 {
+        while !log.all[soloEntries...].contains("staged") {
+            if permits.available == 0 { permits.set(1) }
             try await Task.sleep(for: .milliseconds(1))
         }
         permits.set(nil)
@@ -126,13 +129,18 @@ struct PlacementChangeTests {
         #expect(together == solo)
         #expect(try applied.get() == (try replicated.reordered(as: ["a", "b"])))
         #expect(scheduler.placement() == (try replicated.reordered(as: ["a", "b"])))
-        let entries = log.all
+        let entries = Array(log.all[soloEntries...])
         let index = try #require(entries.firstIndex(of: "applied"))
-        // Switched at a step boundary: right after "step", before the step's first layer.
-        #expect(entries[index - 1] == "step")
-        #expect(entries[index + 1] == "layer 0")
-        // Requests ran on both sides of the switch: 3 prompts × 8 tokens need more steps than came before it.
-        #expect(entries[soloEntries..<index].filter { $0 == "step" }.count < 8)
+        // The requests ran on both sides of the switch.
+        #expect(entries[..<index].contains("layer 0"))
+        #expect(entries[index...].contains("layer 0"))
+        // The engine never reaches a step boundary inside a step: between a step's first layer
+        // and its last, only its layers follow each other, in order.
+        let layerCount = try #require(scheduler.placement()).layerCount
+        for (position, entry) in entries.enumerated() where entry == "layer 0" {
+            let step = entries[position..<min(entries.count, position + layerCount)]
+            #expect(step.elementsEqual((0..<layerCount).map { "layer \($0)" }), "\(step)")
+        }
     }
 
     @Test("a placement that does not fit is refused naming the problem, and the placement stays")
