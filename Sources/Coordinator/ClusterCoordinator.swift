@@ -182,9 +182,14 @@ public final class ClusterCoordinator: ExpertExecutor {
         pending = PendingPlacement(placement: reordered, ticket: ticket, staged: .now)
         for index in slots.indices where slots[index] != nil {
             let experts = assignment(ofSlot: index)
-            if send(.assign(.init(experts: experts)), to: slots[index]!.peer) {
-                slots[index]!.assignsInFlight += 1
+            guard send(.assign(.init(experts: experts)), to: slots[index]!.peer) else {
+                // Without its new experts this worker could not serve the placement: give it up.
+                pending = nil
+                placementOutcomes[ticket] = .failed(
+                    "worker \(slots[index]!.name) could not be sent its new experts; the placement is unchanged")
+                return ticket
             }
+            slots[index]!.assignsInFlight += 1
         }
         logger.info("placement \(ticket.rawValue) staged; waiting for the workers to load their new experts")
         switchPlacementIfReady()
