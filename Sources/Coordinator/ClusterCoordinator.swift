@@ -308,8 +308,8 @@ public final class ClusterCoordinator: ExpertExecutor {
         let step = StepIndex(nextStep)
         let hiddenSize = configuration.hiddenSize
         let plan = DispatchPlan(routing: routing, layer: layer, placement: placement)
-        var outstanding: [Int: Int] = [:]  // slot → index in plan.batches
-        for (batchIndex, batch) in plan.batches.enumerated() {
+        var outstanding: [Int: DispatchPlan.WorkerBatch] = [:]
+        for batch in plan.batches {
             guard let slot = slots[batch.slot], slot.ready else {
                 throw .unavailable("worker slot \(placement.workerNames[batch.slot]) has no ready worker for \(layer)")
             }
@@ -323,7 +323,7 @@ public final class ClusterCoordinator: ExpertExecutor {
             guard send(.dispatch(dispatch), to: slot.peer) else {
                 throw .expertsFailed("worker \(slot.name) is unreachable (sending \(layer) of \(step) failed)")
             }
-            outstanding[batch.slot] = batchIndex
+            outstanding[batch.slot] = batch
         }
 
         var partials: [Int: [Float]] = [:]
@@ -339,12 +339,11 @@ public final class ClusterCoordinator: ExpertExecutor {
             }
             guard let (peer, frames) = receive(timeout: remaining) else { continue }
             let slotIndex = slots.firstIndex { $0?.peer == peer }
-            guard let slotIndex, let batchIndex = outstanding[slotIndex], partials[slotIndex] == nil else {
+            guard let slotIndex, let batch = outstanding[slotIndex], partials[slotIndex] == nil else {
                 handle(frames: frames, from: peer)
                 continue
             }
             let name = slots[slotIndex]!.name
-            let batch = plan.batches[batchIndex]
             let message: WireMessage
             do { message = try WireCodec.decode(frames) } catch {
                 logger.warning("bad frame from worker \(name) while waiting for \(layer): \(error)")
