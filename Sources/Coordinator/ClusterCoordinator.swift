@@ -60,11 +60,25 @@ public final class ClusterCoordinator: ExpertExecutor {
         var peer: PeerIdentity
         var name: String
         var pid: Int
+        /// True once the worker has loaded its first assignment.
         var ready: Bool
+        /// ASSIGNs sent and not yet answered with READY (the worker answers them in order).
+        var assignsInFlight: Int
+    }
+
+    /// A placement waiting for its workers to load their new experts.
+    struct PendingPlacement {
+        let placement: Placement
+        let ticket: PlacementTicket
+        let staged: ContinuousClock.Instant
     }
 
     public let endpoint: String
-    public let placement: Placement
+    /// The placement dispatches use; replaced between steps by a staged one once its workers are ready.
+    public private(set) var placement: Placement
+    private var pending: PendingPlacement?
+    private var nextTicket: UInt64 = 0
+    private var placementOutcomes: [PlacementTicket: PlacementOutcome] = [:]
     let configuration: MixtralConfiguration
     let fingerprint: String
     let modelPath: String
@@ -162,6 +176,93 @@ public final class ClusterCoordinator: ExpertExecutor {
         pump(timeout: timeout)
         // Drain whatever else is queued without waiting.
         while let (peer, frames) = receive(timeout: .zero) { handle(frames: frames, from: peer) }
+        switchPlacementIfReady()
+    }
+
+    public func prepareStep() {
+        switchPlacementIfReady()
+    }
+
+    // MARK: placement changes
+
+    public var currentPlacement: Placement? { placement }
+
+    /// Stages `newPlacement`: every worker is told to load the union of its current and new experts;
+    /// once all have answered READY, the next step boundary switches to it and the workers drop the
+    /// experts they no longer hold. A placement staged before and not yet applied is superseded.
+    /// - Throws: `PlacementError` when the placement names other workers or does not fit the model.
+    public func stagePlacement(_ newPlacement: Placement) throws(PlacementError) -> PlacementTicket {
+        guard newPlacement.layerCount == placement.layerCount, newPlacement.expertCount == placement.expertCount else {
+            throw PlacementError(
+                "the placement has \(newPlacement.layerCount) layers × \(newPlacement.expertCount) experts, "
+                    + "but the model has \(placement.layerCount) × \(placement.expertCount)")
+        }
+        let reordered = try newPlacement.reordered(as: placement.workerNames)
+        if let superseded = pending {
+            placementOutcomes[superseded.ticket] = .failed("superseded by a newer placement before it was applied")
+        }
+        nextTicket += 1
+        let ticket = PlacementTicket(nextTicket)
+        pending = PendingPlacement(placement: reordered, ticket: ticket, staged: .now)
+        for index in slots.indices where slots[index] != nil {
+            let experts = assignment(ofSlot: index)
+            guard send(assignment(experts), to: slots[index]!.peer) else {
+                // Without its new experts this worker could not serve the placement: give it up.
+                pending = nil
+                placementOutcomes[ticket] = .failed(
+                    "worker \(slots[index]!.name) could not be sent its new experts; the placement is unchanged")
+                return ticket
+            }
+            slots[index]!.assignsInFlight += 1
+        }
+        logger.info("placement \(ticket.rawValue) staged; waiting for the workers to load their new experts")
+        switchPlacementIfReady()
+        return ticket
+    }
+
+    /// What became of a staged placement.
+    public func placementOutcome(_ ticket: PlacementTicket) -> PlacementOutcome {
+        if pending?.ticket == ticket { return .pending }
+        return placementOutcomes[ticket] ?? .failed("unknown placement ticket \(ticket.rawValue)")
+    }
+
+    /// The experts a slot must hold now: its current ones, plus the staged placement's.
+    private func assignment(ofSlot slot: Int) -> [LayerExpert] {
+        let current = placement.experts(ofWorker: slot)
+        guard let pending else { return current }
+        let held = Set(current)
+        return current + pending.placement.experts(ofWorker: slot).filter { !held.contains($0) }
+    }
+
+    /// Between steps: switches to the staged placement once every worker holds its experts, or
+    /// gives it up when the workers have not loaded them within the dispatch timeout.
+    private func switchPlacementIfReady() {
+        guard let staged = pending else { return }
+        let loaded = slots.allSatisfy { $0 != nil && $0!.ready && $0!.assignsInFlight == 0 }
+        guard loaded else {
+            if ContinuousClock.now - staged.staged > options.dispatchTimeout {
+                pending = nil
+                let reason =
+                    "the workers did not load the new experts within \(options.dispatchTimeout) "
+                    + "(\(readyWorkerCount) of \(placement.workerCount) ready); the placement is unchanged"
+                placementOutcomes[staged.ticket] = .failed(reason)
+                logger.warning("placement \(staged.ticket.rawValue) abandoned: \(reason)")
+            }
+            return
+        }
+        pending = nil
+        placement = staged.placement
+        placementOutcomes[staged.ticket] = .applied
+        // Now the workers may drop what they no longer hold; dispatches after this ASSIGN only use
+        // the new placement, and each worker handles its messages in order.
+        for index in slots.indices {
+            if send(assignment(placement.experts(ofWorker: index)), to: slots[index]!.peer) {
+                slots[index]!.assignsInFlight += 1
+            }
+        }
+        let replicas = placement.holders.joined().reduce(0) { $0 + $1.count }
+        logger.info(
+            "placement \(staged.ticket.rawValue) applied: \(replicas) expert replicas on \(placement.workerCount) workers")
     }
 
     public func takeRemoteJobs() -> [RemoteJob] {
@@ -318,12 +419,15 @@ public final class ClusterCoordinator: ExpertExecutor {
             }
         }
 
-        var output = [Float](repeating: 0, count: routing.tokenCount * hiddenSize)
-        // Add partial sums in slot order so the result does not depend on arrival order.
-        for slotIndex in outstanding.keys.sorted() {
-            DispatchPlan.scatterAdd(partials[slotIndex]!, of: outstanding[slotIndex]!, into: &output, hiddenSize: hiddenSize)
-        }
-        return output
+        // Added in a fixed order, so the result depends neither on arrival order nor on placement.
+        return plan.combine(
+            plan.batches.map { partials[$0.slot]! }, tokenCount: routing.tokenCount, hiddenSize: hiddenSize)
+    }
+
+    /// An ASSIGN of `experts` with this coordinator's arithmetic and quantization (every ASSIGN
+    /// carries them: a worker rebuilds its store from each one).
+    private func assignment(_ experts: [LayerExpert]) -> WireMessage {
+        .assign(.init(experts: experts, arithmetic: options.arithmetic, quantization: options.quantization))
     }
 
     // MARK: message handling
@@ -385,11 +489,13 @@ public final class ClusterCoordinator: ExpertExecutor {
                 send(.error(.init(code: .notReady, message: "unknown worker: send HELLO first")), to: peer)
                 return
             }
-            slots[slotIndex]!.ready = true
+            let wasReady = isReady
+            slots[slotIndex]!.assignsInFlight = max(0, slots[slotIndex]!.assignsInFlight - 1)
+            if slots[slotIndex]!.assignsInFlight == 0 { slots[slotIndex]!.ready = true }
             logger.info(
                 "worker \(slots[slotIndex]!.name) ready: \(ready.loadedExpertCount) experts loaded in \(String(format: "%.2f", ready.loadSeconds)) s (\(readyWorkerCount) of \(placement.workerCount) ready)"
             )
-            if isReady { logger.info("all \(placement.workerCount) workers ready; serving") }
+            if isReady && !wasReady { logger.info("all \(placement.workerCount) workers ready; serving") }
         case .heartbeat(let beat):
             if slotIndex == nil {
                 send(.error(.init(code: .notReady, message: "unknown worker: send HELLO first")), to: peer)
@@ -444,12 +550,13 @@ public final class ClusterCoordinator: ExpertExecutor {
             refuse(.badRequest, "all \(placement.workerCount) worker slots are taken (\(slots.compactMap { $0?.name }.joined(separator: ", ")))")
             return
         }
-        slots[slotIndex] = Slot(peer: peer, name: hello.workerName, pid: hello.pid, ready: false)
+        slots[slotIndex] = Slot(peer: peer, name: hello.workerName, pid: hello.pid, ready: false, assignsInFlight: 1)
         nextWorkerID += 1
-        let experts = placement.experts(ofWorker: slotIndex)
+        // During a placement change the worker also loads what the staged placement gives it.
+        let experts = assignment(ofSlot: slotIndex)
         send(.welcome(.init(workerID: WorkerID(nextWorkerID), coordinatorName: ProcessInfo.processInfo.hostName)), to: peer)
         send(
-            .assign(.init(experts: experts, arithmetic: options.arithmetic, quantization: options.quantization)),
+            assignment(experts),
             to: peer)
         logger.info("worker \(hello.workerName) (pid \(hello.pid)) registered; assigned \(experts.count) experts")
     }

@@ -58,6 +58,35 @@ public protocol ExpertExecutor {
     /// The workers dispatches go to, in placement order, for the accounting (an idle worker is
     /// reported with zero load); empty when the experts run in-process.
     var dispatchWorkerNames: [String] { get }
+
+    /// Called by the engine loop before each step: the point where a staged placement may take effect.
+    mutating func prepareStep()
+
+    /// The placement experts are dispatched by; nil when the experts are computed in-process.
+    var currentPlacement: Placement? { get }
+
+    /// Starts a change of placement; it takes effect between steps once the workers hold the new experts.
+    /// - Throws: `PlacementError` when the placement does not fit the running cluster.
+    mutating func stagePlacement(_ placement: Placement) throws(PlacementError) -> PlacementTicket
+
+    /// What became of a staged placement.
+    func placementOutcome(_ ticket: PlacementTicket) -> PlacementOutcome
+}
+
+/// Identifies one staged placement change.
+public struct PlacementTicket: Hashable, Sendable {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+}
+
+/// The state of a staged placement change.
+public enum PlacementOutcome: Sendable, Equatable {
+    /// Workers are loading their new experts.
+    case pending
+    /// Dispatches use the new placement.
+    case applied
+    /// Not applied; the current placement stays. The message says why.
+    case failed(String)
 }
 
 /// A job submitted over the coordinator's ZeroMQ socket.
@@ -78,6 +107,16 @@ extension ExpertExecutor {
     public mutating func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>) {}
     public mutating func takeDispatchObservations() -> [WorkerDispatchObservation] { [] }
     public var dispatchWorkerNames: [String] { [] }
+
+    public mutating func prepareStep() {}
+    public var currentPlacement: Placement? { nil }
+    public mutating func stagePlacement(_ placement: Placement) throws(PlacementError) -> PlacementTicket {
+        throw PlacementError(
+            "the experts are computed in-process (serve --workers 0); there is no placement to change")
+    }
+    public func placementOutcome(_ ticket: PlacementTicket) -> PlacementOutcome {
+        .failed("the experts are computed in-process; there is no placement")
+    }
 }
 
 /// The experts a worker holds, as reported in results.

@@ -193,4 +193,32 @@ public protocol GenerationService: Sendable {
     func stopExpertLoadRecording() -> ExpertLoadRecording
     /// The current or last recording, with its steps.
     func expertLoadRecording() -> ExpertLoadRecording
+    /// The placement experts are dispatched by; nil when they are computed in-process.
+    func placement() -> Placement?
+    /// Applies a placement given as placement-file JSON (untrusted bytes) between steps, once the
+    /// workers hold their new experts; returns the placement in effect afterwards.
+    func applyPlacement(json: [UInt8]) async -> Result<Placement, PlacementChangeError>
+}
+
+extension GenerationService {
+    public func placement() -> Placement? { nil }
+    public func applyPlacement(json: [UInt8]) async -> Result<Placement, PlacementChangeError> {
+        .failure(.unsupported("this server has no placement to change"))
+    }
+}
+
+/// Why a placement change was not applied; front ends map these to HTTP statuses.
+public enum PlacementChangeError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The placement is malformed or does not fit the running cluster (HTTP 400).
+    case invalid(String)
+    /// There is no placement: the experts are computed in-process (HTTP 409).
+    case unsupported(String)
+    /// The workers did not load the new experts, or the server stopped (HTTP 503).
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let message), .unsupported(let message), .failed(let message): message
+        }
+    }
 }

@@ -1,8 +1,8 @@
 // Placement: which worker holds which expert of which layer.
 //
 // Vocabulary: a *worker slot* is a position in the placement (0 ..< workerCount) that a registered
-// worker fills; the placement maps every (layer, expert) to exactly one slot. Replicas (an expert on
-// several workers) come with load balancing, a later issue.
+// worker fills; the placement maps every (layer, expert) to one or more slots. An expert held by
+// several slots has *replicas*: the dispatch plan splits its rows between them.
 public import Foundation
 public import Tensors
 
@@ -12,31 +12,76 @@ public struct PlacementError: Error, CustomStringConvertible, Equatable {
     init(_ description: String) { self.description = description }
 }
 
-/// Maps every expert of every MoE layer to the worker slot that computes it.
+/// Maps every expert of every MoE layer to the worker slots that compute it.
 public struct Placement: Sendable, Equatable {
     /// The name of each worker slot; a worker started with `--name` fills the slot of that name.
     public let workerNames: [String]
-    /// `owner[layer][expert]` is the worker slot holding that expert.
-    public let owner: [[Int]]
+    /// `holders[layer][expert]` is the ascending, non-empty list of worker slots holding that expert.
+    public let holders: [[[Int]]]
 
     public var workerCount: Int { workerNames.count }
-    public var layerCount: Int { owner.count }
-    public var expertCount: Int { owner.first?.count ?? 0 }
+    public var layerCount: Int { holders.count }
+    public var expertCount: Int { holders.first?.count ?? 0 }
+
+    /// A placement from explicit holder lists.
+    /// - Throws: `PlacementError` when a list is empty, names a slot outside `workerNames`, or
+    ///   names a slot twice, or when the layers do not all have the same expert count.
+    public init(workerNames: [String], holders: [[[Int]]]) throws(PlacementError) {
+        try Self.checkUniqueNames(workerNames)
+        let expertCount = holders.first?.count ?? 0
+        for (layer, experts) in holders.enumerated() {
+            guard experts.count == expertCount else {
+                throw PlacementError("layer \(layer) has \(experts.count) experts, but layer 0 has \(expertCount)")
+            }
+            for (expert, slots) in experts.enumerated() {
+                guard !slots.isEmpty else { throw PlacementError("layer \(layer) expert \(expert) has no worker") }
+                guard slots.allSatisfy({ (0..<workerNames.count).contains($0) }) else {
+                    throw PlacementError("layer \(layer) expert \(expert) names a worker slot outside 0..<\(workerNames.count)")
+                }
+                guard Set(slots).count == slots.count else {
+                    throw PlacementError("layer \(layer) expert \(expert) lists a worker twice")
+                }
+            }
+        }
+        self.workerNames = workerNames
+        self.holders = holders.map { $0.map { $0.sorted() } }
+    }
+
+    private init(validatedNames workerNames: [String], holders: [[[Int]]]) {
+        self.workerNames = workerNames
+        self.holders = holders
+    }
 
     /// The experts held by one worker slot, in (layer, expert) order.
     public func experts(ofWorker slot: Int) -> [LayerExpert] {
         var held: [LayerExpert] = []
-        for (layer, owners) in owner.enumerated() {
-            for (expert, holder) in owners.enumerated() where holder == slot {
+        for (layer, experts) in holders.enumerated() {
+            for (expert, slots) in experts.enumerated() where slots.contains(slot) {
                 held.append(LayerExpert(layer: LayerIndex(layer), expert: ExpertID(expert)))
             }
         }
         return held
     }
 
-    /// The slot holding `expert` of `layer`.
-    public func worker(holding expert: ExpertID, in layer: LayerIndex) -> Int {
-        owner[layer.rawValue][expert.rawValue]
+    /// The slots holding `expert` of `layer`, ascending (more than one for a replicated expert).
+    public func workers(holding expert: ExpertID, in layer: LayerIndex) -> [Int] {
+        holders[layer.rawValue][expert.rawValue]
+    }
+
+    /// The same placement with the worker slots in the order of `names` (a permutation of `workerNames`).
+    /// - Throws: `PlacementError` naming the missing or unknown workers when `names` is not a permutation.
+    public func reordered(as names: [String]) throws(PlacementError) -> Placement {
+        guard names.count == workerNames.count, Set(names) == Set(workerNames) else {
+            let missing = names.filter { !workerNames.contains($0) }
+            let unknown = workerNames.filter { !names.contains($0) }
+            throw PlacementError(
+                "the placement must name the same workers as the running one (\(names.joined(separator: ", "))); "
+                    + (missing.isEmpty ? "" : "missing: \(missing.joined(separator: ", ")); ")
+                    + (unknown.isEmpty ? "" : "unknown: \(unknown.joined(separator: ", "))"))
+        }
+        let newSlot = workerNames.map { names.firstIndex(of: $0)! }
+        return Placement(
+            validatedNames: names, holders: holders.map { $0.map { $0.map { newSlot[$0] }.sorted() } })
     }
 
     /// Spreads experts evenly: in every layer, worker `w` holds a contiguous block of
@@ -51,14 +96,15 @@ public struct Placement: Sendable, Equatable {
                     + "every worker must hold at least one expert (use at most \(expertCount) workers)")
         }
         try checkUniqueNames(workerNames)
-        let row = evenOwners(expertCount: expertCount, workerCount: workerNames.count)
-        return Placement(workerNames: workerNames, owner: Array(repeating: row, count: layerCount))
+        let row = evenOwners(expertCount: expertCount, workerCount: workerNames.count).map { [$0] }
+        return Placement(validatedNames: workerNames, holders: Array(repeating: row, count: layerCount))
     }
 
     /// Reads a placement file: `{"workers": [{"name": "w0", "experts": [[layer, expert], ...]}, ...]}`.
     /// Experts not listed are spread evenly over the workers not marked `"exclusive": true` (an
-    /// exclusive worker holds exactly its list); an expert left with no worker, an expert listed twice,
-    /// an id outside the model, or two workers with one name is an error naming the entry.
+    /// exclusive worker holds exactly its list); an expert listed under several workers has a replica
+    /// on each. An expert left with no worker, an expert listed twice for one worker, an id outside the
+    /// model, or two workers with one name is an error naming the entry.
     public static func load(
         from url: URL, layerCount: Int, expertCount: Int
     ) throws -> Placement {
@@ -66,12 +112,21 @@ public struct Placement: Sendable, Equatable {
         do { data = try Data(contentsOf: url) } catch {
             throw PlacementError("\(url.path): cannot read placement file (\(error.localizedDescription))")
         }
-        return try load(json: data, source: url.lastPathComponent, layerCount: layerCount, expertCount: expertCount)
+        return try decode(data, source: url.lastPathComponent, layerCount: layerCount, expertCount: expertCount)
     }
 
     /// Reads a placement from the JSON text of a placement file; `source` names it in errors.
     public static func load(
         json data: Data, source: String, layerCount: Int, expertCount: Int
+    ) throws(PlacementError) -> Placement {
+        try decode(data, source: source, layerCount: layerCount, expertCount: expertCount)
+    }
+
+    /// Parses placement JSON (the placement file's shape) from untrusted bytes.
+    /// - Parameter source: names the input in error messages (a path, or "request body").
+    /// - Throws: `PlacementError` naming the first problem.
+    public static func decode(
+        _ data: Data, source: String, layerCount: Int, expertCount: Int
     ) throws(PlacementError) -> Placement {
         let file: PlacementFile
         do { file = try JSONDecoder().decode(PlacementFile.self, from: data) } catch {
@@ -88,7 +143,7 @@ public struct Placement: Sendable, Equatable {
         let names = file.workers.map(\.name)
         guard !names.isEmpty else { throw PlacementError("\(source): workers is empty; list at least one worker") }
         try checkUniqueNames(names, source: source)
-        var owner = Array(repeating: Array(repeating: -1, count: expertCount), count: layerCount)
+        var holders = Array(repeating: Array(repeating: [Int](), count: expertCount), count: layerCount)
         for (slot, worker) in file.workers.enumerated() {
             for (index, pair) in worker.experts.enumerated() {
                 let field = "\(source): workers[\(slot)] (\(worker.name)).experts[\(index)]"
@@ -103,11 +158,11 @@ public struct Placement: Sendable, Equatable {
                     throw PlacementError(
                         "\(field): expert \(expert) does not exist; valid experts are 0...\(expertCount - 1)")
                 }
-                guard owner[layer][expert] == -1 else {
+                guard holders[layer][expert].last != slot else {
                     throw PlacementError(
-                        "\(field): layer \(layer) expert \(expert) is already placed on \(names[owner[layer][expert]])")
+                        "\(field): layer \(layer) expert \(expert) is listed twice for \(worker.name)")
                 }
-                owner[layer][expert] = slot
+                holders[layer][expert].append(slot)
             }
         }
         // Unlisted experts: spread evenly over the workers that are not exclusive, in the same blocks
@@ -116,11 +171,11 @@ public struct Placement: Sendable, Equatable {
         var missing: [String] = []
         for layer in 0..<layerCount {
             let fallback = sharing.isEmpty ? [] : evenOwners(expertCount: expertCount, workerCount: sharing.count)
-            for expert in 0..<expertCount where owner[layer][expert] == -1 {
+            for expert in 0..<expertCount where holders[layer][expert].isEmpty {
                 if sharing.isEmpty {
                     missing.append("layer \(layer) expert \(expert)")
                 } else {
-                    owner[layer][expert] = sharing[fallback[expert]]
+                    holders[layer][expert] = [sharing[fallback[expert]]]
                 }
             }
         }
@@ -130,7 +185,23 @@ public struct Placement: Sendable, Equatable {
                 "\(source): \(shown) \(missing.count == 1 ? "has" : "have") no worker; every worker is exclusive, "
                     + "so list \(missing.count == 1 ? "it" : "them") under a worker or add a worker that is not exclusive")
         }
-        return Placement(workerNames: names, owner: owner)
+        return Placement(validatedNames: names, holders: holders)
+    }
+    /// The placement as a file: every worker with every expert it holds, listed explicitly.
+    public var file: PlacementFile {
+        PlacementFile(
+            workers: workerNames.indices.map { slot in
+                PlacementFile.Worker(
+                    name: workerNames[slot],
+                    experts: experts(ofWorker: slot).map { [$0.layer.rawValue, $0.expert.rawValue] })
+            })
+    }
+
+    /// The placement file's JSON (what `serve --placement` and `POST /v1/placement` read).
+    public func jsonData() -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(file)) ?? Data()
     }
 
     private static func evenOwners(expertCount: Int, workerCount: Int) -> [Int] {
@@ -157,12 +228,19 @@ public struct Placement: Sendable, Equatable {
 }
 
 /// The JSON shape of a placement file.
-struct PlacementFile: Codable, Equatable {
-    struct Worker: Codable, Equatable {
-        var name: String
-        var experts: [[Int]]
+public struct PlacementFile: Codable, Equatable, Sendable {
+    /// One worker and the `[layer, expert]` pairs it holds.
+    public struct Worker: Codable, Equatable, Sendable {
+        public var name: String
+        public var experts: [[Int]]
         /// True: the worker holds exactly `experts` and takes none of the unlisted ones.
-        var exclusive: Bool? = nil
+        public var exclusive: Bool?
+        public init(name: String, experts: [[Int]], exclusive: Bool? = nil) {
+            self.name = name
+            self.experts = experts
+            self.exclusive = exclusive
+        }
     }
-    var workers: [Worker]
+    public var workers: [Worker]
+    public init(workers: [Worker]) { self.workers = workers }
 }

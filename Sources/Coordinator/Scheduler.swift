@@ -34,6 +34,16 @@ public final class Scheduler: GenerationService {
         var metrics = EngineMetrics()
         var stopping = false
         var load: ExpertLoadAccounting
+        /// The executor's placement as of the last engine iteration (nil: experts in-process).
+        var placement: Placement?
+        /// Placement changes asked for, not yet seen by the engine thread.
+        var placementRequests: [PlacementRequest] = []
+    }
+
+    /// A placement change asked for through `applyPlacement`.
+    struct PlacementRequest: Sendable {
+        let placement: Placement
+        let continuation: CheckedContinuation<Result<Placement, PlacementChangeError>, Never>
     }
 
     /// A request accepted by `submit`, not yet seen by the engine thread.
@@ -168,6 +178,33 @@ public final class Scheduler: GenerationService {
         return stream
     }
 
+    /// The placement experts are dispatched by; nil when they are computed in-process.
+    public func placement() -> Placement? { shared.withLock { $0.placement } }
+
+    /// Parses a placement (placement-file JSON, untrusted) and applies it between steps once every
+    /// worker has loaded its new experts. Running requests continue across the switch with the
+    /// same tokens. Returns the placement in effect afterwards.
+    public func applyPlacement(json: [UInt8]) async -> Result<Placement, PlacementChangeError> {
+        guard let current = placement() else {
+            return .failure(.unsupported("the experts are computed in-process (serve --workers 0); there is no placement to change"))
+        }
+        let parsed: Placement
+        do {
+            parsed = try Placement.decode(
+                Data(json), source: "placement", layerCount: current.layerCount, expertCount: current.expertCount)
+        } catch {
+            return .failure(.invalid(error.description))
+        }
+        return await withCheckedContinuation { continuation in
+            let accepted = shared.withLock { state -> Bool in
+                if state.stopping { return false }
+                state.placementRequests.append(PlacementRequest(placement: parsed, continuation: continuation))
+                return true
+            }
+            if accepted { wake.signal() } else { continuation.resume(returning: .failure(.failed("the server is shutting down"))) }
+        }
+    }
+
     /// Stops accepting requests; `run` returns after failing what is left.
     public func stop() {
         shared.withLock { $0.stopping = true }
@@ -175,14 +212,39 @@ public final class Scheduler: GenerationService {
     }
 
     /// Runs the engine loop on the calling thread until `stop()` is called or `shouldStop` returns true.
-    public func run(executor: inout some ExpertExecutor, shouldStop: () -> Bool = { false }) {
+    /// - Parameter rebalancer: when given, the placement is rebalanced automatically from the load
+    ///   routed in each of its intervals.
+    public func run(
+        executor: inout some ExpertExecutor, rebalancer: AutoRebalancer? = nil, shouldStop: () -> Bool = { false }
+    ) {
+        var rebalancer = rebalancer
         var loop = EngineLoop(scheduler: self)
         var wasReady = false
+        var placementWaiters: [(PlacementTicket, PlacementRequest)] = []
         while !shouldStop() && !shared.withLock({ $0.stopping }) {
             let health = executor.readiness
-            shared.withLock { $0.health = health }
+            let requests = shared.withLock { state in
+                state.health = health
+                state.placement = executor.currentPlacement
+                defer { state.placementRequests.removeAll() }
+                return state.placementRequests
+            }
             if health == .ready && !wasReady { register(workers: executor.dispatchWorkerNames) }
             wasReady = health == .ready
+            if var automatic = rebalancer, let current = executor.currentPlacement {
+                let counts = shared.withLock { $0.metrics.expertTokens }
+                if let proposed = automatic.decide(cumulative: counts, current: current, now: .now) {
+                    _ = try? executor.stagePlacement(proposed)
+                }
+                rebalancer = automatic
+            }
+            for request in requests {
+                do {
+                    placementWaiters.append((try executor.stagePlacement(request.placement), request))
+                } catch {
+                    request.continuation.resume(returning: .failure(.invalid(error.description)))
+                }
+            }
             loop.accept(shared.withLock { state in
                 defer {
                     // Counted as waiting until the planner's own count replaces it below, so
@@ -201,11 +263,40 @@ public final class Scheduler: GenerationService {
                 state.metrics.runningRequests = loop.planner.running.count
                 state.metrics.kvCacheUsage = loop.planner.kvUsage
             }
-            if health == .ready, loop.step(executor: &executor) { continue }
+            defer { placementWaiters = Self.answer(placementWaiters, executor: executor) }
+            if health == .ready {
+                executor.prepareStep()
+                if loop.step(executor: &executor) { continue }
+            }
             executor.idle(timeout: .zero)
             _ = wake.wait(timeout: .now() + .milliseconds(5))
         }
         loop.failAll(.unavailable("the server is shutting down"), executor: &executor)
+        let unseen = shared.withLock { state in
+            state.stopping = true
+            defer { state.placementRequests.removeAll() }
+            return state.placementRequests
+        }
+        for request in placementWaiters.map(\.1) + unseen {
+            request.continuation.resume(returning: .failure(.failed("the server is shutting down")))
+        }
+    }
+
+    /// Resumes the placement requests whose change was applied or failed; returns the others.
+    private static func answer(
+        _ waiters: [(PlacementTicket, PlacementRequest)], executor: some ExpertExecutor
+    ) -> [(PlacementTicket, PlacementRequest)] {
+        waiters.filter { ticket, request in
+            switch executor.placementOutcome(ticket) {
+            case .pending:
+                return true
+            case .applied:
+                request.continuation.resume(returning: .success(executor.currentPlacement ?? request.placement))
+            case .failed(let reason):
+                request.continuation.resume(returning: .failure(.failed(reason)))
+            }
+            return false
+        }
     }
 
     func update(_ body: (inout EngineMetrics) -> Void) {

@@ -36,6 +36,12 @@ public struct MixtralCheckpointOptions: Sendable, Equatable {
     public var seed: UInt64 = 0
     /// The standard deviation of weight matrices (HF's `initializer_range`).
     public var initializerRange: Double = 0.02
+    /// Experts every router prefers (0: none, the weights are unbiased). Layer `l` prefers experts
+    /// `l·n … l·n + n − 1` (mod the expert count), a contiguous block, so an even placement puts
+    /// them on as few workers as possible: a skewed workload for load-balancing tests.
+    public var hotExpertCount: Int = 0
+    /// Roughly what the preferred experts gain in router logit.
+    public var hotExpertBias: Double = 0
 
     /// Options with the defaults above (a model of a few hundred KB).
     public init() {}
@@ -73,9 +79,36 @@ public enum MixtralCheckpointWriter {
                 shape.count == 1
                 ? [Float](repeating: 1, count: count)
                 : (0..<count).map { _ in generator.nextNormal() * Float(options.initializerRange) }
-            tensors.append(SafetensorsWriter.Tensor(name: name, shape: shape, values: values, storedAs: options.dtype))
+            let biased = options.hotExpertCount > 0 ? withHotExperts(values, name: name, shape: shape, options) : values
+            tensors.append(SafetensorsWriter.Tensor(name: name, shape: shape, values: biased, storedAs: options.dtype))
         }
         try SafetensorsWriter.write(tensors, to: directory.appendingPathComponent(Checkpoint.singleFileName))
+    }
+
+    /// The experts layer `layer` prefers under `options`.
+    public static func hotExperts(layer: Int, _ options: MixtralCheckpointOptions) -> [Int] {
+        (0..<min(options.hotExpertCount, options.expertCount)).map { (layer * options.hotExpertCount + $0) % options.expertCount }
+    }
+
+    /// A router has no bias term, so the bias rides on a constant feature: column 0 of every token
+    /// embedding is set to 1 (≫ the other entries, ~initializer_range), which keeps hidden dimension 0
+    /// near √hidden after each RMSNorm; router column 0 is then bias/√hidden for the preferred
+    /// experts and 0 for the others.
+    private static func withHotExperts(
+        _ values: [Float], name: String, shape: [Int], _ options: MixtralCheckpointOptions
+    ) -> [Float] {
+        var values = values
+        let hidden = options.hiddenSize
+        if name == MixtralTensorNames.embedding {
+            for token in 0..<shape[0] { values[token * hidden] = 1 }
+        }
+        for layer in 0..<options.layerCount where name == MixtralTensorNames.router(layer) {
+            let hot = Set(hotExperts(layer: layer, options))
+            for expert in 0..<options.expertCount {
+                values[expert * hidden] = hot.contains(expert) ? Float(options.hotExpertBias / Double(hidden).squareRoot()) : 0
+            }
+        }
+        return values
     }
 
     /// config.json with sorted keys: the configuration plus the fields transformers expects.

@@ -77,6 +77,8 @@ public func makeApplication(
     v1.get("expert_load/record") { _, _ in routes.expertLoadRecording() }
     v1.post("expert_load/record/start") { _, _ in routes.startExpertLoadRecording() }
     v1.post("expert_load/record/stop") { _, _ in routes.stopExpertLoadRecording() }
+    v1.get("placement") { _, _ in try routes.placement() }
+    v1.post("placement") { request, context in try await routes.applyPlacement(request, logger: context.logger) }
 
     return Application(
         router: router,
@@ -244,7 +246,7 @@ struct Routes<Service: GenerationService>: Sendable {
     }
 
     /// The request body, at most `maxRequestBodyBytes`.
-    private func readBody(_ request: Request) async throws(APIError) -> [UInt8] {
+    func readBody(_ request: Request) async throws(APIError) -> [UInt8] {
         let limit = configuration.maxRequestBodyBytes
         let tooLarge = APIError(
             status: .contentTooLarge, type: "invalid_request_error",
@@ -260,7 +262,7 @@ struct Routes<Service: GenerationService>: Sendable {
         }
     }
 
-    private func jsonResponse(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
+    func jsonResponse(_ status: HTTPResponse.Status, _ value: some Encodable) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.jsonBytes())))

@@ -59,6 +59,14 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Random seed; the same seed writes the same checkpoint.")
     var seed: UInt64 = 0
 
+    @Option(
+        name: .customLong("hot-experts"),
+        help: "Make every router prefer this many experts (layer l: experts l·N … l·N+N−1, mod --experts): a skewed load for balancing tests.")
+    var hotExperts: Int = 0
+
+    @Option(name: .customLong("hot-bias"), help: "With --hot-experts: about how much the preferred experts gain in router logit.")
+    var hotBias: Double = 2
+
     func validate() throws {
         guard arch == "mixtral" else {
             throw ValidationError("--arch is \"\(arch)\", but the supported architectures are: mixtral")
@@ -79,6 +87,12 @@ struct MakeModel: ParsableCommand {
         guard hidden % heads == 0, (hidden / heads) % 2 == 0 else {
             throw ValidationError(
                 "--hidden (\(hidden)) must be a multiple of --heads (\(heads)) with an even head size")
+        }
+        guard (0..<experts).contains(hotExperts) else {
+            throw ValidationError("--hot-experts is \(hotExperts), but must be between 0 and --experts − 1 (\(experts - 1))")
+        }
+        guard hotBias.isFinite, hotBias >= 0 else {
+            throw ValidationError("--hot-bias is \(hotBias), but must be a finite number ≥ 0")
         }
         guard vocab >= 300 else {
             throw ValidationError("--vocab is \(vocab), but must be at least 300 (259 byte and special tokens plus merges)")
@@ -101,6 +115,8 @@ struct MakeModel: ParsableCommand {
         options.maxPositionEmbeddings = maxPositions
         options.dtype = dtype == "bf16" ? .bf16 : .f32
         options.seed = seed
+        options.hotExpertCount = hotExperts
+        options.hotExpertBias = hotBias
         try MixtralCheckpointWriter.write(options, to: directory)
         let tokenizer = try TokenizerTrainer.sentencePieceBPE(vocabularySize: vocab)
         try tokenizer.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
@@ -108,7 +124,8 @@ struct MakeModel: ParsableCommand {
             .write(to: directory.appendingPathComponent("tokenizer_config.json"))
         print(
             "wrote a random Mixtral checkpoint to \(directory.path): \(layers) layers, \(experts) experts "
-                + "(top-\(topK)), hidden \(hidden), vocab \(vocab), \(dtype)")
+                + "(top-\(topK)), hidden \(hidden), vocab \(vocab), \(dtype)"
+                + (hotExperts > 0 ? "; routers prefer \(hotExperts) experts per layer (bias \(hotBias))" : ""))
     }
 
     /// Mixtral-8x7B-Instruct's chat template, so chat requests work on made models as on the real one.

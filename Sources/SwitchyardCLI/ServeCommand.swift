@@ -69,6 +69,14 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before its requests fail.")
     var dispatchTimeout: Double = 60
 
+    @Option(
+        name: .customLong("rebalance-interval"),
+        help: "Rebalance the placement automatically every this many seconds from the load routed meanwhile (as `switchyard rebalance` does).")
+    var rebalanceInterval: Double?
+
+    @Option(name: .customLong("memory-budget"), help: "With --rebalance-interval: experts of one layer a worker may hold. Default: ⌈experts ÷ workers⌉ + 1.")
+    var memoryBudget: Int?
+
     @Option(help: "Threads for the matrix products in this process (results do not depend on it). Default: every core.")
     var threads: Int?
 
@@ -87,6 +95,10 @@ struct Serve: AsyncParsableCommand {
         }
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
         if placement != nil && placementJSON != nil { throw ValidationError("give --placement or --placement-json, not both") }
+        if let rebalanceInterval, !(rebalanceInterval > 0 && rebalanceInterval.isFinite) {
+            throw ValidationError("--rebalance-interval is \(rebalanceInterval), but must be a positive number of seconds")
+        }
+        if let memoryBudget, memoryBudget < 1 { throw ValidationError("--memory-budget is \(memoryBudget), but must be at least 1") }
     }
 
     func httpAddress() throws -> (host: String, port: Int) {
@@ -120,6 +132,9 @@ struct Serve: AsyncParsableCommand {
                     maxTokensPerStep: maxStepTokens))
             let engineThread = try EngineThread.start(
                 scheduler: scheduler, checkpoint: checkpoint, logger: logger,
+                rebalancer: rebalanceInterval.map {
+                    AutoRebalancer(interval: .milliseconds(Int($0 * 1000)), expertSlotsPerWorker: memoryBudget)
+                },
                 options: workers == 0 && placement == nil && placementJSON == nil
                     ? nil
                     : CoordinatorOptions(
@@ -153,8 +168,8 @@ final class EngineThread: Sendable {
 
     /// Starts the engine; returns once the worker socket is bound (or throws why it could not be).
     static func start(
-        scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, options: CoordinatorOptions?,
-        arithmetic: BFloat16Arithmetic, quantization: WeightQuantization
+        scheduler: Scheduler, checkpoint: Checkpoint, logger: Logger, rebalancer: AutoRebalancer? = nil,
+        options: CoordinatorOptions?, arithmetic: BFloat16Arithmetic, quantization: WeightQuantization
     ) throws -> EngineThread {
         let engineThread = EngineThread()
         let started = DispatchSemaphore(value: 0)
@@ -168,7 +183,7 @@ final class EngineThread: Sendable {
                         "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: switchyard worker --coordinator \(coordinator.endpoint) --model \(checkpoint.directory.path)"
                     )
                     started.signal()
-                    scheduler.run(executor: &coordinator)
+                    scheduler.run(executor: &coordinator, rebalancer: rebalancer)
                     coordinator.shutdown(reason: "coordinator stopping")
                 } else {
                     let configuration = checkpoint.configuration

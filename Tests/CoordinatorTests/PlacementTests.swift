@@ -34,10 +34,37 @@ struct PlacementTests {
             .init(name: "b", experts: [[0, 0]]),
         ])
         let placement = try Placement.make(file: file, source: "p.json", layerCount: 2, expertCount: 4)
-        #expect(placement.worker(holding: ExpertID(3), in: LayerIndex(0)) == 0)
-        #expect(placement.worker(holding: ExpertID(0), in: LayerIndex(0)) == 1)
-        #expect(placement.worker(holding: ExpertID(1), in: LayerIndex(1)) == 0)
-        #expect(placement.worker(holding: ExpertID(2), in: LayerIndex(1)) == 1)
+        #expect(placement.workers(holding: ExpertID(3), in: LayerIndex(0)) == [0])
+        #expect(placement.workers(holding: ExpertID(0), in: LayerIndex(0)) == [1])
+        #expect(placement.workers(holding: ExpertID(1), in: LayerIndex(1)) == [0])
+        #expect(placement.workers(holding: ExpertID(2), in: LayerIndex(1)) == [1])
+    }
+
+    @Test("an expert listed under several workers has a replica on each, and the file round-trips")
+    func replicasInFile() throws {
+        let file = PlacementFile(workers: [
+            .init(name: "a", experts: [[0, 0], [0, 1]]),
+            .init(name: "b", experts: [[0, 0], [0, 2], [0, 3]]),
+        ])
+        let placement = try Placement.make(file: file, source: "p.json", layerCount: 1, expertCount: 4)
+        #expect(placement.workers(holding: ExpertID(0), in: LayerIndex(0)) == [0, 1])
+        #expect(placement.experts(ofWorker: 0).map(\.expert.rawValue) == [0, 1])
+        #expect(placement.experts(ofWorker: 1).map(\.expert.rawValue) == [0, 2, 3])
+        let reread = try Placement.decode(placement.jsonData(), source: "again", layerCount: 1, expertCount: 4)
+        #expect(reread == placement)
+    }
+
+    @Test("reordering a placement by worker name keeps every expert on the same named worker")
+    func reorderByName() throws {
+        let file = PlacementFile(workers: [
+            .init(name: "a", experts: [[0, 0], [0, 1]]), .init(name: "b", experts: [[0, 0], [0, 2], [0, 3]]),
+        ])
+        let placement = try Placement.make(file: file, source: "p.json", layerCount: 1, expertCount: 4)
+        let swapped = try placement.reordered(as: ["b", "a"])
+        #expect(swapped.workerNames == ["b", "a"])
+        #expect(swapped.experts(ofWorker: 0) == placement.experts(ofWorker: 1))
+        #expect(swapped.experts(ofWorker: 1) == placement.experts(ofWorker: 0))
+        #expect(throws: PlacementError.self) { try placement.reordered(as: ["a", "c"]) }
     }
 
     @Test("an exclusive worker holds exactly its list; the unlisted experts go to the other workers")
@@ -78,7 +105,7 @@ struct PlacementTests {
             (PlacementFile(workers: [.init(name: "a", experts: [[0, 9]])]), "expert 9 does not exist; valid experts are 0...3"),
             (PlacementFile(workers: [.init(name: "a", experts: [[5, 0]])]), "layer 5 does not exist; valid layers are 0...1"),
             (PlacementFile(workers: [.init(name: "a", experts: []), .init(name: "a", experts: [])]), "two workers are named \"a\""),
-            (PlacementFile(workers: [.init(name: "a", experts: [[0, 1]]), .init(name: "b", experts: [[0, 1]])]), "already placed on a"),
+                        (PlacementFile(workers: [.init(name: "a", experts: [[0, 1], [0, 1]])]), "layer 0 expert 1 is listed twice for a"),
             (PlacementFile(workers: [.init(name: "a", experts: [[0]])]), "must be a [layer, expert] pair"),
         ])
     func badFile(file: PlacementFile, message: String) {

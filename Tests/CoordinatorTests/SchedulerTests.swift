@@ -15,6 +15,9 @@ final class ExpertPermits: Sendable {
 
     func set(_ count: Int?) { remaining.withLock { $0 = count } }
 
+    /// Permits left (nil: unlimited).
+    var available: Int? { remaining.withLock { $0 } }
+
     /// Blocks the engine thread until a permit is available, then takes it.
     func take() {
         while true {

@@ -145,4 +145,34 @@ struct DistributedGenerateTests {
         let second = try generateJSON(common + ["--spawn-workers", "2"])
         #expect(first.completionTokenIDs == second.completionTokenIDs)
     }
+
+    @Test("with top-3 routing and every expert replicated on 2 of 3 workers, tokens and logprobs are bitwise the in-process run")
+    func replicatedTopThree() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-it-top3-\(getpid())")
+        let made = try runSwitchyard([
+            "make-model", "--arch", "mixtral", "--out", directory.path, "--hidden", "64", "--layers", "2",
+            "--experts", "6", "--top-k", "3", "--vocab", "400", "--heads", "4", "--kv-heads", "2", "--seed", "8",
+        ])
+        guard made.status == 0 else { throw TestProcessError(description: "make-model failed: \(made.stderr)") }
+        // Expert e of layer l on workers (e + l) % 3 and (e + l + 1) % 3.
+        var workers: [[[Int]]] = [[], [], []]
+        for layer in 0..<2 {
+            for expert in 0..<6 {
+                workers[(expert + layer) % 3].append([layer, expert])
+                workers[(expert + layer + 1) % 3].append([layer, expert])
+            }
+        }
+        let file = directory.appendingPathComponent("placement.json")
+        let json = try JSONSerialization.data(withJSONObject: [
+            "workers": workers.enumerated().map { ["name": "r\($0.offset)", "experts": $0.element] }
+        ])
+        try json.write(to: file)
+        let common = ["--model", directory.path, "--prompt", "Replicas split the rows of an expert.",
+                      "--max-tokens", "12", "--temperature", "0", "--ignore-eos", "--logprobs", "5"]
+        let local = try generateJSON(common + ["--spawn-workers", "0"])
+        let replicated = try generateJSON(common + ["--spawn-workers", "3", "--placement", file.path])
+        #expect(replicated.completionTokenIDs == local.completionTokenIDs)
+        #expect(logprobMismatch(replicated.topLogprobs, local.topLogprobs, tolerance: 0) == nil)
+        #expect(replicated.workers == ["r0", "r1", "r2"])
+    }
 }

@@ -32,20 +32,21 @@ def _wait_for(pattern, proc, log_path, timeout=120):
 
 
 class Cluster:
-    """A coordinator with an HTTP API and two workers."""
+    """A coordinator with an HTTP API and its workers (two unless told)."""
 
-    def __init__(self, model, api_key=None, extra=()):
+    def __init__(self, model, api_key=None, extra=(), workers=("w0", "w1")):
         self.dir = tempfile.mkdtemp(prefix="switchyard-api-")
         self.procs = []
         log = os.path.join(self.dir, "serve.log")
-        args = [BIN, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers", "2",
+        args = [BIN, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers", str(len(workers)),
                 "--http", "127.0.0.1:0", *extra]
         if api_key:
             args += ["--api-key", api_key]
         self.serve = self._start(args, log)
         endpoint = _wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", self.serve, log).group(1)
         self.base = _wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", self.serve, log).group(1)
-        for name in ("w0", "w1"):
+        self.endpoint = endpoint
+        for name in workers:
             self._start([BIN, "worker", "--coordinator", endpoint, "--model", model, "--name", name],
                         os.path.join(self.dir, f"{name}.log"))
         deadline = time.time() + 120
