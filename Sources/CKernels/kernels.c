@@ -166,6 +166,12 @@ SY_AVX512 float hsum16_avx512(__m512 a) {
 
 enum { AVX512_R = 4, AVX512_C = 4 };
 
+/// Up to this many rows, products take one weight row at a time (tiles of 1 column): the weights then
+/// stream from memory in one sequential run per thread, which reads about 1.5× faster than several
+/// interleaved rows on the machines measured (Zen 4), and small m has little x to reuse anyway.
+/// The tile shape never changes a result (each output has the same operations in every tile).
+enum { SY_NARROW_ROWS = 4 };
+
 SY_AVX512 void tile_avx512(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k,
                            float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
@@ -214,6 +220,10 @@ SY_AVX512 void rows_avx512(int C, const float *x, size_t i0, size_t i1, size_t x
 
 SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
                                 float *y, size_t ys, int accumulate) {
+    if (m <= SY_NARROW_ROWS) {
+        for (size_t j = 0; j < n; j++) rows_avx512(1, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        return;
+    }
     size_t block = rows_per_block(k);
     for (size_t i0 = 0; i0 < m; i0 += block) {
         size_t i1 = i0 + block < m ? i0 + block : m;
@@ -290,6 +300,10 @@ SY_AVX512 void rows_bf16_avx512(int C, const float *x, size_t i0, size_t i1, siz
 
 SY_AVX512_FN void matmul_bf16_avx512(const float *x, size_t m, size_t k, size_t xs, const uint16_t *w, size_t n,
                                      size_t ws, float *y, size_t ys, int accumulate) {
+    if (m <= SY_NARROW_ROWS) {
+        for (size_t j = 0; j < n; j++) rows_bf16_avx512(1, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        return;
+    }
     size_t block = rows_per_block(k);
     for (size_t i0 = 0; i0 < m; i0 += block) {
         size_t i1 = i0 + block < m ? i0 + block : m;
@@ -554,13 +568,18 @@ static void prepare_fast_bf16(const float *x, size_t m, size_t k, size_t xs, uin
     }
 }
 
-/// 32 weights of one row at `w`, the last block zero-padded past `k - p` (reads no byte past k).
+/// Copies the 32 weights of one row's block at `p` into `padded`, zero past k (reads no byte past k).
 static inline const uint16_t *fast_block(const uint16_t *w, size_t p, size_t k, uint16_t padded[SY_FAST_STEP]) {
-    if (p + SY_FAST_STEP <= k) return w + p;
+    size_t count = p + SY_FAST_STEP <= k ? SY_FAST_STEP : k - p;
     memset(padded, 0, SY_FAST_STEP * sizeof(uint16_t));
-    memcpy(padded, w + p, (k - p) * sizeof(uint16_t));
+    memcpy(padded, w + p, count * sizeof(uint16_t));
     return padded;
 }
+
+/// How far ahead (bytes) the m = 1 weight streams are prefetched; measured on Zen 4 decode.
+#ifndef SY_PREFETCH_BYTES
+#define SY_PREFETCH_BYTES 2048
+#endif
 
 enum { FAST_SCALAR_R = 2, FAST_SCALAR_C = 2 };
 
@@ -572,7 +591,7 @@ static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const ui
             const float *x = xp + i * kp;
             for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
                 uint16_t padded[SY_FAST_STEP];
-                const uint16_t *block = fast_block(w + j * ws, p, k, padded);
+                const uint16_t *block = p + SY_FAST_STEP <= k ? w + j * ws + p : fast_block(w + j * ws, p, k, padded);
                 for (int l = 0; l < SY_LANES; l++) {
                     acc[l] = fmaf(x[p + SY_LANES + l], widen_bf16(block[2 * l + 1]), acc[l]);
                     acc[l] = fmaf(x[p + l], widen_bf16(block[2 * l]), acc[l]);
@@ -586,28 +605,39 @@ static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const ui
 #if SY_X86
 
 // AVX-512F: one 64-byte load gives 16 lanes whose low halves are the even weights and high halves the odd.
+/// One block of 32 weights of `C` rows against `R` prepared x rows (the emulated pair shape).
+#define SY_FAST_AVX512_BLOCK(LOAD)                                                                    \
+    do {                                                                                              \
+        __m512 we[AVX512_C], wo[AVX512_C];                                                            \
+        for (int c = 0; c < C; c++) {                                                                 \
+            __m512i v = LOAD;                                                                         \
+            we[c] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));                                    \
+            wo[c] = _mm512_castsi512_ps(_mm512_and_si512(v, high));                                   \
+        }                                                                                             \
+        for (int r = 0; r < R; r++) {                                                                 \
+            __m512 xe = _mm512_loadu_ps(xp + r * kp + p);                                             \
+            __m512 xo = _mm512_loadu_ps(xp + r * kp + p + SY_LANES);                                  \
+            for (int c = 0; c < C; c++) {                                                             \
+                acc[r][c] = _mm512_fmadd_ps(xo, wo[c], acc[r][c]);                                    \
+                acc[r][c] = _mm512_fmadd_ps(xe, we[c], acc[r][c]);                                    \
+            }                                                                                         \
+        }                                                                                             \
+    } while (0)
+
+// AVX-512F: one 64-byte load gives 16 lanes whose low halves are the even weights and high halves the odd.
 SY_AVX512 void tile_fast_avx512(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
                                 float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
-    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
-        __m512 we[AVX512_C], wo[AVX512_C];
-        for (int c = 0; c < C; c++) {
-            uint16_t padded[SY_FAST_STEP];
-            __m512i v = _mm512_loadu_si512((const void *)fast_block(w + c * ws, p, k, padded));
-            we[c] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-            wo[c] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
-        }
-        for (int r = 0; r < R; r++) {
-            __m512 xe = _mm512_loadu_ps(xp + r * kp + p);
-            __m512 xo = _mm512_loadu_ps(xp + r * kp + p + SY_LANES);
-            for (int c = 0; c < C; c++) {
-                acc[r][c] = _mm512_fmadd_ps(xo, wo[c], acc[r][c]);
-                acc[r][c] = _mm512_fmadd_ps(xe, we[c], acc[r][c]);
-            }
-        }
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
+    for (; p < full; p += SY_FAST_STEP)
+        SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)(w + c * ws + p)));
+    if (p < kp) {
+        uint16_t padded[AVX512_C][SY_FAST_STEP];
+        for (int c = 0; c < C; c++) fast_block(w + c * ws, p, k, padded[c]);
+        SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)padded[c]));
     }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
@@ -632,6 +662,10 @@ SY_AVX512 void rows_fast_avx512(int C, const float *xp, size_t m, size_t kp, siz
 
 SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                               size_t ws, float *y, size_t ys, int accumulate) {
+    if (m <= SY_NARROW_ROWS) {
+        for (size_t j = 0; j < n; j++) rows_fast_avx512(1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        return;
+    }
     size_t j = 0;
     for (; j + AVX512_C <= n; j += AVX512_C)
         rows_fast_avx512(AVX512_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
@@ -654,7 +688,7 @@ SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, 
         __m256 we_lo[AVX2_C], wo_lo[AVX2_C], we_hi[AVX2_C], wo_hi[AVX2_C];
         for (int c = 0; c < C; c++) {
             uint16_t padded[SY_FAST_STEP];
-            const uint16_t *block = fast_block(w + c * ws, p, k, padded);
+            const uint16_t *block = p + SY_FAST_STEP <= k ? w + c * ws + p : fast_block(w + c * ws, p, k, padded);
             __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)block);
             __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(block + 16));
             we_lo[c] = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
@@ -705,12 +739,24 @@ SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t 
     __m512 acc[AVX512_R][AVX512_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
-    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
+    // Whole blocks in a loop with nothing else in it (so the accumulators stay in registers), then
+    // the last partial block with masked loads (zeros past k, no byte read past the row).
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
+    for (; p < full; p += SY_FAST_STEP) {
         __m512bh wv[AVX512_C];
         for (int c = 0; c < C; c++) {
-            uint16_t padded[SY_FAST_STEP];
-            wv[c] = (__m512bh)_mm512_loadu_si512((const void *)fast_block(w + c * ws, p, k, padded));
+            wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(w + c * ws + p));
+            _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T0);
         }
+        for (int r = 0; r < R; r++) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + r * kp + p));
+            for (int c = 0; c < C; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, wv[c]);
+        }
+    }
+    if (p < kp) {
+        __mmask32 mask = (__mmask32)((1ull << (k - p)) - 1u);
+        __m512bh wv[AVX512_C];
+        for (int c = 0; c < C; c++) wv[c] = (__m512bh)_mm512_maskz_loadu_epi16(mask, (const void *)(w + c * ws + p));
         for (int r = 0; r < R; r++) {
             __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + r * kp + p));
             for (int c = 0; c < C; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, wv[c]);
@@ -738,6 +784,10 @@ SY_AVX512BF16 void rows_dot(int C, const uint16_t *xb, size_t m, size_t kp, size
 
 SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                size_t ws, float *y, size_t ys, int accumulate) {
+    if (m <= SY_NARROW_ROWS) {
+        for (size_t j = 0; j < n; j++) rows_dot(1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        return;
+    }
     size_t j = 0;
     for (; j + AVX512_C <= n; j += AVX512_C) rows_dot(AVX512_C, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
     switch (n - j) {
@@ -875,6 +925,10 @@ SY_VNNI void rows_q8_vnni(int C, const int8_t *xq, const float *xd, size_t m, co
 SY_VNNI_FN void q8_vnni(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
                         size_t blocks, float *y, size_t ys, int accumulate) {
     size_t row = blocks * SY_Q8_BLOCK, j = 0;
+    if (m <= SY_NARROW_ROWS) {
+        for (; j < n; j++) rows_q8_vnni(1, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate);
+        return;
+    }
     for (; j + Q8_C <= n; j += Q8_C)
         rows_q8_vnni(Q8_C, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate);
     switch (n - j) {
