@@ -101,12 +101,15 @@ run_generate() {  # name, spawn-workers, extra arguments...
     shift 2
     log "switchyard generate --spawn-workers $workers $* (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS)"
     "$SWITCHYARD" generate --model "$MODEL" --spawn-workers "$workers" --json --prompt-token-ids "$PROMPT_IDS" \
-        --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning --threads "$THREADS" "$@" \
+        --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning "$@" \
         > "$RESULTS/$name.json" 2> "$WORK/$name.log" || { skip "$name" "generate failed: $(tail -3 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
 }
-run_generate switchyard-inprocess 0
-run_generate switchyard-inprocess-q8 0 --quantize q8
-if skipping workers; then skip switchyard-workers2 "SKIP=workers"; else run_generate switchyard-workers2 2; fi
+run_generate switchyard-inprocess 0 --threads "$THREADS"
+run_generate switchyard-inprocess-q8 0 --threads "$THREADS" --quantize q8
+# Each worker gets THREADS too (measured: better than THREADS ÷ workers here, since a token's two
+# experts are often on one worker while the other waits).
+if skipping workers; then skip switchyard-workers2 "SKIP=workers"; else
+    run_generate switchyard-workers2 2 --threads "$THREADS"; fi
 
 # --- Switchyard serve, batch 8 and 32 -----------------------------------------------------------
 if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "SKIP=serve"; else

@@ -76,7 +76,8 @@ def main():
     parser.add_argument("--switchyard", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="--threads of serve and of each worker")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="--threads of serve and of each worker")
     parser.add_argument("--batches", default="8,32")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=16)
@@ -102,7 +103,8 @@ def main():
             endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
             for index in range(args.workers):
                 start([args.switchyard, "worker", "--coordinator", endpoint, "--model", args.model,
-                       "--name", f"w{index}", "--log-level", "warning", "--threads", str(args.threads)], f"w{index}")
+                       "--name", f"w{index}", "--log-level", "warning",
+                       "--threads", str(args.threads)], f"w{index}")
         base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve).group(1)
         deadline = time.time() + 300
         while True:

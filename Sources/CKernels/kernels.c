@@ -10,6 +10,9 @@
 #include "sy_kernels.h"
 
 #include <math.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -734,16 +737,19 @@ SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const 
 #define SY_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,fma"), always_inline)) static inline
 #define SY_AVX512BF16_FN __attribute__((target("avx512f,avx512bw,avx512bf16,fma"))) static
 
+enum { DOT_RMAX = 8, DOT_CMAX = 4 };
+
+/// R rows of x (≤ 8) against C weight rows (≤ 4), R × C ≤ 16 accumulators.
 SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t k, const uint16_t *w, size_t ws,
                             float *y, size_t ys, int accumulate) {
-    __m512 acc[AVX512_R][AVX512_C];
+    __m512 acc[DOT_RMAX][DOT_CMAX];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     // Whole blocks in a loop with nothing else in it (so the accumulators stay in registers), then
     // the last partial block with masked loads (zeros past k, no byte read past the row).
     size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
     for (; p < full; p += SY_FAST_STEP) {
-        __m512bh wv[AVX512_C];
+        __m512bh wv[DOT_CMAX];
         for (int c = 0; c < C; c++) {
             wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(w + c * ws + p));
             _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T0);
@@ -755,7 +761,7 @@ SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t 
     }
     if (p < kp) {
         __mmask32 mask = (__mmask32)((1ull << (k - p)) - 1u);
-        __m512bh wv[AVX512_C];
+        __m512bh wv[DOT_CMAX];
         for (int c = 0; c < C; c++) wv[c] = (__m512bh)_mm512_maskz_loadu_epi16(mask, (const void *)(w + c * ws + p));
         for (int r = 0; r < R; r++) {
             __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + r * kp + p));
@@ -770,30 +776,45 @@ SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t 
         }
 }
 
-SY_AVX512BF16 void rows_dot(int C, const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t ws,
-                            float *y, size_t ys, int accumulate) {
+/// All rows of x against C weight rows, in tiles of RT rows (the last tile smaller).
+SY_AVX512BF16 void rows_dot(int RT, int C, const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w,
+                            size_t ws, float *y, size_t ys, int accumulate) {
     size_t i = 0;
-    for (; i + AVX512_R <= m; i += AVX512_R) tile_dot(AVX512_R, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+    for (; i + (size_t)RT <= m; i += (size_t)RT) tile_dot(RT, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+    const uint16_t *x = xb + i * kp;
+    float *out = y + i * ys;
     switch (m - i) {
-    case 3: tile_dot(3, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
-    case 2: tile_dot(2, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
-    case 1: tile_dot(1, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 7: tile_dot(7, C, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 6: tile_dot(6, C, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 5: tile_dot(5, C, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 4: tile_dot(4, C, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 3: tile_dot(3, C, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 2: tile_dot(2, C, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 1: tile_dot(1, C, x, kp, k, w, ws, out, ys, accumulate); break;
     default: break;
     }
 }
 
+/// The tile shape follows m (it never changes a result): up to 4 rows, one weight row at a time (one
+/// sequential stream per thread); up to 16 rows, 8 × 2 tiles (each weight byte read from memory
+/// once); beyond, 4 × 4 tiles (the most multiply-adds per load).
 SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                size_t ws, float *y, size_t ys, int accumulate) {
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_dot(1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++) rows_dot(4, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         return;
     }
     size_t j = 0;
-    for (; j + AVX512_C <= n; j += AVX512_C) rows_dot(AVX512_C, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    if (m <= 16) {
+        for (; j + 2 <= n; j += 2) rows_dot(8, 2, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        if (j < n) rows_dot(8, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        return;
+    }
+    for (; j + 4 <= n; j += 4) rows_dot(4, 4, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
     switch (n - j) {
-    case 3: rows_dot(3, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
-    case 2: rows_dot(2, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
-    case 1: rows_dot(1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 3: rows_dot(4, 3, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 2: rows_dot(4, 2, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 1: rows_dot(4, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
     default: break;
     }
 }
@@ -1343,4 +1364,11 @@ void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *
 
 void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stride, size_t width, float *out) {
     sy_weighted_sum_isa(sy_active_isa(), p, count, v, v_stride, width, out);
+}
+
+void sy_keep_freed_memory_in_heap(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+#endif
 }

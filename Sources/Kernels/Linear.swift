@@ -356,3 +356,8 @@ public func linear(
     }
     return output
 }
+
+/// Keeps freed activation buffers in the process's heap instead of returning them to the kernel
+/// (glibc serves blocks above 128 KiB with mmap by default, so every step's activations would be
+/// mapped, zero-filled page by page and unmapped again). Call once at start; process-wide.
+public func keepFreedMemoryInHeap() { sy_keep_freed_memory_in_heap() }

@@ -76,6 +76,11 @@ struct Generate: AsyncParsableCommand {
     @Option(help: "Threads for the matrix products in this process (results do not depend on it). Default: every core.")
     var threads: Int?
 
+    @Option(
+        name: .customLong("worker-threads"),
+        help: "With --spawn-workers: threads of each spawned worker. Default: --threads (or every core).")
+    var workerThreads: Int?
+
     @OptionGroup var numerics: NumericsOptions
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
@@ -188,7 +193,7 @@ struct Generate: AsyncParsableCommand {
                 coordinator: coordinator.endpoint, model: checkpoint.directory,
                 extraArguments: [
                     "--log-level", logLevel.rawValue, "--threads",
-                    "\(threads ?? max(1, defaultThreadCount / max(spawnWorkers, 1)))",
+                    "\(workerThreads ?? threads ?? defaultThreadCount)",
                 ])
             defer {
                 coordinator.shutdown(reason: "generation finished")

@@ -43,6 +43,7 @@ enum StdinWatch {
 
 /// Sends log lines to stderr at `level`.
 func bootstrapLogging(level: Logger.Level) -> Logger {
+    Kernels.keepFreedMemoryInHeap()
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
         handler.logLevel = level
@@ -124,3 +125,4 @@ struct NumericsOptions: ParsableArguments {
         return sample.dtype == .bf16 && bf16Arithmetic == .fast ? .bf16 : .f32
     }
 }
+

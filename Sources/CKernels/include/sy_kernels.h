@@ -135,6 +135,11 @@ void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stri
 void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride,
                          size_t width, float *out);
 
+/// Keeps freed blocks of up to 32 MiB in the heap (glibc: mmap threshold 32 MiB, trim threshold
+/// 512 MiB) instead of mapping and unmapping every large block: a step's activations would otherwise
+/// be zero-filled by the kernel page by page on every step. No effect outside glibc.
+void sy_keep_freed_memory_in_heap(void);
+
 #ifdef __cplusplus
 }
 #endif
