@@ -96,6 +96,8 @@ if skipping floors; then skip floors "SKIP=floors"; else
 fi
 
 # --- Switchyard, batch 1 ------------------------------------------------------------------------
+# The checkpoint read once, so that no engine's first run pays for the disk.
+cat "$MODEL"/*.safetensors > /dev/null
 run_generate() {  # name, spawn-workers, extra arguments...
     local name=$1 workers=$2
     shift 2

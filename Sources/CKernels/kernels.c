@@ -1129,17 +1129,41 @@ typedef struct sy_job {
     int accumulate;
     size_t parts, columns;
     const float *xscale, *wscale;
+    /// 0, or several products sharing x whose columns are numbered one after the other (n is their sum).
+    size_t segment_count;
+    sy_segment segments[SY_MAX_SEGMENTS];
 } sy_job;
+
+/// Columns [j0, j1) of the job (of its segments, numbered one after the other).
+static void run_columns(const sy_job *job, size_t j0, size_t j1) {
+    size_t element = job->kind == SY_KIND_F32 ? sizeof(float) : job->kind == SY_KIND_Q8 ? 1 : sizeof(uint16_t);
+    if (job->segment_count == 0) {
+        const void *w = (const char *)job->w + j0 * job->ws * element;
+        const float *wscale = job->wscale != NULL ? job->wscale + j0 * job->kp : NULL;
+        matmul_one(job->kind, job->isa, job->x, job->m, job->k, job->xs, job->kp, w, j1 - j0, job->ws, job->y + j0,
+                   job->ys, job->accumulate, job->xscale, wscale);
+        return;
+    }
+    size_t offset = 0;
+    for (size_t s = 0; s < job->segment_count; s++) {
+        const sy_segment *segment = &job->segments[s];
+        size_t begin = j0 > offset ? j0 : offset;
+        size_t end = j1 < offset + segment->n ? j1 : offset + segment->n;
+        if (begin < end) {
+            const void *w = (const char *)segment->w + (begin - offset) * segment->w_stride * element;
+            matmul_one(job->kind, job->isa, job->x, job->m, job->k, job->xs, job->kp, w, end - begin,
+                       segment->w_stride, segment->y + (begin - offset), segment->y_stride, job->accumulate, NULL,
+                       NULL);
+        }
+        offset += segment->n;
+    }
+}
 
 static void run_part(const sy_job *job, size_t part) {
     size_t j0 = part * job->columns;
     if (part >= job->parts || j0 >= job->n) return;
     size_t j1 = j0 + job->columns < job->n ? j0 + job->columns : job->n;
-    size_t element = job->kind == SY_KIND_F32 ? sizeof(float) : job->kind == SY_KIND_Q8 ? 1 : sizeof(uint16_t);
-    const void *w = (const char *)job->w + j0 * job->ws * element;
-    const float *wscale = job->wscale != NULL ? job->wscale + j0 * job->kp : NULL;
-    matmul_one(job->kind, job->isa, job->x, job->m, job->k, job->xs, job->kp, w, j1 - j0, job->ws, job->y + j0,
-               job->ys, job->accumulate, job->xscale, wscale);
+    run_columns(job, j0, j1);
 }
 
 /// Spins of `pause` before a waiting thread sleeps (tens of microseconds).
@@ -1150,7 +1174,7 @@ static void run_part(const sy_job *job, size_t part) {
 /// One step of a spin: `pause`, and every 64th step gives the core away (`sched_yield`), so that a
 /// spinning thread does not starve the thread it waits for when the cores are oversubscribed.
 static inline void cpu_relax(int spin) {
-    if ((spin & 63) == 63) {
+    if ((spin & 1023) == 1023) {
         sched_yield();
         return;
     }
@@ -1225,15 +1249,24 @@ int sy_thread_count(void) { return atomic_load_explicit(&wanted_threads, memory_
 /// Products smaller than this many multiply-adds run on the caller alone (waking workers costs more).
 enum { SY_PARALLEL_MIN_WORK = 1 << 15, SY_PARALLEL_COLUMN_STEP = 16 };
 
+static void dispatch_job(sy_job job);
+
 static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
                             const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
                             const float *xscale, const float *wscale) {
+    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, 0, xscale, wscale, 0, {{0}}};
+    dispatch_job(job);
+}
+
+/// Runs `job` (parts and columns unset) on the pool, or on the caller when it is small or the pool is busy.
+static void dispatch_job(sy_job job) {
+    size_t m = job.m, n = job.n, k = job.k;
     if (m == 0 || n == 0) return;
     size_t threads = (size_t)sy_thread_count();
     size_t max_parts = (n + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP;
     if (threads > max_parts) threads = max_parts;
     if (threads <= 1 || m * n * (k > 0 ? k : 1) < SY_PARALLEL_MIN_WORK || pthread_mutex_trylock(&pool.owner) != 0) {
-        matmul_one(kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, xscale, wscale);
+        run_columns(&job, 0, n);
         return;
     }
     pthread_mutex_lock(&pool.lock);
@@ -1255,13 +1288,14 @@ static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, s
     size_t columns = (n + parts - 1) / parts;
     columns = (columns + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP * SY_PARALLEL_COLUMN_STEP;
     parts = (n + columns - 1) / columns;
-    pool.job = (sy_job){kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, parts, columns, xscale, wscale};
+    job.parts = parts;
+    job.columns = columns;
+    pool.job = job;
     atomic_store_explicit(&pool.remaining, (size_t)pool.started, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
     pthread_mutex_lock(&pool.lock);
     if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    sy_job job = pool.job;
     run_part(&job, 0);
     for (int spin = 0; spin < SY_SPIN_COUNT; spin++) {
         if (atomic_load_explicit(&pool.remaining, memory_order_acquire) == 0) break;
@@ -1331,6 +1365,31 @@ int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride, 
 }
 
 uint16_t sy_round_bf16(float value) { return round_bf16(value); }
+
+int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, size_t k, size_t x_stride,
+                                const sy_segment *segments, size_t count, int accumulate) {
+    if (count == 0 || count > SY_MAX_SEGMENTS) return -1;
+    sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, m, k, x_stride, 0, NULL, 0, 0, NULL, 0, accumulate,
+                  0, 0, NULL, NULL, count, {{0}}};
+    for (size_t s = 0; s < count; s++) {
+        job.segments[s] = segments[s];
+        job.n += segments[s].n;
+    }
+    if (m == 0 || job.n == 0) return 0;
+    if (fast) {
+        size_t kp = (k + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
+        int dot = isa == SY_ISA_AVX512BF16;
+        void *xp = prepared_space(m * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
+        if (xp == NULL) return -1;
+        if (dot) prepare_fast_bf16(x, m, k, x_stride, (uint16_t *)xp, kp);
+        else prepare_fast_f32(x, m, k, x_stride, (float *)xp, kp);
+        job.x = xp;
+        job.xs = kp;
+        job.kp = kp;
+    }
+    dispatch_job(job);
+    return 0;
+}
 
 int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,
                         const float *wscales, size_t n, float *y, size_t y_stride, int accumulate) {

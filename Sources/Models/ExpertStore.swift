@@ -242,8 +242,14 @@ private struct FeedForwardScratch {
             gate.withUnsafeMutableBufferPointer { g in
                 up.withUnsafeMutableBufferPointer { u in
                     down.withUnsafeMutableBufferPointer { d in
-                        gateWeight.apply(x.baseAddress!, rowCount: rowCount, into: g.baseAddress!, arithmetic: arithmetic)
-                        upWeight.apply(x.baseAddress!, rowCount: rowCount, into: u.baseAddress!, arithmetic: arithmetic)
+                        if case .stored(let gateStored) = gateWeight, case .stored(let upStored) = upWeight {
+                            linear(
+                                x.baseAddress!, rowCount: rowCount, weights: [gateStored, upStored],
+                                into: [g.baseAddress!, u.baseAddress!], arithmetic: arithmetic)
+                        } else {
+                            gateWeight.apply(x.baseAddress!, rowCount: rowCount, into: g.baseAddress!, arithmetic: arithmetic)
+                            upWeight.apply(x.baseAddress!, rowCount: rowCount, into: u.baseAddress!, arithmetic: arithmetic)
+                        }
                         swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediateSize)
                         downWeight.apply(g.baseAddress!, rowCount: rowCount, into: d.baseAddress!, arithmetic: arithmetic)
                     }

@@ -344,9 +344,20 @@ struct MixtralAttention: Sendable {
         let rowCount = normed.count / hiddenSize
         let queryWidth = shape.headCount * shape.headDimension
         let keyValueWidth = shape.keyValueHeadCount * shape.headDimension
-        var queries = linear(normed, rowCount: rowCount, weight: queryWeight, arithmetic: arithmetic)
-        var keys = linear(normed, rowCount: rowCount, weight: keyWeight, arithmetic: arithmetic)
-        let values = linear(normed, rowCount: rowCount, weight: valueWeight, arithmetic: arithmetic)
+        var queries = [Float](repeating: 0, count: rowCount * queryWeight.shape[0])
+        var keys = [Float](repeating: 0, count: rowCount * keyWeight.shape[0])
+        var values = [Float](repeating: 0, count: rowCount * valueWeight.shape[0])
+        normed.withUnsafeBufferPointer { x in
+            queries.withUnsafeMutableBufferPointer { q in
+                keys.withUnsafeMutableBufferPointer { k in
+                    values.withUnsafeMutableBufferPointer { v in
+                        linear(
+                            x.baseAddress!, rowCount: rowCount, weights: [queryWeight, keyWeight, valueWeight],
+                            into: [q.baseAddress!, k.baseAddress!, v.baseAddress!], arithmetic: arithmetic)
+                    }
+                }
+            }
+        }
         var attended = [Float](repeating: 0, count: rowCount * queryWidth)
         for (index, chunk) in chunks.enumerated() {
             let start = caches[index].count

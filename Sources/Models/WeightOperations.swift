@@ -32,6 +32,40 @@ func linear(
     }
 }
 
+/// `outputs[i] = input · weights[i]ᵀ` for several weights sharing one input (q, k and v; an expert's
+/// gate and up). When every weight is bf16 they run as one job (the threads meet once); otherwise one
+/// by one. Either way each output is bitwise that of ``linear(_:rowCount:weight:into:arithmetic:)``.
+/// - Parameters:
+///   - weights: 1 ... 3 matrices [outputCount_i, inputCount] with one inputCount.
+///   - outputs: [rowCount, outputCount_i] each, f32, overwritten.
+func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, weights: [WeightTensor], into outputs: [UnsafeMutablePointer<Float>],
+    arithmetic: BFloat16Arithmetic
+) {
+    precondition(weights.count == outputs.count && (1...maximumFusedProducts).contains(weights.count))
+    guard weights.allSatisfy({ $0.dtype == .bf16 && $0.shape.count == 2 && $0.shape[1] == weights[0].shape[1] }) else {
+        for (weight, output) in zip(weights, outputs) {
+            linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
+        }
+        return
+    }
+    func collect(_ index: Int, _ products: [BFloat16Product]) {
+        guard index < weights.count else {
+            linear(
+                input, rowCount: rowCount, inputCount: weights[0].shape[1], bfloat16Products: products,
+                arithmetic: arithmetic)
+            return
+        }
+        weights[index].withElements { elements in
+            guard case .bf16(let pointer) = elements else { preconditionFailure("checked bf16 above") }
+            collect(
+                index + 1,
+                products + [BFloat16Product(weight: pointer, outputCount: weights[index].shape[0], output: outputs[index])])
+        }
+    }
+    collect(0, [])
+}
+
 /// `input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16.
 /// - Parameters:
 ///   - input: [rowCount, weight.shape[1]], f32.

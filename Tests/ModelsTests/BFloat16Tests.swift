@@ -416,6 +416,54 @@ struct BFloat16FastKernelTests {
     }
 }
 
+@Suite("fused bf16 products")
+struct FusedProductTests {
+    @Test(
+        "products fused into one job give bitwise the separate products, on every path, fast and exact, 1 and 3 threads",
+        arguments: KernelISA.supported, BFloat16Arithmetic.allCases)
+    func fusedEqualsSeparate(isa: KernelISA, arithmetic: BFloat16Arithmetic) {
+        var random = TestRandom(seed: 77)
+        let (rows, inputs) = (5, 300)
+        let outputCounts = [700, 33, 1024]
+        let x = random.floats(rows * inputs)
+        let weights = outputCounts.map { randomBFloat16(&random, $0 * inputs).bits }
+        let separate = zip(weights, outputCounts).map { weight, count in
+            linear(x, rowCount: rows, bfloat16Weight: weight, outputCount: count, arithmetic: arithmetic, isa: isa)
+        }
+        for threads in [1, 3] {
+            var fused0 = [Float](repeating: .nan, count: rows * 700)
+            var fused1 = [Float](repeating: .nan, count: rows * 33)
+            var fused2 = [Float](repeating: .nan, count: rows * 1024)
+            withThreadCount(threads) {
+                x.withUnsafeBufferPointer { input in
+                    weights[0].withUnsafeBufferPointer { w0 in
+                        weights[1].withUnsafeBufferPointer { w1 in
+                            weights[2].withUnsafeBufferPointer { w2 in
+                                fused0.withUnsafeMutableBufferPointer { y0 in
+                                    fused1.withUnsafeMutableBufferPointer { y1 in
+                                        fused2.withUnsafeMutableBufferPointer { y2 in
+                                            linear(
+                                                input.baseAddress!, rowCount: rows, inputCount: inputs,
+                                                bfloat16Products: [
+                                                    BFloat16Product(weight: w0.baseAddress!, outputCount: 700, output: y0.baseAddress!),
+                                                    BFloat16Product(weight: w1.baseAddress!, outputCount: 33, output: y1.baseAddress!),
+                                                    BFloat16Product(weight: w2.baseAddress!, outputCount: 1024, output: y2.baseAddress!),
+                                                ], arithmetic: arithmetic, isa: isa)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (index, fused) in [fused0, fused1, fused2].enumerated() {
+                expectSameBits(fused, separate[index], "\(isa) \(arithmetic), \(threads) threads, product \(index)")
+            }
+        }
+    }
+}
+
 @Suite("bf16 checkpoints, fast arithmetic")
 struct BFloat16FastCheckpointTests {
     /// Logits with fast arithmetic stay within this distance of the exact (f32) logits, relative to

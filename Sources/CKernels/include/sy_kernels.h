@@ -85,6 +85,26 @@ int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, s
                                const uint16_t *w, size_t n, size_t w_stride,
                                float *y, size_t y_stride, int accumulate);
 
+/// One of several products with bf16 weights that share their input (see ``sy_matmul_nt_bf16_multi_isa``).
+typedef struct sy_segment {
+    const uint16_t *w;
+    size_t n;
+    size_t w_stride;
+    float *y;
+    size_t y_stride;
+} sy_segment;
+
+/// The most products one ``sy_matmul_nt_bf16_multi_isa`` call takes.
+#define SY_MAX_SEGMENTS 3
+
+/// `count` (1 ... SY_MAX_SEGMENTS) products y_s = x · w_sᵀ with one x and bf16 weights, as one job:
+/// x is rounded once (fast) and their columns are split over the threads together, so the threads
+/// meet once instead of once per product. Each y_s is bitwise what the single product gives
+/// (``sy_matmul_nt_bf16_fast_isa`` when `fast`, else ``sy_matmul_nt_bf16_isa``). Returns 0, or -1 for
+/// a bad count or when the rounded-x buffer cannot be allocated.
+int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, size_t k, size_t x_stride,
+                                const sy_segment *segments, size_t count, int accumulate);
+
 /// `value` rounded to bf16 as the fast product rounds x: nearest even, denormals to signed zero.
 uint16_t sy_round_bf16(float value);
 
