@@ -167,7 +167,8 @@ struct BFloat16CheckpointTests {
     /// - Parameter greedyFrom: logits of an earlier run whose greedy tokens to decode (so two runs
     ///   see the same inputs), or nil to decode this run's own greedy tokens.
     static func logits(
-        _ checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, greedyFrom reference: [Float]? = nil
+        _ checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, quantization: WeightQuantization = .none,
+        greedyFrom reference: [Float]? = nil
     ) throws -> [Float] {
         let c = checkpoint.configuration
         let model = try MixtralDenseModel(checkpoint: checkpoint, arithmetic: arithmetic)
@@ -176,7 +177,7 @@ struct BFloat16CheckpointTests {
             experts: (0..<c.layerCount).flatMap { l in
                 (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) }
             },
-            arithmetic: arithmetic)
+            arithmetic: arithmetic, quantization: quantization)
         let experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] = {
             try store.compute(layer: $0, hidden: $1, routing: $2)
         }

@@ -117,32 +117,6 @@ struct Q8ModelTests {
     /// The stated tolerance of `--quantize q8`: logits within this fraction of the largest |logit|.
     static let relativeLogitTolerance: Float = 0.06
 
-    /// Logits of a prompt and three decode steps, decoding `reference`'s greedy tokens when given.
-    static func logits(
-        _ checkpoint: Checkpoint, quantization: WeightQuantization, arithmetic: BFloat16Arithmetic,
-        greedyFrom reference: [Float]?
-    ) throws -> [Float] {
-        let c = checkpoint.configuration
-        let model = try MixtralDenseModel(checkpoint: checkpoint, arithmetic: arithmetic)
-        let store = try ExpertStore(
-            checkpoint: checkpoint,
-            experts: (0..<c.layerCount).flatMap { l in
-                (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) }
-            },
-            arithmetic: arithmetic, quantization: quantization)
-        let experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] = {
-            try store.compute(layer: $0, hidden: $1, routing: $2)
-        }
-        var cache = model.makeCache(capacity: 16)
-        var all = try model.forward(tokens: [1, 7, 3, 44, 20, 9], cache: &cache, logits: .allTokens, experts: experts)
-        for _ in 0..<3 {
-            let source = reference ?? all
-            let next = Int32(argmax(source[(all.count - c.vocabularySize)..<all.count]))
-            all += try model.forward(tokens: [next], cache: &cache, logits: .lastToken, experts: experts)
-        }
-        return all
-    }
-
     @Test(
         "q8 experts keep the logits within 6% (of the largest |logit|) of f32 and every greedy choice, f32 and bf16 checkpoints",
         arguments: [DType.f32, .bf16])
@@ -162,8 +136,8 @@ struct Q8ModelTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         try MixtralCheckpointWriter.write(options, to: directory)
         let checkpoint = try Checkpoint(directory: directory)
-        let exact = try Self.logits(checkpoint, quantization: .none, arithmetic: .exact, greedyFrom: nil)
-        let q8 = try Self.logits(checkpoint, quantization: .q8, arithmetic: .exact, greedyFrom: exact)
+        let exact = try BFloat16CheckpointTests.logits(checkpoint, arithmetic: .exact, greedyFrom: nil)
+        let q8 = try BFloat16CheckpointTests.logits(checkpoint, arithmetic: .exact, quantization: .q8, greedyFrom: exact)
         let scale = exact.map(abs).max() ?? 1
         let worst = zip(exact, q8).map { abs($0 - $1) }.max() ?? 0
         #expect(worst > 0, "q8 really quantizes")
