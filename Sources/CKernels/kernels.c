@@ -1168,7 +1168,7 @@ static void run_part(const sy_job *job, size_t part) {
 
 /// Spins of `pause` before a waiting thread sleeps (tens of microseconds).
 #ifndef SY_SPIN_COUNT
-#define SY_SPIN_COUNT 20000
+#define SY_SPIN_COUNT 2000
 #endif
 
 /// One step of a spin: `pause`, and every 64th step gives the core away (`sched_yield`), so that a
