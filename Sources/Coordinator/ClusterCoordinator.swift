@@ -30,8 +30,9 @@ public struct CoordinatorOptions: Sendable {
     /// How workers multiply by bf16-stored expert weights (sent in ASSIGN; it must match the
     /// coordinator's own model for distributed runs to equal in-process ones).
     public var arithmetic: BFloat16Arithmetic
-    /// The element type of the hidden states in DISPATCH (workers answer COMBINE in the same type).
-    /// bf16 halves the bytes; it rounds each worker's inputs and partial sums to bf16.
+    /// The element type of the hidden states in DISPATCH (workers always answer COMBINE in f32, so
+    /// that tokens do not depend on the placement). bf16 halves the bytes sent; with bf16 fast
+    /// arithmetic it changes no result (the products round their inputs to bf16 anyway).
     public var wireDType: WireDType
     /// How workers hold the expert weights (sent in ASSIGN).
     public var quantization: WeightQuantization

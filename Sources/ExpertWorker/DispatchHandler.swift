@@ -97,7 +97,9 @@ public struct DispatchHandler: Sendable {
                 requestID: dispatch.requestID, step: dispatch.step, layer: dispatch.layer,
                 outputs: HiddenStates(
                     rowCount: dispatch.rowCount, hiddenSize: configuration.hiddenSize, values: outputs,
-                    dtype: dispatch.hiddenStates.dtype),
+                    // Always f32: a row's expert outputs are added on the coordinator in a fixed order
+                    // whatever the placement, which rounding partial sums to bf16 would break.
+                    dtype: .f32),
                 computeMicroseconds: micros)
             return WireCodec.encode(.combine(combine))
         } catch {

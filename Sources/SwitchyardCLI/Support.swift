@@ -108,7 +108,7 @@ struct NumericsOptions: ParsableArguments {
     @Option(
         name: .customLong("wire-dtype"),
         help: ArgumentHelp(
-            "Hidden states sent to and from workers: f32 or bf16 (half the bytes; rounds each worker's inputs and partial sums). Default: bf16 when the expert weights are bf16 and --bf16-arithmetic is fast, else f32.",
+            "Hidden states sent to workers in DISPATCH: f32 or bf16 (half the bytes; with --bf16-arithmetic fast it changes no result, since the products round their inputs to bf16 anyway). Workers answer in f32. Default: bf16 when the expert weights are bf16, --bf16-arithmetic is fast and --quantize is none, else f32.",
             valueName: "f32|bf16"))
     var wireDType: WireDType?
 
@@ -122,7 +122,7 @@ struct NumericsOptions: ParsableArguments {
     func resolvedWireDType(for checkpoint: Checkpoint) throws -> WireDType {
         if let wireDType { return wireDType }
         let sample = try checkpoint.weight(named: MixtralTensorNames.expertGate(0, 0))
-        return sample.dtype == .bf16 && bf16Arithmetic == .fast ? .bf16 : .f32
+        return sample.dtype == .bf16 && bf16Arithmetic == .fast && quantize == .none ? .bf16 : .f32
     }
 }
 
