@@ -1348,15 +1348,8 @@ static void *prepared_space(size_t bytes) {
 
 int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w,
                                size_t n, size_t w_stride, float *y, size_t y_stride, int accumulate) {
-    if (m == 0 || n == 0) return 0;
-    size_t kp = (k + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
-    int dot = isa == SY_ISA_AVX512BF16;
-    void *xp = prepared_space(m * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
-    if (xp == NULL) return -1;
-    if (dot) prepare_fast_bf16(x, m, k, x_stride, (uint16_t *)xp, kp);
-    else prepare_fast_f32(x, m, k, x_stride, (float *)xp, kp);
-    matmul_dispatch(SY_KIND_BF16_FAST, isa, xp, m, k, kp, kp, w, n, w_stride, y, y_stride, accumulate, NULL, NULL);
-    return 0;
+    sy_segment one = {w, n, w_stride, y, y_stride};
+    return sy_matmul_nt_bf16_multi_isa(isa, 1, x, m, k, x_stride, &one, 1, accumulate);
 }
 
 int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w, size_t n,

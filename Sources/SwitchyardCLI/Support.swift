@@ -43,7 +43,6 @@ enum StdinWatch {
 
 /// Sends log lines to stderr at `level`.
 func bootstrapLogging(level: Logger.Level) -> Logger {
-    Kernels.keepFreedMemoryInHeap()
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
         handler.logLevel = level
@@ -73,9 +72,13 @@ extension Logger.Level {
 /// The default of `--threads`: every core this process may use (at most the kernels' maximum).
 var defaultThreadCount: Int { min(max(1, ProcessInfo.processInfo.activeProcessorCount), Kernels.maximumThreadCount) }
 
-/// Sets the kernels' thread count from `--threads` (nil: ``defaultThreadCount``); returns the count used.
+/// Sets the kernels' thread count from `--threads` (nil: ``defaultThreadCount``) and keeps freed
+/// activation buffers in the heap; returns the thread count used.
 @discardableResult
 func applyThreads(_ requested: Int?) throws -> Int {
+    // The commands that run the model all set their threads here first; their step buffers should
+    // stay in the heap from then on.
+    Kernels.keepFreedMemoryInHeap()
     let threads = requested ?? defaultThreadCount
     guard (1...Kernels.maximumThreadCount).contains(threads) else {
         throw ValidationError("--threads is \(threads), but must be between 1 and \(Kernels.maximumThreadCount)")

@@ -17,11 +17,11 @@ private let q8Shapes: [(Int, Int, Int)] = [
 ]
 
 /// A plain reference of the q8 product for one output (the arithmetic the header describes).
+/// - Parameter quantized: the input row, quantized as the kernel quantizes it.
 private func referenceQ8Dot(
-    x: [Float], row: Int, inputCount: Int, values: [Int8], scales: [Float], output: Int
+    quantized: (values: [Int8], scales: [Float]), inputCount: Int, values: [Int8], scales: [Float], output: Int
 ) -> Float {
     let blocks = q8BlockCount(inputCount: inputCount)
-    let quantized = quantizeQ8(Array(x[(row * inputCount)..<((row + 1) * inputCount)]), outputCount: 1, inputCount: inputCount)
     var lanes = [Float](repeating: 0, count: 16)
     for block in 0..<blocks {
         let scale = quantized.scales[block] * scales[output * blocks + block]
@@ -74,9 +74,11 @@ struct Q8KernelTests {
         let y = linear(x, rowCount: shape.rows, q8Values: values, q8Scales: scales, outputCount: shape.outputs, isa: isa)
         var worst = 0.0
         for r in 0..<shape.rows {
+            let row = quantizeQ8(
+                Array(x[(r * shape.inputs)..<((r + 1) * shape.inputs)]), outputCount: 1, inputCount: shape.inputs)
             for o in 0..<shape.outputs {
                 let expected = referenceQ8Dot(
-                    x: x, row: r, inputCount: shape.inputs, values: values, scales: scales, output: o)
+                    quantized: row, inputCount: shape.inputs, values: values, scales: scales, output: o)
                 let actual = y[r * shape.outputs + o]
                 #expect(actual.bitPattern == expected.bitPattern, "\(isa) \(shape) [\(r), \(o)]: \(actual) vs \(expected)")
                 var exact = 0.0
