@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "Coordinator",
             dependencies: [
-                "Tensors", "Models", "Tokenization", "Wire", "Transport",
+                "Tensors", "Kernels", "Models", "Tokenization", "Wire", "Transport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

@@ -579,9 +579,12 @@ static inline const uint16_t *fast_block(const uint16_t *w, size_t p, size_t k, 
     return padded;
 }
 
-/// How far ahead (bytes) the m = 1 weight streams are prefetched; measured on Zen 4 decode.
+/// How far ahead (bytes) the weight streams of the bf16 dot kernel are prefetched, into L2 (`T1`).
+/// Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
+/// took the experts from 128 to 82-86 ms a step (memory reads then overlap the arithmetic instead
+/// of adding to it), where 2 KiB into L1 had been tuned for batch 1, which is unchanged within noise.
 #ifndef SY_PREFETCH_BYTES
-#define SY_PREFETCH_BYTES 2048
+#define SY_PREFETCH_BYTES 8192
 #endif
 
 enum { FAST_SCALAR_R = 2, FAST_SCALAR_C = 2 };
@@ -752,7 +755,7 @@ SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t 
         __m512bh wv[DOT_CMAX];
         for (int c = 0; c < C; c++) {
             wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(w + c * ws + p));
-            _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
         }
         for (int r = 0; r < R; r++) {
             __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + r * kp + p));
@@ -1044,7 +1047,7 @@ sy_isa sy_active_isa(void) {
 
 /// What a product multiplies: f32 weights, bf16 weights widened exactly, or bf16 weights with x
 /// rounded to bf16 (the fast shape; x is then prepared, see `prepare_fast_*`).
-typedef enum sy_kind { SY_KIND_F32 = 0, SY_KIND_BF16 = 1, SY_KIND_BF16_FAST = 2, SY_KIND_Q8 = 3 } sy_kind;
+typedef enum sy_kind { SY_KIND_F32 = 0, SY_KIND_BF16 = 1, SY_KIND_BF16_FAST = 2, SY_KIND_Q8 = 3, SY_KIND_TASKS = 4 } sy_kind;
 
 /// One product on one thread, on the path `isa`. For SY_KIND_BF16_FAST, `x` is the prepared x (bf16
 /// rows for SY_ISA_AVX512BF16, else split f32 rows) with rows of `kp` elements.
@@ -1116,7 +1119,7 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 // variable: products of one decode step come back to back, and waking a sleeping thread costs more
 // than a small product. The caller spins the same way for the workers to finish.
 
-/// A product split into `parts` column ranges of `columns` columns each (the last may be shorter).
+/// A product for the pool: `parts` threads take chunks of `columns` columns (the last may be shorter).
 typedef struct sy_job {
     sy_kind kind;
     sy_isa isa;
@@ -1132,10 +1135,17 @@ typedef struct sy_job {
     /// 0, or several products sharing x whose columns are numbered one after the other (n is their sum).
     size_t segment_count;
     sy_segment segments[SY_MAX_SEGMENTS];
+    /// SY_KIND_TASKS: task j of 0 ..< n is task(context, j).
+    sy_task task;
+    void *context;
 } sy_job;
 
 /// Columns [j0, j1) of the job (of its segments, numbered one after the other).
 static void run_columns(const sy_job *job, size_t j0, size_t j1) {
+    if (job->kind == SY_KIND_TASKS) {
+        for (size_t j = j0; j < j1; j++) job->task(job->context, j);
+        return;
+    }
     size_t element = job->kind == SY_KIND_F32 ? sizeof(float) : job->kind == SY_KIND_Q8 ? 1 : sizeof(uint16_t);
     if (job->segment_count == 0) {
         const void *w = (const char *)job->w + j0 * job->ws * element;
@@ -1159,11 +1169,18 @@ static void run_columns(const sy_job *job, size_t j0, size_t j1) {
     }
 }
 
-static void run_part(const sy_job *job, size_t part) {
-    size_t j0 = part * job->columns;
-    if (part >= job->parts || j0 >= job->n) return;
-    size_t j1 = j0 + job->columns < job->n ? j0 + job->columns : job->n;
-    run_columns(job, j0, j1);
+/// The column counter of the current product: each participant takes the next `job->columns`
+/// columns until none are left, so a thread that starts late or streams slowly does less of the
+/// product instead of making the others wait (the bits never depend on who computes a column).
+static _Atomic size_t next_column;
+
+static void run_chunks(const sy_job *job) {
+    for (;;) {
+        size_t j0 = atomic_fetch_add_explicit(&next_column, job->columns, memory_order_relaxed);
+        if (j0 >= job->n) return;
+        size_t j1 = j0 + job->columns < job->n ? j0 + job->columns : job->n;
+        run_columns(job, j0, j1);
+    }
 }
 
 /// Spins of `pause` before a waiting thread sleeps (tens of microseconds).
@@ -1192,8 +1209,15 @@ static struct {
     pthread_cond_t done;
     /// Incremented (release) once per dispatched product, after `job` is written.
     _Atomic unsigned long generation;
-    /// Workers that have not yet finished the current product (every started worker counts).
-    _Atomic size_t remaining;
+    /// The current product's admission word: its generation (above SY_STATE_SHIFT), whether it is
+    /// open (SY_STATE_OPEN) and how many workers have joined it and not yet left (the low bits). A
+    /// worker joins only an open product of the generation it woke for; the caller closes the
+    /// product when no columns are left and waits only for the workers that joined, so a worker
+    /// that wakes late is never waited for.
+    _Atomic unsigned long state;
+    /// Threads (the caller included) the current product may use: worker i joins only if i < parts,
+    /// so a lowered thread count holds even when more workers were started before.
+    _Atomic size_t parts;
     int sleepers;
     int caller_sleeping;
     /// Worker threads started (worker i runs part i; the caller runs part 0).
@@ -1202,7 +1226,24 @@ static struct {
     unsigned long start_generation[SY_MAX_THREADS];
     sy_job job;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          0, 0, 0, 0, 0, {0}, {0}};
+          0, 0, 0, 0, 0, 0, {0}, {0}};
+
+enum { SY_STATE_SHIFT = 8 };
+#define SY_STATE_OPEN 128ul
+#define SY_STATE_ACTIVE 127ul
+
+static unsigned long state_tag(unsigned long generation) { return generation << SY_STATE_SHIFT; }
+
+/// Joins the product of `generation` if it is still open; returns whether it did.
+static int join_product(unsigned long generation) {
+    unsigned long s = atomic_load_explicit(&pool.state, memory_order_acquire);
+    for (;;) {
+        if ((s & ~(SY_STATE_OPEN | SY_STATE_ACTIVE)) != state_tag(generation) || !(s & SY_STATE_OPEN)) return 0;
+        if (atomic_compare_exchange_weak_explicit(&pool.state, &s, s + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return 1;
+    }
+}
 
 /// The requested thread count, caller included.
 static _Atomic int wanted_threads = 1;
@@ -1227,9 +1268,11 @@ static void *worker_main(void *argument) {
             pthread_mutex_unlock(&pool.lock);
         }
         seen = now;
+        if (part >= atomic_load_explicit(&pool.parts, memory_order_relaxed) || !join_product(now)) continue;
         sy_job job = pool.job;
-        run_part(&job, part);
-        if (atomic_fetch_sub_explicit(&pool.remaining, 1, memory_order_acq_rel) == 1) {
+        run_chunks(&job);
+        unsigned long before = atomic_fetch_sub_explicit(&pool.state, 1, memory_order_acq_rel);
+        if ((before & SY_STATE_ACTIVE) == 1 && !(before & SY_STATE_OPEN)) {
             pthread_mutex_lock(&pool.lock);
             if (pool.caller_sleeping) pthread_cond_signal(&pool.done);
             pthread_mutex_unlock(&pool.lock);
@@ -1249,12 +1292,17 @@ int sy_thread_count(void) { return atomic_load_explicit(&wanted_threads, memory_
 /// Products smaller than this many multiply-adds run on the caller alone (waking workers costs more).
 enum { SY_PARALLEL_MIN_WORK = 1 << 15, SY_PARALLEL_COLUMN_STEP = 16 };
 
+/// Chunks per thread of one product (see ``run_chunks``).
+#ifndef SY_CHUNKS_PER_THREAD
+#define SY_CHUNKS_PER_THREAD 8
+#endif
+
 static void dispatch_job(sy_job job);
 
 static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
                             const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
                             const float *xscale, const float *wscale) {
-    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, 0, xscale, wscale, 0, {{0}}};
+    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, 0, xscale, wscale, 0, {{0}}, NULL, NULL};
     dispatch_job(job);
 }
 
@@ -1263,9 +1311,12 @@ static void dispatch_job(sy_job job) {
     size_t m = job.m, n = job.n, k = job.k;
     if (m == 0 || n == 0) return;
     size_t threads = (size_t)sy_thread_count();
-    size_t max_parts = (n + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP;
+    int tasks = job.kind == SY_KIND_TASKS;
+    size_t step = tasks ? 1 : SY_PARALLEL_COLUMN_STEP;
+    size_t max_parts = (n + step - 1) / step;
     if (threads > max_parts) threads = max_parts;
-    if (threads <= 1 || m * n * (k > 0 ? k : 1) < SY_PARALLEL_MIN_WORK || pthread_mutex_trylock(&pool.owner) != 0) {
+    if (threads <= 1 || (!tasks && m * n * (k > 0 ? k : 1) < SY_PARALLEL_MIN_WORK) ||
+        pthread_mutex_trylock(&pool.owner) != 0) {
         run_columns(&job, 0, n);
         return;
     }
@@ -1284,27 +1335,32 @@ static void dispatch_job(sy_job job) {
     }
     pthread_mutex_unlock(&pool.lock);
     size_t parts = (size_t)pool.started + 1 < threads ? (size_t)pool.started + 1 : threads;
-    // Column ranges in whole steps of 16, so that every part keeps full tiles (the bits do not depend on it).
-    size_t columns = (n + parts - 1) / parts;
-    columns = (columns + SY_PARALLEL_COLUMN_STEP - 1) / SY_PARALLEL_COLUMN_STEP * SY_PARALLEL_COLUMN_STEP;
-    parts = (n + columns - 1) / columns;
+    // Chunks of about an eighth of a thread's share, in whole steps of 16 columns so that every chunk
+    // keeps full tiles (the bits do not depend on it).
+    size_t columns = (n + parts * SY_CHUNKS_PER_THREAD - 1) / (parts * SY_CHUNKS_PER_THREAD);
+    columns = (columns + step - 1) / step * step;
     job.parts = parts;
     job.columns = columns;
     pool.job = job;
-    atomic_store_explicit(&pool.remaining, (size_t)pool.started, memory_order_relaxed);
-    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+    atomic_store_explicit(&next_column, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.parts, parts, memory_order_relaxed);
+    unsigned long generation = atomic_load_explicit(&pool.generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool.state, state_tag(generation) | SY_STATE_OPEN, memory_order_relaxed);
+    atomic_store_explicit(&pool.generation, generation, memory_order_release);
     pthread_mutex_lock(&pool.lock);
     if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    run_part(&job, 0);
-    for (int spin = 0; spin < SY_SPIN_COUNT; spin++) {
-        if (atomic_load_explicit(&pool.remaining, memory_order_acquire) == 0) break;
+    run_chunks(&job);
+    // Close the product: no worker joins it from now on; wait for those that did.
+    unsigned long left = atomic_fetch_and_explicit(&pool.state, ~SY_STATE_OPEN, memory_order_acq_rel) & SY_STATE_ACTIVE;
+    for (int spin = 0; left != 0 && spin < SY_SPIN_COUNT; spin++) {
         cpu_relax(spin);
+        left = atomic_load_explicit(&pool.state, memory_order_acquire) & SY_STATE_ACTIVE;
     }
-    if (atomic_load_explicit(&pool.remaining, memory_order_acquire) != 0) {
+    if (left != 0) {
         pthread_mutex_lock(&pool.lock);
         pool.caller_sleeping = 1;
-        while (atomic_load_explicit(&pool.remaining, memory_order_acquire) != 0)
+        while ((atomic_load_explicit(&pool.state, memory_order_acquire) & SY_STATE_ACTIVE) != 0)
             pthread_cond_wait(&pool.done, &pool.lock);
         pool.caller_sleeping = 0;
         pthread_mutex_unlock(&pool.lock);
@@ -1363,7 +1419,7 @@ int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, 
                                 const sy_segment *segments, size_t count, int accumulate) {
     if (count == 0 || count > SY_MAX_SEGMENTS) return -1;
     sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, m, k, x_stride, 0, NULL, 0, 0, NULL, 0, accumulate,
-                  0, 0, NULL, NULL, count, {{0}}};
+                  0, 0, NULL, NULL, count, {{0}}, NULL, NULL};
     for (size_t s = 0; s < count; s++) {
         job.segments[s] = segments[s];
         job.n += segments[s].n;
@@ -1402,6 +1458,13 @@ int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const i
     return sy_matmul_nt_q8_isa(sy_active_isa(), x, m, k, x_stride, wq, wscales, n, y, y_stride, accumulate);
 }
 
+void sy_parallel_for(size_t count, sy_task task, void *context) {
+    if (count == 0) return;
+    sy_job job = {SY_KIND_TASKS, SY_ISA_SCALAR, NULL, 1, 0, 0, 0, NULL, count, 0, NULL, 0, 0, 0, 0, NULL, NULL, 0,
+                  {{0}}, task, context};
+    dispatch_job(job);
+}
+
 void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
                          float *out) {
     switch (isa) {
@@ -1424,3 +1487,89 @@ void sy_keep_freed_memory_in_heap(void) {
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
 #endif
 }
+
+// MARK: - log Σ exp (log-probabilities)
+//
+// exp(t) for t ≤ 0 (t = x - max): t is clamped to -87 (exp(-87) ≈ 1.6e-38, still normal), split as
+// t = n·ln 2 + r with n = nearest(t·log2 e) and r taken off in two parts, exp(r) by the Cephes expf
+// polynomial, then scaled by 2ⁿ through the exponent bits. Every step is one f32 operation or FMA, so
+// the scalar and AVX-512 paths give the same bits. The terms are summed in f64, term j into lane
+// j mod 16, and the lanes added 0 ... 15 at the end.
+
+enum { SY_LSE_LANES = 16 };
+static const float lse_log2e = 1.44269504088896341f, lse_ln2_hi = 0.693359375f, lse_ln2_lo = -2.12194440e-4f;
+static const float lse_p[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+static float lse_exp_scalar(float t) {
+    if (t != t) return t;
+    if (t < -87.0f) t = -87.0f;
+    float n = nearbyintf(t * lse_log2e);
+    float r = fmaf(-n, lse_ln2_hi, t);
+    r = fmaf(-n, lse_ln2_lo, r);
+    float p = lse_p[0];
+    for (int i = 1; i < 6; i++) p = fmaf(p, r, lse_p[i]);
+    float e = fmaf(p, r * r, r) + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
+}
+
+static double lse_lanes_total(const double lanes[SY_LSE_LANES]) {
+    double total = 0;
+    for (int l = 0; l < SY_LSE_LANES; l++) total += lanes[l];
+    return total;
+}
+
+static double sum_exp_scalar(const float *x, size_t n, float maximum) {
+    double lanes[SY_LSE_LANES] = {0};
+    for (size_t j = 0; j < n; j++) lanes[j % SY_LSE_LANES] += (double)lse_exp_scalar(x[j] - maximum);
+    return lse_lanes_total(lanes);
+}
+
+#if SY_X86
+SY_AVX512_FN double sum_exp_avx512(const float *x, size_t n, float maximum) {
+    __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd();
+    const __m512 m = _mm512_set1_ps(maximum), floor87 = _mm512_set1_ps(-87.0f);
+    for (size_t j = 0; j < n; j += SY_LSE_LANES) {
+        __mmask16 mask = n - j >= SY_LSE_LANES ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + j), m);
+        t = _mm512_max_ps(floor87, t);  // NaN stays NaN (the second operand is taken)
+        __m512 nn = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(lse_log2e)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(lse_ln2_hi), t);
+        r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(lse_ln2_lo), r);
+        __m512 p = _mm512_set1_ps(lse_p[0]);
+        for (int i = 1; i < 6; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(lse_p[i]));
+        __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+        __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(nn), _mm512_set1_epi32(127)), 23);
+        e = _mm512_maskz_mov_ps(mask, _mm512_mul_ps(e, _mm512_castsi512_ps(bits)));
+        low = _mm512_add_pd(low, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        high = _mm512_add_pd(high, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double lanes[SY_LSE_LANES];
+    _mm512_storeu_pd(lanes, low);
+    _mm512_storeu_pd(lanes + 8, high);
+    return lse_lanes_total(lanes);
+}
+#endif
+
+double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
+    if (n == 0) return -INFINITY;
+    float maximum = x[0];
+    for (size_t j = 1; j < n; j++)
+        if (x[j] > maximum) maximum = x[j];
+    if (!(maximum > -INFINITY) || maximum == INFINITY || maximum != maximum) return (double)maximum;
+    double sum;
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) sum = sum_exp_avx512(x, n, maximum);
+    else sum = sum_exp_scalar(x, n, maximum);
+#else
+    (void)isa;
+    sum = sum_exp_scalar(x, n, maximum);
+#endif
+    return (double)maximum + log(sum);
+}
+
+double sy_log_sum_exp(const float *x, size_t n) { return sy_log_sum_exp_isa(sy_active_isa(), x, n); }

@@ -4,6 +4,7 @@
 // Order (as vLLM): temperature, then top-k, then top-p over the renormalised distribution.
 // Temperature 0 is greedy (argmax; ties go to the lowest token id, as torch.argmax).
 import Foundation
+import Kernels
 import Tensors
 
 /// How to pick each next token.
@@ -133,11 +134,7 @@ public struct TokenLogprob: Sendable, Equatable, Codable {
     /// Log-softmax of the raw logits (temperature does not apply, as in vLLM's default).
     /// - Parameter logits: [vocabularySize], f32
     public init(chosen: Int32, logits: [Float], top count: Int) {
-        var maxLogit = -Double.infinity
-        for value in logits { maxLogit = max(maxLogit, Double(value)) }
-        var sum = 0.0
-        for value in logits { sum += exp(Double(value) - maxLogit) }
-        let logNormaliser = maxLogit + log(sum)
+        let logNormaliser = logits.withUnsafeBufferPointer { logSumExp($0) }
         tokenID = chosen
         logprob = Double(logits[Int(chosen)]) - logNormaliser
         topLogprobs = Sampler.topIndices(logits, count: count).map {

@@ -5,6 +5,8 @@
     import Darwin
 #endif
 
+import CKernels
+
 /// SiLU (swish): x · sigmoid(x).
 @inline(__always)
 public func silu(_ x: Float) -> Float {
@@ -17,6 +19,18 @@ public func silu(_ x: Float) -> Float {
 ///   - up: [count], f32.
 public func swiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
     for index in 0..<count { gate[index] = silu(gate[index]) * up[index] }
+}
+
+/// log Σ exp(values), the normaliser of a log-softmax: the maximum plus the log of Σ exp(x - max),
+/// each term an f32 exp (within about 2 ulp) summed in f64 in a fixed order, so the result is the
+/// same on every kernel path. ±infinity or NaN as the maximum is returned as is.
+/// - Parameters:
+///   - values: at least one f32 value (logits).
+///   - isa: the kernel path; nil uses ``KernelISA/active``.
+public func logSumExp(_ values: UnsafeBufferPointer<Float>, isa: KernelISA? = nil) -> Double {
+    precondition(!values.isEmpty, "logSumExp: no values")
+    if let isa { return sy_log_sum_exp_isa(isa.cValue, values.baseAddress!, values.count) }
+    return sy_log_sum_exp(values.baseAddress!, values.count)
 }
 
 /// Softmax of one row in place, subtracting the maximum first so `exp` cannot overflow.

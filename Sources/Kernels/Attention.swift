@@ -49,13 +49,19 @@ public struct AttentionShape: Sendable, Equatable {
 ///   - values: [S, G, D], f32.
 ///   - output: [T, H, D], f32.
 ///   - isa: the kernel path; nil uses ``KernelISA/active``.
+///   - keyValueHeads: the key/value heads (and so the query heads of their groups) to compute;
+///     nil computes all. Calls on disjoint ranges write disjoint parts of `output`.
 public func attention(
     queries: UnsafePointer<Float>, queryCount: Int, firstQueryPosition: Int,
     keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
-    shape: AttentionShape, into output: UnsafeMutablePointer<Float>, isa: KernelISA? = nil
+    shape: AttentionShape, into output: UnsafeMutablePointer<Float>, isa: KernelISA? = nil,
+    keyValueHeads: Range<Int>? = nil
 ) {
     precondition(
         keyCount == firstQueryPosition + queryCount, "attention: keys must cover every position up to the last query")
+    precondition(
+        keyValueHeads.map { $0.lowerBound >= 0 && $0.upperBound <= shape.keyValueHeadCount } ?? true,
+        "attention: key/value heads outside 0 ..< \(shape.keyValueHeadCount)")
     guard queryCount > 0 else { return }
     let headDimension = shape.headDimension
     let queryStride = shape.headCount * headDimension
@@ -71,7 +77,7 @@ public func attention(
         // The keys this query sees: a causal mask, and the sliding window when there is one.
         let firstKey = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
         let visibleCount = position + 1 - firstKey
-        for keyValueHead in 0..<shape.keyValueHeadCount {
+        for keyValueHead in keyValueHeads ?? 0..<shape.keyValueHeadCount {
             let firstHead = keyValueHead * groupSize
             let q = queries + t * queryStride + firstHead * headDimension
             let k = keys + firstKey * keyStride + keyValueHead * headDimension

@@ -75,6 +75,26 @@ public var threadCount: Int { Int(sy_thread_count()) }
 /// The largest count ``setThreadCount(_:)`` accepts.
 public let maximumThreadCount = Int(SY_MAX_THREADS)
 
+/// Runs `body(0)` ... `body(count - 1)` on the product threads (the caller's included), each index
+/// once and in no set order; returns when all have run. The calls must write disjoint memory.
+/// Products inside `body` run on its thread alone, and the whole loop runs on the caller when
+/// another thread holds the product threads, so results never depend on the split.
+public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+    guard count > 0 else { return }
+    if count == 1 || threadCount == 1 {
+        for index in 0..<count { body(index) }
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        var task = body
+        withUnsafeMutablePointer(to: &task) { context in
+            sy_parallel_for(count, { context, index in
+                context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(index)
+            }, context)
+        }
+    }
+}
+
 /// Computes `output = input · weightᵀ` (or `output += …` when `accumulate`), batch-invariantly.
 ///
 /// Every `output[r, o]` is bitwise the same whatever `rowCount` is and wherever the row sits.

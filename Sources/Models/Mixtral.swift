@@ -359,8 +359,11 @@ struct MixtralAttention: Sendable {
             }
         }
         var attended = [Float](repeating: 0, count: rowCount * queryWidth)
+        var starts = [Int]()
+        starts.reserveCapacity(chunks.count)
         for (index, chunk) in chunks.enumerated() {
             let start = caches[index].count
+            starts.append(start)
             queries.withUnsafeMutableBufferPointer { q in
                 rotary.apply(
                     to: q.baseAddress! + chunk.firstRow * queryWidth, rowCount: chunk.rowCount,
@@ -375,15 +378,24 @@ struct MixtralAttention: Sendable {
             let target = (start * keyValueWidth)..<((start + chunk.rowCount) * keyValueWidth)
             caches[index].keys[layer].replaceSubrange(target, with: keys[source])
             caches[index].values[layer].replaceSubrange(target, with: values[source])
-            queries.withUnsafeBufferPointer { q in
-                caches[index].keys[layer].withUnsafeBufferPointer { k in
-                    caches[index].values[layer].withUnsafeBufferPointer { v in
-                        attended.withUnsafeMutableBufferPointer { o in
+        }
+        // One task per (chunk, key/value head), spread over the product threads: each writes its own
+        // heads of its own rows, and a head's result does not depend on which thread computes it.
+        let headGroups = shape.keyValueHeadCount
+        queries.withUnsafeBufferPointer { q in
+            attended.withUnsafeMutableBufferPointer { o in
+                let queryBase = q.baseAddress!, outputBase = o.baseAddress!
+                let cacheBase = UnsafePointer(caches.baseAddress!)
+                parallelFor(chunks.count * headGroups) { task in
+                    let index = task / headGroups, group = task % headGroups
+                    let chunk = chunks[index], start = starts[index]
+                    cacheBase[index].keys[layer].withUnsafeBufferPointer { k in
+                        cacheBase[index].values[layer].withUnsafeBufferPointer { v in
                             attention(
-                                queries: q.baseAddress! + chunk.firstRow * queryWidth, queryCount: chunk.rowCount,
+                                queries: queryBase + chunk.firstRow * queryWidth, queryCount: chunk.rowCount,
                                 firstQueryPosition: start, keys: k.baseAddress!, values: v.baseAddress!,
                                 keyCount: start + chunk.rowCount, shape: shape,
-                                into: o.baseAddress! + chunk.firstRow * queryWidth)
+                                into: outputBase + chunk.firstRow * queryWidth, keyValueHeads: group..<(group + 1))
                         }
                     }
                 }

@@ -283,6 +283,34 @@ struct KernelThreadTests {
         for (caller, result) in results.withLock({ $0 }).enumerated() { expectSameBits(result, expected, "caller \(caller)") }
     }
 
+    @Test("parallelFor runs every index exactly once, on several threads, with products inside it", arguments: [1, 2, 7, 300])
+    func parallelForRunsEachIndexOnce(count: Int) {
+        var random = TestRandom(seed: UInt64(count))
+        let (rows, inputs, outputs) = (2, 300, 200)
+        let x = random.floats(rows * inputs)
+        let w = randomBFloat16(&random, outputs * inputs).bits
+        let expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+        for threads in [1, 2, 3] {
+            let runs = Mutex([Int](repeating: 0, count: count))
+            let products = Mutex([[Float]](repeating: [], count: count))
+            let threadIDs = Mutex(Set<UInt>())
+            withThreadCount(threads) {
+                parallelFor(count) { index in
+                    // A product inside a task runs on that task's thread and gives the same bits.
+                    let y = linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs)
+                    runs.withLock { $0[index] += 1 }
+                    products.withLock { $0[index] = y }
+                    threadIDs.withLock { _ = $0.insert(UInt(bitPattern: Int(pthread_self()))) }
+                }
+            }
+            #expect(runs.withLock { $0 } == [Int](repeating: 1, count: count), "\(threads) threads")
+            for (index, y) in products.withLock({ $0 }).enumerated() {
+                expectSameBits(y, expected, "task \(index), \(threads) threads")
+            }
+            #expect(threadIDs.withLock { $0.count } <= threads)
+        }
+    }
+
     @Test("a bf16 model's logits are bitwise the same on 1 and 3 threads")
     func modelThreadCountInvariant() throws {
         // Large enough that the products are split (the kernels keep small ones on one thread).

@@ -79,6 +79,42 @@ struct KernelTests {
         if width > 1 { #expect(actual[1] == 0) }
     }
 
+    @Test(
+        "logSumExp is log Σ exp(x) within 1e-6 relative of an f64 reference, the same bits on every path",
+        arguments: [1, 15, 16, 17, 100, 1001, 32000])
+    func logSumExpMatchesReference(count: Int) {
+        var random = TestRandom(seed: UInt64(count) + 7)
+        // Logit-like values spread over a wide range, so that terms far below the maximum occur too.
+        var values = random.floats(count, scale: 30)
+        if count > 3 { values[count / 2] = -.infinity }  // a masked logit contributes 0
+        let maximum = Double(values.max()!)
+        let reference = maximum + log(values.reduce(0.0) { $0 + exp(Double($1) - maximum) })
+        let results = KernelISA.supported.map { isa in values.withUnsafeBufferPointer { logSumExp($0, isa: isa) } }
+        for (isa, result) in zip(KernelISA.supported, results) {
+            #expect(abs(result - reference) <= 1e-6 * max(1, abs(reference)), "\(isa): \(result) vs \(reference)")
+            #expect(result.bitPattern == results[0].bitPattern, "\(isa) differs from \(KernelISA.supported[0])")
+        }
+    }
+
+    @Test("logSumExp of equal values is the value plus log n; infinities and NaN pass through")
+    func logSumExpEdges() {
+        for isa in KernelISA.supported {
+            let ones = [Float](repeating: 2.5, count: 37)
+            let equal = ones.withUnsafeBufferPointer { logSumExp($0, isa: isa) }
+            #expect(abs(equal - (2.5 + log(37.0))) < 1e-6, "\(isa)")
+            let masked: [Float] = [-.infinity, -.infinity]
+            #expect(masked.withUnsafeBufferPointer { logSumExp($0, isa: isa) } == -.infinity, "\(isa)")
+            let infinite: [Float] = [1, .infinity]
+            #expect(infinite.withUnsafeBufferPointer { logSumExp($0, isa: isa) } == .infinity, "\(isa)")
+            for nan: [Float] in [[.nan, 1], [1, .nan, 2]] {
+                #expect(nan.withUnsafeBufferPointer { logSumExp($0, isa: isa) }.isNaN, "\(isa) \(nan)")
+            }
+            // Very negative terms underflow to (near) zero instead of producing garbage.
+            let spread: [Float] = [0, -200, -1000]
+            #expect(abs(spread.withUnsafeBufferPointer { logSumExp($0, isa: isa) }) < 1e-6, "\(isa)")
+        }
+    }
+
     @Test("silu is x·sigmoid(x) and swiGLU multiplies it by the up projection")
     func siluMatchesReference() {
         var random = TestRandom(seed: 4)

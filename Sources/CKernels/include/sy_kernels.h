@@ -145,6 +145,15 @@ int sy_thread_count(void);
 /// The largest accepted thread count.
 #define SY_MAX_THREADS 64
 
+/// One task of ``sy_parallel_for``: the task with index `index` (0 ..< count) of the call.
+typedef void (*sy_task)(void *context, size_t index);
+
+/// Runs task(context, 0) ... task(context, count - 1) on the pool's threads (the caller included),
+/// each index once, in no set order, and returns when all have finished. Tasks must write disjoint
+/// memory. Products issued inside a task run on that task's thread alone (the pool is taken), and
+/// so does the whole call when another caller holds the pool.
+void sy_parallel_for(size_t count, sy_task task, void *context);
+
 /// out[d] = Σ_s p[s] · v[s, d] for d < width, summed over s = 0, 1, ..., count - 1 in that order
 /// with one fused multiply-add per term, starting from 0 (the weighted value sum of attention).
 /// v: [count, width] with row stride `v_stride` floats; out: [width], must not overlap p or v.
@@ -159,6 +168,14 @@ void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *
 /// 512 MiB) instead of mapping and unmapping every large block: a step's activations would otherwise
 /// be zero-filled by the kernel page by page on every step. No effect outside glibc.
 void sy_keep_freed_memory_in_heap(void);
+
+/// log Σ_j exp(x[j]) for n ≥ 1 floats (the normaliser of a log-softmax), in f64 from f32 terms:
+/// max + log Σ exp(x[j] - max), each exp within about 2 ulp of f32 and the sum in f64. Bitwise the
+/// same on every path. A maximum of ±infinity or NaN is returned as is; n = 0 gives -infinity.
+double sy_log_sum_exp(const float *x, size_t n);
+
+/// ``sy_log_sum_exp`` on an explicit path (tests and benchmarks).
+double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n);
 
 #ifdef __cplusplus
 }
