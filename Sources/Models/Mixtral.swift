@@ -379,9 +379,11 @@ struct MixtralAttention: Sendable {
             caches[index].keys[layer].replaceSubrange(target, with: keys[source])
             caches[index].values[layer].replaceSubrange(target, with: values[source])
         }
-        // One task per (chunk, key/value head), spread over the product threads: each writes its own
-        // heads of its own rows, and a head's result does not depend on which thread computes it.
-        let headGroups = shape.keyValueHeadCount
+        // Tasks over the product threads: one per chunk when there are enough chunks (each task then
+        // reads its sequence's cached rows front to back), else one per (chunk, key/value head). Each
+        // task writes its own heads of its own rows, and a head's result does not depend on the split.
+        let headGroups = chunks.count >= 4 * threadCount ? 1 : shape.keyValueHeadCount
+        let headsPerTask = shape.keyValueHeadCount / headGroups
         queries.withUnsafeBufferPointer { q in
             attended.withUnsafeMutableBufferPointer { o in
                 let queryBase = q.baseAddress!, outputBase = o.baseAddress!
@@ -395,7 +397,8 @@ struct MixtralAttention: Sendable {
                                 queries: queryBase + chunk.firstRow * queryWidth, queryCount: chunk.rowCount,
                                 firstQueryPosition: start, keys: k.baseAddress!, values: v.baseAddress!,
                                 keyCount: start + chunk.rowCount, shape: shape,
-                                into: outputBase + chunk.firstRow * queryWidth, keyValueHeads: group..<(group + 1))
+                                into: outputBase + chunk.firstRow * queryWidth,
+                                keyValueHeads: (group * headsPerTask)..<((group + 1) * headsPerTask))
                         }
                     }
                 }
