@@ -1185,13 +1185,13 @@ static void run_chunks(const sy_job *job) {
 
 /// Spins of `pause` before a waiting thread sleeps (tens of microseconds).
 #ifndef SY_SPIN_COUNT
-#define SY_SPIN_COUNT 2000
+#define SY_SPIN_COUNT 100000
 #endif
 
 /// One step of a spin: `pause`, and every 64th step gives the core away (`sched_yield`), so that a
 /// spinning thread does not starve the thread it waits for when the cores are oversubscribed.
 static inline void cpu_relax(int spin) {
-    if ((spin & 1023) == 1023) {
+    if ((spin & 63) == 63) {
         sched_yield();
         return;
     }

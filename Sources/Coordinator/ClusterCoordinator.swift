@@ -126,7 +126,9 @@ public final class ClusterCoordinator: ExpertExecutor {
         self.options = options
         self.logger = logger
         slots = Array(repeating: nil, count: placement.workerCount)
-        socket = try RouterSocket(context: ZMQContext(), bind: options.bind)
+        // Replies to a dispatch come back within milliseconds: poll for them briefly before sleeping.
+        socket = try RouterSocket(
+            context: ZMQContext(), bind: options.bind, options: SocketOptions(receiveSpin: .milliseconds(2)))
         endpoint = socket.boundEndpoint
     }
 

@@ -59,7 +59,11 @@ public struct WorkerService {
         let context = try ZMQContext()
         // A fresh identity per run: a restarted worker is a new peer that registers again.
         let identity = PeerIdentity("\(options.name)-\(getpid())-\(UInt32.random(in: 1...UInt32.max))")
-        let socket = try DealerSocket(context: context, connect: options.coordinator, identity: identity)
+        // The next layer's dispatch follows within about a millisecond during generation: poll for
+        // it briefly before sleeping.
+        let socket = try DealerSocket(
+            context: context, connect: options.coordinator, identity: identity,
+            options: SocketOptions(receiveSpin: .milliseconds(2)))
 
         let hello = WireMessage.hello(.init(
             workerName: options.name, modelFingerprint: checkpoint.fingerprint, threads: options.threads,

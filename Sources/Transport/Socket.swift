@@ -16,6 +16,7 @@ final class ZMQSocket {
     /// Reused for every received frame, so receiving allocates only the frames' arrays.
     private let message: UnsafeMutablePointer<zmq_msg_t>
     private let sendTimeout: Duration?
+    private let receiveSpin: Duration
     /// The endpoint for error messages: the bound or connected address.
     var endpoint: String
 
@@ -27,6 +28,7 @@ final class ZMQSocket {
         self.handle = handle
         self.endpoint = endpoint
         self.sendTimeout = options.sendTimeout
+        self.receiveSpin = options.receiveSpin
         message = .allocate(capacity: 1)
         // Close must never block on unsent messages: a peer that is gone stays gone.
         try setOption(ZMQ_LINGER, Int32(0), name: "ZMQ_LINGER")
@@ -98,7 +100,15 @@ final class ZMQSocket {
 
     /// Receives one whole multipart message, or nil when `timeout` passes first (nil waits forever).
     func receive(timeout: Duration?) throws(TransportError) -> [[UInt8]]? {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let started = ContinuousClock.now
+        let deadline = timeout.map { started + $0 }
+        if receiveSpin > .zero {
+            let spinUntil = started + min(receiveSpin, timeout ?? receiveSpin)
+            repeat {
+                if let frames = try receiveAvailable() { return frames }
+                sched_yield()
+            } while ContinuousClock.now < spinUntil
+        }
         while true {
             let remaining = deadline.map { max(.zero, $0 - ContinuousClock.now) }
             guard try poll(timeout: remaining) else { return nil }
