@@ -126,9 +126,7 @@ public final class ClusterCoordinator: ExpertExecutor {
         self.options = options
         self.logger = logger
         slots = Array(repeating: nil, count: placement.workerCount)
-        // Replies to a dispatch come back within milliseconds: poll for them briefly before sleeping.
-        socket = try RouterSocket(
-            context: ZMQContext(), bind: options.bind, options: SocketOptions(receiveSpin: .milliseconds(2)))
+        socket = try RouterSocket(context: ZMQContext(), bind: options.bind)
         endpoint = socket.boundEndpoint
     }
 
@@ -379,7 +377,7 @@ public final class ClusterCoordinator: ExpertExecutor {
                 throw .expertsFailed(
                     "worker \(late.joined(separator: ", ")) did not answer \(layer) of \(step) within \(options.dispatchTimeout)")
             }
-            guard let (peer, frames) = receive(timeout: remaining) else { continue }
+            guard let (peer, frames) = receive(timeout: remaining, spin: Self.replySpin) else { continue }
             let slotIndex = slots.firstIndex { $0?.peer == peer }
             guard let slotIndex, let batch = outstanding[slotIndex], partials[slotIndex] == nil else {
                 handle(frames: frames, from: peer)
@@ -441,9 +439,13 @@ public final class ClusterCoordinator: ExpertExecutor {
         handle(frames: frames, from: peer)
     }
 
-    private func receive(timeout: Duration) -> (PeerIdentity, [[UInt8]])? {
+    /// How long a wait for a dispatch's replies polls before it sleeps: replies come back within
+    /// a few milliseconds, and taking them without a wake-up saves tens of microseconds a layer.
+    static let replySpin: Duration = .milliseconds(2)
+
+    private func receive(timeout: Duration, spin: Duration = .zero) -> (PeerIdentity, [[UInt8]])? {
         do {
-            return try socket.receive(timeout: timeout)
+            return try socket.receive(timeout: timeout, spin: spin)
         } catch {
             logger.error("receiving on \(endpoint) failed: \(error)")
             return nil

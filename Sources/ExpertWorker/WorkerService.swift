@@ -59,11 +59,7 @@ public struct WorkerService {
         let context = try ZMQContext()
         // A fresh identity per run: a restarted worker is a new peer that registers again.
         let identity = PeerIdentity("\(options.name)-\(getpid())-\(UInt32.random(in: 1...UInt32.max))")
-        // The next layer's dispatch follows within about a millisecond during generation: poll for
-        // it briefly before sleeping.
-        let socket = try DealerSocket(
-            context: context, connect: options.coordinator, identity: identity,
-            options: SocketOptions(receiveSpin: .milliseconds(2)))
+        let socket = try DealerSocket(context: context, connect: options.coordinator, identity: identity)
 
         let hello = WireMessage.hello(.init(
             workerName: options.name, modelFingerprint: checkpoint.fingerprint, threads: options.threads,
@@ -73,6 +69,7 @@ public struct WorkerService {
 
         let clock = ContinuousClock()
         var nextHeartbeat = clock.now + options.heartbeatInterval
+        var lastReply: ContinuousClock.Instant?
         while !shouldStop() {
             if let parent = options.parentPID, getppid() != parent {
                 logger.warning("worker \(options.name): the process that started it (pid \(parent)) is gone; exiting")
@@ -83,10 +80,15 @@ public struct WorkerService {
                 try socket.send(frames: WireCodec.encode(.heartbeat(.init(sentUnixMillis: millis))))
                 nextHeartbeat = clock.now + options.heartbeatInterval
             }
-            guard let frames = try socket.receive(timeout: .milliseconds(200)) else { continue }
+            // While the coordinator is generating, its next dispatch follows within about a
+            // millisecond: poll for it for 2 ms before sleeping (no wake-up on its arrival).
+            let generating = lastReply.map { clock.now - $0 < .milliseconds(100) } ?? false
+            guard let frames = try socket.receive(timeout: .milliseconds(200), spin: generating ? .milliseconds(2) : .zero)
+            else { continue }
             switch handler.handle(frames: frames) {
             case .reply(let reply):
                 try socket.send(frames: reply)
+                lastReply = clock.now
             case .load(let assign):
                 let experts = assign.experts
                 let started = clock.now

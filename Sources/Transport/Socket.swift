@@ -16,7 +16,6 @@ final class ZMQSocket {
     /// Reused for every received frame, so receiving allocates only the frames' arrays.
     private let message: UnsafeMutablePointer<zmq_msg_t>
     private let sendTimeout: Duration?
-    private let receiveSpin: Duration
     /// The endpoint for error messages: the bound or connected address.
     var endpoint: String
 
@@ -28,7 +27,6 @@ final class ZMQSocket {
         self.handle = handle
         self.endpoint = endpoint
         self.sendTimeout = options.sendTimeout
-        self.receiveSpin = options.receiveSpin
         message = .allocate(capacity: 1)
         // Close must never block on unsent messages: a peer that is gone stays gone.
         try setOption(ZMQ_LINGER, Int32(0), name: "ZMQ_LINGER")
@@ -99,11 +97,13 @@ final class ZMQSocket {
     }
 
     /// Receives one whole multipart message, or nil when `timeout` passes first (nil waits forever).
-    func receive(timeout: Duration?) throws(TransportError) -> [[UInt8]]? {
+    /// For the first `spin` of the wait it polls without blocking, yielding the core between polls,
+    /// before it sleeps in `zmq_poll` (see ``RouterSocket/receive(timeout:spin:)``).
+    func receive(timeout: Duration?, spin: Duration = .zero) throws(TransportError) -> [[UInt8]]? {
         let started = ContinuousClock.now
         let deadline = timeout.map { started + $0 }
-        if receiveSpin > .zero {
-            let spinUntil = started + min(receiveSpin, timeout ?? receiveSpin)
+        if spin > .zero {
+            let spinUntil = started + min(spin, timeout ?? spin)
             repeat {
                 if let frames = try receiveAvailable() { return frames }
                 sched_yield()

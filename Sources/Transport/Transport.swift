@@ -95,22 +95,16 @@ public struct SocketOptions: Sendable {
     public var sendHighWaterMark: Int?
     /// Queued incoming messages per peer before libzmq stops reading (`ZMQ_RCVHWM`); nil keeps 1000.
     public var receiveHighWaterMark: Int?
-    /// How long `receive` polls without blocking (yielding the core between polls) before it sleeps
-    /// in `zmq_poll`. A message that arrives within it is taken without waking a sleeping thread,
-    /// which on a virtual machine with idle (halted) CPUs costs tens of microseconds per message.
-    /// Default zero: sleep at once.
-    public var receiveSpin: Duration
 
     /// Creates options; every parameter has the documented default.
     public init(
         maxMessageBytes: Int = 256 << 20, sendTimeout: Duration? = .seconds(10), sendHighWaterMark: Int? = nil,
-        receiveHighWaterMark: Int? = nil, receiveSpin: Duration = .zero
+        receiveHighWaterMark: Int? = nil
     ) {
         self.maxMessageBytes = maxMessageBytes
         self.sendTimeout = sendTimeout
         self.sendHighWaterMark = sendHighWaterMark
         self.receiveHighWaterMark = receiveHighWaterMark
-        self.receiveSpin = receiveSpin
     }
 }
 

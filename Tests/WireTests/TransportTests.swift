@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Transport
 
@@ -35,6 +36,35 @@ struct TransportTests {
 
         try router.send(to: PeerIdentity("worker-1"), frames: [[9], [8, 7]])
         #expect(try dealer.receive(timeout: .seconds(5)) == [[9], [8, 7]])
+    }
+
+    @Test("a receive that polls before sleeping takes messages sent before and during the poll, and still times out")
+    func spinningReceive() throws {
+        let context = try ZMQContext()
+        let router = try RouterSocket(context: context, bind: loopback)
+        let dealer = try DealerSocket(context: context, connect: router.boundEndpoint, identity: PeerIdentity("spin"))
+        // Nothing sent: the wait polls for its whole timeout (shorter than the spin) and returns nil.
+        #expect(try router.receive(timeout: .milliseconds(50), spin: .seconds(1)) == nil)
+        // Sent before the wait: taken during the poll.
+        try dealer.send(frames: [[1]])
+        var received = try router.receive(timeout: .seconds(5), spin: .seconds(5))
+        #expect(received?.peer == PeerIdentity("spin"))
+        #expect(received?.frames == [[1]])
+        // Sent by another peer after a spin shorter than the wait has run out: taken by the sleeping poll.
+        let endpoint = router.boundEndpoint
+        let sender = Thread {
+            guard let late = try? DealerSocket(context: context, connect: endpoint, identity: PeerIdentity("late"))
+            else { return }
+            Thread.sleep(forTimeInterval: 0.1)
+            try? late.send(frames: [[2], [3]])
+            Thread.sleep(forTimeInterval: 1)  // keep the socket open until the message is through
+        }
+        sender.start()
+        received = try router.receive(timeout: .seconds(5), spin: .milliseconds(1))
+        #expect(received?.peer == PeerIdentity("late"))
+        #expect(received?.frames == [[2], [3]])
+        try router.send(to: PeerIdentity("spin"), frames: [[4]])
+        #expect(try dealer.receive(timeout: .seconds(5), spin: .milliseconds(500)) == [[4]])
     }
 
     @Test("a 4 MiB frame arrives whole")

@@ -1,0 +1,94 @@
+// One decode step of the benchmark model's products, straight on the C kernels (no Swift, no
+// attention): per layer the fused q/k/v product and the output projection at m = B, the experts'
+// fused gate/up product and down product, then the LM head at m = B. Weights are bf16 in one
+// 1.9 GB buffer, so every step streams them from memory as a real step does.
+//
+//   B = 1: two experts per layer (top-2), each at m = 1 — the batch-1 decode step.
+//   B > 1: all 8 experts, each at m = 2B/8 (an even routing) — a batched decode step.
+//
+// Build and run from the repository root (the tuning figures in Sources/CKernels/kernels.c come from it):
+//   cc -O3 -march=native -I Sources/CKernels/include -o /tmp/batch_step
+//      Benchmarks/kernels/batch_step.c Sources/CKernels/kernels.c -lpthread -lm   (one line)
+//   /tmp/batch_step THREADS [STEPS] [B]        e.g. /tmp/batch_step 2 8 32
+#include "sy_kernels.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void product(const float *x, size_t m, size_t k, const uint16_t *w, size_t n, float *y) {
+    sy_matmul_nt_bf16_fast(x, m, k, k, w, n, k, y, n, 0);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s THREADS [STEPS] [B]\n", argv[0]);
+        return 2;
+    }
+    int threads = atoi(argv[1]), steps = argc > 2 ? atoi(argv[2]) : 8;
+    size_t batch = argc > 3 ? (size_t)atoi(argv[3]) : 32;
+    if (threads < 1 || steps < 1 || batch < 1) {
+        fprintf(stderr, "THREADS, STEPS and B must be positive\n");
+        return 2;
+    }
+    sy_set_thread_count(threads);
+    const size_t hidden = 1024, ffn = 2816, layers = 12, experts = 8, vocab = 32000, kv = 512;
+    const size_t attention = hidden * hidden * 2 + hidden * kv * 2, per_layer = attention + experts * 3 * hidden * ffn;
+    const size_t total = layers * per_layer + vocab * hidden;
+    uint16_t *w = malloc(total * sizeof(uint16_t));
+    size_t active_experts = batch == 1 ? 2 : experts, rows = batch == 1 ? 1 : batch * 2 / experts;
+    if (rows == 0) rows = 1;
+    float *x = malloc(batch * ffn * 4 * sizeof(float)), *y = malloc((batch * vocab + batch * ffn * 4) * sizeof(float));
+    if (w == NULL || x == NULL || y == NULL) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < total; i++) w[i] = (uint16_t)(0x3c00 + i % 7);
+    for (size_t i = 0; i < batch * ffn * 4; i++) x[i] = 0.001f * (float)(i % 13);
+    for (int pass = 0; pass < 2; pass++) {  // the first pass warms up (page faults, thread start)
+        double started = now(), in_experts = 0, flop = 0, bytes = 0;
+        for (int s = 0; s < steps; s++) {
+            const uint16_t *p = w;
+            for (size_t l = 0; l < layers; l++) {
+                sy_segment qkv[3] = {{p, hidden, hidden, y, hidden + 2 * kv},
+                                     {p + hidden * hidden, kv, hidden, y + hidden, hidden + 2 * kv},
+                                     {p + hidden * hidden + hidden * kv, kv, hidden, y + hidden + kv, hidden + 2 * kv}};
+                sy_matmul_nt_bf16_multi_isa(sy_active_isa(), 1, x, batch, hidden, hidden, qkv, 3, 0);
+                product(x, batch, hidden, p + hidden * hidden + 2 * hidden * kv, hidden, y);
+                flop += 2.0 * (double)(batch * attention);
+                bytes += 2.0 * (double)attention;
+                p += attention;
+                double expert_start = now();
+                for (size_t e = 0; e < active_experts; e++) {
+                    size_t which = batch == 1 ? (size_t)(s * 3 + (int)l + (int)e * 5) % experts : e;
+                    const uint16_t *q = p + which * 3 * hidden * ffn;
+                    sy_segment gate_up[2] = {{q, ffn, hidden, y, 2 * ffn}, {q + hidden * ffn, ffn, hidden, y + ffn, 2 * ffn}};
+                    sy_matmul_nt_bf16_multi_isa(sy_active_isa(), 1, x, rows, hidden, hidden, gate_up, 2, 0);
+                    product(x, rows, ffn, q + 2 * hidden * ffn, hidden, y);
+                    flop += 2.0 * (double)(rows * 3 * hidden * ffn);
+                    bytes += 2.0 * (double)(3 * hidden * ffn);
+                }
+                in_experts += now() - expert_start;
+                p += experts * 3 * hidden * ffn;
+            }
+            product(x, batch, hidden, p, vocab, y);
+            flop += 2.0 * (double)(batch * vocab * hidden);
+            bytes += 2.0 * (double)(vocab * hidden);
+        }
+        double elapsed = now() - started;
+        if (pass == 1)
+            printf("threads %d, B %zu (%zu experts a layer at m = %zu): %.1f ms a step (experts %.1f ms), "
+                   "%.1f tokens/s, %.1f GFLOP/s, weights streamed at %.1f GB/s\n",
+                   threads, batch, active_experts, rows, elapsed / steps * 1e3, in_experts / steps * 1e3,
+                   (double)(batch * (size_t)steps) / elapsed, flop / elapsed / 1e9, bytes / elapsed / 1e9);
+    }
+    free(w);
+    free(x);
+    free(y);
+    return 0;
+}
