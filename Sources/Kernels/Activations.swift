@@ -18,8 +18,21 @@ public func silu(_ x: Float) -> Float {
 ///   - gate: [count], f32, overwritten with the product.
 ///   - up: [count], f32.
 public func swiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
-    for index in 0..<count { gate[index] = silu(gate[index]) * up[index] }
+    // Elementwise, so a split changes no bit: large batches are spread over the product threads.
+    let pieces = count >= swiGLUParallelMinimum ? min(4 * threadCount, count / (swiGLUParallelMinimum / 2)) : 1
+    if pieces <= 1 {
+        for index in 0..<count { gate[index] = silu(gate[index]) * up[index] }
+        return
+    }
+    let piece = (count + pieces - 1) / pieces
+    parallelFor(pieces) { p in
+        for index in (p * piece)..<min(count, (p + 1) * piece) { gate[index] = silu(gate[index]) * up[index] }
+    }
 }
+
+/// Elements from which ``swiGLU(gate:up:count:)`` splits its work over the threads (a batch of
+/// decode rows through one expert; one row's 2–14 thousand stay on the caller).
+let swiGLUParallelMinimum = 16384
 
 /// log Σ exp(values), the normaliser of a log-softmax: the maximum plus the log of Σ exp(x - max),
 /// each term an f32 exp (within about 2 ulp) summed in f64 in a fixed order, so the result is the

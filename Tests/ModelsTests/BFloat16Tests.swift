@@ -311,6 +311,23 @@ struct KernelThreadTests {
         }
     }
 
+    @Test("swiGLU of a batch large enough to be split over threads is bitwise the serial result", arguments: [16384, 50001])
+    func swiGLUSplitInvariant(count: Int) {
+        var random = TestRandom(seed: UInt64(count))
+        let gate = random.floats(count, scale: 6)
+        let up = random.floats(count)
+        let serial = zip(gate, up).map { g, u in silu(g) * u }
+        for threads in [1, 2, 3] {
+            var result = gate
+            withThreadCount(threads) {
+                result.withUnsafeMutableBufferPointer { g in
+                    up.withUnsafeBufferPointer { u in swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: count) }
+                }
+            }
+            expectSameBits(result, serial, "\(count) elements, \(threads) threads")
+        }
+    }
+
     @Test("a bf16 model's logits are bitwise the same on 1 and 3 threads")
     func modelThreadCountInvariant() throws {
         // Large enough that the products are split (the kernels keep small ones on one thread).
