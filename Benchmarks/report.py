@@ -108,7 +108,12 @@ def main():
             out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
         else:
             p, d = timing(result)
-            out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}")
+            runs = result.get("timing_runs") if isinstance(result, dict) else None
+            spread = ""
+            if runs and len(runs) > 1:
+                spread = "   median of " + str(len(runs)) + " runs, decode " + " / ".join(
+                    fmt(run.get("decode_tokens_per_s")) for run in runs)
+            out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{spread}")
 
     serve = {w: load(r, f"serve-workers{w}") for w in (0, 2)}
     tokens = next((s["max_tokens"] for s in serve.values() if s), "?")

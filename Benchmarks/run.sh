@@ -20,6 +20,7 @@
 #   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers
 #   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,32
+#   REPEATS      runs of each Switchyard batch-1 configuration, interleaved; the table shows medians (default 3)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +33,7 @@ SKIP=${SKIP:-}
 MODEL="$WORK/model"
 PROMPT_TOKENS=128
 DECODE_TOKENS=${DECODE_TOKENS:-64}
+REPEATS=${REPEATS:-3}
 SERVE_TOKENS=${SERVE_TOKENS:-64}
 SERVE_BATCHES=${SERVE_BATCHES:-8,32}
 mkdir -p "$WORK" "$RESULTS"
@@ -98,20 +100,36 @@ fi
 # --- Switchyard, batch 1 ------------------------------------------------------------------------
 # The checkpoint read once, so that no engine's first run pays for the disk.
 cat "$MODEL"/*.safetensors > /dev/null
-run_generate() {  # name, spawn-workers, extra arguments...
-    local name=$1 workers=$2
-    shift 2
-    log "switchyard generate --spawn-workers $workers $* (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS)"
+run_generate() {  # name, run, spawn-workers, extra arguments...
+    local name=$1 run=$2 workers=$3
+    shift 3
+    log "switchyard generate --spawn-workers $workers $* (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS; run $run of $REPEATS)"
     "$SWITCHYARD" generate --model "$MODEL" --spawn-workers "$workers" --json --prompt-token-ids "$PROMPT_IDS" \
         --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning "$@" \
-        > "$RESULTS/$name.json" 2> "$WORK/$name.log" || { skip "$name" "generate failed: $(tail -3 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
+        > "$RESULTS/$name.run$run.json" 2> "$WORK/$name.log" || { skip "$name" "generate failed: $(tail -3 "$WORK/$name.log")"; rm -f "$RESULTS/$name.run$run.json"; }
 }
-run_generate switchyard-inprocess 0 --threads "$THREADS"
-run_generate switchyard-inprocess-q8 0 --threads "$THREADS" --quantize q8
-# Each worker gets THREADS too (measured: better than THREADS ÷ workers here, since a token's two
-# experts are often on one worker while the other waits).
-if skipping workers; then skip switchyard-workers2 "SKIP=workers"; else
-    run_generate switchyard-workers2 2 --threads "$THREADS"; fi
+# Each configuration REPEATS times, the configurations interleaved (so that a slow spell of the shared
+# host falls on all of them), then the median of each figure. Each worker gets THREADS too (measured:
+# better than THREADS ÷ workers here, since a token's two experts are often on one worker while the
+# other waits).
+for run in $(seq "$REPEATS"); do
+    run_generate switchyard-inprocess "$run" 0 --threads "$THREADS"
+    if skipping workers; then :; else run_generate switchyard-workers2 "$run" 2 --threads "$THREADS"; fi
+    run_generate switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
+done
+if skipping workers; then skip switchyard-workers2 "SKIP=workers"; fi
+python3 - "$RESULTS" <<'PY'
+import glob, json, os, statistics, sys
+results = sys.argv[1]
+for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8"]:
+    runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(results, name + ".run*.json")))]
+    if not runs:
+        continue
+    merged = dict(runs[0])
+    merged["timing"] = {key: statistics.median(run["timing"][key] for run in runs) for key in runs[0]["timing"]}
+    merged["timing_runs"] = [run["timing"] for run in runs]
+    json.dump(merged, open(os.path.join(results, name + ".json"), "w"))
+PY
 
 # --- Switchyard serve, batch 8 and 32 -----------------------------------------------------------
 if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "SKIP=serve"; else
