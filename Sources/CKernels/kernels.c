@@ -144,8 +144,9 @@ static void matmul_bf16_scalar(const float *x, size_t m, size_t k, size_t xs, co
 }
 
 static void weighted_sum_scalar(const float *p, size_t count, const float *v, size_t vs, size_t width,
-                                float *out) {
-    for (size_t d = 0; d < width; d++) out[d] = 0;
+                                float *out, int accumulate) {
+    if (!accumulate)
+        for (size_t d = 0; d < width; d++) out[d] = 0;
     for (size_t s = 0; s < count; s++)
         for (size_t d = 0; d < width; d++) out[d] = fmaf(p[s], v[s * vs + d], out[d]);
 }
@@ -323,7 +324,7 @@ SY_AVX512_FN void matmul_bf16_avx512(const float *x, size_t m, size_t k, size_t 
 }
 
 SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const float *v, size_t vs, size_t width,
-                                      float *out) {
+                                      float *out, int accumulate) {
     // Four vectors (64 columns) per pass: four independent FMA chains hide the FMA latency.
     for (size_t d0 = 0; d0 < width; d0 += 4 * SY_LANES) {
         __mmask16 masks[4];
@@ -333,6 +334,8 @@ SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const float 
             masks[q] = left >= SY_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
         }
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        if (accumulate)
+            for (int q = 0; q < 4; q++) acc[q] = _mm512_maskz_loadu_ps(masks[q], out + d0 + q * SY_LANES);
         for (size_t s = 0; s < count; s++) {
             __m512 weight = _mm512_set1_ps(p[s]);
             const float *row = v + s * vs + d0;
@@ -505,7 +508,7 @@ SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, 
 }
 
 SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const float *v, size_t vs, size_t width,
-                                  float *out) {
+                                  float *out, int accumulate) {
     for (size_t d0 = 0; d0 < width; d0 += 32) {
         __m256i masks[4];
         for (int q = 0; q < 4; q++) {
@@ -514,6 +517,8 @@ SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const float *v, 
             masks[q] = mask8_avx2(left < 8 ? left : 8);
         }
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        if (accumulate)
+            for (int q = 0; q < 4; q++) acc[q] = _mm256_maskload_ps(out + d0 + q * 8, masks[q]);
         for (size_t s = 0; s < count; s++) {
             __m256 weight = _mm256_set1_ps(p[s]);
             const float *row = v + s * vs + d0;
@@ -1468,16 +1473,26 @@ void sy_parallel_for(size_t count, sy_task task, void *context) {
     dispatch_job(job);
 }
 
-void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
-                         float *out) {
+static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
+                            float *out, int accumulate) {
     switch (isa) {
 #if SY_X86
     case SY_ISA_AVX512BF16:
-    case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, v_stride, width, out); return;
-    case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, v_stride, width, out); return;
+    case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, v_stride, width, out, accumulate); return;
+    case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, v_stride, width, out, accumulate); return;
 #endif
-    default: weighted_sum_scalar(p, count, v, v_stride, width, out); return;
+    default: weighted_sum_scalar(p, count, v, v_stride, width, out, accumulate); return;
     }
+}
+
+void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
+                         float *out) {
+    weighted_sum_on(isa, p, count, v, v_stride, width, out, 0);
+}
+
+void sy_weighted_sum_accumulate_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride,
+                                    size_t width, float *out) {
+    weighted_sum_on(isa, p, count, v, v_stride, width, out, 1);
 }
 
 void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stride, size_t width, float *out) {

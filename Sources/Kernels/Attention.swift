@@ -69,35 +69,59 @@ public func attention(
     let groupSize = shape.headCount / shape.keyValueHeadCount
     let scale = 1 / Float(headDimension).squareRoot()
     let longestVisible = min(keyCount, shape.slidingWindow ?? keyCount)
-    // scores[h, s] for the query heads of one key/value head: the group shares each key load.
-    let scores = UnsafeMutablePointer<Float>.allocate(capacity: groupSize * longestVisible)
+    let groups = keyValueHeads ?? 0..<shape.keyValueHeadCount
+    // scores[g, h, s] for the query heads of the computed key/value heads. The keys (and then the
+    // values) are taken in blocks of `attentionKeyBlock` positions, every head of the block before
+    // the next block, so each cached row is read from memory once per query instead of once per
+    // key/value head. A score is the same dot product wherever its block starts, and the value sum
+    // continues from block to block in ascending position, so the bits are those of one pass.
+    let rowsPerGroup = groupSize * longestVisible
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, groups.count * rowsPerGroup))
     defer { scores.deallocate() }
     for t in 0..<queryCount {
         let position = firstQueryPosition + t
         // The keys this query sees: a causal mask, and the sliding window when there is one.
         let firstKey = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
         let visibleCount = position + 1 - firstKey
-        for keyValueHead in keyValueHeads ?? 0..<shape.keyValueHeadCount {
-            let firstHead = keyValueHead * groupSize
-            let q = queries + t * queryStride + firstHead * headDimension
-            let k = keys + firstKey * keyStride + keyValueHead * headDimension
-            let v = values + firstKey * keyStride + keyValueHead * headDimension
-            // scores[h, s] = q[h] · k[s]
-            invariantProductTransposedB(
-                m: groupSize, n: visibleCount, k: headDimension, a: q, aStride: headDimension,
-                b: k, bStride: keyStride, c: scores, cStride: visibleCount, isa: isa)
+        let row = { (group: Int, h: Int) in scores + (group - groups.lowerBound) * rowsPerGroup + h * visibleCount }
+        // scores[h, s] = q[h] · k[s]
+        for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
+            let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
+            for keyValueHead in groups {
+                invariantProductTransposedB(
+                    m: groupSize, n: blockCount, k: headDimension,
+                    a: queries + t * queryStride + keyValueHead * groupSize * headDimension, aStride: headDimension,
+                    b: keys + (firstKey + blockStart) * keyStride + keyValueHead * headDimension, bStride: keyStride,
+                    c: row(keyValueHead, 0) + blockStart, cStride: visibleCount, isa: isa)
+            }
+        }
+        for keyValueHead in groups {
             for h in 0..<groupSize {
-                let row = scores + h * visibleCount
-                for s in 0..<visibleCount { row[s] *= scale }
-                softmax(row, count: visibleCount)
-                // output[t, head] = Σ_s p[s] · v[s], keys in ascending position
-                weightedSum(
-                    weights: row, count: visibleCount, rows: v, rowStride: keyStride, width: headDimension,
-                    into: output + t * queryStride + (firstHead + h) * headDimension, isa: isa)
+                let scoreRow = row(keyValueHead, h)
+                for s in 0..<visibleCount { scoreRow[s] *= scale }
+                softmax(scoreRow, count: visibleCount)
+            }
+        }
+        // output[t, head] = Σ_s p[s] · v[s], keys in ascending position
+        for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
+            let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
+            for keyValueHead in groups {
+                let v = values + (firstKey + blockStart) * keyStride + keyValueHead * headDimension
+                for h in 0..<groupSize {
+                    weightedSum(
+                        weights: row(keyValueHead, h) + blockStart, count: blockCount, rows: v, rowStride: keyStride,
+                        width: headDimension,
+                        into: output + t * queryStride + (keyValueHead * groupSize + h) * headDimension,
+                        accumulate: blockStart > 0, isa: isa)
+                }
             }
         }
     }
 }
+
+/// Cached positions taken at a time by ``attention(queries:queryCount:firstQueryPosition:keys:values:keyCount:shape:into:isa:keyValueHeads:)``:
+/// 32 rows of a few KiB each stay in L2 while every head uses them.
+let attentionKeyBlock = 32
 
 /// Array form of ``attention(queries:queryCount:firstQueryPosition:keys:values:keyCount:shape:into:)``.
 /// - Parameters:

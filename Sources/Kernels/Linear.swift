@@ -286,14 +286,17 @@ func invariantProductTransposedB(
 ///   - weights: [count], f32.
 ///   - rows: [count, width] with row stride `rowStride`.
 ///   - output: [width], f32, overwritten.
+///   - accumulate: continue from the current `output` instead of 0 (the same multiply-adds in the
+///     same order: a sum split into consecutive ranges of s is bitwise the sum in one call).
 func weightedSum(
     weights: UnsafePointer<Float>, count: Int, rows: UnsafePointer<Float>, rowStride: Int, width: Int,
-    into output: UnsafeMutablePointer<Float>, isa: KernelISA?
+    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false, isa: KernelISA?
 ) {
-    if let isa {
-        sy_weighted_sum_isa(isa.cValue, weights, count, rows, rowStride, width, output)
+    let path = (isa ?? KernelISA.active).cValue
+    if accumulate {
+        sy_weighted_sum_accumulate_isa(path, weights, count, rows, rowStride, width, output)
     } else {
-        sy_weighted_sum(weights, count, rows, rowStride, width, output)
+        sy_weighted_sum_isa(path, weights, count, rows, rowStride, width, output)
     }
 }
 

@@ -183,6 +183,8 @@ struct KernelTests {
         "attention equals a naive masked softmax(QKᵀ/√D)V with GQA and sliding windows",
         arguments: [
             (4, 2, 6, 0, 5, nil), (6, 2, 8, 3, 4, 2), (3, 3, 5, 7, 1, 3), (2, 1, 4, 0, 9, 4), (4, 4, 2, 10, 1, nil),
+            // more cached keys than one block of the kernel (32), with and without a window across blocks
+            (8, 2, 20, 70, 3, nil), (4, 2, 16, 90, 2, 45), (6, 3, 17, 33, 31, 40), (2, 2, 64, 31, 2, nil),
         ] as [(Int, Int, Int, Int, Int, Int?)])
     func attentionMatchesReference(
         parameters: (heads: Int, keyValueHeads: Int, headDimension: Int, cached: Int, queries: Int, window: Int?)
@@ -229,6 +231,34 @@ struct KernelTests {
         let actual = attention(queries: q, keys: k, values: v, firstQueryPosition: p.cached, shape: shape)
         let difference = Difference(actual, expected, tolerance: kernelTolerance)
         #expect(difference.firstMismatch == nil, "\(difference)")
+    }
+
+    @Test("attention over a range of key/value heads writes exactly those heads, bitwise as over all of them")
+    func attentionHeadRanges() {
+        var random = TestRandom(seed: 12)
+        let shape = AttentionShape(headCount: 8, keyValueHeadCount: 4, headDimension: 24, slidingWindow: 50)
+        let (cached, queryCount) = (70, 3)
+        let keyCount = cached + queryCount
+        let q = random.floats(queryCount * 8 * 24)
+        let k = random.floats(keyCount * 4 * 24)
+        let v = random.floats(keyCount * 4 * 24)
+        let whole = attention(queries: q, keys: k, values: v, firstQueryPosition: cached, shape: shape)
+        var pieced = [Float](repeating: .nan, count: whole.count)
+        q.withUnsafeBufferPointer { qp in
+            k.withUnsafeBufferPointer { kp in
+                v.withUnsafeBufferPointer { vp in
+                    pieced.withUnsafeMutableBufferPointer { out in
+                        for range in [0..<1, 1..<3, 3..<4] {
+                            attention(
+                                queries: qp.baseAddress!, queryCount: queryCount, firstQueryPosition: cached,
+                                keys: kp.baseAddress!, values: vp.baseAddress!, keyCount: keyCount, shape: shape,
+                                into: out.baseAddress!, keyValueHeads: range)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(pieced.map(\.bitPattern) == whole.map(\.bitPattern))
     }
 
     @Test("a key is visible iff q - window < k <= q")

@@ -164,6 +164,13 @@ void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stri
 void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride,
                          size_t width, float *out);
 
+/// out[d] = Σ_s p[s] · v[s, d] continued from the current out[d]: the same fused multiply-adds in
+/// the same order as ``sy_weighted_sum_isa``, starting from out instead of 0. So a sum over keys
+/// 0 ..< n split into consecutive ranges (the first with ``sy_weighted_sum_isa``, the rest with
+/// this) is bitwise the sum in one call.
+void sy_weighted_sum_accumulate_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride,
+                                    size_t width, float *out);
+
 /// Keeps freed blocks of up to 32 MiB in the heap (glibc: mmap threshold 32 MiB, trim threshold
 /// 512 MiB) instead of mapping and unmapping every large block: a step's activations would otherwise
 /// be zero-filled by the kernel page by page on every step. No effect outside glibc.
