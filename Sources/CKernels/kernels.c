@@ -1128,7 +1128,7 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 // costs tens of microseconds (more when its virtual CPU has halted). The caller spins the same way
 // for the workers that joined its product to finish.
 
-/// A product for the pool: `parts` threads take chunks of `columns` columns (the last may be shorter).
+/// A product for the pool: the threads take chunks of `columns` columns (the last may be shorter).
 typedef struct sy_job {
     sy_kind kind;
     sy_isa isa;
@@ -1139,7 +1139,7 @@ typedef struct sy_job {
     float *y;
     size_t ys;
     int accumulate;
-    size_t parts, columns;
+    size_t columns;
     const float *xscale, *wscale;
     /// 0, or several products sharing x whose columns are numbered one after the other (n is their sum).
     size_t segment_count;
@@ -1230,7 +1230,7 @@ static struct {
     _Atomic size_t parts;
     int sleepers;
     int caller_sleeping;
-    /// Worker threads started (worker i runs part i; the caller runs part 0).
+    /// Worker threads started (worker i is thread i of a product, the caller thread 0).
     int started;
     /// The generation each worker was started in, so that it takes the next product as new.
     unsigned long start_generation[SY_MAX_THREADS];
@@ -1312,11 +1312,11 @@ static void dispatch_job(sy_job job);
 static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
                             const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
                             const float *xscale, const float *wscale) {
-    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, 0, xscale, wscale, 0, {{0}}, NULL, NULL};
+    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, xscale, wscale, 0, {{0}}, NULL, NULL};
     dispatch_job(job);
 }
 
-/// Runs `job` (parts and columns unset) on the pool, or on the caller when it is small or the pool is busy.
+/// Runs `job` (columns unset) on the pool, or on the caller when it is small or the pool is busy.
 static void dispatch_job(sy_job job) {
     size_t m = job.m, n = job.n, k = job.k;
     if (m == 0 || n == 0) return;
@@ -1349,7 +1349,6 @@ static void dispatch_job(sy_job job) {
     // keeps full tiles (the bits do not depend on it).
     size_t columns = (n + parts * SY_CHUNKS_PER_THREAD - 1) / (parts * SY_CHUNKS_PER_THREAD);
     columns = (columns + step - 1) / step * step;
-    job.parts = parts;
     job.columns = columns;
     pool.job = job;
     atomic_store_explicit(&next_column, 0, memory_order_relaxed);
@@ -1429,7 +1428,7 @@ int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, 
                                 const sy_segment *segments, size_t count, int accumulate) {
     if (count == 0 || count > SY_MAX_SEGMENTS) return -1;
     sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, m, k, x_stride, 0, NULL, 0, 0, NULL, 0, accumulate,
-                  0, 0, NULL, NULL, count, {{0}}, NULL, NULL};
+                  0, NULL, NULL, count, {{0}}, NULL, NULL};
     for (size_t s = 0; s < count; s++) {
         job.segments[s] = segments[s];
         job.n += segments[s].n;
@@ -1470,7 +1469,7 @@ int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const i
 
 void sy_parallel_for(size_t count, sy_task task, void *context) {
     if (count == 0) return;
-    sy_job job = {SY_KIND_TASKS, SY_ISA_SCALAR, NULL, 1, 0, 0, 0, NULL, count, 0, NULL, 0, 0, 0, 0, NULL, NULL, 0,
+    sy_job job = {SY_KIND_TASKS, SY_ISA_SCALAR, NULL, 1, 0, 0, 0, NULL, count, 0, NULL, 0, 0, 0, NULL, NULL, 0,
                   {{0}}, task, context};
     dispatch_job(job);
 }
@@ -1580,7 +1579,7 @@ double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
     float maximum = x[0];
     for (size_t j = 1; j < n; j++)
         if (x[j] > maximum) maximum = x[j];
-    if (!(maximum > -INFINITY) || maximum == INFINITY || maximum != maximum) return (double)maximum;
+    if (!(maximum > -INFINITY) || maximum == INFINITY) return (double)maximum;  // -inf, NaN or +inf
     double sum;
 #if SY_X86
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) sum = sum_exp_avx512(x, n, maximum);

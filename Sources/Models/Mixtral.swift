@@ -359,11 +359,8 @@ struct MixtralAttention: Sendable {
             }
         }
         var attended = [Float](repeating: 0, count: rowCount * queryWidth)
-        var starts = [Int]()
-        starts.reserveCapacity(chunks.count)
         for (index, chunk) in chunks.enumerated() {
             let start = caches[index].count
-            starts.append(start)
             queries.withUnsafeMutableBufferPointer { q in
                 rotary.apply(
                     to: q.baseAddress! + chunk.firstRow * queryWidth, rowCount: chunk.rowCount,
@@ -390,7 +387,8 @@ struct MixtralAttention: Sendable {
                 let cacheBase = UnsafePointer(caches.baseAddress!)
                 parallelFor(chunks.count * headGroups) { task in
                     let index = task / headGroups, group = task % headGroups
-                    let chunk = chunks[index], start = starts[index]
+                    // The cache's count advances after the whole step, so it is still this chunk's start.
+                    let chunk = chunks[index], start = cacheBase[index].count
                     cacheBase[index].keys[layer].withUnsafeBufferPointer { k in
                         cacheBase[index].values[layer].withUnsafeBufferPointer { v in
                             attention(
