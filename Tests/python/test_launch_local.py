@@ -4,46 +4,18 @@ A worker that cannot start makes the launcher stop the cluster and exit non-zero
 process that ignores the stop is killed on its host by the pid it announced. No namespaces needed.
 """
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
 
 import pytest
+
+from launch_support import our_processes, scratch_directory
 
 BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard"))
 
 
-def our_processes(marker):
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                parts = handle.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if any(marker.encode() in part for part in parts):
-            found.append(int(entry))
-    return found
-
-
 @pytest.fixture(scope="module")
 def workdir():
-    path = tempfile.mkdtemp(prefix="switchyard-launch-local-")
-    try:
-        yield path
-    finally:
-        for pid in our_processes(path):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(path, ignore_errors=True)
+    yield from scratch_directory("switchyard-launch-local-")
 
 
 @pytest.fixture(scope="module")

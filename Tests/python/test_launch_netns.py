@@ -14,11 +14,12 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 
 import pytest
+
+from launch_support import cmdline, our_processes, scratch_directory
 
 BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard"))
 SUBNET = "10.213.0"
@@ -50,30 +51,6 @@ pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "
 def ns_pids(ns):
     result = run("ip", "netns", "pids", ns, check=False)
     return [int(pid) for pid in result.stdout.split()]
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def our_processes(marker):
-    """Pids of live processes whose command line mentions `marker` (our temporary directory)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            if any(marker.encode() in part for part in cmdline(int(entry))):
-                try:
-                    with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
-                        if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                            continue  # a zombie is already dead; its parent reaps it
-                except OSError:
-                    continue
-                found.append(int(entry))
-    return found
 
 
 def wait_until(condition, timeout, what):
@@ -135,16 +112,7 @@ def hosts():
 
 @pytest.fixture(scope="module")
 def workdir():
-    path = tempfile.mkdtemp(prefix="switchyard-launch-")
-    try:
-        yield path
-    finally:
-        for pid in our_processes(path):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(path, ignore_errors=True)
+    yield from scratch_directory("switchyard-launch-")
 
 
 @pytest.fixture(scope="module")
