@@ -566,15 +566,22 @@ static void prepare_fast_f32(const float *x, size_t m, size_t k, size_t xs, floa
     }
 }
 
-/// Prepared x for `vdpbf16ps`: rows of `kp` bf16 values in order, zero past k.
-static void prepare_fast_bf16(const float *x, size_t m, size_t k, size_t xs, uint16_t *xb, size_t kp) {
+#if SY_X86
+/// Prepared x for `vdpbf16ps`: rows of `kp` bf16 values in order, zero past k. `vcvtneps2bf16`
+/// rounds as ``round_bf16`` does.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void prepare_dot_bf16(const float *x, size_t m,
+                                                                                     size_t k, size_t xs,
+                                                                                     uint16_t *xb, size_t kp) {
     for (size_t i = 0; i < m; i++) {
         uint16_t *row = xb + i * kp;
-        size_t p = 0;
-        for (; p < k; p++) row[p] = round_bf16(x[i * xs + p]);
-        for (; p < kp; p++) row[p] = 0;
+        for (size_t p = 0; p < kp; p += 16) {
+            __mmask16 mask = p >= k ? 0 : k - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - p)) - 1u);
+            __m256bh rounded = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x + i * xs + p));
+            _mm256_storeu_si256((__m256i *)(void *)(row + p), (__m256i)rounded);
+        }
     }
 }
+#endif
 
 /// Copies the 32 weights of one row's block at `p` into `padded`, zero past k (reads no byte past k).
 static inline const uint16_t *fast_block(const uint16_t *w, size_t p, size_t k, uint16_t padded[SY_FAST_STEP]) {
@@ -747,7 +754,7 @@ SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const 
 
 enum { DOT_RMAX = 8, DOT_CMAX = 4 };
 
-/// R rows of x (≤ 8) against C weight rows (≤ 4), R × C ≤ 16 accumulators.
+/// R rows of x (≤ 8) against C weight rows (≤ 4), at most 24 accumulators (8 × 3).
 SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t k, const uint16_t *w, size_t ws,
                             float *y, size_t ys, int accumulate) {
     __m512 acc[DOT_RMAX][DOT_CMAX];
@@ -1141,22 +1148,28 @@ typedef struct sy_job {
     int accumulate;
     size_t columns;
     const float *xscale, *wscale;
-    /// 0, or several products sharing x whose columns are numbered one after the other (n is their sum).
-    size_t segment_count;
-    sy_segment segments[SY_MAX_SEGMENTS];
+    /// 0, or several products, each on its own rows of x, whose columns are numbered one after the
+    /// other (n is their sum). The array is the caller's, alive until the product is closed.
+    size_t part_count;
+    const sy_grouped_product *parts;
     /// SY_KIND_TASKS: task j of 0 ..< n is task(context, j).
     sy_task task;
     void *context;
 } sy_job;
 
-/// Columns [j0, j1) of the job (of its segments, numbered one after the other).
+/// Bytes per element of the job's x (prepared bf16 for `vdpbf16ps`, else f32).
+static size_t x_element(const sy_job *job) {
+    return job->kind == SY_KIND_BF16_FAST && job->isa == SY_ISA_AVX512BF16 ? sizeof(uint16_t) : sizeof(float);
+}
+
+/// Columns [j0, j1) of the job (of its parts, numbered one after the other).
 static void run_columns(const sy_job *job, size_t j0, size_t j1) {
     if (job->kind == SY_KIND_TASKS) {
         for (size_t j = j0; j < j1; j++) job->task(job->context, j);
         return;
     }
     size_t element = job->kind == SY_KIND_F32 ? sizeof(float) : job->kind == SY_KIND_Q8 ? 1 : sizeof(uint16_t);
-    if (job->segment_count == 0) {
+    if (job->part_count == 0) {
         const void *w = (const char *)job->w + j0 * job->ws * element;
         const float *wscale = job->wscale != NULL ? job->wscale + j0 * job->kp : NULL;
         matmul_one(job->kind, job->isa, job->x, job->m, job->k, job->xs, job->kp, w, j1 - j0, job->ws, job->y + j0,
@@ -1164,17 +1177,17 @@ static void run_columns(const sy_job *job, size_t j0, size_t j1) {
         return;
     }
     size_t offset = 0;
-    for (size_t s = 0; s < job->segment_count; s++) {
-        const sy_segment *segment = &job->segments[s];
+    for (size_t s = 0; s < job->part_count && offset < j1; s++) {
+        const sy_grouped_product *part = &job->parts[s];
         size_t begin = j0 > offset ? j0 : offset;
-        size_t end = j1 < offset + segment->n ? j1 : offset + segment->n;
+        size_t end = j1 < offset + part->n ? j1 : offset + part->n;
         if (begin < end) {
-            const void *w = (const char *)segment->w + (begin - offset) * segment->w_stride * element;
-            matmul_one(job->kind, job->isa, job->x, job->m, job->k, job->xs, job->kp, w, end - begin,
-                       segment->w_stride, segment->y + (begin - offset), segment->y_stride, job->accumulate, NULL,
-                       NULL);
+            const void *x = (const char *)job->x + part->row * job->xs * x_element(job);
+            const void *w = (const char *)part->w + (begin - offset) * part->w_stride * element;
+            matmul_one(job->kind, job->isa, x, part->m, job->k, job->xs, job->kp, w, end - begin, part->w_stride,
+                       part->y + (begin - offset), part->y_stride, job->accumulate, NULL, NULL);
         }
-        offset += segment->n;
+        offset += part->n;
     }
 }
 
@@ -1302,6 +1315,11 @@ int sy_thread_count(void) { return atomic_load_explicit(&wanted_threads, memory_
 /// Products smaller than this many multiply-adds run on the caller alone (waking workers costs more).
 enum { SY_PARALLEL_MIN_WORK = 1 << 15, SY_PARALLEL_COLUMN_STEP = 16 };
 
+/// The most multiply-adds of one chunk (see ``dispatch_job``).
+#ifndef SY_CHUNK_MAX_WORK
+#define SY_CHUNK_MAX_WORK (1 << 21)
+#endif
+
 /// Chunks per thread of one product (see ``run_chunks``).
 #ifndef SY_CHUNKS_PER_THREAD
 #define SY_CHUNKS_PER_THREAD 8
@@ -1312,7 +1330,7 @@ static void dispatch_job(sy_job job);
 static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
                             const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
                             const float *xscale, const float *wscale) {
-    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, xscale, wscale, 0, {{0}}, NULL, NULL};
+    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, xscale, wscale, 0, NULL, NULL, NULL};
     dispatch_job(job);
 }
 
@@ -1348,6 +1366,12 @@ static void dispatch_job(sy_job job) {
     // Chunks of about an eighth of a thread's share, in whole steps of 16 columns so that every chunk
     // keeps full tiles (the bits do not depend on it).
     size_t columns = (n + parts * SY_CHUNKS_PER_THREAD - 1) / (parts * SY_CHUNKS_PER_THREAD);
+    // At most about SY_CHUNK_MAX_WORK multiply-adds a chunk, so that the threads still finish together
+    // when one job holds many products (all the experts of a layer).
+    if (!tasks && m * k > 0) {
+        size_t most = SY_CHUNK_MAX_WORK / (m * k) / step * step;
+        if (columns > most) columns = most > step ? most : step;
+    }
     columns = (columns + step - 1) / step * step;
     job.columns = columns;
     pool.job = job;
@@ -1424,29 +1448,47 @@ int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride, 
 
 uint16_t sy_round_bf16(float value) { return round_bf16(value); }
 
-int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, size_t k, size_t x_stride,
-                                const sy_segment *segments, size_t count, int accumulate) {
-    if (count == 0 || count > SY_MAX_SEGMENTS) return -1;
-    sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, m, k, x_stride, 0, NULL, 0, 0, NULL, 0, accumulate,
-                  0, NULL, NULL, count, {{0}}, NULL, NULL};
+int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t rows, size_t k, size_t x_stride,
+                                  const sy_grouped_product *products, size_t count, int accumulate) {
+    if (count == 0) return -1;
+    size_t n = 0, row_columns = 0;
     for (size_t s = 0; s < count; s++) {
-        job.segments[s] = segments[s];
-        job.n += segments[s].n;
+        if (products[s].row > rows || products[s].m > rows - products[s].row) return -1;
+        n += products[s].n;
+        row_columns += products[s].m * products[s].n;
     }
-    if (m == 0 || job.n == 0) return 0;
+    if (rows == 0 || n == 0 || row_columns == 0) return 0;
+    // m is the average rows per column here: the pool sizes its chunks and decides to split by it.
+    sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, (row_columns + n - 1) / n, k, x_stride, 0, NULL, n,
+                  0, NULL, 0, accumulate, 0, NULL, NULL, count, products, NULL, NULL};
     if (fast) {
         size_t kp = (k + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
         int dot = isa == SY_ISA_AVX512BF16;
-        void *xp = prepared_space(m * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
+        void *xp = prepared_space(rows * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
         if (xp == NULL) return -1;
-        if (dot) prepare_fast_bf16(x, m, k, x_stride, (uint16_t *)xp, kp);
-        else prepare_fast_f32(x, m, k, x_stride, (float *)xp, kp);
+        if (dot) {
+#if SY_X86
+            prepare_dot_bf16(x, rows, k, x_stride, (uint16_t *)xp, kp);
+#endif
+        } else {
+            prepare_fast_f32(x, rows, k, x_stride, (float *)xp, kp);
+        }
         job.x = xp;
         job.xs = kp;
         job.kp = kp;
     }
     dispatch_job(job);
     return 0;
+}
+
+int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, size_t k, size_t x_stride,
+                                const sy_segment *segments, size_t count, int accumulate) {
+    if (count == 0 || count > SY_MAX_SEGMENTS) return -1;
+    sy_grouped_product products[SY_MAX_SEGMENTS];
+    for (size_t s = 0; s < count; s++)
+        products[s] = (sy_grouped_product){0, m, segments[s].w, segments[s].n, segments[s].w_stride, segments[s].y,
+                                           segments[s].y_stride};
+    return sy_matmul_nt_bf16_grouped_isa(isa, fast, x, m, k, x_stride, products, count, accumulate);
 }
 
 int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,
@@ -1470,7 +1512,7 @@ int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const i
 void sy_parallel_for(size_t count, sy_task task, void *context) {
     if (count == 0) return;
     sy_job job = {SY_KIND_TASKS, SY_ISA_SCALAR, NULL, 1, 0, 0, 0, NULL, count, 0, NULL, 0, 0, 0, NULL, NULL, 0,
-                  {{0}}, task, context};
+                  NULL, task, context};
     dispatch_job(job);
 }
 
@@ -1520,6 +1562,7 @@ static const float lse_log2e = 1.44269504088896341f, lse_ln2_hi = 0.693359375f, 
 static const float lse_p[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
                                4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 
+/// exp(t) for t ≤ 0 (NaN kept), the steps of the header above.
 static float lse_exp_scalar(float t) {
     if (t != t) return t;
     if (t < -87.0f) t = -87.0f;
@@ -1548,22 +1591,27 @@ static double sum_exp_scalar(const float *x, size_t n, float maximum) {
 }
 
 #if SY_X86
+/// ``lse_exp_scalar`` on 16 lanes: the same operations, so the same bits.
+SY_AVX512 __m512 lse_exp_avx512(__m512 t) {
+    t = _mm512_max_ps(_mm512_set1_ps(-87.0f), t);  // NaN stays NaN (the second operand is taken)
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(lse_log2e)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(lse_ln2_hi), t);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(lse_ln2_lo), r);
+    __m512 p = _mm512_set1_ps(lse_p[0]);
+    for (int i = 1; i < 6; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(lse_p[i]));
+    __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(e, _mm512_castsi512_ps(bits));
+}
+
 SY_AVX512_FN double sum_exp_avx512(const float *x, size_t n, float maximum) {
     __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd();
-    const __m512 m = _mm512_set1_ps(maximum), floor87 = _mm512_set1_ps(-87.0f);
+    const __m512 m = _mm512_set1_ps(maximum);
     for (size_t j = 0; j < n; j += SY_LSE_LANES) {
         __mmask16 mask = n - j >= SY_LSE_LANES ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
         __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + j), m);
-        t = _mm512_max_ps(floor87, t);  // NaN stays NaN (the second operand is taken)
-        __m512 nn = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(lse_log2e)),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(lse_ln2_hi), t);
-        r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(lse_ln2_lo), r);
-        __m512 p = _mm512_set1_ps(lse_p[0]);
-        for (int i = 1; i < 6; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(lse_p[i]));
-        __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-        __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(nn), _mm512_set1_epi32(127)), 23);
-        e = _mm512_maskz_mov_ps(mask, _mm512_mul_ps(e, _mm512_castsi512_ps(bits)));
+        __m512 e = _mm512_maskz_mov_ps(mask, lse_exp_avx512(t));
         low = _mm512_add_pd(low, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         high = _mm512_add_pd(high, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
     }
@@ -1592,3 +1640,47 @@ double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
 }
 
 double sy_log_sum_exp(const float *x, size_t n) { return sy_log_sum_exp_isa(sy_active_isa(), x, n); }
+
+// MARK: - SwiGLU
+//
+// silu(g) · u with silu(g) = g · sigmoid(g) computed from e = exp(-|g|) (the exp above, whose
+// argument is then never positive): g / (1 + e) for g ≥ 0, (g · e) / (1 + e) for g < 0. Each step
+// is one correctly rounded f32 operation, so the scalar and AVX-512 paths give the same bits.
+
+float sy_silu(float g) {
+    float e = lse_exp_scalar(-fabsf(g));
+    float numerator = g < 0.0f ? g * e : g;
+    return numerator / (1.0f + e);
+}
+
+#if SY_X86
+SY_AVX512_FN void swiglu_avx512(float *gate, const float *up, size_t count) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+    for (size_t j = 0; j < count; j += 16) {
+        __mmask16 mask = count - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count - j)) - 1u);
+        __m512 g = _mm512_maskz_loadu_ps(mask, gate + j), u = _mm512_maskz_loadu_ps(mask, up + j);
+        __m512 negative_magnitude = _mm512_castsi512_ps(
+            _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(g), magnitude), _mm512_set1_epi32((int)0x80000000u)));
+        __m512 e = lse_exp_avx512(negative_magnitude);
+        __mmask16 below = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
+        __m512 numerator = _mm512_mask_mul_ps(g, below, g, e);
+        __m512 s = _mm512_mul_ps(_mm512_div_ps(numerator, _mm512_add_ps(one, e)), u);
+        _mm512_mask_storeu_ps(gate + j, mask, s);
+    }
+}
+#endif
+
+void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count) {
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+        swiglu_avx512(gate, up, count);
+        return;
+    }
+#else
+    (void)isa;
+#endif
+    for (size_t j = 0; j < count; j++) gate[j] = sy_silu(gate[j]) * up[j];
+}
+
+void sy_swiglu(float *gate, const float *up, size_t count) { sy_swiglu_isa(sy_active_isa(), gate, up, count); }

@@ -7,26 +7,35 @@
 
 import CKernels
 
-/// SiLU (swish): x · sigmoid(x).
+/// SiLU (swish): x · sigmoid(x), from an f32 exp within about 2 ulp (``swiGLU(gate:up:count:)``
+/// gives bitwise `silu(gate) * up`).
 @inline(__always)
 public func silu(_ x: Float) -> Float {
-    x / (1 + expf(-x))
+    sy_silu(x)
 }
 
-/// Replaces `gate[i]` by `silu(gate[i]) * up[i]`: the SwiGLU product of an expert FFN.
+/// Replaces `gate[i]` by `silu(gate[i]) * up[i]`: the SwiGLU product of an expert FFN, the same
+/// bits on every kernel path.
 /// - Parameters:
 ///   - gate: [count], f32, overwritten with the product.
 ///   - up: [count], f32.
-public func swiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+///   - isa: the kernel path, run on the caller alone (tests and benchmarks); nil uses
+///     ``KernelISA/active`` and spreads large batches over the product threads.
+public func swiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int, isa: KernelISA? = nil) {
+    if let isa {
+        sy_swiglu_isa(isa.cValue, gate, up, count)
+        return
+    }
     // Elementwise, so a split changes no bit: large batches are spread over the product threads.
     let pieces = count >= swiGLUParallelMinimum ? min(4 * threadCount, count / (swiGLUParallelMinimum / 2)) : 1
     if pieces <= 1 {
-        for index in 0..<count { gate[index] = silu(gate[index]) * up[index] }
+        sy_swiglu(gate, up, count)
         return
     }
     let piece = (count + pieces - 1) / pieces
     parallelFor(pieces) { p in
-        for index in (p * piece)..<min(count, (p + 1) * piece) { gate[index] = silu(gate[index]) * up[index] }
+        let start = p * piece
+        if start < count { sy_swiglu(gate + start, up + start, min(piece, count - start)) }
     }
 }
 

@@ -105,6 +105,26 @@ typedef struct sy_segment {
 int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, size_t k, size_t x_stride,
                                 const sy_segment *segments, size_t count, int accumulate);
 
+/// One product of ``sy_matmul_nt_bf16_grouped_isa``: rows [row, row + m) of the call's x against
+/// the bf16 weight w [n, k] (row stride `w_stride`), into y [m, n] (row stride `y_stride`).
+typedef struct sy_grouped_product {
+    size_t row;
+    size_t m;
+    const uint16_t *w;
+    size_t n;
+    size_t w_stride;
+    float *y;
+    size_t y_stride;
+} sy_grouped_product;
+
+/// `count` products, each on its own rows of one x [rows, k] (the experts of a layer on their
+/// tokens), as one job: x is rounded once (fast) and the threads split all their columns together,
+/// so they meet once. Each product's y is bitwise what ``sy_matmul_nt_bf16_fast_isa`` (when `fast`,
+/// else ``sy_matmul_nt_bf16_isa``) gives for its rows. `products` is read during the call only.
+/// Returns 0, or -1 for no products, rows outside x, or when the rounded-x buffer cannot be allocated.
+int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t rows, size_t k, size_t x_stride,
+                                  const sy_grouped_product *products, size_t count, int accumulate);
+
 /// `value` rounded to bf16 as the fast product rounds x: nearest even, denormals to signed zero.
 uint16_t sy_round_bf16(float value);
 
@@ -183,6 +203,17 @@ double sy_log_sum_exp(const float *x, size_t n);
 
 /// ``sy_log_sum_exp`` on an explicit path (tests and benchmarks).
 double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n);
+
+/// gate[j] = silu(gate[j]) · up[j] for j < count (the SwiGLU of an expert FFN), with silu(g) =
+/// g · sigmoid(g) from the f32 exp of ``sy_log_sum_exp`` (within about 2 ulp of exp): the same bits
+/// on every path. Runs on the caller only.
+void sy_swiglu(float *gate, const float *up, size_t count);
+
+/// silu(g) as ``sy_swiglu`` computes it (so sy_silu(g) · u is bitwise its result).
+float sy_silu(float g);
+
+/// ``sy_swiglu`` on an explicit path (tests and benchmarks).
+void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count);
 
 #ifdef __cplusplus
 }
