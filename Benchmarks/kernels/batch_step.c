@@ -1,7 +1,8 @@
 // One decode step of the benchmark model's products, straight on the C kernels (no Swift, no
 // attention): per layer the fused q/k/v product and the output projection at m = B, the experts'
-// fused gate/up product and down product, then the LM head at m = B. Weights are bf16 in one
-// 1.9 GB buffer, so every step streams them from memory as a real step does.
+// gate/up products and down products (each stage one job for all the layer's experts), then the LM
+// head at m = B. Weights are bf16 in one 1.9 GB buffer, so every step streams them from memory as a
+// real step does.
 //
 //   B = 1: two experts per layer (top-2), each at m = 1 — the batch-1 decode step.
 //   B > 1: all 8 experts, each at m = 2B/8 (an even routing) — a batched decode step.
@@ -64,15 +65,25 @@ int main(int argc, char **argv) {
                 bytes += 2.0 * (double)attention;
                 p += attention;
                 double expert_start = now();
+                // As ExpertStore does it: the gate and up products of every active expert as one job
+                // (each expert on its own rows), then the down products as one job.
+                sy_grouped_product gate_up[2 * 8], down[8];
                 for (size_t e = 0; e < active_experts; e++) {
                     size_t which = batch == 1 ? (size_t)(s * 3 + (int)l + (int)e * 5) % experts : e;
                     const uint16_t *q = p + which * 3 * hidden * ffn;
-                    sy_segment gate_up[2] = {{q, ffn, hidden, y, 2 * ffn}, {q + hidden * ffn, ffn, hidden, y + ffn, 2 * ffn}};
-                    sy_matmul_nt_bf16_multi_isa(sy_active_isa(), 1, x, rows, hidden, hidden, gate_up, 2, 0);
-                    product(x, rows, ffn, q + 2 * hidden * ffn, hidden, y);
+                    float *g = y + e * rows * 2 * ffn;
+                    gate_up[2 * e] = (sy_grouped_product){e * rows, rows, q, ffn, hidden, g, ffn};
+                    gate_up[2 * e + 1] = (sy_grouped_product){e * rows, rows, q + hidden * ffn, ffn, hidden,
+                                                              g + rows * ffn, ffn};
+                    down[e] = (sy_grouped_product){e * rows, rows, q + 2 * hidden * ffn, hidden, ffn,
+                                                   y + e * rows * hidden, hidden};
                     flop += 2.0 * (double)(rows * 3 * hidden * ffn);
                     bytes += 2.0 * (double)(3 * hidden * ffn);
                 }
+                sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), 1, x, active_experts * rows, hidden, hidden, gate_up,
+                                              2 * active_experts, 0);
+                sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), 1, x, active_experts * rows, ffn, ffn, down,
+                                              active_experts, 0);
                 in_experts += now() - expert_start;
                 p += experts * 3 * hidden * ffn;
             }

@@ -425,3 +425,57 @@ public func linear(
         segments.count, 0)
     precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) rounded inputs")
 }
+
+/// One product of ``linear(_:rowCount:inputCount:groupedProducts:arithmetic:isa:)``: rows
+/// `firstRow ..< firstRow + rowCount` of the input against a bf16 weight [outputCount, inputCount],
+/// the result [rowCount, outputCount] into `output`.
+public struct GroupedBFloat16Product {
+    public var firstRow: Int
+    public var rowCount: Int
+    public var weight: UnsafePointer<UInt16>
+    public var outputCount: Int
+    public var output: UnsafeMutablePointer<Float>
+
+    public init(
+        firstRow: Int, rowCount: Int, weight: UnsafePointer<UInt16>, outputCount: Int,
+        output: UnsafeMutablePointer<Float>
+    ) {
+        self.firstRow = firstRow
+        self.rowCount = rowCount
+        self.weight = weight
+        self.outputCount = outputCount
+        self.output = output
+    }
+}
+
+/// Several products with bf16 weights, each on its own rows of one input (every expert of a layer
+/// on the tokens routed to it), as one job: the input is rounded once and the threads split all
+/// the columns together, so they meet once instead of once per product. Each output is bitwise what
+/// ``linear(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:arithmetic:isa:)`` gives
+/// for the product's rows.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32.
+///   - products: at least one, rows inside the input; outputs must not overlap each other or the input.
+public func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, groupedProducts products: [GroupedBFloat16Product],
+    arithmetic: BFloat16Arithmetic = .exact, isa: KernelISA? = nil
+) {
+    precondition(!products.isEmpty, "linear: no products")
+    precondition(rowCount >= 0 && inputCount >= 0, "linear: negative dimension")
+    for product in products {
+        precondition(
+            product.firstRow >= 0 && product.rowCount >= 0 && product.firstRow + product.rowCount <= rowCount,
+            "linear: rows \(product.firstRow) ..< \(product.firstRow + product.rowCount) outside 0 ..< \(rowCount)")
+    }
+    guard rowCount > 0 else { return }
+    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
+    let parts = products.map {
+        sy_grouped_product(
+            row: $0.firstRow, m: $0.rowCount, w: $0.weight, n: $0.outputCount, w_stride: inputCount, y: $0.output,
+            y_stride: $0.outputCount)
+    }
+    let status = sy_matmul_nt_bf16_grouped_isa(
+        isa?.cValue ?? sy_active_isa(), arithmetic == .fast ? 1 : 0, input, rowCount, inputCount, inputCount, parts,
+        parts.count, 0)
+    precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) rounded inputs")
+}

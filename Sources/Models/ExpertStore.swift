@@ -28,6 +28,8 @@ public final class ExpertStore: Sendable {
     public let arithmetic: BFloat16Arithmetic
     /// How the expert weights are held in memory.
     public let quantization: WeightQuantization
+    /// Bytes of gate and up rows one wave of experts may hold (see ``compute(layer:hidden:rowCount:rowExpertOffsets:expertIDs:weights:)``).
+    let waveScratchBytes: Int
 
     /// Loads `experts` from `checkpoint`: f32 or bf16 as stored, in place from the memory map when
     /// possible (f16 converted to f32).
@@ -36,14 +38,25 @@ public final class ExpertStore: Sendable {
     ///   - quantization: ``WeightQuantization/q8`` quantizes every expert matrix at load time (an
     ///     owned copy, 1.125 bytes per weight); the stored dtype then no longer matters.
     /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
-    public init(
+    public convenience init(
         checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact,
         quantization: WeightQuantization = .none
+    ) throws {
+        try self.init(
+            checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization,
+            waveScratchBytes: 16 << 20)
+    }
+
+    /// The public initializer with the wave size set (tests split the experts of a call into small waves).
+    init(
+        checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic,
+        quantization: WeightQuantization, waveScratchBytes: Int
     ) throws {
         let c = checkpoint.configuration
         configuration = c
         self.arithmetic = arithmetic
         self.quantization = quantization
+        self.waveScratchBytes = waveScratchBytes
         func matrix(_ name: String) throws -> ExpertMatrix {
             let weight = try checkpoint.weight(named: name)
             switch quantization {
@@ -149,34 +162,61 @@ public final class ExpertStore: Sendable {
                 fill[expert] += 1
             }
         }
-        let largestGroup = (0..<expertCount).map { expertStarts[$0 + 1] - expertStarts[$0] }.max() ?? 0
+        let groupSizes = (0..<expertCount).map { expertStarts[$0 + 1] - expertStarts[$0] }
         var output = [Float](repeating: 0, count: rowCount * hiddenSize)
-        guard largestGroup > 0 else { return output }
+        let active = (0..<expertCount).filter { groupSizes[$0] > 0 }
+        guard !active.isEmpty else { return output }
         let intermediateSize = configuration.intermediateSize
-        // Scratch reused by every expert of the call (and by later calls): gathered rows, gate
-        // (then SwiGLU), up, down. Only the first rows of a group are read, so stale values are harmless.
+        // The experts run in waves of whole experts, ascending: each wave's rows are gathered one
+        // expert after the other, its products run as one job per stage (gate and up, then down) when
+        // its weights are bf16 as stored, else expert by expert. A wave holds at most
+        // `waveScratchBytes` of gate and up rows (or one expert whose rows need more).
+        let waveRowBudget = max(1, waveScratchBytes / (2 * intermediateSize * MemoryLayout<Float>.size))
+        var waves: [Range<Int>] = []
+        var first = 0
+        while first < active.count {
+            var end = first + 1
+            var rows = groupSizes[active[first]]
+            while end < active.count, rows + groupSizes[active[end]] <= waveRowBudget {
+                rows += groupSizes[active[end]]
+                end += 1
+            }
+            waves.append(first..<end)
+            first = end
+        }
+        let largestWave = waves.map { wave in active[wave].reduce(0) { $0 + groupSizes[$1] } }.max()!
+        // Scratch reused by every wave of the call (and by later calls): gathered rows, gate (then
+        // SwiGLU), up, down. Only the wave's rows are read, so stale values are harmless.
         var scratch =
             idleScratch.withLock { idle -> FeedForwardScratch? in
                 defer { idle = nil }
                 return idle
             }
-            ?? FeedForwardScratch(rowCapacity: largestGroup, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
-        scratch.reserve(rowCapacity: largestGroup)
-        // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
-        for expertIndex in 0..<expertCount where expertStarts[expertIndex + 1] > expertStarts[expertIndex] {
-            let expert = experts[LayerExpert(layer: layer, expert: ExpertID(expertIndex))]!
-            let group = expertStarts[expertIndex]..<expertStarts[expertIndex + 1]
-            for (slot, entry) in group.enumerated() {
+            ?? FeedForwardScratch(rowCapacity: largestWave, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
+        scratch.reserve(rowCapacity: largestWave)
+        for wave in waves {
+            let waveExperts = active[wave].map { index in
+                (index: index, weights: experts[LayerExpert(layer: layer, expert: ExpertID(index))]!)
+            }
+            let firstEntry = expertStarts[waveExperts[0].index]
+            let entries = firstEntry..<expertStarts[waveExperts.last!.index + 1]
+            for entry in entries {
+                let slot = entry - firstEntry
                 let source = assignedRows[entry] * hiddenSize
                 scratch.input.replaceSubrange(
                     (slot * hiddenSize)..<((slot + 1) * hiddenSize), with: hidden[source..<(source + hiddenSize)])
             }
-            scratch.feedForward(expert.gate, expert.up, expert.down, rowCount: group.count, arithmetic: arithmetic)
+            let groups = waveExperts.map { expert in
+                (rows: (expertStarts[expert.index] - firstEntry)..<(expertStarts[expert.index + 1] - firstEntry),
+                 gate: expert.weights.gate, up: expert.weights.up, down: expert.weights.down)
+            }
+            scratch.feedForward(groups, rowCount: entries.count, arithmetic: arithmetic)
+            // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
             scratch.down.withUnsafeBufferPointer { result in
                 output.withUnsafeMutableBufferPointer { combined in
-                    for (slot, entry) in group.enumerated() {
+                    for entry in entries {
                         let target = combined.baseAddress! + assignedRows[entry] * hiddenSize
-                        let source = result.baseAddress! + slot * hiddenSize
+                        let source = result.baseAddress! + (entry - firstEntry) * hiddenSize
                         let weight = assignedWeights[entry]
                         for column in 0..<hiddenSize { target[column] += source[column] * weight }
                     }
@@ -229,29 +269,75 @@ private struct FeedForwardScratch {
         self.intermediateSize = intermediateSize
     }
 
-    /// `down[0 ..< rowCount] = w2(silu(w1 x) ⊙ w3 x)` for the first `rowCount` rows of `input`.
-    /// - Parameters:
-    ///   - gateWeight: w1, [I, H].
-    ///   - upWeight: w3, [I, H].
-    ///   - downWeight: w2, [H, I].
+    /// `down[rows] = w2(silu(w1 x) ⊙ w3 x)` for each group's rows of `input`, with the group's
+    /// expert; the groups cover the first `rowCount` rows. When every matrix is bf16 as stored, all
+    /// gate and up products run as one job, then one SwiGLU, then all down products as one job;
+    /// otherwise group by group. Either way a row's result is bitwise the same.
+    /// - Parameter groups: gate w1 [I, H], up w3 [I, H] and down w2 [H, I] of each group's expert.
     mutating func feedForward(
-        _ gateWeight: ExpertMatrix, _ upWeight: ExpertMatrix, _ downWeight: ExpertMatrix, rowCount: Int,
+        _ groups: [(rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix)], rowCount: Int,
         arithmetic: BFloat16Arithmetic
     ) {
+        let (hiddenSize, intermediateSize) = (self.hiddenSize, self.intermediateSize)
         input.withUnsafeBufferPointer { x in
             gate.withUnsafeMutableBufferPointer { g in
                 up.withUnsafeMutableBufferPointer { u in
                     down.withUnsafeMutableBufferPointer { d in
-                        if case .stored(let gateStored) = gateWeight, case .stored(let upStored) = upWeight {
-                            linear(
-                                x.baseAddress!, rowCount: rowCount, weights: [gateStored, upStored],
-                                into: [g.baseAddress!, u.baseAddress!], arithmetic: arithmetic)
-                        } else {
-                            gateWeight.apply(x.baseAddress!, rowCount: rowCount, into: g.baseAddress!, arithmetic: arithmetic)
-                            upWeight.apply(x.baseAddress!, rowCount: rowCount, into: u.baseAddress!, arithmetic: arithmetic)
+                        let stored = groups.flatMap { group -> [WeightTensor] in
+                            guard case .stored(let w1) = group.gate, case .stored(let w3) = group.up,
+                                case .stored(let w2) = group.down, w1.shape == [intermediateSize, hiddenSize],
+                                w3.shape == w1.shape, w2.shape == [hiddenSize, intermediateSize]
+                            else { return [] }
+                            return [w1, w3, w2]
                         }
-                        swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediateSize)
-                        downWeight.apply(g.baseAddress!, rowCount: rowCount, into: d.baseAddress!, arithmetic: arithmetic)
+                        let grouped =
+                            stored.count == 3 * groups.count
+                            && withBFloat16Elements(of: stored) { pointers -> Bool in
+                                let gateUp = groups.enumerated().flatMap { index, group in
+                                    [
+                                        GroupedBFloat16Product(
+                                            firstRow: group.rows.lowerBound, rowCount: group.rows.count,
+                                            weight: pointers[3 * index], outputCount: intermediateSize,
+                                            output: g.baseAddress! + group.rows.lowerBound * intermediateSize),
+                                        GroupedBFloat16Product(
+                                            firstRow: group.rows.lowerBound, rowCount: group.rows.count,
+                                            weight: pointers[3 * index + 1], outputCount: intermediateSize,
+                                            output: u.baseAddress! + group.rows.lowerBound * intermediateSize),
+                                    ]
+                                }
+                                linear(
+                                    x.baseAddress!, rowCount: rowCount, inputCount: hiddenSize,
+                                    groupedProducts: gateUp, arithmetic: arithmetic)
+                                swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediateSize)
+                                let downs = groups.enumerated().map { index, group in
+                                    GroupedBFloat16Product(
+                                        firstRow: group.rows.lowerBound, rowCount: group.rows.count,
+                                        weight: pointers[3 * index + 2], outputCount: hiddenSize,
+                                        output: d.baseAddress! + group.rows.lowerBound * hiddenSize)
+                                }
+                                linear(
+                                    g.baseAddress!, rowCount: rowCount, inputCount: intermediateSize,
+                                    groupedProducts: downs, arithmetic: arithmetic)
+                                return true
+                            } == true
+                        guard !grouped else { return }
+                        for group in groups {
+                            let xRows = x.baseAddress! + group.rows.lowerBound * hiddenSize
+                            let gRows = g.baseAddress! + group.rows.lowerBound * intermediateSize
+                            let uRows = u.baseAddress! + group.rows.lowerBound * intermediateSize
+                            let dRows = d.baseAddress! + group.rows.lowerBound * hiddenSize
+                            let count = group.rows.count
+                            if case .stored(let gateStored) = group.gate, case .stored(let upStored) = group.up {
+                                linear(
+                                    xRows, rowCount: count, weights: [gateStored, upStored], into: [gRows, uRows],
+                                    arithmetic: arithmetic)
+                            } else {
+                                group.gate.apply(xRows, rowCount: count, into: gRows, arithmetic: arithmetic)
+                                group.up.apply(xRows, rowCount: count, into: uRows, arithmetic: arithmetic)
+                            }
+                            swiGLU(gate: gRows, up: uRows, count: count * intermediateSize)
+                            group.down.apply(gRows, rowCount: count, into: dRows, arithmetic: arithmetic)
+                        }
                     }
                 }
             }
@@ -259,7 +345,6 @@ private struct FeedForwardScratch {
     }
 }
 
-/// An expert matrix as held in memory: as stored in the checkpoint, or quantized to q8 at load time.
 enum ExpertMatrix: Sendable {
     case stored(WeightTensor)
     case q8(QuantizedMatrix)

@@ -43,27 +43,37 @@ func linear(
     arithmetic: BFloat16Arithmetic
 ) {
     precondition(weights.count == outputs.count && (1...maximumFusedProducts).contains(weights.count))
-    guard weights.allSatisfy({ $0.dtype == .bf16 && $0.shape.count == 2 && $0.shape[1] == weights[0].shape[1] }) else {
-        for (weight, output) in zip(weights, outputs) {
-            linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
-        }
-        return
-    }
-    func collect(_ index: Int, _ products: [BFloat16Product]) {
-        guard index < weights.count else {
+    let fused =
+        weights.allSatisfy({ $0.shape.count == 2 && $0.shape[1] == weights[0].shape[1] })
+        && withBFloat16Elements(of: weights) { pointers -> Bool in
+            let products = zip(weights, zip(pointers, outputs)).map { weight, target in
+                BFloat16Product(weight: target.0, outputCount: weight.shape[0], output: target.1)
+            }
             linear(
                 input, rowCount: rowCount, inputCount: weights[0].shape[1], bfloat16Products: products,
                 arithmetic: arithmetic)
-            return
-        }
-        weights[index].withElements { elements in
+            return true
+        } == true
+    guard !fused else { return }
+    for (weight, output) in zip(weights, outputs) {
+        linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
+    }
+}
+
+/// Calls `body` with the bf16 elements of every weight (all valid during the call), or returns nil
+/// without calling it when a weight is not bf16.
+func withBFloat16Elements<Result>(
+    of weights: [WeightTensor], _ body: ([UnsafePointer<UInt16>]) -> Result
+) -> Result? {
+    guard weights.allSatisfy({ $0.dtype == .bf16 }) else { return nil }
+    func collect(_ index: Int, _ pointers: [UnsafePointer<UInt16>]) -> Result {
+        guard index < weights.count else { return body(pointers) }
+        return weights[index].withElements { elements in
             guard case .bf16(let pointer) = elements else { preconditionFailure("checked bf16 above") }
-            collect(
-                index + 1,
-                products + [BFloat16Product(weight: pointer, outputCount: weights[index].shape[0], output: outputs[index])])
+            return collect(index + 1, pointers + [pointer])
         }
     }
-    collect(0, [])
+    return collect(0, [])
 }
 
 /// `input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16.

@@ -417,6 +417,34 @@ struct BFloat16FastKernelTests {
     }
 
     @Test(
+        "x at rounding ties, denormals and the largest finite values is rounded as the reference on every path",
+        arguments: KernelISA.supported)
+    func roundsSpecialInputs(isa: KernelISA) {
+        var random = TestRandom(seed: 43)
+        let special: [Float] = [0, -0, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
+            Float(bitPattern: 0xBF80_8000), Float(bitPattern: 0x0070_0000), Float(bitPattern: 0x8000_0001),
+            .leastNormalMagnitude, Float(bitPattern: 0x7F7F_FFFF) / 1e30, Float(bitPattern: 0x3F7F_FF80)]
+        let inputs = 45  // a partial last block of 16 and of 32
+        var x = random.floats(3 * inputs)
+        for (index, value) in special.enumerated() {
+            x[index * 13 % x.count] = value
+            x[(index * 13 + 7) % x.count] = -value
+        }
+        let outputs = 5
+        let w = randomBFloat16(&random, outputs * inputs)
+        let y = linear(x, rowCount: 3, bfloat16Weight: w.bits, outputCount: outputs, arithmetic: .fast, isa: isa)
+        var expected: [Float] = []
+        for r in 0..<3 {
+            for o in 0..<outputs {
+                expected.append(
+                    referenceFastDot(
+                        x[(r * inputs)..<((r + 1) * inputs)], w.bits[(o * inputs)..<((o + 1) * inputs)]))
+            }
+        }
+        expectSameBits(y, expected, "\(isa)")
+    }
+
+    @Test(
         "the fast product is within 2⁻⁸·Σ|x·w| of a double-precision x·Wᵀ",
         arguments: bfloat16Shapes + [(4, 31, 5), (6, 65, 7)])
     func withinTolerance(shape: (rows: Int, inputs: Int, outputs: Int)) {
@@ -464,6 +492,52 @@ struct BFloat16FastKernelTests {
 
 @Suite("fused bf16 products")
 struct FusedProductTests {
+    @Test(
+        "grouped products (each on its own rows) give bitwise the separate products, on every path, fast and exact, 1 and 3 threads",
+        arguments: KernelISA.supported, BFloat16Arithmetic.allCases)
+    func groupedEqualsSeparate(isa: KernelISA, arithmetic: BFloat16Arithmetic) {
+        var random = TestRandom(seed: 78)
+        let (rows, inputs) = (23, 301)
+        // (first row, rows, outputs): overlapping and empty row ranges, a range ending at the last row,
+        // 1 ... 17 rows (every tile shape), outputs with tails of every tile width.
+        let groups = [(0, 5, 700), (5, 1, 33), (6, 0, 40), (6, 17, 97), (2, 9, 1024), (22, 1, 3)]
+        let x = random.floats(rows * inputs)
+        let weightStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.2 * inputs) }
+        let weights = randomBFloat16(&random, weightStarts.last!).bits
+        let outputStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.1 * group.2) }
+        let separate = groups.enumerated().map { index, group -> [Float] in
+            guard group.1 > 0 else { return [] }
+            return linear(
+                Array(x[(group.0 * inputs)..<((group.0 + group.1) * inputs)]), rowCount: group.1,
+                bfloat16Weight: Array(weights[weightStarts[index]..<weightStarts[index + 1]]), outputCount: group.2,
+                arithmetic: arithmetic, isa: isa)
+        }
+        for threads in [1, 3] {
+            var grouped = [Float](repeating: .nan, count: outputStarts.last!)
+            withThreadCount(threads) {
+                x.withUnsafeBufferPointer { input in
+                    weights.withUnsafeBufferPointer { w in
+                        grouped.withUnsafeMutableBufferPointer { y in
+                            let products = groups.enumerated().map { index, group in
+                                GroupedBFloat16Product(
+                                    firstRow: group.0, rowCount: group.1, weight: w.baseAddress! + weightStarts[index],
+                                    outputCount: group.2, output: y.baseAddress! + outputStarts[index])
+                            }
+                            linear(
+                                input.baseAddress!, rowCount: rows, inputCount: inputs, groupedProducts: products,
+                                arithmetic: arithmetic, isa: isa)
+                        }
+                    }
+                }
+            }
+            for index in groups.indices {
+                expectSameBits(
+                    Array(grouped[outputStarts[index]..<outputStarts[index + 1]]), separate[index],
+                    "\(isa) \(arithmetic), \(threads) threads, product \(index)")
+            }
+        }
+    }
+
     @Test(
         "products fused into one job give bitwise the separate products, on every path, fast and exact, 1 and 3 threads",
         arguments: KernelISA.supported, BFloat16Arithmetic.allCases)
