@@ -4,6 +4,7 @@ written in that run; `NAME.skip` files hold the reason a part was skipped)."""
 import argparse
 import json
 import os
+import statistics
 
 
 def load(results, name):
@@ -118,42 +119,71 @@ def main():
     serve = {w: load(r, f"serve-workers{w}") for w in (0, 2)}
     tokens = next((s["max_tokens"] for s in serve.values() if s), "?")
     out(f"\nServe: decode tokens/s with B concurrent /v1/completions ({tokens} tokens each, greedy, ignore_eos)")
-    out(f"  {'server':<44}{'B=8':>10}{'B=32':>10}   (end-to-end incl. prefill: B=8, B=32)")
+    out(f"  {'server':<44}{'B=1':>10}{'B=8':>10}{'B=32':>10}   (end-to-end incl. prefill: B=8, B=32; medians of repeats)")
     batch_rate = {}
+    pairs = {}
     for w in (0, 2):
         s = serve[w]
         name = f"switchyard serve --workers {w}"
         if s is None:
-            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, f'serve-workers{w}')}")
+            out(f"  {name:<44}{'—':>10}{'—':>10}{'—':>10}   skipped: {reason(r, f'serve-workers{w}')}")
             continue
-        by = {b["batch"]: b for b in s["batches"]}
-        for b in by:
-            batch_rate[(w, b)] = by[b]["decode_tokens_per_s"]
-        e2e = ", ".join(fmt(by[b]["end_to_end_tokens_per_s"]) if b in by else "—" for b in (8, 32))
-        out(f"  {name:<44}{fmt(by.get(8, {}).get('decode_tokens_per_s')):>10}{fmt(by.get(32, {}).get('decode_tokens_per_s')):>10}   ({e2e})")
+        by = {}  # batch -> its runs (a batch may be measured several times, interleaved with others)
+        for b in s["batches"]:
+            by.setdefault(b["batch"], []).append(b)
+        for b, runs in by.items():
+            batch_rate[(w, b)] = statistics.median(run["decode_tokens_per_s"] for run in runs)
+        # Batch 32 over the batch 1 measured just before it in the same server, pair by pair.
+        pairs[w] = [after["decode_tokens_per_s"] / before["decode_tokens_per_s"]
+                    for before, after in zip(s["batches"], s["batches"][1:])
+                    if before["batch"] == 1 and after["batch"] == 32 and before["decode_tokens_per_s"] > 0]
+        e2e = ", ".join(fmt(statistics.median(run["end_to_end_tokens_per_s"] for run in by[b])) if b in by else "—"
+                        for b in (8, 32))
+        out(f"  {name:<44}{fmt(batch_rate.get((w, 1))):>10}{fmt(batch_rate.get((w, 8))):>10}{fmt(batch_rate.get((w, 32))):>10}   ({e2e})")
 
     p_in, d_in = timing(sy_in)
     p_w2, d_w2 = timing(sy_w2)
-    out("\nRatios (same run)")
+    out("\nRatios (same run; where both sides ran in every round, the median of the rounds' ratios)")
     table = []
+    def paired(ours, peer, key):
+        """The median of round-by-round ratios when both were run in the same rounds, else the ratio of medians."""
+        a, b = (ours or {}).get("timing_runs"), (peer or {}).get("timing_runs")
+        if a and b and len(a) == len(b):
+            ratios = [x[key] / y[key] for x, y in zip(a, b) if y[key]]
+            if ratios:
+                return statistics.median(ratios), ratios
+        return ratio((ours or {}).get("timing", {}).get(key), timing(peer)[0 if key.startswith("prefill") else 1]), None
+
     for peer, result in [("transformers bf16", hf), ("llama.cpp bf16", lb), ("llama.cpp q8_0", lq)]:
         pp, pd = timing(result)
-        table.append((f"Switchyard in-process ÷ {peer}", ratio(p_in, pp), ratio(d_in, pd)))
-        table.append((f"Switchyard 2 workers ÷ {peer}", ratio(p_w2, pp), ratio(d_w2, pd)))
-    table.append(("Switchyard 2 workers ÷ in-process", ratio(p_w2, p_in), ratio(d_w2, d_in)))
+        for label, ours in (("in-process", sy_in), ("2 workers", sy_w2)):
+            if ours is None or result is None:
+                table.append((f"Switchyard {label} ÷ {peer}", None, None, None))
+                continue
+            prefill_ratio, _ = paired(ours, result, "prefill_tokens_per_s")
+            decode_ratio, rounds = paired(ours, result, "decode_tokens_per_s")
+            note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else None
+            table.append((f"Switchyard {label} ÷ {peer}", prefill_ratio, decode_ratio, note))
+    w2_prefill, _ = paired(sy_w2, sy_in, "prefill_tokens_per_s") if sy_w2 and sy_in else (None, None)
+    w2_decode, w2_rounds = paired(sy_w2, sy_in, "decode_tokens_per_s") if sy_w2 and sy_in else (None, None)
+    table.append(("Switchyard 2 workers ÷ in-process", w2_prefill, w2_decode,
+                  "   round by round " + " / ".join(fmt(x, 2) for x in w2_rounds) if w2_rounds else None))
     p_q8, d_q8 = timing(sy_q8)
-    table.append(("Switchyard q8 in-process ÷ llama.cpp q8_0", ratio(p_q8, timing(lq)[0]), ratio(d_q8, timing(lq)[1])))
+    table.append(("Switchyard q8 in-process ÷ llama.cpp q8_0", ratio(p_q8, timing(lq)[0]), ratio(d_q8, timing(lq)[1]), None))
     out(f"  {'':<48}{'prefill':>10}{'decode':>10}")
-    for name, a, b in table:
-        out(f"  {name:<48}{fmt(a, 2):>10}{fmt(b, 2):>10}")
+    for name, a, b, note in table:
+        out(f"  {name:<48}{fmt(a, 2):>10}{fmt(b, 2):>10}{note or ''}")
     out(f"  {'Switchyard in-process decode ÷ floor (1 thread)':<58}{fmt(ratio(d_in, floor_1t), 2):>10}")
     out(f"  {'Switchyard in-process decode ÷ floor (2 threads)':<58}{fmt(ratio(d_in, floor_2t), 2):>10}")
     out(f"  {'Switchyard 2 workers decode ÷ floor (2 threads)':<58}{fmt(ratio(d_w2, floor_2t), 2):>10}")
     for peer, result in [("transformers", hf), ("llama.cpp bf16", lb)]:
         out(f"  {peer + ' decode ÷ floor (2 threads)':<58}{fmt(ratio(timing(result)[1], floor_2t), 2):>10}")
-    for w, d1 in ((0, d_in), (2, d_w2)):
-        for b in (8, 32):
-            out(f"  {f'serve --workers {w} batch-{b} ÷ batch-1 (generate) decode':<58}{fmt(ratio(batch_rate.get((w, b)), d1), 2):>10}")
+    for w in (0, 2):
+        out(f"  {f'serve --workers {w} batch-8 ÷ batch-1 decode':<58}{fmt(ratio(batch_rate.get((w, 8)), batch_rate.get((w, 1))), 2):>10}")
+        ratios = pairs.get(w) or []
+        median = statistics.median(ratios) if ratios else None
+        each = "   back-to-back pairs " + " / ".join(fmt(x, 2) for x in ratios) if len(ratios) > 1 else ""
+        out(f"  {f'serve --workers {w} batch-32 ÷ batch-1 decode':<58}{fmt(median, 2):>10}{each}")
     wire = (serve[2] or {}).get("wire")
     if wire:
         out(f"  {'bytes on the wire per token ÷ minimum (serve --workers 2)':<58}{fmt(wire['bytes_per_token'] / wire['minimum_bytes_per_token'], 2):>10}"

@@ -19,7 +19,8 @@
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
 #   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers
 #   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
-#   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,32
+#   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,1,32,1,32,1,32 (batch 1 and 32
+#                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
 #   REPEATS      runs of each Switchyard batch-1 configuration, interleaved; the table shows medians (default 3)
 set -uo pipefail
 
@@ -35,7 +36,7 @@ PROMPT_TOKENS=128
 DECODE_TOKENS=${DECODE_TOKENS:-64}
 REPEATS=${REPEATS:-3}
 SERVE_TOKENS=${SERVE_TOKENS:-64}
-SERVE_BATCHES=${SERVE_BATCHES:-8,32}
+SERVE_BATCHES=${SERVE_BATCHES:-8,1,32,1,32,1,32}
 mkdir -p "$WORK" "$RESULTS"
 rm -f "$RESULTS"/*.json "$RESULTS"/*.skip
 
@@ -97,7 +98,28 @@ if skipping floors; then skip floors "SKIP=floors"; else
     fi
 fi
 
-# --- Switchyard, batch 1 ------------------------------------------------------------------------
+# --- llama.cpp GGUF files (converted once; kept in BENCH_WORK) -----------------------------------
+LLAMA_READY=
+if skipping llama; then skip llama-bf16 "SKIP=llama"
+elif ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+    skip llama-bf16 "llama-cpp-python did not install (see $SETUP_LOG)"; skip llama-q8_0 "llama-cpp-python did not install"
+else
+    bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$MODEL" "$WORK" 2> "$WORK/gguf.log" >&2
+    LLAMA_READY=1
+fi
+run_llama() {  # type (bf16 or q8_0), run suffix (".runN" or "")
+    local type=$1 suffix=$2 gguf="$WORK/gguf/model-$1.gguf"
+    if [[ ! -f "$gguf" ]]; then
+        skip "llama-$type" "GGUF $type conversion failed: $(grep -E "Error|error" "$WORK/gguf.log" | tail -2)"
+        return
+    fi
+    log "llama.cpp $type: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, $THREADS threads"
+    "$PEER_VENV/bin/python" "$BENCH/peers/llama_peer.py" --gguf "$gguf" --prompt-ids "$PROMPT_IDS" \
+        --decode "$DECODE_TOKENS" --threads "$THREADS" > "$RESULTS/llama-$type$suffix.json" 2> "$WORK/llama-$type.log" \
+        || { skip "llama-$type" "llama_peer.py failed: $(tail -2 "$WORK/llama-$type.log")"; rm -f "$RESULTS/llama-$type$suffix.json"; }
+}
+
+# --- Switchyard and llama.cpp bf16, batch 1 -----------------------------------------------------
 # The checkpoint read once, so that no engine's first run pays for the disk.
 cat "$MODEL"/*.safetensors > /dev/null
 run_generate() {  # name, run, spawn-workers, extra arguments...
@@ -109,25 +131,29 @@ run_generate() {  # name, run, spawn-workers, extra arguments...
         > "$RESULTS/$name.run$run.json" 2> "$WORK/$name.log" || { skip "$name" "generate failed: $(tail -3 "$WORK/$name.log")"; rm -f "$RESULTS/$name.run$run.json"; }
 }
 # Each configuration REPEATS times, the configurations interleaved (so that a slow spell of the shared
-# host falls on all of them), then the median of each figure. Each worker gets THREADS too (measured:
+# host falls on all of them), then the median of each figure; llama.cpp bf16 runs in every round too,
+# and the ratios to it are medians of the rounds' ratios. Each worker gets THREADS too (measured:
 # better than THREADS ÷ workers here, since a token's two experts are often on one worker while the
 # other waits).
 for run in $(seq "$REPEATS"); do
     run_generate switchyard-inprocess "$run" 0 --threads "$THREADS"
     if skipping workers; then :; else run_generate switchyard-workers2 "$run" 2 --threads "$THREADS"; fi
     run_generate switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
+    if [[ -n "$LLAMA_READY" ]]; then run_llama bf16 ".run$run"; fi
 done
 if skipping workers; then skip switchyard-workers2 "SKIP=workers"; fi
 python3 - "$RESULTS" <<'PY'
 import glob, json, os, statistics, sys
 results = sys.argv[1]
-for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8"]:
+for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8", "llama-bf16"]:
     runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(results, name + ".run*.json")))]
     if not runs:
         continue
     merged = dict(runs[0])
-    merged["timing"] = {key: statistics.median(run["timing"][key] for run in runs) for key in runs[0]["timing"]}
-    merged["timing_runs"] = [run["timing"] for run in runs]
+    timings = [run.get("timing", run) for run in runs]
+    keys = ["prefill_tokens_per_s", "decode_tokens_per_s"]
+    merged["timing"] = {key: statistics.median(t[key] for t in timings) for key in keys}
+    merged["timing_runs"] = [{key: t[key] for key in keys} for t in timings]
     json.dump(merged, open(os.path.join(results, name + ".json"), "w"))
 PY
 
@@ -135,7 +161,7 @@ PY
 if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "SKIP=serve"; else
     for workers in 0 2; do
         if [[ $workers == 2 ]] && skipping workers; then skip serve-workers2 "SKIP=workers"; continue; fi
-        log "switchyard serve --workers $workers: decode at batch 8 and 32"
+        log "switchyard serve --workers $workers: decode at batches $SERVE_BATCHES"
         python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers "$workers" \
             --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" --threads "$THREADS" > "$RESULTS/serve-workers$workers.json" \
             || { skip "serve-workers$workers" "serve_decode.py failed"; rm -f "$RESULTS/serve-workers$workers.json"; }
@@ -153,22 +179,9 @@ else
         || { skip transformers "hf_peer.py failed: $(tail -2 "$WORK/transformers.log")"; rm -f "$RESULTS/transformers.json"; }
 fi
 
-if skipping llama; then skip llama-bf16 "SKIP=llama"; skip llama-q8_0 "SKIP=llama"
-elif ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-    skip llama-bf16 "llama-cpp-python did not install (see $SETUP_LOG)"; skip llama-q8_0 "llama-cpp-python did not install"
-else
-    bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$MODEL" "$WORK" 2> "$WORK/gguf.log" >&2
-    for type in bf16 q8_0; do
-        gguf="$WORK/gguf/model-$type.gguf"
-        if [[ ! -f "$gguf" ]]; then
-            skip "llama-$type" "GGUF $type conversion failed: $(grep -E "Error|error" "$WORK/gguf.log" | tail -2)"
-            continue
-        fi
-        log "llama.cpp $type: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, $THREADS threads"
-        "$PEER_VENV/bin/python" "$BENCH/peers/llama_peer.py" --gguf "$gguf" --prompt-ids "$PROMPT_IDS" \
-            --decode "$DECODE_TOKENS" --threads "$THREADS" > "$RESULTS/llama-$type.json" 2> "$WORK/llama-$type.log" \
-            || { skip "llama-$type" "llama_peer.py failed: $(tail -2 "$WORK/llama-$type.log")"; rm -f "$RESULTS/llama-$type.json"; }
-    done
+if skipping llama; then skip llama-q8_0 "SKIP=llama"
+elif [[ -n "$LLAMA_READY" ]]; then
+    run_llama q8_0 ""
 fi
 
 python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"
