@@ -83,7 +83,6 @@ def main():
         floor_1t = floor_2t = None
         out(f"  skipped: {reason(r, 'floors')}")
 
-    rows = []  # (name, prefill, decode, note)
     sy_in = load(r, "switchyard-inprocess")
     sy_w2 = load(r, "switchyard-workers2")
     sy_q8 = load(r, "switchyard-inprocess-q8")
@@ -91,11 +90,11 @@ def main():
     lb = load(r, "llama-bf16")
     lq = load(r, "llama-q8_0")
 
+    def figure(result, key):
+        return None if result is None else result.get("timing", result).get(key)
+
     def timing(result):
-        if result is None:
-            return None, None
-        t = result.get("timing", result)
-        return t.get("prefill_tokens_per_s"), t.get("decode_tokens_per_s")
+        return figure(result, "prefill_tokens_per_s"), figure(result, "decode_tokens_per_s")
 
     out(f"\nBatch 1: prefill {args.prompt_tokens} tokens, decode {args.decode_tokens} tokens (tokens/s, this run)")
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
@@ -141,10 +140,10 @@ def main():
                         for b in (8, 32))
         out(f"  {name:<44}{fmt(batch_rate.get((w, 1))):>10}{fmt(batch_rate.get((w, 8))):>10}{fmt(batch_rate.get((w, 32))):>10}   ({e2e})")
 
-    p_in, d_in = timing(sy_in)
-    p_w2, d_w2 = timing(sy_w2)
+    d_in = figure(sy_in, "decode_tokens_per_s")
+    d_w2 = figure(sy_w2, "decode_tokens_per_s")
     out("\nRatios (same run; where both sides ran in every round, the median of the rounds' ratios)")
-    table = []
+
     def paired(ours, peer, key):
         """The median of round-by-round ratios when both were run in the same rounds, else the ratio of medians."""
         a, b = (ours or {}).get("timing_runs"), (peer or {}).get("timing_runs")
@@ -152,24 +151,19 @@ def main():
             ratios = [x[key] / y[key] for x, y in zip(a, b) if y[key]]
             if ratios:
                 return statistics.median(ratios), ratios
-        return ratio((ours or {}).get("timing", {}).get(key), timing(peer)[0 if key.startswith("prefill") else 1]), None
+        return ratio(figure(ours, key), figure(peer, key)), None
 
-    for peer, result in [("transformers bf16", hf), ("llama.cpp bf16", lb), ("llama.cpp q8_0", lq)]:
-        pp, pd = timing(result)
-        for label, ours in (("in-process", sy_in), ("2 workers", sy_w2)):
-            if ours is None or result is None:
-                table.append((f"Switchyard {label} ÷ {peer}", None, None, None))
-                continue
-            prefill_ratio, _ = paired(ours, result, "prefill_tokens_per_s")
-            decode_ratio, rounds = paired(ours, result, "decode_tokens_per_s")
-            note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else None
-            table.append((f"Switchyard {label} ÷ {peer}", prefill_ratio, decode_ratio, note))
-    w2_prefill, _ = paired(sy_w2, sy_in, "prefill_tokens_per_s") if sy_w2 and sy_in else (None, None)
-    w2_decode, w2_rounds = paired(sy_w2, sy_in, "decode_tokens_per_s") if sy_w2 and sy_in else (None, None)
-    table.append(("Switchyard 2 workers ÷ in-process", w2_prefill, w2_decode,
-                  "   round by round " + " / ".join(fmt(x, 2) for x in w2_rounds) if w2_rounds else None))
-    p_q8, d_q8 = timing(sy_q8)
-    table.append(("Switchyard q8 in-process ÷ llama.cpp q8_0", ratio(p_q8, timing(lq)[0]), ratio(d_q8, timing(lq)[1]), None))
+    def row(name, ours, peer):
+        prefill_ratio, _ = paired(ours, peer, "prefill_tokens_per_s")
+        decode_ratio, rounds = paired(ours, peer, "decode_tokens_per_s")
+        note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else None
+        return name, prefill_ratio, decode_ratio, note
+
+    table = [row(f"Switchyard {label} ÷ {peer}", ours, result)
+             for peer, result in [("transformers bf16", hf), ("llama.cpp bf16", lb), ("llama.cpp q8_0", lq)]
+             for label, ours in (("in-process", sy_in), ("2 workers", sy_w2))]
+    table.append(row("Switchyard 2 workers ÷ in-process", sy_w2, sy_in))
+    table.append(row("Switchyard q8 in-process ÷ llama.cpp q8_0", sy_q8, lq))
     out(f"  {'':<48}{'prefill':>10}{'decode':>10}")
     for name, a, b, note in table:
         out(f"  {name:<48}{fmt(a, 2):>10}{fmt(b, 2):>10}{note or ''}")

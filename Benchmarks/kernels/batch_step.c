@@ -56,10 +56,11 @@ int main(int argc, char **argv) {
         for (int s = 0; s < steps; s++) {
             const uint16_t *p = w;
             for (size_t l = 0; l < layers; l++) {
-                sy_segment qkv[3] = {{p, hidden, hidden, y, hidden + 2 * kv},
-                                     {p + hidden * hidden, kv, hidden, y + hidden, hidden + 2 * kv},
-                                     {p + hidden * hidden + hidden * kv, kv, hidden, y + hidden + kv, hidden + 2 * kv}};
-                sy_matmul_nt_bf16_multi_isa(sy_active_isa(), 1, x, batch, hidden, hidden, qkv, 3, 0);
+                sy_grouped_product qkv[3] = {
+                    {0, batch, p, hidden, hidden, y, hidden + 2 * kv},
+                    {0, batch, p + hidden * hidden, kv, hidden, y + hidden, hidden + 2 * kv},
+                    {0, batch, p + hidden * hidden + hidden * kv, kv, hidden, y + hidden + kv, hidden + 2 * kv}};
+                sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), 1, x, batch, hidden, hidden, qkv, 3, 0);
                 product(x, batch, hidden, p + hidden * hidden + 2 * hidden * kv, hidden, y);
                 flop += 2.0 * (double)(batch * attention);
                 bytes += 2.0 * (double)attention;

@@ -1437,8 +1437,8 @@ static void *prepared_space(size_t bytes) {
 
 int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w,
                                size_t n, size_t w_stride, float *y, size_t y_stride, int accumulate) {
-    sy_segment one = {w, n, w_stride, y, y_stride};
-    return sy_matmul_nt_bf16_multi_isa(isa, 1, x, m, k, x_stride, &one, 1, accumulate);
+    sy_grouped_product one = {0, m, w, n, w_stride, y, y_stride};
+    return sy_matmul_nt_bf16_grouped_isa(isa, 1, x, m, k, x_stride, &one, 1, accumulate);
 }
 
 int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride, const uint16_t *w, size_t n,
@@ -1479,16 +1479,6 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
     }
     dispatch_job(job);
     return 0;
-}
-
-int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, size_t k, size_t x_stride,
-                                const sy_segment *segments, size_t count, int accumulate) {
-    if (count == 0 || count > SY_MAX_SEGMENTS) return -1;
-    sy_grouped_product products[SY_MAX_SEGMENTS];
-    for (size_t s = 0; s < count; s++)
-        products[s] = (sy_grouped_product){0, m, segments[s].w, segments[s].n, segments[s].w_stride, segments[s].y,
-                                           segments[s].y_stride};
-    return sy_matmul_nt_bf16_grouped_isa(isa, fast, x, m, k, x_stride, products, count, accumulate);
 }
 
 int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,

@@ -385,47 +385,6 @@ public func linear(
 /// mapped, zero-filled page by page and unmapped again). Call once at start; process-wide.
 public func keepFreedMemoryInHeap() { sy_keep_freed_memory_in_heap() }
 
-/// One product of ``linear(_:rowCount:inputCount:bfloat16Products:arithmetic:isa:)``: a bf16 weight
-/// [outputCount, inputCount] and where its result [rowCount, outputCount] goes.
-public struct BFloat16Product {
-    public var weight: UnsafePointer<UInt16>
-    public var outputCount: Int
-    public var output: UnsafeMutablePointer<Float>
-
-    public init(weight: UnsafePointer<UInt16>, outputCount: Int, output: UnsafeMutablePointer<Float>) {
-        self.weight = weight
-        self.outputCount = outputCount
-        self.output = output
-    }
-}
-
-/// The most products one call of ``linear(_:rowCount:inputCount:bfloat16Products:arithmetic:isa:)`` takes.
-public let maximumFusedProducts = Int(SY_MAX_SEGMENTS)
-
-/// Several products with bf16 weights and one input (q, k and v; an expert's gate and up) as one
-/// job: the input is rounded once and the threads split all their columns together, so they meet
-/// once. Each output is bitwise what the single
-/// ``linear(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:arithmetic:isa:)`` gives.
-/// - Parameters:
-///   - input: [rowCount, inputCount], f32.
-///   - products: 1 ... ``maximumFusedProducts``; outputs must not overlap each other or the input.
-public func linear(
-    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, bfloat16Products products: [BFloat16Product],
-    arithmetic: BFloat16Arithmetic = .exact, isa: KernelISA? = nil
-) {
-    precondition((1...maximumFusedProducts).contains(products.count), "linear: 1 ... \(maximumFusedProducts) products")
-    precondition(rowCount >= 0 && inputCount >= 0, "linear: negative dimension")
-    guard rowCount > 0 else { return }
-    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
-    let segments = products.map {
-        sy_segment(w: $0.weight, n: $0.outputCount, w_stride: inputCount, y: $0.output, y_stride: $0.outputCount)
-    }
-    let status = sy_matmul_nt_bf16_multi_isa(
-        isa?.cValue ?? sy_active_isa(), arithmetic == .fast ? 1 : 0, input, rowCount, inputCount, inputCount, segments,
-        segments.count, 0)
-    precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) rounded inputs")
-}
-
 /// One product of ``linear(_:rowCount:inputCount:groupedProducts:arithmetic:isa:)``: rows
 /// `firstRow ..< firstRow + rowCount` of the input against a bf16 weight [outputCount, inputCount],
 /// the result [rowCount, outputCount] into `output`.
@@ -448,8 +407,8 @@ public struct GroupedBFloat16Product {
     }
 }
 
-/// Several products with bf16 weights, each on its own rows of one input (every expert of a layer
-/// on the tokens routed to it), as one job: the input is rounded once and the threads split all
+/// Several products with bf16 weights, each on its own rows of one input (q, k and v on every row;
+/// every expert of a layer on the tokens routed to it), as one job: the input is rounded once and the threads split all
 /// the columns together, so they meet once instead of once per product. Each output is bitwise what
 /// ``linear(_:rowCount:inputCount:bfloat16Weight:outputCount:into:accumulate:arithmetic:isa:)`` gives
 /// for the product's rows.

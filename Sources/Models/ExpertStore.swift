@@ -238,7 +238,8 @@ public final class ExpertStore: Sendable {
     }
 }
 
-/// Buffers for one expert FFN over up to `rowCapacity` rows, reused across the experts of a call.
+/// Buffers for the expert FFNs of up to `rowCapacity` rows (a wave of experts), reused across the
+/// waves of a call and across calls.
 private struct FeedForwardScratch {
     /// [rowCapacity, H], f32: the gathered rows.
     var input: [Float]
@@ -279,64 +280,56 @@ private struct FeedForwardScratch {
         arithmetic: BFloat16Arithmetic
     ) {
         let (hiddenSize, intermediateSize) = (self.hiddenSize, self.intermediateSize)
-        input.withUnsafeBufferPointer { x in
-            gate.withUnsafeMutableBufferPointer { g in
-                up.withUnsafeMutableBufferPointer { u in
-                    down.withUnsafeMutableBufferPointer { d in
-                        let stored = groups.flatMap { group -> [WeightTensor] in
-                            guard case .stored(let w1) = group.gate, case .stored(let w3) = group.up,
-                                case .stored(let w2) = group.down, w1.shape == [intermediateSize, hiddenSize],
-                                w3.shape == w1.shape, w2.shape == [hiddenSize, intermediateSize]
-                            else { return [] }
-                            return [w1, w3, w2]
+        // w1, w3, w2 of every group when all are stored with the model's shapes (else none).
+        let stored = groups.flatMap { group -> [WeightTensor] in
+            guard case .stored(let w1) = group.gate, case .stored(let w3) = group.up, case .stored(let w2) = group.down,
+                w1.shape == [intermediateSize, hiddenSize], w3.shape == w1.shape,
+                w2.shape == [hiddenSize, intermediateSize]
+            else { return [] }
+            return [w1, w3, w2]
+        }
+        input.withUnsafeBufferPointer { input in
+            gate.withUnsafeMutableBufferPointer { gate in
+                up.withUnsafeMutableBufferPointer { up in
+                    down.withUnsafeMutableBufferPointer { down in
+                        let (x, g, u, d) = (input.baseAddress!, gate.baseAddress!, up.baseAddress!, down.baseAddress!)
+                        /// A group's rows times a bf16 weight, into the same rows of `output`.
+                        func product(
+                            _ rows: Range<Int>, _ weight: UnsafePointer<UInt16>, _ outputCount: Int,
+                            into output: UnsafeMutablePointer<Float>
+                        ) -> GroupedBFloat16Product {
+                            GroupedBFloat16Product(
+                                firstRow: rows.lowerBound, rowCount: rows.count, weight: weight, outputCount: outputCount,
+                                output: output + rows.lowerBound * outputCount)
                         }
                         let grouped =
                             stored.count == 3 * groups.count
-                            && withBFloat16Elements(of: stored) { pointers -> Bool in
-                                let gateUp = groups.enumerated().flatMap { index, group in
-                                    [
-                                        GroupedBFloat16Product(
-                                            firstRow: group.rows.lowerBound, rowCount: group.rows.count,
-                                            weight: pointers[3 * index], outputCount: intermediateSize,
-                                            output: g.baseAddress! + group.rows.lowerBound * intermediateSize),
-                                        GroupedBFloat16Product(
-                                            firstRow: group.rows.lowerBound, rowCount: group.rows.count,
-                                            weight: pointers[3 * index + 1], outputCount: intermediateSize,
-                                            output: u.baseAddress! + group.rows.lowerBound * intermediateSize),
-                                    ]
+                            && withBFloat16Elements(of: stored) { w -> Bool in
+                                let gateUp = groups.indices.flatMap { i in
+                                    [product(groups[i].rows, w[3 * i], intermediateSize, into: g),
+                                     product(groups[i].rows, w[3 * i + 1], intermediateSize, into: u)]
                                 }
                                 linear(
-                                    x.baseAddress!, rowCount: rowCount, inputCount: hiddenSize,
-                                    groupedProducts: gateUp, arithmetic: arithmetic)
-                                swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediateSize)
-                                let downs = groups.enumerated().map { index, group in
-                                    GroupedBFloat16Product(
-                                        firstRow: group.rows.lowerBound, rowCount: group.rows.count,
-                                        weight: pointers[3 * index + 2], outputCount: hiddenSize,
-                                        output: d.baseAddress! + group.rows.lowerBound * hiddenSize)
+                                    x, rowCount: rowCount, inputCount: hiddenSize, groupedProducts: gateUp,
+                                    arithmetic: arithmetic)
+                                swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
+                                let downs = groups.indices.map { i in
+                                    product(groups[i].rows, w[3 * i + 2], hiddenSize, into: d)
                                 }
                                 linear(
-                                    g.baseAddress!, rowCount: rowCount, inputCount: intermediateSize,
-                                    groupedProducts: downs, arithmetic: arithmetic)
+                                    g, rowCount: rowCount, inputCount: intermediateSize, groupedProducts: downs,
+                                    arithmetic: arithmetic)
                                 return true
                             } == true
                         guard !grouped else { return }
                         for group in groups {
-                            let xRows = x.baseAddress! + group.rows.lowerBound * hiddenSize
-                            let gRows = g.baseAddress! + group.rows.lowerBound * intermediateSize
-                            let uRows = u.baseAddress! + group.rows.lowerBound * intermediateSize
-                            let dRows = d.baseAddress! + group.rows.lowerBound * hiddenSize
+                            let first = group.rows.lowerBound
+                            let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
                             let count = group.rows.count
-                            if case .stored(let gateStored) = group.gate, case .stored(let upStored) = group.up {
-                                linear(
-                                    xRows, rowCount: count, weights: [gateStored, upStored], into: [gRows, uRows],
-                                    arithmetic: arithmetic)
-                            } else {
-                                group.gate.apply(xRows, rowCount: count, into: gRows, arithmetic: arithmetic)
-                                group.up.apply(xRows, rowCount: count, into: uRows, arithmetic: arithmetic)
-                            }
+                            group.gate.apply(x + first * hiddenSize, rowCount: count, into: gRows, arithmetic: arithmetic)
+                            group.up.apply(x + first * hiddenSize, rowCount: count, into: uRows, arithmetic: arithmetic)
                             swiGLU(gate: gRows, up: uRows, count: count * intermediateSize)
-                            group.down.apply(gRows, rowCount: count, into: dRows, arithmetic: arithmetic)
+                            group.down.apply(gRows, rowCount: count, into: d + first * hiddenSize, arithmetic: arithmetic)
                         }
                     }
                 }

@@ -36,21 +36,22 @@ func linear(
 /// gate and up). When every weight is bf16 they run as one job (the threads meet once); otherwise one
 /// by one. Either way each output is bitwise that of ``linear(_:rowCount:weight:into:arithmetic:)``.
 /// - Parameters:
-///   - weights: 1 ... 3 matrices [outputCount_i, inputCount] with one inputCount.
+///   - weights: at least one matrix [outputCount_i, inputCount], with one inputCount.
 ///   - outputs: [rowCount, outputCount_i] each, f32, overwritten.
 func linear(
     _ input: UnsafePointer<Float>, rowCount: Int, weights: [WeightTensor], into outputs: [UnsafeMutablePointer<Float>],
     arithmetic: BFloat16Arithmetic
 ) {
-    precondition(weights.count == outputs.count && (1...maximumFusedProducts).contains(weights.count))
+    precondition(weights.count == outputs.count && !weights.isEmpty)
     let fused =
         weights.allSatisfy({ $0.shape.count == 2 && $0.shape[1] == weights[0].shape[1] })
         && withBFloat16Elements(of: weights) { pointers -> Bool in
             let products = zip(weights, zip(pointers, outputs)).map { weight, target in
-                BFloat16Product(weight: target.0, outputCount: weight.shape[0], output: target.1)
+                GroupedBFloat16Product(
+                    firstRow: 0, rowCount: rowCount, weight: target.0, outputCount: weight.shape[0], output: target.1)
             }
             linear(
-                input, rowCount: rowCount, inputCount: weights[0].shape[1], bfloat16Products: products,
+                input, rowCount: rowCount, inputCount: weights[0].shape[1], groupedProducts: products,
                 arithmetic: arithmetic)
             return true
         } == true

@@ -492,93 +492,58 @@ struct BFloat16FastKernelTests {
 
 @Suite("fused bf16 products")
 struct FusedProductTests {
-    @Test(
-        "grouped products (each on its own rows) give bitwise the separate products, on every path, fast and exact, 1 and 3 threads",
-        arguments: KernelISA.supported, BFloat16Arithmetic.allCases)
-    func groupedEqualsSeparate(isa: KernelISA, arithmetic: BFloat16Arithmetic) {
-        var random = TestRandom(seed: 78)
-        let (rows, inputs) = (23, 301)
-        // (first row, rows, outputs): overlapping and empty row ranges, a range ending at the last row,
-        // 1 ... 17 rows (every tile shape), outputs with tails of every tile width.
-        let groups = [(0, 5, 700), (5, 1, 33), (6, 0, 40), (6, 17, 97), (2, 9, 1024), (22, 1, 3)]
-        let x = random.floats(rows * inputs)
-        let weightStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.2 * inputs) }
-        let weights = randomBFloat16(&random, weightStarts.last!).bits
-        let outputStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.1 * group.2) }
-        let separate = groups.enumerated().map { index, group -> [Float] in
-            guard group.1 > 0 else { return [] }
-            return linear(
-                Array(x[(group.0 * inputs)..<((group.0 + group.1) * inputs)]), rowCount: group.1,
-                bfloat16Weight: Array(weights[weightStarts[index]..<weightStarts[index + 1]]), outputCount: group.2,
-                arithmetic: arithmetic, isa: isa)
-        }
-        for threads in [1, 3] {
-            var grouped = [Float](repeating: .nan, count: outputStarts.last!)
-            withThreadCount(threads) {
-                x.withUnsafeBufferPointer { input in
-                    weights.withUnsafeBufferPointer { w in
-                        grouped.withUnsafeMutableBufferPointer { y in
-                            let products = groups.enumerated().map { index, group in
-                                GroupedBFloat16Product(
-                                    firstRow: group.0, rowCount: group.1, weight: w.baseAddress! + weightStarts[index],
-                                    outputCount: group.2, output: y.baseAddress! + outputStarts[index])
-                            }
-                            linear(
-                                input.baseAddress!, rowCount: rows, inputCount: inputs, groupedProducts: products,
-                                arithmetic: arithmetic, isa: isa)
-                        }
-                    }
-                }
-            }
-            for index in groups.indices {
-                expectSameBits(
-                    Array(grouped[outputStarts[index]..<outputStarts[index + 1]]), separate[index],
-                    "\(isa) \(arithmetic), \(threads) threads, product \(index)")
-            }
-        }
-    }
+    /// (first row, rows, outputs) of each product, and the input's rows and columns.
+    typealias GroupedCase = (products: [(Int, Int, Int)], rows: Int, inputs: Int)
+
+    static let groupedCases: [GroupedCase] = [
+        // One input for every product (q, k and v).
+        ([(0, 5, 700), (0, 5, 33), (0, 5, 1024)], 5, 300),
+        // Overlapping and empty row ranges, a range ending at the last row, 1 ... 17 rows (every tile
+        // shape), outputs with tails of every tile width.
+        ([(0, 5, 700), (5, 1, 33), (6, 0, 40), (6, 17, 97), (2, 9, 1024), (22, 1, 3)], 23, 301),
+    ]
 
     @Test(
-        "products fused into one job give bitwise the separate products, on every path, fast and exact, 1 and 3 threads",
+        "products fused into one job, each on its own rows, give bitwise the separate products, on every path, fast and exact, 1 and 3 threads",
         arguments: KernelISA.supported, BFloat16Arithmetic.allCases)
-    func fusedEqualsSeparate(isa: KernelISA, arithmetic: BFloat16Arithmetic) {
-        var random = TestRandom(seed: 77)
-        let (rows, inputs) = (5, 300)
-        let outputCounts = [700, 33, 1024]
-        let x = random.floats(rows * inputs)
-        let weights = outputCounts.map { randomBFloat16(&random, $0 * inputs).bits }
-        let separate = zip(weights, outputCounts).map { weight, count in
-            linear(x, rowCount: rows, bfloat16Weight: weight, outputCount: count, arithmetic: arithmetic, isa: isa)
-        }
-        for threads in [1, 3] {
-            var fused0 = [Float](repeating: .nan, count: rows * 700)
-            var fused1 = [Float](repeating: .nan, count: rows * 33)
-            var fused2 = [Float](repeating: .nan, count: rows * 1024)
-            withThreadCount(threads) {
-                x.withUnsafeBufferPointer { input in
-                    weights[0].withUnsafeBufferPointer { w0 in
-                        weights[1].withUnsafeBufferPointer { w1 in
-                            weights[2].withUnsafeBufferPointer { w2 in
-                                fused0.withUnsafeMutableBufferPointer { y0 in
-                                    fused1.withUnsafeMutableBufferPointer { y1 in
-                                        fused2.withUnsafeMutableBufferPointer { y2 in
-                                            linear(
-                                                input.baseAddress!, rowCount: rows, inputCount: inputs,
-                                                bfloat16Products: [
-                                                    BFloat16Product(weight: w0.baseAddress!, outputCount: 700, output: y0.baseAddress!),
-                                                    BFloat16Product(weight: w1.baseAddress!, outputCount: 33, output: y1.baseAddress!),
-                                                    BFloat16Product(weight: w2.baseAddress!, outputCount: 1024, output: y2.baseAddress!),
-                                                ], arithmetic: arithmetic, isa: isa)
-                                        }
-                                    }
+    func groupedEqualsSeparate(isa: KernelISA, arithmetic: BFloat16Arithmetic) {
+        for (caseIndex, testCase) in Self.groupedCases.enumerated() {
+            var random = TestRandom(seed: 78 + UInt64(caseIndex))
+            let (groups, rows, inputs) = testCase
+            let x = random.floats(rows * inputs)
+            let weightStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.2 * inputs) }
+            let weights = randomBFloat16(&random, weightStarts.last!).bits
+            let outputStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.1 * group.2) }
+            let separate = groups.enumerated().map { index, group -> [Float] in
+                guard group.1 > 0 else { return [] }
+                return linear(
+                    Array(x[(group.0 * inputs)..<((group.0 + group.1) * inputs)]), rowCount: group.1,
+                    bfloat16Weight: Array(weights[weightStarts[index]..<weightStarts[index + 1]]), outputCount: group.2,
+                    arithmetic: arithmetic, isa: isa)
+            }
+            for threads in [1, 3] {
+                var grouped = [Float](repeating: .nan, count: outputStarts.last!)
+                withThreadCount(threads) {
+                    x.withUnsafeBufferPointer { input in
+                        weights.withUnsafeBufferPointer { w in
+                            grouped.withUnsafeMutableBufferPointer { y in
+                                let products = groups.enumerated().map { index, group in
+                                    GroupedBFloat16Product(
+                                        firstRow: group.0, rowCount: group.1, weight: w.baseAddress! + weightStarts[index],
+                                        outputCount: group.2, output: y.baseAddress! + outputStarts[index])
                                 }
+                                linear(
+                                    input.baseAddress!, rowCount: rows, inputCount: inputs, groupedProducts: products,
+                                    arithmetic: arithmetic, isa: isa)
                             }
                         }
                     }
                 }
-            }
-            for (index, fused) in [fused0, fused1, fused2].enumerated() {
-                expectSameBits(fused, separate[index], "\(isa) \(arithmetic), \(threads) threads, product \(index)")
+                for index in groups.indices {
+                    expectSameBits(
+                        Array(grouped[outputStarts[index]..<outputStarts[index + 1]]), separate[index],
+                        "\(isa) \(arithmetic), case \(caseIndex), \(threads) threads, product \(index)")
+                }
             }
         }
     }

@@ -85,26 +85,6 @@ int sy_matmul_nt_bf16_fast_isa(sy_isa isa, const float *x, size_t m, size_t k, s
                                const uint16_t *w, size_t n, size_t w_stride,
                                float *y, size_t y_stride, int accumulate);
 
-/// One of several products with bf16 weights that share their input (see ``sy_matmul_nt_bf16_multi_isa``).
-typedef struct sy_segment {
-    const uint16_t *w;
-    size_t n;
-    size_t w_stride;
-    float *y;
-    size_t y_stride;
-} sy_segment;
-
-/// The most products one ``sy_matmul_nt_bf16_multi_isa`` call takes.
-#define SY_MAX_SEGMENTS 3
-
-/// `count` (1 ... SY_MAX_SEGMENTS) products y_s = x · w_sᵀ with one x and bf16 weights, as one job:
-/// x is rounded once (fast) and their columns are split over the threads together, so the threads
-/// meet once instead of once per product. Each y_s is bitwise what the single product gives
-/// (``sy_matmul_nt_bf16_fast_isa`` when `fast`, else ``sy_matmul_nt_bf16_isa``). Returns 0, or -1 for
-/// a bad count or when the rounded-x buffer cannot be allocated.
-int sy_matmul_nt_bf16_multi_isa(sy_isa isa, int fast, const float *x, size_t m, size_t k, size_t x_stride,
-                                const sy_segment *segments, size_t count, int accumulate);
-
 /// One product of ``sy_matmul_nt_bf16_grouped_isa``: rows [row, row + m) of the call's x against
 /// the bf16 weight w [n, k] (row stride `w_stride`), into y [m, n] (row stride `y_stride`).
 typedef struct sy_grouped_product {
@@ -117,11 +97,12 @@ typedef struct sy_grouped_product {
     size_t y_stride;
 } sy_grouped_product;
 
-/// `count` products, each on its own rows of one x [rows, k] (the experts of a layer on their
-/// tokens), as one job: x is rounded once (fast) and the threads split all their columns together,
-/// so they meet once. Each product's y is bitwise what ``sy_matmul_nt_bf16_fast_isa`` (when `fast`,
-/// else ``sy_matmul_nt_bf16_isa``) gives for its rows. `products` is read during the call only.
-/// Returns 0, or -1 for no products, rows outside x, or when the rounded-x buffer cannot be allocated.
+/// `count` products, each on its own rows of one x [rows, k] (q, k and v on every row; the experts
+/// of a layer on their tokens), as one job: x is rounded once (fast) and the threads split all
+/// their columns together, so they meet once. Each product's y is bitwise what
+/// ``sy_matmul_nt_bf16_fast_isa`` (when `fast`, else ``sy_matmul_nt_bf16_isa``) gives for its rows.
+/// `products` is read during the call only. Returns 0, or -1 for no products, rows outside x, or
+/// when the rounded-x buffer cannot be allocated.
 int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t rows, size_t k, size_t x_stride,
                                   const sy_grouped_product *products, size_t count, int accumulate);
 
