@@ -128,4 +128,3 @@ struct NumericsOptions: ParsableArguments {
         return sample.dtype == .bf16 && bf16Arithmetic == .fast && quantize == .none ? .bf16 : .f32
     }
 }
-
