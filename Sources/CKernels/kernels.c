@@ -1674,3 +1674,143 @@ void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count) {
 }
 
 void sy_swiglu(float *gate, const float *up, size_t count) { sy_swiglu_isa(sy_active_isa(), gate, up, count); }
+
+// MARK: - Attention: scores and softmax
+//
+// A score is the dot product of the kernels' fixed reduction (lanes, then the tree of the header),
+// rounded, then multiplied by the scale: bitwise what sy_matmul_nt gives before the multiply. The
+// AVX-512 path takes 16 keys at a time and folds their 16 lane vectors into one (each total by the
+// same tree), the other paths run sy_matmul_nt itself.
+
+#if SY_X86
+/// The totals of 16 vectors, each by the tree of the header (lane l with l + 8, then l + 4, l + 2,
+/// l + 1: bitwise ``hsum16_avx512`` of it), pairs of vectors folded into one at each level (45
+/// shuffles and adds instead of 128). totals[i] is the total of v[i].
+SY_AVX512 void hsum16_many_avx512(const __m512 v[16], float totals[16]) {
+    __m512 halves[8], quarters[4], eighths[2];
+    for (int i = 0; i < 8; i++)  // j + 8 onto j: v[2i] in the low 256 bits, v[2i + 1] in the high
+        halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                                  _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++)  // j + 4 onto j: 128-bit lane q holds vector 4i + q
+        quarters[i] = _mm512_add_ps(_mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], 0x88),
+                                    _mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++)  // j + 2 onto j, within each 128-bit lane
+        eighths[i] = _mm512_add_ps(_mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], 0x44),
+                                   _mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], 0xEE));
+    // j + 1 onto j: element 4q + t is the total of vector 4t + q.
+    __m512 all = _mm512_add_ps(_mm512_shuffle_ps(eighths[0], eighths[1], 0x88),
+                               _mm512_shuffle_ps(eighths[0], eighths[1], 0xDD));
+    float permuted[16];
+    _mm512_storeu_ps(permuted, all);
+    for (int i = 0; i < 16; i++) totals[i] = permuted[4 * (i % 4) + i / 4];
+}
+
+SY_AVX512_FN void scores_avx512(const float *q, size_t heads, size_t q_stride, const float *keys, size_t key_stride,
+                                size_t count, size_t d, float scale, float *scores, size_t scores_stride) {
+    size_t full = d / SY_LANES * SY_LANES;
+    __mmask16 tail = (__mmask16)((1u << (d - full)) - 1u);
+    for (size_t h = 0; h < heads; h++) {
+        const float *qh = q + h * q_stride;
+        for (size_t s0 = 0; s0 < count; s0 += 16) {
+            size_t n = count - s0 < 16 ? count - s0 : 16;
+            const float *k = keys + s0 * key_stride;
+            __m512 acc[16];
+            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+            for (size_t p = 0; p < full; p += SY_LANES) {
+                __m512 qv = _mm512_loadu_ps(qh + p);
+                if (n == 16) {
+                    for (int i = 0; i < 16; i++)
+                        acc[i] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + i * key_stride + p), acc[i]);
+                } else {
+                    for (size_t i = 0; i < n; i++)
+                        acc[i] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + i * key_stride + p), acc[i]);
+                }
+            }
+            if (full < d) {
+                // mask3: lanes outside the tail keep their accumulator (as in the product's tile).
+                __m512 qv = _mm512_maskz_loadu_ps(tail, qh + full);
+                for (size_t i = 0; i < n; i++)
+                    acc[i] = _mm512_mask3_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k + i * key_stride + full), acc[i],
+                                                   tail);
+            }
+            float totals[16];
+            hsum16_many_avx512(acc, totals);
+            for (size_t i = 0; i < n; i++) scores[h * scores_stride + s0 + i] = totals[i] * scale;
+        }
+    }
+}
+#endif
+
+void sy_attention_scores_isa(sy_isa isa, const float *q, size_t heads, size_t q_stride, const float *keys,
+                             size_t key_stride, size_t count, size_t d, float scale, float *scores,
+                             size_t scores_stride) {
+    if (heads == 0 || count == 0) return;
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+        scores_avx512(q, heads, q_stride, keys, key_stride, count, d, scale, scores, scores_stride);
+        return;
+    }
+#endif
+    sy_matmul_nt_isa(isa, q, heads, d, q_stride, keys, count, key_stride, scores, scores_stride, 0);
+    for (size_t h = 0; h < heads; h++)
+        for (size_t s = 0; s < count; s++) scores[h * scores_stride + s] *= scale;
+}
+
+// Softmax: the maximum, then e = exp(x - max) by the exp of the log Σ exp section (0 for -inf), summed
+// in f32 with term j in lane j mod 16 and the lanes added by the tree of the header, then each e
+// times 1 / sum. Every step is one f32 operation, so the scalar and AVX-512 paths give the same bits.
+
+static float softmax_term_scalar(float x, float maximum) {
+    return x == -INFINITY ? 0.0f : lse_exp_scalar(x - maximum);
+}
+
+#if SY_X86
+SY_AVX512_FN float softmax_terms_avx512(float *row, size_t count, float maximum) {
+    __m512 sum = _mm512_setzero_ps();
+    const __m512 m = _mm512_set1_ps(maximum), minus_infinity = _mm512_set1_ps(-INFINITY);
+    for (size_t j = 0; j < count; j += SY_LANES) {
+        __mmask16 mask = count - j >= SY_LANES ? (__mmask16)0xffff : (__mmask16)((1u << (count - j)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(mask, row + j);
+        __mmask16 masked = _mm512_cmp_ps_mask(x, minus_infinity, _CMP_EQ_OQ);
+        __m512 e = _mm512_maskz_mov_ps((__mmask16)(mask & ~masked), lse_exp_avx512(_mm512_sub_ps(x, m)));
+        _mm512_mask_storeu_ps(row + j, mask, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return hsum16_avx512(sum);
+}
+
+SY_AVX512_FN void scale_avx512(float *row, size_t count, float factor) {
+    const __m512 f = _mm512_set1_ps(factor);
+    for (size_t j = 0; j < count; j += SY_LANES) {
+        __mmask16 mask = count - j >= SY_LANES ? (__mmask16)0xffff : (__mmask16)((1u << (count - j)) - 1u);
+        _mm512_mask_storeu_ps(row + j, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + j), f));
+    }
+}
+#endif
+
+int sy_softmax_isa(sy_isa isa, float *row, size_t count) {
+    if (count == 0) return 0;
+    float maximum = -INFINITY;
+    for (size_t j = 0; j < count; j++)
+        if (row[j] > maximum) maximum = row[j];
+    if (!(maximum > -INFINITY)) return -1;
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+        float inverse = 1.0f / softmax_terms_avx512(row, count, maximum);
+        scale_avx512(row, count, inverse);
+        return 0;
+    }
+#else
+    (void)isa;
+#endif
+    float lanes[SY_LANES] = {0};
+    for (size_t j = 0; j < count; j++) {
+        row[j] = softmax_term_scalar(row[j], maximum);
+        lanes[j % SY_LANES] += row[j];
+    }
+    float inverse = 1.0f / hsum16_scalar(lanes);
+    for (size_t j = 0; j < count; j++) row[j] *= inverse;
+    return 0;
+}
+
+int sy_softmax(float *row, size_t count) { return sy_softmax_isa(sy_active_isa(), row, count); }

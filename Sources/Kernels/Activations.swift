@@ -1,10 +1,4 @@
-// Elementwise activations and the row softmax, all f32.
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
+// Elementwise activations and the row softmax, all f32 (the arithmetic is in CKernels).
 import CKernels
 
 /// SiLU (swish): x · sigmoid(x), from an f32 exp within about 2 ulp (``swiGLU(gate:up:count:)``
@@ -55,22 +49,15 @@ public func logSumExp(_ values: UnsafeBufferPointer<Float>, isa: KernelISA? = ni
     return sy_log_sum_exp(values.baseAddress!, values.count)
 }
 
-/// Softmax of one row in place, subtracting the maximum first so `exp` cannot overflow.
-/// Entries equal to `-infinity` (masked) get probability 0.
-/// - Parameter row: [count], f32; at least one entry must be finite.
-public func softmax(_ row: UnsafeMutablePointer<Float>, count: Int) {
-    guard count > 0 else { return }
-    var maximum = -Float.infinity
-    for index in 0..<count where row[index] > maximum { maximum = row[index] }
-    precondition(maximum > -Float.infinity, "softmax: every entry is masked")
-    var sum: Float = 0
-    for index in 0..<count {
-        let e = expf(row[index] - maximum)
-        row[index] = e
-        sum += e
-    }
-    let inverse = 1 / sum
-    for index in 0..<count { row[index] *= inverse }
+/// Softmax of one row in place, subtracting the maximum first so `exp` cannot overflow: each exp an
+/// f32 exp within about 2 ulp, summed in 16 lanes in a fixed order, so the result is the same on every
+/// kernel path. Entries equal to `-infinity` (masked) get probability 0.
+/// - Parameters:
+///   - row: [count], f32; at least one entry must be above -infinity.
+///   - isa: the kernel path; nil uses ``KernelISA/active``.
+public func softmax(_ row: UnsafeMutablePointer<Float>, count: Int, isa: KernelISA? = nil) {
+    let status = sy_softmax_isa((isa ?? KernelISA.active).cValue, row, count)
+    precondition(status == 0, "softmax: every entry is masked")
 }
 
 /// Softmax of each row of a [rows, width] matrix.

@@ -84,23 +84,20 @@ public func attention(
         let firstKey = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
         let visibleCount = position + 1 - firstKey
         let row = { (group: Int, h: Int) in scores + (group - groups.lowerBound) * rowsPerGroup + h * visibleCount }
-        // scores[h, s] = q[h] · k[s]
+        // scores[h, s] = (q[h] · k[s]) / √D
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
             let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
             for keyValueHead in groups {
-                invariantProductTransposedB(
-                    m: groupSize, n: blockCount, k: headDimension,
-                    a: queries + t * queryStride + keyValueHead * groupSize * headDimension, aStride: headDimension,
-                    b: keys + (firstKey + blockStart) * keyStride + keyValueHead * headDimension, bStride: keyStride,
-                    c: row(keyValueHead, 0) + blockStart, cStride: visibleCount, isa: isa)
+                attentionScores(
+                    queries: queries + t * queryStride + keyValueHead * groupSize * headDimension, heads: groupSize,
+                    dimension: headDimension,
+                    keys: keys + (firstKey + blockStart) * keyStride + keyValueHead * headDimension,
+                    keyStride: keyStride, count: blockCount, scale: scale, into: row(keyValueHead, 0) + blockStart,
+                    scoresStride: visibleCount, isa: isa)
             }
         }
         for keyValueHead in groups {
-            for h in 0..<groupSize {
-                let scoreRow = row(keyValueHead, h)
-                for s in 0..<visibleCount { scoreRow[s] *= scale }
-                softmax(scoreRow, count: visibleCount)
-            }
+            for h in 0..<groupSize { softmax(row(keyValueHead, h), count: visibleCount, isa: isa) }
         }
         // output[t, head] = Σ_s p[s] · v[s], keys in ascending position
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {

@@ -262,23 +262,19 @@ private func withArrays(
     return output
 }
 
-/// Strided batch-invariant product `c = a · bᵀ` for sub-matrices (attention scores).
+/// Attention scores `scores[h, s] = (queries[h] · keys[s]) · scale`: each dot product bitwise that of
+/// the batch-invariant product (rounded before the multiply), on every path.
 /// - Parameters:
-///   - a: [m, k] with row stride `aStride`.
-///   - b: [n, k] with row stride `bStride`.
-///   - c: [m, n] with row stride `cStride`, overwritten.
-func invariantProductTransposedB(
-    m: Int, n: Int, k: Int,
-    a: UnsafePointer<Float>, aStride: Int,
-    b: UnsafePointer<Float>, bStride: Int,
-    c: UnsafeMutablePointer<Float>, cStride: Int, isa: KernelISA?
+///   - queries: [heads, dimension], rows `dimension` apart.
+///   - keys: [count, dimension] with row stride `keyStride`.
+///   - scores: [heads, count] with row stride `scoresStride`, overwritten.
+func attentionScores(
+    queries: UnsafePointer<Float>, heads: Int, dimension: Int, keys: UnsafePointer<Float>, keyStride: Int,
+    count: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, scoresStride: Int, isa: KernelISA?
 ) {
-    guard m > 0, n > 0 else { return }
-    if let isa {
-        sy_matmul_nt_isa(isa.cValue, a, m, k, aStride, b, n, bStride, c, cStride, 0)
-    } else {
-        sy_matmul_nt(a, m, k, aStride, b, n, bStride, c, cStride, 0)
-    }
+    sy_attention_scores_isa(
+        (isa ?? KernelISA.active).cValue, queries, heads, dimension, keys, keyStride, count, dimension, scale, scores,
+        scoresStride)
 }
 
 /// `output[d] = Σ_s weights[s] · rows[s, d]`, summed over s in ascending order from 0.

@@ -271,6 +271,55 @@ struct KernelTests {
         #expect(difference.firstMismatch == nil, "\(difference)")
     }
 
+    @Test(
+        "attention gives the same bits on every path (scores 16 keys at a time, tails of keys and of the head dimension)",
+        arguments: [(16, 8, 64, 100, 1, nil), (4, 2, 17, 40, 3, nil), (6, 3, 5, 15, 2, 9), (2, 1, 33, 47, 1, 30)]
+            as [(Int, Int, Int, Int, Int, Int?)])
+    func attentionSameOnEveryPath(
+        parameters: (heads: Int, keyValueHeads: Int, headDimension: Int, cached: Int, queries: Int, window: Int?)
+    ) {
+        let p = parameters
+        var random = TestRandom(seed: 14)
+        let keyCount = p.cached + p.queries
+        let q = random.floats(p.queries * p.heads * p.headDimension, scale: 2)
+        let k = random.floats(keyCount * p.keyValueHeads * p.headDimension)
+        let v = random.floats(keyCount * p.keyValueHeads * p.headDimension)
+        let shape = AttentionShape(
+            headCount: p.heads, keyValueHeadCount: p.keyValueHeads, headDimension: p.headDimension,
+            slidingWindow: p.window)
+        let results = KernelISA.supported.map { isa in
+            attention(queries: q, keys: k, values: v, firstQueryPosition: p.cached, shape: shape, isa: isa)
+        }
+        for (isa, result) in zip(KernelISA.supported, results) {
+            #expect(
+                result.map(\.bitPattern) == results[0].map(\.bitPattern), "\(isa) differs from \(KernelISA.supported[0])")
+        }
+    }
+
+    @Test("softmax gives the same bits on every path, within 1e-6 of exp(x)/Σexp(x), masked entries 0", arguments: [1, 15, 16, 17, 100])
+    func softmaxOnEveryPath(width: Int) {
+        var random = TestRandom(seed: UInt64(width) + 21)
+        var x = random.floats(width, scale: 20)
+        if width > 2 { x[width / 2] = -.infinity }
+        // Each term's exponent is x - max rounded to f32, as the kernel (and any f32 softmax) forms it.
+        let maximum = x.max()!
+        let exponents = x.map { Double($0 - maximum) }
+        let total = exponents.reduce(0.0) { $0 + exp($1) }
+        let results = KernelISA.supported.map { isa -> [Float] in
+            var row = x
+            row.withUnsafeMutableBufferPointer { softmax($0.baseAddress!, count: width, isa: isa) }
+            return row
+        }
+        for (isa, result) in zip(KernelISA.supported, results) {
+            #expect(result.map(\.bitPattern) == results[0].map(\.bitPattern), "\(isa) differs from \(KernelISA.supported[0])")
+            for (index, value) in result.enumerated() {
+                let expected = exp(exponents[index]) / total
+                #expect(abs(Double(value) - expected) <= 1e-6 * max(expected, 1e-30) + 1e-38, "\(isa) [\(index)]")
+                if x[index] == -.infinity { #expect(value == 0, "\(isa): a masked entry gets 0") }
+            }
+        }
+    }
+
     @Test("attention over a range of key/value heads writes exactly those heads, bitwise as over all of them")
     func attentionHeadRanges() {
         var random = TestRandom(seed: 12)

@@ -190,6 +190,22 @@ double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n);
 /// on every path. Runs on the caller only.
 void sy_swiglu(float *gate, const float *up, size_t count);
 
+/// scores[h, s] = (q_h · k_s) · scale for h < heads and s < count (attention scores of one key/value
+/// head's query heads): q_h at q + h · q_stride, k_s at keys + s · key_stride, d values each. The dot
+/// product is bitwise that of ``sy_matmul_nt_isa`` (the reduction of the header), rounded before the
+/// multiply by `scale`, on every path. Runs on the caller only.
+void sy_attention_scores_isa(sy_isa isa, const float *q, size_t heads, size_t q_stride, const float *keys,
+                             size_t key_stride, size_t count, size_t d, float scale, float *scores,
+                             size_t scores_stride);
+
+/// Softmax of `row` in place: exp(x - max) with the f32 exp of ``sy_log_sum_exp`` (0 for -infinity),
+/// summed in 16 lanes and the tree of the header, times 1 / sum: the same bits on every path.
+/// Returns 0, or -1 (row untouched) when no entry is above -infinity.
+int sy_softmax(float *row, size_t count);
+
+/// ``sy_softmax`` on an explicit path (tests and benchmarks).
+int sy_softmax_isa(sy_isa isa, float *row, size_t count);
+
 /// silu(g) as ``sy_swiglu`` computes it (so sy_silu(g) · u is bitwise its result).
 float sy_silu(float g);
 
