@@ -135,11 +135,12 @@ run_generate() {  # name, run, spawn-workers, extra arguments...
 # and the ratios to it are medians of the rounds' ratios. Each worker gets THREADS too (measured:
 # better than THREADS ÷ workers here, since a token's two experts are often on one worker while the
 # other waits).
+# llama.cpp bf16 runs right after the in-process run it is compared with, 2 workers right after it too.
 for run in $(seq "$REPEATS"); do
+    if [[ -n "$LLAMA_READY" ]]; then run_llama bf16 ".run$run"; fi
     run_generate switchyard-inprocess "$run" 0 --threads "$THREADS"
     if skipping workers; then :; else run_generate switchyard-workers2 "$run" 2 --threads "$THREADS"; fi
     run_generate switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
-    if [[ -n "$LLAMA_READY" ]]; then run_llama bf16 ".run$run"; fi
 done
 if skipping workers; then skip switchyard-workers2 "SKIP=workers"; fi
 python3 - "$RESULTS" <<'PY'
