@@ -143,12 +143,17 @@ static void matmul_bf16_scalar(const float *x, size_t m, size_t k, size_t xs, co
     }
 }
 
-static void weighted_sum_scalar(const float *p, size_t count, const float *v, size_t vs, size_t width,
+/// Element j of a row of values stored as f32 (`bf16` 0) or as bf16 (`bf16` 1), as f32.
+static inline float value_at(const void *v, size_t j, int bf16) {
+    return bf16 ? widen_bf16(((const uint16_t *)v)[j]) : ((const float *)v)[j];
+}
+
+static void weighted_sum_scalar(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
                                 float *out, int accumulate) {
     if (!accumulate)
         for (size_t d = 0; d < width; d++) out[d] = 0;
     for (size_t s = 0; s < count; s++)
-        for (size_t d = 0; d < width; d++) out[d] = fmaf(p[s], v[s * vs + d], out[d]);
+        for (size_t d = 0; d < width; d++) out[d] = fmaf(p[s], value_at(v, s * vs + d, bf16), out[d]);
 }
 
 #if SY_X86
@@ -323,27 +328,59 @@ SY_AVX512_FN void matmul_bf16_avx512(const float *x, size_t m, size_t k, size_t 
     }
 }
 
-SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const float *v, size_t vs, size_t width,
-                                      float *out, int accumulate) {
-    // Four vectors (64 columns) per pass: four independent FMA chains hide the FMA latency.
-    for (size_t d0 = 0; d0 < width; d0 += 4 * SY_LANES) {
-        __mmask16 masks[4];
-        for (int q = 0; q < 4; q++) {
-            size_t begin = d0 + (size_t)q * SY_LANES;
-            size_t left = begin < width ? width - begin : 0;
-            masks[q] = left >= SY_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+/// 16 values of a row stored as f32 or bf16 (`bf16`), as f32: those of `mask` (its low `left` lanes),
+/// zero above; reads no element outside them.
+SY_AVX512 __m512 values16_avx512(const void *row, int bf16, __mmask16 mask, size_t left) {
+    if (!bf16) return _mm512_maskz_loadu_ps(mask, row);
+    return left >= SY_LANES ? widen16_bf16_avx512(row) : widen_tail_bf16_avx512(row, left);
+}
+
+SY_AVX512 void weighted_sum_body_avx512(const float *p, size_t count, const void *v, int bf16, size_t vs,
+                                        size_t width, float *out, int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    // Four vectors (64 columns) per pass: four independent FMA chains hide the FMA latency, held in
+    // registers (fixed trip counts). Each out[d] gets the same FMAs in the same order in every pass.
+    size_t d0 = 0;
+    for (; d0 + 4 * SY_LANES <= width; d0 += 4 * SY_LANES) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        if (accumulate) {
+            acc0 = _mm512_loadu_ps(out + d0);
+            acc1 = _mm512_loadu_ps(out + d0 + SY_LANES);
+            acc2 = _mm512_loadu_ps(out + d0 + 2 * SY_LANES);
+            acc3 = _mm512_loadu_ps(out + d0 + 3 * SY_LANES);
         }
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        if (accumulate)
-            for (int q = 0; q < 4; q++) acc[q] = _mm512_maskz_loadu_ps(masks[q], out + d0 + q * SY_LANES);
         for (size_t s = 0; s < count; s++) {
             __m512 weight = _mm512_set1_ps(p[s]);
-            const float *row = v + s * vs + d0;
-            for (int q = 0; q < 4; q++)
-                acc[q] = _mm512_fmadd_ps(weight, _mm512_maskz_loadu_ps(masks[q], row + q * SY_LANES), acc[q]);
+            const char *row = (const char *)v + (s * vs + d0) * element;
+            acc0 = _mm512_fmadd_ps(weight, values16_avx512(row, bf16, 0xFFFF, SY_LANES), acc0);
+            acc1 = _mm512_fmadd_ps(weight, values16_avx512(row + SY_LANES * element, bf16, 0xFFFF, SY_LANES), acc1);
+            acc2 = _mm512_fmadd_ps(weight, values16_avx512(row + 2 * SY_LANES * element, bf16, 0xFFFF, SY_LANES), acc2);
+            acc3 = _mm512_fmadd_ps(weight, values16_avx512(row + 3 * SY_LANES * element, bf16, 0xFFFF, SY_LANES), acc3);
         }
-        for (int q = 0; q < 4; q++) _mm512_mask_storeu_ps(out + d0 + q * SY_LANES, masks[q], acc[q]);
+        _mm512_storeu_ps(out + d0, acc0);
+        _mm512_storeu_ps(out + d0 + SY_LANES, acc1);
+        _mm512_storeu_ps(out + d0 + 2 * SY_LANES, acc2);
+        _mm512_storeu_ps(out + d0 + 3 * SY_LANES, acc3);
     }
+    // The last (fewer than 64) columns, one vector at a time.
+    for (; d0 < width; d0 += SY_LANES) {
+        size_t left = width - d0 < SY_LANES ? width - d0 : SY_LANES;
+        __mmask16 mask = left >= SY_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        __m512 acc = accumulate ? _mm512_maskz_loadu_ps(mask, out + d0) : _mm512_setzero_ps();
+        for (size_t s = 0; s < count; s++) {
+            const char *row = (const char *)v + (s * vs + d0) * element;
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[s]), values16_avx512(row, bf16, mask, left), acc);
+        }
+        _mm512_mask_storeu_ps(out + d0, mask, acc);
+    }
+}
+
+SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *v, int bf16, size_t vs,
+                                      size_t width, float *out, int accumulate) {
+    if (bf16)
+        weighted_sum_body_avx512(p, count, v, 1, vs, width, out, accumulate);
+    else
+        weighted_sum_body_avx512(p, count, v, 0, vs, width, out, accumulate);
 }
 
 // MARK: - AVX2 path (16 lanes as two 8-lane halves, so the arithmetic matches the other paths)
@@ -507,26 +544,61 @@ SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, 
     }
 }
 
-SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const float *v, size_t vs, size_t width,
-                                  float *out, int accumulate) {
-    for (size_t d0 = 0; d0 < width; d0 += 32) {
-        __m256i masks[4];
-        for (int q = 0; q < 4; q++) {
-            size_t begin = d0 + (size_t)q * 8;
-            size_t left = begin < width ? width - begin : 0;
-            masks[q] = mask8_avx2(left < 8 ? left : 8);
+/// 8 values of a row stored as f32 or bf16 (`bf16`), as f32: the low `left` (≤ 8) lanes of `mask`,
+/// zero above; reads no element outside them.
+SY_AVX2 __m256 values8_avx2(const void *row, int bf16, __m256i mask, size_t left) {
+    if (!bf16) return left >= 8 ? _mm256_loadu_ps(row) : _mm256_maskload_ps(row, mask);
+    if (left >= 8) return widen8_bf16_avx2(row);
+    uint16_t padded[8] = {0};
+    memcpy(padded, row, left * sizeof(uint16_t));
+    return widen8_bf16_avx2(padded);
+}
+
+SY_AVX2 void weighted_sum_body_avx2(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
+                                    float *out, int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    // Four vectors (32 columns) per pass in registers, then the last columns one vector at a time.
+    size_t d0 = 0;
+    const __m256i all = mask8_avx2(8);
+    for (; d0 + 32 <= width; d0 += 32) {
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        if (accumulate) {
+            acc0 = _mm256_loadu_ps(out + d0);
+            acc1 = _mm256_loadu_ps(out + d0 + 8);
+            acc2 = _mm256_loadu_ps(out + d0 + 16);
+            acc3 = _mm256_loadu_ps(out + d0 + 24);
         }
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        if (accumulate)
-            for (int q = 0; q < 4; q++) acc[q] = _mm256_maskload_ps(out + d0 + q * 8, masks[q]);
         for (size_t s = 0; s < count; s++) {
             __m256 weight = _mm256_set1_ps(p[s]);
-            const float *row = v + s * vs + d0;
-            for (int q = 0; q < 4; q++)
-                acc[q] = _mm256_fmadd_ps(weight, _mm256_maskload_ps(row + q * 8, masks[q]), acc[q]);
+            const char *row = (const char *)v + (s * vs + d0) * element;
+            acc0 = _mm256_fmadd_ps(weight, values8_avx2(row, bf16, all, 8), acc0);
+            acc1 = _mm256_fmadd_ps(weight, values8_avx2(row + 8 * element, bf16, all, 8), acc1);
+            acc2 = _mm256_fmadd_ps(weight, values8_avx2(row + 16 * element, bf16, all, 8), acc2);
+            acc3 = _mm256_fmadd_ps(weight, values8_avx2(row + 24 * element, bf16, all, 8), acc3);
         }
-        for (int q = 0; q < 4; q++) _mm256_maskstore_ps(out + d0 + q * 8, masks[q], acc[q]);
+        _mm256_storeu_ps(out + d0, acc0);
+        _mm256_storeu_ps(out + d0 + 8, acc1);
+        _mm256_storeu_ps(out + d0 + 16, acc2);
+        _mm256_storeu_ps(out + d0 + 24, acc3);
     }
+    for (; d0 < width; d0 += 8) {
+        size_t left = width - d0 < 8 ? width - d0 : 8;
+        __m256i mask = mask8_avx2(left);
+        __m256 acc = accumulate ? _mm256_maskload_ps(out + d0, mask) : _mm256_setzero_ps();
+        for (size_t s = 0; s < count; s++) {
+            const char *row = (const char *)v + (s * vs + d0) * element;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(p[s]), values8_avx2(row, bf16, mask, left), acc);
+        }
+        _mm256_maskstore_ps(out + d0, mask, acc);
+    }
+}
+
+SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
+                                  float *out, int accumulate) {
+    if (bf16)
+        weighted_sum_body_avx2(p, count, v, 1, vs, width, out, accumulate);
+    else
+        weighted_sum_body_avx2(p, count, v, 0, vs, width, out, accumulate);
 }
 
 // MARK: - "Fast" bf16 path: x rounded to bf16, products accumulated in pairs (the vdpbf16ps shape)
@@ -1506,26 +1578,31 @@ void sy_parallel_for(size_t count, sy_task task, void *context) {
     dispatch_job(job);
 }
 
-static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
-                            float *out, int accumulate) {
+static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const void *v, int bf16, size_t v_stride,
+                            size_t width, float *out, int accumulate) {
     switch (isa) {
 #if SY_X86
     case SY_ISA_AVX512BF16:
-    case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, v_stride, width, out, accumulate); return;
-    case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, v_stride, width, out, accumulate); return;
+    case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, bf16, v_stride, width, out, accumulate); return;
+    case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, bf16, v_stride, width, out, accumulate); return;
 #endif
-    default: weighted_sum_scalar(p, count, v, v_stride, width, out, accumulate); return;
+    default: weighted_sum_scalar(p, count, v, bf16, v_stride, width, out, accumulate); return;
     }
 }
 
 void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
                          float *out) {
-    weighted_sum_on(isa, p, count, v, v_stride, width, out, 0);
+    weighted_sum_on(isa, p, count, v, 0, v_stride, width, out, 0);
 }
 
 void sy_weighted_sum_accumulate_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride,
                                     size_t width, float *out) {
-    weighted_sum_on(isa, p, count, v, v_stride, width, out, 1);
+    weighted_sum_on(isa, p, count, v, 0, v_stride, width, out, 1);
+}
+
+void sy_weighted_sum_bf16_isa(sy_isa isa, const float *p, size_t count, const uint16_t *v, size_t v_stride,
+                              size_t width, float *out, int accumulate) {
+    weighted_sum_on(isa, p, count, v, 1, v_stride, width, out, accumulate);
 }
 
 void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stride, size_t width, float *out) {
@@ -1705,39 +1782,74 @@ SY_AVX512 void hsum16_many_avx512(const __m512 v[16], float totals[16]) {
     for (int i = 0; i < 16; i++) totals[i] = permuted[4 * (i % 4) + i / 4];
 }
 
-SY_AVX512_FN void scores_avx512(const float *q, size_t heads, size_t q_stride, const float *keys, size_t key_stride,
-                                size_t count, size_t d, float scale, float *scores, size_t scores_stride) {
+/// The totals of q · k_i for 16 keys k_i (`row` bytes apart), each by the lanes-then-tree reduction
+/// of the product; fixed counts, so the 16 accumulators stay in registers.
+SY_AVX512 void scores16_avx512(const float *q, const char *k, size_t row, int bf16, size_t d, float totals[16]) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t full = d / SY_LANES * SY_LANES;
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (size_t p = 0; p < full; p += SY_LANES) {
+        __m512 qv = _mm512_loadu_ps(q + p);
+        for (int i = 0; i < 16; i++)
+            acc[i] = _mm512_fmadd_ps(qv, values16_avx512(k + i * row + p * element, bf16, 0xFFFF, SY_LANES), acc[i]);
+    }
+    if (full < d) {
+        // mask3: lanes outside the tail keep their accumulator (as in the product's tile).
+        __mmask16 tail = (__mmask16)((1u << (d - full)) - 1u);
+        __m512 qv = _mm512_maskz_loadu_ps(tail, q + full);
+        for (int i = 0; i < 16; i++)
+            acc[i] = _mm512_mask3_fmadd_ps(qv, values16_avx512(k + i * row + full * element, bf16, tail, d - full),
+                                           acc[i], tail);
+    }
+    hsum16_many_avx512(acc, totals);
+}
+
+SY_AVX512 void scores_body_avx512(const float *q, size_t heads, size_t q_stride, const void *keys, int bf16,
+                                  size_t key_stride, size_t count, size_t d, float scale, float *scores,
+                                  size_t scores_stride) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t row = key_stride * element;
     size_t full = d / SY_LANES * SY_LANES;
     __mmask16 tail = (__mmask16)((1u << (d - full)) - 1u);
     for (size_t h = 0; h < heads; h++) {
         const float *qh = q + h * q_stride;
         for (size_t s0 = 0; s0 < count; s0 += 16) {
-            size_t n = count - s0 < 16 ? count - s0 : 16;
-            const float *k = keys + s0 * key_stride;
-            __m512 acc[16];
-            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-            for (size_t p = 0; p < full; p += SY_LANES) {
-                __m512 qv = _mm512_loadu_ps(qh + p);
-                if (n == 16) {
-                    for (int i = 0; i < 16; i++)
-                        acc[i] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + i * key_stride + p), acc[i]);
-                } else {
-                    for (size_t i = 0; i < n; i++)
-                        acc[i] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + i * key_stride + p), acc[i]);
-                }
-            }
-            if (full < d) {
-                // mask3: lanes outside the tail keep their accumulator (as in the product's tile).
-                __m512 qv = _mm512_maskz_loadu_ps(tail, qh + full);
-                for (size_t i = 0; i < n; i++)
-                    acc[i] = _mm512_mask3_fmadd_ps(qv, _mm512_maskz_loadu_ps(tail, k + i * key_stride + full), acc[i],
-                                                   tail);
-            }
+            const char *k = (const char *)keys + s0 * row;
             float totals[16];
-            hsum16_many_avx512(acc, totals);
+            size_t n = count - s0 < 16 ? count - s0 : 16;
+            if (n == 16) {
+                scores16_avx512(qh, k, row, bf16, d, totals);
+            } else {
+                // A partial block of keys: the same operations on the n keys there are.
+                __m512 acc[16];
+                for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+                for (size_t p = 0; p < full; p += SY_LANES) {
+                    __m512 qv = _mm512_loadu_ps(qh + p);
+                    for (size_t i = 0; i < n; i++)
+                        acc[i] = _mm512_fmadd_ps(qv, values16_avx512(k + i * row + p * element, bf16, 0xFFFF, SY_LANES),
+                                                 acc[i]);
+                }
+                if (full < d) {
+                    __m512 qv = _mm512_maskz_loadu_ps(tail, qh + full);
+                    for (size_t i = 0; i < n; i++)
+                        acc[i] = _mm512_mask3_fmadd_ps(
+                            qv, values16_avx512(k + i * row + full * element, bf16, tail, d - full), acc[i], tail);
+                }
+                hsum16_many_avx512(acc, totals);
+            }
             for (size_t i = 0; i < n; i++) scores[h * scores_stride + s0 + i] = totals[i] * scale;
         }
     }
+}
+
+SY_AVX512_FN void scores_avx512(const float *q, size_t heads, size_t q_stride, const void *keys, int bf16,
+                                size_t key_stride, size_t count, size_t d, float scale, float *scores,
+                                size_t scores_stride) {
+    if (bf16)
+        scores_body_avx512(q, heads, q_stride, keys, 1, key_stride, count, d, scale, scores, scores_stride);
+    else
+        scores_body_avx512(q, heads, q_stride, keys, 0, key_stride, count, d, scale, scores, scores_stride);
 }
 #endif
 
@@ -1747,11 +1859,26 @@ void sy_attention_scores_isa(sy_isa isa, const float *q, size_t heads, size_t q_
     if (heads == 0 || count == 0) return;
 #if SY_X86
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
-        scores_avx512(q, heads, q_stride, keys, key_stride, count, d, scale, scores, scores_stride);
+        scores_avx512(q, heads, q_stride, keys, 0, key_stride, count, d, scale, scores, scores_stride);
         return;
     }
 #endif
     sy_matmul_nt_isa(isa, q, heads, d, q_stride, keys, count, key_stride, scores, scores_stride, 0);
+    for (size_t h = 0; h < heads; h++)
+        for (size_t s = 0; s < count; s++) scores[h * scores_stride + s] *= scale;
+}
+
+void sy_attention_scores_bf16_isa(sy_isa isa, const float *q, size_t heads, size_t q_stride, const uint16_t *keys,
+                                  size_t key_stride, size_t count, size_t d, float scale, float *scores,
+                                  size_t scores_stride) {
+    if (heads == 0 || count == 0) return;
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+        scores_avx512(q, heads, q_stride, keys, 1, key_stride, count, d, scale, scores, scores_stride);
+        return;
+    }
+#endif
+    sy_matmul_nt_bf16_isa(isa, q, heads, d, q_stride, keys, count, key_stride, scores, scores_stride, 0);
     for (size_t h = 0; h < heads; h++)
         for (size_t s = 0; s < count; s++) scores[h * scores_stride + s] *= scale;
 }

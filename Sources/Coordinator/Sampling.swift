@@ -51,6 +51,13 @@ public struct Sampler: Sendable {
     /// - Parameter logits: [vocabularySize], f32, raw model logits
     /// - Returns: the chosen token id
     public mutating func sample(_ logits: [Float]) -> Int32 {
+        logits.withUnsafeBufferPointer { sample($0) }
+    }
+
+    /// - Parameter logits: [vocabularySize], f32, raw model logits (read in place, e.g. a row of a
+    ///   batch's logits)
+    /// - Returns: the chosen token id
+    public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
         if parameters.temperature == 0 { return Int32(Self.argmax(logits)) }
         // Candidates sorted by logit, descending; ties by token id so the order is deterministic.
         var candidates =
@@ -84,8 +91,14 @@ public struct Sampler: Sendable {
     /// The indices of the `count` largest values, largest first; among equal values the lower index
     /// comes first. Small counts are selected in one pass (no sort of the whole vocabulary).
     public static func topIndices(_ values: [Float], count: Int) -> [Int] {
+        values.withUnsafeBufferPointer { topIndices($0, count: count) }
+    }
+
+    /// ``topIndices(_:count:)`` of values read in place.
+    public static func topIndices(_ values: UnsafeBufferPointer<Float>, count: Int) -> [Int] {
         let count = min(max(count, 0), values.count)
         guard count > 0 else { return [] }
+        if count == 1 { return [argmax(values)] }
         if count > 64 {
             var pairs = values.enumerated().map { (value: $0.element, index: $0.offset) }
             pairs.sort { $0.value != $1.value ? $0.value > $1.value : $0.index < $1.index }
@@ -106,8 +119,17 @@ public struct Sampler: Sendable {
 
     /// The index of the largest value; the lowest index wins ties.
     public static func argmax(_ values: [Float]) -> Int {
+        values.withUnsafeBufferPointer { argmax($0) }
+    }
+
+    /// ``argmax(_:)`` of values read in place.
+    public static func argmax(_ values: UnsafeBufferPointer<Float>) -> Int {
+        guard var bestValue = values.first else { return 0 }
         var best = 0
-        for index in values.indices where values[index] > values[best] { best = index }
+        for index in values.indices where values[index] > bestValue {
+            best = index
+            bestValue = values[index]
+        }
         return best
     }
 }
@@ -134,7 +156,13 @@ public struct TokenLogprob: Sendable, Equatable, Codable {
     /// Log-softmax of the raw logits (temperature does not apply, as in vLLM's default).
     /// - Parameter logits: [vocabularySize], f32
     public init(chosen: Int32, logits: [Float], top count: Int) {
-        let logNormaliser = logits.withUnsafeBufferPointer { logSumExp($0) }
+        self = logits.withUnsafeBufferPointer { TokenLogprob(chosen: chosen, logits: $0, top: count) }
+    }
+
+    /// Log-softmax of raw logits read in place (e.g. a row of a batch's logits).
+    /// - Parameter logits: [vocabularySize], f32
+    public init(chosen: Int32, logits: UnsafeBufferPointer<Float>, top count: Int) {
+        let logNormaliser = logSumExp(logits)
         tokenID = chosen
         logprob = Double(logits[Int(chosen)]) - logNormaliser
         topLogprobs = Sampler.topIndices(logits, count: count).map {

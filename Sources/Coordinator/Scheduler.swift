@@ -492,14 +492,19 @@ struct EngineLoop {
             }
             sequences[entry.id] = state
             guard state.prefilled == state.promptIDs.count else { continue }  // mid-prefill: no token yet
-            let row = Array(logits[(index * vocabularySize)..<((index + 1) * vocabularySize)])
-            emitToken(entry.id, logits: row, executor: &executor)
+            logits.withUnsafeBufferPointer { all in
+                let row = UnsafeBufferPointer(rebasing: all[(index * vocabularySize)..<((index + 1) * vocabularySize)])
+                emitToken(entry.id, logits: row, executor: &executor)
+            }
         }
         return true
     }
 
     /// Samples the next token of a sequence, streams it, and finishes the sequence when due.
-    private mutating func emitToken(_ id: SequenceID, logits: [Float], executor: inout some ExpertExecutor) {
+    /// - Parameter logits: [vocabularySize], f32: the sequence's row of the step's logits.
+    private mutating func emitToken(
+        _ id: SequenceID, logits: UnsafeBufferPointer<Float>, executor: inout some ExpertExecutor
+    ) {
         guard var state = sequences[id] else { return }
         let token = state.sampler.sample(logits)
         let now = ContinuousClock.now

@@ -37,6 +37,21 @@ public struct AttentionShape: Sendable, Equatable {
     }
 }
 
+/// A sequence's cached keys and values, [S, G, D] each, row 0 at position 0, as stored: f32, or bf16
+/// bit patterns (used widened exactly to f32).
+public enum CachedKeyValues {
+    case f32(keys: UnsafePointer<Float>, values: UnsafePointer<Float>)
+    case bf16(keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>)
+
+    /// Both pointers moved on by `elements` values.
+    func advanced(by elements: Int) -> CachedKeyValues {
+        switch self {
+        case .f32(let keys, let values): .f32(keys: keys + elements, values: values + elements)
+        case .bf16(let keys, let values): .bf16(keys: keys + elements, values: values + elements)
+        }
+    }
+}
+
 /// Computes softmax(Q·Kᵀ / √D + mask)·V per head, batch-invariantly.
 ///
 /// Each query is computed on its own visible keys only, in a fixed order: scores q·k with the
@@ -54,6 +69,21 @@ public struct AttentionShape: Sendable, Equatable {
 public func attention(
     queries: UnsafePointer<Float>, queryCount: Int, firstQueryPosition: Int,
     keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
+    shape: AttentionShape, into output: UnsafeMutablePointer<Float>, isa: KernelISA? = nil,
+    keyValueHeads: Range<Int>? = nil
+) {
+    attention(
+        queries: queries, queryCount: queryCount, firstQueryPosition: firstQueryPosition,
+        cached: .f32(keys: keys, values: values), keyCount: keyCount, shape: shape, into: output, isa: isa,
+        keyValueHeads: keyValueHeads)
+}
+
+/// ``attention(queries:queryCount:firstQueryPosition:keys:values:keyCount:shape:into:isa:keyValueHeads:)``
+/// over keys and values stored as f32 or bf16. With bf16, the result is bitwise that of the f32 call
+/// on the same keys and values widened to f32.
+public func attention(
+    queries: UnsafePointer<Float>, queryCount: Int, firstQueryPosition: Int,
+    cached: CachedKeyValues, keyCount: Int,
     shape: AttentionShape, into output: UnsafeMutablePointer<Float>, isa: KernelISA? = nil,
     keyValueHeads: Range<Int>? = nil
 ) {
@@ -91,7 +121,7 @@ public func attention(
                 attentionScores(
                     queries: queries + t * queryStride + keyValueHead * groupSize * headDimension, heads: groupSize,
                     dimension: headDimension,
-                    keys: keys + (firstKey + blockStart) * keyStride + keyValueHead * headDimension,
+                    keys: cached.advanced(by: (firstKey + blockStart) * keyStride + keyValueHead * headDimension),
                     keyStride: keyStride, count: blockCount, scale: scale, into: row(keyValueHead, 0) + blockStart,
                     scoresStride: visibleCount, isa: isa)
             }
@@ -103,10 +133,10 @@ public func attention(
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
             let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
             for keyValueHead in groups {
-                let v = values + (firstKey + blockStart) * keyStride + keyValueHead * headDimension
+                let v = cached.advanced(by: (firstKey + blockStart) * keyStride + keyValueHead * headDimension)
                 for h in 0..<groupSize {
                     weightedSum(
-                        weights: row(keyValueHead, h) + blockStart, count: blockCount, rows: v, rowStride: keyStride,
+                        weights: row(keyValueHead, h) + blockStart, count: blockCount, values: v, rowStride: keyStride,
                         width: headDimension,
                         into: output + t * queryStride + (keyValueHead * groupSize + h) * headDimension,
                         accumulate: blockStart > 0, isa: isa)

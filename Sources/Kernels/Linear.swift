@@ -266,33 +266,42 @@ private func withArrays(
 /// the batch-invariant product (rounded before the multiply), on every path.
 /// - Parameters:
 ///   - queries: [heads, dimension], rows `dimension` apart.
-///   - keys: [count, dimension] with row stride `keyStride`.
+///   - keys: the keys (f32 or bf16; the values are not read), [count, dimension] with row stride `keyStride`.
 ///   - scores: [heads, count] with row stride `scoresStride`, overwritten.
 func attentionScores(
-    queries: UnsafePointer<Float>, heads: Int, dimension: Int, keys: UnsafePointer<Float>, keyStride: Int,
+    queries: UnsafePointer<Float>, heads: Int, dimension: Int, keys: CachedKeyValues, keyStride: Int,
     count: Int, scale: Float, into scores: UnsafeMutablePointer<Float>, scoresStride: Int, isa: KernelISA?
 ) {
-    sy_attention_scores_isa(
-        (isa ?? KernelISA.active).cValue, queries, heads, dimension, keys, keyStride, count, dimension, scale, scores,
-        scoresStride)
+    let path = (isa ?? KernelISA.active).cValue
+    switch keys {
+    case .f32(let keys, _):
+        sy_attention_scores_isa(
+            path, queries, heads, dimension, keys, keyStride, count, dimension, scale, scores, scoresStride)
+    case .bf16(let keys, _):
+        sy_attention_scores_bf16_isa(
+            path, queries, heads, dimension, keys, keyStride, count, dimension, scale, scores, scoresStride)
+    }
 }
 
 /// `output[d] = Σ_s weights[s] · rows[s, d]`, summed over s in ascending order from 0.
 /// - Parameters:
 ///   - weights: [count], f32.
-///   - rows: [count, width] with row stride `rowStride`.
+///   - values: the values (f32 or bf16; the keys are not read), [count, width] with row stride `rowStride`.
 ///   - output: [width], f32, overwritten.
 ///   - accumulate: continue from the current `output` instead of 0 (the same multiply-adds in the
 ///     same order: a sum split into consecutive ranges of s is bitwise the sum in one call).
 func weightedSum(
-    weights: UnsafePointer<Float>, count: Int, rows: UnsafePointer<Float>, rowStride: Int, width: Int,
+    weights: UnsafePointer<Float>, count: Int, values: CachedKeyValues, rowStride: Int, width: Int,
     into output: UnsafeMutablePointer<Float>, accumulate: Bool = false, isa: KernelISA?
 ) {
     let path = (isa ?? KernelISA.active).cValue
-    if accumulate {
+    switch values {
+    case .f32(_, let rows) where accumulate:
         sy_weighted_sum_accumulate_isa(path, weights, count, rows, rowStride, width, output)
-    } else {
+    case .f32(_, let rows):
         sy_weighted_sum_isa(path, weights, count, rows, rowStride, width, output)
+    case .bf16(_, let rows):
+        sy_weighted_sum_bf16_isa(path, weights, count, rows, rowStride, width, output, accumulate ? 1 : 0)
     }
 }
 

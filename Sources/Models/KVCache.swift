@@ -1,5 +1,7 @@
 // Vocabulary: the KV cache holds, per decoder layer, the rotated keys and the values of every
 // token of one sequence seen so far, so a decode step attends without recomputing the prefix.
+import Kernels
+public import Tensors
 
 /// The keys and values of one sequence, per layer, preallocated for `capacity` tokens.
 public struct KVCache: Sendable {
@@ -9,22 +11,37 @@ public struct KVCache: Sendable {
     public internal(set) var count: Int
     /// Decoder layers.
     public let layerCount: Int
-    /// Floats per token per layer: key/value heads × head dimension.
+    /// Values per token per layer: key/value heads × head dimension.
     public let rowWidth: Int
-    /// Per layer, [capacity, keyValueHeads, headDimension], f32; rows `0 ..< count` are valid.
-    var keys: [[Float]]
-    /// Per layer, [capacity, keyValueHeads, headDimension], f32; rows `0 ..< count` are valid.
-    var values: [[Float]]
+    /// How keys and values are stored: `.f32`, or `.bf16` (each value rounded to nearest even when
+    /// written, as transformers' bf16 models cache them; half the bytes for attention to read).
+    public let dtype: DType
+    /// Per layer, [capacity, keyValueHeads, headDimension], f32 (empty when `dtype` is bf16); rows
+    /// `0 ..< count` are valid.
+    private var keys: [[Float]]
+    /// Per layer, like `keys`.
+    private var values: [[Float]]
+    /// Per layer, [capacity, keyValueHeads, headDimension], bf16 bit patterns (empty when `dtype`
+    /// is f32); rows `0 ..< count` are valid.
+    private var bfloat16Keys: [[UInt16]]
+    /// Per layer, like `bfloat16Keys`.
+    private var bfloat16Values: [[UInt16]]
 
-    /// An empty cache for `layerCount` layers of `rowWidth` floats per token.
-    init(capacity: Int, layerCount: Int, rowWidth: Int) {
+    /// An empty cache for `layerCount` layers of `rowWidth` values per token, stored as `dtype`
+    /// (f32 or bf16).
+    init(capacity: Int, layerCount: Int, rowWidth: Int, dtype: DType = .f32) {
         precondition(capacity >= 0 && layerCount > 0 && rowWidth > 0, "KVCache: invalid dimensions")
+        precondition(dtype == .f32 || dtype == .bf16, "KVCache: \(dtype) is not a cache dtype (f32 or bf16)")
         self.capacity = capacity
         self.count = 0
         self.layerCount = layerCount
         self.rowWidth = rowWidth
-        keys = Array(repeating: [Float](repeating: 0, count: capacity * rowWidth), count: layerCount)
+        self.dtype = dtype
+        let elements = capacity * rowWidth
+        keys = dtype == .f32 ? Array(repeating: [Float](repeating: 0, count: elements), count: layerCount) : []
         values = keys
+        bfloat16Keys = dtype == .bf16 ? Array(repeating: [UInt16](repeating: 0, count: elements), count: layerCount) : []
+        bfloat16Values = bfloat16Keys
     }
 
     /// Forgets every cached token (the storage is kept for reuse).
@@ -34,5 +51,46 @@ public struct KVCache: Sendable {
     public mutating func truncate(to newCount: Int) {
         precondition(newCount >= 0 && newCount <= count, "KVCache: cannot truncate \(count) tokens to \(newCount)")
         count = newCount
+    }
+
+    /// Writes `rowCount` rows of keys and values (f32, `rowWidth` each) at positions `first ..< first +
+    /// rowCount` of `layer`, rounded to bf16 when the cache is bf16. `count` does not change.
+    mutating func store(
+        layer: Int, at first: Int, rowCount: Int, keys newKeys: UnsafePointer<Float>, values newValues: UnsafePointer<Float>
+    ) {
+        precondition(first >= 0 && first + rowCount <= capacity, "KVCache: rows \(first) ..< \(first + rowCount) beyond \(capacity)")
+        let start = first * rowWidth, count = rowCount * rowWidth
+        switch dtype {
+        case .bf16:
+            bfloat16Keys[layer].withUnsafeMutableBufferPointer { target in
+                for index in 0..<count { target[start + index] = bfloat16Bits(from: newKeys[index]) }
+            }
+            bfloat16Values[layer].withUnsafeMutableBufferPointer { target in
+                for index in 0..<count { target[start + index] = bfloat16Bits(from: newValues[index]) }
+            }
+        default:
+            keys[layer].withUnsafeMutableBufferPointer { target in
+                (target.baseAddress! + start).update(from: newKeys, count: count)
+            }
+            values[layer].withUnsafeMutableBufferPointer { target in
+                (target.baseAddress! + start).update(from: newValues, count: count)
+            }
+        }
+    }
+
+    /// Calls `body` with the cached rows of `layer` (every row from position 0, in place).
+    func withRows<Result>(layer: Int, _ body: (CachedKeyValues) -> Result) -> Result {
+        switch dtype {
+        case .bf16:
+            bfloat16Keys[layer].withUnsafeBufferPointer { k in
+                bfloat16Values[layer].withUnsafeBufferPointer { v in
+                    body(.bf16(keys: k.baseAddress!, values: v.baseAddress!))
+                }
+            }
+        default:
+            keys[layer].withUnsafeBufferPointer { k in
+                values[layer].withUnsafeBufferPointer { v in body(.f32(keys: k.baseAddress!, values: v.baseAddress!)) }
+            }
+        }
     }
 }

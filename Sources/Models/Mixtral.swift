@@ -371,10 +371,14 @@ struct MixtralAttention: Sendable {
                     to: k.baseAddress! + chunk.firstRow * keyValueWidth, rowCount: chunk.rowCount,
                     headCount: shape.keyValueHeadCount, firstPosition: start)
             }
-            let source = (chunk.firstRow * keyValueWidth)..<((chunk.firstRow + chunk.rowCount) * keyValueWidth)
-            let target = (start * keyValueWidth)..<((start + chunk.rowCount) * keyValueWidth)
-            caches[index].keys[layer].replaceSubrange(target, with: keys[source])
-            caches[index].values[layer].replaceSubrange(target, with: values[source])
+            keys.withUnsafeBufferPointer { k in
+                values.withUnsafeBufferPointer { v in
+                    caches[index].store(
+                        layer: layer, at: start, rowCount: chunk.rowCount,
+                        keys: k.baseAddress! + chunk.firstRow * keyValueWidth,
+                        values: v.baseAddress! + chunk.firstRow * keyValueWidth)
+                }
+            }
         }
         // Tasks over the product threads: one per chunk when there are enough chunks (each task then
         // reads its sequence's cached rows front to back), else one per (chunk, key/value head). Each
@@ -389,15 +393,12 @@ struct MixtralAttention: Sendable {
                     let index = task / headGroups, group = task % headGroups
                     // The cache's count advances after the whole step, so it is still this chunk's start.
                     let chunk = chunks[index], start = cacheBase[index].count
-                    cacheBase[index].keys[layer].withUnsafeBufferPointer { k in
-                        cacheBase[index].values[layer].withUnsafeBufferPointer { v in
-                            attention(
-                                queries: queryBase + chunk.firstRow * queryWidth, queryCount: chunk.rowCount,
-                                firstQueryPosition: start, keys: k.baseAddress!, values: v.baseAddress!,
-                                keyCount: start + chunk.rowCount, shape: shape,
-                                into: outputBase + chunk.firstRow * queryWidth,
-                                keyValueHeads: (group * headsPerTask)..<((group + 1) * headsPerTask))
-                        }
+                    cacheBase[index].withRows(layer: layer) { cached in
+                        attention(
+                            queries: queryBase + chunk.firstRow * queryWidth, queryCount: chunk.rowCount,
+                            firstQueryPosition: start, cached: cached, keyCount: start + chunk.rowCount, shape: shape,
+                            into: outputBase + chunk.firstRow * queryWidth,
+                            keyValueHeads: (group * headsPerTask)..<((group + 1) * headsPerTask))
                     }
                 }
             }
@@ -517,15 +518,25 @@ public final class MixtralDenseModel: Sendable {
     /// The arithmetic of the projections and the LM head when their weights are bf16. The router
     /// is always exact: it is small, and its choices are what the experts' load depends on.
     public let arithmetic: BFloat16Arithmetic
+    /// How the KV caches made by ``makeCache(capacity:)`` store keys and values (f32 or bf16).
+    public let keyValueCacheDType: DType
 
     /// Loads the dense tensors of `checkpoint`: matrices f32 or bf16 as stored (f16 converted to
     /// f32), used in place from the memory map when possible; norms as f32.
-    /// - Parameter arithmetic: how products with bf16 weights treat activations (f32 weights are
-    ///   always exact).
-    /// - Throws: `ModelError` when a tensor cannot be read.
-    public init(checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact) throws {
+    /// - Parameters:
+    ///   - arithmetic: how products with bf16 weights treat activations (f32 weights are always exact).
+    ///   - keyValueCacheDType: f32 or bf16; nil picks ``defaultKeyValueCacheDType(checkpoint:arithmetic:)``.
+    /// - Throws: `ModelError` when a tensor cannot be read or the cache dtype is neither f32 nor bf16.
+    public init(
+        checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, keyValueCacheDType: DType? = nil
+    ) throws {
         configuration = checkpoint.configuration
         self.arithmetic = arithmetic
+        let cacheDType = keyValueCacheDType ?? Self.defaultKeyValueCacheDType(checkpoint: checkpoint, arithmetic: arithmetic)
+        guard cacheDType == .f32 || cacheDType == .bf16 else {
+            throw ModelError.invalidInput("the KV cache dtype is \(cacheDType), but must be f32 or bf16")
+        }
+        self.keyValueCacheDType = cacheDType
         embedding = try checkpoint.weight(named: MixtralTensorNames.embedding)
         var layers: [MixtralDecoderLayer] = []
         for layer in 0..<configuration.layerCount {
@@ -536,11 +547,23 @@ public final class MixtralDenseModel: Sendable {
         lmHead = configuration.tieWordEmbeddings ? embedding : try checkpoint.weight(named: MixtralTensorNames.lmHead)
     }
 
-    /// An empty KV cache for one sequence of up to `capacity` tokens.
+    /// The KV cache dtype a model loads with unless told otherwise: bf16 when its key and value
+    /// projections are stored in bf16 and computed with ``BFloat16Arithmetic/fast`` (as transformers
+    /// caches a bf16 model's keys and values in bf16), else f32 (exact arithmetic stays bitwise the
+    /// f32 model's).
+    public static func defaultKeyValueCacheDType(checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) -> DType {
+        guard arithmetic == .fast else { return .f32 }
+        let projections = (0..<checkpoint.configuration.layerCount).flatMap {
+            [MixtralTensorNames.key($0), MixtralTensorNames.value($0)]
+        }
+        return projections.allSatisfy { checkpoint.entry(named: $0)?.dtype == .bf16 } ? .bf16 : .f32
+    }
+
+    /// An empty KV cache for one sequence of up to `capacity` tokens, stored as ``keyValueCacheDType``.
     public func makeCache(capacity: Int) -> KVCache {
         KVCache(
             capacity: capacity, layerCount: configuration.layerCount,
-            rowWidth: configuration.keyValueHeadCount * configuration.headDimension)
+            rowWidth: configuration.keyValueHeadCount * configuration.headDimension, dtype: keyValueCacheDType)
     }
 
     /// Runs `tokens` at positions `cache.count ..< cache.count + tokens.count` and appends them to the cache.

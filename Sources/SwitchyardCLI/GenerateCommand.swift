@@ -166,7 +166,7 @@ struct Generate: AsyncParsableCommand {
     private func runLocally(_ request: GenerationRequest, logger: Logger) throws {
         let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model!))
         let engine = GenerationEngine(
-            model: try MixtralDenseModel(checkpoint: checkpoint, arithmetic: numerics.bf16Arithmetic),
+            model: try numerics.denseModel(checkpoint),
             tokenizer: try Tokenizer(directory: checkpoint.directory))
         let onText: ((String) -> Void)? = json ? nil : { piece in
             FileHandle.standardOutput.write(Data(piece.utf8))

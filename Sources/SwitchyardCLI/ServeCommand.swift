@@ -123,7 +123,7 @@ struct Serve: AsyncParsableCommand {
         do {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(
-                model: try MixtralDenseModel(checkpoint: checkpoint, arithmetic: numerics.bf16Arithmetic),
+                model: try numerics.denseModel(checkpoint),
                 tokenizer: try Tokenizer(directory: checkpoint.directory))
             let scheduler = Scheduler(
                 engine: engine, modelName: servedModelName ?? checkpoint.directory.lastPathComponent,

@@ -89,6 +89,7 @@ func applyThreads(_ requested: Int?) throws -> Int {
 
 extension BFloat16Arithmetic: ExpressibleByArgument {}
 extension WeightQuantization: ExpressibleByArgument {}
+extension DType: ExpressibleByArgument {}
 extension WireDType: ExpressibleByArgument {
     public init?(argument: String) {
         switch argument {
@@ -121,10 +122,24 @@ struct NumericsOptions: ParsableArguments {
             valueName: "none|q8"))
     var quantize: WeightQuantization = .none
 
+    @Option(
+        name: .customLong("kv-cache-dtype"),
+        help: ArgumentHelp(
+            "Keys and values in the KV cache: f32 or bf16 (half the memory and half the bytes attention reads; values rounded to nearest even, as transformers caches a bf16 model). Default: bf16 when the key and value projections are bf16 and --bf16-arithmetic is fast, else f32.",
+            valueName: "f32|bf16"))
+    var kvCacheDType: DType?
+
     /// The wire dtype to use for `checkpoint`: the option, or the default described in its help.
     func resolvedWireDType(for checkpoint: Checkpoint) throws -> WireDType {
         if let wireDType { return wireDType }
         let sample = try checkpoint.weight(named: MixtralTensorNames.expertGate(0, 0))
         return sample.dtype == .bf16 && bf16Arithmetic == .fast && quantize == .none ? .bf16 : .f32
+    }
+
+    /// The dense model of `checkpoint` with these options.
+    func denseModel(_ checkpoint: Checkpoint) throws -> MixtralDenseModel {
+        try MixtralDenseModel(
+            checkpoint: checkpoint, arithmetic: bf16Arithmetic,
+            keyValueCacheDType: kvCacheDType)
     }
 }

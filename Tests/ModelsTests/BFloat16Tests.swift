@@ -149,7 +149,7 @@ struct BFloat16CheckpointTests {
     }
 
     /// Copies `source` with every tensor converted to f32 (same config.json).
-    private static func writeFloatCopy(of source: URL) throws -> URL {
+    static func writeFloatCopy(of source: URL) throws -> URL {
         let checkpoint = try Checkpoint(directory: source)
         let tensors = try checkpoint.tensorNames.map { name in
             SafetensorsWriter.Tensor(
@@ -168,10 +168,11 @@ struct BFloat16CheckpointTests {
     ///   see the same inputs), or nil to decode this run's own greedy tokens.
     static func logits(
         _ checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, quantization: WeightQuantization = .none,
-        greedyFrom reference: [Float]? = nil
+        keyValueCacheDType: DType? = nil, greedyFrom reference: [Float]? = nil
     ) throws -> [Float] {
         let c = checkpoint.configuration
-        let model = try MixtralDenseModel(checkpoint: checkpoint, arithmetic: arithmetic)
+        let model = try MixtralDenseModel(
+            checkpoint: checkpoint, arithmetic: arithmetic, keyValueCacheDType: keyValueCacheDType)
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<c.layerCount).flatMap { l in
@@ -577,6 +578,44 @@ struct BFloat16FastCheckpointTests {
             if argmax(exact[range]) == argmax(fast[range]) { sameArgmax += 1 }
         }
         #expect(sameArgmax == positions, "greedy choice equal at \(sameArgmax) of \(positions) positions")
+    }
+
+    @Test("a bf16 model caches keys and values in bf16 with fast arithmetic, in f32 with exact arithmetic or f32 weights")
+    func defaultCacheDType() throws {
+        let directory = try BFloat16CheckpointTests.writeBFloat16Checkpoint(
+            tie: false, hiddenSize: 64, intermediateSize: 96, vocabularySize: 100)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let bf16 = try Checkpoint(directory: directory)
+        #expect(try MixtralDenseModel(checkpoint: bf16, arithmetic: .fast).makeCache(capacity: 4).dtype == .bf16)
+        #expect(try MixtralDenseModel(checkpoint: bf16, arithmetic: .exact).makeCache(capacity: 4).dtype == .f32)
+        #expect(
+            try MixtralDenseModel(checkpoint: bf16, arithmetic: .fast, keyValueCacheDType: .f32)
+                .makeCache(capacity: 4).dtype == .f32)
+        let floatDirectory = try BFloat16CheckpointTests.writeFloatCopy(of: directory)
+        defer { try? FileManager.default.removeItem(at: floatDirectory) }
+        let f32 = try Checkpoint(directory: floatDirectory)
+        #expect(try MixtralDenseModel(checkpoint: f32, arithmetic: .fast).makeCache(capacity: 4).dtype == .f32)
+        #expect(throws: ModelError.self) { try MixtralDenseModel(checkpoint: f32, keyValueCacheDType: .f16) }
+    }
+
+    @Test("a bf16 KV cache keeps fast arithmetic's logits within 4% of the f32 cache's, and its greedy tokens")
+    func bfloat16CacheWithinTolerance() throws {
+        let directory = try BFloat16CheckpointTests.writeBFloat16Checkpoint(
+            tie: false, hiddenSize: 128, intermediateSize: 200, vocabularySize: 300)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let checkpoint = try Checkpoint(directory: directory)
+        let floatCache = try BFloat16CheckpointTests.logits(checkpoint, arithmetic: .fast, keyValueCacheDType: .f32)
+        let bfloat16Cache = try BFloat16CheckpointTests.logits(
+            checkpoint, arithmetic: .fast, keyValueCacheDType: .bf16, greedyFrom: floatCache)
+        let scale = floatCache.map(abs).max() ?? 1
+        let worst = zip(floatCache, bfloat16Cache).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst <= Self.relativeLogitTolerance * scale, "worst |bf16 cache - f32 cache| = \(worst), largest \(scale)")
+        #expect(worst > 0, "the bf16 cache really rounds keys and values")
+        let vocabulary = checkpoint.configuration.vocabularySize
+        for position in 0..<(floatCache.count / vocabulary) {
+            let range = (position * vocabulary)..<((position + 1) * vocabulary)
+            #expect(argmax(floatCache[range]) == argmax(bfloat16Cache[range]), "greedy token at position \(position)")
+        }
     }
 
     @Test("fast arithmetic gives the same bits for 1 and 3 threads and on every kernel path's model run")

@@ -296,6 +296,43 @@ struct KernelTests {
         }
     }
 
+    @Test(
+        "attention over bf16 keys and values is bitwise the f32 attention over them widened, on every path",
+        arguments: [(16, 8, 64, 100, 1, nil), (4, 2, 17, 40, 3, nil), (6, 3, 5, 15, 2, 9), (2, 1, 33, 47, 1, 30)]
+            as [(Int, Int, Int, Int, Int, Int?)])
+    func attentionOverBFloat16Cache(
+        parameters: (heads: Int, keyValueHeads: Int, headDimension: Int, cached: Int, queries: Int, window: Int?)
+    ) {
+        let p = parameters
+        var random = TestRandom(seed: 15)
+        let keyCount = p.cached + p.queries
+        let q = random.floats(p.queries * p.heads * p.headDimension, scale: 2)
+        let k = random.floats(keyCount * p.keyValueHeads * p.headDimension).map(bfloat16Bits(from:))
+        let v = random.floats(keyCount * p.keyValueHeads * p.headDimension).map(bfloat16Bits(from:))
+        let shape = AttentionShape(
+            headCount: p.heads, keyValueHeadCount: p.keyValueHeads, headDimension: p.headDimension,
+            slidingWindow: p.window)
+        for isa in KernelISA.supported {
+            let widened = attention(
+                queries: q, keys: k.map(floatFromBFloat16Bits), values: v.map(floatFromBFloat16Bits),
+                firstQueryPosition: p.cached, shape: shape, isa: isa)
+            var result = [Float](repeating: .nan, count: q.count)
+            q.withUnsafeBufferPointer { qp in
+                k.withUnsafeBufferPointer { kp in
+                    v.withUnsafeBufferPointer { vp in
+                        result.withUnsafeMutableBufferPointer { out in
+                            attention(
+                                queries: qp.baseAddress!, queryCount: p.queries, firstQueryPosition: p.cached,
+                                cached: .bf16(keys: kp.baseAddress!, values: vp.baseAddress!), keyCount: keyCount,
+                                shape: shape, into: out.baseAddress!, isa: isa)
+                        }
+                    }
+                }
+            }
+            #expect(result.map(\.bitPattern) == widened.map(\.bitPattern), "\(isa)")
+        }
+    }
+
     @Test("softmax gives the same bits on every path, within 1e-6 of exp(x)/Σexp(x), masked entries 0", arguments: [1, 15, 16, 17, 100])
     func softmaxOnEveryPath(width: Int) {
         var random = TestRandom(seed: UInt64(width) + 21)

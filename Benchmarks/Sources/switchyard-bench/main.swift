@@ -9,7 +9,12 @@
 //             k = 1024, n = 2816 on 1 and 2 threads: GB/s of weights streamed at m = 1 (decode)
 //             and GFLOP/s at m = 8, 32. Several weight copies are cycled (≥ 64 MB in all) so the
 //             weights come from memory, not from the last-level cache, as in a real model.
-//             "dot(1t)" is the opt-in vdpbf16ps kernel (input rounded to bf16), one thread.
+//             "fast" is the product with --bf16-arithmetic fast (input rounded to bf16, vdpbf16ps).
+//   attention The attention of a batch-32 decode step of the benchmark model (16 query heads, 8
+//             key/value heads of 64, 12 layers, one query per sequence) over caches of 64 ... 512
+//             tokens, stored f32 and bf16, on the set threads (--threads, default 2) split by
+//             sequence as the model splits it: ms per step and GB/s of cache read. Each layer has its
+//             own caches (all of them ≥ 100 MB at 128 tokens), so they come from memory.
 import Kernels
 import Tensors
 
@@ -127,7 +132,7 @@ func runBFloat16() {
     let bitsCopies = (0..<copyCount).map { _ in bits }
     print("batch-invariant product, bf16 vs f32 weights, k = \(inputs), n = \(outputs), path \(KernelISA.active),")
     print("\(copyCount) weight copies cycled; m = 1: GB/s of weights streamed; m = 8, 32: GFLOP/s (median of 5)")
-    print(pad("threads", 8) + pad("m", 5) + pad("f32", 10) + pad("bf16", 10) + pad("speedup", 10) + pad("dot(1t)", 10) + pad("unit", 8))
+    print(pad("threads", 8) + pad("m", 5) + pad("f32", 10) + pad("bf16", 10) + pad("speedup", 10) + pad("fast", 10) + pad("unit", 8))
     for threads in [1, 2] {
         setThreadCount(threads)
         for rows in [1, 8, 32] {
@@ -153,12 +158,12 @@ func runBFloat16() {
                         }
                         copy += 1
                     }
-                    // The opt-in vdpbf16ps kernel runs on the calling thread only.
+                    // The fast arithmetic (inputs rounded to bf16; vdpbf16ps where the CPU has it).
                     let dotSeconds = secondsPerCall {
                         bitsCopies[copy % copyCount].withUnsafeBufferPointer { w in
-                            linearBFloat16Dot(
+                            linear(
                                 x.baseAddress!, rowCount: rows, inputCount: inputs, bfloat16Weight: w.baseAddress!,
-                                outputCount: outputs, into: y.baseAddress!)
+                                outputCount: outputs, into: y.baseAddress!, arithmetic: .fast)
                         }
                         copy += 1
                     }
@@ -188,15 +193,72 @@ func runBFloat16() {
     setThreadCount(1)
 }
 
+func runAttention(threads: Int) {
+    let (sequences, layers) = (32, 12)
+    let shape = AttentionShape(headCount: 16, keyValueHeadCount: 8, headDimension: 64, slidingWindow: nil)
+    let queryWidth = shape.headCount * shape.headDimension
+    let rowWidth = shape.keyValueHeadCount * shape.headDimension
+    setThreadCount(threads)
+    print("attention of a batch-32 decode step, 12 layers (16 heads, 8 key/value heads of 64), \(threads) threads:")
+    print("ms per step (median of 5) and GB/s of keys and values read, by cache dtype")
+    print(pad("context", 8) + pad("f32 ms", 9) + pad("GB/s", 7) + pad("bf16 ms", 9) + pad("GB/s", 7) + pad("f32/bf16", 10))
+    for context in [64, 128, 256, 512] {
+        let queries = randomFloats(sequences * queryWidth, seed: 3)
+        var output = [Float](repeating: 0, count: sequences * queryWidth)
+        // [layer × sequence] caches of `context` rows of keys then `context` rows of values.
+        let floats = (0..<(layers * sequences)).map { randomFloats(2 * context * rowWidth, seed: UInt64(10 + $0)) }
+        let bits = floats.map { $0.map(bfloat16Bits(from:)) }
+        func step(bf16: Bool) {
+            queries.withUnsafeBufferPointer { q in
+                output.withUnsafeMutableBufferPointer { o in
+                    let (queryBase, outputBase) = (q.baseAddress!, o.baseAddress!)
+                    for layer in 0..<layers {
+                        parallelFor(sequences) { sequence in
+                            let index = layer * sequences + sequence
+                            let run = { (cached: CachedKeyValues) in
+                                attention(
+                                    queries: queryBase + sequence * queryWidth, queryCount: 1,
+                                    firstQueryPosition: context - 1, cached: cached, keyCount: context, shape: shape,
+                                    into: outputBase + sequence * queryWidth)
+                            }
+                            if bf16 {
+                                bits[index].withUnsafeBufferPointer {
+                                    run(.bf16(keys: $0.baseAddress!, values: $0.baseAddress! + context * rowWidth))
+                                }
+                            } else {
+                                floats[index].withUnsafeBufferPointer {
+                                    run(.f32(keys: $0.baseAddress!, values: $0.baseAddress! + context * rowWidth))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let floatSeconds = secondsPerCall { step(bf16: false) }
+        let bitsSeconds = secondsPerCall { step(bf16: true) }
+        let elements = Double(layers * sequences * 2 * context * rowWidth)
+        print(
+            pad("\(context)", 8) + pad(format(floatSeconds * 1e3), 9) + pad(format(elements * 4 / floatSeconds / 1e9), 7)
+                + pad(format(bitsSeconds * 1e3), 9) + pad(format(elements * 2 / bitsSeconds / 1e9), 7)
+                + pad(format(floatSeconds / bitsSeconds) + "×", 10))
+    }
+    setThreadCount(1)
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "kernels":
     runKernels()
 case "bf16":
     runBFloat16()
+case "attention":
+    let threads = arguments.firstIndex(of: "--threads").flatMap { arguments.index(after: $0) < arguments.endIndex
+        ? Int(arguments[arguments.index(after: $0)]) : nil } ?? 2
+    runAttention(threads: max(1, min(threads, maximumThreadCount)))
 default:
     let given = arguments.first.map { "'\($0)'" } ?? "nothing"
-    let message = "switchyard-bench: the mode is \(given), but must be one of: kernels, bf16\n"
+    let message = "switchyard-bench: the mode is \(given), but must be one of: kernels, bf16, attention\n"
     _ = message.withCString { write(2, $0, strlen($0)) }
     exit(2)
 }

@@ -172,6 +172,11 @@ void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *
 void sy_weighted_sum_accumulate_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride,
                                     size_t width, float *out);
 
+/// ``sy_weighted_sum_isa`` (or, when `accumulate` is 1, ``sy_weighted_sum_accumulate_isa``) of values
+/// stored as bf16: bitwise the same call on the values widened to f32.
+void sy_weighted_sum_bf16_isa(sy_isa isa, const float *p, size_t count, const uint16_t *v, size_t v_stride,
+                              size_t width, float *out, int accumulate);
+
 /// Keeps freed blocks of up to 32 MiB in the heap (glibc: mmap threshold 32 MiB, trim threshold
 /// 512 MiB) instead of mapping and unmapping every large block: a step's activations would otherwise
 /// be zero-filled by the kernel page by page on every step. No effect outside glibc.
@@ -197,6 +202,12 @@ void sy_swiglu(float *gate, const float *up, size_t count);
 void sy_attention_scores_isa(sy_isa isa, const float *q, size_t heads, size_t q_stride, const float *keys,
                              size_t key_stride, size_t count, size_t d, float scale, float *scores,
                              size_t scores_stride);
+
+/// ``sy_attention_scores_isa`` with keys stored as bf16: bitwise the same call on the keys widened to
+/// f32 (`key_stride` counts bf16 values).
+void sy_attention_scores_bf16_isa(sy_isa isa, const float *q, size_t heads, size_t q_stride, const uint16_t *keys,
+                                  size_t key_stride, size_t count, size_t d, float scale, float *scores,
+                                  size_t scores_stride);
 
 /// Softmax of `row` in place: exp(x - max) with the f32 exp of ``sy_log_sum_exp`` (0 for -infinity),
 /// summed in 16 lanes and the tree of the header, times 1 / sum: the same bits on every path.
