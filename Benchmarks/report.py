@@ -37,6 +37,21 @@ def active_params(config):
     return layers * per_layer + config["vocab_size"] * h + h  # + LM head + final norm (embedding: one row)
 
 
+def step_params(config, batch):
+    """Weight parameters one decode step of `batch` sequences reads: the dense ones once, and per layer
+    each expert that at least one token routes to (expected count with uniform routing:
+    E·(1 − (1 − k/E)^batch); every expert at batch 32 for 8 experts top-2)."""
+    h = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads", heads)
+    head_dim = config.get("head_dim") or h // heads
+    experts = config["num_local_experts"]
+    top_k = config["num_experts_per_tok"]
+    routed = experts * (1 - (1 - top_k / experts) ** batch)
+    per_layer = h * heads * head_dim * 2 + h * kv * head_dim * 2 + experts * h + routed * 3 * h * config["intermediate_size"] + 2 * h
+    return config["num_hidden_layers"] * per_layer + config["vocab_size"] * h + h
+
+
 def fmt(value, digits=1):
     return "—" if value is None else f"{value:,.{digits}f}"
 
@@ -71,6 +86,8 @@ def main():
     out("\nFloors (this run)")
     if floors:
         out(f"  memory read bandwidth            {floors['membw_gbs_1t']:8.1f} GB/s (1 thread)   {floors['membw_gbs_2t']:8.1f} GB/s (2 threads)")
+        if floors.get("dot_gflops_1t"):
+            out(f"  {floors['dot_kind'] + ' peak':<33}{floors['dot_gflops_1t']:8.1f} GFLOP/s (1 thread) {floors['dot_gflops_2t']:8.1f} GFLOP/s (2 threads)")
         for g in floors["sgemm"]:
             out(f"  OpenBLAS sgemm m={g['m']:<3} k={g['k']} n={g['n']}  {g['gflops_1t']:8.1f} GFLOP/s (1 thread) {g['gflops_2t']:8.1f} GFLOP/s (2 threads)")
         for z in floors["zmq"]:
@@ -184,6 +201,22 @@ def main():
             f"   ({wire['bytes_per_token']:.0f} B vs {wire['minimum_bytes_per_token']} B: bf16 hidden state to one worker and back per MoE layer)")
     out(f"  {'serve batch-32: 2 workers ÷ in-process':<58}{fmt(ratio(batch_rate.get((2, 32)), batch_rate.get((0, 32))), 2):>10}")
     out(f"  {'serve batch-32 (in-process) ÷ llama.cpp bf16 batch-1 decode':<58}{fmt(ratio(batch_rate.get((0, 32)), timing(lb)[1]), 2):>10}")
+    if floors and floors.get("dot_gflops_2t"):
+        # What this machine allows batch 32 ÷ batch 1 to be: batch 1 reads the active weights (memory
+        # bound); a batch-32 step reads every expert once and does 32 tokens' arithmetic.
+        bandwidth = floors["membw_gbs_2t"] * 1e9
+        peak = floors["dot_gflops_2t"] * 1e9
+        one = step_params(config, 1) * 2 / bandwidth
+        memory = step_params(config, 32) * 2 / bandwidth
+        arithmetic = 32 * 2 * params / peak
+        measured = pairs.get(0)
+        out(f"\nBatch-32 bound (this run's floors, 2 threads; bf16 weights, {floors['dot_kind']} peak {floors['dot_gflops_2t']:.0f} GFLOP/s)")
+        out(f"  batch-1 step: {step_params(config, 1) * 2 / 1e6:,.0f} MB of weights = {one * 1e3:.1f} ms at {floors['membw_gbs_2t']:.1f} GB/s")
+        out(f"  batch-32 step: {step_params(config, 32) * 2 / 1e6:,.0f} MB of weights = {memory * 1e3:.1f} ms; "
+            f"{32 * 2 * params / 1e9:.1f} GFLOP = {arithmetic * 1e3:.1f} ms at the peak")
+        out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic fully overlapped':<70}{fmt(32 * one / max(memory, arithmetic), 2):>8}")
+        out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic one after the other':<70}{fmt(32 * one / (memory + arithmetic), 2):>8}")
+        out(f"  {'measured (serve --workers 0, median of back-to-back pairs)':<70}{fmt(statistics.median(measured) if measured else None, 2):>8}")
     skipped = sorted(f[:-5] for f in os.listdir(r) if f.endswith(".skip"))
     if skipped:
         out("\nSkipped: " + "; ".join(f"{s}: {reason(r, s)}" for s in skipped))

@@ -9,6 +9,8 @@ bash Deploy/install-deps.sh
 # Every import must be a declared dependency; warnings about it fail the build.
 swift build --build-tests --explicit-target-dependency-import-check error
 swift test --skip-build
+# The benchmark programs (a package of their own) still build against the library.
+swift build --package-path Benchmarks --scratch-path .build/benchmarks
 
 # The HTTP API through real clients: the openai package, curl, a Prometheus text parser.
 venv="${SWITCHYARD_TEST_VENV:-$root/.venv-test}"
