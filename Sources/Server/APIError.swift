@@ -5,6 +5,7 @@ import Coordinator
 import Foundation
 import Hummingbird
 import Logging
+import Tokenization
 
 /// An HTTP error with OpenAI's error body.
 struct APIError: Error, Sendable, Equatable, HTTPResponseError {

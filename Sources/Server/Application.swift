@@ -10,6 +10,7 @@
 // The engine is a `GenerationService`; this module only parses, submits, and formats.
 public import Coordinator
 import Foundation
+import Tokenization
 public import Hummingbird
 public import Logging
 

@@ -1,33 +1,9 @@
-// Reading request bodies: a small JSON value type, and typed readers that name the field and the
-// expected type when a value is wrong, so every 400 says which parameter to fix.
+// Reading request bodies: typed readers over the JSON values the tokenizer also reads, naming the
+// field and the expected type when a value is wrong, so every 400 says which parameter to fix.
 import Foundation
+import Tokenization
 
-/// A parsed JSON value; numbers are kept as `Double` (token ids and counts fit exactly below 2^53).
-enum JSONValue: Sendable, Equatable, Decodable {
-    case null
-    case bool(Bool)
-    case number(Double)
-    case string(String)
-    case array([JSONValue])
-    case object([String: JSONValue])
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSONValue].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONValue].self))
-        }
-    }
-
+extension JSONValue {
     /// Parses a request body.
     /// - Throws: `APIError` (400) when the body is not JSON.
     static func parse(_ bytes: [UInt8]) throws(APIError) -> JSONValue {
@@ -35,18 +11,6 @@ enum JSONValue: Sendable, Equatable, Decodable {
             return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
         } catch {
             throw .invalidRequest(param: nil, message: "the request body is not valid JSON")
-        }
-    }
-
-    /// The JSON type's name, for messages.
-    var typeName: String {
-        switch self {
-        case .null: "null"
-        case .bool: "a boolean"
-        case .number: "a number"
-        case .string: "a string"
-        case .array: "an array"
-        case .object: "an object"
         }
     }
 }

@@ -1,8 +1,9 @@
 // A parsed JSON document with typed, path-aware accessors that throw `TokenizerError`.
 import Foundation
 
-/// A JSON value as read from tokenizer.json or tokenizer_config.json.
-enum JSONValue: Sendable, Decodable {
+/// A parsed JSON value (tokenizer.json, tokenizer_config.json, and the server's request bodies);
+/// numbers are kept as `Double` (token ids and counts fit exactly below 2^53).
+package enum JSONValue: Sendable, Equatable, Decodable {
     case null
     case bool(Bool)
     case number(Double)
@@ -19,7 +20,7 @@ enum JSONValue: Sendable, Decodable {
         }
     }
 
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         // Most values in tokenizer.json are strings (merges) or numbers (vocab ids): try those first,
         // because every failed attempt costs a thrown error.
@@ -38,7 +39,8 @@ enum JSONValue: Sendable, Decodable {
         }
     }
 
-    var typeName: String {
+    /// The JSON type's name, for messages ("a string", "an array", ...).
+    package var typeName: String {
         switch self {
         case .null: "null"
         case .bool: "a boolean"
@@ -49,7 +51,7 @@ enum JSONValue: Sendable, Decodable {
         }
     }
 
-    var isNull: Bool {
+    package var isNull: Bool {
         if case .null = self { return true }
         return false
     }
