@@ -83,12 +83,18 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--serve-args", default="", help="extra arguments of serve, space-separated")
+    parser.add_argument("--serve-cpus", help="run serve on these CPUs only (taskset -c LIST), e.g. 0")
+    parser.add_argument("--worker-cpus", help="run the workers on these CPUs only (taskset -c LIST), e.g. 1: "
+                        "with --serve-cpus, the coordinator and the workers each have cores of their own, "
+                        "as on separate hosts")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="switchyard-serve-decode-")
     procs = []
 
-    def start(argv, name):
+    def start(argv, name, cpus=None):
+        if cpus:
+            argv = ["taskset", "-c", cpus] + argv
         log = os.path.join(work, name + ".log")
         proc = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         procs.append(proc)
@@ -98,13 +104,13 @@ def main():
     try:
         serve, log = start([args.switchyard, "serve", "--model", args.model, "--bind", "tcp://127.0.0.1:0",
                             "--workers", str(args.workers), "--http", "127.0.0.1:0", "--threads", str(args.threads)]
-                            + args.serve_args.split(), "serve")
+                            + args.serve_args.split(), "serve", args.serve_cpus)
         if args.workers:
             endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
             for index in range(args.workers):
                 start([args.switchyard, "worker", "--coordinator", endpoint, "--model", args.model,
                        "--name", f"w{index}", "--log-level", "warning",
-                       "--threads", str(args.threads)], f"w{index}")
+                       "--threads", str(args.threads)], f"w{index}", args.worker_cpus)
         base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve).group(1)
         deadline = time.time() + 300
         while True:

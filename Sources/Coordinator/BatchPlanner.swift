@@ -25,12 +25,19 @@ public struct SchedulerLimits: Sendable, Equatable {
     public var kvCacheTokens: Int
     /// Tokens fed through the model in one step (prefill chunks + one per decoding sequence).
     public var maxTokensPerStep: Int
+    /// Micro-batches a step's sequences are split into, whose layers interleave so that the
+    /// coordinator computes one's attention while the workers compute another's experts (1: none).
+    public var microBatches: Int
 
-    public init(maxRunningSequences: Int = 64, maxWaitingRequests: Int = 256, kvCacheTokens: Int = 65536, maxTokensPerStep: Int = 256) {
+    public init(
+        maxRunningSequences: Int = 64, maxWaitingRequests: Int = 256, kvCacheTokens: Int = 65536,
+        maxTokensPerStep: Int = 256, microBatches: Int = 1
+    ) {
         self.maxRunningSequences = maxRunningSequences
         self.maxWaitingRequests = maxWaitingRequests
         self.kvCacheTokens = kvCacheTokens
         self.maxTokensPerStep = maxTokensPerStep
+        self.microBatches = microBatches
     }
 }
 

@@ -95,6 +95,18 @@ public final class ClusterCoordinator: ExpertExecutor {
     private var nextRequestID: UInt64 = 0
     private var currentRequestID = RequestID(0)
     private var nextStep: UInt64 = 0
+    /// One dispatch of a layer's experts, sent and not yet collected.
+    struct InFlight {
+        let layer: LayerIndex
+        let plan: DispatchPlan
+        let tokenCount: Int
+        /// Per worker slot: its rows, when it was sent and its size in bytes, and its reply.
+        var outstanding: [Int: DispatchPlan.WorkerBatch] = [:]
+        var sent: [Int: (at: ContinuousClock.Instant, bytes: Int)] = [:]
+        var partials: [Int: [Float]] = [:]
+    }
+    /// Dispatches in flight, by step (several when a step runs in micro-batches).
+    private var inFlight: [StepIndex: InFlight] = [:]
     private var nextWorkerID: UInt32 = 0
     /// Dispatches measured since the engine loop last took them (`takeDispatchObservations`).
     /// The scheduler takes them after every step; `generate` (one request, no scheduler) does not,
@@ -181,6 +193,8 @@ public final class ClusterCoordinator: ExpertExecutor {
     }
 
     public func prepareStep() {
+        // A step that failed outside the executor (in the model) may have left dispatches in flight.
+        inFlight.removeAll()
         switchPlacementIfReady()
     }
 
@@ -339,47 +353,83 @@ public final class ClusterCoordinator: ExpertExecutor {
     public func computeExperts(
         layer: LayerIndex, hidden: [Float], routing: RoutingDecision
     ) throws(GenerationError) -> [Float] {
+        try collectExperts(try dispatchExperts(layer: layer, hidden: hidden, routing: routing))
+    }
+
+    /// Sends one DISPATCH per worker for `hidden`'s rows, as a step of its own; ``collectExperts(_:)``
+    /// waits for the COMBINEs. Several may be in flight (micro-batches); if one fails, all are dropped.
+    public func dispatchExperts(
+        layer: LayerIndex, hidden: [Float], routing: RoutingDecision
+    ) throws(GenerationError) -> ExpertDispatch {
         nextStep += 1
         let step = StepIndex(nextStep)
         let hiddenSize = configuration.hiddenSize
-        let plan = DispatchPlan(routing: routing, layer: layer, placement: placement)
-        var outstanding: [Int: DispatchPlan.WorkerBatch] = [:]
-        let clock = ContinuousClock()
-        /// Per slot: when its DISPATCH was sent and its size in bytes.
-        var sent: [Int: (at: ContinuousClock.Instant, bytes: Int)] = [:]
-        for batch in plan.batches {
-            guard let slot = slots[batch.slot], slot.ready else {
-                throw .unavailable("worker slot \(placement.workerNames[batch.slot]) has no ready worker for \(layer)")
+        var flight = InFlight(
+            layer: layer, plan: DispatchPlan(routing: routing, layer: layer, placement: placement),
+            tokenCount: routing.tokenCount)
+        do throws(GenerationError) {
+            for batch in flight.plan.batches {
+                guard let slot = slots[batch.slot], slot.ready else {
+                    throw .unavailable(
+                        "worker slot \(placement.workerNames[batch.slot]) has no ready worker for \(layer)")
+                }
+                let dispatch = WireMessage.Dispatch(
+                    requestID: currentRequestID, step: step, layer: layer,
+                    rowExpertOffsets: batch.rowExpertOffsets.map { Int($0) },
+                    expertIDs: batch.expertIDs.map { ExpertID(Int($0)) }, weights: batch.weights,
+                    hiddenStates: HiddenStates(
+                        rowCount: batch.rowCount, hiddenSize: hiddenSize,
+                        values: DispatchPlan.gather(batch, from: hidden, hiddenSize: hiddenSize),
+                        dtype: options.wireDType))
+                let frames = WireCodec.encode(.dispatch(dispatch))
+                guard send(frames, kind: .dispatch, to: slot.peer) else {
+                    throw .expertsFailed(
+                        "worker \(slot.name) is unreachable (sending \(layer) of \(step) failed)")
+                }
+                flight.outstanding[batch.slot] = batch
+                flight.sent[batch.slot] = (ContinuousClock.now, frames.reduce(0) { $0 + $1.count })
             }
-            let dispatch = WireMessage.Dispatch(
-                requestID: currentRequestID, step: step, layer: layer,
-                rowExpertOffsets: batch.rowExpertOffsets.map { Int($0) },
-                expertIDs: batch.expertIDs.map { ExpertID(Int($0)) }, weights: batch.weights,
-                hiddenStates: HiddenStates(
-                    rowCount: batch.rowCount, hiddenSize: hiddenSize,
-                    values: DispatchPlan.gather(batch, from: hidden, hiddenSize: hiddenSize),
-                    dtype: options.wireDType))
-            let frames = WireCodec.encode(.dispatch(dispatch))
-            guard send(frames, kind: .dispatch, to: slot.peer) else {
-                throw .expertsFailed("worker \(slot.name) is unreachable (sending \(layer) of \(step) failed)")
-            }
-            outstanding[batch.slot] = batch
-            sent[batch.slot] = (clock.now, frames.reduce(0) { $0 + $1.count })
+        } catch {
+            inFlight.removeAll()
+            throw error
         }
+        inFlight[step] = flight
+        return .sent(step: step.rawValue)
+    }
 
-        var partials: [Int: [Float]] = [:]
+    /// Waits for the COMBINEs of a dispatch (taking those of other dispatches in flight as they
+    /// come) and returns their combined output.
+    public func collectExperts(_ dispatch: ExpertDispatch) throws(GenerationError) -> [Float] {
+        guard case .sent(let raw) = dispatch, inFlight[StepIndex(raw)] != nil else {
+            if case .computed(let output) = dispatch { return output }
+            throw .expertsFailed("collecting experts that were not dispatched (or were dropped after a failure)")
+        }
+        do throws(GenerationError) {
+            return try collect(StepIndex(raw))
+        } catch {
+            inFlight.removeAll()
+            throw error
+        }
+    }
+
+    private func collect(_ step: StepIndex) throws(GenerationError) -> [Float] {
+        let hiddenSize = configuration.hiddenSize
+        let clock = ContinuousClock()
         let deadline = clock.now + options.dispatchTimeout
-        while partials.count < outstanding.count {
+        while let flight = inFlight[step], flight.partials.count < flight.outstanding.count {
+            let layer = flight.layer
             let remaining = deadline - clock.now
             guard remaining > .zero else {
-                let late = outstanding.keys.filter { partials[$0] == nil }.sorted()
+                let late = flight.outstanding.keys.filter { flight.partials[$0] == nil }.sorted()
                     .map { slots[$0]?.name ?? placement.workerNames[$0] }
                 throw .expertsFailed(
                     "worker \(late.joined(separator: ", ")) did not answer \(layer) of \(step) within \(options.dispatchTimeout)")
             }
             guard let (peer, frames) = receive(timeout: remaining, spin: Self.replySpin) else { continue }
-            let slotIndex = slots.firstIndex { $0?.peer == peer }
-            guard let slotIndex, let batch = outstanding[slotIndex], partials[slotIndex] == nil else {
+            // A reply only counts from a worker that some dispatch in flight still waits for.
+            guard let slotIndex = slots.firstIndex(where: { $0?.peer == peer }),
+                inFlight.values.contains(where: { $0.outstanding[slotIndex] != nil && $0.partials[slotIndex] == nil })
+            else {
                 handle(frames: frames, from: peer)
                 continue
             }
@@ -391,23 +441,28 @@ public final class ClusterCoordinator: ExpertExecutor {
                 continue
             }
             switch message {
-            case .combine(let combine) where combine.requestID == currentRequestID && combine.step == step:
-                guard combine.layer == layer, combine.outputs.rowCount == batch.rowCount,
+            case .combine(let combine)
+            where combine.requestID == currentRequestID && inFlight[combine.step]?.outstanding[slotIndex] != nil
+                && inFlight[combine.step]?.partials[slotIndex] == nil:
+                let answered = inFlight[combine.step]!
+                let batch = answered.outstanding[slotIndex]!
+                guard combine.layer == answered.layer, combine.outputs.rowCount == batch.rowCount,
                     combine.outputs.hiddenSize == hiddenSize
                 else {
                     throw .expertsFailed(
-                        "worker \(name) answered \(layer) of \(step) with \(combine.outputs.rowCount) rows × "
+                        "worker \(name) answered \(answered.layer) of \(combine.step) with \(combine.outputs.rowCount) rows × "
                             + "\(combine.outputs.hiddenSize) for \(combine.layer), but \(batch.rowCount) rows × \(hiddenSize) were dispatched")
                 }
-                partials[slotIndex] = combine.outputs.floats()
-                let roundTrip = (clock.now - sent[slotIndex]!.at).components
-                // One step holds at most layers × workers dispatches; more means nobody takes them.
-                if observations.count >= 4 * configuration.layerCount * placement.workerCount {
+                inFlight[combine.step]!.partials[slotIndex] = combine.outputs.floats()
+                let sent = answered.sent[slotIndex]!
+                let roundTrip = (clock.now - sent.at).components
+                // One step holds at most layers × workers dispatches a micro-batch; more means nobody takes them.
+                if observations.count >= 16 * configuration.layerCount * placement.workerCount {
                     observations.removeAll(keepingCapacity: true)
                 }
                 observations.append(WorkerDispatchObservation(
-                    layer: layer, worker: name, rowCount: batch.rowCount, expertRowCount: batch.expertIDs.count,
-                    bytesSent: sent[slotIndex]!.bytes, bytesReceived: frames.reduce(0) { $0 + $1.count },
+                    layer: answered.layer, worker: name, rowCount: batch.rowCount, expertRowCount: batch.expertIDs.count,
+                    bytesSent: sent.bytes, bytesReceived: frames.reduce(0) { $0 + $1.count },
                     computeMicroseconds: Int(clamping: combine.computeMicroseconds),
                     roundTripMicroseconds: Int(roundTrip.seconds) * 1_000_000 + Int(roundTrip.attoseconds / 1_000_000_000_000)))
             case .error(let report) where report.requestID == currentRequestID:
@@ -419,10 +474,11 @@ public final class ClusterCoordinator: ExpertExecutor {
                 handle(message, from: peer)
             }
         }
-
+        let flight = inFlight.removeValue(forKey: step)!
         // Added in a fixed order, so the result depends neither on arrival order nor on placement.
-        return plan.combine(
-            plan.batches.map { partials[$0.slot]! }, tokenCount: routing.tokenCount, hiddenSize: hiddenSize)
+        return flight.plan.combine(
+            flight.plan.batches.map { flight.partials[$0.slot]! }, tokenCount: flight.tokenCount,
+            hiddenSize: hiddenSize)
     }
 
     /// An ASSIGN of `experts` with this coordinator's arithmetic and quantization (every ASSIGN

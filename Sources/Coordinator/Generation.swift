@@ -34,6 +34,16 @@ public protocol ExpertExecutor {
         layer: LayerIndex, hidden: [Float], routing: RoutingDecision
     ) throws(GenerationError) -> [Float]
 
+    /// Starts the experts of one layer for `hidden`'s rows (a step's micro-batch); their combined
+    /// output comes from ``collectExperts(_:)``. Several may be in flight at once, collected in any
+    /// order. The default computes at once with ``computeExperts(layer:hidden:routing:)``.
+    mutating func dispatchExperts(
+        layer: LayerIndex, hidden: [Float], routing: RoutingDecision
+    ) throws(GenerationError) -> ExpertDispatch
+
+    /// The combined output of a dispatch, as ``computeExperts(layer:hidden:routing:)`` returns it.
+    mutating func collectExperts(_ dispatch: ExpertDispatch) throws(GenerationError) -> [Float]
+
     /// Which worker holds which experts, for reports.
     var workerSummaries: [WorkerSummary] { get }
 
@@ -100,7 +110,28 @@ public struct RemoteJob: Sendable {
     }
 }
 
+/// One layer's experts for a micro-batch, started by ``ExpertExecutor/dispatchExperts(layer:hidden:routing:)``.
+public enum ExpertDispatch: Sendable {
+    /// Computed already (in-process executors).
+    case computed([Float])
+    /// Sent to the workers as the step with this number.
+    case sent(step: UInt64)
+}
+
 extension ExpertExecutor {
+    public mutating func dispatchExperts(
+        layer: LayerIndex, hidden: [Float], routing: RoutingDecision
+    ) throws(GenerationError) -> ExpertDispatch {
+        .computed(try computeExperts(layer: layer, hidden: hidden, routing: routing))
+    }
+
+    public mutating func collectExperts(_ dispatch: ExpertDispatch) throws(GenerationError) -> [Float] {
+        guard case .computed(let output) = dispatch else {
+            throw .expertsFailed("collecting experts this executor did not dispatch")
+        }
+        return output
+    }
+
     public var readiness: HealthStatus { .ready }
     public mutating func idle(timeout: Duration) {}
     public mutating func takeRemoteJobs() -> [RemoteJob] { [] }

@@ -449,13 +449,18 @@ struct EngineLoop {
         var stepLoad = ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount)
         let logits: [Float]
         do {
-            logits = try engine.model.forward(batch: chunks, caches: &caches) { layer, hidden, routing in
-                for (index, (rows, phase)) in rowRanges.enumerated() {
-                    loads[index].record(routing, tokens: rows, layer: layer, phase: phase)
-                }
-                stepLoad.record(routing, layer: layer, phase: .decode)
-                return try executor.computeExperts(layer: layer, hidden: hidden, routing: routing)
-            }
+            logits = try engine.model.forward(
+                batch: chunks, caches: &caches, microBatchCount: planner.limits.microBatches,
+                dispatch: { layer, batchRows, hidden, routing in
+                    // Each micro-batch holds whole sequences; `routing` numbers its rows from 0.
+                    for (index, (rows, phase)) in rowRanges.enumerated() where batchRows.contains(rows.lowerBound) {
+                        let local = (rows.lowerBound - batchRows.lowerBound)..<(rows.upperBound - batchRows.lowerBound)
+                        loads[index].record(routing, tokens: local, layer: layer, phase: phase)
+                    }
+                    stepLoad.record(routing, layer: layer, phase: .decode)
+                    return try executor.dispatchExperts(layer: layer, hidden: hidden, routing: routing)
+                },
+                collect: { dispatch in try executor.collectExperts(dispatch) })
         } catch {
             // The model leaves the caches untouched when a step fails: give them back, then fail
             // the step's sequences with the reason.

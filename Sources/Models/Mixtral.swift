@@ -479,19 +479,25 @@ struct MixtralDecoderLayer: Sendable {
         index = layer
     }
 
-    /// Runs the layer on `hidden` in place; one `experts` call covers the rows of every chunk.
+    /// The layer up to its experts: adds the attention output to `hidden` in place, then norms and
+    /// routes the rows for the experts.
     /// - Parameter hidden: the residual stream, [T, H], f32, chunk 0's rows first.
-    func callAsFunction(
-        _ hidden: inout [Float], chunks: [ChunkSpan], caches: UnsafeMutableBufferPointer<KVCache>,
-        experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
-    ) throws {
+    /// - Returns: the post-attention-normed rows [T, H] the experts take, and their routing.
+    func attendAndRoute(
+        _ hidden: inout [Float], chunks: [ChunkSpan], caches: UnsafeMutableBufferPointer<KVCache>
+    ) -> (normed: [Float], routing: RoutingDecision) {
         let tokenCount = hidden.count / inputNorm.count
         let attended = attention(
             rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), chunks: chunks, layer: index, caches: caches)
         for position in hidden.indices { hidden[position] += attended[position] }
         let normed = rmsNorm(hidden, weight: postAttentionNorm, epsilon: epsilon)
-        let routing = router.route(normed, tokenCount: tokenCount)
-        let combined = try experts(LayerIndex(index), normed, routing)
+        return (normed, router.route(normed, tokenCount: tokenCount))
+    }
+
+    /// The rest of the layer: adds the experts' combined output [T, H] to `hidden`.
+    /// - Throws: `ModelError.invalidInput` when `combined` has the wrong size.
+    func addExperts(_ combined: [Float], to hidden: inout [Float]) throws(ModelError) {
+        let tokenCount = hidden.count / inputNorm.count
         guard combined.count == hidden.count else {
             throw ModelError.invalidInput(
                 "experts of layer \(index) returned \(combined.count) values, expected [\(tokenCount), \(inputNorm.count)]"
@@ -584,7 +590,8 @@ public final class MixtralDenseModel: Sendable {
         // storage and the first write would duplicate every layer's keys and values.
         let hidden = try withUnsafeMutablePointer(to: &cache) { pointer in
             try forwardHidden(
-                chunks: [tokens], caches: UnsafeMutableBufferPointer(start: pointer, count: 1), experts: experts)
+                chunks: [tokens], caches: UnsafeMutableBufferPointer(start: pointer, count: 1), microBatchCount: 1,
+                dispatch: { layer, _, hidden, routing in try experts(layer, hidden, routing) }, collect: { $0 })
         }
         let hiddenSize = configuration.hiddenSize
         switch selection {
@@ -615,12 +622,42 @@ public final class MixtralDenseModel: Sendable {
         batch chunks: [[Int32]], caches: inout [KVCache],
         experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
     ) throws -> [Float] {
+        try forward(
+            batch: chunks, caches: &caches, microBatchCount: 1,
+            dispatch: { layer, _, hidden, routing in try experts(layer, hidden, routing) }, collect: { $0 })
+    }
+
+    /// ``forward(batch:caches:experts:)`` with the chunks in up to `microBatchCount` micro-batches
+    /// (consecutive chunks, about as many rows each) whose layers interleave, so that the experts of
+    /// one micro-batch can run elsewhere while this one computes the attention of the next: per
+    /// layer, each micro-batch's experts are started with `dispatch` right after its attention and
+    /// routing, and taken back with `collect` just before that micro-batch's next layer
+    /// (micro-batch 0 of layer l, its attention of layer l + 1, then micro-batch 1 of layer l, ...).
+    ///
+    /// Every row's logits are bitwise those of one micro-batch: the split only changes which rows a
+    /// product sees, and every kernel is row-wise.
+    /// - Parameters:
+    ///   - microBatchCount: at least 1; more than the chunks count as one micro-batch per chunk.
+    ///   - dispatch: starts one micro-batch's experts of a layer: the layer, the micro-batch's rows
+    ///     within the whole batch, its post-attention-normed rows [rows, hiddenSize] and their routing.
+    ///   - collect: the combined expert output [rows, hiddenSize] of a dispatched micro-batch.
+    /// - Throws: as ``forward(batch:caches:experts:)``; whatever `dispatch` or `collect` throw. No
+    ///   cache count changes then.
+    public func forward<Pending>(
+        batch chunks: [[Int32]], caches: inout [KVCache], microBatchCount: Int,
+        dispatch: (LayerIndex, Range<Int>, [Float], RoutingDecision) throws -> Pending,
+        collect: (Pending) throws -> [Float]
+    ) throws -> [Float] {
         guard chunks.count == caches.count else {
             throw ModelError.invalidInput(
                 "forward: \(chunks.count) chunks but \(caches.count) caches; expected one each")
         }
+        guard microBatchCount >= 1 else {
+            throw ModelError.invalidInput("forward: \(microBatchCount) micro-batches; at least 1 is needed")
+        }
         let hidden = try caches.withUnsafeMutableBufferPointer { buffer in
-            try forwardHidden(chunks: chunks, caches: buffer, experts: experts)
+            try forwardHidden(
+                chunks: chunks, caches: buffer, microBatchCount: microBatchCount, dispatch: dispatch, collect: collect)
         }
         let hiddenSize = configuration.hiddenSize
         var lastRows = [Float](repeating: 0, count: chunks.count * hiddenSize)
@@ -642,11 +679,13 @@ public final class MixtralDenseModel: Sendable {
         return linear(normed, rowCount: rowCount, weight: lmHead, arithmetic: arithmetic)
     }
 
-    /// Validates the batch, runs every layer over the rows of all chunks, then advances each cache.
+    /// Validates the batch, runs every layer over the rows of all chunks (in micro-batches, as
+    /// ``forward(batch:caches:microBatchCount:dispatch:collect:)`` says), then advances each cache.
     /// - Returns: the final residual stream, [rows of all chunks, H], f32, chunk 0 first.
-    private func forwardHidden(
-        chunks: [[Int32]], caches: UnsafeMutableBufferPointer<KVCache>,
-        experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
+    private func forwardHidden<Pending>(
+        chunks: [[Int32]], caches: UnsafeMutableBufferPointer<KVCache>, microBatchCount: Int,
+        dispatch: (LayerIndex, Range<Int>, [Float], RoutingDecision) throws -> Pending,
+        collect: (Pending) throws -> [Float]
     ) throws -> [Float] {
         let c = configuration
         guard !chunks.isEmpty else { throw ModelError.invalidInput("forward: no chunks given") }
@@ -677,20 +716,63 @@ public final class MixtralDenseModel: Sendable {
             rowCount += chunk.count
         }
         let hiddenSize = c.hiddenSize
-        var hidden = [Float](repeating: 0, count: rowCount * hiddenSize)
-        hidden.withUnsafeMutableBufferPointer { destination in
-            var row = 0
-            for chunk in chunks {
-                for token in chunk {
-                    embedding.copyRow(Int(token), into: destination.baseAddress! + row * hiddenSize)
-                    row += 1
+        // Each micro-batch's residual stream, its rows embedded.
+        let groups = Self.microBatches(spans, count: microBatchCount)
+        var hiddens = groups.map { group -> [Float] in
+            var hidden = [Float](repeating: 0, count: group.rows.count * hiddenSize)
+            hidden.withUnsafeMutableBufferPointer { destination in
+                var row = 0
+                for chunk in chunks[group.chunks] {
+                    for token in chunk {
+                        embedding.copyRow(Int(token), into: destination.baseAddress! + row * hiddenSize)
+                        row += 1
+                    }
                 }
             }
+            return hidden
         }
-        for layer in layers {
-            try layer(&hidden, chunks: spans, caches: caches, experts: experts)
+        /// Micro-batch g through `layer` up to its experts, which it starts.
+        func begin(_ layer: MixtralDecoderLayer, _ g: Int) throws -> Pending {
+            let group = groups[g]
+            let local = spans[group.chunks].map { ChunkSpan(firstRow: $0.firstRow - group.rows.lowerBound, rowCount: $0.rowCount) }
+            let (normed, routing) = layer.attendAndRoute(
+                &hiddens[g], chunks: local, caches: UnsafeMutableBufferPointer(rebasing: caches[group.chunks]))
+            return try dispatch(LayerIndex(layer.index), group.rows, normed, routing)
+        }
+        var pending: [Pending] = []
+        pending.reserveCapacity(groups.count)
+        for g in groups.indices { pending.append(try begin(layers[0], g)) }
+        for (index, layer) in layers.enumerated() {
+            for g in groups.indices {
+                try layer.addExperts(try collect(pending[g]), to: &hiddens[g])
+                if index + 1 < layers.count { pending[g] = try begin(layers[index + 1], g) }
+            }
         }
         for (index, chunk) in chunks.enumerated() { caches[index].count += chunk.count }
-        return hidden
+        return hiddens.count == 1 ? hiddens[0] : Array(hiddens.joined())
+    }
+
+    /// Consecutive chunks in up to `count` groups of about equal rows (each at least one chunk).
+    static func microBatches(_ spans: [ChunkSpan], count: Int) -> [(chunks: Range<Int>, rows: Range<Int>)] {
+        let total = spans.last.map { $0.firstRow + $0.rowCount } ?? 0
+        let count = max(1, min(count, spans.count))
+        var groups: [(chunks: Range<Int>, rows: Range<Int>)] = []
+        var first = 0
+        for g in 0..<count {
+            var end = first + 1
+            if g == count - 1 {
+                end = spans.count
+            } else {
+                // Take chunks while this group's share of rows is not reached, leaving one chunk for each later group.
+                let target = total * (g + 1) / count
+                while end < spans.count - (count - 1 - g), spans[end - 1].firstRow + spans[end - 1].rowCount < target {
+                    end += 1
+                }
+            }
+            let rows = spans[first].firstRow..<(spans[end - 1].firstRow + spans[end - 1].rowCount)
+            groups.append((first..<end, rows))
+            first = end
+        }
+        return groups
     }
 }

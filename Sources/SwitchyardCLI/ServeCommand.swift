@@ -66,6 +66,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-step-tokens"), help: "Tokens fed through the model in one step (prefill chunks + one per decoding sequence).")
     var maxStepTokens: Int = 256
 
+    @Option(
+        name: .customLong("micro-batches"),
+        help: "Split each step's sequences into this many micro-batches whose layers interleave: the coordinator computes the attention of one while the workers compute the experts of another. Helps when the workers have cores of their own (other hosts); results do not depend on it.")
+    var microBatches: Int = 1
+
     @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before its requests fail.")
     var dispatchTimeout: Double = 60
 
@@ -90,7 +95,8 @@ struct Serve: AsyncParsableCommand {
         guard dispatchTimeout > 0 else { throw ValidationError("--dispatch-timeout must be positive") }
         _ = try httpAddress()
         for (name, value) in [("--max-running", maxRunning), ("--max-waiting", maxWaiting),
-                              ("--kv-cache-tokens", kvCacheTokens), ("--max-step-tokens", maxStepTokens)] where value < 1 {
+                              ("--kv-cache-tokens", kvCacheTokens), ("--max-step-tokens", maxStepTokens),
+                              ("--micro-batches", microBatches)] where value < 1 {
             throw ValidationError("\(name) is \(value), but must be at least 1")
         }
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
@@ -129,7 +135,7 @@ struct Serve: AsyncParsableCommand {
                 engine: engine, modelName: servedModelName ?? checkpoint.directory.lastPathComponent,
                 limits: SchedulerLimits(
                     maxRunningSequences: maxRunning, maxWaitingRequests: maxWaiting, kvCacheTokens: kvCacheTokens,
-                    maxTokensPerStep: maxStepTokens))
+                    maxTokensPerStep: maxStepTokens, microBatches: microBatches))
             let engineThread = try EngineThread.start(
                 scheduler: scheduler, checkpoint: checkpoint, logger: logger,
                 rebalancer: rebalanceInterval.map {

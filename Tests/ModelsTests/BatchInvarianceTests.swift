@@ -363,6 +363,76 @@ struct BatchedForwardTests {
         #expect(try greedy(split) == greedy(loaded.experts), "\(name) with \(storeCount) stores")
     }
 
+    @Test(
+        "forward(batch:) in 1 to 6 micro-batches gives the logits of one batch bitwise, splits whole sequences by rows, and starts each micro-batch's next layer before collecting the next micro-batch"
+    )
+    func microBatchesEqualOneBatch() throws {
+        let loaded = try LoadedModel(Fixtures.modelNames[0])
+        let model = loaded.model
+        let hiddenSize = model.configuration.hiddenSize, layerCount = model.configuration.layerCount
+        // 5 sequences of 1, 7, 4, 1 and 1 rows.
+        let chunks = Self.sequences.enumerated().map { loaded.tokens(sequence: $0.offset, count: $0.element.chunk) }
+        let starts = [0, 1, 8, 12, 13]
+        var caches = chunks.map { _ in model.makeCache(capacity: 16) }
+        let oneBatch = try model.forward(batch: chunks, caches: &caches, experts: loaded.experts)
+        for count in 1...6 {
+            caches = chunks.map { _ in model.makeCache(capacity: 16) }
+            var events: [String] = []
+            var groups: [Range<Int>] = []
+            let logits = try model.forward(
+                batch: chunks, caches: &caches, microBatchCount: count,
+                dispatch: { layer, rows, hidden, routing -> (layer: Int, group: Int, output: [Float]) in
+                    #expect(hidden.count == rows.count * hiddenSize && routing.tokenCount == rows.count)
+                    if layer.rawValue == 0 { groups.append(rows) }
+                    let group = groups.firstIndex(of: rows) ?? -1
+                    events.append("start \(layer.rawValue).\(group)")
+                    return (layer.rawValue, group, try loaded.experts(layer, hidden, routing))
+                },
+                collect: { pending in
+                    events.append("collect \(pending.layer).\(pending.group)")
+                    return pending.output
+                })
+            expectBitwiseEqual(logits, oneBatch, "\(count) micro-batches")
+            #expect(caches.map(\.count) == chunks.map(\.count))
+            // Whole sequences, consecutive, covering every row once.
+            let groupCount = min(count, chunks.count)
+            #expect(groups.count == groupCount)
+            #expect(groups.first?.lowerBound == 0 && groups.last?.upperBound == 14)
+            #expect(zip(groups, groups.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+            #expect(groups.allSatisfy { starts.contains($0.lowerBound) && !$0.isEmpty })
+            // Two micro-batches split the 14 rows as 8 + 6: the first two sequences, then the other three.
+            if count == 2 { #expect(groups == [0..<8, 8..<14]) }
+            var expected = (0..<groupCount).map { "start 0.\($0)" }
+            for layer in 0..<layerCount {
+                for group in 0..<groupCount {
+                    expected.append("collect \(layer).\(group)")
+                    if layer + 1 < layerCount { expected.append("start \(layer + 1).\(group)") }
+                }
+            }
+            #expect(events == expected, "\(count) micro-batches")
+        }
+
+        // A failure at a later layer's collect leaves every cache as it was; 0 micro-batches is refused.
+        caches = chunks.map { _ in model.makeCache(capacity: 16) }
+        struct Refused: Error {}
+        #expect(throws: Refused.self) {
+            _ = try model.forward(
+                batch: chunks, caches: &caches, microBatchCount: 2,
+                dispatch: { layer, _, hidden, routing in (layer, try loaded.experts(layer, hidden, routing)) },
+                collect: { pending in
+                    if pending.0.rawValue == layerCount - 1 { throw Refused() }
+                    return pending.1
+                })
+        }
+        #expect(caches.map(\.count) == [0, 0, 0, 0, 0])
+        #expect(
+            modelError {
+                _ = try model.forward(
+                    batch: chunks, caches: &caches, microBatchCount: 0, dispatch: { _, _, _, _ in 0 },
+                    collect: { _ in [] })
+            } == .invalidInput("forward: 0 micro-batches; at least 1 is needed"))
+    }
+
     @Test("forward(batch:) rejects mismatched caches and empty chunks, and changes no cache when experts throw")
     func batchErrors() throws {
         let loaded = try LoadedModel(Fixtures.modelNames[0])

@@ -12,7 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import API_KEY, post
+from conftest import API_KEY, BIN, Cluster, post
 
 
 def client(cluster, key="unused"):
@@ -86,6 +86,25 @@ def test_32_concurrent_requests_equal_solo(cluster):
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
         together = list(pool.map(lambda prompt: greedy(cluster, prompt, 16)[0], prompts))
     assert together == solo
+
+
+def test_micro_batches_give_the_tokens_of_one_batch(cluster, model):
+    # 3 micro-batches: the coordinator's layers for one interleave with the workers' experts of another.
+    prompts = [f"Request number {i}: the experts say" for i in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+        one_batch = list(pool.map(lambda prompt: greedy(cluster, prompt, 16)[0], prompts))
+    split = Cluster(model, extra=("--micro-batches", "3"))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+            together = list(pool.map(lambda prompt: greedy(split, prompt, 16)[0], prompts))
+        status, _ = post(split.base, "/v1/completions", {"model": "switchyard", "prompt": "x", "max_tokens": 1})
+        assert status == 200
+    finally:
+        split.stop()
+    assert together == one_batch
+    bad = subprocess.run([BIN, "serve", "--model", model, "--micro-batches", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--micro-batches is 0, but must be at least 1" in bad.stderr
 
 
 def test_curl_completion_and_stream(cluster):
