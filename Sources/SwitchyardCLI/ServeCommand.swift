@@ -99,6 +99,10 @@ struct Serve: AsyncParsableCommand {
                               ("--micro-batches", microBatches)] where value < 1 {
             throw ValidationError("\(name) is \(value), but must be at least 1")
         }
+        if microBatches > 1 && workers == 0 && placement == nil && placementJSON == nil {
+            throw ValidationError(
+                "--micro-batches \(microBatches) needs workers (--workers N, --placement or --placement-json): with the experts in-process there is nothing to overlap")
+        }
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
         if placement != nil && placementJSON != nil { throw ValidationError("give --placement or --placement-json, not both") }
         if let rebalanceInterval, !(rebalanceInterval > 0 && rebalanceInterval.isFinite) {

@@ -105,6 +105,9 @@ def test_micro_batches_give_the_tokens_of_one_batch(cluster, model):
     bad = subprocess.run([BIN, "serve", "--model", model, "--micro-batches", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--micro-batches is 0, but must be at least 1" in bad.stderr
+    alone = subprocess.run([BIN, "serve", "--model", model, "--workers", "0", "--micro-batches", "2"],
+                           capture_output=True, text=True, timeout=60)
+    assert alone.returncode != 0 and "--micro-batches 2 needs workers" in alone.stderr
 
 
 def test_curl_completion_and_stream(cluster):
