@@ -400,16 +400,26 @@ public final class ClusterCoordinator: ExpertExecutor {
     /// Waits for the COMBINEs of a dispatch (taking those of other dispatches in flight as they
     /// come) and returns their combined output.
     public func collectExperts(_ dispatch: ExpertDispatch) throws(GenerationError) -> [Float] {
-        guard case .sent(let raw) = dispatch, inFlight[StepIndex(raw)] != nil else {
-            if case .computed(let output) = dispatch { return output }
-            throw .expertsFailed("collecting experts that were not dispatched (or were dropped after a failure)")
+        switch dispatch {
+        case .computed(let output):
+            return output
+        case .sent(let raw):
+            guard inFlight[StepIndex(raw)] != nil else {
+                throw .expertsFailed("collecting experts that were not dispatched (or were dropped after a failure)")
+            }
+            do throws(GenerationError) {
+                return try collect(StepIndex(raw))
+            } catch {
+                inFlight.removeAll()
+                throw error
+            }
         }
-        do throws(GenerationError) {
-            return try collect(StepIndex(raw))
-        } catch {
-            inFlight.removeAll()
-            throw error
-        }
+    }
+
+    /// Whether the dispatch of `step` is in flight and still waits for worker slot `slot`'s reply.
+    private func awaits(_ step: StepIndex, from slot: Int) -> Bool {
+        guard let flight = inFlight[step] else { return false }
+        return flight.outstanding[slot] != nil && flight.partials[slot] == nil
     }
 
     private func collect(_ step: StepIndex) throws(GenerationError) -> [Float] {
@@ -428,7 +438,7 @@ public final class ClusterCoordinator: ExpertExecutor {
             guard let (peer, frames) = receive(timeout: remaining, spin: Self.replySpin) else { continue }
             // A reply only counts from a worker that some dispatch in flight still waits for.
             guard let slotIndex = slots.firstIndex(where: { $0?.peer == peer }),
-                inFlight.values.contains(where: { $0.outstanding[slotIndex] != nil && $0.partials[slotIndex] == nil })
+                inFlight.keys.contains(where: { awaits($0, from: slotIndex) })
             else {
                 handle(frames: frames, from: peer)
                 continue
@@ -441,9 +451,7 @@ public final class ClusterCoordinator: ExpertExecutor {
                 continue
             }
             switch message {
-            case .combine(let combine)
-            where combine.requestID == currentRequestID && inFlight[combine.step]?.outstanding[slotIndex] != nil
-                && inFlight[combine.step]?.partials[slotIndex] == nil:
+            case .combine(let combine) where combine.requestID == currentRequestID && awaits(combine.step, from: slotIndex):
                 let answered = inFlight[combine.step]!
                 let batch = answered.outstanding[slotIndex]!
                 guard combine.layer == answered.layer, combine.outputs.rowCount == batch.rowCount,
