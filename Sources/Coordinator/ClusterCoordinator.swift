@@ -107,6 +107,9 @@ public final class ClusterCoordinator: ExpertExecutor {
     }
     /// Dispatches in flight, by step (several when a step runs in micro-batches).
     private var inFlight: [StepIndex: InFlight] = [:]
+    /// The most dispatches in flight at once so far (the micro-batches of a step): a step then
+    /// holds up to layers × workers × this many observations.
+    private var mostInFlight = 1
     private var nextWorkerID: UInt32 = 0
     /// Dispatches measured since the engine loop last took them (`takeDispatchObservations`).
     /// The scheduler takes them after every step; `generate` (one request, no scheduler) does not,
@@ -394,6 +397,7 @@ public final class ClusterCoordinator: ExpertExecutor {
             throw error
         }
         inFlight[step] = flight
+        mostInFlight = max(mostInFlight, inFlight.count)
         return .sent(step: step.rawValue)
     }
 
@@ -464,8 +468,8 @@ public final class ClusterCoordinator: ExpertExecutor {
                 inFlight[combine.step]!.partials[slotIndex] = combine.outputs.floats()
                 let sent = answered.sent[slotIndex]!
                 let roundTrip = (clock.now - sent.at).components
-                // One step holds at most layers × workers dispatches a micro-batch; more means nobody takes them.
-                if observations.count >= 16 * configuration.layerCount * placement.workerCount {
+                // One step holds at most layers × workers dispatches per micro-batch; more means nobody takes them.
+                if observations.count >= 4 * configuration.layerCount * placement.workerCount * mostInFlight {
                     observations.removeAll(keepingCapacity: true)
                 }
                 observations.append(WorkerDispatchObservation(
