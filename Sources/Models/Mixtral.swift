@@ -731,13 +731,15 @@ public final class MixtralDenseModel: Sendable {
             }
             return hidden
         }
+        // Each micro-batch's chunks, numbered from its own first row.
+        let groupSpans = groups.map { group in
+            spans[group.chunks].map { ChunkSpan(firstRow: $0.firstRow - group.rows.lowerBound, rowCount: $0.rowCount) }
+        }
         /// Micro-batch g through `layer` up to its experts, which it starts.
         func begin(_ layer: MixtralDecoderLayer, _ g: Int) throws -> Pending {
-            let group = groups[g]
-            let local = spans[group.chunks].map { ChunkSpan(firstRow: $0.firstRow - group.rows.lowerBound, rowCount: $0.rowCount) }
             let (normed, routing) = layer.attendAndRoute(
-                &hiddens[g], chunks: local, caches: UnsafeMutableBufferPointer(rebasing: caches[group.chunks]))
-            return try dispatch(LayerIndex(layer.index), group.rows, normed, routing)
+                &hiddens[g], chunks: groupSpans[g], caches: UnsafeMutableBufferPointer(rebasing: caches[groups[g].chunks]))
+            return try dispatch(LayerIndex(layer.index), groups[g].rows, normed, routing)
         }
         var pending: [Pending] = []
         pending.reserveCapacity(groups.count)
