@@ -86,16 +86,18 @@ public struct WorkerSpec: Sendable, Equatable {
     public var options: [String]
 }
 
-/// The shape of the model's MoE layers, to check expert ids against.
-public struct ModelShape: Sendable, Equatable {
-    /// MoE layers (num_hidden_layers).
-    public var layerCount: Int
-    /// Experts per layer (num_local_experts).
-    public var expertCount: Int
+/// The experts of the model's layers, to check expert ids against.
+public struct ExpertLayout: Sendable, Equatable {
+    /// Experts per decoder layer: 0 for a dense layer.
+    public var expertCounts: [Int]
+    /// Decoder layers (num_hidden_layers).
+    public var layerCount: Int { expertCounts.count }
+    /// A model whose `layerCount` layers all have `expertCount` experts.
     public init(layerCount: Int, expertCount: Int) {
-        self.layerCount = layerCount
-        self.expertCount = expertCount
+        expertCounts = Array(repeating: expertCount, count: layerCount)
     }
+    /// A model whose layer l has `expertCounts[l]` experts (0: a dense layer).
+    public init(expertCounts: [Int]) { self.expertCounts = expertCounts }
 }
 
 /// A validated cluster file.
@@ -106,7 +108,7 @@ public struct ClusterFile: Sendable, Equatable {
     public var workers: [WorkerSpec]
 
     /// Reads and validates a cluster file. With `model`, expert ids are checked against it too.
-    public static func load(from url: URL, model: ModelShape? = nil) throws(ClusterFileError) -> ClusterFile {
+    public static func load(from url: URL, model: ExpertLayout? = nil) throws(ClusterFileError) -> ClusterFile {
         let text: String
         do { text = try String(contentsOf: url, encoding: .utf8) } catch {
             throw ClusterFileError("\(url.path): cannot read the cluster file (\(error.localizedDescription))")
@@ -115,7 +117,7 @@ public struct ClusterFile: Sendable, Equatable {
     }
 
     /// Parses and validates the text of a cluster file; `source` names it in errors.
-    public static func parse(_ text: String, source: String, model: ModelShape? = nil) throws(ClusterFileError) -> ClusterFile {
+    public static func parse(_ text: String, source: String, model: ExpertLayout? = nil) throws(ClusterFileError) -> ClusterFile {
         let root: Node
         do {
             guard let node = try Yams.compose(yaml: text) else {
@@ -214,7 +216,7 @@ private struct Reader {
         return result
     }
 
-    mutating func read(_ root: Node, model: ModelShape?) throws(ClusterFileError) -> ClusterFile {
+    mutating func read(_ root: Node, model: ExpertLayout?) throws(ClusterFileError) -> ClusterFile {
         let top = try mapping(root, "the cluster file", allowed: ["model", "switchyard", "hosts", "coordinator", "workers"])
         let defaultModel = try top["model"].map { entry throws(ClusterFileError) in try string(entry.value, "model") }
         let defaultBinary = try top["switchyard"].map { entry throws(ClusterFileError) in try string(entry.value, "switchyard") } ?? "switchyard"
@@ -329,8 +331,12 @@ private struct Reader {
                         guard layer < model.layerCount else {
                             throw fail(layerNode, "\(pairPath): layer \(layer) does not exist; the model's layers are 0...\(model.layerCount - 1)")
                         }
-                        guard expert < model.expertCount else {
-                            throw fail(expertNode, "\(pairPath): expert \(expert) does not exist; the model's experts are 0...\(model.expertCount - 1)")
+                        let expertCount = model.expertCounts[layer]
+                        guard expertCount > 0 else {
+                            throw fail(layerNode, "\(pairPath): layer \(layer) is a dense layer; it has no experts to place")
+                        }
+                        guard expert < expertCount else {
+                            throw fail(expertNode, "\(pairPath): expert \(expert) does not exist; the model's experts are 0...\(expertCount - 1)")
                         }
                     }
                     if let previous = placedBy[[layer, expert]] {
@@ -352,7 +358,7 @@ private struct Reader {
         if let model, workers.allSatisfy({ $0.experts != nil }) {
             var missing: [String] = []
             for layer in 0..<model.layerCount {
-                for expert in 0..<model.expertCount where placedBy[[layer, expert]] == nil {
+                for expert in 0..<model.expertCounts[layer] where placedBy[[layer, expert]] == nil {
                     missing.append("layer \(layer) expert \(expert)")
                 }
             }

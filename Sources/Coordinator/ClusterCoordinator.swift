@@ -80,7 +80,7 @@ public final class ClusterCoordinator: ExpertExecutor {
     private var pending: PendingPlacement?
     private var nextTicket: UInt64 = 0
     private var placementOutcomes: [PlacementTicket: PlacementOutcome] = [:]
-    let configuration: MixtralConfiguration
+    let shape: ModelShape
     let fingerprint: String
     let modelPath: String
     let options: CoordinatorOptions
@@ -119,23 +119,21 @@ public final class ClusterCoordinator: ExpertExecutor {
     /// Binds the worker socket.
     /// - Throws: `PlacementError` for a bad placement, `TransportError` when the address cannot be bound.
     public init(checkpoint: Checkpoint, options: CoordinatorOptions, logger: Logger) throws {
-        let configuration = checkpoint.configuration
+        let shape = checkpoint.shape
         if let file = options.placementFile {
-            placement = try Placement.load(
-                from: file, layerCount: configuration.layerCount, expertCount: configuration.expertCount)
+            placement = try Placement.load(from: file, expertCounts: shape.expertCounts)
             namedSlots = true
         } else if let json = options.placementJSON {
             placement = try Placement.load(
-                json: Data(json.utf8), source: "--placement-json", layerCount: configuration.layerCount,
-                expertCount: configuration.expertCount)
+                json: Data(json.utf8), source: "--placement-json", expertCounts: shape.expertCounts)
             namedSlots = true
         } else {
             placement = try Placement.even(
-                layerCount: configuration.layerCount, expertCount: configuration.expertCount,
+                expertCounts: shape.expertCounts,
                 workerNames: options.workerNames ?? (0..<options.workerCount).map { "slot\($0)" })
             namedSlots = options.workerNames != nil
         }
-        self.configuration = configuration
+        self.shape = shape
         self.fingerprint = checkpoint.fingerprint
         self.modelPath = checkpoint.directory.path
         self.options = options
@@ -210,10 +208,10 @@ public final class ClusterCoordinator: ExpertExecutor {
     /// experts they no longer hold. A placement staged before and not yet applied is superseded.
     /// - Throws: `PlacementError` when the placement names other workers or does not fit the model.
     public func stagePlacement(_ newPlacement: Placement) throws(PlacementError) -> PlacementTicket {
-        guard newPlacement.layerCount == placement.layerCount, newPlacement.expertCount == placement.expertCount else {
+        guard newPlacement.expertCounts == placement.expertCounts else {
             throw PlacementError(
-                "the placement has \(newPlacement.layerCount) layers × \(newPlacement.expertCount) experts, "
-                    + "but the model has \(placement.layerCount) × \(placement.expertCount)")
+                "the placement has \(newPlacement.layerCount) layers with experts per layer \(newPlacement.expertCounts), "
+                    + "but the model has \(placement.layerCount) with \(placement.expertCounts)")
         }
         let reordered = try newPlacement.reordered(as: placement.workerNames)
         if let superseded = pending {
@@ -366,7 +364,7 @@ public final class ClusterCoordinator: ExpertExecutor {
     ) throws(GenerationError) -> ExpertDispatch {
         nextStep += 1
         let step = StepIndex(nextStep)
-        let hiddenSize = configuration.hiddenSize
+        let hiddenSize = shape.hiddenSize
         var flight = InFlight(
             layer: layer, plan: DispatchPlan(routing: routing, layer: layer, placement: placement),
             tokenCount: routing.tokenCount)
@@ -427,7 +425,7 @@ public final class ClusterCoordinator: ExpertExecutor {
     }
 
     private func collect(_ step: StepIndex) throws(GenerationError) -> [Float] {
-        let hiddenSize = configuration.hiddenSize
+        let hiddenSize = shape.hiddenSize
         let clock = ContinuousClock()
         let deadline = clock.now + options.dispatchTimeout
         while let flight = inFlight[step], flight.partials.count < flight.outstanding.count {
@@ -469,7 +467,7 @@ public final class ClusterCoordinator: ExpertExecutor {
                 let sent = answered.sent[slotIndex]!
                 let roundTrip = (clock.now - sent.at).components
                 // One step holds at most layers × workers dispatches per micro-batch; more means nobody takes them.
-                if observations.count >= 4 * configuration.layerCount * placement.workerCount * mostInFlight {
+                if observations.count >= 4 * shape.layerCount * placement.workerCount * mostInFlight {
                     observations.removeAll(keepingCapacity: true)
                 }
                 observations.append(WorkerDispatchObservation(

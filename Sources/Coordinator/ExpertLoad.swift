@@ -13,13 +13,18 @@ public enum GenerationPhase: String, Sendable, Codable {
 /// Tokens routed per (layer, expert), separately for prefill and decode. A token counts once at
 /// each of its top-k experts. Pure value type.
 public struct ExpertLoad: Sendable, Equatable, Codable {
-    /// `prefill[layer][expert]`: prompt tokens routed to the expert.
+    /// `prefill[layer][expert]`: prompt tokens routed to the expert (empty for a dense layer).
     public private(set) var prefill: [[Int]]
     /// `decode[layer][expert]`: tokens fed through decode steps routed to the expert.
     public private(set) var decode: [[Int]]
 
     public init(layerCount: Int, expertCount: Int) {
-        let zeros = Array(repeating: Array(repeating: 0, count: expertCount), count: layerCount)
+        self.init(expertCounts: Array(repeating: expertCount, count: layerCount))
+    }
+
+    /// Zero counts for a model whose layer l has `expertCounts[l]` experts (a dense layer's row is empty).
+    public init(expertCounts: [Int]) {
+        let zeros = expertCounts.map { Array(repeating: 0, count: $0) }
         prefill = zeros
         decode = zeros
     }

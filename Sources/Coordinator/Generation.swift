@@ -235,10 +235,10 @@ public struct GenerationResult: Sendable, Equatable, Codable {
 
 /// Runs requests against the dense model, calling an executor for the experts.
 public struct GenerationEngine: Sendable {
-    public let model: MixtralDenseModel
+    public let model: DecoderStack
     public let tokenizer: Tokenizer
 
-    public init(model: MixtralDenseModel, tokenizer: Tokenizer) {
+    public init(model: DecoderStack, tokenizer: Tokenizer) {
         self.model = model
         self.tokenizer = tokenizer
     }
@@ -251,7 +251,7 @@ public struct GenerationEngine: Sendable {
         case .tokenIDs(let given): ids = given
         }
         guard !ids.isEmpty else { throw .invalidRequest(field: "prompt", "the prompt is empty; give at least one token") }
-        let vocabularySize = model.configuration.vocabularySize
+        let vocabularySize = model.shape.vocabularySize
         if let bad = ids.firstIndex(where: { $0 < 0 || Int($0) >= vocabularySize }) {
             throw .invalidRequest(
                 field: "prompt", "prompt token \(bad) is \(ids[bad]), but token ids must be in 0..<\(vocabularySize)")
@@ -270,7 +270,7 @@ public struct GenerationEngine: Sendable {
             throw .invalidRequest(field: "logprobs", "logprobs is \(request.logprobs), but must be between 0 and 20")
         }
         let promptIDs = try promptTokenIDs(for: request.prompt)
-        let contextLength = model.configuration.maxPositionEmbeddings
+        let contextLength = model.shape.maxPositionEmbeddings
         guard promptIDs.count + request.maxTokens <= contextLength else {
             throw .invalidRequest(
                 field: "max_tokens", "prompt (\(promptIDs.count) tokens) + max_tokens (\(request.maxTokens)) is "
@@ -281,7 +281,7 @@ public struct GenerationEngine: Sendable {
 
     /// The end-of-sequence token ids: config.json's, and the tokenizer's.
     public var endOfSequenceTokenIDs: Set<Int32> {
-        Set(model.configuration.eosTokenIDs.map(Int32.init)).union(tokenizer.eosTokenID.map { [$0] } ?? [])
+        Set(model.shape.eosTokenIDs.map(Int32.init)).union(tokenizer.eosTokenID.map { [$0] } ?? [])
     }
 
     /// Generates one request to completion.
@@ -290,10 +290,10 @@ public struct GenerationEngine: Sendable {
         _ request: GenerationRequest, experts: inout some ExpertExecutor, onText: ((String) -> Void)? = nil
     ) throws(GenerationError) -> GenerationResult {
         let promptIDs = try checkedPromptTokenIDs(for: request)
-        let configuration = model.configuration
+        let configuration = model.shape
         let eosIDs = endOfSequenceTokenIDs
 
-        var load = ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount)
+        var load = ExpertLoad(expertCounts: configuration.expertCounts)
         var sampler = Sampler(request.sampling)
         var cache = model.makeCache(capacity: promptIDs.count + request.maxTokens)
         var decoder = tokenizer.makeStreamingDecoder(skipSpecialTokens: true)

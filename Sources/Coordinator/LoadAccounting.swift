@@ -192,7 +192,12 @@ public struct LoadTotals: Sendable, Equatable {
     public var workers: [String: [WorkerLayerLoad]] = [:]
 
     public init(layerCount: Int, expertCount: Int) {
-        tokensPerExpert = Array(repeating: Array(repeating: 0, count: expertCount), count: layerCount)
+        self.init(expertCounts: Array(repeating: expertCount, count: layerCount))
+    }
+
+    /// Zero totals for a model whose layer l has `expertCounts[l]` experts (a dense layer's row is empty).
+    public init(expertCounts: [Int]) {
+        tokensPerExpert = expertCounts.map { Array(repeating: 0, count: $0) }
     }
 
     mutating func add(_ step: StepLoad) {
@@ -252,12 +257,17 @@ public struct LoadPeriodReport: Sendable, Equatable, Codable {
     public var prefillTokenCount: Int
     /// Decode tokens fed.
     public var decodeTokenCount: Int
-    /// `[layer][expert]`: tokens routed; a token counts once at each of its top-k experts.
+    /// `[layer][expert]`: tokens routed; a token counts once at each of its top-k experts. Every
+    /// decoder layer has a row; a dense layer's is empty.
     public var tokensPerExpert: [[Int]]
-    /// `[layer]`: mean ÷ max over the layer's experts.
+    /// The MoE layers (their real layer numbers): what `balancedness`, `workerBalancedness` and
+    /// `layers` are indexed by.
+    public var moeLayers: [Int]
+    /// Per MoE layer (in `moeLayers` order): mean ÷ max over the layer's experts.
     public var balancedness: [Double]
-    /// `[layer]`: mean ÷ max over the workers' (token, expert) rows; empty without workers.
+    /// Per MoE layer: mean ÷ max over the workers' (token, expert) rows; empty without workers.
     public var workerBalancedness: [Double]
+    /// Per MoE layer, labelled with its real layer number.
     public var layers: [Layer]
     /// In the order the workers were first seen (placement order).
     public var workers: [Worker]
@@ -279,7 +289,8 @@ public struct LoadPeriodReport: Sendable, Equatable, Codable {
             return Worker(name: name, layers: layers, total: total)
         }
         let workerList = workers
-        layers = (0..<layerCount).map { layer in
+        moeLayers = (0..<layerCount).filter { !totals.tokensPerExpert[$0].isEmpty }
+        layers = moeLayers.map { layer in
             Layer(
                 layer: layer, experts: LoadStatistics(totals.tokensPerExpert[layer]),
                 workers: workerList.isEmpty ? nil : LoadStatistics(workerList.map { $0.layers[layer].expertRowCount }))
@@ -293,6 +304,7 @@ public struct LoadPeriodReport: Sendable, Equatable, Codable {
         case prefillTokenCount = "prefill_tokens"
         case decodeTokenCount = "decode_tokens"
         case tokensPerExpert = "tokens_per_expert"
+        case moeLayers = "moe_layers"
         case balancedness
         case workerBalancedness = "worker_balancedness"
         case layers
@@ -421,8 +433,10 @@ public struct ExpertLoadAccounting: Sendable {
     public let windowRetentionSeconds: Int
     /// Recorded (step × layer × expert) counts at most, which bounds the recording's size.
     public let recordingCellLimit: Int
-    public let layerCount: Int
-    public let expertCount: Int
+    /// Experts per layer (0 for a dense layer).
+    public let expertCounts: [Int]
+    public var layerCount: Int { expertCounts.count }
+    public var expertCount: Int { expertCounts.max() ?? 0 }
     /// Workers in the order they were registered or first seen.
     public private(set) var workerNames: [String] = []
     /// Since the start.
@@ -448,16 +462,24 @@ public struct ExpertLoadAccounting: Sendable {
     ///     limit is this ÷ (layers × experts), at least 1.
     public init(layerCount: Int, expertCount: Int, windowRetention: Duration = .seconds(600), recordingCellLimit: Int = 1_000_000) {
         precondition(layerCount >= 0 && expertCount >= 0, "accounting needs non-negative layer and expert counts")
-        self.layerCount = layerCount
-        self.expertCount = expertCount
+        self.init(
+            expertCounts: Array(repeating: expertCount, count: layerCount), windowRetention: windowRetention,
+            recordingCellLimit: recordingCellLimit)
+    }
+
+    /// Accounting for a model whose layer l has `expertCounts[l]` experts (0: a dense layer).
+    public init(expertCounts: [Int], windowRetention: Duration = .seconds(600), recordingCellLimit: Int = 1_000_000) {
+        precondition(expertCounts.allSatisfy { $0 >= 0 }, "accounting needs non-negative expert counts")
+        self.expertCounts = expertCounts
         windowRetentionSeconds = max(1, Int(windowRetention.components.seconds))
         self.recordingCellLimit = recordingCellLimit
-        whole = LoadTotals(layerCount: layerCount, expertCount: expertCount)
+        whole = LoadTotals(expertCounts: expertCounts)
+        let cells = expertCounts.reduce(0, +)
         recording = ExpertLoadRecording(
             isRecording: false, startedSeconds: nil, stoppedSeconds: nil,
-            stepLimit: max(1, recordingCellLimit / max(1, layerCount * expertCount)), droppedStepCount: 0,
-            layerCount: layerCount, expertCount: expertCount, steps: [],
-            tokensPerExpert: Array(repeating: Array(repeating: 0, count: expertCount), count: layerCount))
+            stepLimit: max(1, recordingCellLimit / max(1, cells)), droppedStepCount: 0,
+            layerCount: expertCounts.count, expertCount: expertCounts.max() ?? 0, steps: [],
+            tokensPerExpert: expertCounts.map { Array(repeating: 0, count: $0) })
     }
 
     /// Adds workers (placement order) so they are reported, with zero load, before they compute anything.
@@ -468,8 +490,8 @@ public struct ExpertLoadAccounting: Sendable {
     /// Counts one finished step that ended `time` after the start.
     public mutating func record(_ step: StepLoad, at time: Duration) {
         precondition(
-            step.tokensPerExpert.count == layerCount && step.tokensPerExpert.allSatisfy { $0.count == expertCount },
-            "a step's tokensPerExpert must be [\(layerCount)][\(expertCount)]")
+            step.tokensPerExpert.map(\.count) == expertCounts,
+            "a step's tokensPerExpert must have \(expertCounts) experts per layer")
         precondition(
             step.dispatches.allSatisfy { (0..<layerCount).contains($0.layer.rawValue) },
             "a dispatch's layer must be below \(layerCount)")
@@ -486,7 +508,7 @@ public struct ExpertLoadAccounting: Sendable {
         if let last = buckets.last, last.second == second {
             buckets[buckets.count - 1].totals.add(step)
         } else {
-            var totals = LoadTotals(layerCount: layerCount, expertCount: expertCount)
+            var totals = LoadTotals(expertCounts: expertCounts)
             totals.add(step)
             buckets.append((second, totals))
         }
@@ -512,7 +534,7 @@ public struct ExpertLoadAccounting: Sendable {
     /// (the current second included).
     public func windowTotals(windowSeconds: Int, at time: Duration) -> LoadTotals {
         let now = Self.second(of: time)
-        var totals = LoadTotals(layerCount: layerCount, expertCount: expertCount)
+        var totals = LoadTotals(expertCounts: expertCounts)
         for bucket in buckets.reversed() {
             guard bucket.second > now - windowSeconds else { break }
             if bucket.second <= now { totals.add(bucket.totals) }
@@ -577,7 +599,7 @@ public struct ExpertLoadAccounting: Sendable {
         recording.stoppedSeconds = nil
         recording.steps = []
         recording.droppedStepCount = 0
-        recording.tokensPerExpert = Array(repeating: Array(repeating: 0, count: expertCount), count: layerCount)
+        recording.tokensPerExpert = expertCounts.map { Array(repeating: 0, count: $0) }
     }
 
     /// Stops the recording at `time`; what was recorded stays readable. Stopping when not

@@ -21,18 +21,17 @@ public struct Placement: Sendable, Equatable {
 
     public var workerCount: Int { workerNames.count }
     public var layerCount: Int { holders.count }
-    public var expertCount: Int { holders.first?.count ?? 0 }
+    public var expertCount: Int { holders.map(\.count).max() ?? 0 }
+
+    /// Experts per layer: 0 for a dense layer (it holds no experts).
+    public var expertCounts: [Int] { holders.map(\.count) }
 
     /// A placement from explicit holder lists.
     /// - Throws: `PlacementError` when a list is empty, names a slot outside `workerNames`, or
     ///   names a slot twice, or when the layers do not all have the same expert count.
     public init(workerNames: [String], holders: [[[Int]]]) throws(PlacementError) {
         try Self.checkUniqueNames(workerNames)
-        let expertCount = holders.first?.count ?? 0
         for (layer, experts) in holders.enumerated() {
-            guard experts.count == expertCount else {
-                throw PlacementError("layer \(layer) has \(experts.count) experts, but layer 0 has \(expertCount)")
-            }
             for (expert, slots) in experts.enumerated() {
                 guard !slots.isEmpty else { throw PlacementError("layer \(layer) expert \(expert) has no worker") }
                 guard slots.allSatisfy({ (0..<workerNames.count).contains($0) }) else {
@@ -89,6 +88,12 @@ public struct Placement: Sendable, Equatable {
     public static func even(
         layerCount: Int, expertCount: Int, workerNames: [String]
     ) throws(PlacementError) -> Placement {
+        try even(expertCounts: Array(repeating: expertCount, count: layerCount), workerNames: workerNames)
+    }
+
+    /// An even placement of a model whose layer l has `expertCounts[l]` experts (0: a dense layer).
+    public static func even(expertCounts: [Int], workerNames: [String]) throws(PlacementError) -> Placement {
+        let expertCount = expertCounts.filter { $0 > 0 }.min() ?? 0
         guard !workerNames.isEmpty else { throw PlacementError("a placement needs at least one worker") }
         guard workerNames.count <= expertCount else {
             throw PlacementError(
@@ -96,8 +101,10 @@ public struct Placement: Sendable, Equatable {
                     + "every worker must hold at least one expert (use at most \(expertCount) workers)")
         }
         try checkUniqueNames(workerNames)
-        let row = evenOwners(expertCount: expertCount, workerCount: workerNames.count).map { [$0] }
-        return Placement(validatedNames: workerNames, holders: Array(repeating: row, count: layerCount))
+        let holders = expertCounts.map { count in
+            count == 0 ? [] : evenOwners(expertCount: count, workerCount: workerNames.count).map { [$0] }
+        }
+        return Placement(validatedNames: workerNames, holders: holders)
     }
 
     /// Reads a placement file: `{"workers": [{"name": "w0", "experts": [[layer, expert], ...]}, ...]}`.
@@ -108,18 +115,28 @@ public struct Placement: Sendable, Equatable {
     public static func load(
         from url: URL, layerCount: Int, expertCount: Int
     ) throws -> Placement {
+        try load(from: url, expertCounts: Array(repeating: expertCount, count: layerCount))
+    }
+
+    /// Reads a placement file for a model whose layer l has `expertCounts[l]` experts (0: dense).
+    public static func load(from url: URL, expertCounts: [Int]) throws -> Placement {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw PlacementError("\(url.path): cannot read placement file (\(error.localizedDescription))")
         }
-        return try decode(data, source: url.lastPathComponent, layerCount: layerCount, expertCount: expertCount)
+        return try decode(data, source: url.lastPathComponent, expertCounts: expertCounts)
     }
 
     /// Reads a placement from the JSON text of a placement file; `source` names it in errors.
     public static func load(
         json data: Data, source: String, layerCount: Int, expertCount: Int
     ) throws(PlacementError) -> Placement {
-        try decode(data, source: source, layerCount: layerCount, expertCount: expertCount)
+        try decode(data, source: source, expertCounts: Array(repeating: expertCount, count: layerCount))
+    }
+
+    /// Placement-file JSON for a model whose layer l has `expertCounts[l]` experts (0: dense).
+    public static func load(json data: Data, source: String, expertCounts: [Int]) throws(PlacementError) -> Placement {
+        try decode(data, source: source, expertCounts: expertCounts)
     }
 
     /// Parses placement JSON (the placement file's shape) from untrusted bytes.
@@ -128,22 +145,34 @@ public struct Placement: Sendable, Equatable {
     public static func decode(
         _ data: Data, source: String, layerCount: Int, expertCount: Int
     ) throws(PlacementError) -> Placement {
+        try decode(data, source: source, expertCounts: Array(repeating: expertCount, count: layerCount))
+    }
+
+    /// Decodes placement-file JSON for a model whose layer l has `expertCounts[l]` experts (0: dense).
+    public static func decode(_ data: Data, source: String, expertCounts: [Int]) throws(PlacementError) -> Placement {
         let file: PlacementFile
         do { file = try JSONDecoder().decode(PlacementFile.self, from: data) } catch {
             throw PlacementError(
                 "\(source): not a placement file; expected {\"workers\": [{\"name\": \"w0\", \"experts\": [[layer, expert], ...]}]} (\(error))"
             )
         }
-        return try make(file: file, source: source, layerCount: layerCount, expertCount: expertCount)
+        return try make(file: file, source: source, expertCounts: expertCounts)
     }
 
     static func make(
         file: PlacementFile, source: String, layerCount: Int, expertCount: Int
     ) throws(PlacementError) -> Placement {
+        try make(file: file, source: source, expertCounts: Array(repeating: expertCount, count: layerCount))
+    }
+
+    static func make(
+        file: PlacementFile, source: String, expertCounts: [Int]
+    ) throws(PlacementError) -> Placement {
+        let layerCount = expertCounts.count
         let names = file.workers.map(\.name)
         guard !names.isEmpty else { throw PlacementError("\(source): workers is empty; list at least one worker") }
         try checkUniqueNames(names, source: source)
-        var holders = Array(repeating: Array(repeating: [Int](), count: expertCount), count: layerCount)
+        var holders = expertCounts.map { Array(repeating: [Int](), count: $0) }
         for (slot, worker) in file.workers.enumerated() {
             for (index, pair) in worker.experts.enumerated() {
                 let field = "\(source): workers[\(slot)] (\(worker.name)).experts[\(index)]"
@@ -153,6 +182,10 @@ public struct Placement: Sendable, Equatable {
                 let (layer, expert) = (pair[0], pair[1])
                 guard (0..<layerCount).contains(layer) else {
                     throw PlacementError("\(field): layer \(layer) does not exist; valid layers are 0...\(layerCount - 1)")
+                }
+                let expertCount = expertCounts[layer]
+                guard expertCount > 0 else {
+                    throw PlacementError("\(field): layer \(layer) is a dense layer; it has no experts to place")
                 }
                 guard (0..<expertCount).contains(expert) else {
                     throw PlacementError(
@@ -170,6 +203,7 @@ public struct Placement: Sendable, Equatable {
         let sharing = file.workers.indices.filter { file.workers[$0].exclusive != true }
         var missing: [String] = []
         for layer in 0..<layerCount {
+            let expertCount = expertCounts[layer]
             let fallback = sharing.isEmpty ? [] : evenOwners(expertCount: expertCount, workerCount: sharing.count)
             for expert in 0..<expertCount where holders[layer][expert].isEmpty {
                 if sharing.isEmpty {

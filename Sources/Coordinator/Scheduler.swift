@@ -60,12 +60,10 @@ public final class Scheduler: GenerationService {
         self.tokenizer = engine.tokenizer
         self.modelName = modelName
         self.limits = limits
-        let configuration = engine.model.configuration
-        shared = Mutex(SharedState(
-            load: ExpertLoadAccounting(layerCount: configuration.layerCount, expertCount: configuration.expertCount)))
+        shared = Mutex(SharedState(load: ExpertLoadAccounting(expertCounts: engine.model.shape.expertCounts)))
     }
 
-    public var contextLength: Int { engine.model.configuration.maxPositionEmbeddings }
+    public var contextLength: Int { engine.model.shape.maxPositionEmbeddings }
 
     public func health() -> HealthStatus { shared.withLock { $0.health } }
 
@@ -190,8 +188,7 @@ public final class Scheduler: GenerationService {
         }
         let parsed: Placement
         do {
-            parsed = try Placement.decode(
-                Data(json), source: "placement", layerCount: current.layerCount, expertCount: current.expertCount)
+            parsed = try Placement.decode(Data(json), source: "placement", expertCounts: current.expertCounts)
         } catch {
             return .failure(.invalid(error.description))
         }
@@ -377,12 +374,12 @@ struct EngineLoop {
         id: SequenceID, request: GenerationRequest, promptIDs: [Int32], sink: SequenceSink,
         submitted: ContinuousClock.Instant
     ) {
-        let configuration = engine.model.configuration
+        let configuration = engine.model.shape
         var state = SequenceState(
             id: id, request: request, promptIDs: promptIDs, sink: sink, submitted: submitted, cache: nil,
             sampler: Sampler(request.sampling), decoder: engine.tokenizer.makeStreamingDecoder(skipSpecialTokens: true),
             stopMatcher: StopMatcher(stops: request.stop),
-            load: ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount))
+            load: ExpertLoad(expertCounts: configuration.expertCounts))
         do throws(BatchPlanner.Refusal) {
             try planner.enqueue(id, promptTokens: promptIDs.count, maxTokens: request.maxTokens)
         } catch {
@@ -445,8 +442,8 @@ struct EngineLoop {
         }
 
         var loads = plan.entries.map { sequences[$0.id]!.load }
-        let configuration = engine.model.configuration
-        var stepLoad = ExpertLoad(layerCount: configuration.layerCount, expertCount: configuration.expertCount)
+        let configuration = engine.model.shape
+        var stepLoad = ExpertLoad(expertCounts: configuration.expertCounts)
         let logits: [Float]
         do {
             logits = try engine.model.forward(
@@ -486,7 +483,7 @@ struct EngineLoop {
                 for (expert, count) in counts.enumerated() { metrics.expertTokens[layer][expert] += UInt64(count) }
             }
         }
-        let vocabularySize = engine.model.configuration.vocabularySize
+        let vocabularySize = engine.model.shape.vocabularySize
         for (index, entry) in plan.entries.enumerated() {
             var state = sequences[entry.id]!
             state.cache = caches[index]

@@ -24,12 +24,13 @@ public enum WorkerAction: Equatable {
 /// Answers DISPATCH messages with COMBINE using an `ExpertStore`, and turns every other message
 /// into a `WorkerAction`. Bad frames produce an ERROR reply naming the problem, never a crash.
 public struct DispatchHandler: Sendable {
-    public let configuration: MixtralConfiguration
+    /// The shape of the model whose experts this worker computes.
+    public let shape: ModelShape
     /// The experts this worker holds; nil until the first ASSIGN is loaded.
     public var store: ExpertStore?
 
-    public init(configuration: MixtralConfiguration, store: ExpertStore? = nil) {
-        self.configuration = configuration
+    public init(shape: ModelShape, store: ExpertStore? = nil) {
+        self.shape = shape
         self.store = store
     }
 
@@ -66,9 +67,7 @@ public struct DispatchHandler: Sendable {
     func answer(_ dispatch: WireMessage.Dispatch) -> [[UInt8]] {
         let started = ContinuousClock.now
         do throws(WireError) {
-            try dispatch.validate(
-                layerCount: configuration.layerCount, expertCount: configuration.expertCount,
-                hiddenSize: configuration.hiddenSize)
+            try dispatch.validate(expertCounts: shape.expertCounts, hiddenSize: shape.hiddenSize)
         } catch {
             return WireCodec.encode(.error(error.errorReport(requestID: dispatch.requestID, layer: dispatch.layer)))
         }
@@ -96,7 +95,7 @@ public struct DispatchHandler: Sendable {
             let combine = WireMessage.Combine(
                 requestID: dispatch.requestID, step: dispatch.step, layer: dispatch.layer,
                 outputs: HiddenStates(
-                    rowCount: dispatch.rowCount, hiddenSize: configuration.hiddenSize, values: outputs,
+                    rowCount: dispatch.rowCount, hiddenSize: shape.hiddenSize, values: outputs,
                     // Always f32: a row's expert outputs are added on the coordinator in a fixed order
                     // whatever the placement, which rounding partial sums to bf16 would break.
                     dtype: .f32),

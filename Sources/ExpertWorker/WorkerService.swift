@@ -55,7 +55,7 @@ public struct WorkerService {
 
     public func run(shouldStop: () -> Bool) throws {
         let checkpoint = try Checkpoint(directory: options.modelDirectory)
-        var handler = DispatchHandler(configuration: checkpoint.configuration)
+        var handler = DispatchHandler(shape: checkpoint.shape)
         let context = try ZMQContext()
         // A fresh identity per run: a restarted worker is a new peer that registers again.
         let identity = PeerIdentity("\(options.name)-\(getpid())-\(UInt32.random(in: 1...UInt32.max))")

@@ -10,9 +10,11 @@ public final class Checkpoint: Sendable {
     /// The model directory.
     public let directory: URL
     /// The architecture config.json names.
-    public let architecture: ModelArchitecture
-    /// The validated hyper-parameters.
-    public let configuration: MixtralConfiguration
+    public let architecture: Architecture
+    /// The validated hyper-parameters, of the architecture's own configuration type.
+    public let configuration: any ArchitectureConfiguration
+    /// The architecture-neutral shape of the model.
+    public let shape: ModelShape
     /// Hex SHA-256 over config.json and every tensor's name, dtype, shape and a sample of its bytes:
     /// equal for the same files, different for other weights; fast on big checkpoints.
     public let fingerprint: String
@@ -58,15 +60,15 @@ public final class Checkpoint: Sendable {
         // Check the tensor count the configuration implies before listing the names: a config.json
         // claiming 10⁹ layers must fail here, not after building 10⁹ names.
         let c = configuration
-        let perLayer = c.expertCount.multipliedReportingOverflow(by: 3)
-        let allLayers = c.layerCount.multipliedReportingOverflow(by: perLayer.partialValue + 7)
-        guard !perLayer.overflow, !allLayers.overflow, allLayers.partialValue <= tensors.count else {
+        let perLayer = c.expertCountPerLayer.multipliedReportingOverflow(by: 3)
+        guard !perLayer.overflow, perLayer.partialValue <= tensors.count, c.layerCount <= tensors.count else {
             throw ModelError.invalidConfiguration(
                 file: "config.json",
-                message: "num_hidden_layers (\(c.layerCount)) and num_local_experts (\(c.expertCount)) need "
+                message: "num_hidden_layers (\(c.layerCount)) and the expert count (\(c.expertCountPerLayer)) need "
                     + "more tensors than the \(tensors.count) in \(files.map(\.displayName).joined(separator: ", "))")
         }
-        for (name, shape) in MixtralTensorNames.expectedShapes(configuration) {
+        shape = configuration.shape
+        for (name, shape) in configuration.tensorShapes() {
             guard let (fileIndex, entry) = tensors[name] else {
                 throw ModelError.missingTensor(name: name, searched: files.map(\.displayName))
             }
@@ -154,7 +156,7 @@ public final class Checkpoint: Sendable {
     // MARK: Loading
 
     private static func decodeConfiguration(_ data: Data) throws(ModelError) -> (
-        ModelArchitecture, MixtralConfiguration
+        Architecture, any ArchitectureConfiguration
     ) {
         struct ArchitectureFields: Decodable {
             var modelType: String?
@@ -164,43 +166,13 @@ public final class Checkpoint: Sendable {
                 case architectures
             }
         }
-        let fields: ArchitectureFields
-        do {
-            fields = try JSONDecoder().decode(ArchitectureFields.self, from: data)
-        } catch {
-            throw .invalidConfiguration(file: "config.json", message: Self.describe(error))
-        }
-        let architecture = try ModelArchitecture.resolve(
-            modelType: fields.modelType, architectures: fields.architectures)
-        let configuration: MixtralConfiguration
-        do {
-            configuration = try JSONDecoder().decode(MixtralConfiguration.self, from: data)
-        } catch {
-            throw .invalidConfiguration(file: "config.json", message: Self.describe(error))
-        }
-        try configuration.validate()
-        return (architecture, configuration)
+        let fields = try Architecture.decodeJSON(ArchitectureFields.self, from: data)
+        let architecture = try Architecture.resolve(modelType: fields.modelType, architectures: fields.architectures)
+        return (architecture, try architecture.configuration(from: data))
     }
 
     /// One line for a JSON decoding error, naming the field path.
-    private static func describe(_ error: any Error) -> String {
-        func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {
-            let keys = context.codingPath + (key.map { [$0] } ?? [])
-            return keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-        }
-        switch error {
-        case DecodingError.keyNotFound(let key, let context):
-            return "field \(path(context, key)) is missing"
-        case DecodingError.typeMismatch(let type, let context):
-            return context.codingPath.isEmpty ? "is not a JSON object" : "field \(path(context)) is not a valid \(type)"
-        case DecodingError.valueNotFound(let type, let context):
-            return "field \(path(context)) is null, expected \(type)"
-        case DecodingError.dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "is not valid JSON" : "field \(path(context)) is invalid"
-        default:
-            return "cannot be decoded: \(error)"
-        }
-    }
+    private static func describe(_ error: any Error) -> String { describeDecodingError(error) }
 
     private static func openSafetensors(directory: URL) throws(ModelError) -> [SafetensorsFile] {
         let indexURL = directory.appendingPathComponent(indexFileName)

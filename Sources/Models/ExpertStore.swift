@@ -1,5 +1,6 @@
 import Kernels
-// Vocabulary: an expert is one SwiGLU feed-forward network of one MoE layer, y = w2(silu(w1 x) ⊙ w3 x).
+// Vocabulary: an expert is one SwiGLU feed-forward network of one MoE layer, y = down(silu(gate x) ⊙ up x)
+// (Mixtral's w2(silu(w1 x) ⊙ w3 x)); the architecture's ExpertSpec names its tensors.
 // An expert store holds some experts' weights (a worker's shard, or all of them in process) and
 // computes, for a batch of token rows, each row's weighted sum over the experts it is routed to.
 import Synchronization
@@ -16,8 +17,10 @@ public final class ExpertStore: Sendable {
         let down: ExpertMatrix
     }
 
-    /// The hyper-parameters of the model the experts belong to.
-    public let configuration: MixtralConfiguration
+    /// The shape of the model the experts belong to.
+    public let shape: ModelShape
+    /// What each expert is (its tensors and widths).
+    public let spec: ExpertSpec
     private let experts: [LayerExpert: Expert]
     /// Buffers of the last finished ``compute(layer:hidden:rowCount:rowExpertOffsets:expertIDs:weights:)``,
     /// reused by the next one so a steady stream of calls allocates no scratch; a call that finds it
@@ -52,8 +55,14 @@ public final class ExpertStore: Sendable {
         checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic,
         quantization: WeightQuantization, waveScratchBytes: Int
     ) throws {
-        let c = checkpoint.configuration
-        configuration = c
+        let c = checkpoint.shape
+        shape = c
+        let spec = checkpoint.configuration.expertSpec
+        self.spec = spec
+        guard spec.activation == "silu" else {
+            throw ModelError.invalidConfiguration(
+                file: "config.json", message: "the experts' activation is \(spec.activation), but only silu is supported")
+        }
         self.arithmetic = arithmetic
         self.quantization = quantization
         self.waveScratchBytes = waveScratchBytes
@@ -68,14 +77,15 @@ public final class ExpertStore: Sendable {
         for layerExpert in experts where loaded[layerExpert] == nil {
             let layer = layerExpert.layer.rawValue
             let expert = layerExpert.expert.rawValue
-            guard (0..<c.layerCount).contains(layer), (0..<c.expertCount).contains(expert) else {
+            guard c.contains(layerExpert) else {
+                let moeLayers = c.moeLayers.map { String($0.rawValue) }.joined(separator: ", ")
                 throw ModelError.invalidInput(
-                    "\(layerExpert) is outside the model (\(c.layerCount) layers, \(c.expertCount) experts per layer)")
+                    "\(layerExpert) is outside the model (\(c.layerCount) layers, MoE layers \(moeLayers) with "
+                        + "\(c.expertCount) experts each)")
             }
+            let names = spec.tensorNames(layer: layer, expert: expert)
             loaded[layerExpert] = Expert(
-                gate: try matrix(MixtralTensorNames.expertGate(layer, expert)),
-                up: try matrix(MixtralTensorNames.expertUp(layer, expert)),
-                down: try matrix(MixtralTensorNames.expertDown(layer, expert)))
+                gate: try matrix(names.gate), up: try matrix(names.up), down: try matrix(names.down))
         }
         self.experts = loaded
     }
@@ -102,7 +112,7 @@ public final class ExpertStore: Sendable {
         layer: LayerIndex, hidden: [Float], rowCount: Int,
         rowExpertOffsets: [UInt32], expertIDs: [UInt32], weights: [Float]
     ) throws -> [Float] {
-        let hiddenSize = configuration.hiddenSize
+        let hiddenSize = shape.hiddenSize
         guard rowCount >= 0, hidden.count == rowCount * hiddenSize else {
             throw ModelError.invalidInput(
                 "\(layer): hidden has \(hidden.count) values, expected [\(rowCount), \(hiddenSize)]")
@@ -122,7 +132,10 @@ public final class ExpertStore: Sendable {
             )
         }
         // Per expert: the rows routed to it and their weights, rows ascending (a counting sort).
-        let expertCount = configuration.expertCount
+        guard shape.isMoELayer(layer) else {
+            throw ModelError.invalidInput("\(layer) is not a MoE layer of this model; it has no experts")
+        }
+        let expertCount = shape.expertCounts[layer.rawValue]
         var entryCounts = [Int](repeating: 0, count: expertCount + 1)
         for row in 0..<rowCount {
             let begin = Int(rowExpertOffsets[row])
@@ -166,7 +179,7 @@ public final class ExpertStore: Sendable {
         var output = [Float](repeating: 0, count: rowCount * hiddenSize)
         let active = (0..<expertCount).filter { groupSizes[$0] > 0 }
         guard !active.isEmpty else { return output }
-        let intermediateSize = configuration.intermediateSize
+        let intermediateSize = spec.intermediateSize
         // The experts run in waves of whole experts, ascending: each wave's rows are gathered one
         // expert after the other, its products run as one job per stage (gate and up, then down) when
         // its weights are bf16 as stored, else expert by expert. A wave holds at most
@@ -227,7 +240,7 @@ public final class ExpertStore: Sendable {
         return output
     }
 
-    /// The combined expert output for a whole routing (the in-process path of `MixtralDenseModel.forward`).
+    /// The combined expert output for a whole routing (the in-process path of `DecoderStack.forward`).
     /// - Parameter hidden: [routing.tokenCount, hiddenSize], f32.
     /// - Returns: [routing.tokenCount, hiddenSize], f32.
     public func compute(layer: LayerIndex, hidden: [Float], routing: RoutingDecision) throws -> [Float] {

@@ -9,10 +9,8 @@ public struct KVCache: Sendable {
     public let capacity: Int
     /// Tokens cached so far (the next token's position).
     public internal(set) var count: Int
-    /// Decoder layers.
-    public let layerCount: Int
-    /// Values per token per layer: key/value heads × head dimension.
-    public let rowWidth: Int
+    /// Per decoder layer, values per token: key/value heads × head dimension.
+    public let rowWidths: [Int]
     /// How keys and values are stored: `.f32`, or `.bf16` (each value rounded to nearest even when
     /// written, as transformers' bf16 models cache them; half the bytes for attention to read).
     public let dtype: DType
@@ -27,22 +25,27 @@ public struct KVCache: Sendable {
     /// Per layer, like `bfloat16Keys`.
     private var bfloat16Values: [[UInt16]]
 
-    /// An empty cache for `layerCount` layers of `rowWidth` values per token, stored as `dtype`
-    /// (f32 or bf16).
-    init(capacity: Int, layerCount: Int, rowWidth: Int, dtype: DType = .f32) {
-        precondition(capacity >= 0 && layerCount > 0 && rowWidth > 0, "KVCache: invalid dimensions")
+    /// An empty cache for layers of `rowWidths[layer]` values per token, stored as `dtype` (f32 or bf16).
+    init(capacity: Int, rowWidths: [Int], dtype: DType = .f32) {
+        precondition(capacity >= 0 && !rowWidths.isEmpty && rowWidths.allSatisfy { $0 > 0 }, "KVCache: invalid dimensions")
         precondition(dtype == .f32 || dtype == .bf16, "KVCache: \(dtype) is not a cache dtype (f32 or bf16)")
         self.capacity = capacity
         self.count = 0
-        self.layerCount = layerCount
-        self.rowWidth = rowWidth
+        self.rowWidths = rowWidths
         self.dtype = dtype
-        let elements = capacity * rowWidth
-        keys = dtype == .f32 ? Array(repeating: [Float](repeating: 0, count: elements), count: layerCount) : []
+        keys = dtype == .f32 ? rowWidths.map { [Float](repeating: 0, count: capacity * $0) } : []
         values = keys
-        bfloat16Keys = dtype == .bf16 ? Array(repeating: [UInt16](repeating: 0, count: elements), count: layerCount) : []
+        bfloat16Keys = dtype == .bf16 ? rowWidths.map { [UInt16](repeating: 0, count: capacity * $0) } : []
         bfloat16Values = bfloat16Keys
     }
+
+    /// An empty cache for `layerCount` layers of `rowWidth` values per token, stored as `dtype`.
+    init(capacity: Int, layerCount: Int, rowWidth: Int, dtype: DType = .f32) {
+        self.init(capacity: capacity, rowWidths: Array(repeating: rowWidth, count: layerCount), dtype: dtype)
+    }
+
+    /// Decoder layers.
+    public var layerCount: Int { rowWidths.count }
 
     /// Forgets every cached token (the storage is kept for reuse).
     public mutating func removeAll() { count = 0 }
@@ -59,6 +62,7 @@ public struct KVCache: Sendable {
         layer: Int, at first: Int, rowCount: Int, keys newKeys: UnsafePointer<Float>, values newValues: UnsafePointer<Float>
     ) {
         precondition(first >= 0 && first + rowCount <= capacity, "KVCache: rows \(first) ..< \(first + rowCount) beyond \(capacity)")
+        let rowWidth = rowWidths[layer]
         let start = first * rowWidth, count = rowCount * rowWidth
         switch dtype {
         case .bf16:

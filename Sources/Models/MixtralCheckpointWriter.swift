@@ -119,6 +119,14 @@ public enum MixtralCheckpointWriter {
     static func configJSON(
         _ configuration: MixtralConfiguration, dtype: DType, initializerRange: Double
     ) throws -> Data {
+        let fields = configFields(configuration, dtype: dtype, initializerRange: initializerRange)
+        return Data((JSONValue.object(fields).rendered(indent: "") + "\n").utf8)
+    }
+
+    /// The fields of config.json (see ``configJSON(_:dtype:initializerRange:)``).
+    static func configFields(
+        _ configuration: MixtralConfiguration, dtype: DType, initializerRange: Double
+    ) -> [String: JSONValue] {
         typealias Key = MixtralConfiguration.CodingKeys
         typealias RopeKey = MixtralConfiguration.RopeParameterKeys
         let c = configuration
@@ -156,12 +164,12 @@ public enum MixtralCheckpointWriter {
         case 1: fields[Key.eosTokenID.stringValue] = .int(c.eosTokenIDs[0])
         default: fields[Key.eosTokenID.stringValue] = .array(c.eosTokenIDs.map(JSONValue.int))
         }
-        return Data((JSONValue.object(fields).rendered(indent: "") + "\n").utf8)
+        return fields
     }
 }
 
 /// A JSON value that keeps the int/float distinction Python's json module sees.
-private enum JSONValue {
+enum JSONValue {
     case int(Int)
     case float(Double)
     case bool(Bool)

@@ -174,7 +174,7 @@ struct Generate: AsyncParsableCommand {
         let result: GenerationResult
         if spawnWorkers == 0 && placement == nil {
             let store = try ExpertStore(
-                checkpoint: checkpoint, experts: Self.allExperts(checkpoint.configuration),
+                checkpoint: checkpoint, experts: checkpoint.shape.allExperts,
                 arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
             var local = LocalExperts(store: store)
             result = try engine.generate(request, experts: &local, onText: onText)
@@ -225,9 +225,4 @@ struct Generate: AsyncParsableCommand {
         print(result.expertLoad.table(workers: result.workers))
     }
 
-    static func allExperts(_ configuration: MixtralConfiguration) -> [LayerExpert] {
-        (0..<configuration.layerCount).flatMap { layer in
-            (0..<configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
-        }
-    }
 }

@@ -58,20 +58,20 @@ struct Launch: ParsableCommand {
         do {
             // Expert ids can be checked here when the coordinator's model directory is readable on this
             // machine; otherwise the coordinator checks them when it starts.
-            var shape: ModelShape? = nil
+            var shape: ExpertLayout? = nil
             var checkpoint: Checkpoint? = nil
             let unchecked = try ClusterFile.load(from: url)
             let modelDirectory = URL(fileURLWithPath: unchecked.coordinator.host.model)
             if FileManager.default.fileExists(atPath: modelDirectory.appendingPathComponent("config.json").path) {
                 let loaded = try Checkpoint(directory: modelDirectory)
                 checkpoint = loaded
-                shape = ModelShape(layerCount: loaded.configuration.layerCount, expertCount: loaded.configuration.expertCount)
+                shape = ExpertLayout(expertCounts: loaded.shape.expertCounts)
             }
             let cluster = try ClusterFile.load(from: url, model: shape)
             let placement = try checkpoint.map { checkpoint in
                 try Placement.load(
                     json: Data(cluster.placementJSON.utf8), source: url.lastPathComponent,
-                    layerCount: checkpoint.configuration.layerCount, expertCount: checkpoint.configuration.expertCount)
+                    expertCounts: checkpoint.shape.expertCounts)
             }
             let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: readyTimeout)
             if dryRun {

@@ -17,7 +17,10 @@ struct MakeModel: ParsableCommand {
             """
     )
 
-    @Option(help: "The architecture to make. Supported: mixtral.")
+    @Option(
+        help: ArgumentHelp(
+            "The architecture to make: mixtral, qwen3_moe, qwen2_moe or olmoe (config.json model_type).",
+            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe"))
     var arch: String = "mixtral"
 
     @Option(help: "The directory to write (created if missing; existing checkpoint files are replaced).")
@@ -38,8 +41,26 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Vocabulary size (vocab_size); the tokenizer is trained to this size.")
     var vocab: Int = 1024
 
-    @Option(help: "Expert FFN size (intermediate_size). Default: 2 × hidden.")
+    @Option(help: "Expert FFN size (intermediate_size) of mixtral and olmoe; the dense layers' MLP size of qwen3_moe and qwen2_moe. Default: 2 × hidden.")
     var intermediate: Int?
+
+    @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
+    var moeIntermediate: Int?
+
+    @Option(name: .customLong("shared-intermediate"), help: "qwen2_moe: the shared expert's FFN size (shared_expert_intermediate_size); 0 for none. Default: hidden.")
+    var sharedIntermediate: Int?
+
+    @Option(name: .customLong("dense-layers"), help: "qwen3_moe, qwen2_moe: comma-separated layers that are dense MLP layers (mlp_only_layers), e.g. 0,2.")
+    var denseLayers: String = ""
+
+    @Flag(name: .customLong("norm-topk-prob"), help: "qwen3_moe, qwen2_moe, olmoe: renormalise the top-k routing weights (norm_topk_prob). Mixtral always does.")
+    var normTopKProb = false
+
+    @Option(name: .customLong("head-dim"), help: "Attention head size (head_dim). Default: hidden ÷ heads.")
+    var headDim: Int?
+
+    @Flag(name: .customLong("tie-embeddings"), help: "Share the embedding matrix with the LM head (tie_word_embeddings).")
+    var tieEmbeddings = false
 
     @Option(help: "Attention heads (num_attention_heads).")
     var heads: Int = 8
@@ -68,8 +89,24 @@ struct MakeModel: ParsableCommand {
     var hotBias: Double = 2
 
     func validate() throws {
-        guard arch == "mixtral" else {
-            throw ValidationError("--arch is \"\(arch)\", but the supported architectures are: mixtral")
+        guard Architecture.supported.contains(where: { $0.name == arch }) else {
+            throw ValidationError(
+                "--arch is \"\(arch)\", but the supported architectures are: "
+                    + Architecture.supported.map(\.name).joined(separator: ", "))
+        }
+        guard (try? parsedDenseLayers()) != nil else {
+            throw ValidationError("--dense-layers is \"\(denseLayers)\", but must be comma-separated layer numbers below --layers (\(layers))")
+        }
+        if arch == "mixtral" || arch == "olmoe" {
+            for (flag, given) in [("--moe-intermediate", moeIntermediate != nil), ("--shared-intermediate", sharedIntermediate != nil), ("--dense-layers", !denseLayers.isEmpty)] where given {
+                throw ValidationError("\(flag) does not apply to --arch \(arch)")
+            }
+        }
+        if arch == "qwen3_moe", sharedIntermediate != nil {
+            throw ValidationError("--shared-intermediate applies to qwen2_moe only")
+        }
+        if arch == "mixtral", normTopKProb {
+            throw ValidationError("--norm-topk-prob does not apply to mixtral (it always renormalises)")
         }
         guard ["f32", "bf16"].contains(dtype) else {
             throw ValidationError("--dtype is \"\(dtype)\", but must be f32 or bf16")
@@ -84,9 +121,13 @@ struct MakeModel: ParsableCommand {
         guard kvHeads >= 1, heads % kvHeads == 0 else {
             throw ValidationError("--kv-heads is \(kvHeads), but must divide --heads (\(heads))")
         }
-        guard hidden % heads == 0, (hidden / heads) % 2 == 0 else {
-            throw ValidationError(
-                "--hidden (\(hidden)) must be a multiple of --heads (\(heads)) with an even head size")
+        if let headDim {
+            guard headDim >= 2, headDim % 2 == 0 else { throw ValidationError("--head-dim is \(headDim), but must be even and at least 2") }
+        } else {
+            guard hidden % heads == 0, (hidden / heads) % 2 == 0 else {
+                throw ValidationError(
+                    "--hidden (\(hidden)) must be a multiple of --heads (\(heads)) with an even head size (or give --head-dim)")
+            }
         }
         guard (0..<experts).contains(hotExperts) else {
             throw ValidationError("--hot-experts is \(hotExperts), but must be between 0 and --experts − 1 (\(experts - 1))")
@@ -99,9 +140,62 @@ struct MakeModel: ParsableCommand {
         }
     }
 
+    /// `--dense-layers` as layer numbers.
+    func parsedDenseLayers() throws -> [Int] {
+        try denseLayers.split(separator: ",").map { item in
+            guard let layer = Int(item.trimmingCharacters(in: .whitespaces)), (0..<layers).contains(layer) else {
+                throw ValidationError("--dense-layers: \(item) is not a layer below \(layers)")
+            }
+            return layer
+        }
+    }
+
     func run() throws {
         let directory = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        if arch == "mixtral" && headDim == nil && !tieEmbeddings {
+            try writeMixtral(to: directory)
+        } else {
+            guard let architecture = Architecture.supported.first(where: { $0.name == arch }) else { return }
+            var options = RandomModelOptions()
+            options.hiddenSize = hidden
+            options.layerCount = layers
+            options.attentionHeadCount = heads
+            options.keyValueHeadCount = kvHeads
+            options.headDimension = headDim
+            options.expertCount = experts
+            options.expertsPerToken = topK
+            options.vocabularySize = vocab
+            options.intermediateSize = intermediate ?? 2 * hidden
+            options.expertIntermediateSize = moeIntermediate ?? max(1, hidden / 2)
+            options.sharedExpertIntermediateSize = arch == "qwen2_moe" ? (sharedIntermediate ?? hidden) : 0
+            options.denseLayers = try parsedDenseLayers()
+            options.normalizeTopKProbabilities = normTopKProb
+            options.slidingWindow = slidingWindow
+            options.maxPositionEmbeddings = maxPositions
+            options.tieWordEmbeddings = tieEmbeddings
+            options.dtype = dtype == "bf16" ? .bf16 : .f32
+            options.seed = seed
+            options.hotExpertCount = hotExperts
+            options.hotExpertBias = hotBias
+            options.bosTokenID = 1
+            options.eosTokenIDs = [2]
+            try RandomCheckpointWriter.write(options, architecture: architecture, to: directory)
+        }
+        let tokenizer = try TokenizerTrainer.sentencePieceBPE(vocabularySize: vocab)
+        try tokenizer.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
+        try Self.withChatTemplate(tokenizer.tokenizerConfigJSON)
+            .write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        let dense = (try? parsedDenseLayers()) ?? []
+        print(
+            "wrote a random \(arch) checkpoint to \(directory.path): \(layers) layers"
+                + (dense.isEmpty ? "" : " (dense: \(dense.map(String.init).joined(separator: ", ")))")
+                + ", \(experts) experts (top-\(topK)), hidden \(hidden), vocab \(vocab), \(dtype)"
+                + (hotExperts > 0 ? "; routers prefer \(hotExperts) experts per layer (bias \(hotBias))" : ""))
+    }
+
+    /// The Mixtral checkpoint of these options, written as ever (the files tests and benchmarks pin).
+    private func writeMixtral(to directory: URL) throws {
         var options = MixtralCheckpointOptions()
         options.hiddenSize = hidden
         options.layerCount = layers
@@ -118,14 +212,6 @@ struct MakeModel: ParsableCommand {
         options.hotExpertCount = hotExperts
         options.hotExpertBias = hotBias
         try MixtralCheckpointWriter.write(options, to: directory)
-        let tokenizer = try TokenizerTrainer.sentencePieceBPE(vocabularySize: vocab)
-        try tokenizer.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
-        try Self.withChatTemplate(tokenizer.tokenizerConfigJSON)
-            .write(to: directory.appendingPathComponent("tokenizer_config.json"))
-        print(
-            "wrote a random Mixtral checkpoint to \(directory.path): \(layers) layers, \(experts) experts "
-                + "(top-\(topK)), hidden \(hidden), vocab \(vocab), \(dtype)"
-                + (hotExperts > 0 ? "; routers prefer \(hotExperts) experts per layer (bias \(hotBias))" : ""))
     }
 
     /// Mixtral-8x7B-Instruct's chat template, so chat requests work on made models as on the real one.

@@ -196,10 +196,7 @@ final class EngineThread: Sendable {
                     scheduler.run(executor: &coordinator, rebalancer: rebalancer)
                     coordinator.shutdown(reason: "coordinator stopping")
                 } else {
-                    let configuration = checkpoint.configuration
-                    let experts = (0..<configuration.layerCount).flatMap { layer in
-                        (0..<configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
-                    }
+                    let experts = checkpoint.shape.allExperts
                     var local = LocalExperts(
                         store: try ExpertStore(
                             checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization))

@@ -132,13 +132,16 @@ struct NumericsOptions: ParsableArguments {
     /// The wire dtype to use for `checkpoint`: the option, or the default described in its help.
     func resolvedWireDType(for checkpoint: Checkpoint) throws -> WireDType {
         if let wireDType { return wireDType }
-        let sample = try checkpoint.weight(named: MixtralTensorNames.expertGate(0, 0))
+        guard let first = checkpoint.shape.allExperts.first else { return .f32 }
+        let names = checkpoint.configuration.expertSpec.tensorNames(
+            layer: first.layer.rawValue, expert: first.expert.rawValue)
+        let sample = try checkpoint.weight(named: names.gate)
         return sample.dtype == .bf16 && bf16Arithmetic == .fast && quantize == .none ? .bf16 : .f32
     }
 
     /// The dense model of `checkpoint` with these options.
-    func denseModel(_ checkpoint: Checkpoint) throws -> MixtralDenseModel {
-        try MixtralDenseModel(
+    func denseModel(_ checkpoint: Checkpoint) throws -> DecoderStack {
+        try DecoderStack(
             checkpoint: checkpoint, arithmetic: bf16Arithmetic,
             keyValueCacheDType: kvCacheDType)
     }

@@ -29,6 +29,8 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
     case layerOutOfRange(MessageKind, layer: LayerIndex, layerCount: Int)
     /// `Dispatch.validate`: an expert id is not below the model's expert count.
     case expertOutOfRange(MessageKind, row: Int, expert: ExpertID, expertCount: Int)
+    /// `Dispatch.validate`: the layer is a dense layer of the model (no experts to dispatch to).
+    case denseLayer(MessageKind, layer: LayerIndex)
     /// `Dispatch.validate`: the hidden size is not the model's.
     case hiddenSizeMismatch(MessageKind, hiddenSize: Int, expected: Int)
 
@@ -84,6 +86,8 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
             return "\(kind): \(layer) does not exist, the model has layers 0..<\(layerCount)"
         case .expertOutOfRange(let kind, let row, let expert, let expertCount):
             return "\(kind): row \(row) is routed to \(expert), but the model has experts 0..<\(expertCount)"
+        case .denseLayer(let kind, let layer):
+            return "\(kind): \(layer) is a dense layer of the model; only MoE layers have experts"
         case .hiddenSizeMismatch(let kind, let hiddenSize, let expected):
             return "\(kind): hidden_size is \(hiddenSize), but the model's is \(expected)"
         }

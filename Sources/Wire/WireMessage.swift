@@ -197,9 +197,18 @@ extension WireMessage {
         /// expert count, and the hidden size matches.
         /// - Throws: `WireError.layerOutOfRange`, `.expertOutOfRange` or `.hiddenSizeMismatch`.
         public func validate(layerCount: Int, expertCount: Int, hiddenSize: Int) throws(WireError) {
+            try validate(expertCounts: Array(repeating: expertCount, count: max(0, layerCount)), hiddenSize: hiddenSize)
+        }
+
+        /// Checks the dispatch against a model whose layer l has `expertCounts[l]` experts (0: a dense
+        /// layer, which no dispatch may name).
+        public func validate(expertCounts: [Int], hiddenSize: Int) throws(WireError) {
+            let layerCount = expertCounts.count
             guard layer.rawValue >= 0, layer.rawValue < layerCount else {
                 throw .layerOutOfRange(.dispatch, layer: layer, layerCount: layerCount)
             }
+            let expertCount = expertCounts[layer.rawValue]
+            guard expertCount > 0 else { throw .denseLayer(.dispatch, layer: layer) }
             guard hiddenStates.hiddenSize == hiddenSize else {
                 throw .hiddenSizeMismatch(.dispatch, hiddenSize: hiddenStates.hiddenSize, expected: hiddenSize)
             }

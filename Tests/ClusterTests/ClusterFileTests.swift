@@ -2,7 +2,7 @@ import Cluster
 import Foundation
 import Testing
 
-private let shape = ModelShape(layerCount: 2, expertCount: 4)
+private let shape = ExpertLayout(layerCount: 2, expertCount: 4)
 
 private let validFile = """
     model: /srv/models/tiny

@@ -65,9 +65,9 @@ struct PlacementChangeTests {
     static func start() throws -> (Scheduler, EngineLog, ExpertPermits, DispatchSemaphore) {
         let directory = TestPaths.fixtures.appendingPathComponent("models/top2")
         let checkpoint = try Checkpoint(directory: directory)
-        let c = checkpoint.configuration
+        let c = (checkpoint.configuration as! MixtralConfiguration)
         let engine = GenerationEngine(
-            model: try MixtralDenseModel(checkpoint: checkpoint), tokenizer: try Tokenizer(directory: directory))
+            model: try DecoderStack(checkpoint: checkpoint), tokenizer: try Tokenizer(directory: directory))
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<c.layerCount).flatMap { layer in

@@ -56,11 +56,11 @@ final class RunningScheduler: Sendable {
         let directory = TestPaths.fixtures.appendingPathComponent("models/top2")
         let checkpoint = try Checkpoint(directory: directory)
         let engine = GenerationEngine(
-            model: try MixtralDenseModel(checkpoint: checkpoint), tokenizer: try Tokenizer(directory: directory))
+            model: try DecoderStack(checkpoint: checkpoint), tokenizer: try Tokenizer(directory: directory))
         let store = try ExpertStore(
             checkpoint: checkpoint,
-            experts: (0..<checkpoint.configuration.layerCount).flatMap { layer in
-                (0..<checkpoint.configuration.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
+            experts: (0..<checkpoint.shape.layerCount).flatMap { layer in
+                (0..<checkpoint.shape.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
             })
         scheduler = Scheduler(engine: engine, modelName: "top2", limits: limits)
         let thread = Thread { [scheduler, done, permits] in
@@ -139,7 +139,7 @@ struct SchedulerTests {
         let (tokens, _, finish) = try await collect(running.scheduler.submit(request))
         let directory = TestPaths.fixtures.appendingPathComponent("models/top2")
         let checkpoint = try Checkpoint(directory: directory)
-        let engine = GenerationEngine(model: try MixtralDenseModel(checkpoint: checkpoint), tokenizer: try Tokenizer(directory: directory))
+        let engine = GenerationEngine(model: try DecoderStack(checkpoint: checkpoint), tokenizer: try Tokenizer(directory: directory))
         var local = LocalExperts(store: try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<3).flatMap { layer in (0..<8).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) } }))

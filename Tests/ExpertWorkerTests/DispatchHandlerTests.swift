@@ -34,7 +34,7 @@ struct DispatchHandlerTests {
     func makeHandler() throws -> DispatchHandler {
         let held = (0..<2).flatMap { layer in (0..<2).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) } }
         return DispatchHandler(
-            configuration: Self.checkpoint.configuration,
+            shape: Self.checkpoint.shape,
             store: try ExpertStore(checkpoint: Self.checkpoint, experts: held))
     }
 
@@ -116,7 +116,7 @@ struct DispatchHandlerTests {
 
     @Test("a dispatch before any ASSIGN is refused as not ready")
     func notReady() throws {
-        let handler = DispatchHandler(configuration: Self.checkpoint.configuration)
+        let handler = DispatchHandler(shape: Self.checkpoint.shape)
         let reply = try decodeReply(handler.handle(frames: WireCodec.encode(.dispatch(dispatch()))))
         guard case .error(let report) = reply else {
             Issue.record("expected ERROR, got \(reply)")

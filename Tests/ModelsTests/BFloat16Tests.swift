@@ -170,8 +170,8 @@ struct BFloat16CheckpointTests {
         _ checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, quantization: WeightQuantization = .none,
         keyValueCacheDType: DType? = nil, greedyFrom reference: [Float]? = nil
     ) throws -> [Float] {
-        let c = checkpoint.configuration
-        let model = try MixtralDenseModel(
+        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let model = try DecoderStack(
             checkpoint: checkpoint, arithmetic: arithmetic, keyValueCacheDType: keyValueCacheDType)
         let store = try ExpertStore(
             checkpoint: checkpoint,
@@ -570,7 +570,7 @@ struct BFloat16FastCheckpointTests {
         let worst = zip(exact, fast).map { abs($0 - $1) }.max() ?? 0
         #expect(worst <= Self.relativeLogitTolerance * scale, "worst |fast - exact| = \(worst), largest |logit| \(scale)")
         #expect(worst > 0, "fast arithmetic really rounds (it is not the exact path)")
-        let vocabulary = checkpoint.configuration.vocabularySize
+        let vocabulary = checkpoint.shape.vocabularySize
         let positions = exact.count / vocabulary
         var sameArgmax = 0
         for position in 0..<positions {
@@ -586,16 +586,16 @@ struct BFloat16FastCheckpointTests {
             tie: false, hiddenSize: 64, intermediateSize: 96, vocabularySize: 100)
         defer { try? FileManager.default.removeItem(at: directory) }
         let bf16 = try Checkpoint(directory: directory)
-        #expect(try MixtralDenseModel(checkpoint: bf16, arithmetic: .fast).makeCache(capacity: 4).dtype == .bf16)
-        #expect(try MixtralDenseModel(checkpoint: bf16, arithmetic: .exact).makeCache(capacity: 4).dtype == .f32)
+        #expect(try DecoderStack(checkpoint: bf16, arithmetic: .fast).makeCache(capacity: 4).dtype == .bf16)
+        #expect(try DecoderStack(checkpoint: bf16, arithmetic: .exact).makeCache(capacity: 4).dtype == .f32)
         #expect(
-            try MixtralDenseModel(checkpoint: bf16, arithmetic: .fast, keyValueCacheDType: .f32)
+            try DecoderStack(checkpoint: bf16, arithmetic: .fast, keyValueCacheDType: .f32)
                 .makeCache(capacity: 4).dtype == .f32)
         let floatDirectory = try BFloat16CheckpointTests.writeFloatCopy(of: directory)
         defer { try? FileManager.default.removeItem(at: floatDirectory) }
         let f32 = try Checkpoint(directory: floatDirectory)
-        #expect(try MixtralDenseModel(checkpoint: f32, arithmetic: .fast).makeCache(capacity: 4).dtype == .f32)
-        #expect(throws: ModelError.self) { try MixtralDenseModel(checkpoint: f32, keyValueCacheDType: .f16) }
+        #expect(try DecoderStack(checkpoint: f32, arithmetic: .fast).makeCache(capacity: 4).dtype == .f32)
+        #expect(throws: ModelError.self) { try DecoderStack(checkpoint: f32, keyValueCacheDType: .f16) }
     }
 
     @Test("a bf16 KV cache keeps fast arithmetic's logits within 4% of the f32 cache's, and its greedy tokens")
@@ -611,7 +611,7 @@ struct BFloat16FastCheckpointTests {
         let worst = zip(floatCache, bfloat16Cache).map { abs($0 - $1) }.max() ?? 0
         #expect(worst <= Self.relativeLogitTolerance * scale, "worst |bf16 cache - f32 cache| = \(worst), largest \(scale)")
         #expect(worst > 0, "the bf16 cache really rounds keys and values")
-        let vocabulary = checkpoint.configuration.vocabularySize
+        let vocabulary = checkpoint.shape.vocabularySize
         for position in 0..<(floatCache.count / vocabulary) {
             let range = (position * vocabulary)..<((position + 1) * vocabulary)
             #expect(argmax(floatCache[range]) == argmax(bfloat16Cache[range]), "greedy token at position \(position)")

@@ -172,24 +172,20 @@ struct InvariantKernelTests {
 
 /// A fixture model with every expert in one store.
 private struct LoadedModel {
-    let model: MixtralDenseModel
+    let model: DecoderStack
     let store: ExpertStore
     let checkpoint: Checkpoint
     let prompt: [Int32]
 
     init(_ name: String) throws {
         checkpoint = try Checkpoint(directory: Fixtures.directory(name))
-        model = try MixtralDenseModel(checkpoint: checkpoint)
-        store = try ExpertStore(checkpoint: checkpoint, experts: Self.allExperts(checkpoint.configuration))
+        model = try DecoderStack(checkpoint: checkpoint)
+        store = try ExpertStore(checkpoint: checkpoint, experts: checkpoint.shape.allExperts)
         let reference = try Fixtures.reference(name)
         prompt = reference.cases[0].promptTokenIDs + reference.cases[0].completionTokenIDs
     }
 
-    static func allExperts(_ c: MixtralConfiguration) -> [LayerExpert] {
-        (0..<c.layerCount).flatMap { layer in
-            (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
-        }
-    }
+    static func allExperts(_ c: ModelShape) -> [LayerExpert] { c.allExperts }
 
     var experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] {
         { [store] in try store.compute(layer: $0, hidden: $1, routing: $2) }
@@ -197,7 +193,7 @@ private struct LoadedModel {
 
     /// `count` tokens of sequence `sequence`: the prompt shifted, so sequences differ.
     func tokens(sequence: Int, count: Int) -> [Int32] {
-        let vocabulary = Int32(model.configuration.vocabularySize)
+        let vocabulary = Int32(model.shape.vocabularySize)
         return (0..<count).map { (prompt[$0 % prompt.count] + Int32(sequence * 7)) % vocabulary }
     }
 }
@@ -213,7 +209,7 @@ struct BatchedForwardTests {
     func batchEqualsAlone(name: String) throws {
         let loaded = try LoadedModel(name)
         let model = loaded.model
-        let vocabulary = model.configuration.vocabularySize
+        let vocabulary = model.shape.vocabularySize
         let decodeSteps = 4
         let histories = Self.sequences.enumerated().map {
             loaded.tokens(sequence: $0.offset, count: $0.element.history)
@@ -274,7 +270,7 @@ struct BatchedForwardTests {
         let loaded = try LoadedModel(name)
         let model = loaded.model
         let prompt = loaded.prompt
-        let vocabulary = model.configuration.vocabularySize
+        let vocabulary = model.shape.vocabularySize
 
         var wholeCache = model.makeCache(capacity: prompt.count)
         let all = try model.forward(tokens: prompt, cache: &wholeCache, logits: .allTokens, experts: loaded.experts)
@@ -305,7 +301,7 @@ struct BatchedForwardTests {
     func splitStoresInBatch(name: String, storeCount: Int) throws {
         let loaded = try LoadedModel(name)
         let model = loaded.model
-        let c = model.configuration
+        let c = model.shape
         let all = LoadedModel.allExperts(c)
         let shards = try (0..<storeCount).map { shard in
             try ExpertStore(
@@ -369,7 +365,7 @@ struct BatchedForwardTests {
     func microBatchesEqualOneBatch() throws {
         let loaded = try LoadedModel(Fixtures.modelNames[0])
         let model = loaded.model
-        let hiddenSize = model.configuration.hiddenSize, layerCount = model.configuration.layerCount
+        let hiddenSize = model.shape.hiddenSize, layerCount = model.shape.layerCount
         // 5 sequences of 1, 7, 4, 1 and 1 rows.
         let chunks = Self.sequences.enumerated().map { loaded.tokens(sequence: $0.offset, count: $0.element.chunk) }
         let starts = [0, 1, 8, 12, 13]

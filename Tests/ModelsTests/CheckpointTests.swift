@@ -71,8 +71,8 @@ struct CheckpointTests {
         let other = try writeSmallCheckpoint(seed: 8)
         defer { for url in [first, again, other] { try? FileManager.default.removeItem(at: url) } }
         let checkpoint = try Checkpoint(directory: first)
-        #expect(checkpoint.configuration.hiddenSize == 16)
-        #expect(checkpoint.configuration.slidingWindow == 6)
+        #expect(checkpoint.shape.hiddenSize == 16)
+        #expect((checkpoint.configuration as! MixtralConfiguration).slidingWindow == 6)
         #expect(checkpoint.architecture == .mixtral)
         #expect(checkpoint.fingerprint.count == 64)
         #expect(try Checkpoint(directory: first).fingerprint == checkpoint.fingerprint)
@@ -127,7 +127,7 @@ struct CheckpointTests {
         #expect(reloaded.fingerprint == single.fingerprint)
         let tokens: [Int32] = [1, 4, 9, 16, 25]
         func logits(_ checkpoint: Checkpoint) throws -> [Float] {
-            let model = try MixtralDenseModel(checkpoint: checkpoint)
+            let model = try DecoderStack(checkpoint: checkpoint)
             let store = try ExpertStore(
                 checkpoint: checkpoint,
                 experts: (0..<2).flatMap { l in (0..<4).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) }
@@ -152,7 +152,7 @@ struct CheckpointTests {
         let embedding = try checkpoint.tensor(named: MixtralTensorNames.embedding)
         #expect(embedding.isBorrowed == (dtype == .f32))
         #expect(embedding.values == (try checkpoint.floats(named: MixtralTensorNames.embedding)))
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let model = try DecoderStack(checkpoint: checkpoint)
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<2).flatMap { l in (0..<4).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) } })
@@ -265,7 +265,7 @@ struct CheckpointTests {
             ("num_local_experts", "null", "field num_local_experts is null, expected Int"),
             (
                 "num_hidden_layers", "1000000000",
-                "num_hidden_layers (1000000000) and num_local_experts (4) need more tensors"
+                "num_hidden_layers (1000000000) and the expert count (4) need more tensors"
             ),
             ("rope_parameters", #"{"rope_theta": "big"}"#, "field rope_parameters.rope_theta is not a valid Double"),
         ])
@@ -293,7 +293,8 @@ struct CheckpointTests {
         }
         #expect(
             modelError { _ = try Checkpoint(directory: directory) }?.description
-                == "config.json: architecture model_type llama is not supported; supported: mixtral (MixtralForCausalLM)"
+                == "config.json: architecture model_type llama is not supported; supported: mixtral (MixtralForCausalLM), "
+                + "qwen3_moe (Qwen3MoeForCausalLM), qwen2_moe (Qwen2MoeForCausalLM), olmoe (OlmoeForCausalLM)"
         )
         try editConfig(in: directory) { $0["model_type"] = nil }
         #expect(try Checkpoint(directory: directory).architecture == .mixtral)
@@ -355,7 +356,7 @@ struct ModelContractTests {
         let directory = try writeSmallCheckpoint()
         defer { try? FileManager.default.removeItem(at: directory) }
         let checkpoint = try Checkpoint(directory: directory)
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let model = try DecoderStack(checkpoint: checkpoint)
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<2).flatMap { l in (0..<4).map { LayerExpert(layer: LayerIndex(l), expert: ExpertID($0)) } })
@@ -389,7 +390,7 @@ struct ModelContractTests {
     func routingIsRenormalised() throws {
         let directory = try writeSmallCheckpoint()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let model = try MixtralDenseModel(checkpoint: try Checkpoint(directory: directory))
+        let model = try DecoderStack(checkpoint: try Checkpoint(directory: directory))
         var cache = model.makeCache(capacity: 5)
         var routings: [RoutingDecision] = []
         _ = try model.forward(tokens: [1, 7, 3, 9, 11], cache: &cache, logits: .allTokens) { _, hidden, routing in

@@ -12,7 +12,7 @@ struct ExpertWaveTests {
         arguments: BFloat16Arithmetic.allCases)
     func wavesEqualExpertByExpert(arithmetic: BFloat16Arithmetic) throws {
         let checkpoint = try Checkpoint(directory: BFloat16CheckpointTests.writeBFloat16Checkpoint(tie: false))
-        let c = checkpoint.configuration
+        let c = (checkpoint.configuration as! MixtralConfiguration)
         let layer = LayerIndex(1)
         let held = (0..<c.expertCount).map { LayerExpert(layer: layer, expert: ExpertID($0)) }
         // One wave (the default), waves of at most 5 rows, and one expert per wave.

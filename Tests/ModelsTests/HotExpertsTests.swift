@@ -17,8 +17,8 @@ struct HotExpertsTests {
         let directory = try TestPaths.makeTemporaryDirectory("hot-experts")
         try MixtralCheckpointWriter.write(options, to: directory)
         let checkpoint = try Checkpoint(directory: directory)
-        let c = checkpoint.configuration
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let model = try DecoderStack(checkpoint: checkpoint)
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<c.layerCount).flatMap { l in

@@ -31,10 +31,10 @@ private struct GreedyRun {
 
 /// Prefills `prompt` and greedily decodes `count` tokens, counting the routing of every MoE layer.
 private func greedyDecode(
-    model: MixtralDenseModel, prompt: [Int32], count: Int,
+    model: DecoderStack, prompt: [Int32], count: Int,
     experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
 ) throws -> GreedyRun {
-    let c = model.configuration
+    let c = model.shape
     var run = GreedyRun(layerCount: c.layerCount, expertCount: c.expertCount)
     var cache = model.makeCache(capacity: prompt.count + count)
     var isPrefill = true
@@ -77,8 +77,8 @@ struct MixtralFixtureTests {
         let reference = try Fixtures.reference(name)
         #expect(reference.referenceDType == "float32")
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
-        let c = checkpoint.configuration
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let model = try DecoderStack(checkpoint: checkpoint)
         let allExperts = (0..<c.layerCount).flatMap { layer in
             (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
         }
@@ -106,8 +106,8 @@ struct MixtralFixtureTests {
     func splitStoresEqualOneStore(name: String) throws {
         let reference = try Fixtures.reference(name)
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
-        let c = checkpoint.configuration
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let model = try DecoderStack(checkpoint: checkpoint)
         let allExperts = (0..<c.layerCount).flatMap { layer in
             (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
         }
@@ -191,8 +191,8 @@ struct MixtralFixtureTests {
     func incrementalEqualsPrefill(name: String) throws {
         let reference = try Fixtures.reference(name)
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
-        let c = checkpoint.configuration
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let model = try DecoderStack(checkpoint: checkpoint)
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<c.layerCount).flatMap { layer in

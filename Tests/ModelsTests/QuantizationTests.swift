@@ -144,7 +144,7 @@ struct Q8ModelTests {
         let worst = zip(exact, q8).map { abs($0 - $1) }.max() ?? 0
         #expect(worst > 0, "q8 really quantizes")
         #expect(worst <= Self.relativeLogitTolerance * scale, "worst |q8 - f32| = \(worst), largest |logit| \(scale)")
-        let vocabulary = checkpoint.configuration.vocabularySize
+        let vocabulary = checkpoint.shape.vocabularySize
         let positions = exact.count / vocabulary
         let same = (0..<positions).filter { position in
             let range = (position * vocabulary)..<((position + 1) * vocabulary)

@@ -1,0 +1,257 @@
+// Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): routed SwiGLU experts plus a shared expert every token
+// passes through, scaled by a sigmoid gate; q/k/v biases; sliding window on some layers.
+// Port of transformers/models/qwen2_moe/modeling_qwen2_moe.py (transformers 5.23), f32 compute.
+//
+// Legend: H = hidden size, E = experts per MoE layer, k = experts per token.
+public import Foundation
+public import Tensors
+
+// MARK: - Configuration
+
+/// The Qwen2-MoE hyper-parameters, decoded from a Hugging Face `config.json`.
+public struct Qwen2MoeConfiguration: Sendable, Equatable {
+    /// Widths, heads, RoPE, norms and special tokens.
+    public var fields: TransformerFields
+    /// Experts per MoE layer (E; `num_experts`).
+    public var expertCount: Int
+    /// Experts chosen per token (k).
+    public var expertsPerToken: Int
+    /// Width of each routed expert's hidden layer.
+    public var expertIntermediateSize: Int
+    /// Width of the shared expert's hidden layer (0: no shared expert).
+    public var sharedExpertIntermediateSize: Int
+    /// Width of a dense layer's MLP (`intermediate_size`).
+    public var intermediateSize: Int
+    /// Every `decoderSparseStep`-th layer is a MoE layer (layer l when (l + 1) % step == 0).
+    public var decoderSparseStep: Int
+    /// Layers that are dense whatever the step says.
+    public var mlpOnlyLayers: [Int]
+    /// Renormalise the top-k probabilities to sum to 1 (false in the released models).
+    public var normalizeTopKProbabilities: Bool
+    /// q/k/v biases (`qkv_bias`, true unless config.json says otherwise).
+    public var queryKeyValueBias: Bool
+    /// Per layer, its attention window (nil: full attention).
+    public var slidingWindows: [Int?]
+
+    enum CodingKeys: String, CodingKey {
+        case expertCount = "num_experts"
+        case expertsPerToken = "num_experts_per_tok"
+        case expertIntermediateSize = "moe_intermediate_size"
+        case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+        case intermediateSize = "intermediate_size"
+        case decoderSparseStep = "decoder_sparse_step"
+        case mlpOnlyLayers = "mlp_only_layers"
+        case normalizeTopKProbabilities = "norm_topk_prob"
+        case queryKeyValueBias = "qkv_bias"
+        case useSlidingWindow = "use_sliding_window"
+        case slidingWindow = "sliding_window"
+        case maxWindowLayers = "max_window_layers"
+        case layerTypes = "layer_types"
+    }
+
+    /// Whether layer `layer` is a MoE layer (transformers' rule, as for Qwen3-MoE).
+    public func isMoELayer(_ layer: Int) -> Bool {
+        !mlpOnlyLayers.contains(layer) && expertCount > 0 && (layer + 1) % decoderSparseStep == 0
+    }
+
+    /// Checks every field's range and the relations between fields.
+    /// - Throws: `ModelError.invalidConfiguration` naming the config.json field and the valid range.
+    public func validate(file: String = "config.json") throws(ModelError) {
+        func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
+        try fields.validate(file: file)
+        try fields.validateLayerList(mlpOnlyLayers, field: "mlp_only_layers", file: file)
+        guard expertCount >= 1 else { throw fail("num_experts is \(expertCount), but must be at least 1") }
+        guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
+            throw fail("num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_experts (\(expertCount))")
+        }
+        guard expertIntermediateSize >= 1 else {
+            throw fail("moe_intermediate_size is \(expertIntermediateSize), but must be at least 1")
+        }
+        guard sharedExpertIntermediateSize >= 0 else {
+            throw fail("shared_expert_intermediate_size is \(sharedExpertIntermediateSize), but must be at least 0")
+        }
+        guard decoderSparseStep >= 1 else {
+            throw fail("decoder_sparse_step is \(decoderSparseStep), but must be at least 1")
+        }
+        if (0..<fields.layerCount).contains(where: { !isMoELayer($0) }), intermediateSize < 1 {
+            throw fail("intermediate_size is \(intermediateSize), but the dense layers need at least 1")
+        }
+        guard slidingWindows.count == fields.layerCount else {
+            throw fail("layer_types has \(slidingWindows.count) entries, but num_hidden_layers is \(fields.layerCount)")
+        }
+        for window in slidingWindows {
+            if let window, window < 1 {
+                throw fail("sliding_window is \(window), but must be at least 1 on a sliding_attention layer")
+            }
+        }
+    }
+}
+
+extension Qwen2MoeConfiguration: Decodable {
+    /// Decodes config.json; range checks are left to ``validate(file:)``.
+    public init(from decoder: any Decoder) throws {
+        fields = try TransformerFields(from: decoder)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        expertCount = try container.decode(Int.self, forKey: .expertCount)
+        expertsPerToken = try container.decode(Int.self, forKey: .expertsPerToken)
+        expertIntermediateSize = try container.decode(Int.self, forKey: .expertIntermediateSize)
+        sharedExpertIntermediateSize = try container.decodeIfPresent(Int.self, forKey: .sharedExpertIntermediateSize) ?? 0
+        intermediateSize = try container.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 0
+        decoderSparseStep = try container.decodeIfPresent(Int.self, forKey: .decoderSparseStep) ?? 1
+        mlpOnlyLayers = try container.decodeIfPresent([Int].self, forKey: .mlpOnlyLayers) ?? []
+        normalizeTopKProbabilities = try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? false
+        queryKeyValueBias = try container.decodeIfPresent(Bool.self, forKey: .queryKeyValueBias) ?? true
+        // transformers: sliding_window is sliding_window if use_sliding_window else 0; without an explicit
+        // layer_types, layer i slides when i is even, i < max_window_layers and use_sliding_window.
+        let sliding = try container.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false
+        let window = sliding ? (try container.decodeIfPresent(Int.self, forKey: .slidingWindow) ?? 4096) : 0
+        let maxWindowLayers = try container.decodeIfPresent(Int.self, forKey: .maxWindowLayers) ?? 28
+        let layerCount = fields.layerCount
+        let types =
+            try container.decodeIfPresent([String].self, forKey: .layerTypes)
+            ?? (0..<max(0, min(layerCount, 1 << 20))).map {
+                ($0 + 1) % 2 == 1 && $0 < maxWindowLayers && sliding ? "sliding_attention" : "full_attention"
+            }
+        slidingWindows = try types.enumerated().map { index, type in
+            switch type {
+            case "full_attention": return nil
+            case "sliding_attention": return window
+            default:
+                throw ModelError.invalidConfiguration(
+                    file: "config.json",
+                    message: "layer_types[\(index)] is \(type), but must be full_attention or sliding_attention")
+            }
+        }
+    }
+}
+
+// MARK: - Checkpoint tensors and assembly
+
+extension Qwen2MoeConfiguration: ArchitectureConfiguration {
+    public var layerCount: Int { fields.layerCount }
+    public var expertCountPerLayer: Int { expertCount }
+
+    public var shape: ModelShape {
+        let layers = 0..<fields.layerCount
+        return ModelShape(
+            hiddenSize: fields.hiddenSize, vocabularySize: fields.vocabularySize,
+            expertCounts: layers.map { isMoELayer($0) ? expertCount : 0 }, expertsPerToken: expertsPerToken,
+            keyValueWidths: layers.map { _ in fields.keyValueWidth }, slidingWindows: slidingWindows,
+            maxPositionEmbeddings: fields.maxPositionEmbeddings, bosTokenID: fields.bosTokenID,
+            eosTokenIDs: fields.eosTokenIDs)
+    }
+
+    public var expertSpec: ExpertSpec {
+        ExpertSpec(intermediateSize: expertIntermediateSize, activation: fields.hiddenActivation) { layer, expert in
+            StandardLayout.expert(layer, expert)
+        }
+    }
+
+    /// `mlp.shared_expert.{gate,up,down}_proj.weight` of a MoE layer.
+    static func sharedExpert(_ layer: Int) -> ExpertSpec.TensorNames {
+        StandardLayout.swiGLU(prefix: StandardLayout.mlp(layer, "shared_expert"))
+    }
+
+    /// `mlp.shared_expert_gate.weight` of a MoE layer, [1, H].
+    static func sharedExpertGate(_ layer: Int) -> String { StandardLayout.mlp(layer, "shared_expert_gate.weight") }
+
+    public func tensorShapes() -> [(name: String, shape: [Int])] {
+        let hidden = fields.hiddenSize
+        var layers: [(name: String, shape: [Int])] = []
+        for layer in 0..<fields.layerCount {
+            layers += StandardLayout.attentionShapes(fields, layer: layer, biases: queryKeyValueBias, queryKeyNorm: .none)
+            if isMoELayer(layer) {
+                layers.append((StandardLayout.mlp(layer, "gate.weight"), [expertCount, hidden]))
+                for expert in 0..<expertCount {
+                    layers += StandardLayout.swiGLUShapes(
+                        StandardLayout.expert(layer, expert), hidden: hidden, intermediate: expertIntermediateSize)
+                }
+                if sharedExpertIntermediateSize > 0 {
+                    layers += StandardLayout.swiGLUShapes(
+                        Self.sharedExpert(layer), hidden: hidden, intermediate: sharedExpertIntermediateSize)
+                    layers.append((Self.sharedExpertGate(layer), [1, hidden]))
+                }
+            } else {
+                layers += StandardLayout.swiGLUShapes(
+                    StandardLayout.denseMLP(layer), hidden: hidden, intermediate: intermediateSize)
+            }
+        }
+        return StandardLayout.modelShapes(fields, layers: layers)
+    }
+
+    public var keyValueProjectionNames: [String] {
+        (0..<fields.layerCount).flatMap {
+            [StandardLayout.attention($0, "k_proj.weight"), StandardLayout.attention($0, "v_proj.weight")]
+        }
+    }
+
+    public func routerWeightName(layer: Int) -> String { StandardLayout.mlp(layer, "gate.weight") }
+
+    public var embeddingName: String { StandardLayout.embedding }
+
+    /// Attention with q/k/v biases; MoE layers route with softmax → top-k (renormalised only when
+    /// `norm_topk_prob`), and their shared expert — sigmoid(x · shared_expert_gate) · MLP(x) — runs on
+    /// the coordinator while the workers compute the routed experts; transformers adds it to the
+    /// routed experts' sum (routed + shared), then the sum to the residual stream.
+    public func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError)
+        -> DecoderStackParts
+    {
+        var layers: [DecoderLayer] = []
+        for layer in 0..<fields.layerCount {
+            let attention = try StandardLayout.loadAttention(
+                checkpoint, layer: layer, fields: fields, biases: queryKeyValueBias, queryKeyNorm: .none,
+                window: slidingWindows[layer], arithmetic: arithmetic)
+            let feedForward: FeedForward
+            if isMoELayer(layer) {
+                let router = Router(
+                    weight: try checkpoint.weight(named: StandardLayout.mlp(layer, "gate.weight")),
+                    expertCount: expertCount, expertsPerToken: expertsPerToken,
+                    policy: RoutingPolicy(renormalize: normalizeTopKProbabilities))
+                let shared =
+                    sharedExpertIntermediateSize > 0
+                    ? SharedExpert(
+                        mlp: try StandardLayout.loadMLP(checkpoint, Self.sharedExpert(layer), arithmetic: arithmetic),
+                        gate: try checkpoint.weight(named: Self.sharedExpertGate(layer))) : nil
+                feedForward = .experts(router, shared: shared)
+            } else {
+                feedForward = .dense(
+                    try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
+            }
+            layers.append(
+                try StandardLayout.decoderLayer(
+                    checkpoint, layer: layer, fields: fields, attention: attention, feedForward: feedForward))
+        }
+        return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
+    }
+}
+
+extension Architecture {
+    /// Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B).
+    public static let qwen2Moe = Architecture(
+        modelTypes: ["qwen2_moe"], classNames: ["Qwen2MoeForCausalLM"],
+        summary: "q/k/v biases; softmax router, top-k renormalised if norm_topk_prob; a shared expert with a "
+            + "sigmoid gate on the coordinator; sliding window per layer_types / max_window_layers",
+        randomConfiguration: { o in
+            var fields = RandomCheckpointWriter.transformerFields(o)
+            fields["num_experts"] = .int(o.expertCount)
+            fields["num_experts_per_tok"] = .int(o.expertsPerToken)
+            fields["moe_intermediate_size"] = .int(o.expertIntermediateSize)
+            fields["shared_expert_intermediate_size"] = .int(o.sharedExpertIntermediateSize)
+            fields["intermediate_size"] = .int(o.intermediateSize)
+            fields["decoder_sparse_step"] = .int(1)
+            fields["mlp_only_layers"] = .array(o.denseLayers.map(JSONValue.int))
+            fields["norm_topk_prob"] = .bool(o.normalizeTopKProbabilities)
+            fields["qkv_bias"] = .bool(o.queryKeyValueBias)
+            fields["use_sliding_window"] = .bool(o.slidingWindow != nil)
+            fields["sliding_window"] = o.slidingWindow.map(JSONValue.int) ?? .null
+            fields["max_window_layers"] = .int(o.layerCount)
+            fields["router_aux_loss_coef"] = .float(0.001)
+            fields["output_router_logits"] = .bool(false)
+            return fields
+        }
+    ) { data throws(ModelError) in
+        let configuration = try Architecture.decodeJSON(Qwen2MoeConfiguration.self, from: data)
+        try configuration.validate()
+        return configuration
+    }
+}

@@ -1,0 +1,209 @@
+// Qwen3-MoE: many small SwiGLU experts (128, top-8 in the released models), an RMS norm of each
+// query and key head before RoPE, no attention biases, optional dense layers.
+// Port of transformers/models/qwen3_moe/modeling_qwen3_moe.py (transformers 5.23), f32 compute.
+//
+// Legend: H = hidden size, E = experts per MoE layer, k = experts per token, D = head dimension.
+public import Foundation
+public import Tensors
+
+// MARK: - Configuration
+
+/// The Qwen3-MoE hyper-parameters, decoded from a Hugging Face `config.json`.
+public struct Qwen3MoeConfiguration: Sendable, Equatable {
+    /// Widths, heads, RoPE, norms and special tokens.
+    public var fields: TransformerFields
+    /// Experts per MoE layer (E; `num_experts`, also read as `num_local_experts`).
+    public var expertCount: Int
+    /// Experts chosen per token (k).
+    public var expertsPerToken: Int
+    /// Width of each routed expert's hidden layer.
+    public var expertIntermediateSize: Int
+    /// Width of a dense layer's MLP (`intermediate_size`).
+    public var intermediateSize: Int
+    /// Every `decoderSparseStep`-th layer is a MoE layer (layer l when (l + 1) % step == 0).
+    public var decoderSparseStep: Int
+    /// Layers that are dense whatever the step says.
+    public var mlpOnlyLayers: [Int]
+    /// Renormalise the top-k probabilities to sum to 1.
+    public var normalizeTopKProbabilities: Bool
+    /// The attention window of every layer when `use_sliding_window` is true, else nil.
+    public var slidingWindow: Int?
+    /// Biases on q/k/v/o (`attention_bias`); not supported (no released checkpoint has them).
+    public var attentionBias: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case expertCount = "num_experts"
+        case localExpertCount = "num_local_experts"
+        case expertsPerToken = "num_experts_per_tok"
+        case expertIntermediateSize = "moe_intermediate_size"
+        case intermediateSize = "intermediate_size"
+        case decoderSparseStep = "decoder_sparse_step"
+        case mlpOnlyLayers = "mlp_only_layers"
+        case normalizeTopKProbabilities = "norm_topk_prob"
+        case useSlidingWindow = "use_sliding_window"
+        case slidingWindow = "sliding_window"
+        case attentionBias = "attention_bias"
+    }
+
+    /// Whether layer `layer` is a MoE layer: not listed in `mlp_only_layers`, experts exist, and
+    /// (layer + 1) is a multiple of `decoder_sparse_step` (transformers' rule).
+    public func isMoELayer(_ layer: Int) -> Bool {
+        !mlpOnlyLayers.contains(layer) && expertCount > 0 && (layer + 1) % decoderSparseStep == 0
+    }
+
+    /// Checks every field's range and the relations between fields.
+    /// - Throws: `ModelError.invalidConfiguration` naming the config.json field and the valid range.
+    public func validate(file: String = "config.json") throws(ModelError) {
+        func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
+        try fields.validate(file: file)
+        try fields.validateLayerList(mlpOnlyLayers, field: "mlp_only_layers", file: file)
+        guard expertCount >= 1 else { throw fail("num_experts is \(expertCount), but must be at least 1") }
+        guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
+            throw fail("num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_experts (\(expertCount))")
+        }
+        guard expertIntermediateSize >= 1 else {
+            throw fail("moe_intermediate_size is \(expertIntermediateSize), but must be at least 1")
+        }
+        guard decoderSparseStep >= 1 else {
+            throw fail("decoder_sparse_step is \(decoderSparseStep), but must be at least 1")
+        }
+        if (0..<fields.layerCount).contains(where: { !isMoELayer($0) }), intermediateSize < 1 {
+            throw fail("intermediate_size is \(intermediateSize), but the dense layers need at least 1")
+        }
+        guard !attentionBias else { throw fail("attention_bias is true, but Qwen3-MoE attention biases are not supported") }
+        if let slidingWindow, slidingWindow < 1 {
+            throw fail("sliding_window is \(slidingWindow), but must be at least 1 when use_sliding_window is true")
+        }
+    }
+}
+
+extension Qwen3MoeConfiguration: Decodable {
+    /// Decodes config.json; range checks are left to ``validate(file:)``.
+    public init(from decoder: any Decoder) throws {
+        fields = try TransformerFields(from: decoder)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        expertCount =
+            try container.decodeIfPresent(Int.self, forKey: .expertCount)
+            ?? container.decode(Int.self, forKey: .localExpertCount)
+        expertsPerToken = try container.decode(Int.self, forKey: .expertsPerToken)
+        expertIntermediateSize = try container.decode(Int.self, forKey: .expertIntermediateSize)
+        intermediateSize = try container.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 0
+        decoderSparseStep = try container.decodeIfPresent(Int.self, forKey: .decoderSparseStep) ?? 1
+        mlpOnlyLayers = try container.decodeIfPresent([Int].self, forKey: .mlpOnlyLayers) ?? []
+        normalizeTopKProbabilities = try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? false
+        // transformers: sliding_window = sliding_window if use_sliding_window else None, for every layer.
+        let sliding = try container.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false
+        slidingWindow = sliding ? try container.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
+        attentionBias = try container.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+    }
+}
+
+// MARK: - Checkpoint tensors and assembly
+
+extension Qwen3MoeConfiguration: ArchitectureConfiguration {
+    public var layerCount: Int { fields.layerCount }
+    public var expertCountPerLayer: Int { expertCount }
+
+    public var shape: ModelShape {
+        let layers = 0..<fields.layerCount
+        return ModelShape(
+            hiddenSize: fields.hiddenSize, vocabularySize: fields.vocabularySize,
+            expertCounts: layers.map { isMoELayer($0) ? expertCount : 0 }, expertsPerToken: expertsPerToken,
+            keyValueWidths: layers.map { _ in fields.keyValueWidth }, slidingWindows: layers.map { _ in slidingWindow },
+            maxPositionEmbeddings: fields.maxPositionEmbeddings, bosTokenID: fields.bosTokenID,
+            eosTokenIDs: fields.eosTokenIDs)
+    }
+
+    public var expertSpec: ExpertSpec {
+        ExpertSpec(intermediateSize: expertIntermediateSize, activation: fields.hiddenActivation) { layer, expert in
+            StandardLayout.expert(layer, expert)
+        }
+    }
+
+    public func tensorShapes() -> [(name: String, shape: [Int])] {
+        let hidden = fields.hiddenSize
+        var layers: [(name: String, shape: [Int])] = []
+        for layer in 0..<fields.layerCount {
+            layers += StandardLayout.attentionShapes(fields, layer: layer, biases: false, queryKeyNorm: .perHead)
+            if isMoELayer(layer) {
+                layers.append((StandardLayout.mlp(layer, "gate.weight"), [expertCount, hidden]))
+                for expert in 0..<expertCount {
+                    layers += StandardLayout.swiGLUShapes(
+                        StandardLayout.expert(layer, expert), hidden: hidden, intermediate: expertIntermediateSize)
+                }
+            } else {
+                layers += StandardLayout.swiGLUShapes(
+                    StandardLayout.denseMLP(layer), hidden: hidden, intermediate: intermediateSize)
+            }
+        }
+        return StandardLayout.modelShapes(fields, layers: layers)
+    }
+
+    public var keyValueProjectionNames: [String] {
+        (0..<fields.layerCount).flatMap {
+            [StandardLayout.attention($0, "k_proj.weight"), StandardLayout.attention($0, "v_proj.weight")]
+        }
+    }
+
+    public func routerWeightName(layer: Int) -> String { StandardLayout.mlp(layer, "gate.weight") }
+
+    public var embeddingName: String { StandardLayout.embedding }
+
+    /// Attention with a per-head RMS norm of queries and keys before RoPE (over D, one weight shared
+    /// by every head); MoE layers route with softmax → top-k → renormalise when `norm_topk_prob`;
+    /// dense layers run a SwiGLU MLP of `intermediate_size` on the coordinator.
+    public func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError)
+        -> DecoderStackParts
+    {
+        var layers: [DecoderLayer] = []
+        for layer in 0..<fields.layerCount {
+            let attention = try StandardLayout.loadAttention(
+                checkpoint, layer: layer, fields: fields, biases: false, queryKeyNorm: .perHead, window: slidingWindow,
+                arithmetic: arithmetic)
+            let feedForward: FeedForward
+            if isMoELayer(layer) {
+                let router = Router(
+                    weight: try checkpoint.weight(named: StandardLayout.mlp(layer, "gate.weight")),
+                    expertCount: expertCount, expertsPerToken: expertsPerToken,
+                    policy: RoutingPolicy(renormalize: normalizeTopKProbabilities))
+                feedForward = .experts(router, shared: nil)
+            } else {
+                feedForward = .dense(
+                    try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
+            }
+            layers.append(
+                try StandardLayout.decoderLayer(
+                    checkpoint, layer: layer, fields: fields, attention: attention, feedForward: feedForward))
+        }
+        return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
+    }
+}
+
+extension Architecture {
+    /// Qwen3-MoE (Alibaba's Qwen3 sparse models, e.g. Qwen3-30B-A3B).
+    public static let qwen3Moe = Architecture(
+        modelTypes: ["qwen3_moe"], classNames: ["Qwen3MoeForCausalLM"],
+        summary: "per-head q/k RMS norm; softmax router, top-k renormalised if norm_topk_prob; "
+            + "dense layers by mlp_only_layers / decoder_sparse_step; experts mlp.experts.E.{gate,up,down}_proj",
+        randomConfiguration: { o in
+            var fields = RandomCheckpointWriter.transformerFields(o)
+            fields["num_experts"] = .int(o.expertCount)
+            fields["num_experts_per_tok"] = .int(o.expertsPerToken)
+            fields["moe_intermediate_size"] = .int(o.expertIntermediateSize)
+            fields["intermediate_size"] = .int(o.intermediateSize)
+            fields["decoder_sparse_step"] = .int(1)
+            fields["mlp_only_layers"] = .array(o.denseLayers.map(JSONValue.int))
+            fields["norm_topk_prob"] = .bool(o.normalizeTopKProbabilities)
+            fields["use_sliding_window"] = .bool(o.slidingWindow != nil)
+            fields["sliding_window"] = o.slidingWindow.map(JSONValue.int) ?? .null
+            fields["attention_bias"] = .bool(false)
+            fields["router_aux_loss_coef"] = .float(0.001)
+            fields["output_router_logits"] = .bool(false)
+            return fields
+        }
+    ) { data throws(ModelError) in
+        let configuration = try Architecture.decodeJSON(Qwen3MoeConfiguration.self, from: data)
+        try configuration.validate()
+        return configuration
+    }
+}

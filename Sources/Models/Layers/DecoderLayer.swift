@@ -1,0 +1,52 @@
+import Kernels
+// One decoder layer, assembled by an architecture from the shared layers: input norm, attention,
+// post-attention norm, then a feed-forward block that is either the routed experts (run outside the
+// layer, possibly on other machines, with an optional shared expert here) or a dense MLP.
+// Legend: T = tokens, H = hidden size.
+import Tensors
+
+/// The feed-forward block of a decoder layer.
+enum FeedForward: Sendable {
+    /// Routed experts, run by the caller's dispatch; a shared expert, if any, runs here.
+    case experts(Router, shared: SharedExpert?)
+    /// A dense MLP run here.
+    case dense(DenseMLP)
+}
+
+/// One decoder layer's part that the coordinator runs.
+struct DecoderLayer: Sendable {
+    /// The layer's index in the model.
+    let index: Int
+    /// [H], f32
+    let inputNorm: FloatTensor
+    let attention: Attention
+    /// [H], f32
+    let postAttentionNorm: FloatTensor
+    let feedForward: FeedForward
+    /// ε of the two norms.
+    let epsilon: Float
+
+    /// The layer up to its feed-forward block: adds the attention output to `hidden` in place, then
+    /// returns the post-attention-normed rows the feed-forward block takes.
+    /// - Parameter hidden: the residual stream, [T, H], f32, chunk 0's rows first.
+    /// - Returns: [T, H], f32.
+    func attend(
+        _ hidden: inout [Float], chunks: [ChunkSpan], caches: UnsafeMutableBufferPointer<KVCache>
+    ) -> [Float] {
+        let attended = attention(
+            rmsNorm(hidden, weight: inputNorm, epsilon: epsilon), chunks: chunks, layer: index, caches: caches)
+        for position in hidden.indices { hidden[position] += attended[position] }
+        return rmsNorm(hidden, weight: postAttentionNorm, epsilon: epsilon)
+    }
+
+    /// Adds a feed-forward output [T, H] to `hidden`.
+    /// - Throws: `ModelError.invalidInput` when `output` has the wrong size.
+    func add(_ output: [Float], to hidden: inout [Float]) throws(ModelError) {
+        guard output.count == hidden.count else {
+            let width = inputNorm.count
+            throw ModelError.invalidInput(
+                "experts of layer \(index) returned \(output.count) values, expected [\(hidden.count / width), \(width)]")
+        }
+        for position in hidden.indices { hidden[position] += output[position] }
+    }
+}

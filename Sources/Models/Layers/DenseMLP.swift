@@ -1,0 +1,63 @@
+import Kernels
+// A dense SwiGLU MLP, down(silu(gate x) ⊙ up x), computed on the coordinator: the feed-forward block of
+// a dense (non-MoE) layer, and a shared expert (Qwen2-MoE) that every token passes through beside its
+// routed experts, scaled by a sigmoid gate.
+// Legend: T = tokens, H = hidden size, I = the MLP's intermediate size.
+import Tensors
+
+/// A SwiGLU MLP whose weights the coordinator holds.
+struct DenseMLP: Sendable {
+    /// [I, H], f32 or bf16
+    let gate: WeightTensor
+    /// [I, H], f32 or bf16
+    let up: WeightTensor
+    /// [H, I], f32 or bf16
+    let down: WeightTensor
+    let arithmetic: BFloat16Arithmetic
+
+    /// - Parameter input: [T, H], f32.
+    /// - Returns: [T, H], f32.
+    func callAsFunction(_ input: [Float], rowCount: Int) -> [Float] {
+        let intermediate = gate.shape[0]
+        var gated = [Float](repeating: 0, count: rowCount * intermediate)
+        var upped = gated
+        input.withUnsafeBufferPointer { x in
+            gated.withUnsafeMutableBufferPointer { g in
+                upped.withUnsafeMutableBufferPointer { u in
+                    linear(
+                        x.baseAddress!, rowCount: rowCount, weights: [gate, up], into: [g.baseAddress!, u.baseAddress!],
+                        arithmetic: arithmetic)
+                    swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: rowCount * intermediate)
+                }
+            }
+        }
+        return linear(gated, rowCount: rowCount, weight: down, arithmetic: arithmetic)
+    }
+}
+
+/// A shared expert: a dense MLP every token passes through, scaled per token by
+/// sigmoid(x · shared_expert_gate) (Qwen2-MoE).
+struct SharedExpert: Sendable {
+    let mlp: DenseMLP
+    /// [1, H], f32 or bf16
+    let gate: WeightTensor
+
+    /// - Parameter input: [T, H], f32 (the same post-attention-normed rows the router sees).
+    /// - Returns: sigmoid(x · gate) · mlp(x), [T, H], f32.
+    func callAsFunction(_ input: [Float], rowCount: Int) -> [Float] {
+        var output = mlp(input, rowCount: rowCount)
+        let scores = linear(input, rowCount: rowCount, weight: gate)
+        let width = output.count / max(1, rowCount)
+        for row in 0..<rowCount {
+            let scale = 1 / (1 + expf(-scores[row]))
+            for column in 0..<width { output[row * width + column] *= scale }
+        }
+        return output
+    }
+}
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif

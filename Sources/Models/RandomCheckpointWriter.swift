@@ -1,0 +1,116 @@
+// Writes random-weight checkpoints of any architecture that Hugging Face transformers loads: for
+// tests, benchmarks and `switchyard make-model --arch`. The architecture renders config.json from
+// the options; the tensors are the ones its configuration lists, deterministic for a seed (our own
+// PRNG, as MixtralCheckpointWriter). Mixtral keeps MixtralCheckpointWriter, whose files existing
+// tests and benchmarks pin byte for byte.
+public import Foundation
+public import Tensors
+
+/// The shape, dtype and seed of a random checkpoint; each architecture reads the fields it has.
+public struct RandomModelOptions: Sendable, Equatable {
+    public var hiddenSize = 64
+    public var layerCount = 2
+    public var attentionHeadCount = 4
+    public var keyValueHeadCount = 2
+    /// `head_dim`; nil: hidden ÷ heads.
+    public var headDimension: Int?
+    public var expertCount = 8
+    public var expertsPerToken = 2
+    public var vocabularySize = 256
+    /// A dense layer's MLP width (`intermediate_size`; OLMoE's and Mixtral's expert width).
+    public var intermediateSize = 128
+    /// A routed expert's width (`moe_intermediate_size`).
+    public var expertIntermediateSize = 64
+    /// The shared expert's width (Qwen2-MoE); 0: none.
+    public var sharedExpertIntermediateSize = 0
+    /// Layers that are dense (`mlp_only_layers`).
+    public var denseLayers: [Int] = []
+    /// `norm_topk_prob`.
+    public var normalizeTopKProbabilities = false
+    /// q/k/v biases (Qwen2-MoE `qkv_bias`).
+    public var queryKeyValueBias = true
+    /// The attention window (nil: none).
+    public var slidingWindow: Int?
+    public var maxPositionEmbeddings = 4096
+    public var ropeTheta = 1e6
+    public var tieWordEmbeddings = false
+    public var dtype: DType = .f32
+    public var seed: UInt64 = 0
+    /// The standard deviation of weight matrices (HF's `initializer_range`).
+    public var initializerRange = 0.02
+    /// Experts every router prefers (see `MixtralCheckpointOptions.hotExpertCount`).
+    public var hotExpertCount = 0
+    /// Roughly what the preferred experts gain in router logit.
+    public var hotExpertBias = 0.0
+    public var bosTokenID: Int?
+    public var eosTokenIDs: [Int] = []
+
+    public init() {}
+}
+
+/// Writes random-weight checkpoints of any supported architecture.
+public enum RandomCheckpointWriter {
+    /// Writes config.json and model.safetensors of `architecture` with `options` into `directory`.
+    /// - Throws: `ModelError.invalidConfiguration` for options that do not make a valid model; file errors.
+    public static func write(_ options: RandomModelOptions, architecture: Architecture, to directory: URL) throws {
+        var fields = architecture.randomConfiguration(options)
+        fields["architectures"] = .array(architecture.classNames.map(JSONValue.string))
+        fields["model_type"] = .string(architecture.name)
+        fields["dtype"] = .string(options.dtype.huggingFaceName)
+        fields["initializer_range"] = .float(options.initializerRange)
+        fields["use_cache"] = .bool(true)
+        let config = Data((JSONValue.object(fields).rendered(indent: "") + "\n").utf8)
+        let configuration = try architecture.configuration(from: config)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try config.write(to: directory.appendingPathComponent("config.json"))
+        let shape = configuration.shape
+        var generator = NormalGenerator(seed: options.seed)
+        var tensors: [SafetensorsWriter.Tensor] = []
+        for (name, tensorShape) in configuration.tensorShapes() {
+            let count = tensorShape.reduce(1, *)
+            // Norm weights start at 1, as HF initialises RMSNorm; everything else (biases included, so
+            // that a runtime ignoring them differs) ~ N(0, initializer_range).
+            var values: [Float] =
+                tensorShape.count == 1 && !name.hasSuffix(".bias")
+                ? [Float](repeating: 1, count: count)
+                : (0..<count).map { _ in generator.nextNormal() * Float(options.initializerRange) }
+            if options.hotExpertCount > 0 {
+                let hidden = options.hiddenSize
+                if name == configuration.embeddingName {
+                    for token in 0..<tensorShape[0] { values[token * hidden] = 1 }
+                }
+                for layer in shape.moeLayers.map(\.rawValue) where name == configuration.routerWeightName(layer: layer) {
+                    let experts = shape.expertCounts[layer]
+                    let hot = Set((0..<min(options.hotExpertCount, experts)).map { (layer * options.hotExpertCount + $0) % experts })
+                    for expert in 0..<experts {
+                        values[expert * hidden] =
+                            hot.contains(expert) ? Float(options.hotExpertBias / Double(hidden).squareRoot()) : 0
+                    }
+                }
+            }
+            tensors.append(SafetensorsWriter.Tensor(name: name, shape: tensorShape, values: values, storedAs: options.dtype))
+        }
+        try SafetensorsWriter.write(tensors, to: directory.appendingPathComponent(Checkpoint.singleFileName))
+    }
+
+    /// The config.json fields of `TransformerFields` for `options`.
+    static func transformerFields(_ options: RandomModelOptions, rmsNormEpsilon: Double = 1e-6) -> [String: JSONValue] {
+        var fields: [String: JSONValue] = [
+            "hidden_size": .int(options.hiddenSize), "num_hidden_layers": .int(options.layerCount),
+            "num_attention_heads": .int(options.attentionHeadCount),
+            "num_key_value_heads": .int(options.keyValueHeadCount), "vocab_size": .int(options.vocabularySize),
+            "rms_norm_eps": .float(rmsNormEpsilon),
+            "rope_parameters": .object(["rope_theta": .float(options.ropeTheta), "rope_type": .string("default")]),
+            "max_position_embeddings": .int(options.maxPositionEmbeddings),
+            "tie_word_embeddings": .bool(options.tieWordEmbeddings), "hidden_act": .string("silu"),
+            "attention_dropout": .float(0), "bos_token_id": options.bosTokenID.map(JSONValue.int) ?? .null,
+        ]
+        if let headDimension = options.headDimension { fields["head_dim"] = .int(headDimension) }
+        switch options.eosTokenIDs.count {
+        case 0: fields["eos_token_id"] = .null
+        case 1: fields["eos_token_id"] = .int(options.eosTokenIDs[0])
+        default: fields["eos_token_id"] = .array(options.eosTokenIDs.map(JSONValue.int))
+        }
+        return fields
+    }
+}
