@@ -1,19 +1,69 @@
 #!/usr/bin/env python3
 """Write Switchyard's model reference fixtures from Hugging Face transformers.
 
-Contract: spec/model-fixtures.md. For every tiny Mixtral checkpoint below this script
+## What each fixture covers
 
-  1. builds a SentencePiece/Mixtral-style byte-fallback BPE tokenizer with the `tokenizers`
-     library (merges trained on an inline corpus up to the model's vocab size) and saves it
-     with transformers' save_pretrained;
-  2. builds a MixtralForCausalLM with a fixed torch seed and saves it with save_pretrained
-     (float32, bfloat16 or sharded);
+Every fixture is a folder under Tests/Fixtures/models/ that transformers wrote with
+save_pretrained (config.json, *.safetensors, tokenizer files, generation_config.json) plus
+reference.json. Architecture facts the fixtures rely on: Scripts/reference/ARCHITECTURES.md.
+
+**Mixtral** (`MixtralForCausalLM`; SentencePiece-style byte-fallback BPE, BOS `<s>`):
+- `top1`: top-1 routing over 4 experts, explicit rope_parameters.
+- `top2`: top-2 over 8 experts, a single KV head (MQA).
+- `top3_sliding`: top-3 over 6 experts, sliding_window 5 shorter than every prompt.
+- `bf16_stored`: weights stored as bfloat16, reference computed after upcasting to float32.
+- `sharded`: float32 split over three safetensors shards with an index.
+- `tied`: tie_word_embeddings, head_dim (16) larger than hidden/heads (8).
+
+**Qwen3-MoE** (`Qwen3MoeForCausalLM`; Qwen2-style byte-level BPE, no BOS, ChatML template):
+- `qwen3_moe_mixed`: mlp_only_layers [1] (layer 1 is a dense MLP with intermediate_size),
+  8 experts top-2 with norm_topk_prob true, head_dim 24 != hidden/heads 16, GQA (4 heads, 2 KV),
+  per-head q_norm/k_norm, untied head, rope_theta 1e6, embedding rows beyond the tokenizer.
+- `qwen3_moe_top8_bf16`: 16 experts top-8, norm_topk_prob false, tied embeddings, stored
+  bfloat16, head_dim 16 != hidden/heads 8; config.json in the Hub spelling (`num_experts`,
+  top-level `rope_theta`) instead of 5.23's (`num_local_experts`, `rope_parameters`).
+- `qwen3_moe_top1`: top-1 without renormalisation, decoder_sparse_step 2 (layers 1 and 3 MoE,
+  0 and 2 dense), head_dim absent from config.json (defaults to hidden/heads).
+
+**Qwen2-MoE** (`Qwen2MoeForCausalLM`; Qwen2-style byte-level BPE, no BOS, ChatML template):
+- `qwen2_moe_shared`: shared expert (intermediate 48) behind a sigmoid gate, random q/k/v biases,
+  8 experts top-4 without renormalisation, mlp_only_layers [0] (layer 0 dense).
+- `qwen2_moe_sliding_bf16`: use_sliding_window with sliding_window 5 and max_window_layers 2, so
+  only layer 0 slides (layer 2 is even but >= max_window_layers); prompts and completions longer
+  than the window; norm_topk_prob true; stored bfloat16; config.json in the Hub spelling (no
+  `layer_types`, top-level `rope_theta`), so a runtime must derive the per-layer rule itself.
+
+**OLMoE** (`OlmoeForCausalLM`; GPT-NeoX-style byte-level BPE, `<|endoftext|>` as bos/eos/pad,
+Tulu template):
+- `olmoe_basic`: 8 experts top-2 without renormalisation, q_norm over the whole q projection
+  (hidden) and k_norm over the whole k projection (KV heads x head_dim, GQA), embedding rows
+  beyond the tokenizer.
+- `olmoe_64_bf16`: 64 experts top-8, expert intermediate 16, stored bfloat16, clip_qkv 1.5 (which
+  clips), config.json in the Hub spelling (top-level `rope_theta`).
+
+## Contract
+
+For every tiny checkpoint in MODELS (`arch` selects the transformers classes, default mixtral):
+
+  1. builds the tokenizer with the `tokenizers` library (merges trained on an inline corpus up to
+     the model's vocab size; SentencePiece-style for Mixtral, byte-level for Qwen and OLMoE) and
+     saves it with transformers' save_pretrained;
+  2. builds the model with a fixed torch seed (RMSNorm weights, including q_norm/k_norm, are
+     perturbed away from 1; attention biases and the shared-expert gate get random values) and
+     saves it with save_pretrained (float32, bfloat16 or sharded);
   3. RELOADS the saved folder with from_pretrained(dtype=torch.float32) and computes, per case,
      greedy completion ids, raw f32 step logits, top-5 logprobs and per-expert routing counts;
   4. cross-checks its own KV-cache greedy loop against model.generate() and against a plain
      no-cache full forward, and asserts every greedy step has a top-1/top-2 logit gap > 1e-3
      (and that the router's k-th/(k+1)-th expert choice is not a near tie). If a seed gives a
      near tie, the next seed is tried (deterministically) and the used seed is recorded.
+
+For the Qwen and OLMoE fixtures it also checks that the eager attention / eager experts paths give
+the same logits as the default sdpa / grouped_mm ones, that every feature under test changes the
+logits (sliding window, q/k/v biases, shared-expert gate, clip_qkv, top-k renormalisation), and
+that AutoTokenizer and the raw tokenizer.json agree; reference.json then also holds
+`architecture`, `moe_layers`, `experts_implementation`, `chat_cases` and `decode_cases`.
+`expert_load` lists every decoder layer; a dense layer's entry is [].
 
 Usage: model_fixtures.py [--out Tests/Fixtures] [--only name,name]
 Everything is built locally; nothing is downloaded.
@@ -27,6 +77,7 @@ import os
 import shutil
 import sys
 import time
+import unicodedata
 from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,21 +89,36 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 import tokenizers  # noqa: E402
-from tokenizers import Tokenizer, AddedToken, decoders, pre_tokenizers, processors  # noqa: E402
+from tokenizers import Tokenizer, AddedToken, Regex, decoders, normalizers, pre_tokenizers, processors  # noqa: E402
 from tokenizers.models import BPE  # noqa: E402
+from tokenizers.trainers import BpeTrainer  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
+    GenerationConfig,
     MixtralConfig,
     MixtralForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
     PreTrainedTokenizerFast,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tokenizer_fixtures  # noqa: E402  (its corpus and edge-case strings)
 
 LOGIT_GAP_MIN = 1e-3          # hard floor: greedy top-1 minus top-2 logit, every step (asserted)
 LOGIT_GAP_TARGET = 1e-2       # seeds are searched (deterministically) until every step clears this
 ROUTER_GAP_MIN = 1e-4         # router softmax prob: k-th minus (k+1)-th expert, every routed token
 CROSS_CHECK_ATOL = 1e-4       # cached loop vs generate vs no-cache forward, logits
+IMPLEMENTATION_ATOL = 1e-4    # eager attention + eager experts vs the default sdpa + grouped_mm
+FEATURE_EFFECT_MIN = 1e-2     # turning off a feature under test must move some logit by more
 MAX_SEED_TRIES = 20
 FINAL_NORM_SCALE = 3.0
+BIAS_STD = 0.5                # q/k/v biases (Qwen2-MoE); transformers initialises them to 0
+SHARED_GATE_STD = 0.5         # shared_expert_gate weight, so sigmoid(gate(x)) varies per token
 TOP_LOGPROBS = 5
 SPM = "\u2581"  # ▁
 
@@ -175,6 +241,245 @@ def build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 
 # --------------------------------------------------------------------------------------------
+# Byte-level tokenizers (Qwen2-style and GPT-NeoX-style)
+# --------------------------------------------------------------------------------------------
+
+# Qwen2Tokenizer's split regex, as in Tests/Fixtures/tokenizers/qwen2-bytelevel/tokenizer.json
+# (checked against that file in build_byte_level_tokenizer).
+QWEN2_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_TOKENIZER_FIXTURE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "Tests", "Fixtures", "tokenizers", "qwen2-bytelevel", "tokenizer.json",
+)
+CHAT_TEMPLATES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "Tests", "Fixtures", "chat_templates",
+)
+
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+
+# One entry per byte-level tokenizer family. `special` tokens follow the trained pieces, in this
+# order (as on the Hub: Qwen's <|endoftext|> <|im_start|> <|im_end|> come right after the BPE
+# pieces); `added` are non-special added tokens after them.
+BYTE_LEVEL_STYLES = {
+    "qwen2": dict(
+        special=[ENDOFTEXT, IM_START, IM_END], added=[], tokenizer_class="Qwen2Tokenizer",
+        bos=None, eos=IM_END, pad=ENDOFTEXT, chat_template="qwen2-moe-instruct.json",
+    ),
+    "qwen3": dict(
+        special=[ENDOFTEXT, IM_START, IM_END], added=["<think>", "</think>"], tokenizer_class="Qwen2Tokenizer",
+        bos=None, eos=IM_END, pad=ENDOFTEXT, chat_template="qwen3-style.json",
+    ),
+    "gpt_neox": dict(
+        special=[ENDOFTEXT], added=[], tokenizer_class="GPTNeoXTokenizer",
+        bos=ENDOFTEXT, eos=ENDOFTEXT, pad=ENDOFTEXT, chat_template="tulu-olmoe.json",
+    ),
+}
+
+
+def byte_level_pre_tokenizer(style: str):
+    if style == "gpt_neox":
+        # What transformers' GPTNeoXTokenizer rebuilds: ByteLevel with the GPT-2 regex, no prefix space.
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
+def train_byte_level_bpe(n_pieces: int, style: str):
+    """Deterministic byte-level BPE: the 256 byte symbols, then merges, n_pieces in all.
+
+    Trained with the `tokenizers` BpeTrainer on this file's corpus plus tokenizer_fixtures.py's
+    (code, several scripts, emoji), NFC-normalised and pre-tokenized as the tokenizer will be.
+    """
+    trainer_tok = Tokenizer(BPE())
+    trainer_tok.normalizer = normalizers.NFC()
+    trainer_tok.pre_tokenizer = byte_level_pre_tokenizer(style)
+    trainer = BpeTrainer(
+        vocab_size=n_pieces, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    trainer_tok.train_from_iterator(CORPUS.strip().splitlines() + list(tokenizer_fixtures.CORPUS), trainer=trainer)
+    trained = json.loads(trainer_tok.to_str())["model"]
+    if len(trained["vocab"]) != n_pieces:
+        raise ValueError(f"corpus too small for {n_pieces} byte-level pieces (got {len(trained['vocab'])})")
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    return trained["vocab"], merges
+
+
+def chat_template(style: str) -> str:
+    with open(os.path.join(CHAT_TEMPLATES, BYTE_LEVEL_STYLES[style]["chat_template"]), encoding="utf-8") as f:
+        return json.load(f)["template"]
+
+
+def build_byte_level_tokenizer(style: str, vocab_size: int, padding: int = 0) -> PreTrainedTokenizerFast:
+    """A Qwen2-style or GPT-NeoX-style byte-level BPE filling vocab_size - padding ids.
+
+    The last `padding` embedding rows have no token (as Qwen's and OLMoE's Hub checkpoints).
+    """
+    s = BYTE_LEVEL_STYLES[style]
+    n_pieces = vocab_size - padding - len(s["special"]) - len(s["added"])
+    vocab, merges = train_byte_level_bpe(n_pieces, style)
+    tok = Tokenizer(BPE(vocab=vocab, merges=merges, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = byte_level_pre_tokenizer(style)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in s["special"]])
+    if s["added"]:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in s["added"]])
+    if style != "gpt_neox":
+        with open(QWEN2_TOKENIZER_FIXTURE, encoding="utf-8") as f:
+            known = json.load(f)
+        mine = json.loads(tok.to_str())
+        for key in ("normalizer", "pre_tokenizer", "decoder"):
+            if mine[key] != known[key]:
+                raise AssertionError(f"{key} differs from {QWEN2_TOKENIZER_FIXTURE}: {mine[key]} vs {known[key]}")
+    assert tok.get_vocab_size(with_added_tokens=True) == vocab_size - padding
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=s["bos"],
+        eos_token=s["eos"],
+        pad_token=s["pad"],
+        clean_up_tokenization_spaces=False,
+        model_max_length=4096,
+    )
+
+
+def save_byte_level_tokenizer(hf: PreTrainedTokenizerFast, style: str, folder: str) -> None:
+    """save_pretrained, then tokenizer_config.json as the Hub checkpoints of the family have it:
+    the family's tokenizer_class, the chat template inline, no unk token (byte-level needs none)."""
+    s = BYTE_LEVEL_STYLES[style]
+    hf.save_pretrained(folder)
+    path = os.path.join(folder, "tokenizer_config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    config.update({
+        "tokenizer_class": s["tokenizer_class"],
+        "bos_token": s["bos"],
+        "unk_token": None,
+        "chat_template": chat_template(style),
+    })
+    if style == "gpt_neox":
+        config.update({"add_bos_token": False, "add_eos_token": False})
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    for extra in ("chat_template.jinja", "special_tokens_map.json"):
+        if os.path.exists(os.path.join(folder, extra)):
+            os.remove(os.path.join(folder, extra))
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table used by the ByteLevel pre-tokenizer/decoder."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+BYTE_CHARS = _bytes_to_unicode()
+
+
+def byte_token(tokenizer, b: int) -> int:
+    """The id of the single-byte token for byte b."""
+    i = tokenizer.convert_tokens_to_ids(BYTE_CHARS[b])
+    assert isinstance(i, int) and tokenizer.convert_ids_to_tokens(i) == BYTE_CHARS[b], b
+    return i
+
+
+CHAT_CONVERSATIONS = [
+    [{"role": "user", "content": "Hello!"}],
+    [{"role": "system", "content": "You are a concise assistant."},
+     {"role": "user", "content": "What is a mixture of experts?"}],
+    [{"role": "system", "content": "Be brief."},
+     {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello! How can I help?"},
+     {"role": "user", "content": "Naïve café: 🚀 über 東京!"}],
+]
+
+
+def chat_cases(tokenizer) -> list[dict]:
+    out = []
+    for messages in CHAT_CONVERSATIONS:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # transformers 5 returns a BatchEncoding (return_dict defaults to True) for tokenize=True.
+        enc = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        ids = enc["input_ids"] if hasattr(enc, "keys") else enc
+        ids = [int(i) for i in ids]
+        assert isinstance(text, str) and ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+        out.append({"messages": messages, "add_generation_prompt": True, "text": text, "ids": ids})
+    return out
+
+
+def decode_cases(tokenizer, style: str) -> list[dict]:
+    """Id lists to decode, including byte sequences that are not valid UTF-8."""
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    b = lambda *xs: [byte_token(tokenizer, x) for x in xs]  # noqa: E731
+    sp = lambda t: [tokenizer.convert_tokens_to_ids(t)]  # noqa: E731
+    cases = [
+        ("text with special tokens",
+         (sp(IM_START) + enc("user\nNaïve café: 🚀 über 東京!") + sp(IM_END)) if style != "gpt_neox"
+         else enc("Naïve café: 🚀 über 東京!") + sp(ENDOFTEXT)),
+        ("a lone continuation byte 0x80", b(0x80)),
+        ("text, a lone continuation byte, text", enc("ab") + b(0x80) + enc(" cd")),
+        ("a truncated 3-byte character (E6 9D of 東)", b(0xE6, 0x9D)),
+        ("a 3-byte character from three single-byte tokens (東)", b(0xE6, 0x9D, 0xB1)),
+        ("text then a truncated 4-byte emoji (F0 9F 9A of 🚀)", enc("go ") + b(0xF0, 0x9F, 0x9A)),
+        ("0xFF (never valid UTF-8) between special tokens", sp(ENDOFTEXT) + b(0xFF) + sp(ENDOFTEXT)),
+    ]
+    if BYTE_LEVEL_STYLES[style]["added"]:
+        cases.append(("non-special added tokens <think> </think>", enc("<think>\nhm\n</think>\n\nok") + sp(IM_END)))
+    out = []
+    for what, ids in cases:
+        out.append({
+            "what": what,
+            "ids": ids,
+            "decoded": tokenizer.decode(ids),
+            "decoded_skipping_special_tokens": tokenizer.decode(ids, skip_special_tokens=True),
+        })
+    return out
+
+
+def check_byte_level_tokenizer(folder: str, style: str, tok: PreTrainedTokenizerFast, prompts, vocab_size: int):
+    """AutoTokenizer (which rebuilds the pipeline from tokenizer_class) vs the raw tokenizer.json
+    vs the in-memory tokenizer, on the prompts, the chat texts and tokenizer_fixtures.py's cases."""
+    s = BYTE_LEVEL_STYLES[style]
+    auto = AutoTokenizer.from_pretrained(folder)
+    raw = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    assert type(auto).__name__ == s["tokenizer_class"], type(auto).__name__
+    assert auto.bos_token == s["bos"] and auto.eos_token == s["eos"] and auto.pad_token == s["pad"], \
+        (auto.bos_token, auto.eos_token, auto.pad_token)
+    assert auto.unk_token is None, auto.unk_token
+    assert auto.chat_template == chat_template(style)
+    assert len(auto) <= vocab_size, f"tokenizer has {len(auto)} tokens, model vocab_size {vocab_size}"
+    assert all(auto.convert_tokens_to_ids(t) < vocab_size for t in s["special"] + s["added"])
+    texts = list(prompts) + list(tokenizer_fixtures.CASES)
+    texts += [auto.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in CHAT_CONVERSATIONS]
+    for p in texts:
+        a = tok(p)["input_ids"]
+        b = auto(p)["input_ids"]
+        c = raw.encode(p).ids
+        if not (a == b == c):
+            raise AssertionError(f"tokenizer round trip differs for {p!r}: {a} / {b} / {c}")
+    for p in prompts:
+        ids = auto(p)["input_ids"]
+        assert ids == auto(p, add_special_tokens=False)["input_ids"], "no BOS/EOS may be added"
+        # Byte-level decoding gives back the NFC-normalised text (the prompts are already NFC).
+        if auto.decode(ids, skip_special_tokens=True) != unicodedata.normalize("NFC", p):
+            raise AssertionError(f"decode round trip failed for {p!r}: {auto.decode(ids)!r}")
+        if raw.decode(ids, skip_special_tokens=True) != auto.decode(ids, skip_special_tokens=True):
+            raise AssertionError(f"raw and AutoTokenizer decode differ for {p!r}")
+
+
+# --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------
 
@@ -183,6 +488,19 @@ PROMPT_TEXT_B = "Once upon a time, in a small village by the sea,"
 PROMPT_TEXT_C = "Mixture of experts routes every token"
 PROMPT_UNICODE = "Naïve café: 🚀 über 東京!"
 
+ROPE_1E6 = {"rope_type": "default", "rope_theta": 1000000.0}
+# With 16 or 64 experts the k-th and (k+1)-th router probabilities sit in the crowded middle of the
+# distribution, so most seeds have some routed token closer than ROUTER_GAP_MIN: search longer.
+MANY_EXPERTS_SEED_TRIES = 300
+# With 64 experts the 8th and 9th probabilities are ~0.02 apart from their neighbours by ~1e-3, and
+# no seed in 300 keeps every routed token 1e-4 apart; 1e-5 is still ~100x what f32 reordering moves
+# a router probability (and check_against_transformers.py's own router near-tie threshold).
+ROUTER_GAP_MIN_64_EXPERTS = 1e-5
+
+# Entry keys: name, arch (default "mixtral"), seed, stored ("float32"/"bfloat16"), shard (None or
+# a max_shard_size), config (the arch's transformers config kwargs), cases ([(prompt, n)]), and for
+# the byte-level families optionally max_seed_tries, router_gap_min, tokenizer_padding (embedding rows without a token) and
+# hub_config (rewrite config.json in the Hub checkpoints' older spelling, see hub_style_config).
 MODELS = [
     dict(name="top1", seed=1001, stored="float32", shard=None,
          config=dict(hidden_size=32, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=1,
@@ -211,6 +529,52 @@ MODELS = [
                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=64,
                      vocab_size=320, tie_word_embeddings=True),
          cases=[(PROMPT_TEXT_A, 8), (PROMPT_UNICODE, 8)]),
+    # ---- Qwen3-MoE ------------------------------------------------------------------------
+    dict(name="qwen3_moe_mixed", arch="qwen3_moe", seed=7007, stored="float32", shard=None, tokenizer_padding=4,
+         config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+                     num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, intermediate_size=96,
+                     mlp_only_layers=[1], decoder_sparse_step=1, norm_topk_prob=True, vocab_size=384,
+                     tie_word_embeddings=False, rope_parameters=ROPE_1E6),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_C, 10)]),
+    dict(name="qwen3_moe_top8_bf16", arch="qwen3_moe", seed=8008, stored="bfloat16", shard=None, hub_config=True,
+         max_seed_tries=MANY_EXPERTS_SEED_TRIES,
+         config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2, head_dim=16,
+                     num_experts=16, num_experts_per_tok=8, moe_intermediate_size=16, intermediate_size=64,
+                     decoder_sparse_step=1, norm_topk_prob=False, vocab_size=448, tie_word_embeddings=True,
+                     rope_parameters=ROPE_1E6),
+         cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 8)]),
+    dict(name="qwen3_moe_top1", arch="qwen3_moe", seed=9009, stored="float32", shard=None,
+         config=dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                     num_experts=4, num_experts_per_tok=1, moe_intermediate_size=32, intermediate_size=64,
+                     decoder_sparse_step=2, norm_topk_prob=False, vocab_size=320,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         cases=[(PROMPT_TEXT_A, 8), (PROMPT_UNICODE, 8), (PROMPT_TEXT_B, 8)]),
+    # ---- Qwen2-MoE ------------------------------------------------------------------------
+    dict(name="qwen2_moe_shared", arch="qwen2_moe", seed=10010, stored="float32", shard=None,
+         config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                     num_experts=8, num_experts_per_tok=4, moe_intermediate_size=24,
+                     shared_expert_intermediate_size=48, intermediate_size=96, mlp_only_layers=[0],
+                     norm_topk_prob=False, qkv_bias=True, vocab_size=352, rope_parameters=ROPE_1E6),
+         cases=[(PROMPT_TEXT_C, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_A, 10)]),
+    dict(name="qwen2_moe_sliding_bf16", arch="qwen2_moe", seed=11011, stored="bfloat16", shard=None, hub_config=True,
+         config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+                     num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                     shared_expert_intermediate_size=32, intermediate_size=64, norm_topk_prob=True,
+                     use_sliding_window=True, sliding_window=5, max_window_layers=2, vocab_size=352,
+                     rope_parameters=ROPE_1E6),
+         cases=[(PROMPT_TEXT_A, 12), (PROMPT_UNICODE, 12), (PROMPT_TEXT_B, 12)]),
+    # ---- OLMoE ------------------------------------------------------------------------------
+    dict(name="olmoe_basic", arch="olmoe", seed=12012, stored="float32", shard=None, tokenizer_padding=8,
+         config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     num_experts=8, num_experts_per_tok=2, intermediate_size=32, norm_topk_prob=False,
+                     vocab_size=352, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_B, 10)]),
+    dict(name="olmoe_64_bf16", arch="olmoe", seed=13013, stored="bfloat16", shard=None, hub_config=True,
+         max_seed_tries=MANY_EXPERTS_SEED_TRIES, router_gap_min=ROUTER_GAP_MIN_64_EXPERTS,
+         config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                     num_experts=64, num_experts_per_tok=8, intermediate_size=16, norm_topk_prob=False,
+                     clip_qkv=1.5, vocab_size=320, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         cases=[(PROMPT_TEXT_C, 8), (PROMPT_UNICODE, 8)]),
 ]
 
 CONFIG_DEFAULTS = dict(
@@ -224,34 +588,131 @@ CONFIG_DEFAULTS = dict(
     attention_dropout=0.0,
 )
 
+# Defaults for the byte-level families; bos/eos/pad ids are filled in from the tokenizer.
+QWEN_CONFIG_DEFAULTS = dict(
+    max_position_embeddings=256,
+    initializer_range=0.1,
+    rms_norm_eps=1e-6,
+    attention_dropout=0.0,
+)
+OLMOE_CONFIG_DEFAULTS = dict(
+    max_position_embeddings=256,
+    initializer_range=0.1,
+    rms_norm_eps=1e-5,
+    attention_dropout=0.0,
+)
+
+# arch -> transformers classes, the tokenizer family and the config defaults.
+ARCHS = {
+    "mixtral": dict(config_cls=MixtralConfig, model_cls=MixtralForCausalLM, tokenizer="spm",
+                    defaults=CONFIG_DEFAULTS),
+    "qwen3_moe": dict(config_cls=Qwen3MoeConfig, model_cls=Qwen3MoeForCausalLM, tokenizer="qwen3",
+                      defaults=QWEN_CONFIG_DEFAULTS),
+    "qwen2_moe": dict(config_cls=Qwen2MoeConfig, model_cls=Qwen2MoeForCausalLM, tokenizer="qwen2",
+                      defaults=QWEN_CONFIG_DEFAULTS),
+    "olmoe": dict(config_cls=OlmoeConfig, model_cls=OlmoeForCausalLM, tokenizer="gpt_neox",
+                  defaults=OLMOE_CONFIG_DEFAULTS),
+}
+
+
+def arch_of(spec: dict) -> str:
+    return spec.get("arch", "mixtral")
+
+
+def special_token_ids(spec: dict, tokenizer) -> dict:
+    """config.json bos/eos/pad ids for a byte-level family, from its tokenizer."""
+    style = ARCHS[arch_of(spec)]["tokenizer"]
+    eot = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    if style == "gpt_neox":
+        # OLMoE: no BOS in the model config; <|endoftext|> ends and pads.
+        return dict(bos_token_id=None, eos_token_id=eot, pad_token_id=eot)
+    # Qwen: bos_token_id is <|endoftext|> (never added by the tokenizer), eos is <|im_end|>.
+    return dict(bos_token_id=eot, eos_token_id=tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=None)
+
+
+def moe_layer_indices(config) -> list[int]:
+    """Which decoder layers have a sparse MoE block, by each architecture's rule in transformers 5.23."""
+    L = config.num_hidden_layers
+    if config.model_type in ("qwen3_moe", "qwen2_moe"):
+        # Qwen{2,3}MoeDecoderLayer: MoE iff layer not in mlp_only_layers and num_experts > 0 and
+        # (layer_idx + 1) % decoder_sparse_step == 0; otherwise a dense MLP of intermediate_size.
+        return [i for i in range(L)
+                if i not in config.mlp_only_layers and config.num_experts > 0
+                and (i + 1) % config.decoder_sparse_step == 0]
+    return list(range(L))  # mixtral, olmoe: every layer
+
 
 class NearTie(Exception):
     pass
 
 
-def make_model(spec: dict, seed: int) -> MixtralForCausalLM:
-    cfg = MixtralConfig(**{**CONFIG_DEFAULTS, **spec["config"]})
+def make_model(spec: dict, seed: int, token_ids: dict | None = None):
+    arch = ARCHS[arch_of(spec)]
+    cfg = arch["config_cls"](**{**arch["defaults"], **(token_ids or {}), **spec["config"]})
     torch.manual_seed(seed)
-    model = MixtralForCausalLM(cfg)
+    model = arch["model_cls"](cfg)
     # RMSNorm weights initialise to exactly 1; perturb them so a runtime that ignores them fails.
     # The final norm is scaled up (x3) so the random model's logits are less flat and greedy
-    # top-1/top-2 gaps are comfortably large.
+    # top-1/top-2 gaps are comfortably large. (q_norm/k_norm end in "norm.weight" too.)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 scale = FINAL_NORM_SCALE if name == "model.norm.weight" else 1.0
                 p.copy_(scale * (1.0 + 0.2 * torch.randn_like(p)))
+        if arch_of(spec) != "mixtral":
+            # Biases start at 0 and the shared-expert gate at a small random value; make both matter.
+            for name, p in model.named_parameters():
+                if name.endswith(".bias"):
+                    p.copy_(BIAS_STD * torch.randn_like(p))
+                elif name.endswith("shared_expert_gate.weight"):
+                    p.copy_(SHARED_GATE_STD * torch.randn_like(p))
     model.eval()
     return model
 
 
-def save_model(model: MixtralForCausalLM, spec: dict, out_dir: str) -> None:
+def save_model(model, spec: dict, out_dir: str) -> None:
     kwargs = {}
     if spec["shard"]:
         kwargs["max_shard_size"] = spec["shard"]
     if spec["stored"] == "bfloat16":
         model = model.to(torch.bfloat16)
     model.save_pretrained(out_dir, **kwargs)
+
+
+def hub_style_config(spec: dict, folder: str) -> None:
+    """Rewrite config.json the way this family's Hub checkpoints spell it, and check that
+    transformers reads it back as the same configuration.
+
+    transformers 5.23 writes `rope_parameters` {"rope_type", "rope_theta"} (Hub: top-level
+    `rope_theta` and `rope_scaling` null), Qwen3-MoE's expert count as `num_local_experts` (its
+    attribute_map aliases num_experts; Hub: `num_experts`) and Qwen2-MoE's derived `layer_types`
+    (Hub: absent; derived on load from use_sliding_window and max_window_layers).
+    """
+    cls = ARCHS[arch_of(spec)]["config_cls"]
+    before = cls.from_pretrained(folder).to_dict()
+    path = os.path.join(folder, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    rope = cfg.pop("rope_parameters")
+    assert set(rope) == {"rope_type", "rope_theta"} and rope["rope_type"] == "default", rope
+    cfg["rope_theta"] = rope["rope_theta"]
+    cfg["rope_scaling"] = None
+    if "num_local_experts" in cfg and arch_of(spec) == "qwen3_moe":
+        cfg["num_experts"] = cfg.pop("num_local_experts")
+    cfg.pop("layer_types", None)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    after = cls.from_pretrained(folder).to_dict()
+    if before != after:
+        diff = {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        raise AssertionError(f"Hub-style config.json reads back differently: {diff}")
+
+
+def save_generation_config(spec: dict, tokenizer, folder: str) -> None:
+    """Qwen: generation_config.json stops on <|im_end|> or <|endoftext|> (a list, as on the Hub)."""
+    if ARCHS[arch_of(spec)]["tokenizer"] in ("qwen2", "qwen3"):
+        eot, im_end = tokenizer.convert_tokens_to_ids(ENDOFTEXT), tokenizer.convert_tokens_to_ids(IM_END)
+        GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot).save_pretrained(folder)
 
 
 def expert_counts(router_logits, top_k: int, num_experts: int, rows: slice | None = None) -> list[list[int]]:
@@ -265,6 +726,14 @@ def expert_counts(router_logits, top_k: int, num_experts: int, rows: slice | Non
         idx = torch.topk(probs, top_k, dim=-1).indices
         out.append(torch.bincount(idx.reshape(-1), minlength=num_experts).tolist())
     return out
+
+
+def all_layers(moe_counts: list[list[int]], moe_layers: list[int], num_layers: int) -> list[list[int]]:
+    """Counts per MoE layer (transformers returns router logits for MoE layers only, in order)
+    -> a list over every decoder layer, [] for a dense layer."""
+    assert len(moe_counts) == len(moe_layers), (len(moe_counts), moe_layers)
+    by_layer = dict(zip(moe_layers, moe_counts))
+    return [by_layer.get(i, []) for i in range(num_layers)]
 
 
 def router_min_gap(router_logits, top_k: int, num_experts: int) -> float:
@@ -282,10 +751,13 @@ def add_counts(a, b):
     return [[x + y for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
 
 
+def num_experts_of(cfg) -> int:
+    return cfg.num_local_experts if cfg.model_type == "mixtral" else cfg.num_experts
+
+
 @torch.no_grad()
-def greedy_cached(model, prompt_ids: list[int], n: int):
+def greedy_cached(model, prompt_ids: list[int], n: int, moe_layers: list[int]):
     """Own greedy loop with the KV cache. Returns ids, raw f32 logits rows, router logits per forward."""
-    cfg = model.config
     ids = torch.tensor([prompt_ids])
     out = model(input_ids=ids, use_cache=True, output_router_logits=True)
     past = out.past_key_values
@@ -301,7 +773,7 @@ def greedy_cached(model, prompt_ids: list[int], n: int):
         rows.append(row)
         decode_router.append([r.detach().clone() for r in out.router_logits])
         completion.append(int(row.argmax()))
-    assert len(out.router_logits) == cfg.num_hidden_layers
+    assert len(out.router_logits) == len(moe_layers)
     return completion, rows, prefill_router, decode_router
 
 
@@ -309,12 +781,17 @@ def round7(x: float) -> float:
     return float(f"{x:.7g}")
 
 
-def compute_case(model, tokenizer, prompt: str, n: int) -> dict:
+def compute_case(model, tokenizer, prompt: str, n: int, router_gap_min: float = ROUTER_GAP_MIN) -> dict:
     cfg = model.config
-    E, K = cfg.num_local_experts, cfg.num_experts_per_tok
+    E, K = num_experts_of(cfg), cfg.num_experts_per_tok
+    L = cfg.num_hidden_layers
+    moe_layers = moe_layer_indices(cfg)
     prompt_ids = tokenizer(prompt)["input_ids"]
-    assert prompt_ids[0] == 1, "BOS must be added"
-    completion, rows, prefill_router, decode_router = greedy_cached(model, prompt_ids, n)
+    if cfg.model_type == "mixtral":
+        assert prompt_ids[0] == 1, "BOS must be added"
+    else:
+        assert prompt_ids == tokenizer(prompt, add_special_tokens=False)["input_ids"], "no BOS/EOS may be added"
+    completion, rows, prefill_router, decode_router = greedy_cached(model, prompt_ids, n, moe_layers)
 
     # ---- logit gaps --------------------------------------------------------------------
     gaps = []
@@ -325,18 +802,26 @@ def compute_case(model, tokenizer, prompt: str, n: int) -> dict:
     if min_gap <= LOGIT_GAP_TARGET:
         raise NearTie(f"prompt {prompt!r}: greedy top-1/top-2 gap {min_gap:.3g} <= {LOGIT_GAP_TARGET}")
     assert min_gap > LOGIT_GAP_MIN
+    # generate() below masks EOS (min_new_tokens) and a padding row decodes to nothing: avoid both.
+    eos = model.generation_config.eos_token_id
+    stop_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    if stop_ids & set(completion):
+        raise NearTie(f"prompt {prompt!r}: greedy completion hits EOS {sorted(stop_ids & set(completion))}")
+    if max(completion) >= len(tokenizer):
+        raise NearTie(f"prompt {prompt!r}: greedy completion picks an embedding row without a token")
 
     # ---- expert load from the cached forwards --------------------------------------------
-    prefill = expert_counts(prefill_router, K, E)
-    decode = [[0] * E for _ in range(cfg.num_hidden_layers)]
+    prefill = all_layers(expert_counts(prefill_router, K, E), moe_layers, L)
+    decode = [[0] * E if i in moe_layers else [] for i in range(L)]
     for r in decode_router:
-        decode = add_counts(decode, expert_counts(r, K, E))
+        decode = add_counts(decode, all_layers(expert_counts(r, K, E), moe_layers, L))
     rgap = min([router_min_gap(prefill_router, K, E)] + [router_min_gap(r, K, E) for r in decode_router])
-    if rgap <= ROUTER_GAP_MIN:
-        raise NearTie(f"prompt {prompt!r}: router k-th/(k+1)-th prob gap {rgap:.3g} <= {ROUTER_GAP_MIN}")
+    if rgap <= router_gap_min:
+        raise NearTie(f"prompt {prompt!r}: router k-th/(k+1)-th prob gap {rgap:.3g} <= {router_gap_min}")
     P = len(prompt_ids)
-    assert all(sum(l) == P * K for l in prefill), prefill
-    assert all(sum(l) == (n - 1) * K for l in decode), decode
+    assert all(sum(prefill[i]) == P * K for i in moe_layers), prefill
+    assert all(sum(decode[i]) == (n - 1) * K for i in moe_layers), decode
+    assert all(prefill[i] == [] and decode[i] == [] for i in range(L) if i not in moe_layers)
 
     # ---- cross-check 1: model.generate (raw logits) ---------------------------------------
     with torch.no_grad():
@@ -371,9 +856,9 @@ def compute_case(model, tokenizer, prompt: str, n: int) -> dict:
     d = float((full_rows - torch.stack(rows)).abs().max())
     if not d <= CROSS_CHECK_ATOL:
         raise AssertionError(f"no-cache forward logits differ by {d}")
-    if expert_counts(fo.router_logits, K, E, slice(0, P)) != prefill:
+    if all_layers(expert_counts(fo.router_logits, K, E, slice(0, P)), moe_layers, L) != prefill:
         raise AssertionError("no-cache forward disagrees on prefill expert load")
-    if expert_counts(fo.router_logits, K, E, slice(P, None)) != decode:
+    if all_layers(expert_counts(fo.router_logits, K, E, slice(P, None)), moe_layers, L) != decode:
         raise AssertionError("no-cache forward disagrees on decode expert load")
 
     # ---- assemble ---------------------------------------------------------------------------
@@ -411,28 +896,137 @@ def check_tokenizer_roundtrip(folder: str, tok: PreTrainedTokenizerFast, prompts
             raise AssertionError(f"decode round trip failed for {p!r}: {auto.decode(a, skip_special_tokens=True)!r}")
 
 
+# --------------------------------------------------------------------------------------------
+# Implementation and feature checks (byte-level families)
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def max_logit_diff(model, cases: list[dict]) -> float:
+    """No-cache forward of every case's prompt + completion[:-1]: max |logit - recorded step logit|."""
+    d = 0.0
+    for c in cases:
+        P = len(c["prompt_token_ids"])
+        full = torch.tensor([c["prompt_token_ids"] + c["completion_token_ids"][:-1]])
+        rows = model(input_ids=full, use_cache=False).logits[0, P - 1:].float()
+        d = max(d, float((rows - torch.tensor(c["step_logits"])).abs().max()))
+    return d
+
+
+def load_variant(spec: dict, folder: str, attn: str | None = None, experts: str | None = None, **config_changes):
+    """The fixture reloaded in float32, optionally with other implementations or config values."""
+    arch = ARCHS[arch_of(spec)]
+    cfg = arch["config_cls"].from_pretrained(folder)
+    for k, v in config_changes.items():
+        setattr(cfg, k, v)
+    kwargs = {}
+    if attn:
+        kwargs["attn_implementation"] = attn
+    if experts:
+        kwargs["experts_implementation"] = experts
+    model = arch["model_cls"].from_pretrained(folder, config=cfg, dtype=torch.float32, **kwargs)
+    model.eval()
+    return model
+
+
+def check_implementations_and_features(spec: dict, folder: str, cases: list[dict]) -> dict[str, float]:
+    """Eager attention and the eager expert loop must match the recorded (sdpa, grouped_mm) logits;
+    switching off each feature under test must change them. Returns the measured max diffs."""
+    cfg = ARCHS[arch_of(spec)]["config_cls"].from_pretrained(folder)
+    found: dict[str, float] = {}
+    for attn in ("eager", "sdpa"):
+        for experts in ("eager", "grouped_mm"):
+            model = load_variant(spec, folder, attn=attn, experts=experts)
+            assert (model.config._attn_implementation, model.config._experts_implementation) == (attn, experts)
+            d = max_logit_diff(model, cases)
+            found[f"attn {attn}, experts {experts}"] = d
+            if not d <= IMPLEMENTATION_ATOL:
+                raise AssertionError(f"attn_implementation={attn}, experts_implementation={experts}: logits differ by {d}")
+
+    def must_change(what: str, model) -> None:
+        d = max_logit_diff(model, cases)
+        found[what] = d
+        if not d > FEATURE_EFFECT_MIN:
+            raise AssertionError(f"{what} changes the logits by only {d:.3g}: the fixture does not test it")
+
+    must_change("norm_topk_prob flipped", load_variant(spec, folder, norm_topk_prob=not cfg.norm_topk_prob))
+    if getattr(cfg, "layer_types", None) and "sliding_attention" in cfg.layer_types:
+        for attn in ("eager", "sdpa"):
+            m = load_variant(spec, folder, attn=attn, layer_types=["full_attention"] * cfg.num_hidden_layers)
+            must_change(f"sliding window off ({attn})", m)
+    if getattr(cfg, "qkv_bias", False):
+        m = load_variant(spec, folder)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.endswith(".bias"):
+                    p.zero_()
+        must_change("q/k/v biases zeroed", m)
+    if getattr(cfg, "shared_expert_intermediate_size", 0):
+        m = load_variant(spec, folder)
+        hooks = [mod.register_forward_hook(lambda _m, _i, out: torch.full_like(out, 50.0))
+                 for name, mod in m.named_modules() if name.endswith("shared_expert_gate")]
+        assert hooks
+        must_change("shared-expert gate ignored (sigmoid -> 1)", m)
+        m2 = load_variant(spec, folder)
+        for name, mod in m2.named_modules():
+            if name.endswith("shared_expert"):
+                mod.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+        must_change("shared expert dropped", m2)
+    if getattr(cfg, "clip_qkv", None) is not None:
+        must_change("clip_qkv off", load_variant(spec, folder, clip_qkv=None))
+    if cfg.model_type in ("qwen3_moe", "olmoe"):
+        m = load_variant(spec, folder)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.endswith(("q_norm.weight", "k_norm.weight")):
+                    p.fill_(1.0)
+        must_change("q_norm/k_norm weights set to 1", m)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
 def build_one(spec: dict, out_root: str) -> dict:
     folder = os.path.join(out_root, spec["name"])
     prompts = [p for p, _ in spec["cases"]]
+    arch = ARCHS[arch_of(spec)]
+    style = arch["tokenizer"]
+    byte_level = style != "spm"
+    if byte_level:
+        byte_tok = build_byte_level_tokenizer(style, spec["config"]["vocab_size"], spec.get("tokenizer_padding", 0))
+        token_ids = special_token_ids(spec, byte_tok)
     last_err = None
-    for attempt in range(MAX_SEED_TRIES):
+    tries = spec.get("max_seed_tries", MAX_SEED_TRIES)
+    for attempt in range(tries):
         seed = spec["seed"] + attempt
         if os.path.exists(folder):
             shutil.rmtree(folder)
         os.makedirs(folder)
-        model = make_model(spec, seed)
-        save_model(model, spec, folder)
-        del model
-        tok = build_tokenizer(spec["config"]["vocab_size"])
-        tok.save_pretrained(folder)
-        check_tokenizer_roundtrip(folder, tok, prompts)
+        if byte_level:
+            model = make_model(spec, seed, token_ids)
+            save_model(model, spec, folder)
+            del model
+            if spec.get("hub_config"):
+                hub_style_config(spec, folder)
+            save_generation_config(spec, byte_tok, folder)
+            save_byte_level_tokenizer(byte_tok, style, folder)
+            check_byte_level_tokenizer(folder, style, byte_tok, prompts, spec["config"]["vocab_size"])
+        else:
+            model = make_model(spec, seed)
+            save_model(model, spec, folder)
+            del model
+            tok = build_tokenizer(spec["config"]["vocab_size"])
+            tok.save_pretrained(folder)
+            check_tokenizer_roundtrip(folder, tok, prompts)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         # The reference is what a user loading the files gets, always computed in float32.
-        model = MixtralForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        model = arch["model_cls"].from_pretrained(folder, dtype=torch.float32)
         model.eval()
         assert next(model.parameters()).dtype == torch.float32
         try:
-            cases = [compute_case(model, tokenizer, p, n) for p, n in spec["cases"]]
+            cases = [compute_case(model, tokenizer, p, n, spec.get("router_gap_min", ROUTER_GAP_MIN))
+                     for p, n in spec["cases"]]
         except NearTie as e:
             last_err = e
             print(f"  [{spec['name']}] seed {seed}: {e}; trying next seed", flush=True)
@@ -452,11 +1046,26 @@ def build_one(spec: dict, out_root: str) -> dict:
             "min_top1_top2_logit_gap": min(c["min_top1_top2_logit_gap"] for c in cases),
             "cases": cases,
         }
+        if byte_level:
+            assert model.config.model_type == arch_of(spec)
+            moe_layers = moe_layer_indices(model.config)
+            built = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
+            assert built == moe_layers, (built, moe_layers)
+            found = check_implementations_and_features(spec, folder, cases)
+            print(f"  [{spec['name']}] max logit diffs: "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in found.items()), flush=True)
+            ref.update({
+                "architecture": model.config.model_type,
+                "moe_layers": moe_layers,
+                "experts_implementation": model.config._experts_implementation,
+                "chat_cases": chat_cases(tokenizer),
+                "decode_cases": decode_cases(tokenizer, style),
+            })
         with open(os.path.join(folder, "reference.json"), "w") as f:
             json.dump(ref, f, ensure_ascii=False, separators=(",", ":"))
             f.write("\n")
         return ref
-    raise SystemExit(f"[{spec['name']}] no seed in {MAX_SEED_TRIES} tries avoided near ties: {last_err}")
+    raise SystemExit(f"[{spec['name']}] no seed in {tries} tries avoided near ties: {last_err}")
 
 
 def main() -> int:
@@ -485,7 +1094,7 @@ def main() -> int:
         ref = build_one(spec, out_root)
         size = sum(os.path.getsize(os.path.join(out_root, spec["name"], f))
                    for f in os.listdir(os.path.join(out_root, spec["name"])))
-        print(f"  {spec['name']:<14} seed {ref['seed']:<5} cases {len(ref['cases'])}  "
+        print(f"  {spec['name']:<22} seed {ref['seed']:<5} cases {len(ref['cases'])}  "
               f"min logit gap {ref['min_top1_top2_logit_gap']:.4g}  "
               f"{size / 1e6:.2f} MB  {time.time() - t0:.1f}s", flush=True)
     print(f"wrote {out_root} in {time.time() - t_all:.1f}s")

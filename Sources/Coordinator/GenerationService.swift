@@ -129,6 +129,8 @@ public struct EngineMetrics: Sendable, Equatable {
     public var expertTokens: [[UInt64]] = []
     /// `[layer]`: balancedness (mean ÷ max) over the layer's experts since start.
     public var layerBalancedness: [Double] = []
+    /// The MoE layers' real numbers, in the order of `layerBalancedness` and `layerWorkerBalancedness`.
+    public var moeLayers: [Int] = []
     /// `[layer]`: balancedness over the workers' (token, expert) rows since start; empty without workers.
     public var layerWorkerBalancedness: [Double] = []
     /// Per worker, in placement order.

@@ -22,12 +22,14 @@ public enum Rebalancer {
     ) throws(PlacementError) -> Placement {
         let workerCount = workerNames.count
         guard workerCount >= 1 else { throw PlacementError("rebalancing needs at least one worker") }
-        guard let expertCount = load.first?.count, expertCount >= 1 else {
+        // A dense layer's row is empty: it has no experts and keeps none.
+        guard let expertCount = load.map(\.count).max(), expertCount >= 1 else {
             throw PlacementError("the expert load is empty; expected [layer][expert] token counts")
         }
         for (layer, row) in load.enumerated() {
-            guard row.count == expertCount else {
-                throw PlacementError("the expert load of layer \(layer) has \(row.count) experts, but layer 0 has \(expertCount)")
+            guard row.count == expertCount || row.isEmpty else {
+                throw PlacementError(
+                    "the expert load of layer \(layer) has \(row.count) experts, but the MoE layers have \(expertCount)")
             }
             if let bad = row.firstIndex(where: { !($0 >= 0) || !$0.isFinite }) {
                 throw PlacementError("the expert load of layer \(layer) expert \(bad) is \(row[bad]), but must be a finite count ≥ 0")
@@ -40,7 +42,7 @@ public enum Rebalancer {
                     + "the budget must be at least \((expertCount + workerCount - 1) / workerCount)")
         }
         let holders = load.map {
-            layerHolders(load: $0, workerCount: workerCount, slotsPerWorker: min(expertSlotsPerWorker, expertCount))
+            $0.isEmpty ? [] : layerHolders(load: $0, workerCount: workerCount, slotsPerWorker: min(expertSlotsPerWorker, expertCount))
         }
         return try Placement(workerNames: workerNames, holders: holders)
     }
@@ -162,7 +164,7 @@ public struct AutoRebalancer: Sendable {
         guard now - last >= interval else { return nil }
         lastDecision = now
         defer { lastCounts = counts }
-        guard counts.count == current.layerCount, counts.allSatisfy({ $0.count == current.expertCount }) else { return nil }
+        guard counts.map(\.count) == current.expertCounts else { return nil }
         let load: [[Double]] = counts.enumerated().map { layer, row in
             row.enumerated().map { expert, count in
                 let before = layer < lastCounts.count && expert < lastCounts[layer].count ? lastCounts[layer][expert] : 0

@@ -72,6 +72,7 @@ public final class Scheduler: GenerationService {
             var metrics = state.metrics
             let whole = LoadPeriodReport(state.load.whole, workerOrder: state.load.workerNames)
             metrics.layerBalancedness = whole.balancedness
+            metrics.moeLayers = whole.moeLayers
             metrics.layerWorkerBalancedness = whole.workerBalancedness
             metrics.workers = whole.workers.map { worker in
                 WorkerMetrics(

@@ -15,8 +15,11 @@ public enum LoadReportFormat {
         var lines: [String] = []
         let whole = report.whole
         let window = report.window
+        let dense = (0..<report.layerCount).filter { !whole.moeLayers.contains($0) }
         lines.append(
-            "Expert load: \(report.layerCount) MoE layers × \(report.expertCount) experts; up \(fixed(report.uptimeSeconds, 0)) s; "
+            "Expert load: \(whole.moeLayers.count) MoE layers × \(report.expertCount) experts"
+                + (dense.isEmpty ? "" : " (of \(report.layerCount) layers; dense: \(dense.map(String.init).joined(separator: ", ")))")
+                + "; up \(fixed(report.uptimeSeconds, 0)) s; "
                 + "\(whole.stepCount) steps, \(whole.prefillTokenCount) prompt + \(whole.decodeTokenCount) decode tokens "
                 + "(last \(report.windowSeconds) s: \(window.stepCount) steps, \(window.prefillTokenCount + window.decodeTokenCount) tokens)")
         lines.append("")
@@ -51,7 +54,7 @@ public enum LoadReportFormat {
         if hasWorkers { header += ["worker bal.", "busiest worker"] }
         header.append("bal. last \(report.windowSeconds) s")
         var rows = [header]
-        for layer in whole.layers {
+        for (index, layer) in whole.layers.enumerated() {
             let stats = layer.experts
             var row = [
                 "\(layer.layer)", fixed(stats.balancedness, 3), fixed(stats.maxOverMean, 2),
@@ -63,7 +66,7 @@ public enum LoadReportFormat {
                 row.append(workerStats.map { fixed($0.balancedness, 3) } ?? "-")
                 row.append(workerStats?.hottest.map { whole.workers[$0].name } ?? "-")
             }
-            let windowed = window.layers[layer.layer].experts
+            let windowed = window.layers[index].experts
             row.append(windowed.total == 0 ? "-" : fixed(windowed.balancedness, 3))
             rows.append(row)
         }
@@ -107,8 +110,8 @@ public enum LoadReportFormat {
     public static func csv(_ report: ExpertLoadReport) -> String {
         var lines = [csvHeader]
         for (period, data) in [("run", report.whole), ("window", report.window)] {
-            for (layer, counts) in data.tokensPerExpert.enumerated() {
-                for (expert, count) in counts.enumerated() {
+            for (index, layer) in data.moeLayers.enumerated() {
+                for (expert, count) in data.tokensPerExpert[layer].enumerated() {
                     lines.append("\(period),\(layer),expert,\(expert),\(count),,,,,,,")
                 }
                 for worker in data.workers {
@@ -118,7 +121,7 @@ public enum LoadReportFormat {
                             + "\(load.dispatchCount),\(load.bytesSent),\(load.bytesReceived),\(load.computeMicroseconds),"
                             + "\(load.roundTripMicroseconds),")
                 }
-                let stats = data.layers[layer]
+                let stats = data.layers[index]
                 lines.append("\(period),\(layer),layer_experts,,\(stats.experts.total),,,,,,,\(stats.experts.balancedness)")
                 if let workers = stats.workers {
                     lines.append("\(period),\(layer),layer_workers,,\(workers.total),,,,,,,\(workers.balancedness)")
@@ -161,7 +164,9 @@ public enum LoadReportFormat {
     /// and each map has a legend. Each cell is a `rect` with id `expert-L-E` or `worker-L-W`.
     public static func svg(_ report: ExpertLoadReport, title: String = "Switchyard expert load") -> String {
         let period = report.whole
-        let layerCount = report.layerCount
+        // One row per MoE layer, labelled with its real layer number; dense layers have no experts.
+        let moeLayers = period.moeLayers
+        let layerCount = moeLayers.count
         let expertCount = report.expertCount
         let layout = HeatmapLayout(layerCount: layerCount, expertCount: expertCount, workerCount: period.workers.count)
         var out = """
@@ -179,43 +184,42 @@ public enum LoadReportFormat {
         out += "<text x=\"\(layout.left)\" y=\"\(layout.expertsTop - 26)\" font-weight=\"bold\">Tokens routed per expert (layers × experts)</text>\n"
         out += axisLabels(
             columns: (0..<expertCount).map { "e\($0)" }, layout: layout, top: layout.expertsTop,
-            cellWidth: layout.cellWidth, layerCount: layerCount, axis: "expert")
-        for layer in 0..<layerCount {
-            for expert in 0..<expertCount {
-                let count = period.tokensPerExpert[layer][expert]
+            cellWidth: layout.cellWidth, rowLabels: moeLayers, axis: "expert")
+        for (row, layer) in moeLayers.enumerated() {
+            for (expert, count) in period.tokensPerExpert[layer].enumerated() {
                 out += cell(
                     id: "expert-\(layer)-\(expert)", x: layout.left + expert * layout.cellWidth,
-                    y: layout.expertsTop + layer * layout.cellHeight, width: layout.cellWidth, height: layout.cellHeight,
+                    y: layout.expertsTop + row * layout.cellHeight, width: layout.cellWidth, height: layout.cellHeight,
                     value: count, maximum: expertMaximum, label: layout.cellWidth >= 30 ? "\(count)" : nil,
                     tooltip: "layer \(layer) expert \(expert): \(count) tokens")
             }
             out += rowSummary(
-                x: layout.left + expertCount * layout.cellWidth + 8, y: layout.expertsTop + layer * layout.cellHeight,
-                height: layout.cellHeight, text: "bal. " + fixed(period.balancedness[layer], 2))
+                x: layout.left + expertCount * layout.cellWidth + 8, y: layout.expertsTop + row * layout.cellHeight,
+                height: layout.cellHeight, text: "bal. " + fixed(period.balancedness[row], 2))
         }
         out += legend(
             x: layout.left, y: layout.expertsTop + layerCount * layout.cellHeight + 22, maximum: expertMaximum, unit: "tokens")
 
         if !period.workers.isEmpty {
-            let workerLoads = (0..<layerCount).map { layer in period.workers.map { $0.layers[layer].expertRowCount } }
+            let workerLoads = moeLayers.map { layer in period.workers.map { $0.layers[layer].expertRowCount } }
             let workerMaximum = workerLoads.flatMap { $0 }.max() ?? 0
             out += "<text x=\"\(layout.left)\" y=\"\(layout.workersTop - 26)\" font-weight=\"bold\">(Token, expert) rows computed per worker (layers × workers)</text>\n"
             out += axisLabels(
                 columns: period.workers.map(\.name), layout: layout, top: layout.workersTop,
-                cellWidth: layout.workerCellWidth, layerCount: layerCount, axis: "worker")
-            for layer in 0..<layerCount {
+                cellWidth: layout.workerCellWidth, rowLabels: moeLayers, axis: "worker")
+            for (row, layer) in moeLayers.enumerated() {
                 for (index, worker) in period.workers.enumerated() {
-                    let count = workerLoads[layer][index]
+                    let count = workerLoads[row][index]
                     out += cell(
                         id: "worker-\(layer)-\(index)", x: layout.left + index * layout.workerCellWidth,
-                        y: layout.workersTop + layer * layout.cellHeight, width: layout.workerCellWidth,
+                        y: layout.workersTop + row * layout.cellHeight, width: layout.workerCellWidth,
                         height: layout.cellHeight, value: count, maximum: workerMaximum, label: "\(count)",
                         tooltip: "layer \(layer) worker \(worker.name): \(count) (token, expert) rows")
                 }
-                let balance = period.layers[layer].workers?.balancedness ?? 0
+                let balance = period.layers[row].workers?.balancedness ?? 0
                 out += rowSummary(
                     x: layout.left + period.workers.count * layout.workerCellWidth + 8,
-                    y: layout.workersTop + layer * layout.cellHeight, height: layout.cellHeight,
+                    y: layout.workersTop + row * layout.cellHeight, height: layout.cellHeight,
                     text: "bal. " + fixed(balance, 2))
             }
             out += legend(
@@ -257,8 +261,9 @@ public enum LoadReportFormat {
     }
 
     private static func axisLabels(
-        columns: [String], layout: HeatmapLayout, top: Int, cellWidth: Int, layerCount: Int, axis: String
+        columns: [String], layout: HeatmapLayout, top: Int, cellWidth: Int, rowLabels: [Int], axis: String
     ) -> String {
+        let layerCount = rowLabels.count
         var out = ""
         // Label every column when they fit, else every n-th.
         let every = max(1, 28 / cellWidth)
@@ -267,8 +272,8 @@ public enum LoadReportFormat {
             out += "<text x=\"\(layout.left + index * cellWidth + cellWidth / 2)\" y=\"\(top - 6)\" text-anchor=\"middle\">\(xml(shown))</text>\n"
         }
         let rowEvery = layout.cellHeight < 16 ? 4 : 1
-        for layer in 0..<layerCount where layer % rowEvery == 0 {
-            out += "<text x=\"\(layout.left - 6)\" y=\"\(top + layer * layout.cellHeight + layout.cellHeight / 2 + 4)\" text-anchor=\"end\">layer \(layer)</text>\n"
+        for (row, layer) in rowLabels.enumerated() where row % rowEvery == 0 {
+            out += "<text x=\"\(layout.left - 6)\" y=\"\(top + row * layout.cellHeight + layout.cellHeight / 2 + 4)\" text-anchor=\"end\">layer \(layer)</text>\n"
         }
         out += "<text x=\"12\" y=\"\(top + layerCount * layout.cellHeight / 2)\" font-style=\"italic\" "
             + "transform=\"rotate(-90 12 \(top + layerCount * layout.cellHeight / 2))\" text-anchor=\"middle\">MoE layer</text>\n"

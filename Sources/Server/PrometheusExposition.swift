@@ -56,14 +56,17 @@ enum PrometheusExposition {
             &out, "switchyard_layer_balancedness",
             "Mean over max of the tokens routed to each expert of the layer since start (1 is even, 0 idle).",
             type: "gauge")
-        for (layer, value) in metrics.layerBalancedness.enumerated() {
+        // Labelled with the MoE layers' real numbers (dense layers have no experts to balance).
+        for (index, value) in metrics.layerBalancedness.enumerated() {
+            let layer = index < metrics.moeLayers.count ? metrics.moeLayers[index] : index
             out += "switchyard_layer_balancedness{layer=\"\(layer)\"} \(number(value))\n"
         }
         header(
             &out, "switchyard_layer_worker_balancedness",
             "Mean over max of the (token, expert) rows each worker computed for the layer since start.",
             type: "gauge")
-        for (layer, value) in metrics.layerWorkerBalancedness.enumerated() {
+        for (index, value) in metrics.layerWorkerBalancedness.enumerated() {
+            let layer = index < metrics.moeLayers.count ? metrics.moeLayers[index] : index
             out += "switchyard_layer_worker_balancedness{layer=\"\(layer)\"} \(number(value))\n"
         }
 

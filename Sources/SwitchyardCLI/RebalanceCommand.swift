@@ -93,11 +93,13 @@ struct Rebalance: AsyncParsableCommand {
     func round(client: PlacementClient, load: [[Double]]) async throws -> Bool {
         let file = try await client.placement()
         let layerCount = load.count
-        let expertCount = load.first?.count ?? 0
+        let expertCount = load.map(\.count).max() ?? 0
+        // A dense layer's load row is empty: it has no experts to place.
         let current = try Placement.decode(
-            try JSONEncoder().encode(file), source: "\(server)/v1/placement", layerCount: layerCount, expertCount: expertCount)
-        guard current.layerCount == layerCount, current.expertCount == expertCount else {
-            throw ClientError("the expert load has \(layerCount) layers × \(expertCount) experts, but the placement does not match")
+            try JSONEncoder().encode(file), source: "\(server)/v1/placement", expertCounts: load.map(\.count))
+        guard current.expertCounts == load.map(\.count) else {
+            throw ClientError(
+                "the expert load has experts per layer \(load.map(\.count)), but the placement has \(current.expertCounts)")
         }
         let workerCount = current.workerCount
         let budget = memoryBudget ?? min(expertCount, (expertCount + workerCount - 1) / workerCount + 1)
@@ -112,7 +114,7 @@ struct Rebalance: AsyncParsableCommand {
         print("layer  tokens     before  after   replicas")
         var worstBefore = 1.0
         var worstAfter = 1.0
-        for layer in 0..<layerCount {
+        for layer in 0..<layerCount where !load[layer].isEmpty {
             let before = balancedness(current, layer)
             let after = balancedness(proposed, layer)
             worstBefore = min(worstBefore, before)

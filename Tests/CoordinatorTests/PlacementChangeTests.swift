@@ -65,7 +65,7 @@ struct PlacementChangeTests {
     static func start() throws -> (Scheduler, EngineLog, ExpertPermits, DispatchSemaphore) {
         let directory = TestPaths.fixtures.appendingPathComponent("models/top2")
         let checkpoint = try Checkpoint(directory: directory)
-        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let c = checkpoint.shape
         let engine = GenerationEngine(
             model: try DecoderStack(checkpoint: checkpoint), tokenizer: try Tokenizer(directory: directory))
         let store = try ExpertStore(

@@ -50,13 +50,13 @@ struct ReferenceGenerateTests {
         #expect(ReferenceCase.all().count >= 5)
     }
 
-    @Test("prompt ids, greedy tokens, top-5 logprobs and expert load equal transformers, in-process and with 2 workers",
+    @Test("prompt ids, greedy tokens, top-5 logprobs and expert load equal transformers, in-process and with 2 and 3 workers",
           arguments: ReferenceCase.all())
     func matchesTransformers(reference: ReferenceCase) throws {
         let prompt = reference.prompt.isEmpty
             ? ["--prompt-token-ids", reference.promptTokenIDs.map(String.init).joined(separator: ",")]
             : ["--prompt", reference.prompt]
-        for workers in [0, 2] {
+        for workers in [0, 2, 3] {
             let output = try generateJSON(
                 ["--model", reference.model.path, "--max-tokens", "\(reference.completionTokenIDs.count)",
                  "--temperature", "0", "--ignore-eos", "--logprobs", "5", "--spawn-workers", "\(workers)"] + prompt)

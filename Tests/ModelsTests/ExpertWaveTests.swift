@@ -12,11 +12,11 @@ struct ExpertWaveTests {
         arguments: BFloat16Arithmetic.allCases)
     func wavesEqualExpertByExpert(arithmetic: BFloat16Arithmetic) throws {
         let checkpoint = try Checkpoint(directory: BFloat16CheckpointTests.writeBFloat16Checkpoint(tie: false))
-        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let c = checkpoint.shape
         let layer = LayerIndex(1)
         let held = (0..<c.expertCount).map { LayerExpert(layer: layer, expert: ExpertID($0)) }
         // One wave (the default), waves of at most 5 rows, and one expert per wave.
-        let rowBytes = 2 * c.intermediateSize * MemoryLayout<Float>.size
+        let rowBytes = 2 * checkpoint.configuration.expertSpec.intermediateSize * MemoryLayout<Float>.size
         let stores = try [16 << 20, 5 * rowBytes, 1].map { bytes in
             try ExpertStore(
                 checkpoint: checkpoint, experts: held, arithmetic: arithmetic, quantization: .none,

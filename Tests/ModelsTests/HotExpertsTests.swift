@@ -17,7 +17,7 @@ struct HotExpertsTests {
         let directory = try TestPaths.makeTemporaryDirectory("hot-experts")
         try MixtralCheckpointWriter.write(options, to: directory)
         let checkpoint = try Checkpoint(directory: directory)
-        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let c = checkpoint.shape
         let model = try DecoderStack(checkpoint: checkpoint)
         let store = try ExpertStore(
             checkpoint: checkpoint,

@@ -1,4 +1,4 @@
-// The Mixtral port against Hugging Face transformers' float32 reference outputs
+// Every architecture's port against Hugging Face transformers' float32 reference outputs
 // (Tests/Fixtures/models/*/reference.json): greedy tokens, step logits, expert load, and the
 // invariant that splitting the experts over several stores changes nothing.
 import Foundation
@@ -23,8 +23,9 @@ private struct GreedyRun {
     var prefillLoad: [[Int]]
     var decodeLoad: [[Int]]
 
-    init(layerCount: Int, expertCount: Int) {
-        prefillLoad = Array(repeating: Array(repeating: 0, count: expertCount), count: layerCount)
+    /// Zero loads: a row per layer, empty for a dense layer (as the references write them).
+    init(expertCounts: [Int]) {
+        prefillLoad = expertCounts.map { Array(repeating: 0, count: $0) }
         decodeLoad = prefillLoad
     }
 }
@@ -35,11 +36,11 @@ private func greedyDecode(
     experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float]
 ) throws -> GreedyRun {
     let c = model.shape
-    var run = GreedyRun(layerCount: c.layerCount, expertCount: c.expertCount)
+    var run = GreedyRun(expertCounts: c.expertCounts)
     var cache = model.makeCache(capacity: prompt.count + count)
     var isPrefill = true
     func countingExperts(layer: LayerIndex, hidden: [Float], routing: RoutingDecision) throws -> [Float] {
-        let load = routing.expertLoad(expertCount: c.expertCount)
+        let load = routing.expertLoad(expertCount: c.expertCounts[layer.rawValue])
         for expert in load.indices {
             if isPrefill {
                 run.prefillLoad[layer.rawValue][expert] += load[expert]
@@ -63,8 +64,8 @@ private func greedyDecode(
     return run
 }
 
-@Suite("Mixtral against transformers fixtures")
-struct MixtralFixtureTests {
+@Suite("Every architecture against transformers fixtures")
+struct ArchitectureFixtureTests {
     @Test("Tests/Fixtures/models holds at least one fixture with a reference.json")
     func fixturesExist() {
         #expect(!Fixtures.modelNames.isEmpty, "no fixture with reference.json in \(Fixtures.modelsDirectory.path)")
@@ -77,11 +78,9 @@ struct MixtralFixtureTests {
         let reference = try Fixtures.reference(name)
         #expect(reference.referenceDType == "float32")
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
-        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let c = checkpoint.shape
         let model = try DecoderStack(checkpoint: checkpoint)
-        let allExperts = (0..<c.layerCount).flatMap { layer in
-            (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
-        }
+        let allExperts = c.allExperts
         let store = try ExpertStore(checkpoint: checkpoint, experts: allExperts)
         var largest: Float = 0
         for (caseIndex, testCase) in reference.cases.enumerated() {
@@ -106,11 +105,9 @@ struct MixtralFixtureTests {
     func splitStoresEqualOneStore(name: String) throws {
         let reference = try Fixtures.reference(name)
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
-        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let c = checkpoint.shape
         let model = try DecoderStack(checkpoint: checkpoint)
-        let allExperts = (0..<c.layerCount).flatMap { layer in
-            (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
-        }
+        let allExperts = c.allExperts
         let single = try ExpertStore(checkpoint: checkpoint, experts: allExperts)
         let shards = try (0..<3).map { shard in
             try ExpertStore(checkpoint: checkpoint, experts: allExperts.filter { $0.expert.rawValue % 3 == shard })
@@ -191,13 +188,11 @@ struct MixtralFixtureTests {
     func incrementalEqualsPrefill(name: String) throws {
         let reference = try Fixtures.reference(name)
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
-        let c = (checkpoint.configuration as! MixtralConfiguration)
+        let c = checkpoint.shape
         let model = try DecoderStack(checkpoint: checkpoint)
         let store = try ExpertStore(
             checkpoint: checkpoint,
-            experts: (0..<c.layerCount).flatMap { layer in
-                (0..<c.expertCount).map { LayerExpert(layer: LayerIndex(layer), expert: ExpertID($0)) }
-            })
+            experts: c.allExperts)
         let prompt = reference.cases[0].promptTokenIDs
         let experts: (LayerIndex, [Float], RoutingDecision) throws -> [Float] = {
             try store.compute(layer: $0, hidden: $1, routing: $2)
