@@ -12,12 +12,20 @@ special tokens, and `decode` with and without `skip_special_tokens`.
 `--switchyard DIR` (default OUTPUT_DIR/switchyard-trained, if it exists) names a directory holding
 the tokenizer produced by the Swift `TokenizerTrainer`; only cases.json is (re)written there.
 
+`--extra-cases` leaves every existing file alone and (re)writes only, in each fixture directory:
+- decode_cases.json: token sequences given as bytes and tokens (byte-fallback runs and byte-level
+  bytes that are not valid UTF-8 among them) with their ids and `decode` with and without
+  `skip_special_tokens`;
+- chat_cases.json (where a chat template is paired with the fixture below): conversations with
+  `apply_chat_template(messages, chat_template=..., tokenize=False)` and `tokenize=True` ids.
+
 Nothing is downloaded: every tokenizer is trained here on an inline corpus.
 Needs `tokenizers` and `transformers` (5.x).
 """
 import json
 import os
 import sys
+from collections.abc import Mapping
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers.trainers import BpeTrainer
@@ -435,17 +443,156 @@ def record_cases(directory):
         handle.write(header + ', "cases": [\n' + ",\n".join(lines) + "\n]}\n")
 
 
+# Decode-only cases: an int is a byte (the fixture's "<0xAB>" byte-fallback token, or else its
+# byte-level stand-in character), a str is a token as it is; "{eos}" is the fixture's eos_token.
+# A case whose tokens a fixture lacks is left out for that fixture.
+DECODE_CASES = [
+    ["b", 0x41],
+    ["b", 0x41, 0xE2],
+    ["b", 0x41, 0xE2, 0x82, 0xAC],
+    ["b", 0xE2, 0x82, 0x41],
+    ["b", 0x41, 0xFF, 0x42, "b"],
+    ["b", 0x41, 0x42, "b", 0x43, 0x80],
+    ["b", 0xF0, 0x9F, 0xA6, 0x9C, 0x61],
+    ["b", 0x61, 0xF0, 0x9F, 0xA6, "b"],
+    ["b", 0x41, "{eos}", 0xE2, "b"],
+    [0x41, 0xE2],
+    [0x20, 0x41, 0xC3],
+    [0xE2, 0x82],
+    # Unicode 16 Table 3-8: one U+FFFD per maximal subpart under String::from_utf8_lossy.
+    [0x61, 0xF1, 0x80, 0x80, 0xE1, 0x80, 0xC2, 0x62, 0x80, 0x63, 0x80, 0xBF, 0x64],
+    [0xF0, 0x9F, 0x98, 0x78],
+    [0xE0, 0x80, 0x41],
+    [0xED, 0xA0, 0x80],
+    [0xF4, 0x90, 0x80, 0x80],
+    [0xC0, 0xAF, 0x41],
+    [0xF5, 0x41, 0xFF],
+]
+
+
+def bytes_to_unicode():
+    """GPT-2's byte-level stand-in characters, as tokenizers' ByteLevel uses them."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    mapping = {byte: chr(byte) for byte in printable}
+    extra = 0
+    for byte in range(256):
+        if byte not in mapping:
+            mapping[byte] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def record_decode_cases(directory):
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    vocab = tokenizer.get_vocab()
+    stand_ins = bytes_to_unicode()
+
+    def token_of(piece):
+        if isinstance(piece, int):
+            fallback = f"<0x{piece:02X}>"
+            return fallback if fallback in vocab else stand_ins[piece]
+        return tokenizer.eos_token if piece == "{eos}" else piece
+
+    cases = []
+    for pieces in DECODE_CASES:
+        tokens = [token_of(piece) for piece in pieces]
+        if not all(token in vocab for token in tokens):
+            continue
+        ids = [vocab[token] for token in tokens]
+        cases.append(
+            {
+                "tokens": tokens,
+                "ids": ids,
+                "decoded": tokenizer.decode(ids, skip_special_tokens=False),
+                "decoded_skipping_special_tokens": tokenizer.decode(ids, skip_special_tokens=True),
+            }
+        )
+    write_cases(os.path.join(directory, "decode_cases.json"), {"generated_by": GENERATED_BY}, cases)
+
+
+# Fixture directory -> the chat template (a file under Tests/Fixtures/chat_templates) it is paired with.
+CHAT_TEMPLATES = {
+    "mixtral-llama-class": "mixtral-8x7b-instruct",
+    "llama-class-default": "mixtral-8x7b-instruct-legacy",
+    "sp-legacy": "mixtral-8x7b-instruct",
+    "llama3-bytelevel": "llama3-instruct",
+    "qwen2-bytelevel": "qwen2-moe-instruct",
+}
+
+CHAT_CONVERSATIONS = [
+    [{"role": "user", "content": "Hello!"}],
+    [
+        {"role": "user", "content": "Which experts?"},
+        {"role": "assistant", "content": "Two of eight, chosen by the router."},
+        {"role": "user", "content": "Café 🦜, naïve <s> text"},
+    ],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  spaced  "}],
+]
+
+
+def record_chat_cases(directory, template_name, templates_directory):
+    with open(os.path.join(templates_directory, template_name + ".json"), encoding="utf-8") as handle:
+        template = json.load(handle)["template"]
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    cases = []
+    for messages in CHAT_CONVERSATIONS:
+        for add_generation_prompt in (True, False):
+            try:
+                rendered = tokenizer.apply_chat_template(
+                    messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            except Exception:  # the template refuses this conversation (e.g. a system role)
+                continue
+            encoded = tokenizer.apply_chat_template(
+                messages, chat_template=template, tokenize=True, add_generation_prompt=add_generation_prompt
+            )
+            ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
+            cases.append(
+                {"messages": messages, "add_generation_prompt": add_generation_prompt, "rendered": rendered, "ids": list(ids)}
+            )
+    header = {"generated_by": GENERATED_BY, "chat_template": template_name, "template": template}
+    write_cases(os.path.join(directory, "chat_cases.json"), header, cases)
+
+
+GENERATED_BY = "Scripts/reference/tokenizer_fixtures.py --extra-cases"
+
+
+def write_cases(path, header, cases):
+    """One case per line, as cases.json."""
+    head = json.dumps(header, ensure_ascii=False)[:-1]
+    lines = [json.dumps(case, ensure_ascii=False, separators=(",", ":")) for case in cases]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(head + ', "cases": [\n' + ",\n".join(lines) + "\n]}\n")
+
+
+def record_extra_cases(output):
+    templates_directory = os.path.join(os.path.dirname(output), "chat_templates")
+    for name in FIXTURES + ["switchyard-trained"]:
+        directory = os.path.join(output, name)
+        if not os.path.exists(os.path.join(directory, "tokenizer.json")):
+            continue
+        record_decode_cases(directory)
+        if name in CHAT_TEMPLATES:
+            record_chat_cases(directory, CHAT_TEMPLATES[name], templates_directory)
+
+
 def main(argv):
     repository = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     output = os.path.join(repository, "Tests", "Fixtures", "tokenizers")
     switchyard = None
+    extra_only = False
     args = list(argv)
     while args:
         arg = args.pop(0)
         if arg == "--switchyard":
             switchyard = args.pop(0)
+        elif arg == "--extra-cases":
+            extra_only = True
         else:
             output = arg
+    if extra_only:
+        record_extra_cases(output)
+        return
     build_fixtures(output)
     build_edge_fixtures(output)
     build_llama3_style(output)
@@ -457,6 +604,7 @@ def main(argv):
         record_cases(switchyard)
     else:
         print(f"note: {switchyard}/tokenizer.json not found; run the Swift tests once to write it", file=sys.stderr)
+    record_extra_cases(output)
 
 
 if __name__ == "__main__":

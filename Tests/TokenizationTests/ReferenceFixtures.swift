@@ -67,3 +67,75 @@ func firstMismatch(_ actual: [Int32], _ expected: [Int32]) -> String? {
         ?? min(actual.count, expected.count)
     return "first mismatch at index \(index): got \(actual), expected \(expected)"
 }
+
+/// One recorded decode-only case (decode_cases.json, `tokenizer_fixtures.py --extra-cases`): tokens
+/// chosen by hand (byte tokens whose runs are not valid UTF-8 among them) and transformers' `decode`.
+struct DecodeCase: Decodable, Sendable, CustomTestStringConvertible {
+    let tokens: [String]
+    let ids: [Int32]
+    let decoded: String
+    let decodedSkippingSpecialTokens: String
+
+    enum CodingKeys: String, CodingKey {
+        case tokens, ids, decoded
+        case decodedSkippingSpecialTokens = "decoded_skipping_special_tokens"
+    }
+
+    var testDescription: String { tokens.debugDescription }
+}
+
+/// Conversations rendered and tokenized by transformers' `apply_chat_template` with a chat template
+/// from Tests/Fixtures/chat_templates (chat_cases.json, `tokenizer_fixtures.py --extra-cases`).
+struct ChatRecord: Decodable, Sendable {
+    struct Case: Decodable, Sendable {
+        let messages: [[String: String]]
+        let addGenerationPrompt: Bool
+        /// `apply_chat_template(..., tokenize=False)`.
+        let rendered: String
+        /// `apply_chat_template(..., tokenize=True)["input_ids"]`.
+        let ids: [Int32]
+
+        enum CodingKeys: String, CodingKey {
+            case messages, rendered, ids
+            case addGenerationPrompt = "add_generation_prompt"
+        }
+    }
+
+    /// The template's fixture name under Tests/Fixtures/chat_templates.
+    let chatTemplate: String
+    let template: String
+    let cases: [Case]
+
+    enum CodingKeys: String, CodingKey {
+        case template, cases
+        case chatTemplate = "chat_template"
+    }
+}
+
+extension ReferenceFixture {
+    /// The fixtures that have a chat_cases.json.
+    static let withChatCases: [ReferenceFixture] = [
+        .mixtralLlamaClass, .llamaClassDefault, .sentencePieceLegacy, .llama3ByteLevel, .qwen2ByteLevel,
+    ]
+
+    func loadDecodeCases() throws -> [DecodeCase] {
+        struct Record: Decodable { let cases: [DecodeCase] }
+        let data = try Data(contentsOf: directory.appendingPathComponent("decode_cases.json"))
+        return try JSONDecoder().decode(Record.self, from: data).cases
+    }
+
+    func loadChatRecord() throws -> ChatRecord {
+        let data = try Data(contentsOf: directory.appendingPathComponent("chat_cases.json"))
+        return try JSONDecoder().decode(ChatRecord.self, from: data)
+    }
+
+    /// The fixture's tokenizer with `chatTemplate` as its chat_template.jinja.
+    func loadTokenizer(chatTemplate: String) throws -> Tokenizer {
+        let configURL = directory.appendingPathComponent("tokenizer_config.json")
+        return try Tokenizer(
+            tokenizerJSON: try Data(contentsOf: directory.appendingPathComponent("tokenizer.json")),
+            tokenizerConfigJSON: FileManager.default.fileExists(atPath: configURL.path)
+                ? try Data(contentsOf: configURL) : nil,
+            chatTemplateJinja: chatTemplate)
+    }
+}
