@@ -76,7 +76,8 @@ struct GenerationPlan: Sendable {
             reportsLogprobs: reportsLogprobs, topLogprobs: topLogprobs, contextLength: contextLength)
     }
 
-    /// Parses a /v1/chat/completions body; `render` applies the chat template.
+    /// Parses a /v1/chat/completions body; `render` applies the chat template, and the prompt is the
+    /// rendered text's token ids (`Tokenizer.encodeChatPrompt`: no special tokens added to the template's).
     /// - Throws: `APIError` (400) naming the parameter and its valid values.
     static func chat(
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int,
@@ -89,7 +90,8 @@ struct GenerationPlan: Sendable {
         } catch {
             throw APIError(error)
         }
-        let promptTokenCount = tokenizer.encode(text).count
+        // The rendered text holds the template's BOS already: encode it as apply_chat_template does.
+        let promptIDs = tokenizer.encodeChatPrompt(text)
         let reportsLogprobs = try body.bool("logprobs") ?? false
         var topLogprobs = 0
         if let top = try body.integer("top_logprobs") {
@@ -104,7 +106,7 @@ struct GenerationPlan: Sendable {
         // max_completion_tokens is OpenAI's newer name; it wins when both are given.
         let maxTokensParam = body["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens"
         return try common(
-            body, endpoint: .chat, prompt: .text(text), promptTokenCount: promptTokenCount,
+            body, endpoint: .chat, prompt: .tokenIDs(promptIDs), promptTokenCount: promptIDs.count,
             maxTokens: try body.integer(maxTokensParam), maxTokensParam: maxTokensParam, defaultMaxTokens: nil,
             reportsLogprobs: reportsLogprobs, topLogprobs: topLogprobs, contextLength: contextLength)
     }

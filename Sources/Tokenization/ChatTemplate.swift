@@ -110,4 +110,25 @@ extension Tokenizer {
             messages: messages, addGenerationPrompt: addGenerationPrompt, specialTokens: specialTokenStrings,
             extraContext: extraContext)
     }
+
+    /// The token ids of a conversation: transformers'
+    /// `tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt:)`.
+    ///
+    /// - Throws: `ChatTemplateError`, as `applyChatTemplate`.
+    public func applyChatTemplateTokenIDs(
+        _ messages: [[String: String]], addGenerationPrompt: Bool, extraContext: [String: String] = [:]
+    ) throws(ChatTemplateError) -> [Int32] {
+        encodeChatPrompt(
+            try applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt, extraContext: extraContext))
+    }
+
+    /// The token ids of a conversation already rendered with the chat template.
+    ///
+    /// The template writes BOS (and every other special token) into the text itself, so the text is
+    /// encoded without the post-processor's special tokens, as transformers' `apply_chat_template`
+    /// (`add_special_tokens=False`) and vLLM's chat endpoint do; with them, a template that opens
+    /// with `{{ bos_token }}` would give the prompt two BOS tokens.
+    public func encodeChatPrompt(_ renderedChat: String) -> [Int32] {
+        encode(renderedChat, addSpecialTokens: false)
+    }
 }

@@ -41,6 +41,21 @@ struct PureLogicTests {
         #expect(try plan(#"{"prompt": [1, 2]}"#, contextLength: 10).maxTokens == 8)
     }
 
+    @Test(
+        "a chat prompt is the rendered text's ids without added special tokens, so a template's BOS appears once")
+    func chatPromptHoldsOneBOS() throws {
+        let rendered = "<s>[INST] hi [/INST]"
+        let body = try JSONObject(JSONValue.parse(Array(#"{"messages": [{"role": "user", "content": "hi"}]}"#.utf8)))
+        let plan = try GenerationPlan.chat(body, tokenizer: tokenizer, contextLength: 64) { _ throws(SubmitError) in
+            rendered
+        }
+        let bos = try #require(tokenizer.bosTokenID)
+        let expected = tokenizer.encode(rendered, addSpecialTokens: false)
+        #expect(expected.first == bos && expected.filter { $0 == bos }.count == 1)
+        #expect(plan.requests.map(\.prompt) == [.tokenIDs(expected)])
+        #expect(plan.promptTokenCount == expected.count)
+    }
+
     @Test("a chat stream opens with the role, carries text, and ends with the trailing text and the finish reason")
     func chatChunks() throws {
         let body = try JSONObject(JSONValue.parse(Array(#"{"messages": [{"role": "user", "content": "hi"}]}"#.utf8)))

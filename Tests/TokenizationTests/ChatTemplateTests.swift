@@ -317,6 +317,27 @@ struct ChatTemplateTests {
         }
     }
 
+    @Test(
+        "A conversation's token ids equal transformers' apply_chat_template(tokenize=True): the rendered text without added special tokens, so a template's BOS appears once",
+        arguments: ReferenceFixture.withChatCases)
+    func chatTokenIDs(fixture: ReferenceFixture) throws {
+        let record = try fixture.loadChatRecord()
+        let tokenizer = try fixture.loadTokenizer(chatTemplate: record.template)
+        #expect(!record.cases.isEmpty)
+        for recorded in record.cases {
+            let rendered = try tokenizer.applyChatTemplate(
+                recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
+            #expect(rendered == recorded.rendered, "\(fixture.rawValue) \(record.chatTemplate)")
+            let ids = try tokenizer.applyChatTemplateTokenIDs(
+                recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
+            let mismatch = firstMismatch(ids, recorded.ids)
+            #expect(mismatch == nil, "\(fixture.rawValue) \(record.chatTemplate) \(recorded.messages): \(mismatch ?? "")")
+            if let bos = tokenizer.bosTokenID, let bosText = tokenizer.token(for: bos), rendered.hasPrefix(bosText) {
+                #expect(ids.first == bos && ids.dropFirst().first != bos, "\(fixture.rawValue): \(ids.prefix(4))")
+            }
+        }
+    }
+
     @Test("chat_template.jinja takes precedence over tokenizer_config.json, and a template list uses its default")
     func templateSources() throws {
         let listed = try tokenizerDirectory(config: [
