@@ -2,9 +2,11 @@
 
 /// Turns ids into text one at a time, emitting only text that later ids cannot change.
 ///
-/// Holds back incomplete UTF-8 (an emoji split across byte-fallback or byte-level tokens shows up
-/// as a trailing U+FFFD until its last byte arrives) and relies on decoding a window that starts at
-/// an already-emitted token, so the SentencePiece "strip the first space" rule applies only once.
+/// Holds back incomplete UTF-8 (an emoji split across byte-level tokens shows up as a trailing
+/// U+FFFD until its last byte arrives), holds back a run of byte-fallback tokens until a token that
+/// is not a byte ends it (ByteFallback turns every byte of a run that is not valid UTF-8 into U+FFFD,
+/// so a later byte can change the text of earlier ones), and relies on decoding a window that starts
+/// at an already-emitted token, so the SentencePiece "strip the first space" rule applies only once.
 /// Concatenating every `append` result and `finish()` equals `Tokenizer.decode(allIDs)`.
 public struct StreamingDecoder: Sendable {
     private let tokenizer: Tokenizer
@@ -24,6 +26,7 @@ public struct StreamingDecoder: Sendable {
     /// Adds one id; returns the newly completed text (often empty).
     public mutating func append(_ id: Int32) -> String {
         window.append(id)
+        guard !tokenizer.leavesByteRunOpen(window, skipSpecialTokens: skipSpecialTokens) else { return "" }
         let text = tokenizer.decode(window, skipSpecialTokens: skipSpecialTokens)
         guard text.unicodeScalars.last != "\u{FFFD}", text.unicodeScalars.count > emittedText.unicodeScalars.count,
             text.utf8.starts(with: emittedText.utf8)

@@ -122,10 +122,43 @@ indirect enum TokenDecoder: Sendable {
         }
     }
 
-    /// The byte a `<0xAB>` token stands for.
+    /// Whether later tokens can still change the text of `tokens`: a ByteFallback step whose input
+    /// ends in a byte token has a run of bytes still open, and the whole run becomes one U+FFFD per
+    /// byte if it is not valid UTF-8 once it ends, even bytes that were valid so far ("<0x41>" alone
+    /// is "A", but "<0x41>" "<0xE2>" is "\u{FFFD}\u{FFFD}").
+    func leavesByteRunOpen(_ tokens: [String]) -> Bool {
+        switch self {
+        case .byteFallback:
+            return tokens.last.flatMap(Self.byteValue) != nil
+        case .sequence(let decoders):
+            // Only the steps up to the last ByteFallback matter; each sees what the ones before it made.
+            guard let last = decoders.lastIndex(where: \.hasByteFallback) else { return false }
+            var current = tokens
+            for decoder in decoders[...last] {
+                if decoder.leavesByteRunOpen(current) { return true }
+                current = decoder.decode(current)
+            }
+            return false
+        default:
+            return false
+        }
+    }
+
+    /// Whether this decoder or one of its steps is ByteFallback.
+    private var hasByteFallback: Bool {
+        switch self {
+        case .byteFallback: true
+        case .sequence(let decoders): decoders.contains(where: \.hasByteFallback)
+        default: false
+        }
+    }
+
+    /// The byte a `<0xAB>` token stands for, as `tokenizers` reads it: six bytes, `<0x`, `>`, and
+    /// Rust's `u8::from_str_radix` of the two in between (which takes `+F` but not `-0`).
     static func byteValue(_ token: String) -> UInt8? {
         let utf8 = Array(token.utf8)
-        guard utf8.count == 6, token.hasPrefix("<0x"), utf8[5] == UInt8(ascii: ">") else { return nil }
+        guard utf8.count == 6, utf8.starts(with: "<0x".utf8), utf8[5] == UInt8(ascii: ">"), utf8[3] != UInt8(ascii: "-")
+        else { return nil }
         return UInt8(String(decoding: utf8[3..<5], as: UTF8.self), radix: 16)
     }
 }

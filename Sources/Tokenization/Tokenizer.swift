@@ -228,6 +228,19 @@ public final class Tokenizer: Sendable {
     ///
     /// Ids outside the vocabulary are skipped; invalid UTF-8 from byte tokens becomes U+FFFD.
     public func decode(_ ids: [Int32], skipSpecialTokens: Bool = false) -> String {
+        let tokens = decoderInput(ids, skipSpecialTokens: skipSpecialTokens)
+        guard let decoder else { return tokens.joined(separator: " ") }
+        return decoder.decode(tokens).joined()
+    }
+
+    /// Whether ids appended to `ids` can still change the text of `ids` itself, not only add to it:
+    /// true while a byte-fallback run is open at the end (see `TokenDecoder.leavesByteRunOpen`).
+    func leavesByteRunOpen(_ ids: [Int32], skipSpecialTokens: Bool) -> Bool {
+        decoder?.leavesByteRunOpen(decoderInput(ids, skipSpecialTokens: skipSpecialTokens)) ?? false
+    }
+
+    /// The token strings the decoder sees: unknown ids and (if asked) special tokens left out.
+    private func decoderInput(_ ids: [Int32], skipSpecialTokens: Bool) -> [String] {
         var tokens: [String] = []
         tokens.reserveCapacity(ids.count)
         for id in ids {
@@ -235,8 +248,7 @@ public final class Tokenizer: Sendable {
             if skipSpecialTokens, specialTokenContents.contains(ExactString(token)) { continue }
             tokens.append(token)
         }
-        guard let decoder else { return tokens.joined(separator: " ") }
-        return decoder.decode(tokens).joined()
+        return tokens
     }
 
     /// A decoder that turns ids into text one at a time, as they are generated.
