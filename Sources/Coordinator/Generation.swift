@@ -237,10 +237,15 @@ public struct GenerationResult: Sendable, Equatable, Codable {
 public struct GenerationEngine: Sendable {
     public let model: DecoderStack
     public let tokenizer: Tokenizer
+    /// The checkpoint's generation_config.json; its `eos_token_id`s end generation too.
+    public let generationConfig: GenerationConfig
 
-    public init(model: DecoderStack, tokenizer: Tokenizer) {
+    public init(
+        model: DecoderStack, tokenizer: Tokenizer, generationConfig: GenerationConfig = GenerationConfig()
+    ) {
         self.model = model
         self.tokenizer = tokenizer
+        self.generationConfig = generationConfig
     }
 
     /// The prompt's token ids, checked against the vocabulary.
@@ -279,9 +284,10 @@ public struct GenerationEngine: Sendable {
         return promptIDs
     }
 
-    /// The end-of-sequence token ids: config.json's, and the tokenizer's.
+    /// The end-of-sequence token ids: config.json's, generation_config.json's, and the tokenizer's.
     public var endOfSequenceTokenIDs: Set<Int32> {
         Set(model.shape.eosTokenIDs.map(Int32.init)).union(tokenizer.eosTokenID.map { [$0] } ?? [])
+            .union(generationConfig.eosTokenIDs)
     }
 
     /// Generates one request to completion.

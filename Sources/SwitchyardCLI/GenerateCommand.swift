@@ -167,7 +167,8 @@ struct Generate: AsyncParsableCommand {
         let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model!))
         let engine = GenerationEngine(
             model: try numerics.denseModel(checkpoint),
-            tokenizer: try Tokenizer(directory: checkpoint.directory))
+            tokenizer: try Tokenizer(directory: checkpoint.directory),
+            generationConfig: try GenerationConfig(directory: checkpoint.directory))
         let onText: ((String) -> Void)? = json ? nil : { piece in
             FileHandle.standardOutput.write(Data(piece.utf8))
         }

@@ -134,7 +134,8 @@ struct Serve: AsyncParsableCommand {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(
                 model: try numerics.denseModel(checkpoint),
-                tokenizer: try Tokenizer(directory: checkpoint.directory))
+                tokenizer: try Tokenizer(directory: checkpoint.directory),
+                generationConfig: try GenerationConfig(directory: checkpoint.directory))
             let scheduler = Scheduler(
                 engine: engine, modelName: servedModelName ?? checkpoint.directory.lastPathComponent,
                 limits: SchedulerLimits(
