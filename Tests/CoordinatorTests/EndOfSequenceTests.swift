@@ -26,9 +26,9 @@ struct EndOfSequenceTests {
         let directory = try Self.modelCopy()
         defer { try? FileManager.default.removeItem(at: directory) }
         let checkpoint = try Checkpoint(directory: directory)
-        let model = try MixtralDenseModel(checkpoint: checkpoint)
+        let model = try DecoderStack(checkpoint: checkpoint)
         let tokenizer = try Tokenizer(directory: directory)
-        let c = checkpoint.configuration
+        let c = checkpoint.shape
         var experts = LocalExperts(
             store: try ExpertStore(
                 checkpoint: checkpoint,
