@@ -3,7 +3,7 @@
 // Port of transformers/models/olmoe/modeling_olmoe.py (transformers 5.23), f32 compute.
 //
 // Legend: H = hidden size, E = experts per layer, k = experts per token, D = head dimension.
-public import Foundation
+import Foundation
 public import Tensors
 
 // MARK: - Configuration
@@ -98,24 +98,16 @@ extension OlmoeConfiguration: ArchitectureConfiguration {
     }
 
     public func tensorShapes() -> [(name: String, shape: [Int])] {
-        let hidden = fields.hiddenSize
         var layers: [(name: String, shape: [Int])] = []
         for layer in 0..<fields.layerCount {
             layers += StandardLayout.attentionShapes(fields, layer: layer, biases: false, queryKeyNorm: .whole)
-            layers.append((StandardLayout.mlp(layer, "gate.weight"), [expertCount, hidden]))
-            for expert in 0..<expertCount {
-                layers += StandardLayout.swiGLUShapes(
-                    StandardLayout.expert(layer, expert), hidden: hidden, intermediate: intermediateSize)
-            }
+            layers += StandardLayout.routedExpertShapes(
+                fields, layer: layer, expertCount: expertCount, intermediate: intermediateSize)
         }
         return StandardLayout.modelShapes(fields, layers: layers)
     }
 
-    public var keyValueProjectionNames: [String] {
-        (0..<fields.layerCount).flatMap {
-            [StandardLayout.attention($0, "k_proj.weight"), StandardLayout.attention($0, "v_proj.weight")]
-        }
-    }
+    public var keyValueProjectionNames: [String] { StandardLayout.keyValueProjectionNames(layerCount: fields.layerCount) }
 
     public func routerWeightName(layer: Int) -> String { StandardLayout.mlp(layer, "gate.weight") }
 
@@ -132,10 +124,9 @@ extension OlmoeConfiguration: ArchitectureConfiguration {
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: false, queryKeyNorm: .whole,
                 clip: clipQueryKeyValue.map(Float.init), window: nil, arithmetic: arithmetic)
-            let router = Router(
-                weight: try checkpoint.weight(named: StandardLayout.mlp(layer, "gate.weight")),
-                expertCount: expertCount, expertsPerToken: expertsPerToken,
-                policy: RoutingPolicy(renormalize: normalizeTopKProbabilities))
+            let router = try StandardLayout.loadRouter(
+                checkpoint, layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
+                renormalize: normalizeTopKProbabilities)
             layers.append(
                 try StandardLayout.decoderLayer(
                     checkpoint, layer: layer, fields: fields, attention: attention,

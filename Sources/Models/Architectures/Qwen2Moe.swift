@@ -3,7 +3,7 @@
 // Port of transformers/models/qwen2_moe/modeling_qwen2_moe.py (transformers 5.23), f32 compute.
 //
 // Legend: H = hidden size, E = experts per MoE layer, k = experts per token.
-public import Foundation
+import Foundation
 public import Tensors
 
 // MARK: - Configuration
@@ -161,11 +161,8 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
         for layer in 0..<fields.layerCount {
             layers += StandardLayout.attentionShapes(fields, layer: layer, biases: queryKeyValueBias, queryKeyNorm: .none)
             if isMoELayer(layer) {
-                layers.append((StandardLayout.mlp(layer, "gate.weight"), [expertCount, hidden]))
-                for expert in 0..<expertCount {
-                    layers += StandardLayout.swiGLUShapes(
-                        StandardLayout.expert(layer, expert), hidden: hidden, intermediate: expertIntermediateSize)
-                }
+                layers += StandardLayout.routedExpertShapes(
+                    fields, layer: layer, expertCount: expertCount, intermediate: expertIntermediateSize)
                 if sharedExpertIntermediateSize > 0 {
                     layers += StandardLayout.swiGLUShapes(
                         Self.sharedExpert(layer), hidden: hidden, intermediate: sharedExpertIntermediateSize)
@@ -179,11 +176,7 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
         return StandardLayout.modelShapes(fields, layers: layers)
     }
 
-    public var keyValueProjectionNames: [String] {
-        (0..<fields.layerCount).flatMap {
-            [StandardLayout.attention($0, "k_proj.weight"), StandardLayout.attention($0, "v_proj.weight")]
-        }
-    }
+    public var keyValueProjectionNames: [String] { StandardLayout.keyValueProjectionNames(layerCount: fields.layerCount) }
 
     public func routerWeightName(layer: Int) -> String { StandardLayout.mlp(layer, "gate.weight") }
 
@@ -203,10 +196,9 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
                 window: slidingWindows[layer], arithmetic: arithmetic)
             let feedForward: FeedForward
             if isMoELayer(layer) {
-                let router = Router(
-                    weight: try checkpoint.weight(named: StandardLayout.mlp(layer, "gate.weight")),
-                    expertCount: expertCount, expertsPerToken: expertsPerToken,
-                    policy: RoutingPolicy(renormalize: normalizeTopKProbabilities))
+                let router = try StandardLayout.loadRouter(
+                    checkpoint, layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
+                    renormalize: normalizeTopKProbabilities)
                 let shared =
                     sharedExpertIntermediateSize > 0
                     ? SharedExpert(

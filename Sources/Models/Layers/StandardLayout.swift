@@ -95,6 +95,31 @@ enum StandardLayout {
         [(names.gate, [intermediate, hidden]), (names.up, [intermediate, hidden]), (names.down, [hidden, intermediate])]
     }
 
+    /// The router (`mlp.gate.weight`, [E, H]) and the `expertCount` experts of MoE layer `layer`, with their shapes.
+    static func routedExpertShapes(
+        _ fields: TransformerFields, layer: Int, expertCount: Int, intermediate: Int
+    ) -> [(name: String, shape: [Int])] {
+        var shapes: [(name: String, shape: [Int])] = [(mlp(layer, "gate.weight"), [expertCount, fields.hiddenSize])]
+        for expert in 0..<expertCount {
+            shapes += swiGLUShapes(self.expert(layer, expert), hidden: fields.hiddenSize, intermediate: intermediate)
+        }
+        return shapes
+    }
+
+    /// The router of MoE layer `layer` (`mlp.gate.weight`): softmax over all experts, top-k, `policy`.
+    static func loadRouter(
+        _ checkpoint: Checkpoint, layer: Int, expertCount: Int, expertsPerToken: Int, renormalize: Bool
+    ) throws(ModelError) -> Router {
+        Router(
+            weight: try checkpoint.weight(named: mlp(layer, "gate.weight")), expertCount: expertCount,
+            expertsPerToken: expertsPerToken, policy: RoutingPolicy(renormalize: renormalize))
+    }
+
+    /// The key and value projection weights of every layer.
+    static func keyValueProjectionNames(layerCount: Int) -> [String] {
+        (0..<layerCount).flatMap { [attention($0, "k_proj.weight"), attention($0, "v_proj.weight")] }
+    }
+
     /// The attention of `layer` as the shared layout stores it.
     static func loadAttention(
         _ checkpoint: Checkpoint, layer: Int, fields: TransformerFields, biases: Bool,

@@ -2,7 +2,7 @@
 // heads, RoPE, norms, special tokens), decoded and validated once; an architecture's configuration
 // holds them beside its own fields. Reads both the transformers-5 layout (`rope_parameters`) and
 // the older one (top-level `rope_theta`, `rope_scaling`).
-public import Foundation
+import Foundation
 
 /// The common hyper-parameters of a decoder-only transformer, from config.json.
 public struct TransformerFields: Codable, Sendable, Equatable {
