@@ -207,6 +207,9 @@ struct SchedulerTests {
             if case .invalid(let field, _) = error { #expect(field == "max_tokens") } else { Issue.record("\(error)") }
         }
         let long = GenerationRequest(prompt: .text("busy"), maxTokens: 200, sampling: .init(temperature: 0), ignoreEOS: true)
+        // Hold the engine at the first request's first MoE layer, so that it is still running when the
+        // others arrive however slow or fast this machine is at the moment.
+        running.permits.set(0)
         let first = try running.scheduler.submit(long)
         let deadline = Date().addingTimeInterval(30)
         while running.scheduler.metrics().runningRequests < 1 && Date() < deadline { try await Task.sleep(for: .milliseconds(2)) }
