@@ -191,10 +191,6 @@ public struct LoadTotals: Sendable, Equatable {
     /// Per worker name, `[layer]`.
     public var workers: [String: [WorkerLayerLoad]] = [:]
 
-    public init(layerCount: Int, expertCount: Int) {
-        self.init(expertCounts: Array(repeating: expertCount, count: layerCount))
-    }
-
     /// Zero totals for a model whose layer l has `expertCounts[l]` experts (a dense layer's row is empty).
     public init(expertCounts: [Int]) {
         tokensPerExpert = expertCounts.map { Array(repeating: 0, count: $0) }

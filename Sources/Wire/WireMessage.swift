@@ -193,15 +193,10 @@ extension WireMessage {
             return (expertIDs[range], weights[range])
         }
 
-        /// Checks the dispatch against the model: the layer exists, every expert id is below the
-        /// expert count, and the hidden size matches.
-        /// - Throws: `WireError.layerOutOfRange`, `.expertOutOfRange` or `.hiddenSizeMismatch`.
-        public func validate(layerCount: Int, expertCount: Int, hiddenSize: Int) throws(WireError) {
-            try validate(expertCounts: Array(repeating: expertCount, count: max(0, layerCount)), hiddenSize: hiddenSize)
-        }
-
-        /// Checks the dispatch against a model whose layer l has `expertCounts[l]` experts (0: a dense
-        /// layer, which no dispatch may name).
+        /// Checks the dispatch against a model whose layer l has `expertCounts[l]` experts: the layer
+        /// exists and is a MoE layer (a dense layer has 0), every expert id is below its expert count,
+        /// and the hidden size matches.
+        /// - Throws: `WireError.layerOutOfRange`, `.denseLayer`, `.expertOutOfRange` or `.hiddenSizeMismatch`.
         public func validate(expertCounts: [Int], hiddenSize: Int) throws(WireError) {
             let layerCount = expertCounts.count
             guard layer.rawValue >= 0, layer.rawValue < layerCount else {

@@ -29,6 +29,17 @@ private let validFile = """
 
 @Suite("Cluster file")
 struct ClusterFileTests {
+    @Test("an expert of a dense layer in a cluster file is an error naming the layer")
+    func denseLayer() {
+        let dense = ExpertLayout(expertCounts: [4, 0])
+        do {
+            _ = try ClusterFile.parse(validFile, source: "c.yaml", model: dense)
+            Issue.record("layer 1 is dense; [1, 3] must be refused")
+        } catch {
+            #expect(error.description.contains("layer 1 is a dense layer"), "\(error.description)")
+        }
+    }
+
     @Test("a valid cluster file gives every host its transport, model and binary")
     func valid() throws {
         let cluster = try ClusterFile.parse(validFile, source: "c.yaml", model: shape)

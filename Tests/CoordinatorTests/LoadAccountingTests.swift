@@ -106,6 +106,25 @@ struct LoadAccountingTests {
         #expect(later.whole.balancedness.map { ($0 * 1e9).rounded() / 1e9 } == [0.444444444, 0.666666667])
     }
 
+    @Test("a dense layer has an empty row; statistics list only MoE layers, labelled with their real numbers")
+    func denseLayers() throws {
+        var accounting = ExpertLoadAccounting(expertCounts: [3, 0, 3])
+        accounting.record(
+            Self.step(
+                [[2, 0, 0], [], [1, 1, 0]],
+                dispatches: [Self.dispatch(0, "w0", rows: 2, expertRows: 2), Self.dispatch(2, "w1", rows: 2, expertRows: 2)]),
+            at: .seconds(1))
+        let report = accounting.report(windowSeconds: 60, at: .seconds(2))
+        #expect(report.whole.tokensPerExpert == [[2, 0, 0], [], [1, 1, 0]])
+        #expect(report.whole.moeLayers == [0, 2])
+        #expect(report.whole.layers.map(\.layer) == [0, 2])
+        #expect(report.whole.balancedness.map { ($0 * 1e9).rounded() / 1e9 } == [0.333333333, 0.666666667])
+        #expect(report.whole.workerBalancedness.count == 2)
+        // The JSON says which layers the per-layer arrays index.
+        let json = try #require(String(data: JSONEncoder().encode(report), encoding: .utf8))
+        #expect(json.contains("\"moe_layers\":[0,2]"))
+    }
+
     @Test("seconds older than the retention are dropped from the window but stay in the whole run")
     func retention() {
         var accounting = ExpertLoadAccounting(layerCount: 2, expertCount: 3, windowRetention: .seconds(5))

@@ -20,6 +20,21 @@ struct PlacementTests {
         #expect(held.count == 3 * 8)
     }
 
+    @Test("dense layers hold no experts: an even placement skips them and a placement file naming one is refused")
+    func denseLayers() throws {
+        let placement = try Placement.even(expertCounts: [4, 0, 4], workerNames: ["a", "b"])
+        #expect(placement.expertCounts == [4, 0, 4])
+        #expect(Set(placement.experts(ofWorker: 0).map(\.layer.rawValue)) == [0, 2])
+        #expect(placement.experts(ofWorker: 0).count + placement.experts(ofWorker: 1).count == 8)
+        let file = PlacementFile(workers: [.init(name: "a", experts: [[1, 0]]), .init(name: "b", experts: [])])
+        do {
+            _ = try Placement.make(file: file, source: "p.json", expertCounts: [4, 0, 4])
+            Issue.record("a dense layer's expert must be refused")
+        } catch {
+            #expect(error.description.contains("layer 1 is a dense layer"), "\(error.description)")
+        }
+    }
+
     @Test("more workers than experts is refused with the valid maximum")
     func tooManyWorkers() {
         #expect(throws: PlacementError.self) {

@@ -26,6 +26,18 @@ struct RebalancerTests {
         }
     }
 
+    @Test("a dense layer (an empty load row) keeps no experts; the MoE layers are planned as without it")
+    func denseLayer() throws {
+        let withDense = try Rebalancer.placement(
+            load: [skewed[0], [], skewed[1]], workerNames: names, expertSlotsPerWorker: 3)
+        let without = try Rebalancer.placement(load: skewed, workerNames: names, expertSlotsPerWorker: 3)
+        #expect(withDense.expertCounts == [8, 0, 8])
+        #expect(withDense.holders[0] == without.holders[0] && withDense.holders[2] == without.holders[1])
+        #expect(throws: PlacementError.self) {
+            try Rebalancer.placement(load: [skewed[0], [1, 2]], workerNames: names, expertSlotsPerWorker: 3)
+        }
+    }
+
     @Test("hot experts get replicas and the worst layer's worker balancedness rises")
     func replicatesHotExperts() throws {
         let even = try Placement.even(layerCount: 2, expertCount: 8, workerNames: names)

@@ -297,27 +297,37 @@ struct WireCodecRejectionTests {
 struct DispatchValidationTests {
     @Test("a dispatch within the model's layers, experts and hidden size is valid")
     func valid() throws {
-        try sampleDispatch(dtype: .f32).validate(layerCount: 6, expertCount: 7, hiddenSize: 4)
+        try sampleDispatch(dtype: .f32).validate(expertCounts: Array(repeating: 7, count: 6), hiddenSize: 4)
     }
 
     @Test("a layer at or past the layer count is rejected")
     func layerOutOfRange() {
         #expect(throws: WireError.layerOutOfRange(.dispatch, layer: LayerIndex(5), layerCount: 5)) {
-            try sampleDispatch(dtype: .f32).validate(layerCount: 5, expertCount: 8, hiddenSize: 4)
+            try sampleDispatch(dtype: .f32).validate(expertCounts: Array(repeating: 8, count: 5), hiddenSize: 4)
         }
     }
 
     @Test("an expert id at or past the expert count is rejected, naming the row")
     func expertOutOfRange() {
         #expect(throws: WireError.expertOutOfRange(.dispatch, row: 0, expert: ExpertID(6), expertCount: 6)) {
-            try sampleDispatch(dtype: .f32).validate(layerCount: 8, expertCount: 6, hiddenSize: 4)
+            try sampleDispatch(dtype: .f32).validate(expertCounts: Array(repeating: 6, count: 8), hiddenSize: 4)
         }
+    }
+
+    @Test("a dispatch to a dense layer (no experts) is rejected, naming the layer")
+    func denseLayer() {
+        var expertCounts = Array(repeating: 8, count: 8)
+        expertCounts[5] = 0
+        #expect(throws: WireError.denseLayer(.dispatch, layer: LayerIndex(5))) {
+            try sampleDispatch(dtype: .f32).validate(expertCounts: expertCounts, hiddenSize: 4)
+        }
+        #expect(WireError.denseLayer(.dispatch, layer: LayerIndex(5)).errorReport().code == .badFrame)
     }
 
     @Test("a hidden size other than the model's is rejected")
     func hiddenSizeMismatch() {
         #expect(throws: WireError.hiddenSizeMismatch(.dispatch, hiddenSize: 4, expected: 8)) {
-            try sampleDispatch(dtype: .f32).validate(layerCount: 8, expertCount: 8, hiddenSize: 8)
+            try sampleDispatch(dtype: .f32).validate(expertCounts: Array(repeating: 8, count: 8), hiddenSize: 8)
         }
     }
 }

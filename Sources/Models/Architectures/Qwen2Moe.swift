@@ -12,36 +12,17 @@ public import Tensors
 public struct Qwen2MoeConfiguration: Sendable, Equatable {
     /// Widths, heads, RoPE, norms and special tokens.
     public var fields: TransformerFields
-    /// Experts per MoE layer (E; `num_experts`).
-    public var expertCount: Int
-    /// Experts chosen per token (k).
-    public var expertsPerToken: Int
-    /// Width of each routed expert's hidden layer.
-    public var expertIntermediateSize: Int
+    /// Which layers are MoE layers, and their routed experts.
+    public var sparse: SparseLayerFields
     /// Width of the shared expert's hidden layer (0: no shared expert).
     public var sharedExpertIntermediateSize: Int
-    /// Width of a dense layer's MLP (`intermediate_size`).
-    public var intermediateSize: Int
-    /// Every `decoderSparseStep`-th layer is a MoE layer (layer l when (l + 1) % step == 0).
-    public var decoderSparseStep: Int
-    /// Layers that are dense whatever the step says.
-    public var mlpOnlyLayers: [Int]
-    /// Renormalise the top-k probabilities to sum to 1 (false in the released models).
-    public var normalizeTopKProbabilities: Bool
     /// q/k/v biases (`qkv_bias`, true unless config.json says otherwise).
     public var queryKeyValueBias: Bool
     /// Per layer, its attention window (nil: full attention).
     public var slidingWindows: [Int?]
 
     enum CodingKeys: String, CodingKey {
-        case expertCount = "num_experts"
-        case expertsPerToken = "num_experts_per_tok"
-        case expertIntermediateSize = "moe_intermediate_size"
         case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
-        case intermediateSize = "intermediate_size"
-        case decoderSparseStep = "decoder_sparse_step"
-        case mlpOnlyLayers = "mlp_only_layers"
-        case normalizeTopKProbabilities = "norm_topk_prob"
         case queryKeyValueBias = "qkv_bias"
         case useSlidingWindow = "use_sliding_window"
         case slidingWindow = "sliding_window"
@@ -49,32 +30,14 @@ public struct Qwen2MoeConfiguration: Sendable, Equatable {
         case layerTypes = "layer_types"
     }
 
-    /// Whether layer `layer` is a MoE layer (transformers' rule, as for Qwen3-MoE).
-    public func isMoELayer(_ layer: Int) -> Bool {
-        !mlpOnlyLayers.contains(layer) && expertCount > 0 && (layer + 1) % decoderSparseStep == 0
-    }
-
     /// Checks every field's range and the relations between fields.
     /// - Throws: `ModelError.invalidConfiguration` naming the config.json field and the valid range.
     public func validate(file: String = "config.json") throws(ModelError) {
         func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
         try fields.validate(file: file)
-        try fields.validateLayerList(mlpOnlyLayers, field: "mlp_only_layers", file: file)
-        guard expertCount >= 1 else { throw fail("num_experts is \(expertCount), but must be at least 1") }
-        guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
-            throw fail("num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_experts (\(expertCount))")
-        }
-        guard expertIntermediateSize >= 1 else {
-            throw fail("moe_intermediate_size is \(expertIntermediateSize), but must be at least 1")
-        }
+        try sparse.validate(fields, file: file)
         guard sharedExpertIntermediateSize >= 0 else {
             throw fail("shared_expert_intermediate_size is \(sharedExpertIntermediateSize), but must be at least 0")
-        }
-        guard decoderSparseStep >= 1 else {
-            throw fail("decoder_sparse_step is \(decoderSparseStep), but must be at least 1")
-        }
-        if (0..<fields.layerCount).contains(where: { !isMoELayer($0) }), intermediateSize < 1 {
-            throw fail("intermediate_size is \(intermediateSize), but the dense layers need at least 1")
         }
         guard slidingWindows.count == fields.layerCount else {
             throw fail("layer_types has \(slidingWindows.count) entries, but num_hidden_layers is \(fields.layerCount)")
@@ -91,15 +54,9 @@ extension Qwen2MoeConfiguration: Decodable {
     /// Decodes config.json; range checks are left to ``validate(file:)``.
     public init(from decoder: any Decoder) throws {
         fields = try TransformerFields(from: decoder)
+        sparse = try SparseLayerFields(from: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        expertCount = try container.decode(Int.self, forKey: .expertCount)
-        expertsPerToken = try container.decode(Int.self, forKey: .expertsPerToken)
-        expertIntermediateSize = try container.decode(Int.self, forKey: .expertIntermediateSize)
         sharedExpertIntermediateSize = try container.decodeIfPresent(Int.self, forKey: .sharedExpertIntermediateSize) ?? 0
-        intermediateSize = try container.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 0
-        decoderSparseStep = try container.decodeIfPresent(Int.self, forKey: .decoderSparseStep) ?? 1
-        mlpOnlyLayers = try container.decodeIfPresent([Int].self, forKey: .mlpOnlyLayers) ?? []
-        normalizeTopKProbabilities = try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? false
         queryKeyValueBias = try container.decodeIfPresent(Bool.self, forKey: .queryKeyValueBias) ?? true
         // transformers: sliding_window is sliding_window if use_sliding_window else 0; without an explicit
         // layer_types, layer i slides when i is even, i < max_window_layers and use_sliding_window.
@@ -129,20 +86,20 @@ extension Qwen2MoeConfiguration: Decodable {
 
 extension Qwen2MoeConfiguration: ArchitectureConfiguration {
     public var layerCount: Int { fields.layerCount }
-    public var expertCountPerLayer: Int { expertCount }
+    public var expertCountPerLayer: Int { sparse.expertCount }
 
     public var shape: ModelShape {
         let layers = 0..<fields.layerCount
         return ModelShape(
             hiddenSize: fields.hiddenSize, vocabularySize: fields.vocabularySize,
-            expertCounts: layers.map { isMoELayer($0) ? expertCount : 0 }, expertsPerToken: expertsPerToken,
+            expertCounts: sparse.expertCounts(layerCount: fields.layerCount), expertsPerToken: sparse.expertsPerToken,
             keyValueWidths: layers.map { _ in fields.keyValueWidth }, slidingWindows: slidingWindows,
             maxPositionEmbeddings: fields.maxPositionEmbeddings, bosTokenID: fields.bosTokenID,
             eosTokenIDs: fields.eosTokenIDs)
     }
 
     public var expertSpec: ExpertSpec {
-        ExpertSpec(intermediateSize: expertIntermediateSize, activation: fields.hiddenActivation) { layer, expert in
+        ExpertSpec(intermediateSize: sparse.expertIntermediateSize, activation: fields.hiddenActivation) { layer, expert in
             StandardLayout.expert(layer, expert)
         }
     }
@@ -160,9 +117,9 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
         var layers: [(name: String, shape: [Int])] = []
         for layer in 0..<fields.layerCount {
             layers += StandardLayout.attentionShapes(fields, layer: layer, biases: queryKeyValueBias, queryKeyNorm: .none)
-            if isMoELayer(layer) {
+            if sparse.isMoELayer(layer) {
                 layers += StandardLayout.routedExpertShapes(
-                    fields, layer: layer, expertCount: expertCount, intermediate: expertIntermediateSize)
+                    fields, layer: layer, expertCount: sparse.expertCount, intermediate: sparse.expertIntermediateSize)
                 if sharedExpertIntermediateSize > 0 {
                     layers += StandardLayout.swiGLUShapes(
                         Self.sharedExpert(layer), hidden: hidden, intermediate: sharedExpertIntermediateSize)
@@ -170,7 +127,7 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
                 }
             } else {
                 layers += StandardLayout.swiGLUShapes(
-                    StandardLayout.denseMLP(layer), hidden: hidden, intermediate: intermediateSize)
+                    StandardLayout.denseMLP(layer), hidden: hidden, intermediate: sparse.intermediateSize)
             }
         }
         return StandardLayout.modelShapes(fields, layers: layers)
@@ -195,10 +152,10 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
                 checkpoint, layer: layer, fields: fields, biases: queryKeyValueBias, queryKeyNorm: .none,
                 window: slidingWindows[layer], arithmetic: arithmetic)
             let feedForward: FeedForward
-            if isMoELayer(layer) {
+            if sparse.isMoELayer(layer) {
                 let router = try StandardLayout.loadRouter(
-                    checkpoint, layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
-                    renormalize: normalizeTopKProbabilities)
+                    checkpoint, layer: layer, expertCount: sparse.expertCount, expertsPerToken: sparse.expertsPerToken,
+                    renormalize: sparse.normalizeTopKProbabilities)
                 let shared =
                     sharedExpertIntermediateSize > 0
                     ? SharedExpert(

@@ -12,43 +12,17 @@ public import Tensors
 public struct Qwen3MoeConfiguration: Sendable, Equatable {
     /// Widths, heads, RoPE, norms and special tokens.
     public var fields: TransformerFields
-    /// Experts per MoE layer (E; `num_experts`, also read as `num_local_experts`).
-    public var expertCount: Int
-    /// Experts chosen per token (k).
-    public var expertsPerToken: Int
-    /// Width of each routed expert's hidden layer.
-    public var expertIntermediateSize: Int
-    /// Width of a dense layer's MLP (`intermediate_size`).
-    public var intermediateSize: Int
-    /// Every `decoderSparseStep`-th layer is a MoE layer (layer l when (l + 1) % step == 0).
-    public var decoderSparseStep: Int
-    /// Layers that are dense whatever the step says.
-    public var mlpOnlyLayers: [Int]
-    /// Renormalise the top-k probabilities to sum to 1.
-    public var normalizeTopKProbabilities: Bool
+    /// Which layers are MoE layers, and their routed experts.
+    public var sparse: SparseLayerFields
     /// The attention window of every layer when `use_sliding_window` is true, else nil.
     public var slidingWindow: Int?
     /// Biases on q/k/v/o (`attention_bias`); not supported (no released checkpoint has them).
     public var attentionBias: Bool
 
     enum CodingKeys: String, CodingKey {
-        case expertCount = "num_experts"
-        case localExpertCount = "num_local_experts"
-        case expertsPerToken = "num_experts_per_tok"
-        case expertIntermediateSize = "moe_intermediate_size"
-        case intermediateSize = "intermediate_size"
-        case decoderSparseStep = "decoder_sparse_step"
-        case mlpOnlyLayers = "mlp_only_layers"
-        case normalizeTopKProbabilities = "norm_topk_prob"
         case useSlidingWindow = "use_sliding_window"
         case slidingWindow = "sliding_window"
         case attentionBias = "attention_bias"
-    }
-
-    /// Whether layer `layer` is a MoE layer: not listed in `mlp_only_layers`, experts exist, and
-    /// (layer + 1) is a multiple of `decoder_sparse_step` (transformers' rule).
-    public func isMoELayer(_ layer: Int) -> Bool {
-        !mlpOnlyLayers.contains(layer) && expertCount > 0 && (layer + 1) % decoderSparseStep == 0
     }
 
     /// Checks every field's range and the relations between fields.
@@ -56,20 +30,7 @@ public struct Qwen3MoeConfiguration: Sendable, Equatable {
     public func validate(file: String = "config.json") throws(ModelError) {
         func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
         try fields.validate(file: file)
-        try fields.validateLayerList(mlpOnlyLayers, field: "mlp_only_layers", file: file)
-        guard expertCount >= 1 else { throw fail("num_experts is \(expertCount), but must be at least 1") }
-        guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
-            throw fail("num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_experts (\(expertCount))")
-        }
-        guard expertIntermediateSize >= 1 else {
-            throw fail("moe_intermediate_size is \(expertIntermediateSize), but must be at least 1")
-        }
-        guard decoderSparseStep >= 1 else {
-            throw fail("decoder_sparse_step is \(decoderSparseStep), but must be at least 1")
-        }
-        if (0..<fields.layerCount).contains(where: { !isMoELayer($0) }), intermediateSize < 1 {
-            throw fail("intermediate_size is \(intermediateSize), but the dense layers need at least 1")
-        }
+        try sparse.validate(fields, file: file)
         guard !attentionBias else { throw fail("attention_bias is true, but Qwen3-MoE attention biases are not supported") }
         if let slidingWindow, slidingWindow < 1 {
             throw fail("sliding_window is \(slidingWindow), but must be at least 1 when use_sliding_window is true")
@@ -81,16 +42,8 @@ extension Qwen3MoeConfiguration: Decodable {
     /// Decodes config.json; range checks are left to ``validate(file:)``.
     public init(from decoder: any Decoder) throws {
         fields = try TransformerFields(from: decoder)
+        sparse = try SparseLayerFields(from: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        expertCount =
-            try container.decodeIfPresent(Int.self, forKey: .expertCount)
-            ?? container.decode(Int.self, forKey: .localExpertCount)
-        expertsPerToken = try container.decode(Int.self, forKey: .expertsPerToken)
-        expertIntermediateSize = try container.decode(Int.self, forKey: .expertIntermediateSize)
-        intermediateSize = try container.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 0
-        decoderSparseStep = try container.decodeIfPresent(Int.self, forKey: .decoderSparseStep) ?? 1
-        mlpOnlyLayers = try container.decodeIfPresent([Int].self, forKey: .mlpOnlyLayers) ?? []
-        normalizeTopKProbabilities = try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? false
         // transformers: sliding_window = sliding_window if use_sliding_window else None, for every layer.
         let sliding = try container.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false
         slidingWindow = sliding ? try container.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
@@ -102,20 +55,20 @@ extension Qwen3MoeConfiguration: Decodable {
 
 extension Qwen3MoeConfiguration: ArchitectureConfiguration {
     public var layerCount: Int { fields.layerCount }
-    public var expertCountPerLayer: Int { expertCount }
+    public var expertCountPerLayer: Int { sparse.expertCount }
 
     public var shape: ModelShape {
         let layers = 0..<fields.layerCount
         return ModelShape(
             hiddenSize: fields.hiddenSize, vocabularySize: fields.vocabularySize,
-            expertCounts: layers.map { isMoELayer($0) ? expertCount : 0 }, expertsPerToken: expertsPerToken,
+            expertCounts: sparse.expertCounts(layerCount: fields.layerCount), expertsPerToken: sparse.expertsPerToken,
             keyValueWidths: layers.map { _ in fields.keyValueWidth }, slidingWindows: layers.map { _ in slidingWindow },
             maxPositionEmbeddings: fields.maxPositionEmbeddings, bosTokenID: fields.bosTokenID,
             eosTokenIDs: fields.eosTokenIDs)
     }
 
     public var expertSpec: ExpertSpec {
-        ExpertSpec(intermediateSize: expertIntermediateSize, activation: fields.hiddenActivation) { layer, expert in
+        ExpertSpec(intermediateSize: sparse.expertIntermediateSize, activation: fields.hiddenActivation) { layer, expert in
             StandardLayout.expert(layer, expert)
         }
     }
@@ -125,12 +78,12 @@ extension Qwen3MoeConfiguration: ArchitectureConfiguration {
         var layers: [(name: String, shape: [Int])] = []
         for layer in 0..<fields.layerCount {
             layers += StandardLayout.attentionShapes(fields, layer: layer, biases: false, queryKeyNorm: .perHead)
-            if isMoELayer(layer) {
+            if sparse.isMoELayer(layer) {
                 layers += StandardLayout.routedExpertShapes(
-                    fields, layer: layer, expertCount: expertCount, intermediate: expertIntermediateSize)
+                    fields, layer: layer, expertCount: sparse.expertCount, intermediate: sparse.expertIntermediateSize)
             } else {
                 layers += StandardLayout.swiGLUShapes(
-                    StandardLayout.denseMLP(layer), hidden: hidden, intermediate: intermediateSize)
+                    StandardLayout.denseMLP(layer), hidden: hidden, intermediate: sparse.intermediateSize)
             }
         }
         return StandardLayout.modelShapes(fields, layers: layers)
@@ -154,10 +107,10 @@ extension Qwen3MoeConfiguration: ArchitectureConfiguration {
                 checkpoint, layer: layer, fields: fields, biases: false, queryKeyNorm: .perHead, window: slidingWindow,
                 arithmetic: arithmetic)
             let feedForward: FeedForward
-            if isMoELayer(layer) {
+            if sparse.isMoELayer(layer) {
                 let router = try StandardLayout.loadRouter(
-                    checkpoint, layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
-                    renormalize: normalizeTopKProbabilities)
+                    checkpoint, layer: layer, expertCount: sparse.expertCount, expertsPerToken: sparse.expertsPerToken,
+                    renormalize: sparse.normalizeTopKProbabilities)
                 feedForward = .experts(router, shared: nil)
             } else {
                 feedForward = .dense(
