@@ -239,6 +239,9 @@ public struct GenerationEngine: Sendable {
     public let tokenizer: Tokenizer
     /// The checkpoint's generation_config.json; its `eos_token_id`s end generation too.
     public let generationConfig: GenerationConfig
+    /// The end-of-sequence token ids: config.json's, generation_config.json's, and the tokenizer's
+    /// (computed once: the scheduler asks for every sampled token).
+    public let endOfSequenceTokenIDs: Set<Int32>
 
     public init(
         model: DecoderStack, tokenizer: Tokenizer, generationConfig: GenerationConfig = GenerationConfig()
@@ -246,6 +249,8 @@ public struct GenerationEngine: Sendable {
         self.model = model
         self.tokenizer = tokenizer
         self.generationConfig = generationConfig
+        endOfSequenceTokenIDs = Set(model.shape.eosTokenIDs.map(Int32.init))
+            .union(tokenizer.eosTokenID.map { [$0] } ?? []).union(generationConfig.eosTokenIDs)
     }
 
     /// The prompt's token ids, checked against the vocabulary.
@@ -282,12 +287,6 @@ public struct GenerationEngine: Sendable {
                     + "\(promptIDs.count + request.maxTokens), but the model's context is \(contextLength) tokens")
         }
         return promptIDs
-    }
-
-    /// The end-of-sequence token ids: config.json's, generation_config.json's, and the tokenizer's.
-    public var endOfSequenceTokenIDs: Set<Int32> {
-        Set(model.shape.eosTokenIDs.map(Int32.init)).union(tokenizer.eosTokenID.map { [$0] } ?? [])
-            .union(generationConfig.eosTokenIDs)
     }
 
     /// Generates one request to completion.

@@ -171,9 +171,6 @@ public final class Checkpoint: Sendable {
         return (architecture, try architecture.configuration(from: data))
     }
 
-    /// One line for a JSON decoding error, naming the field path.
-    private static func describe(_ error: any Error) -> String { describeDecodingError(error) }
-
     private static func openSafetensors(directory: URL) throws(ModelError) -> [SafetensorsFile] {
         let indexURL = directory.appendingPathComponent(indexFileName)
         guard FileManager.default.fileExists(atPath: indexURL.path) else {
@@ -195,7 +192,7 @@ public final class Checkpoint: Sendable {
         do {
             index = try JSONDecoder().decode(Index.self, from: data)
         } catch {
-            throw .invalidConfiguration(file: indexFileName, message: describe(error))
+            throw .invalidConfiguration(file: indexFileName, message: describeDecodingError(error))
         }
         let shardNames = Set(index.weightMap.values).sorted()
         guard !shardNames.isEmpty else {

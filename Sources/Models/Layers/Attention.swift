@@ -7,25 +7,17 @@ import Kernels
 // Legend: T = tokens in this forward pass, H = hidden size, D = head dimension.
 import Tensors
 
-/// How queries or keys are normalised before RoPE.
-enum ProjectionNorm: Sendable {
-    /// Not normalised.
-    case none
-    /// RMS norm of each head's D values with one [D] weight (Qwen3-MoE's q_norm/k_norm).
-    case perHead(FloatTensor)
-    /// RMS norm of the whole projection row with one [heads × D] weight (OLMoE's q_norm/k_norm).
-    case whole(FloatTensor)
-}
-
 /// The options of one attention block beyond its projections.
 struct AttentionOptions: Sendable {
     /// [heads × D], [kvHeads × D], [kvHeads × D], f32: added after the q, k and v products (Qwen2-MoE).
     var queryBias: FloatTensor?
     var keyBias: FloatTensor?
     var valueBias: FloatTensor?
-    /// Applied to queries and keys after the projections and before RoPE.
-    var queryNorm: ProjectionNorm = .none
-    var keyNorm: ProjectionNorm = .none
+    /// RMS norm weights applied to queries and keys after the projections and before RoPE, over
+    /// groups of `weight.count` values: [D] normalises each head (Qwen3-MoE's q_norm/k_norm),
+    /// [heads × D] the whole projection row (OLMoE's).
+    var queryNorm: FloatTensor?
+    var keyNorm: FloatTensor?
     /// ε of the query and key norms.
     var normEpsilon: Float = 1e-6
     /// When set, q, k and v are clamped to [-clip, clip] after the norms (OLMoE's clip_qkv).
@@ -80,8 +72,8 @@ struct Attention: Sendable {
         if let bias = options.queryBias { addBias(bias, to: &queries) }
         if let bias = options.keyBias { addBias(bias, to: &keys) }
         if let bias = options.valueBias { addBias(bias, to: &values) }
-        normalize(&queries, options.queryNorm)
-        normalize(&keys, options.keyNorm)
+        if let weight = options.queryNorm { normalize(&queries, weight) }
+        if let weight = options.keyNorm { normalize(&keys, weight) }
         if let clip = options.clip {
             clamp(&queries, clip)
             clamp(&keys, clip)
@@ -148,13 +140,8 @@ struct Attention: Sendable {
         }
     }
 
-    /// RMS-normalises `rows` in place as `norm` says.
-    private func normalize(_ rows: inout [Float], _ norm: ProjectionNorm) {
-        let weight: FloatTensor
-        switch norm {
-        case .none: return
-        case .perHead(let w), .whole(let w): weight = w
-        }
+    /// RMS-normalises each group of `weight.count` values of `rows` in place.
+    private func normalize(_ rows: inout [Float], _ weight: FloatTensor) {
         let width = weight.count
         rows.withUnsafeMutableBufferPointer { r in
             weight.withUnsafePointer { w in

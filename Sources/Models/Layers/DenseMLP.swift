@@ -1,8 +1,13 @@
-import Kernels
 // A dense SwiGLU MLP, down(silu(gate x) ⊙ up x), computed on the coordinator: the feed-forward block of
 // a dense (non-MoE) layer, and a shared expert (Qwen2-MoE) that every token passes through beside its
 // routed experts, scaled by a sigmoid gate.
 // Legend: T = tokens, H = hidden size, I = the MLP's intermediate size.
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import Kernels
 import Tensors
 
 /// A SwiGLU MLP whose weights the coordinator holds.
@@ -55,9 +60,3 @@ struct SharedExpert: Sendable {
         return output
     }
 }
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif

@@ -5,7 +5,7 @@ import Kernels
 // its own MLP tensors and options on top of these.
 import Tensors
 
-/// How an architecture normalises queries and keys (see ``ProjectionNorm``).
+/// How an architecture normalises queries and keys: which q_norm/k_norm tensors it has, and their widths.
 enum QueryKeyNormKind: Sendable, Equatable {
     case none
     /// One [D] weight per projection, applied to each head (Qwen3-MoE).
@@ -131,14 +131,10 @@ enum StandardLayout {
             options.keyBias = try checkpoint.tensor(named: attention(layer, "k_proj.bias"))
             options.valueBias = try checkpoint.tensor(named: attention(layer, "v_proj.bias"))
         }
-        switch queryKeyNorm {
-        case .none: break
-        case .perHead:
-            options.queryNorm = .perHead(try checkpoint.tensor(named: attention(layer, "q_norm.weight")))
-            options.keyNorm = .perHead(try checkpoint.tensor(named: attention(layer, "k_norm.weight")))
-        case .whole:
-            options.queryNorm = .whole(try checkpoint.tensor(named: attention(layer, "q_norm.weight")))
-            options.keyNorm = .whole(try checkpoint.tensor(named: attention(layer, "k_norm.weight")))
+        // The weights' widths (checked against tensorShapes) say whether a norm is per head or whole.
+        if queryKeyNorm != .none {
+            options.queryNorm = try checkpoint.tensor(named: attention(layer, "q_norm.weight"))
+            options.keyNorm = try checkpoint.tensor(named: attention(layer, "k_norm.weight"))
         }
         return Attention(
             queryWeight: try checkpoint.weight(named: attention(layer, "q_proj.weight")),
