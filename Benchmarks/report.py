@@ -23,14 +23,21 @@ def reason(results, name):
     return open(path).read().strip() if os.path.exists(path) else "no result"
 
 
+def expert_shape(config):
+    """(experts per layer, expert FFN width): Mixtral's num_local_experts and intermediate_size, or the
+    Qwen families' num_experts (transformers 5 may write num_local_experts) and moe_intermediate_size."""
+    experts = config.get("num_local_experts") or config.get("num_experts")
+    return experts, config.get("moe_intermediate_size") or config["intermediate_size"]
+
+
 def active_params(config):
+    """Weights one token reads (every layer a MoE layer, as in both benchmark models)."""
     h = config["hidden_size"]
     heads = config["num_attention_heads"]
     kv = config.get("num_key_value_heads", heads)
     head_dim = config.get("head_dim") or h // heads
-    ffn = config["intermediate_size"]
+    experts, ffn = expert_shape(config)
     layers = config["num_hidden_layers"]
-    experts = config["num_local_experts"]
     top_k = config["num_experts_per_tok"]
     attention = h * heads * head_dim * 2 + h * kv * head_dim * 2
     per_layer = attention + experts * h + top_k * 3 * h * ffn + 2 * h
@@ -45,10 +52,10 @@ def step_params(config, batch):
     heads = config["num_attention_heads"]
     kv = config.get("num_key_value_heads", heads)
     head_dim = config.get("head_dim") or h // heads
-    experts = config["num_local_experts"]
+    experts, ffn = expert_shape(config)
     top_k = config["num_experts_per_tok"]
     routed = experts * (1 - (1 - top_k / experts) ** batch)
-    per_layer = h * heads * head_dim * 2 + h * kv * head_dim * 2 + experts * h + routed * 3 * h * config["intermediate_size"] + 2 * h
+    per_layer = h * heads * head_dim * 2 + h * kv * head_dim * 2 + experts * h + routed * 3 * h * ffn + 2 * h
     return config["num_hidden_layers"] * per_layer + config["vocab_size"] * h + h
 
 
@@ -64,6 +71,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--results", required=True)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--qwen3moe-model", help="the Qwen3-MoE-shaped model directory (its section is skipped without results)")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--decode-tokens", type=int, default=64)
     args = parser.parse_args()
@@ -217,10 +225,54 @@ def main():
         out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic fully overlapped':<70}{fmt(32 * one / max(memory, arithmetic), 2):>8}")
         out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic one after the other':<70}{fmt(32 * one / (memory + arithmetic), 2):>8}")
         out(f"  {'measured (serve --workers 0, median of back-to-back pairs)':<70}{fmt(statistics.median(measured) if measured else None, 2):>8}")
+    qwen_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
+                 mixtral_llama_ratio=paired(sy_in, lb, "decode_tokens_per_s")[0], timing=timing)
     skipped = sorted(f[:-5] for f in os.listdir(r) if f.endswith(".skip"))
     if skipped:
         out("\nSkipped: " + "; ".join(f"{s}: {reason(r, s)}" for s in skipped))
     print("\n".join(lines))
+
+
+def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, timing):
+    """The Qwen3-MoE-shaped model: many small experts (8 of 128 a token), batch 1."""
+    sy = load(r, "qwen3moe-switchyard-inprocess")
+    lb = load(r, "qwen3moe-llama-bf16")
+    hf = load(r, "qwen3moe-transformers")
+    path = os.path.join(args.qwen3moe_model or "", "config.json")
+    if not os.path.exists(path):
+        out(f"\nQwen3-MoE-shaped model: skipped: {reason(r, 'qwen3moe-switchyard-inprocess')}")
+        return
+    config = json.load(open(path))
+    experts, ffn = expert_shape(config)
+    params = active_params(config)
+    out(f"\nQwen3-MoE-shaped model (hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, {experts} experts "
+        f"top-{config['num_experts_per_tok']}, expert FFN {ffn}, q/k norm, bf16): {params / 1e6:.1f} M active parameters "
+        f"= {params * 2 / 1e6:.0f} MB read per decoded token")
+    out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
+    for name, key, result in [("Switchyard, in-process", "qwen3moe-switchyard-inprocess", sy),
+                              ("transformers CPU bf16, 2 threads", "qwen3moe-transformers", hf),
+                              ("llama.cpp bf16, 2 threads", "qwen3moe-llama-bf16", lb)]:
+        if result is None:
+            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
+            continue
+        p, d = timing(result)
+        runs = result.get("timing_runs")
+        spread = ("   median of " + str(len(runs)) + " runs, decode " + " / ".join(fmt(x.get("decode_tokens_per_s")) for x in runs)
+                  if runs and len(runs) > 1 else "")
+        out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{spread}")
+    out(f"  {'':<48}{'prefill':>10}{'decode':>10}")
+    for name, peer in [("Switchyard ÷ llama.cpp bf16", lb), ("Switchyard ÷ transformers bf16", hf)]:
+        prefill_ratio, _ = paired(sy, peer, "prefill_tokens_per_s")
+        decode_ratio, rounds = paired(sy, peer, "decode_tokens_per_s")
+        note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
+        out(f"  {name:<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+    decode_ratio = paired(sy, lb, "decode_tokens_per_s")[0]
+    out(f"  {'decode ÷ llama.cpp bf16 here ÷ the same on the Mixtral model':<58}{fmt(ratio(decode_ratio, mixtral_llama_ratio), 2):>10}")
+    if floor_2t_bandwidth:
+        floor = floor_2t_bandwidth * 1e9 / (params * 2)
+        out(f"  {'decode floor (bandwidth ÷ active bf16 bytes, 2 threads)':<58}{fmt(floor):>10} tok/s")
+        for name, result in [("Switchyard", sy), ("llama.cpp bf16", lb)]:
+            out(f"  {name + ' decode ÷ floor (2 threads)':<58}{fmt(ratio(timing(result)[1] if result else None, floor), 2):>10}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
 # in-process and with 2 workers over loopback, and serve decode throughput at batch 8 and 32,
 # (3) the peers a user would pick instead on the same checkpoint: Hugging Face transformers (CPU, bf16,
 # torch threads 2) and llama.cpp through llama-cpp-python (GGUF bf16 and q8_0, 2 threads), then
-# prints the figures and their ratios. Peers that cannot be installed or run are skipped with the
+# prints the figures and their ratios; (4) a Qwen3-MoE-shaped bf16 model (hidden 1024, 12 layers,
+# 128 experts top-8, expert FFN 256: many small experts) at batch 1 in-process against llama.cpp bf16
+# (interleaved rounds) and transformers. Peers that cannot be installed or run are skipped with the
 # reason. Absolute times on a shared host drift; compare the ratios, which come from one run.
 #
 # Environment (all optional):
@@ -17,7 +19,7 @@
 #   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
-#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers
+#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe
 #   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,1,32,1,32,1,32 (batch 1 and 32
 #                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
@@ -104,29 +106,30 @@ if skipping llama; then skip llama-bf16 "SKIP=llama"
 elif ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
     skip llama-bf16 "llama-cpp-python did not install (see $SETUP_LOG)"; skip llama-q8_0 "llama-cpp-python did not install"
 else
-    bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$MODEL" "$WORK" 2> "$WORK/gguf.log" >&2
+    bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$MODEL" "$WORK" "$WORK/gguf" 2> "$WORK/gguf.log" >&2
     LLAMA_READY=1
 fi
-run_llama() {  # type (bf16 or q8_0), run suffix (".runN" or "")
-    local type=$1 suffix=$2 gguf="$WORK/gguf/model-$1.gguf"
+run_llama() {  # type (bf16 or q8_0), run suffix (".runN" or ""), [GGUF directory, result-name prefix]
+    local type=$1 suffix=$2 dir=${3:-$WORK/gguf} prefix=${4:-}
+    local gguf="$dir/model-$type.gguf" name="${prefix}llama-$type"
     if [[ ! -f "$gguf" ]]; then
-        skip "llama-$type" "GGUF $type conversion failed: $(grep -E "Error|error" "$WORK/gguf.log" | tail -2)"
+        skip "$name" "GGUF $type conversion failed: $(grep -E "Error|error" "$dir.log" | tail -2)"
         return
     fi
-    log "llama.cpp $type: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, $THREADS threads"
+    log "llama.cpp $type ($gguf): prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, $THREADS threads"
     "$PEER_VENV/bin/python" "$BENCH/peers/llama_peer.py" --gguf "$gguf" --prompt-ids "$PROMPT_IDS" \
-        --decode "$DECODE_TOKENS" --threads "$THREADS" > "$RESULTS/llama-$type$suffix.json" 2> "$WORK/llama-$type.log" \
-        || { skip "llama-$type" "llama_peer.py failed: $(tail -2 "$WORK/llama-$type.log")"; rm -f "$RESULTS/llama-$type$suffix.json"; }
+        --decode "$DECODE_TOKENS" --threads "$THREADS" > "$RESULTS/$name$suffix.json" 2> "$WORK/$name.log" \
+        || { skip "$name" "llama_peer.py failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name$suffix.json"; }
 }
 
 # --- Switchyard and llama.cpp bf16, batch 1 -----------------------------------------------------
 # The checkpoint read once, so that no engine's first run pays for the disk.
 cat "$MODEL"/*.safetensors > /dev/null
-run_generate() {  # name, run, spawn-workers, extra arguments...
+run_generate() {  # name, run, spawn-workers, extra arguments... (GEN_MODEL: another model directory)
     local name=$1 run=$2 workers=$3
     shift 3
     log "switchyard generate --spawn-workers $workers $* (prefill $PROMPT_TOKENS, decode $DECODE_TOKENS; run $run of $REPEATS)"
-    "$SWITCHYARD" generate --model "$MODEL" --spawn-workers "$workers" --json --prompt-token-ids "$PROMPT_IDS" \
+    "$SWITCHYARD" generate --model "${GEN_MODEL:-$MODEL}" --spawn-workers "$workers" --json --prompt-token-ids "$PROMPT_IDS" \
         --max-tokens "$DECODE_TOKENS" --ignore-eos --temperature 0 --log-level warning "$@" \
         > "$RESULTS/$name.run$run.json" 2> "$WORK/$name.log" || { skip "$name" "generate failed: $(tail -3 "$WORK/$name.log")"; rm -f "$RESULTS/$name.run$run.json"; }
 }
@@ -143,10 +146,47 @@ for run in $(seq "$REPEATS"); do
     run_generate switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
 done
 if skipping workers; then skip switchyard-workers2 "SKIP=workers"; fi
+
+# --- a Qwen3-MoE-shaped model: many small experts, batch 1 ---------------------------------------
+QWEN_MODEL="$WORK/model-qwen3moe"
+QWEN_ARGS=(--arch qwen3_moe --hidden 1024 --layers 12 --experts 128 --top-k 8 --moe-intermediate 256 --vocab 32000
+           --heads 16 --kv-heads 4 --norm-topk-prob --dtype bf16 --seed 2)
+if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; else
+    if [[ ! -f "$QWEN_MODEL/.made" ]] || [[ "$(cat "$QWEN_MODEL/.made")" != "${QWEN_ARGS[*]}" ]]; then
+        log "making the Qwen3-MoE-shaped model: switchyard make-model ${QWEN_ARGS[*]}"
+        rm -rf "$QWEN_MODEL"
+        "$SWITCHYARD" make-model --out "$QWEN_MODEL" "${QWEN_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
+        printf '%s' "${QWEN_ARGS[*]}" > "$QWEN_MODEL/.made"
+    fi
+    QWEN_LLAMA=
+    if [[ -n "$LLAMA_READY" ]]; then
+        TYPES=bf16 bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$QWEN_MODEL" "$WORK" "$WORK/gguf-qwen3moe" \
+            2> "$WORK/gguf-qwen3moe.log" >&2
+        QWEN_LLAMA=1
+    else
+        skip qwen3moe-llama-bf16 "$(cat "$RESULTS/llama-bf16.skip" 2>/dev/null || echo "llama.cpp not set up")"
+    fi
+    cat "$QWEN_MODEL"/*.safetensors > /dev/null
+    for run in $(seq "$REPEATS"); do
+        if [[ -n "$QWEN_LLAMA" ]]; then run_llama bf16 ".run$run" "$WORK/gguf-qwen3moe" qwen3moe-; fi
+        GEN_MODEL="$QWEN_MODEL" run_generate qwen3moe-switchyard-inprocess "$run" 0 --threads "$THREADS"
+    done
+    if skipping hf; then skip qwen3moe-transformers "SKIP=hf"
+    elif "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
+        log "transformers on the Qwen3-MoE-shaped model: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, bf16, $THREADS threads"
+        "$HF_PYTHON" "$BENCH/peers/hf_peer.py" --model "$QWEN_MODEL" --prompt-ids "$PROMPT_IDS" --decode "$DECODE_TOKENS" \
+            --threads "$THREADS" > "$RESULTS/qwen3moe-transformers.json" 2> "$WORK/qwen3moe-transformers.log" \
+            || { skip qwen3moe-transformers "hf_peer.py failed: $(tail -2 "$WORK/qwen3moe-transformers.log")"; rm -f "$RESULTS/qwen3moe-transformers.json"; }
+    else
+        skip qwen3moe-transformers "torch/transformers not importable by $HF_PYTHON"
+    fi
+fi
+
 python3 - "$RESULTS" <<'PY'
 import glob, json, os, statistics, sys
 results = sys.argv[1]
-for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8", "llama-bf16"]:
+for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8", "llama-bf16",
+             "qwen3moe-switchyard-inprocess", "qwen3moe-llama-bf16"]:
     runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(results, name + ".run*.json")))]
     if not runs:
         continue
@@ -185,4 +225,4 @@ elif [[ -n "$LLAMA_READY" ]]; then
     run_llama q8_0 ""
 fi
 
-python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"
+python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --qwen3moe-model "$QWEN_MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"
