@@ -1,0 +1,81 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// One `make-model --arch` invocation and what its config.json must then say.
+struct MadeArchitecture: Sendable, CustomTestStringConvertible {
+    let arch: String
+    let options: [String]
+    /// config.json fields the options must have set (a field ignored by make-model fails the test).
+    let expected: [String: String]
+    /// Layers that must be dense (an empty expert-load row).
+    let denseLayers: [Int]
+
+    var testDescription: String { arch }
+
+    static let all = [
+        MadeArchitecture(
+            arch: "qwen3_moe",
+            options: ["--dense-layers", "1", "--norm-topk-prob", "--head-dim", "24", "--moe-intermediate", "48"],
+            expected: ["mlp_only_layers": "[1]", "norm_topk_prob": "1", "head_dim": "24", "moe_intermediate_size": "48"],
+            denseLayers: [1]),
+        MadeArchitecture(
+            arch: "qwen2_moe",
+            options: ["--dense-layers", "0", "--shared-intermediate", "40", "--tie-embeddings"],
+            expected: [
+                "mlp_only_layers": "[0]", "shared_expert_intermediate_size": "40", "tie_word_embeddings": "1",
+                "norm_topk_prob": "0",
+            ],
+            denseLayers: [0]),
+        MadeArchitecture(
+            arch: "olmoe", options: ["--norm-topk-prob", "--intermediate", "72"],
+            expected: ["norm_topk_prob": "1", "intermediate_size": "72"], denseLayers: []),
+    ]
+}
+
+@Suite("make-model writes every architecture", .serialized)
+struct MakeModelArchitectureTests {
+    @Test("make-model --arch writes the options into config.json, and generate runs it alike with 0 and 2 workers",
+          arguments: MadeArchitecture.all)
+    func makesAndRuns(made: MadeArchitecture) throws {
+        let directory = try TestPaths.makeTemporaryDirectory("make-\(made.arch)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let written = try runSwitchyard(
+            ["make-model", "--arch", made.arch, "--out", directory.path, "--hidden", "48", "--layers", "3",
+             "--experts", "6", "--top-k", "2", "--heads", "4", "--kv-heads", "2", "--vocab", "320", "--seed", "3"]
+                + made.options)
+        #expect(written.status == 0, "\(written.stderr)")
+        let config = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("config.json")))
+                as? [String: Any])
+        #expect(config["model_type"] as? String == made.arch)
+        for (field, value) in made.expected {
+            let found = config[field].map { "\($0)".replacingOccurrences(of: "\n", with: "").replacingOccurrences(of: " ", with: "") }
+            #expect(found.map { $0 == value || $0 == "(\(value.dropFirst().dropLast()))" } == true, "\(field): \(found ?? "absent")")
+        }
+        let prompt = ["--prompt", "The quick brown fox", "--max-tokens", "6", "--temperature", "0", "--ignore-eos"]
+        let local = try generateJSON(["--model", directory.path, "--spawn-workers", "0"] + prompt)
+        let distributed = try generateJSON(["--model", directory.path, "--spawn-workers", "2"] + prompt)
+        #expect(local.completionTokenIDs == distributed.completionTokenIDs)
+        #expect(local.prefillLoad == distributed.prefillLoad)
+        for layer in 0..<3 {
+            #expect(local.prefillLoad[layer].isEmpty == made.denseLayers.contains(layer), "layer \(layer)")
+        }
+    }
+
+    @Test("make-model refuses an unknown architecture and options that do not fit it, naming them")
+    func refusals() throws {
+        let directory = try TestPaths.makeTemporaryDirectory("make-refused")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for (arguments, message) in [
+            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe"),
+            (["--arch", "qwen3_moe", "--dense-layers", "9"], "--dense-layers"),
+            (["--arch", "olmoe", "--shared-intermediate", "8"], "--shared-intermediate does not apply to --arch olmoe"),
+            (["--arch", "mixtral", "--norm-topk-prob"], "--norm-topk-prob does not apply to mixtral"),
+        ] {
+            let output = try runSwitchyard(["make-model", "--out", directory.path] + arguments)
+            #expect(output.status != 0)
+            #expect(output.stderr.contains(message), "\(arguments): \(output.stderr)")
+        }
+    }
+}
