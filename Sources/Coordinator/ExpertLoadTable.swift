@@ -9,10 +9,10 @@ extension ExpertLoad {
     }
 
     /// A table a person can read: tokens routed per expert (prefill + decode) for every MoE layer,
-    /// each layer's balancedness, and which worker holds which experts.
+    /// each layer's balancedness (a dense layer says so), and which worker holds which experts.
     public func table(workers: [WorkerSummary]) -> String {
         let counts = total
-        let expertCount = counts.first?.count ?? 0
+        let expertCount = counts.map(\.count).max() ?? 0
         let width = max(5, String(counts.flatMap { $0 }.max() ?? 0).count + 1)
         func pad(_ text: String, _ size: Int) -> String { String(repeating: " ", count: max(0, size - text.count)) + text }
 
@@ -25,6 +25,10 @@ extension ExpertLoad {
         lines.append(header)
         for (layer, row) in counts.enumerated() {
             var line = pad("\(layer)", 6)
+            guard !row.isEmpty else {
+                lines.append(line + "  dense (an MLP on the coordinator, no experts)")
+                continue
+            }
             for count in row { line += pad("\(count)", width) }
             line += pad(String(format: "%.2f", Self.balancedness(row)), 14)
             lines.append(line)

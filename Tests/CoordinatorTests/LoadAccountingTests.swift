@@ -1,4 +1,5 @@
 import Foundation
+import Models
 import Testing
 import Tensors
 
@@ -123,6 +124,18 @@ struct LoadAccountingTests {
         // The JSON says which layers the per-layer arrays index.
         let json = try #require(String(data: JSONEncoder().encode(report), encoding: .utf8))
         #expect(json.contains("\"moe_layers\":[0,2]"))
+    }
+
+    @Test("generate's load table says a dense layer is dense and counts the MoE layers' experts")
+    func denseLayerTable() {
+        var load = ExpertLoad(expertCounts: [2, 0, 2])
+        let routing = RoutingDecision(tokenCount: 2, expertsPerToken: 1, expertIDs: [1, 1], weights: [1, 1])
+        load.record(routing, layer: LayerIndex(0), phase: .prefill)
+        load.record(routing, layer: LayerIndex(2), phase: .decode)
+        #expect(load.total == [[0, 2], [], [0, 2]])
+        let lines = load.table(workers: []).split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("     1  dense") })
+        #expect(lines.contains { $0.hasPrefix("     2    0    2") })
     }
 
     @Test("seconds older than the retention are dropped from the window but stay in the whole run")
