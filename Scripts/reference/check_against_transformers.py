@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Check a Switchyard binary against Hugging Face transformers, the way a new user would.
 
-For every Mixtral checkpoint folder written by transformers (config.json, *.safetensors,
-tokenizer.json, ...) and every prompt, this script
+For every checkpoint folder written by transformers (Mixtral, Qwen3-MoE, Qwen2-MoE or OLMoE:
+config.json, *.safetensors, tokenizer.json, ...) and every prompt, this script
 
   * runs transformers in float32 (bf16-stored weights are upcast on load), greedy, EOS ignored,
     for --max-tokens tokens, recording the prompt ids, completion ids, top-5 logprobs per step
     and the per-layer per-expert routing counts (prefill = prompt tokens; decode = the
-    max_tokens - 1 tokens fed back in decode steps);
+    max_tokens - 1 tokens fed back in decode steps; a dense layer's row is empty);
   * runs `SWITCHYARD generate --model DIR --prompt TEXT --max-tokens N --temperature 0
     --ignore-eos --json --logprobs 5 --spawn-workers W` for each W in --workers (default 0,1,2,3);
   * compares: prompt_token_ids and completion_token_ids equal; top-5 logprobs (same ids,
@@ -23,7 +23,7 @@ tokenizer.json, ...) and every prompt, this script
 Examples
   # fresh random checkpoints (other sizes/seeds than Tests/Fixtures), then check them
   check_against_transformers.py --switchyard .build/release/switchyard --make-models /tmp/sy-models
-  # any existing Mixtral checkpoint folder(s)
+  # any existing checkpoint folder(s) of a supported architecture
   check_against_transformers.py --switchyard ./switchyard --model Tests/Fixtures/models/top2 \\
       --model ~/models/my-mixtral --prompt "Hello there" --max-tokens 12
   # transformers half only (no binary): print the reference
@@ -63,7 +63,9 @@ TOP_N = 5
 NEAR_TIE = 1e-4  # transformers' own greedy top-1/top-2 gap below this makes a token mismatch ambiguous
 ROUTER_NEAR_TIE = 1e-5  # same for the router's k-th vs (k+1)-th expert probability
 
-# Fresh random models for --make-models: deliberately other sizes/seeds than Tests/Fixtures.
+# Fresh random models for --make-models: deliberately other sizes/seeds than Tests/Fixtures. The
+# Mixtral ones are built here; the others by model_fixtures.build_one (its byte-level tokenizers,
+# chat templates and seed search), from the specs below.
 MADE_MODELS = [
     dict(name="check_top2_bf16", seed=71001, stored="bfloat16", shard=None,
          config=dict(hidden_size=48, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
@@ -75,6 +77,27 @@ MADE_MODELS = [
     dict(name="check_top1_sharded", seed=73001, stored="float32", shard="80KB",
          config=dict(hidden_size=24, num_hidden_layers=3, num_local_experts=3, num_experts_per_tok=1,
                      num_attention_heads=3, num_key_value_heads=3, intermediate_size=40, vocab_size=288)),
+]
+_CASES = [("The quick brown fox jumps over the lazy dog", 8), ("Naïve café: 🚀 über 東京!", 8)]
+MADE_MODELS_OTHER = [
+    dict(name="check_qwen3_moe_dense_bf16", arch="qwen3_moe", seed=74001, stored="bfloat16", shard=None,
+         max_seed_tries=300, cases=_CASES,
+         config=dict(hidden_size=40, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1, head_dim=12,
+                     num_experts=12, num_experts_per_tok=3, moe_intermediate_size=20, intermediate_size=56,
+                     mlp_only_layers=[2], decoder_sparse_step=1, norm_topk_prob=True, vocab_size=400,
+                     rope_parameters={"rope_type": "default", "rope_theta": 20000.0})),
+    dict(name="check_qwen2_moe_shared", arch="qwen2_moe", seed=75002, stored="float32", shard=None,
+         max_seed_tries=300, cases=_CASES,
+         config=dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=5, num_key_value_heads=1,
+                     num_experts=6, num_experts_per_tok=2, moe_intermediate_size=24, shared_expert_intermediate_size=48,
+                     intermediate_size=48, decoder_sparse_step=2, norm_topk_prob=False, qkv_bias=True,
+                     use_sliding_window=True, sliding_window=6, max_window_layers=3, vocab_size=384,
+                     rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
+    dict(name="check_olmoe_bf16", arch="olmoe", seed=76001, stored="bfloat16", shard=None,
+         max_seed_tries=300, cases=_CASES,
+         config=dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=5, num_key_value_heads=5,
+                     num_experts=10, num_experts_per_tok=3, intermediate_size=24, norm_topk_prob=True,
+                     vocab_size=360, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
 ]
 
 
@@ -93,7 +116,7 @@ def setup_error(msg: str):
 
 def load_reference_model(folder: str):
     import torch
-    from transformers import AutoTokenizer, MixtralForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not os.path.isfile(os.path.join(folder, "config.json")):
         setup_error(f"{folder} has no config.json (not a transformers checkpoint folder)")
@@ -101,7 +124,7 @@ def load_reference_model(folder: str):
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as e:  # noqa: BLE001
         setup_error(f"cannot load a tokenizer from {folder}: {e}")
-    model = MixtralForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     model.eval()
     return tok, model
 
@@ -111,13 +134,16 @@ def reference_run(tok, model, prompt: str, n: int) -> dict:
     import torch
 
     cfg = model.config
-    E, K, L = cfg.num_local_experts, cfg.num_experts_per_tok, cfg.num_hidden_layers
+    E, K, L = experts_of(cfg), cfg.num_experts_per_tok, cfg.num_hidden_layers
+    moe_layers = moe_layers_of(cfg)
     prompt_ids = tok(prompt)["input_ids"]
 
     router_gap = [math.inf]
 
     def counts(router_logits, acc):
-        for li, lg in enumerate(router_logits):
+        # transformers returns router logits for the MoE layers only, in layer order.
+        assert len(router_logits) == len(moe_layers), (len(router_logits), moe_layers)
+        for li, lg in zip(moe_layers, router_logits):
             probs = torch.softmax(lg.reshape(-1, E).float(), dim=-1)
             if K < E:
                 srt = torch.sort(probs, dim=-1, descending=True).values
@@ -126,8 +152,8 @@ def reference_run(tok, model, prompt: str, n: int) -> dict:
             for e, c in enumerate(torch.bincount(idx, minlength=E).tolist()):
                 acc[li][e] += c
 
-    prefill = [[0] * E for _ in range(L)]
-    decode = [[0] * E for _ in range(L)]
+    prefill = empty_load(cfg)
+    decode = empty_load(cfg)
     rows, completion = [], []
     with torch.no_grad():
         out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True, output_router_logits=True)
@@ -162,6 +188,24 @@ def reference_run(tok, model, prompt: str, n: int) -> dict:
         "min_gap": min(gaps) if gaps else math.inf,
         "router_gap": router_gap[0],
     }
+
+
+def experts_of(cfg) -> int:
+    """Experts per MoE layer: Mixtral's num_local_experts, the others' num_experts."""
+    return cfg.num_local_experts if cfg.model_type == "mixtral" else cfg.num_experts
+
+
+def moe_layers_of(cfg) -> list[int]:
+    """The MoE layers, by the rule model_fixtures.py records for each architecture."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import model_fixtures as mf
+    return mf.moe_layer_indices(cfg)
+
+
+def empty_load(cfg) -> list[list[int]]:
+    """Zero routing counts per layer; a dense layer's row is empty (as Switchyard reports it)."""
+    moe_layers = moe_layers_of(cfg)
+    return [[0] * experts_of(cfg) if i in moe_layers else [] for i in range(cfg.num_hidden_layers)]
 
 
 def public_reference(ref: dict) -> dict:
@@ -419,7 +463,7 @@ def serve_expert_load(binary: str, folder: str, prompts: list[str], n: int, work
 # --------------------------------------------------------------------------------------------
 
 def make_models(root: str, prompts: list[str], n: int) -> list[str]:
-    """Build fresh random Mixtral checkpoints with transformers (seeded; near ties avoided)."""
+    """Build fresh random checkpoints of every architecture with transformers (seeded; near ties avoided)."""
     import shutil
     import torch
     from transformers import MixtralForCausalLM
@@ -451,6 +495,11 @@ def make_models(root: str, prompts: list[str], n: int) -> list[str]:
             f"min router gap {rgap:.2g}): {' '.join(files)}")
         folders.append(folder)
         del model
+    for spec in MADE_MODELS_OTHER:
+        ref = mf.build_one(spec, root)  # also writes the folder's reference.json
+        log(f"made {os.path.join(root, spec['name'])} ({spec['arch']}, seed {ref['seed']}, stored {spec['stored']}, "
+            f"moe layers {ref['moe_layers']})")
+        folders.append(os.path.join(root, spec["name"]))
     return folders
 
 
@@ -467,9 +516,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--switchyard", metavar="PATH", help="Switchyard binary")
     ap.add_argument("--model", metavar="DIR", action="append", default=[],
-                    help="Mixtral checkpoint folder written by transformers (repeatable)")
+                    help="checkpoint folder written by transformers, any supported architecture (repeatable)")
     ap.add_argument("--make-models", metavar="DIR",
-                    help="first build fresh random checkpoints (bf16-stored, sliding-window, sharded) in DIR and check them too")
+                    help="first build fresh random checkpoints of every architecture (bf16-stored, sliding-window, sharded, "
+                         "dense layers, shared expert) in DIR and check them too")
     ap.add_argument("--prompt", action="append", default=[], help="prompt text (repeatable)")
     ap.add_argument("--prompts-file", metavar="FILE", help="one prompt per line")
     ap.add_argument("--max-tokens", type=int, default=8)
@@ -523,9 +573,10 @@ def main() -> int:
     for folder in folders:
         tok, model = load_reference_model(folder)
         cfg = model.config
-        log(f"{folder}: {cfg.num_hidden_layers} layers, {cfg.num_local_experts} experts top-{cfg.num_experts_per_tok}, "
-            f"hidden {cfg.hidden_size}, vocab {cfg.vocab_size}, sliding_window {cfg.sliding_window}")
-        routed = [[0] * cfg.num_local_experts for _ in range(cfg.num_hidden_layers)]
+        log(f"{folder}: {cfg.model_type}, {cfg.num_hidden_layers} layers (MoE: {moe_layers_of(cfg)}), "
+            f"{experts_of(cfg)} experts top-{cfg.num_experts_per_tok}, hidden {cfg.hidden_size}, vocab {cfg.vocab_size}, "
+            f"sliding_window {getattr(cfg, 'sliding_window', None)}")
+        routed = empty_load(cfg)
         for prompt in prompts:
             ref = reference_run(tok, model, prompt, args.max_tokens)
             for phase in ("prefill", "decode"):

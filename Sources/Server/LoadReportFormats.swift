@@ -17,7 +17,7 @@ public enum LoadReportFormat {
         let window = report.window
         let dense = (0..<report.layerCount).filter { !whole.moeLayers.contains($0) }
         lines.append(
-            "Expert load: \(whole.moeLayers.count) MoE layers × \(report.expertCount) experts"
+            "Expert load: \(whole.moeLayers.count) MoE layer\(whole.moeLayers.count == 1 ? "" : "s") × \(report.expertCount) experts"
                 + (dense.isEmpty ? "" : " (of \(report.layerCount) layers; dense: \(dense.map(String.init).joined(separator: ", ")))")
                 + "; up \(fixed(report.uptimeSeconds, 0)) s; "
                 + "\(whole.stepCount) steps, \(whole.prefillTokenCount) prompt + \(whole.decodeTokenCount) decode tokens "
