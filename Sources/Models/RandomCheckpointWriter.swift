@@ -93,6 +93,20 @@ public enum RandomCheckpointWriter {
         try SafetensorsWriter.write(tensors, to: directory.appendingPathComponent(Checkpoint.singleFileName))
     }
 
+    /// The config.json fields of `SparseLayerFields` (Qwen2-MoE, Qwen3-MoE) for `options`.
+    static func sparseLayerFields(_ options: RandomModelOptions) -> [String: JSONValue] {
+        [
+            "num_experts": .int(options.expertCount), "num_experts_per_tok": .int(options.expertsPerToken),
+            "moe_intermediate_size": .int(options.expertIntermediateSize),
+            "intermediate_size": .int(options.intermediateSize), "decoder_sparse_step": .int(1),
+            "mlp_only_layers": .array(options.denseLayers.map(JSONValue.int)),
+            "norm_topk_prob": .bool(options.normalizeTopKProbabilities),
+            "use_sliding_window": .bool(options.slidingWindow != nil),
+            "sliding_window": options.slidingWindow.map(JSONValue.int) ?? .null,
+            "router_aux_loss_coef": .float(0.001), "output_router_logits": .bool(false),
+        ]
+    }
+
     /// The config.json fields of `TransformerFields` for `options`.
     static func transformerFields(_ options: RandomModelOptions, rmsNormEpsilon: Double = 1e-6) -> [String: JSONValue] {
         var fields: [String: JSONValue] = [

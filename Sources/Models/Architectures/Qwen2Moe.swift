@@ -151,20 +151,13 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: queryKeyValueBias, queryKeyNorm: .none,
                 window: slidingWindows[layer], arithmetic: arithmetic)
-            let feedForward: FeedForward
-            if sparse.isMoELayer(layer) {
-                let router = try StandardLayout.loadRouter(
-                    checkpoint, layer: layer, expertCount: sparse.expertCount, expertsPerToken: sparse.expertsPerToken,
-                    renormalize: sparse.normalizeTopKProbabilities)
-                let shared =
-                    sharedExpertIntermediateSize > 0
-                    ? SharedExpert(
-                        mlp: try StandardLayout.loadMLP(checkpoint, Self.sharedExpert(layer), arithmetic: arithmetic),
-                        gate: try checkpoint.weight(named: Self.sharedExpertGate(layer))) : nil
-                feedForward = .experts(router, shared: shared)
-            } else {
-                feedForward = .dense(
-                    try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
+            // The shared expert (Qwen2-MoE's addition) beside a MoE layer's routed experts.
+            let feedForward = try sparse.feedForward(checkpoint, layer: layer, arithmetic: arithmetic) {
+                () throws(ModelError) -> SharedExpert? in
+                guard sharedExpertIntermediateSize > 0 else { return nil }
+                return SharedExpert(
+                    mlp: try StandardLayout.loadMLP(checkpoint, Self.sharedExpert(layer), arithmetic: arithmetic),
+                    gate: try checkpoint.weight(named: Self.sharedExpertGate(layer)))
             }
             layers.append(
                 try StandardLayout.decoderLayer(
@@ -182,20 +175,10 @@ extension Architecture {
             + "sigmoid gate on the coordinator; sliding window per layer_types / max_window_layers",
         randomConfiguration: { o in
             var fields = RandomCheckpointWriter.transformerFields(o)
-            fields["num_experts"] = .int(o.expertCount)
-            fields["num_experts_per_tok"] = .int(o.expertsPerToken)
-            fields["moe_intermediate_size"] = .int(o.expertIntermediateSize)
+            fields.merge(RandomCheckpointWriter.sparseLayerFields(o)) { _, sparse in sparse }
             fields["shared_expert_intermediate_size"] = .int(o.sharedExpertIntermediateSize)
-            fields["intermediate_size"] = .int(o.intermediateSize)
-            fields["decoder_sparse_step"] = .int(1)
-            fields["mlp_only_layers"] = .array(o.denseLayers.map(JSONValue.int))
-            fields["norm_topk_prob"] = .bool(o.normalizeTopKProbabilities)
             fields["qkv_bias"] = .bool(o.queryKeyValueBias)
-            fields["use_sliding_window"] = .bool(o.slidingWindow != nil)
-            fields["sliding_window"] = o.slidingWindow.map(JSONValue.int) ?? .null
             fields["max_window_layers"] = .int(o.layerCount)
-            fields["router_aux_loss_coef"] = .float(0.001)
-            fields["output_router_logits"] = .bool(false)
             return fields
         }
     ) { data throws(ModelError) in

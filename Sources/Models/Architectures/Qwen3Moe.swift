@@ -106,16 +106,7 @@ extension Qwen3MoeConfiguration: ArchitectureConfiguration {
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: false, queryKeyNorm: .perHead, window: slidingWindow,
                 arithmetic: arithmetic)
-            let feedForward: FeedForward
-            if sparse.isMoELayer(layer) {
-                let router = try StandardLayout.loadRouter(
-                    checkpoint, layer: layer, expertCount: sparse.expertCount, expertsPerToken: sparse.expertsPerToken,
-                    renormalize: sparse.normalizeTopKProbabilities)
-                feedForward = .experts(router, shared: nil)
-            } else {
-                feedForward = .dense(
-                    try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
-            }
+            let feedForward = try sparse.feedForward(checkpoint, layer: layer, arithmetic: arithmetic)
             layers.append(
                 try StandardLayout.decoderLayer(
                     checkpoint, layer: layer, fields: fields, attention: attention, feedForward: feedForward))
@@ -132,18 +123,8 @@ extension Architecture {
             + "dense layers by mlp_only_layers / decoder_sparse_step; experts mlp.experts.E.{gate,up,down}_proj",
         randomConfiguration: { o in
             var fields = RandomCheckpointWriter.transformerFields(o)
-            fields["num_experts"] = .int(o.expertCount)
-            fields["num_experts_per_tok"] = .int(o.expertsPerToken)
-            fields["moe_intermediate_size"] = .int(o.expertIntermediateSize)
-            fields["intermediate_size"] = .int(o.intermediateSize)
-            fields["decoder_sparse_step"] = .int(1)
-            fields["mlp_only_layers"] = .array(o.denseLayers.map(JSONValue.int))
-            fields["norm_topk_prob"] = .bool(o.normalizeTopKProbabilities)
-            fields["use_sliding_window"] = .bool(o.slidingWindow != nil)
-            fields["sliding_window"] = o.slidingWindow.map(JSONValue.int) ?? .null
+            fields.merge(RandomCheckpointWriter.sparseLayerFields(o)) { _, sparse in sparse }
             fields["attention_bias"] = .bool(false)
-            fields["router_aux_loss_coef"] = .float(0.001)
-            fields["output_router_logits"] = .bool(false)
             return fields
         }
     ) { data throws(ModelError) in

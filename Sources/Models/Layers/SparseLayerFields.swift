@@ -1,5 +1,6 @@
 // The config.json fields with which the Qwen MoE families (Qwen2-MoE, Qwen3-MoE) say which layers are
 // MoE layers and what their routed experts are, decoded and validated once for both.
+import Tensors
 
 /// Which layers route to experts, and the experts' shape, of a Qwen-style MoE config.json.
 public struct SparseLayerFields: Decodable, Sendable, Equatable {
@@ -71,5 +72,21 @@ public struct SparseLayerFields: Decodable, Sendable, Equatable {
         if (0..<fields.layerCount).contains(where: { !isMoELayer($0) }), intermediateSize < 1 {
             throw fail("intermediate_size is \(intermediateSize), but the dense layers need at least 1")
         }
+    }
+
+    /// Layer `layer`'s feed-forward block in the shared layout: on a MoE layer, its router (softmax,
+    /// top-k, renormalised when `norm_topk_prob`) with `shared()` beside the routed experts; on a
+    /// dense layer, its MLP of `intermediate_size`.
+    func feedForward(
+        _ checkpoint: Checkpoint, layer: Int, arithmetic: BFloat16Arithmetic,
+        shared: () throws(ModelError) -> SharedExpert? = { nil }
+    ) throws(ModelError) -> FeedForward {
+        guard isMoELayer(layer) else {
+            return .dense(try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
+        }
+        let router = try StandardLayout.loadRouter(
+            checkpoint, layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
+            renormalize: normalizeTopKProbabilities)
+        return .experts(router, shared: try shared())
     }
 }
