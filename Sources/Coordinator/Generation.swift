@@ -1,6 +1,7 @@
 // Generation of one request: prefill the prompt, then decode token by token, with the experts of
 // every MoE layer computed by an `ExpertExecutor` (in-process or on remote workers).
 public import Foundation
+public import Transport
 public import Models
 public import Tensors
 public import Tokenization
@@ -51,8 +52,11 @@ public protocol ExpertExecutor {
     var readiness: HealthStatus { get }
 
     /// Called by the engine loop when no step is due: handles background work (worker
-    /// registration, heartbeats) for at most `timeout`.
-    mutating func idle(timeout: Duration)
+    /// registration, heartbeats) until `timeout` passes or `wakeSignal` is woken (new work).
+    mutating func idle(timeout: Duration, wakeSignal: WakeSignal?)
+
+    /// The workers' state and fault counters, for /metrics; nil when the experts run in-process.
+    var clusterMetrics: ClusterMetrics? { get }
 
     /// Jobs that arrived over the worker socket (`generate --coordinator`), to be scheduled.
     mutating func takeRemoteJobs() -> [RemoteJob]
@@ -71,6 +75,10 @@ public protocol ExpertExecutor {
 
     /// Called by the engine loop before each step: the point where a staged placement may take effect.
     mutating func prepareStep()
+
+    /// Called by the engine loop as a step starts, with the sequences it advances (for logs of
+    /// the requests a worker fault affected).
+    mutating func beginStep(sequences: [SequenceID])
 
     /// The placement experts are dispatched by; nil when the experts are computed in-process.
     var currentPlacement: Placement? { get }
@@ -133,13 +141,15 @@ extension ExpertExecutor {
     }
 
     public var readiness: HealthStatus { .ready }
-    public mutating func idle(timeout: Duration) {}
+    public mutating func idle(timeout: Duration, wakeSignal: WakeSignal?) { wakeSignal?.wait(timeout: timeout) }
+    public var clusterMetrics: ClusterMetrics? { nil }
     public mutating func takeRemoteJobs() -> [RemoteJob] { [] }
     public mutating func finishRemoteJob(_ job: RemoteJob, with outcome: Result<GenerationResult, GenerationError>) {}
     public mutating func takeDispatchObservations() -> [WorkerDispatchObservation] { [] }
     public var dispatchWorkerNames: [String] { [] }
 
     public mutating func prepareStep() {}
+    public mutating func beginStep(sequences: [SequenceID]) {}
     public var currentPlacement: Placement? { nil }
     public mutating func stagePlacement(_ placement: Placement) throws(PlacementError) -> PlacementTicket {
         throw PlacementError(

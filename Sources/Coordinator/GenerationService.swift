@@ -80,8 +80,31 @@ public enum SubmitError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Whether the engine can serve.
 public enum HealthStatus: Sendable, Equatable {
+    /// Serving on every configured worker.
     case ready
+    /// Serving, on fewer workers than configured (the reason says which are missing).
+    case degraded(String)
+    /// Not serving yet (workers still registering) or any more (shutting down).
     case notReady(reason: String)
+    /// Some experts have no live worker: running requests wait (bounded) for one to join; new
+    /// requests are refused.
+    case stalled(reason: String)
+
+    /// Whether the engine runs steps: a stalled step waits inside for its experts.
+    public var runsSteps: Bool {
+        switch self {
+        case .ready, .degraded, .stalled: true
+        case .notReady: false
+        }
+    }
+
+    /// Whether new requests are accepted.
+    public var acceptsRequests: Bool {
+        switch self {
+        case .ready, .degraded: true
+        case .notReady, .stalled: false
+        }
+    }
 }
 
 /// A fixed-bucket histogram of seconds.
@@ -135,6 +158,8 @@ public struct EngineMetrics: Sendable, Equatable {
     public var layerWorkerBalancedness: [Double] = []
     /// Per worker, in placement order.
     public var workers: [WorkerMetrics] = []
+    /// Workers up and lost, failovers, retried and hedged dispatches; nil without workers.
+    public var cluster: ClusterMetrics?
 
     public init() {}
 }

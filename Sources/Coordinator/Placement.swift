@@ -107,6 +107,40 @@ public struct Placement: Sendable, Equatable {
         return Placement(validatedNames: workerNames, holders: holders)
     }
 
+    /// An even placement with every expert on `replicas` workers: expert e's first holder is its
+    /// owner in the even split, the others the next slots after it (so replicas land on distinct
+    /// workers and every worker holds about `replicas × experts ÷ workers` experts of a layer).
+    /// - Throws: `PlacementError` when `replicas` is not between 1 and the worker count.
+    public static func replicated(expertCounts: [Int], workerNames: [String], replicas: Int) throws(PlacementError) -> Placement {
+        guard (1...max(1, workerNames.count)).contains(replicas) else {
+            throw PlacementError(
+                "replicas is \(replicas), but must be between 1 and the number of workers (\(workerNames.count))")
+        }
+        let even = try even(expertCounts: expertCounts, workerNames: workerNames)
+        guard replicas > 1 else { return even }
+        let holders = even.holders.map { layer in
+            layer.map { owners in (0..<replicas).map { (owners[0] + $0) % workerNames.count }.sorted() }
+        }
+        return Placement(validatedNames: workerNames, holders: holders)
+    }
+
+    /// The same placement with worker slot `slot` named `name` (a replacement worker of another
+    /// name took the slot of a lost one).
+    /// - Throws: `PlacementError` when another slot already has that name.
+    public func renamingWorker(_ slot: Int, to name: String) throws(PlacementError) -> Placement {
+        var names = workerNames
+        names[slot] = name
+        try Self.checkUniqueNames(names)
+        return Placement(validatedNames: names, holders: holders)
+    }
+
+    /// The same placement with other holder lists (each non-empty, ascending, within the slots);
+    /// for the decisions of this module that build them from valid ones.
+    func withHolders(_ holders: [[[Int]]]) -> Placement {
+        precondition(holders.joined().allSatisfy { !$0.isEmpty }, "every expert needs a holder")
+        return Placement(validatedNames: workerNames, holders: holders.map { $0.map { $0.sorted() } })
+    }
+
     /// Reads a placement file: `{"workers": [{"name": "w0", "experts": [[layer, expert], ...]}, ...]}`.
     /// Experts not listed are spread evenly over the workers not marked `"exclusive": true` (an
     /// exclusive worker holds exactly its list); an expert listed under several workers has a replica

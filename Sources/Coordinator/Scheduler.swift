@@ -11,6 +11,7 @@ import Models
 import Synchronization
 import Tensors
 public import Tokenization
+import Transport
 
 /// Runs generation requests with continuous batching. Thread-safe; `run` must be called on one
 /// dedicated thread.
@@ -22,7 +23,8 @@ public final class Scheduler: GenerationService {
     private let shared: Mutex<SharedState>
     /// The accounting's time origin.
     private let started = ContinuousClock.now
-    private let wake = DispatchSemaphore(value: 0)
+    /// Wakes the engine loop out of its wait (on the worker socket too) when work arrives.
+    private let wake: WakeSignal
 
     /// State shared between submitting threads and the engine thread.
     struct SharedState: ~Copyable {
@@ -61,6 +63,18 @@ public final class Scheduler: GenerationService {
         self.modelName = modelName
         self.limits = limits
         shared = Mutex(SharedState(load: ExpertLoadAccounting(expertCounts: engine.model.shape.expertCounts)))
+        do {
+            wake = try WakeSignal()
+        } catch {
+            // Only when the process has no file descriptors left.
+            preconditionFailure("the engine loop cannot make its wake-up pipe: \(error)")
+        }
+    }
+
+    /// Publishes the executor's health as it changes, also in the middle of a step (a worker
+    /// lost while a step waits for its experts).
+    public func publishHealth(_ health: HealthStatus) {
+        shared.withLock { $0.health = health }
     }
 
     public var contextLength: Int { engine.model.shape.maxPositionEmbeddings }
@@ -157,7 +171,10 @@ public final class Scheduler: GenerationService {
         let (stream, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
         let id: SequenceID = try shared.withLock { (state: inout SharedState) throws(SubmitError) -> SequenceID in
             if state.stopping { throw .unavailable("the server is shutting down") }
-            if case .notReady(let reason) = state.health { throw .unavailable(reason) }
+            switch state.health {
+            case .notReady(let reason), .stalled(let reason): throw .unavailable(reason)
+            case .ready, .degraded: break
+            }
             guard state.waitingCount + state.submissions.count < limits.maxWaitingRequests else {
                 throw .queueFull(
                     "\(state.waitingCount + state.submissions.count) requests are waiting (the limit is \(limits.maxWaitingRequests)); retry later")
@@ -171,9 +188,9 @@ public final class Scheduler: GenerationService {
         continuation.onTermination = { [weak self] termination in
             guard case .cancelled = termination, let self else { return }
             self.shared.withLock { _ = $0.cancelled.insert(id) }
-            self.wake.signal()
+            self.wake.wake()
         }
-        wake.signal()
+        wake.wake()
         return stream
     }
 
@@ -199,14 +216,14 @@ public final class Scheduler: GenerationService {
                 state.placementRequests.append(PlacementRequest(placement: parsed, continuation: continuation))
                 return true
             }
-            if accepted { wake.signal() } else { continuation.resume(returning: .failure(.failed("the server is shutting down"))) }
+            if accepted { wake.wake() } else { continuation.resume(returning: .failure(.failed("the server is shutting down"))) }
         }
     }
 
     /// Stops accepting requests; `run` returns after failing what is left.
     public func stop() {
         shared.withLock { $0.stopping = true }
-        wake.signal()
+        wake.wake()
     }
 
     /// Runs the engine loop on the calling thread until `stop()` is called or `shouldStop` returns true.
@@ -227,8 +244,8 @@ public final class Scheduler: GenerationService {
                 defer { state.placementRequests.removeAll() }
                 return state.placementRequests
             }
-            if health == .ready && !wasReady { register(workers: executor.dispatchWorkerNames) }
-            wasReady = health == .ready
+            if health.runsSteps && !wasReady { register(workers: executor.dispatchWorkerNames) }
+            wasReady = health.runsSteps
             if var automatic = rebalancer, let current = executor.currentPlacement {
                 let counts = shared.withLock { $0.metrics.expertTokens }
                 if let proposed = automatic.decide(cumulative: counts, current: current, now: .now) {
@@ -259,15 +276,17 @@ public final class Scheduler: GenerationService {
                 state.waitingCount = loop.planner.waiting.count
                 state.metrics.waitingRequests = loop.planner.waiting.count
                 state.metrics.runningRequests = loop.planner.running.count
+                state.metrics.cluster = executor.clusterMetrics
                 state.metrics.kvCacheUsage = loop.planner.kvUsage
             }
             defer { placementWaiters = Self.answer(placementWaiters, executor: executor) }
-            if health == .ready {
+            if health.runsSteps {
                 executor.prepareStep()
                 if loop.step(executor: &executor) { continue }
             }
-            executor.idle(timeout: .zero)
-            _ = wake.wait(timeout: .now() + .milliseconds(5))
+            // Nothing to run: sleep until a message, a submission or cancellation (the wake
+            // signal), or the next time-driven decision.
+            executor.idle(timeout: .milliseconds(250), wakeSignal: wake)
         }
         loop.failAll(.unavailable("the server is shutting down"), executor: &executor)
         let unseen = shared.withLock { state in
@@ -442,6 +461,7 @@ struct EngineLoop {
             row += chunk.count
         }
 
+        executor.beginStep(sequences: plan.entries.map(\.id))
         var loads = plan.entries.map { sequences[$0.id]!.load }
         let configuration = engine.model.shape
         var stepLoad = ExpertLoad(expertCounts: configuration.expertCounts)

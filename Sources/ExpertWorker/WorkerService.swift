@@ -1,10 +1,12 @@
 // The expert worker process: connects to the coordinator, registers, loads the experts it is
 // assigned and answers dispatches until told to leave.
 //
-// The DEALER socket is created, used and closed on the thread that calls `run`, and on no other.
+// The DEALER socket is created, used and closed on the thread that calls `run`, and on no other;
+// experts load on a thread of their own (`ExpertLoad`) so that heartbeats go on meanwhile.
 public import Foundation
 public import Logging
 import Models
+import Synchronization
 import Tensors
 import Transport
 import Wire
@@ -21,12 +23,12 @@ public struct WorkerOptions: Sendable {
     public var threads: Int
     /// Exit when this process is no longer our parent (set for workers spawned by `generate`).
     public var parentPID: Int32?
-    /// How often to send a heartbeat.
+    /// How often to send a heartbeat (the coordinator declares a silent worker lost after a few).
     public var heartbeatInterval: Duration
 
     public init(
         coordinator: String, modelDirectory: URL, name: String, threads: Int = 1, parentPID: Int32? = nil,
-        heartbeatInterval: Duration = .seconds(2)
+        heartbeatInterval: Duration = .milliseconds(500)
     ) {
         self.coordinator = coordinator
         self.modelDirectory = modelDirectory
@@ -60,54 +62,77 @@ public struct WorkerService {
         // A fresh identity per run: a restarted worker is a new peer that registers again.
         let identity = PeerIdentity("\(options.name)-\(getpid())-\(UInt32.random(in: 1...UInt32.max))")
         let socket = try DealerSocket(context: context, connect: options.coordinator, identity: identity)
-
-        let hello = WireMessage.hello(.init(
+        let hello = WireCodec.encode(.hello(.init(
             workerName: options.name, modelFingerprint: checkpoint.fingerprint, threads: options.threads,
-            pid: Int(getpid())))
-        try socket.send(frames: WireCodec.encode(hello))
+            pid: Int(getpid()))))
         logger.info("worker \(options.name): connecting to \(options.coordinator) (model \(checkpoint.fingerprint.prefix(12)))")
 
         let clock = ContinuousClock()
-        var nextHeartbeat = clock.now + options.heartbeatInterval
+        var session = WorkerSession(heartbeatInterval: options.heartbeatInterval)
         var lastReply: ContinuousClock.Instant?
+        // Experts load on a thread of their own, so heartbeats and dispatches for the experts
+        // already held go on meanwhile; ASSIGNs are loaded (and answered READY) in order.
+        var queuedAssigns: [WireMessage.Assign] = []
+        var loading: ExpertLoad?
         while !shouldStop() {
             if let parent = options.parentPID, getppid() != parent {
                 logger.warning("worker \(options.name): the process that started it (pid \(parent)) is gone; exiting")
                 return
             }
-            if clock.now >= nextHeartbeat {
-                let millis = UInt64(Date().timeIntervalSince1970 * 1000)
-                try socket.send(frames: WireCodec.encode(.heartbeat(.init(sentUnixMillis: millis))))
-                nextHeartbeat = clock.now + options.heartbeatInterval
+            for action in session.tick(now: clock.now) {
+                switch action {
+                case .sendHello(let reason):
+                    if let reason { logger.warning("worker \(options.name): \(reason); registering again") }
+                    try socket.send(frames: hello)
+                case .sendHeartbeat:
+                    let millis = UInt64(Date().timeIntervalSince1970 * 1000)
+                    try socket.send(frames: WireCodec.encode(.heartbeat(.init(sentUnixMillis: millis))))
+                }
+            }
+            if let load = loading, let result = load.result() {
+                loading = nil
+                let store = try result.get()
+                handler.store = store
+                logger.info(
+                    "worker \(options.name): loaded \(store.heldExperts.count) experts (\(Self.summary(store.heldExperts.sorted()))) in \(String(format: "%.2f", load.seconds)) s"
+                )
+                try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: store.heldExperts.count, loadSeconds: load.seconds))))
+            }
+            while loading == nil, !queuedAssigns.isEmpty {
+                let assign = queuedAssigns.removeFirst()
+                if let store = handler.store, store.heldExperts == Set(assign.experts), store.arithmetic == assign.arithmetic,
+                    store.quantization == assign.quantization
+                {
+                    // The same experts again (a repeated registration): nothing to load.
+                    try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: assign.experts.count, loadSeconds: 0))))
+                } else {
+                    loading = ExpertLoad(checkpoint: checkpoint, assign: assign)
+                }
             }
             // While the coordinator is generating, its next dispatch follows within about a
             // millisecond: poll for it for 2 ms before sleeping (no wake-up on its arrival).
             let generating = lastReply.map { clock.now - $0 < .milliseconds(100) } ?? false
-            guard let frames = try socket.receive(timeout: .milliseconds(200), spin: generating ? .milliseconds(2) : .zero)
+            let wait: Duration = loading != nil ? .milliseconds(20) : min(.milliseconds(200), options.heartbeatInterval / 2)
+            guard let frames = try socket.receive(timeout: wait, spin: generating ? .milliseconds(2) : .zero)
             else { continue }
+            session.heard(at: clock.now)
             switch handler.handle(frames: frames) {
             case .reply(let reply):
                 try socket.send(frames: reply)
                 lastReply = clock.now
             case .load(let assign):
-                let experts = assign.experts
-                let started = clock.now
-                let store = try ExpertStore(
-                    checkpoint: checkpoint, experts: experts, arithmetic: assign.arithmetic,
-                    quantization: assign.quantization)
-                handler.store = store
-                let seconds = (clock.now - started).secondsValue
-                logger.info(
-                    "worker \(options.name): loaded \(experts.count) experts (\(Self.summary(experts))) in \(String(format: "%.2f", seconds)) s"
-                )
-                try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: experts.count, loadSeconds: seconds))))
+                queuedAssigns.append(assign)
             case .welcomed(let id):
+                session.welcomed()
                 logger.info("worker \(options.name): registered with the coordinator (worker id \(id.rawValue))")
             case .refused(let report):
                 if report.code == .notReady {
-                    // The coordinator does not know us (it restarted): register again.
-                    logger.warning("worker \(options.name): \(report.message); registering again")
-                    try socket.send(frames: WireCodec.encode(hello))
+                    // The coordinator does not know us (it restarted, or declared us lost) or our
+                    // name is still held: register again, with backoff.
+                    if session.refused(now: clock.now) {
+                        logger.warning("worker \(options.name): \(report.message); registering again")
+                        try socket.send(frames: hello)
+                    }
                 } else if report.requestID != nil {
                     logger.warning("worker \(options.name): the coordinator reported: \(report.message)")
                 } else {
@@ -140,4 +165,31 @@ extension Duration {
     var secondsValue: Double {
         Double(components.seconds) + Double(components.attoseconds) * 1e-18
     }
+}
+
+/// One ASSIGN being loaded on a thread of its own.
+final class ExpertLoad: Sendable {
+    private let outcome = Mutex<(Result<ExpertStore, any Error>, Double)?>(nil)
+
+    init(checkpoint: Checkpoint, assign: WireMessage.Assign) {
+        let thread = Thread { [self] in
+            let started = ContinuousClock.now
+            let result = Result { () throws -> ExpertStore in
+                try ExpertStore(
+                    checkpoint: checkpoint, experts: assign.experts, arithmetic: assign.arithmetic,
+                    quantization: assign.quantization)
+            }
+            let seconds = (ContinuousClock.now - started).secondsValue
+            self.outcome.withLock { $0 = (result, seconds) }
+        }
+        thread.stackSize = 8 << 20
+        thread.name = "switchyard-expert-load"
+        thread.start()
+    }
+
+    /// The loaded store (or why it failed) once the load has finished.
+    func result() -> Result<ExpertStore, any Error>? { outcome.withLock { $0?.0 } }
+
+    /// Seconds the load took (valid once `result()` is not nil).
+    var seconds: Double { outcome.withLock { $0?.1 ?? 0 } }
 }

@@ -103,7 +103,9 @@ struct Routes<Service: GenerationService>: Sendable {
         switch service.health() {
         case .ready:
             return jsonResponse(.ok, HealthJSON(status: "ok", reason: nil))
-        case .notReady(let reason):
+        case .degraded(let reason):
+            return jsonResponse(.ok, HealthJSON(status: "degraded", reason: reason))
+        case .notReady(let reason), .stalled(let reason):
             return jsonResponse(.serviceUnavailable, HealthJSON(status: "unavailable", reason: reason))
         }
     }

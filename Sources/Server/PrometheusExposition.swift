@@ -33,6 +33,36 @@ enum PrometheusExposition {
             type: "gauge")
         out += "switchyard_kv_cache_usage_ratio \(number(metrics.kvCacheUsage))\n"
 
+        if let cluster = metrics.cluster {
+            header(&out, "switchyard_workers_configured", "Worker slots in the placement.", type: "gauge")
+            out += "switchyard_workers_configured \(cluster.configured)\n"
+            header(&out, "switchyard_workers_up", "Worker slots with a ready worker.", type: "gauge")
+            out += "switchyard_workers_up \(cluster.up)\n"
+            let counters = cluster.counters
+            header(&out, "switchyard_workers_joined_total", "Worker registrations accepted (joins and rejoins).", type: "counter")
+            out += "switchyard_workers_joined_total \(counters.workersJoined)\n"
+            header(
+                &out, "switchyard_workers_lost_total",
+                "Workers declared lost (connection closed, left, silent, or missed a dispatch deadline).", type: "counter")
+            out += "switchyard_workers_lost_total \(counters.workersLost)\n"
+            header(
+                &out, "switchyard_failovers_total",
+                "Lost workers whose experts had no replica and moved to survivors or waited for a rejoin.", type: "counter")
+            out += "switchyard_failovers_total \(counters.failovers)\n"
+            header(
+                &out, "switchyard_dispatches_retried_total", "Dispatches sent again because their worker was lost or refused them.",
+                type: "counter")
+            out += "switchyard_dispatches_retried_total \(counters.retriedDispatches)\n"
+            header(
+                &out, "switchyard_dispatches_hedged_total", "Dispatches also sent to a replica because the first worker was slow.",
+                type: "counter")
+            out += "switchyard_dispatches_hedged_total \(counters.hedgedDispatches)\n"
+            header(
+                &out, "switchyard_failover_stall_seconds_total",
+                "Seconds steps waited for rows that had to be sent again (retried or hedged), summed.", type: "counter")
+            out += "switchyard_failover_stall_seconds_total \(number(counters.stallSeconds))\n"
+        }
+
         header(&out, "switchyard_prompt_tokens_total", "Prompt tokens prefilled.", type: "counter")
         out += "switchyard_prompt_tokens_total \(metrics.promptTokensTotal)\n"
         header(&out, "switchyard_generation_tokens_total", "Tokens generated.", type: "counter")

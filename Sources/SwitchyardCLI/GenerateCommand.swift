@@ -55,6 +55,8 @@ struct Generate: AsyncParsableCommand {
     @Option(name: .customLong("spawn-workers"), help: "Worker processes to start on loopback; 0 computes the experts in-process.")
     var spawnWorkers: Int = 0
 
+    @OptionGroup(title: "Worker faults (with --spawn-workers)") var liveness: LivenessOptions
+
     @Option(help: "Send the job to a running coordinator's ZeroMQ endpoint (switchyard serve --bind) instead.")
     var coordinator: String?
 
@@ -186,8 +188,9 @@ struct Generate: AsyncParsableCommand {
                     bind: "tcp://127.0.0.1:0", workerCount: max(spawnWorkers, 1),
                     workerNames: (0..<max(spawnWorkers, 1)).map { "w\($0)" },
                     placementFile: placement.map { URL(fileURLWithPath: $0) },
+                    liveness: liveness.policy(), replicas: liveness.replicas,
                     arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
-                        quantization: numerics.quantize),
+                    quantization: numerics.quantize),
                 logger: logger)
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,

@@ -71,15 +71,14 @@ struct Serve: AsyncParsableCommand {
         help: "Split each step's sequences into this many micro-batches whose layers interleave: the coordinator computes the attention of one while the workers compute the experts of another. Helps when the workers have cores of their own (other hosts); results do not depend on it.")
     var microBatches: Int = 1
 
-    @Option(name: .customLong("dispatch-timeout"), help: "Seconds a step waits for a worker before its requests fail.")
-    var dispatchTimeout: Double = 60
+    @OptionGroup(title: "Worker faults") var liveness: LivenessOptions
 
     @Option(
         name: .customLong("rebalance-interval"),
         help: "Rebalance the placement automatically every this many seconds from the load routed meanwhile (as `switchyard rebalance` does).")
     var rebalanceInterval: Double?
 
-    @Option(name: .customLong("memory-budget"), help: "With --rebalance-interval: experts of one layer a worker may hold. Default: ⌈experts ÷ workers⌉ + 1.")
+    @Option(name: .customLong("memory-budget"), help: "Experts of one layer a worker may hold: when rebalancing (--rebalance-interval; default ⌈experts ÷ workers⌉ + 1) and when survivors take over a lost worker's experts (default: no limit; past it, requests wait for a worker to join).")
     var memoryBudget: Int?
 
     @Option(help: "Threads for the matrix products in this process (results do not depend on it). Default: every core.")
@@ -92,7 +91,6 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard workers >= 0 else { throw ValidationError("--workers is \(workers), but must be 0 or more") }
-        guard dispatchTimeout > 0 else { throw ValidationError("--dispatch-timeout must be positive") }
         _ = try httpAddress()
         for (name, value) in [("--max-running", maxRunning), ("--max-waiting", maxWaiting),
                               ("--kv-cache-tokens", kvCacheTokens), ("--max-step-tokens", maxStepTokens),
@@ -151,7 +149,7 @@ struct Serve: AsyncParsableCommand {
                     : CoordinatorOptions(
                         bind: bind, workerCount: max(workers, 1), placementFile: placement.map { URL(fileURLWithPath: $0) },
                         placementJSON: placementJSON,
-                        dispatchTimeout: .milliseconds(Int(dispatchTimeout * 1000)),
+                        liveness: liveness.policy(expertBudget: memoryBudget), replicas: liveness.replicas,
                         arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
                         quantization: numerics.quantize),
                 arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
@@ -190,6 +188,7 @@ final class EngineThread: Sendable {
             do {
                 if let options {
                     var coordinator = try ClusterCoordinator(checkpoint: checkpoint, options: options, logger: logger)
+                    coordinator.onHealthChange = { scheduler.publishHealth($0) }
                     logger.info(
                         "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: switchyard worker --coordinator \(coordinator.endpoint) --model \(checkpoint.directory.path)"
                     )

@@ -12,8 +12,10 @@ struct Worker: ParsableCommand {
         discussion: """
             The worker connects to the coordinator, registers with the model's fingerprint (a worker \
             whose model differs from the coordinator's is refused), loads the experts it is assigned \
-            from its local copy of the checkpoint, and computes the routed token rows it receives. \
-            Stop it with Ctrl-C or SIGTERM.
+            from its local copy of the checkpoint, and computes the routed token rows it receives. It \
+            sends a heartbeat every --heartbeat-interval; when the coordinator restarts or forgets it \
+            (after declaring it lost), it registers again by itself, with backoff. A worker started \
+            under the name of a live one waits until that one is lost or leaves. Stop it with Ctrl-C or SIGTERM.
             """
     )
 
@@ -29,6 +31,11 @@ struct Worker: ParsableCommand {
     @Option(help: "Threads for the expert matrix products (results do not depend on it). Default: every core.")
     var threads: Int?
 
+    @Option(
+        name: .customLong("heartbeat-interval"),
+        help: "Seconds between heartbeats to the coordinator (match the coordinator's --heartbeat-interval). The worker registers again when the coordinator stays silent for 10 intervals (at least 5 s).")
+    var heartbeatInterval: Double = 0.5
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
@@ -42,6 +49,9 @@ struct Worker: ParsableCommand {
         guard coordinator.hasPrefix("tcp://") || coordinator.hasPrefix("ipc://") else {
             throw ValidationError("--coordinator is \"\(coordinator)\", but must be an endpoint like tcp://HOST:PORT")
         }
+        guard heartbeatInterval > 0 && heartbeatInterval.isFinite else {
+            throw ValidationError("--heartbeat-interval is \(heartbeatInterval), but must be a positive number of seconds")
+        }
     }
 
     func run() throws {
@@ -51,7 +61,8 @@ struct Worker: ParsableCommand {
         if exitWithStdin { StdinWatch.start() }
         let options = WorkerOptions(
             coordinator: coordinator, modelDirectory: URL(fileURLWithPath: model),
-            name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads, parentPID: parentPID)
+            name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads, parentPID: parentPID,
+            heartbeatInterval: LivenessOptions.duration(heartbeatInterval))
         do {
             try WorkerService(options: options, logger: logger).run { StopSignal.isStopped }
         } catch {

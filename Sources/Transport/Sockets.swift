@@ -8,6 +8,9 @@ import CZeroMQ
 /// with the same identity takes over its old route).
 public final class RouterSocket {
     let socket: ZMQSocket
+    let context: ZMQContext
+    /// Reports closed connections once `enableDisconnectEvents()` was called.
+    var monitor: DisconnectMonitor?
 
     /// The endpoint actually bound, with wildcard port and host resolved, e.g. `tcp://127.0.0.1:49731`.
     public var boundEndpoint: String { socket.endpoint }
@@ -15,6 +18,7 @@ public final class RouterSocket {
     /// Creates a router bound to `endpoint` (`tcp://127.0.0.1:0` picks a free port).
     /// - Throws: `TransportError.zmq` naming the endpoint when the socket cannot be created or bound.
     public init(context: ZMQContext, bind endpoint: String, options: SocketOptions = SocketOptions()) throws(TransportError) {
+        self.context = context
         socket = try ZMQSocket(context: context, type: ZMQ_ROUTER, options: options, endpoint: endpoint)
         try socket.setOption(ZMQ_ROUTER_MANDATORY, Int32(1), name: "ZMQ_ROUTER_MANDATORY")
         try socket.setOption(ZMQ_ROUTER_HANDOVER, Int32(1), name: "ZMQ_ROUTER_HANDOVER")
@@ -56,7 +60,8 @@ public final class RouterSocket {
 /// A worker's (or client's) DEALER socket, connected to a router under a chosen identity.
 ///
 /// Not thread-safe and not `Sendable`: owned by one thread. libzmq reconnects it automatically
-/// when the connection drops; messages are queued until then (up to the high-water mark).
+/// when the connection drops (after 100 ms, backing off to 5 s); messages are queued until then
+/// (up to the high-water mark).
 public final class DealerSocket {
     let socket: ZMQSocket
 
@@ -81,6 +86,10 @@ public final class DealerSocket {
         self.identity = identity
         socket = try ZMQSocket(context: context, type: ZMQ_DEALER, options: options, endpoint: endpoint)
         try socket.setOption(ZMQ_ROUTING_ID, bytes: identity.bytes, name: "ZMQ_ROUTING_ID")
+        // Reconnect after 100 ms, backing off to 5 s while the router stays away (a coordinator
+        // that restarts is reached again without a storm of attempts).
+        try socket.setOption(ZMQ_RECONNECT_IVL, Int32(100), name: "ZMQ_RECONNECT_IVL")
+        try socket.setOption(ZMQ_RECONNECT_IVL_MAX, Int32(5000), name: "ZMQ_RECONNECT_IVL_MAX")
         try socket.connect(endpoint)
     }
 

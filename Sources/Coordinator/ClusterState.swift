@@ -1,0 +1,1066 @@
+// The coordinator's decisions about its workers, as a value type: registration, liveness, the
+// placement and its staged changes, the dispatches in flight, and what to do when a worker is lost.
+//
+// Events in (a message arrived, a send failed, a connection closed, time passed), actions out
+// (send this message, dispatch these rows, log this line). No sockets, no clock reads, no logging:
+// every call takes `now`, the time since the shell started, so tests drive it with plain durations.
+// `ClusterCoordinator` is the shell that carries the actions out.
+//
+// Vocabulary: a *worker slot* is a place in the placement (a name and its experts); a *worker*
+// is the process filling it. A *flight* is the dispatch of one layer's experts for one step (or
+// micro-batch); its *batches* are the per-worker row sets of the `DispatchPlan`; each batch is
+// computed by one or more *attempts*, each a set of *parts* (one DISPATCH each, to one worker).
+// A worker is *lost* when its connection closed, it left, it stayed silent past the heartbeat
+// limit, or it did not answer a dispatch within the dispatch timeout.
+//
+// Why a failover cannot change a token: a lost worker's rows are sent again unchanged (the same
+// hidden state, experts and routing weights, in the same order within the row) to a worker that
+// holds all of the row's experts. A row's output depends neither on the other rows it travels
+// with (the kernels are batch invariant) nor on the worker (every worker runs the same kernels
+// with the same arithmetic, from its own copy of the same checkpoint), and `DispatchPlan.combine`
+// adds a token's rows in an order fixed by their experts. So the step's result is bitwise the one
+// the lost worker would have produced, and a late answer from it is simply ignored.
+import Foundation
+public import Logging
+public import Models
+public import Tensors
+public import Transport
+public import Wire
+
+/// How the coordinator decides that a worker is gone, and what it waits for.
+public struct LivenessPolicy: Sendable, Equatable {
+    /// How often the coordinator and the workers send each other a heartbeat.
+    public var heartbeatInterval: Duration
+    /// Heartbeat intervals a worker may stay silent (while no dispatch of it is pending) before it is lost.
+    public var heartbeatMisses: Int
+    /// A fixed per-dispatch deadline; nil derives it from the measured round trips
+    /// (`derivedTimeoutFactor` × the expected round trip, at least `minimumDispatchTimeout`).
+    public var dispatchTimeout: Duration?
+    /// The least derived dispatch deadline.
+    public var minimumDispatchTimeout: Duration
+    /// How long rows wait for a worker to (re)join when no live worker holds their experts and
+    /// none can take them, before their requests fail.
+    public var rejoinTimeout: Duration
+    /// Experts of one layer a worker may hold after taking over a lost worker's; nil: no limit
+    /// (every worker maps its experts from its own copy of the checkpoint).
+    public var expertBudget: Int?
+
+    /// The derived deadline is this many expected round trips.
+    public static let derivedTimeoutFactor = 10
+    /// A dispatch with a replica elsewhere is hedged after this many expected round trips.
+    public static let hedgeFactor = 3
+    /// The least hedge delay: below it, a slow answer is normal jitter.
+    public static let minimumHedgeDelay: Duration = .milliseconds(100)
+    /// The deadline and hedge delay before any round trip was measured.
+    public static let initialDispatchTimeout: Duration = .seconds(10)
+    public static let initialHedgeDelay: Duration = .seconds(1)
+
+    public init(
+        heartbeatInterval: Duration = .milliseconds(500), heartbeatMisses: Int = 3, dispatchTimeout: Duration? = nil,
+        minimumDispatchTimeout: Duration = .seconds(2), rejoinTimeout: Duration = .seconds(60), expertBudget: Int? = nil
+    ) {
+        precondition(heartbeatMisses >= 1, "heartbeatMisses must be at least 1")
+        self.heartbeatInterval = heartbeatInterval
+        self.heartbeatMisses = heartbeatMisses
+        self.dispatchTimeout = dispatchTimeout
+        self.minimumDispatchTimeout = minimumDispatchTimeout
+        self.rejoinTimeout = rejoinTimeout
+        self.expertBudget = expertBudget
+    }
+
+    /// How long a worker with nothing pending may stay silent.
+    public var silenceLimit: Duration { heartbeatInterval * heartbeatMisses }
+}
+
+/// Counters of the cluster's faults and recoveries, since start.
+public struct ClusterCounters: Sendable, Equatable {
+    /// Worker registrations accepted (first joins and rejoins).
+    public var workersJoined = 0
+    /// Workers declared lost (closed connection, BYE, silence, missed deadline, bad answer).
+    public var workersLost = 0
+    /// Lost workers whose experts had to move to other workers or wait for a rejoin.
+    public var failovers = 0
+    /// Dispatches sent again because their worker was lost or refused them.
+    public var retriedDispatches = 0
+    /// Dispatches also sent to a replica because the first worker was slow to answer.
+    public var hedgedDispatches = 0
+    /// Seconds steps spent waiting for rows that had to be sent again (retried or hedged), summed.
+    public var stallSeconds = 0.0
+    /// The longest such wait of one batch, in seconds.
+    public var longestStallSeconds = 0.0
+}
+
+/// Identifies one flight (one layer's dispatch of one step or micro-batch).
+public struct FlightID: Hashable, Sendable, Comparable {
+    public let rawValue: UInt64
+    public static func < (lhs: FlightID, rhs: FlightID) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// Rows to send to one worker, as the shell needs them to build a DISPATCH.
+public struct DispatchOrder: Sendable, Equatable {
+    public let flight: FlightID
+    /// The DISPATCH's step field: unique per DISPATCH, so an answer names the part it belongs to.
+    public let step: StepIndex
+    public let requestID: RequestID
+    public let layer: LayerIndex
+    /// The rows, in the dispatch plan's CSR form; `batch.tokens` index the flight's hidden states.
+    public let batch: DispatchPlan.WorkerBatch
+}
+
+/// A decision for the shell to carry out.
+public enum ClusterAction: Sendable, Equatable {
+    /// Send a message to a peer; a failure to send comes back as `.sendFailed`.
+    case send(PeerIdentity, WireMessage)
+    /// Gather the order's rows from the flight's hidden states and send them as a DISPATCH.
+    case dispatch(PeerIdentity, DispatchOrder)
+    /// Write a log line.
+    case log(Logger.Level, String)
+    /// A worker answered a dispatch part: for the load accounting.
+    case answered(step: StepIndex, worker: String, layer: LayerIndex, rowCount: Int, expertRowCount: Int,
+                  computeMicroseconds: Int, roundTrip: Duration)
+}
+
+/// What the shell observed.
+public enum ClusterEvent: Sendable, Equatable {
+    /// A decoded message from a peer.
+    case received(PeerIdentity, WireMessage)
+    /// A message from a peer that could not be decoded.
+    case undecodable(PeerIdentity, WireError)
+    /// A send to the peer failed: it is no longer connected (or its queue stayed full).
+    case sendFailed(PeerIdentity, reason: String)
+    /// Some connection closed (the socket monitor does not say whose).
+    case connectionClosed
+}
+
+/// Where a flight stands.
+public enum FlightOutcome: Sendable, Equatable {
+    case pending
+    /// [tokens, hiddenSize], f32: the combined expert output.
+    case done([Float])
+    case failed(GenerationError)
+}
+
+/// The coordinator's state machine. See the top of this file.
+public struct ClusterState {
+    /// A worker filling a slot.
+    struct Worker {
+        var peer: PeerIdentity
+        var name: String
+        var pid: Int
+        /// True once the worker has loaded its first assignment.
+        var ready: Bool
+        /// ASSIGNs sent and not yet answered with READY (a worker answers them in order).
+        var assignsInFlight: Int
+        /// The experts of the latest ASSIGN; usable once `assignsInFlight` is 0.
+        var assigned: Set<LayerExpert>
+        /// The experts it has loaded (those of the last ASSIGN it answered).
+        var loaded: Set<LayerExpert>
+        var lastHeard: Duration
+        var joined: Duration
+        /// Every DISPATCH sent to it and not answered, needed or not any more (a hedge may have
+        /// answered for it): when sent, and its expert rows. The oldest decides whether the worker
+        /// is slow (avoided where a replica exists) or hung (lost).
+        var outstanding: [StepIndex: (sentAt: Duration, expertRows: Int)] = [:]
+    }
+
+    struct Part {
+        let step: StepIndex
+        let slot: Int
+        /// The pieces of the batch's rows this part carries, one DISPATCH row each.
+        let pieces: [Piece]
+        let expertRowCount: Int
+        let sentAt: Duration
+        var partial: [Float]?
+    }
+
+    /// A row of a batch, or some of its experts (a row is split when no live worker holds all of
+    /// its experts: each expert's term then comes back alone and is added here, in ascending
+    /// expert order from 0, which is exactly what a worker holding them all would have added).
+    struct Piece: Equatable {
+        let row: Int
+        /// Indices into the batch's `expertIDs` / `weights`.
+        let entries: [Int]
+    }
+
+    struct Attempt {
+        var parts: [Part]
+        var dead = false
+    }
+
+    struct BatchProgress {
+        var partial: [Float]?
+        var attempts: [Attempt] = []
+        /// Set while no live worker can take the batch's rows.
+        var parkedSince: Duration?
+        var hedged = false
+        /// Errors workers answered for this batch; too many fail the flight.
+        var refusals = 0
+        var firstSent: Duration?
+        var lastRefusal: String?
+    }
+
+    struct Flight {
+        let requestID: RequestID
+        /// The sequences of the step (empty for a single `generate`).
+        let sequences: [SequenceID]
+        let layer: LayerIndex
+        let plan: DispatchPlan
+        let hidden: [Float]
+        let tokenCount: Int
+        var batches: [BatchProgress]
+        var failure: GenerationError?
+    }
+
+    struct PendingPlacement {
+        let placement: Placement
+        let ticket: PlacementTicket
+        let staged: Duration
+    }
+
+    public let policy: LivenessPolicy
+    public let shape: ModelShape
+    let fingerprint: String
+    /// What a user runs to add a worker (for error messages).
+    let joinHint: String
+    /// True when the worker names are fixed (a placement file or `--worker-names`).
+    let namedSlots: Bool
+    let arithmetic: BFloat16Arithmetic
+    let quantization: WeightQuantization
+
+    /// The placement the cluster returns to once every slot has a worker (the configured one, or
+    /// the last applied rebalance).
+    public private(set) var home: Placement
+    /// The placement dispatches use: `home`, or, after a loss, with the lost slot's experts moved
+    /// to the survivors (or still on the lost slot, waiting for a worker to rejoin).
+    public private(set) var active: Placement
+    private var staged: PendingPlacement?
+    private var nextTicket: UInt64 = 0
+    private var placementOutcomes: [PlacementTicket: PlacementOutcome] = [:]
+
+    private(set) var slots: [Worker?]
+    /// When each empty slot lost its worker (absent: never filled, or filled again).
+    private var lostAt: [Int: (at: Duration, worker: String, reason: String)] = [:]
+    /// True once every slot had a ready worker: from then on a missing worker is a degradation.
+    public private(set) var hasServed = false
+    private var nextWorkerID: UInt32 = 0
+
+    private var flights: [FlightID: Flight] = [:]
+    private var nextFlight: UInt64 = 0
+    private var nextStep: UInt64 = 0
+    /// Every unanswered part by its DISPATCH step, to find it when its answer comes.
+    private var partIndex: [StepIndex: (flight: FlightID, batch: Int, attempt: Int, part: Int)] = [:]
+    /// Recent round trips (duration, expert rows), for the derived deadline.
+    private var roundTrips: [(Duration, Int)] = []
+    private var lastHeartbeatSent: Duration?
+    /// When an unknown peer was last told to register (at most once a second each).
+    private var toldToRegister: [PeerIdentity: Duration] = [:]
+
+    public private(set) var counters = ClusterCounters()
+
+    /// - Parameters:
+    ///   - placement: the configured placement (its slots are filled by registering workers)
+    ///   - namedSlots: true when a worker must register under one of the placement's names
+    ///   - joinHint: the command that starts a worker, for messages
+    public init(
+        shape: ModelShape, fingerprint: String, placement: Placement, namedSlots: Bool, policy: LivenessPolicy,
+        arithmetic: BFloat16Arithmetic, quantization: WeightQuantization, joinHint: String
+    ) {
+        self.shape = shape
+        self.fingerprint = fingerprint
+        self.home = placement
+        self.active = placement
+        self.namedSlots = namedSlots
+        self.policy = policy
+        self.arithmetic = arithmetic
+        self.quantization = quantization
+        self.joinHint = joinHint
+        slots = Array(repeating: nil, count: placement.workerCount)
+    }
+
+    // MARK: queries
+
+    /// Slots whose worker has loaded its experts.
+    public var readyWorkerCount: Int { slots.filter { $0?.ready == true }.count }
+
+    /// The name each slot is known by: its worker's, or the placement's while it is empty.
+    public var workerNames: [String] { (0..<active.workerCount).map { slots[$0]?.name ?? active.workerNames[$0] } }
+
+    /// The peers of registered workers.
+    public var workerPeers: [PeerIdentity] { slots.compactMap { $0?.peer } }
+
+    /// True when `peer` fills a slot.
+    public func isWorker(_ peer: PeerIdentity) -> Bool { slots.contains { $0?.peer == peer } }
+
+    /// The name of a registered worker's peer.
+    public func name(of peer: PeerIdentity) -> String? { slots.first { $0?.peer == peer }??.name }
+
+    /// The hidden states of a flight, [tokens, hiddenSize], f32 (the shell gathers DISPATCH rows from them).
+    public func hidden(of flight: FlightID) -> [Float] { flights[flight]?.hidden ?? [] }
+
+    /// Experts of the active placement that no ready worker can compute now.
+    var unheldExperts: [LayerExpert] {
+        var missing: [LayerExpert] = []
+        for (layer, experts) in active.holders.enumerated() {
+            for (expert, holders) in experts.enumerated() {
+                let held = holders.contains { canCompute(slot: $0, LayerExpert(layer: LayerIndex(layer), expert: ExpertID(expert))) }
+                if !held { missing.append(LayerExpert(layer: LayerIndex(layer), expert: ExpertID(expert))) }
+            }
+        }
+        return missing
+    }
+
+    /// Whether `slot` has a ready worker that has loaded `expert` and has not been told to drop it.
+    func canCompute(slot: Int, _ expert: LayerExpert) -> Bool {
+        guard let worker = slots[slot], worker.ready else { return false }
+        return worker.loaded.contains(expert) && worker.assigned.contains(expert)
+    }
+
+    /// The cluster's health: not ready until every slot first had a ready worker; then stalled
+    /// (requests wait) while some expert has no ready holder, degraded while a slot is empty,
+    /// ready otherwise.
+    public func health(now: Duration) -> HealthStatus {
+        guard hasServed else {
+            return .notReady(reason:
+                "\(readyWorkerCount) of \(active.workerCount) workers are ready; start workers with: \(joinHint)")
+        }
+        let missing = unheldExperts
+        let lost = lostAt.sorted { $0.key < $1.key }.map { slot, entry in
+            "\(entry.worker) lost \(Self.seconds(now - entry.at)) ago (\(entry.reason))"
+        }
+        if !missing.isEmpty {
+            let list = missing.prefix(4).map(\.description).joined(separator: ", ") + (missing.count > 4 ? ", …" : "")
+            return .stalled(reason:
+                "\(missing.count) experts have no live worker (\(list)); \(lost.joined(separator: "; ")); "
+                    + "running requests wait up to \(Self.seconds(policy.rejoinTimeout)) for a worker to join: \(joinHint)")
+        }
+        if readyWorkerCount < active.workerCount {
+            return .degraded(
+                "serving on \(readyWorkerCount) of \(active.workerCount) workers"
+                    + (lost.isEmpty ? "" : "; \(lost.joined(separator: "; "))")
+                    + (active == home ? "" : "; the other workers serve its experts"))
+        }
+        return .ready
+    }
+
+    /// Whether a placement has been staged and not yet applied or given up.
+    public func placementOutcome(_ ticket: PlacementTicket) -> PlacementOutcome {
+        if staged?.ticket == ticket { return .pending }
+        return placementOutcomes[ticket] ?? .failed("unknown placement ticket \(ticket.rawValue)")
+    }
+
+    // MARK: events
+
+    /// Handles one event.
+    public mutating func handle(_ event: ClusterEvent, now: Duration) -> [ClusterAction] {
+        switch event {
+        case .received(let peer, let message):
+            return receive(message, from: peer, now: now)
+        case .undecodable(let peer, let error):
+            var report = error.errorReport()
+            if case .protocolMismatch = error { report.code = .versionMismatch }
+            return [
+                .log(.warning, "refused a message from \(name(of: peer) ?? "peer \(peer)"): \(error)"),
+                .send(peer, .error(report)),
+            ]
+        case .sendFailed(let peer, let reason):
+            guard let slot = slots.firstIndex(where: { $0?.peer == peer }) else { return [] }
+            return lose(slot: slot, reason: "unreachable (\(reason))", now: now)
+        case .connectionClosed:
+            // Find out whose: a send to a peer whose connection closed fails at once.
+            return slots.compactMap { $0 }.map { .send($0.peer, .heartbeat(.init(sentUnixMillis: 0))) }
+        }
+    }
+
+    private mutating func receive(_ message: WireMessage, from peer: PeerIdentity, now: Duration) -> [ClusterAction] {
+        let slot = slots.firstIndex { $0?.peer == peer }
+        if let slot { slots[slot]!.lastHeard = now }
+        switch message {
+        case .hello(let hello):
+            return register(hello, from: peer, now: now)
+        case .ready(let ready):
+            guard let slot else { return tellToRegister(peer, now: now) }
+            return markReady(slot: slot, ready, now: now)
+        case .heartbeat:
+            return slot == nil ? tellToRegister(peer, now: now) : []
+        case .bye(let bye):
+            guard let slot else { return [] }
+            return lose(slot: slot, reason: "it left (\(bye.reason))", now: now)
+        case .combine(let combine):
+            guard let slot else { return [] }  // a late answer from a worker already lost
+            slots[slot]!.outstanding[combine.step] = nil
+            return take(combine, from: slot, now: now)
+        case .error(let report):
+            guard let slot else { return [.log(.warning, "peer \(peer) reported: \(report.message)")] }
+            return refused(report, by: slot, now: now)
+        case .welcome, .assign, .dispatch, .generateResult, .generateRequest:
+            return [.send(peer, .error(.init(code: .badRequest, message: "the coordinator does not accept \(message.kind) from a worker")))]
+        }
+    }
+
+    /// Answers a message from a peer that is not registered: at most once a second per peer, so
+    /// a backlog of heartbeats from a worker that has not registered yet does not produce a
+    /// registration for each.
+    private mutating func tellToRegister(_ peer: PeerIdentity, now: Duration) -> [ClusterAction] {
+        if let last = toldToRegister[peer], now - last < .seconds(1) { return [] }
+        if toldToRegister.count > 1024 { toldToRegister = toldToRegister.filter { now - $0.value < .seconds(1) } }
+        toldToRegister[peer] = now
+        return [.send(peer, .error(.init(code: .notReady, message: "unknown worker: send HELLO first")))]
+    }
+
+    // MARK: registration
+
+    private mutating func register(_ hello: WireMessage.Hello, from peer: PeerIdentity, now: Duration) -> [ClusterAction] {
+        func refuse(_ code: WireMessage.ErrorReport.Code, _ reason: String) -> [ClusterAction] {
+            [.log(.warning, "refused worker \(hello.workerName) (pid \(hello.pid)): \(reason)"),
+             .send(peer, .error(.init(code: code, message: reason)))]
+        }
+        guard hello.modelFingerprint == fingerprint else {
+            return refuse(
+                .modelMismatch,
+                "worker \(hello.workerName) serves another model (fingerprint \(hello.modelFingerprint.prefix(16))), "
+                    + "but the coordinator's fingerprint is \(fingerprint.prefix(16)); "
+                    + "start the worker with --model pointing at a copy of the coordinator's checkpoint")
+        }
+        // The same process registering again (it did not hear from the coordinator for a while):
+        // it keeps its slot and its readiness; the ASSIGN repeats what it holds.
+        if let slot = slots.firstIndex(where: { $0?.peer == peer }) {
+            slots[slot]!.assignsInFlight += 1
+            return [.send(peer, welcome()), .send(peer, assignMessage(slot: slot)),
+                    .log(.info, "worker \(hello.workerName) registered again")]
+        }
+        if let holder = slots.firstIndex(where: { $0?.name == hello.workerName }) {
+            // Another process under a live worker's name: a restart whose predecessor is not yet
+            // known to be gone (probe it: a closed connection fails the send and frees the name),
+            // or a second worker given the same --name. It is told to retry.
+            let other = slots[holder]!
+            return [.send(other.peer, .heartbeat(.init(sentUnixMillis: 0)))] + refuse(
+                .notReady,
+                "the name \(hello.workerName) is taken by a live worker (pid \(other.pid)); this worker will retry "
+                    + "and take the slot once that one is lost or leaves; give each worker its own --name")
+        }
+        // A free slot: the one named so, else (a replacement, named or not) any free slot,
+        // preferring one that has been lost the longest.
+        var slot = active.workerNames.indices.first { slots[$0] == nil && active.workerNames[$0] == hello.workerName }
+        if slot == nil {
+            let free = active.workerNames.indices.filter { slots[$0] == nil }
+            slot = free.min { (lostAt[$0]?.at ?? .zero, $0) < (lostAt[$1]?.at ?? .zero, $1) }
+        }
+        guard let slot else {
+            let taken = slots.compactMap { $0?.name }.joined(separator: ", ")
+            let expected = namedSlots ? "; the placement's workers are: \(active.workerNames.joined(separator: ", "))" : ""
+            return refuse(.badRequest, "all \(active.workerCount) worker slots are taken by live workers (\(taken))\(expected)")
+        }
+        var actions: [ClusterAction] = []
+        if namedSlots, active.workerNames[slot] != hello.workerName {
+            // A replacement of another name takes the lost worker's place in the placement.
+            let old = active.workerNames[slot]
+            if let renamedActive = try? active.renamingWorker(slot, to: hello.workerName),
+                let renamedHome = try? home.renamingWorker(slot, to: hello.workerName)
+            {
+                active = renamedActive
+                home = renamedHome
+                actions.append(.log(.info, "worker \(hello.workerName) takes the place of \(old)"))
+            }
+        }
+        lostAt[slot] = nil
+        let experts = assignment(ofSlot: slot)
+        slots[slot] = Worker(
+            peer: peer, name: hello.workerName, pid: hello.pid, ready: false, assignsInFlight: 1,
+            assigned: Set(experts), loaded: [], lastHeard: now, joined: now, outstanding: [:])
+        counters.workersJoined += 1
+        actions += [
+            .send(peer, welcome()), .send(peer, assignMessage(slot: slot)),
+            .log(.info, "worker \(hello.workerName) (pid \(hello.pid)) registered; assigned \(experts.count) experts"),
+        ]
+        return actions
+    }
+
+    private mutating func welcome() -> WireMessage {
+        nextWorkerID += 1
+        return .welcome(.init(workerID: WorkerID(nextWorkerID), coordinatorName: "switchyard"))
+    }
+
+    /// The experts a slot must hold now: those the active, staged and home placements give it
+    /// (they differ only during a placement change or after a failover).
+    func assignment(ofSlot slot: Int) -> [LayerExpert] {
+        var experts = Set(active.experts(ofWorker: slot)).union(home.experts(ofWorker: slot))
+        if let staged { experts.formUnion(staged.placement.experts(ofWorker: slot)) }
+        return experts.sorted()
+    }
+
+    /// An ASSIGN of the slot's current assignment (every ASSIGN carries the arithmetic and
+    /// quantization: a worker rebuilds its store from each one).
+    private mutating func assignMessage(slot: Int) -> WireMessage {
+        let experts = assignment(ofSlot: slot)
+        slots[slot]?.assigned = Set(experts)
+        return .assign(.init(experts: experts, arithmetic: arithmetic, quantization: quantization))
+    }
+
+    /// Sends a slot its current assignment (it loads what is new and drops what is no longer in it).
+    private mutating func reassign(slot: Int) -> [ClusterAction] {
+        guard let peer = slots[slot]?.peer else { return [] }
+        slots[slot]!.assignsInFlight += 1
+        return [.send(peer, assignMessage(slot: slot))]
+    }
+
+    private mutating func markReady(slot: Int, _ ready: WireMessage.Ready, now: Duration) -> [ClusterAction] {
+        guard slots[slot]!.assignsInFlight > 0 else { return [] }
+        slots[slot]!.assignsInFlight -= 1
+        var actions: [ClusterAction] = []
+        if slots[slot]!.assignsInFlight == 0 {
+            let wasReady = slots[slot]!.ready
+            slots[slot]!.ready = true
+            slots[slot]!.loaded = slots[slot]!.assigned
+            if !wasReady {
+                actions.append(.log(.info,
+                    "worker \(slots[slot]!.name) ready: \(ready.loadedExpertCount) experts loaded in "
+                        + "\(String(format: "%.2f", ready.loadSeconds)) s (\(readyWorkerCount) of \(active.workerCount) ready)"))
+            }
+            if !hasServed && readyWorkerCount == active.workerCount {
+                hasServed = true
+                actions.append(.log(.info, "all \(active.workerCount) workers ready; serving"))
+            }
+            // Rows that waited for a holder of their experts may go now.
+            actions += resumeParked(now: now)
+        }
+        return actions
+    }
+
+    // MARK: losing a worker
+
+    /// Declares the worker of `slot` lost: moves its experts to the survivors (or leaves them to
+    /// wait for a rejoin) and sends its unanswered rows elsewhere.
+    mutating func lose(slot: Int, reason: String, now: Duration) -> [ClusterAction] {
+        guard let worker = slots[slot] else { return [] }
+        slots[slot] = nil
+        lostAt[slot] = (now, worker.name, reason)
+        counters.workersLost += 1
+        var actions: [ClusterAction] = []
+        if let pending = staged {
+            staged = nil
+            placementOutcomes[pending.ticket] = .failed(
+                "worker \(worker.name) was lost before the placement was applied (\(reason)); the placement is unchanged")
+        }
+        // Experts with another holder just lose this one; the others move to survivors with room.
+        var holders = active.holders
+        var orphans: [LayerExpert] = []
+        for layer in holders.indices {
+            for expert in holders[layer].indices where holders[layer][expert].contains(slot) {
+                if holders[layer][expert].count > 1 {
+                    holders[layer][expert].removeAll { $0 == slot }
+                } else {
+                    orphans.append(LayerExpert(layer: LayerIndex(layer), expert: ExpertID(expert)))
+                }
+            }
+        }
+        var moved: [Int: [LayerExpert]] = [:]
+        if !orphans.isEmpty, let takers = takeOver(orphans, holders: holders, lost: slot) {
+            moved = takers
+            for (taker, experts) in takers {
+                for expert in experts { holders[expert.layer.rawValue][expert.expert.rawValue] = [taker] }
+            }
+            counters.failovers += 1
+        } else if !orphans.isEmpty {
+            counters.failovers += 1
+        }
+        active = active.withHolders(holders)
+        for taker in moved.keys.sorted() { actions += reassign(slot: taker) }
+        // The lost worker's unanswered rows, elsewhere.
+        var affected: [String] = []
+        for request in retryParts(of: slot, now: now, actions: &actions) where !affected.contains(request) {
+            affected.append(request)
+        }
+        let movedText = moved.isEmpty ? "" : "; its experts moved: " + moved.keys.sorted().map { taker in
+            "\(moved[taker]!.count) to \(slots[taker]!.name)"
+        }.joined(separator: ", ")
+        let waiting = !orphans.isEmpty && moved.isEmpty
+            ? "; \(orphans.count) experts wait for a worker to join (up to \(Self.seconds(policy.rejoinTimeout))): \(joinHint)" : ""
+        let requests = affected.isEmpty ? "" : "; requests affected: " + affected.joined(separator: ", ")
+        actions.insert(.log(.warning,
+            "worker \(worker.name) (pid \(worker.pid)) lost: \(reason)\(movedText)\(waiting)\(requests)"), at: 0)
+        return actions
+    }
+
+    /// Assigns `orphans` to the ready survivors, each expert to the one holding fewest experts of
+    /// its layer, within the policy's per-layer budget. Nil when some expert has no room.
+    private func takeOver(_ orphans: [LayerExpert], holders: [[[Int]]], lost: Int) -> [Int: [LayerExpert]]? {
+        let survivors = slots.indices.filter { $0 != lost && slots[$0]?.ready == true }
+        guard !survivors.isEmpty else { return nil }
+        var count = [[Int]](repeating: [Int](repeating: 0, count: slots.count), count: holders.count)
+        for (layer, experts) in holders.enumerated() {
+            for experts in experts { for holder in experts { count[layer][holder] += 1 } }
+        }
+        var takers: [Int: [LayerExpert]] = [:]
+        for orphan in orphans {
+            let layer = orphan.layer.rawValue
+            count[layer][lost] -= 1
+            guard let taker = survivors.min(by: { (count[layer][$0], $0) < (count[layer][$1], $1) }) else { return nil }
+            if let budget = policy.expertBudget, count[layer][taker] + 1 > budget { return nil }
+            count[layer][taker] += 1
+            takers[taker, default: []].append(orphan)
+        }
+        return takers
+    }
+
+    /// Marks every live attempt with an unanswered part on `slot` dead and sends those batches'
+    /// rows again. Returns the requests (sequences, or the request) whose flights were affected.
+    private mutating func retryParts(of slot: Int, now: Duration, actions: inout [ClusterAction]) -> [String] {
+        var affected: [String] = []
+        for id in flights.keys.sorted() {
+            for batch in flights[id]!.batches.indices where flights[id]!.batches[batch].partial == nil {
+                var hit = false
+                for attempt in flights[id]!.batches[batch].attempts.indices
+                where !flights[id]!.batches[batch].attempts[attempt].dead
+                    && flights[id]!.batches[batch].attempts[attempt].parts.contains(where: { $0.slot == slot && $0.partial == nil })
+                {
+                    kill(flight: id, batch: batch, attempt: attempt)
+                    hit = true
+                }
+                guard hit else { continue }
+                let flight = flights[id]!
+                affected += flight.sequences.isEmpty ? [flight.requestID.description] : flight.sequences.map(\.description)
+                if !flights[id]!.batches[batch].attempts.contains(where: { !$0.dead }) {
+                    actions += route(flight: id, batch: batch, excluding: [], now: now, mode: .retry)
+                }
+            }
+        }
+        return affected
+    }
+
+    private mutating func kill(flight id: FlightID, batch: Int, attempt: Int) {
+        flights[id]!.batches[batch].attempts[attempt].dead = true
+        for part in flights[id]!.batches[batch].attempts[attempt].parts { partIndex[part.step] = nil }
+    }
+
+    // MARK: dispatching
+
+    /// Plans and sends the dispatch of one layer for `hidden`'s rows.
+    /// - Parameters:
+    ///   - hidden: [tokens, hiddenSize], f32
+    /// - Returns: the flight, to be followed with ``outcome(of:)``, and the actions to carry out.
+    public mutating func dispatch(
+        layer: LayerIndex, hidden: [Float], routing: RoutingDecision, requestID: RequestID,
+        sequences: [SequenceID] = [], now: Duration
+    ) -> (FlightID, [ClusterAction]) {
+        nextFlight += 1
+        let id = FlightID(rawValue: nextFlight)
+        let plan = DispatchPlan(routing: routing, layer: layer, placement: active)
+        flights[id] = Flight(
+            requestID: requestID, sequences: sequences, layer: layer, plan: plan, hidden: hidden, tokenCount: routing.tokenCount,
+            batches: Array(repeating: BatchProgress(), count: plan.batches.count))
+        var actions: [ClusterAction] = []
+        // A worker slow to answer an earlier part is avoided where a replica can take its rows.
+        let suspects = suspectSlots(now: now)
+        for batch in plan.batches.indices {
+            let slot = plan.batches[batch].slot
+            if suspects.contains(slot) {
+                let elsewhere = route(flight: id, batch: batch, excluding: suspects, now: now, mode: .avoid)
+                if !elsewhere.isEmpty {
+                    actions += elsewhere
+                    continue
+                }
+            }
+            if canCompute(slot: slot, layer: layer, rows: plan.batches[batch]) {
+                let pieces = (0..<plan.batches[batch].rowCount).map { row in
+                    Piece(row: row, entries: Array(Int(plan.batches[batch].rowExpertOffsets[row])..<Int(plan.batches[batch].rowExpertOffsets[row + 1])))
+                }
+                actions += send(flight: id, batch: batch, parts: [(slot, pieces)], now: now)
+            } else {
+                actions += route(flight: id, batch: batch, excluding: [], now: now, mode: .retry)
+            }
+        }
+        return (id, actions)
+    }
+
+    /// Whether `slot` can compute every expert of a batch's rows now.
+    private func canCompute(slot: Int, layer: LayerIndex, rows batch: DispatchPlan.WorkerBatch) -> Bool {
+        return batch.expertIDs.allSatisfy { canCompute(slot: slot, LayerExpert(layer: layer, expert: ExpertID(Int($0)))) }
+    }
+
+    /// Why rows are routed away from their planned worker.
+    enum RouteMode {
+        /// Their worker was lost or refused them: park the batch if nobody else can take it.
+        case retry
+        /// Their worker is slow to answer: a second attempt elsewhere, if possible.
+        case hedge
+        /// Their worker was slow on an earlier part: elsewhere if possible, else nothing.
+        case avoid
+    }
+
+    /// Workers with a DISPATCH unanswered past its hedge delay.
+    func suspectSlots(now: Duration) -> Set<Int> {
+        Set(slots.indices.filter { slot in
+            slots[slot]?.outstanding.values.contains { now - $0.sentAt > hedgeDelay(expertRows: $0.expertRows) } ?? false
+        })
+    }
+
+    /// Sends a batch's rows as a new attempt, each row to a ready worker (not in `excluding`)
+    /// that holds all of the row's experts. When some row has none: a retry parks the batch
+    /// (it waits for a worker to join); a hedge or an avoidance does nothing.
+    private mutating func route(
+        flight id: FlightID, batch: Int, excluding: Set<Int>, now: Duration, mode: RouteMode
+    ) -> [ClusterAction] {
+        let hedge = mode != .retry
+        let rows = flights[id]!.plan.batches[batch]
+        let layer = flights[id]!.layer
+        func holders(_ entries: [Int]) -> [Int] {
+            slots.indices.filter { slot in
+                !excluding.contains(slot)
+                    && entries.allSatisfy { canCompute(slot: slot, LayerExpert(layer: layer, expert: ExpertID(Int(rows.expertIDs[$0])))) }
+            }
+        }
+        var bySlot: [Int: [Piece]] = [:]
+        for row in 0..<rows.rowCount {
+            let entries = Array(Int(rows.rowExpertOffsets[row])..<Int(rows.rowExpertOffsets[row + 1]))
+            // Spread the rows of one batch over the candidates, in a fixed order.
+            let spread = rows.tokens[row] + batch
+            let whole = holders(entries)
+            if !whole.isEmpty {
+                bySlot[whole[spread % whole.count], default: []].append(Piece(row: row, entries: entries))
+                continue
+            }
+            // No live worker holds all of the row's experts: one piece per expert.
+            for entry in entries {
+                let candidates = holders([entry])
+                guard !candidates.isEmpty else {
+                    if hedge { return [] }
+                    if flights[id]!.batches[batch].parkedSince == nil { flights[id]!.batches[batch].parkedSince = now }
+                    return []
+                }
+                bySlot[candidates[spread % candidates.count], default: []].append(Piece(row: row, entries: [entry]))
+            }
+        }
+        flights[id]!.batches[batch].parkedSince = nil
+        switch mode {
+        case .retry: counters.retriedDispatches += bySlot.count
+        case .hedge: counters.hedgedDispatches += bySlot.count
+        case .avoid: break
+        }
+        return send(flight: id, batch: batch, parts: bySlot.keys.sorted().map { ($0, bySlot[$0]!) }, now: now)
+    }
+
+    /// Sends one attempt of a batch as the given parts.
+    private mutating func send(flight id: FlightID, batch: Int, parts: [(slot: Int, pieces: [Piece])], now: Duration) -> [ClusterAction] {
+        let flight = flights[id]!
+        let whole = flight.plan.batches[batch]
+        let attempt = flight.batches[batch].attempts.count
+        var sent: [Part] = []
+        var actions: [ClusterAction] = []
+        for (index, part) in parts.enumerated() {
+            nextStep += 1
+            let step = StepIndex(nextStep)
+            let rows = whole.selecting(part.pieces)
+            sent.append(Part(step: step, slot: part.slot, pieces: part.pieces, expertRowCount: rows.expertIDs.count, sentAt: now))
+            partIndex[step] = (id, batch, attempt, index)
+            slots[part.slot]!.outstanding[step] = (now, rows.expertIDs.count)
+            actions.append(.dispatch(
+                slots[part.slot]!.peer,
+                DispatchOrder(flight: id, step: step, requestID: flight.requestID, layer: flight.layer, batch: rows)))
+        }
+        if flights[id]!.batches[batch].firstSent == nil { flights[id]!.batches[batch].firstSent = now }
+        flights[id]!.batches[batch].attempts.append(Attempt(parts: sent))
+        return actions
+    }
+
+    /// Sends parked batches whose rows now have a ready holder.
+    private mutating func resumeParked(now: Duration) -> [ClusterAction] {
+        var actions: [ClusterAction] = []
+        for id in flights.keys.sorted() where flights[id]!.failure == nil {
+            for batch in flights[id]!.batches.indices where flights[id]!.batches[batch].parkedSince != nil {
+                actions += route(flight: id, batch: batch, excluding: [], now: now, mode: .retry)
+            }
+        }
+        return actions
+    }
+
+    private mutating func take(_ combine: WireMessage.Combine, from slot: Int, now: Duration) -> [ClusterAction] {
+        guard let (id, batch, attempt, index) = partIndex[combine.step], combine.requestID == flights[id]?.requestID
+        else { return [] }  // an answer to a part no longer awaited (hedged, or retried elsewhere)
+        let part = flights[id]!.batches[batch].attempts[attempt].parts[index]
+        guard part.slot == slot else { return [] }
+        let name = slots[slot]!.name
+        let layer = flights[id]!.layer
+        guard combine.layer == layer, combine.outputs.rowCount == part.pieces.count, combine.outputs.hiddenSize == shape.hiddenSize else {
+            // A worker that answers the wrong shape cannot be trusted with the rest either.
+            return lose(slot: slot, reason:
+                "it answered \(layer) with \(combine.outputs.rowCount) rows × \(combine.outputs.hiddenSize) for \(combine.layer), "
+                    + "but \(part.pieces.count) rows × \(shape.hiddenSize) were dispatched", now: now)
+        }
+        partIndex[combine.step] = nil
+        flights[id]!.batches[batch].attempts[attempt].parts[index].partial = combine.outputs.floats()
+        let roundTrip = now - part.sentAt
+        roundTrips.append((roundTrip, max(1, part.expertRowCount)))
+        if roundTrips.count > 64 { roundTrips.removeFirst(roundTrips.count - 64) }
+        let actions: [ClusterAction] = [.answered(
+            step: combine.step, worker: name, layer: layer, rowCount: part.pieces.count, expertRowCount: part.expertRowCount,
+            computeMicroseconds: Int(clamping: combine.computeMicroseconds), roundTrip: roundTrip)]
+        // The attempt is complete: assemble the batch's rows in order; other attempts are dropped.
+        let parts = flights[id]!.batches[batch].attempts[attempt].parts
+        guard flights[id]!.batches[batch].partial == nil, parts.allSatisfy({ $0.partial != nil }) else { return actions }
+        let hiddenSize = shape.hiddenSize
+        let whole = flights[id]!.plan.batches[batch]
+        var assembled = [Float](repeating: 0, count: whole.rowCount * hiddenSize)
+        // Per row, its pieces by their expert: a whole row is copied; a split row's terms are
+        // added in ascending expert order, starting from 0, as the worker adds them.
+        var pieces = [[(expert: UInt32, part: Int, local: Int)]](repeating: [], count: whole.rowCount)
+        for (partIndex, part) in parts.enumerated() {
+            for (local, piece) in part.pieces.enumerated() {
+                pieces[piece.row].append((piece.entries.map { whole.expertIDs[$0] }.min()!, partIndex, local))
+            }
+        }
+        for row in 0..<whole.rowCount {
+            let target = row * hiddenSize
+            if pieces[row].count == 1 {
+                let (_, part, local) = pieces[row][0]
+                assembled.replaceSubrange(target..<(target + hiddenSize),
+                                          with: parts[part].partial![local * hiddenSize..<(local + 1) * hiddenSize])
+                continue
+            }
+            for (_, part, local) in pieces[row].sorted(by: { $0.expert < $1.expert }) {
+                let partial = parts[part].partial!
+                for column in 0..<hiddenSize { assembled[target + column] += partial[local * hiddenSize + column] }
+            }
+        }
+        flights[id]!.batches[batch].partial = assembled
+        for other in flights[id]!.batches[batch].attempts.indices where other != attempt {
+            kill(flight: id, batch: batch, attempt: other)
+        }
+        if flights[id]!.batches[batch].attempts.count > 1, let first = flights[id]!.batches[batch].firstSent {
+            let stall = (now - first).secondsValue
+            counters.stallSeconds += stall
+            counters.longestStallSeconds = max(counters.longestStallSeconds, stall)
+        }
+        return actions
+    }
+
+    private mutating func refused(_ report: WireMessage.ErrorReport, by slot: Int, now: Duration) -> [ClusterAction] {
+        let name = slots[slot]!.name
+        var actions: [ClusterAction] = [.log(.warning, "worker \(name) reported: \(report.message)")]
+        guard let requestID = report.requestID else { return actions }
+        // An ERROR names the request and layer, not the part: every unanswered part of that
+        // worker for them is refused, and its rows go to another holder.
+        for id in flights.keys.sorted() where flights[id]!.requestID == requestID && report.layer.map({ $0 == flights[id]!.layer }) ?? true {
+            for batch in flights[id]!.batches.indices where flights[id]!.batches[batch].partial == nil {
+                var hit = false
+                for attempt in flights[id]!.batches[batch].attempts.indices
+                where !flights[id]!.batches[batch].attempts[attempt].dead
+                    && flights[id]!.batches[batch].attempts[attempt].parts.contains(where: { $0.slot == slot && $0.partial == nil })
+                {
+                    for part in flights[id]!.batches[batch].attempts[attempt].parts where part.slot == slot {
+                        slots[slot]!.outstanding[part.step] = nil
+                    }
+                    kill(flight: id, batch: batch, attempt: attempt)
+                    hit = true
+                }
+                guard hit else { continue }
+                flights[id]!.batches[batch].refusals += 1
+                flights[id]!.batches[batch].lastRefusal = "worker \(name): \(report.message)"
+                if flights[id]!.batches[batch].refusals >= 3 {
+                    flights[id]!.failure = .expertsFailed(
+                        "\(flights[id]!.layer) could not be computed: \(flights[id]!.batches[batch].lastRefusal!)")
+                } else if !flights[id]!.batches[batch].attempts.contains(where: { !$0.dead }) {
+                    actions += route(flight: id, batch: batch, excluding: [slot], now: now, mode: .retry)
+                    if flights[id]!.batches[batch].parkedSince != nil {
+                        // No other holder: the refusal stands.
+                        flights[id]!.failure = .expertsFailed(
+                            "\(flights[id]!.layer) could not be computed: \(flights[id]!.batches[batch].lastRefusal!)")
+                    }
+                }
+            }
+        }
+        return actions
+    }
+
+    /// The combined output of a flight once every batch is in, or why it failed.
+    public mutating func outcome(of id: FlightID) -> FlightOutcome {
+        guard let flight = flights[id] else {
+            return .failed(.expertsFailed("collecting experts that were not dispatched (or were dropped after a failure)"))
+        }
+        if let failure = flight.failure { return .failed(failure) }
+        guard flight.batches.allSatisfy({ $0.partial != nil }) else { return .pending }
+        drop(id)
+        return .done(flight.plan.combine(flight.batches.map { $0.partial! }, tokenCount: flight.tokenCount, hiddenSize: shape.hiddenSize))
+    }
+
+    /// Forgets a flight (done, or given up by the step); later answers to it are ignored.
+    public mutating func drop(_ id: FlightID) {
+        guard let flight = flights.removeValue(forKey: id) else { return }
+        for batch in flight.batches { for attempt in batch.attempts { for part in attempt.parts { partIndex[part.step] = nil } } }
+    }
+
+    /// Forgets every flight (a step failed or ended).
+    public mutating func dropAllFlights() {
+        flights.removeAll()
+        partIndex.removeAll()
+    }
+
+    // MARK: time
+
+    /// The expected round trip of a part with `expertRows` rows, from the recent ones; nil before any.
+    func expectedRoundTrip(expertRows: Int) -> Duration? {
+        guard !roundTrips.isEmpty else { return nil }
+        var expected = Duration.zero
+        for (roundTrip, rows) in roundTrips {
+            expected = max(expected, roundTrip, roundTrip * (Double(max(1, expertRows)) / Double(rows)))
+        }
+        return expected
+    }
+
+    /// How long a part may go unanswered before its worker is lost.
+    func deadline(expertRows: Int) -> Duration {
+        if let fixed = policy.dispatchTimeout { return fixed }
+        guard let expected = expectedRoundTrip(expertRows: expertRows) else { return LivenessPolicy.initialDispatchTimeout }
+        return min(.seconds(300), max(policy.minimumDispatchTimeout, expected * LivenessPolicy.derivedTimeoutFactor))
+    }
+
+    /// How long a part may go unanswered before its rows are also sent to a replica.
+    func hedgeDelay(expertRows: Int) -> Duration {
+        let delay = expectedRoundTrip(expertRows: expertRows).map {
+            max(LivenessPolicy.minimumHedgeDelay, $0 * LivenessPolicy.hedgeFactor)
+        } ?? LivenessPolicy.initialHedgeDelay
+        return min(delay, deadline(expertRows: expertRows) / 2)
+    }
+
+    /// Time-driven decisions: heartbeats to the workers, workers lost to silence or a missed
+    /// deadline, hedges of slow parts, rows that waited too long for a worker to join, a staged
+    /// placement that took too long. Call it with the socket drained (so silence is real).
+    public mutating func tick(now: Duration) -> [ClusterAction] {
+        var actions: [ClusterAction] = []
+        if lastHeartbeatSent.map({ now - $0 >= policy.heartbeatInterval }) ?? true {
+            lastHeartbeatSent = now
+            let millis = UInt64(max(0, now.secondsValue * 1000))
+            actions += slots.compactMap { $0 }.map { .send($0.peer, .heartbeat(.init(sentUnixMillis: millis))) }
+        }
+        // Unanswered parts: past the hedge delay, with a replica elsewhere, the rows also go there.
+        for id in flights.keys.sorted() where flights[id]!.failure == nil {
+            for batch in flights[id]!.batches.indices where flights[id]!.batches[batch].partial == nil {
+                let progress = flights[id]!.batches[batch]
+                if let parked = progress.parkedSince, now - parked > policy.rejoinTimeout {
+                    flights[id]!.failure = .expertsFailed(
+                        "no live worker holds the experts of \(flights[id]!.layer) needed by \(flights[id]!.requestID) "
+                            + "for \(Self.seconds(now - parked)) (rejoin timeout \(Self.seconds(policy.rejoinTimeout))); "
+                            + "start a worker: \(joinHint)")
+                    continue
+                }
+                guard !progress.hedged else { continue }
+                for attempt in progress.attempts where !attempt.dead {
+                    let slow = Set(attempt.parts.filter { $0.partial == nil && now - $0.sentAt > hedgeDelay(expertRows: $0.expertRowCount) }.map(\.slot))
+                    guard !slow.isEmpty else { continue }
+                    let hedge = route(flight: id, batch: batch, excluding: slow, now: now, mode: .hedge)
+                    if !hedge.isEmpty {
+                        flights[id]!.batches[batch].hedged = true
+                        actions += hedge
+                        break
+                    }
+                }
+            }
+        }
+        // A worker that has not answered a dispatch within its deadline is hung: lost. One with
+        // nothing pending must be heard from every few heartbeats.
+        for slot in slots.indices {
+            guard let worker = slots[slot] else { continue }
+            if let late = worker.outstanding.values.first(where: { now - $0.sentAt > deadline(expertRows: $0.expertRows) }) {
+                actions += lose(slot: slot, reason:
+                    "it did not answer a dispatch within \(Self.seconds(deadline(expertRows: late.expertRows)))", now: now)
+            } else if worker.outstanding.isEmpty, now - worker.lastHeard > policy.silenceLimit {
+                actions += lose(slot: slot, reason:
+                    "nothing heard from it for \(Self.seconds(now - worker.lastHeard)) (\(policy.heartbeatMisses) heartbeats of \(Self.seconds(policy.heartbeatInterval)))",
+                    now: now)
+            }
+        }
+        if let pending = staged, now - pending.staged > placementTimeout {
+            staged = nil
+            let reason = "the workers did not load the new experts within \(Self.seconds(placementTimeout)) "
+                + "(\(readyWorkerCount) of \(active.workerCount) ready); the placement is unchanged"
+            placementOutcomes[pending.ticket] = .failed(reason)
+            actions.append(.log(.warning, "placement \(pending.ticket.rawValue) abandoned: \(reason)"))
+            for slot in slots.indices where slots[slot] != nil { actions += reassign(slot: slot) }
+        }
+        return actions
+    }
+
+    /// How long a staged placement may wait for its workers.
+    var placementTimeout: Duration { max(.seconds(60), policy.rejoinTimeout) }
+
+    // MARK: placement changes
+
+    /// Stages `newPlacement`: every worker is told to hold the union of its current and new
+    /// experts; once all have answered READY, the next step boundary switches to it.
+    /// - Throws: `PlacementError` when it does not fit the model or names other workers, or while
+    ///   a worker is missing.
+    public mutating func stage(_ newPlacement: Placement, now: Duration) throws(PlacementError) -> (PlacementTicket, [ClusterAction]) {
+        guard newPlacement.expertCounts == active.expertCounts else {
+            throw PlacementError(
+                "the placement has \(newPlacement.layerCount) layers with experts per layer \(newPlacement.expertCounts), "
+                    + "but the model has \(active.layerCount) with \(active.expertCounts)")
+        }
+        let reordered = try newPlacement.reordered(as: workerNames)
+        guard readyWorkerCount == active.workerCount, active == home else {
+            throw PlacementError(
+                "serving on \(readyWorkerCount) of \(active.workerCount) workers; the placement can change once every worker is back")
+        }
+        var actions: [ClusterAction] = []
+        if let superseded = staged {
+            placementOutcomes[superseded.ticket] = .failed("superseded by a newer placement before it was applied")
+        }
+        nextTicket += 1
+        let ticket = PlacementTicket(nextTicket)
+        staged = PendingPlacement(placement: reordered, ticket: ticket, staged: now)
+        for slot in slots.indices { actions += reassign(slot: slot) }
+        actions.append(.log(.info, "placement \(ticket.rawValue) staged; waiting for the workers to load their new experts"))
+        return (ticket, actions)
+    }
+
+    /// At a step boundary (no flight pending): applies a staged placement whose workers hold
+    /// their experts, or returns to the home placement once every slot has a worker again.
+    public mutating func stepBoundary(now: Duration) -> [ClusterAction] {
+        dropAllFlights()
+        let settled = slots.allSatisfy { $0 != nil && $0!.ready && $0!.assignsInFlight == 0 }
+        guard settled else { return [] }
+        var actions: [ClusterAction] = []
+        if let pending = staged {
+            staged = nil
+            home = pending.placement
+            active = pending.placement
+            placementOutcomes[pending.ticket] = .applied
+            let replicas = active.holders.joined().reduce(0) { $0 + $1.count }
+            actions.append(.log(.info,
+                "placement \(pending.ticket.rawValue) applied: \(replicas) expert replicas on \(active.workerCount) workers"))
+        } else if active != home {
+            // Every slot is filled again and holds its home experts (the union was assigned).
+            active = home
+            actions.append(.log(.info, "every worker is back; the configured placement is restored"))
+        } else {
+            return []
+        }
+        // The workers may now drop what they no longer hold: later dispatches use only the new
+        // placement, and each worker handles its messages in order.
+        for slot in slots.indices { actions += reassign(slot: slot) }
+        return actions
+    }
+
+    static func seconds(_ duration: Duration) -> String {
+        let value = duration.secondsValue
+        return value < 10 ? String(format: "%.1f s", value) : String(format: "%.0f s", value)
+    }
+}
+
+extension DispatchPlan.WorkerBatch {
+    /// The batch restricted to some of its rows, or parts of rows (in the given order).
+    func selecting(_ pieces: [ClusterState.Piece]) -> DispatchPlan.WorkerBatch {
+        var batch = DispatchPlan.WorkerBatch(slot: slot, tokens: [], rowExpertOffsets: [0], expertIDs: [], weights: [])
+        for piece in pieces {
+            batch.tokens.append(tokens[piece.row])
+            for entry in piece.entries {
+                batch.expertIDs.append(expertIDs[entry])
+                batch.weights.append(weights[entry])
+            }
+            batch.rowExpertOffsets.append(UInt32(batch.expertIDs.count))
+        }
+        return batch
+    }
+}
+
+extension Duration {
+    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

@@ -1,0 +1,121 @@
+import CZeroMQ
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// What a router's owner waits for: a message, a peer's connection closing, or a wake-up.
+public enum RouterEvent {
+    /// A message from `peer` (at least one frame after the identity).
+    case message(peer: PeerIdentity, frames: [[UInt8]])
+    /// Some peer's connection closed (libzmq's socket monitor does not say which): probe the
+    /// peers you care about with a send, which throws `.peerUnreachable` for one that is gone.
+    case peerDisconnected
+    /// `WakeSignal.wake()` was called.
+    case woken
+}
+
+/// A monitor of a router's connections: libzmq reports each closed connection on an inproc PAIR
+/// socket, which the router's owner polls together with the router.
+final class DisconnectMonitor {
+    let socket: ZMQSocket
+
+    init(router: ZMQSocket, context: ZMQContext) throws(TransportError) {
+        // Unique per router in the process (several coordinators run in one test process).
+        let address = "inproc://switchyard-monitor-\(UInt64.random(in: 1...UInt64.max))"
+        if zmq_socket_monitor(router.rawHandle, address, ZMQ_EVENT_DISCONNECTED) != 0 {
+            throw .lastZMQError(operation: "monitor", endpoint: router.endpoint)
+        }
+        socket = try ZMQSocket(context: context, type: ZMQ_PAIR, options: SocketOptions(), endpoint: address)
+        try socket.connect(address)
+    }
+}
+
+extension RouterSocket {
+    /// Starts reporting closed connections as `.peerDisconnected` from ``receiveEvent(timeout:spin:wakeSignal:)``.
+    /// - Throws: `TransportError.zmq` when libzmq cannot monitor the socket.
+    public func enableDisconnectEvents() throws(TransportError) {
+        guard monitor == nil else { return }
+        monitor = try DisconnectMonitor(router: socket, context: context)
+    }
+
+    /// Waits up to `timeout` (nil: forever) for a message, a closed connection (once
+    /// ``enableDisconnectEvents()`` was called) or a wake-up, whichever comes first; a message
+    /// already queued is returned without waiting. `spin` as in ``receive(timeout:spin:)``.
+    /// - Returns: nil when the timeout passed with nothing to report.
+    public func receiveEvent(
+        timeout: Duration?, spin: Duration = .zero, wakeSignal: WakeSignal? = nil
+    ) throws(TransportError) -> RouterEvent? {
+        let started = ContinuousClock.now
+        let deadline = timeout.map { started + $0 }
+        var spun = spin <= .zero
+        while true {
+            if let event = try takeAvailable() { return event }
+            if !spun {
+                // Poll without sleeping for the first `spin` of the wait (see receive(timeout:spin:)).
+                if ContinuousClock.now - started < min(spin, timeout ?? spin) {
+                    sched_yield()
+                    continue
+                }
+                spun = true
+            }
+            var items = [zmq_pollitem_t(socket: socket.rawHandle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)]
+            if let monitor {
+                items.append(zmq_pollitem_t(socket: monitor.socket.rawHandle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
+            }
+            if let wakeSignal {
+                items.append(zmq_pollitem_t(socket: nil, fd: wakeSignal.pollDescriptor, events: Int16(ZMQ_POLLIN), revents: 0))
+            }
+            let milliseconds = deadline.map { ZMQSocket.milliseconds(max(.zero, $0 - ContinuousClock.now)) } ?? -1
+            let rc = zmq_poll(&items, Int32(items.count), milliseconds)
+            if rc < 0 {
+                let code = zmq_errno()
+                if code == EINTR { continue }
+                throw .lastZMQError(operation: "poll", endpoint: socket.endpoint, errno: code)
+            }
+            if rc == 0 { return nil }
+            if let event = try takeAvailable() { return event }
+            if let wakeSignal, items.last!.revents & Int16(ZMQ_POLLIN) != 0 {
+                wakeSignal.drain()
+                return .woken
+            }
+            if let deadline, ContinuousClock.now >= deadline { return nil }
+        }
+    }
+
+    /// A queued monitor event or message, without waiting.
+    private func takeAvailable() throws(TransportError) -> RouterEvent? {
+        if let monitor, try monitor.socket.receive(timeout: .zero) != nil {
+            // Drain every queued event: one probe covers them all.
+            while try monitor.socket.receive(timeout: .zero) != nil {}
+            return .peerDisconnected
+        }
+        while let frames = try socket.receive(timeout: .zero) {
+            // A router always prepends the identity; a message with nothing after it is ignored.
+            guard frames.count >= 2 else { continue }
+            return .message(peer: PeerIdentity(frames[0]), frames: Array(frames.dropFirst()))
+        }
+        return nil
+    }
+}
+
+extension WakeSignal {
+    /// Sleeps until woken or until `timeout` passes (nil: forever); consumes pending wake-ups.
+    /// - Returns: true when woken.
+    @discardableResult
+    public func wait(timeout: Duration?) -> Bool {
+        var item = pollfd(fd: pollDescriptor, events: Int16(POLLIN), revents: 0)
+        let milliseconds = timeout.map { Int32(clamping: ZMQSocket.milliseconds($0)) } ?? -1
+        while true {
+            let rc = poll(&item, 1, milliseconds)
+            if rc < 0, errno == EINTR { continue }
+            if rc > 0 {
+                drain()
+                return true
+            }
+            return false
+        }
+    }
+}
