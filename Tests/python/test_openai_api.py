@@ -176,6 +176,8 @@ def test_disconnecting_stream_frees_its_slot(cluster):
     response = connection.getresponse()
     assert response.status == 200
     response.fp.readline()  # the first event arrived: the request is running
+    # The response says Connection: close, so http.client handed the socket to it: close both.
+    response.close()
     connection.close()
     deadline = time.time() + 60
     while time.time() < deadline:
