@@ -14,7 +14,7 @@ import Testing
 struct CancellationTests {
     @Test(
         "a streaming client that disconnects mid-stream makes the engine see its request cancelled",
-        .timeLimit(.minutes(1)))
+        .timeLimit(.minutes(5)))
     func disconnectCancels() async throws {
         let service = FakeGenerationService(tokenDelay: .milliseconds(30))
         let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
@@ -63,15 +63,15 @@ struct CancellationTests {
         }
     }
 
-    /// Waits (at most 10 s) until `condition` holds.
+    /// Waits (at most 60 s: parallel suites can hold the threads for long) until `condition` holds.
     static func eventually(_ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(60)
         while !condition(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
     }
 
     @Test(
         "a client that disconnects while waiting for a whole (non-streamed) response makes the engine see each of its requests cancelled",
-        .timeLimit(.minutes(1)), arguments: [1, 3])
+        .timeLimit(.minutes(5)), arguments: [1, 3])
     func disconnectCancelsWholeResponse(choices: Int) async throws {
         let service = FakeGenerationService(tokenDelay: .milliseconds(30))
         try await Self.withServer(service) { port in
@@ -93,7 +93,7 @@ struct CancellationTests {
 
     @Test(
         "a body that stops arriving is answered 408 naming the timeout, and the connection is closed",
-        .timeLimit(.minutes(1)))
+        .timeLimit(.minutes(5)))
     func stalledBody() async throws {
         let service = FakeGenerationService()
         try await Self.withServer(service, requestBodyTimeout: .seconds(1)) { port in
@@ -142,7 +142,7 @@ final class RawConnection: Sendable {
                 let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
                 guard fd >= 0 else { throw RawClient.Failure(description: "socket() failed: errno \(errno)") }
                 // Bounds every receive, so a server that never answers fails the test instead of hanging it.
-                var timeout = timeval(tv_sec: 20, tv_usec: 0)
+                var timeout = timeval(tv_sec: 120, tv_usec: 0)
                 setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 var address = sockaddr_in()
                 address.sin_family = sa_family_t(AF_INET)
@@ -176,7 +176,7 @@ final class RawConnection: Sendable {
         }
     }
 
-    /// Reads until the server closes the connection (true) or 20 s pass without a byte (false).
+    /// Reads until the server closes the connection (true) or 120 s pass without a byte (false).
     func receiveUntilClosed() async throws -> (String, closed: Bool) {
         let fd = try socket
         return try await Self.onThread {
@@ -210,7 +210,8 @@ enum RawClient {
     }
 
     /// Connects to 127.0.0.1:`port`, sends `request`, reads until `until` holds for what was read
-    /// (or 10 s pass), then closes the socket.
+    /// (or 120 s pass without a byte: generous, since parallel suites can hold every thread for minutes),
+    /// then closes the socket.
     static func readThenClose(port: Int, request: String, until: @escaping @Sendable (String) -> Bool) async throws
         -> String
     {
@@ -227,7 +228,7 @@ enum RawClient {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw Failure(description: "socket() failed: errno \(errno)") }
             defer { close(fd) }
-            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            var timeout = timeval(tv_sec: 120, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
