@@ -26,17 +26,22 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var modelName: String?
     /// Larger request bodies are refused with 413.
     public var maxRequestBodyBytes: Int
+    /// A request body must have arrived whole this long after the request's head; one that has not
+    /// is answered 408 and its connection closed, so a client that stops mid-body holds nothing.
+    public var requestBodyTimeout: Duration
 
-    /// A configuration; the defaults listen on 127.0.0.1:8000 without a key and take bodies up to 4 MiB.
+    /// A configuration; the defaults listen on 127.0.0.1:8000 without a key and take bodies up to
+    /// 4 MiB that arrive within 60 s.
     public init(
         host: String = "127.0.0.1", port: Int = 8000, apiKey: String? = nil, modelName: String? = nil,
-        maxRequestBodyBytes: Int = 4 << 20
+        maxRequestBodyBytes: Int = 4 << 20, requestBodyTimeout: Duration = .seconds(60)
     ) {
         self.host = host
         self.port = port
         self.apiKey = apiKey
         self.modelName = modelName
         self.maxRequestBodyBytes = maxRequestBodyBytes
+        self.requestBodyTimeout = requestBodyTimeout
     }
 }
 
@@ -58,7 +63,7 @@ public func makeApplication(
     let router = Router(context: BasicRequestContext.self)
     // First, so it also sees unknown routes and the auth middleware's refusals.
     router.add(middleware: ErrorEnvelopeMiddleware())
-    let routes = Routes(service: service, configuration: configuration)
+    let routes = Routes(service: service, configuration: configuration, preparation: RequestPreparation())
 
     router.get("health") { _, _ in routes.health() }
     router.get("metrics") { _, _ in routes.metrics() }
@@ -69,17 +74,25 @@ public func makeApplication(
     }
     v1.get("models") { _, _ in routes.models() }
     v1.post("completions") { request, context in
-        try await routes.generate(request, endpoint: .completions, logger: context.logger)
+        try await routes.answerThenClose(request, context: context) { body in
+            try await routes.generate(request, body: body, endpoint: .completions, logger: context.logger)
+        }
     }
     v1.post("chat/completions") { request, context in
-        try await routes.generate(request, endpoint: .chat, logger: context.logger)
+        try await routes.answerThenClose(request, context: context) { body in
+            try await routes.generate(request, body: body, endpoint: .chat, logger: context.logger)
+        }
     }
     v1.get("expert_load") { request, _ in try routes.expertLoad(request) }
     v1.get("expert_load/record") { _, _ in routes.expertLoadRecording() }
     v1.post("expert_load/record/start") { _, _ in routes.startExpertLoadRecording() }
     v1.post("expert_load/record/stop") { _, _ in routes.stopExpertLoadRecording() }
     v1.get("placement") { _, _ in try routes.placement() }
-    v1.post("placement") { request, context in try await routes.applyPlacement(request, logger: context.logger) }
+    v1.post("placement") { request, context in
+        try await routes.answerThenClose(request, context: context) { body in
+            try await routes.applyPlacement(request, body: body, logger: context.logger)
+        }
+    }
 
     return Application(
         router: router,
@@ -94,6 +107,7 @@ public func makeApplication(
 struct Routes<Service: GenerationService>: Sendable {
     let service: Service
     let configuration: ServerConfiguration
+    let preparation: RequestPreparation
 
     var modelName: String { configuration.modelName ?? service.modelName }
 
@@ -155,20 +169,51 @@ struct Routes<Service: GenerationService>: Sendable {
 
     // MARK: Generation
 
+    // MARK: The client's connection
+
+    /// Answers a request whose handling reads the body and may run long: `operation` gets the body
+    /// and is cancelled when the client closes its side of the connection, which cancels the engine
+    /// requests it awaits (a client that gave up on a whole response stops its generation too).
+    ///
+    /// Watching for the close reads the connection to its end, so no further request can follow on
+    /// it: the response says `Connection: close`, and the connection closes after it.
+    func answerThenClose(
+        _ request: Request, context: some RequestContext, _ operation: (RequestBody) async throws -> Response
+    ) async throws -> Response {
+        var response: Response
+        do {
+            response = try await request.body.consumeWithCancellationOnInboundClose(operation)
+        } catch let error as APIError {
+            response = try error.response(from: request, context: context)
+        } catch is CancellationError {
+            // The client is gone; nobody reads this (nginx's "client closed request").
+            response = Response(status: .init(code: 499, reasonPhrase: "Client Closed Request"))
+        }
+        response.headers[.connection] = "close"
+        return response
+    }
+
     /// Parses the body, submits one engine request per choice, and answers whole or streamed.
-    func generate(_ request: Request, endpoint: Endpoint, logger: Logger) async throws -> Response {
-        let body = try JSONObject(JSONValue.parse(try await readBody(request)))
-        let plan: GenerationPlan
-        switch endpoint {
-        case .completions:
-            plan = try GenerationPlan.completions(
-                body, tokenizer: service.tokenizer, contextLength: service.contextLength)
-        case .chat:
-            plan = try GenerationPlan.chat(body, tokenizer: service.tokenizer, contextLength: service.contextLength) {
-                messages throws(SubmitError) in
-                try service.applyChatTemplate(messages, addGenerationPrompt: true)
+    func generate(_ request: Request, body: RequestBody, endpoint: Endpoint, logger: Logger) async throws -> Response {
+        let bytes = try await readBody(body, of: request)
+        // Parsing, the chat template and tokenizing a prompt of up to a few MB take CPU time: off
+        // the cooperative pool (see `RequestPreparation`).
+        let plan = try await preparation.run { [service] () throws(APIError) -> GenerationPlan in
+            let body = try JSONObject(JSONValue.parse(bytes))
+            switch endpoint {
+            case .completions:
+                return try GenerationPlan.completions(
+                    body, tokenizer: service.tokenizer, contextLength: service.contextLength)
+            case .chat:
+                return try GenerationPlan.chat(
+                    body, tokenizer: service.tokenizer, contextLength: service.contextLength
+                ) { messages throws(SubmitError) in
+                    try service.applyChatTemplate(messages, addGenerationPrompt: true)
+                }
             }
         }
+        // The client may have left while its prompt was prepared.
+        try Task.checkCancellation()
 
         // All choices are accepted before anything is sent, so a refusal is a plain HTTP error.
         // A refusal after some choices were accepted drops their streams, which cancels them.
@@ -196,6 +241,9 @@ struct Routes<Service: GenerationService>: Sendable {
             try await forEachEvent(of: streams) { index, event in
                 _ = whole.record(event, choice: index)
             }
+        } catch is CancellationError {
+            logger.info("request \(assembler.id): the client went away; its generation is cancelled")
+            throw CancellationError()
         } catch {
             throw APIError(generationFailure: error)
         }
@@ -248,18 +296,40 @@ struct Routes<Service: GenerationService>: Sendable {
         return Response(status: .ok, headers: headers, body: body)
     }
 
-    /// The request body, at most `maxRequestBodyBytes`.
-    func readBody(_ request: Request) async throws(APIError) -> [UInt8] {
+    /// `request`'s body, read from `body`: at most `maxRequestBodyBytes`, arrived within
+    /// `requestBodyTimeout`.
+    /// - Throws: `APIError` 413 naming the limit, 408 naming the timeout, or 400 if the body breaks off.
+    func readBody(_ body: RequestBody, of request: Request) async throws(APIError) -> [UInt8] {
         let limit = configuration.maxRequestBodyBytes
         let tooLarge = APIError(
             status: .contentTooLarge, type: "invalid_request_error",
-            message: "the request body is larger than the limit of \(limit) bytes")
+            message: "the request body is larger than the limit of \(limit) bytes (serve --max-body-bytes)")
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
+        let timeout = configuration.requestBodyTimeout
+        let timedOut = APIError(
+            status: .requestTimeout, type: "invalid_request_error",
+            message: "the request body did not arrive within \(secondsText(timeout)) "
+                + "(serve --body-timeout); send the whole body at once")
         do {
-            let buffer = try await request.body.collect(upTo: limit)
-            return Array(buffer.readableBytesView)
+            return try await withThrowingTaskGroup(of: [UInt8].self) { group in
+                group.addTask {
+                    let buffer = try await body.collect(upTo: limit)
+                    return Array(buffer.readableBytesView)
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw timedOut
+                }
+                defer { group.cancelAll() }
+                guard let bytes = try await group.next() else { preconditionFailure("the group has two tasks") }
+                return bytes
+            }
+        } catch let error as APIError {
+            throw error
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw tooLarge
+        } catch is CancellationError {
+            throw .invalidRequest(param: nil, message: "the request body was cut off: the client closed the connection")
         } catch {
             throw .invalidRequest(param: nil, message: "the request body could not be read: \(error)")
         }
@@ -270,6 +340,12 @@ struct Routes<Service: GenerationService>: Sendable {
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.jsonBytes())))
     }
+}
+
+/// `60 s`, `0.5 s`.
+func secondsText(_ duration: Duration) -> String {
+    let (seconds, attoseconds) = duration.components
+    return attoseconds == 0 ? "\(seconds) s" : "\(Double(seconds) + Double(attoseconds) / 1e18) s"
 }
 
 /// Writing to the client failed: it closed the connection.

@@ -46,8 +46,33 @@ struct GenerationPlan: Sendable {
     /// The most choices one request may ask for.
     static let maxChoices = 16
     static let knownRoles = ["system", "user", "assistant", "tool"]
+    /// Prompt bytes accepted per token of context. Tokens of real text average 3 to 5 bytes, and a
+    /// vocabulary's longest (runs of spaces or `=`) rarely pass 64, so a prompt over this many bytes
+    /// per context token cannot fit; it is refused before it costs a tokenization.
+    static let maxPromptBytesPerToken = 64
 
-    /// Parses a /v1/completions body.
+    /// The most bytes of prompt text (or of chat message contents) accepted for `contextLength`.
+    static func maxPromptBytes(contextLength: Int) -> Int {
+        contextLength.multipliedReportingOverflow(by: maxPromptBytesPerToken).overflow
+            ? .max : contextLength * maxPromptBytesPerToken
+    }
+
+    /// Refuses prompt text longer than `maxPromptBytes` before it is tokenized.
+    /// - Throws: `APIError` (400) naming `param`, the size and the limit.
+    private static func checkPromptSize(
+        _ byteCount: Int, param: String, what: String, contextLength: Int
+    ) throws(APIError) {
+        let limit = maxPromptBytes(contextLength: contextLength)
+        guard byteCount <= limit else {
+            throw .invalidRequest(
+                param: param,
+                message: "\(what) is \(byteCount) bytes, but must be at most \(limit) bytes "
+                    + "(\(maxPromptBytesPerToken) bytes for each of the model's \(contextLength) context tokens); shorten it")
+        }
+    }
+
+    /// Parses a /v1/completions body. A text prompt is checked against `maxPromptBytes`, then
+    /// tokenized: the plan's prompt is its token ids.
     /// - Throws: `APIError` (400) naming the parameter and its valid values.
     static func completions(
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int
@@ -55,11 +80,15 @@ struct GenerationPlan: Sendable {
         if try body.bool("echo") == true {
             throw .invalidRequest(param: "echo", message: "echo is not supported; leave it out or set it to false")
         }
-        let prompt = try parsePrompt(body)
-        let promptTokenCount: Int
-        switch prompt {
-        case .text(let text): promptTokenCount = tokenizer.encode(text).count
-        case .tokenIDs(let ids): promptTokenCount = ids.count
+        // Text is tokenized here, once, and the engine gets the ids: this runs off the request path
+        // (`RequestPreparation`), and the size check comes first.
+        let promptIDs: [Int32]
+        switch try parsePrompt(body) {
+        case .text(let text):
+            try checkPromptSize(text.utf8.count, param: "prompt", what: "prompt", contextLength: contextLength)
+            promptIDs = tokenizer.encode(text)
+        case .tokenIDs(let ids):
+            promptIDs = ids
         }
         var reportsLogprobs = false
         var topLogprobs = 0
@@ -71,7 +100,7 @@ struct GenerationPlan: Sendable {
             topLogprobs = logprobs
         }
         return try common(
-            body, endpoint: .completions, prompt: prompt, promptTokenCount: promptTokenCount,
+            body, endpoint: .completions, prompt: .tokenIDs(promptIDs), promptTokenCount: promptIDs.count,
             maxTokens: try body.integer("max_tokens"), defaultMaxTokens: 16,
             reportsLogprobs: reportsLogprobs, topLogprobs: topLogprobs, contextLength: contextLength)
     }
@@ -84,6 +113,9 @@ struct GenerationPlan: Sendable {
         render: ([ChatMessage]) throws(SubmitError) -> String
     ) throws(APIError) -> GenerationPlan {
         let messages = try parseMessages(body)
+        try checkPromptSize(
+            messages.reduce(0) { $0 + $1.content.utf8.count }, param: "messages", what: "the messages' content",
+            contextLength: contextLength)
         let text: String
         do {
             text = try render(messages)

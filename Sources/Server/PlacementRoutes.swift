@@ -19,9 +19,9 @@ extension Routes {
     }
 
     /// Applies the body's placement; answers with the placement in effect once it is applied.
-    func applyPlacement(_ request: Request, logger: Logger) async throws(APIError) -> Response {
-        let body = try await readBody(request)
-        switch await service.applyPlacement(json: body) {
+    func applyPlacement(_ request: Request, body: RequestBody, logger: Logger) async throws(APIError) -> Response {
+        let bytes = try await readBody(body, of: request)
+        switch await service.applyPlacement(json: bytes) {
         case .success(let placement):
             logger.info("placement changed through the HTTP API")
             return jsonResponse(.ok, placement.file)

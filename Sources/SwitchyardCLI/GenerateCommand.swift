@@ -16,7 +16,9 @@ struct Generate: AsyncParsableCommand {
             --spawn-workers N (default 0) starts a coordinator in this process and N worker processes on \
             loopback, and stops them at the end; 0 computes the experts in-process. --server URL sends the \
             job to a running `switchyard serve` over its HTTP API (streaming the text as it comes); \
-            --coordinator ENDPOINT sends it over the coordinator's ZeroMQ socket. Without --json the text is \
+            --coordinator ENDPOINT sends it over the coordinator's ZeroMQ socket, with a heartbeat every second: \
+            it fails when nothing answers within --connect-timeout, when 5 heartbeats in a row go unanswered, or \
+            when the coordinator restarted and lost the job. Without --json the text is \
             printed as it is generated, then a table of tokens routed per expert; with --json one JSON object \
             is printed (with --server: the server's /v1/completions response).
             """
@@ -60,6 +62,14 @@ struct Generate: AsyncParsableCommand {
     @Option(help: "Send the job to a running coordinator's ZeroMQ endpoint (switchyard serve --bind) instead.")
     var coordinator: String?
 
+    @Option(
+        name: .customLong("connect-timeout"),
+        help: "With --coordinator: seconds for the coordinator to answer at all before giving up.")
+    var connectTimeout: Double = 10
+
+    @Option(help: "With --coordinator: seconds to wait for the result.")
+    var timeout: Double = 3600
+
     @Option(help: "Send the job to a running server's HTTP API, e.g. http://127.0.0.1:8080.")
     var server: String?
 
@@ -98,6 +108,10 @@ struct Generate: AsyncParsableCommand {
         if coordinator == nil, server == nil, model == nil {
             throw ValidationError("--model is required unless --coordinator or --server is given")
         }
+        for (name, value) in [("--connect-timeout", connectTimeout), ("--timeout", timeout)]
+        where !(value > 0 && value <= 1e9) {
+            throw ValidationError("\(name) is \(value), but must be a positive number of seconds")
+        }
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens is \(maxTokens), but must be at least 1") }
         guard spawnWorkers >= 0 else { throw ValidationError("--spawn-workers is \(spawnWorkers), but must be 0 or more") }
         guard (0...20).contains(logprobs) else { throw ValidationError("--logprobs is \(logprobs), but must be between 0 and 20") }
@@ -135,7 +149,9 @@ struct Generate: AsyncParsableCommand {
             }
             if let coordinator {
                 let data = try GenerateClient.submit(
-                    request, to: coordinator, timeout: .seconds(3600), shouldStop: { StopSignal.isStopped })
+                    request, to: coordinator,
+                    limits: CoordinatorWatch.Limits(connectTimeout: .seconds(connectTimeout), timeout: .seconds(timeout)),
+                    shouldStop: { StopSignal.isStopped })
                 if json {
                     print(String(decoding: data, as: UTF8.self))
                 } else {

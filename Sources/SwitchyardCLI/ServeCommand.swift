@@ -54,6 +54,14 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("served-model-name"), help: "The model name clients see. Default: the model directory's name.")
     var servedModelName: String?
 
+    @Option(name: .customLong("max-body-bytes"), help: "Largest HTTP request body accepted, in bytes; larger ones get HTTP 413.")
+    var maxBodyBytes: Int = 4 << 20
+
+    @Option(
+        name: .customLong("body-timeout"),
+        help: "Seconds a client has to send a request's whole body; a body still incomplete then gets HTTP 408 and its connection is closed.")
+    var bodyTimeout: Double = 60
+
     @Option(name: .customLong("max-running"), help: "Sequences in the running batch at most.")
     var maxRunning: Int = 64
 
@@ -91,6 +99,10 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard workers >= 0 else { throw ValidationError("--workers is \(workers), but must be 0 or more") }
+        guard maxBodyBytes >= 1 else { throw ValidationError("--max-body-bytes is \(maxBodyBytes), but must be at least 1") }
+        guard bodyTimeout > 0, bodyTimeout <= 1e9 else {
+            throw ValidationError("--body-timeout is \(bodyTimeout), but must be a positive number of seconds")
+        }
         _ = try httpAddress()
         for (name, value) in [("--max-running", maxRunning), ("--max-waiting", maxWaiting),
                               ("--kv-cache-tokens", kvCacheTokens), ("--max-step-tokens", maxStepTokens),
@@ -157,7 +169,8 @@ struct Serve: AsyncParsableCommand {
             let app = makeApplication(
                 service: scheduler,
                 configuration: ServerConfiguration(
-                    host: host, port: port, apiKey: try resolvedAPIKey(), modelName: servedModelName),
+                    host: host, port: port, apiKey: try resolvedAPIKey(), modelName: servedModelName,
+                    maxRequestBodyBytes: maxBodyBytes, requestBodyTimeout: .milliseconds(Int(bodyTimeout * 1000))),
                 logger: logger,
                 onServerRunning: { port in logger.info("HTTP API listening on http://\(host):\(port)") })
             // Runs until SIGINT/SIGTERM, then shuts down gracefully (in-flight responses finish).

@@ -58,21 +58,7 @@ indirect enum TokenDecoder: Sendable {
                 return String(scalars)
             }
         case .byteLevel:
-            // Per token: if every character is a byte stand-in use those bytes, else the token's own UTF-8.
-            var bytes: [UInt8] = []
-            for token in tokens {
-                var mapped: [UInt8] = []
-                var allMapped = true
-                for scalar in token.unicodeScalars {
-                    guard let byte = ByteLevel.scalarToByte[scalar] else {
-                        allMapped = false
-                        break
-                    }
-                    mapped.append(byte)
-                }
-                bytes.append(contentsOf: allMapped ? mapped : Array(token.utf8))
-            }
-            return [String(decoding: bytes, as: UTF8.self)]
+            return [String(decoding: Self.byteLevelBytes(tokens), as: UTF8.self)]
         case .byteFallback:
             var output: [String] = []
             var pending: [UInt8] = []
@@ -122,20 +108,48 @@ indirect enum TokenDecoder: Sendable {
         }
     }
 
-    /// Whether later tokens can still change the text of `tokens`: a ByteFallback step whose input
-    /// ends in a byte token has a run of bytes still open, and the whole run becomes one U+FFFD per
-    /// byte if it is not valid UTF-8 once it ends, even bytes that were valid so far ("<0x41>" alone
-    /// is "A", but "<0x41>" "<0xE2>" is "\u{FFFD}\u{FFFD}").
-    func leavesByteRunOpen(_ tokens: [String]) -> Bool {
+    /// The bytes a ByteLevel step decodes: per token, the bytes its characters stand in for if every
+    /// character is a byte stand-in, else the token's own UTF-8.
+    private static func byteLevelBytes(_ tokens: [String]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for token in tokens {
+            var mapped: [UInt8] = []
+            var allMapped = true
+            for scalar in token.unicodeScalars {
+                guard let byte = ByteLevel.scalarToByte[scalar] else {
+                    allMapped = false
+                    break
+                }
+                mapped.append(byte)
+            }
+            bytes.append(contentsOf: allMapped ? mapped : Array(token.utf8))
+        }
+        return bytes
+    }
+
+    /// Whether later tokens can still change the text of `tokens`, not only add to it.
+    ///
+    /// - ByteFallback: its input ends in a run of byte tokens that can still become valid UTF-8. A run
+    ///   becomes one U+FFFD per byte if it is not valid once it ends, even bytes that were valid so far
+    ///   ("<0x41>" alone is "A", but "<0x41>" "<0xE2>" "<0x41>" is three U+FFFD), so such a run stays
+    ///   open; a run no continuation can make valid is final: its bytes, and every later byte of it,
+    ///   are U+FFFD whatever follows.
+    /// - ByteLevel: its bytes end in the start of a character that later bytes could complete (decoded
+    ///   as a trailing U+FFFD for now). Bytes that cannot complete are final: `String::from_utf8_lossy`
+    ///   gives them one U+FFFD per maximal ill-formed subpart, whatever follows.
+    func leavesTextOpen(_ tokens: [String]) -> Bool {
         switch self {
         case .byteFallback:
-            return tokens.last.flatMap(Self.byteValue) != nil
+            let run = Self.trailingByteRun(tokens)
+            return !run.isEmpty && UTF8Prefix.canBecomeValid(run)
+        case .byteLevel:
+            return UTF8Prefix.openTailCount(Self.byteLevelBytes(tokens)) > 0
         case .sequence(let decoders):
-            // Only the steps up to the last ByteFallback matter; each sees what the ones before it made.
-            guard let last = decoders.lastIndex(where: \.hasByteFallback) else { return false }
+            // Only the steps up to the last byte step matter; each sees what the ones before it made.
+            guard let last = decoders.lastIndex(where: \.hasByteStep) else { return false }
             var current = tokens
             for decoder in decoders[...last] {
-                if decoder.leavesByteRunOpen(current) { return true }
+                if decoder.leavesTextOpen(current) { return true }
                 current = decoder.decode(current)
             }
             return false
@@ -144,11 +158,46 @@ indirect enum TokenDecoder: Sendable {
         }
     }
 
+    /// Whether the ByteFallback step's input ends in a byte token, so that a next byte token joins
+    /// the same run (and a decoding that starts at that next token would judge a run of its own).
+    func endsInByteRun(_ tokens: [String]) -> Bool {
+        switch self {
+        case .byteFallback:
+            return tokens.last.flatMap(Self.byteValue) != nil
+        case .sequence(let decoders):
+            guard let last = decoders.lastIndex(where: \.hasByteFallback) else { return false }
+            var current = tokens
+            for decoder in decoders[..<last] { current = decoder.decode(current) }
+            return decoders[last].endsInByteRun(current)
+        default:
+            return false
+        }
+    }
+
+    /// The bytes of the byte tokens at the end of `tokens`.
+    private static func trailingByteRun(_ tokens: [String]) -> [UInt8] {
+        var run: [UInt8] = []
+        for token in tokens.reversed() {
+            guard let byte = byteValue(token) else { break }
+            run.append(byte)
+        }
+        return run.reversed()
+    }
+
     /// Whether this decoder or one of its steps is ByteFallback.
     private var hasByteFallback: Bool {
         switch self {
         case .byteFallback: true
         case .sequence(let decoders): decoders.contains(where: \.hasByteFallback)
+        default: false
+        }
+    }
+
+    /// Whether this decoder or one of its steps turns bytes into text (ByteFallback or ByteLevel).
+    private var hasByteStep: Bool {
+        switch self {
+        case .byteFallback, .byteLevel: true
+        case .sequence(let decoders): decoders.contains(where: \.hasByteStep)
         default: false
         }
     }

@@ -234,9 +234,14 @@ public final class Tokenizer: Sendable {
     }
 
     /// Whether ids appended to `ids` can still change the text of `ids` itself, not only add to it:
-    /// true while a byte-fallback run is open at the end (see `TokenDecoder.leavesByteRunOpen`).
-    func leavesByteRunOpen(_ ids: [Int32], skipSpecialTokens: Bool) -> Bool {
-        decoder?.leavesByteRunOpen(decoderInput(ids, skipSpecialTokens: skipSpecialTokens)) ?? false
+    /// true while byte tokens at the end can still become valid UTF-8 (see `TokenDecoder.leavesTextOpen`).
+    func leavesTextOpen(_ ids: [Int32], skipSpecialTokens: Bool) -> Bool {
+        decoder?.leavesTextOpen(decoderInput(ids, skipSpecialTokens: skipSpecialTokens)) ?? false
+    }
+
+    /// Whether a byte token appended to `ids` would join a byte-fallback run that `ids` ends in.
+    func endsInByteRun(_ ids: [Int32], skipSpecialTokens: Bool) -> Bool {
+        decoder?.endsInByteRun(decoderInput(ids, skipSpecialTokens: skipSpecialTokens)) ?? false
     }
 
     /// The token strings the decoder sees: unknown ids and (if asked) special tokens left out.

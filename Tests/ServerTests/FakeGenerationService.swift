@@ -45,11 +45,18 @@ final class FakeGenerationService: GenerationService {
     let failAfterTokens: Int?
     let state = Mutex(State())
 
-    init(contextLength: Int = 256, tokenDelay: Duration = .zero, failAfterTokens: Int? = nil) {
+    /// When set, every chat template render waits at this gate.
+    let renderGate: RenderGate?
+
+    init(
+        contextLength: Int = 256, tokenDelay: Duration = .zero, failAfterTokens: Int? = nil,
+        renderGate: RenderGate? = nil
+    ) {
         self.contextLength = contextLength
         self.tokenizer = Self.sharedTokenizer
         self.tokenDelay = tokenDelay
         self.failAfterTokens = failAfterTokens
+        self.renderGate = renderGate
     }
 
     var submitted: [GenerationRequest] { state.withLock { $0.submitted } }
@@ -99,7 +106,8 @@ final class FakeGenerationService: GenerationService {
     func metrics() -> EngineMetrics { state.withLock { $0.metrics } }
 
     func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
-        messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + (addGenerationPrompt ? "<|assistant|>" : "")
+        renderGate?.pass()
+        return messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + (addGenerationPrompt ? "<|assistant|>" : "")
     }
 
     /// The logits the fake pretends to have sampled token `chosen` from: lower ids are likelier.
@@ -171,5 +179,33 @@ final class FakeGenerationService: GenerationService {
             continuation.finish()
         }
         return stream
+    }
+}
+
+/// Blocks the threads that pass it until it is opened, as a slow tokenization or template render
+/// would; counts those held. A held thread goes on by itself after 30 s, so a failing test cannot
+/// hang the test process.
+final class RenderGate: Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    private let counts = Mutex((held: 0, entered: 0))
+
+    /// Threads waiting at the gate now.
+    var held: Int { counts.withLock { $0.held } }
+    /// Threads that reached the gate so far.
+    var entered: Int { counts.withLock { $0.entered } }
+
+    /// Waits until the gate lets this thread through.
+    func pass() {
+        counts.withLock {
+            $0.held += 1
+            $0.entered += 1
+        }
+        _ = semaphore.wait(timeout: .now() + 30)
+        counts.withLock { $0.held -= 1 }
+    }
+
+    /// Lets `count` waiting (or future) threads through.
+    func open(count: Int) {
+        for _ in 0..<count { semaphore.signal() }
     }
 }

@@ -11,14 +11,15 @@ import Testing
 /// The application under test over `service`, on an ephemeral port.
 func makeTestApplication(
     _ service: FakeGenerationService, apiKey: String? = nil, maxRequestBodyBytes: Int = 1 << 20,
-    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    requestBodyTimeout: Duration = .seconds(60), onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     var logger = Logger(label: "server-tests")
     logger.logLevel = .critical
     return makeApplication(
         service: service,
         configuration: ServerConfiguration(
-            host: "127.0.0.1", port: 0, apiKey: apiKey, maxRequestBodyBytes: maxRequestBodyBytes),
+            host: "127.0.0.1", port: 0, apiKey: apiKey, maxRequestBodyBytes: maxRequestBodyBytes,
+            requestBodyTimeout: requestBodyTimeout),
         logger: logger, onServerRunning: onServerRunning)
 }
 

@@ -142,6 +142,35 @@ struct ValidationTests {
     }
 
     @Test(
+        "a prompt over 64 bytes per context token is refused with 400 naming the field, its size and the limit",
+        arguments: [
+            ("/v1/completions", "prompt", #"{"prompt": "PROMPT"}"#),
+            ("/v1/chat/completions", "messages", #"{"messages": [{"role": "user", "content": "PROMPT"}]}"#),
+        ])
+    func promptTooLong(path: String, param: String, template: String) async throws {
+        let service = FakeGenerationService(contextLength: 256)
+        let limit = 256 * 64
+        try await makeTestApplication(service).test(.router) { client in
+            let over = template.replacingOccurrences(of: "PROMPT", with: String(repeating: "x", count: limit + 1))
+            let response = try await client.post(path, over)
+            #expect(response.status == .badRequest)
+            let error = try response.errorObject()
+            #expect(error["param"] as? String == param)
+            let message = try #require(error["message"] as? String)
+            #expect(message.contains("is \(limit + 1) bytes, but must be at most \(limit) bytes"), "\(message)")
+            #expect(message.contains("256 context tokens"), "\(message)")
+
+            // At the limit the size passes, and the prompt is measured in tokens instead.
+            let at = template.replacingOccurrences(of: "PROMPT", with: String(repeating: "x", count: limit))
+            let tokens = try await client.post(path, at)
+            #expect(tokens.status == .badRequest)
+            let tokenMessage = try #require(try tokens.errorObject()["message"] as? String)
+            #expect(tokenMessage.contains("tokens, but the model's context is 256 tokens"), "\(tokenMessage)")
+            #expect(service.submitted.isEmpty)
+        }
+    }
+
+    @Test(
         "engine refusals map to HTTP: invalid 400, queue full 429, unavailable 503",
         arguments: [
             (

@@ -68,3 +68,66 @@ struct StreamingDecoderTests {
         #expect(decoder.finish() == tokenizer.decode(ids))
     }
 }
+
+/// A run of byte tokens and the chunks the streaming decoder must give for it: one per token, then
+/// `finish()`'s.
+struct InvalidByteCase: Sendable, CustomTestStringConvertible {
+    let fixture: ReferenceFixture
+    let tokens: [String]
+    let chunks: [String]
+    var testDescription: String { "\(fixture.rawValue) \(tokens)" }
+}
+
+@Suite("StreamingDecoder on bytes that can never form valid UTF-8")
+struct InvalidByteStreamingTests {
+    static let fffd = "\u{FFFD}"
+
+    // Byte-fallback tokens are spelled <0xAB>; ByteLevel (GPT-2) tokens are the byte stand-ins of
+    // bytes_to_unicode: 0x41 is "A", 0xE2 is "â", 0x80 is "Ģ" (U+0122), 0x82 is "Ĥ" (U+0124).
+    static let cases: [InvalidByteCase] = [
+        // A lone continuation byte can start nothing: final at once.
+        .init(fixture: .switchyardTrained, tokens: ["<0x80>"], chunks: [fffd, ""]),
+        // 0xE2 could start "€"; 0x41 after it cannot continue it, and ByteFallback makes the whole run U+FFFD.
+        .init(fixture: .switchyardTrained, tokens: ["<0xE2>", "<0x41>"], chunks: ["", fffd + fffd, ""]),
+        // "A" is valid until 0xE2 0x41 make the run invalid; then every further byte of the run is one U+FFFD.
+        .init(
+            fixture: .switchyardTrained, tokens: ["<0x41>", "<0xE2>", "<0x41>", "<0x42>"],
+            chunks: ["", "", fffd + fffd + fffd, fffd, ""]),
+        // 0xC3 0xA9 alone would be "é", but they extend a run that is already invalid.
+        .init(
+            fixture: .switchyardTrained, tokens: ["<0xE2>", "<0x41>", "<0xC3>", "<0xA9>"],
+            chunks: ["", fffd + fffd, fffd, fffd, ""]),
+        // ByteLevel: String::from_utf8_lossy, one U+FFFD per maximal ill-formed subpart.
+        .init(fixture: .gpt2ByteLevel, tokens: ["Ģ"], chunks: [fffd, ""]),
+        .init(fixture: .gpt2ByteLevel, tokens: ["â", "A"], chunks: ["", fffd + "A", ""]),
+        // 0xE2 0x82 can still become "€": held until 0x41 shows it will not.
+        .init(fixture: .gpt2ByteLevel, tokens: ["â", "Ĥ", "A"], chunks: ["", "", fffd + "A", ""]),
+        .init(fixture: .gpt2ByteLevel, tokens: ["Ģ", "Ģ"], chunks: [fffd, fffd, ""]),
+        // 0xE2 0x80 0x80 is U+2000 (a space); the 0x80 after it can continue nothing.
+        .init(fixture: .gpt2ByteLevel, tokens: ["â", "Ģ", "Ģ", "Ģ"], chunks: ["", "", "\u{2000}", fffd, ""]),
+    ]
+
+    @Test(
+        "bytes that cannot complete a character come out as U+FFFD with the token that makes it certain, and the chunks concatenate to decode",
+        arguments: cases)
+    func emittedWhenCertain(_ example: InvalidByteCase) throws {
+        let tokenizer = try example.fixture.loadTokenizer()
+        let ids = try example.tokens.map { token in
+            try #require(tokenizer.tokenID(for: token), "\(example.fixture.rawValue) has no token \(token)")
+        }
+        let chunks = StreamingDecoderTests.stream(tokenizer, ids, skipSpecialTokens: true)
+        #expect(chunks.map { Array($0.unicodeScalars) } == example.chunks.map { Array($0.unicodeScalars) })
+        #expect(chunks.joined().unicodeScalars.elementsEqual(tokenizer.decode(ids).unicodeScalars))
+    }
+
+    @Test("a long run of invalid byte tokens streams one U+FFFD per token instead of going quiet until the end")
+    func longInvalidRun() throws {
+        let tokenizer = try ReferenceFixture.switchyardTrained.loadTokenizer()
+        let continuation = try #require(tokenizer.tokenID(for: "<0x80>"))
+        let ids = Array(repeating: continuation, count: 200)
+        let chunks = StreamingDecoderTests.stream(tokenizer, ids, skipSpecialTokens: true)
+        #expect(chunks.dropLast().allSatisfy { $0 == Self.fffd })
+        #expect(chunks.last == "")
+        #expect(chunks.joined() == tokenizer.decode(ids))
+    }
+}

@@ -176,6 +176,8 @@ def test_disconnecting_stream_frees_its_slot(cluster):
     response = connection.getresponse()
     assert response.status == 200
     response.fp.readline()  # the first event arrived: the request is running
+    # The response says Connection: close, so http.client handed the socket to it: close both.
+    response.close()
     connection.close()
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -189,6 +191,49 @@ def test_disconnecting_stream_frees_its_slot(cluster):
     else:
         pytest.fail("the disconnected request was not cancelled")
     assert families["switchyard_kv_cache_usage_ratio"].samples[0].value == 0
+
+
+def finished_cancelled(families):
+    values = [s.value for s in families["switchyard_requests_finished"].samples
+              if s.labels.get("reason") == "cancelled" and s.name.endswith("_total")]
+    return values[0] if values else 0
+
+
+def test_disconnecting_client_of_a_whole_response_cancels_it(cluster):
+    before = finished_cancelled(metrics(cluster))
+    url = urllib.parse.urlparse(cluster.base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    body = json.dumps({"prompt": "A very long story", "max_tokens": 3000, "temperature": 0, "ignore_eos": True})
+    connection.request("POST", "/v1/completions", body=body, headers={"content-type": "application/json"})
+    deadline = time.time() + 60
+    while metrics(cluster)["switchyard_requests_running"].samples[0].value == 0:
+        assert time.time() < deadline, "the request never started running"
+        time.sleep(0.05)
+    connection.close()  # without reading: the client gave up on the whole response
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        families = metrics(cluster)
+        running = families["switchyard_requests_running"].samples[0].value
+        if finished_cancelled(families) >= before + 1 and running == 0:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the request whose client disconnected was not cancelled")
+    assert families["switchyard_kv_cache_usage_ratio"].samples[0].value == 0
+
+
+def test_prompt_over_the_size_limit_is_refused_before_tokenizing(cluster):
+    with urllib.request.urlopen(cluster.base + "/v1/models") as response:
+        context = json.load(response)["data"][0]["max_model_len"]
+    limit = context * 64
+    status, answer = post(cluster.base, "/v1/completions", {"prompt": "x" * (limit + 1), "max_tokens": 1})
+    assert status == 400, answer
+    assert answer["error"]["param"] == "prompt"
+    assert f"is {limit + 1} bytes, but must be at most {limit} bytes" in answer["error"]["message"]
+    status, answer = post(cluster.base, "/v1/chat/completions",
+                          {"messages": [{"role": "user", "content": "y" * (limit + 1)}], "max_tokens": 1})
+    assert status == 400, answer
+    assert answer["error"]["param"] == "messages"
 
 
 def test_metrics_parse_with_prometheus(cluster):
