@@ -6,20 +6,20 @@ with the `ip netns exec NAME` prefix. The test generates through the HTTP API fr
 coordinator's namespace and compares the tokens with the same request run in-process, checks that
 every process ran in its own namespace, and that stopping (SIGTERM) or killing (SIGKILL) the
 launcher leaves no process behind. Every wait is bounded; the namespaces are removed even when a
-test fails. Skipped, with the reason, where namespaces cannot be made (not root, no `ip netns`).
+test fails. Skipped, with the reason, where namespaces cannot be made (not root, no `ip netns`);
+failed instead when SWITCHYARD_REQUIRE_NETNS=1.
 """
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 
 import pytest
 
 from launch_support import cmdline, our_processes, scratch_directory
+from netns_support import Hosts, ns_pids, require_namespaces, run, wait_until
 
 BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard"))
 SUBNET = "10.213.0"
@@ -27,83 +27,14 @@ PROMPT = "three hosts"
 MAX_TOKENS = 12
 
 
-def run(*args, check=True, timeout=60):
-    return subprocess.run(list(args), check=check, timeout=timeout, capture_output=True, text=True)
-
-
-def namespaces_unavailable():
-    if os.geteuid() != 0:
-        return "needs root to make network namespaces (ip netns add)"
-    if shutil.which("ip") is None:
-        return "needs iproute2's `ip` to make network namespaces"
-    probe = f"sy-probe-{os.getpid()}"
-    result = run("ip", "netns", "add", probe, check=False)
-    if result.returncode != 0:
-        return f"cannot make a network namespace here: {result.stderr.strip()}"
-    run("ip", "netns", "del", probe, check=False)
-    return None
-
-
-SKIP_REASON = namespaces_unavailable()
-pytestmark = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
-
-
-def ns_pids(ns):
-    result = run("ip", "netns", "pids", ns, check=False)
-    return [int(pid) for pid in result.stdout.split()]
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Hosts:
-    """Three namespaces: `c` holds a bridge at SUBNET.1, `w0` and `w1` hang off it at .2 and .3."""
-
-    def __init__(self):
-        tag = os.getpid()
-        self.names = {role: f"sy-{tag}-{role}" for role in ("c", "w0", "w1")}
-        self.made = []
-        try:
-            for ns in self.names.values():
-                run("ip", "netns", "add", ns)
-                self.made.append(ns)
-                run("ip", "-n", ns, "link", "set", "lo", "up")
-            c = self.names["c"]
-            run("ip", "-n", c, "link", "add", "br0", "type", "bridge")
-            run("ip", "-n", c, "addr", "add", f"{SUBNET}.1/24", "dev", "br0")
-            run("ip", "-n", c, "link", "set", "br0", "up")
-            for index, role in enumerate(("w0", "w1"), start=2):
-                ns = self.names[role]
-                run("ip", "-n", c, "link", "add", f"v{role}", "type", "veth", "peer", "name", "eth0", "netns", ns)
-                run("ip", "-n", c, "link", "set", f"v{role}", "master", "br0")
-                run("ip", "-n", c, "link", "set", f"v{role}", "up")
-                run("ip", "-n", ns, "addr", "add", f"{SUBNET}.{index}/24", "dev", "eth0")
-                run("ip", "-n", ns, "link", "set", "eth0", "up")
-        except Exception:
-            self.remove()
-            raise
-
-    def remove(self):
-        for ns in self.made:
-            for pid in ns_pids(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            run("ip", "netns", "del", ns, check=False)
-        self.made = []
+@pytest.fixture(scope="module", autouse=True)
+def namespaces():
+    require_namespaces()
 
 
 @pytest.fixture(scope="module")
-def hosts():
-    made = Hosts()
+def hosts(namespaces):
+    made = Hosts(workers=("w0", "w1"), subnet=SUBNET)
     try:
         yield made
     finally:
