@@ -87,6 +87,9 @@ public final class ClusterCoordinator: ExpertExecutor {
     /// Dispatches measured since the engine loop last took them (`takeDispatchObservations`).
     private var observations: [WorkerDispatchObservation] = []
     private var lastHealth: HealthStatus?
+    /// The state's version when health was last published.
+    private var publishedVersion: UInt64?
+    private var cachedHealth: (version: UInt64, at: Duration, health: HealthStatus)?
 
     /// Told of every change of health as it happens (also in the middle of a step).
     public var onHealthChange: (@Sendable (HealthStatus) -> Void)?
@@ -165,7 +168,15 @@ public final class ClusterCoordinator: ExpertExecutor {
 
     // MARK: engine loop hooks
 
-    public var readiness: HealthStatus { state.health(now: now) }
+    public var readiness: HealthStatus {
+        // Health walks every expert: computed again when the workers changed, or (for the elapsed
+        // times in its reason) once a second.
+        let now = self.now
+        if let cached = cachedHealth, cached.version == state.version, now - cached.at < .seconds(1) { return cached.health }
+        let health = state.health(now: now)
+        cachedHealth = (state.version, now, health)
+        return health
+    }
 
     public func idle(timeout: Duration, wakeSignal: WakeSignal?) {
         pump(until: .now + timeout, wakeSignal: wakeSignal)
@@ -371,7 +382,9 @@ public final class ClusterCoordinator: ExpertExecutor {
     }
 
     private func publishHealth() {
-        let health = state.health(now: now)
+        guard state.version != publishedVersion else { return }
+        publishedVersion = state.version
+        let health = readiness
         // The reason of a degraded or stalled cluster names elapsed seconds: publish changes of
         // kind at once, and the text at most with the next change.
         if let lastHealth, Self.sameKind(lastHealth, health) { return }

@@ -256,6 +256,9 @@ public struct ClusterState {
     private var toldToRegister: [PeerIdentity: Duration] = [:]
 
     public private(set) var counters = ClusterCounters()
+    /// Changes whenever a worker joins, loads, is lost or the placement changes: health, which
+    /// walks every expert, need only be computed again then.
+    public private(set) var version: UInt64 = 0
 
     /// - Parameters:
     ///   - placement: the configured placement (its slots are filled by registering workers)
@@ -463,6 +466,7 @@ public struct ClusterState {
             }
         }
         lostAt[slot] = nil
+        version += 1
         let experts = assignment(ofSlot: slot)
         slots[slot] = Worker(
             peer: peer, name: hello.workerName, pid: hello.pid, ready: false, assignsInFlight: 1,
@@ -491,6 +495,7 @@ public struct ClusterState {
     /// An ASSIGN of the slot's current assignment (every ASSIGN carries the arithmetic and
     /// quantization: a worker rebuilds its store from each one).
     private mutating func assignMessage(slot: Int) -> WireMessage {
+        version += 1
         let experts = assignment(ofSlot: slot)
         slots[slot]?.assigned = Set(experts)
         return .assign(.init(experts: experts, arithmetic: arithmetic, quantization: quantization))
@@ -508,6 +513,7 @@ public struct ClusterState {
         slots[slot]!.assignsInFlight -= 1
         var actions: [ClusterAction] = []
         if slots[slot]!.assignsInFlight == 0 {
+            version += 1
             let wasReady = slots[slot]!.ready
             slots[slot]!.ready = true
             slots[slot]!.loaded = slots[slot]!.assigned
@@ -533,6 +539,7 @@ public struct ClusterState {
     mutating func lose(slot: Int, reason: String, now: Duration) -> [ClusterAction] {
         guard let worker = slots[slot] else { return [] }
         slots[slot] = nil
+        version += 1
         lostAt[slot] = (now, worker.name, reason)
         counters.workersLost += 1
         var actions: [ClusterAction] = []
@@ -799,6 +806,13 @@ public struct ClusterState {
         guard flights[id]!.batches[batch].partial == nil, parts.allSatisfy({ $0.partial != nil }) else { return actions }
         let hiddenSize = shape.hiddenSize
         let whole = flights[id]!.plan.batches[batch]
+        if parts.count == 1, parts[0].pieces.count == whole.rowCount,
+            parts[0].pieces.indices.allSatisfy({ parts[0].pieces[$0].row == $0 && parts[0].pieces[$0].entries.count == Int(whole.rowExpertOffsets[$0 + 1] - whole.rowExpertOffsets[$0]) })
+        {
+            // The batch as planned, from one worker (the common case): its answer as it is.
+            finish(flight: id, batch: batch, attempt: attempt, partial: parts[0].partial!, now: now)
+            return actions
+        }
         var assembled = [Float](repeating: 0, count: whole.rowCount * hiddenSize)
         // Per row, its pieces by their expert: a whole row is copied; a split row's terms are
         // added in ascending expert order, starting from 0, as the worker adds them.
@@ -821,7 +835,13 @@ public struct ClusterState {
                 for column in 0..<hiddenSize { assembled[target + column] += partial[local * hiddenSize + column] }
             }
         }
-        flights[id]!.batches[batch].partial = assembled
+        finish(flight: id, batch: batch, attempt: attempt, partial: assembled, now: now)
+        return actions
+    }
+
+    /// Records a batch's rows, [rowCount, hiddenSize], f32; its other attempts are dropped.
+    private mutating func finish(flight id: FlightID, batch: Int, attempt: Int, partial: [Float], now: Duration) {
+        flights[id]!.batches[batch].partial = partial
         for other in flights[id]!.batches[batch].attempts.indices where other != attempt {
             kill(flight: id, batch: batch, attempt: other)
         }
@@ -830,7 +850,6 @@ public struct ClusterState {
             counters.stallSeconds += stall
             counters.longestStallSeconds = max(counters.longestStallSeconds, stall)
         }
-        return actions
     }
 
     private mutating func refused(_ report: WireMessage.ErrorReport, by slot: Int, now: Duration) -> [ClusterAction] {
