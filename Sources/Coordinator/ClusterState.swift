@@ -454,15 +454,16 @@ public struct ClusterState {
             return refuse(.badRequest, "all \(active.workerCount) worker slots are taken by live workers (\(taken))\(expected)")
         }
         var actions: [ClusterAction] = []
-        if namedSlots, active.workerNames[slot] != hello.workerName {
-            // A replacement of another name takes the lost worker's place in the placement.
+        if active.workerNames[slot] != hello.workerName {
+            // The slot takes the worker's name (placements, reports and rebalancing name workers);
+            // with fixed names, a replacement of another name takes the lost worker's place.
             let old = active.workerNames[slot]
             if let renamedActive = try? active.renamingWorker(slot, to: hello.workerName),
                 let renamedHome = try? home.renamingWorker(slot, to: hello.workerName)
             {
                 active = renamedActive
                 home = renamedHome
-                actions.append(.log(.info, "worker \(hello.workerName) takes the place of \(old)"))
+                if namedSlots { actions.append(.log(.info, "worker \(hello.workerName) takes the place of \(old)")) }
             }
         }
         lostAt[slot] = nil

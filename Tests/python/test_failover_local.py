@@ -129,8 +129,10 @@ def test_a_worker_killed_for_good_costs_no_request_and_a_replacement_of_any_name
         victim, _ = cluster.workers["w1"]
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        status, body = wait_until(lambda: (lambda h: h if h[1].get("status") != "ok" else None)(cluster.health()), 30,
-                                  "/health to notice the lost worker")
+        # While the survivors load the lost worker's experts /health may say "unavailable" (503);
+        # once they hold them, "degraded" (200).
+        status, body = wait_until(lambda: (lambda h: h if h[1].get("status") == "degraded" else None)(cluster.health()),
+                                  30, "/health to say the cluster is degraded")
         survived = [future.result(timeout=120) for future in running]
     assert survived == reference, cluster.logs()
     assert (status, body["status"]) == (200, "degraded"), body
