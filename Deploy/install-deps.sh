@@ -5,12 +5,13 @@
 #   protobuf-c-compiler protoc-c, to check the committed generated code (Scripts/generate-protos.sh)
 #   libopenblas-dev     BLAS for the matrix products
 #   iproute2            `ip netns` for the multi-host tests
+#   nftables            `nft`: random packet loss on a degraded link in the chaos test where the kernel has no netem
 #   curl, python3-venv  the HTTP API tests (curl and the openai client)
 #   chromium-headless-shell  renders `switchyard balance --svg` heatmaps in the browser test
 #   systemd, shellcheck the offline checks of Deploy/ (systemd-analyze verify, shellcheck)
 set -euo pipefail
 
-packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 curl python3-venv
+packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 nftables curl python3-venv
           chromium-headless-shell shellcheck systemd)
 
 missing=()

@@ -20,8 +20,8 @@ import pytest
 REQUIRE_ENV = "SWITCHYARD_REQUIRE_NETNS"
 
 
-def run(*args, check=True, timeout=60):
-    return subprocess.run(list(args), check=check, timeout=timeout, capture_output=True, text=True)
+def run(*args, check=True, timeout=60, input=None):
+    return subprocess.run(list(args), check=check, timeout=timeout, capture_output=True, text=True, input=input)
 
 
 _unavailable = []
@@ -51,8 +51,12 @@ def require_namespaces():
     """Skips the calling test (or fixture) when namespaces cannot be made; fails it instead when
     SWITCHYARD_REQUIRE_NETNS=1."""
     reason = namespaces_unavailable()
-    if reason is None:
-        return
+    if reason is not None:
+        skip_or_fail(reason)
+
+
+def skip_or_fail(reason):
+    """Skips the calling test (or fixture) for `reason`; fails it instead when SWITCHYARD_REQUIRE_NETNS=1."""
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{REQUIRE_ENV}=1, but {reason}", pytrace=False)
     pytest.skip(reason)

@@ -12,8 +12,11 @@ Then, for `serve --workers 3` and `serve --workers 3 --replicas 2`, each with he
 requests once more fault-free and then again and again while, one after the other:
   (a) w0 is killed (SIGKILL) and, once /health has said it is not "ok", restarted with the same name;
   (b) w1 is stopped (SIGSTOP) for several heartbeat deadlines, then continued (SIGCONT);
-  (c) w2's link is degraded: `tc netem delay 20ms loss 10%` (where the kernel has no netem, a
-      token bucket with a small rate and latency limit: a slow link that drops), then restored;
+  (c) w2's link is degraded: `tc netem delay 20ms loss 10%`; where the kernel has no netem, 10% of
+      the packets w2's eth0 sends and 10% of those it receives are dropped at random by nftables
+      (`numgen random mod 100 < 10 drop` in a table `inet sychaos` in w2's namespace, whose counters
+      are printed) and a token bucket (tbf) with a small rate and latency limit slows the link; then
+      restored (the qdisc and the table deleted);
   (d) w0's link is cut (its bridge port set down) for several heartbeat deadlines, then set up.
 Between faults the test waits for /health to say "ok" again. The outcome asserted: every request
 completed (HTTP 200, no error in the body or the stream) with the reference's tokens, /health left
@@ -23,13 +26,15 @@ asserted. Every wait is bounded (the module takes about 2 minutes, 4 at most); t
 every process are removed even when a test fails, and on a failure the serve and worker logs are
 printed.
 
-Skipped, with the reason, where namespaces cannot be made; failed instead when
-SWITCHYARD_REQUIRE_NETNS=1 (Scripts/test.sh sets it when run as root).
+Skipped, with the reason, where namespaces cannot be made, and the faults also where the kernel has
+no netem and `nft` (Debian package nftables, in Deploy/install-deps.sh) is missing or fails; failed
+instead when SWITCHYARD_REQUIRE_NETNS=1 (Scripts/test.sh sets it when run as root).
 """
 import collections
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +45,7 @@ import pytest
 
 import chaos_client
 from launch_support import our_processes, scratch_directory
-from netns_support import Hosts, ns_pids, require_namespaces, run, wait_until
+from netns_support import Hosts, ns_pids, require_namespaces, run, skip_or_fail, wait_until
 
 BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard"))
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chaos_client.py")
@@ -66,6 +71,10 @@ REQUEST_TIMEOUT_S = 40  # one request (more than --rejoin-timeout)
 FAULTS_BUDGET_S = 80  # all four faults of one mode, waits included (about 30 s when all goes well)
 STOP_DURATION_S = 4 * HEARTBEAT_DEADLINE_S  # (b) and (d): well past the heartbeat deadline
 DEGRADED_DURATION_S = 8
+LOSS_PERCENT = 10  # (c): of the packets each way
+NETEM = ["netem", "delay", "20ms", "loss", f"{LOSS_PERCENT}%"]
+TBF = ["tbf", "rate", "1mbit", "burst", "8kb", "latency", "40ms"]
+NFT_TABLE = "sychaos"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -356,19 +365,72 @@ class Fault:
         self.name, self.injected, self.healed = name, time.time(), None
 
 
-def degrade_link(hosts, role):
-    """Makes `role`'s link slow and lossy from its side; returns what was applied. netem where the
-    kernel has it; otherwise a token bucket (tbf) whose latency limit drops what queues too long."""
-    prefix = [*hosts.exec_prefix(role), "tc", "qdisc", "add", "dev", "eth0", "root"]
-    netem = run(*prefix, "netem", "delay", "20ms", "loss", "10%", check=False)
+def nft_loss_ruleset():
+    """A table `inet NFT_TABLE` that drops LOSS_PERCENT % of the packets eth0 sends (output hook) and of
+    those it receives (input hook), each at random, counting per direction what it saw and dropped."""
+    counters = "".join(f"    counter {direction}_{what} {{ }}\n"
+                       for direction in ("out", "in") for what in ("seen", "dropped"))
+    chains = "".join(
+        f"    chain {hook} {{\n"
+        f"        type filter hook {hook} priority filter; policy accept;\n"
+        f"        {match} \"eth0\" counter name \"{direction}_seen\"\n"
+        f"        {match} \"eth0\" numgen random mod 100 < {LOSS_PERCENT} counter name \"{direction}_dropped\" drop\n"
+        f"    }}\n" for hook, match, direction in (("output", "oifname", "out"), ("input", "iifname", "in")))
+    return f"table inet {NFT_TABLE} {{\n{counters}{chains}}}\n"
+
+
+def nft(hosts, role, *args, input=None, check=True):
+    return run(*hosts.exec_prefix(role), "nft", *args, input=input, check=check)
+
+
+@pytest.fixture(scope="module")
+def link_emulation(hosts):
+    """How (c) degrades a link here: "netem" where the kernel has it, else "nft" (random loss by
+    nftables, a tbf queue for the slowness). Skips the faults (fails them under
+    SWITCHYARD_REQUIRE_NETNS=1) when neither works; probed on the last worker's link."""
+    role = WORKERS[-1]
+    qdisc = [*hosts.exec_prefix(role), "tc", "qdisc"]
+    netem = run(*qdisc, "add", "dev", "eth0", "root", *NETEM, check=False)
     if netem.returncode == 0:
-        return "netem delay 20ms loss 10%"
-    run(*prefix, "tbf", "rate", "1mbit", "burst", "8kb", "latency", "40ms")
-    return f"tbf rate 1mbit burst 8kb latency 40ms (no netem here: {netem.stderr.strip()})"
+        run(*qdisc, "del", "dev", "eth0", "root")
+        return "netem"
+    reasons = [f"the kernel has no netem ({netem.stderr.strip()})"]
+    if shutil.which("nft") is None:
+        reasons.append("`nft` is not installed (Debian package nftables)")
+    else:
+        probe = nft(hosts, role, "-f", "-", input=nft_loss_ruleset(), check=False)
+        if probe.returncode == 0:
+            nft(hosts, role, "delete", "table", "inet", NFT_TABLE)
+            return "nft"
+        reasons.append(f"nft cannot add the loss rules: {probe.stderr.strip()}")
+    skip_or_fail("a degraded link needs netem or nftables: " + "; ".join(reasons))
 
 
-def restore_link(hosts, role):
+def degrade_link(hosts, role, emulation):
+    """Makes `role`'s link slow and lossy from its side; returns what was applied."""
+    qdisc = [*hosts.exec_prefix(role), "tc", "qdisc", "add", "dev", "eth0", "root"]
+    if emulation == "netem":
+        run(*qdisc, *NETEM)
+        return " ".join(NETEM)
+    nft(hosts, role, "-f", "-", input=nft_loss_ruleset())
+    run(*qdisc, *TBF)
+    return (f"no netem: nft numgen random mod 100 < {LOSS_PERCENT} drop on eth0 output and input, "
+            f"{' '.join(TBF)}")
+
+
+def nft_loss_counts(hosts, role):
+    """{"out_seen": packets, "out_dropped": …, "in_seen": …, "in_dropped": …} from the loss table."""
+    listed = json.loads(nft(hosts, role, "-j", "list", "counters", "table", "inet", NFT_TABLE).stdout)
+    return {item["counter"]["name"]: item["counter"]["packets"] for item in listed["nftables"] if "counter" in item}
+
+
+def restore_link(hosts, role, emulation):
+    """Removes the degradation; returns, for nft, the packets it saw and dropped each way, else None."""
+    counts = nft_loss_counts(hosts, role) if emulation == "nft" else None
+    if emulation == "nft":
+        nft(hosts, role, "delete", "table", "inet", NFT_TABLE)
     run(*hosts.exec_prefix(role), "tc", "qdisc", "del", "dev", "eth0", "root")
+    return counts
 
 
 def health_transitions(samples):
@@ -391,7 +453,7 @@ def max_gap_around(results, fault):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_faults_lose_no_request(mode, reference, hosts, workdir, model):
+def test_faults_lose_no_request(mode, link_emulation, reference, hosts, workdir, model):
     bodies = request_bodies()
     cluster = NetnsCluster(hosts, workdir, model, mode, FAULT_TOLERANCE_FLAGS + MODES[mode])
     problems, faults, results, load = [], [], [], None
@@ -441,10 +503,18 @@ def test_faults_lose_no_request(mode, reference, hosts, workdir, model):
 
         # (c) a slow, lossy link to w2.
         faults.append(Fault("degraded link to w2"))
-        faults[-1].name += f" ({degrade_link(hosts, 'w2')})"
+        faults[-1].name += f" ({degrade_link(hosts, 'w2', link_emulation)})"
+        print(f"{mode}: {faults[-1].name}")
         time.sleep(DEGRADED_DURATION_S)
-        restore_link(hosts, "w2")
+        counts = restore_link(hosts, "w2", link_emulation)
         faults[-1].healed = time.time()
+        if counts is not None:
+            faults[-1].name += "".join(
+                f", {direction} {counts[f'{direction}_dropped']} of {counts[f'{direction}_seen']} packets dropped"
+                for direction in ("out", "in"))
+            seen, dropped = counts["out_seen"] + counts["in_seen"], counts["out_dropped"] + counts["in_dropped"]
+            if seen >= 100 and not 0 < dropped < seen / 2:
+                problems.append(f"{faults[-1].name}: not a {LOSS_PERCENT}% loss")
         back_to_ok(faults[-1])
 
         # (d) w0's link cut at the bridge past the heartbeat deadline, then restored.
@@ -487,6 +557,8 @@ def test_faults_lose_no_request(mode, reference, hosts, workdir, model):
         for role in WORKERS:
             run("ip", "-n", hosts.names["c"], "link", "set", hosts.bridge_port(role), "up", check=False)
             run(*hosts.exec_prefix(role), "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+            if link_emulation == "nft":
+                nft(hosts, role, "delete", "table", "inet", NFT_TABLE, check=False)
         cluster.stop()
     for ns in hosts.names.values():
         assert ns_pids(ns) == [], f"processes left in {ns}: {ns_pids(ns)}"
