@@ -250,7 +250,11 @@ public struct ClusterState {
     /// Every unanswered part by its DISPATCH step, to find it when its answer comes.
     private var partIndex: [StepIndex: (flight: FlightID, batch: Int, attempt: Int, part: Int)] = [:]
     /// Recent round trips (duration, expert rows), for the derived deadline.
-    private var roundTrips: [(Duration, Int)] = []
+    private var roundTrips: [(seconds: Double, expertRows: Int)] = []
+    /// The slowest of `roundTrips`, and the slowest per expert row, in seconds (kept with it:
+    /// the time-driven decisions ask for them on every message).
+    private var slowestRoundTrip = 0.0
+    private var slowestPerExpertRow = 0.0
     private var lastHeartbeatSent: Duration?
     /// When an unknown peer was last told to register (at most once a second each).
     private var toldToRegister: [PeerIdentity: Duration] = [:]
@@ -698,7 +702,7 @@ public struct ClusterState {
     /// Workers with a DISPATCH unanswered past its hedge delay.
     func suspectSlots(now: Duration) -> Set<Int> {
         Set(slots.indices.filter { slot in
-            slots[slot]?.outstanding.values.contains { now - $0.sentAt > hedgeDelay(expertRows: $0.expertRows) } ?? false
+            slots[slot]?.outstanding.values.contains { (now - $0.sentAt).secondsValue > hedgeDelaySeconds(expertRows: $0.expertRows) } ?? false
         })
     }
 
@@ -797,8 +801,7 @@ public struct ClusterState {
         partIndex[combine.step] = nil
         flights[id]!.batches[batch].attempts[attempt].parts[index].partial = combine.outputs.floats()
         let roundTrip = now - part.sentAt
-        roundTrips.append((roundTrip, max(1, part.expertRowCount)))
-        if roundTrips.count > 64 { roundTrips.removeFirst(roundTrips.count - 64) }
+        record(roundTrip: roundTrip.secondsValue, expertRows: max(1, part.expertRowCount))
         let actions: [ClusterAction] = [.answered(
             step: combine.step, worker: name, layer: layer, rowCount: part.pieces.count, expertRowCount: part.expertRowCount,
             computeMicroseconds: Int(clamping: combine.computeMicroseconds), roundTrip: roundTrip)]
@@ -916,29 +919,36 @@ public struct ClusterState {
 
     // MARK: time
 
-    /// The expected round trip of a part with `expertRows` rows, from the recent ones; nil before any.
-    func expectedRoundTrip(expertRows: Int) -> Duration? {
+    /// Keeps the last 64 round trips and their slowest.
+    private mutating func record(roundTrip seconds: Double, expertRows: Int) {
+        roundTrips.append((seconds, expertRows))
+        if roundTrips.count > 64 { roundTrips.removeFirst(roundTrips.count - 64) }
+        slowestRoundTrip = roundTrips.map(\.seconds).max()!
+        slowestPerExpertRow = roundTrips.map { $0.seconds / Double($0.expertRows) }.max()!
+    }
+
+    /// The expected round trip of a part with `expertRows` rows, in seconds, from the recent ones
+    /// (the slowest, or the slowest per row times its rows); nil before any.
+    func expectedRoundTrip(expertRows: Int) -> Double? {
         guard !roundTrips.isEmpty else { return nil }
-        var expected = Duration.zero
-        for (roundTrip, rows) in roundTrips {
-            expected = max(expected, roundTrip, roundTrip * (Double(max(1, expertRows)) / Double(rows)))
+        return max(slowestRoundTrip, slowestPerExpertRow * Double(max(1, expertRows)))
+    }
+
+    /// Seconds a part may go unanswered before its worker is lost.
+    func deadlineSeconds(expertRows: Int) -> Double {
+        if let fixed = policy.dispatchTimeout { return fixed.secondsValue }
+        guard let expected = expectedRoundTrip(expertRows: expertRows) else {
+            return LivenessPolicy.initialDispatchTimeout.secondsValue
         }
-        return expected
+        return min(300, max(policy.minimumDispatchTimeout.secondsValue, expected * Double(LivenessPolicy.derivedTimeoutFactor)))
     }
 
-    /// How long a part may go unanswered before its worker is lost.
-    func deadline(expertRows: Int) -> Duration {
-        if let fixed = policy.dispatchTimeout { return fixed }
-        guard let expected = expectedRoundTrip(expertRows: expertRows) else { return LivenessPolicy.initialDispatchTimeout }
-        return min(.seconds(300), max(policy.minimumDispatchTimeout, expected * LivenessPolicy.derivedTimeoutFactor))
-    }
-
-    /// How long a part may go unanswered before its rows are also sent to a replica.
-    func hedgeDelay(expertRows: Int) -> Duration {
+    /// Seconds a part may go unanswered before its rows are also sent to a replica.
+    func hedgeDelaySeconds(expertRows: Int) -> Double {
         let delay = expectedRoundTrip(expertRows: expertRows).map {
-            max(LivenessPolicy.minimumHedgeDelay, $0 * LivenessPolicy.hedgeFactor)
-        } ?? LivenessPolicy.initialHedgeDelay
-        return min(delay, deadline(expertRows: expertRows) / 2)
+            max(LivenessPolicy.minimumHedgeDelay.secondsValue, $0 * Double(LivenessPolicy.hedgeFactor))
+        } ?? LivenessPolicy.initialHedgeDelay.secondsValue
+        return min(delay, deadlineSeconds(expertRows: expertRows) / 2)
     }
 
     /// Time-driven decisions: heartbeats to the workers, workers lost to silence or a missed
@@ -964,7 +974,9 @@ public struct ClusterState {
                 }
                 guard !progress.hedged else { continue }
                 for attempt in progress.attempts where !attempt.dead {
-                    let slow = Set(attempt.parts.filter { $0.partial == nil && now - $0.sentAt > hedgeDelay(expertRows: $0.expertRowCount) }.map(\.slot))
+                    let slow = Set(attempt.parts.filter {
+                        $0.partial == nil && (now - $0.sentAt).secondsValue > hedgeDelaySeconds(expertRows: $0.expertRowCount)
+                    }.map(\.slot))
                     guard !slow.isEmpty else { continue }
                     let hedge = route(flight: id, batch: batch, excluding: slow, now: now, mode: .hedge)
                     if !hedge.isEmpty {
@@ -979,9 +991,9 @@ public struct ClusterState {
         // nothing pending must be heard from every few heartbeats.
         for slot in slots.indices {
             guard let worker = slots[slot] else { continue }
-            if let late = worker.outstanding.values.first(where: { now - $0.sentAt > deadline(expertRows: $0.expertRows) }) {
+            if let late = worker.outstanding.values.first(where: { (now - $0.sentAt).secondsValue > deadlineSeconds(expertRows: $0.expertRows) }) {
                 actions += lose(slot: slot, reason:
-                    "it did not answer a dispatch within \(Self.seconds(deadline(expertRows: late.expertRows)))", now: now)
+                    "it did not answer a dispatch within \(String(format: "%.1f s", deadlineSeconds(expertRows: late.expertRows)))", now: now)
             } else if worker.outstanding.isEmpty, now - worker.lastHeard > policy.silenceLimit {
                 actions += lose(slot: slot, reason:
                     "nothing heard from it for \(Self.seconds(now - worker.lastHeard)) (\(policy.heartbeatMisses) heartbeats of \(Self.seconds(policy.heartbeatInterval)))",

@@ -50,17 +50,21 @@ extension RouterSocket {
     ) throws(TransportError) -> RouterEvent? {
         let started = ContinuousClock.now
         let deadline = timeout.map { started + $0 }
-        var spun = spin <= .zero
+        if let event = try takeAvailable() { return event }
+        if timeout == .zero { return nil }
+        if spin > .zero {
+            // Poll the router alone without sleeping for the first `spin` of the wait (see
+            // receive(timeout:spin:)); a closed connection is seen when the spin ends.
+            let spinUntil = started + min(spin, timeout ?? spin)
+            repeat {
+                sched_yield()
+                if let frames = try socket.receiveAvailable(), frames.count >= 2 {
+                    return .message(peer: PeerIdentity(frames[0]), frames: Array(frames.dropFirst()))
+                }
+            } while ContinuousClock.now < spinUntil
+        }
         while true {
             if let event = try takeAvailable() { return event }
-            if !spun {
-                // Poll without sleeping for the first `spin` of the wait (see receive(timeout:spin:)).
-                if ContinuousClock.now - started < min(spin, timeout ?? spin) {
-                    sched_yield()
-                    continue
-                }
-                spun = true
-            }
             var items = [zmq_pollitem_t(socket: socket.rawHandle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)]
             if let monitor {
                 items.append(zmq_pollitem_t(socket: monitor.socket.rawHandle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
@@ -86,13 +90,14 @@ extension RouterSocket {
     }
 
     /// A queued monitor event or message, without waiting.
+    /// Non-blocking reads only (no poll): this runs on every turn of a spin.
     private func takeAvailable() throws(TransportError) -> RouterEvent? {
-        if let monitor, try monitor.socket.receive(timeout: .zero) != nil {
+        if let monitor, try monitor.socket.receiveAvailable() != nil {
             // Drain every queued event: one probe covers them all.
-            while try monitor.socket.receive(timeout: .zero) != nil {}
+            while try monitor.socket.receiveAvailable() != nil {}
             return .peerDisconnected
         }
-        while let frames = try socket.receive(timeout: .zero) {
+        while let frames = try socket.receiveAvailable() {
             // A router always prepends the identity; a message with nothing after it is ignored.
             guard frames.count >= 2 else { continue }
             return .message(peer: PeerIdentity(frames[0]), frames: Array(frames.dropFirst()))

@@ -119,7 +119,7 @@ final class ZMQSocket {
     }
 
     /// Reads the message that poll said is ready; nil if none is (EAGAIN on the first frame).
-    private func receiveAvailable() throws(TransportError) -> [[UInt8]]? {
+    func receiveAvailable() throws(TransportError) -> [[UInt8]]? {
         var frames: [[UInt8]] = []
         while true {
             zmq_msg_init(message)
