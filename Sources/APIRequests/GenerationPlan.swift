@@ -1,35 +1,44 @@
+// APIRequests: the HTTP API's request bodies, parsed and checked, and its error envelope. Pure and
+// free of the HTTP server (Server adds the routes and makes `APIError` Hummingbird's
+// `HTTPResponseError`), so the parsing is tested and fuzzed (Fuzz/) without building Hummingbird.
+//
+// Vocabulary:
+// - body: the JSON of one request; `JSONObject` reads it field by field, naming the parameter at fault.
+// - generation plan: a checked /v1/completions or /v1/chat/completions body, one engine request per choice.
+// - envelope: OpenAI's error body `{"error": {"message", "type", "param", "code"}}` (`APIError`).
+//
 // What a /v1/completions or /v1/chat/completions body asks for, parsed and checked: pure (the
 // tokenizer and context length come in as values), so every 400 is testable without a server.
-import Coordinator
-import Tokenization
+package import Coordinator
+package import Tokenization
 
 /// The two generation endpoints; they differ in prompt, logprobs and response shapes.
-enum Endpoint: Sendable {
+package enum Endpoint: Sendable {
     case completions
     case chat
 }
 
 /// A checked generation request: the `GenerationRequest`s to submit (one per choice) and how to
 /// shape the response.
-struct GenerationPlan: Sendable {
-    var endpoint: Endpoint
-    var prompt: Prompt
-    var promptTokenCount: Int
-    var maxTokens: Int
-    var sampling: SamplingParameters
+package struct GenerationPlan: Sendable {
+    package var endpoint: Endpoint
+    package var prompt: Prompt
+    package var promptTokenCount: Int
+    package var maxTokens: Int
+    package var sampling: SamplingParameters
     /// Choices to generate, 1...16.
-    var choiceCount: Int
-    var stop: [String]
+    package var choiceCount: Int
+    package var stop: [String]
     /// Whether to report logprobs at all.
-    var reportsLogprobs: Bool
+    package var reportsLogprobs: Bool
     /// Alternatives per token to report (completions `logprobs`, chat `top_logprobs`), 0...20.
-    var topLogprobs: Int
-    var stream: Bool
-    var includeUsage: Bool
-    var ignoreEOS: Bool
+    package var topLogprobs: Int
+    package var stream: Bool
+    package var includeUsage: Bool
+    package var ignoreEOS: Bool
 
     /// The engine requests, one per choice; choice `i` gets seed `seed + i` when a seed was given.
-    var requests: [GenerationRequest] {
+    package var requests: [GenerationRequest] {
         (0..<choiceCount).map { index in
             var sampling = sampling
             sampling.seed = sampling.seed.map { $0 &+ UInt64(index) }
@@ -42,14 +51,14 @@ struct GenerationPlan: Sendable {
     }
 
     /// The most alternatives per token a request may ask for.
-    static let maxTopLogprobs = 20
+    package static let maxTopLogprobs = 20
     /// The most choices one request may ask for.
-    static let maxChoices = 16
-    static let knownRoles = ["system", "user", "assistant", "tool"]
+    package static let maxChoices = 16
+    package static let knownRoles = ["system", "user", "assistant", "tool"]
 
     /// Parses a /v1/completions body.
     /// - Throws: `APIError` (400) naming the parameter and its valid values.
-    static func completions(
+    package static func completions(
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int
     ) throws(APIError) -> GenerationPlan {
         if try body.bool("echo") == true {
@@ -79,7 +88,7 @@ struct GenerationPlan: Sendable {
     /// Parses a /v1/chat/completions body; `render` applies the chat template, and the prompt is the
     /// rendered text's token ids (`Tokenizer.encodeChatPrompt`: no special tokens added to the template's).
     /// - Throws: `APIError` (400) naming the parameter and its valid values.
-    static func chat(
+    package static func chat(
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int,
         render: ([ChatMessage]) throws(SubmitError) -> String
     ) throws(APIError) -> GenerationPlan {
