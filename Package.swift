@@ -25,6 +25,12 @@ let package = Package(
         .library(name: "SwitchyardTensors", targets: ["Tensors"]),
         .library(name: "SwitchyardKernels", targets: ["Kernels"]),
         .library(name: "SwitchyardModels", targets: ["Models"]),
+        // Libraries for the Fuzz package (Fuzz/Package.swift): the wire decoders, the placement and
+        // the HTTP body parsing, fuzzed through the code the processes run.
+        .library(name: "SwitchyardWire", targets: ["Wire"]),
+        .library(name: "SwitchyardTokenization", targets: ["Tokenization"]),
+        .library(name: "SwitchyardCoordinator", targets: ["Coordinator"]),
+        .library(name: "SwitchyardAPIRequests", targets: ["APIRequests"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -80,7 +86,7 @@ let package = Package(
         ),
 
         // The HTTP API's request bodies parsed and checked, and its error envelope: pure, without
-        // Hummingbird, so it is tested, and can be fuzzed, without building the server.
+        // Hummingbird, so it is tested, and fuzzed (Fuzz/), without building the server.
         .target(
             name: "APIRequests",
             dependencies: [
