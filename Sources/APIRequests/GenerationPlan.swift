@@ -127,15 +127,22 @@ package struct GenerationPlan: Sendable {
         contextLength: Int
     ) throws(APIError) -> GenerationPlan {
         var sampling = SamplingParameters()
+        // Temperature and top_p are checked as the Floats the engine samples with: a JSON number
+        // beyond Float's range becomes infinity, and one below its smallest becomes 0, which the
+        // engine would refuse after the request was accepted.
         if let temperature = try body.double("temperature") {
-            guard temperature.isFinite, temperature >= 0 else {
-                throw .outOfRange(param: "temperature", value: "\(temperature)", valid: "a number >= 0")
+            guard temperature >= 0, Float(temperature).isFinite else {
+                throw .outOfRange(
+                    param: "temperature", value: "\(temperature)",
+                    valid: "a number >= 0 (at most \(Float.greatestFiniteMagnitude), a 32-bit float)")
             }
             sampling.temperature = Float(temperature)
         }
         if let topP = try body.double("top_p") {
-            guard topP > 0, topP <= 1 else {
-                throw .outOfRange(param: "top_p", value: "\(topP)", valid: "in (0, 1]")
+            guard topP > 0, topP <= 1, Float(topP) > 0 else {
+                throw .outOfRange(
+                    param: "top_p", value: "\(topP)",
+                    valid: "in (0, 1] (at least \(Float.leastNonzeroMagnitude), a 32-bit float)")
             }
             sampling.topP = Float(topP)
         }
@@ -169,12 +176,14 @@ package struct GenerationPlan: Sendable {
             guard maxTokens >= 1 else {
                 throw .outOfRange(param: maxTokensParam, value: "\(maxTokens)", valid: "at least 1")
             }
-            guard promptTokenCount + maxTokens <= contextLength else {
+            // Compared as a difference: the sum overflows for a max_tokens near Int.max (a trap).
+            guard maxTokens <= contextLength - promptTokenCount else {
+                let (total, overflow) = promptTokenCount.addingReportingOverflow(maxTokens)
                 throw .invalidRequest(
                     param: maxTokensParam,
                     message: "the prompt (\(promptTokenCount) tokens) + \(maxTokensParam) (\(maxTokens)) is "
-                        + "\(promptTokenCount + maxTokens) tokens, but the model's context is \(contextLength) tokens; "
-                        + "\(maxTokensParam) can be at most \(contextLength - promptTokenCount)")
+                        + "\(overflow ? "more than \(Int.max)" : "\(total)") tokens, but the model's context is "
+                        + "\(contextLength) tokens; \(maxTokensParam) can be at most \(contextLength - promptTokenCount)")
             }
             resolvedMaxTokens = maxTokens
         } else {
