@@ -3,7 +3,8 @@
 //
 // Targets are tiered (see README "Architecture"); a target imports only lower tiers.
 //   tier 4  SwitchyardCLI
-//   tier 3  Coordinator · ExpertWorker · Cluster · Server   (never import each other; Server -> Coordinator only)
+//   tier 3  Coordinator · ExpertWorker · Cluster · Server   (never import each other; Server -> Coordinator only,
+//           and APIRequests, Server's body parsing without Hummingbird -> Coordinator)
 //   tier 2  Models · Wire · Transport
 //   tier 1  Kernels · Tokenization
 //   tier 0  Tensors · CZeroMQ · CProtobufC · CBLAS · CKernels
@@ -24,11 +25,19 @@ let package = Package(
         .library(name: "SwitchyardTensors", targets: ["Tensors"]),
         .library(name: "SwitchyardKernels", targets: ["Kernels"]),
         .library(name: "SwitchyardModels", targets: ["Models"]),
+        // Libraries for the Fuzz package (Fuzz/Package.swift): the wire decoders, the placement and
+        // the HTTP body parsing, fuzzed through the code the processes run.
+        .library(name: "SwitchyardWire", targets: ["Wire"]),
+        .library(name: "SwitchyardTokenization", targets: ["Tokenization"]),
+        .library(name: "SwitchyardCoordinator", targets: ["Coordinator"]),
+        .library(name: "SwitchyardAPIRequests", targets: ["APIRequests"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        // HTTP status codes for APIRequests (Hummingbird uses the same types; same URL as it names).
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
@@ -76,10 +85,19 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // The HTTP API's request bodies parsed and checked, and its error envelope: pure, without
+        // Hummingbird, so it is tested, and fuzzed (Fuzz/), without building the server.
+        .target(
+            name: "APIRequests",
+            dependencies: [
+                "Coordinator", "Tokenization", .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "Server",
             dependencies: [
-                "Coordinator", "Tokenization", "Tensors",
+                "APIRequests", "Coordinator", "Tokenization", "Tensors",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -134,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "Coordinator", "Tokenization", "Tensors", "TestSupport",
+                "Server", "APIRequests", "Coordinator", "Tokenization", "Tensors", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

@@ -11,6 +11,9 @@ swift build --build-tests --explicit-target-dependency-import-check error
 swift test --skip-build
 # The benchmark programs (a package of their own) still build against the library.
 swift build --package-path Benchmarks --scratch-path .build/benchmarks
+# The fuzz targets (Fuzz/), briefly: the wire decoders and the HTTP bodies, built with libFuzzer and
+# ASan, 30 s each; a crash fails the run. `bash Scripts/fuzz.sh 600` is the long run.
+bash Scripts/fuzz.sh 30
 
 # The HTTP API through real clients: the openai package, curl, a Prometheus text parser.
 venv="${SWITCHYARD_TEST_VENV:-$root/.venv-test}"

@@ -8,6 +8,7 @@
 // - envelope: OpenAI's error body `{"error": {"message", "type", "param", "code"}}`.
 //
 // The engine is a `GenerationService`; this module only parses, submits, and formats.
+import APIRequests
 public import Coordinator
 import Foundation
 import Tokenization

@@ -1,6 +1,7 @@
 // The placement routes: `GET /v1/placement` shows which worker holds which expert, and
 // `POST /v1/placement` (a placement file as the body) changes it live, between steps, once every
 // worker has loaded its new experts. Both are under /v1, so `--api-key` protects them.
+import APIRequests
 import Coordinator
 import Foundation
 import Hummingbird

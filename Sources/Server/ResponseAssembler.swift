@@ -1,5 +1,6 @@
 // Turning a request's generation events into OpenAI responses: whole responses, or stream chunks
 // one event at a time. Pure: events in, JSON values out; the handlers do the I/O.
+import APIRequests
 import Coordinator
 import Tokenization
 

@@ -1,5 +1,6 @@
 // The server's pure parts without HTTP: body parsing into plans, response assembly from events,
 // token strings, the Prometheus text, the key comparison.
+import APIRequests
 import Coordinator
 import Foundation
 import Hummingbird

@@ -1,12 +1,12 @@
 // Reading request bodies: typed readers over the JSON values the tokenizer also reads, naming the
 // field and the expected type when a value is wrong, so every 400 says which parameter to fix.
 import Foundation
-import Tokenization
+package import Tokenization
 
 extension JSONValue {
     /// Parses a request body.
     /// - Throws: `APIError` (400) when the body is not JSON.
-    static func parse(_ bytes: [UInt8]) throws(APIError) -> JSONValue {
+    package static func parse(_ bytes: [UInt8]) throws(APIError) -> JSONValue {
         do {
             return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
         } catch {
@@ -17,12 +17,12 @@ extension JSONValue {
 
 /// A JSON object read field by field. Unknown fields are ignored; `null` counts as absent, as
 /// OpenAI's API treats it. `path` prefixes parameter names in errors (`stream_options.`).
-struct JSONObject {
-    let fields: [String: JSONValue]
-    let path: String
+package struct JSONObject {
+    package let fields: [String: JSONValue]
+    package let path: String
 
     /// - Throws: `APIError` (400) when the value is not an object.
-    init(_ value: JSONValue, path: String = "") throws(APIError) {
+    package init(_ value: JSONValue, path: String = "") throws(APIError) {
         guard case .object(let fields) = value else {
             throw .invalidRequest(
                 param: path.isEmpty ? nil : String(path.dropLast()),
@@ -35,16 +35,16 @@ struct JSONObject {
     }
 
     /// The full parameter name of a field, for errors.
-    func param(_ name: String) -> String { path + name }
+    package func param(_ name: String) -> String { path + name }
 
-    subscript(name: String) -> JSONValue? {
+    package subscript(name: String) -> JSONValue? {
         switch fields[name] {
         case nil, .null?: nil
         case let value?: value
         }
     }
 
-    func bool(_ name: String) throws(APIError) -> Bool? {
+    package func bool(_ name: String) throws(APIError) -> Bool? {
         guard let value = self[name] else { return nil }
         guard case .bool(let bool) = value else {
             throw .wrongType(param: param(name), expected: "a boolean", got: value)
@@ -52,7 +52,7 @@ struct JSONObject {
         return bool
     }
 
-    func double(_ name: String) throws(APIError) -> Double? {
+    package func double(_ name: String) throws(APIError) -> Double? {
         guard let value = self[name] else { return nil }
         guard case .number(let number) = value else {
             throw .wrongType(param: param(name), expected: "a number", got: value)
@@ -60,7 +60,7 @@ struct JSONObject {
         return number
     }
 
-    func integer(_ name: String) throws(APIError) -> Int? {
+    package func integer(_ name: String) throws(APIError) -> Int? {
         guard let value = self[name] else { return nil }
         guard case .number(let number) = value, let integer = Int(exactly: number) else {
             throw .wrongType(param: param(name), expected: "an integer", got: value)
@@ -68,7 +68,7 @@ struct JSONObject {
         return integer
     }
 
-    func string(_ name: String) throws(APIError) -> String? {
+    package func string(_ name: String) throws(APIError) -> String? {
         guard let value = self[name] else { return nil }
         guard case .string(let string) = value else {
             throw .wrongType(param: param(name), expected: "a string", got: value)
@@ -76,7 +76,7 @@ struct JSONObject {
         return string
     }
 
-    func object(_ name: String) throws(APIError) -> JSONObject? {
+    package func object(_ name: String) throws(APIError) -> JSONObject? {
         guard let value = self[name] else { return nil }
         return try JSONObject(value, path: param(name) + ".")
     }

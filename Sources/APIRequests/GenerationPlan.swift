@@ -1,35 +1,44 @@
+// APIRequests: the HTTP API's request bodies, parsed and checked, and its error envelope. Pure and
+// free of the HTTP server (Server adds the routes and makes `APIError` Hummingbird's
+// `HTTPResponseError`), so the parsing is tested and fuzzed (Fuzz/) without building Hummingbird.
+//
+// Vocabulary:
+// - body: the JSON of one request; `JSONObject` reads it field by field, naming the parameter at fault.
+// - generation plan: a checked /v1/completions or /v1/chat/completions body, one engine request per choice.
+// - envelope: OpenAI's error body `{"error": {"message", "type", "param", "code"}}` (`APIError`).
+//
 // What a /v1/completions or /v1/chat/completions body asks for, parsed and checked: pure (the
 // tokenizer and context length come in as values), so every 400 is testable without a server.
-import Coordinator
-import Tokenization
+package import Coordinator
+package import Tokenization
 
 /// The two generation endpoints; they differ in prompt, logprobs and response shapes.
-enum Endpoint: Sendable {
+package enum Endpoint: Sendable {
     case completions
     case chat
 }
 
 /// A checked generation request: the `GenerationRequest`s to submit (one per choice) and how to
 /// shape the response.
-struct GenerationPlan: Sendable {
-    var endpoint: Endpoint
-    var prompt: Prompt
-    var promptTokenCount: Int
-    var maxTokens: Int
-    var sampling: SamplingParameters
+package struct GenerationPlan: Sendable {
+    package var endpoint: Endpoint
+    package var prompt: Prompt
+    package var promptTokenCount: Int
+    package var maxTokens: Int
+    package var sampling: SamplingParameters
     /// Choices to generate, 1...16.
-    var choiceCount: Int
-    var stop: [String]
+    package var choiceCount: Int
+    package var stop: [String]
     /// Whether to report logprobs at all.
-    var reportsLogprobs: Bool
+    package var reportsLogprobs: Bool
     /// Alternatives per token to report (completions `logprobs`, chat `top_logprobs`), 0...20.
-    var topLogprobs: Int
-    var stream: Bool
-    var includeUsage: Bool
-    var ignoreEOS: Bool
+    package var topLogprobs: Int
+    package var stream: Bool
+    package var includeUsage: Bool
+    package var ignoreEOS: Bool
 
     /// The engine requests, one per choice; choice `i` gets seed `seed + i` when a seed was given.
-    var requests: [GenerationRequest] {
+    package var requests: [GenerationRequest] {
         (0..<choiceCount).map { index in
             var sampling = sampling
             sampling.seed = sampling.seed.map { $0 &+ UInt64(index) }
@@ -42,17 +51,17 @@ struct GenerationPlan: Sendable {
     }
 
     /// The most alternatives per token a request may ask for.
-    static let maxTopLogprobs = 20
+    package static let maxTopLogprobs = 20
     /// The most choices one request may ask for.
-    static let maxChoices = 16
-    static let knownRoles = ["system", "user", "assistant", "tool"]
+    package static let maxChoices = 16
+    package static let knownRoles = ["system", "user", "assistant", "tool"]
     /// Prompt bytes accepted per token of context. Tokens of real text average 3 to 5 bytes, and a
     /// vocabulary's longest (runs of spaces or `=`) rarely pass 64, so a prompt over this many bytes
     /// per context token cannot fit; it is refused before it costs a tokenization.
-    static let maxPromptBytesPerToken = 64
+    package static let maxPromptBytesPerToken = 64
 
     /// The most bytes of prompt text (or of chat message contents) accepted for `contextLength`.
-    static func maxPromptBytes(contextLength: Int) -> Int {
+    package static func maxPromptBytes(contextLength: Int) -> Int {
         contextLength.multipliedReportingOverflow(by: maxPromptBytesPerToken).overflow
             ? .max : contextLength * maxPromptBytesPerToken
     }
@@ -74,7 +83,7 @@ struct GenerationPlan: Sendable {
     /// Parses a /v1/completions body. A text prompt is checked against `maxPromptBytes`, then
     /// tokenized: the plan's prompt is its token ids.
     /// - Throws: `APIError` (400) naming the parameter and its valid values.
-    static func completions(
+    package static func completions(
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int
     ) throws(APIError) -> GenerationPlan {
         if try body.bool("echo") == true {
@@ -108,7 +117,7 @@ struct GenerationPlan: Sendable {
     /// Parses a /v1/chat/completions body; `render` applies the chat template, and the prompt is the
     /// rendered text's token ids (`Tokenizer.encodeChatPrompt`: no special tokens added to the template's).
     /// - Throws: `APIError` (400) naming the parameter and its valid values.
-    static func chat(
+    package static func chat(
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int,
         render: ([ChatMessage]) throws(SubmitError) -> String
     ) throws(APIError) -> GenerationPlan {
@@ -150,15 +159,22 @@ struct GenerationPlan: Sendable {
         contextLength: Int
     ) throws(APIError) -> GenerationPlan {
         var sampling = SamplingParameters()
+        // Temperature and top_p are checked as the Floats the engine samples with: a JSON number
+        // beyond Float's range becomes infinity, and one below its smallest becomes 0, which the
+        // engine would refuse after the request was accepted.
         if let temperature = try body.double("temperature") {
-            guard temperature.isFinite, temperature >= 0 else {
-                throw .outOfRange(param: "temperature", value: "\(temperature)", valid: "a number >= 0")
+            guard temperature >= 0, Float(temperature).isFinite else {
+                throw .outOfRange(
+                    param: "temperature", value: "\(temperature)",
+                    valid: "a number >= 0 (at most \(Float.greatestFiniteMagnitude), a 32-bit float)")
             }
             sampling.temperature = Float(temperature)
         }
         if let topP = try body.double("top_p") {
-            guard topP > 0, topP <= 1 else {
-                throw .outOfRange(param: "top_p", value: "\(topP)", valid: "in (0, 1]")
+            guard topP > 0, topP <= 1, Float(topP) > 0 else {
+                throw .outOfRange(
+                    param: "top_p", value: "\(topP)",
+                    valid: "in (0, 1] (at least \(Float.leastNonzeroMagnitude), a 32-bit float)")
             }
             sampling.topP = Float(topP)
         }
@@ -192,12 +208,14 @@ struct GenerationPlan: Sendable {
             guard maxTokens >= 1 else {
                 throw .outOfRange(param: maxTokensParam, value: "\(maxTokens)", valid: "at least 1")
             }
-            guard promptTokenCount + maxTokens <= contextLength else {
+            // Compared as a difference: the sum overflows for a max_tokens near Int.max (a trap).
+            guard maxTokens <= contextLength - promptTokenCount else {
+                let (total, overflow) = promptTokenCount.addingReportingOverflow(maxTokens)
                 throw .invalidRequest(
                     param: maxTokensParam,
                     message: "the prompt (\(promptTokenCount) tokens) + \(maxTokensParam) (\(maxTokens)) is "
-                        + "\(promptTokenCount + maxTokens) tokens, but the model's context is \(contextLength) tokens; "
-                        + "\(maxTokensParam) can be at most \(contextLength - promptTokenCount)")
+                        + "\(overflow ? "more than \(Int.max)" : "\(total)") tokens, but the model's context is "
+                        + "\(contextLength) tokens; \(maxTokensParam) can be at most \(contextLength - promptTokenCount)")
             }
             resolvedMaxTokens = maxTokens
         } else {
