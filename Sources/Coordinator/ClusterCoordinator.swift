@@ -87,6 +87,8 @@ public final class ClusterCoordinator: ExpertExecutor {
     /// Dispatches measured since the engine loop last took them (`takeDispatchObservations`).
     private var observations: [WorkerDispatchObservation] = []
     private var lastHealth: HealthStatus?
+    /// When a step's wait last took the time-driven decisions.
+    private var lastTick = ContinuousClock.now
     /// The state's version when health was last published.
     private var publishedVersion: UInt64?
     private var cachedHealth: (version: UInt64, at: Duration, health: HealthStatus)?
@@ -325,9 +327,24 @@ public final class ClusterCoordinator: ExpertExecutor {
                     publishHealth()
                     throw error
                 case .pending:
-                    // Replies come back within a few milliseconds: poll for them briefly before
-                    // sleeping, and wake at least every 20 ms for the time-driven decisions.
-                    pump(until: .now + .milliseconds(20), wakeSignal: nil, spin: Self.replySpin)
+                    // Replies come back within a few milliseconds: wait for the next message,
+                    // polling briefly before sleeping; the time-driven decisions (and closed
+                    // connections) are taken at least every 20 ms, not per reply, which would
+                    // cost the step its latency.
+                    let received: (peer: PeerIdentity, frames: [[UInt8]])?
+                    do {
+                        received = try socket.receive(timeout: .milliseconds(20), spin: Self.replySpin)
+                    } catch {
+                        logger.error("receiving on \(endpoint) failed: \(error)")
+                        received = nil
+                    }
+                    if let (peer, frames) = received { handle(frames: frames, from: peer) }
+                    if received == nil || ContinuousClock.now - lastTick >= .milliseconds(20) {
+                        lastTick = .now
+                        drain()
+                        perform(state.tick(now: now))
+                        publishHealth()
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 // rendering a chat template, tokenizing a prompt. Not on Swift's cooperative pool, whose few
 // threads (one per core) also answer /health and stream every response: eight 4 MB prompts
 // tokenized there held /health for seconds.
+import APIRequests
 import Dispatch
 
 /// One serial queue, with a thread of its own, that prepares requests one at a time.
