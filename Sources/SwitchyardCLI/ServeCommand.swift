@@ -20,7 +20,10 @@ struct Serve: AsyncParsableCommand {
             GET /v1/models, GET /v1/expert_load, /health, /metrics) and from `switchyard generate --coordinator ENDPOINT`. \
             Requests are batched continuously: every running sequence advances in one step, and each MoE \
             layer sends one dispatch per worker for the whole batch. /health answers 503 until every \
-            worker is ready. Stop it with Ctrl-C or SIGTERM; workers are told to leave.
+            worker is ready. A worker that dies, hangs or is cut off costs a stall, not a request: its \
+            rows go to replicas (--replicas) or its experts to the other workers, and /health says \
+            "degraded" until it (or a replacement, named or not) is back; see WORKER FAULTS. Stop it \
+            with Ctrl-C or SIGTERM; workers are told to leave.
             """
     )
 
