@@ -104,19 +104,7 @@ class Cluster:
                                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
     def stop(self):
-        for proc in self.workers.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)  # a stopped worker could not leave
-        procs = [self.serve, *self.workers.values()]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        chaos_client.stop_processes([self.serve, *self.workers.values()], stopped=self.workers.values())
 
 
 def bodies(count, max_tokens):

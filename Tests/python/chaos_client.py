@@ -18,6 +18,8 @@ and a finish reason. Streaming requests (`"stream": true`) are timestamped per c
 """
 import argparse
 import json
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -152,6 +154,23 @@ def health(base, timeout=2.0):
     except (json.JSONDecodeError, AttributeError):
         sample["reason"] = f"not JSON: {text[:200]}"
     return sample
+
+
+def stop_processes(procs, stopped=()):
+    """Continues `stopped` (a stopped process cannot leave), asks every process in `procs` to stop
+    (SIGTERM), and kills the ones still there after 20 s."""
+    for proc in stopped:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _until_stdin_closes(stop):

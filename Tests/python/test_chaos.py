@@ -244,16 +244,7 @@ class NetnsCluster:
                 self.health.finish(10)
             except AssertionError:
                 pass
-        procs = [self.serve, *self.workers.values()]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        chaos_client.stop_processes([self.serve, *self.workers.values()])
 
 
 def run_once(cluster, bodies):
