@@ -359,13 +359,13 @@ public final class ClusterCoordinator: ExpertExecutor {
     /// Handles what is queued, then waits until `deadline` for one more event (a message, a
     /// closed connection, a wake-up), handles what came meanwhile, and takes the time-driven
     /// decisions with the socket drained (so a worker's silence is real, not a queued heartbeat).
-    private func pump(until deadline: ContinuousClock.Instant, wakeSignal: WakeSignal?, spin: Duration = .zero) {
+    private func pump(until deadline: ContinuousClock.Instant, wakeSignal: WakeSignal?) {
         drain()
         perform(state.tick(now: now))
         let remaining = deadline - .now
         if remaining > .zero {
             do {
-                if let event = try socket.receiveEvent(timeout: remaining, spin: spin, wakeSignal: wakeSignal) {
+                if let event = try socket.receiveEvent(timeout: remaining, wakeSignal: wakeSignal) {
                     handle(event)
                     drain()
                     perform(state.tick(now: now))

@@ -86,8 +86,6 @@ public struct ClusterCounters: Sendable, Equatable {
     public var hedgedDispatches = 0
     /// Seconds steps spent waiting for rows that had to be sent again (retried or hedged), summed.
     public var stallSeconds = 0.0
-    /// The longest such wait of one batch, in seconds.
-    public var longestStallSeconds = 0.0
 }
 
 /// Identifies one flight (one layer's dispatch of one step or micro-batch).
@@ -156,7 +154,6 @@ public struct ClusterState {
         /// The experts it has loaded (those of the last ASSIGN it answered).
         var loaded: Set<LayerExpert>
         var lastHeard: Duration
-        var joined: Duration
         /// Every DISPATCH sent to it and not answered, needed or not any more (a hedge may have
         /// answered for it): when sent, and its expert rows. The oldest decides whether the worker
         /// is slow (avoided where a replica exists) or hung (lost).
@@ -475,7 +472,7 @@ public struct ClusterState {
         let experts = assignment(ofSlot: slot)
         slots[slot] = Worker(
             peer: peer, name: hello.workerName, pid: hello.pid, ready: false, assignsInFlight: 1,
-            assigned: Set(experts), loaded: [], lastHeard: now, joined: now, outstanding: [:])
+            assigned: Set(experts), loaded: [], lastHeard: now, outstanding: [:])
         counters.workersJoined += 1
         actions += [
             .send(peer, welcome()), .send(peer, assignMessage(slot: slot)),
@@ -852,7 +849,6 @@ public struct ClusterState {
         if flights[id]!.batches[batch].attempts.count > 1, let first = flights[id]!.batches[batch].firstSent {
             let stall = (now - first).secondsValue
             counters.stallSeconds += stall
-            counters.longestStallSeconds = max(counters.longestStallSeconds, stall)
         }
     }
 

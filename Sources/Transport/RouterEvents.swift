@@ -34,7 +34,7 @@ final class DisconnectMonitor {
 }
 
 extension RouterSocket {
-    /// Starts reporting closed connections as `.peerDisconnected` from ``receiveEvent(timeout:spin:wakeSignal:)``.
+    /// Starts reporting closed connections as `.peerDisconnected` from ``receiveEvent(timeout:wakeSignal:)``.
     /// - Throws: `TransportError.zmq` when libzmq cannot monitor the socket.
     public func enableDisconnectEvents() throws(TransportError) {
         guard monitor == nil else { return }
@@ -43,26 +43,13 @@ extension RouterSocket {
 
     /// Waits up to `timeout` (nil: forever) for a message, a closed connection (once
     /// ``enableDisconnectEvents()`` was called) or a wake-up, whichever comes first; a message
-    /// already queued is returned without waiting. `spin` as in ``receive(timeout:spin:)``.
+    /// already queued is returned without waiting. (A step's wait for replies, which must not
+    /// sleep, uses ``receive(timeout:spin:)``.)
     /// - Returns: nil when the timeout passed with nothing to report.
-    public func receiveEvent(
-        timeout: Duration?, spin: Duration = .zero, wakeSignal: WakeSignal? = nil
-    ) throws(TransportError) -> RouterEvent? {
-        let started = ContinuousClock.now
-        let deadline = timeout.map { started + $0 }
+    public func receiveEvent(timeout: Duration?, wakeSignal: WakeSignal? = nil) throws(TransportError) -> RouterEvent? {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         if let event = try takeAvailable() { return event }
         if timeout == .zero { return nil }
-        if spin > .zero {
-            // Poll the router alone without sleeping for the first `spin` of the wait (see
-            // receive(timeout:spin:)); a closed connection is seen when the spin ends.
-            let spinUntil = started + min(spin, timeout ?? spin)
-            repeat {
-                sched_yield()
-                if let frames = try socket.receiveAvailable(), frames.count >= 2 {
-                    return .message(peer: PeerIdentity(frames[0]), frames: Array(frames.dropFirst()))
-                }
-            } while ContinuousClock.now < spinUntil
-        }
         while true {
             if let event = try takeAvailable() { return event }
             var items = [zmq_pollitem_t(socket: socket.rawHandle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)]
@@ -89,8 +76,7 @@ extension RouterSocket {
         }
     }
 
-    /// A queued monitor event or message, without waiting.
-    /// Non-blocking reads only (no poll): this runs on every turn of a spin.
+    /// A queued monitor event or message, without waiting (non-blocking reads, no poll).
     private func takeAvailable() throws(TransportError) -> RouterEvent? {
         if let monitor, try monitor.socket.receiveAvailable() != nil {
             // Drain every queued event: one probe covers them all.
