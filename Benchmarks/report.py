@@ -89,6 +89,7 @@ def main():
         f"vocab {config['vocab_size']}, bf16")
     out(f"active parameters per token: {params / 1e6:.1f} M = {active_bytes / 1e6:.0f} MB of bf16 weights read per decoded token")
     out("=" * 100)
+    machine_section(out, r)
 
     floors = load(r, "floors")
     out("\nFloors (this run)")
@@ -225,6 +226,7 @@ def main():
         out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic fully overlapped':<70}{fmt(32 * one / max(memory, arithmetic), 2):>8}")
         out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic one after the other':<70}{fmt(32 * one / (memory + arithmetic), 2):>8}")
         out(f"  {'measured (serve --workers 0, median of back-to-back pairs)':<70}{fmt(statistics.median(measured) if measured else None, 2):>8}")
+    link_section(out, r, config, batch_rate)
     qwen_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
                  mixtral_llama_ratio=paired(sy_in, lb, "decode_tokens_per_s")[0], timing=timing)
     skipped = sorted(f[:-5] for f in os.listdir(r) if f.endswith(".skip"))
@@ -233,10 +235,60 @@ def main():
     print("\n".join(lines))
 
 
+def link_section(out, r, config, batch_rate):
+    """2 workers through a link that delays every byte (Benchmarks/delay_proxy.py), against loopback.
+
+    Every MoE layer of a decode step waits for one round trip to the workers, so a delay d each way
+    adds about 2·d·layers to every step whatever the batch: the predicted rate is
+    B ÷ (B ÷ loopback rate + 2·(d + the proxy's own lateness)·layers)."""
+    runs = [(name, load(r, name)) for name in ("serve-link0.2", "serve-link1", "serve-link1-micro2")]
+    if not any(result for _, result in runs):
+        out(f"\nSlow link: skipped: {reason(r, 'serve-link1')}")
+        return
+    layers = config["num_hidden_layers"]
+    out(f"\nSlow link: serve --workers 2 through a proxy delaying each direction (no netem in this kernel); "
+        f"decode tok/s; predicted adds 2 × delay × {layers} layers to each step")
+    out(f"  {'link':<40}{'B=1':>9}{'B=8':>9}{'B=32':>9}   {'B=1 ÷ in-process':>17}{'B=1 predicted':>15}   proxy lateness")
+    for name, result in runs:
+        if result is None:
+            out(f"  {name:<40}   skipped: {reason(r, name)}")
+            continue
+        link = result.get("link", {})
+        delay = link.get("delay_us", 0) / 1e6
+        late = link.get("mean_late_us", 0) / 1e6
+        rates = {b["batch"]: b["decode_tokens_per_s"] for b in result["batches"]}
+        loopback = batch_rate.get((2, 1))
+        predicted = None if not loopback else 1 / (1 / loopback + 2 * (delay + late) * layers)
+        label = f"{delay * 1e3:g} ms each way" + (", --micro-batches 2" if "micro" in name else "")
+        out(f"  {label:<40}{fmt(rates.get(1)):>9}{fmt(rates.get(8)):>9}{fmt(rates.get(32)):>9}   "
+            f"{fmt(ratio(rates.get(1), batch_rate.get((0, 1))), 2):>17}{fmt(predicted):>15}   "
+            f"mean {late * 1e6:.0f} µs, p99 {link.get('p99_late_us', 0):.0f} µs")
+
+
+def machine_section(out, r):
+    """What ran: the CPU and Switchyard's kernel path, and each peer's build (from its own result file)."""
+    system = load(r, "system")
+    out("\nMachine and builds")
+    if system:
+        forced = f" (forced by SWITCHYARD_KERNEL={system['forced_kernel_path']})" if system.get("forced_kernel_path") else ""
+        out(f"  CPU: {system['cpu_model']}, {system['logical_cpus']} logical CPUs; features: {' '.join(system['cpu_features'])}")
+        out(f"  Switchyard kernel path: {system['kernel_path']}{forced}; supported here: {' '.join(system['supported_kernel_paths'])}")
+    else:
+        out(f"  Switchyard: {reason(r, 'system')}")
+    llama = next((load(r, name) for name in ("llama-bf16", "llama-q8_0", "qwen3moe-llama-bf16") if load(r, name)), None)
+    if llama and llama.get("system_info"):
+        out(f"  llama.cpp (llama-cpp-python {llama.get('llama_cpp_python')}): {llama['system_info']}")
+    hf = load(r, "transformers") or load(r, "qwen3moe-transformers")
+    if hf and hf.get("cpu_capability"):
+        out(f"  transformers {hf.get('transformers')} on torch {hf.get('torch')}: ATen CPU capability {hf['cpu_capability']}")
+
+
 def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, timing):
     """The Qwen3-MoE-shaped model: many small experts (8 of 128 a token), batch 1."""
     sy = load(r, "qwen3moe-switchyard-inprocess")
+    sq = load(r, "qwen3moe-switchyard-inprocess-q8")
     lb = load(r, "qwen3moe-llama-bf16")
+    lq = load(r, "qwen3moe-llama-q8_0")
     hf = load(r, "qwen3moe-transformers")
     path = os.path.join(args.qwen3moe_model or "", "config.json")
     if not os.path.exists(path):
@@ -250,8 +302,10 @@ def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, 
         f"= {params * 2 / 1e6:.0f} MB read per decoded token")
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
     for name, key, result in [("Switchyard, in-process", "qwen3moe-switchyard-inprocess", sy),
+                              ("Switchyard, in-process, --quantize q8", "qwen3moe-switchyard-inprocess-q8", sq),
                               ("transformers CPU bf16, 2 threads", "qwen3moe-transformers", hf),
-                              ("llama.cpp bf16, 2 threads", "qwen3moe-llama-bf16", lb)]:
+                              ("llama.cpp bf16, 2 threads", "qwen3moe-llama-bf16", lb),
+                              ("llama.cpp q8_0, 2 threads", "qwen3moe-llama-q8_0", lq)]:
         if result is None:
             out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
             continue
@@ -261,9 +315,10 @@ def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, 
                   if runs and len(runs) > 1 else "")
         out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{spread}")
     out(f"  {'':<48}{'prefill':>10}{'decode':>10}")
-    for name, peer in [("Switchyard ÷ llama.cpp bf16", lb), ("Switchyard ÷ transformers bf16", hf)]:
-        prefill_ratio, _ = paired(sy, peer, "prefill_tokens_per_s")
-        decode_ratio, rounds = paired(sy, peer, "decode_tokens_per_s")
+    for name, ours, peer in [("Switchyard ÷ llama.cpp bf16", sy, lb), ("Switchyard ÷ transformers bf16", sy, hf),
+                             ("Switchyard q8 ÷ llama.cpp q8_0", sq, lq)]:
+        prefill_ratio, _ = paired(ours, peer, "prefill_tokens_per_s")
+        decode_ratio, rounds = paired(ours, peer, "decode_tokens_per_s")
         note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
         out(f"  {name:<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
     decode_ratio = paired(sy, lb, "decode_tokens_per_s")[0]

@@ -19,7 +19,7 @@
 #   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
-#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe
+#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,delay
 #   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,1,32,1,32,1,32 (batch 1 and 32
 #                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
@@ -52,6 +52,9 @@ if [[ ! -x "$SWITCHYARD" ]]; then
     log "building $SWITCHYARD (swift build -c release --product switchyard)"
     (cd "$ROOT" && swift build -c release --product switchyard) >&2 || { log "build failed"; exit 1; }
 fi
+
+# What the kernels run on (the CPU, its vector features, the kernel path; SWITCHYARD_KERNEL forces one).
+"$SWITCHYARD" system-info --json > "$RESULTS/system.json" || skip system "switchyard system-info failed"
 
 # --- the peer venv (first time: llama-cpp-python compiles llama.cpp for several minutes; done before
 # any measurement so that the compile does not share the cores with the figures) ---
@@ -144,6 +147,7 @@ for run in $(seq "$REPEATS"); do
     run_generate switchyard-inprocess "$run" 0 --threads "$THREADS"
     if skipping workers; then :; else run_generate switchyard-workers2 "$run" 2 --threads "$THREADS"; fi
     run_generate switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
+    if [[ -n "$LLAMA_READY" ]]; then run_llama q8_0 ".run$run"; fi
 done
 if skipping workers; then skip switchyard-workers2 "SKIP=workers"; fi
 
@@ -160,7 +164,7 @@ if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; e
     fi
     QWEN_LLAMA=
     if [[ -n "$LLAMA_READY" ]]; then
-        TYPES=bf16 bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$QWEN_MODEL" "$WORK" "$WORK/gguf-qwen3moe" \
+        bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$QWEN_MODEL" "$WORK" "$WORK/gguf-qwen3moe" \
             2> "$WORK/gguf-qwen3moe.log" >&2
         QWEN_LLAMA=1
     else
@@ -170,6 +174,8 @@ if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; e
     for run in $(seq "$REPEATS"); do
         if [[ -n "$QWEN_LLAMA" ]]; then run_llama bf16 ".run$run" "$WORK/gguf-qwen3moe" qwen3moe-; fi
         GEN_MODEL="$QWEN_MODEL" run_generate qwen3moe-switchyard-inprocess "$run" 0 --threads "$THREADS"
+        GEN_MODEL="$QWEN_MODEL" run_generate qwen3moe-switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
+        if [[ -n "$QWEN_LLAMA" ]]; then run_llama q8_0 ".run$run" "$WORK/gguf-qwen3moe" qwen3moe-; fi
     done
     if skipping hf; then skip qwen3moe-transformers "SKIP=hf"
     elif "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
@@ -185,8 +191,9 @@ fi
 python3 - "$RESULTS" <<'PY'
 import glob, json, os, statistics, sys
 results = sys.argv[1]
-for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8", "llama-bf16",
-             "qwen3moe-switchyard-inprocess", "qwen3moe-llama-bf16"]:
+for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8", "llama-bf16", "llama-q8_0",
+             "qwen3moe-switchyard-inprocess", "qwen3moe-switchyard-inprocess-q8", "qwen3moe-llama-bf16",
+             "qwen3moe-llama-q8_0"]:
     runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(results, name + ".run*.json")))]
     if not runs:
         continue
@@ -209,6 +216,19 @@ if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "S
     done
 fi
 
+# --- a slow link: the 2 workers reach serve through Benchmarks/delay_proxy.py (this kernel has no netem) ---
+# 0.2 ms and 1 ms each way; at 1 ms also with --micro-batches 2 (one half's attention overlapped with the
+# other half's experts on the wire). Batches 1, 8 and 32, 32 tokens each.
+if skipping serve || skipping workers || skipping delay; then skip serve-link "SKIP=serve, workers or delay"; else
+    for spec in "0.2|serve-link0.2|" "1|serve-link1|" "1|serve-link1-micro2|--micro-batches 2"; do
+        IFS='|' read -r delay name extra <<< "$spec"
+        log "switchyard serve --workers 2 $extra through a link delayed $delay ms each way: batches 1,8,32"
+        python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers 2 --link-delay-ms "$delay" \
+            --batches 1,8,32 --max-tokens 32 --threads "$THREADS" --serve-args "$extra" > "$RESULTS/$name.json" \
+            2> "$WORK/$name.log" || { skip "$name" "serve_decode.py failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
+    done
+fi
+
 # --- peers --------------------------------------------------------------------------------------
 if skipping hf; then skip transformers "SKIP=hf"
 elif ! "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
@@ -220,9 +240,6 @@ else
         || { skip transformers "hf_peer.py failed: $(tail -2 "$WORK/transformers.log")"; rm -f "$RESULTS/transformers.json"; }
 fi
 
-if skipping llama; then skip llama-q8_0 "SKIP=llama"
-elif [[ -n "$LLAMA_READY" ]]; then
-    run_llama q8_0 ""
-fi
+if skipping llama; then skip llama-q8_0 "SKIP=llama"; fi
 
 python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --qwen3moe-model "$QWEN_MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"

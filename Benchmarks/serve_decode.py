@@ -83,6 +83,10 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--serve-args", default="", help="extra arguments of serve, space-separated")
+    parser.add_argument("--link-delay-ms", type=float, default=0,
+                        help="with --workers: the workers reach serve through Benchmarks/delay_proxy.py, which "
+                             "delays every byte this long in each direction (a slow network; the round trip "
+                             "grows by twice this)")
     parser.add_argument("--serve-cpus", help="run serve on these CPUs only (taskset -c LIST), e.g. 0")
     parser.add_argument("--worker-cpus", help="run the workers on these CPUs only (taskset -c LIST), e.g. 1: "
                         "with --serve-cpus, the coordinator and the workers each have cores of their own, "
@@ -91,6 +95,7 @@ def main():
 
     work = tempfile.mkdtemp(prefix="switchyard-serve-decode-")
     procs = []
+    proxy = None
 
     def start(argv, name, cpus=None):
         if cpus:
@@ -107,6 +112,11 @@ def main():
                             + args.serve_args.split(), "serve", args.serve_cpus)
         if args.workers:
             endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
+            if args.link_delay_ms > 0:
+                sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+                from delay_proxy import DelayProxy
+                proxy = DelayProxy(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])), args.link_delay_ms / 1e3)
+                endpoint = f"tcp://127.0.0.1:{proxy.port}"
             for index in range(args.workers):
                 start([args.switchyard, "worker", "--coordinator", endpoint, "--model", args.model,
                        "--name", f"w{index}", "--log-level", "warning",
@@ -147,6 +157,9 @@ def main():
             print(f"serve --workers {args.workers}: {wire['bytes_per_token']:.0f} bytes on the wire per token, "
                   f"minimum {wire['minimum_bytes_per_token']:.0f}", file=sys.stderr)
     finally:
+        link = proxy.stats() if proxy else None
+        if proxy:
+            proxy.close()
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -158,6 +171,10 @@ def main():
               "batches": results}
     if args.workers:
         output["wire"] = wire
+    if link:
+        output["link"] = link
+        print(f"link delay {args.link_delay_ms} ms each way; the proxy wrote {link['chunks']} chunks "
+              f"{link.get('mean_late_us', 0):.0f} µs late on average (p99 {link.get('p99_late_us', 0):.0f} µs)", file=sys.stderr)
     print(json.dumps(output))
 
 

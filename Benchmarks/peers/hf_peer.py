@@ -44,6 +44,9 @@ def main():
         decode = time.perf_counter() - start
     print(json.dumps({
         "peer": "transformers", "torch": torch.__version__, "threads": args.threads, "dtype": args.dtype,
+        # The vector path ATen dispatches to on this CPU (e.g. AVX512, AVX2) and the transformers version.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "transformers": __import__("transformers").__version__,
         "prefill_tokens": ids.shape[1], "prefill_tokens_per_s": ids.shape[1] / statistics.median(prefill),
         "decode_tokens": args.decode, "decode_tokens_per_s": args.decode / decode,
     }))

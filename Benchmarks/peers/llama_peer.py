@@ -40,6 +40,8 @@ def main():
     decode = time.perf_counter() - start
     print(json.dumps({
         "peer": "llama.cpp", "llama_cpp_python": llama_cpp.__version__, "threads": args.threads,
+        # What ggml was built with and found on this CPU (e.g. "AVX512 = 1 | AVX512_BF16 = 1 | ...").
+        "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "gguf": args.gguf, "prefill_tokens": len(ids), "prefill_tokens_per_s": len(ids) / statistics.median(prefill),
         "decode_tokens": args.decode, "decode_tokens_per_s": args.decode / decode,
     }))
