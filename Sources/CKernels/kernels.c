@@ -655,9 +655,15 @@ SY_NEON void values16_neon(const void *row, int bf16, float32x4_t out[4]) {
 /// The first `count` (< 16) values of a row as ``values16_neon`` gives them, zero above; reads no
 /// element past them.
 SY_NEON void values_tail_neon(const void *row, int bf16, size_t count, float32x4_t out[4]) {
-    float padded[SY_LANES] = {0};
-    memcpy(padded, row, count * (bf16 ? sizeof(uint16_t) : sizeof(float)));
-    values16_neon(padded, bf16, out);
+    if (bf16) {
+        uint16_t padded[SY_LANES] = {0};
+        memcpy(padded, row, count * sizeof(uint16_t));
+        values16_neon(padded, 1, out);
+    } else {
+        float padded[SY_LANES] = {0};
+        memcpy(padded, row, count * sizeof(float));
+        values16_neon(padded, 0, out);
+    }
 }
 
 enum { NEON_R = 2, NEON_C = 2 };
