@@ -21,6 +21,10 @@
 //   products are grouped (sy_matmul_nt_bf16_grouped_isa);
 // - exact bf16 is the f32 product on the widened weights; bf16 keys, values and scores likewise.
 // Exits 1 on any mismatch, printing the first few with their place.
+//
+// Usage: isa_equality [--sdot yes|no]: on AArch64 Linux, also fail unless the CPU does (or does not)
+// have the dot-product extension, so that a run meant to check the q8 product's `sdot` (or its
+// `smull` fallback) cannot silently check the other.
 #include "sy_kernels.h"
 
 #include <math.h>
@@ -29,6 +33,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1ul << 20)
+#endif
+#endif
 
 // MARK: - Reporting
 
@@ -609,7 +619,30 @@ static void check_swiglu(void) {
     printf("  swiglu: %lu comparisons\n", comparisons - before);
 }
 
-int main(void) {
+/// Checks `--sdot yes|no` against the CPU; returns 0 when it holds (or was not asked).
+static int check_sdot_argument(int argc, char **argv) {
+    if (argc == 1) return 0;
+    if (argc != 3 || strcmp(argv[1], "--sdot") != 0 || (strcmp(argv[2], "yes") != 0 && strcmp(argv[2], "no") != 0)) {
+        fprintf(stderr, "usage: isa_equality [--sdot yes|no]\n");
+        return 1;
+    }
+#if defined(__aarch64__) && defined(__linux__)
+    int has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    printf("isa_equality: the CPU %s the dot-product extension (the q8 product uses %s)\n", has ? "has" : "lacks",
+           has ? "sdot" : "smull");
+    if (has != (strcmp(argv[2], "yes") == 0)) {
+        fprintf(stderr, "isa_equality: --sdot %s, but the CPU %s it\n", argv[2], has ? "has" : "lacks");
+        return 1;
+    }
+    return 0;
+#else
+    fprintf(stderr, "isa_equality: --sdot is for AArch64 Linux\n");
+    return 1;
+#endif
+}
+
+int main(int argc, char **argv) {
+    if (check_sdot_argument(argc, argv) != 0) return 1;
     printf("isa_equality: paths");
     for (int isa = SY_ISA_AVX2; isa <= SY_ISA_NEON; isa++)
         if (sy_isa_supported((sy_isa)isa)) {
