@@ -10,7 +10,7 @@ bash Deploy/install-deps.sh
 swift build --build-tests --explicit-target-dependency-import-check error
 swift test --skip-build
 # The C kernels' vector paths bit for bit against their scalar path: natively and, for NEON, under
-# qemu-aarch64 with and without the dot-product extension (about 30 s).
+# qemu-aarch64 with and without the dot-product extension (about 20 s).
 bash Scripts/neon-check.sh
 # The benchmark programs (a package of their own) still build against the library.
 swift build --package-path Benchmarks --scratch-path .build/benchmarks
