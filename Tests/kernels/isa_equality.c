@@ -120,8 +120,11 @@ static float random_unit(void) { return (float)((double)(random_next() >> 11) / 
 
 /// Ordinary inputs, or special ones: about one value in six a denormal, ±0, huge or the least normal,
 /// and one in 300 NaN or ±infinity (rare enough that most sums stay finite).
-typedef enum { DATA_ORDINARY, DATA_SPECIAL } data_kind;
-static const char *data_name(data_kind data) { return data == DATA_ORDINARY ? "ordinary" : "special"; }
+/// (DATA_MASKED: a softmax row of -infinity only, its error case; otherwise ordinary.)
+typedef enum { DATA_ORDINARY, DATA_SPECIAL, DATA_MASKED } data_kind;
+static const char *data_name(data_kind data) {
+    return data == DATA_ORDINARY ? "ordinary" : data == DATA_SPECIAL ? "special" : "all masked";
+}
 
 static float random_value(data_kind data, float scale) {
     static const uint32_t finite[] = {0x00000001u, 0x80000003u, 0x007FFFFFu, 0x00012345u, 0x00000000u,
@@ -542,81 +545,67 @@ static const size_t row_lengths[] = {0,  1,  2,  3,  4,  5,  7,  8,  9,  15, 16,
                                      47, 48, 49, 63, 64, 65, 70, 100, 257, 1000};
 enum { ROW_LENGTH_COUNT = sizeof row_lengths / sizeof row_lengths[0] };
 
-static void check_softmax(void) {
+/// One check of an element-wise kernel on a row of `count` entries of `data`'s kind, with four
+/// scratch rows of count + 1 floats.
+typedef void (*row_check)(data_kind data, size_t count, float *scratch[4]);
+
+/// Runs `check` for every row length and each kind of input up to `last`, and prints the comparisons.
+static void check_rows(const char *name, data_kind last, row_check check) {
     unsigned long before = comparisons;
-    char what[120];
-    for (int data = DATA_ORDINARY; data <= DATA_SPECIAL + 1; data++)
+    for (int data = DATA_ORDINARY; data <= (int)last; data++)
         for (size_t li = 0; li < ROW_LENGTH_COUNT; li++) {
-            size_t count = row_lengths[li];
-            float *row = allocate((count + 1) * sizeof(float)), *expected = allocate((count + 1) * sizeof(float));
-            float *actual = allocate((count + 1) * sizeof(float));
-            // The third kind of row: every entry masked (-infinity), the softmax's error case.
-            fill(row, count, data == DATA_SPECIAL ? DATA_SPECIAL : DATA_ORDINARY, 20.0f);
-            for (size_t j = 0; j < count; j++)
-                if (data > DATA_SPECIAL || random_next() % 7 == 0) row[j] = -INFINITY;
-            memcpy(expected, row, count * sizeof(float));
-            int expected_status = sy_softmax_isa(SY_ISA_SCALAR, expected, count);
-            for (size_t t = 0; t < path_count; t++) {
-                memcpy(actual, row, count * sizeof(float));
-                int status = sy_softmax_isa(paths[t], actual, count);
-                snprintf(what, sizeof what, "softmax on %s, %zu entries (%s)", isa_name(paths[t]), count,
-                         data > DATA_SPECIAL ? "all masked" : data_name((data_kind)data));
-                comparisons++;
-                if (status != expected_status) mismatch("%s: returned %d, scalar %d", what, status, expected_status);
-                expect_same(actual, expected, count, what);
-            }
-            free(row);
-            free(expected);
-            free(actual);
+            float *scratch[4];
+            for (int i = 0; i < 4; i++) scratch[i] = allocate((row_lengths[li] + 1) * sizeof(float));
+            check((data_kind)data, row_lengths[li], scratch);
+            for (int i = 0; i < 4; i++) free(scratch[i]);
         }
-    printf("  softmax: %lu comparisons\n", comparisons - before);
+    printf("  %s: %lu comparisons\n", name, comparisons - before);
 }
 
-static void check_log_sum_exp(void) {
-    unsigned long before = comparisons;
+static void check_softmax(data_kind data, size_t count, float *scratch[4]) {
+    float *row = scratch[0], *expected = scratch[1], *actual = scratch[2];
+    fill(row, count, data, 20.0f);
+    for (size_t j = 0; j < count; j++)
+        if (data == DATA_MASKED || random_next() % 7 == 0) row[j] = -INFINITY;
+    memcpy(expected, row, count * sizeof(float));
+    int expected_status = sy_softmax_isa(SY_ISA_SCALAR, expected, count);
     char what[120];
-    for (int data = DATA_ORDINARY; data <= DATA_SPECIAL; data++)
-        for (size_t li = 0; li < ROW_LENGTH_COUNT; li++) {
-            size_t count = row_lengths[li];
-            float *x = allocate((count + 1) * sizeof(float));
-            fill(x, count, (data_kind)data, 30.0f);
-            if (data == DATA_SPECIAL && count > 0 && random_next() % 2 == 0) x[0] = -INFINITY;
-            double expected = sy_log_sum_exp_isa(SY_ISA_SCALAR, x, count);
-            for (size_t t = 0; t < path_count; t++) {
-                snprintf(what, sizeof what, "log-sum-exp on %s, %zu entries (%s)", isa_name(paths[t]), count,
-                         data_name((data_kind)data));
-                expect_same_double(sy_log_sum_exp_isa(paths[t], x, count), expected, what);
-            }
-            free(x);
-        }
-    printf("  log-sum-exp: %lu comparisons\n", comparisons - before);
+    for (size_t t = 0; t < path_count; t++) {
+        memcpy(actual, row, count * sizeof(float));
+        int status = sy_softmax_isa(paths[t], actual, count);
+        snprintf(what, sizeof what, "softmax on %s, %zu entries (%s)", isa_name(paths[t]), count, data_name(data));
+        comparisons++;
+        if (status != expected_status) mismatch("%s: returned %d, scalar %d", what, status, expected_status);
+        expect_same(actual, expected, count, what);
+    }
 }
 
-static void check_swiglu(void) {
-    unsigned long before = comparisons;
+static void check_log_sum_exp(data_kind data, size_t count, float *scratch[4]) {
+    float *x = scratch[0];
+    fill(x, count, data, 30.0f);
+    if (data == DATA_SPECIAL && count > 0 && random_next() % 2 == 0) x[0] = -INFINITY;
+    double expected = sy_log_sum_exp_isa(SY_ISA_SCALAR, x, count);
     char what[120];
-    for (int data = DATA_ORDINARY; data <= DATA_SPECIAL; data++)
-        for (size_t li = 0; li < ROW_LENGTH_COUNT; li++) {
-            size_t count = row_lengths[li];
-            float *gate = allocate((count + 1) * sizeof(float)), *up = allocate((count + 1) * sizeof(float));
-            float *expected = allocate((count + 1) * sizeof(float)), *actual = allocate((count + 1) * sizeof(float));
-            fill(gate, count, (data_kind)data, 12.0f);
-            fill(up, count, (data_kind)data, 2.0f);
-            for (size_t j = 0; j < count; j++) expected[j] = sy_silu(gate[j]) * up[j];
-            for (size_t t = 0; t <= path_count; t++) {
-                sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
-                memcpy(actual, gate, count * sizeof(float));
-                sy_swiglu_isa(isa, actual, up, count);
-                snprintf(what, sizeof what, "swiglu on %s vs silu(g) * u, %zu entries (%s)", isa_name(isa), count,
-                         data_name((data_kind)data));
-                expect_same(actual, expected, count, what);
-            }
-            free(gate);
-            free(up);
-            free(expected);
-            free(actual);
-        }
-    printf("  swiglu: %lu comparisons\n", comparisons - before);
+    for (size_t t = 0; t < path_count; t++) {
+        snprintf(what, sizeof what, "log-sum-exp on %s, %zu entries (%s)", isa_name(paths[t]), count, data_name(data));
+        expect_same_double(sy_log_sum_exp_isa(paths[t], x, count), expected, what);
+    }
+}
+
+static void check_swiglu(data_kind data, size_t count, float *scratch[4]) {
+    float *gate = scratch[0], *up = scratch[1], *expected = scratch[2], *actual = scratch[3];
+    fill(gate, count, data, 12.0f);
+    fill(up, count, data, 2.0f);
+    for (size_t j = 0; j < count; j++) expected[j] = sy_silu(gate[j]) * up[j];
+    char what[120];
+    for (size_t t = 0; t <= path_count; t++) {
+        sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+        memcpy(actual, gate, count * sizeof(float));
+        sy_swiglu_isa(isa, actual, up, count);
+        snprintf(what, sizeof what, "swiglu on %s vs silu(g) * u, %zu entries (%s)", isa_name(isa), count,
+                 data_name(data));
+        expect_same(actual, expected, count, what);
+    }
 }
 
 /// Checks `--sdot yes|no` against the CPU; returns 0 when it holds (or was not asked).
@@ -662,9 +651,9 @@ int main(int argc, char **argv) {
     check_grouped();
     check_weighted_sums();
     check_attention_scores();
-    check_softmax();
-    check_log_sum_exp();
-    check_swiglu();
+    check_rows("softmax", DATA_MASKED, check_softmax);
+    check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);
+    check_rows("swiglu", DATA_SPECIAL, check_swiglu);
     printf("isa_equality: %lu comparisons, %lu mismatches (NaNs with another sign or payload: %lu): %s\n",
            comparisons, mismatches, nan_payloads, mismatches == 0 ? "OK" : "FAILED");
     return mismatches == 0 ? 0 : 1;
