@@ -8,7 +8,9 @@
 // 16 lanes, lane l accumulates the products of indices l, l + 16, l + 32, ... in ascending order
 // with fused multiply-add (the last partial block only touches lanes below k % 16), then the
 // lanes are added as a tree (l with l + 8, then l + 4, l + 2, l + 1). The scalar, AVX2, AVX-512 and
-// NEON paths therefore give bitwise identical results; they differ only in speed.
+// NEON paths therefore give bitwise identical results; they differ only in speed. (A NaN result is
+// a NaN on every path, but its sign and payload are not defined: when two NaNs meet, which survives
+// depends on an operand order the compiler is free to swap.)
 //
 // The NEON path (AArch64) holds the 16 lanes in four 128-bit vectors. It covers the f32, exact bf16,
 // fast bf16 and q8 products (q8 with `sdot` when the CPU has the dot-product extension, found at run
