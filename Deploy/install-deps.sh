@@ -9,10 +9,12 @@
 #   curl, python3-venv  the HTTP API tests (curl and the openai client)
 #   chromium-headless-shell  renders `switchyard balance --svg` heatmaps in the browser test
 #   systemd, shellcheck the offline checks of Deploy/ (systemd-analyze verify, shellcheck)
+#   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user  the C kernels' NEON paths, cross-built and
+#                       run under qemu-aarch64 against the scalar path (Scripts/neon-check.sh)
 set -euo pipefail
 
 packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 nftables curl python3-venv
-          chromium-headless-shell shellcheck systemd)
+          chromium-headless-shell shellcheck systemd gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -27,6 +27,16 @@
 #define SY_X86 0
 #endif
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#define SY_ARM64 1
+#else
+#define SY_ARM64 0
+#endif
+
 enum { SY_LANES = 16 };
 
 /// Rows of x per block: the block's rows (k floats each) should stay in L2 while every tile of
@@ -601,6 +611,167 @@ SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const void *v, i
         weighted_sum_body_avx2(p, count, v, 0, vs, width, out, accumulate);
 }
 
+#endif // SY_X86
+
+#if SY_ARM64
+
+// MARK: - NEON path (AArch64): the 16 lanes as four float32x4_t, lanes 4q ... 4q + 3 in vector q
+//
+// Advanced SIMD is part of every AArch64 CPU, so this path needs no run-time check (the q8 product's
+// `sdot` does: see its section). Every multiply-add is an explicit `vfmaq_f32`, the lanes of a
+// partial block outside the tail keep their accumulator (a bit select, as AVX2's blend), and the
+// lanes are added by ``hsum16_neon``, the tree of the header; so each result is the scalar path's.
+
+#define SY_NEON __attribute__((always_inline)) static inline
+
+/// The tree sum of 16 lanes held as a[0] (lanes 0 ... 3) ... a[3] (lanes 12 ... 15): l + 8, then
+/// l + 4, then l + 2, then l + 1, as ``hsum16_scalar``.
+SY_NEON float hsum16_neon(const float32x4_t a[4]) {
+    float32x4_t t4 = vaddq_f32(vaddq_f32(a[0], a[2]), vaddq_f32(a[1], a[3]));
+    float32x2_t t2 = vadd_f32(vget_low_f32(t4), vget_high_f32(t4));
+    return vget_lane_f32(t2, 0) + vget_lane_f32(t2, 1);
+}
+
+/// The lanes below `count` (< 16) of the 16, as four lane masks.
+SY_NEON void tail_mask_neon(size_t count, uint32x4_t mask[4]) {
+    static const uint32_t index[SY_LANES] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (int q = 0; q < 4; q++) mask[q] = vcltq_u32(vld1q_u32(index + 4 * q), vdupq_n_u32((uint32_t)count));
+}
+
+/// 16 values of a row stored as f32 (`bf16` 0) or bf16 (`bf16` 1, any 2-byte alignment), as f32:
+/// a bf16 value's 16 bits shifted into the top half of an f32 lane (exact).
+SY_NEON void values16_neon(const void *row, int bf16, float32x4_t out[4]) {
+    if (!bf16) {
+        for (int q = 0; q < 4; q++) out[q] = vld1q_f32((const float *)row + 4 * q);
+        return;
+    }
+    uint16x8_t low = vld1q_u16((const uint16_t *)row), high = vld1q_u16((const uint16_t *)row + 8);
+    out[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(low), 16));
+    out[1] = vreinterpretq_f32_u32(vshll_high_n_u16(low, 16));
+    out[2] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(high), 16));
+    out[3] = vreinterpretq_f32_u32(vshll_high_n_u16(high, 16));
+}
+
+/// The first `count` (< 16) values of a row as ``values16_neon`` gives them, zero above; reads no
+/// element past them.
+SY_NEON void values_tail_neon(const void *row, int bf16, size_t count, float32x4_t out[4]) {
+    if (bf16) {
+        uint16_t padded[SY_LANES] = {0};
+        memcpy(padded, row, count * sizeof(uint16_t));
+        values16_neon(padded, 1, out);
+    } else {
+        float padded[SY_LANES] = {0};
+        memcpy(padded, row, count * sizeof(float));
+        values16_neon(padded, 0, out);
+    }
+}
+
+enum { NEON_R = 2, NEON_C = 2 };
+
+/// R rows of x (f32) against C weight rows (f32 or bf16, see ``values16_neon``): 16 accumulators,
+/// 8 weight and 4 x vectors, within the 32 registers.
+SY_NEON void tile_neon(int R, int C, const float *x, size_t xs, const void *w, int bf16, size_t ws, size_t k,
+                       float *y, size_t ys, int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    float32x4_t acc[NEON_R][NEON_C][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+            for (int q = 0; q < 4; q++) acc[r][c][q] = vdupq_n_f32(0.0f);
+    size_t p = 0;
+    for (; p + SY_LANES <= k; p += SY_LANES) {
+        float32x4_t wv[NEON_C][4];
+        for (int c = 0; c < C; c++) values16_neon((const char *)w + (c * ws + p) * element, bf16, wv[c]);
+        for (int r = 0; r < R; r++) {
+            float32x4_t xv[4];
+            values16_neon(x + r * xs + p, 0, xv);
+            for (int c = 0; c < C; c++)
+                for (int q = 0; q < 4; q++) acc[r][c][q] = vfmaq_f32(acc[r][c][q], xv[q], wv[c][q]);
+        }
+    }
+    if (p < k) {
+        uint32x4_t mask[4];
+        tail_mask_neon(k - p, mask);
+        float32x4_t wv[NEON_C][4];
+        for (int c = 0; c < C; c++) values_tail_neon((const char *)w + (c * ws + p) * element, bf16, k - p, wv[c]);
+        for (int r = 0; r < R; r++) {
+            float32x4_t xv[4];
+            values_tail_neon(x + r * xs + p, 0, k - p, xv);
+            for (int c = 0; c < C; c++)
+                for (int q = 0; q < 4; q++)
+                    acc[r][c][q] = vbslq_f32(mask[q], vfmaq_f32(acc[r][c][q], xv[q], wv[c][q]), acc[r][c][q]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_neon(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+SY_NEON void rows_neon(int C, const float *x, size_t i0, size_t i1, size_t xs, const void *w, int bf16, size_t ws,
+                       size_t k, float *y, size_t ys, int accumulate) {
+    size_t i = i0;
+    for (; i + NEON_R <= i1; i += NEON_R)
+        tile_neon(NEON_R, C, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
+    if (i < i1) tile_neon(1, C, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
+}
+
+SY_NEON void matmul_body_neon(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n,
+                              size_t ws, float *y, size_t ys, int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t block = rows_per_block(k);
+    for (size_t i0 = 0; i0 < m; i0 += block) {
+        size_t i1 = i0 + block < m ? i0 + block : m;
+        size_t j = 0;
+        for (; j + NEON_C <= n; j += NEON_C)
+            rows_neon(NEON_C, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate);
+        if (j < n) rows_neon(1, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate);
+    }
+}
+
+/// y = x · wᵀ with f32 (`bf16` 0) or bf16 weights, each compiled with its loads fixed.
+static void matmul_neon(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n, size_t ws,
+                        float *y, size_t ys, int accumulate) {
+    if (bf16)
+        matmul_body_neon(x, m, k, xs, w, 1, n, ws, y, ys, accumulate);
+    else
+        matmul_body_neon(x, m, k, xs, w, 0, n, ws, y, ys, accumulate);
+}
+
+SY_NEON void weighted_sum_body_neon(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
+                                    float *out, int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    // 16 columns per pass (four FMA chains in registers); each out[d] gets the scalar path's FMAs in
+    // its order. The last (fewer than 16) columns take the scalar path's loop itself.
+    size_t d0 = 0;
+    for (; d0 + SY_LANES <= width; d0 += SY_LANES) {
+        float32x4_t acc[4];
+        for (int q = 0; q < 4; q++) acc[q] = accumulate ? vld1q_f32(out + d0 + 4 * q) : vdupq_n_f32(0.0f);
+        for (size_t s = 0; s < count; s++) {
+            float32x4_t weight = vdupq_n_f32(p[s]), values[4];
+            values16_neon((const char *)v + (s * vs + d0) * element, bf16, values);
+            for (int q = 0; q < 4; q++) acc[q] = vfmaq_f32(acc[q], weight, values[q]);
+        }
+        for (int q = 0; q < 4; q++) vst1q_f32(out + d0 + 4 * q, acc[q]);
+    }
+    for (; d0 < width; d0++) {
+        float acc = accumulate ? out[d0] : 0.0f;
+        for (size_t s = 0; s < count; s++) acc = fmaf(p[s], value_at(v, s * vs + d0, bf16), acc);
+        out[d0] = acc;
+    }
+}
+
+static void weighted_sum_neon(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
+                              float *out, int accumulate) {
+    if (bf16)
+        weighted_sum_body_neon(p, count, v, 1, vs, width, out, accumulate);
+    else
+        weighted_sum_body_neon(p, count, v, 0, vs, width, out, accumulate);
+}
+
+#endif // SY_ARM64
+
 // MARK: - "Fast" bf16 path: x rounded to bf16, products accumulated in pairs (the vdpbf16ps shape)
 //
 // The fast reduction shape, shared by every path of this section: x is rounded to bf16 (nearest even,
@@ -608,9 +779,7 @@ SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const void *v, i
 // p ... p + 31, lane l (0 ... 15) does acc[l] += x[p+2l+1]·w[p+2l+1], then acc[l] += x[p+2l]·w[p+2l],
 // each a single rounding (a product of two bf16 values is exact in f32, so fmaf is that addition).
 // The lanes are then added as the tree of the header. This is what `vdpbf16ps` computes; the scalar,
-// AVX2 and AVX-512F paths compute it with FMA on the weights widened in even and odd halves.
-
-#endif // SY_X86
+// AVX2, AVX-512F and NEON paths compute it with FMA on the weights widened in even and odd halves.
 
 enum { SY_FAST_STEP = 32 };
 
@@ -910,6 +1079,61 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
 
 #endif // SY_X86
 
+#if SY_ARM64
+// NEON: the fast shape with FMA on widened values (bitwise the scalar path). Not `bfdot`: it adds a
+// pair's two products together before adding them to the accumulator (and, without FEAT_EBF16's
+// extended mode, rounds to odd and flushes denormals), not one product at a time as above; `bfmmla`
+// likewise. Eight bf16 weights loaded as four 32-bit lanes hold pairs (2l, 2l + 1): the even weight
+// is the lane shifted left by 16, the odd one the lane's top half.
+enum { NEON_FAST_R = 4 };
+
+/// R rows (≤ 4) of prepared x against one weight row: 16 accumulators, 8 weight vectors.
+SY_NEON void tile_fast_neon(int R, const float *xp, size_t kp, size_t k, const uint16_t *w, float *y, size_t ys,
+                            int accumulate) {
+    float32x4_t acc[NEON_FAST_R][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) acc[r][q] = vdupq_n_f32(0.0f);
+    const uint32x4_t high = vdupq_n_u32(0xFFFF0000u);
+    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
+        uint16_t padded[SY_FAST_STEP];
+        const uint16_t *block = p + SY_FAST_STEP <= k ? w + p : fast_block(w, p, k, padded);
+        float32x4_t we[4], wo[4];
+        for (int q = 0; q < 4; q++) {
+            uint32x4_t pairs = vreinterpretq_u32_u16(vld1q_u16(block + 8 * q));
+            we[q] = vreinterpretq_f32_u32(vshlq_n_u32(pairs, 16));
+            wo[q] = vreinterpretq_f32_u32(vandq_u32(pairs, high));
+        }
+        for (int r = 0; r < R; r++) {
+            const float *x = xp + r * kp + p;
+            for (int q = 0; q < 4; q++) {
+                acc[r][q] = vfmaq_f32(acc[r][q], vld1q_f32(x + SY_LANES + 4 * q), wo[q]);
+                acc[r][q] = vfmaq_f32(acc[r][q], vld1q_f32(x + 4 * q), we[q]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float s = hsum16_neon(acc[r]);
+        float *target = y + r * ys;
+        *target = accumulate ? *target + s : s;
+    }
+}
+
+static void fast_neon(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n, size_t ws, float *y,
+                      size_t ys, int accumulate) {
+    for (size_t j = 0; j < n; j++) {
+        size_t i = 0;
+        for (; i + NEON_FAST_R <= m; i += NEON_FAST_R)
+            tile_fast_neon(NEON_FAST_R, xp + i * kp, kp, k, w + j * ws, y + i * ys + j, ys, accumulate);
+        switch (m - i) {
+        case 3: tile_fast_neon(3, xp + i * kp, kp, k, w + j * ws, y + i * ys + j, ys, accumulate); break;
+        case 2: tile_fast_neon(2, xp + i * kp, kp, k, w + j * ws, y + i * ys + j, ys, accumulate); break;
+        case 1: tile_fast_neon(1, xp + i * kp, kp, k, w + j * ws, y + i * ys + j, ys, accumulate); break;
+        default: break;
+        }
+    }
+}
+#endif // SY_ARM64
+
 // MARK: - q8 weights: int8 in blocks of 32 with an f32 scale per block, x quantized the same way
 //
 // The q8 reduction shape, shared by every path: per block b of 32 indices, x and w are int8 with
@@ -918,7 +1142,7 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
 // empty one): for the pair (2j, 2j + 1), accumulator lane l < 8 does acc[l] = fma(dx·dw of block 2j,
 // float(sum of block 2j, lane l), acc[l]) and lane 8 + l the same for block 2j + 1 (dx·dw rounded to
 // f32 first). The 16 lanes are then added as the tree of the header. Integer sums are exact, so the
-// scalar, AVX2 and AVX-512 VNNI paths give the same bits.
+// scalar, AVX2, AVX-512 VNNI and NEON paths give the same bits.
 
 enum { SY_Q8_BLOCK = 32 };
 
@@ -1078,6 +1302,76 @@ SY_AVX2_FN void q8_avx2(const int8_t *xq, const float *xd, size_t m, const int8_
 }
 #endif
 
+#if SY_ARM64
+// NEON: a block's 8 lane sums as two int32x4_t (lanes 0 ... 3 from bytes 0 ... 15, 4 ... 7 from 16 ... 31).
+// With the dot-product extension (`sdot`, FEAT_DotProd, found at run time) one instruction per 16
+// bytes; without, `smull` into 16-bit products (|q| ≤ 128, so each fits) and two pairwise widening
+// adds. Either way the integer sums are exact, so both give the scalar path's bits.
+// GCC declares `vdotq_s32` for armv8.2-a + dotprod, so a function using it must be compiled for that
+// architecture, unless the whole build already is (an arch= attribute would then drop later features).
+#if defined(__ARM_FEATURE_DOTPROD)
+#define SY_DOTPROD_TARGET
+#else
+#define SY_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+#define SY_NEON_DOTPROD SY_DOTPROD_TARGET __attribute__((always_inline)) static inline
+
+SY_NEON void q8_block_sums_neon(const int8_t *x, const int8_t *w, int32x4_t sums[2]) {
+    for (int h = 0; h < 2; h++) {
+        int8x16_t xv = vld1q_s8(x + 16 * h), wv = vld1q_s8(w + 16 * h);
+        int32x4_t low = vpaddlq_s16(vmull_s8(vget_low_s8(xv), vget_low_s8(wv)));
+        int32x4_t high = vpaddlq_s16(vmull_high_s8(xv, wv));
+        sums[h] = vpaddq_s32(low, high);
+    }
+}
+
+SY_NEON_DOTPROD void q8_block_sums_dotprod(const int8_t *x, const int8_t *w, int32x4_t sums[2]) {
+    for (int h = 0; h < 2; h++) sums[h] = vdotq_s32(vdupq_n_s32(0), vld1q_s8(x + 16 * h), vld1q_s8(w + 16 * h));
+}
+
+/// The q8 product with `BLOCK_SUMS` for the integer sums, compiled with `ATTRIBUTES` (the dot-product
+/// variant must be compiled for that extension as a whole, so the loop is written once, here).
+#define SY_Q8_NEON(NAME, ATTRIBUTES, BLOCK_SUMS)                                                              \
+    ATTRIBUTES static void NAME(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, \
+                                size_t n, size_t blocks, float *y, size_t ys, int accumulate) {                 \
+        size_t row = blocks * SY_Q8_BLOCK;                                                                    \
+        for (size_t i = 0; i < m; i++)                                                                        \
+            for (size_t j = 0; j < n; j++) {                                                                  \
+                float32x4_t acc[4];                                                                           \
+                for (int q = 0; q < 4; q++) acc[q] = vdupq_n_f32(0.0f);                                       \
+                const int8_t *x = xq + i * row, *w = wq + j * row;                                            \
+                for (size_t b = 0; b < blocks; b += 2) {                                                      \
+                    int32x4_t sums[4];                                                                        \
+                    BLOCK_SUMS(x + b * SY_Q8_BLOCK, w + b * SY_Q8_BLOCK, sums);                               \
+                    BLOCK_SUMS(x + (b + 1) * SY_Q8_BLOCK, w + (b + 1) * SY_Q8_BLOCK, sums + 2);               \
+                    float32x4_t d0 = vdupq_n_f32(xd[i * blocks + b] * wd[j * blocks + b]);                    \
+                    float32x4_t d1 = vdupq_n_f32(xd[i * blocks + b + 1] * wd[j * blocks + b + 1]);            \
+                    for (int q = 0; q < 4; q++)                                                               \
+                        acc[q] = vfmaq_f32(acc[q], q < 2 ? d0 : d1, vcvtq_f32_s32(sums[q]));                  \
+                }                                                                                             \
+                float s = hsum16_neon(acc);                                                                   \
+                y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;                                           \
+            }                                                                                                 \
+    }
+
+SY_Q8_NEON(q8_neon, , q8_block_sums_neon)
+SY_Q8_NEON(q8_dotprod, SY_DOTPROD_TARGET, q8_block_sums_dotprod)
+
+/// Whether this CPU has the dot-product extension (`sdot`).
+static int dotprod_supported(void) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return 1;  // the whole build requires it
+#elif defined(__linux__)
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1ul << 20)
+#endif
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    return 0;
+#endif
+}
+#endif // SY_ARM64
+
 // MARK: - Dispatch
 
 int sy_isa_supported(sy_isa isa) {
@@ -1090,6 +1384,9 @@ int sy_isa_supported(sy_isa isa) {
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma");
 #endif
+#if SY_ARM64
+    case SY_ISA_NEON: return 1;  // Advanced SIMD is part of AArch64
+#endif
     default: return 0;
     }
 }
@@ -1098,6 +1395,7 @@ static sy_isa choose_isa(void) {
     sy_isa best = sy_isa_supported(SY_ISA_AVX512BF16) ? SY_ISA_AVX512BF16
                   : sy_isa_supported(SY_ISA_AVX512)   ? SY_ISA_AVX512
                   : sy_isa_supported(SY_ISA_AVX2)     ? SY_ISA_AVX2
+                  : sy_isa_supported(SY_ISA_NEON)     ? SY_ISA_NEON
                                                       : SY_ISA_SCALAR;
     const char *forced = getenv("SWITCHYARD_KERNEL");
     if (forced == NULL || forced[0] == '\0') return best;
@@ -1106,9 +1404,11 @@ static sy_isa choose_isa(void) {
     else if (strcmp(forced, "avx2") == 0) wanted = SY_ISA_AVX2;
     else if (strcmp(forced, "avx512") == 0) wanted = SY_ISA_AVX512;
     else if (strcmp(forced, "avx512bf16") == 0) wanted = SY_ISA_AVX512BF16;
+    else if (strcmp(forced, "neon") == 0) wanted = SY_ISA_NEON;
     else {
         fprintf(stderr,
-                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx512 or avx512bf16; using the best\n",
+                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx512, avx512bf16 or neon; using the "
+                "best\n",
                 forced);
         return best;
     }
@@ -1137,14 +1437,12 @@ typedef enum sy_kind { SY_KIND_F32 = 0, SY_KIND_BF16 = 1, SY_KIND_BF16_FAST = 2,
 
 /// One product on one thread, on the path `isa`. For SY_KIND_BF16_FAST, `x` is the prepared x (bf16
 /// rows for SY_ISA_AVX512BF16, else split f32 rows) with rows of `kp` elements.
-static int vnni_supported(void) {
 #if SY_X86
+static int vnni_supported(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vnni");
-#else
-    return 0;
-#endif
 }
+#endif
 
 /// For SY_KIND_Q8, `x` is the quantized x, `xscale` its block scales, `w` the int8 weights and
 /// `wscale` theirs; `kp` is the block count (even).
@@ -1166,6 +1464,15 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
             return;
         }
 #endif
+#if SY_ARM64
+        if (isa == SY_ISA_NEON) {
+            if (dotprod_supported())
+                q8_dotprod((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+            else
+                q8_neon((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+            return;
+        }
+#endif
         q8_scalar((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
         return;
     case SY_KIND_BF16_FAST:
@@ -1174,6 +1481,9 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
         case SY_ISA_AVX512BF16: fast_dot((const uint16_t *)x, m, kp, k, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX512: fast_avx512(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX2: fast_avx2(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+#endif
+#if SY_ARM64
+        case SY_ISA_NEON: fast_neon(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
 #endif
         default: fast_scalar(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
         }
@@ -1184,6 +1494,9 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
         case SY_ISA_AVX512: matmul_bf16_avx512(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX2: matmul_bf16_avx2(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
 #endif
+#if SY_ARM64
+        case SY_ISA_NEON: matmul_neon(xf, m, k, xs, w, 1, n, ws, y, ys, accumulate); return;
+#endif
         default: matmul_bf16_scalar(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
         }
     case SY_KIND_F32:
@@ -1193,6 +1506,9 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
         case SY_ISA_AVX512BF16:
         case SY_ISA_AVX512: matmul_avx512(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX2: matmul_avx2(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
+#endif
+#if SY_ARM64
+        case SY_ISA_NEON: matmul_neon(xf, m, k, xs, w, 0, n, ws, y, ys, accumulate); return;
 #endif
         default: matmul_scalar(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
         }
@@ -1283,8 +1599,9 @@ static void run_chunks(const sy_job *job) {
 #define SY_SPIN_COUNT 100000
 #endif
 
-/// One step of a spin: `pause`, and every 64th step gives the core away (`sched_yield`), so that a
-/// spinning thread does not starve the thread it waits for when the cores are oversubscribed.
+/// One step of a spin: `pause` (`yield` on AArch64), and every 64th step gives the core away
+/// (`sched_yield`), so that a spinning thread does not starve the thread it waits for when the cores
+/// are oversubscribed.
 static inline void cpu_relax(int spin) {
     if ((spin & 63) == 63) {
         sched_yield();
@@ -1292,6 +1609,8 @@ static inline void cpu_relax(int spin) {
     }
 #if SY_X86
     _mm_pause();
+#elif SY_ARM64
+    __asm__ volatile("yield");
 #endif
 }
 
@@ -1586,6 +1905,9 @@ static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const void
     case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, bf16, v_stride, width, out, accumulate); return;
     case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, bf16, v_stride, width, out, accumulate); return;
 #endif
+#if SY_ARM64
+    case SY_ISA_NEON: weighted_sum_neon(p, count, v, bf16, v_stride, width, out, accumulate); return;
+#endif
     default: weighted_sum_scalar(p, count, v, bf16, v_stride, width, out, accumulate); return;
     }
 }
@@ -1689,6 +2011,42 @@ SY_AVX512_FN double sum_exp_avx512(const float *x, size_t n, float maximum) {
 }
 #endif
 
+#if SY_ARM64
+/// ``lse_exp_scalar`` on 4 lanes: the same operations (`frintn` is nearbyintf's round to nearest
+/// even, `fmls` is fmaf(-n, c, t)), NaN lanes returned as they came; so the same bits.
+SY_NEON float32x4_t lse_exp_neon(float32x4_t t) {
+    float32x4_t clamped = vmaxq_f32(t, vdupq_n_f32(-87.0f));
+    float32x4_t n = vrndnq_f32(vmulq_f32(clamped, vdupq_n_f32(lse_log2e)));
+    float32x4_t r = vfmsq_f32(clamped, n, vdupq_n_f32(lse_ln2_hi));
+    r = vfmsq_f32(r, n, vdupq_n_f32(lse_ln2_lo));
+    float32x4_t p = vdupq_n_f32(lse_p[0]);
+    for (int i = 1; i < 6; i++) p = vfmaq_f32(vdupq_n_f32(lse_p[i]), p, r);
+    float32x4_t e = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), vdupq_n_f32(1.0f));
+    int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    float32x4_t result = vmulq_f32(e, vreinterpretq_f32_s32(bits));
+    return vbslq_f32(vceqq_f32(t, t), result, t);
+}
+
+/// ``sum_exp_scalar``: whole blocks of 16 terms in 16 f64 lanes (eight float64x2_t), the rest on
+/// the same lanes by the scalar loop.
+static double sum_exp_neon(const float *x, size_t n, float maximum) {
+    float64x2_t pairs[SY_LSE_LANES / 2];
+    for (int i = 0; i < SY_LSE_LANES / 2; i++) pairs[i] = vdupq_n_f64(0.0);
+    const float32x4_t m = vdupq_n_f32(maximum);
+    size_t j = 0;
+    for (; j + SY_LSE_LANES <= n; j += SY_LSE_LANES)
+        for (int q = 0; q < 4; q++) {
+            float32x4_t e = lse_exp_neon(vsubq_f32(vld1q_f32(x + j + 4 * q), m));
+            pairs[2 * q] = vaddq_f64(pairs[2 * q], vcvt_f64_f32(vget_low_f32(e)));
+            pairs[2 * q + 1] = vaddq_f64(pairs[2 * q + 1], vcvt_high_f64_f32(e));
+        }
+    double lanes[SY_LSE_LANES];
+    for (int i = 0; i < SY_LSE_LANES / 2; i++) vst1q_f64(lanes + 2 * i, pairs[i]);
+    for (; j < n; j++) lanes[j % SY_LSE_LANES] += (double)lse_exp_scalar(x[j] - maximum);
+    return lse_lanes_total(lanes);
+}
+#endif
+
 double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
     if (n == 0) return -INFINITY;
     float maximum = x[0];
@@ -1698,6 +2056,9 @@ double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
     double sum;
 #if SY_X86
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) sum = sum_exp_avx512(x, n, maximum);
+    else sum = sum_exp_scalar(x, n, maximum);
+#elif SY_ARM64
+    if (isa == SY_ISA_NEON) sum = sum_exp_neon(x, n, maximum);
     else sum = sum_exp_scalar(x, n, maximum);
 #else
     (void)isa;
@@ -1738,10 +2099,30 @@ SY_AVX512_FN void swiglu_avx512(float *gate, const float *up, size_t count) {
 }
 #endif
 
+#if SY_ARM64
+/// ``sy_silu``(g) · u on 4 lanes at a time (the same operations), the last few by the scalar loop.
+static void swiglu_neon(float *gate, const float *up, size_t count) {
+    const float32x4_t one = vdupq_n_f32(1.0f), zero = vdupq_n_f32(0.0f);
+    size_t j = 0;
+    for (; j + 4 <= count; j += 4) {
+        float32x4_t g = vld1q_f32(gate + j), u = vld1q_f32(up + j);
+        float32x4_t e = lse_exp_neon(vnegq_f32(vabsq_f32(g)));
+        float32x4_t numerator = vbslq_f32(vcltq_f32(g, zero), vmulq_f32(g, e), g);
+        vst1q_f32(gate + j, vmulq_f32(vdivq_f32(numerator, vaddq_f32(one, e)), u));
+    }
+    for (; j < count; j++) gate[j] = sy_silu(gate[j]) * up[j];
+}
+#endif
+
 void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count) {
 #if SY_X86
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
         swiglu_avx512(gate, up, count);
+        return;
+    }
+#elif SY_ARM64
+    if (isa == SY_ISA_NEON) {
+        swiglu_neon(gate, up, count);
         return;
     }
 #else
@@ -1915,6 +2296,37 @@ SY_AVX512_FN void scale_avx512(float *row, size_t count, float factor) {
 }
 #endif
 
+#if SY_ARM64
+/// The terms of ``sy_softmax_isa`` written into `row`, and their total: whole blocks of 16 in four
+/// vectors of lanes, the rest on the same lanes by the scalar loop, then the tree of the header.
+static float softmax_terms_neon(float *row, size_t count, float maximum) {
+    float32x4_t sums[4];
+    for (int q = 0; q < 4; q++) sums[q] = vdupq_n_f32(0.0f);
+    const float32x4_t m = vdupq_n_f32(maximum), minus_infinity = vdupq_n_f32(-INFINITY), zero = vdupq_n_f32(0.0f);
+    size_t j = 0;
+    for (; j + SY_LANES <= count; j += SY_LANES)
+        for (int q = 0; q < 4; q++) {
+            float32x4_t x = vld1q_f32(row + j + 4 * q);
+            float32x4_t e = vbslq_f32(vceqq_f32(x, minus_infinity), zero, lse_exp_neon(vsubq_f32(x, m)));
+            vst1q_f32(row + j + 4 * q, e);
+            sums[q] = vaddq_f32(sums[q], e);
+        }
+    float lanes[SY_LANES];
+    for (int q = 0; q < 4; q++) vst1q_f32(lanes + 4 * q, sums[q]);
+    for (; j < count; j++) {
+        row[j] = softmax_term_scalar(row[j], maximum);
+        lanes[j % SY_LANES] += row[j];
+    }
+    return hsum16_scalar(lanes);
+}
+
+static void scale_neon(float *row, size_t count, float factor) {
+    size_t j = 0;
+    for (; j + 4 <= count; j += 4) vst1q_f32(row + j, vmulq_f32(vld1q_f32(row + j), vdupq_n_f32(factor)));
+    for (; j < count; j++) row[j] *= factor;
+}
+#endif
+
 int sy_softmax_isa(sy_isa isa, float *row, size_t count) {
     if (count == 0) return 0;
     float maximum = -INFINITY;
@@ -1925,6 +2337,11 @@ int sy_softmax_isa(sy_isa isa, float *row, size_t count) {
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
         float inverse = 1.0f / softmax_terms_avx512(row, count, maximum);
         scale_avx512(row, count, inverse);
+        return 0;
+    }
+#elif SY_ARM64
+    if (isa == SY_ISA_NEON) {
+        scale_neon(row, count, 1.0f / softmax_terms_neon(row, count, maximum));
         return 0;
     }
 #else

@@ -22,10 +22,13 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     /// AVX-512F with the bf16 extension: ``BFloat16Arithmetic/fast`` products use `vdpbf16ps`; the
     /// other products run the AVX-512F path.
     case avx512bf16
+    /// AArch64 NEON, 16 lanes as four 4-lane vectors; q8 products use `sdot` where the CPU has it.
+    /// Checked bitwise against ``scalar`` under qemu only (Scripts/neon-check.sh): no speed measured.
+    case neon
 
     /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx512`,
-    /// `avx512bf16`)
-    /// when set and supported, else the best this CPU supports; chosen once, on first use.
+    /// `avx512bf16`, `neon`) when set and supported, else the best this CPU supports; chosen once, on
+    /// first use.
     public static var active: KernelISA { KernelISA(sy_active_isa()) }
 
     /// The paths this CPU supports, scalar first.
@@ -42,6 +45,7 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
         case .avx2: SY_ISA_AVX2
         case .avx512: SY_ISA_AVX512
         case .avx512bf16: SY_ISA_AVX512BF16
+        case .neon: SY_ISA_NEON
         }
     }
 
@@ -50,6 +54,7 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
         case SY_ISA_AVX512: self = .avx512
         case SY_ISA_AVX512BF16: self = .avx512bf16
         case SY_ISA_AVX2: self = .avx2
+        case SY_ISA_NEON: self = .neon
         default: self = .scalar
         }
     }

@@ -7,8 +7,18 @@
 // The reduction over k of every dot product has one fixed shape, on every instruction set:
 // 16 lanes, lane l accumulates the products of indices l, l + 16, l + 32, ... in ascending order
 // with fused multiply-add (the last partial block only touches lanes below k % 16), then the
-// lanes are added as a tree (l with l + 8, then l + 4, l + 2, l + 1). The scalar, AVX2 and
-// AVX-512 paths therefore give bitwise identical results; they differ only in speed.
+// lanes are added as a tree (l with l + 8, then l + 4, l + 2, l + 1). The scalar, AVX2, AVX-512 and
+// NEON paths therefore give bitwise identical results; they differ only in speed. (A NaN result is
+// a NaN on every path, but its sign and payload are not defined: when two NaNs meet, which survives
+// depends on an operand order the compiler is free to swap.)
+//
+// The NEON path (AArch64) holds the 16 lanes in four 128-bit vectors. It covers the f32, exact bf16,
+// fast bf16 and q8 products (q8 with `sdot` when the CPU has the dot-product extension, found at run
+// time, else `smull`), the weighted sums, softmax, SwiGLU and log Σ exp, and the attention scores
+// through the f32 and bf16 products. It is checked bit for bit against the scalar path by
+// Tests/kernels/isa_equality.c, cross-compiled and run under qemu-aarch64 with and without the
+// dot-product extension (Scripts/neon-check.sh, part of Scripts/test.sh). Its speed has not been
+// measured: no ARM host was available, and qemu says nothing about speed.
 #ifndef SY_KERNELS_H
 #define SY_KERNELS_H
 
@@ -26,13 +36,16 @@ typedef enum sy_isa {
     SY_ISA_AVX512 = 2,
     /// AVX-512F with the bf16 extension (`vdpbf16ps`); the f32 and exact bf16 kernels run their AVX-512 path.
     SY_ISA_AVX512BF16 = 3,
+    /// AArch64 Advanced SIMD (every AArch64 CPU); q8 products use `sdot` where the CPU has it. The
+    /// fast bf16 product emulates the `vdpbf16ps` shape with FMA (not `bfdot`, which rounds differently).
+    SY_ISA_NEON = 4,
 } sy_isa;
 
 /// Whether this CPU (and this build) can run `isa`.
 int sy_isa_supported(sy_isa isa);
 
 /// The path the un-suffixed kernels use, chosen once per process: `SWITCHYARD_KERNEL`
-/// (`scalar`, `avx2`, `avx512` or `avx512bf16`) when set and supported, else the best the CPU supports.
+/// (`scalar`, `avx2`, `avx512`, `avx512bf16` or `neon`) when set and supported, else the best the CPU supports.
 /// An unknown or unsupported value is reported on stderr once and ignored.
 sy_isa sy_active_isa(void);
 
@@ -72,7 +85,7 @@ void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_
 /// for each block of 32 indices lane l (of 16) adds the product at index 2l + 1 then the one at 2l,
 /// each with one rounding (products of two bf16 values are exact in f32); the lanes are then added as
 /// the tree of the header comment. That is the arithmetic of `vdpbf16ps`: the AVX-512 bf16 path uses
-/// it, and the scalar, AVX2 and AVX-512F paths compute the same bits with FMA (inputs that make
+/// it, and the scalar, AVX2, AVX-512F and NEON paths compute the same bits with FMA (inputs that make
 /// denormal products or sums aside, which `vdpbf16ps` flushes to zero). Batch-invariant like the
 /// other kernels. The rounded x is kept in a per-thread buffer that grows once and is reused.
 /// Returns 0, or -1 when that buffer cannot be allocated (y is then untouched).
@@ -124,8 +137,8 @@ void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t 
 /// Per block the integer sums are exact (lane l of 8 sums the products at 4l ... 4l + 3); blocks are
 /// taken in pairs, block 2j in lanes 0 ... 7 and 2j + 1 in lanes 8 ... 15, each lane adding
 /// fma(dx · dw, float(sum), acc); then the tree of the header comment. So every path (scalar, AVX2,
-/// AVX-512 VNNI) gives the same bits, for every m. Returns 0, or -1 when the buffer cannot be
-/// allocated (y untouched). wq/wscales as written by ``sy_q8_quantize``.
+/// AVX-512 VNNI, NEON with or without `sdot`) gives the same bits, for every m. Returns 0, or -1
+/// when the buffer cannot be allocated (y untouched). wq/wscales as written by ``sy_q8_quantize``.
 int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq, const float *wscales,
                     size_t n, float *y, size_t y_stride, int accumulate);
 

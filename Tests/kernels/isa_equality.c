@@ -1,0 +1,660 @@
+// Every kernel path against the scalar path, bit for bit (see sy_kernels.h: one reduction shape on
+// every instruction set). Built with Sources/CKernels/kernels.c by Scripts/neon-check.sh: natively
+// (on x86 it checks AVX2, AVX-512 and AVX-512 bf16 against scalar) and for AArch64 under qemu (NEON,
+// with and without `sdot`). Mirrors the cross-path checks of Tests/ModelsTests (KernelTests,
+// BatchInvarianceTests, QuantizationTests, BFloat16Tests) on more shapes and on special inputs.
+//
+// The rules checked:
+// - every product (f32, exact bf16, fast bf16, q8), weighted sum, attention score, softmax, SwiGLU and
+//   log Σ exp of every path has the scalar path's bits, for m = 1 ... 33, k not a multiple of 16,
+//   odd strides, accumulate on and off, and inputs with NaN, ±infinity, denormals and ±0; writes
+//   outside y's columns and the sums' widths are checked to be none. A NaN result must be a NaN on
+//   every path, but its sign and payload are not defined: when two NaNs meet, the one that survives
+//   is an operand order the compiler may swap (x + y and x · y commute), so they already differ
+//   between the x86 paths; they are counted and printed, not failed;
+// - except: the fast bf16 product on the AVX-512 bf16 path (`vdpbf16ps`) flushes denormal products and
+//   sums, so it is held to the scalar bits on ordinary inputs only (as BFloat16Tests holds it); and
+//   AVX2's q8 product is not given weights of -128 (the quantizer never writes them; its sign trick
+//   cannot negate -128), which every other path is;
+// - the scalar path computes the header's definitions (a plain reference here, ordinary inputs);
+// - a row's result does not depend on the batch around it, nor on the thread count, nor on how the
+//   products are grouped (sy_matmul_nt_bf16_grouped_isa);
+// - exact bf16 is the f32 product on the widened weights; bf16 keys, values and scores likewise.
+// Exits 1 on any mismatch, printing the first few with their place.
+//
+// Usage: isa_equality [--sdot yes|no]: on AArch64 Linux, also fail unless the CPU does (or does not)
+// have the dot-product extension, so that a run meant to check the q8 product's `sdot` (or its
+// `smull` fallback) cannot silently check the other.
+#include "sy_kernels.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1ul << 20)
+#endif
+#endif
+
+// MARK: - Reporting
+
+static unsigned long comparisons, mismatches, nan_payloads;
+
+static const char *isa_name(sy_isa isa) {
+    switch (isa) {
+    case SY_ISA_SCALAR: return "scalar";
+    case SY_ISA_AVX2: return "avx2";
+    case SY_ISA_AVX512: return "avx512";
+    case SY_ISA_AVX512BF16: return "avx512bf16";
+    case SY_ISA_NEON: return "neon";
+    }
+    return "unknown";
+}
+
+static uint32_t float_bits(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+static float bits_float(uint32_t bits) {
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+/// Records a mismatch: prints the first 20 with `format`'s description of where.
+static void mismatch(const char *format, ...) {
+    mismatches++;
+    if (mismatches > 20) return;
+    va_list arguments;
+    va_start(arguments, format);
+    fputs("MISMATCH ", stdout);
+    vprintf(format, arguments);
+    fputc('\n', stdout);
+    va_end(arguments);
+}
+
+/// Compares n floats bit for bit (any NaN equal to any NaN); on a difference records one mismatch
+/// (the first index) with `what`.
+static void expect_same(const float *actual, const float *expected, size_t n, const char *what) {
+    comparisons++;
+    for (size_t i = 0; i < n; i++)
+        if (float_bits(actual[i]) != float_bits(expected[i])) {
+            if (actual[i] != actual[i] && expected[i] != expected[i]) {
+                nan_payloads++;
+                continue;
+            }
+            mismatch("%s: [%zu] %.9g (0x%08x), expected %.9g (0x%08x)", what, i, actual[i], float_bits(actual[i]),
+                     expected[i], float_bits(expected[i]));
+            return;
+        }
+}
+
+static void expect_same_double(double actual, double expected, const char *what) {
+    comparisons++;
+    if (actual != actual && expected != expected) {
+        if (memcmp(&actual, &expected, sizeof actual) != 0) nan_payloads++;
+        return;
+    }
+    if (memcmp(&actual, &expected, sizeof actual) != 0) mismatch("%s: %.17g, expected %.17g", what, actual, expected);
+}
+
+// MARK: - Inputs
+
+static uint64_t random_state = 0x5EED;
+
+static uint64_t random_next(void) {  // splitmix64
+    uint64_t z = (random_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// Uniform in [-1, 1).
+static float random_unit(void) { return (float)((double)(random_next() >> 11) / 4503599627370496.0 - 1.0); }
+
+/// Ordinary inputs, or special ones: about one value in six a denormal, ±0, huge or the least normal,
+/// and one in 300 NaN or ±infinity (rare enough that most sums stay finite).
+/// (DATA_MASKED: a softmax row of -infinity only, its error case; otherwise ordinary.)
+typedef enum { DATA_ORDINARY, DATA_SPECIAL, DATA_MASKED } data_kind;
+static const char *data_name(data_kind data) {
+    return data == DATA_ORDINARY ? "ordinary" : data == DATA_SPECIAL ? "special" : "all masked";
+}
+
+static float random_value(data_kind data, float scale) {
+    static const uint32_t finite[] = {0x00000001u, 0x80000003u, 0x007FFFFFu, 0x00012345u, 0x00000000u,
+                                      0x80000000u, 0x7F7FFFFFu, 0xFF000000u, 0x00800000u, 0x80800000u};
+    static const uint32_t nonfinite[] = {0x7FC00000u, 0xFFC00001u, 0x7FA00000u, 0x7F800000u, 0xFF800000u};
+    if (data == DATA_SPECIAL) {
+        uint64_t r = random_next() % 1800;
+        if (r < 6) return bits_float(nonfinite[r % 5]);
+        if (r < 300) return bits_float(finite[r % 10]);
+    }
+    return random_unit() * scale;
+}
+
+static void fill(float *values, size_t n, data_kind data, float scale) {
+    for (size_t i = 0; i < n; i++) values[i] = random_value(data, scale);
+}
+
+/// bf16 bit patterns: a random value's top half, or (special, as often as ``random_value``'s) NaN,
+/// ±infinity, denormals, ±0, the largest and least normal.
+static void fill_bf16(uint16_t *values, size_t n, data_kind data) {
+    static const uint16_t finite[] = {0x0001, 0x807F, 0x0000, 0x8000, 0x7F7F, 0x0080};
+    static const uint16_t nonfinite[] = {0x7FC0, 0xFFC1, 0x7F81, 0x7F80, 0xFF80};
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = data == DATA_SPECIAL ? random_next() % 1800 : 1800;
+        values[i] = r < 6     ? nonfinite[r % 5]
+                    : r < 300 ? finite[r % 6]
+                              : (uint16_t)(float_bits(random_unit()) >> 16);
+    }
+}
+
+static float widen(uint16_t bits) { return bits_float((uint32_t)bits << 16); }
+
+static void *allocate(size_t bytes) {
+    void *memory = malloc(bytes > 0 ? bytes : 1);
+    if (memory == NULL) {
+        fprintf(stderr, "isa_equality: out of memory (%zu bytes)\n", bytes);
+        exit(2);
+    }
+    return memory;
+}
+
+// MARK: - References (the header's definitions, written plainly)
+
+/// The tree of the header: l + 8, then l + 4, l + 2, l + 1.
+static float tree16(const float lanes[16]) {
+    float t8[8], t4[4];
+    for (int l = 0; l < 8; l++) t8[l] = lanes[l] + lanes[l + 8];
+    for (int l = 0; l < 4; l++) t4[l] = t8[l] + t8[l + 4];
+    return (t4[0] + t4[2]) + (t4[1] + t4[3]);
+}
+
+static float reference_dot(const float *x, const float *w, size_t k) {
+    float lanes[16] = {0};
+    for (size_t p = 0; p < k; p++) lanes[p % 16] = fmaf(x[p], w[p], lanes[p % 16]);
+    return tree16(lanes);
+}
+
+/// Nearest even, denormals to a signed zero, NaN kept a quiet NaN.
+static uint16_t reference_round(float value) {
+    uint32_t bits = float_bits(value);
+    if ((bits & 0x7F800000u) == 0) return (uint16_t)((bits >> 16) & 0x8000u);
+    if (value != value) return (uint16_t)((bits >> 16) | 0x0040u);
+    return (uint16_t)(((uint64_t)bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+static float reference_fast_dot(const float *x, const uint16_t *w, size_t k) {
+    float lanes[16] = {0};
+    for (size_t p = 0; p < k; p += 32)
+        for (size_t l = 0; l < 16; l++)
+            for (size_t index = p + 2 * l + 1, t = 0; t < 2; t++, index--)  // the odd index, then the even
+                if (index < k) lanes[l] = fmaf(widen(reference_round(x[index])), widen(w[index]), lanes[l]);
+    return tree16(lanes);
+}
+
+static float reference_q8_dot(const int8_t *xq, const float *xd, const int8_t *wq, const float *wd, size_t blocks) {
+    float lanes[16] = {0};
+    for (size_t b = 0; b < blocks; b++)
+        for (size_t l = 0; l < 8; l++) {
+            int32_t sum = 0;
+            for (size_t t = 0; t < 4; t++) sum += xq[32 * b + 4 * l + t] * wq[32 * b + 4 * l + t];
+            size_t lane = (b % 2) * 8 + l;
+            lanes[lane] = fmaf(xd[b] * wd[b], (float)sum, lanes[lane]);
+        }
+    return tree16(lanes);
+}
+
+// MARK: - Products
+
+typedef enum { KIND_F32, KIND_BF16, KIND_FAST, KIND_Q8, KIND_COUNT } product_kind;
+static const char *const kind_names[KIND_COUNT] = {"f32", "bf16 exact", "bf16 fast", "q8"};
+
+/// One product's operands: x [m, k] (stride xs), the weight [n, k] as f32 (stride ws; the widened bf16
+/// weight), as bf16 (stride ws) and as q8 (rows of `blocks` × 32, with scales); y rows of ys floats.
+typedef struct {
+    size_t m, k, n, xs, ws, ys, blocks;
+    float *x, *wf, *wd;
+    uint16_t *wb;
+    int8_t *wq;
+} operands;
+
+/// Random operands of one shape (strides odd, wider than k and n); q8 weights with values at ±127
+/// (and -128 when `minimum_q8` is -128) often.
+static operands make_operands(size_t m, size_t k, size_t n, data_kind data, int minimum_q8) {
+    operands o = {m, k, n, k + 3, k + 5, n + 3, sy_q8_block_count(k), NULL, NULL, NULL, NULL, NULL};
+    o.x = allocate(m * o.xs * sizeof(float));
+    fill(o.x, m * o.xs, data, 4.0f);
+    o.wb = allocate(n * o.ws * sizeof(uint16_t));
+    fill_bf16(o.wb, n * o.ws, data);
+    o.wf = allocate(n * o.ws * sizeof(float));
+    for (size_t i = 0; i < n * o.ws; i++) o.wf[i] = widen(o.wb[i]);
+    size_t row = o.blocks * 32;
+    o.wq = allocate(n * row);
+    o.wd = allocate(n * o.blocks * sizeof(float));
+    for (size_t j = 0; j < n; j++)
+        for (size_t p = 0; p < row; p++) {
+            int8_t *q = &o.wq[j * row + p];
+            uint64_t r = random_next();
+            if (p >= k) *q = 0;  // the format's padding
+            else if (r % 4 == 0) *q = r % 8 == 0 ? 127 : (int8_t)minimum_q8;
+            else *q = (int8_t)((int)((r >> 8) % 255) - 127);
+        }
+    for (size_t i = 0; i < n * o.blocks; i++)
+        o.wd[i] = data == DATA_SPECIAL && random_next() % 5 == 0 ? 0.0f : fabsf(random_unit()) * 0.02f;
+    return o;
+}
+
+static void free_operands(operands *o) {
+    free(o->x);
+    free(o->wf);
+    free(o->wb);
+    free(o->wq);
+    free(o->wd);
+}
+
+/// y[row0 ..< row0 + m] of the product of `kind` on `isa`.
+static void product(product_kind kind, sy_isa isa, const operands *o, size_t row0, size_t m, float *y, int accumulate) {
+    const float *x = o->x + row0 * o->xs;
+    int status = 0;
+    switch (kind) {
+    case KIND_F32: sy_matmul_nt_isa(isa, x, m, o->k, o->xs, o->wf, o->n, o->ws, y, o->ys, accumulate); break;
+    case KIND_BF16: sy_matmul_nt_bf16_isa(isa, x, m, o->k, o->xs, o->wb, o->n, o->ws, y, o->ys, accumulate); break;
+    case KIND_FAST:
+        status = sy_matmul_nt_bf16_fast_isa(isa, x, m, o->k, o->xs, o->wb, o->n, o->ws, y, o->ys, accumulate);
+        break;
+    case KIND_Q8: status = sy_matmul_nt_q8_isa(isa, x, m, o->k, o->xs, o->wq, o->wd, o->n, y, o->ys, accumulate); break;
+    case KIND_COUNT: break;
+    }
+    if (status != 0) mismatch("%s on %s: returned %d", kind_names[kind], isa_name(isa), status);
+}
+
+/// Whether the path is held to the scalar bits for this product on these inputs (see the rules above).
+static int held_to_scalar(product_kind kind, sy_isa isa, data_kind data, int minimum_q8) {
+    if (kind == KIND_FAST && isa == SY_ISA_AVX512BF16 && data == DATA_SPECIAL) return 0;
+    if (kind == KIND_Q8 && isa == SY_ISA_AVX2 && minimum_q8 == -128) return 0;
+    return 1;
+}
+
+static sy_isa paths[8];
+static size_t path_count;
+
+/// The scalar result against the header's definition (ordinary inputs, no accumulation).
+static void check_reference(product_kind kind, const operands *o, const float *y) {
+    float *expected = allocate(o->m * o->ys * sizeof(float));
+    memcpy(expected, y, o->m * o->ys * sizeof(float));
+    int8_t *xq = allocate(o->blocks * 32);
+    float *xd = allocate(o->blocks * sizeof(float));
+    for (size_t i = 0; i < o->m; i++) {
+        const float *x = o->x + i * o->xs;
+        if (kind == KIND_Q8) sy_q8_quantize(x, 1, o->k, o->k, xq, xd);
+        for (size_t j = 0; j < o->n; j++) {
+            float *target = &expected[i * o->ys + j];
+            switch (kind) {
+            case KIND_F32:
+            case KIND_BF16: *target = reference_dot(x, o->wf + j * o->ws, o->k); break;
+            case KIND_FAST: *target = reference_fast_dot(x, o->wb + j * o->ws, o->k); break;
+            case KIND_Q8:
+                *target = reference_q8_dot(xq, xd, o->wq + j * o->blocks * 32, o->wd + j * o->blocks, o->blocks);
+                break;
+            case KIND_COUNT: break;
+            }
+        }
+    }
+    char what[160];
+    snprintf(what, sizeof what, "%s scalar vs reference, m %zu k %zu n %zu", kind_names[kind], o->m, o->k, o->n);
+    expect_same(y, expected, o->m * o->ys, what);
+    free(expected);
+    free(xq);
+    free(xd);
+}
+
+/// One shape of one kind: every path against scalar (accumulate off and on, y's padding untouched);
+/// the scalar path against the reference; each row alone against the batch when `rows_alone`.
+static void check_product(product_kind kind, size_t m, size_t k, size_t n, data_kind data, int minimum_q8,
+                          int rows_alone) {
+    operands o = make_operands(m, k, n, data, minimum_q8);
+    size_t size = m * o.ys;
+    float *base = allocate(size * sizeof(float)), *expected = allocate(size * sizeof(float));
+    float *actual = allocate(size * sizeof(float)), *alone = allocate(size * sizeof(float));
+    fill(base, size, DATA_ORDINARY, 2.0f);
+    char what[200];
+    for (int accumulate = 0; accumulate < 2; accumulate++) {
+        memcpy(expected, base, size * sizeof(float));
+        product(kind, SY_ISA_SCALAR, &o, 0, m, expected, accumulate);
+        if (!accumulate && data == DATA_ORDINARY) check_reference(kind, &o, expected);
+        if (kind == KIND_BF16) {  // exact bf16 is the f32 product on the widened weights
+            memcpy(actual, base, size * sizeof(float));
+            product(KIND_F32, SY_ISA_SCALAR, &o, 0, m, actual, accumulate);
+            snprintf(what, sizeof what, "bf16 exact vs f32 on widened weights, m %zu k %zu n %zu accumulate %d (%s)", m,
+                     k, n, accumulate, data_name(data));
+            expect_same(expected, actual, size, what);
+        }
+        for (size_t t = 0; t < path_count; t++) {
+            sy_isa isa = paths[t];
+            if (!held_to_scalar(kind, isa, data, minimum_q8)) continue;
+            memcpy(actual, base, size * sizeof(float));
+            product(kind, isa, &o, 0, m, actual, accumulate);
+            snprintf(what, sizeof what, "%s on %s vs scalar, m %zu k %zu n %zu accumulate %d (%s, q8 min %d)",
+                     kind_names[kind], isa_name(isa), m, k, n, accumulate, data_name(data), minimum_q8);
+            expect_same(actual, expected, size, what);
+        }
+    }
+    if (rows_alone) {  // batch invariance: each row computed alone, on every path
+        for (size_t t = 0; t <= path_count; t++) {
+            sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+            if (!held_to_scalar(kind, isa, data, minimum_q8)) continue;
+            memcpy(actual, base, size * sizeof(float));
+            product(kind, isa, &o, 0, m, actual, 0);
+            memcpy(alone, base, size * sizeof(float));
+            for (size_t i = 0; i < m; i++) product(kind, isa, &o, i, 1, alone + i * o.ys, 0);
+            snprintf(what, sizeof what, "%s on %s: rows alone vs in a batch of %zu, k %zu n %zu (%s)", kind_names[kind],
+                     isa_name(isa), m, k, n, data_name(data));
+            expect_same(alone, actual, size, what);
+        }
+    }
+    free(base);
+    free(expected);
+    free(actual);
+    free(alone);
+    free_operands(&o);
+}
+
+static void check_products(void) {
+    static const size_t ks[] = {1, 7, 15, 16, 17, 31, 32, 33, 45, 64, 67, 100};
+    static const size_t ns[] = {1, 2, 3, 5, 8};
+    for (int kind = 0; kind < KIND_COUNT; kind++) {
+        unsigned long before = comparisons;
+        for (size_t m = 1; m <= 33; m++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                size_t n = ns[(m + ki) % (sizeof ns / sizeof ns[0])];
+                int rows_alone = ki % 4 == 0;
+                check_product((product_kind)kind, m, ks[ki], n, DATA_ORDINARY, -127, rows_alone);
+                check_product((product_kind)kind, m, ks[ki], n, DATA_SPECIAL, -127, 0);
+                if (kind == KIND_Q8) check_product(KIND_Q8, m, ks[ki], n, DATA_SPECIAL, -128, 0);
+            }
+        printf("  %-10s products: %lu comparisons\n", kind_names[kind], comparisons - before);
+    }
+}
+
+/// A product large enough to be split over threads: the same bits on 1 and 3 threads, every path.
+static void check_thread_counts(void) {
+    operands o = make_operands(6, 256, 300, DATA_ORDINARY, -127);
+    size_t size = o.m * o.ys;
+    float *one = allocate(size * sizeof(float)), *three = allocate(size * sizeof(float));
+    char what[120];
+    for (int kind = 0; kind < KIND_COUNT; kind++)
+        for (size_t t = 0; t <= path_count; t++) {
+            sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+            memset(one, 0, size * sizeof(float));
+            memset(three, 0, size * sizeof(float));
+            sy_set_thread_count(1);
+            product((product_kind)kind, isa, &o, 0, o.m, one, 0);
+            sy_set_thread_count(3);
+            product((product_kind)kind, isa, &o, 0, o.m, three, 0);
+            snprintf(what, sizeof what, "%s on %s: 3 threads vs 1", kind_names[kind], isa_name(isa));
+            expect_same(three, one, size, what);
+        }
+    sy_set_thread_count(1);
+    free(one);
+    free(three);
+    free_operands(&o);
+}
+
+/// Grouped products (rows of one x against several weights, fast and exact) are each the lone product.
+static void check_grouped(void) {
+    operands o = make_operands(9, 70, 11, DATA_ORDINARY, -127);
+    size_t size = o.m * o.ys;
+    float *grouped = allocate(3 * size * sizeof(float)), *lone = allocate(size * sizeof(float));
+    char what[120];
+    for (int fast = 0; fast < 2; fast++)
+        for (size_t t = 0; t <= path_count; t++) {
+            sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+            memset(grouped, 0, 3 * size * sizeof(float));
+            // Rows 0-3, 2-8 and 5 of x, against the weight's first 11, 7 and 4 rows.
+            sy_grouped_product parts[3] = {{0, 4, o.wb, 11, o.ws, grouped, o.ys},
+                                           {2, 7, o.wb, 7, o.ws, grouped + size, o.ys},
+                                           {5, 1, o.wb, 4, o.ws, grouped + 2 * size, o.ys}};
+            if (sy_matmul_nt_bf16_grouped_isa(isa, fast, o.x, o.m, o.k, o.xs, parts, 3, 0) != 0)
+                mismatch("grouped on %s returned an error", isa_name(isa));
+            for (size_t s = 0; s < 3; s++) {
+                operands part = o;
+                part.n = parts[s].n;
+                memset(lone, 0, size * sizeof(float));
+                product(fast ? KIND_FAST : KIND_BF16, isa, &part, parts[s].row, parts[s].m, lone, 0);
+                snprintf(what, sizeof what, "grouped %s on %s, part %zu", fast ? "fast" : "exact", isa_name(isa), s);
+                expect_same(grouped + s * size, lone, size, what);
+            }
+        }
+    free(grouped);
+    free(lone);
+    free_operands(&o);
+}
+
+// MARK: - Attention and activations
+
+/// out[0 ..< width + 4] after the weighted sum of `count` rows on `isa`, from `start` (the 4 past
+/// width must be left as they were); f32 or bf16 values.
+static void weighted_sum(sy_isa isa, const float *p, size_t count, const float *vf, const uint16_t *vb, size_t vs,
+                         size_t width, float *out, int accumulate) {
+    if (vb != NULL) sy_weighted_sum_bf16_isa(isa, p, count, vb, vs, width, out, accumulate);
+    else if (accumulate) sy_weighted_sum_accumulate_isa(isa, p, count, vf, vs, width, out);
+    else sy_weighted_sum_isa(isa, p, count, vf, vs, width, out);
+}
+
+static void check_weighted_sums(void) {
+    static const size_t counts[] = {0, 1, 2, 5, 17, 40};
+    static const size_t widths[] = {1, 3, 4, 15, 16, 17, 31, 33, 64, 67, 100};
+    unsigned long before = comparisons;
+    char what[160];
+    for (int data = DATA_ORDINARY; data <= DATA_SPECIAL; data++)
+        for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++)
+            for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+                size_t count = counts[ci], width = widths[wi], vs = width + 3;
+                float *p = allocate((count + 1) * sizeof(float)), *vf = allocate((count * vs + 1) * sizeof(float));
+                uint16_t *vb = allocate((count * vs + 1) * sizeof(uint16_t));
+                float *start = allocate((width + 4) * sizeof(float)), *expected = allocate((width + 4) * sizeof(float));
+                float *actual = allocate((width + 4) * sizeof(float));
+                fill(p, count, (data_kind)data, 1.0f);
+                fill(vf, count * vs, (data_kind)data, 3.0f);
+                fill_bf16(vb, count * vs, (data_kind)data);
+                fill(start, width + 4, DATA_ORDINARY, 1.0f);
+                for (int bf16 = 0; bf16 < 2; bf16++)
+                    for (int accumulate = 0; accumulate < 2; accumulate++) {
+                        const uint16_t *values = bf16 ? vb : NULL;
+                        memcpy(expected, start, (width + 4) * sizeof(float));
+                        weighted_sum(SY_ISA_SCALAR, p, count, vf, values, vs, width, expected, accumulate);
+                        for (size_t t = 0; t <= path_count; t++) {
+                            sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+                            snprintf(what, sizeof what, "weighted sum%s on %s, count %zu width %zu accumulate %d (%s)",
+                                     bf16 ? " bf16" : "", isa_name(isa), count, width, accumulate,
+                                     data_name((data_kind)data));
+                            if (isa != SY_ISA_SCALAR) {
+                                memcpy(actual, start, (width + 4) * sizeof(float));
+                                weighted_sum(isa, p, count, vf, values, vs, width, actual, accumulate);
+                                expect_same(actual, expected, width + 4, what);
+                            }
+                            // Split after `count / 3` keys: the first part, then the rest accumulated.
+                            size_t split = count / 3;
+                            memcpy(actual, start, (width + 4) * sizeof(float));
+                            weighted_sum(isa, p, split, vf, values, vs, width, actual, accumulate);
+                            weighted_sum(isa, p + split, count - split, vf + split * vs, bf16 ? vb + split * vs : NULL,
+                                         vs, width, actual, 1);
+                            strncat(what, ", split", sizeof what - strlen(what) - 1);
+                            expect_same(actual, expected, width + 4, what);
+                        }
+                    }
+                free(p);
+                free(vf);
+                free(vb);
+                free(start);
+                free(expected);
+                free(actual);
+            }
+    printf("  weighted sums: %lu comparisons\n", comparisons - before);
+}
+
+static void check_attention_scores(void) {
+    static const size_t ds[] = {1, 8, 15, 16, 17, 64, 67};
+    static const size_t counts[] = {1, 3, 16, 17, 40};
+    unsigned long before = comparisons;
+    char what[160];
+    for (int data = DATA_ORDINARY; data <= DATA_SPECIAL; data++)
+        for (size_t heads = 1; heads <= 5; heads += 2)
+            for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++)
+                for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+                    size_t d = ds[di], count = counts[ci], qs = d + 1, ks = d + 3, ss = count + 2;
+                    float *q = allocate(heads * qs * sizeof(float)), *kf = allocate(count * ks * sizeof(float));
+                    uint16_t *kb = allocate(count * ks * sizeof(uint16_t));
+                    float *expected = allocate(heads * ss * sizeof(float)), *actual = allocate(heads * ss * sizeof(float));
+                    fill(q, heads * qs, (data_kind)data, 2.0f);
+                    fill_bf16(kb, count * ks, (data_kind)data);
+                    for (size_t i = 0; i < count * ks; i++) kf[i] = widen(kb[i]);
+                    float scale = 1.0f / sqrtf((float)d);
+                    memset(expected, 0, heads * ss * sizeof(float));
+                    sy_attention_scores_isa(SY_ISA_SCALAR, q, heads, qs, kf, ks, count, d, scale, expected, ss);
+                    for (size_t t = 0; t <= path_count; t++) {
+                        sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+                        for (int bf16 = 0; bf16 < 2; bf16++) {
+                            if (isa == SY_ISA_SCALAR && !bf16) continue;
+                            memset(actual, 0, heads * ss * sizeof(float));
+                            if (bf16) sy_attention_scores_bf16_isa(isa, q, heads, qs, kb, ks, count, d, scale, actual, ss);
+                            else sy_attention_scores_isa(isa, q, heads, qs, kf, ks, count, d, scale, actual, ss);
+                            snprintf(what, sizeof what, "attention scores%s on %s, heads %zu d %zu keys %zu (%s)",
+                                     bf16 ? " bf16" : "", isa_name(isa), heads, d, count, data_name((data_kind)data));
+                            expect_same(actual, expected, heads * ss, what);
+                        }
+                    }
+                    free(q);
+                    free(kf);
+                    free(kb);
+                    free(expected);
+                    free(actual);
+                }
+    printf("  attention scores: %lu comparisons\n", comparisons - before);
+}
+
+/// Row lengths for the element-wise kernels: 0 ... 70, then a few long ones.
+static const size_t row_lengths[] = {0,  1,  2,  3,  4,  5,  7,  8,  9,  15, 16, 17, 23, 31, 32, 33, 40,
+                                     47, 48, 49, 63, 64, 65, 70, 100, 257, 1000};
+enum { ROW_LENGTH_COUNT = sizeof row_lengths / sizeof row_lengths[0] };
+
+/// One check of an element-wise kernel on a row of `count` entries of `data`'s kind, with four
+/// scratch rows of count + 1 floats.
+typedef void (*row_check)(data_kind data, size_t count, float *scratch[4]);
+
+/// Runs `check` for every row length and each kind of input up to `last`, and prints the comparisons.
+static void check_rows(const char *name, data_kind last, row_check check) {
+    unsigned long before = comparisons;
+    for (int data = DATA_ORDINARY; data <= (int)last; data++)
+        for (size_t li = 0; li < ROW_LENGTH_COUNT; li++) {
+            float *scratch[4];
+            for (int i = 0; i < 4; i++) scratch[i] = allocate((row_lengths[li] + 1) * sizeof(float));
+            check((data_kind)data, row_lengths[li], scratch);
+            for (int i = 0; i < 4; i++) free(scratch[i]);
+        }
+    printf("  %s: %lu comparisons\n", name, comparisons - before);
+}
+
+static void check_softmax(data_kind data, size_t count, float *scratch[4]) {
+    float *row = scratch[0], *expected = scratch[1], *actual = scratch[2];
+    fill(row, count, data, 20.0f);
+    for (size_t j = 0; j < count; j++)
+        if (data == DATA_MASKED || random_next() % 7 == 0) row[j] = -INFINITY;
+    memcpy(expected, row, count * sizeof(float));
+    int expected_status = sy_softmax_isa(SY_ISA_SCALAR, expected, count);
+    char what[120];
+    for (size_t t = 0; t < path_count; t++) {
+        memcpy(actual, row, count * sizeof(float));
+        int status = sy_softmax_isa(paths[t], actual, count);
+        snprintf(what, sizeof what, "softmax on %s, %zu entries (%s)", isa_name(paths[t]), count, data_name(data));
+        comparisons++;
+        if (status != expected_status) mismatch("%s: returned %d, scalar %d", what, status, expected_status);
+        expect_same(actual, expected, count, what);
+    }
+}
+
+static void check_log_sum_exp(data_kind data, size_t count, float *scratch[4]) {
+    float *x = scratch[0];
+    fill(x, count, data, 30.0f);
+    if (data == DATA_SPECIAL && count > 0 && random_next() % 2 == 0) x[0] = -INFINITY;
+    double expected = sy_log_sum_exp_isa(SY_ISA_SCALAR, x, count);
+    char what[120];
+    for (size_t t = 0; t < path_count; t++) {
+        snprintf(what, sizeof what, "log-sum-exp on %s, %zu entries (%s)", isa_name(paths[t]), count, data_name(data));
+        expect_same_double(sy_log_sum_exp_isa(paths[t], x, count), expected, what);
+    }
+}
+
+static void check_swiglu(data_kind data, size_t count, float *scratch[4]) {
+    float *gate = scratch[0], *up = scratch[1], *expected = scratch[2], *actual = scratch[3];
+    fill(gate, count, data, 12.0f);
+    fill(up, count, data, 2.0f);
+    for (size_t j = 0; j < count; j++) expected[j] = sy_silu(gate[j]) * up[j];
+    char what[120];
+    for (size_t t = 0; t <= path_count; t++) {
+        sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+        memcpy(actual, gate, count * sizeof(float));
+        sy_swiglu_isa(isa, actual, up, count);
+        snprintf(what, sizeof what, "swiglu on %s vs silu(g) * u, %zu entries (%s)", isa_name(isa), count,
+                 data_name(data));
+        expect_same(actual, expected, count, what);
+    }
+}
+
+/// Checks `--sdot yes|no` against the CPU; returns 0 when it holds (or was not asked).
+static int check_sdot_argument(int argc, char **argv) {
+    if (argc == 1) return 0;
+    if (argc != 3 || strcmp(argv[1], "--sdot") != 0 || (strcmp(argv[2], "yes") != 0 && strcmp(argv[2], "no") != 0)) {
+        fprintf(stderr, "usage: isa_equality [--sdot yes|no]\n");
+        return 1;
+    }
+#if defined(__aarch64__) && defined(__linux__)
+    int has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    printf("isa_equality: the CPU %s the dot-product extension (the q8 product uses %s)\n", has ? "has" : "lacks",
+           has ? "sdot" : "smull");
+    if (has != (strcmp(argv[2], "yes") == 0)) {
+        fprintf(stderr, "isa_equality: --sdot %s, but the CPU %s it\n", argv[2], has ? "has" : "lacks");
+        return 1;
+    }
+    return 0;
+#else
+    fprintf(stderr, "isa_equality: --sdot is for AArch64 Linux\n");
+    return 1;
+#endif
+}
+
+int main(int argc, char **argv) {
+    if (check_sdot_argument(argc, argv) != 0) return 1;
+    printf("isa_equality: paths");
+    for (int isa = SY_ISA_AVX2; isa <= SY_ISA_NEON; isa++)
+        if (sy_isa_supported((sy_isa)isa)) {
+            paths[path_count++] = (sy_isa)isa;
+            printf(" %s", isa_name((sy_isa)isa));
+        }
+    printf(" against scalar; active path %s\n", isa_name(sy_active_isa()));
+    if (path_count == 0) {
+        // Nothing to compare would make a run that cannot fail: refuse it.
+        fprintf(stderr, "isa_equality: this CPU supports no vector path\n");
+        return 1;
+    }
+    if (!sy_isa_supported(sy_active_isa()) || (getenv("SWITCHYARD_KERNEL") == NULL && sy_active_isa() != paths[path_count - 1]))
+        mismatch("the active path %s is not the best supported one", isa_name(sy_active_isa()));
+    check_products();
+    check_thread_counts();
+    check_grouped();
+    check_weighted_sums();
+    check_attention_scores();
+    check_rows("softmax", DATA_MASKED, check_softmax);
+    check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);
+    check_rows("swiglu", DATA_SPECIAL, check_swiglu);
+    printf("isa_equality: %lu comparisons, %lu mismatches (NaNs with another sign or payload: %lu): %s\n",
+           comparisons, mismatches, nan_payloads, mismatches == 0 ? "OK" : "FAILED");
+    return mismatches == 0 ? 0 : 1;
+}
