@@ -1,6 +1,8 @@
 // Rotary position embedding ("default" rope type), as Hugging Face computes it in f32:
-// inv_freq[i] = 1 / theta^(2i / D) for i in 0 ..< D/2, angle = position · inv_freq[i], and dimension
-// i is rotated with dimension i + D/2 ("rotate_half" pairing, not interleaved pairs).
+// inv_freq[i] = 1 / theta^(2i / R) for i in 0 ..< R/2, angle = position · inv_freq[i], and dimension
+// i is rotated with dimension i + R/2 ("rotate_half" pairing, not interleaved pairs). R, the rotary
+// dimension, is the head dimension D, or its first int(D · partial_rotary_factor) dimensions (GLM-4.5:
+// the rest of each head passes through unrotated, as transformers' apply_rotary_pos_emb splits it).
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -11,17 +13,23 @@
 public struct RotaryEmbedding: Sendable, Equatable {
     /// Dimensions per head (even).
     public let headDimension: Int
-    /// The inverse frequencies, [headDimension / 2], f32.
+    /// The first dimensions of each head that rotate (R, even, at most `headDimension`).
+    public let rotaryDimension: Int
+    /// The inverse frequencies, [rotaryDimension / 2], f32.
     public let inverseFrequencies: [Float]
 
     /// Computes the inverse frequencies exactly as `compute_default_rope_parameters` does:
-    /// the exponent `2i / D` and the power are f32 operations, `theta` rounded to f32.
-    public init(headDimension: Int, theta: Double) {
+    /// the exponent `2i / R` and the power are f32 operations, `theta` rounded to f32.
+    /// - Parameter rotaryDimension: R, the rotated prefix of each head; nil: the whole head.
+    public init(headDimension: Int, theta: Double, rotaryDimension: Int? = nil) {
+        let rotary = rotaryDimension ?? headDimension
         precondition(headDimension > 0 && headDimension % 2 == 0, "rope: head dimension must be even")
+        precondition(rotary > 0 && rotary % 2 == 0 && rotary <= headDimension, "rope: rotary dimension must be even and fit the head")
         self.headDimension = headDimension
+        self.rotaryDimension = rotary
         let base = Float(theta)
-        inverseFrequencies = (0..<(headDimension / 2)).map { index in
-            let exponent = Float(2 * index) / Float(headDimension)
+        inverseFrequencies = (0..<(rotary / 2)).map { index in
+            let exponent = Float(2 * index) / Float(rotary)
             return 1 / powf(base, exponent)
         }
     }
@@ -31,7 +39,7 @@ public struct RotaryEmbedding: Sendable, Equatable {
     public func apply(
         to values: UnsafeMutablePointer<Float>, rowCount: Int, headCount: Int, firstPosition: Int
     ) {
-        let half = headDimension / 2
+        let half = rotaryDimension / 2
         var cosines = [Float](repeating: 0, count: half)
         var sines = [Float](repeating: 0, count: half)
         for row in 0..<rowCount {

@@ -189,21 +189,23 @@ struct KernelTests {
         }
     }
 
-    @Test("RoPE rotates dimension i with i + D/2 by position × θ^(-2i/D)", arguments: [(2, 0), (8, 5), (14, 3)])
-    func ropeMatchesReference(parameters: (headDimension: Int, firstPosition: Int)) {
-        let (headDimension, firstPosition) = parameters
+    @Test(
+        "RoPE rotates dimension i with i + R/2 by position × θ^(-2i/R) and leaves dimensions R ..< D as they are",
+        arguments: [(2, 2, 0), (8, 8, 5), (14, 14, 3), (16, 8, 4), (12, 6, 2)])
+    func ropeMatchesReference(parameters: (headDimension: Int, rotaryDimension: Int, firstPosition: Int)) {
+        let (headDimension, rotaryDimension, firstPosition) = parameters
         var random = TestRandom(seed: 6)
         let heads = 3
         let rows = 4
         let x = random.floats(rows * heads * headDimension)
-        let rope = RotaryEmbedding(headDimension: headDimension, theta: 10_000)
-        let half = headDimension / 2
+        let rope = RotaryEmbedding(headDimension: headDimension, theta: 10_000, rotaryDimension: rotaryDimension)
+        let half = rotaryDimension / 2
         var expected = x
         for r in 0..<rows {
             for h in 0..<heads {
                 let base = (r * heads + h) * headDimension
                 for i in 0..<half {
-                    let frequency = 1 / pow(10_000.0, Double(2 * i) / Double(headDimension))
+                    let frequency = 1 / pow(10_000.0, Double(2 * i) / Double(rotaryDimension))
                     let angle = Double(firstPosition + r) * frequency
                     let a = Double(x[base + i])
                     let b = Double(x[base + i + half])

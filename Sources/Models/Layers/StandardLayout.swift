@@ -120,10 +120,12 @@ enum StandardLayout {
         (0..<layerCount).flatMap { [attention($0, "k_proj.weight"), attention($0, "v_proj.weight")] }
     }
 
-    /// The attention of `layer` as the shared layout stores it.
+    /// The attention of `layer` as the shared layout stores it; RoPE rotates the first `rotaryDimension`
+    /// dimensions of each head (nil: all of them).
     static func loadAttention(
         _ checkpoint: Checkpoint, layer: Int, fields: TransformerFields, biases: Bool,
-        queryKeyNorm: QueryKeyNormKind, clip: Float? = nil, window: Int?, arithmetic: BFloat16Arithmetic
+        queryKeyNorm: QueryKeyNormKind, clip: Float? = nil, window: Int?, rotaryDimension: Int? = nil,
+        arithmetic: BFloat16Arithmetic
     ) throws(ModelError) -> Attention {
         var options = AttentionOptions(normEpsilon: Float(fields.rmsNormEpsilon), clip: clip)
         if biases {
@@ -142,7 +144,9 @@ enum StandardLayout {
             valueWeight: try checkpoint.weight(named: attention(layer, "v_proj.weight")),
             outputWeight: try checkpoint.weight(named: attention(layer, "o_proj.weight")),
             shape: fields.attentionShape(window: window),
-            rotary: RotaryEmbedding(headDimension: fields.headDimension, theta: fields.ropeTheta), options: options,
+            rotary: RotaryEmbedding(
+                headDimension: fields.headDimension, theta: fields.ropeTheta, rotaryDimension: rotaryDimension),
+            options: options,
             hiddenSize: fields.hiddenSize, arithmetic: arithmetic)
     }
 
