@@ -81,14 +81,10 @@ extension OlmoeConfiguration: ArchitectureConfiguration {
     public var expertCountPerLayer: Int { expertCount }
 
     public var shape: ModelShape {
-        let layers = 0..<fields.layerCount
         // OLMoE has no sliding window: transformers builds a plain causal mask.
-        return ModelShape(
-            hiddenSize: fields.hiddenSize, vocabularySize: fields.vocabularySize,
-            expertCounts: layers.map { _ in expertCount }, expertsPerToken: expertsPerToken,
-            keyValueWidths: layers.map { _ in fields.keyValueWidth }, slidingWindows: layers.map { _ in nil },
-            maxPositionEmbeddings: fields.maxPositionEmbeddings, bosTokenID: fields.bosTokenID,
-            eosTokenIDs: fields.eosTokenIDs)
+        fields.modelShape(
+            expertCounts: Array(repeating: expertCount, count: fields.layerCount), expertsPerToken: expertsPerToken,
+            slidingWindows: Array(repeating: nil, count: fields.layerCount))
     }
 
     public var expertSpec: ExpertSpec {

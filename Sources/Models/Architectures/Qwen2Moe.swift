@@ -89,13 +89,9 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
     public var expertCountPerLayer: Int { sparse.expertCount }
 
     public var shape: ModelShape {
-        let layers = 0..<fields.layerCount
-        return ModelShape(
-            hiddenSize: fields.hiddenSize, vocabularySize: fields.vocabularySize,
+        fields.modelShape(
             expertCounts: sparse.expertCounts(layerCount: fields.layerCount), expertsPerToken: sparse.expertsPerToken,
-            keyValueWidths: layers.map { _ in fields.keyValueWidth }, slidingWindows: slidingWindows,
-            maxPositionEmbeddings: fields.maxPositionEmbeddings, bosTokenID: fields.bosTokenID,
-            eosTokenIDs: fields.eosTokenIDs)
+            slidingWindows: slidingWindows)
     }
 
     public var expertSpec: ExpertSpec {

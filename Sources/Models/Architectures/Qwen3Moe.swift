@@ -58,13 +58,9 @@ extension Qwen3MoeConfiguration: ArchitectureConfiguration {
     public var expertCountPerLayer: Int { sparse.expertCount }
 
     public var shape: ModelShape {
-        let layers = 0..<fields.layerCount
-        return ModelShape(
-            hiddenSize: fields.hiddenSize, vocabularySize: fields.vocabularySize,
+        fields.modelShape(
             expertCounts: sparse.expertCounts(layerCount: fields.layerCount), expertsPerToken: sparse.expertsPerToken,
-            keyValueWidths: layers.map { _ in fields.keyValueWidth }, slidingWindows: layers.map { _ in slidingWindow },
-            maxPositionEmbeddings: fields.maxPositionEmbeddings, bosTokenID: fields.bosTokenID,
-            eosTokenIDs: fields.eosTokenIDs)
+            slidingWindows: Array(repeating: slidingWindow, count: fields.layerCount))
     }
 
     public var expertSpec: ExpertSpec {

@@ -1,6 +1,6 @@
 // A dense SwiGLU MLP, down(silu(gate x) ⊙ up x), computed on the coordinator: the feed-forward block of
-// a dense (non-MoE) layer, and a shared expert (Qwen2-MoE) that every token passes through beside its
-// routed experts, scaled by a sigmoid gate.
+// a dense (non-MoE) layer, and a shared expert (Qwen2-MoE, GLM-4.5) that every token passes through
+// beside its routed experts, scaled by a sigmoid gate (Qwen2-MoE) or not (GLM-4.5).
 // Legend: T = tokens, H = hidden size, I = the MLP's intermediate size.
 #if canImport(Glibc)
     import Glibc
@@ -41,16 +41,17 @@ struct DenseMLP: Sendable {
 }
 
 /// A shared expert: a dense MLP every token passes through, scaled per token by
-/// sigmoid(x · shared_expert_gate) (Qwen2-MoE).
+/// sigmoid(x · shared_expert_gate) (Qwen2-MoE) or unscaled (GLM-4.5's `shared_experts`, no gate).
 struct SharedExpert: Sendable {
     let mlp: DenseMLP
-    /// [1, H], f32 or bf16
-    let gate: WeightTensor
+    /// [1, H], f32 or bf16; nil: no gate, the MLP's output is added as it is.
+    let gate: WeightTensor?
 
     /// - Parameter input: [T, H], f32 (the same post-attention-normed rows the router sees).
-    /// - Returns: sigmoid(x · gate) · mlp(x), [T, H], f32.
+    /// - Returns: sigmoid(x · gate) · mlp(x), or mlp(x) without a gate, [T, H], f32.
     func callAsFunction(_ input: [Float], rowCount: Int) -> [Float] {
         var output = mlp(input, rowCount: rowCount)
+        guard let gate else { return output }
         let scores = linear(input, rowCount: rowCount, weight: gate)
         let width = output.count / max(1, rowCount)
         for row in 0..<rowCount {

@@ -196,6 +196,19 @@ public struct TransformerFields: Codable, Sendable, Equatable {
     /// The width of a query row: heads × head dimension.
     var queryWidth: Int { attentionHeadCount * headDimension }
 
+    /// The architecture-neutral shape of a model with these fields (every layer's keys and values
+    /// `keyValueWidth` wide).
+    /// - Parameters:
+    ///   - expertCounts: per layer, its routed experts (0: a dense layer)
+    ///   - slidingWindows: per layer, its attention window (nil: full attention)
+    func modelShape(expertCounts: [Int], expertsPerToken: Int, slidingWindows: [Int?]) -> ModelShape {
+        ModelShape(
+            hiddenSize: hiddenSize, vocabularySize: vocabularySize, expertCounts: expertCounts,
+            expertsPerToken: expertsPerToken, keyValueWidths: Array(repeating: keyValueWidth, count: layerCount),
+            slidingWindows: slidingWindows, maxPositionEmbeddings: maxPositionEmbeddings, bosTokenID: bosTokenID,
+            eosTokenIDs: eosTokenIDs)
+    }
+
     /// The attention shape of a layer with `window` (nil: full causal attention).
     func attentionShape(window: Int?) -> AttentionShape {
         AttentionShape(
