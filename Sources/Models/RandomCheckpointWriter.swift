@@ -23,11 +23,22 @@ public struct RandomModelOptions: Sendable, Equatable {
     public var expertIntermediateSize = 64
     /// The shared expert's width (Qwen2-MoE); 0: none.
     public var sharedExpertIntermediateSize = 0
-    /// Layers that are dense (`mlp_only_layers`).
+    /// GLM-4.5's shared experts (`n_shared_experts`, each `moe_intermediate_size` wide).
+    public var sharedExpertCount = 1
+    /// Layers that are dense (`mlp_only_layers`; GLM-4.5 takes their count as `first_k_dense_replace`).
     public var denseLayers: [Int] = []
+    /// Expert groups (`n_group`) and the groups a token may choose from (`topk_group`), GLM-4.5.
+    public var expertGroupCount = 1
+    public var keptExpertGroupCount = 1
+    /// The routing weights' last factor (GLM-4.5 `routed_scaling_factor`).
+    public var routedScalingFactor = 1.0
+    /// The rotated fraction of each attention head (GLM-4.5 `partial_rotary_factor`).
+    public var partialRotaryFactor = 0.5
+    /// A per-head q/k RMS norm (GLM-4.5 `use_qk_norm`).
+    public var queryKeyNorm = false
     /// `norm_topk_prob`.
     public var normalizeTopKProbabilities = false
-    /// q/k/v biases (Qwen2-MoE `qkv_bias`).
+    /// q/k/v biases (Qwen2-MoE `qkv_bias`, GLM-4.5 `attention_bias`).
     public var queryKeyValueBias = true
     /// The attention window (nil: none).
     public var slidingWindow: Int?

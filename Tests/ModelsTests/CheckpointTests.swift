@@ -294,7 +294,8 @@ struct CheckpointTests {
         #expect(
             modelError { _ = try Checkpoint(directory: directory) }?.description
                 == "config.json: architecture model_type llama is not supported; supported: mixtral (MixtralForCausalLM), "
-                + "qwen3_moe (Qwen3MoeForCausalLM), qwen2_moe (Qwen2MoeForCausalLM), olmoe (OlmoeForCausalLM)"
+                + "qwen3_moe (Qwen3MoeForCausalLM), qwen2_moe (Qwen2MoeForCausalLM), olmoe (OlmoeForCausalLM), "
+                + "glm4_moe (Glm4MoeForCausalLM)"
         )
         try editConfig(in: directory) { $0["model_type"] = nil }
         #expect(try Checkpoint(directory: directory).architecture == .mixtral)
