@@ -41,6 +41,18 @@ Tulu template):
 - `olmoe_64_bf16`: 64 experts top-8, expert intermediate 16, stored bfloat16, clip_qkv 1.5 (which
   clips), config.json in the Hub spelling (top-level `rope_theta`).
 
+**GLM-4.5** (`Glm4MoeForCausalLM`; the Qwen3-style byte-level BPE stands in for GLM's own tokenizer,
+whose special tokens are not under test here):
+- `glm4_moe_groups`: sigmoid router with a random e_score_correction_bias, 8 experts in n_group 4
+  groups of 2 of which topk_group 2 are kept, top-3, norm_topk_prob true, routed_scaling_factor 2.5;
+  n_shared_experts 1; first_k_dense_replace 1 (layer 0 dense); head_dim 16 with
+  partial_rotary_factor 0.5 (8 rotated dimensions); use_qk_norm; attention_bias (random q/k/v biases).
+- `glm4_moe_air_bf16`: stored bfloat16 (the correction bias stays float32, as transformers keeps
+  it); config.json in the Hub spelling (top-level `rope_theta`, `partial_rotary_factor`,
+  `n_routed_experts`); 16 experts top-4 in one group (n_group 1), n_shared_experts 2,
+  first_k_dense_replace 0 (every layer MoE), no q/k norm, attention_bias, head_dim 12 (6 rotated
+  dimensions), routed_scaling_factor 1.
+
 ## Contract
 
 For every tiny checkpoint in MODELS (`arch` selects the transformers classes, default mixtral):
@@ -61,7 +73,8 @@ For every tiny checkpoint in MODELS (`arch` selects the transformers classes, de
 For the Qwen and OLMoE fixtures it also checks that the eager attention / eager experts paths give
 the same logits as the default sdpa / grouped_mm ones, that every feature under test changes the
 logits (sliding window, q/k/v biases, shared-expert gate, clip_qkv, top-k renormalisation), and
-that AutoTokenizer and the raw tokenizer.json agree; reference.json then also holds
+that AutoTokenizer and the raw tokenizer.json agree (GLM-4.5 also: the correction bias, the
+expert groups, routed_scaling_factor, partial RoPE, the shared experts); reference.json then also holds
 `architecture`, `moe_layers`, `experts_implementation`, `chat_cases` and `decode_cases`.
 `expert_load` lists every decoder layer; a dense layer's entry is [].
 
@@ -95,6 +108,8 @@ from tokenizers.trainers import BpeTrainer  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     GenerationConfig,
+    Glm4MoeConfig,
+    Glm4MoeForCausalLM,
     MixtralConfig,
     MixtralForCausalLM,
     OlmoeConfig,
@@ -119,6 +134,7 @@ MAX_SEED_TRIES = 20
 FINAL_NORM_SCALE = 3.0
 BIAS_STD = 0.5                # q/k/v biases (Qwen2-MoE); transformers initialises them to 0
 SHARED_GATE_STD = 0.5         # shared_expert_gate weight, so sigmoid(gate(x)) varies per token
+CORRECTION_BIAS_STD = 0.1     # GLM-4.5 e_score_correction_bias (0 at init); sigmoid scores are in (0, 1)
 TOP_LOGPROBS = 5
 SPM = "\u2581"  # ▁
 
@@ -448,13 +464,15 @@ def decode_cases(tokenizer, style: str) -> list[dict]:
     return out
 
 
-def check_byte_level_tokenizer(folder: str, style: str, tok: PreTrainedTokenizerFast, prompts, vocab_size: int):
-    """AutoTokenizer (which rebuilds the pipeline from tokenizer_class) vs the raw tokenizer.json
-    vs the in-memory tokenizer, on the prompts, the chat texts and tokenizer_fixtures.py's cases."""
+def check_byte_level_tokenizer(folder: str, style: str, tok: PreTrainedTokenizerFast, prompts, vocab_size: int,
+                               auto_class: str | None = None):
+    """AutoTokenizer (which rebuilds the pipeline from tokenizer_class, or for some model types
+    loads tokenizer.json as it is: `auto_class`) vs the raw tokenizer.json vs the in-memory
+    tokenizer, on the prompts, the chat texts and tokenizer_fixtures.py's cases."""
     s = BYTE_LEVEL_STYLES[style]
     auto = AutoTokenizer.from_pretrained(folder)
     raw = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    assert type(auto).__name__ == s["tokenizer_class"], type(auto).__name__
+    assert type(auto).__name__ == (auto_class or s["tokenizer_class"]), type(auto).__name__
     assert auto.bos_token == s["bos"] and auto.eos_token == s["eos"] and auto.pad_token == s["pad"], \
         (auto.bos_token, auto.eos_token, auto.pad_token)
     assert auto.unk_token is None, auto.unk_token
@@ -575,6 +593,22 @@ MODELS = [
                      num_experts=64, num_experts_per_tok=8, intermediate_size=16, norm_topk_prob=False,
                      clip_qkv=1.5, vocab_size=320, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
          cases=[(PROMPT_TEXT_C, 8), (PROMPT_UNICODE, 8)]),
+    # ---- GLM-4.5 ----------------------------------------------------------------------------
+    dict(name="glm4_moe_groups", arch="glm4_moe", seed=14014, stored="float32", shard=None,
+         config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                     n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2, moe_intermediate_size=16,
+                     n_shared_experts=1, intermediate_size=96, first_k_dense_replace=1, norm_topk_prob=True,
+                     routed_scaling_factor=2.5, use_qk_norm=True, attention_bias=True, vocab_size=384,
+                     rope_parameters={**ROPE_1E6, "partial_rotary_factor": 0.5}),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_C, 10)]),
+    dict(name="glm4_moe_air_bf16", arch="glm4_moe", seed=15015, stored="bfloat16", shard=None, hub_config=True,
+         max_seed_tries=MANY_EXPERTS_SEED_TRIES,
+         config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=12,
+                     n_routed_experts=16, num_experts_per_tok=4, n_group=1, topk_group=1, moe_intermediate_size=16,
+                     n_shared_experts=2, intermediate_size=64, first_k_dense_replace=0, norm_topk_prob=True,
+                     routed_scaling_factor=1.0, use_qk_norm=False, attention_bias=True, vocab_size=352,
+                     rope_parameters={**ROPE_1E6, "partial_rotary_factor": 0.5}),
+         cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 8)]),
 ]
 
 CONFIG_DEFAULTS = dict(
@@ -595,6 +629,12 @@ QWEN_CONFIG_DEFAULTS = dict(
     rms_norm_eps=1e-6,
     attention_dropout=0.0,
 )
+GLM_CONFIG_DEFAULTS = dict(
+    max_position_embeddings=256,
+    initializer_range=0.1,
+    rms_norm_eps=1e-5,
+    attention_dropout=0.0,
+)
 OLMOE_CONFIG_DEFAULTS = dict(
     max_position_embeddings=256,
     initializer_range=0.1,
@@ -612,6 +652,10 @@ ARCHS = {
                       defaults=QWEN_CONFIG_DEFAULTS),
     "olmoe": dict(config_cls=OlmoeConfig, model_cls=OlmoeForCausalLM, tokenizer="gpt_neox",
                   defaults=OLMOE_CONFIG_DEFAULTS),
+    # GLM's own tokenizer is a byte-level BPE too; the Qwen3 one stands in (the model is under test).
+    # AutoTokenizer maps glm4_moe to TokenizersBackend (tokenizer.json as it is), whatever tokenizer_class says.
+    "glm4_moe": dict(config_cls=Glm4MoeConfig, model_cls=Glm4MoeForCausalLM, tokenizer="qwen3",
+                     defaults=GLM_CONFIG_DEFAULTS, auto_tokenizer_class="TokenizersBackend"),
 }
 
 
@@ -639,6 +683,9 @@ def moe_layer_indices(config) -> list[int]:
         return [i for i in range(L)
                 if i not in config.mlp_only_layers and config.num_experts > 0
                 and (i + 1) % config.decoder_sparse_step == 0]
+    if config.model_type == "glm4_moe":
+        # Glm4MoeDecoderLayer: MoE iff layer_idx >= first_k_dense_replace, else a dense MLP.
+        return list(range(config.first_k_dense_replace, L))
     return list(range(L))  # mixtral, olmoe: every layer
 
 
@@ -666,6 +713,10 @@ def make_model(spec: dict, seed: int, token_ids: dict | None = None):
                     p.copy_(BIAS_STD * torch.randn_like(p))
                 elif name.endswith("shared_expert_gate.weight"):
                     p.copy_(SHARED_GATE_STD * torch.randn_like(p))
+            # GLM-4.5's correction bias is a buffer (zero at init); make it move the expert choice.
+            for name, b in model.named_buffers():
+                if name.endswith("e_score_correction_bias"):
+                    b.copy_(CORRECTION_BIAS_STD * torch.randn_like(b))
     model.eval()
     return model
 
@@ -676,6 +727,11 @@ def save_model(model, spec: dict, out_dir: str) -> None:
         kwargs["max_shard_size"] = spec["shard"]
     if spec["stored"] == "bfloat16":
         model = model.to(torch.bfloat16)
+        # What from_pretrained(dtype=bfloat16) keeps: the correction bias in float32
+        # (_keep_in_fp32_modules_strict), beside bfloat16 weights.
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.data = b.data.float()
     model.save_pretrained(out_dir, **kwargs)
 
 
@@ -694,6 +750,9 @@ def hub_style_config(spec: dict, folder: str) -> None:
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
     rope = cfg.pop("rope_parameters")
+    if arch_of(spec) == "glm4_moe":
+        # GLM-4.5's Hub config.json has partial_rotary_factor at the top level.
+        cfg["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
     assert set(rope) == {"rope_type", "rope_theta"} and rope["rope_type"] == "default", rope
     cfg["rope_theta"] = rope["rope_theta"]
     cfg["rope_scaling"] = None
@@ -715,16 +774,62 @@ def save_generation_config(spec: dict, tokenizer, folder: str) -> None:
         GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot).save_pretrained(folder)
 
 
-def expert_counts(router_logits, top_k: int, num_experts: int, rows: slice | None = None) -> list[list[int]]:
+def router_choice(model, position: int, logits):
+    """The experts MoE layer number `position` (among the MoE layers) chooses from its router logits
+    (tokens, E), and per token the gap between the scores that decided the choice.
+
+    Softmax families: top-k of the softmax; the gap is k-th minus (k+1)-th probability. GLM-4.5
+    (Glm4MoeTopkRouter, DeepSeek-V3's noaux_tc): sigmoid scores plus e_score_correction_bias choose;
+    groups score the sum of their best two, topk_group groups are kept; the gap is the smaller of the
+    kept/dropped group-score gap and the k-th/(k+1)-th biased-score gap among the kept experts."""
+    cfg = model.config
+    lg = logits.float()
+    K, E = cfg.num_experts_per_tok, lg.shape[-1]
+    if cfg.model_type != "glm4_moe":
+        probs = torch.softmax(lg, dim=-1)
+        s = torch.sort(probs, dim=-1, descending=True).values
+        gap = s[:, K - 1] - s[:, K] if K < E else torch.full((lg.shape[0],), math.inf)
+        return torch.topk(probs, K, dim=-1).indices, gap
+    gate = model.model.layers[moe_layer_indices(cfg)[position]].mlp.gate
+    choice = lg.sigmoid() + gate.e_score_correction_bias.float()
+    G = cfg.n_group
+    group_scores = choice.view(-1, G, E // G).topk(2, dim=-1).values.sum(-1)
+    gap = torch.full((lg.shape[0],), math.inf)
+    if cfg.topk_group < G:
+        gs = torch.sort(group_scores, dim=-1, descending=True).values
+        gap = gs[:, cfg.topk_group - 1] - gs[:, cfg.topk_group]
+    kept = torch.zeros_like(group_scores).scatter_(1, torch.topk(group_scores, cfg.topk_group, dim=-1).indices, 1)
+    mask = kept.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E).bool()
+    choice = choice.masked_fill(~mask, float("-inf"))
+    s = torch.sort(choice, dim=-1, descending=True).values
+    if K < cfg.topk_group * (E // G):
+        gap = torch.minimum(gap, s[:, K - 1] - s[:, K])
+    return torch.topk(choice, K, dim=-1).indices, gap
+
+
+@torch.no_grad()
+def check_router_choice(model) -> None:
+    """router_choice must choose what each MoE layer's own router module chooses (on random rows)."""
+    if model.config.model_type != "glm4_moe":
+        return
+    torch.manual_seed(0)
+    for position, layer in enumerate(moe_layer_indices(model.config)):
+        gate = model.model.layers[layer].mlp.gate
+        logits, _, indices = gate(torch.randn(64, model.config.hidden_size))
+        mine, _ = router_choice(model, position, logits)
+        assert torch.equal(mine.sort(-1).values, indices.sort(-1).values), f"router_choice differs on layer {layer}"
+
+
+def expert_counts(model, router_logits, rows: slice | None = None) -> list[list[int]]:
     """router_logits: per MoE layer a (tokens, E) tensor. Count top-k selections per expert."""
+    E = num_experts_of(model.config)
     out = []
-    for layer_logits in router_logits:
-        lg = layer_logits.reshape(-1, num_experts)
+    for position, layer_logits in enumerate(router_logits):
+        lg = layer_logits.reshape(-1, E)
         if rows is not None:
             lg = lg[rows]
-        probs = torch.softmax(lg.float(), dim=-1)
-        idx = torch.topk(probs, top_k, dim=-1).indices
-        out.append(torch.bincount(idx.reshape(-1), minlength=num_experts).tolist())
+        idx, _ = router_choice(model, position, lg)
+        out.append(torch.bincount(idx.reshape(-1), minlength=E).tolist())
     return out
 
 
@@ -736,14 +841,11 @@ def all_layers(moe_counts: list[list[int]], moe_layers: list[int], num_layers: i
     return [by_layer.get(i, []) for i in range(num_layers)]
 
 
-def router_min_gap(router_logits, top_k: int, num_experts: int) -> float:
+def router_min_gap(model, router_logits) -> float:
     g = math.inf
-    if top_k >= num_experts:
-        return g
-    for layer_logits in router_logits:
-        probs = torch.softmax(layer_logits.reshape(-1, num_experts).float(), dim=-1)
-        s = torch.sort(probs, dim=-1, descending=True).values
-        g = min(g, float((s[:, top_k - 1] - s[:, top_k]).min()))
+    for position, layer_logits in enumerate(router_logits):
+        _, gap = router_choice(model, position, layer_logits.reshape(-1, num_experts_of(model.config)))
+        g = min(g, float(gap.min()))
     return g
 
 
@@ -752,7 +854,7 @@ def add_counts(a, b):
 
 
 def num_experts_of(cfg) -> int:
-    return cfg.num_local_experts if cfg.model_type == "mixtral" else cfg.num_experts
+    return cfg.num_local_experts if cfg.model_type in ("mixtral", "glm4_moe") else cfg.num_experts
 
 
 @torch.no_grad()
@@ -811,11 +913,11 @@ def compute_case(model, tokenizer, prompt: str, n: int, router_gap_min: float = 
         raise NearTie(f"prompt {prompt!r}: greedy completion picks an embedding row without a token")
 
     # ---- expert load from the cached forwards --------------------------------------------
-    prefill = all_layers(expert_counts(prefill_router, K, E), moe_layers, L)
+    prefill = all_layers(expert_counts(model, prefill_router), moe_layers, L)
     decode = [[0] * E if i in moe_layers else [] for i in range(L)]
     for r in decode_router:
-        decode = add_counts(decode, all_layers(expert_counts(r, K, E), moe_layers, L))
-    rgap = min([router_min_gap(prefill_router, K, E)] + [router_min_gap(r, K, E) for r in decode_router])
+        decode = add_counts(decode, all_layers(expert_counts(model, r), moe_layers, L))
+    rgap = min([router_min_gap(model, prefill_router)] + [router_min_gap(model, r) for r in decode_router])
     if rgap <= router_gap_min:
         raise NearTie(f"prompt {prompt!r}: router k-th/(k+1)-th prob gap {rgap:.3g} <= {router_gap_min}")
     P = len(prompt_ids)
@@ -856,9 +958,9 @@ def compute_case(model, tokenizer, prompt: str, n: int, router_gap_min: float = 
     d = float((full_rows - torch.stack(rows)).abs().max())
     if not d <= CROSS_CHECK_ATOL:
         raise AssertionError(f"no-cache forward logits differ by {d}")
-    if all_layers(expert_counts(fo.router_logits, K, E, slice(0, P)), moe_layers, L) != prefill:
+    if all_layers(expert_counts(model, fo.router_logits, slice(0, P)), moe_layers, L) != prefill:
         raise AssertionError("no-cache forward disagrees on prefill expert load")
-    if all_layers(expert_counts(fo.router_logits, K, E, slice(P, None)), moe_layers, L) != decode:
+    if all_layers(expert_counts(model, fo.router_logits, slice(P, None)), moe_layers, L) != decode:
         raise AssertionError("no-cache forward disagrees on decode expert load")
 
     # ---- assemble ---------------------------------------------------------------------------
@@ -928,6 +1030,20 @@ def load_variant(spec: dict, folder: str, attn: str | None = None, experts: str 
     return model
 
 
+@torch.no_grad()
+def load_filled(spec: dict, folder: str, suffixes: tuple[str, ...], value: float):
+    """The fixture reloaded in float32 with every parameter and buffer whose name ends in one of
+    `suffixes` filled with `value`."""
+    model = load_variant(spec, folder)
+    filled = 0
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if name.endswith(suffixes):
+            t.fill_(value)
+            filled += 1
+    assert filled, suffixes
+    return model
+
+
 def check_implementations_and_features(spec: dict, folder: str, cases: list[dict]) -> dict[str, float]:
     """Eager attention and the eager expert loop must match the recorded (sdpa, grouped_mm) logits;
     switching off each feature under test must change them. Returns the measured max diffs."""
@@ -953,13 +1069,8 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         for attn in ("eager", "sdpa"):
             m = load_variant(spec, folder, attn=attn, layer_types=["full_attention"] * cfg.num_hidden_layers)
             must_change(f"sliding window off ({attn})", m)
-    if getattr(cfg, "qkv_bias", False):
-        m = load_variant(spec, folder)
-        with torch.no_grad():
-            for name, p in m.named_parameters():
-                if name.endswith(".bias"):
-                    p.zero_()
-        must_change("q/k/v biases zeroed", m)
+    if getattr(cfg, "qkv_bias", False) or (cfg.model_type == "glm4_moe" and cfg.attention_bias):
+        must_change("q/k/v biases zeroed", load_filled(spec, folder, (".bias",), 0.0))
     if getattr(cfg, "shared_expert_intermediate_size", 0):
         m = load_variant(spec, folder)
         hooks = [mod.register_forward_hook(lambda _m, _i, out: torch.full_like(out, 50.0))
@@ -973,14 +1084,29 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         must_change("shared expert dropped", m2)
     if getattr(cfg, "clip_qkv", None) is not None:
         must_change("clip_qkv off", load_variant(spec, folder, clip_qkv=None))
-    if cfg.model_type in ("qwen3_moe", "olmoe"):
-        m = load_variant(spec, folder)
-        with torch.no_grad():
-            for name, p in m.named_parameters():
-                if name.endswith(("q_norm.weight", "k_norm.weight")):
-                    p.fill_(1.0)
-        must_change("q_norm/k_norm weights set to 1", m)
+    if cfg.model_type == "glm4_moe":
+        check_glm_features(spec, folder, cfg, must_change)
+    if cfg.model_type in ("qwen3_moe", "olmoe") or getattr(cfg, "use_qk_norm", False):
+        must_change("q_norm/k_norm weights set to 1", load_filled(spec, folder, ("q_norm.weight", "k_norm.weight"), 1.0))
     return found
+
+
+def check_glm_features(spec: dict, folder: str, cfg, must_change) -> None:
+    """GLM-4.5: the correction bias, the expert groups, routed_scaling_factor, partial RoPE and the
+    shared experts must each change the logits."""
+    must_change("e_score_correction_bias zeroed", load_filled(spec, folder, ("e_score_correction_bias",), 0.0))
+    if cfg.topk_group < cfg.n_group:
+        must_change("expert groups off (n_group 1)", load_variant(spec, folder, n_group=1, topk_group=1))
+    if cfg.routed_scaling_factor != 1.0:
+        must_change("routed_scaling_factor 1", load_variant(spec, folder, routed_scaling_factor=1.0))
+    rope = {**cfg.rope_parameters, "partial_rotary_factor": 1.0}
+    must_change("RoPE on the whole head", load_variant(spec, folder, rope_parameters=rope))
+    if cfg.n_shared_experts:
+        m = load_variant(spec, folder)
+        hooks = [mod.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+                 for name, mod in m.named_modules() if name.endswith("shared_experts")]
+        assert hooks
+        must_change("shared experts dropped", m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1011,7 +1137,8 @@ def build_one(spec: dict, out_root: str) -> dict:
                 hub_style_config(spec, folder)
             save_generation_config(spec, byte_tok, folder)
             save_byte_level_tokenizer(byte_tok, style, folder)
-            check_byte_level_tokenizer(folder, style, byte_tok, prompts, spec["config"]["vocab_size"])
+            check_byte_level_tokenizer(folder, style, byte_tok, prompts, spec["config"]["vocab_size"],
+                                       arch.get("auto_tokenizer_class"))
         else:
             model = make_model(spec, seed)
             save_model(model, spec, folder)
@@ -1024,6 +1151,7 @@ def build_one(spec: dict, out_root: str) -> dict:
         model = arch["model_cls"].from_pretrained(folder, dtype=torch.float32)
         model.eval()
         assert next(model.parameters()).dtype == torch.float32
+        check_router_choice(model)
         try:
             cases = [compute_case(model, tokenizer, p, n, spec.get("router_gap_min", ROUTER_GAP_MIN))
                      for p, n in spec["cases"]]
