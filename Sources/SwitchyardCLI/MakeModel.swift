@@ -19,8 +19,8 @@ struct MakeModel: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "The architecture to make: mixtral, qwen3_moe, qwen2_moe or olmoe (config.json model_type).",
-            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe"))
+            "The architecture to make: mixtral, qwen3_moe, qwen2_moe, olmoe or glm4_moe (config.json model_type).",
+            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe|glm4_moe"))
     var arch: String = "mixtral"
 
     @Option(help: "The directory to write (created if missing; existing checkpoint files are replaced).")
@@ -41,20 +41,35 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Vocabulary size (vocab_size); the tokenizer is trained to this size.")
     var vocab: Int = 1024
 
-    @Option(help: "Expert FFN size (intermediate_size) of mixtral and olmoe; the dense layers' MLP size of qwen3_moe and qwen2_moe. Default: 2 × hidden.")
+    @Option(help: "Expert FFN size (intermediate_size) of mixtral and olmoe; the dense layers' MLP size of qwen3_moe, qwen2_moe and glm4_moe. Default: 2 × hidden.")
     var intermediate: Int?
 
-    @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
+    @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe, glm4_moe: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
     var moeIntermediate: Int?
 
     @Option(name: .customLong("shared-intermediate"), help: "qwen2_moe: the shared expert's FFN size (shared_expert_intermediate_size); 0 for none. Default: hidden.")
     var sharedIntermediate: Int?
 
-    @Option(name: .customLong("dense-layers"), help: "qwen3_moe, qwen2_moe: comma-separated layers that are dense MLP layers (mlp_only_layers), e.g. 0,2.")
+    @Option(name: .customLong("dense-layers"), help: "qwen3_moe, qwen2_moe: comma-separated layers that are dense MLP layers (mlp_only_layers), e.g. 0,2; glm4_moe: the first layers 0,1,… (first_k_dense_replace).")
     var denseLayers: String = ""
 
-    @Flag(name: .customLong("norm-topk-prob"), help: "qwen3_moe, qwen2_moe, olmoe: renormalise the top-k routing weights (norm_topk_prob). Mixtral always does.")
+    @Flag(name: .customLong("norm-topk-prob"), help: "qwen3_moe, qwen2_moe, olmoe, glm4_moe: renormalise the top-k routing weights (norm_topk_prob). Mixtral always does.")
     var normTopKProb = false
+
+    @Option(name: .customLong("shared-experts"), help: "glm4_moe: shared experts beside the routed ones (n_shared_experts), each moe_intermediate_size wide; 0 for none.")
+    var sharedExperts: Int = 1
+
+    @Option(help: "glm4_moe: groups of consecutive experts (n_group); must divide --experts into groups of at least 2.")
+    var groups: Int = 1
+
+    @Option(name: .customLong("top-groups"), help: "glm4_moe: the best groups a token's experts come from (topk_group). Default: --groups.")
+    var topGroups: Int?
+
+    @Option(name: .customLong("routed-scale"), help: "glm4_moe: the routing weights' last factor (routed_scaling_factor).")
+    var routedScale: Double = 1
+
+    @Flag(name: .customLong("qk-norm"), help: "glm4_moe: a per-head RMS norm of queries and keys (use_qk_norm).")
+    var qkNorm = false
 
     @Option(name: .customLong("head-dim"), help: "Attention head size (head_dim). Default: hidden ÷ heads.")
     var headDim: Int?
@@ -102,8 +117,20 @@ struct MakeModel: ParsableCommand {
                 throw ValidationError("\(flag) does not apply to --arch \(arch)")
             }
         }
-        if arch == "qwen3_moe", sharedIntermediate != nil {
-            throw ValidationError("--shared-intermediate applies to qwen2_moe only")
+        if arch == "qwen3_moe" || arch == "glm4_moe", sharedIntermediate != nil {
+            throw ValidationError("--shared-intermediate applies to qwen2_moe only (glm4_moe: --shared-experts)")
+        }
+        if arch != "glm4_moe" {
+            let given = [
+                ("--shared-experts", sharedExperts != 1), ("--groups", groups != 1), ("--top-groups", topGroups != nil),
+                ("--routed-scale", routedScale != 1), ("--qk-norm", qkNorm),
+            ]
+            for (flag, isGiven) in given where isGiven {
+                throw ValidationError("\(flag) applies to glm4_moe only")
+            }
+        } else if let dense = try? parsedDenseLayers(), dense != Array(0..<dense.count) {
+            throw ValidationError(
+                "--dense-layers is \"\(denseLayers)\", but glm4_moe's dense layers are the first ones (0,1,…: first_k_dense_replace)")
         }
         if arch == "mixtral", normTopKProb {
             throw ValidationError("--norm-topk-prob does not apply to mixtral (it always renormalises)")
@@ -169,6 +196,11 @@ struct MakeModel: ParsableCommand {
             options.intermediateSize = intermediate ?? 2 * hidden
             options.expertIntermediateSize = moeIntermediate ?? max(1, hidden / 2)
             options.sharedExpertIntermediateSize = arch == "qwen2_moe" ? (sharedIntermediate ?? hidden) : 0
+            options.sharedExpertCount = sharedExperts
+            options.expertGroupCount = groups
+            options.keptExpertGroupCount = topGroups ?? groups
+            options.routedScalingFactor = routedScale
+            options.queryKeyNorm = qkNorm
             options.denseLayers = try parsedDenseLayers()
             options.normalizeTopKProbabilities = normTopKProb
             options.slidingWindow = slidingWindow

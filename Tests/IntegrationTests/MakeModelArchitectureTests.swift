@@ -30,6 +30,17 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
         MadeArchitecture(
             arch: "olmoe", options: ["--norm-topk-prob", "--intermediate", "72"],
             expected: ["norm_topk_prob": "1", "intermediate_size": "72"], denseLayers: []),
+        MadeArchitecture(
+            arch: "glm4_moe",
+            options: [
+                "--dense-layers", "0", "--groups", "3", "--top-groups", "2", "--shared-experts", "2",
+                "--routed-scale", "2.5", "--qk-norm", "--norm-topk-prob",
+            ],
+            expected: [
+                "first_k_dense_replace": "1", "n_group": "3", "topk_group": "2", "n_shared_experts": "2",
+                "routed_scaling_factor": "2.5", "use_qk_norm": "1", "norm_topk_prob": "1", "n_routed_experts": "6",
+            ],
+            denseLayers: [0]),
     ]
 }
 
@@ -68,7 +79,10 @@ struct MakeModelArchitectureTests {
         let directory = try TestPaths.makeTemporaryDirectory("make-refused")
         defer { try? FileManager.default.removeItem(at: directory) }
         for (arguments, message) in [
-            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe"),
+            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe"),
+            (["--arch", "glm4_moe", "--dense-layers", "1"], "glm4_moe's dense layers are the first ones"),
+            (["--arch", "qwen3_moe", "--groups", "2"], "--groups applies to glm4_moe only"),
+            (["--arch", "glm4_moe", "--shared-intermediate", "8"], "--shared-intermediate applies to qwen2_moe only"),
             (["--arch", "qwen3_moe", "--dense-layers", "9"], "--dense-layers"),
             (["--arch", "olmoe", "--shared-intermediate", "8"], "--shared-intermediate does not apply to --arch olmoe"),
             (["--arch", "mixtral", "--norm-topk-prob"], "--norm-topk-prob does not apply to mixtral"),
