@@ -24,7 +24,9 @@ public struct RotaryEmbedding: Sendable, Equatable {
     public init(headDimension: Int, theta: Double, rotaryDimension: Int? = nil) {
         let rotary = rotaryDimension ?? headDimension
         precondition(headDimension > 0 && headDimension % 2 == 0, "rope: head dimension must be even")
-        precondition(rotary > 0 && rotary % 2 == 0 && rotary <= headDimension, "rope: rotary dimension must be even and fit the head")
+        precondition(
+            rotary > 0 && rotary % 2 == 0 && rotary <= headDimension,
+            "rope: rotary dimension must be even and fit the head")
         self.headDimension = headDimension
         self.rotaryDimension = rotary
         let base = Float(theta)

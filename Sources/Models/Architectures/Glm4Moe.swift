@@ -82,7 +82,8 @@ public struct Glm4MoeConfiguration: Sendable, Equatable {
         guard expertCount >= 1 else { throw fail("n_routed_experts is \(expertCount), but must be at least 1") }
         guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
             throw fail(
-                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and n_routed_experts (\(expertCount))")
+                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and n_routed_experts "
+                    + "(\(expertCount))")
         }
         guard expertIntermediateSize >= 1 else {
             throw fail("moe_intermediate_size is \(expertIntermediateSize), but must be at least 1")
@@ -152,7 +153,8 @@ extension Glm4MoeConfiguration: Decodable {
         expertGroupCount = try container.decodeIfPresent(Int.self, forKey: .expertGroupCount) ?? 1
         keptExpertGroupCount = try container.decodeIfPresent(Int.self, forKey: .keptExpertGroupCount) ?? 1
         routedScalingFactor = try container.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 1
-        normalizeTopKProbabilities = try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? true
+        normalizeTopKProbabilities =
+            try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? true
         queryKeyNorm = try container.decodeIfPresent(Bool.self, forKey: .queryKeyNorm) ?? false
         attentionBias = try container.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         multiTokenPredictionLayerCount =
@@ -287,7 +289,8 @@ extension Architecture {
     public static let glm4Moe = Architecture(
         modelTypes: ["glm4_moe"], classNames: ["Glm4MoeForCausalLM"],
         summary: "sigmoid router with e_score_correction_bias for the choice (n_group / topk_group, norm_topk_prob, "
-            + "routed_scaling_factor); n_shared_experts ungated on the coordinator; first_k_dense_replace dense layers; "
+            + "routed_scaling_factor); n_shared_experts ungated on the coordinator; "
+            + "first_k_dense_replace dense layers; "
             + "partial_rotary_factor RoPE; attention_bias on q/k/v; use_qk_norm",
         randomConfiguration: { o in
             var fields = RandomCheckpointWriter.transformerFields(o, rmsNormEpsilon: 1e-5)
