@@ -41,6 +41,14 @@ static size_t rows_per_block(size_t k) {
     return budget & ~(size_t)7;
 }
 
+/// How far ahead (bytes) the weight streams of the bf16 dot kernel are prefetched, into L2 (`T1`).
+/// Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
+/// took the experts from 128 to 82-86 ms a step (memory reads then overlap the arithmetic instead
+/// of adding to it), where 2 KiB into L1 had been tuned for batch 1, which is unchanged within noise.
+#ifndef SY_PREFETCH_BYTES
+#define SY_PREFETCH_BYTES 8192
+#endif
+
 // MARK: - Scalar path
 
 /// The tree sum of 16 lanes shared by every path: l + 8, then l + 4, l + 2, l + 1.
@@ -384,6 +392,12 @@ SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *
 }
 
 // MARK: - AVX2 path (16 lanes as two 8-lane halves, so the arithmetic matches the other paths)
+//
+// The AVX2 kernels are shaped like the AVX-512 ones, for 16 ymm registers: tiles of constant shape
+// (each call of a tile has constant R and C, so its accumulators stay in registers), a loop over
+// whole blocks with nothing else in it and the partial last block after it, the weight streams
+// prefetched SY_PREFETCH_BYTES ahead into L2, and for m ≤ SY_NARROW_ROWS one weight row at a time
+// (one sequential stream per thread: batch-1 decode is m = 1 and reads every weight once).
 
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
@@ -402,146 +416,10 @@ SY_AVX2 __m256i mask8_avx2(size_t count) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), index);
 }
 
-enum { AVX2_R = 2, AVX2_C = 2 };
-
-SY_AVX2 void tile_avx2(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k, float *y,
-                       size_t ys, int accumulate) {
-    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
-    size_t p = 0;
-    for (; p + SY_LANES <= k; p += SY_LANES) {
-        __m256 wlo[AVX2_C], whi[AVX2_C];
-        for (int c = 0; c < C; c++) {
-            wlo[c] = _mm256_loadu_ps(w + c * ws + p);
-            whi[c] = _mm256_loadu_ps(w + c * ws + p + 8);
-        }
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_loadu_ps(x + r * xs + p);
-            __m256 xhi = _mm256_loadu_ps(x + r * xs + p + 8);
-            for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xhi, whi[c], hi[r][c]);
-            }
-        }
-    }
-    if (p < k) {
-        size_t left = k - p;
-        __m256i mlo = mask8_avx2(left < 8 ? left : 8);
-        __m256i mhi = mask8_avx2(left > 8 ? left - 8 : 0);
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
-            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
-            for (int c = 0; c < C; c++) {
-                __m256 wlo = _mm256_maskload_ps(w + c * ws + p, mlo);
-                __m256 whi = _mm256_maskload_ps(w + c * ws + p + 8, mhi);
-                // Blend so lanes outside the tail keep their accumulator untouched.
-                lo[r][c] = _mm256_blendv_ps(lo[r][c], _mm256_fmadd_ps(xlo, wlo, lo[r][c]), _mm256_castsi256_ps(mlo));
-                hi[r][c] = _mm256_blendv_ps(hi[r][c], _mm256_fmadd_ps(xhi, whi, hi[r][c]), _mm256_castsi256_ps(mhi));
-            }
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx2(lo[r][c], hi[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
-}
-
-SY_AVX2 void rows_avx2(int C, const float *x, size_t i0, size_t i1, size_t xs, const float *w, size_t ws, size_t k,
-                       float *y, size_t ys, int accumulate) {
-    size_t i = i0;
-    for (; i + AVX2_R <= i1; i += AVX2_R) tile_avx2(AVX2_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-    if (i < i1) tile_avx2(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-}
-
-SY_AVX2_FN void matmul_avx2(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
-                            float *y, size_t ys, int accumulate) {
-    size_t block = rows_per_block(k);
-    for (size_t i0 = 0; i0 < m; i0 += block) {
-        size_t i1 = i0 + block < m ? i0 + block : m;
-        size_t j = 0;
-        for (; j + AVX2_C <= n; j += AVX2_C) rows_avx2(AVX2_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-        if (j < n) rows_avx2(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-    }
-}
-
-// MARK: - bf16 weights, AVX2 path
-
 /// 8 bf16 values at `w` (any 2-byte alignment) widened to f32.
 SY_AVX2 __m256 widen8_bf16_avx2(const uint16_t *w) {
     __m128i half = _mm_loadu_si128((const __m128i *)(const void *)w);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
-}
-
-SY_AVX2 void tile_bf16_avx2(int R, int C, const float *x, size_t xs, const uint16_t *w, size_t ws, size_t k,
-                            float *y, size_t ys, int accumulate) {
-    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
-    size_t p = 0;
-    for (; p + SY_LANES <= k; p += SY_LANES) {
-        __m256 wlo[AVX2_C], whi[AVX2_C];
-        for (int c = 0; c < C; c++) {
-            wlo[c] = widen8_bf16_avx2(w + c * ws + p);
-            whi[c] = widen8_bf16_avx2(w + c * ws + p + 8);
-        }
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_loadu_ps(x + r * xs + p);
-            __m256 xhi = _mm256_loadu_ps(x + r * xs + p + 8);
-            for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xhi, whi[c], hi[r][c]);
-            }
-        }
-    }
-    if (p < k) {
-        size_t left = k - p;
-        __m256i mlo = mask8_avx2(left < 8 ? left : 8);
-        __m256i mhi = mask8_avx2(left > 8 ? left - 8 : 0);
-        __m256 wlo[AVX2_C], whi[AVX2_C];
-        for (int c = 0; c < C; c++) {
-            uint16_t padded[SY_LANES] = {0};
-            memcpy(padded, w + c * ws + p, left * sizeof(uint16_t));
-            wlo[c] = widen8_bf16_avx2(padded);
-            whi[c] = widen8_bf16_avx2(padded + 8);
-        }
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
-            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
-            for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_blendv_ps(lo[r][c], _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]), _mm256_castsi256_ps(mlo));
-                hi[r][c] = _mm256_blendv_ps(hi[r][c], _mm256_fmadd_ps(xhi, whi[c], hi[r][c]), _mm256_castsi256_ps(mhi));
-            }
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx2(lo[r][c], hi[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
-}
-
-SY_AVX2 void rows_bf16_avx2(int C, const float *x, size_t i0, size_t i1, size_t xs, const uint16_t *w, size_t ws,
-                            size_t k, float *y, size_t ys, int accumulate) {
-    size_t i = i0;
-    for (; i + AVX2_R <= i1; i += AVX2_R)
-        tile_bf16_avx2(AVX2_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-    if (i < i1) tile_bf16_avx2(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-}
-
-SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, const uint16_t *w, size_t n,
-                                 size_t ws, float *y, size_t ys, int accumulate) {
-    size_t block = rows_per_block(k);
-    for (size_t i0 = 0; i0 < m; i0 += block) {
-        size_t i1 = i0 + block < m ? i0 + block : m;
-        size_t j = 0;
-        for (; j + AVX2_C <= n; j += AVX2_C)
-            rows_bf16_avx2(AVX2_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-        if (j < n) rows_bf16_avx2(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-    }
 }
 
 /// 8 values of a row stored as f32 or bf16 (`bf16`), as f32: the low `left` (≤ 8) lanes of `mask`,
@@ -552,6 +430,84 @@ SY_AVX2 __m256 values8_avx2(const void *row, int bf16, __m256i mask, size_t left
     uint16_t padded[8] = {0};
     memcpy(padded, row, left * sizeof(uint16_t));
     return widen8_bf16_avx2(padded);
+}
+
+/// Rows of x per tile of the f32 and exact bf16 products. A tile takes one weight row (a single
+/// sequential stream per thread, for every m, which at m ≤ SY_NARROW_ROWS is the rule of the AVX-512
+/// path) against up to 4 rows of x: 8 accumulators, 2 weight and 2 x vectors. Measured in L2 (one
+/// thread, k = 1024, compiled for AVX2 only), 4 × 1 did 60 GFLOP/s at m = 8 where 2 × 2 and 3 × 2
+/// tiles did 41-48, and as well at m = 32.
+enum { AVX2_R = 4 };
+
+/// R rows of x (≤ 4) against one weight row stored as f32 or bf16 (`bf16`, widened exactly).
+SY_AVX2 void tile_avx2(int R, const float *x, size_t xs, const void *w, int bf16, size_t k, float *y, size_t ys,
+                       int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    const char *wb = (const char *)w;
+    const __m256i all = mask8_avx2(8);
+    __m256 lo[AVX2_R], hi[AVX2_R];
+    for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();
+    size_t p = 0;
+    for (; p + SY_LANES <= k; p += SY_LANES) {
+        const char *at = wb + p * element;
+        _mm_prefetch(at + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        __m256 wlo = values8_avx2(at, bf16, all, 8), whi = values8_avx2(at + 8 * element, bf16, all, 8);
+        for (int r = 0; r < R; r++) {
+            lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p), wlo, lo[r]);
+            hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p + 8), whi, hi[r]);
+        }
+    }
+    if (p < k) {
+        size_t left = k - p, left_lo = left < 8 ? left : 8, left_hi = left > 8 ? left - 8 : 0;
+        __m256i mlo = mask8_avx2(left_lo), mhi = mask8_avx2(left_hi);
+        const char *at = wb + p * element;
+        __m256 wlo = values8_avx2(at, bf16, mlo, left_lo), whi = values8_avx2(at + 8 * element, bf16, mhi, left_hi);
+        for (int r = 0; r < R; r++) {
+            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
+            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
+            // Blend so lanes outside the tail keep their accumulator untouched (-0 stays -0).
+            lo[r] = _mm256_blendv_ps(lo[r], _mm256_fmadd_ps(xlo, wlo, lo[r]), _mm256_castsi256_ps(mlo));
+            hi[r] = _mm256_blendv_ps(hi[r], _mm256_fmadd_ps(xhi, whi, hi[r]), _mm256_castsi256_ps(mhi));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float s = hsum16_avx2(lo[r], hi[r]);
+        float *target = y + r * ys;
+        *target = accumulate ? *target + s : s;
+    }
+}
+
+/// The f32 (`bf16` 0) or exact bf16 (`bf16` 1) product; `bf16` is a constant at each call. Each block
+/// of rows (see ``rows_per_block``) sweeps the weight rows one at a time, in tiles of 4 rows of x
+/// (the last 3, 2 or 1, so every tile call has a constant R).
+SY_AVX2 void matmul_body_avx2(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n,
+                              size_t ws, float *y, size_t ys, int accumulate) {
+    size_t column = ws * (bf16 ? sizeof(uint16_t) : sizeof(float)), block = rows_per_block(k);
+    for (size_t i0 = 0; i0 < m; i0 += block) {
+        size_t i1 = i0 + block < m ? i0 + block : m;
+        for (size_t j = 0; j < n; j++) {
+            const void *wj = (const char *)w + j * column;
+            size_t i = i0;
+            for (; i + AVX2_R <= i1; i += AVX2_R)
+                tile_avx2(AVX2_R, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate);
+            switch (i1 - i) {
+            case 3: tile_avx2(3, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
+            case 2: tile_avx2(2, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
+            case 1: tile_avx2(1, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
+            default: break;
+            }
+        }
+    }
+}
+
+SY_AVX2_FN void matmul_avx2(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
+                            float *y, size_t ys, int accumulate) {
+    matmul_body_avx2(x, m, k, xs, w, 0, n, ws, y, ys, accumulate);
+}
+
+SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, const uint16_t *w, size_t n,
+                                 size_t ws, float *y, size_t ys, int accumulate) {
+    matmul_body_avx2(x, m, k, xs, w, 1, n, ws, y, ys, accumulate);
 }
 
 SY_AVX2 void weighted_sum_body_avx2(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
@@ -663,14 +619,6 @@ static inline const uint16_t *fast_block(const uint16_t *w, size_t p, size_t k, 
     return padded;
 }
 
-/// How far ahead (bytes) the weight streams of the bf16 dot kernel are prefetched, into L2 (`T1`).
-/// Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
-/// took the experts from 128 to 82-86 ms a step (memory reads then overlap the arithmetic instead
-/// of adding to it), where 2 KiB into L1 had been tuned for batch 1, which is unchanged within noise.
-#ifndef SY_PREFETCH_BYTES
-#define SY_PREFETCH_BYTES 8192
-#endif
-
 enum { FAST_SCALAR_R = 2, FAST_SCALAR_C = 2 };
 
 static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n, size_t ws,
@@ -767,57 +715,89 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
     }
 }
 
-// AVX2: the 16 lanes as two halves of 8 (weights p ... p + 15 and p + 16 ... p + 31).
-SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
-                            float *y, size_t ys, int accumulate) {
-    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
+// AVX2: the 16 lanes as two halves of 8; half h takes the weights p + 16h ... p + 16h + 15 (one 32-byte
+// load gives 8 lanes whose low halves are the even weights and high halves the odd).
+
+/// Tile shapes of the fast product: 3 × 2 (12 accumulators; per half 4 weight vectors, x read by the
+/// multiply-adds), and for m ≤ SY_NARROW_ROWS up to 4 × 1 (one weight row at a time). Measured in L2
+/// (one thread, k = 1024, compiled for AVX2 only): 3 × 2 did 46-47 GFLOP/s at m = 8 and 33-34 at
+/// m = 32, 2 × 2 44 and 31, 4 × 1 50 and 28.
+enum { FAST_AVX2_R = 3, FAST_AVX2_C = 2, FAST_AVX2_NARROW_R = 4 };
+
+/// One block of 32 weights of C rows (`block[c]`) against R prepared x rows at `x` (rows `kp` apart).
+SY_AVX2 void fast_block_avx2(int R, int C, __m256 acc[][FAST_AVX2_C][2], const float *x, size_t kp,
+                             const uint16_t *const block[FAST_AVX2_C]) {
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
-    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
-        __m256 we_lo[AVX2_C], wo_lo[AVX2_C], we_hi[AVX2_C], wo_hi[AVX2_C];
+    for (int h = 0; h < 2; h++) {
+        __m256 we[FAST_AVX2_C], wo[FAST_AVX2_C];
         for (int c = 0; c < C; c++) {
-            uint16_t padded[SY_FAST_STEP];
-            const uint16_t *block = p + SY_FAST_STEP <= k ? w + c * ws + p : fast_block(w + c * ws, p, k, padded);
-            __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)block);
-            __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(block + 16));
-            we_lo[c] = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
-            wo_lo[c] = _mm256_castsi256_ps(_mm256_and_si256(a, high));
-            we_hi[c] = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
-            wo_hi[c] = _mm256_castsi256_ps(_mm256_and_si256(b, high));
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(block[c] + 16 * h));
+            we[c] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            wo[c] = _mm256_castsi256_ps(_mm256_and_si256(v, high));
         }
         for (int r = 0; r < R; r++) {
-            const float *x = xp + r * kp + p;
-            __m256 xe_lo = _mm256_loadu_ps(x), xe_hi = _mm256_loadu_ps(x + 8);
-            __m256 xo_lo = _mm256_loadu_ps(x + 16), xo_hi = _mm256_loadu_ps(x + 24);
+            __m256 xe = _mm256_loadu_ps(x + r * kp + 8 * h), xo = _mm256_loadu_ps(x + r * kp + SY_LANES + 8 * h);
             for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_fmadd_ps(xo_lo, wo_lo[c], lo[r][c]);
-                lo[r][c] = _mm256_fmadd_ps(xe_lo, we_lo[c], lo[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xo_hi, wo_hi[c], hi[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xe_hi, we_hi[c], hi[r][c]);
+                acc[r][c][h] = _mm256_fmadd_ps(xo, wo[c], acc[r][c][h]);
+                acc[r][c][h] = _mm256_fmadd_ps(xe, we[c], acc[r][c][h]);
             }
         }
     }
+}
+
+/// R prepared x rows (≤ 4) against C weight rows (≤ 2, R · C ≤ 6): whole blocks, then the padded last one.
+SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
+                            float *y, size_t ys, int accumulate) {
+    __m256 acc[FAST_AVX2_NARROW_R][FAST_AVX2_C][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
+    const uint16_t *block[FAST_AVX2_C];
+    for (; p < full; p += SY_FAST_STEP) {
+        for (int c = 0; c < C; c++) {
+            block[c] = w + c * ws + p;
+            _mm_prefetch((const char *)block[c] + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        }
+        fast_block_avx2(R, C, acc, xp + p, kp, block);
+    }
+    if (p < kp) {
+        uint16_t padded[FAST_AVX2_C][SY_FAST_STEP];
+        for (int c = 0; c < C; c++) block[c] = fast_block(w + c * ws, p, k, padded[c]);
+        fast_block_avx2(R, C, acc, xp + p, kp, block);
+    }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
-            float s = hsum16_avx2(lo[r][c], hi[r][c]);
+            float s = hsum16_avx2(acc[r][c][0], acc[r][c][1]);
             float *target = y + r * ys + c;
             *target = accumulate ? *target + s : s;
         }
 }
 
+/// All m prepared x rows against C weight rows, in tiles of RT rows (the last smaller); RT, C constants.
+SY_AVX2 void rows_fast_avx2(int RT, int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
+                            size_t ws, float *y, size_t ys, int accumulate) {
+    size_t i = 0;
+    for (; i + (size_t)RT <= m; i += (size_t)RT)
+        tile_fast_avx2(RT, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+    switch (m - i) {
+    case 3: tile_fast_avx2(3, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 2: tile_fast_avx2(2, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 1: tile_fast_avx2(1, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
 SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n, size_t ws,
                           float *y, size_t ys, int accumulate) {
-    for (size_t j = 0; j < n; j += AVX2_C) {
-        int C = n - j >= AVX2_C ? AVX2_C : (int)(n - j);
-        for (size_t i = 0; i < m; i += AVX2_R) {
-            int R = m - i >= AVX2_R ? AVX2_R : (int)(m - i);
-            if (R == AVX2_R && C == AVX2_C)
-                tile_fast_avx2(AVX2_R, AVX2_C, xp + i * kp, kp, k, w + j * ws, ws, y + i * ys + j, ys, accumulate);
-            else
-                tile_fast_avx2(R, C, xp + i * kp, kp, k, w + j * ws, ws, y + i * ys + j, ys, accumulate);
-        }
+    if (m <= SY_NARROW_ROWS) {
+        for (size_t j = 0; j < n; j++)
+            rows_fast_avx2(FAST_AVX2_NARROW_R, 1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        return;
     }
+    size_t j = 0;
+    for (; j + FAST_AVX2_C <= n; j += FAST_AVX2_C)
+        rows_fast_avx2(FAST_AVX2_R, FAST_AVX2_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    if (j < n) rows_fast_avx2(FAST_AVX2_R, 1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
 }
 
 // AVX-512 bf16: `vdpbf16ps` itself.
