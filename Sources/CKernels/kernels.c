@@ -1029,33 +1029,99 @@ SY_VNNI_FN void q8_vnni(const int8_t *xq, const float *xd, size_t m, const int8_
     }
 }
 
-SY_AVX2 __m256i q8_block_sums_avx2(__m256i x, __m256i w) {
-    // |x| · (w with x's sign): pairs of products fit in int16 (|q| ≤ 127), then 4 products per lane.
-    __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+// AVX2 and AVX-VNNI (`vpdpbusd` on ymm registers, on AVX2 hosts such as Sierra Forest and Alder Lake):
+// 8 lanes per block, block 2j in the low accumulator of a pair and 2j + 1 in the high one. The block
+// sums use the sign trick, Σ x·w = Σ |x| · (w with the sign of x), an unsigned-by-signed product. It
+// needs every q within ±127, which quantize_row_q8 guarantees (it clamps to ±127; a -128 has no
+// positive int8 counterpart, so |x| or a negated w would wrap): then a pair of products is at most
+// 2 · 127 · 127 = 32258, inside the int16 of maddubs (no saturation), and every sum is exact.
+
+/// The exact sums of the 4 products of each lane of one block: `ax` = |x|, `sw` = w with x's sign;
+/// u8 × s8 pairs to int16 (maddubs), then pairs to int32 (madd).
+SY_AVX2 __m256i q8_sums_avx2(__m256i ax, __m256i sw) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), _mm256_set1_epi16(1));
 }
 
-SY_AVX2_FN void q8_avx2(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
-                        size_t blocks, float *y, size_t ys, int accumulate) {
-    size_t row = blocks * SY_Q8_BLOCK;
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) {
-            __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-            const int8_t *x = xq + i * row, *w = wq + j * row;
-            for (size_t b = 0; b < blocks; b += 2) {
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(x + b * SY_Q8_BLOCK));
-                __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(x + (b + 1) * SY_Q8_BLOCK));
-                __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(w + b * SY_Q8_BLOCK));
-                __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(w + (b + 1) * SY_Q8_BLOCK));
-                float d0 = xd[i * blocks + b] * wd[j * blocks + b];
-                float d1 = xd[i * blocks + b + 1] * wd[j * blocks + b + 1];
-                lo = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(q8_block_sums_avx2(x0, w0)), lo);
-                hi = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(q8_block_sums_avx2(x1, w1)), hi);
-            }
-            float s = hsum16_avx2(lo, hi);
-            y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;
-        }
+#define SY_AVXVNNI __attribute__((target("avx2,fma,avxvnni"), always_inline)) static inline
+#define SY_AVXVNNI_FN __attribute__((target("avx2,fma,avxvnni"))) static
+
+/// ``q8_sums_avx2`` in one instruction: 4 u8 × s8 products a lane, summed into int32.
+SY_AVXVNNI __m256i q8_sums_avxvnni(__m256i ax, __m256i sw) {
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw);
 }
+
+/// Tile shapes of the AVX2 q8 product: 2 × 2 (8 accumulators), and for m ≤ SY_NARROW_ROWS up to
+/// 4 × 1 (one weight row at a time).
+enum { Q8_AVX2_R = 2, Q8_AVX2_C = 2, Q8_AVX2_NARROW_R = 4 };
+
+/// The tile (R ≤ 4 rows against C ≤ 2 weight rows, R · C ≤ 4), its rows and the product `NAME`, with
+/// the block sums of `SUMS`: written once for maddubs and for `vpdpbusd`, whose targets differ.
+#define SY_Q8_AVX2_KERNEL(NAME, INLINE, FN, SUMS)                                                            \
+    INLINE void tile_##NAME(int R, int C, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd, \
+                            size_t blocks, float *y, size_t ys, int accumulate) {                              \
+        size_t row = blocks * SY_Q8_BLOCK;                                                                     \
+        __m256 acc[Q8_AVX2_NARROW_R][Q8_AVX2_C][2];                                                            \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int c = 0; c < C; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();                     \
+        for (size_t b = 0; b < blocks; b += 2) {                                                               \
+            for (int c = 0; c < C; c++)                                                                        \
+                _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_BYTES, _MM_HINT_T1); \
+            for (int h = 0; h < 2; h++) {                                                                      \
+                size_t at = (b + (size_t)h) * SY_Q8_BLOCK;                                                     \
+                __m256i wv[Q8_AVX2_C];                                                                         \
+                for (int c = 0; c < C; c++) wv[c] = _mm256_loadu_si256((const __m256i *)(const void *)(wq + c * row + at)); \
+                for (int r = 0; r < R; r++) {                                                                  \
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + r * row + at));       \
+                    __m256i ax = _mm256_abs_epi8(xv);                                                          \
+                    for (int c = 0; c < C; c++) {                                                              \
+                        __m256 d = _mm256_set1_ps(xd[r * blocks + b + h] * wd[c * blocks + b + h]);            \
+                        __m256i sums = SUMS(ax, _mm256_sign_epi8(wv[c], xv));                                  \
+                        acc[r][c][h] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[r][c][h]);             \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int c = 0; c < C; c++) {                                                                      \
+                float s = hsum16_avx2(acc[r][c][0], acc[r][c][1]);                                             \
+                float *target = y + r * ys + c;                                                                \
+                *target = accumulate ? *target + s : s;                                                        \
+            }                                                                                                  \
+    }                                                                                                          \
+                                                                                                               \
+    INLINE void rows_##NAME(int RT, int C, const int8_t *xq, const float *xd, size_t m, const int8_t *wq,      \
+                            const float *wd, size_t blocks, float *y, size_t ys, int accumulate) {             \
+        size_t row = blocks * SY_Q8_BLOCK, i = 0;                                                              \
+        for (; i + (size_t)RT <= m; i += (size_t)RT)                                                           \
+            tile_##NAME(RT, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate);     \
+        const int8_t *x = xq + i * row;                                                                        \
+        const float *d = xd + i * blocks;                                                                      \
+        float *out = y + i * ys;                                                                               \
+        switch (m - i) {                                                                                       \
+        case 3: tile_##NAME(3, C, x, d, wq, wd, blocks, out, ys, accumulate); break;                           \
+        case 2: tile_##NAME(2, C, x, d, wq, wd, blocks, out, ys, accumulate); break;                           \
+        case 1: tile_##NAME(1, C, x, d, wq, wd, blocks, out, ys, accumulate); break;                           \
+        default: break;                                                                                        \
+        }                                                                                                      \
+    }                                                                                                          \
+                                                                                                               \
+    FN void NAME(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,     \
+                 size_t blocks, float *y, size_t ys, int accumulate) {                                         \
+        size_t row = blocks * SY_Q8_BLOCK, j = 0;                                                              \
+        if (m <= SY_NARROW_ROWS) {                                                                             \
+            for (; j < n; j++)                                                                                 \
+                rows_##NAME(Q8_AVX2_NARROW_R, 1, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys,   \
+                            accumulate);                                                                       \
+            return;                                                                                            \
+        }                                                                                                      \
+        for (; j + Q8_AVX2_C <= n; j += Q8_AVX2_C)                                                             \
+            rows_##NAME(Q8_AVX2_R, Q8_AVX2_C, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys,      \
+                        accumulate);                                                                           \
+        if (j < n) rows_##NAME(Q8_AVX2_R, 1, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); \
+    }
+
+SY_Q8_AVX2_KERNEL(q8_avx2, SY_AVX2, SY_AVX2_FN, q8_sums_avx2)
+SY_Q8_AVX2_KERNEL(q8_avxvnni, SY_AVXVNNI, SY_AVXVNNI_FN, q8_sums_avxvnni)
 #endif
 
 // MARK: - Dispatch
@@ -1065,6 +1131,8 @@ int sy_isa_supported(sy_isa isa) {
     case SY_ISA_SCALAR: return 1;
 #if SY_X86
     case SY_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case SY_ISA_AVX2_VNNI:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avxvnni");
     case SY_ISA_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
     case SY_ISA_AVX512BF16:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -1077,6 +1145,7 @@ int sy_isa_supported(sy_isa isa) {
 static sy_isa choose_isa(void) {
     sy_isa best = sy_isa_supported(SY_ISA_AVX512BF16) ? SY_ISA_AVX512BF16
                   : sy_isa_supported(SY_ISA_AVX512)   ? SY_ISA_AVX512
+                  : sy_isa_supported(SY_ISA_AVX2_VNNI) ? SY_ISA_AVX2_VNNI
                   : sy_isa_supported(SY_ISA_AVX2)     ? SY_ISA_AVX2
                                                       : SY_ISA_SCALAR;
     const char *forced = getenv("SWITCHYARD_KERNEL");
@@ -1084,11 +1153,13 @@ static sy_isa choose_isa(void) {
     sy_isa wanted;
     if (strcmp(forced, "scalar") == 0) wanted = SY_ISA_SCALAR;
     else if (strcmp(forced, "avx2") == 0) wanted = SY_ISA_AVX2;
+    else if (strcmp(forced, "avx2vnni") == 0) wanted = SY_ISA_AVX2_VNNI;
     else if (strcmp(forced, "avx512") == 0) wanted = SY_ISA_AVX512;
     else if (strcmp(forced, "avx512bf16") == 0) wanted = SY_ISA_AVX512BF16;
     else {
         fprintf(stderr,
-                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx512 or avx512bf16; using the best\n",
+                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx2vnni, avx512 or avx512bf16; "
+                "using the best\n",
                 forced);
         return best;
     }
@@ -1137,11 +1208,15 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
     switch (kind) {
     case SY_KIND_Q8:
 #if SY_X86
-        if (isa >= SY_ISA_AVX512 && vnni_supported()) {
+        if ((isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) && vnni_supported()) {
             q8_vnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
             return;
         }
-        if (isa >= SY_ISA_AVX2) {
+        if (isa == SY_ISA_AVX2_VNNI) {
+            q8_avxvnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+            return;
+        }
+        if (isa != SY_ISA_SCALAR) {
             q8_avx2((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
             return;
         }
@@ -1153,7 +1228,8 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 #if SY_X86
         case SY_ISA_AVX512BF16: fast_dot((const uint16_t *)x, m, kp, k, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX512: fast_avx512(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
-        case SY_ISA_AVX2: fast_avx2(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2:
+        case SY_ISA_AVX2_VNNI: fast_avx2(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
 #endif
         default: fast_scalar(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
         }
@@ -1162,7 +1238,8 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 #if SY_X86
         case SY_ISA_AVX512BF16:
         case SY_ISA_AVX512: matmul_bf16_avx512(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
-        case SY_ISA_AVX2: matmul_bf16_avx2(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2:
+        case SY_ISA_AVX2_VNNI: matmul_bf16_avx2(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
 #endif
         default: matmul_bf16_scalar(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
         }
@@ -1172,7 +1249,8 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 #if SY_X86
         case SY_ISA_AVX512BF16:
         case SY_ISA_AVX512: matmul_avx512(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
-        case SY_ISA_AVX2: matmul_avx2(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2:
+        case SY_ISA_AVX2_VNNI: matmul_avx2(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
 #endif
         default: matmul_scalar(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
         }
@@ -1564,7 +1642,8 @@ static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const void
 #if SY_X86
     case SY_ISA_AVX512BF16:
     case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, bf16, v_stride, width, out, accumulate); return;
-    case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, bf16, v_stride, width, out, accumulate); return;
+    case SY_ISA_AVX2:
+    case SY_ISA_AVX2_VNNI: weighted_sum_avx2(p, count, v, bf16, v_stride, width, out, accumulate); return;
 #endif
     default: weighted_sum_scalar(p, count, v, bf16, v_stride, width, out, accumulate); return;
     }

@@ -26,13 +26,15 @@ typedef enum sy_isa {
     SY_ISA_AVX512 = 2,
     /// AVX-512F with the bf16 extension (`vdpbf16ps`); the f32 and exact bf16 kernels run their AVX-512 path.
     SY_ISA_AVX512BF16 = 3,
+    /// AVX2 + FMA with AVX-VNNI (`vpdpbusd` on ymm registers): q8 products use it; the others run the AVX2 path.
+    SY_ISA_AVX2_VNNI = 4,
 } sy_isa;
 
 /// Whether this CPU (and this build) can run `isa`.
 int sy_isa_supported(sy_isa isa);
 
 /// The path the un-suffixed kernels use, chosen once per process: `SWITCHYARD_KERNEL`
-/// (`scalar`, `avx2`, `avx512` or `avx512bf16`) when set and supported, else the best the CPU supports.
+/// (`scalar`, `avx2`, `avx2vnni`, `avx512` or `avx512bf16`) when set and supported, else the best the CPU supports.
 /// An unknown or unsupported value is reported on stderr once and ignored.
 sy_isa sy_active_isa(void);
 
