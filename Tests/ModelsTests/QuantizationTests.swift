@@ -40,6 +40,18 @@ private func referenceQ8Dot(
     return (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
+/// ``referenceQ8Dot`` for every row and output: [rowCount, outputCount], each row quantized as the kernel does.
+private func referenceQ8Product(
+    _ x: [Float], rowCount: Int, inputCount: Int, values: [Int8], scales: [Float], outputCount: Int
+) -> [Float] {
+    (0..<rowCount).flatMap { r in
+        let row = quantizeQ8(Array(x[(r * inputCount)..<((r + 1) * inputCount)]), outputCount: 1, inputCount: inputCount)
+        return (0..<outputCount).map { o in
+            referenceQ8Dot(quantized: row, inputCount: inputCount, values: values, scales: scales, output: o)
+        }
+    }
+}
+
 @Suite("q8 kernel")
 struct Q8KernelTests {
     @Test("quantization keeps each weight within half a step of its block's scale, and padding is zero")
@@ -72,14 +84,12 @@ struct Q8KernelTests {
         let w = random.floats(shape.outputs * shape.inputs).map { $0 * 0.1 }
         let (values, scales) = quantizeQ8(w, outputCount: shape.outputs, inputCount: shape.inputs)
         let y = linear(x, rowCount: shape.rows, q8Values: values, q8Scales: scales, outputCount: shape.outputs, isa: isa)
+        let reference = referenceQ8Product(
+            x, rowCount: shape.rows, inputCount: shape.inputs, values: values, scales: scales, outputCount: shape.outputs)
         var worst = 0.0
         for r in 0..<shape.rows {
-            let row = quantizeQ8(
-                Array(x[(r * shape.inputs)..<((r + 1) * shape.inputs)]), outputCount: 1, inputCount: shape.inputs)
             for o in 0..<shape.outputs {
-                let expected = referenceQ8Dot(
-                    quantized: row, inputCount: shape.inputs, values: values, scales: scales, output: o)
-                let actual = y[r * shape.outputs + o]
+                let (actual, expected) = (y[r * shape.outputs + o], reference[r * shape.outputs + o])
                 #expect(actual.bitPattern == expected.bitPattern, "\(isa) \(shape) [\(r), \(o)]: \(actual) vs \(expected)")
                 var exact = 0.0
                 var magnitude = 0.0
@@ -117,15 +127,10 @@ struct Q8KernelTests {
         let (values, scales) = quantizeQ8(w, outputCount: shape.outputs, inputCount: shape.inputs)
         #expect(values.contains(127) && values.contains(-127))
         let y = linear(x, rowCount: shape.rows, q8Values: values, q8Scales: scales, outputCount: shape.outputs, isa: isa)
-        for r in 0..<shape.rows {
-            let quantized = quantizeQ8(
-                Array(x[(r * shape.inputs)..<((r + 1) * shape.inputs)]), outputCount: 1, inputCount: shape.inputs)
-            for o in 0..<shape.outputs {
-                let expected = referenceQ8Dot(
-                    quantized: quantized, inputCount: shape.inputs, values: values, scales: scales, output: o)
-                let actual = y[r * shape.outputs + o]
-                #expect(actual.bitPattern == expected.bitPattern, "\(isa) \(shape) [\(r), \(o)]: \(actual) vs \(expected)")
-            }
+        let reference = referenceQ8Product(
+            x, rowCount: shape.rows, inputCount: shape.inputs, values: values, scales: scales, outputCount: shape.outputs)
+        for (index, (actual, expected)) in zip(y, reference).enumerated() {
+            #expect(actual.bitPattern == expected.bitPattern, "\(isa) \(shape) [\(index)]: \(actual) vs \(expected)")
         }
     }
 
