@@ -41,8 +41,8 @@ static size_t rows_per_block(size_t k) {
     return budget & ~(size_t)7;
 }
 
-/// How far ahead (bytes) the weight streams of the bf16 dot kernel are prefetched, into L2 (`T1`).
-/// Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
+/// How far ahead (bytes) the weight streams of the bf16 dot kernel (and of the AVX2 kernels, where it
+/// was not swept) are prefetched, into L2 (`T1`). Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
 /// took the experts from 128 to 82-86 ms a step (memory reads then overlap the arithmetic instead
 /// of adding to it), where 2 KiB into L1 had been tuned for batch 1, which is unchanged within noise.
 #ifndef SY_PREFETCH_BYTES
@@ -398,6 +398,17 @@ SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *
 // whole blocks with nothing else in it and the partial last block after it, the weight streams
 // prefetched SY_PREFETCH_BYTES ahead into L2, and for m ≤ SY_NARROW_ROWS one weight row at a time
 // (one sequential stream per thread: batch-1 decode is m = 1 and reads every weight once).
+//
+// Measured with Benchmarks/kernels/batch_step.c on the AVX2 path of a 2-core Sapphire Rapids VM
+// (`SWITCHYARD_KERNEL=avx2 /tmp/bs_avx2 2 48 1 [KIND]` and `... 2 8 32 [KIND]`, built with
+// `cc -O3 -march=native`), 6 rounds alternating with the kernels before this shape, medians of the
+// step: batch 1 fast 92 -> 50 ms (the experts' weights read at 6.2 -> 11.2 GB/s, where the memory
+// read floor of Benchmarks/floors was 12-15 GB/s and the `vdpbf16ps` path took 47 ms), q8 50 -> 32 ms,
+// exact 70 -> 38 ms; batch 32 q8 447 -> 243 ms (211 with AVX-VNNI). Batch 32 fast: 682 -> 559 ms
+// (every round faster) built without -march, as SwiftPM builds it (16 ymm registers); with
+// -march=native, which lets the compiler use 32 registers in these functions too, 392 -> 454 ms
+// (per-round ratios 0.70-1.28, so no gain there): the 3 × 2 tiles are bound by the multiply-adds and
+// the bf16 splits sharing two ports, about 35-48 GFLOP/s a core in L2 either way.
 
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
