@@ -909,7 +909,7 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
 // empty one): for the pair (2j, 2j + 1), accumulator lane l < 8 does acc[l] = fma(dx·dw of block 2j,
 // float(sum of block 2j, lane l), acc[l]) and lane 8 + l the same for block 2j + 1 (dx·dw rounded to
 // f32 first). The 16 lanes are then added as the tree of the header. Integer sums are exact, so the
-// scalar, AVX2 and AVX-512 VNNI paths give the same bits.
+// scalar, AVX2, AVX-VNNI and AVX-512 VNNI paths give the same bits.
 
 enum { SY_Q8_BLOCK = 32 };
 

@@ -125,7 +125,7 @@ void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t 
 ///
 /// Per block the integer sums are exact (lane l of 8 sums the products at 4l ... 4l + 3); blocks are
 /// taken in pairs, block 2j in lanes 0 ... 7 and 2j + 1 in lanes 8 ... 15, each lane adding
-/// fma(dx · dw, float(sum), acc); then the tree of the header comment. So every path (scalar, AVX2,
+/// fma(dx · dw, float(sum), acc); then the tree of the header comment. So every path (scalar, AVX2, AVX-VNNI,
 /// AVX-512 VNNI) gives the same bits, for every m. Returns 0, or -1 when the buffer cannot be
 /// allocated (y untouched). wq/wscales as written by ``sy_q8_quantize``.
 int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq, const float *wscales,
