@@ -7,13 +7,18 @@
 //   B = 1: two experts per layer (top-2), each at m = 1 — the batch-1 decode step.
 //   B > 1: all 8 experts, each at m = 2B/8 (an even routing) — a batched decode step.
 //
+// KIND picks the experts' weights: `fast` (bf16, fast arithmetic; the default), `exact` (bf16, exact
+// arithmetic) or `q8` (int8 in blocks of 32 with a scale each, as `--quantize q8` stores them: one
+// product per matrix, as ExpertStore runs them). Attention and the LM head stay bf16 fast.
+//
 // Build and run from the repository root (the tuning figures in Sources/CKernels/kernels.c come from it):
 //   cc -O3 -march=native -I Sources/CKernels/include -o /tmp/batch_step
 //      Benchmarks/kernels/batch_step.c Sources/CKernels/kernels.c -lpthread -lm   (one line)
-//   /tmp/batch_step THREADS [STEPS] [B]        e.g. /tmp/batch_step 2 8 32
+//   /tmp/batch_step THREADS [STEPS] [B] [KIND]   e.g. /tmp/batch_step 2 8 32, /tmp/batch_step 2 48 1 q8
 #include "sy_kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void) {
@@ -28,13 +33,15 @@ static void product(const float *x, size_t m, size_t k, const uint16_t *w, size_
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s THREADS [STEPS] [B]\n", argv[0]);
+        fprintf(stderr, "usage: %s THREADS [STEPS] [B] [fast|exact|q8]\n", argv[0]);
         return 2;
     }
     int threads = atoi(argv[1]), steps = argc > 2 ? atoi(argv[2]) : 8;
     size_t batch = argc > 3 ? (size_t)atoi(argv[3]) : 32;
-    if (threads < 1 || steps < 1 || batch < 1) {
-        fprintf(stderr, "THREADS, STEPS and B must be positive\n");
+    const char *kind = argc > 4 ? argv[4] : "fast";
+    int exact = strcmp(kind, "exact") == 0, q8 = strcmp(kind, "q8") == 0;
+    if (threads < 1 || steps < 1 || batch < 1 || !(exact || q8 || strcmp(kind, "fast") == 0)) {
+        fprintf(stderr, "THREADS, STEPS and B must be positive, KIND fast, exact or q8\n");
         return 2;
     }
     sy_set_thread_count(threads);
@@ -45,14 +52,24 @@ int main(int argc, char **argv) {
     size_t active_experts = batch == 1 ? 2 : experts, rows = batch == 1 ? 1 : batch * 2 / experts;
     if (rows == 0) rows = 1;
     float *x = malloc(batch * ffn * 4 * sizeof(float)), *y = malloc((batch * vocab + batch * ffn * 4) * sizeof(float));
-    if (w == NULL || x == NULL || y == NULL) {
+    // q8 experts: [layers, experts, 3 matrices] of int8 rows and their block scales.
+    const size_t blocks_hidden = sy_q8_block_count(hidden), blocks_ffn = sy_q8_block_count(ffn);
+    const size_t q8_expert = 2 * ffn * blocks_hidden * 32 + hidden * blocks_ffn * 32;
+    const size_t q8_scales = 2 * ffn * blocks_hidden + hidden * blocks_ffn;
+    int8_t *wq = q8 ? malloc(layers * experts * q8_expert) : NULL;
+    float *wd = q8 ? malloc(layers * experts * q8_scales * sizeof(float)) : NULL;
+    if (w == NULL || x == NULL || y == NULL || (q8 && (wq == NULL || wd == NULL))) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
     for (size_t i = 0; i < total; i++) w[i] = (uint16_t)(0x3c00 + i % 7);
     for (size_t i = 0; i < batch * ffn * 4; i++) x[i] = 0.001f * (float)(i % 13);
+    if (q8) {
+        for (size_t i = 0; i < layers * experts * q8_expert; i++) wq[i] = (int8_t)((int)(i % 255) - 127);
+        for (size_t i = 0; i < layers * experts * q8_scales; i++) wd[i] = 0.001f * (float)(1 + i % 5);
+    }
     for (int pass = 0; pass < 2; pass++) {  // the first pass warms up (page faults, thread start)
-        double started = now(), in_experts = 0, flop = 0, bytes = 0;
+        double started = now(), in_experts = 0, flop = 0, bytes = 0, expert_bytes = 0;
         for (int s = 0; s < steps; s++) {
             const uint16_t *p = w;
             for (size_t l = 0; l < layers; l++) {
@@ -71,20 +88,34 @@ int main(int argc, char **argv) {
                 sy_grouped_product gate_up[2 * 8], down[8];
                 for (size_t e = 0; e < active_experts; e++) {
                     size_t which = batch == 1 ? (size_t)(s * 3 + (int)l + (int)e * 5) % experts : e;
-                    const uint16_t *q = p + which * 3 * hidden * ffn;
                     float *g = y + e * rows * 2 * ffn;
+                    flop += 2.0 * (double)(rows * 3 * hidden * ffn);
+                    if (q8) {
+                        const int8_t *q = wq + (l * experts + which) * q8_expert;
+                        const float *d = wd + (l * experts + which) * q8_scales;
+                        const float *xe = x + e * rows * hidden;
+                        sy_matmul_nt_q8(xe, rows, hidden, hidden, q, d, ffn, g, ffn, 0);
+                        sy_matmul_nt_q8(xe, rows, hidden, hidden, q + ffn * blocks_hidden * 32, d + ffn * blocks_hidden,
+                                        ffn, g + rows * ffn, ffn, 0);
+                        sy_matmul_nt_q8(x + e * rows * ffn, rows, ffn, ffn, q + 2 * ffn * blocks_hidden * 32,
+                                        d + 2 * ffn * blocks_hidden, hidden, y + e * rows * hidden, hidden, 0);
+                        expert_bytes += (double)q8_expert + 4.0 * (double)q8_scales;
+                        continue;
+                    }
+                    const uint16_t *q = p + which * 3 * hidden * ffn;
                     gate_up[2 * e] = (sy_grouped_product){e * rows, rows, q, ffn, hidden, g, ffn};
                     gate_up[2 * e + 1] = (sy_grouped_product){e * rows, rows, q + hidden * ffn, ffn, hidden,
                                                               g + rows * ffn, ffn};
                     down[e] = (sy_grouped_product){e * rows, rows, q + 2 * hidden * ffn, hidden, ffn,
                                                    y + e * rows * hidden, hidden};
-                    flop += 2.0 * (double)(rows * 3 * hidden * ffn);
-                    bytes += 2.0 * (double)(3 * hidden * ffn);
+                    expert_bytes += 2.0 * (double)(3 * hidden * ffn);
                 }
-                sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), 1, x, active_experts * rows, hidden, hidden, gate_up,
-                                              2 * active_experts, 0);
-                sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), 1, x, active_experts * rows, ffn, ffn, down,
-                                              active_experts, 0);
+                if (!q8) {
+                    sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), !exact, x, active_experts * rows, hidden, hidden,
+                                                  gate_up, 2 * active_experts, 0);
+                    sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), !exact, x, active_experts * rows, ffn, ffn, down,
+                                                  active_experts, 0);
+                }
                 in_experts += now() - expert_start;
                 p += experts * 3 * hidden * ffn;
             }
@@ -92,15 +123,19 @@ int main(int argc, char **argv) {
             flop += 2.0 * (double)(batch * vocab * hidden);
             bytes += 2.0 * (double)(vocab * hidden);
         }
+        bytes += expert_bytes;
         double elapsed = now() - started;
         if (pass == 1)
-            printf("threads %d, B %zu (%zu experts a layer at m = %zu): %.1f ms a step (experts %.1f ms), "
-                   "%.1f tokens/s, %.1f GFLOP/s, weights streamed at %.1f GB/s\n",
-                   threads, batch, active_experts, rows, elapsed / steps * 1e3, in_experts / steps * 1e3,
-                   (double)(batch * (size_t)steps) / elapsed, flop / elapsed / 1e9, bytes / elapsed / 1e9);
+            printf("%s, threads %d, B %zu (%zu experts a layer at m = %zu): %.1f ms a step (experts %.1f ms), "
+                   "%.1f tokens/s, %.1f GFLOP/s, weights streamed at %.1f GB/s (experts' at %.1f GB/s)\n",
+                   kind, threads, batch, active_experts, rows, elapsed / steps * 1e3, in_experts / steps * 1e3,
+                   (double)(batch * (size_t)steps) / elapsed, flop / elapsed / 1e9, bytes / elapsed / 1e9,
+                   expert_bytes / in_experts / 1e9);
     }
     free(w);
     free(x);
     free(y);
+    free(wq);
+    free(wd);
     return 0;
 }

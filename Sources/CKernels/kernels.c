@@ -51,6 +51,14 @@ static size_t rows_per_block(size_t k) {
     return budget & ~(size_t)7;
 }
 
+/// How far ahead (bytes) the weight streams of the bf16 dot kernel (and of the AVX2 kernels, where it
+/// was not swept) are prefetched, into L2 (`T1`). Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
+/// took the experts from 128 to 82-86 ms a step (memory reads then overlap the arithmetic instead
+/// of adding to it), where 2 KiB into L1 had been tuned for batch 1, which is unchanged within noise.
+#ifndef SY_PREFETCH_BYTES
+#define SY_PREFETCH_BYTES 8192
+#endif
+
 // MARK: - Scalar path
 
 /// The tree sum of 16 lanes shared by every path: l + 8, then l + 4, l + 2, l + 1.
@@ -394,6 +402,23 @@ SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *
 }
 
 // MARK: - AVX2 path (16 lanes as two 8-lane halves, so the arithmetic matches the other paths)
+//
+// The AVX2 kernels are shaped like the AVX-512 ones, for 16 ymm registers: tiles of constant shape
+// (each call of a tile has constant R and C, so its accumulators stay in registers), a loop over
+// whole blocks with nothing else in it and the partial last block after it, the weight streams
+// prefetched SY_PREFETCH_BYTES ahead into L2, and for m ≤ SY_NARROW_ROWS one weight row at a time
+// (one sequential stream per thread: batch-1 decode is m = 1 and reads every weight once).
+//
+// Measured with Benchmarks/kernels/batch_step.c on the AVX2 path of a 2-core Sapphire Rapids VM
+// (`SWITCHYARD_KERNEL=avx2 /tmp/bs_avx2 2 48 1 [KIND]` and `... 2 8 32 [KIND]`, built with
+// `cc -O3 -march=native`), 6 rounds alternating with the kernels before this shape, medians of the
+// step: batch 1 fast 92 -> 50 ms (the experts' weights read at 6.2 -> 11.2 GB/s, where the memory
+// read floor of Benchmarks/floors was 12-15 GB/s and the `vdpbf16ps` path took 47 ms), q8 50 -> 32 ms,
+// exact 70 -> 38 ms; batch 32 q8 447 -> 243 ms (211 with AVX-VNNI). Batch 32 fast: 682 -> 559 ms
+// (every round faster) built without -march, as SwiftPM builds it (16 ymm registers); with
+// -march=native, which lets the compiler use 32 registers in these functions too, 392 -> 454 ms
+// (per-round ratios 0.70-1.28, so no gain there): the 3 × 2 tiles are bound by the multiply-adds and
+// the bf16 splits sharing two ports, about 35-48 GFLOP/s a core in L2 either way.
 
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
@@ -412,146 +437,10 @@ SY_AVX2 __m256i mask8_avx2(size_t count) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), index);
 }
 
-enum { AVX2_R = 2, AVX2_C = 2 };
-
-SY_AVX2 void tile_avx2(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k, float *y,
-                       size_t ys, int accumulate) {
-    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
-    size_t p = 0;
-    for (; p + SY_LANES <= k; p += SY_LANES) {
-        __m256 wlo[AVX2_C], whi[AVX2_C];
-        for (int c = 0; c < C; c++) {
-            wlo[c] = _mm256_loadu_ps(w + c * ws + p);
-            whi[c] = _mm256_loadu_ps(w + c * ws + p + 8);
-        }
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_loadu_ps(x + r * xs + p);
-            __m256 xhi = _mm256_loadu_ps(x + r * xs + p + 8);
-            for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xhi, whi[c], hi[r][c]);
-            }
-        }
-    }
-    if (p < k) {
-        size_t left = k - p;
-        __m256i mlo = mask8_avx2(left < 8 ? left : 8);
-        __m256i mhi = mask8_avx2(left > 8 ? left - 8 : 0);
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
-            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
-            for (int c = 0; c < C; c++) {
-                __m256 wlo = _mm256_maskload_ps(w + c * ws + p, mlo);
-                __m256 whi = _mm256_maskload_ps(w + c * ws + p + 8, mhi);
-                // Blend so lanes outside the tail keep their accumulator untouched.
-                lo[r][c] = _mm256_blendv_ps(lo[r][c], _mm256_fmadd_ps(xlo, wlo, lo[r][c]), _mm256_castsi256_ps(mlo));
-                hi[r][c] = _mm256_blendv_ps(hi[r][c], _mm256_fmadd_ps(xhi, whi, hi[r][c]), _mm256_castsi256_ps(mhi));
-            }
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx2(lo[r][c], hi[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
-}
-
-SY_AVX2 void rows_avx2(int C, const float *x, size_t i0, size_t i1, size_t xs, const float *w, size_t ws, size_t k,
-                       float *y, size_t ys, int accumulate) {
-    size_t i = i0;
-    for (; i + AVX2_R <= i1; i += AVX2_R) tile_avx2(AVX2_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-    if (i < i1) tile_avx2(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-}
-
-SY_AVX2_FN void matmul_avx2(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
-                            float *y, size_t ys, int accumulate) {
-    size_t block = rows_per_block(k);
-    for (size_t i0 = 0; i0 < m; i0 += block) {
-        size_t i1 = i0 + block < m ? i0 + block : m;
-        size_t j = 0;
-        for (; j + AVX2_C <= n; j += AVX2_C) rows_avx2(AVX2_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-        if (j < n) rows_avx2(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-    }
-}
-
-// MARK: - bf16 weights, AVX2 path
-
 /// 8 bf16 values at `w` (any 2-byte alignment) widened to f32.
 SY_AVX2 __m256 widen8_bf16_avx2(const uint16_t *w) {
     __m128i half = _mm_loadu_si128((const __m128i *)(const void *)w);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
-}
-
-SY_AVX2 void tile_bf16_avx2(int R, int C, const float *x, size_t xs, const uint16_t *w, size_t ws, size_t k,
-                            float *y, size_t ys, int accumulate) {
-    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
-    size_t p = 0;
-    for (; p + SY_LANES <= k; p += SY_LANES) {
-        __m256 wlo[AVX2_C], whi[AVX2_C];
-        for (int c = 0; c < C; c++) {
-            wlo[c] = widen8_bf16_avx2(w + c * ws + p);
-            whi[c] = widen8_bf16_avx2(w + c * ws + p + 8);
-        }
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_loadu_ps(x + r * xs + p);
-            __m256 xhi = _mm256_loadu_ps(x + r * xs + p + 8);
-            for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xhi, whi[c], hi[r][c]);
-            }
-        }
-    }
-    if (p < k) {
-        size_t left = k - p;
-        __m256i mlo = mask8_avx2(left < 8 ? left : 8);
-        __m256i mhi = mask8_avx2(left > 8 ? left - 8 : 0);
-        __m256 wlo[AVX2_C], whi[AVX2_C];
-        for (int c = 0; c < C; c++) {
-            uint16_t padded[SY_LANES] = {0};
-            memcpy(padded, w + c * ws + p, left * sizeof(uint16_t));
-            wlo[c] = widen8_bf16_avx2(padded);
-            whi[c] = widen8_bf16_avx2(padded + 8);
-        }
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
-            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
-            for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_blendv_ps(lo[r][c], _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]), _mm256_castsi256_ps(mlo));
-                hi[r][c] = _mm256_blendv_ps(hi[r][c], _mm256_fmadd_ps(xhi, whi[c], hi[r][c]), _mm256_castsi256_ps(mhi));
-            }
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx2(lo[r][c], hi[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
-}
-
-SY_AVX2 void rows_bf16_avx2(int C, const float *x, size_t i0, size_t i1, size_t xs, const uint16_t *w, size_t ws,
-                            size_t k, float *y, size_t ys, int accumulate) {
-    size_t i = i0;
-    for (; i + AVX2_R <= i1; i += AVX2_R)
-        tile_bf16_avx2(AVX2_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-    if (i < i1) tile_bf16_avx2(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
-}
-
-SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, const uint16_t *w, size_t n,
-                                 size_t ws, float *y, size_t ys, int accumulate) {
-    size_t block = rows_per_block(k);
-    for (size_t i0 = 0; i0 < m; i0 += block) {
-        size_t i1 = i0 + block < m ? i0 + block : m;
-        size_t j = 0;
-        for (; j + AVX2_C <= n; j += AVX2_C)
-            rows_bf16_avx2(AVX2_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-        if (j < n) rows_bf16_avx2(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
-    }
 }
 
 /// 8 values of a row stored as f32 or bf16 (`bf16`), as f32: the low `left` (≤ 8) lanes of `mask`,
@@ -562,6 +451,84 @@ SY_AVX2 __m256 values8_avx2(const void *row, int bf16, __m256i mask, size_t left
     uint16_t padded[8] = {0};
     memcpy(padded, row, left * sizeof(uint16_t));
     return widen8_bf16_avx2(padded);
+}
+
+/// Rows of x per tile of the f32 and exact bf16 products. A tile takes one weight row (a single
+/// sequential stream per thread, for every m, which at m ≤ SY_NARROW_ROWS is the rule of the AVX-512
+/// path) against up to 4 rows of x: 8 accumulators, 2 weight and 2 x vectors. Measured in L2 (one
+/// thread, k = 1024, compiled for AVX2 only), 4 × 1 did 60 GFLOP/s at m = 8 where 2 × 2 and 3 × 2
+/// tiles did 41-48, and as well at m = 32.
+enum { AVX2_R = 4 };
+
+/// R rows of x (≤ 4) against one weight row stored as f32 or bf16 (`bf16`, widened exactly).
+SY_AVX2 void tile_avx2(int R, const float *x, size_t xs, const void *w, int bf16, size_t k, float *y, size_t ys,
+                       int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    const char *wb = (const char *)w;
+    const __m256i all = mask8_avx2(8);
+    __m256 lo[AVX2_R], hi[AVX2_R];
+    for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();
+    size_t p = 0;
+    for (; p + SY_LANES <= k; p += SY_LANES) {
+        const char *at = wb + p * element;
+        _mm_prefetch(at + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        __m256 wlo = values8_avx2(at, bf16, all, 8), whi = values8_avx2(at + 8 * element, bf16, all, 8);
+        for (int r = 0; r < R; r++) {
+            lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p), wlo, lo[r]);
+            hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p + 8), whi, hi[r]);
+        }
+    }
+    if (p < k) {
+        size_t left = k - p, left_lo = left < 8 ? left : 8, left_hi = left > 8 ? left - 8 : 0;
+        __m256i mlo = mask8_avx2(left_lo), mhi = mask8_avx2(left_hi);
+        const char *at = wb + p * element;
+        __m256 wlo = values8_avx2(at, bf16, mlo, left_lo), whi = values8_avx2(at + 8 * element, bf16, mhi, left_hi);
+        for (int r = 0; r < R; r++) {
+            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
+            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
+            // Blend so lanes outside the tail keep their accumulator untouched (-0 stays -0).
+            lo[r] = _mm256_blendv_ps(lo[r], _mm256_fmadd_ps(xlo, wlo, lo[r]), _mm256_castsi256_ps(mlo));
+            hi[r] = _mm256_blendv_ps(hi[r], _mm256_fmadd_ps(xhi, whi, hi[r]), _mm256_castsi256_ps(mhi));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float s = hsum16_avx2(lo[r], hi[r]);
+        float *target = y + r * ys;
+        *target = accumulate ? *target + s : s;
+    }
+}
+
+/// The f32 (`bf16` 0) or exact bf16 (`bf16` 1) product; `bf16` is a constant at each call. Each block
+/// of rows (see ``rows_per_block``) sweeps the weight rows one at a time, in tiles of 4 rows of x
+/// (the last 3, 2 or 1, so every tile call has a constant R).
+SY_AVX2 void matmul_body_avx2(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n,
+                              size_t ws, float *y, size_t ys, int accumulate) {
+    size_t column = ws * (bf16 ? sizeof(uint16_t) : sizeof(float)), block = rows_per_block(k);
+    for (size_t i0 = 0; i0 < m; i0 += block) {
+        size_t i1 = i0 + block < m ? i0 + block : m;
+        for (size_t j = 0; j < n; j++) {
+            const void *wj = (const char *)w + j * column;
+            size_t i = i0;
+            for (; i + AVX2_R <= i1; i += AVX2_R)
+                tile_avx2(AVX2_R, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate);
+            switch (i1 - i) {
+            case 3: tile_avx2(3, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
+            case 2: tile_avx2(2, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
+            case 1: tile_avx2(1, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
+            default: break;
+            }
+        }
+    }
+}
+
+SY_AVX2_FN void matmul_avx2(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
+                            float *y, size_t ys, int accumulate) {
+    matmul_body_avx2(x, m, k, xs, w, 0, n, ws, y, ys, accumulate);
+}
+
+SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, const uint16_t *w, size_t n,
+                                 size_t ws, float *y, size_t ys, int accumulate) {
+    matmul_body_avx2(x, m, k, xs, w, 1, n, ws, y, ys, accumulate);
 }
 
 SY_AVX2 void weighted_sum_body_avx2(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
@@ -832,14 +799,6 @@ static inline const uint16_t *fast_block(const uint16_t *w, size_t p, size_t k, 
     return padded;
 }
 
-/// How far ahead (bytes) the weight streams of the bf16 dot kernel are prefetched, into L2 (`T1`).
-/// Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
-/// took the experts from 128 to 82-86 ms a step (memory reads then overlap the arithmetic instead
-/// of adding to it), where 2 KiB into L1 had been tuned for batch 1, which is unchanged within noise.
-#ifndef SY_PREFETCH_BYTES
-#define SY_PREFETCH_BYTES 8192
-#endif
-
 enum { FAST_SCALAR_R = 2, FAST_SCALAR_C = 2 };
 
 static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n, size_t ws,
@@ -936,57 +895,89 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
     }
 }
 
-// AVX2: the 16 lanes as two halves of 8 (weights p ... p + 15 and p + 16 ... p + 31).
-SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
-                            float *y, size_t ys, int accumulate) {
-    __m256 lo[AVX2_R][AVX2_C], hi[AVX2_R][AVX2_C];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
+// AVX2: the 16 lanes as two halves of 8; half h takes the weights p + 16h ... p + 16h + 15 (one 32-byte
+// load gives 8 lanes whose low halves are the even weights and high halves the odd).
+
+/// Tile shapes of the fast product: 3 × 2 (12 accumulators; per half 4 weight vectors, x read by the
+/// multiply-adds), and for m ≤ SY_NARROW_ROWS up to 4 × 1 (one weight row at a time). Measured in L2
+/// (one thread, k = 1024, compiled for AVX2 only): 3 × 2 did 46-47 GFLOP/s at m = 8 and 33-34 at
+/// m = 32, 2 × 2 44 and 31, 4 × 1 50 and 28.
+enum { FAST_AVX2_R = 3, FAST_AVX2_C = 2, FAST_AVX2_NARROW_R = 4 };
+
+/// One block of 32 weights of C rows (`block[c]`) against R prepared x rows at `x` (rows `kp` apart).
+SY_AVX2 void fast_block_avx2(int R, int C, __m256 acc[][FAST_AVX2_C][2], const float *x, size_t kp,
+                             const uint16_t *const block[FAST_AVX2_C]) {
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
-    for (size_t p = 0; p < kp; p += SY_FAST_STEP) {
-        __m256 we_lo[AVX2_C], wo_lo[AVX2_C], we_hi[AVX2_C], wo_hi[AVX2_C];
+    for (int h = 0; h < 2; h++) {
+        __m256 we[FAST_AVX2_C], wo[FAST_AVX2_C];
         for (int c = 0; c < C; c++) {
-            uint16_t padded[SY_FAST_STEP];
-            const uint16_t *block = p + SY_FAST_STEP <= k ? w + c * ws + p : fast_block(w + c * ws, p, k, padded);
-            __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)block);
-            __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(block + 16));
-            we_lo[c] = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
-            wo_lo[c] = _mm256_castsi256_ps(_mm256_and_si256(a, high));
-            we_hi[c] = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
-            wo_hi[c] = _mm256_castsi256_ps(_mm256_and_si256(b, high));
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(block[c] + 16 * h));
+            we[c] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            wo[c] = _mm256_castsi256_ps(_mm256_and_si256(v, high));
         }
         for (int r = 0; r < R; r++) {
-            const float *x = xp + r * kp + p;
-            __m256 xe_lo = _mm256_loadu_ps(x), xe_hi = _mm256_loadu_ps(x + 8);
-            __m256 xo_lo = _mm256_loadu_ps(x + 16), xo_hi = _mm256_loadu_ps(x + 24);
+            __m256 xe = _mm256_loadu_ps(x + r * kp + 8 * h), xo = _mm256_loadu_ps(x + r * kp + SY_LANES + 8 * h);
             for (int c = 0; c < C; c++) {
-                lo[r][c] = _mm256_fmadd_ps(xo_lo, wo_lo[c], lo[r][c]);
-                lo[r][c] = _mm256_fmadd_ps(xe_lo, we_lo[c], lo[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xo_hi, wo_hi[c], hi[r][c]);
-                hi[r][c] = _mm256_fmadd_ps(xe_hi, we_hi[c], hi[r][c]);
+                acc[r][c][h] = _mm256_fmadd_ps(xo, wo[c], acc[r][c][h]);
+                acc[r][c][h] = _mm256_fmadd_ps(xe, we[c], acc[r][c][h]);
             }
         }
     }
+}
+
+/// R prepared x rows (≤ 4) against C weight rows (≤ 2, R · C ≤ 6): whole blocks, then the padded last one.
+SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
+                            float *y, size_t ys, int accumulate) {
+    __m256 acc[FAST_AVX2_NARROW_R][FAST_AVX2_C][2];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
+    const uint16_t *block[FAST_AVX2_C];
+    for (; p < full; p += SY_FAST_STEP) {
+        for (int c = 0; c < C; c++) {
+            block[c] = w + c * ws + p;
+            _mm_prefetch((const char *)block[c] + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        }
+        fast_block_avx2(R, C, acc, xp + p, kp, block);
+    }
+    if (p < kp) {
+        uint16_t padded[FAST_AVX2_C][SY_FAST_STEP];
+        for (int c = 0; c < C; c++) block[c] = fast_block(w + c * ws, p, k, padded[c]);
+        fast_block_avx2(R, C, acc, xp + p, kp, block);
+    }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
-            float s = hsum16_avx2(lo[r][c], hi[r][c]);
+            float s = hsum16_avx2(acc[r][c][0], acc[r][c][1]);
             float *target = y + r * ys + c;
             *target = accumulate ? *target + s : s;
         }
 }
 
+/// All m prepared x rows against C weight rows, in tiles of RT rows (the last smaller); RT, C constants.
+SY_AVX2 void rows_fast_avx2(int RT, int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
+                            size_t ws, float *y, size_t ys, int accumulate) {
+    size_t i = 0;
+    for (; i + (size_t)RT <= m; i += (size_t)RT)
+        tile_fast_avx2(RT, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+    switch (m - i) {
+    case 3: tile_fast_avx2(3, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 2: tile_fast_avx2(2, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 1: tile_fast_avx2(1, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
 SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n, size_t ws,
                           float *y, size_t ys, int accumulate) {
-    for (size_t j = 0; j < n; j += AVX2_C) {
-        int C = n - j >= AVX2_C ? AVX2_C : (int)(n - j);
-        for (size_t i = 0; i < m; i += AVX2_R) {
-            int R = m - i >= AVX2_R ? AVX2_R : (int)(m - i);
-            if (R == AVX2_R && C == AVX2_C)
-                tile_fast_avx2(AVX2_R, AVX2_C, xp + i * kp, kp, k, w + j * ws, ws, y + i * ys + j, ys, accumulate);
-            else
-                tile_fast_avx2(R, C, xp + i * kp, kp, k, w + j * ws, ws, y + i * ys + j, ys, accumulate);
-        }
+    if (m <= SY_NARROW_ROWS) {
+        for (size_t j = 0; j < n; j++)
+            rows_fast_avx2(FAST_AVX2_NARROW_R, 1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        return;
     }
+    size_t j = 0;
+    for (; j + FAST_AVX2_C <= n; j += FAST_AVX2_C)
+        rows_fast_avx2(FAST_AVX2_R, FAST_AVX2_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    if (j < n) rows_fast_avx2(FAST_AVX2_R, 1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
 }
 
 // AVX-512 bf16: `vdpbf16ps` itself.
@@ -1142,7 +1133,7 @@ static void fast_neon(const float *xp, size_t m, size_t kp, size_t k, const uint
 // empty one): for the pair (2j, 2j + 1), accumulator lane l < 8 does acc[l] = fma(dx·dw of block 2j,
 // float(sum of block 2j, lane l), acc[l]) and lane 8 + l the same for block 2j + 1 (dx·dw rounded to
 // f32 first). The 16 lanes are then added as the tree of the header. Integer sums are exact, so the
-// scalar, AVX2, AVX-512 VNNI and NEON paths give the same bits.
+// scalar, AVX2, AVX-VNNI, AVX-512 VNNI and NEON paths give the same bits.
 
 enum { SY_Q8_BLOCK = 32 };
 
@@ -1273,33 +1264,99 @@ SY_VNNI_FN void q8_vnni(const int8_t *xq, const float *xd, size_t m, const int8_
     }
 }
 
-SY_AVX2 __m256i q8_block_sums_avx2(__m256i x, __m256i w) {
-    // |x| · (w with x's sign): pairs of products fit in int16 (|q| ≤ 127), then 4 products per lane.
-    __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+// AVX2 and AVX-VNNI (`vpdpbusd` on ymm registers, on AVX2 hosts such as Sierra Forest and Alder Lake):
+// 8 lanes per block, block 2j in the low accumulator of a pair and 2j + 1 in the high one. The block
+// sums use the sign trick, Σ x·w = Σ |x| · (w with the sign of x), an unsigned-by-signed product. It
+// needs every q within ±127, which quantize_row_q8 guarantees (it clamps to ±127; a -128 has no
+// positive int8 counterpart, so |x| or a negated w would wrap): then a pair of products is at most
+// 2 · 127 · 127 = 32258, inside the int16 of maddubs (no saturation), and every sum is exact.
+
+/// The exact sums of the 4 products of each lane of one block: `ax` = |x|, `sw` = w with x's sign;
+/// u8 × s8 pairs to int16 (maddubs), then pairs to int32 (madd).
+SY_AVX2 __m256i q8_sums_avx2(__m256i ax, __m256i sw) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), _mm256_set1_epi16(1));
 }
 
-SY_AVX2_FN void q8_avx2(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
-                        size_t blocks, float *y, size_t ys, int accumulate) {
-    size_t row = blocks * SY_Q8_BLOCK;
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) {
-            __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-            const int8_t *x = xq + i * row, *w = wq + j * row;
-            for (size_t b = 0; b < blocks; b += 2) {
-                __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(x + b * SY_Q8_BLOCK));
-                __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(x + (b + 1) * SY_Q8_BLOCK));
-                __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(w + b * SY_Q8_BLOCK));
-                __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(w + (b + 1) * SY_Q8_BLOCK));
-                float d0 = xd[i * blocks + b] * wd[j * blocks + b];
-                float d1 = xd[i * blocks + b + 1] * wd[j * blocks + b + 1];
-                lo = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(q8_block_sums_avx2(x0, w0)), lo);
-                hi = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(q8_block_sums_avx2(x1, w1)), hi);
-            }
-            float s = hsum16_avx2(lo, hi);
-            y[i * ys + j] = accumulate ? y[i * ys + j] + s : s;
-        }
+#define SY_AVXVNNI __attribute__((target("avx2,fma,avxvnni"), always_inline)) static inline
+#define SY_AVXVNNI_FN __attribute__((target("avx2,fma,avxvnni"))) static
+
+/// ``q8_sums_avx2`` in one instruction: 4 u8 × s8 products a lane, summed into int32.
+SY_AVXVNNI __m256i q8_sums_avxvnni(__m256i ax, __m256i sw) {
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sw);
 }
+
+/// Tile shapes of the AVX2 q8 product: 2 × 2 (8 accumulators), and for m ≤ SY_NARROW_ROWS up to
+/// 4 × 1 (one weight row at a time).
+enum { Q8_AVX2_R = 2, Q8_AVX2_C = 2, Q8_AVX2_NARROW_R = 4 };
+
+/// The tile (R ≤ 4 rows against C ≤ 2 weight rows, R · C ≤ 4), its rows and the product `NAME`, with
+/// the block sums of `SUMS`: written once for maddubs and for `vpdpbusd`, whose targets differ.
+#define SY_Q8_AVX2_KERNEL(NAME, INLINE, FN, SUMS)                                                            \
+    INLINE void tile_##NAME(int R, int C, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd, \
+                            size_t blocks, float *y, size_t ys, int accumulate) {                              \
+        size_t row = blocks * SY_Q8_BLOCK;                                                                     \
+        __m256 acc[Q8_AVX2_NARROW_R][Q8_AVX2_C][2];                                                            \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int c = 0; c < C; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();                     \
+        for (size_t b = 0; b < blocks; b += 2) {                                                               \
+            for (int c = 0; c < C; c++)                                                                        \
+                _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_BYTES, _MM_HINT_T1); \
+            for (int h = 0; h < 2; h++) {                                                                      \
+                size_t at = (b + (size_t)h) * SY_Q8_BLOCK;                                                     \
+                __m256i wv[Q8_AVX2_C];                                                                         \
+                for (int c = 0; c < C; c++) wv[c] = _mm256_loadu_si256((const __m256i *)(const void *)(wq + c * row + at)); \
+                for (int r = 0; r < R; r++) {                                                                  \
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + r * row + at));       \
+                    __m256i ax = _mm256_abs_epi8(xv);                                                          \
+                    for (int c = 0; c < C; c++) {                                                              \
+                        __m256 d = _mm256_set1_ps(xd[r * blocks + b + h] * wd[c * blocks + b + h]);            \
+                        __m256i sums = SUMS(ax, _mm256_sign_epi8(wv[c], xv));                                  \
+                        acc[r][c][h] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[r][c][h]);             \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int c = 0; c < C; c++) {                                                                      \
+                float s = hsum16_avx2(acc[r][c][0], acc[r][c][1]);                                             \
+                float *target = y + r * ys + c;                                                                \
+                *target = accumulate ? *target + s : s;                                                        \
+            }                                                                                                  \
+    }                                                                                                          \
+                                                                                                               \
+    INLINE void rows_##NAME(int RT, int C, const int8_t *xq, const float *xd, size_t m, const int8_t *wq,      \
+                            const float *wd, size_t blocks, float *y, size_t ys, int accumulate) {             \
+        size_t row = blocks * SY_Q8_BLOCK, i = 0;                                                              \
+        for (; i + (size_t)RT <= m; i += (size_t)RT)                                                           \
+            tile_##NAME(RT, C, xq + i * row, xd + i * blocks, wq, wd, blocks, y + i * ys, ys, accumulate);     \
+        const int8_t *x = xq + i * row;                                                                        \
+        const float *d = xd + i * blocks;                                                                      \
+        float *out = y + i * ys;                                                                               \
+        switch (m - i) {                                                                                       \
+        case 3: tile_##NAME(3, C, x, d, wq, wd, blocks, out, ys, accumulate); break;                           \
+        case 2: tile_##NAME(2, C, x, d, wq, wd, blocks, out, ys, accumulate); break;                           \
+        case 1: tile_##NAME(1, C, x, d, wq, wd, blocks, out, ys, accumulate); break;                           \
+        default: break;                                                                                        \
+        }                                                                                                      \
+    }                                                                                                          \
+                                                                                                               \
+    FN void NAME(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,     \
+                 size_t blocks, float *y, size_t ys, int accumulate) {                                         \
+        size_t row = blocks * SY_Q8_BLOCK, j = 0;                                                              \
+        if (m <= SY_NARROW_ROWS) {                                                                             \
+            for (; j < n; j++)                                                                                 \
+                rows_##NAME(Q8_AVX2_NARROW_R, 1, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys,   \
+                            accumulate);                                                                       \
+            return;                                                                                            \
+        }                                                                                                      \
+        for (; j + Q8_AVX2_C <= n; j += Q8_AVX2_C)                                                             \
+            rows_##NAME(Q8_AVX2_R, Q8_AVX2_C, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys,      \
+                        accumulate);                                                                           \
+        if (j < n) rows_##NAME(Q8_AVX2_R, 1, xq, xd, m, wq + j * row, wd + j * blocks, blocks, y + j, ys, accumulate); \
+    }
+
+SY_Q8_AVX2_KERNEL(q8_avx2, SY_AVX2, SY_AVX2_FN, q8_sums_avx2)
+SY_Q8_AVX2_KERNEL(q8_avxvnni, SY_AVXVNNI, SY_AVXVNNI_FN, q8_sums_avxvnni)
 #endif
 
 #if SY_ARM64
@@ -1379,6 +1436,8 @@ int sy_isa_supported(sy_isa isa) {
     case SY_ISA_SCALAR: return 1;
 #if SY_X86
     case SY_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case SY_ISA_AVX2_VNNI:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avxvnni");
     case SY_ISA_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
     case SY_ISA_AVX512BF16:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -1394,6 +1453,7 @@ int sy_isa_supported(sy_isa isa) {
 static sy_isa choose_isa(void) {
     sy_isa best = sy_isa_supported(SY_ISA_AVX512BF16) ? SY_ISA_AVX512BF16
                   : sy_isa_supported(SY_ISA_AVX512)   ? SY_ISA_AVX512
+                  : sy_isa_supported(SY_ISA_AVX2_VNNI) ? SY_ISA_AVX2_VNNI
                   : sy_isa_supported(SY_ISA_AVX2)     ? SY_ISA_AVX2
                   : sy_isa_supported(SY_ISA_NEON)     ? SY_ISA_NEON
                                                       : SY_ISA_SCALAR;
@@ -1402,13 +1462,14 @@ static sy_isa choose_isa(void) {
     sy_isa wanted;
     if (strcmp(forced, "scalar") == 0) wanted = SY_ISA_SCALAR;
     else if (strcmp(forced, "avx2") == 0) wanted = SY_ISA_AVX2;
+    else if (strcmp(forced, "avx2vnni") == 0) wanted = SY_ISA_AVX2_VNNI;
     else if (strcmp(forced, "avx512") == 0) wanted = SY_ISA_AVX512;
     else if (strcmp(forced, "avx512bf16") == 0) wanted = SY_ISA_AVX512BF16;
     else if (strcmp(forced, "neon") == 0) wanted = SY_ISA_NEON;
     else {
         fprintf(stderr,
-                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx512, avx512bf16 or neon; using the "
-                "best\n",
+                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx2vnni, avx512, avx512bf16 or "
+                "neon; using the best\n",
                 forced);
         return best;
     }
@@ -1455,11 +1516,15 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
     switch (kind) {
     case SY_KIND_Q8:
 #if SY_X86
-        if (isa >= SY_ISA_AVX512 && vnni_supported()) {
+        if ((isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) && vnni_supported()) {
             q8_vnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
             return;
         }
-        if (isa >= SY_ISA_AVX2) {
+        if (isa == SY_ISA_AVX2_VNNI) {
+            q8_avxvnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
+            return;
+        }
+        if (isa != SY_ISA_SCALAR) {
             q8_avx2((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
             return;
         }
@@ -1480,7 +1545,8 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 #if SY_X86
         case SY_ISA_AVX512BF16: fast_dot((const uint16_t *)x, m, kp, k, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX512: fast_avx512(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
-        case SY_ISA_AVX2: fast_avx2(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2:
+        case SY_ISA_AVX2_VNNI: fast_avx2(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
 #endif
 #if SY_ARM64
         case SY_ISA_NEON: fast_neon(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
@@ -1492,7 +1558,8 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 #if SY_X86
         case SY_ISA_AVX512BF16:
         case SY_ISA_AVX512: matmul_bf16_avx512(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
-        case SY_ISA_AVX2: matmul_bf16_avx2(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2:
+        case SY_ISA_AVX2_VNNI: matmul_bf16_avx2(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
 #endif
 #if SY_ARM64
         case SY_ISA_NEON: matmul_neon(xf, m, k, xs, w, 1, n, ws, y, ys, accumulate); return;
@@ -1505,7 +1572,8 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
 #if SY_X86
         case SY_ISA_AVX512BF16:
         case SY_ISA_AVX512: matmul_avx512(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
-        case SY_ISA_AVX2: matmul_avx2(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AVX2:
+        case SY_ISA_AVX2_VNNI: matmul_avx2(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
 #endif
 #if SY_ARM64
         case SY_ISA_NEON: matmul_neon(xf, m, k, xs, w, 0, n, ws, y, ys, accumulate); return;
@@ -1903,7 +1971,8 @@ static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const void
 #if SY_X86
     case SY_ISA_AVX512BF16:
     case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, bf16, v_stride, width, out, accumulate); return;
-    case SY_ISA_AVX2: weighted_sum_avx2(p, count, v, bf16, v_stride, width, out, accumulate); return;
+    case SY_ISA_AVX2:
+    case SY_ISA_AVX2_VNNI: weighted_sum_avx2(p, count, v, bf16, v_stride, width, out, accumulate); return;
 #endif
 #if SY_ARM64
     case SY_ISA_NEON: weighted_sum_neon(p, count, v, bf16, v_stride, width, out, accumulate); return;

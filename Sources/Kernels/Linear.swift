@@ -17,6 +17,9 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     case scalar
     /// AVX2 + FMA, 16 lanes as two 8-lane halves.
     case avx2
+    /// AVX2 + FMA with AVX-VNNI: q8 products use `vpdpbusd` on ymm registers; the other products run
+    /// the AVX2 path.
+    case avx2vnni
     /// AVX-512F.
     case avx512
     /// AVX-512F with the bf16 extension: ``BFloat16Arithmetic/fast`` products use `vdpbf16ps`; the
@@ -26,9 +29,9 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     /// Checked bitwise against ``scalar`` under qemu only (Scripts/neon-check.sh): no speed measured.
     case neon
 
-    /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx512`,
-    /// `avx512bf16`, `neon`) when set and supported, else the best this CPU supports; chosen once, on
-    /// first use.
+    /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx2vnni`,
+    /// `avx512`, `avx512bf16`, `neon`) when set and supported, else the best this CPU supports; chosen
+    /// once, on first use.
     public static var active: KernelISA { KernelISA(sy_active_isa()) }
 
     /// The paths this CPU supports, scalar first.
@@ -43,6 +46,7 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
         switch self {
         case .scalar: SY_ISA_SCALAR
         case .avx2: SY_ISA_AVX2
+        case .avx2vnni: SY_ISA_AVX2_VNNI
         case .avx512: SY_ISA_AVX512
         case .avx512bf16: SY_ISA_AVX512BF16
         case .neon: SY_ISA_NEON
@@ -55,6 +59,7 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
         case SY_ISA_AVX512BF16: self = .avx512bf16
         case SY_ISA_AVX2: self = .avx2
         case SY_ISA_NEON: self = .neon
+        case SY_ISA_AVX2_VNNI: self = .avx2vnni
         default: self = .scalar
         }
     }

@@ -81,15 +81,18 @@ struct InvariantKernelTests {
         #expect(worst <= 1, "\(isa) \(shape): worst error \(worst) × tolerance")
     }
 
-    @Test("every supported path gives bitwise the same products (one reduction shape for all)")
-    func pathsAgreeBitwise() {
-        var random = TestRandom(seed: 11)
-        let (rows, inputs, outputs) = (11, 203, 9)
+    @Test(
+        "every supported path gives bitwise the same products (one reduction shape for all), narrow rows and tails included",
+        arguments: [(1, 203, 9), (2, 17, 5), (3, 31, 3), (4, 1, 2), (5, 33, 7), (11, 203, 9)])
+    func pathsAgreeBitwise(shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(11 + shape.rows))
+        let (rows, inputs, outputs) = shape
         let x = random.floats(rows * inputs)
         let w = random.floats(outputs * inputs)
         let scalar = linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: .scalar)
         for isa in KernelISA.supported {
-            expectBitwiseEqual(linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa), scalar, "\(isa)")
+            expectBitwiseEqual(
+                linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa), scalar, "\(isa) \(shape)")
         }
         #expect(KernelISA.active.isSupported)
     }

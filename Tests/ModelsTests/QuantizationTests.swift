@@ -40,6 +40,18 @@ private func referenceQ8Dot(
     return (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
+/// ``referenceQ8Dot`` for every row and output: [rowCount, outputCount], each row quantized as the kernel does.
+private func referenceQ8Product(
+    _ x: [Float], rowCount: Int, inputCount: Int, values: [Int8], scales: [Float], outputCount: Int
+) -> [Float] {
+    (0..<rowCount).flatMap { r in
+        let row = quantizeQ8(Array(x[(r * inputCount)..<((r + 1) * inputCount)]), outputCount: 1, inputCount: inputCount)
+        return (0..<outputCount).map { o in
+            referenceQ8Dot(quantized: row, inputCount: inputCount, values: values, scales: scales, output: o)
+        }
+    }
+}
+
 @Suite("q8 kernel")
 struct Q8KernelTests {
     @Test("quantization keeps each weight within half a step of its block's scale, and padding is zero")
@@ -72,14 +84,12 @@ struct Q8KernelTests {
         let w = random.floats(shape.outputs * shape.inputs).map { $0 * 0.1 }
         let (values, scales) = quantizeQ8(w, outputCount: shape.outputs, inputCount: shape.inputs)
         let y = linear(x, rowCount: shape.rows, q8Values: values, q8Scales: scales, outputCount: shape.outputs, isa: isa)
+        let reference = referenceQ8Product(
+            x, rowCount: shape.rows, inputCount: shape.inputs, values: values, scales: scales, outputCount: shape.outputs)
         var worst = 0.0
         for r in 0..<shape.rows {
-            let row = quantizeQ8(
-                Array(x[(r * shape.inputs)..<((r + 1) * shape.inputs)]), outputCount: 1, inputCount: shape.inputs)
             for o in 0..<shape.outputs {
-                let expected = referenceQ8Dot(
-                    quantized: row, inputCount: shape.inputs, values: values, scales: scales, output: o)
-                let actual = y[r * shape.outputs + o]
+                let (actual, expected) = (y[r * shape.outputs + o], reference[r * shape.outputs + o])
                 #expect(actual.bitPattern == expected.bitPattern, "\(isa) \(shape) [\(r), \(o)]: \(actual) vs \(expected)")
                 var exact = 0.0
                 var magnitude = 0.0
@@ -94,21 +104,54 @@ struct Q8KernelTests {
         #expect(worst <= 1, "\(shape): worst error \(worst) × \(relativeQ8Tolerance)·Σ|x·w|")
     }
 
-    @Test("a row's q8 product is bitwise identical for m = 1 … 40 and at any position in the batch")
-    func batchInvariant() {
+    @Test(
+        "every path computes the reference's bits at the extremes: ±127 in whole blocks of one sign, zero blocks",
+        arguments: KernelISA.supported, [(1, 64, 3), (3, 95, 5), (6, 161, 4)])
+    func extremeValues(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
+        var random = TestRandom(seed: UInt64(shape.rows * 17 + shape.inputs))
+        // Block b of a row: all +max, all -max, zero, or random with a ±max entry (so every q is ±127 in
+        // the first two, and pairs of products reach 2 · 127 · 127, the most maddubs' int16 holds).
+        func row(_ index: Int, scale: Float) -> [Float] {
+            (0..<shape.inputs).map { column in
+                let block = column / 32
+                switch (block + index) % 4 {
+                case 0: return scale
+                case 1: return -scale
+                case 2: return 0
+                default: return column % 32 == 5 ? -scale : random.floats(1)[0] * scale
+                }
+            }
+        }
+        let x = (0..<shape.rows).flatMap { row($0, scale: 1e4) }
+        let w = (0..<shape.outputs).flatMap { row($0 * 3 + 1, scale: 0.5) }
+        let (values, scales) = quantizeQ8(w, outputCount: shape.outputs, inputCount: shape.inputs)
+        #expect(values.contains(127) && values.contains(-127))
+        let y = linear(x, rowCount: shape.rows, q8Values: values, q8Scales: scales, outputCount: shape.outputs, isa: isa)
+        let reference = referenceQ8Product(
+            x, rowCount: shape.rows, inputCount: shape.inputs, values: values, scales: scales, outputCount: shape.outputs)
+        for (index, (actual, expected)) in zip(y, reference).enumerated() {
+            #expect(actual.bitPattern == expected.bitPattern, "\(isa) \(shape) [\(index)]: \(actual) vs \(expected)")
+        }
+    }
+
+    @Test(
+        "a row's q8 product is bitwise identical for m = 1 … 40 and at any position in the batch",
+        arguments: KernelISA.supported)
+    func batchInvariant(isa: KernelISA) {
         var random = TestRandom(seed: 29)
         let (inputs, outputs) = (97, 41)
         let (values, scales) = quantizeQ8(random.floats(outputs * inputs), outputCount: outputs, inputCount: inputs)
         let row = random.floats(inputs)
-        let alone = linear(row, rowCount: 1, q8Values: values, q8Scales: scales, outputCount: outputs)
+        let alone = linear(row, rowCount: 1, q8Values: values, q8Scales: scales, outputCount: outputs, isa: isa)
         for rowCount in 1...40 {
             for position in Set([0, rowCount / 2, rowCount - 1]) {
                 var x = random.floats(rowCount * inputs)
                 x.replaceSubrange((position * inputs)..<((position + 1) * inputs), with: row)
-                let y = linear(x, rowCount: rowCount, q8Values: values, q8Scales: scales, outputCount: outputs)
+                let y = linear(
+                    x, rowCount: rowCount, q8Values: values, q8Scales: scales, outputCount: outputs, isa: isa)
                 #expect(
                     Array(y[(position * outputs)..<((position + 1) * outputs)]).map(\.bitPattern) == alone.map(\.bitPattern),
-                    "m = \(rowCount), row at \(position)")
+                    "\(isa): m = \(rowCount), row at \(position)")
             }
         }
     }

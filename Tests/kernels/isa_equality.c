@@ -48,6 +48,7 @@ static const char *isa_name(sy_isa isa) {
     switch (isa) {
     case SY_ISA_SCALAR: return "scalar";
     case SY_ISA_AVX2: return "avx2";
+    case SY_ISA_AVX2_VNNI: return "avx2vnni";
     case SY_ISA_AVX512: return "avx512";
     case SY_ISA_AVX512BF16: return "avx512bf16";
     case SY_ISA_NEON: return "neon";
@@ -278,7 +279,7 @@ static void product(product_kind kind, sy_isa isa, const operands *o, size_t row
 /// Whether the path is held to the scalar bits for this product on these inputs (see the rules above).
 static int held_to_scalar(product_kind kind, sy_isa isa, data_kind data, int minimum_q8) {
     if (kind == KIND_FAST && isa == SY_ISA_AVX512BF16 && data == DATA_SPECIAL) return 0;
-    if (kind == KIND_Q8 && isa == SY_ISA_AVX2 && minimum_q8 == -128) return 0;
+    if (kind == KIND_Q8 && (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) && minimum_q8 == -128) return 0;
     return 1;
 }
 
@@ -633,10 +634,12 @@ static int check_sdot_argument(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (check_sdot_argument(argc, argv) != 0) return 1;
     printf("isa_equality: paths");
-    for (int isa = SY_ISA_AVX2; isa <= SY_ISA_NEON; isa++)
-        if (sy_isa_supported((sy_isa)isa)) {
-            paths[path_count++] = (sy_isa)isa;
-            printf(" %s", isa_name((sy_isa)isa));
+    // Every vector path, worst to best as choose_isa ranks them (NEON and the x86 paths never meet).
+    static const sy_isa ranked[] = {SY_ISA_AVX2, SY_ISA_AVX2_VNNI, SY_ISA_AVX512, SY_ISA_AVX512BF16, SY_ISA_NEON};
+    for (size_t r = 0; r < sizeof ranked / sizeof ranked[0]; r++)
+        if (sy_isa_supported(ranked[r])) {
+            paths[path_count++] = ranked[r];
+            printf(" %s", isa_name(ranked[r]));
         }
     printf(" against scalar; active path %s\n", isa_name(sy_active_isa()));
     if (path_count == 0) {

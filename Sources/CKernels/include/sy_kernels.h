@@ -39,13 +39,15 @@ typedef enum sy_isa {
     /// AArch64 Advanced SIMD (every AArch64 CPU); q8 products use `sdot` where the CPU has it. The
     /// fast bf16 product emulates the `vdpbf16ps` shape with FMA (not `bfdot`, which rounds differently).
     SY_ISA_NEON = 4,
+    /// AVX2 + FMA with AVX-VNNI (`vpdpbusd` on ymm registers): q8 products use it; the others run the AVX2 path.
+    SY_ISA_AVX2_VNNI = 5,
 } sy_isa;
 
 /// Whether this CPU (and this build) can run `isa`.
 int sy_isa_supported(sy_isa isa);
 
 /// The path the un-suffixed kernels use, chosen once per process: `SWITCHYARD_KERNEL`
-/// (`scalar`, `avx2`, `avx512`, `avx512bf16` or `neon`) when set and supported, else the best the CPU supports.
+/// (`scalar`, `avx2`, `avx2vnni`, `avx512`, `avx512bf16` or `neon`) when set and supported, else the best the CPU supports.
 /// An unknown or unsupported value is reported on stderr once and ignored.
 sy_isa sy_active_isa(void);
 
@@ -137,7 +139,7 @@ void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t 
 /// Per block the integer sums are exact (lane l of 8 sums the products at 4l ... 4l + 3); blocks are
 /// taken in pairs, block 2j in lanes 0 ... 7 and 2j + 1 in lanes 8 ... 15, each lane adding
 /// fma(dx · dw, float(sum), acc); then the tree of the header comment. So every path (scalar, AVX2,
-/// AVX-512 VNNI, NEON with or without `sdot`) gives the same bits, for every m. Returns 0, or -1
+/// AVX-VNNI, AVX-512 VNNI, NEON with or without `sdot`) gives the same bits, for every m. Returns 0, or -1
 /// when the buffer cannot be allocated (y untouched). wq/wscales as written by ``sy_q8_quantize``.
 int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq, const float *wscales,
                     size_t n, float *y, size_t y_stride, int accumulate);
