@@ -172,8 +172,8 @@ extension Glm4MoeConfiguration: Decodable {
         partialRotaryFactor = factor ?? 0.5
         // Glm4MoeConfig's defaults where they differ from TransformerFields'.
         if !hasTheta { fields.ropeTheta = 10_000 }
-        if try !container.contains(.rmsNormEpsilon) { fields.rmsNormEpsilon = 1e-5 }
-        if try !container.contains(.maxPositionEmbeddings) { fields.maxPositionEmbeddings = 131_072 }
+        if !container.contains(.rmsNormEpsilon) { fields.rmsNormEpsilon = 1e-5 }
+        if !container.contains(.maxPositionEmbeddings) { fields.maxPositionEmbeddings = 131_072 }
     }
 }
 
