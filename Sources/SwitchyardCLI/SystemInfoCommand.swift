@@ -8,8 +8,8 @@ struct SystemInfo: ParsableCommand {
         commandName: "system-info",
         abstract: "Print the CPU, its vector features and the kernel path this process would use.",
         discussion: """
-            The kernel path is the best one the CPU supports, or SWITCHYARD_KERNEL (scalar, avx2, avx512, \
-            avx512bf16) when it is set and supported. Every path gives the same bits; they differ in speed. \
+            The kernel path is the best one the CPU supports, or SWITCHYARD_KERNEL (scalar, avx2, avx2vnni, avx512, \
+            avx512bf16, neon) when it is set and supported. Every path gives the same bits; they differ in speed. \
             The features listed are the ones some path uses (read from /proc/cpuinfo).
             """
     )
