@@ -178,11 +178,13 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
 
     private static func attention(_ layer: Int, _ name: String) -> String { StandardLayout.attention(layer, name) }
 
-    /// The attention tensors of `layer`, by their checkpoint names.
+    /// The norms and attention tensors of `layer`, by their checkpoint names.
     private func attentionShapes(layer: Int) -> [(name: String, shape: [Int])] {
         let hidden = fields.hiddenSize, heads = fields.attentionHeadCount, latent = latentShape
         let queryWidth = heads * latent.queryKeyDimension
-        var shapes: [(name: String, shape: [Int])] = []
+        var shapes: [(name: String, shape: [Int])] = [
+            (StandardLayout.inputNorm(layer), [hidden]), (StandardLayout.postAttentionNorm(layer), [hidden]),
+        ]
         if let queryLowRank {
             shapes += [
                 (Self.attention(layer, "q_a_proj.weight"), [queryLowRank, hidden]),
@@ -290,7 +292,6 @@ extension Architecture {
                 "rope_theta": .float(o.ropeTheta), "rope_type": .string("default"),
             ])
             fields.merge(GroupedSigmoidMoEFields.randomConfiguration(o)) { _, new in new }
-            fields["num_key_value_heads"] = .int(o.attentionHeadCount)
             fields["q_lora_rank"] = o.queryLowRank.map(JSONValue.int) ?? .null
             fields["kv_lora_rank"] = .int(o.keyValueLowRank)
             fields["qk_nope_head_dim"] = .int(o.nopeHeadDimension)
