@@ -10,6 +10,13 @@ import Kernels
 // (the unabsorbed form, as transformers computes it), keys = [k_nope | k_pe], softmax scale
 // 1/√(N + R).
 //
+// The absorbed form (``LatentAttention/absorbed()``, DeepSeek-V2 paper §2.1.3; vLLM's MLA decode)
+// never expands the cache: kv_b_proj's key part W_uk (per head [N, C]) is multiplied into the query,
+// q_lat = q_nope · W_uk, so q_nope · k_nope = q_lat · latent and every head attends the cached rows
+// [latent | k_pe] directly (one shared key/value head, values = the latent); the per-head result
+// [C] then goes through kv_b_proj's value part W_uv ([Dv, C]). Same math, another summation order:
+// within a tolerance of the unabsorbed form, not bitwise.
+//
 // Legend: T = tokens in this forward pass, S = cached positions of a chunk, H = hidden size,
 // h = heads, N = qk_nope_head_dim, R = qk_rope_head_dim, Dv = v_head_dim, C = kv_lora_rank,
 // Q = q_lora_rank.
@@ -65,6 +72,38 @@ struct LatentAttention: Sendable {
     let hiddenSize: Int
     /// The arithmetic of the projections when their weights are bf16.
     let arithmetic: BFloat16Arithmetic
+    /// Set: attend in the absorbed form with these f32 copies of kv_b_proj's parts; nil: unabsorbed.
+    var absorption: Absorption? = nil
+
+    /// kv_b_proj split for the absorbed form, f32.
+    struct Absorption: Sendable {
+        /// Per head W_ukᵀ, [h, C, N]: q_lat = q_nope · W_uk as a product with this [C, N] weight.
+        let keyUp: [Float]
+        /// Per head W_uv, [h, Dv, C].
+        let valueUp: [Float]
+    }
+
+    /// This layer attending in the absorbed form (f32 copies of kv_b_proj's key part, transposed,
+    /// and value part: as many values as kv_b_proj).
+    func absorbed() -> LatentAttention {
+        let heads = shape.headCount, nope = shape.nopeDimension, value = shape.valueDimension
+        let latent = shape.latentDimension
+        let weight = expandWeight.values
+        var keyUp = [Float](repeating: 0, count: heads * latent * nope)
+        var valueUp = [Float](repeating: 0, count: heads * value * latent)
+        for head in 0..<heads {
+            let first = head * (nope + value)
+            for n in 0..<nope {
+                for c in 0..<latent { keyUp[(head * latent + c) * nope + n] = weight[(first + n) * latent + c] }
+            }
+            for d in 0..<value {
+                for c in 0..<latent { valueUp[(head * value + d) * latent + c] = weight[(first + nope + d) * latent + c] }
+            }
+        }
+        var copy = self
+        copy.absorption = Absorption(keyUp: keyUp, valueUp: valueUp)
+        return copy
+    }
 
     /// The score factor: 1/√(N + R).
     var scale: Float { 1 / Float(shape.queryKeyDimension).squareRoot() }
@@ -112,6 +151,12 @@ struct LatentAttention: Sendable {
                     firstPosition: start)
                 caches[index].store(layer: layer, at: start, rowCount: chunk.rowCount, keys: first, values: nil)
             }
+            if let absorption {
+                attendAbsorbed(
+                    queries, chunk: chunk, start: start, cache: caches[index], layer: layer, absorption: absorption,
+                    into: &attended)
+                continue
+            }
             let (keys, values) = expand(caches[index], layer: layer, positionCount: start + chunk.rowCount)
             let attentionShape = AttentionShape(
                 headCount: heads, keyValueHeadCount: heads, headDimension: headWidth,
@@ -138,6 +183,91 @@ struct LatentAttention: Sendable {
         var output = linear(attended, rowCount: rowCount, weight: outputWeight, arithmetic: arithmetic)
         if let outputBias { addBias(outputBias, to: &output) }
         return output
+    }
+
+    /// Attends `chunk`'s rotated queries in the absorbed form against its cached latent rows.
+    /// - Parameters:
+    ///   - queries: [T, h, N + R], f32, rotated.
+    ///   - attended: [T, h, Dv], f32; the chunk's rows are written.
+    private func attendAbsorbed(
+        _ queries: [Float], chunk: ChunkSpan, start: Int, cache: KVCache, layer: Int, absorption: Absorption,
+        into attended: inout [Float]
+    ) {
+        let heads = shape.headCount, nope = shape.nopeDimension, rope = shape.ropeDimension
+        let latent = shape.latentDimension, value = shape.valueDimension, headWidth = shape.queryKeyDimension
+        let rows = chunk.rowCount, rowWidth = shape.cacheRowWidth, positionCount = start + rows
+        // [T, h, C + R]: q_nope · W_uk beside the rotated q_pe.
+        var absorbedQueries = [Float](repeating: 0, count: rows * heads * rowWidth)
+        for head in 0..<heads {
+            var nopes = [Float](repeating: 0, count: rows * nope)
+            for row in 0..<rows {
+                let source = ((chunk.firstRow + row) * heads + head) * headWidth
+                for n in 0..<nope { nopes[row * nope + n] = queries[source + n] }
+            }
+            let keyUp = Array(absorption.keyUp[(head * latent * nope)..<((head + 1) * latent * nope)])
+            let projected = linear(nopes, rowCount: rows, weight: keyUp, outputCount: latent)
+            for row in 0..<rows {
+                let target = (row * heads + head) * rowWidth
+                let source = ((chunk.firstRow + row) * heads + head) * headWidth
+                for c in 0..<latent { absorbedQueries[target + c] = projected[row * latent + c] }
+                for r in 0..<rope { absorbedQueries[target + latent + r] = queries[source + nope + r] }
+            }
+        }
+        let cached = cachedRows(cache, layer: layer, positionCount: positionCount)
+        let latents = latentColumns(of: cached, positionCount: positionCount)
+        // One key/value head shared by every query head: keys are the cache rows, values their latent.
+        let attentionShape = AttentionShape(
+            headCount: heads, keyValueHeadCount: 1, headDimension: rowWidth, valueHeadDimension: latent, scale: scale,
+            slidingWindow: nil)
+        var latentOutput = [Float](repeating: 0, count: rows * heads * latent)
+        absorbedQueries.withUnsafeBufferPointer { q in
+            cached.withUnsafeBufferPointer { k in
+                latents.withUnsafeBufferPointer { v in
+                    latentOutput.withUnsafeMutableBufferPointer { o in
+                        attention(
+                            queries: q.baseAddress!, queryCount: rows, firstQueryPosition: start, keys: k.baseAddress!,
+                            values: v.baseAddress!, keyCount: positionCount, shape: attentionShape, into: o.baseAddress!)
+                    }
+                }
+            }
+        }
+        for head in 0..<heads {
+            var perHead = [Float](repeating: 0, count: rows * latent)
+            for row in 0..<rows {
+                for c in 0..<latent { perHead[row * latent + c] = latentOutput[(row * heads + head) * latent + c] }
+            }
+            let valueUp = Array(absorption.valueUp[(head * value * latent)..<((head + 1) * value * latent)])
+            let output = linear(perHead, rowCount: rows, weight: valueUp, outputCount: value)
+            for row in 0..<rows {
+                let target = ((chunk.firstRow + row) * heads + head) * value
+                for d in 0..<value { attended[target + d] = output[row * value + d] }
+            }
+        }
+    }
+
+    /// The first `positionCount` cached rows of `layer` as f32 (bf16 widens exactly), [S, C + R].
+    private func cachedRows(_ cache: KVCache, layer: Int, positionCount: Int) -> [Float] {
+        let count = positionCount * shape.cacheRowWidth
+        var rows = [Float](repeating: 0, count: count)
+        cache.withRows(layer: layer) { cached in
+            switch cached {
+            case .f32(let keys, _):
+                rows.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: keys, count: count) }
+            case .bf16(let keys, _):
+                for index in rows.indices { rows[index] = floatFromBFloat16Bits(keys[index]) }
+            }
+        }
+        return rows
+    }
+
+    /// The latent columns of cache rows [S, C + R]: [S, C].
+    private func latentColumns(of rows: [Float], positionCount: Int) -> [Float] {
+        let rowWidth = shape.cacheRowWidth, latentWidth = shape.latentDimension
+        var latents = [Float](repeating: 0, count: positionCount * latentWidth)
+        for position in 0..<positionCount {
+            for index in 0..<latentWidth { latents[position * latentWidth + index] = rows[position * rowWidth + index] }
+        }
+        return latents
     }
 
     /// The queries of `rowCount` rows, [T, h, N + R], f32, before RoPE.
@@ -187,20 +317,8 @@ struct LatentAttention: Sendable {
         let rowWidth = shape.cacheRowWidth, latentWidth = shape.latentDimension
         let heads = shape.headCount, nope = shape.nopeDimension, rope = shape.ropeDimension
         let value = shape.valueDimension, headWidth = shape.queryKeyDimension
-        // The cached rows as f32 (bf16 widens exactly): [S, C + R].
-        var rows = [Float](repeating: 0, count: positionCount * rowWidth)
-        cache.withRows(layer: layer) { cached in
-            switch cached {
-            case .f32(let keys, _):
-                rows.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: keys, count: positionCount * rowWidth) }
-            case .bf16(let keys, _):
-                for index in rows.indices { rows[index] = floatFromBFloat16Bits(keys[index]) }
-            }
-        }
-        var latents = [Float](repeating: 0, count: positionCount * latentWidth)
-        for position in 0..<positionCount {
-            for index in 0..<latentWidth { latents[position * latentWidth + index] = rows[position * rowWidth + index] }
-        }
+        let rows = cachedRows(cache, layer: layer, positionCount: positionCount)
+        let latents = latentColumns(of: rows, positionCount: positionCount)
         // [S, h, N + Dv]
         let expanded = linear(latents, rowCount: positionCount, weight: expandWeight, arithmetic: arithmetic)
         var keys = [Float](repeating: 0, count: positionCount * heads * headWidth)
