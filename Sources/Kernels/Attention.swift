@@ -4,7 +4,8 @@
 //
 // Legend: T = query tokens, S = keys (cached + new), H = query heads, G = key/value heads,
 // D = query/key head dimension, Dv = value head dimension (D unless set: multi-head latent attention's
-// heads have more query/key than value dimensions). Query token t is at position firstQueryPosition + t; key s is at position s.
+// heads have more query/key than value dimensions). Query token t is at position firstQueryPosition + t;
+// key s is at position s.
 
 /// The shape of an attention computation.
 public struct AttentionShape: Sendable, Equatable {

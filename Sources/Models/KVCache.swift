@@ -75,13 +75,19 @@ public struct KVCache: Sendable {
     /// `valueRowWidths[layer]` each; nil when that is 0) at positions `first ..< first + rowCount` of
     /// `layer`, rounded to bf16 when the cache is bf16. `count` does not change.
     mutating func store(
-        layer: Int, at first: Int, rowCount: Int, keys newKeys: UnsafePointer<Float>, values newValues: UnsafePointer<Float>?
+        layer: Int, at first: Int, rowCount: Int, keys newKeys: UnsafePointer<Float>,
+        values newValues: UnsafePointer<Float>?
     ) {
         precondition(first >= 0 && first + rowCount <= capacity, "KVCache: rows \(first) ..< \(first + rowCount) beyond \(capacity)")
-        precondition((newValues == nil) == (valueRowWidths[layer] == 0), "KVCache: values given for no value row, or none")
-        Self.write(newKeys, rows: first..<(first + rowCount), width: rowWidths[layer], f32: &keys, bf16: &bfloat16Keys, layer: layer, dtype: dtype)
+        precondition(
+            (newValues == nil) == (valueRowWidths[layer] == 0), "KVCache: values given for no value row, or none")
+        let rows = first..<(first + rowCount)
+        Self.write(
+            newKeys, rows: rows, width: rowWidths[layer], f32: &keys, bf16: &bfloat16Keys, layer: layer, dtype: dtype)
         if let newValues {
-            Self.write(newValues, rows: first..<(first + rowCount), width: valueRowWidths[layer], f32: &values, bf16: &bfloat16Values, layer: layer, dtype: dtype)
+            Self.write(
+                newValues, rows: rows, width: valueRowWidths[layer], f32: &values, bf16: &bfloat16Values, layer: layer,
+                dtype: dtype)
         }
     }
 

@@ -75,7 +75,8 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
         func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
         // head_dim is R here: name the field config.json has before the shared checks name head_dim.
         guard ropeHeadDimension >= 2, ropeHeadDimension % 2 == 0 else {
-            throw fail("qk_rope_head_dim is \(ropeHeadDimension), but must be a positive even number (RoPE rotates pairs)")
+            throw fail(
+                "qk_rope_head_dim is \(ropeHeadDimension), but must be a positive even number (RoPE rotates pairs)")
         }
         try fields.validate(file: file)
         try moe.validate(layerCount: fields.layerCount, file: file)

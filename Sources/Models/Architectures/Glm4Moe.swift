@@ -148,7 +148,8 @@ extension Glm4MoeConfiguration: ArchitectureConfiguration {
             let feedForward = try moe.loadFeedForward(checkpoint, layer: layer, arithmetic: arithmetic)
             layers.append(
                 try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: .standard(attention), feedForward: feedForward))
+                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
+                    feedForward: feedForward))
         }
         return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }

@@ -159,7 +159,8 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
     func tensorShapes(_ fields: TransformerFields, layer: Int) -> [(name: String, shape: [Int])] {
         let hidden = fields.hiddenSize
         guard isMoELayer(layer) else {
-            return StandardLayout.swiGLUShapes(StandardLayout.denseMLP(layer), hidden: hidden, intermediate: intermediateSize)
+            return StandardLayout.swiGLUShapes(
+                StandardLayout.denseMLP(layer), hidden: hidden, intermediate: intermediateSize)
         }
         var shapes = StandardLayout.routedExpertShapes(
             fields, layer: layer, expertCount: expertCount, intermediate: expertIntermediateSize)
@@ -193,7 +194,8 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
         _ checkpoint: Checkpoint, layer: Int, arithmetic: BFloat16Arithmetic
     ) throws(ModelError) -> FeedForward {
         guard isMoELayer(layer) else {
-            return .dense(try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
+            return .dense(
+                try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
         }
         let router = Router(
             weight: try checkpoint.weight(named: Self.routerWeightName(layer: layer)), expertCount: expertCount,
@@ -202,7 +204,8 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
         let shared =
             sharedExpertCount > 0
             ? SharedExpert(
-                mlp: try StandardLayout.loadMLP(checkpoint, Self.sharedExperts(layer), arithmetic: arithmetic), gate: nil)
+                mlp: try StandardLayout.loadMLP(checkpoint, Self.sharedExperts(layer), arithmetic: arithmetic),
+                gate: nil)
             : nil
         return .experts(router, shared: shared)
     }

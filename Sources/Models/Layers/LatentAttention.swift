@@ -97,7 +97,9 @@ struct LatentAttention: Sendable {
                 for c in 0..<latent { keyUp[(head * latent + c) * nope + n] = weight[(first + n) * latent + c] }
             }
             for d in 0..<value {
-                for c in 0..<latent { valueUp[(head * value + d) * latent + c] = weight[(first + nope + d) * latent + c] }
+                for c in 0..<latent {
+                    valueUp[(head * value + d) * latent + c] = weight[(first + nope + d) * latent + c]
+                }
             }
         }
         var copy = self
@@ -226,7 +228,8 @@ struct LatentAttention: Sendable {
                     latentOutput.withUnsafeMutableBufferPointer { o in
                         attention(
                             queries: q.baseAddress!, queryCount: rows, firstQueryPosition: start, keys: k.baseAddress!,
-                            values: v.baseAddress!, keyCount: positionCount, shape: attentionShape, into: o.baseAddress!)
+                            values: v.baseAddress!, keyCount: positionCount, shape: attentionShape,
+                            into: o.baseAddress!)
                     }
                 }
             }
