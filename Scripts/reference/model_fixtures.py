@@ -64,6 +64,9 @@ experts and dense first layers; the Qwen3-style byte-level BPE stands in for Dee
   bias stays float32), config.json in the Hub spelling (top-level `rope_theta`), one group,
   n_shared_experts 2, first_k_dense_replace 0, no attention bias, norm_topk_prob false,
   qk_nope_head_dim 12 / qk_rope_head_dim 4 / v_head_dim 8.
+- `deepseek_v3_yarn`: rope_parameters yarn (factor 4, original_max_position_embeddings 64,
+  beta_fast 32 / beta_slow 1, mscale 0.707 and mscale_all_dim 1, so both the cos/sin attention
+  factor and the softmax scale's mscale² differ from 1).
 
 ## Contract
 
@@ -641,6 +644,17 @@ MODELS = [
                      routed_scaling_factor=1.0, attention_bias=False, rope_interleave=True, vocab_size=352,
                      num_nextn_predict_layers=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
          cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 8)]),
+    dict(name="deepseek_v3_yarn", arch="deepseek_v3", seed=18018, stored="float32", shard=None,
+         config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                     q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
+                     n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1, moe_intermediate_size=16,
+                     n_shared_experts=1, intermediate_size=64, first_k_dense_replace=1, norm_topk_prob=True,
+                     routed_scaling_factor=1.5, attention_bias=False, rope_interleave=True, vocab_size=320,
+                     num_nextn_predict_layers=0,
+                     rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                      "original_max_position_embeddings": 64, "beta_fast": 32.0, "beta_slow": 1.0,
+                                      "mscale": 0.707, "mscale_all_dim": 1.0}),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8)]),
 ]
 
 CONFIG_DEFAULTS = dict(
@@ -1160,6 +1174,9 @@ def check_deepseek_features(spec: dict, folder: str, cfg, must_change) -> None:
     if cfg.routed_scaling_factor != 1.0:
         must_change("routed_scaling_factor 1", load_variant(spec, folder, routed_scaling_factor=1.0))
     must_change("rope_interleave false", load_variant(spec, folder, rope_interleave=False))
+    if cfg.rope_parameters.get("rope_type") == "yarn":
+        plain = {"rope_type": "default", "rope_theta": cfg.rope_parameters["rope_theta"]}
+        must_change("YaRN off (default RoPE)", load_variant(spec, folder, rope_parameters=plain))
     must_change("kv_a_layernorm weights set to 1", load_filled(spec, folder, ("kv_a_layernorm.weight",), 1.0))
     if cfg.q_lora_rank is not None:
         must_change("q_a_layernorm weights set to 1", load_filled(spec, folder, ("q_a_layernorm.weight",), 1.0))

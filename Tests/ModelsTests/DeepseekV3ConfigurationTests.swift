@@ -1,6 +1,7 @@
 // DeepSeek-V3's config.json: the Hub spelling decodes with DeepseekV3Config's defaults, the cache
 // row is the compressed latent, and every value the runtime cannot honour is refused naming its field.
 import Foundation
+import Kernels
 import Testing
 
 @testable import Models
@@ -50,6 +51,25 @@ struct DeepseekV3ConfigurationTests {
         #expect(policy.groupLimit == .init(groupCount: 8, keptGroups: 4, score: .sumOfBestTwo) && policy.scale == 2.5)
     }
 
+    @Test("the Hub's YaRN rope_scaling: cos/sin factor mscale(40, 1) ÷ mscale(40, 1) = 1, softmax scale × mscale(40, 1)²")
+    func hubYaRN() throws {
+        var config = hubConfig
+        config["rope_scaling"] = [
+            "beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 4096, "type": "yarn",
+        ]
+        let c = try decode(config)
+        let yarn = try #require(c.yarn)
+        #expect(yarn.factor == 40 && yarn.originalMaxPositions == 4096 && yarn.attentionFactor == 1 && yarn.truncate)
+        let mscale = 0.1 * log(40.0) + 1
+        #expect(abs(c.softmaxScaleFactor - mscale * mscale) < 1e-12)
+        #expect(c.scale == Float(pow(192.0, -0.5) * mscale * mscale))
+        // Without mscale_all_dim: the attention factor is mscale(factor), the softmax scale plain.
+        config["rope_scaling"] = ["type": "yarn", "factor": 4, "original_max_position_embeddings": 1024]
+        let plain = try decode(config)
+        #expect(plain.yarn?.attentionFactor == 0.1 * log(4.0) + 1 && plain.softmaxScaleFactor == 1)
+    }
+
     @Test("absent fields take DeepseekV3Config's defaults; q_lora_rank null means a plain q_proj")
     func defaults() throws {
         var config = smallConfig
@@ -84,9 +104,10 @@ struct DeepseekV3ConfigurationTests {
             (#"{"topk_method": "greedy"}"#, "topk_method is greedy, but DeepSeek-V3 routes with noaux_tc only"),
             (#"{"n_group": 3}"#, "n_group is 3, but must divide n_routed_experts (8)"),
             (#"{"first_k_dense_replace": 4}"#, "first_k_dense_replace is 4, but must be between 0 and num_hidden_layers (3)"),
+            (#"{"rope_scaling": {"type": "dynamic", "factor": 2}}"#, "rope_type is dynamic, but only default is supported"),
             (
-                #"{"rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096}}"#,
-                "rope_type is yarn, but only default is supported"
+                #"{"rope_scaling": {"type": "yarn", "factor": 40}}"#,
+                "rope_scaling yarn has factor 40.0 and original_max_position_embeddings 0.0, but both must be positive"
             ),
         ])
     func refusals(change: String, message: String) throws {

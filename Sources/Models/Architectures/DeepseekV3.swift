@@ -39,6 +39,12 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
     /// Multi-token-prediction layers after the decoder (`num_nextn_predict_layers`). Their tensors are
     /// not loaded: transformers generates without them unless asked to.
     public var multiTokenPredictionLayerCount: Int
+    /// YaRN's parameters when rope_type is yarn (`factor`, `original_max_position_embeddings`,
+    /// `beta_fast`, `beta_slow`, `attention_factor` or `mscale` / `mscale_all_dim`, `truncate`).
+    var yarn: RotaryEmbedding.YaRN?
+    /// The softmax scale's factor: yarn_get_mscale(factor, mscale_all_dim)² under YaRN when
+    /// mscale_all_dim is set and not 0, else 1 (`yarn_apply_mscale`).
+    public var softmaxScaleFactor: Double
 
     enum CodingKeys: String, CodingKey {
         case queryLowRank = "q_lora_rank"
@@ -78,7 +84,17 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
             throw fail(
                 "qk_rope_head_dim is \(ropeHeadDimension), but must be a positive even number (RoPE rotates pairs)")
         }
-        try fields.validate(file: file)
+        // YaRN is the one rope type beside default that DeepSeek-V3 runs; the shared checks refuse the others.
+        var shared = fields
+        if let yarn {
+            shared.ropeType = "default"
+            guard yarn.factor.isFinite, yarn.factor > 0, yarn.originalMaxPositions > 0 else {
+                throw fail(
+                    "rope_scaling yarn has factor \(yarn.factor) and original_max_position_embeddings "
+                        + "\(yarn.originalMaxPositions), but both must be positive")
+            }
+        }
+        try shared.validate(file: file)
         try moe.validate(layerCount: fields.layerCount, file: file)
         // transformers expands every head's keys and values from the latent and then repeats them
         // num_attention_heads / num_key_value_heads times: only equal counts run.
@@ -113,6 +129,19 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
 extension DeepseekV3Configuration: Decodable {
     private enum RopeKeys: String, CodingKey {
         case ropeTheta = "rope_theta"
+        case factor
+        case originalMaxPositions = "original_max_position_embeddings"
+        case betaFast = "beta_fast"
+        case betaSlow = "beta_slow"
+        case mscale
+        case mscaleAllDimensions = "mscale_all_dim"
+        case attentionFactor = "attention_factor"
+        case truncate
+    }
+
+    /// transformers' yarn_get_mscale: 1 for scale ≤ 1, else 0.1 · mscale · ln(scale) + 1.
+    static func yarnMscale(_ scale: Double, _ mscale: Double = 1) -> Double {
+        scale <= 1 ? 1 : 0.1 * mscale * log(scale) + 1
     }
 
     /// DeepseekV3Config's MoE defaults.
@@ -150,12 +179,47 @@ extension DeepseekV3Configuration: Decodable {
         if try !container.contains(.bosTokenID) { fields.bosTokenID = 0 }
         if try !container.contains(.eosTokenID) { fields.eosTokenIDs = [1] }
         var hasTheta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-        for key in [CodingKeys.ropeScaling, .ropeParameters]
+        var factor: Double?, original: Double?, betaFast: Double?, betaSlow: Double?
+        var mscale: Double?, mscaleAllDimensions: Double?, attentionFactor: Double?, truncate: Bool?
+        // The order TransformerFields reads them in: a later container's value wins.
+        for key in [CodingKeys.ropeParameters, .ropeScaling]
         where try container.contains(key) && !container.decodeNil(forKey: key) {
             let rope = try container.nestedContainer(keyedBy: RopeKeys.self, forKey: key)
             hasTheta = try hasTheta || rope.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
+            factor = try rope.decodeIfPresent(Double.self, forKey: .factor) ?? factor
+            original = try rope.decodeIfPresent(Double.self, forKey: .originalMaxPositions) ?? original
+            betaFast = try rope.decodeIfPresent(Double.self, forKey: .betaFast) ?? betaFast
+            betaSlow = try rope.decodeIfPresent(Double.self, forKey: .betaSlow) ?? betaSlow
+            mscale = try rope.decodeIfPresent(Double.self, forKey: .mscale) ?? mscale
+            mscaleAllDimensions = try rope.decodeIfPresent(Double.self, forKey: .mscaleAllDimensions) ?? mscaleAllDimensions
+            attentionFactor = try rope.decodeIfPresent(Double.self, forKey: .attentionFactor) ?? attentionFactor
+            truncate = try rope.decodeIfPresent(Bool.self, forKey: .truncate) ?? truncate
         }
         if !hasTheta { fields.ropeTheta = 10_000 }
+        softmaxScaleFactor = 1
+        yarn = nil
+        if fields.ropeType == "yarn" {
+            // _compute_yarn_parameters: factor defaults to max_position_embeddings ÷ original; the
+            // attention factor to mscale(factor, mscale) ÷ mscale(factor, mscale_all_dim) when both are
+            // set and not 0, else mscale(factor); beta_fast / beta_slow to 32 / 1 when absent or 0.
+            let originalPositions = original ?? 0
+            let scale = factor ?? Double(fields.maxPositionEmbeddings) / originalPositions
+            let inferred =
+                if let mscale, let mscaleAllDimensions, mscale != 0, mscaleAllDimensions != 0 {
+                    Self.yarnMscale(scale, mscale) / Self.yarnMscale(scale, mscaleAllDimensions)
+                } else {
+                    Self.yarnMscale(scale)
+                }
+            yarn = RotaryEmbedding.YaRN(
+                factor: scale, originalMaxPositions: originalPositions,
+                betaFast: betaFast.flatMap { $0 == 0 ? nil : $0 } ?? 32,
+                betaSlow: betaSlow.flatMap { $0 == 0 ? nil : $0 } ?? 1,
+                attentionFactor: attentionFactor ?? inferred, truncate: truncate ?? true)
+            if let mscaleAllDimensions, mscaleAllDimensions != 0 {
+                let m = Self.yarnMscale(scale, mscaleAllDimensions)
+                softmaxScaleFactor = m * m
+            }
+        }
     }
 }
 
@@ -232,6 +296,13 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
 
     public var embeddingName: String { StandardLayout.embedding }
 
+    /// The softmax scale: qk_head_dim^-0.5 (× mscale² under YaRN), as transformers computes it in f64.
+    var scale: Float {
+        softmaxScaleFactor == 1
+            ? 1 / Float(queryKeyHeadDimension).squareRoot()
+            : Float(pow(Double(queryKeyHeadDimension), -0.5) * softmaxScaleFactor)
+    }
+
     /// The latent attention of `layer`.
     private func loadAttention(
         _ checkpoint: Checkpoint, layer: Int, arithmetic: BFloat16Arithmetic
@@ -257,8 +328,9 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
             latentNorm: try checkpoint.tensor(named: Self.attention(layer, "kv_a_layernorm.weight")),
             expandWeight: try weight("kv_b_proj.weight"), outputWeight: try weight("o_proj.weight"),
             outputBias: try bias("o_proj.bias"), shape: latentShape,
-            rotary: RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta),
-            interleavedPairs: ropeInterleave, normEpsilon: 1e-6, hiddenSize: fields.hiddenSize,
+            rotary: yarn.map { RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta, yarn: $0) }
+                ?? RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta),
+            interleavedPairs: ropeInterleave, scale: scale, normEpsilon: 1e-6, hiddenSize: fields.hiddenSize,
             arithmetic: arithmetic)
     }
 
@@ -286,7 +358,7 @@ extension Architecture {
         summary: "multi-head latent attention (q_lora_rank or q_proj, kv_lora_rank latent cached, "
             + "rope_interleave); sigmoid router with e_score_correction_bias for the choice (n_group / topk_group, "
             + "norm_topk_prob, routed_scaling_factor); n_shared_experts ungated on the coordinator; "
-            + "first_k_dense_replace dense layers; attention_bias; default RoPE only (rope_scaling yarn refused)",
+            + "first_k_dense_replace dense layers; attention_bias; default or YaRN RoPE",
         randomConfiguration: { o in
             var fields = RandomCheckpointWriter.transformerFields(o)
             fields["rope_parameters"] = .object([

@@ -67,6 +67,8 @@ struct LatentAttention: Sendable {
     let rotary: RotaryEmbedding
     /// DeepSeek stores each rope slice as interleaved pairs (x0, x1), (x2, x3), … (`rope_interleave`).
     let interleavedPairs: Bool
+    /// The score factor: 1/√(N + R), × mscale² under YaRN with mscale_all_dim.
+    let scale: Float
     /// ε of q_a_layernorm and kv_a_layernorm: DeepseekV3RMSNorm's default 1e-6 (not rms_norm_eps).
     let normEpsilon: Float
     let hiddenSize: Int
@@ -107,8 +109,6 @@ struct LatentAttention: Sendable {
         return copy
     }
 
-    /// The score factor: 1/√(N + R).
-    var scale: Float { 1 / Float(shape.queryKeyDimension).squareRoot() }
 
     /// Attends each chunk's rows of `normed` (chunk i's tokens at positions `caches[i].count ..< +rowCount`)
     /// and writes their latent rows into the cache rows of `layer` (the caller advances the counts).
