@@ -53,6 +53,21 @@ whose special tokens are not under test here):
   first_k_dense_replace 0 (every layer MoE), no q/k norm, attention_bias, head_dim 12 (6 rotated
   dimensions), routed_scaling_factor 1.
 
+**DeepSeek-V3** (`DeepseekV3ForCausalLM`; multi-head latent attention; GLM-4.5's router, shared
+experts and dense first layers; the Qwen3-style byte-level BPE stands in for DeepSeek's tokenizer):
+- `deepseek_v3_mla`: q_lora_rank 24 (q_a_proj -> q_a_layernorm -> q_b_proj), kv_lora_rank 16,
+  qk_nope_head_dim 8, qk_rope_head_dim 8 (interleaved RoPE pairs, rope_interleave true),
+  v_head_dim 12 (unlike the q/k head width); 8 experts in n_group 4 of which topk_group 2 are kept,
+  top-3, random correction bias, routed_scaling_factor 2.5, n_shared_experts 1,
+  first_k_dense_replace 1, attention_bias (q_a_proj, kv_a_proj_with_mqa, o_proj biases).
+- `deepseek_v3_q_proj_bf16`: q_lora_rank null (a plain q_proj), stored bfloat16 (the correction
+  bias stays float32), config.json in the Hub spelling (top-level `rope_theta`), one group,
+  n_shared_experts 2, first_k_dense_replace 0, no attention bias, norm_topk_prob false,
+  qk_nope_head_dim 12 / qk_rope_head_dim 4 / v_head_dim 8.
+- `deepseek_v3_yarn`: rope_parameters yarn (factor 4, original_max_position_embeddings 64,
+  beta_fast 32 / beta_slow 1, mscale 0.707 and mscale_all_dim 1, so both the cos/sin attention
+  factor and the softmax scale's mscale² differ from 1).
+
 ## Contract
 
 For every tiny checkpoint in MODELS (`arch` selects the transformers classes, default mixtral):
@@ -108,6 +123,8 @@ from tokenizers.trainers import BpeTrainer  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     GenerationConfig,
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
     Glm4MoeConfig,
     Glm4MoeForCausalLM,
     MixtralConfig,
@@ -609,6 +626,35 @@ MODELS = [
                      routed_scaling_factor=1.0, use_qk_norm=False, attention_bias=True, vocab_size=352,
                      rope_parameters={**ROPE_1E6, "partial_rotary_factor": 0.5}),
          cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 8)]),
+    # ---- DeepSeek-V3 ------------------------------------------------------------------------
+    dict(name="deepseek_v3_mla", arch="deepseek_v3", seed=16016, stored="float32", shard=None,
+         config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                     q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=12,
+                     n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2, moe_intermediate_size=16,
+                     n_shared_experts=1, intermediate_size=96, first_k_dense_replace=1, norm_topk_prob=True,
+                     routed_scaling_factor=2.5, attention_bias=True, rope_interleave=True, vocab_size=384,
+                     num_nextn_predict_layers=0, rope_parameters=ROPE_1E6),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_C, 10)]),
+    dict(name="deepseek_v3_q_proj_bf16", arch="deepseek_v3", seed=17017, stored="bfloat16", shard=None,
+         hub_config=True,
+         config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                     q_lora_rank=None, kv_lora_rank=12, qk_nope_head_dim=12, qk_rope_head_dim=4, v_head_dim=8,
+                     n_routed_experts=8, num_experts_per_tok=2, n_group=1, topk_group=1, moe_intermediate_size=16,
+                     n_shared_experts=2, intermediate_size=64, first_k_dense_replace=0, norm_topk_prob=False,
+                     routed_scaling_factor=1.0, attention_bias=False, rope_interleave=True, vocab_size=352,
+                     num_nextn_predict_layers=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 8)]),
+    dict(name="deepseek_v3_yarn", arch="deepseek_v3", seed=18018, stored="float32", shard=None,
+         config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                     q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
+                     n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1, moe_intermediate_size=16,
+                     n_shared_experts=1, intermediate_size=64, first_k_dense_replace=1, norm_topk_prob=True,
+                     routed_scaling_factor=1.5, attention_bias=False, rope_interleave=True, vocab_size=320,
+                     num_nextn_predict_layers=0,
+                     rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                      "original_max_position_embeddings": 64, "beta_fast": 32.0, "beta_slow": 1.0,
+                                      "mscale": 0.707, "mscale_all_dim": 1.0}),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8)]),
 ]
 
 CONFIG_DEFAULTS = dict(
@@ -656,7 +702,12 @@ ARCHS = {
     # AutoTokenizer maps glm4_moe to TokenizersBackend (tokenizer.json as it is), whatever tokenizer_class says.
     "glm4_moe": dict(config_cls=Glm4MoeConfig, model_cls=Glm4MoeForCausalLM, tokenizer="qwen3",
                      defaults=GLM_CONFIG_DEFAULTS, auto_tokenizer_class="TokenizersBackend"),
+    "deepseek_v3": dict(config_cls=DeepseekV3Config, model_cls=DeepseekV3ForCausalLM, tokenizer="qwen3",
+                        defaults=GLM_CONFIG_DEFAULTS),
 }
+
+# The families whose router is DeepSeek-V3's noaux_tc (sigmoid + e_score_correction_bias + groups).
+NOAUX_TC = ("glm4_moe", "deepseek_v3")
 
 
 def arch_of(spec: dict) -> str:
@@ -683,8 +734,8 @@ def moe_layer_indices(config) -> list[int]:
         return [i for i in range(L)
                 if i not in config.mlp_only_layers and config.num_experts > 0
                 and (i + 1) % config.decoder_sparse_step == 0]
-    if config.model_type == "glm4_moe":
-        # Glm4MoeDecoderLayer: MoE iff layer_idx >= first_k_dense_replace, else a dense MLP.
+    if config.model_type in NOAUX_TC:
+        # Glm4MoeDecoderLayer, DeepseekV3DecoderLayer: MoE iff layer_idx >= first_k_dense_replace, else a dense MLP.
         return list(range(config.first_k_dense_replace, L))
     return list(range(L))  # mixtral, olmoe: every layer
 
@@ -750,6 +801,9 @@ def hub_style_config(spec: dict, folder: str) -> None:
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
     rope = cfg.pop("rope_parameters")
+    if arch_of(spec) == "deepseek_v3":
+        # DeepSeek-V3's Hub config.json spells the expert count n_routed_experts.
+        cfg["n_routed_experts"] = cfg.pop("num_local_experts", cfg.get("n_routed_experts"))
     if arch_of(spec) == "glm4_moe":
         # GLM-4.5's Hub config.json has partial_rotary_factor at the top level.
         cfg["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
@@ -785,7 +839,7 @@ def router_choice(model, position: int, logits):
     cfg = model.config
     lg = logits.float()
     K, E = cfg.num_experts_per_tok, lg.shape[-1]
-    if cfg.model_type != "glm4_moe":
+    if cfg.model_type not in NOAUX_TC:
         probs = torch.softmax(lg, dim=-1)
         s = torch.sort(probs, dim=-1, descending=True).values
         gap = s[:, K - 1] - s[:, K] if K < E else torch.full((lg.shape[0],), math.inf)
@@ -810,7 +864,7 @@ def router_choice(model, position: int, logits):
 @torch.no_grad()
 def check_router_choice(model) -> None:
     """router_choice must choose what each MoE layer's own router module chooses (on random rows)."""
-    if model.config.model_type != "glm4_moe":
+    if model.config.model_type not in NOAUX_TC:
         return
     torch.manual_seed(0)
     for position, layer in enumerate(moe_layer_indices(model.config)):
@@ -854,7 +908,7 @@ def add_counts(a, b):
 
 
 def num_experts_of(cfg) -> int:
-    return cfg.num_local_experts if cfg.model_type in ("mixtral", "glm4_moe") else cfg.num_experts
+    return cfg.num_local_experts if cfg.model_type in ("mixtral",) + NOAUX_TC else cfg.num_experts
 
 
 @torch.no_grad()
@@ -1069,7 +1123,7 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         for attn in ("eager", "sdpa"):
             m = load_variant(spec, folder, attn=attn, layer_types=["full_attention"] * cfg.num_hidden_layers)
             must_change(f"sliding window off ({attn})", m)
-    if getattr(cfg, "qkv_bias", False) or (cfg.model_type == "glm4_moe" and cfg.attention_bias):
+    if getattr(cfg, "qkv_bias", False) or (cfg.model_type in NOAUX_TC and cfg.attention_bias):
         must_change("q/k/v biases zeroed", load_filled(spec, folder, (".bias",), 0.0))
     if getattr(cfg, "shared_expert_intermediate_size", 0):
         m = load_variant(spec, folder)
@@ -1086,6 +1140,8 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         must_change("clip_qkv off", load_variant(spec, folder, clip_qkv=None))
     if cfg.model_type == "glm4_moe":
         check_glm_features(spec, folder, cfg, must_change)
+    if cfg.model_type == "deepseek_v3":
+        check_deepseek_features(spec, folder, cfg, must_change)
     if cfg.model_type in ("qwen3_moe", "olmoe") or getattr(cfg, "use_qk_norm", False):
         must_change("q_norm/k_norm weights set to 1", load_filled(spec, folder, ("q_norm.weight", "k_norm.weight"), 1.0))
     return found
@@ -1107,6 +1163,28 @@ def check_glm_features(spec: dict, folder: str, cfg, must_change) -> None:
                  for name, mod in m.named_modules() if name.endswith("shared_experts")]
         assert hooks
         must_change("shared experts dropped", m)
+
+
+def check_deepseek_features(spec: dict, folder: str, cfg, must_change) -> None:
+    """DeepSeek-V3: the router features GLM-4.5 shares, and each part of multi-head latent attention
+    (the latent and q-LoRA norms, the interleaved RoPE pairing) must each change the logits."""
+    must_change("e_score_correction_bias zeroed", load_filled(spec, folder, ("e_score_correction_bias",), 0.0))
+    if cfg.topk_group < cfg.n_group:
+        must_change("expert groups off (n_group 1)", load_variant(spec, folder, n_group=1, topk_group=1))
+    if cfg.routed_scaling_factor != 1.0:
+        must_change("routed_scaling_factor 1", load_variant(spec, folder, routed_scaling_factor=1.0))
+    must_change("rope_interleave false", load_variant(spec, folder, rope_interleave=False))
+    if cfg.rope_parameters.get("rope_type") == "yarn":
+        plain = {"rope_type": "default", "rope_theta": cfg.rope_parameters["rope_theta"]}
+        must_change("YaRN off (default RoPE)", load_variant(spec, folder, rope_parameters=plain))
+    must_change("kv_a_layernorm weights set to 1", load_filled(spec, folder, ("kv_a_layernorm.weight",), 1.0))
+    if cfg.q_lora_rank is not None:
+        must_change("q_a_layernorm weights set to 1", load_filled(spec, folder, ("q_a_layernorm.weight",), 1.0))
+    m = load_variant(spec, folder)
+    hooks = [mod.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+             for name, mod in m.named_modules() if name.endswith("shared_experts")]
+    assert hooks
+    must_change("shared experts dropped", m)
 
 
 # --------------------------------------------------------------------------------------------

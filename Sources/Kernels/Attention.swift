@@ -3,7 +3,9 @@
 // sliding window.
 //
 // Legend: T = query tokens, S = keys (cached + new), H = query heads, G = key/value heads,
-// D = head dimension. Query token t is at position firstQueryPosition + t; key s is at position s.
+// D = query/key head dimension, Dv = value head dimension (D unless set: multi-head latent attention's
+// heads have more query/key than value dimensions). Query token t is at position firstQueryPosition + t;
+// key s is at position s.
 
 /// The shape of an attention computation.
 public struct AttentionShape: Sendable, Equatable {
@@ -11,20 +13,33 @@ public struct AttentionShape: Sendable, Equatable {
     public var headCount: Int
     /// Key/value heads (G); divides `headCount`.
     public var keyValueHeadCount: Int
-    /// Dimensions per head (D).
+    /// Dimensions per query and key head (D).
     public var headDimension: Int
+    /// Dimensions per value head and so per output head (Dv).
+    public var valueHeadDimension: Int
+    /// The factor of every score q·k: 1/√D unless given (DeepSeek's YaRN multiplies it by mscale²).
+    public var scale: Float
     /// When set, query position q sees key position k only if `q - slidingWindow < k`.
     public var slidingWindow: Int?
 
     /// Creates a shape; `headCount` must be a multiple of `keyValueHeadCount`.
-    public init(headCount: Int, keyValueHeadCount: Int, headDimension: Int, slidingWindow: Int?) {
+    /// - Parameters:
+    ///   - valueHeadDimension: Dv; nil: D.
+    ///   - scale: the score factor; nil: 1/√D (f32).
+    public init(
+        headCount: Int, keyValueHeadCount: Int, headDimension: Int, valueHeadDimension: Int? = nil,
+        scale: Float? = nil, slidingWindow: Int?
+    ) {
         precondition(
             headCount > 0 && keyValueHeadCount > 0 && headCount % keyValueHeadCount == 0,
             "attention: query heads must be a positive multiple of key/value heads")
         precondition(headDimension > 0, "attention: head dimension must be positive")
+        precondition((valueHeadDimension ?? headDimension) > 0, "attention: value head dimension must be positive")
         self.headCount = headCount
         self.keyValueHeadCount = keyValueHeadCount
         self.headDimension = headDimension
+        self.valueHeadDimension = valueHeadDimension ?? headDimension
+        self.scale = scale ?? 1 / Float(headDimension).squareRoot()
         self.slidingWindow = slidingWindow
     }
 
@@ -37,32 +52,32 @@ public struct AttentionShape: Sendable, Equatable {
     }
 }
 
-/// A sequence's cached keys and values, [S, G, D] each, row 0 at position 0, as stored: f32, or bf16
+/// A sequence's cached keys [S, G, D] and values [S, G, Dv], row 0 at position 0, as stored: f32, or bf16
 /// bit patterns (used widened exactly to f32).
 public enum CachedKeyValues {
     case f32(keys: UnsafePointer<Float>, values: UnsafePointer<Float>)
     case bf16(keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>)
 
-    /// Both pointers moved on by `elements` values.
-    func advanced(by elements: Int) -> CachedKeyValues {
+    /// The keys moved on by `keyElements` values and the values by `valueElements`.
+    func advanced(keys keyElements: Int, values valueElements: Int) -> CachedKeyValues {
         switch self {
-        case .f32(let keys, let values): .f32(keys: keys + elements, values: values + elements)
-        case .bf16(let keys, let values): .bf16(keys: keys + elements, values: values + elements)
+        case .f32(let keys, let values): .f32(keys: keys + keyElements, values: values + valueElements)
+        case .bf16(let keys, let values): .bf16(keys: keys + keyElements, values: values + valueElements)
         }
     }
 }
 
-/// Computes softmax(Q·Kᵀ / √D + mask)·V per head, batch-invariantly.
+/// Computes softmax(Q·Kᵀ · scale + mask)·V per head (scale 1/√D unless the shape sets it), batch-invariantly.
 ///
 /// Each query is computed on its own visible keys only, in a fixed order: scores q·k with the
-/// invariant dot product (then × 1/√D, as transformers scales after the product), a softmax per
+/// invariant dot product (then × the scale, as transformers scales after the product), a softmax per
 /// row, and the value sum over keys in ascending position. So a query's output is bitwise the
 /// same whatever other queries share the call (one token of a decode step, or a prefill chunk).
 /// - Parameters:
 ///   - queries: [T, H, D], f32, already rotated.
 ///   - keys: [S, G, D], f32, already rotated; S = firstQueryPosition + T.
-///   - values: [S, G, D], f32.
-///   - output: [T, H, D], f32.
+///   - values: [S, G, Dv], f32.
+///   - output: [T, H, Dv], f32.
 ///   - isa: the kernel path; nil uses ``KernelISA/active``.
 ///   - keyValueHeads: the key/value heads (and so the query heads of their groups) to compute;
 ///     nil computes all. Calls on disjoint ranges write disjoint parts of `output`.
@@ -96,8 +111,11 @@ public func attention(
     let headDimension = shape.headDimension
     let queryStride = shape.headCount * headDimension
     let keyStride = shape.keyValueHeadCount * headDimension
+    let valueDimension = shape.valueHeadDimension
+    let valueStride = shape.keyValueHeadCount * valueDimension
+    let outputStride = shape.headCount * valueDimension
     let groupSize = shape.headCount / shape.keyValueHeadCount
-    let scale = 1 / Float(headDimension).squareRoot()
+    let scale = shape.scale
     let longestVisible = min(keyCount, shape.slidingWindow ?? keyCount)
     let groups = keyValueHeads ?? 0..<shape.keyValueHeadCount
     // scores[g, h, s] for the query heads of the computed key/value heads. The keys (and then the
@@ -121,7 +139,8 @@ public func attention(
                 attentionScores(
                     queries: queries + t * queryStride + keyValueHead * groupSize * headDimension, heads: groupSize,
                     dimension: headDimension,
-                    keys: cached.advanced(by: (firstKey + blockStart) * keyStride + keyValueHead * headDimension),
+                    keys: cached.advanced(
+                        keys: (firstKey + blockStart) * keyStride + keyValueHead * headDimension, values: 0),
                     keyStride: keyStride, count: blockCount, scale: scale, into: row(keyValueHead, 0) + blockStart,
                     scoresStride: visibleCount, isa: isa)
             }
@@ -133,12 +152,13 @@ public func attention(
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
             let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
             for keyValueHead in groups {
-                let v = cached.advanced(by: (firstKey + blockStart) * keyStride + keyValueHead * headDimension)
+                let v = cached.advanced(
+                    keys: 0, values: (firstKey + blockStart) * valueStride + keyValueHead * valueDimension)
                 for h in 0..<groupSize {
                     weightedSum(
-                        weights: row(keyValueHead, h) + blockStart, count: blockCount, values: v, rowStride: keyStride,
-                        width: headDimension,
-                        into: output + t * queryStride + (keyValueHead * groupSize + h) * headDimension,
+                        weights: row(keyValueHead, h) + blockStart, count: blockCount, values: v,
+                        rowStride: valueStride, width: valueDimension,
+                        into: output + t * outputStride + (keyValueHead * groupSize + h) * valueDimension,
                         accumulate: blockStart > 0, isa: isa)
                 }
             }
@@ -154,17 +174,19 @@ let attentionKeyBlock = 32
 /// - Parameters:
 ///   - queries: [T, H, D], f32.
 ///   - keys: [S, G, D], f32.
-///   - values: [S, G, D], f32.
+///   - values: [S, G, Dv], f32.
 ///   - isa: the kernel path; nil uses ``KernelISA/active``.
-/// - Returns: [T, H, D], f32.
+/// - Returns: [T, H, Dv], f32.
 public func attention(
     queries: [Float], keys: [Float], values: [Float], firstQueryPosition: Int, shape: AttentionShape,
     isa: KernelISA? = nil
 ) -> [Float] {
     let queryCount = queries.count / (shape.headCount * shape.headDimension)
     let keyCount = keys.count / (shape.keyValueHeadCount * shape.headDimension)
-    precondition(keys.count == values.count, "attention: keys and values differ in size")
-    var output = [Float](repeating: 0, count: queries.count)
+    precondition(
+        keys.count / shape.headDimension == values.count / shape.valueHeadDimension,
+        "attention: keys and values differ in rows")
+    var output = [Float](repeating: 0, count: queryCount * shape.headCount * shape.valueHeadDimension)
     queries.withUnsafeBufferPointer { q in
         keys.withUnsafeBufferPointer { k in
             values.withUnsafeBufferPointer { v in

@@ -17,6 +17,8 @@ public struct RotaryEmbedding: Sendable, Equatable {
     public let rotaryDimension: Int
     /// The inverse frequencies, [rotaryDimension / 2], f32.
     public let inverseFrequencies: [Float]
+    /// The factor of every cos and sin (YaRN's attention factor; 1 otherwise).
+    public let attentionScaling: Float
 
     /// Computes the inverse frequencies exactly as `compute_default_rope_parameters` does:
     /// the exponent `2i / R` and the power are f32 operations, `theta` rounded to f32.
@@ -34,6 +36,68 @@ public struct RotaryEmbedding: Sendable, Equatable {
             let exponent = Float(2 * index) / Float(rotary)
             return 1 / powf(base, exponent)
         }
+        attentionScaling = 1
+    }
+
+    /// YaRN's parameters (`rope_type` yarn), with transformers' defaults applied by the caller.
+    public struct YaRN: Sendable, Equatable {
+        /// The context extension factor (`factor`).
+        public var factor: Double
+        /// `original_max_position_embeddings`.
+        public var originalMaxPositions: Double
+        /// `beta_fast`, `beta_slow`: the rotation counts bounding the ramp between the two frequencies.
+        public var betaFast: Double
+        public var betaSlow: Double
+        /// The factor of cos and sin (`attention_factor`, or what transformers infers from mscale).
+        public var attentionFactor: Double
+        /// Round the ramp bounds outward to whole dimensions (`truncate`, default true).
+        public var truncate: Bool
+
+        public init(
+            factor: Double, originalMaxPositions: Double, betaFast: Double, betaSlow: Double,
+            attentionFactor: Double, truncate: Bool
+        ) {
+            self.factor = factor
+            self.originalMaxPositions = originalMaxPositions
+            self.betaFast = betaFast
+            self.betaSlow = betaSlow
+            self.attentionFactor = attentionFactor
+            self.truncate = truncate
+        }
+    }
+
+    /// YaRN RoPE over the whole head, as `_compute_yarn_parameters` (transformers 5.23) computes it:
+    /// each inverse frequency blends the plain one (extrapolation) and the plain one ÷ factor
+    /// (interpolation) by a linear ramp over the dimensions between the correction bounds of
+    /// beta_fast and beta_slow rotations; the ramp and the blend in f32, the bounds in f64.
+    public init(headDimension: Int, theta: Double, yarn: YaRN) {
+        precondition(headDimension > 0 && headDimension % 2 == 0, "rope: head dimension must be even")
+        self.headDimension = headDimension
+        rotaryDimension = headDimension
+        let dimension = Double(headDimension)
+        func correctionDimension(_ rotations: Double) -> Double {
+            dimension * log(yarn.originalMaxPositions / (rotations * 2 * Double.pi)) / (2 * log(theta))
+        }
+        var low = correctionDimension(yarn.betaFast)
+        var high = correctionDimension(yarn.betaSlow)
+        if yarn.truncate {
+            low = low.rounded(.down)
+            high = high.rounded(.up)
+        }
+        low = max(low, 0)
+        high = min(high, dimension - 1)
+        if low == high { high += 0.001 }
+        let base = Float(theta), factor = Float(yarn.factor)
+        let lowFloat = Float(low), span = Float(high - low)
+        inverseFrequencies = (0..<(headDimension / 2)).map { index in
+            let positionFrequency = powf(base, Float(2 * index) / Float(headDimension))
+            let extrapolation = 1 / positionFrequency
+            let interpolation = 1 / (factor * positionFrequency)
+            let ramp = min(max((Float(index) - lowFloat) / span, 0), 1)
+            let extrapolationFactor = 1 - ramp
+            return interpolation * (1 - extrapolationFactor) + extrapolation * extrapolationFactor
+        }
+        attentionScaling = Float(yarn.attentionFactor)
     }
 
     /// Rotates `headCount` heads of each row in place; row r is at position `firstPosition + r`.
@@ -49,8 +113,8 @@ public struct RotaryEmbedding: Sendable, Equatable {
             for index in 0..<half {
                 // HF: freqs = inv_freq @ position (an f32 product), then cos/sin in f32.
                 let angle = inverseFrequencies[index] * position
-                cosines[index] = cosf(angle)
-                sines[index] = sinf(angle)
+                cosines[index] = cosf(angle) * attentionScaling
+                sines[index] = sinf(angle) * attentionScaling
             }
             for head in 0..<headCount {
                 let x = values + (row * headCount + head) * headDimension

@@ -66,7 +66,9 @@ public struct Architecture: Sendable, CustomStringConvertible {
     }
 
     /// Every architecture the runtime runs: adding one adds its file under Architectures/ and a line here.
-    public static let supported: [Architecture] = [.mixtral, .qwen3Moe, .qwen2Moe, .olmoe, .glm4Moe]
+    public static let supported: [Architecture] = [
+        .mixtral, .qwen3Moe, .qwen2Moe, .olmoe, .glm4Moe, .deepseekV3,
+    ]
 
     /// Every supported name, for error messages.
     public static var supportedNames: [String] { supported.map(\.description) }

@@ -78,7 +78,9 @@ public final class DecoderStack: Sendable {
 
     /// An empty KV cache for one sequence of up to `capacity` tokens, stored as ``keyValueCacheDType``.
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(capacity: capacity, rowWidths: shape.keyValueWidths, dtype: keyValueCacheDType)
+        KVCache(
+            capacity: capacity, rowWidths: shape.keyValueWidths, valueRowWidths: shape.valueWidths,
+            dtype: keyValueCacheDType)
     }
 
     /// Runs `tokens` at positions `cache.count ..< cache.count + tokens.count` and appends them to the cache.
@@ -208,7 +210,7 @@ public final class DecoderStack: Sendable {
                     chunks.count == 1 ? "forward: no tokens given" : "forward: chunk \(index) is empty")
             }
             let cache = caches[index]
-            guard cache.rowWidths == c.keyValueWidths else {
+            guard cache.rowWidths == c.keyValueWidths, cache.valueRowWidths == c.valueWidths else {
                 throw ModelError.invalidInput("forward: the KV cache\(name) was made for another model")
             }
             guard cache.count + chunk.count <= cache.capacity else {

@@ -14,8 +14,12 @@ public struct ModelShape: Sendable, Equatable {
     public var expertCounts: [Int]
     /// Experts chosen per token in every MoE layer (k).
     public var expertsPerToken: Int
-    /// Values per token cached for keys (and for values) per layer: key/value heads × head dimension.
+    /// Values per token cached for keys per layer: key/value heads × head dimension, or a multi-head
+    /// latent attention layer's compressed row (kv_lora_rank + qk_rope_head_dim).
     public var keyValueWidths: [Int]
+    /// Values per token cached for values per layer: `keyValueWidths`, or 0 for a multi-head latent
+    /// attention layer (its values are expanded from the cached latent).
+    public var valueWidths: [Int]
     /// Per layer, the attention window in tokens (nil: full causal attention).
     public var slidingWindows: [Int?]
     /// The longest sequence the model was trained for: the context a request may use.
@@ -25,14 +29,18 @@ public struct ModelShape: Sendable, Equatable {
     /// The end-of-sequence tokens of config.json (empty when none).
     public var eosTokenIDs: [Int]
 
-    /// Creates a shape; the per-layer arrays must have one entry per layer.
+    /// Creates a shape; the per-layer arrays must have one entry per layer (`valueWidths` nil: the
+    /// values are as wide as the keys).
     public init(
         hiddenSize: Int, vocabularySize: Int, expertCounts: [Int], expertsPerToken: Int, keyValueWidths: [Int],
-        slidingWindows: [Int?], maxPositionEmbeddings: Int, bosTokenID: Int?, eosTokenIDs: [Int]
+        valueWidths: [Int]? = nil, slidingWindows: [Int?], maxPositionEmbeddings: Int, bosTokenID: Int?,
+        eosTokenIDs: [Int]
     ) {
         precondition(
-            keyValueWidths.count == expertCounts.count && slidingWindows.count == expertCounts.count,
+            keyValueWidths.count == expertCounts.count && slidingWindows.count == expertCounts.count
+                && (valueWidths?.count ?? expertCounts.count) == expertCounts.count,
             "ModelShape: per-layer arrays of different lengths")
+        self.valueWidths = valueWidths ?? keyValueWidths
         self.hiddenSize = hiddenSize
         self.vocabularySize = vocabularySize
         self.expertCounts = expertCounts

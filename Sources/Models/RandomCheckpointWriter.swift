@@ -27,6 +27,13 @@ public struct RandomModelOptions: Sendable, Equatable {
     public var sharedExpertCount = 1
     /// Layers that are dense (`mlp_only_layers`; GLM-4.5 takes their count as `first_k_dense_replace`).
     public var denseLayers: [Int] = []
+    /// DeepSeek-V3's multi-head latent attention: `q_lora_rank` (nil: a plain q_proj), `kv_lora_rank`,
+    /// `qk_nope_head_dim`, `qk_rope_head_dim`, `v_head_dim`.
+    public var queryLowRank: Int? = 24
+    public var keyValueLowRank = 16
+    public var nopeHeadDimension = 8
+    public var ropeHeadDimension = 8
+    public var valueHeadDimension = 12
     /// Expert groups (`n_group`) and the groups a token may choose from (`topk_group`), GLM-4.5.
     public var expertGroupCount = 1
     public var keptExpertGroupCount = 1

@@ -99,6 +99,19 @@ func linear(
     return output
 }
 
+/// Adds `bias` [width] to every row of `rows` [T, width] (nn.Linear's bias).
+func addBias(_ bias: FloatTensor, to rows: inout [Float]) {
+    let width = bias.count
+    bias.withUnsafePointer { b in
+        rows.withUnsafeMutableBufferPointer { r in
+            for row in 0..<(r.count / width) {
+                let target = r.baseAddress! + row * width
+                for column in 0..<width { target[column] += b[column] }
+            }
+        }
+    }
+}
+
 /// RMS norm of each row of `input` scaled by `weight`.
 /// - Parameters:
 ///   - input: [rows, weight.count], f32.

@@ -19,8 +19,8 @@ struct MakeModel: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "The architecture to make: mixtral, qwen3_moe, qwen2_moe, olmoe or glm4_moe (config.json model_type).",
-            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe|glm4_moe"))
+            "The architecture to make: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe or deepseek_v3 (config.json model_type).",
+            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe|glm4_moe|deepseek_v3"))
     var arch: String = "mixtral"
 
     @Option(help: "The directory to write (created if missing; existing checkpoint files are replaced).")
@@ -41,35 +41,50 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Vocabulary size (vocab_size); the tokenizer is trained to this size.")
     var vocab: Int = 1024
 
-    @Option(help: "Expert FFN size (intermediate_size) of mixtral and olmoe; the dense layers' MLP size of qwen3_moe, qwen2_moe and glm4_moe. Default: 2 × hidden.")
+    @Option(help: "Expert FFN size (intermediate_size) of mixtral and olmoe; the dense layers' MLP size of qwen3_moe, qwen2_moe, glm4_moe and deepseek_v3. Default: 2 × hidden.")
     var intermediate: Int?
 
-    @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe, glm4_moe: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
+    @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe, glm4_moe, deepseek_v3: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
     var moeIntermediate: Int?
 
     @Option(name: .customLong("shared-intermediate"), help: "qwen2_moe: the shared expert's FFN size (shared_expert_intermediate_size); 0 for none. Default: hidden.")
     var sharedIntermediate: Int?
 
-    @Option(name: .customLong("dense-layers"), help: "qwen3_moe, qwen2_moe: comma-separated layers that are dense MLP layers (mlp_only_layers), e.g. 0,2; glm4_moe: the first layers 0,1,… (first_k_dense_replace).")
+    @Option(name: .customLong("dense-layers"), help: "qwen3_moe, qwen2_moe: comma-separated layers that are dense MLP layers (mlp_only_layers), e.g. 0,2; glm4_moe, deepseek_v3: the first layers 0,1,… (first_k_dense_replace).")
     var denseLayers: String = ""
 
-    @Flag(name: .customLong("norm-topk-prob"), help: "qwen3_moe, qwen2_moe, olmoe, glm4_moe: renormalise the top-k routing weights (norm_topk_prob). Mixtral always does.")
+    @Flag(name: .customLong("norm-topk-prob"), help: "qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3: renormalise the top-k routing weights (norm_topk_prob). Mixtral always does.")
     var normTopKProb = false
 
-    @Option(name: .customLong("shared-experts"), help: "glm4_moe: shared experts beside the routed ones (n_shared_experts), each moe_intermediate_size wide; 0 for none.")
+    @Option(name: .customLong("shared-experts"), help: "glm4_moe, deepseek_v3: shared experts beside the routed ones (n_shared_experts), each moe_intermediate_size wide; 0 for none.")
     var sharedExperts: Int = 1
 
-    @Option(help: "glm4_moe: groups of consecutive experts (n_group); must divide --experts into groups of at least 2.")
+    @Option(help: "glm4_moe, deepseek_v3: groups of consecutive experts (n_group); must divide --experts into groups of at least 2.")
     var groups: Int = 1
 
-    @Option(name: .customLong("top-groups"), help: "glm4_moe: the best groups a token's experts come from (topk_group). Default: --groups.")
+    @Option(name: .customLong("top-groups"), help: "glm4_moe, deepseek_v3: the best groups a token's experts come from (topk_group). Default: --groups.")
     var topGroups: Int?
 
-    @Option(name: .customLong("routed-scale"), help: "glm4_moe: the routing weights' last factor (routed_scaling_factor).")
+    @Option(name: .customLong("routed-scale"), help: "glm4_moe, deepseek_v3: the routing weights' last factor (routed_scaling_factor).")
     var routedScale: Double = 1
 
     @Flag(name: .customLong("qk-norm"), help: "glm4_moe: a per-head RMS norm of queries and keys (use_qk_norm).")
     var qkNorm = false
+
+    @Option(name: .customLong("q-lora-rank"), help: "deepseek_v3: the queries' low rank (q_lora_rank); 0 for a plain q_proj. Default: hidden ÷ 2.")
+    var qLoraRank: Int?
+
+    @Option(name: .customLong("kv-lora-rank"), help: "deepseek_v3: the cached key/value latent's width (kv_lora_rank). Default: hidden ÷ 4.")
+    var kvLoraRank: Int?
+
+    @Option(name: .customLong("qk-nope-dim"), help: "deepseek_v3: each query/key head's part without RoPE (qk_nope_head_dim). Default: hidden ÷ heads.")
+    var qkNopeDim: Int?
+
+    @Option(name: .customLong("qk-rope-dim"), help: "deepseek_v3: each query head's rotated part and the shared rotated key (qk_rope_head_dim, even). Default: hidden ÷ heads ÷ 2, rounded up to even.")
+    var qkRopeDim: Int?
+
+    @Option(name: .customLong("v-head-dim"), help: "deepseek_v3: each value head's size (v_head_dim). Default: hidden ÷ heads.")
+    var vHeadDim: Int?
 
     @Option(name: .customLong("head-dim"), help: "Attention head size (head_dim). Default: hidden ÷ heads.")
     var headDim: Int?
@@ -80,8 +95,11 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Attention heads (num_attention_heads).")
     var heads: Int = 8
 
-    @Option(name: .customLong("kv-heads"), help: "Key/value heads (num_key_value_heads); must divide --heads.")
-    var kvHeads: Int = 2
+    @Option(name: .customLong("kv-heads"), help: "Key/value heads (num_key_value_heads); must divide --heads. Default: 2 (deepseek_v3: --heads, the only value it runs).")
+    var kvHeads: Int?
+
+    /// `--kv-heads`, or its default.
+    var keyValueHeads: Int { kvHeads ?? (arch == "deepseek_v3" ? heads : 2) }
 
     @Option(name: .customLong("sliding-window"), help: "Attention sliding window in tokens (default: none).")
     var slidingWindow: Int?
@@ -117,20 +135,49 @@ struct MakeModel: ParsableCommand {
                 throw ValidationError("\(flag) does not apply to --arch \(arch)")
             }
         }
-        if arch == "qwen3_moe" || arch == "glm4_moe", sharedIntermediate != nil {
-            throw ValidationError("--shared-intermediate applies to qwen2_moe only (glm4_moe: --shared-experts)")
+        let groupedSigmoid = arch == "glm4_moe" || arch == "deepseek_v3"
+        if arch == "qwen3_moe" || groupedSigmoid, sharedIntermediate != nil {
+            throw ValidationError("--shared-intermediate applies to qwen2_moe only (\(arch): --shared-experts)")
         }
-        if arch != "glm4_moe" {
+        if !groupedSigmoid {
             let given = [
                 ("--shared-experts", sharedExperts != 1), ("--groups", groups != 1), ("--top-groups", topGroups != nil),
-                ("--routed-scale", routedScale != 1), ("--qk-norm", qkNorm),
+                ("--routed-scale", routedScale != 1),
             ]
             for (flag, isGiven) in given where isGiven {
-                throw ValidationError("\(flag) applies to glm4_moe only")
+                throw ValidationError("\(flag) applies to glm4_moe and deepseek_v3 only")
             }
         } else if let dense = try? parsedDenseLayers(), dense != Array(0..<dense.count) {
             throw ValidationError(
-                "--dense-layers is \"\(denseLayers)\", but glm4_moe's dense layers are the first ones (0,1,…: first_k_dense_replace)")
+                "--dense-layers is \"\(denseLayers)\", but \(arch)'s dense layers are the first ones (0,1,…: first_k_dense_replace)")
+        }
+        if arch != "glm4_moe", qkNorm {
+            throw ValidationError("--qk-norm applies to glm4_moe only")
+        }
+        if arch != "deepseek_v3" {
+            let given = [
+                ("--q-lora-rank", qLoraRank), ("--kv-lora-rank", kvLoraRank), ("--qk-nope-dim", qkNopeDim),
+                ("--qk-rope-dim", qkRopeDim), ("--v-head-dim", vHeadDim),
+            ]
+            for (flag, value) in given where value != nil {
+                throw ValidationError("\(flag) applies to deepseek_v3 only")
+            }
+        } else {
+            if headDim != nil {
+                throw ValidationError("--head-dim does not apply to deepseek_v3 (its heads are --qk-nope-dim, --qk-rope-dim, --v-head-dim)")
+            }
+            if keyValueHeads != heads {
+                throw ValidationError("--kv-heads is \(keyValueHeads), but deepseek_v3 needs as many as --heads (\(heads))")
+            }
+            if let qkRopeDim, qkRopeDim < 2 || qkRopeDim % 2 != 0 {
+                throw ValidationError("--qk-rope-dim is \(qkRopeDim), but must be even and at least 2")
+            }
+            for (flag, value) in [("--kv-lora-rank", kvLoraRank), ("--qk-nope-dim", qkNopeDim), ("--v-head-dim", vHeadDim)] {
+                if let value, value < 1 { throw ValidationError("\(flag) is \(value), but must be at least 1") }
+            }
+            if let qLoraRank, qLoraRank < 0 {
+                throw ValidationError("--q-lora-rank is \(qLoraRank), but must be at least 0 (0: a plain q_proj)")
+            }
         }
         if arch == "mixtral", normTopKProb {
             throw ValidationError("--norm-topk-prob does not apply to mixtral (it always renormalises)")
@@ -145,8 +192,8 @@ struct MakeModel: ParsableCommand {
         guard (1...experts).contains(topK) else {
             throw ValidationError("--top-k is \(topK), but must be between 1 and --experts (\(experts))")
         }
-        guard kvHeads >= 1, heads % kvHeads == 0 else {
-            throw ValidationError("--kv-heads is \(kvHeads), but must divide --heads (\(heads))")
+        guard keyValueHeads >= 1, heads % keyValueHeads == 0 else {
+            throw ValidationError("--kv-heads is \(keyValueHeads), but must divide --heads (\(heads))")
         }
         if let headDim {
             guard headDim >= 2, headDim % 2 == 0 else { throw ValidationError("--head-dim is \(headDim), but must be even and at least 2") }
@@ -188,7 +235,7 @@ struct MakeModel: ParsableCommand {
             options.hiddenSize = hidden
             options.layerCount = layers
             options.attentionHeadCount = heads
-            options.keyValueHeadCount = kvHeads
+            options.keyValueHeadCount = keyValueHeads
             options.headDimension = headDim
             options.expertCount = experts
             options.expertsPerToken = topK
@@ -201,6 +248,12 @@ struct MakeModel: ParsableCommand {
             options.keptExpertGroupCount = topGroups ?? groups
             options.routedScalingFactor = routedScale
             options.queryKeyNorm = qkNorm
+            let headSize = max(1, hidden / heads)
+            options.queryLowRank = (qLoraRank ?? max(1, hidden / 2)).nonZero
+            options.keyValueLowRank = kvLoraRank ?? max(1, hidden / 4)
+            options.nopeHeadDimension = qkNopeDim ?? headSize
+            options.ropeHeadDimension = qkRopeDim ?? max(2, (headSize / 2 + 1) / 2 * 2)
+            options.valueHeadDimension = vHeadDim ?? headSize
             options.denseLayers = try parsedDenseLayers()
             options.normalizeTopKProbabilities = normTopKProb
             options.slidingWindow = slidingWindow
@@ -236,7 +289,7 @@ struct MakeModel: ParsableCommand {
         options.vocabularySize = vocab
         options.intermediateSize = intermediate ?? 2 * hidden
         options.attentionHeadCount = heads
-        options.keyValueHeadCount = kvHeads
+        options.keyValueHeadCount = keyValueHeads
         options.slidingWindow = slidingWindow
         options.maxPositionEmbeddings = maxPositions
         options.dtype = dtype == "bf16" ? .bf16 : .f32
@@ -262,4 +315,9 @@ struct MakeModel: ParsableCommand {
         object["chat_template"] = mixtralChatTemplate
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
+}
+
+extension Int {
+    /// The value, or nil when it is 0 (`--q-lora-rank 0`: no low-rank query).
+    fileprivate var nonZero: Int? { self == 0 ? nil : self }
 }

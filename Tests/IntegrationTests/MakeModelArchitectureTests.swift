@@ -41,6 +41,20 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
                 "routed_scaling_factor": "2.5", "use_qk_norm": "1", "norm_topk_prob": "1", "n_routed_experts": "6",
             ],
             denseLayers: [0]),
+        MadeArchitecture(
+            arch: "deepseek_v3",
+            options: [
+                "--kv-heads", "4", "--dense-layers", "0", "--groups", "3", "--top-groups", "2", "--shared-experts", "1",
+                "--routed-scale", "2.5", "--norm-topk-prob", "--q-lora-rank", "20", "--kv-lora-rank", "10",
+                "--qk-nope-dim", "6", "--qk-rope-dim", "4", "--v-head-dim", "10",
+            ],
+            expected: [
+                "first_k_dense_replace": "1", "n_group": "3", "topk_group": "2", "n_shared_experts": "1",
+                "routed_scaling_factor": "2.5", "norm_topk_prob": "1", "n_routed_experts": "6", "q_lora_rank": "20",
+                "kv_lora_rank": "10", "qk_nope_head_dim": "6", "qk_rope_head_dim": "4", "v_head_dim": "10",
+                "num_key_value_heads": "4",
+            ],
+            denseLayers: [0]),
     ]
 }
 
@@ -79,9 +93,14 @@ struct MakeModelArchitectureTests {
         let directory = try TestPaths.makeTemporaryDirectory("make-refused")
         defer { try? FileManager.default.removeItem(at: directory) }
         for (arguments, message) in [
-            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe"),
+            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3"),
+            (["--arch", "deepseek_v3", "--heads", "4", "--kv-heads", "2"], "deepseek_v3 needs as many as --heads (4)"),
+            (["--arch", "deepseek_v3", "--qk-rope-dim", "3"], "--qk-rope-dim is 3, but must be even"),
+            (["--arch", "deepseek_v3", "--head-dim", "8"], "--head-dim does not apply to deepseek_v3"),
+            (["--arch", "glm4_moe", "--kv-lora-rank", "8"], "--kv-lora-rank applies to deepseek_v3 only"),
+            (["--arch", "deepseek_v3", "--qk-norm"], "--qk-norm applies to glm4_moe only"),
             (["--arch", "glm4_moe", "--dense-layers", "1"], "glm4_moe's dense layers are the first ones"),
-            (["--arch", "qwen3_moe", "--groups", "2"], "--groups applies to glm4_moe only"),
+            (["--arch", "qwen3_moe", "--groups", "2"], "--groups applies to glm4_moe and deepseek_v3 only"),
             (["--arch", "glm4_moe", "--shared-intermediate", "8"], "--shared-intermediate applies to qwen2_moe only"),
             (["--arch", "qwen3_moe", "--dense-layers", "9"], "--dense-layers"),
             (["--arch", "olmoe", "--shared-intermediate", "8"], "--shared-intermediate does not apply to --arch olmoe"),

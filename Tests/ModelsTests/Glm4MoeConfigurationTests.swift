@@ -41,18 +41,18 @@ struct Glm4MoeConfigurationTests {
         let c = try decode(hubConfig)
         #expect(c.rotaryDimension == 64 && c.fields.ropeTheta == 1e6)
         #expect(c.shape.expertCounts.prefix(4) == [0, 0, 0, 160] && c.shape.expertCounts.count == 92)
-        #expect(c.expertsPerToken == 8 && c.routedScalingFactor == 2.5 && c.normalizeTopKProbabilities)
-        #expect(c.queryKeyNorm && c.attentionBias && c.sharedExpertCount == 1 && c.multiTokenPredictionLayerCount == 1)
+        #expect(c.moe.expertsPerToken == 8 && c.moe.routedScalingFactor == 2.5 && c.moe.normalizeTopKProbabilities)
+        #expect(c.queryKeyNorm && c.attentionBias && c.moe.sharedExpertCount == 1 && c.multiTokenPredictionLayerCount == 1)
         #expect(c.fields.eosTokenIDs == [151329, 151336, 151338])
         // One group kept of one: no group limit, only the bias decides beside the scores.
-        let policy = c.routingPolicy(correctionBias: Array(repeating: 0.5, count: 160))
+        let policy = c.moe.routingPolicy(correctionBias: Array(repeating: 0.5, count: 160))
         #expect(policy.scoring == .sigmoid && policy.groupLimit == nil && policy.scale == 2.5)
         #expect(policy.renormalize && policy.renormalizeEpsilon == 1e-20 && policy.choiceBias?.count == 160)
     }
 
     @Test("expert groups: the best topk_group of n_group groups, each scored by its best two biased scores")
     func groupedPolicy() throws {
-        let policy = try decode(groupedConfig).routingPolicy(correctionBias: Array(repeating: 0, count: 8))
+        let policy = try decode(groupedConfig).moe.routingPolicy(correctionBias: Array(repeating: 0, count: 8))
         #expect(policy.groupLimit == .init(groupCount: 4, keptGroups: 2, score: .sumOfBestTwo))
     }
 
@@ -65,7 +65,7 @@ struct Glm4MoeConfigurationTests {
         none["rope_parameters"] = nil
         let c = try decode(none)
         #expect(c.partialRotaryFactor == 0.5 && c.fields.ropeTheta == 10_000 && c.fields.rmsNormEpsilon == 1e-5)
-        #expect(c.multiTokenPredictionLayerCount == 1 && c.sharedExpertCount == 1 && c.normalizeTopKProbabilities)
+        #expect(c.multiTokenPredictionLayerCount == 1 && c.moe.sharedExpertCount == 1 && c.moe.normalizeTopKProbabilities)
     }
 
     @Test(

@@ -220,25 +220,30 @@ struct KernelTests {
     }
 
     @Test(
-        "attention equals a naive masked softmax(QKᵀ/√D)V with GQA and sliding windows",
+        "attention equals a naive masked softmax(QKᵀ·scale)V with GQA, sliding windows, other value widths and scales",
         arguments: [
             (4, 2, 6, 0, 5, nil), (6, 2, 8, 3, 4, 2), (3, 3, 5, 7, 1, 3), (2, 1, 4, 0, 9, 4), (4, 4, 2, 10, 1, nil),
             // more cached keys than one block of the kernel (32), with and without a window across blocks
             (8, 2, 20, 70, 3, nil), (4, 2, 16, 90, 2, 45), (6, 3, 17, 33, 31, 40), (2, 2, 64, 31, 2, nil),
-        ] as [(Int, Int, Int, Int, Int, Int?)])
+        ].map { ($0, nil, nil) }
+            // Multi-head latent attention: values narrower or wider than keys, the score factor given.
+            + [((4, 4, 24, 40, 3, nil), 12, 0.2), ((2, 1, 10, 5, 2, nil), 7, nil), ((3, 3, 6, 35, 2, nil), 9, 0.5)]
+            as [((Int, Int, Int, Int, Int, Int?), Int?, Float?)])
     func attentionMatchesReference(
-        parameters: (heads: Int, keyValueHeads: Int, headDimension: Int, cached: Int, queries: Int, window: Int?)
+        parameters: (heads: Int, keyValueHeads: Int, headDimension: Int, cached: Int, queries: Int, window: Int?),
+        valueHeadDimension: Int?, scale: Float?
     ) {
         let p = parameters
         var random = TestRandom(seed: 7)
         let keyCount = p.cached + p.queries
         let q = random.floats(p.queries * p.heads * p.headDimension)
         let k = random.floats(keyCount * p.keyValueHeads * p.headDimension)
-        let v = random.floats(keyCount * p.keyValueHeads * p.headDimension)
+        let valueDimension = valueHeadDimension ?? p.headDimension
+        let v = random.floats(keyCount * p.keyValueHeads * valueDimension)
         let shape = AttentionShape(
             headCount: p.heads, keyValueHeadCount: p.keyValueHeads, headDimension: p.headDimension,
-            slidingWindow: p.window)
-        var expected = [Float](repeating: 0, count: q.count)
+            valueHeadDimension: valueHeadDimension, scale: scale, slidingWindow: p.window)
+        var expected = [Float](repeating: 0, count: p.queries * p.heads * valueDimension)
         let group = p.heads / p.keyValueHeads
         for t in 0..<p.queries {
             let position = p.cached + t
@@ -253,18 +258,18 @@ struct KernelTests {
                             Double(q[(t * p.heads + h) * p.headDimension + d])
                             * Double(k[(s * p.keyValueHeads + g) * p.headDimension + d])
                     }
-                    scores.append(dot / Double(p.headDimension).squareRoot())
+                    scores.append(dot * Double(scale ?? 1 / Float(p.headDimension).squareRoot()))
                     visible.append(s)
                 }
                 let maximum = scores.max()!
                 let weights = scores.map { exp($0 - maximum) }
                 let total = weights.reduce(0, +)
-                for d in 0..<p.headDimension {
+                for d in 0..<valueDimension {
                     var sum = 0.0
                     for (j, s) in visible.enumerated() {
-                        sum += weights[j] / total * Double(v[(s * p.keyValueHeads + g) * p.headDimension + d])
+                        sum += weights[j] / total * Double(v[(s * p.keyValueHeads + g) * valueDimension + d])
                     }
-                    expected[(t * p.heads + h) * p.headDimension + d] = Float(sum)
+                    expected[(t * p.heads + h) * valueDimension + d] = Float(sum)
                 }
             }
         }

@@ -66,10 +66,10 @@ struct ModelTokenizerReference: Sendable, CustomTestStringConvertible {
 
 @Suite("Model fixtures' tokenizers and chat templates equal transformers")
 struct ModelTokenizerTests {
-    @Test("the Qwen3-MoE, Qwen2-MoE, OLMoE and GLM-4.5 fixtures record chat cases")
+    @Test("the Qwen3-MoE, Qwen2-MoE, OLMoE, GLM-4.5 and DeepSeek-V3 fixtures record chat cases")
     func fixturesPresent() {
         let names = ModelTokenizerReference.all.map(\.name)
-        for prefix in ["qwen3_moe", "qwen2_moe", "olmoe", "glm4_moe"] {
+        for prefix in ["qwen3_moe", "qwen2_moe", "olmoe", "glm4_moe", "deepseek_v3"] {
             #expect(names.contains { $0.hasPrefix(prefix) }, "no \(prefix) fixture with chat_cases in \(names)")
         }
     }

@@ -15,26 +15,8 @@ public import Tensors
 public struct Glm4MoeConfiguration: Sendable, Equatable {
     /// Widths, heads, RoPE, norms and special tokens.
     public var fields: TransformerFields
-    /// Routed experts per MoE layer (E; `n_routed_experts`, also read as `num_local_experts`).
-    public var expertCount: Int
-    /// Experts chosen per token (k; `num_experts_per_tok`).
-    public var expertsPerToken: Int
-    /// Width of each routed expert's hidden layer (`moe_intermediate_size`).
-    public var expertIntermediateSize: Int
-    /// Width of a dense layer's MLP (`intermediate_size`).
-    public var intermediateSize: Int
-    /// Shared experts, fused into one MLP of `n_shared_experts × moe_intermediate_size` (0: none).
-    public var sharedExpertCount: Int
-    /// Layers 0 ..< this are dense MLP layers (`first_k_dense_replace`); the rest are MoE layers.
-    public var firstDenseLayerCount: Int
-    /// The experts form this many groups of consecutive ids (`n_group`).
-    public var expertGroupCount: Int
-    /// Only the experts of this many best groups may be chosen (`topk_group`).
-    public var keptExpertGroupCount: Int
-    /// The routing weights' last factor (`routed_scaling_factor`).
-    public var routedScalingFactor: Double
-    /// Renormalise the k chosen scores to sum to 1 before the scaling (`norm_topk_prob`).
-    public var normalizeTopKProbabilities: Bool
+    /// The MoE feed-forward blocks and the dense first layers (DeepSeek-V3's).
+    public var moe: GroupedSigmoidMoEFields
     /// A per-head RMS norm of queries and keys before RoPE (`use_qk_norm`).
     public var queryKeyNorm: Bool
     /// Biases on the q, k and v projections (`attention_bias`; o_proj never has one).
@@ -46,17 +28,6 @@ public struct Glm4MoeConfiguration: Sendable, Equatable {
     public var multiTokenPredictionLayerCount: Int
 
     enum CodingKeys: String, CodingKey {
-        case expertCount = "n_routed_experts"
-        case localExpertCount = "num_local_experts"
-        case expertsPerToken = "num_experts_per_tok"
-        case expertIntermediateSize = "moe_intermediate_size"
-        case intermediateSize = "intermediate_size"
-        case sharedExpertCount = "n_shared_experts"
-        case firstDenseLayerCount = "first_k_dense_replace"
-        case expertGroupCount = "n_group"
-        case keptExpertGroupCount = "topk_group"
-        case routedScalingFactor = "routed_scaling_factor"
-        case normalizeTopKProbabilities = "norm_topk_prob"
         case queryKeyNorm = "use_qk_norm"
         case attentionBias = "attention_bias"
         case partialRotaryFactor = "partial_rotary_factor"
@@ -71,55 +42,13 @@ public struct Glm4MoeConfiguration: Sendable, Equatable {
     /// The rotated prefix of each head: int(D × partial_rotary_factor), as transformers truncates it.
     public var rotaryDimension: Int { Int(Double(fields.headDimension) * partialRotaryFactor) }
 
-    /// Whether layer `layer` is a MoE layer (transformers: `layer_idx >= first_k_dense_replace`).
-    public func isMoELayer(_ layer: Int) -> Bool { layer >= firstDenseLayerCount }
 
     /// Checks every field's range and the relations between fields.
     /// - Throws: `ModelError.invalidConfiguration` naming the config.json field and the valid range.
     public func validate(file: String = "config.json") throws(ModelError) {
         func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
         try fields.validate(file: file)
-        guard expertCount >= 1 else { throw fail("n_routed_experts is \(expertCount), but must be at least 1") }
-        guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
-            throw fail(
-                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and n_routed_experts "
-                    + "(\(expertCount))")
-        }
-        guard expertIntermediateSize >= 1 else {
-            throw fail("moe_intermediate_size is \(expertIntermediateSize), but must be at least 1")
-        }
-        guard sharedExpertCount >= 0 else {
-            throw fail("n_shared_experts is \(sharedExpertCount), but must be at least 0")
-        }
-        guard (0...fields.layerCount).contains(firstDenseLayerCount) else {
-            throw fail(
-                "first_k_dense_replace is \(firstDenseLayerCount), but must be between 0 and num_hidden_layers "
-                    + "(\(fields.layerCount))")
-        }
-        if firstDenseLayerCount > 0, intermediateSize < 1 {
-            throw fail("intermediate_size is \(intermediateSize), but the dense layers need at least 1")
-        }
-        guard expertGroupCount >= 1, expertCount % expertGroupCount == 0 else {
-            throw fail("n_group is \(expertGroupCount), but must divide n_routed_experts (\(expertCount))")
-        }
-        // transformers scores a group by the sum of its two best experts (topk(2) per group).
-        guard expertCount / expertGroupCount >= 2 else {
-            throw fail(
-                "n_group is \(expertGroupCount), but each group of n_routed_experts (\(expertCount)) needs at least "
-                    + "2 experts (a group's score is the sum of its best two)")
-        }
-        guard (1...expertGroupCount).contains(keptExpertGroupCount) else {
-            throw fail("topk_group is \(keptExpertGroupCount), but must be between 1 and n_group (\(expertGroupCount))")
-        }
-        let choosable = keptExpertGroupCount * (expertCount / expertGroupCount)
-        guard expertsPerToken <= choosable else {
-            throw fail(
-                "num_experts_per_tok is \(expertsPerToken), but topk_group (\(keptExpertGroupCount)) groups of "
-                    + "\(expertCount / expertGroupCount) experts offer only \(choosable)")
-        }
-        guard routedScalingFactor.isFinite, routedScalingFactor > 0 else {
-            throw fail("routed_scaling_factor is \(routedScalingFactor), but must be a positive number")
-        }
+        try moe.validate(layerCount: fields.layerCount, file: file)
         guard partialRotaryFactor > 0, partialRotaryFactor <= 1, rotaryDimension >= 2, rotaryDimension % 2 == 0 else {
             throw fail(
                 "partial_rotary_factor is \(partialRotaryFactor), but head_dim (\(fields.headDimension)) × it must "
@@ -137,24 +66,18 @@ extension Glm4MoeConfiguration: Decodable {
         case ropeTheta = "rope_theta"
     }
 
+    /// Glm4MoeConfig's MoE defaults.
+    static let moeDefaults = GroupedSigmoidMoEFields(
+        expertCount: 128, expertsPerToken: 8, expertIntermediateSize: 1408, intermediateSize: 10944,
+        sharedExpertCount: 1, firstDenseLayerCount: 1, expertGroupCount: 1, keptExpertGroupCount: 1,
+        routedScalingFactor: 1, normalizeTopKProbabilities: true)
+
     /// Decodes config.json; range checks are left to ``validate(file:)``. Missing fields take
     /// `Glm4MoeConfig`'s defaults.
     public init(from decoder: any Decoder) throws {
         fields = try TransformerFields(from: decoder)
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        expertCount =
-            try container.decodeIfPresent(Int.self, forKey: .expertCount)
-            ?? container.decodeIfPresent(Int.self, forKey: .localExpertCount) ?? 128
-        expertsPerToken = try container.decodeIfPresent(Int.self, forKey: .expertsPerToken) ?? 8
-        expertIntermediateSize = try container.decodeIfPresent(Int.self, forKey: .expertIntermediateSize) ?? 1408
-        intermediateSize = try container.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 10944
-        sharedExpertCount = try container.decodeIfPresent(Int.self, forKey: .sharedExpertCount) ?? 1
-        firstDenseLayerCount = try container.decodeIfPresent(Int.self, forKey: .firstDenseLayerCount) ?? 1
-        expertGroupCount = try container.decodeIfPresent(Int.self, forKey: .expertGroupCount) ?? 1
-        keptExpertGroupCount = try container.decodeIfPresent(Int.self, forKey: .keptExpertGroupCount) ?? 1
-        routedScalingFactor = try container.decodeIfPresent(Double.self, forKey: .routedScalingFactor) ?? 1
-        normalizeTopKProbabilities =
-            try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? true
+        moe = try GroupedSigmoidMoEFields(from: decoder, defaults: Self.moeDefaults)
         queryKeyNorm = try container.decodeIfPresent(Bool.self, forKey: .queryKeyNorm) ?? false
         attentionBias = try container.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         multiTokenPredictionLayerCount =
@@ -181,71 +104,33 @@ extension Glm4MoeConfiguration: Decodable {
 
 extension Glm4MoeConfiguration: ArchitectureConfiguration {
     public var layerCount: Int { fields.layerCount }
-    public var expertCountPerLayer: Int { expertCount }
+    public var expertCountPerLayer: Int { moe.expertCount }
 
     public var shape: ModelShape {
         fields.modelShape(
-            expertCounts: (0..<fields.layerCount).map { isMoELayer($0) ? expertCount : 0 },
-            expertsPerToken: expertsPerToken, slidingWindows: Array(repeating: nil, count: fields.layerCount))
+            expertCounts: moe.expertCounts(layerCount: fields.layerCount), expertsPerToken: moe.expertsPerToken,
+            slidingWindows: Array(repeating: nil, count: fields.layerCount))
     }
 
-    public var expertSpec: ExpertSpec {
-        ExpertSpec(intermediateSize: expertIntermediateSize, activation: fields.hiddenActivation) { layer, expert in
-            StandardLayout.expert(layer, expert)
-        }
-    }
-
-    /// `mlp.shared_experts.{gate,up,down}_proj.weight` of a MoE layer (plural: the n_shared_experts are one MLP).
-    static func sharedExperts(_ layer: Int) -> ExpertSpec.TensorNames {
-        StandardLayout.swiGLU(prefix: StandardLayout.mlp(layer, "shared_experts"))
-    }
-
-    /// `mlp.gate.e_score_correction_bias` of a MoE layer, [E], f32 in the released checkpoints.
-    static func correctionBias(_ layer: Int) -> String { StandardLayout.mlp(layer, "gate.e_score_correction_bias") }
+    public var expertSpec: ExpertSpec { moe.expertSpec(activation: fields.hiddenActivation) }
 
     private var queryKeyNormKind: QueryKeyNormKind { queryKeyNorm ? .perHead : .none }
 
     public func tensorShapes() -> [(name: String, shape: [Int])] {
-        let hidden = fields.hiddenSize
         var layers: [(name: String, shape: [Int])] = []
         for layer in 0..<fields.layerCount {
             layers += StandardLayout.attentionShapes(
                 fields, layer: layer, biases: attentionBias, queryKeyNorm: queryKeyNormKind)
-            if isMoELayer(layer) {
-                layers += StandardLayout.routedExpertShapes(
-                    fields, layer: layer, expertCount: expertCount, intermediate: expertIntermediateSize)
-                layers.append((Self.correctionBias(layer), [expertCount]))
-                if sharedExpertCount > 0 {
-                    layers += StandardLayout.swiGLUShapes(
-                        Self.sharedExperts(layer), hidden: hidden, intermediate: sharedExpertCount * expertIntermediateSize)
-                }
-            } else {
-                layers += StandardLayout.swiGLUShapes(
-                    StandardLayout.denseMLP(layer), hidden: hidden, intermediate: intermediateSize)
-            }
+            layers += moe.tensorShapes(fields, layer: layer)
         }
         return StandardLayout.modelShapes(fields, layers: layers)
     }
 
     public var keyValueProjectionNames: [String] { StandardLayout.keyValueProjectionNames(layerCount: fields.layerCount) }
 
-    public func routerWeightName(layer: Int) -> String { StandardLayout.mlp(layer, "gate.weight") }
+    public func routerWeightName(layer: Int) -> String { GroupedSigmoidMoEFields.routerWeightName(layer: layer) }
 
     public var embeddingName: String { StandardLayout.embedding }
-
-    /// The routing policy of a MoE layer whose correction bias is `bias` [E]: DeepSeek-V3's noaux_tc,
-    /// as `Glm4MoeTopkRouter` computes it in f32. Each expert's score is sigmoid(logit); the bias is
-    /// added to the scores only to *choose* (groups scored by their best two biased scores, the
-    /// `topk_group` best kept, top-k among their experts); the weights are the unbiased scores of the
-    /// chosen experts, renormalised (+1e-20) when `norm_topk_prob`, then × `routed_scaling_factor`.
-    func routingPolicy(correctionBias bias: [Float]) -> RoutingPolicy {
-        RoutingPolicy(
-            renormalize: normalizeTopKProbabilities, scoring: .sigmoid,
-            // Keeping every group masks nothing: the plain top-k of the biased scores.
-            groupLimit: keptExpertGroupCount < expertGroupCount
-                ? .init(groupCount: expertGroupCount, keptGroups: keptExpertGroupCount, score: .sumOfBestTwo) : nil,
-            choiceBias: bias, renormalizeEpsilon: 1e-20, scale: Float(routedScalingFactor))
-    }
 
     /// Attention with optional q/k/v biases and per-head q/k norm, RoPE on the first R dimensions of
     /// each head; the first `first_k_dense_replace` layers run a dense MLP on the coordinator; the
@@ -260,25 +145,11 @@ extension Glm4MoeConfiguration: ArchitectureConfiguration {
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: attentionBias, queryKeyNorm: queryKeyNormKind,
                 window: nil, rotaryDimension: rotaryDimension, arithmetic: arithmetic)
-            let feedForward: FeedForward
-            if isMoELayer(layer) {
-                let router = Router(
-                    weight: try checkpoint.weight(named: routerWeightName(layer: layer)), expertCount: expertCount,
-                    expertsPerToken: expertsPerToken,
-                    policy: routingPolicy(correctionBias: try checkpoint.floats(named: Self.correctionBias(layer))))
-                let shared =
-                    sharedExpertCount > 0
-                    ? SharedExpert(
-                        mlp: try StandardLayout.loadMLP(checkpoint, Self.sharedExperts(layer), arithmetic: arithmetic),
-                        gate: nil) : nil
-                feedForward = .experts(router, shared: shared)
-            } else {
-                feedForward = .dense(
-                    try StandardLayout.loadMLP(checkpoint, StandardLayout.denseMLP(layer), arithmetic: arithmetic))
-            }
+            let feedForward = try moe.loadFeedForward(checkpoint, layer: layer, arithmetic: arithmetic)
             layers.append(
                 try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: attention, feedForward: feedForward))
+                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
+                    feedForward: feedForward))
         }
         return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }
@@ -298,16 +169,7 @@ extension Architecture {
                 "rope_theta": .float(o.ropeTheta), "rope_type": .string("default"),
                 "partial_rotary_factor": .float(o.partialRotaryFactor),
             ])
-            fields["n_routed_experts"] = .int(o.expertCount)
-            fields["num_experts_per_tok"] = .int(o.expertsPerToken)
-            fields["moe_intermediate_size"] = .int(o.expertIntermediateSize)
-            fields["intermediate_size"] = .int(o.intermediateSize)
-            fields["n_shared_experts"] = .int(o.sharedExpertCount)
-            fields["first_k_dense_replace"] = .int(o.denseLayers.count)
-            fields["n_group"] = .int(o.expertGroupCount)
-            fields["topk_group"] = .int(o.keptExpertGroupCount)
-            fields["routed_scaling_factor"] = .float(o.routedScalingFactor)
-            fields["norm_topk_prob"] = .bool(o.normalizeTopKProbabilities)
+            fields.merge(GroupedSigmoidMoEFields.randomConfiguration(o)) { _, new in new }
             fields["use_qk_norm"] = .bool(o.queryKeyNorm)
             fields["attention_bias"] = .bool(o.queryKeyValueBias)
             // No MTP layer is written, so none is declared.

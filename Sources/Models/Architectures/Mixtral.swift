@@ -355,7 +355,8 @@ extension MixtralConfiguration: ArchitectureConfiguration {
                 expertsPerToken: expertsPerToken, policy: RoutingPolicy(renormalize: true))
             layers.append(
                 DecoderLayer(
-                    index: layer, inputNorm: try checkpoint.tensor(named: Names.inputNorm(layer)), attention: attention,
+                    index: layer, inputNorm: try checkpoint.tensor(named: Names.inputNorm(layer)),
+                    attention: .standard(attention),
                     postAttentionNorm: try checkpoint.tensor(named: Names.postAttentionNorm(layer)),
                     feedForward: .experts(router, shared: nil), epsilon: Float(rmsNormEpsilon)))
         }

@@ -125,7 +125,7 @@ extension OlmoeConfiguration: ArchitectureConfiguration {
                 renormalize: normalizeTopKProbabilities)
             layers.append(
                 try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: attention,
+                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
                     feedForward: .experts(router, shared: nil)))
         }
         return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)

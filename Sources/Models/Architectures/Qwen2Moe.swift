@@ -157,7 +157,8 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
             }
             layers.append(
                 try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: attention, feedForward: feedForward))
+                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
+                    feedForward: feedForward))
         }
         return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }

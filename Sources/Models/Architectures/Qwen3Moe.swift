@@ -105,7 +105,8 @@ extension Qwen3MoeConfiguration: ArchitectureConfiguration {
             let feedForward = try sparse.feedForward(checkpoint, layer: layer, arithmetic: arithmetic)
             layers.append(
                 try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: attention, feedForward: feedForward))
+                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
+                    feedForward: feedForward))
         }
         return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }

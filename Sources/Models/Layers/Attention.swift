@@ -127,19 +127,6 @@ struct Attention: Sendable {
         return linear(attended, rowCount: rowCount, weight: outputWeight, arithmetic: arithmetic)
     }
 
-    /// Adds `bias` [width] to every row of `rows` [T, width] (nn.Linear's bias).
-    private func addBias(_ bias: FloatTensor, to rows: inout [Float]) {
-        let width = bias.count
-        bias.withUnsafePointer { b in
-            rows.withUnsafeMutableBufferPointer { r in
-                for row in 0..<(r.count / width) {
-                    let target = r.baseAddress! + row * width
-                    for column in 0..<width { target[column] += b[column] }
-                }
-            }
-        }
-    }
-
     /// RMS-normalises each group of `weight.count` values of `rows` in place.
     private func normalize(_ rows: inout [Float], _ weight: FloatTensor) {
         let width = weight.count

@@ -13,13 +13,33 @@ enum FeedForward: Sendable {
     case dense(DenseMLP)
 }
 
+/// The self-attention block of a decoder layer.
+enum SelfAttention: Sendable {
+    /// Grouped-query attention caching full keys and values.
+    case standard(Attention)
+    /// Multi-head latent attention caching the compressed latent (DeepSeek).
+    case latent(LatentAttention)
+
+    /// Runs the block; see ``Attention/callAsFunction(_:chunks:layer:caches:)``.
+    /// - Parameter normed: [T, H], f32.
+    /// - Returns: [T, H], f32.
+    func callAsFunction(
+        _ normed: [Float], chunks: [ChunkSpan], layer: Int, caches: UnsafeMutableBufferPointer<KVCache>
+    ) -> [Float] {
+        switch self {
+        case .standard(let attention): attention(normed, chunks: chunks, layer: layer, caches: caches)
+        case .latent(let attention): attention(normed, chunks: chunks, layer: layer, caches: caches)
+        }
+    }
+}
+
 /// One decoder layer's part that the coordinator runs.
 struct DecoderLayer: Sendable {
     /// The layer's index in the model.
     let index: Int
     /// [H], f32
     let inputNorm: FloatTensor
-    let attention: Attention
+    let attention: SelfAttention
     /// [H], f32
     let postAttentionNorm: FloatTensor
     let feedForward: FeedForward

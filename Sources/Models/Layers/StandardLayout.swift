@@ -161,7 +161,7 @@ enum StandardLayout {
 
     /// A decoder layer of the shared layout around `attention` and `feedForward`.
     static func decoderLayer(
-        _ checkpoint: Checkpoint, layer: Int, fields: TransformerFields, attention: Attention,
+        _ checkpoint: Checkpoint, layer: Int, fields: TransformerFields, attention: SelfAttention,
         feedForward: FeedForward
     ) throws(ModelError) -> DecoderLayer {
         DecoderLayer(
