@@ -176,8 +176,8 @@ extension DeepseekV3Configuration: Decodable {
         // DeepseekV3Config's defaults where they differ from TransformerFields'.
         fields.headDimension = ropeHeadDimension
         if try container.decodeIfPresent(Int.self, forKey: .keyValueHeadCount) == nil { fields.keyValueHeadCount = 128 }
-        if try !container.contains(.bosTokenID) { fields.bosTokenID = 0 }
-        if try !container.contains(.eosTokenID) { fields.eosTokenIDs = [1] }
+        if !container.contains(.bosTokenID) { fields.bosTokenID = 0 }
+        if !container.contains(.eosTokenID) { fields.eosTokenIDs = [1] }
         var hasTheta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
         var factor: Double?, original: Double?, betaFast: Double?, betaSlow: Double?
         var mscale: Double?, mscaleAllDimensions: Double?, attentionFactor: Double?, truncate: Bool?
@@ -339,15 +339,10 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
     public func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError)
         -> DecoderStackParts
     {
-        var layers: [DecoderLayer] = []
-        for layer in 0..<fields.layerCount {
-            layers.append(
-                try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields,
-                    attention: .latent(try loadAttention(checkpoint, layer: layer, arithmetic: arithmetic)),
-                    feedForward: try moe.loadFeedForward(checkpoint, layer: layer, arithmetic: arithmetic)))
+        try StandardLayout.stack(checkpoint, fields: fields) { layer throws(ModelError) in
+            (.latent(try loadAttention(checkpoint, layer: layer, arithmetic: arithmetic)),
+             try moe.loadFeedForward(checkpoint, layer: layer, arithmetic: arithmetic))
         }
-        return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }
 }
 
