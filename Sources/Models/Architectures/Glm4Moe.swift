@@ -140,18 +140,12 @@ extension Glm4MoeConfiguration: ArchitectureConfiguration {
     public func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError)
         -> DecoderStackParts
     {
-        var layers: [DecoderLayer] = []
-        for layer in 0..<fields.layerCount {
+        try StandardLayout.stack(checkpoint, fields: fields) { layer throws(ModelError) in
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: attentionBias, queryKeyNorm: queryKeyNormKind,
                 window: nil, rotaryDimension: rotaryDimension, arithmetic: arithmetic)
-            let feedForward = try moe.loadFeedForward(checkpoint, layer: layer, arithmetic: arithmetic)
-            layers.append(
-                try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
-                    feedForward: feedForward))
+            return (.standard(attention), try moe.loadFeedForward(checkpoint, layer: layer, arithmetic: arithmetic))
         }
-        return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }
 }
 

@@ -115,20 +115,15 @@ extension OlmoeConfiguration: ArchitectureConfiguration {
     public func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError)
         -> DecoderStackParts
     {
-        var layers: [DecoderLayer] = []
-        for layer in 0..<fields.layerCount {
+        try StandardLayout.stack(checkpoint, fields: fields) { layer throws(ModelError) in
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: false, queryKeyNorm: .whole,
                 clip: clipQueryKeyValue.map(Float.init), window: nil, arithmetic: arithmetic)
             let router = try StandardLayout.loadRouter(
                 checkpoint, layer: layer, expertCount: expertCount, expertsPerToken: expertsPerToken,
                 renormalize: normalizeTopKProbabilities)
-            layers.append(
-                try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
-                    feedForward: .experts(router, shared: nil)))
+            return (.standard(attention), .experts(router, shared: nil))
         }
-        return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }
 }
 

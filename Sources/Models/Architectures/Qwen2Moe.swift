@@ -142,8 +142,7 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
     public func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError)
         -> DecoderStackParts
     {
-        var layers: [DecoderLayer] = []
-        for layer in 0..<fields.layerCount {
+        try StandardLayout.stack(checkpoint, fields: fields) { layer throws(ModelError) in
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: queryKeyValueBias, queryKeyNorm: .none,
                 window: slidingWindows[layer], arithmetic: arithmetic)
@@ -155,12 +154,8 @@ extension Qwen2MoeConfiguration: ArchitectureConfiguration {
                     mlp: try StandardLayout.loadMLP(checkpoint, Self.sharedExpert(layer), arithmetic: arithmetic),
                     gate: try checkpoint.weight(named: Self.sharedExpertGate(layer)))
             }
-            layers.append(
-                try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
-                    feedForward: feedForward))
+            return (.standard(attention), feedForward)
         }
-        return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }
 }
 

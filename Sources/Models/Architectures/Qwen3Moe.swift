@@ -97,18 +97,12 @@ extension Qwen3MoeConfiguration: ArchitectureConfiguration {
     public func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError)
         -> DecoderStackParts
     {
-        var layers: [DecoderLayer] = []
-        for layer in 0..<fields.layerCount {
+        try StandardLayout.stack(checkpoint, fields: fields) { layer throws(ModelError) in
             let attention = try StandardLayout.loadAttention(
                 checkpoint, layer: layer, fields: fields, biases: false, queryKeyNorm: .perHead, window: slidingWindow,
                 arithmetic: arithmetic)
-            let feedForward = try sparse.feedForward(checkpoint, layer: layer, arithmetic: arithmetic)
-            layers.append(
-                try StandardLayout.decoderLayer(
-                    checkpoint, layer: layer, fields: fields, attention: .standard(attention),
-                    feedForward: feedForward))
+            return (.standard(attention), try sparse.feedForward(checkpoint, layer: layer, arithmetic: arithmetic))
         }
-        return try StandardLayout.parts(checkpoint, fields: fields, layers: layers)
     }
 }
 

@@ -170,6 +170,21 @@ enum StandardLayout {
             epsilon: Float(fields.rmsNormEpsilon))
     }
 
+    /// The model whose layer l has the shared layout around `build(l)`'s attention and feed-forward
+    /// block, with ``parts(_:fields:layers:)`` around the layers (every architecture's `assemble`).
+    static func stack(
+        _ checkpoint: Checkpoint, fields: TransformerFields,
+        layer build: (Int) throws(ModelError) -> (attention: SelfAttention, feedForward: FeedForward)
+    ) throws(ModelError) -> DecoderStackParts {
+        var layers: [DecoderLayer] = []
+        for layer in 0..<fields.layerCount {
+            let (attention, feedForward) = try build(layer)
+            layers.append(
+                try decoderLayer(checkpoint, layer: layer, fields: fields, attention: attention, feedForward: feedForward))
+        }
+        return try parts(checkpoint, fields: fields, layers: layers)
+    }
+
     /// The model around `layers`: embeddings, final norm, LM head (the embeddings when tied).
     static func parts(
         _ checkpoint: Checkpoint, fields: TransformerFields, layers: [DecoderLayer]
