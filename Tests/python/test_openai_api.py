@@ -80,12 +80,23 @@ def test_models_and_health(cluster):
         assert response.status == 200
 
 
+def steps_with_several_requests(cluster):
+    """Engine steps so far that ran more than one request (switchyard_step_requests)."""
+    samples = metrics(cluster)["switchyard_step_requests"].samples
+    count = next(s.value for s in samples if s.name == "switchyard_step_requests_count")
+    alone = next(s.value for s in samples if s.name == "switchyard_step_requests_bucket" and s.labels["le"] == "1.0")
+    return count - alone
+
+
 def test_32_concurrent_requests_equal_solo(cluster):
     prompts = [f"Request number {i}: the experts say" for i in range(32)]
     solo = [greedy(cluster, prompt, 16)[0] for prompt in prompts]
+    before = steps_with_several_requests(cluster)
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
         together = list(pool.map(lambda prompt: greedy(cluster, prompt, 16)[0], prompts))
     assert together == solo
+    # The premise: the requests really were batched together (one at a time would give solo tokens too).
+    assert steps_with_several_requests(cluster) > before, "the 32 concurrent requests never shared a step"
 
 
 def test_micro_batches_give_the_tokens_of_one_batch(cluster, model):
