@@ -83,4 +83,9 @@ else
   say "no $TOK_SCRIPT yet; skipping tokenizer fixtures"
 fi
 
+# The chat-template renderings Switchyard's Jinja interpreter is checked against (each file records
+# the script and the transformers, tokenizers and jinja2 versions that rendered it).
+say "chat-template fixtures"
+"$VPY" "$SCRIPT_DIR/reference/chat_template_fixtures.py"
+
 say "done: $(du -sh "$OUT" | cut -f1) in $OUT"

@@ -8,7 +8,12 @@ bash Deploy/install-deps.sh
 
 # Every import must be a declared dependency; warnings about it fail the build.
 swift build --build-tests --explicit-target-dependency-import-check error
+rm -f .build/test-records/kernel-paths.txt
 swift test --skip-build
+# Which kernel paths the tests exercised on this host and which the CPU lacks (KernelPathRecordTests
+# writes the record; a missing record fails the run), beside the CPU as system-info sees it.
+"$(swift build --show-bin-path)/switchyard" system-info
+cat .build/test-records/kernel-paths.txt
 # The C kernels' vector paths bit for bit against their scalar path: natively and, for NEON, under
 # qemu-aarch64 with and without the dot-product extension (about 20 s).
 bash Scripts/neon-check.sh

@@ -10,8 +10,12 @@ and the checkpoint's bos/eos tokens, renders a fixed set of conversations with
 `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`, and writes
 Tests/Fixtures/chat_templates/<name>.json:
 
-    {"template", "bos_token", "eos_token", "extra_context",
+    {"generated_by": {"script", "transformers", "tokenizers", "jinja2"},
+     "template", "bos_token", "eos_token", "extra_context",
      "cases": [{"messages", "add_generation_prompt", "rendered"} | {..., "error": true, "message"}]}
+
+`generated_by` records the script and the library versions that rendered the file (Scripts/make-
+reference-fixtures.sh runs this script with the pinned Scripts/reference/requirements.txt).
 
 The template texts are the ones the checkpoints ship in tokenizer_config.json `chat_template`.
 """
@@ -20,6 +24,7 @@ import json
 from pathlib import Path
 
 import jinja2
+import tokenizers
 import transformers
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
@@ -396,7 +401,7 @@ def make_tokenizer(template, bos, eos):
 
 def main():
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    print(f"transformers {transformers.__version__}, jinja2 {jinja2.__version__}")
+    print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, jinja2 {jinja2.__version__}")
     for name, (template, bos, eos, extra) in TEMPLATES.items():
         tokenizer = make_tokenizer(template, bos, eos)
         cases = []
@@ -411,7 +416,10 @@ def main():
                     case["error"] = True
                     case["message"] = str(error)
                 cases.append(case)
-        record = {"template": template, "bos_token": bos, "eos_token": eos, "extra_context": extra, "cases": cases}
+        generated_by = {"script": "Scripts/reference/chat_template_fixtures.py",
+                        "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+                        "jinja2": jinja2.__version__}
+        record = {"generated_by": generated_by, "template": template, "bos_token": bos, "eos_token": eos, "extra_context": extra, "cases": cases}
         path = OUTPUT / f"{name}.json"
         path.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         errors = sum(1 for case in cases if case.get("error"))

@@ -107,7 +107,7 @@ public enum HealthStatus: Sendable, Equatable {
     }
 }
 
-/// A fixed-bucket histogram of seconds.
+/// A fixed-bucket histogram of seconds, or of a count (requests per step).
 public struct Histogram: Sendable, Equatable {
     /// Upper bounds of the buckets, ascending (the +Inf bucket is implicit).
     public let upperBounds: [Double]
@@ -132,6 +132,9 @@ public struct Histogram: Sendable, Equatable {
     public static let latencyBuckets: [Double] = [
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
     ]
+
+    /// Requests-per-step buckets: 1 (a step of one request) up to 256.
+    public static let batchBuckets: [Double] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 }
 
 /// A snapshot of the engine's counters for /metrics.
@@ -148,6 +151,9 @@ public struct EngineMetrics: Sendable, Equatable {
     public var timeToFirstToken = Histogram(upperBounds: Histogram.latencyBuckets)
     public var interTokenLatency = Histogram(upperBounds: Histogram.latencyBuckets)
     public var queueTime = Histogram(upperBounds: Histogram.latencyBuckets)
+    /// Requests running in each step the engine ran: how many sequences its batches held (tests
+    /// check with it that concurrent requests really shared steps).
+    public var stepRequests = Histogram(upperBounds: Histogram.batchBuckets)
     /// Tokens routed per expert since start, `[layer][expert]`.
     public var expertTokens: [[UInt64]] = []
     /// `[layer]`: balancedness (mean ÷ max) over the layer's experts since start.

@@ -276,6 +276,9 @@ public final class Scheduler: GenerationService {
                 state.waitingCount = loop.planner.waiting.count
                 state.metrics.waitingRequests = loop.planner.waiting.count
                 state.metrics.runningRequests = loop.planner.running.count
+                if health.runsSteps && !loop.planner.running.isEmpty {
+                    state.metrics.stepRequests.observe(Double(loop.planner.running.count))
+                }
                 state.metrics.cluster = executor.clusterMetrics
                 state.metrics.kvCacheUsage = loop.planner.kvUsage
             }

@@ -61,6 +61,21 @@ public func makeApplication(
     logger: Logger,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
+    Application(
+        router: makeRouter(service: service, configuration: configuration),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
+        onServerRunning: { channel in
+            await onServerRunning(channel.localAddress?.port ?? configuration.port)
+        },
+        logger: logger)
+}
+
+/// The API's routes over `service`, with the error envelope and (when `configuration.apiKey` is
+/// set) the bearer check on /v1. Its `routes` list every method and path the API answers, which
+/// the route-table tests walk.
+public func makeRouter(
+    service: some GenerationService, configuration: ServerConfiguration
+) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     // First, so it also sees unknown routes and the auth middleware's refusals.
     router.add(middleware: ErrorEnvelopeMiddleware())
@@ -94,14 +109,7 @@ public func makeApplication(
             try await routes.applyPlacement(request, body: body, logger: context.logger)
         }
     }
-
-    return Application(
-        router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
-        onServerRunning: { channel in
-            await onServerRunning(channel.localAddress?.port ?? configuration.port)
-        },
-        logger: logger)
+    return router
 }
 
 /// The route handlers, over one service.

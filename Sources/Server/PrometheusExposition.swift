@@ -23,6 +23,9 @@ enum PrometheusExposition {
         histogram(
             &out, "switchyard_request_queue_time_seconds",
             "Seconds a request waited before its first step.", metrics.queueTime)
+        histogram(
+            &out, "switchyard_step_requests", "Requests running in each engine step (the batch's requests).",
+            metrics.stepRequests)
 
         header(&out, "switchyard_requests_running", "Requests being generated now.", type: "gauge")
         out += "switchyard_requests_running \(metrics.runningRequests)\n"

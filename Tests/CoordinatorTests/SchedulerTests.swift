@@ -18,8 +18,14 @@ final class ExpertPermits: Sendable {
     /// Permits left (nil: unlimited).
     var available: Int? { remaining.withLock { $0 } }
 
+    private let stops = Mutex(0)
+    /// How many times the engine has stopped for want of a permit. When this rises and no permit
+    /// was given since, the engine is stopped inside an expert-layer call of a known step.
+    var timesHeld: Int { stops.withLock { $0 } }
+
     /// Blocks the engine thread until a permit is available, then takes it.
     func take() {
+        var counted = false
         while true {
             let taken = remaining.withLock { (count: inout Int?) -> Bool in
                 guard let left = count else { return true }
@@ -28,8 +34,24 @@ final class ExpertPermits: Sendable {
                 return true
             }
             if taken { return }
+            if !counted {
+                stops.withLock { $0 += 1 }
+                counted = true
+            }
             Thread.sleep(forTimeInterval: 0.001)
         }
+    }
+
+    /// Waits (bounded generously) until the engine has stopped more than `times` times; returns
+    /// the new count, or nil when it never stopped again (it ran out of work).
+    func waitUntilHeld(after times: Int) async throws -> Int? {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            let now = timesHeld
+            if now > times { return now }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        return nil
     }
 }
 
@@ -115,16 +137,30 @@ struct SchedulerTests {
             let request = GenerationRequest(prompt: .text(prompt), maxTokens: 10, sampling: .init(temperature: 0), ignoreEOS: true)
             solo.append(try await collect(running.scheduler.submit(request)).tokens)
         }
+        // Hold the engine at its expert layers while all requests arrive, then let it go one
+        // expert-layer call at a time: each time it stops again, the requests of the step it is in
+        // are published, so the test sees that they really ran together (a scheduler running them
+        // one at a time would still give the solo tokens).
+        running.permits.set(0)
+        var mostRunning = 0
         let together = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
             for (index, prompt) in Self.prompts.enumerated() {
                 let request = GenerationRequest(prompt: .text(prompt), maxTokens: 10, sampling: .init(temperature: 0), ignoreEOS: true)
                 let stream = try running.scheduler.submit(request)
                 group.addTask { (index, try await collect(stream).tokens) }
             }
+            var stops = 0
+            while mostRunning < 2, let next = try await running.permits.waitUntilHeld(after: stops) {
+                stops = next
+                mostRunning = max(mostRunning, running.scheduler.metrics().runningRequests)
+                running.permits.set(1)
+            }
+            running.permits.set(nil)
             var results = [[Int32]](repeating: [], count: Self.prompts.count)
             for try await (index, tokens) in group { results[index] = tokens }
             return results
         }
+        #expect(mostRunning >= 2, "the requests never shared a step: at most \(mostRunning) ran in one")
         for index in Self.prompts.indices {
             #expect(together[index] == solo[index], "prompt \(index): \(Self.prompts[index])")
             #expect(solo[index].count == 10)

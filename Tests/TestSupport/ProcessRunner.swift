@@ -23,12 +23,11 @@ public func runSwitchyard(_ arguments: [String], timeout: Duration = .seconds(30
 
 /// A `switchyard` process in the background whose stdout/stderr are collected as they arrive.
 public final class SwitchyardProcess: @unchecked Sendable {
-    // @unchecked: the output buffers are only touched under `lock`; `process` is started once and
-    // then only read or terminated, which Foundation's Process allows from any thread.
+    // @unchecked: `process` is started once and then only read or terminated, which Foundation's
+    // Process allows from any thread.
     private let process = Process()
-    private let lock = NSLock()
-    private var stdoutData = Data()
-    private var stderrData = Data()
+    // Held by the reader threads too (not `self`, so that deinit still kills an abandoned process).
+    private let output = CapturedOutput()
     public let arguments: [String]
 
     public init(_ arguments: [String], binary: URL = TestPaths.switchyardBinary) {
@@ -49,22 +48,28 @@ public final class SwitchyardProcess: @unchecked Sendable {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
-        out.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let chunk = handle.availableData
-            guard let self, !chunk.isEmpty else { return }
-            self.lock.withLock { self.stdoutData.append(chunk) }
-        }
-        err.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let chunk = handle.availableData
-            guard let self, !chunk.isEmpty else { return }
-            self.lock.withLock { self.stderrData.append(chunk) }
-        }
         try process.run()
+        // The child holds the write ends now; the parent's copies must close, or the pipes never
+        // reach end of file.
+        try? out.fileHandleForWriting.close()
+        try? err.fileHandleForWriting.close()
+        // One blocking reader thread per pipe, reading to end of file. (Foundation's
+        // readabilityHandler on Linux sometimes never reports end of file and loses the last
+        // chunk, which cut CLI tests' JSON short under load.)
+        for (pipe, isStdout) in [(out, true), (err, false)] {
+            let handle = pipe.fileHandleForReading
+            Thread { [output] in
+                while let chunk = try? handle.read(upToCount: 1 << 16), !chunk.isEmpty {
+                    output.append(chunk, stdout: isStdout)
+                }
+                output.endOfFile.signal()
+            }.start()
+        }
     }
 
     /// Output so far.
-    public var stdout: String { lock.withLock { String(decoding: stdoutData, as: UTF8.self) } }
-    public var stderr: String { lock.withLock { String(decoding: stderrData, as: UTF8.self) } }
+    public var stdout: String { output.text(stdout: true) }
+    public var stderr: String { output.text(stdout: false) }
 
     /// Waits until `condition` holds on stderr, the process exits, or `timeout` passes.
     public func waitForStderr(
@@ -95,8 +100,15 @@ public final class SwitchyardProcess: @unchecked Sendable {
                 description: "switchyard \(arguments.joined(separator: " ")) did not finish within \(timeout); stderr:\n\(stderr)")
         }
         process.waitUntilExit()
-        // Let the readability handlers drain what is left in the pipes.
-        Thread.sleep(forTimeInterval: 0.05)
+        // Read both pipes to end of file, so output written just before exit is all here (a fixed
+        // pause would cut it short under load). A process the child left holding a pipe open is
+        // an error of its own, after a generous bound.
+        for pipe in ["stdout", "stderr"] {
+            guard output.endOfFile.wait(timeout: .now() + .seconds(60)) == .success else {
+                throw TestProcessError(
+                    description: "switchyard \(arguments.joined(separator: " ")) exited, but its \(pipe) did not reach end of file within 60 s (a process it started still holds it?); stderr:\n\(stderr)")
+            }
+        }
         return ProcessOutput(status: process.terminationStatus, stdout: stdout, stderr: stderr)
     }
 
@@ -110,4 +122,24 @@ public final class SwitchyardProcess: @unchecked Sendable {
     }
 
     deinit { kill() }
+}
+
+/// A child's stdout and stderr as they arrive, appended by the reader threads.
+private final class CapturedOutput: @unchecked Sendable {
+    // @unchecked: the buffers are only touched under `lock`.
+    private let lock = NSLock()
+    private var stdoutData = Data()
+    private var stderrData = Data()
+    /// Signalled once per pipe (stdout, stderr) when it reaches end of file.
+    let endOfFile = DispatchSemaphore(value: 0)
+
+    func append(_ chunk: Data, stdout: Bool) {
+        lock.withLock {
+            if stdout { stdoutData.append(chunk) } else { stderrData.append(chunk) }
+        }
+    }
+
+    func text(stdout: Bool) -> String {
+        lock.withLock { String(decoding: stdout ? stdoutData : stderrData, as: UTF8.self) }
+    }
 }

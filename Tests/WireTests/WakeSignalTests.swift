@@ -13,10 +13,10 @@ struct WakeSignalTests {
             signal.wake()
         }
         waker.start()
-        let start = ContinuousClock.now
-        let events = try router.poll(timeout: .seconds(5), wakeSignal: signal)
+        // Nothing else can end this poll early: an expiry would report no events, so `.woken` is
+        // the wake-up itself, however long the loaded machine took to deliver it.
+        let events = try router.poll(timeout: .seconds(120), wakeSignal: signal)
         #expect(events == .woken)
-        #expect(ContinuousClock.now - start < .seconds(4))
     }
 
     @Test("wake-ups coalesce and are consumed by the poll that reports them")

@@ -1,14 +1,17 @@
 """`switchyard launch` failure paths on this machine (hosts reached with the empty prefix `[]`).
 
 A worker that cannot start makes the launcher stop the cluster and exit non-zero, naming it; a
-process that ignores the stop is killed on its host by the pid it announced. No namespaces needed.
+process that ignores the stop is killed on its host by the pid it announced; a launcher killed with
+SIGKILL leaves no process behind. No namespaces needed.
 """
 import os
+import signal
 import subprocess
 
 import pytest
 
 from launch_support import our_processes, scratch_directory
+from netns_support import wait_until
 
 BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard"))
 
@@ -87,3 +90,44 @@ workers:
     assert "0 of 1 workers are ready" in result.stderr
     assert "w0 did not stop within 1.0 s; killing pid" in result.stderr
     assert our_processes(workdir) == []
+
+
+def test_killed_launcher_leaves_no_process_without_namespaces(workdir, model):
+    # The same clean-up test_launch_netns.py checks across namespaces, here on 127.0.0.1 alone, so it
+    # runs wherever the tests do: SIGKILL gives the launcher no chance to stop anything; its
+    # processes must notice the pipes it held close and exit by themselves.
+    zmq, http = free_ports(2)
+    path = os.path.join(workdir, "killed.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"""\
+model: {model}
+switchyard: {BIN}
+hosts:
+  here: {{command_prefix: []}}
+coordinator: {{host: here, zmq_port: {zmq}, http_port: {http}}}
+workers:
+  - {{name: w0, host: here}}
+  - {{name: w1, host: here}}
+""")
+    out_path, err_path = os.path.join(workdir, "killed.out"), os.path.join(workdir, "killed.err")
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        launcher = subprocess.Popen([BIN, "launch", path, "--ready-timeout", "120"], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True)
+    try:
+        def ready():
+            if launcher.poll() is not None:
+                with open(err_path, encoding="utf-8") as handle:
+                    raise AssertionError(f"launch exited with {launcher.returncode}:\n{handle.read()}")
+            with open(out_path, encoding="utf-8") as handle:
+                return "cluster ready" in handle.read()
+        wait_until(ready, 180, "the cluster to become ready")
+        # The coordinator and both workers, each started by the launcher (their command lines name
+        # the model in our scratch directory).
+        started = [pid for pid in our_processes(workdir) if pid != launcher.pid]
+        assert len(started) >= 3, f"expected a coordinator and two workers, found {started}"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        launcher.wait(timeout=30)
+    assert launcher.returncode == -signal.SIGKILL
+    wait_until(lambda: our_processes(workdir) == [], 60, "every switchyard process to exit after SIGKILL")

@@ -80,12 +80,23 @@ def test_models_and_health(cluster):
         assert response.status == 200
 
 
+def steps_with_several_requests(cluster):
+    """Engine steps so far that ran more than one request (switchyard_step_requests)."""
+    samples = metrics(cluster)["switchyard_step_requests"].samples
+    count = next(s.value for s in samples if s.name == "switchyard_step_requests_count")
+    alone = next(s.value for s in samples if s.name == "switchyard_step_requests_bucket" and s.labels["le"] == "1.0")
+    return count - alone
+
+
 def test_32_concurrent_requests_equal_solo(cluster):
     prompts = [f"Request number {i}: the experts say" for i in range(32)]
     solo = [greedy(cluster, prompt, 16)[0] for prompt in prompts]
+    before = steps_with_several_requests(cluster)
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
         together = list(pool.map(lambda prompt: greedy(cluster, prompt, 16)[0], prompts))
     assert together == solo
+    # The premise: the requests really were batched together (one at a time would give solo tokens too).
+    assert steps_with_several_requests(cluster) > before, "the 32 concurrent requests never shared a step"
 
 
 def test_micro_batches_give_the_tokens_of_one_batch(cluster, model):
@@ -252,19 +263,41 @@ def test_metrics_parse_with_prometheus(cluster):
 
 
 def test_full_queue_is_refused_with_429_and_accepted_jobs_complete(model):
+    # No race: request A holds the only running place (a stream as long as the context allows, whose
+    # first event we read), request B fills the only waiting place (seen in /metrics), so request C
+    # must be refused; then closing A cancels it and B runs to its end.
     from conftest import Cluster
     small = Cluster(model, extra=("--max-running", "1", "--max-waiting", "1"))
     try:
+        with urllib.request.urlopen(small.base + "/v1/models") as response:
+            context = json.load(response)["data"][0]["max_model_len"]
+        url = urllib.parse.urlparse(small.base)
+        holder = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+        holder.request("POST", "/v1/completions", headers={"content-type": "application/json"}, body=json.dumps(
+            {"prompt": "hold", "max_tokens": context - 8, "temperature": 0, "ignore_eos": True, "stream": True}))
+        held = holder.getresponse()
+        assert held.status == 200
+        held.fp.readline()  # the first event arrived: A is running
         body = {"prompt": "queue", "max_tokens": 60, "temperature": 0, "ignore_eos": True}
-        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            answers = list(pool.map(lambda _: post(small.base, "/v1/completions", body), range(8)))
-        statuses = sorted(status for status, _ in answers)
-        assert 429 in statuses, statuses
-        assert 200 in statuses, statuses
-        for status, answer in answers:
-            if status == 200:
-                assert answer["usage"]["completion_tokens"] == 60
-            else:
-                assert status == 429 and answer["error"]["message"], answer
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            waiting = pool.submit(post, small.base, "/v1/completions", body)
+            deadline = time.time() + 120
+            while metrics(small)["switchyard_requests_waiting"].samples[0].value < 1:
+                assert time.time() < deadline, "B never reached the waiting queue"
+                assert not waiting.done(), waiting.result()
+                time.sleep(0.02)
+            status, answer = post(small.base, "/v1/completions", body)
+            assert status == 429, answer
+            assert answer["error"]["type"] == "rate_limit_exceeded", answer
+            assert "requests are waiting (the limit is 1)" in answer["error"]["message"], answer
+            # A still held its place when C was refused (so the refusal was for the full queue).
+            families = metrics(small)
+            assert families["switchyard_requests_running"].samples[0].value == 1
+            assert not waiting.done()
+            held.close()
+            holder.close()
+            status, answer = waiting.result(timeout=300)
+        assert status == 200, answer
+        assert answer["usage"]["completion_tokens"] == 60
     finally:
         small.stop()
