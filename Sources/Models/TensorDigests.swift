@@ -1,7 +1,7 @@
 // Full-content SHA-256 digests of a checkpoint's tensors. The fingerprint samples 16 × 256 bytes a
 // tensor, enough to tell models apart but not to notice a corrupted copy; a worker proves it holds
 // the coordinator's expert weights with these instead. Hashing a large checkpoint takes a while
-// (about 1 GB/s), so each safetensors file's digests are computed once and cached in a small JSON
+// (hundreds of MB/s), so each safetensors file's digests are computed once and cached in a small JSON
 // file beside it, or under a cache directory when the model directory cannot be written, keyed by
 // the file's size and modification time: a second start reads them back without hashing.
 import Crypto
