@@ -39,6 +39,12 @@ let package = Package(
         // HTTP status codes for APIRequests (Hummingbird uses the same types; same URL as it names).
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // SHA-256 of expert tensors (Models); TLS for the HTTP API and its clients (Server). Hummingbird
+        // already resolves these; same URLs as it names.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.30.0"),
     ],
     targets: [
         // tier 0: C libraries, each imported by exactly one Swift target.
@@ -58,7 +64,9 @@ let package = Package(
         .target(name: "Tokenization", swiftSettings: strictSettings),
 
         // tier 2
-        .target(name: "Models", dependencies: ["Tensors", "Kernels"], swiftSettings: strictSettings),
+        .target(
+            name: "Models", dependencies: ["Tensors", "Kernels", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSettings),
         .target(name: "Wire", dependencies: ["Tensors", "CProtobufC"], swiftSettings: strictSettings),
         .target(name: "Transport", dependencies: ["CZeroMQ"], swiftSettings: strictSettings),
 
@@ -99,6 +107,12 @@ let package = Package(
             dependencies: [
                 "APIRequests", "Coordinator", "Tokenization", "Tensors",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

@@ -116,6 +116,9 @@ public final class ClusterCoordinator: ExpertExecutor {
                 replicas: options.replicas)
             namedSlots = options.workerNames != nil
         }
+        // Hashed (or read from the cache) before the socket is bound: a worker registering is
+        // checked against every expert tensor's digest.
+        let expertDigests = try checkpoint.expertTensorDigests(cache: .standard()) { logger.info("\($0)") }
         self.options = options
         self.logger = logger
         modelPath = checkpoint.directory.path
@@ -125,7 +128,8 @@ public final class ClusterCoordinator: ExpertExecutor {
         state = ClusterState(
             shape: shape, fingerprint: checkpoint.fingerprint, placement: placement, namedSlots: namedSlots,
             policy: options.liveness, arithmetic: options.arithmetic, quantization: options.quantization,
-            joinHint: "switchyard worker --coordinator \(endpoint) --model \(checkpoint.directory.path)")
+            joinHint: "switchyard worker --coordinator \(endpoint) --model \(checkpoint.directory.path)",
+            expertDigests: expertDigests)
     }
 
     /// The placement dispatches use now.

@@ -217,6 +217,9 @@ public struct ClusterState {
     public let policy: LivenessPolicy
     public let shape: ModelShape
     let fingerprint: String
+    /// The coordinator's digests of every expert tensor, which a worker's must equal (nil: not
+    /// checked, for tests of other rules).
+    let expertDigests: ExpertTensorDigests?
     /// What a user runs to add a worker (for error messages).
     let joinHint: String
     /// True when the worker names are fixed (a placement file or `--worker-names`).
@@ -267,10 +270,12 @@ public struct ClusterState {
     ///   - joinHint: the command that starts a worker, for messages
     public init(
         shape: ModelShape, fingerprint: String, placement: Placement, namedSlots: Bool, policy: LivenessPolicy,
-        arithmetic: BFloat16Arithmetic, quantization: WeightQuantization, joinHint: String
+        arithmetic: BFloat16Arithmetic, quantization: WeightQuantization, joinHint: String,
+        expertDigests: ExpertTensorDigests? = nil
     ) {
         self.shape = shape
         self.fingerprint = fingerprint
+        self.expertDigests = expertDigests
         self.home = placement
         self.active = placement
         self.namedSlots = namedSlots
@@ -424,6 +429,24 @@ public struct ClusterState {
                 "worker \(hello.workerName) serves another model (fingerprint \(hello.modelFingerprint.prefix(16))), "
                     + "but the coordinator's fingerprint is \(fingerprint.prefix(16)); "
                     + "start the worker with --model pointing at a copy of the coordinator's checkpoint")
+        }
+        // Every expert tensor, not only those assigned now: a rebalance or a lost worker's experts
+        // may be assigned to this worker later.
+        if let expertDigests {
+            guard let mismatches = expertDigests.mismatches(hello.expertTensorDigests) else {
+                return refuse(
+                    .modelMismatch,
+                    "worker \(hello.workerName) sent \(hello.expertTensorDigests.count) expert tensor digests, but the "
+                        + "model has \(expertDigests.names.count) expert tensors; a worker older than full-content "
+                        + "digests cannot register: run the coordinator's switchyard version")
+            }
+            if let first = mismatches.first {
+                let more = mismatches.count > 1 ? " (and \(mismatches.count - 1) more expert tensors)" : ""
+                return refuse(
+                    .modelMismatch,
+                    "worker \(hello.workerName)'s copy of expert tensor \(first) differs from the coordinator's\(more): "
+                        + "its SHA-256 is not the coordinator's; replace the worker's checkpoint files with a good copy")
+            }
         }
         // The same process registering again (it did not hear from the coordinator for a while):
         // it keeps its slot and its readiness; the ASSIGN repeats what it holds.

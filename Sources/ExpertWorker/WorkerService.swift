@@ -57,6 +57,7 @@ public struct WorkerService {
 
     public func run(shouldStop: () -> Bool) throws {
         let checkpoint = try Checkpoint(directory: options.modelDirectory)
+        let digests = try checkpoint.expertTensorDigests(cache: .standard()) { logger.info("worker \(options.name): \($0)") }
         var handler = DispatchHandler(shape: checkpoint.shape)
         let context = try ZMQContext()
         // A fresh identity per run: a restarted worker is a new peer that registers again.
@@ -64,7 +65,7 @@ public struct WorkerService {
         let socket = try DealerSocket(context: context, connect: options.coordinator, identity: identity)
         let hello = WireCodec.encode(.hello(.init(
             workerName: options.name, modelFingerprint: checkpoint.fingerprint, threads: options.threads,
-            pid: Int(getpid()))))
+            pid: Int(getpid()), expertTensorDigests: digests.digests)))
         logger.info("worker \(options.name): connecting to \(options.coordinator) (model \(checkpoint.fingerprint.prefix(12)))")
 
         let clock = ContinuousClock()

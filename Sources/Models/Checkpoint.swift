@@ -19,9 +19,9 @@ public final class Checkpoint: Sendable {
     /// equal for the same files, different for other weights; fast on big checkpoints.
     public let fingerprint: String
     /// The safetensors files, in file-name order.
-    private let files: [SafetensorsFile]
+    let files: [SafetensorsFile]
     /// Tensor name → (file index, entry).
-    private let tensors: [String: (file: Int, entry: SafetensorsEntry)]
+    let tensors: [String: (file: Int, entry: SafetensorsEntry)]
 
     /// The name of a single-file checkpoint's weights.
     public static let singleFileName = "model.safetensors"

@@ -17,6 +17,9 @@ final class MappedFile: @unchecked Sendable {
     let byteCount: Int
     /// The first byte of the mapping (nil for an empty file).
     let base: UnsafeRawPointer?
+    /// The file's modification time when it was mapped, in nanoseconds since 1970 (keys the tensor
+    /// digest cache together with `byteCount`).
+    let modifiedNanoseconds: Int64
 
     /// Maps `path`; `displayName` is used in errors.
     init(path: String, displayName: String) throws(ModelError) {
@@ -34,6 +37,12 @@ final class MappedFile: @unchecked Sendable {
             throw .unreadableFile(file: displayName, reason: "not a regular file")
         }
         byteCount = Int(status.st_size)
+        #if canImport(Darwin)
+            let modified = status.st_mtimespec
+        #else
+            let modified = status.st_mtim
+        #endif
+        modifiedNanoseconds = Int64(modified.tv_sec) * 1_000_000_000 + Int64(modified.tv_nsec)
         if byteCount == 0 {
             base = nil
             return

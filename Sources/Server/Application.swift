@@ -13,6 +13,7 @@ public import Coordinator
 import Foundation
 import Tokenization
 public import Hummingbird
+public import HummingbirdCore
 public import Logging
 
 /// Where and how the HTTP API listens.
@@ -54,15 +55,18 @@ public struct ServerConfiguration: Sendable, Equatable {
 ///   - configuration: address, port, API key, model name, body limit.
 ///   - logger: the server's logger.
 ///   - onServerRunning: called once the socket is bound, with the bound port (useful with port 0).
+///   - server: plain HTTP/1.1, or with TLS (``httpServer(tls:)``).
 /// - Returns: the application; nothing listens until it runs.
 public func makeApplication(
     service: some GenerationService,
     configuration: ServerConfiguration,
     logger: Logger,
+    server: HTTPServerBuilder = .http1(),
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     Application(
         router: makeRouter(service: service, configuration: configuration),
+        server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
         onServerRunning: { channel in
             await onServerRunning(channel.localAddress?.port ?? configuration.port)

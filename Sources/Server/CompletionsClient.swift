@@ -1,10 +1,7 @@
-// A client of a running Switchyard HTTP API (`switchyard generate --server URL`), on Foundation's
-// URLSession (no TLS stack of our own to build).
+// A client of a running Switchyard HTTP API (`switchyard generate --server URL`), over http or
+// https (APIConnection).
 public import Coordinator
 public import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Errors talking to a server; the message names the URL and what it answered.
 public struct ClientError: Error, CustomStringConvertible {
@@ -17,8 +14,10 @@ public struct CompletionsClient: Sendable {
     /// The server's base URL, e.g. `http://127.0.0.1:8080`.
     public let server: String
     public let apiKey: String?
+    /// How https servers are verified.
+    public let connection: APIConnection
 
-    public init(server: String, apiKey: String?) throws(ClientError) {
+    public init(server: String, apiKey: String?, connection: APIConnection = APIConnection()) throws(ClientError) {
         var base = server
         while base.hasSuffix("/") { base.removeLast() }
         guard base.hasPrefix("http://") || base.hasPrefix("https://"), URL(string: base + "/v1/completions") != nil else {
@@ -26,6 +25,7 @@ public struct CompletionsClient: Sendable {
         }
         self.server = base
         self.apiKey = apiKey
+        self.connection = connection
     }
 
     /// The outcome of a streamed completion.
@@ -80,53 +80,18 @@ public struct CompletionsClient: Sendable {
     /// Sends the request; returns the body as it arrives once the status is 200, or throws the
     /// server's error message.
     private func send(_ body: [String: Any]) async throws -> AsyncThrowingStream<Data, any Error> {
-        var request = URLRequest(url: URL(string: server + "/v1/completions")!)
-        request.httpMethod = "POST"
-        request.timeoutInterval = 3600
-        request.setValue("application/json", forHTTPHeaderField: "content-type")
-        if let apiKey { request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "authorization") }
-        request.httpBody = try JSONSerialization.data(withJSONObject: body)
-
-        let (events, continuation) = AsyncThrowingStream<ResponseEvent, any Error>.makeStream()
-        let delegate = StreamingDelegate(continuation: continuation)
-        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
-        let task = session.dataTask(with: request)
-        continuation.onTermination = { _ in task.cancel() }
-        task.resume()
-
-        var iterator = events.makeAsyncIterator()
-        let status: Int
-        do {
-            guard case .status(let code) = try await iterator.next() else {
-                throw ClientError("\(server) closed the connection without an answer")
-            }
-            status = code
-        } catch let error as ClientError {
-            throw error
-        } catch {
-            throw ClientError("cannot reach \(server): \(error.localizedDescription); is `switchyard serve` running there?")
-        }
-        let (bodyStream, bodyContinuation) = AsyncThrowingStream<Data, any Error>.makeStream()
-        if status != 200 {
-            var text = Data()
-            while case .data(let chunk)? = try await iterator.next() { text.append(chunk) }
-            session.finishTasksAndInvalidate()
+        var headers = [("content-type", "application/json")]
+        if let apiKey { headers.append(("authorization", "Bearer \(apiKey)")) }
+        let response = try await connection.send(
+            "POST", server + "/v1/completions", headers: headers, body: try JSONSerialization.data(withJSONObject: body),
+            timeout: .seconds(3600))
+        guard response.status == 200 else {
+            let text = (try? await response.collect()) ?? Data()
             let message = (try? JSONSerialization.jsonObject(with: text) as? [String: Any])
                 .flatMap { $0["error"] as? [String: Any] }?["message"] as? String
-            throw ClientError("\(server) answered \(status): \(message ?? String(decoding: text, as: UTF8.self))")
+            throw ClientError("\(server) answered \(response.status): \(message ?? String(decoding: text, as: UTF8.self))")
         }
-        // Hand the rest of the body on; the session ends with it.
-        let forward = Task {
-            do {
-                while case .data(let chunk)? = try await iterator.next() { bodyContinuation.yield(chunk) }
-                bodyContinuation.finish()
-            } catch {
-                bodyContinuation.finish(throwing: error)
-            }
-            session.finishTasksAndInvalidate()
-        }
-        bodyContinuation.onTermination = { _ in forward.cancel() }
-        return bodyStream
+        return response.body
     }
 
     static func body(for request: GenerationRequest) -> [String: Any] {
@@ -145,38 +110,5 @@ public struct CompletionsClient: Sendable {
         if request.logprobs > 0 { body["logprobs"] = request.logprobs }
         if !request.stop.isEmpty { body["stop"] = request.stop }
         return body
-    }
-}
-
-/// What the URLSession delegate reports: the status first, then body chunks.
-enum ResponseEvent: Sendable {
-    case status(Int)
-    case data(Data)
-}
-
-/// Turns URLSession delegate callbacks into an async stream.
-final class StreamingDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-    // @unchecked: the only stored property is the continuation, which is Sendable; URLSession
-    // calls these methods on its own serial delegate queue.
-    private let continuation: AsyncThrowingStream<ResponseEvent, any Error>.Continuation
-
-    init(continuation: AsyncThrowingStream<ResponseEvent, any Error>.Continuation) {
-        self.continuation = continuation
-    }
-
-    func urlSession(
-        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void
-    ) {
-        continuation.yield(.status((response as? HTTPURLResponse)?.statusCode ?? 0))
-        completionHandler(.allow)
-    }
-
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        continuation.yield(.data(data))
-    }
-
-    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
-        if let error { continuation.finish(throwing: error) } else { continuation.finish() }
     }
 }

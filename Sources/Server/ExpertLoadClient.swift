@@ -1,18 +1,17 @@
 // A client of a running server's expert-load routes (`switchyard balance --server URL`).
 public import Coordinator
 public import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Reads `GET /v1/expert_load` and drives the recording routes of a Switchyard server.
 public struct ExpertLoadClient: Sendable {
     /// The server's base URL, e.g. `http://127.0.0.1:8080`.
     public let server: String
     public let apiKey: String?
+    /// How https servers are verified.
+    public let connection: APIConnection
 
     /// - Throws: `ClientError` when `server` is not an http(s) URL.
-    public init(server: String, apiKey: String?) throws(ClientError) {
+    public init(server: String, apiKey: String?, connection: APIConnection = APIConnection()) throws(ClientError) {
         var base = server
         while base.hasSuffix("/") { base.removeLast() }
         guard base.hasPrefix("http://") || base.hasPrefix("https://"), URL(string: base + "/v1/expert_load") != nil else {
@@ -20,6 +19,7 @@ public struct ExpertLoadClient: Sendable {
         }
         self.server = base
         self.apiKey = apiKey
+        self.connection = connection
     }
 
     /// `GET /v1/expert_load[?window=…]`.
@@ -58,32 +58,15 @@ public struct ExpertLoadClient: Sendable {
 
     /// Sends one request; returns the body of a 200 answer.
     private func request(_ method: String, _ path: String) async throws(ClientError) -> Data {
-        var request = URLRequest(url: URL(string: server + path)!)
-        request.httpMethod = method
-        request.timeoutInterval = 60
-        if let apiKey { request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "authorization") }
-
-        let (events, continuation) = AsyncThrowingStream<ResponseEvent, any Error>.makeStream()
-        let delegate = StreamingDelegate(continuation: continuation)
-        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
-        defer { session.finishTasksAndInvalidate() }
-        let task = session.dataTask(with: request)
-        continuation.onTermination = { _ in task.cancel() }
-        task.resume()
-
-        var status: Int?
-        var body = Data()
+        let headers = apiKey.map { [("authorization", "Bearer \($0)")] } ?? []
+        let response = try await connection.send(method, server + path, headers: headers, timeout: .seconds(60))
+        let status = response.status
+        let body: Data
         do {
-            for try await event in events {
-                switch event {
-                case .status(let code): status = code
-                case .data(let chunk): body.append(chunk)
-                }
-            }
+            body = try await response.collect()
         } catch {
-            throw ClientError("cannot reach \(server): \(error.localizedDescription); is `switchyard serve` running there?")
+            throw ClientError("\(server) broke off its answer to \(method) \(path): \(error)")
         }
-        guard let status else { throw ClientError("\(server) closed the connection without an answer to \(method) \(path)") }
         guard status == 200 else {
             let message = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])
                 .flatMap { $0["error"] as? [String: Any] }?["message"] as? String

@@ -2,17 +2,16 @@
 // reads the expert load and the placement, and applies a new placement.
 public import Coordinator
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Reads expert load and placement from a server and applies placements.
 public struct PlacementClient: Sendable {
     /// The server's base URL, e.g. `http://127.0.0.1:8080`.
     public let server: String
     public let apiKey: String?
+    /// How https servers are verified.
+    public let connection: APIConnection
 
-    public init(server: String, apiKey: String?) throws(ClientError) {
+    public init(server: String, apiKey: String?, connection: APIConnection = APIConnection()) throws(ClientError) {
         var base = server
         while base.hasSuffix("/") { base.removeLast() }
         guard base.hasPrefix("http://") || base.hasPrefix("https://"), URL(string: base + "/v1/placement") != nil else {
@@ -20,6 +19,7 @@ public struct PlacementClient: Sendable {
         }
         self.server = base
         self.apiKey = apiKey
+        self.connection = connection
     }
 
     /// Tokens routed per expert since the server started, `[layer][expert]`: `tokens_per_expert` of
@@ -98,23 +98,14 @@ public struct PlacementClient: Sendable {
     }
 
     private func request(_ method: String, _ path: String, body: Data? = nil) async throws -> (Int, Data) {
-        var request = URLRequest(url: URL(string: server + path)!)
-        request.httpMethod = method
-        request.timeoutInterval = 600
-        if let body {
-            request.httpBody = body
-            request.setValue("application/json", forHTTPHeaderField: "content-type")
-        }
-        if let apiKey { request.setValue("Bearer \(apiKey)", forHTTPHeaderField: "authorization") }
-        let session = URLSession(configuration: .ephemeral)
-        defer { session.finishTasksAndInvalidate() }
-        let data: Data
-        let response: URLResponse
+        var headers: [(String, String)] = []
+        if body != nil { headers.append(("content-type", "application/json")) }
+        if let apiKey { headers.append(("authorization", "Bearer \(apiKey)")) }
+        let response = try await connection.send(method, server + path, headers: headers, body: body, timeout: .seconds(600))
         do {
-            (data, response) = try await session.data(for: request)
+            return (response.status, try await response.collect())
         } catch {
-            throw ClientError("cannot reach \(server): \(error.localizedDescription); is `switchyard serve` running there?")
+            throw ClientError("\(server) broke off its answer to \(method) \(path): \(error)")
         }
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 }

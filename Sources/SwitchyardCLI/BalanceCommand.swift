@@ -22,6 +22,8 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "The server's HTTP API, e.g. http://127.0.0.1:8080.")
     var server: String
 
+    @OptionGroup var tls: ClientTLSOptions
+
     @Option(help: "The sliding window: seconds, or with a unit (90, 60s, 5m); the server keeps 10 minutes.")
     var window: String = "60s"
 
@@ -61,7 +63,7 @@ struct Balance: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let client = try ExpertLoadClient(server: server, apiKey: apiKey)
+            let client = try ExpertLoadClient(server: server, apiKey: apiKey, connection: try tls.connection())
             if let record, let action = ExpertLoadClient.RecordingAction(rawValue: record) {
                 print(String(decoding: try await client.recording(action), as: UTF8.self))
                 return

@@ -73,6 +73,8 @@ struct Generate: AsyncParsableCommand {
     @Option(help: "Send the job to a running server's HTTP API, e.g. http://127.0.0.1:8080.")
     var server: String?
 
+    @OptionGroup var tls: ClientTLSOptions
+
     @Option(name: .customLong("api-key"), help: "The server's API key (with --server).")
     var apiKey: String?
 
@@ -99,6 +101,7 @@ struct Generate: AsyncParsableCommand {
     var logLevel: Logger.Level = .warning
 
     func validate() throws {
+        if tls.caFile != nil, server == nil { throw ValidationError("--ca applies to --server https://…; give --server or drop --ca") }
         guard (prompt == nil) != (promptTokenIDs == nil) else {
             throw ValidationError("give exactly one of --prompt and --prompt-token-ids")
         }
@@ -167,7 +170,7 @@ struct Generate: AsyncParsableCommand {
     }
 
     private func runAgainstServer(_ server: String, _ request: GenerationRequest) async throws {
-        let client = try CompletionsClient(server: server, apiKey: apiKey)
+        let client = try CompletionsClient(server: server, apiKey: apiKey, connection: try tls.connection())
         if json {
             print(String(decoding: try await client.complete(request), as: UTF8.self))
             return

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import FoundationNetworking
+import Server
 
 /// `switchyard health`: asks a coordinator's HTTP API whether it is ready.
 struct Health: AsyncParsableCommand {
@@ -16,6 +16,8 @@ struct Health: AsyncParsableCommand {
     @Option(help: "The coordinator's HTTP API, e.g. http://127.0.0.1:8080.")
     var server: String
 
+    @OptionGroup var tls: ClientTLSOptions
+
     @Option(help: "Seconds to keep asking until /health answers 200 (0: ask once).")
     var wait: Double = 0
 
@@ -29,22 +31,20 @@ struct Health: AsyncParsableCommand {
     func run() async throws {
         let url = URL(string: server.hasSuffix("/") ? server + "health" : server + "/health")!
         let deadline = Date().addingTimeInterval(wait)
-        let session = URLSession(configuration: .ephemeral)
+        let connection: APIConnection
+        do { connection = try tls.connection() } catch { fail("\(error)") }
         var last = "no answer"
         while true {
-            var request = URLRequest(url: url)
-            request.timeoutInterval = 5
             do {
-                let (data, response) = try await session.data(for: request)
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                let body = String(decoding: data, as: UTF8.self)
-                if status == 200 {
+                let response = try await connection.send("GET", url.absoluteString, timeout: .seconds(5))
+                let body = String(decoding: try await response.collect(), as: UTF8.self)
+                if response.status == 200 {
                     print(body)
                     return
                 }
-                last = "HTTP \(status): \(body)"
+                last = "HTTP \(response.status): \(body)"
             } catch {
-                last = "cannot reach \(url.absoluteString) (\(error.localizedDescription))"
+                last = "\(error)"
             }
             if Date() >= deadline { break }
             try await Task.sleep(for: .milliseconds(200))

@@ -23,6 +23,8 @@ struct Rebalance: AsyncParsableCommand {
     @Option(help: "The coordinator's HTTP API, e.g. http://127.0.0.1:8080.")
     var server: String
 
+    @OptionGroup var tls: ClientTLSOptions
+
     @Option(name: .customLong("memory-budget"), help: "Experts of one layer a worker may hold. Default: ⌈experts ÷ workers⌉ + 1.")
     var memoryBudget: Int?
 
@@ -63,7 +65,7 @@ struct Rebalance: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let client = try PlacementClient(server: server, apiKey: apiKey)
+            let client = try PlacementClient(server: server, apiKey: apiKey, connection: try tls.connection())
             guard let every = try intervalDuration() else {
                 _ = try await round(client: client, load: try await client.expertLoad())
                 return

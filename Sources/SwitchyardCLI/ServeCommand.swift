@@ -54,6 +54,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("api-key-file"), help: "Read the API key from this file (first line).")
     var apiKeyFile: String?
 
+    @Option(name: .customLong("tls-cert"), help: "Serve the HTTP API over TLS (https) with this PEM certificate chain, the server's certificate first; needs --tls-key.")
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.")
+    var tlsKey: String?
+
     @Option(name: .customLong("served-model-name"), help: "The model name clients see. Default: the model directory's name.")
     var servedModelName: String?
 
@@ -117,6 +123,7 @@ struct Serve: AsyncParsableCommand {
                 "--micro-batches \(microBatches) needs workers (--workers N, --placement or --placement-json): with the experts in-process there is nothing to overlap")
         }
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together: give both or neither") }
         if placement != nil && placementJSON != nil { throw ValidationError("give --placement or --placement-json, not both") }
         if let rebalanceInterval, !(rebalanceInterval > 0 && rebalanceInterval.isFinite) {
             throw ValidationError("--rebalance-interval is \(rebalanceInterval), but must be a positive number of seconds")
@@ -144,6 +151,8 @@ struct Serve: AsyncParsableCommand {
         try applyThreads(threads)
         if exitWithStdin { StdinWatch.start() }
         do {
+            // Read before the model loads: a wrong certificate or key path fails at once.
+            let tls = try tlsCert.map { try ServerTLS(certificateFile: $0, keyFile: tlsKey ?? "") }
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
             let engine = GenerationEngine(
                 model: try numerics.denseModel(checkpoint),
@@ -174,8 +183,8 @@ struct Serve: AsyncParsableCommand {
                 configuration: ServerConfiguration(
                     host: host, port: port, apiKey: try resolvedAPIKey(), modelName: servedModelName,
                     maxRequestBodyBytes: maxBodyBytes, requestBodyTimeout: .milliseconds(Int(bodyTimeout * 1000))),
-                logger: logger,
-                onServerRunning: { port in logger.info("HTTP API listening on http://\(host):\(port)") })
+                logger: logger, server: try httpServer(tls: tls),
+                onServerRunning: { port in logger.info("HTTP API listening on \(tls == nil ? "http" : "https")://\(host):\(port)") })
             // Runs until SIGINT/SIGTERM, then shuts down gracefully (in-flight responses finish).
             try await app.runService()
             scheduler.stop()

@@ -10,13 +10,24 @@ extension WireMessage.Hello {
         c.model_fingerprint = arena.string(modelFingerprint)
         c.threads = wireUInt32(threads, "HELLO threads")
         c.pid = wireUInt32(pid, "HELLO pid")
+        let digestBytes = expertTensorDigests.flatMap(\.bytes)
+        c.expert_tensor_digests = ProtobufCBinaryData(len: digestBytes.count, data: arena.array(digestBytes))
         return arena.box(c)
     }
 
     init(_ c: Switchyard__V1__Hello) throws(WireError) {
+        let digestBytes = UnsafeBufferPointer(start: c.expert_tensor_digests.data, count: c.expert_tensor_digests.len)
+        guard digestBytes.count % TensorDigest.byteCount == 0 else {
+            throw .invalidField(
+                .hello, field: "expert_tensor_digests",
+                reason: "has \(digestBytes.count) bytes, but must be a multiple of \(TensorDigest.byteCount) (SHA-256 digests)")
+        }
+        let digests = stride(from: 0, to: digestBytes.count, by: TensorDigest.byteCount).map { start in
+            TensorDigest(bytes: Array(digestBytes[start..<(start + TensorDigest.byteCount)]))!
+        }
         self.init(
             workerName: swiftString(c.worker_name), modelFingerprint: swiftString(c.model_fingerprint),
-            threads: Int(c.threads), pid: Int(c.pid))
+            threads: Int(c.threads), pid: Int(c.pid), expertTensorDigests: digests)
     }
 }
 

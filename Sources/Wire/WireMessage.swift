@@ -73,12 +73,18 @@ extension WireMessage {
         public var threads: Int
         /// The worker's process id, 0 ... UInt32.max.
         public var pid: Int
+        /// SHA-256 of each expert tensor the worker holds, in the model's expert tensor order
+        /// (empty from a worker that predates them).
+        public var expertTensorDigests: [TensorDigest]
 
-        public init(workerName: String, modelFingerprint: String, threads: Int, pid: Int) {
+        public init(
+            workerName: String, modelFingerprint: String, threads: Int, pid: Int, expertTensorDigests: [TensorDigest] = []
+        ) {
             self.workerName = workerName
             self.modelFingerprint = modelFingerprint
             self.threads = threads
             self.pid = pid
+            self.expertTensorDigests = expertTensorDigests
         }
     }
 

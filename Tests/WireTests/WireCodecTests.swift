@@ -6,6 +6,9 @@ import Wire
 let sampleMessages: [WireMessage] = [
     .hello(.init(workerName: "worker-a", modelFingerprint: "9f86d081884c7d65", threads: 8, pid: 4242)),
     .hello(.init(workerName: "", modelFingerprint: "", threads: 0, pid: 0)),
+    .hello(.init(
+        workerName: "worker-b", modelFingerprint: "ab", threads: 2, pid: 7,
+        expertTensorDigests: [TensorDigest(bytes: Array(0..<32))!, TensorDigest(bytes: [UInt8](repeating: 0xEE, count: 32))!])),
     .welcome(.init(workerID: WorkerID(3), coordinatorName: "coordinator ünïcode ✓")),
     .assign(.init(experts: [])),
     .assign(.init(experts: [LayerExpert(layer: LayerIndex(2), expert: ExpertID(1))], arithmetic: .fast, quantization: .q8)),

@@ -136,10 +136,17 @@ struct  Switchyard__V1__Hello
    */
   uint32_t threads;
   uint32_t pid;
+  /*
+   * SHA-256 of each expert tensor's bytes, 32 bytes each, concatenated in the order of the model's
+   * expert tensors (MoE layers ascending, experts ascending, then gate, up, down). A coordinator
+   * refuses a worker whose digests differ from its own, naming the tensor; empty from a worker
+   * older than this field, which a coordinator also refuses.
+   */
+  ProtobufCBinaryData expert_tensor_digests;
 };
 #define SWITCHYARD__V1__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__hello__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, {0,NULL} }
 
 
 /*
