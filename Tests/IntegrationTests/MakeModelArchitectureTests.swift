@@ -59,7 +59,7 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
             arch: "gpt_oss", options: ["--intermediate", "40", "--sliding-window", "3"],
             expected: [
                 "intermediate_size": "40", "sliding_window": "3", "num_local_experts": "6", "attention_bias": "1",
-                "layer_types": "[sliding_attention,full_attention,sliding_attention]",
+                "layer_types": #"["sliding_attention","full_attention","sliding_attention"]"#,
             ],
             denseLayers: []),
         // MXFP4 experts: blocks of 32, so a hidden size and expert width that are multiples of 32.
