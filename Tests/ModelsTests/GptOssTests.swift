@@ -109,6 +109,21 @@ struct GptOssTests {
         #expect(throws: ModelError.self) { try Architecture.gptOss.configuration(from: data) }
     }
 
+    @Test("the MXFP4 fixture's experts are held as stored: no float copy of them, and q8 of them is refused")
+    func mxfp4HeldAsStored() throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.directory("gpt_oss_mxfp4"))
+        #expect(checkpoint.entry(named: "model.layers.0.mlp.experts.gate_up_proj_blocks")?.dtypeName == "U8")
+        #expect(checkpoint.entry(named: "model.layers.0.mlp.experts.gate_up_proj") == nil)
+        let experts = checkpoint.shape.allExperts
+        let store = try ExpertStore(checkpoint: checkpoint, experts: experts)
+        #expect(store.heldExperts == Set(experts))
+        #expect {
+            _ = try ExpertStore(checkpoint: checkpoint, experts: experts, quantization: .q8)
+        } throws: { error in
+            "\(error)".contains("stored as MXFP4")
+        }
+    }
+
     @Test("clamped SwiGLU: gate clamped above at limit, up both ways, (up + 1) · gate · σ(alpha · gate)")
     func clampedActivation() {
         let gates: [Float] = [-9, -1, 0, 0.5, 3, 7, 12, .nan]
