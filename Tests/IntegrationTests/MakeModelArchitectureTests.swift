@@ -104,7 +104,7 @@ struct MakeModelArchitectureTests {
         let directory = try TestPaths.makeTemporaryDirectory("make-refused")
         defer { try? FileManager.default.removeItem(at: directory) }
         for (arguments, message) in [
-            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3"),
+            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3, gpt_oss"),
             (["--arch", "deepseek_v3", "--heads", "4", "--kv-heads", "2"], "deepseek_v3 needs as many as --heads (4)"),
             (["--arch", "deepseek_v3", "--qk-rope-dim", "3"], "--qk-rope-dim is 3, but must be even"),
             (["--arch", "deepseek_v3", "--head-dim", "8"], "--head-dim does not apply to deepseek_v3"),
