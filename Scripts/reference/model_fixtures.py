@@ -68,6 +68,17 @@ experts and dense first layers; the Qwen3-style byte-level BPE stands in for Dee
   beta_fast 32 / beta_slow 1, mscale 0.707 and mscale_all_dim 1, so both the cos/sin attention
   factor and the softmax scale's mscale² differ from 1).
 
+**gpt-oss** (`GptOssForCausalLM`; the Qwen3 byte-level tokenizer stands in):
+- `gpt_oss_bf16`: bfloat16, GptOssConfig's defaults for YaRN (factor 32 over 4096 positions,
+  truncate false), swiglu_alpha 1.702 / swiglu_limit 7, layer_types alternating sliding (window 5)
+  and full; q/k/v/o biases, attention sinks, router bias and expert biases all random.
+- `gpt_oss_clamp`: float32, swiglu_limit 0.5 so both clamps of the SwiGLU bite, layer_types
+  full/sliding/sliding (window 4), 6 experts top-3, head_dim 12 != hidden/heads.
+- `gpt_oss_mxfp4`: the experts in MXFP4 as the released checkpoints store them (`*_blocks`,
+  `*_scales`, `quantization_config.quant_method` mxfp4; see quantize_mxfp4), everything else
+  bfloat16; the reference is transformers' own load of that folder (on the CPU it dequantizes the
+  experts), so the reference computes on exactly the dequantized weights.
+
 ## Contract
 
 For every tiny checkpoint in MODELS (`arch` selects the transformers classes, default mixtral):
@@ -127,6 +138,8 @@ from transformers import (  # noqa: E402
     DeepseekV3ForCausalLM,
     Glm4MoeConfig,
     Glm4MoeForCausalLM,
+    GptOssConfig,
+    GptOssForCausalLM,
     MixtralConfig,
     MixtralForCausalLM,
     OlmoeConfig,
@@ -152,6 +165,7 @@ FINAL_NORM_SCALE = 3.0
 BIAS_STD = 0.5                # q/k/v biases (Qwen2-MoE); transformers initialises them to 0
 SHARED_GATE_STD = 0.5         # shared_expert_gate weight, so sigmoid(gate(x)) varies per token
 CORRECTION_BIAS_STD = 0.1     # GLM-4.5 e_score_correction_bias (0 at init); sigmoid scores are in (0, 1)
+SINK_STD = 1.0                # gpt-oss attention sinks: a logit beside the scores, so O(1)
 TOP_LOGPROBS = 5
 SPM = "\u2581"  # ▁
 
@@ -655,6 +669,26 @@ MODELS = [
                                       "original_max_position_embeddings": 64, "beta_fast": 32.0, "beta_slow": 1.0,
                                       "mscale": 0.707, "mscale_all_dim": 1.0}),
          cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8)]),
+    # ---- gpt-oss ------------------------------------------------------------------------------
+    dict(name="gpt_oss_bf16", arch="gpt_oss", seed=19019, stored="bfloat16", shard=None,
+         config=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                     num_local_experts=8, num_experts_per_tok=2, intermediate_size=32, sliding_window=5,
+                     vocab_size=384, tie_word_embeddings=False),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_C, 10)]),
+    dict(name="gpt_oss_mxfp4", arch="gpt_oss", seed=21021, stored="bfloat16", shard=None, mxfp4=True,
+         config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                     num_local_experts=8, num_experts_per_tok=4, intermediate_size=64, sliding_window=5,
+                     vocab_size=384),
+         cases=[(PROMPT_TEXT_C, 10), (PROMPT_UNICODE, 8)]),
+    dict(name="gpt_oss_clamp", arch="gpt_oss", seed=20020, stored="float32", shard=None,
+         config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=12,
+                     num_local_experts=6, num_experts_per_tok=3, intermediate_size=24, sliding_window=4,
+                     layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+                     swiglu_limit=0.5, vocab_size=352,
+                     rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                                      "original_max_position_embeddings": 32, "beta_fast": 32.0, "beta_slow": 1.0,
+                                      "truncate": True}),
+         cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 10)]),
 ]
 
 CONFIG_DEFAULTS = dict(
@@ -704,6 +738,10 @@ ARCHS = {
                      defaults=GLM_CONFIG_DEFAULTS, auto_tokenizer_class="TokenizersBackend"),
     "deepseek_v3": dict(config_cls=DeepseekV3Config, model_cls=DeepseekV3ForCausalLM, tokenizer="qwen3",
                         defaults=GLM_CONFIG_DEFAULTS),
+    # gpt-oss ships an o200k tokenizer; the Qwen3 byte-level one stands in (the model is under test).
+    # transformers 5.23 has no sdpa attention for gpt-oss (sinks): eager only.
+    "gpt_oss": dict(config_cls=GptOssConfig, model_cls=GptOssForCausalLM, tokenizer="qwen3",
+                    defaults=GLM_CONFIG_DEFAULTS, attentions=("eager",)),
 }
 
 # The families whose router is DeepSeek-V3's noaux_tc (sigmoid + e_score_correction_bias + groups).
@@ -764,6 +802,12 @@ def make_model(spec: dict, seed: int, token_ids: dict | None = None):
                     p.copy_(BIAS_STD * torch.randn_like(p))
                 elif name.endswith("shared_expert_gate.weight"):
                     p.copy_(SHARED_GATE_STD * torch.randn_like(p))
+            # gpt-oss: the experts' biases (zero at init) and the attention sinks (N(0, 0.1)) must matter.
+            for name, p in model.named_parameters():
+                if name.endswith(("gate_up_proj_bias", "down_proj_bias")):
+                    p.copy_(BIAS_STD * torch.randn_like(p))
+                elif name.endswith("self_attn.sinks"):
+                    p.copy_(SINK_STD * torch.randn_like(p))
             # GLM-4.5's correction bias is a buffer (zero at init); make it move the expert choice.
             for name, b in model.named_buffers():
                 if name.endswith("e_score_correction_bias"):
@@ -784,6 +828,86 @@ def save_model(model, spec: dict, out_dir: str) -> None:
             if name.endswith("e_score_correction_bias"):
                 b.data = b.data.float()
     model.save_pretrained(out_dir, **kwargs)
+
+
+E2M1_MAGNITUDES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+
+
+def quantize_mxfp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [..., rows, k] (nn.Linear layout, k a multiple of 32) -> (blocks [..., rows, k/32, 16] uint8,
+    scales [..., rows, k/32] uint8), the way gpt-oss's checkpoints are quantized (triton_kernels'
+    downcast_to_mxfp, which transformers' quantize_to_mxfp4 calls, with its default ROUND_UP scale):
+    per block of 32, the scale is amax / 6 rounded up to a power of two (its exponent byte is the e8m0
+    scale), each value divided by it and rounded to the nearest e2m1 value (ties to the even code);
+    element 2j goes to byte j's low nibble, 2j + 1 to its high nibble (as transformers unpacks them)."""
+    w = w.float()
+    *prefix, rows, k = w.shape
+    assert k % 32 == 0, k
+    blocks = w.reshape(*prefix, rows, k // 32, 32)
+    amax = blocks.abs().amax(-1)
+    bits = (amax / 6.0).view(torch.int32)
+    rounded = ((bits + 0x007FFFFF) & 0x7F800000)
+    scale = rounded.view(torch.float32)
+    exponent = (rounded >> 23).to(torch.uint8)
+    q = torch.where(scale[..., None] == 0, torch.zeros_like(blocks), blocks / scale[..., None])
+    grid = torch.tensor(E2M1_MAGNITUDES)
+    distance = (q.abs()[..., None] - grid).abs()
+    # Nearest magnitude; on a tie the even code (the lower index of a tie is even on this grid).
+    best = distance.min(-1, keepdim=True).values
+    index = torch.where(distance == best, torch.arange(8), 8).min(-1).values
+    tie = (distance == best).sum(-1) > 1
+    index = torch.where(tie & (index % 2 == 1), index + 1, index)
+    code = (index | torch.where(q < 0, 8, 0)).to(torch.uint8)
+    code = code.reshape(*prefix, rows, k // 32, 16, 2)
+    packed = code[..., 0] | (code[..., 1] << 4)
+    return packed.contiguous(), exponent.contiguous()
+
+
+def write_mxfp4_experts(folder: str) -> None:
+    """Replace every layer's mlp.experts.{gate_up_proj,down_proj} in model.safetensors by MXFP4
+    `_blocks` and `_scales` (the Linear layout: [E, out, in/32, 16], as the released checkpoints) and
+    add config.json's quantization_config, as openai/gpt-oss-20b has it."""
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    for name in [n for n in tensors if n.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        # transformers holds [E, in, out]; the checkpoint stores [E, out, in] blocks.
+        blocks, scales = quantize_mxfp4(tensors.pop(name).transpose(1, 2))
+        tensors[name + "_blocks"], tensors[name + "_scales"] = blocks, scales
+    save_file(tensors, path, metadata={"format": "pt"})
+    config_path = os.path.join(folder, "config.json")
+    with open(config_path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = {
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens",
+                                   "lm_head"],
+        "quant_method": "mxfp4",
+    }
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def load_mxfp4_reference(folder: str):
+    """The MXFP4 fixture in float32 with its experts dequantized by transformers' own
+    convert_moe_packed_tensors (what from_pretrained does on a CPU; its quantizer itself needs
+    accelerate, which the pinned reference environment does not have)."""
+    from safetensors.torch import load_file
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+    cfg = GptOssConfig.from_pretrained(folder)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    model = GptOssForCausalLM(cfg).float()
+    state = {}
+    for name, t in load_file(os.path.join(folder, "model.safetensors")).items():
+        if name.endswith("_blocks"):
+            scales = load_file(os.path.join(folder, "model.safetensors"))[name[:-len("_blocks")] + "_scales"]
+            state[name[:-len("_blocks")]] = convert_moe_packed_tensors(t, scales, dtype=torch.float32)
+        elif not name.endswith("_scales"):
+            state[name] = t.float()
+    model.load_state_dict(state, strict=True)
+    model.generation_config = GenerationConfig.from_pretrained(folder)
+    model.eval()
+    return model
 
 
 def hub_style_config(spec: dict, folder: str) -> None:
@@ -908,7 +1032,7 @@ def add_counts(a, b):
 
 
 def num_experts_of(cfg) -> int:
-    return cfg.num_local_experts if cfg.model_type in ("mixtral",) + NOAUX_TC else cfg.num_experts
+    return cfg.num_local_experts if cfg.model_type in ("mixtral", "gpt_oss") + NOAUX_TC else cfg.num_experts
 
 
 @torch.no_grad()
@@ -1102,8 +1226,9 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
     """Eager attention and the eager expert loop must match the recorded (sdpa, grouped_mm) logits;
     switching off each feature under test must change them. Returns the measured max diffs."""
     cfg = ARCHS[arch_of(spec)]["config_cls"].from_pretrained(folder)
+    attentions = ARCHS[arch_of(spec)].get("attentions", ("eager", "sdpa"))
     found: dict[str, float] = {}
-    for attn in ("eager", "sdpa"):
+    for attn in attentions:
         for experts in ("eager", "grouped_mm"):
             model = load_variant(spec, folder, attn=attn, experts=experts)
             assert (model.config._attn_implementation, model.config._experts_implementation) == (attn, experts)
@@ -1118,9 +1243,10 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         if not d > FEATURE_EFFECT_MIN:
             raise AssertionError(f"{what} changes the logits by only {d:.3g}: the fixture does not test it")
 
-    must_change("norm_topk_prob flipped", load_variant(spec, folder, norm_topk_prob=not cfg.norm_topk_prob))
+    if hasattr(cfg, "norm_topk_prob"):
+        must_change("norm_topk_prob flipped", load_variant(spec, folder, norm_topk_prob=not cfg.norm_topk_prob))
     if getattr(cfg, "layer_types", None) and "sliding_attention" in cfg.layer_types:
-        for attn in ("eager", "sdpa"):
+        for attn in attentions:
             m = load_variant(spec, folder, attn=attn, layer_types=["full_attention"] * cfg.num_hidden_layers)
             must_change(f"sliding window off ({attn})", m)
     if getattr(cfg, "qkv_bias", False) or (cfg.model_type in NOAUX_TC and cfg.attention_bias):
@@ -1142,6 +1268,8 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         check_glm_features(spec, folder, cfg, must_change)
     if cfg.model_type == "deepseek_v3":
         check_deepseek_features(spec, folder, cfg, must_change)
+    if cfg.model_type == "gpt_oss":
+        check_gpt_oss_features(spec, folder, cfg, must_change)
     if cfg.model_type in ("qwen3_moe", "olmoe") or getattr(cfg, "use_qk_norm", False):
         must_change("q_norm/k_norm weights set to 1", load_filled(spec, folder, ("q_norm.weight", "k_norm.weight"), 1.0))
     return found
@@ -1187,6 +1315,19 @@ def check_deepseek_features(spec: dict, folder: str, cfg, must_change) -> None:
     must_change("shared experts dropped", m)
 
 
+def check_gpt_oss_features(spec: dict, folder: str, cfg, must_change) -> None:
+    """gpt-oss: the attention sinks, every bias, YaRN and the SwiGLU clamp (when it bites) must each
+    change the logits."""
+    must_change("attention sinks removed (-1e4)", load_filled(spec, folder, ("self_attn.sinks",), -1e4))
+    must_change("q/k/v/o biases zeroed", load_filled(spec, folder, ("_proj.bias",), 0.0))
+    must_change("router bias zeroed", load_filled(spec, folder, ("router.bias",), 0.0))
+    must_change("expert biases zeroed", load_filled(spec, folder, ("gate_up_proj_bias", "down_proj_bias"), 0.0))
+    plain = {"rope_type": "default", "rope_theta": cfg.rope_parameters["rope_theta"]}
+    must_change("YaRN off (default RoPE)", load_variant(spec, folder, rope_parameters=plain))
+    if cfg.swiglu_limit < 1.0:
+        must_change("swiglu_limit 1e9 (no clamp)", load_variant(spec, folder, swiglu_limit=1e9))
+
+
 # --------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------
@@ -1211,6 +1352,8 @@ def build_one(spec: dict, out_root: str) -> dict:
             model = make_model(spec, seed, token_ids)
             save_model(model, spec, folder)
             del model
+            if spec.get("mxfp4"):
+                write_mxfp4_experts(folder)
             if spec.get("hub_config"):
                 hub_style_config(spec, folder)
             save_generation_config(spec, byte_tok, folder)
@@ -1226,7 +1369,10 @@ def build_one(spec: dict, out_root: str) -> dict:
             check_tokenizer_roundtrip(folder, tok, prompts)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         # The reference is what a user loading the files gets, always computed in float32.
-        model = arch["model_cls"].from_pretrained(folder, dtype=torch.float32)
+        if spec.get("mxfp4"):
+            model = load_mxfp4_reference(folder)
+        else:
+            model = arch["model_cls"].from_pretrained(folder, dtype=torch.float32)
         model.eval()
         assert next(model.parameters()).dtype == torch.float32
         check_router_choice(model)
@@ -1257,7 +1403,8 @@ def build_one(spec: dict, out_root: str) -> dict:
             moe_layers = moe_layer_indices(model.config)
             built = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
             assert built == moe_layers, (built, moe_layers)
-            found = check_implementations_and_features(spec, folder, cases)
+            # The MXFP4 fixture's features are those of gpt_oss_bf16, checked there.
+            found = {} if spec.get("mxfp4") else check_implementations_and_features(spec, folder, cases)
             print(f"  [{spec['name']}] max logit diffs: "
                   + ", ".join(f"{k} {v:.3g}" for k, v in found.items()), flush=True)
             ref.update({

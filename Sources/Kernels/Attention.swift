@@ -21,6 +21,9 @@ public struct AttentionShape: Sendable, Equatable {
     public var scale: Float
     /// When set, query position q sees key position k only if `q - slidingWindow < k`.
     public var slidingWindow: Int?
+    /// When set, [H] learned logits, one per query head, that join each softmax as an extra key with
+    /// no value (gpt-oss's attention sinks): the probabilities of the real keys then sum to less than 1.
+    public var sinks: [Float]?
 
     /// Creates a shape; `headCount` must be a multiple of `keyValueHeadCount`.
     /// - Parameters:
@@ -28,7 +31,7 @@ public struct AttentionShape: Sendable, Equatable {
     ///   - scale: the score factor; nil: 1/√D (f32).
     public init(
         headCount: Int, keyValueHeadCount: Int, headDimension: Int, valueHeadDimension: Int? = nil,
-        scale: Float? = nil, slidingWindow: Int?
+        scale: Float? = nil, slidingWindow: Int?, sinks: [Float]? = nil
     ) {
         precondition(
             headCount > 0 && keyValueHeadCount > 0 && headCount % keyValueHeadCount == 0,
@@ -41,6 +44,8 @@ public struct AttentionShape: Sendable, Equatable {
         self.valueHeadDimension = valueHeadDimension ?? headDimension
         self.scale = scale ?? 1 / Float(headDimension).squareRoot()
         self.slidingWindow = slidingWindow
+        precondition(sinks.map { $0.count == headCount } ?? true, "attention: one sink per query head")
+        self.sinks = sinks
     }
 
     /// Whether query position `query` may attend to key position `key`: `query - window < key <= query`.
@@ -123,7 +128,10 @@ public func attention(
     // the next block, so each cached row is read from memory once per query instead of once per
     // key/value head. A score is the same dot product wherever its block starts, and the value sum
     // continues from block to block in ascending position, so the bits are those of one pass.
-    let rowsPerGroup = groupSize * longestVisible
+    // A row holds a head's scores and, with sinks, the head's sink logit after them: the softmax
+    // runs over both (as transformers concatenates the sink to the scores) and the sink is dropped.
+    let sinkSlots = shape.sinks == nil ? 0 : 1
+    let rowsPerGroup = groupSize * (longestVisible + sinkSlots)
     let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, groups.count * rowsPerGroup))
     defer { scores.deallocate() }
     for t in 0..<queryCount {
@@ -131,7 +139,8 @@ public func attention(
         // The keys this query sees: a causal mask, and the sliding window when there is one.
         let firstKey = shape.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
         let visibleCount = position + 1 - firstKey
-        let row = { (group: Int, h: Int) in scores + (group - groups.lowerBound) * rowsPerGroup + h * visibleCount }
+        let rowStride = visibleCount + sinkSlots
+        let row = { (group: Int, h: Int) in scores + (group - groups.lowerBound) * rowsPerGroup + h * rowStride }
         // scores[h, s] = (q[h] · k[s]) / √D
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
             let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
@@ -142,11 +151,14 @@ public func attention(
                     keys: cached.advanced(
                         keys: (firstKey + blockStart) * keyStride + keyValueHead * headDimension, values: 0),
                     keyStride: keyStride, count: blockCount, scale: scale, into: row(keyValueHead, 0) + blockStart,
-                    scoresStride: visibleCount, isa: isa)
+                    scoresStride: rowStride, isa: isa)
             }
         }
         for keyValueHead in groups {
-            for h in 0..<groupSize { softmax(row(keyValueHead, h), count: visibleCount, isa: isa) }
+            for h in 0..<groupSize {
+                if let sinks = shape.sinks { row(keyValueHead, h)[visibleCount] = sinks[keyValueHead * groupSize + h] }
+                softmax(row(keyValueHead, h), count: rowStride, isa: isa)
+            }
         }
         // output[t, head] = Σ_s p[s] · v[s], keys in ascending position
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {

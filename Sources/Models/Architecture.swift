@@ -23,6 +23,9 @@ public protocol ArchitectureConfiguration: Sendable {
     var embeddingName: String { get }
     /// The key and value projection weights (their stored dtype picks the default KV-cache dtype).
     var keyValueProjectionNames: [String] { get }
+    /// Whether tensor `name` is stored as raw bytes (safetensors `U8`: MXFP4 blocks and scales), not
+    /// as numbers; only such tensors may be U8.
+    func storesBytes(_ name: String) -> Bool
     /// The dense part of the model (what the coordinator runs), its tensors taken from `checkpoint`.
     /// - Throws: `ModelError` when a tensor cannot be read.
     func assemble(from checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic) throws(ModelError) -> DecoderStackParts
@@ -67,7 +70,7 @@ public struct Architecture: Sendable, CustomStringConvertible {
 
     /// Every architecture the runtime runs: adding one adds its file under Architectures/ and a line here.
     public static let supported: [Architecture] = [
-        .mixtral, .qwen3Moe, .qwen2Moe, .olmoe, .glm4Moe, .deepseekV3,
+        .mixtral, .qwen3Moe, .qwen2Moe, .olmoe, .glm4Moe, .deepseekV3, .gptOss,
     ]
 
     /// Every supported name, for error messages.
@@ -104,6 +107,11 @@ public struct Architecture: Sendable, CustomStringConvertible {
             throw .invalidConfiguration(file: file, message: describeDecodingError(error))
         }
     }
+}
+
+extension ArchitectureConfiguration {
+    /// No tensor is raw bytes unless an architecture says so.
+    public func storesBytes(_ name: String) -> Bool { false }
 }
 
 extension Architecture: Equatable {

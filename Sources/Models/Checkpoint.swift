@@ -73,7 +73,7 @@ public final class Checkpoint: Sendable {
                 throw ModelError.missingTensor(name: name, searched: files.map(\.displayName))
             }
             let fileName = files[fileIndex].displayName
-            guard entry.dtype != nil else {
+            guard entry.dtype != nil || (entry.dtypeName == "U8" && configuration.storesBytes(name)) else {
                 throw ModelError.unsupportedTensorDType(file: fileName, name: name, dtype: entry.dtypeName)
             }
             guard entry.shape == shape else {
@@ -128,6 +128,19 @@ public final class Checkpoint: Sendable {
             }
         #endif
         return FloatTensor(shape: entry.shape, values: try floats(named: name))
+    }
+
+    /// The bytes of U8 tensor `name` (MXFP4 blocks or scales) in place in the memory map, and the
+    /// mapping that keeps them readable.
+    /// - Throws: `ModelError.missingTensor`, or `.unsupportedTensorDType` when it is not U8.
+    public func bytes(named name: String) throws(ModelError) -> (bytes: UnsafeRawBufferPointer, owner: any AnyObject) {
+        guard let (fileIndex, entry) = tensors[name] else {
+            throw .missingTensor(name: name, searched: files.map(\.displayName))
+        }
+        guard entry.dtypeName == "U8" else {
+            throw .unsupportedTensorDType(file: files[fileIndex].displayName, name: name, dtype: entry.dtypeName)
+        }
+        return (files[fileIndex].bytes(of: entry), files[fileIndex].mapping)
     }
 
     /// Tensor `name` as the kernels read it: bf16 kept as stored (borrowed in place from the memory

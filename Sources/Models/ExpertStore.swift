@@ -15,6 +15,8 @@ public final class ExpertStore: Sendable {
         let up: ExpertMatrix
         /// w2, [H, I]
         let down: ExpertMatrix
+        /// The biases of a stacked (gpt-oss) expert; nil: none.
+        var biases: ExpertBiases? = nil
     }
 
     /// The shape of the model the experts belong to.
@@ -74,6 +76,8 @@ public final class ExpertStore: Sendable {
             }
         }
         var loaded: [LayerExpert: Expert] = [:]
+        // Stacked experts (gpt-oss): each layer's stacked tensors are read once.
+        var stackedLayers: [Int: StackedExpertTensors] = [:]
         for layerExpert in experts where loaded[layerExpert] == nil {
             let layer = layerExpert.layer.rawValue
             let expert = layerExpert.expert.rawValue
@@ -82,6 +86,19 @@ public final class ExpertStore: Sendable {
                 throw ModelError.invalidInput(
                     "\(layerExpert) is outside the model (\(c.layerCount) layers, MoE layers \(moeLayers) with "
                         + "\(c.expertCount) experts each)")
+            }
+            if let stacked = spec.stacked {
+                let tensors =
+                    try stackedLayers[layer]
+                    ?? StackedExpertTensors(
+                        checkpoint, names: stacked.layerNames(layer), mxfp4: stacked.mxfp4,
+                        expertCount: c.expertCounts[layer], hiddenSize: c.hiddenSize,
+                        intermediateSize: spec.intermediateSize)
+                stackedLayers[layer] = tensors
+                let weights = try tensors.expert(expert, quantization: quantization)
+                loaded[layerExpert] = Expert(
+                    gate: weights.gate, up: weights.up, down: weights.down, biases: weights.biases)
+                continue
             }
             let names = spec.tensorNames(layer: layer, expert: expert)
             loaded[layerExpert] = Expert(
@@ -221,9 +238,10 @@ public final class ExpertStore: Sendable {
             }
             let groups = waveExperts.map { expert in
                 (rows: (expertStarts[expert.index] - firstEntry)..<(expertStarts[expert.index + 1] - firstEntry),
-                 gate: expert.weights.gate, up: expert.weights.up, down: expert.weights.down)
+                 gate: expert.weights.gate, up: expert.weights.up, down: expert.weights.down,
+                 biases: expert.weights.biases)
             }
-            scratch.feedForward(groups, rowCount: entries.count, arithmetic: arithmetic)
+            scratch.feedForward(groups, rowCount: entries.count, activation: spec.stacked, arithmetic: arithmetic)
             // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
             scratch.down.withUnsafeBufferPointer { result in
                 output.withUnsafeMutableBufferPointer { combined in
@@ -287,16 +305,18 @@ private struct FeedForwardScratch {
     /// expert; the groups cover the first `rowCount` rows. When every matrix is bf16 as stored, all
     /// gate and up products run as one job, then one SwiGLU, then all down products as one job;
     /// otherwise group by group. Either way a row's result is bitwise the same.
+    /// Stacked (gpt-oss) experts add their biases after each product and use the clamped SwiGLU of
+    /// `activation`; they run group by group.
     /// - Parameter groups: gate w1 [I, H], up w3 [I, H] and down w2 [H, I] of each group's expert.
     mutating func feedForward(
-        _ groups: [(rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix)], rowCount: Int,
-        arithmetic: BFloat16Arithmetic
+        _ groups: [(rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix, biases: ExpertBiases?)],
+        rowCount: Int, activation: ExpertSpec.Stacked?, arithmetic: BFloat16Arithmetic
     ) {
         let (hiddenSize, intermediateSize) = (self.hiddenSize, self.intermediateSize)
         // w1, w3, w2 of every group when all are stored with the model's shapes (else none).
         let stored = groups.flatMap { group -> [WeightTensor] in
-            guard case .stored(let w1) = group.gate, case .stored(let w3) = group.up, case .stored(let w2) = group.down,
-                w1.shape == [intermediateSize, hiddenSize], w3.shape == w1.shape,
+            guard group.biases == nil, case .stored(let w1) = group.gate, case .stored(let w3) = group.up,
+                case .stored(let w2) = group.down, w1.shape == [intermediateSize, hiddenSize], w3.shape == w1.shape,
                 w2.shape == [hiddenSize, intermediateSize]
             else { return [] }
             return [w1, w3, w2]
@@ -341,8 +361,21 @@ private struct FeedForwardScratch {
                             let count = group.rows.count
                             group.gate.apply(x + first * hiddenSize, rowCount: count, into: gRows, arithmetic: arithmetic)
                             group.up.apply(x + first * hiddenSize, rowCount: count, into: uRows, arithmetic: arithmetic)
-                            swiGLU(gate: gRows, up: uRows, count: count * intermediateSize)
+                            if let biases = group.biases {
+                                addBias(biases.gate, to: gRows, rowCount: count)
+                                addBias(biases.up, to: uRows, rowCount: count)
+                            }
+                            if let activation {
+                                clampedSwiGLU(
+                                    gate: gRows, up: uRows, count: count * intermediateSize, alpha: activation.alpha,
+                                    limit: activation.limit)
+                            } else {
+                                swiGLU(gate: gRows, up: uRows, count: count * intermediateSize)
+                            }
                             group.down.apply(gRows, rowCount: count, into: d + first * hiddenSize, arithmetic: arithmetic)
+                            if let biases = group.biases {
+                                addBias(biases.down, to: d + first * hiddenSize, rowCount: count)
+                            }
                         }
                     }
                 }
@@ -354,6 +387,8 @@ private struct FeedForwardScratch {
 enum ExpertMatrix: Sendable {
     case stored(WeightTensor)
     case q8(QuantizedMatrix)
+    /// MXFP4 as stored, borrowed from the checkpoint's mapping (gpt-oss).
+    case mxfp4(MXFP4Matrix)
 
     /// `output = input · weightᵀ` for `rowCount` rows.
     func apply(
@@ -363,6 +398,7 @@ enum ExpertMatrix: Sendable {
         switch self {
         case .stored(let weight): linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
         case .q8(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
+        case .mxfp4(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
         }
     }
 }

@@ -62,6 +62,9 @@ public struct RandomModelOptions: Sendable, Equatable {
     public var hotExpertBias = 0.0
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int] = []
+    /// gpt-oss: the experts in MXFP4 (`quantization_config.quant_method` mxfp4): random e2m1 bytes and
+    /// scale bytes 2^-7 ... 2^-5, so the weights are about `initializerRange` in size.
+    public var mxfp4 = false
 
     public init() {}
 }
@@ -84,8 +87,16 @@ public enum RandomCheckpointWriter {
         let shape = configuration.shape
         var generator = NormalGenerator(seed: options.seed)
         var tensors: [SafetensorsWriter.Tensor] = []
+        var byteSource = SplitMix64(seed: options.seed ^ 0x4D58_4650_3400_0000)
         for (name, tensorShape) in configuration.tensorShapes() {
             let count = tensorShape.reduce(1, *)
+            if configuration.storesBytes(name) {
+                let bytes = (0..<count).map { _ in
+                    name.hasSuffix("_scales") ? UInt8(120 + byteSource.next() % 3) : UInt8(truncatingIfNeeded: byteSource.next())
+                }
+                tensors.append(SafetensorsWriter.Tensor(name: name, shape: tensorShape, u8: bytes))
+                continue
+            }
             // Norm weights start at 1, as HF initialises RMSNorm; everything else (biases included, so
             // that a runtime ignoring them differs) ~ N(0, initializer_range).
             var values: [Float] =

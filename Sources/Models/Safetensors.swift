@@ -158,6 +158,14 @@ public enum SafetensorsWriter {
         public var shape: [Int]
         /// The little-endian bytes, `shape.product × dtype.byteCount` of them.
         public var bytes: [UInt8]
+        /// Set for raw bytes (safetensors `U8`: MXFP4 blocks and scales); `dtype` is then ignored.
+        public var isBytes = false
+
+        /// A U8 tensor of `bytes`, one a element.
+        public init(name: String, shape: [Int], u8 bytes: [UInt8]) {
+            self.init(name: name, dtype: .f32, shape: shape, bytes: bytes)
+            isBytes = true
+        }
 
         /// Creates a tensor; `bytes.count` must be `shape.product × dtype.byteCount`.
         public init(name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
@@ -186,11 +194,12 @@ public enum SafetensorsWriter {
         var offset = 0
         for tensor in tensors {
             precondition(
-                tensor.bytes.count == tensor.shape.reduce(1, *) * tensor.dtype.byteCount,
+                tensor.bytes.count == tensor.shape.reduce(1, *) * (tensor.isBytes ? 1 : tensor.dtype.byteCount),
                 "tensor \(tensor.name): byte count does not match its shape")
             let shape = tensor.shape.map(String.init).joined(separator: ",")
+            let dtype = tensor.isBytes ? "U8" : tensor.dtype.safetensorsName
             fields.append(
-                "\(jsonString(tensor.name)):{\"dtype\":\"\(tensor.dtype.safetensorsName)\",\"shape\":[\(shape)],"
+                "\(jsonString(tensor.name)):{\"dtype\":\"\(dtype)\",\"shape\":[\(shape)],"
                     + "\"data_offsets\":[\(offset),\(offset + tensor.bytes.count)]}")
             offset += tensor.bytes.count
         }

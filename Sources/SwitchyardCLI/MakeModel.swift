@@ -19,8 +19,8 @@ struct MakeModel: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "The architecture to make: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe or deepseek_v3 (config.json model_type).",
-            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe|glm4_moe|deepseek_v3"))
+            "The architecture to make: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3 or gpt_oss (config.json model_type).",
+            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe|glm4_moe|deepseek_v3|gpt_oss"))
     var arch: String = "mixtral"
 
     @Option(help: "The directory to write (created if missing; existing checkpoint files are replaced).")
@@ -41,7 +41,7 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Vocabulary size (vocab_size); the tokenizer is trained to this size.")
     var vocab: Int = 1024
 
-    @Option(help: "Expert FFN size (intermediate_size) of mixtral and olmoe; the dense layers' MLP size of qwen3_moe, qwen2_moe, glm4_moe and deepseek_v3. Default: 2 × hidden.")
+    @Option(help: "Expert FFN size (intermediate_size) of mixtral, olmoe and gpt_oss; the dense layers' MLP size of qwen3_moe, qwen2_moe, glm4_moe and deepseek_v3. Default: 2 × hidden.")
     var intermediate: Int?
 
     @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe, glm4_moe, deepseek_v3: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
@@ -101,8 +101,11 @@ struct MakeModel: ParsableCommand {
     /// `--kv-heads`, or its default.
     var keyValueHeads: Int { kvHeads ?? (arch == "deepseek_v3" ? heads : 2) }
 
-    @Option(name: .customLong("sliding-window"), help: "Attention sliding window in tokens (default: none).")
+    @Option(name: .customLong("sliding-window"), help: "Attention sliding window in tokens (default: none; gpt_oss: 128, on its even layers).")
     var slidingWindow: Int?
+
+    @Flag(help: "gpt_oss: store the experts in MXFP4 as the released checkpoints do (random e2m1 blocks and scales; quantization_config.quant_method mxfp4).")
+    var mxfp4 = false
 
     @Option(name: .customLong("max-positions"), help: "Context length (max_position_embeddings).")
     var maxPositions: Int = 4096
@@ -130,7 +133,7 @@ struct MakeModel: ParsableCommand {
         guard (try? parsedDenseLayers()) != nil else {
             throw ValidationError("--dense-layers is \"\(denseLayers)\", but must be comma-separated layer numbers below --layers (\(layers))")
         }
-        if arch == "mixtral" || arch == "olmoe" {
+        if arch == "mixtral" || arch == "olmoe" || arch == "gpt_oss" {
             for (flag, given) in [("--moe-intermediate", moeIntermediate != nil), ("--shared-intermediate", sharedIntermediate != nil), ("--dense-layers", !denseLayers.isEmpty)] where given {
                 throw ValidationError("\(flag) does not apply to --arch \(arch)")
             }
@@ -181,6 +184,15 @@ struct MakeModel: ParsableCommand {
         }
         if arch == "mixtral", normTopKProb {
             throw ValidationError("--norm-topk-prob does not apply to mixtral (it always renormalises)")
+        }
+        if arch != "gpt_oss", mxfp4 {
+            throw ValidationError("--mxfp4 applies to gpt_oss only")
+        }
+        if mxfp4, hidden % 32 != 0 || (intermediate ?? 2 * hidden) % 32 != 0 {
+            throw ValidationError("--mxfp4 needs --hidden and --intermediate to be multiples of 32 (MXFP4's block size)")
+        }
+        if arch == "gpt_oss", normTopKProb {
+            throw ValidationError("--norm-topk-prob does not apply to gpt_oss (it softmaxes the top-k logits)")
         }
         guard ["f32", "bf16"].contains(dtype) else {
             throw ValidationError("--dtype is \"\(dtype)\", but must be f32 or bf16")
@@ -258,6 +270,7 @@ struct MakeModel: ParsableCommand {
             options.normalizeTopKProbabilities = normTopKProb
             options.slidingWindow = slidingWindow
             options.maxPositionEmbeddings = maxPositions
+            options.mxfp4 = mxfp4
             options.tieWordEmbeddings = tieEmbeddings
             options.dtype = dtype == "bf16" ? .bf16 : .f32
             options.seed = seed

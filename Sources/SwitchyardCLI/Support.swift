@@ -133,6 +133,8 @@ struct NumericsOptions: ParsableArguments {
     func resolvedWireDType(for checkpoint: Checkpoint) throws -> WireDType {
         if let wireDType { return wireDType }
         guard let first = checkpoint.shape.allExperts.first else { return .f32 }
+        // MXFP4 experts are computed from f32 activations: no bf16 to match.
+        if checkpoint.configuration.expertSpec.stacked?.mxfp4 == true { return .f32 }
         let names = checkpoint.configuration.expertSpec.tensorNames(
             layer: first.layer.rawValue, expert: first.expert.rawValue)
         let sample = try checkpoint.weight(named: names.gate)

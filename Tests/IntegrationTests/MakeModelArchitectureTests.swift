@@ -11,7 +11,7 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
     /// Layers that must be dense (an empty expert-load row).
     let denseLayers: [Int]
 
-    var testDescription: String { arch }
+    var testDescription: String { options.contains("--mxfp4") ? "\(arch) --mxfp4" : arch }
 
     static let all = [
         MadeArchitecture(
@@ -55,6 +55,17 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
                 "num_key_value_heads": "4",
             ],
             denseLayers: [0]),
+        MadeArchitecture(
+            arch: "gpt_oss", options: ["--intermediate", "40", "--sliding-window", "3"],
+            expected: [
+                "intermediate_size": "40", "sliding_window": "3", "num_local_experts": "6", "attention_bias": "1",
+                "layer_types": #"["sliding_attention","full_attention","sliding_attention"]"#,
+            ],
+            denseLayers: []),
+        // MXFP4 experts: blocks of 32, so a hidden size and expert width that are multiples of 32.
+        MadeArchitecture(
+            arch: "gpt_oss", options: ["--mxfp4", "--hidden", "64", "--intermediate", "64", "--heads", "4"],
+            expected: ["hidden_size": "64", "intermediate_size": "64"], denseLayers: []),
     ]
 }
 
@@ -93,7 +104,7 @@ struct MakeModelArchitectureTests {
         let directory = try TestPaths.makeTemporaryDirectory("make-refused")
         defer { try? FileManager.default.removeItem(at: directory) }
         for (arguments, message) in [
-            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3"),
+            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3, gpt_oss"),
             (["--arch", "deepseek_v3", "--heads", "4", "--kv-heads", "2"], "deepseek_v3 needs as many as --heads (4)"),
             (["--arch", "deepseek_v3", "--qk-rope-dim", "3"], "--qk-rope-dim is 3, but must be even"),
             (["--arch", "deepseek_v3", "--head-dim", "8"], "--head-dim does not apply to deepseek_v3"),
@@ -102,6 +113,10 @@ struct MakeModelArchitectureTests {
             (["--arch", "glm4_moe", "--dense-layers", "1"], "glm4_moe's dense layers are the first ones"),
             (["--arch", "qwen3_moe", "--groups", "2"], "--groups applies to glm4_moe and deepseek_v3 only"),
             (["--arch", "glm4_moe", "--shared-intermediate", "8"], "--shared-intermediate applies to qwen2_moe only"),
+            (["--arch", "gpt_oss", "--norm-topk-prob"], "--norm-topk-prob does not apply to gpt_oss"),
+            (["--arch", "olmoe", "--mxfp4"], "--mxfp4 applies to gpt_oss only"),
+            (["--arch", "gpt_oss", "--mxfp4", "--hidden", "48", "--heads", "4"], "--mxfp4 needs --hidden and --intermediate"),
+            (["--arch", "gpt_oss", "--moe-intermediate", "8"], "--moe-intermediate does not apply to --arch gpt_oss"),
             (["--arch", "qwen3_moe", "--dense-layers", "9"], "--dense-layers"),
             (["--arch", "olmoe", "--shared-intermediate", "8"], "--shared-intermediate does not apply to --arch olmoe"),
             (["--arch", "mixtral", "--norm-topk-prob"], "--norm-topk-prob does not apply to mixtral"),

@@ -13,6 +13,8 @@ struct AttentionOptions: Sendable {
     var queryBias: FloatTensor?
     var keyBias: FloatTensor?
     var valueBias: FloatTensor?
+    /// [H], f32: added after the o_proj product (gpt-oss).
+    var outputBias: FloatTensor?
     /// RMS norm weights applied to queries and keys after the projections and before RoPE, over
     /// groups of `weight.count` values: [D] normalises each head (Qwen3-MoE's q_norm/k_norm),
     /// [heads × D] the whole projection row (OLMoE's).
@@ -124,7 +126,9 @@ struct Attention: Sendable {
                 }
             }
         }
-        return linear(attended, rowCount: rowCount, weight: outputWeight, arithmetic: arithmetic)
+        var output = linear(attended, rowCount: rowCount, weight: outputWeight, arithmetic: arithmetic)
+        if let bias = options.outputBias { addBias(bias, to: &output) }
+        return output
     }
 
     /// RMS-normalises each group of `weight.count` values of `rows` in place.

@@ -12,6 +12,9 @@ struct RoutingPolicy: Sendable, Equatable {
         case softmax
         /// Each expert's own sigmoid (DeepSeek-V3, GLM-4.5, MiniMax-M2).
         case sigmoid
+        /// Top-k of the logits, then a softmax over the k chosen logits only (gpt-oss): the routing
+        /// weights always sum to 1, and `renormalize` is not consulted.
+        case softmaxOfTopK
     }
 
     /// Experts in `groupCount` equal groups of consecutive ids; only the experts of the
@@ -52,12 +55,15 @@ struct Router: Sendable {
     let expertCount: Int
     let expertsPerToken: Int
     let policy: RoutingPolicy
+    /// [E], f32, added to the logits (gpt-oss's router bias); nil: none.
+    var logitBias: FloatTensor? = nil
 
     /// Routes each token of `normed` to its top-k experts. Always exact arithmetic: the choices are
     /// what the experts' load depends on.
     /// - Parameter normed: [T, H], f32 (post-attention-normed hidden states).
     func route(_ normed: [Float], tokenCount: Int) -> RoutingDecision {
         var scores = linear(normed, rowCount: tokenCount, weight: weight)
+        if let logitBias { addBias(logitBias, to: &scores) }
         var expertIDs: [Int32] = []
         var weights: [Float] = []
         expertIDs.reserveCapacity(tokenCount * expertsPerToken)
@@ -67,6 +73,16 @@ struct Router: Sendable {
             for token in 0..<tokenCount {
                 let row = buffer.baseAddress! + token * expertCount
                 switch policy.scoring {
+                case .softmaxOfTopK:
+                    // torch.topk (best first), then softmax over those k values in f32.
+                    let chosen = topK(row, count: expertCount, k: expertsPerToken)
+                    var top = chosen.map { row[$0] }
+                    top.withUnsafeMutableBufferPointer { softmax($0.baseAddress!, count: expertsPerToken) }
+                    for (expert, weight) in zip(chosen, top) {
+                        expertIDs.append(Int32(expert))
+                        weights.append(policy.scale == 1 ? weight : weight * policy.scale)
+                    }
+                    continue
                 case .softmax:
                     // The softmax is over all E experts (in f32) *before* top-k, as transformers
                     // computes it for every supported architecture. Softmax over only the top-k logits
