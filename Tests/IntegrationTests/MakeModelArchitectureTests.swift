@@ -59,12 +59,12 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
             arch: "deepseek_v2",
             options: [
                 "--kv-heads", "4", "--dense-layers", "0,1", "--groups", "3", "--top-groups", "2", "--shared-experts", "2",
-                "--routed-scale", "16", "--q-lora-rank", "0", "--kv-lora-rank", "12", "--qk-nope-dim", "8",
+                "--routed-scale", "1.5", "--q-lora-rank", "0", "--kv-lora-rank", "12", "--qk-nope-dim", "8",
                 "--qk-rope-dim", "4", "--v-head-dim", "6",
             ],
             expected: [
                 "first_k_dense_replace": "2", "n_group": "3", "topk_group": "2", "topk_method": "group_limited_greedy",
-                "n_shared_experts": "2", "routed_scaling_factor": "16", "norm_topk_prob": "0", "n_routed_experts": "6",
+                "n_shared_experts": "2", "routed_scaling_factor": "1.5", "norm_topk_prob": "0", "n_routed_experts": "6",
                 "kv_lora_rank": "12", "qk_nope_head_dim": "8", "qk_rope_head_dim": "4", "v_head_dim": "6",
                 "num_key_value_heads": "4",
             ],
