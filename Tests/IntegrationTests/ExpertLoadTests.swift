@@ -51,7 +51,7 @@ struct ExpertLoadIntegrationTests {
     }
 
     @Test("serve with 2 workers: after the reference prompts, sent at once, tokens_per_expert equals the transformers counts",
-          arguments: ["top2", "top1"])
+          arguments: ["top2", "top1", "minimax_m2_basic"])
     func countsEqualTransformers(fixture: String) throws {
         let model = TestPaths.fixtures.appendingPathComponent("models/\(fixture)")
         let cases = ReferenceCase.all().filter { $0.model.lastPathComponent == fixture }
