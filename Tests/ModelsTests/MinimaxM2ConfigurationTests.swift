@@ -26,7 +26,7 @@ private func decode(_ object: [String: Any]) throws -> MinimaxM2Configuration {
 
 @Suite("MiniMax-M2 config.json")
 struct MinimaxM2ConfigurationTests {
-    @Test("the Hub's MiniMax-M2 config.json decodes: rotary_dim 64 of 128, whole-projection q/k norms, w1/w2/w3 experts")
+    @Test("the Hub's MiniMax-M2 config.json decodes: rotary_dim 64 of 128, whole-projection q/k norms, w1/w3/w2")
     func hubConfigDecodes() throws {
         let c = try decode(hubConfig)
         #expect(c.rotaryDimension == 64 && c.fields.ropeTheta == 5_000_000)

@@ -93,7 +93,8 @@ extension DeepseekV2Configuration: Decodable {
         latent = try DeepseekV3Configuration(from: decoder)
         moe = try GroupedSigmoidMoEFields(from: decoder, defaults: Self.moeDefaults)
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        normalizeTopKProbabilities = try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? false
+        normalizeTopKProbabilities =
+            try container.decodeIfPresent(Bool.self, forKey: .normalizeTopKProbabilities) ?? false
         moeLayerFrequency = try container.decodeIfPresent(Int.self, forKey: .moeLayerFrequency)
         topKMethod = try container.decodeIfPresent(String.self, forKey: .topKMethod) ?? "greedy"
         scoringFunction = try container.decodeIfPresent(String.self, forKey: .scoringFunction)
@@ -169,7 +170,8 @@ extension Architecture {
         randomConfiguration: { o in
             var fields = Architecture.deepseekV3.randomConfiguration(o)
             for key in ["rope_interleave", "num_nextn_predict_layers"] { fields[key] = nil }
-            fields["topk_method"] = .string(o.keptExpertGroupCount < o.expertGroupCount ? "group_limited_greedy" : "greedy")
+            let groupLimited = o.keptExpertGroupCount < o.expertGroupCount
+            fields["topk_method"] = .string(groupLimited ? "group_limited_greedy" : "greedy")
             fields["norm_topk_prob"] = .bool(false)
             return fields
         }

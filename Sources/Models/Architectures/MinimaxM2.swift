@@ -65,9 +65,12 @@ public struct MinimaxM2Configuration: Sendable, Equatable {
         guard expertCount >= 1 else { throw fail("num_local_experts is \(expertCount), but must be at least 1") }
         guard expertsPerToken >= 1 && expertsPerToken <= expertCount else {
             throw fail(
-                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_local_experts (\(expertCount))")
+                "num_experts_per_tok is \(expertsPerToken), but must be between 1 and num_local_experts "
+                    + "(\(expertCount))")
         }
-        guard intermediateSize >= 1 else { throw fail("intermediate_size is \(intermediateSize), but must be at least 1") }
+        guard intermediateSize >= 1 else {
+            throw fail("intermediate_size is \(intermediateSize), but must be at least 1")
+        }
         guard partialRotaryFactor > 0, partialRotaryFactor <= 1, rotaryDimension >= 2, rotaryDimension % 2 == 0 else {
             throw fail(
                 "partial_rotary_factor (or rotary_dim ÷ head_dim) is \(partialRotaryFactor), but head_dim "
@@ -166,13 +169,16 @@ extension MinimaxM2Configuration: ArchitectureConfiguration {
             layers.append((Self.correctionBias(layer), [expertCount]))
             for expert in 0..<expertCount {
                 layers += StandardLayout.swiGLUShapes(
-                    expertSpec.tensorNames(layer: layer, expert: expert), hidden: fields.hiddenSize, intermediate: intermediateSize)
+                    expertSpec.tensorNames(layer: layer, expert: expert), hidden: fields.hiddenSize,
+                    intermediate: intermediateSize)
             }
         }
         return StandardLayout.modelShapes(fields, layers: layers)
     }
 
-    public var keyValueProjectionNames: [String] { StandardLayout.keyValueProjectionNames(layerCount: fields.layerCount) }
+    public var keyValueProjectionNames: [String] {
+        StandardLayout.keyValueProjectionNames(layerCount: fields.layerCount)
+    }
 
     public func routerWeightName(layer: Int) -> String { MixtralTensorNames.router(layer) }
 
