@@ -78,6 +78,25 @@ experts and dense first layers; the Qwen3-style byte-level BPE stands in for Dee
   `*_scales`, `quantization_config.quant_method` mxfp4; see quantize_mxfp4), everything else
   bfloat16; the reference is transformers' own load of that folder (on the CPU it dequantizes the
   experts), so the reference computes on exactly the dequantized weights.
+**DeepSeek-V2** (`DeepseekV2ForCausalLM`; DeepSeek-V3's multi-head latent attention with RoPE as
+complex products of interleaved pairs; a softmax router, greedy or group-limited, weights never
+renormalised; the Qwen3-style byte-level BPE stands in for DeepSeek's tokenizer):
+- `deepseek_v2_greedy`: topk_method greedy, q_lora_rank 20, kv_lora_rank 12, qk_nope_head_dim 8 /
+  qk_rope_head_dim 6 / v_head_dim 10, 8 experts top-2, routed_scaling_factor 2, n_shared_experts 2,
+  first_k_dense_replace 1, attention_bias.
+- `deepseek_v2_groups`: topk_method group_limited_greedy (a group scores its best expert), 12 experts
+  in n_group 4 of which topk_group 2 are kept, top-3, q_lora_rank null (V2-Lite's plain q_proj),
+  routed_scaling_factor 1.5, YaRN RoPE with mscale = mscale_all_dim 0.707 (V2's own choice: cos/sin
+  unscaled, the softmax scale × mscale²), no attention bias.
+- `deepseek_v2_lite_bf16`: stored bfloat16, config.json in the Hub spelling (top-level `rope_theta`,
+  `n_routed_experts`), greedy over 16 experts top-4, q_proj, n_shared_experts 1, no dense layer.
+
+**MiniMax-M2** (`MiniMaxM2ForCausalLM`; the Qwen3-style byte-level BPE stands in for MiniMax's):
+- `minimax_m2_basic`: sigmoid router with a random e_score_correction_bias (choice only), 8 experts
+  top-2, weights renormalised; q_norm/k_norm over the whole q and k projections (GQA: 4 heads, 2 KV),
+  head_dim 16 with partial_rotary_factor 0.5 (8 rotated dimensions).
+- `minimax_m2_bf16`: stored bfloat16 (the correction bias stays float32), config.json in the Hub
+  spelling (top-level `rope_theta`, `rotary_dim` 6 of head_dim 12), 16 experts top-4, one KV head.
 
 ## Contract
 
@@ -134,8 +153,12 @@ from tokenizers.trainers import BpeTrainer  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
     GenerationConfig,
+    DeepseekV2Config,
+    DeepseekV2ForCausalLM,
     DeepseekV3Config,
     DeepseekV3ForCausalLM,
+    MiniMaxM2Config,
+    MiniMaxM2ForCausalLM,
     Glm4MoeConfig,
     Glm4MoeForCausalLM,
     GptOssConfig,
@@ -689,6 +712,47 @@ MODELS = [
                                       "original_max_position_embeddings": 32, "beta_fast": 32.0, "beta_slow": 1.0,
                                       "truncate": True}),
          cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 10)]),
+    # ---- DeepSeek-V2 ------------------------------------------------------------------------
+    dict(name="deepseek_v2_greedy", arch="deepseek_v2", seed=19019, stored="float32", shard=None,
+         config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                     q_lora_rank=20, kv_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=6, v_head_dim=10,
+                     n_routed_experts=8, num_experts_per_tok=2, topk_method="greedy", moe_intermediate_size=16,
+                     n_shared_experts=2, intermediate_size=80, first_k_dense_replace=1, norm_topk_prob=False,
+                     routed_scaling_factor=2.0, attention_bias=True, vocab_size=352,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         cases=[(PROMPT_TEXT_C, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_B, 10)]),
+    dict(name="deepseek_v2_groups", arch="deepseek_v2", seed=20020, stored="float32", shard=None,
+         config=dict(hidden_size=40, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=2,
+                     q_lora_rank=None, kv_lora_rank=10, qk_nope_head_dim=12, qk_rope_head_dim=8, v_head_dim=8,
+                     n_routed_experts=12, num_experts_per_tok=3, topk_method="group_limited_greedy", n_group=4,
+                     topk_group=2, moe_intermediate_size=12, n_shared_experts=1, intermediate_size=64,
+                     first_k_dense_replace=1, norm_topk_prob=False, routed_scaling_factor=1.5,
+                     attention_bias=False, vocab_size=320,
+                     rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                                      "original_max_position_embeddings": 32, "beta_fast": 32.0, "beta_slow": 1.0,
+                                      "mscale": 0.707, "mscale_all_dim": 0.707}),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_B, 10)]),
+    dict(name="deepseek_v2_lite_bf16", arch="deepseek_v2", seed=21021, stored="bfloat16", shard=None,
+         hub_config=True, max_seed_tries=MANY_EXPERTS_SEED_TRIES,
+         config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                     q_lora_rank=None, kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8,
+                     n_routed_experts=16, num_experts_per_tok=4, topk_method="greedy", moe_intermediate_size=12,
+                     n_shared_experts=1, intermediate_size=64, first_k_dense_replace=0, norm_topk_prob=False,
+                     routed_scaling_factor=1.0, attention_bias=False, vocab_size=320,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         cases=[(PROMPT_TEXT_C, 10), (PROMPT_UNICODE, 8)]),
+    # ---- MiniMax-M2 -------------------------------------------------------------------------
+    dict(name="minimax_m2_basic", arch="minimax_m2", seed=22022, stored="float32", shard=None,
+         config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                     num_local_experts=8, num_experts_per_tok=2, intermediate_size=24, vocab_size=352,
+                     rope_parameters={**ROPE_1E6, "partial_rotary_factor": 0.5}),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_B, 10)]),
+    dict(name="minimax_m2_bf16", arch="minimax_m2", seed=23023, stored="bfloat16", shard=None, hub_config=True,
+         max_seed_tries=MANY_EXPERTS_SEED_TRIES,
+         config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=12,
+                     num_local_experts=16, num_experts_per_tok=4, intermediate_size=16, vocab_size=320,
+                     rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "partial_rotary_factor": 0.5}),
+         cases=[(PROMPT_TEXT_C, 10), (PROMPT_UNICODE, 8)]),
 ]
 
 CONFIG_DEFAULTS = dict(
@@ -742,10 +806,17 @@ ARCHS = {
     # transformers 5.23 has no sdpa attention for gpt-oss (sinks): eager only.
     "gpt_oss": dict(config_cls=GptOssConfig, model_cls=GptOssForCausalLM, tokenizer="qwen3",
                     defaults=GLM_CONFIG_DEFAULTS, attentions=("eager",)),
+    "deepseek_v2": dict(config_cls=DeepseekV2Config, model_cls=DeepseekV2ForCausalLM, tokenizer="qwen3",
+                        defaults=GLM_CONFIG_DEFAULTS),
+    "minimax_m2": dict(config_cls=MiniMaxM2Config, model_cls=MiniMaxM2ForCausalLM, tokenizer="qwen3",
+                       defaults=dict(QWEN_CONFIG_DEFAULTS, router_jitter_noise=0.0),
+                       auto_tokenizer_class="TokenizersBackend"),
 }
 
 # The families whose router is DeepSeek-V3's noaux_tc (sigmoid + e_score_correction_bias + groups).
 NOAUX_TC = ("glm4_moe", "deepseek_v3")
+# The families with DeepSeek's layout (shared experts, first_k_dense_replace dense layers, n_routed_experts).
+DEEPSEEK_LAYOUT = NOAUX_TC + ("deepseek_v2",)
 
 
 def arch_of(spec: dict) -> str:
@@ -772,8 +843,8 @@ def moe_layer_indices(config) -> list[int]:
         return [i for i in range(L)
                 if i not in config.mlp_only_layers and config.num_experts > 0
                 and (i + 1) % config.decoder_sparse_step == 0]
-    if config.model_type in NOAUX_TC:
-        # Glm4MoeDecoderLayer, DeepseekV3DecoderLayer: MoE iff layer_idx >= first_k_dense_replace, else a dense MLP.
+    if config.model_type in DEEPSEEK_LAYOUT:
+        # Glm4MoeDecoderLayer, DeepseekV{2,3}DecoderLayer (moe_layer_freq is not read): MoE iff layer_idx >= first_k_dense_replace, else a dense MLP.
         return list(range(config.first_k_dense_replace, L))
     return list(range(L))  # mixtral, olmoe: every layer
 
@@ -925,9 +996,12 @@ def hub_style_config(spec: dict, folder: str) -> None:
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
     rope = cfg.pop("rope_parameters")
-    if arch_of(spec) == "deepseek_v3":
-        # DeepSeek-V3's Hub config.json spells the expert count n_routed_experts.
+    if arch_of(spec) in ("deepseek_v3", "deepseek_v2"):
+        # DeepSeek-V3's and V2's Hub config.json spells the expert count n_routed_experts.
         cfg["n_routed_experts"] = cfg.pop("num_local_experts", cfg.get("n_routed_experts"))
+    if arch_of(spec) == "minimax_m2":
+        # MiniMax-M2's Hub config.json gives the rotated width as rotary_dim.
+        cfg["rotary_dim"] = int(rope.pop("partial_rotary_factor") * cfg["head_dim"])
     if arch_of(spec) == "glm4_moe":
         # GLM-4.5's Hub config.json has partial_rotary_factor at the top level.
         cfg["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
@@ -940,6 +1014,9 @@ def hub_style_config(spec: dict, folder: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     after = cls.from_pretrained(folder).to_dict()
+    if arch_of(spec) == "minimax_m2":
+        # The Hub key stays an attribute beside the partial_rotary_factor it became in rope_parameters.
+        assert after.pop("rotary_dim") == cfg["rotary_dim"]
     if before != after:
         diff = {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
         raise AssertionError(f"Hub-style config.json reads back differently: {diff}")
@@ -963,6 +1040,30 @@ def router_choice(model, position: int, logits):
     cfg = model.config
     lg = logits.float()
     K, E = cfg.num_experts_per_tok, lg.shape[-1]
+    if cfg.model_type == "minimax_m2":
+        # MiniMaxM2TopKRouter: sigmoid scores plus the block's e_score_correction_bias choose the top-k.
+        bias = model.model.layers[position].mlp.e_score_correction_bias.float()
+        choice = lg.sigmoid() + bias
+        s = torch.sort(choice, dim=-1, descending=True).values
+        gap = s[:, K - 1] - s[:, K] if K < E else torch.full((lg.shape[0],), math.inf)
+        return torch.topk(choice, K, dim=-1).indices, gap
+    if cfg.model_type == "deepseek_v2" and cfg.topk_method == "group_limited_greedy":
+        # DeepseekV2TopkRouter: softmax; a group scores its best probability; the other groups' scores
+        # are set to 0 before the top-k.
+        probs = torch.softmax(lg, dim=-1)
+        G = cfg.n_group
+        group_scores = probs.view(-1, G, E // G).max(dim=-1).values
+        gap = torch.full((lg.shape[0],), math.inf)
+        if cfg.topk_group < G:
+            gs = torch.sort(group_scores, dim=-1, descending=True).values
+            gap = gs[:, cfg.topk_group - 1] - gs[:, cfg.topk_group]
+        kept = torch.zeros_like(group_scores).scatter_(1, torch.topk(group_scores, cfg.topk_group, dim=-1).indices, 1)
+        mask = kept.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E).bool()
+        probs = probs.masked_fill(~mask, 0.0)
+        s = torch.sort(probs, dim=-1, descending=True).values
+        if K < cfg.topk_group * (E // G):
+            gap = torch.minimum(gap, s[:, K - 1] - s[:, K])
+        return torch.topk(probs, K, dim=-1).indices, gap
     if cfg.model_type not in NOAUX_TC:
         probs = torch.softmax(lg, dim=-1)
         s = torch.sort(probs, dim=-1, descending=True).values
@@ -988,12 +1089,16 @@ def router_choice(model, position: int, logits):
 @torch.no_grad()
 def check_router_choice(model) -> None:
     """router_choice must choose what each MoE layer's own router module chooses (on random rows)."""
-    if model.config.model_type not in NOAUX_TC:
+    if model.config.model_type not in DEEPSEEK_LAYOUT + ("minimax_m2",):
         return
     torch.manual_seed(0)
     for position, layer in enumerate(moe_layer_indices(model.config)):
-        gate = model.model.layers[layer].mlp.gate
-        logits, _, indices = gate(torch.randn(64, model.config.hidden_size))
+        mlp = model.model.layers[layer].mlp
+        rows = torch.randn(64, model.config.hidden_size)
+        if model.config.model_type == "minimax_m2":
+            logits, _, indices = mlp.gate(rows, mlp.e_score_correction_bias)
+        else:
+            logits, _, indices = mlp.gate(rows)
         mine, _ = router_choice(model, position, logits)
         assert torch.equal(mine.sort(-1).values, indices.sort(-1).values), f"router_choice differs on layer {layer}"
 
@@ -1243,13 +1348,13 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         if not d > FEATURE_EFFECT_MIN:
             raise AssertionError(f"{what} changes the logits by only {d:.3g}: the fixture does not test it")
 
-    if hasattr(cfg, "norm_topk_prob"):
+    if hasattr(cfg, "norm_topk_prob") and cfg.model_type not in ("deepseek_v2", "minimax_m2"):  # their routers do not read it
         must_change("norm_topk_prob flipped", load_variant(spec, folder, norm_topk_prob=not cfg.norm_topk_prob))
     if getattr(cfg, "layer_types", None) and "sliding_attention" in cfg.layer_types:
         for attn in attentions:
             m = load_variant(spec, folder, attn=attn, layer_types=["full_attention"] * cfg.num_hidden_layers)
             must_change(f"sliding window off ({attn})", m)
-    if getattr(cfg, "qkv_bias", False) or (cfg.model_type in NOAUX_TC and cfg.attention_bias):
+    if getattr(cfg, "qkv_bias", False) or (cfg.model_type in DEEPSEEK_LAYOUT and cfg.attention_bias):
         must_change("q/k/v biases zeroed", load_filled(spec, folder, (".bias",), 0.0))
     if getattr(cfg, "shared_expert_intermediate_size", 0):
         m = load_variant(spec, folder)
@@ -1266,11 +1371,15 @@ def check_implementations_and_features(spec: dict, folder: str, cases: list[dict
         must_change("clip_qkv off", load_variant(spec, folder, clip_qkv=None))
     if cfg.model_type == "glm4_moe":
         check_glm_features(spec, folder, cfg, must_change)
-    if cfg.model_type == "deepseek_v3":
+    if cfg.model_type in ("deepseek_v3", "deepseek_v2"):
         check_deepseek_features(spec, folder, cfg, must_change)
     if cfg.model_type == "gpt_oss":
         check_gpt_oss_features(spec, folder, cfg, must_change)
-    if cfg.model_type in ("qwen3_moe", "olmoe") or getattr(cfg, "use_qk_norm", False):
+    if cfg.model_type == "minimax_m2":
+        must_change("e_score_correction_bias zeroed", load_filled(spec, folder, ("e_score_correction_bias",), 0.0))
+        rope = {**cfg.rope_parameters, "partial_rotary_factor": 1.0}
+        must_change("RoPE on the whole head", load_variant(spec, folder, rope_parameters=rope))
+    if cfg.model_type in ("qwen3_moe", "olmoe", "minimax_m2") or getattr(cfg, "use_qk_norm", False):
         must_change("q_norm/k_norm weights set to 1", load_filled(spec, folder, ("q_norm.weight", "k_norm.weight"), 1.0))
     return found
 
@@ -1294,14 +1403,18 @@ def check_glm_features(spec: dict, folder: str, cfg, must_change) -> None:
 
 
 def check_deepseek_features(spec: dict, folder: str, cfg, must_change) -> None:
-    """DeepSeek-V3: the router features GLM-4.5 shares, and each part of multi-head latent attention
-    (the latent and q-LoRA norms, the interleaved RoPE pairing) must each change the logits."""
-    must_change("e_score_correction_bias zeroed", load_filled(spec, folder, ("e_score_correction_bias",), 0.0))
-    if cfg.topk_group < cfg.n_group:
-        must_change("expert groups off (n_group 1)", load_variant(spec, folder, n_group=1, topk_group=1))
+    """DeepSeek-V3: the router features GLM-4.5 shares; DeepSeek-V2: its group limit; both: each part
+    of multi-head latent attention (the latent and q-LoRA norms, YaRN, V3's interleaved RoPE pairing)
+    and the shared experts must each change the logits."""
+    if cfg.model_type == "deepseek_v3":
+        must_change("e_score_correction_bias zeroed", load_filled(spec, folder, ("e_score_correction_bias",), 0.0))
+        if cfg.topk_group < cfg.n_group:
+            must_change("expert groups off (n_group 1)", load_variant(spec, folder, n_group=1, topk_group=1))
+        must_change("rope_interleave false", load_variant(spec, folder, rope_interleave=False))
+    elif cfg.topk_method == "group_limited_greedy" and cfg.topk_group < cfg.n_group:
+        must_change("expert groups off (topk_method greedy)", load_variant(spec, folder, topk_method="greedy"))
     if cfg.routed_scaling_factor != 1.0:
         must_change("routed_scaling_factor 1", load_variant(spec, folder, routed_scaling_factor=1.0))
-    must_change("rope_interleave false", load_variant(spec, folder, rope_interleave=False))
     if cfg.rope_parameters.get("rope_type") == "yarn":
         plain = {"rope_type": "default", "rope_theta": cfg.rope_parameters["rope_theta"]}
         must_change("YaRN off (default RoPE)", load_variant(spec, folder, rope_parameters=plain))

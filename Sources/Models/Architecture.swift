@@ -70,7 +70,7 @@ public struct Architecture: Sendable, CustomStringConvertible {
 
     /// Every architecture the runtime runs: adding one adds its file under Architectures/ and a line here.
     public static let supported: [Architecture] = [
-        .mixtral, .qwen3Moe, .qwen2Moe, .olmoe, .glm4Moe, .deepseekV3, .gptOss,
+        .mixtral, .qwen3Moe, .qwen2Moe, .olmoe, .glm4Moe, .deepseekV3, .deepseekV2, .minimaxM2, .gptOss,
     ]
 
     /// Every supported name, for error messages.

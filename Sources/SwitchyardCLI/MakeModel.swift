@@ -19,8 +19,8 @@ struct MakeModel: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "The architecture to make: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3 or gpt_oss (config.json model_type).",
-            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe|glm4_moe|deepseek_v3|gpt_oss"))
+            "The architecture to make: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3, deepseek_v2, minimax_m2 or gpt_oss (config.json model_type).",
+            valueName: "mixtral|qwen3_moe|qwen2_moe|olmoe|glm4_moe|deepseek_v3|deepseek_v2|minimax_m2|gpt_oss"))
     var arch: String = "mixtral"
 
     @Option(help: "The directory to write (created if missing; existing checkpoint files are replaced).")
@@ -41,49 +41,49 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Vocabulary size (vocab_size); the tokenizer is trained to this size.")
     var vocab: Int = 1024
 
-    @Option(help: "Expert FFN size (intermediate_size) of mixtral, olmoe and gpt_oss; the dense layers' MLP size of qwen3_moe, qwen2_moe, glm4_moe and deepseek_v3. Default: 2 × hidden.")
+    @Option(help: "Expert FFN size (intermediate_size) of mixtral, olmoe, minimax_m2 and gpt_oss; the dense layers' MLP size of qwen3_moe, qwen2_moe, glm4_moe, deepseek_v3 and deepseek_v2. Default: 2 × hidden.")
     var intermediate: Int?
 
-    @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe, glm4_moe, deepseek_v3: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
+    @Option(name: .customLong("moe-intermediate"), help: "qwen3_moe, qwen2_moe, glm4_moe, deepseek_v3, deepseek_v2: each routed expert's FFN size (moe_intermediate_size). Default: hidden ÷ 2.")
     var moeIntermediate: Int?
 
     @Option(name: .customLong("shared-intermediate"), help: "qwen2_moe: the shared expert's FFN size (shared_expert_intermediate_size); 0 for none. Default: hidden.")
     var sharedIntermediate: Int?
 
-    @Option(name: .customLong("dense-layers"), help: "qwen3_moe, qwen2_moe: comma-separated layers that are dense MLP layers (mlp_only_layers), e.g. 0,2; glm4_moe, deepseek_v3: the first layers 0,1,… (first_k_dense_replace).")
+    @Option(name: .customLong("dense-layers"), help: "qwen3_moe, qwen2_moe: comma-separated layers that are dense MLP layers (mlp_only_layers), e.g. 0,2; glm4_moe, deepseek_v3, deepseek_v2: the first layers 0,1,… (first_k_dense_replace).")
     var denseLayers: String = ""
 
-    @Flag(name: .customLong("norm-topk-prob"), help: "qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3: renormalise the top-k routing weights (norm_topk_prob). Mixtral always does.")
+    @Flag(name: .customLong("norm-topk-prob"), help: "qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3: renormalise the top-k routing weights (norm_topk_prob). Mixtral always does; deepseek_v2 never does.")
     var normTopKProb = false
 
-    @Option(name: .customLong("shared-experts"), help: "glm4_moe, deepseek_v3: shared experts beside the routed ones (n_shared_experts), each moe_intermediate_size wide; 0 for none.")
+    @Option(name: .customLong("shared-experts"), help: "glm4_moe, deepseek_v3, deepseek_v2: shared experts beside the routed ones (n_shared_experts), each moe_intermediate_size wide; 0 for none.")
     var sharedExperts: Int = 1
 
-    @Option(help: "glm4_moe, deepseek_v3: groups of consecutive experts (n_group); must divide --experts into groups of at least 2.")
+    @Option(help: "glm4_moe, deepseek_v3, deepseek_v2: groups of consecutive experts (n_group); must divide --experts into groups (of at least 2 for glm4_moe and deepseek_v3). deepseek_v2 routes group_limited_greedy when --top-groups is below --groups, else greedy.")
     var groups: Int = 1
 
-    @Option(name: .customLong("top-groups"), help: "glm4_moe, deepseek_v3: the best groups a token's experts come from (topk_group). Default: --groups.")
+    @Option(name: .customLong("top-groups"), help: "glm4_moe, deepseek_v3, deepseek_v2: the best groups a token's experts come from (topk_group). Default: --groups.")
     var topGroups: Int?
 
-    @Option(name: .customLong("routed-scale"), help: "glm4_moe, deepseek_v3: the routing weights' last factor (routed_scaling_factor).")
+    @Option(name: .customLong("routed-scale"), help: "glm4_moe, deepseek_v3, deepseek_v2: the routing weights' last factor (routed_scaling_factor).")
     var routedScale: Double = 1
 
     @Flag(name: .customLong("qk-norm"), help: "glm4_moe: a per-head RMS norm of queries and keys (use_qk_norm).")
     var qkNorm = false
 
-    @Option(name: .customLong("q-lora-rank"), help: "deepseek_v3: the queries' low rank (q_lora_rank); 0 for a plain q_proj. Default: hidden ÷ 2.")
+    @Option(name: .customLong("q-lora-rank"), help: "deepseek_v3, deepseek_v2: the queries' low rank (q_lora_rank); 0 for a plain q_proj. Default: hidden ÷ 2.")
     var qLoraRank: Int?
 
-    @Option(name: .customLong("kv-lora-rank"), help: "deepseek_v3: the cached key/value latent's width (kv_lora_rank). Default: hidden ÷ 4.")
+    @Option(name: .customLong("kv-lora-rank"), help: "deepseek_v3, deepseek_v2: the cached key/value latent's width (kv_lora_rank). Default: hidden ÷ 4.")
     var kvLoraRank: Int?
 
-    @Option(name: .customLong("qk-nope-dim"), help: "deepseek_v3: each query/key head's part without RoPE (qk_nope_head_dim). Default: hidden ÷ heads.")
+    @Option(name: .customLong("qk-nope-dim"), help: "deepseek_v3, deepseek_v2: each query/key head's part without RoPE (qk_nope_head_dim). Default: hidden ÷ heads.")
     var qkNopeDim: Int?
 
-    @Option(name: .customLong("qk-rope-dim"), help: "deepseek_v3: each query head's rotated part and the shared rotated key (qk_rope_head_dim, even). Default: hidden ÷ heads ÷ 2, rounded up to even.")
+    @Option(name: .customLong("qk-rope-dim"), help: "deepseek_v3, deepseek_v2: each query head's rotated part and the shared rotated key (qk_rope_head_dim, even). Default: hidden ÷ heads ÷ 2, rounded up to even.")
     var qkRopeDim: Int?
 
-    @Option(name: .customLong("v-head-dim"), help: "deepseek_v3: each value head's size (v_head_dim). Default: hidden ÷ heads.")
+    @Option(name: .customLong("v-head-dim"), help: "deepseek_v3, deepseek_v2: each value head's size (v_head_dim). Default: hidden ÷ heads.")
     var vHeadDim: Int?
 
     @Option(name: .customLong("head-dim"), help: "Attention head size (head_dim). Default: hidden ÷ heads.")
@@ -95,11 +95,14 @@ struct MakeModel: ParsableCommand {
     @Option(help: "Attention heads (num_attention_heads).")
     var heads: Int = 8
 
-    @Option(name: .customLong("kv-heads"), help: "Key/value heads (num_key_value_heads); must divide --heads. Default: 2 (deepseek_v3: --heads, the only value it runs).")
+    @Option(name: .customLong("kv-heads"), help: "Key/value heads (num_key_value_heads); must divide --heads. Default: 2 (deepseek_v3, deepseek_v2: --heads, the only value they run).")
     var kvHeads: Int?
 
     /// `--kv-heads`, or its default.
-    var keyValueHeads: Int { kvHeads ?? (arch == "deepseek_v3" ? heads : 2) }
+    var keyValueHeads: Int { kvHeads ?? (latentAttention ? heads : 2) }
+
+    /// Whether --arch has multi-head latent attention.
+    var latentAttention: Bool { arch == "deepseek_v3" || arch == "deepseek_v2" }
 
     @Option(name: .customLong("sliding-window"), help: "Attention sliding window in tokens (default: none; gpt_oss: 128, on its even layers).")
     var slidingWindow: Int?
@@ -133,12 +136,12 @@ struct MakeModel: ParsableCommand {
         guard (try? parsedDenseLayers()) != nil else {
             throw ValidationError("--dense-layers is \"\(denseLayers)\", but must be comma-separated layer numbers below --layers (\(layers))")
         }
-        if arch == "mixtral" || arch == "olmoe" || arch == "gpt_oss" {
+        if arch == "mixtral" || arch == "olmoe" || arch == "minimax_m2" || arch == "gpt_oss" {
             for (flag, given) in [("--moe-intermediate", moeIntermediate != nil), ("--shared-intermediate", sharedIntermediate != nil), ("--dense-layers", !denseLayers.isEmpty)] where given {
                 throw ValidationError("\(flag) does not apply to --arch \(arch)")
             }
         }
-        let groupedSigmoid = arch == "glm4_moe" || arch == "deepseek_v3"
+        let groupedSigmoid = arch == "glm4_moe" || latentAttention
         if arch == "qwen3_moe" || groupedSigmoid, sharedIntermediate != nil {
             throw ValidationError("--shared-intermediate applies to qwen2_moe only (\(arch): --shared-experts)")
         }
@@ -148,7 +151,7 @@ struct MakeModel: ParsableCommand {
                 ("--routed-scale", routedScale != 1),
             ]
             for (flag, isGiven) in given where isGiven {
-                throw ValidationError("\(flag) applies to glm4_moe and deepseek_v3 only")
+                throw ValidationError("\(flag) applies to glm4_moe, deepseek_v3 and deepseek_v2 only")
             }
         } else if let dense = try? parsedDenseLayers(), dense != Array(0..<dense.count) {
             throw ValidationError(
@@ -157,20 +160,20 @@ struct MakeModel: ParsableCommand {
         if arch != "glm4_moe", qkNorm {
             throw ValidationError("--qk-norm applies to glm4_moe only")
         }
-        if arch != "deepseek_v3" {
+        if !latentAttention {
             let given = [
                 ("--q-lora-rank", qLoraRank), ("--kv-lora-rank", kvLoraRank), ("--qk-nope-dim", qkNopeDim),
                 ("--qk-rope-dim", qkRopeDim), ("--v-head-dim", vHeadDim),
             ]
             for (flag, value) in given where value != nil {
-                throw ValidationError("\(flag) applies to deepseek_v3 only")
+                throw ValidationError("\(flag) applies to deepseek_v3 and deepseek_v2 only")
             }
         } else {
             if headDim != nil {
-                throw ValidationError("--head-dim does not apply to deepseek_v3 (its heads are --qk-nope-dim, --qk-rope-dim, --v-head-dim)")
+                throw ValidationError("--head-dim does not apply to \(arch) (its heads are --qk-nope-dim, --qk-rope-dim, --v-head-dim)")
             }
             if keyValueHeads != heads {
-                throw ValidationError("--kv-heads is \(keyValueHeads), but deepseek_v3 needs as many as --heads (\(heads))")
+                throw ValidationError("--kv-heads is \(keyValueHeads), but \(arch) needs as many as --heads (\(heads))")
             }
             if let qkRopeDim, qkRopeDim < 2 || qkRopeDim % 2 != 0 {
                 throw ValidationError("--qk-rope-dim is \(qkRopeDim), but must be even and at least 2")
@@ -193,6 +196,12 @@ struct MakeModel: ParsableCommand {
         }
         if arch == "gpt_oss", normTopKProb {
             throw ValidationError("--norm-topk-prob does not apply to gpt_oss (it softmaxes the top-k logits)")
+        }
+        if arch == "minimax_m2", normTopKProb {
+            throw ValidationError("--norm-topk-prob does not apply to minimax_m2 (it always renormalises)")
+        }
+        if arch == "deepseek_v2", normTopKProb {
+            throw ValidationError("--norm-topk-prob does not apply to deepseek_v2 (transformers never renormalises its weights)")
         }
         guard ["f32", "bf16"].contains(dtype) else {
             throw ValidationError("--dtype is \"\(dtype)\", but must be f32 or bf16")

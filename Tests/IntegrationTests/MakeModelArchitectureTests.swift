@@ -66,6 +66,23 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
         MadeArchitecture(
             arch: "gpt_oss", options: ["--mxfp4", "--hidden", "64", "--intermediate", "64", "--heads", "4"],
             expected: ["hidden_size": "64", "intermediate_size": "64"], denseLayers: []),
+        MadeArchitecture(
+            arch: "deepseek_v2",
+            options: [
+                "--kv-heads", "4", "--dense-layers", "0,1", "--groups", "3", "--top-groups", "2", "--shared-experts", "2",
+                "--routed-scale", "1.5", "--q-lora-rank", "0", "--kv-lora-rank", "12", "--qk-nope-dim", "8",
+                "--qk-rope-dim", "4", "--v-head-dim", "6",
+            ],
+            expected: [
+                "first_k_dense_replace": "2", "n_group": "3", "topk_group": "2", "topk_method": "group_limited_greedy",
+                "n_shared_experts": "2", "routed_scaling_factor": "1.5", "norm_topk_prob": "0", "n_routed_experts": "6",
+                "kv_lora_rank": "12", "qk_nope_head_dim": "8", "qk_rope_head_dim": "4", "v_head_dim": "6",
+                "num_key_value_heads": "4",
+            ],
+            denseLayers: [0, 1]),
+        MadeArchitecture(
+            arch: "minimax_m2", options: ["--head-dim", "16", "--intermediate", "40"],
+            expected: ["head_dim": "16", "intermediate_size": "40", "num_local_experts": "6"], denseLayers: []),
     ]
 }
 
@@ -104,14 +121,16 @@ struct MakeModelArchitectureTests {
         let directory = try TestPaths.makeTemporaryDirectory("make-refused")
         defer { try? FileManager.default.removeItem(at: directory) }
         for (arguments, message) in [
-            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3, gpt_oss"),
+            (["--arch", "llama"], "the supported architectures are: mixtral, qwen3_moe, qwen2_moe, olmoe, glm4_moe, deepseek_v3, deepseek_v2, minimax_m2, gpt_oss"),
             (["--arch", "deepseek_v3", "--heads", "4", "--kv-heads", "2"], "deepseek_v3 needs as many as --heads (4)"),
             (["--arch", "deepseek_v3", "--qk-rope-dim", "3"], "--qk-rope-dim is 3, but must be even"),
             (["--arch", "deepseek_v3", "--head-dim", "8"], "--head-dim does not apply to deepseek_v3"),
-            (["--arch", "glm4_moe", "--kv-lora-rank", "8"], "--kv-lora-rank applies to deepseek_v3 only"),
+            (["--arch", "glm4_moe", "--kv-lora-rank", "8"], "--kv-lora-rank applies to deepseek_v3 and deepseek_v2 only"),
             (["--arch", "deepseek_v3", "--qk-norm"], "--qk-norm applies to glm4_moe only"),
+            (["--arch", "deepseek_v2", "--norm-topk-prob"], "--norm-topk-prob does not apply to deepseek_v2"),
+            (["--arch", "minimax_m2", "--moe-intermediate", "8"], "--moe-intermediate does not apply to --arch minimax_m2"),
             (["--arch", "glm4_moe", "--dense-layers", "1"], "glm4_moe's dense layers are the first ones"),
-            (["--arch", "qwen3_moe", "--groups", "2"], "--groups applies to glm4_moe and deepseek_v3 only"),
+            (["--arch", "qwen3_moe", "--groups", "2"], "--groups applies to glm4_moe, deepseek_v3 and deepseek_v2 only"),
             (["--arch", "glm4_moe", "--shared-intermediate", "8"], "--shared-intermediate applies to qwen2_moe only"),
             (["--arch", "gpt_oss", "--norm-topk-prob"], "--norm-topk-prob does not apply to gpt_oss"),
             (["--arch", "olmoe", "--mxfp4"], "--mxfp4 applies to gpt_oss only"),

@@ -79,6 +79,24 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
     /// - Throws: `ModelError.invalidConfiguration` naming the config.json field and the valid range.
     public func validate(file: String = "config.json") throws(ModelError) {
         func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
+        try validateLatentAttention(file: file)
+        try moe.validate(layerCount: fields.layerCount, file: file)
+        if let scoringFunction, scoringFunction != "sigmoid" {
+            throw fail("scoring_func is \(scoringFunction), but DeepSeek-V3 routes with sigmoid only")
+        }
+        if let topKMethod, topKMethod != "noaux_tc" {
+            throw fail("topk_method is \(topKMethod), but DeepSeek-V3 routes with noaux_tc only")
+        }
+        guard multiTokenPredictionLayerCount >= 0 else {
+            throw fail("num_nextn_predict_layers is \(multiTokenPredictionLayerCount), but must be at least 0")
+        }
+    }
+
+    /// Checks the shared transformer fields and the multi-head latent attention fields (DeepSeek-V2
+    /// checks the same ones).
+    /// - Throws: `ModelError.invalidConfiguration` naming the config.json field and the valid range.
+    func validateLatentAttention(file: String) throws(ModelError) {
+        func fail(_ message: String) -> ModelError { .invalidConfiguration(file: file, message: message) }
         // head_dim is R here: name the field config.json has before the shared checks name head_dim.
         guard ropeHeadDimension >= 2, ropeHeadDimension % 2 == 0 else {
             throw fail(
@@ -95,7 +113,6 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
             }
         }
         try shared.validate(file: file)
-        try moe.validate(layerCount: fields.layerCount, file: file)
         // transformers expands every head's keys and values from the latent and then repeats them
         // num_attention_heads / num_key_value_heads times: only equal counts run.
         guard fields.keyValueHeadCount == fields.attentionHeadCount else {
@@ -113,15 +130,6 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
         for (field, value) in positive where value < 1 { throw fail("\(field) is \(value), but must be at least 1") }
         guard let valueHeadDimension, valueHeadDimension >= 1 else {
             throw fail("v_head_dim is \(valueHeadDimension.map(String.init) ?? "null"), but must be at least 1")
-        }
-        if let scoringFunction, scoringFunction != "sigmoid" {
-            throw fail("scoring_func is \(scoringFunction), but DeepSeek-V3 routes with sigmoid only")
-        }
-        if let topKMethod, topKMethod != "noaux_tc" {
-            throw fail("topk_method is \(topKMethod), but DeepSeek-V3 routes with noaux_tc only")
-        }
-        guard multiTokenPredictionLayerCount >= 0 else {
-            throw fail("num_nextn_predict_layers is \(multiTokenPredictionLayerCount), but must be at least 0")
         }
     }
 }
@@ -244,7 +252,7 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
     private static func attention(_ layer: Int, _ name: String) -> String { StandardLayout.attention(layer, name) }
 
     /// The norms and attention tensors of `layer`, by their checkpoint names.
-    private func attentionShapes(layer: Int) -> [(name: String, shape: [Int])] {
+    func attentionShapes(layer: Int) -> [(name: String, shape: [Int])] {
         let hidden = fields.hiddenSize, heads = fields.attentionHeadCount, latent = latentShape
         let queryWidth = heads * latent.queryKeyDimension
         var shapes: [(name: String, shape: [Int])] = [
@@ -304,7 +312,7 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
     }
 
     /// The latent attention of `layer`.
-    private func loadAttention(
+    func loadAttention(
         _ checkpoint: Checkpoint, layer: Int, arithmetic: BFloat16Arithmetic
     ) throws(ModelError) -> LatentAttention {
         func weight(_ name: String) throws(ModelError) -> WeightTensor {

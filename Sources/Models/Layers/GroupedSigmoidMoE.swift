@@ -1,7 +1,8 @@
-// The feed-forward half of DeepSeek-V3's decoder (shared by GLM-4.5): the first
+// The feed-forward half of DeepSeek-V3's decoder (shared by GLM-4.5 and DeepSeek-V2): the first
 // `first_k_dense_replace` layers are a dense MLP; the others route with the noaux_tc sigmoid router
 // (e_score_correction_bias for the choice, n_group/topk_group expert groups, norm_topk_prob,
-// routed_scaling_factor) and add ungated shared experts, computed on the coordinator.
+// routed_scaling_factor) — or DeepSeek-V2's softmax router, greedy or group-limited — and add
+// ungated shared experts, computed on the coordinator.
 //
 // Legend: H = hidden size, E = routed experts per MoE layer, k = experts per token.
 import Foundation
@@ -10,6 +11,20 @@ import Tensors
 
 /// The config.json fields of DeepSeek-V3's MoE feed-forward blocks.
 public struct GroupedSigmoidMoEFields: Sendable, Equatable {
+    /// How the router scores experts and chooses among them.
+    public enum Selection: Sendable, Equatable {
+        /// DeepSeek-V3, GLM-4.5: sigmoid scores, e_score_correction_bias for the choice, groups scored
+        /// by their best two (`topk_method` noaux_tc).
+        case noAuxTC
+        /// DeepSeek-V2: softmax scores, plain top-k (`topk_method` greedy); the groups are ignored.
+        case greedy
+        /// DeepSeek-V2: softmax scores, groups scored by their best expert, the `topk_group` best kept
+        /// (`topk_method` group_limited_greedy).
+        case groupLimitedGreedy
+    }
+
+    /// The router's scoring and choice; not a config.json field of its own (each architecture sets it).
+    public var selection: Selection = .noAuxTC
     /// Routed experts per MoE layer (E; `n_routed_experts`, also read as `num_local_experts`).
     public var expertCount: Int
     /// Experts chosen per token (k; `num_experts_per_tok`).
@@ -63,14 +78,16 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
         keptExpertGroupCount = try value(.keptExpertGroupCount, defaults.keptExpertGroupCount)
         routedScalingFactor = try value(.routedScalingFactor, defaults.routedScalingFactor)
         normalizeTopKProbabilities = try value(.normalizeTopKProbabilities, defaults.normalizeTopKProbabilities)
+        selection = defaults.selection
     }
 
     /// Fields with the given values.
     init(
         expertCount: Int, expertsPerToken: Int, expertIntermediateSize: Int, intermediateSize: Int,
         sharedExpertCount: Int, firstDenseLayerCount: Int, expertGroupCount: Int, keptExpertGroupCount: Int,
-        routedScalingFactor: Double, normalizeTopKProbabilities: Bool
+        routedScalingFactor: Double, normalizeTopKProbabilities: Bool, selection: Selection = .noAuxTC
     ) {
+        self.selection = selection
         self.expertCount = expertCount
         self.expertsPerToken = expertsPerToken
         self.expertIntermediateSize = expertIntermediateSize
@@ -110,11 +127,16 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
         if firstDenseLayerCount > 0, intermediateSize < 1 {
             throw fail("intermediate_size is \(intermediateSize), but the dense layers need at least 1")
         }
+        guard routedScalingFactor.isFinite, routedScalingFactor > 0 else {
+            throw fail("routed_scaling_factor is \(routedScalingFactor), but must be a positive number")
+        }
+        // transformers' greedy router never reads n_group or topk_group.
+        if selection == .greedy { return }
         guard expertGroupCount >= 1, expertCount % expertGroupCount == 0 else {
             throw fail("n_group is \(expertGroupCount), but must divide n_routed_experts (\(expertCount))")
         }
-        // transformers scores a group by the sum of its two best experts (topk(2) per group).
-        guard expertCount / expertGroupCount >= 2 else {
+        // transformers scores a noaux_tc group by the sum of its two best experts (topk(2) per group).
+        guard selection != .noAuxTC || expertCount / expertGroupCount >= 2 else {
             throw fail(
                 "n_group is \(expertGroupCount), but each group of n_routed_experts (\(expertCount)) needs at least "
                     + "2 experts (a group's score is the sum of its best two)")
@@ -127,9 +149,6 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
             throw fail(
                 "num_experts_per_tok is \(expertsPerToken), but topk_group (\(keptExpertGroupCount)) groups of "
                     + "\(expertCount / expertGroupCount) experts offer only \(choosable)")
-        }
-        guard routedScalingFactor.isFinite, routedScalingFactor > 0 else {
-            throw fail("routed_scaling_factor is \(routedScalingFactor), but must be a positive number")
         }
     }
 
@@ -164,7 +183,7 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
         }
         var shapes = StandardLayout.routedExpertShapes(
             fields, layer: layer, expertCount: expertCount, intermediate: expertIntermediateSize)
-        shapes.append((Self.correctionBias(layer), [expertCount]))
+        if selection == .noAuxTC { shapes.append((Self.correctionBias(layer), [expertCount])) }
         if sharedExpertCount > 0 {
             shapes += StandardLayout.swiGLUShapes(
                 Self.sharedExperts(layer), hidden: hidden, intermediate: sharedExpertCount * expertIntermediateSize)
@@ -178,12 +197,26 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
     /// `topk_group` best kept, top-k among their experts); the weights are the unbiased scores of the
     /// chosen experts, renormalised (+1e-20) when `norm_topk_prob`, then × `routed_scaling_factor`.
     func routingPolicy(correctionBias bias: [Float]) -> RoutingPolicy {
-        RoutingPolicy(
+        precondition(selection == .noAuxTC, "the correction bias is noaux_tc's")
+        return RoutingPolicy(
             renormalize: normalizeTopKProbabilities, scoring: .sigmoid,
             // Keeping every group masks nothing: the plain top-k of the biased scores.
             groupLimit: keptExpertGroupCount < expertGroupCount
                 ? .init(groupCount: expertGroupCount, keptGroups: keptExpertGroupCount, score: .sumOfBestTwo) : nil,
             choiceBias: bias, renormalizeEpsilon: 1e-20, scale: Float(routedScalingFactor))
+    }
+
+    /// The routing policy of DeepSeek-V2's softmax router (`DeepseekV2TopkRouter` in f32): softmax over
+    /// all E experts; group_limited_greedy scores each group by its best probability, keeps the
+    /// `topk_group` best and sets the other groups' scores to 0; the weights are the top-k scores ×
+    /// `routed_scaling_factor`, never renormalised (transformers 5.23 does not read norm_topk_prob).
+    func softmaxRoutingPolicy() -> RoutingPolicy {
+        precondition(selection != .noAuxTC, "noaux_tc routes with the sigmoid policy")
+        return RoutingPolicy(
+            renormalize: false, scoring: .softmax,
+            groupLimit: selection == .groupLimitedGreedy && keptExpertGroupCount < expertGroupCount
+                ? .init(groupCount: expertGroupCount, keptGroups: keptExpertGroupCount, score: .best) : nil,
+            scale: Float(routedScalingFactor))
     }
 
     /// The feed-forward block of `layer`: a dense MLP on the coordinator, or the router
@@ -200,7 +233,9 @@ public struct GroupedSigmoidMoEFields: Sendable, Equatable {
         let router = Router(
             weight: try checkpoint.weight(named: Self.routerWeightName(layer: layer)), expertCount: expertCount,
             expertsPerToken: expertsPerToken,
-            policy: routingPolicy(correctionBias: try checkpoint.floats(named: Self.correctionBias(layer))))
+            policy: selection == .noAuxTC
+                ? routingPolicy(correctionBias: try checkpoint.floats(named: Self.correctionBias(layer)))
+                : softmaxRoutingPolicy())
         let shared =
             sharedExpertCount > 0
             ? SharedExpert(
