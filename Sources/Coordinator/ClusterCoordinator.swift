@@ -458,6 +458,8 @@ public final class ClusterCoordinator: ExpertExecutor {
             return
         }
         switch message {
+        case .hello(let hello) where !mayRegister(as: hello.workerName, peer: peer):
+            return
         case .generateRequest(let request):
             pendingClientRequests.append((peer, request))
         case .heartbeat(let beat) where isClient(peer):
@@ -475,6 +477,19 @@ public final class ClusterCoordinator: ExpertExecutor {
         default:
             perform(state.handle(.received(peer, message), now: now))
         }
+    }
+
+    /// A worker name that is also the name of a key on the allow-list belongs to that key: another
+    /// listed key cannot register under it (and so take over its experts). Refused with an ERROR.
+    private func mayRegister(as name: String, peer: PeerIdentity) -> Bool {
+        guard let curve = options.curve, let sender = socket.lastSenderKeyName, sender != name,
+            curve.allowed.values.contains(name)
+        else { return true }
+        logger.warning("refused worker \(name) from \(peer): that name belongs to the key \(name), but the peer holds the key \(sender)")
+        sendQuietly(
+            .error(.init(code: .badRequest, message: "the worker name \(name) belongs to the key \(name); this worker holds the key \(sender)")),
+            to: peer)
+        return false
     }
 
     private func isClient(_ peer: PeerIdentity) -> Bool {

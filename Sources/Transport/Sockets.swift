@@ -18,6 +18,9 @@ public final class RouterSocket {
     /// ``enableDisconnectEvents()`` was called) when a peer fails the handshake.
     public var onHandshakeFailure: ((HandshakeFailure) -> Void)?
 
+    /// The allow-list name of the CURVE key that sent the message received last; nil on a plaintext router.
+    public var lastSenderKeyName: String? { socket.lastUserID }
+
     /// The endpoint actually bound, with wildcard port and host resolved, e.g. `tcp://127.0.0.1:49731`.
     public var boundEndpoint: String { socket.endpoint }
 

@@ -94,6 +94,21 @@ struct SecurityTests {
         try cluster.waitUntilServing()
     }
 
+    @Test("a worker name that is also a key's name belongs to that key: another listed key cannot take it over")
+    func nameTakeover() throws {
+        let model = try ServeTests.makeModel(seed: 11)
+        let cluster = try ServedCluster(model: model, workers: 1, allowedKeys: ["w0", "mallory"])
+        let impostor = try cluster.startWorker(model: model, name: "w0", keyArguments: cluster.keyArguments("mallory"))
+        let refused = try impostor.wait(timeout: .seconds(120))
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("the worker name w0 belongs to the key w0"), "\(refused.stderr)")
+        #expect(!cluster.serve.stderr.contains("workers ready; serving"))
+        #expect(cluster.serve.stderr.contains("refused worker w0"), "\(cluster.serve.stderr)")
+
+        try cluster.startWorker(model: model, name: "w0", keyArguments: cluster.keyArguments("w0"))
+        try cluster.waitUntilServing()
+    }
+
     @Test("generate --coordinator without credentials, or in plaintext, gets no generation")
     func clientWithoutCredentials() throws {
         let model = try ServeTests.makeModel(seed: 11)

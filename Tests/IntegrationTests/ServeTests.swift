@@ -22,10 +22,13 @@ final class ServedCluster {
         guard output.status == 0 else { throw TestProcessError(description: "keys generate failed:\n\(output.stderr)") }
     }
 
-    init(model: URL, workers count: Int, extraArguments: [String] = []) throws {
+    /// `allowedKeys`: further allowed key pairs to make (allowed/NAME.key), besides `worker` and `client`.
+    init(model: URL, workers count: Int, extraArguments: [String] = [], allowedKeys: [String] = []) throws {
         keys = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-keys-\(UUID().uuidString)")
         try Self.generateKeys(in: keys.appendingPathComponent("coordinator"), name: "coordinator")
-        for name in ["worker", "client"] { try Self.generateKeys(in: keys.appendingPathComponent("allowed"), name: name) }
+        for name in ["worker", "client"] + allowedKeys {
+            try Self.generateKeys(in: keys.appendingPathComponent("allowed"), name: name)
+        }
         serve = SwitchyardProcess([
             "serve", "--model", model.path, "--bind", "tcp://127.0.0.1:0", "--workers", "\(count)", "--http", "127.0.0.1:0",
             "--key", keys.appendingPathComponent("coordinator/coordinator.key").path,
