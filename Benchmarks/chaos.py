@@ -65,7 +65,7 @@ class Cluster:
         self.workers, self.incarnations = {}, {}
         self.serve_log = os.path.join(directory, "serve.log")
         self.serve = subprocess.Popen([binary, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers",
-                                       str(len(WORKERS)), "--http", "127.0.0.1:0", *flags],
+                                       str(len(WORKERS)), "--http", "127.0.0.1:0", "--insecure", *flags],
                                       stdin=subprocess.DEVNULL, stdout=open(self.serve_log, "w"),
                                       stderr=subprocess.STDOUT)
         try:
@@ -100,7 +100,7 @@ class Cluster:
         self.incarnations[name] = self.incarnations.get(name, -1) + 1
         log = os.path.join(self.dir, f"{name}.{self.incarnations[name]}.log")
         self.workers[name] = subprocess.Popen([self.binary, "worker", "--coordinator", self.endpoint, "--model",
-                                               self.model, "--name", name], stdin=subprocess.DEVNULL,
+                                               self.model, "--name", name, "--insecure"], stdin=subprocess.DEVNULL,
                                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
     def stop(self):

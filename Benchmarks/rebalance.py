@@ -117,7 +117,7 @@ def main():
         log = os.path.join(work, "serve.log")
         serve = subprocess.Popen([binary, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers", "4",
                                   "--http", "127.0.0.1:0", "--threads", str(args.threads),
-                                  "--max-running", str(args.batch)],
+                                  "--max-running", str(args.batch), "--insecure"],
                                  stdout=open(log, "w"), stderr=subprocess.STDOUT)
         procs.append(serve)
         endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
@@ -125,7 +125,7 @@ def main():
         for index in range(4):
             procs.append(subprocess.Popen(
                 [binary, "worker", "--coordinator", endpoint, "--model", model, "--name", f"w{index}",
-                 "--threads", str(args.threads)],
+                 "--threads", str(args.threads), "--insecure"],
                 stdout=open(os.path.join(work, f"w{index}.log"), "w"), stderr=subprocess.STDOUT))
         wait_for(r"all 4 workers ready", log, serve)
         prompts = [f"Request {i} asks the hot experts about topic {i * 7 % 13}." for i in range(args.batch)]

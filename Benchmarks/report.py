@@ -227,6 +227,7 @@ def main():
         out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic one after the other':<70}{fmt(32 * one / (memory + arithmetic), 2):>8}")
         out(f"  {'measured (serve --workers 0, median of back-to-back pairs)':<70}{fmt(statistics.median(measured) if measured else None, 2):>8}")
     link_section(out, r, config, batch_rate)
+    curve_section(out, r, batch_rate)
     qwen_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
                  mixtral_llama_ratio=paired(sy_in, lb, "decode_tokens_per_s")[0], timing=timing)
     skipped = sorted(f[:-5] for f in os.listdir(r) if f.endswith(".skip"))
@@ -263,6 +264,34 @@ def link_section(out, r, config, batch_rate):
         out(f"  {label:<40}{fmt(rates.get(1)):>9}{fmt(rates.get(8)):>9}{fmt(rates.get(32)):>9}   "
             f"{fmt(ratio(rates.get(1), batch_rate.get((0, 1))), 2):>17}{fmt(predicted):>15}   "
             f"mean {late * 1e6:.0f} µs, p99 {link.get('p99_late_us', 0):.0f} µs")
+
+
+def curve_section(out, r, batch_rate):
+    """2 workers over loopback with the worker link encrypted (CURVE, the default) against --insecure,
+    measured in alternating rounds of the same run; medians over the rounds."""
+    import glob
+    runs = {}
+    for link in ("insecure", "curve"):
+        paths = sorted(glob.glob(os.path.join(r, f"serve-curve-{link}.run*.json")))
+        runs[link] = [json.loads(open(path).read().strip().splitlines()[-1]) for path in paths]
+    if not runs["insecure"] or not runs["curve"]:
+        out(f"\nCURVE: skipped: {reason(r, 'serve-curve')}")
+        return
+
+    def median(link, batch, key):
+        values = [b[key] for result in runs[link] for b in result["batches"] if b["batch"] == batch and key in b]
+        return statistics.median(values) if values else None
+
+    wire = runs["curve"][0].get("wire", {})
+    out(f"\nCURVE on the worker link: serve --workers 2 over loopback, CURVE (the default) against --insecure, "
+        f"{len(runs['curve'])} alternating rounds (medians); {wire.get('bytes_per_token', 0):.0f} bytes on the wire per token")
+    out(f"  {'':<28}{'insecure':>10}{'CURVE':>10}{'CURVE ÷ insecure':>18}{'CURVE ÷ in-process':>20}")
+    for batch in (1, 32):
+        for key, label in (("prefill_tokens_per_s", "prefill tok/s"), ("decode_tokens_per_s", "decode tok/s")):
+            plain, curve = median("insecure", batch, key), median("curve", batch, key)
+            inprocess = batch_rate.get((0, batch)) if key == "decode_tokens_per_s" else None
+            out(f"  {f'B={batch} {label}':<28}{fmt(plain):>10}{fmt(curve):>10}{fmt(ratio(curve, plain), 2):>18}"
+                f"{fmt(ratio(curve, inprocess), 2):>20}")
 
 
 def machine_section(out, r):

@@ -19,7 +19,7 @@
 #   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
-#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,delay
+#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,delay,curve
 #   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,1,32,1,32,1,32 (batch 1 and 32
 #                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
@@ -226,6 +226,21 @@ if skipping serve || skipping workers || skipping delay; then skip serve-link "S
         python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers 2 --link-delay-ms "$delay" \
             --batches 1,8,32 --max-tokens 32 --threads "$THREADS" --serve-args "$extra" > "$RESULTS/$name.json" \
             2> "$WORK/$name.log" || { skip "$name" "serve_decode.py failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
+    done
+fi
+
+# --- CURVE on the worker link against --insecure: 2 workers, batch 1 and 32, prefill and decode ---
+# Two rounds, the two modes alternating within each, so that load on the machine falls on both alike.
+if skipping serve || skipping workers || skipping curve; then skip serve-curve "SKIP=serve, workers or curve"; else
+    for round in 1 2; do
+        for link in insecure curve; do
+            name="serve-curve-$link.run$round"
+            log "switchyard serve --workers 2, link $link (round $round of 2): batches 1,32, prompt $PROMPT_TOKENS tokens"
+            python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers 2 --link "$link" \
+                --batches 1,32 --prompt-tokens "$PROMPT_TOKENS" --max-tokens 32 --threads "$THREADS" \
+                > "$RESULTS/$name.json" 2> "$WORK/$name.log" \
+                || { skip "serve-curve" "serve_decode.py --link $link failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
+        done
     done
 fi
 

@@ -87,6 +87,9 @@ def main():
                         help="with --workers: the workers reach serve through Benchmarks/delay_proxy.py, which "
                              "delays every byte this long in each direction (a slow network; the round trip "
                              "grows by twice this)")
+    parser.add_argument("--link", choices=("curve", "insecure"), default="curve",
+                        help="with --workers: the coordinator-worker link encrypted and authenticated with CURVE "
+                             "keys made for this run (the default, as the README sets it up), or plaintext (--insecure)")
     parser.add_argument("--serve-cpus", help="run serve on these CPUs only (taskset -c LIST), e.g. 0")
     parser.add_argument("--worker-cpus", help="run the workers on these CPUs only (taskset -c LIST), e.g. 1: "
                         "with --serve-cpus, the coordinator and the workers each have cores of their own, "
@@ -105,11 +108,24 @@ def main():
         procs.append(proc)
         return proc, log
 
+    serve_security, worker_security = [], []
+    if args.workers and args.link == "insecure":
+        serve_security, worker_security = ["--insecure"], ["--insecure"]
+    elif args.workers:
+        keys = os.path.join(work, "keys")
+        for directory, name in (("coordinator", "coordinator"), ("workers", "worker")):
+            subprocess.run([args.switchyard, "keys", "generate", "--out", os.path.join(keys, directory), "--name", name],
+                           check=True, capture_output=True)
+        serve_security = ["--key", os.path.join(keys, "coordinator", "coordinator.key"),
+                          "--allow-keys", os.path.join(keys, "workers")]
+        worker_security = ["--key", os.path.join(keys, "workers", "worker.key"),
+                           "--coordinator-key", os.path.join(keys, "coordinator", "coordinator.pub")]
+
     results = []
     try:
         serve, log = start([args.switchyard, "serve", "--model", args.model, "--bind", "tcp://127.0.0.1:0",
                             "--workers", str(args.workers), "--http", "127.0.0.1:0", "--threads", str(args.threads)]
-                            + args.serve_args.split(), "serve", args.serve_cpus)
+                            + serve_security + args.serve_args.split(), "serve", args.serve_cpus)
         if args.workers:
             endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve).group(1)
             if args.link_delay_ms > 0:
@@ -120,7 +136,7 @@ def main():
             for index in range(args.workers):
                 start([args.switchyard, "worker", "--coordinator", endpoint, "--model", args.model,
                        "--name", f"w{index}", "--log-level", "warning",
-                       "--threads", str(args.threads)], f"w{index}", args.worker_cpus)
+                       "--threads", str(args.threads)] + worker_security, f"w{index}", args.worker_cpus)
         base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve).group(1)
         deadline = time.time() + 300
         while True:
@@ -147,9 +163,14 @@ def main():
             in_window = sum(1 for s in streams for t in s if window_start < t <= window_end)
             window = window_end - window_start
             decode_rate = in_window / window if window > 0 and in_window > 0 else tokens / wall
+            # Prefill: every prompt token of the batch, over the time until the last request's first
+            # token (all prompts prefilled; the scheduler prefills them in chunks alongside decodes).
+            prefill_window = window_start - start_time
             results.append({"batch": batch, "completion_tokens": tokens, "wall_s": wall,
                             "decode_window_s": window, "decode_window_tokens": in_window,
-                            "decode_tokens_per_s": decode_rate, "end_to_end_tokens_per_s": tokens / wall})
+                            "decode_tokens_per_s": decode_rate, "end_to_end_tokens_per_s": tokens / wall,
+                            "prefill_window_s": prefill_window,
+                            "prefill_tokens_per_s": batch * args.prompt_tokens / prefill_window})
             print(f"serve --workers {args.workers} batch {batch}: {decode_rate:.1f} decode tok/s "
                   f"({tokens} tokens in {wall:.1f} s)", file=sys.stderr)
         if args.workers:
@@ -168,7 +189,7 @@ def main():
             except subprocess.TimeoutExpired:
                 proc.kill()
     output = {"workers": args.workers, "max_tokens": args.max_tokens, "prompt_tokens": args.prompt_tokens,
-              "batches": results}
+              "link_security": args.link if args.workers else None, "batches": results}
     if args.workers:
         output["wire"] = wire
     if link:

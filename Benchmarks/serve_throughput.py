@@ -54,12 +54,12 @@ def main():
 
     try:
         serve, log = start([args.switchyard, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers", "2",
-                            "--http", "127.0.0.1:0"], "serve")
+                            "--http", "127.0.0.1:0", "--insecure"], "serve")
         endpoint = wait_for(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", log, serve, timeout=120).group(1)
         base = wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", log, serve, timeout=120).group(1)
         for name in ("w0", "w1"):
             start([args.switchyard, "worker", "--coordinator", endpoint, "--model", model, "--name", name,
-                   "--log-level", "warning"], name)
+                   "--log-level", "warning", "--insecure"], name)
         deadline = time.time() + 120
         while True:
             try:

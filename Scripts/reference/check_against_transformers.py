@@ -413,12 +413,12 @@ def serve_expert_load(binary: str, folder: str, prompts: list[str], n: int, work
     try:
         serve, serve_log = start([binary, "serve", "--model", folder, "--bind", "tcp://127.0.0.1:0",
                                   "--workers", str(workers), "--http", "127.0.0.1:0",
-                                  "--bf16-arithmetic", "exact"], "serve")
+                                  "--bf16-arithmetic", "exact", "--insecure"], "serve")
         base = _wait_for_log(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", serve, serve_log, timeout)
         if workers > 0:
             endpoint = _wait_for_log(r"coordinator listening on (tcp://127\.0\.0\.1:\d+)", serve, serve_log, timeout)
             for i in range(workers):
-                start([binary, "worker", "--coordinator", endpoint, "--model", folder, "--name", f"w{i}"], f"w{i}")
+                start([binary, "worker", "--coordinator", endpoint, "--model", folder, "--name", f"w{i}", "--insecure"], f"w{i}")
         deadline = time.time() + timeout
         while True:
             try:

@@ -70,6 +70,9 @@ public struct CoordinatorSpec: Sendable, Equatable {
     public var threads: Int
     /// Further `switchyard serve` flags, passed as given.
     public var options: [String]
+    /// Public key files (on the launcher's machine) of `generate --coordinator` clients the
+    /// coordinator accepts besides the workers the launcher makes keys for.
+    public var clientKeys: [String] = []
 }
 
 /// One expert worker.
@@ -264,7 +267,7 @@ private struct Reader {
         guard let coordinatorEntry = top["coordinator"] else {
             throw fail(root, "the cluster file has no coordinator:; it needs {host: NAME, zmq_port: PORT, http_port: PORT}")
         }
-        let c = try mapping(coordinatorEntry.value, "coordinator", allowed: ["host", "bind", "address", "zmq_port", "http_port", "threads", "options"])
+        let c = try mapping(coordinatorEntry.value, "coordinator", allowed: ["host", "bind", "address", "zmq_port", "http_port", "threads", "options", "client_keys"])
         guard let coordinatorHost = c["host"] else { throw fail(coordinatorEntry.value, "coordinator.host is missing; name the host the coordinator runs on") }
         let bind = try c["bind"].map { entry throws(ClusterFileError) in try string(entry.value, "coordinator.bind") } ?? "127.0.0.1"
         let wildcard = bind == "0.0.0.0" || bind == "::" || bind == "*"
@@ -286,7 +289,8 @@ private struct Reader {
             host: try host(coordinatorHost.value, "coordinator.host"), bind: bind, address: address,
             zmqPort: zmqPort, httpPort: httpPort,
             threads: try c["threads"].map { entry throws(ClusterFileError) in try int(entry.value, "coordinator.threads", range: 1...1024) } ?? 1,
-            options: try c["options"].map { entry throws(ClusterFileError) in try strings(entry.value, "coordinator.options") } ?? [])
+            options: try c["options"].map { entry throws(ClusterFileError) in try strings(entry.value, "coordinator.options") } ?? [],
+            clientKeys: try c["client_keys"].map { entry throws(ClusterFileError) in try strings(entry.value, "coordinator.client_keys") } ?? [])
 
         // workers
         guard let workersEntry = top["workers"] else {

@@ -40,12 +40,17 @@ public struct CoordinatorOptions: Sendable {
     public var wireDType: WireDType
     /// How workers hold the expert weights (sent in ASSIGN).
     public var quantization: WeightQuantization
+    /// The coordinator's CURVE key pair and the workers' and clients' keys it accepts; nil speaks
+    /// plaintext to anyone who reaches `bind` (`--insecure`), which is logged loudly.
+    public var curve: CurveServerKeys?
 
     public init(
         bind: String, workerCount: Int, workerNames: [String]? = nil, placementFile: URL? = nil,
         placementJSON: String? = nil, liveness: LivenessPolicy = LivenessPolicy(), replicas: Int = 1,
-        arithmetic: BFloat16Arithmetic = .exact, wireDType: WireDType = .f32, quantization: WeightQuantization = .none
+        arithmetic: BFloat16Arithmetic = .exact, wireDType: WireDType = .f32, quantization: WeightQuantization = .none,
+        curve: CurveServerKeys? = nil
     ) {
+        self.curve = curve
         self.placementJSON = placementJSON
         self.bind = bind
         self.workerCount = workerCount
@@ -122,15 +127,43 @@ public final class ClusterCoordinator: ExpertExecutor {
         self.options = options
         self.logger = logger
         modelPath = checkpoint.directory.path
-        socket = try RouterSocket(context: ZMQContext(), bind: options.bind)
+        let security: RouterSecurity
+        if let curve = options.curve {
+            security = .curve(
+                server: curve.server, allowed: curve.allowed,
+                onAuthentication: { [logger] decision in
+                    if let name = decision.name {
+                        logger.info("CURVE: accepted key \(name) (\(decision.key.z85)) from \(decision.address)")
+                    } else {
+                        logger.warning(
+                            "CURVE: refused a peer at \(decision.address): its key \(decision.key.z85) is not on the allow-list")
+                    }
+                })
+        } else {
+            security = .plaintext
+        }
+        socket = try RouterSocket(context: ZMQContext(), bind: options.bind, security: security)
         try socket.enableDisconnectEvents()
-        endpoint = socket.boundEndpoint
+        let boundEndpoint = socket.boundEndpoint
+        endpoint = boundEndpoint
+        socket.onHandshakeFailure = { [logger, endpoint = boundEndpoint] failure in
+            // libzmq's monitor does not say which peer: only the endpoint and why.
+            logger.warning("a peer failed the handshake on \(endpoint) and was refused: \(failure)")
+        }
+        if options.curve == nil {
+            logger.warning(
+                "INSECURE: \(boundEndpoint) speaks plaintext and authenticates no one (--insecure): anyone who can reach it can register as a worker, read every hidden state and change every answer. Use it only on a network you trust.")
+        }
+        let keyHint = options.curve == nil ? " --insecure" : " --key WORKER.key --coordinator-key COORDINATOR.pub"
         state = ClusterState(
             shape: shape, fingerprint: checkpoint.fingerprint, placement: placement, namedSlots: namedSlots,
             policy: options.liveness, arithmetic: options.arithmetic, quantization: options.quantization,
-            joinHint: "switchyard worker --coordinator \(endpoint) --model \(checkpoint.directory.path)",
+            joinHint: "switchyard worker --coordinator \(boundEndpoint) --model \(checkpoint.directory.path)\(keyHint)",
             expertDigests: expertDigests)
     }
+
+    /// The command that starts a worker for this coordinator (keys named by placeholders).
+    public var joinCommand: String { state.joinHint }
 
     /// The placement dispatches use now.
     public var placement: Placement { state.active }
@@ -162,7 +195,7 @@ public final class ClusterCoordinator: ExpertExecutor {
             if let deadline, clock.now >= deadline {
                 throw .unavailable(
                     "only \(readyWorkerCount) of \(placement.workerCount) workers were ready after \(timeout!); "
-                        + "start workers with: switchyard worker --coordinator \(endpoint) --model \(modelPath)")
+                        + "start workers with: \(state.joinHint)")
             }
             if clock.now - lastReport >= .seconds(10) {
                 logger.info("waiting for workers: \(readyWorkerCount) of \(placement.workerCount) ready at \(endpoint)")
@@ -429,6 +462,8 @@ public final class ClusterCoordinator: ExpertExecutor {
             return
         }
         switch message {
+        case .hello(let hello) where !mayRegister(as: hello.workerName, peer: peer):
+            return
         case .generateRequest(let request):
             pendingClientRequests.append((peer, request))
         case .heartbeat(let beat) where isClient(peer):
@@ -446,6 +481,19 @@ public final class ClusterCoordinator: ExpertExecutor {
         default:
             perform(state.handle(.received(peer, message), now: now))
         }
+    }
+
+    /// A worker name that is also the name of a key on the allow-list belongs to that key: another
+    /// listed key cannot register under it (and so take over its experts). Refused with an ERROR.
+    private func mayRegister(as name: String, peer: PeerIdentity) -> Bool {
+        guard let curve = options.curve, let sender = socket.lastSenderKeyName, sender != name,
+            curve.allowed.values.contains(name)
+        else { return true }
+        logger.warning("refused worker \(name) from \(peer): that name belongs to the key \(name), but the peer holds the key \(sender)")
+        sendQuietly(
+            .error(.init(code: .badRequest, message: "the worker name \(name) belongs to the key \(name); this worker holds the key \(sender)")),
+            to: peer)
+        return false
     }
 
     private func isClient(_ peer: PeerIdentity) -> Bool {

@@ -4,7 +4,7 @@
 // ERROR `.notReady`; from that the client tells "nobody there", "stopped answering" and "restarted
 // and lost the job" apart instead of waiting out the whole timeout.
 public import Foundation
-import Transport
+public import Transport
 public import Wire
 
 /// Why `generate --coordinator` gave up; the description is the one line the CLI prints.
@@ -159,7 +159,8 @@ public enum GenerateClient {
     /// - Throws: `GenerateClientError` saying why there is no result: nobody answered, the coordinator
     ///   stopped answering or restarted, it refused or failed the job, or `shouldStop` turned true.
     public static func submit(
-        _ request: GenerationRequest, to endpoint: String, limits: CoordinatorWatch.Limits, shouldStop: () -> Bool
+        _ request: GenerationRequest, to endpoint: String, security: DealerSecurity, limits: CoordinatorWatch.Limits,
+        shouldStop: () -> Bool
     ) throws(GenerateClientError) -> Data {
         let id = ClientRequestID(UInt64.random(in: 1...UInt64.max))
         let prompt: WireMessage.GenerateRequest.Prompt =
@@ -175,13 +176,19 @@ public enum GenerateClient {
 
         do {
             let socket = try DealerSocket(
-                context: ZMQContext(), connect: endpoint, identity: PeerIdentity("client-\(id.rawValue)"))
+                context: ZMQContext(), connect: endpoint, identity: PeerIdentity("client-\(id.rawValue)"),
+                security: security)
+            var handshakes: HandshakeWatch
+            if case .plaintext = security { handshakes = HandshakeWatch(secure: false) } else { handshakes = HandshakeWatch(secure: true) }
             try socket.send(frames: WireCodec.encode(message))
             var watch = CoordinatorWatch(endpoint: endpoint, clientRequestID: id, limits: limits)
             let clock = ContinuousClock()
             let start = clock.now
             while true {
                 if shouldStop() { throw GenerateClientError("interrupted while waiting for \(endpoint)") }
+                if let problem = handshakes.problem(after: try socket.handshakeEvents()) {
+                    throw GenerateClientError(problem.explanation(endpoint: endpoint))
+                }
                 let now = clock.now - start
                 switch watch.next(at: now) {
                 case .sendHeartbeat:

@@ -10,9 +10,13 @@ public final class SpawnedWorkers {
 
     public private(set) var children: [Child] = []
 
-    /// Starts one worker of `executable` per name, connecting to `coordinator`.
+    /// Starts one worker of `executable` per name, connecting to `coordinator`, with `environment`
+    /// added to ours (how their keys reach them: unlike arguments, the environment is private to the user).
     /// Their stderr goes to ours, so their log lines and errors are visible.
-    public init(names: [String], executable: URL, coordinator: String, model: URL, extraArguments: [String] = []) throws {
+    public init(
+        names: [String], executable: URL, coordinator: String, model: URL, environment: [String: String] = [:],
+        extraArguments: [String] = []
+    ) throws {
         for name in names {
             let process = Process()
             process.executableURL = executable
@@ -20,6 +24,7 @@ public final class SpawnedWorkers {
                 "worker", "--coordinator", coordinator, "--model", model.path, "--name", name,
                 "--parent-pid", "\(getpid())",
             ] + extraArguments
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
             process.standardInput = FileHandle.nullDevice
             process.standardOutput = FileHandle.standardError
             do {

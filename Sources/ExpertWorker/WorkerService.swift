@@ -8,7 +8,7 @@ public import Logging
 import Models
 import Synchronization
 import Tensors
-import Transport
+public import Transport
 import Wire
 
 /// How a worker connects and what it serves.
@@ -25,11 +25,14 @@ public struct WorkerOptions: Sendable {
     public var parentPID: Int32?
     /// How often to send a heartbeat (the coordinator declares a silent worker lost after a few).
     public var heartbeatInterval: Duration
+    /// CURVE keys (the worker's pair and the coordinator's public key), or plaintext (`--insecure`).
+    public var security: DealerSecurity
 
     public init(
         coordinator: String, modelDirectory: URL, name: String, threads: Int = 1, parentPID: Int32? = nil,
-        heartbeatInterval: Duration = .milliseconds(500)
+        heartbeatInterval: Duration = .milliseconds(500), security: DealerSecurity = .plaintext
     ) {
+        self.security = security
         self.coordinator = coordinator
         self.modelDirectory = modelDirectory
         self.name = name
@@ -62,7 +65,10 @@ public struct WorkerService {
         let context = try ZMQContext()
         // A fresh identity per run: a restarted worker is a new peer that registers again.
         let identity = PeerIdentity("\(options.name)-\(getpid())-\(UInt32.random(in: 1...UInt32.max))")
-        let socket = try DealerSocket(context: context, connect: options.coordinator, identity: identity)
+        let socket = try DealerSocket(
+            context: context, connect: options.coordinator, identity: identity, security: options.security)
+        var handshakes: HandshakeWatch
+        if case .plaintext = options.security { handshakes = HandshakeWatch(secure: false) } else { handshakes = HandshakeWatch(secure: true) }
         let hello = WireCodec.encode(.hello(.init(
             workerName: options.name, modelFingerprint: checkpoint.fingerprint, threads: options.threads,
             pid: Int(getpid()), expertTensorDigests: digests.digests)))
@@ -114,8 +120,12 @@ public struct WorkerService {
             // millisecond: poll for it for 2 ms before sleeping (no wake-up on its arrival).
             let generating = lastReply.map { clock.now - $0 < .milliseconds(100) } ?? false
             let wait: Duration = loading != nil ? .milliseconds(20) : min(.milliseconds(200), options.heartbeatInterval / 2)
-            guard let frames = try socket.receive(timeout: wait, spin: generating ? .milliseconds(2) : .zero)
-            else { continue }
+            guard let frames = try socket.receive(timeout: wait, spin: generating ? .milliseconds(2) : .zero) else {
+                if let problem = handshakes.problem(after: try socket.handshakeEvents()) {
+                    throw WorkerError("worker \(options.name): \(problem.explanation(endpoint: options.coordinator))")
+                }
+                continue
+            }
             session.heard(at: clock.now)
             switch handler.handle(frames: frames) {
             case .reply(let reply):

@@ -48,35 +48,3 @@ struct ErrorEnvelopeMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Requires `Authorization: Bearer <key>` on the routes it guards.
-struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
-    let apiKey: String
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
-        -> Response
-    {
-        guard let header = request.headers[.authorization] else {
-            throw APIError(
-                status: .unauthorized, type: "authentication_error",
-                message: "missing API key: send the header 'Authorization: Bearer <key>'", code: "invalid_api_key")
-        }
-        let prefix = "Bearer "
-        guard header.hasPrefix(prefix),
-            Self.constantTimeEqual(Array(header.utf8.dropFirst(prefix.utf8.count)), Array(apiKey.utf8))
-        else {
-            throw APIError(
-                status: .unauthorized, type: "authentication_error", message: "invalid API key",
-                code: "invalid_api_key")
-        }
-        return try await next(request, context)
-    }
-
-    /// Compares without an early exit, so response time does not reveal how much of a key matched.
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(a.count == b.count ? 0 : 1)
-        for index in 0..<max(a.count, b.count) {
-            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
-        }
-        return difference == 0
-    }
-}

@@ -24,6 +24,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var port: Int
     /// When set, every /v1 route needs `Authorization: Bearer <apiKey>`; /health and /metrics stay open.
     public var apiKey: String?
+    /// Further API keys, each with a name for the logs; any of these or `apiKey` is accepted.
+    public var apiKeys: [APIKey] = []
+
+    /// Every accepted key: `apiKeys`, and `apiKey` named "default".
+    var acceptedKeys: [APIKey] { apiKeys + (apiKey.map { [APIKey(name: "default", key: $0)] } ?? []) }
     /// The model name clients see (`model` in responses, /v1/models); nil uses the service's.
     public var modelName: String?
     /// Larger request bodies are refused with 413.
@@ -85,12 +90,17 @@ public func makeRouter(
     router.add(middleware: ErrorEnvelopeMiddleware())
     let routes = Routes(service: service, configuration: configuration, preparation: RequestPreparation())
 
-    router.get("health") { _, _ in routes.health() }
+    // Without a valid key (when keys are set) /health says only its status: the reason names the
+    // worker endpoint and the model path, which are nobody else's business.
+    let keys = configuration.acceptedKeys
+    router.get("health") { request, _ in
+        routes.health(withReason: keys.isEmpty || BearerAuthMiddleware<BasicRequestContext>.keyName(of: request, keys: keys) != nil)
+    }
     router.get("metrics") { _, _ in routes.metrics() }
 
     let v1 = router.group("v1")
-    if let apiKey = configuration.apiKey {
-        v1.add(middleware: BearerAuthMiddleware(apiKey: apiKey))
+    if !keys.isEmpty {
+        v1.add(middleware: BearerAuthMiddleware(keys: keys))
     }
     v1.get("models") { _, _ in routes.models() }
     v1.post("completions") { request, context in
@@ -126,14 +136,14 @@ struct Routes<Service: GenerationService>: Sendable {
 
     // MARK: Health, metrics, models
 
-    func health() -> Response {
+    func health(withReason: Bool = true) -> Response {
         switch service.health() {
         case .ready:
             return jsonResponse(.ok, HealthJSON(status: "ok", reason: nil))
         case .degraded(let reason):
-            return jsonResponse(.ok, HealthJSON(status: "degraded", reason: reason))
+            return jsonResponse(.ok, HealthJSON(status: "degraded", reason: withReason ? reason : nil))
         case .notReady(let reason), .stalled(let reason):
-            return jsonResponse(.serviceUnavailable, HealthJSON(status: "unavailable", reason: reason))
+            return jsonResponse(.serviceUnavailable, HealthJSON(status: "unavailable", reason: withReason ? reason : nil))
         }
     }
 

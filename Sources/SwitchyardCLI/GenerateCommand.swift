@@ -5,6 +5,7 @@ import Logging
 import Models
 import Server
 import Tensors
+import Transport
 import Tokenization
 
 /// `switchyard generate`: run one generation job.
@@ -67,6 +68,8 @@ struct Generate: AsyncParsableCommand {
         help: "With --coordinator: seconds for the coordinator to answer at all before giving up.")
     var connectTimeout: Double = 10
 
+    @OptionGroup(title: "Security (with --coordinator)") var security: ClientSecurityOptions
+
     @Option(help: "With --coordinator: seconds to wait for the result.")
     var timeout: Double = 3600
 
@@ -120,6 +123,7 @@ struct Generate: AsyncParsableCommand {
         guard (0...20).contains(logprobs) else { throw ValidationError("--logprobs is \(logprobs), but must be between 0 and 20") }
         _ = try parsedPrompt()
         try sampling.validate()
+        if coordinator != nil { try security.check() }
     }
 
     var sampling: SamplingParameters {
@@ -152,7 +156,7 @@ struct Generate: AsyncParsableCommand {
             }
             if let coordinator {
                 let data = try GenerateClient.submit(
-                    request, to: coordinator,
+                    request, to: coordinator, security: try security.security(),
                     limits: CoordinatorWatch.Limits(connectTimeout: .seconds(connectTimeout), timeout: .seconds(timeout)),
                     shouldStop: { StopSignal.isStopped })
                 if json {
@@ -201,6 +205,10 @@ struct Generate: AsyncParsableCommand {
             var local = LocalExperts(store: store)
             result = try engine.generate(request, experts: &local, onText: onText)
         } else {
+            // Fresh keys that live only in memory (and in the workers' environment): the loopback
+            // link is encrypted and authenticated like any other.
+            let workerKeys = try CurveKeyPair.generate()
+            let spawnKeys = CurveServerKeys(server: try CurveKeyPair.generate(), allowed: [workerKeys.publicKey: "spawned-workers"])
             let coordinator = try ClusterCoordinator(
                 checkpoint: checkpoint,
                 options: CoordinatorOptions(
@@ -209,11 +217,15 @@ struct Generate: AsyncParsableCommand {
                     placementFile: placement.map { URL(fileURLWithPath: $0) },
                     liveness: liveness.policy(), replicas: liveness.replicas,
                     arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
-                    quantization: numerics.quantize),
+                    quantization: numerics.quantize, curve: spawnKeys),
                 logger: logger)
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,
                 coordinator: coordinator.endpoint, model: checkpoint.directory,
+                environment: [
+                    KeyFiles.secretKeyVariable: workerKeys.secretKey.z85,
+                    KeyFiles.coordinatorKeyVariable: spawnKeys.server.publicKey.z85,
+                ],
                 extraArguments: [
                     "--log-level", logLevel.rawValue, "--threads",
                     "\(workerThreads ?? threads ?? defaultThreadCount)",

@@ -5,6 +5,7 @@ import Foundation
 import Models
 import Synchronization
 import Tensors
+import Transport
 
 /// `switchyard launch`: starts a whole cluster from a cluster file and stops it as one.
 struct Launch: ParsableCommand {
@@ -27,12 +28,16 @@ struct Launch: ParsableCommand {
               hosts:
                 gpu1: {ssh: admin@10.0.0.2}
                 ns1: {command_prefix: [ip, netns, exec, ns1]}
-              coordinator: {host: head, bind: 10.0.0.1, zmq_port: 5555, http_port: 8080}
+              coordinator: {host: head, bind: 10.0.0.1, zmq_port: 5555, http_port: 8080,
+                            client_keys: [keys/me.pub]}
               workers:
                 - {name: w0, host: gpu1, threads: 2, experts: [[0, 0], [0, 1]]}
                 - {name: w1, host: ns1}
             A host not under hosts: is reached as `ssh NAME`. A worker with experts: holds exactly \
-            those; the others share the experts nobody lists.
+            those; the others share the experts nobody lists. The launcher makes fresh CURVE keys for \
+            the coordinator and every worker and hands each its own on its standard input; client_keys: \
+            (public key files here, from `switchyard keys generate`) are let in too, for `generate \
+            --coordinator`, which needs the coordinator's public key that the launcher prints when ready.
             """
     )
 
@@ -47,6 +52,10 @@ struct Launch: ParsableCommand {
 
     @Option(name: .customLong("stop-timeout"), help: "Seconds each process gets to stop before it is killed on its host.")
     var stopTimeout: Double = 10
+
+    @Flag(
+        help: "Start the coordinator and every worker --insecure (plaintext, unauthenticated). By default the launcher makes fresh CURVE keys, one pair for the coordinator and one per worker, and hands each process its own on its standard input (never in its arguments or in a file).")
+    var insecure = false
 
     func validate() throws {
         guard readyTimeout >= 1 else { throw ValidationError("--ready-timeout is \(readyTimeout), but must be at least 1") }
@@ -73,7 +82,8 @@ struct Launch: ParsableCommand {
                     json: Data(cluster.placementJSON.utf8), source: url.lastPathComponent,
                     expertCounts: checkpoint.shape.expertCounts)
             }
-            let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: readyTimeout)
+            let keys = insecure ? nil : try Self.freshKeys(for: cluster)
+            let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: readyTimeout, keys: keys)
             if dryRun {
                 for command in plan.workers + [plan.coordinator] {
                     print("# \(command.label) on \(command.host.name)")
@@ -92,6 +102,7 @@ struct Launch: ParsableCommand {
                 // Straight to the file descriptor: stdout may be a pipe, and this line must not wait in a buffer.
                 let text = Self.describe(placement: placement, cluster: cluster) + "\n"
                     + "cluster ready: http://\(cluster.coordinator.address):\(cluster.coordinator.httpPort) (workers connect to \(plan.workerEndpoint)); Ctrl-C stops it\n"
+                    + (keys.map { "coordinator public key (for `generate --coordinator-key`): \($0.coordinator.publicKey)\n" } ?? "")
                 FileHandle.standardOutput.write(Data(text.utf8))
             }
             if status != 0 { throw ExitCode(status) }
@@ -100,6 +111,22 @@ struct Launch: ParsableCommand {
         } catch {
             fail("\(error)")
         }
+    }
+
+    /// A new key pair for the coordinator and for each worker.
+    static func freshKeys(for cluster: ClusterFile) throws -> LaunchKeys {
+        func pair() throws -> LaunchKeys.Pair {
+            let keys = try CurveKeyPair.generate()
+            return LaunchKeys.Pair(publicKey: keys.publicKey.z85, secretKey: keys.secretKey.z85)
+        }
+        var workers: [String: LaunchKeys.Pair] = [:]
+        for worker in cluster.workers { workers[worker.name] = try pair() }
+        var clients: [String: String] = [:]
+        for file in cluster.coordinator.clientKeys {
+            let name = "client-" + URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+            clients[name] = try KeyFiles.publicKey(file).z85
+        }
+        return LaunchKeys(coordinator: try pair(), workers: workers, clients: clients)
     }
 
     /// The placement as a table: each worker, its host, and the experts it holds.
@@ -197,6 +224,11 @@ final class HostProcess: @unchecked Sendable {
         }
         do { try process.run() } catch {
             throw LaunchError("cannot start \(label) (\(process.arguments?.first ?? "")): \(error.localizedDescription)")
+        }
+        // The keys go first (a few hundred bytes: the pipe takes them without blocking); the pipe then
+        // stays open, as --exit-with-stdin needs.
+        if let prefix = command?.standardInputPrefix, !prefix.isEmpty {
+            try? stdinPipe.fileHandleForWriting.write(contentsOf: Data(prefix.utf8))
         }
     }
 

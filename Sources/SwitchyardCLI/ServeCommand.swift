@@ -8,6 +8,7 @@ import Server
 import Synchronization
 import Tensors
 import Tokenization
+import Transport
 
 /// `switchyard serve`: the coordinator with its HTTP API.
 struct Serve: AsyncParsableCommand {
@@ -48,10 +49,14 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The HTTP API's address, HOST:PORT. Port 0 picks a free port.")
     var http: String = "127.0.0.1:8080"
 
-    @Option(name: .customLong("api-key"), help: "Require `Authorization: Bearer KEY` on every /v1 route.")
+    @Option(
+        name: .customLong("api-key"),
+        help: "Require `Authorization: Bearer KEY` on every /v1 route. Visible to every user in `ps`: prefer --api-key-file or the SWITCHYARD_API_KEY environment variable.")
     var apiKey: String?
 
-    @Option(name: .customLong("api-key-file"), help: "Read the API key from this file (first line).")
+    @Option(
+        name: .customLong("api-key-file"),
+        help: "Require one of the API keys in this file on every /v1 route: one `NAME:KEY` per line (or just KEY, named key1, key2, ...); a line starting with # is a comment. Logs name the key a request used, never the key.")
     var apiKeyFile: String?
 
     @Option(name: .customLong("tls-cert"), help: "Serve the HTTP API over TLS (https) with this PEM certificate chain, the server's certificate first; needs --tls-key.")
@@ -87,6 +92,8 @@ struct Serve: AsyncParsableCommand {
         name: .customLong("micro-batches"),
         help: "Split each step's sequences into this many micro-batches whose layers interleave: the coordinator computes the attention of one while the workers compute the experts of another. Helps when the workers have cores of their own (other hosts); results do not depend on it.")
     var microBatches: Int = 1
+
+    @OptionGroup(title: "Security") var security: CoordinatorSecurityOptions
 
     @OptionGroup(title: "Worker faults") var liveness: LivenessOptions
 
@@ -129,7 +136,11 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--rebalance-interval is \(rebalanceInterval), but must be a positive number of seconds")
         }
         if let memoryBudget, memoryBudget < 1 { throw ValidationError("--memory-budget is \(memoryBudget), but must be at least 1") }
+        if usesWorkers { try security.check() }
     }
+
+    /// Whether the experts are on workers (so the worker endpoint is bound), not in-process.
+    var usesWorkers: Bool { workers > 0 || placement != nil || placementJSON != nil }
 
     func httpAddress() throws -> (host: String, port: Int) {
         guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]),
@@ -138,17 +149,22 @@ struct Serve: AsyncParsableCommand {
         return (String(http[..<colon]), port)
     }
 
-    func resolvedAPIKey() throws -> String? {
-        guard let apiKeyFile else { return apiKey }
-        guard let text = try? String(contentsOfFile: apiKeyFile, encoding: .utf8),
-            let key = text.split(whereSeparator: \.isNewline).first.map(String.init), !key.isEmpty
-        else { throw ValidationError("--api-key-file \(apiKeyFile): cannot read a key from its first line") }
-        return key
+    /// The API keys from --api-key, --api-key-file or SWITCHYARD_API_KEY (named "env"); none leaves /v1 open.
+    func resolvedAPIKeys() throws -> [APIKey] {
+        if let apiKeyFile { return try APIKeyFile.read(apiKeyFile) }
+        if let apiKey { return [APIKey(name: "default", key: apiKey)] }
+        if let key = ProcessInfo.processInfo.environment["SWITCHYARD_API_KEY"], !key.isEmpty {
+            return [APIKey(name: "env", key: key)]
+        }
+        return []
     }
 
     func run() async throws {
         let logger = bootstrapLogging(level: logLevel)
         try applyThreads(threads)
+        // Keys first: --keys-from-stdin reads them from the stream that --exit-with-stdin then watches.
+        let curve: CurveServerKeys?
+        do { curve = usesWorkers ? try security.serverKeys() : nil } catch { fail("\(error)") }
         if exitWithStdin { StdinWatch.start() }
         do {
             // Read before the model loads: a wrong certificate or key path fails at once.
@@ -175,14 +191,16 @@ struct Serve: AsyncParsableCommand {
                         placementJSON: placementJSON,
                         liveness: liveness.policy(expertBudget: memoryBudget), replicas: liveness.replicas,
                         arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
-                        quantization: numerics.quantize),
+                        quantization: numerics.quantize, curve: curve),
                 arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
             let (host, port) = try httpAddress()
+            var serverConfiguration = ServerConfiguration(
+                host: host, port: port, modelName: servedModelName,
+                maxRequestBodyBytes: maxBodyBytes, requestBodyTimeout: .milliseconds(Int(bodyTimeout * 1000)))
+            serverConfiguration.apiKeys = try resolvedAPIKeys()
             let app = makeApplication(
                 service: scheduler,
-                configuration: ServerConfiguration(
-                    host: host, port: port, apiKey: try resolvedAPIKey(), modelName: servedModelName,
-                    maxRequestBodyBytes: maxBodyBytes, requestBodyTimeout: .milliseconds(Int(bodyTimeout * 1000))),
+                configuration: serverConfiguration,
                 logger: logger, server: try httpServer(tls: tls),
                 onServerRunning: { port in logger.info("HTTP API listening on \(tls == nil ? "http" : "https")://\(host):\(port)") })
             // Runs until SIGINT/SIGTERM, then shuts down gracefully (in-flight responses finish).
@@ -215,7 +233,7 @@ final class EngineThread: Sendable {
                     var coordinator = try ClusterCoordinator(checkpoint: checkpoint, options: options, logger: logger)
                     coordinator.onHealthChange = { scheduler.publishHealth($0) }
                     logger.info(
-                        "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: switchyard worker --coordinator \(coordinator.endpoint) --model \(checkpoint.directory.path)"
+                        "coordinator listening on \(coordinator.endpoint); waiting for \(coordinator.placement.workerCount) workers: \(coordinator.joinCommand)"
                     )
                     started.signal()
                     scheduler.run(executor: &coordinator, rebalancer: rebalancer)

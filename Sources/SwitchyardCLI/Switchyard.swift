@@ -17,7 +17,7 @@ struct Switchyard: AsyncParsableCommand {
             """,
         subcommands: [
             MakeModel.self, Worker.self, Serve.self, Generate.self, Launch.self, Health.self, Balance.self,
-            Rebalance.self, SystemInfo.self,
+            Rebalance.self, SystemInfo.self, Keys.self,
         ]
     )
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import ExpertWorker
 import Foundation
 import Logging
+import Transport
 
 
 /// `switchyard worker`: an expert worker process.
@@ -42,6 +43,8 @@ struct Worker: ParsableCommand {
     @Flag(name: .customLong("exit-with-stdin"), help: "Stop (as on SIGTERM) when standard input closes: how `switchyard launch` stops processes it started on other hosts.")
     var exitWithStdin = false
 
+    @OptionGroup(title: "Security") var security: ClientSecurityOptions
+
     @Option(name: .customLong("parent-pid"), help: .hidden)
     var parentPID: Int32?
 
@@ -52,17 +55,21 @@ struct Worker: ParsableCommand {
         guard heartbeatInterval > 0 && heartbeatInterval.isFinite else {
             throw ValidationError("--heartbeat-interval is \(heartbeatInterval), but must be a positive number of seconds")
         }
+        try security.check()
     }
 
     func run() throws {
         let logger = bootstrapLogging(level: logLevel)
         let threads = try applyThreads(threads)
         StopSignal.install()
+        // Keys first: --keys-from-stdin reads them from the stream that --exit-with-stdin then watches.
+        let linkSecurity: DealerSecurity
+        do { linkSecurity = try security.security() } catch { fail("\(error)") }
         if exitWithStdin { StdinWatch.start() }
         let options = WorkerOptions(
             coordinator: coordinator, modelDirectory: URL(fileURLWithPath: model),
             name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads, parentPID: parentPID,
-            heartbeatInterval: LivenessOptions.duration(heartbeatInterval))
+            heartbeatInterval: LivenessOptions.duration(heartbeatInterval), security: linkSecurity)
         do {
             try WorkerService(options: options, logger: logger).run { StopSignal.isStopped }
         } catch {

@@ -25,11 +25,69 @@ final class DisconnectMonitor {
     init(router: ZMQSocket, context: ZMQContext) throws(TransportError) {
         // Unique per router in the process (several coordinators run in one test process).
         let address = "inproc://switchyard-monitor-\(UInt64.random(in: 1...UInt64.max))"
-        if zmq_socket_monitor(router.rawHandle, address, ZMQ_EVENT_DISCONNECTED) != 0 {
+        let events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        if zmq_socket_monitor(router.rawHandle, address, events) != 0 {
             throw .lastZMQError(operation: "monitor", endpoint: router.endpoint)
         }
         socket = try ZMQSocket(context: context, type: ZMQ_PAIR, options: SocketOptions(), endpoint: address)
         try socket.connect(address)
+    }
+}
+
+/// libzmq's socket monitor messages (zmq_socket_monitor(3), 4.x): frame 0 is the event number
+/// (16 bits) and its value (32 bits), in native byte order; frame 1 the endpoint.
+enum MonitorEvent {
+    static func parse(_ frames: [[UInt8]]) -> (event: Int32, value: UInt32)? {
+        guard let first = frames.first, first.count >= 6 else { return nil }
+        let event = first.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt16.self) }
+        let value = first.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 2, as: UInt32.self) }
+        return (Int32(event), value)
+    }
+}
+
+/// Watches a dealer's handshakes: an inproc PAIR socket that libzmq reports them on.
+final class HandshakeMonitor {
+    let socket: ZMQSocket
+    /// True from a connection's start until its handshake finished or it closed.
+    private var handshaking = false
+
+    init(socket dealer: ZMQSocket, context: ZMQContext) throws(TransportError) {
+        let address = "inproc://switchyard-handshake-\(UInt64.random(in: 1...UInt64.max))"
+        let events =
+            ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+            | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+        if zmq_socket_monitor(dealer.rawHandle, address, events) != 0 {
+            throw .lastZMQError(operation: "monitor", endpoint: dealer.endpoint)
+        }
+        socket = try ZMQSocket(context: context, type: ZMQ_PAIR, options: SocketOptions(), endpoint: address)
+        try socket.connect(address)
+    }
+
+    func takeEvents() throws(TransportError) -> [HandshakeEvent] {
+        var events: [HandshakeEvent] = []
+        while let frames = try socket.receiveAvailable() {
+            guard let (event, value) = MonitorEvent.parse(frames) else { continue }
+            switch event {
+            case ZMQ_EVENT_CONNECTED:
+                handshaking = true
+            case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+                handshaking = false
+                events.append(.succeeded)
+            case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+                handshaking = false
+                events.append(.refused(status: value))
+            case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                handshaking = false
+                events.append(.protocolError(code: value))
+            case ZMQ_EVENT_DISCONNECTED:
+                // Closed by the router in the middle of the handshake: the one sign of a wrong server key.
+                if handshaking { events.append(.closedDuringHandshake) }
+                handshaking = false
+            default:
+                continue
+            }
+        }
+        return events
     }
 }
 
@@ -78,10 +136,18 @@ extension RouterSocket {
 
     /// A queued monitor event or message, without waiting (non-blocking reads, no poll).
     private func takeAvailable() throws(TransportError) -> RouterEvent? {
-        if let monitor, try monitor.socket.receiveAvailable() != nil {
-            // Drain every queued event: one probe covers them all.
-            while try monitor.socket.receiveAvailable() != nil {}
-            return .peerDisconnected
+        if let monitor {
+            var disconnected = false
+            // Drain every queued event: one probe covers every closed connection.
+            while let frames = try monitor.socket.receiveAvailable() {
+                guard let (event, value) = MonitorEvent.parse(frames) else { continue }
+                if event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL {
+                    onHandshakeFailure?(HandshakeFailure(protocolError: value))
+                } else {
+                    disconnected = true
+                }
+            }
+            if disconnected { return .peerDisconnected }
         }
         while let frames = try socket.receiveAvailable() {
             // A router always prepends the identity; a message with nothing after it is ignored.

@@ -18,6 +18,9 @@ final class ZMQSocket {
     private let sendTimeout: Duration?
     /// The endpoint for error messages: the bound or connected address.
     var endpoint: String
+    /// The ZAP user id of the last message received: the allow-list name of its sender's CURVE key
+    /// (nil on a plaintext socket).
+    private(set) var lastUserID: String?
 
     init(context: ZMQContext, type: Int32, options: SocketOptions, endpoint: String) throws(TransportError) {
         guard let handle = zmq_socket(context.handle, type) else {
@@ -131,6 +134,11 @@ final class ZMQSocket {
                 // Parts of a multipart message arrive together, so EAGAIN is possible only before the first.
                 if code == EAGAIN, frames.isEmpty { return nil }
                 throw .lastZMQError(operation: "receive", endpoint: endpoint, errno: code)
+            }
+            // A router's identity frame is its own and carries no metadata: read the peer's frames.
+            if frames.isEmpty { lastUserID = nil }
+            if lastUserID == nil, frames.count <= 1 {
+                lastUserID = zmq_msg_gets(message, "User-Id").map { String(cString: $0) }
             }
             let size = zmq_msg_size(message)
             let frame: [UInt8] =

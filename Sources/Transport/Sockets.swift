@@ -11,19 +11,46 @@ public final class RouterSocket {
     let context: ZMQContext
     /// Reports closed connections once `enableDisconnectEvents()` was called.
     var monitor: DisconnectMonitor?
+    /// Answers the authentication requests of a CURVE router; nil for a plaintext one.
+    private let zapHandler: ZAPHandler?
+
+    /// Told (on the owning thread, from ``receiveEvent(timeout:wakeSignal:)`` once
+    /// ``enableDisconnectEvents()`` was called) when a peer fails the handshake.
+    public var onHandshakeFailure: ((HandshakeFailure) -> Void)?
+
+    /// The allow-list name of the CURVE key that sent the message received last; nil on a plaintext router.
+    public var lastSenderKeyName: String? { socket.lastUserID }
 
     /// The endpoint actually bound, with wildcard port and host resolved, e.g. `tcp://127.0.0.1:49731`.
     public var boundEndpoint: String { socket.endpoint }
 
     /// Creates a router bound to `endpoint` (`tcp://127.0.0.1:0` picks a free port).
+    ///
+    /// With `.curve` security the router is a CURVE server and starts a ZAP handler in `context`
+    /// (one per context) before it binds, so that no peer is ever let in unauthenticated.
     /// - Throws: `TransportError.zmq` naming the endpoint when the socket cannot be created or bound.
-    public init(context: ZMQContext, bind endpoint: String, options: SocketOptions = SocketOptions()) throws(TransportError) {
+    public init(
+        context: ZMQContext, bind endpoint: String, options: SocketOptions = SocketOptions(),
+        security: RouterSecurity = .plaintext
+    ) throws(TransportError) {
         self.context = context
         socket = try ZMQSocket(context: context, type: ZMQ_ROUTER, options: options, endpoint: endpoint)
         try socket.setOption(ZMQ_ROUTER_MANDATORY, Int32(1), name: "ZMQ_ROUTER_MANDATORY")
         try socket.setOption(ZMQ_ROUTER_HANDOVER, Int32(1), name: "ZMQ_ROUTER_HANDOVER")
+        switch security {
+        case .plaintext:
+            zapHandler = nil
+        case .curve(let server, let allowed, let onAuthentication):
+            zapHandler = try ZAPHandler(context: context, allowed: allowed, onAuthentication: onAuthentication)
+            try socket.setOption(ZMQ_CURVE_SERVER, Int32(1), name: "ZMQ_CURVE_SERVER")
+            try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: server.secretKey.bytes, name: "ZMQ_CURVE_SECRETKEY")
+            try socket.setOption(ZMQ_ZAP_DOMAIN, bytes: Array("switchyard".utf8), name: "ZMQ_ZAP_DOMAIN")
+        }
+        // On failure the deinit (this object is whole by now) stops the ZAP handler.
         try socket.bind(endpoint)
     }
+
+    deinit { zapHandler?.stop() }
 
     /// Sends `frames` (at least one) as one message to `peer`.
     /// - Throws: `.peerUnreachable` when `peer` is not connected, `.sendTimedOut`, or `.zmq`.
@@ -75,7 +102,8 @@ public final class DealerSocket {
     /// `endpoint`. Connecting is asynchronous: this returns before the router is reached.
     /// - Throws: `.invalidIdentity`, or `.zmq` naming the endpoint.
     public init(
-        context: ZMQContext, connect endpoint: String, identity: PeerIdentity, options: SocketOptions = SocketOptions()
+        context: ZMQContext, connect endpoint: String, identity: PeerIdentity, options: SocketOptions = SocketOptions(),
+        security: DealerSecurity = .plaintext
     ) throws(TransportError) {
         guard (1...255).contains(identity.bytes.count) else {
             throw .invalidIdentity(identity, reason: "it is \(identity.bytes.count) bytes, but must be 1 to 255")
@@ -90,7 +118,23 @@ public final class DealerSocket {
         // that restarts is reached again without a storm of attempts).
         try socket.setOption(ZMQ_RECONNECT_IVL, Int32(100), name: "ZMQ_RECONNECT_IVL")
         try socket.setOption(ZMQ_RECONNECT_IVL_MAX, Int32(5000), name: "ZMQ_RECONNECT_IVL_MAX")
+        if case .curve(let client, let serverKey) = security {
+            try socket.setOption(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes, name: "ZMQ_CURVE_SERVERKEY")
+            try socket.setOption(ZMQ_CURVE_PUBLICKEY, bytes: client.publicKey.bytes, name: "ZMQ_CURVE_PUBLICKEY")
+            try socket.setOption(ZMQ_CURVE_SECRETKEY, bytes: client.secretKey.bytes, name: "ZMQ_CURVE_SECRETKEY")
+        }
+        // Watched before connecting, so that not even the first handshake goes unseen.
+        handshakeMonitor = try HandshakeMonitor(socket: socket, context: context)
         try socket.connect(endpoint)
+    }
+
+    private let handshakeMonitor: HandshakeMonitor
+
+    /// The handshakes with the router that finished (or failed) since the last call, oldest first,
+    /// without waiting. A worker or client that sees only failures should stop and say why: libzmq
+    /// itself retries for ever.
+    public func handshakeEvents() throws(TransportError) -> [HandshakeEvent] {
+        try handshakeMonitor.takeEvents()
     }
 
     /// Sends `frames` (at least one) as one message to the router.

@@ -135,26 +135,48 @@ struct ClusterFileTests {
 
 @Suite("Launch plan")
 struct LaunchPlanTests {
+    static let keys = LaunchKeys(
+        coordinator: .init(publicKey: "C-PUBLIC", secretKey: "C-SECRET"),
+        workers: [
+            "w0": .init(publicKey: "W0-PUBLIC", secretKey: "W0-SECRET"), "w1": .init(publicKey: "W1-PUBLIC", secretKey: "W1-SECRET"),
+            "w2": .init(publicKey: "W2-PUBLIC", secretKey: "W2-SECRET"),
+        ])
+
     @Test("workers get the coordinator's address, their model, name and threads; the coordinator gets the placement")
     func commands() throws {
         let cluster = try ClusterFile.parse(validFile, source: "c.yaml", model: shape)
-        let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: 60)
+        let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: 60, keys: Self.keys)
         #expect(plan.workers[0].command == [
             "/opt/sy/switchyard", "worker", "--coordinator", "tcp://10.0.0.1:5600", "--model", "/other/tiny",
-            "--name", "w0", "--threads", "3", "--exit-with-stdin",
+            "--name", "w0", "--threads", "3", "--exit-with-stdin", "--keys-from-stdin",
         ])
         #expect(plan.coordinator.command == [
             "/opt/sy/switchyard", "serve", "--model", "/srv/models/tiny", "--bind", "tcp://10.0.0.1:5600",
             "--workers", "3", "--placement-json", cluster.placementJSON, "--http", "10.0.0.1:8600", "--threads", "2",
-            "--exit-with-stdin",
+            "--exit-with-stdin", "--keys-from-stdin",
         ])
         #expect(plan.healthURL == "http://10.0.0.1:8600")
+    }
+
+    @Test("each process gets its own secret key on standard input, never in its arguments; the coordinator allows every worker's public key")
+    func keysOnStandardInput() throws {
+        let cluster = try ClusterFile.parse(validFile, source: "c.yaml", model: shape)
+        let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: 60, keys: Self.keys)
+        #expect(plan.workers[1].standardInputPrefix == "secret W1-SECRET\ncoordinator C-PUBLIC\n\n")
+        #expect(plan.coordinator.standardInputPrefix == "secret C-SECRET\nallow w0 W0-PUBLIC\nallow w1 W1-PUBLIC\nallow w2 W2-PUBLIC\n\n")
+        for command in plan.workers + [plan.coordinator] {
+            #expect(!command.argv.contains { $0.contains("SECRET") }, "\(command.argv)")
+        }
+        let insecure = LaunchPlan(cluster: cluster, readyTimeoutSeconds: 60, keys: nil)
+        #expect(insecure.workers[0].command.contains("--insecure"))
+        #expect(insecure.coordinator.command.contains("--insecure"))
+        #expect(insecure.coordinator.standardInputPrefix.isEmpty)
     }
 
     @Test("a command prefix runs the command as separate arguments; ssh gets it shell-quoted")
     func transports() throws {
         let cluster = try ClusterFile.parse(validFile, source: "c.yaml", model: shape)
-        let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: 60)
+        let plan = LaunchPlan(cluster: cluster, readyTimeoutSeconds: 60, keys: Self.keys)
         let prefixed = plan.workers[0].argv
         #expect(Array(prefixed.prefix(5)) == ["ip", "netns", "exec", "sy-h1", "sh"])
         #expect(prefixed.suffix(plan.workers[0].command.count) == ArraySlice(plan.workers[0].command))

@@ -58,7 +58,7 @@ struct CoordinatorClientTests {
         let loopback = try LoopbackPort(listening: listening)
         let endpoint = "tcp://127.0.0.1:\(loopback.port)"
         let output = try runSwitchyard(
-            ["generate", "--coordinator", endpoint, "--prompt-token-ids", "1,2", "--max-tokens", "2",
+            ["generate", "--coordinator", endpoint, "--insecure", "--prompt-token-ids", "1,2", "--max-tokens", "2",
              "--connect-timeout", "1"],
             timeout: .seconds(60))
         withExtendedLifetime(loopback) {}
@@ -72,7 +72,7 @@ struct CoordinatorClientTests {
     @Test("--connect-timeout and --timeout must be positive numbers of seconds", arguments: ["--connect-timeout", "--timeout"])
     func invalidTimeouts(flag: String) throws {
         let output = try runSwitchyard(
-            ["generate", "--coordinator", "tcp://127.0.0.1:1", "--prompt-token-ids", "1", flag, "0"])
+            ["generate", "--coordinator", "tcp://127.0.0.1:1", "--insecure", "--prompt-token-ids", "1", flag, "0"])
         #expect(output.status != 0)
         #expect(output.stderr.contains("\(flag) is 0.0, but must be a positive number of seconds"), "stderr: \(output.stderr)")
     }

@@ -6,15 +6,34 @@ import Transport
 import Wire
 
 /// A coordinator (`switchyard serve`) on an ephemeral port, stopped at the end of the test.
+///
+/// Secure as by default: `switchyard keys generate` makes the coordinator's key pair, one for the
+/// workers and one for clients, in a temporary directory; `clientArguments` names the client's.
 final class ServedCluster {
     let serve: SwitchyardProcess
     let endpoint: String
     var workers: [SwitchyardProcess] = []
+    /// The key directory: coordinator/coordinator.{key,pub}, allowed/{worker,client}.{key,pub}.
+    let keys: URL
 
-    init(model: URL, workers count: Int) throws {
+    /// Makes a key pair NAME in `directory` with `switchyard keys generate`.
+    static func generateKeys(in directory: URL, name: String) throws {
+        let output = try runSwitchyard(["keys", "generate", "--out", directory.path, "--name", name])
+        guard output.status == 0 else { throw TestProcessError(description: "keys generate failed:\n\(output.stderr)") }
+    }
+
+    /// `allowedKeys`: further allowed key pairs to make (allowed/NAME.key), besides `worker` and `client`.
+    init(model: URL, workers count: Int, extraArguments: [String] = [], allowedKeys: [String] = []) throws {
+        keys = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-keys-\(UUID().uuidString)")
+        try Self.generateKeys(in: keys.appendingPathComponent("coordinator"), name: "coordinator")
+        for name in ["worker", "client"] + allowedKeys {
+            try Self.generateKeys(in: keys.appendingPathComponent("allowed"), name: name)
+        }
         serve = SwitchyardProcess([
             "serve", "--model", model.path, "--bind", "tcp://127.0.0.1:0", "--workers", "\(count)", "--http", "127.0.0.1:0",
-        ])
+            "--key", keys.appendingPathComponent("coordinator/coordinator.key").path,
+            "--allow-keys", keys.appendingPathComponent("allowed").path,
+        ] + extraArguments)
         try serve.start()
         let log = try serve.waitForStderr { $0.contains("coordinator listening on ") }
         guard let line = log.split(separator: "\n").first(where: { $0.contains("coordinator listening on ") }),
@@ -23,9 +42,32 @@ final class ServedCluster {
         endpoint = String(line[range])
     }
 
+    /// `--key` (the allowed `key` pair) and `--coordinator-key` for a worker or client.
+    func keyArguments(_ key: String) -> [String] {
+        [
+            "--key", keys.appendingPathComponent("allowed/\(key).key").path,
+            "--coordinator-key", keys.appendingPathComponent("coordinator/coordinator.pub").path,
+        ]
+    }
+
+    /// The key pair `name` (allowed) or the coordinator's, read from the files `keys generate` wrote.
+    func keyPair(_ path: String) throws -> CurveKeyPair {
+        let text = try String(contentsOf: keys.appendingPathComponent(path + ".key"), encoding: .utf8)
+        return try CurveKeyPair(secretKey: CurveKey(z85: text))
+    }
+
+    /// CURVE security for an in-test dealer holding the allowed key pair `name`.
+    func dealerSecurity(_ name: String) throws -> DealerSecurity {
+        .curve(client: try keyPair("allowed/\(name)"), serverKey: try keyPair("coordinator/coordinator").publicKey)
+    }
+
+    /// `generate` arguments that send a job to this cluster as the allowed client.
+    var clientArguments: [String] { ["--coordinator", endpoint] + keyArguments("client") }
+
     @discardableResult
-    func startWorker(model: URL, name: String) throws -> SwitchyardProcess {
-        let worker = SwitchyardProcess(["worker", "--coordinator", endpoint, "--model", model.path, "--name", name])
+    func startWorker(model: URL, name: String, keyArguments custom: [String]? = nil) throws -> SwitchyardProcess {
+        let worker = SwitchyardProcess(
+            ["worker", "--coordinator", endpoint, "--model", model.path, "--name", name] + (custom ?? keyArguments("worker")))
         try worker.start()
         workers.append(worker)
         return worker
@@ -38,6 +80,7 @@ final class ServedCluster {
     deinit {
         for worker in workers { worker.kill() }
         serve.kill()
+        try? FileManager.default.removeItem(at: keys)
     }
 }
 
@@ -63,13 +106,13 @@ struct ServeTests {
         try cluster.startWorker(model: model, name: "beta")
         try cluster.waitUntilServing()
         let common = ["--prompt", "served", "--max-tokens", "10", "--temperature", "0", "--ignore-eos", "--logprobs", "3"]
-        let remote = try generateJSON(common + ["--coordinator", cluster.endpoint])
+        let remote = try generateJSON(common + cluster.clientArguments)
         let local = try generateJSON(common + ["--model", model.path])
         #expect(remote.completionTokenIDs == local.completionTokenIDs)
         #expect(remote.prefillLoad == local.prefillLoad)
         #expect(Set(remote.workers) == ["alpha", "beta"])
         // A second job on the same cluster.
-        let again = try generateJSON(common + ["--coordinator", cluster.endpoint])
+        let again = try generateJSON(common + cluster.clientArguments)
         #expect(again.completionTokenIDs == local.completionTokenIDs)
     }
 
@@ -87,7 +130,7 @@ struct ServeTests {
         try cluster.startWorker(model: model, name: "right")
         try cluster.waitUntilServing()
         let result = try generateJSON(["--prompt", "still serving", "--max-tokens", "4", "--temperature", "0",
-                                       "--coordinator", cluster.endpoint])
+                                       ] + cluster.clientArguments)
         #expect(result.completionTokenIDs.count >= 1)
     }
 
@@ -98,7 +141,9 @@ struct ServeTests {
         try cluster.startWorker(model: model, name: "only")
         try cluster.waitUntilServing()
 
-        let socket = try DealerSocket(context: ZMQContext(), connect: cluster.endpoint, identity: PeerIdentity("bad-frame-tester"))
+        let socket = try DealerSocket(
+            context: ZMQContext(), connect: cluster.endpoint, identity: PeerIdentity("bad-frame-tester"),
+            security: cluster.dealerSecurity("client"))
         func exchange(_ frames: [[UInt8]]) throws -> WireMessage.ErrorReport? {
             try socket.send(frames: frames)
             guard let reply = try socket.receive(timeout: .seconds(20)) else { return nil }
@@ -128,7 +173,7 @@ struct ServeTests {
         #expect(versionTwo?.message.contains("2.0") == true, "\(String(describing: versionTwo))")
 
         let result = try generateJSON(["--prompt", "after bad frames", "--max-tokens", "4", "--temperature", "0",
-                                       "--coordinator", cluster.endpoint])
+                                       ] + cluster.clientArguments)
         #expect(result.completionTokenIDs.count >= 1)
         #expect(cluster.serve.isRunning)
     }
@@ -140,11 +185,11 @@ struct ServeTests {
         try cluster.startWorker(model: model, name: "only")
         try cluster.waitUntilServing()
         let bad = try runSwitchyard(["generate", "--prompt-token-ids", "1,99999", "--max-tokens", "3",
-                                     "--coordinator", cluster.endpoint])
+                                     ] + cluster.clientArguments)
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("99999"), "\(bad.stderr)")
         let good = try generateJSON(["--prompt-token-ids", "1,5,9", "--max-tokens", "3", "--temperature", "0",
-                                     "--coordinator", cluster.endpoint])
+                                     ] + cluster.clientArguments)
         #expect(good.completionTokenIDs.count == 3)
     }
 }

@@ -34,15 +34,26 @@ def _wait_for(pattern, proc, log_path, timeout=120):
     raise RuntimeError(f"timed out waiting for {pattern!r} in {log_path}")
 
 
+def make_keys(directory, name):
+    """A CURVE key pair DIRECTORY/NAME.key and NAME.pub, made as the README says."""
+    subprocess.run([BIN, "keys", "generate", "--out", directory, "--name", name], check=True, capture_output=True)
+    return os.path.join(directory, f"{name}.key"), os.path.join(directory, f"{name}.pub")
+
+
 class Cluster:
-    """A coordinator with an HTTP API and its workers (two unless told)."""
+    """A coordinator with an HTTP API and its workers (two unless told), with CURVE keys as the
+    README sets them up: the coordinator's pair, one pair for the workers and one for clients."""
 
     def __init__(self, model, api_key=None, extra=(), workers=("w0", "w1")):
         self.dir = tempfile.mkdtemp(prefix="switchyard-api-")
         self.procs = []
         log = os.path.join(self.dir, "serve.log")
+        keys = os.path.join(self.dir, "keys")
+        server_key, self.coordinator_key = make_keys(os.path.join(keys, "coordinator"), "coordinator")
+        worker_key, _ = make_keys(os.path.join(keys, "allowed"), "worker")
+        self.client_key, _ = make_keys(os.path.join(keys, "allowed"), "client")
         args = [BIN, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers", str(len(workers)),
-                "--http", "127.0.0.1:0", *extra]
+                "--http", "127.0.0.1:0", "--key", server_key, "--allow-keys", os.path.join(keys, "allowed"), *extra]
         if api_key:
             args += ["--api-key", api_key]
         self.serve = self._start(args, log)
@@ -50,7 +61,8 @@ class Cluster:
         self.base = _wait_for(r"HTTP API listening on (http://127\.0\.0\.1:\d+)", self.serve, log).group(1)
         self.endpoint = endpoint
         for name in workers:
-            self._start([BIN, "worker", "--coordinator", endpoint, "--model", model, "--name", name],
+            self._start([BIN, "worker", "--coordinator", endpoint, "--model", model, "--name", name,
+                         "--key", worker_key, "--coordinator-key", self.coordinator_key],
                         os.path.join(self.dir, f"{name}.log"))
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -62,6 +74,10 @@ class Cluster:
                 time.sleep(0.05)
         else:
             raise RuntimeError("the cluster never became healthy")
+
+    def client_args(self):
+        """`generate` arguments that send a job to this coordinator over ZeroMQ, with the client's keys."""
+        return ["--coordinator", self.endpoint, "--key", self.client_key, "--coordinator-key", self.coordinator_key]
 
     def _start(self, args, log_path):
         handle = open(log_path, "w", encoding="utf-8")

@@ -166,7 +166,7 @@ class NetnsCluster:
         self.logs = [os.path.join(self.dir, "serve.log")]
         self.serve = subprocess.Popen(
             [*hosts.exec_prefix("c"), BIN, "serve", "--model", model, "--bind", f"tcp://{hosts.address('c')}:0",
-             "--workers", str(len(hosts.workers)), "--http", "127.0.0.1:0", *flags],
+             "--workers", str(len(hosts.workers)), "--http", "127.0.0.1:0", "--insecure", *flags],
             stdin=subprocess.DEVNULL, stdout=open(self.logs[0], "w"), stderr=subprocess.STDOUT)
         self.health = None
         try:
@@ -199,7 +199,7 @@ class NetnsCluster:
         self.logs.append(log)
         self.workers[role] = subprocess.Popen(
             [*self.hosts.exec_prefix(role), BIN, "worker", "--coordinator", self.endpoint, "--model", self.model,
-             "--name", role], stdin=subprocess.DEVNULL, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+             "--name", role, "--insecure"], stdin=subprocess.DEVNULL, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
     def signal_worker(self, role, signum):
         self.workers[role].send_signal(signum)

@@ -64,12 +64,12 @@ class LocalCluster:
         self.serve_log = os.path.join(self.dir, f"serve-{self.serve_starts}.log")
         self.serve = subprocess.Popen(
             [BIN, "serve", "--model", self.model, "--bind", self.zmq, "--http", self.http, "--workers", "3",
-             "--threads", "1", "--heartbeat-interval", "0.3", "--heartbeat-misses", "3"],
+             "--threads", "1", "--heartbeat-interval", "0.3", "--heartbeat-misses", "3", "--insecure"],
             stdout=open(self.serve_log, "w"), stderr=subprocess.STDOUT)
 
     def start_worker(self, name, log_name=None):
         args = [BIN, "worker", "--coordinator", self.zmq, "--model", self.model, "--threads", "1",
-                "--heartbeat-interval", "0.3"]
+                "--heartbeat-interval", "0.3", "--insecure"]
         if name:
             args += ["--name", name]
         log = os.path.join(self.dir, f"{log_name or name}.log")
@@ -165,7 +165,7 @@ def test_workers_register_again_once_after_a_coordinator_restart(cluster):
 
 def test_generate_against_a_coordinator_that_dies_ends_with_an_error(cluster):
     client = subprocess.Popen(
-        [BIN, "generate", "--coordinator", cluster.zmq, "--prompt", "a long one", "--max-tokens", "1500",
+        [BIN, "generate", "--coordinator", cluster.zmq, "--insecure", "--prompt", "a long one", "--max-tokens", "1500",
          "--ignore-eos", "--temperature", "0", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: cluster.metric("switchyard_requests_running") == 1, 60, "the job to run")

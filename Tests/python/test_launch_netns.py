@@ -54,8 +54,17 @@ def model(workdir):
     return path
 
 
+def client_key(workdir):
+    """A client key pair for `generate --coordinator` (made once), which the cluster file lets in."""
+    secret, public = (os.path.join(workdir, "keys", f"client.{ext}") for ext in ("key", "pub"))
+    if not os.path.exists(secret):
+        run(BIN, "keys", "generate", "--out", os.path.join(workdir, "keys"), "--name", "client")
+    return secret, public
+
+
 def write_cluster_file(workdir, hosts, model):
     prefix = lambda role: f"[ip, netns, exec, {hosts.names[role]}]"
+    _, client_public = client_key(workdir)
     text = f"""\
 model: {model}
 switchyard: {BIN}
@@ -68,6 +77,7 @@ coordinator:
   bind: {SUBNET}.1
   zmq_port: 5555
   http_port: 8080
+  client_keys: [{client_public}]
 workers:
   - {{name: w0, host: node-a, experts: [[0, 0], [0, 1], [1, 0]]}}
   - {{name: w1, host: node-b}}
@@ -173,9 +183,24 @@ def test_launch_across_namespaces_matches_in_process(hosts, workdir, model):
                      f"http://{SUBNET}.1:8080/v1/completions", "-H", "content-type: application/json",
                      "-d", body, timeout=150)
         remote = json.loads(answer.stdout)
+        # The link between coordinator and workers is encrypted with the keys the launcher made:
+        # it printed the coordinator's public key, and the workers' key pairs are in no command line.
+        coordinator_public = re.search(r"coordinator public key \(for `generate --coordinator-key`\): (\S{40})", out)
+        assert coordinator_public, out
+        for role in ("c", "w0", "w1"):
+            for pid in ns_pids(hosts.names[role]):
+                args = cmdline(pid)
+                if b"serve" in args or b"worker" in args:
+                    assert b"--keys-from-stdin" in args and b"--insecure" not in args, args
+        assert re.search(r"^\[coordinator\] .*CURVE: accepted key w0", err, re.M), err
+        coordinator_key = os.path.join(workdir, "coordinator.pub")
+        with open(coordinator_key, "w", encoding="utf-8") as handle:
+            handle.write(coordinator_public.group(1) + "\n")
+        client_secret, _ = client_key(workdir)
         # And the token ids through the coordinator's ZeroMQ socket, also from its namespace.
         ids = run("ip", "netns", "exec", hosts.names["c"], BIN, "generate", "--coordinator",
-                  f"tcp://{SUBNET}.1:5555", "--prompt", PROMPT, "--max-tokens", str(MAX_TOKENS),
+                  f"tcp://{SUBNET}.1:5555", "--key", client_secret, "--coordinator-key", coordinator_key,
+                  "--prompt", PROMPT, "--max-tokens", str(MAX_TOKENS),
                   "--temperature", "0", "--ignore-eos", "--json", timeout=150)
         remote_ids = json.loads(ids.stdout)["completion_token_ids"]
     finally:
