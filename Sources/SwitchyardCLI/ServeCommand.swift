@@ -27,7 +27,7 @@ struct Serve: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "The model directory (Hugging Face checkpoint: config.json, safetensors, tokenizer.json).")
+    @Option(help: "The model: a Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json), a Hub id ORG/NAME in the local Hugging Face cache (HF_HUB_CACHE, HF_HOME; nothing is downloaded), or a models--ORG--NAME cache folder.")
     var model: String
 
     @Option(help: "The ZeroMQ endpoint workers connect to. Port 0 picks a free port.")
@@ -144,13 +144,14 @@ struct Serve: AsyncParsableCommand {
         try applyThreads(threads)
         if exitWithStdin { StdinWatch.start() }
         do {
-            let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
+            let location = try ModelLocation.resolve(model)
+            let checkpoint = try Checkpoint(directory: location.directory)
             let engine = GenerationEngine(
                 model: try numerics.denseModel(checkpoint),
                 tokenizer: try Tokenizer(directory: checkpoint.directory),
                 generationConfig: try GenerationConfig(directory: checkpoint.directory))
             let scheduler = Scheduler(
-                engine: engine, modelName: servedModelName ?? checkpoint.directory.lastPathComponent,
+                engine: engine, modelName: servedModelName ?? location.repositoryID ?? checkpoint.directory.lastPathComponent,
                 limits: SchedulerLimits(
                     maxRunningSequences: maxRunning, maxWaitingRequests: maxWaiting, kvCacheTokens: kvCacheTokens,
                     maxTokensPerStep: maxStepTokens, microBatches: microBatches))
@@ -177,7 +178,13 @@ struct Serve: AsyncParsableCommand {
                 logger: logger,
                 onServerRunning: { port in logger.info("HTTP API listening on http://\(host):\(port)") })
             // Runs until SIGINT/SIGTERM, then shuts down gracefully (in-flight responses finish).
-            try await app.runService()
+            do {
+                try await app.runService()
+            } catch where "\(error)".contains("Address already in use") {
+                // NIO's bind error names neither the address nor the option; its type is not ours
+                // to import (swift-nio is not a direct dependency), so it is recognised by its text.
+                fail("--http \(host):\(port): address already in use (another server listens there; choose another port, or 0 for a free one)")
+            }
             scheduler.stop()
             await engineThread.join()
             logger.info("coordinator stopped")
@@ -216,7 +223,8 @@ final class EngineThread: Sendable {
                     var local = LocalExperts(
                         store: try ExpertStore(
                             checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization))
-                    logger.info("computing all experts in-process (--workers 0)")
+                    logger.info(
+                        "computing all experts in-process (--workers 0); no ZeroMQ socket is bound, so `generate --coordinator` cannot reach this server: use `generate --server http://HOST:PORT`")
                     started.signal()
                     scheduler.run(executor: &local)
                 }
