@@ -27,8 +27,11 @@ struct Serve: AsyncParsableCommand {
             """
     )
 
+    @Argument(help: "The model, as --model gives it (vLLM's `serve MODEL`).")
+    var modelArgument: String?
+
     @Option(help: "The model: a Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json), a Hub id ORG/NAME in the local Hugging Face cache (HF_HUB_CACHE, HF_HOME; nothing is downloaded), or a models--ORG--NAME cache folder.")
-    var model: String
+    var model: String?
 
     @Option(help: "The ZeroMQ endpoint workers connect to. Port 0 picks a free port.")
     var bind: String = "tcp://127.0.0.1:5555"
@@ -47,6 +50,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "The HTTP API's address, HOST:PORT. Port 0 picks a free port.")
     var http: String = "127.0.0.1:8080"
+
+    @Option(help: "The HTTP API's host, replacing --http's (vLLM's spelling).")
+    var host: String?
+
+    @Option(help: "The HTTP API's port, replacing --http's (vLLM's spelling). 0 picks a free port.")
+    var port: Int?
 
     @Option(name: .customLong("api-key"), help: "Require `Authorization: Bearer KEY` on every /v1 route.")
     var apiKey: String?
@@ -100,7 +109,13 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
+    /// The model from `serve MODEL` or `--model`.
+    var modelPath: String { modelArgument ?? model ?? "" }
+
     func validate() throws {
+        guard (modelArgument == nil) != (model == nil) else {
+            throw ValidationError("give the model once: `serve MODEL` or `serve --model MODEL`")
+        }
         guard workers >= 0 else { throw ValidationError("--workers is \(workers), but must be 0 or more") }
         guard maxBodyBytes >= 1 else { throw ValidationError("--max-body-bytes is \(maxBodyBytes), but must be at least 1") }
         guard bodyTimeout > 0, bodyTimeout <= 1e9 else {
@@ -128,7 +143,11 @@ struct Serve: AsyncParsableCommand {
         guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]),
             (0...65535).contains(port), colon != http.startIndex
         else { throw ValidationError("--http is \"\(http)\", but must be HOST:PORT, e.g. 127.0.0.1:8080") }
-        return (String(http[..<colon]), port)
+        if let host, host.isEmpty { throw ValidationError("--host is empty; give an address such as 127.0.0.1") }
+        if let port = self.port, !(0...65535).contains(port) {
+            throw ValidationError("--port is \(port), but must be between 0 and 65535")
+        }
+        return (host ?? String(http[..<colon]), self.port ?? port)
     }
 
     func resolvedAPIKey() throws -> String? {
@@ -144,7 +163,7 @@ struct Serve: AsyncParsableCommand {
         try applyThreads(threads)
         if exitWithStdin { StdinWatch.start() }
         do {
-            let location = try ModelLocation.resolve(model)
+            let location = try ModelLocation.resolve(modelPath)
             let checkpoint = try Checkpoint(directory: location.directory)
             let engine = GenerationEngine(
                 model: try numerics.denseModel(checkpoint),
@@ -183,7 +202,7 @@ struct Serve: AsyncParsableCommand {
             } catch where "\(error)".contains("Address already in use") {
                 // NIO's bind error names neither the address nor the option; its type is not ours
                 // to import (swift-nio is not a direct dependency), so it is recognised by its text.
-                fail("--http \(host):\(port): address already in use (another server listens there; choose another port, or 0 for a free one)")
+                fail("HTTP address \(host):\(port) (--http, --host, --port): address already in use (another server listens there; choose another port, or 0 for a free one)")
             }
             scheduler.stop()
             await engineThread.join()

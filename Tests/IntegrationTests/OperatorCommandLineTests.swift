@@ -120,7 +120,7 @@ struct OperatorCommandLineTests {
         #expect(accepted.completionTokenIDs.count == 3)
     }
 
-    @Test("serve on an HTTP port in use names the address")
+    @Test("serve on an HTTP port in use names the address, also as `serve MODEL --host H --port P`")
     func portInUse() throws {
         let root = try TestPaths.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
@@ -135,6 +135,14 @@ struct OperatorCommandLineTests {
         let address = String(log[range])
         let second = try runSwitchyard(["serve", "--model", snapshot.path, "--workers", "0", "--http", address])
         #expect(second.status != 0)
-        #expect(second.stderr.contains("--http \(address): address already in use"), "\(second.stderr)")
+        #expect(second.stderr.contains("HTTP address \(address) (--http, --host, --port): address already in use"), "\(second.stderr)")
+        // vLLM's spelling: `serve MODEL --host H --port P`.
+        let port = String(address.split(separator: ":").last ?? "")
+        let vllmStyle = try runSwitchyard(["serve", snapshot.path, "--workers", "0", "--host", "127.0.0.1", "--port", port])
+        #expect(vllmStyle.status != 0)
+        #expect(vllmStyle.stderr.contains("HTTP address \(address) (--http, --host, --port): address already in use"), "\(vllmStyle.stderr)")
+        let twice = try runSwitchyard(["serve", snapshot.path, "--model", snapshot.path])
+        #expect(twice.status != 0)
+        #expect(twice.stderr.contains("give the model once"), "\(twice.stderr)")
     }
 }
