@@ -11,10 +11,13 @@
 #   systemd, shellcheck the offline checks of Deploy/ (systemd-analyze verify, shellcheck)
 #   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user  the C kernels' NEON paths, cross-built and
 #                       run under qemu-aarch64 against the scalar path (Scripts/neon-check.sh)
+# With --training, also what Scripts/train-demo-model.sh reads (nothing else needs it):
+#   bible-kjv           the King James Bible (bible-kjv-text's data, read out with its `bible` program)
 set -euo pipefail
 
 packages=(libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev pkg-config iproute2 nftables curl python3-venv
           chromium-headless-shell shellcheck systemd gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+if [ "${1:-}" = "--training" ]; then packages+=(bible-kjv); fi
 
 missing=()
 for package in "${packages[@]}"; do

@@ -88,7 +88,8 @@ public struct CoordinatorWatch: Sendable {
             return .fail(
                 GenerateClientError(
                     "nobody answered at \(endpoint) within \(Self.seconds(limits.connectTimeout)); "
-                        + "is `switchyard serve --bind \(endpoint)` running there?"))
+                        + "is `switchyard serve --bind \(endpoint)` running there? (`serve --workers 0` binds no "
+                        + "ZeroMQ socket: reach it with `generate --server http://HOST:PORT`)"))
         }
         if now >= limits.timeout {
             return .fail(

@@ -25,7 +25,7 @@ struct Generate: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "The model directory (Hugging Face checkpoint). Not needed with --coordinator.")
+    @Option(help: "The model: a checkpoint directory, a Hub id ORG/NAME in the local Hugging Face cache, or a models--ORG--NAME cache folder. Not needed with --coordinator.")
     var model: String?
 
     @Option(help: "The prompt text (tokenized with the checkpoint's tokenizer).")
@@ -189,7 +189,7 @@ struct Generate: AsyncParsableCommand {
     }
 
     private func runLocally(_ request: GenerationRequest, logger: Logger) throws {
-        let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model!))
+        let checkpoint = try Checkpoint(directory: try ModelLocation.resolve(model!).directory)
         let engine = GenerationEngine(
             model: try numerics.denseModel(checkpoint),
             tokenizer: try Tokenizer(directory: checkpoint.directory),

@@ -28,8 +28,11 @@ struct Serve: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "The model directory (Hugging Face checkpoint: config.json, safetensors, tokenizer.json).")
-    var model: String
+    @Argument(help: "The model, as --model gives it (vLLM's `serve MODEL`).")
+    var modelArgument: String?
+
+    @Option(help: "The model: a Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json), a Hub id ORG/NAME in the local Hugging Face cache (HF_HUB_CACHE, HF_HOME; nothing is downloaded), or a models--ORG--NAME cache folder.")
+    var model: String?
 
     @Option(help: "The ZeroMQ endpoint workers connect to. Port 0 picks a free port.")
     var bind: String = "tcp://127.0.0.1:5555"
@@ -48,6 +51,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "The HTTP API's address, HOST:PORT. Port 0 picks a free port.")
     var http: String = "127.0.0.1:8080"
+
+    @Option(help: "The HTTP API's host, replacing --http's (vLLM's spelling).")
+    var host: String?
+
+    @Option(help: "The HTTP API's port, replacing --http's (vLLM's spelling). 0 picks a free port.")
+    var port: Int?
 
     @Option(
         name: .customLong("api-key"),
@@ -113,7 +122,13 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
+    /// The model from `serve MODEL` or `--model`.
+    var modelPath: String { modelArgument ?? model ?? "" }
+
     func validate() throws {
+        guard (modelArgument == nil) != (model == nil) else {
+            throw ValidationError("give the model once: `serve MODEL` or `serve --model MODEL`")
+        }
         guard workers >= 0 else { throw ValidationError("--workers is \(workers), but must be 0 or more") }
         guard maxBodyBytes >= 1 else { throw ValidationError("--max-body-bytes is \(maxBodyBytes), but must be at least 1") }
         guard bodyTimeout > 0, bodyTimeout <= 1e9 else {
@@ -146,7 +161,11 @@ struct Serve: AsyncParsableCommand {
         guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]),
             (0...65535).contains(port), colon != http.startIndex
         else { throw ValidationError("--http is \"\(http)\", but must be HOST:PORT, e.g. 127.0.0.1:8080") }
-        return (String(http[..<colon]), port)
+        if let host, host.isEmpty { throw ValidationError("--host is empty; give an address such as 127.0.0.1") }
+        if let port = self.port, !(0...65535).contains(port) {
+            throw ValidationError("--port is \(port), but must be between 0 and 65535")
+        }
+        return (host ?? String(http[..<colon]), self.port ?? port)
     }
 
     /// The API keys from --api-key, --api-key-file or SWITCHYARD_API_KEY (named "env"); none leaves /v1 open.
@@ -169,13 +188,14 @@ struct Serve: AsyncParsableCommand {
         do {
             // Read before the model loads: a wrong certificate or key path fails at once.
             let tls = try tlsCert.map { try ServerTLS(certificateFile: $0, keyFile: tlsKey ?? "") }
-            let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
+            let location = try ModelLocation.resolve(modelPath)
+            let checkpoint = try Checkpoint(directory: location.directory)
             let engine = GenerationEngine(
                 model: try numerics.denseModel(checkpoint),
                 tokenizer: try Tokenizer(directory: checkpoint.directory),
                 generationConfig: try GenerationConfig(directory: checkpoint.directory))
             let scheduler = Scheduler(
-                engine: engine, modelName: servedModelName ?? checkpoint.directory.lastPathComponent,
+                engine: engine, modelName: servedModelName ?? location.repositoryID ?? checkpoint.directory.lastPathComponent,
                 limits: SchedulerLimits(
                     maxRunningSequences: maxRunning, maxWaitingRequests: maxWaiting, kvCacheTokens: kvCacheTokens,
                     maxTokensPerStep: maxStepTokens, microBatches: microBatches))
@@ -204,7 +224,13 @@ struct Serve: AsyncParsableCommand {
                 logger: logger, server: try httpServer(tls: tls),
                 onServerRunning: { port in logger.info("HTTP API listening on \(tls == nil ? "http" : "https")://\(host):\(port)") })
             // Runs until SIGINT/SIGTERM, then shuts down gracefully (in-flight responses finish).
-            try await app.runService()
+            do {
+                try await app.runService()
+            } catch where "\(error)".contains("Address already in use") {
+                // NIO's bind error names neither the address nor the option; its type is not ours
+                // to import (swift-nio is not a direct dependency), so it is recognised by its text.
+                fail("HTTP address \(host):\(port) (--http, --host, --port): address already in use (another server listens there; choose another port, or 0 for a free one)")
+            }
             scheduler.stop()
             await engineThread.join()
             logger.info("coordinator stopped")
@@ -243,7 +269,8 @@ final class EngineThread: Sendable {
                     var local = LocalExperts(
                         store: try ExpertStore(
                             checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization))
-                    logger.info("computing all experts in-process (--workers 0)")
+                    logger.info(
+                        "computing all experts in-process (--workers 0); no ZeroMQ socket is bound, so `generate --coordinator` cannot reach this server: use `generate --server http://HOST:PORT`")
                     started.signal()
                     scheduler.run(executor: &local)
                 }

@@ -89,7 +89,22 @@ func applyThreads(_ requested: Int?) throws -> Int {
 
 extension BFloat16Arithmetic: ExpressibleByArgument {}
 extension WeightQuantization: ExpressibleByArgument {}
-extension DType: ExpressibleByArgument {}
+// The one DType option is --kv-cache-dtype, whose cache holds f32 or bf16: f16 is neither offered
+// nor accepted (the default CaseIterable conformance would list it).
+extension DType: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "f32": self = .f32
+        case "bf16": self = .bf16
+        default: return nil
+        }
+    }
+
+    public static var allValueStrings: [String] { ["f32", "bf16"] }
+    public var defaultValueDescription: String { rawValue }
+}
+
+// By name, not by the wire's raw values (0, 1), in --help and in what is accepted.
 extension WireDType: ExpressibleByArgument {
     public init?(argument: String) {
         switch argument {
@@ -98,6 +113,9 @@ extension WireDType: ExpressibleByArgument {
         default: return nil
         }
     }
+
+    public static var allValueStrings: [String] { ["f32", "bf16"] }
+    public var defaultValueDescription: String { description }
 }
 
 /// The arithmetic options shared by `generate` and `serve`.

@@ -15,6 +15,7 @@ struct Switchyard: AsyncParsableCommand {
               switchyard make-model --arch mixtral --out /tmp/tiny
               switchyard generate --model /tmp/tiny --prompt "Hello" --max-tokens 32 --spawn-workers 2
             """,
+        version: "switchyard \(switchyardVersion)",
         subcommands: [
             MakeModel.self, Worker.self, Serve.self, Generate.self, Launch.self, Health.self, Balance.self,
             Rebalance.self, SystemInfo.self, Keys.self,

@@ -2,6 +2,7 @@ import ArgumentParser
 import ExpertWorker
 import Foundation
 import Logging
+import Models
 import Transport
 
 
@@ -23,7 +24,7 @@ struct Worker: ParsableCommand {
     @Option(help: "The coordinator's worker endpoint, e.g. tcp://127.0.0.1:5555.")
     var coordinator: String
 
-    @Option(help: "The model directory (a local copy of the coordinator's checkpoint).")
+    @Option(help: "The model: a local copy of the coordinator's checkpoint (a directory, a Hub id ORG/NAME in the local Hugging Face cache, or a models--ORG--NAME cache folder).")
     var model: String
 
     @Option(help: "The name this worker registers with; placement files refer to it. Default: HOST-PID.")
@@ -66,8 +67,10 @@ struct Worker: ParsableCommand {
         let linkSecurity: DealerSecurity
         do { linkSecurity = try security.security() } catch { fail("\(error)") }
         if exitWithStdin { StdinWatch.start() }
+        let modelDirectory: URL
+        do { modelDirectory = try ModelLocation.resolve(model).directory } catch { fail("\(error)") }
         let options = WorkerOptions(
-            coordinator: coordinator, modelDirectory: URL(fileURLWithPath: model),
+            coordinator: coordinator, modelDirectory: modelDirectory,
             name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", threads: threads, parentPID: parentPID,
             heartbeatInterval: LivenessOptions.duration(heartbeatInterval), security: linkSecurity)
         do {

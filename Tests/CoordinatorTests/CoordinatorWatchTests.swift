@@ -49,7 +49,7 @@ struct CoordinatorWatchTests {
         }
         #expect(
             failure?.description
-                == "nobody answered at tcp://127.0.0.1:5999 within 10 s; is `switchyard serve --bind tcp://127.0.0.1:5999` running there?"
+                == "nobody answered at tcp://127.0.0.1:5999 within 10 s; is `switchyard serve --bind tcp://127.0.0.1:5999` running there? (`serve --workers 0` binds no ZeroMQ socket: reach it with `generate --server http://HOST:PORT`)"
         )
         #expect(heartbeats == 10, "one heartbeat at once, then one a second until the deadline")
         #expect(watch.phase == .connecting)

@@ -65,7 +65,7 @@ struct CoordinatorClientTests {
         #expect(output.status == 1)
         #expect(
             output.stderr
-                == "error: nobody answered at \(endpoint) within 1 s; is `switchyard serve --bind \(endpoint)` running there?\n",
+                == "error: nobody answered at \(endpoint) within 1 s; is `switchyard serve --bind \(endpoint)` running there? (`serve --workers 0` binds no ZeroMQ socket: reach it with `generate --server http://HOST:PORT`)\n",
             "stderr: \(output.stderr)")
     }
 

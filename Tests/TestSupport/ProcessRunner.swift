@@ -15,8 +15,11 @@ public struct TestProcessError: Error, CustomStringConvertible {
 }
 
 /// Runs `switchyard` with arguments, waiting at most `timeout`; kills it if it runs longer.
-public func runSwitchyard(_ arguments: [String], timeout: Duration = .seconds(300)) throws -> ProcessOutput {
-    let process = SwitchyardProcess(arguments)
+/// `environment` entries are added to (or replace) this process's environment.
+public func runSwitchyard(
+    _ arguments: [String], timeout: Duration = .seconds(300), environment: [String: String] = [:]
+) throws -> ProcessOutput {
+    let process = SwitchyardProcess(arguments, environment: environment)
     try process.start()
     return try process.wait(timeout: timeout)
 }
@@ -30,10 +33,13 @@ public final class SwitchyardProcess: @unchecked Sendable {
     private let output = CapturedOutput()
     public let arguments: [String]
 
-    public init(_ arguments: [String], binary: URL = TestPaths.switchyardBinary) {
+    public init(_ arguments: [String], binary: URL = TestPaths.switchyardBinary, environment: [String: String] = [:]) {
         self.arguments = arguments
         process.executableURL = binary
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
     }
 
     public var processIdentifier: Int32 { process.processIdentifier }

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Memory a Switchyard cluster needs for a checkpoint, computed from its config.json.
+
+    python3 Scripts/memory-table.py CONFIG.json [CONFIG.json ...]   (no packages needed)
+
+For each config: the coordinator's dense part (embeddings, LM head, attention, norms, routers,
+shared experts and dense FFN layers: every weight that is not a routed expert), its KV cache per
+1,000 tokens (what Switchyard caches: keys and values of every layer, or for multi-head latent
+attention the latent row, kv_lora_rank + qk_rope_head_dim values a token and layer), and the bytes
+of one routed expert (gate, up and down projections: 3 x hidden x moe_intermediate weights) at
+f32, bf16 and q8 (--quantize q8: int8 in blocks of 32 with an f32 scale, 1.125 bytes a weight).
+Weights only: add the activations of a step (small next to these) and the process's own ~100 MB.
+Scripts/memory-configs/ holds the fields of published config.json files the README's table uses.
+"""
+import json
+import sys
+
+GIB = 1024 ** 3
+DTYPE_BYTES = {"f32": 4.0, "bf16": 2.0, "q8": 1.125}
+
+
+def get(cfg, *names, default=None):
+    for n in names:
+        if n in cfg and cfg[n] is not None:
+            return cfg[n]
+    if default is not None:
+        return default
+    raise KeyError(f"config.json has none of {names}")
+
+
+def figures(cfg):
+    kind = cfg["model_type"]
+    h = cfg["hidden_size"]
+    layers = cfg["num_hidden_layers"]
+    vocab = cfg["vocab_size"]
+    heads = cfg["num_attention_heads"]
+    experts = get(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    top_k = cfg["num_experts_per_tok"]
+    expert_ffn = get(cfg, "moe_intermediate_size", "intermediate_size")
+    dense_ffn = cfg.get("intermediate_size", expert_ffn)
+    shared = cfg.get("n_shared_experts") or 0
+
+    if kind == "qwen3_moe":
+        step = cfg.get("decoder_sparse_step", 1)
+        moe_layers = [i for i in range(layers) if i not in cfg.get("mlp_only_layers", []) and (i + 1) % step == 0]
+    elif kind in ("deepseek_v3", "glm4_moe"):
+        moe_layers = list(range(cfg.get("first_k_dense_replace", 0), layers))
+    else:
+        moe_layers = list(range(layers))
+    dense_layers = layers - len(moe_layers)
+
+    if kind == "deepseek_v3":
+        nope, rope, v = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+        q_rank, kv_rank = cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
+        q = (h * q_rank + q_rank + q_rank * heads * (nope + rope)) if q_rank else h * heads * (nope + rope)
+        attention = q + h * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v) + heads * v * h
+        kv_per_token_layer = kv_rank + rope
+    else:
+        kv_heads = cfg.get("num_key_value_heads", heads)
+        d = cfg.get("head_dim") or h // heads
+        attention = h * heads * d + 2 * h * kv_heads * d + heads * d * h
+        if cfg.get("attention_bias"):
+            attention += heads * d + 2 * kv_heads * d
+        if kind == "qwen3_moe" or cfg.get("use_qk_norm"):
+            attention += 2 * d
+        kv_per_token_layer = 2 * kv_heads * d
+    per_layer = attention + 2 * h  # + the two RMSNorms
+    dense = layers * per_layer
+    dense += len(moe_layers) * (experts * h + shared * 3 * h * expert_ffn)  # routers, shared experts
+    if kind == "glm4_moe" or kind == "deepseek_v3":
+        dense += len(moe_layers) * experts  # the router's correction bias
+    dense += dense_layers * 3 * h * dense_ffn
+    dense += vocab * h * (1 if cfg.get("tie_word_embeddings") else 2) + h
+    expert = 3 * h * expert_ffn
+    return {
+        "moe_layers": len(moe_layers), "experts": experts, "top_k": top_k, "dense_params": dense,
+        "expert_params": expert, "routed_experts_total": len(moe_layers) * experts,
+        "kv_values_per_token": layers * kv_per_token_layer,
+    }
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    print("| model | dense part bf16 / f32 | KV cache per 1k tokens bf16 / f32 | one expert bf16 / q8 / f32 | "
+          "routed experts (layers x experts) | all experts bf16 / q8 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for path in sys.argv[1:]:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+        name = cfg.get("_source", path).split(" ")[0]
+        x = figures(cfg)
+        kv = x["kv_values_per_token"] * 1000
+        e = x["expert_params"]
+        n = x["routed_experts_total"]
+        print(f"| {name} | {x['dense_params'] * 2 / GIB:.2f} / {x['dense_params'] * 4 / GIB:.2f} GiB | "
+              f"{kv * 2 / 2**20:.0f} / {kv * 4 / 2**20:.0f} MiB | "
+              f"{e * 2 / 2**20:.1f} / {e * 1.125 / 2**20:.1f} / {e * 4 / 2**20:.1f} MiB | "
+              f"{n} ({x['moe_layers']} x {x['experts']}, top-{x['top_k']}) | "
+              f"{n * e * 2 / GIB:.1f} / {n * e * 1.125 / GIB:.1f} GiB |")
+
+
+if __name__ == "__main__":
+    main()
