@@ -97,6 +97,8 @@ public func makeRouter(
         routes.health(withReason: keys.isEmpty || BearerAuthMiddleware<BasicRequestContext>.keyName(of: request, keys: keys) != nil)
     }
     router.get("metrics") { _, _ in routes.metrics() }
+    router.post("tokenize") { request, _ in try await routes.tokenize(request, body: request.body) }
+    router.post("detokenize") { request, _ in try await routes.detokenize(request, body: request.body) }
 
     let v1 = router.group("v1")
     if !keys.isEmpty {
@@ -221,8 +223,9 @@ struct Routes<Service: GenerationService>: Sendable {
         let bytes = try await readBody(body, of: request)
         // Parsing, the chat template and tokenizing a prompt of up to a few MB take CPU time: off
         // the cooperative pool (see `RequestPreparation`).
-        let plan = try await preparation.run { [service] () throws(APIError) -> GenerationPlan in
+        let plan = try await preparation.run { [service, modelName] () throws(APIError) -> GenerationPlan in
             let body = try JSONObject(JSONValue.parse(bytes))
+            try GenerationPlan.checkModel(body, served: [modelName])
             switch endpoint {
             case .completions:
                 return try GenerationPlan.completions(
