@@ -345,6 +345,9 @@ struct JSONMatchState: Hashable, Sendable {
                     }
                 }
             }
+            // Without a maximum, lengths past the minimum behave alike: kept equal, they make equal
+            // states, so a long string reuses one cached mask.
+            if maxLength == .max { length = min(length, minLength) }
             top = .string(minLength: minLength, maxLength: maxLength, length: length, escape: escape, continuation: continuation)
             return true
         case .number(let integer, let phase, let digits):

@@ -173,14 +173,22 @@ struct JSONConstraint {
             if masks.count >= Self.maxCachedMasks { masks.removeAll(keepingCapacity: true) }
             masks[state] = allowed
         }
-        let accepting = state.isAccepting(grammar)
         var any = false
-        for id in logits.indices {
-            let word = id >> 6
-            let isAllowed =
-                (word < allowed.count && allowed[word] & (1 << UInt64(id & 63)) != 0)
-                || (accepting && endOfSequence.contains(Int32(id)))
-            if isAllowed { any = true } else { logits[id] = -.infinity }
+        let ends = state.isAccepting(grammar) ? endOfSequence.filter { Int($0) < logits.count } : []
+        let saved = ends.map { logits[Int($0)] }
+        logits.withUnsafeMutableBufferPointer { logits in
+            for (word, bits) in allowed.enumerated() {
+                let base = word << 6
+                if bits != 0 { any = true }
+                if bits == .max { continue }
+                for bit in 0..<min(64, logits.count - base) where bits & (1 << UInt64(bit)) == 0 {
+                    logits[base + bit] = -.infinity
+                }
+            }
+        }
+        for (id, logit) in zip(ends, saved) {
+            logits[Int(id)] = logit
+            any = true
         }
         guard any else {
             throw .invalidRequest(

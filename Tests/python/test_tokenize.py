@@ -11,7 +11,7 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "..", "Fixtures", "models", "q
 
 @pytest.fixture(scope="module")
 def qwen():
-    running = Cluster(os.path.abspath(FIXTURE), workers=())
+    running = Cluster(os.path.abspath(FIXTURE), workers=("w0",))
     yield running
     running.stop()
 
