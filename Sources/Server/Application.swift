@@ -36,6 +36,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// A request body must have arrived whole this long after the request's head; one that has not
     /// is answered 408 and its connection closed, so a client that stops mid-body holds nothing.
     public var requestBodyTimeout: Duration
+    /// Origins browsers may call the API from (CORS); nil sends no CORS headers.
+    public var allowedOrigins: AllowedOrigins?
 
     /// A configuration; the defaults listen on 127.0.0.1:8000 without a key and take bodies up to
     /// 4 MiB that arrive within 60 s.
@@ -86,6 +88,11 @@ public func makeRouter(
     service: some GenerationService, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    // Outside the error envelope, so refusals carry the CORS headers too.
+    if let origins = configuration.allowedOrigins {
+        if !origins.allowsAny { router.add(middleware: OriginFilterMiddleware(allowed: Set(origins.origins))) }
+        router.add(middleware: CORSMiddleware(allowOrigin: origins.allowsAny ? .all : .originBased))
+    }
     // First, so it also sees unknown routes and the auth middleware's refusals.
     router.add(middleware: ErrorEnvelopeMiddleware())
     let routes = Routes(service: service, configuration: configuration, preparation: RequestPreparation())
