@@ -93,7 +93,7 @@ public func makeRouter(
         if !origins.allowsAny { router.add(middleware: OriginFilterMiddleware(allowed: Set(origins.origins))) }
         router.add(middleware: CORSMiddleware(allowOrigin: origins.allowsAny ? .all : .originBased))
     }
-    // First, so it also sees unknown routes and the auth middleware's refusals.
+    // Before the routes, so it also sees unknown routes and the auth middleware's refusals.
     router.add(middleware: ErrorEnvelopeMiddleware())
     let routes = Routes(service: service, configuration: configuration, preparation: RequestPreparation())
 
