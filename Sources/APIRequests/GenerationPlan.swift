@@ -36,6 +36,8 @@ package struct GenerationPlan: Sendable {
     package var stream: Bool
     package var includeUsage: Bool
     package var ignoreEOS: Bool
+    /// Penalties, `logit_bias`, `min_tokens` and the `response_format` grammar.
+    package var adjustments: LogitsAdjustments
 
     /// The engine requests, one per choice; choice `i` gets seed `seed + i` when a seed was given.
     package var requests: [GenerationRequest] {
@@ -46,7 +48,7 @@ package struct GenerationPlan: Sendable {
                 prompt: prompt, maxTokens: maxTokens, sampling: sampling, ignoreEOS: ignoreEOS,
                 // The engine reports nothing for 0, so ask for one alternative when only the
                 // chosen token's logprob is wanted and drop it when formatting.
-                logprobs: reportsLogprobs ? max(topLogprobs, 1) : 0, stop: stop)
+                logprobs: reportsLogprobs ? max(topLogprobs, 1) : 0, stop: stop, adjustments: adjustments)
         }
     }
 
@@ -89,6 +91,15 @@ package struct GenerationPlan: Sendable {
         if try body.bool("echo") == true {
             throw .invalidRequest(param: "echo", message: "echo is not supported; leave it out or set it to false")
         }
+        // vLLM refuses suffix as well: no supported model has a fill-in-the-middle template here.
+        if body["suffix"] != nil {
+            throw .invalidRequest(param: "suffix", message: "suffix is not supported; leave it out")
+        }
+        // best_of > 1 would generate candidates and return the most likely; not implemented.
+        if let bestOf = try body.integer("best_of"), bestOf != 1 {
+            throw .invalidRequest(
+                param: "best_of", message: "best_of is \(bestOf), but only 1 is supported; use n for several choices")
+        }
         // Text is tokenized here, once, and the engine gets the ids: this runs off the request path
         // (`RequestPreparation`), and the size check comes first.
         let promptIDs: [Int32]
@@ -121,6 +132,7 @@ package struct GenerationPlan: Sendable {
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int,
         render: ([ChatMessage]) throws(SubmitError) -> String
     ) throws(APIError) -> GenerationPlan {
+        try refuseToolFields(body)
         let messages = try parseMessages(body)
         try checkPromptSize(
             messages.reduce(0) { $0 + $1.content.utf8.count }, param: "messages", what: "the messages' content",
@@ -225,11 +237,13 @@ package struct GenerationPlan: Sendable {
 
         let stream = try body.bool("stream") ?? false
         let includeUsage = try body.object("stream_options")?.bool("include_usage") ?? false
+        let ignoreEOS = try body.bool("ignore_eos") ?? false
+        let adjustments = try parseAdjustments(body, maxTokens: resolvedMaxTokens, ignoreEOS: ignoreEOS)
         return GenerationPlan(
             endpoint: endpoint, prompt: prompt, promptTokenCount: promptTokenCount, maxTokens: resolvedMaxTokens,
             sampling: sampling, choiceCount: choiceCount, stop: stop, reportsLogprobs: reportsLogprobs,
-            topLogprobs: topLogprobs, stream: stream, includeUsage: includeUsage,
-            ignoreEOS: try body.bool("ignore_eos") ?? false)
+            topLogprobs: topLogprobs, stream: stream, includeUsage: includeUsage, ignoreEOS: ignoreEOS,
+            adjustments: adjustments)
     }
 
     /// `prompt`: a string, an array of token ids, or an array holding one string.
@@ -277,7 +291,7 @@ package struct GenerationPlan: Sendable {
 
     /// `messages`: a non-empty array of `{role, content}` with a known role; content is a string or
     /// an array of `{type: "text", text}` parts.
-    private static func parseMessages(_ body: JSONObject) throws(APIError) -> [ChatMessage] {
+    static func parseMessages(_ body: JSONObject) throws(APIError) -> [ChatMessage] {
         guard let value = body["messages"] else {
             throw .invalidRequest(param: "messages", message: "messages is required: an array of {role, content}")
         }
@@ -325,6 +339,31 @@ package struct GenerationPlan: Sendable {
             messages.append(ChatMessage(role: role, content: content))
         }
         return messages
+    }
+
+    /// Tool calling and template arguments are not implemented: `tools` (non-empty),
+    /// `tool_choice` other than "none" or "auto" (which, with no tools, ask for plain text), and
+    /// `chat_template_kwargs` are refused by name rather than ignored.
+    private static func refuseToolFields(_ body: JSONObject) throws(APIError) {
+        if let tools = body["tools"] {
+            guard case .array(let items) = tools else {
+                throw .wrongType(param: "tools", expected: "an array of tools", got: tools)
+            }
+            if !items.isEmpty {
+                throw .invalidRequest(param: "tools", message: "tools is not supported; leave it out or send an empty array")
+            }
+        }
+        if let choice = body["tool_choice"] {
+            guard case .string(let name) = choice, name == "none" || name == "auto" else {
+                throw .invalidRequest(
+                    param: "tool_choice",
+                    message: "tool_choice must be \"none\" or \"auto\" (tools are not supported, so both give plain text)")
+            }
+        }
+        if body["chat_template_kwargs"] != nil {
+            throw .invalidRequest(
+                param: "chat_template_kwargs", message: "chat_template_kwargs is not supported; leave it out")
+        }
     }
 
     /// `stop`: a string or an array of non-empty strings.

@@ -189,11 +189,14 @@ public struct GenerationRequest: Sendable, Equatable {
     public var logprobs: Int
     /// Generation ends when the text contains one of these; the text is cut before it.
     public var stop: [String]
+    /// Penalties, biases, `min_tokens` and the `response_format` grammar.
+    public var adjustments: LogitsAdjustments
 
     public init(
         prompt: Prompt, maxTokens: Int, sampling: SamplingParameters = .init(), ignoreEOS: Bool = false,
-        logprobs: Int = 0, stop: [String] = []
+        logprobs: Int = 0, stop: [String] = [], adjustments: LogitsAdjustments = .init()
     ) {
+        self.adjustments = adjustments
         self.prompt = prompt
         self.maxTokens = maxTokens
         self.sampling = sampling
@@ -252,6 +255,8 @@ public struct GenerationEngine: Sendable {
     /// The end-of-sequence token ids: config.json's, generation_config.json's, and the tokenizer's
     /// (computed once: the scheduler asks for every sampled token).
     public let endOfSequenceTokenIDs: Set<Int32>
+    /// The token bytes and trie constrained decoding matches against.
+    public let vocabulary: VocabularyIndex
 
     public init(
         model: DecoderStack, tokenizer: Tokenizer, generationConfig: GenerationConfig = GenerationConfig()
@@ -261,6 +266,7 @@ public struct GenerationEngine: Sendable {
         self.generationConfig = generationConfig
         endOfSequenceTokenIDs = Set(model.shape.eosTokenIDs.map(Int32.init))
             .union(tokenizer.eosTokenID.map { [$0] } ?? []).union(generationConfig.eosTokenIDs)
+        vocabulary = VocabularyIndex(tokenizer: tokenizer, vocabularySize: model.shape.vocabularySize)
     }
 
     /// The prompt's token ids, checked against the vocabulary.
@@ -289,6 +295,7 @@ public struct GenerationEngine: Sendable {
         guard (0...20).contains(request.logprobs) else {
             throw .invalidRequest(field: "logprobs", "logprobs is \(request.logprobs), but must be between 0 and 20")
         }
+        try request.adjustments.validate(vocabularySize: model.shape.vocabularySize, maxTokens: request.maxTokens)
         let promptIDs = try promptTokenIDs(for: request.prompt)
         let contextLength = model.shape.maxPositionEmbeddings
         guard promptIDs.count + request.maxTokens <= contextLength else {
@@ -310,6 +317,7 @@ public struct GenerationEngine: Sendable {
 
         var load = ExpertLoad(expertCounts: configuration.expertCounts)
         var sampler = Sampler(request.sampling)
+        var processor = SequenceLogitsProcessor(request.adjustments, promptIDs: promptIDs, vocabulary: vocabulary.get)
         var cache = model.makeCache(capacity: promptIDs.count + request.maxTokens)
         var decoder = tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
         var completion: [Int32] = []
@@ -344,12 +352,18 @@ public struct GenerationEngine: Sendable {
             onText?(piece)
         }
         while true {
-            let token = sampler.sample(logits)
+            let token = try logits.withUnsafeBufferPointer { logits throws(GenerationError) in
+                try processor.sample(logits, with: &sampler, endOfSequence: eosIDs)
+            }
             completion.append(token)
             if request.logprobs > 0 {
                 logprobs.append(TokenLogprob(chosen: token, logits: logits, top: request.logprobs))
             }
-            let outcome = stopMatcher.append(decoder.append(token))
+            // As vLLM, stop strings count only once the completion is past min_tokens.
+            let piece = decoder.append(token)
+            let outcome =
+                completion.count <= request.adjustments.minTokens
+                ? StopMatcher.Outcome(released: piece, stopped: false) : stopMatcher.append(piece)
             release(outcome.released)
             if outcome.stopped {
                 finishReason = "stop"
@@ -357,6 +371,10 @@ public struct GenerationEngine: Sendable {
                 break
             }
             if !request.ignoreEOS, eosIDs.contains(token) {
+                finishReason = "stop"
+                break
+            }
+            if processor.isComplete {
                 finishReason = "stop"
                 break
             }

@@ -162,6 +162,8 @@ public final class Scheduler: GenerationService {
             if case .invalidRequest(let field, let message) = error { throw .invalid(field: field, message: message) }
             throw .unavailable(error.description)
         }
+        // The vocabulary trie is built once, here on the caller's thread rather than on the engine's.
+        if request.adjustments.grammar != nil { _ = engine.vocabulary.get() }
         let needed = promptIDs.count + request.maxTokens
         guard needed <= limits.kvCacheTokens else {
             throw .unavailable(
@@ -339,6 +341,7 @@ struct SequenceState {
     let submitted: ContinuousClock.Instant
     var cache: KVCache?
     var sampler: Sampler
+    var processor: SequenceLogitsProcessor
     var decoder: StreamingDecoder
     var stopMatcher: StopMatcher
     var completion: [Int32] = []
@@ -400,7 +403,9 @@ struct EngineLoop {
         let configuration = engine.model.shape
         var state = SequenceState(
             id: id, request: request, promptIDs: promptIDs, sink: sink, submitted: submitted, cache: nil,
-            sampler: Sampler(request.sampling), decoder: engine.tokenizer.makeStreamingDecoder(skipSpecialTokens: true),
+            sampler: Sampler(request.sampling),
+            processor: SequenceLogitsProcessor(request.adjustments, promptIDs: promptIDs, vocabulary: engine.vocabulary.get),
+            decoder: engine.tokenizer.makeStreamingDecoder(skipSpecialTokens: true),
             stopMatcher: StopMatcher(stops: request.stop),
             load: ExpertLoad(expertCounts: configuration.expertCounts))
         do throws(BatchPlanner.Refusal) {
@@ -532,7 +537,14 @@ struct EngineLoop {
         _ id: SequenceID, logits: UnsafeBufferPointer<Float>, executor: inout some ExpertExecutor
     ) {
         guard var state = sequences[id] else { return }
-        let token = state.sampler.sample(logits)
+        let token: Int32
+        do {
+            token = try state.processor.sample(logits, with: &state.sampler, endOfSequence: engine.endOfSequenceTokenIDs)
+        } catch {
+            sequences[id] = state
+            fail(id, error, executor: &executor)
+            return
+        }
         let now = ContinuousClock.now
         if let last = state.lastToken {
             let gap = (now - last).seconds
@@ -549,11 +561,15 @@ struct EngineLoop {
             ? TokenLogprob(chosen: token, logits: logits, top: state.request.logprobs) : nil
         if let logprob { state.logprobs.append(logprob) }
         let isEnd = !state.request.ignoreEOS && engine.endOfSequenceTokenIDs.contains(token)
-        var outcome = state.stopMatcher.append(state.decoder.append(token))
+        // As vLLM, stop strings count only once the completion is past min_tokens.
+        let piece = state.decoder.append(token)
+        var outcome =
+            state.completion.count <= state.request.adjustments.minTokens
+            ? StopMatcher.Outcome(released: piece, stopped: false) : state.stopMatcher.append(piece)
         var reason: FinishReason?
         if outcome.stopped {
             reason = .stop
-        } else if isEnd {
+        } else if isEnd || state.processor.isComplete {
             reason = .stop
         } else if state.completion.count == state.request.maxTokens {
             reason = .length

@@ -36,6 +36,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// A request body must have arrived whole this long after the request's head; one that has not
     /// is answered 408 and its connection closed, so a client that stops mid-body holds nothing.
     public var requestBodyTimeout: Duration
+    /// Origins browsers may call the API from (CORS); nil sends no CORS headers.
+    public var allowedOrigins: AllowedOrigins?
 
     /// A configuration; the defaults listen on 127.0.0.1:8000 without a key and take bodies up to
     /// 4 MiB that arrive within 60 s.
@@ -86,7 +88,12 @@ public func makeRouter(
     service: some GenerationService, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
-    // First, so it also sees unknown routes and the auth middleware's refusals.
+    // Outside the error envelope, so refusals carry the CORS headers too.
+    if let origins = configuration.allowedOrigins {
+        if !origins.allowsAny { router.add(middleware: OriginFilterMiddleware(allowed: Set(origins.origins))) }
+        router.add(middleware: CORSMiddleware(allowOrigin: origins.allowsAny ? .all : .originBased))
+    }
+    // Before the routes, so it also sees unknown routes and the auth middleware's refusals.
     router.add(middleware: ErrorEnvelopeMiddleware())
     let routes = Routes(service: service, configuration: configuration, preparation: RequestPreparation())
 
@@ -97,6 +104,8 @@ public func makeRouter(
         routes.health(withReason: keys.isEmpty || BearerAuthMiddleware<BasicRequestContext>.keyName(of: request, keys: keys) != nil)
     }
     router.get("metrics") { _, _ in routes.metrics() }
+    router.post("tokenize") { request, _ in try await routes.tokenize(request, body: request.body) }
+    router.post("detokenize") { request, _ in try await routes.detokenize(request, body: request.body) }
 
     let v1 = router.group("v1")
     if !keys.isEmpty {
@@ -221,8 +230,9 @@ struct Routes<Service: GenerationService>: Sendable {
         let bytes = try await readBody(body, of: request)
         // Parsing, the chat template and tokenizing a prompt of up to a few MB take CPU time: off
         // the cooperative pool (see `RequestPreparation`).
-        let plan = try await preparation.run { [service] () throws(APIError) -> GenerationPlan in
+        let plan = try await preparation.run { [service, modelName] () throws(APIError) -> GenerationPlan in
             let body = try JSONObject(JSONValue.parse(bytes))
+            try GenerationPlan.checkModel(body, served: [modelName])
             switch endpoint {
             case .completions:
                 return try GenerationPlan.completions(

@@ -52,6 +52,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The HTTP API's address, HOST:PORT. Port 0 picks a free port.")
     var http: String = "127.0.0.1:8080"
 
+    @Option(
+        name: .customLong("allowed-origins"),
+        help: "Let browsers on these origins call the API (CORS): comma-separated or a JSON list, * for any. Default: none.")
+    var allowedOrigins: String?
+
     @Option(help: "The HTTP API's host, replacing --http's (vLLM's spelling).")
     var host: String?
 
@@ -218,6 +223,11 @@ struct Serve: AsyncParsableCommand {
                 host: host, port: port, modelName: servedModelName,
                 maxRequestBodyBytes: maxBodyBytes, requestBodyTimeout: .milliseconds(Int(bodyTimeout * 1000)))
             serverConfiguration.apiKeys = try resolvedAPIKeys()
+            do {
+                serverConfiguration.allowedOrigins = try allowedOrigins.map(AllowedOrigins.init(parsing:))
+            } catch {
+                throw ValidationError(error.description)
+            }
             let app = makeApplication(
                 service: scheduler,
                 configuration: serverConfiguration,

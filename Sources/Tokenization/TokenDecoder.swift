@@ -110,7 +110,7 @@ indirect enum TokenDecoder: Sendable {
 
     /// The bytes a ByteLevel step decodes: per token, the bytes its characters stand in for if every
     /// character is a byte stand-in, else the token's own UTF-8.
-    private static func byteLevelBytes(_ tokens: [String]) -> [UInt8] {
+    static func byteLevelBytes(_ tokens: [String]) -> [UInt8] {
         var bytes: [UInt8] = []
         for token in tokens {
             var mapped: [UInt8] = []

@@ -268,6 +268,16 @@ public final class Tokenizer: Sendable {
         addedTokenIDs[ExactString(token)] ?? model.vocabulary[ExactString(token)]
     }
 
+    /// Per id (0..<vocabularySize), the bytes the token adds to a text it continues; nil for special
+    /// tokens and ids no token has. Constrained decoding matches these against its grammar.
+    public func tokenBytes() -> [[UInt8]?] {
+        (0..<Int32(vocabularySize)).map { id in
+            guard let token = token(for: id), !specialTokenContents.contains(ExactString(token)) else { return nil }
+            guard let decoder else { return Array(token.utf8) }
+            return decoder.bytesMidText(of: token)
+        }
+    }
+
     /// The token string of `id`, or nil if no token has that id.
     public func token(for id: Int32) -> String? {
         addedTokenTextByID[id] ?? model.tokensByID[id]

@@ -40,7 +40,8 @@ struct RouteTableTests {
         for known in [
             "GET /health", "GET /metrics", "GET /v1/models", "POST /v1/completions", "POST /v1/chat/completions",
             "GET /v1/expert_load", "GET /v1/expert_load/record", "POST /v1/expert_load/record/start",
-            "POST /v1/expert_load/record/stop", "GET /v1/placement", "POST /v1/placement",
+            "POST /v1/expert_load/record/stop", "GET /v1/placement", "POST /v1/placement", "POST /tokenize",
+            "POST /detokenize",
         ] {
             #expect(listed.contains(known), "\(known) is missing from the router's table: \(listed.sorted())")
         }

@@ -18,6 +18,8 @@ from ci_skips import pytest_make_collect_report, pytest_runtest_makereport, pyte
 
 BIN = os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard")
 API_KEY = "test-key-123"
+# The name the test servers serve under; clients name it in `model` (another name is a 404).
+SERVED_MODEL = "switchyard"
 
 
 def _wait_for(pattern, proc, log_path, timeout=120):
@@ -53,7 +55,8 @@ class Cluster:
         worker_key, _ = make_keys(os.path.join(keys, "allowed"), "worker")
         self.client_key, _ = make_keys(os.path.join(keys, "allowed"), "client")
         args = [BIN, "serve", "--model", model, "--bind", "tcp://127.0.0.1:0", "--workers", str(len(workers)),
-                "--http", "127.0.0.1:0", "--key", server_key, "--allow-keys", os.path.join(keys, "allowed"), *extra]
+                "--http", "127.0.0.1:0", "--key", server_key, "--allow-keys", os.path.join(keys, "allowed"),
+                "--served-model-name", SERVED_MODEL, *extra]
         if api_key:
             args += ["--api-key", api_key]
         self.serve = self._start(args, log)

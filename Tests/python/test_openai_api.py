@@ -164,10 +164,10 @@ def test_bad_chat_and_json(cluster):
 
 def test_api_key(secured_cluster):
     with pytest.raises(openai.AuthenticationError):
-        client(secured_cluster, key="wrong").completions.create(model="m", prompt="x", max_tokens=2)
+        client(secured_cluster, key="wrong").completions.create(model="switchyard", prompt="x", max_tokens=2)
     status, answer = post(secured_cluster.base, "/v1/completions", {"prompt": "x", "max_tokens": 2})
     assert status == 401 and "error" in answer
-    response = client(secured_cluster, key=API_KEY).completions.create(model="m", prompt="x", max_tokens=2)
+    response = client(secured_cluster, key=API_KEY).completions.create(model="switchyard", prompt="x", max_tokens=2)
     assert response.usage.completion_tokens >= 1
     with urllib.request.urlopen(secured_cluster.base + "/health") as health:
         assert health.status == 200
