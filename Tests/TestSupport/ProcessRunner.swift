@@ -65,9 +65,16 @@ public final class SwitchyardProcess: @unchecked Sendable {
         for (pipe, isStdout) in [(out, true), (err, false)] {
             let handle = pipe.fileHandleForReading
             Thread { [output] in
-                while let chunk = try? handle.read(upToCount: 1 << 16), !chunk.isEmpty {
-                    output.append(chunk, stdout: isStdout)
+                // read(2) returns what the pipe holds now (FileHandle.read(upToCount:) waits for the
+                // whole count or end of file, which holds back a server's startup line).
+                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                while true {
+                    let count = buffer.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
+                    if count < 0 && errno == EINTR { continue }
+                    guard count > 0 else { break }
+                    output.append(Data(buffer[0..<count]), stdout: isStdout)
                 }
+                try? handle.close()
                 output.endOfFile.signal()
             }.start()
         }
