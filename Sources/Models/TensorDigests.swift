@@ -63,8 +63,17 @@ extension Checkpoint {
         let spec = configuration.expertSpec
         return shape.allExperts.flatMap { layerExpert in
             let names = spec.tensorNames(layer: layerExpert.layer.rawValue, expert: layerExpert.expert.rawValue)
-            return [names.gate, names.up, names.down]
+            return [names.gate, names.up, names.down].flatMap(storedTensorNames)
         }
+    }
+
+    /// The tensors that hold the expert weight `name`: itself, or, when the checkpoint stores it
+    /// quantized as MXFP4 (gpt-oss), its `_blocks` and `_scales` (the name alone when neither is
+    /// there, so that the missing-tensor error names what the architecture expects).
+    private func storedTensorNames(_ name: String) -> [String] {
+        if tensors[name] != nil { return [name] }
+        let quantized = [name + "_blocks", name + "_scales"]
+        return quantized.allSatisfy { tensors[$0] != nil } ? quantized : [name]
     }
 
     /// The SHA-256 of every expert tensor's bytes, read from the cache when a file's size and

@@ -295,7 +295,8 @@ struct CheckpointTests {
             modelError { _ = try Checkpoint(directory: directory) }?.description
                 == "config.json: architecture model_type llama is not supported; supported: mixtral (MixtralForCausalLM), "
                 + "qwen3_moe (Qwen3MoeForCausalLM), qwen2_moe (Qwen2MoeForCausalLM), olmoe (OlmoeForCausalLM), "
-                + "glm4_moe (Glm4MoeForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), gpt_oss (GptOssForCausalLM)"
+                + "glm4_moe (Glm4MoeForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), deepseek_v2 (DeepseekV2ForCausalLM), "
+                + "minimax_m2 (MiniMaxM2ForCausalLM), gpt_oss (GptOssForCausalLM)"
         )
         try editConfig(in: directory) { $0["model_type"] = nil }
         #expect(try Checkpoint(directory: directory).architecture == .mixtral)
