@@ -86,6 +86,7 @@ public func makeRouter(
     service: some GenerationService, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: AccessLogMiddleware())
     // First, so it also sees unknown routes and the auth middleware's refusals.
     router.add(middleware: ErrorEnvelopeMiddleware())
     let routes = Routes(service: service, configuration: configuration, preparation: RequestPreparation())
@@ -260,6 +261,7 @@ struct Routes<Service: GenerationService>: Sendable {
         }
 
         var whole = assembler
+        defer { RequestTokenCounts.current?.record(whole.usage) }
         do {
             try await forEachEvent(of: streams) { index, event in
                 _ = whole.record(event, choice: index)
@@ -283,8 +285,10 @@ struct Routes<Service: GenerationService>: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
+        let tokenCounts = RequestTokenCounts.current
         let body = ResponseBody { writer in
             var assembler = assembler
+            defer { tokenCounts?.record(assembler.usage) }
             func send(_ bytes: [UInt8]) async throws(ClientGone) {
                 do {
                     try await writer.write(ByteBuffer(bytes: bytes))
