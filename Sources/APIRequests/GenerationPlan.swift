@@ -209,11 +209,14 @@ package struct GenerationPlan: Sendable {
         guard promptTokenCount > 0 else {
             throw .invalidRequest(param: "prompt", message: "the prompt is empty; give at least one token")
         }
+        // The refusals below read as vLLM's, which clients and operators grep for.
+        let input = endpoint == .chat ? "messages" : "prompt"
         guard promptTokenCount < contextLength else {
             throw .invalidRequest(
-                param: endpoint == .chat ? "messages" : "prompt",
-                message: "the prompt is \(promptTokenCount) tokens, but the model's context is \(contextLength) tokens "
-                    + "and must leave room for at least 1 generated token")
+                param: input,
+                message: "This model's maximum context length is \(contextLength) tokens. However, your request has "
+                    + "\(promptTokenCount) input tokens, which leaves no room for a generated token. "
+                    + "Please reduce the length of the \(input).")
         }
         let resolvedMaxTokens: Int
         if let maxTokens {
@@ -225,9 +228,10 @@ package struct GenerationPlan: Sendable {
                 let (total, overflow) = promptTokenCount.addingReportingOverflow(maxTokens)
                 throw .invalidRequest(
                     param: maxTokensParam,
-                    message: "the prompt (\(promptTokenCount) tokens) + \(maxTokensParam) (\(maxTokens)) is "
-                        + "\(overflow ? "more than \(Int.max)" : "\(total)") tokens, but the model's context is "
-                        + "\(contextLength) tokens; \(maxTokensParam) can be at most \(contextLength - promptTokenCount)")
+                    message: "This model's maximum context length is \(contextLength) tokens. However, you requested "
+                        + "\(overflow ? "more than \(Int.max)" : "\(total)") tokens (\(promptTokenCount) in the \(input), "
+                        + "\(maxTokens) in the completion). Please reduce the length of the \(input) or completion: "
+                        + "\(maxTokensParam) can be at most \(contextLength - promptTokenCount).")
             }
             resolvedMaxTokens = maxTokens
         } else {

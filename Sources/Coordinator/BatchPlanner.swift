@@ -28,11 +28,15 @@ public struct SchedulerLimits: Sendable, Equatable {
     /// Micro-batches a step's sequences are split into, whose layers interleave so that the
     /// coordinator computes one's attention while the workers compute another's experts (1: none).
     public var microBatches: Int
+    /// Prompt + generated tokens one sequence may hold (`serve --max-model-len`); nil: the model's
+    /// `max_position_embeddings`.
+    public var maxModelLength: Int?
 
     public init(
         maxRunningSequences: Int = 64, maxWaitingRequests: Int = 256, kvCacheTokens: Int = 65536,
-        maxTokensPerStep: Int = 256, microBatches: Int = 1
+        maxTokensPerStep: Int = 256, microBatches: Int = 1, maxModelLength: Int? = nil
     ) {
+        self.maxModelLength = maxModelLength
         self.maxRunningSequences = maxRunningSequences
         self.maxWaitingRequests = maxWaitingRequests
         self.kvCacheTokens = kvCacheTokens

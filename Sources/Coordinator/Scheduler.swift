@@ -77,7 +77,8 @@ public final class Scheduler: GenerationService {
         shared.withLock { $0.health = health }
     }
 
-    public var contextLength: Int { engine.model.shape.maxPositionEmbeddings }
+    /// `--max-model-len` when given (never above the model's), else the model's `max_position_embeddings`.
+    public var contextLength: Int { min(limits.maxModelLength ?? .max, engine.model.shape.maxPositionEmbeddings) }
 
     public func health() -> HealthStatus { shared.withLock { $0.health } }
 
@@ -165,6 +166,14 @@ public final class Scheduler: GenerationService {
         // The vocabulary trie is built once, here on the caller's thread rather than on the engine's.
         if request.adjustments.grammar != nil { _ = engine.vocabulary.get() }
         let needed = promptIDs.count + request.maxTokens
+        // The engine checked against the model's context; requests not from HTTP (`generate --coordinator`)
+        // meet --max-model-len here.
+        guard needed <= contextLength else {
+            throw .invalid(
+                field: "max_tokens",
+                message: "This model's maximum context length is \(contextLength) tokens. However, you requested \(needed) tokens "
+                    + "(\(promptIDs.count) in the prompt, \(request.maxTokens) in the completion). Please reduce the length of the prompt or completion.")
+        }
         guard needed <= limits.kvCacheTokens else {
             throw .unavailable(
                 "the request needs \(needed) KV cache tokens (prompt \(promptIDs.count) + max_tokens \(request.maxTokens)), "

@@ -88,6 +88,8 @@ public func makeRouter(
     service: some GenerationService, configuration: ServerConfiguration
 ) -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    // Outermost: a line for every request, refusals and unknown routes included.
+    router.add(middleware: AccessLogMiddleware())
     // Outside the error envelope, so refusals carry the CORS headers too.
     if let origins = configuration.allowedOrigins {
         if !origins.allowsAny { router.add(middleware: OriginFilterMiddleware(allowed: Set(origins.origins))) }
@@ -270,6 +272,7 @@ struct Routes<Service: GenerationService>: Sendable {
         }
 
         var whole = assembler
+        defer { RequestTokenCounts.current?.record(whole.usage) }
         do {
             try await forEachEvent(of: streams) { index, event in
                 _ = whole.record(event, choice: index)
@@ -293,8 +296,10 @@ struct Routes<Service: GenerationService>: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
+        let tokenCounts = RequestTokenCounts.current
         let body = ResponseBody { writer in
             var assembler = assembler
+            defer { tokenCounts?.record(assembler.usage) }
             func send(_ bytes: [UInt8]) async throws(ClientGone) {
                 do {
                     try await writer.write(ByteBuffer(bytes: bytes))

@@ -103,6 +103,9 @@ struct Generate: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .warning
 
+    @Option(name: .customLong("log-format"), help: ArgumentHelp(LogFormat.help))
+    var logFormat: LogFormat = .text
+
     func validate() throws {
         if tls.caFile != nil, server == nil { throw ValidationError("--ca applies to --server https://…; give --server or drop --ca") }
         guard (prompt == nil) != (promptTokenIDs == nil) else {
@@ -143,7 +146,7 @@ struct Generate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = bootstrapLogging(level: logLevel)
+        let logger = bootstrapLogging(level: logLevel, format: logFormat)
         try applyThreads(threads)
         StopSignal.install()
         let request = GenerationRequest(

@@ -25,7 +25,8 @@ struct Serve: AsyncParsableCommand {
             rows go to replicas (--replicas) or its experts to the other workers, and /health says \
             "degraded" until it (or a replacement, named or not) is back; see WORKER FAULTS. Stop it \
             with Ctrl-C or SIGTERM; workers are told to leave.
-            """
+
+            """ + EnvironmentOptions.help + " SWITCHYARD_MODEL gives the model when neither MODEL nor --model does."
     )
 
     @Argument(help: "The model, as --model gives it (vLLM's `serve MODEL`).")
@@ -99,6 +100,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("kv-cache-tokens"), help: "KV cache capacity over all sequences, in tokens; a request reserves prompt + max_tokens.")
     var kvCacheTokens: Int = 65536
 
+    @Option(
+        name: .customLong("max-model-len"),
+        help: "Prompt + generated tokens one request may hold (vLLM's spelling); longer requests get HTTP 400. At most the model's max_position_embeddings, which is the default.")
+    var maxModelLen: Int?
+
     @Option(name: .customLong("max-step-tokens"), help: "Tokens fed through the model in one step (prefill chunks + one per decoding sequence).")
     var maxStepTokens: Int = 256
 
@@ -127,10 +133,20 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
+    @Option(name: .customLong("log-format"), help: ArgumentHelp(LogFormat.help))
+    var logFormat: LogFormat = .text
+
+    @Option(
+        name: .customLong("stats-interval"),
+        help: "Seconds between the throughput lines logged while requests run (vLLM's \"Avg prompt throughput: ...\"); 0 turns them off. Each HTTP request also gets an access-log line at info level.")
+    var statsInterval: Double = 5
+
     /// The model from `serve MODEL` or `--model`.
     var modelPath: String { modelArgument ?? model ?? "" }
 
-    func validate() throws {
+    mutating func validate() throws {
+        // SWITCHYARD_MODEL arrives as --model; `serve MODEL` on the command line wins over it.
+        if modelArgument != nil, model != nil, !Self.modelOptionGiven { model = nil }
         guard (modelArgument == nil) != (model == nil) else {
             throw ValidationError("give the model once: `serve MODEL` or `serve --model MODEL`")
         }
@@ -155,8 +171,19 @@ struct Serve: AsyncParsableCommand {
         if let rebalanceInterval, !(rebalanceInterval > 0 && rebalanceInterval.isFinite) {
             throw ValidationError("--rebalance-interval is \(rebalanceInterval), but must be a positive number of seconds")
         }
+        guard statsInterval >= 0 && statsInterval <= 1e6 else {
+            throw ValidationError("--stats-interval is \(statsInterval), but must be a number of seconds from 0 (off) to 1000000")
+        }
+        if let maxModelLen, maxModelLen < 2 {
+            throw ValidationError("--max-model-len is \(maxModelLen), but must be at least 2 (a prompt token and a generated one)")
+        }
         if let memoryBudget, memoryBudget < 1 { throw ValidationError("--memory-budget is \(memoryBudget), but must be at least 1") }
         if usesWorkers { try security.check() }
+    }
+
+    /// Whether --model is on the command line itself (not from SWITCHYARD_MODEL).
+    static var modelOptionGiven: Bool {
+        CommandLine.arguments.dropFirst().prefix { $0 != "--" }.contains { $0 == "--model" || $0.hasPrefix("--model=") }
     }
 
     /// Whether the experts are on workers (so the worker endpoint is bound), not in-process.
@@ -184,7 +211,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = bootstrapLogging(level: logLevel)
+        let logger = bootstrapLogging(level: logLevel, format: logFormat)
         try applyThreads(threads)
         // Keys first: --keys-from-stdin reads them from the stream that --exit-with-stdin then watches.
         let curve: CurveServerKeys?
@@ -195,6 +222,10 @@ struct Serve: AsyncParsableCommand {
             let tls = try tlsCert.map { try ServerTLS(certificateFile: $0, keyFile: tlsKey ?? "") }
             let location = try ModelLocation.resolve(modelPath)
             let checkpoint = try Checkpoint(directory: location.directory)
+            let modelContext = checkpoint.shape.maxPositionEmbeddings
+            if let maxModelLen, maxModelLen > modelContext {
+                fail("--max-model-len is \(maxModelLen), but the model's max_position_embeddings is \(modelContext): give at most \(modelContext)")
+            }
             let engine = GenerationEngine(
                 model: try numerics.denseModel(checkpoint),
                 tokenizer: try Tokenizer(directory: checkpoint.directory),
@@ -203,7 +234,7 @@ struct Serve: AsyncParsableCommand {
                 engine: engine, modelName: servedModelName ?? location.repositoryID ?? checkpoint.directory.lastPathComponent,
                 limits: SchedulerLimits(
                     maxRunningSequences: maxRunning, maxWaitingRequests: maxWaiting, kvCacheTokens: kvCacheTokens,
-                    maxTokensPerStep: maxStepTokens, microBatches: microBatches))
+                    maxTokensPerStep: maxStepTokens, microBatches: microBatches, maxModelLength: maxModelLen))
             let engineThread = try EngineThread.start(
                 scheduler: scheduler, checkpoint: checkpoint, logger: logger,
                 rebalancer: rebalanceInterval.map {
@@ -233,6 +264,11 @@ struct Serve: AsyncParsableCommand {
                 configuration: serverConfiguration,
                 logger: logger, server: try httpServer(tls: tls),
                 onServerRunning: { port in logger.info("HTTP API listening on \(tls == nil ? "http" : "https")://\(host):\(port)") })
+            let throughputLog = Task { [statsInterval] in
+                guard statsInterval > 0 else { return }
+                await ThroughputLog.run(service: scheduler, interval: .milliseconds(Int(statsInterval * 1000)), logger: logger)
+            }
+            defer { throughputLog.cancel() }
             // Runs until SIGINT/SIGTERM, then shuts down gracefully (in-flight responses finish).
             do {
                 try await app.runService()

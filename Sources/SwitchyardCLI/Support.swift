@@ -41,12 +41,17 @@ enum StdinWatch {
     }
 }
 
-/// Sends log lines to stderr at `level`.
-func bootstrapLogging(level: Logger.Level) -> Logger {
+/// Sends log lines to stderr at `level`, as plain text or one JSON object per line.
+func bootstrapLogging(level: Logger.Level, format: LogFormat = .text) -> Logger {
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        switch format {
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        case .json:
+            return JSONLogHandler(label: label, level: level)
+        }
     }
     return Logger(label: "switchyard")
 }

@@ -1,5 +1,6 @@
 // The `switchyard` command: argument parsing and wiring; the logic lives in the library targets.
 import ArgumentParser
+import Foundation
 
 @main
 struct Switchyard: AsyncParsableCommand {
@@ -21,4 +22,16 @@ struct Switchyard: AsyncParsableCommand {
             Rebalance.self, SystemInfo.self, Keys.self,
         ]
     )
+
+    /// Parses the command line, with `serve`'s and `worker`'s options completed from SWITCHYARD_* variables.
+    static func main() async {
+        let arguments: [String]
+        do {
+            arguments = try EnvironmentOptions.apply(
+                to: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment)
+        } catch {
+            fail("\(error)")
+        }
+        await main(arguments)
+    }
 }

@@ -18,7 +18,8 @@ struct Worker: ParsableCommand {
             sends a heartbeat every --heartbeat-interval; when the coordinator restarts or forgets it \
             (after declaring it lost), it registers again by itself, with backoff. A worker started \
             under the name of a live one waits until that one is lost or leaves. Stop it with Ctrl-C or SIGTERM.
-            """
+
+            """ + EnvironmentOptions.help
     )
 
     @Option(help: "The coordinator's worker endpoint, e.g. tcp://127.0.0.1:5555.")
@@ -41,6 +42,9 @@ struct Worker: ParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp(Logger.Level.help))
     var logLevel: Logger.Level = .info
 
+    @Option(name: .customLong("log-format"), help: ArgumentHelp(LogFormat.help))
+    var logFormat: LogFormat = .text
+
     @Flag(name: .customLong("exit-with-stdin"), help: "Stop (as on SIGTERM) when standard input closes: how `switchyard launch` stops processes it started on other hosts.")
     var exitWithStdin = false
 
@@ -60,7 +64,7 @@ struct Worker: ParsableCommand {
     }
 
     func run() throws {
-        let logger = bootstrapLogging(level: logLevel)
+        let logger = bootstrapLogging(level: logLevel, format: logFormat)
         let threads = try applyThreads(threads)
         StopSignal.install()
         // Keys first: --keys-from-stdin reads them from the stream that --exit-with-stdin then watches.

@@ -43,7 +43,7 @@ def tls_server(model):
     log_path = os.path.join(directory, "serve.log")
     with open(log_path, "w", encoding="utf-8") as log:
         serve = subprocess.Popen(
-            [BIN, "serve", "--model", model, "--workers", "0", "--http", "127.0.0.1:0",
+            [BIN, "serve", "--model", model, "--workers", "0", "--served-model-name", "switchyard", "--http", "127.0.0.1:0",
              "--tls-cert", cert, "--tls-key", key],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
