@@ -112,7 +112,8 @@ struct ValidationTests {
             #expect(response.status == .badRequest)
             let error = try response.errorObject()
             #expect(error["param"] as? String == "prompt")
-            #expect((error["message"] as? String)?.contains("5 tokens") == true)
+            #expect((error["message"] as? String)?.contains("maximum context length is 4 tokens") == true)
+            #expect((error["message"] as? String)?.contains("has 5 input tokens") == true)
         }
     }
 
@@ -125,7 +126,8 @@ struct ValidationTests {
             let error = try response.errorObject()
             #expect(error["param"] as? String == "max_tokens")
             let message = try #require(error["message"] as? String)
-            #expect(message.contains("3 tokens") && message.contains("(8)") && message.contains("10 tokens"))
+            #expect(message.contains("maximum context length is 10 tokens") && message.contains("requested 11 tokens"))
+            #expect(message.contains("(3 in the prompt, 8 in the completion)"))
             #expect(message.contains("at most 7"))
         }
     }
