@@ -18,21 +18,26 @@ public struct APIKey: Sendable, Equatable {
 /// request's log lines with the key's name (`api_key=NAME`).
 struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let keys: [APIKey]
+    /// Where accepted and refused requests are counted for /metrics.
+    let counter: APIKeyRequestCounter
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         guard request.headers[.authorization] != nil else {
+            counter.refused(.missing)
             throw APIError(
                 status: .unauthorized, type: "authentication_error",
                 message: "missing API key: send the header 'Authorization: Bearer <key>'", code: "invalid_api_key")
         }
         guard let name = Self.keyName(of: request, keys: keys) else {
             context.logger.notice("refused a request with an invalid API key")
+            counter.refused(.invalid)
             throw APIError(
                 status: .unauthorized, type: "authentication_error", message: "invalid API key",
                 code: "invalid_api_key")
         }
+        counter.accepted(name: name)
         var context = context
         context.logger[metadataKey: "api_key"] = "\(name)"
         return try await next(request, context)

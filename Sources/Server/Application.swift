@@ -97,11 +97,13 @@ public func makeRouter(
     }
     // Before the routes, so it also sees unknown routes and the auth middleware's refusals.
     router.add(middleware: ErrorEnvelopeMiddleware())
-    let routes = Routes(service: service, configuration: configuration, preparation: RequestPreparation())
+    let keys = configuration.acceptedKeys
+    let keyCounter = keys.isEmpty ? nil : APIKeyRequestCounter(keys: keys)
+    let routes = Routes(
+        service: service, configuration: configuration, preparation: RequestPreparation(), keyCounter: keyCounter)
 
     // Without a valid key (when keys are set) /health says only its status: the reason names the
     // worker endpoint and the model path, which are nobody else's business.
-    let keys = configuration.acceptedKeys
     router.get("health") { request, _ in
         routes.health(withReason: keys.isEmpty || BearerAuthMiddleware<BasicRequestContext>.keyName(of: request, keys: keys) != nil)
     }
@@ -110,8 +112,8 @@ public func makeRouter(
     router.post("detokenize") { request, _ in try await routes.detokenize(request, body: request.body) }
 
     let v1 = router.group("v1")
-    if !keys.isEmpty {
-        v1.add(middleware: BearerAuthMiddleware(keys: keys))
+    if let keyCounter {
+        v1.add(middleware: BearerAuthMiddleware(keys: keys, counter: keyCounter))
     }
     v1.get("models") { _, _ in routes.models() }
     v1.post("completions") { request, context in
@@ -142,6 +144,8 @@ struct Routes<Service: GenerationService>: Sendable {
     let service: Service
     let configuration: ServerConfiguration
     let preparation: RequestPreparation
+    /// Requests per API key name, when keys are set.
+    var keyCounter: APIKeyRequestCounter? = nil
 
     var modelName: String { configuration.modelName ?? service.modelName }
 
@@ -161,7 +165,7 @@ struct Routes<Service: GenerationService>: Sendable {
     func metrics() -> Response {
         var headers = HTTPFields()
         headers[.contentType] = PrometheusExposition.contentType
-        let text = PrometheusExposition.render(service.metrics())
+        let text = PrometheusExposition.render(service.metrics()) + (keyCounter?.exposition() ?? "")
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 

@@ -163,7 +163,7 @@ enum PrometheusExposition {
     }
 
     /// Label values escape backslash, double quote and newline.
-    private static func escape(_ value: String) -> String {
+    static func escape(_ value: String) -> String {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n")
     }

@@ -42,8 +42,7 @@ struct Balance: AsyncParsableCommand {
     @Option(help: "Drive the per-step routing recording: start, stop, or read (prints its JSON).")
     var record: String?
 
-    @Option(name: .customLong("api-key"), help: "The server's API key.")
-    var apiKey: String?
+    @OptionGroup var auth: ClientAPIKeyOptions
 
     func validate() throws {
         if json && csv { throw ValidationError("give at most one of --json and --csv") }
@@ -63,7 +62,7 @@ struct Balance: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let client = try ExpertLoadClient(server: server, apiKey: apiKey, connection: try tls.connection())
+            let client = try ExpertLoadClient(server: server, apiKey: try auth.key(), connection: try tls.connection())
             if let record, let action = ExpertLoadClient.RecordingAction(rawValue: record) {
                 print(String(decoding: try await client.recording(action), as: UTF8.self))
                 return

@@ -78,8 +78,7 @@ struct Generate: AsyncParsableCommand {
 
     @OptionGroup var tls: ClientTLSOptions
 
-    @Option(name: .customLong("api-key"), help: "The server's API key (with --server).")
-    var apiKey: String?
+    @OptionGroup var auth: ClientAPIKeyOptions
 
     @Option(help: "Stop generating at this text (repeatable); the text is cut before it.")
     var stop: [String] = []
@@ -108,6 +107,9 @@ struct Generate: AsyncParsableCommand {
 
     func validate() throws {
         if tls.caFile != nil, server == nil { throw ValidationError("--ca applies to --server https://…; give --server or drop --ca") }
+        if auth.apiKey != nil || auth.apiKeyFile != nil, server == nil {
+            throw ValidationError("--api-key and --api-key-file apply to --server; give --server or drop them")
+        }
         guard (prompt == nil) != (promptTokenIDs == nil) else {
             throw ValidationError("give exactly one of --prompt and --prompt-token-ids")
         }
@@ -177,7 +179,7 @@ struct Generate: AsyncParsableCommand {
     }
 
     private func runAgainstServer(_ server: String, _ request: GenerationRequest) async throws {
-        let client = try CompletionsClient(server: server, apiKey: apiKey, connection: try tls.connection())
+        let client = try CompletionsClient(server: server, apiKey: try auth.key(), connection: try tls.connection())
         if json {
             print(String(decoding: try await client.complete(request), as: UTF8.self))
             return

@@ -8,7 +8,8 @@ struct Health: AsyncParsableCommand {
         commandName: "health",
         abstract: "Ask a coordinator's HTTP API whether it serves: exit 0 when GET /health answers 200.",
         discussion: """
-            Prints the body of the last answer. With --wait, asks again every 0.2 s until the answer is \
+            Prints the body of the last answer; a server with API keys gives its reason only to a caller \
+            with a key (--api-key-file, --api-key or SWITCHYARD_API_KEY). With --wait, asks again every 0.2 s until the answer is \
             200 or the time is up (`switchyard launch` runs this on the coordinator's host).
             """
     )
@@ -17,6 +18,8 @@ struct Health: AsyncParsableCommand {
     var server: String
 
     @OptionGroup var tls: ClientTLSOptions
+
+    @OptionGroup var auth: ClientAPIKeyOptions
 
     @Option(help: "Seconds to keep asking until /health answers 200 (0: ask once).")
     var wait: Double = 0
@@ -32,11 +35,16 @@ struct Health: AsyncParsableCommand {
         let url = URL(string: server.hasSuffix("/") ? server + "health" : server + "/health")!
         let deadline = Date().addingTimeInterval(wait)
         let connection: APIConnection
-        do { connection = try tls.connection() } catch { fail("\(error)") }
+        let headers: [(String, String)]
+        do {
+            connection = try tls.connection()
+            // With a key, a keyed server's answer also says why it is not ready.
+            headers = try auth.key().map { [("Authorization", "Bearer \($0)")] } ?? []
+        } catch { fail("\(error)") }
         var last = "no answer"
         while true {
             do {
-                let response = try await connection.send("GET", url.absoluteString, timeout: .seconds(5))
+                let response = try await connection.send("GET", url.absoluteString, headers: headers, timeout: .seconds(5))
                 let body = String(decoding: try await response.collect(), as: UTF8.self)
                 if response.status == 200 {
                     print(body)

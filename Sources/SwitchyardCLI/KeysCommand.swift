@@ -122,6 +122,7 @@ enum KeyFiles {
 
     /// The key pair whose secret key is in `path` (the public key is derived from it).
     static func secretKey(_ path: String) throws -> CurveKeyPair {
+        try checkPrivate(path)
         let lines = try lines(path)
         guard lines.count == 1 else {
             throw KeyFileError("\(path): a secret key file holds one key (40 characters of Z85), but this one has \(lines.count) lines")
@@ -130,6 +131,22 @@ enum KeyFiles {
             return try CurveKeyPair(secretKey: CurveKey(z85: lines[0].text))
         } catch {
             throw KeyFileError("\(path):\(lines[0].number): \(error)")
+        }
+    }
+
+    /// Refuses a secret key file that its group or others may read, write or run, as ssh does with
+    /// a private key: such a key may already be someone else's. `stat` follows symbolic links, so
+    /// a Kubernetes Secret (a link into `..data/`) is judged by the file it names.
+    static func checkPrivate(_ path: String) throws {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw KeyFileError("\(path): cannot read the file: \(String(cString: strerror(errno)))")
+        }
+        let mode = status.st_mode & 0o777
+        guard mode & 0o077 == 0 else {
+            throw KeyFileError(
+                "\(path): the secret key file has mode \(String(mode, radix: 8)), so others on this host can read it; "
+                    + "refusing to use it. Make it private with: chmod 600 \(path)")
         }
     }
 

@@ -37,8 +37,7 @@ struct Rebalance: AsyncParsableCommand {
     @Option(name: .customLong("min-gain"), help: "Apply only when the worst layer's balancedness rises by at least this much.")
     var minGain: Double = 0.01
 
-    @Option(name: .customLong("api-key"), help: "Send `Authorization: Bearer KEY`.")
-    var apiKey: String?
+    @OptionGroup var auth: ClientAPIKeyOptions
 
     @Flag(help: "Print the new placement as JSON (the placement file's shape) after the table.")
     var json = false
@@ -65,7 +64,7 @@ struct Rebalance: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let client = try PlacementClient(server: server, apiKey: apiKey, connection: try tls.connection())
+            let client = try PlacementClient(server: server, apiKey: try auth.key(), connection: try tls.connection())
             guard let every = try intervalDuration() else {
                 _ = try await round(client: client, load: try await client.expertLoad())
                 return

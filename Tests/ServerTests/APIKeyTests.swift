@@ -57,4 +57,42 @@ struct APIKeyTests {
             #expect(!degraded.text.contains("tcp://"))
         }
     }
+
+    @Test("/metrics counts /v1 requests by key name and refusals by reason, and shows no key bytes")
+    func requestsPerKeyName() async throws {
+        let service = FakeGenerationService()
+        let keys = [APIKey(name: "alice", key: "sk-alice-7f3a9c"), APIKey(name: "bob", key: "sk-bob-41d2e8"),
+                    APIKey(name: "idle", key: "sk-idle-000111")]
+        try await Self.application(service, keys: keys).test(.router) { client in
+            for _ in 0..<3 {
+                #expect(try await client.get("/v1/models", headers: [.authorization: "Bearer sk-alice-7f3a9c"]).status == .ok)
+            }
+            #expect(try await client.get("/v1/models", headers: [.authorization: "Bearer sk-bob-41d2e8"]).status == .ok)
+            #expect(try await client.get("/v1/models").status == .unauthorized)
+            for _ in 0..<2 {
+                let offered = "sk-guess-5e5e5e"
+                #expect(try await client.get("/v1/models", headers: [.authorization: "Bearer \(offered)"]).status == .unauthorized)
+            }
+            let metrics = try await client.get("/metrics").text
+            let lines = Set(metrics.split(separator: "\n").map(String.init))
+            #expect(lines.contains("switchyard_api_key_requests_total{key=\"alice\"} 3"))
+            #expect(lines.contains("switchyard_api_key_requests_total{key=\"bob\"} 1"))
+            #expect(lines.contains("switchyard_api_key_requests_total{key=\"idle\"} 0"))
+            #expect(lines.contains("switchyard_api_requests_refused_total{reason=\"missing_key\"} 1"))
+            #expect(lines.contains("switchyard_api_requests_refused_total{reason=\"invalid_key\"} 2"))
+            for secret in ["sk-alice-7f3a9c", "sk-bob-41d2e8", "sk-idle-000111", "sk-guess-5e5e5e", "7f3a9c", "5e5e5e"] {
+                #expect(!metrics.contains(secret), "\(secret)")
+            }
+        }
+    }
+
+    @Test("without keys, /metrics has no per-key series")
+    func noKeysNoSeries() async throws {
+        try await Self.application(FakeGenerationService(), keys: []).test(.router) { client in
+            #expect(try await client.get("/v1/models").status == .ok)
+            let metrics = try await client.get("/metrics").text
+            #expect(metrics.contains("switchyard_prompt_tokens_total"))
+            #expect(!metrics.contains("switchyard_api_key_requests_total"))
+        }
+    }
 }
