@@ -1,7 +1,7 @@
 // CORS for browser front ends (`serve --allowed-origins`): Hummingbird's CORSMiddleware answers
 // preflights and adds the headers; the origins it echoes are limited to the configured ones.
 import Foundation
-public import Hummingbird
+import Hummingbird
 
 /// The origins a browser may call the API from; `*` allows any.
 public struct AllowedOrigins: Sendable, Equatable {
