@@ -72,6 +72,8 @@ def main():
     parser.add_argument("--results", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--qwen3moe-model", help="the Qwen3-MoE-shaped model directory (its section is skipped without results)")
+    parser.add_argument("--deepseek-model", help="the DeepSeek-shaped model directory (its section is skipped without results)")
+    parser.add_argument("--gptoss-model", help="the gpt-oss-shaped model directory (its section is skipped without results)")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--decode-tokens", type=int, default=64)
     args = parser.parse_args()
@@ -102,6 +104,9 @@ def main():
         for z in floors["zmq"]:
             size = f"{z['bytes'] // 1024} KiB" if z["bytes"] < 1 << 20 else f"{z['bytes'] >> 20} MiB"
             out(f"  ZeroMQ DEALER/ROUTER tcp RTT {size:>7}  p50 {z['p50_us']:8.0f} µs   p99 {z['p99_us']:8.0f} µs")
+        for z in floors.get("zmq_curve", []):
+            size = f"{z['bytes'] // 1024} KiB" if z["bytes"] < 1 << 20 else f"{z['bytes'] >> 20} MiB"
+            out(f"  ZeroMQ RTT over CURVE        {size:>7}  p50 {z['p50_us']:8.0f} µs   p99 {z['p99_us']:8.0f} µs")
         floor_1t = floors["membw_gbs_1t"] * 1e9 / active_bytes
         floor_2t = floors["membw_gbs_2t"] * 1e9 / active_bytes
         out(f"  decode floor (bandwidth ÷ active bf16 bytes)  {floor_1t:8.1f} tok/s (1 thread)  {floor_2t:8.1f} tok/s (2 threads)")
@@ -230,6 +235,9 @@ def main():
     curve_section(out, r, batch_rate)
     qwen_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
                  mixtral_llama_ratio=paired(sy_in, lb, "decode_tokens_per_s")[0], timing=timing)
+    deepseek_section(out, r, args, paired=paired, timing=timing)
+    gptoss_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
+                   timing=timing)
     skipped = sorted(f[:-5] for f in os.listdir(r) if f.endswith(".skip"))
     if skipped:
         out("\nSkipped: " + "; ".join(f"{s}: {reason(r, s)}" for s in skipped))
@@ -267,31 +275,45 @@ def link_section(out, r, config, batch_rate):
 
 
 def curve_section(out, r, batch_rate):
-    """2 workers over loopback with the worker link encrypted (CURVE, the default) against --insecure,
-    measured in alternating rounds of the same run; medians over the rounds."""
+    """2 workers over loopback with the worker link encrypted (CURVE, the default) against --insecure and
+    against in-process (serve --workers 0), measured in alternating rounds of the same run: each ratio is the
+    median of the rounds' ratios (the rounds listed), so that a slow spell of the machine falls on both sides."""
     import glob
     runs = {}
-    for link in ("insecure", "curve"):
+    for link in ("inprocess", "insecure", "curve"):
         paths = sorted(glob.glob(os.path.join(r, f"serve-curve-{link}.run*.json")))
-        runs[link] = [json.loads(open(path).read().strip().splitlines()[-1]) for path in paths]
+        runs[link] = {os.path.basename(p).rsplit(".run", 1)[1]: json.loads(open(p).read().strip().splitlines()[-1])
+                      for p in paths}
     if not runs["insecure"] or not runs["curve"]:
         out(f"\nCURVE: skipped: {reason(r, 'serve-curve')}")
         return
 
-    def median(link, batch, key):
-        values = [b[key] for result in runs[link] for b in result["batches"] if b["batch"] == batch and key in b]
+    def value(result, batch, key):
+        values = [b[key] for b in result["batches"] if b["batch"] == batch and key in b]
         return statistics.median(values) if values else None
 
-    wire = runs["curve"][0].get("wire", {})
-    out(f"\nCURVE on the worker link: serve --workers 2 over loopback, CURVE (the default) against --insecure, "
-        f"{len(runs['curve'])} alternating rounds (medians); {wire.get('bytes_per_token', 0):.0f} bytes on the wire per token")
-    out(f"  {'':<28}{'insecure':>10}{'CURVE':>10}{'CURVE ÷ insecure':>18}{'CURVE ÷ in-process':>20}")
+    def median(link, batch, key):
+        values = [v for v in (value(result, batch, key) for result in runs[link].values()) if v]
+        return statistics.median(values) if values else None
+
+    def rounds(a, b, batch, key):
+        ratios = [value(runs[a][n], batch, key) / value(runs[b][n], batch, key)
+                  for n in sorted(runs[a]) if n in runs[b] and value(runs[a][n], batch, key) and value(runs[b][n], batch, key)]
+        return (statistics.median(ratios) if ratios else None), ratios
+
+    first = next(iter(runs["curve"].values()))
+    wire = first.get("wire", {})
+    out(f"\nCURVE on the worker link: serve --workers 2 over loopback, CURVE (the default) against --insecure and "
+        f"in-process (--workers 0), {len(runs['curve'])} alternating rounds; {wire.get('bytes_per_token', 0):.0f} bytes "
+        f"on the wire per token; ratios: medians of the rounds' ratios")
+    out(f"  {'':<22}{'in-proc':>9}{'insecure':>10}{'CURVE':>9}{'CURVE÷insecure':>16}{'CURVE÷in-process':>18}   rounds (CURVE÷in-process)")
     for batch in (1, 32):
         for key, label in (("prefill_tokens_per_s", "prefill tok/s"), ("decode_tokens_per_s", "decode tok/s")):
-            plain, curve = median("insecure", batch, key), median("curve", batch, key)
-            inprocess = batch_rate.get((0, batch)) if key == "decode_tokens_per_s" else None
-            out(f"  {f'B={batch} {label}':<28}{fmt(plain):>10}{fmt(curve):>10}{fmt(ratio(curve, plain), 2):>18}"
-                f"{fmt(ratio(curve, inprocess), 2):>20}")
+            plain, curve, inproc = median("insecure", batch, key), median("curve", batch, key), median("inprocess", batch, key)
+            vs_plain, _ = rounds("curve", "insecure", batch, key)
+            vs_inproc, each = rounds("curve", "inprocess", batch, key)
+            out(f"  {f'B={batch} {label}':<22}{fmt(inproc):>9}{fmt(plain):>10}{fmt(curve):>9}{fmt(vs_plain, 2):>16}"
+                f"{fmt(vs_inproc, 2):>18}   {' / '.join(fmt(x, 2) for x in each)}")
 
 
 def machine_section(out, r):
@@ -356,6 +378,90 @@ def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, 
         floor = floor_2t_bandwidth * 1e9 / (params * 2)
         out(f"  {'decode floor (bandwidth ÷ active bf16 bytes, 2 threads)':<58}{fmt(floor):>10} tok/s")
         for name, result in [("Switchyard", sy), ("llama.cpp bf16", lb)]:
+            out(f"  {name + ' decode ÷ floor (2 threads)':<58}{fmt(ratio(timing(result)[1] if result else None, floor), 2):>10}")
+
+
+def deepseek_section(out, r, args, paired, timing):
+    """The DeepSeek-V3-shaped model: latent attention and its compressed cache, shared + grouped routed experts."""
+    sy = load(r, "deepseek-switchyard-inprocess")
+    ll = load(r, "deepseek-llama-bf16")
+    hf = load(r, "deepseek-transformers")
+    path = os.path.join(args.deepseek_model or "", "config.json")
+    if not os.path.exists(path) or sy is None:
+        out(f"\nDeepSeek-shaped model: skipped: {reason(r, 'deepseek-switchyard-inprocess')}")
+        return
+    c = json.load(open(path))
+    out(f"\nDeepSeek-V3-shaped model (hidden {c['hidden_size']}, {c['num_hidden_layers']} layers, MLA with kv_lora_rank "
+        f"{c['kv_lora_rank']} + rope {c['qk_rope_head_dim']}, {c['n_routed_experts']} routed experts top-{c['num_experts_per_tok']} "
+        f"in {c['n_group']} groups (keep {c['topk_group']}), {c['n_shared_experts']} shared, bf16)")
+    out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}{'KV bytes/token':>16}")
+    for name, key, result in [("Switchyard, in-process (latent cache)", "deepseek-switchyard-inprocess", sy),
+                              ("transformers CPU bf16, 2 threads", "deepseek-transformers", hf),
+                              ("llama.cpp bf16, 2 threads", "deepseek-llama-bf16", ll)]:
+        if result is None:
+            out(f"  {name:<44}{'—':>10}{'—':>10}{'—':>16}   skipped: {reason(r, key)}")
+            continue
+        p, d = timing(result)
+        kv = (result.get("timing") or {}).get("kv_cache_bytes_per_token") or result.get("kv_cache_bytes_per_token")
+        runs = result.get("timing_runs")
+        spread = ("   median of " + str(len(runs)) + " runs, decode " + " / ".join(fmt(x.get("decode_tokens_per_s")) for x in runs)
+                  if runs and len(runs) > 1 else "")
+        out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{(str(kv) if kv else '—'):>16}{spread}")
+    for name, peer in [("Switchyard ÷ llama.cpp bf16", ll), ("Switchyard ÷ transformers bf16", hf)]:
+        prefill_ratio, _ = paired(sy, peer, "prefill_tokens_per_s")
+        decode_ratio, rounds = paired(sy, peer, "decode_tokens_per_s")
+        note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
+        out(f"  {name:<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+    full = c["num_hidden_layers"] * c["num_attention_heads"] * (c["qk_nope_head_dim"] + c["qk_rope_head_dim"] + c["v_head_dim"]) * 2
+    latent = c["num_hidden_layers"] * (c["kv_lora_rank"] + c["qk_rope_head_dim"]) * 2
+    out(f"  KV bytes/token at bf16: full keys and values {full}, the compressed latent {latent} ({full / latent:.1f}× fewer)")
+
+
+def gptoss_bytes_per_token(config):
+    """Bytes one decoded token reads from a gpt-oss checkpoint with MXFP4 experts: attention (bf16, with
+    biases), router (bf16), top-k experts' gate_up and down in MXFP4 (4 bits a weight + one e8m0 scale per
+    32, so 4.25 bits) and the LM head (bf16); the embedding row is negligible."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    attention = 2 * (hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2)
+    router = 2 * hidden * config["num_local_experts"]
+    experts = config["num_experts_per_tok"] * 3 * hidden * config["intermediate_size"] * 4.25 / 8
+    return layers * (attention + router + experts) + 2 * hidden * config["vocab_size"]
+
+
+def gptoss_section(out, r, args, floor_2t_bandwidth, paired, timing):
+    """The gpt-oss-shaped model: experts in MXFP4 as released, against llama.cpp's MXFP4 GGUF of the same weights."""
+    sy = load(r, "gptoss-switchyard-inprocess")
+    ll = load(r, "gptoss-llama-mxfp4")
+    path = os.path.join(args.gptoss_model or "", "config.json")
+    if not os.path.exists(path) or sy is None:
+        out(f"\ngpt-oss-shaped model: skipped: {reason(r, 'gptoss-switchyard-inprocess')}")
+        return
+    config = json.load(open(path))
+    per_token = gptoss_bytes_per_token(config)
+    out(f"\ngpt-oss-shaped model (hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, "
+        f"{config['num_local_experts']} experts top-{config['num_experts_per_tok']}, expert FFN {config['intermediate_size']}, "
+        f"MXFP4 experts, the rest bf16): {per_token / 1e6:.0f} MB read per decoded token")
+    out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
+    for name, key, result in [("Switchyard, in-process (MXFP4 kernels)", "gptoss-switchyard-inprocess", sy),
+                              ("llama.cpp MXFP4 GGUF, 2 threads", "gptoss-llama-mxfp4", ll)]:
+        if result is None:
+            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
+            continue
+        p, d = timing(result)
+        runs = result.get("timing_runs")
+        spread = ("   median of " + str(len(runs)) + " runs, decode " + " / ".join(fmt(x.get("decode_tokens_per_s")) for x in runs)
+                  if runs and len(runs) > 1 else "")
+        out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{spread}")
+    prefill_ratio, _ = paired(sy, ll, "prefill_tokens_per_s")
+    decode_ratio, rounds = paired(sy, ll, "decode_tokens_per_s")
+    note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
+    out(f"  {'Switchyard ÷ llama.cpp (MXFP4 against MXFP4)':<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+    if floor_2t_bandwidth:
+        floor = floor_2t_bandwidth * 1e9 / per_token
+        out(f"  {'decode floor (bandwidth ÷ bytes per token, 2 threads)':<58}{fmt(floor):>10} tok/s")
+        for name, result in [("Switchyard", sy), ("llama.cpp MXFP4", ll)]:
             out(f"  {name + ' decode ÷ floor (2 threads)':<58}{fmt(ratio(timing(result)[1] if result else None, floor), 2):>10}")
 
 

@@ -19,7 +19,7 @@
 #   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
-#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,delay,curve
+#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,deepseek,gptoss,delay,curve
 #   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,1,32,1,32,1,32 (batch 1 and 32
 #                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
@@ -188,19 +188,91 @@ if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; e
     fi
 fi
 
+# --- a DeepSeek-V3-shaped model: latent attention (MLA) with its compressed cache, a shared expert, 64 routed
+# experts top-6 in 8 groups (4 kept), the first layer dense; batch 1 against llama.cpp bf16 and transformers,
+# with each engine's KV-cache bytes per token.
+DEEPSEEK_MODEL="$WORK/model-deepseek"
+DEEPSEEK_ARGS=(--arch deepseek_v3 --hidden 1024 --layers 12 --experts 64 --top-k 6 --moe-intermediate 512
+               --shared-experts 1 --groups 8 --top-groups 4 --dense-layers 0 --intermediate 2816 --norm-topk-prob
+               --routed-scale 2.5 --q-lora-rank 384 --kv-lora-rank 256 --qk-nope-dim 64 --qk-rope-dim 32 --v-head-dim 64
+               --heads 16 --vocab 32000 --no-attention-bias --dtype bf16 --seed 4)
+if skipping deepseek; then skip deepseek-switchyard-inprocess "SKIP=deepseek"; else
+    if [[ ! -f "$DEEPSEEK_MODEL/.made" ]] || [[ "$(cat "$DEEPSEEK_MODEL/.made")" != "${DEEPSEEK_ARGS[*]}" ]]; then
+        log "making the DeepSeek-shaped model: switchyard make-model ${DEEPSEEK_ARGS[*]}"
+        rm -rf "$DEEPSEEK_MODEL"
+        "$SWITCHYARD" make-model --out "$DEEPSEEK_MODEL" "${DEEPSEEK_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
+        printf '%s' "${DEEPSEEK_ARGS[*]}" > "$DEEPSEEK_MODEL/.made"
+    fi
+    DEEPSEEK_LLAMA=
+    if [[ -n "$LLAMA_READY" ]]; then
+        TYPES=bf16 bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$DEEPSEEK_MODEL" "$WORK" "$WORK/gguf-deepseek" \
+            2> "$WORK/gguf-deepseek.log" >&2
+        DEEPSEEK_LLAMA=1
+    else
+        skip deepseek-llama-bf16 "$(cat "$RESULTS/llama-bf16.skip" 2>/dev/null || echo "llama.cpp not set up")"
+    fi
+    cat "$DEEPSEEK_MODEL"/*.safetensors > /dev/null
+    for run in $(seq "$REPEATS"); do
+        if [[ -n "$DEEPSEEK_LLAMA" ]]; then run_llama bf16 ".run$run" "$WORK/gguf-deepseek" deepseek-; fi
+        GEN_MODEL="$DEEPSEEK_MODEL" run_generate deepseek-switchyard-inprocess "$run" 0 --threads "$THREADS"
+    done
+    if skipping hf; then skip deepseek-transformers "SKIP=hf"
+    elif "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
+        log "transformers on the DeepSeek-shaped model: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, bf16, $THREADS threads"
+        "$HF_PYTHON" "$BENCH/peers/hf_peer.py" --model "$DEEPSEEK_MODEL" --prompt-ids "$PROMPT_IDS" --decode "$DECODE_TOKENS" \
+            --threads "$THREADS" > "$RESULTS/deepseek-transformers.json" 2> "$WORK/deepseek-transformers.log" \
+            || { skip deepseek-transformers "hf_peer.py failed: $(tail -2 "$WORK/deepseek-transformers.log")"; rm -f "$RESULTS/deepseek-transformers.json"; }
+    else
+        skip deepseek-transformers "torch/transformers not importable by $HF_PYTHON"
+    fi
+fi
+
+# --- a gpt-oss-shaped model with MXFP4 experts, batch 1, against llama.cpp's MXFP4 GGUF of the same weights ---
+# (hidden 1024, 12 layers, 32 experts top-4, expert FFN 1024, attention sinks, sliding window on even layers;
+# experts stored as the released checkpoints store them: e2m1 blocks and e8m0 scales; the rest bf16).
+# llama.cpp's converter keeps MXFP4 experts as its MXFP4 type whatever --outtype (here bf16 for the rest).
+GPTOSS_MODEL="$WORK/model-gptoss"
+GPTOSS_ARGS=(--arch gpt_oss --hidden 1024 --layers 12 --experts 32 --top-k 4 --intermediate 1024 --vocab 32000
+             --heads 16 --kv-heads 8 --mxfp4 --dtype bf16 --seed 3)
+if skipping gptoss; then skip gptoss-switchyard-inprocess "SKIP=gptoss"; else
+    if [[ ! -f "$GPTOSS_MODEL/.made" ]] || [[ "$(cat "$GPTOSS_MODEL/.made")" != "${GPTOSS_ARGS[*]}" ]]; then
+        log "making the gpt-oss-shaped model: switchyard make-model ${GPTOSS_ARGS[*]}"
+        rm -rf "$GPTOSS_MODEL"
+        "$SWITCHYARD" make-model --out "$GPTOSS_MODEL" "${GPTOSS_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
+        printf '%s' "${GPTOSS_ARGS[*]}" > "$GPTOSS_MODEL/.made"
+    fi
+    GPTOSS_LLAMA=
+    if [[ -n "$LLAMA_READY" ]]; then
+        TYPES=bf16 bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$GPTOSS_MODEL" "$WORK" "$WORK/gguf-gptoss" \
+            2> "$WORK/gguf-gptoss.log" >&2
+        if [[ -f "$WORK/gguf-gptoss/model-bf16.gguf" ]]; then
+            # Named for what its experts hold: the converter keeps MXFP4 blocks as GGML_TYPE_MXFP4.
+            ln -sf model-bf16.gguf "$WORK/gguf-gptoss/model-mxfp4.gguf"
+            GPTOSS_LLAMA=1
+        fi
+    fi
+    [[ -n "$GPTOSS_LLAMA" ]] || skip gptoss-llama-mxfp4 "$(grep -E "Error|error" "$WORK/gguf-gptoss.log" 2>/dev/null | tail -2 || echo "llama.cpp not set up")"
+    cat "$GPTOSS_MODEL"/*.safetensors > /dev/null
+    for run in $(seq "$REPEATS"); do
+        if [[ -n "$GPTOSS_LLAMA" ]]; then run_llama mxfp4 ".run$run" "$WORK/gguf-gptoss" gptoss-; fi
+        GEN_MODEL="$GPTOSS_MODEL" run_generate gptoss-switchyard-inprocess "$run" 0 --threads "$THREADS"
+    done
+fi
+
 python3 - "$RESULTS" <<'PY'
 import glob, json, os, statistics, sys
 results = sys.argv[1]
 for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8", "llama-bf16", "llama-q8_0",
              "qwen3moe-switchyard-inprocess", "qwen3moe-switchyard-inprocess-q8", "qwen3moe-llama-bf16",
-             "qwen3moe-llama-q8_0"]:
+             "qwen3moe-llama-q8_0", "gptoss-switchyard-inprocess", "gptoss-llama-mxfp4",
+             "deepseek-switchyard-inprocess", "deepseek-llama-bf16"]:
     runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(results, name + ".run*.json")))]
     if not runs:
         continue
     merged = dict(runs[0])
     timings = [run.get("timing", run) for run in runs]
     keys = ["prefill_tokens_per_s", "decode_tokens_per_s"]
-    merged["timing"] = {key: statistics.median(t[key] for t in timings) for key in keys}
+    merged["timing"] = {**timings[0], **{key: statistics.median(t[key] for t in timings) for key in keys}}
     merged["timing_runs"] = [{key: t[key] for key in keys} for t in timings]
     json.dump(merged, open(os.path.join(results, name + ".json"), "w"))
 PY
@@ -229,19 +301,22 @@ if skipping serve || skipping workers || skipping delay; then skip serve-link "S
     done
 fi
 
-# --- CURVE on the worker link against --insecure: 2 workers, batch 1 and 32, prefill and decode ---
-# Two rounds, the two modes alternating within each, so that load on the machine falls on both alike.
+# --- CURVE on the worker link against --insecure and against in-process: batch 1 and 32, prefill and decode ---
+# CURVE_ROUNDS rounds (default 3), the three configurations alternating within each, so that load on the machine
+# falls on all alike; the table gives the medians of the rounds' ratios.
 if skipping serve || skipping workers || skipping curve; then skip serve-curve "SKIP=serve, workers or curve"; else
-    for round in 1 2; do
-        for link in insecure curve; do
+    for round in $(seq "${CURVE_ROUNDS:-3}"); do
+        for link in inprocess insecure curve; do
             name="serve-curve-$link.run$round"
-            log "switchyard serve --workers 2, link $link (round $round of 2): batches 1,32, prompt $PROMPT_TOKENS tokens"
-            python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers 2 --link "$link" \
-                --batches 1,32 --prompt-tokens "$PROMPT_TOKENS" --max-tokens 32 --threads "$THREADS" \
+            if [[ $link == inprocess ]]; then set -- --workers 0; else set -- --workers 2 --link "$link"; fi
+            log "switchyard serve $* (round $round of ${CURVE_ROUNDS:-3}): batches 1,32, prompt $PROMPT_TOKENS tokens"
+            python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" "$@" \
+                --batches 1,32 --prompt-tokens "$PROMPT_TOKENS" --max-tokens 64 --threads "$THREADS" \
                 > "$RESULTS/$name.json" 2> "$WORK/$name.log" \
-                || { skip "serve-curve" "serve_decode.py --link $link failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
+                || { skip "serve-curve" "serve_decode.py $* failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
         done
     done
+    set --
 fi
 
 # --- peers --------------------------------------------------------------------------------------
@@ -257,4 +332,4 @@ fi
 
 if skipping llama; then skip llama-q8_0 "SKIP=llama"; fi
 
-python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --qwen3moe-model "$QWEN_MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"
+python3 "$BENCH/report.py" --results "$RESULTS" --model "$MODEL" --qwen3moe-model "$QWEN_MODEL" --gptoss-model "$GPTOSS_MODEL" --deepseek-model "$DEEPSEEK_MODEL" --prompt-tokens "$PROMPT_TOKENS" --decode-tokens "$DECODE_TOKENS"

@@ -12,7 +12,7 @@
 //            and 2 threads: `vdpbf16ps` (16 lanes × 2 products × 2 flops) where the compiler targets
 //            avx512bf16, else f32 FMA (AVX-512 or AVX2); 12 independent accumulators in registers,
 //            no memory operands; the best of 7 passes of 60 M instructions per thread.
-//   zmq      ZeroMQ DEALER/ROUTER round trip over tcp://127.0.0.1, two-frame messages
+//   zmq      ZeroMQ DEALER/ROUTER round trip over tcp://127.0.0.1, two-frame messages, plain and over CURVE
 //            (a 16-byte header frame + a payload frame of 8 KiB, 64 KiB, 1 MiB); the ROUTER echoes in
 //            a forked process; p50 and p99 in µs.
 //
@@ -246,10 +246,19 @@ static void check(int ok, const char *what) {
     }
 }
 
-// The echo side: ROUTER receives [identity, header, payload] and sends the same frames back.
-static void router_echo(const char *endpoint) {
+// CURVE keys of the echo side (server) and the timing side (client), made fresh for each run.
+static char server_public[41], server_secret[41], client_public[41], client_secret[41];
+
+// The echo side: ROUTER receives [identity, header, payload] and sends the same frames back; with
+// `curve`, as a CURVE server (no ZAP handler: every client key is accepted, which costs nothing per message).
+static void router_echo(const char *endpoint, int curve) {
     void *context = zmq_ctx_new();
     void *router = zmq_socket(context, ZMQ_ROUTER);
+    if (curve) {
+        int on = 1;
+        check(zmq_setsockopt(router, ZMQ_CURVE_SERVER, &on, sizeof on) == 0, "curve server");
+        check(zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, server_secret, 40) == 0, "curve secret key");
+    }
     check(zmq_bind(router, endpoint) == 0, "bind");
     for (;;) {
         zmq_msg_t parts[3];
@@ -270,19 +279,24 @@ static void router_echo(const char *endpoint) {
     _exit(0);
 }
 
-static void zmq_round_trips(int port, const size_t *sizes, int size_count, const int *iterations, double *p50,
-                            double *p99) {
+static void zmq_round_trips(int port, int curve, const size_t *sizes, int size_count, const int *iterations,
+                            double *p50, double *p99) {
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
     pid_t child = fork();
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        router_echo(endpoint);
+        router_echo(endpoint, curve);
     }
     void *context = zmq_ctx_new();
     void *dealer = zmq_socket(context, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+    if (curve) {
+        check(zmq_setsockopt(dealer, ZMQ_CURVE_SERVERKEY, server_public, 40) == 0, "curve server key");
+        check(zmq_setsockopt(dealer, ZMQ_CURVE_PUBLICKEY, client_public, 40) == 0, "curve public key");
+        check(zmq_setsockopt(dealer, ZMQ_CURVE_SECRETKEY, client_secret, 40) == 0, "curve secret key");
+    }
     check(zmq_connect(dealer, endpoint) == 0, "connect");
     char header[16] = "switchyard-hdr";
     for (int s = 0; s < size_count; s++) {
@@ -344,10 +358,22 @@ int main(int argc, char **argv) {
     size_t sizes[3] = {8 << 10, 64 << 10, 1 << 20};
     int iterations[3] = {2000, 1000, 300};
     double p50[3], p99[3];
-    zmq_round_trips(port, sizes, 3, iterations, p50, p99);
+    zmq_round_trips(port, 0, sizes, 3, iterations, p50, p99);
     for (int s = 0; s < 3; s++)
         fprintf(stderr, "zmq DEALER/ROUTER tcp round trip, 2 frames, %zu B: p50 %.0f µs, p99 %.0f µs\n", sizes[s],
                 p50[s], p99[s]);
+    // The same over CURVE (what Switchyard's worker links use by default): the floor of the encrypted link.
+    double curve_p50[3] = {0}, curve_p99[3] = {0};
+    int have_curve = zmq_has("curve") && zmq_curve_keypair(server_public, server_secret) == 0
+        && zmq_curve_keypair(client_public, client_secret) == 0;
+    if (have_curve) {
+        zmq_round_trips(port + 1, 1, sizes, 3, iterations, curve_p50, curve_p99);
+        for (int s = 0; s < 3; s++)
+            fprintf(stderr, "zmq DEALER/ROUTER tcp round trip over CURVE, 2 frames, %zu B: p50 %.0f µs, p99 %.0f µs\n",
+                    sizes[s], curve_p50[s], curve_p99[s]);
+    } else {
+        fprintf(stderr, "zmq: this libzmq has no CURVE\n");
+    }
 
     printf("{\"membw_gbs_1t\": %.2f, \"membw_gbs_2t\": %.2f, \"dot_kind\": \"%s\", \"dot_gflops_1t\": %.2f, "
            "\"dot_gflops_2t\": %.2f, \"sgemm\": [", bw1, bw2, DOT_KIND, dot1, dot2);
@@ -357,6 +383,10 @@ int main(int argc, char **argv) {
     printf("], \"zmq\": [");
     for (int s = 0; s < 3; s++)
         printf("%s{\"bytes\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f}", s ? ", " : "", sizes[s], p50[s], p99[s]);
+    printf("], \"zmq_curve\": [");
+    for (int s = 0; have_curve && s < 3; s++)
+        printf("%s{\"bytes\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f}", s ? ", " : "", sizes[s], curve_p50[s],
+               curve_p99[s]);
     printf("], \"sink\": %g}\n", (double)sink);
     return 0;
 }

@@ -15,6 +15,21 @@ import torch
 from transformers import AutoModelForCausalLM
 
 
+def cache_bytes_per_token(cache, tokens):
+    """The bytes of every key and value tensor in a transformers cache, divided by the tokens it holds
+    (None if the cache's layout is not one this knows)."""
+    total = 0
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return None
+    for layer in layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if tensor is not None and hasattr(tensor, "numel"):
+                total += tensor.numel() * tensor.element_size()
+    return round(total / tokens) if total else None
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -43,6 +58,8 @@ def main():
             token = out.logits[:, -1:].argmax(-1)
         decode = time.perf_counter() - start
     print(json.dumps({
+        # What its cache holds per token, every layer: the tensors' bytes over the cached tokens.
+        "kv_cache_bytes_per_token": cache_bytes_per_token(cache, ids.shape[1] + args.decode),
         "peer": "transformers", "torch": torch.__version__, "threads": args.threads, "dtype": args.dtype,
         # The vector path ATen dispatches to on this CPU (e.g. AVX512, AVX2) and the transformers version.
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

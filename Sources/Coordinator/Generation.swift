@@ -210,9 +210,19 @@ public struct GenerationRequest: Sendable, Equatable {
 public struct GenerationTiming: Sendable, Equatable, Codable {
     public var prefillTokensPerSecond: Double
     public var decodeTokensPerSecond: Double
+    /// Bytes one token takes in the sequence's KV cache, every layer (a latent-attention model's
+    /// cache holds the compressed latent): `generate` reports it, the benchmark prints it.
+    public var keyValueCacheBytesPerToken: Int?
     enum CodingKeys: String, CodingKey {
         case prefillTokensPerSecond = "prefill_tokens_per_s"
         case decodeTokensPerSecond = "decode_tokens_per_s"
+        case keyValueCacheBytesPerToken = "kv_cache_bytes_per_token"
+    }
+
+    public init(prefillTokensPerSecond: Double, decodeTokensPerSecond: Double, keyValueCacheBytesPerToken: Int? = nil) {
+        self.prefillTokensPerSecond = prefillTokensPerSecond
+        self.decodeTokensPerSecond = decodeTokensPerSecond
+        self.keyValueCacheBytesPerToken = keyValueCacheBytesPerToken
     }
 }
 
@@ -397,7 +407,8 @@ public struct GenerationEngine: Sendable {
             workers: experts.workerSummaries,
             timing: GenerationTiming(
                 prefillTokensPerSecond: Double(promptIDs.count) / max(prefillDuration.seconds, 1e-9),
-                decodeTokensPerSecond: Double(completion.count - 1) / max(decodeDuration.seconds, 1e-9)))
+                decodeTokensPerSecond: Double(completion.count - 1) / max(decodeDuration.seconds, 1e-9),
+                keyValueCacheBytesPerToken: cache.bytesPerToken))
     }
 }
 

@@ -104,6 +104,11 @@ struct MakeModel: ParsableCommand {
     /// Whether --arch has multi-head latent attention.
     var latentAttention: Bool { arch == "deepseek_v3" || arch == "deepseek_v2" }
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "qwen2_moe, glm4_moe, deepseek_v3, deepseek_v2: biases on the attention projections (qkv_bias, attention_bias). DeepSeek's and GLM's released checkpoints have none.")
+    var attentionBias = true
+
     @Option(name: .customLong("sliding-window"), help: "Attention sliding window in tokens (default: none; gpt_oss: 128, on its even layers).")
     var slidingWindow: Int?
 
@@ -269,6 +274,7 @@ struct MakeModel: ParsableCommand {
             options.keptExpertGroupCount = topGroups ?? groups
             options.routedScalingFactor = routedScale
             options.queryKeyNorm = qkNorm
+            options.queryKeyValueBias = attentionBias
             let headSize = max(1, hidden / heads)
             options.queryLowRank = (qLoraRank ?? max(1, hidden / 2)).nonZero
             options.keyValueLowRank = kvLoraRank ?? max(1, hidden / 4)
