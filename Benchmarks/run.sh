@@ -11,7 +11,11 @@
 # torch threads 2) and llama.cpp through llama-cpp-python (GGUF bf16 and q8_0, 2 threads), then
 # prints the figures and their ratios; (4) a Qwen3-MoE-shaped bf16 model (hidden 1024, 12 layers,
 # 128 experts top-8, expert FFN 256: many small experts) at batch 1 in-process against llama.cpp bf16
-# (interleaved rounds) and transformers. Peers that cannot be installed or run are skipped with the
+# (interleaved rounds) and transformers; (5) a DeepSeek-V3-shaped bf16 model (latent attention, a shared
+# expert, 64 routed experts top-6 in groups) against llama.cpp bf16 and transformers, with each engine's
+# KV-cache bytes per token; (6) a gpt-oss-shaped model with MXFP4 experts against llama.cpp's MXFP4
+# GGUF of the same weights; (7) 2 workers with the link encrypted (CURVE) against --insecure and
+# in-process, in alternating rounds. Peers that cannot be installed or run are skipped with the
 # reason. Absolute times on a shared host drift; compare the ratios, which come from one run.
 #
 # Environment (all optional):

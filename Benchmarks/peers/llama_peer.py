@@ -18,6 +18,17 @@ import numpy as np
 import llama_cpp
 
 
+# llama.cpp logs its KV cache's size when it makes the context ("llama_kv_cache: size = 6.00 MiB
+# (512 cells, ...)"): its log is kept to report bytes per token. The callback lives as long as the
+# interpreter, since llama.cpp may log until the last context is freed.
+LOG = []
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+def collect_log(level, text, user_data):
+    LOG.append(text.decode(errors="replace") if text else "")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--gguf", required=True)
@@ -26,14 +37,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     ids = [int(x) for x in args.prompt_ids.split(",")]
-    # llama.cpp logs its KV cache's size when it makes the context ("llama_kv_cache: size = 6.00 MiB
-    # (512 cells, ...)"): kept from its log to report bytes per token.
-    messages = []
-
-    @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-    def collect(level, text, user_data):
-        messages.append(text.decode(errors="replace") if text else "")
-    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    llama_cpp.llama_log_set(collect_log, ctypes.c_void_p(0))
     llm = llama_cpp.Llama(model_path=args.gguf, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=args.threads,
                           n_threads_batch=args.threads, verbose=False)
     llm.eval(ids[:8])  # warm-up
@@ -48,9 +52,7 @@ def main():
         token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         llm.eval([token])
     decode = time.perf_counter() - start
-    log = "".join(messages)
-    match = re.search(r"KV (?:self |cache: )?size\s*=\s*([0-9.]+) MiB \((\d+) cells", log) or \
-        re.search(r"size\s*=\s*([0-9.]+) MiB \((\d+) cells", log)
+    match = re.search(r"kv_cache: size\s*=\s*([0-9.]+) MiB \(\s*(\d+) cells", "".join(LOG))
     kv_bytes = round(float(match.group(1)) * 2**20 / int(match.group(2))) if match else None
     print(json.dumps({
         "kv_cache_bytes_per_token": kv_bytes,

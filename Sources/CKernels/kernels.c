@@ -1620,6 +1620,9 @@ typedef struct sy_job {
     /// SY_KIND_TASKS: task j of 0 ..< n is task(context, j).
     sy_task task;
     void *context;
+    /// SY_KIND_Q8 with `part_count` products: these instead of `parts` (x and xscale hold every row
+    /// of the call quantized, kp blocks a row; ws is a q8 row's bytes).
+    const sy_grouped_q8_product *q8_parts;
 } sy_job;
 
 /// Bytes per element of the job's x (prepared bf16 for `vdpbf16ps`, else f32).
@@ -1642,6 +1645,19 @@ static void run_columns(const sy_job *job, size_t j0, size_t j1) {
         return;
     }
     size_t offset = 0;
+    for (size_t s = 0; job->q8_parts != NULL && s < job->part_count && offset < j1; s++) {
+        const sy_grouped_q8_product *part = &job->q8_parts[s];
+        size_t begin = j0 > offset ? j0 : offset;
+        size_t end = j1 < offset + part->n ? j1 : offset + part->n;
+        if (begin < end) {
+            const int8_t *x = (const int8_t *)job->x + part->row * job->xs;
+            matmul_one(job->kind, job->isa, x, part->m, job->k, job->xs, job->kp, part->wq + (begin - offset) * job->ws,
+                       end - begin, job->ws, part->y + (begin - offset), part->y_stride, job->accumulate,
+                       job->xscale + part->row * job->kp, part->wscales + (begin - offset) * job->kp);
+        }
+        offset += part->n;
+    }
+    if (job->q8_parts != NULL) return;
     for (size_t s = 0; s < job->part_count && offset < j1; s++) {
         const sy_grouped_product *part = &job->parts[s];
         size_t begin = j0 > offset ? j0 : offset;
@@ -1959,6 +1975,31 @@ int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x
     int8_t *xq = (int8_t *)(space + m * blocks * sizeof(float));
     for (size_t i = 0; i < m; i++) quantize_row_q8(x + i * x_stride, k, blocks, xq + i * row, xd + i * blocks);
     matmul_dispatch(SY_KIND_Q8, isa, xq, m, k, row, blocks, wq, n, row, y, y_stride, accumulate, xd, wscales);
+    return 0;
+}
+
+int sy_matmul_nt_q8_grouped_isa(sy_isa isa, const float *x, size_t rows, size_t k, size_t x_stride,
+                                const sy_grouped_q8_product *products, size_t count, int accumulate) {
+    if (count == 0) return -1;
+    size_t n = 0, row_columns = 0;
+    for (size_t s = 0; s < count; s++) {
+        if (products[s].row > rows || products[s].m > rows - products[s].row) return -1;
+        n += products[s].n;
+        row_columns += products[s].m * products[s].n;
+    }
+    if (rows == 0 || n == 0 || row_columns == 0) return 0;
+    // Every row quantized once, as sy_matmul_nt_q8_isa quantizes each product's rows (row by row, so
+    // the same values whichever rows a call holds).
+    size_t blocks = sy_q8_block_count(k), row = blocks * SY_Q8_BLOCK;
+    char *space = prepared_space(rows * row + rows * blocks * sizeof(float) + 64);
+    if (space == NULL) return -1;
+    float *xd = (float *)(void *)space;
+    int8_t *xq = (int8_t *)(space + rows * blocks * sizeof(float));
+    for (size_t i = 0; i < rows; i++) quantize_row_q8(x + i * x_stride, k, blocks, xq + i * row, xd + i * blocks);
+    // m is the average rows per column here: the pool sizes its chunks and decides to split by it.
+    sy_job job = {SY_KIND_Q8, isa, xq, (row_columns + n - 1) / n, k, row, blocks, NULL, n, row, NULL, 0, accumulate,
+                  0, xd, NULL, count, NULL, NULL, NULL, products};
+    dispatch_job(job);
     return 0;
 }
 

@@ -422,6 +422,62 @@ public struct GroupedBFloat16Product {
     }
 }
 
+/// One product of ``linear(_:rowCount:inputCount:groupedQ8Products:isa:)``: rows `firstRow ..< firstRow + rowCount`
+/// of the input against a q8 weight (values [outputCount, blocks × 32], scales [outputCount, blocks], as
+/// ``quantizeQ8(_:outputCount:inputCount:)`` writes them), the result [rowCount, outputCount] into `output`.
+public struct GroupedQ8Product {
+    public var firstRow: Int
+    public var rowCount: Int
+    public var values: UnsafePointer<Int8>
+    public var scales: UnsafePointer<Float>
+    public var outputCount: Int
+    public var output: UnsafeMutablePointer<Float>
+
+    public init(
+        firstRow: Int, rowCount: Int, values: UnsafePointer<Int8>, scales: UnsafePointer<Float>, outputCount: Int,
+        output: UnsafeMutablePointer<Float>
+    ) {
+        self.firstRow = firstRow
+        self.rowCount = rowCount
+        self.values = values
+        self.scales = scales
+        self.outputCount = outputCount
+        self.output = output
+    }
+}
+
+/// Several products with q8 weights, each on its own rows of one input (every expert of a layer on
+/// the tokens routed to it), as one job: the input is quantized once and the threads split all the
+/// columns together, so they meet once instead of once per product (many small experts: Qwen3-MoE's
+/// 8 of 128 a token). Each output is bitwise what
+/// ``linear(_:rowCount:inputCount:q8Values:q8Scales:outputCount:into:accumulate:isa:)`` gives for the
+/// product's rows.
+/// - Parameters:
+///   - input: [rowCount, inputCount], f32.
+///   - products: at least one, rows inside the input; outputs must not overlap each other or the input.
+public func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, groupedQ8Products products: [GroupedQ8Product],
+    isa: KernelISA? = nil
+) {
+    precondition(!products.isEmpty, "linear: no products")
+    precondition(rowCount >= 0 && inputCount >= 0, "linear: negative dimension")
+    for product in products {
+        precondition(
+            product.firstRow >= 0 && product.rowCount >= 0 && product.firstRow + product.rowCount <= rowCount,
+            "linear: rows \(product.firstRow) ..< \(product.firstRow + product.rowCount) outside 0 ..< \(rowCount)")
+    }
+    guard rowCount > 0 else { return }
+    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
+    let parts = products.map {
+        sy_grouped_q8_product(
+            row: $0.firstRow, m: $0.rowCount, wq: $0.values, wscales: $0.scales, n: $0.outputCount, y: $0.output,
+            y_stride: $0.outputCount)
+    }
+    let status = sy_matmul_nt_q8_grouped_isa(
+        isa?.cValue ?? sy_active_isa(), input, rowCount, inputCount, inputCount, parts, parts.count, 0)
+    precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) quantized inputs")
+}
+
 /// Several products with bf16 weights, each on its own rows of one input (q, k and v on every row;
 /// every expert of a layer on the tokens routed to it), as one job: the input is rounded once and the threads split all
 /// the columns together, so they meet once instead of once per product. Each output is bitwise what

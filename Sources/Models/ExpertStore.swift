@@ -355,6 +355,27 @@ private struct FeedForwardScratch {
                                 return true
                             } == true
                         guard !grouped else { return }
+                        // Every matrix q8 (quantized at load): the same three grouped jobs, each
+                        // quantizing its input once for all the experts.
+                        let quantized = groups.compactMap { group -> (QuantizedMatrix, QuantizedMatrix, QuantizedMatrix)? in
+                            guard group.biases == nil, activation == nil, case .q8(let w1) = group.gate,
+                                case .q8(let w3) = group.up, case .q8(let w2) = group.down,
+                                w1.outputCount == intermediateSize, w1.inputCount == hiddenSize,
+                                w3.outputCount == intermediateSize, w3.inputCount == hiddenSize,
+                                w2.outputCount == hiddenSize, w2.inputCount == intermediateSize
+                            else { return nil }
+                            return (w1, w3, w2)
+                        }
+                        if !groups.isEmpty, quantized.count == groups.count {
+                            let gateUp = groups.indices.flatMap { i in
+                                [quantized[i].0.product(groups[i].rows, into: g), quantized[i].1.product(groups[i].rows, into: u)]
+                            }
+                            linear(x, rowCount: rowCount, inputCount: hiddenSize, groupedQ8Products: gateUp)
+                            swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
+                            let downs = groups.indices.map { i in quantized[i].2.product(groups[i].rows, into: d) }
+                            linear(g, rowCount: rowCount, inputCount: intermediateSize, groupedQ8Products: downs)
+                            return
+                        }
                         for group in groups {
                             let first = group.rows.lowerBound
                             let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
@@ -408,25 +429,49 @@ enum ExpertMatrix: Sendable {
 struct QuantizedMatrix: Sendable {
     let outputCount: Int
     let inputCount: Int
-    /// [outputCount, blocks × 32]
-    let values: [Int8]
-    /// [outputCount, blocks]
-    let scales: [Float]
+    /// The values [outputCount, blocks × 32] and scales [outputCount, blocks], at addresses that stay
+    /// put while the matrix lives (so that a layer's experts can run as one grouped product).
+    let storage: QuantizedStorage
 
     init(_ weight: WeightTensor) {
         precondition(weight.shape.count == 2, "QuantizedMatrix: weight must be a matrix, got shape \(weight.shape)")
         outputCount = weight.shape[0]
         inputCount = weight.shape[1]
-        (values, scales) = quantizeQ8(weight.values, outputCount: outputCount, inputCount: inputCount)
+        let (values, scales) = quantizeQ8(weight.values, outputCount: outputCount, inputCount: inputCount)
+        storage = QuantizedStorage(values: values, scales: scales)
     }
 
     func apply(_ input: UnsafePointer<Float>, rowCount: Int, into output: UnsafeMutablePointer<Float>) {
-        values.withUnsafeBufferPointer { q in
-            scales.withUnsafeBufferPointer { s in
-                linear(
-                    input, rowCount: rowCount, inputCount: inputCount, q8Values: q.baseAddress!, q8Scales: s.baseAddress!,
-                    outputCount: outputCount, into: output)
-            }
-        }
+        linear(
+            input, rowCount: rowCount, inputCount: inputCount, q8Values: storage.values.baseAddress!,
+            q8Scales: storage.scales.baseAddress!, outputCount: outputCount, into: output)
+    }
+
+    /// This matrix on `rows` of a grouped product's input, into the same rows of `output` [*, outputCount].
+    func product(_ rows: Range<Int>, into output: UnsafeMutablePointer<Float>) -> GroupedQ8Product {
+        GroupedQ8Product(
+            firstRow: rows.lowerBound, rowCount: rows.count, values: storage.values.baseAddress!,
+            scales: storage.scales.baseAddress!, outputCount: outputCount, output: output + rows.lowerBound * outputCount)
+    }
+}
+
+/// A q8 matrix's values and scales in memory of their own, freed with the last reference.
+///
+/// `@unchecked Sendable`: written once in `init`, read-only after.
+final class QuantizedStorage: @unchecked Sendable {
+    let values: UnsafeMutableBufferPointer<Int8>
+    let scales: UnsafeMutableBufferPointer<Float>
+
+    init(values: [Int8], scales: [Float]) {
+        // At least one element each, so that the base addresses exist.
+        self.values = .allocate(capacity: max(1, values.count))
+        self.scales = .allocate(capacity: max(1, scales.count))
+        _ = self.values.initialize(from: values)
+        _ = self.scales.initialize(from: scales)
+    }
+
+    deinit {
+        values.deallocate()
+        scales.deallocate()
     }
 }

@@ -226,8 +226,16 @@ struct BFloat16CheckpointTests {
     }
 }
 
-/// Runs `body` with the kernels split over `count` threads, then restores the previous count.
+/// Held while a test runs with a thread count of its own: the count is one process-wide setting and
+/// the suites that change it run in parallel, so without the lock one test's "3 threads" could run on
+/// another's 1. (Products computed outside it give the same bits on any count.)
+private let threadCountLock = NSRecursiveLock()
+
+/// Runs `body` with the kernels split over `count` threads, then restores the previous count; no other
+/// test changes the count meanwhile.
 private func withThreadCount<Result>(_ count: Int, _ body: () throws -> Result) rethrows -> Result {
+    threadCountLock.lock()
+    defer { threadCountLock.unlock() }
     let previous = Kernels.threadCount
     Kernels.setThreadCount(count)
     defer { Kernels.setThreadCount(previous) }
@@ -544,6 +552,61 @@ struct FusedProductTests {
                     expectSameBits(
                         Array(grouped[outputStarts[index]..<outputStarts[index + 1]]), separate[index],
                         "\(isa) \(arithmetic), case \(caseIndex), \(threads) threads, product \(index)")
+                }
+            }
+        }
+    }
+
+    @Test(
+        "q8 products fused into one job, each on its own rows, give bitwise the separate products, on every path, 1 and 3 threads",
+        arguments: KernelISA.supported)
+    func groupedQ8EqualsSeparate(isa: KernelISA) {
+        for (caseIndex, testCase) in Self.groupedCases.enumerated() {
+            var random = TestRandom(seed: 91 + UInt64(caseIndex))
+            let (groups, rows, inputs) = testCase
+            let x = random.floats(rows * inputs)
+            let matrices = groups.map { group in quantizeQ8(random.floats(group.2 * inputs), outputCount: group.2, inputCount: inputs) }
+            let outputStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.1 * group.2) }
+            let separate = groups.enumerated().map { index, group -> [Float] in
+                guard group.1 > 0 else { return [] }
+                return linear(
+                    Array(x[(group.0 * inputs)..<((group.0 + group.1) * inputs)]), rowCount: group.1,
+                    q8Values: matrices[index].values, q8Scales: matrices[index].scales, outputCount: group.2, isa: isa)
+            }
+            // Stable addresses for every matrix during the grouped call.
+            let values = matrices.map { matrix in
+                let buffer = UnsafeMutableBufferPointer<Int8>.allocate(capacity: max(1, matrix.values.count))
+                _ = buffer.initialize(from: matrix.values)
+                return buffer
+            }
+            let scales = matrices.map { matrix in
+                let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, matrix.scales.count))
+                _ = buffer.initialize(from: matrix.scales)
+                return buffer
+            }
+            defer {
+                values.forEach { $0.deallocate() }
+                scales.forEach { $0.deallocate() }
+            }
+            for threads in [1, 3] {
+                var grouped = [Float](repeating: .nan, count: outputStarts.last!)
+                withThreadCount(threads) {
+                    x.withUnsafeBufferPointer { input in
+                        grouped.withUnsafeMutableBufferPointer { y in
+                            let products = groups.enumerated().map { index, group in
+                                GroupedQ8Product(
+                                    firstRow: group.0, rowCount: group.1, values: values[index].baseAddress!,
+                                    scales: scales[index].baseAddress!, outputCount: group.2,
+                                    output: y.baseAddress! + outputStarts[index])
+                            }
+                            linear(input.baseAddress!, rowCount: rows, inputCount: inputs, groupedQ8Products: products, isa: isa)
+                        }
+                    }
+                }
+                for index in groups.indices {
+                    expectSameBits(
+                        Array(grouped[outputStarts[index]..<outputStarts[index + 1]]), separate[index],
+                        "\(isa) q8, case \(caseIndex), \(threads) threads, product \(index)")
                 }
             }
         }

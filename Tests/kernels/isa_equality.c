@@ -18,7 +18,7 @@
 //   cannot negate -128), which every other path is;
 // - the scalar path computes the header's definitions (a plain reference here, ordinary inputs);
 // - a row's result does not depend on the batch around it, nor on the thread count, nor on how the
-//   products are grouped (sy_matmul_nt_bf16_grouped_isa);
+//   products are grouped (sy_matmul_nt_bf16_grouped_isa, sy_matmul_nt_q8_grouped_isa);
 // - exact bf16 is the f32 product on the widened weights; bf16 keys, values and scores likewise.
 // Exits 1 on any mismatch, printing the first few with their place.
 //
@@ -434,6 +434,27 @@ static void check_grouped(void) {
                 expect_same(grouped + s * size, lone, size, what);
             }
         }
+    // The same for q8 (sy_matmul_nt_q8_grouped_isa: x quantized once for every part).
+    for (size_t t = 0; t <= path_count; t++) {
+        sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+        memset(grouped, 0, 3 * size * sizeof(float));
+        size_t row = o.blocks * 32;
+        sy_grouped_q8_product parts[3] = {{0, 4, o.wq, o.wd, 11, grouped, o.ys},
+                                          {2, 7, o.wq + 2 * row, o.wd + 2 * o.blocks, 7, grouped + size, o.ys},
+                                          {5, 1, o.wq, o.wd, 4, grouped + 2 * size, o.ys}};
+        if (sy_matmul_nt_q8_grouped_isa(isa, o.x, o.m, o.k, o.xs, parts, 3, 0) != 0)
+            mismatch("grouped q8 on %s returned an error", isa_name(isa));
+        for (size_t s = 0; s < 3; s++) {
+            operands part = o;
+            part.n = parts[s].n;
+            part.wq = (int8_t *)parts[s].wq;
+            part.wd = (float *)parts[s].wscales;
+            memset(lone, 0, size * sizeof(float));
+            product(KIND_Q8, isa, &part, parts[s].row, parts[s].m, lone, 0);
+            snprintf(what, sizeof what, "grouped q8 on %s, part %zu", isa_name(isa), s);
+            expect_same(grouped + s * size, lone, size, what);
+        }
+    }
     free(grouped);
     free(lone);
     free_operands(&o);

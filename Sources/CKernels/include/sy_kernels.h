@@ -148,6 +148,27 @@ int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const i
 int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const int8_t *wq,
                         const float *wscales, size_t n, float *y, size_t y_stride, int accumulate);
 
+/// One product of ``sy_matmul_nt_q8_grouped_isa``: rows [row, row + m) of the call's x against the
+/// q8 weight wq [n, blocks × 32] with wscales [n, blocks] (as ``sy_q8_quantize`` writes them), into
+/// y [m, n] (row stride `y_stride`).
+typedef struct sy_grouped_q8_product {
+    size_t row;
+    size_t m;
+    const int8_t *wq;
+    const float *wscales;
+    size_t n;
+    float *y;
+    size_t y_stride;
+} sy_grouped_q8_product;
+
+/// `count` q8 products, each on its own rows of one x [rows, k] (the experts of a layer on their
+/// tokens), as one job: x is quantized once and the threads split all their columns together, so
+/// they meet once instead of once per product. Each product's y is bitwise what ``sy_matmul_nt_q8_isa``
+/// gives for its rows. Returns 0, or -1 for no products, rows outside x, or when the quantized-x
+/// buffer cannot be allocated.
+int sy_matmul_nt_q8_grouped_isa(sy_isa isa, const float *x, size_t rows, size_t k, size_t x_stride,
+                                const sy_grouped_q8_product *products, size_t count, int accumulate);
+
 /// Sets how many threads (the caller included) ``sy_matmul_nt`` and ``sy_matmul_nt_bf16`` (and
 /// their `_isa` forms) split one product over: 1 ... SY_MAX_THREADS, clamped. A product is split
 /// over n only (each thread computes whole output columns), never over k, so the result is
