@@ -129,22 +129,12 @@ def main():
 
     out(f"\nBatch 1: prefill {args.prompt_tokens} tokens, decode {args.decode_tokens} tokens (tokens/s, this run)")
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
-    for name, key, result in [("Switchyard, in-process (generate --spawn-workers 0)", "switchyard-inprocess", sy_in),
-                              ("Switchyard, 2 workers over tcp loopback", "switchyard-workers2", sy_w2),
-                              ("Switchyard, in-process, --quantize q8", "switchyard-inprocess-q8", sy_q8),
-                              ("transformers CPU bf16, 2 threads", "transformers", hf),
-                              ("llama.cpp bf16, 2 threads", "llama-bf16", lb),
-                              ("llama.cpp q8_0, 2 threads", "llama-q8_0", lq)]:
-        if result is None:
-            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
-        else:
-            p, d = timing(result)
-            runs = result.get("timing_runs") if isinstance(result, dict) else None
-            spread = ""
-            if runs and len(runs) > 1:
-                spread = "   median of " + str(len(runs)) + " runs, decode " + " / ".join(
-                    fmt(run.get("decode_tokens_per_s")) for run in runs)
-            out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{spread}")
+    engine_rows(out, r, timing, [("Switchyard, in-process (generate --spawn-workers 0)", "switchyard-inprocess", sy_in),
+                                 ("Switchyard, 2 workers over tcp loopback", "switchyard-workers2", sy_w2),
+                                 ("Switchyard, in-process, --quantize q8", "switchyard-inprocess-q8", sy_q8),
+                                 ("transformers CPU bf16, 2 threads", "transformers", hf),
+                                 ("llama.cpp bf16, 2 threads", "llama-bf16", lb),
+                                 ("llama.cpp q8_0, 2 threads", "llama-q8_0", lq)])
 
     serve = {w: load(r, f"serve-workers{w}") for w in (0, 2)}
     tokens = next((s["max_tokens"] for s in serve.values() if s), "?")
@@ -334,6 +324,32 @@ def machine_section(out, r):
         out(f"  transformers {hf.get('transformers')} on torch {hf.get('torch')}: ATen CPU capability {hf['cpu_capability']}")
 
 
+def engine_rows(out, r, timing, rows, extra=None):
+    """One line per engine: prefill and decode (tokens/s, medians) and, where it ran several times, each
+    run's decode; `extra(result)` adds a column (e.g. KV-cache bytes per token)."""
+    for name, key, result in rows:
+        if result is None:
+            column = f"{'—':>16}" if extra else ""
+            out(f"  {name:<44}{'—':>10}{'—':>10}{column}   skipped: {reason(r, key)}")
+            continue
+        p, d = timing(result)
+        runs = result.get("timing_runs")
+        spread = ("   median of " + str(len(runs)) + " runs, decode " + " / ".join(fmt(x.get("decode_tokens_per_s")) for x in runs)
+                  if runs and len(runs) > 1 else "")
+        column = f"{extra(result):>16}" if extra else ""
+        out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{column}{spread}")
+
+
+def ratio_rows(out, paired, rows):
+    """One line per comparison: the prefill and decode ratios (medians of the rounds where both ran in
+    every round), with the rounds' decode ratios."""
+    for name, ours, peer in rows:
+        prefill_ratio, _ = paired(ours, peer, "prefill_tokens_per_s")
+        decode_ratio, rounds = paired(ours, peer, "decode_tokens_per_s")
+        note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
+        out(f"  {name:<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+
+
 def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, timing):
     """The Qwen3-MoE-shaped model: many small experts (8 of 128 a token), batch 1."""
     sy = load(r, "qwen3moe-switchyard-inprocess")
@@ -352,26 +368,14 @@ def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, 
         f"top-{config['num_experts_per_tok']}, expert FFN {ffn}, q/k norm, bf16): {params / 1e6:.1f} M active parameters "
         f"= {params * 2 / 1e6:.0f} MB read per decoded token")
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
-    for name, key, result in [("Switchyard, in-process", "qwen3moe-switchyard-inprocess", sy),
-                              ("Switchyard, in-process, --quantize q8", "qwen3moe-switchyard-inprocess-q8", sq),
-                              ("transformers CPU bf16, 2 threads", "qwen3moe-transformers", hf),
-                              ("llama.cpp bf16, 2 threads", "qwen3moe-llama-bf16", lb),
-                              ("llama.cpp q8_0, 2 threads", "qwen3moe-llama-q8_0", lq)]:
-        if result is None:
-            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
-            continue
-        p, d = timing(result)
-        runs = result.get("timing_runs")
-        spread = ("   median of " + str(len(runs)) + " runs, decode " + " / ".join(fmt(x.get("decode_tokens_per_s")) for x in runs)
-                  if runs and len(runs) > 1 else "")
-        out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{spread}")
+    engine_rows(out, r, timing, [("Switchyard, in-process", "qwen3moe-switchyard-inprocess", sy),
+                                 ("Switchyard, in-process, --quantize q8", "qwen3moe-switchyard-inprocess-q8", sq),
+                                 ("transformers CPU bf16, 2 threads", "qwen3moe-transformers", hf),
+                                 ("llama.cpp bf16, 2 threads", "qwen3moe-llama-bf16", lb),
+                                 ("llama.cpp q8_0, 2 threads", "qwen3moe-llama-q8_0", lq)])
     out(f"  {'':<48}{'prefill':>10}{'decode':>10}")
-    for name, ours, peer in [("Switchyard ÷ llama.cpp bf16", sy, lb), ("Switchyard ÷ transformers bf16", sy, hf),
-                             ("Switchyard q8 ÷ llama.cpp q8_0", sq, lq)]:
-        prefill_ratio, _ = paired(ours, peer, "prefill_tokens_per_s")
-        decode_ratio, rounds = paired(ours, peer, "decode_tokens_per_s")
-        note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
-        out(f"  {name:<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+    ratio_rows(out, paired, [("Switchyard ÷ llama.cpp bf16", sy, lb), ("Switchyard ÷ transformers bf16", sy, hf),
+                             ("Switchyard q8 ÷ llama.cpp q8_0", sq, lq)])
     decode_ratio = paired(sy, lb, "decode_tokens_per_s")[0]
     out(f"  {'decode ÷ llama.cpp bf16 here ÷ the same on the Mixtral model':<58}{fmt(ratio(decode_ratio, mixtral_llama_ratio), 2):>10}")
     if floor_2t_bandwidth:
@@ -395,23 +399,14 @@ def deepseek_section(out, r, args, paired, timing):
         f"{c['kv_lora_rank']} + rope {c['qk_rope_head_dim']}, {c['n_routed_experts']} routed experts top-{c['num_experts_per_tok']} "
         f"in {c['n_group']} groups (keep {c['topk_group']}), {c['n_shared_experts']} shared, bf16)")
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}{'KV bytes/token':>16}")
-    for name, key, result in [("Switchyard, in-process (latent cache)", "deepseek-switchyard-inprocess", sy),
-                              ("transformers CPU bf16, 2 threads", "deepseek-transformers", hf),
-                              ("llama.cpp bf16, 2 threads", "deepseek-llama-bf16", ll)]:
-        if result is None:
-            out(f"  {name:<44}{'—':>10}{'—':>10}{'—':>16}   skipped: {reason(r, key)}")
-            continue
-        p, d = timing(result)
+    def kv_bytes(result):
         kv = (result.get("timing") or {}).get("kv_cache_bytes_per_token") or result.get("kv_cache_bytes_per_token")
-        runs = result.get("timing_runs")
-        spread = ("   median of " + str(len(runs)) + " runs, decode " + " / ".join(fmt(x.get("decode_tokens_per_s")) for x in runs)
-                  if runs and len(runs) > 1 else "")
-        out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{(str(kv) if kv else '—'):>16}{spread}")
-    for name, peer in [("Switchyard ÷ llama.cpp bf16", ll), ("Switchyard ÷ transformers bf16", hf)]:
-        prefill_ratio, _ = paired(sy, peer, "prefill_tokens_per_s")
-        decode_ratio, rounds = paired(sy, peer, "decode_tokens_per_s")
-        note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
-        out(f"  {name:<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+        return str(kv) if kv else "—"
+
+    engine_rows(out, r, timing, [("Switchyard, in-process (latent cache)", "deepseek-switchyard-inprocess", sy),
+                                 ("transformers CPU bf16, 2 threads", "deepseek-transformers", hf),
+                                 ("llama.cpp bf16, 2 threads", "deepseek-llama-bf16", ll)], extra=kv_bytes)
+    ratio_rows(out, paired, [("Switchyard ÷ llama.cpp bf16", sy, ll), ("Switchyard ÷ transformers bf16", sy, hf)])
     full = c["num_hidden_layers"] * c["num_attention_heads"] * (c["qk_nope_head_dim"] + c["qk_rope_head_dim"] + c["v_head_dim"]) * 2
     latent = c["num_hidden_layers"] * (c["kv_lora_rank"] + c["qk_rope_head_dim"]) * 2
     out(f"  KV bytes/token at bf16: full keys and values {full}, the compressed latent {latent} ({full / latent:.1f}× fewer)")
@@ -444,20 +439,9 @@ def gptoss_section(out, r, args, floor_2t_bandwidth, paired, timing):
         f"{config['num_local_experts']} experts top-{config['num_experts_per_tok']}, expert FFN {config['intermediate_size']}, "
         f"MXFP4 experts, the rest bf16): {per_token / 1e6:.0f} MB read per decoded token")
     out(f"  {'engine':<44}{'prefill':>10}{'decode':>10}")
-    for name, key, result in [("Switchyard, in-process (MXFP4 kernels)", "gptoss-switchyard-inprocess", sy),
-                              ("llama.cpp MXFP4 GGUF, 2 threads", "gptoss-llama-mxfp4", ll)]:
-        if result is None:
-            out(f"  {name:<44}{'—':>10}{'—':>10}   skipped: {reason(r, key)}")
-            continue
-        p, d = timing(result)
-        runs = result.get("timing_runs")
-        spread = ("   median of " + str(len(runs)) + " runs, decode " + " / ".join(fmt(x.get("decode_tokens_per_s")) for x in runs)
-                  if runs and len(runs) > 1 else "")
-        out(f"  {name:<44}{fmt(p):>10}{fmt(d):>10}{spread}")
-    prefill_ratio, _ = paired(sy, ll, "prefill_tokens_per_s")
-    decode_ratio, rounds = paired(sy, ll, "decode_tokens_per_s")
-    note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
-    out(f"  {'Switchyard ÷ llama.cpp (MXFP4 against MXFP4)':<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+    engine_rows(out, r, timing, [("Switchyard, in-process (MXFP4 kernels)", "gptoss-switchyard-inprocess", sy),
+                                 ("llama.cpp MXFP4 GGUF, 2 threads", "gptoss-llama-mxfp4", ll)])
+    ratio_rows(out, paired, [("Switchyard ÷ llama.cpp (MXFP4 against MXFP4)", sy, ll)])
     if floor_2t_bandwidth:
         floor = floor_2t_bandwidth * 1e9 / per_token
         out(f"  {'decode floor (bandwidth ÷ bytes per token, 2 threads)':<58}{fmt(floor):>10} tok/s")

@@ -84,15 +84,36 @@ if skipping hf && skipping llama; then :; else
 fi
 HF_PYTHON=${HF_PYTHON:-$PEER_VENV/bin/python}
 
+# A benchmark model, made again only when its make-model arguments changed (kept in BENCH_WORK).
+make_model() {  # directory, what it is (for the log), make-model arguments...
+    local dir=$1 label=$2
+    shift 2
+    if [[ ! -f "$dir/.made" ]] || [[ "$(cat "$dir/.made")" != "$*" ]]; then
+        log "making the $label: switchyard make-model $*"
+        rm -rf "$dir"
+        "$SWITCHYARD" make-model --out "$dir" "$@" >&2 || { log "make-model failed"; exit 1; }
+        printf '%s' "$*" > "$dir/.made"
+    fi
+}
+
+# transformers on a benchmark model (once: it is the slowest engine by far), into RESULTS/NAME.json.
+run_hf() {  # result name, model directory, what it is (for the log)
+    local name=$1 model=$2 label=$3
+    if skipping hf; then skip "$name" "SKIP=hf"
+    elif ! "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
+        skip "$name" "torch/transformers not importable by $HF_PYTHON (install failed: see $SETUP_LOG)"
+    else
+        log "transformers on the $label: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, bf16, $THREADS threads"
+        "$HF_PYTHON" "$BENCH/peers/hf_peer.py" --model "$model" --prompt-ids "$PROMPT_IDS" --decode "$DECODE_TOKENS" \
+            --threads "$THREADS" > "$RESULTS/$name.json" 2> "$WORK/$name.log" \
+            || { skip "$name" "hf_peer.py failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
+    fi
+}
+
 # --- the benchmark model ------------------------------------------------------------------------
 MODEL_ARGS=(--arch mixtral --hidden 1024 --layers 12 --experts 8 --top-k 2 --vocab 32000 --intermediate 2816
             --heads 16 --kv-heads 8 --dtype bf16 --seed 1)
-if [[ ! -f "$MODEL/.made" ]] || [[ "$(cat "$MODEL/.made")" != "${MODEL_ARGS[*]}" ]]; then
-    log "making the benchmark model: switchyard make-model ${MODEL_ARGS[*]}"
-    rm -rf "$MODEL"
-    "$SWITCHYARD" make-model --out "$MODEL" "${MODEL_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
-    printf '%s' "${MODEL_ARGS[*]}" > "$MODEL/.made"
-fi
+make_model "$MODEL" "benchmark model" "${MODEL_ARGS[@]}"
 # A fixed 128-token prompt of ordinary ids (the same for every engine).
 PROMPT_IDS=$(python3 -c "print(','.join(str(500 + (i * 7919) % 20000) for i in range($PROMPT_TOKENS)))")
 
@@ -160,12 +181,7 @@ QWEN_MODEL="$WORK/model-qwen3moe"
 QWEN_ARGS=(--arch qwen3_moe --hidden 1024 --layers 12 --experts 128 --top-k 8 --moe-intermediate 256 --vocab 32000
            --heads 16 --kv-heads 4 --norm-topk-prob --dtype bf16 --seed 2)
 if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; else
-    if [[ ! -f "$QWEN_MODEL/.made" ]] || [[ "$(cat "$QWEN_MODEL/.made")" != "${QWEN_ARGS[*]}" ]]; then
-        log "making the Qwen3-MoE-shaped model: switchyard make-model ${QWEN_ARGS[*]}"
-        rm -rf "$QWEN_MODEL"
-        "$SWITCHYARD" make-model --out "$QWEN_MODEL" "${QWEN_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
-        printf '%s' "${QWEN_ARGS[*]}" > "$QWEN_MODEL/.made"
-    fi
+    make_model "$QWEN_MODEL" "Qwen3-MoE-shaped model" "${QWEN_ARGS[@]}"
     QWEN_LLAMA=
     if [[ -n "$LLAMA_READY" ]]; then
         bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$QWEN_MODEL" "$WORK" "$WORK/gguf-qwen3moe" \
@@ -181,15 +197,7 @@ if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; e
         GEN_MODEL="$QWEN_MODEL" run_generate qwen3moe-switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
         if [[ -n "$QWEN_LLAMA" ]]; then run_llama q8_0 ".run$run" "$WORK/gguf-qwen3moe" qwen3moe-; fi
     done
-    if skipping hf; then skip qwen3moe-transformers "SKIP=hf"
-    elif "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
-        log "transformers on the Qwen3-MoE-shaped model: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, bf16, $THREADS threads"
-        "$HF_PYTHON" "$BENCH/peers/hf_peer.py" --model "$QWEN_MODEL" --prompt-ids "$PROMPT_IDS" --decode "$DECODE_TOKENS" \
-            --threads "$THREADS" > "$RESULTS/qwen3moe-transformers.json" 2> "$WORK/qwen3moe-transformers.log" \
-            || { skip qwen3moe-transformers "hf_peer.py failed: $(tail -2 "$WORK/qwen3moe-transformers.log")"; rm -f "$RESULTS/qwen3moe-transformers.json"; }
-    else
-        skip qwen3moe-transformers "torch/transformers not importable by $HF_PYTHON"
-    fi
+    run_hf qwen3moe-transformers "$QWEN_MODEL" "Qwen3-MoE-shaped model"
 fi
 
 # --- a DeepSeek-V3-shaped model: latent attention (MLA) with its compressed cache, a shared expert, 64 routed
@@ -201,12 +209,7 @@ DEEPSEEK_ARGS=(--arch deepseek_v3 --hidden 1024 --layers 12 --experts 64 --top-k
                --routed-scale 2.5 --q-lora-rank 384 --kv-lora-rank 256 --qk-nope-dim 64 --qk-rope-dim 32 --v-head-dim 64
                --heads 16 --vocab 32000 --no-attention-bias --dtype bf16 --seed 4)
 if skipping deepseek; then skip deepseek-switchyard-inprocess "SKIP=deepseek"; else
-    if [[ ! -f "$DEEPSEEK_MODEL/.made" ]] || [[ "$(cat "$DEEPSEEK_MODEL/.made")" != "${DEEPSEEK_ARGS[*]}" ]]; then
-        log "making the DeepSeek-shaped model: switchyard make-model ${DEEPSEEK_ARGS[*]}"
-        rm -rf "$DEEPSEEK_MODEL"
-        "$SWITCHYARD" make-model --out "$DEEPSEEK_MODEL" "${DEEPSEEK_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
-        printf '%s' "${DEEPSEEK_ARGS[*]}" > "$DEEPSEEK_MODEL/.made"
-    fi
+    make_model "$DEEPSEEK_MODEL" "DeepSeek-shaped model" "${DEEPSEEK_ARGS[@]}"
     DEEPSEEK_LLAMA=
     if [[ -n "$LLAMA_READY" ]]; then
         TYPES=bf16 bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$DEEPSEEK_MODEL" "$WORK" "$WORK/gguf-deepseek" \
@@ -220,15 +223,7 @@ if skipping deepseek; then skip deepseek-switchyard-inprocess "SKIP=deepseek"; e
         if [[ -n "$DEEPSEEK_LLAMA" ]]; then run_llama bf16 ".run$run" "$WORK/gguf-deepseek" deepseek-; fi
         GEN_MODEL="$DEEPSEEK_MODEL" run_generate deepseek-switchyard-inprocess "$run" 0 --threads "$THREADS"
     done
-    if skipping hf; then skip deepseek-transformers "SKIP=hf"
-    elif "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
-        log "transformers on the DeepSeek-shaped model: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, bf16, $THREADS threads"
-        "$HF_PYTHON" "$BENCH/peers/hf_peer.py" --model "$DEEPSEEK_MODEL" --prompt-ids "$PROMPT_IDS" --decode "$DECODE_TOKENS" \
-            --threads "$THREADS" > "$RESULTS/deepseek-transformers.json" 2> "$WORK/deepseek-transformers.log" \
-            || { skip deepseek-transformers "hf_peer.py failed: $(tail -2 "$WORK/deepseek-transformers.log")"; rm -f "$RESULTS/deepseek-transformers.json"; }
-    else
-        skip deepseek-transformers "torch/transformers not importable by $HF_PYTHON"
-    fi
+    run_hf deepseek-transformers "$DEEPSEEK_MODEL" "DeepSeek-shaped model"
 fi
 
 # --- a gpt-oss-shaped model with MXFP4 experts, batch 1, against llama.cpp's MXFP4 GGUF of the same weights ---
@@ -239,12 +234,7 @@ GPTOSS_MODEL="$WORK/model-gptoss"
 GPTOSS_ARGS=(--arch gpt_oss --hidden 1024 --layers 12 --experts 32 --top-k 4 --intermediate 1024 --vocab 32000
              --heads 16 --kv-heads 8 --mxfp4 --dtype bf16 --seed 3)
 if skipping gptoss; then skip gptoss-switchyard-inprocess "SKIP=gptoss"; else
-    if [[ ! -f "$GPTOSS_MODEL/.made" ]] || [[ "$(cat "$GPTOSS_MODEL/.made")" != "${GPTOSS_ARGS[*]}" ]]; then
-        log "making the gpt-oss-shaped model: switchyard make-model ${GPTOSS_ARGS[*]}"
-        rm -rf "$GPTOSS_MODEL"
-        "$SWITCHYARD" make-model --out "$GPTOSS_MODEL" "${GPTOSS_ARGS[@]}" >&2 || { log "make-model failed"; exit 1; }
-        printf '%s' "${GPTOSS_ARGS[*]}" > "$GPTOSS_MODEL/.made"
-    fi
+    make_model "$GPTOSS_MODEL" "gpt-oss-shaped model" "${GPTOSS_ARGS[@]}"
     GPTOSS_LLAMA=
     if [[ -n "$LLAMA_READY" ]]; then
         TYPES=bf16 bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$GPTOSS_MODEL" "$WORK" "$WORK/gguf-gptoss" \
@@ -324,15 +314,7 @@ if skipping serve || skipping workers || skipping curve; then skip serve-curve "
 fi
 
 # --- peers --------------------------------------------------------------------------------------
-if skipping hf; then skip transformers "SKIP=hf"
-elif ! "$HF_PYTHON" -c "import torch, transformers" 2>/dev/null; then
-    skip transformers "torch/transformers not importable by $HF_PYTHON (install failed: see $SETUP_LOG)"
-else
-    log "transformers: prefill $PROMPT_TOKENS, decode $DECODE_TOKENS, bf16, $THREADS threads"
-    "$HF_PYTHON" "$BENCH/peers/hf_peer.py" --model "$MODEL" --prompt-ids "$PROMPT_IDS" --decode "$DECODE_TOKENS" \
-        --threads "$THREADS" > "$RESULTS/transformers.json" 2> "$WORK/transformers.log" \
-        || { skip transformers "hf_peer.py failed: $(tail -2 "$WORK/transformers.log")"; rm -f "$RESULTS/transformers.json"; }
-fi
+run_hf transformers "$MODEL" "benchmark model"
 
 if skipping llama; then skip llama-q8_0 "SKIP=llama"; fi
 

@@ -15,6 +15,7 @@
 #endif
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1932,15 +1933,33 @@ int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride, 
 
 uint16_t sy_round_bf16(float value) { return round_bf16(value); }
 
+/// The columns (`*n`, all products' together) and rows × columns of `count` grouped products of
+/// either kind, `size` bytes each (both begin with `row` and `m`; `n` at `n_offset`): -1 for no
+/// products or rows outside x's `rows`, else 0.
+_Static_assert(offsetof(sy_grouped_product, row) == 0 && offsetof(sy_grouped_product, m) == sizeof(size_t) &&
+                   offsetof(sy_grouped_q8_product, row) == 0 && offsetof(sy_grouped_q8_product, m) == sizeof(size_t),
+               "grouped products begin with row and m");
+static int grouped_totals(const void *products, size_t count, size_t size, size_t n_offset, size_t rows, size_t *n,
+                          size_t *row_columns) {
+    if (count == 0) return -1;
+    *n = 0;
+    *row_columns = 0;
+    for (size_t s = 0; s < count; s++) {
+        const char *product = (const char *)products + s * size;
+        size_t row = *(const size_t *)(const void *)product, m = *(const size_t *)(const void *)(product + sizeof(size_t));
+        size_t columns = *(const size_t *)(const void *)(product + n_offset);
+        if (row > rows || m > rows - row) return -1;
+        *n += columns;
+        *row_columns += m * columns;
+    }
+    return 0;
+}
+
 int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t rows, size_t k, size_t x_stride,
                                   const sy_grouped_product *products, size_t count, int accumulate) {
-    if (count == 0) return -1;
-    size_t n = 0, row_columns = 0;
-    for (size_t s = 0; s < count; s++) {
-        if (products[s].row > rows || products[s].m > rows - products[s].row) return -1;
-        n += products[s].n;
-        row_columns += products[s].m * products[s].n;
-    }
+    size_t n, row_columns;
+    if (grouped_totals(products, count, sizeof *products, offsetof(sy_grouped_product, n), rows, &n, &row_columns) != 0)
+        return -1;
     if (rows == 0 || n == 0 || row_columns == 0) return 0;
     // m is the average rows per column here: the pool sizes its chunks and decides to split by it.
     sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, (row_columns + n - 1) / n, k, x_stride, 0, NULL, n,
@@ -1980,13 +1999,9 @@ int sy_matmul_nt_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x
 
 int sy_matmul_nt_q8_grouped_isa(sy_isa isa, const float *x, size_t rows, size_t k, size_t x_stride,
                                 const sy_grouped_q8_product *products, size_t count, int accumulate) {
-    if (count == 0) return -1;
-    size_t n = 0, row_columns = 0;
-    for (size_t s = 0; s < count; s++) {
-        if (products[s].row > rows || products[s].m > rows - products[s].row) return -1;
-        n += products[s].n;
-        row_columns += products[s].m * products[s].n;
-    }
+    size_t n, row_columns;
+    if (grouped_totals(products, count, sizeof *products, offsetof(sy_grouped_q8_product, n), rows, &n, &row_columns) != 0)
+        return -1;
     if (rows == 0 || n == 0 || row_columns == 0) return 0;
     // Every row quantized once, as sy_matmul_nt_q8_isa quantizes each product's rows (row by row, so
     // the same values whichever rows a call holds).

@@ -422,6 +422,19 @@ public struct GroupedBFloat16Product {
     }
 }
 
+/// The checks of a grouped product: at least one product, each product's rows inside the input's, and
+/// a forced kernel path this CPU has.
+private func checkGroupedRows(_ rows: [(first: Int, count: Int)], rowCount: Int, inputCount: Int, isa: KernelISA?) {
+    precondition(!rows.isEmpty, "linear: no products")
+    precondition(rowCount >= 0 && inputCount >= 0, "linear: negative dimension")
+    for (first, count) in rows {
+        precondition(
+            first >= 0 && count >= 0 && first + count <= rowCount,
+            "linear: rows \(first) ..< \(first + count) outside 0 ..< \(rowCount)")
+    }
+    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
+}
+
 /// One product of ``linear(_:rowCount:inputCount:groupedQ8Products:isa:)``: rows `firstRow ..< firstRow + rowCount`
 /// of the input against a q8 weight (values [outputCount, blocks × 32], scales [outputCount, blocks], as
 /// ``quantizeQ8(_:outputCount:inputCount:)`` writes them), the result [rowCount, outputCount] into `output`.
@@ -459,15 +472,8 @@ public func linear(
     _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, groupedQ8Products products: [GroupedQ8Product],
     isa: KernelISA? = nil
 ) {
-    precondition(!products.isEmpty, "linear: no products")
-    precondition(rowCount >= 0 && inputCount >= 0, "linear: negative dimension")
-    for product in products {
-        precondition(
-            product.firstRow >= 0 && product.rowCount >= 0 && product.firstRow + product.rowCount <= rowCount,
-            "linear: rows \(product.firstRow) ..< \(product.firstRow + product.rowCount) outside 0 ..< \(rowCount)")
-    }
+    checkGroupedRows(products.map { ($0.firstRow, $0.rowCount) }, rowCount: rowCount, inputCount: inputCount, isa: isa)
     guard rowCount > 0 else { return }
-    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
     let parts = products.map {
         sy_grouped_q8_product(
             row: $0.firstRow, m: $0.rowCount, wq: $0.values, wscales: $0.scales, n: $0.outputCount, y: $0.output,
@@ -490,15 +496,8 @@ public func linear(
     _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, groupedProducts products: [GroupedBFloat16Product],
     arithmetic: BFloat16Arithmetic = .exact, isa: KernelISA? = nil
 ) {
-    precondition(!products.isEmpty, "linear: no products")
-    precondition(rowCount >= 0 && inputCount >= 0, "linear: negative dimension")
-    for product in products {
-        precondition(
-            product.firstRow >= 0 && product.rowCount >= 0 && product.firstRow + product.rowCount <= rowCount,
-            "linear: rows \(product.firstRow) ..< \(product.firstRow + product.rowCount) outside 0 ..< \(rowCount)")
-    }
+    checkGroupedRows(products.map { ($0.firstRow, $0.rowCount) }, rowCount: rowCount, inputCount: inputCount, isa: isa)
     guard rowCount > 0 else { return }
-    if let isa { precondition(isa.isSupported, "linear: kernel path \(isa) is not supported by this CPU") }
     let parts = products.map {
         sy_grouped_product(
             row: $0.firstRow, m: $0.rowCount, w: $0.weight, n: $0.outputCount, w_stride: inputCount, y: $0.output,
