@@ -5,6 +5,7 @@ import Models
 import Synchronization
 import TestSupport
 import Testing
+import Tensors
 import Transport
 import Wire
 
