@@ -138,7 +138,8 @@ struct VerificationTests {
         let model = try ServeTests.makeModel(seed: 11)
         let serve = ["serve", "--model", model.path, "--bind", "tcp://127.0.0.1:0", "--http", "127.0.0.1:0", "--insecure"]
         for value in ["1.5", "-0.25", "nan"] {
-            let output = try runSwitchyard(serve + ["--workers", "2", "--verify-fraction", value], timeout: .seconds(60))
+            // `=`: a separate "-0.25" would be read as an option.
+            let output = try runSwitchyard(serve + ["--workers", "2", "--verify-fraction=\(value)"], timeout: .seconds(60))
             #expect(output.status != 0)
             #expect(output.stderr.contains("--verify-fraction is"), "\(value): \(output.stderr)")
         }
