@@ -43,14 +43,22 @@ public struct CoordinatorOptions: Sendable {
     /// The coordinator's CURVE key pair and the workers' and clients' keys it accepts; nil speaks
     /// plaintext to anyone who reaches `bind` (`--insecure`), which is logged loudly.
     public var curve: CurveServerKeys?
+    /// The fraction of dispatches also computed by a second holder and compared bitwise
+    /// (`--verify-fraction`, 0 to 1; 0 is off and costs nothing).
+    public var verifyFraction: Double
+    /// Seeds the choice of the verified dispatches; nil draws one at start (a worker cannot
+    /// predict which of its answers are checked).
+    public var verifySeed: UInt64?
 
     public init(
         bind: String, workerCount: Int, workerNames: [String]? = nil, placementFile: URL? = nil,
         placementJSON: String? = nil, liveness: LivenessPolicy = LivenessPolicy(), replicas: Int = 1,
         arithmetic: BFloat16Arithmetic = .exact, wireDType: WireDType = .f32, quantization: WeightQuantization = .none,
-        curve: CurveServerKeys? = nil
+        curve: CurveServerKeys? = nil, verifyFraction: Double = 0, verifySeed: UInt64? = nil
     ) {
         self.curve = curve
+        self.verifyFraction = verifyFraction
+        self.verifySeed = verifySeed
         self.placementJSON = placementJSON
         self.bind = bind
         self.workerCount = workerCount
@@ -70,6 +78,11 @@ public final class ClusterCoordinator: ExpertExecutor {
     let options: CoordinatorOptions
     let logger: Logger
     let modelPath: String
+    /// The coordinator's own copy of the experts: computes the rows two workers disagreed on.
+    private let checkpoint: Checkpoint
+    /// Each worker peer's CURVE key name and network address, as of its HELLO (for the log of a
+    /// worker taken out for a wrong answer).
+    private var workerLinks: [PeerIdentity: (keyName: String?, address: String?)] = [:]
     private let socket: RouterSocket
     private var state: ClusterState
     /// The shell's time origin: `ClusterState` sees durations since it.
@@ -102,8 +115,13 @@ public final class ClusterCoordinator: ExpertExecutor {
     public var onHealthChange: (@Sendable (HealthStatus) -> Void)?
 
     /// Binds the worker socket.
-    /// - Throws: `PlacementError` for a bad placement, `TransportError` when the address cannot be bound.
+    /// - Throws: `PlacementError` for a bad placement, `TransportError` when the address cannot be
+    ///   bound, `CoordinatorOptionsError` for a verified fraction outside 0...1.
     public init(checkpoint: Checkpoint, options: CoordinatorOptions, logger: Logger) throws {
+        guard options.verifyFraction >= 0 && options.verifyFraction <= 1 else {
+            throw CoordinatorOptionsError(
+                "--verify-fraction is \(options.verifyFraction), but must be a number from 0 (off) to 1 (every dispatch)")
+        }
         let shape = checkpoint.shape
         let placement: Placement
         let namedSlots: Bool
@@ -126,6 +144,7 @@ public final class ClusterCoordinator: ExpertExecutor {
         let expertDigests = try checkpoint.expertTensorDigests(cache: .standard()) { logger.info("\($0)") }
         self.options = options
         self.logger = logger
+        self.checkpoint = checkpoint
         modelPath = checkpoint.directory.path
         let security: RouterSecurity
         if let curve = options.curve {
@@ -143,6 +162,8 @@ public final class ClusterCoordinator: ExpertExecutor {
             security = .plaintext
         }
         socket = try RouterSocket(context: ZMQContext(), bind: options.bind, security: security)
+        // Only a worker taken out for a wrong answer is logged with its address (read per message).
+        socket.recordsSenderAddress = options.verifyFraction > 0
         try socket.enableDisconnectEvents()
         let boundEndpoint = socket.boundEndpoint
         endpoint = boundEndpoint
@@ -159,7 +180,13 @@ public final class ClusterCoordinator: ExpertExecutor {
             shape: shape, fingerprint: checkpoint.fingerprint, placement: placement, namedSlots: namedSlots,
             policy: options.liveness, arithmetic: options.arithmetic, quantization: options.quantization,
             joinHint: "switchyard worker --coordinator \(boundEndpoint) --model \(checkpoint.directory.path)\(keyHint)",
-            expertDigests: expertDigests)
+            expertDigests: expertDigests,
+            verification: VerificationPolicy(
+                fraction: options.verifyFraction, seed: options.verifySeed ?? UInt64.random(in: 0...UInt64.max)))
+        if options.verifyFraction > 0 {
+            logger.info(
+                "verification: \(options.verifyFraction * 100)% of dispatches are computed again on a second holder of their experts and compared bitwise (--verify-fraction \(options.verifyFraction)); a worker that answers differently from the coordinator's own computation is taken out of the placement")
+        }
     }
 
     /// The command that starts a worker for this coordinator (keys named by placeholders).
@@ -461,6 +488,10 @@ public final class ClusterCoordinator: ExpertExecutor {
             perform(state.handle(.undecodable(peer, error), now: now))
             return
         }
+        if case .hello = message {
+            if workerLinks.count > 4096 { workerLinks = workerLinks.filter { state.isWorker($0.key) } }
+            workerLinks[peer] = (socket.lastSenderKeyName, socket.lastSenderAddress)
+        }
         switch message {
         case .hello(let hello) where !mayRegister(as: hello.workerName, peer: peer):
             return
@@ -548,11 +579,57 @@ public final class ClusterCoordinator: ExpertExecutor {
                 logger.log(level: level, "\(message)")
             case .answered:
                 break  // recorded by `handle(frames:from:)`, which knows the bytes received
+            case .arbitrate(let order):
+                queue.append(contentsOf: state.arbitrated(order, outputs: computeLocally(order), now: now))
+            case .faulty(let peer, let worker, let reason):
+                logger.error("VERIFICATION FAILED: worker \(worker) (\(describeLink(of: peer))) is taken out of the placement: \(reason)")
             }
             if let (peer, reason) = failure {
                 queue.append(contentsOf: state.handle(.sendFailed(peer, reason: reason), now: now))
             }
         }
+    }
+
+    /// The coordinator's own computation of the rows two workers answered differently, from its own
+    /// copy of the experts (only those of the order, read from the memory map), on the hidden states
+    /// exactly as the workers decoded them from the wire.
+    /// - Returns: per row set of the order, [rows, hiddenSize], f32.
+    private func computeLocally(_ order: ArbitrationOrder) -> Result<[[Float]], GenerationError> {
+        let hiddenSize = state.shape.hiddenSize
+        let hidden = state.hidden(of: order.flight)
+        let experts = Set(order.rows.flatMap { rows in rows.expertIDs.map { LayerExpert(layer: order.layer, expert: ExpertID(Int($0))) } })
+        do {
+            let store = try ExpertStore(
+                checkpoint: checkpoint, experts: experts.sorted(), arithmetic: options.arithmetic,
+                quantization: options.quantization)
+            return .success(try order.rows.map { rows in
+                let sent = HiddenStates(
+                    rowCount: rows.rowCount, hiddenSize: hiddenSize,
+                    values: DispatchPlan.gather(rows, from: hidden, hiddenSize: hiddenSize), dtype: options.wireDType)
+                return try store.compute(
+                    layer: order.layer, hidden: sent.floats(), rowCount: rows.rowCount,
+                    rowExpertOffsets: rows.rowExpertOffsets, expertIDs: rows.expertIDs, weights: rows.weights)
+            })
+        } catch {
+            return .failure(.expertsFailed("computing \(order.layer) in the coordinator: \(error)"))
+        }
+    }
+
+    /// "key NAME (Z85), address ADDRESS" of a worker peer, as far as known.
+    private func describeLink(of peer: PeerIdentity) -> String {
+        let link = workerLinks[peer]
+        let key: String
+        if let curve = options.curve {
+            if let name = link?.keyName {
+                let texts = curve.allowed.filter { $0.value == name }.map(\.key.z85).sorted()
+                key = "key \(name)" + (texts.isEmpty ? "" : " (\(texts.joined(separator: ", ")))")
+            } else {
+                key = "key unknown"
+            }
+        } else {
+            key = "no key: --insecure"
+        }
+        return "\(key), address \(link?.address ?? "unknown"), peer \(peer)"
     }
 
     /// Sends to a client (or a worker at shutdown); a failure is only logged.
@@ -570,4 +647,10 @@ public struct ClusterMetrics: Sendable, Equatable {
     /// Slots with a ready worker.
     public var up: Int
     public var counters: ClusterCounters
+}
+
+/// Coordinator options that cannot work together or are out of range.
+public struct CoordinatorOptionsError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

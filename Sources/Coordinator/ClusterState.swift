@@ -20,6 +20,15 @@
 // with the same arithmetic, from its own copy of the same checkpoint), and `DispatchPlan.combine`
 // adds a token's rows in an order fixed by their experts. So the step's result is bitwise the one
 // the lost worker would have produced, and a late answer from it is simply ignored.
+//
+// Verification (`--verify-fraction F`): the same determinism lets the coordinator check workers.
+// A sampled fraction of batches is also sent, as a *check* attempt, to other holders of the rows'
+// experts, and the two answers are compared bitwise before the batch is taken. Two answers that
+// differ cannot say which worker is wrong, so the coordinator *arbitrates*: it computes the rows
+// itself from its own copy of the experts (the copy whose digests every worker proved it holds;
+// the shell does the computing, on the rows exactly as the workers decoded them) and takes its own
+// result. Every worker whose answer differs from it is taken out of the placement as a lost worker
+// is, and may not register again under its name.
 import Foundation
 public import Logging
 public import Models
@@ -86,6 +95,42 @@ public struct ClusterCounters: Sendable, Equatable {
     public var hedgedDispatches = 0
     /// Seconds steps spent waiting for rows that had to be sent again (retried or hedged), summed.
     public var stallSeconds = 0.0
+    /// Dispatches computed a second time by another holder and compared bitwise with the first answer.
+    public var verifiedDispatches = 0
+    /// Dispatches sampled for verification whose rows no second ready holder could compute.
+    public var unverifiableDispatches = 0
+    /// Per worker name: verified dispatches it answered differently from the coordinator's own computation.
+    public var verifyMismatches: [String: Int] = [:]
+}
+
+/// Which dispatches are computed a second time, by another holder, to check the first answer
+/// (`--verify-fraction`).
+public struct VerificationPolicy: Sendable, Equatable {
+    /// The fraction of dispatches (one worker's rows of one layer) sampled, from 0 (off) to 1 (all).
+    public var fraction: Double
+    /// Seeds the sampling (a fixed seed makes it repeatable; `serve` draws one at start, so a worker
+    /// cannot predict which of its answers are checked).
+    public var seed: UInt64
+
+    /// No verification.
+    public static let off = VerificationPolicy(fraction: 0, seed: 0)
+
+    public init(fraction: Double, seed: UInt64) {
+        precondition(fraction >= 0 && fraction <= 1, "the verified fraction must be between 0 and 1")
+        self.fraction = fraction
+        self.seed = seed
+    }
+}
+
+/// Rows the coordinator computes itself because two workers answered them differently.
+public struct ArbitrationOrder: Sendable, Equatable {
+    public let flight: FlightID
+    /// The batch of the flight's dispatch plan.
+    public let batch: Int
+    public let layer: LayerIndex
+    /// The whole batch as planned, then every part of the two answers as it was sent; the shell
+    /// computes each (`tokens` index the flight's hidden states) and reports them in this order.
+    public let rows: [DispatchPlan.WorkerBatch]
 }
 
 /// Identifies one flight (one layer's dispatch of one step or micro-batch).
@@ -116,6 +161,12 @@ public enum ClusterAction: Sendable, Equatable {
     /// A worker answered a dispatch part: for the load accounting.
     case answered(step: StepIndex, worker: String, layer: LayerIndex, rowCount: Int, expertRowCount: Int,
                   computeMicroseconds: Int, roundTrip: Duration)
+    /// Two holders answered a verified batch differently: compute the order's rows in-process and
+    /// report them with ``ClusterState/arbitrated(_:outputs:now:)``.
+    case arbitrate(ArbitrationOrder)
+    /// A worker answered a verified batch differently from the coordinator's own computation and is
+    /// taken out of the placement: log it loudly, with its key and address.
+    case faulty(PeerIdentity, worker: String, reason: String)
 }
 
 /// What the shell observed.
@@ -163,6 +214,9 @@ public struct ClusterState {
     struct Part {
         let step: StepIndex
         let slot: Int
+        /// The worker the part was sent to (the slot may have another by the time it is judged).
+        let peer: PeerIdentity
+        let worker: String
         /// The pieces of the batch's rows this part carries, one DISPATCH row each.
         let pieces: [Piece]
         let expertRowCount: Int
@@ -182,6 +236,8 @@ public struct ClusterState {
     struct Attempt {
         var parts: [Part]
         var dead = false
+        /// A verification's second computation: compared with the batch's answer, never taken alone.
+        var check = false
     }
 
     struct BatchProgress {
@@ -194,6 +250,14 @@ public struct ClusterState {
         var refusals = 0
         var firstSent: Duration?
         var lastRefusal: String?
+        /// Sampled for verification, with a check attempt sent (or to be sent again).
+        var verifying = false
+        /// The first compute attempt to complete, waiting for the check.
+        var answer: (attempt: Int, rows: [Float])?
+        /// The check attempt, once complete.
+        var checked: (attempt: Int, rows: [Float])?
+        /// Waiting for the coordinator's own computation of the rows.
+        var arbitrating = false
     }
 
     struct Flight {
@@ -226,6 +290,15 @@ public struct ClusterState {
     let namedSlots: Bool
     let arithmetic: BFloat16Arithmetic
     let quantization: WeightQuantization
+    /// Which dispatches are checked on a second holder.
+    public let verification: VerificationPolicy
+    private var verificationSampler: SplitMix64
+    /// Names of workers taken out of the placement for a wrong answer, with why: refused if they
+    /// register again (until the coordinator restarts).
+    public private(set) var excluded: [String: String] = [:]
+    /// Experts with a single holder when that was last logged (verification on only).
+    private var reportedSingleHolders: Int?
+    private var coverageCheckedVersion: UInt64?
 
     /// The placement the cluster returns to once every slot has a worker (the configured one, or
     /// the last applied rebalance).
@@ -271,8 +344,10 @@ public struct ClusterState {
     public init(
         shape: ModelShape, fingerprint: String, placement: Placement, namedSlots: Bool, policy: LivenessPolicy,
         arithmetic: BFloat16Arithmetic, quantization: WeightQuantization, joinHint: String,
-        expertDigests: ExpertTensorDigests? = nil
+        expertDigests: ExpertTensorDigests? = nil, verification: VerificationPolicy = .off
     ) {
+        self.verification = verification
+        verificationSampler = SplitMix64(seed: verification.seed)
         self.shape = shape
         self.fingerprint = fingerprint
         self.expertDigests = expertDigests
@@ -447,6 +522,12 @@ public struct ClusterState {
                     "worker \(hello.workerName)'s copy of expert tensor \(first) differs from the coordinator's\(more): "
                         + "its SHA-256 is not the coordinator's; replace the worker's checkpoint files with a good copy")
             }
+        }
+        if let reason = excluded[hello.workerName] {
+            return refuse(
+                .badRequest,
+                "worker \(hello.workerName) was taken out of the placement: \(reason); a worker of that name may not "
+                    + "register again until the coordinator restarts: check its host and weights, or start a replacement under another --name")
         }
         // The same process registering again (it did not hear from the coordinator for a while):
         // it keeps its slot and its readiness; the ASSIGN repeats what it holds.
@@ -651,9 +732,7 @@ public struct ClusterState {
                 guard hit else { continue }
                 let flight = flights[id]!
                 affected += flight.sequences.isEmpty ? [flight.requestID.description] : flight.sequences.map(\.description)
-                if !flights[id]!.batches[batch].attempts.contains(where: { !$0.dead }) {
-                    actions += route(flight: id, batch: batch, excluding: [], now: now, mode: .retry)
-                }
+                actions += recover(flight: id, batch: batch, excluding: [], now: now)
             }
         }
         return affected
@@ -701,6 +780,14 @@ public struct ClusterState {
                 actions += route(flight: id, batch: batch, excluding: [], now: now, mode: .retry)
             }
         }
+        // Verification (off: not even a draw): the sampled batches also go to other holders,
+        // after every first computation is on its way.
+        if verification.fraction > 0 {
+            for batch in plan.batches.indices {
+                guard sampleVerification() else { continue }
+                actions += startCheck(flight: id, batch: batch, now: now)
+            }
+        }
         return (id, actions)
     }
 
@@ -717,6 +804,8 @@ public struct ClusterState {
         case hedge
         /// Their worker was slow on an earlier part: elsewhere if possible, else nothing.
         case avoid
+        /// A verification: a second computation on other holders, if possible, else nothing.
+        case check
     }
 
     /// Workers with a DISPATCH unanswered past its hedge delay.
@@ -766,13 +855,16 @@ public struct ClusterState {
         switch mode {
         case .retry: counters.retriedDispatches += bySlot.count
         case .hedge: counters.hedgedDispatches += bySlot.count
-        case .avoid: break
+        case .avoid, .check: break
         }
-        return send(flight: id, batch: batch, parts: bySlot.keys.sorted().map { ($0, bySlot[$0]!) }, now: now)
+        return send(
+            flight: id, batch: batch, parts: bySlot.keys.sorted().map { ($0, bySlot[$0]!) }, check: mode == .check, now: now)
     }
 
     /// Sends one attempt of a batch as the given parts.
-    private mutating func send(flight id: FlightID, batch: Int, parts: [(slot: Int, pieces: [Piece])], now: Duration) -> [ClusterAction] {
+    private mutating func send(
+        flight id: FlightID, batch: Int, parts: [(slot: Int, pieces: [Piece])], check: Bool = false, now: Duration
+    ) -> [ClusterAction] {
         let flight = flights[id]!
         let whole = flight.plan.batches[batch]
         let attempt = flight.batches[batch].attempts.count
@@ -782,7 +874,9 @@ public struct ClusterState {
             nextStep += 1
             let step = StepIndex(nextStep)
             let rows = whole.selecting(part.pieces)
-            sent.append(Part(step: step, slot: part.slot, pieces: part.pieces, expertRowCount: rows.expertIDs.count, sentAt: now))
+            sent.append(Part(
+                step: step, slot: part.slot, peer: slots[part.slot]!.peer, worker: slots[part.slot]!.name, pieces: part.pieces,
+                expertRowCount: rows.expertIDs.count, sentAt: now))
             partIndex[step] = (id, batch, attempt, index)
             slots[part.slot]!.outstanding[step] = (now, rows.expertIDs.count)
             actions.append(.dispatch(
@@ -790,7 +884,7 @@ public struct ClusterState {
                 DispatchOrder(flight: id, step: step, requestID: flight.requestID, layer: flight.layer, batch: rows)))
         }
         if flights[id]!.batches[batch].firstSent == nil { flights[id]!.batches[batch].firstSent = now }
-        flights[id]!.batches[batch].attempts.append(Attempt(parts: sent))
+        flights[id]!.batches[batch].attempts.append(Attempt(parts: sent, check: check))
         return actions
     }
 
@@ -834,8 +928,7 @@ public struct ClusterState {
             parts[0].pieces.indices.allSatisfy({ parts[0].pieces[$0].row == $0 && parts[0].pieces[$0].entries.count == Int(whole.rowExpertOffsets[$0 + 1] - whole.rowExpertOffsets[$0]) })
         {
             // The batch as planned, from one worker (the common case): its answer as it is.
-            finish(flight: id, batch: batch, attempt: attempt, partial: parts[0].partial!, now: now)
-            return actions
+            return actions + complete(flight: id, batch: batch, attempt: attempt, rows: parts[0].partial!, now: now)
         }
         var assembled = [Float](repeating: 0, count: whole.rowCount * hiddenSize)
         // Per row, its pieces by their expert: a whole row is copied; a split row's terms are
@@ -859,8 +952,7 @@ public struct ClusterState {
                 for column in 0..<hiddenSize { assembled[target + column] += partial[local * hiddenSize + column] }
             }
         }
-        finish(flight: id, batch: batch, attempt: attempt, partial: assembled, now: now)
-        return actions
+        return actions + complete(flight: id, batch: batch, attempt: attempt, rows: assembled, now: now)
     }
 
     /// Records a batch's rows, [rowCount, hiddenSize], f32; its other attempts are dropped.
@@ -869,7 +961,7 @@ public struct ClusterState {
         for other in flights[id]!.batches[batch].attempts.indices where other != attempt {
             kill(flight: id, batch: batch, attempt: other)
         }
-        if flights[id]!.batches[batch].attempts.count > 1, let first = flights[id]!.batches[batch].firstSent {
+        if flights[id]!.batches[batch].attempts.filter({ !$0.check }).count > 1, let first = flights[id]!.batches[batch].firstSent {
             let stall = (now - first).secondsValue
             counters.stallSeconds += stall
         }
@@ -900,8 +992,8 @@ public struct ClusterState {
                 if flights[id]!.batches[batch].refusals >= 3 {
                     flights[id]!.failure = .expertsFailed(
                         "\(flights[id]!.layer) could not be computed: \(flights[id]!.batches[batch].lastRefusal!)")
-                } else if !flights[id]!.batches[batch].attempts.contains(where: { !$0.dead }) {
-                    actions += route(flight: id, batch: batch, excluding: [slot], now: now, mode: .retry)
+                } else {
+                    actions += recover(flight: id, batch: batch, excluding: [slot], now: now)
                     if flights[id]!.batches[batch].parkedSince != nil {
                         // No other holder: the refusal stands.
                         flights[id]!.failure = .expertsFailed(
@@ -934,6 +1026,192 @@ public struct ClusterState {
     public mutating func dropAllFlights() {
         flights.removeAll()
         partIndex.removeAll()
+    }
+
+    // MARK: verification
+
+    /// Whether the next batch is verified: every one at fraction 1, else a seeded draw.
+    private mutating func sampleVerification() -> Bool {
+        if verification.fraction >= 1 { return true }
+        return verificationSampler.nextUnit() < verification.fraction
+    }
+
+    /// The slots of a batch's live compute attempts (the one whose answer is in, or those still running).
+    private func computeSlots(flight id: FlightID, batch: Int) -> Set<Int> {
+        Set(flights[id]!.batches[batch].attempts.filter { !$0.dead && !$0.check }.flatMap { $0.parts.map(\.slot) })
+    }
+
+    /// Sends a batch's rows also to other holders than those computing them, to compare the answers;
+    /// counts the batch as unverifiable when no other ready worker holds its rows' experts.
+    private mutating func startCheck(flight id: FlightID, batch: Int, now: Duration) -> [ClusterAction] {
+        let computing = computeSlots(flight: id, batch: batch)
+        let check = computing.isEmpty ? [] : route(flight: id, batch: batch, excluding: computing, now: now, mode: .check)
+        guard !check.isEmpty else {
+            counters.unverifiableDispatches += 1
+            return []
+        }
+        flights[id]!.batches[batch].verifying = true
+        return check
+    }
+
+    /// After some attempts of a batch were killed (their worker was lost or refused): sends the
+    /// rows again when no computation of them is left, and checks a verified batch again elsewhere
+    /// when its check was killed (or takes its answer unverified when nobody else can check it).
+    private mutating func recover(flight id: FlightID, batch: Int, excluding: Set<Int>, now: Duration) -> [ClusterAction] {
+        var actions: [ClusterAction] = []
+        let progress = flights[id]!.batches[batch]
+        if progress.answer == nil, !progress.attempts.contains(where: { !$0.dead && !$0.check }) {
+            actions += route(flight: id, batch: batch, excluding: excluding, now: now, mode: .retry)
+        }
+        let checking = flights[id]!.batches[batch].attempts.contains { !$0.dead && $0.check }
+        guard progress.verifying, progress.checked == nil, !checking else { return actions }
+        let computing = computeSlots(flight: id, batch: batch)
+        let check = computing.isEmpty
+            ? [] : route(flight: id, batch: batch, excluding: computing.union(excluding), now: now, mode: .check)
+        if !check.isEmpty { return actions + check }
+        flights[id]!.batches[batch].verifying = false
+        counters.unverifiableDispatches += 1
+        if let answer = flights[id]!.batches[batch].answer {
+            finish(flight: id, batch: batch, attempt: answer.attempt, partial: answer.rows, now: now)
+        }
+        return actions
+    }
+
+    /// An attempt of a batch is complete with `rows`, [rowCount, hiddenSize], f32: taken as the
+    /// batch's result, or (verified batches) kept until the other computation is in and compared.
+    private mutating func complete(flight id: FlightID, batch: Int, attempt: Int, rows: [Float], now: Duration) -> [ClusterAction] {
+        guard flights[id]!.batches[batch].verifying else {
+            finish(flight: id, batch: batch, attempt: attempt, partial: rows, now: now)
+            return []
+        }
+        if flights[id]!.batches[batch].attempts[attempt].check {
+            flights[id]!.batches[batch].checked = (attempt, rows)
+        } else {
+            guard flights[id]!.batches[batch].answer == nil else { return [] }
+            flights[id]!.batches[batch].answer = (attempt, rows)
+            // Other computations of the rows (a hedge) are no longer needed; the check is.
+            for other in flights[id]!.batches[batch].attempts.indices
+            where other != attempt && !flights[id]!.batches[batch].attempts[other].check {
+                kill(flight: id, batch: batch, attempt: other)
+            }
+        }
+        return compareAnswers(flight: id, batch: batch, now: now)
+    }
+
+    /// Once both the answer and the check are in: equal bits take the answer; different bits ask
+    /// the shell for the coordinator's own computation.
+    private mutating func compareAnswers(flight id: FlightID, batch: Int, now: Duration) -> [ClusterAction] {
+        let progress = flights[id]!.batches[batch]
+        guard let answer = progress.answer, let checked = progress.checked, !progress.arbitrating else { return [] }
+        let answerSlots = Set(progress.attempts[answer.attempt].parts.map(\.slot))
+        guard answerSlots.isDisjoint(with: progress.attempts[checked.attempt].parts.map(\.slot)) else {
+            // A retry went to the checking worker: it would be compared with itself.
+            counters.unverifiableDispatches += 1
+            finish(flight: id, batch: batch, attempt: answer.attempt, partial: answer.rows, now: now)
+            return []
+        }
+        counters.verifiedDispatches += 1
+        if Self.firstDifference(answer.rows, checked.rows) == nil {
+            finish(flight: id, batch: batch, attempt: answer.attempt, partial: answer.rows, now: now)
+            return []
+        }
+        flights[id]!.batches[batch].arbitrating = true
+        let whole = flights[id]!.plan.batches[batch]
+        let parts = progress.attempts[answer.attempt].parts + progress.attempts[checked.attempt].parts
+        return [.arbitrate(ArbitrationOrder(
+            flight: id, batch: batch, layer: flights[id]!.layer, rows: [whole] + parts.map { whole.selecting($0.pieces) }))]
+    }
+
+    /// The coordinator's own computation of an arbitration's rows (`outputs[i]` for `order.rows[i]`,
+    /// each [rows, hiddenSize], f32), or why it could not compute them. The batch takes the
+    /// coordinator's rows; every worker whose answer differs from them is taken out of the placement
+    /// (its unanswered rows go elsewhere and its experts to the other holders, as for a lost worker)
+    /// and may not register again under its name.
+    public mutating func arbitrated(
+        _ order: ArbitrationOrder, outputs result: Result<[[Float]], GenerationError>, now: Duration
+    ) -> [ClusterAction] {
+        guard let flight = flights[order.flight], order.batch < flight.batches.count,
+            flight.batches[order.batch].arbitrating, let answer = flight.batches[order.batch].answer,
+            let checked = flight.batches[order.batch].checked
+        else { return [] }
+        flights[order.flight]!.batches[order.batch].arbitrating = false
+        let progress = flight.batches[order.batch]
+        let parts = progress.attempts[answer.attempt].parts + progress.attempts[checked.attempt].parts
+        let workers = Set(parts.map(\.worker)).sorted().joined(separator: " and ")
+        let requests = flight.sequences.isEmpty ? flight.requestID.description : flight.sequences.map(\.description).joined(separator: ", ")
+        let outputs: [[Float]]
+        switch result {
+        case .failure(let error):
+            let reason = "workers \(workers) answered a verified dispatch of \(flight.layer) differently, and the coordinator "
+                + "could not compute the rows itself to tell which is right: \(error)"
+            flights[order.flight]!.failure = .expertsFailed(reason)
+            return [.log(.error, "verification: \(reason); requests affected: \(requests)")]
+        case .success(let computed):
+            outputs = computed
+        }
+        precondition(outputs.count == order.rows.count, "one output per row set of the arbitration order")
+        let hiddenSize = shape.hiddenSize
+        // Per worker (by peer), the first of its answers that differs from the coordinator's.
+        var faulty: [(part: Part, detail: String)] = []
+        for (index, part) in parts.enumerated() where !faulty.contains(where: { $0.part.peer == part.peer }) {
+            guard let partial = part.partial, let at = Self.firstDifference(partial, outputs[index + 1]) else { continue }
+            let differing = zip(partial, outputs[index + 1]).filter { $0.bitPattern != $1.bitPattern }.count
+            faulty.append((part, "\(differing) of \(partial.count) values differ; first at row \(at / hiddenSize), column "
+                + "\(at % hiddenSize): it answered \(partial[at]), the coordinator computed \(outputs[index + 1][at])"))
+        }
+        finish(flight: order.flight, batch: order.batch, attempt: answer.attempt, partial: outputs[0], now: now)
+        guard !faulty.isEmpty else {
+            return [.log(.error,
+                "verification: workers \(workers) answered a verified dispatch of \(flight.layer) differently, but each answer "
+                    + "equals the coordinator's own computation of the rows it was sent; the coordinator's result is used")]
+        }
+        var actions: [ClusterAction] = []
+        for (part, detail) in faulty {
+            counters.verifyMismatches[part.worker, default: 0] += 1
+            let reason = "its answer to a verified dispatch of \(flight.layer) for \(requests) differs bitwise from the "
+                + "coordinator's own computation of the same rows (\(detail))"
+            excluded[part.worker] = reason
+            actions.append(.faulty(part.peer, worker: part.worker, reason: reason))
+            actions.append(.send(part.peer, .bye(.init(reason: "taken out of the placement: \(reason)"))))
+            if let slot = slots.firstIndex(where: { $0?.peer == part.peer }) {
+                actions += lose(slot: slot, reason: "taken out of the placement: \(reason)", now: now)
+            }
+        }
+        return actions
+    }
+
+    /// The index of the first value whose bits differ, nil when the two are bitwise equal.
+    static func firstDifference(_ a: [Float], _ b: [Float]) -> Int? {
+        guard a.count == b.count else { return 0 }
+        return a.withUnsafeBufferPointer { x in
+            b.withUnsafeBufferPointer { y in
+                for index in 0..<x.count where x[index].bitPattern != y[index].bitPattern { return index }
+                return nil
+            }
+        }
+    }
+
+    /// Experts of the active placement with fewer than two holders: the dispatches of their rows
+    /// cannot be verified.
+    public var singleHolderExpertCount: Int { active.holders.joined().filter { $0.count < 2 }.count }
+
+    /// With verification on, a log line when the experts without a second holder change (at
+    /// start, after a lost worker, after a placement change).
+    private mutating func noteVerificationCoverage() -> [ClusterAction] {
+        guard verification.fraction > 0, coverageCheckedVersion != version else { return [] }
+        coverageCheckedVersion = version
+        let single = singleHolderExpertCount
+        guard single != reportedSingleHolders else { return [] }
+        let first = reportedSingleHolders == nil
+        reportedSingleHolders = single
+        if single == 0 {
+            return first ? [] : [.log(.info, "verification: every expert has a second holder again; sampled dispatches are verified")]
+        }
+        let total = active.holders.joined().count
+        return [.log(.warning,
+            "verification (--verify-fraction \(verification.fraction)): \(single) of \(total) experts have a single holder, "
+                + "so dispatches of their rows cannot be verified (counted in switchyard_verify_unverifiable_total); "
+                + "give every expert a second holder with --replicas 2 or a placement file")]
     }
 
     // MARK: time
@@ -991,8 +1269,9 @@ public struct ClusterState {
                             + "start a worker: \(joinHint)")
                     continue
                 }
-                guard !progress.hedged else { continue }
-                for attempt in progress.attempts where !attempt.dead {
+                // A batch whose answer is in waits only for its check, which is not hedged.
+                guard !progress.hedged, progress.answer == nil else { continue }
+                for attempt in progress.attempts where !attempt.dead && !attempt.check {
                     let slow = Set(attempt.parts.filter {
                         $0.partial == nil && (now - $0.sentAt).secondsValue > hedgeDelaySeconds(expertRows: $0.expertRowCount)
                     }.map(\.slot))
@@ -1027,6 +1306,7 @@ public struct ClusterState {
             actions.append(.log(.warning, "placement \(pending.ticket.rawValue) abandoned: \(reason)"))
             for slot in slots.indices where slots[slot] != nil { actions += reassign(slot: slot) }
         }
+        actions += noteVerificationCoverage()
         return actions
     }
 

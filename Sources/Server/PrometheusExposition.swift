@@ -64,6 +64,22 @@ enum PrometheusExposition {
                 &out, "switchyard_failover_stall_seconds_total",
                 "Seconds steps waited for rows that had to be sent again (retried or hedged), summed.", type: "counter")
             out += "switchyard_failover_stall_seconds_total \(number(counters.stallSeconds))\n"
+            header(
+                &out, "switchyard_verify_dispatches_total",
+                "Dispatches computed again by a second holder of their experts and compared bitwise (--verify-fraction).",
+                type: "counter")
+            out += "switchyard_verify_dispatches_total \(counters.verifiedDispatches)\n"
+            header(
+                &out, "switchyard_verify_unverifiable_total",
+                "Dispatches sampled for verification whose experts had no second ready holder.", type: "counter")
+            out += "switchyard_verify_unverifiable_total \(counters.unverifiableDispatches)\n"
+            header(
+                &out, "switchyard_verify_mismatches_total",
+                "Verified dispatches a worker answered differently from the coordinator's own computation (it is then taken out of the placement).",
+                type: "counter")
+            for worker in counters.verifyMismatches.keys.sorted() {
+                out += "switchyard_verify_mismatches_total{worker=\"\(escape(worker))\"} \(counters.verifyMismatches[worker]!)\n"
+            }
         }
 
         header(&out, "switchyard_prompt_tokens_total", "Prompt tokens prefilled.", type: "counter")

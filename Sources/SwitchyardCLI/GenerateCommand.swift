@@ -125,6 +125,10 @@ struct Generate: AsyncParsableCommand {
         }
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens is \(maxTokens), but must be at least 1") }
         guard spawnWorkers >= 0 else { throw ValidationError("--spawn-workers is \(spawnWorkers), but must be 0 or more") }
+        if liveness.verifyFraction > 0, coordinator != nil || server != nil || (spawnWorkers == 0 && placement == nil) {
+            throw ValidationError(
+                "--verify-fraction \(liveness.verifyFraction) applies to --spawn-workers N (with --replicas 2): the coordinator that dispatches the experts verifies them; for serve, give it to serve")
+        }
         guard (0...20).contains(logprobs) else { throw ValidationError("--logprobs is \(logprobs), but must be between 0 and 20") }
         _ = try parsedPrompt()
         try sampling.validate()
@@ -222,7 +226,7 @@ struct Generate: AsyncParsableCommand {
                     placementFile: placement.map { URL(fileURLWithPath: $0) },
                     liveness: liveness.policy(), replicas: liveness.replicas,
                     arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
-                    quantization: numerics.quantize, curve: spawnKeys),
+                    quantization: numerics.quantize, curve: spawnKeys, verifyFraction: liveness.verifyFraction),
                 logger: logger)
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,

@@ -27,8 +27,16 @@ struct LivenessOptions: ParsableArguments {
         help: "Seconds running requests wait for a worker to join when a lost worker's experts have no other holder and no survivor can take them (see --memory-budget); then they fail.")
     var rejoinTimeout: Double = 60
 
+    @Option(
+        name: .customLong("verify-fraction"),
+        help: "The fraction of dispatches (0 to 1) also computed by a second worker holding the same experts and compared bitwise; on a difference the coordinator computes the rows itself, answers with its own result, and takes the worker that differs out of the placement. Costs this fraction of the expert work again; needs a second holder of every expert (--replicas 2). 0 (the default) is off.")
+    var verifyFraction: Double = 0
+
     func validate() throws {
         guard replicas >= 1 else { throw ValidationError("--replicas is \(replicas), but must be at least 1") }
+        guard verifyFraction >= 0 && verifyFraction <= 1 else {
+            throw ValidationError("--verify-fraction is \(verifyFraction), but must be a number from 0 (off) to 1 (every dispatch)")
+        }
         for (name, value) in [("--heartbeat-interval", heartbeatInterval), ("--rejoin-timeout", rejoinTimeout)]
         where !(value > 0 && value.isFinite) {
             throw ValidationError("\(name) is \(value), but must be a positive number of seconds")

@@ -23,7 +23,9 @@ struct Serve: AsyncParsableCommand {
             layer sends one dispatch per worker for the whole batch. /health answers 503 until every \
             worker is ready. A worker that dies, hangs or is cut off costs a stall, not a request: its \
             rows go to replicas (--replicas) or its experts to the other workers, and /health says \
-            "degraded" until it (or a replacement, named or not) is back; see WORKER FAULTS. Stop it \
+            "degraded" until it (or a replacement, named or not) is back; see WORKER FAULTS. With \
+            --verify-fraction F, that fraction of dispatches is also computed by a second holder and compared \
+            bit for bit; a worker whose answer differs from the coordinator's own computation is taken out. Stop it \
             with Ctrl-C or SIGTERM; workers are told to leave.
 
             """ + EnvironmentOptions.help + " SWITCHYARD_MODEL gives the model when neither MODEL nor --model does."
@@ -178,6 +180,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--max-model-len is \(maxModelLen), but must be at least 2 (a prompt token and a generated one)")
         }
         if let memoryBudget, memoryBudget < 1 { throw ValidationError("--memory-budget is \(memoryBudget), but must be at least 1") }
+        if liveness.verifyFraction > 0 && !usesWorkers {
+            throw ValidationError(
+                "--verify-fraction \(liveness.verifyFraction) needs workers (--workers N with --replicas 2, --placement or --placement-json): with the experts in-process there is no second holder to compare with")
+        }
         if usesWorkers { try security.check() }
     }
 
@@ -247,7 +253,7 @@ struct Serve: AsyncParsableCommand {
                         placementJSON: placementJSON,
                         liveness: liveness.policy(expertBudget: memoryBudget), replicas: liveness.replicas,
                         arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
-                        quantization: numerics.quantize, curve: curve),
+                        quantization: numerics.quantize, curve: curve, verifyFraction: liveness.verifyFraction),
                 arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
             let (host, port) = try httpAddress()
             var serverConfiguration = ServerConfiguration(

@@ -21,6 +21,11 @@ final class ZMQSocket {
     /// The ZAP user id of the last message received: the allow-list name of its sender's CURVE key
     /// (nil on a plaintext socket).
     private(set) var lastUserID: String?
+    /// Whether to read each message's `Peer-Address` (off by default: a string per message).
+    var recordsPeerAddress = false
+    /// The address of the connection the last message came from (`Peer-Address`, e.g.
+    /// `127.0.0.1`), when `recordsPeerAddress` is on.
+    private(set) var lastPeerAddress: String?
 
     init(context: ZMQContext, type: Int32, options: SocketOptions, endpoint: String) throws(TransportError) {
         guard let handle = zmq_socket(context.handle, type) else {
@@ -136,9 +141,15 @@ final class ZMQSocket {
                 throw .lastZMQError(operation: "receive", endpoint: endpoint, errno: code)
             }
             // A router's identity frame is its own and carries no metadata: read the peer's frames.
-            if frames.isEmpty { lastUserID = nil }
+            if frames.isEmpty {
+                lastUserID = nil
+                lastPeerAddress = nil
+            }
             if lastUserID == nil, frames.count <= 1 {
                 lastUserID = zmq_msg_gets(message, "User-Id").map { String(cString: $0) }
+            }
+            if recordsPeerAddress, lastPeerAddress == nil, frames.count <= 1 {
+                lastPeerAddress = zmq_msg_gets(message, "Peer-Address").map { String(cString: $0) }
             }
             let size = zmq_msg_size(message)
             let frame: [UInt8] =

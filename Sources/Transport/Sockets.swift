@@ -21,6 +21,16 @@ public final class RouterSocket {
     /// The allow-list name of the CURVE key that sent the message received last; nil on a plaintext router.
     public var lastSenderKeyName: String? { socket.lastUserID }
 
+    /// Whether ``lastSenderAddress`` is read (a string per message received; off by default).
+    public var recordsSenderAddress: Bool {
+        get { socket.recordsPeerAddress }
+        set { socket.recordsPeerAddress = newValue }
+    }
+
+    /// The network address the message received last came from (e.g. `127.0.0.1`); nil unless
+    /// ``recordsSenderAddress`` is on, or when libzmq does not know it.
+    public var lastSenderAddress: String? { socket.lastPeerAddress }
+
     /// The endpoint actually bound, with wildcard port and host resolved, e.g. `tcp://127.0.0.1:49731`.
     public var boundEndpoint: String { socket.endpoint }
 

@@ -15,6 +15,8 @@ private struct SimulatedWorker {
     let peer: PeerIdentity
     var dead = false
     var stopped = false
+    /// Answers every DISPATCH with one value off by the last bit of its mantissa.
+    var dishonest = false
     var held: Set<LayerExpert> = []
     /// Messages it received while stopped (with the flight's hidden states), answered when it continues.
     var inbox: [(ClusterAction, [Float])] = []
@@ -40,12 +42,19 @@ private struct Cluster {
     var toCoordinator: [(PeerIdentity, WireMessage)] = []
     var logs: [String] = []
     var dispatchesTo: [String: Int] = [:]
+    /// Workers the coordinator took out of the placement for a wrong answer.
+    var faulty: [String] = []
+    /// Arbitrations the coordinator computed itself.
+    var arbitrations = 0
 
-    init(workers names: [String], replicas: Int = 1, named: Bool = true, policy: LivenessPolicy = LivenessPolicy()) {
+    init(
+        workers names: [String], replicas: Int = 1, named: Bool = true, policy: LivenessPolicy = LivenessPolicy(),
+        verification: VerificationPolicy = .off
+    ) {
         let placement = try! Placement.replicated(expertCounts: Self.shape.expertCounts, workerNames: names, replicas: replicas)
         state = ClusterState(
             shape: Self.shape, fingerprint: "model", placement: placement, namedSlots: named, policy: policy,
-            arithmetic: .exact, quantization: .none, joinHint: "switchyard worker …")
+            arithmetic: .exact, quantization: .none, joinHint: "switchyard worker …", verification: verification)
     }
 
     /// Starts a worker process and lets it register.
@@ -64,6 +73,16 @@ private struct Cluster {
                 logs.append(line)
             case .answered:
                 break
+            case .arbitrate(let order):
+                // The coordinator's own computation: the same function every honest worker runs.
+                arbitrations += 1
+                let outputs = order.rows.map { rows in
+                    Self.compute(rows, rows: DispatchPlan.gather(rows, from: state.hidden(of: order.flight), hiddenSize: Self.hiddenSize))
+                }
+                queue.append(contentsOf: state.arbitrated(order, outputs: .success(outputs), now: now))
+            case .faulty(_, let worker, let reason):
+                faulty.append(worker)
+                logs.append("FAULTY \(worker): \(reason)")
             case .send(let peer, _), .dispatch(let peer, _):
                 guard let index = workers.lastIndex(where: { $0.peer == peer }) else { continue }
                 if workers[index].dead {
@@ -91,10 +110,12 @@ private struct Cluster {
             precondition(batch.expertIDs.allSatisfy { workers[index].held.contains(LayerExpert(layer: order.layer, expert: ExpertID(Int($0)))) },
                          "a dispatch to \(workers[index].name) of an expert it does not hold")
             let rows = DispatchPlan.gather(batch, from: flightHidden ?? state.hidden(of: order.flight), hiddenSize: Self.hiddenSize)
+            var values = Self.compute(batch, rows: rows)
+            if workers[index].dishonest { values[values.count / 2] = Float(bitPattern: values[values.count / 2].bitPattern ^ 1) }
             toCoordinator.append((peer, .combine(.init(
                 requestID: order.requestID, step: order.step, layer: order.layer,
                 outputs: HiddenStates(rowCount: batch.rowCount, hiddenSize: Self.hiddenSize,
-                                      values: Self.compute(batch, rows: rows), dtype: .f32),
+                                      values: values, dtype: .f32),
                 computeMicroseconds: 1))))
         default:
             break
@@ -145,6 +166,12 @@ private struct Cluster {
     }
 
     mutating func kill(_ name: String) { workers[workers.lastIndex { $0.name == name }!].dead = true }
+    mutating func corrupt(_ name: String) { workers[workers.lastIndex { $0.name == name }!].dishonest = true }
+
+    /// The batches the plan of `routing` has on the active placement (one DISPATCH each).
+    func plannedBatches(_ routing: RoutingDecision) -> Int {
+        DispatchPlan(routing: routing, layer: LayerIndex(0), placement: state.active).batches.count
+    }
     mutating func stop(_ name: String) { workers[workers.lastIndex { $0.name == name }!].stopped = true }
     mutating func resume(_ name: String) {
         let index = workers.lastIndex { $0.name == name }!
@@ -456,5 +483,147 @@ struct ClusterStateTests {
         cluster.deliver()
         cluster.perform(cluster.state.stepBoundary(now: cluster.now))
         #expect(cluster.state.placementOutcome(ticket) == .applied)
+    }
+}
+
+@Suite("Verification of dispatches on a second holder (ClusterState, no sockets, no clock)")
+struct DispatchVerificationTests {
+    static let everyDispatch = VerificationPolicy(fraction: 1, seed: 7)
+
+    @Test("a dishonest worker changes the result when nothing is verified (the perturbation matters)")
+    func undetectedWithoutVerification() {
+        var cluster = Cluster(workers: ["w0", "w1"], replicas: 2)
+        cluster.startAll()
+        cluster.corrupt("w1")
+        let flight = cluster.dispatch(routing, hidden: hidden)
+        cluster.deliver()
+        guard case .done(let output) = cluster.state.outcome(of: flight) else {
+            Issue.record("the flight did not finish")
+            return
+        }
+        #expect(output.map(\.bitPattern) != expected.map(\.bitPattern))
+        #expect(cluster.state.readyWorkerCount == 2)
+    }
+
+    @Test(
+        "with every dispatch verified a dishonest worker is caught, taken out of the placement, counted, and the result is the honest one",
+        arguments: [2, 3])
+    func dishonestWorkerCaught(workers count: Int) {
+        let names = (0..<count).map { "w\($0)" }
+        var cluster = Cluster(workers: names, replicas: 2, verification: Self.everyDispatch)
+        cluster.startAll()
+        cluster.corrupt("w1")
+        let flight = cluster.dispatch(routing, hidden: hidden)
+        cluster.deliver()
+        #expect(cluster.state.outcome(of: flight) == .done(expected))
+        #expect(cluster.arbitrations >= 1)
+        #expect(Set(cluster.faulty) == ["w1"])
+        #expect(cluster.state.counters.verifyMismatches["w1", default: 0] >= 1)
+        #expect(cluster.state.counters.verifyMismatches.keys.sorted() == ["w1"])
+        #expect(cluster.state.counters.verifiedDispatches >= 1)
+        // Out of the placement: no expert is held by its slot any more, as after a lost worker.
+        #expect(cluster.state.readyWorkerCount == count - 1)
+        #expect(cluster.state.counters.workersLost == 1)
+        #expect(!cluster.state.active.holders.joined().contains { $0.contains(1) })
+        #expect(cluster.logs.contains { $0.contains("FAULTY w1") && $0.contains("differs bitwise") })
+        #expect(cluster.logs.contains { $0.contains("worker w1") && $0.contains("lost: taken out of the placement") })
+
+        // Later dispatches go to the honest workers only and give the honest result.
+        let sentToW1 = cluster.dispatchesTo["w1", default: 0]
+        for _ in 0..<3 {
+            let next = cluster.dispatch(routing, hidden: hidden)
+            cluster.deliver()
+            #expect(cluster.state.outcome(of: next) == .done(expected))
+        }
+        #expect(cluster.dispatchesTo["w1", default: 0] == sentToW1)
+        // Experts left with one holder cannot be verified: counted, and said once in the log.
+        #expect(cluster.state.counters.unverifiableDispatches >= 1)
+        cluster.advance(.milliseconds(250))
+        cluster.advance(.milliseconds(250))
+        #expect(cluster.logs.filter { $0.contains("have a single holder") }.count == 1)
+
+        // The same name may not register again.
+        _ = cluster.start("w1")
+        cluster.deliver()
+        #expect(cluster.state.readyWorkerCount == count - 1)
+        #expect(cluster.logs.contains { $0.contains("refused worker w1") && $0.contains("taken out of the placement") })
+    }
+
+    @Test("with verification off nothing is dispatched twice; with every dispatch verified each batch goes to two holders")
+    func noExtraDispatchesWhenOff() {
+        var off = Cluster(workers: ["w0", "w1", "w2"], replicas: 2, verification: VerificationPolicy(fraction: 0, seed: 7))
+        var on = Cluster(workers: ["w0", "w1", "w2"], replicas: 2, verification: Self.everyDispatch)
+        off.startAll()
+        on.startAll()
+        let planned = off.plannedBatches(routing)
+        #expect(planned == on.plannedBatches(routing))
+        let offBefore = off.dispatchesTo.values.reduce(0, +)
+        let onBefore = on.dispatchesTo.values.reduce(0, +)
+        for _ in 0..<5 {
+            let a = off.dispatch(routing, hidden: hidden)
+            off.deliver()
+            #expect(off.state.outcome(of: a) == .done(expected))
+            let b = on.dispatch(routing, hidden: hidden)
+            on.deliver()
+            #expect(on.state.outcome(of: b) == .done(expected))
+        }
+        #expect(off.dispatchesTo.values.reduce(0, +) - offBefore == 5 * planned)
+        #expect(off.state.counters.verifiedDispatches == 0 && off.state.counters.unverifiableDispatches == 0)
+        #expect(on.dispatchesTo.values.reduce(0, +) - onBefore > 5 * planned)
+        #expect(on.state.counters.verifiedDispatches == 5 * planned)
+        #expect(on.arbitrations == 0 && on.faulty.isEmpty)
+    }
+
+    @Test("a fraction verifies about that share of dispatches, the same ones for the same seed")
+    func sampledFraction() {
+        func run(seed: UInt64) -> (verified: Int, batches: Int) {
+            var cluster = Cluster(workers: ["w0", "w1"], replicas: 2, verification: VerificationPolicy(fraction: 0.5, seed: seed))
+            cluster.startAll()
+            var batches = 0
+            for _ in 0..<40 {
+                batches += cluster.plannedBatches(routing)
+                let flight = cluster.dispatch(routing, hidden: hidden)
+                cluster.deliver()
+                #expect(cluster.state.outcome(of: flight) == .done(expected))
+            }
+            return (cluster.state.counters.verifiedDispatches, batches)
+        }
+        let first = run(seed: 42)
+        #expect(first.verified > first.batches / 4 && first.verified < first.batches * 3 / 4, "\(first)")
+        #expect(run(seed: 42).verified == first.verified)
+    }
+
+    @Test("workers lost while they compute or check verified dispatches: the rows are computed and checked elsewhere, same bits")
+    func lossDuringVerification() {
+        var cluster = Cluster(workers: ["w0", "w1", "w2", "w3"], replicas: 2, verification: Self.everyDispatch)
+        cluster.startAll()
+        cluster.kill("w2")
+        let flight = cluster.dispatch(routing, hidden: hidden)
+        cluster.deliver()
+        #expect(cluster.state.outcome(of: flight) == .done(expected))
+        #expect(cluster.state.counters.workersLost == 1)
+        cluster.stop("w0")
+        let hung = cluster.dispatch(routing, hidden: hidden)
+        cluster.deliver()
+        cluster.advance(.seconds(12))
+        #expect(cluster.state.outcome(of: hung) == .done(expected))
+        #expect(cluster.state.counters.workersLost == 2)
+        #expect(cluster.faulty.isEmpty && cluster.arbitrations == 0)
+        #expect(cluster.state.counters.verifiedDispatches >= 1)
+    }
+
+    @Test("without a second holder every sampled dispatch is counted unverifiable and the log says why")
+    func singleHolders() {
+        var cluster = Cluster(workers: ["w0", "w1"], replicas: 1, verification: Self.everyDispatch)
+        cluster.startAll()
+        cluster.advance(.milliseconds(250))
+        #expect(cluster.logs.contains { $0.contains("16 of 16 experts have a single holder") && $0.contains("--replicas 2") })
+        let before = cluster.dispatchesTo.values.reduce(0, +)
+        let flight = cluster.dispatch(routing, hidden: hidden)
+        cluster.deliver()
+        #expect(cluster.state.outcome(of: flight) == .done(expected))
+        #expect(cluster.dispatchesTo.values.reduce(0, +) - before == cluster.plannedBatches(routing))
+        #expect(cluster.state.counters.unverifiableDispatches == cluster.plannedBatches(routing))
+        #expect(cluster.state.counters.verifiedDispatches == 0)
     }
 }
