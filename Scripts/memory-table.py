@@ -9,6 +9,10 @@ shared experts and dense FFN layers: every weight that is not a routed expert), 
 attention the latent row, kv_lora_rank + qk_rope_head_dim values a token and layer), and the bytes
 of one routed expert (gate, up and down projections: 3 x hidden x moe_intermediate weights) at
 f32, bf16 and q8 (--quantize q8: int8 in blocks of 32 with an f32 scale, 1.125 bytes a weight).
+For a config with an FP8 quantization_config (quant_method fp8, weight_block_size [R, C], as
+DeepSeek-V3 is released) a second table gives the bytes as stored and used: every linear weight 1
+byte plus an f32 scale per R x C block (ceil-divided: edge blocks are partial), the embeddings,
+lm_head, routers and norms bf16.
 Weights only: add the activations of a step (small next to these) and the process's own ~100 MB.
 Scripts/memory-configs/ holds the fields of published config.json files the README's table uses.
 """
@@ -49,16 +53,22 @@ def figures(cfg):
         moe_layers = list(range(layers))
     dense_layers = layers - len(moe_layers)
 
+    # The linear weights of one layer's attention, [rows, columns] each (what an FP8 release stores
+    # in FP8), beside the total.
     if kind == "deepseek_v3":
         nope, rope, v = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
         q_rank, kv_rank = cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
         q = (h * q_rank + q_rank + q_rank * heads * (nope + rope)) if q_rank else h * heads * (nope + rope)
         attention = q + h * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v) + heads * v * h
+        attention_matrices = ([(q_rank, h), (heads * (nope + rope), q_rank)] if q_rank
+                              else [(heads * (nope + rope), h)])
+        attention_matrices += [(kv_rank + rope, h), (heads * (nope + v), kv_rank), (h, heads * v)]
         kv_per_token_layer = kv_rank + rope
     else:
         kv_heads = cfg.get("num_key_value_heads", heads)
         d = cfg.get("head_dim") or h // heads
         attention = h * heads * d + 2 * h * kv_heads * d + heads * d * h
+        attention_matrices = [(heads * d, h), (kv_heads * d, h), (kv_heads * d, h), (h, heads * d)]
         if cfg.get("attention_bias"):
             attention += heads * d + 2 * kv_heads * d
         if kind == "qwen3_moe" or cfg.get("use_qk_norm"):
@@ -72,11 +82,27 @@ def figures(cfg):
     dense += dense_layers * 3 * h * dense_ffn
     dense += vocab * h * (1 if cfg.get("tie_word_embeddings") else 2) + h
     expert = 3 * h * expert_ffn
+    matrices = layers * attention_matrices
+    matrices += len(moe_layers) * [(shared * expert_ffn, h), (shared * expert_ffn, h), (h, shared * expert_ffn)] * (shared > 0)
+    matrices += dense_layers * [(dense_ffn, h), (dense_ffn, h), (h, dense_ffn)]
+    expert_matrices = [(expert_ffn, h), (expert_ffn, h), (h, expert_ffn)]
     return {
+        "dense_matrices": matrices, "expert_matrices": expert_matrices,
         "moe_layers": len(moe_layers), "experts": experts, "top_k": top_k, "dense_params": dense,
         "expert_params": expert, "routed_experts_total": len(moe_layers) * experts,
         "kv_values_per_token": layers * kv_per_token_layer,
     }
+
+
+def fp8_bytes(matrices, block):
+    """Bytes of linear weights stored as FP8: 1 a weight plus an f32 scale per block (ceil-divided)."""
+    br, bc = block
+    return sum(r * c + 4 * (-(-r // br)) * (-(-c // bc)) for r, c in matrices)
+
+
+def fp8_block(cfg):
+    q = cfg.get("quantization_config") or {}
+    return tuple(q.get("weight_block_size", (128, 128))) if q.get("quant_method") == "fp8" else None
 
 
 def main():
@@ -98,6 +124,26 @@ def main():
               f"{e * 2 / 2**20:.1f} / {e * 1.125 / 2**20:.1f} / {e * 4 / 2**20:.1f} MiB | "
               f"{n} ({x['moe_layers']} x {x['experts']}, top-{x['top_k']}) | "
               f"{n * e * 2 / GIB:.1f} / {n * e * 1.125 / GIB:.1f} GiB |")
+    fp8 = [path for path in sys.argv[1:] if fp8_block(json.load(open(path, encoding="utf-8")))]
+    if not fp8:
+        return
+    print()
+    print("| model, FP8 as released | dense part (FP8 linear weights + bf16 rest) | KV cache per 1k tokens bf16 / f32 | "
+          "one expert FP8 | all experts FP8 |")
+    print("| --- | --- | --- | --- | --- |")
+    for path in fp8:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+        name = cfg.get("_source", path).split(" ")[0]
+        x = figures(cfg)
+        block = fp8_block(cfg)
+        linear = sum(r * c for r, c in x["dense_matrices"])
+        dense = fp8_bytes(x["dense_matrices"], block) + 2 * (x["dense_params"] - linear)
+        expert = fp8_bytes(x["expert_matrices"], block)
+        kv = x["kv_values_per_token"] * 1000
+        n = x["routed_experts_total"]
+        print(f"| {name} ({block[0]} x {block[1]} blocks) | {dense / GIB:.2f} GiB | {kv * 2 / 2**20:.0f} / {kv * 4 / 2**20:.0f} MiB | "
+              f"{expert / 2**20:.2f} MiB | {n * expert / GIB:.1f} GiB |")
 
 
 if __name__ == "__main__":

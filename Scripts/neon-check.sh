@@ -11,7 +11,7 @@ cd "$root"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-sources=(Sources/CKernels/kernels.c Sources/CKernels/mxfp4.c Tests/kernels/isa_equality.c)
+sources=(Sources/CKernels/kernels.c Sources/CKernels/mxfp4.c Sources/CKernels/fp8.c Tests/kernels/isa_equality.c)
 # -ffp-contract=off: GCC's default for GNU C (fast) may fuse a multiply and a later add across
 # statements; clang, which builds the kernels in SwiftPM, fuses only within one expression, and the
 # kernels leave no such expression (every fused multiply-add is written out).

@@ -67,6 +67,12 @@ experts and dense first layers; the Qwen3-style byte-level BPE stands in for Dee
 - `deepseek_v3_yarn`: rope_parameters yarn (factor 4, original_max_position_embeddings 64,
   beta_fast 32 / beta_slow 1, mscale 0.707 and mscale_all_dim 1, so both the cos/sin attention
   factor and the softmax scale's mscale² differ from 1).
+- `deepseek_v3_fp8`: FP8 as DeepSeek-V3 ships it (see quantize_fp8): every linear weight (attention
+  projections, the dense layer's MLP, shared and routed experts) float8_e4m3fn with a float32
+  `weight_scale_inv` per 32 x 32 block (hidden 64 and widths 24, 40, 48, 96: several blocks, partial
+  ones at the edges), `quantization_config` quant_method fp8; embeddings, norms, routers and lm_head
+  bfloat16 (the correction bias float32). The reference is transformers in float32 on the
+  dequantized weights (e4m3 value x scale_inv of its block, one float32 product).
 
 **gpt-oss** (`GptOssForCausalLM`; the Qwen3 byte-level tokenizer stands in):
 - `gpt_oss_bf16`: bfloat16, GptOssConfig's defaults for YaRN (factor 32 over 4096 positions,
@@ -97,6 +103,9 @@ renormalised; the Qwen3-style byte-level BPE stands in for DeepSeek's tokenizer)
   head_dim 16 with partial_rotary_factor 0.5 (8 rotated dimensions).
 - `minimax_m2_bf16`: stored bfloat16 (the correction bias stays float32), config.json in the Hub
   spelling (top-level `rope_theta`, `rotary_dim` 6 of head_dim 12), 16 experts top-4, one KV head.
+- `minimax_m2_fp8`: FP8 as MiniMax-M2 ships it: attention projections and experts float8_e4m3fn in
+  DeepSeek's 128 x 128 blocks (every matrix here one partial block), the rest float32; reference on
+  the dequantized weights, as deepseek_v3_fp8.
 
 ## Contract
 
@@ -681,6 +690,14 @@ MODELS = [
                      routed_scaling_factor=1.0, attention_bias=False, rope_interleave=True, vocab_size=352,
                      num_nextn_predict_layers=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
          cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 8)]),
+    dict(name="deepseek_v3_fp8", arch="deepseek_v3", seed=24024, stored="bfloat16", shard=None, fp8=(32, 32),
+         config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                     q_lora_rank=40, kv_lora_rank=24, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=12,
+                     n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2, moe_intermediate_size=24,
+                     n_shared_experts=1, intermediate_size=96, first_k_dense_replace=1, norm_topk_prob=True,
+                     routed_scaling_factor=2.5, attention_bias=False, rope_interleave=True, vocab_size=384,
+                     num_nextn_predict_layers=0, rope_parameters=ROPE_1E6),
+         cases=[(PROMPT_TEXT_A, 10), (PROMPT_UNICODE, 8), (PROMPT_TEXT_C, 10)]),
     dict(name="deepseek_v3_yarn", arch="deepseek_v3", seed=18018, stored="float32", shard=None,
          config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                      q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
@@ -753,6 +770,11 @@ MODELS = [
                      num_local_experts=16, num_experts_per_tok=4, intermediate_size=16, vocab_size=320,
                      rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "partial_rotary_factor": 0.5}),
          cases=[(PROMPT_TEXT_C, 10), (PROMPT_UNICODE, 8)]),
+    dict(name="minimax_m2_fp8", arch="minimax_m2", seed=25025, stored="float32", shard=None, fp8=(128, 128),
+         config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                     num_local_experts=8, num_experts_per_tok=2, intermediate_size=40, vocab_size=352,
+                     rope_parameters={**ROPE_1E6, "partial_rotary_factor": 0.5}),
+         cases=[(PROMPT_TEXT_B, 10), (PROMPT_UNICODE, 8)]),
 ]
 
 CONFIG_DEFAULTS = dict(
@@ -976,6 +998,99 @@ def load_mxfp4_reference(folder: str):
         elif not name.endswith("_scales"):
             state[name] = t.float()
     model.load_state_dict(state, strict=True)
+    model.generation_config = GenerationConfig.from_pretrained(folder)
+    model.eval()
+    return model
+
+
+FP8_MAX = 448.0
+
+
+def quantize_fp8(w: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [rows, cols] (nn.Linear layout) -> (float8_e4m3fn [rows, cols], scale_inv float32
+    [ceil(rows / block_rows), ceil(cols / block_cols)]), the way DeepSeek-V3's checkpoints are quantized
+    (its inference/kernel.py act_quant: s = amax / 448, y = x / s cast to e4m3): per block (partial at
+    the bottom and right edges), scale_inv = amax / 448 in float32, the values w / scale_inv rounded to
+    the nearest e4m3 (ties to even; clamped to +-448 first, so nothing overflows to NaN). An all-zero
+    block gets scale 1 (its values are 0 whatever the scale)."""
+    w = w.float()
+    rows, cols = w.shape
+    br, bc = block
+    grid_rows, grid_cols = -(-rows // br), -(-cols // bc)
+    q = torch.empty(rows, cols, dtype=torch.float8_e4m3fn)
+    scale_inv = torch.empty(grid_rows, grid_cols, dtype=torch.float32)
+    for i in range(grid_rows):
+        for j in range(grid_cols):
+            part = w[i * br:(i + 1) * br, j * bc:(j + 1) * bc]
+            amax = part.abs().amax()
+            s = amax / FP8_MAX if amax > 0 else torch.tensor(1.0)
+            scale_inv[i, j] = s
+            q[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = (part / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q, scale_inv
+
+
+def dequantize_fp8(q: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """The weight an FP8 checkpoint means: each e4m3 value times its block's scale_inv, one float32
+    product (as DeepSeek's weight_dequant and transformers' Fp8Dequantize compute it; the grid is
+    ceil-divided, so edge blocks are partial)."""
+    rows, cols = q.shape
+    s = scale_inv.repeat_interleave(block[0], 0)[:rows].repeat_interleave(block[1], 1)[:, :cols]
+    return q.to(torch.float32) * s
+
+
+def is_fp8_weight(name: str, t: torch.Tensor) -> bool:
+    """The tensors DeepSeek-V3 and MiniMax-M2 store in FP8: linear weights; not the embedding, lm_head,
+    the routers (DeepSeek's mlp.gate, MiniMax's block_sparse_moe.gate) or any norm (all 1-D)."""
+    return (t.dim() == 2 and name.endswith(".weight") and "embed_tokens" not in name and name != "lm_head.weight"
+            and not name.endswith((".mlp.gate.weight", "block_sparse_moe.gate.weight")))
+
+
+def write_fp8_weights(spec: dict, folder: str) -> None:
+    """Replace every linear weight in model.safetensors by float8_e4m3fn and its `_scale_inv`, and add
+    config.json's quantization_config as deepseek-ai/DeepSeek-V3 (or MiniMaxAI/MiniMax-M2) has it."""
+    block = spec["fp8"]
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    for name in [n for n, t in tensors.items() if is_fp8_weight(n, t)]:
+        tensors[name], tensors[name + "_scale_inv"] = quantize_fp8(tensors[name], block)
+    save_file(tensors, path, metadata={"format": "pt"})
+    config_path = os.path.join(folder, "config.json")
+    with open(config_path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                  "weight_block_size": list(block)}
+    if arch_of(spec) == "minimax_m2":
+        cfg["quantization_config"].update(fmt="float8_e4m3fn",
+                                          modules_to_not_convert=["gate", "e_score_correction_bias", "lm_head"])
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def load_fp8_reference(spec: dict, folder: str):
+    """The FP8 fixture in float32 on its dequantized weights (dequantize_fp8; the other tensors as
+    stored, upcast exactly): transformers' from_pretrained of a copy holding those float32 weights and
+    config.json without quantization_config (transformers' FP8 quantizer targets GPUs, and its CPU
+    dequantization needs shapes divisible by the scale grid, which DeepSeek's kv_a_proj_with_mqa
+    (576 rows) is not)."""
+    import tempfile
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(os.path.join(folder, "model.safetensors"))
+    state = {}
+    for name, t in tensors.items():
+        if name.endswith("_scale_inv"):
+            continue
+        state[name] = (dequantize_fp8(t, tensors[name + "_scale_inv"], spec["fp8"])
+                       if t.dtype == torch.float8_e4m3fn else t.float()).contiguous()
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    del cfg["quantization_config"]
+    cfg["dtype"] = "float32"
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg, f)
+        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        model = ARCHS[arch_of(spec)]["model_cls"].from_pretrained(tmp, dtype=torch.float32)
     model.generation_config = GenerationConfig.from_pretrained(folder)
     model.eval()
     return model
@@ -1467,6 +1582,8 @@ def build_one(spec: dict, out_root: str) -> dict:
             del model
             if spec.get("mxfp4"):
                 write_mxfp4_experts(folder)
+            if spec.get("fp8"):
+                write_fp8_weights(spec, folder)
             if spec.get("hub_config"):
                 hub_style_config(spec, folder)
             save_generation_config(spec, byte_tok, folder)
@@ -1484,6 +1601,8 @@ def build_one(spec: dict, out_root: str) -> dict:
         # The reference is what a user loading the files gets, always computed in float32.
         if spec.get("mxfp4"):
             model = load_mxfp4_reference(folder)
+        elif spec.get("fp8"):
+            model = load_fp8_reference(spec, folder)
         else:
             model = arch["model_cls"].from_pretrained(folder, dtype=torch.float32)
         model.eval()
@@ -1505,6 +1624,7 @@ def build_one(spec: dict, out_root: str) -> dict:
             "tokenizers_version": tokenizers.__version__,
             "reference_dtype": "float32",
             "stored_dtype": spec["stored"],
+            **({"fp8_weight_block_size": list(spec["fp8"])} if spec.get("fp8") else {}),
             "seed": seed,
             "attn_implementation": model.config._attn_implementation,
             "generator": "Scripts/reference/model_fixtures.py",
@@ -1516,8 +1636,9 @@ def build_one(spec: dict, out_root: str) -> dict:
             moe_layers = moe_layer_indices(model.config)
             built = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
             assert built == moe_layers, (built, moe_layers)
-            # The MXFP4 fixture's features are those of gpt_oss_bf16, checked there.
-            found = {} if spec.get("mxfp4") else check_implementations_and_features(spec, folder, cases)
+            # The MXFP4 and FP8 fixtures' features are those of their unquantized siblings, checked there
+            # (the variants load with from_pretrained, whose quantizers target GPUs).
+            found = {} if spec.get("mxfp4") or spec.get("fp8") else check_implementations_and_features(spec, folder, cases)
             print(f"  [{spec['name']}] max logit diffs: "
                   + ", ".join(f"{k} {v:.3g}" for k, v in found.items()), flush=True)
             ref.update({

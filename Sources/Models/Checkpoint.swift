@@ -1,7 +1,7 @@
 // Vocabulary: a checkpoint is a model directory: config.json plus model.safetensors or shards
-// listed by model.safetensors.index.json. Tensors stay memory-mapped: f32 and bf16 weights are used
-// in place (bf16 widened by the kernels on the fly); f16 is converted to f32 when a model or expert
-// store loads it.
+// listed by model.safetensors.index.json. Tensors stay memory-mapped: f32, bf16 and FP8 weights are
+// used in place (bf16 and FP8 widened by the kernels on the fly; FP8 as FP8Weights.swift describes);
+// f16 is converted to f32 when a model or expert store loads it.
 public import Foundation
 public import Tensors
 
@@ -18,6 +18,8 @@ public final class Checkpoint: Sendable {
     /// Hex SHA-256 over config.json and every tensor's name, dtype, shape and a sample of its bytes:
     /// equal for the same files, different for other weights; fast on big checkpoints.
     public let fingerprint: String
+    /// config.json's FP8 `quantization_config`, nil when the checkpoint declares none.
+    public let fp8Quantization: FP8Quantization?
     /// The safetensors files, in file-name order.
     let files: [SafetensorsFile]
     /// Tensor name → (file index, entry).
@@ -43,6 +45,7 @@ public final class Checkpoint: Sendable {
         let (architecture, configuration) = try Self.decodeConfiguration(configData)
         self.architecture = architecture
         self.configuration = configuration
+        fp8Quantization = try FP8Quantization.decode(configData)
 
         files = try Self.openSafetensors(directory: directory)
         var tensors: [String: (file: Int, entry: SafetensorsEntry)] = [:]
@@ -68,19 +71,23 @@ public final class Checkpoint: Sendable {
                     + "more tensors than the \(tensors.count) in \(files.map(\.displayName).joined(separator: ", "))")
         }
         shape = configuration.shape
+        var fp8Weights: [(name: String, shape: [Int], file: String)] = []
         for (name, shape) in configuration.tensorShapes() {
             guard let (fileIndex, entry) = tensors[name] else {
                 throw ModelError.missingTensor(name: name, searched: files.map(\.displayName))
             }
             let fileName = files[fileIndex].displayName
-            guard entry.dtype != nil || (entry.dtypeName == "U8" && configuration.storesBytes(name)) else {
+            let isFP8 = entry.dtypeName == FP8Quantization.dtypeName
+            guard entry.dtype != nil || isFP8 || (entry.dtypeName == "U8" && configuration.storesBytes(name)) else {
                 throw ModelError.unsupportedTensorDType(file: fileName, name: name, dtype: entry.dtypeName)
             }
             guard entry.shape == shape else {
                 throw ModelError.tensorShapeMismatch(file: fileName, name: name, shape: entry.shape, expected: shape)
             }
+            if isFP8 { fp8Weights.append((name, shape, fileName)) }
         }
         fingerprint = Self.computeFingerprint(config: configData, files: files, tensors: tensors)
+        for weight in fp8Weights { _ = try checkFP8Weight(weight.name, shape: weight.shape, file: weight.file) }
     }
 
     /// The names of every tensor in the checkpoint, sorted.
@@ -89,12 +96,15 @@ public final class Checkpoint: Sendable {
     /// The header entry of tensor `name`, or nil.
     public func entry(named name: String) -> SafetensorsEntry? { tensors[name]?.entry }
 
-    /// Tensor `name` converted to f32.
+    /// Tensor `name` converted to f32 (an FP8 one dequantized with its scales, as the kernels do).
     /// - Returns: [shape of the tensor, flattened row-major], f32.
     /// - Throws: `ModelError.missingTensor` or `.unsupportedTensorDType`.
     public func floats(named name: String) throws(ModelError) -> [Float] {
         guard let (fileIndex, entry) = tensors[name] else {
             throw .missingTensor(name: name, searched: files.map(\.displayName))
+        }
+        if entry.dtypeName == FP8Quantization.dtypeName {
+            return try fp8Weight(named: name, file: fileIndex, entry: entry).values
         }
         guard let dtype = entry.dtype else {
             throw .unsupportedTensorDType(file: files[fileIndex].displayName, name: name, dtype: entry.dtypeName)
@@ -145,12 +155,17 @@ public final class Checkpoint: Sendable {
 
     /// Tensor `name` as the kernels read it: bf16 kept as stored (borrowed in place from the memory
     /// map when 2-byte aligned and the host is little-endian, else copied as bit patterns, never
-    /// widened); f32 as ``tensor(named:)`` gives it; f16 converted to f32.
-    /// - Returns: the tensor with its checkpoint shape, f32 or bf16.
-    /// - Throws: `ModelError.missingTensor` or `.unsupportedTensorDType`.
+    /// widened); FP8 kept as stored (its bytes borrowed in place, with its `_scale_inv` block scales);
+    /// f32 as ``tensor(named:)`` gives it; f16 converted to f32.
+    /// - Returns: the tensor with its checkpoint shape, f32, bf16 or FP8.
+    /// - Throws: `ModelError.missingTensor` or `.unsupportedTensorDType`; for FP8, what
+    ///   ``FP8Quantization`` requires of the weight and its scales.
     public func weight(named name: String) throws(ModelError) -> WeightTensor {
         guard let (fileIndex, entry) = tensors[name] else {
             throw .missingTensor(name: name, searched: files.map(\.displayName))
+        }
+        if entry.dtypeName == FP8Quantization.dtypeName {
+            return try fp8Weight(named: name, file: fileIndex, entry: entry)
         }
         guard entry.dtype == .bf16 else { return WeightTensor(try tensor(named: name)) }
         let bytes = files[fileIndex].bytes(of: entry)

@@ -5,6 +5,7 @@
 // tests and benchmarks pin byte for byte.
 public import Foundation
 public import Tensors
+import Kernels
 
 /// The shape, dtype and seed of a random checkpoint; each architecture reads the fields it has.
 public struct RandomModelOptions: Sendable, Equatable {
@@ -65,6 +66,11 @@ public struct RandomModelOptions: Sendable, Equatable {
     /// gpt-oss: the experts in MXFP4 (`quantization_config.quant_method` mxfp4): random e2m1 bytes and
     /// scale bytes 2^-7 ... 2^-5, so the weights are about `initializerRange` in size.
     public var mxfp4 = false
+    /// Set: every linear weight (a matrix other than the embedding, lm_head and the routers) is stored as
+    /// FP8 the way DeepSeek-V3's checkpoints are (``quantizeFP8(_:outputCount:inputCount:block:)`` in
+    /// blocks of this size, `<name>_scale_inv` f32 beside it, `quantization_config` quant_method fp8);
+    /// the other tensors stay `dtype`.
+    public var fp8Block: FP8BlockSize?
 
     public init() {}
 }
@@ -80,6 +86,13 @@ public enum RandomCheckpointWriter {
         fields["dtype"] = .string(options.dtype.huggingFaceName)
         fields["initializer_range"] = .float(options.initializerRange)
         fields["use_cache"] = .bool(true)
+        if let block = options.fp8Block {
+            // As deepseek-ai/DeepSeek-V3's config.json has it.
+            fields["quantization_config"] = .object([
+                "quant_method": .string("fp8"), "fmt": .string("e4m3"), "activation_scheme": .string("dynamic"),
+                "weight_block_size": .array([.int(block.rows), .int(block.columns)]),
+            ])
+        }
         let config = Data((JSONValue.object(fields).rendered(indent: "") + "\n").utf8)
         let configuration = try architecture.configuration(from: config)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -88,6 +101,10 @@ public enum RandomCheckpointWriter {
         var generator = NormalGenerator(seed: options.seed)
         var tensors: [SafetensorsWriter.Tensor] = []
         var byteSource = SplitMix64(seed: options.seed ^ 0x4D58_4650_3400_0000)
+        // The matrices that stay numbers in an FP8 checkpoint (DeepSeek-V3 keeps them bf16).
+        let unquantized = Set(
+            [configuration.embeddingName, "lm_head.weight"]
+                + shape.moeLayers.map { configuration.routerWeightName(layer: $0.rawValue) })
         for (name, tensorShape) in configuration.tensorShapes() {
             let count = tensorShape.reduce(1, *)
             if configuration.storesBytes(name) {
@@ -116,6 +133,16 @@ public enum RandomCheckpointWriter {
                             hot.contains(expert) ? Float(options.hotExpertBias / Double(hidden).squareRoot()) : 0
                     }
                 }
+            }
+            if let block = options.fp8Block, tensorShape.count == 2, name.hasSuffix(".weight"), !unquantized.contains(name) {
+                let (bytes, scales) = quantizeFP8(
+                    values, outputCount: tensorShape[0], inputCount: tensorShape[1], block: block)
+                tensors.append(SafetensorsWriter.Tensor(name: name, shape: tensorShape, fp8E4M3: bytes))
+                tensors.append(
+                    SafetensorsWriter.Tensor(
+                        name: name + FP8Quantization.scaleSuffix, shape: block.scaleShape(forWeight: tensorShape),
+                        values: scales, storedAs: .f32))
+                continue
             }
             tensors.append(SafetensorsWriter.Tensor(name: name, shape: tensorShape, values: values, storedAs: options.dtype))
         }

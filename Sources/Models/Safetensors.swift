@@ -158,13 +158,22 @@ public enum SafetensorsWriter {
         public var shape: [Int]
         /// The little-endian bytes, `shape.product × dtype.byteCount` of them.
         public var bytes: [UInt8]
-        /// Set for raw bytes (safetensors `U8`: MXFP4 blocks and scales); `dtype` is then ignored.
+        /// Set for one-byte elements written as they are (safetensors `U8`: MXFP4 blocks and scales;
+        /// `F8_E4M3`: FP8 weights); `dtype` is then ignored and `byteDTypeName` names them.
         public var isBytes = false
+        /// The safetensors dtype of a one-byte tensor (`isBytes`).
+        public var byteDTypeName = "U8"
 
         /// A U8 tensor of `bytes`, one a element.
         public init(name: String, shape: [Int], u8 bytes: [UInt8]) {
             self.init(name: name, dtype: .f32, shape: shape, bytes: bytes)
             isBytes = true
+        }
+
+        /// An `F8_E4M3` tensor of float8_e4m3fn `bytes`, one a element (an FP8 weight).
+        public init(name: String, shape: [Int], fp8E4M3 bytes: [UInt8]) {
+            self.init(name: name, shape: shape, u8: bytes)
+            byteDTypeName = FP8Quantization.dtypeName
         }
 
         /// Creates a tensor; `bytes.count` must be `shape.product × dtype.byteCount`.
@@ -197,7 +206,7 @@ public enum SafetensorsWriter {
                 tensor.bytes.count == tensor.shape.reduce(1, *) * (tensor.isBytes ? 1 : tensor.dtype.byteCount),
                 "tensor \(tensor.name): byte count does not match its shape")
             let shape = tensor.shape.map(String.init).joined(separator: ",")
-            let dtype = tensor.isBytes ? "U8" : tensor.dtype.safetensorsName
+            let dtype = tensor.isBytes ? tensor.byteDTypeName : tensor.dtype.safetensorsName
             fields.append(
                 "\(jsonString(tensor.name)):{\"dtype\":\"\(dtype)\",\"shape\":[\(shape)],"
                     + "\"data_offsets\":[\(offset),\(offset + tensor.bytes.count)]}")

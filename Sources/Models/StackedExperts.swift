@@ -160,6 +160,9 @@ struct StackedExpertTensors {
                 var bits = [UInt16](repeating: 0, count: rows * columns)
                 for r in 0..<rows { for c in 0..<columns { bits[r * columns + c] = source[base + index(r, c)] } }
                 return WeightTensor(shape: [rows, columns], bfloat16Bits: bits)
+            case .fp8:
+                // Checkpoint accepts FP8 for matrices only; stacked tensors have three dimensions.
+                preconditionFailure("stacked expert tensors are never FP8 (shape \(stacked.shape))")
             }
         }
     }

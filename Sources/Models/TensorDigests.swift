@@ -67,11 +67,15 @@ extension Checkpoint {
         }
     }
 
-    /// The tensors that hold the expert weight `name`: itself, or, when the checkpoint stores it
-    /// quantized as MXFP4 (gpt-oss), its `_blocks` and `_scales` (the name alone when neither is
-    /// there, so that the missing-tensor error names what the architecture expects).
+    /// The tensors that hold the expert weight `name`: itself (and its `_scale_inv` when it is FP8:
+    /// the scales are as much the weight as its bytes), or, when the checkpoint stores it quantized as
+    /// MXFP4 (gpt-oss), its `_blocks` and `_scales` (the name alone when neither is there, so that the
+    /// missing-tensor error names what the architecture expects).
     private func storedTensorNames(_ name: String) -> [String] {
-        if tensors[name] != nil { return [name] }
+        if let entry = tensors[name]?.entry {
+            let scales = name + FP8Quantization.scaleSuffix
+            return entry.dtypeName == FP8Quantization.dtypeName && tensors[scales] != nil ? [name, scales] : [name]
+        }
         let quantized = [name + "_blocks", name + "_scales"]
         return quantized.allSatisfy { tensors[$0] != nil } ? quantized : [name]
     }

@@ -4,12 +4,13 @@
 import Kernels
 import Tensors
 
-/// `output = input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16. With
+/// `output = input · weightᵀ` for an `nn.Linear` weight stored as f32, bf16 or FP8. With
 /// ``BFloat16Arithmetic/exact`` the bits are the same either way for the same values (the bf16 kernel
 /// widens exactly and reduces in the f32 kernel's order); `arithmetic` has no effect on f32 weights.
+/// An FP8 weight gives the f32 kernel's bits on its dequantized values (`arithmetic` does not apply).
 /// - Parameters:
 ///   - input: [rowCount, weight.shape[1]], f32.
-///   - weight: [outputCount, inputCount], f32 or bf16.
+///   - weight: [outputCount, inputCount], f32, bf16 or FP8.
 ///   - output: [rowCount, weight.shape[0]], f32, overwritten.
 func linear(
     _ input: UnsafePointer<Float>, rowCount: Int, weight: WeightTensor, into output: UnsafeMutablePointer<Float>,
@@ -28,6 +29,10 @@ func linear(
             linear(
                 input, rowCount: rowCount, inputCount: inputCount, bfloat16Weight: w, outputCount: outputCount,
                 into: output, arithmetic: arithmetic)
+        case .fp8(let w, let scales, let block):
+            linear(
+                input, rowCount: rowCount, inputCount: inputCount, fp8Weight: w, scales: scales, block: block,
+                outputCount: outputCount, into: output)
         }
     }
 }

@@ -115,6 +115,12 @@ struct MakeModel: ParsableCommand {
     @Flag(help: "gpt_oss: store the experts in MXFP4 as the released checkpoints do (random e2m1 blocks and scales; quantization_config.quant_method mxfp4).")
     var mxfp4 = false
 
+    @Flag(help: "deepseek_v3, deepseek_v2, glm4_moe, minimax_m2: store the linear weights (attention projections, dense and shared MLPs, routed experts) in FP8 as DeepSeek-V3's checkpoints are: float8_e4m3fn with an f32 weight_scale_inv per block (scale = amax ÷ 448), quantization_config quant_method fp8. Embeddings, norms, routers and lm_head stay --dtype.")
+    var fp8 = false
+
+    @Option(name: .customLong("fp8-block"), help: "With --fp8: the block size, rows and columns, sharing one scale (weight_block_size [N, N]); a positive multiple of 16.")
+    var fp8Block: Int = 128
+
     @Option(name: .customLong("max-positions"), help: "Context length (max_position_embeddings).")
     var maxPositions: Int = 4096
 
@@ -195,6 +201,12 @@ struct MakeModel: ParsableCommand {
         }
         if arch != "gpt_oss", mxfp4 {
             throw ValidationError("--mxfp4 applies to gpt_oss only")
+        }
+        if fp8, !["deepseek_v3", "deepseek_v2", "glm4_moe", "minimax_m2"].contains(arch) {
+            throw ValidationError("--fp8 applies to deepseek_v3, deepseek_v2, glm4_moe and minimax_m2 only")
+        }
+        guard fp8Block >= 16, fp8Block % 16 == 0 else {
+            throw ValidationError("--fp8-block is \(fp8Block), but must be a positive multiple of 16")
         }
         if mxfp4, hidden % 32 != 0 || (intermediate ?? 2 * hidden) % 32 != 0 {
             throw ValidationError("--mxfp4 needs --hidden and --intermediate to be multiples of 32 (MXFP4's block size)")
@@ -286,6 +298,7 @@ struct MakeModel: ParsableCommand {
             options.slidingWindow = slidingWindow
             options.maxPositionEmbeddings = maxPositions
             options.mxfp4 = mxfp4
+            options.fp8Block = fp8 ? FP8BlockSize(rows: fp8Block, columns: fp8Block) : nil
             options.tieWordEmbeddings = tieEmbeddings
             options.dtype = dtype == "bf16" ? .bf16 : .f32
             options.seed = seed
@@ -304,6 +317,7 @@ struct MakeModel: ParsableCommand {
             "wrote a random \(arch) checkpoint to \(directory.path): \(layers) layers"
                 + (dense.isEmpty ? "" : " (dense: \(dense.map(String.init).joined(separator: ", ")))")
                 + ", \(experts) experts (top-\(topK)), hidden \(hidden), vocab \(vocab), \(dtype)"
+                + (fp8 ? " (linear weights FP8 e4m3, \(fp8Block) × \(fp8Block) blocks)" : "")
                 + (hotExperts > 0 ? "; routers prefer \(hotExperts) experts per layer (bias \(hotBias))" : ""))
     }
 

@@ -113,3 +113,22 @@ public func encodeFloats(_ values: [Float], as dtype: DType) -> [UInt8] {
         initialized = values.count * dtype.byteCount
     }
 }
+
+/// The value of a float8_e4m3fn byte (exact): sign, 4 exponent bits with bias 7, 3 mantissa bits;
+/// exponent 0 is subnormal (m · 2⁻⁹), 0x7F and 0xFF are NaN (a quiet NaN with the byte's sign), and
+/// there is no infinity. The same bits as CKernels' `sy_fp8_e4m3_value`.
+@inline(__always)
+public func floatFromFloat8E4M3(_ byte: UInt8) -> Float {
+    let magnitude = UInt32(byte & 0x7F)
+    let sign = UInt32(byte & 0x80) << 24
+    let bits: UInt32
+    if magnitude == 0x7F {
+        bits = 0x7FC0_0000
+    } else if magnitude < 8 {
+        bits = (Float(magnitude) * Float(sign: .plus, exponent: -9, significand: 1)).bitPattern
+    } else {
+        // The exponent and mantissa moved into place, with the exponent bias 127 - 7 added.
+        bits = (magnitude << 20) + (120 << 23)
+    }
+    return Float(bitPattern: bits | sign)
+}

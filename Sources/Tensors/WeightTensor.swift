@@ -1,18 +1,45 @@
 // Vocabulary: a weight tensor is a checkpoint matrix in the element type the kernels read it in:
-// f32 (a `FloatTensor`, owned or borrowed from the memory map), or bf16 kept exactly as stored
-// (borrowed from the memory map, or owned bit patterns when the file cannot be used in place).
-// bf16 weights are never copied to f32: the kernels widen them on the fly.
+// f32 (a `FloatTensor`, owned or borrowed from the memory map), bf16 kept exactly as stored
+// (borrowed from the memory map, or owned bit patterns when the file cannot be used in place), or
+// FP8: float8_e4m3fn bytes with an f32 scale per block of weights (`weight_scale_inv`, as DeepSeek-V3
+// ships its linear layers), the bytes borrowed from the memory map.
+// bf16 and FP8 weights are never copied to f32: the kernels widen them on the fly.
 
-/// A read-only weight tensor, row-major, f32 or bf16.
+/// The block of an FP8 weight that shares one scale: `rows × columns` weights
+/// (`quantization_config.weight_block_size`, [128, 128] in DeepSeek-V3's checkpoints).
+public struct FP8BlockSize: Sendable, Hashable, CustomStringConvertible {
+    /// Weight rows (outputs) per block.
+    public var rows: Int
+    /// Weight columns (inputs) per block.
+    public var columns: Int
+
+    public init(rows: Int, columns: Int) {
+        self.rows = rows
+        self.columns = columns
+    }
+
+    /// The scale tensor's shape for a weight of `shape` [rows, columns]: the blocks that cover it, the
+    /// last ones partial when a dimension is not a multiple of the block's: [⌈rows / block rows⌉,
+    /// ⌈columns / block columns⌉].
+    public func scaleShape(forWeight shape: [Int]) -> [Int] {
+        precondition(shape.count == 2 && rows > 0 && columns > 0, "scaleShape: a matrix and a positive block")
+        return [(shape[0] + rows - 1) / rows, (shape[1] + columns - 1) / columns]
+    }
+
+    public var description: String { "[\(rows), \(columns)]" }
+}
+
+/// A read-only weight tensor, row-major: f32, bf16, or FP8 with block scales.
 ///
-/// `@unchecked Sendable`: a borrowed bf16 tensor points into a read-only (PROT_READ) mapping that
-/// its `owner` unmaps only on deinit; the tensor holds the owner, so the memory stays valid and is
+/// `@unchecked Sendable`: a borrowed bf16 or FP8 tensor points into a read-only (PROT_READ) mapping
+/// that its `owner` unmaps only on deinit; the tensor holds the owner, so the memory stays valid and is
 /// never written while any copy of the tensor exists. The f32 case is a `FloatTensor` (Sendable).
 public struct WeightTensor: @unchecked Sendable {
     private enum Storage {
         case float(FloatTensor)
         case ownedBFloat16([UInt16])
         case borrowedBFloat16(UnsafePointer<UInt16>, owner: any AnyObject)
+        case borrowedFP8(UnsafePointer<UInt8>, scales: FloatTensor, block: FP8BlockSize, owner: any AnyObject)
     }
 
     /// The elements as the kernels read them, valid only inside ``WeightTensor/withElements(_:)``.
@@ -21,6 +48,10 @@ public struct WeightTensor: @unchecked Sendable {
         case f32(UnsafePointer<Float>)
         /// `count` bf16 bit patterns (little-endian in memory, 2-byte aligned).
         case bf16(UnsafePointer<UInt16>)
+        /// `count` float8_e4m3fn bytes [rows, columns] and their f32 scales
+        /// (``FP8BlockSize/scaleShape(forWeight:)``): weight [r, c] is
+        /// e4m3(bytes[r, c]) · scales[r / block.rows, c / block.columns].
+        case fp8(UnsafePointer<UInt8>, scales: UnsafePointer<Float>, block: FP8BlockSize)
     }
 
     /// The shape, outermost dimension first.
@@ -47,10 +78,43 @@ public struct WeightTensor: @unchecked Sendable {
         storage = .borrowedBFloat16(pointer, owner: owner)
     }
 
-    /// The element type the kernels read: `.f32` or `.bf16`.
+    /// An FP8 weight borrowing `shape.product` float8_e4m3fn bytes at `pointer` (valid while `owner`
+    /// lives) with its scales, [⌈rows / block.rows⌉, ⌈columns / block.columns⌉] f32.
+    /// The caller guarantees a matrix shape, the scales' shape, and read-only memory owned by `owner`.
+    public init(
+        shape: [Int], borrowingFP8 pointer: UnsafePointer<UInt8>, scales: FloatTensor, block: FP8BlockSize,
+        owner: any AnyObject
+    ) {
+        precondition(shape.count == 2, "WeightTensor: an FP8 weight is a matrix, got shape \(shape)")
+        precondition(
+            scales.shape == block.scaleShape(forWeight: shape),
+            "WeightTensor: FP8 scales of shape \(scales.shape) for a weight \(shape) in blocks \(block)")
+        self.shape = shape
+        storage = .borrowedFP8(pointer, scales: scales, block: block, owner: owner)
+    }
+
+    /// The element type the kernels compute in: `.f32` or `.bf16`. An FP8 weight is `.f32`: the kernels
+    /// compute with its dequantized values exactly as with an f32 weight holding them (see ``isFP8``).
     public var dtype: DType {
-        if case .float = storage { return .f32 }
-        return .bf16
+        switch storage {
+        case .float, .borrowedFP8: .f32
+        case .ownedBFloat16, .borrowedBFloat16: .bf16
+        }
+    }
+
+    /// Whether the weight is stored as FP8 (e4m3fn bytes with block scales).
+    public var isFP8: Bool {
+        if case .borrowedFP8 = storage { return true }
+        return false
+    }
+
+    /// Bytes the weight occupies as held: 4, 2 or 1 a value, plus an FP8 weight's scales.
+    public var storedByteCount: Int {
+        switch storage {
+        case .float: count * 4
+        case .ownedBFloat16, .borrowedBFloat16: count * 2
+        case .borrowedFP8(_, let scales, _, _): count + scales.count * 4
+        }
     }
 
     /// The number of elements.
@@ -61,7 +125,7 @@ public struct WeightTensor: @unchecked Sendable {
         switch storage {
         case .float(let tensor): tensor.isBorrowed
         case .ownedBFloat16: false
-        case .borrowedBFloat16: true
+        case .borrowedBFloat16, .borrowedFP8: true
         }
     }
 
@@ -77,10 +141,15 @@ public struct WeightTensor: @unchecked Sendable {
             return try bits.withUnsafeBufferPointer { buffer in
                 try body(.bf16(buffer.baseAddress ?? UnsafePointer(bitPattern: MemoryLayout<UInt16>.alignment)!))
             }
+        case .borrowedFP8(let pointer, let scales, let block, let owner):
+            return try withExtendedLifetime(owner) {
+                try scales.withUnsafePointer { try body(.fp8(pointer, scales: $0, block: block)) }
+            }
         }
     }
 
-    /// Writes row `row` of a matrix as f32 (exact for bf16) to `destination`.
+    /// Writes row `row` of a matrix as f32 (exact for bf16; dequantized for FP8, each value
+    /// e4m3 · scale rounded once, as the kernels compute it) to `destination`.
     /// - Parameters:
     ///   - row: in `0 ..< shape[0]`.
     ///   - destination: [shape[1]], f32.
@@ -94,13 +163,27 @@ public struct WeightTensor: @unchecked Sendable {
             case .bf16(let bits):
                 let source = bits + row * width
                 for column in 0..<width { destination[column] = floatFromBFloat16Bits(source[column]) }
+            case .fp8(let bytes, let scales, let block):
+                let source = bytes + row * width
+                let scaleRow = scales + (row / block.rows) * ((width + block.columns - 1) / block.columns)
+                for column in 0..<width {
+                    destination[column] = floatFromFloat8E4M3(source[column]) * scaleRow[column / block.columns]
+                }
             }
         }
     }
 
-    /// The values as f32 (a copy; exact for bf16).
+    /// The values as f32 (a copy; exact for bf16; dequantized for FP8 as ``copyRow(_:into:)`` does).
     public var values: [Float] {
         if case .float(let tensor) = storage { return tensor.values }
+        if isFP8 {
+            guard count > 0 else { return [] }
+            let (rows, width) = (shape[0], shape[1])
+            return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                for row in 0..<rows { copyRow(row, into: buffer.baseAddress! + row * width) }
+                initialized = count
+            }
+        }
         return withElements { elements in
             guard case .bf16(let bits) = elements else { return [] }
             return (0..<count).map { floatFromBFloat16Bits(bits[$0]) }

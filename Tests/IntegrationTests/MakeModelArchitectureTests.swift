@@ -10,8 +10,12 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
     let expected: [String: String]
     /// Layers that must be dense (an empty expert-load row).
     let denseLayers: [Int]
+    /// With `--fp8`: the block size quantization_config must give.
+    var fp8Block: Int? = nil
 
-    var testDescription: String { options.contains("--mxfp4") ? "\(arch) --mxfp4" : arch }
+    var testDescription: String {
+        options.contains("--mxfp4") ? "\(arch) --mxfp4" : options.contains("--fp8") ? "\(arch) --fp8" : arch
+    }
 
     static let all = [
         MadeArchitecture(
@@ -83,6 +87,13 @@ struct MadeArchitecture: Sendable, CustomTestStringConvertible {
         MadeArchitecture(
             arch: "minimax_m2", options: ["--head-dim", "16", "--intermediate", "40"],
             expected: ["head_dim": "16", "intermediate_size": "40", "num_local_experts": "6"], denseLayers: []),
+        // FP8 as DeepSeek-V3 ships it; blocks of 16 so that the 48-wide matrices have several.
+        MadeArchitecture(
+            arch: "deepseek_v3", options: ["--kv-heads", "4", "--dense-layers", "0", "--fp8", "--fp8-block", "16"],
+            expected: ["first_k_dense_replace": "1"], denseLayers: [0], fp8Block: 16),
+        MadeArchitecture(
+            arch: "minimax_m2", options: ["--head-dim", "16", "--fp8"], expected: ["head_dim": "16"], denseLayers: [],
+            fp8Block: 128),
     ]
 }
 
@@ -105,6 +116,17 @@ struct MakeModelArchitectureTests {
         for (field, value) in made.expected {
             let found = config[field].map { "\($0)".replacingOccurrences(of: "\n", with: "").replacingOccurrences(of: " ", with: "") }
             #expect(found.map { $0 == value || $0 == "(\(value.dropFirst().dropLast()))" } == true, "\(field): \(found ?? "absent")")
+        }
+        if let block = made.fp8Block {
+            let quantization = try #require(config["quantization_config"] as? [String: Any])
+            #expect(quantization["quant_method"] as? String == "fp8" && quantization["fmt"] as? String == "e4m3")
+            #expect(quantization["activation_scheme"] as? String == "dynamic")
+            #expect(quantization["weight_block_size"] as? [Int] == [block, block])
+            let weights = try Data(contentsOf: directory.appendingPathComponent("model.safetensors"))
+            let header = String(decoding: weights.prefix(200_000), as: UTF8.self)
+            #expect(header.contains(#""model.layers.1.mlp.experts.0.gate_proj.weight":{"dtype":"F8_E4M3""#)
+                || header.contains(#""model.layers.1.block_sparse_moe.experts.0.w1.weight":{"dtype":"F8_E4M3""#))
+            #expect(header.contains("weight_scale_inv"))
         }
         let prompt = ["--prompt", "The quick brown fox", "--max-tokens", "6", "--temperature", "0", "--ignore-eos"]
         let local = try generateJSON(["--model", directory.path, "--spawn-workers", "0"] + prompt)
@@ -134,6 +156,9 @@ struct MakeModelArchitectureTests {
             (["--arch", "glm4_moe", "--shared-intermediate", "8"], "--shared-intermediate applies to qwen2_moe only"),
             (["--arch", "gpt_oss", "--norm-topk-prob"], "--norm-topk-prob does not apply to gpt_oss"),
             (["--arch", "olmoe", "--mxfp4"], "--mxfp4 applies to gpt_oss only"),
+            (["--arch", "qwen3_moe", "--fp8"], "--fp8 applies to deepseek_v3, deepseek_v2, glm4_moe and minimax_m2 only"),
+            (["--arch", "deepseek_v3", "--heads", "4", "--kv-heads", "4", "--fp8", "--fp8-block", "24"],
+             "--fp8-block is 24, but must be a positive multiple of 16"),
             (["--arch", "gpt_oss", "--mxfp4", "--hidden", "48", "--heads", "4"], "--mxfp4 needs --hidden and --intermediate"),
             (["--arch", "gpt_oss", "--moe-intermediate", "8"], "--moe-intermediate does not apply to --arch gpt_oss"),
             (["--arch", "qwen3_moe", "--dense-layers", "9"], "--dense-layers"),

@@ -18,7 +18,7 @@ struct KernelPathRecordTests {
     }
 
     @Test(
-        "every supported path gives the scalar path's bits for f32, bf16 (exact and fast) and q8 products; the paths run and the paths absent are recorded, and SWITCHYARD_REQUIRE_KERNEL_PATHS names paths that must be among those run"
+        "every supported path gives the scalar path's bits for f32, bf16 (exact and fast), q8 and FP8 products; the paths run and the paths absent are recorded, and SWITCHYARD_REQUIRE_KERNEL_PATHS names paths that must be among those run"
     )
     func recordPaths() throws {
         var random = TestRandom(seed: 21)
@@ -27,19 +27,24 @@ struct KernelPathRecordTests {
         let w = random.floats(outputs * inputs)
         let bits = w.map { bfloat16Bits(from: $0) }
         let q8 = quantizeQ8(w, outputCount: outputs, inputCount: inputs)
+        let fp8Block = FP8BlockSize(rows: 16, columns: 32)
+        let fp8 = quantizeFP8(w, outputCount: outputs, inputCount: inputs, block: fp8Block)
         func products(_ isa: KernelISA) -> [[Float]] {
             [
                 linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa),
                 linear(x, rowCount: rows, bfloat16Weight: bits, outputCount: outputs, isa: isa),
                 linear(x, rowCount: rows, bfloat16Weight: bits, outputCount: outputs, arithmetic: .fast, isa: isa),
                 linear(x, rowCount: rows, q8Values: q8.values, q8Scales: q8.scales, outputCount: outputs, isa: isa),
+                linear(
+                    x, rowCount: rows, fp8Weight: fp8.bytes, scales: fp8.scales, block: fp8Block, outputCount: outputs,
+                    isa: isa),
             ]
         }
         let scalar = products(.scalar).map { $0.map(\.bitPattern) }
         var exercised: [KernelISA] = []
         for isa in KernelISA.supported {
             let results = products(isa).map { $0.map(\.bitPattern) }
-            for (kind, (result, expected)) in zip(["f32", "bf16 exact", "bf16 fast", "q8"], zip(results, scalar)) {
+            for (kind, (result, expected)) in zip(["f32", "bf16 exact", "bf16 fast", "q8", "fp8"], zip(results, scalar)) {
                 #expect(result == expected, "\(isa) \(kind) differs from scalar")
             }
             exercised.append(isa)

@@ -19,13 +19,17 @@
 // - the scalar path computes the header's definitions (a plain reference here, ordinary inputs);
 // - a row's result does not depend on the batch around it, nor on the thread count, nor on how the
 //   products are grouped (sy_matmul_nt_bf16_grouped_isa, sy_matmul_nt_q8_grouped_isa);
-// - exact bf16 is the f32 product on the widened weights; bf16 keys, values and scores likewise.
+// - exact bf16 is the f32 product on the widened weights; bf16 keys, values and scores likewise;
+// - FP8 (e4m3fn with block scales) products are the f32 product on the dequantized weights, the
+//   widening of every path has the scalar bits (all 256 codes, partial blocks at both edges), and the
+//   e4m3 rounding is the nearest code with ties to even, saturated.
 // Exits 1 on any mismatch, printing the first few with their place.
 //
 // Usage: isa_equality [--sdot yes|no]: on AArch64 Linux, also fail unless the CPU does (or does not)
 // have the dot-product extension, so that a run meant to check the q8 product's `sdot` (or its
 // `smull` fallback) cannot silently check the other.
 #include "sy_kernels.h"
+#include "sy_fp8.h"
 #include "sy_mxfp4.h"
 
 #include <math.h>
@@ -718,6 +722,186 @@ static void check_mxfp4(void) {
                 }
 }
 
+// MARK: - FP8 products (sy_fp8.h)
+
+/// The e4m3fn value written from the format's definition, in double.
+static float reference_e4m3(uint8_t byte) {
+    int exponent = (byte >> 3) & 15, mantissa = byte & 7;
+    if ((byte & 0x7F) == 0x7F) return NAN;
+    double magnitude = exponent == 0 ? ldexp(mantissa / 8.0, -6) : ldexp(1.0 + mantissa / 8.0, exponent - 7);
+    return (float)((byte & 0x80) ? -magnitude : magnitude);
+}
+
+/// The e4m3fn code nearest to `value` by search over every finite code (ties: the even code), ±448
+/// beyond the range; NaN gives 0x7F with the sign.
+static uint8_t reference_e4m3_code(float value) {
+    uint8_t sign = (float_bits(value) >> 24) & 0x80;
+    if (value != value) return sign | 0x7F;
+    double magnitude = fabs((double)value), best = INFINITY;
+    uint8_t code = 0;
+    for (int c = 0; c <= 0x7E; c++) {
+        double distance = fabs(magnitude - reference_e4m3((uint8_t)c));
+        if (distance < best || (distance == best && (c & 1) == 0)) {
+            best = distance;
+            code = (uint8_t)c;
+        }
+    }
+    return sign | code;
+}
+
+/// Random e4m3 bytes: any finite code, or (special) also NaN codes now and then.
+static void fill_fp8(uint8_t *bytes, size_t n, data_kind data) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t byte = (uint8_t)random_next();
+        if (data != DATA_SPECIAL && (byte & 0x7F) == 0x7F) byte ^= 1;
+        bytes[i] = byte;
+    }
+}
+
+/// The values and rounding of e4m3, every path's widening against scalar, and every path's product
+/// against scalar and against the f32 product on the dequantized weights, bit for bit: m 1 ... 9, k
+/// not a multiple of 16 nor of the block, n not a multiple of the block rows, blocks 16 ... 128 wide,
+/// accumulate on and off; a row alone equals the row in a batch; 3 threads equal 1.
+static void check_fp8(void) {
+    char what[200];
+    for (int byte = 0; byte < 256; byte++) {
+        float value = sy_fp8_e4m3_value((uint8_t)byte), expected = reference_e4m3((uint8_t)byte);
+        snprintf(what, sizeof what, "e4m3 value of 0x%02x", byte);
+        expect_same(&value, &expected, 1, what);
+        comparisons++;
+        if ((byte & 0x7F) != 0x7F && sy_fp8_e4m3_from_float(value) != byte)
+            mismatch("e4m3 code of %.9g is 0x%02x, expected 0x%02x", value, sy_fp8_e4m3_from_float(value), byte);
+        // The midpoint to the next code rounds to the even one of the two.
+        if ((byte & 0x7F) < 0x7E) {
+            float next = sy_fp8_e4m3_value((uint8_t)(byte + 1));
+            float midpoint = (float)(((double)value + (double)next) / 2);
+            uint8_t code = sy_fp8_e4m3_from_float(midpoint), want = reference_e4m3_code(midpoint);
+            comparisons++;
+            if (code != want || (code & 1) != 0)
+                mismatch("e4m3 code of the midpoint %.9g is 0x%02x, expected 0x%02x", midpoint, code, want);
+        }
+    }
+    static const float edges[] = {448.0f, 463.9f, 464.0f, 465.0f, 1e9f, INFINITY, -INFINITY, 0x1p-10f, 0x1p-9f,
+                                  0x1.8p-10f, 0x1p-6f, 0x1.ep-7f, 0x1p-149f, -0.0f, 0.0f, NAN};
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0] + 4000; i++) {
+        float value = i < sizeof edges / sizeof edges[0] ? edges[i]
+                                                         : ldexpf(random_unit(), (int)(random_next() % 24) - 14);
+        uint8_t code = sy_fp8_e4m3_from_float(value), want = reference_e4m3_code(value);
+        comparisons++;
+        if (code != want) mismatch("e4m3 code of %.9g is 0x%02x, expected 0x%02x", value, code, want);
+    }
+    // Widening: all 256 codes, every path, with block scales that make products exact, inexact,
+    // subnormal and NaN-carrying.
+    {
+        uint8_t row[300];
+        float scales[32], expected[300], actual[300];
+        for (size_t i = 0; i < 300; i++) row[i] = (uint8_t)(i * 7);
+        for (size_t k = 1; k <= 300; k += 37)
+            for (size_t block_k = 16; block_k <= 64; block_k += 48) {
+                for (size_t b = 0; b < 32; b++) scales[b] = b % 5 == 0 ? 0x1p-140f : random_unit() * 3.0f;
+                sy_fp8_dequantize_row_isa(SY_ISA_SCALAR, row, k, scales, block_k, expected);
+                for (size_t p = 0; p < k; p++) {
+                    float want = reference_e4m3(row[p]) * scales[p / block_k];
+                    snprintf(what, sizeof what, "fp8 scalar widening, k %zu block %zu at %zu", k, block_k, p);
+                    expect_same(&expected[p], &want, 1, what);
+                }
+                for (size_t t = 0; t < path_count; t++) {
+                    sy_fp8_dequantize_row_isa(paths[t], row, k, scales, block_k, actual);
+                    snprintf(what, sizeof what, "fp8 widening on %s vs scalar, k %zu block %zu", isa_name(paths[t]),
+                             k, block_k);
+                    expect_same(actual, expected, k, what);
+                }
+            }
+    }
+    static const size_t blocks[][2] = {{16, 16}, {128, 128}, {5, 32}, {3, 48}};
+    for (int special = 0; special <= 1; special++)
+        for (size_t shape = 0; shape < 4; shape++)
+            for (size_t k = 37; k <= 200; k += 81)
+                for (size_t m = 1; m <= 9; m += 4) {
+                    size_t n = 29, xs = k + 3, ys = n + 2, bn = blocks[shape][0], bk = blocks[shape][1];
+                    size_t sr = (n + bn - 1) / bn, sc = (k + bk - 1) / bk;
+                    data_kind data = special ? DATA_SPECIAL : DATA_ORDINARY;
+                    uint8_t *w = allocate(n * k);
+                    float *scales = allocate(sr * sc * sizeof(float)), *dequantized = allocate(n * k * sizeof(float));
+                    float *x = allocate(m * xs * sizeof(float)), *expected = allocate(m * ys * sizeof(float));
+                    float *actual = allocate(m * ys * sizeof(float)), *f32 = allocate(m * ys * sizeof(float));
+                    fill_fp8(w, n * k, data);
+                    for (size_t i = 0; i < sr * sc; i++) scales[i] = (random_unit() + 1.5f) * 0.01f;
+                    fill(x, m * xs, data, 4.0f);
+                    for (size_t j = 0; j < n; j++)
+                        for (size_t p = 0; p < k; p++)
+                            dequantized[j * k + p] = reference_e4m3(w[j * k + p]) * scales[(j / bn) * sc + p / bk];
+                    for (int accumulate = 0; accumulate <= 1; accumulate++) {
+                        for (size_t i = 0; i < m * ys; i++) expected[i] = f32[i] = (float)(i % 7) - 3.0f;
+                        if (sy_matmul_nt_fp8_isa(SY_ISA_SCALAR, x, m, k, xs, w, n, scales, bn, bk, expected, ys,
+                                                 accumulate) != 0)
+                            mismatch("fp8 scalar product refused valid blocks %zu × %zu", bn, bk);
+                        sy_matmul_nt_isa(SY_ISA_SCALAR, x, m, k, xs, dequantized, n, k, f32, ys, accumulate);
+                        snprintf(what, sizeof what,
+                                 "fp8 scalar vs f32 on the dequantized weights, m %zu k %zu blocks %zu × %zu (%s)", m,
+                                 k, bn, bk, data_name(data));
+                        expect_same(expected, f32, m * ys, what);
+                        for (size_t t = 0; t < path_count; t++) {
+                            for (size_t i = 0; i < m * ys; i++) actual[i] = (float)(i % 7) - 3.0f;
+                            sy_matmul_nt_fp8_isa(paths[t], x, m, k, xs, w, n, scales, bn, bk, actual, ys, accumulate);
+                            snprintf(what, sizeof what, "fp8 on %s vs scalar, m %zu k %zu blocks %zu × %zu acc %d (%s)",
+                                     isa_name(paths[t]), m, k, bn, bk, accumulate, data_name(data));
+                            expect_same(actual, expected, m * ys, what);
+                        }
+                    }
+                    // The last row alone: the same bits as inside the batch.
+                    for (size_t t = 0; t < path_count; t++) {
+                        float alone[32];
+                        sy_matmul_nt_fp8_isa(paths[t], x + (m - 1) * xs, 1, k, xs, w, n, scales, bn, bk, alone, 32, 0);
+                        sy_matmul_nt_fp8_isa(paths[t], x, m, k, xs, w, n, scales, bn, bk, actual, ys, 0);
+                        snprintf(what, sizeof what, "fp8 on %s, row %zu alone vs in a batch of %zu, k %zu",
+                                 isa_name(paths[t]), m - 1, m, k);
+                        expect_same(alone, actual + (m - 1) * ys, n, what);
+                    }
+                    free(w);
+                    free(scales);
+                    free(dequantized);
+                    free(x);
+                    free(expected);
+                    free(actual);
+                    free(f32);
+                }
+    // A product split over threads: 3 threads give 1 thread's bits, on every path.
+    {
+        size_t m = 3, k = 300, n = 400, bn = 128, bk = 128, sc = (k + bk - 1) / bk;
+        uint8_t *w = allocate(n * k);
+        float *scales = allocate(((n + bn - 1) / bn) * sc * sizeof(float)), *x = allocate(m * k * sizeof(float));
+        float *one = allocate(m * n * sizeof(float)), *three = allocate(m * n * sizeof(float));
+        fill_fp8(w, n * k, DATA_ORDINARY);
+        for (size_t i = 0; i < ((n + bn - 1) / bn) * sc; i++) scales[i] = 0.01f + 0.001f * (float)i;
+        fill(x, m * k, DATA_ORDINARY, 1.0f);
+        for (size_t t = 0; t <= path_count; t++) {
+            sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+            sy_set_thread_count(1);
+            sy_matmul_nt_fp8_isa(isa, x, m, k, k, w, n, scales, bn, bk, one, n, 0);
+            sy_set_thread_count(3);
+            sy_matmul_nt_fp8_isa(isa, x, m, k, k, w, n, scales, bn, bk, three, n, 0);
+            snprintf(what, sizeof what, "fp8 on %s: 3 threads vs 1", isa_name(isa));
+            expect_same(three, one, m * n, what);
+        }
+        sy_set_thread_count(1);
+        free(w);
+        free(scales);
+        free(x);
+        free(one);
+        free(three);
+    }
+    // Block columns that would straddle a 16-lane step are refused.
+    {
+        float x[32] = {0}, y[2] = {0}, scales[4] = {1, 1, 1, 1};
+        uint8_t w[64] = {0};
+        comparisons++;
+        if (sy_matmul_nt_fp8_isa(SY_ISA_SCALAR, x, 1, 32, 32, w, 2, scales, 1, 24, y, 1, 0) != -1 ||
+            sy_matmul_nt_fp8_isa(SY_ISA_SCALAR, x, 1, 32, 32, w, 2, scales, 0, 16, y, 1, 0) != -1)
+            mismatch("fp8 product accepted blocks of 1 × 24 or 0 × 16");
+    }
+}
+
 int main(int argc, char **argv) {
     if (check_sdot_argument(argc, argv) != 0) return 1;
     printf("isa_equality: paths");
@@ -745,6 +929,7 @@ int main(int argc, char **argv) {
     check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);
     check_rows("swiglu", DATA_SPECIAL, check_swiglu);
     check_mxfp4();
+    check_fp8();
     printf("isa_equality: %lu comparisons, %lu mismatches (NaNs with another sign or payload: %lu): %s\n",
            comparisons, mismatches, nan_payloads, mismatches == 0 ? "OK" : "FAILED");
     return mismatches == 0 ? 0 : 1;
