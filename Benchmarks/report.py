@@ -388,6 +388,7 @@ def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, 
 def deepseek_section(out, r, args, paired, timing):
     """The DeepSeek-V3-shaped model: latent attention and its compressed cache, shared + grouped routed experts."""
     sy = load(r, "deepseek-switchyard-inprocess")
+    sf = load(r, "deepseek-fp8-switchyard-inprocess")
     ll = load(r, "deepseek-llama-bf16")
     hf = load(r, "deepseek-transformers")
     path = os.path.join(args.deepseek_model or "", "config.json")
@@ -404,9 +405,11 @@ def deepseek_section(out, r, args, paired, timing):
         return str(kv) if kv else "—"
 
     engine_rows(out, r, timing, [("Switchyard, in-process (latent cache)", "deepseek-switchyard-inprocess", sy),
+                                 ("Switchyard, in-process, FP8 weights", "deepseek-fp8-switchyard-inprocess", sf),
                                  ("transformers CPU bf16, 2 threads", "deepseek-transformers", hf),
                                  ("llama.cpp bf16, 2 threads", "deepseek-llama-bf16", ll)], extra=kv_bytes)
-    ratio_rows(out, paired, [("Switchyard ÷ llama.cpp bf16", sy, ll), ("Switchyard ÷ transformers bf16", sy, hf)])
+    ratio_rows(out, paired, [("Switchyard ÷ llama.cpp bf16", sy, ll), ("Switchyard ÷ transformers bf16", sy, hf),
+                             ("Switchyard FP8 ÷ Switchyard bf16 (same shape)", sf, sy)])
     full = c["num_hidden_layers"] * c["num_attention_heads"] * (c["qk_nope_head_dim"] + c["qk_rope_head_dim"] + c["v_head_dim"]) * 2
     latent = c["num_hidden_layers"] * (c["kv_lora_rank"] + c["qk_rope_head_dim"]) * 2
     out(f"  KV bytes/token at bf16: full keys and values {full}, the compressed latent {latent} ({full / latent:.1f}× fewer)")

@@ -210,6 +210,8 @@ DEEPSEEK_ARGS=(--arch deepseek_v3 --hidden 1024 --layers 12 --experts 64 --top-k
                --heads 16 --vocab 32000 --no-attention-bias --dtype bf16 --seed 4)
 if skipping deepseek; then skip deepseek-switchyard-inprocess "SKIP=deepseek"; else
     make_model "$DEEPSEEK_MODEL" "DeepSeek-shaped model" "${DEEPSEEK_ARGS[@]}"
+    # The same shape with its linear weights in FP8 as DeepSeek-V3 ships them (e4m3fn, 128 × 128 block scales).
+    make_model "$DEEPSEEK_MODEL-fp8" "DeepSeek-shaped model in FP8" "${DEEPSEEK_ARGS[@]}" --fp8
     DEEPSEEK_LLAMA=
     if [[ -n "$LLAMA_READY" ]]; then
         TYPES=bf16 bash "$BENCH/peers/make_gguf.sh" "$PEER_VENV" "$HF_PYTHON" "$DEEPSEEK_MODEL" "$WORK" "$WORK/gguf-deepseek" \
@@ -218,10 +220,11 @@ if skipping deepseek; then skip deepseek-switchyard-inprocess "SKIP=deepseek"; e
     else
         skip deepseek-llama-bf16 "$(cat "$RESULTS/llama-bf16.skip" 2>/dev/null || echo "llama.cpp not set up")"
     fi
-    cat "$DEEPSEEK_MODEL"/*.safetensors > /dev/null
+    cat "$DEEPSEEK_MODEL"/*.safetensors "$DEEPSEEK_MODEL-fp8"/*.safetensors > /dev/null
     for run in $(seq "$REPEATS"); do
         if [[ -n "$DEEPSEEK_LLAMA" ]]; then run_llama bf16 ".run$run" "$WORK/gguf-deepseek" deepseek-; fi
         GEN_MODEL="$DEEPSEEK_MODEL" run_generate deepseek-switchyard-inprocess "$run" 0 --threads "$THREADS"
+        GEN_MODEL="$DEEPSEEK_MODEL-fp8" run_generate deepseek-fp8-switchyard-inprocess "$run" 0 --threads "$THREADS"
     done
     run_hf deepseek-transformers "$DEEPSEEK_MODEL" "DeepSeek-shaped model"
 fi
@@ -259,7 +262,7 @@ results = sys.argv[1]
 for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inprocess-q8", "llama-bf16", "llama-q8_0",
              "qwen3moe-switchyard-inprocess", "qwen3moe-switchyard-inprocess-q8", "qwen3moe-llama-bf16",
              "qwen3moe-llama-q8_0", "gptoss-switchyard-inprocess", "gptoss-llama-mxfp4",
-             "deepseek-switchyard-inprocess", "deepseek-llama-bf16"]:
+             "deepseek-switchyard-inprocess", "deepseek-fp8-switchyard-inprocess", "deepseek-llama-bf16"]:
     runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(results, name + ".run*.json")))]
     if not runs:
         continue
