@@ -174,7 +174,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SwitchyardCLI", "Tensors", "Models", "Wire", "Transport", "TestSupport"],
+            dependencies: ["SwitchyardCLI", "Tensors", "Models", "Tokenization", "Wire", "Transport", "TestSupport"],
             swiftSettings: strictSettings
         ),
     ]

@@ -13,6 +13,10 @@ For a config with an FP8 quantization_config (quant_method fp8, weight_block_siz
 DeepSeek-V3 is released) a second table gives the bytes as stored and used: every linear weight 1
 byte plus an f32 scale per R x C block (ceil-divided: edge blocks are partial), the embeddings,
 lm_head, routers and norms bf16.
+A checkpoint released with MXFP4 experts (quantization_config.quant_method mxfp4: gpt-oss) also gets
+its experts as stored: two e2m1 values a byte and one e8m0 scale byte per block of 32, 4.25 bits a
+weight, the expert biases in bf16. gpt-oss also counts its o_proj bias, the attention sinks (one
+logit a head) and the router's bias in the dense part, and each expert's two biases.
 Weights only: add the activations of a step (small next to these) and the process's own ~100 MB.
 Scripts/memory-configs/ holds the fields of published config.json files the README's table uses.
 """
@@ -74,11 +78,13 @@ def figures(cfg):
         if kind == "qwen3_moe" or cfg.get("use_qk_norm"):
             attention += 2 * d
         kv_per_token_layer = 2 * kv_heads * d
+    if kind == "gpt_oss":
+        attention += h + heads  # o_proj's bias and the attention sinks (one logit a head)
     per_layer = attention + 2 * h  # + the two RMSNorms
     dense = layers * per_layer
     dense += len(moe_layers) * (experts * h + shared * 3 * h * expert_ffn)  # routers, shared experts
-    if kind == "glm4_moe" or kind == "deepseek_v3":
-        dense += len(moe_layers) * experts  # the router's correction bias
+    if kind in ("glm4_moe", "deepseek_v3", "gpt_oss"):
+        dense += len(moe_layers) * experts  # the router's correction bias (gpt-oss: its bias)
     dense += dense_layers * 3 * h * dense_ffn
     dense += vocab * h * (1 if cfg.get("tie_word_embeddings") else 2) + h
     expert = 3 * h * expert_ffn
@@ -86,10 +92,14 @@ def figures(cfg):
     matrices += len(moe_layers) * [(shared * expert_ffn, h), (shared * expert_ffn, h), (h, shared * expert_ffn)] * (shared > 0)
     matrices += dense_layers * [(dense_ffn, h), (dense_ffn, h), (h, dense_ffn)]
     expert_matrices = [(expert_ffn, h), (expert_ffn, h), (h, expert_ffn)]
+    # gpt-oss experts carry biases: gate_up_proj_bias (2 x intermediate) and down_proj_bias (hidden).
+    expert_bias = 2 * expert_ffn + h if kind == "gpt_oss" else 0
+    mxfp4 = (cfg.get("quantization_config") or {}).get("quant_method") == "mxfp4"
     return {
         "dense_matrices": matrices, "expert_matrices": expert_matrices,
         "moe_layers": len(moe_layers), "experts": experts, "top_k": top_k, "dense_params": dense,
-        "expert_params": expert, "routed_experts_total": len(moe_layers) * experts,
+        "expert_params": expert + expert_bias, "expert_matrix_params": expert, "expert_bias_params": expert_bias,
+        "mxfp4": mxfp4, "routed_experts_total": len(moe_layers) * experts,
         "kv_values_per_token": layers * kv_per_token_layer,
     }
 
@@ -109,8 +119,8 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     print("| model | dense part bf16 / f32 | KV cache per 1k tokens bf16 / f32 | one expert bf16 / q8 / f32 | "
-          "routed experts (layers x experts) | all experts bf16 / q8 |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "routed experts (layers x experts) | all experts bf16 / q8 | one / all experts MXFP4 (as released) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for path in sys.argv[1:]:
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
@@ -123,7 +133,7 @@ def main():
               f"{kv * 2 / 2**20:.0f} / {kv * 4 / 2**20:.0f} MiB | "
               f"{e * 2 / 2**20:.1f} / {e * 1.125 / 2**20:.1f} / {e * 4 / 2**20:.1f} MiB | "
               f"{n} ({x['moe_layers']} x {x['experts']}, top-{x['top_k']}) | "
-              f"{n * e * 2 / GIB:.1f} / {n * e * 1.125 / GIB:.1f} GiB |")
+              f"{n * e * 2 / GIB:.1f} / {n * e * 1.125 / GIB:.1f} GiB | {mxfp4_text(x)} |")
     fp8 = [path for path in sys.argv[1:] if fp8_block(json.load(open(path, encoding="utf-8")))]
     if not fp8:
         return
@@ -144,6 +154,14 @@ def main():
         n = x["routed_experts_total"]
         print(f"| {name} ({block[0]} x {block[1]} blocks) | {dense / GIB:.2f} GiB | {kv * 2 / 2**20:.0f} / {kv * 4 / 2**20:.0f} MiB | "
               f"{expert / 2**20:.2f} MiB | {n * expert / GIB:.1f} GiB |")
+
+
+def mxfp4_text(x):
+    """One expert and all routed experts as MXFP4 checkpoints store them, or a dash."""
+    if not x["mxfp4"]:
+        return "—"
+    one = x["expert_matrix_params"] * 4.25 / 8 + x["expert_bias_params"] * 2
+    return f"{one / 2**20:.1f} MiB / {x['routed_experts_total'] * one / GIB:.1f} GiB"
 
 
 if __name__ == "__main__":

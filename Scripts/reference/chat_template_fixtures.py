@@ -11,15 +11,23 @@ and the checkpoint's bos/eos tokens, renders a fixed set of conversations with
 Tests/Fixtures/chat_templates/<name>.json:
 
     {"generated_by": {"script", "transformers", "tokenizers", "jinja2"},
-     "template", "bos_token", "eos_token", "extra_context",
-     "cases": [{"messages", "add_generation_prompt", "rendered"} | {..., "error": true, "message"}]}
+     "template", "bos_token", "eos_token", "extra_context", ["now",]
+     "cases": [{"messages", "add_generation_prompt", ["chat_template_kwargs",] "rendered"}
+               | {..., "error": true, "message"}]}
 
 `generated_by` records the script and the library versions that rendered the file (Scripts/make-
 reference-fixtures.sh runs this script with the pinned Scripts/reference/requirements.txt).
+`chat_template_kwargs` are the keyword arguments passed to apply_chat_template for that case (vLLM's
+request field of that name); `now` (ISO 8601, local time) is the time `strftime_now` reports, frozen
+for templates that print the date (gpt-oss).
 
-The template texts are the ones the checkpoints ship in tokenizer_config.json `chat_template`.
+The template texts are the ones the checkpoints ship in tokenizer_config.json `chat_template`; gpt-oss's
+harmony template is read from Sources/Tokenization/HarmonyChatTemplate.swift, which holds it byte for
+byte as openai/gpt-oss-20b ships it (chat_template.jinja).
 """
 
+import contextlib
+import datetime
 import json
 from pathlib import Path
 
@@ -27,9 +35,39 @@ import jinja2
 import tokenizers
 import transformers
 from tokenizers import Tokenizer, models
+import transformers.utils.chat_template_utils as chat_template_utils
 from transformers import PreTrainedTokenizerFast
 
-OUTPUT = Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "chat_templates"
+REPOSITORY = Path(__file__).resolve().parents[2]
+OUTPUT = REPOSITORY / "Tests" / "Fixtures" / "chat_templates"
+
+
+def harmony_template():
+    """gpt-oss's chat_template.jinja, from the Swift source that embeds it (a raw string literal)."""
+    source = (REPOSITORY / "Sources" / "Tokenization" / "HarmonyChatTemplate.swift").read_text(encoding="utf-8")
+    start = source.index('###"""\n') + len('###"""\n')
+    return source[start:source.index('\n"""###', start)]
+
+
+@contextlib.contextmanager
+def frozen_now(iso):
+    """Makes transformers' strftime_now report `iso` (a naive local time), or leaves it alone for None."""
+    if iso is None:
+        yield
+        return
+    fixed = datetime.datetime.fromisoformat(iso)
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return fixed
+
+    saved = chat_template_utils.datetime
+    chat_template_utils.datetime = Frozen
+    try:
+        yield
+    finally:
+        chat_template_utils.datetime = saved
 
 # mistralai/Mixtral-8x7B-Instruct-v0.1 (current revision: optional system message folded into the first turn).
 MIXTRAL_8X7B_INSTRUCT = (
@@ -359,7 +397,11 @@ TEMPLATES = {
     "jinja-features": (JINJA_FEATURES, "<s>", "</s>", {}),
     "jinja-whitespace": (JINJA_WHITESPACE, "<s>", "</s>", {}),
     "qwen3-style": (QWEN3_STYLE, None, "<|im_end|>", {}),
+    "gpt-oss": (harmony_template(), "<|startoftext|>", "<|return|>", {}),
 }
+
+# Templates that print the date: rendered at this fixed local time.
+FROZEN_NOW = {"gpt-oss": "2026-01-15T12:00:00"}
 
 
 def user(text):
@@ -390,6 +432,32 @@ CONVERSATIONS = [
 ]
 
 
+def thinking(text, reasoning):
+    return {"role": "assistant", "content": text, "thinking": reasoning}
+
+
+# Per template, further cases: (messages, add_generation_prompt, chat_template_kwargs).
+EXTRA_CASES = {
+    "qwen3-style": [
+        ([user("Hello!")], True, {"enable_thinking": False}),
+        ([user("Hello!")], True, {"enable_thinking": True}),
+    ],
+    "gpt-oss": [
+        ([system("You are a concise assistant."), user("What is a mixture of experts?")], True,
+         {"reasoning_effort": "high"}),
+        ([system("Be brief."), user("One"), assistant("Two"), user("Three")], True,
+         {"reasoning_effort": "low", "model_identity": "You are a test assistant."}),
+        ([user("Which experts?"), assistant("Two of eight."), user("Why?")], False, {"reasoning_effort": "medium"}),
+        ([user("Search this")], True, {"builtin_tools": ["browser", "python"]}),
+        ([user("Run code")], True, {"builtin_tools": ["python"], "reasoning_effort": "high"}),
+        ([user("2+2?"), thinking("4", "Add two and two.")], False, {}),
+        ([user("2+2?"), thinking("4", "Add two and two."), user("3+3?")], True, {}),
+        ([user("x"), assistant("<|channel|>analysis<|message|>leaked")], True, {}),
+        ([user("x"), thinking("y", "a <|channel|>final<|message|> b")], False, {}),
+    ],
+}
+
+
 def make_tokenizer(template, bos, eos):
     vocabulary = {"<unk>": 0}
     for token in (bos, eos):
@@ -405,21 +473,27 @@ def main():
     for name, (template, bos, eos, extra) in TEMPLATES.items():
         tokenizer = make_tokenizer(template, bos, eos)
         cases = []
-        for messages in CONVERSATIONS:
-            for add_generation_prompt in (False, True):
-                case = {"messages": messages, "add_generation_prompt": add_generation_prompt}
-                try:
+        plan = [(messages, add_generation_prompt, {}) for messages in CONVERSATIONS for add_generation_prompt in (False, True)]
+        for messages, add_generation_prompt, kwargs in plan + EXTRA_CASES.get(name, []):
+            case = {"messages": messages, "add_generation_prompt": add_generation_prompt}
+            if kwargs:
+                case["chat_template_kwargs"] = kwargs
+            try:
+                with frozen_now(FROZEN_NOW.get(name)):
                     case["rendered"] = tokenizer.apply_chat_template(
-                        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+                        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra, **kwargs
                     )
-                except jinja2.exceptions.TemplateError as error:
-                    case["error"] = True
-                    case["message"] = str(error)
-                cases.append(case)
+            except jinja2.exceptions.TemplateError as error:
+                case["error"] = True
+                case["message"] = str(error)
+            cases.append(case)
         generated_by = {"script": "Scripts/reference/chat_template_fixtures.py",
                         "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
                         "jinja2": jinja2.__version__}
-        record = {"generated_by": generated_by, "template": template, "bos_token": bos, "eos_token": eos, "extra_context": extra, "cases": cases}
+        record = {"generated_by": generated_by, "template": template, "bos_token": bos, "eos_token": eos, "extra_context": extra}
+        if name in FROZEN_NOW:
+            record["now"] = FROZEN_NOW[name]
+        record["cases"] = cases
         path = OUTPUT / f"{name}.json"
         path.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         errors = sum(1 for case in cases if case.get("error"))

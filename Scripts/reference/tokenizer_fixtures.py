@@ -121,6 +121,7 @@ CASES = [
 ]
 
 FIXTURES = [
+    "o200k-harmony",
     "sp-metaspace",
     "sp-legacy",
     "mixtral-llama-class",
@@ -364,6 +365,92 @@ def build_edge_fixtures(output):
     save(first, os.path.join(output, "edge-metaspace-first"), {"tokenizer_class": "TokenizersBackend"}, **LLAMA_SPECIALS)
 
 
+# tiktoken's o200k_base / o200k_harmony word pattern (tiktoken_ext/openai_public.py), which gpt-oss's
+# tokenizer.json splits with (transformers' GptOssConverter: Split isolated, then ByteLevel without regex).
+O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+# gpt-oss's special tokens in id order (199998 ... 200018 in the released vocabulary).
+HARMONY_SPECIALS = [
+    "<|startoftext|>", "<|endoftext|>", "<|reserved_200000|>", "<|reserved_200001|>", "<|return|>", "<|constrain|>",
+    "<|reserved_200004|>", "<|channel|>", "<|start|>", "<|end|>", "<|message|>", "<|reserved_200009|>",
+    "<|reserved_200010|>", "<|reserved_200011|>", "<|call|>", "<|reserved_200013|>", "<|reserved_200014|>",
+    "<|reserved_200015|>", "<|reserved_200016|>", "<|reserved_200017|>", "<|endofprompt|>",
+]
+
+# Texts that tell the o200k pattern's branches apart: case runs and contractions (the optional
+# case-insensitive suffix, ſ and K folding), digit groups of three, `/` and newlines after punctuation,
+# marks, CJK, emoji, whitespace runs; and the harmony tokens inside text.
+O200K_CASES = [
+    "HELLOWorld helloWORLD HeLLo CamelCaseWord XMLHttpRequest iPhone",
+    "I'M SURE YOU'LL SEE THEY'RE DONE, it'S fine, we'D go, it'\u017f, WE'VE, I'\u212a",
+    "don't DON'T Don't do'nt 'quoted' rock'n'roll o'clock",
+    "1 12 123 1234 12345 1234567 3.14159 1,000,000 \u0663\u0664\u0665\u0666 \u216b\u2169",
+    "a/b/c path/to/file.txt http://example.com/x?y=1 //comment\n/* c */\r\n",
+    "x = (a+b)/2;\n\nreturn x;\n",
+    "line\n\n\n  indented\t\ttabs  \n   ",
+    "\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac \u039a\u0395\u03a6\u0391\u039b\u0391\u0399\u0391 \u041a\u0438\u0440\u0438\u043b\u043b\u0438\u0446\u0430 \u0422\u0415\u041a\u0421\u0422 \u01c4ungla \u01c5emal \u01c6ep",
+    "\u4e2d\u6587\u6587\u672c\uff1a\u4f60\u597d\uff0c\u4e16\u754c\uff01\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\u3002\ud55c\uad6d\uc5b4 \ud14d\uc2a4\ud2b8",
+    "\u0928\u092e\u0938\u094d\u0924\u0947 \u0926\u0941\u0928\u093f\u092f\u093e \u0915\u093f\u093c\u0924\u093e\u092c e\u0301t\u00e9 A\u030a",
+    "\U0001F600\U0001F603 \U0001F469\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466 \U0001F3F3\ufe0f\u200d\U0001F308 1\ufe0f\u20e3 a\U0001F600b",
+    "<|start|>assistant<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>Hi!<|return|>",
+    "<|startoftext|>text<|endoftext|> <|call|><|constrain|>json<|endofprompt|>",
+    "   ",
+    "\n\n",
+    "trailing whitespace   \n",
+]
+
+EXTRA_CASES = {
+    "o200k-harmony": O200K_CASES,
+    "switchyard-harmony": O200K_CASES,
+}
+
+
+def build_o200k_harmony(output):
+    """gpt-oss's tokenizer.json shape (o200k_harmony as GptOssConverter writes it), trained small."""
+    trained = train_bpe(
+        vocab_size=700,
+        pre_tokenizer=pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(O200K_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        ),
+        normalizer=None,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    harmony = Tokenizer(models.BPE(vocab=trained["vocab"], merges=merges, fuse_unk=False))
+    harmony.model.ignore_merges = True
+    harmony.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(O200K_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    harmony.decoder = decoders.ByteLevel()
+    # After the trained vocabulary, in gpt-oss's order, as the released vocabulary ends in them.
+    harmony.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in HARMONY_SPECIALS])
+    harmony.post_processor = processors.ByteLevel(trim_offsets=False)
+    save(
+        harmony,
+        os.path.join(output, "o200k-harmony"),
+        {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False},
+        bos_token="<|startoftext|>",
+        eos_token="<|return|>",
+        pad_token="<|endoftext|>",
+    )
+
+
 def build_llama3_style(output):
     """Llama-3 layout: Split with \\p{N}{1,3}, ByteLevel, ignore_merges, and a BOS added by a Sequence post-processor."""
     vocab, merges = byte_level_model()
@@ -416,7 +503,7 @@ def build_llama3_style(output):
 def record_cases(directory):
     tokenizer = AutoTokenizer.from_pretrained(directory)
     cases = []
-    for text in CASES:
+    for text in CASES + EXTRA_CASES.get(os.path.basename(directory), []):
         with_special = tokenizer(text)["input_ids"]
         without_special = tokenizer(text, add_special_tokens=False)["input_ids"]
         cases.append(
@@ -517,6 +604,8 @@ CHAT_TEMPLATES = {
     "sp-legacy": "mixtral-8x7b-instruct",
     "llama3-bytelevel": "llama3-instruct",
     "qwen2-bytelevel": "qwen2-moe-instruct",
+    "o200k-harmony": "gpt-oss",
+    "switchyard-harmony": "gpt-oss",
 }
 
 CHAT_CONVERSATIONS = [
@@ -530,27 +619,60 @@ CHAT_CONVERSATIONS = [
 ]
 
 
+# Per fixture, further conversations with apply_chat_template keyword arguments (chat_template_kwargs).
+HARMONY_CHATS = [
+    (
+        [{"role": "system", "content": "You are a concise assistant."}, {"role": "user", "content": "Café 🦜: 12345?"}],
+        {"reasoning_effort": "high"},
+    ),
+    (
+        [
+            {"role": "user", "content": "Which experts?"},
+            {"role": "assistant", "content": "Two of eight, chosen by the router."},
+            {"role": "user", "content": "And then?\n\n  Next line."},
+        ],
+        {"reasoning_effort": "low", "model_identity": "You are a test model."},
+    ),
+]
+
+CHAT_EXTRA = {"o200k-harmony": HARMONY_CHATS, "switchyard-harmony": HARMONY_CHATS}
+
+
 def record_chat_cases(directory, template_name, templates_directory):
     with open(os.path.join(templates_directory, template_name + ".json"), encoding="utf-8") as handle:
-        template = json.load(handle)["template"]
+        recorded = json.load(handle)
+    template = recorded["template"]
+    # Templates that print the date (gpt-oss) are rendered at the chat-template fixture's frozen time.
+    now = recorded.get("now")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from chat_template_fixtures import frozen_now
+
     tokenizer = AutoTokenizer.from_pretrained(directory)
     cases = []
-    for messages in CHAT_CONVERSATIONS:
+    plan = [(messages, {}) for messages in CHAT_CONVERSATIONS] + CHAT_EXTRA.get(os.path.basename(directory), [])
+    for messages, kwargs in plan:
         for add_generation_prompt in (True, False):
-            try:
-                rendered = tokenizer.apply_chat_template(
-                    messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+            with frozen_now(now):
+                try:
+                    rendered = tokenizer.apply_chat_template(
+                        messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt,
+                        **kwargs
+                    )
+                except Exception:  # the template refuses this conversation (e.g. a system role)
+                    continue
+                encoded = tokenizer.apply_chat_template(
+                    messages, chat_template=template, tokenize=True, add_generation_prompt=add_generation_prompt,
+                    **kwargs
                 )
-            except Exception:  # the template refuses this conversation (e.g. a system role)
-                continue
-            encoded = tokenizer.apply_chat_template(
-                messages, chat_template=template, tokenize=True, add_generation_prompt=add_generation_prompt
-            )
             ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
-            cases.append(
-                {"messages": messages, "add_generation_prompt": add_generation_prompt, "rendered": rendered, "ids": list(ids)}
-            )
+            case = {"messages": messages, "add_generation_prompt": add_generation_prompt}
+            if kwargs:
+                case["chat_template_kwargs"] = kwargs
+            case.update({"rendered": rendered, "ids": list(ids)})
+            cases.append(case)
     header = {"generated_by": GENERATED_BY, "chat_template": template_name, "template": template}
+    if now is not None:
+        header["now"] = now
     write_cases(os.path.join(directory, "chat_cases.json"), header, cases)
 
 
@@ -567,7 +689,7 @@ def write_cases(path, header, cases):
 
 def record_extra_cases(output):
     templates_directory = os.path.join(os.path.dirname(output), "chat_templates")
-    for name in FIXTURES + ["switchyard-trained"]:
+    for name in FIXTURES + ["switchyard-trained", "switchyard-harmony"]:
         directory = os.path.join(output, name)
         if not os.path.exists(os.path.join(directory, "tokenizer.json")):
             continue
@@ -596,6 +718,7 @@ def main(argv):
     build_fixtures(output)
     build_edge_fixtures(output)
     build_llama3_style(output)
+    build_o200k_harmony(output)
     for name in FIXTURES:
         record_cases(os.path.join(output, name))
     switchyard = switchyard or os.path.join(output, "switchyard-trained")
@@ -604,6 +727,10 @@ def main(argv):
         record_cases(switchyard)
     else:
         print(f"note: {switchyard}/tokenizer.json not found; run the Swift tests once to write it", file=sys.stderr)
+    # The Swift TokenizerTrainer.harmonyBPE's gpt-oss-shaped tokenizer (make-model --arch gpt_oss), likewise.
+    harmony = os.path.join(output, "switchyard-harmony")
+    if os.path.exists(os.path.join(harmony, "tokenizer.json")):
+        record_cases(harmony)
     record_extra_cases(output)
 
 

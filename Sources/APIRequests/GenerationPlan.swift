@@ -125,21 +125,23 @@ package struct GenerationPlan: Sendable {
             reportsLogprobs: reportsLogprobs, topLogprobs: topLogprobs, contextLength: contextLength)
     }
 
-    /// Parses a /v1/chat/completions body; `render` applies the chat template, and the prompt is the
-    /// rendered text's token ids (`Tokenizer.encodeChatPrompt`: no special tokens added to the template's).
+    /// Parses a /v1/chat/completions body; `render` applies the chat template with the request's
+    /// `chat_template_kwargs`, and the prompt is the rendered text's token ids
+    /// (`Tokenizer.encodeChatPrompt`: no special tokens added to the template's).
     /// - Throws: `APIError` (400) naming the parameter and its valid values.
     package static func chat(
         _ body: JSONObject, tokenizer: Tokenizer, contextLength: Int,
-        render: ([ChatMessage]) throws(SubmitError) -> String
+        render: ([ChatMessage], ChatTemplateArguments) throws(SubmitError) -> String
     ) throws(APIError) -> GenerationPlan {
         try refuseToolFields(body)
         let messages = try parseMessages(body)
+        let arguments = try parseChatTemplateArguments(body, tokenizer: tokenizer)
         try checkPromptSize(
-            messages.reduce(0) { $0 + $1.content.utf8.count }, param: "messages", what: "the messages' content",
-            contextLength: contextLength)
+            messages.reduce(0) { $0 + $1.content.utf8.count } + textByteCount(arguments), param: "messages",
+            what: "the messages' content (with chat_template_kwargs' text)", contextLength: contextLength)
         let text: String
         do {
-            text = try render(messages)
+            text = try render(messages, arguments)
         } catch {
             throw APIError(error)
         }
@@ -345,9 +347,8 @@ package struct GenerationPlan: Sendable {
         return messages
     }
 
-    /// Tool calling and template arguments are not implemented: `tools` (non-empty),
-    /// `tool_choice` other than "none" or "auto" (which, with no tools, ask for plain text), and
-    /// `chat_template_kwargs` are refused by name rather than ignored.
+    /// Tool calling is not implemented: `tools` (non-empty) and `tool_choice` other than "none" or
+    /// "auto" (which, with no tools, ask for plain text) are refused by name rather than ignored.
     private static func refuseToolFields(_ body: JSONObject) throws(APIError) {
         if let tools = body["tools"] {
             guard case .array(let items) = tools else {
@@ -363,10 +364,6 @@ package struct GenerationPlan: Sendable {
                     param: "tool_choice",
                     message: "tool_choice must be \"none\" or \"auto\" (tools are not supported, so both give plain text)")
             }
-        }
-        if body["chat_template_kwargs"] != nil {
-            throw .invalidRequest(
-                param: "chat_template_kwargs", message: "chat_template_kwargs is not supported; leave it out")
         }
     }
 

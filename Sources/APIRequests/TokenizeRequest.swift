@@ -8,21 +8,27 @@ package struct TokenizeRequest: Sendable, Equatable {
     package enum Input: Sendable, Equatable {
         /// Text, encoded with the tokenizer's special tokens when `addSpecialTokens`.
         case prompt(String, addSpecialTokens: Bool)
-        /// Messages rendered with the chat template, then encoded (special tokens only as the template writes them, unless `addSpecialTokens`).
-        case chat([ChatMessage], addGenerationPrompt: Bool, addSpecialTokens: Bool)
+        /// Messages rendered with the chat template and its arguments (`chat_template_kwargs`), then
+        /// encoded (special tokens only as the template writes them, unless `addSpecialTokens`).
+        case chat(
+            [ChatMessage], addGenerationPrompt: Bool, addSpecialTokens: Bool,
+            arguments: ChatTemplateArguments = ChatTemplateArguments())
     }
     package var input: Input
     /// Report each id's token string too (`token_strs`).
     package var returnTokenStrings: Bool
 
     /// Parses a /tokenize body: `prompt` (with `add_special_tokens`, default true) or `messages`
-    /// (with `add_generation_prompt`, default true, and `add_special_tokens`, default false), as vLLM.
+    /// (with `add_generation_prompt`, default true, `add_special_tokens`, default false, and
+    /// `chat_template_kwargs`), as vLLM.
     /// - Throws: `APIError` (400) naming the field; fields vLLM takes that this server does not
-    ///   implement (`tools`, `chat_template`, `chat_template_kwargs`, `continue_final_message`) are refused by name.
-    package static func parse(_ body: JSONObject, contextLength: Int) throws(APIError) -> TokenizeRequest {
+    ///   implement (`tools`, `chat_template`, `continue_final_message`) are refused by name.
+    package static func parse(
+        _ body: JSONObject, contextLength: Int, tokenizer: Tokenizer
+    ) throws(APIError) -> TokenizeRequest {
         let returnTokenStrings = try body.bool("return_token_strs") ?? false
         if body["messages"] != nil {
-            for field in ["tools", "chat_template", "chat_template_kwargs", "mm_processor_kwargs"] where body[field] != nil {
+            for field in ["tools", "chat_template", "mm_processor_kwargs"] where body[field] != nil {
                 throw .invalidRequest(param: field, message: "\(field) is not supported; leave it out")
             }
             if try body.bool("continue_final_message") == true {
@@ -33,14 +39,16 @@ package struct TokenizeRequest: Sendable, Equatable {
                 throw .invalidRequest(param: "prompt", message: "give either prompt or messages, not both")
             }
             let messages = try GenerationPlan.parseMessages(body)
-            let size = messages.reduce(0) { $0 + $1.content.utf8.count }
+            let arguments = try GenerationPlan.parseChatTemplateArguments(body, tokenizer: tokenizer)
+            let size =
+                messages.reduce(0) { $0 + $1.content.utf8.count } + GenerationPlan.textByteCount(arguments)
             guard size <= GenerationPlan.maxPromptBytes(contextLength: contextLength) else {
                 throw .invalidRequest(param: "messages", message: "the messages' content is \(size) bytes; shorten it")
             }
             return TokenizeRequest(
                 input: .chat(
                     messages, addGenerationPrompt: try body.bool("add_generation_prompt") ?? true,
-                    addSpecialTokens: try body.bool("add_special_tokens") ?? false),
+                    addSpecialTokens: try body.bool("add_special_tokens") ?? false, arguments: arguments),
                 returnTokenStrings: returnTokenStrings)
         }
         guard let prompt = try body.string("prompt") else {
@@ -58,15 +66,15 @@ package struct TokenizeRequest: Sendable, Equatable {
     /// (false by default: the template writes BOS itself, as transformers' `apply_chat_template`).
     /// - Parameter render: the chat template (`GenerationService.applyChatTemplate`).
     package func tokenIDs(
-        _ tokenizer: Tokenizer, render: ([ChatMessage], Bool) throws(SubmitError) -> String
+        _ tokenizer: Tokenizer, render: ([ChatMessage], Bool, ChatTemplateArguments) throws(SubmitError) -> String
     ) throws(APIError) -> [Int32] {
         switch input {
         case .prompt(let text, let addSpecialTokens):
             return tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
-        case .chat(let messages, let addGenerationPrompt, let addSpecialTokens):
+        case .chat(let messages, let addGenerationPrompt, let addSpecialTokens, let arguments):
             let text: String
             do {
-                text = try render(messages, addGenerationPrompt)
+                text = try render(messages, addGenerationPrompt, arguments)
             } catch {
                 throw APIError(error)
             }

@@ -2,6 +2,14 @@
 // tokens as they are generated, cancel it, read health and metrics.
 public import Tokenization
 
+extension GenerationService {
+    /// Renders a conversation with the chat template and no extra template variables.
+    /// - Throws: as `applyChatTemplate(_:addGenerationPrompt:arguments:)`.
+    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
+        try applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt, arguments: ChatTemplateArguments())
+    }
+}
+
 /// How a request ended.
 public enum FinishReason: String, Sendable, Codable, Equatable {
     /// An end-of-sequence token or a stop string.
@@ -209,9 +217,11 @@ public protocol GenerationService: Sendable {
     var tokenizer: Tokenizer { get }
     func health() -> HealthStatus
     /// Renders a conversation into a prompt with the checkpoint's chat template
-    /// (tokenizer_config.json `chat_template`).
+    /// (tokenizer_config.json `chat_template`) and the request's template variables (`chat_template_kwargs`).
     /// - Throws: `SubmitError.invalid(field: "messages", …)` when there is no template or it cannot be rendered.
-    func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String
+    func applyChatTemplate(
+        _ messages: [ChatMessage], addGenerationPrompt: Bool, arguments: ChatTemplateArguments
+    ) throws(SubmitError) -> String
     /// Accepts a request or refuses it at once. The stream ends after `.finished`; ending the
     /// iteration early (or `onTermination`) cancels the request and frees its KV memory.
     func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error>

@@ -146,10 +146,13 @@ public final class Scheduler: GenerationService {
         shared.withLock { $0.load.register(workers: workers) }
     }
 
-    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
+    public func applyChatTemplate(
+        _ messages: [ChatMessage], addGenerationPrompt: Bool, arguments: ChatTemplateArguments
+    ) throws(SubmitError) -> String {
         do {
             return try tokenizer.applyChatTemplate(
-                messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: addGenerationPrompt)
+                messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: addGenerationPrompt,
+                arguments: arguments)
         } catch {
             throw .invalid(field: "messages", message: "\(error)")
         }

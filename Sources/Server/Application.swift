@@ -246,8 +246,8 @@ struct Routes<Service: GenerationService>: Sendable {
             case .chat:
                 return try GenerationPlan.chat(
                     body, tokenizer: service.tokenizer, contextLength: service.contextLength
-                ) { messages throws(SubmitError) in
-                    try service.applyChatTemplate(messages, addGenerationPrompt: true)
+                ) { messages, arguments throws(SubmitError) in
+                    try service.applyChatTemplate(messages, addGenerationPrompt: true, arguments: arguments)
                 }
             }
         }

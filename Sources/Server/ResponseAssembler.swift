@@ -75,10 +75,30 @@ enum LogprobsJSON: Encodable, Equatable {
     }
 }
 
-/// `message` (whole chat responses) or `delta` (chat chunks).
+/// `message` (whole chat responses) or `delta` (chat chunks). `reasoning_content` is vLLM's field
+/// for a reasoning model's chain of thought (gpt-oss's analysis channel); absent otherwise.
 struct MessageJSON: Encodable, Equatable {
     var role: String?
     var content: String?
+    var reasoningContent: String?
+    /// Send a nil `content` as null (a whole harmony message without an answer, as vLLM) rather than leave it out.
+    var nullContent = false
+
+    enum CodingKeys: String, CodingKey {
+        case role, content
+        case reasoningContent = "reasoning_content"
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(role, forKey: .role)
+        if content == nil && nullContent {
+            try container.encodeNil(forKey: .content)
+        } else {
+            try container.encodeIfPresent(content, forKey: .content)
+        }
+        try container.encodeIfPresent(reasoningContent, forKey: .reasoningContent)
+    }
 }
 
 /// One element of `choices`: `text` for completions, `message` or `delta` for chat. `logprobs` and
@@ -159,6 +179,10 @@ struct ResponseAssembler {
     /// What has been generated for one choice so far.
     private struct ChoiceState {
         var text = ""
+        /// A harmony model's chat: the completion's channels, and the reasoning text so far (`text`
+        /// holds the content).
+        var channels: HarmonyChannels?
+        var reasoning = ""
         /// Unicode scalars in `text`, for completions `text_offset`.
         var scalarCount = 0
         var logprobs: LogprobsJSON?
@@ -176,7 +200,10 @@ struct ResponseAssembler {
         self.strings = strings
         let empty: LogprobsJSON? =
             plan.reportsLogprobs ? (endpoint == .chat ? .chat([]) : .completion(.init())) : nil
-        choices = Array(repeating: ChoiceState(logprobs: empty), count: plan.choiceCount)
+        // A harmony vocabulary (gpt-oss) answers chats in channels: the final one is the content, the
+        // analysis the reasoning (vLLM's openai_gptoss parser). Completions return the raw text.
+        let channels = endpoint == .chat ? strings.tokenizer.harmonyTokens.map(HarmonyChannels.init(tokens:)) : nil
+        choices = Array(repeating: ChoiceState(channels: channels, logprobs: empty), count: plan.choiceCount)
     }
 
     /// `text_completion`, `chat.completion` or `chat.completion.chunk`.
@@ -249,10 +276,54 @@ struct ResponseAssembler {
         return chunk([streamChoice(index, text: "", role: "assistant", logprobs: nil, finishReason: nil)])
     }
 
+    /// A chat stream chunk's choice carrying a harmony delta (reasoning and/or content text).
+    private func channelChoice(
+        _ index: Int, _ delta: HarmonyDelta, logprobs: LogprobsJSON?, finishReason: String?
+    ) -> ChoiceJSON {
+        ChoiceJSON(
+            index: index,
+            delta: MessageJSON(
+                content: delta.content.isEmpty ? nil : delta.content,
+                reasoningContent: delta.reasoning.isEmpty ? nil : delta.reasoning),
+            logprobs: logprobs, finishReason: finishReason)
+    }
+
+    /// Records an event of a harmony chat choice: its text goes to content or reasoning by channel.
+    private mutating func recordChannels(
+        _ event: GenerationEvent, choice index: Int, channels: inout HarmonyChannels
+    ) -> [ResponseJSON] {
+        switch event {
+        case .token(let token):
+            choices[index].completionTokens += 1
+            var logprobs: LogprobsJSON?
+            if plan.reportsLogprobs, let logprob = token.logprob {
+                logprobs = recordLogprob(logprob, choice: index)
+            }
+            let delta = channels.append(tokenID: token.tokenID, text: token.text)
+            choices[index].text += delta.content
+            choices[index].reasoning += delta.reasoning
+            guard !delta.isEmpty || logprobs != nil else { return [] }
+            return [chunk([channelChoice(index, delta, logprobs: logprobs, finishReason: nil)])]
+        case .finished(let finish):
+            promptTokens = promptTokens ?? finish.promptTokenIDs.count
+            choices[index].completionTokens = finish.completionTokenIDs.count
+            let delta = channels.finish(trailingText: finish.trailingText)
+            choices[index].text += delta.content
+            choices[index].reasoning += delta.reasoning
+            choices[index].finishReason = Self.finishReason(finish.reason)
+            return [chunk([channelChoice(index, delta, logprobs: nil, finishReason: choices[index].finishReason)])]
+        }
+    }
+
     /// Records an event of choice `index`; returns the stream chunks it produces (possibly none).
     mutating func record(_ event: GenerationEvent, choice index: Int) -> [ResponseJSON] {
         var chunks: [ResponseJSON] = []
         if let opening = opening(choice: index) { chunks.append(opening) }
+        if var channels = choices[index].channels {
+            chunks += recordChannels(event, choice: index, channels: &channels)
+            choices[index].channels = channels
+            return chunks
+        }
         switch event {
         case .token(let token):
             choices[index].completionTokens += 1
@@ -291,6 +362,15 @@ struct ResponseAssembler {
         }
     }
 
+    /// A whole chat choice's message. For a harmony model, as vLLM: `content` null when no answer
+    /// (final channel) was opened, `reasoning_content` when an analysis was.
+    private static func message(_ state: ChoiceState) -> MessageJSON {
+        guard let channels = state.channels else { return MessageJSON(role: "assistant", content: state.text) }
+        return MessageJSON(
+            role: "assistant", content: channels.hasContent ? state.text : nil,
+            reasoningContent: channels.hasReasoning ? state.reasoning : nil, nullContent: true)
+    }
+
     /// Token counts over all choices; the prompt counts once.
     var usage: UsageJSON {
         UsageJSON(
@@ -309,8 +389,7 @@ struct ResponseAssembler {
                 ChoiceJSON(index: index, text: state.text, logprobs: state.logprobs, finishReason: state.finishReason)
             case .chat:
                 ChoiceJSON(
-                    index: index, message: MessageJSON(role: "assistant", content: state.text),
-                    logprobs: state.logprobs,
+                    index: index, message: Self.message(state), logprobs: state.logprobs,
                     finishReason: state.finishReason)
             }
         }

@@ -15,9 +15,11 @@ extension Routes {
         let answer = try await preparation.run { [service, modelName] () throws(APIError) -> TokenizeResponse in
             let body = try JSONObject(JSONValue.parse(bytes))
             try GenerationPlan.checkModel(body, served: [modelName])
-            let parsed = try TokenizeRequest.parse(body, contextLength: service.contextLength)
-            let ids = try parsed.tokenIDs(service.tokenizer) { messages, addGenerationPrompt throws(SubmitError) in
-                try service.applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt)
+            let parsed = try TokenizeRequest.parse(
+                body, contextLength: service.contextLength, tokenizer: service.tokenizer)
+            let ids = try parsed.tokenIDs(service.tokenizer) {
+                messages, addGenerationPrompt, arguments throws(SubmitError) in
+                try service.applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt, arguments: arguments)
             }
             return TokenizeResponse(
                 count: ids.count, maxModelLength: service.contextLength, tokens: ids,

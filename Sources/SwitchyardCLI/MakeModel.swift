@@ -13,7 +13,10 @@ struct MakeModel: ParsableCommand {
             Writes config.json, model.safetensors, tokenizer.json and tokenizer_config.json to --out. \
             The weights are random (deterministic for a --seed); the tokenizer is a SentencePiece-style \
             BPE with byte fallback trained on a built-in corpus. The model generates gibberish, but \
-            every code path of a real checkpoint runs.
+            every code path of a real checkpoint runs. --arch gpt_oss writes a tokenizer of gpt-oss's \
+            shape instead (byte-level BPE behind the o200k regex, the harmony special tokens last), its \
+            harmony chat template as chat_template.jinja, and generation_config.json ending generation \
+            at <|return|>, <|endoftext|> and <|call|>, as the released checkpoints do.
             """
     )
 
@@ -306,12 +309,47 @@ struct MakeModel: ParsableCommand {
             options.hotExpertBias = hotBias
             options.bosTokenID = 1
             options.eosTokenIDs = [2]
+            if arch == "gpt_oss" {
+                let harmony = try TokenizerTrainer.harmonyBPE(vocabularySize: vocab)
+                // As released: config.json's eos is <|return|>; generation_config.json adds <|endoftext|> and <|call|>.
+                options.bosTokenID = harmony.startOfTextID
+                options.eosTokenIDs = [harmony.returnID]
+                try RandomCheckpointWriter.write(options, architecture: architecture, to: directory)
+                try Self.writeHarmonyTokenizer(harmony, to: directory)
+                printSummary(directory)
+                return
+            }
             try RandomCheckpointWriter.write(options, architecture: architecture, to: directory)
+        }
+        // A gpt_oss checkpoint made here before left files that would override this tokenizer's.
+        for stale in ["chat_template.jinja", GenerationConfig.fileName] {
+            let url = directory.appendingPathComponent(stale)
+            if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
         }
         let tokenizer = try TokenizerTrainer.sentencePieceBPE(vocabularySize: vocab)
         try tokenizer.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
         try Self.withChatTemplate(tokenizer.tokenizerConfigJSON)
             .write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        printSummary(directory)
+    }
+
+    /// gpt-oss's tokenizer files: tokenizer.json, tokenizer_config.json, the harmony template as
+    /// chat_template.jinja, and generation_config.json with the released end-of-sequence ids.
+    static func writeHarmonyTokenizer(_ harmony: TokenizerTrainer.HarmonyTokenizerFiles, to directory: URL) throws {
+        try harmony.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"))
+        try harmony.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"))
+        try Data(HarmonyChatTemplate.source.utf8).write(to: directory.appendingPathComponent("chat_template.jinja"))
+        let generation: [String: Any] = [
+            "bos_token_id": harmony.startOfTextID,
+            "eos_token_id": [harmony.returnID, harmony.endOfTextID, harmony.callID],
+            "pad_token_id": harmony.endOfTextID,
+        ]
+        try JSONSerialization.data(withJSONObject: generation, options: [.prettyPrinted, .sortedKeys])
+            .write(to: directory.appendingPathComponent(GenerationConfig.fileName))
+    }
+
+    /// The line that reports what was written.
+    private func printSummary(_ directory: URL) {
         let dense = (try? parsedDenseLayers()) ?? []
         print(
             "wrote a random \(arch) checkpoint to \(directory.path): \(layers) layers"

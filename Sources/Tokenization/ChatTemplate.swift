@@ -6,7 +6,8 @@
 // - message: a dict with `role` (`system`, `user`, `assistant`, `tool`) and `content`.
 // - generation prompt: the text that opens the assistant's turn, added when `add_generation_prompt` is true.
 // - context: the variables the template sees: `messages`, `add_generation_prompt`, `tools` and `documents`
-//   (None), the named special tokens (`bos_token`, `eos_token`, ...), and any extra variables.
+//   (None), the named special tokens (`bos_token`, `eos_token`, ...), and any extra variables
+//   (`ChatTemplateArguments`: a request's `chat_template_kwargs`).
 //
 // The interpreter (Jinja/*.swift) implements the subset of Jinja 3 that chat templates use, with
 // transformers' environment: trim_blocks, lstrip_blocks, loop controls, `raise_exception`,
@@ -55,6 +56,7 @@ public struct ChatTemplate: Sendable {
     ///   - addGenerationPrompt: whether to open the assistant's turn at the end.
     ///   - specialTokens: named special tokens (`bos_token`, `eos_token`, `unk_token`, `pad_token`, ...).
     ///   - extraContext: further template variables; they override the special tokens, as in transformers.
+    ///   - arguments: JSON-valued template variables (a request's `chat_template_kwargs`), added last.
     ///   - now: the time `strftime_now` reports.
     /// - Returns: the prompt text, exactly as transformers renders it.
     /// - Throws: `ChatTemplateError`: `.raised` with the template's message when it calls
@@ -62,7 +64,8 @@ public struct ChatTemplate: Sendable {
     ///   safety limit (8 MiB of output, nesting, iteration count).
     public func render(
         messages: [[String: String]], addGenerationPrompt: Bool, specialTokens: [String: String] = [:],
-        extraContext: [String: String] = [:], now: Date = Date()
+        extraContext: [String: String] = [:], arguments: ChatTemplateArguments = ChatTemplateArguments(),
+        now: Date = Date()
     ) throws(ChatTemplateError) -> String {
         var context: [String: JinjaValue] = [:]
         for (name, value) in specialTokens { context[name] = .string(value) }
@@ -72,6 +75,7 @@ public struct ChatTemplate: Sendable {
         context["tools"] = JinjaValue.none
         context["documents"] = JinjaValue.none
         for (name, value) in extraContext { context[name] = .string(value) }
+        context.merge(arguments.contextValues) { _, argument in argument }
         let renderer = JinjaRenderer(context: context, limits: JinjaLimits(), now: now)
         return try renderer.render(nodes)
     }
@@ -92,12 +96,14 @@ extension Tokenizer {
     /// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt:)`.
     ///
     /// The template sees the named special tokens of tokenizer_config.json (`bos_token`, `eos_token`,
-    /// `unk_token`, `pad_token`, ...) and `extraContext`.
+    /// `unk_token`, `pad_token`, ...), `extraContext` and `arguments` (`chat_template_kwargs`); its
+    /// `strftime_now` reports `now`.
     ///
     /// - Throws: `ChatTemplateError`: `.missingTemplate` when the checkpoint has no `chat_template`;
     ///   otherwise as `ChatTemplate.render`.
     public func applyChatTemplate(
-        _ messages: [[String: String]], addGenerationPrompt: Bool, extraContext: [String: String] = [:]
+        _ messages: [[String: String]], addGenerationPrompt: Bool, extraContext: [String: String] = [:],
+        arguments: ChatTemplateArguments = ChatTemplateArguments(), now: Date = Date()
     ) throws(ChatTemplateError) -> String {
         guard let parsedChatTemplate else {
             throw ChatTemplateError(
@@ -108,7 +114,7 @@ extension Tokenizer {
         }
         return try parsedChatTemplate.get().render(
             messages: messages, addGenerationPrompt: addGenerationPrompt, specialTokens: specialTokenStrings,
-            extraContext: extraContext)
+            extraContext: extraContext, arguments: arguments, now: now)
     }
 
     /// The token ids of a conversation: transformers'
@@ -116,10 +122,13 @@ extension Tokenizer {
     ///
     /// - Throws: `ChatTemplateError`, as `applyChatTemplate`.
     public func applyChatTemplateTokenIDs(
-        _ messages: [[String: String]], addGenerationPrompt: Bool, extraContext: [String: String] = [:]
+        _ messages: [[String: String]], addGenerationPrompt: Bool, extraContext: [String: String] = [:],
+        arguments: ChatTemplateArguments = ChatTemplateArguments(), now: Date = Date()
     ) throws(ChatTemplateError) -> [Int32] {
         encodeChatPrompt(
-            try applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt, extraContext: extraContext))
+            try applyChatTemplate(
+                messages, addGenerationPrompt: addGenerationPrompt, extraContext: extraContext, arguments: arguments,
+                now: now))
     }
 
     /// The token ids of a conversation already rendered with the chat template.

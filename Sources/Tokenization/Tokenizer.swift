@@ -263,6 +263,11 @@ public final class Tokenizer: Sendable {
 
     // MARK: Vocabulary
 
+    /// Whether `content` is a special added token of this vocabulary (`special: true` in tokenizer.json).
+    public func isSpecialToken(_ content: String) -> Bool {
+        specialTokenContents.contains(ExactString(content))
+    }
+
     /// The id of `token` (an added token or a model vocabulary entry), compared scalar-exactly.
     public func tokenID(for token: String) -> Int32? {
         addedTokenIDs[ExactString(token)] ?? model.vocabulary[ExactString(token)]

@@ -69,11 +69,41 @@ public enum TokenizerTrainer {
         }
 
         // Each word as symbol ids; -1 marks a character left to byte fallback, which never merges.
-        var symbols: [[Int]] = words.map { word in word.string.unicodeScalars.map { ids[ExactString(String($0))] ?? -1 }
+        let symbols: [[Int]] = words.map { word in word.string.unicodeScalars.map { ids[ExactString(String($0))] ?? -1 }
         }
         let counts = words.map { wordCounts[$0] ?? 0 }
-        var merges: [(Int, Int)] = []
+        let merges = learnMerges(
+            words: symbols, counts: counts, tokens: &tokens, ids: &ids, vocabularySize: vocabularySize)
+        // The corpus ran out of pairs: fill up with reserved tokens, which no merge produces, so the
+        // vocabulary (and a model's embedding table) has the requested size without changing encodings.
+        fillReserved(tokens: &tokens, ids: &ids, upTo: vocabularySize)
+        return (
+            Data(tokenizerJSON(tokens: tokens, merges: merges.map { (tokens[$0.0], tokens[$0.1]) }).utf8),
+            Data(tokenizerConfigJSON().utf8)
+        )
+    }
 
+    /// Appends `<reserved_0>`, `<reserved_1>`, ... (skipping names taken) until there are `count` tokens.
+    static func fillReserved(tokens: inout [String], ids: inout [ExactString: Int], upTo count: Int) {
+        var reserved = 0
+        while tokens.count < count {
+            let name = "<reserved_\(reserved)>"
+            reserved += 1
+            guard ids[ExactString(name)] == nil else { continue }
+            ids[ExactString(name)] = tokens.count
+            tokens.append(name)
+        }
+    }
+
+    /// Learns BPE merges: repeatedly merges the most frequent adjacent pair of symbols over `words`
+    /// (each seen `counts[i]` times; a symbol -1 never merges), ties broken by the pair's text, then
+    /// the smaller ids, appending each new token, until there are `vocabularySize` tokens or no pairs.
+    /// - Returns: the merges, as pairs of token ids, in order.
+    static func learnMerges(
+        words: [[Int]], counts: [Int], tokens: inout [String], ids: inout [ExactString: Int], vocabularySize: Int
+    ) -> [(Int, Int)] {
+        var symbols = words
+        var merges: [(Int, Int)] = []
         while tokens.count < vocabularySize {
             var pairCounts: [Int64: Int] = [:]
             for (wordIndex, word) in symbols.enumerated() where word.count > 1 {
@@ -115,20 +145,7 @@ public enum TokenizerTrainer {
                 symbols[wordIndex] = word
             }
         }
-        // The corpus ran out of pairs: fill up with reserved tokens, which no merge produces, so the
-        // vocabulary (and a model's embedding table) has the requested size without changing encodings.
-        var reserved = 0
-        while tokens.count < vocabularySize {
-            let name = "<reserved_\(reserved)>"
-            reserved += 1
-            guard ids[ExactString(name)] == nil else { continue }
-            ids[ExactString(name)] = tokens.count
-            tokens.append(name)
-        }
-        return (
-            Data(tokenizerJSON(tokens: tokens, merges: merges.map { (tokens[$0.0], tokens[$0.1]) }).utf8),
-            Data(tokenizerConfigJSON().utf8)
-        )
+        return merges
     }
 
     private static func pairText(_ key: Int64, _ tokens: [String]) -> String {

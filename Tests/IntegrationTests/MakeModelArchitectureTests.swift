@@ -1,6 +1,7 @@
 import Foundation
 import TestSupport
 import Testing
+import Tokenization
 
 /// One `make-model --arch` invocation and what its config.json must then say.
 struct MadeArchitecture: Sendable, CustomTestStringConvertible {
@@ -136,6 +137,39 @@ struct MakeModelArchitectureTests {
         for layer in 0..<3 {
             #expect(local.prefillLoad[layer].isEmpty == made.denseLayers.contains(layer), "layer \(layer)")
         }
+    }
+
+    @Test("make-model --arch gpt_oss writes gpt-oss's tokenizer shape, its harmony chat template and end-of-sequence ids")
+    func gptOssChatsInHarmony() throws {
+        let directory = try TestPaths.makeTemporaryDirectory("make-gpt-oss-harmony")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let written = try runSwitchyard(
+            ["make-model", "--arch", "gpt_oss", "--out", directory.path, "--hidden", "32", "--layers", "2",
+             "--experts", "4", "--heads", "4", "--vocab", "400", "--seed", "5"])
+        #expect(written.status == 0, "\(written.stderr)")
+        let tokenizer = try Tokenizer(directory: directory)
+        #expect(tokenizer.chatTemplate == HarmonyChatTemplate.source, "chat_template.jinja as released")
+        #expect(tokenizer.vocabularySize == 400)
+        let harmony = try #require(tokenizer.harmonyTokens, "the harmony special tokens are special tokens")
+        let returnID = try #require(tokenizer.tokenID(for: "<|return|>"))
+        let callID = try #require(tokenizer.tokenID(for: "<|call|>"))
+        let endOfText = try #require(tokenizer.tokenID(for: "<|endoftext|>"))
+        #expect(harmony.turnEnds == [returnID, callID])
+        #expect(tokenizer.eosTokenID == returnID && tokenizer.bosTokenID == tokenizer.tokenID(for: "<|startoftext|>"))
+        // <|return|> and <|call|> end a turn: both stop generation, as generation_config.json says for the real ones.
+        #expect(try GenerationConfig(directory: directory).eosTokenIDs == [returnID, endOfText, callID])
+        let config = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("config.json")))
+                as? [String: Any])
+        #expect(config["eos_token_id"] as? Int == Int(returnID))
+        #expect(config["vocab_size"] as? Int == 400)
+        let ids = try tokenizer.applyChatTemplateTokenIDs(
+            [["role": "system", "content": "Be brief."], ["role": "user", "content": "Hi"]], addGenerationPrompt: true,
+            arguments: ChatTemplateArguments())
+        let text = tokenizer.decode(ids)
+        #expect(text.hasPrefix("<|start|>system<|message|>"))
+        #expect(text.hasSuffix("<|start|>developer<|message|># Instructions\n\nBe brief.\n\n<|end|><|start|>user<|message|>Hi<|end|><|start|>assistant"))
+        #expect(ids.filter { $0 == harmony.start }.count == 4, "system, developer, user and the assistant's turn")
     }
 
     @Test("make-model refuses an unknown architecture and options that do not fit it, naming them")

@@ -10,6 +10,10 @@ import Tokenization
 /// Token `i` of a request is `words[(i + seed) % words.count]` (seed 0 when none is given), with
 /// token id `firstTokenID + that index`; a word equal to a stop string ends the request with
 /// `.stop` and is not sent. Otherwise the request ends with `.length` after `maxTokens` tokens.
+///
+/// Made with a `script` (and a real tokenizer), it generates the script's ids instead, each with
+/// the text the engine's streaming decoder gives it (special tokens skipped), ending with `.stop`
+/// after an end-of-sequence id (`stopTokenIDs`) or `.length`.
 final class FakeGenerationService: GenerationService {
     static let words = [" alpha", " beta", " gamma", " delta"]
     static let firstTokenID: Int32 = 10
@@ -47,6 +51,14 @@ final class FakeGenerationService: GenerationService {
 
     /// When set, every chat template render waits at this gate.
     let renderGate: RenderGate?
+    /// The completion ids every request generates, when set (instead of `words`).
+    let script: [Int32]?
+    /// Ids that end a scripted completion with `.stop`.
+    let stopTokenIDs: Set<Int32>
+    /// Whether chat templates are rendered with the tokenizer's own template (else the fake's tags).
+    let rendersTokenizerTemplate: Bool
+    /// The time the tokenizer's template reads with `strftime_now`.
+    let renderDate: Date
 
     init(
         contextLength: Int = 256, tokenDelay: Duration = .zero, failAfterTokens: Int? = nil,
@@ -57,6 +69,27 @@ final class FakeGenerationService: GenerationService {
         self.tokenDelay = tokenDelay
         self.failAfterTokens = failAfterTokens
         self.renderGate = renderGate
+        self.script = nil
+        self.stopTokenIDs = []
+        self.rendersTokenizerTemplate = false
+        self.renderDate = Date()
+    }
+
+    /// A fake that renders chats with `tokenizer`'s chat template (its `strftime_now` at `renderDate`)
+    /// and generates `script`.
+    init(
+        tokenizer: Tokenizer, script: [Int32], stopTokenIDs: Set<Int32>, renderDate: Date = Date(),
+        contextLength: Int = 4096
+    ) {
+        self.contextLength = contextLength
+        self.tokenizer = tokenizer
+        self.tokenDelay = .zero
+        self.failAfterTokens = nil
+        self.renderGate = nil
+        self.script = script
+        self.stopTokenIDs = stopTokenIDs
+        self.rendersTokenizerTemplate = true
+        self.renderDate = renderDate
     }
 
     var submitted: [GenerationRequest] { state.withLock { $0.submitted } }
@@ -105,9 +138,48 @@ final class FakeGenerationService: GenerationService {
     func expertLoadRecording() -> ExpertLoadRecording { state.withLock { $0.load.currentRecording } }
     func metrics() -> EngineMetrics { state.withLock { $0.metrics } }
 
-    func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
+    /// The fake's tags (`<|role|>content` lines, then `<|name|>value` for each template argument,
+    /// whose value is its JSON text), or the tokenizer's own template.
+    func applyChatTemplate(
+        _ messages: [ChatMessage], addGenerationPrompt: Bool, arguments: ChatTemplateArguments
+    ) throws(SubmitError) -> String {
         renderGate?.pass()
-        return messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + (addGenerationPrompt ? "<|assistant|>" : "")
+        if rendersTokenizerTemplate {
+            do {
+                return try tokenizer.applyChatTemplate(
+                    messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: addGenerationPrompt,
+                    arguments: arguments, now: renderDate)
+            } catch {
+                throw .invalid(field: "messages", message: "\(error)")
+            }
+        }
+        let variables = arguments.names.map { name in "<|\(name)|>\(arguments.values[name].map(jsonText) ?? "")\n" }
+        return messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + variables.joined()
+            + (addGenerationPrompt ? "<|assistant|>" : "")
+    }
+
+    /// The events of a scripted request: the engine's text for each id, then the finish.
+    func scriptedEvents(_ script: [Int32], for request: GenerationRequest, promptTokenIDs: [Int32]) -> [GenerationEvent] {
+        var decoder = tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
+        var events: [GenerationEvent] = []
+        var completion: [Int32] = []
+        var reason = FinishReason.length
+        // As the engine, the end-of-sequence token is reported too (its text is empty: special tokens are skipped).
+        for id in script.prefix(request.maxTokens) {
+            completion.append(id)
+            events.append(.token(TokenEvent(tokenID: id, text: decoder.append(id), logprob: nil)))
+            if stopTokenIDs.contains(id) {
+                reason = .stop
+                break
+            }
+        }
+        events.append(
+            .finished(
+                FinishEvent(
+                    reason: reason, promptTokenIDs: promptTokenIDs, completionTokenIDs: completion,
+                    trailingText: decoder.finish(), expertLoad: ExpertLoad(layerCount: 1, expertCount: 4),
+                    queueSeconds: 0)))
+        return events
     }
 
     /// The logits the fake pretends to have sampled token `chosen` from: lower ids are likelier.
@@ -156,7 +228,9 @@ final class FakeGenerationService: GenerationService {
         case .text(let text): promptIDs = tokenizer.encode(text)
         case .tokenIDs(let ids): promptIDs = ids
         }
-        let events = Self.events(for: request, promptTokenIDs: promptIDs)
+        let events =
+            script.map { scriptedEvents($0, for: request, promptTokenIDs: promptIDs) }
+            ?? Self.events(for: request, promptTokenIDs: promptIDs)
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: GenerationEvent.self)
         continuation.onTermination = { [self] termination in
             if case .cancelled = termination { self.state.withLock { $0.cancelledStreams += 1 } }
@@ -207,5 +281,17 @@ final class RenderGate: Sendable {
     /// Lets `count` waiting (or future) threads through.
     func open(count: Int) {
         for _ in 0..<count { semaphore.signal() }
+    }
+}
+
+/// A JSON value's text, for the fake's rendering of template arguments.
+private func jsonText(_ value: JSONValue) -> String {
+    switch value {
+    case .null: "null"
+    case .bool(let flag): flag ? "true" : "false"
+    case .number(let number): number.rounded() == number && abs(number) < 1e15 ? String(Int(number)) : String(number)
+    case .string(let text): "\"\(text)\""
+    case .array(let items): "[" + items.map(jsonText).joined(separator: ",") + "]"
+    case .object(let members): "{" + members.keys.sorted().map { "\"\($0)\":" + jsonText(members[$0]!) }.joined(separator: ",") + "}"
     }
 }

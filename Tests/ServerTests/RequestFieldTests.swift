@@ -5,6 +5,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Testing
+import Tokenization
 
 @Suite("Request fields: honoured or refused by name")
 struct RequestFieldTests {
@@ -37,8 +38,14 @@ struct RequestFieldTests {
         BadBody(path: BadBody.chat, body: "{\(user), \"tools\": [{\"type\": \"function\"}]}", param: "tools", mentions: "not supported"),
         BadBody(path: BadBody.chat, body: "{\(user), \"tool_choice\": \"required\"}", param: "tool_choice", mentions: "\"none\""),
         BadBody(
-            path: BadBody.chat, body: "{\(user), \"chat_template_kwargs\": {\"enable_thinking\": false}}",
-            param: "chat_template_kwargs", mentions: "not supported"),
+            path: BadBody.chat, body: "{\(user), \"chat_template_kwargs\": \"enable_thinking\"}",
+            param: "chat_template_kwargs", mentions: "an object"),
+        BadBody(
+            path: BadBody.chat, body: "{\(user), \"chat_template_kwargs\": {\"messages\": [], \"x\": 1}}",
+            param: "chat_template_kwargs.messages", mentions: "cannot be replaced"),
+        BadBody(
+            path: BadBody.chat, body: "{\(user), \"chat_template_kwargs\": {\"raise_exception\": 1}}",
+            param: "chat_template_kwargs.raise_exception", mentions: "cannot be replaced"),
         BadBody(
             path: BadBody.chat, body: "{\(user), \"response_format\": {\"type\": \"xml\"}}", param: "response_format.type",
             mentions: "json_schema"),
@@ -100,6 +107,25 @@ struct RequestFieldTests {
                     presencePenalty: 0.5, frequencyPenalty: -1, repetitionPenalty: 1.3, logitBias: [3: 100, 7: -2.5],
                     minTokens: 4))
         #expect(service.submitted.last?.adjustments.grammar != nil)
+    }
+
+    @Test("chat_template_kwargs reach the chat template as JSON values")
+    func chatTemplateKwargs() async throws {
+        let service = FakeGenerationService()
+        try await makeTestApplication(service).test(.router) { client in
+            let chat = """
+                {\(Self.user), "max_tokens": 2, "chat_template_kwargs": {"enable_thinking": false, "reasoning_effort": "high", "n": 1.5}}
+                """
+            let response = try await client.post("/v1/chat/completions", chat)
+            #expect(response.status == .ok, "\(response.text)")
+        }
+        let arguments = try ChatTemplateArguments([
+            "enable_thinking": .bool(false), "reasoning_effort": .string("high"), "n": .number(1.5),
+        ])
+        let rendered = try service.applyChatTemplate(
+            [.init(role: "user", content: "hi")], addGenerationPrompt: true, arguments: arguments)
+        #expect(rendered.contains("<|enable_thinking|>false\n<|n|>1.5\n<|reasoning_effort|>\"high\"\n"))
+        #expect(service.submitted.first?.prompt == .tokenIDs(service.tokenizer.encodeChatPrompt(rendered)))
     }
 
     @Test("a model name the server does not serve is 404 in vLLM's words; the served name and none are accepted")

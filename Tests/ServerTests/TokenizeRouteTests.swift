@@ -43,11 +43,38 @@ struct TokenizeRouteTests {
         }
     }
 
+    @Test("/tokenize of messages passes chat_template_kwargs to the template as JSON values")
+    func chatTemplateKwargs() async throws {
+        let service = FakeGenerationService()
+        try await makeTestApplication(service).test(.router) { client in
+            let response = try await client.post(
+                "/tokenize",
+                #"{"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"enable_thinking": false, "effort": {"level": 2}}}"#
+            )
+            #expect(response.status == .ok, "\(response.text)")
+            let arguments = try ChatTemplateArguments([
+                "enable_thinking": .bool(false), "effort": .object(["level": .number(2)]),
+            ])
+            let rendered = try service.applyChatTemplate(
+                [.init(role: "user", content: "hi")], addGenerationPrompt: true, arguments: arguments)
+            #expect(rendered.contains("<|effort|>{\"level\":2}\n<|enable_thinking|>false\n"))
+            #expect(try response.json()["tokens"] as? [Int] == service.tokenizer.encodeChatPrompt(rendered).map(Int.init))
+        }
+    }
+
     @Test(
         "bad /tokenize and /detokenize bodies are refused naming the field",
         arguments: [
             ("/tokenize", #"{}"#, "prompt"), ("/tokenize", #"{"prompt": 3}"#, "prompt"),
-            ("/tokenize", #"{"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {}}"#, "chat_template_kwargs"),
+            ("/tokenize", #"{"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": [1]}"#, "chat_template_kwargs"),
+            (
+                "/tokenize", #"{"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"add_generation_prompt": false}}"#,
+                "chat_template_kwargs.add_generation_prompt"
+            ),
+            (
+                "/tokenize", #"{"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"bos_token": "<x>"}}"#,
+                "chat_template_kwargs.bos_token"
+            ),
             ("/tokenize", #"{"messages": [{"role": "user", "content": "x"}], "continue_final_message": true}"#, "continue_final_message"),
             ("/detokenize", #"{}"#, "tokens"), ("/detokenize", #"{"tokens": [1, "a"]}"#, "tokens"),
             ("/detokenize", #"{"tokens": [99999999]}"#, "tokens"),

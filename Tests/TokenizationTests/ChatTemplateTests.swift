@@ -10,6 +10,8 @@ struct ChatTemplateFixture: Decodable, Sendable {
     struct Case: Decodable, Sendable {
         let messages: [[String: String]]
         let addGenerationPrompt: Bool
+        /// apply_chat_template's keyword arguments for this case (a request's `chat_template_kwargs`).
+        let chatTemplateKwargs: [String: JSONValue]?
         let rendered: String?
         let error: Bool?
         let message: String?
@@ -17,6 +19,11 @@ struct ChatTemplateFixture: Decodable, Sendable {
         enum CodingKeys: String, CodingKey {
             case messages, rendered, error, message
             case addGenerationPrompt = "add_generation_prompt"
+            case chatTemplateKwargs = "chat_template_kwargs"
+        }
+
+        var arguments: ChatTemplateArguments {
+            get throws { try ChatTemplateArguments(chatTemplateKwargs ?? [:]) }
         }
     }
 
@@ -24,14 +31,19 @@ struct ChatTemplateFixture: Decodable, Sendable {
     let bosToken: String?
     let eosToken: String?
     let extraContext: [String: String]
+    /// The local time strftime_now reported when the fixture was recorded (templates that print the date).
+    let now: String?
     let cases: [Case]
 
     enum CodingKeys: String, CodingKey {
-        case template, cases
+        case template, cases, now
         case bosToken = "bos_token"
         case eosToken = "eos_token"
         case extraContext = "extra_context"
     }
+
+    /// `now` as a date in the local time zone (as Python's naive datetime), or the present.
+    var renderDate: Date { now.map(localDate) ?? Date() }
 
     static let directory = TestPaths.fixtures.appendingPathComponent("chat_templates")
 
@@ -73,11 +85,25 @@ struct RecordedConversation: Sendable, CustomTestStringConvertible {
     static var rendering: [RecordedConversation] { all.filter { $0.recorded.error != true } }
     static var raising: [RecordedConversation] { all.filter { $0.recorded.error == true } }
 
-    func render() throws(ChatTemplateError) -> String {
+    func render() throws -> String {
         try ChatTemplate(template.template).render(
             messages: recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt,
-            specialTokens: template.specialTokens, extraContext: template.extraContext)
+            specialTokens: template.specialTokens, extraContext: template.extraContext,
+            arguments: try recorded.arguments, now: template.renderDate)
     }
+}
+
+/// An ISO 8601 local time without a zone (`2026-01-15T12:00:00`) as a date in the current time zone,
+/// the way Python's naive `datetime.now()` stands for it.
+func localDate(_ iso: String) -> Date {
+    let numbers = iso.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+    precondition(numbers.count == 6, "a fixture's time must be YYYY-MM-DDTHH:MM:SS, not \(iso)")
+    var calendar = Calendar(identifier: .gregorian)
+    calendar.timeZone = TimeZone.current
+    let components = DateComponents(
+        year: numbers[0], month: numbers[1], day: numbers[2], hour: numbers[3], minute: numbers[4], second: numbers[5])
+    guard let date = calendar.date(from: components) else { preconditionFailure("\(iso) is not a date") }
+    return date
 }
 
 /// The first place two strings differ, for readable failures.
@@ -326,10 +352,12 @@ struct ChatTemplateTests {
         #expect(!record.cases.isEmpty)
         for recorded in record.cases {
             let rendered = try tokenizer.applyChatTemplate(
-                recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
+                recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt, arguments: try recorded.arguments,
+                now: record.renderDate)
             #expect(rendered == recorded.rendered, "\(fixture.rawValue) \(record.chatTemplate)")
             let ids = try tokenizer.applyChatTemplateTokenIDs(
-                recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt)
+                recorded.messages, addGenerationPrompt: recorded.addGenerationPrompt, arguments: try recorded.arguments,
+                now: record.renderDate)
             let mismatch = firstMismatch(ids, recorded.ids)
             #expect(mismatch == nil, "\(fixture.rawValue) \(record.chatTemplate) \(recorded.messages): \(mismatch ?? "")")
             if let bos = tokenizer.bosTokenID, let bosText = tokenizer.token(for: bos), rendered.hasPrefix(bosText) {

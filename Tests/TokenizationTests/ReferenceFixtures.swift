@@ -48,6 +48,10 @@ enum ReferenceFixture: String, CaseIterable, Sendable {
     case llama3ByteLevel = "llama3-bytelevel"
     case llamaClassDefault = "llama-class-default"
     case switchyardTrained = "switchyard-trained"
+    /// gpt-oss's tokenizer.json shape (o200k regex, byte-level BPE, harmony special tokens last), trained small.
+    case o200kHarmony = "o200k-harmony"
+    /// TokenizerTrainer.harmonyBPE's tokenizer (make-model --arch gpt_oss), recorded by Hugging Face.
+    case switchyardHarmony = "switchyard-harmony"
 
     var directory: URL { TestPaths.fixtures.appendingPathComponent("tokenizers").appendingPathComponent(rawValue) }
 
@@ -90,6 +94,8 @@ struct ChatRecord: Decodable, Sendable {
     struct Case: Decodable, Sendable {
         let messages: [[String: String]]
         let addGenerationPrompt: Bool
+        /// apply_chat_template's keyword arguments (a request's `chat_template_kwargs`), when any.
+        let chatTemplateKwargs: [String: JSONValue]?
         /// `apply_chat_template(..., tokenize=False)`.
         let rendered: String
         /// `apply_chat_template(..., tokenize=True)["input_ids"]`.
@@ -98,24 +104,35 @@ struct ChatRecord: Decodable, Sendable {
         enum CodingKeys: String, CodingKey {
             case messages, rendered, ids
             case addGenerationPrompt = "add_generation_prompt"
+            case chatTemplateKwargs = "chat_template_kwargs"
+        }
+
+        var arguments: ChatTemplateArguments {
+            get throws { try ChatTemplateArguments(chatTemplateKwargs ?? [:]) }
         }
     }
 
     /// The template's fixture name under Tests/Fixtures/chat_templates.
     let chatTemplate: String
     let template: String
+    /// The local time strftime_now reported (templates that print the date), ISO 8601 without a zone.
+    let now: String?
     let cases: [Case]
 
     enum CodingKeys: String, CodingKey {
-        case template, cases
+        case template, cases, now
         case chatTemplate = "chat_template"
     }
+
+    /// `now` as a date, or the present.
+    var renderDate: Date { now.map(localDate) ?? Date() }
 }
 
 extension ReferenceFixture {
     /// The fixtures that have a chat_cases.json.
     static let withChatCases: [ReferenceFixture] = [
-        .mixtralLlamaClass, .llamaClassDefault, .sentencePieceLegacy, .llama3ByteLevel, .qwen2ByteLevel,
+        .mixtralLlamaClass, .llamaClassDefault, .sentencePieceLegacy, .llama3ByteLevel, .qwen2ByteLevel, .o200kHarmony,
+        .switchyardHarmony,
     ]
 
     func loadDecodeCases() throws -> [DecodeCase] {

@@ -121,7 +121,8 @@ CHAT = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": "hi"}], 
     ("/v1/completions", {"prompt": "x", "logit_bias": {"999999": 5}}, "logit_bias"),
     ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
-    ("/v1/chat/completions", {"chat_template_kwargs": {"enable_thinking": False}}, "chat_template_kwargs"),
+    ("/v1/chat/completions", {"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs.messages"),
+    ("/v1/chat/completions", {"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
     ("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {
         "name": "x", "schema": {"type": "string", "pattern": "^a"}}}}, "response_format.json_schema.schema.pattern"),
 ])

@@ -101,8 +101,8 @@ func checkGenerationBodies(_ bytes: [UInt8]) {
         for tokenizer in tokenizers {
             do {
                 let plan = try GenerationPlan.chat(body, tokenizer: tokenizer, contextLength: contextLength) {
-                    messages throws(SubmitError) in
-                    try render(messages, with: tokenizer)
+                    messages, arguments throws(SubmitError) in
+                    try render(messages, arguments: arguments, with: tokenizer)
                 }
                 checkPlan(plan, contextLength: contextLength)
             } catch {
@@ -113,10 +113,12 @@ func checkGenerationBodies(_ bytes: [UInt8]) {
 }
 
 /// The chat rendering of the engine (`Scheduler.applyChatTemplate`).
-func render(_ messages: [ChatMessage], with tokenizer: Tokenizer) throws(SubmitError) -> String {
+func render(
+    _ messages: [ChatMessage], arguments: ChatTemplateArguments = ChatTemplateArguments(), with tokenizer: Tokenizer
+) throws(SubmitError) -> String {
     do {
         return try tokenizer.applyChatTemplate(
-            messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: true)
+            messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: true, arguments: arguments)
     } catch {
         throw .invalid(field: "messages", message: "\(error)")
     }
