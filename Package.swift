@@ -150,7 +150,10 @@ let package = Package(
         ),
         .testTarget(
             name: "CoordinatorTests",
-            dependencies: ["Tensors", "Models", "Wire", "Coordinator", "TestSupport"],
+            dependencies: [
+                "Tensors", "Models", "Wire", "Transport", "Coordinator", "ExpertWorker", "Tokenization", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -8,6 +8,7 @@
 // (edge tiles are smaller) changes any result. No expression here is left to the compiler to
 // contract into an FMA: every multiply-add is an explicit fmaf / fmadd intrinsic.
 #include "sy_kernels.h"
+#include "sy_hsum.h"
 
 #include <math.h>
 #if defined(__GLIBC__)
@@ -61,16 +62,6 @@ static size_t rows_per_block(size_t k) {
 #endif
 
 // MARK: - Scalar path
-
-/// The tree sum of 16 lanes shared by every path: l + 8, then l + 4, l + 2, l + 1.
-static inline float hsum16_scalar(const float a[SY_LANES]) {
-    float t8[8], t4[4];
-    for (int l = 0; l < 8; l++) t8[l] = a[l] + a[l + 8];
-    for (int l = 0; l < 4; l++) t4[l] = t8[l] + t8[l + 4];
-    float t20 = t4[0] + t4[2];
-    float t21 = t4[1] + t4[3];
-    return t20 + t21;
-}
 
 enum { SCALAR_R = 2, SCALAR_C = 2 };
 
@@ -181,16 +172,6 @@ static void weighted_sum_scalar(const float *p, size_t count, const void *v, int
 
 #define SY_AVX512 __attribute__((target("avx512f,fma"), always_inline)) static inline
 #define SY_AVX512_FN __attribute__((target("avx512f,fma"))) static
-
-SY_AVX512 float hsum16_avx512(__m512 a) {
-    __m256 lo = _mm512_castps512_ps256(a);
-    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
-}
 
 enum { AVX512_R = 4, AVX512_C = 4 };
 
@@ -424,14 +405,6 @@ SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
 
-SY_AVX2 float hsum16_avx2(__m256 lo, __m256 hi) {
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
-}
-
 /// The lane mask for the first `count` (0 ... 8) of 8 lanes, for maskload.
 SY_AVX2 __m256i mask8_avx2(size_t count) {
     __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -591,14 +564,6 @@ SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const void *v, i
 // lanes are added by ``hsum16_neon``, the tree of the header; so each result is the scalar path's.
 
 #define SY_NEON __attribute__((always_inline)) static inline
-
-/// The tree sum of 16 lanes held as a[0] (lanes 0 ... 3) ... a[3] (lanes 12 ... 15): l + 8, then
-/// l + 4, then l + 2, then l + 1, as ``hsum16_scalar``.
-SY_NEON float hsum16_neon(const float32x4_t a[4]) {
-    float32x4_t t4 = vaddq_f32(vaddq_f32(a[0], a[2]), vaddq_f32(a[1], a[3]));
-    float32x2_t t2 = vadd_f32(vget_low_f32(t4), vget_high_f32(t4));
-    return vget_lane_f32(t2, 0) + vget_lane_f32(t2, 1);
-}
 
 /// The lanes below `count` (< 16) of the 16, as four lane masks.
 SY_NEON void tail_mask_neon(size_t count, uint32x4_t mask[4]) {

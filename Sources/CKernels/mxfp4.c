@@ -1,6 +1,7 @@
 // MXFP4 products (sy_mxfp4.h): the scalar path, which defines the bits, and the AVX-512, AVX2 and NEON
 // paths side by side, each computing the header's reduction shape.
 #include "sy_mxfp4.h"
+#include "sy_hsum.h"
 
 #include <math.h>
 #include <string.h>
@@ -28,13 +29,6 @@ float sy_mxfp4_scale(uint8_t scale) { return scale == 255 ? INFINITY : ldexpf(1.
 /// 2^(s - 128): the block factor that goes with the doubled values (infinity for 255, as 2^128 is).
 static float half_scale(uint8_t scale) { return scale == 255 ? INFINITY : ldexpf(1.0f, (int)scale - 128); }
 
-/// l with l + 8, then l + 4, l + 2, l + 1 (the tree of the header).
-static float tree_sum(float *lanes) {
-    for (int width = 8; width >= 1; width /= 2)
-        for (int l = 0; l < width; l++) lanes[l] = lanes[l] + lanes[l + width];
-    return lanes[0];
-}
-
 static void mxfp4_scalar(const float *x, size_t m, size_t k, size_t xs, const uint8_t *blocks, const uint8_t *scales,
                          size_t n, size_t wrs, float *y, size_t ys) {
     size_t block_count = k / 32;
@@ -53,7 +47,7 @@ static void mxfp4_scalar(const float *x, size_t m, size_t k, size_t xs, const ui
                     acc[l] = fmaf(p, s, acc[l]);
                 }
             }
-            y[i * ys + j] = tree_sum(acc);
+            y[i * ys + j] = hsum16_scalar(acc);
         }
     }
 }
@@ -62,16 +56,6 @@ static void mxfp4_scalar(const float *x, size_t m, size_t k, size_t xs, const ui
 
 #define SY_MX_AVX512_FN __attribute__((target("avx512f,fma"))) static
 #define SY_MX_AVX2_FN __attribute__((target("avx2,fma"))) static
-
-SY_MX_AVX512_FN float tree_sum_avx512(__m512 a) {
-    __m256 lo = _mm512_castps512_ps256(a);
-    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
-}
 
 SY_MX_AVX512_FN void mxfp4_avx512(const float *x, size_t m, size_t k, size_t xs, const uint8_t *blocks,
                                   const uint8_t *scales, size_t n, size_t wrs, float *y, size_t ys) {
@@ -96,7 +80,7 @@ SY_MX_AVX512_FN void mxfp4_avx512(const float *x, size_t m, size_t k, size_t xs,
                 __m512 p = _mm512_fmadd_ps(high, xo, _mm512_mul_ps(low, xe));
                 acc = _mm512_fmadd_ps(p, _mm512_set1_ps(half_scale(wsc[b])), acc);
             }
-            y[i * ys + j] = tree_sum_avx512(acc);
+            y[i * ys + j] = hsum16_avx512(acc);
         }
     }
 }
@@ -135,12 +119,7 @@ SY_MX_AVX2_FN void mxfp4_avx2(const float *x, size_t m, size_t k, size_t xs, con
                 acc0 = _mm256_fmadd_ps(block_half_avx2(wb + b * 16, xr + b * 32), s, acc0);
                 acc1 = _mm256_fmadd_ps(block_half_avx2(wb + b * 16 + 8, xr + b * 32 + 16), s, acc1);
             }
-            // l with l + 8 is acc0 + acc1; then the 8 lanes as the tree.
-            __m256 s8 = _mm256_add_ps(acc0, acc1);
-            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-            __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-            y[i * ys + j] = _mm_cvtss_f32(s1);
+            y[i * ys + j] = hsum16_avx2(acc0, acc1);
         }
     }
 }
@@ -189,10 +168,7 @@ static void mxfp4_neon(const float *x, size_t m, size_t k, size_t xs, const uint
                     acc[q] = vfmaq_f32(acc[q], p, s);
                 }
             }
-            // l with l + 8, then l + 4 (vectors 0 + 1), then l + 2 and l + 1 within the vector.
-            float32x4_t s4 = vaddq_f32(vaddq_f32(acc[0], acc[2]), vaddq_f32(acc[1], acc[3]));
-            float32x2_t s2 = vadd_f32(vget_low_f32(s4), vget_high_f32(s4));
-            y[i * ys + j] = vget_lane_f32(s2, 0) + vget_lane_f32(s2, 1);
+            y[i * ys + j] = hsum16_neon(acc);
         }
     }
 }

@@ -85,6 +85,9 @@ public final class Scheduler: GenerationService {
     public func metrics() -> EngineMetrics {
         shared.withLock { state in
             var metrics = state.metrics
+            // Accepted requests the engine has not taken yet wait too (it takes them at its next
+            // loop, which a long step delays).
+            metrics.waitingRequests = state.waitingCount + state.submissions.count
             let whole = LoadPeriodReport(state.load.whole, workerOrder: state.load.workerNames)
             metrics.layerBalancedness = whole.balancedness
             metrics.moeLayers = whole.moeLayers

@@ -2,39 +2,6 @@ import Foundation
 import TestSupport
 import Testing
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
-/// POST of a JSON body, bounded in time; returns the status and body.
-func httpPost(_ url: String, json: String, timeout: TimeInterval = 120) throws -> (status: Int, body: Data) {
-    final class Box: @unchecked Sendable {
-        // @unchecked: written once by the URLSession callback before `done` is signalled, read after.
-        var result: Result<(Int, Data), any Error> = .failure(TestProcessError(description: "no answer"))
-    }
-    let box = Box()
-    let done = DispatchSemaphore(value: 0)
-    var request = URLRequest(url: URL(string: url)!)
-    request.httpMethod = "POST"
-    request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-    request.httpBody = Data(json.utf8)
-    request.timeoutInterval = timeout
-    let task = URLSession.shared.dataTask(with: request) { data, response, error in
-        if let error {
-            box.result = .failure(error)
-        } else {
-            box.result = .success(((response as? HTTPURLResponse)?.statusCode ?? 0, data ?? Data()))
-        }
-        done.signal()
-    }
-    task.resume()
-    guard done.wait(timeout: .now() + timeout + 5) == .success else {
-        task.cancel()
-        throw TestProcessError(description: "POST \(url) did not finish")
-    }
-    return try box.result.get()
-}
-
 /// What `serve` logs per request and while busy.
 @Suite("serve access log and throughput line", .serialized)
 struct AccessLogIntegrationTests {

@@ -2,37 +2,6 @@ import Foundation
 import TestSupport
 import Testing
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
-/// GET of a URL, bounded in time; returns the status and body.
-func httpGet(_ url: String, timeout: TimeInterval = 60) throws -> (status: Int, body: Data) {
-    final class Box: @unchecked Sendable {
-        // @unchecked: written once by the URLSession callback before `done` is signalled, read after.
-        var result: Result<(Int, Data), any Error> = .failure(TestProcessError(description: "no answer"))
-    }
-    let box = Box()
-    let done = DispatchSemaphore(value: 0)
-    var request = URLRequest(url: URL(string: url)!)
-    request.timeoutInterval = timeout
-    let task = URLSession.shared.dataTask(with: request) { data, response, error in
-        if let error {
-            box.result = .failure(error)
-        } else {
-            box.result = .success(((response as? HTTPURLResponse)?.statusCode ?? 0, data ?? Data()))
-        }
-        done.signal()
-    }
-    task.resume()
-    guard done.wait(timeout: .now() + timeout + 5) == .success else {
-        task.cancel()
-        throw TestProcessError(description: "GET \(url) did not finish")
-    }
-    let (status, body) = try box.result.get()
-    return (status, body)
-}
-
 @Suite("expert load: /v1/expert_load and switchyard balance equal transformers' routing", .serialized)
 struct ExpertLoadIntegrationTests {
     /// The sum over a fixture's reference cases of transformers' per-layer per-expert routing
@@ -58,10 +27,15 @@ struct ExpertLoadIntegrationTests {
         try #require(!cases.isEmpty, "no reference cases for \(fixture)")
         let expected = Self.transformersCounts(cases)
 
-        let cluster = try ServedCluster(model: model, workers: 2)
+        // Liveness limits far above how long the test stops the workers (below): neither side
+        // takes the other for lost meanwhile.
+        let cluster = try ServedCluster(
+            model: model, workers: 2, extraArguments: ["--heartbeat-misses", "100000", "--dispatch-timeout", "600"])
         let base = try cluster.httpBase()
-        try cluster.startWorker(model: model, name: "w0")
-        try cluster.startWorker(model: model, name: "w1")
+        for name in ["w0", "w1"] {
+            try cluster.startWorker(
+                model: model, name: name, keyArguments: cluster.keyArguments("worker") + ["--heartbeat-interval", "60"])
+        }
         try cluster.waitUntilServing()
 
         // Nothing routed yet.
@@ -71,7 +45,14 @@ struct ExpertLoadIntegrationTests {
         #expect((emptyJSON["tokens_per_expert"] as? [[Int]])?.flatMap { $0 }.allSatisfy { $0 == 0 } == true)
 
         // All prompts at once, so steps batch several sequences: a request's routing does not
-        // depend on what else is in the batch.
+        // depend on what else is in the batch. Held so that they really share steps: with both
+        // workers stopped, the first request's first step waits at its first MoE layer while the
+        // others queue; once the server holds them all, the workers go on and the next step runs
+        // every request still going (each asks for 8 tokens or more, so the first one too).
+        let stepsBefore = try Self.stepsWithSeveralRequests(base)
+        for worker in cluster.workers { kill(worker.processIdentifier, SIGSTOP) }
+        var stopped = true
+        defer { if stopped { for worker in cluster.workers { kill(worker.processIdentifier, SIGCONT) } } }
         let clients = cases.map { reference in
             SwitchyardProcess([
                 "generate", "--server", base, "--prompt", reference.prompt, "--max-tokens",
@@ -79,10 +60,22 @@ struct ExpertLoadIntegrationTests {
             ])
         }
         for client in clients { try client.start() }
+        let deadline = ContinuousClock.now + .seconds(300)
+        var held = 0
+        while ContinuousClock.now < deadline {
+            let samples = try Self.metrics(base)
+            held = Int((samples["switchyard_requests_running"] ?? 0) + (samples["switchyard_requests_waiting"] ?? 0))
+            if held == clients.count { break }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        #expect(held == clients.count, "the server never held all \(clients.count) requests at once")
+        for worker in cluster.workers { kill(worker.processIdentifier, SIGCONT) }
+        stopped = false
         for client in clients {
             let output = try client.wait(timeout: .seconds(300))
             #expect(output.status == 0, "\(output.stderr)")
         }
+        #expect(try Self.stepsWithSeveralRequests(base) > stepsBefore, "the requests never shared a step")
 
         let answer = try httpGet(base + "/v1/expert_load")
         #expect(answer.status == 200)
@@ -134,6 +127,29 @@ struct ExpertLoadIntegrationTests {
         #expect(svgText.hasPrefix("<?xml"))
         let firstMoELayer = try #require(expected.firstIndex { !$0.isEmpty })
         #expect(svgText.contains("id=\"expert-\(firstMoELayer)-0\""))
+    }
+
+    /// /metrics' samples without labels, and histogram buckets as `NAME_bucket{le="BOUND"}` with the
+    /// bound as Prometheus writes it.
+    static func metrics(_ base: String) throws -> [String: Double] {
+        let answer = try httpGet(base + "/metrics")
+        guard answer.status == 200 else { throw TestProcessError(description: "GET /metrics answered \(answer.status)") }
+        var samples: [String: Double] = [:]
+        for line in String(decoding: answer.body, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            samples[String(line[..<space])] = value
+        }
+        return samples
+    }
+
+    /// Engine steps so far that ran more than one request (the switchyard_step_requests histogram:
+    /// all steps less those in its first bucket, one request).
+    static func stepsWithSeveralRequests(_ base: String) throws -> Double {
+        let samples = try metrics(base)
+        guard let count = samples["switchyard_step_requests_count"],
+            let alone = samples["switchyard_step_requests_bucket{le=\"1\"}"] ?? samples["switchyard_step_requests_bucket{le=\"1.0\"}"]
+        else { throw TestProcessError(description: "/metrics has no switchyard_step_requests histogram") }
+        return count - alone
     }
 
     @Test("balance names the server it cannot reach and exits non-zero")

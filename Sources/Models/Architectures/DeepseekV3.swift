@@ -135,23 +135,6 @@ public struct DeepseekV3Configuration: Sendable, Equatable {
 }
 
 extension DeepseekV3Configuration: Decodable {
-    private enum RopeKeys: String, CodingKey {
-        case ropeTheta = "rope_theta"
-        case factor
-        case originalMaxPositions = "original_max_position_embeddings"
-        case betaFast = "beta_fast"
-        case betaSlow = "beta_slow"
-        case mscale
-        case mscaleAllDimensions = "mscale_all_dim"
-        case attentionFactor = "attention_factor"
-        case truncate
-    }
-
-    /// transformers' yarn_get_mscale: 1 for scale ≤ 1, else 0.1 · mscale · ln(scale) + 1.
-    static func yarnMscale(_ scale: Double, _ mscale: Double = 1) -> Double {
-        scale <= 1 ? 1 : 0.1 * mscale * log(scale) + 1
-    }
-
     /// DeepseekV3Config's MoE defaults.
     static let moeDefaults = GroupedSigmoidMoEFields(
         expertCount: 256, expertsPerToken: 8, expertIntermediateSize: 2048, intermediateSize: 18432,
@@ -186,45 +169,18 @@ extension DeepseekV3Configuration: Decodable {
         if try container.decodeIfPresent(Int.self, forKey: .keyValueHeadCount) == nil { fields.keyValueHeadCount = 128 }
         if !container.contains(.bosTokenID) { fields.bosTokenID = 0 }
         if !container.contains(.eosTokenID) { fields.eosTokenIDs = [1] }
-        var hasTheta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-        var factor: Double?, original: Double?, betaFast: Double?, betaSlow: Double?
-        var mscale: Double?, mscaleAllDimensions: Double?, attentionFactor: Double?, truncate: Bool?
-        // The order TransformerFields reads them in: a later container's value wins.
-        for key in [CodingKeys.ropeParameters, .ropeScaling]
-        where try container.contains(key) && !container.decodeNil(forKey: key) {
-            let rope = try container.nestedContainer(keyedBy: RopeKeys.self, forKey: key)
-            hasTheta = try hasTheta || rope.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-            factor = try rope.decodeIfPresent(Double.self, forKey: .factor) ?? factor
-            original = try rope.decodeIfPresent(Double.self, forKey: .originalMaxPositions) ?? original
-            betaFast = try rope.decodeIfPresent(Double.self, forKey: .betaFast) ?? betaFast
-            betaSlow = try rope.decodeIfPresent(Double.self, forKey: .betaSlow) ?? betaSlow
-            mscale = try rope.decodeIfPresent(Double.self, forKey: .mscale) ?? mscale
-            mscaleAllDimensions = try rope.decodeIfPresent(Double.self, forKey: .mscaleAllDimensions) ?? mscaleAllDimensions
-            attentionFactor = try rope.decodeIfPresent(Double.self, forKey: .attentionFactor) ?? attentionFactor
-            truncate = try rope.decodeIfPresent(Bool.self, forKey: .truncate) ?? truncate
+        let rope = try YaRNParameters(from: container, objects: [.ropeParameters, .ropeScaling])
+        if try container.decodeIfPresent(Double.self, forKey: .ropeTheta) == nil && !rope.namesTheta {
+            fields.ropeTheta = 10_000
         }
-        if !hasTheta { fields.ropeTheta = 10_000 }
         softmaxScaleFactor = 1
         yarn = nil
         if fields.ropeType == "yarn" {
-            // _compute_yarn_parameters: factor defaults to max_position_embeddings ÷ original; the
-            // attention factor to mscale(factor, mscale) ÷ mscale(factor, mscale_all_dim) when both are
-            // set and not 0, else mscale(factor); beta_fast / beta_slow to 32 / 1 when absent or 0.
-            let originalPositions = original ?? 0
-            let scale = factor ?? Double(fields.maxPositionEmbeddings) / originalPositions
-            let inferred =
-                if let mscale, let mscaleAllDimensions, mscale != 0, mscaleAllDimensions != 0 {
-                    Self.yarnMscale(scale, mscale) / Self.yarnMscale(scale, mscaleAllDimensions)
-                } else {
-                    Self.yarnMscale(scale)
-                }
-            yarn = RotaryEmbedding.YaRN(
-                factor: scale, originalMaxPositions: originalPositions,
-                betaFast: betaFast.flatMap { $0 == 0 ? nil : $0 } ?? 32,
-                betaSlow: betaSlow.flatMap { $0 == 0 ? nil : $0 } ?? 1,
-                attentionFactor: attentionFactor ?? inferred, truncate: truncate ?? true)
-            if let mscaleAllDimensions, mscaleAllDimensions != 0 {
-                let m = Self.yarnMscale(scale, mscaleAllDimensions)
+            yarn = rope.yarn(maxPositionEmbeddings: fields.maxPositionEmbeddings)
+            // The attention softmax scale grows by mscale(factor, mscale_all_dim)² (DeepseekV3Attention).
+            if let mscaleAllDimensions = rope.mscaleAllDimensions, mscaleAllDimensions != 0 {
+                let scale = rope.scale(maxPositionEmbeddings: fields.maxPositionEmbeddings)
+                let m = YaRNParameters.mscale(scale, mscaleAllDimensions)
                 softmaxScaleFactor = m * m
             }
         }

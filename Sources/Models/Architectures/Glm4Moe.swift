@@ -61,11 +61,6 @@ public struct Glm4MoeConfiguration: Sendable, Equatable {
 }
 
 extension Glm4MoeConfiguration: Decodable {
-    private enum RopeKeys: String, CodingKey {
-        case partialRotaryFactor = "partial_rotary_factor"
-        case ropeTheta = "rope_theta"
-    }
-
     /// Glm4MoeConfig's MoE defaults.
     static let moeDefaults = GroupedSigmoidMoEFields(
         expertCount: 128, expertsPerToken: 8, expertIntermediateSize: 1408, intermediateSize: 10944,
@@ -84,17 +79,12 @@ extension Glm4MoeConfiguration: Decodable {
             try container.decodeIfPresent(Int.self, forKey: .multiTokenPredictionLayerCount) ?? 1
         // transformers moves a top-level partial_rotary_factor (the Hub's spelling) into rope_parameters
         // unless rope_parameters already has one; without either, Glm4MoeConfig sets 0.5.
-        var factor = try container.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
-        var hasTheta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-        for key in [CodingKeys.ropeScaling, .ropeParameters]
-        where try container.contains(key) && !container.decodeNil(forKey: key) {
-            let rope = try container.nestedContainer(keyedBy: RopeKeys.self, forKey: key)
-            factor = try rope.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? factor
-            hasTheta = try hasTheta || rope.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-        }
-        partialRotaryFactor = factor ?? 0.5
+        let rope = try PartialRotaryParameters(
+            from: container, topLevel: try container.decodeIfPresent(Double.self, forKey: .partialRotaryFactor),
+            ropeTheta: .ropeTheta, objects: [.ropeScaling, .ropeParameters])
+        partialRotaryFactor = rope.factor ?? 0.5
         // Glm4MoeConfig's defaults where they differ from TransformerFields'.
-        if !hasTheta { fields.ropeTheta = 10_000 }
+        if !rope.namesTheta { fields.ropeTheta = 10_000 }
         if !container.contains(.rmsNormEpsilon) { fields.rmsNormEpsilon = 1e-5 }
         if !container.contains(.maxPositionEmbeddings) { fields.maxPositionEmbeddings = 131_072 }
     }

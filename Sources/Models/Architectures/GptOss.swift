@@ -115,18 +115,6 @@ public struct GptOssConfiguration: Sendable, Equatable {
 }
 
 extension GptOssConfiguration: Decodable {
-    private enum RopeKeys: String, CodingKey {
-        case ropeTheta = "rope_theta"
-        case factor
-        case originalMaxPositions = "original_max_position_embeddings"
-        case betaFast = "beta_fast"
-        case betaSlow = "beta_slow"
-        case mscale
-        case mscaleAllDimensions = "mscale_all_dim"
-        case attentionFactor = "attention_factor"
-        case truncate
-    }
-
     /// Decodes config.json; range checks are left to ``validate(file:)``. Missing fields take
     /// `GptOssConfig`'s defaults.
     public init(from decoder: any Decoder) throws {
@@ -153,50 +141,16 @@ extension GptOssConfiguration: Decodable {
                 keyedBy: QuantizationKeys.self, forKey: .quantizationConfiguration)
             quantizationMethod = try quantization.decode(String.self, forKey: .quantizationMethod)
         }
-        var hasTheta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-        var hasRope = false
-        var factor: Double?, original: Double?, betaFast: Double?, betaSlow: Double?
-        var mscale: Double?, mscaleAllDimensions: Double?, attentionFactor: Double?, truncate: Bool?
-        for key in [CodingKeys.ropeParameters, .ropeScaling]
-        where try container.contains(key) && !container.decodeNil(forKey: key) {
-            hasRope = true
-            let rope = try container.nestedContainer(keyedBy: RopeKeys.self, forKey: key)
-            hasTheta = try hasTheta || rope.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-            factor = try rope.decodeIfPresent(Double.self, forKey: .factor) ?? factor
-            original = try rope.decodeIfPresent(Double.self, forKey: .originalMaxPositions) ?? original
-            betaFast = try rope.decodeIfPresent(Double.self, forKey: .betaFast) ?? betaFast
-            betaSlow = try rope.decodeIfPresent(Double.self, forKey: .betaSlow) ?? betaSlow
-            mscale = try rope.decodeIfPresent(Double.self, forKey: .mscale) ?? mscale
-            mscaleAllDimensions = try rope.decodeIfPresent(Double.self, forKey: .mscaleAllDimensions) ?? mscaleAllDimensions
-            attentionFactor = try rope.decodeIfPresent(Double.self, forKey: .attentionFactor) ?? attentionFactor
-            truncate = try rope.decodeIfPresent(Bool.self, forKey: .truncate) ?? truncate
+        var rope = try YaRNParameters(from: container, objects: [.ropeParameters, .ropeScaling])
+        if try container.decodeIfPresent(Double.self, forKey: .ropeTheta) == nil && !rope.namesTheta {
+            fields.ropeTheta = 150_000
         }
-        if !hasTheta { fields.ropeTheta = 150_000 }
         // GptOssConfig's rope_parameters when config.json has none: YaRN, factor 32 over 4096 positions.
-        if !hasRope {
+        if !rope.present {
             fields.ropeType = "yarn"
-            (factor, original, betaFast, betaSlow, truncate) = (32, 4096, 32, 1, false)
+            (rope.factor, rope.originalMaxPositions, rope.betaFast, rope.betaSlow, rope.truncate) = (32, 4096, 32, 1, false)
         }
-        yarn = nil
-        if fields.ropeType == "yarn" {
-            // _compute_yarn_parameters, as DeepSeek-V3's: factor defaults to max_position_embeddings ÷
-            // original; the attention factor to mscale(factor, mscale) ÷ mscale(factor, mscale_all_dim)
-            // when both are set and not 0, else mscale(factor); beta_fast / beta_slow to 32 / 1.
-            let originalPositions = original ?? 0
-            let scale = factor ?? Double(fields.maxPositionEmbeddings) / originalPositions
-            let inferred =
-                if let mscale, let mscaleAllDimensions, mscale != 0, mscaleAllDimensions != 0 {
-                    DeepseekV3Configuration.yarnMscale(scale, mscale)
-                        / DeepseekV3Configuration.yarnMscale(scale, mscaleAllDimensions)
-                } else {
-                    DeepseekV3Configuration.yarnMscale(scale)
-                }
-            yarn = RotaryEmbedding.YaRN(
-                factor: scale, originalMaxPositions: originalPositions,
-                betaFast: betaFast.flatMap { $0 == 0 ? nil : $0 } ?? 32,
-                betaSlow: betaSlow.flatMap { $0 == 0 ? nil : $0 } ?? 1,
-                attentionFactor: attentionFactor ?? inferred, truncate: truncate ?? true)
-        }
+        yarn = fields.ropeType == "yarn" ? rope.yarn(maxPositionEmbeddings: fields.maxPositionEmbeddings) : nil
     }
 }
 

@@ -94,11 +94,6 @@ public struct MinimaxM2Configuration: Sendable, Equatable {
 }
 
 extension MinimaxM2Configuration: Decodable {
-    private enum RopeKeys: String, CodingKey {
-        case partialRotaryFactor = "partial_rotary_factor"
-        case ropeTheta = "rope_theta"
-    }
-
     /// Decodes config.json; range checks are left to ``validate(file:)``. Missing fields take
     /// `MiniMaxM2Config`'s defaults.
     public init(from decoder: any Decoder) throws {
@@ -123,15 +118,10 @@ extension MinimaxM2Configuration: Decodable {
         if factor == nil, let rotary = try container.decodeIfPresent(Int.self, forKey: .rotaryDimension) {
             factor = Double(rotary) / Double(fields.headDimension)
         }
-        var hasTheta = try container.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-        for key in [CodingKeys.ropeScaling, .ropeParameters]
-        where try container.contains(key) && !container.decodeNil(forKey: key) {
-            let rope = try container.nestedContainer(keyedBy: RopeKeys.self, forKey: key)
-            factor = try rope.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? factor
-            hasTheta = try hasTheta || rope.decodeIfPresent(Double.self, forKey: .ropeTheta) != nil
-        }
-        partialRotaryFactor = factor ?? 1
-        if !hasTheta { fields.ropeTheta = 5_000_000 }
+        let rope = try PartialRotaryParameters(
+            from: container, topLevel: factor, ropeTheta: .ropeTheta, objects: [.ropeScaling, .ropeParameters])
+        partialRotaryFactor = rope.factor ?? 1
+        if !rope.namesTheta { fields.ropeTheta = 5_000_000 }
     }
 }
 
