@@ -83,8 +83,8 @@ SY_MX_AVX512_FN float tree_sum_avx512(__m512 a) {
     return _mm_cvtss_f32(s1);
 }
 
-/// Outputs y[t, r] for rows r < nr (row r at `wb + r · row_bytes`, `wsc + r · row_scales`) and
-/// tokens t < nt (row t of x at `x + t · xs`), each with its own accumulator: a weight block is
+/// Outputs y[t, r] for rows r < nr ≤ 8 (row r at `wb + r · row_bytes`, `wsc + r · row_scales`) and
+/// tokens t < nt ≤ 2 (row t of x at `x + t · xs`), each with its own accumulator: a weight block is
 /// decoded once for the tile's tokens and a token's x block de-interleaved once for the tile's rows.
 /// Every output's arithmetic is the one of the header whatever the tile's shape. Inlined with constant
 /// nr and nt so the accumulators stay in registers.
@@ -94,11 +94,11 @@ tile_avx512(const float *x, size_t xs, size_t block_count, const uint8_t *wb, co
     const __m512 table = _mm512_loadu_ps(doubled_values);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    __m512 acc[4][2];
+    __m512 acc[8][2];
     for (int r = 0; r < nr; r++)
         for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
     for (size_t b = 0; b < block_count; b++) {
-        __m512 low[4], high[4], s[4];
+        __m512 low[8], high[8], s[8];
         for (int r = 0; r < nr; r++) {
             __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wb + r * row_bytes + b * 16)));
             // The permutation reads an index's low 4 bits: the byte itself indexes its low nibble.
@@ -124,8 +124,18 @@ tile_avx512(const float *x, size_t xs, size_t block_count, const uint8_t *wb, co
 SY_MX_AVX512_FN void mxfp4_avx512(const float *x, size_t m, size_t k, size_t xs, const uint8_t *blocks,
                                   const uint8_t *scales, size_t n, size_t wrs, float *y, size_t ys) {
     size_t block_count = k / 32, row_bytes = wrs * block_count * 16, row_scales = wrs * block_count;
-    // Four weight rows at a time (then one), two tokens at a time (then one).
+    // Eight weight rows at a time (as two tiles of four for pairs of tokens, as one of eight for a
+    // single token), then four, then one; two tokens at a time, then one.
     size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const uint8_t *wb = blocks + j * row_bytes, *wsc = scales + j * row_scales;
+        size_t i = 0;
+        for (; i + 2 <= m; i += 2)
+            for (size_t h = 0; h < 8; h += 4)
+                tile_avx512(x + i * xs, xs, block_count, wb + h * row_bytes, wsc + h * row_scales, row_bytes,
+                            row_scales, y + i * ys + j + h, ys, 4, 2);
+        if (i < m) tile_avx512(x + i * xs, xs, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 8, 1);
+    }
     for (; j + 4 <= n; j += 4) {
         const uint8_t *wb = blocks + j * row_bytes, *wsc = scales + j * row_scales;
         size_t i = 0;
