@@ -29,6 +29,16 @@ float sy_mxfp4_scale(uint8_t scale) { return scale == 255 ? INFINITY : ldexpf(1.
 /// 2^(s - 128): the block factor that goes with the doubled values (infinity for 255, as 2^128 is).
 static float half_scale(uint8_t scale) { return scale == 255 ? INFINITY : ldexpf(1.0f, (int)scale - 128); }
 
+/// ``half_scale`` built from its bits, as the vector paths take it (no library call in their block
+/// loops): exponent field s - 1 for 2 ≤ s ≤ 254, the subnormals 2^-128 and 2^-127 for 0 and 1,
+/// infinity for 255. The same value as ``half_scale`` for every byte.
+static inline float half_scale_bits(uint8_t scale) {
+    uint32_t bits = scale == 255 ? 0x7f800000u : scale >= 2 ? ((uint32_t)scale - 1) << 23 : 0x00200000u << scale;
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
 static void mxfp4_scalar(const float *x, size_t m, size_t k, size_t xs, const uint8_t *blocks, const uint8_t *scales,
                          size_t n, size_t wrs, float *y, size_t ys) {
     size_t block_count = k / 32;
@@ -57,31 +67,72 @@ static void mxfp4_scalar(const float *x, size_t m, size_t k, size_t xs, const ui
 #define SY_MX_AVX512_FN __attribute__((target("avx512f,fma"))) static
 #define SY_MX_AVX2_FN __attribute__((target("avx2,fma"))) static
 
-SY_MX_AVX512_FN void mxfp4_avx512(const float *x, size_t m, size_t k, size_t xs, const uint8_t *blocks,
-                                  const uint8_t *scales, size_t n, size_t wrs, float *y, size_t ys) {
-    size_t block_count = k / 32;
+/// Outputs y[t, r] for rows r < nr ≤ 8 (row r at `wb + r · row_bytes`, `wsc + r · row_scales`) and
+/// tokens t < nt ≤ 2 (row t of x at `x + t · xs`), each with its own accumulator: a weight block is
+/// decoded once for the tile's tokens and a token's x block de-interleaved once for the tile's rows.
+/// Every output's arithmetic is the one of the header whatever the tile's shape. Inlined with constant
+/// nr and nt so the accumulators stay in registers.
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+tile_avx512(const float *x, size_t xs, size_t block_count, const uint8_t *wb, const uint8_t *wsc, size_t row_bytes,
+            size_t row_scales, float *y, size_t ys, const int nr, const int nt) {
     const __m512 table = _mm512_loadu_ps(doubled_values);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const __m512i nibble = _mm512_set1_epi32(15);
-    for (size_t j = 0; j < n; j++) {
-        const uint8_t *wb = blocks + j * wrs * block_count * 16;
-        const uint8_t *wsc = scales + j * wrs * block_count;
-        for (size_t i = 0; i < m; i++) {
-            const float *xr = x + i * xs;
-            __m512 acc = _mm512_setzero_ps();
-            for (size_t b = 0; b < block_count; b++) {
-                __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wb + b * 16)));
-                __m512 low = _mm512_permutexvar_ps(_mm512_and_si512(bytes, nibble), table);
-                __m512 high = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
-                __m512 first = _mm512_loadu_ps(xr + b * 32), second = _mm512_loadu_ps(xr + b * 32 + 16);
-                __m512 xe = _mm512_permutex2var_ps(first, even, second);
-                __m512 xo = _mm512_permutex2var_ps(first, odd, second);
-                __m512 p = _mm512_fmadd_ps(high, xo, _mm512_mul_ps(low, xe));
-                acc = _mm512_fmadd_ps(p, _mm512_set1_ps(half_scale(wsc[b])), acc);
-            }
-            y[i * ys + j] = hsum16_avx512(acc);
+    __m512 acc[8][2];
+    for (int r = 0; r < nr; r++)
+        for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
+    for (size_t b = 0; b < block_count; b++) {
+        __m512 low[8], high[8], s[8];
+        for (int r = 0; r < nr; r++) {
+            __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(wb + r * row_bytes + b * 16)));
+            // The permutation reads an index's low 4 bits: the byte itself indexes its low nibble.
+            low[r] = _mm512_permutexvar_ps(bytes, table);
+            high[r] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+            s[r] = _mm512_set1_ps(half_scale_bits(wsc[r * row_scales + b]));
         }
+        for (int t = 0; t < nt; t++) {
+            const float *xb = x + t * xs + b * 32;
+            __m512 first = _mm512_loadu_ps(xb), second = _mm512_loadu_ps(xb + 16);
+            __m512 xe = _mm512_permutex2var_ps(first, even, second);
+            __m512 xo = _mm512_permutex2var_ps(first, odd, second);
+            for (int r = 0; r < nr; r++) {
+                __m512 p = _mm512_fmadd_ps(high[r], xo, _mm512_mul_ps(low[r], xe));
+                acc[r][t] = _mm512_fmadd_ps(p, s[r], acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int t = 0; t < nt; t++) y[t * ys + r] = hsum16_avx512(acc[r][t]);
+}
+
+SY_MX_AVX512_FN void mxfp4_avx512(const float *x, size_t m, size_t k, size_t xs, const uint8_t *blocks,
+                                  const uint8_t *scales, size_t n, size_t wrs, float *y, size_t ys) {
+    size_t block_count = k / 32, row_bytes = wrs * block_count * 16, row_scales = wrs * block_count;
+    // Eight weight rows at a time (as two tiles of four for pairs of tokens, as one of eight for a
+    // single token), then four, then one; two tokens at a time, then one.
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const uint8_t *wb = blocks + j * row_bytes, *wsc = scales + j * row_scales;
+        size_t i = 0;
+        for (; i + 2 <= m; i += 2)
+            for (size_t h = 0; h < 8; h += 4)
+                tile_avx512(x + i * xs, xs, block_count, wb + h * row_bytes, wsc + h * row_scales, row_bytes,
+                            row_scales, y + i * ys + j + h, ys, 4, 2);
+        if (i < m) tile_avx512(x + i * xs, xs, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 8, 1);
+    }
+    for (; j + 4 <= n; j += 4) {
+        const uint8_t *wb = blocks + j * row_bytes, *wsc = scales + j * row_scales;
+        size_t i = 0;
+        for (; i + 2 <= m; i += 2)
+            tile_avx512(x + i * xs, xs, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 4, 2);
+        if (i < m) tile_avx512(x + i * xs, xs, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 4, 1);
+    }
+    for (; j < n; j++) {
+        const uint8_t *wb = blocks + j * row_bytes, *wsc = scales + j * row_scales;
+        size_t i = 0;
+        for (; i + 2 <= m; i += 2)
+            tile_avx512(x + i * xs, xs, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 1, 2);
+        if (i < m) tile_avx512(x + i * xs, xs, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 1, 1);
     }
 }
 
@@ -115,7 +166,7 @@ SY_MX_AVX2_FN void mxfp4_avx2(const float *x, size_t m, size_t k, size_t xs, con
             const float *xr = x + i * xs;
             __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
             for (size_t b = 0; b < block_count; b++) {
-                __m256 s = _mm256_set1_ps(half_scale(wsc[b]));
+                __m256 s = _mm256_set1_ps(half_scale_bits(wsc[b]));
                 acc0 = _mm256_fmadd_ps(block_half_avx2(wb + b * 16, xr + b * 32), s, acc0);
                 acc1 = _mm256_fmadd_ps(block_half_avx2(wb + b * 16 + 8, xr + b * 32 + 16), s, acc1);
             }
@@ -154,7 +205,7 @@ static void mxfp4_neon(const float *x, size_t m, size_t k, size_t xs, const uint
             const float *xr = x + i * xs;
             float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
             for (size_t b = 0; b < block_count; b++) {
-                float32x4_t s = vdupq_n_f32(half_scale(wsc[b]));
+                float32x4_t s = vdupq_n_f32(half_scale_bits(wsc[b]));
                 uint8x16_t bytes = vld1q_u8(wb + b * 16);
                 uint8x16_t low = vqtbl1q_u8(table, vandq_u8(bytes, vdupq_n_u8(7)));
                 uint8x16_t high = vqtbl1q_u8(table, vandq_u8(vshrq_n_u8(bytes, 4), vdupq_n_u8(7)));
