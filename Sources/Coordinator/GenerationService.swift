@@ -193,9 +193,19 @@ public struct ChatMessage: Sendable, Equatable {
     /// `system`, `user`, `assistant` or `tool`.
     public let role: String
     public let content: String
-    public init(role: String, content: String) {
+    /// Further members the chat template sees after `role` and `content`, in the client's order: an
+    /// assistant's `tool_calls` (arguments as objects), a tool message's `tool_call_id`, a `name`.
+    public var templateMembers: [OrderedJSON.Member]
+
+    public init(role: String, content: String, templateMembers: [OrderedJSON.Member] = []) {
         self.role = role
         self.content = content
+        self.templateMembers = templateMembers
+    }
+
+    /// The message as the chat template sees it: `{"role", "content", ...templateMembers}`.
+    public var templateValue: OrderedJSON {
+        .object([.init("role", .string(role)), .init("content", .string(content))] + templateMembers)
     }
 }
 
@@ -211,7 +221,10 @@ public protocol GenerationService: Sendable {
     /// Renders a conversation into a prompt with the checkpoint's chat template
     /// (tokenizer_config.json `chat_template`).
     /// - Throws: `SubmitError.invalid(field: "messages", …)` when there is no template or it cannot be rendered.
-    func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String
+    /// - Parameter tools: the request's `tools`, passed to the template as `tools` (nil passes None).
+    func applyChatTemplate(
+        _ messages: [ChatMessage], tools: [OrderedJSON]?, addGenerationPrompt: Bool
+    ) throws(SubmitError) -> String
     /// Accepts a request or refuses it at once. The stream ends after `.finished`; ending the
     /// iteration early (or `onTermination`) cancels the request and frees its KV memory.
     func submit(_ request: GenerationRequest) throws(SubmitError) -> AsyncThrowingStream<GenerationEvent, any Error>
@@ -234,6 +247,11 @@ public protocol GenerationService: Sendable {
 }
 
 extension GenerationService {
+    /// Renders a conversation without tools.
+    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
+        try applyChatTemplate(messages, tools: nil, addGenerationPrompt: addGenerationPrompt)
+    }
+
     public func placement() -> Placement? { nil }
     public func applyPlacement(json: [UInt8]) async -> Result<Placement, PlacementChangeError> {
         .failure(.unsupported("this server has no placement to change"))

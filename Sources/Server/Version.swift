@@ -1,4 +1,5 @@
-// The release this build is: the one place the version string is written (`switchyard --version`).
+// The release this build is: the one place the version string is written (`switchyard --version`,
+// `GET /version`).
 
 /// Switchyard's version, semantic versioning; bumped by hand at a release.
-let switchyardVersion = "0.1.0"
+public let switchyardVersion = "0.1.0"

@@ -14,14 +14,25 @@ final class FakeGenerationService: GenerationService {
     static let words = [" alpha", " beta", " gamma", " delta"]
     static let firstTokenID: Int32 = 10
     /// Shared, built once: training a tokenizer takes a moment.
-    static let sharedTokenizer: Tokenizer = {
+    static let trainedFiles: (tokenizerJSON: Data, tokenizerConfigJSON: Data) = {
         do {
-            let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 400)
-            return try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+            return try TokenizerTrainer.sentencePieceBPE(vocabularySize: 400)
         } catch {
             preconditionFailure("training the test tokenizer failed: \(error)")
         }
     }()
+    static let sharedTokenizer: Tokenizer = tokenizer(chatTemplate: nil)
+
+    /// The trained tokenizer, with `chatTemplate` as its chat template when given.
+    static func tokenizer(chatTemplate: String?) -> Tokenizer {
+        do {
+            return try Tokenizer(
+                tokenizerJSON: trainedFiles.tokenizerJSON, tokenizerConfigJSON: trainedFiles.tokenizerConfigJSON,
+                chatTemplateJinja: chatTemplate)
+        } catch {
+            preconditionFailure("loading the test tokenizer failed: \(error)")
+        }
+    }
 
     struct State {
         var health: HealthStatus = .ready
@@ -47,13 +58,24 @@ final class FakeGenerationService: GenerationService {
 
     /// When set, every chat template render waits at this gate.
     let renderGate: RenderGate?
+    /// The texts the fake's tokens carry, in turn (`words` unless a test scripts its own).
+    let script: [String]
+    /// Whether chats are rendered with the tokenizer's real chat template rather than the fake's tags.
+    let rendersTemplate: Bool
 
+    /// - Parameters:
+    ///   - chatTemplate: a real chat template to render chats with (the fake's tags when nil).
+    ///   - tokenizer: a tokenizer to use, with its own chat template, instead of the trained one.
+    ///   - script: the texts of the generated tokens, in turn.
     init(
         contextLength: Int = 256, tokenDelay: Duration = .zero, failAfterTokens: Int? = nil,
-        renderGate: RenderGate? = nil
+        renderGate: RenderGate? = nil, chatTemplate: String? = nil, tokenizer: Tokenizer? = nil,
+        script: [String] = FakeGenerationService.words
     ) {
         self.contextLength = contextLength
-        self.tokenizer = Self.sharedTokenizer
+        self.tokenizer = tokenizer ?? (chatTemplate == nil ? Self.sharedTokenizer : Self.tokenizer(chatTemplate: chatTemplate))
+        self.rendersTemplate = chatTemplate != nil || tokenizer != nil
+        self.script = script
         self.tokenDelay = tokenDelay
         self.failAfterTokens = failAfterTokens
         self.renderGate = renderGate
@@ -105,9 +127,19 @@ final class FakeGenerationService: GenerationService {
     func expertLoadRecording() -> ExpertLoadRecording { state.withLock { $0.load.currentRecording } }
     func metrics() -> EngineMetrics { state.withLock { $0.metrics } }
 
-    func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
+    func applyChatTemplate(
+        _ messages: [ChatMessage], tools: [OrderedJSON]?, addGenerationPrompt: Bool
+    ) throws(SubmitError) -> String {
         renderGate?.pass()
-        return messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + (addGenerationPrompt ? "<|assistant|>" : "")
+        guard rendersTemplate else {
+            return messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + (addGenerationPrompt ? "<|assistant|>" : "")
+        }
+        do {
+            return try tokenizer.applyChatTemplate(
+                conversation: messages.map(\.templateValue), tools: tools, addGenerationPrompt: addGenerationPrompt)
+        } catch {
+            throw .invalid(field: "messages", message: "\(error)")
+        }
     }
 
     /// The logits the fake pretends to have sampled token `chosen` from: lower ids are likelier.
@@ -116,7 +148,9 @@ final class FakeGenerationService: GenerationService {
     }
 
     /// The events of a request, without delays or failures.
-    static func events(for request: GenerationRequest, promptTokenIDs: [Int32]) -> [GenerationEvent] {
+    static func events(
+        for request: GenerationRequest, promptTokenIDs: [Int32], words: [String] = FakeGenerationService.words
+    ) -> [GenerationEvent] {
         var events: [GenerationEvent] = []
         var completion: [Int32] = []
         var reason = FinishReason.length
@@ -156,7 +190,7 @@ final class FakeGenerationService: GenerationService {
         case .text(let text): promptIDs = tokenizer.encode(text)
         case .tokenIDs(let ids): promptIDs = ids
         }
-        let events = Self.events(for: request, promptTokenIDs: promptIDs)
+        let events = Self.events(for: request, promptTokenIDs: promptIDs, words: script)
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: GenerationEvent.self)
         continuation.onTermination = { [self] termination in
             if case .cancelled = termination { self.state.withLock { $0.cancelledStreams += 1 } }
