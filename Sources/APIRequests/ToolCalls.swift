@@ -7,8 +7,8 @@
 // - tool: a function the model may call, `{"type": "function", "function": {name, description, parameters}}`.
 // - tool call: the model asking for one, `<tool_call>{"name": "f", "arguments": {...}}</tool_call>` in its text.
 // - tool-call tags: `<tool_call>` and `</tool_call>`; a template that writes them is one whose calls are parsed.
-package import Coordinator
-package import Tokenization
+import Coordinator
+import Tokenization
 
 /// What becomes of a chat completion's text when the request has tools.
 package enum ToolCallMode: Sendable, Equatable {
