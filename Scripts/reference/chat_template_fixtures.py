@@ -383,6 +383,101 @@ QWEN3_STYLE = r"""
 {%- endif %}
 """
 
+# Qwen/Qwen3-30B-A3B (and the other Qwen3 checkpoints of April 2025): tokenizer_config.json `chat_template`,
+# as reproduced in public code. It is QWEN3_STYLE above with the assistant's `tool_calls` written back as
+# <tool_call> blocks: `tojson` of tools and arguments, `is string` tests, reassigning a loop variable.
+QWEN3 = r"""
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is string %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in content %}
+                {%- set reasoning_content = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+                {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\n' + content }}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}
+"""
+
 TEMPLATES = {
     "mixtral-8x7b-instruct": (MIXTRAL_8X7B_INSTRUCT, "<s>", "</s>", {}),
     "mixtral-8x7b-instruct-legacy": (MIXTRAL_8X7B_INSTRUCT_LEGACY, "<s>", "</s>", {}),
@@ -398,6 +493,7 @@ TEMPLATES = {
     "jinja-whitespace": (JINJA_WHITESPACE, "<s>", "</s>", {}),
     "qwen3-style": (QWEN3_STYLE, None, "<|im_end|>", {}),
     "gpt-oss": (harmony_template(), "<|startoftext|>", "<|return|>", {}),
+    "qwen3": (QWEN3, None, "<|im_end|>", {}),
 }
 
 # Templates that print the date: rendered at this fixed local time.
@@ -467,6 +563,99 @@ def make_tokenizer(template, bos, eos):
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos, chat_template=template)
 
 
+# Tool calling (Tests/Fixtures/tool_chats/<name>.json): conversations with `tools`, assistant `tool_calls`
+# and tool results, rendered with `apply_chat_template(messages, tools=tools, ...)` and tokenized with a
+# fixture checkpoint's tokenizer. Each case records the request as an OpenAI client sends it
+# (`request_messages`: arguments as JSON text) and the messages as vLLM hands them to the template
+# (`messages`: arguments parsed into objects), the rendered text and its ids.
+TOOL_CHAT_OUTPUT = OUTPUT.parent / "tool_chats"
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "The city, e.g. Paris"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7.5},
+            },
+            "required": ["city"],
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "description": "Die Uhrzeit — the local time", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def tool_call(call_id, name, arguments):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+TOOL_CONVERSATIONS = [
+    ([WEATHER_TOOL], [user("What is the weather in Paris?")]),
+    ([WEATHER_TOOL, TIME_TOOL], [system("You are a weather bot."), user("Weather in Oslo, and the time?")]),
+    ([WEATHER_TOOL], [
+        user("What is the weather in Paris?"),
+        {"role": "assistant", "content": None,
+         "tool_calls": [tool_call("call_1", "get_weather", {"city": "Paris", "unit": "celsius", "days": 2})]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 21.5, \"sky\": \"clear\"}"},
+    ]),
+    ([WEATHER_TOOL, TIME_TOOL], [
+        user("Weather in Oslo and Köln, please"),
+        {"role": "assistant", "content": "Checking both.",
+         "tool_calls": [tool_call("a", "get_weather", {"city": "Oslo"}), tool_call("b", "get_weather", {"city": "Köln", "unit": "celsius"})]},
+        {"role": "tool", "tool_call_id": "a", "content": "-3"},
+        {"role": "tool", "tool_call_id": "b", "content": "4"},
+        {"role": "assistant", "content": "Oslo is at -3 and Köln at 4."},
+        user("And the time?"),
+    ]),
+]
+
+
+def request_form(messages):
+    """The messages as an OpenAI client sends them: tool-call arguments as JSON text (json.dumps)."""
+    result = []
+    for message in messages:
+        message = dict(message)
+        if "tool_calls" in message:
+            message["tool_calls"] = [
+                {**call, "function": {**call["function"], "arguments": json.dumps(call["function"]["arguments"])}}
+                for call in message["tool_calls"]
+            ]
+        result.append(message)
+    return result
+
+
+def tool_chat_fixtures():
+    from transformers import AutoTokenizer
+
+    TOOL_CHAT_OUTPUT.mkdir(parents=True, exist_ok=True)
+    checkpoint = Path("Tests") / "Fixtures" / "models" / "qwen3_moe_top1"
+    tokenizer = AutoTokenizer.from_pretrained(str(OUTPUT.parents[2] / checkpoint))
+    tokenizer.chat_template = QWEN3
+    cases = []
+    for tools, messages in TOOL_CONVERSATIONS:
+        for add_generation_prompt in (False, True):
+            rendered = tokenizer.apply_chat_template(
+                messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
+            ids = tokenizer.apply_chat_template(
+                messages, tools=tools, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=False)
+            cases.append({"tools": tools, "messages": messages, "request_messages": request_form(messages),
+                          "add_generation_prompt": add_generation_prompt, "rendered": rendered, "prompt_ids": list(ids)})
+    generated_by = {"script": "Scripts/reference/chat_template_fixtures.py",
+                    "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+                    "jinja2": jinja2.__version__}
+    record = {"generated_by": generated_by, "template": QWEN3, "tokenizer": str(checkpoint), "cases": cases}
+    path = TOOL_CHAT_OUTPUT / "qwen3.json"
+    path.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"tool_chats/qwen3: {len(cases)} cases")
+
+
 def main():
     OUTPUT.mkdir(parents=True, exist_ok=True)
     print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, jinja2 {jinja2.__version__}")
@@ -498,6 +687,7 @@ def main():
         path.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         errors = sum(1 for case in cases if case.get("error"))
         print(f"{name}: {len(cases)} cases ({errors} raise)")
+    tool_chat_fixtures()
 
 
 if __name__ == "__main__":

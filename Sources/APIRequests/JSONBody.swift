@@ -15,11 +15,22 @@ extension JSONValue {
     }
 }
 
-/// A JSON object read field by field. Unknown fields are ignored; `null` counts as absent, as
-/// OpenAI's API treats it. `path` prefixes parameter names in errors (`stream_options.`).
+/// A JSON object read field by field; `null` counts as absent, as OpenAI's API treats it. `path`
+/// prefixes parameter names in errors (`stream_options.`). Which fields a body may hold is checked
+/// by ``refuseFields(except:refused:what:)``: a field is read or refused, never ignored.
 package struct JSONObject {
     package let fields: [String: JSONValue]
     package let path: String
+    /// The body's bytes, when this is a whole body parsed by ``init(parsing:)``: members whose key
+    /// order matters (`tools`, tool-call arguments) are read from them again by ``orderedField(_:)``.
+    private var source: [UInt8]?
+
+    /// Parses a request body.
+    /// - Throws: `APIError` (400) when the body is not JSON or not an object.
+    package init(parsing bytes: [UInt8]) throws(APIError) {
+        try self.init(JSONValue.parse(bytes))
+        source = bytes
+    }
 
     /// - Throws: `APIError` (400) when the value is not an object.
     package init(_ value: JSONValue, path: String = "") throws(APIError) {
@@ -32,6 +43,35 @@ package struct JSONObject {
         }
         self.fields = fields
         self.path = path
+    }
+
+    /// The field `name` with object members in the client's order and integers apart from floats,
+    /// as Python's `json.loads` gives them to a chat template; nil when absent or null.
+    /// An object not read by ``init(parsing:)`` has no order to keep: its members come sorted by name.
+    package func orderedField(_ name: String) throws(APIError) -> OrderedJSON? {
+        guard let value = self[name] else { return nil }
+        guard let source else { return OrderedJSON(value) }
+        do {
+            return try OrderedJSON.parse(source)[name]
+        } catch {
+            // JSONDecoder read the body already; this parser refuses only what it bounds (nesting).
+            throw .invalidRequest(param: param(name), message: "\(param(name)) could not be read: \(error)")
+        }
+    }
+
+    /// Refuses the first field (in name order) that is neither `allowed` nor null: a field in
+    /// `refused` with its reason, any other as unknown. `what` names the route in the message.
+    /// - Throws: `APIError` (400) naming the field.
+    package func refuseFields(except allowed: Set<String>, refused: [String: String] = [:], what: String) throws(APIError) {
+        for name in fields.keys.sorted() where self[name] != nil && !allowed.contains(name) {
+            if let reason = refused[name] {
+                throw .invalidRequest(param: param(name), message: "\(param(name)) is not supported: \(reason); leave it out")
+            }
+            throw .invalidRequest(
+                param: param(name),
+                message: "\(param(name)) is not a field \(what) reads; unknown fields are refused rather than ignored "
+                    + "(the fields it reads: \(allowed.sorted().joined(separator: ", ")))")
+        }
     }
 
     /// The full parameter name of a field, for errors.
@@ -79,5 +119,21 @@ package struct JSONObject {
     package func object(_ name: String) throws(APIError) -> JSONObject? {
         guard let value = self[name] else { return nil }
         return try JSONObject(value, path: param(name) + ".")
+    }
+}
+
+extension OrderedJSON {
+    /// `value` with object members sorted by name (it kept no order) and integral numbers as integers.
+    init(_ value: JSONValue) {
+        switch value {
+        case .null: self = .null
+        case .bool(let flag): self = .bool(flag)
+        case .number(let number):
+            if let integer = Int(exactly: number) { self = .integer(integer) } else { self = .float(number) }
+        case .string(let text): self = .string(text)
+        case .array(let items): self = .array(items.map(OrderedJSON.init))
+        case .object(let members):
+            self = .object(members.keys.sorted().map { .init($0, OrderedJSON(members[$0]!)) })
+        }
     }
 }

@@ -6,7 +6,7 @@ import Tokenization
 
 extension GenerationPlan {
     /// Reads `presence_penalty`, `frequency_penalty`, `repetition_penalty`, `logit_bias`,
-    /// `min_tokens` and `response_format`.
+    /// `min_tokens`, `allowed_token_ids` and `response_format`.
     /// - Throws: `APIError` (400) naming the field and its valid values.
     static func parseAdjustments(
         _ body: JSONObject, maxTokens: Int, ignoreEOS: Bool
@@ -43,6 +43,13 @@ extension GenerationPlan {
                 adjustments.logitBias[id] = Float(min(100, max(-100, number)))
             }
         }
+        if body["allowed_token_ids"] != nil {
+            let allowed = try parseTokenIDs(body, "allowed_token_ids")
+            guard !allowed.isEmpty else {
+                throw .invalidRequest(param: "allowed_token_ids", message: "allowed_token_ids is empty; give at least one token id")
+            }
+            adjustments.allowedTokenIDs = allowed
+        }
         if let format = try body.object("response_format") {
             adjustments.grammar = try parseResponseFormat(format)
             if adjustments.grammar != nil {
@@ -61,6 +68,7 @@ extension GenerationPlan {
     /// `response_format`: `text`, `json_object`, or `json_schema` with `json_schema.schema`.
     private static func parseResponseFormat(_ format: JSONObject) throws(APIError) -> JSONGrammar? {
         let types = "text, json_object, json_schema"
+        try format.refuseFields(except: ["type", "json_schema"], what: "response_format")
         guard let type = try format.string("type") else {
             throw .invalidRequest(param: format.param("type"), message: "\(format.param("type")) is required: one of \(types)")
         }
@@ -74,6 +82,9 @@ extension GenerationPlan {
                 throw .invalidRequest(
                     param: format.param("json_schema"), message: "\(format.param("json_schema")) is required for type json_schema")
             }
+            // `strict` is honoured whatever its value: the output is always constrained to the schema.
+            try spec.refuseFields(except: ["name", "description", "schema", "strict"], what: "response_format.json_schema")
+            _ = try spec.bool("strict")
             guard let schema = spec["schema"] else {
                 throw .invalidRequest(
                     param: spec.param("schema"), message: "\(spec.param("schema")) is required: the JSON schema to follow")

@@ -8,48 +8,43 @@ package struct TokenizeRequest: Sendable, Equatable {
     package enum Input: Sendable, Equatable {
         /// Text, encoded with the tokenizer's special tokens when `addSpecialTokens`.
         case prompt(String, addSpecialTokens: Bool)
-        /// Messages rendered with the chat template and its arguments (`chat_template_kwargs`), then
-        /// encoded (special tokens only as the template writes them, unless `addSpecialTokens`).
-        case chat(
-            [ChatMessage], addGenerationPrompt: Bool, addSpecialTokens: Bool,
-            arguments: ChatTemplateArguments = ChatTemplateArguments())
+        /// Messages (and tools) rendered with the chat template, then encoded (special tokens only as
+        /// the template writes them, unless `addSpecialTokens`).
+        case chat(ChatRendering, continueFinalMessage: Bool, addSpecialTokens: Bool)
     }
     package var input: Input
     /// Report each id's token string too (`token_strs`).
     package var returnTokenStrings: Bool
 
     /// Parses a /tokenize body: `prompt` (with `add_special_tokens`, default true) or `messages`
-    /// (with `add_generation_prompt`, default true, `add_special_tokens`, default false, and
-    /// `chat_template_kwargs`), as vLLM.
+    /// (with `tools`, `add_generation_prompt`, default true, `continue_final_message`,
+    /// `add_special_tokens`, default false, and `chat_template_kwargs`), as vLLM.
     /// - Throws: `APIError` (400) naming the field; fields vLLM takes that this server does not
-    ///   implement (`tools`, `chat_template`, `continue_final_message`) are refused by name.
+    ///   implement (`chat_template`, ...) and unknown ones are refused by name.
     package static func parse(
         _ body: JSONObject, contextLength: Int, tokenizer: Tokenizer
     ) throws(APIError) -> TokenizeRequest {
+        try body.refuseFields(except: RequestFields.tokenize, refused: RequestFields.refused, what: "POST /tokenize")
         let returnTokenStrings = try body.bool("return_token_strs") ?? false
         if body["messages"] != nil {
-            for field in ["tools", "chat_template", "mm_processor_kwargs"] where body[field] != nil {
-                throw .invalidRequest(param: field, message: "\(field) is not supported; leave it out")
-            }
-            if try body.bool("continue_final_message") == true {
-                throw .invalidRequest(
-                    param: "continue_final_message", message: "continue_final_message is not supported; leave it out")
-            }
             guard body["prompt"] == nil else {
                 throw .invalidRequest(param: "prompt", message: "give either prompt or messages, not both")
             }
-            let messages = try GenerationPlan.parseMessages(body)
-            let arguments = try GenerationPlan.parseChatTemplateArguments(body, tokenizer: tokenizer)
+            var rendering = try GenerationPlan.parseChatRendering(body, tools: try GenerationPlan.parseTools(body))
+            rendering.arguments = try GenerationPlan.parseChatTemplateArguments(body, tokenizer: tokenizer)
             let size =
-                messages.reduce(0) { $0 + $1.content.utf8.count } + GenerationPlan.textByteCount(arguments)
+                rendering.messages.reduce(0) { $0 + $1.content.utf8.count } + GenerationPlan.textByteCount(rendering.arguments)
             guard size <= GenerationPlan.maxPromptBytes(contextLength: contextLength) else {
                 throw .invalidRequest(param: "messages", message: "the messages' content is \(size) bytes; shorten it")
             }
             return TokenizeRequest(
                 input: .chat(
-                    messages, addGenerationPrompt: try body.bool("add_generation_prompt") ?? true,
-                    addSpecialTokens: try body.bool("add_special_tokens") ?? false, arguments: arguments),
+                    rendering, continueFinalMessage: try body.bool("continue_final_message") ?? false,
+                    addSpecialTokens: try body.bool("add_special_tokens") ?? false),
                 returnTokenStrings: returnTokenStrings)
+        }
+        for field in ["tools", "add_generation_prompt", "continue_final_message"] where body[field] != nil {
+            throw .invalidRequest(param: field, message: "\(field) applies to messages; a prompt is not rendered with the chat template")
         }
         guard let prompt = try body.string("prompt") else {
             throw .invalidRequest(param: "prompt", message: "prompt (a string) or messages is required")
@@ -65,19 +60,19 @@ package struct TokenizeRequest: Sendable, Equatable {
     /// The ids, as vLLM computes them: a chat is rendered, then encoded with `add_special_tokens`
     /// (false by default: the template writes BOS itself, as transformers' `apply_chat_template`).
     /// - Parameter render: the chat template (`GenerationService.applyChatTemplate`).
+    /// - Throws: `APIError` (400): the template's refusal, or tools for a template whose tool calls
+    ///   the server cannot parse (as /v1/chat/completions refuses them).
     package func tokenIDs(
-        _ tokenizer: Tokenizer, render: ([ChatMessage], Bool, ChatTemplateArguments) throws(SubmitError) -> String
+        _ tokenizer: Tokenizer, render: (ChatRendering) throws(SubmitError) -> String
     ) throws(APIError) -> [Int32] {
         switch input {
         case .prompt(let text, let addSpecialTokens):
             return tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
-        case .chat(let messages, let addGenerationPrompt, let addSpecialTokens, let arguments):
-            let text: String
-            do {
-                text = try render(messages, addGenerationPrompt, arguments)
-            } catch {
-                throw APIError(error)
+        case .chat(let rendering, let continueFinalMessage, let addSpecialTokens):
+            if !(rendering.tools ?? []).isEmpty && !tokenizer.chatTemplateWritesToolCallTags {
+                throw GenerationPlan.unsupportedTools
             }
+            let text = try GenerationPlan.renderChat(rendering, continueFinalMessage: continueFinalMessage, render)
             return tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
         }
     }

@@ -191,6 +191,14 @@ public struct GenerationRequest: Sendable, Equatable {
     public var stop: [String]
     /// Penalties, biases, `min_tokens` and the `response_format` grammar.
     public var adjustments: LogitsAdjustments
+    /// Generation ends when one of these tokens is sampled (vLLM's `stop_token_ids`), even with
+    /// `ignoreEOS`; like end-of-sequence tokens they are masked until `min_tokens`.
+    public var stopTokenIDs: Set<Int32> = []
+    /// Keep a matched stop string, and the text of a stop or end-of-sequence token that ended the
+    /// sequence, in the text (vLLM's `include_stop_str_in_output`).
+    public var includeStopInText = false
+    /// Leave special tokens out of the text (vLLM's `skip_special_tokens`, true by default).
+    public var skipSpecialTokens = true
 
     public init(
         prompt: Prompt, maxTokens: Int, sampling: SamplingParameters = .init(), ignoreEOS: Bool = false,
@@ -295,6 +303,18 @@ public struct GenerationEngine: Sendable {
         return ids
     }
 
+    /// The tokens that end `request` when sampled: the end-of-sequence tokens unless `ignoreEOS`,
+    /// and its `stopTokenIDs`.
+    func endTokenIDs(of request: GenerationRequest) -> Set<Int32> {
+        (request.ignoreEOS ? [] : endOfSequenceTokenIDs).union(request.stopTokenIDs)
+    }
+
+    /// The tokens masked until `min_tokens`: the end-of-sequence tokens (even with `ignoreEOS`, as
+    /// vLLM) and `stopTokenIDs`.
+    func maskedEndTokenIDs(of request: GenerationRequest) -> Set<Int32> {
+        request.stopTokenIDs.isEmpty ? endOfSequenceTokenIDs : endOfSequenceTokenIDs.union(request.stopTokenIDs)
+    }
+
     /// Checks a request's parameters and its prompt against the model.
     /// - Returns: the prompt's token ids
     public func checkedPromptTokenIDs(for request: GenerationRequest) throws(GenerationError) -> [Int32] {
@@ -306,6 +326,11 @@ public struct GenerationEngine: Sendable {
             throw .invalidRequest(field: "logprobs", "logprobs is \(request.logprobs), but must be between 0 and 20")
         }
         try request.adjustments.validate(vocabularySize: model.shape.vocabularySize, maxTokens: request.maxTokens)
+        if let bad = request.stopTokenIDs.sorted().first(where: { $0 < 0 || Int($0) >= model.shape.vocabularySize }) {
+            throw .invalidRequest(
+                field: "stop_token_ids",
+                "stop_token_ids holds \(bad), but token ids must be in 0..<\(model.shape.vocabularySize)")
+        }
         let promptIDs = try promptTokenIDs(for: request.prompt)
         let contextLength = model.shape.maxPositionEmbeddings
         guard promptIDs.count + request.maxTokens <= contextLength else {
@@ -323,13 +348,14 @@ public struct GenerationEngine: Sendable {
     ) throws(GenerationError) -> GenerationResult {
         let promptIDs = try checkedPromptTokenIDs(for: request)
         let configuration = model.shape
-        let eosIDs = endOfSequenceTokenIDs
+        let maskedIDs = maskedEndTokenIDs(of: request)
+        let endIDs = endTokenIDs(of: request)
 
         var load = ExpertLoad(expertCounts: configuration.expertCounts)
         var sampler = Sampler(request.sampling)
         var processor = SequenceLogitsProcessor(request.adjustments, promptIDs: promptIDs, vocabulary: vocabulary.get)
         var cache = model.makeCache(capacity: promptIDs.count + request.maxTokens)
-        var decoder = tokenizer.makeStreamingDecoder(skipSpecialTokens: true)
+        var decoder = tokenizer.makeStreamingDecoder(skipSpecialTokens: request.skipSpecialTokens)
         var completion: [Int32] = []
         var logprobs: [TokenLogprob] = []
         var finishReason = "length"
@@ -353,7 +379,7 @@ public struct GenerationEngine: Sendable {
         var logits = try step(promptIDs, .prefill)
         let prefillDuration = clock.now - prefillStart
         let decodeStart = clock.now
-        var stopMatcher = StopMatcher(stops: request.stop)
+        var stopMatcher = StopMatcher(stops: request.stop, includesStop: request.includeStopInText)
         var stoppedByString = false
         var text = ""
         func release(_ piece: String) {
@@ -363,14 +389,16 @@ public struct GenerationEngine: Sendable {
         }
         while true {
             let token = try logits.withUnsafeBufferPointer { logits throws(GenerationError) in
-                try processor.sample(logits, with: &sampler, endOfSequence: eosIDs)
+                try processor.sample(logits, with: &sampler, endOfSequence: maskedIDs)
             }
             completion.append(token)
             if request.logprobs > 0 {
                 logprobs.append(TokenLogprob(chosen: token, logits: logits, top: request.logprobs))
             }
-            // As vLLM, stop strings count only once the completion is past min_tokens.
-            let piece = decoder.append(token)
+            let endsByToken = endIDs.contains(token)
+            // As vLLM, the text of the token that ended the sequence is left out unless asked for,
+            // and stop strings count only once the completion is past min_tokens.
+            let piece = endsByToken && !request.includeStopInText ? "" : decoder.append(token)
             let outcome =
                 completion.count <= request.adjustments.minTokens
                 ? StopMatcher.Outcome(released: piece, stopped: false) : stopMatcher.append(piece)
@@ -380,7 +408,7 @@ public struct GenerationEngine: Sendable {
                 stoppedByString = true
                 break
             }
-            if !request.ignoreEOS, eosIDs.contains(token) {
+            if endsByToken {
                 finishReason = "stop"
                 break
             }

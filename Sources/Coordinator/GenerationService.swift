@@ -3,10 +3,24 @@
 public import Tokenization
 
 extension GenerationService {
-    /// Renders a conversation with the chat template and no extra template variables.
-    /// - Throws: as `applyChatTemplate(_:addGenerationPrompt:arguments:)`.
+    /// Renders a conversation with the chat template, no tools and no extra template variables.
+    /// - Throws: as `applyChatTemplate(_:tools:addGenerationPrompt:arguments:)`.
     public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws(SubmitError) -> String {
-        try applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt, arguments: ChatTemplateArguments())
+        try applyChatTemplate(messages, tools: nil, addGenerationPrompt: addGenerationPrompt, arguments: ChatTemplateArguments())
+    }
+
+    /// Renders a conversation with the request's template variables and no tools.
+    public func applyChatTemplate(
+        _ messages: [ChatMessage], addGenerationPrompt: Bool, arguments: ChatTemplateArguments
+    ) throws(SubmitError) -> String {
+        try applyChatTemplate(messages, tools: nil, addGenerationPrompt: addGenerationPrompt, arguments: arguments)
+    }
+
+    /// Renders a conversation with tools and no extra template variables.
+    public func applyChatTemplate(
+        _ messages: [ChatMessage], tools: [OrderedJSON]?, addGenerationPrompt: Bool
+    ) throws(SubmitError) -> String {
+        try applyChatTemplate(messages, tools: tools, addGenerationPrompt: addGenerationPrompt, arguments: ChatTemplateArguments())
     }
 }
 
@@ -201,9 +215,19 @@ public struct ChatMessage: Sendable, Equatable {
     /// `system`, `user`, `assistant` or `tool`.
     public let role: String
     public let content: String
-    public init(role: String, content: String) {
+    /// Further members the chat template sees after `role` and `content`, in the client's order: an
+    /// assistant's `tool_calls` (arguments as objects), a tool message's `tool_call_id`, a `name`.
+    public var templateMembers: [OrderedJSON.Member]
+
+    public init(role: String, content: String, templateMembers: [OrderedJSON.Member] = []) {
         self.role = role
         self.content = content
+        self.templateMembers = templateMembers
+    }
+
+    /// The message as the chat template sees it: `{"role", "content", ...templateMembers}`.
+    public var templateValue: OrderedJSON {
+        .object([.init("role", .string(role)), .init("content", .string(content))] + templateMembers)
     }
 }
 
@@ -219,8 +243,11 @@ public protocol GenerationService: Sendable {
     /// Renders a conversation into a prompt with the checkpoint's chat template
     /// (tokenizer_config.json `chat_template`) and the request's template variables (`chat_template_kwargs`).
     /// - Throws: `SubmitError.invalid(field: "messages", …)` when there is no template or it cannot be rendered.
+    /// - Parameters:
+    ///   - tools: the request's `tools`, passed to the template as `tools` (nil passes None).
+    ///   - arguments: the request's `chat_template_kwargs`.
     func applyChatTemplate(
-        _ messages: [ChatMessage], addGenerationPrompt: Bool, arguments: ChatTemplateArguments
+        _ messages: [ChatMessage], tools: [OrderedJSON]?, addGenerationPrompt: Bool, arguments: ChatTemplateArguments
     ) throws(SubmitError) -> String
     /// Accepts a request or refuses it at once. The stream ends after `.finished`; ending the
     /// iteration early (or `onTermination`) cancels the request and frees its KV memory.

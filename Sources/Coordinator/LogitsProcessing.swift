@@ -1,5 +1,5 @@
 // What a request changes in its logits before sampling, with vLLM's semantics: `logit_bias`,
-// `min_tokens`, the three repetition penalties, and the `response_format` mask. Everything is per
+// `min_tokens`, the three repetition penalties, the `response_format` mask and `allowed_token_ids`. Everything is per
 // sequence and reads only the sequence's own prompt and completion, so a sequence's tokens do not
 // depend on which others share its batch.
 //
@@ -21,6 +21,8 @@ public struct LogitsAdjustments: Sendable, Equatable {
     public var minTokens: Int
     /// `response_format`: the completion is JSON that this grammar accepts.
     public var grammar: JSONGrammar?
+    /// `allowed_token_ids`: only these tokens may be sampled; nil allows all.
+    public var allowedTokenIDs: Set<Int32>?
 
     public init(
         presencePenalty: Float = 0, frequencyPenalty: Float = 0, repetitionPenalty: Float = 1,
@@ -56,6 +58,16 @@ public struct LogitsAdjustments: Sendable, Equatable {
         if let bad = logitBias.keys.sorted().first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
             throw .invalidRequest(
                 field: "logit_bias", "logit_bias names token id \(bad), but token ids must be in 0..<\(vocabularySize)")
+        }
+        if let allowed = allowedTokenIDs {
+            guard !allowed.isEmpty else {
+                throw .invalidRequest(field: "allowed_token_ids", "allowed_token_ids is empty; give at least one token id")
+            }
+            if let bad = allowed.sorted().first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+                throw .invalidRequest(
+                    field: "allowed_token_ids",
+                    "allowed_token_ids holds \(bad), but token ids must be in 0..<\(vocabularySize)")
+            }
         }
         if let (id, bias) = logitBias.first(where: { !$0.value.isFinite || !(-100...100).contains($0.value) }) {
             throw .invalidRequest(field: "logit_bias", "logit_bias of token \(id) is \(bias), but must be in [-100, 100]")
@@ -96,6 +108,9 @@ struct SequenceLogitsProcessor {
         var adjusted = Array(logits)
         if constraint != nil {
             try constraint!.mask(&adjusted, endOfSequence: endOfSequence)
+        }
+        if let allowed = adjustments.allowedTokenIDs {
+            for id in adjusted.indices where !allowed.contains(Int32(id)) { adjusted[id] = -.infinity }
         }
         if generated < adjustments.minTokens {
             for id in endOfSequence where Int(id) < adjusted.count { adjusted[Int(id)] = -.infinity }

@@ -1,8 +1,9 @@
 // Sampling: turning one step's logits into the next token, and the log-probabilities reported
 // with it.
 //
-// Order (as vLLM): temperature, then top-k, then top-p over the renormalised distribution.
-// Temperature 0 is greedy (argmax; ties go to the lowest token id, as torch.argmax).
+// Order (as vLLM): temperature, then min-p, then top-k, then top-p over the renormalised
+// distribution. Temperature 0 is greedy (argmax; ties go to the lowest token id, as torch.argmax),
+// and then min-p, top-k and top-p change nothing, as in vLLM.
 import Foundation
 import Kernels
 import Tensors
@@ -15,6 +16,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
     public var topP: Float
     /// Keep only the `topK` most likely tokens; 0 keeps all.
     public var topK: Int
+    /// Keep only tokens at least this likely relative to the most likely one (after temperature),
+    /// [0, 1]; 0 keeps all. vLLM's `min_p`.
+    public var minP: Float = 0
     /// Same seed, same tokens. Nil draws a seed from the system.
     public var seed: UInt64?
 
@@ -23,6 +27,12 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
         self.topP = topP
         self.topK = topK
         self.seed = seed
+    }
+
+    /// ``init(temperature:topP:topK:seed:)`` with `min_p`.
+    public init(temperature: Float = 1, topP: Float = 1, topK: Int = 0, minP: Float, seed: UInt64? = nil) {
+        self.init(temperature: temperature, topP: topP, topK: topK, seed: seed)
+        self.minP = minP
     }
 
     /// Checks ranges; the message names the parameter and the valid range.
@@ -34,6 +44,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
             throw .invalidRequest(field: "top_p", "top_p is \(topP), but must be in (0, 1]")
         }
         guard topK >= 0 else { throw .invalidRequest(field: "top_k", "top_k is \(topK), but must be >= 0 (0 disables it)") }
+        guard minP.isFinite, (0...1).contains(minP) else {
+            throw .invalidRequest(field: "min_p", "min_p is \(minP), but must be in [0, 1]")
+        }
     }
 }
 
@@ -64,7 +77,15 @@ public struct Sampler: Sendable {
             parameters.topK > 0 ? Self.topIndices(logits, count: parameters.topK) : Self.topIndices(logits, count: logits.count)
         let scale = Double(1 / parameters.temperature)
         let maxLogit = Double(logits[candidates[0]])
+        // Each candidate's probability relative to the most likely one (unnormalised weights).
         var probabilities = candidates.map { exp((Double(logits[$0]) - maxLogit) * scale) }
+        if parameters.minP > 0 {
+            // min-p keeps a prefix of the candidates (they are sorted), so it commutes with top-k.
+            let threshold = Double(parameters.minP)
+            let keep = probabilities.firstIndex { $0 < threshold } ?? probabilities.count
+            probabilities.removeSubrange(max(keep, 1)...)
+            candidates.removeSubrange(max(keep, 1)...)
+        }
         var total = probabilities.reduce(0, +)
         if parameters.topP < 1 {
             var cumulative = 0.0

@@ -150,11 +150,11 @@ public final class Scheduler: GenerationService {
     }
 
     public func applyChatTemplate(
-        _ messages: [ChatMessage], addGenerationPrompt: Bool, arguments: ChatTemplateArguments
+        _ messages: [ChatMessage], tools: [OrderedJSON]?, addGenerationPrompt: Bool, arguments: ChatTemplateArguments
     ) throws(SubmitError) -> String {
         do {
             return try tokenizer.applyChatTemplate(
-                messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: addGenerationPrompt,
+                conversation: messages.map(\.templateValue), tools: tools, addGenerationPrompt: addGenerationPrompt,
                 arguments: arguments)
         } catch {
             throw .invalid(field: "messages", message: "\(error)")
@@ -359,6 +359,9 @@ struct SequenceState {
     var processor: SequenceLogitsProcessor
     var decoder: StreamingDecoder
     var stopMatcher: StopMatcher
+    /// Tokens that end the sequence, and those masked until `min_tokens` (computed once, not per token).
+    let endTokenIDs: Set<Int32>
+    let maskedEndTokenIDs: Set<Int32>
     var completion: [Int32] = []
     var logprobs: [TokenLogprob] = []
     var text = ""
@@ -420,8 +423,9 @@ struct EngineLoop {
             id: id, request: request, promptIDs: promptIDs, sink: sink, submitted: submitted, cache: nil,
             sampler: Sampler(request.sampling),
             processor: SequenceLogitsProcessor(request.adjustments, promptIDs: promptIDs, vocabulary: engine.vocabulary.get),
-            decoder: engine.tokenizer.makeStreamingDecoder(skipSpecialTokens: true),
-            stopMatcher: StopMatcher(stops: request.stop),
+            decoder: engine.tokenizer.makeStreamingDecoder(skipSpecialTokens: request.skipSpecialTokens),
+            stopMatcher: StopMatcher(stops: request.stop, includesStop: request.includeStopInText),
+            endTokenIDs: engine.endTokenIDs(of: request), maskedEndTokenIDs: engine.maskedEndTokenIDs(of: request),
             load: ExpertLoad(expertCounts: configuration.expertCounts))
         do throws(BatchPlanner.Refusal) {
             try planner.enqueue(id, promptTokens: promptIDs.count, maxTokens: request.maxTokens)
@@ -554,7 +558,7 @@ struct EngineLoop {
         guard var state = sequences[id] else { return }
         let token: Int32
         do {
-            token = try state.processor.sample(logits, with: &state.sampler, endOfSequence: engine.endOfSequenceTokenIDs)
+            token = try state.processor.sample(logits, with: &state.sampler, endOfSequence: state.maskedEndTokenIDs)
         } catch {
             sequences[id] = state
             fail(id, error, executor: &executor)
@@ -575,9 +579,10 @@ struct EngineLoop {
         let logprob = state.request.logprobs > 0
             ? TokenLogprob(chosen: token, logits: logits, top: state.request.logprobs) : nil
         if let logprob { state.logprobs.append(logprob) }
-        let isEnd = !state.request.ignoreEOS && engine.endOfSequenceTokenIDs.contains(token)
-        // As vLLM, stop strings count only once the completion is past min_tokens.
-        let piece = state.decoder.append(token)
+        let isEnd = state.endTokenIDs.contains(token)
+        // As vLLM, the text of the token that ended the sequence is left out unless asked for, and
+        // stop strings count only once the completion is past min_tokens.
+        let piece = isEnd && !state.request.includeStopInText ? "" : state.decoder.append(token)
         var outcome =
             state.completion.count <= state.request.adjustments.minTokens
             ? StopMatcher.Outcome(released: piece, stopped: false) : state.stopMatcher.append(piece)

@@ -12,15 +12,20 @@ final class RequestTokenCounts: Sendable {
     @TaskLocal static var current: RequestTokenCounts?
 
     private let counts = Mutex<(prompt: Int, completion: Int)?>(nil)
+    private let userID = Mutex<String?>(nil)
 
     func record(_ usage: UsageJSON) { counts.withLock { $0 = (usage.promptTokens, usage.completionTokens) } }
 
+    /// The request's `user` field (OpenAI's end-user id), logged so an operator can tell users apart.
+    func record(user: String) { userID.withLock { $0 = user } }
+
     var recorded: (prompt: Int, completion: Int)? { counts.withLock { $0 } }
+    var user: String? { userID.withLock { $0 } }
 }
 
-/// Logs `METHOD ROUTE STATUS DURATION [prompt_tokens=P completion_tokens=C]` at info level once a
-/// response has been written (or failed), as vLLM's and most web servers' access logs do. It names
-/// the route, never the query, the body or the prompt text. Outermost, so it sees the status the
+/// Logs `METHOD ROUTE STATUS DURATION [prompt_tokens=P completion_tokens=C] [user="U"]` at info level
+/// once a response has been written (or failed), as vLLM's and most web servers' access logs do. It
+/// names the route and the request's `user` field, never the query, the body or the prompt text. Outermost, so it sees the status the
 /// client got, 404s and refusals included.
 struct AccessLogMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
@@ -68,9 +73,29 @@ struct AccessLogMiddleware<Context: RequestContext>: RouterMiddleware {
         if let counts = tokens.recorded {
             line += " prompt_tokens=\(counts.prompt) completion_tokens=\(counts.completion)"
         }
+        if let user = tokens.user { line += " user=\(quoted(user))" }
         if let note { line += " (\(note))" }
         logger.info("\(line)")
     }
+}
+
+/// `text` in double quotes with `"`, `\` and control characters escaped, so a client's text cannot
+/// forge or break a log line.
+func quoted(_ text: String) -> String {
+    var result = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": result += "\\\""
+        case "\\": result += "\\\\"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F || (0x80..<0xA0).contains(scalar.value) {
+                result += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return result + "\""
 }
 
 /// vLLM's periodic engine line: `Avg prompt throughput: X tokens/s, Avg generation throughput:

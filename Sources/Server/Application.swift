@@ -108,6 +108,8 @@ public func makeRouter(
         routes.health(withReason: keys.isEmpty || BearerAuthMiddleware<BasicRequestContext>.keyName(of: request, keys: keys) != nil)
     }
     router.get("metrics") { _, _ in routes.metrics() }
+    // As vLLM: outside /v1, without a key (a version is no secret, and monitors read it).
+    router.get("version") { _, _ in routes.jsonResponse(.ok, VersionJSON(version: switchyardVersion)) }
     router.post("tokenize") { request, _ in try await routes.tokenize(request, body: request.body) }
     router.post("detokenize") { request, _ in try await routes.detokenize(request, body: request.body) }
 
@@ -237,7 +239,7 @@ struct Routes<Service: GenerationService>: Sendable {
         // Parsing, the chat template and tokenizing a prompt of up to a few MB take CPU time: off
         // the cooperative pool (see `RequestPreparation`).
         let plan = try await preparation.run { [service, modelName] () throws(APIError) -> GenerationPlan in
-            let body = try JSONObject(JSONValue.parse(bytes))
+            let body = try JSONObject(parsing: bytes)
             try GenerationPlan.checkModel(body, served: [modelName])
             switch endpoint {
             case .completions:
@@ -246,11 +248,14 @@ struct Routes<Service: GenerationService>: Sendable {
             case .chat:
                 return try GenerationPlan.chat(
                     body, tokenizer: service.tokenizer, contextLength: service.contextLength
-                ) { messages, arguments throws(SubmitError) in
-                    try service.applyChatTemplate(messages, addGenerationPrompt: true, arguments: arguments)
+                ) { chat throws(SubmitError) in
+                    try service.applyChatTemplate(
+                        chat.messages, tools: chat.tools, addGenerationPrompt: chat.addGenerationPrompt,
+                        arguments: chat.arguments)
                 }
             }
         }
+        if let user = plan.user { RequestTokenCounts.current?.record(user: user) }
         // The client may have left while its prompt was prepared.
         try Task.checkCancellation()
 
@@ -267,7 +272,7 @@ struct Routes<Service: GenerationService>: Sendable {
 
         let id =
             (endpoint == .chat ? "chatcmpl-" : "cmpl-")
-            + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+            + (plan.requestID ?? UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased())
         let assembler = ResponseAssembler(
             endpoint: endpoint, id: id, created: Int(Date().timeIntervalSince1970), model: modelName, plan: plan,
             strings: TokenStrings(tokenizer: service.tokenizer))
@@ -449,6 +454,11 @@ func forEachEvent(
         // Iteration stops early only when this task is cancelled.
         try Task.checkCancellation()
     }
+}
+
+/// /version's body, as vLLM's.
+struct VersionJSON: Encodable {
+    let version: String
 }
 
 /// /health's body.

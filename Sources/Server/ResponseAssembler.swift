@@ -75,6 +75,21 @@ enum LogprobsJSON: Encodable, Equatable {
     }
 }
 
+/// One tool call of a message or a stream delta: OpenAI's `{"index"?, "id", "type": "function",
+/// "function": {"name", "arguments"}}` (`index` only in stream deltas; a delta that continues a
+/// call's arguments carries only `index` and `function.arguments`).
+struct ToolCallJSON: Encodable, Equatable {
+    struct Function: Encodable, Equatable {
+        var name: String?
+        /// The arguments as JSON text (or the next piece of it, in a delta).
+        let arguments: String
+    }
+    var index: Int?
+    var id: String?
+    var type: String? = "function"
+    let function: Function
+}
+
 /// `message` (whole chat responses) or `delta` (chat chunks). `reasoning_content` is vLLM's field
 /// for a reasoning model's chain of thought (gpt-oss's analysis channel); absent otherwise.
 struct MessageJSON: Encodable, Equatable {
@@ -83,10 +98,12 @@ struct MessageJSON: Encodable, Equatable {
     var reasoningContent: String?
     /// Send a nil `content` as null (a whole harmony message without an answer, as vLLM) rather than leave it out.
     var nullContent = false
+    var toolCalls: [ToolCallJSON]?
 
     enum CodingKeys: String, CodingKey {
         case role, content
         case reasoningContent = "reasoning_content"
+        case toolCalls = "tool_calls"
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -98,6 +115,7 @@ struct MessageJSON: Encodable, Equatable {
             try container.encodeIfPresent(content, forKey: .content)
         }
         try container.encodeIfPresent(reasoningContent, forKey: .reasoningContent)
+        try container.encodeIfPresent(toolCalls, forKey: .toolCalls)
     }
 }
 
@@ -183,6 +201,11 @@ struct ResponseAssembler {
         /// holds the content).
         var channels: HarmonyChannels?
         var reasoning = ""
+        /// Streamed text not sent yet: the start of a possible `<tool_call>`, or everything from
+        /// one on (sent as `tool_calls` when the choice ends).
+        var heldText = ""
+        /// Whether a `<tool_call>` has started in this choice's text.
+        var inToolCall = false
         /// Unicode scalars in `text`, for completions `text_offset`.
         var scalarCount = 0
         var logprobs: LogprobsJSON?
@@ -215,8 +238,53 @@ struct ResponseAssembler {
     }
 
     private func chunk(_ choices: [ChoiceJSON], usage: UsageJSON? = nil) -> ResponseJSON {
-        ResponseJSON(
+        // vLLM's `continuous_usage_stats`: every chunk with choices carries the usage so far.
+        let usage = usage ?? (plan.continuousUsage && !choices.isEmpty ? self.usage : nil)
+        return ResponseJSON(
             id: id, object: object(streaming: true), created: created, model: model, choices: choices, usage: usage)
+    }
+
+    /// Whether `<tool_call>` blocks in this response's text become `tool_calls`.
+    private var parsesToolCalls: Bool {
+        if case .parse = plan.toolCalls { return endpoint == .chat }
+        return false
+    }
+
+    /// The tool calls of a choice's whole text, as OpenAI's `tool_calls`, and the content left; nil
+    /// when the response does not parse tool calls or the text holds none that parse.
+    private func toolCalls(of text: String, choice: Int, streaming: Bool) -> (content: String?, calls: [ToolCallJSON])? {
+        guard case .parse(let parallel) = plan.toolCalls, endpoint == .chat, let parsed = ToolCallParser.parse(text)
+        else { return nil }
+        let calls = (parallel ? parsed.calls : Array(parsed.calls.prefix(1))).enumerated().map { index, call in
+            ToolCallJSON(
+                index: streaming ? index : nil, id: toolCallID(choice: choice, call: index),
+                function: .init(name: call.name, arguments: call.arguments))
+        }
+        return (parsed.content, calls)
+    }
+
+    /// A tool call's id: unique per response (its id is), choice and call; deterministic for tests.
+    private func toolCallID(choice: Int, call: Int) -> String { "\(id)-tool-\(choice)-\(call)" }
+
+    /// Takes a piece of a choice's text for streaming when tool calls are parsed: returns the part
+    /// that is content for sure, holding back a possible `<tool_call>` start and everything after one.
+    private mutating func releasableText(_ text: String, choice index: Int) -> String {
+        guard parsesToolCalls else { return text }
+        if choices[index].inToolCall {
+            choices[index].heldText += text
+            return ""
+        }
+        let combined = choices[index].heldText + text
+        if let open = combined.firstRange(of: ToolCallParser.openTag) {
+            choices[index].inToolCall = true
+            choices[index].heldText = String(combined[open.lowerBound...])
+            return String(combined[..<open.lowerBound])
+        }
+        let held = ToolCallParser.partialOpenTagLength(combined)
+        let scalars = combined.unicodeScalars
+        let cut = scalars.index(scalars.endIndex, offsetBy: -held)
+        choices[index].heldText = String(scalars[cut...])
+        return String(scalars[..<cut])
     }
 
     /// A stream chunk's choice carrying `text` with `logprobs` and `finishReason`.
@@ -333,9 +401,22 @@ struct ResponseAssembler {
             }
             choices[index].text += token.text
             choices[index].scalarCount += token.text.unicodeScalars.count
-            if !token.text.isEmpty || logprobs != nil {
-                chunks.append(
-                    chunk([streamChoice(index, text: token.text, role: nil, logprobs: logprobs, finishReason: nil)]))
+            if case .named(let name) = plan.toolCalls, endpoint == .chat {
+                // The text is the named function's arguments: streamed as pieces of them, the first
+                // piece with the call's id and name (as vLLM streams a named tool choice).
+                guard !token.text.isEmpty || logprobs != nil else { break }
+                let first = choices[index].text == token.text
+                let call =
+                    first
+                    ? ToolCallJSON(index: 0, id: toolCallID(choice: index, call: 0), function: .init(name: name, arguments: token.text))
+                    : ToolCallJSON(index: 0, type: nil, function: .init(arguments: token.text))
+                let delta = MessageJSON(toolCalls: token.text.isEmpty ? nil : [call])
+                chunks.append(chunk([ChoiceJSON(index: index, delta: delta, logprobs: logprobs, finishReason: nil)]))
+                break
+            }
+            let text = releasableText(token.text, choice: index)
+            if !text.isEmpty || logprobs != nil {
+                chunks.append(chunk([streamChoice(index, text: text, role: nil, logprobs: logprobs, finishReason: nil)]))
             }
         case .finished(let finish):
             promptTokens = promptTokens ?? finish.promptTokenIDs.count
@@ -343,11 +424,40 @@ struct ResponseAssembler {
             choices[index].text += finish.trailingText
             choices[index].scalarCount += finish.trailingText.unicodeScalars.count
             choices[index].finishReason = Self.finishReason(finish.reason)
+            if case .named(let name) = plan.toolCalls, endpoint == .chat {
+                if !finish.trailingText.isEmpty {
+                    let first = choices[index].text == finish.trailingText
+                    let call =
+                        first
+                        ? ToolCallJSON(
+                            index: 0, id: toolCallID(choice: index, call: 0),
+                            function: .init(name: name, arguments: finish.trailingText))
+                        : ToolCallJSON(index: 0, type: nil, function: .init(arguments: finish.trailingText))
+                    chunks.append(chunk([ChoiceJSON(index: index, delta: MessageJSON(toolCalls: [call]), finishReason: nil)]))
+                }
+                chunks.append(
+                    chunk([ChoiceJSON(index: index, delta: MessageJSON(), finishReason: choices[index].finishReason)]))
+                return chunks
+            }
+            var trailing = releasableText(finish.trailingText, choice: index)
+            if parsesToolCalls {
+                // The held text is tool calls when it parses as such; otherwise it was content.
+                if let calls = toolCalls(of: choices[index].text, choice: index, streaming: true)?.calls {
+                    if !trailing.isEmpty {
+                        chunks.append(chunk([streamChoice(index, text: trailing, role: nil, logprobs: nil, finishReason: nil)]))
+                    }
+                    trailing = ""
+                    choices[index].finishReason = "tool_calls"
+                    chunks.append(
+                        chunk([ChoiceJSON(index: index, delta: MessageJSON(toolCalls: calls), finishReason: nil)]))
+                } else {
+                    trailing += choices[index].heldText
+                }
+                choices[index].heldText = ""
+            }
             chunks.append(
                 chunk([
-                    streamChoice(
-                        index, text: finish.trailingText, role: nil, logprobs: nil,
-                        finishReason: choices[index].finishReason)
+                    streamChoice(index, text: trailing, role: nil, logprobs: nil, finishReason: choices[index].finishReason)
                 ]))
         }
         return chunks
@@ -388,9 +498,30 @@ struct ResponseAssembler {
             case .completions:
                 ChoiceJSON(index: index, text: state.text, logprobs: state.logprobs, finishReason: state.finishReason)
             case .chat:
-                ChoiceJSON(
-                    index: index, message: Self.message(state), logprobs: state.logprobs,
-                    finishReason: state.finishReason)
+                if state.channels != nil {
+                    ChoiceJSON(
+                        index: index, message: Self.message(state), logprobs: state.logprobs,
+                        finishReason: state.finishReason)
+                } else if case .named(let name) = plan.toolCalls {
+                    // As vLLM: the whole text is the call's arguments; the content is empty.
+                    ChoiceJSON(
+                        index: index,
+                        message: MessageJSON(
+                            role: "assistant", content: "",
+                            toolCalls: [
+                                ToolCallJSON(
+                                    id: toolCallID(choice: index, call: 0), function: .init(name: name, arguments: state.text))
+                            ]),
+                        logprobs: state.logprobs, finishReason: state.finishReason)
+                } else if let parsed = toolCalls(of: state.text, choice: index, streaming: false) {
+                    ChoiceJSON(
+                        index: index, message: MessageJSON(role: "assistant", content: parsed.content, toolCalls: parsed.calls),
+                        logprobs: state.logprobs, finishReason: "tool_calls")
+                } else {
+                    ChoiceJSON(
+                        index: index, message: MessageJSON(role: "assistant", content: state.text),
+                        logprobs: state.logprobs, finishReason: state.finishReason)
+                }
             }
         }
         return ResponseJSON(

@@ -13,13 +13,13 @@ extension Routes {
         let bytes = try await readBody(body, of: request)
         // Rendering and encoding a prompt of up to a few MB take CPU time: off the cooperative pool.
         let answer = try await preparation.run { [service, modelName] () throws(APIError) -> TokenizeResponse in
-            let body = try JSONObject(JSONValue.parse(bytes))
+            let body = try JSONObject(parsing: bytes)
             try GenerationPlan.checkModel(body, served: [modelName])
             let parsed = try TokenizeRequest.parse(
                 body, contextLength: service.contextLength, tokenizer: service.tokenizer)
-            let ids = try parsed.tokenIDs(service.tokenizer) {
-                messages, addGenerationPrompt, arguments throws(SubmitError) in
-                try service.applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt, arguments: arguments)
+            let ids = try parsed.tokenIDs(service.tokenizer) { chat throws(SubmitError) in
+                try service.applyChatTemplate(
+                    chat.messages, tools: chat.tools, addGenerationPrompt: chat.addGenerationPrompt, arguments: chat.arguments)
             }
             return TokenizeResponse(
                 count: ids.count, maxModelLength: service.contextLength, tokens: ids,
@@ -33,8 +33,9 @@ extension Routes {
     func detokenize(_ request: Request, body: RequestBody) async throws(APIError) -> Response {
         let bytes = try await readBody(body, of: request)
         let answer = try await preparation.run { [service, modelName] () throws(APIError) -> DetokenizeResponse in
-            let body = try JSONObject(JSONValue.parse(bytes))
+            let body = try JSONObject(parsing: bytes)
             try GenerationPlan.checkModel(body, served: [modelName])
+            try body.refuseFields(except: RequestFields.detokenize, refused: RequestFields.refused, what: "POST /detokenize")
             let parsed = try DetokenizeRequest.parse(body, vocabularySize: service.tokenizer.vocabularySize)
             return DetokenizeResponse(prompt: service.tokenizer.decode(parsed.tokens))
         }

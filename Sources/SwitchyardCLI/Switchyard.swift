@@ -1,6 +1,7 @@
 // The `switchyard` command: argument parsing and wiring; the logic lives in the library targets.
 import ArgumentParser
 import Foundation
+import Server
 
 @main
 struct Switchyard: AsyncParsableCommand {

@@ -5,9 +5,9 @@
 // - chat template: a Jinja template shipped with a checkpoint that turns a conversation into a prompt.
 // - message: a dict with `role` (`system`, `user`, `assistant`, `tool`) and `content`.
 // - generation prompt: the text that opens the assistant's turn, added when `add_generation_prompt` is true.
-// - context: the variables the template sees: `messages`, `add_generation_prompt`, `tools` and `documents`
-//   (None), the named special tokens (`bos_token`, `eos_token`, ...), and any extra variables
-//   (`ChatTemplateArguments`: a request's `chat_template_kwargs`).
+// - context: the variables the template sees: `messages`, `add_generation_prompt`, `tools` (the request's,
+//   or None), `documents` (None), the named special tokens (`bos_token`, `eos_token`, ...), and any extra
+//   variables (`ChatTemplateArguments`: a request's `chat_template_kwargs`).
 //
 // The interpreter (Jinja/*.swift) implements the subset of Jinja 3 that chat templates use, with
 // transformers' environment: trim_blocks, lstrip_blocks, loop controls, `raise_exception`,
@@ -67,12 +67,32 @@ public struct ChatTemplate: Sendable {
         extraContext: [String: String] = [:], arguments: ChatTemplateArguments = ChatTemplateArguments(),
         now: Date = Date()
     ) throws(ChatTemplateError) -> String {
+        try render(
+            conversation: messages.map(Self.messageValue), tools: nil, addGenerationPrompt: addGenerationPrompt,
+            specialTokens: specialTokens, extraContext: extraContext, arguments: arguments, now: now)
+    }
+
+    /// Renders a conversation whose messages are JSON objects (an assistant's `tool_calls`, a tool
+    /// message's `tool_call_id`, ... as the client sent them), with the `tools` the model may call.
+    ///
+    /// - Parameters:
+    ///   - conversation: the messages, each an object with `role` and `content` and any other members.
+    ///   - tools: the tool definitions the template lists (`tools` in its context); nil passes None.
+    ///   - addGenerationPrompt, specialTokens, extraContext, arguments, now: as in
+    ///     ``render(messages:addGenerationPrompt:specialTokens:extraContext:arguments:now:)``.
+    /// - Returns: the prompt text, exactly as transformers' `apply_chat_template(messages, tools=tools)` renders it.
+    /// - Throws: `ChatTemplateError`, as the other `render`.
+    package func render(
+        conversation: [OrderedJSON], tools: [OrderedJSON]?, addGenerationPrompt: Bool,
+        specialTokens: [String: String] = [:], extraContext: [String: String] = [:],
+        arguments: ChatTemplateArguments = ChatTemplateArguments(), now: Date = Date()
+    ) throws(ChatTemplateError) -> String {
         var context: [String: JinjaValue] = [:]
         for (name, value) in specialTokens { context[name] = .string(value) }
-        context["messages"] = .list(messages.map(Self.messageValue))
+        context["messages"] = .list(conversation.map(\.jinjaValue))
         context["add_generation_prompt"] = .bool(addGenerationPrompt)
         // transformers always passes these, as None when the caller gives none.
-        context["tools"] = JinjaValue.none
+        context["tools"] = tools.map { .list($0.map(\.jinjaValue)) } ?? JinjaValue.none
         context["documents"] = JinjaValue.none
         for (name, value) in extraContext { context[name] = .string(value) }
         context.merge(arguments.contextValues) { _, argument in argument }
@@ -81,13 +101,13 @@ public struct ChatTemplate: Sendable {
     }
 
     /// A message as a dict: `role` and `content` first, as callers usually build them, then the rest by name.
-    private static func messageValue(_ message: [String: String]) -> JinjaValue {
-        var dictionary = JinjaDictionary()
-        for key in ["role", "content"] { if let value = message[key] { dictionary[key] = .string(value) } }
+    private static func messageValue(_ message: [String: String]) -> OrderedJSON {
+        var members: [OrderedJSON.Member] = []
+        for key in ["role", "content"] { if let value = message[key] { members.append(.init(key, .string(value))) } }
         for key in message.keys.sorted() where key != "role" && key != "content" {
-            dictionary[key] = .string(message[key]!)
+            members.append(.init(key, .string(message[key]!)))
         }
-        return .dict(dictionary)
+        return .object(members)
     }
 }
 
@@ -116,6 +136,30 @@ extension Tokenizer {
             messages: messages, addGenerationPrompt: addGenerationPrompt, specialTokens: specialTokenStrings,
             extraContext: extraContext, arguments: arguments, now: now)
     }
+
+    /// Renders a conversation of JSON messages with `tools`: transformers'
+    /// `tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt:)`.
+    ///
+    /// - Throws: `ChatTemplateError`, as ``applyChatTemplate(_:addGenerationPrompt:extraContext:)``.
+    package func applyChatTemplate(
+        conversation: [OrderedJSON], tools: [OrderedJSON]?, addGenerationPrompt: Bool, extraContext: [String: String] = [:],
+        arguments: ChatTemplateArguments = ChatTemplateArguments(), now: Date = Date()
+    ) throws(ChatTemplateError) -> String {
+        guard let parsedChatTemplate else {
+            throw ChatTemplateError(
+                kind: .missingTemplate,
+                message:
+                    "the checkpoint has no chat_template (neither tokenizer_config.json \"chat_template\" nor chat_template.jinja)"
+            )
+        }
+        return try parsedChatTemplate.get().render(
+            conversation: conversation, tools: tools, addGenerationPrompt: addGenerationPrompt,
+            specialTokens: specialTokenStrings, extraContext: extraContext, arguments: arguments, now: now)
+    }
+
+    /// Whether the chat template writes tool calls as `<tool_call>{"name": ..., "arguments": ...}</tool_call>`
+    /// (Qwen's and Hermes' format), the one format whose calls the server parses back into `tool_calls`.
+    public var chatTemplateWritesToolCallTags: Bool { chatTemplate?.contains("<tool_call>") ?? false }
 
     /// The token ids of a conversation: transformers'
     /// `tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt:)`.

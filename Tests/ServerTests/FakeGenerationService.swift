@@ -18,14 +18,25 @@ final class FakeGenerationService: GenerationService {
     static let words = [" alpha", " beta", " gamma", " delta"]
     static let firstTokenID: Int32 = 10
     /// Shared, built once: training a tokenizer takes a moment.
-    static let sharedTokenizer: Tokenizer = {
+    static let trainedFiles: (tokenizerJSON: Data, tokenizerConfigJSON: Data) = {
         do {
-            let files = try TokenizerTrainer.sentencePieceBPE(vocabularySize: 400)
-            return try Tokenizer(tokenizerJSON: files.tokenizerJSON, tokenizerConfigJSON: files.tokenizerConfigJSON)
+            return try TokenizerTrainer.sentencePieceBPE(vocabularySize: 400)
         } catch {
             preconditionFailure("training the test tokenizer failed: \(error)")
         }
     }()
+    static let sharedTokenizer: Tokenizer = tokenizer(chatTemplate: nil)
+
+    /// The trained tokenizer, with `chatTemplate` as its chat template when given.
+    static func tokenizer(chatTemplate: String?) -> Tokenizer {
+        do {
+            return try Tokenizer(
+                tokenizerJSON: trainedFiles.tokenizerJSON, tokenizerConfigJSON: trainedFiles.tokenizerConfigJSON,
+                chatTemplateJinja: chatTemplate)
+        } catch {
+            preconditionFailure("loading the test tokenizer failed: \(error)")
+        }
+    }
 
     struct State {
         var health: HealthStatus = .ready
@@ -51,27 +62,35 @@ final class FakeGenerationService: GenerationService {
 
     /// When set, every chat template render waits at this gate.
     let renderGate: RenderGate?
-    /// The completion ids every request generates, when set (instead of `words`).
-    let script: [Int32]?
-    /// Ids that end a scripted completion with `.stop`.
+    /// The texts the fake's tokens carry, in turn (`words` unless a test scripts its own).
+    let script: [String]
+    /// The completion ids every request generates, when set (instead of `script`'s texts).
+    let idScript: [Int32]?
+    /// Ids that end an id-scripted completion with `.stop`.
     let stopTokenIDs: Set<Int32>
-    /// Whether chat templates are rendered with the tokenizer's own template (else the fake's tags).
-    let rendersTokenizerTemplate: Bool
+    /// Whether chats are rendered with the tokenizer's real chat template rather than the fake's tags.
+    let rendersTemplate: Bool
     /// The time the tokenizer's template reads with `strftime_now`.
     let renderDate: Date
 
+    /// - Parameters:
+    ///   - chatTemplate: a real chat template to render chats with (the fake's tags when nil).
+    ///   - tokenizer: a tokenizer to use, with its own chat template, instead of the trained one.
+    ///   - script: the texts of the generated tokens, in turn.
     init(
         contextLength: Int = 256, tokenDelay: Duration = .zero, failAfterTokens: Int? = nil,
-        renderGate: RenderGate? = nil
+        renderGate: RenderGate? = nil, chatTemplate: String? = nil, tokenizer: Tokenizer? = nil,
+        script: [String] = FakeGenerationService.words
     ) {
         self.contextLength = contextLength
-        self.tokenizer = Self.sharedTokenizer
+        self.tokenizer = tokenizer ?? (chatTemplate == nil ? Self.sharedTokenizer : Self.tokenizer(chatTemplate: chatTemplate))
+        self.rendersTemplate = chatTemplate != nil || tokenizer != nil
+        self.script = script
         self.tokenDelay = tokenDelay
         self.failAfterTokens = failAfterTokens
         self.renderGate = renderGate
-        self.script = nil
+        self.idScript = nil
         self.stopTokenIDs = []
-        self.rendersTokenizerTemplate = false
         self.renderDate = Date()
     }
 
@@ -86,9 +105,10 @@ final class FakeGenerationService: GenerationService {
         self.tokenDelay = .zero
         self.failAfterTokens = nil
         self.renderGate = nil
-        self.script = script
+        self.script = Self.words
+        self.idScript = script
         self.stopTokenIDs = stopTokenIDs
-        self.rendersTokenizerTemplate = true
+        self.rendersTemplate = true
         self.renderDate = renderDate
     }
 
@@ -141,21 +161,21 @@ final class FakeGenerationService: GenerationService {
     /// The fake's tags (`<|role|>content` lines, then `<|name|>value` for each template argument,
     /// whose value is its JSON text), or the tokenizer's own template.
     func applyChatTemplate(
-        _ messages: [ChatMessage], addGenerationPrompt: Bool, arguments: ChatTemplateArguments
+        _ messages: [ChatMessage], tools: [OrderedJSON]?, addGenerationPrompt: Bool, arguments: ChatTemplateArguments
     ) throws(SubmitError) -> String {
         renderGate?.pass()
-        if rendersTokenizerTemplate {
-            do {
-                return try tokenizer.applyChatTemplate(
-                    messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: addGenerationPrompt,
-                    arguments: arguments, now: renderDate)
-            } catch {
-                throw .invalid(field: "messages", message: "\(error)")
-            }
+        guard rendersTemplate else {
+            let variables = arguments.names.map { name in "<|\(name)|>\(arguments.values[name].map(jsonText) ?? "")\n" }
+            return messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + variables.joined()
+                + (addGenerationPrompt ? "<|assistant|>" : "")
         }
-        let variables = arguments.names.map { name in "<|\(name)|>\(arguments.values[name].map(jsonText) ?? "")\n" }
-        return messages.map { "<|\($0.role)|>\($0.content)\n" }.joined() + variables.joined()
-            + (addGenerationPrompt ? "<|assistant|>" : "")
+        do {
+            return try tokenizer.applyChatTemplate(
+                conversation: messages.map(\.templateValue), tools: tools, addGenerationPrompt: addGenerationPrompt,
+                arguments: arguments, now: renderDate)
+        } catch {
+            throw .invalid(field: "messages", message: "\(error)")
+        }
     }
 
     /// The events of a scripted request: the engine's text for each id, then the finish.
@@ -188,7 +208,9 @@ final class FakeGenerationService: GenerationService {
     }
 
     /// The events of a request, without delays or failures.
-    static func events(for request: GenerationRequest, promptTokenIDs: [Int32]) -> [GenerationEvent] {
+    static func events(
+        for request: GenerationRequest, promptTokenIDs: [Int32], words: [String] = FakeGenerationService.words
+    ) -> [GenerationEvent] {
         var events: [GenerationEvent] = []
         var completion: [Int32] = []
         var reason = FinishReason.length
@@ -229,8 +251,8 @@ final class FakeGenerationService: GenerationService {
         case .tokenIDs(let ids): promptIDs = ids
         }
         let events =
-            script.map { scriptedEvents($0, for: request, promptTokenIDs: promptIDs) }
-            ?? Self.events(for: request, promptTokenIDs: promptIDs)
+            idScript.map { scriptedEvents($0, for: request, promptTokenIDs: promptIDs) }
+            ?? Self.events(for: request, promptTokenIDs: promptIDs, words: script)
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: GenerationEvent.self)
         continuation.onTermination = { [self] termination in
             if case .cancelled = termination { self.state.withLock { $0.cancelledStreams += 1 } }

@@ -53,7 +53,7 @@ struct GenerationRouteTests {
         try await makeTestApplication(service).test(.router) { client in
             let body = #"""
                 {"prompt": "x", "max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "top_k": 7, "seed": 42,
-                 "ignore_eos": true, "stop": [" gamma", "END"], "unknown_field": {"ignored": true}}
+                 "ignore_eos": true, "stop": [" gamma", "END"]}
                 """#
             let response = try await client.post("/v1/completions", body)
             #expect(response.status == .ok)

@@ -1,8 +1,9 @@
-// /health, /metrics, /v1/models, the API key, and unknown routes.
+// /health, /metrics, /v1/models, /version, the API key, and unknown routes.
 import Coordinator
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import Server
 import Testing
 
 @Suite("Operations routes")
@@ -178,6 +179,21 @@ struct Exposition {
         let prefix = name + "_bucket{le=\""
         return samples.filter { $0.series.hasPrefix(prefix) }.map {
             (String($0.series.dropFirst(prefix.count).dropLast(2)), $0.value)
+        }
+    }
+}
+
+@Suite("The /version route")
+struct VersionRouteTests {
+    @Test("/version answers vLLM's {\"version\": ...} with switchyard --version's number, without a key")
+    func version() async throws {
+        try await makeTestApplication(FakeGenerationService(), apiKey: "k").test(.router) { client in
+            let response = try await client.get("/version")
+            #expect(response.status == .ok)
+            let json = try response.json()
+            #expect(json.keys.sorted() == ["version"])
+            #expect(json["version"] as? String == switchyardVersion)
+            #expect((json["version"] as? String)?.split(separator: ".").count == 3)
         }
     }
 }

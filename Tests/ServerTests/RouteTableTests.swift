@@ -15,7 +15,8 @@ struct TableRoute: Sendable, CustomStringConvertible {
     let uri: String
 
     var description: String { "\(method) \(path)" }
-    /// Whether the API key guards it: every /v1 route does; /health and /metrics stay open.
+    /// Whether the API key guards it: every /v1 route does; /health, /metrics, /version and the
+    /// tokenize routes stay open, as in vLLM.
     var needsKey: Bool { path == "/v1" || path.hasPrefix("/v1/") }
 }
 
@@ -41,7 +42,7 @@ struct RouteTableTests {
             "GET /health", "GET /metrics", "GET /v1/models", "POST /v1/completions", "POST /v1/chat/completions",
             "GET /v1/expert_load", "GET /v1/expert_load/record", "POST /v1/expert_load/record/start",
             "POST /v1/expert_load/record/stop", "GET /v1/placement", "POST /v1/placement", "POST /tokenize",
-            "POST /detokenize",
+            "POST /detokenize", "GET /version",
         ] {
             #expect(listed.contains(known), "\(known) is missing from the router's table: \(listed.sorted())")
         }

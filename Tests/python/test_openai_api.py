@@ -158,7 +158,10 @@ def test_bad_chat_and_json(cluster):
     assert status == 400 and answer["error"]["param"] == "messages"
     status, answer = post(cluster.base, "/v1/completions", None, raw=b"{not json")
     assert status == 400 and "error" in answer
+    # An unknown field is refused by name, not ignored; null counts as absent.
     status, answer = post(cluster.base, "/v1/completions", {"prompt": "x", "max_tokens": 2, "unknown_field": 1})
+    assert status == 400 and answer["error"]["param"] == "unknown_field", answer
+    status, answer = post(cluster.base, "/v1/completions", {"prompt": "x", "max_tokens": 2, "unknown_field": None})
     assert status == 200, answer
 
 

@@ -123,6 +123,10 @@ CHAT = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": "hi"}], 
     ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
     ("/v1/chat/completions", {"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs.messages"),
     ("/v1/chat/completions", {"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
+    ("/v1/chat/completions", {"guided_regex": "a+"}, "guided_regex"),
+    ("/v1/chat/completions", {"max_token": 3}, "max_token"),
+    ("/v1/completions", {"prompt": "x", "use_beam_search": True}, "use_beam_search"),
+    ("/v1/completions", {"prompt": "x", "stop_token_ids": [-1]}, "stop_token_ids"),
     ("/v1/chat/completions", {"response_format": {"type": "json_schema", "json_schema": {
         "name": "x", "schema": {"type": "string", "pattern": "^a"}}}}, "response_format.json_schema.schema.pattern"),
 ])
@@ -131,3 +135,28 @@ def test_refused_by_name(cluster, path, fields, param):
     status, answer = post(cluster.base, path, body)
     assert status == 400, answer
     assert answer["error"]["param"] == param, answer
+
+
+def test_stop_token_ids_end_the_completion(cluster):
+    bias = {"65": 100}
+    forced = completion(cluster, logit_bias=bias, max_tokens=1)
+    stopped = completion(cluster, logit_bias=bias, stop_token_ids=[65])
+    assert stopped["finish_reason"] == "stop" and len(stopped["logprobs"]["tokens"]) == 1, stopped
+    assert stopped["text"] == "", "the stop token's text is left out"
+    included = completion(cluster, logit_bias=bias, stop_token_ids=[65], include_stop_str_in_output=True)
+    assert included["text"] == forced["text"] and forced["text"], (included, forced)
+
+
+def test_min_p_and_allowed_token_ids(cluster):
+    allowed = completion(cluster, allowed_token_ids=[65], temperature=1, seed=3)
+    assert len(set(allowed["logprobs"]["tokens"])) == 1, allowed
+    # min_p 1 keeps only the most likely token: sampling is then greedy.
+    greedy = completion(cluster)["text"]
+    assert completion(cluster, temperature=1.5, seed=4, min_p=1)["text"] == greedy
+
+
+def test_version(cluster):
+    import urllib.request
+    with urllib.request.urlopen(cluster.base + "/version") as response:
+        body = json.load(response)
+    assert set(body) == {"version"} and body["version"].count(".") == 2

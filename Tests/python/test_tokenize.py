@@ -47,7 +47,9 @@ def test_prompt_tokenize_and_detokenize_round_trip(qwen):
 
 @pytest.mark.parametrize("path, body, status, param", [
     ("/tokenize", {}, 400, "prompt"),
-    ("/tokenize", {"messages": [{"role": "user", "content": "x"}], "tools": []}, 400, "tools"),
+    ("/tokenize", {"messages": [{"role": "user", "content": "x"}], "chat_template": "{{ x }}"}, 400, "chat_template"),
+    ("/tokenize", {"prompt": "x", "tools": []}, 400, "tools"),
+    ("/tokenize", {"prompt": "x", "add_special_token": False}, 400, "add_special_token"),
     ("/tokenize", {"prompt": "x", "model": "nope"}, 404, "model"),
     ("/detokenize", {"tokens": [1, -1]}, 400, "tokens"),
     ("/detokenize", {"tokens": [10 ** 9]}, 400, "tokens"),

@@ -86,7 +86,7 @@ public func fuzzOne(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
 func checkGenerationBodies(_ bytes: [UInt8]) {
     let body: JSONObject
     do {
-        body = try JSONObject(JSONValue.parse(bytes))
+        body = try JSONObject(parsing: bytes)
     } catch {
         checkRefusal(error)
         return
@@ -101,8 +101,8 @@ func checkGenerationBodies(_ bytes: [UInt8]) {
         for tokenizer in tokenizers {
             do {
                 let plan = try GenerationPlan.chat(body, tokenizer: tokenizer, contextLength: contextLength) {
-                    messages, arguments throws(SubmitError) in
-                    try render(messages, arguments: arguments, with: tokenizer)
+                    chat throws(SubmitError) in
+                    try render(chat, with: tokenizer)
                 }
                 checkPlan(plan, contextLength: contextLength)
             } catch {
@@ -113,12 +113,11 @@ func checkGenerationBodies(_ bytes: [UInt8]) {
 }
 
 /// The chat rendering of the engine (`Scheduler.applyChatTemplate`).
-func render(
-    _ messages: [ChatMessage], arguments: ChatTemplateArguments = ChatTemplateArguments(), with tokenizer: Tokenizer
-) throws(SubmitError) -> String {
+func render(_ chat: ChatRendering, with tokenizer: Tokenizer) throws(SubmitError) -> String {
     do {
         return try tokenizer.applyChatTemplate(
-            messages.map { ["role": $0.role, "content": $0.content] }, addGenerationPrompt: true, arguments: arguments)
+            conversation: chat.messages.map(\.templateValue), tools: chat.tools, addGenerationPrompt: chat.addGenerationPrompt,
+            arguments: chat.arguments)
     } catch {
         throw .invalid(field: "messages", message: "\(error)")
     }
