@@ -47,7 +47,7 @@ struct PureLogicTests {
     func chatPromptHoldsOneBOS() throws {
         let rendered = "<s>[INST] hi [/INST]"
         let body = try JSONObject(JSONValue.parse(Array(#"{"messages": [{"role": "user", "content": "hi"}]}"#.utf8)))
-        let plan = try GenerationPlan.chat(body, tokenizer: tokenizer, contextLength: 64) { _, _ throws(SubmitError) in
+        let plan = try GenerationPlan.chat(body, tokenizer: tokenizer, contextLength: 64) { _ throws(SubmitError) in
             rendered
         }
         let bos = try #require(tokenizer.bosTokenID)
@@ -60,7 +60,7 @@ struct PureLogicTests {
     @Test("a chat stream opens with the role, carries text, and ends with the trailing text and the finish reason")
     func chatChunks() throws {
         let body = try JSONObject(JSONValue.parse(Array(#"{"messages": [{"role": "user", "content": "hi"}]}"#.utf8)))
-        let plan = try GenerationPlan.chat(body, tokenizer: tokenizer, contextLength: 64) { _, _ throws(SubmitError) in
+        let plan = try GenerationPlan.chat(body, tokenizer: tokenizer, contextLength: 64) { _ throws(SubmitError) in
             "hi"
         }
         var assembler = ResponseAssembler(
