@@ -114,7 +114,7 @@ struct HarmonyChatTests {
     @Test("a completion cut off in its analysis has reasoning_content and a null content")
     func cutOffInAnalysis() async throws {
         let service = try HarmonyFixture.service()
-        let script = try #require(service.script)
+        let script = try #require(service.idScript)
         let message = try #require(service.tokenizer.harmonyTokens?.message)
         // Two tokens past the analysis header's <|message|>: inside the reasoning.
         let cutOff = try #require(script.firstIndex(of: message)) + 3
