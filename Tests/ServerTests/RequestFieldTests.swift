@@ -283,7 +283,10 @@ struct FieldCase: Sendable, CustomTestStringConvertible {
             "continue_final_message", chat,
             #"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Once upon"}], "add_generation_prompt": false, "continue_final_message": true}"#
         ) { $0.prompt == prompt("<|user|>hi\n<|assistant|>Once upon") },
-        refused("chat_template_kwargs", chat, "{\(user), \"chat_template_kwargs\": {\"enable_thinking\": false}}"),
+        // The fake renders each template variable as a `<|name|>value` line after the messages.
+        engine("chat_template_kwargs", chat, "{\(user), \"chat_template_kwargs\": {\"enable_thinking\": false}}") {
+            $0.prompt == prompt("<|user|>hi\n<|enable_thinking|>false\n<|assistant|>")
+        },
         FieldCase(
             field: "tools", path: chat, body: weatherAsk + #", "max_tokens": 4}"#, toolScript: call,
             check: .response { (message($0)["tool_calls"] as? [Any])?.count == 1 }),
