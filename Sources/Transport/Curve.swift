@@ -318,6 +318,9 @@ public enum HandshakeFailure: Sendable, Equatable, CustomStringConvertible {
     case cryptographic
     /// Another protocol error (libzmq's `ZMQ_PROTOCOL_ERROR_*` code).
     case other(code: UInt32)
+    /// The connection closed before the handshake completed (libzmq's "no detail" failure, with the
+    /// errno): what the router sees when the peer noticed the mismatch first and hung up.
+    case closedDuringHandshake(errno: UInt32)
 
     init(protocolError code: UInt32) {
         switch Int32(bitPattern: code) {
@@ -332,6 +335,8 @@ public enum HandshakeFailure: Sendable, Equatable, CustomStringConvertible {
         case .mechanismMismatch: "it speaks plaintext where CURVE is expected, or the reverse (--insecure on one side only)"
         case .cryptographic: "its CURVE handshake did not decrypt: it holds another coordinator public key"
         case .other(let code): "libzmq protocol error 0x\(String(code, radix: 16))"
+        case .closedDuringHandshake(let code):
+            "it closed the connection during the handshake (errno \(code)): a plaintext peer, or a CURVE peer holding another coordinator public key, hangs up this way"
         }
     }
 }

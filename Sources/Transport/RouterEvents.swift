@@ -25,7 +25,7 @@ final class DisconnectMonitor {
     init(router: ZMQSocket, context: ZMQContext) throws(TransportError) {
         // Unique per router in the process (several coordinators run in one test process).
         let address = "inproc://switchyard-monitor-\(UInt64.random(in: 1...UInt64.max))"
-        let events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        let events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
         if zmq_socket_monitor(router.rawHandle, address, events) != 0 {
             throw .lastZMQError(operation: "monitor", endpoint: router.endpoint)
         }
@@ -143,6 +143,10 @@ extension RouterSocket {
                 guard let (event, value) = MonitorEvent.parse(frames) else { continue }
                 if event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL {
                     onHandshakeFailure?(HandshakeFailure(protocolError: value))
+                } else if event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL {
+                    // Which side saw the failure first is a race: when the peer hung up first, this
+                    // is all the router learns.
+                    onHandshakeFailure?(.closedDuringHandshake(errno: value))
                 } else {
                     disconnected = true
                 }

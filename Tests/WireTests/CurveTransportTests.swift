@@ -104,7 +104,11 @@ struct CurveTransportTests {
         while failures.all.isEmpty && ContinuousClock.now < deadline {
             _ = try curve.router.receiveEvent(timeout: .milliseconds(10))
         }
-        #expect(failures.all.first == .mechanismMismatch)
+        // The router sees the mismatch, or (when the dealer hung up first) a handshake closed early.
+        switch failures.all.first {
+        case .mechanismMismatch?, .closedDuringHandshake?: break
+        default: Issue.record("expected a mechanism mismatch or a closed handshake, got \(String(describing: failures.all.first))")
+        }
         #expect(try curve.router.receive(timeout: .zero) == nil)
         var watch = HandshakeWatch(secure: false)
         #expect(watch.problem(after: [.protocolError(code: 0)]) == .routerExpectsCurve)
