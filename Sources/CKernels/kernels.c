@@ -1780,7 +1780,7 @@ static void dispatch_job(sy_job job);
 static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
                             const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
                             const float *xscale, const float *wscale) {
-    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, xscale, wscale, 0, NULL, NULL, NULL};
+    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, xscale, wscale, 0, NULL, NULL, NULL, NULL};
     dispatch_job(job);
 }
 
@@ -1928,7 +1928,7 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
     if (rows == 0 || n == 0 || row_columns == 0) return 0;
     // m is the average rows per column here: the pool sizes its chunks and decides to split by it.
     sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, (row_columns + n - 1) / n, k, x_stride, 0, NULL, n,
-                  0, NULL, 0, accumulate, 0, NULL, NULL, count, products, NULL, NULL};
+                  0, NULL, 0, accumulate, 0, NULL, NULL, count, products, NULL, NULL, NULL};
     if (fast) {
         size_t kp = (k + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
         int dot = isa == SY_ISA_AVX512BF16;
@@ -1991,7 +1991,7 @@ int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const i
 void sy_parallel_for(size_t count, sy_task task, void *context) {
     if (count == 0) return;
     sy_job job = {SY_KIND_TASKS, SY_ISA_SCALAR, NULL, 1, 0, 0, 0, NULL, count, 0, NULL, 0, 0, 0, NULL, NULL, 0,
-                  NULL, task, context};
+                  NULL, task, context, NULL};
     dispatch_job(job);
 }
 

@@ -125,14 +125,7 @@ extension Tokenizer {
         _ messages: [[String: String]], addGenerationPrompt: Bool, extraContext: [String: String] = [:],
         arguments: ChatTemplateArguments = ChatTemplateArguments(), now: Date = Date()
     ) throws(ChatTemplateError) -> String {
-        guard let parsedChatTemplate else {
-            throw ChatTemplateError(
-                kind: .missingTemplate,
-                message:
-                    "the checkpoint has no chat_template (neither tokenizer_config.json \"chat_template\" nor chat_template.jinja)"
-            )
-        }
-        return try parsedChatTemplate.get().render(
+        return try checkpointTemplate().render(
             messages: messages, addGenerationPrompt: addGenerationPrompt, specialTokens: specialTokenStrings,
             extraContext: extraContext, arguments: arguments, now: now)
     }
@@ -145,6 +138,14 @@ extension Tokenizer {
         conversation: [OrderedJSON], tools: [OrderedJSON]?, addGenerationPrompt: Bool, extraContext: [String: String] = [:],
         arguments: ChatTemplateArguments = ChatTemplateArguments(), now: Date = Date()
     ) throws(ChatTemplateError) -> String {
+        return try checkpointTemplate().render(
+            conversation: conversation, tools: tools, addGenerationPrompt: addGenerationPrompt,
+            specialTokens: specialTokenStrings, extraContext: extraContext, arguments: arguments, now: now)
+    }
+
+    /// The checkpoint's parsed chat template.
+    /// - Throws: `ChatTemplateError`: `.missingTemplate` when it has none; the parse error when it did not parse.
+    private func checkpointTemplate() throws(ChatTemplateError) -> ChatTemplate {
         guard let parsedChatTemplate else {
             throw ChatTemplateError(
                 kind: .missingTemplate,
@@ -152,9 +153,7 @@ extension Tokenizer {
                     "the checkpoint has no chat_template (neither tokenizer_config.json \"chat_template\" nor chat_template.jinja)"
             )
         }
-        return try parsedChatTemplate.get().render(
-            conversation: conversation, tools: tools, addGenerationPrompt: addGenerationPrompt,
-            specialTokens: specialTokenStrings, extraContext: extraContext, arguments: arguments, now: now)
+        return try parsedChatTemplate.get()
     }
 
     /// Whether the chat template writes tool calls as `<tool_call>{"name": ..., "arguments": ...}</tool_call>`
