@@ -424,7 +424,7 @@ public struct GroupedBFloat16Product {
 
 /// The checks of a grouped product: at least one product, each product's rows inside the input's, and
 /// a forced kernel path this CPU has.
-private func checkGroupedRows(_ rows: [(first: Int, count: Int)], rowCount: Int, inputCount: Int, isa: KernelISA?) {
+func checkGroupedRows(_ rows: [(first: Int, count: Int)], rowCount: Int, inputCount: Int, isa: KernelISA?) {
     precondition(!rows.isEmpty, "linear: no products")
     precondition(rowCount >= 0 && inputCount >= 0, "linear: negative dimension")
     for (first, count) in rows {

@@ -376,12 +376,12 @@ private struct FeedForwardScratch {
                             linear(g, rowCount: rowCount, inputCount: intermediateSize, groupedQ8Products: downs)
                             return
                         }
-                        for group in groups {
+                        /// A group's gate and up rows (its products done): their biases, then the
+                        /// activation into the gate rows.
+                        func activate(_ group: (rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix, biases: ExpertBiases?)) {
                             let first = group.rows.lowerBound
                             let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
                             let count = group.rows.count
-                            group.gate.apply(x + first * hiddenSize, rowCount: count, into: gRows, arithmetic: arithmetic)
-                            group.up.apply(x + first * hiddenSize, rowCount: count, into: uRows, arithmetic: arithmetic)
                             if let biases = group.biases {
                                 addBias(biases.gate, to: gRows, rowCount: count)
                                 addBias(biases.up, to: uRows, rowCount: count)
@@ -393,6 +393,59 @@ private struct FeedForwardScratch {
                             } else {
                                 swiGLU(gate: gRows, up: uRows, count: count * intermediateSize)
                             }
+                        }
+                        // Every matrix MXFP4 (gpt-oss) under fast arithmetic: the gate and up products of
+                        // every group as one job, the biases and the activation group by group, then every
+                        // down product as one job; each product's rows quantized once (bitwise what the
+                        // products give one by one).
+                        let mxfp4 = groups.compactMap { group -> (MXFP4Matrix, MXFP4Matrix, MXFP4Matrix)? in
+                            guard case .mxfp4(let w1) = group.gate, case .mxfp4(let w3) = group.up,
+                                case .mxfp4(let w2) = group.down, w1.outputCount == intermediateSize,
+                                w1.inputCount == hiddenSize, w3.outputCount == intermediateSize,
+                                w3.inputCount == hiddenSize, w2.outputCount == hiddenSize,
+                                w2.inputCount == intermediateSize
+                            else { return nil }
+                            return (w1, w3, w2)
+                        }
+                        let gateUp = mxfp4.compactMap { MXFP4Matrix.interleaved(gate: $0.0, up: $0.1) }
+                        if arithmetic == .fast, !groups.isEmpty, mxfp4.count == groups.count, gateUp.count == groups.count {
+                            // Gate and up as stored, interleaved (one stream over gate_up_proj), then split.
+                            var pairs = [Float](repeating: 0, count: rowCount * 2 * intermediateSize)
+                            pairs.withUnsafeMutableBufferPointer { pairs in
+                                let p = pairs.baseAddress!
+                                linear(
+                                    x, rowCount: rowCount, inputCount: hiddenSize,
+                                    groupedMXFP4Products: groups.indices.map { i in
+                                        GroupedMXFP4Product(
+                                            firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count,
+                                            matrix: gateUp[i], output: p + groups[i].rows.lowerBound * 2 * intermediateSize)
+                                    })
+                                for index in 0..<rowCount * intermediateSize {
+                                    g[index] = p[2 * index]
+                                    u[index] = p[2 * index + 1]
+                                }
+                            }
+                            for group in groups { activate(group) }
+                            let downs = groups.indices.map { i in
+                                GroupedMXFP4Product(
+                                    firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count, matrix: mxfp4[i].2,
+                                    output: d + groups[i].rows.lowerBound * hiddenSize)
+                            }
+                            linear(g, rowCount: rowCount, inputCount: intermediateSize, groupedMXFP4Products: downs)
+                            for group in groups {
+                                if let biases = group.biases {
+                                    addBias(biases.down, to: d + group.rows.lowerBound * hiddenSize, rowCount: group.rows.count)
+                                }
+                            }
+                            return
+                        }
+                        for group in groups {
+                            let first = group.rows.lowerBound
+                            let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
+                            let count = group.rows.count
+                            group.gate.apply(x + first * hiddenSize, rowCount: count, into: gRows, arithmetic: arithmetic)
+                            group.up.apply(x + first * hiddenSize, rowCount: count, into: uRows, arithmetic: arithmetic)
+                            activate(group)
                             group.down.apply(gRows, rowCount: count, into: d + first * hiddenSize, arithmetic: arithmetic)
                             if let biases = group.biases {
                                 addBias(biases.down, to: d + first * hiddenSize, rowCount: count)
@@ -419,7 +472,7 @@ enum ExpertMatrix: Sendable {
         switch self {
         case .stored(let weight): linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
         case .q8(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
-        case .mxfp4(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
+        case .mxfp4(let matrix): matrix.apply(input, rowCount: rowCount, into: output, arithmetic: arithmetic)
         }
     }
 }

@@ -124,6 +124,51 @@ struct GptOssTests {
         }
     }
 
+    /// The stated tolerance of fast MXFP4 experts (x quantized to int8 in blocks of 32, as llama.cpp
+    /// computes them) on the MXFP4 fixture: |logit - transformers' logit on the dequantized weights|.
+    static let fastMXFP4LogitTolerance: Float = 0.1
+
+    @Test("fast MXFP4 experts (x quantized to int8) stay within 0.1 of transformers' logits and keep its clear greedy choices")
+    func fastMXFP4WithinTolerance() throws {
+        let name = "gpt_oss_mxfp4"
+        let reference = try Fixtures.reference(name)
+        let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
+        // The dense part in f32 (exact), so that the difference is the experts' arithmetic alone.
+        let model = try DecoderStack(checkpoint: checkpoint)
+        let experts = checkpoint.shape.allExperts
+        let fast = try ExpertStore(checkpoint: checkpoint, experts: experts, arithmetic: .fast)
+        let exact = try ExpertStore(checkpoint: checkpoint, experts: experts, arithmetic: .exact)
+        var largest: Float = 0
+        var differsFromExact = false
+        for (caseIndex, testCase) in reference.cases.enumerated() {
+            // Teacher-forced along the reference's tokens, so that every step is compared.
+            var cache = model.makeCache(capacity: testCase.promptTokenIDs.count + testCase.maxNewTokens)
+            var exactCache = model.makeCache(capacity: testCase.promptTokenIDs.count + testCase.maxNewTokens)
+            var input = testCase.promptTokenIDs
+            for (step, expected) in testCase.stepLogits.enumerated() {
+                let logits = try model.forward(
+                    tokens: input, cache: &cache, logits: .lastToken,
+                    experts: { try fast.compute(layer: $0, hidden: $1, routing: $2) })
+                let exactLogits = try model.forward(
+                    tokens: input, cache: &exactCache, logits: .lastToken,
+                    experts: { try exact.compute(layer: $0, hidden: $1, routing: $2) })
+                differsFromExact = differsFromExact || logits != exactLogits
+                let difference = Difference(logits, expected, tolerance: Self.fastMXFP4LogitTolerance)
+                largest = max(largest, difference.maximum)
+                #expect(difference.firstMismatch == nil, "\(name) case \(caseIndex) step \(step): \(difference)")
+                // The greedy choice wherever the reference's best two are further apart than twice the tolerance.
+                let ranked = expected.indices.sorted { expected[$0] > expected[$1] }
+                if expected[ranked[0]] - expected[ranked[1]] > 2 * Self.fastMXFP4LogitTolerance {
+                    #expect(argmax(logits[...]) == ranked[0], "\(name) case \(caseIndex) step \(step): greedy choice")
+                }
+                input = [testCase.completionTokenIDs[step]]
+            }
+        }
+        // The fast path really ran: its int8 inputs change the bits.
+        #expect(differsFromExact)
+        print("fast MXFP4 experts: largest |logit - reference| \(largest)")
+    }
+
     @Test("clamped SwiGLU: gate clamped above at limit, up both ways, (up + 1) · gate · σ(alpha · gate)")
     func clampedActivation() {
         let gates: [Float] = [-9, -1, 0, 0.5, 3, 7, 12, .nan]

@@ -722,6 +722,90 @@ static void check_mxfp4(void) {
                 }
 }
 
+/// The fast MXFP4 product (x quantized to int8): every path against the scalar one bit for bit, for
+/// m = 1 ... 9, k = 32 ... 288 (whole and partial groups of four blocks), both row strides, scale bytes
+/// as in check_mxfp4; rows alone equal rows in a batch; a grouped call of two products on their own rows
+/// equals each product alone; and on ordinary inputs the scalar result is within the stated bound of the
+/// dequantized f32 sum: Σ over blocks of Σ|w| · amax(x block) / 254 (x rounded to the nearest of 127
+/// steps of amax) plus 1e-5 of Σ|x · w|.
+static void check_mxfp4_q8(void) {
+    char what[200];
+    for (int special = 0; special <= 1; special++)
+        for (size_t k = 32; k <= 288; k += 64)
+            for (size_t m = 1; m <= 9; m += 4)
+                for (size_t stride = 1; stride <= 2; stride++) {
+                    size_t n = 13, blocks_per_row = k / 32, rows = n * stride, xs = k + 3, ys = n + 2;
+                    uint8_t *blocks = allocate(rows * blocks_per_row * 16), *scales = allocate(rows * blocks_per_row);
+                    float *x = allocate(m * xs * sizeof(float));
+                    float *expected = allocate(m * ys * sizeof(float)), *actual = allocate(m * ys * sizeof(float));
+                    for (size_t i = 0; i < rows * blocks_per_row * 16; i++) blocks[i] = (uint8_t)random_next();
+                    for (size_t i = 0; i < rows * blocks_per_row; i++) {
+                        uint64_t r = random_next() % 16;
+                        static const uint8_t extremes[] = {0, 1, 2, 254};
+                        scales[i] = special && r < 4 ? extremes[r] : (uint8_t)(120 + random_next() % 14);
+                    }
+                    fill(x, m * xs, special ? DATA_SPECIAL : DATA_ORDINARY, 4.0f);
+                    for (size_t i = 0; i < m * ys; i++) expected[i] = -7.0f;  // untouched padding
+                    if (sy_matmul_nt_mxfp4_q8_isa(SY_ISA_SCALAR, x, m, k, xs, blocks, scales, n, stride, expected, ys) != 0)
+                        mismatch("mxfp4 q8 scalar: allocation failed");
+                    for (size_t t = 0; t < path_count; t++) {
+                        for (size_t i = 0; i < m * ys; i++) actual[i] = -7.0f;
+                        sy_matmul_nt_mxfp4_q8_isa(paths[t], x, m, k, xs, blocks, scales, n, stride, actual, ys);
+                        snprintf(what, sizeof what, "mxfp4 q8 on %s vs scalar, m %zu k %zu n %zu stride %zu (%s)",
+                                 isa_name(paths[t]), m, k, n, stride, special ? "special" : "ordinary");
+                        expect_same(actual, expected, m * ys, what);
+                        float alone[16];
+                        sy_matmul_nt_mxfp4_q8_isa(paths[t], x + (m - 1) * xs, 1, k, xs, blocks, scales, n, stride,
+                                                  alone, 16);
+                        snprintf(what, sizeof what, "mxfp4 q8 on %s, row %zu alone vs in a batch of %zu, k %zu",
+                                 isa_name(paths[t]), m - 1, m, k);
+                        expect_same(alone, expected + (m - 1) * ys, n, what);
+                        // Two products in one grouped call: rows [0, m - 1) on the first 7 columns, row m - 1
+                        // on the last 6 (their own weight rows), each equal to the product alone.
+                        for (size_t i = 0; i < m * ys; i++) actual[i] = -7.0f;
+                        size_t first = 7, row_blocks = stride * blocks_per_row;
+                        sy_grouped_mxfp4_product products[2] = {
+                            {0, m - 1, blocks, scales, first, stride, actual, ys},
+                            {m - 1, 1, blocks + first * row_blocks * 16, scales + first * row_blocks, n - first, stride,
+                             actual + (m - 1) * ys + first, ys}};
+                        if (sy_matmul_nt_mxfp4_q8_grouped_isa(paths[t], x, m, k, xs, products, 2) != 0)
+                            mismatch("mxfp4 q8 grouped on %s: refused", isa_name(paths[t]));
+                        snprintf(what, sizeof what, "mxfp4 q8 grouped on %s vs alone, m %zu k %zu", isa_name(paths[t]), m, k);
+                        for (size_t i = 0; i + 1 < m; i++) expect_same(actual + i * ys, expected + i * ys, first, what);
+                        expect_same(actual + (m - 1) * ys + first, expected + (m - 1) * ys + first, n - first, what);
+                    }
+                    if (!special)
+                        for (size_t i = 0; i < m; i++)
+                            for (size_t j = 0; j < n; j++) {
+                                double sum = 0, magnitude = 0, bound = 0;
+                                for (size_t b = 0; b < blocks_per_row; b++) {
+                                    double amax = 0, weights = 0;
+                                    for (size_t p = 32 * b; p < 32 * b + 32; p++) {
+                                        size_t row = j * stride, within = p % 32;
+                                        uint8_t byte = blocks[(row * blocks_per_row + b) * 16 + within / 2];
+                                        double w = (double)sy_mxfp4_value(within % 2 == 0 ? byte & 15 : byte >> 4)
+                                                   * sy_mxfp4_scale(scales[row * blocks_per_row + b]);
+                                        sum += w * x[i * xs + p];
+                                        magnitude += fabs(w * x[i * xs + p]);
+                                        weights += fabs(w);
+                                        if (fabs(x[i * xs + p]) > amax) amax = fabs(x[i * xs + p]);
+                                    }
+                                    bound += weights * amax / 254;
+                                }
+                                comparisons++;
+                                if (fabs(expected[i * ys + j] - sum) > bound + 1e-5 * magnitude + 1e-30)
+                                    mismatch("mxfp4 q8 scalar vs the dequantized sum beyond its bound %.3g, m %zu k %zu "
+                                             "row %zu col %zu: %.9g, expected %.9g", bound, m, k, i, j,
+                                             expected[i * ys + j], sum);
+                            }
+                    free(blocks);
+                    free(scales);
+                    free(x);
+                    free(expected);
+                    free(actual);
+                }
+}
+
 // MARK: - FP8 products (sy_fp8.h)
 
 /// The e4m3fn value written from the format's definition, in double.
@@ -929,6 +1013,7 @@ int main(int argc, char **argv) {
     check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);
     check_rows("swiglu", DATA_SPECIAL, check_swiglu);
     check_mxfp4();
+    check_mxfp4_q8();
     check_fp8();
     printf("isa_equality: %lu comparisons, %lu mismatches (NaNs with another sign or payload: %lu): %s\n",
            comparisons, mismatches, nan_payloads, mismatches == 0 ? "OK" : "FAILED");

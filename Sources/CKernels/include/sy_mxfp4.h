@@ -36,6 +36,41 @@ void sy_matmul_nt_mxfp4_isa(sy_isa isa, const float *x, size_t m, size_t k, size
                             const uint8_t *blocks, const uint8_t *scales, size_t n, size_t w_row_stride, float *y,
                             size_t y_stride);
 
+/// The `fast` MXFP4 product, with x quantized to int8 as llama.cpp computes these experts: x is
+/// quantized per row and block of 32 as ``sy_matmul_nt_q8`` quantizes it (q = round-to-even(x · 127 /
+/// amax), scale dx = amax / 127), so a result differs from the f32 product by at most the sum over
+/// blocks of Σ|w| · amax / 254 (x's rounding) plus the rounding of the f32 sums (the bound the tests check). Its reduction shape, the same on every path: in block b,
+/// quarter q (0-3) is the exact integer I = Σ w · q over elements 8q ..< 8q + 8, w the doubled e2m1
+/// values; lane L = 4 · (b mod 4) + q does acc[L] = fma(float(I), dx[b] · 2^(s - 128), acc[L]) (the
+/// factor rounded to f32 first), blocks in order; then the 16 lanes as the tree above. Integer sums
+/// are exact, so the scalar, AVX2, AVX-VNNI, AVX-512 VNNI and NEON paths give the same bits.
+typedef struct sy_grouped_mxfp4_product {
+    /// Rows [row, row + m) of the call's x.
+    size_t row, m;
+    /// The first weight row's blocks and scales, as for ``sy_matmul_nt_mxfp4``.
+    const uint8_t *blocks;
+    const uint8_t *scales;
+    /// Output columns, and stored rows from one output column's weight row to the next.
+    size_t n, w_row_stride;
+    /// [m, n], row stride `y_stride`, overwritten.
+    float *y;
+    size_t y_stride;
+} sy_grouped_mxfp4_product;
+
+/// `count` fast MXFP4 products, each on its own rows of one x [rows, k] (the experts of a layer on the
+/// rows routed to them, k a multiple of 32), run as one job on the product threads: every row of x is
+/// quantized once, whatever how many products read it. Each product's y is bitwise what
+/// ``sy_matmul_nt_mxfp4_q8_isa`` gives it alone. Returns 0, or -1 (every y untouched) when a product's
+/// rows lie outside x or the quantized x cannot be allocated.
+int sy_matmul_nt_mxfp4_q8_grouped_isa(sy_isa isa, const float *x, size_t rows, size_t k, size_t x_stride,
+                                      const sy_grouped_mxfp4_product *products, size_t count);
+
+/// One fast MXFP4 product (see ``sy_grouped_mxfp4_product``) on the caller's thread alone; returns 0, or
+/// -1 when the quantized x cannot be allocated (y untouched).
+int sy_matmul_nt_mxfp4_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride,
+                              const uint8_t *blocks, const uint8_t *scales, size_t n, size_t w_row_stride, float *y,
+                              size_t y_stride);
+
 /// The value of one e2m1 nibble (0-15): {0, 0.5, 1, 1.5, 2, 3, 4, 6}, negative when bit 3 is set.
 float sy_mxfp4_value(uint8_t nibble);
 
