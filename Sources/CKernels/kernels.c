@@ -2232,6 +2232,94 @@ void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count) {
 
 void sy_swiglu(float *gate, const float *up, size_t count) { sy_swiglu_isa(sy_active_isa(), gate, up, count); }
 
+/// One element of ``sy_clamped_swiglu_isa``, the operations every path performs.
+static inline float clamped_glu_scalar(float gate, float up, float alpha, float limit) {
+    float g = gate != gate ? gate : (limit < gate ? limit : gate);
+    float u = up != up ? up : (up < -limit ? -limit : (limit < up ? limit : up));
+    float t = g * alpha;
+    float e = lse_exp_scalar(-fabsf(t));
+    float numerator = t < 0.0f ? g * e : g;
+    return (u + 1.0f) * (numerator / (1.0f + e));
+}
+
+#if SY_X86
+/// 16 elements of ``sy_clamped_swiglu_isa`` (gate and up already biased); `mask` selects the lanes.
+SY_AVX512 __m512 clamped_glu_avx512(__m512 gate, __m512 up, __m512 alpha, __m512 limit) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
+    // min / max return their second operand when either is NaN: a NaN gate or up passes through.
+    __m512 g = _mm512_min_ps(limit, gate);
+    __m512 negative_limit = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(limit), _mm512_set1_epi32((int)0x80000000u)));
+    __m512 u = _mm512_min_ps(limit, _mm512_max_ps(negative_limit, up));
+    __m512 t = _mm512_mul_ps(g, alpha);
+    __m512 negative_magnitude = _mm512_castsi512_ps(
+        _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), magnitude), _mm512_set1_epi32((int)0x80000000u)));
+    __m512 e = lse_exp_avx512(negative_magnitude);
+    __mmask16 below = _mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 numerator = _mm512_mask_mul_ps(g, below, g, e);
+    __m512 glu = _mm512_div_ps(numerator, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    return _mm512_mul_ps(_mm512_add_ps(u, _mm512_set1_ps(1.0f)), glu);
+}
+
+SY_AVX512_FN void clamped_swiglu_avx512(const float *gate_values, const float *up_values, size_t stride,
+                                        size_t row_stride, const float *gate_bias, const float *up_bias, size_t rows,
+                                        size_t width, float alpha, float limit, float *out) {
+    const __m512 alphas = _mm512_set1_ps(alpha), limits = _mm512_set1_ps(limit);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (size_t r = 0; r < rows; r++) {
+        const float *gr = gate_values + r * row_stride, *ur = up_values + r * row_stride;
+        for (size_t i = 0; i < width; i += 16) {
+            size_t left = width - i;
+            __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+            __m512 g, u;
+            if (stride == 2 && ur == gr + 1) {
+                // Interleaved pairs (gate, up): 32 values, the gates at the even places.
+                __mmask16 low = left >= 8 ? (__mmask16)0xffff : (__mmask16)((1u << (2 * left)) - 1u);
+                __mmask16 high = left >= 16 ? (__mmask16)0xffff : left > 8 ? (__mmask16)((1u << (2 * (left - 8))) - 1u) : 0;
+                __m512 first = _mm512_maskz_loadu_ps(low, gr + 2 * i), second = _mm512_maskz_loadu_ps(high, gr + 2 * i + 16);
+                g = _mm512_permutex2var_ps(first, even, second);
+                u = _mm512_permutex2var_ps(first, odd, second);
+            } else if (stride == 1) {
+                g = _mm512_maskz_loadu_ps(mask, gr + i);
+                u = _mm512_maskz_loadu_ps(mask, ur + i);
+            } else {
+                float gs[16] = {0}, us[16] = {0};
+                for (size_t l = 0; l < 16 && l < left; l++) {
+                    gs[l] = gr[(i + l) * stride];
+                    us[l] = ur[(i + l) * stride];
+                }
+                g = _mm512_loadu_ps(gs);
+                u = _mm512_loadu_ps(us);
+            }
+            if (gate_bias != NULL) g = _mm512_add_ps(g, _mm512_maskz_loadu_ps(mask, gate_bias + i));
+            if (up_bias != NULL) u = _mm512_add_ps(u, _mm512_maskz_loadu_ps(mask, up_bias + i));
+            _mm512_mask_storeu_ps(out + r * width + i, mask, clamped_glu_avx512(g, u, alphas, limits));
+        }
+    }
+}
+#endif
+
+void sy_clamped_swiglu_isa(sy_isa isa, const float *gate_values, const float *up_values, size_t stride,
+                           size_t row_stride, const float *gate_bias, const float *up_bias, size_t rows, size_t width,
+                           float alpha, float limit, float *out) {
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+        clamped_swiglu_avx512(gate_values, up_values, stride, row_stride, gate_bias, up_bias, rows, width, alpha, limit,
+                              out);
+        return;
+    }
+#else
+    (void)isa;
+#endif
+    for (size_t r = 0; r < rows; r++)
+        for (size_t i = 0; i < width; i++) {
+            float g = gate_values[r * row_stride + i * stride], u = up_values[r * row_stride + i * stride];
+            if (gate_bias != NULL) g += gate_bias[i];
+            if (up_bias != NULL) u += up_bias[i];
+            out[r * width + i] = clamped_glu_scalar(g, u, alpha, limit);
+        }
+}
+
 // MARK: - Attention: scores and softmax
 //
 // A score is the dot product of the kernels' fixed reduction (lanes, then the tree of the header),

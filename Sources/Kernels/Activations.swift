@@ -33,6 +33,22 @@ public func swiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, 
     }
 }
 
+/// gpt-oss's expert activation (CKernels' `sy_clamped_swiglu_isa`): for `rowCount` rows of `width`,
+/// `output[r · width + i] = (u + 1) · g · σ(alpha · g)` with `g = min(gate + gateBias[i], limit)` and
+/// `u = clamp(up + upBias[i], -limit, limit)` (NaN passes through), the gate and up values of row r
+/// at `r · rowStride + i · stride` (stride 2 with `up = gate + 1`: gate_up_proj's interleaved outputs).
+/// The same bits on every kernel path. `output` may be `gate` when `stride` is 1.
+public func clampedSwiGLU(
+    gate: UnsafePointer<Float>, up: UnsafePointer<Float>, stride: Int, rowStride: Int, gateBias: UnsafePointer<Float>?,
+    upBias: UnsafePointer<Float>?, rowCount: Int, width: Int, alpha: Float, limit: Float,
+    into output: UnsafeMutablePointer<Float>, isa: KernelISA? = nil
+) {
+    precondition(stride >= 1 && rowCount >= 0 && width >= 0, "clampedSwiGLU: bad shape")
+    sy_clamped_swiglu_isa(
+        (isa ?? KernelISA.active).cValue, gate, up, stride, rowStride, gateBias, upBias, rowCount, width, alpha, limit,
+        output)
+}
+
 /// Elements from which ``swiGLU(gate:up:count:)`` splits its work over the threads (a batch of
 /// decode rows through one expert; one row's 2–14 thousand stay on the caller).
 let swiGLUParallelMinimum = 16384

@@ -420,12 +420,27 @@ private struct FeedForwardScratch {
                                             firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count,
                                             matrix: gateUp[i], output: p + groups[i].rows.lowerBound * 2 * intermediateSize)
                                     })
-                                for index in 0..<rowCount * intermediateSize {
-                                    g[index] = p[2 * index]
-                                    u[index] = p[2 * index + 1]
+                                for group in groups {
+                                    let first = group.rows.lowerBound
+                                    if let activation {
+                                        // The biases and the clamped SwiGLU straight from the pairs into the gate rows.
+                                        withOptionalPointers(group.biases?.gate, group.biases?.up) { gateBias, upBias in
+                                            clampedSwiGLU(
+                                                gate: p + first * 2 * intermediateSize, up: p + first * 2 * intermediateSize + 1,
+                                                stride: 2, rowStride: 2 * intermediateSize, gateBias: gateBias,
+                                                upBias: upBias, rowCount: group.rows.count, width: intermediateSize,
+                                                alpha: activation.alpha, limit: activation.limit,
+                                                into: g + first * intermediateSize)
+                                        }
+                                    } else {
+                                        for index in first * intermediateSize..<group.rows.upperBound * intermediateSize {
+                                            g[index] = p[2 * index]
+                                            u[index] = p[2 * index + 1]
+                                        }
+                                        activate(group)
+                                    }
                                 }
                             }
-                            for group in groups { activate(group) }
                             let downs = groups.indices.map { i in
                                 GroupedMXFP4Product(
                                     firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count, matrix: mxfp4[i].2,
@@ -527,4 +542,16 @@ final class QuantizedStorage: @unchecked Sendable {
         values.deallocate()
         scales.deallocate()
     }
+}
+
+/// Runs `body` with the storage of two optional arrays (nil for an absent one).
+private func withOptionalPointers<R>(
+    _ first: [Float]?, _ second: [Float]?, _ body: (UnsafePointer<Float>?, UnsafePointer<Float>?) -> R
+) -> R {
+    func withSecond(_ a: UnsafePointer<Float>?) -> R {
+        guard let second else { return body(a, nil) }
+        return second.withUnsafeBufferPointer { body(a, $0.baseAddress) }
+    }
+    guard let first else { return withSecond(nil) }
+    return first.withUnsafeBufferPointer { withSecond($0.baseAddress) }
 }

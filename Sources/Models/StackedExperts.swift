@@ -169,18 +169,15 @@ struct StackedExpertTensors {
 }
 
 /// gpt-oss's expert activation, in place: `gate[i] = (clamp(up[i], -limit, limit) + 1) · g · σ(alpha · g)`
-/// with `g = min(gate[i], limit)`, each step an f32 operation in transformers' order (NaN passes through
-/// as torch.clamp keeps it).
+/// with `g = min(gate[i], limit)` (NaN passes through as torch.clamp keeps it), as Kernels'
+/// `clampedSwiGLU` computes it.
 /// - Parameters:
 ///   - gate: [count], f32, overwritten with the product.
 ///   - up: [count], f32.
 func clampedSwiGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int, alpha: Float, limit: Float) {
-    for index in 0..<count {
-        let g = gate[index].isNaN ? gate[index] : min(gate[index], limit)
-        let u = up[index].isNaN ? up[index] : min(max(up[index], -limit), limit)
-        let glu = g * (1 / (1 + expf(-(g * alpha))))
-        gate[index] = (u + 1) * glu
-    }
+    clampedSwiGLU(
+        gate: gate, up: up, stride: 1, rowStride: count, gateBias: nil, upBias: nil, rowCount: 1, width: count,
+        alpha: alpha, limit: limit, into: gate)
 }
 
 /// Adds `bias` [width] to each of `rowCount` rows of `rows` [rowCount, width].

@@ -635,6 +635,62 @@ static void check_swiglu(data_kind data, size_t count, float *scratch[4]) {
     }
 }
 
+/// gpt-oss's clamped SwiGLU: every path against the scalar one bit for bit, on separate gate and up
+/// rows (in place) and on interleaved (gate, up) pairs, with and without biases; and on ordinary inputs
+/// within 1e-6 · (|u| + 1) · |g| of (clamp(u) + 1) · g · σ(alpha · g) computed in double.
+static void check_clamped_swiglu(data_kind data, size_t width, float *scratch[4]) {
+    (void)scratch;  // rows of pairs need more room than the scratch rows
+    size_t rows = 3;
+    float *pairs = allocate((rows * 3 * width + 1) * sizeof(float)), *bias = allocate((2 * width + 1) * sizeof(float));
+    float *expected = allocate((rows * width + 1) * sizeof(float)), *actual = allocate((rows * width + 1) * sizeof(float));
+    fill(pairs, rows * 2 * width, data, 12.0f);
+    fill(bias, 2 * width, DATA_ORDINARY, 1.0f);
+    const float alpha = 1.702f, limit = 7.0f;
+    char what[160];
+    for (int biased = 0; biased <= 1; biased++) {
+        const float *gate_bias = biased ? bias : NULL, *up_bias = biased ? bias + width : NULL;
+        sy_clamped_swiglu_isa(SY_ISA_SCALAR, pairs, pairs + 1, 2, 2 * width, gate_bias, up_bias, rows, width, alpha,
+                              limit, expected);
+        for (size_t t = 0; t < path_count; t++) {
+            sy_clamped_swiglu_isa(paths[t], pairs, pairs + 1, 2, 2 * width, gate_bias, up_bias, rows, width, alpha,
+                                  limit, actual);
+            snprintf(what, sizeof what, "clamped swiglu on %s, interleaved, width %zu%s (%s)", isa_name(paths[t]),
+                     width, biased ? ", biases" : "", data_name(data));
+            expect_same(actual, expected, rows * width, what);
+            // The same values as separate rows (gate rows, then up rows), in place.
+            float *gate = actual, *up = pairs + rows * 2 * width;
+            for (size_t r = 0; r < rows; r++)
+                for (size_t i = 0; i < width; i++) {
+                    gate[r * width + i] = pairs[r * 2 * width + 2 * i];
+                    up[r * width + i] = pairs[r * 2 * width + 2 * i + 1];
+                }
+            sy_clamped_swiglu_isa(paths[t], gate, up, 1, width, gate_bias, up_bias, rows, width, alpha, limit, gate);
+            snprintf(what, sizeof what, "clamped swiglu on %s, separate rows in place, width %zu%s (%s)",
+                     isa_name(paths[t]), width, biased ? ", biases" : "", data_name(data));
+            expect_same(actual, expected, rows * width, what);
+        }
+        if (data == DATA_ORDINARY)
+            for (size_t r = 0; r < rows; r++)
+                for (size_t i = 0; i < width; i++) {
+                    // The biases added in f32 as the kernel adds them, the rest in double.
+                    double g = (float)(pairs[r * 2 * width + 2 * i] + (gate_bias ? gate_bias[i] : 0.0f));
+                    double u = (float)(pairs[r * 2 * width + 2 * i + 1] + (up_bias ? up_bias[i] : 0.0f));
+                    g = g < limit ? g : limit;
+                    u = u < -limit ? -limit : u > limit ? limit : u;
+                    double want = (u + 1) * g / (1 + exp(-(double)(float)(g * alpha)));
+                    comparisons++;
+                    // A few f32 roundings, each within 2^-24 of the operands it combines (u + 1 of u and 1).
+                    if (fabs(expected[r * width + i] - want) > 1e-6 * (fabs(u) + 1) * (fabs(g) + 1e-30))
+                        mismatch("clamped swiglu scalar vs double, width %zu row %zu: %.9g, expected %.9g", width, r,
+                                 expected[r * width + i], want);
+                }
+    }
+    free(pairs);
+    free(bias);
+    free(expected);
+    free(actual);
+}
+
 /// Checks `--sdot yes|no` against the CPU; returns 0 when it holds (or was not asked).
 static int check_sdot_argument(int argc, char **argv) {
     if (argc == 1) return 0;
@@ -1012,6 +1068,7 @@ int main(int argc, char **argv) {
     check_rows("softmax", DATA_MASKED, check_softmax);
     check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);
     check_rows("swiglu", DATA_SPECIAL, check_swiglu);
+    check_rows("clamped swiglu", DATA_SPECIAL, check_clamped_swiglu);
     check_mxfp4();
     check_mxfp4_q8();
     check_fp8();

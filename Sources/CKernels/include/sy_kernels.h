@@ -259,6 +259,17 @@ float sy_silu(float g);
 /// ``sy_swiglu`` on an explicit path (tests and benchmarks).
 void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count);
 
+/// gpt-oss's expert activation for `rows` rows of `width`: out[r·width + i] = (u + 1) · g · σ(alpha · g)
+/// with g = min(gate + gate_bias[i], limit) and u = clamp(up + up_bias[i], -limit, limit) (NaN passes
+/// through, as torch.clamp keeps it), gate = gate_values[r·row_stride + i·stride] and up the same at
+/// up_values; a NULL bias adds nothing. g · σ(t) is computed as ``sy_silu`` computes silu: from
+/// e = exp(-|t|) (the kernels' exp), g / (1 + e) for t ≥ 0 and (g · e) / (1 + e) for t < 0, each step
+/// one f32 operation, so every path gives the scalar path's bits. `out` may be `gate_values` when the
+/// stride is 1.
+void sy_clamped_swiglu_isa(sy_isa isa, const float *gate_values, const float *up_values, size_t stride,
+                           size_t row_stride, const float *gate_bias, const float *up_bias, size_t rows, size_t width,
+                           float alpha, float limit, float *out);
+
 #ifdef __cplusplus
 }
 #endif
