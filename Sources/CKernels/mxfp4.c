@@ -275,10 +275,10 @@ static size_t mxq_groups(size_t k) { return (k / 32 + 3) / 4; }
 
 /// Prepares rows [0, m) of x into `xp` (m × groups × SY_MXQ_GROUP_BYTES bytes); `q` and `d` hold one
 /// row's quantized values and scales as sy_q8_quantize writes them.
-static void mxq_prepare(const float *x, size_t m, size_t k, size_t xs, uint8_t *xp, int8_t *q, float *d) {
+static void mxq_prepare(sy_isa isa, const float *x, size_t m, size_t k, size_t xs, uint8_t *xp, int8_t *q, float *d) {
     size_t blocks = k / 32, groups = mxq_groups(k), row_bytes = groups * SY_MXQ_GROUP_BYTES;
     for (size_t i = 0; i < m; i++) {
-        sy_q8_quantize(x + i * xs, 1, k, k, q, d);
+        sy_q8_quantize_isa(isa, x + i * xs, 1, k, k, q, d);
         uint8_t *row = xp + i * row_bytes;
         memset(row, 0, row_bytes);
         for (size_t b = 0; b < blocks; b++) {
@@ -593,13 +593,13 @@ static uint8_t *mxq_space(size_t bytes) {
 }
 
 /// Prepares rows [0, rows) of x; returns the prepared rows or NULL (allocation failed).
-static uint8_t *mxq_prepared(const float *x, size_t rows, size_t k, size_t x_stride) {
+static uint8_t *mxq_prepared(sy_isa isa, const float *x, size_t rows, size_t k, size_t x_stride) {
     size_t row_bytes = mxq_groups(k) * SY_MXQ_GROUP_BYTES, blocks = sy_q8_block_count(k);
     uint8_t *space = mxq_space(rows * row_bytes + blocks * 32 + blocks * sizeof(float));
     if (space == NULL) return NULL;
     float *d = (float *)(void *)(space + rows * row_bytes);
     int8_t *q = (int8_t *)(space + rows * row_bytes + blocks * sizeof(float));
-    mxq_prepare(x, rows, k, x_stride, space, q, d);
+    mxq_prepare(isa, x, rows, k, x_stride, space, q, d);
     return space;
 }
 
@@ -607,7 +607,7 @@ int sy_matmul_nt_mxfp4_q8_isa(sy_isa isa, const float *x, size_t m, size_t k, si
                               const uint8_t *blocks, const uint8_t *scales, size_t n, size_t w_row_stride, float *y,
                               size_t y_stride) {
     if (m == 0 || n == 0) return 0;
-    uint8_t *xp = mxq_prepared(x, m, k, x_stride);
+    uint8_t *xp = mxq_prepared(isa, x, m, k, x_stride);
     if (xp == NULL) return -1;
     mxq_columns(isa, xp, mxq_groups(k) * SY_MXQ_GROUP_BYTES, m, k, blocks, scales, n, w_row_stride, y, y_stride);
     return 0;
@@ -661,7 +661,7 @@ int sy_matmul_nt_mxfp4_q8_grouped_isa(sy_isa isa, const float *x, size_t rows, s
     }
     int status = 0;
     if (first_task[count] > 0) {
-        const uint8_t *xp = mxq_prepared(x, rows, k, x_stride);
+        const uint8_t *xp = mxq_prepared(isa, x, rows, k, x_stride);
         if (xp == NULL) {
             status = -1;
         } else {

@@ -691,6 +691,29 @@ static void check_clamped_swiglu(data_kind data, size_t width, float *scratch[4]
     free(actual);
 }
 
+/// q8 quantization (sy_q8_quantize_isa) on every path against the scalar one, bit for bit: values and
+/// block scales, rows of any length (a padded last block), NaN and infinities included.
+static void check_q8_quantize(data_kind data, size_t count, float *scratch[4]) {
+    float *row = scratch[0];
+    fill(row, count, data, 30.0f);
+    size_t blocks = sy_q8_block_count(count);
+    int8_t *expected = allocate(blocks * 32), *actual = allocate(blocks * 32);
+    float *expected_scales = allocate(blocks * sizeof(float)), *actual_scales = allocate(blocks * sizeof(float));
+    sy_q8_quantize_isa(SY_ISA_SCALAR, row, 1, count, count, expected, expected_scales);
+    char what[120];
+    for (size_t t = 0; t < path_count; t++) {
+        sy_q8_quantize_isa(paths[t], row, 1, count, count, actual, actual_scales);
+        snprintf(what, sizeof what, "q8 quantize on %s, %zu entries (%s)", isa_name(paths[t]), count, data_name(data));
+        expect_same(actual_scales, expected_scales, blocks, what);
+        comparisons++;
+        if (memcmp(actual, expected, blocks * 32) != 0) mismatch("%s: the int8 values differ", what);
+    }
+    free(expected);
+    free(actual);
+    free(expected_scales);
+    free(actual_scales);
+}
+
 /// Checks `--sdot yes|no` against the CPU; returns 0 when it holds (or was not asked).
 static int check_sdot_argument(int argc, char **argv) {
     if (argc == 1) return 0;
@@ -1069,6 +1092,7 @@ int main(int argc, char **argv) {
     check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);
     check_rows("swiglu", DATA_SPECIAL, check_swiglu);
     check_rows("clamped swiglu", DATA_SPECIAL, check_clamped_swiglu);
+    check_rows("q8 quantize", DATA_SPECIAL, check_q8_quantize);
     check_mxfp4();
     check_mxfp4_q8();
     check_fp8();

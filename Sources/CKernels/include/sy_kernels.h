@@ -133,6 +133,9 @@ size_t sy_q8_block_count(size_t k);
 /// q: [n, blocks × 32] int8; scales: [n, blocks] f32, blocks = ``sy_q8_block_count``(k).
 void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales);
 
+/// ``sy_q8_quantize`` on an explicit path (the same bits on every path; tests).
+void sy_q8_quantize_isa(sy_isa isa, const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales);
+
 /// y[i, j] = Σ_b dx[i, b] · dw[j, b] · Σ_{p in block b} qx[i, p] · qw[j, p]  (+ y when `accumulate`):
 /// the product with q8 weights, x quantized the same way per row and block (in a per-thread buffer).
 ///
