@@ -295,7 +295,8 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
             rotary: yarn.map { RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta, yarn: $0) }
                 ?? RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta),
             interleavedPairs: ropeInterleave, scale: scale, normEpsilon: 1e-6, hiddenSize: fields.hiddenSize,
-            arithmetic: arithmetic)
+            arithmetic: arithmetic
+        ).cheaperForm()
     }
 
     /// Latent attention, then a dense MLP (the first `first_k_dense_replace` layers) or the routed
