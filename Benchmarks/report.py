@@ -410,12 +410,6 @@ def deepseek_section(out, r, args, paired, timing):
                                  ("llama.cpp bf16, 2 threads", "deepseek-llama-bf16", ll)], extra=kv_bytes)
     ratio_rows(out, paired, [("Switchyard ÷ llama.cpp bf16", sy, ll), ("Switchyard ÷ transformers bf16", sy, hf),
                              ("Switchyard FP8 ÷ Switchyard bf16 (same shape)", sf, sy)])
-    if ll and sy and ll.get("completion_token_ids") and sy.get("completion_token_ids"):
-        # The same weights in both engines: their greedy tokens agree until bf16 rounding tips a near tie.
-        a, b = ll["completion_token_ids"], sy["completion_token_ids"]
-        n = min(len(a), len(b))
-        same = next((i for i in range(n) if a[i] != b[i]), n)
-        out(f"  llama.cpp's greedy tokens equal Switchyard's for the first {same} of {n}")
     full = c["num_hidden_layers"] * c["num_attention_heads"] * (c["qk_nope_head_dim"] + c["qk_rope_head_dim"] + c["v_head_dim"]) * 2
     latent = c["num_hidden_layers"] * (c["kv_lora_rank"] + c["qk_rope_head_dim"]) * 2
     out(f"  KV bytes/token at bf16: full keys and values {full}, the compressed latent {latent} ({full / latent:.1f}× fewer)")
