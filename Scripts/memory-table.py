@@ -13,6 +13,8 @@ For a config with an FP8 quantization_config (quant_method fp8, weight_block_siz
 DeepSeek-V3 is released) a second table gives the bytes as stored and used: every linear weight 1
 byte plus an f32 scale per R x C block (ceil-divided: edge blocks are partial), the embeddings,
 lm_head, routers and norms bf16.
+Multi-head latent attention's dense part includes kv_b_proj a second time, split per head for the
+absorbed decode (as stored for bf16 and f32, as f32 for FP8).
 A checkpoint released with MXFP4 experts (quantization_config.quant_method mxfp4: gpt-oss) also gets
 its experts as stored: two e2m1 values a byte and one e8m0 scale byte per block of 32, 4.25 bits a
 weight, the expert biases in bf16. gpt-oss also counts its o_proj bias, the attention sinks (one
@@ -59,6 +61,7 @@ def figures(cfg):
 
     # The linear weights of one layer's attention, [rows, columns] each (what an FP8 release stores
     # in FP8), beside the total.
+    absorbed = 0
     if kind == "deepseek_v3":
         nope, rope, v = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
         q_rank, kv_rank = cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
@@ -68,6 +71,9 @@ def figures(cfg):
                               else [(heads * (nope + rope), h)])
         attention_matrices += [(kv_rank + rope, h), (heads * (nope + v), kv_rank), (h, heads * v)]
         kv_per_token_layer = kv_rank + rope
+        # kv_b_proj held a second time, split per head for the absorbed decode (W_uk transposed, W_uv):
+        # in the dense part's dtype, and f32 for an FP8 release.
+        absorbed = layers * kv_rank * heads * (nope + v)
     else:
         kv_heads = cfg.get("num_key_value_heads", heads)
         d = cfg.get("head_dim") or h // heads
@@ -87,6 +93,7 @@ def figures(cfg):
         dense += len(moe_layers) * experts  # the router's correction bias (gpt-oss: its bias)
     dense += dense_layers * 3 * h * dense_ffn
     dense += vocab * h * (1 if cfg.get("tie_word_embeddings") else 2) + h
+    dense += absorbed
     expert = 3 * h * expert_ffn
     matrices = layers * attention_matrices
     matrices += len(moe_layers) * [(shared * expert_ffn, h), (shared * expert_ffn, h), (h, shared * expert_ffn)] * (shared > 0)
@@ -100,7 +107,7 @@ def figures(cfg):
         "moe_layers": len(moe_layers), "experts": experts, "top_k": top_k, "dense_params": dense,
         "expert_params": expert + expert_bias, "expert_matrix_params": expert, "expert_bias_params": expert_bias,
         "mxfp4": mxfp4, "routed_experts_total": len(moe_layers) * experts,
-        "kv_values_per_token": layers * kv_per_token_layer,
+        "kv_values_per_token": layers * kv_per_token_layer, "absorbed_params": absorbed,
     }
 
 
@@ -148,7 +155,8 @@ def main():
         x = figures(cfg)
         block = fp8_block(cfg)
         linear = sum(r * c for r, c in x["dense_matrices"])
-        dense = fp8_bytes(x["dense_matrices"], block) + 2 * (x["dense_params"] - linear)
+        held = x["dense_params"] - x["absorbed_params"]
+        dense = fp8_bytes(x["dense_matrices"], block) + 2 * (held - linear) + 4 * x["absorbed_params"]
         expert = fp8_bytes(x["expert_matrices"], block)
         kv = x["kv_values_per_token"] * 1000
         n = x["routed_experts_total"]

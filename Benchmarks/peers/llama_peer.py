@@ -47,10 +47,17 @@ def main():
         start = time.perf_counter()
         llm.eval(ids)
         prefill.append(time.perf_counter() - start)
+    # The last position's logits straight from the context: llama-cpp-python 0.3 keeps `scores` only
+    # with logits_all, so reading them here would feed token 0 at every step.
+    def greedy():
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+        return int(np.argmax(logits))
+
+    tokens = []
     start = time.perf_counter()
     for _ in range(args.decode):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        llm.eval([token])
+        tokens.append(greedy())
+        llm.eval([tokens[-1]])
     decode = time.perf_counter() - start
     match = re.search(r"kv_cache: size\s*=\s*([0-9.]+) MiB \(\s*(\d+) cells", "".join(LOG))
     kv_bytes = round(float(match.group(1)) * 2**20 / int(match.group(2))) if match else None
@@ -61,6 +68,8 @@ def main():
         "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "gguf": args.gguf, "prefill_tokens": len(ids), "prefill_tokens_per_s": len(ids) / statistics.median(prefill),
         "decode_tokens": args.decode, "decode_tokens_per_s": args.decode / decode,
+        # The greedy tokens decoded, to compare with the other engines' on the same weights.
+        "completion_token_ids": tokens,
     }))
 
 

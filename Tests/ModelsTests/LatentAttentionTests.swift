@@ -15,7 +15,10 @@ private let absorbedTolerance: Float = 1e-5
 struct LatentAttentionTests {
     @Test(
         "the absorbed form gives the unabsorbed outputs within 1e-5, over a prefill and decode steps",
-        arguments: ["deepseek_v3_mla", "deepseek_v3_q_proj_bf16"])
+        arguments: [
+            "deepseek_v3_mla", "deepseek_v3_q_proj_bf16", "deepseek_v3_yarn", "deepseek_v3_fp8",
+            "deepseek_v2_lite_bf16", "deepseek_v2_greedy",
+        ])
     func absorbedMatchesUnabsorbed(name: String) throws {
         let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
         let parts = try checkpoint.configuration.assemble(from: checkpoint, arithmetic: .exact)
@@ -23,11 +26,11 @@ struct LatentAttentionTests {
         var random = TestRandom(seed: 17)
         var largest: Float = 0
         for layer in parts.layers {
-            guard case .latent(let unabsorbed) = layer.attention else {
+            guard case .latent(let loaded) = layer.attention else {
                 Issue.record("layer \(layer.index) of \(name) is not latent attention")
                 continue
             }
-            let absorbed = unabsorbed.absorbed()
+            let unabsorbed = loaded.expanded(), absorbed = loaded.absorbed()
             var caches = [
                 KVCache(capacity: 8, rowWidths: shape.keyValueWidths, valueRowWidths: shape.valueWidths),
                 KVCache(capacity: 8, rowWidths: shape.keyValueWidths, valueRowWidths: shape.valueWidths),
@@ -54,5 +57,34 @@ struct LatentAttentionTests {
             }
         }
         print("\(name): absorbed vs unabsorbed MLA, max abs difference \(largest)")
+    }
+
+    @Test(
+        "the runtime attends a decode step absorbed and a long prefill chunk unabsorbed (FP8 too)",
+        arguments: ["deepseek_v3_mla", "deepseek_v3_q_proj_bf16", "deepseek_v2_lite_bf16", "deepseek_v3_fp8"])
+    func runtimeForm(name: String) throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.directory(name))
+        let parts = try checkpoint.configuration.assemble(from: checkpoint, arithmetic: .exact)
+        for layer in parts.layers {
+            guard case .latent(let loaded) = layer.attention else {
+                Issue.record("layer \(layer.index) of \(name) is not latent attention")
+                continue
+            }
+            let shape = loaded.shape
+            // A prefill chunk from position 0: both forms pay T·C·(N + Dv) for the products, then
+            // T²·(N + R + Dv) against T²·(2C + R): unabsorbed unless 2C < N + Dv (as in DeepSeek-V3's
+            // 512 against 256; a fixture may be narrower).
+            let longChunk = 64
+            let absorbsLongChunk = 2 * shape.latentDimension < shape.nopeDimension + shape.valueDimension
+            // A decode step after at least one cached position (at the first position both cost about
+            // the same).
+            #expect(loaded.attendsAbsorbed(rowCount: 1, positionCount: 2), "\(name) layer \(layer.index)")
+            #expect(loaded.attendsAbsorbed(rowCount: 1, positionCount: 4096), "\(name) layer \(layer.index)")
+            #expect(
+                loaded.attendsAbsorbed(rowCount: longChunk, positionCount: longChunk) == absorbsLongChunk,
+                "\(name) layer \(layer.index)")
+            #expect(!loaded.expanded().attendsAbsorbed(rowCount: 1, positionCount: 64))
+            #expect(loaded.absorbed().attendsAbsorbed(rowCount: longChunk, positionCount: longChunk))
+        }
     }
 }

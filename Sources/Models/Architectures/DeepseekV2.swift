@@ -172,6 +172,7 @@ extension Architecture {
             for key in ["rope_interleave", "num_nextn_predict_layers"] { fields[key] = nil }
             let groupLimited = o.keptExpertGroupCount < o.expertGroupCount
             fields["topk_method"] = .string(groupLimited ? "group_limited_greedy" : "greedy")
+            fields["scoring_func"] = .string("softmax")  // as deepseek-ai/DeepSeek-V2's config.json has it
             fields["norm_topk_prob"] = .bool(false)
             return fields
         }

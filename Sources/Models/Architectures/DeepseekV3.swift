@@ -295,7 +295,8 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
             rotary: yarn.map { RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta, yarn: $0) }
                 ?? RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta),
             interleavedPairs: ropeInterleave, scale: scale, normEpsilon: 1e-6, hiddenSize: fields.hiddenSize,
-            arithmetic: arithmetic)
+            arithmetic: arithmetic
+        ).cheaperForm()
     }
 
     /// Latent attention, then a dense MLP (the first `first_k_dense_replace` layers) or the routed
@@ -331,6 +332,10 @@ extension Architecture {
             fields["v_head_dim"] = .int(o.valueHeadDimension)
             fields["rope_interleave"] = .bool(true)
             fields["attention_bias"] = .bool(o.queryKeyValueBias)
+            // As deepseek-ai/DeepSeek-V3's config.json has them: transformers ignores both, but llama.cpp's
+            // converter reads scoring_func and, without it, routes a deepseek2 GGUF with softmax.
+            fields["scoring_func"] = .string("sigmoid")
+            fields["topk_method"] = .string("noaux_tc")
             // No MTP layer is written, so none is declared.
             fields["num_nextn_predict_layers"] = .int(0)
             return fields

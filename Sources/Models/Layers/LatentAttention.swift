@@ -15,7 +15,9 @@ import Kernels
 // q_lat = q_nope · W_uk, so q_nope · k_nope = q_lat · latent and every head attends the cached rows
 // [latent | k_pe] directly (one shared key/value head, values = the latent); the per-head result
 // [C] then goes through kv_b_proj's value part W_uv ([Dv, C]). Same math, another summation order:
-// within a tolerance of the unabsorbed form, not bitwise.
+// within a tolerance of the unabsorbed form, not bitwise. The runtime attends each chunk in the form
+// with fewer multiply-adds (``LatentAttention/cheaperForm()``): a decode step absorbed (it never
+// expands the cache), a long prefill chunk unabsorbed (the expansion is shared by its rows).
 //
 // Legend: T = tokens in this forward pass, S = cached positions of a chunk, H = hidden size,
 // h = heads, N = qk_nope_head_dim, R = qk_rope_head_dim, Dv = v_head_dim, C = kv_lora_rank,
@@ -74,41 +76,110 @@ struct LatentAttention: Sendable {
     let hiddenSize: Int
     /// The arithmetic of the projections when their weights are bf16.
     let arithmetic: BFloat16Arithmetic
-    /// Set: attend in the absorbed form with these f32 copies of kv_b_proj's parts; nil: unabsorbed.
+    /// Which form attends a chunk (``LatentAttention/Form``); ``LatentAttention/Form/expanded`` unless set.
+    var form: Form = .expanded
+    /// kv_b_proj split per head for the absorbed form; nil: the layer attends only unabsorbed.
     var absorption: Absorption? = nil
 
-    /// kv_b_proj split for the absorbed form, f32.
-    struct Absorption: Sendable {
-        /// Per head W_ukᵀ, [h, C, N]: q_lat = q_nope · W_uk as a product with this [C, N] weight.
-        let keyUp: [Float]
-        /// Per head W_uv, [h, Dv, C].
-        let valueUp: [Float]
+    /// How a layer attends.
+    enum Form: Sendable {
+        /// Always unabsorbed, as transformers computes it.
+        case expanded
+        /// Always absorbed.
+        case absorbed
+        /// Per chunk, the form with fewer multiply-adds for the chunk's rows and cached positions
+        /// (``LatentAttention/attendsAbsorbed(rowCount:positionCount:)``): decode steps absorbed,
+        /// long prefill chunks unabsorbed.
+        case cheaper
     }
 
-    /// This layer attending in the absorbed form (f32 copies of kv_b_proj's key part, transposed,
-    /// and value part: as many values as kv_b_proj).
+    /// kv_b_proj split per head for the absorbed form, in kv_b_proj's element type (bf16 stays bf16,
+    /// bit for bit; f32 and FP8 as f32 values).
+    struct Absorption: Sendable {
+        /// Per head W_ukᵀ [C, N]: q_lat = q_nope · W_uk is the product with this weight.
+        let keyUp: [WeightTensor]
+        /// Per head W_uv [Dv, C].
+        let valueUp: [WeightTensor]
+    }
+
+    /// This layer attending in the absorbed form always (for tests; the runtime uses ``cheaperForm()``).
     func absorbed() -> LatentAttention {
-        let heads = shape.headCount, nope = shape.nopeDimension, value = shape.valueDimension
-        let latent = shape.latentDimension
-        let weight = expandWeight.values
-        var keyUp = [Float](repeating: 0, count: heads * latent * nope)
-        var valueUp = [Float](repeating: 0, count: heads * value * latent)
-        for head in 0..<heads {
-            let first = head * (nope + value)
-            for n in 0..<nope {
-                for c in 0..<latent { keyUp[(head * latent + c) * nope + n] = weight[(first + n) * latent + c] }
-            }
-            for d in 0..<value {
-                for c in 0..<latent {
-                    valueUp[(head * value + d) * latent + c] = weight[(first + nope + d) * latent + c]
-                }
-            }
-        }
         var copy = self
-        copy.absorption = Absorption(keyUp: keyUp, valueUp: valueUp)
+        copy.absorption = absorption ?? makeAbsorption()
+        copy.form = .absorbed
         return copy
     }
 
+    /// This layer attending unabsorbed always, as transformers computes it (for tests).
+    func expanded() -> LatentAttention {
+        var copy = self
+        copy.form = .expanded
+        return copy
+    }
+
+    /// This layer attending each chunk in the cheaper form. It holds kv_b_proj a second time, split
+    /// per head: as stored for bf16 and f32, as f32 for FP8 (4 bytes a weight where the checkpoint
+    /// holds 1, so that an FP8 checkpoint keeps the bits of the f32 one holding its dequantized weights).
+    func cheaperForm() -> LatentAttention {
+        var copy = self
+        copy.absorption = absorption ?? makeAbsorption()
+        copy.form = .cheaper
+        return copy
+    }
+
+    /// Whether a chunk of `rowCount` rows whose last row sits at `positionCount − 1` attends absorbed.
+    /// Per head, unabsorbed: the expansion S·C·(N + Dv), then T·S·(N + R + Dv) for scores and values;
+    /// absorbed: T·C·(N + Dv) for the two absorbed products, then T·S·(2C + R). It depends on the
+    /// chunk alone, so a chunk's result never depends on the other chunks of the batch.
+    func attendsAbsorbed(rowCount: Int, positionCount: Int) -> Bool {
+        guard absorption != nil else { return false }
+        switch form {
+        case .expanded: return false
+        case .absorbed: return true
+        case .cheaper:
+            let nope = shape.nopeDimension, rope = shape.ropeDimension, value = shape.valueDimension
+            let latent = shape.latentDimension
+            let unabsorbed = positionCount * latent * (nope + value) + rowCount * positionCount * (nope + rope + value)
+            let absorbed = rowCount * latent * (nope + value) + rowCount * positionCount * (2 * latent + rope)
+            return absorbed < unabsorbed
+        }
+    }
+
+    /// kv_b_proj's per-head parts: W_uk transposed and W_uv (a bf16 weight's bits copied as they are).
+    private func makeAbsorption() -> Absorption {
+        let heads = shape.headCount, nope = shape.nopeDimension, value = shape.valueDimension
+        let latent = shape.latentDimension
+        // element (head, n, c) of W_uk is kv_b_proj[head·(N + Dv) + n, c]; (head, d, c) of W_uv is
+        // kv_b_proj[head·(N + Dv) + N + d, c].
+        func parts<Element>(_ weight: (Int) -> Element, make: ([Int], [Element]) -> WeightTensor)
+            -> Absorption
+        {
+            var keyUp: [WeightTensor] = [], valueUp: [WeightTensor] = []
+            for head in 0..<heads {
+                let first = head * (nope + value)
+                var key: [Element] = [], values: [Element] = []
+                key.reserveCapacity(latent * nope)
+                values.reserveCapacity(value * latent)
+                for c in 0..<latent {
+                    for n in 0..<nope { key.append(weight((first + n) * latent + c)) }
+                }
+                for d in 0..<value {
+                    for c in 0..<latent { values.append(weight((first + nope + d) * latent + c)) }
+                }
+                keyUp.append(make([latent, nope], key))
+                valueUp.append(make([value, latent], values))
+            }
+            return Absorption(keyUp: keyUp, valueUp: valueUp)
+        }
+        if expandWeight.dtype == .bf16 {
+            return expandWeight.withElements { elements in
+                guard case .bf16(let bits) = elements else { preconditionFailure("dtype is bf16") }
+                return parts({ bits[$0] }) { WeightTensor(shape: $0, bfloat16Bits: $1) }
+            }
+        }
+        let weight = expandWeight.values
+        return parts({ weight[$0] }) { WeightTensor(FloatTensor(shape: $0, values: $1)) }
+    }
 
     /// Attends each chunk's rows of `normed` (chunk i's tokens at positions `caches[i].count ..< +rowCount`)
     /// and writes their latent rows into the cache rows of `layer` (the caller advances the counts).
@@ -153,7 +224,7 @@ struct LatentAttention: Sendable {
                     firstPosition: start)
                 caches[index].store(layer: layer, at: start, rowCount: chunk.rowCount, keys: first, values: nil)
             }
-            if let absorption {
+            if let absorption, attendsAbsorbed(rowCount: chunk.rowCount, positionCount: start + chunk.rowCount) {
                 attendAbsorbed(
                     queries, chunk: chunk, start: start, cache: caches[index], layer: layer, absorption: absorption,
                     into: &attended)
@@ -187,7 +258,11 @@ struct LatentAttention: Sendable {
         return output
     }
 
-    /// Attends `chunk`'s rotated queries in the absorbed form against its cached latent rows.
+    /// Attends `chunk`'s rotated queries in the absorbed form against its cached latent rows, read in
+    /// place: every head scores the rows [latent | k_pe] with q_lat = q_nope · W_uk beside its q_pe (one
+    /// shared key/value head whose values are the latent), then its latent output goes through W_uv.
+    /// The two per-head products run as one grouped job when kv_b_proj is bf16, the heads' attention
+    /// one head a task; each head's bits are those of computing it alone.
     /// - Parameters:
     ///   - queries: [T, h, N + R], f32, rotated.
     ///   - attended: [T, h, Dv], f32; the chunk's rows are written.
@@ -198,54 +273,107 @@ struct LatentAttention: Sendable {
         let heads = shape.headCount, nope = shape.nopeDimension, rope = shape.ropeDimension
         let latent = shape.latentDimension, value = shape.valueDimension, headWidth = shape.queryKeyDimension
         let rows = chunk.rowCount, rowWidth = shape.cacheRowWidth, positionCount = start + rows
-        // [T, h, C + R]: q_nope · W_uk beside the rotated q_pe.
-        var absorbedQueries = [Float](repeating: 0, count: rows * heads * rowWidth)
+        // [h, T, N]: head-major, so that each head's rows are one block of the grouped product.
+        var nopes = [Float](repeating: 0, count: heads * rows * nope)
         for head in 0..<heads {
-            var nopes = [Float](repeating: 0, count: rows * nope)
             for row in 0..<rows {
                 let source = ((chunk.firstRow + row) * heads + head) * headWidth
-                for n in 0..<nope { nopes[row * nope + n] = queries[source + n] }
+                let target = (head * rows + row) * nope
+                for n in 0..<nope { nopes[target + n] = queries[source + n] }
             }
-            let keyUp = Array(absorption.keyUp[(head * latent * nope)..<((head + 1) * latent * nope)])
-            let projected = linear(nopes, rowCount: rows, weight: keyUp, outputCount: latent)
+        }
+        // [h, T, C]
+        let projected = headProducts(nopes, rowCount: rows, weights: absorption.keyUp, outputCount: latent)
+        // [h, T, C + R]: q_lat beside the rotated q_pe, as the cache rows are laid out.
+        var absorbedQueries = [Float](repeating: 0, count: heads * rows * rowWidth)
+        for head in 0..<heads {
             for row in 0..<rows {
-                let target = (row * heads + head) * rowWidth
+                let target = (head * rows + row) * rowWidth
+                let lat = (head * rows + row) * latent
                 let source = ((chunk.firstRow + row) * heads + head) * headWidth
-                for c in 0..<latent { absorbedQueries[target + c] = projected[row * latent + c] }
+                for c in 0..<latent { absorbedQueries[target + c] = projected[lat + c] }
                 for r in 0..<rope { absorbedQueries[target + latent + r] = queries[source + nope + r] }
             }
         }
-        let cached = cachedRows(cache, layer: layer, positionCount: positionCount)
-        let latents = latentColumns(of: cached, positionCount: positionCount)
-        // One key/value head shared by every query head: keys are the cache rows, values their latent.
+        // One head at a time against the one key/value head: keys are the cache rows, values their latent.
         let attentionShape = AttentionShape(
-            headCount: heads, keyValueHeadCount: 1, headDimension: rowWidth, valueHeadDimension: latent, scale: scale,
+            headCount: 1, keyValueHeadCount: 1, headDimension: rowWidth, valueHeadDimension: latent, scale: scale,
             slidingWindow: nil)
-        var latentOutput = [Float](repeating: 0, count: rows * heads * latent)
-        absorbedQueries.withUnsafeBufferPointer { q in
-            cached.withUnsafeBufferPointer { k in
-                latents.withUnsafeBufferPointer { v in
-                    latentOutput.withUnsafeMutableBufferPointer { o in
+        // [h, T, C]
+        var latentOutput = [Float](repeating: 0, count: heads * rows * latent)
+        func attendHeads(_ cached: CachedKeyValues) {
+            absorbedQueries.withUnsafeBufferPointer { q in
+                latentOutput.withUnsafeMutableBufferPointer { o in
+                    let queryBase = q.baseAddress!, outputBase = o.baseAddress!
+                    parallelFor(heads) { head in
                         attention(
-                            queries: q.baseAddress!, queryCount: rows, firstQueryPosition: start, keys: k.baseAddress!,
-                            values: v.baseAddress!, keyCount: positionCount, shape: attentionShape,
-                            into: o.baseAddress!)
+                            queries: queryBase + head * rows * rowWidth, queryCount: rows, firstQueryPosition: start,
+                            cached: cached, keyCount: positionCount, shape: attentionShape,
+                            into: outputBase + head * rows * latent)
                     }
                 }
             }
         }
-        for head in 0..<heads {
-            var perHead = [Float](repeating: 0, count: rows * latent)
-            for row in 0..<rows {
-                for c in 0..<latent { perHead[row * latent + c] = latentOutput[(row * heads + head) * latent + c] }
-            }
-            let valueUp = Array(absorption.valueUp[(head * value * latent)..<((head + 1) * value * latent)])
-            let output = linear(perHead, rowCount: rows, weight: valueUp, outputCount: value)
-            for row in 0..<rows {
-                let target = ((chunk.firstRow + row) * heads + head) * value
-                for d in 0..<value { attended[target + d] = output[row * value + d] }
+        cache.withRows(layer: layer) { cached in
+            // The values are the rows' first C columns; the attention kernel reads values C apart.
+            switch cached {
+            case .f32(let keys, _):
+                var latents = [Float](repeating: 0, count: positionCount * latent)
+                for position in 0..<positionCount {
+                    for c in 0..<latent { latents[position * latent + c] = keys[position * rowWidth + c] }
+                }
+                latents.withUnsafeBufferPointer { attendHeads(.f32(keys: keys, values: $0.baseAddress!)) }
+            case .bf16(let keys, _):
+                var latents = [UInt16](repeating: 0, count: positionCount * latent)
+                for position in 0..<positionCount {
+                    for c in 0..<latent { latents[position * latent + c] = keys[position * rowWidth + c] }
+                }
+                latents.withUnsafeBufferPointer { attendHeads(.bf16(keys: keys, values: $0.baseAddress!)) }
             }
         }
+        // [h, T, Dv]
+        let output = headProducts(latentOutput, rowCount: rows, weights: absorption.valueUp, outputCount: value)
+        for head in 0..<heads {
+            for row in 0..<rows {
+                let target = ((chunk.firstRow + row) * heads + head) * value
+                let source = (head * rows + row) * value
+                for d in 0..<value { attended[target + d] = output[source + d] }
+            }
+        }
+    }
+
+    /// Head h's rows `h·rowCount ..< (h + 1)·rowCount` of `input` times `weights[h]`ᵀ, for every head:
+    /// one grouped job when the weights are bf16, else one product a head (the same bits either way).
+    /// - Parameters:
+    ///   - input: [h, T, inputCount], f32.
+    ///   - weights: h matrices [outputCount, inputCount].
+    /// - Returns: [h, T, outputCount], f32.
+    private func headProducts(_ input: [Float], rowCount: Int, weights: [WeightTensor], outputCount: Int) -> [Float] {
+        let heads = weights.count, inputCount = input.count / max(1, heads * rowCount)
+        var output = [Float](repeating: 0, count: heads * rowCount * outputCount)
+        guard rowCount > 0 else { return output }
+        input.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                let fused = withBFloat16Elements(of: weights) { pointers -> Bool in
+                    let products = pointers.enumerated().map { head, weight in
+                        GroupedBFloat16Product(
+                            firstRow: head * rowCount, rowCount: rowCount, weight: weight, outputCount: outputCount,
+                            output: y.baseAddress! + head * rowCount * outputCount)
+                    }
+                    linear(
+                        x.baseAddress!, rowCount: heads * rowCount, inputCount: inputCount, groupedProducts: products,
+                        arithmetic: arithmetic)
+                    return true
+                }
+                guard fused == nil else { return }
+                for (head, weight) in weights.enumerated() {
+                    linear(
+                        x.baseAddress! + head * rowCount * inputCount, rowCount: rowCount, weight: weight,
+                        into: y.baseAddress! + head * rowCount * outputCount, arithmetic: arithmetic)
+                }
+            }
+        }
+        return output
     }
 
     /// The first `positionCount` cached rows of `layer` as f32 (bf16 widens exactly), [S, C + R].
