@@ -296,7 +296,7 @@ extension DeepseekV3Configuration: ArchitectureConfiguration {
                 ?? RotaryEmbedding(headDimension: ropeHeadDimension, theta: fields.ropeTheta),
             interleavedPairs: ropeInterleave, scale: scale, normEpsilon: 1e-6, hiddenSize: fields.hiddenSize,
             arithmetic: arithmetic
-        ).cheaperForm()
+        ).absorbed()
     }
 
     /// Latent attention, then a dense MLP (the first `first_k_dense_replace` layers) or the routed

@@ -15,9 +15,10 @@ import Kernels
 // q_lat = q_nope · W_uk, so q_nope · k_nope = q_lat · latent and every head attends the cached rows
 // [latent | k_pe] directly (one shared key/value head, values = the latent); the per-head result
 // [C] then goes through kv_b_proj's value part W_uv ([Dv, C]). Same math, another summation order:
-// within a tolerance of the unabsorbed form, not bitwise. The runtime attends each chunk in the form
-// with fewer multiply-adds (``LatentAttention/cheaperForm()``): a decode step absorbed (it never
-// expands the cache), a long prefill chunk unabsorbed (the expansion is shared by its rows).
+// within a tolerance of the unabsorbed form, not bitwise. The runtime attends every chunk absorbed
+// (``LatentAttention/absorbed()``): a decode step never expands the cache, and a prompt gives the same
+// bits whether it is prefilled whole, in chunks or token by token (choosing the form by a chunk's cost,
+// ``LatentAttention/cheaperForm()``, would make a long prefill chunk cheaper but change its bits).
 //
 // Legend: T = tokens in this forward pass, S = cached positions of a chunk, H = hidden size,
 // h = heads, N = qk_nope_head_dim, R = qk_rope_head_dim, Dv = v_head_dim, C = kv_lora_rank,
@@ -102,7 +103,7 @@ struct LatentAttention: Sendable {
         let valueUp: [WeightTensor]
     }
 
-    /// This layer attending in the absorbed form always (for tests; the runtime uses ``cheaperForm()``).
+    /// This layer attending in the absorbed form always (the runtime's form).
     func absorbed() -> LatentAttention {
         var copy = self
         copy.absorption = absorption ?? makeAbsorption()
