@@ -300,17 +300,6 @@ static void mxq_prepare(sy_isa isa, const float *x, size_t m, size_t k, size_t x
     }
 }
 
-/// A group's `count` (1-4) scale bytes, little-endian in one word (zero past `count`).
-static inline uint32_t mxq_scale_bytes(const uint8_t *scales, size_t count) {
-    uint32_t packed = 0;
-    if (count == 4) {
-        memcpy(&packed, scales, 4);
-    } else {
-        for (size_t c = 0; c < count; c++) packed |= (uint32_t)scales[c] << (8 * c);
-    }
-    return packed;
-}
-
 /// The factor of block b's quarter lanes: dx[b] · 2^(s - 128), rounded to f32.
 static inline float mxq_factor(const uint8_t *group, size_t c, uint8_t scale) {
     float dx;
@@ -345,6 +334,17 @@ static void mxq_scalar(const uint8_t *xp, size_t xps, size_t m, size_t k, const 
 }
 
 #if SY_MX_X86
+
+/// A group's `count` (1-4) scale bytes, little-endian in one word (zero past `count`).
+static inline uint32_t mxq_scale_bytes(const uint8_t *scales, size_t count) {
+    uint32_t packed = 0;
+    if (count == 4) {
+        memcpy(&packed, scales, 4);
+    } else {
+        for (size_t c = 0; c < count; c++) packed |= (uint32_t)scales[c] << (8 * c);
+    }
+    return packed;
+}
 
 #define SY_MXQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,fma"), always_inline)) static inline
 #define SY_MXQ_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static

@@ -738,6 +738,24 @@ static int check_sdot_argument(int argc, char **argv) {
 
 // MARK: - MXFP4 products (sy_mxfp4.h)
 
+/// Random MXFP4 weights: `block_count` blocks of random bytes, then their scale bytes near 127 (with
+/// `special`, a quarter of them 0, 1, 2 or 254 instead).
+static void fill_mxfp4(uint8_t *blocks, uint8_t *scales, size_t block_count, int special) {
+    for (size_t i = 0; i < block_count * 16; i++) blocks[i] = (uint8_t)random_next();
+    for (size_t i = 0; i < block_count; i++) {
+        uint64_t r = random_next() % 16;
+        static const uint8_t extremes[] = {0, 1, 2, 254};
+        scales[i] = special && r < 4 ? extremes[r] : (uint8_t)(120 + random_next() % 14);
+    }
+}
+
+/// Element p of stored MXFP4 row `row` dequantized (sy_mxfp4_value × sy_mxfp4_scale), in double.
+static double mxfp4_weight(const uint8_t *blocks, const uint8_t *scales, size_t blocks_per_row, size_t row, size_t p) {
+    size_t b = p / 32, within = p % 32;
+    uint8_t byte = blocks[(row * blocks_per_row + b) * 16 + within / 2];
+    return (double)sy_mxfp4_value(within % 2 == 0 ? byte & 15 : byte >> 4) * sy_mxfp4_scale(scales[row * blocks_per_row + b]);
+}
+
 /// Every path's MXFP4 product against the scalar one, bit for bit, on random blocks and scales (scale
 /// bytes near 127, and with special inputs also 0, 1, 2 and 254 and special x), for m = 1 ... 9, k = 32 ...
 /// 160, both row strides; the scalar path against a plain double sum of the dequantized weights
@@ -753,12 +771,7 @@ static void check_mxfp4(void) {
                     uint8_t *blocks = allocate(rows * blocks_per_row * 16), *scales = allocate(rows * blocks_per_row);
                     float *x = allocate(m * xs * sizeof(float));
                     float *expected = allocate(m * ys * sizeof(float)), *actual = allocate(m * ys * sizeof(float));
-                    for (size_t i = 0; i < rows * blocks_per_row * 16; i++) blocks[i] = (uint8_t)random_next();
-                    for (size_t i = 0; i < rows * blocks_per_row; i++) {
-                        uint64_t r = random_next() % 16;
-                        static const uint8_t extremes[] = {0, 1, 2, 254};
-                        scales[i] = special && r < 4 ? extremes[r] : (uint8_t)(120 + random_next() % 14);
-                    }
+                    fill_mxfp4(blocks, scales, rows * blocks_per_row, special);
                     fill(x, m * xs, special ? DATA_SPECIAL : DATA_ORDINARY, 4.0f);
                     for (size_t i = 0; i < m * ys; i++) expected[i] = actual[i] = -7.0f;  // untouched padding
                     sy_matmul_nt_mxfp4_isa(SY_ISA_SCALAR, x, m, k, xs, blocks, scales, n, stride, expected, ys);
@@ -781,10 +794,7 @@ static void check_mxfp4(void) {
                             for (size_t j = 0; j < n; j++) {
                                 double sum = 0, magnitude = 0;
                                 for (size_t p = 0; p < k; p++) {
-                                    size_t row = j * stride, b = p / 32, within = p % 32;
-                                    uint8_t byte = blocks[(row * blocks_per_row + b) * 16 + within / 2];
-                                    double w = (double)sy_mxfp4_value(within % 2 == 0 ? byte & 15 : byte >> 4)
-                                               * sy_mxfp4_scale(scales[row * blocks_per_row + b]);
+                                    double w = mxfp4_weight(blocks, scales, blocks_per_row, j * stride, p);
                                     sum += w * x[i * xs + p];
                                     magnitude += fabs(w * x[i * xs + p]);
                                 }
@@ -817,12 +827,7 @@ static void check_mxfp4_q8(void) {
                     uint8_t *blocks = allocate(rows * blocks_per_row * 16), *scales = allocate(rows * blocks_per_row);
                     float *x = allocate(m * xs * sizeof(float));
                     float *expected = allocate(m * ys * sizeof(float)), *actual = allocate(m * ys * sizeof(float));
-                    for (size_t i = 0; i < rows * blocks_per_row * 16; i++) blocks[i] = (uint8_t)random_next();
-                    for (size_t i = 0; i < rows * blocks_per_row; i++) {
-                        uint64_t r = random_next() % 16;
-                        static const uint8_t extremes[] = {0, 1, 2, 254};
-                        scales[i] = special && r < 4 ? extremes[r] : (uint8_t)(120 + random_next() % 14);
-                    }
+                    fill_mxfp4(blocks, scales, rows * blocks_per_row, special);
                     fill(x, m * xs, special ? DATA_SPECIAL : DATA_ORDINARY, 4.0f);
                     for (size_t i = 0; i < m * ys; i++) expected[i] = -7.0f;  // untouched padding
                     if (sy_matmul_nt_mxfp4_q8_isa(SY_ISA_SCALAR, x, m, k, xs, blocks, scales, n, stride, expected, ys) != 0)
@@ -860,10 +865,7 @@ static void check_mxfp4_q8(void) {
                                 for (size_t b = 0; b < blocks_per_row; b++) {
                                     double amax = 0, weights = 0;
                                     for (size_t p = 32 * b; p < 32 * b + 32; p++) {
-                                        size_t row = j * stride, within = p % 32;
-                                        uint8_t byte = blocks[(row * blocks_per_row + b) * 16 + within / 2];
-                                        double w = (double)sy_mxfp4_value(within % 2 == 0 ? byte & 15 : byte >> 4)
-                                                   * sy_mxfp4_scale(scales[row * blocks_per_row + b]);
+                                        double w = mxfp4_weight(blocks, scales, blocks_per_row, j * stride, p);
                                         sum += w * x[i * xs + p];
                                         magnitude += fabs(w * x[i * xs + p]);
                                         weights += fabs(w);
