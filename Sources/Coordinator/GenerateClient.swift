@@ -181,39 +181,47 @@ public enum GenerateClient {
                 security: security)
             var handshakes: HandshakeWatch
             if case .plaintext = security { handshakes = HandshakeWatch(secure: false) } else { handshakes = HandshakeWatch(secure: true) }
-            try socket.send(frames: WireCodec.encode(message))
-            var watch = CoordinatorWatch(endpoint: endpoint, clientRequestID: id, limits: limits)
-            let clock = ContinuousClock()
-            let start = clock.now
-            while true {
-                if shouldStop() { throw GenerateClientError("interrupted while waiting for \(endpoint)") }
-                if let problem = handshakes.problem(after: try socket.handshakeEvents()) {
+            do {
+                try socket.send(frames: WireCodec.encode(message))
+                var watch = CoordinatorWatch(endpoint: endpoint, clientRequestID: id, limits: limits)
+                let clock = ContinuousClock()
+                let start = clock.now
+                while true {
+                    if shouldStop() { throw GenerateClientError("interrupted while waiting for \(endpoint)") }
+                    if let problem = handshakes.problem(after: try socket.handshakeEvents()) {
+                        throw GenerateClientError(problem.explanation(endpoint: endpoint))
+                    }
+                    let now = clock.now - start
+                    switch watch.next(at: now) {
+                    case .sendHeartbeat:
+                        let millis = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+                        try socket.send(frames: WireCodec.encode(.heartbeat(.init(sentUnixMillis: millis))))
+                    case .fail(let error):
+                        throw error
+                    case .wait(let until):
+                        // Short slices, so an interrupt is seen promptly.
+                        guard let frames = try socket.receive(timeout: max(.zero, min(until - now, .milliseconds(200)))) else {
+                            continue
+                        }
+                        let reply: WireMessage
+                        do {
+                            reply = try WireCodec.decode(frames)
+                        } catch {
+                            throw GenerateClientError("the coordinator at \(endpoint) sent a message that is not valid: \(error)")
+                        }
+                        switch watch.received(reply) {
+                        case .result(let json): return Data(json.utf8)
+                        case .fail(let error): throw error
+                        case .keepWaiting: continue
+                        }
+                    }
+                }
+            } catch {
+                // A send that timed out because the handshake failed says what to fix.
+                if let problem = handshakes.problem(behind: error, on: socket) {
                     throw GenerateClientError(problem.explanation(endpoint: endpoint))
                 }
-                let now = clock.now - start
-                switch watch.next(at: now) {
-                case .sendHeartbeat:
-                    let millis = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
-                    try socket.send(frames: WireCodec.encode(.heartbeat(.init(sentUnixMillis: millis))))
-                case .fail(let error):
-                    throw error
-                case .wait(let until):
-                    // Short slices, so an interrupt is seen promptly.
-                    guard let frames = try socket.receive(timeout: max(.zero, min(until - now, .milliseconds(200)))) else {
-                        continue
-                    }
-                    let reply: WireMessage
-                    do {
-                        reply = try WireCodec.decode(frames)
-                    } catch {
-                        throw GenerateClientError("the coordinator at \(endpoint) sent a message that is not valid: \(error)")
-                    }
-                    switch watch.received(reply) {
-                    case .result(let json): return Data(json.utf8)
-                    case .fail(let error): throw error
-                    case .keepWaiting: continue
-                    }
-                }
+                throw error
             }
         } catch let error as GenerateClientError {
             throw error

@@ -81,80 +81,89 @@ public struct WorkerService {
         // already held go on meanwhile; ASSIGNs are loaded (and answered READY) in order.
         var queuedAssigns: [WireMessage.Assign] = []
         var loading: ExpertLoad?
-        while !shouldStop() {
-            if let parent = options.parentPID, getppid() != parent {
-                logger.warning("worker \(options.name): the process that started it (pid \(parent)) is gone; exiting")
-                return
-            }
-            for action in session.tick(now: clock.now) {
-                switch action {
-                case .sendHello(let reason):
-                    if let reason { logger.warning("worker \(options.name): \(reason); registering again") }
-                    try socket.send(frames: hello)
-                case .sendHeartbeat:
-                    let millis = UInt64(Date().timeIntervalSince1970 * 1000)
-                    try socket.send(frames: WireCodec.encode(.heartbeat(.init(sentUnixMillis: millis))))
+        do {
+            while !shouldStop() {
+                if let parent = options.parentPID, getppid() != parent {
+                    logger.warning("worker \(options.name): the process that started it (pid \(parent)) is gone; exiting")
+                    return
                 }
-            }
-            if let load = loading, let result = load.result() {
-                loading = nil
-                let store = try result.get()
-                handler.store = store
-                logger.info(
-                    "worker \(options.name): loaded \(store.heldExperts.count) experts (\(Self.summary(store.heldExperts.sorted()))) in \(String(format: "%.2f", load.seconds)) s"
-                )
-                try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: store.heldExperts.count, loadSeconds: load.seconds))))
-            }
-            while loading == nil, !queuedAssigns.isEmpty {
-                let assign = queuedAssigns.removeFirst()
-                if let store = handler.store, store.heldExperts == Set(assign.experts), store.arithmetic == assign.arithmetic,
-                    store.quantization == assign.quantization
-                {
-                    // The same experts again (a repeated registration): nothing to load.
-                    try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: assign.experts.count, loadSeconds: 0))))
-                } else {
-                    loading = ExpertLoad(checkpoint: checkpoint, assign: assign)
-                }
-            }
-            // While the coordinator is generating, its next dispatch follows within about a
-            // millisecond: poll for it for 2 ms before sleeping (no wake-up on its arrival).
-            let generating = lastReply.map { clock.now - $0 < .milliseconds(100) } ?? false
-            let wait: Duration = loading != nil ? .milliseconds(20) : min(.milliseconds(200), options.heartbeatInterval / 2)
-            guard let frames = try socket.receive(timeout: wait, spin: generating ? .milliseconds(2) : .zero) else {
-                if let problem = handshakes.problem(after: try socket.handshakeEvents()) {
-                    throw WorkerError("worker \(options.name): \(problem.explanation(endpoint: options.coordinator))")
-                }
-                continue
-            }
-            session.heard(at: clock.now)
-            switch handler.handle(frames: frames) {
-            case .reply(let reply):
-                try socket.send(frames: reply)
-                lastReply = clock.now
-            case .load(let assign):
-                queuedAssigns.append(assign)
-            case .welcomed(let id):
-                session.welcomed()
-                logger.info("worker \(options.name): registered with the coordinator (worker id \(id.rawValue))")
-            case .refused(let report):
-                if report.code == .notReady {
-                    // The coordinator does not know us (it restarted, or declared us lost) or our
-                    // name is still held: register again, with backoff.
-                    if session.refused(now: clock.now) {
-                        logger.warning("worker \(options.name): \(report.message); registering again")
+                for action in session.tick(now: clock.now) {
+                    switch action {
+                    case .sendHello(let reason):
+                        if let reason { logger.warning("worker \(options.name): \(reason); registering again") }
                         try socket.send(frames: hello)
+                    case .sendHeartbeat:
+                        let millis = UInt64(Date().timeIntervalSince1970 * 1000)
+                        try socket.send(frames: WireCodec.encode(.heartbeat(.init(sentUnixMillis: millis))))
                     }
-                } else if report.requestID != nil {
-                    logger.warning("worker \(options.name): the coordinator reported: \(report.message)")
-                } else {
-                    throw WorkerError("worker \(options.name): the coordinator refused it: \(report.message)")
                 }
-            case .leave(let reason):
-                logger.info("worker \(options.name): coordinator said bye (\(reason)); exiting")
-                return
-            case .none:
-                continue
+                if let load = loading, let result = load.result() {
+                    loading = nil
+                    let store = try result.get()
+                    handler.store = store
+                    logger.info(
+                        "worker \(options.name): loaded \(store.heldExperts.count) experts (\(Self.summary(store.heldExperts.sorted()))) in \(String(format: "%.2f", load.seconds)) s"
+                    )
+                    try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: store.heldExperts.count, loadSeconds: load.seconds))))
+                }
+                while loading == nil, !queuedAssigns.isEmpty {
+                    let assign = queuedAssigns.removeFirst()
+                    if let store = handler.store, store.heldExperts == Set(assign.experts), store.arithmetic == assign.arithmetic,
+                        store.quantization == assign.quantization
+                    {
+                        // The same experts again (a repeated registration): nothing to load.
+                        try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: assign.experts.count, loadSeconds: 0))))
+                    } else {
+                        loading = ExpertLoad(checkpoint: checkpoint, assign: assign)
+                    }
+                }
+                // While the coordinator is generating, its next dispatch follows within about a
+                // millisecond: poll for it for 2 ms before sleeping (no wake-up on its arrival).
+                let generating = lastReply.map { clock.now - $0 < .milliseconds(100) } ?? false
+                let wait: Duration = loading != nil ? .milliseconds(20) : min(.milliseconds(200), options.heartbeatInterval / 2)
+                guard let frames = try socket.receive(timeout: wait, spin: generating ? .milliseconds(2) : .zero) else {
+                    if let problem = handshakes.problem(after: try socket.handshakeEvents()) {
+                        throw WorkerError("worker \(options.name): \(problem.explanation(endpoint: options.coordinator))")
+                    }
+                    continue
+                }
+                session.heard(at: clock.now)
+                switch handler.handle(frames: frames) {
+                case .reply(let reply):
+                    try socket.send(frames: reply)
+                    lastReply = clock.now
+                case .load(let assign):
+                    queuedAssigns.append(assign)
+                case .welcomed(let id):
+                    session.welcomed()
+                    logger.info("worker \(options.name): registered with the coordinator (worker id \(id.rawValue))")
+                case .refused(let report):
+                    if report.code == .notReady {
+                        // The coordinator does not know us (it restarted, or declared us lost) or our
+                        // name is still held: register again, with backoff.
+                        if session.refused(now: clock.now) {
+                            logger.warning("worker \(options.name): \(report.message); registering again")
+                            try socket.send(frames: hello)
+                        }
+                    } else if report.requestID != nil {
+                        logger.warning("worker \(options.name): the coordinator reported: \(report.message)")
+                    } else {
+                        throw WorkerError("worker \(options.name): the coordinator refused it: \(report.message)")
+                    }
+                case .leave(let reason):
+                    logger.info("worker \(options.name): coordinator said bye (\(reason)); exiting")
+                    return
+                case .none:
+                    continue
+                }
             }
+        } catch {
+            // A send that timed out because the handshake failed says what to fix, not that the
+            // coordinator is not reading.
+            if let problem = handshakes.problem(behind: error, on: socket) {
+                throw WorkerError("worker \(options.name): \(problem.explanation(endpoint: options.coordinator))")
+            }
+            throw error
         }
         try? socket.send(frames: WireCodec.encode(.bye(.init(reason: "worker \(options.name) stopping"))))
     }

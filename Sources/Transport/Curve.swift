@@ -289,6 +289,17 @@ public struct HandshakeWatch: Sendable {
         }
         return nil
     }
+
+    /// The problem behind `error` from a send on `dealer`, or nil when there is none to tell.
+    ///
+    /// After a protocol error (plaintext against CURVE) libzmq ends the connection for good, so a
+    /// later send waits for a router that never comes and times out. Under load the send can come
+    /// before the caller has read the failed handshake. Then the timeout says "the peer is not
+    /// reading", and the monitor's events say why.
+    public mutating func problem(behind error: any Error, on dealer: DealerSocket) -> Problem? {
+        guard case .sendTimedOut? = error as? TransportError, let events = try? dealer.handshakeEvents() else { return nil }
+        return problem(after: events)
+    }
 }
 
 extension HandshakeWatch.Problem {

@@ -114,6 +114,42 @@ struct CurveTransportTests {
         #expect(watch.problem(after: [.protocolError(code: 0)]) == .routerExpectsCurve)
     }
 
+    @Test("a plaintext dealer's sends time out once the handshake failed, and the watch names the cause behind the timeout")
+    func sendAfterFailedHandshake() throws {
+        let curve = try CurveRouter(allowed: [try CurveKeyPair.generate().publicKey: "w0"])
+        let failures = Recorded<HandshakeFailure>()
+        curve.router.onHandshakeFailure = { failure in failures.append(failure) }
+        try curve.router.enableDisconnectEvents()
+        // A queue of 16 messages: a send times out when the queue is full or when libzmq ended the
+        // connection after the protocol error (whichever side noticed the mismatch first).
+        let dealer = try DealerSocket(
+            context: curve.context, connect: curve.router.boundEndpoint, identity: PeerIdentity("w0"),
+            options: SocketOptions(sendTimeout: .milliseconds(200), sendHighWaterMark: 16))
+        try dealer.send(frames: [Array("hello".utf8)])
+        let deadline = ContinuousClock.now + .seconds(60)
+        while failures.all.isEmpty && ContinuousClock.now < deadline {
+            _ = try curve.router.receiveEvent(timeout: .milliseconds(10))
+        }
+        #expect(!failures.all.isEmpty, "the router saw no failed handshake")
+        var failure: (any Error)?
+        while failure == nil && ContinuousClock.now < deadline {
+            do { try dealer.send(frames: [Array("hello".utf8)]) } catch { failure = error }
+            _ = try curve.router.receiveEvent(timeout: .milliseconds(100))
+        }
+        let error = try #require(failure)
+        guard case .sendTimedOut? = error as? TransportError else {
+            Issue.record("expected the send to time out, got \(error)")
+            return
+        }
+        var watch = HandshakeWatch(secure: false)
+        #expect(watch.problem(behind: error, on: dealer) == .routerExpectsCurve)
+        // Another error is not the handshake's doing.
+        var other = HandshakeWatch(secure: false)
+        let unreachable = TransportError.peerUnreachable(peer: PeerIdentity("w0"), endpoint: curve.router.boundEndpoint)
+        #expect(other.problem(behind: unreachable, on: dealer) == nil)
+        #expect(try curve.router.receive(timeout: .zero) == nil)
+    }
+
     @Test("a dealer holding another server key has its connections closed during the handshake, and the watch gives up after three")
     func wrongServerKey() throws {
         let client = try CurveKeyPair.generate()
