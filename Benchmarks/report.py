@@ -295,7 +295,8 @@ def curve_section(out, r, batch_rate):
     wire = first.get("wire", {})
     out(f"\nCURVE on the worker link: serve --workers 2 over loopback, CURVE (the default) against --insecure and "
         f"in-process (--workers 0), {len(runs['curve'])} alternating rounds; {wire.get('bytes_per_token', 0):.0f} bytes "
-        f"on the wire per token; ratios: medians of the rounds' ratios")
+        f"on the wire per token; ratios: medians of the rounds' ratios; tokens per request: "
+        + ", ".join(f"B={b['batch']} {b.get('max_tokens', first.get('max_tokens', '?'))}" for b in first["batches"]))
     out(f"  {'':<22}{'in-proc':>9}{'insecure':>10}{'CURVE':>9}{'CURVE÷insecure':>16}{'CURVE÷in-process':>18}   rounds (CURVE÷in-process)")
     for batch in (1, 32):
         for key, label in (("prefill_tokens_per_s", "prefill tok/s"), ("decode_tokens_per_s", "decode tok/s")):

@@ -28,6 +28,8 @@
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,1,32,1,32,1,32 (batch 1 and 32
 #                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
 #   REPEATS      runs of each Switchyard batch-1 configuration, interleaved; the table shows medians (default 3)
+#   CURVE_ROUNDS, CURVE_TOKENS   the CURVE section's rounds and tokens per request at batch 1 and 32 (defaults
+#                3 and 256,64: at batch 1, 64 tokens are about 1.5 s and rounds of them spread by ±15%)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -309,9 +311,9 @@ if skipping serve || skipping workers || skipping curve; then skip serve-curve "
         for link in inprocess insecure curve; do
             name="serve-curve-$link.run$round"
             if [[ $link == inprocess ]]; then set -- --workers 0; else set -- --workers 2 --link "$link"; fi
-            log "switchyard serve $* (round $round of ${CURVE_ROUNDS:-3}): batches 1,32, prompt $PROMPT_TOKENS tokens"
+            log "switchyard serve $* (round $round of ${CURVE_ROUNDS:-3}): batches 1,32 (${CURVE_TOKENS:-256,64} tokens), prompt $PROMPT_TOKENS tokens"
             python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" "$@" \
-                --batches 1,32 --prompt-tokens "$PROMPT_TOKENS" --max-tokens 64 --threads "$THREADS" \
+                --batches 1,32 --prompt-tokens "$PROMPT_TOKENS" --max-tokens "${CURVE_TOKENS:-256,64}" --threads "$THREADS" \
                 > "$RESULTS/$name.json" 2> "$WORK/$name.log" \
                 || { skip "serve-curve" "serve_decode.py $* failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
         done

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Decode throughput of `switchyard serve` at batch B: B concurrent streaming /v1/completions requests
-(greedy, EOS ignored, every request generates exactly --max-tokens), experts in-process
+(greedy, EOS ignored, every request generates exactly --max-tokens, which may differ per batch), experts in-process
 (--workers 0) or on N worker processes over loopback.
 
     python3 Benchmarks/serve_decode.py --switchyard BIN --model DIR --workers 2 --batches 8,32
@@ -79,7 +79,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1,
                         help="--threads of serve and of each worker")
     parser.add_argument("--batches", default="8,32")
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", default="64",
+                        help="tokens each request generates: one number, or one per batch of --batches "
+                             "(e.g. --batches 1,32 --max-tokens 256,64: a batch-1 window long enough to be steady)")
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--serve-args", default="", help="extra arguments of serve, space-separated")
@@ -95,6 +97,14 @@ def main():
                         "with --serve-cpus, the coordinator and the workers each have cores of their own, "
                         "as on separate hosts")
     args = parser.parse_args()
+
+    batches = [int(x) for x in args.batches.split(",")]
+    max_tokens_each = [int(x) for x in args.max_tokens.split(",")]
+    if len(max_tokens_each) == 1:
+        max_tokens_each *= len(batches)
+    if len(max_tokens_each) != len(batches) or min(max_tokens_each) < 1:
+        parser.error(f"--max-tokens {args.max_tokens}: give one positive number, or one for each of the "
+                     f"{len(batches)} batches of --batches {args.batches}")
 
     work = tempfile.mkdtemp(prefix="switchyard-serve-decode-")
     procs = []
@@ -150,12 +160,12 @@ def main():
                 time.sleep(0.2)
         stream_request(base, list(range(100, 108)), 4)  # warm-up
 
-        for batch in [int(x) for x in args.batches.split(",")]:
+        for batch, max_tokens in zip(batches, max_tokens_each):
             prompts = [[(1000 + 97 * r + 13 * i) % (args.vocab - 1000) + 500 for i in range(args.prompt_tokens)]
                        for r in range(batch)]
             start_time = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(max_workers=batch) as pool:
-                streams = list(pool.map(lambda p: stream_request(base, p, args.max_tokens), prompts))
+                streams = list(pool.map(lambda p: stream_request(base, p, max_tokens), prompts))
             wall = time.perf_counter() - start_time
             tokens = sum(len(s) for s in streams)
             window_start = max(s[0] for s in streams)
@@ -166,7 +176,7 @@ def main():
             # Prefill: every prompt token of the batch, over the time until the last request's first
             # token (all prompts prefilled; the scheduler prefills them in chunks alongside decodes).
             prefill_window = window_start - start_time
-            results.append({"batch": batch, "completion_tokens": tokens, "wall_s": wall,
+            results.append({"batch": batch, "max_tokens": max_tokens, "completion_tokens": tokens, "wall_s": wall,
                             "decode_window_s": window, "decode_window_tokens": in_window,
                             "decode_tokens_per_s": decode_rate, "end_to_end_tokens_per_s": tokens / wall,
                             "prefill_window_s": prefill_window,
@@ -188,7 +198,8 @@ def main():
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    output = {"workers": args.workers, "max_tokens": args.max_tokens, "prompt_tokens": args.prompt_tokens,
+    output = {"workers": args.workers,
+              "max_tokens": max_tokens_each[0] if len(set(max_tokens_each)) == 1 else max_tokens_each, "prompt_tokens": args.prompt_tokens,
               "link_security": args.link if args.workers else None, "batches": results}
     if args.workers:
         output["wire"] = wire

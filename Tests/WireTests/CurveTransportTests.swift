@@ -30,6 +30,22 @@ private final class CurveRouter {
     }
 
     var seen: [CurveAuthentication] { decisions.all }
+
+    /// Starts recording the router's failed handshakes (with disconnect events on, which report them).
+    func recordFailures() throws -> Recorded<HandshakeFailure> {
+        let failures = Recorded<HandshakeFailure>()
+        router.onHandshakeFailure = { failure in failures.append(failure) }
+        try router.enableDisconnectEvents()
+        return failures
+    }
+
+    /// Polls the router until `failures` holds one, or until `deadline`; returns the first.
+    func firstFailure(_ failures: Recorded<HandshakeFailure>, before deadline: ContinuousClock.Instant) throws -> HandshakeFailure? {
+        while failures.all.isEmpty && ContinuousClock.now < deadline {
+            _ = try router.receiveEvent(timeout: .milliseconds(10))
+        }
+        return failures.all.first
+    }
 }
 
 /// The first handshake event of `dealer`, waiting (bounded) for one; `router` is polled meanwhile.
@@ -91,23 +107,17 @@ struct CurveTransportTests {
     @Test("a plaintext dealer fails the handshake on both sides and gets nothing through")
     func plaintextDealer() throws {
         let curve = try CurveRouter(allowed: [try CurveKeyPair.generate().publicKey: "w0"])
-        let failures = Recorded<HandshakeFailure>()
-        curve.router.onHandshakeFailure = { failure in failures.append(failure) }
-        try curve.router.enableDisconnectEvents()
+        let failures = try curve.recordFailures()
         let dealer = try DealerSocket(context: curve.context, connect: curve.router.boundEndpoint, identity: PeerIdentity("w0"))
         try dealer.send(frames: [Array("hello".utf8)])
         guard case .protocolError = try firstHandshakeEvent(dealer, router: curve.router) else {
             Issue.record("expected a protocol error")
             return
         }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while failures.all.isEmpty && ContinuousClock.now < deadline {
-            _ = try curve.router.receiveEvent(timeout: .milliseconds(10))
-        }
         // The router sees the mismatch, or (when the dealer hung up first) a handshake closed early.
-        switch failures.all.first {
+        switch try curve.firstFailure(failures, before: .now + .seconds(30)) {
         case .mechanismMismatch?, .closedDuringHandshake?: break
-        default: Issue.record("expected a mechanism mismatch or a closed handshake, got \(String(describing: failures.all.first))")
+        case let other: Issue.record("expected a mechanism mismatch or a closed handshake, got \(String(describing: other))")
         }
         #expect(try curve.router.receive(timeout: .zero) == nil)
         var watch = HandshakeWatch(secure: false)
@@ -117,9 +127,7 @@ struct CurveTransportTests {
     @Test("a plaintext dealer's sends time out once the handshake failed, and the watch names the cause behind the timeout")
     func sendAfterFailedHandshake() throws {
         let curve = try CurveRouter(allowed: [try CurveKeyPair.generate().publicKey: "w0"])
-        let failures = Recorded<HandshakeFailure>()
-        curve.router.onHandshakeFailure = { failure in failures.append(failure) }
-        try curve.router.enableDisconnectEvents()
+        let failures = try curve.recordFailures()
         // A queue of 16 messages: a send times out when the queue is full or when libzmq ended the
         // connection after the protocol error (whichever side noticed the mismatch first).
         let dealer = try DealerSocket(
@@ -127,10 +135,7 @@ struct CurveTransportTests {
             options: SocketOptions(sendTimeout: .milliseconds(200), sendHighWaterMark: 16))
         try dealer.send(frames: [Array("hello".utf8)])
         let deadline = ContinuousClock.now + .seconds(60)
-        while failures.all.isEmpty && ContinuousClock.now < deadline {
-            _ = try curve.router.receiveEvent(timeout: .milliseconds(10))
-        }
-        #expect(!failures.all.isEmpty, "the router saw no failed handshake")
+        #expect(try curve.firstFailure(failures, before: deadline) != nil, "the router saw no failed handshake")
         var failure: (any Error)?
         while failure == nil && ContinuousClock.now < deadline {
             do { try dealer.send(frames: [Array("hello".utf8)]) } catch { failure = error }
