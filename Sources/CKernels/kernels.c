@@ -1749,6 +1749,9 @@ static struct {
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
           0, 0, 0, 0, 0, 0, {0}, {0}};
 
+/// The generation after which the workers sleep at once instead of spinning (``sy_rest_threads``).
+static _Atomic unsigned long resting_generation = ~0ul;
+
 enum { SY_STATE_SHIFT = 8 };
 #define SY_STATE_OPEN 128ul
 #define SY_STATE_ACTIVE 127ul
@@ -1776,7 +1779,10 @@ static void *worker_main(void *argument) {
     pthread_mutex_unlock(&pool.lock);
     for (;;) {
         unsigned long now = atomic_load_explicit(&pool.generation, memory_order_acquire);
-        for (int spin = 0; now == seen && spin < SY_SPIN_COUNT; spin++) {
+        for (int spin = 0;
+             now == seen && spin < SY_SPIN_COUNT &&
+             atomic_load_explicit(&resting_generation, memory_order_relaxed) != seen;
+             spin++) {
             cpu_relax(spin);
             now = atomic_load_explicit(&pool.generation, memory_order_acquire);
         }
@@ -1809,6 +1815,13 @@ void sy_set_thread_count(int count) {
 }
 
 int sy_thread_count(void) { return atomic_load_explicit(&wanted_threads, memory_order_relaxed); }
+
+void sy_rest_threads(void) {
+    // A worker that has seen this generation stops spinning; the next product (generation + 1)
+    // wakes the sleepers as usual.
+    atomic_store_explicit(&resting_generation, atomic_load_explicit(&pool.generation, memory_order_relaxed),
+                          memory_order_relaxed);
+}
 
 /// Products smaller than this many multiply-adds run on the caller alone (waking workers costs more).
 enum { SY_PARALLEL_MIN_WORK = 1 << 15, SY_PARALLEL_COLUMN_STEP = 16 };

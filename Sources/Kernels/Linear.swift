@@ -79,6 +79,11 @@ public func setThreadCount(_ count: Int) {
     sy_set_thread_count(Int32(count))
 }
 
+/// Lets the product threads sleep now instead of spinning for the next product (about 2 ms), for a
+/// caller about to wait with no products of its own: a coordinator waiting for its workers, whose
+/// threads would otherwise take cores from workers on the same host. The next product wakes them.
+public func restThreads() { sy_rest_threads() }
+
 /// The thread count set by ``setThreadCount(_:)`` (1 until then).
 public var threadCount: Int { Int(sy_thread_count()) }
 

@@ -292,6 +292,38 @@ struct KernelThreadTests {
         for (caller, result) in results.withLock({ $0 }).enumerated() { expectSameBits(result, expected, "caller \(caller)") }
     }
 
+    @Test(
+        "products after the threads were sent to rest, or while another thread keeps sending them, all finish with the same bits",
+        .timeLimit(.minutes(1)))
+    func restingThreads() {
+        var random = TestRandom(seed: 7)
+        let (rows, inputs, outputs) = (2, 512, 1000)
+        let x = random.floats(rows * inputs)
+        let w = randomBFloat16(&random, outputs * inputs).bits
+        let expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+        withThreadCount(3) {
+            // Rest between products: each product wakes the sleeping threads.
+            for round in 0..<50 {
+                Kernels.restThreads()
+                if round % 2 == 1 { usleep(200) }  // some rests find the threads asleep already
+                expectSameBits(linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs), expected, "round \(round)")
+            }
+            // Rests from another thread while products run.
+            final class Flag: Sendable { let raised = Atomic<Bool>(false) }
+            let done = Flag()
+            let stopped = DispatchSemaphore(value: 0)
+            Thread {
+                while !done.raised.load(ordering: .relaxed) { Kernels.restThreads() }
+                stopped.signal()
+            }.start()
+            for round in 0..<200 {
+                expectSameBits(linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs), expected, "concurrent round \(round)")
+            }
+            done.raised.store(true, ordering: .relaxed)
+            stopped.wait()
+        }
+    }
+
     @Test("parallelFor runs every index exactly once, on several threads, with products inside it", arguments: [1, 2, 7, 300])
     func parallelForRunsEachIndexOnce(count: Int) {
         var random = TestRandom(seed: UInt64(count))

@@ -182,6 +182,12 @@ void sy_set_thread_count(int count);
 /// The thread count set by ``sy_set_thread_count`` (1 until then).
 int sy_thread_count(void);
 
+/// Lets the product threads sleep now instead of spinning for the next product (they wake for it as
+/// from any sleep). For a caller about to wait a while with no product of its own, such as a
+/// coordinator waiting for its workers' replies: on a host the workers share, the spinning
+/// threads would take cores from them.
+void sy_rest_threads(void);
+
 /// The largest accepted thread count.
 #define SY_MAX_THREADS 64
 
