@@ -101,8 +101,8 @@ extension RouterSocket {
 
     /// Waits up to `timeout` (nil: forever) for a message, a closed connection (once
     /// ``enableDisconnectEvents()`` was called) or a wake-up, whichever comes first; a message
-    /// already queued is returned without waiting. (A step's wait for replies, which must not
-    /// sleep, uses ``receive(timeout:spin:)``.)
+    /// already queued is returned without waiting. (A step's wait for replies uses
+    /// ``receive(timeout:)``, which reads messages only.)
     /// - Returns: nil when the timeout passed with nothing to report.
     public func receiveEvent(timeout: Duration?, wakeSignal: WakeSignal? = nil) throws(TransportError) -> RouterEvent? {
         let deadline = timeout.map { ContinuousClock.now + $0 }

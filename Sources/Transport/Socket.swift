@@ -106,7 +106,7 @@ final class ZMQSocket {
 
     /// Receives one whole multipart message, or nil when `timeout` passes first (nil waits forever).
     /// For the first `spin` of the wait it polls without blocking, yielding the core between polls,
-    /// before it sleeps in `zmq_poll` (see ``RouterSocket/receive(timeout:spin:)``).
+    /// before it sleeps in `zmq_poll` (see ``DealerSocket/receive(timeout:spin:)``).
     func receive(timeout: Duration?, spin: Duration = .zero) throws(TransportError) -> [[UInt8]]? {
         let started = ContinuousClock.now
         let deadline = timeout.map { started + $0 }

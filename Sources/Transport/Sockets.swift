@@ -69,17 +69,10 @@ public final class RouterSocket {
     }
 
     /// Receives the next message and its sender, or nil when `timeout` passes first (nil waits forever).
-    ///
-    /// For the first `spin` of the wait it polls without blocking, yielding the core between polls,
-    /// and only then sleeps: a reply expected within about a millisecond is then taken without
-    /// waking a sleeping thread, which on a virtual machine with idle (halted) CPUs costs tens of
-    /// microseconds a message.
     /// - Returns: the sender's identity and the message's frames (at least one).
-    public func receive(
-        timeout: Duration?, spin: Duration = .zero
-    ) throws(TransportError) -> (peer: PeerIdentity, frames: [[UInt8]])? {
+    public func receive(timeout: Duration?) throws(TransportError) -> (peer: PeerIdentity, frames: [[UInt8]])? {
         while true {
-            guard var frames = try socket.receive(timeout: timeout, spin: spin) else { return nil }
+            guard var frames = try socket.receive(timeout: timeout) else { return nil }
             // A router always prepends the identity; a message with nothing after it is ignored.
             guard frames.count >= 2 else { continue }
             let peer = PeerIdentity(frames.removeFirst())
@@ -154,7 +147,11 @@ public final class DealerSocket {
     }
 
     /// Receives the next message's frames, or nil when `timeout` passes first (nil waits forever).
-    /// `spin` as in ``RouterSocket/receive(timeout:spin:)``.
+    ///
+    /// For the first `spin` of the wait it polls without blocking, yielding the core between polls,
+    /// and only then sleeps: a message expected within about a millisecond (a worker's next
+    /// dispatch while the coordinator generates) is then taken without waking a sleeping thread,
+    /// which on a virtual machine with idle (halted) CPUs costs tens of microseconds a message.
     public func receive(timeout: Duration?, spin: Duration = .zero) throws(TransportError) -> [[UInt8]]? {
         try socket.receive(timeout: timeout, spin: spin)
     }
