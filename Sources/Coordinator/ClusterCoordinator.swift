@@ -381,9 +381,6 @@ public final class ClusterCoordinator: ExpertExecutor {
             return output
         case .sent(let raw):
             let flight = FlightID(rawValue: raw)
-            // Nothing for the product threads until the replies are in: they sleep rather than spin,
-            // so that workers on this host have the cores.
-            Kernels.restThreads()
             while true {
                 switch state.outcome(of: flight) {
                 case .done(let output):
@@ -399,6 +396,10 @@ public final class ClusterCoordinator: ExpertExecutor {
                     // when they share the host (2 workers on 2 cores decoded about 7% slower at
                     // batch 1). The time-driven decisions (and closed connections) are taken at
                     // least every 20 ms, not per reply, which would cost the step its latency.
+                    // The product threads have nothing to do until the replies are in: they sleep
+                    // too (a dispatch whose replies are in already, as with micro-batches, leaves
+                    // them spinning for the next product).
+                    Kernels.restThreads()
                     let received: (peer: PeerIdentity, frames: [[UInt8]])?
                     do {
                         received = try socket.receive(timeout: .milliseconds(20))
