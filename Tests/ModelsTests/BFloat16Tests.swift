@@ -242,6 +242,28 @@ private func withThreadCount<Result>(_ count: Int, _ body: () throws -> Result) 
     return try body()
 }
 
+/// A random bf16 product for the thread tests: `run()` computes it on the current thread count,
+/// `expected` is its result on 1 thread.
+private struct ThreadTestProduct {
+    let x: [Float]
+    let w: [UInt16]
+    let rows: Int
+    let outputs: Int
+    let expected: [Float]
+
+    init(seed: UInt64, rows: Int, inputs: Int, outputs: Int) {
+        var random = TestRandom(seed: seed)
+        x = random.floats(rows * inputs)
+        w = randomBFloat16(&random, outputs * inputs).bits
+        self.rows = rows
+        self.outputs = outputs
+        let (x, w) = (x, w)
+        expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+    }
+
+    func run() -> [Float] { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+}
+
 @Suite("Kernel threads", .serialized)
 struct KernelThreadTests {
     @Test(
@@ -275,38 +297,30 @@ struct KernelThreadTests {
 
     @Test("products issued concurrently from several threads while the workers are busy give the same bits")
     func concurrentCallers() {
-        var random = TestRandom(seed: 99)
-        let (rows, inputs, outputs) = (4, 512, 1000)
-        let x = random.floats(rows * inputs)
-        let w = randomBFloat16(&random, outputs * inputs).bits
-        let expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+        let product = ThreadTestProduct(seed: 99, rows: 4, inputs: 512, outputs: 1000)
         let callerCount = 6
         let results = Mutex([[Float]](repeating: [], count: callerCount))
         withThreadCount(2) {
             DispatchQueue.concurrentPerform(iterations: callerCount) { caller in
                 var last: [Float] = []
-                for _ in 0..<20 { last = linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+                for _ in 0..<20 { last = product.run() }
                 results.withLock { $0[caller] = last }
             }
         }
-        for (caller, result) in results.withLock({ $0 }).enumerated() { expectSameBits(result, expected, "caller \(caller)") }
+        for (caller, result) in results.withLock({ $0 }).enumerated() { expectSameBits(result, product.expected, "caller \(caller)") }
     }
 
     @Test(
         "products after the threads were sent to rest, or while another thread keeps sending them, all finish with the same bits",
         .timeLimit(.minutes(1)))
     func restingThreads() {
-        var random = TestRandom(seed: 7)
-        let (rows, inputs, outputs) = (2, 512, 1000)
-        let x = random.floats(rows * inputs)
-        let w = randomBFloat16(&random, outputs * inputs).bits
-        let expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+        let product = ThreadTestProduct(seed: 7, rows: 2, inputs: 512, outputs: 1000)
         withThreadCount(3) {
             // Rest between products: each product wakes the sleeping threads.
             for round in 0..<50 {
                 Kernels.restThreads()
                 if round % 2 == 1 { usleep(200) }  // some rests find the threads asleep already
-                expectSameBits(linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs), expected, "round \(round)")
+                expectSameBits(product.run(), product.expected, "round \(round)")
             }
             // Rests from another thread while products run.
             final class Flag: Sendable { let raised = Atomic<Bool>(false) }
@@ -317,7 +331,7 @@ struct KernelThreadTests {
                 stopped.signal()
             }.start()
             for round in 0..<200 {
-                expectSameBits(linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs), expected, "concurrent round \(round)")
+                expectSameBits(product.run(), product.expected, "concurrent round \(round)")
             }
             done.raised.store(true, ordering: .relaxed)
             stopped.wait()
@@ -326,11 +340,7 @@ struct KernelThreadTests {
 
     @Test("parallelFor runs every index exactly once, on several threads, with products inside it", arguments: [1, 2, 7, 300])
     func parallelForRunsEachIndexOnce(count: Int) {
-        var random = TestRandom(seed: UInt64(count))
-        let (rows, inputs, outputs) = (2, 300, 200)
-        let x = random.floats(rows * inputs)
-        let w = randomBFloat16(&random, outputs * inputs).bits
-        let expected = withThreadCount(1) { linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs) }
+        let product = ThreadTestProduct(seed: UInt64(count), rows: 2, inputs: 300, outputs: 200)
         for threads in [1, 2, 3] {
             let runs = Mutex([Int](repeating: 0, count: count))
             let products = Mutex([[Float]](repeating: [], count: count))
@@ -338,7 +348,7 @@ struct KernelThreadTests {
             withThreadCount(threads) {
                 parallelFor(count) { index in
                     // A product inside a task runs on that task's thread and gives the same bits.
-                    let y = linear(x, rowCount: rows, bfloat16Weight: w, outputCount: outputs)
+                    let y = product.run()
                     runs.withLock { $0[index] += 1 }
                     products.withLock { $0[index] = y }
                     threadIDs.withLock { _ = $0.insert(UInt(bitPattern: Int(pthread_self()))) }
@@ -346,7 +356,7 @@ struct KernelThreadTests {
             }
             #expect(runs.withLock { $0 } == [Int](repeating: 1, count: count), "\(threads) threads")
             for (index, y) in products.withLock({ $0 }).enumerated() {
-                expectSameBits(y, expected, "task \(index), \(threads) threads")
+                expectSameBits(y, product.expected, "task \(index), \(threads) threads")
             }
             #expect(threadIDs.withLock { $0.count } <= threads)
         }
