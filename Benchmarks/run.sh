@@ -29,7 +29,8 @@
 #                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
 #   REPEATS      runs of each Switchyard batch-1 configuration, interleaved; the table shows medians (default 3)
 #   CURVE_ROUNDS, CURVE_TOKENS   the CURVE section's rounds and tokens per request at batch 1 and 32 (defaults
-#                3 and 256,64: at batch 1, 64 tokens are about 1.5 s and rounds of them spread by ±15%)
+#                5 and 256,64: at batch 1, 64 tokens are about 1.5 s and rounds of them spread by ±15%; in-process
+#                batch 1 alone ran 47-61 tok/s from one round to the next on a shared host, hence 5 rounds)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -304,14 +305,17 @@ if skipping serve || skipping workers || skipping delay; then skip serve-link "S
 fi
 
 # --- CURVE on the worker link against --insecure and against in-process: batch 1 and 32, prefill and decode ---
-# CURVE_ROUNDS rounds (default 3), the three configurations alternating within each, so that load on the machine
-# falls on all alike; the table gives the medians of the rounds' ratios.
+# CURVE_ROUNDS rounds (default 5), the three configurations alternating within each, so that load on the machine
+# falls on all alike, and in the reverse order every other round, so that a machine speeding up or slowing down
+# through the section favours none; the table gives the medians of the rounds' ratios.
 if skipping serve || skipping workers || skipping curve; then skip serve-curve "SKIP=serve, workers or curve"; else
-    for round in $(seq "${CURVE_ROUNDS:-3}"); do
-        for link in inprocess insecure curve; do
+    for round in $(seq "${CURVE_ROUNDS:-5}"); do
+        order=(inprocess insecure curve)
+        if (( round % 2 == 0 )); then order=(curve insecure inprocess); fi
+        for link in "${order[@]}"; do
             name="serve-curve-$link.run$round"
             if [[ $link == inprocess ]]; then set -- --workers 0; else set -- --workers 2 --link "$link"; fi
-            log "switchyard serve $* (round $round of ${CURVE_ROUNDS:-3}): batches 1,32 (${CURVE_TOKENS:-256,64} tokens), prompt $PROMPT_TOKENS tokens"
+            log "switchyard serve $* (round $round of ${CURVE_ROUNDS:-5}): batches 1,32 (${CURVE_TOKENS:-256,64} tokens), prompt $PROMPT_TOKENS tokens"
             python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" "$@" \
                 --batches 1,32 --prompt-tokens "$PROMPT_TOKENS" --max-tokens "${CURVE_TOKENS:-256,64}" --threads "$THREADS" \
                 > "$RESULTS/$name.json" 2> "$WORK/$name.log" \
