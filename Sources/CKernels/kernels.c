@@ -952,9 +952,10 @@ SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const 
 
 enum { DOT_RMAX = 8, DOT_CMAX = 4 };
 
-/// R rows of x (≤ 8) against C weight rows (≤ 4), at most 24 accumulators (8 × 3).
-SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t k, const uint16_t *w, size_t ws,
-                            float *y, size_t ys, int accumulate) {
+/// R rows of x (≤ 8) against C weight rows (≤ 4), at most 24 accumulators (8 × 3). With `prefetch`
+/// (a constant after inlining) the weight streams are prefetched SY_PREFETCH_BYTES ahead into L2.
+SY_AVX512BF16 void tile_dot(int R, int C, int prefetch, const uint16_t *xb, size_t kp, size_t k, const uint16_t *w,
+                            size_t ws, float *y, size_t ys, int accumulate) {
     __m512 acc[DOT_RMAX][DOT_CMAX];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
@@ -965,7 +966,7 @@ SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t 
         __m512bh wv[DOT_CMAX];
         for (int c = 0; c < C; c++) {
             wv[c] = (__m512bh)_mm512_loadu_si512((const void *)(w + c * ws + p));
-            _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
+            if (prefetch) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
         }
         for (int r = 0; r < R; r++) {
             __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + r * kp + p));
@@ -990,51 +991,63 @@ SY_AVX512BF16 void tile_dot(int R, int C, const uint16_t *xb, size_t kp, size_t 
 }
 
 /// All rows of x against C weight rows, in tiles of RT rows (the last tile smaller).
-SY_AVX512BF16 void rows_dot(int RT, int C, const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w,
-                            size_t ws, float *y, size_t ys, int accumulate) {
+SY_AVX512BF16 void rows_dot(int RT, int C, int prefetch, const uint16_t *xb, size_t m, size_t kp, size_t k,
+                            const uint16_t *w, size_t ws, float *y, size_t ys, int accumulate) {
     size_t i = 0;
-    for (; i + (size_t)RT <= m; i += (size_t)RT) tile_dot(RT, C, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+    for (; i + (size_t)RT <= m; i += (size_t)RT)
+        tile_dot(RT, C, prefetch, xb + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
     const uint16_t *x = xb + i * kp;
     float *out = y + i * ys;
     switch (m - i) {
-    case 7: tile_dot(7, C, x, kp, k, w, ws, out, ys, accumulate); break;
-    case 6: tile_dot(6, C, x, kp, k, w, ws, out, ys, accumulate); break;
-    case 5: tile_dot(5, C, x, kp, k, w, ws, out, ys, accumulate); break;
-    case 4: tile_dot(4, C, x, kp, k, w, ws, out, ys, accumulate); break;
-    case 3: tile_dot(3, C, x, kp, k, w, ws, out, ys, accumulate); break;
-    case 2: tile_dot(2, C, x, kp, k, w, ws, out, ys, accumulate); break;
-    case 1: tile_dot(1, C, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 7: tile_dot(7, C, prefetch, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 6: tile_dot(6, C, prefetch, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 5: tile_dot(5, C, prefetch, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 4: tile_dot(4, C, prefetch, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 3: tile_dot(3, C, prefetch, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 2: tile_dot(2, C, prefetch, x, kp, k, w, ws, out, ys, accumulate); break;
+    case 1: tile_dot(1, C, prefetch, x, kp, k, w, ws, out, ys, accumulate); break;
     default: break;
     }
 }
 
-/// The tile shape follows m (it never changes a result): up to 4 rows, two weight rows at a time (two
-/// sequential streams per thread); up to 16 rows, 8 × 3 tiles (each weight byte read from memory
-/// once; 24 accumulators for 11 loads: serve at batch 8 went from 118-122 to 125-154 tokens/s and
-/// batch 32 from 305-316 to 315-328 against 8 × 2); beyond, 4 × 4 tiles (the most multiply-adds per load).
+/// The tile shape follows m (it never changes a result): one row, one weight row at a time; up to 4
+/// rows, two weight rows at a time (two sequential streams per thread); up to 16 rows, 8 × 3 tiles (each
+/// weight byte read from memory once; 24 accumulators for 11 loads: serve at batch 8 went from 118-122
+/// to 125-154 tokens/s and batch 32 from 305-316 to 315-328 against 8 × 2); beyond, 4 × 4 tiles (the
+/// most multiply-adds per load).
 SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                size_t ws, float *y, size_t ys, int accumulate) {
+    if (m == 1) {
+        // One weight row at a time and no software prefetch: one sequential stream a thread, which the
+        // hardware prefetcher follows on its own. Measured on Zen 4 (a 1 GiB product at m = 1, k = 1024):
+        // one thread 28 GB/s, as Benchmarks/floors reads, against 18 with two rows at a time prefetched
+        // 8 KiB ahead; two threads 47-54 GB/s in the host's fast moments, against 36-37 (33-36 and 30
+        // in its slow ones). Two rows without the prefetch read 11 GB/s a thread, one row with it 21.
+        for (size_t j = 0; j < n; j++) rows_dot(1, 1, 0, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        return;
+    }
     if (m <= SY_NARROW_ROWS) {
-        // Two weight rows at a time (two streams a thread): batch_step at batch 1 on a Xeon with AVX-512,
-        // 9 alternating rounds, a step in 0.84-1.0 of the time of one row at a time (median 0.92); four
-        // rows (4 rounds) were between the two.
+        // Two weight rows at a time (two streams a thread), prefetched: batch_step at batch 1 on a Xeon
+        // with AVX-512, 9 alternating rounds, a step in 0.84-1.0 of the time of one row at a time
+        // (median 0.92); four rows (4 rounds) were between the two. At m = 2 (batch 8) on Zen 4, one
+        // row at a time without the prefetch took 1.05-1.09× as long.
         size_t j = 0;
-        for (; j + 2 <= n; j += 2) rows_dot(4, 2, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-        if (j < n) rows_dot(4, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        for (; j + 2 <= n; j += 2) rows_dot(4, 2, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        if (j < n) rows_dot(4, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         return;
     }
     size_t j = 0;
     if (m <= 16) {
-        for (; j + 3 <= n; j += 3) rows_dot(8, 3, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-        for (; j + 2 <= n; j += 2) rows_dot(8, 2, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-        if (j < n) rows_dot(8, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        for (; j + 3 <= n; j += 3) rows_dot(8, 3, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        for (; j + 2 <= n; j += 2) rows_dot(8, 2, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        if (j < n) rows_dot(8, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         return;
     }
-    for (; j + 4 <= n; j += 4) rows_dot(4, 4, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    for (; j + 4 <= n; j += 4) rows_dot(4, 4, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
     switch (n - j) {
-    case 3: rows_dot(4, 3, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
-    case 2: rows_dot(4, 2, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
-    case 1: rows_dot(4, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 3: rows_dot(4, 3, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 2: rows_dot(4, 2, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 1: rows_dot(4, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
     default: break;
     }
 }
