@@ -1010,30 +1010,28 @@ SY_AVX512BF16 void rows_dot(int RT, int C, int prefetch, const uint16_t *xb, siz
     }
 }
 
-/// The tile shape follows m (it never changes a result): one row, one weight row at a time; up to 4
-/// rows, two weight rows at a time (two sequential streams per thread); up to 16 rows, 8 × 3 tiles (each
-/// weight byte read from memory once; 24 accumulators for 11 loads: serve at batch 8 went from 118-122
-/// to 125-154 tokens/s and batch 32 from 305-316 to 315-328 against 8 × 2); beyond, 4 × 4 tiles (the
-/// most multiply-adds per load).
+/// The tile shape follows m (it never changes a result): up to 4 rows, one weight row at a time (one
+/// sequential stream per thread); up to 16 rows, 8 × 3 tiles (each weight byte read from memory once;
+/// 24 accumulators for 11 loads: serve at batch 8 went from 118-122 to 125-154 tokens/s and batch 32
+/// from 305-316 to 315-328 against 8 × 2); beyond, 4 × 4 tiles (the most multiply-adds per load).
 SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                size_t ws, float *y, size_t ys, int accumulate) {
-    if (m == 1) {
-        // One weight row at a time and no software prefetch: one sequential stream a thread, which the
-        // hardware prefetcher follows on its own. Measured on Zen 4 (a 1 GiB product at m = 1, k = 1024):
-        // one thread 28 GB/s, as Benchmarks/floors reads, against 18 with two rows at a time prefetched
-        // 8 KiB ahead; two threads 47-54 GB/s in the host's fast moments, against 36-37 (33-36 and 30
-        // in its slow ones). Two rows without the prefetch read 11 GB/s a thread, one row with it 21.
-        for (size_t j = 0; j < n; j++) rows_dot(1, 1, 0, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-        return;
-    }
     if (m <= SY_NARROW_ROWS) {
-        // Two weight rows at a time (two streams a thread), prefetched: batch_step at batch 1 on a Xeon
-        // with AVX-512, 9 alternating rounds, a step in 0.84-1.0 of the time of one row at a time
-        // (median 0.92); four rows (4 rounds) were between the two. At m = 2 (batch 8) on Zen 4, one
-        // row at a time without the prefetch took 1.05-1.09× as long.
-        size_t j = 0;
-        for (; j + 2 <= n; j += 2) rows_dot(4, 2, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-        if (j < n) rows_dot(4, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        // One weight row at a time: one sequential stream a thread. At m = 1 without software prefetch,
+        // which the hardware prefetcher follows on its own; measured on Zen 4 (a 1 GiB product at
+        // m = 1, k = 1024): one thread 28 GB/s, as Benchmarks/floors reads, against 18 with two rows at
+        // a time prefetched 8 KiB ahead; two threads 47-54 GB/s in the host's fast moments, against 36-37
+        // (33-36 and 30 in its slow ones); two rows without the prefetch 11 GB/s a thread, one row with
+        // it 21. At m = 2-4 with the prefetch: batch_step at batch 16 (m = 4 an expert), 3 alternating
+        // rounds, 53.5-54.0 ms a step against 75.3-78.2 with two prefetched rows and 75.7-77.4 with one
+        // row unprefetched; at batch 8 (m = 2) 55.9-56.8 against 58.8-60.4 and 58.7-59.1. (On a Xeon
+        // with AVX-512 an earlier session measured two prefetched rows at batch 1 in 0.84-1.0 of the
+        // time of one prefetched row; not measured there without the prefetch.)
+        if (m == 1) {
+            for (size_t j = 0; j < n; j++) rows_dot(1, 1, 0, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        } else {
+            for (size_t j = 0; j < n; j++) rows_dot(4, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        }
         return;
     }
     size_t j = 0;
