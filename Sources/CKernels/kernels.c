@@ -54,9 +54,10 @@ static size_t rows_per_block(size_t k) {
 }
 
 /// How far ahead (bytes) the weight streams of the bf16 dot kernel (and of the AVX2 kernels, where it
-/// was not swept) are prefetched, into L2 (`T1`). Measured on Zen 4 with a batch-32 decode step (Benchmarks/kernels/batch_step.c): 8 KiB into L2
-/// took the experts from 128 to 82-86 ms a step (memory reads then overlap the arithmetic instead
-/// of adding to it), where 2 KiB into L1 had been tuned for batch 1, which is unchanged within noise.
+/// was not swept) are prefetched, into L2 (`T1`). Measured on Zen 4 with a batch-32 decode step
+/// (Benchmarks/kernels/batch_step.c): 8 KiB into L2 took the experts from 128 to 82-86 ms a step
+/// (memory reads then overlap the arithmetic instead of adding to it). The dot kernel at m = 1 reads
+/// without it (see ``fast_dot``).
 #ifndef SY_PREFETCH_BYTES
 #define SY_PREFETCH_BYTES 8192
 #endif
