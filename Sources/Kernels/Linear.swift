@@ -348,6 +348,18 @@ public func quantizeQ8(_ weight: [Float], outputCount: Int, inputCount: Int) -> 
     return (values, scales)
 }
 
+/// ``quantizeQ8(_:outputCount:inputCount:)`` into memory of the caller's.
+/// - Parameters:
+///   - weight: [outputCount, inputCount], f32.
+///   - values: [outputCount, q8BlockCount × 32], written; scales: [outputCount, q8BlockCount], written.
+public func quantizeQ8(
+    _ weight: UnsafePointer<Float>, outputCount: Int, inputCount: Int, values: UnsafeMutablePointer<Int8>,
+    scales: UnsafeMutablePointer<Float>
+) {
+    precondition(outputCount >= 0 && inputCount >= 0, "quantizeQ8: negative dimension")
+    sy_q8_quantize(weight, outputCount, inputCount, inputCount, values, scales)
+}
+
 /// Computes `output = input · weightᵀ` (or `+=`) with a q8 weight (from ``quantizeQ8(_:outputCount:inputCount:)``).
 ///
 /// Each input row is quantized like the weight (int8 per block of 32 with its own scale); per block the

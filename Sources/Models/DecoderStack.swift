@@ -39,15 +39,23 @@ public final class DecoderStack: Sendable {
     public let arithmetic: BFloat16Arithmetic
     /// How the KV caches made by ``makeCache(capacity:)`` store keys and values (f32 or bf16).
     public let keyValueCacheDType: DType
+    /// How the matrices of attention, dense MLPs, shared experts and the LM head are held.
+    public let quantization: WeightQuantization
 
     /// Loads the dense tensors of `checkpoint`: matrices f32 or bf16 as stored (f16 converted to
     /// f32), used in place from the memory map when possible; norms as f32.
     /// - Parameters:
     ///   - arithmetic: how products with bf16 weights treat activations (f32 weights are always exact).
     ///   - keyValueCacheDType: f32 or bf16; nil picks ``defaultKeyValueCacheDType(checkpoint:arithmetic:)``.
+    ///   - quantization: ``WeightQuantization/q8`` quantizes at load time the q/k/v/o projections of
+    ///     standard attention, the dense MLPs and shared experts, and the LM head (owned copies, 1.125
+    ///     bytes a weight; FP8 matrices stay FP8), as llama.cpp's q8_0 holds them. The embedding stays
+    ///     as stored (a lookup reads one row a token), as do the routers, the shared experts' gates and
+    ///     latent attention (DeepSeek).
     /// - Throws: `ModelError` when a tensor cannot be read or the cache dtype is neither f32 nor bf16.
     public init(
-        checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, keyValueCacheDType: DType? = nil
+        checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, keyValueCacheDType: DType? = nil,
+        quantization: WeightQuantization = .none
     ) throws {
         architecture = checkpoint.architecture
         shape = checkpoint.shape
@@ -59,11 +67,18 @@ public final class DecoderStack: Sendable {
         self.keyValueCacheDType = cacheDType
         let parts = try checkpoint.configuration.assemble(from: checkpoint, arithmetic: arithmetic)
         precondition(parts.layers.count == shape.layerCount, "\(architecture.name): assembled a layer count unlike the shape's")
+        self.quantization = quantization
         embedding = parts.embedding
-        layers = parts.layers
         finalNorm = parts.finalNorm
         finalNormEpsilon = parts.finalNormEpsilon
-        lmHead = parts.lmHead
+        switch quantization {
+        case .none:
+            layers = parts.layers
+            lmHead = parts.lmHead
+        case .q8:
+            layers = parts.layers.map { $0.quantizedQ8() }
+            lmHead = parts.lmHead.quantizedQ8()
+        }
     }
 
     /// The KV cache dtype a model loads with unless told otherwise: bf16 when its key and value

@@ -523,27 +523,6 @@ struct QuantizedMatrix: Sendable {
     }
 }
 
-/// A q8 matrix's values and scales in memory of their own, freed with the last reference.
-///
-/// `@unchecked Sendable`: written once in `init`, read-only after.
-final class QuantizedStorage: @unchecked Sendable {
-    let values: UnsafeMutableBufferPointer<Int8>
-    let scales: UnsafeMutableBufferPointer<Float>
-
-    init(values: [Int8], scales: [Float]) {
-        // At least one element each, so that the base addresses exist.
-        self.values = .allocate(capacity: max(1, values.count))
-        self.scales = .allocate(capacity: max(1, scales.count))
-        _ = self.values.initialize(from: values)
-        _ = self.scales.initialize(from: scales)
-    }
-
-    deinit {
-        values.deallocate()
-        scales.deallocate()
-    }
-}
-
 /// Runs `body` with the storage of two optional arrays (nil for an absent one).
 private func withOptionalPointers<R>(
     _ first: [Float]?, _ second: [Float]?, _ body: (UnsafePointer<Float>?, UnsafePointer<Float>?) -> R

@@ -4,10 +4,11 @@
 import Kernels
 import Tensors
 
-/// `output = input · weightᵀ` for an `nn.Linear` weight stored as f32, bf16 or FP8. With
+/// `output = input · weightᵀ` for an `nn.Linear` weight stored as f32, bf16 or FP8, or held as q8. With
 /// ``BFloat16Arithmetic/exact`` the bits are the same either way for the same values (the bf16 kernel
 /// widens exactly and reduces in the f32 kernel's order); `arithmetic` has no effect on f32 weights.
-/// An FP8 weight gives the f32 kernel's bits on its dequantized values (`arithmetic` does not apply).
+/// An FP8 weight gives the f32 kernel's bits on its dequantized values (`arithmetic` does not apply);
+/// a q8 weight the q8 kernel's, its input quantized per row and block of 32 (nor does it apply).
 /// - Parameters:
 ///   - input: [rowCount, weight.shape[1]], f32.
 ///   - weight: [outputCount, inputCount], f32, bf16 or FP8.
@@ -33,13 +34,18 @@ func linear(
             linear(
                 input, rowCount: rowCount, inputCount: inputCount, fp8Weight: w, scales: scales, block: block,
                 outputCount: outputCount, into: output)
+        case .q8(let values, let scales, _):
+            linear(
+                input, rowCount: rowCount, inputCount: inputCount, q8Values: values, q8Scales: scales,
+                outputCount: outputCount, into: output)
         }
     }
 }
 
-/// `outputs[i] = input · weights[i]ᵀ` for several weights sharing one input (q, k and v; an expert's
-/// gate and up). When every weight is bf16 they run as one job (the threads meet once); otherwise one
-/// by one. Either way each output is bitwise that of ``linear(_:rowCount:weight:into:arithmetic:)``.
+/// `outputs[i] = input · weightᵀ` for several weights sharing one input (q, k and v; an expert's
+/// gate and up). When every weight is bf16, or every one q8, they run as one job (the input is rounded
+/// or quantized once and the threads meet once); otherwise one by one. Either way each output is
+/// bitwise that of ``linear(_:rowCount:weight:into:arithmetic:)``.
 /// - Parameters:
 ///   - weights: at least one matrix [outputCount_i, inputCount], with one inputCount.
 ///   - outputs: [rowCount, outputCount_i] each, f32, overwritten.
@@ -61,6 +67,18 @@ func linear(
             return true
         } == true
     guard !fused else { return }
+    let fusedQ8 =
+        weights.allSatisfy({ $0.shape.count == 2 && $0.shape[1] == weights[0].shape[1] })
+        && withQ8Elements(of: weights) { matrices -> Bool in
+            let products = zip(weights, zip(matrices, outputs)).map { weight, target in
+                GroupedQ8Product(
+                    firstRow: 0, rowCount: rowCount, values: target.0.values, scales: target.0.scales,
+                    outputCount: weight.shape[0], output: target.1)
+            }
+            linear(input, rowCount: rowCount, inputCount: weights[0].shape[1], groupedQ8Products: products)
+            return true
+        } == true
+    guard !fusedQ8 else { return }
     for (weight, output) in zip(weights, outputs) {
         linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
     }
@@ -80,6 +98,46 @@ func withBFloat16Elements<Result>(
         }
     }
     return collect(0, [])
+}
+
+/// Calls `body` with the q8 values and scales of every weight (all valid during the call), or returns
+/// nil without calling it when a weight is not q8.
+func withQ8Elements<Result>(
+    of weights: [WeightTensor], _ body: ([(values: UnsafePointer<Int8>, scales: UnsafePointer<Float>)]) -> Result
+) -> Result? {
+    guard weights.allSatisfy(\.isQ8) else { return nil }
+    func collect(_ index: Int, _ matrices: [(values: UnsafePointer<Int8>, scales: UnsafePointer<Float>)]) -> Result {
+        guard index < weights.count else { return body(matrices) }
+        return weights[index].withElements { elements in
+            guard case .q8(let values, let scales, _) = elements else { preconditionFailure("checked q8 above") }
+            return collect(index + 1, matrices + [(values, scales)])
+        }
+    }
+    return collect(0, [])
+}
+
+extension WeightTensor {
+    /// This matrix quantized to q8 for ``WeightQuantization/q8``: int8 in blocks of 32 columns with an
+    /// f32 scale each, from its f32 values (bf16 widened exactly), row by row, in memory of its own.
+    /// FP8 weights (already a byte a value) and q8 ones are returned as they are.
+    func quantizedQ8() -> WeightTensor {
+        precondition(shape.count == 2, "quantizedQ8: weight must be a matrix, got shape \(shape)")
+        guard !isFP8, !isQ8, shape[0] > 0, shape[1] > 0 else { return self }
+        let (rows, columns) = (shape[0], shape[1])
+        let blocks = q8BlockCount(inputCount: columns)
+        let storage = QuantizedStorage(valueCount: rows * blocks * 32, scaleCount: rows * blocks)
+        var row = [Float](repeating: 0, count: columns)
+        row.withUnsafeMutableBufferPointer { buffer in
+            for index in 0..<rows {
+                copyRow(index, into: buffer.baseAddress!)
+                quantizeQ8(
+                    buffer.baseAddress!, outputCount: 1, inputCount: columns,
+                    values: storage.values.baseAddress! + index * blocks * 32,
+                    scales: storage.scales.baseAddress! + index * blocks)
+            }
+        }
+        return WeightTensor(shape: shape, q8: storage, blocksPerRow: blocks)
+    }
 }
 
 /// `input · weightᵀ` for an `nn.Linear` weight stored as f32 or bf16.

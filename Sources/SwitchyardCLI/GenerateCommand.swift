@@ -210,7 +210,7 @@ struct Generate: AsyncParsableCommand {
         if spawnWorkers == 0 && placement == nil {
             let store = try ExpertStore(
                 checkpoint: checkpoint, experts: checkpoint.shape.allExperts,
-                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
+                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize.experts)
             var local = LocalExperts(store: store)
             result = try engine.generate(request, experts: &local, onText: onText)
         } else {
@@ -226,7 +226,7 @@ struct Generate: AsyncParsableCommand {
                     placementFile: placement.map { URL(fileURLWithPath: $0) },
                     liveness: liveness.policy(), replicas: liveness.replicas,
                     arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
-                    quantization: numerics.quantize, curve: spawnKeys, verifyFraction: liveness.verifyFraction),
+                    quantization: numerics.quantize.experts, curve: spawnKeys, verifyFraction: liveness.verifyFraction),
                 logger: logger)
             let workers = try SpawnedWorkers(
                 names: coordinator.placement.workerNames, executable: ownExecutable,

@@ -253,8 +253,8 @@ struct Serve: AsyncParsableCommand {
                         placementJSON: placementJSON,
                         liveness: liveness.policy(expertBudget: memoryBudget), replicas: liveness.replicas,
                         arithmetic: numerics.bf16Arithmetic, wireDType: try numerics.resolvedWireDType(for: checkpoint),
-                        quantization: numerics.quantize, curve: curve, verifyFraction: liveness.verifyFraction),
-                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize)
+                        quantization: numerics.quantize.experts, curve: curve, verifyFraction: liveness.verifyFraction),
+                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize.experts)
             let (host, port) = try httpAddress()
             var serverConfiguration = ServerConfiguration(
                 host: host, port: port, modelName: servedModelName,

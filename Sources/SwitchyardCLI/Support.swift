@@ -93,7 +93,21 @@ func applyThreads(_ requested: Int?) throws -> Int {
 }
 
 extension BFloat16Arithmetic: ExpressibleByArgument {}
-extension WeightQuantization: ExpressibleByArgument {}
+
+/// `--quantize`: which weights are held as q8.
+enum QuantizeChoice: String, CaseIterable, ExpressibleByArgument {
+    /// Every weight as stored.
+    case none
+    /// Every matrix llama.cpp's q8_0 quantizes: the experts and the coordinator's dense model.
+    case q8
+    /// The experts only; the coordinator's attention, dense MLPs and LM head as stored.
+    case q8Experts = "q8-experts"
+
+    /// How the experts are held (in-process and on every worker, through ASSIGN).
+    var experts: WeightQuantization { self == .none ? .none : .q8 }
+    /// How the coordinator's dense model is held.
+    var dense: WeightQuantization { self == .q8 ? .q8 : .none }
+}
 // The one DType option is --kv-cache-dtype, whose cache holds f32 or bf16: f16 is neither offered
 // nor accepted (the default CaseIterable conformance would list it).
 extension DType: ExpressibleByArgument {
@@ -141,9 +155,9 @@ struct NumericsOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Expert weights in memory: none (as stored) or q8 (int8 in blocks of 32 with a scale each, quantized at load time: 1.125 bytes per weight; activations quantized the same way). Applies to in-process experts and to every worker.",
-            valueName: "none|q8"))
-    var quantize: WeightQuantization = .none
+            "Weights in memory: none (as stored); q8 (int8 in blocks of 32 with a scale each, quantized at load time: 1.125 bytes per weight; activations quantized the same way) for every matrix llama.cpp's q8_0 quantizes: the experts (in-process and on every worker), the attention projections, dense MLPs, shared experts and the LM head, while the embedding, routers and DeepSeek's latent attention stay as stored; or q8-experts, the experts only (the coordinator's matrices as stored: closer to the unquantized logits, more bytes read a token).",
+            valueName: "none|q8|q8-experts"))
+    var quantize: QuantizeChoice = .none
 
     @Option(
         name: .customLong("kv-cache-dtype"),
@@ -161,13 +175,13 @@ struct NumericsOptions: ParsableArguments {
         let names = checkpoint.configuration.expertSpec.tensorNames(
             layer: first.layer.rawValue, expert: first.expert.rawValue)
         let sample = try checkpoint.weight(named: names.gate)
-        return sample.dtype == .bf16 && bf16Arithmetic == .fast && quantize == .none ? .bf16 : .f32
+        return sample.dtype == .bf16 && bf16Arithmetic == .fast && quantize.experts == .none ? .bf16 : .f32
     }
 
     /// The dense model of `checkpoint` with these options.
     func denseModel(_ checkpoint: Checkpoint) throws -> DecoderStack {
         try DecoderStack(
             checkpoint: checkpoint, arithmetic: bf16Arithmetic,
-            keyValueCacheDType: kvCacheDType)
+            keyValueCacheDType: kvCacheDType, quantization: quantize.dense)
     }
 }

@@ -2,7 +2,8 @@
 // f32 (a `FloatTensor`, owned or borrowed from the memory map), bf16 kept exactly as stored
 // (borrowed from the memory map, or owned bit patterns when the file cannot be used in place), or
 // FP8: float8_e4m3fn bytes with an f32 scale per block of weights (`weight_scale_inv`, as DeepSeek-V3
-// ships its linear layers), the bytes borrowed from the memory map.
+// ships its linear layers), the bytes borrowed from the memory map; or q8: int8 in blocks of 32 columns
+// with an f32 scale per block, quantized at load time (`--quantize q8`) into memory of its own.
 // bf16 and FP8 weights are never copied to f32: the kernels widen them on the fly.
 
 /// The block of an FP8 weight that shares one scale: `rows × columns` weights
@@ -40,6 +41,7 @@ public struct WeightTensor: @unchecked Sendable {
         case ownedBFloat16([UInt16])
         case borrowedBFloat16(UnsafePointer<UInt16>, owner: any AnyObject)
         case borrowedFP8(UnsafePointer<UInt8>, scales: FloatTensor, block: FP8BlockSize, owner: any AnyObject)
+        case q8(QuantizedStorage, blocksPerRow: Int)
     }
 
     /// The elements as the kernels read them, valid only inside ``WeightTensor/withElements(_:)``.
@@ -52,6 +54,10 @@ public struct WeightTensor: @unchecked Sendable {
         /// (``FP8BlockSize/scaleShape(forWeight:)``): weight [r, c] is
         /// e4m3(bytes[r, c]) · scales[r / block.rows, c / block.columns].
         case fp8(UnsafePointer<UInt8>, scales: UnsafePointer<Float>, block: FP8BlockSize)
+        /// int8 values [rows, blocksPerRow × 32] (zero past the last column) and their f32 scales
+        /// [rows, blocksPerRow]: weight [r, c] ≈ values[r, c] · scales[r, c / 32]. The product quantizes
+        /// its input the same way (see `quantizeQ8` in Kernels).
+        case q8(UnsafePointer<Int8>, scales: UnsafePointer<Float>, blocksPerRow: Int)
     }
 
     /// The shape, outermost dimension first.
@@ -93,13 +99,34 @@ public struct WeightTensor: @unchecked Sendable {
         storage = .borrowedFP8(pointer, scales: scales, block: block, owner: owner)
     }
 
+    /// A q8 weight [rows, columns]: `storage` holds rows × `blocksPerRow` × 32 values and rows ×
+    /// `blocksPerRow` scales, `blocksPerRow` = ⌈columns / 32⌉ rounded up to even (as the quantizer in
+    /// Kernels writes them).
+    public init(shape: [Int], q8 storage: QuantizedStorage, blocksPerRow: Int) {
+        precondition(shape.count == 2, "WeightTensor: a q8 weight is a matrix, got shape \(shape)")
+        let blocks = (shape[1] + 31) / 32
+        precondition(blocksPerRow == blocks + blocks % 2, "WeightTensor: \(blocksPerRow) q8 blocks a row of \(shape[1])")
+        precondition(
+            storage.values.count == max(1, shape[0] * blocksPerRow * 32) && storage.scales.count == max(1, shape[0] * blocksPerRow),
+            "WeightTensor: q8 storage of \(storage.values.count) values and \(storage.scales.count) scales for \(shape)")
+        self.shape = shape
+        self.storage = .q8(storage, blocksPerRow: blocksPerRow)
+    }
+
     /// The element type the kernels compute in: `.f32` or `.bf16`. An FP8 weight is `.f32`: the kernels
     /// compute with its dequantized values exactly as with an f32 weight holding them (see ``isFP8``).
+    /// A q8 weight is `.f32` too (its products take f32 inputs; see ``isQ8``).
     public var dtype: DType {
         switch storage {
-        case .float, .borrowedFP8: .f32
+        case .float, .borrowedFP8, .q8: .f32
         case .ownedBFloat16, .borrowedBFloat16: .bf16
         }
+    }
+
+    /// Whether the weight is held as q8 (int8 in blocks of 32 with a scale each, quantized at load).
+    public var isQ8: Bool {
+        if case .q8 = storage { return true }
+        return false
     }
 
     /// Whether the weight is stored as FP8 (e4m3fn bytes with block scales).
@@ -114,6 +141,7 @@ public struct WeightTensor: @unchecked Sendable {
         case .float: count * 4
         case .ownedBFloat16, .borrowedBFloat16: count * 2
         case .borrowedFP8(_, let scales, _, _): count + scales.count * 4
+        case .q8(let storage, _): storage.values.count + storage.scales.count * 4
         }
     }
 
@@ -124,7 +152,7 @@ public struct WeightTensor: @unchecked Sendable {
     public var isBorrowed: Bool {
         switch storage {
         case .float(let tensor): tensor.isBorrowed
-        case .ownedBFloat16: false
+        case .ownedBFloat16, .q8: false
         case .borrowedBFloat16, .borrowedFP8: true
         }
     }
@@ -145,11 +173,18 @@ public struct WeightTensor: @unchecked Sendable {
             return try withExtendedLifetime(owner) {
                 try scales.withUnsafePointer { try body(.fp8(pointer, scales: $0, block: block)) }
             }
+        case .q8(let storage, let blocksPerRow):
+            return try withExtendedLifetime(storage) {
+                try body(
+                    .q8(
+                        UnsafePointer(storage.values.baseAddress!), scales: UnsafePointer(storage.scales.baseAddress!),
+                        blocksPerRow: blocksPerRow))
+            }
         }
     }
 
     /// Writes row `row` of a matrix as f32 (exact for bf16; dequantized for FP8, each value
-    /// e4m3 · scale rounded once, as the kernels compute it) to `destination`.
+    /// e4m3 · scale rounded once, as the kernels compute it; for q8, value · scale) to `destination`.
     /// - Parameters:
     ///   - row: in `0 ..< shape[0]`.
     ///   - destination: [shape[1]], f32.
@@ -169,14 +204,18 @@ public struct WeightTensor: @unchecked Sendable {
                 for column in 0..<width {
                     destination[column] = floatFromFloat8E4M3(source[column]) * scaleRow[column / block.columns]
                 }
+            case .q8(let values, let scales, let blocksPerRow):
+                let source = values + row * blocksPerRow * 32
+                let scaleRow = scales + row * blocksPerRow
+                for column in 0..<width { destination[column] = Float(source[column]) * scaleRow[column / 32] }
             }
         }
     }
 
-    /// The values as f32 (a copy; exact for bf16; dequantized for FP8 as ``copyRow(_:into:)`` does).
+    /// The values as f32 (a copy; exact for bf16; dequantized for FP8 and q8 as ``copyRow(_:into:)`` does).
     public var values: [Float] {
         if case .float(let tensor) = storage { return tensor.values }
-        if isFP8 {
+        if isFP8 || isQ8 {
             guard count > 0 else { return [] }
             let (rows, width) = (shape[0], shape[1])
             return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
@@ -188,5 +227,35 @@ public struct WeightTensor: @unchecked Sendable {
             guard case .bf16(let bits) = elements else { return [] }
             return (0..<count).map { floatFromBFloat16Bits(bits[$0]) }
         }
+    }
+}
+
+/// A q8 matrix's values and scales in memory of their own, freed with the last reference.
+///
+/// `@unchecked Sendable`: written once in `init`, read-only after.
+public final class QuantizedStorage: @unchecked Sendable {
+    public let values: UnsafeMutableBufferPointer<Int8>
+    public let scales: UnsafeMutableBufferPointer<Float>
+
+    /// `valueCount` values and `scaleCount` scales, all zero, to be written by the quantizer before
+    /// the storage is shared.
+    public init(valueCount: Int, scaleCount: Int) {
+        values = .allocate(capacity: max(1, valueCount))
+        scales = .allocate(capacity: max(1, scaleCount))
+        values.initialize(repeating: 0)
+        scales.initialize(repeating: 0)
+    }
+
+    public init(values: [Int8], scales: [Float]) {
+        // At least one element each, so that the base addresses exist.
+        self.values = .allocate(capacity: max(1, values.count))
+        self.scales = .allocate(capacity: max(1, scales.count))
+        _ = self.values.initialize(from: values)
+        _ = self.scales.initialize(from: scales)
+    }
+
+    deinit {
+        values.deallocate()
+        scales.deallocate()
     }
 }

@@ -108,7 +108,7 @@ struct DistributedGenerateTests {
     @Test(
         "workers take the coordinator's bf16 arithmetic and q8 quantization from ASSIGN: 2 workers equal in-process",
         arguments: [["--bf16-arithmetic", "fast"], ["--bf16-arithmetic", "fast", "--quantize", "q8"],
-                    ["--bf16-arithmetic", "exact", "--quantize", "q8"]])
+                    ["--bf16-arithmetic", "exact", "--quantize", "q8"], ["--bf16-arithmetic", "fast", "--quantize", "q8-experts"]])
     func workersFollowNumerics(options: [String]) throws {
         let model = try Self.ensureBFloat16Model()
         let common = ["--model", model.path, "--prompt", "Numerics travel with the assignment.", "--max-tokens", "10",

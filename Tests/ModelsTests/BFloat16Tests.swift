@@ -166,13 +166,17 @@ struct BFloat16CheckpointTests {
     /// Logits of every position of a prompt, then of three greedy decode steps.
     /// - Parameter greedyFrom: logits of an earlier run whose greedy tokens to decode (so two runs
     ///   see the same inputs), or nil to decode this run's own greedy tokens.
+    /// - Parameters:
+    ///   - quantization: of the experts; `denseQuantization`: of the dense model (nil: the same).
     static func logits(
         _ checkpoint: Checkpoint, arithmetic: BFloat16Arithmetic = .exact, quantization: WeightQuantization = .none,
-        keyValueCacheDType: DType? = nil, greedyFrom reference: [Float]? = nil
+        denseQuantization: WeightQuantization? = nil, keyValueCacheDType: DType? = nil,
+        greedyFrom reference: [Float]? = nil
     ) throws -> [Float] {
         let c = checkpoint.shape
         let model = try DecoderStack(
-            checkpoint: checkpoint, arithmetic: arithmetic, keyValueCacheDType: keyValueCacheDType)
+            checkpoint: checkpoint, arithmetic: arithmetic, keyValueCacheDType: keyValueCacheDType,
+            quantization: denseQuantization ?? quantization)
         let store = try ExpertStore(
             checkpoint: checkpoint,
             experts: (0..<c.layerCount).flatMap { l in

@@ -44,6 +44,15 @@ struct Attention: Sendable {
     /// The arithmetic of the projections when their weights are bf16.
     let arithmetic: BFloat16Arithmetic
 
+    /// This block with its four projections held as q8 (``WeightTensor/quantizedQ8()``); biases,
+    /// norms and the rest unchanged.
+    func quantizedQ8() -> Attention {
+        Attention(
+            queryWeight: queryWeight.quantizedQ8(), keyWeight: keyWeight.quantizedQ8(),
+            valueWeight: valueWeight.quantizedQ8(), outputWeight: outputWeight.quantizedQ8(), shape: shape,
+            rotary: rotary, options: options, hiddenSize: hiddenSize, arithmetic: arithmetic)
+    }
+
     /// Attends each chunk's rows of `normed` (chunk i's tokens at positions `caches[i].count ..< +rowCount`)
     /// and writes their keys and values into the cache rows of `layer` (the caller advances the counts).
     ///

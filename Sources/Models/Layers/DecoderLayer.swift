@@ -11,6 +11,15 @@ enum FeedForward: Sendable {
     case experts(Router, shared: SharedExpert?)
     /// A dense MLP run here.
     case dense(DenseMLP)
+
+    /// This block with its MLP (dense or shared expert) held as q8; the router stays as stored (it is
+    /// small, and its choices are what the experts' load depends on).
+    func quantizedQ8() -> FeedForward {
+        switch self {
+        case .experts(let router, let shared): .experts(router, shared: shared?.quantizedQ8())
+        case .dense(let mlp): .dense(mlp.quantizedQ8())
+        }
+    }
 }
 
 /// The self-attention block of a decoder layer.
@@ -31,6 +40,15 @@ enum SelfAttention: Sendable {
         case .latent(let attention): attention(normed, chunks: chunks, layer: layer, caches: caches)
         }
     }
+
+    /// This block with its projections held as q8. Latent attention (DeepSeek) stays as stored: its
+    /// key and value expansion is absorbed into other products at load, from the stored values.
+    func quantizedQ8() -> SelfAttention {
+        switch self {
+        case .standard(let attention): .standard(attention.quantizedQ8())
+        case .latent: self
+        }
+    }
 }
 
 /// One decoder layer's part that the coordinator runs.
@@ -45,6 +63,13 @@ struct DecoderLayer: Sendable {
     let feedForward: FeedForward
     /// ε of the two norms.
     let epsilon: Float
+
+    /// This layer with its attention and MLP matrices held as q8 (see the blocks' `quantizedQ8`).
+    func quantizedQ8() -> DecoderLayer {
+        DecoderLayer(
+            index: index, inputNorm: inputNorm, attention: attention.quantizedQ8(), postAttentionNorm: postAttentionNorm,
+            feedForward: feedForward.quantizedQ8(), epsilon: epsilon)
+    }
 
     /// The layer up to its feed-forward block: adds the attention output to `hidden` in place, then
     /// returns the post-attention-normed rows the feed-forward block takes.

@@ -20,6 +20,11 @@ struct DenseMLP: Sendable {
     let down: WeightTensor
     let arithmetic: BFloat16Arithmetic
 
+    /// This MLP with its three matrices held as q8 (``WeightTensor/quantizedQ8()``).
+    func quantizedQ8() -> DenseMLP {
+        DenseMLP(gate: gate.quantizedQ8(), up: up.quantizedQ8(), down: down.quantizedQ8(), arithmetic: arithmetic)
+    }
+
     /// - Parameter input: [T, H], f32.
     /// - Returns: [T, H], f32.
     func callAsFunction(_ input: [Float], rowCount: Int) -> [Float] {
@@ -46,6 +51,9 @@ struct SharedExpert: Sendable {
     let mlp: DenseMLP
     /// [1, H], f32 or bf16; nil: no gate, the MLP's output is added as it is.
     let gate: WeightTensor?
+
+    /// This shared expert with its MLP held as q8; the gate (one row, like the router) stays as stored.
+    func quantizedQ8() -> SharedExpert { SharedExpert(mlp: mlp.quantizedQ8(), gate: gate) }
 
     /// - Parameter input: [T, H], f32 (the same post-attention-normed rows the router sees).
     /// - Returns: sigmoid(x · gate) · mlp(x), or mlp(x) without a gate, [T, H], f32.
