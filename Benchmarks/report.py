@@ -59,6 +59,31 @@ def step_params(config, batch):
     return config["num_hidden_layers"] * per_layer + config["vocab_size"] * h + h
 
 
+def round_floor_ratios(results, prefix, result, active_bytes):
+    """Each round's decode ÷ that round's floor: active bytes at the better of the read bandwidths (2
+    threads) measured at the round's start and end (`floors --bandwidth`, files PREFIXbandwidth-start.runN
+    and -end.runN). Returns (median, [ratios], [bandwidths, GB/s]) or None without both."""
+    ratios, bandwidths = [], []
+    for run in (result or {}).get("timing_runs") or []:
+        measured = [load(results, f"{prefix}bandwidth-{end}.run{run.get('round')}") for end in ("start", "end")]
+        best = max((m["membw_gbs_2t"] for m in measured if m), default=None)
+        if best and run.get("decode_tokens_per_s"):
+            ratios.append(run["decode_tokens_per_s"] / (best * 1e9 / active_bytes))
+            bandwidths.append(best)
+    return (statistics.median(ratios), ratios, bandwidths) if ratios else None
+
+
+def round_floor_row(out, results, prefix, name, result, active_bytes):
+    """One line: NAME decode ÷ its round's floor, the median and each round's, with the bandwidths."""
+    found = round_floor_ratios(results, prefix, result, active_bytes)
+    if not found:
+        out(f"  {name:<58}{'—':>10}")
+        return
+    median, ratios, bandwidths = found
+    out(f"  {name:<58}{fmt(median, 2):>10}   round by round " + " / ".join(fmt(x, 2) for x in ratios)
+        + f" (read {min(bandwidths):.1f}–{max(bandwidths):.1f} GB/s)")
+
+
 def fmt(value, digits=1):
     return "—" if value is None else f"{value:,.{digits}f}"
 
@@ -193,6 +218,8 @@ def main():
     out(f"  {'Switchyard 2 workers decode ÷ floor (2 threads)':<58}{fmt(ratio(d_w2, floor_2t), 2):>10}")
     for peer, result in [("transformers", hf), ("llama.cpp bf16", lb)]:
         out(f"  {peer + ' decode ÷ floor (2 threads)':<58}{fmt(ratio(timing(result)[1], floor_2t), 2):>10}")
+    for name, result in [("Switchyard in-process", sy_in), ("llama.cpp bf16", lb)]:
+        round_floor_row(out, r, "", f"{name} decode ÷ its round's floor (2 thr.)", result, active_bytes)
     for w in (0, 2):
         out(f"  {f'serve --workers {w} batch-8 ÷ batch-1 decode':<58}{fmt(ratio(batch_rate.get((w, 8)), batch_rate.get((w, 1))), 2):>10}")
         ratios = pairs.get(w) or []
@@ -384,6 +411,8 @@ def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, 
         out(f"  {'decode floor (bandwidth ÷ active bf16 bytes, 2 threads)':<58}{fmt(floor):>10} tok/s")
         for name, result in [("Switchyard", sy), ("llama.cpp bf16", lb)]:
             out(f"  {name + ' decode ÷ floor (2 threads)':<58}{fmt(ratio(timing(result)[1] if result else None, floor), 2):>10}")
+    for name, result in [("Switchyard", sy), ("llama.cpp bf16", lb)]:
+        round_floor_row(out, r, "qwen3moe-", f"{name} decode ÷ its round's floor (2 threads)", result, params * 2)
 
 
 def deepseek_section(out, r, args, paired, timing):

@@ -170,12 +170,22 @@ run_generate() {  # name, run, spawn-workers, extra arguments... (GEN_MODEL: ano
 # better than THREADS ÷ workers here, since a token's two experts are often on one worker while the
 # other waits).
 # llama.cpp bf16 runs right after the in-process run it is compared with, 2 workers right after it too.
+# The read bandwidth is measured at the start and at the end of every round (`floors --bandwidth`): the
+# decode ÷ floor ratios divide each round's decodes by the better of its round's two figures, since
+# this host's bandwidth has been seen to change from one minute to the next.
+round_bandwidth() {  # result name
+    if [[ -x "$WORK/floors" ]] && ! skipping floors; then
+        "$WORK/floors" --bandwidth > "$RESULTS/$1.json" 2> /dev/null || rm -f "$RESULTS/$1.json"
+    fi
+}
 for run in $(seq "$REPEATS"); do
+    round_bandwidth "bandwidth-start.run$run"
     if [[ -n "$LLAMA_READY" ]]; then run_llama bf16 ".run$run"; fi
     run_generate switchyard-inprocess "$run" 0 --threads "$THREADS"
     if skipping workers; then :; else run_generate switchyard-workers2 "$run" 2 --threads "$THREADS"; fi
     run_generate switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
     if [[ -n "$LLAMA_READY" ]]; then run_llama q8_0 ".run$run"; fi
+    round_bandwidth "bandwidth-end.run$run"
 done
 if skipping workers; then skip switchyard-workers2 "SKIP=workers"; fi
 
@@ -195,10 +205,12 @@ if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; e
     fi
     cat "$QWEN_MODEL"/*.safetensors > /dev/null
     for run in $(seq "$REPEATS"); do
+        round_bandwidth "qwen3moe-bandwidth-start.run$run"
         if [[ -n "$QWEN_LLAMA" ]]; then run_llama bf16 ".run$run" "$WORK/gguf-qwen3moe" qwen3moe-; fi
         GEN_MODEL="$QWEN_MODEL" run_generate qwen3moe-switchyard-inprocess "$run" 0 --threads "$THREADS"
         GEN_MODEL="$QWEN_MODEL" run_generate qwen3moe-switchyard-inprocess-q8 "$run" 0 --threads "$THREADS" --quantize q8
         if [[ -n "$QWEN_LLAMA" ]]; then run_llama q8_0 ".run$run" "$WORK/gguf-qwen3moe" qwen3moe-; fi
+        round_bandwidth "qwen3moe-bandwidth-end.run$run"
     done
     run_hf qwen3moe-transformers "$QWEN_MODEL" "Qwen3-MoE-shaped model"
 fi
@@ -269,14 +281,18 @@ for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inproces
              "qwen3moe-switchyard-inprocess", "qwen3moe-switchyard-inprocess-q8", "qwen3moe-llama-bf16",
              "qwen3moe-llama-q8_0", "gptoss-switchyard-inprocess", "gptoss-llama-mxfp4",
              "deepseek-switchyard-inprocess", "deepseek-fp8-switchyard-inprocess", "deepseek-llama-bf16"]:
-    runs = [json.load(open(path)) for path in sorted(glob.glob(os.path.join(results, name + ".run*.json")))]
+    paths = glob.glob(os.path.join(results, name + ".run*.json"))
+    # In round order (run10 after run9), so that round i of every configuration pairs with round i of the others.
+    paths.sort(key=lambda path: int(path.rsplit(".run", 1)[1].split(".")[0]))
+    runs = [json.load(open(path)) for path in paths]
+    rounds = [int(path.rsplit(".run", 1)[1].split(".")[0]) for path in paths]
     if not runs:
         continue
     merged = dict(runs[0])
     timings = [run.get("timing", run) for run in runs]
     keys = ["prefill_tokens_per_s", "decode_tokens_per_s"]
     merged["timing"] = {**timings[0], **{key: statistics.median(t[key] for t in timings) for key in keys}}
-    merged["timing_runs"] = [{key: t[key] for key in keys} for t in timings]
+    merged["timing_runs"] = [{**{key: t[key] for key in keys}, "round": n} for t, n in zip(timings, rounds)]
     json.dump(merged, open(os.path.join(results, name + ".json"), "w"))
 PY
 

@@ -16,6 +16,10 @@
 //            (a 16-byte header frame + a payload frame of 8 KiB, 64 KiB, 1 MiB); the ROUTER echoes in
 //            a forked process; p50 and p99 in µs.
 //
+// `floors --bandwidth` measures and prints the memory read bandwidth alone (about a second): run.sh
+// takes it in every round beside the decodes, since a shared host's bandwidth can change from one
+// minute to the next.
+//
 // Build: cc -O2 -march=native -o floors floors.c -lopenblas -lzmq -lpthread
 #define _GNU_SOURCE
 #include <cblas.h>
@@ -335,7 +339,8 @@ static void zmq_round_trips(int port, int curve, const size_t *sizes, int size_c
 }
 
 int main(int argc, char **argv) {
-    int port = argc > 1 ? atoi(argv[1]) : 47311;
+    int bandwidth_only = argc > 1 && strcmp(argv[1], "--bandwidth") == 0;
+    int port = argc > 1 && !bandwidth_only ? atoi(argv[1]) : 47311;
     float sink = 0;
 
     float *data = aligned_alloc(64, MEMBW_BYTES);
@@ -343,6 +348,10 @@ int main(int argc, char **argv) {
     double bw1 = membw(data, 1, &sink), bw2 = membw(data, 2, &sink);
     free(data);
     fprintf(stderr, "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n", bw1, bw2);
+    if (bandwidth_only) {
+        printf("{\"membw_gbs_1t\": %.2f, \"membw_gbs_2t\": %.2f, \"sink\": %g}\n", bw1, bw2, (double)sink);
+        return 0;
+    }
 
     double dot1 = dot_peak(1, &sink), dot2 = dot_peak(2, &sink);
     fprintf(stderr, "%s peak: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (2 threads)\n", DOT_KIND, dot1, dot2);
