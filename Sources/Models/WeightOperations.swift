@@ -11,7 +11,7 @@ import Tensors
 /// a q8 weight the q8 kernel's, its input quantized per row and block of 32 (nor does it apply).
 /// - Parameters:
 ///   - input: [rowCount, weight.shape[1]], f32.
-///   - weight: [outputCount, inputCount], f32, bf16 or FP8.
+///   - weight: [outputCount, inputCount], f32, bf16, FP8 or q8.
 ///   - output: [rowCount, weight.shape[0]], f32, overwritten.
 func linear(
     _ input: UnsafePointer<Float>, rowCount: Int, weight: WeightTensor, into output: UnsafeMutablePointer<Float>,

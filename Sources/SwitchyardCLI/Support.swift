@@ -108,6 +108,7 @@ enum QuantizeChoice: String, CaseIterable, ExpressibleByArgument {
     /// How the coordinator's dense model is held.
     var dense: WeightQuantization { self == .q8 ? .q8 : .none }
 }
+
 // The one DType option is --kv-cache-dtype, whose cache holds f32 or bf16: f16 is neither offered
 // nor accepted (the default CaseIterable conformance would list it).
 extension DType: ExpressibleByArgument {
