@@ -9,6 +9,10 @@ shared experts and dense FFN layers: every weight that is not a routed expert), 
 attention the latent row, kv_lora_rank + qk_rope_head_dim values a token and layer), and the bytes
 of one routed expert (gate, up and down projections: 3 x hidden x moe_intermediate weights) at
 f32, bf16 and q8 (--quantize q8: int8 in blocks of 32 with an f32 scale, 1.125 bytes a weight).
+The dense part at q8 is what the coordinator holds with --quantize q8: the q/k/v/o projections of
+standard attention, the shared experts, the dense FFN layers and the LM head as q8 (each row's blocks
+rounded up to an even count, 36 bytes a block), the rest in bf16 (the embedding, norms, routers, and
+multi-head latent attention, which stays as stored); a tied LM head is a q8 copy beside the embedding.
 For a config with an FP8 quantization_config (quant_method fp8, weight_block_size [R, C], as
 DeepSeek-V3 is released) a second table gives the bytes as stored and used: every linear weight 1
 byte plus an f32 scale per R x C block (ceil-divided: edge blocks are partial), the embeddings,
@@ -98,6 +102,11 @@ def figures(cfg):
     matrices = layers * attention_matrices
     matrices += len(moe_layers) * [(shared * expert_ffn, h), (shared * expert_ffn, h), (h, shared * expert_ffn)] * (shared > 0)
     matrices += dense_layers * [(dense_ffn, h), (dense_ffn, h), (h, dense_ffn)]
+    # What --quantize q8 holds as q8 in the dense part (latent attention stays as stored).
+    q8_matrices = [m for m in matrices if kind != "deepseek_v3" or m not in attention_matrices]
+    q8_matrices += [(vocab, h)]
+    q8_quantized = sum(r * c for r, c in q8_matrices) - (vocab * h if cfg.get("tie_word_embeddings") else 0)
+    dense_q8_bytes = 2 * (dense - q8_quantized) + sum(r * (-(-(-(-c // 32)) // 2) * 2) * 36 for r, c in q8_matrices)
     expert_matrices = [(expert_ffn, h), (expert_ffn, h), (h, expert_ffn)]
     # gpt-oss experts carry biases: gate_up_proj_bias (2 x intermediate) and down_proj_bias (hidden).
     expert_bias = 2 * expert_ffn + h if kind == "gpt_oss" else 0
@@ -108,6 +117,7 @@ def figures(cfg):
         "expert_params": expert + expert_bias, "expert_matrix_params": expert, "expert_bias_params": expert_bias,
         "mxfp4": mxfp4, "routed_experts_total": len(moe_layers) * experts,
         "kv_values_per_token": layers * kv_per_token_layer, "absorbed_params": absorbed,
+        "dense_q8_bytes": dense_q8_bytes,
     }
 
 
@@ -125,7 +135,7 @@ def fp8_block(cfg):
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    print("| model | dense part bf16 / f32 | KV cache per 1k tokens bf16 / f32 | one expert bf16 / q8 / f32 | "
+    print("| model | dense part bf16 / q8 / f32 | KV cache per 1k tokens bf16 / f32 | one expert bf16 / q8 / f32 | "
           "routed experts (layers x experts) | all experts bf16 / q8 | one / all experts MXFP4 (as released) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for path in sys.argv[1:]:
@@ -136,7 +146,7 @@ def main():
         kv = x["kv_values_per_token"] * 1000
         e = x["expert_params"]
         n = x["routed_experts_total"]
-        print(f"| {name} | {x['dense_params'] * 2 / GIB:.2f} / {x['dense_params'] * 4 / GIB:.2f} GiB | "
+        print(f"| {name} | {x['dense_params'] * 2 / GIB:.2f} / {x['dense_q8_bytes'] / GIB:.2f} / {x['dense_params'] * 4 / GIB:.2f} GiB | "
               f"{kv * 2 / 2**20:.0f} / {kv * 4 / 2**20:.0f} MiB | "
               f"{e * 2 / 2**20:.1f} / {e * 1.125 / 2**20:.1f} / {e * 4 / 2**20:.1f} MiB | "
               f"{n} ({x['moe_layers']} x {x['experts']}, top-{x['top_k']}) | "
