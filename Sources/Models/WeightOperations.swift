@@ -54,34 +54,40 @@ func linear(
     arithmetic: BFloat16Arithmetic
 ) {
     precondition(weights.count == outputs.count && !weights.isEmpty)
-    let fused =
-        weights.allSatisfy({ $0.shape.count == 2 && $0.shape[1] == weights[0].shape[1] })
-        && withBFloat16Elements(of: weights) { pointers -> Bool in
-            let products = zip(weights, zip(pointers, outputs)).map { weight, target in
-                GroupedBFloat16Product(
-                    firstRow: 0, rowCount: rowCount, weight: target.0, outputCount: weight.shape[0], output: target.1)
+    let inputCount = weights[0].shape.count == 2 ? weights[0].shape[1] : -1
+    if weights.allSatisfy({ $0.shape.count == 2 && $0.shape[1] == inputCount }) {
+        let fused =
+            withBFloat16Elements(of: weights) { pointers -> Bool in
+                let products = zip(weights, zip(pointers, outputs)).map { weight, target in
+                    GroupedBFloat16Product(
+                        firstRow: 0, rowCount: rowCount, weight: target.0, outputCount: weight.shape[0], output: target.1)
+                }
+                linear(input, rowCount: rowCount, inputCount: inputCount, groupedProducts: products, arithmetic: arithmetic)
+                return true
             }
-            linear(
-                input, rowCount: rowCount, inputCount: weights[0].shape[1], groupedProducts: products,
-                arithmetic: arithmetic)
-            return true
-        } == true
-    guard !fused else { return }
-    let fusedQ8 =
-        weights.allSatisfy({ $0.shape.count == 2 && $0.shape[1] == weights[0].shape[1] })
-        && withQ8Elements(of: weights) { matrices -> Bool in
-            let products = zip(weights, zip(matrices, outputs)).map { weight, target in
-                GroupedQ8Product(
-                    firstRow: 0, rowCount: rowCount, values: target.0.values, scales: target.0.scales,
-                    outputCount: weight.shape[0], output: target.1)
+            ?? withQ8Elements(of: weights) { matrices -> Bool in
+                let products = zip(weights, zip(matrices, outputs)).map { weight, target in
+                    GroupedQ8Product(
+                        firstRow: 0, rowCount: rowCount, values: target.0.values, scales: target.0.scales,
+                        outputCount: weight.shape[0], output: target.1)
+                }
+                linear(input, rowCount: rowCount, inputCount: inputCount, groupedQ8Products: products)
+                return true
             }
-            linear(input, rowCount: rowCount, inputCount: weights[0].shape[1], groupedQ8Products: products)
-            return true
-        } == true
-    guard !fusedQ8 else { return }
+        if fused == true { return }
+    }
     for (weight, output) in zip(weights, outputs) {
         linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
     }
+}
+
+/// Calls `body` with the elements of every weight, all valid during the call.
+func withElements<Result>(of weights: [WeightTensor], _ body: ([WeightTensor.Elements]) -> Result) -> Result {
+    func collect(_ index: Int, _ collected: [WeightTensor.Elements]) -> Result {
+        guard index < weights.count else { return body(collected) }
+        return weights[index].withElements { collect(index + 1, collected + [$0]) }
+    }
+    return collect(0, [])
 }
 
 /// Calls `body` with the bf16 elements of every weight (all valid during the call), or returns nil
@@ -90,14 +96,12 @@ func withBFloat16Elements<Result>(
     of weights: [WeightTensor], _ body: ([UnsafePointer<UInt16>]) -> Result
 ) -> Result? {
     guard weights.allSatisfy({ $0.dtype == .bf16 }) else { return nil }
-    func collect(_ index: Int, _ pointers: [UnsafePointer<UInt16>]) -> Result {
-        guard index < weights.count else { return body(pointers) }
-        return weights[index].withElements { elements in
-            guard case .bf16(let pointer) = elements else { preconditionFailure("checked bf16 above") }
-            return collect(index + 1, pointers + [pointer])
-        }
+    return withElements(of: weights) { elements in
+        body(elements.map { element in
+            guard case .bf16(let pointer) = element else { preconditionFailure("checked bf16 above") }
+            return pointer
+        })
     }
-    return collect(0, [])
 }
 
 /// Calls `body` with the q8 values and scales of every weight (all valid during the call), or returns
@@ -106,14 +110,12 @@ func withQ8Elements<Result>(
     of weights: [WeightTensor], _ body: ([(values: UnsafePointer<Int8>, scales: UnsafePointer<Float>)]) -> Result
 ) -> Result? {
     guard weights.allSatisfy(\.isQ8) else { return nil }
-    func collect(_ index: Int, _ matrices: [(values: UnsafePointer<Int8>, scales: UnsafePointer<Float>)]) -> Result {
-        guard index < weights.count else { return body(matrices) }
-        return weights[index].withElements { elements in
-            guard case .q8(let values, let scales, _) = elements else { preconditionFailure("checked q8 above") }
-            return collect(index + 1, matrices + [(values, scales)])
-        }
+    return withElements(of: weights) { elements in
+        body(elements.map { element in
+            guard case .q8(let values, let scales, _) = element else { preconditionFailure("checked q8 above") }
+            return (values, scales)
+        })
     }
-    return collect(0, [])
 }
 
 extension WeightTensor {
