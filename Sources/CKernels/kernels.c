@@ -384,6 +384,68 @@ SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *
         weighted_sum_body_avx512(p, count, v, 0, vs, width, out, accumulate);
 }
 
+/// ``weighted_sum_body_avx512`` for H heads at once (weights p + h · ps, output out + h · os): each
+/// value vector is read and widened once for all H heads. Every out[h, d] gets the FMAs of the one-head
+/// body in its order, so the bits are the same.
+SY_AVX512 void weighted_sum_heads_body_avx512(int H, const float *p, size_t ps, size_t count, const void *v,
+                                              int bf16, size_t vs, size_t width, float *out, size_t os,
+                                              int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t d0 = 0;
+    for (; d0 + 4 * SY_LANES <= width; d0 += 4 * SY_LANES) {
+        __m512 acc[4][4];
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < 4; j++)
+                acc[h][j] = accumulate ? _mm512_loadu_ps(out + h * os + d0 + j * SY_LANES) : _mm512_setzero_ps();
+        for (size_t s = 0; s < count; s++) {
+            const char *row = (const char *)v + (s * vs + d0) * element;
+            __m512 values[4];
+            for (int j = 0; j < 4; j++) values[j] = values16_avx512(row + j * SY_LANES * element, bf16, 0xFFFF, SY_LANES);
+            for (int h = 0; h < H; h++) {
+                __m512 weight = _mm512_set1_ps(p[h * ps + s]);
+                for (int j = 0; j < 4; j++) acc[h][j] = _mm512_fmadd_ps(weight, values[j], acc[h][j]);
+            }
+        }
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + h * os + d0 + j * SY_LANES, acc[h][j]);
+    }
+    for (; d0 < width; d0 += SY_LANES) {
+        size_t left = width - d0 < SY_LANES ? width - d0 : SY_LANES;
+        __mmask16 mask = left >= SY_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        __m512 acc[4];
+        for (int h = 0; h < H; h++)
+            acc[h] = accumulate ? _mm512_maskz_loadu_ps(mask, out + h * os + d0) : _mm512_setzero_ps();
+        for (size_t s = 0; s < count; s++) {
+            __m512 values = values16_avx512((const char *)v + (s * vs + d0) * element, bf16, mask, left);
+            for (int h = 0; h < H; h++) acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(p[h * ps + s]), values, acc[h]);
+        }
+        for (int h = 0; h < H; h++) _mm512_mask_storeu_ps(out + h * os + d0, mask, acc[h]);
+    }
+}
+
+/// The heads four at a time (16 accumulators of 64 columns), then the rest together.
+SY_AVX512_FN void weighted_sum_heads_avx512(const float *p, size_t ps, size_t heads, size_t count, const void *v,
+                                            int bf16, size_t vs, size_t width, float *out, size_t os, int accumulate) {
+    for (size_t h = 0; h < heads;) {
+        size_t left = heads - h;
+        const float *ph = p + h * ps;
+        float *oh = out + h * os;
+#define SY_HEADS_CASE(H)                                                                                            \
+    case H:                                                                                                        \
+        if (bf16) weighted_sum_heads_body_avx512(H, ph, ps, count, v, 1, vs, width, oh, os, accumulate);          \
+        else weighted_sum_heads_body_avx512(H, ph, ps, count, v, 0, vs, width, oh, os, accumulate);               \
+        break;
+        switch (left >= 4 ? 4 : left) {
+            SY_HEADS_CASE(4)
+            SY_HEADS_CASE(3)
+            SY_HEADS_CASE(2)
+            SY_HEADS_CASE(1)
+        }
+#undef SY_HEADS_CASE
+        h += left >= 4 ? 4 : left;
+    }
+}
+
 // MARK: - AVX2 path (16 lanes as two 8-lane halves, so the arithmetic matches the other paths)
 //
 // The AVX2 kernels are shaped like the AVX-512 ones, for 16 ymm registers: tiles of constant shape
@@ -551,6 +613,58 @@ SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const void *v, i
         weighted_sum_body_avx2(p, count, v, 1, vs, width, out, accumulate);
     else
         weighted_sum_body_avx2(p, count, v, 0, vs, width, out, accumulate);
+}
+
+/// ``weighted_sum_body_avx2`` for two heads at once (weights p and p + ps, outputs out and out + os):
+/// each value vector read and widened once for both (8 accumulators of 32 columns, 4 values and a
+/// weight: 13 of the 16 registers). The bits are those of the one-head body.
+SY_AVX2 void weighted_sum_pair_body_avx2(const float *p, size_t ps, size_t count, const void *v, int bf16, size_t vs,
+                                         size_t width, float *out, size_t os, int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t d0 = 0;
+    const __m256i all = mask8_avx2(8);
+    for (; d0 + 32 <= width; d0 += 32) {
+        __m256 acc[2][4];
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 4; j++)
+                acc[h][j] = accumulate ? _mm256_loadu_ps(out + h * os + d0 + 8 * j) : _mm256_setzero_ps();
+        for (size_t s = 0; s < count; s++) {
+            const char *row = (const char *)v + (s * vs + d0) * element;
+            __m256 values[4];
+            for (int j = 0; j < 4; j++) values[j] = values8_avx2(row + 8 * j * element, bf16, all, 8);
+            for (int h = 0; h < 2; h++) {
+                __m256 weight = _mm256_set1_ps(p[h * ps + s]);
+                for (int j = 0; j < 4; j++) acc[h][j] = _mm256_fmadd_ps(weight, values[j], acc[h][j]);
+            }
+        }
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + h * os + d0 + 8 * j, acc[h][j]);
+    }
+    for (; d0 < width; d0 += 8) {
+        size_t left = width - d0 < 8 ? width - d0 : 8;
+        __m256i mask = mask8_avx2(left);
+        __m256 acc[2];
+        for (int h = 0; h < 2; h++) acc[h] = accumulate ? _mm256_maskload_ps(out + h * os + d0, mask) : _mm256_setzero_ps();
+        for (size_t s = 0; s < count; s++) {
+            __m256 values = values8_avx2((const char *)v + (s * vs + d0) * element, bf16, mask, left);
+            for (int h = 0; h < 2; h++) acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * ps + s]), values, acc[h]);
+        }
+        for (int h = 0; h < 2; h++) _mm256_maskstore_ps(out + h * os + d0, mask, acc[h]);
+    }
+}
+
+/// The heads two at a time, the last alone.
+SY_AVX2_FN void weighted_sum_heads_avx2(const float *p, size_t ps, size_t heads, size_t count, const void *v, int bf16,
+                                        size_t vs, size_t width, float *out, size_t os, int accumulate) {
+    size_t h = 0;
+    for (; h + 2 <= heads; h += 2) {
+        if (bf16) weighted_sum_pair_body_avx2(p + h * ps, ps, count, v, 1, vs, width, out + h * os, os, accumulate);
+        else weighted_sum_pair_body_avx2(p + h * ps, ps, count, v, 0, vs, width, out + h * os, os, accumulate);
+    }
+    if (h < heads) {
+        if (bf16) weighted_sum_body_avx2(p + h * ps, count, v, 1, vs, width, out + h * os, accumulate);
+        else weighted_sum_body_avx2(p + h * ps, count, v, 0, vs, width, out + h * os, accumulate);
+    }
 }
 
 #endif // SY_X86
@@ -2084,6 +2198,42 @@ static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const void
     }
 }
 
+/// ``weighted_sum_on`` for `heads` heads sharing the values: on AVX-512 and AVX2 the heads of a few at a
+/// time read each value row once; elsewhere one head after another. The bits are those of one call
+/// per head.
+static void weighted_sum_heads_on(sy_isa isa, const float *p, size_t p_stride, size_t heads, size_t count,
+                                  const void *v, int bf16, size_t v_stride, size_t width, float *out, size_t out_stride,
+                                  int accumulate) {
+    switch (isa) {
+#if SY_X86
+    case SY_ISA_AVX512BF16:
+    case SY_ISA_AVX512:
+        weighted_sum_heads_avx512(p, p_stride, heads, count, v, bf16, v_stride, width, out, out_stride, accumulate);
+        return;
+    case SY_ISA_AVX2:
+    case SY_ISA_AVX2_VNNI:
+        weighted_sum_heads_avx2(p, p_stride, heads, count, v, bf16, v_stride, width, out, out_stride, accumulate);
+        return;
+#endif
+    default:
+        for (size_t h = 0; h < heads; h++)
+            weighted_sum_on(isa, p + h * p_stride, count, v, bf16, v_stride, width, out + h * out_stride, accumulate);
+        return;
+    }
+}
+
+void sy_weighted_sum_heads_isa(sy_isa isa, const float *p, size_t p_stride, size_t heads, size_t count,
+                               const float *v, size_t v_stride, size_t width, float *out, size_t out_stride,
+                               int accumulate) {
+    weighted_sum_heads_on(isa, p, p_stride, heads, count, v, 0, v_stride, width, out, out_stride, accumulate);
+}
+
+void sy_weighted_sum_heads_bf16_isa(sy_isa isa, const float *p, size_t p_stride, size_t heads, size_t count,
+                                    const uint16_t *v, size_t v_stride, size_t width, float *out, size_t out_stride,
+                                    int accumulate) {
+    weighted_sum_heads_on(isa, p, p_stride, heads, count, v, 1, v_stride, width, out, out_stride, accumulate);
+}
+
 void sy_weighted_sum_isa(sy_isa isa, const float *p, size_t count, const float *v, size_t v_stride, size_t width,
                          float *out) {
     weighted_sum_on(isa, p, count, v, 0, v_stride, width, out, 0);
@@ -2101,6 +2251,15 @@ void sy_weighted_sum_bf16_isa(sy_isa isa, const float *p, size_t count, const ui
 
 void sy_weighted_sum(const float *p, size_t count, const float *v, size_t v_stride, size_t width, float *out) {
     sy_weighted_sum_isa(sy_active_isa(), p, count, v, v_stride, width, out);
+}
+
+void sy_prefetch_rows(const void *base, size_t rows, size_t stride, size_t bytes) {
+    for (size_t r = 0; r < rows; r++) {
+        const char *row = (const char *)base + r * stride;
+        // Every cache line the row's bytes touch, the first one from its start.
+        for (size_t offset = 0; offset < bytes + ((uintptr_t)row & 63); offset += 64)
+            __builtin_prefetch(row - ((uintptr_t)row & 63) + offset, 0, 3);
+    }
 }
 
 void sy_keep_freed_memory_in_heap(void) {
@@ -2446,41 +2605,97 @@ SY_AVX512 void scores16_avx512(const float *q, const char *k, size_t row, int bf
     hsum16_many_avx512(acc, totals);
 }
 
+/// The totals of q_h · k_i for H heads (q_h at q + h · q_stride) and 16 / H keys (`row` bytes apart):
+/// totals[h · 16 / H + i]. Each key vector is read and widened once for the H heads; every total is
+/// the dot product of ``scores16_avx512`` (the same FMAs in the same order, the same tree).
+SY_AVX512 void scores_heads_avx512(int H, const float *q, size_t q_stride, const char *k, size_t row, int bf16,
+                                   size_t d, float totals[16]) {
+    const int keys = 16 / H;
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t full = d / SY_LANES * SY_LANES;
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (size_t p = 0; p < full; p += SY_LANES) {
+        __m512 qv[4];
+        for (int h = 0; h < H; h++) qv[h] = _mm512_loadu_ps(q + h * q_stride + p);
+        for (int i = 0; i < keys; i++) {
+            __m512 kv = values16_avx512(k + i * row + p * element, bf16, 0xFFFF, SY_LANES);
+            for (int h = 0; h < H; h++) acc[h * keys + i] = _mm512_fmadd_ps(qv[h], kv, acc[h * keys + i]);
+        }
+    }
+    if (full < d) {
+        __mmask16 tail = (__mmask16)((1u << (d - full)) - 1u);
+        __m512 qv[4];
+        for (int h = 0; h < H; h++) qv[h] = _mm512_maskz_loadu_ps(tail, q + h * q_stride + full);
+        for (int i = 0; i < keys; i++) {
+            __m512 kv = values16_avx512(k + i * row + full * element, bf16, tail, d - full);
+            for (int h = 0; h < H; h++)
+                acc[h * keys + i] = _mm512_mask3_fmadd_ps(qv[h], kv, acc[h * keys + i], tail);
+        }
+    }
+    hsum16_many_avx512(acc, totals);
+}
+
+/// Scores of one head for keys s0 ..< count: 16 at a time, then the partial block.
+SY_AVX512 void scores_head_avx512(const float *qh, const void *keys, int bf16, size_t row, size_t s0, size_t count,
+                                  size_t d, float scale, float *scores) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    size_t full = d / SY_LANES * SY_LANES;
+    __mmask16 tail = (__mmask16)((1u << (d - full)) - 1u);
+    for (; s0 < count; s0 += 16) {
+        const char *k = (const char *)keys + s0 * row;
+        float totals[16];
+        size_t n = count - s0 < 16 ? count - s0 : 16;
+        if (n == 16) {
+            scores16_avx512(qh, k, row, bf16, d, totals);
+        } else {
+            // A partial block of keys: the same operations on the n keys there are.
+            __m512 acc[16];
+            for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+            for (size_t p = 0; p < full; p += SY_LANES) {
+                __m512 qv = _mm512_loadu_ps(qh + p);
+                for (size_t i = 0; i < n; i++)
+                    acc[i] = _mm512_fmadd_ps(qv, values16_avx512(k + i * row + p * element, bf16, 0xFFFF, SY_LANES),
+                                             acc[i]);
+            }
+            if (full < d) {
+                __m512 qv = _mm512_maskz_loadu_ps(tail, qh + full);
+                for (size_t i = 0; i < n; i++)
+                    acc[i] = _mm512_mask3_fmadd_ps(
+                        qv, values16_avx512(k + i * row + full * element, bf16, tail, d - full), acc[i], tail);
+            }
+            hsum16_many_avx512(acc, totals);
+        }
+        for (size_t i = 0; i < n; i++) scores[s0 + i] = totals[i] * scale;
+    }
+}
+
+/// The heads of a group four (or two) at a time on blocks of 4 (or 8) keys, so that each key is
+/// widened once for them, and the keys left over (and a last single head) one head at a time.
 SY_AVX512 void scores_body_avx512(const float *q, size_t heads, size_t q_stride, const void *keys, int bf16,
                                   size_t key_stride, size_t count, size_t d, float scale, float *scores,
                                   size_t scores_stride) {
     size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
     size_t row = key_stride * element;
-    size_t full = d / SY_LANES * SY_LANES;
-    __mmask16 tail = (__mmask16)((1u << (d - full)) - 1u);
-    for (size_t h = 0; h < heads; h++) {
+    for (size_t h = 0; h < heads;) {
+        size_t together = heads - h >= 4 ? 4 : heads - h >= 2 ? 2 : 1;
         const float *qh = q + h * q_stride;
-        for (size_t s0 = 0; s0 < count; s0 += 16) {
-            const char *k = (const char *)keys + s0 * row;
-            float totals[16];
-            size_t n = count - s0 < 16 ? count - s0 : 16;
-            if (n == 16) {
-                scores16_avx512(qh, k, row, bf16, d, totals);
-            } else {
-                // A partial block of keys: the same operations on the n keys there are.
-                __m512 acc[16];
-                for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-                for (size_t p = 0; p < full; p += SY_LANES) {
-                    __m512 qv = _mm512_loadu_ps(qh + p);
-                    for (size_t i = 0; i < n; i++)
-                        acc[i] = _mm512_fmadd_ps(qv, values16_avx512(k + i * row + p * element, bf16, 0xFFFF, SY_LANES),
-                                                 acc[i]);
-                }
-                if (full < d) {
-                    __m512 qv = _mm512_maskz_loadu_ps(tail, qh + full);
-                    for (size_t i = 0; i < n; i++)
-                        acc[i] = _mm512_mask3_fmadd_ps(
-                            qv, values16_avx512(k + i * row + full * element, bf16, tail, d - full), acc[i], tail);
-                }
-                hsum16_many_avx512(acc, totals);
+        size_t s0 = 0;
+        if (together > 1) {
+            size_t block = 16 / together;
+            for (; s0 + block <= count; s0 += block) {
+                float totals[16];
+                const char *k = (const char *)keys + s0 * row;
+                if (together == 4) scores_heads_avx512(4, qh, q_stride, k, row, bf16, d, totals);
+                else scores_heads_avx512(2, qh, q_stride, k, row, bf16, d, totals);
+                for (size_t g = 0; g < together; g++)
+                    for (size_t i = 0; i < block; i++)
+                        scores[(h + g) * scores_stride + s0 + i] = totals[g * block + i] * scale;
             }
-            for (size_t i = 0; i < n; i++) scores[h * scores_stride + s0 + i] = totals[i] * scale;
         }
+        for (size_t g = 0; g < together; g++)
+            scores_head_avx512(qh + g * q_stride, keys, bf16, row, s0, count, d, scale, scores + (h + g) * scores_stride);
+        h += together;
     }
 }
 

@@ -7,6 +7,8 @@
 // heads have more query/key than value dimensions). Query token t is at position firstQueryPosition + t;
 // key s is at position s.
 
+internal import CKernels
+
 /// The shape of an attention computation.
 public struct AttentionShape: Sendable, Equatable {
     /// Query heads (H).
@@ -70,6 +72,32 @@ public enum CachedKeyValues {
         case .bf16(let keys, let values): .bf16(keys: keys + keyElements, values: values + valueElements)
         }
     }
+    /// Fetches ahead the keys of `rows` for key/value heads `heads` (rows of `keyStride` values, heads
+    /// of `headDimension`), without waiting for them; an empty range fetches nothing.
+    func prefetch(keys rows: Range<Int>, heads: Range<Int>, keyStride: Int, headDimension: Int) {
+        guard !rows.isEmpty, !heads.isEmpty else { return }
+        switch self {
+        case .f32(let keys, _): Self.prefetch(keys, rows, heads, keyStride, headDimension)
+        case .bf16(let keys, _): Self.prefetch(keys, rows, heads, keyStride, headDimension)
+        }
+    }
+
+    /// ``prefetch(keys:heads:keyStride:headDimension:)`` for the values.
+    func prefetch(values rows: Range<Int>, heads: Range<Int>, valueStride: Int, valueDimension: Int) {
+        guard !rows.isEmpty, !heads.isEmpty else { return }
+        switch self {
+        case .f32(_, let values): Self.prefetch(values, rows, heads, valueStride, valueDimension)
+        case .bf16(_, let values): Self.prefetch(values, rows, heads, valueStride, valueDimension)
+        }
+    }
+
+    private static func prefetch<Element>(
+        _ base: UnsafePointer<Element>, _ rows: Range<Int>, _ heads: Range<Int>, _ stride: Int, _ width: Int
+    ) {
+        let size = MemoryLayout<Element>.stride
+        sy_prefetch_rows(
+            base + rows.lowerBound * stride + heads.lowerBound * width, rows.count, stride * size, heads.count * width * size)
+    }
 }
 
 /// Computes softmax(Q·Kᵀ · scale + mask)·V per head (scale 1/√D unless the shape sets it), batch-invariantly.
@@ -128,6 +156,11 @@ public func attention(
     // the next block, so each cached row is read from memory once per query instead of once per
     // key/value head. A score is the same dot product wherever its block starts, and the value sum
     // continues from block to block in ascending position, so the bits are those of one pass.
+    // The query heads of a key/value head go to the kernels together: the vector paths widen each
+    // key and value row once for several heads (each head's result bitwise its own call). While a
+    // block is computed, the next block's rows are fetched ahead (`prefetch`): with many sequences
+    // a step, each sequence's cache has left the CPU's caches by its next layer, and the rows read
+    // one after another would each wait for memory.
     // A row holds a head's scores and, with sinks, the head's sink logit after them: the softmax
     // runs over both (as transformers concatenates the sink to the scores) and the sink is dropped.
     let sinkSlots = shape.sinks == nil ? 0 : 1
@@ -141,9 +174,17 @@ public func attention(
         let visibleCount = position + 1 - firstKey
         let rowStride = visibleCount + sinkSlots
         let row = { (group: Int, h: Int) in scores + (group - groups.lowerBound) * rowsPerGroup + h * rowStride }
+        // The rows of the block starting at `start` (none past the last).
+        let block = { (start: Int) in
+            firstKey + min(start, visibleCount)..<firstKey + min(start + attentionKeyBlock, visibleCount)
+        }
         // scores[h, s] = (q[h] · k[s]) / √D
+        cached.prefetch(keys: block(0), heads: groups, keyStride: keyStride, headDimension: headDimension)
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
             let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
+            cached.prefetch(
+                keys: block(blockStart + attentionKeyBlock), heads: groups, keyStride: keyStride,
+                headDimension: headDimension)
             for keyValueHead in groups {
                 attentionScores(
                     queries: queries + t * queryStride + keyValueHead * groupSize * headDimension, heads: groupSize,
@@ -154,6 +195,7 @@ public func attention(
                     scoresStride: rowStride, isa: isa)
             }
         }
+        cached.prefetch(values: block(0), heads: groups, valueStride: valueStride, valueDimension: valueDimension)
         for keyValueHead in groups {
             for h in 0..<groupSize {
                 if let sinks = shape.sinks { row(keyValueHead, h)[visibleCount] = sinks[keyValueHead * groupSize + h] }
@@ -163,16 +205,17 @@ public func attention(
         // output[t, head] = Σ_s p[s] · v[s], keys in ascending position
         for blockStart in stride(from: 0, to: visibleCount, by: attentionKeyBlock) {
             let blockCount = min(attentionKeyBlock, visibleCount - blockStart)
+            cached.prefetch(
+                values: block(blockStart + attentionKeyBlock), heads: groups, valueStride: valueStride,
+                valueDimension: valueDimension)
             for keyValueHead in groups {
                 let v = cached.advanced(
                     keys: 0, values: (firstKey + blockStart) * valueStride + keyValueHead * valueDimension)
-                for h in 0..<groupSize {
-                    weightedSum(
-                        weights: row(keyValueHead, h) + blockStart, count: blockCount, values: v,
-                        rowStride: valueStride, width: valueDimension,
-                        into: output + t * outputStride + (keyValueHead * groupSize + h) * valueDimension,
-                        accumulate: blockStart > 0, isa: isa)
-                }
+                weightedSum(
+                    heads: groupSize, weights: row(keyValueHead, 0) + blockStart, weightsStride: rowStride,
+                    count: blockCount, values: v, rowStride: valueStride, width: valueDimension,
+                    into: output + t * outputStride + keyValueHead * groupSize * valueDimension,
+                    outputStride: valueDimension, accumulate: blockStart > 0, isa: isa)
             }
         }
     }

@@ -298,25 +298,28 @@ func attentionScores(
     }
 }
 
-/// `output[d] = Σ_s weights[s] · rows[s, d]`, summed over s in ascending order from 0.
+/// `output[h, d] = Σ_s weights[h, s] · rows[s, d]` for `heads` query heads sharing the values (one
+/// key/value head's group), summed over s in ascending order from 0: each head bitwise its own sum,
+/// the value rows read once for several heads on the AVX-512 and AVX2 paths.
 /// - Parameters:
-///   - weights: [count], f32.
+///   - weights: [heads, count] with row stride `weightsStride`, f32.
 ///   - values: the values (f32 or bf16; the keys are not read), [count, width] with row stride `rowStride`.
-///   - output: [width], f32, overwritten.
+///   - output: [heads, width] with row stride `outputStride`, f32, overwritten.
 ///   - accumulate: continue from the current `output` instead of 0 (the same multiply-adds in the
 ///     same order: a sum split into consecutive ranges of s is bitwise the sum in one call).
 func weightedSum(
-    weights: UnsafePointer<Float>, count: Int, values: CachedKeyValues, rowStride: Int, width: Int,
-    into output: UnsafeMutablePointer<Float>, accumulate: Bool = false, isa: KernelISA?
+    heads: Int, weights: UnsafePointer<Float>, weightsStride: Int, count: Int, values: CachedKeyValues,
+    rowStride: Int, width: Int, into output: UnsafeMutablePointer<Float>, outputStride: Int,
+    accumulate: Bool = false, isa: KernelISA?
 ) {
     let path = (isa ?? KernelISA.active).cValue
     switch values {
-    case .f32(_, let rows) where accumulate:
-        sy_weighted_sum_accumulate_isa(path, weights, count, rows, rowStride, width, output)
     case .f32(_, let rows):
-        sy_weighted_sum_isa(path, weights, count, rows, rowStride, width, output)
+        sy_weighted_sum_heads_isa(
+            path, weights, weightsStride, heads, count, rows, rowStride, width, output, outputStride, accumulate ? 1 : 0)
     case .bf16(_, let rows):
-        sy_weighted_sum_bf16_isa(path, weights, count, rows, rowStride, width, output, accumulate ? 1 : 0)
+        sy_weighted_sum_heads_bf16_isa(
+            path, weights, weightsStride, heads, count, rows, rowStride, width, output, outputStride, accumulate ? 1 : 0)
     }
 }
 

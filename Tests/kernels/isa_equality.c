@@ -527,16 +527,66 @@ static void check_weighted_sums(void) {
     printf("  weighted sums: %lu comparisons\n", comparisons - before);
 }
 
+/// Query heads per key/value head in the attention checks: alone, and the groups the vector paths take
+/// together (2 and 4 at a time, with one or more left over).
+static const size_t head_counts[] = {1, 2, 3, 4, 5, 8};
+
+/// The weighted sums of several heads over the same values in one call: each head bitwise its own call
+/// on the scalar path.
+static void check_weighted_sums_of_heads(void) {
+    static const size_t counts[] = {1, 5, 40};
+    static const size_t widths[] = {3, 16, 17, 64, 100, 128};
+    unsigned long before = comparisons;
+    char what[160];
+    for (size_t hi = 0; hi < sizeof head_counts / sizeof head_counts[0]; hi++)
+        for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++)
+            for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+                size_t heads = head_counts[hi], count = counts[ci], width = widths[wi], vs = width + 3;
+                size_t ps = count + 2, os = width + 5, size = heads * os;
+                float *p = allocate(heads * ps * sizeof(float)), *vf = allocate(count * vs * sizeof(float));
+                uint16_t *vb = allocate(count * vs * sizeof(uint16_t));
+                float *start = allocate(size * sizeof(float)), *expected = allocate(size * sizeof(float));
+                float *actual = allocate(size * sizeof(float));
+                fill(p, heads * ps, DATA_ORDINARY, 1.0f);
+                fill(vf, count * vs, DATA_ORDINARY, 3.0f);
+                fill_bf16(vb, count * vs, DATA_ORDINARY);
+                fill(start, size, DATA_ORDINARY, 1.0f);
+                for (int bf16 = 0; bf16 < 2; bf16++)
+                    for (int accumulate = 0; accumulate < 2; accumulate++) {
+                        memcpy(expected, start, size * sizeof(float));
+                        for (size_t h = 0; h < heads; h++)
+                            weighted_sum(SY_ISA_SCALAR, p + h * ps, count, vf, bf16 ? vb : NULL, vs, width,
+                                         expected + h * os, accumulate);
+                        for (size_t t = 0; t <= path_count; t++) {
+                            sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+                            memcpy(actual, start, size * sizeof(float));
+                            if (bf16) sy_weighted_sum_heads_bf16_isa(isa, p, ps, heads, count, vb, vs, width, actual, os, accumulate);
+                            else sy_weighted_sum_heads_isa(isa, p, ps, heads, count, vf, vs, width, actual, os, accumulate);
+                            snprintf(what, sizeof what, "weighted sums of %zu heads%s on %s, count %zu width %zu accumulate %d",
+                                     heads, bf16 ? " bf16" : "", isa_name(isa), count, width, accumulate);
+                            expect_same(actual, expected, size, what);
+                        }
+                    }
+                free(p);
+                free(vf);
+                free(vb);
+                free(start);
+                free(expected);
+                free(actual);
+            }
+    printf("  weighted sums of several heads: %lu comparisons\n", comparisons - before);
+}
+
 static void check_attention_scores(void) {
     static const size_t ds[] = {1, 8, 15, 16, 17, 64, 67};
     static const size_t counts[] = {1, 3, 16, 17, 40};
     unsigned long before = comparisons;
     char what[160];
     for (int data = DATA_ORDINARY; data <= DATA_SPECIAL; data++)
-        for (size_t heads = 1; heads <= 5; heads += 2)
+        for (size_t hi = 0; hi < sizeof head_counts / sizeof head_counts[0]; hi++)
             for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++)
                 for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
-                    size_t d = ds[di], count = counts[ci], qs = d + 1, ks = d + 3, ss = count + 2;
+                    size_t heads = head_counts[hi], d = ds[di], count = counts[ci], qs = d + 1, ks = d + 3, ss = count + 2;
                     float *q = allocate(heads * qs * sizeof(float)), *kf = allocate(count * ks * sizeof(float));
                     uint16_t *kb = allocate(count * ks * sizeof(uint16_t));
                     float *expected = allocate(heads * ss * sizeof(float)), *actual = allocate(heads * ss * sizeof(float));
@@ -1089,6 +1139,7 @@ int main(int argc, char **argv) {
     check_thread_counts();
     check_grouped();
     check_weighted_sums();
+    check_weighted_sums_of_heads();
     check_attention_scores();
     check_rows("softmax", DATA_MASKED, check_softmax);
     check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);

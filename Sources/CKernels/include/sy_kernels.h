@@ -222,6 +222,25 @@ void sy_weighted_sum_accumulate_isa(sy_isa isa, const float *p, size_t count, co
 void sy_weighted_sum_bf16_isa(sy_isa isa, const float *p, size_t count, const uint16_t *v, size_t v_stride,
                               size_t width, float *out, int accumulate);
 
+/// The weighted sums of `heads` query heads over the same values (the heads of one key/value head):
+/// out[h, d] = Σ_s p[h, s] · v[s, d] with p[h, ·] at p + h · p_stride and out[h, ·] at
+/// out + h · out_stride, each bitwise ``sy_weighted_sum_isa`` (or, when `accumulate` is 1,
+/// ``sy_weighted_sum_accumulate_isa``) of that head alone; the AVX-512 and AVX2 paths read each value
+/// row once for several heads. The outputs must not overlap each other, p or v.
+void sy_weighted_sum_heads_isa(sy_isa isa, const float *p, size_t p_stride, size_t heads, size_t count,
+                               const float *v, size_t v_stride, size_t width, float *out, size_t out_stride,
+                               int accumulate);
+
+/// ``sy_weighted_sum_heads_isa`` of values stored as bf16: bitwise the same call on them widened to f32.
+void sy_weighted_sum_heads_bf16_isa(sy_isa isa, const float *p, size_t p_stride, size_t heads, size_t count,
+                                    const uint16_t *v, size_t v_stride, size_t width, float *out, size_t out_stride,
+                                    int accumulate);
+
+/// Asks the CPU to bring `bytes` bytes from each of `rows` rows (`stride` bytes apart, from `base`)
+/// into its caches, without waiting for them: attention takes the next block of cached keys or values
+/// this way while it computes the current one (reads that would each wait for memory otherwise).
+void sy_prefetch_rows(const void *base, size_t rows, size_t stride, size_t bytes);
+
 /// Keeps freed blocks of up to 32 MiB in the heap (glibc: mmap threshold 32 MiB, trim threshold
 /// 512 MiB) instead of mapping and unmapping every large block: a step's activations would otherwise
 /// be zero-filled by the kernel page by page on every step. No effect outside glibc.
