@@ -153,6 +153,14 @@ public final class Checkpoint: Sendable {
         return (files[fileIndex].bytes(of: entry), files[fileIndex].mapping)
     }
 
+    /// Drops the checkpoint files' mapped pages from this process's page tables: once the weights read
+    /// every token are copied into weight arenas (``WeightArena``), the pages the copy read would
+    /// otherwise count a second time in the resident size. They stay in the page cache, and tensors
+    /// still read in place (the embedding, norms, routers) fault their pages back in on use.
+    public func releaseMappedPages() {
+        for file in files { file.mapping.releasePages() }
+    }
+
     /// Tensor `name` as the kernels read it: bf16 kept as stored (borrowed in place from the memory
     /// map when 2-byte aligned and the host is little-endian, else copied as bit patterns, never
     /// widened); FP8 kept as stored (its bytes borrowed in place, with its `_scale_inv` block scales);

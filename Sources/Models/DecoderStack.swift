@@ -71,14 +71,19 @@ public final class DecoderStack: Sendable {
         embedding = parts.embedding
         finalNorm = parts.finalNorm
         finalNormEpsilon = parts.finalNormEpsilon
-        switch quantization {
-        case .none:
-            layers = parts.layers
-            lmHead = parts.lmHead
-        case .q8:
-            layers = parts.layers.map { $0.quantizedQ8() }
-            lmHead = parts.lmHead.quantizedQ8()
-        }
+        // The matrices read every token (attention, dense MLPs, shared experts, the LM head) in memory
+        // of the model's own: quantized to q8, or copied as stored into a weight arena (huge pages),
+        // which streams faster than the checkpoint's file mapping (see ``WeightArena``).
+        let arena = WeightArena()
+        let transform: (WeightTensor) -> WeightTensor =
+            switch quantization {
+            case .none: { $0.resident(in: arena) }
+            case .q8: { $0.quantizedQ8() }
+            }
+        layers = parts.layers.map { $0.mappingMatrices(transform) }
+        lmHead = transform(parts.lmHead)
+        arena.seal()
+        checkpoint.releaseMappedPages()
     }
 
     /// The KV cache dtype a model loads with unless told otherwise: bf16 when its key and value

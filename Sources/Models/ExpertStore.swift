@@ -36,8 +36,8 @@ public final class ExpertStore: Sendable {
     /// Bytes of gate and up rows one wave of experts may hold (see ``compute(layer:hidden:rowCount:rowExpertOffsets:expertIDs:weights:)``).
     let waveScratchBytes: Int
 
-    /// Loads `experts` from `checkpoint`: f32 or bf16 as stored, in place from the memory map when
-    /// possible (f16 converted to f32).
+    /// Loads `experts` from `checkpoint`: f32 or bf16 as stored (f16 converted to f32), bf16 and FP8
+    /// copied from the memory map into a ``WeightArena`` of the store's own (huge pages).
     /// - Parameters:
     ///   - arithmetic: how products with bf16 weights treat activations (f32 weights are always exact).
     ///   - quantization: ``WeightQuantization/q8`` quantizes every expert matrix at load time (an
@@ -68,10 +68,13 @@ public final class ExpertStore: Sendable {
         self.arithmetic = arithmetic
         self.quantization = quantization
         self.waveScratchBytes = waveScratchBytes
+        // The experts' weights in memory of the store's own (see ``WeightArena``), freed with it.
+        let arena = WeightArena()
+        defer { arena.seal() }
         func matrix(_ name: String) throws -> ExpertMatrix {
             let weight = try checkpoint.weight(named: name)
             switch quantization {
-            case .none: return .stored(weight)
+            case .none: return .stored(weight.resident(in: arena))
             case .q8: return .q8(QuantizedMatrix(weight))
             }
         }
@@ -105,6 +108,7 @@ public final class ExpertStore: Sendable {
                 gate: try matrix(names.gate), up: try matrix(names.up), down: try matrix(names.down))
         }
         self.experts = loaded
+        checkpoint.releaseMappedPages()
     }
 
     /// The (layer, expert) pairs this store holds.

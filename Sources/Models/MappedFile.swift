@@ -53,6 +53,12 @@ final class MappedFile: @unchecked Sendable {
         base = UnsafeRawPointer(mapping)
     }
 
+    /// Drops the mapping's pages from this process's page tables; they stay in the page cache (clean,
+    /// evictable) and fault back in if read again. The contents do not change.
+    func releasePages() {
+        if let base { _ = madvise(UnsafeMutableRawPointer(mutating: base), byteCount, MADV_DONTNEED) }
+    }
+
     deinit {
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), byteCount) }
     }

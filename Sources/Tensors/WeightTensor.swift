@@ -1,6 +1,7 @@
 // Vocabulary: a weight tensor is a checkpoint matrix in the element type the kernels read it in:
 // f32 (a `FloatTensor`, owned or borrowed from the memory map), bf16 kept exactly as stored
-// (borrowed from the memory map, or owned bit patterns when the file cannot be used in place), or
+// (borrowed from the memory map or from a ``WeightArena`` copy of it, or owned bit patterns when the
+// file cannot be used in place), or
 // FP8: float8_e4m3fn bytes with an f32 scale per block of weights (`weight_scale_inv`, as DeepSeek-V3
 // ships its linear layers), the bytes borrowed from the memory map; or q8: int8 in blocks of 32 columns
 // with an f32 scale per block, quantized at load time (`--quantize q8`) into memory of its own.
@@ -120,6 +121,25 @@ public struct WeightTensor: @unchecked Sendable {
         switch storage {
         case .float, .borrowedFP8, .q8: .f32
         case .ownedBFloat16, .borrowedBFloat16: .bf16
+        }
+    }
+
+    /// This weight with its bf16 or FP8 bytes copied from the checkpoint's mapping into `arena` (see
+    /// ``WeightArena``): the same values, read from memory of the process's own. Weights held
+    /// otherwise (f32, owned, q8), and a weight the arena could not take, are returned as they are.
+    public func resident(in arena: WeightArena) -> WeightTensor {
+        let count = shape.reduce(1, *)
+        switch storage {
+        case .borrowedBFloat16(let pointer, _):
+            guard let copy = arena.copy(pointer, byteCount: count * 2) else { return self }
+            return WeightTensor(shape: shape, borrowingBFloat16: copy.assumingMemoryBound(to: UInt16.self), owner: arena)
+        case .borrowedFP8(let pointer, let scales, let block, _):
+            guard let copy = arena.copy(pointer, byteCount: count) else { return self }
+            return WeightTensor(
+                shape: shape, borrowingFP8: copy.assumingMemoryBound(to: UInt8.self), scales: scales, block: block,
+                owner: arena)
+        case .float, .ownedBFloat16, .q8:
+            return self
         }
     }
 

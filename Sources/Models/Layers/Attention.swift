@@ -44,13 +44,13 @@ struct Attention: Sendable {
     /// The arithmetic of the projections when their weights are bf16.
     let arithmetic: BFloat16Arithmetic
 
-    /// This block with its four projections held as q8 (``WeightTensor/quantizedQ8()``); biases,
-    /// norms and the rest unchanged.
-    func quantizedQ8() -> Attention {
+    /// This block with `transform` applied to its four projections (held as q8, or copied into a
+    /// weight arena); biases, norms and the rest unchanged.
+    func mappingMatrices(_ transform: (WeightTensor) -> WeightTensor) -> Attention {
         Attention(
-            queryWeight: queryWeight.quantizedQ8(), keyWeight: keyWeight.quantizedQ8(),
-            valueWeight: valueWeight.quantizedQ8(), outputWeight: outputWeight.quantizedQ8(), shape: shape,
-            rotary: rotary, options: options, hiddenSize: hiddenSize, arithmetic: arithmetic)
+            queryWeight: transform(queryWeight), keyWeight: transform(keyWeight), valueWeight: transform(valueWeight),
+            outputWeight: transform(outputWeight), shape: shape, rotary: rotary, options: options,
+            hiddenSize: hiddenSize, arithmetic: arithmetic)
     }
 
     /// Attends each chunk's rows of `normed` (chunk i's tokens at positions `caches[i].count ..< +rowCount`)

@@ -12,12 +12,12 @@ enum FeedForward: Sendable {
     /// A dense MLP run here.
     case dense(DenseMLP)
 
-    /// This block with its MLP (dense or shared expert) held as q8; the router stays as stored (it is
-    /// small, and its choices are what the experts' load depends on).
-    func quantizedQ8() -> FeedForward {
+    /// This block with `transform` applied to its MLP's matrices (dense or shared expert); the router
+    /// stays as it is (it is small, and its choices are what the experts' load depends on).
+    func mappingMatrices(_ transform: (WeightTensor) -> WeightTensor) -> FeedForward {
         switch self {
-        case .experts(let router, let shared): .experts(router, shared: shared?.quantizedQ8())
-        case .dense(let mlp): .dense(mlp.quantizedQ8())
+        case .experts(let router, let shared): .experts(router, shared: shared?.mappingMatrices(transform))
+        case .dense(let mlp): .dense(mlp.mappingMatrices(transform))
         }
     }
 }
@@ -41,11 +41,11 @@ enum SelfAttention: Sendable {
         }
     }
 
-    /// This block with its projections held as q8. Latent attention (DeepSeek) stays as stored: its
-    /// key and value expansion is absorbed into other products at load, from the stored values.
-    func quantizedQ8() -> SelfAttention {
+    /// This block with `transform` applied to its projections. Latent attention (DeepSeek) stays as
+    /// it is: its key and value expansion is absorbed into other products at load, from the stored values.
+    func mappingMatrices(_ transform: (WeightTensor) -> WeightTensor) -> SelfAttention {
         switch self {
-        case .standard(let attention): .standard(attention.quantizedQ8())
+        case .standard(let attention): .standard(attention.mappingMatrices(transform))
         case .latent: self
         }
     }
@@ -64,11 +64,13 @@ struct DecoderLayer: Sendable {
     /// ε of the two norms.
     let epsilon: Float
 
-    /// This layer with its attention and MLP matrices held as q8 (see the blocks' `quantizedQ8`).
-    func quantizedQ8() -> DecoderLayer {
+    /// This layer with `transform` applied to its attention and MLP matrices (see the blocks'
+    /// `mappingMatrices`): how `--quantize q8` holds them as q8, and how they are copied into a
+    /// ``WeightArena`` at load.
+    func mappingMatrices(_ transform: (WeightTensor) -> WeightTensor) -> DecoderLayer {
         DecoderLayer(
-            index: index, inputNorm: inputNorm, attention: attention.quantizedQ8(), postAttentionNorm: postAttentionNorm,
-            feedForward: feedForward.quantizedQ8(), epsilon: epsilon)
+            index: index, inputNorm: inputNorm, attention: attention.mappingMatrices(transform),
+            postAttentionNorm: postAttentionNorm, feedForward: feedForward.mappingMatrices(transform), epsilon: epsilon)
     }
 
     /// The layer up to its feed-forward block: adds the attention output to `hidden` in place, then

@@ -20,9 +20,9 @@ struct DenseMLP: Sendable {
     let down: WeightTensor
     let arithmetic: BFloat16Arithmetic
 
-    /// This MLP with its three matrices held as q8 (``WeightTensor/quantizedQ8()``).
-    func quantizedQ8() -> DenseMLP {
-        DenseMLP(gate: gate.quantizedQ8(), up: up.quantizedQ8(), down: down.quantizedQ8(), arithmetic: arithmetic)
+    /// This MLP with `transform` applied to its three matrices.
+    func mappingMatrices(_ transform: (WeightTensor) -> WeightTensor) -> DenseMLP {
+        DenseMLP(gate: transform(gate), up: transform(up), down: transform(down), arithmetic: arithmetic)
     }
 
     /// - Parameter input: [T, H], f32.
@@ -52,8 +52,11 @@ struct SharedExpert: Sendable {
     /// [1, H], f32 or bf16; nil: no gate, the MLP's output is added as it is.
     let gate: WeightTensor?
 
-    /// This shared expert with its MLP held as q8; the gate (one row, like the router) stays as stored.
-    func quantizedQ8() -> SharedExpert { SharedExpert(mlp: mlp.quantizedQ8(), gate: gate) }
+    /// This shared expert with `transform` applied to its MLP's matrices; the gate (one row, like the
+    /// router) stays as it is.
+    func mappingMatrices(_ transform: (WeightTensor) -> WeightTensor) -> SharedExpert {
+        SharedExpert(mlp: mlp.mappingMatrices(transform), gate: gate)
+    }
 
     /// - Parameter input: [T, H], f32 (the same post-attention-normed rows the router sees).
     /// - Returns: sigmoid(x · gate) · mlp(x), or mlp(x) without a gate, [T, H], f32.

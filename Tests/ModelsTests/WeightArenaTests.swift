@@ -1,0 +1,89 @@
+// Weight arenas: the memory weights are copied into at load (huge pages where the kernel allows).
+// A copy must hold exactly the source's bytes, stay put and apart from every other copy, and a weight
+// made resident must compute exactly what it computed from the checkpoint's mapping.
+import Kernels
+@testable import Models
+import Tensors
+import TestSupport
+import Testing
+
+/// Memory a test owns, standing in for a checkpoint's mapping.
+private final class OwnedBytes {
+    let bytes: UnsafeMutableRawBufferPointer
+
+    init(_ count: Int, seed: UInt64) {
+        bytes = .allocate(byteCount: max(1, count), alignment: 2)
+        var random = TestRandom(seed: seed)
+        for index in 0..<count { bytes[index] = UInt8(truncatingIfNeeded: random.next()) }
+    }
+
+    deinit { bytes.deallocate() }
+}
+
+@Suite("Weight arenas")
+struct WeightArenaTests {
+    @Test("copies hold their source's bytes, 64-byte aligned and apart, before and after sealing")
+    func copies() throws {
+        let arena = WeightArena()
+        var random = TestRandom(seed: 77)
+        var copies: [(OwnedBytes, UnsafeRawPointer)] = []
+        for round in 0..<2 {
+            for index in 0..<300 {
+                let count = 1 + Int(random.next() % 70_000)
+                let source = OwnedBytes(count, seed: UInt64(round * 1000 + index))
+                let copy = try #require(arena.copy(source.bytes.baseAddress!, byteCount: count))
+                #expect(Int(bitPattern: copy) % 64 == 0)
+                copies.append((source, copy))
+            }
+            arena.seal()  // the first round's copies read-only; the second round goes to a new chunk
+        }
+        #expect(arena.byteCount >= copies.reduce(0) { $0 + $1.0.bytes.count })
+        let ranges = copies.map { Int(bitPattern: $0.1)..<Int(bitPattern: $0.1) + $0.0.bytes.count }.sorted { $0.lowerBound < $1.lowerBound }
+        #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound <= $1.lowerBound })
+        for (source, copy) in copies {
+            #expect(Array(UnsafeRawBufferPointer(start: copy, count: source.bytes.count)) == Array(source.bytes))
+        }
+        #expect(arena.copy(copies[0].1, byteCount: 0) == nil)
+    }
+
+    @Test("a resident bf16 or FP8 weight is a copy that computes the same bits; owned, f32 and q8 weights stay as they are")
+    func residentWeights() throws {
+        var random = TestRandom(seed: 78)
+        let (outputs, inputs, rows) = (24, 80, 3)
+        let source = OwnedBytes(outputs * inputs * 2, seed: 5)
+        let bits = source.bytes.bindMemory(to: UInt16.self)
+        let values = random.floats(bits.count, scale: 0.5)
+        for index in bits.indices { bits[index] = bfloat16Bits(from: values[index]) }
+        let mapped = WeightTensor(
+            shape: [outputs, inputs], borrowingBFloat16: UnsafePointer(bits.baseAddress!), owner: source)
+        let arena = WeightArena()
+        let resident = mapped.resident(in: arena)
+        arena.seal()
+        #expect(resident.dtype == .bf16 && resident.shape == mapped.shape)
+        #expect(arena.byteCount >= outputs * inputs * 2)
+        let x = random.floats(rows * inputs)
+        for arithmetic in [BFloat16Arithmetic.exact, .fast] {
+            #expect(
+                linear(x, rowCount: rows, weight: resident, arithmetic: arithmetic).map(\.bitPattern)
+                    == linear(x, rowCount: rows, weight: mapped, arithmetic: arithmetic).map(\.bitPattern))
+        }
+        #expect(resident.values.map(\.bitPattern) == mapped.values.map(\.bitPattern))
+
+        let block = FP8BlockSize(rows: 8, columns: 16)
+        let (fp8Bytes, scales) = quantizeFP8(random.floats(16 * 32), outputCount: 16, inputCount: 32, block: block)
+        let fp8Source = OwnedBytes(fp8Bytes.count, seed: 6)
+        fp8Source.bytes.copyBytes(from: fp8Bytes)
+        let fp8 = WeightTensor(
+            shape: [16, 32], borrowingFP8: fp8Source.bytes.baseAddress!.assumingMemoryBound(to: UInt8.self),
+            scales: FloatTensor(shape: [2, 2], values: scales), block: block, owner: fp8Source)
+        let residentFP8 = fp8.resident(in: arena)
+        #expect(residentFP8.isFP8 && residentFP8.values.map(\.bitPattern) == fp8.values.map(\.bitPattern))
+
+        let owned = WeightTensor(shape: [2, 3], bfloat16Bits: [1, 2, 3, 4, 5, 6])
+        let before = arena.byteCount
+        #expect(owned.resident(in: arena).values == owned.values)
+        let q8 = owned.quantizedQ8()
+        #expect(q8.resident(in: arena).isQ8)
+        #expect(arena.byteCount == before)
+    }
+}
