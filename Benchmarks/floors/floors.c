@@ -5,6 +5,9 @@
 //            buffer of floats (AVX-512 via -O2 -march=native, 8 independent accumulators);
 //            the best of 7 passes (a floor is what the machine can reach, and a shared host only
 //            ever slows a pass down); the sums are printed so the compiler cannot drop the reads.
+//            The buffer is anonymous memory in transparent huge pages (madvise MADV_HUGEPAGE), as
+//            Switchyard holds the weights it streams (Sources/Tensors/WeightArena.swift): in 4 KiB
+//            pages the same reads were up to a quarter slower on the benchmark host.
 //   sgemm    OpenBLAS cblas_sgemm GFLOP/s at the expert shapes y[m,n] = x[m,k] · w[n,k]ᵀ,
 //            k = 1024, n = 2816, m = 1, 8, 128, with 1 and 2 OpenBLAS threads; median of 7 batches
 //            of ≥ 50 ms each.
@@ -28,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -343,10 +347,18 @@ int main(int argc, char **argv) {
     int port = argc > 1 && !bandwidth_only ? atoi(argv[1]) : 47311;
     float sink = 0;
 
-    float *data = aligned_alloc(64, MEMBW_BYTES);
+    // 2 MiB more than needed, so that the buffer can start on a huge-page boundary.
+    size_t huge = (size_t)2 << 20;
+    char *mapping = mmap(NULL, MEMBW_BYTES + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mapping == MAP_FAILED) {
+        perror("floors: mmap");
+        return 1;
+    }
+    float *data = (float *)(((uintptr_t)mapping + huge - 1) & ~(uintptr_t)(huge - 1));
+    madvise(data, MEMBW_BYTES, MADV_HUGEPAGE);  // advice: without THP the pages stay 4 KiB
     fill(data, MEMBW_BYTES / sizeof(float), 3);
     double bw1 = membw(data, 1, &sink), bw2 = membw(data, 2, &sink);
-    free(data);
+    munmap(mapping, MEMBW_BYTES + huge);
     fprintf(stderr, "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n", bw1, bw2);
     if (bandwidth_only) {
         printf("{\"membw_gbs_1t\": %.2f, \"membw_gbs_2t\": %.2f, \"sink\": %g}\n", bw1, bw2, (double)sink);
