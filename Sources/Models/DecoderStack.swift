@@ -78,7 +78,7 @@ public final class DecoderStack: Sendable {
         let transform: (WeightTensor) -> WeightTensor =
             switch quantization {
             case .none: { $0.resident(in: arena) }
-            case .q8: { $0.quantizedQ8() }
+            case .q8: { $0.quantizedQ8(in: arena) }
             }
         layers = parts.layers.map { $0.mappingMatrices(transform) }
         lmHead = transform(parts.lmHead)

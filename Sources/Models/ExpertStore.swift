@@ -75,7 +75,7 @@ public final class ExpertStore: Sendable {
             let weight = try checkpoint.weight(named: name)
             switch quantization {
             case .none: return .stored(weight.resident(in: arena))
-            case .q8: return .q8(QuantizedMatrix(weight))
+            case .q8: return .q8(QuantizedMatrix(weight, arena: arena))
             }
         }
         var loaded: [LayerExpert: Expert] = [:]
@@ -505,12 +505,13 @@ struct QuantizedMatrix: Sendable {
     /// put while the matrix lives (so that a layer's experts can run as one grouped product).
     let storage: QuantizedStorage
 
-    init(_ weight: WeightTensor) {
+    /// `weight` quantized, its storage in `arena` (huge pages) when given.
+    init(_ weight: WeightTensor, arena: WeightArena? = nil) {
         precondition(weight.shape.count == 2, "QuantizedMatrix: weight must be a matrix, got shape \(weight.shape)")
         outputCount = weight.shape[0]
         inputCount = weight.shape[1]
         let (values, scales) = quantizeQ8(weight.values, outputCount: outputCount, inputCount: inputCount)
-        storage = QuantizedStorage(values: values, scales: scales)
+        storage = QuantizedStorage(values: values, scales: scales, arena: arena)
     }
 
     func apply(_ input: UnsafePointer<Float>, rowCount: Int, into output: UnsafeMutablePointer<Float>) {

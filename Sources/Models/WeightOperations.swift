@@ -120,14 +120,15 @@ func withQ8Elements<Result>(
 
 extension WeightTensor {
     /// This matrix quantized to q8 for ``WeightQuantization/q8``: int8 in blocks of 32 columns with an
-    /// f32 scale each, from its f32 values (bf16 widened exactly), row by row, in memory of its own.
-    /// FP8 weights (already a byte a value) and q8 ones are returned as they are.
-    func quantizedQ8() -> WeightTensor {
+    /// f32 scale each, from its f32 values (bf16 widened exactly), row by row, in `arena` (huge pages)
+    /// when given, else in memory of its own. FP8 weights (already a byte a value) and q8 ones are
+    /// returned as they are.
+    func quantizedQ8(in arena: WeightArena? = nil) -> WeightTensor {
         precondition(shape.count == 2, "quantizedQ8: weight must be a matrix, got shape \(shape)")
         guard !isFP8, !isQ8, shape[0] > 0, shape[1] > 0 else { return self }
         let (rows, columns) = (shape[0], shape[1])
         let blocks = q8BlockCount(inputCount: columns)
-        let storage = QuantizedStorage(valueCount: rows * blocks * 32, scaleCount: rows * blocks)
+        let storage = QuantizedStorage(valueCount: rows * blocks * 32, scaleCount: rows * blocks, arena: arena)
         var row = [Float](repeating: 0, count: columns)
         row.withUnsafeMutableBufferPointer { buffer in
             for index in 0..<rows {

@@ -46,8 +46,16 @@ public final class WeightArena: @unchecked Sendable {
     /// Copies `byteCount` bytes from `source` into the arena (64-byte aligned) and returns where;
     /// nil when no memory could be mapped (the caller keeps using the source).
     public func copy(_ source: UnsafeRawPointer, byteCount: Int) -> UnsafeRawPointer? {
+        guard let target = allocate(byteCount: byteCount) else { return nil }
+        target.copyMemory(from: source, byteCount: byteCount)
+        return UnsafeRawPointer(target)
+    }
+
+    /// `byteCount` zero bytes in the arena (64-byte aligned), to be written before ``seal()``; nil for
+    /// no bytes or when no memory could be mapped.
+    public func allocate(byteCount: Int) -> UnsafeMutableRawPointer? {
         guard byteCount > 0 else { return nil }
-        let target: UnsafeMutableRawPointer? = chunks.withLock { chunks in
+        return chunks.withLock { chunks in
             let alignment = 64
             if var last = chunks.last {
                 let offset = (last.used + alignment - 1) / alignment * alignment
@@ -62,9 +70,6 @@ public final class WeightArena: @unchecked Sendable {
             chunks.append(chunk)
             return chunk.base
         }
-        guard let target else { return nil }
-        target.copyMemory(from: source, byteCount: byteCount)
-        return UnsafeRawPointer(target)
     }
 
     /// Makes every byte copied so far read-only; later copies go to a new chunk.

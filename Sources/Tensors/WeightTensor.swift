@@ -250,31 +250,48 @@ public struct WeightTensor: @unchecked Sendable {
     }
 }
 
-/// A q8 matrix's values and scales in memory of their own, freed with the last reference.
+/// A q8 matrix's values and scales, in a ``WeightArena`` (huge pages) or in memory of their own,
+/// freed with the last reference (the arena's, with the arena).
 ///
-/// `@unchecked Sendable`: written once in `init`, read-only after.
+/// `@unchecked Sendable`: written by the quantizer before the storage is shared, read-only after.
 public final class QuantizedStorage: @unchecked Sendable {
     public let values: UnsafeMutableBufferPointer<Int8>
     public let scales: UnsafeMutableBufferPointer<Float>
+    /// The arena holding `values` and `scales`; nil: they were allocated here and are freed on deinit.
+    private let arena: WeightArena?
 
-    /// `valueCount` values and `scaleCount` scales, all zero, to be written by the quantizer before
-    /// the storage is shared.
-    public init(valueCount: Int, scaleCount: Int) {
-        values = .allocate(capacity: max(1, valueCount))
-        scales = .allocate(capacity: max(1, scaleCount))
-        values.initialize(repeating: 0)
-        scales.initialize(repeating: 0)
+    /// `valueCount` values and `scaleCount` scales (at least one each, so that the base addresses
+    /// exist), all zero, in `arena` when it can take them, to be written by the quantizer before the
+    /// storage is shared (and before the arena is sealed).
+    public init(valueCount: Int, scaleCount: Int, arena: WeightArena? = nil) {
+        let (valueCount, scaleCount) = (max(1, valueCount), max(1, scaleCount))
+        if let arena, let valueMemory = arena.allocate(byteCount: valueCount),
+            let scaleMemory = arena.allocate(byteCount: scaleCount * MemoryLayout<Float>.stride)
+        {
+            // Fresh arena bytes are zero (anonymous memory, never written before).
+            values = UnsafeMutableBufferPointer(
+                start: valueMemory.bindMemory(to: Int8.self, capacity: valueCount), count: valueCount)
+            scales = UnsafeMutableBufferPointer(
+                start: scaleMemory.bindMemory(to: Float.self, capacity: scaleCount), count: scaleCount)
+            self.arena = arena
+        } else {
+            values = .allocate(capacity: valueCount)
+            scales = .allocate(capacity: scaleCount)
+            values.initialize(repeating: 0)
+            scales.initialize(repeating: 0)
+            self.arena = nil
+        }
     }
 
-    public init(values: [Int8], scales: [Float]) {
-        // At least one element each, so that the base addresses exist.
-        self.values = .allocate(capacity: max(1, values.count))
-        self.scales = .allocate(capacity: max(1, scales.count))
-        _ = self.values.initialize(from: values)
-        _ = self.scales.initialize(from: scales)
+    /// A copy of `values` and `scales`, in `arena` when it can take them.
+    public convenience init(values: [Int8], scales: [Float], arena: WeightArena? = nil) {
+        self.init(valueCount: values.count, scaleCount: scales.count, arena: arena)
+        _ = self.values.update(fromContentsOf: values)
+        _ = self.scales.update(fromContentsOf: scales)
     }
 
     deinit {
+        guard arena == nil else { return }
         values.deallocate()
         scales.deallocate()
     }

@@ -46,7 +46,7 @@ struct WeightArenaTests {
         #expect(arena.copy(copies[0].1, byteCount: 0) == nil)
     }
 
-    @Test("a resident bf16 or FP8 weight is a copy that computes the same bits; owned, f32 and q8 weights stay as they are")
+    @Test("a resident bf16 or FP8 weight, or one quantized to q8 into an arena, computes the same bits; owned, f32 and q8 weights stay as they are")
     func residentWeights() throws {
         var random = TestRandom(seed: 78)
         let (outputs, inputs, rows) = (24, 80, 3)
@@ -78,6 +78,17 @@ struct WeightArenaTests {
             scales: FloatTensor(shape: [2, 2], values: scales), block: block, owner: fp8Source)
         let residentFP8 = fp8.resident(in: arena)
         #expect(residentFP8.isFP8 && residentFP8.values.map(\.bitPattern) == fp8.values.map(\.bitPattern))
+
+        // q8 quantized into an arena: the arena holds its values and scales, and the products' bits
+        // are those of the matrix quantized into memory of its own.
+        let q8Arena = WeightArena()
+        let q8Resident = mapped.quantizedQ8(in: q8Arena)
+        q8Arena.seal()
+        let blocks = q8BlockCount(inputCount: inputs)
+        #expect(q8Resident.isQ8 && q8Arena.byteCount >= outputs * blocks * (32 + 4))
+        #expect(
+            linear(x, rowCount: rows, weight: q8Resident).map(\.bitPattern)
+                == linear(x, rowCount: rows, weight: mapped.quantizedQ8()).map(\.bitPattern))
 
         let owned = WeightTensor(shape: [2, 3], bfloat16Bits: [1, 2, 3, 4, 5, 6])
         let before = arena.byteCount
