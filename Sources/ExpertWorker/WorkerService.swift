@@ -114,7 +114,7 @@ public struct WorkerService {
                         // The same experts again (a repeated registration): nothing to load.
                         try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: assign.experts.count, loadSeconds: 0))))
                     } else {
-                        loading = ExpertLoad(checkpoint: checkpoint, assign: assign)
+                        loading = ExpertLoad(checkpoint: checkpoint, assign: assign, reusing: handler.store)
                     }
                 }
                 // While the coordinator is generating, its next dispatch follows within about a
@@ -191,13 +191,14 @@ extension Duration {
 final class ExpertLoad: Sendable {
     private let outcome = Mutex<(Result<ExpertStore, any Error>, Double)?>(nil)
 
-    init(checkpoint: Checkpoint, assign: WireMessage.Assign) {
+    /// Loads `assign`'s experts on a thread of its own, taking those `previous` holds from it.
+    init(checkpoint: Checkpoint, assign: WireMessage.Assign, reusing previous: ExpertStore?) {
         let thread = Thread { [self] in
             let started = ContinuousClock.now
             let result = Result { () throws -> ExpertStore in
                 try ExpertStore(
                     checkpoint: checkpoint, experts: assign.experts, arithmetic: assign.arithmetic,
-                    quantization: assign.quantization)
+                    quantization: assign.quantization, reusing: previous)
             }
             let seconds = (ContinuousClock.now - started).secondsValue
             self.outcome.withLock { $0 = (result, seconds) }

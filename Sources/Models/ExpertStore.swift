@@ -43,19 +43,21 @@ public final class ExpertStore: Sendable {
     ///   - quantization: ``WeightQuantization/q8`` quantizes every expert matrix at load time (an
     ///     owned copy, 1.125 bytes per weight); the stored dtype then no longer matters.
     /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
+    ///   - previous: a store loaded from the same checkpoint (the worker's before a new ASSIGN): the
+    ///     experts both hold are taken from it, not copied again, when its quantization is the same.
     public convenience init(
         checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact,
-        quantization: WeightQuantization = .none
+        quantization: WeightQuantization = .none, reusing previous: ExpertStore? = nil
     ) throws {
         try self.init(
             checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization,
-            waveScratchBytes: 16 << 20)
+            waveScratchBytes: 16 << 20, reusing: previous)
     }
 
     /// The public initializer with the wave size set (tests split the experts of a call into small waves).
     init(
         checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic,
-        quantization: WeightQuantization, waveScratchBytes: Int
+        quantization: WeightQuantization, waveScratchBytes: Int, reusing previous: ExpertStore? = nil
     ) throws {
         let c = checkpoint.shape
         shape = c
@@ -68,9 +70,24 @@ public final class ExpertStore: Sendable {
         self.arithmetic = arithmetic
         self.quantization = quantization
         self.waveScratchBytes = waveScratchBytes
-        // The experts' weights in memory of the store's own (see ``WeightArena``), freed with it.
-        let arena = WeightArena()
-        defer { arena.seal() }
+        // Each expert's weights in an arena of its own (see ``WeightArena``), sized for its three
+        // matrices and freed with the expert: a store loaded for a new ASSIGN takes the experts it
+        // shares with the previous one from it, so that a worker holds its shard once, not twice,
+        // while it reloads (after a rebalance, or when it takes over a lost worker's experts).
+        let reusable = previous.flatMap { $0.quantization == quantization ? $0.experts : nil } ?? [:]
+        func arenaBytes(_ names: [String]) -> Int {
+            names.reduce(0) { total, name in
+                guard let entry = checkpoint.entry(named: name), entry.shape.count == 2 else { return total }
+                let (rows, columns) = (entry.shape[0], entry.shape[1])
+                let bytes =
+                    switch quantization {
+                    case .none: entry.byteRange.count
+                    case .q8: rows * q8BlockCount(inputCount: columns) * (32 + MemoryLayout<Float>.stride)
+                    }
+                return total + bytes + 128  // alignment of each copy (and of q8 scales after values)
+            }
+        }
+        var arena = WeightArena()
         func matrix(_ name: String) throws -> ExpertMatrix {
             let weight = try checkpoint.weight(named: name)
             switch quantization {
@@ -90,6 +107,10 @@ public final class ExpertStore: Sendable {
                     "\(layerExpert) is outside the model (\(c.layerCount) layers, MoE layers \(moeLayers) with "
                         + "\(c.expertCount) experts each)")
             }
+            if let reused = reusable[layerExpert] {
+                loaded[layerExpert] = reused
+                continue
+            }
             if let stacked = spec.stacked {
                 let tensors =
                     try stackedLayers[layer]
@@ -104,11 +125,30 @@ public final class ExpertStore: Sendable {
                 continue
             }
             let names = spec.tensorNames(layer: layer, expert: expert)
+            arena = WeightArena(chunkBytes: arenaBytes([names.gate, names.up, names.down]))
             loaded[layerExpert] = Expert(
                 gate: try matrix(names.gate), up: try matrix(names.up), down: try matrix(names.down))
+            arena.seal()
         }
         self.experts = loaded
         checkpoint.releaseMappedPages()
+    }
+
+    /// Where the gate matrix of `layerExpert` lives (its first element), nil when not held: tests check
+    /// that a store loaded with `reusing:` shares the experts it has in common with the previous one.
+    func gateAddress(of layerExpert: LayerExpert) -> UnsafeRawPointer? {
+        switch experts[layerExpert]?.gate {
+        case .stored(let weight): weight.withElements { elements in
+                switch elements {
+                case .f32(let p): UnsafeRawPointer(p)
+                case .bf16(let p): UnsafeRawPointer(p)
+                case .fp8(let p, _, _): UnsafeRawPointer(p)
+                case .q8(let p, _, _): UnsafeRawPointer(p)
+                }
+            }
+        case .q8(let matrix): UnsafeRawPointer(matrix.storage.values.baseAddress!)
+        case .mxfp4, nil: nil
+        }
     }
 
     /// The (layer, expert) pairs this store holds.

@@ -16,8 +16,10 @@ import Synchronization
 /// Anonymous memory, in huge pages where the kernel allows, holding copies of weights for as long as
 /// any tensor copied into it lives (each holds the arena).
 ///
-/// Address space is taken in chunks of at least 256 MiB (aligned to 2 MiB) and filled in order;
-/// only the bytes written are backed by memory. ``seal()`` makes what has been written read-only.
+/// Address space is taken in chunks (at least `chunkBytes`, 256 MiB unless set; each starting on a
+/// 2 MiB boundary) and filled in order; only the bytes written are backed by memory. An arena sized
+/// for what it will hold (one expert's matrices) takes exactly that much address space.
+/// ``seal()`` makes what has been written read-only.
 /// `@unchecked Sendable`: the chunk list is guarded by a mutex, and copied bytes are never written
 /// again (they are read-only once sealed).
 public final class WeightArena: @unchecked Sendable {
@@ -32,10 +34,14 @@ public final class WeightArena: @unchecked Sendable {
     }
 
     private static let hugePage = 2 << 20
-    private static let chunkSize = 256 << 20
+    private let chunkBytes: Int
     private let chunks = Mutex<[Chunk]>([])
 
-    public init() {}
+    /// An empty arena; `chunkBytes` is the least address space it maps at a time (the bytes of
+    /// everything it will hold, when known).
+    public init(chunkBytes: Int = 256 << 20) {
+        self.chunkBytes = max(1, chunkBytes)
+    }
 
     deinit {
         chunks.withLock { chunks in
@@ -65,7 +71,7 @@ public final class WeightArena: @unchecked Sendable {
                     return last.base + offset
                 }
             }
-            guard var chunk = Self.mapChunk(atLeast: byteCount) else { return nil }
+            guard var chunk = Self.mapChunk(atLeast: max(byteCount, chunkBytes)) else { return nil }
             chunk.used = byteCount
             chunks.append(chunk)
             return chunk.base
@@ -87,18 +93,23 @@ public final class WeightArena: @unchecked Sendable {
     /// Bytes copied into the arena so far (tests).
     public var byteCount: Int { chunks.withLock { $0.reduce(0) { $0 + min($1.used, $1.size) } } }
 
+    /// A mapping of `byteCount` bytes (rounded up to whole pages) starting on a 2 MiB boundary: mapped
+    /// 2 MiB larger, the unaligned head and the tail unmapped again.
     private static func mapChunk(atLeast byteCount: Int) -> Chunk? {
-        let size = max(chunkSize, (byteCount + hugePage - 1) / hugePage * hugePage)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let size = (byteCount + page - 1) / page * page
         let mappingSize = size + hugePage
         guard let mapping = mmap(nil, mappingSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
             mapping != MAP_FAILED
         else { return nil }
-        let address = (Int(bitPattern: mapping) + hugePage - 1) / hugePage * hugePage
-        let base = mapping + (address - Int(bitPattern: mapping))
+        let head = (hugePage - Int(bitPattern: mapping) % hugePage) % hugePage
+        let base = mapping + head
+        if head > 0 { munmap(mapping, head) }
+        if mappingSize - head - size > 0 { munmap(base + size, mappingSize - head - size) }
         #if canImport(Glibc)
             // Advice only: where transparent huge pages are off, the copy still lives in ordinary pages.
             _ = madvise(base, size, Int32(MADV_HUGEPAGE))
         #endif
-        return Chunk(mapping: mapping, mappingSize: mappingSize, base: base, size: size, used: 0)
+        return Chunk(mapping: base, mappingSize: size, base: base, size: size, used: 0)
     }
 }

@@ -98,3 +98,40 @@ struct WeightArenaTests {
         #expect(arena.byteCount == before)
     }
 }
+
+@Suite("Expert stores in weight arenas")
+struct ExpertStoreArenaTests {
+    @Test(
+        "a store loaded for a new assignment shares the experts it has in common with the previous store and computes the same bits",
+        arguments: [WeightQuantization.none, .q8])
+    func reloadSharesCommonExperts(quantization: WeightQuantization) throws {
+        let checkpoint = try Checkpoint(directory: BFloat16CheckpointTests.writeBFloat16Checkpoint(tie: false))
+        let c = checkpoint.shape
+        let layer = LayerIndex(1)
+        let experts = (0..<c.expertCount).map { LayerExpert(layer: layer, expert: ExpertID($0)) }
+        let first = try ExpertStore(checkpoint: checkpoint, experts: Array(experts.prefix(2)), quantization: quantization)
+        let second = try ExpertStore(
+            checkpoint: checkpoint, experts: Array(experts.dropFirst()), quantization: quantization, reusing: first)
+        let fresh = try ExpertStore(checkpoint: checkpoint, experts: Array(experts.dropFirst()), quantization: quantization)
+        // Expert 1 is in both: the same memory. Expert 2 is new: a copy of its own.
+        #expect(second.gateAddress(of: experts[1]) != nil && second.gateAddress(of: experts[1]) == first.gateAddress(of: experts[1]))
+        #expect(second.gateAddress(of: experts[2]) != fresh.gateAddress(of: experts[2]))
+        #expect(second.gateAddress(of: experts[0]) == nil)
+        // A store of another quantization shares nothing.
+        let other = try ExpertStore(
+            checkpoint: checkpoint, experts: Array(experts.dropFirst()),
+            quantization: quantization == .q8 ? .none : .q8, reusing: first)
+        #expect(other.gateAddress(of: experts[1]) != first.gateAddress(of: experts[1]))
+        var random = TestRandom(seed: 92)
+        let rows = 3
+        let hidden = random.floats(rows * c.hiddenSize)
+        let offsets: [UInt32] = [0, 2, 3, 5]
+        let ids: [UInt32] = [1, 2, 3, 1, 3]  // 4 experts: the held ones, 1 ... 3
+        let weights: [Float] = [0.5, 0.25, 1, 0.75, 0.125]
+        let reused = try second.compute(
+            layer: layer, hidden: hidden, rowCount: rows, rowExpertOffsets: offsets, expertIDs: ids, weights: weights)
+        let loaded = try fresh.compute(
+            layer: layer, hidden: hidden, rowCount: rows, rowExpertOffsets: offsets, expertIDs: ids, weights: weights)
+        #expect(reused.map(\.bitPattern) == loaded.map(\.bitPattern))
+    }
+}
