@@ -70,10 +70,12 @@ public final class ExpertStore: Sendable {
         self.arithmetic = arithmetic
         self.quantization = quantization
         self.waveScratchBytes = waveScratchBytes
-        // Each expert's weights in an arena of its own (see ``WeightArena``), sized for its three
-        // matrices and freed with the expert: a store loaded for a new ASSIGN takes the experts it
-        // shares with the previous one from it, so that a worker holds its shard once, not twice,
-        // while it reloads (after a rebalance, or when it takes over a lost worker's experts).
+        // The experts' weights in arenas (see ``WeightArena``) of about 32 MiB: a large expert has one
+        // of its own, small ones (under 2 MiB, like Qwen3-MoE's) share one, so that they still fill
+        // whole huge pages. An arena is freed with the last expert in it: a store loaded for a new
+        // ASSIGN takes the experts it shares with the previous one from it, so that a worker holds
+        // its shard once, not twice, while it reloads (after a rebalance, or when it takes over a
+        // lost worker's experts); what a rebalance drops is freed with its arena-mates.
         let reusable = previous.flatMap { $0.quantization == quantization ? $0.experts : nil } ?? [:]
         func arenaBytes(_ names: [String]) -> Int {
             names.reduce(0) { total, name in
@@ -87,7 +89,10 @@ public final class ExpertStore: Sendable {
                 return total + bytes + 128  // alignment of each copy (and of q8 scales after values)
             }
         }
+        let groupBytes = 32 << 20
         var arena = WeightArena()
+        var arenaBytesPlanned = Int.max  // the first expert starts an arena
+        defer { arena.seal() }
         func matrix(_ name: String) throws -> ExpertMatrix {
             let weight = try checkpoint.weight(named: name)
             switch quantization {
@@ -125,10 +130,15 @@ public final class ExpertStore: Sendable {
                 continue
             }
             let names = spec.tensorNames(layer: layer, expert: expert)
-            arena = WeightArena(chunkBytes: arenaBytes([names.gate, names.up, names.down]))
+            let bytes = arenaBytes([names.gate, names.up, names.down])
+            if arenaBytesPlanned > groupBytes - bytes {
+                arena.seal()
+                arena = WeightArena(chunkBytes: max(groupBytes, bytes))
+                arenaBytesPlanned = 0
+            }
+            arenaBytesPlanned += bytes
             loaded[layerExpert] = Expert(
                 gate: try matrix(names.gate), up: try matrix(names.up), down: try matrix(names.down))
-            arena.seal()
         }
         self.experts = loaded
         checkpoint.releaseMappedPages()
