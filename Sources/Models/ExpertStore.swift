@@ -37,14 +37,14 @@ public final class ExpertStore: Sendable {
     let waveScratchBytes: Int
 
     /// Loads `experts` from `checkpoint`: f32 or bf16 as stored (f16 converted to f32), bf16 and FP8
-    /// copied from the memory map into a ``WeightArena`` of the store's own (huge pages).
+    /// copied from the memory map into weight arenas of the store's own (``WeightArena``, huge pages).
     /// - Parameters:
     ///   - arithmetic: how products with bf16 weights treat activations (f32 weights are always exact).
-    ///   - quantization: ``WeightQuantization/q8`` quantizes every expert matrix at load time (an
-    ///     owned copy, 1.125 bytes per weight); the stored dtype then no longer matters.
-    /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
+    ///   - quantization: ``WeightQuantization/q8`` quantizes every expert matrix at load time (into
+    ///     the arenas, 1.125 bytes per weight); the stored dtype then no longer matters.
     ///   - previous: a store loaded from the same checkpoint (the worker's before a new ASSIGN): the
     ///     experts both hold are taken from it, not copied again, when its quantization is the same.
+    /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
     public convenience init(
         checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact,
         quantization: WeightQuantization = .none, reusing previous: ExpertStore? = nil
