@@ -336,57 +336,11 @@ SY_AVX512 __m512 values16_avx512(const void *row, int bf16, __mmask16 mask, size
     return left >= SY_LANES ? widen16_bf16_avx512(row) : widen_tail_bf16_avx512(row, left);
 }
 
-SY_AVX512 void weighted_sum_body_avx512(const float *p, size_t count, const void *v, int bf16, size_t vs,
-                                        size_t width, float *out, int accumulate) {
-    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
-    // Four vectors (64 columns) per pass: four independent FMA chains hide the FMA latency, held in
-    // registers (fixed trip counts). Each out[d] gets the same FMAs in the same order in every pass.
-    size_t d0 = 0;
-    for (; d0 + 4 * SY_LANES <= width; d0 += 4 * SY_LANES) {
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        if (accumulate) {
-            acc0 = _mm512_loadu_ps(out + d0);
-            acc1 = _mm512_loadu_ps(out + d0 + SY_LANES);
-            acc2 = _mm512_loadu_ps(out + d0 + 2 * SY_LANES);
-            acc3 = _mm512_loadu_ps(out + d0 + 3 * SY_LANES);
-        }
-        for (size_t s = 0; s < count; s++) {
-            __m512 weight = _mm512_set1_ps(p[s]);
-            const char *row = (const char *)v + (s * vs + d0) * element;
-            acc0 = _mm512_fmadd_ps(weight, values16_avx512(row, bf16, 0xFFFF, SY_LANES), acc0);
-            acc1 = _mm512_fmadd_ps(weight, values16_avx512(row + SY_LANES * element, bf16, 0xFFFF, SY_LANES), acc1);
-            acc2 = _mm512_fmadd_ps(weight, values16_avx512(row + 2 * SY_LANES * element, bf16, 0xFFFF, SY_LANES), acc2);
-            acc3 = _mm512_fmadd_ps(weight, values16_avx512(row + 3 * SY_LANES * element, bf16, 0xFFFF, SY_LANES), acc3);
-        }
-        _mm512_storeu_ps(out + d0, acc0);
-        _mm512_storeu_ps(out + d0 + SY_LANES, acc1);
-        _mm512_storeu_ps(out + d0 + 2 * SY_LANES, acc2);
-        _mm512_storeu_ps(out + d0 + 3 * SY_LANES, acc3);
-    }
-    // The last (fewer than 64) columns, one vector at a time.
-    for (; d0 < width; d0 += SY_LANES) {
-        size_t left = width - d0 < SY_LANES ? width - d0 : SY_LANES;
-        __mmask16 mask = left >= SY_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-        __m512 acc = accumulate ? _mm512_maskz_loadu_ps(mask, out + d0) : _mm512_setzero_ps();
-        for (size_t s = 0; s < count; s++) {
-            const char *row = (const char *)v + (s * vs + d0) * element;
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(p[s]), values16_avx512(row, bf16, mask, left), acc);
-        }
-        _mm512_mask_storeu_ps(out + d0, mask, acc);
-    }
-}
-
-SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *v, int bf16, size_t vs,
-                                      size_t width, float *out, int accumulate) {
-    if (bf16)
-        weighted_sum_body_avx512(p, count, v, 1, vs, width, out, accumulate);
-    else
-        weighted_sum_body_avx512(p, count, v, 0, vs, width, out, accumulate);
-}
-
-/// ``weighted_sum_body_avx512`` for H heads at once (weights p + h · ps, output out + h · os): each
-/// value vector is read and widened once for all H heads. Every out[h, d] gets the FMAs of the one-head
-/// body in its order, so the bits are the same.
+/// out[h, d] = Σ_s p[h · ps + s] · v[s, d] for H heads at once (outputs out + h · os): four vectors
+/// (64 columns) per pass, so that each head has four independent FMA chains in registers (fixed trip
+/// counts), and each value vector is read and widened once for all H heads; then the last (fewer than
+/// 64) columns one vector at a time. Each out[h, d] gets the same FMAs in the same order whatever H
+/// is, so a head's bits do not depend on the heads computed with it.
 SY_AVX512 void weighted_sum_heads_body_avx512(int H, const float *p, size_t ps, size_t count, const void *v,
                                               int bf16, size_t vs, size_t width, float *out, size_t os,
                                               int accumulate) {
@@ -421,6 +375,15 @@ SY_AVX512 void weighted_sum_heads_body_avx512(int H, const float *p, size_t ps, 
         }
         for (int h = 0; h < H; h++) _mm512_mask_storeu_ps(out + h * os + d0, mask, acc[h]);
     }
+}
+
+/// One head (the weighted sum of ``sy_weighted_sum_isa``).
+SY_AVX512_FN void weighted_sum_avx512(const float *p, size_t count, const void *v, int bf16, size_t vs,
+                                      size_t width, float *out, int accumulate) {
+    if (bf16)
+        weighted_sum_heads_body_avx512(1, p, 0, count, v, 1, vs, width, out, 0, accumulate);
+    else
+        weighted_sum_heads_body_avx512(1, p, 0, count, v, 0, vs, width, out, 0, accumulate);
 }
 
 /// The heads four at a time (16 accumulators of 64 columns), then the rest together.
@@ -568,102 +531,66 @@ SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, 
     matmul_body_avx2(x, m, k, xs, w, 1, n, ws, y, ys, accumulate);
 }
 
-SY_AVX2 void weighted_sum_body_avx2(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
-                                    float *out, int accumulate) {
-    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
-    // Four vectors (32 columns) per pass in registers, then the last columns one vector at a time.
-    size_t d0 = 0;
-    const __m256i all = mask8_avx2(8);
-    for (; d0 + 32 <= width; d0 += 32) {
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        if (accumulate) {
-            acc0 = _mm256_loadu_ps(out + d0);
-            acc1 = _mm256_loadu_ps(out + d0 + 8);
-            acc2 = _mm256_loadu_ps(out + d0 + 16);
-            acc3 = _mm256_loadu_ps(out + d0 + 24);
-        }
-        for (size_t s = 0; s < count; s++) {
-            __m256 weight = _mm256_set1_ps(p[s]);
-            const char *row = (const char *)v + (s * vs + d0) * element;
-            acc0 = _mm256_fmadd_ps(weight, values8_avx2(row, bf16, all, 8), acc0);
-            acc1 = _mm256_fmadd_ps(weight, values8_avx2(row + 8 * element, bf16, all, 8), acc1);
-            acc2 = _mm256_fmadd_ps(weight, values8_avx2(row + 16 * element, bf16, all, 8), acc2);
-            acc3 = _mm256_fmadd_ps(weight, values8_avx2(row + 24 * element, bf16, all, 8), acc3);
-        }
-        _mm256_storeu_ps(out + d0, acc0);
-        _mm256_storeu_ps(out + d0 + 8, acc1);
-        _mm256_storeu_ps(out + d0 + 16, acc2);
-        _mm256_storeu_ps(out + d0 + 24, acc3);
-    }
-    for (; d0 < width; d0 += 8) {
-        size_t left = width - d0 < 8 ? width - d0 : 8;
-        __m256i mask = mask8_avx2(left);
-        __m256 acc = accumulate ? _mm256_maskload_ps(out + d0, mask) : _mm256_setzero_ps();
-        for (size_t s = 0; s < count; s++) {
-            const char *row = (const char *)v + (s * vs + d0) * element;
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(p[s]), values8_avx2(row, bf16, mask, left), acc);
-        }
-        _mm256_maskstore_ps(out + d0, mask, acc);
-    }
-}
-
-SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
-                                  float *out, int accumulate) {
-    if (bf16)
-        weighted_sum_body_avx2(p, count, v, 1, vs, width, out, accumulate);
-    else
-        weighted_sum_body_avx2(p, count, v, 0, vs, width, out, accumulate);
-}
-
-/// ``weighted_sum_body_avx2`` for two heads at once (weights p and p + ps, outputs out and out + os):
-/// each value vector read and widened once for both (8 accumulators of 32 columns, 4 values and a
-/// weight: 13 of the 16 registers). The bits are those of the one-head body.
-SY_AVX2 void weighted_sum_pair_body_avx2(const float *p, size_t ps, size_t count, const void *v, int bf16, size_t vs,
-                                         size_t width, float *out, size_t os, int accumulate) {
+/// out[h, d] = Σ_s p[h · ps + s] · v[s, d] for H (1 or 2) heads at once (outputs out + h · os): four
+/// vectors (32 columns) per pass in registers, each value vector read and widened once for the H heads
+/// (for 2: 8 accumulators, 4 values and a weight, 13 of the 16 registers), then the last columns one
+/// vector at a time. Each out[h, d] gets the same FMAs in the same order whatever H is.
+SY_AVX2 void weighted_sum_heads_body_avx2(int H, const float *p, size_t ps, size_t count, const void *v, int bf16,
+                                          size_t vs, size_t width, float *out, size_t os, int accumulate) {
     size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
     size_t d0 = 0;
     const __m256i all = mask8_avx2(8);
     for (; d0 + 32 <= width; d0 += 32) {
         __m256 acc[2][4];
-        for (int h = 0; h < 2; h++)
+        for (int h = 0; h < H; h++)
             for (int j = 0; j < 4; j++)
                 acc[h][j] = accumulate ? _mm256_loadu_ps(out + h * os + d0 + 8 * j) : _mm256_setzero_ps();
         for (size_t s = 0; s < count; s++) {
             const char *row = (const char *)v + (s * vs + d0) * element;
             __m256 values[4];
             for (int j = 0; j < 4; j++) values[j] = values8_avx2(row + 8 * j * element, bf16, all, 8);
-            for (int h = 0; h < 2; h++) {
+            for (int h = 0; h < H; h++) {
                 __m256 weight = _mm256_set1_ps(p[h * ps + s]);
                 for (int j = 0; j < 4; j++) acc[h][j] = _mm256_fmadd_ps(weight, values[j], acc[h][j]);
             }
         }
-        for (int h = 0; h < 2; h++)
+        for (int h = 0; h < H; h++)
             for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + h * os + d0 + 8 * j, acc[h][j]);
     }
     for (; d0 < width; d0 += 8) {
         size_t left = width - d0 < 8 ? width - d0 : 8;
         __m256i mask = mask8_avx2(left);
         __m256 acc[2];
-        for (int h = 0; h < 2; h++) acc[h] = accumulate ? _mm256_maskload_ps(out + h * os + d0, mask) : _mm256_setzero_ps();
+        for (int h = 0; h < H; h++) acc[h] = accumulate ? _mm256_maskload_ps(out + h * os + d0, mask) : _mm256_setzero_ps();
         for (size_t s = 0; s < count; s++) {
             __m256 values = values8_avx2((const char *)v + (s * vs + d0) * element, bf16, mask, left);
-            for (int h = 0; h < 2; h++) acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * ps + s]), values, acc[h]);
+            for (int h = 0; h < H; h++) acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * ps + s]), values, acc[h]);
         }
-        for (int h = 0; h < 2; h++) _mm256_maskstore_ps(out + h * os + d0, mask, acc[h]);
+        for (int h = 0; h < H; h++) _mm256_maskstore_ps(out + h * os + d0, mask, acc[h]);
     }
+}
+
+/// One head (the weighted sum of ``sy_weighted_sum_isa``).
+SY_AVX2_FN void weighted_sum_avx2(const float *p, size_t count, const void *v, int bf16, size_t vs, size_t width,
+                                  float *out, int accumulate) {
+    if (bf16)
+        weighted_sum_heads_body_avx2(1, p, 0, count, v, 1, vs, width, out, 0, accumulate);
+    else
+        weighted_sum_heads_body_avx2(1, p, 0, count, v, 0, vs, width, out, 0, accumulate);
 }
 
 /// The heads two at a time, the last alone.
 SY_AVX2_FN void weighted_sum_heads_avx2(const float *p, size_t ps, size_t heads, size_t count, const void *v, int bf16,
                                         size_t vs, size_t width, float *out, size_t os, int accumulate) {
-    size_t h = 0;
-    for (; h + 2 <= heads; h += 2) {
-        if (bf16) weighted_sum_pair_body_avx2(p + h * ps, ps, count, v, 1, vs, width, out + h * os, os, accumulate);
-        else weighted_sum_pair_body_avx2(p + h * ps, ps, count, v, 0, vs, width, out + h * os, os, accumulate);
-    }
-    if (h < heads) {
-        if (bf16) weighted_sum_body_avx2(p + h * ps, count, v, 1, vs, width, out + h * os, accumulate);
-        else weighted_sum_body_avx2(p + h * ps, count, v, 0, vs, width, out + h * os, accumulate);
+    for (size_t h = 0; h < heads; h += 2) {
+        int H = heads - h >= 2 ? 2 : 1;
+        if (bf16) {
+            if (H == 2) weighted_sum_heads_body_avx2(2, p + h * ps, ps, count, v, 1, vs, width, out + h * os, os, accumulate);
+            else weighted_sum_heads_body_avx2(1, p + h * ps, ps, count, v, 1, vs, width, out + h * os, os, accumulate);
+        } else {
+            if (H == 2) weighted_sum_heads_body_avx2(2, p + h * ps, ps, count, v, 0, vs, width, out + h * os, os, accumulate);
+            else weighted_sum_heads_body_avx2(1, p + h * ps, ps, count, v, 0, vs, width, out + h * os, os, accumulate);
+        }
     }
 }
 
