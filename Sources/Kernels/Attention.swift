@@ -72,6 +72,7 @@ public enum CachedKeyValues {
         case .bf16(let keys, let values): .bf16(keys: keys + keyElements, values: values + valueElements)
         }
     }
+
     /// Fetches ahead the keys of `rows` for key/value heads `heads` (rows of `keyStride` values, heads
     /// of `headDimension`), without waiting for them; an empty range fetches nothing.
     func prefetch(keys rows: Range<Int>, heads: Range<Int>, keyStride: Int, headDimension: Int) {

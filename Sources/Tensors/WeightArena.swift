@@ -1,11 +1,12 @@
 // Memory of the process's own that weights are copied into at load time, instead of being read in
 // place from the checkpoint's file mapping: anonymous memory in transparent huge pages (2 MiB) where
 // the kernel allows them (madvise MADV_HUGEPAGE). A decode step streams every weight it uses once,
-// and huge pages stream faster: on the benchmark host (AMD EPYC Zen 4, 2 threads), the model file's
-// 1.87 GB read 42 GB/s from its file mapping and 48–57 GB/s from such a copy, and batch-1 decode rose
-// by about 16% (medians of 6 alternating runs; see Benchmarks/README.md). The copy costs one read of
-// the weights at load (page-cache speed once the file is cached) and no more memory than the mapped
-// pages the process would touch anyway.
+// and huge pages stream faster: on the benchmark host (AMD EPYC Zen 4, AVX-512, 2 threads), the
+// benchmark model's 1.87 GB read 37–41 GB/s from its file mapping and 48–58 GB/s from such a copy in a
+// fast spell of the host (30 against 34 in a slow one), and batch-1 decode rose by about 10% (paired
+// medians of alternating runs; see Benchmarks/README.md). The copy costs one read of the weights at
+// load (page-cache speed once the file is cached) and no more memory than the mapped pages the process
+// would touch anyway.
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -18,22 +19,20 @@ import Synchronization
 ///
 /// Address space is taken in chunks (at least `chunkBytes`, 256 MiB unless set; each starting on a
 /// 2 MiB boundary) and filled in order; only the bytes written are backed by memory. An arena sized
-/// for what it will hold (one expert's matrices) takes exactly that much address space.
+/// for what it will hold (a group of experts' matrices) takes about that much address space.
 /// ``seal()`` makes what has been written read-only.
 /// `@unchecked Sendable`: the chunk list is guarded by a mutex, and copied bytes are never written
 /// again (they are read-only once sealed).
 public final class WeightArena: @unchecked Sendable {
+    /// A mapping starting on a 2 MiB boundary (unmapped on deinit), and the bytes handed out of it.
     private struct Chunk {
-        /// The mapping as mmap returned it (unmapped on deinit).
-        let mapping: UnsafeMutableRawPointer
-        let mappingSize: Int
-        /// The first 2 MiB boundary in the mapping, and the bytes from there on.
         let base: UnsafeMutableRawPointer
         let size: Int
         var used: Int
     }
 
     private static let hugePage = 2 << 20
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
     private let chunkBytes: Int
     private let chunks = Mutex<[Chunk]>([])
 
@@ -45,7 +44,7 @@ public final class WeightArena: @unchecked Sendable {
 
     deinit {
         chunks.withLock { chunks in
-            for chunk in chunks { munmap(chunk.mapping, chunk.mappingSize) }
+            for chunk in chunks { munmap(chunk.base, chunk.size) }
         }
     }
 
@@ -82,7 +81,7 @@ public final class WeightArena: @unchecked Sendable {
     public func seal() {
         chunks.withLock { chunks in
             for index in chunks.indices where chunks[index].used > 0 {
-                let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+                let page = Self.pageSize
                 let written = (chunks[index].used + page - 1) / page * page
                 mprotect(chunks[index].base, min(written, chunks[index].size), PROT_READ)
                 chunks[index].used = chunks[index].size
@@ -96,8 +95,7 @@ public final class WeightArena: @unchecked Sendable {
     /// A mapping of `byteCount` bytes (rounded up to whole pages) starting on a 2 MiB boundary: mapped
     /// 2 MiB larger, the unaligned head and the tail unmapped again.
     private static func mapChunk(atLeast byteCount: Int) -> Chunk? {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let size = (byteCount + page - 1) / page * page
+        let size = (byteCount + pageSize - 1) / pageSize * pageSize
         let mappingSize = size + hugePage
         guard let mapping = mmap(nil, mappingSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
             mapping != MAP_FAILED
@@ -110,6 +108,6 @@ public final class WeightArena: @unchecked Sendable {
             // Advice only: where transparent huge pages are off, the copy still lives in ordinary pages.
             _ = madvise(base, size, Int32(MADV_HUGEPAGE))
         #endif
-        return Chunk(mapping: base, mappingSize: size, base: base, size: size, used: 0)
+        return Chunk(base: base, size: size, used: 0)
     }
 }
