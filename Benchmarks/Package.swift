@@ -20,6 +20,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
+                .product(name: "SwitchyardCoordinator", package: "Switchyard"),
                 .product(name: "SwitchyardKernels", package: "Switchyard"),
                 .product(name: "SwitchyardTensors", package: "Switchyard"),
             ],

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Tensors
 import Testing
 
@@ -47,6 +48,93 @@ struct SamplingTests {
         #expect(picks == [0, 1, 2, 3])
     }
 
+    @Test("draws follow the softmax of logits ÷ temperature, renormalised over top-k and min-p", arguments: [
+        SamplingParameters(temperature: 1, seed: 11),
+        SamplingParameters(temperature: 2, seed: 12),
+        SamplingParameters(temperature: 1, topK: 3, seed: 13),
+        // e^0..e^3 relative to e^3: 0.05, 0.14, 0.37, 1; min-p 0.2 keeps tokens 2 and 3.
+        SamplingParameters(temperature: 1, minP: 0.2, seed: 14),
+    ])
+    func frequencies(parameters: SamplingParameters) {
+        let logits: [Float] = [0, 1, 2, 3]
+        var weights = logits.map { exp(Double($0) / Double(parameters.temperature)) }
+        if parameters.topK > 0 { weights[0] = 0 }
+        if parameters.minP > 0 { weights = weights.map { $0 >= Double(parameters.minP) * weights[3] ? $0 : 0 } }
+        let total = weights.reduce(0, +)
+        var sampler = Sampler(parameters)
+        var counts = [0, 0, 0, 0]
+        let draws = 40_000
+        for _ in 0..<draws { counts[Int(sampler.sample(logits))] += 1 }
+        for token in 0..<4 {
+            let expected = weights[token] / total
+            // 40,000 draws: one standard deviation is at most 0.0025.
+            #expect(abs(Double(counts[token]) / Double(draws) - expected) < 0.01, "token \(token): \(counts) against \(expected)")
+            if expected == 0 { #expect(counts[token] == 0) }
+        }
+    }
+
+    /// Logits spread like a model's: most tokens far below a few likely ones.
+    static func spreadLogits(count: Int, seed: UInt64) -> [Float] {
+        var generator = SplitMix64(seed: seed)
+        return (0..<count).map { _ in
+            let u = Float(generator.next() >> 40) / Float(1 << 24)
+            return 12 * u * u * u - 4 + Float(generator.next() % 8) / 8
+        }
+    }
+
+    /// The smallest prefix of the full sort (probability descending, token id ascending) whose share
+    /// reaches p, from the same f32 probabilities the sampler computes.
+    static func nucleus(_ logits: [Float], temperature: Float, topP: Float) -> (sorted: [Int], probabilities: [Float]) {
+        var probabilities = logits.map { $0 / temperature }
+        softmax(&probabilities, count: probabilities.count)
+        let order = probabilities.indices.sorted {
+            probabilities[$0] != probabilities[$1] ? probabilities[$0] > probabilities[$1] : $0 < $1
+        }
+        let total = probabilities.reduce(0.0) { $0 + Double($1) }
+        var cumulative = 0.0
+        for (position, token) in order.enumerated() {
+            cumulative += Double(probabilities[token]) / total
+            if cumulative >= Double(topP) { return (Array(order.prefix(position + 1)), probabilities) }
+        }
+        return (order, probabilities)
+    }
+
+    @Test("top-p on a large vocabulary draws only from the smallest prefix reaching p, without sorting it all",
+          arguments: [(Float(0.7), Float(0.5)), (1, 0.9), (1.3, 0.95), (0.5, 0.99)])
+    func topPLargeVocabulary(temperature: Float, topP: Float) {
+        let logits = Self.spreadLogits(count: 20_000, seed: UInt64(topP * 100))
+        let (expected, probabilities) = Self.nucleus(logits, temperature: temperature, topP: topP)
+        // The candidates the sampler orders: a prefix of the full sort that contains the nucleus.
+        let total = probabilities.reduce(0.0) { $0 + Double($1) }
+        let ordered = probabilities.withUnsafeBufferPointer { buffer in
+            Sampler.nucleusOrder(
+                UnsafeMutableBufferPointer(mutating: buffer), floor: .leastNonzeroMagnitude, topP: topP, total: total)
+        }
+        let fullSort = probabilities.indices.filter { probabilities[$0] > 0 }.sorted {
+            probabilities[$0] != probabilities[$1] ? probabilities[$0] > probabilities[$1] : $0 < $1
+        }
+        #expect(ordered == Array(fullSort.prefix(ordered.count)))
+        #expect(ordered.count >= expected.count)
+        #expect(ordered.count < logits.count / 2, "only the likely tokens are sorted")
+        var sampler = Sampler(SamplingParameters(temperature: temperature, topP: topP, seed: 5))
+        let allowed = Set(expected.map { Int32($0) })
+        var picks: [Int32: Int] = [:]
+        for _ in 0..<3000 { picks[sampler.sample(logits), default: 0] += 1 }
+        #expect(Set(picks.keys).isSubset(of: allowed))
+        // The most likely token is drawn about as often as its share of the nucleus.
+        let nucleusTotal = expected.reduce(0.0) { $0 + Double(probabilities[$1]) }
+        let share = Double(probabilities[expected[0]]) / nucleusTotal
+        #expect(abs(Double(picks[Int32(expected[0]), default: 0]) / 3000 - share) < 0.04)
+    }
+
+    @Test("masked tokens (-infinity) are never drawn, with or without top-p", arguments: [Float(1), 0.8])
+    func masked(topP: Float) {
+        var logits = Self.spreadLogits(count: 1000, seed: 3)
+        for token in stride(from: 0, to: 1000, by: 2) { logits[token] = -.infinity }
+        var sampler = Sampler(SamplingParameters(temperature: 1.5, topP: topP, seed: 8))
+        for _ in 0..<2000 { #expect(sampler.sample(logits) % 2 == 1) }
+    }
+
     @Test("logprobs are a log-softmax of the raw logits with the top alternatives in order")
     func logprobs() {
         let entry = TokenLogprob(chosen: 3, logits: logits, top: 3)
@@ -71,7 +159,7 @@ struct SamplingTests {
         }
     }
 
-    @Test("the top indices equal a full sort by value (descending, lower index first on ties)", arguments: [1, 3, 20, 64, 65, 500])
+    @Test("the top indices equal a full sort by value (descending, lower index first on ties)", arguments: [1, 3, 20, 64, 65, 399, 400, 500])
     func topIndicesMatchSort(count: Int) {
         var generator = SplitMix64(seed: UInt64(count))
         // Few distinct values, so ties are common.

@@ -15,6 +15,14 @@
 //             tokens, stored f32 and bf16, on the set threads (--threads, default 2) split by
 //             sequence as the model splits it: ms per step and GB/s of cache read. Each layer has its
 //             own caches (all of them ≥ 100 MB at 128 tokens), so they come from memory.
+//   sampling  µs a token of the sampler (temperature, top-p, top-k as users set them) on one row of
+//             model-like logits of 32,000, 151,936 (Qwen) and 201,088 (gpt-oss) tokens, against
+//             transformers' logits warpers + softmax + torch.multinomial on CPU (2 torch threads;
+//             Benchmarks/peers/sampling_peer.py through --python, default Benchmarks/.venv/bin/python)
+//             and against the floor: one f32 log-Σ-exp pass over the row (the least a sampler at a
+//             temperature above 0 reads and computes).
+import Coordinator
+import Foundation
 import Kernels
 import Tensors
 
@@ -246,19 +254,89 @@ func runAttention(threads: Int) {
     setThreadCount(1)
 }
 
+/// One row of logits shaped like a language model's: a bell of spread 2.5 around 0 (three uniforms
+/// summed) and 24 tokens 8 to 15 above it. Benchmarks/peers/sampling_peer.py builds the same row.
+func modelLikeLogits(count: Int, seed: UInt64) -> [Float] {
+    var generator = SplitMix64(seed: seed)
+    return (0..<count).map { index in
+        let total = (0..<3).reduce(0.0) { sum, _ in sum + Double(generator.next() >> 40) / Double(1 << 24) }
+        var value = (total - 1.5) * 5
+        if (index * 7919) % count < 24 { value += Double(8 + index % 8) }
+        return Float(value)
+    }
+}
+
+func runSampling(python: String) {
+    let vocabularies = [32_000, 151_936, 201_088]
+    let configurations: [(name: String, label: String, parameters: SamplingParameters)] = [
+        ("t1", "temperature 1", SamplingParameters(temperature: 1, seed: 1)),
+        ("t1p09", "temperature 1, top-p 0.9", SamplingParameters(temperature: 1, topP: 0.9, seed: 1)),
+        ("t07k50", "temperature 0.7, top-k 50", SamplingParameters(temperature: 0.7, topK: 50, seed: 1)),
+        ("qwen", "temperature 0.6, top-p 0.95, top-k 20", SamplingParameters(temperature: 0.6, topP: 0.95, topK: 20, seed: 1)),
+    ]
+    var peer: [String: Double] = [:]
+    var peerNote = "transformers: \(python) not found"
+    if FileManager.default.isExecutableFile(atPath: python) {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../peers/sampling_peer.py")
+        let specs = configurations.map { c in "\(c.name)=\(c.parameters.temperature):\(c.parameters.topP):\(c.parameters.topK)" }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script.standardized.path, "--configurations", specs.joined(separator: ","),
+                             "--vocabularies", vocabularies.map(String.init).joined(separator: ",")]
+        let output = Pipe()
+        process.standardOutput = output
+        do {
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            if process.terminationStatus == 0, let figures = try JSONSerialization.jsonObject(with: data) as? [String: Double] {
+                peer = figures
+                peerNote = "transformers: logits warpers + softmax + torch.multinomial, 2 torch threads (\(python))"
+            } else {
+                peerNote = "transformers: sampling_peer.py exited with status \(process.terminationStatus)"
+            }
+        } catch {
+            peerNote = "transformers: could not run \(python): \(error)"
+        }
+    }
+    print("sampling one token from a row of model-like logits, path \(KernelISA.active), µs a token (median of 5)")
+    print(peerNote)
+    print(pad("vocabulary", 11) + "  " + "configuration".padding(toLength: 38, withPad: " ", startingAt: 0)
+        + pad("Switchyard", 11) + pad("transformers", 13) + pad("÷", 7) + pad("floor", 8) + pad("÷ floor", 9))
+    for vocabulary in vocabularies {
+        let logits = modelLikeLogits(count: vocabulary, seed: 1)
+        let floor = logits.withUnsafeBufferPointer { row in secondsPerCall { _ = logSumExp(row) } } * 1e6
+        for configuration in configurations {
+            var sampler = Sampler(configuration.parameters)
+            var sink: Int32 = 0
+            let ours = secondsPerCall { sink &+= sampler.sample(logits) } * 1e6
+            let theirs = peer["\(vocabulary)/\(configuration.name)"]
+            print(pad("\(vocabulary)", 11) + "  " + configuration.label.padding(toLength: 38, withPad: " ", startingAt: 0)
+                + pad(format(ours), 11) + pad(theirs.map(format) ?? "-", 13)
+                + pad(theirs.map { format($0 / ours) + "×" } ?? "-", 7) + pad(format(floor), 8)
+                + pad(format(ours / floor) + "×", 9) + (sink == .min ? " " : ""))
+        }
+    }
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 switch arguments.first {
 case "kernels":
     runKernels()
 case "bf16":
     runBFloat16()
+case "sampling":
+    let python = arguments.firstIndex(of: "--python").flatMap { arguments.index(after: $0) < arguments.endIndex
+        ? arguments[arguments.index(after: $0)] : nil }
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.venv/bin/python").standardized.path
+    runSampling(python: python)
 case "attention":
     let threads = arguments.firstIndex(of: "--threads").flatMap { arguments.index(after: $0) < arguments.endIndex
         ? Int(arguments[arguments.index(after: $0)]) : nil } ?? 2
     runAttention(threads: max(1, min(threads, maximumThreadCount)))
 default:
     let given = arguments.first.map { "'\($0)'" } ?? "nothing"
-    let message = "switchyard-bench: the mode is \(given), but must be one of: kernels, bf16, attention\n"
+    let message = "switchyard-bench: the mode is \(given), but must be one of: kernels, bf16, attention, sampling\n"
     _ = message.withCString { write(2, $0, strlen($0)) }
     exit(2)
 }
