@@ -114,7 +114,9 @@ public struct WorkerService {
                         // The same experts again (a repeated registration): nothing to load.
                         try socket.send(frames: WireCodec.encode(.ready(.init(loadedExpertCount: assign.experts.count, loadSeconds: 0))))
                     } else {
-                        loading = ExpertLoad(checkpoint: checkpoint, assign: assign, reusing: handler.store)
+                        loading = ExpertLoad(
+                            checkpoint: checkpoint, assign: assign, reusing: handler.store,
+                            progress: { [logger, name = options.name] in logger.info("worker \(name): \($0)") })
                     }
                 }
                 // While the coordinator is generating, its next dispatch follows within about a
@@ -191,14 +193,19 @@ extension Duration {
 final class ExpertLoad: Sendable {
     private let outcome = Mutex<(Result<ExpertStore, any Error>, Double)?>(nil)
 
-    /// Loads `assign`'s experts on a thread of its own, taking those `previous` holds from it.
-    init(checkpoint: Checkpoint, assign: WireMessage.Assign, reusing previous: ExpertStore?) {
+    /// Loads `assign`'s experts on a thread of its own, taking those `previous` holds from it; a load
+    /// that takes longer than 5 s says how far it is every 5 s through `progress`.
+    init(
+        checkpoint: Checkpoint, assign: WireMessage.Assign, reusing previous: ExpertStore?,
+        progress: @escaping @Sendable (String) -> Void
+    ) {
         let thread = Thread { [self] in
             let started = ContinuousClock.now
+            let lines = LoadProgress("experts", emit: progress)
             let result = Result { () throws -> ExpertStore in
                 try ExpertStore(
                     checkpoint: checkpoint, experts: assign.experts, arithmetic: assign.arithmetic,
-                    quantization: assign.quantization, reusing: previous)
+                    quantization: assign.quantization, reusing: previous, progress: lines.report)
             }
             let seconds = (ContinuousClock.now - started).secondsValue
             self.outcome.withLock { $0 = (result, seconds) }

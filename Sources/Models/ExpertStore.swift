@@ -44,20 +44,24 @@ public final class ExpertStore: Sendable {
     ///     the arenas, 1.125 bytes per weight); the stored dtype then no longer matters.
     ///   - previous: a store loaded from the same checkpoint (the worker's before a new ASSIGN): the
     ///     experts both hold are taken from it, not copied again, when its quantization is the same.
+    ///   - progress: called after each expert with the experts done and the experts to load (a large
+    ///     shard takes minutes; see ``LoadProgress``).
     /// - Throws: `ModelError.invalidInput` for a layer or expert outside the model; `ModelError` when a tensor cannot be read.
     public convenience init(
         checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic = .exact,
-        quantization: WeightQuantization = .none, reusing previous: ExpertStore? = nil
+        quantization: WeightQuantization = .none, reusing previous: ExpertStore? = nil,
+        progress: ((_ done: Int, _ total: Int) -> Void)? = nil
     ) throws {
         try self.init(
             checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization,
-            waveScratchBytes: 16 << 20, reusing: previous)
+            waveScratchBytes: 16 << 20, reusing: previous, progress: progress)
     }
 
     /// The public initializer with the wave size set (tests split the experts of a call into small waves).
     init(
         checkpoint: Checkpoint, experts: [LayerExpert], arithmetic: BFloat16Arithmetic,
-        quantization: WeightQuantization, waveScratchBytes: Int, reusing previous: ExpertStore? = nil
+        quantization: WeightQuantization, waveScratchBytes: Int, reusing previous: ExpertStore? = nil,
+        progress: ((_ done: Int, _ total: Int) -> Void)? = nil
     ) throws {
         let c = checkpoint.shape
         shape = c
@@ -103,7 +107,9 @@ public final class ExpertStore: Sendable {
         var loaded: [LayerExpert: Expert] = [:]
         // Stacked experts (gpt-oss): each layer's stacked tensors are read once.
         var stackedLayers: [Int: StackedExpertTensors] = [:]
+        let total = Set(experts).count
         for layerExpert in experts where loaded[layerExpert] == nil {
+            defer { progress?(loaded.count, total) }
             let layer = layerExpert.layer.rawValue
             let expert = layerExpert.expert.rawValue
             guard c.contains(layerExpert) else {
@@ -588,4 +594,44 @@ private func withOptionalPointers<R>(
     }
     guard let first else { return withSecond(nil) }
     return first.withUnsafeBufferPointer { withSecond($0.baseAddress) }
+}
+
+/// Progress lines for a long load: ``report(done:total:)`` passes a line to `emit` at most once every
+/// `interval` (and never for a load that ends sooner), saying how far the load is and how long it has
+/// taken; ``finished(_:)`` gives the closing line.
+public final class LoadProgress {
+    private let what: String
+    private let interval: Duration
+    private let emit: (String) -> Void
+    private let started = ContinuousClock.now
+    private var lastLine: ContinuousClock.Instant
+
+    /// - Parameters:
+    ///   - what: what is loaded, as the lines name it ("experts").
+    ///   - emit: where a line goes (a logger).
+    public init(_ what: String, every interval: Duration = .seconds(5), emit: @escaping (String) -> Void) {
+        self.what = what
+        self.interval = interval
+        self.emit = emit
+        lastLine = started
+    }
+
+    /// Seconds since the load started.
+    public var seconds: Double {
+        let elapsed = ContinuousClock.now - started
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    }
+
+    /// Emits "loading experts: 37% (1024 of 2760) after 12.3 s" when `interval` has passed since the last line.
+    public func report(done: Int, total: Int) {
+        let now = ContinuousClock.now
+        guard now - lastLine >= interval, total > 0 else { return }
+        lastLine = now
+        emit("loading \(what): \(done * 100 / total)% (\(done) of \(total)) after \((seconds * 10).rounded() / 10) s")
+    }
+
+    /// Emits "loaded DETAIL in 12.3 s".
+    public func finished(_ detail: String) {
+        emit("loaded \(detail) in \((seconds * 100).rounded() / 100) s")
+    }
 }

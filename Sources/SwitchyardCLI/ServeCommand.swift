@@ -227,6 +227,8 @@ struct Serve: AsyncParsableCommand {
             // Read before the model loads: a wrong certificate or key path fails at once.
             let tls = try tlsCert.map { try ServerTLS(certificateFile: $0, keyFile: tlsKey ?? "") }
             let location = try ModelLocation.resolve(modelPath)
+            let loading = LoadProgress("model", emit: { logger.info("\($0)") })
+            logger.info("loading the model from \(location.directory.path)")
             let checkpoint = try Checkpoint(directory: location.directory)
             let modelContext = checkpoint.shape.maxPositionEmbeddings
             if let maxModelLen, maxModelLen > modelContext {
@@ -236,6 +238,9 @@ struct Serve: AsyncParsableCommand {
                 model: try numerics.denseModel(checkpoint),
                 tokenizer: try Tokenizer(directory: checkpoint.directory),
                 generationConfig: try GenerationConfig(directory: checkpoint.directory))
+            let shape = checkpoint.shape
+            loading.finished(
+                "\(checkpoint.architecture.name): \(shape.layerCount) layers, \(shape.expertCount) experts a MoE layer; the coordinator's weights")
             let scheduler = Scheduler(
                 engine: engine, modelName: servedModelName ?? location.repositoryID ?? checkpoint.directory.lastPathComponent,
                 limits: SchedulerLimits(
@@ -318,9 +323,12 @@ final class EngineThread: Sendable {
                     coordinator.shutdown(reason: "coordinator stopping")
                 } else {
                     let experts = checkpoint.shape.allExperts
+                    let loading = LoadProgress("experts", emit: { logger.info("\($0)") })
                     var local = LocalExperts(
                         store: try ExpertStore(
-                            checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization))
+                            checkpoint: checkpoint, experts: experts, arithmetic: arithmetic, quantization: quantization,
+                            progress: loading.report))
+                    loading.finished("\(experts.count) experts")
                     logger.info(
                         "computing all experts in-process (--workers 0); no ZeroMQ socket is bound, so `generate --coordinator` cannot reach this server: use `generate --server http://HOST:PORT`")
                     started.signal()

@@ -3,6 +3,7 @@
 // made resident must compute exactly what it computed from the checkpoint's mapping.
 import Kernels
 @testable import Models
+import Synchronization
 import Tensors
 import TestSupport
 import Testing
@@ -101,6 +102,28 @@ struct WeightArenaTests {
 
 @Suite("Expert stores in weight arenas")
 struct ExpertStoreArenaTests {
+    @Test("a load reports its progress after each expert, up to the distinct experts asked for, in lines at most every interval")
+    func progress() throws {
+        let checkpoint = try Checkpoint(directory: BFloat16CheckpointTests.writeBFloat16Checkpoint(tie: false))
+        let experts = (0..<checkpoint.shape.expertCount).map { LayerExpert(layer: LayerIndex(1), expert: ExpertID($0)) }
+        var reports: [(Int, Int)] = []
+        _ = try ExpertStore(checkpoint: checkpoint, experts: experts + [experts[0]], progress: { reports.append(($0, $1)) })
+        #expect(reports.map(\.0) == Array(1...experts.count))
+        #expect(reports.allSatisfy { $0.1 == experts.count })
+        // Lines: none before the interval has passed, one per report after it, and the closing line.
+        let lines = Mutex<[String]>([])
+        let quiet = LoadProgress("experts", every: .seconds(3600)) { line in lines.withLock { $0.append(line) } }
+        quiet.report(done: 1, total: 4)
+        #expect(lines.withLock { $0 }.isEmpty)
+        let every = LoadProgress("experts", every: .zero) { line in lines.withLock { $0.append(line) } }
+        every.report(done: 1, total: 4)
+        every.finished("4 experts")
+        let emitted = lines.withLock { $0 }
+        #expect(emitted.count == 2)
+        #expect(emitted.first?.hasPrefix("loading experts: 25% (1 of 4) after ") == true)
+        #expect(emitted.last?.hasPrefix("loaded 4 experts in ") == true)
+    }
+
     @Test(
         "a store loaded for a new assignment shares the experts it has in common with the previous store and computes the same bits",
         arguments: [WeightQuantization.none, .q8])
