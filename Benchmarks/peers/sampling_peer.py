@@ -2,7 +2,7 @@
 
 The logits processors transformers' `generate` applies when sampling (temperature, top-k, top-p:
 `TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper`), then softmax and
-`torch.multinomial`, on one row of logits, torch threads as given. The logits are the ones
+`torch.multinomial` (temperature 0: `torch.argmax`, greedy search), on one row of logits, torch threads as given. The logits are the ones
 switchyard-bench builds (`model_like_logits`, the same SplitMix64 stream), so both sides sample the
 same distribution. Prints one JSON object: {"<vocabulary>/<configuration>": microseconds per token}.
 """
@@ -60,7 +60,8 @@ def main():
             name, spec = entry.split("=")
             temperature, top_p, top_k = spec.split(":")
             processors = LogitsProcessorList()
-            if float(temperature) != 1.0:
+            greedy = float(temperature) == 0.0
+            if not greedy and float(temperature) != 1.0:
                 processors.append(TemperatureLogitsWarper(float(temperature)))
             if int(top_k) > 0:
                 processors.append(TopKLogitsWarper(int(top_k)))
@@ -68,6 +69,8 @@ def main():
                 processors.append(TopPLogitsWarper(float(top_p)))
 
             def step():
+                if greedy:  # what generate does without do_sample
+                    return torch.argmax(row, dim=-1)
                 scores = processors(input_ids, row.clone())
                 probabilities = torch.softmax(scores, dim=-1)
                 return torch.multinomial(probabilities, num_samples=1)

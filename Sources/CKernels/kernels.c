@@ -2307,11 +2307,158 @@ static double sum_exp_neon(const float *x, size_t n, float maximum) {
 }
 #endif
 
+// MARK: - argmax
+//
+// Two passes: the largest value (a max that passes NaNs over: `maxps` returns its second operand,
+// the running maximum, when the new value is NaN), then the first index holding it. The scalar loop
+// keeps the first strictly larger value, which is the same index.
+
+static size_t argmax_scalar(const float *x, size_t n) {
+    size_t best = 0;
+    float value = n > 0 ? x[0] : 0;
+    for (size_t j = 1; j < n; j++)
+        if (x[j] > value) {
+            value = x[j];
+            best = j;
+        }
+    return best;
+}
+
+#if SY_X86
+SY_AVX512_FN float max_avx512(const float *x, size_t n) {
+    const __m512 lowest = _mm512_set1_ps(-INFINITY);
+    __m512 m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
+    size_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        m0 = _mm512_max_ps(_mm512_loadu_ps(x + j), m0);
+        m1 = _mm512_max_ps(_mm512_loadu_ps(x + j + 16), m1);
+        m2 = _mm512_max_ps(_mm512_loadu_ps(x + j + 32), m2);
+        m3 = _mm512_max_ps(_mm512_loadu_ps(x + j + 48), m3);
+    }
+    for (; j < n; j += 16) {
+        __mmask16 mask = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
+        m0 = _mm512_max_ps(_mm512_mask_loadu_ps(lowest, mask, x + j), m0);
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
+}
+
+SY_AVX512_FN size_t argmax_avx512(const float *x, size_t n) {
+    float maximum = max_avx512(x, n);
+    const __m512 target = _mm512_set1_ps(maximum);
+    size_t j;
+    for (j = 0; j < n; j += 16) {
+        __mmask16 mask = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
+        __mmask16 equal = _mm512_mask_cmp_ps_mask(mask, _mm512_maskz_loadu_ps(mask, x + j), target, _CMP_EQ_OQ);
+        if (equal) return j + (size_t)__builtin_ctz(equal);
+    }
+    return 0;  // every value NaN after x[0] (not reached: x[0] is the maximum then)
+}
+
+SY_AVX2_FN float max_avx2(const float *x, size_t n) {
+    const __m256 lowest = _mm256_set1_ps(-INFINITY);
+    __m256 m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
+    size_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(x + j), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(x + j + 8), m1);
+        m2 = _mm256_max_ps(_mm256_loadu_ps(x + j + 16), m2);
+        m3 = _mm256_max_ps(_mm256_loadu_ps(x + j + 24), m3);
+    }
+    __m256 m = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m);
+    float maximum = -INFINITY;
+    for (int l = 0; l < 8; l++) maximum = lanes[l] > maximum ? lanes[l] : maximum;
+    for (size_t t = j; t < n; t++) maximum = x[t] > maximum ? x[t] : maximum;
+    return maximum;
+}
+
+SY_AVX2_FN size_t argmax_avx2(const float *x, size_t n) {
+    float maximum = max_avx2(x, n);
+    const __m256 target = _mm256_set1_ps(maximum);
+    size_t j;
+    for (j = 0; j + 8 <= n; j += 8) {
+        int equal = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), target, _CMP_EQ_OQ));
+        if (equal) return j + (size_t)__builtin_ctz((unsigned)equal);
+    }
+    for (; j < n; j++)
+        if (x[j] == maximum) return j;
+    return 0;
+}
+#endif
+
+#if SY_X86
+SY_AVX512_FN size_t first_above_avx512(const float *x, size_t n, float threshold) {
+    const __m512 limit = _mm512_set1_ps(threshold);
+    for (size_t j = 0; j < n; j += 16) {
+        __mmask16 mask = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
+        __mmask16 above = _mm512_mask_cmp_ps_mask(mask, _mm512_maskz_loadu_ps(mask, x + j), limit, _CMP_GT_OQ);
+        if (above) return j + (size_t)__builtin_ctz(above);
+    }
+    return n;
+}
+
+SY_AVX2_FN size_t first_above_avx2(const float *x, size_t n, float threshold) {
+    const __m256 limit = _mm256_set1_ps(threshold);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        int above = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), limit, _CMP_GT_OQ));
+        if (above) return j + (size_t)__builtin_ctz((unsigned)above);
+    }
+    for (; j < n; j++)
+        if (x[j] > threshold) return j;
+    return n;
+}
+#endif
+
+size_t sy_first_above_isa(sy_isa isa, const float *x, size_t n, float threshold) {
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) return first_above_avx512(x, n, threshold);
+    if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return first_above_avx2(x, n, threshold);
+#endif
+    (void)isa;
+    for (size_t j = 0; j < n; j++)
+        if (x[j] > threshold) return j;
+    return n;
+}
+
+size_t sy_first_above(const float *x, size_t n, float threshold) {
+    return sy_first_above_isa(sy_active_isa(), x, n, threshold);
+}
+
+/// The largest value that is not NaN (-infinity when there is none), the maximum the softmax and
+/// log Σ exp subtract. A vector path may return -0 where the scalar loop returns +0 or the other way
+/// round; subtracting either zero gives the same values (x - (±0) is x, and ±0 - (±0) is +0 or -0,
+/// whose exp is 1).
+static float max_value(sy_isa isa, const float *x, size_t n) {
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) return max_avx512(x, n);
+    if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return max_avx2(x, n);
+#endif
+    (void)isa;
+    float maximum = -INFINITY;
+    for (size_t j = 0; j < n; j++)
+        if (x[j] > maximum) maximum = x[j];
+    return maximum;
+}
+
+size_t sy_argmax_isa(sy_isa isa, const float *x, size_t n) {
+    // x[0] NaN: the scalar loop never finds a larger value.
+    if (n == 0 || x[0] != x[0]) return 0;
+#if SY_X86
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) return argmax_avx512(x, n);
+    if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return argmax_avx2(x, n);
+#endif
+    (void)isa;
+    return argmax_scalar(x, n);
+}
+
+size_t sy_argmax(const float *x, size_t n) { return sy_argmax_isa(sy_active_isa(), x, n); }
+
 double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
     if (n == 0) return -INFINITY;
-    float maximum = x[0];
-    for (size_t j = 1; j < n; j++)
-        if (x[j] > maximum) maximum = x[j];
+    // x[0] NaN: the maximum is NaN (the normaliser of a row holding NaN), as the loop starting from it gave.
+    float maximum = x[0] != x[0] ? x[0] : max_value(isa, x, n);
     if (!(maximum > -INFINITY) || maximum == INFINITY) return (double)maximum;  // -inf, NaN or +inf
     double sum;
 #if SY_X86
@@ -2733,9 +2880,7 @@ static void scale_neon(float *row, size_t count, float factor) {
 
 int sy_softmax_isa(sy_isa isa, float *row, size_t count) {
     if (count == 0) return 0;
-    float maximum = -INFINITY;
-    for (size_t j = 0; j < count; j++)
-        if (row[j] > maximum) maximum = row[j];
+    float maximum = max_value(isa, row, count);
     if (!(maximum > -INFINITY)) return -1;
 #if SY_X86
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {

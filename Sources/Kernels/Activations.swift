@@ -65,6 +65,23 @@ public func logSumExp(_ values: UnsafeBufferPointer<Float>, isa: KernelISA? = ni
     return sy_log_sum_exp(values.baseAddress!, values.count)
 }
 
+/// The index of the largest value, the lowest index among equal ones; NaNs are passed over, and a
+/// NaN first value gives 0 (the index a loop keeping the first strictly larger value gives). Vector
+/// passes on AVX-512 and AVX2, the same index on every path.
+/// - Parameter isa: the kernel path; nil uses ``KernelISA/active``.
+public func argmax(_ values: UnsafeBufferPointer<Float>, isa: KernelISA? = nil) -> Int {
+    guard let base = values.baseAddress else { return 0 }
+    return Int(sy_argmax_isa((isa ?? KernelISA.active).cValue, base, values.count))
+}
+
+/// The first index whose value is above `threshold` (NaN never is), or `values.count` when none is:
+/// a vector scan, the same index on every path.
+/// - Parameter isa: the kernel path; nil uses ``KernelISA/active``.
+public func firstIndex(in values: UnsafeBufferPointer<Float>, above threshold: Float, isa: KernelISA? = nil) -> Int {
+    guard let base = values.baseAddress else { return 0 }
+    return Int(sy_first_above_isa((isa ?? KernelISA.active).cValue, base, values.count, threshold))
+}
+
 /// Softmax of one row in place, subtracting the maximum first so `exp` cannot overflow: each exp an
 /// f32 exp within about 2 ulp, summed in 16 lanes in a fixed order, so the result is the same on every
 /// kernel path. Entries equal to `-infinity` (masked) get probability 0.

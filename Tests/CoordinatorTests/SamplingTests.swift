@@ -9,6 +9,20 @@ import Testing
 struct SamplingTests {
     let logits: [Float] = [0.1, 2.0, -1.0, 1.9, 0.5, 2.0, -3.0, 0.0]
 
+    @Test("argmax over a vocabulary-sized row is the first of the largest values, NaNs passed over", arguments: [0, 1, 2, 3])
+    func argmaxLargeRow(variant: Int) {
+        var generator = SplitMix64(seed: UInt64(variant))
+        var row = (0..<32_003).map { _ in Float(generator.next() % 400) / 8 - 25 }
+        if variant >= 1 { for index in stride(from: 1, to: row.count, by: 7) { row[index] = .nan } }
+        if variant == 2 { row[0] = .nan }
+        if variant == 3 { row[31_999] = 50; row[32_002] = 50 }
+        var expected = 0
+        for index in row.indices.dropFirst() where row[index] > row[expected] { expected = index }
+        #expect(Sampler.argmax(row) == expected)
+        var sampler = Sampler(SamplingParameters(temperature: 0))
+        #expect(sampler.sample(row) == Int32(expected))
+    }
+
     @Test("temperature 0 is argmax, and ties go to the lowest token id")
     func greedy() {
         var sampler = Sampler(SamplingParameters(temperature: 0))

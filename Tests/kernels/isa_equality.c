@@ -669,6 +669,53 @@ static void check_log_sum_exp(data_kind data, size_t count, float *scratch[4]) {
     }
 }
 
+/// The argmax of every path against the loop that keeps the first strictly larger value, and the
+/// first index above a threshold against the plain loop: values
+/// rounded to quarters (many ties), the special values, a NaN first sometimes, all -infinity and
+/// NaN, NaNs among ordinary values.
+static void check_argmax(data_kind data, size_t count, float *scratch[4]) {
+    float *x = scratch[0];
+    for (int variant = 0; variant < 5; variant++) {
+        fill(x, count, data, 8.0f);
+        if (variant == 4)
+            for (size_t j = 1; j < count; j++)
+                if (random_next() % 5 == 0) x[j] = NAN;
+        if (variant == 1)
+            for (size_t j = 0; j < count; j++) x[j] = roundf(x[j] * 4) / 4;
+        if (variant == 2 && count > 0) x[0] = NAN;
+        if (variant == 3)
+            for (size_t j = 0; j < count; j++) x[j] = random_next() % 3 == 0 ? NAN : -INFINITY;
+        size_t expected = 0;
+        for (size_t j = 1; j < count; j++)
+            if (x[j] > x[expected]) expected = j;
+        // The first value above a threshold: the median-ish first value, a value above every one, -infinity.
+        float thresholds[3] = {count > 0 ? x[count / 2] : 0.0f, INFINITY, -INFINITY};
+        for (int h = 0; h < 3; h++) {
+            size_t first = count;
+            for (size_t j = 0; j < count; j++)
+                if (x[j] > thresholds[h]) {
+                    first = j;
+                    break;
+                }
+            for (size_t t = 0; t < path_count; t++) {
+                comparisons++;
+                size_t actual = sy_first_above_isa(paths[t], x, count, thresholds[h]);
+                if (actual != first)
+                    mismatch("first above %g on %s, %zu entries (%s, variant %d): index %zu, expected %zu",
+                             (double)thresholds[h], isa_name(paths[t]), count, data_name(data), variant, actual, first);
+            }
+        }
+        char what[120];
+        for (size_t t = 0; t < path_count; t++) {
+            snprintf(what, sizeof what, "argmax on %s, %zu entries (%s, variant %d)", isa_name(paths[t]), count,
+                     data_name(data), variant);
+            comparisons++;
+            size_t actual = sy_argmax_isa(paths[t], x, count);
+            if (actual != expected) mismatch("%s: index %zu, expected %zu", what, actual, expected);
+        }
+    }
+}
+
 static void check_swiglu(data_kind data, size_t count, float *scratch[4]) {
     float *gate = scratch[0], *up = scratch[1], *expected = scratch[2], *actual = scratch[3];
     fill(gate, count, data, 12.0f);
@@ -1143,6 +1190,7 @@ int main(int argc, char **argv) {
     check_attention_scores();
     check_rows("softmax", DATA_MASKED, check_softmax);
     check_rows("log-sum-exp", DATA_SPECIAL, check_log_sum_exp);
+    check_rows("argmax", DATA_SPECIAL, check_argmax);
     check_rows("swiglu", DATA_SPECIAL, check_swiglu);
     check_rows("clamped swiglu", DATA_SPECIAL, check_clamped_swiglu);
     check_rows("q8 quantize", DATA_SPECIAL, check_q8_quantize);

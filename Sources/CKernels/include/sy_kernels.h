@@ -246,6 +246,21 @@ void sy_prefetch_rows(const void *base, size_t rows, size_t stride, size_t bytes
 /// be zero-filled by the kernel page by page on every step. No effect outside glibc.
 void sy_keep_freed_memory_in_heap(void);
 
+/// The index of the largest of n floats, the lowest index among equal ones (±0 equal), NaNs passed
+/// over; 0 when x[0] is NaN or n = 0 (as a scalar loop keeping the first strictly larger value).
+/// Greedy decoding and every sampled token take it over the whole vocabulary.
+size_t sy_argmax(const float *x, size_t n);
+
+/// ``sy_argmax`` on an explicit path (tests and benchmarks); the same index on every path.
+size_t sy_argmax_isa(sy_isa isa, const float *x, size_t n);
+
+/// The first index j < n with x[j] > threshold (NaN never is), or n when there is none: top-k passes
+/// over the values that cannot enter its list this way.
+size_t sy_first_above(const float *x, size_t n, float threshold);
+
+/// ``sy_first_above`` on an explicit path (tests and benchmarks); the same index on every path.
+size_t sy_first_above_isa(sy_isa isa, const float *x, size_t n, float threshold);
+
 /// log Σ_j exp(x[j]) for n ≥ 1 floats (the normaliser of a log-softmax), in f64 from f32 terms:
 /// max + log Σ exp(x[j] - max), each exp within about 2 ulp of f32 and the sum in f64. Bitwise the
 /// same on every path. A maximum of ±infinity or NaN is returned as is; n = 0 gives -infinity.
