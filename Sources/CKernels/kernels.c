@@ -2310,19 +2310,9 @@ static double sum_exp_neon(const float *x, size_t n, float maximum) {
 // MARK: - argmax
 //
 // Two passes: the largest value (a max that passes NaNs over: `maxps` returns its second operand,
-// the running maximum, when the new value is NaN), then the first index holding it. The scalar loop
-// keeps the first strictly larger value, which is the same index.
-
-static size_t argmax_scalar(const float *x, size_t n) {
-    size_t best = 0;
-    float value = n > 0 ? x[0] : 0;
-    for (size_t j = 1; j < n; j++)
-        if (x[j] > value) {
-            value = x[j];
-            best = j;
-        }
-    return best;
-}
+// the running maximum, when the new value is NaN), then the first index above the float just below
+// it, which is the first index holding it (±0 alike). The scalar loop keeps the first strictly
+// larger value, which is the same index.
 
 #if SY_X86
 SY_AVX512_FN float max_avx512(const float *x, size_t n) {
@@ -2340,18 +2330,6 @@ SY_AVX512_FN float max_avx512(const float *x, size_t n) {
         m0 = _mm512_max_ps(_mm512_mask_loadu_ps(lowest, mask, x + j), m0);
     }
     return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
-}
-
-SY_AVX512_FN size_t argmax_avx512(const float *x, size_t n) {
-    float maximum = max_avx512(x, n);
-    const __m512 target = _mm512_set1_ps(maximum);
-    size_t j;
-    for (j = 0; j < n; j += 16) {
-        __mmask16 mask = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
-        __mmask16 equal = _mm512_mask_cmp_ps_mask(mask, _mm512_maskz_loadu_ps(mask, x + j), target, _CMP_EQ_OQ);
-        if (equal) return j + (size_t)__builtin_ctz(equal);
-    }
-    return 0;  // every value NaN after x[0] (not reached: x[0] is the maximum then)
 }
 
 SY_AVX2_FN float max_avx2(const float *x, size_t n) {
@@ -2373,21 +2351,6 @@ SY_AVX2_FN float max_avx2(const float *x, size_t n) {
     return maximum;
 }
 
-SY_AVX2_FN size_t argmax_avx2(const float *x, size_t n) {
-    float maximum = max_avx2(x, n);
-    const __m256 target = _mm256_set1_ps(maximum);
-    size_t j;
-    for (j = 0; j + 8 <= n; j += 8) {
-        int equal = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), target, _CMP_EQ_OQ));
-        if (equal) return j + (size_t)__builtin_ctz((unsigned)equal);
-    }
-    for (; j < n; j++)
-        if (x[j] == maximum) return j;
-    return 0;
-}
-#endif
-
-#if SY_X86
 SY_AVX512_FN size_t first_above_avx512(const float *x, size_t n, float threshold) {
     const __m512 limit = _mm512_set1_ps(threshold);
     for (size_t j = 0; j < n; j += 16) {
@@ -2445,12 +2408,10 @@ static float max_value(sy_isa isa, const float *x, size_t n) {
 size_t sy_argmax_isa(sy_isa isa, const float *x, size_t n) {
     // x[0] NaN: the scalar loop never finds a larger value.
     if (n == 0 || x[0] != x[0]) return 0;
-#if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) return argmax_avx512(x, n);
-    if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return argmax_avx2(x, n);
-#endif
-    (void)isa;
-    return argmax_scalar(x, n);
+    float maximum = max_value(isa, x, n);
+    // Every value -infinity or NaN (x[0] then -infinity): nothing is larger than x[0].
+    if (maximum == -INFINITY) return 0;
+    return sy_first_above_isa(isa, x, n, nextafterf(maximum, -INFINITY));
 }
 
 size_t sy_argmax(const float *x, size_t n) { return sy_argmax_isa(sy_active_isa(), x, n); }

@@ -697,20 +697,23 @@ static void check_argmax(data_kind data, size_t count, float *scratch[4]) {
                     first = j;
                     break;
                 }
-            for (size_t t = 0; t < path_count; t++) {
+            for (size_t t = 0; t <= path_count; t++) {
+                sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
                 comparisons++;
-                size_t actual = sy_first_above_isa(paths[t], x, count, thresholds[h]);
+                size_t actual = sy_first_above_isa(isa, x, count, thresholds[h]);
                 if (actual != first)
                     mismatch("first above %g on %s, %zu entries (%s, variant %d): index %zu, expected %zu",
-                             (double)thresholds[h], isa_name(paths[t]), count, data_name(data), variant, actual, first);
+                             (double)thresholds[h], isa_name(isa), count, data_name(data), variant, actual, first);
             }
         }
         char what[120];
-        for (size_t t = 0; t < path_count; t++) {
-            snprintf(what, sizeof what, "argmax on %s, %zu entries (%s, variant %d)", isa_name(paths[t]), count,
+        // The scalar path too: it is the maximum and the scan above, not the loop itself.
+        for (size_t t = 0; t <= path_count; t++) {
+            sy_isa isa = t == path_count ? SY_ISA_SCALAR : paths[t];
+            snprintf(what, sizeof what, "argmax on %s, %zu entries (%s, variant %d)", isa_name(isa), count,
                      data_name(data), variant);
             comparisons++;
-            size_t actual = sy_argmax_isa(paths[t], x, count);
+            size_t actual = sy_argmax_isa(isa, x, count);
             if (actual != expected) mismatch("%s: index %zu, expected %zu", what, actual, expected);
         }
     }
