@@ -1391,7 +1391,3 @@ extension DispatchPlan.WorkerBatch {
         return batch
     }
 }
-
-extension Duration {
-    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
-}

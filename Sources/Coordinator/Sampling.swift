@@ -199,25 +199,28 @@ public struct Sampler: Sendable {
             if cumulative >= Double(topP) * total { break }
             exponent -= 1
         }
-        // Every slot at least the smallest value of the exponent below (and at least `floor`), found by
-        // the vector scan: the scan's "above" is strict, so it looks above the value just under.
-        let least = max(Float(bitPattern: UInt32(max(exponent - 1, 0)) << 23), floor).nextDown
-        var slots: [Int] = []
+        // The slots at least `least` (and at least `floor`), found by the vector scan (its "above" is
+        // strict, so it looks above the float just under), largest first.
         let base = UnsafeBufferPointer(probabilities)
-        var slot = firstIndex(in: base, above: least)
-        while slot < base.count {
-            slots.append(slot)
-            slot += 1 + firstIndex(in: UnsafeBufferPointer(rebasing: base[(slot + 1)...]), above: least)
+        func slots(atLeast least: Float) -> [Int] {
+            let below = max(least, floor).nextDown
+            var slots: [Int] = []
+            var slot = firstIndex(in: base, above: below)
+            while slot < base.count {
+                slots.append(slot)
+                slot += 1 + firstIndex(in: UnsafeBufferPointer(rebasing: base[(slot + 1)...]), above: below)
+            }
+            slots.sort { probabilities[$0] != probabilities[$1] ? probabilities[$0] > probabilities[$1] : $0 < $1 }
+            return slots
         }
-        slots.sort { probabilities[$0] != probabilities[$1] ? probabilities[$0] > probabilities[$1] : $0 < $1 }
+        // Every slot at least the smallest value of the exponent below the last group taken.
+        let candidates = slots(atLeast: Float(bitPattern: UInt32(max(exponent - 1, 0)) << 23))
         var reached = 0.0
-        for slot in slots {
+        for slot in candidates {
             reached += Double(probabilities[slot]) / total
-            if reached >= Double(topP) { return slots }
+            if reached >= Double(topP) { return candidates }
         }
-        var all = probabilities.indices.filter { probabilities[$0] >= floor }
-        all.sort { probabilities[$0] != probabilities[$1] ? probabilities[$0] > probabilities[$1] : $0 < $1 }
-        return all
+        return slots(atLeast: floor)
     }
 
     /// The indices of the `count` largest values, largest first; among equal values the lower index

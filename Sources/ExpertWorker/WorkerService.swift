@@ -183,12 +183,6 @@ public struct WorkerService {
     }
 }
 
-extension Duration {
-    var secondsValue: Double {
-        Double(components.seconds) + Double(components.attoseconds) * 1e-18
-    }
-}
-
 /// One ASSIGN being loaded on a thread of its own.
 final class ExpertLoad: Sendable {
     private let outcome = Mutex<(Result<ExpertStore, any Error>, Double)?>(nil)

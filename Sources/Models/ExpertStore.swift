@@ -617,10 +617,7 @@ public final class LoadProgress {
     }
 
     /// Seconds since the load started.
-    public var seconds: Double {
-        let elapsed = ContinuousClock.now - started
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-    }
+    public var seconds: Double { (ContinuousClock.now - started).secondsValue }
 
     /// Emits "loading experts: 37% (1024 of 2760) after 12.3 s" when `interval` has passed since the last line.
     public func report(done: Int, total: Int) {

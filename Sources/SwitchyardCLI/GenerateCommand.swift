@@ -208,11 +208,12 @@ struct Generate: AsyncParsableCommand {
         }
         let result: GenerationResult
         if spawnWorkers == 0 && placement == nil {
+            let experts = checkpoint.shape.allExperts
             let loading = LoadProgress("experts", emit: { logger.info("\($0)") })
             let store = try ExpertStore(
-                checkpoint: checkpoint, experts: checkpoint.shape.allExperts,
-                arithmetic: numerics.bf16Arithmetic, quantization: numerics.quantize.experts, progress: loading.report)
-            loading.finished("\(checkpoint.shape.allExperts.count) experts")
+                checkpoint: checkpoint, experts: experts, arithmetic: numerics.bf16Arithmetic,
+                quantization: numerics.quantize.experts, progress: loading.report)
+            loading.finished("\(experts.count) experts")
             var local = LocalExperts(store: store)
             result = try engine.generate(request, experts: &local, onText: onText)
         } else {
