@@ -17,10 +17,15 @@ let package = Package(
         .package(name: "Switchyard", path: "..")
     ],
     targets: [
+        // The read pass of Benchmarks/floors (one source for both), for decode-floor.
+        .target(name: "CReadPass", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
+                "CReadPass",
                 .product(name: "SwitchyardCoordinator", package: "Switchyard"),
+                .product(name: "SwitchyardModels", package: "Switchyard"),
+                .product(name: "SwitchyardTokenization", package: "Switchyard"),
                 .product(name: "SwitchyardKernels", package: "Switchyard"),
                 .product(name: "SwitchyardTensors", package: "Switchyard"),
             ],

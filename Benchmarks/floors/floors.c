@@ -38,6 +38,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "read_pass.h"
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -65,60 +67,12 @@ static double percentile(double *values, int count, double p) {
 
 #define MEMBW_BYTES ((size_t)512 << 20)
 
-struct sum_job {
-    const float *data;
-    size_t count;
-    pthread_barrier_t *start;
-    double seconds;
-    float sum;
-};
-
-__attribute__((noinline)) static float sum_floats(const float *restrict data, size_t count) {
-    float acc[8][16] = {{0}};
-    size_t i = 0;
-    for (; i + 128 <= count; i += 128)
-        for (int a = 0; a < 8; a++)
-            for (int l = 0; l < 16; l++) acc[a][l] += data[i + 16 * a + l];
-    float total = 0;
-    for (int a = 0; a < 8; a++)
-        for (int l = 0; l < 16; l++) total += acc[a][l];
-    for (; i < count; i++) total += data[i];
-    return total;
-}
-
-static void *sum_thread(void *argument) {
-    struct sum_job *job = argument;
-    pthread_barrier_wait(job->start);
-    double start = now();
-    job->sum = sum_floats(job->data, job->count);
-    job->seconds = now() - start;
-    return NULL;
-}
-
 static double membw(const float *data, int threads, float *sink) {
-    double samples[7];
+    double best = 0;
     for (int pass = 0; pass < 8; pass++) {  // pass 0 is a warm-up
-        pthread_barrier_t barrier;
-        pthread_barrier_init(&barrier, NULL, (unsigned)threads);
-        pthread_t ids[2];
-        struct sum_job jobs[2];
-        size_t per = MEMBW_BYTES / sizeof(float) / (size_t)threads;
-        for (int t = 0; t < threads; t++) {
-            jobs[t] = (struct sum_job){.data = data + per * (size_t)t, .count = per, .start = &barrier};
-            pthread_create(&ids[t], NULL, sum_thread, &jobs[t]);
-        }
-        double slowest = 0;
-        for (int t = 0; t < threads; t++) {
-            pthread_join(ids[t], NULL);
-            if (jobs[t].seconds > slowest) slowest = jobs[t].seconds;
-            *sink += jobs[t].sum;
-        }
-        pthread_barrier_destroy(&barrier);
-        if (pass > 0) samples[pass - 1] = (double)(per * (size_t)threads * sizeof(float)) / slowest / 1e9;
+        double gbs = read_pass(data, MEMBW_BYTES, threads, sink);
+        if (pass > 0 && gbs > best) best = gbs;
     }
-    double best = samples[0];
-    for (int i = 1; i < 7; i++)
-        if (samples[i] > best) best = samples[i];
     return best;
 }
 
@@ -347,18 +301,15 @@ int main(int argc, char **argv) {
     int port = argc > 1 && !bandwidth_only ? atoi(argv[1]) : 47311;
     float sink = 0;
 
-    // 2 MiB more than needed, so that the buffer can start on a huge-page boundary.
-    size_t huge = (size_t)2 << 20;
-    char *mapping = mmap(NULL, MEMBW_BYTES + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mapping == MAP_FAILED) {
+    void *mapping;
+    size_t mapped;
+    float *data = read_pass_buffer(MEMBW_BYTES, &mapping, &mapped);
+    if (data == NULL) {
         perror("floors: mmap");
         return 1;
     }
-    float *data = (float *)(((uintptr_t)mapping + huge - 1) & ~(uintptr_t)(huge - 1));
-    madvise(data, MEMBW_BYTES, MADV_HUGEPAGE);  // advice: without THP the pages stay 4 KiB
-    fill(data, MEMBW_BYTES / sizeof(float), 3);
     double bw1 = membw(data, 1, &sink), bw2 = membw(data, 2, &sink);
-    munmap(mapping, MEMBW_BYTES + huge);
+    munmap(mapping, mapped);
     fprintf(stderr, "memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n", bw1, bw2);
     if (bandwidth_only) {
         printf("{\"membw_gbs_1t\": %.2f, \"membw_gbs_2t\": %.2f, \"sink\": %g}\n", bw1, bw2, (double)sink);

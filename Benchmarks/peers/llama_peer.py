@@ -6,12 +6,17 @@
 Prints one JSON object. Prefill: the median of 3 evaluations of the prompt from an empty cache;
 decode: `--decode` single-token evaluations with the KV cache after the prompt, each token the
 greedy choice of the previous step.
+
+With --rounds-from-stdin the model stays loaded and every line read from stdin runs one round (the
+prompt from an empty cache, then the decode) and prints one JSON line with its decode tokens/s:
+`switchyard-bench decode-floor --gguf` drives it so that its rounds sit beside Switchyard's.
 """
 import argparse
 import ctypes
 import re
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -35,6 +40,7 @@ def main():
     parser.add_argument("--prompt-ids", required=True)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds-from-stdin", action="store_true")
     args = parser.parse_args()
     ids = [int(x) for x in args.prompt_ids.split(",")]
     llama_cpp.llama_log_set(collect_log, ctypes.c_void_p(0))
@@ -53,12 +59,24 @@ def main():
         logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
         return int(np.argmax(logits))
 
-    tokens = []
-    start = time.perf_counter()
-    for _ in range(args.decode):
-        tokens.append(greedy())
-        llm.eval([tokens[-1]])
-    decode = time.perf_counter() - start
+    def decode_once():
+        tokens = []
+        start = time.perf_counter()
+        for _ in range(args.decode):
+            tokens.append(greedy())
+            llm.eval([tokens[-1]])
+        return tokens, time.perf_counter() - start
+
+    if args.rounds_from_stdin:
+        print(json.dumps({"ready": True, "llama_cpp_python": llama_cpp.__version__,
+                          "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip()}), flush=True)
+        for _ in sys.stdin:
+            llm.reset()
+            llm.eval(ids)
+            _, decode = decode_once()
+            print(json.dumps({"decode_tokens_per_s": args.decode / decode}), flush=True)
+        return
+    tokens, decode = decode_once()
     match = re.search(r"kv_cache: size\s*=\s*([0-9.]+) MiB \(\s*(\d+) cells", "".join(LOG))
     kv_bytes = round(float(match.group(1)) * 2**20 / int(match.group(2))) if match else None
     print(json.dumps({

@@ -21,6 +21,10 @@
 //             Benchmarks/peers/sampling_peer.py through --python, default Benchmarks/.venv/bin/python)
 //             and against the floor: one read of the row (a sum in 16 lanes; every sampler reads
 //             each logit at least once).
+//   decode-floor  batch-1 decode of a model (--model DIR) ÷ the memory-read floor, the two measured
+//             next to each other in every round, and llama.cpp's beside it (--gguf FILE; through
+//             Benchmarks/peers/llama_peer.py, --python default Benchmarks/.venv/bin/python); see
+//             DecodeFloor.swift.
 import Coordinator
 import Foundation
 import Kernels
@@ -345,9 +349,46 @@ case "attention":
     let threads = arguments.firstIndex(of: "--threads").flatMap { arguments.index(after: $0) < arguments.endIndex
         ? Int(arguments[arguments.index(after: $0)]) : nil } ?? 2
     runAttention(threads: max(1, min(threads, maximumThreadCount)))
+case "decode-floor":
+    func option(_ name: String) -> String? {
+        arguments.firstIndex(of: name).flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
+    }
+    func count(_ name: String, _ fallback: Int, _ range: ClosedRange<Int>) -> Int {
+        guard let text = option(name) else { return fallback }
+        guard let value = Int(text), range.contains(value) else {
+            let message = "switchyard-bench decode-floor: \(name) is '\(text)', but must be a whole number in \(range)\n"
+            _ = message.withCString { write(2, $0, strlen($0)) }
+            exit(2)
+        }
+        return value
+    }
+    guard let model = option("--model") else {
+        let message = "usage: switchyard-bench decode-floor --model DIR [--quantize none|q8] [--gguf FILE [--python PATH]] [--rounds 9] [--tokens 64] [--prompt-tokens 128] [--threads 2]\n"
+        _ = message.withCString { write(2, $0, strlen($0)) }
+        exit(2)
+    }
+    do {
+        try runDecodeFloor(
+            model: model, rounds: count("--rounds", 9, 1...1000), tokens: count("--tokens", 64, 2...100_000),
+            promptTokens: count("--prompt-tokens", 128, 1...100_000), threads: count("--threads", 2, 1...2),
+            q8: try {
+                switch option("--quantize") {
+                case nil, "none": return false
+                case "q8": return true
+                case let other?: throw BenchError("--quantize is '\(other)', but must be none or q8")
+                }
+            }(),
+            gguf: option("--gguf"),
+            python: option("--python")
+                ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.venv/bin/python").standardized.path)
+    } catch {
+        let message = "switchyard-bench decode-floor: \(error)\n"
+        _ = message.withCString { write(2, $0, strlen($0)) }
+        exit(1)
+    }
 default:
     let given = arguments.first.map { "'\($0)'" } ?? "nothing"
-    let message = "switchyard-bench: the mode is \(given), but must be one of: kernels, bf16, attention, sampling\n"
+    let message = "switchyard-bench: the mode is \(given), but must be one of: kernels, bf16, attention, sampling, decode-floor\n"
     _ = message.withCString { write(2, $0, strlen($0)) }
     exit(2)
 }

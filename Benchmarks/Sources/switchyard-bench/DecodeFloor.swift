@@ -1,0 +1,181 @@
+// decode-floor: batch-1 decode against the memory-read floor, measured next to each other.
+//
+// run.sh divides each round's decode by `floors --bandwidth` taken at the start and at the end of
+// the round, a minute apart on a host whose bandwidth can change by half within seconds. Here the
+// model is loaded once and every round is: 3 read passes of 512 MiB (the floor's pass,
+// Benchmarks/floors/read_pass.h), one greedy generation (run.sh's prompt ids and token count), 3
+// passes again; the round's floor is the best of its 6 passes (as `floors` takes the best of 7),
+// and its ratio is the weight bytes the decode streamed a second ÷ that floor. With --gguf, llama.cpp
+// (llama-cpp-python, Benchmarks/peers/llama_peer.py, loaded once) decodes the same prompt in every
+// round after Switchyard, followed by 3 more passes: its floor is the best of the 6 around it.
+import CReadPass
+import Coordinator
+import Foundation
+import Kernels
+import Models
+import Tensors
+import Tokenization
+
+/// Weights one token's decode step reads in a checkpoint of this config.json, counted as
+/// Benchmarks/report.py's `active_params` counts them: the attention projections, the router and
+/// `num_experts_per_tok` experts of every layer, the norms, the LM head and one embedding row.
+func activeWeights(config: [String: Any]) -> Double? {
+    func integer(_ key: String) -> Int? { (config[key] as? NSNumber)?.intValue }
+    guard let hidden = integer("hidden_size"), let heads = integer("num_attention_heads"),
+          let layers = integer("num_hidden_layers"), let topK = integer("num_experts_per_tok"),
+          let vocabulary = integer("vocab_size"),
+          let experts = integer("num_local_experts") ?? integer("num_experts"),
+          let ffn = integer("moe_intermediate_size") ?? integer("intermediate_size")
+    else { return nil }
+    let keyValueHeads = integer("num_key_value_heads") ?? heads
+    let headDimension = integer("head_dim") ?? hidden / heads
+    let attention = hidden * heads * headDimension * 2 + hidden * keyValueHeads * headDimension * 2
+    let perLayer = attention + experts * hidden + topK * 3 * hidden * ffn + 2 * hidden
+    return Double(layers * perLayer + vocabulary * hidden + hidden)
+}
+
+/// llama.cpp through Benchmarks/peers/llama_peer.py --rounds-from-stdin: one decode a line written.
+final class LlamaRounds {
+    let process = Process()
+    let input = Pipe()
+    let output = Pipe()
+    var pending = Data()
+    /// llama-cpp-python's version and what its ggml was built with (`llama_print_system_info`).
+    private(set) var build = ""
+
+    init(python: String, gguf: String, prompt: [Int32], tokens: Int, threads: Int) throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../peers/llama_peer.py").standardized.path
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script, "--gguf", gguf, "--prompt-ids", prompt.map(String.init).joined(separator: ","),
+                             "--decode", "\(tokens)", "--threads", "\(threads)", "--rounds-from-stdin"]
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        let ready = try line()
+        guard ready["ready"] != nil else { throw BenchError("llama_peer.py did not start") }
+        build = "llama-cpp-python \(ready["llama_cpp_python"] as? String ?? "?"), \(ready["system_info"] as? String ?? "?")"
+    }
+
+    /// The next JSON line the peer prints.
+    func line() throws -> [String: Any] {
+        while true {
+            if let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let text = pending[pending.startIndex..<end]
+                pending = Data(pending[pending.index(after: end)...])
+                guard let object = try JSONSerialization.jsonObject(with: text) as? [String: Any] else {
+                    throw BenchError("llama_peer.py printed a line that is not a JSON object")
+                }
+                return object
+            }
+            let more = output.fileHandleForReading.availableData
+            if more.isEmpty { throw BenchError("llama_peer.py exited (status \(process.isRunning ? 0 : process.terminationStatus))") }
+            pending.append(more)
+        }
+    }
+
+    /// One round: the prompt from an empty cache, then the decode; its tokens/s.
+    func decode() throws -> Double {
+        input.fileHandleForWriting.write(Data("go\n".utf8))
+        guard let rate = try line()["decode_tokens_per_s"] as? Double else {
+            throw BenchError("llama_peer.py answered without decode_tokens_per_s")
+        }
+        return rate
+    }
+
+    deinit {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+    }
+}
+
+func runDecodeFloor(
+    model: String, rounds: Int, tokens: Int, promptTokens: Int, threads: Int, q8: Bool, gguf: String?, python: String
+) throws {
+    let directory = URL(fileURLWithPath: model)
+    guard let configData = FileManager.default.contents(atPath: directory.appendingPathComponent("config.json").path) else {
+        throw BenchError("\(model)/config.json cannot be read: --model takes a checkpoint directory (Benchmarks/.work/model after run.sh)")
+    }
+    guard let config = try JSONSerialization.jsonObject(with: configData) as? [String: Any],
+          let weights = activeWeights(config: config)
+    else {
+        throw BenchError("\(model)/config.json lacks a field of the active-weight count (hidden_size, num_attention_heads, num_hidden_layers, num_experts_per_tok, vocab_size, the expert count or width)")
+    }
+    // Bytes a weight: bf16; or, with --quantize q8, Switchyard's q8 (32 int8 and an f32 scale a
+    // block) and llama.cpp's q8_0 (32 int8 and an f16 scale); the routers and norms, left as
+    // stored, are under 1% of the count.
+    let activeBytes = weights * (q8 ? 36.0 / 32 : 2)
+    let peerActiveBytes = weights * (q8 ? 34.0 / 32 : 2)
+    keepFreedMemoryInHeap()
+    setThreadCount(threads)
+    let checkpoint = try Checkpoint(directory: directory)
+    let engine = GenerationEngine(
+        model: try DecoderStack(checkpoint: checkpoint, arithmetic: .fast, quantization: q8 ? .q8 : .none),
+        tokenizer: try Tokenizer(directory: directory),
+        generationConfig: try GenerationConfig(directory: directory))
+    var experts = LocalExperts(
+        store: try ExpertStore(
+            checkpoint: checkpoint, experts: checkpoint.shape.allExperts, arithmetic: .fast, quantization: q8 ? .q8 : .none))
+    // run.sh's PROMPT_IDS.
+    let prompt = (0..<promptTokens).map { Int32(500 + ($0 * 7919) % 20000) }
+    let request = GenerationRequest(
+        prompt: .tokenIDs(prompt), maxTokens: tokens, sampling: SamplingParameters(temperature: 0), ignoreEOS: true)
+
+    let readBytes = 512 << 20
+    guard let buffer = bench_read_buffer(readBytes) else { throw BenchError("could not map \(readBytes) bytes for the read passes") }
+    var sink: Float = 0
+    func bestRead(_ passes: Int) -> Double {
+        (0..<passes).map { _ in bench_read_pass(buffer, readBytes, Int32(threads), &sink) }.max() ?? 0
+    }
+    _ = try engine.generate(request, experts: &experts)  // warm-up: first touches, the pool's threads
+    _ = bestRead(2)
+    let llama = try gguf.map { try LlamaRounds(python: python, gguf: $0, prompt: prompt, tokens: tokens, threads: threads) }
+    _ = try llama?.decode()
+
+    let cpu = CPUDescription.read()
+    print("batch-1 decode ÷ the memory-read floor, measured next to each other: \(model)")
+    print("\(cpu.model); kernel path \(KernelISA.active); \(threads) threads; "
+        + (q8 ? "--quantize q8 (llama.cpp: q8_0)" : "bf16 weights, fast arithmetic"))
+    print("\(String(format: "%.1f", activeBytes / 1e6)) MB of weights a token (report.py's count\(q8 ? String(format: "; llama.cpp's q8_0 %.1f MB", peerActiveBytes / 1e6) : "")); prompt \(promptTokens) tokens, \(tokens) decoded a round; floor: the best of 3 read passes of 512 MiB before and 3 after")
+    if let gguf, let llama {
+        print("llama.cpp: \(gguf) through \(python), after Switchyard in every round (the same weights); \(llama.build)")
+    }
+    print(pad("round", 6) + pad("decode tok/s", 14) + pad("streamed GB/s", 15) + pad("floor GB/s", 12) + pad("÷ floor", 9)
+        + (llama == nil ? "" : pad("llama.cpp tok/s", 17) + pad("floor GB/s", 12) + pad("÷ floor", 9) + pad("÷ llama.cpp", 13)))
+    var ratios: [Double] = [], peerRatios: [Double] = [], versusPeer: [Double] = []
+    for round in 1...rounds {
+        let before = bestRead(3)
+        let rate = try engine.generate(request, experts: &experts).timing.decodeTokensPerSecond
+        let after = bestRead(3)
+        let floor = max(before, after)
+        let streamed = rate * activeBytes / 1e9
+        ratios.append(streamed / floor)
+        var line = pad("\(round)", 6) + pad(format(rate), 14) + pad(format(streamed), 15) + pad(format(floor), 12)
+            + pad(String(format: "%.2f", streamed / floor), 9)
+        if let llama {
+            let peerRate = try llama.decode()
+            let peerFloor = max(after, bestRead(3))
+            peerRatios.append(peerRate * peerActiveBytes / 1e9 / peerFloor)
+            versusPeer.append(rate / peerRate)
+            line += pad(format(peerRate), 17) + pad(format(peerFloor), 12)
+                + pad(String(format: "%.2f", peerRatios.last!), 9) + pad(String(format: "%.2f", versusPeer.last!), 13)
+        }
+        print(line)
+    }
+    func summary(_ values: [Double]) -> String {
+        let sorted = values.sorted()
+        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return String(format: "%.2f (rounds %.2f–%.2f)", median, sorted.first ?? 0, sorted.last ?? 0)
+    }
+    print("Switchyard decode ÷ floor: median \(summary(ratios))" + (sink.isNaN ? " " : ""))
+    if llama != nil {
+        print("llama.cpp decode ÷ floor: median \(summary(peerRatios))")
+        print("Switchyard ÷ llama.cpp decode: median \(summary(versusPeer))")
+    }
+    setThreadCount(1)
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
