@@ -4,10 +4,12 @@
 // the round, a minute apart on a host whose bandwidth can change by half within seconds. Here the
 // model is loaded once and every round is: 3 read passes of 512 MiB (the floor's pass,
 // Benchmarks/floors/read_pass.h), one greedy generation (run.sh's prompt ids and token count), 3
-// passes again; the round's floor is the best of its 6 passes (as `floors` takes the best of 7),
-// and its ratio is the weight bytes the decode streamed a second ÷ that floor. With --gguf, llama.cpp
-// (llama-cpp-python, Benchmarks/peers/llama_peer.py, loaded once) decodes the same prompt in every
-// round after Switchyard, followed by 3 more passes: its floor is the best of the 6 around it.
+// passes again. The weight bytes the decode streamed a second are divided by the best of the 6
+// passes (as `floors` takes the best of 7) and by their median (the passes of this host differ by
+// up to 1.5× within a second; a decode of about a second averages over such swings, a 10 ms pass
+// does not). With --gguf, llama.cpp (llama-cpp-python, Benchmarks/peers/llama_peer.py, loaded once)
+// decodes the same prompt in every round after Switchyard, followed by 3 more passes: its floor is
+// taken from the 6 passes around it.
 import CReadPass
 import Coordinator
 import Foundation
@@ -124,11 +126,15 @@ func runDecodeFloor(
     let readBytes = 512 << 20
     guard let buffer = bench_read_buffer(readBytes) else { throw BenchError("could not map \(readBytes) bytes for the read passes") }
     var sink: Float = 0
-    func bestRead(_ passes: Int) -> Double {
-        (0..<passes).map { _ in bench_read_pass(buffer, readBytes, Int32(threads), &sink) }.max() ?? 0
+    func reads(_ passes: Int) -> [Double] {
+        (0..<passes).map { _ in bench_read_pass(buffer, readBytes, Int32(threads), &sink) }
+    }
+    func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? 0 : sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
     _ = try engine.generate(request, experts: &experts)  // warm-up: first touches, the pool's threads
-    _ = bestRead(2)
+    _ = reads(2)
     let llama = try gguf.map { try LlamaRounds(python: python, gguf: $0, prompt: prompt, tokens: tokens, threads: threads) }
     _ = try llama?.decode()
 
@@ -136,41 +142,47 @@ func runDecodeFloor(
     print("batch-1 decode ÷ the memory-read floor, measured next to each other: \(model)")
     print("\(cpu.model); kernel path \(KernelISA.active); \(threads) threads; "
         + (q8 ? "--quantize q8 (llama.cpp: q8_0)" : "bf16 weights, fast arithmetic"))
-    print("\(String(format: "%.1f", activeBytes / 1e6)) MB of weights a token (report.py's count\(q8 ? String(format: "; llama.cpp's q8_0 %.1f MB", peerActiveBytes / 1e6) : "")); prompt \(promptTokens) tokens, \(tokens) decoded a round; floor: the best of 3 read passes of 512 MiB before and 3 after")
+    print("\(String(format: "%.1f", activeBytes / 1e6)) MB of weights a token (report.py's count\(q8 ? String(format: "; llama.cpp's q8_0 %.1f MB", peerActiveBytes / 1e6) : "")); prompt \(promptTokens) tokens, \(tokens) decoded a round")
+    print("floor: 3 read passes of 512 MiB (2 threads, huge pages) before the decode and 3 after; ÷ best divides by the best")
+    print("of the 6 (as `floors` takes the best of 7), ÷ median by their median (this host's passes differ by up to 1.5×")
+    print("within a second, and a decode of about a second averages over them as the median does)")
     if let gguf, let llama {
-        print("llama.cpp: \(gguf) through \(python), after Switchyard in every round (the same weights); \(llama.build)")
+        print("llama.cpp: \(gguf) through \(python), after Switchyard in every round (the same weights; its passes: the 3")
+        print("after Switchyard's decode and 3 after its own); \(llama.build)")
     }
-    print(pad("round", 6) + pad("decode tok/s", 14) + pad("streamed GB/s", 15) + pad("floor GB/s", 12) + pad("÷ floor", 9)
-        + (llama == nil ? "" : pad("llama.cpp tok/s", 17) + pad("floor GB/s", 12) + pad("÷ floor", 9) + pad("÷ llama.cpp", 13)))
-    var ratios: [Double] = [], peerRatios: [Double] = [], versusPeer: [Double] = []
+    print(pad("round", 6) + pad("decode tok/s", 14) + pad("streamed GB/s", 15) + pad("best GB/s", 11) + pad("÷ best", 8)
+        + pad("median GB/s", 13) + pad("÷ median", 10)
+        + (llama == nil ? "" : pad("llama.cpp tok/s", 17) + pad("÷ best", 8) + pad("÷ median", 10) + pad("÷ llama.cpp", 13)))
+    var ratios: [[Double]] = Array(repeating: [], count: 5)  // ÷ best, ÷ median, llama's two, ÷ llama.cpp
     for round in 1...rounds {
-        let before = bestRead(3)
+        let before = reads(3)
         let rate = try engine.generate(request, experts: &experts).timing.decodeTokensPerSecond
-        let after = bestRead(3)
-        let floor = max(before, after)
+        let after = reads(3)
         let streamed = rate * activeBytes / 1e9
-        ratios.append(streamed / floor)
-        var line = pad("\(round)", 6) + pad(format(rate), 14) + pad(format(streamed), 15) + pad(format(floor), 12)
-            + pad(String(format: "%.2f", streamed / floor), 9)
+        let (best, typical) = ((before + after).max() ?? 0, median(before + after))
+        ratios[0].append(streamed / best)
+        ratios[1].append(streamed / typical)
+        var line = pad("\(round)", 6) + pad(format(rate), 14) + pad(format(streamed), 15) + pad(format(best), 11)
+            + pad(String(format: "%.2f", streamed / best), 8) + pad(format(typical), 13) + pad(String(format: "%.2f", streamed / typical), 10)
         if let llama {
             let peerRate = try llama.decode()
-            let peerFloor = max(after, bestRead(3))
-            peerRatios.append(peerRate * peerActiveBytes / 1e9 / peerFloor)
-            versusPeer.append(rate / peerRate)
-            line += pad(format(peerRate), 17) + pad(format(peerFloor), 12)
-                + pad(String(format: "%.2f", peerRatios.last!), 9) + pad(String(format: "%.2f", versusPeer.last!), 13)
+            let around = after + reads(3)
+            let peerStreamed = peerRate * peerActiveBytes / 1e9
+            ratios[2].append(peerStreamed / (around.max() ?? 0))
+            ratios[3].append(peerStreamed / median(around))
+            ratios[4].append(rate / peerRate)
+            line += pad(format(peerRate), 17) + pad(String(format: "%.2f", ratios[2].last!), 8)
+                + pad(String(format: "%.2f", ratios[3].last!), 10) + pad(String(format: "%.2f", ratios[4].last!), 13)
         }
         print(line)
     }
     func summary(_ values: [Double]) -> String {
-        let sorted = values.sorted()
-        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-        return String(format: "%.2f (rounds %.2f–%.2f)", median, sorted.first ?? 0, sorted.last ?? 0)
+        String(format: "%.2f (rounds %.2f–%.2f)", median(values), values.min() ?? 0, values.max() ?? 0)
     }
-    print("Switchyard decode ÷ floor: median \(summary(ratios))" + (sink.isNaN ? " " : ""))
+    print("Switchyard decode ÷ floor: ÷ best \(summary(ratios[0])), ÷ median \(summary(ratios[1]))" + (sink.isNaN ? " " : ""))
     if llama != nil {
-        print("llama.cpp decode ÷ floor: median \(summary(peerRatios))")
-        print("Switchyard ÷ llama.cpp decode: median \(summary(versusPeer))")
+        print("llama.cpp decode ÷ floor: ÷ best \(summary(ratios[2])), ÷ median \(summary(ratios[3]))")
+        print("Switchyard ÷ llama.cpp decode: median \(summary(ratios[4]))")
     }
     setThreadCount(1)
 }
