@@ -252,6 +252,7 @@ def main():
     curve_section(out, r, batch_rate)
     qwen_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
                  mixtral_llama_ratio=paired(sy_in, lb, "decode_tokens_per_s")[0], timing=timing)
+    decode_floor_section(out, r)
     deepseek_section(out, r, args, paired=paired, timing=timing)
     gptoss_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
                    timing=timing)
@@ -376,6 +377,36 @@ def ratio_rows(out, paired, rows):
         decode_ratio, rounds = paired(ours, peer, "decode_tokens_per_s")
         note = "   round by round " + " / ".join(fmt(x, 2) for x in rounds) if rounds else ""
         out(f"  {name:<48}{fmt(prefill_ratio, 2):>10}{fmt(decode_ratio, 2):>10}{note}")
+
+
+def decode_floor_section(out, r):
+    """switchyard-bench decode-floor: Switchyard's and llama.cpp's batch-1 decode and the read floor taken
+    next to each other in every round (Benchmarks/Sources/switchyard-bench/DecodeFloor.swift)."""
+    names = [("model", "none", "Mixtral-shaped, bf16"), ("model", "q8", "Mixtral-shaped, q8 (llama.cpp q8_0)"),
+             ("model-qwen3moe", "none", "Qwen3-MoE-shaped, bf16"),
+             ("model-qwen3moe", "q8", "Qwen3-MoE-shaped, q8 (llama.cpp q8_0)")]
+    found = [(label, load(r, f"decode-floor-{d}-{q}"), f"decode-floor-{d}-{q}") for d, q, label in names]
+    if not any(result for _, result, _ in found):
+        out(f"\nDecode beside the floor, round by round: skipped: {reason(r, 'decode-floor')}")
+        return
+    path = next(result["kernel_path"] for _, result, _ in found if result)
+    out(f"\nBatch-1 decode beside the read floor and llama.cpp, round by round (switchyard-bench decode-floor, kernel path {path};")
+    out("one process alternates 3 read passes, Switchyard's decode, 3 passes, llama.cpp's decode, 3 passes; floor: the best")
+    out("or the median of the 6 passes around each decode; medians of the rounds, their range in brackets)")
+
+    def cell(result, key):
+        figure = (result or {}).get(key)
+        if not figure:
+            return "—"
+        return f"{figure['median']:.2f} ({min(figure['rounds']):.2f}–{max(figure['rounds']):.2f})"
+
+    out(f"  {'':<40}{'÷ best pass':>18}{'÷ median pass':>18}{'llama.cpp ÷ best':>18}{'llama.cpp ÷ median':>20}{'÷ llama.cpp':>18}")
+    for label, result, name in found:
+        if result is None:
+            out(f"  {label:<40}skipped: {reason(r, name)}")
+            continue
+        out(f"  {label:<40}{cell(result, 'divided_by_best'):>18}{cell(result, 'divided_by_median'):>18}"
+            f"{cell(result, 'llama_divided_by_best'):>18}{cell(result, 'llama_divided_by_median'):>20}{cell(result, 'versus_llama'):>18}")
 
 
 def qwen_section(out, r, args, floor_2t_bandwidth, paired, mixtral_llama_ratio, timing):

@@ -15,7 +15,8 @@
 # expert, 64 routed experts top-6 in groups) against llama.cpp bf16 and transformers, with each engine's
 # KV-cache bytes per token; (6) a gpt-oss-shaped model with MXFP4 experts against llama.cpp's MXFP4
 # GGUF of the same weights; (7) 2 workers with the link encrypted (CURVE) against --insecure and
-# in-process, in alternating rounds. Peers that cannot be installed or run are skipped with the
+# in-process, in alternating rounds; (8) batch-1 decode of both models (bf16 and q8) beside the read floor
+# and llama.cpp in every round of one process (switchyard-bench decode-floor). Peers that cannot be installed or run are skipped with the
 # reason. Absolute times on a shared host drift; compare the ratios, which come from one run.
 #
 # Environment (all optional):
@@ -23,7 +24,9 @@
 #   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
-#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,deepseek,gptoss,delay,curve
+#   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,decodefloor,deepseek,gptoss,
+#                delay,curve
+#   DECODE_FLOOR_ROUNDS   rounds of each decode-floor configuration (default 9)
 #   THREADS      threads of every engine: the peers and each Switchyard process (default 2)
 #   DECODE_TOKENS, SERVE_TOKENS, SERVE_BATCHES   defaults 64, 64, 8,1,32,1,32,1,32 (batch 1 and 32
 #                back to back three times: the batch-32 ÷ batch-1 ratio is the median of those pairs)
@@ -213,6 +216,33 @@ if skipping qwen3moe; then skip qwen3moe-switchyard-inprocess "SKIP=qwen3moe"; e
         round_bandwidth "qwen3moe-bandwidth-end.run$run"
     done
     run_hf qwen3moe-transformers "$QWEN_MODEL" "Qwen3-MoE-shaped model"
+fi
+
+# --- batch-1 decode beside the read floor and llama.cpp, round by round (switchyard-bench decode-floor) ---
+# One process holds the model and llama.cpp's (llama_peer.py --rounds-from-stdin) and alternates read passes
+# of the floor, Switchyard's decode and llama.cpp's in every round, so that every ratio compares figures taken
+# within about two seconds of each other (the rounds above are a minute apart; this host's bandwidth swings by
+# half within seconds). Needs the Benchmarks package built (swift build -c release in Benchmarks/).
+if skipping decodefloor; then skip decode-floor "SKIP=decodefloor"; else
+    BENCH_BIN="$BENCH/.build/release/switchyard-bench"
+    log "building switchyard-bench (swift build -c release in Benchmarks/)"
+    if (cd "$BENCH" && swift build -c release) > "$WORK/bench-build.log" 2>&1; then
+        for spec in "model|none|gguf/model-bf16.gguf" "model|q8|gguf/model-q8_0.gguf" \
+                    "model-qwen3moe|none|gguf-qwen3moe/model-bf16.gguf" "model-qwen3moe|q8|gguf-qwen3moe/model-q8_0.gguf"; do
+            IFS='|' read -r dir quantize gguf <<< "$spec"
+            name="decode-floor-$dir-$quantize"
+            if [[ ! -d "$WORK/$dir" ]]; then skip "$name" "$WORK/$dir was not made (SKIP?)"; continue; fi
+            peer=()
+            if [[ -n "$LLAMA_READY" && -f "$WORK/$gguf" ]]; then peer=(--gguf "$WORK/$gguf" --python "$PEER_VENV/bin/python"); fi
+            log "switchyard-bench decode-floor --model $dir --quantize $quantize ${peer[*]:+(with llama.cpp)}: ${DECODE_FLOOR_ROUNDS:-9} rounds"
+            "$BENCH_BIN" decode-floor --model "$WORK/$dir" --quantize "$quantize" --rounds "${DECODE_FLOOR_ROUNDS:-9}" \
+                --tokens "$DECODE_TOKENS" --prompt-tokens "$PROMPT_TOKENS" --threads "$THREADS" "${peer[@]}" \
+                > "$RESULTS/$name.json" 2> "$WORK/$name.log" \
+                || { skip "$name" "decode-floor failed: $(tail -2 "$WORK/$name.log")"; rm -f "$RESULTS/$name.json"; }
+        done
+    else
+        skip decode-floor "switchyard-bench did not build (see $WORK/bench-build.log)"
+    fi
 fi
 
 # --- a DeepSeek-V3-shaped model: latent attention (MLA) with its compressed cache, a shared expert, 64 routed

@@ -184,6 +184,18 @@ func runDecodeFloor(
         print("llama.cpp decode ÷ floor: ÷ best \(summary(ratios[2])), ÷ median \(summary(ratios[3]))")
         print("Switchyard ÷ llama.cpp decode: median \(summary(ratios[4]))")
     }
+    // The last line: the figures as one JSON object, for Benchmarks/report.py.
+    let names = ["divided_by_best", "divided_by_median", "llama_divided_by_best", "llama_divided_by_median", "versus_llama"]
+    var summaryObject: [String: Any] = [
+        "model": model, "quantize": q8 ? "q8" : "none", "kernel_path": "\(KernelISA.active)", "threads": threads,
+        "tokens": tokens, "prompt_tokens": promptTokens, "active_bytes": activeBytes,
+    ]
+    if let llama { summaryObject["llama_build"] = llama.build }
+    for (name, values) in zip(names, ratios) where !values.isEmpty {
+        summaryObject[name] = ["median": median(values), "rounds": values]
+    }
+    let json = try JSONSerialization.data(withJSONObject: summaryObject, options: [.sortedKeys])
+    print(String(decoding: json, as: UTF8.self))
     setThreadCount(1)
 }
 
