@@ -389,6 +389,22 @@ static void check_products(void) {
     }
 }
 
+/// Products with k past the chunk at which the AVX-512 bf16 kernel reads x a k-chunk at a time
+/// (SY_DOT_KC, 1536) and n past a block of its columns: every path and kind, rows alone and in a batch.
+/// (neon-check.sh also builds this file with a small chunk and block, so that the shapes above cross them.)
+static void check_wide_products(void) {
+    static const size_t ms[] = {1, 5, 7, 8, 9};
+    static const size_t ks[] = {1537, 2816};
+    unsigned long before = comparisons;
+    for (int kind = 0; kind < KIND_COUNT; kind++)
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                check_product((product_kind)kind, ms[mi], ks[ki], 40, DATA_ORDINARY, -127, 1);
+                check_product((product_kind)kind, ms[mi], ks[ki], 40, DATA_SPECIAL, -127, 0);
+            }
+    printf("  wide products (k 1537, 2816): %lu comparisons\n", comparisons - before);
+}
+
 /// A product large enough to be split over threads: the same bits on 1 and 3 threads, every path.
 static void check_thread_counts(void) {
     operands o = make_operands(6, 256, 300, DATA_ORDINARY, -127);
@@ -1186,6 +1202,7 @@ int main(int argc, char **argv) {
     if (!sy_isa_supported(sy_active_isa()) || (getenv("SWITCHYARD_KERNEL") == NULL && sy_active_isa() != paths[path_count - 1]))
         mismatch("the active path %s is not the best supported one", isa_name(sy_active_isa()));
     check_products();
+    check_wide_products();
     check_thread_counts();
     check_grouped();
     check_weighted_sums();
