@@ -1085,49 +1085,46 @@ SY_AVX512BF16 void rows_dot(int RT, int C, int prefetch, const uint16_t *xb, siz
     }
 }
 
-/// One tile of a k-chunk (``tile_dot`` with `prefetch`), R ≤ 8 rows and C ≤ 4 columns, C ≤ 3 when R > 4.
+/// One tile of a k-chunk (``tile_dot`` with `prefetch`): 5 ≤ R ≤ 8 rows, 1 ≤ C ≤ 3 columns.
 static void chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, size_t p0, size_t p1,
                        const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state, size_t state_stride,
                        int first, int last, float *y, size_t ys, int accumulate);
 
-/// Tiles of RT rows and C columns, with x's rows read a k-chunk of `kc` at a time: for each block of
-/// columns, every chunk of k is run over all of the block's tiles before the next, the tiles'
-/// accumulators kept between chunks in a small buffer. Without the chunks a tile reads all m rows of x
-/// over all of k once per C columns, and when those rows outgrow L1 (8 rows of bf16 past k ≈ 1,700)
-/// it reads them from L2 while it streams the weights from memory. Measured on Zen 4 (2 threads, a
-/// product of 5.8 MB at m = 8 with its weights from memory, 300 copies cycled): 31-33 GB/s of weights
-/// at k = 1,024 and 1,536, 25-26 at 1,792, 20-22 at 2,048-2,816; with the chunks 24-26 at k = 2,816
-/// (+11-18%; +3-8% at m = 5-7), 23.5-24 at 7,168 (+4-6%), alike at 4,096. In
-/// Benchmarks/kernels/batch_step.c at batch 32 (m = 8 an expert, 6 alternating rounds) the down
-/// products (k = 2,816) took 21.8-23.4 ms a step against 23.7-24.3, the step 72.7 ms against 74.0
-/// (medians). At 9-16 rows (x's chunk then twice the bytes; chunks of 512) the products were slower
-/// (0.78-0.82× the rate at m = 12, 0.76-0.87× at 16), so they stay whole. The prefetch follows the order the tiles run in: each tile
-/// prefetches the one after it.
-SY_AVX512BF16_FN void dot_blocked(int RT, int C, const uint16_t *xb, size_t m, size_t kp, size_t k, size_t kc,
-                                  const uint16_t *w, size_t n, size_t ws, float *y, size_t ys, int accumulate) {
-    // Accumulators of one block of columns: `block` columns × m rows, at most 8 KiB.
-    enum { STATE = SY_DOT_STATE / sizeof(__m512) };
+/// 5-8 rows of x (all of them in one tile) against 3 weight rows at a time, x read a k-chunk of `kc`
+/// at a time: for each block of columns, every chunk of k is run over all of the block's tiles
+/// before the next, the tiles' accumulators kept between chunks in SY_DOT_STATE bytes. Without the
+/// chunks a tile reads all the rows of x over all of k once per 3 columns, and when those rows
+/// outgrow L1 (8 rows of bf16 past k ≈ 1,700) it reads them from L2 while it streams the weights from
+/// memory. Measured on Zen 4 (2 threads, a product of 5.8 MB at m = 8 with its weights from memory,
+/// 300 copies cycled): 31-33 GB/s of weights at k = 1,024 and 1,536, 25-26 at 1,792, 20-22 at
+/// 2,048-2,816; with the chunks 24-26 at k = 2,816 (+11-18%; +3-8% at m = 5-7), 23.5-24 at 7,168
+/// (+4-6%), alike at 4,096. In Benchmarks/kernels/batch_step.c at batch 32 (m = 8 an expert, 6
+/// alternating rounds) the down products (k = 2,816) took 21.8-23.4 ms a step against 23.7-24.3, the
+/// step 72.7 ms against 74.0 (medians). At 9-16 rows (x's chunk then twice the bytes; chunks of 512)
+/// the products were slower (0.78-0.82× the rate at m = 12, 0.76-0.87× at 16), so they stay whole.
+/// The prefetch follows the order the tiles run in: each tile prefetches the one after it.
+SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
+                                  size_t n, size_t ws, float *y, size_t ys, int accumulate) {
+    enum { C = 3, STATE = SY_DOT_STATE / sizeof(__m512) };
+    // Accumulators of one block of columns: `block` columns × m rows.
     __m512 state[STATE];
-    size_t block = STATE / m / (size_t)C * (size_t)C;
-    if (block == 0) block = (size_t)C;
+    size_t block = STATE / m / C * C;
+    if (block == 0) block = C;
     for (size_t j0 = 0; j0 < n; j0 += block) {
         size_t j1 = j0 + block < n ? j0 + block : n;
         for (size_t p0 = 0; p0 < kp; p0 += kc) {
             size_t p1 = p0 + kc < kp ? p0 + kc : kp;
             int first = p0 == 0, last = p1 == kp;
             for (size_t j = j0; j < j1;) {
-                size_t width = j1 - j < (size_t)C ? j1 - j : (size_t)C;
+                size_t width = j1 - j < C ? j1 - j : C;
                 // The next tile's columns and chunk: the next columns of this chunk, else this block's
                 // first columns at the next chunk, else the next block's first chunk.
                 const uint16_t *ahead = j + width < j1 ? w + (j + width) * ws + p0
                                         : !last      ? w + j0 * ws + p1
                                         : j1 < n     ? w + j1 * ws
                                                      : w + j * ws + p0;
-                for (size_t i = 0; i < m; i += (size_t)RT) {
-                    size_t rows = m - i < (size_t)RT ? m - i : (size_t)RT;
-                    chunk_tile((int)rows, (int)width, xb + i * kp, kp, k, p0, p1, w + j * ws, ws, ahead,
-                               state + (j - j0) * m + i, m, first, last, y + i * ys + j, ys, accumulate);
-                }
+                chunk_tile((int)m, (int)width, xb, kp, k, p0, p1, w + j * ws, ws, ahead, state + (j - j0) * m, m,
+                           first, last, y + j, ys, accumulate);
                 j += width;
             }
         }
@@ -1154,23 +1151,7 @@ chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, size_t p0, siz
     case 6 * 8 + 1: SY_CHUNK_TILE(6, 1);
     case 5 * 8 + 3: SY_CHUNK_TILE(5, 3);
     case 5 * 8 + 2: SY_CHUNK_TILE(5, 2);
-    case 5 * 8 + 1: SY_CHUNK_TILE(5, 1);
-    case 4 * 8 + 4: SY_CHUNK_TILE(4, 4);
-    case 4 * 8 + 3: SY_CHUNK_TILE(4, 3);
-    case 4 * 8 + 2: SY_CHUNK_TILE(4, 2);
-    case 4 * 8 + 1: SY_CHUNK_TILE(4, 1);
-    case 3 * 8 + 4: SY_CHUNK_TILE(3, 4);
-    case 3 * 8 + 3: SY_CHUNK_TILE(3, 3);
-    case 3 * 8 + 2: SY_CHUNK_TILE(3, 2);
-    case 3 * 8 + 1: SY_CHUNK_TILE(3, 1);
-    case 2 * 8 + 4: SY_CHUNK_TILE(2, 4);
-    case 2 * 8 + 3: SY_CHUNK_TILE(2, 3);
-    case 2 * 8 + 2: SY_CHUNK_TILE(2, 2);
-    case 2 * 8 + 1: SY_CHUNK_TILE(2, 1);
-    case 1 * 8 + 4: SY_CHUNK_TILE(1, 4);
-    case 1 * 8 + 3: SY_CHUNK_TILE(1, 3);
-    case 1 * 8 + 2: SY_CHUNK_TILE(1, 2);
-    default: SY_CHUNK_TILE(1, 1);
+    default: SY_CHUNK_TILE(5, 1);  // 5 * 8 + 1
     }
 }
 #undef SY_CHUNK_TILE
@@ -1203,7 +1184,7 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
         // x's rows a k-chunk at a time (``dot_blocked``), in equal chunks of at most SY_DOT_KC.
         size_t chunks = (kp + SY_DOT_KC - 1) / SY_DOT_KC;
         size_t kc = (kp / chunks + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
-        dot_blocked(8, 3, xb, m, kp, k, kc, w, n, ws, y, ys, accumulate);
+        dot_blocked(xb, m, kp, k, kc, w, n, ws, y, ys, accumulate);
         return;
     }
     size_t j = 0;
