@@ -327,7 +327,16 @@ for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inproces
 PY
 
 # --- Switchyard serve, batch 8 and 32 -----------------------------------------------------------
+# The bandwidth and the dot peak are measured again before and after (`floors --peak`): the batch-32
+# ceiling takes the best of these and the floors above, as a second CPU taken away for a moment once
+# halved the start's peak.
+serve_floors() {  # result name
+    if [[ -x "$WORK/floors" ]] && ! skipping floors; then
+        "$WORK/floors" --peak > "$RESULTS/$1.json" 2> /dev/null || rm -f "$RESULTS/$1.json"
+    fi
+}
 if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "SKIP=serve"; else
+    serve_floors serve-floors-start
     for workers in 0 2; do
         if [[ $workers == 2 ]] && skipping workers; then skip serve-workers2 "SKIP=workers"; continue; fi
         log "switchyard serve --workers $workers: decode at batches $SERVE_BATCHES"
@@ -335,6 +344,7 @@ if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "S
             --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" --threads "$THREADS" > "$RESULTS/serve-workers$workers.json" \
             || { skip "serve-workers$workers" "serve_decode.py failed"; rm -f "$RESULTS/serve-workers$workers.json"; }
     done
+    serve_floors serve-floors-end
 fi
 
 # --- a slow link: the 2 workers reach serve through Benchmarks/delay_proxy.py (this kernel has no netem) ---

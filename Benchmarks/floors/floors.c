@@ -21,7 +21,10 @@
 //
 // `floors --bandwidth` measures and prints the memory read bandwidth alone (about a second): run.sh
 // takes it in every round beside the decodes, since a shared host's bandwidth can change from one
-// minute to the next.
+// minute to the next. `floors --peak` prints the bandwidth and the dot peak (a second more): run.sh
+// takes it before and after the serve section, whose batch-32 ceiling uses the best of them (a pass
+// of the peak is about 20 ms, and one run here read 241 GFLOP/s with 2 threads, the same as 1 thread,
+// where the next three gave 460-468: for those 0.15 s the second CPU was elsewhere).
 //
 // Build: cc -O2 -march=native -o floors floors.c -lopenblas -lzmq -lpthread
 #define _GNU_SOURCE
@@ -298,7 +301,8 @@ static void zmq_round_trips(int port, int curve, const size_t *sizes, int size_c
 
 int main(int argc, char **argv) {
     int bandwidth_only = argc > 1 && strcmp(argv[1], "--bandwidth") == 0;
-    int port = argc > 1 && !bandwidth_only ? atoi(argv[1]) : 47311;
+    int peak_only = argc > 1 && strcmp(argv[1], "--peak") == 0;
+    int port = argc > 1 && !bandwidth_only && !peak_only ? atoi(argv[1]) : 47311;
     float sink = 0;
 
     void *mapping;
@@ -318,6 +322,12 @@ int main(int argc, char **argv) {
 
     double dot1 = dot_peak(1, &sink), dot2 = dot_peak(2, &sink);
     fprintf(stderr, "%s peak: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (2 threads)\n", DOT_KIND, dot1, dot2);
+    if (peak_only) {
+        printf("{\"membw_gbs_1t\": %.2f, \"membw_gbs_2t\": %.2f, \"dot_kind\": \"%s\", \"dot_gflops_1t\": %.2f, "
+               "\"dot_gflops_2t\": %.2f, \"sink\": %g}\n",
+               bw1, bw2, DOT_KIND, dot1, dot2, (double)sink);
+        return 0;
+    }
 
     int rows[3] = {1, 8, 128};
     double gemm[3][2];
