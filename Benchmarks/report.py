@@ -59,6 +59,40 @@ def step_params(config, batch):
     return config["num_hidden_layers"] * per_layer + config["vocab_size"] * h + h
 
 
+def batch32_ceiling(config, bandwidth_gbs, peak_gflops):
+    """What this machine allows batch 32 ÷ batch 1 to be at a read bandwidth and a dot peak: batch 1 reads
+    the active weights (memory bound); a batch-32 step reads every expert once and does 32 tokens'
+    arithmetic. Returns (the ceiling with reads and arithmetic overlapped, one after the other) and the
+    three times (batch-1 step, batch-32 reads, batch-32 arithmetic) in seconds."""
+    one = step_params(config, 1) * 2 / (bandwidth_gbs * 1e9)
+    memory = step_params(config, 32) * 2 / (bandwidth_gbs * 1e9)
+    arithmetic = 32 * 2 * active_params(config) / (peak_gflops * 1e9)
+    return 32 * one / max(memory, arithmetic), 32 * one / (memory + arithmetic), (one, memory, arithmetic)
+
+
+def pair_ceiling_ratios(config, batches):
+    """For each batch-1 → batch-32 pair of one serve run whose batches carry their own floors
+    (serve_decode.py --floors, measured right before each), the pair's ratio ÷ its own overlapped
+    ceiling: batch 1 at the bandwidth read before it, batch 32 at the bandwidth read before it and the
+    better peak of the two (a lower peak is a CPU taken away for a moment, not the machine)."""
+    ratios = []
+    for before, after in zip(batches, batches[1:]):
+        if before["batch"] != 1 or after["batch"] != 32 or before["decode_tokens_per_s"] <= 0:
+            continue
+        one, many = before.get("floors"), after.get("floors")
+        if not (one and many and one.get("membw_gbs_2t") and many.get("membw_gbs_2t")):
+            continue
+        peak = max(one.get("dot_gflops_2t") or 0, many.get("dot_gflops_2t") or 0)
+        if peak <= 0:
+            continue
+        batch1_step = step_params(config, 1) * 2 / (one["membw_gbs_2t"] * 1e9)
+        batch32_step = max(step_params(config, 32) * 2 / (many["membw_gbs_2t"] * 1e9),
+                           32 * 2 * active_params(config) / (peak * 1e9))
+        ceiling = 32 * batch1_step / batch32_step
+        ratios.append(after["decode_tokens_per_s"] / before["decode_tokens_per_s"] / ceiling)
+    return ratios
+
+
 def round_floor_ratios(results, prefix, result, active_bytes):
     """Each round's decode ÷ that round's floor: active bytes at the better of the read bandwidths (2
     threads) measured at the round's start and end (`floors --bandwidth`, files PREFIXbandwidth-start.runN
@@ -232,33 +266,39 @@ def main():
             f"   ({wire['bytes_per_token']:.0f} B vs {wire['minimum_bytes_per_token']} B: bf16 hidden state to one worker and back per MoE layer)")
     out(f"  {'serve batch-32: 2 workers ÷ in-process':<58}{fmt(ratio(batch_rate.get((2, 32)), batch_rate.get((0, 32))), 2):>10}")
     out(f"  {'serve batch-32 (in-process) ÷ llama.cpp bf16 batch-1 decode':<58}{fmt(ratio(batch_rate.get((0, 32)), timing(lb)[1]), 2):>10}")
-    # The floors at the start of the run and those measured right before and after the serve section
-    # (`floors --peak`): each figure the best of them, as a floor is what the machine can reach.
+    # The bandwidth of the run's start, and the best dot peak of the start and of `floors --peak` right
+    # before and after the serve section (a peak below the others is a CPU taken away for a moment). The
+    # bandwidth is not taken at its best: a fast spell lowers the ceiling (the batch-32 arithmetic then
+    # outlasts its reads), and the pairs below are held against the floors of their own minutes.
     ceiling_floors = [f for f in (floors, load(r, "serve-floors-start"), load(r, "serve-floors-end"))
                       if f and f.get("dot_gflops_2t")]
     if ceiling_floors:
         # What this machine allows batch 32 ÷ batch 1 to be: batch 1 reads the active weights (memory
         # bound); a batch-32 step reads every expert once and does 32 tokens' arithmetic.
-        best_bandwidth = max(f["membw_gbs_2t"] for f in ceiling_floors)
+        bandwidth_gbs = ceiling_floors[0]["membw_gbs_2t"]
         best_peak = max(f["dot_gflops_2t"] for f in ceiling_floors)
-        bandwidth = best_bandwidth * 1e9
-        peak = best_peak * 1e9
-        one = step_params(config, 1) * 2 / bandwidth
-        memory = step_params(config, 32) * 2 / bandwidth
-        arithmetic = 32 * 2 * params / peak
+        overlapped, serial, (one, memory, arithmetic) = batch32_ceiling(config, bandwidth_gbs, best_peak)
         measured = pairs.get(0)
         seen = " / ".join(f"{f['dot_gflops_2t']:.0f}" for f in ceiling_floors)
         read = " / ".join(f"{f['membw_gbs_2t']:.1f}" for f in ceiling_floors)
-        where = ("the best of this run's floors at its start, before serve and after" if len(ceiling_floors) == 3
-                 else "the best of this run's floors" if len(ceiling_floors) > 1 else "this run's floors")
+        where = ("the read bandwidth of the run's start, the best peak of the start, before serve and after"
+                 if len(ceiling_floors) > 1 else "this run's floors")
         out(f"\nBatch-32 bound (2 threads, bf16 weights; {where}: "
             f"{ceiling_floors[0]['dot_kind']} {seen} GFLOP/s, read {read} GB/s)")
-        out(f"  batch-1 step: {step_params(config, 1) * 2 / 1e6:,.0f} MB of weights = {one * 1e3:.1f} ms at {best_bandwidth:.1f} GB/s")
+        out(f"  batch-1 step: {step_params(config, 1) * 2 / 1e6:,.0f} MB of weights = {one * 1e3:.1f} ms at {bandwidth_gbs:.1f} GB/s")
         out(f"  batch-32 step: {step_params(config, 32) * 2 / 1e6:,.0f} MB of weights = {memory * 1e3:.1f} ms; "
             f"{32 * 2 * params / 1e9:.1f} GFLOP = {arithmetic * 1e3:.1f} ms at the peak")
-        out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic fully overlapped':<70}{fmt(32 * one / max(memory, arithmetic), 2):>8}")
-        out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic one after the other':<70}{fmt(32 * one / (memory + arithmetic), 2):>8}")
+        out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic fully overlapped':<70}{fmt(overlapped, 2):>8}")
+        out(f"  {'batch-32 ÷ batch-1 ceiling, reads and arithmetic one after the other':<70}{fmt(serial, 2):>8}")
         out(f"  {'measured (serve --workers 0, median of back-to-back pairs)':<70}{fmt(statistics.median(measured) if measured else None, 2):>8}")
+        if measured:
+            out(f"  {'measured ÷ the overlapped ceiling':<70}{fmt(statistics.median(measured) / overlapped, 2):>8}")
+        for w in (0, 2):
+            # Each pair against the ceiling of its own minutes (the floors measured right before its two batches).
+            own = pair_ceiling_ratios(config, serve[w]["batches"]) if serve[w] else []
+            if own:
+                out(f"  {f'serve --workers {w}: each pair ÷ the ceiling of its own floors':<70}"
+                    f"{fmt(statistics.median(own), 2):>8}   pairs " + " / ".join(fmt(x, 2) for x in own))
     link_section(out, r, config, batch_rate)
     curve_section(out, r, batch_rate)
     qwen_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,

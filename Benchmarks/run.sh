@@ -328,8 +328,8 @@ PY
 
 # --- Switchyard serve, batch 8 and 32 -----------------------------------------------------------
 # The bandwidth and the dot peak are measured again before and after (`floors --peak`): the batch-32
-# ceiling takes the best of these and the floors above, as a second CPU taken away for a moment once
-# halved the start's peak.
+# ceiling takes the best peak of these and the floors above, as a second CPU taken away for a moment
+# once halved the start's peak.
 serve_floors() {  # result name
     if [[ -x "$WORK/floors" ]] && ! skipping floors; then
         "$WORK/floors" --peak > "$RESULTS/$1.json" 2> /dev/null || rm -f "$RESULTS/$1.json"
@@ -337,11 +337,15 @@ serve_floors() {  # result name
 }
 if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "SKIP=serve"; else
     serve_floors serve-floors-start
+    # Each batch's own floors too (serve_decode.py --floors): the pairs' ceilings of their own minutes.
+    SERVE_FLOORS=()
+    if [[ -x "$WORK/floors" ]] && ! skipping floors; then SERVE_FLOORS=(--floors "$WORK/floors"); fi
     for workers in 0 2; do
         if [[ $workers == 2 ]] && skipping workers; then skip serve-workers2 "SKIP=workers"; continue; fi
         log "switchyard serve --workers $workers: decode at batches $SERVE_BATCHES"
         python3 "$BENCH/serve_decode.py" --switchyard "$SWITCHYARD" --model "$MODEL" --workers "$workers" \
-            --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" --threads "$THREADS" > "$RESULTS/serve-workers$workers.json" \
+            --batches "$SERVE_BATCHES" --max-tokens "$SERVE_TOKENS" --threads "$THREADS" "${SERVE_FLOORS[@]}" \
+            > "$RESULTS/serve-workers$workers.json" \
             || { skip "serve-workers$workers" "serve_decode.py failed"; rm -f "$RESULTS/serve-workers$workers.json"; }
     done
     serve_floors serve-floors-end

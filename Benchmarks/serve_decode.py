@@ -71,6 +71,16 @@ def wire_bytes(base, model):
             "bytes_per_token": (sent + received) / max(tokens, 1), "minimum_bytes_per_token": minimum}
 
 
+def measure_floors(program):
+    """`floors --peak`'s JSON (read bandwidth and dot peak), or None when it fails: a missing floor leaves
+    the pair without its own ceiling, not the benchmark without its figures."""
+    try:
+        done = subprocess.run([program, "--peak"], capture_output=True, text=True, timeout=120)
+        return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--switchyard", required=True)
@@ -92,6 +102,9 @@ def main():
     parser.add_argument("--link", choices=("curve", "insecure"), default="curve",
                         help="with --workers: the coordinator-worker link encrypted and authenticated with CURVE "
                              "keys made for this run (the default, as the README sets it up), or plaintext (--insecure)")
+    parser.add_argument("--floors", help="the floors program (Benchmarks/floors/floors.c): before each batch, its "
+                        "--peak (read bandwidth and dot peak, about 2 s, the server idle) is recorded in that batch's "
+                        "result, so that a batch-32 ÷ batch-1 pair can be held against the ceiling of its own minutes")
     parser.add_argument("--serve-cpus", help="run serve on these CPUs only (taskset -c LIST), e.g. 0")
     parser.add_argument("--worker-cpus", help="run the workers on these CPUs only (taskset -c LIST), e.g. 1: "
                         "with --serve-cpus, the coordinator and the workers each have cores of their own, "
@@ -161,6 +174,7 @@ def main():
         stream_request(base, list(range(100, 108)), 4)  # warm-up
 
         for batch, max_tokens in zip(batches, max_tokens_each):
+            floors = measure_floors(args.floors) if args.floors else None
             prompts = [[(1000 + 97 * r + 13 * i) % (args.vocab - 1000) + 500 for i in range(args.prompt_tokens)]
                        for r in range(batch)]
             start_time = time.perf_counter()
@@ -180,7 +194,8 @@ def main():
                             "decode_window_s": window, "decode_window_tokens": in_window,
                             "decode_tokens_per_s": decode_rate, "end_to_end_tokens_per_s": tokens / wall,
                             "prefill_window_s": prefill_window,
-                            "prefill_tokens_per_s": batch * args.prompt_tokens / prefill_window})
+                            "prefill_tokens_per_s": batch * args.prompt_tokens / prefill_window,
+                            "floors": floors})
             print(f"serve --workers {args.workers} batch {batch}: {decode_rate:.1f} decode tok/s "
                   f"({tokens} tokens in {wall:.1f} s)", file=sys.stderr)
         if args.workers:
