@@ -59,13 +59,14 @@ def step_params(config, batch):
     return config["num_hidden_layers"] * per_layer + config["vocab_size"] * h + h
 
 
-def batch32_ceiling(config, bandwidth_gbs, peak_gflops):
+def batch32_ceiling(config, bandwidth_gbs, peak_gflops, batch32_bandwidth_gbs=None):
     """What this machine allows batch 32 ÷ batch 1 to be at a read bandwidth and a dot peak: batch 1 reads
-    the active weights (memory bound); a batch-32 step reads every expert once and does 32 tokens'
-    arithmetic. Returns (the ceiling with reads and arithmetic overlapped, one after the other) and the
-    three times (batch-1 step, batch-32 reads, batch-32 arithmetic) in seconds."""
+    the active weights (memory bound); a batch-32 step reads every expert once (at
+    `batch32_bandwidth_gbs`, when it differs) and does 32 tokens' arithmetic. Returns (the ceiling with
+    reads and arithmetic overlapped, one after the other) and the three times (batch-1 step, batch-32
+    reads, batch-32 arithmetic) in seconds."""
     one = step_params(config, 1) * 2 / (bandwidth_gbs * 1e9)
-    memory = step_params(config, 32) * 2 / (bandwidth_gbs * 1e9)
+    memory = step_params(config, 32) * 2 / ((batch32_bandwidth_gbs or bandwidth_gbs) * 1e9)
     arithmetic = 32 * 2 * active_params(config) / (peak_gflops * 1e9)
     return 32 * one / max(memory, arithmetic), 32 * one / (memory + arithmetic), (one, memory, arithmetic)
 
@@ -85,10 +86,7 @@ def pair_ceiling_ratios(config, batches):
         peak = max(one.get("dot_gflops_2t") or 0, many.get("dot_gflops_2t") or 0)
         if peak <= 0:
             continue
-        batch1_step = step_params(config, 1) * 2 / (one["membw_gbs_2t"] * 1e9)
-        batch32_step = max(step_params(config, 32) * 2 / (many["membw_gbs_2t"] * 1e9),
-                           32 * 2 * active_params(config) / (peak * 1e9))
-        ceiling = 32 * batch1_step / batch32_step
+        ceiling, _, _ = batch32_ceiling(config, one["membw_gbs_2t"], peak, many["membw_gbs_2t"])
         ratios.append(after["decode_tokens_per_s"] / before["decode_tokens_per_s"] / ceiling)
     return ratios
 
