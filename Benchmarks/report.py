@@ -264,12 +264,12 @@ def main():
             f"   ({wire['bytes_per_token']:.0f} B vs {wire['minimum_bytes_per_token']} B: bf16 hidden state to one worker and back per MoE layer)")
     out(f"  {'serve batch-32: 2 workers ÷ in-process':<58}{fmt(ratio(batch_rate.get((2, 32)), batch_rate.get((0, 32))), 2):>10}")
     out(f"  {'serve batch-32 (in-process) ÷ llama.cpp bf16 batch-1 decode':<58}{fmt(ratio(batch_rate.get((0, 32)), timing(lb)[1]), 2):>10}")
-    # The bandwidth of the run's start, and the best dot peak of the start and of `floors --peak` right
-    # before and after the serve section (a peak below the others is a CPU taken away for a moment). The
-    # bandwidth is not taken at its best: a fast spell lowers the ceiling (the batch-32 arithmetic then
-    # outlasts its reads), and the pairs below are held against the floors of their own minutes.
-    ceiling_floors = [f for f in (floors, load(r, "serve-floors-start"), load(r, "serve-floors-end"))
-                      if f and f.get("dot_gflops_2t")]
+    # The bandwidth of the run's start, and the best dot peak of the start and of `floors --peak` before
+    # each serve batch (a peak below the others is a CPU taken away for a moment). The bandwidth is not
+    # taken at its best: a fast spell lowers the ceiling (the batch-32 arithmetic then outlasts its
+    # reads), and the pairs below are held against the floors of their own minutes.
+    batch_floors = [b.get("floors") for w in (0, 2) if serve[w] for b in serve[w]["batches"]]
+    ceiling_floors = [f for f in [floors] + batch_floors if f and f.get("dot_gflops_2t")]
     if ceiling_floors:
         # What this machine allows batch 32 ÷ batch 1 to be: batch 1 reads the active weights (memory
         # bound); a batch-32 step reads every expert once and does 32 tokens' arithmetic.
@@ -277,12 +277,13 @@ def main():
         best_peak = max(f["dot_gflops_2t"] for f in ceiling_floors)
         overlapped, serial, (one, memory, arithmetic) = batch32_ceiling(config, bandwidth_gbs, best_peak)
         measured = pairs.get(0)
-        seen = " / ".join(f"{f['dot_gflops_2t']:.0f}" for f in ceiling_floors)
-        read = " / ".join(f"{f['membw_gbs_2t']:.1f}" for f in ceiling_floors)
-        where = ("the read bandwidth of the run's start, the best peak of the start, before serve and after"
-                 if len(ceiling_floors) > 1 else "this run's floors")
-        out(f"\nBatch-32 bound (2 threads, bf16 weights; {where}: "
-            f"{ceiling_floors[0]['dot_kind']} {seen} GFLOP/s, read {read} GB/s)")
+        peaks = [f["dot_gflops_2t"] for f in ceiling_floors]
+        reads = [f["membw_gbs_2t"] for f in ceiling_floors]
+        where = (f"the read bandwidth of the run's start and the best of {len(ceiling_floors)} peaks, the start's "
+                 f"and those before each serve batch: {ceiling_floors[0]['dot_kind']} {min(peaks):.0f}–{max(peaks):.0f} "
+                 f"GFLOP/s, reads {min(reads):.1f}–{max(reads):.1f} GB/s" if len(ceiling_floors) > 1
+                 else f"this run's floors: {ceiling_floors[0]['dot_kind']} {peaks[0]:.0f} GFLOP/s, read {reads[0]:.1f} GB/s")
+        out(f"\nBatch-32 bound (2 threads, bf16 weights; {where})")
         out(f"  batch-1 step: {step_params(config, 1) * 2 / 1e6:,.0f} MB of weights = {one * 1e3:.1f} ms at {bandwidth_gbs:.1f} GB/s")
         out(f"  batch-32 step: {step_params(config, 32) * 2 / 1e6:,.0f} MB of weights = {memory * 1e3:.1f} ms; "
             f"{32 * 2 * params / 1e9:.1f} GFLOP = {arithmetic * 1e3:.1f} ms at the peak")

@@ -176,8 +176,9 @@ run_generate() {  # name, run, spawn-workers, extra arguments... (GEN_MODEL: ano
 # The read bandwidth is measured at the start and at the end of every round (`floors --bandwidth`): the
 # decode ÷ floor ratios divide each round's decodes by the better of its round's two figures, since
 # this host's bandwidth has been seen to change from one minute to the next.
+floors_ready() { [[ -x "$WORK/floors" ]] && ! skipping floors; }
 round_bandwidth() {  # result name
-    if [[ -x "$WORK/floors" ]] && ! skipping floors; then
+    if floors_ready; then
         "$WORK/floors" --bandwidth > "$RESULTS/$1.json" 2> /dev/null || rm -f "$RESULTS/$1.json"
     fi
 }
@@ -327,19 +328,13 @@ for name in ["switchyard-inprocess", "switchyard-workers2", "switchyard-inproces
 PY
 
 # --- Switchyard serve, batch 8 and 32 -----------------------------------------------------------
-# The bandwidth and the dot peak are measured again before and after (`floors --peak`): the batch-32
-# ceiling takes the best peak of these and the floors above, as a second CPU taken away for a moment
-# once halved the start's peak.
-serve_floors() {  # result name
-    if [[ -x "$WORK/floors" ]] && ! skipping floors; then
-        "$WORK/floors" --peak > "$RESULTS/$1.json" 2> /dev/null || rm -f "$RESULTS/$1.json"
-    fi
-}
+# The bandwidth and the dot peak are measured again right before every batch (serve_decode.py --floors,
+# `floors --peak`): each batch-1 → batch-32 pair is held against the ceiling of its own minutes, and the
+# table's ceiling takes the best peak of these and the floors above, as a second CPU taken away for a
+# moment once halved the start's peak.
 if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "SKIP=serve"; else
-    serve_floors serve-floors-start
-    # Each batch's own floors too (serve_decode.py --floors): the pairs' ceilings of their own minutes.
     SERVE_FLOORS=()
-    if [[ -x "$WORK/floors" ]] && ! skipping floors; then SERVE_FLOORS=(--floors "$WORK/floors"); fi
+    if floors_ready; then SERVE_FLOORS=(--floors "$WORK/floors"); fi
     for workers in 0 2; do
         if [[ $workers == 2 ]] && skipping workers; then skip serve-workers2 "SKIP=workers"; continue; fi
         log "switchyard serve --workers $workers: decode at batches $SERVE_BATCHES"
@@ -348,7 +343,6 @@ if skipping serve; then skip serve-workers0 "SKIP=serve"; skip serve-workers2 "S
             > "$RESULTS/serve-workers$workers.json" \
             || { skip "serve-workers$workers" "serve_decode.py failed"; rm -f "$RESULTS/serve-workers$workers.json"; }
     done
-    serve_floors serve-floors-end
 fi
 
 # --- a slow link: the 2 workers reach serve through Benchmarks/delay_proxy.py (this kernel has no netem) ---

@@ -22,9 +22,8 @@
 // `floors --bandwidth` measures and prints the memory read bandwidth alone (about a second): run.sh
 // takes it in every round beside the decodes, since a shared host's bandwidth can change from one
 // minute to the next. `floors --peak` prints the bandwidth and the dot peak (a second more): run.sh
-// takes it before and after the serve section and before each of its batches (serve_decode.py
-// --floors): the batch-32 ceiling takes the best peak of them, and each pair's own bandwidths (a pass
-// of the peak is about 20 ms, and one run here read 241 GFLOP/s with 2 threads, the same as 1 thread,
+// takes it before each batch of the serve section (serve_decode.py --floors): the batch-32 ceiling
+// takes the best peak of them, and each pair its own bandwidths (a pass of the peak is about 20 ms, and one run here read 241 GFLOP/s with 2 threads, the same as 1 thread,
 // where the next three gave 460-468: for those 0.15 s the second CPU was elsewhere).
 //
 // Build: cc -O2 -march=native -o floors floors.c -lopenblas -lzmq -lpthread
