@@ -273,12 +273,11 @@ def main():
     if ceiling_floors:
         # What this machine allows batch 32 ÷ batch 1 to be: batch 1 reads the active weights (memory
         # bound); a batch-32 step reads every expert once and does 32 tokens' arithmetic.
-        bandwidth_gbs = ceiling_floors[0]["membw_gbs_2t"]
-        best_peak = max(f["dot_gflops_2t"] for f in ceiling_floors)
-        overlapped, serial, (one, memory, arithmetic) = batch32_ceiling(config, bandwidth_gbs, best_peak)
-        measured = pairs.get(0)
         peaks = [f["dot_gflops_2t"] for f in ceiling_floors]
         reads = [f["membw_gbs_2t"] for f in ceiling_floors]
+        bandwidth_gbs = reads[0]
+        overlapped, serial, (one, memory, arithmetic) = batch32_ceiling(config, bandwidth_gbs, max(peaks))
+        measured = pairs.get(0)
         where = (f"the read bandwidth of the run's start and the best of {len(ceiling_floors)} peaks, the start's "
                  f"and those before each serve batch: {ceiling_floors[0]['dot_kind']} {min(peaks):.0f}–{max(peaks):.0f} "
                  f"GFLOP/s, reads {min(reads):.1f}–{max(reads):.1f} GB/s" if len(ceiling_floors) > 1
