@@ -23,6 +23,8 @@
 #   SWITCHYARD   the release binary (default: .build/release/switchyard, built if missing)
 #   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
+#   SWITCHYARD_KERNEL  a kernel path for Switchyard (system-info lists them); avx2 or avx2vnni hold every engine
+#                to AVX2 + FMA (an AVX2 host's arithmetic on this one; see below)
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
 #   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,decodefloor,deepseek,gptoss,
 #                delay,curve
@@ -40,6 +42,25 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/Benchmarks"
 WORK=${BENCH_WORK:-$BENCH/.work}
 RESULTS="$WORK/results"
+# SWITCHYARD_KERNEL=avx2 (or avx2vnni) on an AVX-512 host: the run as an AVX2 host would see it, every engine
+# held to AVX2 + FMA: Switchyard's kernels on that path, llama.cpp compiled for AVX2 + FMA without AVX-512
+# (from source, in a venv of its own, Benchmarks/.venv-avx2 unless PEER_VENV is set), torch at ATen's AVX2
+# capability, floors.c compiled for AVX2 (its peak then f32 FMA on ymm) and OpenBLAS on its Haswell kernels.
+# The memory system stays this host's: it is the arithmetic and the kernels of an AVX2 host, not its memory.
+LLAMA_CMAKE_ARGS=
+FLOORS_ARCH=(-march=native)
+case "${SWITCHYARD_KERNEL:-}" in
+avx2 | avx2vnni)
+    PEER_VENV=${PEER_VENV:-$BENCH/.venv-avx2}
+    export ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell
+    FLOORS_ARCH=(-mavx2 -mfma -mf16c -mbmi2)
+    vnni=OFF
+    if [[ "$SWITCHYARD_KERNEL" == avx2vnni ]]; then vnni=ON; FLOORS_ARCH+=(-mavxvnni); fi
+    LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+    LLAMA_CMAKE_ARGS+=" -DGGML_AVX_VNNI=$vnni -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF"
+    LLAMA_CMAKE_ARGS+=" -DGGML_AVX512_BF16=OFF"
+    ;;
+esac
 PEER_VENV=${PEER_VENV:-$BENCH/.venv}
 THREADS=${THREADS:-2}
 SKIP=${SKIP:-}
@@ -78,7 +99,14 @@ setup_peers() {
     if [[ -z "${HF_PYTHON:-}" ]] && ! "$PEER_VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
         "$pip" install -q torch transformers || echo "torch/transformers install failed"
     fi
-    if ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+    if [[ -n "$LLAMA_CMAKE_ARGS" ]]; then
+        # Built from source with these flags (a cached wheel would be the native build); again if the venv
+        # holds a build with AVX-512 in it.
+        if ! "$PEER_VENV/bin/python" -c "import llama_cpp, sys; sys.exit(b'AVX512 = 1' in llama_cpp.llama_print_system_info())" 2>/dev/null; then
+            CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=2 "$pip" install -q --no-cache-dir --force-reinstall \
+                --no-binary llama-cpp-python llama-cpp-python || echo "llama-cpp-python (AVX2 build) install failed"
+        fi
+    elif ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
         CMAKE_BUILD_PARALLEL_LEVEL=2 "$pip" install -q llama-cpp-python || echo "llama-cpp-python install failed"
     fi
 }
@@ -126,7 +154,7 @@ PROMPT_IDS=$(python3 -c "print(','.join(str(500 + (i * 7919) % 20000) for i in r
 # --- floors -------------------------------------------------------------------------------------
 if skipping floors; then skip floors "SKIP=floors"; else
     log "floors: compiling Benchmarks/floors/floors.c"
-    if cc -O3 -march=native -o "$WORK/floors" "$BENCH/floors/floors.c" -lopenblas -lzmq -lpthread >&2; then
+    if cc -O3 "${FLOORS_ARCH[@]}" -o "$WORK/floors" "$BENCH/floors/floors.c" -lopenblas -lzmq -lpthread >&2; then
         log "floors: measuring"
         "$WORK/floors" > "$RESULTS/floors.json" || skip floors "floors program failed"
     else

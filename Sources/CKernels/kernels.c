@@ -438,6 +438,11 @@ SY_AVX512_FN void weighted_sum_heads_avx512(const float *p, size_t ps, size_t he
 // -march=native, which lets the compiler use 32 registers in these functions too, 392 -> 454 ms
 // (per-round ratios 0.70-1.28, so no gain there): the 3 × 2 tiles are bound by the multiply-adds and
 // the bf16 splits sharing two ports, about 35-48 GFLOP/s a core in L2 either way.
+// Later (Zen 4 with `SWITCHYARD_KERNEL=avx2`, 2026-12-05): those 3 × 2 tiles held 12 accumulators and
+// 4 weight vectors, so the compiler read every x vector from memory once per column (about 33 loads for
+// 24 multiply-adds); the fast product past 4 rows now runs 3 × 3 tiles one half of the lanes at a time
+// (9 accumulators, 3 weight vectors, 1 x vector: 12 loads for 18), k in chunks of SY_AVX2_KC: batch 32
+// 197 -> 149 ms a step, 90 -> 119 GFLOP/s (the floors' f32 FMA peak 234); see ``tile_fast_half_avx2``.
 
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
@@ -917,11 +922,19 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
 // AVX2: the 16 lanes as two halves of 8; half h takes the weights p + 16h ... p + 16h + 15 (one 32-byte
 // load gives 8 lanes whose low halves are the even weights and high halves the odd).
 
-/// Tile shapes of the fast product: 3 × 2 (12 accumulators; per half 4 weight vectors, x read by the
-/// multiply-adds), and for m ≤ SY_NARROW_ROWS up to 4 × 1 (one weight row at a time). Measured in L2
-/// (one thread, k = 1024, compiled for AVX2 only): 3 × 2 did 46-47 GFLOP/s at m = 8 and 33-34 at
-/// m = 32, 2 × 2 44 and 31, 4 × 1 50 and 28.
-enum { FAST_AVX2_R = 3, FAST_AVX2_C = 2, FAST_AVX2_NARROW_R = 4 };
+/// Tile shapes of the fast product: for m ≤ SY_NARROW_ROWS up to 4 × 1 (one weight row at a time), else
+/// 3 × 3 a half at a time (``tile_fast_half_avx2``), k in chunks of SY_AVX2_KC.
+enum { FAST_AVX2_C = 1, FAST_AVX2_NARROW_R = 4, FAST_HALF_R = 3, FAST_HALF_C = 3 };
+
+/// The AVX2 fast product past SY_NARROW_ROWS rows runs k in chunks of this many values, both halves of
+/// each chunk before the next, so that the chunk's x rows and weights are still in L1 for the second
+/// half. Measured with Benchmarks/kernels/batch_step.c at batch 32 (`SWITCHYARD_KERNEL=avx2`, Zen 4, 2
+/// threads, built as SwiftPM builds, without -march): 128 and 256 alike (146-152 ms a step), 1,024
+/// 157-160, without chunks 165-166.
+#ifndef SY_AVX2_KC
+#define SY_AVX2_KC 256
+#endif
+_Static_assert(SY_AVX2_KC % 32 == 0 && SY_AVX2_KC > 0, "SY_AVX2_KC must be whole blocks of 32");
 
 /// One block of 32 weights of C rows (`block[c]`) against R prepared x rows at `x` (rows `kp` apart).
 SY_AVX2 void fast_block_avx2(int R, int C, __m256 acc[][FAST_AVX2_C][2], const float *x, size_t kp,
@@ -944,7 +957,7 @@ SY_AVX2 void fast_block_avx2(int R, int C, __m256 acc[][FAST_AVX2_C][2], const f
     }
 }
 
-/// R prepared x rows (≤ 4) against C weight rows (≤ 2, R · C ≤ 6): whole blocks, then the padded last one.
+/// R prepared x rows (≤ 4) against one weight row (C = 1): whole blocks, then the padded last one.
 SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
                             float *y, size_t ys, int accumulate) {
     __m256 acc[FAST_AVX2_NARROW_R][FAST_AVX2_C][2];
@@ -972,6 +985,79 @@ SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, 
         }
 }
 
+/// Half h (lanes 8h ... 8h + 7) of one block of 32 weights of C rows (`block[c]`) against R prepared x
+/// rows: the odd products of every (row, column), then the even ones, as ``fast_block_avx2`` adds them.
+SY_AVX2 void fast_half_avx2(int R, int C, int h, __m256 acc[][FAST_HALF_C], const float *x, size_t kp,
+                            const uint16_t *const block[FAST_HALF_C]) {
+    const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256 wv[FAST_HALF_C];
+    for (int c = 0; c < C; c++)
+        wv[c] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(block[c] + 16 * h)), high));
+    for (int r = 0; r < R; r++) {
+        __m256 xo = _mm256_loadu_ps(x + r * kp + SY_LANES + 8 * h);
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(xo, wv[c], acc[r][c]);
+    }
+    for (int c = 0; c < C; c++)
+        wv[c] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(block[c] + 16 * h)), 16));
+    for (int r = 0; r < R; r++) {
+        __m256 xe = _mm256_loadu_ps(x + r * kp + 8 * h);
+        for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(xe, wv[c], acc[r][c]);
+    }
+}
+
+/// R prepared x rows (≤ 3) against C weight rows (≤ 3), one half of the lanes at a time over each
+/// chunk of SY_AVX2_KC values of k, the other half's accumulators kept in `state` meanwhile (the halves
+/// never meet before the final sum, so each lane adds the same products in the same order as
+/// ``tile_fast_avx2``: the same bits): 9 accumulators, so that each x vector loaded serves C columns
+/// and each weight vector R rows. Measured (`SWITCHYARD_KERNEL=avx2`, Zen 4, a 5.8 MB product, 2
+/// threads): m = 8 at k = 1,024 from 116 to 124-131 GFLOP/s, at k = 2,816 alike (98-101 against 99;
+/// without the chunks 80), m = 16 from 84 to 115, m = 128 from 84 to 113.
+SY_AVX2 void tile_fast_half_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
+                                 float *y, size_t ys, int accumulate) {
+    __m256 state[2][FAST_HALF_R][FAST_HALF_C], acc[FAST_HALF_R][FAST_HALF_C];
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP;
+    uint16_t padded[FAST_HALF_C][SY_FAST_STEP];
+    const uint16_t *block[FAST_HALF_C], *tail[FAST_HALF_C];
+    if (full < kp)
+        for (int c = 0; c < C; c++) tail[c] = fast_block(w + c * ws, full, k, padded[c]);
+    for (size_t p0 = 0; p0 < kp; p0 += SY_AVX2_KC) {
+        size_t p1 = p0 + SY_AVX2_KC < kp ? p0 + SY_AVX2_KC : kp, end = p1 < full ? p1 : full;
+        for (int h = 0; h < 2; h++) {
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) acc[r][c] = p0 == 0 ? _mm256_setzero_ps() : state[h][r][c];
+            for (size_t p = p0; p < end; p += SY_FAST_STEP) {
+                for (int c = 0; c < C; c++) {
+                    block[c] = w + c * ws + p;
+                    if (h == 0) _mm_prefetch((const char *)block[c] + SY_PREFETCH_BYTES, _MM_HINT_T1);
+                }
+                fast_half_avx2(R, C, h, acc, xp + p, kp, block);
+            }
+            if (p1 == kp && full < kp) fast_half_avx2(R, C, h, acc, xp + full, kp, tail);
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) state[h][r][c] = acc[r][c];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx2(state[0][r][c], state[1][r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+/// ``tile_fast_half_avx2`` over all m rows, in tiles of FAST_HALF_R rows (the last smaller); C constant.
+SY_AVX2 void rows_fast_half_avx2(int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
+                                 size_t ws, float *y, size_t ys, int accumulate) {
+    size_t i = 0;
+    for (; i + FAST_HALF_R <= m; i += FAST_HALF_R)
+        tile_fast_half_avx2(FAST_HALF_R, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+    switch (m - i) {
+    case 2: tile_fast_half_avx2(2, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 1: tile_fast_half_avx2(1, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    default: break;
+    }
+}
+
 /// All m prepared x rows against C weight rows, in tiles of RT rows (the last smaller); RT, C constants.
 SY_AVX2 void rows_fast_avx2(int RT, int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
                             size_t ws, float *y, size_t ys, int accumulate) {
@@ -994,9 +1080,13 @@ SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const 
         return;
     }
     size_t j = 0;
-    for (; j + FAST_AVX2_C <= n; j += FAST_AVX2_C)
-        rows_fast_avx2(FAST_AVX2_R, FAST_AVX2_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-    if (j < n) rows_fast_avx2(FAST_AVX2_R, 1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    for (; j + FAST_HALF_C <= n; j += FAST_HALF_C)
+        rows_fast_half_avx2(FAST_HALF_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    switch (n - j) {
+    case 2: rows_fast_half_avx2(2, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 1: rows_fast_half_avx2(1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    default: break;
+    }
 }
 
 // AVX-512 bf16: `vdpbf16ps` itself.
@@ -2314,7 +2404,7 @@ void sy_keep_freed_memory_in_heap(void) {
 // exp(t) for t ≤ 0 (t = x - max): t is clamped to -87 (exp(-87) ≈ 1.6e-38, still normal), split as
 // t = n·ln 2 + r with n = nearest(t·log2 e) and r taken off in two parts, exp(r) by the Cephes expf
 // polynomial, then scaled by 2ⁿ through the exponent bits. Every step is one f32 operation or FMA, so
-// the scalar and AVX-512 paths give the same bits. The terms are summed in f64, term j into lane
+// the scalar, AVX2, AVX-512 and NEON paths give the same bits. The terms are summed in f64, term j into lane
 // j mod 16, and the lanes added 0 ... 15 at the end.
 
 enum { SY_LSE_LANES = 16 };
@@ -2378,6 +2468,39 @@ SY_AVX512_FN double sum_exp_avx512(const float *x, size_t n, float maximum) {
     double lanes[SY_LSE_LANES];
     _mm512_storeu_pd(lanes, low);
     _mm512_storeu_pd(lanes + 8, high);
+    return lse_lanes_total(lanes);
+}
+
+/// ``lse_exp_scalar`` on 8 lanes: the same operations (`vroundps` to nearest is nearbyintf's rounding,
+/// `vfnmadd` is fmaf(-n, c, t)), so the same bits.
+SY_AVX2 __m256 lse_exp_avx2(__m256 t) {
+    t = _mm256_max_ps(_mm256_set1_ps(-87.0f), t);  // NaN stays NaN (the second operand is taken)
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(lse_log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(lse_ln2_hi), t);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(lse_ln2_lo), r);
+    __m256 p = _mm256_set1_ps(lse_p[0]);
+    for (int i = 1; i < 6; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(lse_p[i]));
+    __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
+}
+
+/// ``sum_exp_scalar``: whole blocks of 16 terms in 16 f64 lanes (four __m256d), the rest on the same
+/// lanes by the scalar loop.
+SY_AVX2_FN double sum_exp_avx2(const float *x, size_t n, float maximum) {
+    __m256d quads[SY_LSE_LANES / 4];
+    for (int q = 0; q < SY_LSE_LANES / 4; q++) quads[q] = _mm256_setzero_pd();
+    const __m256 m = _mm256_set1_ps(maximum);
+    size_t j = 0;
+    for (; j + SY_LSE_LANES <= n; j += SY_LSE_LANES)
+        for (int h = 0; h < 2; h++) {
+            __m256 e = lse_exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + j + 8 * h), m));
+            quads[2 * h] = _mm256_add_pd(quads[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            quads[2 * h + 1] = _mm256_add_pd(quads[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        }
+    double lanes[SY_LSE_LANES];
+    for (int q = 0; q < SY_LSE_LANES / 4; q++) _mm256_storeu_pd(lanes + 4 * q, quads[q]);
+    for (; j < n; j++) lanes[j % SY_LSE_LANES] += (double)lse_exp_scalar(x[j] - maximum);
     return lse_lanes_total(lanes);
 }
 #endif
@@ -2535,6 +2658,7 @@ double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
     double sum;
 #if SY_X86
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) sum = sum_exp_avx512(x, n, maximum);
+    else if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) sum = sum_exp_avx2(x, n, maximum);
     else sum = sum_exp_scalar(x, n, maximum);
 #elif SY_ARM64
     if (isa == SY_ISA_NEON) sum = sum_exp_neon(x, n, maximum);
@@ -2552,7 +2676,7 @@ double sy_log_sum_exp(const float *x, size_t n) { return sy_log_sum_exp_isa(sy_a
 //
 // silu(g) · u with silu(g) = g · sigmoid(g) computed from e = exp(-|g|) (the exp above, whose
 // argument is then never positive): g / (1 + e) for g ≥ 0, (g · e) / (1 + e) for g < 0. Each step
-// is one correctly rounded f32 operation, so the scalar and AVX-512 paths give the same bits.
+// is one correctly rounded f32 operation, so the scalar, AVX2, AVX-512 and NEON paths give the same bits.
 
 float sy_silu(float g) {
     float e = lse_exp_scalar(-fabsf(g));
@@ -2576,6 +2700,23 @@ SY_AVX512_FN void swiglu_avx512(float *gate, const float *up, size_t count) {
         _mm512_mask_storeu_ps(gate + j, mask, s);
     }
 }
+
+/// ``sy_silu``(g) · u on 8 lanes at a time (the same operations), the last few by the scalar loop.
+SY_AVX2_FN void swiglu_avx2(float *gate, const float *up, size_t count) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), sign = _mm256_set1_epi32((int)0x80000000u);
+    size_t j = 0;
+    for (; j + 8 <= count; j += 8) {
+        __m256 g = _mm256_loadu_ps(gate + j), u = _mm256_loadu_ps(up + j);
+        __m256 negative_magnitude =
+            _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(_mm256_castps_si256(g), magnitude), sign));
+        __m256 e = lse_exp_avx2(negative_magnitude);
+        __m256 below = _mm256_cmp_ps(g, _mm256_setzero_ps(), _CMP_LT_OQ);
+        __m256 numerator = _mm256_blendv_ps(g, _mm256_mul_ps(g, e), below);
+        _mm256_storeu_ps(gate + j, _mm256_mul_ps(_mm256_div_ps(numerator, _mm256_add_ps(one, e)), u));
+    }
+    for (; j < count; j++) gate[j] = sy_silu(gate[j]) * up[j];
+}
 #endif
 
 #if SY_ARM64
@@ -2597,6 +2738,10 @@ void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count) {
 #if SY_X86
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
         swiglu_avx512(gate, up, count);
+        return;
+    }
+    if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) {
+        swiglu_avx2(gate, up, count);
         return;
     }
 #elif SY_ARM64
@@ -2889,7 +3034,8 @@ void sy_attention_scores_bf16_isa(sy_isa isa, const float *q, size_t heads, size
 
 // Softmax: the maximum, then e = exp(x - max) by the exp of the log Σ exp section (0 for -inf), summed
 // in f32 with term j in lane j mod 16 and the lanes added by the tree of the header, then each e
-// times 1 / sum. Every step is one f32 operation, so the scalar and AVX-512 paths give the same bits.
+// times 1 / sum. Every step is one f32 operation, so the scalar, AVX2, AVX-512 and NEON paths give the
+// same bits.
 
 static float softmax_term_scalar(float x, float maximum) {
     return x == -INFINITY ? 0.0f : lse_exp_scalar(x - maximum);
@@ -2908,6 +3054,36 @@ SY_AVX512_FN float softmax_terms_avx512(float *row, size_t count, float maximum)
         sum = _mm512_add_ps(sum, e);
     }
     return hsum16_avx512(sum);
+}
+
+/// The terms of ``sy_softmax_isa`` written into `row`, and their total: whole blocks of 16 in two
+/// vectors of lanes, the rest on the same lanes by the scalar loop, then the tree of the header.
+SY_AVX2_FN float softmax_terms_avx2(float *row, size_t count, float maximum) {
+    __m256 sums[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256 m = _mm256_set1_ps(maximum), minus_infinity = _mm256_set1_ps(-INFINITY);
+    size_t j = 0;
+    for (; j + SY_LANES <= count; j += SY_LANES)
+        for (int h = 0; h < 2; h++) {
+            __m256 x = _mm256_loadu_ps(row + j + 8 * h);
+            __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, minus_infinity, _CMP_EQ_OQ), lse_exp_avx2(_mm256_sub_ps(x, m)));
+            _mm256_storeu_ps(row + j + 8 * h, e);
+            sums[h] = _mm256_add_ps(sums[h], e);
+        }
+    float lanes[SY_LANES];
+    _mm256_storeu_ps(lanes, sums[0]);
+    _mm256_storeu_ps(lanes + 8, sums[1]);
+    for (; j < count; j++) {
+        row[j] = softmax_term_scalar(row[j], maximum);
+        lanes[j % SY_LANES] += row[j];
+    }
+    return hsum16_scalar(lanes);
+}
+
+SY_AVX2_FN void scale_avx2(float *row, size_t count, float factor) {
+    const __m256 f = _mm256_set1_ps(factor);
+    size_t j = 0;
+    for (; j + 8 <= count; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), f));
+    for (; j < count; j++) row[j] *= factor;
 }
 
 SY_AVX512_FN void scale_avx512(float *row, size_t count, float factor) {
@@ -2958,6 +3134,10 @@ int sy_softmax_isa(sy_isa isa, float *row, size_t count) {
     if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
         float inverse = 1.0f / softmax_terms_avx512(row, count, maximum);
         scale_avx512(row, count, inverse);
+        return 0;
+    }
+    if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) {
+        scale_avx2(row, count, 1.0f / softmax_terms_avx2(row, count, maximum));
         return 0;
     }
 #elif SY_ARM64
