@@ -45,17 +45,16 @@ RESULTS="$WORK/results"
 # SWITCHYARD_KERNEL=avx2 (or avx2vnni) on an AVX-512 host: the run as an AVX2 host would see it, every engine
 # held to AVX2 + FMA: Switchyard's kernels on that path, llama.cpp compiled for AVX2 + FMA without AVX-512
 # (from source, in a venv of its own, Benchmarks/.venv-avx2 unless PEER_VENV is set), torch at ATen's AVX2
-# capability, floors.c compiled for AVX2 (its peak then f32 FMA on ymm) and OpenBLAS on its Haswell kernels.
-# The memory system stays this host's: it is the arithmetic and the kernels of an AVX2 host, not its memory.
+# capability, the floors' peak f32 FMA on ymm registers (floors.c reads SWITCHYARD_KERNEL; its read passes
+# stay compiled for this CPU) and OpenBLAS on its Haswell kernels. The memory system stays this host's: it
+# is the arithmetic and the kernels of an AVX2 host, not its memory.
 LLAMA_CMAKE_ARGS=
-FLOORS_ARCH=(-march=native)
 case "${SWITCHYARD_KERNEL:-}" in
 avx2 | avx2vnni)
     PEER_VENV=${PEER_VENV:-$BENCH/.venv-avx2}
     export ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell
-    FLOORS_ARCH=(-mavx2 -mfma -mf16c -mbmi2)
     vnni=OFF
-    if [[ "$SWITCHYARD_KERNEL" == avx2vnni ]]; then vnni=ON; FLOORS_ARCH+=(-mavxvnni); fi
+    if [[ "$SWITCHYARD_KERNEL" == avx2vnni ]]; then vnni=ON; fi
     LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
     LLAMA_CMAKE_ARGS+=" -DGGML_AVX_VNNI=$vnni -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF"
     LLAMA_CMAKE_ARGS+=" -DGGML_AVX512_BF16=OFF"
@@ -154,7 +153,7 @@ PROMPT_IDS=$(python3 -c "print(','.join(str(500 + (i * 7919) % 20000) for i in r
 # --- floors -------------------------------------------------------------------------------------
 if skipping floors; then skip floors "SKIP=floors"; else
     log "floors: compiling Benchmarks/floors/floors.c"
-    if cc -O3 "${FLOORS_ARCH[@]}" -o "$WORK/floors" "$BENCH/floors/floors.c" -lopenblas -lzmq -lpthread >&2; then
+    if cc -O3 -march=native -o "$WORK/floors" "$BENCH/floors/floors.c" -lopenblas -lzmq -lpthread >&2; then
         log "floors: measuring"
         "$WORK/floors" > "$RESULTS/floors.json" || skip floors "floors program failed"
     else
