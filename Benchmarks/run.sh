@@ -49,6 +49,7 @@ RESULTS="$WORK/results"
 # stay compiled for this CPU) and OpenBLAS on its Haswell kernels. The memory system stays this host's: it
 # is the arithmetic and the kernels of an AVX2 host, not its memory.
 LLAMA_CMAKE_ARGS=
+LLAMA_REJECT=
 case "${SWITCHYARD_KERNEL:-}" in
 avx2 | avx2vnni)
     PEER_VENV=${PEER_VENV:-$BENCH/.venv-avx2}
@@ -58,6 +59,23 @@ avx2 | avx2vnni)
     LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
     LLAMA_CMAKE_ARGS+=" -DGGML_AVX_VNNI=$vnni -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF"
     LLAMA_CMAKE_ARGS+=" -DGGML_AVX512_BF16=OFF"
+    LLAMA_REJECT='AVX512 = 1'
+    ;;
+*)
+    # On a CPU with AMX, llama.cpp without its AMX kernels: the native build's AMX q8_0 product died with
+    # SIGILL on an Intel Xeon here (`tilezero` on a thread that had not asked the kernel for the AMX tile
+    # state; llama.cpp asks on its main thread only, ggml-org/llama.cpp pull request 26954), so the peer is
+    # built for this CPU's AVX-512 features and AVX-VNNI with AMX off (GGML_NATIVE would turn it on).
+    if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+        LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+        for feature in avx_vnni:AVX_VNNI avx512f:AVX512 avx512_vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI \
+            avx512_bf16:AVX512_BF16; do
+            if grep -qw "${feature%%:*}" /proc/cpuinfo; then state=ON; else state=OFF; fi
+            LLAMA_CMAKE_ARGS+=" -DGGML_${feature#*:}=$state"
+        done
+        LLAMA_CMAKE_ARGS+=" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+        LLAMA_REJECT='AMX_INT8 = 1'
+    fi
     ;;
 esac
 PEER_VENV=${PEER_VENV:-$BENCH/.venv}
@@ -100,10 +118,10 @@ setup_peers() {
     fi
     if [[ -n "$LLAMA_CMAKE_ARGS" ]]; then
         # Built from source with these flags (a cached wheel would be the native build); again if the venv
-        # holds a build with AVX-512 in it.
-        if ! "$PEER_VENV/bin/python" -c "import llama_cpp, sys; sys.exit(b'AVX512 = 1' in llama_cpp.llama_print_system_info())" 2>/dev/null; then
+        # holds a build with what these flags leave out (AVX-512 for the AVX2 build, AMX for the other).
+        if ! "$PEER_VENV/bin/python" -c "import llama_cpp, sys; sys.exit(b'$LLAMA_REJECT' in llama_cpp.llama_print_system_info())" 2>/dev/null; then
             CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=2 "$pip" install -q --no-cache-dir --force-reinstall \
-                --no-binary llama-cpp-python llama-cpp-python || echo "llama-cpp-python (AVX2 build) install failed"
+                --no-binary llama-cpp-python llama-cpp-python || echo "llama-cpp-python ($LLAMA_CMAKE_ARGS) install failed"
         fi
     elif ! "$PEER_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
         CMAKE_BUILD_PARALLEL_LEVEL=2 "$pip" install -q llama-cpp-python || echo "llama-cpp-python install failed"
