@@ -391,7 +391,11 @@ def machine_section(out, r):
     if system:
         forced = f" (forced by SWITCHYARD_KERNEL={system['forced_kernel_path']})" if system.get("forced_kernel_path") else ""
         out(f"  CPU: {system['cpu_model']}, {system['logical_cpus']} logical CPUs; features: {' '.join(system['cpu_features'])}")
-        out(f"  Switchyard kernel path: {system['kernel_path']}{forced}; supported here: {' '.join(system['supported_kernel_paths'])}")
+        prefetch = ""
+        if "weight_prefetch" in system:
+            how = f"SWITCHYARD_STREAM_PREFETCH={system['forced_weight_prefetch']}" if system.get("forced_weight_prefetch") else "by CPU maker"
+            prefetch = f"; AVX-512 weight prefetch {'on' if system['weight_prefetch'] else 'off'} ({how})"
+        out(f"  Switchyard kernel path: {system['kernel_path']}{forced}; supported here: {' '.join(system['supported_kernel_paths'])}{prefetch}")
     else:
         out(f"  Switchyard: {reason(r, 'system')}")
     llama = next((load(r, name) for name in ("llama-bf16", "llama-q8_0", "qwen3moe-llama-bf16") if load(r, name)), None)

@@ -178,6 +178,42 @@ static void weighted_sum_scalar(const float *p, size_t count, const void *v, int
         for (size_t d = 0; d < width; d++) out[d] = fmaf(p[s], value_at(v, s * vs + d, bf16), out[d]);
 }
 
+/// Whether the AVX-512 kernels prefetch their weight streams SY_PREFETCH_BYTES ahead into L2 (the f32,
+/// exact bf16 and emulated fast products always, the `vdpbf16ps` product at m = 1; it prefetches at
+/// every other m anyway). Prefetching never changes a result. Chosen by the CPU's maker, as measured:
+/// on Zen 4 (AMD) the hardware prefetcher alone read one row at m = 1 at 28 GB/s a thread against 21
+/// prefetched (see ``fast_dot``), so AMD CPUs do not; on an Intel Xeon with AVX-512 bf16 (2 threads,
+/// Benchmarks/kernels/batch_step.c) the prefetch took batch 1 from 41-43 to 58-60 tokens/s on the
+/// `vdpbf16ps` path (the weights read at 23 -> 33 GB/s), the exact product from 36-37 to 54 and the
+/// emulated fast one from 37-38 to 59-60, and batch 32 on those two from 143-153 to 110-116 ms a step,
+/// so every other CPU does. SWITCHYARD_STREAM_PREFETCH=1 or 0 overrides (``sy_stream_prefetch``).
+static int choose_stream_prefetch(void) {
+    const char *forced = getenv("SWITCHYARD_STREAM_PREFETCH");
+    if (forced != NULL && forced[0] != '\0') {
+        if (strcmp(forced, "1") == 0) return 1;
+        if (strcmp(forced, "0") == 0) return 0;
+        fprintf(stderr, "switchyard: SWITCHYARD_STREAM_PREFETCH is '%s', but must be 1 or 0; choosing by the CPU\n",
+                forced);
+    }
+#if SY_X86
+    return !__builtin_cpu_is("amd");
+#else
+    return 1;  // read by the AVX-512 kernels only
+#endif
+}
+
+/// -1 until chosen; a race only makes two threads compute the same answer.
+static _Atomic int stream_prefetch = -1;
+
+int sy_stream_prefetch(void) {
+    int chosen = atomic_load_explicit(&stream_prefetch, memory_order_relaxed);
+    if (chosen < 0) {
+        chosen = choose_stream_prefetch();
+        atomic_store_explicit(&stream_prefetch, chosen, memory_order_relaxed);
+    }
+    return chosen;
+}
+
 #if SY_X86
 
 // MARK: - AVX-512 path
@@ -193,7 +229,7 @@ enum { AVX512_R = 4, AVX512_C = 4 };
 /// The tile shape never changes a result (each output has the same operations in every tile).
 enum { SY_NARROW_ROWS = 4 };
 
-SY_AVX512 void tile_avx512(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k,
+SY_AVX512 void tile_avx512(int R, int C, int prefetch, const float *x, size_t xs, const float *w, size_t ws, size_t k,
                            float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
     for (int r = 0; r < R; r++)
@@ -201,7 +237,10 @@ SY_AVX512 void tile_avx512(int R, int C, const float *x, size_t xs, const float 
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
         __m512 wv[AVX512_C];
-        for (int c = 0; c < C; c++) wv[c] = _mm512_loadu_ps(w + c * ws + p);
+        for (int c = 0; c < C; c++) {
+            wv[c] = _mm512_loadu_ps(w + c * ws + p);
+            if (prefetch) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        }
         for (int r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * xs + p);
             for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
@@ -226,23 +265,24 @@ SY_AVX512 void tile_avx512(int R, int C, const float *x, size_t xs, const float 
 }
 
 /// All row tiles of one block against C weight rows; R and C are constants after inlining.
-SY_AVX512 void rows_avx512(int C, const float *x, size_t i0, size_t i1, size_t xs, const float *w, size_t ws,
+SY_AVX512 void rows_avx512(int C, int prefetch, const float *x, size_t i0, size_t i1, size_t xs, const float *w, size_t ws,
                            size_t k, float *y, size_t ys, int accumulate) {
     size_t i = i0;
     for (; i + AVX512_R <= i1; i += AVX512_R)
-        tile_avx512(AVX512_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
+        tile_avx512(AVX512_R, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
     switch (i1 - i) {
-    case 3: tile_avx512(3, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 2: tile_avx512(2, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 1: tile_avx512(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 3: tile_avx512(3, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 2: tile_avx512(2, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 1: tile_avx512(1, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
     default: break;
     }
 }
 
 SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
                                 float *y, size_t ys, int accumulate) {
+    int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_avx512(1, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++) rows_avx512(1, prefetch, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
         return;
     }
     size_t block = rows_per_block(k);
@@ -250,11 +290,11 @@ SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, c
         size_t i1 = i0 + block < m ? i0 + block : m;
         size_t j = 0;
         for (; j + AVX512_C <= n; j += AVX512_C)
-            rows_avx512(AVX512_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+            rows_avx512(AVX512_C, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
         switch (n - j) {
-        case 3: rows_avx512(3, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
-        case 2: rows_avx512(2, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
-        case 1: rows_avx512(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 3: rows_avx512(3, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 2: rows_avx512(2, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 1: rows_avx512(1, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
         default: break;
         }
     }
@@ -275,7 +315,7 @@ SY_AVX512 __m512 widen_tail_bf16_avx512(const uint16_t *w, size_t count) {
     return widen16_bf16_avx512(padded);
 }
 
-SY_AVX512 void tile_bf16_avx512(int R, int C, const float *x, size_t xs, const uint16_t *w, size_t ws, size_t k,
+SY_AVX512 void tile_bf16_avx512(int R, int C, int prefetch, const float *x, size_t xs, const uint16_t *w, size_t ws, size_t k,
                                 float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
     for (int r = 0; r < R; r++)
@@ -283,7 +323,10 @@ SY_AVX512 void tile_bf16_avx512(int R, int C, const float *x, size_t xs, const u
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
         __m512 wv[AVX512_C];
-        for (int c = 0; c < C; c++) wv[c] = widen16_bf16_avx512(w + c * ws + p);
+        for (int c = 0; c < C; c++) {
+            wv[c] = widen16_bf16_avx512(w + c * ws + p);
+            if (prefetch) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        }
         for (int r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * xs + p);
             for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
@@ -306,23 +349,24 @@ SY_AVX512 void tile_bf16_avx512(int R, int C, const float *x, size_t xs, const u
         }
 }
 
-SY_AVX512 void rows_bf16_avx512(int C, const float *x, size_t i0, size_t i1, size_t xs, const uint16_t *w,
+SY_AVX512 void rows_bf16_avx512(int C, int prefetch, const float *x, size_t i0, size_t i1, size_t xs, const uint16_t *w,
                                 size_t ws, size_t k, float *y, size_t ys, int accumulate) {
     size_t i = i0;
     for (; i + AVX512_R <= i1; i += AVX512_R)
-        tile_bf16_avx512(AVX512_R, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
+        tile_bf16_avx512(AVX512_R, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
     switch (i1 - i) {
-    case 3: tile_bf16_avx512(3, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 2: tile_bf16_avx512(2, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 1: tile_bf16_avx512(1, C, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 3: tile_bf16_avx512(3, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 2: tile_bf16_avx512(2, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 1: tile_bf16_avx512(1, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
     default: break;
     }
 }
 
 SY_AVX512_FN void matmul_bf16_avx512(const float *x, size_t m, size_t k, size_t xs, const uint16_t *w, size_t n,
                                      size_t ws, float *y, size_t ys, int accumulate) {
+    int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_bf16_avx512(1, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++) rows_bf16_avx512(1, prefetch, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
         return;
     }
     size_t block = rows_per_block(k);
@@ -330,11 +374,11 @@ SY_AVX512_FN void matmul_bf16_avx512(const float *x, size_t m, size_t k, size_t 
         size_t i1 = i0 + block < m ? i0 + block : m;
         size_t j = 0;
         for (; j + AVX512_C <= n; j += AVX512_C)
-            rows_bf16_avx512(AVX512_C, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+            rows_bf16_avx512(AVX512_C, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
         switch (n - j) {
-        case 3: rows_bf16_avx512(3, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
-        case 2: rows_bf16_avx512(2, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
-        case 1: rows_bf16_avx512(1, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 3: rows_bf16_avx512(3, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 2: rows_bf16_avx512(2, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 1: rows_bf16_avx512(1, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
         default: break;
         }
     }
@@ -442,7 +486,10 @@ SY_AVX512_FN void weighted_sum_heads_avx512(const float *p, size_t ps, size_t he
 // 4 weight vectors, so the compiler read every x vector from memory once per column (about 33 loads for
 // 24 multiply-adds); the fast product past 4 rows now runs 3 × 3 tiles one half of the lanes at a time
 // (9 accumulators, 3 weight vectors, 1 x vector: 12 loads for 18), k in chunks of SY_AVX2_KC: batch 32
-// 197 -> 149 ms a step, 90 -> 119 GFLOP/s (the floors' f32 FMA peak 234); see ``tile_fast_half_avx2``.
+// 197 -> 149 ms a step, 90 -> 119 GFLOP/s (the floors' f32 FMA peak 234). Then (Intel Xeon, the AVX2
+// path): up to 12 rows, all the tiles go through each chunk of k together, so that the weights stream in
+// while the arithmetic runs rather than before it: the experts of a batch-32 step 6-8% faster, at about
+// 70% of the FMA peak on one thread; see ``panel_fast_half_avx2``.
 
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
@@ -867,15 +914,18 @@ static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const ui
     } while (0)
 
 // AVX-512F: one 64-byte load gives 16 lanes whose low halves are the even weights and high halves the odd.
-SY_AVX512 void tile_fast_avx512(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
+SY_AVX512 void tile_fast_avx512(int R, int C, int prefetch, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
                                 float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
     size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
-    for (; p < full; p += SY_FAST_STEP)
+    for (; p < full; p += SY_FAST_STEP) {
+        if (prefetch)
+            for (int c = 0; c < C; c++) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
         SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)(w + c * ws + p)));
+    }
     if (p < kp) {
         uint16_t padded[AVX512_C][SY_FAST_STEP];
         for (int c = 0; c < C; c++) fast_block(w + c * ws, p, k, padded[c]);
@@ -889,32 +939,33 @@ SY_AVX512 void tile_fast_avx512(int R, int C, const float *xp, size_t kp, size_t
         }
 }
 
-SY_AVX512 void rows_fast_avx512(int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
+SY_AVX512 void rows_fast_avx512(int C, int prefetch, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
                                 size_t ws, float *y, size_t ys, int accumulate) {
     size_t i = 0;
     for (; i + AVX512_R <= m; i += AVX512_R)
-        tile_fast_avx512(AVX512_R, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
+        tile_fast_avx512(AVX512_R, C, prefetch, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
     switch (m - i) {
-    case 3: tile_fast_avx512(3, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
-    case 2: tile_fast_avx512(2, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
-    case 1: tile_fast_avx512(1, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 3: tile_fast_avx512(3, C, prefetch, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 2: tile_fast_avx512(2, C, prefetch, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
+    case 1: tile_fast_avx512(1, C, prefetch, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
     default: break;
     }
 }
 
 SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                               size_t ws, float *y, size_t ys, int accumulate) {
+    int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_fast_avx512(1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++) rows_fast_avx512(1, prefetch, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         return;
     }
     size_t j = 0;
     for (; j + AVX512_C <= n; j += AVX512_C)
-        rows_fast_avx512(AVX512_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        rows_fast_avx512(AVX512_C, prefetch, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
     switch (n - j) {
-    case 3: rows_fast_avx512(3, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
-    case 2: rows_fast_avx512(2, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
-    case 1: rows_fast_avx512(1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 3: rows_fast_avx512(3, prefetch, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 2: rows_fast_avx512(2, prefetch, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 1: rows_fast_avx512(1, prefetch, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
     default: break;
     }
 }
@@ -925,6 +976,11 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
 /// Tile shapes of the fast product: for m ≤ SY_NARROW_ROWS up to 4 × 1 (one weight row at a time), else
 /// 3 × 3 a half at a time (``tile_fast_half_avx2``), k in chunks of SY_AVX2_KC.
 enum { FAST_AVX2_C = 1, FAST_AVX2_NARROW_R = 4, FAST_HALF_R = 3, FAST_HALF_C = 3 };
+
+/// Tiles of FAST_HALF_R rows that go through each chunk of k together (``panel_fast_half_avx2``).
+#ifndef FAST_HALF_PANEL
+#define FAST_HALF_PANEL 4
+#endif
 
 /// The AVX2 fast product past SY_NARROW_ROWS rows runs k in chunks of this many values, both halves of
 /// each chunk before the next, so that the chunk's x rows and weights are still in L1 for the second
@@ -1005,56 +1061,86 @@ SY_AVX2 void fast_half_avx2(int R, int C, int h, __m256 acc[][FAST_HALF_C], cons
     }
 }
 
-/// R prepared x rows (≤ 3) against C weight rows (≤ 3), one half of the lanes at a time over each
-/// chunk of SY_AVX2_KC values of k, the other half's accumulators kept in `state` meanwhile (the halves
-/// never meet before the final sum, so each lane adds the same products in the same order as
-/// ``tile_fast_avx2``: the same bits): 9 accumulators, so that each x vector loaded serves C columns
-/// and each weight vector R rows. Measured (`SWITCHYARD_KERNEL=avx2`, Zen 4, a 5.8 MB product, 2
-/// threads): m = 8 at k = 1,024 from 116 to 124-131 GFLOP/s, at k = 2,816 alike (98-101 against 99;
-/// without the chunks 80), m = 16 from 84 to 115, m = 128 from 84 to 113.
-SY_AVX2 void tile_fast_half_avx2(int R, int C, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
-                                 float *y, size_t ys, int accumulate) {
-    __m256 state[2][FAST_HALF_R][FAST_HALF_C], acc[FAST_HALF_R][FAST_HALF_C];
-    size_t full = k / SY_FAST_STEP * SY_FAST_STEP;
+/// One tile of R prepared x rows (≤ 3) against C weight rows (≤ 3), half h of the lanes, over one chunk
+/// [p0, end) of whole blocks of k (and the padded last block `tail` when it is not null): from the tile's
+/// accumulators in `state` (zero when `first`) and back into them. `prefetch`: the tile that first reads
+/// the chunk's weights asks for those SY_PREFETCH_BYTES ahead.
+SY_AVX2 void chunk_fast_half_avx2(int R, int C, int h, __m256 state[FAST_HALF_R][FAST_HALF_C], int first,
+                                  const float *xp, size_t kp, size_t p0, size_t end, const uint16_t *w,
+                                  size_t ws, int prefetch, const uint16_t *const *tail, size_t full) {
+    __m256 acc[FAST_HALF_R][FAST_HALF_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = first ? _mm256_setzero_ps() : state[r][c];
+    const uint16_t *block[FAST_HALF_C];
+    for (size_t p = p0; p < end; p += SY_FAST_STEP) {
+        for (int c = 0; c < C; c++) {
+            block[c] = w + c * ws + p;
+            if (prefetch) _mm_prefetch((const char *)block[c] + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        }
+        fast_half_avx2(R, C, h, acc, xp + p, kp, block);
+    }
+    if (tail != NULL) fast_half_avx2(R, C, h, acc, xp + full, kp, tail);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) state[r][c] = acc[r][c];
+}
+
+/// A panel of `rows` prepared x rows (≤ FAST_HALF_PANEL tiles of FAST_HALF_R, the last smaller) against
+/// C weight rows (≤ 3): k in chunks of SY_AVX2_KC, and in each chunk every tile, one half of the lanes at
+/// a time, the tiles' accumulators kept in `state` between chunks. Each lane adds the same products in
+/// the same order as ``tile_fast_avx2`` (the halves never meet before the final sum): the same bits.
+/// 9 accumulators a tile, so that each x vector loaded serves C columns and each weight vector R rows;
+/// all the panel's tiles in each chunk, so that the weights are read from memory while the tiles after
+/// the first compute on the chunk (with one tile over the whole of k at a time, the first tile waited
+/// for the weights and the others then found them cached: reads and arithmetic one after the other).
+/// Measured (`SWITCHYARD_KERNEL=avx2`, Zen 4, a 5.8 MB product, 2 threads), 3 × 3 tiles a half at a time
+/// against the 3 × 2 tiles before: m = 8 at k = 1,024 from 116 to 124-131 GFLOP/s, at k = 2,816 alike
+/// (98-101 against 99; without the chunks 80), m = 16 from 84 to 115, m = 128 from 84 to 113.
+SY_AVX2 void panel_fast_half_avx2(int C, const float *xp, size_t rows, size_t kp, size_t k, const uint16_t *w,
+                                  size_t ws, float *y, size_t ys, int accumulate) {
+    __m256 state[FAST_HALF_PANEL][2][FAST_HALF_R][FAST_HALF_C];
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, tiles = (rows + FAST_HALF_R - 1) / FAST_HALF_R;
     uint16_t padded[FAST_HALF_C][SY_FAST_STEP];
-    const uint16_t *block[FAST_HALF_C], *tail[FAST_HALF_C];
+    const uint16_t *tail[FAST_HALF_C];
     if (full < kp)
         for (int c = 0; c < C; c++) tail[c] = fast_block(w + c * ws, full, k, padded[c]);
     for (size_t p0 = 0; p0 < kp; p0 += SY_AVX2_KC) {
         size_t p1 = p0 + SY_AVX2_KC < kp ? p0 + SY_AVX2_KC : kp, end = p1 < full ? p1 : full;
-        for (int h = 0; h < 2; h++) {
-            for (int r = 0; r < R; r++)
-                for (int c = 0; c < C; c++) acc[r][c] = p0 == 0 ? _mm256_setzero_ps() : state[h][r][c];
-            for (size_t p = p0; p < end; p += SY_FAST_STEP) {
-                for (int c = 0; c < C; c++) {
-                    block[c] = w + c * ws + p;
-                    if (h == 0) _mm_prefetch((const char *)block[c] + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        const uint16_t *const *last = p1 == kp && full < kp ? tail : NULL;
+        for (size_t t = 0; t < tiles; t++) {
+            const float *x = xp + t * FAST_HALF_R * kp;
+            size_t R = rows - t * FAST_HALF_R < FAST_HALF_R ? rows - t * FAST_HALF_R : FAST_HALF_R;
+            for (int h = 0; h < 2; h++) {
+                int first = p0 == 0, prefetch = t == 0 && h == 0;
+                switch (R) {  // R constant in each call, so that the accumulators stay in registers
+                case 3: chunk_fast_half_avx2(3, C, h, state[t][h], first, x, kp, p0, end, w, ws, prefetch, last, full); break;
+                case 2: chunk_fast_half_avx2(2, C, h, state[t][h], first, x, kp, p0, end, w, ws, prefetch, last, full); break;
+                default: chunk_fast_half_avx2(1, C, h, state[t][h], first, x, kp, p0, end, w, ws, prefetch, last, full); break;
                 }
-                fast_half_avx2(R, C, h, acc, xp + p, kp, block);
             }
-            if (p1 == kp && full < kp) fast_half_avx2(R, C, h, acc, xp + full, kp, tail);
-            for (int r = 0; r < R; r++)
-                for (int c = 0; c < C; c++) state[h][r][c] = acc[r][c];
         }
     }
-    for (int r = 0; r < R; r++)
+    for (size_t i = 0; i < rows; i++)
         for (int c = 0; c < C; c++) {
-            float s = hsum16_avx2(state[0][r][c], state[1][r][c]);
-            float *target = y + r * ys + c;
+            size_t t = i / FAST_HALF_R, r = i % FAST_HALF_R;
+            float s = hsum16_avx2(state[t][0][r][c], state[t][1][r][c]);
+            float *target = y + i * ys + c;
             *target = accumulate ? *target + s : s;
         }
 }
 
-/// ``tile_fast_half_avx2`` over all m rows, in tiles of FAST_HALF_R rows (the last smaller); C constant.
+/// ``panel_fast_half_avx2`` over all m rows: one panel when they fit in FAST_HALF_PANEL tiles (a decode
+/// step's share of an expert, whose weights come from memory once), else a panel a tile (prefill-sized
+/// products, whose weights stay cached across the tiles, and whose x rows are then read as 3 long streams
+/// rather than 12 short ones). Measured with batch_step (`SWITCHYARD_KERNEL=avx2`, Intel Xeon with
+/// AVX-512, 2 threads), against a tile at a time everywhere: batch 32 (m = 8) the experts 110-122 ms a
+/// step against 118-133 (3 + 4 alternating rounds, the host slower in the second set); m = 16 alike (experts 227 against 231 ms); 12-row
+/// panels at m = 24 2-3% slower and at m = 128 8% slower, hence a tile at a time there.
 SY_AVX2 void rows_fast_half_avx2(int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
                                  size_t ws, float *y, size_t ys, int accumulate) {
-    size_t i = 0;
-    for (; i + FAST_HALF_R <= m; i += FAST_HALF_R)
-        tile_fast_half_avx2(FAST_HALF_R, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate);
-    switch (m - i) {
-    case 2: tile_fast_half_avx2(2, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
-    case 1: tile_fast_half_avx2(1, C, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
-    default: break;
+    size_t panel = m <= FAST_HALF_PANEL * FAST_HALF_R ? m : FAST_HALF_R;
+    for (size_t i = 0; i < m; i += panel) {
+        size_t rows = m - i < panel ? m - i : panel;
+        panel_fast_half_avx2(C, xp + i * kp, rows, kp, k, w, ws, y + i * ys, ys, accumulate);
     }
 }
 
@@ -1263,8 +1349,10 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
         // row unprefetched; at batch 8 (m = 2) 55.9-56.8 against 58.8-60.4 and 58.7-59.1. (On a Xeon
         // with AVX-512 an earlier session measured two prefetched rows at batch 1 in 0.84-1.0 of the
         // time of one prefetched row; not measured there without the prefetch.)
-        if (m == 1) {
+        if (m == 1 && !sy_stream_prefetch()) {
             for (size_t j = 0; j < n; j++) rows_dot(1, 1, 0, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        } else if (m == 1) {
+            for (size_t j = 0; j < n; j++) rows_dot(1, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         } else {
             for (size_t j = 0; j < n; j++) rows_dot(4, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         }

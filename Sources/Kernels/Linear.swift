@@ -34,6 +34,11 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     /// once, on first use.
     public static var active: KernelISA { KernelISA(sy_active_isa()) }
 
+    /// Whether the AVX-512 kernels prefetch their weight streams ahead of the loads (false on AMD CPUs,
+    /// where Zen 4 read faster without; true elsewhere), or `SWITCHYARD_STREAM_PREFETCH=1`/`0`. It
+    /// changes speed only, never a result.
+    public static var streamPrefetch: Bool { sy_stream_prefetch() != 0 }
+
     /// The paths this CPU supports, scalar first.
     public static var supported: [KernelISA] { allCases.filter(\.isSupported) }
 

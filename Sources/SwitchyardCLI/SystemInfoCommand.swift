@@ -10,7 +10,9 @@ struct SystemInfo: ParsableCommand {
         discussion: """
             The kernel path is the best one the CPU supports, or SWITCHYARD_KERNEL (scalar, avx2, avx2vnni, avx512, \
             avx512bf16, neon) when it is set and supported. Every path gives the same bits; they differ in speed. \
-            The features listed are the ones some path uses (read from /proc/cpuinfo).
+            The features listed are the ones some path uses (read from /proc/cpuinfo). The weight prefetch is \
+            whether the AVX-512 paths prefetch their weights ahead of the loads: off on AMD CPUs, on elsewhere, or \
+            SWITCHYARD_STREAM_PREFETCH=1 or 0 (it changes speed only).
             """
     )
 
@@ -22,7 +24,11 @@ struct SystemInfo: ParsableCommand {
         let facts = SystemFacts(
             cpuModel: cpu.model, cpuFeatures: cpu.features, logicalCPUs: ProcessInfo.processInfo.activeProcessorCount,
             kernelPath: KernelISA.active.rawValue, supportedKernelPaths: KernelISA.supported.map(\.rawValue),
-            forcedKernelPath: ProcessInfo.processInfo.environment["SWITCHYARD_KERNEL"])
+            forcedKernelPath: ProcessInfo.processInfo.environment["SWITCHYARD_KERNEL"],
+            weightPrefetch: KernelISA.streamPrefetch,
+            forcedWeightPrefetch: ProcessInfo.processInfo.environment["SWITCHYARD_STREAM_PREFETCH"].flatMap {
+                ["0", "1"].contains($0) ? $0 : nil  // another value is reported on stderr and ignored
+            })
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -34,6 +40,8 @@ struct SystemInfo: ParsableCommand {
         print("logical cpus    \(facts.logicalCPUs)")
         print("kernel path     \(facts.kernelPath)\(facts.forcedKernelPath.map { " (SWITCHYARD_KERNEL=\($0))" } ?? "")")
         print("supported paths \(facts.supportedKernelPaths.joined(separator: " "))")
+        let prefetchSource = facts.forcedWeightPrefetch.map { "SWITCHYARD_STREAM_PREFETCH=\($0)" } ?? "chosen for this CPU's maker"
+        print("weight prefetch \(facts.weightPrefetch ? "on" : "off") (AVX-512 paths; \(prefetchSource))")
     }
 }
 
@@ -44,6 +52,8 @@ struct SystemFacts: Codable {
     var kernelPath: String
     var supportedKernelPaths: [String]
     var forcedKernelPath: String?
+    var weightPrefetch: Bool
+    var forcedWeightPrefetch: String?
 
     enum CodingKeys: String, CodingKey {
         case cpuModel = "cpu_model"
@@ -52,5 +62,7 @@ struct SystemFacts: Codable {
         case kernelPath = "kernel_path"
         case supportedKernelPaths = "supported_kernel_paths"
         case forcedKernelPath = "forced_kernel_path"
+        case weightPrefetch = "weight_prefetch"
+        case forcedWeightPrefetch = "forced_weight_prefetch"
     }
 }

@@ -51,6 +51,12 @@ int sy_isa_supported(sy_isa isa);
 /// An unknown or unsupported value is reported on stderr once and ignored.
 sy_isa sy_active_isa(void);
 
+/// 1 when the AVX-512 kernels prefetch their weight streams into L2 ahead of the loads, 0 when they
+/// leave it to the hardware prefetcher: chosen once per process by the CPU's maker (0 on AMD, where
+/// Zen 4 read faster without; 1 elsewhere, where an Intel Xeon read up to 1.5× faster with), or by
+/// `SWITCHYARD_STREAM_PREFETCH=1` or `0`. It never changes a result.
+int sy_stream_prefetch(void);
+
 /// y[i, j] = Σ_p x[i, p] · w[j, p]  (+ y[i, j] when `accumulate` is non-zero), f32.
 ///
 /// x: [m, k] with row stride `x_stride` floats; w: [n, k] with row stride `w_stride` (an
