@@ -427,6 +427,10 @@ public final class ClusterCoordinator: ExpertExecutor {
     private func pump(until deadline: ContinuousClock.Instant, wakeSignal: WakeSignal?) {
         drain()
         perform(state.tick(now: now))
+        // What the queued messages changed is published before the wait: a worker's READY that
+        // made the cluster ready (and logged "serving") must not leave the API answering 503 for
+        // the rest of an idle wait (up to 250 ms; a test's requests sent right after the log got it).
+        publishHealth()
         let remaining = deadline - .now
         if remaining > .zero {
             do {
