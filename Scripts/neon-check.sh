@@ -34,7 +34,7 @@ run "native ($(uname -m)), weight prefetch off" env SWITCHYARD_STREAM_PREFETCH=0
 # AVX2 fast kernel past 4 rows a chunk of 256 in panels of 4 tiles (12 rows): with chunks of 64 and 32,
 # a block of 3 columns and panels of 2 tiles the test's small shapes cross them all (the bits must not
 # change).
-"$cc" "${flags[@]}" -DSY_DOT_KC=64 -DSY_DOT_STATE=1024 -DSY_AVX2_KC=32 -DFAST_HALF_PANEL=2 "${sources[@]}" -lm \
+"$cc" "${flags[@]}" -DSY_DOT_KC=64 -DSY_DOT_STATE=1024 -DSY_AVX2_KC=32 -DSY_AVX2_PANEL=2 "${sources[@]}" -lm \
     -o "$out/native-chunks"
 run "native ($(uname -m)), k-chunks of 64 and 32, AVX2 panels of 2 tiles" "$out/native-chunks" || status=1
 

@@ -978,8 +978,8 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
 enum { FAST_AVX2_C = 1, FAST_AVX2_NARROW_R = 4, FAST_HALF_R = 3, FAST_HALF_C = 3 };
 
 /// Tiles of FAST_HALF_R rows that go through each chunk of k together (``panel_fast_half_avx2``).
-#ifndef FAST_HALF_PANEL
-#define FAST_HALF_PANEL 4
+#ifndef SY_AVX2_PANEL
+#define SY_AVX2_PANEL 4
 #endif
 
 /// The AVX2 fast product past SY_NARROW_ROWS rows runs k in chunks of this many values, both halves of
@@ -1084,7 +1084,7 @@ SY_AVX2 void chunk_fast_half_avx2(int R, int C, int h, __m256 state[FAST_HALF_R]
         for (int c = 0; c < C; c++) state[r][c] = acc[r][c];
 }
 
-/// A panel of `rows` prepared x rows (≤ FAST_HALF_PANEL tiles of FAST_HALF_R, the last smaller) against
+/// A panel of `rows` prepared x rows (≤ SY_AVX2_PANEL tiles of FAST_HALF_R, the last smaller) against
 /// C weight rows (≤ 3): k in chunks of SY_AVX2_KC, and in each chunk every tile, one half of the lanes at
 /// a time, the tiles' accumulators kept in `state` between chunks. Each lane adds the same products in
 /// the same order as ``tile_fast_avx2`` (the halves never meet before the final sum): the same bits.
@@ -1097,7 +1097,7 @@ SY_AVX2 void chunk_fast_half_avx2(int R, int C, int h, __m256 state[FAST_HALF_R]
 /// (98-101 against 99; without the chunks 80), m = 16 from 84 to 115, m = 128 from 84 to 113.
 SY_AVX2 void panel_fast_half_avx2(int C, const float *xp, size_t rows, size_t kp, size_t k, const uint16_t *w,
                                   size_t ws, float *y, size_t ys, int accumulate) {
-    __m256 state[FAST_HALF_PANEL][2][FAST_HALF_R][FAST_HALF_C];
+    __m256 state[SY_AVX2_PANEL][2][FAST_HALF_R][FAST_HALF_C];
     size_t full = k / SY_FAST_STEP * SY_FAST_STEP, tiles = (rows + FAST_HALF_R - 1) / FAST_HALF_R;
     uint16_t padded[FAST_HALF_C][SY_FAST_STEP];
     const uint16_t *tail[FAST_HALF_C];
@@ -1128,16 +1128,17 @@ SY_AVX2 void panel_fast_half_avx2(int C, const float *xp, size_t rows, size_t kp
         }
 }
 
-/// ``panel_fast_half_avx2`` over all m rows: one panel when they fit in FAST_HALF_PANEL tiles (a decode
+/// ``panel_fast_half_avx2`` over all m rows: one panel when they fit in SY_AVX2_PANEL tiles (a decode
 /// step's share of an expert, whose weights come from memory once), else a panel a tile (prefill-sized
 /// products, whose weights stay cached across the tiles, and whose x rows are then read as 3 long streams
 /// rather than 12 short ones). Measured with batch_step (`SWITCHYARD_KERNEL=avx2`, Intel Xeon with
 /// AVX-512, 2 threads), against a tile at a time everywhere: batch 32 (m = 8) the experts 110-122 ms a
-/// step against 118-133 (3 + 4 alternating rounds, the host slower in the second set); m = 16 alike (experts 227 against 231 ms); 12-row
-/// panels at m = 24 2-3% slower and at m = 128 8% slower, hence a tile at a time there.
+/// step against 118-133 (3 + 4 alternating rounds, the host slower in the second set); m = 16 alike
+/// (experts 227 against 231 ms); 12-row panels at m = 24 2-3% slower and at m = 128 8% slower, hence a
+/// tile at a time there.
 SY_AVX2 void rows_fast_half_avx2(int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
                                  size_t ws, float *y, size_t ys, int accumulate) {
-    size_t panel = m <= FAST_HALF_PANEL * FAST_HALF_R ? m : FAST_HALF_R;
+    size_t panel = m <= SY_AVX2_PANEL * FAST_HALF_R ? m : FAST_HALF_R;
     for (size_t i = 0; i < m; i += panel) {
         size_t rows = m - i < panel ? m - i : panel;
         panel_fast_half_avx2(C, xp + i * kp, rows, kp, k, w, ws, y + i * ys, ys, accumulate);
@@ -1351,9 +1352,7 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
         // time of one prefetched row; not measured there without the prefetch.)
         if (m == 1 && !sy_stream_prefetch()) {
             for (size_t j = 0; j < n; j++) rows_dot(1, 1, 0, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-        } else if (m == 1) {
-            for (size_t j = 0; j < n; j++) rows_dot(1, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
-        } else {
+        } else {  // at m = 1 this is the one-row tile, prefetched
             for (size_t j = 0; j < n; j++) rows_dot(4, 1, 1, xb, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         }
         return;
