@@ -335,7 +335,19 @@ static void zmq_round_trips(int port, int curve, const size_t *sizes, int size_c
 int main(int argc, char **argv) {
     int bandwidth_only = argc > 1 && strcmp(argv[1], "--bandwidth") == 0;
     int peak_only = argc > 1 && strcmp(argv[1], "--peak") == 0;
-    int port = argc > 1 && !bandwidth_only && !peak_only ? atoi(argv[1]) : 47311;
+    int port = 47311;
+    if (argc > 1 && !bandwidth_only && !peak_only) {  // a port for the round trip, or a usage error
+        char *end;
+        long value = strtol(argv[1], &end, 10);
+        if (argc > 2 || *argv[1] == '\0' || *end != '\0' || value < 1 || value > 65535) {
+            fprintf(stderr, "usage: %s [--bandwidth | --peak | PORT]\n"
+                            "  all the floors as JSON on stdout (the ZeroMQ round trip on tcp://127.0.0.1:PORT, "
+                            "default 47311);\n  --bandwidth: the read bandwidth alone; --peak: it and the dot "
+                            "peak\n", argv[0]);
+            return 2;
+        }
+        port = (int)value;
+    }
     float sink = 0;
     choose_dot();
 

@@ -489,7 +489,13 @@ SY_AVX512_FN void weighted_sum_heads_avx512(const float *p, size_t ps, size_t he
 // 197 -> 149 ms a step, 90 -> 119 GFLOP/s (the floors' f32 FMA peak 234). Then (Intel Xeon, the AVX2
 // path): up to 12 rows, all the tiles go through each chunk of k together, so that the weights stream in
 // while the arithmetic runs rather than before it: the experts of a batch-32 step 6-8% faster, at about
-// 70% of the FMA peak on one thread; see ``panel_fast_half_avx2``.
+// 70% of the FMA peak on one thread; see ``panel_fast_half_avx2``. 4 × 3 tiles (12 accumulators, 3 weight
+// vectors, 1 x vector: all 16 ymm registers) were tried and not kept: built by gcc they were faster (the
+// product in L2 at m = 8 on one thread 54 -> 60 GFLOP/s), but clang, which builds this file in SwiftPM
+// (`-O2`), turns the AND with 0xFFFF0000 into a blend with a zero register and then spills accumulators
+// in every iteration (60 -> 44 GFLOP/s; serve batch 32 on the AVX2 path 172-183 -> 140-150 tok/s in 3
+// alternating rounds), also with the mask read from memory. Measure these kernels as SwiftPM compiles
+// them (see Benchmarks/kernels/batch_step.c).
 
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
