@@ -489,13 +489,14 @@ SY_AVX512_FN void weighted_sum_heads_avx512(const float *p, size_t ps, size_t he
 // 197 -> 149 ms a step, 90 -> 119 GFLOP/s (the floors' f32 FMA peak 234). Then (Intel Xeon, the AVX2
 // path): up to 12 rows, all the tiles go through each chunk of k together, so that the weights stream in
 // while the arithmetic runs rather than before it: the experts of a batch-32 step 6-8% faster, at about
-// 70% of the FMA peak on one thread; see ``panel_fast_half_avx2``. 4 × 3 tiles (12 accumulators, 3 weight
-// vectors, 1 x vector: all 16 ymm registers) were tried and not kept: built by gcc they were faster (the
-// product in L2 at m = 8 on one thread 54 -> 60 GFLOP/s), but clang, which builds this file in SwiftPM
-// (`-O2`), turns the AND with 0xFFFF0000 into a blend with a zero register and then spills accumulators
-// in every iteration (60 -> 44 GFLOP/s; serve batch 32 on the AVX2 path 172-183 -> 140-150 tok/s in 3
-// alternating rounds), also with the mask read from memory. Measure these kernels as SwiftPM compiles
-// them (see Benchmarks/kernels/batch_step.c).
+// 70% of the FMA peak on one thread. 4 × 3 tiles (12 accumulators, 3 weight vectors, 1 x vector: all 16
+// ymm registers) splitting their own weights did not fit: built by gcc they were faster (the product in
+// L2 at m = 8 on one thread 54 -> 60 GFLOP/s), but clang, which builds this file in SwiftPM (`-O2`), turns
+// the AND with 0xFFFF0000 into a blend with a zero register and then spills accumulators in every
+// iteration (60 -> 44 GFLOP/s; serve batch 32 on the AVX2 path 172-183 -> 140-150 tok/s in 3 alternating
+// rounds), also with the mask read from memory. Now each chunk of weights is split into f32 once for
+// all the tiles of a panel, and the 4 × 3 tiles hold only loads and multiply-adds (``panel_wide_avx2``).
+// Measure these kernels as SwiftPM compiles them (see Benchmarks/kernels/batch_step.c).
 
 #define SY_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define SY_AVX2_FN __attribute__((target("avx2,fma"))) static
@@ -920,6 +921,12 @@ static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const ui
     } while (0)
 
 // AVX-512F: one 64-byte load gives 16 lanes whose low halves are the even weights and high halves the odd.
+// The AVX2 path's panels (``panel_wide_avx2``: each chunk of weights split into f32 once for all the tiles
+// of up to 16 rows) were tried here with 4 × 4 tiles and not kept: `SWITCHYARD_KERNEL=avx512` on the
+// Intel Xeon, built as SwiftPM builds, the experts of a batch-32 step in batch_step 91-103 -> 109-113 ms
+// (3 alternating rounds), one thread in L2 at m = 8 107-140 -> 92-123 GFLOP/s (chunks of 128 to 1,024
+// values and panels of 8 rows no better), at m = 128 103 -> 83. (With 32 registers each tile here holds 4
+// rows' split weights beside its 16 accumulators, so each split already serves 4 x rows.)
 SY_AVX512 void tile_fast_avx512(int R, int C, int prefetch, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
                                 float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
@@ -980,19 +987,19 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
 // load gives 8 lanes whose low halves are the even weights and high halves the odd).
 
 /// Tile shapes of the fast product: for m ≤ SY_NARROW_ROWS up to 4 × 1 (one weight row at a time), else
-/// 3 × 3 a half at a time (``tile_fast_half_avx2``), k in chunks of SY_AVX2_KC.
-enum { FAST_AVX2_C = 1, FAST_AVX2_NARROW_R = 4, FAST_HALF_R = 3, FAST_HALF_C = 3 };
+/// 4 × 3 a half at a time against weights widened to f32 once per chunk (``panel_wide_avx2``).
+enum { FAST_AVX2_C = 1, FAST_AVX2_NARROW_R = 4, FAST_WIDE_R = 4, FAST_WIDE_C = 3 };
 
-/// Tiles of FAST_HALF_R rows that go through each chunk of k together (``panel_fast_half_avx2``).
+/// Tiles of FAST_WIDE_R rows that go through each chunk of k together (``panel_wide_avx2``).
 #ifndef SY_AVX2_PANEL
-#define SY_AVX2_PANEL 4
+#define SY_AVX2_PANEL 3
 #endif
 
-/// The AVX2 fast product past SY_NARROW_ROWS rows runs k in chunks of this many values, both halves of
-/// each chunk before the next, so that the chunk's x rows and weights are still in L1 for the second
-/// half. Measured with Benchmarks/kernels/batch_step.c at batch 32 (`SWITCHYARD_KERNEL=avx2`, Zen 4, 2
-/// threads, built as SwiftPM builds, without -march): 128 and 256 alike (146-152 ms a step), 1,024
-/// 157-160, without chunks 165-166.
+/// The AVX2 fast product past SY_NARROW_ROWS rows runs k in chunks of this many values: each chunk's
+/// weights are widened to f32 once, and then every tile of the panel goes through the chunk, both halves,
+/// while the chunk's x rows and widened weights are in L1. Measured with Benchmarks/kernels/batch_step.c
+/// at batch 32 (`SWITCHYARD_KERNEL=avx2`, Intel Xeon, 2 threads, built as SwiftPM builds), the experts of
+/// a step: 256 values 120-121 ms, 128 122-135, 512 135-142.
 #ifndef SY_AVX2_KC
 #define SY_AVX2_KC 256
 #endif
@@ -1047,107 +1054,113 @@ SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, 
         }
 }
 
-/// Half h (lanes 8h ... 8h + 7) of one block of 32 weights of C rows (`block[c]`) against R prepared x
-/// rows: the odd products of every (row, column), then the even ones, as ``fast_block_avx2`` adds them.
-SY_AVX2 void fast_half_avx2(int R, int C, int h, __m256 acc[][FAST_HALF_C], const float *x, size_t kp,
-                            const uint16_t *const block[FAST_HALF_C]) {
+/// The weights of C rows (≤ 3) over one chunk [p0, p1) of k, widened to f32 in `wide` for every tile of
+/// the panel: per block of 32 and half h, the 8 odd weights of each row, then the 8 even ones (vector
+/// ((block · 2 + h) · 2 + parity) · C + c). Blocks at or past `full` come from `tail`, the padded last
+/// block. The weights are prefetched SY_PREFETCH_BYTES ahead as they are read.
+SY_AVX2 void widen_chunk_avx2(int C, const uint16_t *w, size_t ws, size_t p0, size_t p1, size_t full,
+                              const uint16_t *const *tail, float *wide) {
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
-    __m256 wv[FAST_HALF_C];
-    for (int c = 0; c < C; c++)
-        wv[c] = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(block[c] + 16 * h)), high));
-    for (int r = 0; r < R; r++) {
-        __m256 xo = _mm256_loadu_ps(x + r * kp + SY_LANES + 8 * h);
-        for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(xo, wv[c], acc[r][c]);
-    }
-    for (int c = 0; c < C; c++)
-        wv[c] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(block[c] + 16 * h)), 16));
-    for (int r = 0; r < R; r++) {
-        __m256 xe = _mm256_loadu_ps(x + r * kp + 8 * h);
-        for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(xe, wv[c], acc[r][c]);
-    }
+    for (size_t p = p0, b = 0; p < p1; p += SY_FAST_STEP, b++)
+        for (int c = 0; c < C; c++) {
+            const uint16_t *block = p < full ? w + c * ws + p : tail[c];
+            _mm_prefetch((const char *)block + SY_PREFETCH_BYTES, _MM_HINT_T1);
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(block + 16 * h));
+                float *out = wide + (b * 2 + h) * 2 * C * 8 + c * 8;
+                _mm256_store_ps(out, _mm256_castsi256_ps(_mm256_and_si256(v, high)));
+                _mm256_store_ps(out + C * 8, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+            }
+        }
 }
 
-/// One tile of R prepared x rows (≤ 3) against C weight rows (≤ 3), half h of the lanes, over one chunk
-/// [p0, end) of whole blocks of k (and the padded last block `tail` when it is not null): from the tile's
-/// accumulators in `state` (zero when `first`) and back into them. `prefetch`: the tile that first reads
-/// the chunk's weights asks for those SY_PREFETCH_BYTES ahead.
-SY_AVX2 void chunk_fast_half_avx2(int R, int C, int h, __m256 state[FAST_HALF_R][FAST_HALF_C], int first,
-                                  const float *xp, size_t kp, size_t p0, size_t end, const uint16_t *w,
-                                  size_t ws, int prefetch, const uint16_t *const *tail, size_t full) {
-    __m256 acc[FAST_HALF_R][FAST_HALF_C];
+/// One tile of R prepared x rows (≤ 4, at `x`, rows `kp` apart, already at the chunk) against C widened
+/// weight rows (≤ 3), half h of the lanes, over the chunk's `blocks` blocks: from the tile's accumulators
+/// in `state` (zero when `first`) and back into them. Per block the odd products of every (row, column),
+/// then the even ones, as ``fast_block_avx2`` adds them.
+SY_AVX2 void chunk_wide_avx2(int R, int C, int h, __m256 state[FAST_WIDE_R][FAST_WIDE_C], int first,
+                             const float *x, size_t kp, size_t blocks, const float *wide) {
+    __m256 acc[FAST_WIDE_R][FAST_WIDE_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = first ? _mm256_setzero_ps() : state[r][c];
-    const uint16_t *block[FAST_HALF_C];
-    for (size_t p = p0; p < end; p += SY_FAST_STEP) {
-        for (int c = 0; c < C; c++) {
-            block[c] = w + c * ws + p;
-            if (prefetch) _mm_prefetch((const char *)block[c] + SY_PREFETCH_BYTES, _MM_HINT_T1);
+    for (size_t b = 0; b < blocks; b++) {
+        const float *wb = wide + (b * 2 + h) * 2 * C * 8, *xb = x + b * SY_FAST_STEP + 8 * h;
+        __m256 wv[FAST_WIDE_C];
+        for (int c = 0; c < C; c++) wv[c] = _mm256_load_ps(wb + c * 8);
+        for (int r = 0; r < R; r++) {
+            __m256 xo = _mm256_loadu_ps(xb + r * kp + SY_LANES);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(xo, wv[c], acc[r][c]);
         }
-        fast_half_avx2(R, C, h, acc, xp + p, kp, block);
+        for (int c = 0; c < C; c++) wv[c] = _mm256_load_ps(wb + (C + c) * 8);
+        for (int r = 0; r < R; r++) {
+            __m256 xe = _mm256_loadu_ps(xb + r * kp);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(xe, wv[c], acc[r][c]);
+        }
     }
-    if (tail != NULL) fast_half_avx2(R, C, h, acc, xp + full, kp, tail);
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) state[r][c] = acc[r][c];
 }
 
-/// A panel of `rows` prepared x rows (≤ SY_AVX2_PANEL tiles of FAST_HALF_R, the last smaller) against
-/// C weight rows (≤ 3): k in chunks of SY_AVX2_KC, and in each chunk every tile, one half of the lanes at
-/// a time, the tiles' accumulators kept in `state` between chunks. Each lane adds the same products in
-/// the same order as ``tile_fast_avx2`` (the halves never meet before the final sum): the same bits.
-/// 9 accumulators a tile, so that each x vector loaded serves C columns and each weight vector R rows;
-/// all the panel's tiles in each chunk, so that the weights are read from memory while the tiles after
-/// the first compute on the chunk (with one tile over the whole of k at a time, the first tile waited
-/// for the weights and the others then found them cached: reads and arithmetic one after the other).
-/// Measured (`SWITCHYARD_KERNEL=avx2`, Zen 4, a 5.8 MB product, 2 threads), 3 × 3 tiles a half at a time
-/// against the 3 × 2 tiles before: m = 8 at k = 1,024 from 116 to 124-131 GFLOP/s, at k = 2,816 alike
-/// (98-101 against 99; without the chunks 80), m = 16 from 84 to 115, m = 128 from 84 to 113.
-SY_AVX2 void panel_fast_half_avx2(int C, const float *xp, size_t rows, size_t kp, size_t k, const uint16_t *w,
-                                  size_t ws, float *y, size_t ys, int accumulate) {
-    __m256 state[SY_AVX2_PANEL][2][FAST_HALF_R][FAST_HALF_C];
-    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, tiles = (rows + FAST_HALF_R - 1) / FAST_HALF_R;
-    uint16_t padded[FAST_HALF_C][SY_FAST_STEP];
-    const uint16_t *tail[FAST_HALF_C];
+/// A panel of `rows` prepared x rows (≤ SY_AVX2_PANEL tiles of FAST_WIDE_R, the last smaller) against
+/// C weight rows (≤ 3): k in chunks of SY_AVX2_KC; each chunk's weights widened to f32 once
+/// (``widen_chunk_avx2``), then every tile through the chunk, one half of the lanes at a time, the
+/// tiles' accumulators kept in `state` between chunks. Each lane adds the same products in the same
+/// order as ``tile_fast_avx2`` (the halves never meet before the final sum): the same bits.
+/// 12 accumulators a tile, so that each x vector loaded serves C columns and each weight vector R rows,
+/// and the tile's loop holds loads and multiply-adds only: before, each tile split the bf16 weights
+/// itself (an AND and a shift per weight vector, on the multiply-add ports on Intel), and a 4 × 3 tile
+/// did not fit in 16 registers with the mask (see the AVX2 path comment). All the panel's tiles in
+/// each chunk, so that the weights are read from memory while the tiles compute on the chunk before.
+/// Measured against 3 × 3 tiles splitting their own weights (`SWITCHYARD_KERNEL=avx2`, Intel Xeon,
+/// built as SwiftPM builds, alternating): the experts of a batch-32 step in batch_step (2 threads)
+/// 129-131 -> 120-121 ms in 3 rounds; one thread in L2 (k = 1,024, n = 384) at m = 8 61-68 -> 66-70
+/// GFLOP/s, m = 32 57-58 -> 62-63, m = 128 54-55 -> 60-61 (floors' f32 FMA peak 92).
+SY_AVX2 void panel_wide_avx2(int C, const float *xp, size_t rows, size_t kp, size_t k, const uint16_t *w,
+                             size_t ws, float *y, size_t ys, int accumulate) {
+    __m256 state[SY_AVX2_PANEL][2][FAST_WIDE_R][FAST_WIDE_C];
+    float wide[SY_AVX2_KC / SY_FAST_STEP * 2 * 2 * FAST_WIDE_C * 8] __attribute__((aligned(32)));
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, tiles = (rows + FAST_WIDE_R - 1) / FAST_WIDE_R;
+    uint16_t padded[FAST_WIDE_C][SY_FAST_STEP];
+    const uint16_t *tail[FAST_WIDE_C];
     if (full < kp)
         for (int c = 0; c < C; c++) tail[c] = fast_block(w + c * ws, full, k, padded[c]);
     for (size_t p0 = 0; p0 < kp; p0 += SY_AVX2_KC) {
-        size_t p1 = p0 + SY_AVX2_KC < kp ? p0 + SY_AVX2_KC : kp, end = p1 < full ? p1 : full;
-        const uint16_t *const *last = p1 == kp && full < kp ? tail : NULL;
+        size_t p1 = p0 + SY_AVX2_KC < kp ? p0 + SY_AVX2_KC : kp;
+        widen_chunk_avx2(C, w, ws, p0, p1, full, tail, wide);
         for (size_t t = 0; t < tiles; t++) {
-            const float *x = xp + t * FAST_HALF_R * kp;
-            size_t R = rows - t * FAST_HALF_R < FAST_HALF_R ? rows - t * FAST_HALF_R : FAST_HALF_R;
+            size_t R = rows - t * FAST_WIDE_R < FAST_WIDE_R ? rows - t * FAST_WIDE_R : FAST_WIDE_R;
+            const float *x = xp + t * FAST_WIDE_R * kp + p0;
+            size_t blocks = (p1 - p0) / SY_FAST_STEP;
             for (int h = 0; h < 2; h++) {
-                int first = p0 == 0, prefetch = t == 0 && h == 0;
+                int first = p0 == 0;
+                _Static_assert(FAST_WIDE_R == 4, "the cases below are the row counts of a tile");
                 switch (R) {  // R constant in each call, so that the accumulators stay in registers
-                case 3: chunk_fast_half_avx2(3, C, h, state[t][h], first, x, kp, p0, end, w, ws, prefetch, last, full); break;
-                case 2: chunk_fast_half_avx2(2, C, h, state[t][h], first, x, kp, p0, end, w, ws, prefetch, last, full); break;
-                default: chunk_fast_half_avx2(1, C, h, state[t][h], first, x, kp, p0, end, w, ws, prefetch, last, full); break;
+                case 4: chunk_wide_avx2(4, C, h, state[t][h], first, x, kp, blocks, wide); break;
+                case 3: chunk_wide_avx2(3, C, h, state[t][h], first, x, kp, blocks, wide); break;
+                case 2: chunk_wide_avx2(2, C, h, state[t][h], first, x, kp, blocks, wide); break;
+                default: chunk_wide_avx2(1, C, h, state[t][h], first, x, kp, blocks, wide); break;
                 }
             }
         }
     }
     for (size_t i = 0; i < rows; i++)
         for (int c = 0; c < C; c++) {
-            size_t t = i / FAST_HALF_R, r = i % FAST_HALF_R;
+            size_t t = i / FAST_WIDE_R, r = i % FAST_WIDE_R;
             float s = hsum16_avx2(state[t][0][r][c], state[t][1][r][c]);
             float *target = y + i * ys + c;
             *target = accumulate ? *target + s : s;
         }
 }
 
-/// ``panel_fast_half_avx2`` over all m rows: one panel when they fit in SY_AVX2_PANEL tiles (a decode
-/// step's share of an expert, whose weights come from memory once), else a panel a tile (prefill-sized
-/// products, whose weights stay cached across the tiles, and whose x rows are then read as 3 long streams
-/// rather than 12 short ones). Measured with batch_step (`SWITCHYARD_KERNEL=avx2`, Intel Xeon with
-/// AVX-512, 2 threads), against a tile at a time everywhere: batch 32 (m = 8) the experts 110-122 ms a
-/// step against 118-133 (3 + 4 alternating rounds, the host slower in the second set); m = 16 alike
-/// (experts 227 against 231 ms); 12-row panels at m = 24 2-3% slower and at m = 128 8% slower, hence a
-/// tile at a time there.
-SY_AVX2 void rows_fast_half_avx2(int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
-                                 size_t ws, float *y, size_t ys, int accumulate) {
-    size_t panel = m <= SY_AVX2_PANEL * FAST_HALF_R ? m : FAST_HALF_R;
+/// ``panel_wide_avx2`` over all m rows, SY_AVX2_PANEL tiles at a time: a decode step's share of an
+/// expert (m = 8 at batch 32) is one panel, whose weights come from memory once; larger products widen
+/// each chunk of weights once a panel.
+SY_AVX2 void rows_wide_avx2(int C, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t ws,
+                            float *y, size_t ys, int accumulate) {
+    const size_t panel = SY_AVX2_PANEL * FAST_WIDE_R;
     for (size_t i = 0; i < m; i += panel) {
         size_t rows = m - i < panel ? m - i : panel;
-        panel_fast_half_avx2(C, xp + i * kp, rows, kp, k, w, ws, y + i * ys, ys, accumulate);
+        panel_wide_avx2(C, xp + i * kp, rows, kp, k, w, ws, y + i * ys, ys, accumulate);
     }
 }
 
@@ -1173,11 +1186,11 @@ SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const 
         return;
     }
     size_t j = 0;
-    for (; j + FAST_HALF_C <= n; j += FAST_HALF_C)
-        rows_fast_half_avx2(FAST_HALF_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+    for (; j + FAST_WIDE_C <= n; j += FAST_WIDE_C)
+        rows_wide_avx2(FAST_WIDE_C, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
     switch (n - j) {
-    case 2: rows_fast_half_avx2(2, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
-    case 1: rows_fast_half_avx2(1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 2: rows_wide_avx2(2, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
+    case 1: rows_wide_avx2(1, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate); break;
     default: break;
     }
 }
