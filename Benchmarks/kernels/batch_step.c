@@ -18,8 +18,8 @@
 //      Benchmarks/kernels/batch_step.c Sources/CKernels/kernels.c -lpthread -lm   (one line)
 // Other compilers allocate registers differently: the AVX2 fast product's 4 × 3 tiles that split their own
 // weights ran 10% faster than 3 × 3 built by gcc -O3 and 27% slower built by this clang (kernels.c says
-// more), so a kernel change is
-// measured with this build, and in the end with Benchmarks/run.sh on the release binary.
+// more), so a kernel change is measured with this build, and in the end with Benchmarks/run.sh on the
+// release binary.
 //   /tmp/batch_step THREADS [STEPS] [B] [KIND]   e.g. /tmp/batch_step 2 8 32, /tmp/batch_step 2 48 1 q8
 #include "sy_kernels.h"
 #include <stdio.h>

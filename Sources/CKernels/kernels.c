@@ -1125,14 +1125,13 @@ SY_AVX2 void panel_wide_avx2(int C, const float *xp, size_t rows, size_t kp, siz
     if (full < kp)
         for (int c = 0; c < C; c++) tail[c] = fast_block(w + c * ws, full, k, padded[c]);
     for (size_t p0 = 0; p0 < kp; p0 += SY_AVX2_KC) {
-        size_t p1 = p0 + SY_AVX2_KC < kp ? p0 + SY_AVX2_KC : kp;
+        size_t p1 = p0 + SY_AVX2_KC < kp ? p0 + SY_AVX2_KC : kp, blocks = (p1 - p0) / SY_FAST_STEP;
+        int first = p0 == 0;
         widen_chunk_avx2(C, w, ws, p0, p1, full, tail, wide);
         for (size_t t = 0; t < tiles; t++) {
             size_t R = rows - t * FAST_WIDE_R < FAST_WIDE_R ? rows - t * FAST_WIDE_R : FAST_WIDE_R;
             const float *x = xp + t * FAST_WIDE_R * kp + p0;
-            size_t blocks = (p1 - p0) / SY_FAST_STEP;
             for (int h = 0; h < 2; h++) {
-                int first = p0 == 0;
                 _Static_assert(FAST_WIDE_R == 4, "the cases below are the row counts of a tile");
                 switch (R) {  // R constant in each call, so that the accumulators stay in registers
                 case 4: chunk_wide_avx2(4, C, h, state[t][h], first, x, kp, blocks, wide); break;
