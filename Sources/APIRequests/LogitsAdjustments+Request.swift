@@ -1,6 +1,6 @@
 // The request fields that change the logits before sampling, read as vLLM's OpenAI server reads
 // them: the penalties, `logit_bias`, `min_tokens` and `response_format`.
-package import Coordinator
+import Coordinator
 import HTTPTypes
 import Tokenization
 
