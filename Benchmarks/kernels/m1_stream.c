@@ -1,25 +1,16 @@
 // The batch-1 product's weight stream alone: one row of x (m = 1) against 512 MiB of bf16 weight rows
 // (k = 1,024), each row summed with `vdpbf16ps` into one accumulator as the AVX-512 bf16 kernel does at
 // m = 1, with four ways of prefetching the rows: none, 8 KiB ahead into L2 (`T1`), 2 KiB ahead into L1
-// (`T0`), and both (Sources/CKernels/kernels.c, SY_PREFETCH_BYTES and SY_PREFETCH_NEAR_BYTES). The
-// variants alternate within each round, so that the host's swings fall on all of them; compare the
-// GB/s with `floors --bandwidth` run beside it. Needs a CPU with AVX-512 bf16.
-//   cc -O2 -o /tmp/m1_stream Benchmarks/kernels/m1_stream.c -lpthread && /tmp/m1_stream 2
+// (`T0`), and both (Sources/CKernels/kernels.c, SY_PREFETCH_BYTES and SY_PREFETCH_NEAR_BYTES), beside
+// the read pass of `floors` (Benchmarks/floors/read_pass.h) over the same buffer. The variants alternate
+// within each round, so that the host's swings fall on all of them. Needs a CPU with AVX-512 bf16.
+// Built with GCC, as run.sh builds `floors` (Clang's build of the read pass is slower: see read_pass.h).
+//   cc -O3 -march=native -o /tmp/m1_stream Benchmarks/kernels/m1_stream.c -lpthread && /tmp/m1_stream 2
+#include "../floors/read_pass.h"
 #include <immintrin.h>
-#include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <time.h>
 
 enum { K = 1024, ROUNDS = 6, VARIANTS = 4 };
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 #define SY_ROWS(NAME, PREFETCH)                                                                          \
     __attribute__((target("avx512f,avx512bw,avx512bf16"))) static float NAME(const uint16_t *w, size_t n, \
@@ -56,9 +47,9 @@ struct job {
 static void *run(void *argument) {
     struct job *job = argument;
     pthread_barrier_wait(job->start);
-    double t = now();
+    double t = read_pass_clock();
     job->f(job->w, job->n, job->x, job->y);
-    job->seconds = now() - t;
+    job->seconds = read_pass_clock() - t;
     return NULL;
 }
 
@@ -73,16 +64,21 @@ int main(int argc, char **argv) {
         return 2;
     }
     size_t bytes = (size_t)512 << 20, n = bytes / sizeof(uint16_t) / K;
-    uint16_t *w = aligned_alloc((size_t)2 << 20, bytes), *x = aligned_alloc(64, K * sizeof(uint16_t));
+    // The read pass's buffer (huge pages, as Switchyard holds its weights), read as bf16 rows: the
+    // arithmetic's speed does not depend on the values.
+    void *mapping;
+    size_t mapped;
+    float *buffer = read_pass_buffer(bytes, &mapping, &mapped), sink = 0;
+    const uint16_t *w = (const uint16_t *)buffer;
+    uint16_t *x = aligned_alloc(64, K * sizeof(uint16_t));
     float *y = malloc(n * sizeof(float));
-    if (w == NULL || x == NULL || y == NULL) return 1;
-    madvise(w, bytes, MADV_HUGEPAGE);  // as Switchyard holds its weights
-    for (size_t i = 0; i < bytes / sizeof(uint16_t); i++) w[i] = (uint16_t)(0x3c00 + i % 7);
+    if (buffer == NULL || x == NULL || y == NULL) return 1;
     for (int i = 0; i < K; i++) x[i] = (uint16_t)(0x3c00 + i % 5);
     const char *names[VARIANTS] = {"no prefetch", "L2 8 KiB", "L1 2 KiB", "L2 8 KiB + L1 2 KiB"};
     rows_fn fns[VARIANTS] = {rows_none, rows_l2, rows_l1, rows_both};
-    double rates[VARIANTS][ROUNDS];
-    for (int round = 0; round < ROUNDS; round++)
+    double rates[VARIANTS][ROUNDS], reads[ROUNDS];
+    for (int round = 0; round < ROUNDS; round++) {
+        reads[round] = read_pass(buffer, bytes, threads, &sink);
         for (int v = 0; v < VARIANTS; v++) {
             pthread_barrier_t start;
             pthread_barrier_init(&start, NULL, (unsigned)threads);
@@ -101,11 +97,15 @@ int main(int argc, char **argv) {
             pthread_barrier_destroy(&start);
             rates[v][round] = (double)(per * (size_t)threads * K * sizeof(uint16_t)) / slowest / 1e9;
         }
+    }
     printf("m = 1, k = %d, 512 MiB of bf16 rows, %d thread(s): GB/s by round\n", K, threads);
+    printf("  %-22s", "read pass (floors)");
+    for (int round = 0; round < ROUNDS; round++) printf(" %5.1f", reads[round]);
+    printf("\n");
     for (int v = 0; v < VARIANTS; v++) {
         printf("  %-22s", names[v]);
         for (int round = 0; round < ROUNDS; round++) printf(" %5.1f", rates[v][round]);
         printf("\n");
     }
-    return 0;
+    return sink == 12345.0f;  // keeps the read pass's sums
 }

@@ -57,7 +57,7 @@ static size_t rows_per_block(size_t k) {
 /// was not swept) are prefetched, into L2 (`T1`). Measured on Zen 4 with a batch-32 decode step
 /// (Benchmarks/kernels/batch_step.c): 8 KiB into L2 took the experts from 128 to 82-86 ms a step
 /// (memory reads then overlap the arithmetic instead of adding to it). The dot kernel at m = 1 reads
-/// without it (see ``fast_dot``).
+/// without it on AMD CPUs (see ``fast_dot`` and ``choose_stream_prefetch``).
 #ifndef SY_PREFETCH_BYTES
 #define SY_PREFETCH_BYTES 8192
 #endif
@@ -70,7 +70,9 @@ static size_t rows_per_block(size_t k) {
 /// 16 KiB into L2 no better, the L1 prefetch alone 15-20); batch_step's batch-1 step 26.1 -> 23.2 ms
 /// (medians of 8 alternating pairs, 7 faster), q8 18.3 -> 17.3 ms, the AVX2 path 28.9 -> 25.4 ms;
 /// batch 8 (m = 2) 87.5-93.3 -> 85.0-88.1 ms; batch 32 q8 alike; `generate` 64 tokens, 4 alternating
-/// rounds, 36.1 -> 39.9 tok/s (Mixtral-shaped) and 74.1 -> 81.8 (Qwen3-MoE-shaped), medians.
+/// rounds, 36.1 -> 39.9 tok/s (Mixtral-shaped) and 74.1 -> 81.8 (Qwen3-MoE-shaped), medians. Those were
+/// in a slow spell of the host; in a fast one (m1_stream's read pass 36 GB/s, 24 rounds) both read
+/// 35.9 GB/s against 34.8 with the L2 prefetch alone (medians; 17 rounds of 24 faster).
 #ifndef SY_PREFETCH_NEAR_BYTES
 #define SY_PREFETCH_NEAR_BYTES 2048
 #endif
