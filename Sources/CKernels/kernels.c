@@ -62,9 +62,9 @@ static size_t rows_per_block(size_t k) {
 #define SY_PREFETCH_BYTES 8192
 #endif
 
-/// The bf16 fast products at m ≤ SY_NARROW_ROWS (one weight row at a time: AVX-512 bf16 and AVX2) and
-/// the AVX-512 q8 product also prefetch each row this many bytes ahead into L1 (`T0`), besides
-/// SY_PREFETCH_BYTES ahead into L2. Measured on an Intel Xeon with AVX-512 bf16, 2 threads:
+/// The bf16 fast products at m ≤ SY_NARROW_ROWS (one weight row at a time: AVX-512 bf16, AVX-512F and
+/// AVX2) and the AVX-512 and AVX2 q8 products also prefetch each row this many bytes ahead into L1
+/// (`T0`), besides SY_PREFETCH_BYTES ahead into L2. Measured on an Intel Xeon with AVX-512 bf16, 2 threads:
 /// Benchmarks/kernels/m1_stream.c (m = 1 over 512 MiB of rows, 6 alternating rounds) read 25.5-28.7
 /// GB/s with both against 14.3-25.4 with the L2 prefetch alone (`floors` 27-28; 1 KiB ahead as good,
 /// 16 KiB into L2 no better, the L1 prefetch alone 15-20); batch_step's batch-1 step 26.1 -> 23.2 ms
@@ -72,7 +72,10 @@ static size_t rows_per_block(size_t k) {
 /// batch 8 (m = 2) 87.5-93.3 -> 85.0-88.1 ms; batch 32 q8 alike; `generate` 64 tokens, 4 alternating
 /// rounds, 36.1 -> 39.9 tok/s (Mixtral-shaped) and 74.1 -> 81.8 (Qwen3-MoE-shaped), medians. Those were
 /// in a slow spell of the host; in a fast one (m1_stream's read pass 36 GB/s, 24 rounds) both read
-/// 35.9 GB/s against 34.8 with the L2 prefetch alone (medians; 17 rounds of 24 faster).
+/// 35.9 GB/s against 34.8 with the L2 prefetch alone (medians; 17 rounds of 24 faster). Later the
+/// AVX-512F fast product at m ≤ 4 (CPUs with AVX-512 but no bf16 instructions) and the AVX2 q8 product
+/// too, measured in a fast spell (reads 39 GB/s, 4 alternating rounds of batch_step's batch-1 step):
+/// `SWITCHYARD_KERNEL=avx512` 16.4-17.7 -> 15.8-16.5 ms, AVX2 q8 10.8-11.3 -> 10.8-11.2 ms.
 #ifndef SY_PREFETCH_NEAR_BYTES
 #define SY_PREFETCH_NEAR_BYTES 2048
 #endif
@@ -951,7 +954,10 @@ SY_AVX512 void tile_fast_avx512(int R, int C, int prefetch, const float *xp, siz
     size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
     for (; p < full; p += SY_FAST_STEP) {
         if (prefetch)
-            for (int c = 0; c < C; c++) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
+            for (int c = 0; c < C; c++) {
+                _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
+                if (prefetch == 2) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
+            }
         SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)(w + c * ws + p)));
     }
     if (p < kp) {
@@ -984,7 +990,7 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
                               size_t ws, float *y, size_t ys, int accumulate) {
     int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_fast_avx512(1, prefetch, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++) rows_fast_avx512(1, prefetch ? 2 : 0, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         return;
     }
     size_t j = 0;
@@ -1710,8 +1716,10 @@ enum { Q8_AVX2_R = 2, Q8_AVX2_C = 2, Q8_AVX2_NARROW_R = 4 };
         for (int r = 0; r < R; r++)                                                                            \
             for (int c = 0; c < C; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();                     \
         for (size_t b = 0; b < blocks; b += 2) {                                                               \
-            for (int c = 0; c < C; c++)                                                                        \
+            for (int c = 0; c < C; c++) {                                                                      \
                 _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_BYTES, _MM_HINT_T1); \
+                _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0); \
+            }                                                                                                  \
             for (int h = 0; h < 2; h++) {                                                                      \
                 size_t at = (b + (size_t)h) * SY_Q8_BLOCK;                                                     \
                 __m256i wv[Q8_AVX2_C];                                                                         \
