@@ -6,6 +6,9 @@
 //
 //   B = 1: two experts per layer (top-2), each at m = 1 — the batch-1 decode step.
 //   B > 1: all 8 experts, each at m = 2B/8 (an even routing) — a batched decode step.
+//   B a multiple of 16 with ROUTING `skewed`: the 2B rows split 7:6:5:4:4:3:2:1 over the 8 experts (the
+//   shares turning from layer to layer), as a served batch routes them; at B = 32, m = 14, 12, 10, 8, 8, 6,
+//   4 and 2.
 //
 // KIND picks the experts' weights: `fast` (bf16, fast arithmetic; the default), `exact` (bf16, exact
 // arithmetic) or `q8` (int8 in blocks of 32 with a scale each, as `--quantize q8` stores them: one
@@ -20,7 +23,8 @@
 // weights ran 10% faster than 3 × 3 built by gcc -O3 and 27% slower built by this clang (kernels.c says
 // more), so a kernel change is measured with this build, and in the end with Benchmarks/run.sh on the
 // release binary.
-//   /tmp/batch_step THREADS [STEPS] [B] [KIND]   e.g. /tmp/batch_step 2 8 32, /tmp/batch_step 2 48 1 q8
+//   /tmp/batch_step THREADS [STEPS] [B] [KIND] [even|skewed]   e.g. /tmp/batch_step 2 8 32,
+//   /tmp/batch_step 2 48 1 q8, /tmp/batch_step 2 8 32 fast skewed
 #include "sy_kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,15 +43,17 @@ static void product(const float *x, size_t m, size_t k, const uint16_t *w, size_
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s THREADS [STEPS] [B] [fast|exact|q8]\n", argv[0]);
+        fprintf(stderr, "usage: %s THREADS [STEPS] [B] [fast|exact|q8] [even|skewed]\n", argv[0]);
         return 2;
     }
     int threads = atoi(argv[1]), steps = argc > 2 ? atoi(argv[2]) : 8;
     size_t batch = argc > 3 ? (size_t)atoi(argv[3]) : 32;
-    const char *kind = argc > 4 ? argv[4] : "fast";
-    int exact = strcmp(kind, "exact") == 0, q8 = strcmp(kind, "q8") == 0;
-    if (threads < 1 || steps < 1 || batch < 1 || !(exact || q8 || strcmp(kind, "fast") == 0)) {
-        fprintf(stderr, "THREADS, STEPS and B must be positive, KIND fast, exact or q8\n");
+    const char *kind = argc > 4 ? argv[4] : "fast", *routing = argc > 5 ? argv[5] : "even";
+    int exact = strcmp(kind, "exact") == 0, q8 = strcmp(kind, "q8") == 0, skewed = strcmp(routing, "skewed") == 0;
+    if (threads < 1 || steps < 1 || batch < 1 || !(exact || q8 || strcmp(kind, "fast") == 0) ||
+        !(skewed || strcmp(routing, "even") == 0) || (skewed && batch % 16 != 0)) {
+        fprintf(stderr, "THREADS, STEPS and B must be positive, KIND fast, exact or q8, ROUTING even or skewed "
+                        "(skewed: B a multiple of 16)\n");
         return 2;
     }
     sy_set_thread_count(threads);
@@ -92,29 +98,32 @@ int main(int argc, char **argv) {
                 // As ExpertStore does it: the gate and up products of every active expert as one job
                 // (each expert on its own rows), then the down products as one job.
                 sy_grouped_product gate_up[2 * 8], down[8];
+                static const size_t shares[8] = {7, 6, 5, 4, 4, 3, 2, 1};  // of 32
+                size_t at = 0;
                 for (size_t e = 0; e < active_experts; e++) {
+                    size_t m = skewed ? shares[(e + l) % 8] * 2 * batch / 32 : rows;
                     size_t which = batch == 1 ? (size_t)(s * 3 + (int)l + (int)e * 5) % experts : e;
-                    float *g = y + e * rows * 2 * ffn;
-                    flop += 2.0 * (double)(rows * 3 * hidden * ffn);
+                    float *g = y + at * 2 * ffn;
+                    flop += 2.0 * (double)(m * 3 * hidden * ffn);
                     if (q8) {
                         const int8_t *q = wq + (l * experts + which) * q8_expert;
                         const float *d = wd + (l * experts + which) * q8_scales;
-                        const float *xe = x + e * rows * hidden;
-                        sy_matmul_nt_q8(xe, rows, hidden, hidden, q, d, ffn, g, ffn, 0);
-                        sy_matmul_nt_q8(xe, rows, hidden, hidden, q + ffn * blocks_hidden * 32, d + ffn * blocks_hidden,
-                                        ffn, g + rows * ffn, ffn, 0);
-                        sy_matmul_nt_q8(x + e * rows * ffn, rows, ffn, ffn, q + 2 * ffn * blocks_hidden * 32,
-                                        d + 2 * ffn * blocks_hidden, hidden, y + e * rows * hidden, hidden, 0);
+                        const float *xe = x + at * hidden;
+                        sy_matmul_nt_q8(xe, m, hidden, hidden, q, d, ffn, g, ffn, 0);
+                        sy_matmul_nt_q8(xe, m, hidden, hidden, q + ffn * blocks_hidden * 32, d + ffn * blocks_hidden,
+                                        ffn, g + m * ffn, ffn, 0);
+                        sy_matmul_nt_q8(x + at * ffn, m, ffn, ffn, q + 2 * ffn * blocks_hidden * 32,
+                                        d + 2 * ffn * blocks_hidden, hidden, y + at * hidden, hidden, 0);
+                        at += m;
                         expert_bytes += (double)q8_expert + 4.0 * (double)q8_scales;
                         continue;
                     }
                     const uint16_t *q = p + which * 3 * hidden * ffn;
-                    gate_up[2 * e] = (sy_grouped_product){e * rows, rows, q, ffn, hidden, g, ffn};
-                    gate_up[2 * e + 1] = (sy_grouped_product){e * rows, rows, q + hidden * ffn, ffn, hidden,
-                                                              g + rows * ffn, ffn};
-                    down[e] = (sy_grouped_product){e * rows, rows, q + 2 * hidden * ffn, hidden, ffn,
-                                                   y + e * rows * hidden, hidden};
+                    gate_up[2 * e] = (sy_grouped_product){at, m, q, ffn, hidden, g, ffn};
+                    gate_up[2 * e + 1] = (sy_grouped_product){at, m, q + hidden * ffn, ffn, hidden, g + m * ffn, ffn};
+                    down[e] = (sy_grouped_product){at, m, q + 2 * hidden * ffn, hidden, ffn, y + at * hidden, hidden};
                     expert_bytes += 2.0 * (double)(3 * hidden * ffn);
+                    at += m;
                 }
                 if (!q8) {
                     sy_matmul_nt_bf16_grouped_isa(sy_active_isa(), !exact, x, active_experts * rows, hidden, hidden,
@@ -133,10 +142,10 @@ int main(int argc, char **argv) {
         double elapsed = now() - started;
         if (pass == 1)
             printf("%s, threads %d, B %zu (%zu experts a layer at m = %zu): %.1f ms a step (experts %.1f ms), "
-                   "%.1f tokens/s, %.1f GFLOP/s, weights streamed at %.1f GB/s (experts' at %.1f GB/s)\n",
+                   "%.1f tokens/s, %.1f GFLOP/s, weights streamed at %.1f GB/s (experts' at %.1f GB/s)%s\n",
                    kind, threads, batch, active_experts, rows, elapsed / steps * 1e3, in_experts / steps * 1e3,
                    (double)(batch * (size_t)steps) / elapsed, flop / elapsed / 1e9, bytes / elapsed / 1e9,
-                   expert_bytes / in_experts / 1e9);
+                   expert_bytes / in_experts / 1e9, skewed ? "; routing skewed, m = 2B/8 on average" : "");
     }
     free(w);
     free(x);
