@@ -945,6 +945,8 @@ static void fast_scalar(const float *xp, size_t m, size_t kp, size_t k, const ui
 // (3 alternating rounds), one thread in L2 at m = 8 107-140 -> 92-123 GFLOP/s (chunks of 128 to 1,024
 // values and panels of 8 rows no better), at m = 128 103 -> 83. (With 32 registers each tile here holds 4
 // rows' split weights beside its 16 accumulators, so each split already serves 4 x rows.)
+/// R prepared x rows against C weight rows; with `prefetch` the weights SY_PREFETCH_BYTES ahead into L2,
+/// with `prefetch` 2 (the one-row tiles of m ≤ SY_NARROW_ROWS) also SY_PREFETCH_NEAR_BYTES ahead into L1.
 SY_AVX512 void tile_fast_avx512(int R, int C, int prefetch, const float *xp, size_t kp, size_t k, const uint16_t *w, size_t ws,
                                 float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
