@@ -75,7 +75,9 @@ static size_t rows_per_block(size_t k) {
 /// 35.9 GB/s against 34.8 with the L2 prefetch alone (medians; 17 rounds of 24 faster). Later the
 /// AVX-512F fast product at m ≤ 4 (CPUs with AVX-512 but no bf16 instructions) and the AVX2 q8 product
 /// too, measured in a fast spell (reads 39 GB/s, 4 alternating rounds of batch_step's batch-1 step):
-/// `SWITCHYARD_KERNEL=avx512` 16.4-17.7 -> 15.8-16.5 ms, AVX2 q8 10.8-11.3 -> 10.8-11.2 ms.
+/// `SWITCHYARD_KERNEL=avx512` 16.4-17.7 -> 15.8-16.5 ms, AVX2 q8 10.8-11.3 -> 10.8-11.2 ms; then against
+/// the code before (3 alternating rounds) `SWITCHYARD_KERNEL=avx512` at batch 8 (m = 2) 60.6-61.0 -> 57.2-57.8
+/// ms and at batch 16 (m = 4) 77.4-79.2 -> 72.8-74.6 ms, AVX2 q8 at batch 8 alike.
 #ifndef SY_PREFETCH_NEAR_BYTES
 #define SY_PREFETCH_NEAR_BYTES 2048
 #endif
