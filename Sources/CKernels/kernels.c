@@ -62,9 +62,10 @@ static size_t rows_per_block(size_t k) {
 #define SY_PREFETCH_BYTES 8192
 #endif
 
-/// The bf16 fast products at m ≤ SY_NARROW_ROWS (one weight row at a time: AVX-512 bf16, AVX-512F and
-/// AVX2) and the AVX-512 and AVX2 q8 products also prefetch each row this many bytes ahead into L1
-/// (`T0`), besides SY_PREFETCH_BYTES ahead into L2. Measured on an Intel Xeon with AVX-512 bf16, 2 threads:
+/// The products at m ≤ SY_NARROW_ROWS (one weight row at a time: bf16 fast, bf16 exact and f32 weights,
+/// on the AVX-512 bf16, AVX-512F and AVX2 paths; the AVX2 exact and f32 tiles at every m) and the
+/// AVX-512 and AVX2 q8 products also prefetch each row this many bytes ahead into L1 (`T0`), besides
+/// SY_PREFETCH_BYTES ahead into L2. Measured on an Intel Xeon with AVX-512 bf16, 2 threads:
 /// Benchmarks/kernels/m1_stream.c (m = 1 over 512 MiB of rows, 6 alternating rounds) read 25.5-28.7
 /// GB/s with both against 14.3-25.4 with the L2 prefetch alone (`floors` 27-28; 1 KiB ahead as good,
 /// 16 KiB into L2 no better, the L1 prefetch alone 15-20); batch_step's batch-1 step 26.1 -> 23.2 ms
@@ -77,7 +78,11 @@ static size_t rows_per_block(size_t k) {
 /// too, measured in a fast spell (reads 39 GB/s, 4 alternating rounds of batch_step's batch-1 step):
 /// `SWITCHYARD_KERNEL=avx512` 16.4-17.7 -> 15.8-16.5 ms, AVX2 q8 10.8-11.3 -> 10.8-11.2 ms; then against
 /// the code before (3 alternating rounds) `SWITCHYARD_KERNEL=avx512` at batch 8 (m = 2) 60.6-61.0 -> 57.2-57.8
-/// ms and at batch 16 (m = 4) 77.4-79.2 -> 72.8-74.6 ms, AVX2 q8 at batch 8 alike.
+/// ms and at batch 16 (m = 4) 77.4-79.2 -> 72.8-74.6 ms, AVX2 q8 at batch 8 alike. Then the exact and f32
+/// products (alternating rounds): batch_step's batch-1 experts with exact arithmetic 14.8-15.0 -> 13.3-13.7
+/// ms on AVX-512 (3 rounds), 13.8-14.5 -> 13.9-14.3 on AVX2 (6), batch 32 alike on both; an f32 product at
+/// m = 1 over 1.1 GB of rows (k = 1,024) 33.5-39.3 -> 36.5-41.0 GB/s on AVX-512 (5 rounds, all faster) and
+/// 33.3-38.6 -> 36.5-38.0 on AVX2 (4 of 5 faster).
 #ifndef SY_PREFETCH_NEAR_BYTES
 #define SY_PREFETCH_NEAR_BYTES 2048
 #endif
@@ -249,6 +254,8 @@ enum { AVX512_R = 4, AVX512_C = 4 };
 /// The tile shape never changes a result (each output has the same operations in every tile).
 enum { SY_NARROW_ROWS = 4 };
 
+/// R rows of x against C f32 weight rows; with `prefetch` the weights SY_PREFETCH_BYTES ahead into L2,
+/// with `prefetch` 2 (the one-row tiles of m ≤ SY_NARROW_ROWS) also SY_PREFETCH_NEAR_BYTES ahead into L1.
 SY_AVX512 void tile_avx512(int R, int C, int prefetch, const float *x, size_t xs, const float *w, size_t ws, size_t k,
                            float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
@@ -260,6 +267,7 @@ SY_AVX512 void tile_avx512(int R, int C, int prefetch, const float *x, size_t xs
         for (int c = 0; c < C; c++) {
             wv[c] = _mm512_loadu_ps(w + c * ws + p);
             if (prefetch) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
+            if (prefetch == 2) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
         }
         for (int r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * xs + p);
@@ -302,7 +310,7 @@ SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, c
                                 float *y, size_t ys, int accumulate) {
     int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_avx512(1, prefetch, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++) rows_avx512(1, prefetch ? 2 : 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
         return;
     }
     size_t block = rows_per_block(k);
@@ -335,6 +343,7 @@ SY_AVX512 __m512 widen_tail_bf16_avx512(const uint16_t *w, size_t count) {
     return widen16_bf16_avx512(padded);
 }
 
+/// ``tile_avx512`` with bf16 weights, widened exactly.
 SY_AVX512 void tile_bf16_avx512(int R, int C, int prefetch, const float *x, size_t xs, const uint16_t *w, size_t ws, size_t k,
                                 float *y, size_t ys, int accumulate) {
     __m512 acc[AVX512_R][AVX512_C];
@@ -346,6 +355,7 @@ SY_AVX512 void tile_bf16_avx512(int R, int C, int prefetch, const float *x, size
         for (int c = 0; c < C; c++) {
             wv[c] = widen16_bf16_avx512(w + c * ws + p);
             if (prefetch) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
+            if (prefetch == 2) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
         }
         for (int r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * xs + p);
@@ -386,7 +396,7 @@ SY_AVX512_FN void matmul_bf16_avx512(const float *x, size_t m, size_t k, size_t 
                                      size_t ws, float *y, size_t ys, int accumulate) {
     int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_bf16_avx512(1, prefetch, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++) rows_bf16_avx512(1, prefetch ? 2 : 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
         return;
     }
     size_t block = rows_per_block(k);
@@ -562,6 +572,7 @@ SY_AVX2 void tile_avx2(int R, const float *x, size_t xs, const void *w, int bf16
     for (; p + SY_LANES <= k; p += SY_LANES) {
         const char *at = wb + p * element;
         _mm_prefetch(at + SY_PREFETCH_BYTES, _MM_HINT_T1);
+        _mm_prefetch(at + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
         __m256 wlo = values8_avx2(at, bf16, all, 8), whi = values8_avx2(at + 8 * element, bf16, all, 8);
         for (int r = 0; r < R; r++) {
             lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p), wlo, lo[r]);
