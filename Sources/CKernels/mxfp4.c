@@ -349,10 +349,17 @@ static inline uint32_t mxq_scale_bytes(const uint8_t *scales, size_t count) {
 #define SY_MXQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,fma"), always_inline)) static inline
 #define SY_MXQ_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static
 
-/// Prefetch distance of the AVX-512 fast product, in bytes ahead in a weight row (and on into the next
-/// rows): the rows are read as streams, and measured with 2 threads on Zen 4 out of cache, 1-row tiles
-/// with this prefetch read about 1.5× faster than 8-row tiles without it.
-enum { SY_MXQ_PREFETCH = 1024 };
+/// Prefetch distances of the fast products, in bytes ahead in a weight row (and on into the next rows):
+/// the rows are read as streams. Where the bf16 kernels prefetch (``sy_stream_prefetch``: every CPU but
+/// AMD's) each row is prefetched SY_MXQ_PREFETCH_FAR ahead into L2 and SY_MXQ_PREFETCH_NEAR into L1, as
+/// they do; measured on an Intel Xeon (AVX-512 bf16 and VNNI, 2 threads, 1.2 GB of gpt-oss-shaped rows,
+/// k = 2,880, 3 alternating rounds) against the L1 prefetch 1 KiB ahead alone: m = 1 19-22 -> 30-32 GB/s
+/// (the read floor 39.6), m = 2 12.3 -> 28.7, m = 4 9.2 -> 16.9, m = 8 6.0 -> 8.7 (8 KiB into L2 with 1
+/// KiB into L1 28-32, 4 KiB 30-31; 2 KiB into L1 alone 26-27); the AVX2 product, which prefetched
+/// nothing, m = 1 13.6-14.4 -> 24.1-26.4 GB/s (AVX-VNNI 14.0-14.4 -> 26.3-26.4), m = 2 10.8 -> 13.8. On
+/// AMD CPUs the AVX-512 product keeps SY_MXQ_PREFETCH alone (into L1): measured with 2 threads on Zen 4
+/// out of cache, 1-row tiles with it read about 1.5× faster than 8-row tiles without it.
+enum { SY_MXQ_PREFETCH = 1024, SY_MXQ_PREFETCH_FAR = 8192, SY_MXQ_PREFETCH_NEAR = 2048 };
 
 /// The block factors of one group as 16 lanes (lane 4c + q: 2^(s_c - 128) as ``half_scale_bits``
 /// builds it) from the group's `count` (1-4) scale bytes.
@@ -380,7 +387,7 @@ SY_MXQ_VNNI __m512 group_scales_avx512(const uint8_t *wsc, size_t count) {
 /// each with its own accumulator; a weight group is decoded once for the tile's tokens.
 SY_MXQ_VNNI void tile_mxq_vnni(const uint8_t *xp, size_t xps, size_t blocks, const uint8_t *wb,
                                const uint8_t *wsc, size_t row_bytes, size_t row_scales, float *y, size_t ys,
-                               const int nr, const int nt) {
+                               const int nr, const int nt, const int far) {
     const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
     const __m512i nibble = _mm512_set1_epi8(0x0F);
     __m512 acc[4][2];
@@ -401,7 +408,12 @@ SY_MXQ_VNNI void tile_mxq_vnni(const uint8_t *xp, size_t xps, size_t blocks, con
             dx[t] = _mm512_loadu_ps(group + 192);
         }
         for (int r = 0; r < nr; r++) {
-            _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH), _MM_HINT_T0);
+            if (far) {
+                _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH_FAR), _MM_HINT_T1);
+                _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH_NEAR), _MM_HINT_T0);
+            } else {
+                _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH), _MM_HINT_T0);
+            }
             __m512i w = _mm512_maskz_loadu_epi8(bytes, wb + r * row_bytes + g * 64);
             __m512i low = _mm512_shuffle_epi8(table, _mm512_and_si512(w, nibble));
             __m512i high = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble));
@@ -419,6 +431,7 @@ SY_MXQ_VNNI void tile_mxq_vnni(const uint8_t *xp, size_t xps, size_t blocks, con
 SY_MXQ_VNNI_FN void mxq_avx512vnni(const uint8_t *xp, size_t xps, size_t m, size_t k, const uint8_t *blocks,
                                    const uint8_t *scales, size_t n, size_t wrs, float *y, size_t ys) {
     size_t block_count = k / 32, row_bytes = wrs * block_count * 16, row_scales = wrs * block_count;
+    const int far = sy_stream_prefetch();
     // Four weight rows at a time for pairs of tokens (each row's groups decoded once for both), then
     // row by row for a last single token (the rows still in L1); a single token streams row by row.
     for (size_t j = 0; j < n; j += 4) {
@@ -427,17 +440,17 @@ SY_MXQ_VNNI_FN void mxq_avx512vnni(const uint8_t *xp, size_t xps, size_t m, size
         size_t i = 0;
         for (; i + 2 <= m; i += 2) {
             if (rows == 4) {
-                tile_mxq_vnni(xp + i * xps, xps, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 4, 2);
+                tile_mxq_vnni(xp + i * xps, xps, block_count, wb, wsc, row_bytes, row_scales, y + i * ys + j, ys, 4, 2, far);
             } else {
                 for (size_t r = 0; r < rows; r++)
                     tile_mxq_vnni(xp + i * xps, xps, block_count, wb + r * row_bytes, wsc + r * row_scales, row_bytes,
-                                  row_scales, y + i * ys + j + r, ys, 1, 2);
+                                  row_scales, y + i * ys + j + r, ys, 1, 2, far);
             }
         }
         if (i < m)
             for (size_t r = 0; r < rows; r++)
                 tile_mxq_vnni(xp + i * xps, xps, block_count, wb + r * row_bytes, wsc + r * row_scales, row_bytes,
-                              row_scales, y + i * ys + j + r, ys, 1, 1);
+                              row_scales, y + i * ys + j + r, ys, 1, 1, far);
     }
 }
 
@@ -460,6 +473,10 @@ SY_MXQ_VNNI_FN void mxq_avx512vnni(const uint8_t *xp, size_t xps, size_t m, size
                     size_t count = block_count - 4 * g < 4 ? block_count - 4 * g : 4;                          \
                     const uint8_t *group = xp + i * xps + g * SY_MXQ_GROUP_BYTES;                              \
                     uint32_t packed = mxq_scale_bytes(wsc + 4 * g, count);                                     \
+                    if (i == 0) { /* the row's first pass: stream it in (SY_MXQ_PREFETCH_FAR) */               \
+                        _mm_prefetch((const char *)(wb + g * 64) + SY_MXQ_PREFETCH_FAR, _MM_HINT_T1);          \
+                        _mm_prefetch((const char *)(wb + g * 64) + SY_MXQ_PREFETCH_NEAR, _MM_HINT_T0);         \
+                    }                                                                                          \
                     __m128i s16 = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)packed), spread);                    \
                     for (size_t h = 0; h < 2 && 2 * h < count; h++) {                                          \
                         __m256i w;                                                                             \
