@@ -2,6 +2,7 @@
 // which defines the bits, and on the AVX-512, AVX2 and NEON paths side by side; then the product of
 // sy_kernels.h on the widened rows.
 #include "sy_fp8.h"
+#include "sy_prefetch.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -100,19 +101,15 @@ SY_F8_AVX512 __m512 values16_avx512(__m512i codes) {
     return _mm512_castsi512_ps(_mm512_or_si512(bits, sign));
 }
 
-/// How far ahead (bytes) the x86 paths prefetch a weight row as they widen it, into L2 and into L1, as
-/// the bf16 kernels do. Measured on an Intel Xeon (2 threads, the DeepSeek-shaped model with FP8
+/// The x86 paths prefetch a weight row as they widen it, as the bf16 kernels do (``prefetch_weights``).
+/// Measured on an Intel Xeon (2 threads, the DeepSeek-shaped model with FP8
 /// weights, `generate` 64 tokens, 3 alternating rounds): 43.9-44.9 -> 46.6-49.5 tok/s on AVX-512, alike
 /// on AVX2 (31.7-34.3 -> 33.4-34.7). (An earlier session's L2 prefetch alone gave 30.5 -> 31.7 on Zen 4.)
-enum { SY_F8_PREFETCH_FAR = 8192, SY_F8_PREFETCH_NEAR = 2048 };
 
 SY_F8_AVX512_FN void dequantize_avx512(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
     size_t p = 0;
     for (; p + 16 <= k; p += 16) {
-        if ((p & 63) == 0) {
-            _mm_prefetch((const char *)(w + p) + SY_F8_PREFETCH_FAR, _MM_HINT_T1);
-            _mm_prefetch((const char *)(w + p) + SY_F8_PREFETCH_NEAR, _MM_HINT_T0);
-        }
+        if ((p & 63) == 0) prefetch_weights(w + p, 2);
         __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(w + p)));
         // block_k is a multiple of 16: the 16 values share one scale.
         _mm512_storeu_ps(out + p, _mm512_mul_ps(values16_avx512(codes), _mm512_set1_ps(scales[p / block_k])));
@@ -148,10 +145,7 @@ SY_F8_AVX2 __m256 values8_avx2(const uint8_t *w, __m256 scale) {
 SY_F8_AVX2_FN void dequantize_avx2(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
     size_t p = 0;
     for (; p + 16 <= k; p += 16) {
-        if ((p & 63) == 0) {
-            _mm_prefetch((const char *)(w + p) + SY_F8_PREFETCH_FAR, _MM_HINT_T1);
-            _mm_prefetch((const char *)(w + p) + SY_F8_PREFETCH_NEAR, _MM_HINT_T0);
-        }
+        if ((p & 63) == 0) prefetch_weights(w + p, 2);
         __m256 scale = _mm256_set1_ps(scales[p / block_k]);
         _mm256_storeu_ps(out + p, values8_avx2(w + p, scale));
         _mm256_storeu_ps(out + p + 8, values8_avx2(w + p + 8, scale));

@@ -9,6 +9,7 @@
 // contract into an FMA: every multiply-add is an explicit fmaf / fmadd intrinsic.
 #include "sy_kernels.h"
 #include "sy_hsum.h"
+#include "sy_prefetch.h"
 
 #include <math.h>
 #if defined(__GLIBC__)
@@ -53,39 +54,6 @@ static size_t rows_per_block(size_t k) {
     return budget & ~(size_t)7;
 }
 
-/// How far ahead (bytes) the weight streams of the bf16 dot kernel (and of the AVX2 kernels, where it
-/// was not swept) are prefetched, into L2 (`T1`). Measured on Zen 4 with a batch-32 decode step
-/// (Benchmarks/kernels/batch_step.c): 8 KiB into L2 took the experts from 128 to 82-86 ms a step
-/// (memory reads then overlap the arithmetic instead of adding to it). The dot kernel at m = 1 reads
-/// without it on AMD CPUs (see ``fast_dot`` and ``choose_stream_prefetch``).
-#ifndef SY_PREFETCH_BYTES
-#define SY_PREFETCH_BYTES 8192
-#endif
-
-/// The products at m ≤ SY_NARROW_ROWS (one weight row at a time: bf16 fast, bf16 exact and f32 weights,
-/// on the AVX-512 bf16, AVX-512F and AVX2 paths; the AVX2 exact and f32 tiles at every m) and the
-/// AVX-512 and AVX2 q8 products also prefetch each row this many bytes ahead into L1 (`T0`), besides
-/// SY_PREFETCH_BYTES ahead into L2. Measured on an Intel Xeon with AVX-512 bf16, 2 threads:
-/// Benchmarks/kernels/m1_stream.c (m = 1 over 512 MiB of rows, 6 alternating rounds) read 25.5-28.7
-/// GB/s with both against 14.3-25.4 with the L2 prefetch alone (`floors` 27-28; 1 KiB ahead as good,
-/// 16 KiB into L2 no better, the L1 prefetch alone 15-20); batch_step's batch-1 step 26.1 -> 23.2 ms
-/// (medians of 8 alternating pairs, 7 faster), q8 18.3 -> 17.3 ms, the AVX2 path 28.9 -> 25.4 ms;
-/// batch 8 (m = 2) 87.5-93.3 -> 85.0-88.1 ms; batch 32 q8 alike; `generate` 64 tokens, 4 alternating
-/// rounds, 36.1 -> 39.9 tok/s (Mixtral-shaped) and 74.1 -> 81.8 (Qwen3-MoE-shaped), medians. Those were
-/// in a slow spell of the host; in a fast one (m1_stream's read pass 36 GB/s, 24 rounds) both read
-/// 35.9 GB/s against 34.8 with the L2 prefetch alone (medians; 17 rounds of 24 faster). Later the
-/// AVX-512F fast product at m ≤ 4 (CPUs with AVX-512 but no bf16 instructions) and the AVX2 q8 product
-/// too, measured in a fast spell (reads 39 GB/s, 4 alternating rounds of batch_step's batch-1 step):
-/// `SWITCHYARD_KERNEL=avx512` 16.4-17.7 -> 15.8-16.5 ms, AVX2 q8 10.8-11.3 -> 10.8-11.2 ms; then against
-/// the code before (3 alternating rounds) `SWITCHYARD_KERNEL=avx512` at batch 8 (m = 2) 60.6-61.0 -> 57.2-57.8
-/// ms and at batch 16 (m = 4) 77.4-79.2 -> 72.8-74.6 ms, AVX2 q8 at batch 8 alike. Then the exact and f32
-/// products (alternating rounds): batch_step's batch-1 experts with exact arithmetic 14.8-15.0 -> 13.3-13.7
-/// ms on AVX-512 (3 rounds), 13.8-14.5 -> 13.9-14.3 on AVX2 (6), batch 32 alike on both; an f32 product at
-/// m = 1 over 1.1 GB of rows (k = 1,024) 33.5-39.3 -> 36.5-41.0 GB/s on AVX-512 (5 rounds, all faster) and
-/// 33.3-38.6 -> 36.5-38.0 on AVX2 (4 of 5 faster).
-#ifndef SY_PREFETCH_NEAR_BYTES
-#define SY_PREFETCH_NEAR_BYTES 2048
-#endif
 
 /// The AVX-512 bf16 kernel at 5-8 rows reads x a k-chunk at a time past this k (``dot_blocked``), its
 /// tiles' accumulators kept between chunks in SY_DOT_STATE bytes. Chunks of 1,408 (k = 2816 in two)
@@ -266,8 +234,7 @@ SY_AVX512 void tile_avx512(int R, int C, int prefetch, const float *x, size_t xs
         __m512 wv[AVX512_C];
         for (int c = 0; c < C; c++) {
             wv[c] = _mm512_loadu_ps(w + c * ws + p);
-            if (prefetch) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
-            if (prefetch == 2) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
+            prefetch_weights(w + c * ws + p, prefetch);
         }
         for (int r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * xs + p);
@@ -354,8 +321,7 @@ SY_AVX512 void tile_bf16_avx512(int R, int C, int prefetch, const float *x, size
         __m512 wv[AVX512_C];
         for (int c = 0; c < C; c++) {
             wv[c] = widen16_bf16_avx512(w + c * ws + p);
-            if (prefetch) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
-            if (prefetch == 2) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
+            prefetch_weights(w + c * ws + p, prefetch);
         }
         for (int r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * xs + p);
@@ -571,8 +537,7 @@ SY_AVX2 void tile_avx2(int R, const float *x, size_t xs, const void *w, int bf16
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
         const char *at = wb + p * element;
-        _mm_prefetch(at + SY_PREFETCH_BYTES, _MM_HINT_T1);
-        _mm_prefetch(at + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
+        prefetch_weights(at, 2);
         __m256 wlo = values8_avx2(at, bf16, all, 8), whi = values8_avx2(at + 8 * element, bf16, all, 8);
         for (int r = 0; r < R; r++) {
             lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p), wlo, lo[r]);
@@ -969,10 +934,7 @@ SY_AVX512 void tile_fast_avx512(int R, int C, int prefetch, const float *xp, siz
     size_t full = k / SY_FAST_STEP * SY_FAST_STEP, p = 0;
     for (; p < full; p += SY_FAST_STEP) {
         if (prefetch)
-            for (int c = 0; c < C; c++) {
-                _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_BYTES, _MM_HINT_T1);
-                if (prefetch == 2) _mm_prefetch((const char *)(w + c * ws + p) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
-            }
+            for (int c = 0; c < C; c++) prefetch_weights(w + c * ws + p, prefetch);
         SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)(w + c * ws + p)));
     }
     if (p < kp) {
@@ -1073,8 +1035,7 @@ SY_AVX2 void tile_fast_avx2(int R, int C, const float *xp, size_t kp, size_t k, 
     for (; p < full; p += SY_FAST_STEP) {
         for (int c = 0; c < C; c++) {
             block[c] = w + c * ws + p;
-            _mm_prefetch((const char *)block[c] + SY_PREFETCH_BYTES, _MM_HINT_T1);
-            _mm_prefetch((const char *)block[c] + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
+            prefetch_weights(block[c], 2);
         }
         fast_block_avx2(R, C, acc, xp + p, kp, block);
     }
@@ -1641,8 +1602,7 @@ SY_VNNI void tile_q8_vnni(int R, int C, const int8_t *xq, const float *xd, const
             // The weight streams prefetched as in the bf16 kernels: batch_step q8 on a Xeon with AVX-512
             // (2 threads, 4 alternating rounds) went from 39-46 to 19-32 ms a batch-1 step and from
             // 207-364 to 133-236 ms a batch-32 step.
-            _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_BYTES, _MM_HINT_T1);
-            _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0);
+            prefetch_weights(wq + c * row + b * SY_Q8_BLOCK, 2);
             // -128 × Σ w over each lane's 4 bytes: what x + 128 adds to the unsigned-signed product,
             // taken off by starting the product's sum from it (the same integer as subtracting it after;
             // one instruction fewer per row and column: prefill with q8 weights, 4 of its 5).
@@ -1731,10 +1691,7 @@ enum { Q8_AVX2_R = 2, Q8_AVX2_C = 2, Q8_AVX2_NARROW_R = 4 };
         for (int r = 0; r < R; r++)                                                                            \
             for (int c = 0; c < C; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();                     \
         for (size_t b = 0; b < blocks; b += 2) {                                                               \
-            for (int c = 0; c < C; c++) {                                                                      \
-                _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_BYTES, _MM_HINT_T1); \
-                _mm_prefetch((const char *)(wq + c * row + b * SY_Q8_BLOCK) + SY_PREFETCH_NEAR_BYTES, _MM_HINT_T0); \
-            }                                                                                                  \
+            for (int c = 0; c < C; c++) prefetch_weights(wq + c * row + b * SY_Q8_BLOCK, 2);                 \
             for (int h = 0; h < 2; h++) {                                                                      \
                 size_t at = (b + (size_t)h) * SY_Q8_BLOCK;                                                     \
                 __m256i wv[Q8_AVX2_C];                                                                         \

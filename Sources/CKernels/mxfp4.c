@@ -2,6 +2,7 @@
 // paths side by side, each computing the header's reduction shape.
 #include "sy_mxfp4.h"
 #include "sy_hsum.h"
+#include "sy_prefetch.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -351,15 +352,15 @@ static inline uint32_t mxq_scale_bytes(const uint8_t *scales, size_t count) {
 
 /// Prefetch distances of the fast products, in bytes ahead in a weight row (and on into the next rows):
 /// the rows are read as streams. Where the bf16 kernels prefetch (``sy_stream_prefetch``: every CPU but
-/// AMD's) each row is prefetched SY_MXQ_PREFETCH_FAR ahead into L2 and SY_MXQ_PREFETCH_NEAR into L1, as
-/// they do; measured on an Intel Xeon (AVX-512 bf16 and VNNI, 2 threads, 1.2 GB of gpt-oss-shaped rows,
+/// AMD's) each row is prefetched as they prefetch theirs (``prefetch_weights``: 8 KiB ahead into L2, 2 KiB
+/// into L1); measured on an Intel Xeon (AVX-512 bf16 and VNNI, 2 threads, 1.2 GB of gpt-oss-shaped rows,
 /// k = 2,880, 3 alternating rounds) against the L1 prefetch 1 KiB ahead alone: m = 1 19-22 -> 30-32 GB/s
 /// (the read floor 39.6), m = 2 12.3 -> 28.7, m = 4 9.2 -> 16.9, m = 8 6.0 -> 8.7 (8 KiB into L2 with 1
 /// KiB into L1 28-32, 4 KiB 30-31; 2 KiB into L1 alone 26-27); the AVX2 product, which prefetched
 /// nothing, m = 1 13.6-14.4 -> 24.1-26.4 GB/s (AVX-VNNI 14.0-14.4 -> 26.3-26.4), m = 2 10.8 -> 13.8. On
 /// AMD CPUs the AVX-512 product keeps SY_MXQ_PREFETCH alone (into L1): measured with 2 threads on Zen 4
 /// out of cache, 1-row tiles with it read about 1.5× faster than 8-row tiles without it.
-enum { SY_MXQ_PREFETCH = 1024, SY_MXQ_PREFETCH_FAR = 8192, SY_MXQ_PREFETCH_NEAR = 2048 };
+enum { SY_MXQ_PREFETCH = 1024 };
 
 /// The block factors of one group as 16 lanes (lane 4c + q: 2^(s_c - 128) as ``half_scale_bits``
 /// builds it) from the group's `count` (1-4) scale bytes.
@@ -408,12 +409,10 @@ SY_MXQ_VNNI void tile_mxq_vnni(const uint8_t *xp, size_t xps, size_t blocks, con
             dx[t] = _mm512_loadu_ps(group + 192);
         }
         for (int r = 0; r < nr; r++) {
-            if (far) {
-                _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH_FAR), _MM_HINT_T1);
-                _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH_NEAR), _MM_HINT_T0);
-            } else {
+            if (far)
+                prefetch_weights(wb + r * row_bytes + g * 64, 2);
+            else
                 _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH), _MM_HINT_T0);
-            }
             __m512i w = _mm512_maskz_loadu_epi8(bytes, wb + r * row_bytes + g * 64);
             __m512i low = _mm512_shuffle_epi8(table, _mm512_and_si512(w, nibble));
             __m512i high = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble));
@@ -473,10 +472,7 @@ SY_MXQ_VNNI_FN void mxq_avx512vnni(const uint8_t *xp, size_t xps, size_t m, size
                     size_t count = block_count - 4 * g < 4 ? block_count - 4 * g : 4;                          \
                     const uint8_t *group = xp + i * xps + g * SY_MXQ_GROUP_BYTES;                              \
                     uint32_t packed = mxq_scale_bytes(wsc + 4 * g, count);                                     \
-                    if (i == 0) { /* the row's first pass: stream it in (SY_MXQ_PREFETCH_FAR) */               \
-                        _mm_prefetch((const char *)(wb + g * 64) + SY_MXQ_PREFETCH_FAR, _MM_HINT_T1);          \
-                        _mm_prefetch((const char *)(wb + g * 64) + SY_MXQ_PREFETCH_NEAR, _MM_HINT_T0);         \
-                    }                                                                                          \
+                    if (i == 0) prefetch_weights(wb + g * 64, 2); /* the row's first pass streams it in */     \
                     __m128i s16 = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)packed), spread);                    \
                     for (size_t h = 0; h < 2 && 2 * h < count; h++) {                                          \
                         __m256i w;                                                                             \
