@@ -66,6 +66,7 @@ static size_t rows_per_block(size_t k) {
 #define SY_DOT_STATE 8192
 #endif
 
+
 // MARK: - Scalar path
 
 enum { SCALAR_R = 2, SCALAR_C = 2 };
@@ -197,6 +198,20 @@ static int choose_stream_prefetch(void) {
 
 /// -1 until chosen; a race only makes two threads compute the same answer.
 static _Atomic int stream_prefetch = -1;
+
+#if SY_X86
+/// Whether the CPU is AMD's: the few tile choices that were measured to go opposite ways on Zen 4 and
+/// on an Intel Xeon follow it (they never change a result).
+static int cpu_is_amd(void) {
+    static _Atomic int amd = -1;  // a race only makes two threads compute the same answer
+    int known = atomic_load_explicit(&amd, memory_order_relaxed);
+    if (known < 0) {
+        known = __builtin_cpu_is("amd") ? 1 : 0;
+        atomic_store_explicit(&amd, known, memory_order_relaxed);
+    }
+    return known;
+}
+#endif
 
 int sy_stream_prefetch(void) {
     int chosen = atomic_load_explicit(&stream_prefetch, memory_order_relaxed);
@@ -1288,28 +1303,35 @@ SY_AVX512BF16 void rows_dot(int RT, int C, int prefetch, const uint16_t *xb, siz
     }
 }
 
-/// One tile of a k-chunk (``tile_dot`` with `prefetch`): 5 ≤ R ≤ 8 rows, 1 ≤ C ≤ 3 columns.
+/// One tile of a k-chunk (``tile_dot`` with `prefetch`): 1 ≤ R ≤ 8 rows, 1 ≤ C ≤ 3 columns.
 static void chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, size_t p0, size_t p1,
                        const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state, size_t state_stride,
                        int first, int last, float *y, size_t ys, int accumulate);
 
-/// 5-8 rows of x (all of them in one tile) against 3 weight rows at a time, x read a k-chunk of `kc`
-/// at a time: for each block of columns, every chunk of k is run over all of the block's tiles
-/// before the next, the tiles' accumulators kept between chunks in SY_DOT_STATE bytes. Without the
-/// chunks a tile reads all the rows of x over all of k once per 3 columns, and when those rows
-/// outgrow L1 (8 rows of bf16 past k ≈ 1,700) it reads them from L2 while it streams the weights from
-/// memory. Measured on Zen 4 (2 threads, a product of 5.8 MB at m = 8 with its weights from memory,
-/// 300 copies cycled): 31-33 GB/s of weights at k = 1,024 and 1,536, 25-26 at 1,792, 20-22 at
-/// 2,048-2,816; with the chunks 24-26 at k = 2,816 (+11-18%; +3-8% at m = 5-7), 23.5-24 at 7,168
-/// (+4-6%), alike at 4,096. In Benchmarks/kernels/batch_step.c at batch 32 (m = 8 an expert, 6
-/// alternating rounds) the down products (k = 2,816) took 21.8-23.4 ms a step against 23.7-24.3, the
-/// step 72.7 ms against 74.0 (medians). At 9-16 rows (x's chunk then twice the bytes; chunks of 512)
-/// the products were slower (0.78-0.82× the rate at m = 12, 0.76-0.87× at 16), so they stay whole.
+/// 5-16 rows of x (in tiles of 8 rows, the last smaller) against 3 weight rows at a time, x read a
+/// k-chunk of `kc` at a time: for each block of columns, every chunk of k is run over all of the
+/// block's tiles before the next, the tiles' accumulators kept between chunks in SY_DOT_STATE bytes
+/// (at least the 48 of one block of 3 columns × 16 rows). Without the chunks a tile reads all the rows
+/// of x over all of k once per 3 columns, and when those rows outgrow L1 (8 rows of bf16 past
+/// k ≈ 1,700) it reads them from L2 while it streams the weights from memory. Measured on Zen 4 (2
+/// threads, a product of 5.8 MB at m = 8 with its weights from memory, 300 copies cycled): 31-33 GB/s
+/// of weights at k = 1,024 and 1,536, 25-26 at 1,792, 20-22 at 2,048-2,816; with the chunks 24-26 at
+/// k = 2,816 (+11-18%; +3-8% at m = 5-7), 23.5-24 at 7,168 (+4-6%), alike at 4,096. In
+/// Benchmarks/kernels/batch_step.c at batch 32 (m = 8 an expert, 6 alternating rounds) the down
+/// products (k = 2,816) took 21.8-23.4 ms a step against 23.7-24.3, the step 72.7 ms against 74.0
+/// (medians). At 9-16 rows (chunks of 512) Zen 4 was slower with the chunks (0.78-0.82× the rate at
+/// m = 12, 0.76-0.87× at 16), so there they stay whole on AMD CPUs; on an Intel Xeon (Emerald Rapids,
+/// 48 KiB L1, 2 threads, 1.1 GB of rows at k = 2,816 from memory, 2 alternating rounds) chunks of 704
+/// took m = 12 from 148-156 to 189-195 GFLOP/s and m = 16 from 160-165 to 189-195 (of a 240 peak), and
+/// batch_step's skewed batch 32 (m = 14 ... 2) from 88.4-90.1 to 84.4-84.9 ms of experts a step (3
+/// alternating rounds); at k = 1,024, or past 16 rows (where the state would outgrow its bytes), chunks
+/// were no faster.
 /// The prefetch follows the order the tiles run in: each tile prefetches the one after it.
 SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
                                   size_t n, size_t ws, float *y, size_t ys, int accumulate) {
-    enum { C = 3, STATE = SY_DOT_STATE / sizeof(__m512) };
-    // Accumulators of one block of columns: `block` columns × m rows.
+    enum { C = 3, ROWS = 16, STATE = SY_DOT_STATE / sizeof(__m512) > C * ROWS ? SY_DOT_STATE / sizeof(__m512) : C * ROWS };
+    // Accumulators of one block of columns: `block` columns × m rows (m ≤ ROWS, so at least one block
+    // of C columns fits).
     __m512 state[STATE];
     size_t block = STATE / m / C * C;
     if (block == 0) block = C;
@@ -1326,8 +1348,11 @@ SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_
                                         : !last      ? w + j0 * ws + p1
                                         : j1 < n     ? w + j1 * ws
                                                      : w + j * ws + p0;
-                chunk_tile((int)m, (int)width, xb, kp, k, p0, p1, w + j * ws, ws, ahead, state + (j - j0) * m, m,
-                           first, last, y + j, ys, accumulate);
+                for (size_t r = 0; r < m; r += 8) {
+                    size_t rows = m - r < 8 ? m - r : 8;
+                    chunk_tile((int)rows, (int)width, xb + r * kp, kp, k, p0, p1, w + j * ws, ws, ahead,
+                               state + (j - j0) * m + r, m, first, last, y + r * ys + j, ys, accumulate);
+                }
                 j += width;
             }
         }
@@ -1354,7 +1379,19 @@ chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, size_t p0, siz
     case 6 * 8 + 1: SY_CHUNK_TILE(6, 1);
     case 5 * 8 + 3: SY_CHUNK_TILE(5, 3);
     case 5 * 8 + 2: SY_CHUNK_TILE(5, 2);
-    default: SY_CHUNK_TILE(5, 1);  // 5 * 8 + 1
+    case 5 * 8 + 1: SY_CHUNK_TILE(5, 1);
+    case 4 * 8 + 3: SY_CHUNK_TILE(4, 3);
+    case 4 * 8 + 2: SY_CHUNK_TILE(4, 2);
+    case 4 * 8 + 1: SY_CHUNK_TILE(4, 1);
+    case 3 * 8 + 3: SY_CHUNK_TILE(3, 3);
+    case 3 * 8 + 2: SY_CHUNK_TILE(3, 2);
+    case 3 * 8 + 1: SY_CHUNK_TILE(3, 1);
+    case 2 * 8 + 3: SY_CHUNK_TILE(2, 3);
+    case 2 * 8 + 2: SY_CHUNK_TILE(2, 2);
+    case 2 * 8 + 1: SY_CHUNK_TILE(2, 1);
+    case 1 * 8 + 3: SY_CHUNK_TILE(1, 3);
+    case 1 * 8 + 2: SY_CHUNK_TILE(1, 2);
+    default: SY_CHUNK_TILE(1, 1);  // 1 * 8 + 1
     }
 }
 #undef SY_CHUNK_TILE
@@ -1362,7 +1399,8 @@ chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, size_t p0, siz
 /// The tile shape follows m (it never changes a result): up to 4 rows, one weight row at a time (one
 /// sequential stream per thread); up to 16 rows, 8 × 3 tiles (each weight byte read from memory once;
 /// 24 accumulators for 11 loads: serve at batch 8 went from 118-122 to 125-154 tokens/s and batch 32
-/// from 305-316 to 315-328 against 8 × 2); beyond, 4 × 4 tiles (the most multiply-adds per load).
+/// from 305-316 to 315-328 against 8 × 2), a k-chunk at a time past SY_DOT_KC (``dot_blocked``; at
+/// 9-16 rows not on AMD CPUs); beyond, 4 × 4 tiles (the most multiply-adds per load).
 SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                size_t ws, float *y, size_t ys, int accumulate) {
     if (m <= SY_NARROW_ROWS) {
@@ -1383,9 +1421,11 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
         }
         return;
     }
-    if (m <= 8 && k > SY_DOT_KC) {
-        // x's rows a k-chunk at a time (``dot_blocked``), in equal chunks of at most SY_DOT_KC.
-        size_t chunks = (kp + SY_DOT_KC - 1) / SY_DOT_KC;
+    if (k > SY_DOT_KC && (m <= 8 || (m <= 16 && !cpu_is_amd()))) {
+        // x's rows a k-chunk at a time (``dot_blocked``), in equal chunks of at most SY_DOT_KC at 5-8
+        // rows and half that at 9-16 (x's chunk about the same bytes).
+        size_t limit = m <= 8 ? SY_DOT_KC : SY_DOT_KC / 2;
+        size_t chunks = (kp + limit - 1) / limit;
         size_t kc = (kp / chunks + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
         dot_blocked(xb, m, kp, k, kc, w, n, ws, y, ys, accumulate);
         return;
