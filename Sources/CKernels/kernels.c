@@ -66,6 +66,12 @@ static size_t rows_per_block(size_t k) {
 #define SY_DOT_STATE 8192
 #endif
 
+/// The AVX-512F fast product (CPUs without `vdpbf16ps`) at 5-16 rows reads x a k-chunk at a time past
+/// SY_DOT_KC (``fast_avx512_blocked``), in chunks of at most this many values (half at 9-16 rows).
+#ifndef SY_AVX512_KC
+#define SY_AVX512_KC 768
+#endif
+
 
 // MARK: - Scalar path
 
@@ -978,11 +984,126 @@ SY_AVX512 void rows_fast_avx512(int C, int prefetch, const float *xp, size_t m, 
     }
 }
 
+/// ``tile_fast_avx512`` over the blocks [p0, p1) of k only (a k-chunk of ``fast_avx512_blocked``): from
+/// the accumulators it left in `state` (element (r, c) at `state[c * state_stride + r]`) unless `first`,
+/// back into them unless `last`; with `prefetch` each weight row of the tile that runs next (`ahead`) is
+/// prefetched into L2 at the offset this one reads. Each accumulator sees the same additions in the
+/// same order as in the whole tile, so the chunks never change a result.
+SY_AVX512 void chunk_fast_avx512(int R, int C, int prefetch, const float *xp, size_t kp, size_t k, size_t p0,
+                                 size_t p1, const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state,
+                                 size_t state_stride, int first, int last, float *y, size_t ys, int accumulate) {
+    __m512 acc[AVX512_R][AVX512_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = first ? _mm512_setzero_ps() : state[c * state_stride + r];
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    size_t full = k / SY_FAST_STEP * SY_FAST_STEP, end = p1 < full ? p1 : full, p = p0;
+    for (; p < end; p += SY_FAST_STEP) {
+        if (prefetch)
+            for (int c = 0; c < C; c++) _mm_prefetch((const char *)(ahead + c * ws + (p - p0)), _MM_HINT_T1);
+        SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)(w + c * ws + p)));
+    }
+    if (p < p1) {  // the last chunk's padded last block
+        uint16_t padded[AVX512_C][SY_FAST_STEP];
+        for (int c = 0; c < C; c++) fast_block(w + c * ws, p, k, padded[c]);
+        SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)padded[c]));
+    }
+    if (!last) {
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) state[c * state_stride + r] = acc[r][c];
+        return;
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+#define SY_FAST_CHUNK(R, C)                                                                                    \
+    chunk_fast_avx512(R, C, prefetch, xp, kp, k, p0, p1, w, ws, ahead, state, state_stride, first, last, y, ys, \
+                      accumulate);                                                                             \
+    return
+/// The constant shapes of ``chunk_fast_avx512`` (1-4 rows, 1-4 columns).
+__attribute__((target("avx512f,fma"))) static void
+chunk_fast_avx512_shape(int R, int C, int prefetch, const float *xp, size_t kp, size_t k, size_t p0, size_t p1,
+                        const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state, size_t state_stride,
+                        int first, int last, float *y, size_t ys, int accumulate) {
+    switch (R * 8 + C) {
+    case 4 * 8 + 4: SY_FAST_CHUNK(4, 4);
+    case 4 * 8 + 3: SY_FAST_CHUNK(4, 3);
+    case 4 * 8 + 2: SY_FAST_CHUNK(4, 2);
+    case 4 * 8 + 1: SY_FAST_CHUNK(4, 1);
+    case 3 * 8 + 4: SY_FAST_CHUNK(3, 4);
+    case 3 * 8 + 3: SY_FAST_CHUNK(3, 3);
+    case 3 * 8 + 2: SY_FAST_CHUNK(3, 2);
+    case 3 * 8 + 1: SY_FAST_CHUNK(3, 1);
+    case 2 * 8 + 4: SY_FAST_CHUNK(2, 4);
+    case 2 * 8 + 3: SY_FAST_CHUNK(2, 3);
+    case 2 * 8 + 2: SY_FAST_CHUNK(2, 2);
+    case 2 * 8 + 1: SY_FAST_CHUNK(2, 1);
+    case 1 * 8 + 4: SY_FAST_CHUNK(1, 4);
+    case 1 * 8 + 3: SY_FAST_CHUNK(1, 3);
+    case 1 * 8 + 2: SY_FAST_CHUNK(1, 2);
+    default: SY_FAST_CHUNK(1, 1);  // 1 * 8 + 1
+    }
+}
+#undef SY_FAST_CHUNK
+
+/// 5-16 prepared x rows (in tiles of 4) against 4 weight rows at a time, x read a k-chunk of `kc` at a
+/// time, in the order of ``dot_blocked``: for each block of columns, every chunk of k over all of the
+/// block's tiles before the next, the accumulators kept between chunks. The prepared x rows are f32,
+/// twice the bytes of the `vdpbf16ps` path's, so 8 rows outgrow L1 past k ≈ 1,500 and the whole-k
+/// tiles read them from L2 once per 4 columns while they stream the weights from memory. Measured with
+/// `SWITCHYARD_KERNEL=avx512` on the Intel Xeon (Emerald Rapids, 2 threads, built as SwiftPM builds): 1.1 GB
+/// of rows at k = 2,816 from memory, m = 8 135-142 -> 198-208 GFLOP/s, m = 12 167-170 -> 233-246, m = 16
+/// 186-190 -> 232-256 (chunks of 1,408 and 704 a little slower; at k = 1,024 chunks of 512 were slower,
+/// so k ≤ SY_DOT_KC stays whole); batch_step's batch-32 experts (3 alternating rounds) 80.3-82.4 ->
+/// 71.8-74.0 ms evenly routed and 87.6-89.4 -> 80.2-82.1 skewed.
+SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
+                                      size_t n, size_t ws, float *y, size_t ys, int accumulate) {
+    enum { C = AVX512_C, ROWS = 16, STATE = SY_DOT_STATE / sizeof(__m512) > C * ROWS ? SY_DOT_STATE / sizeof(__m512) : C * ROWS };
+    __m512 state[STATE];  // one block of columns: `block` columns × m rows (m ≤ ROWS)
+    size_t block = STATE / m / C * C;
+    int prefetch = sy_stream_prefetch();
+    for (size_t j0 = 0; j0 < n; j0 += block) {
+        size_t j1 = j0 + block < n ? j0 + block : n;
+        for (size_t p0 = 0; p0 < kp; p0 += kc) {
+            size_t p1 = p0 + kc < kp ? p0 + kc : kp;
+            int first = p0 == 0, last = p1 == kp;
+            for (size_t j = j0; j < j1;) {
+                size_t width = j1 - j < C ? j1 - j : C;
+                const uint16_t *ahead = j + width < j1 ? w + (j + width) * ws + p0
+                                        : !last      ? w + j0 * ws + p1
+                                        : j1 < n     ? w + j1 * ws
+                                                     : w + j * ws + p0;
+                for (size_t r = 0; r < m; r += AVX512_R) {
+                    size_t rows = m - r < AVX512_R ? m - r : AVX512_R;
+                    // Only the first tile of rows prefetches: the others read the same weight rows.
+                    chunk_fast_avx512_shape((int)rows, (int)width, prefetch && r == 0, xp + r * kp, kp, k, p0, p1,
+                                            w + j * ws, ws, ahead, state + (j - j0) * m + r, m, first, last,
+                                            y + r * ys + j, ys, accumulate);
+                }
+                j += width;
+            }
+        }
+    }
+}
+
 SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                               size_t ws, float *y, size_t ys, int accumulate) {
     int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
         for (size_t j = 0; j < n; j++) rows_fast_avx512(1, prefetch ? 2 : 0, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        return;
+    }
+    if (m <= 16 && k > SY_DOT_KC) {
+        // x's rows a k-chunk at a time (``fast_avx512_blocked``) past the `vdpbf16ps` path's SY_DOT_KC, in
+        // equal chunks of at most SY_AVX512_KC at 5-8 rows and half that at 9-16.
+        size_t limit = m <= 8 ? SY_AVX512_KC : SY_AVX512_KC / 2;
+        size_t chunks = (kp + limit - 1) / limit;
+        size_t kc = (kp / chunks + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
+        fast_avx512_blocked(xp, m, kp, k, kc, w, n, ws, y, ys, accumulate);
         return;
     }
     size_t j = 0;
