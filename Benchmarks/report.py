@@ -71,11 +71,13 @@ def batch32_ceiling(config, bandwidth_gbs, peak_gflops, batch32_bandwidth_gbs=No
     return 32 * one / max(memory, arithmetic), 32 * one / (memory + arithmetic), (one, memory, arithmetic)
 
 
-def pair_ceiling_ratios(config, batches):
+def pair_ceiling_ratios(config, batches, peak_key="dot_gflops_2t"):
     """For each batch-1 → batch-32 pair of one serve run whose batches carry their own floors
     (serve_decode.py --floors, measured right before each), the pair's ratio ÷ its own overlapped
     ceiling: batch 1 at the bandwidth read before it, batch 32 at the bandwidth read before it and the
-    better peak of the two (a lower peak is a CPU taken away for a moment, not the machine)."""
+    better peak of the two (a lower peak is a CPU taken away for a moment, not the machine). The peak is
+    the floors' dot peak (with AVX-512 bf16 the better of `vdpbf16ps` and the f32 FMA), or with
+    `peak_key` "dot_other_gflops_2t" the other of the two."""
     ratios = []
     for before, after in zip(batches, batches[1:]):
         if before["batch"] != 1 or after["batch"] != 32 or before["decode_tokens_per_s"] <= 0:
@@ -83,7 +85,7 @@ def pair_ceiling_ratios(config, batches):
         one, many = before.get("floors"), after.get("floors")
         if not (one and many and one.get("membw_gbs_2t") and many.get("membw_gbs_2t")):
             continue
-        peak = max(one.get("dot_gflops_2t") or 0, many.get("dot_gflops_2t") or 0)
+        peak = max(one.get(peak_key) or 0, many.get(peak_key) or 0)
         if peak <= 0:
             continue
         ceiling, _, _ = batch32_ceiling(config, one["membw_gbs_2t"], peak, many["membw_gbs_2t"])
@@ -297,6 +299,13 @@ def main():
             if own:
                 out(f"  {f'serve --workers {w}: each pair ÷ the ceiling of its own floors':<70}"
                     f"{fmt(statistics.median(own), 2):>8}   pairs " + " / ".join(fmt(x, 2) for x in own))
+            # Where the floors measured both `vdpbf16ps` and the f32 FMA, the same pairs against the other
+            # one's peak (the instruction the kernels use at 5 rows and more is `vdpbf16ps`).
+            other = pair_ceiling_ratios(config, serve[w]["batches"], "dot_other_gflops_2t") if serve[w] else []
+            kinds = [b["floors"].get("dot_other_kind") for b in serve[w]["batches"] if b.get("floors")] if serve[w] else []
+            if other and kinds and kinds[0]:
+                out(f"  {f'serve --workers {w}: each pair ÷ that ceiling at the {kinds[0]} peak':<70}"
+                    f"{fmt(statistics.median(other), 2):>8}   pairs " + " / ".join(fmt(x, 2) for x in other))
     link_section(out, r, config, batch_rate)
     curve_section(out, r, batch_rate)
     qwen_section(out, r, args, floor_2t_bandwidth=floors["membw_gbs_2t"] if floors else None, paired=paired,
