@@ -1024,11 +1024,13 @@ SY_AVX512 void chunk_fast_avx512(int R, int C, int prefetch, const float *xp, si
     chunk_fast_avx512(R, C, prefetch, xp, kp, k, p0, p1, w, ws, ahead, state, state_stride, first, last, y, ys, \
                       accumulate);                                                                             \
     return
-/// The constant shapes of ``chunk_fast_avx512`` (1-4 rows, 1-4 columns).
+/// The constant shapes of ``chunk_fast_avx512`` (1-4 rows of f32 prepared x at `x`, 1-4 columns), as
+/// ``blocked_product`` calls a tile.
 __attribute__((target("avx512f,fma"))) static void
-chunk_fast_avx512_shape(int R, int C, int prefetch, const float *xp, size_t kp, size_t k, size_t p0, size_t p1,
+chunk_fast_avx512_shape(int R, int C, int prefetch, const void *x, size_t kp, size_t k, size_t p0, size_t p1,
                         const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state, size_t state_stride,
                         int first, int last, float *y, size_t ys, int accumulate) {
+    const float *xp = (const float *)x;
     switch (R * 8 + C) {
     case 4 * 8 + 4: SY_FAST_CHUNK(4, 4);
     case 4 * 8 + 3: SY_FAST_CHUNK(4, 3);
@@ -1050,44 +1052,68 @@ chunk_fast_avx512_shape(int R, int C, int prefetch, const float *xp, size_t kp, 
 }
 #undef SY_FAST_CHUNK
 
-/// 5-16 prepared x rows (in tiles of 4) against 4 weight rows at a time, x read a k-chunk of `kc` at a
-/// time, in the order of ``dot_blocked``: for each block of columns, every chunk of k over all of the
-/// block's tiles before the next, the accumulators kept between chunks. The prepared x rows are f32,
-/// twice the bytes of the `vdpbf16ps` path's, so 8 rows outgrow L1 past k ≈ 1,500 and the whole-k
-/// tiles read them from L2 once per 4 columns while they stream the weights from memory. Measured with
-/// `SWITCHYARD_KERNEL=avx512` on the Intel Xeon (Emerald Rapids, 2 threads, built as SwiftPM builds): 1.1 GB
-/// of rows at k = 2,816 from memory, m = 8 135-142 -> 198-208 GFLOP/s, m = 12 167-170 -> 233-246, m = 16
-/// 186-190 -> 232-256 (chunks of 1,408 and 704 a little slower; at k = 1,024 chunks of 512 were slower,
-/// so k ≤ SY_DOT_KC stays whole); batch_step's batch-32 experts (3 alternating rounds) 80.3-82.4 ->
-/// 71.8-74.0 ms evenly routed and 87.6-89.4 -> 80.2-82.1 skewed.
-SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
-                                      size_t n, size_t ws, float *y, size_t ys, int accumulate) {
-    enum { C = AVX512_C, ROWS = 16, STATE = SY_DOT_STATE / sizeof(__m512) > C * ROWS ? SY_DOT_STATE / sizeof(__m512) : C * ROWS };
-    __m512 state[STATE];  // one block of columns: `block` columns × m rows (m ≤ ROWS)
-    size_t block = STATE / m / C * C;
-    int prefetch = sy_stream_prefetch();
+/// One tile of a k-chunk for ``blocked_product``: R rows of prepared x at `x` (rows `kp` elements apart)
+/// against C weight rows at `w`, over the blocks [p0, p1) of k, from and into the accumulators in `state`
+/// (element (r, c) at `state[c * state_stride + r]`) as ``tile_dot`` keeps them; `ahead` is where the
+/// tile that runs next starts, for the prefetch, which `prefetch` 0 asks the tile to skip.
+typedef void (*sy_chunk_tile)(int R, int C, int prefetch, const void *x, size_t kp, size_t k, size_t p0, size_t p1,
+                              const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state,
+                              size_t state_stride, int first, int last, float *y, size_t ys, int accumulate);
+
+/// m ≤ 16 rows of prepared x (`x_element` bytes a value; tiles of `tile_rows` rows, the last smaller)
+/// against C ≤ 4 weight rows at a time, x read a k-chunk of `kc` at a time: for each block of columns,
+/// every chunk of k is run over all of the block's tiles before the next, the tiles' accumulators kept
+/// between chunks in at least SY_DOT_STATE bytes (and at least one block of 4 columns × 16 rows). Each
+/// accumulator sees the same additions in the same order as in a tile over all of k, so the chunks never
+/// change a result. The prefetch follows the order the tiles run in: each tile of a block's first rows
+/// prefetches (with `prefetch`) the one after it; the tiles of the other rows read the same weight rows.
+/// The k-chunked products of the `vdpbf16ps` (``dot_blocked``) and AVX-512F (``fast_avx512_blocked``) paths.
+__attribute__((target("avx512f"))) static void blocked_product(sy_chunk_tile tile, int C, size_t tile_rows,
+                                                                size_t x_element, int prefetch, const void *x,
+                                                                size_t m, size_t kp, size_t k, size_t kc,
+                                                                const uint16_t *w, size_t n, size_t ws, float *y,
+                                                                size_t ys, int accumulate) {
+    enum { ROWS = 16, CMAX = 4, STATE = SY_DOT_STATE / sizeof(__m512) > CMAX * ROWS ? SY_DOT_STATE / sizeof(__m512) : CMAX * ROWS };
+    __m512 state[STATE];  // one block of columns: `block` columns × m rows
+    size_t block = STATE / m / (size_t)C * (size_t)C;
     for (size_t j0 = 0; j0 < n; j0 += block) {
         size_t j1 = j0 + block < n ? j0 + block : n;
         for (size_t p0 = 0; p0 < kp; p0 += kc) {
             size_t p1 = p0 + kc < kp ? p0 + kc : kp;
             int first = p0 == 0, last = p1 == kp;
             for (size_t j = j0; j < j1;) {
-                size_t width = j1 - j < C ? j1 - j : C;
+                size_t width = j1 - j < (size_t)C ? j1 - j : (size_t)C;
+                // The next tile's columns and chunk: the next columns of this chunk, else this block's
+                // first columns at the next chunk, else the next block's first chunk.
                 const uint16_t *ahead = j + width < j1 ? w + (j + width) * ws + p0
                                         : !last      ? w + j0 * ws + p1
                                         : j1 < n     ? w + j1 * ws
                                                      : w + j * ws + p0;
-                for (size_t r = 0; r < m; r += AVX512_R) {
-                    size_t rows = m - r < AVX512_R ? m - r : AVX512_R;
-                    // Only the first tile of rows prefetches: the others read the same weight rows.
-                    chunk_fast_avx512_shape((int)rows, (int)width, prefetch && r == 0, xp + r * kp, kp, k, p0, p1,
-                                            w + j * ws, ws, ahead, state + (j - j0) * m + r, m, first, last,
-                                            y + r * ys + j, ys, accumulate);
+                for (size_t r = 0; r < m; r += tile_rows) {
+                    size_t rows = m - r < tile_rows ? m - r : tile_rows;
+                    tile((int)rows, (int)width, prefetch && r == 0, (const char *)x + r * kp * x_element, kp, k, p0,
+                         p1, w + j * ws, ws, ahead, state + (j - j0) * m + r, m, first, last, y + r * ys + j, ys,
+                         accumulate);
                 }
                 j += width;
             }
         }
     }
+}
+
+/// 5-16 prepared x rows (in tiles of 4) against 4 weight rows at a time, x read a k-chunk of `kc` at a
+/// time (``blocked_product``). The prepared x rows are f32, twice the bytes of the `vdpbf16ps` path's,
+/// so 8 rows outgrow L1 past k ≈ 1,500 and the whole-k tiles read them from L2 once per 4 columns while
+/// they stream the weights from memory. Measured with `SWITCHYARD_KERNEL=avx512` on the Intel Xeon
+/// (Emerald Rapids, 2 threads, built as SwiftPM builds): 1.1 GB of rows at k = 2,816 from memory, m = 8
+/// 135-142 -> 198-208 GFLOP/s, m = 12 167-170 -> 233-246, m = 16 186-190 -> 232-256 (chunks of 1,408 and
+/// 704 a little slower; at k = 1,024 chunks of 512 were slower, so k ≤ SY_DOT_KC stays whole);
+/// batch_step's batch-32 experts (3 alternating rounds) 80.3-82.4 -> 71.8-74.0 ms evenly routed and
+/// 87.6-89.4 -> 80.2-82.1 skewed.
+SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
+                                      size_t n, size_t ws, float *y, size_t ys, int accumulate) {
+    blocked_product(chunk_fast_avx512_shape, AVX512_C, AVX512_R, sizeof(float), sy_stream_prefetch(), xp, m, kp, k,
+                    kc, w, n, ws, y, ys, accumulate);
 }
 
 SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
@@ -1424,15 +1450,15 @@ SY_AVX512BF16 void rows_dot(int RT, int C, int prefetch, const uint16_t *xb, siz
     }
 }
 
-/// One tile of a k-chunk (``tile_dot`` with `prefetch`): 1 ≤ R ≤ 8 rows, 1 ≤ C ≤ 3 columns.
-static void chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, size_t p0, size_t p1,
+/// One tile of a k-chunk (``tile_dot`` with its L2 prefetch, which every tile keeps: the `prefetch`
+/// argument of ``sy_chunk_tile`` is not read): 1 ≤ R ≤ 8 rows of bf16 x, 1 ≤ C ≤ 3 columns.
+static void chunk_tile(int R, int C, int prefetch, const void *x, size_t kp, size_t k, size_t p0, size_t p1,
                        const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state, size_t state_stride,
                        int first, int last, float *y, size_t ys, int accumulate);
 
 /// 5-16 rows of x (in tiles of 8 rows, the last smaller) against 3 weight rows at a time, x read a
-/// k-chunk of `kc` at a time: for each block of columns, every chunk of k is run over all of the
-/// block's tiles before the next, the tiles' accumulators kept between chunks in SY_DOT_STATE bytes
-/// (at least the 48 of one block of 3 columns × 16 rows). Without the chunks a tile reads all the rows
+/// k-chunk of `kc` at a time (``blocked_product``; every tile prefetches the one after it, the tiles of
+/// rows 9-16 too). Without the chunks a tile reads all the rows
 /// of x over all of k once per 3 columns, and when those rows outgrow L1 (8 rows of bf16 past
 /// k ≈ 1,700) it reads them from L2 while it streams the weights from memory. Measured on Zen 4 (2
 /// threads, a product of 5.8 MB at m = 8 with its weights from memory, 300 copies cycled): 31-33 GB/s
@@ -1443,41 +1469,13 @@ static void chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, si
 /// (medians). At 9-16 rows (chunks of 512) Zen 4 was slower with the chunks (0.78-0.82× the rate at
 /// m = 12, 0.76-0.87× at 16), so there they stay whole on AMD CPUs; on an Intel Xeon (Emerald Rapids,
 /// 48 KiB L1, 2 threads, 1.1 GB of rows at k = 2,816 from memory, 2 alternating rounds) chunks of 704
-/// took m = 12 from 148-156 to 189-195 GFLOP/s and m = 16 from 160-165 to 189-195 (of a 240 peak), and
+/// took m = 12 from 148-156 to 189-195 GFLOP/s and m = 16 from 160-165 to 189-195 (of a 240 `vdpbf16ps` peak), and
 /// batch_step's skewed batch 32 (m = 14 ... 2) from 88.4-90.1 to 84.4-84.9 ms of experts a step (3
 /// alternating rounds); at k = 1,024, or past 16 rows (where the state would outgrow its bytes), chunks
 /// were no faster.
-/// The prefetch follows the order the tiles run in: each tile prefetches the one after it.
 SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
                                   size_t n, size_t ws, float *y, size_t ys, int accumulate) {
-    enum { C = 3, ROWS = 16, STATE = SY_DOT_STATE / sizeof(__m512) > C * ROWS ? SY_DOT_STATE / sizeof(__m512) : C * ROWS };
-    // Accumulators of one block of columns: `block` columns × m rows (m ≤ ROWS, so at least one block
-    // of C columns fits).
-    __m512 state[STATE];
-    size_t block = STATE / m / C * C;
-    if (block == 0) block = C;
-    for (size_t j0 = 0; j0 < n; j0 += block) {
-        size_t j1 = j0 + block < n ? j0 + block : n;
-        for (size_t p0 = 0; p0 < kp; p0 += kc) {
-            size_t p1 = p0 + kc < kp ? p0 + kc : kp;
-            int first = p0 == 0, last = p1 == kp;
-            for (size_t j = j0; j < j1;) {
-                size_t width = j1 - j < C ? j1 - j : C;
-                // The next tile's columns and chunk: the next columns of this chunk, else this block's
-                // first columns at the next chunk, else the next block's first chunk.
-                const uint16_t *ahead = j + width < j1 ? w + (j + width) * ws + p0
-                                        : !last      ? w + j0 * ws + p1
-                                        : j1 < n     ? w + j1 * ws
-                                                     : w + j * ws + p0;
-                for (size_t r = 0; r < m; r += 8) {
-                    size_t rows = m - r < 8 ? m - r : 8;
-                    chunk_tile((int)rows, (int)width, xb + r * kp, kp, k, p0, p1, w + j * ws, ws, ahead,
-                               state + (j - j0) * m + r, m, first, last, y + r * ys + j, ys, accumulate);
-                }
-                j += width;
-            }
-        }
-    }
+    blocked_product(chunk_tile, 3, 8, sizeof(uint16_t), 1, xb, m, kp, k, kc, w, n, ws, y, ys, accumulate);
 }
 
 #define SY_CHUNK_TILE(R, C)                                                                                 \
@@ -1485,9 +1483,11 @@ SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_
     return
 /// The constant shapes of ``chunk_tile``.
 __attribute__((target("avx512f,avx512bw,avx512bf16,fma"))) static void
-chunk_tile(int R, int C, const uint16_t *xb, size_t kp, size_t k, size_t p0, size_t p1, const uint16_t *w,
+chunk_tile(int R, int C, int prefetch, const void *x, size_t kp, size_t k, size_t p0, size_t p1, const uint16_t *w,
            size_t ws, const uint16_t *ahead, __m512 *state, size_t state_stride, int first, int last, float *y,
            size_t ys, int accumulate) {
+    (void)prefetch;
+    const uint16_t *xb = (const uint16_t *)x;
     switch (R * 8 + C) {
     case 8 * 8 + 3: SY_CHUNK_TILE(8, 3);
     case 8 * 8 + 2: SY_CHUNK_TILE(8, 2);
