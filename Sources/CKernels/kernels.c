@@ -984,6 +984,25 @@ SY_AVX512 void rows_fast_avx512(int C, int prefetch, const float *xp, size_t m, 
     }
 }
 
+/// The end of a tile of R × C accumulators over a k-chunk (``chunk_fast_avx512``, ``tile_dot``): unless
+/// `last`, back into `state` (element (r, c) at `state[c * state_stride + r]`) for the next chunk; after
+/// the last, each summed (``hsum16_avx512``) into y (added to it when `accumulate`).
+_Static_assert(AVX512_C == 4, "finish_tile_avx512 takes accumulators of 4 columns");
+SY_AVX512 void finish_tile_avx512(int R, int C, __m512 acc[][4], __m512 *state, size_t state_stride, int last,
+                                  float *y, size_t ys, int accumulate) {
+    if (!last) {
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) state[c * state_stride + r] = acc[r][c];
+        return;
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
 /// ``tile_fast_avx512`` over the blocks [p0, p1) of k only (a k-chunk of ``fast_avx512_blocked``): from
 /// the accumulators it left in `state` (element (r, c) at `state[c * state_stride + r]`) unless `first`,
 /// back into them unless `last`; with `prefetch` each weight row of the tile that runs next (`ahead`) is
@@ -1007,17 +1026,7 @@ SY_AVX512 void chunk_fast_avx512(int R, int C, int prefetch, const float *xp, si
         for (int c = 0; c < C; c++) fast_block(w + c * ws, p, k, padded[c]);
         SY_FAST_AVX512_BLOCK(_mm512_loadu_si512((const void *)padded[c]));
     }
-    if (!last) {
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < C; c++) state[c * state_stride + r] = acc[r][c];
-        return;
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx512(acc[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
+    finish_tile_avx512(R, C, acc, state, state_stride, last, y, ys, accumulate);
 }
 
 #define SY_FAST_CHUNK(R, C)                                                                                    \
@@ -1367,6 +1376,7 @@ SY_AVX2_FN void fast_avx2(const float *xp, size_t m, size_t kp, size_t k, const 
 #define SY_AVX512BF16_FN __attribute__((target("avx512f,avx512bw,avx512bf16,fma"))) static
 
 enum { DOT_RMAX = 8, DOT_CMAX = 4 };
+_Static_assert(DOT_CMAX == 4, "finish_tile_avx512 takes accumulators of 4 columns");
 
 /// R rows of x (≤ 8) against C weight rows (≤ 4), at most 24 accumulators (8 × 3), over the blocks
 /// [p0, p1) of k. With `prefetch` (a constant after inlining) the weight streams are prefetched into
@@ -1411,17 +1421,7 @@ SY_AVX512BF16 void tile_dot(int R, int C, int prefetch, const uint16_t *xb, size
             for (int c = 0; c < C; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv, wv[c]);
         }
     }
-    if (!last) {
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < C; c++) state[c * state_stride + r] = acc[r][c];
-        return;
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx512(acc[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
+    finish_tile_avx512(R, C, acc, state, state_stride, last, y, ys, accumulate);
 }
 
 /// ``tile_dot`` over all of k.
