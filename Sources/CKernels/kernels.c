@@ -72,7 +72,6 @@ static size_t rows_per_block(size_t k) {
 #define SY_AVX512_KC 768
 #endif
 
-
 // MARK: - Scalar path
 
 enum { SCALAR_R = 2, SCALAR_C = 2 };
