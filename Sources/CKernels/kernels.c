@@ -1069,7 +1069,8 @@ typedef void (*sy_chunk_tile)(int R, int C, int prefetch, const void *x, size_t 
                               size_t state_stride, int first, int last, float *y, size_t ys, int accumulate);
 
 /// m ≤ 16 rows of prepared x (`x_element` bytes a value; tiles of `tile_rows` rows, the last smaller)
-/// against C ≤ 4 weight rows at a time, x read a k-chunk of `kc` at a time: for each block of columns,
+/// against C ≤ 4 weight rows at a time, x read a k-chunk at a time, in equal chunks of at most `most`
+/// values at 5-8 rows and half that at 9-16 (x's chunk about the same bytes): for each block of columns,
 /// every chunk of k is run over all of the block's tiles before the next, the tiles' accumulators kept
 /// between chunks in at least SY_DOT_STATE bytes (and at least one block of 4 columns × 16 rows). Each
 /// accumulator sees the same additions in the same order as in a tile over all of k, so the chunks never
@@ -1078,9 +1079,11 @@ typedef void (*sy_chunk_tile)(int R, int C, int prefetch, const void *x, size_t 
 /// The k-chunked products of the `vdpbf16ps` (``dot_blocked``) and AVX-512F (``fast_avx512_blocked``) paths.
 __attribute__((target("avx512f"))) static void blocked_product(sy_chunk_tile tile, int C, size_t tile_rows,
                                                                 size_t x_element, int prefetch, const void *x,
-                                                                size_t m, size_t kp, size_t k, size_t kc,
+                                                                size_t m, size_t kp, size_t k, size_t most,
                                                                 const uint16_t *w, size_t n, size_t ws, float *y,
                                                                 size_t ys, int accumulate) {
+    size_t limit = m <= 8 ? most : most / 2, chunks = (kp + limit - 1) / limit;
+    size_t kc = (kp / chunks + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
     enum { ROWS = 16, CMAX = 4, STATE = SY_DOT_STATE / sizeof(__m512) > CMAX * ROWS ? SY_DOT_STATE / sizeof(__m512) : CMAX * ROWS };
     __m512 state[STATE];  // one block of columns: `block` columns × m rows
     size_t block = STATE / m / (size_t)C * (size_t)C;
@@ -1109,19 +1112,19 @@ __attribute__((target("avx512f"))) static void blocked_product(sy_chunk_tile til
     }
 }
 
-/// 5-16 prepared x rows (in tiles of 4) against 4 weight rows at a time, x read a k-chunk of `kc` at a
-/// time (``blocked_product``). The prepared x rows are f32, twice the bytes of the `vdpbf16ps` path's,
-/// so 8 rows outgrow L1 past k ≈ 1,500 and the whole-k tiles read them from L2 once per 4 columns while
-/// they stream the weights from memory. Measured with `SWITCHYARD_KERNEL=avx512` on the Intel Xeon
+/// 5-16 prepared x rows (in tiles of 4) against 4 weight rows at a time, x read a k-chunk of at most
+/// SY_AVX512_KC values at a time (``blocked_product``). The prepared x rows are f32, twice the bytes of
+/// the `vdpbf16ps` path's, so 8 rows outgrow L1 past k ≈ 1,500 and the whole-k tiles read them from L2
+/// once per 4 columns while they stream the weights from memory. Measured with `SWITCHYARD_KERNEL=avx512` on the Intel Xeon
 /// (Emerald Rapids, 2 threads, built as SwiftPM builds): 1.1 GB of rows at k = 2,816 from memory, m = 8
 /// 135-142 -> 198-208 GFLOP/s, m = 12 167-170 -> 233-246, m = 16 186-190 -> 232-256 (chunks of 1,408 and
 /// 704 a little slower; at k = 1,024 chunks of 512 were slower, so k ≤ SY_DOT_KC stays whole);
 /// batch_step's batch-32 experts (3 alternating rounds) 80.3-82.4 -> 71.8-74.0 ms evenly routed and
 /// 87.6-89.4 -> 80.2-82.1 skewed.
-SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
-                                      size_t n, size_t ws, float *y, size_t ys, int accumulate) {
+SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
+                                      size_t ws, float *y, size_t ys, int accumulate) {
     blocked_product(chunk_fast_avx512_shape, AVX512_C, AVX512_R, sizeof(float), sy_stream_prefetch(), xp, m, kp, k,
-                    kc, w, n, ws, y, ys, accumulate);
+                    SY_AVX512_KC, w, n, ws, y, ys, accumulate);
 }
 
 SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
@@ -1131,13 +1134,8 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
         for (size_t j = 0; j < n; j++) rows_fast_avx512(1, prefetch ? 2 : 0, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         return;
     }
-    if (m <= 16 && k > SY_DOT_KC) {
-        // x's rows a k-chunk at a time (``fast_avx512_blocked``) past the `vdpbf16ps` path's SY_DOT_KC, in
-        // equal chunks of at most SY_AVX512_KC at 5-8 rows and half that at 9-16.
-        size_t limit = m <= 8 ? SY_AVX512_KC : SY_AVX512_KC / 2;
-        size_t chunks = (kp + limit - 1) / limit;
-        size_t kc = (kp / chunks + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
-        fast_avx512_blocked(xp, m, kp, k, kc, w, n, ws, y, ys, accumulate);
+    if (m <= 16 && k > SY_DOT_KC) {  // past the `vdpbf16ps` path's SY_DOT_KC, x a k-chunk at a time
+        fast_avx512_blocked(xp, m, kp, k, w, n, ws, y, ys, accumulate);
         return;
     }
     size_t j = 0;
@@ -1456,7 +1454,7 @@ static void chunk_tile(int R, int C, int prefetch, const void *x, size_t kp, siz
                        int first, int last, float *y, size_t ys, int accumulate);
 
 /// 5-16 rows of x (in tiles of 8 rows, the last smaller) against 3 weight rows at a time, x read a
-/// k-chunk of `kc` at a time (``blocked_product``; every tile prefetches the one after it, the tiles of
+/// k-chunk of at most SY_DOT_KC values at a time (``blocked_product``; every tile prefetches the one after it, the tiles of
 /// rows 9-16 too). Without the chunks a tile reads all the rows
 /// of x over all of k once per 3 columns, and when those rows outgrow L1 (8 rows of bf16 past
 /// k ≈ 1,700) it reads them from L2 while it streams the weights from memory. Measured on Zen 4 (2
@@ -1472,9 +1470,9 @@ static void chunk_tile(int R, int C, int prefetch, const void *x, size_t kp, siz
 /// batch_step's skewed batch 32 (m = 14 ... 2) from 88.4-90.1 to 84.4-84.9 ms of experts a step (3
 /// alternating rounds); at k = 1,024, or past 16 rows (where the state would outgrow its bytes), chunks
 /// were no faster.
-SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_t k, size_t kc, const uint16_t *w,
-                                  size_t n, size_t ws, float *y, size_t ys, int accumulate) {
-    blocked_product(chunk_tile, 3, 8, sizeof(uint16_t), 1, xb, m, kp, k, kc, w, n, ws, y, ys, accumulate);
+SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
+                                  size_t ws, float *y, size_t ys, int accumulate) {
+    blocked_product(chunk_tile, 3, 8, sizeof(uint16_t), 1, xb, m, kp, k, SY_DOT_KC, w, n, ws, y, ys, accumulate);
 }
 
 #define SY_CHUNK_TILE(R, C)                                                                                 \
@@ -1542,12 +1540,7 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
         return;
     }
     if (k > SY_DOT_KC && (m <= 8 || (m <= 16 && !cpu_is_amd()))) {
-        // x's rows a k-chunk at a time (``dot_blocked``), in equal chunks of at most SY_DOT_KC at 5-8
-        // rows and half that at 9-16 (x's chunk about the same bytes).
-        size_t limit = m <= 8 ? SY_DOT_KC : SY_DOT_KC / 2;
-        size_t chunks = (kp + limit - 1) / limit;
-        size_t kc = (kp / chunks + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
-        dot_blocked(xb, m, kp, k, kc, w, n, ws, y, ys, accumulate);
+        dot_blocked(xb, m, kp, k, w, n, ws, y, ys, accumulate);  // x's rows a k-chunk at a time
         return;
     }
     size_t j = 0;
