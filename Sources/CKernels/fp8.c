@@ -101,10 +101,10 @@ SY_F8_AVX512 __m512 values16_avx512(__m512i codes) {
     return _mm512_castsi512_ps(_mm512_or_si512(bits, sign));
 }
 
-/// The x86 paths prefetch a weight row as they widen it, as the bf16 kernels do (``prefetch_weights``).
-/// Measured on an Intel Xeon (2 threads, the DeepSeek-shaped model with FP8
-/// weights, `generate` 64 tokens, 3 alternating rounds): 43.9-44.9 -> 46.6-49.5 tok/s on AVX-512, alike
-/// on AVX2 (31.7-34.3 -> 33.4-34.7). (An earlier session's L2 prefetch alone gave 30.5 -> 31.7 on Zen 4.)
+// Both x86 paths below prefetch a weight row as they widen it, as the bf16 kernels do (``prefetch_weights``).
+// Measured on an Intel Xeon (2 threads, the DeepSeek-shaped model with FP8 weights, `generate` 64 tokens,
+// 3 alternating rounds): 43.9-44.9 -> 46.6-49.5 tok/s on AVX-512, alike on AVX2 (31.7-34.3 -> 33.4-34.7).
+// (An earlier session's L2 prefetch alone gave 30.5 -> 31.7 on Zen 4.)
 
 SY_F8_AVX512_FN void dequantize_avx512(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
     size_t p = 0;
