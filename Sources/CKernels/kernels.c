@@ -57,13 +57,15 @@ static size_t rows_per_block(size_t k) {
 
 /// The AVX-512 bf16 kernel at 5-8 rows reads x a k-chunk at a time past this k (``dot_blocked``), its
 /// tiles' accumulators kept between chunks in SY_DOT_STATE bytes. Chunks of 1,408 (k = 2816 in two)
-/// were the fastest of 512, 768, 1,024 and 1,408; the state size (4, 8, 16 KiB) made no difference.
+/// were the fastest of 512, 768, 1,024 and 1,408; the state size (4, 8, 16 KiB) made no difference (on
+/// Zen 4; on the Intel Xeon 16 KiB let the AVX-512F path's 8 × 3 tiles at 16 rows keep a block of 9
+/// columns, not 3, and run 121 -> 132 GFLOP/s on one thread, the `vdpbf16ps` path alike with either).
 /// Scripts/neon-check.sh builds the bit-equality test with both small, so that its shapes cross them.
 #ifndef SY_DOT_KC
 #define SY_DOT_KC 1536
 #endif
 #ifndef SY_DOT_STATE
-#define SY_DOT_STATE 8192
+#define SY_DOT_STATE 16384
 #endif
 
 /// The AVX-512F fast product (CPUs without `vdpbf16ps`) at 5-16 rows reads x a k-chunk at a time past
@@ -854,12 +856,11 @@ static inline uint16_t round_bf16(float value) {
     return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
 
-/// Prepared x for the emulating paths: per row, per block of 32, the 16 even-index values then the 16
-/// odd-index values, rounded to bf16 and widened back to f32; zero past k. Rows of `kp` floats.
-static void prepare_fast_f32(const float *x, size_t m, size_t k, size_t xs, float *xp, size_t kp) {
+/// The blocks from `p0` on of ``prepare_fast_f32``.
+static void prepare_block_fast_f32(const float *x, size_t m, size_t k, size_t xs, float *xp, size_t kp, size_t p0) {
     for (size_t i = 0; i < m; i++) {
         float *row = xp + i * kp;
-        for (size_t p = 0; p < kp; p += SY_FAST_STEP)
+        for (size_t p = p0; p < kp; p += SY_FAST_STEP)
             for (size_t l = 0; l < SY_LANES; l++) {
                 size_t even = p + 2 * l, odd = even + 1;
                 row[p + l] = even < k ? widen_bf16(round_bf16(x[i * xs + even])) : 0.0f;
@@ -868,7 +869,55 @@ static void prepare_fast_f32(const float *x, size_t m, size_t k, size_t xs, floa
     }
 }
 
+/// Prepared x for the emulating paths: per row, per block of 32, the 16 even-index values then the 16
+/// odd-index values, rounded to bf16 and widened back to f32; zero past k. Rows of `kp` floats.
+static void prepare_fast_f32(const float *x, size_t m, size_t k, size_t xs, float *xp, size_t kp) {
+    prepare_block_fast_f32(x, m, k, xs, xp, kp, 0);
+}
+
 #if SY_X86
+/// 8 f32 values rounded to bf16 as ``round_bf16`` does and widened back to f32 (the low half cleared).
+__attribute__((target("avx2"), always_inline)) static inline __m256i round8_bf16_avx2(__m256 values) {
+    __m256i bits = _mm256_castps_si256(values);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256i rounded = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), odd), high);
+    __m256i magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF));
+    __m256i nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7F800000));
+    __m256i quiet = _mm256_or_si256(_mm256_and_si256(bits, high), _mm256_set1_epi32(0x00400000));
+    __m256i tiny = _mm256_cmpeq_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7F800000)), _mm256_setzero_si256());
+    __m256i sign = _mm256_and_si256(bits, _mm256_set1_epi32((int)0x80000000u));
+    return _mm256_blendv_epi8(_mm256_blendv_epi8(rounded, quiet, nan), sign, tiny);
+}
+
+/// ``prepare_fast_f32`` with AVX2 for the whole blocks of 32 (the same values; the scalar loop for the
+/// last, partial block). Scalar, it took 17% of a small product's time on the AVX-512F path. On the Intel
+/// Xeon, one thread, a product of 192 × 1,024 weights (in L2): at m = 8 115-118 -> 148-150 GFLOP/s
+/// (`SWITCHYARD_KERNEL=avx512`) and 74-75 -> 88 (`avx2`), at m = 1 36 -> 38-39 and 35 -> 36-37;
+/// batch_step's batch-32 steps 1-3% shorter on either path.
+__attribute__((target("avx2"))) static void prepare_fast_f32_avx2(const float *x, size_t m, size_t k, size_t xs,
+                                                                  float *xp, size_t kp) {
+    size_t whole = k / SY_FAST_STEP * SY_FAST_STEP;
+    for (size_t i = 0; i < m; i++) {
+        const float *in = x + i * xs;
+        float *row = xp + i * kp;
+        for (size_t p = 0; p < whole; p += SY_FAST_STEP)
+            for (size_t h = 0; h < 2; h++) {  // values p + 16h ... p + 16h + 15: lanes 8h ... 8h + 7
+                __m256 a = _mm256_castsi256_ps(round8_bf16_avx2(_mm256_loadu_ps(in + p + 16 * h)));
+                __m256 b = _mm256_castsi256_ps(round8_bf16_avx2(_mm256_loadu_ps(in + p + 16 * h + 8)));
+                // Within each 128-bit half, [a0 a2 b0 b2 | a4 a6 b4 b6] (even) and [a1 a3 b1 b3 | ...]
+                // (odd); then the 64-bit pairs in the order 0, 2, 1, 3 put them in order.
+                __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+                __m256 odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+                even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
+                odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), _MM_SHUFFLE(3, 1, 2, 0)));
+                _mm256_storeu_ps(row + p + 8 * h, even);
+                _mm256_storeu_ps(row + p + SY_LANES + 8 * h, odd);
+            }
+    }
+    if (whole < kp) prepare_block_fast_f32(x, m, k, xs, xp, kp, whole);
+}
+
 /// Prepared x for `vdpbf16ps`: rows of `kp` bf16 values in order, zero past k. `vcvtneps2bf16`
 /// rounds as ``round_bf16`` does.
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void prepare_dot_bf16(const float *x, size_t m,
@@ -1002,6 +1051,9 @@ SY_AVX512 void finish_tile_avx512(int R, int C, __m512 acc[][4], __m512 *state, 
         }
 }
 
+/// The tiles of ``fast_avx512_blocked``: up to 8 rows × 3 columns (24 accumulators).
+enum { FAST_CHUNK_RMAX = 8, FAST_CHUNK_C = 3 };
+
 /// ``tile_fast_avx512`` over the blocks [p0, p1) of k only (a k-chunk of ``fast_avx512_blocked``): from
 /// the accumulators it left in `state` (element (r, c) at `state[c * state_stride + r]`) unless `first`,
 /// back into them unless `last`; with `prefetch` each weight row of the tile that runs next (`ahead`) is
@@ -1010,7 +1062,7 @@ SY_AVX512 void finish_tile_avx512(int R, int C, __m512 acc[][4], __m512 *state, 
 SY_AVX512 void chunk_fast_avx512(int R, int C, int prefetch, const float *xp, size_t kp, size_t k, size_t p0,
                                  size_t p1, const uint16_t *w, size_t ws, const uint16_t *ahead, __m512 *state,
                                  size_t state_stride, int first, int last, float *y, size_t ys, int accumulate) {
-    __m512 acc[AVX512_R][AVX512_C];
+    __m512 acc[FAST_CHUNK_RMAX][AVX512_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = first ? _mm512_setzero_ps() : state[c * state_stride + r];
     const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
@@ -1032,7 +1084,7 @@ SY_AVX512 void chunk_fast_avx512(int R, int C, int prefetch, const float *xp, si
     chunk_fast_avx512(R, C, prefetch, xp, kp, k, p0, p1, w, ws, ahead, state, state_stride, first, last, y, ys, \
                       accumulate);                                                                             \
     return
-/// The constant shapes of ``chunk_fast_avx512`` (1-4 rows of f32 prepared x at `x`, 1-4 columns), as
+/// The constant shapes of ``chunk_fast_avx512`` (1-8 rows of f32 prepared x at `x`, 1-3 columns), as
 /// ``blocked_product`` calls a tile.
 __attribute__((target("avx512f,fma"))) static void
 chunk_fast_avx512_shape(int R, int C, int prefetch, const void *x, size_t kp, size_t k, size_t p0, size_t p1,
@@ -1040,19 +1092,27 @@ chunk_fast_avx512_shape(int R, int C, int prefetch, const void *x, size_t kp, si
                         int first, int last, float *y, size_t ys, int accumulate) {
     const float *xp = (const float *)x;
     switch (R * 8 + C) {
-    case 4 * 8 + 4: SY_FAST_CHUNK(4, 4);
+    case 8 * 8 + 3: SY_FAST_CHUNK(8, 3);
+    case 8 * 8 + 2: SY_FAST_CHUNK(8, 2);
+    case 8 * 8 + 1: SY_FAST_CHUNK(8, 1);
+    case 7 * 8 + 3: SY_FAST_CHUNK(7, 3);
+    case 7 * 8 + 2: SY_FAST_CHUNK(7, 2);
+    case 7 * 8 + 1: SY_FAST_CHUNK(7, 1);
+    case 6 * 8 + 3: SY_FAST_CHUNK(6, 3);
+    case 6 * 8 + 2: SY_FAST_CHUNK(6, 2);
+    case 6 * 8 + 1: SY_FAST_CHUNK(6, 1);
+    case 5 * 8 + 3: SY_FAST_CHUNK(5, 3);
+    case 5 * 8 + 2: SY_FAST_CHUNK(5, 2);
+    case 5 * 8 + 1: SY_FAST_CHUNK(5, 1);
     case 4 * 8 + 3: SY_FAST_CHUNK(4, 3);
     case 4 * 8 + 2: SY_FAST_CHUNK(4, 2);
     case 4 * 8 + 1: SY_FAST_CHUNK(4, 1);
-    case 3 * 8 + 4: SY_FAST_CHUNK(3, 4);
     case 3 * 8 + 3: SY_FAST_CHUNK(3, 3);
     case 3 * 8 + 2: SY_FAST_CHUNK(3, 2);
     case 3 * 8 + 1: SY_FAST_CHUNK(3, 1);
-    case 2 * 8 + 4: SY_FAST_CHUNK(2, 4);
     case 2 * 8 + 3: SY_FAST_CHUNK(2, 3);
     case 2 * 8 + 2: SY_FAST_CHUNK(2, 2);
     case 2 * 8 + 1: SY_FAST_CHUNK(2, 1);
-    case 1 * 8 + 4: SY_FAST_CHUNK(1, 4);
     case 1 * 8 + 3: SY_FAST_CHUNK(1, 3);
     case 1 * 8 + 2: SY_FAST_CHUNK(1, 2);
     default: SY_FAST_CHUNK(1, 1);  // 1 * 8 + 1
@@ -1112,26 +1172,40 @@ __attribute__((target("avx512f"))) static void blocked_product(sy_chunk_tile til
     }
 }
 
-/// 5-16 prepared x rows (in tiles of 4) against 4 weight rows at a time, x read a k-chunk of at most
-/// SY_AVX512_KC values at a time (``blocked_product``). The prepared x rows are f32, twice the bytes of
-/// the `vdpbf16ps` path's, so 8 rows outgrow L1 past k ≈ 1,500 and the whole-k tiles read them from L2
-/// once per 4 columns while they stream the weights from memory. Measured with `SWITCHYARD_KERNEL=avx512` on the Intel Xeon
-/// (Emerald Rapids, 2 threads, built as SwiftPM builds): 1.1 GB of rows at k = 2,816 from memory, m = 8
-/// 135-142 -> 198-208 GFLOP/s, m = 12 167-170 -> 233-246, m = 16 186-190 -> 232-256 (chunks of 1,408 and
-/// 704 a little slower; at k = 1,024 chunks of 512 were slower, so k ≤ SY_DOT_KC stays whole);
-/// batch_step's batch-32 experts (3 alternating rounds) 80.3-82.4 -> 71.8-74.0 ms evenly routed and
-/// 87.6-89.4 -> 80.2-82.1 skewed.
+/// 5-16 prepared x rows (in tiles of 8 rows, the last smaller) against 3 weight rows at a time, x read a
+/// k-chunk of at most SY_AVX512_KC values at a time (``blocked_product``). The prepared x rows are f32,
+/// twice the bytes of the `vdpbf16ps` path's, so 8 rows outgrow L1 past k ≈ 1,500 and the whole-k tiles
+/// read them from L2 once per tile while they stream the weights from memory. Measured with
+/// `SWITCHYARD_KERNEL=avx512` on the Intel Xeon (Emerald Rapids, 2 threads, built as SwiftPM builds): 1.1 GB
+/// of rows at k = 2,816 from memory, m = 8 135-142 -> 198-208 GFLOP/s, m = 12 167-170 -> 233-246, m = 16
+/// 186-190 -> 232-256 (chunks of 1,408 and 704 a little slower; at k = 1,024 chunks of 512 were slower,
+/// so k ≤ SY_DOT_KC stays whole); batch_step's batch-32 experts (3 alternating rounds) 80.3-82.4 ->
+/// 71.8-74.0 ms evenly routed and 87.6-89.4 -> 80.2-82.1 skewed. Those were tiles of 4 × 4; the 8 × 3
+/// tiles after them (24 accumulators, each widened weight serving 8 rows, 16 KiB of state): 800 MB at
+/// k = 2,816, m = 6-7 150-168 -> 178-196 GFLOP/s, m = 8 185-193 -> 206-210, m = 16 221-225 -> 232-237
+/// (m = 9-12 alike: 8 + 4 rows; tiles of 5-6 rows there were no faster); one thread with the weights in
+/// L3, m = 8 139 -> 166; batch_step's batch-32 experts (3 alternating rounds) 69.8-71.0 -> 65.5-67.9 ms
+/// evenly routed, 78.3-80.6 -> 74.7-76.5 skewed. At k = 1,024 these tiles over the whole of k were
+/// 12-15% slower than the 4 × 4 ones there.
 SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                       size_t ws, float *y, size_t ys, int accumulate) {
-    blocked_product(chunk_fast_avx512_shape, AVX512_C, AVX512_R, sizeof(float), sy_stream_prefetch(), xp, m, kp, k,
-                    SY_AVX512_KC, w, n, ws, y, ys, accumulate);
+    blocked_product(chunk_fast_avx512_shape, FAST_CHUNK_C, FAST_CHUNK_RMAX, sizeof(float), sy_stream_prefetch(), xp,
+                    m, kp, k, SY_AVX512_KC, w, n, ws, y, ys, accumulate);
 }
 
 SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                               size_t ws, float *y, size_t ys, int accumulate) {
     int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_fast_avx512(1, prefetch ? 2 : 0, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        // At 4 rows two weight rows at a time: on the Intel Xeon (2 threads, 400 MB of rows from memory)
+        // 94-99 -> 108-111 GFLOP/s at k = 2,816 and 115-116 -> 121-126 at 1,024 (`vdpbf16ps`, one row:
+        // 130-133 at 2,816); batch_step's batch-16 experts (m = 4 an expert, 3 alternating rounds)
+        // 60.5-63.5 -> 55.7-56.8 ms. At 2 and 3 rows two were no faster, three or four slower.
+        size_t j = 0;
+        if (m == SY_NARROW_ROWS)
+            for (; j + 2 <= n; j += 2)
+                rows_fast_avx512(2, prefetch ? 2 : 0, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
+        for (; j < n; j++) rows_fast_avx512(1, prefetch ? 2 : 0, xp, m, kp, k, w + j * ws, ws, y + j, ys, accumulate);
         return;
     }
     if (m <= 16 && k > SY_DOT_KC) {  // past the `vdpbf16ps` path's SY_DOT_KC, x a k-chunk at a time
@@ -2521,6 +2595,11 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
             prepare_dot_bf16(x, rows, k, x_stride, (uint16_t *)xp, kp);
 #endif
         } else {
+#if SY_X86
+            if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI || (isa == SY_ISA_AVX512 && __builtin_cpu_supports("avx2"))) {
+                prepare_fast_f32_avx2(x, rows, k, x_stride, (float *)xp, kp);
+            } else
+#endif
             prepare_fast_f32(x, rows, k, x_stride, (float *)xp, kp);
         }
         job.x = xp;

@@ -133,13 +133,16 @@ static const char *data_name(data_kind data) {
 }
 
 static float random_value(data_kind data, float scale) {
+    // With bf16 ties (1.00390625 rounds down to even, -1.01171875 up to even), 0x7F7FFFFF (rounds to infinity)
     static const uint32_t finite[] = {0x00000001u, 0x80000003u, 0x007FFFFFu, 0x00012345u, 0x00000000u,
-                                      0x80000000u, 0x7F7FFFFFu, 0xFF000000u, 0x00800000u, 0x80800000u};
-    static const uint32_t nonfinite[] = {0x7FC00000u, 0xFFC00001u, 0x7FA00000u, 0x7F800000u, 0xFF800000u};
+                                      0x80000000u, 0x7F7FFFFFu, 0xFF000000u, 0x00800000u, 0x80800000u,
+                                      0x3F808000u, 0xBF818000u};
+    // 0x7F800001: a NaN whose top half alone would read as infinity (rounded to bf16, it must stay a NaN)
+    static const uint32_t nonfinite[] = {0x7FC00000u, 0xFFC00001u, 0x7FA00000u, 0x7F800000u, 0xFF800000u, 0x7F800001u};
     if (data == DATA_SPECIAL) {
         uint64_t r = random_next() % 1800;
-        if (r < 6) return bits_float(nonfinite[r % 5]);
-        if (r < 300) return bits_float(finite[r % 10]);
+        if (r < 6) return bits_float(nonfinite[r]);
+        if (r < 300) return bits_float(finite[r % 12]);
     }
     return random_unit() * scale;
 }
