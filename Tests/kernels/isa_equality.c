@@ -18,7 +18,9 @@
 //   cannot negate -128), which every other path is;
 // - the scalar path computes the header's definitions (a plain reference here, ordinary inputs);
 // - a row's result does not depend on the batch around it, nor on the thread count, nor on how the
-//   products are grouped (sy_matmul_nt_bf16_grouped_isa, sy_matmul_nt_q8_grouped_isa);
+//   products are grouped (sy_matmul_nt_bf16_grouped_isa, sy_matmul_nt_q8_grouped_isa), on ordinary
+//   inputs: on an Intel CPU the AVX-512 bf16 path runs fast products of more than 16 rows on the
+//   AVX-512F kernels, which do not flush denormals as `vdpbf16ps` does (m up to 33 crosses that);
 // - exact bf16 is the f32 product on the widened weights; bf16 keys, values and scores likewise;
 // - FP8 (e4m3fn with block scales) products are the f32 product on the dequantized weights, the
 //   widening of every path has the scalar bits (all 256 codes, partial blocks at both edges), and the
