@@ -2578,13 +2578,15 @@ static int grouped_totals(const void *products, size_t count, size_t size, size_
 
 #if SY_X86
 /// Whether the fast products past SY_FMA_ROWS rows go on the AVX-512F kernels instead of `vdpbf16ps`
-/// (the same bits): where a zmm FMA runs at twice `vdpbf16ps`'s rate (Intel; on Zen 4 it runs as two
-/// halves and `vdpbf16ps` does twice its products), and only when every product of the call has more
-/// rows than that, so that the one x prepared serves them all. On the Intel Xeon (Emerald Rapids, 2
-/// threads, batch_step at batch 32, evenly routed, 3 alternating rounds): the step 88.3-88.6 ->
-/// 82.4-82.9 ms, the dense products of m = 32 (attention, LM head) on the AVX-512F kernels, while their
-/// experts' products (m = 8) were 63.2-65.4 ms there against 66.5 on `vdpbf16ps`, and alike skewed
-/// (`vdpbf16ps` reads m ≤ 4 faster).
+/// (the same bits but where `vdpbf16ps` flushes denormal products and sums; see sy_kernels.h): where a
+/// zmm FMA runs at twice `vdpbf16ps`'s rate (Intel; on Zen 4 it runs as two halves and `vdpbf16ps` does
+/// twice its products), and only when every product of the call has more rows than that, so that the
+/// one x prepared serves them all. In practice the attention projections and the LM head at batch 17
+/// and up. On the Intel Xeon (Emerald Rapids, 2 threads, 3 alternating rounds): batch_step's batch-32
+/// step 87.7-90.1 -> 85.5-87.4 ms evenly routed and 93.3-94.1 -> 90.9-91.7 skewed, batch 64 169.8-170.0
+/// -> 164.5-164.9; `serve` at batch 32 316-320 -> 331-332 tok/s. Moving the switch to 4 or 7 rows
+/// changed batch 8 and 16 not at all; the experts' products of 5-16 rows (x would be prepared both
+/// ways) would gain at most the 3% the AVX-512F path shows on evenly routed batch-32 experts.
 enum { SY_FMA_ROWS = 16 };
 static int fma_beats_dot(const sy_grouped_product *products, size_t count) {
     if (cpu_is_amd()) return 0;
