@@ -1080,6 +1080,21 @@ SY_AVX512 void chunk_fast_avx512(int R, int C, int prefetch, const float *xp, si
     finish_tile_avx512(R, C, acc, state, state_stride, last, y, ys, accumulate);
 }
 
+/// The cases of `switch (R * 8 + C)` for the tiles of the k-chunked products (``blocked_product``): 1-8
+/// rows × 1-3 columns, each calling TILE(R, C), which returns. Shared by ``chunk_fast_avx512_shape`` and
+/// ``chunk_tile``.
+#define SY_CHUNK_SHAPE_ROW(TILE, R) \
+    case R * 8 + 3: TILE(R, 3);     \
+    case R * 8 + 2: TILE(R, 2);     \
+    case R * 8 + 1: TILE(R, 1);
+#define SY_CHUNK_SHAPES(TILE)                                                           \
+    SY_CHUNK_SHAPE_ROW(TILE, 8) SY_CHUNK_SHAPE_ROW(TILE, 7) SY_CHUNK_SHAPE_ROW(TILE, 6) \
+    SY_CHUNK_SHAPE_ROW(TILE, 5) SY_CHUNK_SHAPE_ROW(TILE, 4) SY_CHUNK_SHAPE_ROW(TILE, 3) \
+    SY_CHUNK_SHAPE_ROW(TILE, 2)                                                         \
+    case 1 * 8 + 3: TILE(1, 3);                                                         \
+    case 1 * 8 + 2: TILE(1, 2);                                                         \
+    default: TILE(1, 1);  /* 1 * 8 + 1 */
+
 #define SY_FAST_CHUNK(R, C)                                                                                    \
     chunk_fast_avx512(R, C, prefetch, xp, kp, k, p0, p1, w, ws, ahead, state, state_stride, first, last, y, ys, \
                       accumulate);                                                                             \
@@ -1092,30 +1107,7 @@ chunk_fast_avx512_shape(int R, int C, int prefetch, const void *x, size_t kp, si
                         int first, int last, float *y, size_t ys, int accumulate) {
     const float *xp = (const float *)x;
     switch (R * 8 + C) {
-    case 8 * 8 + 3: SY_FAST_CHUNK(8, 3);
-    case 8 * 8 + 2: SY_FAST_CHUNK(8, 2);
-    case 8 * 8 + 1: SY_FAST_CHUNK(8, 1);
-    case 7 * 8 + 3: SY_FAST_CHUNK(7, 3);
-    case 7 * 8 + 2: SY_FAST_CHUNK(7, 2);
-    case 7 * 8 + 1: SY_FAST_CHUNK(7, 1);
-    case 6 * 8 + 3: SY_FAST_CHUNK(6, 3);
-    case 6 * 8 + 2: SY_FAST_CHUNK(6, 2);
-    case 6 * 8 + 1: SY_FAST_CHUNK(6, 1);
-    case 5 * 8 + 3: SY_FAST_CHUNK(5, 3);
-    case 5 * 8 + 2: SY_FAST_CHUNK(5, 2);
-    case 5 * 8 + 1: SY_FAST_CHUNK(5, 1);
-    case 4 * 8 + 3: SY_FAST_CHUNK(4, 3);
-    case 4 * 8 + 2: SY_FAST_CHUNK(4, 2);
-    case 4 * 8 + 1: SY_FAST_CHUNK(4, 1);
-    case 3 * 8 + 3: SY_FAST_CHUNK(3, 3);
-    case 3 * 8 + 2: SY_FAST_CHUNK(3, 2);
-    case 3 * 8 + 1: SY_FAST_CHUNK(3, 1);
-    case 2 * 8 + 3: SY_FAST_CHUNK(2, 3);
-    case 2 * 8 + 2: SY_FAST_CHUNK(2, 2);
-    case 2 * 8 + 1: SY_FAST_CHUNK(2, 1);
-    case 1 * 8 + 3: SY_FAST_CHUNK(1, 3);
-    case 1 * 8 + 2: SY_FAST_CHUNK(1, 2);
-    default: SY_FAST_CHUNK(1, 1);  // 1 * 8 + 1
+    SY_CHUNK_SHAPES(SY_FAST_CHUNK)
     }
 }
 #undef SY_FAST_CHUNK
@@ -1560,30 +1552,7 @@ chunk_tile(int R, int C, int prefetch, const void *x, size_t kp, size_t k, size_
     (void)prefetch;
     const uint16_t *xb = (const uint16_t *)x;
     switch (R * 8 + C) {
-    case 8 * 8 + 3: SY_CHUNK_TILE(8, 3);
-    case 8 * 8 + 2: SY_CHUNK_TILE(8, 2);
-    case 8 * 8 + 1: SY_CHUNK_TILE(8, 1);
-    case 7 * 8 + 3: SY_CHUNK_TILE(7, 3);
-    case 7 * 8 + 2: SY_CHUNK_TILE(7, 2);
-    case 7 * 8 + 1: SY_CHUNK_TILE(7, 1);
-    case 6 * 8 + 3: SY_CHUNK_TILE(6, 3);
-    case 6 * 8 + 2: SY_CHUNK_TILE(6, 2);
-    case 6 * 8 + 1: SY_CHUNK_TILE(6, 1);
-    case 5 * 8 + 3: SY_CHUNK_TILE(5, 3);
-    case 5 * 8 + 2: SY_CHUNK_TILE(5, 2);
-    case 5 * 8 + 1: SY_CHUNK_TILE(5, 1);
-    case 4 * 8 + 3: SY_CHUNK_TILE(4, 3);
-    case 4 * 8 + 2: SY_CHUNK_TILE(4, 2);
-    case 4 * 8 + 1: SY_CHUNK_TILE(4, 1);
-    case 3 * 8 + 3: SY_CHUNK_TILE(3, 3);
-    case 3 * 8 + 2: SY_CHUNK_TILE(3, 2);
-    case 3 * 8 + 1: SY_CHUNK_TILE(3, 1);
-    case 2 * 8 + 3: SY_CHUNK_TILE(2, 3);
-    case 2 * 8 + 2: SY_CHUNK_TILE(2, 2);
-    case 2 * 8 + 1: SY_CHUNK_TILE(2, 1);
-    case 1 * 8 + 3: SY_CHUNK_TILE(1, 3);
-    case 1 * 8 + 2: SY_CHUNK_TILE(1, 2);
-    default: SY_CHUNK_TILE(1, 1);  // 1 * 8 + 1
+    SY_CHUNK_SHAPES(SY_CHUNK_TILE)
     }
 }
 #undef SY_CHUNK_TILE
