@@ -10,11 +10,12 @@
 //   clang -O2 -fPIC -I Sources/CKernels/include -o /tmp/product_rate Benchmarks/kernels/product_rate.c
 //      Sources/CKernels/kernels.c -lpthread -lm   (one line)
 //   /tmp/product_rate THREADS N K REPS   e.g. /tmp/product_rate 2 142000 2816 2 (800 MB of rows, from memory),
-//   /tmp/product_rate 1 192 1024 3000 (384 KB, in L2); SWITCHYARD_KERNEL=avx512 or avx2 picks the path
+//   /tmp/product_rate 1 192 1024 3000 (384 KB, in L2); SWITCHYARD_KERNEL=avx512, avx2 or amx picks the path
 #include "sy_kernels.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 
 static double now(void) {
@@ -38,7 +39,11 @@ int main(int argc, char **argv) {
     static const size_t ms[] = {1, 2, 4, 8, 12, 16, 32};
     enum { MAX_M = 32 };
     sy_set_thread_count(threads);
-    uint16_t *w = malloc(n * k * sizeof(uint16_t));
+    // The weight rows in transparent huge pages, as Switchyard holds them (Sources/Tensors/WeightArena.swift).
+    size_t weight_bytes = n * k * sizeof(uint16_t);
+    uint16_t *w = mmap(NULL, weight_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (w == MAP_FAILED) w = NULL;
+    else madvise(w, weight_bytes, MADV_HUGEPAGE);
     float *x = malloc(MAX_M * k * sizeof(float)), *y = malloc(MAX_M * n * sizeof(float));
     if (w == NULL || x == NULL || y == NULL) {
         fprintf(stderr, "out of memory (%zu MB of weight rows)\n", n * k * sizeof(uint16_t) >> 20);
@@ -60,7 +65,7 @@ int main(int argc, char **argv) {
         printf("m = %2zu: %6.1f GFLOP/s, weights read at %5.1f GB/s\n", m, 2.0 * (double)(m * n * k) * reps / seconds / 1e9,
                (double)(n * k * sizeof(uint16_t)) * reps / seconds / 1e9);
     }
-    free(w);
+    munmap(w, weight_bytes);
     free(x);
     free(y);
     return 0;

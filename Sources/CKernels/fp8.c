@@ -207,6 +207,7 @@ void sy_fp8_dequantize_row_isa(sy_isa isa, const uint8_t *w, size_t k, const flo
     switch (isa) {
 #if SY_F8_X86
     case SY_ISA_AVX512:
+    case SY_ISA_AMX:
     case SY_ISA_AVX512BF16: dequantize_avx512(w, k, scales, block_k, out); return;
     case SY_ISA_AVX2:
     case SY_ISA_AVX2_VNNI: dequantize_avx2(w, k, scales, block_k, out); return;

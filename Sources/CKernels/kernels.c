@@ -25,6 +25,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #define SY_X86 1
 #else
 #define SY_X86 0
@@ -1729,7 +1731,7 @@ __attribute__((target("avx512f,fma"))) static void quantize_row_q8_avx512(const 
 /// One row quantized on the path `isa` (the same bits on every path).
 static void quantize_row_q8_isa(sy_isa isa, const float *v, size_t k, size_t blocks, int8_t *q, float *scale) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
         quantize_row_q8_avx512(v, k, blocks, q, scale);
         return;
     }
@@ -2016,6 +2018,143 @@ static int dotprod_supported(void) {
 }
 #endif // SY_ARM64
 
+// MARK: - AMX tiles (SY_ISA_AMX): the fast product on `tdpbf16ps`, an arithmetic of its own
+//
+// Hand-written: no listed library has a batch-invariant AMX product. `tdpbf16ps` multiplies a tile of
+// 16 weight rows × 32 bf16 indices by a tile of 16 pairs of indices × 16 rows of x and adds into a
+// 16 × 16 f32 tile; how it rounds inside one instruction is its own (no order of single-rounded FMAs
+// tried reproduces it, Benchmarks/README.md), so these bits differ from every other path's. Every
+// output element still sees the same operations whatever the call's rows (its accumulator starts at
+// zero and takes the blocks of 32 indices in ascending order, each from its own weight row and x row),
+// so the path is batch-invariant within itself; it is chosen only by SWITCHYARD_KERNEL=amx.
+
+#if SY_X86
+#define SY_AMX_FN __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16"))) static
+
+/// The tile configuration every AMX product uses (palette 1): tiles 0-3 accumulate 16 × 16 f32,
+/// 4-5 hold 16 weight rows × 32 bf16, 6 holds 16 pairs of indices × 16 rows of x; all 16 × 64 bytes.
+typedef struct sy_amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} sy_amx_config;
+
+static _Thread_local int amx_configured = 0;
+
+SY_AMX_FN void amx_configure(void) {
+    if (amx_configured) return;
+    sy_amx_config config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 7; t++) {
+        config.rows[t] = 16;
+        config.bytes_per_row[t] = 64;
+    }
+    _tile_loadconfig(&config);
+    amx_configured = 1;
+}
+
+/// x for the AMX product, from the rows `xb` (bf16, `kp` a row, as ``prepare_dot_bf16`` leaves them):
+/// indices 2q and 2q + 1 of row r as one 32-bit word at pairs[q * pitch + r], so that a tile of x is
+/// 16 consecutive words of 16 consecutive q; words r ≥ rows are zero (pitch ≥ rows + 16 lets a tile
+/// start at any row).
+static void prepare_amx(const uint16_t *xb, size_t rows, size_t kp, uint32_t *pairs, size_t pitch) {
+    size_t words = kp / 2;
+    for (size_t q = 0; q < words; q++) memset(pairs + q * pitch + rows, 0, (pitch - rows) * sizeof(uint32_t));
+    for (size_t r = 0; r < rows; r++) {
+        const uint16_t *row = xb + r * kp;
+        for (size_t q = 0; q < words; q++) {
+            uint32_t word;
+            memcpy(&word, row + 2 * q, sizeof word);
+            pairs[q * pitch + r] = word;
+        }
+    }
+}
+
+/// The block of 32 indices at `p` of `count` weight rows (fewer than 16, or a block past k) copied into
+/// `block`, zero elsewhere, so that a tile load never reads past a row or past the matrix.
+static const uint16_t *amx_block(const uint16_t *w, size_t ws, size_t count, size_t p, size_t k,
+                                 uint16_t block[16][SY_FAST_STEP]) {
+    memset(block, 0, 16 * SY_FAST_STEP * sizeof(uint16_t));
+    size_t width = k - p < SY_FAST_STEP ? k - p : SY_FAST_STEP;
+    for (size_t i = 0; i < count; i++) memcpy(block[i], w + i * ws + p, width * sizeof(uint16_t));
+    return &block[0][0];
+}
+
+/// y[i, j] (+)= the AMX product of x rows i < m (`xq`: words of ``prepare_amx`` from this product's
+/// first row, `pitch` words apart) and weight rows j < n. Weight rows go 64 at a time (4 accumulator
+/// tiles), x rows 16 at a time against them.
+SY_AMX_FN void fast_amx(const uint32_t *xq, size_t m, size_t pitch, size_t kp, size_t k, const uint16_t *w, size_t n,
+                        size_t ws, float *y, size_t ys, int accumulate) {
+    amx_configure();
+    size_t blocks = kp / SY_FAST_STEP, whole = k / SY_FAST_STEP;
+    float out[4][16][16] __attribute__((aligned(64)));
+    uint16_t copies[4][16][SY_FAST_STEP] __attribute__((aligned(64)));
+    for (size_t j0 = 0; j0 < n; j0 += 64) {
+        size_t rows = n - j0 < 64 ? n - j0 : 64;
+        int tiles = (int)((rows + 15) / 16);
+        size_t count[4];
+        for (int t = 0; t < tiles; t++) count[t] = rows - (size_t)t * 16 < 16 ? rows - (size_t)t * 16 : 16;
+        for (size_t i0 = 0; i0 < m; i0 += 16) {
+            size_t columns = m - i0 < 16 ? m - i0 : 16;
+            const uint32_t *xt = xq + i0;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (size_t b = 0; b < blocks; b++) {
+                size_t p = b * SY_FAST_STEP;
+                const uint16_t *a[4];
+                size_t stride[4];
+                for (int t = 0; t < tiles; t++) {
+                    const uint16_t *rows_at = w + (j0 + (size_t)t * 16) * ws;
+                    int direct = count[t] == 16 && b < whole;
+                    a[t] = direct ? rows_at + p : amx_block(rows_at, ws, count[t], p, k, copies[t]);
+                    stride[t] = direct ? ws * sizeof(uint16_t) : SY_FAST_STEP * sizeof(uint16_t);
+                }
+                _tile_loadd(6, xt + b * 16 * pitch, pitch * sizeof(uint32_t));
+                _tile_loadd(4, a[0], stride[0]);
+                _tile_dpbf16ps(0, 4, 6);
+                if (tiles > 1) {
+                    _tile_loadd(5, a[1], stride[1]);
+                    _tile_dpbf16ps(1, 5, 6);
+                }
+                if (tiles > 2) {
+                    _tile_loadd(4, a[2], stride[2]);
+                    _tile_dpbf16ps(2, 4, 6);
+                }
+                if (tiles > 3) {
+                    _tile_loadd(5, a[3], stride[3]);
+                    _tile_dpbf16ps(3, 5, 6);
+                }
+            }
+            _tile_stored(0, out[0], 64);
+            _tile_stored(1, out[1], 64);
+            _tile_stored(2, out[2], 64);
+            _tile_stored(3, out[3], 64);
+            for (int t = 0; t < tiles; t++)
+                for (size_t c = 0; c < columns; c++) {
+                    float *target = y + (i0 + c) * ys + j0 + (size_t)t * 16;
+                    for (size_t i = 0; i < count[t]; i++)
+                        target[i] = accumulate ? target[i] + out[t][i][c] : out[t][i][c];
+                }
+        }
+    }
+}
+
+/// Asks Linux once for the AMX tile state (a process-wide permission); 1 when granted.
+static int amx_permitted(void) {
+    static _Atomic int permitted = -1;
+    int known = atomic_load_explicit(&permitted, memory_order_relaxed);
+    if (known < 0) {
+        enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+        known = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+        atomic_store_explicit(&permitted, known, memory_order_relaxed);
+    }
+    return known;
+}
+#endif
+
 // MARK: - Dispatch
 
 int sy_isa_supported(sy_isa isa) {
@@ -2029,6 +2168,9 @@ int sy_isa_supported(sy_isa isa) {
     case SY_ISA_AVX512BF16:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma");
+    case SY_ISA_AMX:
+        return sy_isa_supported(SY_ISA_AVX512BF16) && __builtin_cpu_supports("amx-tile") &&
+               __builtin_cpu_supports("amx-bf16") && amx_permitted();
 #endif
 #if SY_ARM64
     case SY_ISA_NEON: return 1;  // Advanced SIMD is part of AArch64
@@ -2052,11 +2194,12 @@ static sy_isa choose_isa(void) {
     else if (strcmp(forced, "avx2vnni") == 0) wanted = SY_ISA_AVX2_VNNI;
     else if (strcmp(forced, "avx512") == 0) wanted = SY_ISA_AVX512;
     else if (strcmp(forced, "avx512bf16") == 0) wanted = SY_ISA_AVX512BF16;
+    else if (strcmp(forced, "amx") == 0) wanted = SY_ISA_AMX;
     else if (strcmp(forced, "neon") == 0) wanted = SY_ISA_NEON;
     else {
         fprintf(stderr,
-                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx2vnni, avx512, avx512bf16 or "
-                "neon; using the best\n",
+                "switchyard: SWITCHYARD_KERNEL is '%s', but must be scalar, avx2, avx2vnni, avx512, avx512bf16, amx "
+                "or neon; using the best\n",
                 forced);
         return best;
     }
@@ -2103,7 +2246,7 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
     switch (kind) {
     case SY_KIND_Q8:
 #if SY_X86
-        if ((isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) && vnni_supported()) {
+        if ((isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) && vnni_supported()) {
             q8_vnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
             return;
         }
@@ -2131,6 +2274,7 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
         switch (isa) {
 #if SY_X86
         case SY_ISA_AVX512BF16: fast_dot((const uint16_t *)x, m, kp, k, wb, n, ws, y, ys, accumulate); return;
+        case SY_ISA_AMX: fast_amx((const uint32_t *)x, m, xs, kp, k, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX512: fast_avx512(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX2:
         case SY_ISA_AVX2_VNNI: fast_avx2(xf, m, kp, k, wb, n, ws, y, ys, accumulate); return;
@@ -2143,6 +2287,7 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
     case SY_KIND_BF16:
         switch (isa) {
 #if SY_X86
+        case SY_ISA_AMX:
         case SY_ISA_AVX512BF16:
         case SY_ISA_AVX512: matmul_bf16_avx512(xf, m, k, xs, wb, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX2:
@@ -2157,6 +2302,7 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
     default:
         switch (isa) {
 #if SY_X86
+        case SY_ISA_AMX:
         case SY_ISA_AVX512BF16:
         case SY_ISA_AVX512: matmul_avx512(xf, m, k, xs, (const float *)w, n, ws, y, ys, accumulate); return;
         case SY_ISA_AVX2:
@@ -2208,6 +2354,13 @@ static size_t x_element(const sy_job *job) {
     return job->kind == SY_KIND_BF16_FAST && job->isa == SY_ISA_AVX512BF16 ? sizeof(uint16_t) : sizeof(float);
 }
 
+/// Where the job's x for a product on rows from `row` starts (the AMX path's x holds a row's words in
+/// columns, `xs` words apart, so its rows are one word apart).
+static const void *x_rows(const sy_job *job, size_t row) {
+    if (job->kind == SY_KIND_BF16_FAST && job->isa == SY_ISA_AMX) return (const uint32_t *)job->x + row;
+    return (const char *)job->x + row * job->xs * x_element(job);
+}
+
 /// Columns [j0, j1) of the job (of its parts, numbered one after the other).
 static void run_columns(const sy_job *job, size_t j0, size_t j1) {
     if (job->kind == SY_KIND_TASKS) {
@@ -2241,7 +2394,7 @@ static void run_columns(const sy_job *job, size_t j0, size_t j1) {
         size_t begin = j0 > offset ? j0 : offset;
         size_t end = j1 < offset + part->n ? j1 : offset + part->n;
         if (begin < end) {
-            const void *x = (const char *)job->x + part->row * job->xs * x_element(job);
+            const void *x = x_rows(job, part->row);
             const void *w = (const char *)part->w + (begin - offset) * part->w_stride * element;
             matmul_one(job->kind, job->isa, x, part->m, job->k, job->xs, job->kp, w, end - begin, part->w_stride,
                        part->y + (begin - offset), part->y_stride, job->accumulate, NULL, NULL);
@@ -2580,6 +2733,24 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
     if (fast) {
         size_t kp = (k + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
         int dot = isa == SY_ISA_AVX512BF16;
+#if SY_X86
+        if (isa == SY_ISA_AMX) {
+            if (!sy_isa_supported(SY_ISA_AMX)) return -1;  // (it also asks Linux for the tile state)
+            // The rows rounded as for vdpbf16ps, then their pairs of indices as columns of 32-bit words.
+            size_t pitch = rows + 16;
+            char *space = prepared_space(rows * kp * sizeof(uint16_t) + kp / 2 * pitch * sizeof(uint32_t) + 128);
+            if (space == NULL) return -1;
+            uint16_t *xb = (uint16_t *)(void *)space;
+            uint32_t *pairs = (uint32_t *)(void *)(space + (rows * kp * sizeof(uint16_t) + 63) / 64 * 64);
+            prepare_dot_bf16(x, rows, k, x_stride, xb, kp);
+            prepare_amx(xb, rows, kp, pairs, pitch);
+            job.x = pairs;
+            job.xs = pitch;
+            job.kp = kp;
+            dispatch_job(job);
+            return 0;
+        }
+#endif
         void *xp = prepared_space(rows * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
         if (xp == NULL) return -1;
         if (dot) {
@@ -2652,6 +2823,7 @@ static void weighted_sum_on(sy_isa isa, const float *p, size_t count, const void
                             size_t width, float *out, int accumulate) {
     switch (isa) {
 #if SY_X86
+    case SY_ISA_AMX:
     case SY_ISA_AVX512BF16:
     case SY_ISA_AVX512: weighted_sum_avx512(p, count, v, bf16, v_stride, width, out, accumulate); return;
     case SY_ISA_AVX2:
@@ -2672,6 +2844,7 @@ static void weighted_sum_heads_on(sy_isa isa, const float *p, size_t p_stride, s
                                   int accumulate) {
     switch (isa) {
 #if SY_X86
+    case SY_ISA_AMX:
     case SY_ISA_AVX512BF16:
     case SY_ISA_AVX512:
         weighted_sum_heads_avx512(p, p_stride, heads, count, v, bf16, v_stride, width, out, out_stride, accumulate);
@@ -2946,7 +3119,7 @@ SY_AVX2_FN size_t first_above_avx2(const float *x, size_t n, float threshold) {
 
 size_t sy_first_above_isa(sy_isa isa, const float *x, size_t n, float threshold) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) return first_above_avx512(x, n, threshold);
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) return first_above_avx512(x, n, threshold);
     if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return first_above_avx2(x, n, threshold);
 #endif
     (void)isa;
@@ -2965,7 +3138,7 @@ size_t sy_first_above(const float *x, size_t n, float threshold) {
 /// whose exp is 1).
 static float max_value(sy_isa isa, const float *x, size_t n) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) return max_avx512(x, n);
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) return max_avx512(x, n);
     if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return max_avx2(x, n);
 #endif
     (void)isa;
@@ -2993,7 +3166,7 @@ double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
     if (!(maximum > -INFINITY) || maximum == INFINITY) return (double)maximum;  // -inf, NaN or +inf
     double sum;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) sum = sum_exp_avx512(x, n, maximum);
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) sum = sum_exp_avx512(x, n, maximum);
     else if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) sum = sum_exp_avx2(x, n, maximum);
     else sum = sum_exp_scalar(x, n, maximum);
 #elif SY_ARM64
@@ -3072,7 +3245,7 @@ static void swiglu_neon(float *gate, const float *up, size_t count) {
 
 void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
         swiglu_avx512(gate, up, count);
         return;
     }
@@ -3164,7 +3337,7 @@ void sy_clamped_swiglu_isa(sy_isa isa, const float *gate_values, const float *up
                            size_t row_stride, const float *gate_bias, const float *up_bias, size_t rows, size_t width,
                            float alpha, float limit, float *out) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
         clamped_swiglu_avx512(gate_values, up_values, stride, row_stride, gate_bias, up_bias, rows, width, alpha, limit,
                               out);
         return;
@@ -3343,7 +3516,7 @@ void sy_attention_scores_isa(sy_isa isa, const float *q, size_t heads, size_t q_
                              size_t scores_stride) {
     if (heads == 0 || count == 0) return;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
         scores_avx512(q, heads, q_stride, keys, 0, key_stride, count, d, scale, scores, scores_stride);
         return;
     }
@@ -3358,7 +3531,7 @@ void sy_attention_scores_bf16_isa(sy_isa isa, const float *q, size_t heads, size
                                   size_t scores_stride) {
     if (heads == 0 || count == 0) return;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
         scores_avx512(q, heads, q_stride, keys, 1, key_stride, count, d, scale, scores, scores_stride);
         return;
     }
@@ -3467,7 +3640,7 @@ int sy_softmax_isa(sy_isa isa, float *row, size_t count) {
     float maximum = max_value(isa, row, count);
     if (!(maximum > -INFINITY)) return -1;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16) {
+    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
         float inverse = 1.0f / softmax_terms_avx512(row, count, maximum);
         scale_avx512(row, count, inverse);
         return 0;

@@ -234,6 +234,7 @@ void sy_matmul_nt_mxfp4_isa(sy_isa isa, const float *x, size_t m, size_t k, size
     switch (isa) {
 #if SY_MX_X86
     case SY_ISA_AVX512:
+    case SY_ISA_AMX:
     case SY_ISA_AVX512BF16:
         mxfp4_avx512(x, m, k, x_stride, blocks, scales, n, w_row_stride, y, y_stride);
         return;
@@ -573,6 +574,7 @@ static void mxq_columns(sy_isa isa, const uint8_t *xp, size_t xps, size_t m, siz
     switch (isa) {
 #if SY_MX_X86
     case SY_ISA_AVX512:
+    case SY_ISA_AMX:
     case SY_ISA_AVX512BF16:
         if (mxq_vnni_supported()) {
             mxq_avx512vnni(xp, xps, m, k, blocks, scales, n, wrs, y, ys);

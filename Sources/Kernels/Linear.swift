@@ -28,10 +28,16 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     /// AArch64 NEON, 16 lanes as four 4-lane vectors; q8 products use `sdot` where the CPU has it.
     /// Checked bitwise against ``scalar`` under qemu only (Scripts/neon-check.sh): no speed measured.
     case neon
+    /// AVX-512 bf16 with AMX tiles: ``BFloat16Arithmetic/fast`` products run on `tdpbf16ps`, whose
+    /// rounding inside an instruction is its own, so their bits differ from every other path's (within
+    /// the same tolerance of f32, and batch-invariant on this path); the other kernels run
+    /// ``avx512bf16``. Never the default: only `SWITCHYARD_KERNEL=amx`, set on every host of a
+    /// cluster or on none (two hosts on different paths give a sequence different bits).
+    case amx
 
     /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx2vnni`,
-    /// `avx512`, `avx512bf16`, `neon`) when set and supported, else the best this CPU supports; chosen
-    /// once, on first use.
+    /// `avx512`, `avx512bf16`, `amx`, `neon`) when set and supported, else the best this CPU supports
+    /// (never ``amx``); chosen once, on first use.
     public static var active: KernelISA { KernelISA(sy_active_isa()) }
 
     /// Whether the AVX-512 kernels prefetch their weight streams ahead of the loads (false on AMD CPUs,
@@ -41,6 +47,9 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
 
     /// The paths this CPU supports, scalar first.
     public static var supported: [KernelISA] { allCases.filter(\.isSupported) }
+
+    /// The supported paths that give every kernel the same bits (all but ``amx``), scalar first.
+    public static var alike: [KernelISA] { supported.filter { $0 != .amx } }
 
     /// Whether this CPU can run the path.
     public var isSupported: Bool { sy_isa_supported(cValue) != 0 }
@@ -55,6 +64,7 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
         case .avx512: SY_ISA_AVX512
         case .avx512bf16: SY_ISA_AVX512BF16
         case .neon: SY_ISA_NEON
+        case .amx: SY_ISA_AMX
         }
     }
 
@@ -65,6 +75,7 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
         case SY_ISA_AVX2: self = .avx2
         case SY_ISA_NEON: self = .neon
         case SY_ISA_AVX2_VNNI: self = .avx2vnni
+        case SY_ISA_AMX: self = .amx
         default: self = .scalar
         }
     }

@@ -9,7 +9,8 @@ struct SystemInfo: ParsableCommand {
         abstract: "Print the CPU, its vector features and the kernel path this process would use.",
         discussion: """
             The kernel path is the best one the CPU supports, or SWITCHYARD_KERNEL (scalar, avx2, avx2vnni, avx512, \
-            avx512bf16, neon) when it is set and supported. Every path gives the same bits; they differ in speed. \
+            avx512bf16, amx, neon) when it is set and supported. Every path gives the same bits and they differ in \
+            speed, except amx (never the default): its fast bf16 products run on AMX tiles, with bits of their own. \
             The features listed are the ones some path uses (read from /proc/cpuinfo). The weight prefetch is \
             whether the AVX-512 paths prefetch their weights ahead of the loads: off on AMD CPUs, on elsewhere, or \
             SWITCHYARD_STREAM_PREFETCH=1 or 0 (it changes speed only).

@@ -46,7 +46,7 @@ private let bfloat16Shapes: [(Int, Int, Int)] = [
 struct BFloat16KernelTests {
     @Test(
         "the bf16-weight product equals a double-precision x·Wᵀ on the widened weights on every path, tails included",
-        arguments: KernelISA.supported, bfloat16Shapes)
+        arguments: KernelISA.alike, bfloat16Shapes)
     func matchesDoubleReference(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.rows * 7919 + shape.inputs * 31 + shape.outputs))
         let x = random.floats(shape.rows * shape.inputs)
@@ -71,7 +71,7 @@ struct BFloat16KernelTests {
 
     @Test(
         "the bf16-weight product is bitwise the f32 product on the same weights upcast, on every path, accumulate included",
-        arguments: KernelISA.supported, bfloat16Shapes)
+        arguments: KernelISA.alike, bfloat16Shapes)
     func equalsFloatKernelOnUpcastWeights(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.rows * 131 + shape.inputs * 17 + shape.outputs))
         let x = random.floats(shape.rows * shape.inputs)
@@ -104,7 +104,7 @@ struct BFloat16KernelTests {
 
     @Test(
         "a row's bf16-weight product is bitwise identical for m = 1 … 40 and at any position in the batch",
-        arguments: KernelISA.supported)
+        arguments: KernelISA.alike)
     func batchInvariant(isa: KernelISA) {
         var random = TestRandom(seed: 21)
         let (inputs, outputs) = (67, 37)
@@ -272,7 +272,7 @@ private struct ThreadTestProduct {
 struct KernelThreadTests {
     @Test(
         "f32 and bf16 products are bitwise the same on 1, 2 and 3 threads, on every path",
-        arguments: KernelISA.supported, [(1, 1024, 700), (8, 256, 531), (33, 100, 97), (2, 40, 2000)])
+        arguments: KernelISA.alike, [(1, 1024, 700), (8, 256, 531), (33, 100, 97), (2, 40, 2000)])
     func threadCountInvariant(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.outputs))
         let x = random.floats(shape.rows * shape.inputs)
@@ -452,7 +452,7 @@ struct BFloat16FastKernelTests {
 
     @Test(
         "every path computes the reference's bits: pairs accumulated as vdpbf16ps does, tails included",
-        arguments: KernelISA.supported, bfloat16Shapes + [(4, 31, 5), (6, 65, 7), (3, 32, 9)])
+        arguments: KernelISA.alike, bfloat16Shapes + [(4, 31, 5), (6, 65, 7), (3, 32, 9)])
     func matchesReferenceBits(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs))
         let x = random.floats(shape.rows * shape.inputs).map { $0 * 4 }
@@ -473,7 +473,7 @@ struct BFloat16FastKernelTests {
 
     @Test(
         "x at rounding ties, denormals and the largest finite values is rounded as the reference on every path",
-        arguments: KernelISA.supported)
+        arguments: KernelISA.alike)
     func roundsSpecialInputs(isa: KernelISA) {
         var random = TestRandom(seed: 43)
         let special: [Float] = [0, -0, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
@@ -500,13 +500,14 @@ struct BFloat16FastKernelTests {
     }
 
     @Test(
-        "the fast product is within 2⁻⁸·Σ|x·w| of a double-precision x·Wᵀ",
-        arguments: bfloat16Shapes + [(4, 31, 5), (6, 65, 7)])
-    func withinTolerance(shape: (rows: Int, inputs: Int, outputs: Int)) {
+        "the fast product is within 2⁻⁸·Σ|x·w| of a double-precision x·Wᵀ on every path, amx included",
+        arguments: KernelISA.supported, bfloat16Shapes + [(4, 31, 5), (6, 65, 7), (19, 100, 37), (33, 1024, 70)])
+    func withinTolerance(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs))
         let x = random.floats(shape.rows * shape.inputs)
         let w = randomBFloat16(&random, shape.outputs * shape.inputs)
-        let y = linear(x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, arithmetic: .fast)
+        let y = linear(
+            x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, arithmetic: .fast, isa: isa)
         var worst = 0.0
         for r in 0..<shape.rows {
             for o in 0..<shape.outputs {
@@ -520,11 +521,11 @@ struct BFloat16FastKernelTests {
                 worst = max(worst, abs(Double(y[r * shape.outputs + o]) - value) / (relativeFastTolerance * magnitude))
             }
         }
-        #expect(worst <= 1, "\(shape): worst error \(worst) × tolerance \(relativeFastTolerance)·Σ|x·w|")
+        #expect(worst <= 1, "\(isa) \(shape): worst error \(worst) × tolerance \(relativeFastTolerance)·Σ|x·w|")
     }
 
     @Test(
-        "a row's fast product is bitwise identical for m = 1 … 40 and at any position in the batch",
+        "a row's fast product is bitwise identical for m = 1 … 40 and at any position in the batch, amx included",
         arguments: KernelISA.supported)
     func batchInvariant(isa: KernelISA) {
         var random = TestRandom(seed: 23)
@@ -559,7 +560,7 @@ struct FusedProductTests {
     ]
 
     @Test(
-        "products fused into one job, each on its own rows, give bitwise the separate products, on every path, fast and exact, 1 and 3 threads",
+        "products fused into one job, each on its own rows, give bitwise the separate products, on every path (amx included), fast and exact, 1 and 3 threads",
         arguments: KernelISA.supported, BFloat16Arithmetic.allCases)
     func groupedEqualsSeparate(isa: KernelISA, arithmetic: BFloat16Arithmetic) {
         for (caseIndex, testCase) in Self.groupedCases.enumerated() {
@@ -605,7 +606,7 @@ struct FusedProductTests {
 
     @Test(
         "q8 products fused into one job, each on its own rows, give bitwise the separate products, on every path, 1 and 3 threads",
-        arguments: KernelISA.supported)
+        arguments: KernelISA.alike)
     func groupedQ8EqualsSeparate(isa: KernelISA) {
         for (caseIndex, testCase) in Self.groupedCases.enumerated() {
             var random = TestRandom(seed: 91 + UInt64(caseIndex))

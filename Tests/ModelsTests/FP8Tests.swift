@@ -251,7 +251,7 @@ extension KernelTests {
             rows: shape.rows, inputs: shape.inputs, outputs: shape.outputs, block: shape.block, seed: 17)
         let expected = linear(
             operands.x, rowCount: shape.rows, weight: operands.dequantized, outputCount: shape.outputs, isa: .scalar)
-        for isa in KernelISA.supported {
+        for isa in KernelISA.alike {
             let actual = operands.product(isa: isa)
             #expect(actual.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) differs from f32 on the dequantized weights")
             let first = operands.product(isa: isa, rowCount: 1)
@@ -267,7 +267,7 @@ extension KernelTests {
             let bytes = Array(row[0..<count])
             let scales = (0..<((count + blockColumns - 1) / blockColumns)).map { $0 % 2 == 0 ? Float(0x1p-140) : 0.37 }
             let scalar = dequantizeFP8Row(bytes, scales: scales, blockColumns: blockColumns, isa: .scalar)
-            for isa in KernelISA.supported {
+            for isa in KernelISA.alike {
                 let widened = dequantizeFP8Row(bytes, scales: scales, blockColumns: blockColumns, isa: isa)
                 #expect(
                     zip(widened, scalar).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) },

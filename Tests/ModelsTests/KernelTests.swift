@@ -89,16 +89,16 @@ struct KernelTests {
         if count > 3 { values[count / 2] = -.infinity }  // a masked logit contributes 0
         let maximum = Double(values.max()!)
         let reference = maximum + log(values.reduce(0.0) { $0 + exp(Double($1) - maximum) })
-        let results = KernelISA.supported.map { isa in values.withUnsafeBufferPointer { logSumExp($0, isa: isa) } }
-        for (isa, result) in zip(KernelISA.supported, results) {
+        let results = KernelISA.alike.map { isa in values.withUnsafeBufferPointer { logSumExp($0, isa: isa) } }
+        for (isa, result) in zip(KernelISA.alike, results) {
             #expect(abs(result - reference) <= 1e-6 * max(1, abs(reference)), "\(isa): \(result) vs \(reference)")
-            #expect(result.bitPattern == results[0].bitPattern, "\(isa) differs from \(KernelISA.supported[0])")
+            #expect(result.bitPattern == results[0].bitPattern, "\(isa) differs from \(KernelISA.alike[0])")
         }
     }
 
     @Test("logSumExp of equal values is the value plus log n; infinities and NaN pass through")
     func logSumExpEdges() {
-        for isa in KernelISA.supported {
+        for isa in KernelISA.alike {
             let ones = [Float](repeating: 2.5, count: 37)
             let equal = ones.withUnsafeBufferPointer { logSumExp($0, isa: isa) }
             #expect(abs(equal - (2.5 + log(37.0))) < 1e-6, "\(isa)")
@@ -143,14 +143,14 @@ struct KernelTests {
         }
         let up = random.floats(count, scale: 3)
         let reference = zip(gate, up).map { g, u in Double(g) / (1 + exp(-Double(g))) * Double(u) }
-        let results = KernelISA.supported.map { isa -> [Float] in
+        let results = KernelISA.alike.map { isa -> [Float] in
             var out = gate
             out.withUnsafeMutableBufferPointer { g in
                 up.withUnsafeBufferPointer { u in swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: count, isa: isa) }
             }
             return out
         }
-        for (isa, result) in zip(KernelISA.supported, results) {
+        for (isa, result) in zip(KernelISA.alike, results) {
             for index in 0..<count {
                 let error = abs(Double(result[index]) - reference[index])
                 #expect(
@@ -158,7 +158,7 @@ struct KernelTests {
                     "\(isa) [\(index)] silu(\(gate[index])) · \(up[index]) = \(result[index]), reference \(reference[index])")
                 #expect(
                     result[index].bitPattern == results[0][index].bitPattern,
-                    "\(isa) [\(index)] differs from \(KernelISA.supported[0])")
+                    "\(isa) [\(index)] differs from \(KernelISA.alike[0])")
                 #expect(
                     result[index].bitPattern == (silu(gate[index]) * up[index]).bitPattern,
                     "\(isa) [\(index)] is not silu(g) · u")
@@ -294,12 +294,12 @@ struct KernelTests {
         let shape = AttentionShape(
             headCount: p.heads, keyValueHeadCount: p.keyValueHeads, headDimension: p.headDimension,
             slidingWindow: p.window)
-        let results = KernelISA.supported.map { isa in
+        let results = KernelISA.alike.map { isa in
             attention(queries: q, keys: k, values: v, firstQueryPosition: p.cached, shape: shape, isa: isa)
         }
-        for (isa, result) in zip(KernelISA.supported, results) {
+        for (isa, result) in zip(KernelISA.alike, results) {
             #expect(
-                result.map(\.bitPattern) == results[0].map(\.bitPattern), "\(isa) differs from \(KernelISA.supported[0])")
+                result.map(\.bitPattern) == results[0].map(\.bitPattern), "\(isa) differs from \(KernelISA.alike[0])")
         }
     }
 
@@ -319,7 +319,7 @@ struct KernelTests {
         let shape = AttentionShape(
             headCount: p.heads, keyValueHeadCount: p.keyValueHeads, headDimension: p.headDimension,
             slidingWindow: p.window)
-        for isa in KernelISA.supported {
+        for isa in KernelISA.alike {
             let widened = attention(
                 queries: q, keys: k.map(floatFromBFloat16Bits), values: v.map(floatFromBFloat16Bits),
                 firstQueryPosition: p.cached, shape: shape, isa: isa)
@@ -349,13 +349,13 @@ struct KernelTests {
         let maximum = x.max()!
         let exponents = x.map { Double($0 - maximum) }
         let total = exponents.reduce(0.0) { $0 + exp($1) }
-        let results = KernelISA.supported.map { isa -> [Float] in
+        let results = KernelISA.alike.map { isa -> [Float] in
             var row = x
             row.withUnsafeMutableBufferPointer { softmax($0.baseAddress!, count: width, isa: isa) }
             return row
         }
-        for (isa, result) in zip(KernelISA.supported, results) {
-            #expect(result.map(\.bitPattern) == results[0].map(\.bitPattern), "\(isa) differs from \(KernelISA.supported[0])")
+        for (isa, result) in zip(KernelISA.alike, results) {
+            #expect(result.map(\.bitPattern) == results[0].map(\.bitPattern), "\(isa) differs from \(KernelISA.alike[0])")
             for (index, value) in result.enumerated() {
                 let expected = exp(exponents[index]) / total
                 #expect(abs(Double(value) - expected) <= 1e-6 * max(expected, 1e-30) + 1e-38, "\(isa) [\(index)]")

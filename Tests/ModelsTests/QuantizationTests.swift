@@ -78,7 +78,7 @@ struct Q8KernelTests {
 
     @Test(
         "every path computes the reference's bits, and the product is within 2⁻⁷·Σ|x·w| of double precision",
-        arguments: KernelISA.supported, q8Shapes)
+        arguments: KernelISA.alike, q8Shapes)
     func matchesReference(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.rows * 131 + shape.inputs * 7 + shape.outputs))
         let x = random.floats(shape.rows * shape.inputs).map { $0 * 3 }
@@ -107,7 +107,7 @@ struct Q8KernelTests {
 
     @Test(
         "every path computes the reference's bits at the extremes: ±127 in whole blocks of one sign, zero blocks",
-        arguments: KernelISA.supported, [(1, 64, 3), (3, 95, 5), (6, 161, 4)])
+        arguments: KernelISA.alike, [(1, 64, 3), (3, 95, 5), (6, 161, 4)])
     func extremeValues(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
         var random = TestRandom(seed: UInt64(shape.rows * 17 + shape.inputs))
         // Block b of a row: all +max, all -max, zero, or random with a ±max entry (so every q is ±127 in
@@ -137,7 +137,7 @@ struct Q8KernelTests {
 
     @Test(
         "a row's q8 product is bitwise identical for m = 1 … 40 and at any position in the batch",
-        arguments: KernelISA.supported)
+        arguments: KernelISA.alike)
     func batchInvariant(isa: KernelISA) {
         var random = TestRandom(seed: 29)
         let (inputs, outputs) = (97, 41)

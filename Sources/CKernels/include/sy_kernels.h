@@ -41,13 +41,19 @@ typedef enum sy_isa {
     SY_ISA_NEON = 4,
     /// AVX2 + FMA with AVX-VNNI (`vpdpbusd` on ymm registers): q8 products use it; the others run the AVX2 path.
     SY_ISA_AVX2_VNNI = 5,
+    /// AVX-512 bf16 with AMX tiles (`tdpbf16ps`): the fast bf16 products run on tiles, with bits of their
+    /// own (``sy_matmul_nt_bf16_fast``); every other kernel runs the AVX-512 bf16 path. Never chosen by
+    /// default: only by `SWITCHYARD_KERNEL=amx` (or explicitly), on a CPU with AMX-BF16 whose kernel grants
+    /// the tile state.
+    SY_ISA_AMX = 6,
 } sy_isa;
 
 /// Whether this CPU (and this build) can run `isa`.
 int sy_isa_supported(sy_isa isa);
 
 /// The path the un-suffixed kernels use, chosen once per process: `SWITCHYARD_KERNEL`
-/// (`scalar`, `avx2`, `avx2vnni`, `avx512`, `avx512bf16` or `neon`) when set and supported, else the best the CPU supports.
+/// (`scalar`, `avx2`, `avx2vnni`, `avx512`, `avx512bf16`, `amx` or `neon`) when set and supported, else the best the
+/// CPU supports (never `amx`, whose fast products have bits of their own).
 /// An unknown or unsupported value is reported on stderr once and ignored.
 sy_isa sy_active_isa(void);
 
@@ -98,7 +104,9 @@ void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_
 /// other kernels, with one exception: on an Intel CPU with AVX-512 bf16 a call whose products all have
 /// more than 16 rows runs on the AVX-512F kernels instead (a zmm FMA there does twice `vdpbf16ps`'s
 /// multiplies), so a row whose products or sums are denormal may come out otherwise in such a call
-/// than in a smaller one; on every other input its bits are the same. The rounded x is kept in a
+/// than in a smaller one; on every other input its bits are the same. On SY_ISA_AMX (never the default)
+/// the products run on AMX tiles instead, with bits of their own (within the same tolerance of f32, and
+/// batch-invariant on that path; see kernels.c). The rounded x is kept in a
 /// per-thread buffer that grows once and is reused.
 /// Returns 0, or -1 when that buffer cannot be allocated (y is then untouched).
 int sy_matmul_nt_bf16_fast(const float *x, size_t m, size_t k, size_t x_stride,
