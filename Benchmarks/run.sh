@@ -24,7 +24,8 @@
 #   PEER_VENV    the venv for the Python peers (default: Benchmarks/.venv; created from PyPI if missing)
 #   HF_PYTHON    a Python with torch + transformers to use instead of installing them into PEER_VENV
 #   SWITCHYARD_KERNEL  a kernel path for Switchyard (system-info lists them); avx2 or avx2vnni hold every engine
-#                to AVX2 + FMA (an AVX2 host's arithmetic on this one; see below)
+#                to AVX2 + FMA (an AVX2 host's arithmetic on this one; see below); amx runs Switchyard's fast
+#                products on AMX tiles (bits of their own) and the floors' peak is then tdpbf16ps's
 #   BENCH_WORK   scratch directory (default: Benchmarks/.work; the model and GGUF files are kept there)
 #   SKIP         comma-separated parts to skip: floors,hf,llama,serve,workers,qwen3moe,decodefloor,deepseek,gptoss,
 #                delay,curve

@@ -14,7 +14,8 @@
 //   dot      the arithmetic peak of the dot-product instruction the bf16 fast path uses, GFLOP/s, 1
 //            and 2 threads: `vdpbf16ps` (16 lanes × 2 products × 2 flops) where the compiler targets
 //            avx512bf16, else f32 FMA (AVX-512 or AVX2); 12 independent accumulators in registers,
-//            no memory operands; the best of 7 passes of 60 M instructions per thread.
+//            no memory operands; the best of 7 passes of 60 M instructions per thread. With
+//            SWITCHYARD_KERNEL=amx, AMX `tdpbf16ps` on 4 accumulator tiles (1/64 of the iterations).
 //   zmq      ZeroMQ DEALER/ROUTER round trip over tcp://127.0.0.1, two-frame messages, plain and over CURVE
 //            (a 16-byte header frame + a payload frame of 8 KiB, 64 KiB, 1 MiB); the ROUTER echoes in
 //            a forked process; p50 and p99 in µs.
@@ -31,6 +32,7 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,8 +182,60 @@ __attribute__((target("avx512f,fma"))) static void *dot_thread_fma512(void *argu
 }
 #endif
 
+#if defined(__AMX_BF16__) && defined(__AMX_TILE__)
+#include <sys/syscall.h>
+/// The `tdpbf16ps` peak, for SWITCHYARD_KERNEL=amx (Switchyard's fast products on AMX tiles): four
+/// accumulator tiles against two weight and two x tiles, all 16 × 64 bytes, 12 instructions a step of
+/// 1/64 of the iterations (each 16 × 16 × 32 multiply-adds), so `flops` is 16 × 16 × 32 × 2 / 64 = 256.
+static void *dot_thread_amx(void *argument) {
+    struct dot_job *job = argument;
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t bytes_per_row[16];
+        uint8_t rows[16];
+    } config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        config.rows[t] = 16;
+        config.bytes_per_row[t] = 64;
+    }
+    static uint16_t ones[16 * 32] __attribute__((aligned(64)));
+    for (int i = 0; i < 16 * 32; i++) ones[i] = 0x3f80;  // bf16 1.0
+    float out[16 * 16] __attribute__((aligned(64)));
+    _tile_loadconfig(&config);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, ones, 64);
+    _tile_loadd(5, ones, 64);
+    _tile_loadd(6, ones, 64);
+    _tile_loadd(7, ones, 64);
+    pthread_barrier_wait(job->start);
+    double start = now();
+    for (long n = 0; n < DOT_ITERATIONS / 64; n++)
+        for (int r = 0; r < 3; r++) {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    job->seconds = now() - start;
+    _tile_stored(0, out, 64);
+    _tile_release();
+    job->sum = out[0];
+    return NULL;
+}
+
+/// Whether Linux grants this process the AMX tile state (asked once; the permission is process-wide).
+static int amx_permitted(void) {
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+#endif
+
 /// The peak measured: this CPU's (DOT_KIND; with AVX-512 bf16 also the f32 FMA one, the better of the two
-/// kept), or with SWITCHYARD_KERNEL=avx2 / avx2vnni the AVX2 one.
+/// kept), or with SWITCHYARD_KERNEL=avx2 / avx2vnni the AVX2 one, or with SWITCHYARD_KERNEL=amx the AMX one.
 static const char *dot_kind = DOT_KIND;
 static double dot_flops = DOT_FLOPS;
 static void *(*dot_body)(void *) = dot_thread;
@@ -193,6 +247,13 @@ static void choose_dot(void) {
         dot_flops = 16.0;
         dot_body = dot_thread_avx2;
     }
+#if defined(__AMX_BF16__) && defined(__AMX_TILE__)
+    if (kernel != NULL && strcmp(kernel, "amx") == 0 && amx_permitted()) {
+        dot_kind = "AMX tdpbf16ps (SWITCHYARD_KERNEL)";
+        dot_flops = 256.0;
+        dot_body = dot_thread_amx;
+    }
+#endif
 }
 
 static double peak_of(void *(*body)(void *), double flops, int threads, float *sink) {
@@ -236,7 +297,7 @@ static void dot_peaks(double peaks[2], float *sink) {
     peaks[0] = peak_of(dot_body, dot_flops, 1, sink);
     peaks[1] = peak_of(dot_body, dot_flops, 2, sink);
 #if defined(__AVX512BF16__)
-    if (dot_body == dot_thread) {  // not the AVX2 peak SWITCHYARD_KERNEL asked for
+    if (dot_body == dot_thread) {  // not the AVX2 or AMX peak SWITCHYARD_KERNEL asked for
         double fma1 = peak_of(dot_thread_fma512, 32.0, 1, sink), fma2 = peak_of(dot_thread_fma512, 32.0, 2, sink);
         fprintf(stderr, "%s peak: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (2 threads); f32 FMA (AVX-512): %.1f, %.1f\n",
                 dot_kind, peaks[0], peaks[1], fma1, fma2);

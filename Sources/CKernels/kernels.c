@@ -2032,7 +2032,7 @@ static int dotprod_supported(void) {
 #define SY_AMX_FN __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16"))) static
 
 /// The tile configuration every AMX product uses (palette 1): tiles 0-3 accumulate 16 × 16 f32,
-/// 4-5 hold 16 weight rows × 32 bf16, 6 holds 16 pairs of indices × 16 rows of x; all 16 × 64 bytes.
+/// 4-5 hold 16 weight rows × 32 bf16, 6-7 hold 16 pairs of indices × 16 rows of x; all 16 × 64 bytes.
 typedef struct sy_amx_config {
     uint8_t palette, start_row, reserved[14];
     uint16_t bytes_per_row[16];
@@ -2046,7 +2046,7 @@ SY_AMX_FN void amx_configure(void) {
     sy_amx_config config;
     memset(&config, 0, sizeof config);
     config.palette = 1;
-    for (int t = 0; t < 7; t++) {
+    for (int t = 0; t < 8; t++) {
         config.rows[t] = 16;
         config.bytes_per_row[t] = 64;
     }
@@ -2081,64 +2081,111 @@ static const uint16_t *amx_block(const uint16_t *w, size_t ws, size_t count, siz
     return &block[0][0];
 }
 
+/// Weight tile t of a group (16 rows from `rows_at`, `count` of them real) at the block of `p`: the rows
+/// themselves, or a zero-padded copy in `copy` when the tile has fewer than 16 rows or the block runs past k.
+static inline const uint16_t *amx_weights(const uint16_t *rows_at, size_t ws, size_t count, size_t p, size_t k,
+                                          uint16_t copy[16][SY_FAST_STEP], size_t *stride) {
+    if (count == 16 && p + SY_FAST_STEP <= k) {
+        *stride = ws * sizeof(uint16_t);
+        return rows_at + p;
+    }
+    *stride = SY_FAST_STEP * sizeof(uint16_t);
+    return amx_block(rows_at, ws, count, p, k, copy);
+}
+
+/// Stores accumulator tile `tile` (weight rows [first, first + count), x rows [i0, i0 + columns)) into y.
+static inline void amx_store(const float out[16][16], size_t first, size_t count, size_t i0, size_t columns, float *y,
+                             size_t ys, int accumulate) {
+    for (size_t c = 0; c < columns; c++) {
+        float *target = y + (i0 + c) * ys + first;
+        for (size_t i = 0; i < count; i++) target[i] = accumulate ? target[i] + out[i][c] : out[i][c];
+    }
+}
+
 /// y[i, j] (+)= the AMX product of x rows i < m (`xq`: words of ``prepare_amx`` from this product's
-/// first row, `pitch` words apart) and weight rows j < n. Weight rows go 64 at a time (4 accumulator
-/// tiles), x rows 16 at a time against them.
+/// first row, `pitch` words apart) and weight rows j < n, 64 weight rows at a time. While more than 16
+/// x rows remain, 32 of them go against 32 weight rows (2 × 2 accumulator tiles, so each weight tile
+/// loaded serves 32 x rows); the last 16 or fewer go against all 64 (4 accumulator tiles). Either way
+/// each output's accumulator takes the same blocks in the same order.
 SY_AMX_FN void fast_amx(const uint32_t *xq, size_t m, size_t pitch, size_t kp, size_t k, const uint16_t *w, size_t n,
                         size_t ws, float *y, size_t ys, int accumulate) {
     amx_configure();
-    size_t blocks = kp / SY_FAST_STEP, whole = k / SY_FAST_STEP;
+    size_t blocks = kp / SY_FAST_STEP, xs = pitch * sizeof(uint32_t);
     float out[4][16][16] __attribute__((aligned(64)));
     uint16_t copies[4][16][SY_FAST_STEP] __attribute__((aligned(64)));
     for (size_t j0 = 0; j0 < n; j0 += 64) {
         size_t rows = n - j0 < 64 ? n - j0 : 64;
         int tiles = (int)((rows + 15) / 16);
         size_t count[4];
-        for (int t = 0; t < tiles; t++) count[t] = rows - (size_t)t * 16 < 16 ? rows - (size_t)t * 16 : 16;
-        for (size_t i0 = 0; i0 < m; i0 += 16) {
-            size_t columns = m - i0 < 16 ? m - i0 : 16;
-            const uint32_t *xt = xq + i0;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (size_t b = 0; b < blocks; b++) {
-                size_t p = b * SY_FAST_STEP;
-                const uint16_t *a[4];
-                size_t stride[4];
-                for (int t = 0; t < tiles; t++) {
-                    const uint16_t *rows_at = w + (j0 + (size_t)t * 16) * ws;
-                    int direct = count[t] == 16 && b < whole;
-                    a[t] = direct ? rows_at + p : amx_block(rows_at, ws, count[t], p, k, copies[t]);
-                    stride[t] = direct ? ws * sizeof(uint16_t) : SY_FAST_STEP * sizeof(uint16_t);
+        const uint16_t *at[4];
+        for (int t = 0; t < tiles; t++) {
+            count[t] = rows - (size_t)t * 16 < 16 ? rows - (size_t)t * 16 : 16;
+            at[t] = w + (j0 + (size_t)t * 16) * ws;
+        }
+        size_t i0 = 0;
+        for (; i0 + 16 < m; i0 += 32) {
+            size_t second = m - i0 - 16 < 16 ? m - i0 - 16 : 16;
+            for (int t = 0; t < tiles; t += 2) {
+                int pair = t + 1 < tiles;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (size_t b = 0; b < blocks; b++) {
+                    size_t p = b * SY_FAST_STEP, stride;
+                    _tile_loadd(6, xq + i0 + b * 16 * pitch, xs);
+                    _tile_loadd(7, xq + i0 + 16 + b * 16 * pitch, xs);
+                    _tile_loadd(4, amx_weights(at[t], ws, count[t], p, k, copies[0], &stride), stride);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    if (pair) {
+                        _tile_loadd(5, amx_weights(at[t + 1], ws, count[t + 1], p, k, copies[1], &stride), stride);
+                        _tile_dpbf16ps(2, 5, 6);
+                        _tile_dpbf16ps(3, 5, 7);
+                    }
                 }
-                _tile_loadd(6, xt + b * 16 * pitch, pitch * sizeof(uint32_t));
-                _tile_loadd(4, a[0], stride[0]);
-                _tile_dpbf16ps(0, 4, 6);
-                if (tiles > 1) {
-                    _tile_loadd(5, a[1], stride[1]);
-                    _tile_dpbf16ps(1, 5, 6);
-                }
-                if (tiles > 2) {
-                    _tile_loadd(4, a[2], stride[2]);
-                    _tile_dpbf16ps(2, 4, 6);
-                }
-                if (tiles > 3) {
-                    _tile_loadd(5, a[3], stride[3]);
-                    _tile_dpbf16ps(3, 5, 6);
+                _tile_stored(0, out[0], 64);
+                _tile_stored(1, out[1], 64);
+                _tile_stored(2, out[2], 64);
+                _tile_stored(3, out[3], 64);
+                size_t first = j0 + (size_t)t * 16;
+                amx_store(out[0], first, count[t], i0, 16, y, ys, accumulate);
+                amx_store(out[1], first, count[t], i0 + 16, second, y, ys, accumulate);
+                if (pair) {
+                    amx_store(out[2], first + 16, count[t + 1], i0, 16, y, ys, accumulate);
+                    amx_store(out[3], first + 16, count[t + 1], i0 + 16, second, y, ys, accumulate);
                 }
             }
-            _tile_stored(0, out[0], 64);
-            _tile_stored(1, out[1], 64);
-            _tile_stored(2, out[2], 64);
-            _tile_stored(3, out[3], 64);
-            for (int t = 0; t < tiles; t++)
-                for (size_t c = 0; c < columns; c++) {
-                    float *target = y + (i0 + c) * ys + j0 + (size_t)t * 16;
-                    for (size_t i = 0; i < count[t]; i++)
-                        target[i] = accumulate ? target[i] + out[t][i][c] : out[t][i][c];
-                }
         }
+        if (i0 >= m) continue;
+        size_t columns = m - i0;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (size_t b = 0; b < blocks; b++) {
+            size_t p = b * SY_FAST_STEP, stride;
+            _tile_loadd(6, xq + i0 + b * 16 * pitch, xs);
+            _tile_loadd(4, amx_weights(at[0], ws, count[0], p, k, copies[0], &stride), stride);
+            _tile_dpbf16ps(0, 4, 6);
+            if (tiles > 1) {
+                _tile_loadd(5, amx_weights(at[1], ws, count[1], p, k, copies[1], &stride), stride);
+                _tile_dpbf16ps(1, 5, 6);
+            }
+            if (tiles > 2) {
+                _tile_loadd(4, amx_weights(at[2], ws, count[2], p, k, copies[2], &stride), stride);
+                _tile_dpbf16ps(2, 4, 6);
+            }
+            if (tiles > 3) {
+                _tile_loadd(5, amx_weights(at[3], ws, count[3], p, k, copies[3], &stride), stride);
+                _tile_dpbf16ps(3, 5, 6);
+            }
+        }
+        _tile_stored(0, out[0], 64);
+        _tile_stored(1, out[1], 64);
+        _tile_stored(2, out[2], 64);
+        _tile_stored(3, out[3], 64);
+        for (int t = 0; t < tiles; t++) amx_store(out[t], j0 + (size_t)t * 16, count[t], i0, columns, y, ys, accumulate);
     }
 }
 
