@@ -95,6 +95,10 @@ struct InvariantKernelTests {
                 linear(x, rowCount: rows, weight: w, outputCount: outputs, isa: isa), scalar, "\(isa) \(shape)")
         }
         #expect(KernelISA.active.isSupported)
+        // amx gives the fast products bits of their own: only SWITCHYARD_KERNEL=amx may choose it.
+        if ProcessInfo.processInfo.environment["SWITCHYARD_KERNEL"] != "amx" {
+            #expect(KernelISA.active != .amx, "the default path must share the other paths' bits")
+        }
     }
 
     @Test(
