@@ -2102,6 +2102,24 @@ static inline void amx_store(const float out[16][16], size_t first, size_t count
     }
 }
 
+/// Zeroes the four accumulator tiles (0-3).
+#define amx_zero_accumulators()                                                                             \
+    do {                                                                                                    \
+        _tile_zero(0);                                                                                      \
+        _tile_zero(1);                                                                                      \
+        _tile_zero(2);                                                                                      \
+        _tile_zero(3);                                                                                      \
+    } while (0)
+
+/// Stores the four accumulator tiles into `out` [4][16][16].
+#define amx_store_accumulators(out)                                                                         \
+    do {                                                                                                    \
+        _tile_stored(0, (out)[0], 64);                                                                      \
+        _tile_stored(1, (out)[1], 64);                                                                      \
+        _tile_stored(2, (out)[2], 64);                                                                      \
+        _tile_stored(3, (out)[3], 64);                                                                      \
+    } while (0)
+
 /// y[i, j] (+)= the AMX product of x rows i < m (`xq`: words of ``prepare_amx`` from this product's
 /// first row, `pitch` words apart) and weight rows j < n, 64 weight rows at a time. While more than 16
 /// x rows remain, 32 of them go against 32 weight rows (2 × 2 accumulator tiles, so each weight tile
@@ -2127,10 +2145,7 @@ SY_AMX_FN void fast_amx(const uint32_t *xq, size_t m, size_t pitch, size_t kp, s
             size_t second = m - i0 - 16 < 16 ? m - i0 - 16 : 16;
             for (int t = 0; t < tiles; t += 2) {
                 int pair = t + 1 < tiles;
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
+                amx_zero_accumulators();
                 for (size_t b = 0; b < blocks; b++) {
                     size_t p = b * SY_FAST_STEP, stride;
                     _tile_loadd(6, xq + i0 + b * 16 * pitch, xs);
@@ -2144,10 +2159,7 @@ SY_AMX_FN void fast_amx(const uint32_t *xq, size_t m, size_t pitch, size_t kp, s
                         _tile_dpbf16ps(3, 5, 7);
                     }
                 }
-                _tile_stored(0, out[0], 64);
-                _tile_stored(1, out[1], 64);
-                _tile_stored(2, out[2], 64);
-                _tile_stored(3, out[3], 64);
+                amx_store_accumulators(out);
                 size_t first = j0 + (size_t)t * 16;
                 amx_store(out[0], first, count[t], i0, 16, y, ys, accumulate);
                 amx_store(out[1], first, count[t], i0 + 16, second, y, ys, accumulate);
@@ -2159,10 +2171,7 @@ SY_AMX_FN void fast_amx(const uint32_t *xq, size_t m, size_t pitch, size_t kp, s
         }
         if (i0 >= m) continue;
         size_t columns = m - i0;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        amx_zero_accumulators();
         for (size_t b = 0; b < blocks; b++) {
             size_t p = b * SY_FAST_STEP, stride;
             _tile_loadd(6, xq + i0 + b * 16 * pitch, xs);
@@ -2181,10 +2190,7 @@ SY_AMX_FN void fast_amx(const uint32_t *xq, size_t m, size_t pitch, size_t kp, s
                 _tile_dpbf16ps(3, 5, 6);
             }
         }
-        _tile_stored(0, out[0], 64);
-        _tile_stored(1, out[1], 64);
-        _tile_stored(2, out[2], 64);
-        _tile_stored(3, out[3], 64);
+        amx_store_accumulators(out);
         for (int t = 0; t < tiles; t++) amx_store(out[t], j0 + (size_t)t * 16, count[t], i0, columns, y, ys, accumulate);
     }
 }
