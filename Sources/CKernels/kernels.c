@@ -235,6 +235,12 @@ int sy_stream_prefetch(void) {
 
 // MARK: - AVX-512 path
 
+/// Whether `isa` runs the AVX-512 kernels: AVX-512F, AVX-512 bf16, and AMX (whose only kernels of its own
+/// are the fast bf16 products).
+static inline int avx512_isa(sy_isa isa) {
+    return isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX;
+}
+
 #define SY_AVX512 __attribute__((target("avx512f,fma"), always_inline)) static inline
 #define SY_AVX512_FN __attribute__((target("avx512f,fma"))) static
 
@@ -1731,7 +1737,7 @@ __attribute__((target("avx512f,fma"))) static void quantize_row_q8_avx512(const 
 /// One row quantized on the path `isa` (the same bits on every path).
 static void quantize_row_q8_isa(sy_isa isa, const float *v, size_t k, size_t blocks, int8_t *q, float *scale) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
+    if (avx512_isa(isa)) {
         quantize_row_q8_avx512(v, k, blocks, q, scale);
         return;
     }
@@ -2302,7 +2308,7 @@ static void matmul_one(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t
     switch (kind) {
     case SY_KIND_Q8:
 #if SY_X86
-        if ((isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) && vnni_supported()) {
+        if (avx512_isa(isa) && vnni_supported()) {
             q8_vnni((const int8_t *)x, xscale, m, (const int8_t *)w, wscale, n, kp, y, ys, accumulate);
             return;
         }
@@ -2791,7 +2797,7 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
         int dot = isa == SY_ISA_AVX512BF16;
 #if SY_X86
         if (isa == SY_ISA_AMX) {
-            if (!sy_isa_supported(SY_ISA_AMX)) return -1;  // (it also asks Linux for the tile state)
+            if (!amx_permitted()) return -1;  // (granted only where the CPU has AMX)
             // The rows rounded as for vdpbf16ps, then their pairs of indices as columns of 32-bit words.
             size_t pitch = rows + 16;
             char *space = prepared_space(rows * kp * sizeof(uint16_t) + kp / 2 * pitch * sizeof(uint32_t) + 128);
@@ -3175,7 +3181,7 @@ SY_AVX2_FN size_t first_above_avx2(const float *x, size_t n, float threshold) {
 
 size_t sy_first_above_isa(sy_isa isa, const float *x, size_t n, float threshold) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) return first_above_avx512(x, n, threshold);
+    if (avx512_isa(isa)) return first_above_avx512(x, n, threshold);
     if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return first_above_avx2(x, n, threshold);
 #endif
     (void)isa;
@@ -3194,7 +3200,7 @@ size_t sy_first_above(const float *x, size_t n, float threshold) {
 /// whose exp is 1).
 static float max_value(sy_isa isa, const float *x, size_t n) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) return max_avx512(x, n);
+    if (avx512_isa(isa)) return max_avx512(x, n);
     if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) return max_avx2(x, n);
 #endif
     (void)isa;
@@ -3222,7 +3228,7 @@ double sy_log_sum_exp_isa(sy_isa isa, const float *x, size_t n) {
     if (!(maximum > -INFINITY) || maximum == INFINITY) return (double)maximum;  // -inf, NaN or +inf
     double sum;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) sum = sum_exp_avx512(x, n, maximum);
+    if (avx512_isa(isa)) sum = sum_exp_avx512(x, n, maximum);
     else if (isa == SY_ISA_AVX2 || isa == SY_ISA_AVX2_VNNI) sum = sum_exp_avx2(x, n, maximum);
     else sum = sum_exp_scalar(x, n, maximum);
 #elif SY_ARM64
@@ -3301,7 +3307,7 @@ static void swiglu_neon(float *gate, const float *up, size_t count) {
 
 void sy_swiglu_isa(sy_isa isa, float *gate, const float *up, size_t count) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
+    if (avx512_isa(isa)) {
         swiglu_avx512(gate, up, count);
         return;
     }
@@ -3393,7 +3399,7 @@ void sy_clamped_swiglu_isa(sy_isa isa, const float *gate_values, const float *up
                            size_t row_stride, const float *gate_bias, const float *up_bias, size_t rows, size_t width,
                            float alpha, float limit, float *out) {
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
+    if (avx512_isa(isa)) {
         clamped_swiglu_avx512(gate_values, up_values, stride, row_stride, gate_bias, up_bias, rows, width, alpha, limit,
                               out);
         return;
@@ -3572,7 +3578,7 @@ void sy_attention_scores_isa(sy_isa isa, const float *q, size_t heads, size_t q_
                              size_t scores_stride) {
     if (heads == 0 || count == 0) return;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
+    if (avx512_isa(isa)) {
         scores_avx512(q, heads, q_stride, keys, 0, key_stride, count, d, scale, scores, scores_stride);
         return;
     }
@@ -3587,7 +3593,7 @@ void sy_attention_scores_bf16_isa(sy_isa isa, const float *q, size_t heads, size
                                   size_t scores_stride) {
     if (heads == 0 || count == 0) return;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
+    if (avx512_isa(isa)) {
         scores_avx512(q, heads, q_stride, keys, 1, key_stride, count, d, scale, scores, scores_stride);
         return;
     }
@@ -3696,7 +3702,7 @@ int sy_softmax_isa(sy_isa isa, float *row, size_t count) {
     float maximum = max_value(isa, row, count);
     if (!(maximum > -INFINITY)) return -1;
 #if SY_X86
-    if (isa == SY_ISA_AVX512 || isa == SY_ISA_AVX512BF16 || isa == SY_ISA_AMX) {
+    if (avx512_isa(isa)) {
         float inverse = 1.0f / softmax_terms_avx512(row, count, maximum);
         scale_avx512(row, count, inverse);
         return 0;
