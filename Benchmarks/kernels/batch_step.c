@@ -1,8 +1,9 @@
 // One decode step of the benchmark model's products, straight on the C kernels (no Swift, no
 // attention): per layer the fused q/k/v product and the output projection at m = B, the experts'
 // gate/up products and down products (each stage one job for all the layer's experts), then the LM
-// head at m = B. Weights are bf16 in one 1.9 GB buffer, so every step streams them from memory as a
-// real step does.
+// head at m = B. Weights are bf16 in one 1.9 GB buffer, in transparent huge pages where the kernel
+// allows them (as Switchyard's WeightArena holds weights; BS_SMALL_PAGES=1 leaves them in 4 KiB pages),
+// so every step streams them from memory as a real step does.
 //
 //   B = 1: two experts per layer (top-2), each at m = 1 — the batch-1 decode step.
 //   B > 1: all 8 experts, each at m = 2B/8 (an even routing) — a batched decode step.
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 static double now(void) {
     struct timespec t;
@@ -60,7 +62,9 @@ int main(int argc, char **argv) {
     const size_t hidden = 1024, ffn = 2816, layers = 12, experts = 8, vocab = 32000, kv = 512;
     const size_t attention = hidden * hidden * 2 + hidden * kv * 2, per_layer = attention + experts * 3 * hidden * ffn;
     const size_t total = layers * per_layer + vocab * hidden;
-    uint16_t *w = malloc(total * sizeof(uint16_t));
+    uint16_t *w = mmap(NULL, total * sizeof(uint16_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (w == MAP_FAILED) w = NULL;
+    else if (getenv("BS_SMALL_PAGES") == NULL) madvise(w, total * sizeof(uint16_t), MADV_HUGEPAGE);
     size_t active_experts = batch == 1 ? 2 : experts, rows = batch == 1 ? 1 : batch * 2 / experts;
     if (rows == 0) rows = 1;
     float *x = malloc(batch * ffn * 4 * sizeof(float)), *y = malloc((batch * vocab + batch * ffn * 4) * sizeof(float));
@@ -147,7 +151,7 @@ int main(int argc, char **argv) {
                    (double)(batch * (size_t)steps) / elapsed, flop / elapsed / 1e9, bytes / elapsed / 1e9,
                    expert_bytes / in_experts / 1e9, skewed ? "; routing skewed, m = 2B/8 on average" : "");
     }
-    free(w);
+    munmap(w, total * sizeof(uint16_t));
     free(x);
     free(y);
     free(wq);

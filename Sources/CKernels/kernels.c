@@ -2028,8 +2028,14 @@ static int dotprod_supported(void) {
 //
 // Hand-written: no listed library has a batch-invariant AMX product. `tdpbf16ps` multiplies a tile of
 // 16 weight rows × 32 bf16 indices by a tile of 16 pairs of indices × 16 rows of x and adds into a
-// 16 × 16 f32 tile; how it rounds inside one instruction is its own (no order of single-rounded FMAs
-// tried reproduces it, Benchmarks/README.md), so these bits differ from every other path's. Every
+// 16 × 16 f32 tile. Inside one instruction it adds as the Intel SDM's newer pseudocode says: for each
+// output, the 16 products of even indices summed in order from zero with one rounding each, the odd
+// ones likewise, those two sums added, and that added to the accumulator (denormal inputs and results
+// flushed to zero); on an Intel Xeon (Emerald Rapids) 1,024,000 outputs of random tiles matched it bitwise, and
+// BFloat16Tests checks the path against it. The other paths accumulate each pair position across all
+// the blocks (as `vdpbf16ps` does) and sum the 16 positions at the end, so these bits differ. A copy
+// of this arithmetic on vector registers (16 weight rows in the lanes, each block's 16 × 16 words
+// transposed) was as exact but slower than the tiles at m = 1 (Benchmarks/README.md). Every
 // output element still sees the same operations whatever the call's rows (its accumulator starts at
 // zero and takes the blocks of 32 indices in ascending order, each from its own weight row and x row),
 // so the path is batch-invariant within itself; it is chosen only by SWITCHYARD_KERNEL=amx. On an Intel

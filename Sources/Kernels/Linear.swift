@@ -28,8 +28,9 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     /// AArch64 NEON, 16 lanes as four 4-lane vectors; q8 products use `sdot` where the CPU has it.
     /// Checked bitwise against ``scalar`` under qemu only (Scripts/neon-check.sh): no speed measured.
     case neon
-    /// AVX-512 bf16 with AMX tiles: ``BFloat16Arithmetic/fast`` products run on `tdpbf16ps`, whose
-    /// rounding inside an instruction is its own, so their bits differ from every other path's (within
+    /// AVX-512 bf16 with AMX tiles: ``BFloat16Arithmetic/fast`` products run on `tdpbf16ps`, which
+    /// sums the even and the odd products of each block of 32 indices apart before adding them to
+    /// the accumulator, so their bits differ from every other path's (within
     /// the same tolerance of f32, and batch-invariant on this path); the other kernels run
     /// ``avx512bf16``. Never the default: only `SWITCHYARD_KERNEL=amx`, set on every host of a
     /// cluster or on none (two hosts on different paths give a sequence different bits).

@@ -430,6 +430,53 @@ private func referenceFastDot(_ x: ArraySlice<Float>, _ w: ArraySlice<UInt16>) -
     return (t4[0] + t4[2]) + (t4[1] + t4[3])
 }
 
+/// The `amx` path's bits (`tdpbf16ps`, as the Intel SDM's newer pseudocode describes it): for each block
+/// of 32 indices, the products of the even indices summed in order from zero with one rounding each, the
+/// odd ones likewise, those two sums added, and that added to the accumulator, which starts at zero.
+/// Positions past the inputs are zero products, as the path's zero-padded tiles give. (The instruction
+/// also flushes denormal inputs and results to zero; the callers' values stay in the normal range.)
+private func referenceAMXDot(_ x: ArraySlice<Float>, _ w: ArraySlice<UInt16>) -> Float {
+    let xs = Array(x).map { floatFromBFloat16Bits(referenceRound($0)) }
+    let ws = Array(w).map(floatFromBFloat16Bits)
+    var accumulator: Float = 0
+    var p = 0
+    while p < xs.count {
+        var even: Float = 0
+        var odd: Float = 0
+        for q in 0..<16 {
+            let (e, o) = (p + 2 * q, p + 2 * q + 1)
+            even = (e < xs.count ? xs[e] * ws[e] : 0) + even  // exact product, one rounding
+            odd = (o < xs.count ? xs[o] * ws[o] : 0) + odd
+        }
+        accumulator = accumulator + (even + odd)
+        p += 32
+    }
+    return accumulator
+}
+
+/// The fast product on `isa` of random x (rows × inputs, within ±4) and bf16 weights, bitwise against
+/// `reference` (one output from a row of x and a row of weights).
+private func expectReferenceBits(
+    isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int), seed: UInt64,
+    reference: (ArraySlice<Float>, ArraySlice<UInt16>) -> Float
+) {
+    var random = TestRandom(seed: seed)
+    let x = random.floats(shape.rows * shape.inputs).map { $0 * 4 }
+    let w = randomBFloat16(&random, shape.outputs * shape.inputs)
+    let y = linear(
+        x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, arithmetic: .fast, isa: isa)
+    var expected: [Float] = []
+    for r in 0..<shape.rows {
+        for o in 0..<shape.outputs {
+            expected.append(
+                reference(
+                    x[(r * shape.inputs)..<((r + 1) * shape.inputs)],
+                    w.bits[(o * shape.inputs)..<((o + 1) * shape.inputs)]))
+        }
+    }
+    expectSameBits(y, expected, "\(isa), \(shape)")
+}
+
 @Suite("bf16 fast arithmetic kernel")
 struct BFloat16FastKernelTests {
     @Test("inputs are rounded to bf16 as the reference rounds them: nearest even, denormals flushed, NaN kept")
@@ -454,21 +501,19 @@ struct BFloat16FastKernelTests {
         "every path computes the reference's bits: pairs accumulated as vdpbf16ps does, tails included",
         arguments: KernelISA.alike, bfloat16Shapes + [(4, 31, 5), (6, 65, 7), (3, 32, 9)])
     func matchesReferenceBits(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
-        var random = TestRandom(seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs))
-        let x = random.floats(shape.rows * shape.inputs).map { $0 * 4 }
-        let w = randomBFloat16(&random, shape.outputs * shape.inputs)
-        let y = linear(
-            x, rowCount: shape.rows, bfloat16Weight: w.bits, outputCount: shape.outputs, arithmetic: .fast, isa: isa)
-        var expected: [Float] = []
-        for r in 0..<shape.rows {
-            for o in 0..<shape.outputs {
-                expected.append(
-                    referenceFastDot(
-                        x[(r * shape.inputs)..<((r + 1) * shape.inputs)],
-                        w.bits[(o * shape.inputs)..<((o + 1) * shape.inputs)]))
-            }
-        }
-        expectSameBits(y, expected, "\(isa), \(shape)")
+        expectReferenceBits(
+            isa: isa, shape: shape, seed: UInt64(shape.rows * 37 + shape.inputs * 5 + shape.outputs),
+            reference: referenceFastDot)
+    }
+
+    @Test(
+        "the amx path computes tdpbf16ps's documented bits: even and odd products summed apart within each block of 32",
+        arguments: KernelISA.supported.filter { $0 == .amx },
+        bfloat16Shapes + [(4, 31, 5), (6, 65, 7), (3, 32, 9), (19, 100, 37), (33, 1024, 70)])
+    func amxMatchesItsReference(isa: KernelISA, shape: (rows: Int, inputs: Int, outputs: Int)) {
+        expectReferenceBits(
+            isa: isa, shape: shape, seed: UInt64(shape.rows * 41 + shape.inputs * 3 + shape.outputs),
+            reference: referenceAMXDot)
     }
 
     @Test(
