@@ -2031,9 +2031,9 @@ static int dotprod_supported(void) {
 // 16 × 16 f32 tile. Inside one instruction it adds as the Intel SDM's newer pseudocode says: for each
 // output, the 16 products of even indices summed in order from zero with one rounding each, the odd
 // ones likewise, those two sums added, and that added to the accumulator (denormal inputs and results
-// flushed to zero); on an Intel Xeon (Emerald Rapids) 1,024,000 outputs of random tiles matched it bitwise, and
-// BFloat16Tests checks the path against it. The other paths accumulate each pair position across all
-// the blocks (as `vdpbf16ps` does) and sum the 16 positions at the end, so these bits differ. A copy
+// flushed to zero); on an Intel Xeon (Emerald Rapids) 1,024,000 outputs of random tiles matched it
+// bitwise, and BFloat16Tests checks the path against it. The other paths accumulate each pair position
+// across all the blocks (as `vdpbf16ps` does) and sum the 16 positions at the end, so these bits differ. A copy
 // of this arithmetic on vector registers (16 weight rows in the lanes, each block's 16 × 16 words
 // transposed) was as exact but slower than the tiles at m = 1 (Benchmarks/README.md). Every
 // output element still sees the same operations whatever the call's rows (its accumulator starts at
