@@ -15,6 +15,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,7 @@ def main():
                            "--coordinator-key", os.path.join(keys, "coordinator", "coordinator.pub")]
 
     results = []
+    finished = False
     try:
         serve, log = start([args.switchyard, "serve", "--model", args.model, "--bind", "tcp://127.0.0.1:0",
                             "--workers", str(args.workers), "--http", "127.0.0.1:0", "--threads", str(args.threads)]
@@ -202,6 +204,7 @@ def main():
             wire = wire_bytes(base, args.model)
             print(f"serve --workers {args.workers}: {wire['bytes_per_token']:.0f} bytes on the wire per token, "
                   f"minimum {wire['minimum_bytes_per_token']:.0f}", file=sys.stderr)
+        finished = True
     finally:
         link = proxy.stats() if proxy else None
         if proxy:
@@ -213,6 +216,12 @@ def main():
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+        # The logs stay only when the run failed, for reading.
+        if finished:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"the processes' logs are in {work}", file=sys.stderr)
     output = {"workers": args.workers,
               "max_tokens": max_tokens_each[0] if len(set(max_tokens_each)) == 1 else max_tokens_each, "prompt_tokens": args.prompt_tokens,
               "link_security": args.link if args.workers else None, "batches": results}

@@ -6,6 +6,13 @@ cd "$root"
 
 bash Deploy/install-deps.sh
 
+# Everything the tests, their servers and the build tools write to the temporary directory goes
+# under one scratch directory, removed when the run ends however it ends: runs on one machine do not
+# pile up files in /tmp.
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-tests.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR="$scratch"
+
 # Every import must be a declared dependency; warnings about it fail the build.
 swift build --build-tests --explicit-target-dependency-import-check error
 rm -f .build/test-records/kernel-paths.txt
