@@ -10,8 +10,7 @@ import Wire
 @Suite("Worker dispatch handling")
 struct DispatchHandlerTests {
     static let checkpoint: Checkpoint = {
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("switchyard-worker-tests-\(getpid())")
+        let directory = TestPaths.scratch.appendingPathComponent("switchyard-worker-tests")
         if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) {
             try! FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             var options = MixtralCheckpointOptions()

@@ -58,7 +58,7 @@ func logprobMismatch(_ a: [[(Int, Double)]], _ b: [[(Int, Double)]], tolerance: 
 @Suite("generate: distributed equals in-process", .serialized)
 struct DistributedGenerateTests {
     static let model: URL = {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-it-model-\(getpid())")
+        let directory = TestPaths.scratch.appendingPathComponent("switchyard-it-model")
         return directory
     }()
 
@@ -90,8 +90,7 @@ struct DistributedGenerateTests {
         #expect(local.completionTokenIDs.count == 12)
     }
 
-    static let bfloat16Model: URL = FileManager.default.temporaryDirectory.appendingPathComponent(
-        "switchyard-it-bf16-model-\(getpid())")
+    static let bfloat16Model: URL = TestPaths.scratch.appendingPathComponent("switchyard-it-bf16-model")
 
     static func ensureBFloat16Model() throws -> URL {
         if !FileManager.default.fileExists(atPath: bfloat16Model.appendingPathComponent("config.json").path) {
@@ -149,7 +148,7 @@ struct DistributedGenerateTests {
 
     @Test("with top-3 routing and every expert replicated on 2 of 3 workers, tokens and logprobs are bitwise the in-process run")
     func replicatedTopThree() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-it-top3-\(getpid())")
+        let directory = TestPaths.scratch.appendingPathComponent("switchyard-it-top3")
         let made = try runSwitchyard([
             "make-model", "--arch", "mixtral", "--out", directory.path, "--hidden", "64", "--layers", "2",
             "--experts", "6", "--top-k", "3", "--vocab", "400", "--heads", "4", "--kv-heads", "2", "--seed", "8",

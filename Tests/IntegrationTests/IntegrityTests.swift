@@ -19,7 +19,7 @@ struct IntegrityTests {
     @Test("a worker whose copy of one expert tensor has a byte flipped outside the fingerprint's samples is refused with that tensor's name")
     func corruptedExpertRefused() throws {
         let model = try ServeTests.makeModel(seed: 31)
-        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-integrity-\(getpid())")
+        let copy = TestPaths.scratch.appendingPathComponent("switchyard-integrity")
         try? FileManager.default.removeItem(at: copy)
         try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: copy) }

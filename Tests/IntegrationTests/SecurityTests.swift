@@ -144,7 +144,7 @@ struct SecurityTests {
 
     @Test("keys generate writes a secret key of mode 0600 and a public key, and never overwrites them")
     func keysGenerate() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-keys-\(UUID().uuidString)")
+        let directory = TestPaths.scratch.appendingPathComponent("switchyard-keys-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         try ServedCluster.generateKeys(in: directory, name: "w7")
         let secret = directory.appendingPathComponent("w7.key")

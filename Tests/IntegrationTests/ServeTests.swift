@@ -24,7 +24,7 @@ final class ServedCluster {
 
     /// `allowedKeys`: further allowed key pairs to make (allowed/NAME.key), besides `worker` and `client`.
     init(model: URL, workers count: Int, extraArguments: [String] = [], allowedKeys: [String] = []) throws {
-        keys = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-keys-\(UUID().uuidString)")
+        keys = TestPaths.scratch.appendingPathComponent("switchyard-keys-\(UUID().uuidString)")
         try Self.generateKeys(in: keys.appendingPathComponent("coordinator"), name: "coordinator")
         for name in ["worker", "client"] + allowedKeys {
             try Self.generateKeys(in: keys.appendingPathComponent("allowed"), name: name)
@@ -87,7 +87,7 @@ final class ServedCluster {
 @Suite("serve: a coordinator with workers started by hand", .serialized)
 struct ServeTests {
     static func makeModel(seed: Int) throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-serve-model-\(getpid())-\(seed)")
+        let directory = TestPaths.scratch.appendingPathComponent("switchyard-serve-model-\(seed)")
         if !FileManager.default.fileExists(atPath: directory.appendingPathComponent("config.json").path) {
             let output = try runSwitchyard([
                 "make-model", "--out", directory.path, "--hidden", "32", "--layers", "2", "--experts", "4",

@@ -6,6 +6,7 @@ The binary is found through SWITCHYARD_BIN (Scripts/test.sh sets it). Every proc
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -17,6 +18,21 @@ import pytest
 from ci_skips import pytest_make_collect_report, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
 
 BIN = os.environ.get("SWITCHYARD_BIN", ".build/debug/switchyard")
+_scratch = None
+
+
+def pytest_configure(config):
+    """Every temporary file of the session (the tests' own, the servers' logs, keys and models) goes
+    under one directory, removed when the session ends: runs do not pile up files in /tmp."""
+    global _scratch
+    _scratch = tempfile.mkdtemp(prefix="switchyard-pytest-")
+    os.environ["TMPDIR"] = _scratch  # the processes the tests start
+    tempfile.tempdir = _scratch
+
+
+def pytest_unconfigure(config):
+    if _scratch:
+        shutil.rmtree(_scratch, ignore_errors=True)
 API_KEY = "test-key-123"
 # The name the test servers serve under; clients name it in `model` (another name is a 404).
 SERVED_MODEL = "switchyard"
