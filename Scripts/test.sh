@@ -17,6 +17,12 @@ export TMPDIR="$scratch"
 swift build --build-tests --explicit-target-dependency-import-check error
 rm -f .build/test-records/kernel-paths.txt
 swift test --skip-build
+# Where the CPU has AMX, every test once more on the amx path (SWITCHYARD_KERNEL=amx): its bits are its
+# own, and the models hold their bf16 matrices packed for it, so the suites that check tokens against
+# transformers and distributed runs against in-process ones check that path too (about 2.5 minutes).
+if grep -q '^supported paths.* amx' <<< "$("$(swift build --show-bin-path)/switchyard" system-info)"; then
+    SWITCHYARD_KERNEL=amx swift test --skip-build
+fi
 # Which kernel paths the tests exercised on this host and which the CPU lacks (KernelPathRecordTests
 # writes the record; a missing record fails the run), beside the CPU as system-info sees it.
 "$(swift build --show-bin-path)/switchyard" system-info

@@ -459,6 +459,43 @@ public struct GroupedBFloat16Product {
     }
 }
 
+/// Elements of an `outputCount` × `inputCount` bf16 weight packed by
+/// ``packForAMX(_:outputCount:inputCount:into:)``.
+public func amxPackedCount(outputCount: Int, inputCount: Int) -> Int {
+    precondition(outputCount >= 0 && inputCount >= 0, "amxPackedCount: negative dimension")
+    return sy_amx_packed_count(outputCount, inputCount)
+}
+
+/// `weight` [outputCount, inputCount] (bf16, row-major) packed for
+/// ``linear(_:rowCount:inputCount:amxPackedProducts:)``: `tdpbf16ps`'s B layout, one contiguous KiB per
+/// 16 rows and 32 inputs (see `sy_amx_pack`). `packed` holds ``amxPackedCount(outputCount:inputCount:)``
+/// elements.
+public func packForAMX(
+    _ weight: UnsafePointer<UInt16>, outputCount: Int, inputCount: Int, into packed: UnsafeMutablePointer<UInt16>
+) {
+    precondition(outputCount >= 0 && inputCount >= 0, "packForAMX: negative dimension")
+    sy_amx_pack(weight, outputCount, inputCount, inputCount, packed)
+}
+
+/// Several products on weights packed by ``packForAMX(_:outputCount:inputCount:into:)`` (each product's
+/// `weight` a packed matrix), on the ``KernelISA/amx`` path with ``BFloat16Arithmetic/fast``: each output is
+/// bitwise what ``linear(_:rowCount:inputCount:groupedProducts:arithmetic:isa:)`` gives on that path for
+/// the weights unpacked, and the weights are read in one stream per 16 rows instead of 16.
+/// - Precondition: ``KernelISA/amx`` is supported.
+public func linear(
+    _ input: UnsafePointer<Float>, rowCount: Int, inputCount: Int, amxPackedProducts products: [GroupedBFloat16Product]
+) {
+    checkGroupedRows(products.map { ($0.firstRow, $0.rowCount) }, rowCount: rowCount, inputCount: inputCount, isa: .amx)
+    guard rowCount > 0 else { return }
+    let parts = products.map {
+        sy_grouped_product(
+            row: $0.firstRow, m: $0.rowCount, w: $0.weight, n: $0.outputCount, w_stride: inputCount, y: $0.output,
+            y_stride: $0.outputCount)
+    }
+    let status = sy_matmul_amx_packed_grouped(input, rowCount, inputCount, inputCount, parts, parts.count, 0)
+    precondition(status == 0, "linear: out of memory for \(rowCount) × \(inputCount) rounded inputs")
+}
+
 /// The checks of a grouped product: at least one product, each product's rows inside the input's, and
 /// a forced kernel path this CPU has.
 func checkGroupedRows(_ rows: [(first: Int, count: Int)], rowCount: Int, inputCount: Int, isa: KernelISA?) {

@@ -75,8 +75,10 @@ public final class DecoderStack: Sendable {
         // of the model's own: quantized to q8, or copied as stored into a weight arena (huge pages),
         // which streams faster than the checkpoint's file mapping (see ``WeightArena``).
         let arena = WeightArena()
+        // On the amx path with fast arithmetic (SWITCHYARD_KERNEL=amx) the bf16 ones are packed for it.
         let transform: (WeightTensor) -> WeightTensor =
             switch quantization {
+            case .none where arithmetic == .fast && KernelISA.active == .amx: { $0.packedForAMX(in: arena) }
             case .none: { $0.resident(in: arena) }
             case .q8: { $0.quantizedQ8(in: arena) }
             }

@@ -81,12 +81,17 @@ public final class ExpertStore: Sendable {
         // its shard once, not twice, while it reloads (after a rebalance, or when it takes over a
         // lost worker's experts); what a rebalance drops is freed with its arena-mates.
         let reusable = previous.flatMap { $0.quantization == quantization ? $0.experts : nil } ?? [:]
+        // On the amx path (SWITCHYARD_KERNEL=amx) with fast arithmetic, bf16 experts are held packed for
+        // it (``AMXPackedMatrix``): the same bits, their weights read in one stream per 16 rows.
+        let packsForAMX = arithmetic == .fast && KernelISA.active == .amx
         func arenaBytes(_ names: [String]) -> Int {
             names.reduce(0) { total, name in
                 guard let entry = checkpoint.entry(named: name), entry.shape.count == 2 else { return total }
                 let (rows, columns) = (entry.shape[0], entry.shape[1])
                 let bytes =
                     switch quantization {
+                    case .none where packsForAMX:
+                        amxPackedCount(outputCount: rows, inputCount: columns) * MemoryLayout<UInt16>.stride
                     case .none: entry.byteRange.count
                     case .q8: rows * q8BlockCount(inputCount: columns) * (32 + MemoryLayout<Float>.stride)
                     }
@@ -100,6 +105,8 @@ public final class ExpertStore: Sendable {
         func matrix(_ name: String) throws -> ExpertMatrix {
             let weight = try checkpoint.weight(named: name)
             switch quantization {
+            case .none where packsForAMX && weight.dtype == .bf16 && weight.shape.count == 2:
+                return .amxPacked(AMXPackedMatrix(weight, arena: arena))
             case .none: return .stored(weight.resident(in: arena))
             case .q8: return .q8(QuantizedMatrix(weight, arena: arena))
             }
@@ -160,9 +167,11 @@ public final class ExpertStore: Sendable {
                 case .bf16(let p): UnsafeRawPointer(p)
                 case .fp8(let p, _, _): UnsafeRawPointer(p)
                 case .q8(let p, _, _): UnsafeRawPointer(p)
+                case .amxPacked(let p): UnsafeRawPointer(p)
                 }
             }
         case .q8(let matrix): UnsafeRawPointer(matrix.storage.values.baseAddress!)
+        case .amxPacked(let matrix): UnsafeRawPointer(matrix.storage.values.baseAddress!)
         case .mxfp4, nil: nil
         }
     }
@@ -436,6 +445,26 @@ private struct FeedForwardScratch {
                             linear(g, rowCount: rowCount, inputCount: intermediateSize, groupedQ8Products: downs)
                             return
                         }
+                        // Every matrix packed for the amx path: the same three grouped jobs.
+                        let packed = groups.compactMap { group -> (AMXPackedMatrix, AMXPackedMatrix, AMXPackedMatrix)? in
+                            guard group.biases == nil, activation == nil, case .amxPacked(let w1) = group.gate,
+                                case .amxPacked(let w3) = group.up, case .amxPacked(let w2) = group.down,
+                                w1.outputCount == intermediateSize, w1.inputCount == hiddenSize,
+                                w3.outputCount == intermediateSize, w3.inputCount == hiddenSize,
+                                w2.outputCount == hiddenSize, w2.inputCount == intermediateSize
+                            else { return nil }
+                            return (w1, w3, w2)
+                        }
+                        if !groups.isEmpty, packed.count == groups.count {
+                            let gateUp = groups.indices.flatMap { i in
+                                [packed[i].0.product(groups[i].rows, into: g), packed[i].1.product(groups[i].rows, into: u)]
+                            }
+                            linear(x, rowCount: rowCount, inputCount: hiddenSize, amxPackedProducts: gateUp)
+                            swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
+                            let downs = groups.indices.map { i in packed[i].2.product(groups[i].rows, into: d) }
+                            linear(g, rowCount: rowCount, inputCount: intermediateSize, amxPackedProducts: downs)
+                            return
+                        }
                         /// A group's gate and up rows (its products done): their biases, then the
                         /// activation into the gate rows.
                         func activate(_ group: (rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix, biases: ExpertBiases?)) {
@@ -536,6 +565,8 @@ private struct FeedForwardScratch {
 enum ExpertMatrix: Sendable {
     case stored(WeightTensor)
     case q8(QuantizedMatrix)
+    /// bf16 packed for the amx path (``AMXPackedMatrix``).
+    case amxPacked(AMXPackedMatrix)
     /// MXFP4 as stored, borrowed from the checkpoint's mapping (gpt-oss).
     case mxfp4(MXFP4Matrix)
 
@@ -547,8 +578,35 @@ enum ExpertMatrix: Sendable {
         switch self {
         case .stored(let weight): linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
         case .q8(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
+        case .amxPacked(let matrix):
+            linear(input, rowCount: rowCount, inputCount: matrix.inputCount, amxPackedProducts: [matrix.product(0..<rowCount, into: output)])
         case .mxfp4(let matrix): matrix.apply(input, rowCount: rowCount, into: output, arithmetic: arithmetic)
         }
+    }
+}
+
+/// A bf16 `nn.Linear` weight [outputCount, inputCount] packed for the amx path (``packForAMX`` in
+/// Kernels): its products are bitwise the amx path's on the weight as stored, and read it in one stream
+/// per 16 rows instead of 16 (Benchmarks/kernels/amx_packed.c). Only the packed copy is kept.
+struct AMXPackedMatrix: Sendable {
+    let outputCount: Int
+    let inputCount: Int
+    /// The packed elements, at an address that stays put while the matrix lives (so that a layer's
+    /// experts can run as one grouped product).
+    let storage: PackedBFloat16Storage
+
+    /// `weight` (bf16, a matrix) packed, its storage in `arena` (huge pages) when it can take it.
+    init(_ weight: WeightTensor, arena: WeightArena? = nil) {
+        outputCount = weight.shape[0]
+        inputCount = weight.shape[1]
+        storage = packedForAMX(weight, arena: arena)
+    }
+
+    /// This matrix on `rows` of a grouped product's input, into the same rows of `output` [*, outputCount].
+    func product(_ rows: Range<Int>, into output: UnsafeMutablePointer<Float>) -> GroupedBFloat16Product {
+        GroupedBFloat16Product(
+            firstRow: rows.lowerBound, rowCount: rows.count, weight: storage.values.baseAddress!,
+            outputCount: outputCount, output: output + rows.lowerBound * outputCount)
     }
 }
 

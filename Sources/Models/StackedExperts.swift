@@ -160,10 +160,10 @@ struct StackedExpertTensors {
                 var bits = [UInt16](repeating: 0, count: rows * columns)
                 for r in 0..<rows { for c in 0..<columns { bits[r * columns + c] = source[base + index(r, c)] } }
                 return WeightTensor(shape: [rows, columns], bfloat16Bits: bits)
-            case .fp8, .q8:
-                // Checkpoint accepts FP8 for matrices only, and q8 is made from matrices at load; stacked
-                // tensors have three dimensions and come from the checkpoint.
-                preconditionFailure("stacked expert tensors are never FP8 or q8 (shape \(stacked.shape))")
+            case .fp8, .q8, .amxPacked:
+                // Checkpoint accepts FP8 for matrices only, and q8 and amx packing are made from matrices at
+                // load; stacked tensors have three dimensions and come from the checkpoint.
+                preconditionFailure("stacked expert tensors are never FP8, q8 or packed (shape \(stacked.shape))")
             }
         }
     }

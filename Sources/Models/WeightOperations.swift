@@ -38,6 +38,13 @@ func linear(
             linear(
                 input, rowCount: rowCount, inputCount: inputCount, q8Values: values, q8Scales: scales,
                 outputCount: outputCount, into: output)
+        case .amxPacked(let w):
+            precondition(arithmetic == .fast, "linear: a weight packed for the amx path takes fast arithmetic only")
+            linear(
+                input, rowCount: rowCount, inputCount: inputCount,
+                amxPackedProducts: [
+                    GroupedBFloat16Product(firstRow: 0, rowCount: rowCount, weight: w, outputCount: outputCount, output: output)
+                ])
         }
     }
 }
@@ -63,6 +70,15 @@ func linear(
                         firstRow: 0, rowCount: rowCount, weight: target.0, outputCount: weight.shape[0], output: target.1)
                 }
                 linear(input, rowCount: rowCount, inputCount: inputCount, groupedProducts: products, arithmetic: arithmetic)
+                return true
+            }
+            ?? withAMXPackedElements(of: weights) { pointers -> Bool in
+                precondition(arithmetic == .fast, "linear: weights packed for the amx path take fast arithmetic only")
+                let products = zip(weights, zip(pointers, outputs)).map { weight, target in
+                    GroupedBFloat16Product(
+                        firstRow: 0, rowCount: rowCount, weight: target.0, outputCount: weight.shape[0], output: target.1)
+                }
+                linear(input, rowCount: rowCount, inputCount: inputCount, amxPackedProducts: products)
                 return true
             }
             ?? withQ8Elements(of: weights) { matrices -> Bool in
@@ -95,10 +111,24 @@ func withElements<Result>(of weights: [WeightTensor], _ body: ([WeightTensor.Ele
 func withBFloat16Elements<Result>(
     of weights: [WeightTensor], _ body: ([UnsafePointer<UInt16>]) -> Result
 ) -> Result? {
-    guard weights.allSatisfy({ $0.dtype == .bf16 }) else { return nil }
+    guard weights.allSatisfy({ $0.dtype == .bf16 && !$0.isAMXPacked }) else { return nil }
     return withElements(of: weights) { elements in
         body(elements.map { element in
             guard case .bf16(let pointer) = element else { preconditionFailure("checked bf16 above") }
+            return pointer
+        })
+    }
+}
+
+/// Calls `body` with the packed elements of every weight (all valid during the call), or returns nil
+/// without calling it when a weight is not packed for the amx path.
+func withAMXPackedElements<Result>(
+    of weights: [WeightTensor], _ body: ([UnsafePointer<UInt16>]) -> Result
+) -> Result? {
+    guard weights.allSatisfy(\.isAMXPacked) else { return nil }
+    return withElements(of: weights) { elements in
+        body(elements.map { element in
+            guard case .amxPacked(let pointer) = element else { preconditionFailure("checked packed above") }
             return pointer
         })
     }
@@ -118,7 +148,28 @@ func withQ8Elements<Result>(
     }
 }
 
+/// A bf16 matrix's elements packed for the amx path (``packForAMX`` in Kernels), in `arena` (huge pages)
+/// when it can take them, else in memory of their own.
+func packedForAMX(_ weight: WeightTensor, arena: WeightArena?) -> PackedBFloat16Storage {
+    precondition(weight.shape.count == 2 && weight.dtype == .bf16 && !weight.isAMXPacked, "packedForAMX: not a bf16 matrix")
+    let (rows, columns) = (weight.shape[0], weight.shape[1])
+    let storage = PackedBFloat16Storage(count: amxPackedCount(outputCount: rows, inputCount: columns), arena: arena)
+    weight.withElements { elements in
+        guard case .bf16(let w) = elements else { preconditionFailure("checked bf16 above") }
+        if rows > 0, columns > 0 { packForAMX(w, outputCount: rows, inputCount: columns, into: storage.values.baseAddress!) }
+    }
+    return storage
+}
+
 extension WeightTensor {
+    /// This matrix as the amx path with fast arithmetic reads it best: a bf16 matrix packed for it
+    /// (its products bitwise the amx path's on the matrix as stored), in `arena`; any other weight as
+    /// ``resident(in:)`` holds it.
+    func packedForAMX(in arena: WeightArena) -> WeightTensor {
+        guard shape.count == 2, dtype == .bf16, !isAMXPacked else { return resident(in: arena) }
+        return WeightTensor(shape: shape, amxPacked: Models.packedForAMX(self, arena: arena))
+    }
+
     /// This matrix quantized to q8 for ``WeightQuantization/q8``: int8 in blocks of 32 columns with an
     /// f32 scale each, from its f32 values (bf16 widened exactly), row by row, in `arena` (huge pages)
     /// when given, else in memory of its own. FP8 weights (already a byte a value) and q8 ones are

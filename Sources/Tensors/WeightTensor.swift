@@ -43,6 +43,7 @@ public struct WeightTensor: @unchecked Sendable {
         case borrowedBFloat16(UnsafePointer<UInt16>, owner: any AnyObject)
         case borrowedFP8(UnsafePointer<UInt8>, scales: FloatTensor, block: FP8BlockSize, owner: any AnyObject)
         case q8(QuantizedStorage, blocksPerRow: Int)
+        case amxPacked(PackedBFloat16Storage)
     }
 
     /// The elements as the kernels read them, valid only inside ``WeightTensor/withElements(_:)``.
@@ -59,6 +60,10 @@ public struct WeightTensor: @unchecked Sendable {
         /// [rows, blocksPerRow]: weight [r, c] ≈ values[r, c] · scales[r, c / 32]. The product quantizes
         /// its input the same way (see `quantizeQ8` in Kernels).
         case q8(UnsafePointer<Int8>, scales: UnsafePointer<Float>, blocksPerRow: Int)
+        /// bf16 bit patterns packed for the amx path (`packForAMX` in Kernels): for each 16 rows and
+        /// each 32 columns, 512 of them, 32 a line, line j holding columns 2j and 2j + 1 of the 16 rows
+        /// (zero past the last row and column). Only the amx path's products read it.
+        case amxPacked(UnsafePointer<UInt16>)
     }
 
     /// The shape, outermost dimension first.
@@ -114,13 +119,24 @@ public struct WeightTensor: @unchecked Sendable {
         self.storage = .q8(storage, blocksPerRow: blocksPerRow)
     }
 
+    /// A bf16 weight [rows, columns] packed for the amx path (see ``Elements/amxPacked(_:)``): `storage`
+    /// holds ⌈rows / 16⌉ × ⌈columns / 32⌉ × 512 elements.
+    public init(shape: [Int], amxPacked storage: PackedBFloat16Storage) {
+        precondition(shape.count == 2, "WeightTensor: a packed weight is a matrix, got shape \(shape)")
+        precondition(
+            storage.values.count == max(1, (shape[0] + 15) / 16 * ((shape[1] + 31) / 32) * 512),
+            "WeightTensor: \(storage.values.count) packed elements for \(shape)")
+        self.shape = shape
+        self.storage = .amxPacked(storage)
+    }
+
     /// The element type the kernels compute in: `.f32` or `.bf16`. An FP8 weight is `.f32`: the kernels
     /// compute with its dequantized values exactly as with an f32 weight holding them (see ``isFP8``).
     /// A q8 weight is `.f32` too (its products take f32 inputs; see ``isQ8``).
     public var dtype: DType {
         switch storage {
         case .float, .borrowedFP8, .q8: .f32
-        case .ownedBFloat16, .borrowedBFloat16: .bf16
+        case .ownedBFloat16, .borrowedBFloat16, .amxPacked: .bf16
         }
     }
 
@@ -138,7 +154,7 @@ public struct WeightTensor: @unchecked Sendable {
             return WeightTensor(
                 shape: shape, borrowingFP8: copy.assumingMemoryBound(to: UInt8.self), scales: scales, block: block,
                 owner: arena)
-        case .float, .ownedBFloat16, .q8:
+        case .float, .ownedBFloat16, .q8, .amxPacked:
             return self
         }
     }
@@ -146,6 +162,12 @@ public struct WeightTensor: @unchecked Sendable {
     /// Whether the weight is held as q8 (int8 in blocks of 32 with a scale each, quantized at load).
     public var isQ8: Bool {
         if case .q8 = storage { return true }
+        return false
+    }
+
+    /// Whether the weight is held packed for the amx path (see ``Elements/amxPacked(_:)``).
+    public var isAMXPacked: Bool {
+        if case .amxPacked = storage { return true }
         return false
     }
 
@@ -162,6 +184,7 @@ public struct WeightTensor: @unchecked Sendable {
         case .ownedBFloat16, .borrowedBFloat16: count * 2
         case .borrowedFP8(_, let scales, _, _): count + scales.count * 4
         case .q8(let storage, _): storage.values.count + storage.scales.count * 4
+        case .amxPacked(let storage): storage.values.count * 2
         }
     }
 
@@ -172,7 +195,7 @@ public struct WeightTensor: @unchecked Sendable {
     public var isBorrowed: Bool {
         switch storage {
         case .float(let tensor): tensor.isBorrowed
-        case .ownedBFloat16, .q8: false
+        case .ownedBFloat16, .q8, .amxPacked: false
         case .borrowedBFloat16, .borrowedFP8: true
         }
     }
@@ -200,6 +223,8 @@ public struct WeightTensor: @unchecked Sendable {
                         UnsafePointer(storage.values.baseAddress!), scales: UnsafePointer(storage.scales.baseAddress!),
                         blocksPerRow: blocksPerRow))
             }
+        case .amxPacked(let storage):
+            return try withExtendedLifetime(storage) { try body(.amxPacked(UnsafePointer(storage.values.baseAddress!))) }
         }
     }
 
@@ -228,6 +253,11 @@ public struct WeightTensor: @unchecked Sendable {
                 let source = values + row * blocksPerRow * 32
                 let scaleRow = scales + row * blocksPerRow
                 for column in 0..<width { destination[column] = Float(source[column]) * scaleRow[column / 32] }
+            case .amxPacked(let bits):
+                let group = bits + (row / 16) * ((width + 31) / 32) * 512 + 2 * (row % 16)
+                for column in 0..<width {
+                    destination[column] = floatFromBFloat16Bits(group[(column / 32) * 512 + (column % 32 / 2) * 32 + column % 2])
+                }
             }
         }
     }
@@ -235,7 +265,7 @@ public struct WeightTensor: @unchecked Sendable {
     /// The values as f32 (a copy; exact for bf16; dequantized for FP8 and q8 as ``copyRow(_:into:)`` does).
     public var values: [Float] {
         if case .float(let tensor) = storage { return tensor.values }
-        if isFP8 || isQ8 {
+        if isFP8 || isQ8 || isAMXPacked {
             guard count > 0 else { return [] }
             let (rows, width) = (shape[0], shape[1])
             return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
@@ -247,6 +277,33 @@ public struct WeightTensor: @unchecked Sendable {
             guard case .bf16(let bits) = elements else { return [] }
             return (0..<count).map { floatFromBFloat16Bits(bits[$0]) }
         }
+    }
+}
+
+/// The elements of a bf16 matrix packed for the amx path, in a ``WeightArena`` (huge pages) or in memory
+/// of their own (zeroed), freed with the last reference (the arena's, with the arena).
+///
+/// `@unchecked Sendable`: written by the packer before the storage is shared, read-only after.
+public final class PackedBFloat16Storage: @unchecked Sendable {
+    public let values: UnsafeMutableBufferPointer<UInt16>
+    /// The arena holding `values`; nil: allocated here and freed on deinit.
+    private let arena: WeightArena?
+
+    /// `count` elements (at least one), in `arena` when it can take them.
+    public init(count: Int, arena: WeightArena? = nil) {
+        let count = max(1, count)
+        if let arena, let memory = arena.allocate(byteCount: count * MemoryLayout<UInt16>.stride) {
+            values = UnsafeMutableBufferPointer(start: memory.bindMemory(to: UInt16.self, capacity: count), count: count)
+            self.arena = arena
+        } else {
+            values = .allocate(capacity: count)
+            values.initialize(repeating: 0)
+            self.arena = nil
+        }
+    }
+
+    deinit {
+        if arena == nil { values.deallocate() }
     }
 }
 

@@ -650,6 +650,82 @@ struct FusedProductTests {
     }
 
     @Test(
+        "products on weights packed for the amx path give bitwise that path's products on the weights as stored, 1 and 3 threads",
+        arguments: KernelISA.supported.filter { $0 == .amx })
+    func amxPackedEqualsAMX(isa: KernelISA) {
+        // The grouped cases, and 1 / 16 / 17 / 33 / 40 rows on inputs with a partial last block and
+        // outputs with a partial last group (the vector path at 1 row, the tiles' 16- and 32-row shapes).
+        let cases = Self.groupedCases + [([(0, 1, 70), (0, 33, 70), (1, 16, 17), (3, 17, 40), (0, 40, 16)], 40, 1_000)]
+        for (caseIndex, testCase) in cases.enumerated() {
+            var random = TestRandom(seed: 97 + UInt64(caseIndex))
+            let (groups, rows, inputs) = testCase
+            let x = random.floats(rows * inputs)
+            let matrices = groups.map { group in randomBFloat16(&random, group.2 * inputs).bits }
+            // Every matrix packed into one array (0xFFFF where packing writes nothing, so that a missed
+            // element shows), at packedStarts.
+            let packedStarts = groups.reduce(into: [0]) { starts, group in
+                starts.append(starts.last! + amxPackedCount(outputCount: group.2, inputCount: inputs))
+            }
+            var packed = [UInt16](repeating: 0xFFFF, count: packedStarts.last!)
+            packed.withUnsafeMutableBufferPointer { p in
+                for (index, weight) in matrices.enumerated() {
+                    weight.withUnsafeBufferPointer { w in
+                        packForAMX(
+                            w.baseAddress!, outputCount: groups[index].2, inputCount: inputs,
+                            into: p.baseAddress! + packedStarts[index])
+                    }
+                }
+            }
+            let expected = zip(groups, matrices).map { group, weight -> [Float] in
+                guard group.1 > 0 else { return [] }
+                return linear(
+                    Array(x[(group.0 * inputs)..<((group.0 + group.1) * inputs)]), rowCount: group.1,
+                    bfloat16Weight: weight, outputCount: group.2, arithmetic: .fast, isa: isa)
+            }
+            let outputStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.1 * group.2) }
+            for threads in [1, 3] {
+                var outputs = [Float](repeating: .nan, count: outputStarts.last!)
+                withThreadCount(threads) {
+                    x.withUnsafeBufferPointer { input in
+                        packed.withUnsafeBufferPointer { weights in
+                            outputs.withUnsafeMutableBufferPointer { y in
+                                let products = groups.indices.map { index in
+                                    GroupedBFloat16Product(
+                                        firstRow: groups[index].0, rowCount: groups[index].1,
+                                        weight: weights.baseAddress! + packedStarts[index], outputCount: groups[index].2,
+                                        output: y.baseAddress! + outputStarts[index])
+                                }
+                                linear(input.baseAddress!, rowCount: rows, inputCount: inputs, amxPackedProducts: products)
+                            }
+                        }
+                    }
+                }
+                for index in groups.indices {
+                    expectSameBits(
+                        Array(outputs[outputStarts[index]..<outputStarts[index + 1]]), expected[index],
+                        "case \(caseIndex), \(threads) threads, product \(index)")
+                }
+            }
+        }
+    }
+
+    @Test("a weight packed for the amx path reads back, row by row, the values it was packed from")
+    func amxPackedWeightValues() {
+        var random = TestRandom(seed: 131)
+        for (rows, columns) in [(1, 1), (3, 33), (16, 32), (17, 100), (40, 65)] {
+            let bits = randomBFloat16(&random, rows * columns).bits
+            let storage = PackedBFloat16Storage(count: amxPackedCount(outputCount: rows, inputCount: columns))
+            bits.withUnsafeBufferPointer { w in
+                packForAMX(w.baseAddress!, outputCount: rows, inputCount: columns, into: storage.values.baseAddress!)
+            }
+            let packed = WeightTensor(shape: [rows, columns], amxPacked: storage)
+            let stored = WeightTensor(shape: [rows, columns], bfloat16Bits: bits)
+            #expect(packed.isAMXPacked && packed.dtype == .bf16)
+            expectSameBits(packed.values, stored.values, "\(rows) × \(columns)")
+        }
+    }
+
+    @Test(
         "q8 products fused into one job, each on its own rows, give bitwise the separate products, on every path, 1 and 3 threads",
         arguments: KernelISA.alike)
     func groupedQ8EqualsSeparate(isa: KernelISA) {

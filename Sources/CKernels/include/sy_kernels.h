@@ -141,6 +141,23 @@ typedef struct sy_grouped_product {
 int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t rows, size_t k, size_t x_stride,
                                   const sy_grouped_product *products, size_t count, int accumulate);
 
+/// Elements (uint16) of an n × k bf16 weight packed by ``sy_amx_pack``: ceil(n / 16) × ceil(k / 32) × 512.
+size_t sy_amx_packed_count(size_t n, size_t k);
+
+/// w [n, k] (row stride `w_stride`) packed for ``sy_matmul_amx_packed_grouped``: for each 16 rows (a
+/// group, zero rows past n) and each block of 32 indices (zeros past k), one KiB of 16 lines, line j
+/// holding indices 2j and 2j + 1 of each of the group's 16 rows (the B layout of `tdpbf16ps`).
+/// `packed` holds ``sy_amx_packed_count`` elements.
+void sy_amx_pack(const uint16_t *w, size_t n, size_t k, size_t w_stride, uint16_t *packed);
+
+/// ``sy_matmul_nt_bf16_grouped_isa`` on SY_ISA_AMX with fast arithmetic, each product's `w` a matrix
+/// of n × k packed by ``sy_amx_pack`` (`w_stride` unused): bitwise what that call gives on the matrices
+/// unpacked (the `amx` path's bits; see kernels.c), reading the weights in one stream per 16 rows.
+/// Returns 0, or -1 for no products, rows outside x, a CPU without AMX (or Linux refusing the tile
+/// state), or when the rounded-x buffer cannot be allocated.
+int sy_matmul_amx_packed_grouped(const float *x, size_t rows, size_t k, size_t x_stride,
+                                 const sy_grouped_product *products, size_t count, int accumulate);
+
 /// `value` rounded to bf16 as the fast product rounds x: nearest even, denormals to signed zero.
 uint16_t sy_round_bf16(float value);
 
