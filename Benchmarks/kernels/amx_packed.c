@@ -9,11 +9,8 @@
 // operations as in `fast_amx` (products commute), so the bits are the `amx` path's, which this program
 // checks against `sy_matmul_nt_bf16_fast_isa(SY_ISA_AMX, ...)` at every m it times (BFloat16Tests too).
 //
-// The same layout serves a copy of that arithmetic on vector registers with the 16 rows of a group in
-// the lanes and no transposes: per block, line j's low halves (even indices) and high halves (odd) are
-// widened to f32 and multiply-added, each into its own sum started at zero, by x's indices 2j and 2j + 1
-// broadcast; then acc += even + odd; MXCSR's flush-to-zero and denormals-are-zero set, as `tdpbf16ps`
-// flushes. That is the m = 1 product, tiles the rest.
+// At every m the packed product runs on tiles. (A copy of the arithmetic on vector registers at m = 1, the
+// 16 rows of a group in the lanes, bitwise equal too, read 5-10% more slowly; Benchmarks/README.md.)
 //
 // Build from the repository root (one line):
 //   clang -O2 -fPIC -I Sources/CKernels/include -o /tmp/amx_packed Benchmarks/kernels/amx_packed.c

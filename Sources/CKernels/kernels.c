@@ -2040,8 +2040,10 @@ static int dotprod_supported(void) {
 // zero and takes the blocks of 32 indices in ascending order, each from its own weight row and x row),
 // so the path is batch-invariant within itself; it is chosen only by SWITCHYARD_KERNEL=amx. On an Intel
 // Xeon (Emerald Rapids, 2 threads, 2026-12-06) it ran `batch_step`'s batch-32 step in 67 ms against 88 on
-// the avx512bf16 path and its batch-1 step in 18.3 against 15.2 ms (a tile load streams weights from
-// memory more slowly than vector loads; Benchmarks/README.md has what was tried).
+// the avx512bf16 path and its batch-1 step in 18.3 against 15.2 ms (a tile load of 16 rows ws apart streams
+// weights from memory more slowly than vector loads; Benchmarks/README.md has what was tried). The models
+// use the packed variant below (``sy_matmul_amx_packed_grouped``), whose tiles are contiguous; this one
+// serves weights as stored.
 
 #if SY_X86
 #define SY_AMX_FN __attribute__((target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16"))) static
@@ -2911,6 +2913,10 @@ SY_AMX_FN void amx_packed_tiles(const sy_grouped_product *p, const uint16_t *xb,
             amx_zero_accumulators();
             for (size_t b = 0; b < blocks; b++) {
                 const uint16_t *tile = w + g * group + b * 512;
+                // The groups' streams 4 KiB ahead into L2, as below (m = 32: 27.1-28.2 GB/s against 24.4-24.8).
+                for (size_t t = 0; t < (pair ? 2u : 1u); t++)
+                    for (int line = 0; line < 16; line++)
+                        _mm_prefetch((const char *)(tile + t * group + 2048 + line * 32), _MM_HINT_T1);
                 _tile_loadd(6, xb + i0 * kp + b * SY_FAST_STEP, xs);
                 _tile_loadd(7, xb + (i0 + 16) * kp + b * SY_FAST_STEP, xs);
                 _tile_loadd(4, tile, 64);

@@ -33,7 +33,9 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     /// the accumulator, so their bits differ from every other path's (within
     /// the same tolerance of f32, and batch-invariant on this path); the other kernels run
     /// ``avx512bf16``. Never the default: only `SWITCHYARD_KERNEL=amx`, set on every host of a
-    /// cluster or on none (two hosts on different paths give a sequence different bits).
+    /// cluster or on none (two hosts on different paths give a sequence different bits). On it the
+    /// models hold their bf16 matrices packed for the tiles (``packForAMX(_:outputCount:inputCount:into:)``),
+    /// which stream in one run per 16 rows instead of 16; the bits are the same either way.
     case amx
 
     /// The path the kernels use in this process: `SWITCHYARD_KERNEL` (`scalar`, `avx2`, `avx2vnni`,
