@@ -424,47 +424,35 @@ private struct FeedForwardScratch {
                                 return true
                             } == true
                         guard !grouped else { return }
-                        // Every matrix q8 (quantized at load): the same three grouped jobs, each
-                        // quantizing its input once for all the experts.
-                        let quantized = groups.compactMap { group -> (QuantizedMatrix, QuantizedMatrix, QuantizedMatrix)? in
-                            guard group.biases == nil, activation == nil, case .q8(let w1) = group.gate,
-                                case .q8(let w3) = group.up, case .q8(let w2) = group.down,
-                                w1.outputCount == intermediateSize, w1.inputCount == hiddenSize,
-                                w3.outputCount == intermediateSize, w3.inputCount == hiddenSize,
-                                w2.outputCount == hiddenSize, w2.inputCount == intermediateSize
-                            else { return nil }
-                            return (w1, w3, w2)
-                        }
-                        if !groups.isEmpty, quantized.count == groups.count {
-                            let gateUp = groups.indices.flatMap { i in
-                                [quantized[i].0.product(groups[i].rows, into: g), quantized[i].1.product(groups[i].rows, into: u)]
+                        /// The three matrices of every group held as `M` (`extract`) with the model's
+                        /// shapes, when no group has biases or gpt-oss's activation (else fewer).
+                        func held<M: GroupedExpertMatrix>(_ extract: (ExpertMatrix) -> M?) -> [(M, M, M)] {
+                            groups.compactMap { group in
+                                guard group.biases == nil, activation == nil, let w1 = extract(group.gate),
+                                    let w3 = extract(group.up), let w2 = extract(group.down),
+                                    w1.outputCount == intermediateSize, w1.inputCount == hiddenSize,
+                                    w3.outputCount == intermediateSize, w3.inputCount == hiddenSize,
+                                    w2.outputCount == hiddenSize, w2.inputCount == intermediateSize
+                                else { return nil }
+                                return (w1, w3, w2)
                             }
-                            linear(x, rowCount: rowCount, inputCount: hiddenSize, groupedQ8Products: gateUp)
-                            swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
-                            let downs = groups.indices.map { i in quantized[i].2.product(groups[i].rows, into: d) }
-                            linear(g, rowCount: rowCount, inputCount: intermediateSize, groupedQ8Products: downs)
-                            return
                         }
-                        // Every matrix packed for the amx path: the same three grouped jobs.
-                        let packed = groups.compactMap { group -> (AMXPackedMatrix, AMXPackedMatrix, AMXPackedMatrix)? in
-                            guard group.biases == nil, activation == nil, case .amxPacked(let w1) = group.gate,
-                                case .amxPacked(let w3) = group.up, case .amxPacked(let w2) = group.down,
-                                w1.outputCount == intermediateSize, w1.inputCount == hiddenSize,
-                                w3.outputCount == intermediateSize, w3.inputCount == hiddenSize,
-                                w2.outputCount == hiddenSize, w2.inputCount == intermediateSize
-                            else { return nil }
-                            return (w1, w3, w2)
-                        }
-                        if !groups.isEmpty, packed.count == groups.count {
+                        /// The same three grouped jobs when every group's matrices are in `matrices`.
+                        func runTogether<M: GroupedExpertMatrix>(_ matrices: [(M, M, M)]) -> Bool {
+                            guard !groups.isEmpty, matrices.count == groups.count else { return false }
                             let gateUp = groups.indices.flatMap { i in
-                                [packed[i].0.product(groups[i].rows, into: g), packed[i].1.product(groups[i].rows, into: u)]
+                                [matrices[i].0.product(groups[i].rows, into: g), matrices[i].1.product(groups[i].rows, into: u)]
                             }
-                            linear(x, rowCount: rowCount, inputCount: hiddenSize, amxPackedProducts: gateUp)
+                            M.run(gateUp, on: x, rowCount: rowCount, inputCount: hiddenSize)
                             swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
-                            let downs = groups.indices.map { i in packed[i].2.product(groups[i].rows, into: d) }
-                            linear(g, rowCount: rowCount, inputCount: intermediateSize, amxPackedProducts: downs)
-                            return
+                            let downs = groups.indices.map { i in matrices[i].2.product(groups[i].rows, into: d) }
+                            M.run(downs, on: g, rowCount: rowCount, inputCount: intermediateSize)
+                            return true
                         }
+                        // Every matrix q8 (quantized at load), each job quantizing its input once for
+                        // all the experts; or every matrix packed for the amx path.
+                        if runTogether(held({ if case .q8(let matrix) = $0 { matrix } else { nil } })) { return }
+                        if runTogether(held({ if case .amxPacked(let matrix) = $0 { matrix } else { nil } })) { return }
                         /// A group's gate and up rows (its products done): their biases, then the
                         /// activation into the gate rows.
                         func activate(_ group: (rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix, biases: ExpertBiases?)) {
@@ -582,6 +570,31 @@ enum ExpertMatrix: Sendable {
             linear(input, rowCount: rowCount, inputCount: matrix.inputCount, amxPackedProducts: [matrix.product(0..<rowCount, into: output)])
         case .mxfp4(let matrix): matrix.apply(input, rowCount: rowCount, into: output, arithmetic: arithmetic)
         }
+    }
+}
+
+/// An expert matrix held in a form whose products of a layer's experts run as one grouped job.
+protocol GroupedExpertMatrix {
+    associatedtype Product
+    var outputCount: Int { get }
+    var inputCount: Int { get }
+    /// This matrix on `rows` of a grouped product's input, into the same rows of `output` [*, outputCount].
+    func product(_ rows: Range<Int>, into output: UnsafeMutablePointer<Float>) -> Product
+    /// Runs `products` on `input` [rowCount, inputCount] as one job.
+    static func run(_ products: [Product], on input: UnsafePointer<Float>, rowCount: Int, inputCount: Int)
+}
+
+extension QuantizedMatrix: GroupedExpertMatrix {
+    static func run(_ products: [GroupedQ8Product], on input: UnsafePointer<Float>, rowCount: Int, inputCount: Int) {
+        linear(input, rowCount: rowCount, inputCount: inputCount, groupedQ8Products: products)
+    }
+}
+
+extension AMXPackedMatrix: GroupedExpertMatrix {
+    static func run(
+        _ products: [GroupedBFloat16Product], on input: UnsafePointer<Float>, rowCount: Int, inputCount: Int
+    ) {
+        linear(input, rowCount: rowCount, inputCount: inputCount, amxPackedProducts: products)
     }
 }
 

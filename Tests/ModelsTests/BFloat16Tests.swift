@@ -604,6 +604,32 @@ struct FusedProductTests {
         ([(0, 5, 700), (5, 1, 33), (6, 0, 40), (6, 17, 97), (2, 9, 1024), (22, 1, 3)], 23, 301),
     ]
 
+    /// The outputs of `groups`' products (row, rows, outputs), one after another, run on `threads` threads by
+    /// `run` as one grouped call on `x`, product i's weight at `weights[starts[i]...]`.
+    func runGrouped(
+        _ groups: [(Int, Int, Int)], x: [Float], weights: [UInt16], at starts: [Int], threads: Int,
+        _ run: (UnsafePointer<Float>, [GroupedBFloat16Product]) -> Void
+    ) -> [Float] {
+        let outputStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.1 * group.2) }
+        var outputs = [Float](repeating: .nan, count: outputStarts.last!)
+        withThreadCount(threads) {
+            x.withUnsafeBufferPointer { input in
+                weights.withUnsafeBufferPointer { w in
+                    outputs.withUnsafeMutableBufferPointer { y in
+                        run(
+                            input.baseAddress!,
+                            groups.indices.map { index in
+                                GroupedBFloat16Product(
+                                    firstRow: groups[index].0, rowCount: groups[index].1, weight: w.baseAddress! + starts[index],
+                                    outputCount: groups[index].2, output: y.baseAddress! + outputStarts[index])
+                            })
+                    }
+                }
+            }
+        }
+        return outputs
+    }
+
     @Test(
         "products fused into one job, each on its own rows, give bitwise the separate products, on every path (amx included), fast and exact, 1 and 3 threads",
         arguments: KernelISA.supported, BFloat16Arithmetic.allCases)
@@ -623,22 +649,9 @@ struct FusedProductTests {
                     arithmetic: arithmetic, isa: isa)
             }
             for threads in [1, 3] {
-                var grouped = [Float](repeating: .nan, count: outputStarts.last!)
-                withThreadCount(threads) {
-                    x.withUnsafeBufferPointer { input in
-                        weights.withUnsafeBufferPointer { w in
-                            grouped.withUnsafeMutableBufferPointer { y in
-                                let products = groups.enumerated().map { index, group in
-                                    GroupedBFloat16Product(
-                                        firstRow: group.0, rowCount: group.1, weight: w.baseAddress! + weightStarts[index],
-                                        outputCount: group.2, output: y.baseAddress! + outputStarts[index])
-                                }
-                                linear(
-                                    input.baseAddress!, rowCount: rows, inputCount: inputs, groupedProducts: products,
-                                    arithmetic: arithmetic, isa: isa)
-                            }
-                        }
-                    }
+                let grouped = runGrouped(groups, x: x, weights: weights, at: weightStarts, threads: threads) { input, products in
+                    linear(
+                        input, rowCount: rows, inputCount: inputs, groupedProducts: products, arithmetic: arithmetic, isa: isa)
                 }
                 for index in groups.indices {
                     expectSameBits(
@@ -684,21 +697,8 @@ struct FusedProductTests {
             }
             let outputStarts = groups.reduce(into: [0]) { starts, group in starts.append(starts.last! + group.1 * group.2) }
             for threads in [1, 3] {
-                var outputs = [Float](repeating: .nan, count: outputStarts.last!)
-                withThreadCount(threads) {
-                    x.withUnsafeBufferPointer { input in
-                        packed.withUnsafeBufferPointer { weights in
-                            outputs.withUnsafeMutableBufferPointer { y in
-                                let products = groups.indices.map { index in
-                                    GroupedBFloat16Product(
-                                        firstRow: groups[index].0, rowCount: groups[index].1,
-                                        weight: weights.baseAddress! + packedStarts[index], outputCount: groups[index].2,
-                                        output: y.baseAddress! + outputStarts[index])
-                                }
-                                linear(input.baseAddress!, rowCount: rows, inputCount: inputs, amxPackedProducts: products)
-                            }
-                        }
-                    }
+                let outputs = runGrouped(groups, x: x, weights: packed, at: packedStarts, threads: threads) { input, products in
+                    linear(input, rowCount: rows, inputCount: inputs, amxPackedProducts: products)
                 }
                 for index in groups.indices {
                     expectSameBits(
