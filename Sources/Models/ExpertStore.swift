@@ -567,7 +567,8 @@ enum ExpertMatrix: Sendable {
         case .stored(let weight): linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
         case .q8(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
         case .amxPacked(let matrix):
-            linear(input, rowCount: rowCount, inputCount: matrix.inputCount, amxPackedProducts: [matrix.product(0..<rowCount, into: output)])
+            AMXPackedMatrix.run(
+                [matrix.product(0..<rowCount, into: output)], on: input, rowCount: rowCount, inputCount: matrix.inputCount)
         case .mxfp4(let matrix): matrix.apply(input, rowCount: rowCount, into: output, arithmetic: arithmetic)
         }
     }
