@@ -82,7 +82,7 @@ let package = Package(
         .target(
             name: "ExpertWorker",
             dependencies: [
-                "Tensors", "Models", "Wire", "Transport", .product(name: "Logging", package: "swift-log"),
+                "Tensors", "Kernels", "Models", "Wire", "Transport", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

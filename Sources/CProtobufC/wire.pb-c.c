@@ -787,7 +787,7 @@ const ProtobufCMessageDescriptor switchyard__v1__header__descriptor =
   (ProtobufCMessageInit) switchyard__v1__header__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__hello__field_descriptors[5] =
+static const ProtobufCFieldDescriptor switchyard__v1__hello__field_descriptors[6] =
 {
   {
     "worker_name",
@@ -849,9 +849,22 @@ static const ProtobufCFieldDescriptor switchyard__v1__hello__field_descriptors[5
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kernel_path",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Hello, kernel_path),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__hello__field_indices_by_name[] = {
   4,   /* field[4] = expert_tensor_digests */
+  5,   /* field[5] = kernel_path */
   1,   /* field[1] = model_fingerprint */
   3,   /* field[3] = pid */
   2,   /* field[2] = threads */
@@ -860,7 +873,7 @@ static const unsigned switchyard__v1__hello__field_indices_by_name[] = {
 static const ProtobufCIntRange switchyard__v1__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__hello__descriptor =
 {
@@ -870,7 +883,7 @@ const ProtobufCMessageDescriptor switchyard__v1__hello__descriptor =
   "Switchyard__V1__Hello",
   "switchyard.v1",
   sizeof(Switchyard__V1__Hello),
-  5,
+  6,
   switchyard__v1__hello__field_descriptors,
   switchyard__v1__hello__field_indices_by_name,
   1,  switchyard__v1__hello__number_ranges,

@@ -183,7 +183,8 @@ public final class ClusterCoordinator: ExpertExecutor {
             joinHint: "switchyard worker --coordinator \(boundEndpoint) --model \(checkpoint.directory.path)\(keyHint)",
             expertDigests: expertDigests,
             verification: VerificationPolicy(
-                fraction: options.verifyFraction, seed: options.verifySeed ?? UInt64.random(in: 0...UInt64.max)))
+                fraction: options.verifyFraction, seed: options.verifySeed ?? UInt64.random(in: 0...UInt64.max)),
+            kernelPath: KernelISA.active)
         if options.verifyFraction > 0 {
             logger.info(
                 "verification: \(options.verifyFraction * 100)% of dispatches are computed again on a second holder of their experts and compared bitwise (--verify-fraction \(options.verifyFraction)); a worker that answers differently from the coordinator's own computation is taken out of the placement")

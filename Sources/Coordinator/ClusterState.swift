@@ -30,6 +30,7 @@
 // result. Every worker whose answer differs from it is taken out of the placement as a lost worker
 // is, and may not register again under its name.
 import Foundation
+public import Kernels
 public import Logging
 public import Models
 public import Tensors
@@ -290,6 +291,9 @@ public struct ClusterState {
     let namedSlots: Bool
     let arithmetic: BFloat16Arithmetic
     let quantization: WeightQuantization
+    /// The coordinator's kernel path, whose fast bf16 bits a worker's must share (nil: not checked,
+    /// for tests of other rules).
+    let kernelPath: KernelISA?
     /// Which dispatches are checked on a second holder.
     public let verification: VerificationPolicy
     private var verificationSampler: SplitMix64
@@ -344,8 +348,9 @@ public struct ClusterState {
     public init(
         shape: ModelShape, fingerprint: String, placement: Placement, namedSlots: Bool, policy: LivenessPolicy,
         arithmetic: BFloat16Arithmetic, quantization: WeightQuantization, joinHint: String,
-        expertDigests: ExpertTensorDigests? = nil, verification: VerificationPolicy = .off
+        expertDigests: ExpertTensorDigests? = nil, verification: VerificationPolicy = .off, kernelPath: KernelISA? = nil
     ) {
+        self.kernelPath = kernelPath
         self.verification = verification
         verificationSampler = SplitMix64(seed: verification.seed)
         self.shape = shape
@@ -523,6 +528,7 @@ public struct ClusterState {
                         + "its SHA-256 is not the coordinator's; replace the worker's checkpoint files with a good copy")
             }
         }
+        if let reason = kernelPathMismatch(hello) { return refuse(.badRequest, reason) }
         if let reason = excluded[hello.workerName] {
             return refuse(
                 .badRequest,
@@ -580,9 +586,35 @@ public struct ClusterState {
         counters.workersJoined += 1
         actions += [
             .send(peer, welcome()), .send(peer, assignMessage(slot: slot)),
-            .log(.info, "worker \(hello.workerName) (pid \(hello.pid)) registered; assigned \(experts.count) experts"),
+            .log(.info, "worker \(hello.workerName) (pid \(hello.pid)\(hello.kernelPath.isEmpty ? "" : ", kernel path \(hello.kernelPath)")) registered; assigned \(experts.count) experts"),
         ]
         return actions
+    }
+
+    /// Why a worker's fast bf16 products would not give the coordinator's bits (the experts bf16 with
+    /// fast arithmetic, one of the two on ``KernelISA/amx`` and the other not, or a path this version does not
+    /// know), or nil. Exact arithmetic and q8 experts give every path the same bits.
+    private func kernelPathMismatch(_ hello: WireMessage.Hello) -> String? {
+        guard let kernelPath, arithmetic == .fast, quantization == .none else { return nil }
+        let fix = "set SWITCHYARD_KERNEL=amx on every host or on none (`switchyard system-info` shows a host's path), "
+            + "or serve with --bf16-arithmetic exact or --quantize q8, whose bits every path shares"
+        func bits(_ ownBits: Bool) -> String { ownBits ? "AMX tiles, bits of their own" : "the bits every path but amx gives" }
+        // A worker older than the field says nothing: taken as a path with the common bits.
+        let ownBits: Bool
+        if hello.kernelPath.isEmpty {
+            ownBits = false
+        } else if let path = KernelISA(rawValue: hello.kernelPath) {
+            ownBits = path.fastProductsHaveOwnBits
+        } else {
+            return "worker \(hello.workerName) runs kernel path \(hello.kernelPath.debugDescription), which this "
+                + "coordinator does not know, so its fast bf16 products may not give the coordinator's bits: run the "
+                + "same switchyard version on every host, or \(fix)"
+        }
+        guard ownBits != kernelPath.fastProductsHaveOwnBits else { return nil }
+        let path = hello.kernelPath.isEmpty ? "not named (a switchyard older than this check)" : hello.kernelPath
+        return "worker \(hello.workerName) computes fast bf16 products on kernel path \(path) (\(bits(ownBits))), but the "
+            + "coordinator's is \(kernelPath) (\(bits(kernelPath.fastProductsHaveOwnBits))): a sequence's tokens would "
+            + "depend on where its experts ran; \(fix)"
     }
 
     private mutating func welcome() -> WireMessage {

@@ -4,6 +4,7 @@
 // The DEALER socket is created, used and closed on the thread that calls `run`, and on no other;
 // experts load on a thread of their own (`ExpertLoad`) so that heartbeats go on meanwhile.
 public import Foundation
+import Kernels
 public import Logging
 import Models
 import Synchronization
@@ -71,7 +72,7 @@ public struct WorkerService {
         if case .plaintext = options.security { handshakes = HandshakeWatch(secure: false) } else { handshakes = HandshakeWatch(secure: true) }
         let hello = WireCodec.encode(.hello(.init(
             workerName: options.name, modelFingerprint: checkpoint.fingerprint, threads: options.threads,
-            pid: Int(getpid()), expertTensorDigests: digests.digests)))
+            pid: Int(getpid()), expertTensorDigests: digests.digests, kernelPath: KernelISA.active.rawValue)))
         logger.info("worker \(options.name): connecting to \(options.coordinator) (model \(checkpoint.fingerprint.prefix(12)))")
 
         let clock = ContinuousClock()

@@ -52,7 +52,12 @@ public enum KernelISA: String, Sendable, CaseIterable, CustomStringConvertible {
     public static var supported: [KernelISA] { allCases.filter(\.isSupported) }
 
     /// The supported paths that give every kernel the same bits (all but ``amx``), scalar first.
-    public static var alike: [KernelISA] { supported.filter { $0 != .amx } }
+    public static var alike: [KernelISA] { supported.filter { !$0.fastProductsHaveOwnBits } }
+
+    /// Whether ``BFloat16Arithmetic/fast`` products on this path give bits of their own (``amx``), not
+    /// those every other path gives: hosts whose paths differ in this give a sequence different tokens,
+    /// so a coordinator refuses such a worker.
+    public var fastProductsHaveOwnBits: Bool { self == .amx }
 
     /// Whether this CPU can run the path.
     public var isSupported: Bool { sy_isa_supported(cValue) != 0 }

@@ -12,6 +12,7 @@ extension WireMessage.Hello {
         c.pid = wireUInt32(pid, "HELLO pid")
         let digestBytes = expertTensorDigests.flatMap(\.bytes)
         c.expert_tensor_digests = ProtobufCBinaryData(len: digestBytes.count, data: arena.array(digestBytes))
+        c.kernel_path = arena.string(kernelPath)
         return arena.box(c)
     }
 
@@ -27,7 +28,7 @@ extension WireMessage.Hello {
         }
         self.init(
             workerName: swiftString(c.worker_name), modelFingerprint: swiftString(c.model_fingerprint),
-            threads: Int(c.threads), pid: Int(c.pid), expertTensorDigests: digests)
+            threads: Int(c.threads), pid: Int(c.pid), expertTensorDigests: digests, kernelPath: swiftString(c.kernel_path))
     }
 }
 

@@ -76,15 +76,21 @@ extension WireMessage {
         /// SHA-256 of each expert tensor the worker holds, in the model's expert tensor order
         /// (empty from a worker that predates them).
         public var expertTensorDigests: [TensorDigest]
+        /// The worker's kernel path as `switchyard system-info` names it (`avx512bf16`, `amx`, …; empty
+        /// from a worker that predates it): the coordinator refuses a worker whose fast bf16 products
+        /// would not give its own bits.
+        public var kernelPath: String
 
         public init(
-            workerName: String, modelFingerprint: String, threads: Int, pid: Int, expertTensorDigests: [TensorDigest] = []
+            workerName: String, modelFingerprint: String, threads: Int, pid: Int, expertTensorDigests: [TensorDigest] = [],
+            kernelPath: String = ""
         ) {
             self.workerName = workerName
             self.modelFingerprint = modelFingerprint
             self.threads = threads
             self.pid = pid
             self.expertTensorDigests = expertTensorDigests
+            self.kernelPath = kernelPath
         }
     }
 

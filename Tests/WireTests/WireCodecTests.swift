@@ -8,7 +8,8 @@ let sampleMessages: [WireMessage] = [
     .hello(.init(workerName: "", modelFingerprint: "", threads: 0, pid: 0)),
     .hello(.init(
         workerName: "worker-b", modelFingerprint: "ab", threads: 2, pid: 7,
-        expertTensorDigests: [TensorDigest(bytes: Array(0..<32))!, TensorDigest(bytes: [UInt8](repeating: 0xEE, count: 32))!])),
+        expertTensorDigests: [TensorDigest(bytes: Array(0..<32))!, TensorDigest(bytes: [UInt8](repeating: 0xEE, count: 32))!],
+        kernelPath: "amx")),
     .welcome(.init(workerID: WorkerID(3), coordinatorName: "coordinator ünïcode ✓")),
     .assign(.init(experts: [])),
     .assign(.init(experts: [LayerExpert(layer: LayerIndex(2), expert: ExpertID(1))], arithmetic: .fast, quantization: .q8)),

@@ -143,10 +143,17 @@ struct  Switchyard__V1__Hello
    * older than this field, which a coordinator also refuses.
    */
   ProtobufCBinaryData expert_tensor_digests;
+  /*
+   * The worker's kernel path (`switchyard system-info`: scalar, avx2, avx2vnni, avx512, avx512bf16,
+   * neon, amx). Every path but amx gives the fast bf16 products the same bits; a coordinator whose
+   * experts are bf16 with fast arithmetic refuses a worker on amx unless it is on amx itself, and
+   * the reverse, naming both paths. Empty from a worker older than this field (taken as not amx).
+   */
+  char *kernel_path;
 };
 #define SWITCHYARD__V1__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__hello__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, {0,NULL} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, {0,NULL}, (char *)protobuf_c_empty_string }
 
 
 /*
