@@ -23,13 +23,22 @@ extension WireMessage.Hello {
                 .hello, field: "expert_tensor_digests",
                 reason: "has \(digestBytes.count) bytes, but must be a multiple of \(TensorDigest.byteCount) (SHA-256 digests)")
         }
+        let kernelPath = swiftString(c.kernel_path)
+        guard kernelPath.utf8.count <= Self.kernelPathLimit else {
+            throw .invalidField(
+                .hello, field: "kernel_path",
+                reason: "has \(kernelPath.utf8.count) bytes, but a kernel path has at most \(Self.kernelPathLimit)")
+        }
         let digests = stride(from: 0, to: digestBytes.count, by: TensorDigest.byteCount).map { start in
             TensorDigest(bytes: Array(digestBytes[start..<(start + TensorDigest.byteCount)]))!
         }
         self.init(
             workerName: swiftString(c.worker_name), modelFingerprint: swiftString(c.model_fingerprint),
-            threads: Int(c.threads), pid: Int(c.pid), expertTensorDigests: digests, kernelPath: swiftString(c.kernel_path))
+            threads: Int(c.threads), pid: Int(c.pid), expertTensorDigests: digests, kernelPath: kernelPath)
     }
+
+    /// The longest `kernel_path` accepted (the names are a dozen bytes; it is echoed in refusals and logs).
+    static let kernelPathLimit = 32
 }
 
 extension WireMessage.Welcome {

@@ -233,6 +233,10 @@ let badMessages: [BadMessage] = [
             .generateRequest, field: "prompt_token_ids",
             reason: "has 1 entries, but must be empty when has_prompt_text is set")),
     BadMessage(
+        name: "HELLO with a 33-byte kernel path",
+        frames: [rawHeader(major: 1, minor: 0, bodyField: 10, body: [0x32, 33] + [UInt8](repeating: 0x61, count: 33))],
+        expected: .invalidField(.hello, field: "kernel_path", reason: "has 33 bytes, but a kernel path has at most 32")),
+    BadMessage(
         name: "negative READY load time",
         frames: [rawHeader(major: 1, minor: 0, bodyField: 13, body: [0x11] + withUnsafeBytes(of: (-1.0).bitPattern.littleEndian) { Array($0) })],
         expected: .invalidField(.ready, field: "load_seconds", reason: "is -1.0, but must be finite and ≥ 0")),

@@ -158,7 +158,7 @@ def test_workers_register_again_once_after_a_coordinator_restart(cluster):
     wait_until(lambda: cluster.health()[1].get("status") == "ok", 120, "the workers to register with the new coordinator")
     time.sleep(2)
     log = cluster.log(cluster.serve_log)
-    registrations = re.findall(r"worker (w\d) \(pid \d+\) registered", log)
+    registrations = re.findall(r"worker (w\d) \(pid \d+, kernel path [a-z0-9]+\) registered", log)
     assert sorted(registrations) == ["w0", "w1", "w2"], cluster.logs()
     assert cluster.complete_all() == reference, cluster.logs()
 
