@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Models
 import Transport
+import Wire
 
 
 /// `switchyard worker`: an expert worker process.
@@ -28,7 +29,7 @@ struct Worker: ParsableCommand {
     @Option(help: "The model: a local copy of the coordinator's checkpoint (a directory, a Hub id ORG/NAME in the local Hugging Face cache, or a models--ORG--NAME cache folder).")
     var model: String
 
-    @Option(help: "The name this worker registers with; placement files refer to it. Default: HOST-PID.")
+    @Option(help: "The name this worker registers with (at most 255 bytes); placement files refer to it. Default: HOST-PID.")
     var name: String?
 
     @Option(help: "Threads for the expert matrix products (results do not depend on it). Default: every core.")
@@ -59,6 +60,10 @@ struct Worker: ParsableCommand {
         }
         guard heartbeatInterval > 0 && heartbeatInterval.isFinite else {
             throw ValidationError("--heartbeat-interval is \(heartbeatInterval), but must be a positive number of seconds")
+        }
+        if let name, name.utf8.count > WireMessage.Hello.workerNameLimit {
+            throw ValidationError(
+                "--name has \(name.utf8.count) bytes, but a worker name has at most \(WireMessage.Hello.workerNameLimit)")
         }
         try security.check()
     }

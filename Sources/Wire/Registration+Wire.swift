@@ -23,6 +23,12 @@ extension WireMessage.Hello {
                 .hello, field: "expert_tensor_digests",
                 reason: "has \(digestBytes.count) bytes, but must be a multiple of \(TensorDigest.byteCount) (SHA-256 digests)")
         }
+        let workerName = swiftString(c.worker_name)
+        guard workerName.utf8.count <= Self.workerNameLimit else {
+            throw .invalidField(
+                .hello, field: "worker_name",
+                reason: "has \(workerName.utf8.count) bytes, but a worker name has at most \(Self.workerNameLimit)")
+        }
         let kernelPath = swiftString(c.kernel_path)
         guard kernelPath.utf8.count <= Self.kernelPathLimit else {
             throw .invalidField(
@@ -33,9 +39,13 @@ extension WireMessage.Hello {
             TensorDigest(bytes: Array(digestBytes[start..<(start + TensorDigest.byteCount)]))!
         }
         self.init(
-            workerName: swiftString(c.worker_name), modelFingerprint: swiftString(c.model_fingerprint),
+            workerName: workerName, modelFingerprint: swiftString(c.model_fingerprint),
             threads: Int(c.threads), pid: Int(c.pid), expertTensorDigests: digests, kernelPath: kernelPath)
     }
+
+    /// The longest `worker_name` accepted (a host name is at most 253 bytes; names go into logs, reports and
+    /// metric labels).
+    public static let workerNameLimit = 255
 
     /// The longest `kernel_path` accepted (the names are a dozen bytes; it is echoed in refusals and logs).
     static let kernelPathLimit = 32

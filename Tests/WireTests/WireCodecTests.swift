@@ -6,6 +6,7 @@ import Wire
 let sampleMessages: [WireMessage] = [
     .hello(.init(workerName: "worker-a", modelFingerprint: "9f86d081884c7d65", threads: 8, pid: 4242)),
     .hello(.init(workerName: "", modelFingerprint: "", threads: 0, pid: 0)),
+    .hello(.init(workerName: String(repeating: "w", count: 255), modelFingerprint: "ab", threads: 1, pid: 1)),
     .hello(.init(
         workerName: "worker-b", modelFingerprint: "ab", threads: 2, pid: 7,
         expertTensorDigests: [TensorDigest(bytes: Array(0..<32))!, TensorDigest(bytes: [UInt8](repeating: 0xEE, count: 32))!],
@@ -236,6 +237,10 @@ let badMessages: [BadMessage] = [
         name: "HELLO with a 33-byte kernel path",
         frames: [rawHeader(major: 1, minor: 0, bodyField: 10, body: [0x32, 33] + [UInt8](repeating: 0x61, count: 33))],
         expected: .invalidField(.hello, field: "kernel_path", reason: "has 33 bytes, but a kernel path has at most 32")),
+    BadMessage(
+        name: "HELLO with a 256-byte worker name",
+        frames: [rawHeader(major: 1, minor: 0, bodyField: 10, body: [0x0A, 0x80, 0x02] + [UInt8](repeating: 0x77, count: 256))],
+        expected: .invalidField(.hello, field: "worker_name", reason: "has 256 bytes, but a worker name has at most 255")),
     BadMessage(
         name: "negative READY load time",
         frames: [rawHeader(major: 1, minor: 0, bodyField: 13, body: [0x11] + withUnsafeBytes(of: (-1.0).bitPattern.littleEndian) { Array($0) })],
