@@ -23,6 +23,10 @@ func seedDispatch(rowCount: Int, dtype: WireDType) -> WireMessage.Dispatch {
 
 let seedMessages: [(name: String, message: WireMessage)] = [
     ("hello", .hello(.init(workerName: "w0", modelFingerprint: "0123456789abcdef", threads: 4, pid: 4242))),
+    (
+        "hello-kernel-path",
+        .hello(.init(workerName: "w0", modelFingerprint: "0123456789abcdef", threads: 4, pid: 4242, kernelPath: "avx512bf16"))
+    ),
     ("welcome", .welcome(.init(workerID: WorkerID(2), coordinatorName: "coordinator"))),
     (
         "assign",
