@@ -17,8 +17,9 @@
 // hidden state, experts and routing weights, in the same order within the row) to a worker that
 // holds all of the row's experts. A row's output depends neither on the other rows it travels
 // with (the kernels are batch invariant) nor on the worker (every worker runs the same kernels
-// with the same arithmetic, from its own copy of the same checkpoint), and `DispatchPlan.combine`
-// adds a token's rows in an order fixed by their experts. So the step's result is bitwise the one
+// with the same arithmetic, from its own copy of the same checkpoint; registration refuses a worker
+// whose expert digests differ or, with fast bf16 experts, whose kernel path gives other bits), and
+// `DispatchPlan.combine` adds a token's rows in an order fixed by their experts. So the step's result is bitwise the one
 // the lost worker would have produced, and a late answer from it is simply ignored.
 //
 // Verification (`--verify-fraction F`): the same determinism lets the coordinator check workers.
@@ -584,9 +585,10 @@ public struct ClusterState {
             peer: peer, name: hello.workerName, pid: hello.pid, ready: false, assignsInFlight: 1,
             assigned: Set(experts), loaded: [], lastHeard: now, outstanding: [:])
         counters.workersJoined += 1
+        let path = hello.kernelPath.isEmpty ? "" : ", kernel path \(hello.kernelPath)"
         actions += [
             .send(peer, welcome()), .send(peer, assignMessage(slot: slot)),
-            .log(.info, "worker \(hello.workerName) (pid \(hello.pid)\(hello.kernelPath.isEmpty ? "" : ", kernel path \(hello.kernelPath)")) registered; assigned \(experts.count) experts"),
+            .log(.info, "worker \(hello.workerName) (pid \(hello.pid)\(path)) registered; assigned \(experts.count) experts"),
         ]
         return actions
     }

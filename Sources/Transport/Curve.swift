@@ -126,7 +126,7 @@ public enum RouterSecurity: Sendable {
     /// No encryption, no authentication: anyone who reaches the port may talk to it.
     case plaintext
     /// CurveZMQ with `server` as the router's key pair; only keys in `allowed` (key → name) may
-    /// connect. `onAuthentication` is told of every decision, on the ZAP handler's thread.
+    /// connect. `onAuthentication` is told of every decision, on the ZAP handler's thread, before the peer learns it.
     case curve(server: CurveKeyPair, allowed: [CurveKey: String], onAuthentication: @Sendable (CurveAuthentication) -> Void)
 }
 
@@ -186,9 +186,12 @@ final class ZAPHandler: Sendable {
                 if zmq_poll(&items, 2, 1000) < 0, zmq_errno() != EINTR { return }
                 guard let request = try? socket.receiveAvailable() else { continue }
                 let (reply, decision) = Self.answer(request, allowed: allowed)
+                // Told before the reply, which completes the peer's handshake: so the decision is known (and
+                // logged) before any message of that peer arrives. (Told after it, a loaded host let a peer's
+                // first message and its answer go both ways first: a CurveTransportTests failure in CI.)
+                if let decision { onAuthentication(decision) }
                 // A REP socket must answer before it can receive again; a failed send drops only this request.
                 try? socket.send(prefix: nil, frames: reply)
-                if let decision { onAuthentication(decision) }
             }
         }
         thread.name = "switchyard-zap"
