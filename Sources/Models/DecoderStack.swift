@@ -78,7 +78,7 @@ public final class DecoderStack: Sendable {
         // On the amx path with fast arithmetic (SWITCHYARD_KERNEL=amx) the bf16 ones are packed for it.
         let transform: (WeightTensor) -> WeightTensor =
             switch quantization {
-            case .none where arithmetic == .fast && KernelISA.active == .amx: { $0.packedForAMX(in: arena) }
+            case .none where holdsPackedForAMX(arithmetic): { $0.packedForAMX(in: arena) }
             case .none: { $0.resident(in: arena) }
             case .q8: { $0.quantizedQ8(in: arena) }
             }

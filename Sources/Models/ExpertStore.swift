@@ -83,14 +83,14 @@ public final class ExpertStore: Sendable {
         let reusable = previous.flatMap { $0.quantization == quantization ? $0.experts : nil } ?? [:]
         // On the amx path (SWITCHYARD_KERNEL=amx) with fast arithmetic, bf16 experts are held packed for
         // it (``AMXPackedMatrix``): the same bits, their weights read in one stream per 16 rows.
-        let packsForAMX = arithmetic == .fast && KernelISA.active == .amx
+        let packsForAMX = holdsPackedForAMX(arithmetic)
         func arenaBytes(_ names: [String]) -> Int {
             names.reduce(0) { total, name in
                 guard let entry = checkpoint.entry(named: name), entry.shape.count == 2 else { return total }
                 let (rows, columns) = (entry.shape[0], entry.shape[1])
                 let bytes =
                     switch quantization {
-                    case .none where packsForAMX:
+                    case .none where packsForAMX && entry.dtype == .bf16:
                         amxPackedCount(outputCount: rows, inputCount: columns) * MemoryLayout<UInt16>.stride
                     case .none: entry.byteRange.count
                     case .q8: rows * q8BlockCount(inputCount: columns) * (32 + MemoryLayout<Float>.stride)

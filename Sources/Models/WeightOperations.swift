@@ -148,6 +148,13 @@ func withQ8Elements<Result>(
     }
 }
 
+/// Whether the models hold their bf16 matrices packed for the amx path (``packedForAMX(_:arena:)``): with
+/// fast arithmetic on ``KernelISA/amx`` (SWITCHYARD_KERNEL=amx), whose products then read them in one stream
+/// per 16 rows, with the same bits.
+func holdsPackedForAMX(_ arithmetic: BFloat16Arithmetic) -> Bool {
+    arithmetic == .fast && KernelISA.active == .amx
+}
+
 /// A bf16 matrix's elements packed for the amx path (``packForAMX`` in Kernels), in `arena` (huge pages)
 /// when it can take them, else in memory of their own.
 func packedForAMX(_ weight: WeightTensor, arena: WeightArena?) -> PackedBFloat16Storage {

@@ -23,18 +23,18 @@ extension WireMessage.Hello {
                 .hello, field: "expert_tensor_digests",
                 reason: "has \(digestBytes.count) bytes, but must be a multiple of \(TensorDigest.byteCount) (SHA-256 digests)")
         }
-        let workerName = swiftString(c.worker_name)
-        guard workerName.utf8.count <= Self.workerNameLimit else {
-            throw .invalidField(
-                .hello, field: "worker_name",
-                reason: "has \(workerName.utf8.count) bytes, but a worker name has at most \(Self.workerNameLimit)")
+        /// The string field `field` (`what` it holds), refused past `limit` UTF-8 bytes.
+        func bounded(_ pointer: UnsafeMutablePointer<CChar>?, _ field: String, _ what: String, limit: Int) throws(WireError)
+            -> String
+        {
+            let text = swiftString(pointer)
+            guard text.utf8.count <= limit else {
+                throw .invalidField(.hello, field: field, reason: "has \(text.utf8.count) bytes, but \(what) has at most \(limit)")
+            }
+            return text
         }
-        let kernelPath = swiftString(c.kernel_path)
-        guard kernelPath.utf8.count <= Self.kernelPathLimit else {
-            throw .invalidField(
-                .hello, field: "kernel_path",
-                reason: "has \(kernelPath.utf8.count) bytes, but a kernel path has at most \(Self.kernelPathLimit)")
-        }
+        let workerName = try bounded(c.worker_name, "worker_name", "a worker name", limit: Self.workerNameLimit)
+        let kernelPath = try bounded(c.kernel_path, "kernel_path", "a kernel path", limit: Self.kernelPathLimit)
         let digests = stride(from: 0, to: digestBytes.count, by: TensorDigest.byteCount).map { start in
             TensorDigest(bytes: Array(digestBytes[start..<(start + TensorDigest.byteCount)]))!
         }
