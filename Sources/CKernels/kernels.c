@@ -2417,6 +2417,9 @@ typedef struct sy_job {
     /// SY_KIND_Q8 with `part_count` products: these instead of `parts` (x and xscale hold every row
     /// of the call quantized, kp blocks a row; ws is a q8 row's bytes).
     const sy_grouped_q8_product *q8_parts;
+    /// Chunks are whole multiples of `step` columns (at most `columns`, see ``run_chunks``), and up
+    /// to `threads` threads take them.
+    size_t step, threads;
 } sy_job;
 
 /// Bytes per element of the job's x (prepared bf16 for `vdpbf16ps`, else f32).
@@ -2473,17 +2476,27 @@ static void run_columns(const sy_job *job, size_t j0, size_t j1) {
     }
 }
 
-/// The column counter of the current product: each participant takes the next `job->columns`
-/// columns until none are left, so a thread that starts late or streams slowly does less of the
-/// product instead of making the others wait (the bits never depend on who computes a column).
+/// The column counter of the current product: each participant takes the next chunk of columns
+/// (``run_chunks``) until none are left, so a thread that starts late or streams slowly does less of
+/// the product instead of making the others wait (the bits never depend on who computes a column).
 static _Atomic size_t next_column;
 
 static void run_chunks(const sy_job *job) {
-    for (;;) {
-        size_t j0 = atomic_fetch_add_explicit(&next_column, job->columns, memory_order_relaxed);
-        if (j0 >= job->n) return;
-        size_t j1 = j0 + job->columns < job->n ? j0 + job->columns : job->n;
-        run_columns(job, j0, j1);
+    size_t j0 = atomic_load_explicit(&next_column, memory_order_relaxed);
+    while (j0 < job->n) {
+        // Whole chunks while more than two of them per thread are left, then chunks of a half of each
+        // thread's share of what is left (whole steps, at least one), so that the threads run out of
+        // columns within a step's time of each other instead of a chunk's (measured: the caller's wait
+        // for the last worker fell from 58-67 ms to 19-22 ms over the 9,429 products of a 128-token
+        // Qwen3-MoE-shaped decode on 2 threads).
+        size_t share = (job->n - j0) / (2 * job->threads);
+        share = (share + job->step - 1) / job->step * job->step;
+        size_t size = share >= job->columns ? job->columns : share > job->step ? share : job->step;
+        if (!atomic_compare_exchange_weak_explicit(&next_column, &j0, j0 + size, memory_order_relaxed,
+                                                   memory_order_relaxed))
+            continue;
+        run_columns(job, j0, j0 + size < job->n ? j0 + size : job->n);
+        j0 = atomic_load_explicit(&next_column, memory_order_relaxed);
     }
 }
 
@@ -2672,6 +2685,8 @@ static void dispatch_job(sy_job job) {
     }
     columns = (columns + step - 1) / step * step;
     job.columns = columns;
+    job.step = step;
+    job.threads = parts;
     pool.job = job;
     atomic_store_explicit(&next_column, 0, memory_order_relaxed);
     atomic_store_explicit(&pool.parts, parts, memory_order_relaxed);

@@ -8,7 +8,7 @@ public import Tensors
 
 /// The weights of a set of (layer, expert) FFNs and their batched computation.
 public final class ExpertStore: Sendable {
-    private struct Expert: Sendable {
+    fileprivate struct Expert: Sendable {
         /// w1, [I, H]
         let gate: ExpertMatrix
         /// w3, [I, H]
@@ -19,11 +19,67 @@ public final class ExpertStore: Sendable {
         var biases: ExpertBiases? = nil
     }
 
+    /// An expert as ``compute(layer:hidden:rowCount:rowExpertOffsets:expertIDs:weights:)`` looks it
+    /// up: not held; held; or held with its three matrices as plain pointers for the grouped bf16, amx
+    /// or q8 products (into storage that its ``ExpertMatrix`` values in `experts` keep).
+    fileprivate enum HeldExpert: @unchecked Sendable {
+        case absent
+        /// Held, its products run through its ``ExpertMatrix`` values (f32, FP8, MXFP4, with biases or
+        /// gpt-oss's activation, or shapes other than the model's).
+        case held
+        /// gate w1 [I, H], up w3 [I, H] and down w2 [H, I], bf16 as stored.
+        case bf16(gate: UnsafePointer<UInt16>, up: UnsafePointer<UInt16>, down: UnsafePointer<UInt16>)
+        /// The same matrices packed for the amx path (``AMXPackedMatrix``).
+        case amxPacked(gate: UnsafePointer<UInt16>, up: UnsafePointer<UInt16>, down: UnsafePointer<UInt16>)
+        /// The same matrices held as q8: each one's values and scales.
+        case q8(gate: Q8Pointers, up: Q8Pointers, down: Q8Pointers)
+
+        struct Q8Pointers {
+            let values: UnsafePointer<Int8>
+            let scales: UnsafePointer<Float>
+        }
+
+        init(_ expert: Expert, hiddenSize: Int, intermediateSize: Int, stacked: Bool) {
+            self = .held
+            guard expert.biases == nil, !stacked else { return }
+            let shapes = [[intermediateSize, hiddenSize], [intermediateSize, hiddenSize], [hiddenSize, intermediateSize]]
+            switch (expert.gate, expert.up, expert.down) {
+            case (.stored(let w1), .stored(let w3), .stored(let w2)):
+                // Borrowed storage only: its address is its owner's, fixed while the weight lives.
+                let weights = [w1, w3, w2]
+                guard weights.map(\.shape) == shapes, weights.allSatisfy(\.isBorrowed) else { return }
+                let pointers = weights.compactMap { weight in
+                    weight.withElements { elements -> UnsafePointer<UInt16>? in
+                        if case .bf16(let pointer) = elements { pointer } else { nil }
+                    }
+                }
+                if pointers.count == 3 { self = .bf16(gate: pointers[0], up: pointers[1], down: pointers[2]) }
+            case (.q8(let w1), .q8(let w3), .q8(let w2)):
+                let matrices = [w1, w3, w2]
+                guard matrices.map({ [$0.outputCount, $0.inputCount] }) == shapes else { return }
+                let pointers = matrices.map {
+                    Q8Pointers(values: $0.storage.values.baseAddress!, scales: $0.storage.scales.baseAddress!)
+                }
+                self = .q8(gate: pointers[0], up: pointers[1], down: pointers[2])
+            case (.amxPacked(let w1), .amxPacked(let w3), .amxPacked(let w2)):
+                let matrices = [w1, w3, w2]
+                guard matrices.map({ [$0.outputCount, $0.inputCount] }) == shapes else { return }
+                let pointers = matrices.map { UnsafePointer($0.storage.values.baseAddress!) }
+                self = .amxPacked(gate: pointers[0], up: pointers[1], down: pointers[2])
+            default: return
+            }
+        }
+    }
+
     /// The shape of the model the experts belong to.
     public let shape: ModelShape
     /// What each expert is (its tensors and widths).
     public let spec: ExpertSpec
     private let experts: [LayerExpert: Expert]
+    /// Per layer (all of the model's, indexed by layer), per expert: whether this store holds it, and
+    /// its matrices as plain pointers when they run as grouped bf16, amx or q8 products. A call looks its
+    /// experts up here, without hashing and without copying (and retaining) their matrices.
+    private let held: [[HeldExpert]]
     /// Buffers of the last finished ``compute(layer:hidden:rowCount:rowExpertOffsets:expertIDs:weights:)``,
     /// reused by the next one so a steady stream of calls allocates no scratch; a call that finds it
     /// taken (another thread is computing) makes its own.
@@ -154,6 +210,14 @@ public final class ExpertStore: Sendable {
                 gate: try matrix(names.gate), up: try matrix(names.up), down: try matrix(names.down))
         }
         self.experts = loaded
+        held = c.expertCounts.enumerated().map { layer, count in
+            (0..<count).map { expert in
+                loaded[LayerExpert(layer: LayerIndex(layer), expert: ExpertID(expert))].map {
+                    HeldExpert(
+                        $0, hiddenSize: c.hiddenSize, intermediateSize: spec.intermediateSize, stacked: spec.stacked != nil)
+                } ?? .absent
+            }
+        }
         checkpoint.releaseMappedPages()
     }
 
@@ -222,6 +286,7 @@ public final class ExpertStore: Sendable {
             throw ModelError.invalidInput("\(layer) is not a MoE layer of this model; it has no experts")
         }
         let expertCount = shape.expertCounts[layer.rawValue]
+        let layerExperts = held[layer.rawValue]
         var entryCounts = [Int](repeating: 0, count: expertCount + 1)
         for row in 0..<rowCount {
             let begin = Int(rowExpertOffsets[row])
@@ -241,9 +306,7 @@ public final class ExpertStore: Sendable {
             }
         }
         for expert in 0..<expertCount {
-            if entryCounts[expert + 1] > 0,
-                experts[LayerExpert(layer: layer, expert: ExpertID(expert))] == nil
-            {
+            if entryCounts[expert + 1] > 0, case .absent = layerExperts[expert] {
                 throw ModelError.expertNotHeld(LayerExpert(layer: layer, expert: ExpertID(expert)))
             }
             entryCounts[expert + 1] += entryCounts[expert]
@@ -294,23 +357,26 @@ public final class ExpertStore: Sendable {
             ?? FeedForwardScratch(rowCapacity: largestWave, hiddenSize: hiddenSize, intermediateSize: intermediateSize)
         scratch.reserve(rowCapacity: largestWave)
         for wave in waves {
-            let waveExperts = active[wave].map { index in
-                (index: index, weights: experts[LayerExpert(layer: layer, expert: ExpertID(index))]!)
-            }
-            let firstEntry = expertStarts[waveExperts[0].index]
-            let entries = firstEntry..<expertStarts[waveExperts.last!.index + 1]
+            let waveExperts = active[wave]
+            let firstEntry = expertStarts[waveExperts.first!]
+            let entries = firstEntry..<expertStarts[waveExperts.last! + 1]
             for entry in entries {
                 let slot = entry - firstEntry
                 let source = assignedRows[entry] * hiddenSize
                 scratch.input.replaceSubrange(
                     (slot * hiddenSize)..<((slot + 1) * hiddenSize), with: hidden[source..<(source + hiddenSize)])
             }
-            let groups = waveExperts.map { expert in
-                (rows: (expertStarts[expert.index] - firstEntry)..<(expertStarts[expert.index + 1] - firstEntry),
-                 gate: expert.weights.gate, up: expert.weights.up, down: expert.weights.down,
-                 biases: expert.weights.biases)
+            func rows(_ expert: Int) -> Range<Int> {
+                (expertStarts[expert] - firstEntry)..<(expertStarts[expert + 1] - firstEntry)
             }
-            scratch.feedForward(groups, rowCount: entries.count, activation: spec.stacked, arithmetic: arithmetic)
+            let plain = waveExperts.map { (rows: rows($0), weights: layerExperts[$0]) }
+            if !scratch.feedForward(plain, rowCount: entries.count, arithmetic: arithmetic) {
+                let groups = waveExperts.map { index in
+                    let expert = experts[LayerExpert(layer: layer, expert: ExpertID(index))]!
+                    return (rows: rows(index), gate: expert.gate, up: expert.up, down: expert.down, biases: expert.biases)
+                }
+                scratch.feedForward(groups, rowCount: entries.count, activation: spec.stacked, arithmetic: arithmetic)
+            }
             // Ascending expert id: each row adds its terms in that fixed order, whatever the other rows.
             scratch.down.withUnsafeBufferPointer { result in
                 output.withUnsafeMutableBufferPointer { combined in
@@ -370,180 +436,201 @@ private struct FeedForwardScratch {
         self.intermediateSize = intermediateSize
     }
 
+    private typealias Q8Pointers = ExpertStore.HeldExpert.Q8Pointers
+
+    /// Calls `body` with the buffers' first elements: input, gate, up and down.
+    private mutating func withBuffers<Result>(
+        _ body: (
+            UnsafePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>
+        ) -> Result
+    ) -> Result {
+        input.withUnsafeBufferPointer { input in
+            gate.withUnsafeMutableBufferPointer { gate in
+                up.withUnsafeMutableBufferPointer { up in
+                    down.withUnsafeMutableBufferPointer { down in
+                        body(input.baseAddress!, gate.baseAddress!, up.baseAddress!, down.baseAddress!)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `down[rows] = w2(silu(w1 x) ⊙ w3 x)` for each group's rows of `input`, with the group's expert
+    /// (the groups cover the first `rowCount` rows) when every expert is held bf16 as stored, or every
+    /// one packed for the amx path, or every one q8: all gate and up products run as one job (the input
+    /// rounded or quantized once for all), then one SwiGLU, then all down products as one job. Each
+    /// row's result is bitwise what its expert's products give one by one. Returns false, computing
+    /// nothing, for any other mix.
+    mutating func feedForward(
+        _ groups: [(rows: Range<Int>, weights: ExpertStore.HeldExpert)], rowCount: Int, arithmetic: BFloat16Arithmetic
+    ) -> Bool {
+        let (hiddenSize, intermediateSize) = (self.hiddenSize, self.intermediateSize)
+        var bf16: [(gate: UnsafePointer<UInt16>, up: UnsafePointer<UInt16>, down: UnsafePointer<UInt16>)] = []
+        var packed = bf16
+        var q8: [(gate: Q8Pointers, up: Q8Pointers, down: Q8Pointers)] = []
+        for group in groups {
+            switch group.weights {
+            case .bf16(let gate, let up, let down): bf16.append((gate, up, down))
+            case .amxPacked(let gate, let up, let down): packed.append((gate, up, down))
+            case .q8(let gate, let up, let down): q8.append((gate, up, down))
+            case .absent, .held: return false
+            }
+        }
+        let count = groups.count
+        guard count > 0, bf16.count == count || packed.count == count || q8.count == count else { return false }
+        withBuffers { x, g, u, d in
+            if q8.isEmpty {
+                let matrices = packed.isEmpty ? bf16 : packed
+                func product(
+                    _ i: Int, _ weight: UnsafePointer<UInt16>, _ outputCount: Int, into output: UnsafeMutablePointer<Float>
+                ) -> GroupedBFloat16Product {
+                    let rows = groups[i].rows
+                    return GroupedBFloat16Product(
+                        firstRow: rows.lowerBound, rowCount: rows.count, weight: weight, outputCount: outputCount,
+                        output: output + rows.lowerBound * outputCount)
+                }
+                func run(_ products: [GroupedBFloat16Product], on input: UnsafePointer<Float>, inputCount: Int) {
+                    if packed.isEmpty {
+                        linear(
+                            input, rowCount: rowCount, inputCount: inputCount, groupedProducts: products,
+                            arithmetic: arithmetic)
+                    } else {
+                        linear(input, rowCount: rowCount, inputCount: inputCount, amxPackedProducts: products)
+                    }
+                }
+                run(
+                    matrices.indices.flatMap { i in
+                        [product(i, matrices[i].gate, intermediateSize, into: g),
+                         product(i, matrices[i].up, intermediateSize, into: u)]
+                    }, on: x, inputCount: hiddenSize)
+                swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
+                run(
+                    matrices.indices.map { i in product(i, matrices[i].down, hiddenSize, into: d) }, on: g,
+                    inputCount: intermediateSize)
+            } else {
+                func product(
+                    _ i: Int, _ weight: Q8Pointers, _ outputCount: Int, into output: UnsafeMutablePointer<Float>
+                ) -> GroupedQ8Product {
+                    let rows = groups[i].rows
+                    return GroupedQ8Product(
+                        firstRow: rows.lowerBound, rowCount: rows.count, values: weight.values, scales: weight.scales,
+                        outputCount: outputCount, output: output + rows.lowerBound * outputCount)
+                }
+                linear(
+                    x, rowCount: rowCount, inputCount: hiddenSize,
+                    groupedQ8Products: q8.indices.flatMap { i in
+                        [product(i, q8[i].gate, intermediateSize, into: g), product(i, q8[i].up, intermediateSize, into: u)]
+                    })
+                swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
+                linear(
+                    g, rowCount: rowCount, inputCount: intermediateSize,
+                    groupedQ8Products: q8.indices.map { i in product(i, q8[i].down, hiddenSize, into: d) })
+            }
+        }
+        return true
+    }
+
     /// `down[rows] = w2(silu(w1 x) ⊙ w3 x)` for each group's rows of `input`, with the group's
-    /// expert; the groups cover the first `rowCount` rows. When every matrix is bf16 as stored, all
-    /// gate and up products run as one job, then one SwiGLU, then all down products as one job;
-    /// otherwise group by group. Either way a row's result is bitwise the same.
-    /// Stacked (gpt-oss) experts add their biases after each product and use the clamped SwiGLU of
-    /// `activation`; they run group by group.
+    /// expert, for experts the plain-pointer form above does not take; the groups cover the first
+    /// `rowCount` rows. With MXFP4 weights (gpt-oss) under fast arithmetic the gate and up products
+    /// run as one job and the down products as another; otherwise group by group. Either way a row's
+    /// result is bitwise the same. Stacked (gpt-oss) experts add their biases after each product and
+    /// use the clamped SwiGLU of `activation`.
     /// - Parameter groups: gate w1 [I, H], up w3 [I, H] and down w2 [H, I] of each group's expert.
     mutating func feedForward(
         _ groups: [(rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix, biases: ExpertBiases?)],
         rowCount: Int, activation: ExpertSpec.Stacked?, arithmetic: BFloat16Arithmetic
     ) {
         let (hiddenSize, intermediateSize) = (self.hiddenSize, self.intermediateSize)
-        // w1, w3, w2 of every group when all are stored with the model's shapes (else none).
-        let stored = groups.flatMap { group -> [WeightTensor] in
-            guard group.biases == nil, case .stored(let w1) = group.gate, case .stored(let w3) = group.up,
-                case .stored(let w2) = group.down, w1.shape == [intermediateSize, hiddenSize], w3.shape == w1.shape,
-                w2.shape == [hiddenSize, intermediateSize]
-            else { return [] }
-            return [w1, w3, w2]
-        }
-        input.withUnsafeBufferPointer { input in
-            gate.withUnsafeMutableBufferPointer { gate in
-                up.withUnsafeMutableBufferPointer { up in
-                    down.withUnsafeMutableBufferPointer { down in
-                        let (x, g, u, d) = (input.baseAddress!, gate.baseAddress!, up.baseAddress!, down.baseAddress!)
-                        /// A group's rows times a bf16 weight, into the same rows of `output`.
-                        func product(
-                            _ rows: Range<Int>, _ weight: UnsafePointer<UInt16>, _ outputCount: Int,
-                            into output: UnsafeMutablePointer<Float>
-                        ) -> GroupedBFloat16Product {
-                            GroupedBFloat16Product(
-                                firstRow: rows.lowerBound, rowCount: rows.count, weight: weight, outputCount: outputCount,
-                                output: output + rows.lowerBound * outputCount)
-                        }
-                        let grouped =
-                            stored.count == 3 * groups.count
-                            && withBFloat16Elements(of: stored) { w -> Bool in
-                                let gateUp = groups.indices.flatMap { i in
-                                    [product(groups[i].rows, w[3 * i], intermediateSize, into: g),
-                                     product(groups[i].rows, w[3 * i + 1], intermediateSize, into: u)]
-                                }
-                                linear(
-                                    x, rowCount: rowCount, inputCount: hiddenSize, groupedProducts: gateUp,
-                                    arithmetic: arithmetic)
-                                swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
-                                let downs = groups.indices.map { i in
-                                    product(groups[i].rows, w[3 * i + 2], hiddenSize, into: d)
-                                }
-                                linear(
-                                    g, rowCount: rowCount, inputCount: intermediateSize, groupedProducts: downs,
-                                    arithmetic: arithmetic)
-                                return true
-                            } == true
-                        guard !grouped else { return }
-                        /// The three matrices of every group held as `M` (`extract`) with the model's
-                        /// shapes, when no group has biases or gpt-oss's activation (else fewer).
-                        func held<M: GroupedExpertMatrix>(_ extract: (ExpertMatrix) -> M?) -> [(M, M, M)] {
-                            groups.compactMap { group in
-                                guard group.biases == nil, activation == nil, let w1 = extract(group.gate),
-                                    let w3 = extract(group.up), let w2 = extract(group.down),
-                                    w1.outputCount == intermediateSize, w1.inputCount == hiddenSize,
-                                    w3.outputCount == intermediateSize, w3.inputCount == hiddenSize,
-                                    w2.outputCount == hiddenSize, w2.inputCount == intermediateSize
-                                else { return nil }
-                                return (w1, w3, w2)
-                            }
-                        }
-                        /// The same three grouped jobs when every group's matrices are in `matrices`.
-                        func runTogether<M: GroupedExpertMatrix>(_ matrices: [(M, M, M)]) -> Bool {
-                            guard !groups.isEmpty, matrices.count == groups.count else { return false }
-                            let gateUp = groups.indices.flatMap { i in
-                                [matrices[i].0.product(groups[i].rows, into: g), matrices[i].1.product(groups[i].rows, into: u)]
-                            }
-                            M.run(gateUp, on: x, rowCount: rowCount, inputCount: hiddenSize)
-                            swiGLU(gate: g, up: u, count: rowCount * intermediateSize)
-                            let downs = groups.indices.map { i in matrices[i].2.product(groups[i].rows, into: d) }
-                            M.run(downs, on: g, rowCount: rowCount, inputCount: intermediateSize)
-                            return true
-                        }
-                        // Every matrix q8 (quantized at load), each job quantizing its input once for
-                        // all the experts; or every matrix packed for the amx path.
-                        if runTogether(held({ if case .q8(let matrix) = $0 { matrix } else { nil } })) { return }
-                        if runTogether(held({ if case .amxPacked(let matrix) = $0 { matrix } else { nil } })) { return }
-                        /// A group's gate and up rows (its products done): their biases, then the
-                        /// activation into the gate rows.
-                        func activate(_ group: (rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix, biases: ExpertBiases?)) {
-                            let first = group.rows.lowerBound
-                            let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
-                            let count = group.rows.count
-                            if let biases = group.biases {
-                                addBias(biases.gate, to: gRows, rowCount: count)
-                                addBias(biases.up, to: uRows, rowCount: count)
-                            }
-                            if let activation {
+        withBuffers { x, g, u, d in
+            /// A group's gate and up rows (its products done): their biases, then the
+            /// activation into the gate rows.
+            func activate(_ group: (rows: Range<Int>, gate: ExpertMatrix, up: ExpertMatrix, down: ExpertMatrix, biases: ExpertBiases?)) {
+                let first = group.rows.lowerBound
+                let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
+                let count = group.rows.count
+                if let biases = group.biases {
+                    addBias(biases.gate, to: gRows, rowCount: count)
+                    addBias(biases.up, to: uRows, rowCount: count)
+                }
+                if let activation {
+                    clampedSwiGLU(
+                        gate: gRows, up: uRows, count: count * intermediateSize, alpha: activation.alpha,
+                        limit: activation.limit)
+                } else {
+                    swiGLU(gate: gRows, up: uRows, count: count * intermediateSize)
+                }
+            }
+            // Every matrix MXFP4 (gpt-oss) under fast arithmetic: the gate and up products of
+            // every group as one job, the biases and the activation group by group, then every
+            // down product as one job; each product's rows quantized once (bitwise what the
+            // products give one by one).
+            let mxfp4 = groups.compactMap { group -> (MXFP4Matrix, MXFP4Matrix, MXFP4Matrix)? in
+                guard case .mxfp4(let w1) = group.gate, case .mxfp4(let w3) = group.up,
+                    case .mxfp4(let w2) = group.down, w1.outputCount == intermediateSize,
+                    w1.inputCount == hiddenSize, w3.outputCount == intermediateSize,
+                    w3.inputCount == hiddenSize, w2.outputCount == hiddenSize,
+                    w2.inputCount == intermediateSize
+                else { return nil }
+                return (w1, w3, w2)
+            }
+            let gateUp = mxfp4.compactMap { MXFP4Matrix.interleaved(gate: $0.0, up: $0.1) }
+            if arithmetic == .fast, !groups.isEmpty, mxfp4.count == groups.count, gateUp.count == groups.count {
+                // Gate and up as stored, interleaved (one stream over gate_up_proj), then split.
+                var pairs = [Float](repeating: 0, count: rowCount * 2 * intermediateSize)
+                pairs.withUnsafeMutableBufferPointer { pairs in
+                    let p = pairs.baseAddress!
+                    linear(
+                        x, rowCount: rowCount, inputCount: hiddenSize,
+                        groupedMXFP4Products: groups.indices.map { i in
+                            GroupedMXFP4Product(
+                                firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count,
+                                matrix: gateUp[i], output: p + groups[i].rows.lowerBound * 2 * intermediateSize)
+                        })
+                    for group in groups {
+                        let first = group.rows.lowerBound
+                        if let activation {
+                            // The biases and the clamped SwiGLU straight from the pairs into the gate rows.
+                            withOptionalPointers(group.biases?.gate, group.biases?.up) { gateBias, upBias in
                                 clampedSwiGLU(
-                                    gate: gRows, up: uRows, count: count * intermediateSize, alpha: activation.alpha,
-                                    limit: activation.limit)
-                            } else {
-                                swiGLU(gate: gRows, up: uRows, count: count * intermediateSize)
+                                    gate: p + first * 2 * intermediateSize, up: p + first * 2 * intermediateSize + 1,
+                                    stride: 2, rowStride: 2 * intermediateSize, gateBias: gateBias,
+                                    upBias: upBias, rowCount: group.rows.count, width: intermediateSize,
+                                    alpha: activation.alpha, limit: activation.limit,
+                                    into: g + first * intermediateSize)
                             }
-                        }
-                        // Every matrix MXFP4 (gpt-oss) under fast arithmetic: the gate and up products of
-                        // every group as one job, the biases and the activation group by group, then every
-                        // down product as one job; each product's rows quantized once (bitwise what the
-                        // products give one by one).
-                        let mxfp4 = groups.compactMap { group -> (MXFP4Matrix, MXFP4Matrix, MXFP4Matrix)? in
-                            guard case .mxfp4(let w1) = group.gate, case .mxfp4(let w3) = group.up,
-                                case .mxfp4(let w2) = group.down, w1.outputCount == intermediateSize,
-                                w1.inputCount == hiddenSize, w3.outputCount == intermediateSize,
-                                w3.inputCount == hiddenSize, w2.outputCount == hiddenSize,
-                                w2.inputCount == intermediateSize
-                            else { return nil }
-                            return (w1, w3, w2)
-                        }
-                        let gateUp = mxfp4.compactMap { MXFP4Matrix.interleaved(gate: $0.0, up: $0.1) }
-                        if arithmetic == .fast, !groups.isEmpty, mxfp4.count == groups.count, gateUp.count == groups.count {
-                            // Gate and up as stored, interleaved (one stream over gate_up_proj), then split.
-                            var pairs = [Float](repeating: 0, count: rowCount * 2 * intermediateSize)
-                            pairs.withUnsafeMutableBufferPointer { pairs in
-                                let p = pairs.baseAddress!
-                                linear(
-                                    x, rowCount: rowCount, inputCount: hiddenSize,
-                                    groupedMXFP4Products: groups.indices.map { i in
-                                        GroupedMXFP4Product(
-                                            firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count,
-                                            matrix: gateUp[i], output: p + groups[i].rows.lowerBound * 2 * intermediateSize)
-                                    })
-                                for group in groups {
-                                    let first = group.rows.lowerBound
-                                    if let activation {
-                                        // The biases and the clamped SwiGLU straight from the pairs into the gate rows.
-                                        withOptionalPointers(group.biases?.gate, group.biases?.up) { gateBias, upBias in
-                                            clampedSwiGLU(
-                                                gate: p + first * 2 * intermediateSize, up: p + first * 2 * intermediateSize + 1,
-                                                stride: 2, rowStride: 2 * intermediateSize, gateBias: gateBias,
-                                                upBias: upBias, rowCount: group.rows.count, width: intermediateSize,
-                                                alpha: activation.alpha, limit: activation.limit,
-                                                into: g + first * intermediateSize)
-                                        }
-                                    } else {
-                                        for index in first * intermediateSize..<group.rows.upperBound * intermediateSize {
-                                            g[index] = p[2 * index]
-                                            u[index] = p[2 * index + 1]
-                                        }
-                                        activate(group)
-                                    }
-                                }
+                        } else {
+                            for index in first * intermediateSize..<group.rows.upperBound * intermediateSize {
+                                g[index] = p[2 * index]
+                                u[index] = p[2 * index + 1]
                             }
-                            let downs = groups.indices.map { i in
-                                GroupedMXFP4Product(
-                                    firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count, matrix: mxfp4[i].2,
-                                    output: d + groups[i].rows.lowerBound * hiddenSize)
-                            }
-                            linear(g, rowCount: rowCount, inputCount: intermediateSize, groupedMXFP4Products: downs)
-                            for group in groups {
-                                if let biases = group.biases {
-                                    addBias(biases.down, to: d + group.rows.lowerBound * hiddenSize, rowCount: group.rows.count)
-                                }
-                            }
-                            return
-                        }
-                        for group in groups {
-                            let first = group.rows.lowerBound
-                            let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
-                            let count = group.rows.count
-                            group.gate.apply(x + first * hiddenSize, rowCount: count, into: gRows, arithmetic: arithmetic)
-                            group.up.apply(x + first * hiddenSize, rowCount: count, into: uRows, arithmetic: arithmetic)
                             activate(group)
-                            group.down.apply(gRows, rowCount: count, into: d + first * hiddenSize, arithmetic: arithmetic)
-                            if let biases = group.biases {
-                                addBias(biases.down, to: d + first * hiddenSize, rowCount: count)
-                            }
                         }
                     }
+                }
+                let downs = groups.indices.map { i in
+                    GroupedMXFP4Product(
+                        firstRow: groups[i].rows.lowerBound, rowCount: groups[i].rows.count, matrix: mxfp4[i].2,
+                        output: d + groups[i].rows.lowerBound * hiddenSize)
+                }
+                linear(g, rowCount: rowCount, inputCount: intermediateSize, groupedMXFP4Products: downs)
+                for group in groups {
+                    if let biases = group.biases {
+                        addBias(biases.down, to: d + group.rows.lowerBound * hiddenSize, rowCount: group.rows.count)
+                    }
+                }
+                return
+            }
+            for group in groups {
+                let first = group.rows.lowerBound
+                let (gRows, uRows) = (g + first * intermediateSize, u + first * intermediateSize)
+                let count = group.rows.count
+                group.gate.apply(x + first * hiddenSize, rowCount: count, into: gRows, arithmetic: arithmetic)
+                group.up.apply(x + first * hiddenSize, rowCount: count, into: uRows, arithmetic: arithmetic)
+                activate(group)
+                group.down.apply(gRows, rowCount: count, into: d + first * hiddenSize, arithmetic: arithmetic)
+                if let biases = group.biases {
+                    addBias(biases.down, to: d + first * hiddenSize, rowCount: count)
                 }
             }
         }
@@ -567,35 +654,11 @@ enum ExpertMatrix: Sendable {
         case .stored(let weight): linear(input, rowCount: rowCount, weight: weight, into: output, arithmetic: arithmetic)
         case .q8(let matrix): matrix.apply(input, rowCount: rowCount, into: output)
         case .amxPacked(let matrix):
-            AMXPackedMatrix.run(
-                [matrix.product(0..<rowCount, into: output)], on: input, rowCount: rowCount, inputCount: matrix.inputCount)
+            linear(
+                input, rowCount: rowCount, inputCount: matrix.inputCount,
+                amxPackedProducts: [matrix.product(0..<rowCount, into: output)])
         case .mxfp4(let matrix): matrix.apply(input, rowCount: rowCount, into: output, arithmetic: arithmetic)
         }
-    }
-}
-
-/// An expert matrix held in a form whose products of a layer's experts run as one grouped job.
-protocol GroupedExpertMatrix {
-    associatedtype Product
-    var outputCount: Int { get }
-    var inputCount: Int { get }
-    /// This matrix on `rows` of a grouped product's input, into the same rows of `output` [*, outputCount].
-    func product(_ rows: Range<Int>, into output: UnsafeMutablePointer<Float>) -> Product
-    /// Runs `products` on `input` [rowCount, inputCount] as one job.
-    static func run(_ products: [Product], on input: UnsafePointer<Float>, rowCount: Int, inputCount: Int)
-}
-
-extension QuantizedMatrix: GroupedExpertMatrix {
-    static func run(_ products: [GroupedQ8Product], on input: UnsafePointer<Float>, rowCount: Int, inputCount: Int) {
-        linear(input, rowCount: rowCount, inputCount: inputCount, groupedQ8Products: products)
-    }
-}
-
-extension AMXPackedMatrix: GroupedExpertMatrix {
-    static func run(
-        _ products: [GroupedBFloat16Product], on input: UnsafePointer<Float>, rowCount: Int, inputCount: Int
-    ) {
-        linear(input, rowCount: rowCount, inputCount: inputCount, amxPackedProducts: products)
     }
 }
 
@@ -646,13 +709,6 @@ struct QuantizedMatrix: Sendable {
         linear(
             input, rowCount: rowCount, inputCount: inputCount, q8Values: storage.values.baseAddress!,
             q8Scales: storage.scales.baseAddress!, outputCount: outputCount, into: output)
-    }
-
-    /// This matrix on `rows` of a grouped product's input, into the same rows of `output` [*, outputCount].
-    func product(_ rows: Range<Int>, into output: UnsafeMutablePointer<Float>) -> GroupedQ8Product {
-        GroupedQ8Product(
-            firstRow: rows.lowerBound, rowCount: rows.count, values: storage.values.baseAddress!,
-            scales: storage.scales.baseAddress!, outputCount: outputCount, output: output + rows.lowerBound * outputCount)
     }
 }
 

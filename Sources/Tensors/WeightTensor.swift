@@ -140,21 +140,26 @@ public struct WeightTensor: @unchecked Sendable {
         }
     }
 
-    /// This weight with its bf16 or FP8 bytes copied from the checkpoint's mapping into `arena` (see
-    /// ``WeightArena``): the same values, read from memory of the process's own. Weights held
-    /// otherwise (f32, owned, q8), and a weight the arena could not take, are returned as they are.
+    /// This weight with its bf16 or FP8 bytes copied from the checkpoint's mapping (or from an array:
+    /// bf16 values stored unaligned) into `arena` (see ``WeightArena``): the same values, read from
+    /// memory of the process's own. Weights held otherwise (f32, q8), and a weight the arena could not
+    /// take, are returned as they are.
     public func resident(in arena: WeightArena) -> WeightTensor {
         let count = shape.reduce(1, *)
         switch storage {
         case .borrowedBFloat16(let pointer, _):
             guard let copy = arena.copy(pointer, byteCount: count * 2) else { return self }
             return WeightTensor(shape: shape, borrowingBFloat16: copy.assumingMemoryBound(to: UInt16.self), owner: arena)
+        case .ownedBFloat16(let bits):
+            guard let copy = bits.withUnsafeBytes({ bytes in bytes.baseAddress.flatMap { arena.copy($0, byteCount: bytes.count) } })
+            else { return self }
+            return WeightTensor(shape: shape, borrowingBFloat16: copy.assumingMemoryBound(to: UInt16.self), owner: arena)
         case .borrowedFP8(let pointer, let scales, let block, _):
             guard let copy = arena.copy(pointer, byteCount: count) else { return self }
             return WeightTensor(
                 shape: shape, borrowingFP8: copy.assumingMemoryBound(to: UInt8.self), scales: scales, block: block,
                 owner: arena)
-        case .float, .ownedBFloat16, .q8, .amxPacked:
+        case .float, .q8, .amxPacked:
             return self
         }
     }
