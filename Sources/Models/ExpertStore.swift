@@ -331,7 +331,8 @@ public final class ExpertStore: Sendable {
         let intermediateSize = spec.intermediateSize
         // The experts run in waves of whole experts, ascending: each wave's rows are gathered one
         // expert after the other, its products run as one job per stage (gate and up, then down) when
-        // its weights are bf16 as stored, else expert by expert. A wave holds at most
+        // its experts are held as plain pointers (`held`: bf16 as stored, packed for the amx path, or
+        // q8) or are MXFP4 under fast arithmetic, else expert by expert. A wave holds at most
         // `waveScratchBytes` of gate and up rows (or one expert whose rows need more).
         let waveRowBudget = max(1, waveScratchBytes / (2 * intermediateSize * MemoryLayout<Float>.size))
         var waves: [Range<Int>] = []
