@@ -1,5 +1,6 @@
 // The experts of one call run in waves, each wave's products grouped into one job per stage; the
-// result must be bitwise the per-expert computation whatever the wave size.
+// result must be bitwise the per-expert computation whatever the wave size, and bitwise each expert's
+// own products on the checkpoint's weights.
 import Kernels
 @testable import Models
 import Tensors
@@ -65,5 +66,47 @@ struct ExpertWaveTests {
                 zip(output, expected).allSatisfy { $0.bitPattern == $1.bitPattern },
                 "\(arithmetic): store \(index) differs from the expert-by-expert sum")
         }
+    }
+
+    @Test(
+        "the grouped products on the store's plain pointers give bitwise each expert's own products on the checkpoint's weights, bf16 and q8",
+        arguments: [(BFloat16Arithmetic.exact, WeightQuantization.none), (.fast, .none), (.exact, .q8)])
+    func groupedEqualsEachExpertsProducts(arithmetic: BFloat16Arithmetic, quantization: WeightQuantization) throws {
+        let checkpoint = try Checkpoint(directory: BFloat16CheckpointTests.writeBFloat16Checkpoint(tie: false))
+        let c = checkpoint.shape
+        let spec = checkpoint.configuration.expertSpec
+        let layer = LayerIndex(1)
+        let held = (0..<c.expertCount).map { LayerExpert(layer: layer, expert: ExpertID($0)) }
+        let store = try ExpertStore(
+            checkpoint: checkpoint, experts: held, arithmetic: arithmetic, quantization: quantization)
+        var random = TestRandom(seed: 17)
+        let hidden = random.floats(c.hiddenSize)
+        // One token routed to three experts, as a decode step routes it.
+        let chosen = [0, 2, c.expertCount - 1]
+        let weights: [Float] = [0.5, 0.25, 0.125]
+        let output = try store.compute(
+            layer: layer, hidden: hidden, rowCount: 1, rowExpertOffsets: [0, UInt32(chosen.count)],
+            expertIDs: chosen.map { UInt32($0) }, weights: weights)
+        // Each expert alone: gate and up, SwiGLU, down, each a `linear` on the weight as loaded (or
+        // quantized to q8 as the store quantizes it), the terms added in ascending expert order.
+        var expected = [Float](repeating: 0, count: c.hiddenSize)
+        for (expert, weight) in zip(chosen, weights) {
+            let names = spec.tensorNames(layer: layer.rawValue, expert: expert)
+            let matrices = try [names.gate, names.up, names.down].map { name in
+                let stored = try checkpoint.weight(named: name)
+                return quantization == .q8 ? stored.quantizedQ8() : stored
+            }
+            var gate = linear(hidden, rowCount: 1, weight: matrices[0], arithmetic: arithmetic)
+            let up = linear(hidden, rowCount: 1, weight: matrices[1], arithmetic: arithmetic)
+            gate.withUnsafeMutableBufferPointer { g in
+                up.withUnsafeBufferPointer { u in swiGLU(gate: g.baseAddress!, up: u.baseAddress!, count: g.count) }
+            }
+            let down = linear(gate, rowCount: 1, weight: matrices[2], arithmetic: arithmetic)
+            for index in expected.indices { expected[index] += down[index] * weight }
+        }
+        #expect(expected.contains { $0 != 0 })
+        #expect(
+            zip(output, expected).allSatisfy { $0.bitPattern == $1.bitPattern },
+            "\(arithmetic), \(quantization): the store's grouped products differ from each expert's own")
     }
 }
