@@ -31,12 +31,14 @@ cc="${CC:-cc}"
 run "native ($(uname -m)), weight prefetch on" env SWITCHYARD_STREAM_PREFETCH=1 "$out/native" || status=1
 run "native ($(uname -m)), weight prefetch off" env SWITCHYARD_STREAM_PREFETCH=0 "$out/native" || status=1
 # The AVX-512 bf16 and AVX-512F fast kernels read x a k-chunk at a time past k = 1536 at 5-16 rows, over
-# blocks of columns, and the AVX2 fast kernel past 4 rows a chunk of 256 in panels of 4 tiles (12 rows):
-# with chunks of 64 and 32, blocks of 3-9 columns and panels of 2 tiles the test's small shapes cross them
-# all (the bits must not change).
+# blocks of columns, the AVX-512F one past 16 rows takes its weight rows in blocks of 64, and the AVX2 fast
+# kernel past 4 rows a chunk of 256 in panels of 4 tiles (12 rows): with chunks of 64 and 32, blocks of 3-9
+# columns (4 past 16 rows) and panels of 2 tiles the test's small shapes cross them all (the bits must not
+# change).
 "$cc" "${flags[@]}" -DSY_DOT_KC=64 -DSY_AVX512_KC=64 -DSY_DOT_STATE=1024 -DSY_AVX2_KC=32 -DSY_AVX2_PANEL=2 \
-    "${sources[@]}" -lm -o "$out/native-chunks"
-run "native ($(uname -m)), k-chunks of 64 and 32, AVX2 panels of 2 tiles" "$out/native-chunks" || status=1
+    -DSY_WIDE_COLUMNS=4 "${sources[@]}" -lm -o "$out/native-chunks"
+run "native ($(uname -m)), k-chunks of 64 and 32, column blocks of 4, AVX2 panels of 2 tiles" "$out/native-chunks" \
+    || status=1
 
 aarch64-linux-gnu-gcc "${flags[@]}" -static -march=armv8-a "${sources[@]}" -lm -o "$out/armv8a"
 aarch64-linux-gnu-gcc "${flags[@]}" -static -march=armv8.2-a+dotprod+bf16 "${sources[@]}" -lm -o "$out/armv82"

@@ -395,11 +395,12 @@ static void check_products(void) {
 }
 
 /// Products with k past the chunk at which the AVX-512 bf16 kernel reads x a k-chunk at a time
-/// (SY_DOT_KC, 1536; at 9-16 rows half that, in two tiles of rows) and n past a block of its columns:
-/// every path and kind, rows alone and in a batch. (neon-check.sh also builds this file with a small
+/// (SY_DOT_KC, 1536; at 9-16 rows half that, in two tiles of rows) and n past a block of its columns,
+/// and past 16 rows (the AVX-512F product's blocks of weight rows, its tiles of 8 rows and a last smaller
+/// one): every path and kind, rows alone and in a batch. (neon-check.sh also builds this file with a small
 /// chunk and block, so that the shapes above cross them.)
 static void check_wide_products(void) {
-    static const size_t ms[] = {1, 5, 7, 8, 9, 12, 16, 17};
+    static const size_t ms[] = {1, 5, 7, 8, 9, 12, 16, 17, 33};
     static const size_t ks[] = {1537, 2816};
     unsigned long before = comparisons;
     for (int kind = 0; kind < KIND_COUNT; kind++)
