@@ -76,10 +76,14 @@ static size_t rows_per_block(size_t k) {
 #define SY_AVX512_KC 768
 #endif
 
-/// The AVX-512F fast product past 16 rows takes its weight rows in blocks of this many (``fast_avx512_wide``).
+/// The AVX-512F fast product past 16 rows (and from SY_WIDE_ROWS at k ≤ SY_DOT_KC) takes its weight rows in
+/// blocks of this many (``fast_avx512_wide``).
 #ifndef SY_WIDE_COLUMNS
 #define SY_WIDE_COLUMNS 64
 #endif
+
+/// From this many rows (and past 16) the AVX-512F fast product at k ≤ SY_DOT_KC runs in those blocks.
+enum { SY_WIDE_ROWS = 7 };
 
 // MARK: - Scalar path
 
@@ -1198,8 +1202,8 @@ SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size
                     m, kp, k, SY_AVX512_KC, w, n, ws, y, ys, accumulate);
 }
 
-/// More than 16 prepared x rows: for each block of SY_WIDE_COLUMNS weight rows, the x rows in tiles of 8 (a
-/// tile's rows, 32 KiB at k = 1,024, stay in L1), each tile against the block's weight rows 3 at a time over
+/// More than 16 prepared x rows, or SY_WIDE_ROWS-16 at k ≤ SY_DOT_KC: for each block of SY_WIDE_COLUMNS
+/// weight rows, the x rows in tiles of 8 (a tile's rows, 32 KiB at k = 1,024, stay in L1), each tile against the block's weight rows 3 at a time over
 /// the whole of k (``chunk_fast_avx512`` as a single chunk). The block's weights come from L2 after the first
 /// tile of rows, which prefetches the next weight rows as it reads (with `prefetch`). Each accumulator sees
 /// the same additions in the same order as in the 4 × 4 tiles (``rows_fast_avx512``) that ran here before, so
@@ -1245,7 +1249,13 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
         fast_avx512_blocked(xp, m, kp, k, w, n, ws, y, ys, accumulate);
         return;
     }
-    if (m > 16) {
+    // Past 16 rows, and from SY_WIDE_ROWS rows at k ≤ SY_DOT_KC (where a tile's 8 rows of x, 48 KiB at
+    // k = 1,536, stay in L1): the 8-row tiles against blocks of weight rows. At 7-16 rows and k = 1,024 they
+    // replaced 4 × 4 tiles over the whole of k (each widened weight then served 4 rows, not 8): on the Intel
+    // Xeon (Emerald Rapids without AMX, 2 threads, 400 MB of rows from memory, 2 rounds) m = 7 125-130 ->
+    // 135-160 GFLOP/s, m = 8 152-153 -> 164-181, m = 12 157-168 -> 161-183, m = 14 161-168 -> 190-204; at
+    // 5-6 rows the 4 × 4 tiles were ahead (119-126 against 97-138).
+    if (m >= SY_WIDE_ROWS) {  // (past 16 rows at any k; 7-16 rows reach here at k ≤ SY_DOT_KC only)
         fast_avx512_wide(prefetch, xp, m, kp, k, w, n, ws, y, ys, accumulate);
         return;
     }
@@ -1580,7 +1590,8 @@ static void chunk_tile(int R, int C, int prefetch, const void *x, size_t kp, siz
 /// took m = 12 from 148-156 to 189-195 GFLOP/s and m = 16 from 160-165 to 189-195 (of a 240 `vdpbf16ps` peak), and
 /// batch_step's skewed batch 32 (m = 14 ... 2) from 88.4-90.1 to 84.4-84.9 ms of experts a step (3
 /// alternating rounds); at k = 1,024, or past 16 rows (where the state would outgrow its bytes), chunks
-/// were no faster.
+/// were no faster. Since Intel CPUs run the products of more than SY_FMA_ROWS rows on the AVX-512F
+/// kernels (``fma_products``), this serves 5-7 rows there and 5-8 on AMD CPUs.
 SY_AVX512BF16_FN void dot_blocked(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                   size_t ws, float *y, size_t ys, int accumulate) {
     blocked_product(chunk_tile, 3, 8, sizeof(uint16_t), 1, xb, m, kp, k, SY_DOT_KC, w, n, ws, y, ys, accumulate);
@@ -1605,8 +1616,10 @@ chunk_tile(int R, int C, int prefetch, const void *x, size_t kp, size_t k, size_
 /// The tile shape follows m (it never changes a result): up to 4 rows, one weight row at a time (one
 /// sequential stream per thread); up to 16 rows, 8 × 3 tiles (each weight byte read from memory once;
 /// 24 accumulators for 11 loads: serve at batch 8 went from 118-122 to 125-154 tokens/s and batch 32
-/// from 305-316 to 315-328 against 8 × 2), a k-chunk at a time past SY_DOT_KC (``dot_blocked``; at
-/// 9-16 rows not on AMD CPUs); beyond, 4 × 4 tiles (the most multiply-adds per load).
+/// from 305-316 to 315-328 against 8 × 2), a k-chunk at a time past SY_DOT_KC at up to 8 rows
+/// (``dot_blocked``; on AMD CPUs 9-16 rows ran faster over the whole of k, and on Intel ones the products
+/// of more than SY_FMA_ROWS rows go to the AVX-512F kernels instead, see ``fma_products``); beyond,
+/// 4 × 4 tiles (the most multiply-adds per load).
 SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k, const uint16_t *w, size_t n,
                                size_t ws, float *y, size_t ys, int accumulate) {
     if (m <= SY_NARROW_ROWS) {
@@ -1627,7 +1640,7 @@ SY_AVX512BF16_FN void fast_dot(const uint16_t *xb, size_t m, size_t kp, size_t k
         }
         return;
     }
-    if (k > SY_DOT_KC && (m <= 8 || (m <= 16 && !cpu_is_amd()))) {
+    if (k > SY_DOT_KC && m <= 8) {
         dot_blocked(xb, m, kp, k, w, n, ws, y, ys, accumulate);  // x's rows a k-chunk at a time
         return;
     }
@@ -2457,7 +2470,14 @@ typedef struct sy_job {
     /// Chunks are whole multiples of `step` columns (at most `columns`, see ``run_chunks``), and up
     /// to `threads` threads take them.
     size_t step, threads;
+    /// NULL, or (fast products on SY_ISA_AVX512BF16 with `parts`) x prepared for the AVX-512F kernels as
+    /// well, rows `xs` floats apart: the parts of more than SY_FMA_ROWS rows run on those kernels from it.
+    const float *x_fma;
 } sy_job;
+
+/// On an Intel CPU with AVX-512 bf16, the fast products of more than this many rows run on the AVX-512F
+/// kernels instead of `vdpbf16ps` (``sy_matmul_nt_bf16_grouped_isa``).
+enum { SY_FMA_ROWS = 7 };
 
 /// Bytes per element of the job's x (prepared bf16 for `vdpbf16ps`, else f32).
 static size_t x_element(const sy_job *job) {
@@ -2505,8 +2525,13 @@ static void run_columns(const sy_job *job, size_t j0, size_t j1) {
         size_t end = j1 < offset + part->n ? j1 : offset + part->n;
         if (begin < end) {
             const void *x = x_rows(job, part->row);
+            sy_isa isa = job->isa;
+            if (job->x_fma != NULL && part->m > SY_FMA_ROWS) {
+                isa = SY_ISA_AVX512;
+                x = job->x_fma + part->row * job->xs;
+            }
             const void *w = (const char *)part->w + (begin - offset) * part->w_stride * element;
-            matmul_one(job->kind, job->isa, x, part->m, job->k, job->xs, job->kp, w, end - begin, part->w_stride,
+            matmul_one(job->kind, isa, x, part->m, job->k, job->xs, job->kp, w, end - begin, part->w_stride,
                        part->y + (begin - offset), part->y_stride, job->accumulate, NULL, NULL);
         }
         offset += part->n;
@@ -2678,7 +2703,7 @@ static void dispatch_job(sy_job job);
 static void matmul_dispatch(sy_kind kind, sy_isa isa, const void *x, size_t m, size_t k, size_t xs, size_t kp,
                             const void *w, size_t n, size_t ws, float *y, size_t ys, int accumulate,
                             const float *xscale, const float *wscale) {
-    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, xscale, wscale, 0, NULL, NULL, NULL, NULL, 0, 0};
+    sy_job job = {kind, isa, x, m, k, xs, kp, w, n, ws, y, ys, accumulate, 0, xscale, wscale, 0, NULL, NULL, NULL, NULL, 0, 0, NULL};
     dispatch_job(job);
 }
 
@@ -2821,22 +2846,29 @@ static int grouped_totals(const void *products, size_t count, size_t size, size_
 }
 
 #if SY_X86
-/// Whether the fast products past SY_FMA_ROWS rows go on the AVX-512F kernels instead of `vdpbf16ps`
-/// (the same bits but where `vdpbf16ps` flushes denormal products and sums; see sy_kernels.h): where a
-/// zmm FMA runs at twice `vdpbf16ps`'s rate (Intel; on Zen 4 it runs as two halves and `vdpbf16ps` does
-/// twice its products), and only when every product of the call has more rows than that, so that the
-/// one x prepared serves them all. In practice the attention projections and the LM head at batch 17
-/// and up. On the Intel Xeon (Emerald Rapids, 2 threads, 3 alternating rounds): batch_step's batch-32
-/// step 87.7-90.1 -> 85.5-87.4 ms evenly routed and 93.3-94.1 -> 90.9-91.7 skewed, batch 64 169.8-170.0
-/// -> 164.5-164.9; `serve` at batch 32 316-320 -> 331-332 tok/s. Moving the switch to 4 or 7 rows
-/// changed batch 8 and 16 not at all; the experts' products of 5-16 rows (x would be prepared both
-/// ways) would gain at most the 3% the AVX-512F path shows on evenly routed batch-32 experts.
-enum { SY_FMA_ROWS = 16 };
-static int fma_beats_dot(const sy_grouped_product *products, size_t count) {
+/// How many of the call's fast products go on the AVX-512F kernels instead of `vdpbf16ps`: those of more
+/// than SY_FMA_ROWS rows (the same bits but where `vdpbf16ps` flushes denormal products and sums; see
+/// sy_kernels.h), where a zmm FMA runs at twice `vdpbf16ps`'s rate (Intel; on Zen 4 it runs as two halves
+/// and `vdpbf16ps` does twice its products, so none there). When only some of them do, x is prepared
+/// both ways and each product runs on its own kernel.
+///
+/// At first the switch took a call only when all its products had more than 16 rows (one prepared x for
+/// them all): the attention projections and the LM head at batch 17 and up (batch_step's batch-32 step
+/// 87.7-90.1 -> 85.5-87.4 ms, `serve` at batch 32 316-320 -> 331-332 tok/s). Product by product from 8
+/// rows, once the AVX-512F kernels took 7-16 rows at k ≤ SY_DOT_KC in 8-row tiles (``fast_avx512``), on
+/// the Intel Xeon (Emerald Rapids without AMX, 2 threads, alternating with the kernels before):
+/// - `product_rate`, 400 MB of rows from memory (2 rounds): m = 8 138-143 -> 139-156 GFLOP/s at k = 1,024
+///   and 126-144 -> 156-181 at 2,816, m = 14 141-143 -> 167-175 and 138-149 -> 152-155; 4-7 rows alike;
+/// - `batch_step 2 8 32 fast skewed` (4 rounds): the experts 95.4-106.8 -> 86.8-93.4 ms a step, the step
+///   116.3-130.9 -> 107.8-115.9; evenly routed (m = 8, 3 rounds) the experts 91.0-92.0 -> 75.5-76.9;
+///   batch 64 (2 rounds) the step 217.7-242.9 -> 186.6-192.3; batch 8 and 16 alike;
+/// - `serve` at batch 32 (Benchmarks/serve_decode.py, 96 tokens a request, 3 rounds) 233.6-240.8 ->
+///   241.1-254.0 tok/s, batch 1 alike; `generate` the same tokens on both benchmark models.
+static size_t fma_products(const sy_grouped_product *products, size_t count) {
     if (cpu_is_amd()) return 0;
-    for (size_t s = 0; s < count; s++)
-        if (products[s].m <= SY_FMA_ROWS) return 0;
-    return 1;
+    size_t wide = 0;
+    for (size_t s = 0; s < count; s++) wide += products[s].m > SY_FMA_ROWS;
+    return wide;
 }
 #endif
 
@@ -2846,12 +2878,17 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
     if (grouped_totals(products, count, sizeof *products, offsetof(sy_grouped_product, n), rows, &n, &row_columns) != 0)
         return -1;
     if (rows == 0 || n == 0 || row_columns == 0) return 0;
+    int both = 0;  // x prepared for `vdpbf16ps` and for the AVX-512F kernels, each product on its own
 #if SY_X86
-    if (fast && isa == SY_ISA_AVX512BF16 && fma_beats_dot(products, count)) isa = SY_ISA_AVX512;
+    if (fast && isa == SY_ISA_AVX512BF16) {
+        size_t wide = fma_products(products, count);
+        if (wide == count) isa = SY_ISA_AVX512;
+        both = wide > 0 && wide < count;
+    }
 #endif
     // m is the average rows per column here: the pool sizes its chunks and decides to split by it.
     sy_job job = {fast ? SY_KIND_BF16_FAST : SY_KIND_BF16, isa, x, (row_columns + n - 1) / n, k, x_stride, 0, NULL, n,
-                  0, NULL, 0, accumulate, 0, NULL, NULL, count, products, NULL, NULL, NULL, 0, 0};
+                  0, NULL, 0, accumulate, 0, NULL, NULL, count, products, NULL, NULL, NULL, 0, 0, NULL};
     if (fast) {
         size_t kp = (k + SY_FAST_STEP - 1) / SY_FAST_STEP * SY_FAST_STEP;
         int dot = isa == SY_ISA_AVX512BF16;
@@ -2873,11 +2910,17 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
             return 0;
         }
 #endif
-        void *xp = prepared_space(rows * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
+        size_t dot_bytes = (rows * kp * sizeof(uint16_t) + 63) / 64 * 64;
+        void *xp = prepared_space(both ? dot_bytes + rows * kp * sizeof(float) + 64
+                                       : rows * kp * (dot ? sizeof(uint16_t) : sizeof(float)) + 64);
         if (xp == NULL) return -1;
         if (dot) {
 #if SY_X86
             prepare_dot_bf16(x, rows, k, x_stride, (uint16_t *)xp, kp);
+            if (both) {
+                job.x_fma = (const float *)(const void *)((char *)xp + dot_bytes);
+                prepare_fast_f32_avx2(x, rows, k, x_stride, (float *)((char *)xp + dot_bytes), kp);
+            }
 #endif
         } else {
 #if SY_X86
@@ -3102,7 +3145,7 @@ int sy_matmul_nt_q8_grouped_isa(sy_isa isa, const float *x, size_t rows, size_t 
     for (size_t i = 0; i < rows; i++) quantize_row_q8_isa(isa, x + i * x_stride, k, blocks, xq + i * row, xd + i * blocks);
     // m is the average rows per column here: the pool sizes its chunks and decides to split by it.
     sy_job job = {SY_KIND_Q8, isa, xq, (row_columns + n - 1) / n, k, row, blocks, NULL, n, row, NULL, 0, accumulate,
-                  0, xd, NULL, count, NULL, NULL, NULL, products, 0, 0};
+                  0, xd, NULL, count, NULL, NULL, NULL, products, 0, 0, NULL};
     dispatch_job(job);
     return 0;
 }
@@ -3115,7 +3158,7 @@ int sy_matmul_nt_q8(const float *x, size_t m, size_t k, size_t x_stride, const i
 void sy_parallel_for(size_t count, sy_task task, void *context) {
     if (count == 0) return;
     sy_job job = {SY_KIND_TASKS, SY_ISA_SCALAR, NULL, 1, 0, 0, 0, NULL, count, 0, NULL, 0, 0, 0, NULL, NULL, 0,
-                  NULL, task, context, NULL, 0, 0};
+                  NULL, task, context, NULL, 0, 0, NULL};
     dispatch_job(job);
 }
 

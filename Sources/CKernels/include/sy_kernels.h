@@ -101,10 +101,10 @@ void sy_matmul_nt_bf16_isa(sy_isa isa, const float *x, size_t m, size_t k, size_
 /// the tree of the header comment. That is the arithmetic of `vdpbf16ps`: the AVX-512 bf16 path uses
 /// it, and the scalar, AVX2, AVX-512F and NEON paths compute the same bits with FMA (inputs that make
 /// denormal products or sums aside, which `vdpbf16ps` flushes to zero). Batch-invariant like the
-/// other kernels, with one exception: on an Intel CPU with AVX-512 bf16 a call whose products all have
-/// more than 16 rows runs on the AVX-512F kernels instead (a zmm FMA there does twice `vdpbf16ps`'s
-/// multiplies), so a row whose products or sums are denormal may come out otherwise in such a call
-/// than in a smaller one; on every other input its bits are the same. On SY_ISA_AMX (never the default)
+/// other kernels, with one exception: on an Intel CPU with AVX-512 bf16 a product of more than 7 rows
+/// runs on the AVX-512F kernels instead (a zmm FMA there does twice `vdpbf16ps`'s multiplies), so a
+/// row whose products or sums are denormal may come out otherwise in such a product than in a smaller
+/// one; on every other input its bits are the same. On SY_ISA_AMX (never the default)
 /// the products run on AMX tiles instead, with bits of their own (within the same tolerance of f32, and
 /// batch-invariant on that path; see kernels.c). The rounded x is kept in a
 /// per-thread buffer that grows once and is reused.
@@ -133,9 +133,9 @@ typedef struct sy_grouped_product {
 /// `count` products, each on its own rows of one x [rows, k] (q, k and v on every row; the experts
 /// of a layer on their tokens), as one job: x is rounded once (fast) and the threads split all
 /// their columns together, so they meet once. Each product's y is bitwise what
-/// ``sy_matmul_nt_bf16_fast_isa`` (when `fast`, else ``sy_matmul_nt_bf16_isa``) gives for its rows
-/// (save for the denormal inputs of ``sy_matmul_nt_bf16_fast``'s exception: the call goes to the
-/// AVX-512F kernels only when all its products have more than 16 rows).
+/// ``sy_matmul_nt_bf16_fast_isa`` (when `fast`, else ``sy_matmul_nt_bf16_isa``) gives for its rows:
+/// where ``sy_matmul_nt_bf16_fast``'s exception sends the products of more than 7 rows to the AVX-512F
+/// kernels, it does so product by product (x then prepared for both kernels).
 /// `products` is read during the call only. Returns 0, or -1 for no products, rows outside x, or
 /// when the rounded-x buffer cannot be allocated.
 int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t rows, size_t k, size_t x_stride,
