@@ -1249,12 +1249,12 @@ SY_AVX512_FN void fast_avx512(const float *xp, size_t m, size_t kp, size_t k, co
         fast_avx512_blocked(xp, m, kp, k, w, n, ws, y, ys, accumulate);
         return;
     }
-    // Past 16 rows, and from SY_WIDE_ROWS rows at k ≤ SY_DOT_KC (where a tile's 8 rows of x, 48 KiB at
-    // k = 1,536, stay in L1): the 8-row tiles against blocks of weight rows. At 7-16 rows and k = 1,024 they
+    // Past 16 rows, and from SY_WIDE_ROWS rows at k ≤ SY_DOT_KC (a tile's 8 rows of x: 32 KiB at k = 1,024,
+    // 48 KiB at 1,536): the 8-row tiles against blocks of weight rows. At 7-16 rows and k = 1,024 they
     // replaced 4 × 4 tiles over the whole of k (each widened weight then served 4 rows, not 8): on the Intel
     // Xeon (Emerald Rapids without AMX, 2 threads, 400 MB of rows from memory, 2 rounds) m = 7 125-130 ->
     // 135-160 GFLOP/s, m = 8 152-153 -> 164-181, m = 12 157-168 -> 161-183, m = 14 161-168 -> 190-204; at
-    // 5-6 rows the 4 × 4 tiles were ahead (119-126 against 97-138).
+    // 5 rows the 4 × 4 tiles were ahead (114-119 against 96-111), at 6 alike (120-126 against 116-138).
     if (m >= SY_WIDE_ROWS) {  // (past 16 rows at any k; 7-16 rows reach here at k ≤ SY_DOT_KC only)
         fast_avx512_wide(prefetch, xp, m, kp, k, w, n, ws, y, ys, accumulate);
         return;
