@@ -1202,17 +1202,17 @@ SY_AVX512_FN void fast_avx512_blocked(const float *xp, size_t m, size_t kp, size
                     m, kp, k, SY_AVX512_KC, w, n, ws, y, ys, accumulate);
 }
 
-/// More than 16 prepared x rows, or SY_WIDE_ROWS-16 at k ≤ SY_DOT_KC: for each block of SY_WIDE_COLUMNS
-/// weight rows, the x rows in tiles of 8 (a tile's rows, 32 KiB at k = 1,024, stay in L1), each tile against the block's weight rows 3 at a time over
-/// the whole of k (``chunk_fast_avx512`` as a single chunk). The block's weights come from L2 after the first
-/// tile of rows, which prefetches the next weight rows as it reads (with `prefetch`). Each accumulator sees
-/// the same additions in the same order as in the 4 × 4 tiles (``rows_fast_avx512``) that ran here before, so
-/// no result changes. Measured on the Intel Xeon (Emerald Rapids without AMX, 2 threads, built as SwiftPM
-/// builds, 3 rounds alternating with the 4 × 4 tiles): `product_rate` at m = 32, k = 1,024, 800 MB of weights
-/// from memory 189-201 -> 187-222 GFLOP/s, 65 MB (an LM head) 203-220 -> 198-240, 4 MB in cache 220-224 ->
-/// 213-249; `batch_step 2 8 32 fast skewed`, the step outside the experts (q/k/v, o_proj and the LM head at
-/// m = 32) 27.2-35.3 -> 22.8-26.6 ms; `serve` at batch 32, 210.8-222.0 -> 210.9-236.8 tok/s. Blocks of 32 to
-/// 1,024 columns and tiles of 8 × 2 came out alike; prefill (512 tokens) alike.
+/// More than 16 prepared x rows, or SY_WIDE_ROWS-16 at k ≤ SY_DOT_KC: for each block of SY_WIDE_COLUMNS weight rows,
+/// the x rows in tiles of 8 (a tile's rows, 32 KiB at k = 1,024, stay in L1), each tile against the block's weight rows
+/// 3 at a time over the whole of k (``chunk_fast_avx512`` as a single chunk). The block's weights come from L2 after
+/// the first tile of rows, which prefetches the next weight rows as it reads (with `prefetch`). Each accumulator sees
+/// the same additions in the same order as in the 4 × 4 tiles (``rows_fast_avx512``) that ran here before, so no result
+/// changes. Measured on the Intel Xeon (Emerald Rapids without AMX, 2 threads, built as SwiftPM builds, 3 rounds
+/// alternating with the 4 × 4 tiles): `product_rate` at m = 32, k = 1,024, 800 MB of weights from memory 189-201 ->
+/// 187-222 GFLOP/s, 65 MB (an LM head) 203-220 -> 198-240, 4 MB in cache 220-224 -> 213-249; `batch_step 2 8 32 fast
+/// skewed`, the step outside the experts (q/k/v, o_proj and the LM head at m = 32) 27.2-35.3 -> 22.8-26.6 ms; `serve`
+/// at batch 32, 210.8-222.0 -> 210.9-236.8 tok/s. Blocks of 32 to 1,024 columns and tiles of 8 × 2 came out alike;
+/// prefill (512 tokens) alike.
 SY_AVX512_FN void fast_avx512_wide(int prefetch, const float *xp, size_t m, size_t kp, size_t k, const uint16_t *w,
                                    size_t n, size_t ws, float *y, size_t ys, int accumulate) {
     for (size_t j0 = 0; j0 < n; j0 += SY_WIDE_COLUMNS) {
