@@ -2918,8 +2918,9 @@ int sy_matmul_nt_bf16_grouped_isa(sy_isa isa, int fast, const float *x, size_t r
 #if SY_X86
             prepare_dot_bf16(x, rows, k, x_stride, (uint16_t *)xp, kp);
             if (both) {
-                job.x_fma = (const float *)(const void *)((char *)xp + dot_bytes);
-                prepare_fast_f32_avx2(x, rows, k, x_stride, (float *)((char *)xp + dot_bytes), kp);
+                float *xf = (float *)(void *)((char *)xp + dot_bytes);
+                prepare_fast_f32_avx2(x, rows, k, x_stride, xf, kp);
+                job.x_fma = xf;
             }
 #endif
         } else {
