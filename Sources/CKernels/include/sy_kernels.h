@@ -166,7 +166,8 @@ uint16_t sy_round_bf16(float value);
 size_t sy_q8_block_count(size_t k);
 
 /// Quantizes w [n, k] (row stride `w_stride`) to q8: per row and block b of 32 columns, scale =
-/// max|w| / 127 and q = w · 127 / max|w| rounded to nearest even, clamped to ±127 (0 past k).
+/// max|w| / 127 (NaN left out) and q = w · 127 / max|w| rounded to nearest even, clamped to ±127 (0 past
+/// k); a quotient that is NaN or infinite gives -127, on every path and architecture.
 /// q: [n, blocks × 32] int8; scales: [n, blocks] f32, blocks = ``sy_q8_block_count``(k).
 void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales);
 
