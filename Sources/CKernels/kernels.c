@@ -1995,6 +1995,7 @@ SY_VNNI void tile_q8_vnni(int R, int C, const int8_t *xq, const float *xd, const
             // (2 threads, 4 alternating rounds) went from 39-46 to 19-32 ms a batch-1 step and from
             // 207-364 to 133-236 ms a batch-32 step.
             prefetch_weights(wq + c * row + b * SY_Q8_BLOCK, 2);
+            if ((b & 15) == 0) prefetch_scales(wd + c * blocks + b);
             // -128 × Σ w over each lane's 4 bytes: what x + 128 adds to the unsigned-signed product,
             // taken off by starting the product's sum from it (the same integer as subtracting it after;
             // one instruction fewer per row and column: prefill with q8 weights, 4 of its 5).
@@ -2083,7 +2084,10 @@ enum { Q8_AVX2_R = 2, Q8_AVX2_C = 2, Q8_AVX2_NARROW_R = 4 };
         for (int r = 0; r < R; r++)                                                                            \
             for (int c = 0; c < C; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();                     \
         for (size_t b = 0; b < blocks; b += 2) {                                                               \
-            for (int c = 0; c < C; c++) prefetch_weights(wq + c * row + b * SY_Q8_BLOCK, 2);                 \
+            for (int c = 0; c < C; c++) {                                                                      \
+                prefetch_weights(wq + c * row + b * SY_Q8_BLOCK, 2);                                           \
+                if ((b & 15) == 0) prefetch_scales(wd + c * blocks + b);                                       \
+            }                                                                                                  \
             for (int h = 0; h < 2; h++) {                                                                      \
                 size_t at = (b + (size_t)h) * SY_Q8_BLOCK;                                                     \
                 __m256i wv[Q8_AVX2_C];                                                                         \
