@@ -893,6 +893,17 @@ static void prepare_fast_f32(const float *x, size_t m, size_t k, size_t xs, floa
     prepare_block_fast_f32(x, m, k, xs, xp, kp, 0);
 }
 
+/// ``prepare_fast_f32`` with `block` (one whole block of 32 values of x at `in` into its 16 even then 16 odd
+/// prepared values at `out`, with a vector path's instructions) for the whole blocks, and the scalar loop
+/// for the last, partial block: the same values.
+static inline void prepare_fast_f32_blocks(void (*block)(const float *in, float *out), const float *x, size_t m,
+                                           size_t k, size_t xs, float *xp, size_t kp) {
+    size_t whole = k / SY_FAST_STEP * SY_FAST_STEP;
+    for (size_t i = 0; i < m; i++)
+        for (size_t p = 0; p < whole; p += SY_FAST_STEP) block(x + i * xs + p, xp + i * kp + p);
+    if (whole < kp) prepare_block_fast_f32(x, m, k, xs, xp, kp, whole);
+}
+
 #if SY_X86
 /// 8 f32 values rounded to bf16 as ``round_bf16`` does and widened back to f32 (the low half cleared).
 __attribute__((target("avx2"), always_inline)) static inline __m256i round8_bf16_avx2(__m256 values) {
@@ -908,32 +919,30 @@ __attribute__((target("avx2"), always_inline)) static inline __m256i round8_bf16
     return _mm256_blendv_epi8(_mm256_blendv_epi8(rounded, quiet, nan), sign, tiny);
 }
 
-/// ``prepare_fast_f32`` with AVX2 for the whole blocks of 32 (the same values; the scalar loop for the
-/// last, partial block). Scalar, it took 17% of a small product's time on the AVX-512F path. On the Intel
+/// One block of 32 of ``prepare_fast_f32`` with AVX2 (``prepare_fast_f32_avx2``: the same values).
+/// Scalar, the preparation took 17% of a small product's time on the AVX-512F path. On the Intel
 /// Xeon, one thread, a product of 192 × 1,024 weights (in L2): at m = 8 115-118 -> 148-150 GFLOP/s
 /// (`SWITCHYARD_KERNEL=avx512`) and 74-75 -> 88 (`avx2`), at m = 1 36 -> 38-39 and 35 -> 36-37;
 /// batch_step's batch-32 steps 1-3% shorter on either path.
+__attribute__((target("avx2"))) static void prepare_block32_avx2(const float *in, float *out) {
+    for (size_t h = 0; h < 2; h++) {  // values 16h ... 16h + 15: lanes 8h ... 8h + 7
+        __m256 a = _mm256_castsi256_ps(round8_bf16_avx2(_mm256_loadu_ps(in + 16 * h)));
+        __m256 b = _mm256_castsi256_ps(round8_bf16_avx2(_mm256_loadu_ps(in + 16 * h + 8)));
+        // Within each 128-bit half, [a0 a2 b0 b2 | a4 a6 b4 b6] (even) and [a1 a3 b1 b3 | ...]
+        // (odd); then the 64-bit pairs in the order 0, 2, 1, 3 put them in order.
+        __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        __m256 odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
+        odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), _MM_SHUFFLE(3, 1, 2, 0)));
+        _mm256_storeu_ps(out + 8 * h, even);
+        _mm256_storeu_ps(out + SY_LANES + 8 * h, odd);
+    }
+}
+
+/// ``prepare_fast_f32`` with AVX2 (the same values).
 __attribute__((target("avx2"))) static void prepare_fast_f32_avx2(const float *x, size_t m, size_t k, size_t xs,
                                                                   float *xp, size_t kp) {
-    size_t whole = k / SY_FAST_STEP * SY_FAST_STEP;
-    for (size_t i = 0; i < m; i++) {
-        const float *in = x + i * xs;
-        float *row = xp + i * kp;
-        for (size_t p = 0; p < whole; p += SY_FAST_STEP)
-            for (size_t h = 0; h < 2; h++) {  // values p + 16h ... p + 16h + 15: lanes 8h ... 8h + 7
-                __m256 a = _mm256_castsi256_ps(round8_bf16_avx2(_mm256_loadu_ps(in + p + 16 * h)));
-                __m256 b = _mm256_castsi256_ps(round8_bf16_avx2(_mm256_loadu_ps(in + p + 16 * h + 8)));
-                // Within each 128-bit half, [a0 a2 b0 b2 | a4 a6 b4 b6] (even) and [a1 a3 b1 b3 | ...]
-                // (odd); then the 64-bit pairs in the order 0, 2, 1, 3 put them in order.
-                __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-                __m256 odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-                even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
-                odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), _MM_SHUFFLE(3, 1, 2, 0)));
-                _mm256_storeu_ps(row + p + 8 * h, even);
-                _mm256_storeu_ps(row + p + SY_LANES + 8 * h, odd);
-            }
-    }
-    if (whole < kp) prepare_block_fast_f32(x, m, k, xs, xp, kp, whole);
+    prepare_fast_f32_blocks(prepare_block32_avx2, x, m, k, xs, xp, kp);
 }
 #endif
 
@@ -951,22 +960,19 @@ SY_NEON float32x4_t round4_bf16_neon(float32x4_t values) {
     return vreinterpretq_f32_u32(vbslq_u32(tiny, sign, vbslq_u32(nan, quiet, rounded)));
 }
 
-/// ``prepare_fast_f32`` with NEON for the whole blocks of 32 (the same values; the scalar loop for the
-/// last, partial block), as ``prepare_fast_f32_avx2`` does on x86, where the scalar loop had taken 17%
-/// of a small product's time: `ld2` splits 8 values into their 4 even and 4 odd ones.
-static void prepare_fast_f32_neon(const float *x, size_t m, size_t k, size_t xs, float *xp, size_t kp) {
-    size_t whole = k / SY_FAST_STEP * SY_FAST_STEP;
-    for (size_t i = 0; i < m; i++) {
-        const float *in = x + i * xs;
-        float *row = xp + i * kp;
-        for (size_t p = 0; p < whole; p += SY_FAST_STEP)
-            for (size_t q = 0; q < 4; q++) {  // values p + 8q ... p + 8q + 7: lanes 4q ... 4q + 3
-                float32x4x2_t pair = vld2q_f32(in + p + 8 * q);
-                vst1q_f32(row + p + 4 * q, round4_bf16_neon(pair.val[0]));
-                vst1q_f32(row + p + SY_LANES + 4 * q, round4_bf16_neon(pair.val[1]));
-            }
+/// One block of 32 of ``prepare_fast_f32`` with NEON (``prepare_fast_f32_neon``: the same values), as the
+/// AVX2 path has it: `ld2` splits 8 values into their 4 even and 4 odd ones.
+static void prepare_block32_neon(const float *in, float *out) {
+    for (size_t q = 0; q < 4; q++) {  // values 8q ... 8q + 7: lanes 4q ... 4q + 3
+        float32x4x2_t pair = vld2q_f32(in + 8 * q);
+        vst1q_f32(out + 4 * q, round4_bf16_neon(pair.val[0]));
+        vst1q_f32(out + SY_LANES + 4 * q, round4_bf16_neon(pair.val[1]));
     }
-    if (whole < kp) prepare_block_fast_f32(x, m, k, xs, xp, kp, whole);
+}
+
+/// ``prepare_fast_f32`` with NEON (the same values).
+static void prepare_fast_f32_neon(const float *x, size_t m, size_t k, size_t xs, float *xp, size_t kp) {
+    prepare_fast_f32_blocks(prepare_block32_neon, x, m, k, xs, xp, kp);
 }
 #endif
 
