@@ -1803,6 +1803,12 @@ static void quantize_row_q8(const float *v, size_t k, size_t blocks, int8_t *q, 
     }
 }
 
+/// How many of a q8 row's `k` values the block starting at `begin` holds (0 ... 32; the rest is padding):
+/// what the vector quantizers load and write as values.
+static inline size_t q8_block_values(size_t k, size_t begin) {
+    return k > begin ? (k - begin < SY_Q8_BLOCK ? k - begin : SY_Q8_BLOCK) : 0;
+}
+
 #if SY_X86
 /// ``quantize_row_q8`` with AVX-512, bit for bit: NaN is left out of amax as there (then quantized by
 /// the conversion's overflow value, INT_MIN, clamped to -127 as lrintf's LONG_MIN is), padding is 0.
@@ -1811,7 +1817,7 @@ __attribute__((target("avx512f,fma"))) static void quantize_row_q8_avx512(const 
     const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
     const __m512i low = _mm512_set1_epi32(-127), high = _mm512_set1_epi32(127);
     for (size_t b = 0; b < blocks; b++) {
-        size_t begin = b * SY_Q8_BLOCK, valid = k > begin ? (k - begin < SY_Q8_BLOCK ? k - begin : SY_Q8_BLOCK) : 0;
+        size_t begin = b * SY_Q8_BLOCK, valid = q8_block_values(k, begin);
         __mmask16 m0 = valid >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << valid) - 1u);
         __mmask16 m1 = valid >= 32 ? (__mmask16)0xFFFF : valid > 16 ? (__mmask16)((1u << (valid - 16)) - 1u) : 0;
         __m512 x0 = _mm512_maskz_loadu_ps(m0, v + begin), x1 = _mm512_maskz_loadu_ps(m1, v + begin + 16);
@@ -1848,7 +1854,7 @@ __attribute__((target("avx2,fma"))) static void quantize_row_q8_avx2(const float
     // packs_epi32 then packs_epi16 leave each 128-bit half's groups of 4 interleaved: this puts them back.
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (size_t b = 0; b < blocks; b++) {
-        size_t begin = b * SY_Q8_BLOCK, valid = k > begin ? (k - begin < SY_Q8_BLOCK ? k - begin : SY_Q8_BLOCK) : 0;
+        size_t begin = b * SY_Q8_BLOCK, valid = q8_block_values(k, begin);
         __m256i mask[4];
         __m256 x[4], a = _mm256_setzero_ps();
         for (int i = 0; i < 4; i++) {
@@ -1880,7 +1886,7 @@ __attribute__((target("avx2,fma"))) static void quantize_row_q8_avx2(const float
 /// (copied into a block of its own) and written as 0.
 SY_NEON void quantize_row_q8_neon(const float *v, size_t k, size_t blocks, int8_t *q, float *scale) {
     for (size_t b = 0; b < blocks; b++) {
-        size_t begin = b * SY_Q8_BLOCK, valid = k > begin ? (k - begin < SY_Q8_BLOCK ? k - begin : SY_Q8_BLOCK) : 0;
+        size_t begin = b * SY_Q8_BLOCK, valid = q8_block_values(k, begin);
         float padded[SY_Q8_BLOCK] = {0};
         const float *x = v + begin;
         if (valid < SY_Q8_BLOCK) {
