@@ -1,7 +1,10 @@
 // FP8 (e4m3fn, block-scaled) products (sy_fp8.h): the widening of a weight row on the scalar path,
-// which defines the bits, and on the AVX-512, AVX2 and NEON paths side by side; then the product of
-// sy_kernels.h on the widened rows.
+// which defines the bits, and on the AVX-512, AVX2 and NEON paths side by side; then the products: at
+// m ≤ SY_F8_DIRECT_ROWS each vector path multiplies the weights as it widens them (the f32 kernels'
+// operations in their order, see ``rows_direct_avx512``), above it the product of sy_kernels.h runs on
+// rows widened into a buffer.
 #include "sy_fp8.h"
+#include "sy_hsum.h"
 #include "sy_prefetch.h"
 
 #include <math.h>
@@ -81,7 +84,47 @@ static void dequantize_scalar(const uint8_t *w, size_t k, const float *scales, s
     for (size_t p = 0; p < k; p++) out[p] = sy_fp8_e4m3_value(w[p]) * scales[p / block_k];
 }
 
+/// Rows of x up to which the vector paths multiply the weights as they widen them (one weight row at a
+/// time against all the rows, as the f32 kernels tile m ≤ 4); above it, rows widened into a buffer serve
+/// many rows of x each.
+enum { SY_F8_DIRECT_ROWS = 4 };
+
+/// Whether a block's scale takes the vector paths' route through f16 (``scaled16_avx512``): unless
+/// scale · 256 overflows, that is a finite scale of 2^120 or more (never in a real checkpoint; such blocks
+/// take the definition's route, the same bits).
+static inline int f16_route(float scale) { return !(isfinite(scale) && fabsf(scale) >= 0x1p120f); }
+
+// The vector paths widen a code by way of f16: the code's magnitude bits shifted left by 7 are an f16
+// whose 5-bit exponent field holds e4m3's 4-bit one, so its value is the e4m3 value ÷ 256 exactly (f16's
+// exponent bias is 15, e4m3's 7; the subnormal codes become f16 subnormals with the same relation), and
+// the sign bit goes to the f16's (the code sign-extended to 16 bits and shifted left by 7 has the sign in
+// bits 15 and 14; masking with 0xBF80 clears bit 14). `vcvtph2ps` (F16C, AVX-512F) and `fcvtl` (NEON)
+// widen that exactly, and one multiply by scale · 256 (exact while it does not overflow: ``f16_route``)
+// rounds the same exact product as the scalar path's e4m3 value · scale. The NaN codes (0x7F, 0xFF) would
+// come out as ±1.875, so a run of codes holding one (64 in the direct products, else 16) takes the
+// definition's route instead. (A widening to f32 bits without f16 would give subnormal f32 values for
+// the subnormal codes, and multiplies with a subnormal operand took about 50 times as long on the Intel
+// Xeon measured.) With Benchmarks/kernels/fp8_stream.c (m = 1, 2 threads, DeepSeek-shaped experts from
+// memory) on that Xeon: the buffered product of before read 6.6-6.9 GB/s on the AVX-512 path and 4.3-4.7
+// on the AVX2 one; the direct products 15.8-16.3 and 11.4-13.0.
+
 #if SY_F8_X86
+
+/// Whether any of 16 codes is a NaN code (its low 7 bits all set).
+__attribute__((target("sse2"), always_inline)) static inline int has_nan_code(__m128i codes) {
+    __m128i all = _mm_cmpeq_epi8(_mm_or_si128(codes, _mm_set1_epi8((char)0x80)), _mm_set1_epi8(-1));
+    return _mm_movemask_epi8(all) != 0;
+}
+
+/// Whether any of the 64 codes at `w` is a NaN code.
+__attribute__((target("avx2"), always_inline)) static inline int has_nan_code64(const uint8_t *w) {
+    const __m256i high = _mm256_set1_epi8((char)0x80);
+    __m256i a = _mm256_or_si256(_mm256_loadu_si256((const __m256i *)(const void *)w), high);
+    __m256i b = _mm256_or_si256(_mm256_loadu_si256((const __m256i *)(const void *)(w + 32)), high);
+    // A byte is 0xFF in the larger of the two where it is in either.
+    __m256i all = _mm256_cmpeq_epi8(_mm256_max_epu8(a, b), _mm256_set1_epi8(-1));
+    return !_mm256_testz_si256(all, all);
+}
 
 // MARK: - AVX-512 path
 
@@ -101,25 +144,103 @@ SY_F8_AVX512 __m512 values16_avx512(__m512i codes) {
     return _mm512_castsi512_ps(_mm512_or_si512(bits, sign));
 }
 
+/// 16 codes at `w` times their block's scale (`scale`; `scaled` = scale · 256), the scalar path's bits: by
+/// way of f16 when `f16` is set (the codes known to hold no NaN code, their block on the f16 route), else
+/// by the definition's route.
+SY_F8_AVX512 __m512 route16_avx512(const uint8_t *w, __m512 scale, __m512 scaled, int f16) {
+    __m128i codes = _mm_loadu_si128((const __m128i *)(const void *)w);
+    if (__builtin_expect(!f16, 0)) return _mm512_mul_ps(values16_avx512(_mm512_cvtepu8_epi32(codes)), scale);
+    __m256i halves = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(codes), 7), _mm256_set1_epi16((short)0xBF80));
+    return _mm512_mul_ps(_mm512_cvtph_ps(halves), scaled);
+}
+
+/// 32 codes at `w` known to hold no NaN code, on the f16 route, into `lo` (codes 0-15) and `hi` (16-31):
+/// the AVX-512BW form, the words of all 32 in one register.
+#define SY_F8_AVX512BW __attribute__((target("avx512f,avx512bw,fma"), always_inline)) static inline
+SY_F8_AVX512BW void f16_32_avx512bw(const uint8_t *w, __m512 scaled, __m512 *lo, __m512 *hi) {
+    __m512i words = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)w));
+    __m512i halves = _mm512_and_si512(_mm512_slli_epi16(words, 7), _mm512_set1_epi16((short)0xBF80));
+    *lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(halves)), scaled);
+    *hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(halves, 1)), scaled);
+}
+
+/// ``route16_avx512`` with the 16 codes checked for NaN codes here; `plain`: the block is off the f16 route.
+SY_F8_AVX512 __m512 scaled16_avx512(const uint8_t *w, __m512 scale, __m512 scaled, int plain) {
+    int f16 = !plain && !has_nan_code(_mm_loadu_si128((const __m128i *)(const void *)w));
+    return route16_avx512(w, scale, scaled, f16);
+}
+
 // Both x86 paths below prefetch a weight row as they widen it, as the bf16 kernels do (``prefetch_weights``).
 // Measured on an Intel Xeon (2 threads, the DeepSeek-shaped model with FP8 weights, `generate` 64 tokens,
 // 3 alternating rounds): 43.9-44.9 -> 46.6-49.5 tok/s on AVX-512, alike on AVX2 (31.7-34.3 -> 33.4-34.7).
 // (An earlier session's L2 prefetch alone gave 30.5 -> 31.7 on Zen 4.)
 
 SY_F8_AVX512_FN void dequantize_avx512(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
-    size_t p = 0;
-    for (; p + 16 <= k; p += 16) {
-        if ((p & 63) == 0) prefetch_weights(w + p, 2);
-        __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(w + p)));
-        // block_k is a multiple of 16: the 16 values share one scale.
-        _mm512_storeu_ps(out + p, _mm512_mul_ps(values16_avx512(codes), _mm512_set1_ps(scales[p / block_k])));
+    for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
+        float s = scales[block];
+        __m512 scale = _mm512_set1_ps(s), scaled = _mm512_set1_ps(s * 256.0f);
+        int plain = !f16_route(s);
+        size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
+        for (; p + 16 <= end; p += 16) {
+            if ((p & 63) == 0) prefetch_weights(w + p, 2);
+            _mm512_storeu_ps(out + p, scaled16_avx512(w + p, scale, scaled, plain));
+        }
+        if (p < end) {  // the row's last codes (block_k is a multiple of 16)
+            uint8_t padded[16] = {0};
+            memcpy(padded, w + p, end - p);
+            _mm512_mask_storeu_ps(out + p, (__mmask16)((1u << (end - p)) - 1u), scaled16_avx512(padded, scale, scaled, plain));
+        }
     }
-    if (p < k) {
-        uint8_t padded[16] = {0};
-        memcpy(padded, w + p, k - p);
-        __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)padded));
-        __m512 values = _mm512_mul_ps(values16_avx512(codes), _mm512_set1_ps(scales[p / block_k]));
-        _mm512_mask_storeu_ps(out + p, (__mmask16)((1u << (k - p)) - 1u), values);
+}
+
+/// Rows [0, R) of x (R ≤ SY_F8_DIRECT_ROWS, row stride xs) against one weight row `w` (its block row of
+/// scales `srow`), into y[r · ys], the weights multiplied as they are widened: per output, the f32 AVX-512
+/// tile's operations in its order (one 16-lane FMA chain over k, the tail's lanes masked, the tree sum of
+/// the 16 lanes), on the values the buffer would hold; so the bits of the product on widened rows,
+/// without writing and reading them back. (Two or four weight rows' chains side by side were no faster:
+/// the widening's instructions, not the chain's latency, bound it; measured with fp8_stream.c.)
+SY_F8_AVX512BW void rows_direct_avx512(int R, const float *x, size_t xs, const uint8_t *w, const float *srow,
+                                     size_t block_k, size_t k, float *y, size_t ys, int accumulate) {
+    __m512 acc[SY_F8_DIRECT_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
+        float s = srow[block];
+        __m512 scale = _mm512_set1_ps(s), scaled = _mm512_set1_ps(s * 256.0f);
+        int plain = !f16_route(s);
+        size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
+        // Runs of 64 codes with one check for NaN codes, then chunks of 16 with one each.
+        for (; p + 64 <= end; p += 64) {
+            prefetch_weights(w + p, 2);
+            if (__builtin_expect(!plain && !has_nan_code64(w + p), 1)) {
+                for (size_t q = p; q < p + 64; q += 32) {
+                    __m512 lo, hi;
+                    f16_32_avx512bw(w + q, scaled, &lo, &hi);
+                    for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * xs + q), lo, acc[r]);
+                    for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * xs + q + 16), hi, acc[r]);
+                }
+                continue;
+            }
+            for (size_t q = p; q < p + 64; q += 16) {
+                __m512 wv = scaled16_avx512(w + q, scale, scaled, plain);
+                for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * xs + q), wv, acc[r]);
+            }
+        }
+        for (; p + 16 <= end; p += 16) {
+            __m512 wv = scaled16_avx512(w + p, scale, scaled, plain);
+            for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * xs + p), wv, acc[r]);
+        }
+        if (p < end) {  // the row's last codes (block_k is a multiple of 16)
+            uint8_t padded[16] = {0};
+            memcpy(padded, w + p, end - p);
+            __mmask16 mask = (__mmask16)((1u << (end - p)) - 1u);
+            __m512 wv = scaled16_avx512(padded, scale, scaled, plain);
+            for (int r = 0; r < R; r++)
+                acc[r] = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(mask, x + r * xs + p), wv, acc[r], mask);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float sum = hsum16_avx512(acc[r]);
+        y[r * ys] = accumulate ? y[r * ys] + sum : sum;
     }
 }
 
@@ -142,6 +263,40 @@ SY_F8_AVX2 __m256 values8_avx2(const uint8_t *w, __m256 scale) {
     return _mm256_mul_ps(_mm256_castsi256_ps(_mm256_or_si256(bits, sign)), scale);
 }
 
+#define SY_F8_F16C __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+#define SY_F8_F16C_FN __attribute__((target("avx2,fma,f16c"))) static
+
+/// Whether the AVX2 path can take the f16 route (F16C: every AVX2 CPU made has it; without it the
+/// definition's route widens every chunk).
+static int f16c_supported(void) {
+    static _Atomic int known = -1;  // a race only makes two threads compute the same answer
+    int value = atomic_load_explicit(&known, memory_order_relaxed);
+    if (value < 0) {
+        value = __builtin_cpu_supports("f16c") ? 1 : 0;
+        atomic_store_explicit(&known, value, memory_order_relaxed);
+    }
+    return value;
+}
+
+/// ``route16_avx512`` on the AVX2 path: lanes 0-7 into `lo`, 8-15 into `hi`.
+SY_F8_F16C void route16_avx2(const uint8_t *w, __m256 scale, __m256 scaled, int f16, __m256 *lo, __m256 *hi) {
+    __m128i codes = _mm_loadu_si128((const __m128i *)(const void *)w);
+    if (__builtin_expect(!f16, 0)) {
+        *lo = values8_avx2(w, scale);
+        *hi = values8_avx2(w + 8, scale);
+        return;
+    }
+    __m256i halves = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(codes), 7), _mm256_set1_epi16((short)0xBF80));
+    *lo = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(halves)), scaled);
+    *hi = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1)), scaled);
+}
+
+/// ``scaled16_avx512`` on the AVX2 path.
+SY_F8_F16C void scaled16_avx2(const uint8_t *w, __m256 scale, __m256 scaled, int plain, __m256 *lo, __m256 *hi) {
+    int f16 = !plain && !has_nan_code(_mm_loadu_si128((const __m128i *)(const void *)w));
+    route16_avx2(w, scale, scaled, f16, lo, hi);
+}
+
 SY_F8_AVX2_FN void dequantize_avx2(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
     size_t p = 0;
     for (; p + 16 <= k; p += 16) {
@@ -158,6 +313,83 @@ SY_F8_AVX2_FN void dequantize_avx2(const uint8_t *w, size_t k, const float *scal
         _mm256_storeu_ps(values, values8_avx2(padded, scale));
         _mm256_storeu_ps(values + 8, values8_avx2(padded + 8, scale));
         memcpy(out + p, values, (k - p) * sizeof(float));
+    }
+}
+
+SY_F8_F16C_FN void dequantize_f16c(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
+    for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
+        float s = scales[block];
+        __m256 scale = _mm256_set1_ps(s), scaled = _mm256_set1_ps(s * 256.0f), lo, hi;
+        int plain = !f16_route(s);
+        size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
+        for (; p + 16 <= end; p += 16) {
+            if ((p & 63) == 0) prefetch_weights(w + p, 2);
+            scaled16_avx2(w + p, scale, scaled, plain, &lo, &hi);
+            _mm256_storeu_ps(out + p, lo);
+            _mm256_storeu_ps(out + p + 8, hi);
+        }
+        if (p < end) {
+            uint8_t padded[16] = {0};
+            float values[16];
+            memcpy(padded, w + p, end - p);
+            scaled16_avx2(padded, scale, scaled, plain, &lo, &hi);
+            _mm256_storeu_ps(values, lo);
+            _mm256_storeu_ps(values + 8, hi);
+            memcpy(out + p, values, (end - p) * sizeof(float));
+        }
+    }
+}
+
+/// The lane mask for the first `count` (0 ... 8) of 8 lanes.
+SY_F8_F16C __m256i mask8_f16c(size_t count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// ``rows_direct_avx512`` on the AVX2 path: per output the AVX2 tile's operations in its order (lanes
+/// 0-7 and 8-15 in two FMA chains, the tail's lanes blended, ``hsum16_avx2``).
+SY_F8_F16C void rows_direct_avx2(int R, const float *x, size_t xs, const uint8_t *w, const float *srow,
+                                 size_t block_k, size_t k, float *y, size_t ys, int accumulate) {
+    __m256 lo[SY_F8_DIRECT_ROWS], hi[SY_F8_DIRECT_ROWS], wlo, whi;
+    for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();
+    for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
+        float s = srow[block];
+        __m256 scale = _mm256_set1_ps(s), scaled = _mm256_set1_ps(s * 256.0f);
+        int plain = !f16_route(s);
+        size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
+        for (; p + 64 <= end; p += 64) {
+            prefetch_weights(w + p, 2);
+            int f16 = !plain && !has_nan_code64(w + p);
+            for (size_t q = p; q < p + 64; q += 16) {
+                route16_avx2(w + q, scale, scaled, f16, &wlo, &whi);
+                for (int r = 0; r < R; r++) {
+                    lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + q), wlo, lo[r]);
+                    hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + q + 8), whi, hi[r]);
+                }
+            }
+        }
+        for (; p + 16 <= end; p += 16) {
+            scaled16_avx2(w + p, scale, scaled, plain, &wlo, &whi);
+            for (int r = 0; r < R; r++) {
+                lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p), wlo, lo[r]);
+                hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p + 8), whi, hi[r]);
+            }
+        }
+        if (p < end) {
+            size_t left = end - p, left_lo = left < 8 ? left : 8, left_hi = left > 8 ? left - 8 : 0;
+            __m256i mlo = mask8_f16c(left_lo), mhi = mask8_f16c(left_hi);
+            uint8_t padded[16] = {0};
+            memcpy(padded, w + p, left);
+            scaled16_avx2(padded, scale, scaled, plain, &wlo, &whi);
+            for (int r = 0; r < R; r++) {
+                __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo), xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
+                lo[r] = _mm256_blendv_ps(lo[r], _mm256_fmadd_ps(xlo, wlo, lo[r]), _mm256_castsi256_ps(mlo));
+                hi[r] = _mm256_blendv_ps(hi[r], _mm256_fmadd_ps(xhi, whi, hi[r]), _mm256_castsi256_ps(mhi));
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float sum = hsum16_avx2(lo[r], hi[r]);
+        y[r * ys] = accumulate ? y[r * ys] + sum : sum;
     }
 }
 
@@ -188,15 +420,85 @@ static inline void values16_neon(const uint8_t *w, float32x4_t scale, float *out
     vst1q_f32(out + 12, values4_neon(vmovl_u16(vget_high_u16(high)), scale));
 }
 
-static void dequantize_neon(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
-    size_t p = 0;
-    for (; p + 16 <= k; p += 16) values16_neon(w + p, vdupq_n_f32(scales[p / block_k]), out + p);
-    if (p < k) {
-        uint8_t padded[16] = {0};
+/// ``scaled16_avx512`` on the NEON path: lanes 4q ... 4q + 3 into out[q].
+static inline void scaled16_neon(const uint8_t *w, float32x4_t scale, float32x4_t scaled, int plain,
+                                 float32x4_t out[4]) {
+    uint8x16_t codes = vld1q_u8(w);
+    // A NaN code has its low 7 bits set: `| 0x80` makes it 0xFF.
+    if (__builtin_expect(plain | (vmaxvq_u8(vceqq_u8(vorrq_u8(codes, vdupq_n_u8(0x80)), vdupq_n_u8(0xFF))) != 0), 0)) {
         float values[16];
-        memcpy(padded, w + p, k - p);
-        values16_neon(padded, vdupq_n_f32(scales[p / block_k]), values);
-        memcpy(out + p, values, (k - p) * sizeof(float));
+        values16_neon(w, scale, values);
+        for (int q = 0; q < 4; q++) out[q] = vld1q_f32(values + 4 * q);
+        return;
+    }
+    int8x16_t signed_codes = vreinterpretq_s8_u8(codes);
+    int16x8_t mask = vdupq_n_s16((int16_t)0xBF80);
+    int16x8_t low = vandq_s16(vshlq_n_s16(vmovl_s8(vget_low_s8(signed_codes)), 7), mask);
+    int16x8_t high = vandq_s16(vshlq_n_s16(vmovl_high_s8(signed_codes), 7), mask);
+    float16x8_t low_halves = vreinterpretq_f16_s16(low), high_halves = vreinterpretq_f16_s16(high);
+    out[0] = vmulq_f32(vcvt_f32_f16(vget_low_f16(low_halves)), scaled);
+    out[1] = vmulq_f32(vcvt_high_f32_f16(low_halves), scaled);
+    out[2] = vmulq_f32(vcvt_f32_f16(vget_low_f16(high_halves)), scaled);
+    out[3] = vmulq_f32(vcvt_high_f32_f16(high_halves), scaled);
+}
+
+static void dequantize_neon(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
+    for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
+        float s = scales[block];
+        float32x4_t scale = vdupq_n_f32(s), scaled = vdupq_n_f32(s * 256.0f), values[4];
+        int plain = !f16_route(s);
+        size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
+        for (; p + 16 <= end; p += 16) {
+            scaled16_neon(w + p, scale, scaled, plain, values);
+            for (int q = 0; q < 4; q++) vst1q_f32(out + p + 4 * q, values[q]);
+        }
+        if (p < end) {
+            uint8_t padded[16] = {0};
+            float tail[16];
+            memcpy(padded, w + p, end - p);
+            scaled16_neon(padded, scale, scaled, plain, values);
+            for (int q = 0; q < 4; q++) vst1q_f32(tail + 4 * q, values[q]);
+            memcpy(out + p, tail, (end - p) * sizeof(float));
+        }
+    }
+}
+
+/// ``rows_direct_avx512`` on the NEON path: per output the NEON tile's operations in its order (lanes
+/// 4q ... 4q + 3 in FMA chain q, the tail's lanes kept by a bit select, ``hsum16_neon``).
+static void rows_direct_neon(int R, const float *x, size_t xs, const uint8_t *w, const float *srow, size_t block_k,
+                             size_t k, float *y, size_t ys, int accumulate) {
+    static const uint32_t index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    float32x4_t acc[SY_F8_DIRECT_ROWS][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) acc[r][q] = vdupq_n_f32(0.0f);
+    for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
+        float s = srow[block];
+        float32x4_t scale = vdupq_n_f32(s), scaled = vdupq_n_f32(s * 256.0f), wv[4];
+        int plain = !f16_route(s);
+        size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
+        for (; p + 16 <= end; p += 16) {
+            scaled16_neon(w + p, scale, scaled, plain, wv);
+            for (int r = 0; r < R; r++)
+                for (int q = 0; q < 4; q++) acc[r][q] = vfmaq_f32(acc[r][q], vld1q_f32(x + r * xs + p + 4 * q), wv[q]);
+        }
+        if (p < end) {
+            size_t left = end - p;
+            uint8_t padded[16] = {0};
+            memcpy(padded, w + p, left);
+            scaled16_neon(padded, scale, scaled, plain, wv);
+            uint32x4_t mask[4];
+            for (int q = 0; q < 4; q++) mask[q] = vcltq_u32(vld1q_u32(index + 4 * q), vdupq_n_u32((uint32_t)left));
+            for (int r = 0; r < R; r++) {
+                float xt[16] = {0};
+                memcpy(xt, x + r * xs + p, left * sizeof(float));
+                for (int q = 0; q < 4; q++)
+                    acc[r][q] = vbslq_f32(mask[q], vfmaq_f32(acc[r][q], vld1q_f32(xt + 4 * q), wv[q]), acc[r][q]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float sum = hsum16_neon(acc[r]);
+        y[r * ys] = accumulate ? y[r * ys] + sum : sum;
     }
 }
 
@@ -210,7 +512,12 @@ void sy_fp8_dequantize_row_isa(sy_isa isa, const uint8_t *w, size_t k, const flo
     case SY_ISA_AMX:
     case SY_ISA_AVX512BF16: dequantize_avx512(w, k, scales, block_k, out); return;
     case SY_ISA_AVX2:
-    case SY_ISA_AVX2_VNNI: dequantize_avx2(w, k, scales, block_k, out); return;
+    case SY_ISA_AVX2_VNNI:
+        if (f16c_supported())
+            dequantize_f16c(w, k, scales, block_k, out);
+        else
+            dequantize_avx2(w, k, scales, block_k, out);
+        return;
 #endif
 #if SY_F8_ARM64
     case SY_ISA_NEON: dequantize_neon(w, k, scales, block_k, out); return;
@@ -219,7 +526,72 @@ void sy_fp8_dequantize_row_isa(sy_isa isa, const uint8_t *w, size_t k, const flo
     }
 }
 
-// MARK: - Products
+#if SY_F8_X86
+/// Weight rows [0, n) (row j at w + j · k, its scale row at scales + ((first + j) / block_n) · scale_stride,
+/// `first` the row's index in the whole weight) against rows [0, m) of x (m ≤ SY_F8_DIRECT_ROWS) into
+/// y[i · ys + j], one weight row at a time; R is a constant in each call (the accumulators stay in registers).
+#define SY_F8_DIRECT(NAME, ATTRIBUTES, TILE)                                                                 \
+    ATTRIBUTES void NAME(size_t m, const float *x, size_t xs, const uint8_t *w, size_t first, size_t n, size_t k, \
+                         const float *scales, size_t block_n, size_t scale_stride, size_t block_k, float *y,      \
+                         size_t ys, int accumulate) {                                                            \
+        for (size_t j = 0; j < n; j++) {                                                                         \
+            const float *srow = scales + ((first + j) / block_n) * scale_stride;                                 \
+            const uint8_t *row = w + j * k;                                                                      \
+            switch (m) {                                                                                         \
+            case 4: TILE(4, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                         \
+            case 3: TILE(3, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                         \
+            case 2: TILE(2, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                         \
+            default: TILE(1, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                        \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+SY_F8_DIRECT(direct_avx512, __attribute__((target("avx512f,avx512bw,fma"))) static, rows_direct_avx512)
+SY_F8_DIRECT(direct_avx2, SY_F8_F16C_FN, rows_direct_avx2)
+#endif
+
+/// How a path multiplies the weights as it widens them at m ≤ SY_F8_DIRECT_ROWS: AVX-512 with BW, else
+/// AVX2 with F16C (an AVX-512 CPU without BW too: the same bits), NEON; 0 where it does not.
+typedef enum f8_direct { F8_DIRECT_NONE, F8_DIRECT_AVX512, F8_DIRECT_AVX2, F8_DIRECT_NEON } f8_direct;
+
+static f8_direct direct_kind(sy_isa isa) {
+    switch (isa) {
+#if SY_F8_X86
+    case SY_ISA_AVX512:
+    case SY_ISA_AMX:
+    case SY_ISA_AVX512BF16:
+        if (__builtin_cpu_supports("avx512bw")) return F8_DIRECT_AVX512;
+        return f16c_supported() ? F8_DIRECT_AVX2 : F8_DIRECT_NONE;
+    case SY_ISA_AVX2:
+    case SY_ISA_AVX2_VNNI: return f16c_supported() ? F8_DIRECT_AVX2 : F8_DIRECT_NONE;
+#endif
+#if SY_F8_ARM64
+    case SY_ISA_NEON: return F8_DIRECT_NEON;
+#endif
+    default: return F8_DIRECT_NONE;
+    }
+}
+
+/// Weight rows [0, n) against rows [0, m) of x (m ≤ SY_F8_DIRECT_ROWS) the `kind` way (not
+/// F8_DIRECT_NONE); the arguments as ``SY_F8_DIRECT`` takes them.
+static void direct_rows(f8_direct kind, size_t m, const float *x, size_t xs, const uint8_t *w, size_t first,
+                        size_t n, size_t k,
+                        const float *scales, size_t block_n, size_t scale_stride, size_t block_k, float *y, size_t ys,
+                        int accumulate) {
+#if SY_F8_X86
+    if (kind == F8_DIRECT_AVX512)
+        direct_avx512(m, x, xs, w, first, n, k, scales, block_n, scale_stride, block_k, y, ys, accumulate);
+    else if (kind == F8_DIRECT_AVX2)
+        direct_avx2(m, x, xs, w, first, n, k, scales, block_n, scale_stride, block_k, y, ys, accumulate);
+#endif
+#if SY_F8_ARM64
+    if (kind == F8_DIRECT_NEON)
+        for (size_t j = 0; j < n; j++)
+            rows_direct_neon((int)m, x, xs, w + j * k, scales + ((first + j) / block_n) * scale_stride, block_k, k,
+                             y + j, ys, accumulate);
+#endif
+    (void)kind, (void)m, (void)x, (void)xs, (void)w, (void)first, (void)n, (void)k, (void)scales, (void)block_n;
+    (void)scale_stride, (void)block_k, (void)y, (void)ys, (void)accumulate;
+}
 
 /// Floats of widened weight rows a thread holds at once (64 KiB): the rows stay in L1/L2 while the f32
 /// kernel runs over them.
@@ -263,6 +635,13 @@ typedef struct fp8_product {
 /// Columns [j0, j1) of the product, on the calling thread.
 static int product_columns(fp8_product *job, size_t j0, size_t j1) {
     size_t k = job->k, group = job->group;
+    f8_direct direct = job->m <= SY_F8_DIRECT_ROWS && k > 0 ? direct_kind(job->isa) : F8_DIRECT_NONE;
+    if (direct != F8_DIRECT_NONE) {
+        direct_rows(direct, job->m, job->x, job->xs, job->w + j0 * k, j0, j1 - j0, k,
+                    job->scales, job->block_n, job->scale_stride, job->block_k, job->y + j0, job->ys,
+                    job->accumulate);
+        return 0;
+    }
     float *buffer = widened_space(group * (k > 0 ? k : 1));
     if (buffer == NULL) return -1;
     size_t x_rows = SY_F8_X_BLOCK_BYTES / (sizeof(float) * (k > 0 ? k : 1));

@@ -1102,7 +1102,10 @@ static void check_fp8(void) {
         for (size_t i = 0; i < 300; i++) row[i] = (uint8_t)(i * 7);
         for (size_t k = 1; k <= 300; k += 37)
             for (size_t block_k = 16; block_k <= 64; block_k += 48) {
-                for (size_t b = 0; b < 32; b++) scales[b] = b % 5 == 0 ? 0x1p-140f : random_unit() * 3.0f;
+                // Subnormal, finite but 2^120 or more (scale · 256 would overflow: the definition's route on
+                // the vector paths), and ordinary scales.
+                for (size_t b = 0; b < 32; b++)
+                    scales[b] = b % 5 == 0 ? 0x1p-140f : b % 5 == 1 ? -0x1p121f : random_unit() * 3.0f;
                 sy_fp8_dequantize_row_isa(SY_ISA_SCALAR, row, k, scales, block_k, expected);
                 for (size_t p = 0; p < k; p++) {
                     float want = reference_e4m3(row[p]) * scales[p / block_k];
@@ -1121,7 +1124,7 @@ static void check_fp8(void) {
     for (int special = 0; special <= 1; special++)
         for (size_t shape = 0; shape < 4; shape++)
             for (size_t k = 37; k <= 200; k += 81)
-                for (size_t m = 1; m <= 9; m += 4) {
+                for (size_t m = 1; m <= 9; m += m < 5 ? 1 : 4) {  // 1-4: the direct products; 5, 9: buffered
                     size_t n = 29, xs = k + 3, ys = n + 2, bn = blocks[shape][0], bk = blocks[shape][1];
                     size_t sr = (n + bn - 1) / bn, sc = (k + bk - 1) / bk;
                     data_kind data = special ? DATA_SPECIAL : DATA_ORDINARY;
@@ -1131,6 +1134,11 @@ static void check_fp8(void) {
                     float *actual = allocate(m * ys * sizeof(float)), *f32 = allocate(m * ys * sizeof(float));
                     fill_fp8(w, n * k, data);
                     for (size_t i = 0; i < sr * sc; i++) scales[i] = (random_unit() + 1.5f) * 0.01f;
+                    // Special data: now and then a scale off the vector paths' f16 route (2^120 or more), an
+                    // infinite, NaN, subnormal or negative one.
+                    static const float odd_scales[] = {0x1p121f, -0x1p127f, INFINITY, NAN, 0x1p-140f, -0.5f, -0.0f};
+                    if (special)
+                        for (size_t i = 0; i < sr * sc; i += 3) scales[i] = odd_scales[(i / 3 + shape) % 7];
                     fill(x, m * xs, data, 4.0f);
                     for (size_t j = 0; j < n; j++)
                         for (size_t p = 0; p < k; p++)
@@ -1170,6 +1178,31 @@ static void check_fp8(void) {
                     free(actual);
                     free(f32);
                 }
+    // A NaN code among ordinary codes, x and scales: each row holds one at another place (both NaN codes),
+    // so the vector paths' checks for them (a run of 64 codes, a chunk of 16) each meet one.
+    {
+        size_t k = 300, n = 40, bk = 128, sc = (k + bk - 1) / bk;
+        uint8_t *w = allocate(n * k);
+        float *scales = allocate(sc * sizeof(float)), *x = allocate(6 * k * sizeof(float));
+        float *expected = allocate(6 * n * sizeof(float)), *actual = allocate(6 * n * sizeof(float));
+        fill_fp8(w, n * k, DATA_ORDINARY);
+        for (size_t j = 0; j < n; j++) w[j * k + (j * 37) % k] = j % 2 ? 0x7F : 0xFF;
+        for (size_t i = 0; i < sc; i++) scales[i] = 0.02f + 0.001f * (float)i;
+        fill(x, 6 * k, DATA_ORDINARY, 4.0f);
+        for (size_t m = 1; m <= 6; m += 5) {
+            sy_matmul_nt_fp8_isa(SY_ISA_SCALAR, x, m, k, k, w, n, scales, n, bk, expected, n, 0);
+            for (size_t t = 0; t < path_count; t++) {
+                sy_matmul_nt_fp8_isa(paths[t], x, m, k, k, w, n, scales, n, bk, actual, n, 0);
+                snprintf(what, sizeof what, "fp8 on %s with a NaN code a row, m %zu", isa_name(paths[t]), m);
+                expect_same(actual, expected, m * n, what);
+            }
+        }
+        free(w);
+        free(scales);
+        free(x);
+        free(expected);
+        free(actual);
+    }
     // A product split over threads: 3 threads give 1 thread's bits, on every path.
     {
         size_t m = 3, k = 300, n = 400, bn = 128, bk = 128, sc = (k + bk - 1) / bk;
