@@ -1957,6 +1957,61 @@ void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t 
     sy_q8_quantize_isa(sy_active_isa(), w, n, k, w_stride, q, scales);
 }
 
+/// Rows of a weight per task of ``sy_q8_quantize_weight_isa``: enough that a task's setup is nothing
+/// beside it, few enough that the threads finish together on a 1,024-row matrix.
+enum { SY_Q8_LOAD_ROWS = 32 };
+
+typedef struct q8_load {
+    sy_isa isa;
+    const void *w;
+    int bf16;
+    size_t n, k, w_stride, blocks;
+    int8_t *q;
+    float *scales;
+    _Atomic int failed;
+} q8_load;
+
+/// A thread's buffer for one widened bf16 row, grown as needed and kept.
+static _Thread_local float *q8_load_row = NULL;
+static _Thread_local size_t q8_load_capacity = 0;
+
+static void q8_load_task(void *context, size_t index) {
+    q8_load *job = context;
+    size_t j0 = index * SY_Q8_LOAD_ROWS, j1 = j0 + SY_Q8_LOAD_ROWS < job->n ? j0 + SY_Q8_LOAD_ROWS : job->n;
+    float *row = NULL;
+    if (job->bf16) {
+        if (job->k > q8_load_capacity) {
+            float *grown = realloc(q8_load_row, job->k * sizeof(float));
+            if (grown == NULL) {
+                atomic_store_explicit(&job->failed, 1, memory_order_relaxed);
+                return;
+            }
+            q8_load_row = grown;
+            q8_load_capacity = job->k;
+        }
+        row = q8_load_row;
+    }
+    for (size_t j = j0; j < j1; j++) {
+        const float *values;
+        if (job->bf16) {
+            const uint16_t *bits = (const uint16_t *)job->w + j * job->w_stride;
+            for (size_t p = 0; p < job->k; p++) row[p] = widen_bf16(bits[p]);
+            values = row;
+        } else {
+            values = (const float *)job->w + j * job->w_stride;
+        }
+        quantize_row_q8_isa(job->isa, values, job->k, job->blocks, job->q + j * job->blocks * SY_Q8_BLOCK,
+                            job->scales + j * job->blocks);
+    }
+}
+
+int sy_q8_quantize_weight_isa(sy_isa isa, const void *w, int bf16, size_t n, size_t k, size_t w_stride, int8_t *q,
+                              float *scales) {
+    q8_load job = {isa, w, bf16, n, k, w_stride, sy_q8_block_count(k), q, scales, 0};
+    sy_parallel_for((n + SY_Q8_LOAD_ROWS - 1) / SY_Q8_LOAD_ROWS, q8_load_task, &job);
+    return atomic_load_explicit(&job.failed, memory_order_relaxed) ? -1 : 0;
+}
+
 static void q8_scalar(const int8_t *xq, const float *xd, size_t m, const int8_t *wq, const float *wd, size_t n,
                       size_t blocks, float *y, size_t ys, int accumulate) {
     size_t row = blocks * SY_Q8_BLOCK;

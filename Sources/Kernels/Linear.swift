@@ -387,6 +387,21 @@ public func quantizeQ8(
     sy_q8_quantize(weight, outputCount, inputCount, inputCount, values, scales)
 }
 
+/// ``quantizeQ8(_:outputCount:inputCount:)`` of a weight at load, from f32 or bf16 rows, its rows split
+/// over the product threads (the same bits whatever their count), into memory of the caller's.
+/// - Parameters:
+///   - weight: [outputCount, inputCount] f32 values, or bf16 bit patterns when `bfloat16`.
+///   - values: [outputCount, q8BlockCount × 32], written; scales: [outputCount, q8BlockCount], written.
+/// - Returns: false when a thread's row buffer could not be allocated (the outputs are then incomplete).
+public func quantizeQ8Weight(
+    _ weight: UnsafeRawPointer, bfloat16: Bool, outputCount: Int, inputCount: Int, values: UnsafeMutablePointer<Int8>,
+    scales: UnsafeMutablePointer<Float>
+) -> Bool {
+    precondition(outputCount >= 0 && inputCount >= 0, "quantizeQ8Weight: negative dimension")
+    return sy_q8_quantize_weight_isa(
+        sy_active_isa(), weight, bfloat16 ? 1 : 0, outputCount, inputCount, inputCount, values, scales) == 0
+}
+
 /// Computes `output = input · weightᵀ` (or `+=`) with a q8 weight (from ``quantizeQ8(_:outputCount:inputCount:)``).
 ///
 /// Each input row is quantized like the weight (int8 per block of 32 with its own scale); per block the

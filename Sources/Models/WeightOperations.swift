@@ -184,20 +184,38 @@ extension WeightTensor {
     func quantizedQ8(in arena: WeightArena? = nil) -> WeightTensor {
         precondition(shape.count == 2, "quantizedQ8: weight must be a matrix, got shape \(shape)")
         guard !isFP8, !isQ8, shape[0] > 0, shape[1] > 0 else { return self }
+        return WeightTensor(shape: shape, q8: q8Storage(in: arena), blocksPerRow: q8BlockCount(inputCount: shape[1]))
+    }
+
+    /// This matrix (with at least one row and column) quantized to q8 as ``quantizedQ8(in:)`` defines it, in
+    /// `arena` when given: f32 and bf16 rows by the product threads together (``quantizeQ8Weight``), any
+    /// other row by row through its f32 values (the same bits either way).
+    func q8Storage(in arena: WeightArena?) -> QuantizedStorage {
         let (rows, columns) = (shape[0], shape[1])
         let blocks = q8BlockCount(inputCount: columns)
         let storage = QuantizedStorage(valueCount: rows * blocks * 32, scaleCount: rows * blocks, arena: arena)
-        var row = [Float](repeating: 0, count: columns)
-        row.withUnsafeMutableBufferPointer { buffer in
-            for index in 0..<rows {
-                copyRow(index, into: buffer.baseAddress!)
-                quantizeQ8(
-                    buffer.baseAddress!, outputCount: 1, inputCount: columns,
-                    values: storage.values.baseAddress! + index * blocks * 32,
-                    scales: storage.scales.baseAddress! + index * blocks)
+        let (values, scales) = (storage.values.baseAddress!, storage.scales.baseAddress!)
+        let done = withElements { elements in
+            switch elements {
+            case .f32(let weight):
+                quantizeQ8Weight(weight, bfloat16: false, outputCount: rows, inputCount: columns, values: values, scales: scales)
+            case .bf16(let weight):
+                quantizeQ8Weight(weight, bfloat16: true, outputCount: rows, inputCount: columns, values: values, scales: scales)
+            default: false
             }
         }
-        return WeightTensor(shape: shape, q8: storage, blocksPerRow: blocks)
+        if !done {
+            var row = [Float](repeating: 0, count: columns)
+            row.withUnsafeMutableBufferPointer { buffer in
+                for index in 0..<rows {
+                    copyRow(index, into: buffer.baseAddress!)
+                    quantizeQ8(
+                        buffer.baseAddress!, outputCount: 1, inputCount: columns, values: values + index * blocks * 32,
+                        scales: scales + index * blocks)
+                }
+            }
+        }
+        return storage
     }
 }
 

@@ -853,6 +853,48 @@ static void check_q8_quantize(data_kind data, size_t count, float *scratch[4]) {
     free(actual_scales);
 }
 
+/// q8 quantization of a weight at load (sy_q8_quantize_weight_isa): bf16 rows (widened) and f32 rows with
+/// a row stride, every path, on 1 and 3 threads, against sy_q8_quantize_isa on the scalar path of the f32
+/// values, bit for bit; more rows than a task holds, and special values (NaN, infinities, denormals).
+static void check_q8_quantize_weight(void) {
+    size_t n = 75, k = 70, stride = 73, blocks = sy_q8_block_count(k);
+    uint16_t *bits = allocate(n * stride * sizeof(uint16_t));
+    float *values = allocate(n * stride * sizeof(float)), *widened = allocate(n * k * sizeof(float));
+    int8_t *expected = allocate(n * blocks * 32), *actual = allocate(n * blocks * 32);
+    float *expected_scales = allocate(n * blocks * sizeof(float)), *actual_scales = allocate(n * blocks * sizeof(float));
+    fill(values, n * stride, DATA_SPECIAL, 30.0f);
+    for (size_t i = 0; i < n * stride; i++) bits[i] = (uint16_t)(float_bits(values[i]) >> 16);
+    char what[120];
+    for (int bf16 = 0; bf16 <= 1; bf16++) {
+        for (size_t j = 0; j < n; j++)
+            for (size_t p = 0; p < k; p++)
+                widened[j * k + p] = bf16 ? bits_float((uint32_t)bits[j * stride + p] << 16) : values[j * stride + p];
+        sy_q8_quantize_isa(SY_ISA_SCALAR, widened, n, k, k, expected, expected_scales);
+        for (int threads = 1; threads <= 3; threads += 2) {
+            sy_set_thread_count(threads);
+            for (size_t t = 0; t < path_count; t++) {
+                memset(actual, 0x55, n * blocks * 32);
+                if (sy_q8_quantize_weight_isa(paths[t], bf16 ? (const void *)bits : (const void *)values, bf16, n, k,
+                                              stride, actual, actual_scales) != 0)
+                    mismatch("q8 weight quantize on %s failed", isa_name(paths[t]));
+                snprintf(what, sizeof what, "q8 weight quantize on %s, %s rows, %d threads", isa_name(paths[t]),
+                         bf16 ? "bf16" : "f32", threads);
+                expect_same(actual_scales, expected_scales, n * blocks, what);
+                comparisons++;
+                if (memcmp(actual, expected, n * blocks * 32) != 0) mismatch("%s: the int8 values differ", what);
+            }
+        }
+        sy_set_thread_count(1);
+    }
+    free(bits);
+    free(values);
+    free(widened);
+    free(expected);
+    free(actual);
+    free(expected_scales);
+    free(actual_scales);
+}
+
 /// Checks `--sdot yes|no` against the CPU; returns 0 when it holds (or was not asked).
 static int check_sdot_argument(int argc, char **argv) {
     if (argc == 1) return 0;
@@ -1270,6 +1312,7 @@ int main(int argc, char **argv) {
     check_rows("swiglu", DATA_SPECIAL, check_swiglu);
     check_rows("clamped swiglu", DATA_SPECIAL, check_clamped_swiglu);
     check_rows("q8 quantize", DATA_SPECIAL, check_q8_quantize);
+    check_q8_quantize_weight();
     check_mxfp4();
     check_mxfp4_q8();
     check_fp8();

@@ -174,6 +174,13 @@ void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t 
 /// ``sy_q8_quantize`` on an explicit path (the same bits on every path; tests).
 void sy_q8_quantize_isa(sy_isa isa, const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales);
 
+/// ``sy_q8_quantize`` of a weight at load, its rows split over the product threads (``sy_set_thread_count``):
+/// w [n, k] f32, or bf16 bit patterns when `bf16` (widened exactly, a row at a time into a per-thread
+/// buffer). The same bits as ``sy_q8_quantize_isa`` on the f32 values, whatever the thread count.
+/// Returns 0, or -1 when a thread's row buffer cannot be allocated (q and scales then partly written).
+int sy_q8_quantize_weight_isa(sy_isa isa, const void *w, int bf16, size_t n, size_t k, size_t w_stride, int8_t *q,
+                              float *scales);
+
 /// y[i, j] = Σ_b dx[i, b] · dw[j, b] · Σ_{p in block b} qx[i, p] · qw[j, p]  (+ y when `accumulate`):
 /// the product with q8 weights, x quantized the same way per row and block (in a per-thread buffer).
 ///
