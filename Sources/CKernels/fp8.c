@@ -84,10 +84,15 @@ static void dequantize_scalar(const uint8_t *w, size_t k, const float *scales, s
     for (size_t p = 0; p < k; p++) out[p] = sy_fp8_e4m3_value(w[p]) * scales[p / block_k];
 }
 
-/// Rows of x up to which the vector paths multiply the weights as they widen them (one weight row at a
-/// time against all the rows, as the f32 kernels tile m ≤ 4); above it, rows widened into a buffer serve
-/// many rows of x each.
-enum { SY_F8_DIRECT_ROWS = 4 };
+/// Rows of x up to which the vector paths multiply the weights as they widen them, one weight row at a
+/// time against tiles of up to SY_F8_TILE_ROWS rows of x (4 on AVX2 and NEON, whose registers hold fewer
+/// accumulators), the row widened again for each tile; above it, rows widened into a buffer serve many rows
+/// of x each. Measured with Benchmarks/kernels/fp8_stream.c on the Intel Xeon (2 threads, µs an expert,
+/// buffer -> direct): AVX-512 m = 5 258-286 -> 171-181, m = 7 299-309 -> 232-237, m = 8 301-321 ->
+/// 258-284; AVX2 (tiles of 4) m = 5 344-358 -> 306-311, m = 8 433-441 -> 390-399. At m = 16 the direct
+/// product was slower (840 against 550 on AVX-512): each weight row then reads 16 rows of x, past L1.
+enum { SY_F8_DIRECT_ROWS = 8, SY_F8_TILE_ROWS = 8 };
+_Static_assert(SY_F8_DIRECT_ROWS <= SY_F8_TILE_ROWS, "the AVX-512 direct product takes its rows of x in one tile");
 
 /// Whether a block's scale takes the vector paths' route through f16 (``scaled16_avx512``): unless
 /// scale · 256 overflows, that is a finite scale of 2^120 or more (never in a real checkpoint; such blocks
@@ -193,7 +198,7 @@ SY_F8_AVX512_FN void dequantize_avx512(const uint8_t *w, size_t k, const float *
     }
 }
 
-/// Rows [0, R) of x (R ≤ SY_F8_DIRECT_ROWS, row stride xs) against one weight row `w` (its block row of
+/// Rows [0, R) of x (R ≤ SY_F8_TILE_ROWS, row stride xs) against one weight row `w` (its block row of
 /// scales `srow`), into y[r · ys], the weights multiplied as they are widened: per output, the f32 AVX-512
 /// tile's operations in its order (one 16-lane FMA chain over k, the tail's lanes masked, the tree sum of
 /// the 16 lanes), on the values the buffer would hold; so the bits of the product on widened rows,
@@ -201,7 +206,7 @@ SY_F8_AVX512_FN void dequantize_avx512(const uint8_t *w, size_t k, const float *
 /// the widening's instructions, not the chain's latency, bound it; measured with fp8_stream.c.)
 SY_F8_AVX512BW void rows_direct_avx512(int R, const float *x, size_t xs, const uint8_t *w, const float *srow,
                                      size_t block_k, size_t k, float *y, size_t ys, int accumulate) {
-    __m512 acc[SY_F8_DIRECT_ROWS];
+    __m512 acc[SY_F8_TILE_ROWS];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
         float s = srow[block];
@@ -349,7 +354,7 @@ SY_F8_F16C __m256i mask8_f16c(size_t count) {
 /// 0-7 and 8-15 in two FMA chains, the tail's lanes blended, ``hsum16_avx2``).
 SY_F8_F16C void rows_direct_avx2(int R, const float *x, size_t xs, const uint8_t *w, const float *srow,
                                  size_t block_k, size_t k, float *y, size_t ys, int accumulate) {
-    __m256 lo[SY_F8_DIRECT_ROWS], hi[SY_F8_DIRECT_ROWS], wlo, whi;
+    __m256 lo[4], hi[4], wlo, whi;
     for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();
     for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
         float s = srow[block];
@@ -468,7 +473,7 @@ static void dequantize_neon(const uint8_t *w, size_t k, const float *scales, siz
 static void rows_direct_neon(int R, const float *x, size_t xs, const uint8_t *w, const float *srow, size_t block_k,
                              size_t k, float *y, size_t ys, int accumulate) {
     static const uint32_t index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    float32x4_t acc[SY_F8_DIRECT_ROWS][4];
+    float32x4_t acc[4][4];
     for (int r = 0; r < R; r++)
         for (int q = 0; q < 4; q++) acc[r][q] = vdupq_n_f32(0.0f);
     for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
@@ -529,24 +534,45 @@ void sy_fp8_dequantize_row_isa(sy_isa isa, const uint8_t *w, size_t k, const flo
 #if SY_F8_X86
 /// Weight rows [0, n) (row j at w + j · k, its scale row at scales + ((first + j) / block_n) · scale_stride,
 /// `first` the row's index in the whole weight) against rows [0, m) of x (m ≤ SY_F8_DIRECT_ROWS) into
-/// y[i · ys + j], one weight row at a time; R is a constant in each call (the accumulators stay in registers).
-#define SY_F8_DIRECT(NAME, ATTRIBUTES, TILE)                                                                 \
-    ATTRIBUTES void NAME(size_t m, const float *x, size_t xs, const uint8_t *w, size_t first, size_t n, size_t k, \
-                         const float *scales, size_t block_n, size_t scale_stride, size_t block_k, float *y,      \
-                         size_t ys, int accumulate) {                                                            \
-        for (size_t j = 0; j < n; j++) {                                                                         \
-            const float *srow = scales + ((first + j) / block_n) * scale_stride;                                 \
-            const uint8_t *row = w + j * k;                                                                      \
-            switch (m) {                                                                                         \
-            case 4: TILE(4, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                         \
-            case 3: TILE(3, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                         \
-            case 2: TILE(2, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                         \
-            default: TILE(1, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;                        \
-            }                                                                                                    \
-        }                                                                                                        \
+/// y[i · ys + j], one weight row at a time against each tile of rows of x; R is a constant in each tile
+/// call (the accumulators stay in registers).
+__attribute__((target("avx512f,avx512bw,fma"))) static void direct_avx512(size_t m, const float *x, size_t xs,
+    const uint8_t *w, size_t first, size_t n, size_t k, const float *scales, size_t block_n, size_t scale_stride,
+    size_t block_k, float *y, size_t ys, int accumulate) {
+    for (size_t j = 0; j < n; j++) {
+        const float *srow = scales + ((first + j) / block_n) * scale_stride;
+        const uint8_t *row = w + j * k;
+        switch (m) {  // m ≤ SY_F8_DIRECT_ROWS = SY_F8_TILE_ROWS: one tile
+        case 8: rows_direct_avx512(8, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        case 7: rows_direct_avx512(7, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        case 6: rows_direct_avx512(6, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        case 5: rows_direct_avx512(5, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        case 4: rows_direct_avx512(4, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        case 3: rows_direct_avx512(3, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        case 2: rows_direct_avx512(2, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        default: rows_direct_avx512(1, x, xs, row, srow, block_k, k, y + j, ys, accumulate); break;
+        }
     }
-SY_F8_DIRECT(direct_avx512, __attribute__((target("avx512f,avx512bw,fma"))) static, rows_direct_avx512)
-SY_F8_DIRECT(direct_avx2, SY_F8_F16C_FN, rows_direct_avx2)
+}
+
+SY_F8_F16C_FN void direct_avx2(size_t m, const float *x, size_t xs, const uint8_t *w, size_t first, size_t n, size_t k,
+                               const float *scales, size_t block_n, size_t scale_stride, size_t block_k, float *y,
+                               size_t ys, int accumulate) {
+    for (size_t j = 0; j < n; j++) {
+        const float *srow = scales + ((first + j) / block_n) * scale_stride;
+        const uint8_t *row = w + j * k;
+        for (size_t i = 0; i < m; i += 4) {
+            const float *xi = x + i * xs;
+            float *yi = y + i * ys + j;
+            switch (m - i < 4 ? m - i : 4) {
+            case 4: rows_direct_avx2(4, xi, xs, row, srow, block_k, k, yi, ys, accumulate); break;
+            case 3: rows_direct_avx2(3, xi, xs, row, srow, block_k, k, yi, ys, accumulate); break;
+            case 2: rows_direct_avx2(2, xi, xs, row, srow, block_k, k, yi, ys, accumulate); break;
+            default: rows_direct_avx2(1, xi, xs, row, srow, block_k, k, yi, ys, accumulate); break;
+            }
+        }
+    }
+}
 #endif
 
 /// How a path multiplies the weights as it widens them at m ≤ SY_F8_DIRECT_ROWS: AVX-512 with BW, else
@@ -572,7 +598,7 @@ static f8_direct direct_kind(sy_isa isa) {
 }
 
 /// Weight rows [0, n) against rows [0, m) of x (m ≤ SY_F8_DIRECT_ROWS) the `kind` way (not
-/// F8_DIRECT_NONE); the arguments as ``SY_F8_DIRECT`` takes them.
+/// F8_DIRECT_NONE); the arguments as ``direct_avx512`` takes them.
 static void direct_rows(f8_direct kind, size_t m, const float *x, size_t xs, const uint8_t *w, size_t first,
                         size_t n, size_t k,
                         const float *scales, size_t block_n, size_t scale_stride, size_t block_k, float *y, size_t ys,
@@ -586,8 +612,10 @@ static void direct_rows(f8_direct kind, size_t m, const float *x, size_t xs, con
 #if SY_F8_ARM64
     if (kind == F8_DIRECT_NEON)
         for (size_t j = 0; j < n; j++)
-            rows_direct_neon((int)m, x, xs, w + j * k, scales + ((first + j) / block_n) * scale_stride, block_k, k,
-                             y + j, ys, accumulate);
+            for (size_t i = 0; i < m; i += 4)
+                rows_direct_neon(m - i < 4 ? (int)(m - i) : 4, x + i * xs, xs, w + j * k,
+                                 scales + ((first + j) / block_n) * scale_stride, block_k, k, y + i * ys + j, ys,
+                                 accumulate);
 #endif
     (void)kind, (void)m, (void)x, (void)xs, (void)w, (void)first, (void)n, (void)k, (void)scales, (void)block_n;
     (void)scale_stride, (void)block_k, (void)y, (void)ys, (void)accumulate;

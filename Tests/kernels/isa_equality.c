@@ -1166,7 +1166,8 @@ static void check_fp8(void) {
     for (int special = 0; special <= 1; special++)
         for (size_t shape = 0; shape < 4; shape++)
             for (size_t k = 37; k <= 200; k += 81)
-                for (size_t m = 1; m <= 9; m += m < 5 ? 1 : 4) {  // 1-4: the direct products; 5, 9: buffered
+                // 1-8: the direct products' tiles of every height (AVX2 and NEON: 4 and 1-4); 9 and 13: buffered.
+                for (size_t m = 1; m <= 13; m += m < 9 ? 1 : 4) {
                     size_t n = 29, xs = k + 3, ys = n + 2, bn = blocks[shape][0], bk = blocks[shape][1];
                     size_t sr = (n + bn - 1) / bn, sc = (k + bk - 1) / bk;
                     data_kind data = special ? DATA_SPECIAL : DATA_ORDINARY;
@@ -1225,13 +1226,13 @@ static void check_fp8(void) {
     {
         size_t k = 300, n = 40, bk = 128, sc = (k + bk - 1) / bk;
         uint8_t *w = allocate(n * k);
-        float *scales = allocate(sc * sizeof(float)), *x = allocate(6 * k * sizeof(float));
-        float *expected = allocate(6 * n * sizeof(float)), *actual = allocate(6 * n * sizeof(float));
+        float *scales = allocate(sc * sizeof(float)), *x = allocate(21 * k * sizeof(float));
+        float *expected = allocate(21 * n * sizeof(float)), *actual = allocate(21 * n * sizeof(float));
         fill_fp8(w, n * k, DATA_ORDINARY);
         for (size_t j = 0; j < n; j++) w[j * k + (j * 37) % k] = j % 2 ? 0x7F : 0xFF;
         for (size_t i = 0; i < sc; i++) scales[i] = 0.02f + 0.001f * (float)i;
-        fill(x, 6 * k, DATA_ORDINARY, 4.0f);
-        for (size_t m = 1; m <= 6; m += 5) {
+        fill(x, 21 * k, DATA_ORDINARY, 4.0f);
+        for (size_t m = 1; m <= 21; m += 6) {  // direct (1, 7) and buffered (13, 19)
             sy_matmul_nt_fp8_isa(SY_ISA_SCALAR, x, m, k, k, w, n, scales, n, bk, expected, n, 0);
             for (size_t t = 0; t < path_count; t++) {
                 sy_matmul_nt_fp8_isa(paths[t], x, m, k, k, w, n, scales, n, bk, actual, n, 0);
