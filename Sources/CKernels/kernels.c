@@ -1957,6 +1957,25 @@ void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t 
     sy_q8_quantize_isa(sy_active_isa(), w, n, k, w_stride, q, scales);
 }
 
+enum { SY_COPY_PIECE = 1 << 20 };
+
+typedef struct parallel_copy {
+    char *target;
+    const char *source;
+    size_t bytes;
+} parallel_copy;
+
+static void parallel_copy_task(void *context, size_t index) {
+    const parallel_copy *job = context;
+    size_t at = index * SY_COPY_PIECE, left = job->bytes - at;
+    memcpy(job->target + at, job->source + at, left < SY_COPY_PIECE ? left : SY_COPY_PIECE);
+}
+
+void sy_parallel_copy(void *target, const void *source, size_t bytes) {
+    parallel_copy job = {target, source, bytes};
+    sy_parallel_for((bytes + SY_COPY_PIECE - 1) / SY_COPY_PIECE, parallel_copy_task, &job);
+}
+
 /// Rows of a weight per task of ``sy_q8_quantize_weight_isa``: enough that a task's setup is nothing
 /// beside it, few enough that the threads finish together on a 1,024-row matrix.
 enum { SY_Q8_LOAD_ROWS = 32 };

@@ -387,6 +387,13 @@ public func quantizeQ8(
     sy_q8_quantize(weight, outputCount, inputCount, inputCount, values, scales)
 }
 
+/// Copies `byteCount` bytes from `source` to `target` (not overlapping) on the product threads together,
+/// in pieces of 1 MiB: a weight copied at load, the page faults of both sides then taken on every thread.
+public func copyInParallel(_ target: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, byteCount: Int) {
+    precondition(byteCount >= 0, "copyInParallel: negative byte count")
+    sy_parallel_copy(target, source, byteCount)
+}
+
 /// ``quantizeQ8(_:outputCount:inputCount:)`` of a weight at load, from f32 or bf16 rows, its rows split
 /// over the product threads (the same bits whatever their count), into memory of the caller's.
 /// - Parameters:

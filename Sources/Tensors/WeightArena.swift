@@ -48,11 +48,19 @@ public final class WeightArena: @unchecked Sendable {
         }
     }
 
-    /// Copies `byteCount` bytes from `source` into the arena (64-byte aligned) and returns where;
-    /// nil when no memory could be mapped (the caller keeps using the source).
-    public func copy(_ source: UnsafeRawPointer, byteCount: Int) -> UnsafeRawPointer? {
+    /// How bytes are copied in: `copy(target, source, byteCount)`.
+    public typealias Copier = (UnsafeMutableRawPointer, UnsafeRawPointer, Int) -> Void
+
+    /// Copies `byteCount` bytes from `source` into the arena (64-byte aligned) with `copier` (a plain
+    /// copy unless given) and returns where; nil when no memory could be mapped (the caller keeps using
+    /// the source).
+    public func copy(_ source: UnsafeRawPointer, byteCount: Int, copier: Copier? = nil) -> UnsafeRawPointer? {
         guard let target = allocate(byteCount: byteCount) else { return nil }
-        target.copyMemory(from: source, byteCount: byteCount)
+        if let copier {
+            copier(target, source, byteCount)
+        } else {
+            target.copyMemory(from: source, byteCount: byteCount)
+        }
         return UnsafeRawPointer(target)
     }
 

@@ -142,20 +142,23 @@ public struct WeightTensor: @unchecked Sendable {
 
     /// This weight with its bf16 or FP8 bytes copied from the checkpoint's mapping (or from an array:
     /// bf16 values stored unaligned) into `arena` (see ``WeightArena``): the same values, read from
-    /// memory of the process's own. Weights held otherwise (f32, q8), and a weight the arena could not
-    /// take, are returned as they are.
-    public func resident(in arena: WeightArena) -> WeightTensor {
+    /// memory of the process's own, copied by `copier` (a plain copy unless given). Weights held otherwise
+    /// (f32, q8), and a weight the arena could not take, are returned as they are.
+    public func resident(in arena: WeightArena, copier: WeightArena.Copier? = nil) -> WeightTensor {
         let count = shape.reduce(1, *)
         switch storage {
         case .borrowedBFloat16(let pointer, _):
-            guard let copy = arena.copy(pointer, byteCount: count * 2) else { return self }
+            guard let copy = arena.copy(pointer, byteCount: count * 2, copier: copier) else { return self }
             return WeightTensor(shape: shape, borrowingBFloat16: copy.assumingMemoryBound(to: UInt16.self), owner: arena)
         case .ownedBFloat16(let bits):
-            guard let copy = bits.withUnsafeBytes({ bytes in bytes.baseAddress.flatMap { arena.copy($0, byteCount: bytes.count) } })
+            guard
+                let copy = bits.withUnsafeBytes({ bytes in
+                    bytes.baseAddress.flatMap { arena.copy($0, byteCount: bytes.count, copier: copier) }
+                })
             else { return self }
             return WeightTensor(shape: shape, borrowingBFloat16: copy.assumingMemoryBound(to: UInt16.self), owner: arena)
         case .borrowedFP8(let pointer, let scales, let block, _):
-            guard let copy = arena.copy(pointer, byteCount: count) else { return self }
+            guard let copy = arena.copy(pointer, byteCount: count, copier: copier) else { return self }
             return WeightTensor(
                 shape: shape, borrowingFP8: copy.assumingMemoryBound(to: UInt8.self), scales: scales, block: block,
                 owner: arena)

@@ -895,6 +895,29 @@ static void check_q8_quantize_weight(void) {
     free(actual_scales);
 }
 
+/// sy_parallel_copy: every byte of a copy of several pieces and a partial last one, on 1 and 3 threads,
+/// and nothing written past its end.
+static void check_parallel_copy(void) {
+    size_t bytes = (3 << 20) + 12345;
+    unsigned char *source = allocate(bytes), *target = allocate(bytes + 64);
+    for (size_t i = 0; i < bytes; i++) source[i] = (unsigned char)(random_next() >> 11);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        sy_set_thread_count(threads);
+        memset(target, 0xA5, bytes + 64);
+        sy_parallel_copy(target, source, bytes);
+        comparisons++;
+        if (memcmp(target, source, bytes) != 0) mismatch("parallel copy on %d threads: the bytes differ", threads);
+        for (size_t i = bytes; i < bytes + 64; i++)
+            if (target[i] != 0xA5) {
+                mismatch("parallel copy on %d threads wrote past the end", threads);
+                break;
+            }
+    }
+    sy_set_thread_count(1);
+    free(source);
+    free(target);
+}
+
 /// Checks `--sdot yes|no` against the CPU; returns 0 when it holds (or was not asked).
 static int check_sdot_argument(int argc, char **argv) {
     if (argc == 1) return 0;
@@ -1314,6 +1337,7 @@ int main(int argc, char **argv) {
     check_rows("clamped swiglu", DATA_SPECIAL, check_clamped_swiglu);
     check_rows("q8 quantize", DATA_SPECIAL, check_q8_quantize);
     check_q8_quantize_weight();
+    check_parallel_copy();
     check_mxfp4();
     check_mxfp4_q8();
     check_fp8();

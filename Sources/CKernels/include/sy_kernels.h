@@ -174,6 +174,11 @@ void sy_q8_quantize(const float *w, size_t n, size_t k, size_t w_stride, int8_t 
 /// ``sy_q8_quantize`` on an explicit path (the same bits on every path; tests).
 void sy_q8_quantize_isa(sy_isa isa, const float *w, size_t n, size_t k, size_t w_stride, int8_t *q, float *scales);
 
+/// Copies `bytes` from `source` to `target` (not overlapping), split over the product threads in pieces of
+/// 1 MiB: a weight copied at load into memory of the model's own, the page faults of both sides (a file
+/// mapping's pages, fresh anonymous ones) then taken on every thread.
+void sy_parallel_copy(void *target, const void *source, size_t bytes);
+
 /// ``sy_q8_quantize`` of a weight at load, its rows split over the product threads (``sy_set_thread_count``):
 /// w [n, k] f32, or bf16 bit patterns when `bf16` (widened exactly, a row at a time into a per-thread
 /// buffer). The same bits as ``sy_q8_quantize_isa`` on the f32 values, whatever the thread count.
