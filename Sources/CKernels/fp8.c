@@ -272,16 +272,8 @@ SY_F8_AVX2 __m256 values8_avx2(const uint8_t *w, __m256 scale) {
 #define SY_F8_F16C_FN __attribute__((target("avx2,fma,f16c"))) static
 
 /// Whether the AVX2 path can take the f16 route (F16C: every AVX2 CPU made has it; without it the
-/// definition's route widens every chunk).
-static int f16c_supported(void) {
-    static _Atomic int known = -1;  // a race only makes two threads compute the same answer
-    int value = atomic_load_explicit(&known, memory_order_relaxed);
-    if (value < 0) {
-        value = __builtin_cpu_supports("f16c") ? 1 : 0;
-        atomic_store_explicit(&known, value, memory_order_relaxed);
-    }
-    return value;
-}
+/// definition's route widens every chunk). A load of the CPU model the runtime filled in at start.
+static int f16c_supported(void) { return __builtin_cpu_supports("f16c"); }
 
 /// ``route16_avx512`` on the AVX2 path: lanes 0-7 into `lo`, 8-15 into `hi`.
 SY_F8_F16C void route16_avx2(const uint8_t *w, __m256 scale, __m256 scaled, int f16, __m256 *lo, __m256 *hi) {
