@@ -9,7 +9,7 @@ public import Tensors
 /// The weight is `e4m3(bytes[o, i]) · scales[o / block.rows, i / block.columns]` (one f32 product), and
 /// the result is bitwise ``linear(_:rowCount:inputCount:weight:outputCount:into:accumulate:isa:)`` on
 /// those dequantized f32 values, whatever the path, the row count or the thread count. The bytes are
-/// read in place: at up to 4 rows each vector path multiplies them as it widens them, above that each
+/// read in place: at up to 8 rows each vector path multiplies them as it widens them, above that each
 /// product thread widens a few weight rows at a time into a small buffer of its own.
 /// - Parameters:
 ///   - input: [rowCount, inputCount], f32.

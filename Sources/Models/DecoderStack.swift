@@ -79,7 +79,7 @@ public final class DecoderStack: Sendable {
         let transform: (WeightTensor) -> WeightTensor =
             switch quantization {
             case .none where holdsPackedForAMX(arithmetic): { $0.packedForAMX(in: arena) }
-            case .none: { $0.resident(in: arena, copier: { copyInParallel($0, $1, byteCount: $2) }) }
+            case .none: { $0.resident(in: arena, copier: parallelCopier) }
             case .q8: { $0.quantizedQ8(in: arena) }
             }
         layers = parts.layers.map { $0.mappingMatrices(transform) }

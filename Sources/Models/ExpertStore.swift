@@ -163,7 +163,7 @@ public final class ExpertStore: Sendable {
             switch quantization {
             case .none where packsForAMX && weight.dtype == .bf16 && weight.shape.count == 2:
                 return .amxPacked(AMXPackedMatrix(weight, arena: arena))
-            case .none: return .stored(weight.resident(in: arena, copier: { copyInParallel($0, $1, byteCount: $2) }))
+            case .none: return .stored(weight.resident(in: arena, copier: parallelCopier))
             case .q8: return .q8(QuantizedMatrix(weight, arena: arena))
             }
         }

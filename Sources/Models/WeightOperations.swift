@@ -168,6 +168,9 @@ func packedForAMX(_ weight: WeightTensor, arena: WeightArena?) -> PackedBFloat16
     return storage
 }
 
+/// How the models copy weights into their arenas at load: on the product threads together (``copyInParallel``).
+let parallelCopier: WeightArena.Copier = { copyInParallel($0, $1, byteCount: $2) }
+
 extension WeightTensor {
     /// This matrix as the amx path with fast arithmetic reads it best: a bf16 matrix packed for it
     /// (its products bitwise the amx path's on the matrix as stored), in `arena`; any other weight as

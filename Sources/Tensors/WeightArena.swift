@@ -49,7 +49,7 @@ public final class WeightArena: @unchecked Sendable {
     }
 
     /// How bytes are copied in: `copy(target, source, byteCount)`.
-    public typealias Copier = (UnsafeMutableRawPointer, UnsafeRawPointer, Int) -> Void
+    public typealias Copier = @Sendable (UnsafeMutableRawPointer, UnsafeRawPointer, Int) -> Void
 
     /// Copies `byteCount` bytes from `source` into the arena (64-byte aligned) with `copier` (a plain
     /// copy unless given) and returns where; nil when no memory could be mapped (the caller keeps using

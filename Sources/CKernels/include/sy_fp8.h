@@ -8,7 +8,7 @@
 // e4m3fn: a sign bit, 4 exponent bits (bias 7) and 3 mantissa bits; exponent 0 is subnormal
 // (m · 2^-9), there is no infinity, and 0x7F / 0xFF are NaN; the largest finite value is 448.
 //
-// The product is computed on the stored bytes. At up to 4 rows of x the vector paths multiply each
+// The product is computed on the stored bytes. At up to 8 rows of x the vector paths multiply each
 // weight row as they widen it, with the f32 kernels' operations in their order; above that each thread
 // widens the weight rows it is about to use into a small f32 buffer (a few rows at a time, at most about
 // 64 KiB: L1/L2-resident, never a copy of the matrix) and multiplies with the f32 kernel of sy_kernels.h.
