@@ -252,7 +252,6 @@ SY_F8_AVX512BW void rows_direct_avx512(int R, const float *x, size_t xs, const u
 // MARK: - AVX2 path
 
 #define SY_F8_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
-#define SY_F8_AVX2_FN __attribute__((target("avx2,fma"))) static
 
 /// 8 codes at `w` as f32 values times `scale`, the scalar path's bits.
 SY_F8_AVX2 __m256 values8_avx2(const uint8_t *w, __m256 scale) {
@@ -271,8 +270,8 @@ SY_F8_AVX2 __m256 values8_avx2(const uint8_t *w, __m256 scale) {
 #define SY_F8_F16C __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 #define SY_F8_F16C_FN __attribute__((target("avx2,fma,f16c"))) static
 
-/// Whether the AVX2 path can take the f16 route (F16C: every AVX2 CPU made has it; without it the
-/// definition's route widens every chunk). A load of the CPU model the runtime filled in at start.
+/// Whether the AVX2 path can take the f16 route (F16C: every AVX2 CPU made has it; without it every block
+/// takes the definition's route, the same bits). A load of the CPU model the runtime filled in at start.
 static int f16c_supported(void) { return __builtin_cpu_supports("f16c"); }
 
 /// ``route16_avx512`` on the AVX2 path: lanes 0-7 into `lo`, 8-15 into `hi`.
@@ -294,30 +293,12 @@ SY_F8_F16C void scaled16_avx2(const uint8_t *w, __m256 scale, __m256 scaled, int
     route16_avx2(w, scale, scaled, f16, lo, hi);
 }
 
-SY_F8_AVX2_FN void dequantize_avx2(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
-    size_t p = 0;
-    for (; p + 16 <= k; p += 16) {
-        if ((p & 63) == 0) prefetch_weights(w + p, 2);
-        __m256 scale = _mm256_set1_ps(scales[p / block_k]);
-        _mm256_storeu_ps(out + p, values8_avx2(w + p, scale));
-        _mm256_storeu_ps(out + p + 8, values8_avx2(w + p + 8, scale));
-    }
-    if (p < k) {
-        uint8_t padded[16] = {0};
-        float values[16];
-        memcpy(padded, w + p, k - p);
-        __m256 scale = _mm256_set1_ps(scales[p / block_k]);
-        _mm256_storeu_ps(values, values8_avx2(padded, scale));
-        _mm256_storeu_ps(values + 8, values8_avx2(padded + 8, scale));
-        memcpy(out + p, values, (k - p) * sizeof(float));
-    }
-}
-
-SY_F8_F16C_FN void dequantize_f16c(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
+SY_F8_F16C_FN void dequantize_avx2(const uint8_t *w, size_t k, const float *scales, size_t block_k, float *out) {
+    const int f16c = f16c_supported();
     for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
         float s = scales[block];
         __m256 scale = _mm256_set1_ps(s), scaled = _mm256_set1_ps(s * 256.0f), lo, hi;
-        int plain = !f16_route(s);
+        int plain = !f16c || !f16_route(s);
         size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
         for (; p + 16 <= end; p += 16) {
             if ((p & 63) == 0) prefetch_weights(w + p, 2);
@@ -347,11 +328,12 @@ SY_F8_F16C __m256i mask8_f16c(size_t count) {
 SY_F8_F16C void rows_direct_avx2(int R, const float *x, size_t xs, const uint8_t *w, const float *srow,
                                  size_t block_k, size_t k, float *y, size_t ys, int accumulate) {
     __m256 lo[4], hi[4], wlo, whi;
+    const int f16c = f16c_supported();
     for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();
     for (size_t b0 = 0, block = 0; b0 < k; b0 += block_k, block++) {
         float s = srow[block];
         __m256 scale = _mm256_set1_ps(s), scaled = _mm256_set1_ps(s * 256.0f);
-        int plain = !f16_route(s);
+        int plain = !f16c || !f16_route(s);
         size_t end = b0 + block_k < k ? b0 + block_k : k, p = b0;
         for (; p + 64 <= end; p += 64) {
             prefetch_weights(w + p, 2);
@@ -509,12 +491,7 @@ void sy_fp8_dequantize_row_isa(sy_isa isa, const uint8_t *w, size_t k, const flo
     case SY_ISA_AMX:
     case SY_ISA_AVX512BF16: dequantize_avx512(w, k, scales, block_k, out); return;
     case SY_ISA_AVX2:
-    case SY_ISA_AVX2_VNNI:
-        if (f16c_supported())
-            dequantize_f16c(w, k, scales, block_k, out);
-        else
-            dequantize_avx2(w, k, scales, block_k, out);
-        return;
+    case SY_ISA_AVX2_VNNI: dequantize_avx2(w, k, scales, block_k, out); return;
 #endif
 #if SY_F8_ARM64
     case SY_ISA_NEON: dequantize_neon(w, k, scales, block_k, out); return;
@@ -568,7 +545,7 @@ SY_F8_F16C_FN void direct_avx2(size_t m, const float *x, size_t xs, const uint8_
 #endif
 
 /// How a path multiplies the weights as it widens them at m ≤ SY_F8_DIRECT_ROWS: AVX-512 with BW, else
-/// AVX2 with F16C (an AVX-512 CPU without BW too: the same bits), NEON; 0 where it does not.
+/// AVX2 (an AVX-512 CPU without BW too: the same bits), NEON; none on the scalar path.
 typedef enum f8_direct { F8_DIRECT_NONE, F8_DIRECT_AVX512, F8_DIRECT_AVX2, F8_DIRECT_NEON } f8_direct;
 
 static f8_direct direct_kind(sy_isa isa) {
@@ -577,10 +554,9 @@ static f8_direct direct_kind(sy_isa isa) {
     case SY_ISA_AVX512:
     case SY_ISA_AMX:
     case SY_ISA_AVX512BF16:
-        if (__builtin_cpu_supports("avx512bw")) return F8_DIRECT_AVX512;
-        return f16c_supported() ? F8_DIRECT_AVX2 : F8_DIRECT_NONE;
+        return __builtin_cpu_supports("avx512bw") ? F8_DIRECT_AVX512 : F8_DIRECT_AVX2;
     case SY_ISA_AVX2:
-    case SY_ISA_AVX2_VNNI: return f16c_supported() ? F8_DIRECT_AVX2 : F8_DIRECT_NONE;
+    case SY_ISA_AVX2_VNNI: return F8_DIRECT_AVX2;
 #endif
 #if SY_F8_ARM64
     case SY_ISA_NEON: return F8_DIRECT_NEON;

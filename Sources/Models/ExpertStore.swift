@@ -702,12 +702,7 @@ struct QuantizedMatrix: Sendable {
         precondition(weight.shape.count == 2, "QuantizedMatrix: weight must be a matrix, got shape \(weight.shape)")
         outputCount = weight.shape[0]
         inputCount = weight.shape[1]
-        if outputCount > 0, inputCount > 0 {
-            storage = weight.q8Storage(in: arena)
-        } else {
-            let (values, scales) = quantizeQ8(weight.values, outputCount: outputCount, inputCount: inputCount)
-            storage = QuantizedStorage(values: values, scales: scales, arena: arena)
-        }
+        storage = weight.q8Storage(in: arena)
     }
 
     func apply(_ input: UnsafePointer<Float>, rowCount: Int, into output: UnsafeMutablePointer<Float>) {

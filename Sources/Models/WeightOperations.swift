@@ -190,7 +190,7 @@ extension WeightTensor {
         return WeightTensor(shape: shape, q8: q8Storage(in: arena), blocksPerRow: q8BlockCount(inputCount: shape[1]))
     }
 
-    /// This matrix (with at least one row and column) quantized to q8 as ``quantizedQ8(in:)`` defines it, in
+    /// This matrix quantized to q8 as ``quantizedQ8(in:)`` defines it, in
     /// `arena` when given: f32 and bf16 rows by the product threads together (``quantizeQ8Weight``), any
     /// other row by row through its f32 values (the same bits either way).
     func q8Storage(in arena: WeightArena?) -> QuantizedStorage {
