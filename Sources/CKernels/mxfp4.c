@@ -337,17 +337,6 @@ static void mxq_scalar(const uint8_t *xp, size_t xps, size_t m, size_t k, const 
 
 #if SY_MX_X86
 
-/// A group's `count` (1-4) scale bytes, little-endian in one word (zero past `count`).
-static inline uint32_t mxq_scale_bytes(const uint8_t *scales, size_t count) {
-    uint32_t packed = 0;
-    if (count == 4) {
-        memcpy(&packed, scales, 4);
-    } else {
-        for (size_t c = 0; c < count; c++) packed |= (uint32_t)scales[c] << (8 * c);
-    }
-    return packed;
-}
-
 #define SY_MXQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,fma"), always_inline)) static inline
 #define SY_MXQ_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni,fma"))) static
 
@@ -363,65 +352,91 @@ static inline uint32_t mxq_scale_bytes(const uint8_t *scales, size_t count) {
 /// out of cache, 1-row tiles with it read about 1.5× faster than 8-row tiles without it.
 enum { SY_MXQ_PREFETCH = 1024 };
 
-/// The block factors of one group as 16 lanes (lane 4c + q: 2^(s_c - 128) as ``half_scale_bits``
-/// builds it) from the group's `count` (1-4) scale bytes.
-SY_MXQ_VNNI __m512 group_scales_avx512(const uint8_t *wsc, size_t count) {
-    uint32_t packed = mxq_scale_bytes(wsc, count);
-    // Byte c of the broadcast to each of the four int32 lanes of 128-bit lane c.
-    const __m512i pick = _mm512_set_epi32(
-        (int)0x80808003, (int)0x80808003, (int)0x80808003, (int)0x80808003, (int)0x80808002, (int)0x80808002,
-        (int)0x80808002, (int)0x80808002, (int)0x80808001, (int)0x80808001, (int)0x80808001, (int)0x80808001,
-        (int)0x80808000, (int)0x80808000, (int)0x80808000, (int)0x80808000);
-    __m512i s = _mm512_shuffle_epi8(_mm512_set1_epi32((int)packed), pick);
+/// The factor bits of up to 16 blocks, lane b for block b (2^(s_b - 128) as ``half_scale_bits`` builds
+/// it), from their `count` (1-16 or more) scale bytes; lanes past `count` are 0. A tile builds them once
+/// for the 4 groups they cover and picks each group's 16 lanes (block c of the group in lanes 4c-4c+3)
+/// with one permute. Building them group by group from 4 bytes (broadcast, shuffle, shift, compare) took
+/// as much time as the rest of the m = 1 product. `mxfp4_stream` on the Intel Xeon (AVX-512 VNNI; a copy
+/// taking the expert count, 2 experts = 17.6 MB in the L3, 1 thread) read at 11.1-11.8 GB/s before, 18
+/// with the factors left out, and 19.3-20.5 with them built this way (and the groups of 16 blocks run
+/// with constant masks); from memory (1.2 GB, 2 threads, 2 alternating rounds): m = 1 18.7 -> 21.7-22.4,
+/// m = 4 11.0-11.1 -> 13.8-14.0, m = 8 5.4-5.9 -> 7.2-7.7.
+SY_MXQ_VNNI __m512i block_scale_bits_avx512(const uint8_t *wsc, size_t count) {
+    __mmask16 valid = count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+    __m512i s = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_maskz_loadu_epi8((__mmask64)valid, wsc)));
     __m512i bits = _mm512_slli_epi32(_mm512_sub_epi32(s, _mm512_set1_epi32(1)), 23);
     // 0 and 1 are subnormal factors and 255 infinity (rare: the ordinary bytes take one compare).
-    __mmask16 unusual = _mm512_cmpgt_epu32_mask(_mm512_sub_epi32(s, _mm512_set1_epi32(2)), _mm512_set1_epi32(252));
+    __mmask16 unusual =
+        _mm512_mask_cmpgt_epu32_mask(valid, _mm512_sub_epi32(s, _mm512_set1_epi32(2)), _mm512_set1_epi32(252));
     if (__builtin_expect(unusual != 0, 0)) {
         __m512i low = _mm512_sllv_epi32(_mm512_set1_epi32(0x00200000), s);
-        bits = _mm512_mask_mov_epi32(bits, _mm512_cmplt_epu32_mask(s, _mm512_set1_epi32(2)), low);
+        bits = _mm512_mask_mov_epi32(bits, _mm512_mask_cmplt_epu32_mask(valid, s, _mm512_set1_epi32(2)), low);
         bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(s, _mm512_set1_epi32(255)),
                                      _mm512_set1_epi32(0x7f800000));
     }
-    return _mm512_castsi512_ps(bits);
+    return _mm512_maskz_mov_epi32(valid, bits);
+}
+
+/// Group g (its first `count` blocks, 1-4) of weight rows r < nr ≤ 4 against tokens t < nt ≤ 2 into
+/// acc[r][t]: row r's factors are lanes `pick` of bits[r] (``block_scale_bits_avx512``).
+SY_MXQ_VNNI void group_mxq_vnni(const uint8_t *xp, size_t xps, size_t g, size_t count, const uint8_t *wb,
+                                size_t row_bytes, const __m512i *bits, __m512i pick, __m512 acc[4][2], const int nr,
+                                const int nt, const int far) {
+    const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    __mmask64 bytes = count == 4 ? ~(__mmask64)0 : (((__mmask64)1 << (16 * count)) - 1);
+    __mmask16 lanes = (__mmask16)(count == 4 ? 0xFFFF : (1u << (4 * count)) - 1);
+    __m512i even[2], odd[2], correction[2];
+    __m512 dx[2];
+    for (int t = 0; t < nt; t++) {
+        const uint8_t *group = xp + t * xps + g * SY_MXQ_GROUP_BYTES;
+        even[t] = _mm512_loadu_si512(group);
+        odd[t] = _mm512_loadu_si512(group + 64);
+        correction[t] = _mm512_loadu_si512(group + 128);
+        dx[t] = _mm512_loadu_ps(group + 192);
+    }
+    for (int r = 0; r < nr; r++) {
+        if (far)
+            prefetch_weights(wb + r * row_bytes + g * 64, 2);
+        else
+            _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH), _MM_HINT_T0);
+        __m512i w = _mm512_maskz_loadu_epi8(bytes, wb + r * row_bytes + g * 64);
+        __m512i low = _mm512_shuffle_epi8(table, _mm512_and_si512(w, nibble));
+        __m512i high = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble));
+        __m512 s = _mm512_castsi512_ps(_mm512_permutexvar_epi32(pick, bits[r]));
+        for (int t = 0; t < nt; t++) {
+            __m512i sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(correction[t], low, even[t]), high, odd[t]);
+            acc[r][t] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(dx[t], s), acc[r][t], lanes);
+        }
+    }
 }
 
 /// Outputs y[t, r] for weight rows r < nr ≤ 4 and tokens t < nt ≤ 2 (prepared row t at xp + t · xps),
-/// each with its own accumulator; a weight group is decoded once for the tile's tokens.
+/// each with its own accumulator; a weight group is decoded once for the tile's tokens. The groups go 4
+/// at a time (16 blocks, their factors built together), the last ones one by one.
 SY_MXQ_VNNI void tile_mxq_vnni(const uint8_t *xp, size_t xps, size_t blocks, const uint8_t *wb,
                                const uint8_t *wsc, size_t row_bytes, size_t row_scales, float *y, size_t ys,
                                const int nr, const int nt, const int far) {
-    const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
-    const __m512i nibble = _mm512_set1_epi8(0x0F);
     __m512 acc[4][2];
     for (int r = 0; r < nr; r++)
         for (int t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
-    size_t groups = (blocks + 3) / 4;
-    for (size_t g = 0; g < groups; g++) {
-        size_t count = blocks - 4 * g < 4 ? blocks - 4 * g : 4;
-        __mmask64 bytes = count == 4 ? ~(__mmask64)0 : (((__mmask64)1 << (16 * count)) - 1);
-        __mmask16 lanes = (__mmask16)(count == 4 ? 0xFFFF : (1u << (4 * count)) - 1);
-        __m512i even[2], odd[2], correction[2];
-        __m512 dx[2];
-        for (int t = 0; t < nt; t++) {
-            const uint8_t *group = xp + t * xps + g * SY_MXQ_GROUP_BYTES;
-            even[t] = _mm512_loadu_si512(group);
-            odd[t] = _mm512_loadu_si512(group + 64);
-            correction[t] = _mm512_loadu_si512(group + 128);
-            dx[t] = _mm512_loadu_ps(group + 192);
-        }
-        for (int r = 0; r < nr; r++) {
-            if (far)
-                prefetch_weights(wb + r * row_bytes + g * 64, 2);
-            else
-                _mm_prefetch((const char *)(wb + r * row_bytes + g * 64 + SY_MXQ_PREFETCH), _MM_HINT_T0);
-            __m512i w = _mm512_maskz_loadu_epi8(bytes, wb + r * row_bytes + g * 64);
-            __m512i low = _mm512_shuffle_epi8(table, _mm512_and_si512(w, nibble));
-            __m512i high = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(w, 4), nibble));
-            __m512 s = group_scales_avx512(wsc + r * row_scales + 4 * g, count);
-            for (int t = 0; t < nt; t++) {
-                __m512i sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(correction[t], low, even[t]), high, odd[t]);
-                acc[r][t] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(dx[t], s), acc[r][t], lanes);
-            }
+    // Lane L of group q's factors is block 4q + L / 4 of the 16 whose bits are built together.
+    const __m512i quarter = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512i picks[4] = {quarter, _mm512_add_epi32(quarter, _mm512_set1_epi32(4)),
+                              _mm512_add_epi32(quarter, _mm512_set1_epi32(8)),
+                              _mm512_add_epi32(quarter, _mm512_set1_epi32(12))};
+    __m512i bits[4];
+    size_t b = 0;
+    for (; b + 16 <= blocks; b += 16) {
+        for (int r = 0; r < nr; r++) bits[r] = block_scale_bits_avx512(wsc + r * row_scales + b, 16);
+        for (int q = 0; q < 4; q++)
+            group_mxq_vnni(xp, xps, b / 4 + q, 4, wb, row_bytes, bits, picks[q], acc, nr, nt, far);
+    }
+    if (b < blocks) {
+        for (int r = 0; r < nr; r++) bits[r] = block_scale_bits_avx512(wsc + r * row_scales + b, blocks - b);
+        for (int q = 0; b + 4 * (size_t)q < blocks; q++) {
+            size_t left = blocks - b - 4 * (size_t)q;
+            group_mxq_vnni(xp, xps, b / 4 + q, left < 4 ? left : 4, wb, row_bytes, bits, picks[q], acc, nr, nt, far);
         }
     }
     for (int r = 0; r < nr; r++)
@@ -454,62 +469,91 @@ SY_MXQ_VNNI_FN void mxq_avx512vnni(const uint8_t *xp, size_t xps, size_t m, size
     }
 }
 
+/// The factor bits of up to 8 blocks, lane b for block b (as ``block_scale_bits_avx512`` builds them),
+/// from their `count` (1-8 or more) scale bytes; lanes past `count` hold a factor of 1/2, never read.
+/// Built once for the 2 groups they cover, as on AVX-512. `mxfp4_stream` on the Intel Xeon (17.6 MB in
+/// the L3, 1 thread): SWITCHYARD_KERNEL=avx2 8.7-8.9 -> 13.0-13.5 GB/s, avx2vnni 10.0-10.3 -> 14.1-14.8;
+/// from memory (1.2 GB, 2 threads, 2 alternating rounds) on avx2: m = 1 16.9-17.0 -> 19.8-20.5, m = 4
+/// 6.7-6.9 -> 9.2-9.3, m = 8 3.5-3.7 -> 4.5; on avx2vnni: m = 1 17.6-18.3 -> 21.4-21.8, m = 4 7.8-7.9
+/// -> 12.8-12.9, m = 8 3.1-3.7 -> 5.7-6.0.
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i block_scale_bits_avx2(const uint8_t *wsc,
+                                                                                                size_t count) {
+    uint64_t packed = 0x7f7f7f7f7f7f7f7full;
+    memcpy(&packed, wsc, count < 8 ? count : 8);
+    __m256i sb = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)packed));
+    __m256i bits = _mm256_slli_epi32(_mm256_sub_epi32(sb, _mm256_set1_epi32(1)), 23);
+    // 0 and 1 are subnormal factors and 255 infinity (rare: the ordinary bytes take two compares).
+    __m256i unusual = _mm256_cmpgt_epi32(_mm256_sub_epi32(sb, _mm256_set1_epi32(2)), _mm256_set1_epi32(252));
+    unusual = _mm256_or_si256(unusual, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), sb));
+    if (__builtin_expect(!_mm256_testz_si256(unusual, unusual), 0)) {
+        __m256i low_bits = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), sb);
+        __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(2), sb);
+        __m256i top = _mm256_cmpeq_epi32(sb, _mm256_set1_epi32(255));
+        bits = _mm256_blendv_epi8(bits, low_bits, small);
+        bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7f800000), top);
+    }
+    return bits;
+}
+
 /// The AVX2 form: a group is two halves of two blocks (lanes 0-7 and 8-15 of the shape), the integer
 /// sums by `vpmaddubsw` + `vpmaddwd` (no saturation: |(w + 12) · q| ≤ 24 · 127, two of them a pair), or
 /// by `vpdpbusd` on AVX-VNNI. A tile takes one weight row against T (1-4) tokens: each half group of the
-/// row is decoded (nibbles to values, scale byte to factor bits) once for the T tokens, and each token
-/// keeps its own accumulators, so every output has the operations of a tile of one. Before, each token
-/// decoded the row again: the gpt-oss-shaped prefill on this path ran at 0.77 of llama.cpp's AVX2 build.
-/// Measured on the Intel Xeon (`mxfp4_stream`, SWITCHYARD_KERNEL=avx2, 2 threads): m = 4 4.6 -> 6.6 GB/s,
-/// m = 8 2.4 -> 3.7, m = 16 1.2 -> 1.8; `generate`'s gpt-oss-shaped prefill 120-148 -> 185-189 tok/s.
+/// row is decoded (nibbles to values) once for the T tokens, and each token keeps its own accumulators,
+/// so every output has the operations of a tile of one; the factor bits of 8 blocks are built at a time
+/// (``block_scale_bits_avx2``) and each half group picks its two with one permute. Before the tiles, each
+/// token decoded the row again: the gpt-oss-shaped prefill on this path ran at 0.77 of llama.cpp's AVX2
+/// build. Measured on the Intel Xeon (`mxfp4_stream`, SWITCHYARD_KERNEL=avx2, 2 threads): m = 4 4.6 ->
+/// 6.6 GB/s, m = 8 2.4 -> 3.7, m = 16 1.2 -> 1.8; `generate`'s gpt-oss-shaped prefill 120-148 -> 185-189
+/// tok/s.
 #define SY_MXQ_AVX2_KERNEL(NAME, ATTRS, INLINE, SUMS)                                                          \
-    INLINE void NAME##_tile(int T, const uint8_t *xp, size_t xps, size_t block_count, const uint8_t *wb,        \
-                            const uint8_t *wsc, int prefetch, float *y, size_t ys) {                           \
-        size_t groups = (block_count + 3) / 4;                                                                 \
+    /* Group g's first `count` (1-4) blocks of the row into acc; their factor bits are lanes 4q-4q+3 of  */    \
+    /* `bits` (group q of the 8 blocks they were built for).                                            */    \
+    INLINE void NAME##_group(int T, const uint8_t *xp, size_t xps, size_t g, size_t count, const uint8_t *wb,   \
+                             int prefetch, __m256i bits, int q, __m256 acc[4][2]) {                            \
         const __m256i table = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12,  \
                                                13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);          \
         const __m256i nibble = _mm256_set1_epi8(0x0F);                                                         \
-        const __m128i spread = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);                  \
+        const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);                                        \
+        if (prefetch) prefetch_weights(wb + g * 64, 2); /* the row's first tile streams it in */               \
+        for (size_t h = 0; h < 2 && 2 * h < count; h++) {                                                      \
+            __m256i w;                                                                                         \
+            if (2 * h + 1 < count) {                                                                           \
+                w = _mm256_loadu_si256((const __m256i *)(wb + g * 64 + 32 * h));                               \
+            } else {                                                                                           \
+                w = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(wb + g * 64 + 32 * h)));          \
+            }                                                                                                  \
+            __m256i low = _mm256_shuffle_epi8(table, _mm256_and_si256(w, nibble));                             \
+            __m256i high = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble));      \
+            __m256i pick = _mm256_add_epi32(pair, _mm256_set1_epi32(4 * q + 2 * (int)h));                      \
+            __m256 s = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(bits, pick));                          \
+            for (int t = 0; t < T; t++) {                                                                      \
+                const uint8_t *group = xp + t * xps + g * SY_MXQ_GROUP_BYTES;                                  \
+                __m256i even = _mm256_loadu_si256((const __m256i *)(group + 32 * h));                          \
+                __m256i odd = _mm256_loadu_si256((const __m256i *)(group + 64 + 32 * h));                      \
+                __m256i correction = _mm256_loadu_si256((const __m256i *)(group + 128 + 32 * h));              \
+                __m256i sums = SUMS(correction, low, even, high, odd);                                         \
+                __m256 factor = _mm256_mul_ps(_mm256_loadu_ps((const float *)(group + 192 + 32 * h)), s);      \
+                __m256 product = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), factor, acc[t][h]);                 \
+                /* A half block group (odd count): only its first block's four lanes. */                       \
+                acc[t][h] = 2 * h + 1 < count ? product : _mm256_blend_ps(acc[t][h], product, 0x0F);           \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    INLINE void NAME##_tile(int T, const uint8_t *xp, size_t xps, size_t block_count, const uint8_t *wb,        \
+                            const uint8_t *wsc, int prefetch, float *y, size_t ys) {                           \
         __m256 acc[4][2];                                                                                      \
         for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();                              \
-        for (size_t g = 0; g < groups; g++) {                                                                  \
-            size_t count = block_count - 4 * g < 4 ? block_count - 4 * g : 4;                                  \
-            uint32_t packed = mxq_scale_bytes(wsc + 4 * g, count);                                             \
-            if (prefetch) prefetch_weights(wb + g * 64, 2); /* the row's first tile streams it in */           \
-            __m128i s16 = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)packed), spread);                            \
-            for (size_t h = 0; h < 2 && 2 * h < count; h++) {                                                  \
-                __m256i w;                                                                                     \
-                if (2 * h + 1 < count) {                                                                       \
-                    w = _mm256_loadu_si256((const __m256i *)(wb + g * 64 + 32 * h));                           \
-                } else {                                                                                       \
-                    w = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(wb + g * 64 + 32 * h)));      \
-                }                                                                                              \
-                __m256i low = _mm256_shuffle_epi8(table, _mm256_and_si256(w, nibble));                         \
-                __m256i high = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble));  \
-                __m256i sb = _mm256_cvtepu8_epi32(h == 0 ? s16 : _mm_srli_si128(s16, 8));                      \
-                __m256i bits = _mm256_slli_epi32(_mm256_sub_epi32(sb, _mm256_set1_epi32(1)), 23);              \
-                __m256i unusual = _mm256_cmpgt_epi32(_mm256_sub_epi32(sb, _mm256_set1_epi32(2)),               \
-                                                     _mm256_set1_epi32(252));                                  \
-                unusual = _mm256_or_si256(unusual, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), sb));              \
-                if (__builtin_expect(!_mm256_testz_si256(unusual, unusual), 0)) {                               \
-                    __m256i low_bits = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), sb);                   \
-                    __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(2), sb);                              \
-                    __m256i top = _mm256_cmpeq_epi32(sb, _mm256_set1_epi32(255));                              \
-                    bits = _mm256_blendv_epi8(bits, low_bits, small);                                          \
-                    bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7f800000), top);                       \
-                }                                                                                              \
-                for (int t = 0; t < T; t++) {                                                                  \
-                    const uint8_t *group = xp + t * xps + g * SY_MXQ_GROUP_BYTES;                              \
-                    __m256i even = _mm256_loadu_si256((const __m256i *)(group + 32 * h));                      \
-                    __m256i odd = _mm256_loadu_si256((const __m256i *)(group + 64 + 32 * h));                  \
-                    __m256i correction = _mm256_loadu_si256((const __m256i *)(group + 128 + 32 * h));          \
-                    __m256i sums = SUMS(correction, low, even, high, odd);                                     \
-                    __m256 factor = _mm256_mul_ps(_mm256_loadu_ps((const float *)(group + 192 + 32 * h)),      \
-                                                  _mm256_castsi256_ps(bits));                                  \
-                    __m256 product = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), factor, acc[t][h]);             \
-                    /* A half block group (odd count): only its first block's four lanes. */                   \
-                    acc[t][h] = 2 * h + 1 < count ? product : _mm256_blend_ps(acc[t][h], product, 0x0F);       \
-                }                                                                                              \
+        size_t b = 0;                                                                                          \
+        for (; b + 8 <= block_count; b += 8) {                                                                 \
+            __m256i bits = block_scale_bits_avx2(wsc + b, 8);                                                  \
+            NAME##_group(T, xp, xps, b / 4, 4, wb, prefetch, bits, 0, acc);                                    \
+            NAME##_group(T, xp, xps, b / 4 + 1, 4, wb, prefetch, bits, 1, acc);                                \
+        }                                                                                                      \
+        if (b < block_count) {                                                                                 \
+            __m256i bits = block_scale_bits_avx2(wsc + b, block_count - b);                                    \
+            for (int q = 0; b + 4 * (size_t)q < block_count; q++) {                                            \
+                size_t left = block_count - b - 4 * (size_t)q;                                                 \
+                NAME##_group(T, xp, xps, b / 4 + q, left < 4 ? left : 4, wb, prefetch, bits, q, acc);          \
             }                                                                                                  \
         }                                                                                                      \
         for (int t = 0; t < T; t++) y[t * ys] = hsum16_avx2(acc[t][0], acc[t][1]);                            \
