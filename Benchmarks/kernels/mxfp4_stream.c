@@ -1,13 +1,14 @@
 // The fast MXFP4 product streaming its weights: gpt-oss-shaped gate_up rows (k = 2,880, 5,760 rows an
-// expert, 16 bytes and one scale byte per 32 weights), 96 experts (1.2 GB), two experts a job as a layer
-// runs them (``sy_matmul_nt_mxfp4_q8_grouped_isa``), each on m rows of x, 3 passes after a warm-up one.
+// expert, 16 bytes and one scale byte per 32 weights), EXPERTS experts (default 96, 1.2 GB; 2 put 17.6 MB
+// in the L3, to see the product's own rate), two experts a job as a layer runs them
+// (``sy_matmul_nt_mxfp4_q8_grouped_isa``), each on m rows of x, 3 passes after a warm-up one.
 // Prints the rate the weights were read at, to set beside `floors --bandwidth` (the SY_MXQ_PREFETCH_*
 // distances in Sources/CKernels/mxfp4.c were chosen with it).
 //
 // Build from the repository root as SwiftPM builds the kernels (the Swift toolchain's clang, -O2):
 //   clang -O2 -fPIC -I Sources/CKernels/include -o /tmp/mxfp4_stream Benchmarks/kernels/mxfp4_stream.c
 //      Sources/CKernels/kernels.c Sources/CKernels/mxfp4.c Sources/CKernels/fp8.c -lpthread -lm   (one line)
-//   /tmp/mxfp4_stream [M] [THREADS]      e.g. /tmp/mxfp4_stream 1 2; SWITCHYARD_KERNEL=avx2 picks the path
+//   /tmp/mxfp4_stream [M] [THREADS] [EXPERTS]   e.g. /tmp/mxfp4_stream 1 2; SWITCHYARD_KERNEL=avx2 picks the path
 #include "sy_kernels.h"
 #include "sy_mxfp4.h"
 #include <stdio.h>
@@ -22,12 +23,13 @@ static double now(void) {
 
 int main(int argc, char **argv) {
     int m = argc > 1 ? atoi(argv[1]) : 1, threads = argc > 2 ? atoi(argv[2]) : 2;
-    if (m < 1 || m > 32 || threads < 1) {
-        fprintf(stderr, "usage: %s [M (1-32)] [THREADS]\n", argv[0]);
+    long experts_arg = argc > 3 ? atol(argv[3]) : 96;
+    if (m < 1 || m > 32 || threads < 1 || experts_arg < 2 || experts_arg > 4096) {
+        fprintf(stderr, "usage: %s [M (1-32)] [THREADS] [EXPERTS (2-4096)]\n", argv[0]);
         return 2;
     }
     sy_set_thread_count(threads);
-    const size_t k = 2880, n = 5760, experts = 96, row_blocks = k / 32 * 16, row_scales = k / 32;
+    const size_t k = 2880, n = 5760, experts = (size_t)experts_arg, row_blocks = k / 32 * 16, row_scales = k / 32;
     uint8_t *blocks = malloc(experts * n * row_blocks), *scales = malloc(experts * n * row_scales);
     float *x = malloc(2 * (size_t)m * k * sizeof(float)), *y = malloc(2 * (size_t)m * n * sizeof(float));
     if (blocks == NULL || scales == NULL || x == NULL || y == NULL) {
