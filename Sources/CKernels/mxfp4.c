@@ -356,8 +356,8 @@ enum { SY_MXQ_PREFETCH = 1024 };
 /// it), from their `count` (1-16 or more) scale bytes; lanes past `count` are 0. A tile builds them once
 /// for the 4 groups they cover and picks each group's 16 lanes (block c of the group in lanes 4c-4c+3)
 /// with one permute. Building them group by group from 4 bytes (broadcast, shuffle, shift, compare) took
-/// as much time as the rest of the m = 1 product. `mxfp4_stream` on the Intel Xeon (AVX-512 VNNI; a copy
-/// taking the expert count, 2 experts = 17.6 MB in the L3, 1 thread) read at 11.1-11.8 GB/s before, 18
+/// as much time as the rest of the m = 1 product. `mxfp4_stream 1 1 2` on the Intel Xeon (AVX-512 VNNI;
+/// 2 experts, 17.6 MB in the L3, 1 thread) read at 11.1-11.8 GB/s before, 18
 /// with the factors left out, and 19.3-20.5 with them built this way (and the groups of 16 blocks run
 /// with constant masks); from memory (1.2 GB, 2 threads, 2 alternating rounds): m = 1 18.7 -> 21.7-22.4,
 /// m = 4 11.0-11.1 -> 13.8-14.0, m = 8 5.4-5.9 -> 7.2-7.7.
