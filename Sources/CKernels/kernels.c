@@ -3845,6 +3845,19 @@ static inline float clamped_glu_scalar(float gate, float up, float alpha, float 
     return (u + 1.0f) * (numerator / (1.0f + e));
 }
 
+/// Elements [from, width) of one row of ``sy_clamped_swiglu_isa`` by the scalar operations (the vector
+/// paths' last few, and every element on the others).
+static void clamped_swiglu_scalar(const float *gate_row, const float *up_row, size_t stride, const float *gate_bias,
+                                  const float *up_bias, size_t from, size_t width, float alpha, float limit,
+                                  float *out_row) {
+    for (size_t i = from; i < width; i++) {
+        float g = gate_row[i * stride], u = up_row[i * stride];
+        if (gate_bias != NULL) g += gate_bias[i];
+        if (up_bias != NULL) u += up_bias[i];
+        out_row[i] = clamped_glu_scalar(g, u, alpha, limit);
+    }
+}
+
 #if SY_X86
 /// 16 elements of ``sy_clamped_swiglu_isa`` (gate and up already biased); `mask` selects the lanes.
 SY_AVX512 __m512 clamped_glu_avx512(__m512 gate, __m512 up, __m512 alpha, __m512 limit) {
@@ -3951,12 +3964,7 @@ SY_AVX2_FN void clamped_swiglu_avx2(const float *gate_values, const float *up_va
                 _mm256_storeu_ps(out + r * width + i, clamped_glu_avx2(g, u, alphas, limits));
             }
         }
-        for (; i < width; i++) {
-            float g = gr[i * stride], u = ur[i * stride];
-            if (gate_bias != NULL) g += gate_bias[i];
-            if (up_bias != NULL) u += up_bias[i];
-            out[r * width + i] = clamped_glu_scalar(g, u, alpha, limit);
-        }
+        clamped_swiglu_scalar(gr, ur, stride, gate_bias, up_bias, i, width, alpha, limit, out + r * width);
     }
 }
 #endif
@@ -4001,12 +4009,7 @@ static void clamped_swiglu_neon(const float *gate_values, const float *up_values
                 vst1q_f32(out + r * width + i, clamped_glu_neon(g, u, alphas, limits));
             }
         }
-        for (; i < width; i++) {
-            float g = gr[i * stride], u = ur[i * stride];
-            if (gate_bias != NULL) g += gate_bias[i];
-            if (up_bias != NULL) u += up_bias[i];
-            out[r * width + i] = clamped_glu_scalar(g, u, alpha, limit);
-        }
+        clamped_swiglu_scalar(gr, ur, stride, gate_bias, up_bias, i, width, alpha, limit, out + r * width);
     }
 }
 #endif
@@ -4035,12 +4038,8 @@ void sy_clamped_swiglu_isa(sy_isa isa, const float *gate_values, const float *up
     (void)isa;
 #endif
     for (size_t r = 0; r < rows; r++)
-        for (size_t i = 0; i < width; i++) {
-            float g = gate_values[r * row_stride + i * stride], u = up_values[r * row_stride + i * stride];
-            if (gate_bias != NULL) g += gate_bias[i];
-            if (up_bias != NULL) u += up_bias[i];
-            out[r * width + i] = clamped_glu_scalar(g, u, alpha, limit);
-        }
+        clamped_swiglu_scalar(gate_values + r * row_stride, up_values + r * row_stride, stride, gate_bias, up_bias, 0,
+                              width, alpha, limit, out + r * width);
 }
 
 // MARK: - Attention: scores and softmax
