@@ -174,9 +174,9 @@ let parallelCopier: WeightArena.Copier = { copyInParallel($0, $1, byteCount: $2)
 extension WeightTensor {
     /// This matrix as the amx path with fast arithmetic reads it best: a bf16 matrix packed for it
     /// (its products bitwise the amx path's on the matrix as stored), in `arena`; any other weight as
-    /// ``resident(in:)`` holds it.
+    /// ``resident(in:copier:)`` holds it, copied as the other paths copy it (``parallelCopier``).
     func packedForAMX(in arena: WeightArena) -> WeightTensor {
-        guard shape.count == 2, dtype == .bf16, !isAMXPacked else { return resident(in: arena) }
+        guard shape.count == 2, dtype == .bf16, !isAMXPacked else { return resident(in: arena, copier: parallelCopier) }
         return WeightTensor(shape: shape, amxPacked: Models.packedForAMX(self, arena: arena))
     }
 
