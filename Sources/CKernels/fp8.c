@@ -589,8 +589,8 @@ static void direct_rows(f8_direct kind, size_t m, const float *x, size_t xs, con
     (void)scale_stride, (void)block_k, (void)y, (void)ys, (void)accumulate;
 }
 
-/// Floats of widened weight rows a thread holds at once (64 KiB): the rows stay in L1/L2 while the f32
-/// kernel runs over them.
+/// Floats of widened weight rows a thread holds at once (64 KiB; more where one tile of the f32 kernel's
+/// weight rows takes more, past k = 4,096): the rows stay in L1/L2 while the f32 kernel runs over them.
 enum { SY_F8_BUFFER_FLOATS = 16384, SY_F8_MAX_GROUP = 16 };
 /// Rows of x per pass (as the f32 kernel blocks them): about 384 KiB of x stays in L2 while every
 /// weight row is widened once per pass. Blocking never changes arithmetic, only the loop order.
@@ -673,9 +673,10 @@ int sy_matmul_nt_fp8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t 
                          int accumulate) {
     if (block_n == 0 || block_k == 0 || block_k % 16 != 0) return -1;
     if (m == 0 || n == 0) return 0;
-    size_t group = SY_F8_BUFFER_FLOATS / (k > 0 ? k : 1);
-    if (group < 1) group = 1;
+    // A whole number of the f32 kernel's tiles of weight rows, at least one (past 64 KiB of rows then).
+    size_t tile = sy_matmul_nt_tile_columns(isa), group = SY_F8_BUFFER_FLOATS / (k > 0 ? k : 1);
     if (group > SY_F8_MAX_GROUP) group = SY_F8_MAX_GROUP;
+    group = group < tile ? tile : group / tile * tile;
     fp8_product job = {isa, x, m, k, x_stride, w, n, scales, block_n, block_k, (k + block_k - 1) / block_k,
                        y, y_stride, accumulate, group, n, 0};
     size_t threads = (size_t)sy_thread_count();

@@ -559,68 +559,113 @@ SY_AVX2 __m256 values8_avx2(const void *row, int bf16, __m256i mask, size_t left
     return widen8_bf16_avx2(padded);
 }
 
-/// Rows of x per tile of the f32 and exact bf16 products. A tile takes one weight row (a single
-/// sequential stream per thread, for every m, which at m ≤ SY_NARROW_ROWS is the rule of the AVX-512
-/// path) against up to 4 rows of x: 8 accumulators, 2 weight and 2 x vectors. Measured in L2 (one
-/// thread, k = 1024, compiled for AVX2 only), 4 × 1 did 60 GFLOP/s at m = 8 where 2 × 2 and 3 × 2
-/// tiles did 41-48, and as well at m = 32.
-enum { AVX2_R = 4 };
+/// Tile shapes of the f32 and exact bf16 products. Up to AVX2_WIDE_FROM - 1 rows of x a tile takes one
+/// weight row (a single sequential stream per thread, which at m ≤ SY_NARROW_ROWS is the rule of the
+/// AVX-512 path) against up to 4 rows of x: 8 accumulators, 2 weight and 2 x vectors. Measured in L2
+/// (one thread, k = 1024, compiled for AVX2 only), 4 × 1 did 60 GFLOP/s at m = 8 where 2 × 2 and 3 × 2
+/// tiles in that loop order did 41-48. From AVX2_WIDE_FROM rows the loop order turns: each tile of up to
+/// AVX2_WIDE_C weight rows (k ≤ 2,048: 24 KiB, in L1) goes through all of the block's rows of x (in L2)
+/// AVX2_WIDE_R at a time, so an x vector loaded from L2 serves 3 weight rows, not 1. The FP8 product
+/// runs this f32 kernel on its widened rows past 8 rows of x; on the Intel Xeon (`SWITCHYARD_KERNEL=avx2`,
+/// 2 threads, 3 alternating rounds, the same bits) it went from 49-58 to 88-104 GFLOP/s at m = 48, 128 and
+/// 512 (k = 1,024 and 512) with 2 × 3 tiles, where 1 × 4 did 84-89, 3 × 2 85-93 and 2 × 2 80-85.
+enum { AVX2_R = 4, AVX2_WIDE_FROM = 9, AVX2_WIDE_R = 2, AVX2_WIDE_C = 3 };
 
-/// R rows of x (≤ 4) against one weight row stored as f32 or bf16 (`bf16`, widened exactly).
-SY_AVX2 void tile_avx2(int R, const float *x, size_t xs, const void *w, int bf16, size_t k, float *y, size_t ys,
-                       int accumulate) {
-    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+/// R rows of x (≤ 4) against C weight rows (≤ 3; rows `ws` elements apart) stored as f32 or bf16 (`bf16`,
+/// widened exactly); with `prefetch` the weights also SY_PREFETCH_NEAR_BYTES ahead into L1 besides the L2
+/// prefetch. Each output is the same operations in the same order in every shape.
+SY_AVX2 void tile_avx2(int R, int C, int prefetch, const float *x, size_t xs, const void *w, int bf16, size_t ws,
+                       size_t k, float *y, size_t ys, int accumulate) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float), column = ws * element;
     const char *wb = (const char *)w;
     const __m256i all = mask8_avx2(8);
-    __m256 lo[AVX2_R], hi[AVX2_R];
-    for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm256_setzero_ps();
+    __m256 lo[AVX2_R][AVX2_WIDE_C], hi[AVX2_R][AVX2_WIDE_C];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
-        const char *at = wb + p * element;
-        prefetch_weights(at, 2);
-        __m256 wlo = values8_avx2(at, bf16, all, 8), whi = values8_avx2(at + 8 * element, bf16, all, 8);
+        __m256 wlo[AVX2_WIDE_C], whi[AVX2_WIDE_C];
+        for (int c = 0; c < C; c++) {
+            const char *at = wb + c * column + p * element;
+            if (prefetch) prefetch_weights(at, 2);
+            wlo[c] = values8_avx2(at, bf16, all, 8);
+            whi[c] = values8_avx2(at + 8 * element, bf16, all, 8);
+        }
         for (int r = 0; r < R; r++) {
-            lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p), wlo, lo[r]);
-            hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * xs + p + 8), whi, hi[r]);
+            __m256 xlo = _mm256_loadu_ps(x + r * xs + p), xhi = _mm256_loadu_ps(x + r * xs + p + 8);
+            for (int c = 0; c < C; c++) {
+                lo[r][c] = _mm256_fmadd_ps(xlo, wlo[c], lo[r][c]);
+                hi[r][c] = _mm256_fmadd_ps(xhi, whi[c], hi[r][c]);
+            }
         }
     }
     if (p < k) {
         size_t left = k - p, left_lo = left < 8 ? left : 8, left_hi = left > 8 ? left - 8 : 0;
         __m256i mlo = mask8_avx2(left_lo), mhi = mask8_avx2(left_hi);
-        const char *at = wb + p * element;
-        __m256 wlo = values8_avx2(at, bf16, mlo, left_lo), whi = values8_avx2(at + 8 * element, bf16, mhi, left_hi);
-        for (int r = 0; r < R; r++) {
-            __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
-            __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
-            // Blend so lanes outside the tail keep their accumulator untouched (-0 stays -0).
-            lo[r] = _mm256_blendv_ps(lo[r], _mm256_fmadd_ps(xlo, wlo, lo[r]), _mm256_castsi256_ps(mlo));
-            hi[r] = _mm256_blendv_ps(hi[r], _mm256_fmadd_ps(xhi, whi, hi[r]), _mm256_castsi256_ps(mhi));
+        for (int c = 0; c < C; c++) {
+            const char *at = wb + c * column + p * element;
+            __m256 wlo = values8_avx2(at, bf16, mlo, left_lo), whi = values8_avx2(at + 8 * element, bf16, mhi, left_hi);
+            for (int r = 0; r < R; r++) {
+                __m256 xlo = _mm256_maskload_ps(x + r * xs + p, mlo);
+                __m256 xhi = _mm256_maskload_ps(x + r * xs + p + 8, mhi);
+                // Blend so lanes outside the tail keep their accumulator untouched (-0 stays -0).
+                lo[r][c] = _mm256_blendv_ps(lo[r][c], _mm256_fmadd_ps(xlo, wlo, lo[r][c]), _mm256_castsi256_ps(mlo));
+                hi[r][c] = _mm256_blendv_ps(hi[r][c], _mm256_fmadd_ps(xhi, whi, hi[r][c]), _mm256_castsi256_ps(mhi));
+            }
         }
     }
-    for (int r = 0; r < R; r++) {
-        float s = hsum16_avx2(lo[r], hi[r]);
-        float *target = y + r * ys;
-        *target = accumulate ? *target + s : s;
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx2(lo[r][c], hi[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
+/// Rows [i0, i1) of x against C weight rows at `w` in tiles of AVX2_WIDE_R rows (the last one row), the
+/// first tile prefetching the weights (the others find them in L1).
+SY_AVX2 void rows_wide_exact_avx2(int C, const float *x, size_t i0, size_t i1, size_t xs, const void *w, int bf16,
+                                  size_t ws, size_t k, float *y, size_t ys, int accumulate) {
+    size_t i = i0;
+    if (i + AVX2_WIDE_R <= i1) {
+        tile_avx2(AVX2_WIDE_R, C, 1, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
+        i += AVX2_WIDE_R;
     }
+    for (; i + AVX2_WIDE_R <= i1; i += AVX2_WIDE_R)
+        tile_avx2(AVX2_WIDE_R, C, 0, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
+    if (i < i1) tile_avx2(1, C, 0, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
 }
 
 /// The f32 (`bf16` 0) or exact bf16 (`bf16` 1) product; `bf16` is a constant at each call. Each block
-/// of rows (see ``rows_per_block``) sweeps the weight rows one at a time, in tiles of 4 rows of x
-/// (the last 3, 2 or 1, so every tile call has a constant R).
+/// of rows (see ``rows_per_block``) sweeps the weight rows: below AVX2_WIDE_FROM rows one at a time, in
+/// tiles of 4 rows of x (the last 3, 2 or 1, so every tile call has a constant R); from it AVX2_WIDE_C at a
+/// time (the last 2 or 1), each through all of the block's rows.
 SY_AVX2 void matmul_body_avx2(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n,
                               size_t ws, float *y, size_t ys, int accumulate) {
     size_t column = ws * (bf16 ? sizeof(uint16_t) : sizeof(float)), block = rows_per_block(k);
     for (size_t i0 = 0; i0 < m; i0 += block) {
         size_t i1 = i0 + block < m ? i0 + block : m;
+        if (m >= AVX2_WIDE_FROM) {
+            size_t j = 0;
+            for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C)
+                rows_wide_exact_avx2(AVX2_WIDE_C, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys,
+                                     accumulate);
+            switch (n - j) {
+            case 2: rows_wide_exact_avx2(2, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys, accumulate); break;
+            case 1: rows_wide_exact_avx2(1, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys, accumulate); break;
+            default: break;
+            }
+            continue;
+        }
         for (size_t j = 0; j < n; j++) {
             const void *wj = (const char *)w + j * column;
             size_t i = i0;
             for (; i + AVX2_R <= i1; i += AVX2_R)
-                tile_avx2(AVX2_R, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate);
+                tile_avx2(AVX2_R, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate);
             switch (i1 - i) {
-            case 3: tile_avx2(3, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
-            case 2: tile_avx2(2, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
-            case 1: tile_avx2(1, x + i * xs, xs, wj, bf16, k, y + i * ys + j, ys, accumulate); break;
+            case 3: tile_avx2(3, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate); break;
+            case 2: tile_avx2(2, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate); break;
+            case 1: tile_avx2(1, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate); break;
             default: break;
             }
         }
@@ -3008,6 +3053,22 @@ static void dispatch_job(sy_job job) {
         pthread_mutex_unlock(&pool.lock);
     }
     pthread_mutex_unlock(&pool.owner);
+}
+
+size_t sy_matmul_nt_tile_columns(sy_isa isa) {
+    switch (isa) {
+#if SY_X86
+    case SY_ISA_AMX:
+    case SY_ISA_AVX512BF16:
+    case SY_ISA_AVX512: return AVX512_C;
+    case SY_ISA_AVX2:
+    case SY_ISA_AVX2_VNNI: return AVX2_WIDE_C;
+#endif
+#if SY_ARM64
+    case SY_ISA_NEON: return NEON_C;
+#endif
+    default: return SCALAR_C;
+    }
 }
 
 void sy_matmul_nt_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n,

@@ -1190,10 +1190,13 @@ static void check_fp8(void) {
     static const size_t blocks[][2] = {{16, 16}, {128, 128}, {5, 32}, {3, 48}};
     for (int special = 0; special <= 1; special++)
         for (size_t shape = 0; shape < 4; shape++)
-            for (size_t k = 37; k <= 200; k += 81)
+            for (size_t ki = 0; ki < 5; ki++)
                 // 1-8: the direct products' tiles of every height (AVX2 and NEON: 4 and 1-4); 9 and 13: buffered.
-                for (size_t m = 1; m <= 13; m += m < 9 ? 1 : 4) {
-                    size_t n = 29, xs = k + 3, ys = n + 2, bn = blocks[shape][0], bk = blocks[shape][1];
+                // At k 1,100 and 5,000 (buffered only) the widened rows are a multiple of the f32 tile's
+                // weight rows below 16 (12 or 14) and, past 64 KiB of rows, one tile's rows (2-4).
+                for (size_t m = ki < 3 ? 1 : 9; m <= 13; m += m < 9 ? 1 : 4) {
+                    static const size_t ks[] = {37, 118, 199, 1100, 5000};
+                    size_t k = ks[ki], n = 29, xs = k + 3, ys = n + 2, bn = blocks[shape][0], bk = blocks[shape][1];
                     size_t sr = (n + bn - 1) / bn, sc = (k + bk - 1) / bk;
                     data_kind data = special ? DATA_SPECIAL : DATA_ORDINARY;
                     uint8_t *w = allocate(n * k);

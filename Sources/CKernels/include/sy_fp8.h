@@ -10,8 +10,9 @@
 //
 // The product is computed on the stored bytes. At up to 8 rows of x the vector paths multiply each
 // weight row as they widen it, with the f32 kernels' operations in their order; above that each thread
-// widens the weight rows it is about to use into a small f32 buffer (a few rows at a time, at most about
-// 64 KiB: L1/L2-resident, never a copy of the matrix) and multiplies with the f32 kernel of sy_kernels.h.
+// widens the weight rows it is about to use into a small f32 buffer (a few rows at a time, a whole number
+// of the f32 kernel's tiles of weight rows, about 64 KiB or one tile's rows where those are more: L1/L2-resident,
+// never a copy of the matrix) and multiplies with the f32 kernel of sy_kernels.h.
 // Either way every y[i, j] is bitwise ``sy_matmul_nt`` on the dequantized f32 weights, on every path
 // (scalar, AVX2, AVX-512, NEON: their widening gives the same bits, being exact conversions and one
 // rounded product each), batch-invariant and independent of the thread count like the other products.
