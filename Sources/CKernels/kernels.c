@@ -559,17 +559,17 @@ SY_AVX2 __m256 values8_avx2(const void *row, int bf16, __m256i mask, size_t left
     return widen8_bf16_avx2(padded);
 }
 
-/// Tile shapes of the f32 and exact bf16 products. Up to AVX2_WIDE_FROM - 1 rows of x a tile takes one
-/// weight row (a single sequential stream per thread, which at m ≤ SY_NARROW_ROWS is the rule of the
-/// AVX-512 path) against up to 4 rows of x: 8 accumulators, 2 weight and 2 x vectors. Measured in L2
-/// (one thread, k = 1024, compiled for AVX2 only), 4 × 1 did 60 GFLOP/s at m = 8 where 2 × 2 and 3 × 2
-/// tiles in that loop order did 41-48. From AVX2_WIDE_FROM rows the loop order turns: each tile of up to
-/// AVX2_WIDE_C weight rows (k ≤ 2,048: 24 KiB, in L1) goes through all of the block's rows of x (in L2)
-/// AVX2_WIDE_R at a time, so an x vector loaded from L2 serves 3 weight rows, not 1. The FP8 product
-/// runs this f32 kernel on its widened rows past 8 rows of x; on the Intel Xeon (`SWITCHYARD_KERNEL=avx2`,
-/// 2 threads, 3 alternating rounds, the same bits) it went from 49-58 to 88-104 GFLOP/s at m = 48, 128 and
-/// 512 (k = 1,024 and 512) with 2 × 3 tiles, where 1 × 4 did 84-89, 3 × 2 85-93 and 2 × 2 80-85.
-enum { AVX2_R = 4, AVX2_WIDE_FROM = 9, AVX2_WIDE_R = 2, AVX2_WIDE_C = 3 };
+/// Tile shapes of the f32 and exact bf16 products. Up to SY_NARROW_ROWS rows of x a tile takes one weight
+/// row (a single sequential stream per thread, the rule of the AVX-512 path) against up to 4 rows of x: 8
+/// accumulators, 2 weight and 2 x vectors. Past it the loop order turns: each tile of up to AVX2_WIDE_C
+/// weight rows (k ≤ 2,048: 24 KiB, in L1) goes through all of the block's rows of x (in L2) AVX2_WIDE_R at
+/// a time, so an x vector loaded from L2 serves 3 weight rows, not 1. Measured on the Intel Xeon
+/// (`SWITCHYARD_KERNEL=avx2`, 2 threads, alternating rounds, the same bits), against 4 × 1 tiles for every
+/// m: the FP8 product (this kernel on its widened rows past 8 rows of x) 49-58 -> 88-104 GFLOP/s at m = 48,
+/// 128 and 512 (k = 1,024 and 512) with 2 × 3 tiles, where 1 × 4 did 84-89, 3 × 2 85-93 and 2 × 2 80-85;
+/// `batch_step 2 8 B exact` (bf16 experts from memory), the experts of a step at B = 32 (m = 8) 188-190 ->
+/// 144-153 ms and at B = 24 (m = 6) 131-137 -> 116-121 (from 9 rows only: 159-169 and 131-137).
+enum { AVX2_R = 4, AVX2_WIDE_R = 2, AVX2_WIDE_C = 3 };
 
 /// R rows of x (≤ 4) against C weight rows (≤ 3; rows `ws` elements apart) stored as f32 or bf16 (`bf16`,
 /// widened exactly); with `prefetch` the weights also SY_PREFETCH_NEAR_BYTES ahead into L1 besides the L2
@@ -637,15 +637,15 @@ SY_AVX2 void rows_wide_exact_avx2(int C, const float *x, size_t i0, size_t i1, s
 }
 
 /// The f32 (`bf16` 0) or exact bf16 (`bf16` 1) product; `bf16` is a constant at each call. Each block
-/// of rows (see ``rows_per_block``) sweeps the weight rows: below AVX2_WIDE_FROM rows one at a time, in
-/// tiles of 4 rows of x (the last 3, 2 or 1, so every tile call has a constant R); from it AVX2_WIDE_C at a
+/// of rows (see ``rows_per_block``) sweeps the weight rows: up to SY_NARROW_ROWS rows one at a time, in
+/// tiles of 4 rows of x (the last 3, 2 or 1, so every tile call has a constant R); past it AVX2_WIDE_C at a
 /// time (the last 2 or 1), each through all of the block's rows.
 SY_AVX2 void matmul_body_avx2(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n,
                               size_t ws, float *y, size_t ys, int accumulate) {
     size_t column = ws * (bf16 ? sizeof(uint16_t) : sizeof(float)), block = rows_per_block(k);
     for (size_t i0 = 0; i0 < m; i0 += block) {
         size_t i1 = i0 + block < m ? i0 + block : m;
-        if (m >= AVX2_WIDE_FROM) {
+        if (m > SY_NARROW_ROWS) {
             size_t j = 0;
             for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C)
                 rows_wide_exact_avx2(AVX2_WIDE_C, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys,

@@ -15,7 +15,7 @@
 #endif
 
 /// The products at m ≤ SY_NARROW_ROWS (one weight row at a time: bf16 fast, bf16 exact and f32 weights,
-/// on the AVX-512 bf16, AVX-512F and AVX2 paths; the AVX2 exact and f32 tiles at every m) and the
+/// on the AVX-512 bf16, AVX-512F and AVX2 paths; past it the first AVX2 exact and f32 tile of a block's rows) and the
 /// AVX-512 and AVX2 q8 products also prefetch each row this many bytes ahead into L1 (`T0`), besides
 /// SY_PREFETCH_BYTES ahead into L2. Measured on an Intel Xeon with AVX-512 bf16, 2 threads:
 /// Benchmarks/kernels/m1_stream.c (m = 1 over 512 MiB of rows, 6 alternating rounds) read 25.5-28.7
