@@ -590,11 +590,20 @@ static void direct_rows(f8_direct kind, size_t m, const float *x, size_t xs, con
 }
 
 /// Floats of widened weight rows a thread holds at once (64 KiB; more where one tile of the f32 kernel's
-/// weight rows takes more, past k = 4,096): the rows stay in L1/L2 while the f32 kernel runs over them.
+/// weight rows takes more): the rows stay in L1/L2 while the f32 kernel runs over them.
 enum { SY_F8_BUFFER_FLOATS = 16384, SY_F8_MAX_GROUP = 16 };
-/// Rows of x per pass (as the f32 kernel blocks them): about 384 KiB of x stays in L2 while every
-/// weight row is widened once per pass. Blocking never changes arithmetic, only the loop order.
+/// Rows of x per pass (as the f32 kernel blocks them): about 384 KiB of x (of its k-chunk) stays in L2
+/// while every weight row is widened once per pass. Blocking never changes arithmetic, only the loop order.
 enum { SY_F8_X_BLOCK_BYTES = 384 * 1024 };
+/// Past this many values of k the buffered product goes through k in chunks (whole blocks of block_k
+/// values, this many or one block where a block is more), the f32 kernel's lane sums kept between them
+/// (``sy_matmul_nt_chunk_isa``): a chunk of each of the group's rows is widened at a time, so the group
+/// keeps its 16 rows and x its rows whatever k is (at k = 7,168 there were 4 rows of 28 KiB, and 13 rows of
+/// x, each weight row widened again for every 13). Measured on the Intel Xeon (2 threads, 3 alternating
+/// rounds, the same bits): m = 128, k = 7,168 (DeepSeek-V3's hidden size), n = 256, 66-84 -> 125-144 GFLOP/s
+/// on `avx512bf16` and 55-57 -> 92-94 on SWITCHYARD_KERNEL=avx2; m = 48, k = 2,816, n = 512, 105-107 ->
+/// 148-150 and 68-71 -> 90. Chunks of 512 and 2,048 were no faster.
+enum { SY_F8_CHUNK = 1024 };
 /// Products smaller than this many multiply-adds run on the caller alone (as sy_kernels.c decides).
 enum { SY_F8_PARALLEL_MIN_WORK = 1 << 15 };
 
@@ -612,6 +621,22 @@ static float *widened_space(size_t floats) {
     return widened_rows;
 }
 
+/// The calling thread's lane sums of a k-chunked product (64-byte aligned, as sy_matmul_nt_chunk_isa
+/// takes them), grown as needed and kept.
+static _Thread_local float *lane_sums = NULL;
+static _Thread_local size_t lane_sums_capacity = 0;
+
+static float *lane_sums_space(size_t floats) {
+    if (floats > lane_sums_capacity) {
+        void *grown = NULL;
+        if (posix_memalign(&grown, 64, floats * sizeof(float)) != 0) return NULL;
+        free(lane_sums);
+        lane_sums = grown;
+        lane_sums_capacity = floats;
+    }
+    return lane_sums;
+}
+
 typedef struct fp8_product {
     sy_isa isa;
     const float *x;
@@ -625,6 +650,8 @@ typedef struct fp8_product {
     int accumulate;
     /// Weight rows widened at a time, and columns per piece of a threaded product (a multiple of it).
     size_t group, piece;
+    /// Values of k widened and multiplied at a time (all of k, or whole blocks: see SY_F8_CHUNK).
+    size_t chunk;
     _Atomic int failed;
 } fp8_product;
 
@@ -638,24 +665,38 @@ static int product_columns(fp8_product *job, size_t j0, size_t j1) {
                     job->accumulate);
         return 0;
     }
-    float *buffer = widened_space(group * (k > 0 ? k : 1));
+    size_t chunk = job->chunk > 0 ? job->chunk : 1;
+    float *buffer = widened_space(group * chunk);
     if (buffer == NULL) return -1;
-    size_t x_rows = SY_F8_X_BLOCK_BYTES / (sizeof(float) * (k > 0 ? k : 1));
+    size_t x_rows = SY_F8_X_BLOCK_BYTES / (sizeof(float) * chunk);
     if (x_rows < 8) x_rows = 8;
+    if (x_rows > job->m) x_rows = job->m;
+    float *sums = chunk < k ? lane_sums_space(x_rows * group * 16) : NULL;
+    if (chunk < k && sums == NULL) return -1;
     for (size_t i0 = 0; i0 < job->m; i0 += x_rows) {
         size_t rows = job->m - i0 < x_rows ? job->m - i0 : x_rows;
         for (size_t j = j0; j < j1; j += group) {
             size_t count = j1 - j < group ? j1 - j : group;
-            for (size_t r = 0; r < count; r++) {
-                size_t row = j + r;
-                sy_fp8_dequantize_row_isa(job->isa, job->w + row * k, k,
-                                          job->scales + (row / job->block_n) * job->scale_stride, job->block_k,
-                                          buffer + r * k);
+            for (size_t p0 = 0; p0 < k || p0 == 0; p0 += chunk) {
+                size_t length = k - p0 < chunk ? k - p0 : chunk;
+                for (size_t r = 0; r < count; r++) {
+                    size_t row = j + r;
+                    sy_fp8_dequantize_row_isa(job->isa, job->w + row * k + p0, length,
+                                              job->scales + (row / job->block_n) * job->scale_stride +
+                                                  p0 / job->block_k,
+                                              job->block_k, buffer + r * length);
+                }
+                // Inside a threaded product this runs on its thread alone (the pool is taken); alone, its
+                // few columns are below the pool's split: either way the f32 kernel's bits.
+                if (sums == NULL)
+                    sy_matmul_nt_isa(job->isa, job->x + i0 * job->xs, rows, k, job->xs, buffer, count, k,
+                                     job->y + i0 * job->ys + j, job->ys, job->accumulate);
+                else
+                    sy_matmul_nt_chunk_isa(job->isa, job->x + i0 * job->xs + p0, rows, length, job->xs, buffer, count,
+                                           length, sums, p0 == 0, p0 + length >= k, job->y + i0 * job->ys + j, job->ys,
+                                           job->accumulate);
+                if (k == 0) break;
             }
-            // Inside a threaded product this runs on its thread alone (the pool is taken); alone, its
-            // few columns are below the pool's split: either way the f32 kernel's bits.
-            sy_matmul_nt_isa(job->isa, job->x + i0 * job->xs, rows, k, job->xs, buffer, count, k,
-                             job->y + i0 * job->ys + j, job->ys, job->accumulate);
         }
     }
     return 0;
@@ -673,12 +714,14 @@ int sy_matmul_nt_fp8_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t 
                          int accumulate) {
     if (block_n == 0 || block_k == 0 || block_k % 16 != 0) return -1;
     if (m == 0 || n == 0) return 0;
+    size_t chunk = k;
+    if (k > SY_F8_CHUNK) chunk = block_k < SY_F8_CHUNK ? SY_F8_CHUNK / block_k * block_k : block_k;
     // A whole number of the f32 kernel's tiles of weight rows, at least one (past 64 KiB of rows then).
-    size_t tile = sy_matmul_nt_tile_columns(isa), group = SY_F8_BUFFER_FLOATS / (k > 0 ? k : 1);
+    size_t tile = sy_matmul_nt_tile_columns(isa), group = SY_F8_BUFFER_FLOATS / (chunk > 0 ? chunk : 1);
     if (group > SY_F8_MAX_GROUP) group = SY_F8_MAX_GROUP;
     group = group < tile ? tile : group / tile * tile;
     fp8_product job = {isa, x, m, k, x_stride, w, n, scales, block_n, block_k, (k + block_k - 1) / block_k,
-                       y, y_stride, accumulate, group, n, 0};
+                       y, y_stride, accumulate, group, n, chunk, 0};
     size_t threads = (size_t)sy_thread_count();
     size_t groups = (n + group - 1) / group;
     if (threads <= 1 || groups <= 1 || m * n * (k > 0 ? k : 1) < SY_F8_PARALLEL_MIN_WORK)

@@ -90,10 +90,17 @@ enum { SY_WIDE_ROWS = 7 };
 
 enum { SCALAR_R = 2, SCALAR_C = 2 };
 
+/// R rows of x against C weight rows. With `state` (a k-chunk of ``sy_matmul_nt_chunk_isa``) the lane sums
+/// of output (r, c) start from state + (c · state_stride + r) · 16 unless `first` and go back there unless
+/// `last`; NULL (the whole of k) is `first` and `last`.
 static inline void tile_scalar(int R, int C, const float *x, size_t xs, const float *w, size_t ws, size_t k,
-                               float *y, size_t ys, int accumulate) {
+                               float *y, size_t ys, int accumulate, float *state, size_t state_stride, int first,
+                               int last) {
     float acc[SCALAR_R][SCALAR_C][SY_LANES];
     memset(acc, 0, sizeof acc);
+    if (state && !first)
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) memcpy(acc[r][c], state + (c * state_stride + r) * SY_LANES, sizeof acc[r][c]);
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
         for (int r = 0; r < R; r++)
@@ -106,6 +113,11 @@ static inline void tile_scalar(int R, int C, const float *x, size_t xs, const fl
         for (int c = 0; c < C; c++)
             for (size_t l = 0; p + l < k; l++)
                 acc[r][c][l] = fmaf(x[r * xs + p + l], w[c * ws + p + l], acc[r][c][l]);
+    if (state && !last) {
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) memcpy(state + (c * state_stride + r) * SY_LANES, acc[r][c], sizeof acc[r][c]);
+        return;
+    }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
             float s = hsum16_scalar(acc[r][c]);
@@ -123,7 +135,7 @@ static void matmul_scalar(const float *x, size_t m, size_t k, size_t xs, const f
             int C = n - j >= SCALAR_C ? SCALAR_C : (int)(n - j);
             for (size_t i = i0; i < i1; i += SCALAR_R) {
                 int R = i1 - i >= SCALAR_R ? SCALAR_R : (int)(i1 - i);
-                tile_scalar(R, C, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate);
+                tile_scalar(R, C, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate, NULL, 0, 1, 1);
             }
         }
     }
@@ -262,13 +274,36 @@ enum { AVX512_R = 4, AVX512_C = 4 };
 /// The tile shape never changes a result (each output has the same operations in every tile).
 enum { SY_NARROW_ROWS = 4 };
 
+/// The end of a tile of R × C accumulators over a k-chunk (``chunk_fast_avx512``, ``tile_dot``, ``tile_avx512``): unless
+/// `last`, back into `state` (element (r, c) at `state[c * state_stride + r]`) for the next chunk; after
+/// the last, each summed (``hsum16_avx512``) into y (added to it when `accumulate`).
+_Static_assert(AVX512_C == 4, "finish_tile_avx512 takes accumulators of 4 columns");
+SY_AVX512 void finish_tile_avx512(int R, int C, __m512 acc[][4], __m512 *state, size_t state_stride, int last,
+                                  float *y, size_t ys, int accumulate) {
+    if (!last) {
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) state[c * state_stride + r] = acc[r][c];
+        return;
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) {
+            float s = hsum16_avx512(acc[r][c]);
+            float *target = y + r * ys + c;
+            *target = accumulate ? *target + s : s;
+        }
+}
+
 /// R rows of x against C f32 weight rows; with `prefetch` the weights SY_PREFETCH_BYTES ahead into L2,
 /// with `prefetch` 2 (the one-row tiles of m ≤ SY_NARROW_ROWS) also SY_PREFETCH_NEAR_BYTES ahead into L1.
+/// With `state` (a k-chunk of ``sy_matmul_nt_chunk_isa``) the accumulators start from it unless `first`
+/// and go back unless `last` (as ``finish_tile_avx512`` keeps them); NULL (the whole of k) is both.
 SY_AVX512 void tile_avx512(int R, int C, int prefetch, const float *x, size_t xs, const float *w, size_t ws, size_t k,
-                           float *y, size_t ys, int accumulate) {
+                           float *y, size_t ys, int accumulate, __m512 *state, size_t state_stride, int first,
+                           int last) {
     __m512 acc[AVX512_R][AVX512_C];
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+        for (int c = 0; c < C; c++)
+            acc[r][c] = state && !first ? state[c * state_stride + r] : _mm512_setzero_ps();
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
         __m512 wv[AVX512_C];
@@ -291,33 +326,34 @@ SY_AVX512 void tile_avx512(int R, int C, int prefetch, const float *x, size_t xs
             for (int c = 0; c < C; c++) acc[r][c] = _mm512_mask3_fmadd_ps(xv, wv[c], acc[r][c], mask);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx512(acc[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
+    finish_tile_avx512(R, C, acc, state, state_stride, last, y, ys, accumulate);
 }
 
-/// All row tiles of one block against C weight rows; R and C are constants after inlining.
+/// All row tiles of one block against C weight rows; R and C are constants after inlining. `state` as
+/// ``tile_avx512`` takes it, for rows [0, ...): row i's at state + i.
 SY_AVX512 void rows_avx512(int C, int prefetch, const float *x, size_t i0, size_t i1, size_t xs, const float *w, size_t ws,
-                           size_t k, float *y, size_t ys, int accumulate) {
+                           size_t k, float *y, size_t ys, int accumulate, __m512 *state, size_t state_stride, int first,
+                           int last) {
+#define SY_TILE_AVX512(R)                                                                                     \
+    tile_avx512(R, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate, state ? state + i : NULL, \
+                state_stride, first, last)
     size_t i = i0;
-    for (; i + AVX512_R <= i1; i += AVX512_R)
-        tile_avx512(AVX512_R, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate);
+    for (; i + AVX512_R <= i1; i += AVX512_R) SY_TILE_AVX512(AVX512_R);
     switch (i1 - i) {
-    case 3: tile_avx512(3, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 2: tile_avx512(2, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
-    case 1: tile_avx512(1, C, prefetch, x + i * xs, xs, w, ws, k, y + i * ys, ys, accumulate); break;
+    case 3: SY_TILE_AVX512(3); break;
+    case 2: SY_TILE_AVX512(2); break;
+    case 1: SY_TILE_AVX512(1); break;
     default: break;
     }
+#undef SY_TILE_AVX512
 }
 
 SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
                                 float *y, size_t ys, int accumulate) {
     int prefetch = sy_stream_prefetch();
     if (m <= SY_NARROW_ROWS) {
-        for (size_t j = 0; j < n; j++) rows_avx512(1, prefetch ? 2 : 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+        for (size_t j = 0; j < n; j++)
+            rows_avx512(1, prefetch ? 2 : 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate, NULL, 0, 1, 1);
         return;
     }
     size_t block = rows_per_block(k);
@@ -325,13 +361,29 @@ SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, c
         size_t i1 = i0 + block < m ? i0 + block : m;
         size_t j = 0;
         for (; j + AVX512_C <= n; j += AVX512_C)
-            rows_avx512(AVX512_C, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate);
+            rows_avx512(AVX512_C, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate, NULL, 0, 1, 1);
         switch (n - j) {
-        case 3: rows_avx512(3, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
-        case 2: rows_avx512(2, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
-        case 1: rows_avx512(1, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate); break;
+        case 3: rows_avx512(3, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate, NULL, 0, 1, 1); break;
+        case 2: rows_avx512(2, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate, NULL, 0, 1, 1); break;
+        case 1: rows_avx512(1, prefetch, x, i0, i1, xs, w + j * ws, ws, k, y + j, ys, accumulate, NULL, 0, 1, 1); break;
         default: break;
         }
+    }
+}
+
+/// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``): the tiles of ``matmul_avx512`` past
+/// SY_NARROW_ROWS at every m, each output's accumulator at state + j · m + i between chunks.
+SY_AVX512_FN void chunk_avx512(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
+                               float *y, size_t ys, int accumulate, float *state, int first, int last) {
+    __m512 *lanes = (__m512 *)(void *)state;
+    size_t j = 0;
+    for (; j + AVX512_C <= n; j += AVX512_C)
+        rows_avx512(AVX512_C, 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate, lanes + j * m, m, first, last);
+    switch (n - j) {
+    case 3: rows_avx512(3, 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate, lanes + j * m, m, first, last); break;
+    case 2: rows_avx512(2, 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate, lanes + j * m, m, first, last); break;
+    case 1: rows_avx512(1, 0, x, 0, m, xs, w + j * ws, ws, k, y + j, ys, accumulate, lanes + j * m, m, first, last); break;
+    default: break;
     }
 }
 
@@ -573,15 +625,25 @@ enum { AVX2_R = 4, AVX2_WIDE_R = 2, AVX2_WIDE_C = 3 };
 
 /// R rows of x (≤ 4) against C weight rows (≤ 3; rows `ws` elements apart) stored as f32 or bf16 (`bf16`,
 /// widened exactly); with `prefetch` the weights also SY_PREFETCH_NEAR_BYTES ahead into L1 besides the L2
-/// prefetch. Each output is the same operations in the same order in every shape.
+/// prefetch. Each output is the same operations in the same order in every shape. With `state` (a k-chunk of
+/// ``sy_matmul_nt_chunk_isa``) the lane sums of output (r, c) start from state + (c · state_stride + r) · 16
+/// (lanes 0-7, then 8-15) unless `first` and go back there unless `last`; NULL (the whole of k) is both.
 SY_AVX2 void tile_avx2(int R, int C, int prefetch, const float *x, size_t xs, const void *w, int bf16, size_t ws,
-                       size_t k, float *y, size_t ys, int accumulate) {
+                       size_t k, float *y, size_t ys, int accumulate, float *state, size_t state_stride, int first,
+                       int last) {
     size_t element = bf16 ? sizeof(uint16_t) : sizeof(float), column = ws * element;
     const char *wb = (const char *)w;
     const __m256i all = mask8_avx2(8);
     __m256 lo[AVX2_R][AVX2_WIDE_C], hi[AVX2_R][AVX2_WIDE_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) lo[r][c] = hi[r][c] = _mm256_setzero_ps();
+    if (state && !first)
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) {
+                const float *lanes = state + (c * state_stride + r) * SY_LANES;
+                lo[r][c] = _mm256_loadu_ps(lanes);
+                hi[r][c] = _mm256_loadu_ps(lanes + 8);
+            }
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
         __m256 wlo[AVX2_WIDE_C], whi[AVX2_WIDE_C];
@@ -614,6 +676,15 @@ SY_AVX2 void tile_avx2(int R, int C, int prefetch, const float *x, size_t xs, co
             }
         }
     }
+    if (state && !last) {
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) {
+                float *lanes = state + (c * state_stride + r) * SY_LANES;
+                _mm256_storeu_ps(lanes, lo[r][c]);
+                _mm256_storeu_ps(lanes + 8, hi[r][c]);
+            }
+        return;
+    }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
             float s = hsum16_avx2(lo[r][c], hi[r][c]);
@@ -623,17 +694,25 @@ SY_AVX2 void tile_avx2(int R, int C, int prefetch, const float *x, size_t xs, co
 }
 
 /// Rows [i0, i1) of x against C weight rows at `w` in tiles of AVX2_WIDE_R rows (the last one row), the
-/// first tile prefetching the weights (the others find them in L1).
-SY_AVX2 void rows_wide_exact_avx2(int C, const float *x, size_t i0, size_t i1, size_t xs, const void *w, int bf16,
-                                  size_t ws, size_t k, float *y, size_t ys, int accumulate) {
+/// first tile prefetching the weights with `prefetch` (the others find them in L1). `state` as ``tile_avx2``
+/// takes it, for rows [0, ...): row i's at state + i · 16.
+SY_AVX2 void rows_wide_exact_avx2(int C, int prefetch, const float *x, size_t i0, size_t i1, size_t xs, const void *w,
+                                  int bf16, size_t ws, size_t k, float *y, size_t ys, int accumulate, float *state,
+                                  size_t state_stride, int first, int last) {
+#define SY_TILE_AVX2(R, PREFETCH)                                                                              \
+    tile_avx2(R, C, PREFETCH, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate,                      \
+              state ? state + i * SY_LANES : NULL, state_stride, first, last)
     size_t i = i0;
     if (i + AVX2_WIDE_R <= i1) {
-        tile_avx2(AVX2_WIDE_R, C, 1, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
+        if (prefetch)
+            SY_TILE_AVX2(AVX2_WIDE_R, 1);
+        else
+            SY_TILE_AVX2(AVX2_WIDE_R, 0);
         i += AVX2_WIDE_R;
     }
-    for (; i + AVX2_WIDE_R <= i1; i += AVX2_WIDE_R)
-        tile_avx2(AVX2_WIDE_R, C, 0, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
-    if (i < i1) tile_avx2(1, C, 0, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
+    for (; i + AVX2_WIDE_R <= i1; i += AVX2_WIDE_R) SY_TILE_AVX2(AVX2_WIDE_R, 0);
+    if (i < i1) SY_TILE_AVX2(1, 0);
+#undef SY_TILE_AVX2
 }
 
 /// The f32 (`bf16` 0) or exact bf16 (`bf16` 1) product; `bf16` is a constant at each call. Each block
@@ -647,25 +726,27 @@ SY_AVX2 void matmul_body_avx2(const float *x, size_t m, size_t k, size_t xs, con
         size_t i1 = i0 + block < m ? i0 + block : m;
         if (m > SY_NARROW_ROWS) {
             size_t j = 0;
-            for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C)
-                rows_wide_exact_avx2(AVX2_WIDE_C, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys,
-                                     accumulate);
+#define SY_ROWS_AVX2(C)                                                                                      \
+    rows_wide_exact_avx2(C, 1, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys, accumulate, NULL, \
+                         0, 1, 1)
+            for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C) SY_ROWS_AVX2(AVX2_WIDE_C);
             switch (n - j) {
-            case 2: rows_wide_exact_avx2(2, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys, accumulate); break;
-            case 1: rows_wide_exact_avx2(1, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys, accumulate); break;
+            case 2: SY_ROWS_AVX2(2); break;
+            case 1: SY_ROWS_AVX2(1); break;
             default: break;
             }
+#undef SY_ROWS_AVX2
             continue;
         }
         for (size_t j = 0; j < n; j++) {
             const void *wj = (const char *)w + j * column;
             size_t i = i0;
             for (; i + AVX2_R <= i1; i += AVX2_R)
-                tile_avx2(AVX2_R, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate);
+                tile_avx2(AVX2_R, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate, NULL, 0, 1, 1);
             switch (i1 - i) {
-            case 3: tile_avx2(3, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate); break;
-            case 2: tile_avx2(2, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate); break;
-            case 1: tile_avx2(1, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate); break;
+            case 3: tile_avx2(3, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate, NULL, 0, 1, 1); break;
+            case 2: tile_avx2(2, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate, NULL, 0, 1, 1); break;
+            case 1: tile_avx2(1, 1, 1, x + i * xs, xs, wj, bf16, ws, k, y + i * ys + j, ys, accumulate, NULL, 0, 1, 1); break;
             default: break;
             }
         }
@@ -680,6 +761,22 @@ SY_AVX2_FN void matmul_avx2(const float *x, size_t m, size_t k, size_t xs, const
 SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, const uint16_t *w, size_t n,
                                  size_t ws, float *y, size_t ys, int accumulate) {
     matmul_body_avx2(x, m, k, xs, w, 1, n, ws, y, ys, accumulate);
+}
+
+/// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``): the tiles of ``matmul_avx2`` past
+/// SY_NARROW_ROWS at every m, output (i, j)'s lane sums at state + (j · m + i) · 16 between chunks.
+SY_AVX2_FN void chunk_avx2(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
+                           float *y, size_t ys, int accumulate, float *state, int first, int last) {
+#define SY_ROWS_AVX2(C) \
+    rows_wide_exact_avx2(C, 0, x, 0, m, xs, w + j * ws, 0, ws, k, y + j, ys, accumulate, state + j * m * SY_LANES, m, first, last)
+    size_t j = 0;
+    for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C) SY_ROWS_AVX2(AVX2_WIDE_C);
+    switch (n - j) {
+    case 2: SY_ROWS_AVX2(2); break;
+    case 1: SY_ROWS_AVX2(1); break;
+    default: break;
+    }
+#undef SY_ROWS_AVX2
 }
 
 /// out[h, d] = Σ_s p[h · ps + s] · v[s, d] for H (1 or 2) heads at once (outputs out + h · os): four
@@ -795,14 +892,20 @@ SY_NEON void values_tail_neon(const void *row, int bf16, size_t count, float32x4
 enum { NEON_R = 2, NEON_C = 2 };
 
 /// R rows of x (f32) against C weight rows (f32 or bf16, see ``values16_neon``): 16 accumulators,
-/// 8 weight and 4 x vectors, within the 32 registers.
+/// 8 weight and 4 x vectors, within the 32 registers. With `state` (a k-chunk of ``sy_matmul_nt_chunk_isa``)
+/// the lane sums of output (r, c) start from state + (c · state_stride + r) · 16 unless `first` and go back
+/// there unless `last`; NULL (the whole of k) is both.
 SY_NEON void tile_neon(int R, int C, const float *x, size_t xs, const void *w, int bf16, size_t ws, size_t k,
-                       float *y, size_t ys, int accumulate) {
+                       float *y, size_t ys, int accumulate, float *state, size_t state_stride, int first, int last) {
     size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
     float32x4_t acc[NEON_R][NEON_C][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             for (int q = 0; q < 4; q++) acc[r][c][q] = vdupq_n_f32(0.0f);
+    if (state && !first)
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++)
+                for (int q = 0; q < 4; q++) acc[r][c][q] = vld1q_f32(state + (c * state_stride + r) * SY_LANES + 4 * q);
     size_t p = 0;
     for (; p + SY_LANES <= k; p += SY_LANES) {
         float32x4_t wv[NEON_C][4];
@@ -827,6 +930,12 @@ SY_NEON void tile_neon(int R, int C, const float *x, size_t xs, const void *w, i
                     acc[r][c][q] = vbslq_f32(mask[q], vfmaq_f32(acc[r][c][q], xv[q], wv[c][q]), acc[r][c][q]);
         }
     }
+    if (state && !last) {
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++)
+                for (int q = 0; q < 4; q++) vst1q_f32(state + (c * state_stride + r) * SY_LANES + 4 * q, acc[r][c][q]);
+        return;
+    }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
             float s = hsum16_neon(acc[r][c]);
@@ -835,12 +944,18 @@ SY_NEON void tile_neon(int R, int C, const float *x, size_t xs, const void *w, i
         }
 }
 
+/// Rows [i0, i1) of x against C weight rows; `state` as ``tile_neon`` takes it, for rows [0, ...): row i's
+/// at state + i · 16.
 SY_NEON void rows_neon(int C, const float *x, size_t i0, size_t i1, size_t xs, const void *w, int bf16, size_t ws,
-                       size_t k, float *y, size_t ys, int accumulate) {
+                       size_t k, float *y, size_t ys, int accumulate, float *state, size_t state_stride, int first,
+                       int last) {
     size_t i = i0;
     for (; i + NEON_R <= i1; i += NEON_R)
-        tile_neon(NEON_R, C, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
-    if (i < i1) tile_neon(1, C, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate);
+        tile_neon(NEON_R, C, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate,
+                  state ? state + i * SY_LANES : NULL, state_stride, first, last);
+    if (i < i1)
+        tile_neon(1, C, x + i * xs, xs, w, bf16, ws, k, y + i * ys, ys, accumulate, state ? state + i * SY_LANES : NULL,
+                  state_stride, first, last);
 }
 
 SY_NEON void matmul_body_neon(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n,
@@ -851,9 +966,24 @@ SY_NEON void matmul_body_neon(const float *x, size_t m, size_t k, size_t xs, con
         size_t i1 = i0 + block < m ? i0 + block : m;
         size_t j = 0;
         for (; j + NEON_C <= n; j += NEON_C)
-            rows_neon(NEON_C, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate);
-        if (j < n) rows_neon(1, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate);
+            rows_neon(NEON_C, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate,
+                      NULL, 0, 1, 1);
+        if (j < n)
+            rows_neon(1, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate, NULL, 0,
+                      1, 1);
     }
+}
+
+/// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``): the tiles of ``matmul_neon``, output (i, j)'s
+/// lane sums at state + (j · m + i) · 16 between chunks.
+static void chunk_neon(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws, float *y,
+                       size_t ys, int accumulate, float *state, int first, int last) {
+    size_t j = 0;
+    for (; j + NEON_C <= n; j += NEON_C)
+        rows_neon(NEON_C, x, 0, m, xs, w + j * ws, 0, ws, k, y + j, ys, accumulate, state + j * m * SY_LANES, m, first,
+                  last);
+    if (j < n)
+        rows_neon(1, x, 0, m, xs, w + j * ws, 0, ws, k, y + j, ys, accumulate, state + j * m * SY_LANES, m, first, last);
 }
 
 /// y = x · wᵀ with f32 (`bf16` 0) or bf16 weights, each compiled with its loads fixed.
@@ -1134,25 +1264,6 @@ SY_AVX512 void rows_fast_avx512(int C, int prefetch, const float *xp, size_t m, 
     case 1: tile_fast_avx512(1, C, prefetch, xp + i * kp, kp, k, w, ws, y + i * ys, ys, accumulate); break;
     default: break;
     }
-}
-
-/// The end of a tile of R × C accumulators over a k-chunk (``chunk_fast_avx512``, ``tile_dot``): unless
-/// `last`, back into `state` (element (r, c) at `state[c * state_stride + r]`) for the next chunk; after
-/// the last, each summed (``hsum16_avx512``) into y (added to it when `accumulate`).
-_Static_assert(AVX512_C == 4, "finish_tile_avx512 takes accumulators of 4 columns");
-SY_AVX512 void finish_tile_avx512(int R, int C, __m512 acc[][4], __m512 *state, size_t state_stride, int last,
-                                  float *y, size_t ys, int accumulate) {
-    if (!last) {
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < C; c++) state[c * state_stride + r] = acc[r][c];
-        return;
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum16_avx512(acc[r][c]);
-            float *target = y + r * ys + c;
-            *target = accumulate ? *target + s : s;
-        }
 }
 
 /// The tiles of ``fast_avx512_blocked``: up to 8 rows × 3 columns (24 accumulators).
@@ -3053,6 +3164,43 @@ static void dispatch_job(sy_job job) {
         pthread_mutex_unlock(&pool.lock);
     }
     pthread_mutex_unlock(&pool.owner);
+}
+
+/// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``) on the scalar path: the tiles of
+/// ``matmul_scalar``, output (i, j)'s lane sums at state + (j · m + i) · 16 between chunks.
+static void chunk_scalar(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws, float *y,
+                         size_t ys, int accumulate, float *state, int first, int last) {
+    for (size_t j = 0; j < n; j += SCALAR_C) {
+        int C = n - j >= SCALAR_C ? SCALAR_C : (int)(n - j);
+        for (size_t i = 0; i < m; i += SCALAR_R) {
+            int R = m - i >= SCALAR_R ? SCALAR_R : (int)(m - i);
+            tile_scalar(R, C, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate,
+                        state + (j * m + i) * SY_LANES, m, first, last);
+        }
+    }
+}
+
+void sy_matmul_nt_chunk_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n,
+                            size_t w_stride, float *state, int first, int last, float *y, size_t y_stride,
+                            int accumulate) {
+    if (m == 0 || n == 0) return;
+    switch (isa) {
+#if SY_X86
+    case SY_ISA_AMX:
+    case SY_ISA_AVX512BF16:
+    case SY_ISA_AVX512:
+        chunk_avx512(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate, state, first, last);
+        return;
+    case SY_ISA_AVX2:
+    case SY_ISA_AVX2_VNNI:
+        chunk_avx2(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate, state, first, last);
+        return;
+#endif
+#if SY_ARM64
+    case SY_ISA_NEON: chunk_neon(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate, state, first, last); return;
+#endif
+    default: chunk_scalar(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate, state, first, last); return;
+    }
 }
 
 size_t sy_matmul_nt_tile_columns(sy_isa isa) {

@@ -413,6 +413,47 @@ static void check_wide_products(void) {
     printf("  wide products (k 1537, 2816): %lu comparisons\n", comparisons - before);
 }
 
+/// The f32 product in k-chunks (``sy_matmul_nt_chunk_isa``, as the FP8 product runs past SY_F8_CHUNK): on
+/// every path (and the scalar one) the chunks, of 16, 32 or 48 values and the rest, give the bits of the
+/// scalar product over the whole of k, into y and added to it, for m and n across the tiles' shapes.
+static void check_chunked_products(void) {
+    static const size_t ms[] = {1, 2, 3, 5, 9, 13}, ks[] = {16, 33, 100, 301}, ns[] = {1, 2, 3, 4, 5, 7};
+    unsigned long before = comparisons;
+    char what[160];
+    for (int special = 0; special <= 1; special++)
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                size_t m = ms[mi], k = ks[ki], n = ns[(mi + ki + (size_t)special) % (sizeof ns / sizeof ns[0])];
+                operands o = make_operands(m, k, n, special ? DATA_SPECIAL : DATA_ORDINARY, -127);
+                float *expected = allocate(m * o.ys * sizeof(float)), *actual = allocate(m * o.ys * sizeof(float));
+                float *state = NULL;
+                if (posix_memalign((void **)&state, 64, m * n * 16 * sizeof(float)) != 0) abort();
+                for (int accumulate = 0; accumulate <= 1; accumulate++) {
+                    for (size_t i = 0; i < m * o.ys; i++) expected[i] = (float)(i % 5) - 2.0f;
+                    sy_matmul_nt_isa(SY_ISA_SCALAR, o.x, m, k, o.xs, o.wf, n, o.ws, expected, o.ys, accumulate);
+                    for (size_t t = 0; t <= path_count; t++) {
+                        sy_isa isa = t < path_count ? paths[t] : SY_ISA_SCALAR;
+                        for (size_t chunk = 16; chunk <= 48; chunk += 16) {
+                            for (size_t i = 0; i < m * o.ys; i++) actual[i] = (float)(i % 5) - 2.0f;
+                            for (size_t p0 = 0; p0 < k; p0 += chunk) {
+                                size_t length = k - p0 < chunk ? k - p0 : chunk;
+                                sy_matmul_nt_chunk_isa(isa, o.x + p0, m, length, o.xs, o.wf + p0, n, o.ws, state,
+                                                       p0 == 0, p0 + length == k, actual, o.ys, accumulate);
+                            }
+                            snprintf(what, sizeof what, "f32 product in chunks of %zu on %s vs scalar, m %zu k %zu n %zu acc %d (%s)",
+                                     chunk, isa_name(isa), m, k, n, accumulate, special ? "special" : "ordinary");
+                            expect_same(actual, expected, m * o.ys, what);
+                        }
+                    }
+                }
+                free(state);
+                free(expected);
+                free(actual);
+                free_operands(&o);
+            }
+    printf("  chunked f32 products: %lu comparisons\n", comparisons - before);
+}
+
 /// A product large enough to be split over threads: the same bits on 1 and 3 threads, every path.
 static void check_thread_counts(void) {
     operands o = make_operands(6, 256, 300, DATA_ORDINARY, -127);
@@ -1330,6 +1371,7 @@ int main(int argc, char **argv) {
         mismatch("the active path %s is not the best supported one", isa_name(sy_active_isa()));
     check_products();
     check_wide_products();
+    check_chunked_products();
     check_thread_counts();
     check_grouped();
     check_weighted_sums();

@@ -77,6 +77,17 @@ void sy_matmul_nt_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_s
                       const float *w, size_t n, size_t w_stride,
                       float *y, size_t y_stride, int accumulate);
 
+/// ``sy_matmul_nt_isa`` over one k-chunk: x and w point at the chunk's first value of their rows, `k` is
+/// the chunk's length. Each output's 16 lane sums (the reduction shape of the header) start from zero when
+/// `first`, else from `state`, and go back into `state` unless `last`; with `last` each output is summed as
+/// the whole product sums it and written to y (added to y with `accumulate`). The chunks of one product,
+/// run in order on the same `isa` and state, give bitwise ``sy_matmul_nt_isa`` over the whole of k (and
+/// so every path's bits), provided every chunk but the last is a multiple of 16 values long.
+/// `state`: m · n · 16 floats, 64-byte aligned; its layout is the path's. Runs on the calling thread.
+void sy_matmul_nt_chunk_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n,
+                            size_t w_stride, float *state, int first, int last, float *y, size_t y_stride,
+                            int accumulate);
+
 /// How many weight rows a tile of ``sy_matmul_nt_isa`` takes at once past 8 rows of x on `isa`. A caller
 /// that hands the product a few weight rows at a time (the FP8 product's widened rows) gives it a multiple
 /// of this many, so that no tile runs narrower. Never changes a result.
