@@ -715,6 +715,24 @@ SY_AVX2 void rows_wide_exact_avx2(int C, int prefetch, const float *x, size_t i0
 #undef SY_TILE_AVX2
 }
 
+/// Rows [i0, i1) of x against all n weight rows, AVX2_WIDE_C at a time (the last 2 or 1): the loop order
+/// past SY_NARROW_ROWS. `state` as ``rows_wide_exact_avx2`` takes it, `state_stride` outputs a column.
+SY_AVX2 void columns_wide_exact_avx2(int prefetch, const float *x, size_t i0, size_t i1, size_t xs, const void *w,
+                                     int bf16, size_t n, size_t ws, size_t k, float *y, size_t ys, int accumulate,
+                                     float *state, size_t state_stride, int first, int last) {
+    size_t column = ws * (bf16 ? sizeof(uint16_t) : sizeof(float)), j = 0;
+#define SY_ROWS_AVX2(C)                                                                                          \
+    rows_wide_exact_avx2(C, prefetch, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys, accumulate, \
+                         state ? state + j * state_stride * SY_LANES : NULL, state_stride, first, last)
+    for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C) SY_ROWS_AVX2(AVX2_WIDE_C);
+    switch (n - j) {
+    case 2: SY_ROWS_AVX2(2); break;
+    case 1: SY_ROWS_AVX2(1); break;
+    default: break;
+    }
+#undef SY_ROWS_AVX2
+}
+
 /// The f32 (`bf16` 0) or exact bf16 (`bf16` 1) product; `bf16` is a constant at each call. Each block
 /// of rows (see ``rows_per_block``) sweeps the weight rows: up to SY_NARROW_ROWS rows one at a time, in
 /// tiles of 4 rows of x (the last 3, 2 or 1, so every tile call has a constant R); past it AVX2_WIDE_C at a
@@ -725,17 +743,7 @@ SY_AVX2 void matmul_body_avx2(const float *x, size_t m, size_t k, size_t xs, con
     for (size_t i0 = 0; i0 < m; i0 += block) {
         size_t i1 = i0 + block < m ? i0 + block : m;
         if (m > SY_NARROW_ROWS) {
-            size_t j = 0;
-#define SY_ROWS_AVX2(C)                                                                                      \
-    rows_wide_exact_avx2(C, 1, x, i0, i1, xs, (const char *)w + j * column, bf16, ws, k, y + j, ys, accumulate, NULL, \
-                         0, 1, 1)
-            for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C) SY_ROWS_AVX2(AVX2_WIDE_C);
-            switch (n - j) {
-            case 2: SY_ROWS_AVX2(2); break;
-            case 1: SY_ROWS_AVX2(1); break;
-            default: break;
-            }
-#undef SY_ROWS_AVX2
+            columns_wide_exact_avx2(1, x, i0, i1, xs, w, bf16, n, ws, k, y, ys, accumulate, NULL, 0, 1, 1);
             continue;
         }
         for (size_t j = 0; j < n; j++) {
@@ -767,16 +775,7 @@ SY_AVX2_FN void matmul_bf16_avx2(const float *x, size_t m, size_t k, size_t xs, 
 /// SY_NARROW_ROWS at every m, output (i, j)'s lane sums at state + (j · m + i) · 16 between chunks.
 SY_AVX2_FN void chunk_avx2(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
                            float *y, size_t ys, int accumulate, float *state, int first, int last) {
-#define SY_ROWS_AVX2(C) \
-    rows_wide_exact_avx2(C, 0, x, 0, m, xs, w + j * ws, 0, ws, k, y + j, ys, accumulate, state + j * m * SY_LANES, m, first, last)
-    size_t j = 0;
-    for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C) SY_ROWS_AVX2(AVX2_WIDE_C);
-    switch (n - j) {
-    case 2: SY_ROWS_AVX2(2); break;
-    case 1: SY_ROWS_AVX2(1); break;
-    default: break;
-    }
-#undef SY_ROWS_AVX2
+    columns_wide_exact_avx2(0, x, 0, m, xs, w, 0, n, ws, k, y, ys, accumulate, state, m, first, last);
 }
 
 /// out[h, d] = Σ_s p[h · ps + s] · v[s, d] for H (1 or 2) heads at once (outputs out + h · os): four
