@@ -595,15 +595,17 @@ enum { SY_F8_BUFFER_FLOATS = 16384, SY_F8_MAX_GROUP = 16 };
 /// Rows of x per pass (as the f32 kernel blocks them): about 384 KiB of x (of its k-chunk) stays in L2
 /// while every weight row is widened once per pass. Blocking never changes arithmetic, only the loop order.
 enum { SY_F8_X_BLOCK_BYTES = 384 * 1024 };
-/// Past this many values of k the buffered product goes through k in chunks (whole blocks of block_k
-/// values, this many or one block where a block is more), the f32 kernel's lane sums kept between them
-/// (``sy_matmul_nt_chunk_isa``): a chunk of each of the group's rows is widened at a time, so the group
-/// keeps its 16 rows and x its rows whatever k is (at k = 7,168 there were 4 rows of 28 KiB, and 13 rows of
-/// x, each weight row widened again for every 13). Measured on the Intel Xeon (2 threads, 3 alternating
-/// rounds, the same bits): m = 128, k = 7,168 (DeepSeek-V3's hidden size), n = 256, 66-84 -> 125-144 GFLOP/s
-/// on `avx512bf16` and 55-57 -> 92-94 on SWITCHYARD_KERNEL=avx2; m = 48, k = 2,816, n = 512, 105-107 ->
-/// 148-150 and 68-71 -> 90. Chunks of 512 and 2,048 were no faster.
-enum { SY_F8_CHUNK = 1024 };
+/// The buffered product goes through k in chunks of this many values (whole blocks of block_k values, or
+/// one block where a block is more; all of k where k is less), the f32 kernel's lane sums kept between
+/// them (``sy_matmul_nt_chunk_isa``): a chunk of each of the group's rows is widened at a time, so the
+/// group keeps its 16 rows (32 KiB, in L1 beside a tile of x's chunk) and x its rows whatever k is (at
+/// k = 7,168 there were 4 rows of 28 KiB, and 13 rows of x, each weight row widened again for every 13).
+/// Measured on the Intel Xeon (2 threads, 3 alternating rounds, the same bits), chunks of 1,024 past k =
+/// 1,024 against whole rows: m = 128, k = 7,168 (DeepSeek-V3's hidden size), n = 256, 66-84 -> 125-144
+/// GFLOP/s on `avx512bf16` and 55-57 -> 92-94 on SWITCHYARD_KERNEL=avx2; m = 48, k = 2,816, n = 512,
+/// 105-107 -> 148-150 and 68-71 -> 90. Then chunks of 512 at every k, with the chunk kernels' loop order:
+/// see ``chunk_avx512`` and ``chunk_avx2`` (256 alike, 1,024 slower).
+enum { SY_F8_CHUNK = 512 };
 /// Products smaller than this many multiply-adds run on the caller alone (as sy_kernels.c decides).
 enum { SY_F8_PARALLEL_MIN_WORK = 1 << 15 };
 
@@ -671,8 +673,8 @@ static int product_columns(fp8_product *job, size_t j0, size_t j1) {
     size_t x_rows = SY_F8_X_BLOCK_BYTES / (sizeof(float) * chunk);
     if (x_rows < 8) x_rows = 8;
     if (x_rows > job->m) x_rows = job->m;
-    float *sums = chunk < k ? lane_sums_space(x_rows * group * 16) : NULL;
-    if (chunk < k && sums == NULL) return -1;
+    float *sums = lane_sums_space(x_rows * group * 16);
+    if (sums == NULL) return -1;
     for (size_t i0 = 0; i0 < job->m; i0 += x_rows) {
         size_t rows = job->m - i0 < x_rows ? job->m - i0 : x_rows;
         for (size_t j = j0; j < j1; j += group) {
@@ -686,15 +688,10 @@ static int product_columns(fp8_product *job, size_t j0, size_t j1) {
                                                   p0 / job->block_k,
                                               job->block_k, buffer + r * length);
                 }
-                // Inside a threaded product this runs on its thread alone (the pool is taken); alone, its
-                // few columns are below the pool's split: either way the f32 kernel's bits.
-                if (sums == NULL)
-                    sy_matmul_nt_isa(job->isa, job->x + i0 * job->xs, rows, k, job->xs, buffer, count, k,
-                                     job->y + i0 * job->ys + j, job->ys, job->accumulate);
-                else
-                    sy_matmul_nt_chunk_isa(job->isa, job->x + i0 * job->xs + p0, rows, length, job->xs, buffer, count,
-                                           length, sums, p0 == 0, p0 + length >= k, job->y + i0 * job->ys + j, job->ys,
-                                           job->accumulate);
+                // On the calling thread (inside a threaded product, its thread): the f32 kernel's bits.
+                sy_matmul_nt_chunk_isa(job->isa, job->x + i0 * job->xs + p0, rows, length, job->xs, buffer, count,
+                                       length, sums, p0 == 0, p0 + length >= k, job->y + i0 * job->ys + j, job->ys,
+                                       job->accumulate);
                 if (k == 0) break;
             }
         }
