@@ -268,6 +268,9 @@ static inline int avx512_isa(sy_isa isa) {
 
 enum { AVX512_R = 4, AVX512_C = 4 };
 
+/// Rows of x per tile of the f32 product's k-chunks (``chunk_avx512``): 24 accumulators with 4 columns.
+enum { AVX512_CHUNK_R = 6 };
+
 /// Up to this many rows, products take one weight row at a time (tiles of 1 column): the weights then
 /// stream from memory in one sequential run per thread, which reads about 1.5× faster than several
 /// interleaved rows on the machines measured (Zen 4), and small m has little x to reuse anyway.
@@ -300,7 +303,7 @@ SY_AVX512 void finish_tile_avx512(int R, int C, __m512 acc[][4], __m512 *state, 
 SY_AVX512 void tile_avx512(int R, int C, int prefetch, const float *x, size_t xs, const float *w, size_t ws, size_t k,
                            float *y, size_t ys, int accumulate, __m512 *state, size_t state_stride, int first,
                            int last) {
-    __m512 acc[AVX512_R][AVX512_C];
+    __m512 acc[AVX512_CHUNK_R][AVX512_C];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             acc[r][c] = state && !first ? state[c * state_stride + r] : _mm512_setzero_ps();
@@ -368,14 +371,17 @@ SY_AVX512_FN void matmul_avx512(const float *x, size_t m, size_t k, size_t xs, c
     }
 }
 
-/// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``): the tiles of ``matmul_avx512`` past
-/// SY_NARROW_ROWS, each output's accumulator at state + j · m + i between chunks. The loop order is the
-/// other way round: each tile of 4 rows of x goes through all the weight rows (4 at a time), so the x
-/// tile's chunk stays in L1 while the weight rows' chunks (the FP8 product's 16, 32 KiB) stay there too.
-/// Measured with the FP8 product on the Intel Xeon (2 threads, chunks of 512, 3 alternating rounds, the
-/// same bits) against whole-k 4 × 4 tiles in ``matmul_avx512``'s order: m = 12, k = 1,024, n = 512 80-100
-/// -> 97-121 GFLOP/s; m = 48 135 -> 160; m = 128 132-136 -> 169; m = 128, k = 7,168 (chunks of 1,024 in
-/// ``matmul_avx512``'s order) 141 -> 153-155.
+/// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``): tiles of up to AVX512_CHUNK_R rows × 4
+/// columns, each output's accumulator at state + j · m + i between chunks. The loop order is the other
+/// way round from ``matmul_avx512``'s: each tile of rows of x goes through all the weight rows (4 at a
+/// time), so the x tile's chunk stays in L1 while the weight rows' chunks (the FP8 product's 16, 32 KiB)
+/// stay there too. Measured with the FP8 product on the Intel Xeon (`Benchmarks/kernels/fp8_rate.c`, 2
+/// threads, chunks of 512, 3 alternating rounds, the same bits) against whole-k 4 × 4 tiles in
+/// ``matmul_avx512``'s order: m = 12, k = 1,024, n = 512 80-100 -> 97-121 GFLOP/s; m = 48 135 -> 160;
+/// m = 128 132-136 -> 169; m = 128, k = 7,168 (chunks of 1,024 in ``matmul_avx512``'s order) 141 ->
+/// 153-155. Then tiles of 6 rows against 4 (4 alternating rounds): m = 9 104 -> 113, 12 123-124 -> 129-131,
+/// 16 133-135 -> 138-140, 24 145-147 -> 156-158, 128 168-172 -> 184-186, m = 128 at k = 7,168 150-162 ->
+/// 169-177, m = 48 at k = 512 alike (8 × 3, 8 × 2 and 5 × 4 were slower).
 SY_AVX512_FN void chunk_avx512(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
                                float *y, size_t ys, int accumulate, float *state, int first, int last) {
     __m512 *lanes = (__m512 *)(void *)state;
@@ -394,8 +400,11 @@ SY_AVX512_FN void chunk_avx512(const float *x, size_t m, size_t k, size_t xs, co
         }                                                                          \
     } while (0)
     size_t i = 0;
-    for (; i + AVX512_R <= m; i += AVX512_R) SY_ROW_TILES_AVX512(AVX512_R);
+    for (; i + AVX512_CHUNK_R <= m; i += AVX512_CHUNK_R) SY_ROW_TILES_AVX512(AVX512_CHUNK_R);
+    _Static_assert(AVX512_CHUNK_R == 6, "the cases below take the last 1-5 rows");
     switch (m - i) {
+    case 5: SY_ROW_TILES_AVX512(5); break;
+    case 4: SY_ROW_TILES_AVX512(4); break;
     case 3: SY_ROW_TILES_AVX512(3); break;
     case 2: SY_ROW_TILES_AVX512(2); break;
     case 1: SY_ROW_TILES_AVX512(1); break;

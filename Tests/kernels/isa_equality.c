@@ -417,7 +417,7 @@ static void check_wide_products(void) {
 /// every path (and the scalar one) the chunks, of 16, 32 or 48 values and the rest, give the bits of the
 /// scalar product over the whole of k, into y and added to it, for m and n across the tiles' shapes.
 static void check_chunked_products(void) {
-    static const size_t ms[] = {1, 2, 3, 5, 9, 13}, ks[] = {16, 33, 100, 301}, ns[] = {1, 2, 3, 4, 5, 7};
+    static const size_t ms[] = {1, 2, 3, 4, 5, 9, 10, 13}, ks[] = {16, 33, 100, 301}, ns[] = {1, 2, 3, 4, 5, 7};
     unsigned long before = comparisons;
     char what[160];
     for (int special = 0; special <= 1; special++)
