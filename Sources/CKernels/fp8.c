@@ -679,7 +679,8 @@ static int product_columns(fp8_product *job, size_t j0, size_t j1) {
         size_t rows = job->m - i0 < x_rows ? job->m - i0 : x_rows;
         for (size_t j = j0; j < j1; j += group) {
             size_t count = j1 - j < group ? j1 - j : group;
-            for (size_t p0 = 0; p0 < k || p0 == 0; p0 += chunk) {
+            size_t p0 = 0;
+            do {  // k's chunks (one, empty, when k is 0)
                 size_t length = k - p0 < chunk ? k - p0 : chunk;
                 for (size_t r = 0; r < count; r++) {
                     size_t row = j + r;
@@ -690,10 +691,10 @@ static int product_columns(fp8_product *job, size_t j0, size_t j1) {
                 }
                 // On the calling thread (inside a threaded product, its thread): the f32 kernel's bits.
                 sy_matmul_nt_chunk_isa(job->isa, job->x + i0 * job->xs + p0, rows, length, job->xs, buffer, count,
-                                       length, sums, p0 == 0, p0 + length >= k, job->y + i0 * job->ys + j, job->ys,
+                                       length, sums, p0 == 0, p0 + length == k, job->y + i0 * job->ys + j, job->ys,
                                        job->accumulate);
-                if (k == 0) break;
-            }
+                p0 += length;
+            } while (p0 < k);
         }
     }
     return 0;

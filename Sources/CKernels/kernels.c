@@ -86,6 +86,21 @@ static size_t rows_per_block(size_t k) {
 /// From this many rows (and past 16) the AVX-512F fast product at k ≤ SY_DOT_KC runs in those blocks.
 enum { SY_WIDE_ROWS = 7 };
 
+/// TILE(R, C) for each tile of up to C_MAX (≥ 3) columns across n columns of weight rows, the last 1-3
+/// columns as their own tile (C a constant in every call), `j` the tile's first column: the column loop of
+/// the k-chunked f32 products (``chunk_avx512``, ``chunk_avx2``).
+#define SY_COLUMN_TILES(TILE, R, C_MAX)                  \
+    do {                                                 \
+        size_t j = 0;                                    \
+        for (; j + (C_MAX) <= n; j += (C_MAX)) TILE(R, C_MAX); \
+        switch (n - j) {                                 \
+        case 3: TILE(R, 3); break;                       \
+        case 2: TILE(R, 2); break;                       \
+        case 1: TILE(R, 1); break;                       \
+        default: break;                                  \
+        }                                                \
+    } while (0)
+
 // MARK: - Scalar path
 
 enum { SCALAR_R = 2, SCALAR_C = 2 };
@@ -126,18 +141,27 @@ static inline void tile_scalar(int R, int C, const float *x, size_t xs, const fl
         }
 }
 
+/// Rows [0, m) of x against n weight rows in tiles of 2 × 2; with `state` one k-chunk of
+/// ``sy_matmul_nt_chunk_isa`` (output (i, j)'s lane sums at state + (j · m + i) · 16 between chunks), NULL
+/// the whole of k.
+static void columns_scalar(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws, float *y,
+                           size_t ys, int accumulate, float *state, int first, int last) {
+    for (size_t j = 0; j < n; j += SCALAR_C) {
+        int C = n - j >= SCALAR_C ? SCALAR_C : (int)(n - j);
+        for (size_t i = 0; i < m; i += SCALAR_R) {
+            int R = m - i >= SCALAR_R ? SCALAR_R : (int)(m - i);
+            tile_scalar(R, C, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate,
+                        state ? state + (j * m + i) * SY_LANES : NULL, m, first, last);
+        }
+    }
+}
+
 static void matmul_scalar(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws,
                           float *y, size_t ys, int accumulate) {
     size_t block = rows_per_block(k);
     for (size_t i0 = 0; i0 < m; i0 += block) {
-        size_t i1 = i0 + block < m ? i0 + block : m;
-        for (size_t j = 0; j < n; j += SCALAR_C) {
-            int C = n - j >= SCALAR_C ? SCALAR_C : (int)(n - j);
-            for (size_t i = i0; i < i1; i += SCALAR_R) {
-                int R = i1 - i >= SCALAR_R ? SCALAR_R : (int)(i1 - i);
-                tile_scalar(R, C, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate, NULL, 0, 1, 1);
-            }
-        }
+        size_t rows = i0 + block < m ? block : m - i0;
+        columns_scalar(x + i0 * xs, rows, k, xs, w, n, ws, y + i0 * ys, ys, accumulate, NULL, 1, 1);
     }
 }
 
@@ -388,17 +412,7 @@ SY_AVX512_FN void chunk_avx512(const float *x, size_t m, size_t k, size_t xs, co
 #define SY_TILE_AVX512(R, C)                                                                                 \
     tile_avx512(R, C, 0, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate, lanes + j * m + i, m, \
                 first, last)
-#define SY_ROW_TILES_AVX512(R)                                                     \
-    do {                                                                           \
-        size_t j = 0;                                                              \
-        for (; j + AVX512_C <= n; j += AVX512_C) SY_TILE_AVX512(R, AVX512_C);      \
-        switch (n - j) {                                                           \
-        case 3: SY_TILE_AVX512(R, 3); break;                                       \
-        case 2: SY_TILE_AVX512(R, 2); break;                                       \
-        case 1: SY_TILE_AVX512(R, 1); break;                                       \
-        default: break;                                                            \
-        }                                                                          \
-    } while (0)
+#define SY_ROW_TILES_AVX512(R) SY_COLUMN_TILES(SY_TILE_AVX512, R, AVX512_C)
     size_t i = 0;
     for (; i + AVX512_CHUNK_R <= m; i += AVX512_CHUNK_R) SY_ROW_TILES_AVX512(AVX512_CHUNK_R);
     _Static_assert(AVX512_CHUNK_R == 6, "the cases below take the last 1-5 rows");
@@ -644,7 +658,7 @@ SY_AVX2 __m256 values8_avx2(const void *row, int bf16, __m256i mask, size_t left
 /// weight rows (k ≤ 2,048: 24 KiB, in L1) goes through all of the block's rows of x (in L2) AVX2_WIDE_R at
 /// a time, so an x vector loaded from L2 serves 3 weight rows, not 1. Measured on the Intel Xeon
 /// (`SWITCHYARD_KERNEL=avx2`, 2 threads, alternating rounds, the same bits), against 4 × 1 tiles for every
-/// m: the FP8 product (this kernel on its widened rows past 8 rows of x) 49-58 -> 88-104 GFLOP/s at m = 48,
+/// m: the FP8 product (which then ran this kernel on its widened rows past 8 rows of x) 49-58 -> 88-104 GFLOP/s at m = 48,
 /// 128 and 512 (k = 1,024 and 512) with 2 × 3 tiles, where 1 × 4 did 84-89, 3 × 2 85-93 and 2 × 2 80-85;
 /// `batch_step 2 8 B exact` (bf16 experts from memory), the experts of a step at B = 32 (m = 8) 188-190 ->
 /// 144-153 ms and at B = 24 (m = 6) 131-137 -> 116-121 (from 9 rows only: 159-169 and 131-137).
@@ -793,16 +807,7 @@ SY_AVX2_FN void chunk_avx2(const float *x, size_t m, size_t k, size_t xs, const 
 #define SY_TILE_AVX2(R, C)                                                                                    \
     tile_avx2(R, C, 0, x + i * xs, xs, w + j * ws, 0, ws, k, y + i * ys + j, ys, accumulate,                   \
               state + (j * m + i) * SY_LANES, m, first, last)
-#define SY_ROW_TILES_AVX2(R)                                                   \
-    do {                                                                       \
-        size_t j = 0;                                                          \
-        for (; j + AVX2_WIDE_C <= n; j += AVX2_WIDE_C) SY_TILE_AVX2(R, AVX2_WIDE_C); \
-        switch (n - j) {                                                       \
-        case 2: SY_TILE_AVX2(R, 2); break;                                     \
-        case 1: SY_TILE_AVX2(R, 1); break;                                     \
-        default: break;                                                        \
-        }                                                                      \
-    } while (0)
+#define SY_ROW_TILES_AVX2(R) SY_COLUMN_TILES(SY_TILE_AVX2, R, AVX2_WIDE_C)
     size_t i = 0;
     for (; i + AVX2_WIDE_R <= m; i += AVX2_WIDE_R) SY_ROW_TILES_AVX2(AVX2_WIDE_R);
     if (i < m) SY_ROW_TILES_AVX2(1);
@@ -989,32 +994,32 @@ SY_NEON void rows_neon(int C, const float *x, size_t i0, size_t i1, size_t xs, c
                   state_stride, first, last);
 }
 
+/// Rows [i0, i1) of x against n weight rows, NEON_C at a time; `state` as ``rows_neon`` takes it (the rows of
+/// one k-chunk of ``sy_matmul_nt_chunk_isa``, `state_stride` of them), or NULL (the whole of k).
+SY_NEON void columns_neon(const float *x, size_t i0, size_t i1, size_t xs, const void *w, int bf16, size_t n, size_t ws,
+                          size_t k, float *y, size_t ys, int accumulate, float *state, size_t state_stride, int first,
+                          int last) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float), j = 0;
+#define SY_ROWS_NEON(C)                                                                                        \
+    rows_neon(C, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate,         \
+              state ? state + j * state_stride * SY_LANES : NULL, state_stride, first, last)
+    for (; j + NEON_C <= n; j += NEON_C) SY_ROWS_NEON(NEON_C);
+    if (j < n) SY_ROWS_NEON(1);
+#undef SY_ROWS_NEON
+}
+
 SY_NEON void matmul_body_neon(const float *x, size_t m, size_t k, size_t xs, const void *w, int bf16, size_t n,
                               size_t ws, float *y, size_t ys, int accumulate) {
-    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
     size_t block = rows_per_block(k);
-    for (size_t i0 = 0; i0 < m; i0 += block) {
-        size_t i1 = i0 + block < m ? i0 + block : m;
-        size_t j = 0;
-        for (; j + NEON_C <= n; j += NEON_C)
-            rows_neon(NEON_C, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate,
-                      NULL, 0, 1, 1);
-        if (j < n)
-            rows_neon(1, x, i0, i1, xs, (const char *)w + j * ws * element, bf16, ws, k, y + j, ys, accumulate, NULL, 0,
-                      1, 1);
-    }
+    for (size_t i0 = 0; i0 < m; i0 += block)
+        columns_neon(x, i0, i0 + block < m ? i0 + block : m, xs, w, bf16, n, ws, k, y, ys, accumulate, NULL, 0, 1, 1);
 }
 
 /// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``): the tiles of ``matmul_neon``, output (i, j)'s
 /// lane sums at state + (j · m + i) · 16 between chunks.
 static void chunk_neon(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws, float *y,
                        size_t ys, int accumulate, float *state, int first, int last) {
-    size_t j = 0;
-    for (; j + NEON_C <= n; j += NEON_C)
-        rows_neon(NEON_C, x, 0, m, xs, w + j * ws, 0, ws, k, y + j, ys, accumulate, state + j * m * SY_LANES, m, first,
-                  last);
-    if (j < n)
-        rows_neon(1, x, 0, m, xs, w + j * ws, 0, ws, k, y + j, ys, accumulate, state + j * m * SY_LANES, m, first, last);
+    columns_neon(x, 0, m, xs, w, 0, n, ws, k, y, ys, accumulate, state, m, first, last);
 }
 
 /// y = x · wᵀ with f32 (`bf16` 0) or bf16 weights, each compiled with its loads fixed.
@@ -3197,20 +3202,6 @@ static void dispatch_job(sy_job job) {
     pthread_mutex_unlock(&pool.owner);
 }
 
-/// One k-chunk of the f32 product (``sy_matmul_nt_chunk_isa``) on the scalar path: the tiles of
-/// ``matmul_scalar``, output (i, j)'s lane sums at state + (j · m + i) · 16 between chunks.
-static void chunk_scalar(const float *x, size_t m, size_t k, size_t xs, const float *w, size_t n, size_t ws, float *y,
-                         size_t ys, int accumulate, float *state, int first, int last) {
-    for (size_t j = 0; j < n; j += SCALAR_C) {
-        int C = n - j >= SCALAR_C ? SCALAR_C : (int)(n - j);
-        for (size_t i = 0; i < m; i += SCALAR_R) {
-            int R = m - i >= SCALAR_R ? SCALAR_R : (int)(m - i);
-            tile_scalar(R, C, x + i * xs, xs, w + j * ws, ws, k, y + i * ys + j, ys, accumulate,
-                        state + (j * m + i) * SY_LANES, m, first, last);
-        }
-    }
-}
-
 void sy_matmul_nt_chunk_isa(sy_isa isa, const float *x, size_t m, size_t k, size_t x_stride, const float *w, size_t n,
                             size_t w_stride, float *state, int first, int last, float *y, size_t y_stride,
                             int accumulate) {
@@ -3230,7 +3221,7 @@ void sy_matmul_nt_chunk_isa(sy_isa isa, const float *x, size_t m, size_t k, size
 #if SY_ARM64
     case SY_ISA_NEON: chunk_neon(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate, state, first, last); return;
 #endif
-    default: chunk_scalar(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate, state, first, last); return;
+    default: columns_scalar(x, m, k, x_stride, w, n, w_stride, y, y_stride, accumulate, state, first, last); return;
     }
 }
 

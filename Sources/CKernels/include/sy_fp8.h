@@ -12,8 +12,8 @@
 // weight row as they widen it, with the f32 kernels' operations in their order; above that each thread
 // widens the weight rows it is about to use into a small f32 buffer (a few rows at a time, a whole number
 // of the f32 kernel's tiles of weight rows, about 64 KiB or one tile's rows where those are more: L1/L2-resident,
-// never a copy of the matrix) and multiplies with the f32 kernel of sy_kernels.h, past 1,024 values of k a
-// chunk of k at a time (``sy_matmul_nt_chunk_isa``).
+// never a copy of the matrix) and multiplies with the f32 kernel of sy_kernels.h, 512 values of k at a time
+// (``sy_matmul_nt_chunk_isa``).
 // Either way every y[i, j] is bitwise ``sy_matmul_nt`` on the dequantized f32 weights, on every path
 // (scalar, AVX2, AVX-512, NEON: their widening gives the same bits, being exact conversions and one
 // rounded product each), batch-invariant and independent of the thread count like the other products.

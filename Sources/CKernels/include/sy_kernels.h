@@ -88,9 +88,9 @@ void sy_matmul_nt_chunk_isa(sy_isa isa, const float *x, size_t m, size_t k, size
                             size_t w_stride, float *state, int first, int last, float *y, size_t y_stride,
                             int accumulate);
 
-/// How many weight rows a tile of ``sy_matmul_nt_isa`` takes at once past 8 rows of x on `isa`. A caller
-/// that hands the product a few weight rows at a time (the FP8 product's widened rows) gives it a multiple
-/// of this many, so that no tile runs narrower. Never changes a result.
+/// How many weight rows a tile of ``sy_matmul_nt_chunk_isa`` (and of ``sy_matmul_nt_isa`` past 4 rows of x)
+/// takes at once on `isa`. A caller that hands the product a few weight rows at a time (the FP8 product's
+/// widened rows) gives it a multiple of this many, so that no tile runs narrower. Never changes a result.
 size_t sy_matmul_nt_tile_columns(sy_isa isa);
 
 /// y[i, j] = Σ_p x[i, p] · w[j, p]  (+ y[i, j] when `accumulate` is non-zero), with w in bf16.
